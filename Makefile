@@ -1,0 +1,35 @@
+# One-command set-up: `make run` starts the app, `make test` runs the whole suite.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test lint format bench clean-venv
+
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m deepz_core demo --quiet
+	$(PY) -m streamlit run app/main.py --server.address 127.0.0.1 --server.port 8501
+
+test: $(STAMP)
+	$(PY) -m ruff check deepz_core app pages tests
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(PY) -m ruff check deepz_core app pages tests
+	$(PY) -m ruff format --check deepz_core app pages tests
+
+format: $(STAMP)
+	$(PY) -m ruff format deepz_core app pages tests
+	$(PY) -m ruff check --fix deepz_core app pages tests
+
+bench: $(STAMP)
+	$(PY) -m deepz_core bench
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,22 @@
+"""Shared fixtures: fixed seeds, quiet progress bars, an isolated cache for tests that write one."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+os.environ.setdefault("DEEPZ_QUIET", "1")
+
+
+@pytest.fixture(autouse=True)
+def _fixed_seeds() -> None:
+    np.random.seed(1234)
+    torch.manual_seed(1234)
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(20201)
