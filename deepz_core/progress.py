@@ -17,4 +17,11 @@ def quiet() -> bool:
 
 def progress(iterable: Iterable[T], desc: str, total: int | None = None) -> Iterator[T]:
     """Wrap ``iterable`` in a progress bar labelled ``desc``."""
-    yield from tqdm(iterable, desc=desc, total=total, disable=quiet(), leave=False, dynamic_ncols=True)
+    yield from tqdm(
+        iterable, desc=desc, total=total, disable=quiet(), leave=False, dynamic_ncols=True
+    )
+
+
+def progress_bar(total: int, desc: str) -> tqdm:
+    """A manually advanced bar (``bar.update(k)``); use as a context manager."""
+    return tqdm(total=total, desc=desc, disable=quiet(), leave=False, dynamic_ncols=True)

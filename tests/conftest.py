@@ -13,7 +13,7 @@ os.environ.setdefault("DEEPZ_QUIET", "1")
 
 @pytest.fixture(autouse=True)
 def _fixed_seeds() -> None:
-    np.random.seed(1234)
+    np.random.seed(1234)  # noqa: NPY002 - seeds legacy global users (e.g. sklearn)
     torch.manual_seed(1234)
 
 

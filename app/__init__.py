@@ -1,0 +1,1 @@
+"""The deepz Streamlit app: router (main.py), state/caching (state.py), plot builders (plots.py)."""

@@ -1,0 +1,477 @@
+"""The canonical deepz catalogue: coadded fluxes per galaxy and band plus optional single exposures.
+
+E20 Sec. 2: PAUS measures every galaxy several times per narrow band; the network sees the single
+exposures (E20 Sec. 4.3), the coadd is their inverse-variance weighted mean. Fluxes are in units
+fixed by the AB zero-point ``fluxzp`` (mag = fluxzp - 2.5 log10 flux; 23.9 = microJansky).
+File formats live in ``deepz_core.catalog_io``; this module is format-free.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+from astropy.table import Table
+
+from deepz_core.errors import CatalogError
+
+DEFAULT_FLUXZP = 23.9
+FLUX_PREFIX = "flux_"
+ERROR_PREFIX = "flux_error_"
+GALAXY_COLUMNS = ("ref_id", "zspec", "mag")
+EXPOSURE_COLUMNS = ("ref_id", "band", "exp_num", "flux", "flux_error")
+COADD_RTOL = 1e-3  # coadd vs exposures: flagged only when off by > 1e-3 relative ...
+COADD_SIGMA_TOL = 0.05  # ... AND by > 0.05 sigma of the inverse-variance mean
+_META_KEY = re.compile(r"^[A-Z0-9_\-]+$")
+FITS_STRUCTURAL = re.compile(  # header keys that describe the table itself, never meta
+    r"^(SIMPLE|XTENSION|BITPIX|NAXIS\d*|EXTEND|PCOUNT|GCOUNT|TFIELDS|EXTNAME|EXTVER|EXTLEVEL"
+    r"|CHECKSUM|DATASUM|COMMENT|HISTORY|INHERIT|THEAP|T[A-Z]+\d+|)$"
+)
+
+
+def few(labels: np.ndarray | list[Any], n: int = 3) -> str:
+    """'3, 17, 18 (and 5 more)': the first ``n`` labels and how many were left out."""
+    labels = list(np.asarray(labels).tolist())
+    shown = ", ".join(str(x) for x in labels[:n])
+    return shown + (f" (and {len(labels) - n} more)" if len(labels) > n else "")
+
+
+def as_int64(values: Any, column: str, source: str) -> np.ndarray:
+    """1-D int64 copy of ``values``; floats must be finite and integral. Raises CatalogError."""
+    arr = np.asarray(values)
+    if arr.dtype.kind in "iu" or arr.size == 0:
+        return arr.astype(np.int64)
+    if arr.dtype.kind == "f":
+        bad = ~np.isfinite(arr) | (arr != np.round(arr))
+        if not bad.any():
+            return arr.astype(np.int64)
+        raise CatalogError(
+            f"{source}: column '{column}' has non-integer values in rows {few(np.flatnonzero(bad))}"
+        )
+    raise _not_numeric(arr, column, source, "integer")
+
+
+def as_float64(values: Any, column: str, source: str) -> np.ndarray:
+    """float64 copy/view of numeric ``values`` (bool and strings rejected). Raises CatalogError."""
+    arr = np.asarray(values)
+    if arr.dtype.kind in "iuf" or arr.size == 0:
+        return np.ascontiguousarray(arr, dtype=np.float64)
+    raise _not_numeric(arr, column, source, "numeric")
+
+
+def _not_numeric(arr: np.ndarray, column: str, source: str, kind: str) -> CatalogError:
+    """A CatalogError naming the column, its dtype and the first rows that are not numbers."""
+    bad = [i for i, v in enumerate(arr.reshape(-1).tolist()) if not _is_number(v)]
+    where = f" (e.g. rows {few(bad)})" if bad else ""
+    return CatalogError(f"{source}: column '{column}' is not {kind} (dtype {arr.dtype}){where}")
+
+
+def _is_number(value: Any) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def native_array(values: Any) -> np.ndarray:
+    """Native-endian ndarray copy: masked -> filled (NaN for floats), bytes/object str -> str."""
+    if np.ma.isMaskedArray(values):
+        fill = np.nan if values.dtype.kind == "f" else values.fill_value
+        values = values.filled(fill)
+    arr = np.asarray(values)
+    if arr.dtype.kind == "S":
+        return np.char.decode(arr, "utf-8")
+    if arr.dtype.kind == "O" and all(isinstance(v, str) for v in arr.reshape(-1).tolist()):
+        return arr.astype(str)
+    if arr.dtype.byteorder not in ("=", "|"):
+        return arr.astype(arr.dtype.newbyteorder("="))
+    return np.array(arr)
+
+
+def _clean_meta(meta: Mapping[str, Any]) -> dict[str, bool | int | float | str]:
+    """Upper-case keys (FITS style), plain Python scalar values; reserved/odd keys rejected."""
+    out: dict[str, bool | int | float | str] = {}
+    for key, value in meta.items():
+        name = str(key).upper()
+        value = value.item() if isinstance(value, np.generic) else value
+        if not _META_KEY.match(name) or name == "FLUXZP" or FITS_STRUCTURAL.match(name):
+            raise CatalogError(f"meta key {key!r} is reserved or not of the form [A-Z0-9_-]+")
+        ok = isinstance(value, bool | int | str) or (
+            isinstance(value, float) and np.isfinite(value)
+        )
+        if not ok:
+            raise CatalogError(
+                f"meta key {name!r}: value {value!r} is not a bool/int/finite float/str"
+            )
+        out[name] = value
+    return out
+
+
+def _shaped(values: Any, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """float64 (or int64 ref_id) array of exactly ``shape``, else CatalogError."""
+    arr = values if name == "ref_id" else as_float64(values, name, "catalogue")
+    if arr.shape != shape:
+        raise CatalogError(f"catalogue: '{name}' has shape {arr.shape}, expected {shape}")
+    return arr
+
+
+def check_band_names(bands: tuple[str, ...]) -> None:
+    """Band names: non-empty, unique, and not 'error' / 'error_*' (ambiguous with flux_error_*)."""
+    for name in bands:
+        if not name or name == "error" or name.startswith("error_"):
+            raise CatalogError(f"band name {name!r} is empty or reserved (column 'flux_{name}')")
+    if len(set(bands)) != len(bands):
+        raise CatalogError(f"duplicate band names in {bands}")
+
+
+@dataclass(frozen=True, eq=False)
+class Exposures:
+    """Single-exposure fluxes in long format, one row per measurement, all arrays (M,).
+
+    ``band`` holds catalogue band names; ``flux``/``flux_error`` use the catalogue zero-point.
+    """
+
+    ref_id: np.ndarray
+    band: np.ndarray
+    exp_num: np.ndarray
+    flux: np.ndarray
+    flux_error: np.ndarray
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        set_(self, "ref_id", as_int64(self.ref_id, "ref_id", "exposures"))
+        set_(self, "band", native_array(self.band).astype(str))
+        set_(self, "exp_num", as_int64(self.exp_num, "exp_num", "exposures"))
+        set_(self, "flux", as_float64(self.flux, "flux", "exposures"))
+        set_(self, "flux_error", as_float64(self.flux_error, "flux_error", "exposures"))
+        shapes = {name: getattr(self, name).shape for name in EXPOSURE_COLUMNS}
+        if len(set(shapes.values())) != 1 or len(self.ref_id.shape) != 1:
+            raise CatalogError(f"exposures: columns must all be 1-D of one length, got {shapes}")
+
+    def __len__(self) -> int:
+        return int(self.ref_id.shape[0])
+
+    def select(self, mask_or_indices: np.ndarray) -> Exposures:
+        """Rows picked by a (M,) bool mask or integer indices."""
+        idx = np.asarray(mask_or_indices)
+        return Exposures(*(getattr(self, name)[idx] for name in EXPOSURE_COLUMNS))
+
+    def to_table(self) -> Table:
+        """astropy Table with columns ref_id, band, exp_num, flux, flux_error."""
+        return Table({name: getattr(self, name) for name in EXPOSURE_COLUMNS})
+
+    @classmethod
+    def from_table(cls, table: Table | Mapping[str, Any], source: str = "exposures") -> Exposures:
+        """From a table/mapping holding the five exposure columns (others ignored)."""
+        from deepz_core.catalog_io import exposures_from_columns
+
+        return exposures_from_columns({k: native_array(table[k]) for k in table.keys()}, source)
+
+
+@dataclass(frozen=True, eq=False)
+class Catalog:
+    """Galaxies (N,) in bands (B,): coadded flux/flux_error (N, B) in units set by ``fluxzp``.
+
+    ``zspec`` (N,) is NaN where unknown (None -> all NaN); ``mag`` (N,) is the AB magnitude in the
+    selection band; ``extra`` holds other per-galaxy columns (N, ...); ``meta`` simple header values
+    with upper-case keys. Shapes and dtypes are checked here; values by ``validate``.
+    """
+
+    ref_id: np.ndarray
+    bands: tuple[str, ...]
+    flux: np.ndarray
+    flux_error: np.ndarray
+    zspec: np.ndarray | None = None
+    mag: np.ndarray | None = None
+    fluxzp: float = DEFAULT_FLUXZP
+    exposures: Exposures | None = None
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        bands = tuple(str(b) for b in self.bands)
+        check_band_names(bands)
+        n = np.shape(self.ref_id)[0] if np.ndim(self.ref_id) == 1 else -1
+        zspec = np.full(max(n, 0), np.nan) if self.zspec is None else self.zspec
+        values = {
+            "ref_id": _shaped(as_int64(self.ref_id, "ref_id", "catalogue"), "ref_id", (n,)),
+            "bands": bands,
+            "flux": _shaped(self.flux, "flux", (n, len(bands))),
+            "flux_error": _shaped(self.flux_error, "flux_error", (n, len(bands))),
+            "zspec": _shaped(zspec, "zspec", (n,)),
+            "mag": None if self.mag is None else _shaped(self.mag, "mag", (n,)),
+            "fluxzp": float(self.fluxzp),
+            "extra": {str(k): np.asarray(v) for k, v in self.extra.items()},
+            "meta": _clean_meta(self.meta),
+        }
+        for name, arr in values["extra"].items():
+            if name in GALAXY_COLUMNS or name.startswith(FLUX_PREFIX) or arr.shape[:1] != (n,):
+                raise CatalogError(
+                    f"catalogue: extra column '{name}' is reserved or not ({n}, ...)"
+                )
+        if self.exposures is not None and not isinstance(self.exposures, Exposures):
+            raise CatalogError(
+                f"catalogue: exposures must be Exposures, not {type(self.exposures)}"
+            )
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+
+    @property
+    def n_galaxies(self) -> int:
+        return int(self.ref_id.shape[0])
+
+    @property
+    def has_zspec(self) -> np.ndarray:
+        """(N,) bool: galaxies with a spectroscopic redshift."""
+        return ~np.isnan(self.zspec)
+
+    def band_index(self, name: str) -> int:
+        """Column of band ``name`` in flux (N, B)."""
+        try:
+            return self.bands.index(name)
+        except ValueError:
+            known = ", ".join(self.bands)
+            raise CatalogError(f"unknown band {name!r}; catalogue bands: {known}") from None
+
+    def magnitudes(self, band: str) -> np.ndarray:
+        """(N,) AB magnitudes fluxzp - 2.5 log10 flux in ``band``; NaN where flux <= 0."""
+        flux = self.flux[:, self.band_index(band)]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(flux > 0, self.fluxzp - 2.5 * np.log10(flux), np.nan)
+
+    def select(self, mask_or_indices: np.ndarray | list[int]) -> Catalog:
+        """Sub-catalogue from a (N,) bool mask or unique integer indices; exposures follow."""
+        idx = np.asarray(mask_or_indices)
+        if idx.dtype == bool and idx.shape != (self.n_galaxies,):
+            raise CatalogError(f"select: mask has shape {idx.shape}, expected ({self.n_galaxies},)")
+        if idx.dtype != bool and len(np.unique(idx)) != idx.size:
+            raise CatalogError("select: duplicate indices would duplicate ref_id")
+        ref_id = self.ref_id[idx]
+        exposures = self.exposures
+        if exposures is not None:
+            exposures = exposures.select(np.isin(exposures.ref_id, ref_id))
+        return replace(
+            self,
+            ref_id=ref_id,
+            flux=self.flux[idx],
+            flux_error=self.flux_error[idx],
+            zspec=self.zspec[idx],
+            mag=None if self.mag is None else self.mag[idx],
+            exposures=exposures,
+            extra={k: v[idx] for k, v in self.extra.items()},
+        )
+
+    def columns(self) -> dict[str, np.ndarray]:
+        """Canonical galaxy columns in file order: ref_id, flux_b/flux_error_b per band, zspec,
+        mag (if any), extras."""
+        cols: dict[str, np.ndarray] = {"ref_id": self.ref_id}
+        for j, band in enumerate(self.bands):
+            cols[FLUX_PREFIX + band] = self.flux[:, j]
+            cols[ERROR_PREFIX + band] = self.flux_error[:, j]
+        cols["zspec"] = self.zspec
+        if self.mag is not None:
+            cols["mag"] = self.mag
+        cols.update(self.extra)
+        return cols
+
+    def to_table(self) -> Table:
+        """astropy Table of the galaxy columns; ``meta`` holds FLUXZP and the header keys."""
+        return Table(self.columns(), meta={"FLUXZP": self.fluxzp, **self.meta})
+
+    @classmethod
+    def from_table(
+        cls, table: Table, exposures: Exposures | None = None, source: str = "table"
+    ) -> Catalog:
+        """Parse an astropy Table in the canonical layout (meta FLUXZP, other keys -> meta)."""
+        from deepz_core.catalog_io import catalog_from_columns
+
+        columns = {name: native_array(table[name]) for name in table.colnames}
+        return catalog_from_columns(columns, dict(table.meta), source, exposures)
+
+
+def _galaxies(cat: Catalog, bad: np.ndarray) -> str:
+    """'ref_id 3, 17, 18 (and 5 more)' for a (N,) bad mask."""
+    return f"ref_id {few(cat.ref_id[bad])}"
+
+
+def validate(
+    cat: Catalog, source: str = "catalogue", exposures_source: str | None = None
+) -> Catalog:
+    """Check values; raise CatalogError naming ``source``, the column and a few offending rows.
+
+    Fluxes must be finite, errors finite and > 0, ref_id unique, zspec NaN or finite >= 0, mag NaN
+    or finite, exposures valid and each coadd consistent with its exposures (see
+    ``check_coadd``). Returns ``cat`` unchanged.
+    """
+    if cat.n_galaxies == 0:
+        raise CatalogError(f"{source}: no galaxies (empty table)")
+    if not cat.bands:
+        raise CatalogError(f"{source}: no bands")
+    ids, counts = np.unique(cat.ref_id, return_counts=True)
+    if (counts > 1).any():
+        raise CatalogError(f"{source}: column 'ref_id' has duplicates: {few(ids[counts > 1])}")
+    checks = (
+        (FLUX_PREFIX, "NaN/inf", ~np.isfinite(cat.flux)),
+        (ERROR_PREFIX, "NaN/inf", ~np.isfinite(cat.flux_error)),
+        (ERROR_PREFIX, "non-positive", cat.flux_error <= 0),
+    )
+    for prefix, what, bad in checks:  # bad: (N, B)
+        if bad.any():
+            j = int(np.flatnonzero(bad.any(axis=0))[0])
+            raise CatalogError(
+                f"{source}: column '{prefix}{cat.bands[j]}' has {what} values for "
+                f"{_galaxies(cat, bad[:, j])}"
+            )
+    with np.errstate(invalid="ignore"):
+        bad_z = np.isinf(cat.zspec) | (cat.zspec < 0)
+    if bad_z.any():
+        raise CatalogError(
+            f"{source}: column 'zspec' has inf or negative values (use NaN for "
+            f"unknown) for {_galaxies(cat, bad_z)}"
+        )
+    if cat.mag is not None and np.isinf(cat.mag).any():
+        raise CatalogError(
+            f"{source}: column 'mag' has inf values for {_galaxies(cat, np.isinf(cat.mag))}"
+        )
+    if not np.isfinite(cat.fluxzp):
+        raise CatalogError(f"{source}: header FLUXZP = {cat.fluxzp} is not finite")
+    if cat.exposures is not None:
+        _validate_exposures(cat, exposures_source or source)
+    return cat
+
+
+def exposure_index(cat: Catalog) -> tuple[np.ndarray, np.ndarray]:
+    """(M,) galaxy row and (M,) band column of every exposure; -1 where unknown."""
+    exp = cat.exposures
+    assert exp is not None
+    if cat.n_galaxies == 0:
+        return np.full(len(exp), -1), np.full(len(exp), -1)
+    order = np.argsort(cat.ref_id, kind="stable")
+    pos = np.searchsorted(cat.ref_id, exp.ref_id, sorter=order).clip(0, cat.n_galaxies - 1)
+    gal = order[pos]
+    gal[cat.ref_id[gal] != exp.ref_id] = -1
+    names, inverse = np.unique(exp.band, return_inverse=True)
+    lut = np.array([cat.bands.index(b) if b in cat.bands else -1 for b in names.tolist()], int)
+    return gal, lut[inverse.reshape(-1)].astype(np.int64)
+
+
+def _validate_exposures(cat: Catalog, source: str) -> None:
+    """Exposure values, membership, duplicates and coadd consistency."""
+    exp = cat.exposures
+    assert exp is not None
+    for column in ("flux", "flux_error"):
+        values = getattr(exp, column)
+        bad = ~np.isfinite(values) | ((values <= 0) if column == "flux_error" else False)
+        if bad.any():
+            what = "NaN/inf" + (" or non-positive" if column == "flux_error" else "")
+            raise CatalogError(
+                f"{source}: exposures column '{column}' has {what} values in "
+                f"rows {few(np.flatnonzero(bad))}"
+            )
+    gal, band = exposure_index(cat)
+    if (gal < 0).any():
+        raise CatalogError(
+            f"{source}: exposures column 'ref_id' names unknown galaxies: ref_id "
+            f"{few(np.unique(exp.ref_id[gal < 0]))}"
+        )
+    if (band < 0).any():
+        raise CatalogError(
+            f"{source}: exposures column 'band' has bands not in the catalogue: "
+            f"{few(np.unique(exp.band[band < 0]))} (rows {few(np.flatnonzero(band < 0))})"
+        )
+    order = np.lexsort((exp.exp_num, band, gal))
+    same = (np.diff(gal[order]) == 0) & (np.diff(band[order]) == 0)
+    same &= np.diff(exp.exp_num[order]) == 0
+    if same.any():
+        rows = np.sort(order[1:][same])
+        raise CatalogError(
+            f"{source}: exposures have duplicate (ref_id, band, exp_num) in rows {few(rows)}"
+        )
+    check_coadd(cat, gal, band, source)
+
+
+def check_coadd(cat: Catalog, gal: np.ndarray, band: np.ndarray, source: str) -> None:
+    """Raise if a coadd differs from the inverse-variance mean m +- s of its exposures by more
+    than COADD_RTOL * max(|coadd|, |m|) AND more than COADD_SIGMA_TOL * s (both must fail)."""
+    exp = cat.exposures
+    assert exp is not None
+    n, b = cat.flux.shape
+    key = gal * b + band
+    weight = exp.flux_error**-2
+    sw = np.bincount(key, weight, minlength=n * b)
+    has = sw > 0
+    mean = np.bincount(key, weight * exp.flux, minlength=n * b)[has] / sw[has]
+    coadd = cat.flux.reshape(-1)[has]
+    diff = np.abs(coadd - mean)
+    bad = (diff > COADD_RTOL * np.maximum(np.abs(coadd), np.abs(mean))) & (
+        diff > COADD_SIGMA_TOL * sw[has] ** -0.5
+    )
+    if bad.any():
+        cells = np.flatnonzero(has)[bad]
+        rows, cols = cells // b, cells % b
+        j = int(cols[0])
+        first = int(np.flatnonzero(bad)[0])
+        raise CatalogError(
+            f"{source}: column 'flux_{cat.bands[j]}' disagrees with the inverse-variance mean of "
+            f"its exposures for ref_id {few(cat.ref_id[rows[cols == j]])} "
+            f"(coadd {coadd[first]:.6g} vs mean {mean[first]:.6g}; tolerance "
+            f"{COADD_RTOL:g} relative and {COADD_SIGMA_TOL:g} sigma)"
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class DenseExposures:
+    """Single exposures as dense tensors (N, B, X), X = most exposures of one galaxy in one band.
+
+    Slots are filled in exp_num order; unused slots have mask False and flux = error = 0.
+    """
+
+    flux: np.ndarray  # (N, B, X) float32
+    error: np.ndarray  # (N, B, X) float32
+    mask: np.ndarray  # (N, B, X) bool
+
+
+def dense_exposures(cat: Catalog) -> DenseExposures:
+    """Scatter the long-format exposures into (N, B, X) tensors (vectorised; X = 0 if none)."""
+    n, b = cat.flux.shape
+    exp = cat.exposures
+    if exp is None or len(exp) == 0:
+        empty = np.zeros((n, b, 0), np.float32)
+        return DenseExposures(empty, empty.copy(), np.zeros((n, b, 0), bool))
+    gal, band = exposure_index(cat)
+    if (gal < 0).any() or (band < 0).any():
+        raise CatalogError("dense_exposures: exposures of unknown galaxies or bands (run validate)")
+    key = gal * b + band  # (M,)
+    order = np.lexsort((exp.exp_num, key))
+    sorted_key = key[order]
+    rows = np.arange(len(order))
+    starts = np.r_[True, sorted_key[1:] != sorted_key[:-1]]
+    slot = rows - np.maximum.accumulate(np.where(starts, rows, 0))  # (M,) position in its cell
+    x = int(slot.max()) + 1
+    flux = np.zeros((n, b, x), np.float32)
+    error = np.zeros((n, b, x), np.float32)
+    mask = np.zeros((n, b, x), bool)
+    idx = (gal[order], band[order], slot)
+    flux[idx] = exp.flux[order]
+    error[idx] = exp.flux_error[order]
+    mask[idx] = True
+    return DenseExposures(flux, error, mask)
+
+
+def coadd_from_exposures(dense: DenseExposures) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse-variance mean flux and its error (N, B) float64; NaN where a cell has no exposure."""
+    error = dense.error.astype(np.float64)
+    weight = np.zeros_like(error)
+    weight[dense.mask] = error[dense.mask] ** -2  # (N, B, X)
+    sw = weight.sum(axis=-1)  # (N, B)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        flux = (weight * dense.flux).sum(axis=-1) / sw
+        err = sw**-0.5
+    none = sw == 0
+    flux[none] = np.nan
+    err[none] = np.nan
+    return flux, err

@@ -1,0 +1,129 @@
+"""Commands for training, resuming, prediction and evaluation (registered into ``deepz_core.cli``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from deepz_core.cli import command
+from deepz_core.errors import ConfigError
+
+
+def _train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--catalog", required=True, help="training catalogue (galaxies with zspec)")
+    p.add_argument("--exposures", help="single exposures, when not an HDU/key of the catalogue")
+    p.add_argument(
+        "--pretrain", default="auto", help="auto (simulate through the bands), none, or SIMFILE"
+    )
+    p.add_argument("--preset", default="quick", choices=("quick", "paper"))
+    p.add_argument("--members", type=int, help="R: random partitions (repetitions)")
+    p.add_argument("--folds", type=int, help="K: folds per partition; E = R * K networks")
+    p.add_argument("--alpha", type=float, help="probability of keeping each single exposure (0.8)")
+    p.add_argument("--no-autoencoder", action="store_true", help="ablation: photo-z network alone")
+    p.add_argument("--no-randomize", action="store_true", help="train on the full coadds only")
+    p.add_argument("--epochs", type=int, help="override: fine-tuning epochs at the first rate")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument(
+        "--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps"
+    )
+    p.add_argument("--ref-band", help="reference band for flux ratios (default subaru_i, else *_i)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="run folder to create (or to resume if it exists)")
+
+
+def train_overrides(args: argparse.Namespace) -> tuple[dict, dict]:
+    """(model overrides, train overrides) from the optional arguments that were given."""
+    train: dict = {"device": args.device, "seed": args.seed}
+    for name, key in (("members", "repetitions"), ("folds", "folds"), ("alpha", "alpha"),
+                      ("batch_size", "batch_size")):  # fmt: skip
+        if getattr(args, name) is not None:
+            train[key] = getattr(args, name)
+    if args.no_randomize:
+        train["randomize_coadds"] = False
+    if args.epochs is not None:
+        if args.epochs < 1:
+            raise ConfigError(f"--epochs must be >= 1, got {args.epochs}")
+        train["schedule"] = ((args.epochs, 1e-3),)
+    model = {"use_autoencoder": False} if args.no_autoencoder else {}
+    return model, train
+
+
+@command("train", _train_args)
+def _train(args: argparse.Namespace) -> int:
+    """Train a deepz ensemble into a run folder (resumes if the folder holds a killed run)."""
+    from deepz_core.pipeline import create_run, execute_run
+    from deepz_core.runs import RunDir
+
+    run = RunDir(Path(args.out))
+    if run.file("config.json").exists():
+        state = run.status().get("state")
+        if state == "finished":
+            raise ConfigError(f"--out {args.out} holds a finished run; choose another folder")
+        print(f"resuming run in {args.out} (state {state})")
+    else:
+        model, train = train_overrides(args)
+        create_run(args.out, args.catalog, args.exposures, args.pretrain, args.preset,
+                   args.ref_band, model, train)  # fmt: skip
+    run.file("cancel").unlink(missing_ok=True)
+    execute_run(run)
+    status = run.status()
+    print(json.dumps({"run": str(run.path), "state": status["state"], **status.get("summary", {})}))
+    return 0 if status["state"] == "finished" else 3
+
+
+def _resume_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run", required=True, help="run folder of a killed or cancelled run")
+
+
+@command("resume", _resume_args)
+def _resume(args: argparse.Namespace) -> int:
+    """Resume a killed or cancelled run from its last checkpoint."""
+    from deepz_core.pipeline import execute_run
+    from deepz_core.runs import RunDir
+
+    run = RunDir(Path(args.run))
+    if not run.file("config.json").exists():
+        raise ConfigError(f"--run {args.run} is not a run folder (no config.json)")
+    run.file("cancel").unlink(missing_ok=True)
+    execute_run(run)
+    return 0 if run.status()["state"] == "finished" else 3
+
+
+def _predict_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run", required=True, help="a finished run folder")
+    p.add_argument("--catalog", required=True)
+    p.add_argument("--exposures")
+    p.add_argument("--out", required=True, help="output table (.fits or .parquet)")
+    p.add_argument("--device", default="cpu")
+
+
+@command("predict", _predict_args)
+def _predict(args: argparse.Namespace) -> int:
+    """Photo-z for a catalogue: point estimates, ODDS, PIT and mixture parameters."""
+    from deepz_core.catalog_io import read_catalog
+    from deepz_core.predict import predict_catalog
+    from deepz_core.training import resolve_device
+
+    if not (Path(args.run) / "model.safetensors").exists():
+        raise ConfigError(f"--run {args.run} has no trained model (model.safetensors)")
+    table = predict_catalog(args.run, read_catalog(args.catalog, args.exposures), args.out,
+                            str(resolve_device(args.device)))  # fmt: skip
+    print(f"wrote {len(table)} predictions to {args.out}")
+    return 0
+
+
+def _evaluate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pred", required=True, help="predictions table from 'predict'")
+    p.add_argument("--catalog", help="catalogue with zspec/mag, joined on ref_id (optional)")
+    p.add_argument("--out", required=True, help="report (.json)")
+
+
+@command("evaluate", _evaluate_args)
+def _evaluate(args: argparse.Namespace) -> int:
+    """Metrics of a predictions table against spec-z: overall and per magnitude bin."""
+    from deepz_core.evaluate import evaluate_files
+
+    report = evaluate_files(args.pred, args.catalog, args.out)
+    print(json.dumps(report["overall"]))
+    return 0

@@ -1,0 +1,100 @@
+"""Evaluation reports of predictions tables (E20 Sec. 3.3 and 6)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from astropy.table import Table
+
+from deepz_core import metrics
+from deepz_core.errors import CatalogError
+from deepz_core.paths import atomic_write_json
+from deepz_core.pz import PzConfig
+
+
+def _read_table(path: Path | str) -> Table:
+    try:
+        return Table.read(path)
+    except Exception as exc:
+        raise CatalogError(
+            f"{path}: cannot read predictions table ({type(exc).__name__}: {exc})"
+        ) from exc
+
+
+def _join_catalog(pred: Table, catalog_path: Path | str) -> Table:
+    """Take zspec and mag from a catalogue (matched on ref_id) when the predictions lack them."""
+    from deepz_core.catalog_io import read_catalog
+
+    cat = read_catalog(catalog_path)
+    index = {int(r): i for i, r in enumerate(cat.ref_id)}
+    rows = np.array([index.get(int(r), -1) for r in pred["ref_id"]])
+    if (rows < 0).any():
+        raise CatalogError(
+            f"{catalog_path}: {int((rows < 0).sum())} predicted ref_id not in catalogue"
+        )
+    pred["zspec"] = np.asarray(cat.zspec)[rows]
+    if cat.mag is not None:
+        pred["mag"] = np.asarray(cat.mag)[rows]
+    return pred
+
+
+def cde_loss_from_table(t: Table, pz: PzConfig) -> float:
+    from deepz_core.predict import mixture_from_arrays
+
+    grid = pz.grid()
+    mix = mixture_from_arrays(
+        np.asarray(t["weights"]), np.asarray(t["means"]), np.asarray(t["stds"])
+    )
+    pdf = mix.pdf_grid(torch.as_tensor(grid)).numpy()
+    return metrics.cde_loss(pdf, grid, np.asarray(t["zspec"]))
+
+
+def evaluate_table(t: Table, pz: PzConfig | None = None) -> dict[str, Any]:
+    """Metrics over galaxies with a spec-z: overall, ODDS-best-50%, PIT, CDE loss, per magnitude bin."""
+    pz = pz or PzConfig()
+    z = np.asarray(t["zspec"], dtype=np.float64)
+    use = np.isfinite(z)
+    if "out_of_fold" in t.colnames and np.asarray(t["out_of_fold"])[use].any():
+        use &= np.asarray(t["out_of_fold"], dtype=bool)
+    sub = t[use]
+    if len(sub) == 0:
+        raise CatalogError("no galaxies with a spec-z to evaluate against")
+    zp, zs = np.asarray(sub["zphot"], dtype=np.float64), np.asarray(sub["zspec"], dtype=np.float64)
+    report: dict[str, Any] = {"overall": metrics.point_metrics(zp, zs)}
+    report["overall"]["odds_best50_sigma68"] = metrics.best_fraction_sigma68(
+        zp, zs, np.asarray(sub["odds"])
+    )
+    if "pit" in sub.colnames:
+        ks = metrics.pit_ks(np.clip(np.asarray(sub["pit"]), 0, 1))
+        report["overall"].update(pit_ks=ks.statistic, pit_ks_pvalue=ks.pvalue)
+    report["overall"]["cde_loss"] = cde_loss_from_table(sub, pz)
+    if "mag" in sub.colnames:
+        binned = metrics.binned_metrics(zp, zs, np.asarray(sub["mag"], dtype=np.float64))
+        report["per_magnitude"] = binned.rows()
+    return report
+
+
+def evaluate_files(pred: Path | str, catalog: Path | str | None, out: Path | str) -> dict[str, Any]:
+    t = _read_table(pred)
+    if catalog is not None:
+        t = _join_catalog(t, catalog)
+    if "zspec" not in t.colnames:
+        raise CatalogError(f"{pred}: no zspec column; pass --catalog with spectroscopic redshifts")
+    report = evaluate_table(t)
+    atomic_write_json(out, _jsonable(report))
+    return report
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj

@@ -1,0 +1,95 @@
+"""Network inputs: fluxes divided by a reference band's flux (E20 Sec. 2.2).
+
+All fluxes (coadds, their errors and single exposures) are divided by the reference-band coadd flux
+(default subaru_i). No logs and no clipping: the network's input BatchNorm normalises each band.
+Galaxies whose reference flux is not positive are excluded and counted, never silently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from deepz_core.catalog import Catalog, dense_exposures
+from deepz_core.errors import ConfigError
+
+
+def resolve_ref_band(bands: Sequence[str], ref_band: str | None = None) -> str:
+    """The reference band: ``ref_band`` if given, else subaru_i, else the band whose name ends in _i."""
+    if ref_band is not None:
+        if ref_band not in bands:
+            raise ConfigError(
+                f"ref_band {ref_band!r} is not among the catalogue's bands {list(bands)}"
+            )
+        return ref_band
+    if "subaru_i" in bands:
+        return "subaru_i"
+    ends = [b for b in bands if b.endswith("_i")]
+    if not ends:
+        raise ConfigError(f"no i band among {list(bands)}; choose one with --ref-band")
+    return ends[0]
+
+
+@dataclass(frozen=True, eq=False)
+class Features:
+    """Inputs for the N galaxies kept from a catalogue (all arrays float32 unless noted).
+
+    ratio, ratio_error: (N, B) coadd flux and error over the reference flux; exp_ratio, exp_error:
+    (N, B, X) single exposures over the reference flux with ``exp_mask`` (N, B, X) bool, or None.
+    """
+
+    bands: tuple[str, ...]
+    ref_band: str
+    rows: np.ndarray  # (N,) int64 rows of the source catalogue
+    ref_id: np.ndarray  # (N,) int64
+    ratio: np.ndarray
+    ratio_error: np.ndarray
+    zspec: np.ndarray  # (N,) float64, NaN where unknown
+    mag: np.ndarray | None  # (N,) float64
+    exp_ratio: np.ndarray | None
+    exp_error: np.ndarray | None
+    exp_mask: np.ndarray | None
+    n_excluded: int
+
+    @property
+    def n(self) -> int:
+        return len(self.rows)
+
+    @property
+    def has_exposures(self) -> bool:
+        return self.exp_mask is not None and bool(self.exp_mask.any())
+
+    def exclusion_note(self) -> str:
+        if not self.n_excluded:
+            return ""
+        return f"{self.n_excluded} galaxies excluded: reference band {self.ref_band} flux <= 0"
+
+
+def build_features(
+    cat: Catalog, ref_band: str | None = None, use_exposures: bool = True
+) -> Features:
+    """Divide every flux by the reference-band coadd flux; drop galaxies where that flux is <= 0."""
+    ref = resolve_ref_band(cat.bands, ref_band)
+    r = cat.bands.index(ref)
+    ref_flux = cat.flux[:, r]
+    keep = np.flatnonzero(ref_flux > 0)
+    scale = 1.0 / ref_flux[keep]  # (N,)
+    exp = dense_exposures(cat) if use_exposures and cat.exposures is not None else None
+    return Features(
+        bands=tuple(cat.bands),
+        ref_band=ref,
+        rows=keep.astype(np.int64),
+        ref_id=cat.ref_id[keep],
+        ratio=(cat.flux[keep] * scale[:, None]).astype(np.float32),
+        ratio_error=(cat.flux_error[keep] * scale[:, None]).astype(np.float32),
+        zspec=np.asarray(cat.zspec, dtype=np.float64)[keep],
+        mag=None if cat.mag is None else np.asarray(cat.mag)[keep],
+        exp_ratio=None if exp is None else exp.flux[keep] * scale[:, None, None].astype(np.float32),
+        exp_error=None
+        if exp is None
+        else exp.error[keep] * scale[:, None, None].astype(np.float32),
+        exp_mask=None if exp is None else exp.mask[keep],
+        n_excluded=int(len(ref_flux) - len(keep)),
+    )

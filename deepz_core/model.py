@@ -1,0 +1,274 @@
+"""The DEEPZ network as a natively batched ensemble: autoencoder + photo-z MDN (E20 Sec. 2.2, 2.3, Fig. 1).
+
+One :class:`DeepzModel` holds E members; every tensor has a leading member axis and inputs are
+(E, N, F): each member sees its own batch of galaxies. Losses are per-member means summed over
+members, so each member's gradient is the one it would get alone.
+
+Input normalisation: the flux ratios are not rescaled elsewhere (authors' code: an input BatchNorm was
+the only per-band normalisation). Each network that reads them starts with its own BatchNorm: the
+encoder on the N-band ratios, the photo-z network on concat[ratios, latent] (so the latent features are
+normalised too). The decoder reads the latent features directly and reconstructs raw flux ratios.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from deepz_core.errors import ConfigError
+from deepz_core.mdn import GaussianMixture, MixtureDensityHead
+from deepz_core.nn import EnsembleMLP
+from deepz_core.paths import atomic_write, atomic_write_json
+
+_FORMAT = "deepz.model"
+_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Network shape (E20 Fig. 1 defaults; where the authors' code differed it is noted).
+
+    - ``encoder_layers`` / ``decoder_layers``: hidden layers of ``width`` nodes (paper 10; code 5 in
+      the encoder). Each network ends in a plain linear layer (to ``n_latent`` / ``n_inputs``).
+    - ``photoz_first_width``: an extra first hidden layer of this width (authors' code: 56 -> 400;
+      0 = none), followed by ``photoz_layers`` hidden layers of ``width``, then the MDN layer (3M).
+    - Dropout ``ae_dropout`` / ``pz_dropout`` after every linear layer except the last
+      ``undropped_last`` of each network. ``sigma = sigma_floor + exp(log_sigma)``.
+    - ``use_autoencoder=False``: the ablation with no encoder/decoder; photo-z reads the ratios only.
+    """
+
+    n_inputs: int = 46
+    n_latent: int = 10
+    encoder_layers: int = 10
+    decoder_layers: int = 10
+    width: int = 250
+    photoz_layers: int = 13
+    photoz_first_width: int = 400
+    n_components: int = 10
+    ae_dropout: float = 0.02
+    pz_dropout: float = 0.01
+    undropped_last: int = 3
+    sigma_floor: float = 1e-3
+    use_autoencoder: bool = True
+    members: int = 1
+
+    def __post_init__(self) -> None:
+        minimum = {"n_inputs": 1, "n_latent": 1, "encoder_layers": 0, "decoder_layers": 0,
+                   "width": 1, "photoz_layers": 0, "photoz_first_width": 0, "n_components": 1,
+                   "undropped_last": 0, "members": 1}  # fmt: skip
+        for name, low in minimum.items():
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ConfigError(f"{name}: expected an integer >= {low}, got {value!r}")
+        for name in ("ae_dropout", "pz_dropout"):
+            value = getattr(self, name)
+            if not _is_real(value) or not 0.0 <= value < 1.0:
+                raise ConfigError(f"{name}: expected a probability in [0, 1), got {value!r}")
+        if not _is_real(self.sigma_floor) or not 0.0 < self.sigma_floor < float("inf"):
+            raise ConfigError(
+                f"sigma_floor: expected a finite number > 0, got {self.sigma_floor!r}"
+            )
+        if not isinstance(self.use_autoencoder, bool):
+            raise ConfigError(f"use_autoencoder: expected true/false, got {self.use_autoencoder!r}")
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> ModelConfig:
+        """Config from a mapping (e.g. JSON); unknown keys raise ConfigError naming them."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"model config: unknown key(s) {unknown}; known: {sorted(known)}")
+        return cls(**dict(values))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict; ``from_dict(to_dict())`` round-trips."""
+        return asdict(self)
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value == value
+
+
+class DeepzModel(nn.Module):
+    """E members of encoder + decoder + photo-z MDN (E20 Fig. 1). Inputs (E, N, n_inputs).
+
+    A 2-D input (N, n_inputs) is shared by all members (inference on one catalogue).
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        c = config
+        self.config = c
+        self.encoder: EnsembleMLP | None = None
+        self.decoder: EnsembleMLP | None = None
+        n_pz_in = c.n_inputs
+        if c.use_autoencoder:
+            self.encoder = EnsembleMLP(c.members, c.n_inputs, [c.width] * c.encoder_layers,
+                                       c.n_latent, c.ae_dropout, c.undropped_last, input_norm=True)  # fmt: skip
+            self.decoder = EnsembleMLP(c.members, c.n_latent, [c.width] * c.decoder_layers,
+                                       c.n_inputs, c.ae_dropout, c.undropped_last)  # fmt: skip
+            n_pz_in += c.n_latent
+        first = [c.photoz_first_width] if c.photoz_first_width > 0 else []
+        self.photoz = EnsembleMLP(c.members, n_pz_in, first + [c.width] * c.photoz_layers,
+                                  3 * c.n_components, c.pz_dropout, c.undropped_last,
+                                  input_norm=True)  # fmt: skip
+        self.head = MixtureDensityHead(c.n_components, c.sigma_floor)
+
+    @property
+    def members(self) -> int:
+        return self.config.members
+
+    def _members_view(self, x: Tensor) -> Tensor:
+        """Check and broadcast inputs to (E, N, F)."""
+        e, f = self.config.members, self.config.n_inputs
+        if x.dim() == 2:
+            x = x.unsqueeze(0).expand(e, -1, -1)  # (E, N, F)
+        if x.dim() != 3 or x.shape[0] != e or x.shape[2] != f:
+            raise ConfigError(
+                f"x: expected shape (E={e}, N, F={f}) or (N, F={f}), got {tuple(x.shape)}"
+            )
+        return x
+
+    def _require_autoencoder(self) -> tuple[EnsembleMLP, EnsembleMLP]:
+        if self.encoder is None or self.decoder is None:
+            raise ConfigError(
+                "use_autoencoder: this model was built without an autoencoder (False)"
+            )
+        return self.encoder, self.decoder
+
+    def encode(self, x: Tensor) -> Tensor:
+        """Latent features, (E, N, F) -> (E, N, n_latent) (E20 Sec. 4.1)."""
+        encoder, _ = self._require_autoencoder()
+        return encoder(self._members_view(x))
+
+    def reconstruct(self, x: Tensor) -> Tensor:
+        """Autoencoder output, (E, N, F) -> (E, N, F)."""
+        encoder, decoder = self._require_autoencoder()
+        return decoder(encoder(self._members_view(x)))
+
+    def forward_with_reconstruction(self, x: Tensor) -> tuple[GaussianMixture, Tensor | None]:
+        """p(z) with batch shape (E, N) and the reconstruction (E, N, F) (None without autoencoder)."""
+        x = self._members_view(x)  # (E, N, F)
+        if self.encoder is None or self.decoder is None:
+            return self.head(self.photoz(x)), None
+        latent = self.encoder(x)  # (E, N, L)
+        raw = self.photoz(torch.cat([x, latent], dim=-1))  # (E, N, 3M)
+        return self.head(raw), self.decoder(latent)
+
+    def forward(self, x: Tensor) -> GaussianMixture:
+        """p(z) for each member and galaxy: mixture with batch shape (E, N) (E20 Sec. 2.3)."""
+        x = self._members_view(x)  # (E, N, F)
+        inputs = x if self.encoder is None else torch.cat([x, self.encoder(x)], dim=-1)
+        return self.head(self.photoz(inputs))
+
+    def mdn_nll(self, x: Tensor, z: Tensor) -> Tensor:
+        """Per-member mean -log p(z_label), (E,). ``z`` is (E, N) or (N,)."""
+        return -self(x).log_prob(z).mean(dim=-1)  # (E,)
+
+    def mdn_loss(self, x: Tensor, z: Tensor) -> Tensor:
+        """Fine-tuning loss (E20 Sec. 2.3): per-member MDN losses summed over members; decoder unused."""
+        return self.mdn_nll(x, z).sum()
+
+    def pretrain_losses(
+        self, x: Tensor, z: Tensor, x_err: Tensor, target: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Per-member (MDN loss (E,), autoencoder loss (E,)).
+
+        Autoencoder loss as in the authors' code: mean |reconstruction - target| / x_err over galaxies
+        and bands; ``target`` defaults to ``x``. ``x_err`` broadcasts to (E, N, F).
+        """
+        dist, recon = self.forward_with_reconstruction(x)
+        nll = -dist.log_prob(z).mean(dim=-1)  # (E,)
+        if recon is None:
+            return nll, torch.zeros_like(nll)
+        goal = self._members_view(x if target is None else target)  # (E, N, F)
+        ae = ((recon - goal).abs() / x_err).mean(dim=(1, 2))  # (E,)
+        return nll, ae
+
+    def pretrain_loss(
+        self, x: Tensor, z: Tensor, x_err: Tensor, target: Tensor | None = None
+    ) -> Tensor:
+        """Pretraining loss (E20 Sec. 3.2): MDN + autoencoder loss, equal weights, summed over members."""
+        nll, ae = self.pretrain_losses(x, z, x_err, target)
+        return (nll + ae).sum()
+
+    def member(self, i: int) -> DeepzModel:
+        """A standalone single-member copy of member ``i`` (same train/eval mode)."""
+        if not 0 <= i < self.members:
+            raise ConfigError(f"member: index must be in [0, {self.members}), got {i!r}")
+        return _from_state(self, [{k: v[i : i + 1] for k, v in self.state_dict().items()}])
+
+    @classmethod
+    def from_members(cls, models: Sequence[DeepzModel]) -> DeepzModel:
+        """Stack models with identical configs (any member counts) into one ensemble."""
+        if not models:
+            raise ConfigError("models: expected at least one model, got none")
+        shapes = [{**m.config.to_dict(), "members": 0} for m in models]
+        if any(s != shapes[0] for s in shapes):
+            raise ConfigError("models: all configs must match apart from 'members'")
+        return _from_state(models[0], [m.state_dict() for m in models])
+
+
+def _from_state(template: DeepzModel, states: list[dict[str, Tensor]]) -> DeepzModel:
+    """New model with ``template``'s config whose members are the concatenated ``states``."""
+    merged = {k: torch.cat([s[k] for s in states], dim=0).clone() for k in states[0]}
+    members = next(iter(merged.values())).shape[0]
+    config = ModelConfig.from_dict({**template.config.to_dict(), "members": members})
+    model = DeepzModel(config).to(next(iter(merged.values())).device)
+    model.load_state_dict(merged)
+    return model.train(template.training)
+
+
+def save_model(
+    model: DeepzModel,
+    directory: Path | str,
+    name: str = "model",
+    metadata: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write ``<name>.safetensors`` (weights + BatchNorm running stats) and ``<name>.json``.
+
+    The JSON holds the config and optional JSON-ready ``metadata``. Returns the JSON path.
+    """
+    directory = Path(directory)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    atomic_write(directory / f"{name}.safetensors", lambda tmp: save_file(tensors, str(tmp)))
+    doc = {"format": _FORMAT, "version": _VERSION, "config": model.config.to_dict(),
+           "metadata": dict(metadata or {})}  # fmt: skip
+    return atomic_write_json(directory / f"{name}.json", doc)
+
+
+def load_model_json(directory: Path | str, name: str = "model") -> dict[str, Any]:
+    """The ``<name>.json`` document written by :func:`save_model` (config and metadata)."""
+    path = Path(directory) / f"{name}.json"
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read model description ({exc})") from exc
+    if not isinstance(doc, dict) or doc.get("format") != _FORMAT:
+        raise ConfigError(f"{path}: not a deepz model description (format != {_FORMAT!r})")
+    return doc
+
+
+def load_model(directory: Path | str, name: str = "model", device: str = "cpu") -> DeepzModel:
+    """Rebuild the model from ``<name>.json`` and load ``<name>.safetensors``; returned in eval mode."""
+    doc = load_model_json(directory, name)
+    model = DeepzModel(ModelConfig.from_dict(doc["config"]))
+    path = Path(directory) / f"{name}.safetensors"
+    try:
+        state = load_file(str(path), device=device)
+        model.load_state_dict(state)
+    except (
+        OSError,
+        RuntimeError,
+        SafetensorError,
+    ) as exc:  # missing file, or weights that do not fit the config
+        raise ConfigError(f"{path}: cannot load weights ({exc})") from exc
+    return model.to(device).eval()

@@ -1,0 +1,206 @@
+"""A training run end to end: catalogue -> features -> splits -> pretrain -> fine-tune -> predictions.
+
+``create_run`` writes the run folder's config; ``execute_run`` does the work and can be called again on
+a killed run to resume from its last checkpoint. Everything the pages show is read from the folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from deepz_core.batches import DataBatches, SimulationBatches
+from deepz_core.catalog import Catalog
+from deepz_core.catalog_io import read_catalog
+from deepz_core.config import TrainConfig, preset
+from deepz_core.errors import ConfigError
+from deepz_core.features import Features, build_features
+from deepz_core.model import DeepzModel, ModelConfig, save_model
+from deepz_core.pz import PzConfig
+from deepz_core.runs import RunDir, load_checkpoint
+from deepz_core.splits import Splits, make_splits
+from deepz_core.training import (
+    Cancelled,
+    Phase,
+    PhaseRunner,
+    finetune_loss,
+    heldout_nll,
+    pretrain_loss,
+    resolve_device,
+)
+
+Z_LABEL_MAX = 5.0  # spec-z above this (or negative) are not used as labels
+
+
+def create_run(
+    out: Path | str,
+    catalog: str,
+    exposures: str | None = None,
+    pretrain: str = "auto",
+    preset_name: str = "quick",
+    ref_band: str | None = None,
+    model: dict[str, Any] | None = None,
+    train: dict[str, Any] | None = None,
+    pz: dict[str, Any] | None = None,
+) -> RunDir:
+    """Validate the choices and write ``config.json`` of a new run folder (nothing is trained yet)."""
+    p = preset(preset_name)
+    train_cfg = TrainConfig.from_dict({**p.train, **(train or {})})
+    model_over = {**p.model, **(model or {})}
+    ModelConfig.from_dict({"n_inputs": 2, **model_over})  # validate early: bad values fail here
+    pz_cfg = PzConfig(**(pz or {}))
+    if pretrain not in ("auto", "none") and not Path(pretrain).exists():
+        raise ConfigError(
+            f"--pretrain must be auto, none or an existing simulation file, got {pretrain!r}"
+        )
+    config = {
+        "catalog": str(Path(catalog).resolve()),
+        "exposures": None if exposures is None else str(Path(exposures).resolve()),
+        "pretrain": pretrain if pretrain in ("auto", "none") else str(Path(pretrain).resolve()),
+        "preset": preset_name,
+        "ref_band": ref_band,
+        "model": model_over,
+        "train": train_cfg.to_dict(),
+        "pz": dataclasses.asdict(pz_cfg),
+    }
+    run = RunDir(Path(out))
+    if run.file("config.json").exists():
+        raise ConfigError(f"--out {out} already holds a run; resume it or choose another folder")
+    return run.create(config)
+
+
+def load_inputs(config: dict[str, Any]) -> tuple[Catalog, Features]:
+    cat = read_catalog(config["catalog"], config["exposures"])
+    return cat, build_features(cat, config["ref_band"])
+
+
+def labelled_mask(features: Features) -> np.ndarray:
+    z = features.zspec
+    return np.isfinite(z) & (z >= 0) & (z <= Z_LABEL_MAX)
+
+
+def pretraining_simulation(
+    config: dict[str, Any], features: Features, train: TrainConfig
+) -> Catalog:
+    """The SPS simulation to pretrain on: simulated through the catalogue's bands ('auto') or a file."""
+    if config["pretrain"] == "auto":
+        from deepz_core.bands import has_band
+        from deepz_core.simulate import cached_simulation
+
+        missing = [b for b in features.bands if not has_band(b)]
+        if missing:
+            raise ConfigError(f"--pretrain auto needs filter curves; unknown bands {missing}: "
+                              "use --pretrain none or a simulation file")  # fmt: skip
+        path = cached_simulation("sps", train.pretrain_n, features.bands, train.seed + 1)
+        return read_catalog(path)
+    sim = read_catalog(config["pretrain"])
+    if tuple(sim.bands) != tuple(features.bands):
+        raise ConfigError(f"pretraining file bands {list(sim.bands)} differ from the catalogue's "
+                          f"{list(features.bands)}")  # fmt: skip
+    return sim
+
+
+def simulation_batches(sim: Catalog, features: Features, members: int, device) -> SimulationBatches:
+    ref = sim.bands.index(features.ref_band)
+    noiseless = bool(sim.meta.get("NOISELESS", False))
+    error = sim.flux_error if noiseless else np.zeros_like(sim.flux_error)
+    z = np.asarray(sim.zspec, dtype=np.float64)
+    good = np.isfinite(z) & (sim.flux[:, ref] > 0)
+    return SimulationBatches(sim.flux[good], error[good], z[good], ref, members, device)
+
+
+def build_model(config: dict[str, Any], n_inputs: int, members: int, device) -> DeepzModel:
+    model_cfg = ModelConfig.from_dict({**config["model"], "n_inputs": n_inputs, "members": members})
+    return DeepzModel(model_cfg).to(device)
+
+
+def execute_run(run: RunDir) -> None:
+    """Train (or resume) the run in ``run`` and write its model, predictions and summary."""
+    config = run.config()
+    train = TrainConfig.from_dict(config["train"])
+    try:
+        run.set_status("running", phase="setup", epoch=0)
+        _train(run, config, train)
+    except Cancelled as exc:
+        run.log(str(exc))
+        run.set_status("cancelled", message=str(exc))
+    except Exception as exc:
+        run.log(f"failed: {type(exc).__name__}: {exc}")
+        run.set_status("failed", message=f"{type(exc).__name__}: {exc}")
+        raise
+
+
+def _train(run: RunDir, config: dict[str, Any], train: TrainConfig) -> None:
+    from deepz_core.predict import write_run_predictions
+
+    cat, features = load_inputs(config)
+    if features.n_excluded:
+        run.log(features.exclusion_note())
+    splits = make_splits(labelled_mask(features), train.repetitions, train.folds, train.seed)
+    np.savez(run.file("splits.npz"), train=splits.train, labelled=splits.labelled,
+             ref_id=features.ref_id)  # fmt: skip
+    device = resolve_device(train.device)
+    torch.manual_seed(train.seed)
+    model = build_model(config, len(features.bands), train.members, device)
+    run.log(f"device {device}, {train.members} members, {features.n} galaxies, "
+            f"{int(splits.labelled.sum())} with zspec, exposures: {features.has_exposures}")  # fmt: skip
+    phases = _phases(config, features, splits, train, device)
+    runner = PhaseRunner(run, model, train.weight_decay, train.seed, train.checkpoint_every,
+                         train.eval_every, _validator(features, splits, device))  # fmt: skip
+    _run_phases(run, runner, phases)
+    save_model(model, run.path, "model", metadata={"bands": list(features.bands),
+                                                   "ref_band": features.ref_band})  # fmt: skip
+    summary = write_run_predictions(run, model, cat, features, splits, PzConfig(**config["pz"]))
+    run.set_status("finished", phase="done", summary=summary)
+    run.log("finished")
+
+
+def _phases(config, features: Features, splits: Splits, train: TrainConfig, device) -> list[Phase]:
+    phases = []
+    if config["pretrain"] != "none" and train.pretrain_epochs > 0:
+        sim = pretraining_simulation(config, features, train)
+        source = simulation_batches(sim, features, train.members, device)
+        phases.append(Phase("pretrain", train.pretrain_schedule, source, pretrain_loss,
+                            train.pretrain_batch_size, train.min_batch))  # fmt: skip
+    data = DataBatches(
+        features, splits.train, device, train.alpha, train.keep_one, train.randomize_coadds
+    )
+    phases.append(
+        Phase("finetune", train.schedule, data, finetune_loss, train.batch_size, train.min_batch)
+    )
+    return phases
+
+
+def _run_phases(run: RunDir, runner: PhaseRunner, phases: list[Phase]) -> None:
+    ckpt = load_checkpoint(run)
+    names = [p.name for p in phases]
+    if ckpt is not None:
+        tensors, meta = ckpt
+        run.truncate_metrics(meta["phase"], meta["epoch"])
+        run.log(f"resuming from {meta['phase']} epoch {meta['epoch']}")
+    for phase in phases:
+        resume = None
+        if ckpt is not None:
+            done_index = names.index(ckpt[1]["phase"])
+            if names.index(phase.name) < done_index:
+                continue  # finished before the checkpoint; its weights are in the checkpoint
+            if phase.name == ckpt[1]["phase"]:
+                resume = {"tensors": ckpt[0], "meta": ckpt[1]}
+        run.log(f"{phase.name}: {phase.epochs} epochs")
+        runner.execute(phase, resume)
+
+
+def _validator(features: Features, splits: Splits, device):
+    """Held-out NLL per member on the labelled galaxies it never trained on (None without hold-out)."""
+    heldout = ~splits.train & splits.labelled[None, :]  # (E, N)
+    if not heldout.any():
+        return None
+    rows = np.flatnonzero(heldout.any(axis=0))
+    x = torch.as_tensor(features.ratio[rows], device=device)
+    z = torch.as_tensor(features.zspec[rows], dtype=torch.float32, device=device)
+    mask = torch.as_tensor(heldout[:, rows], dtype=torch.float32, device=device)
+    return lambda model: heldout_nll(model, x, z, mask).cpu()

@@ -1,0 +1,150 @@
+"""Inference: ensemble p(z) for a catalogue, stored as mixture parameters plus point columns.
+
+An ensemble p(z) is the mean of its members' mixtures, i.e. one mixture of E*M components; galaxies the
+run trained on use only the members that never saw them (E20 Sec. 5.2). Mixture columns follow qp's
+'mixmod' layout: ``weights``, ``means``, ``stds`` (N, E*M).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from astropy.table import Table
+
+from deepz_core.catalog import Catalog
+from deepz_core.features import Features, build_features
+from deepz_core.mdn import GaussianMixture, combine_members
+from deepz_core.metrics import point_metrics
+from deepz_core.model import DeepzModel, load_model, load_model_json
+from deepz_core.paths import atomic_write
+from deepz_core.pz import PzConfig, point_products
+from deepz_core.runs import RunDir
+from deepz_core.splits import Splits
+
+POINT_COLUMNS = ("zphot", "zmean", "zmedian", "z_lo68", "z_hi68", "odds")
+
+
+def mixture_from_arrays(
+    weights: np.ndarray, means: np.ndarray, stds: np.ndarray
+) -> GaussianMixture:
+    """A batch (N,) mixture from stored (N, C) parameters; zero weights are allowed."""
+    w = torch.as_tensor(weights, dtype=torch.float64)
+    logits = torch.log(w.clamp_min(0))
+    return GaussianMixture.from_params(logits, torch.as_tensor(means, dtype=torch.float64),
+                                       torch.as_tensor(stds, dtype=torch.float64))  # fmt: skip
+
+
+@torch.no_grad()
+def predict_features(
+    model: DeepzModel,
+    features: Features,
+    member_mask: np.ndarray | None,
+    pz: PzConfig,
+    chunk: int = 20000,
+) -> dict[str, np.ndarray]:
+    """Point products and mixture parameters for every galaxy in ``features`` (dict of (N,) / (N, C))."""
+    model.eval()
+    device = next(model.parameters()).device
+    parts: list[dict[str, np.ndarray]] = []
+    for s in range(0, features.n, chunk):
+        x = torch.as_tensor(features.ratio[s : s + chunk], device=device)
+        mask = (
+            None
+            if member_mask is None
+            else torch.as_tensor(member_mask[:, s : s + chunk], device=device)
+        )
+        mix = combine_members(model(x), mask)  # batch (n,), E*M components
+        mix = GaussianMixture.from_params(
+            mix.log_weights.double(), mix.loc.double(), mix.scale.double()
+        )
+        zs = torch.as_tensor(features.zspec[s : s + chunk], dtype=torch.float64, device=device)
+        out = {k: v.cpu().numpy() for k, v in point_products(mix, pz, zs).items()}
+        out.update(weights=mix.weights.float().cpu().numpy(), means=mix.loc.float().cpu().numpy(),
+                   stds=mix.scale.float().cpu().numpy())  # fmt: skip
+        parts.append(out)
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def predictions_table(
+    features: Features, products: dict[str, np.ndarray], extra: dict | None = None
+) -> Table:
+    t = Table()
+    t["ref_id"] = features.ref_id
+    for name in POINT_COLUMNS:
+        t[name] = products[name]
+    t["zspec"] = features.zspec
+    if "pit" in products:
+        t["pit"] = products["pit"]
+    if features.mag is not None:
+        t["mag"] = features.mag
+    for name, values in (extra or {}).items():
+        t[name] = values
+    for name in ("weights", "means", "stds"):
+        t[name] = products[name]
+    return t
+
+
+def write_table(table: Table, path: Path | str) -> Path:
+    """Write FITS or Parquet by extension, atomically."""
+    path = Path(path)
+    fmt = "parquet" if path.suffix.lower() in (".parquet", ".pq") else "fits"
+    return atomic_write(path, lambda tmp: table.write(tmp, format=fmt, overwrite=True))
+
+
+def summarise(table: Table) -> dict[str, Any]:
+    """Headline metrics over galaxies with a spec-z (out-of-fold ones when flagged)."""
+    z = np.asarray(table["zspec"])
+    use = np.isfinite(z)
+    if "out_of_fold" in table.colnames:
+        use &= np.asarray(table["out_of_fold"])
+    if not use.any():
+        return {"n": 0}
+    return point_metrics(np.asarray(table["zphot"])[use], z[use])
+
+
+def write_run_predictions(run: RunDir, model: DeepzModel, cat: Catalog, features: Features,
+                          splits: Splits, pz: PzConfig) -> dict[str, Any]:  # fmt: skip
+    """Out-of-fold predictions for the training catalogue: predictions.fits plus summary."""
+    products = predict_features(model, features, splits.predict_mask(), pz)
+    table = predictions_table(features, products, {"out_of_fold": splits.out_of_fold()})
+    write_table(table, run.file("predictions.fits"))
+    summary = summarise(table)
+    run.log(f"out-of-fold metrics: {summary}")
+    return summary
+
+
+def predict_catalog(run_dir: Path | str, catalog: Catalog, out: Path | str, device: str = "cpu",
+                    pz: PzConfig | None = None) -> Table:  # fmt: skip
+    """Predict a catalogue with a finished run; galaxies it trained on get out-of-fold p(z)."""
+    run = RunDir(Path(run_dir))
+    meta = load_model_json(run.path).get("metadata", {})
+    model = load_model(run.path, device=device)
+    features = build_features(catalog, meta.get("ref_band"))
+    mask, oof = _member_mask(run, features.ref_id, model.members)
+    pz = pz or PzConfig(**run.config().get("pz", {}))
+    products = predict_features(model, features, mask, pz)
+    table = predictions_table(features, products, {"out_of_fold": oof})
+    write_table(table, out)
+    return table
+
+
+def _member_mask(run: RunDir, ref_id: np.ndarray, members: int) -> tuple[np.ndarray, np.ndarray]:
+    """(E, N) members usable per galaxy and (N,) out-of-fold flag, from the run's saved splits."""
+    mask = np.ones((members, len(ref_id)), dtype=bool)
+    oof = np.zeros(len(ref_id), dtype=bool)
+    path = run.file("splits.npz")
+    if not path.exists():
+        return mask, oof
+    with np.load(path) as s:
+        train, labelled, train_ids = s["train"], s["labelled"], s["ref_id"]
+    splits = Splits(train=train, labelled=labelled, repetitions=0, folds=0)
+    order = np.argsort(train_ids)
+    pos = np.searchsorted(train_ids, ref_id, sorter=order)
+    pos = order[np.clip(pos, 0, len(order) - 1)]
+    seen = train_ids[pos] == ref_id
+    mask[:, seen] = splits.predict_mask()[:, pos[seen]]
+    oof[seen] = splits.out_of_fold()[pos[seen]]
+    return mask, oof

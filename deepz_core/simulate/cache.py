@@ -1,0 +1,54 @@
+"""Simulations by kind, and a disk cache keyed by everything that determines the result."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from deepz_core.bands import band_set
+from deepz_core.catalog import Catalog
+from deepz_core.errors import ConfigError
+from deepz_core.paths import cache_dir
+
+KINDS = ("sps", "paus-mock")
+CACHE_VERSION = 1  # bump when a simulator's output changes for the same arguments
+DEMO = {"kind": "paus-mock", "n": 10_000, "bands": "paus_cosmos", "seed": 42}
+
+
+def simulate(kind: str, n: int, bands: Sequence[str], seed: int, config: object = None) -> Catalog:
+    """Run simulator ``kind`` ('sps' pretraining prior or 'paus-mock' observed mock)."""
+    if kind == "sps":
+        from deepz_core.simulate.sps import simulate_sps
+
+        return simulate_sps(n, bands, seed, config)
+    if kind == "paus-mock":
+        from deepz_core.simulate.mock import simulate_mock
+
+        return simulate_mock(n, bands, seed, config)
+    raise ConfigError(f"kind must be one of {KINDS}, got {kind!r}")
+
+
+def _key(kind: str, n: int, bands: Sequence[str], seed: int, config: object) -> str:
+    cfg = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else None
+    blob = json.dumps([CACHE_VERSION, kind, n, list(bands), seed, cfg], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def cached_simulation(
+    kind: str, n: int, bands: Sequence[str], seed: int, config: object = None
+) -> Path:
+    """Path of a FITS file holding this simulation, simulating and writing it on first use."""
+    from deepz_core.catalog_io import write_catalog
+
+    path = cache_dir() / "sims" / f"{kind}_n{n}_s{seed}_{_key(kind, n, bands, seed, config)}.fits"
+    if not path.exists():
+        write_catalog(simulate(kind, n, bands, seed, config), path)
+    return path
+
+
+def demo_catalog_path() -> Path:
+    """The demo catalogue: a 10,000-galaxy PAUS-COSMOS-like mock, generated once then cached."""
+    return cached_simulation(DEMO["kind"], DEMO["n"], band_set(DEMO["bands"]), DEMO["seed"])

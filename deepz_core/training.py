@@ -1,0 +1,180 @@
+"""Training: a generic epoch loop, and phases (pretrain -> fine-tune) with checkpoints and resume.
+
+The estimator owns its loss (``DeepzModel.pretrain_loss`` / ``mdn_loss``); the loop only does
+zero_grad, loss, backward, step. A phase runs its learning-rate stages (E20 Sec. 2.4), logs one metrics
+line per epoch, checkpoints every few epochs, and stops cleanly when the run folder holds a ``cancel``
+file. A killed run restarts from its last checkpoint and, with restored RNG states, reproduces the
+uninterrupted result.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from deepz_core.batches import Batch
+from deepz_core.model import DeepzModel
+from deepz_core.runs import RunDir, rng_from_json, rng_state_to_json, save_checkpoint
+
+LossFn = Callable[[DeepzModel, Batch], Tensor]
+
+
+class Cancelled(Exception):
+    """The user asked the run to stop (a ``cancel`` file in the run folder)."""
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """cuda > mps > cpu for 'auto'; an explicit name is used as given."""
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def pretrain_loss(model: DeepzModel, b: Batch) -> Tensor:
+    return model.pretrain_loss(b.x, b.z, b.x_err, b.target)
+
+
+def finetune_loss(model: DeepzModel, b: Batch) -> Tensor:
+    return model.mdn_loss(b.x, b.z)
+
+
+def train_epoch(
+    model: DeepzModel, loss_fn: LossFn, batches: Iterable[Batch], optimizer: torch.optim.Optimizer
+) -> float:
+    """One pass over ``batches``; returns the mean loss per member and batch."""
+    model.train()
+    total, count = torch.zeros(()), 0
+    for batch in batches:
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(model, batch)
+        loss.backward()
+        optimizer.step()
+        total += loss.detach().cpu()
+        count += 1
+    return float(total) / max(count, 1) / model.members
+
+
+@torch.no_grad()
+def heldout_nll(
+    model: DeepzModel, x: Tensor, z: Tensor, heldout: Tensor, chunk: int = 20000
+) -> Tensor:
+    """Per-member mean -log p(zspec) over the galaxies each member never trained on, (E,)."""
+    model.eval()
+    total = torch.zeros(model.members, device=x.device)
+    for s in range(0, len(z), chunk):
+        nll = -model(x[s : s + chunk]).log_prob(z[s : s + chunk])  # (E, n)
+        total += (nll * heldout[:, s : s + chunk]).sum(dim=1)
+    return total / heldout.sum(dim=1).clamp_min(1)
+
+
+@dataclass
+class Phase:
+    name: str  # "pretrain" or "finetune"
+    schedule: tuple[tuple[int, float], ...]
+    source: object  # has .epoch(rng, gen, batch_size, min_batch) -> Iterator[Batch]
+    loss: LossFn
+    batch_size: int
+    min_batch: int
+
+    @property
+    def epochs(self) -> int:
+        return sum(int(e) for e, _ in self.schedule)
+
+    def lr(self, epoch: int) -> float:
+        """Learning rate of the stage that contains ``epoch`` (0-based)."""
+        edges = np.cumsum([e for e, _ in self.schedule])
+        return float(self.schedule[int(np.searchsorted(edges, epoch, side="right"))][1])
+
+
+class PhaseRunner:
+    """Runs a phase of training in a run folder, with checkpoints, cancel and resume."""
+
+    def __init__(self, run: RunDir, model: DeepzModel, weight_decay: float, seed: int,
+                 checkpoint_every: int, eval_every: int, validate=None) -> None:  # fmt: skip
+        self.run, self.model = run, model
+        self.weight_decay, self.seed = weight_decay, seed
+        self.checkpoint_every, self.eval_every = checkpoint_every, eval_every
+        self.validate = validate  # callable model -> (E,) held-out NLL, or None
+        self.device = next(model.parameters()).device
+
+    def fresh_state(
+        self, phase: Phase
+    ) -> tuple[torch.optim.Optimizer, np.random.Generator, torch.Generator]:
+        optimizer = torch.optim.Adam(
+            self.model.parameters(), lr=phase.lr(0), weight_decay=self.weight_decay
+        )
+        offset = 0 if phase.name == "pretrain" else 1
+        gen = torch.Generator(device=self.device)
+        gen.manual_seed(self.seed * 1000 + 17 + offset)
+        return optimizer, np.random.default_rng([self.seed, 11, offset]), gen
+
+    def execute(self, phase: Phase, resume: dict | None = None) -> None:
+        optimizer, rng, gen = self.fresh_state(phase)
+        start = 0
+        if resume is not None:
+            start, rng = self._restore(resume, optimizer, gen)
+        for epoch in range(start, phase.epochs):
+            t0 = time.perf_counter()
+            lr = phase.lr(epoch)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            batches = phase.source.epoch(rng, gen, phase.batch_size, phase.min_batch)
+            loss = train_epoch(self.model, phase.loss, batches, optimizer)
+            row = {"phase": phase.name, "epoch": epoch + 1, "epochs": phase.epochs, "lr": lr,
+                   "loss": loss, "seconds": time.perf_counter() - t0}  # fmt: skip
+            if self.validate is not None and (
+                (epoch + 1) % self.eval_every == 0 or epoch + 1 == phase.epochs
+            ):
+                row["val_nll"] = [float(v) for v in self.validate(self.model)]
+            self.run.append_metrics(row)
+            self.run.set_status(
+                "running", phase=phase.name, epoch=epoch + 1, epochs=phase.epochs, loss=loss
+            )
+            done = epoch + 1 == phase.epochs
+            cancel = self.run.file("cancel").exists()
+            if done or cancel or (epoch + 1) % self.checkpoint_every == 0:
+                self._checkpoint(phase, epoch + 1, optimizer, rng, gen)
+            if cancel and not done:
+                raise Cancelled(f"cancelled at {phase.name} epoch {epoch + 1}")
+
+    def _checkpoint(
+        self, phase: Phase, epoch: int, optimizer, rng: np.random.Generator, gen
+    ) -> None:
+        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        for i, state in optimizer.state_dict()["state"].items():
+            tensors.update({f"opt.{i}.{k}": torch.as_tensor(v) for k, v in state.items()})
+        tensors["rng.torch"] = torch.get_rng_state()
+        tensors["rng.gen"] = gen.get_state()
+        if self.device.type == "cuda":
+            tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
+        meta = {"phase": phase.name, "epoch": epoch, "numpy_rng": rng_state_to_json(rng)}
+        save_checkpoint(self.run, tensors, meta)
+
+    def _restore(
+        self, resume: dict, optimizer, gen: torch.Generator
+    ) -> tuple[int, np.random.Generator]:
+        tensors, meta = resume["tensors"], resume["meta"]
+        prefix = "model."
+        self.model.load_state_dict(
+            {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+        )
+        state = optimizer.state_dict()
+        for key, value in tensors.items():
+            if key.startswith("opt."):
+                _, idx, name = key.split(".", 2)
+                state["state"].setdefault(int(idx), {})[name] = value
+        optimizer.load_state_dict(state)
+        torch.set_rng_state(tensors["rng.torch"])
+        gen.set_state(tensors["rng.gen"])
+        if "rng.cuda" in tensors and self.device.type == "cuda":
+            torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
+        return int(meta["epoch"]), rng_from_json(meta["numpy_rng"])

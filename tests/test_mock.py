@@ -1,0 +1,62 @@
+"""The PAUS-COSMOS-like observed mock."""
+
+import numpy as np
+import pytest
+
+from deepz_core.bands import band_set
+from deepz_core.catalog import coadd_from_exposures, dense_exposures
+from deepz_core.simulate.mock import MockConfig, simulate_mock, zero_point_offsets
+
+BANDS = band_set("paus_cosmos")
+
+
+@pytest.fixture(scope="module")
+def mock():
+    return simulate_mock(600, BANDS, seed=11)
+
+
+def test_deterministic_per_seed(mock) -> None:
+    again = simulate_mock(600, BANDS, seed=11)
+    np.testing.assert_array_equal(mock.flux, again.flux)
+    np.testing.assert_array_equal(mock.exposures.flux, again.exposures.flux)
+
+
+def test_coadds_are_inverse_variance_means_of_exposures(mock) -> None:
+    coadd, error = coadd_from_exposures(dense_exposures(mock))
+    nb = slice(0, 40)
+    np.testing.assert_allclose(mock.flux[:, nb], coadd[:, nb], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(mock.flux_error[:, nb], error[:, nb], rtol=1e-5)
+
+
+def test_exposure_counts_are_paus_like(mock) -> None:
+    dense = dense_exposures(mock)
+    counts = dense.mask[:, :40].sum(axis=2).ravel()
+    assert counts.min() >= 3 and counts.max() <= 10
+    assert np.bincount(counts).argmax() == 5
+    assert not dense.mask[:, 40:].any()  # broad bands: coadds only
+
+
+def test_population_and_spectroscopic_sample() -> None:
+    cat = simulate_mock(3000, BANDS, seed=5)
+    z = cat.extra["ztrue"]
+    hist, edges = np.histogram(z, bins=np.arange(0.0, 1.6, 0.1))
+    assert 0.35 <= edges[hist.argmax()] <= 0.75  # n(z) for iAB < 22.5 peaks near 0.6
+    assert cat.mag.max() < 22.8
+    frac = np.isfinite(cat.zspec).mean()
+    assert 0.78 < frac < 0.92  # paper: 8,566 of ~10,000
+    faint = cat.mag > 22.0
+    assert np.isfinite(cat.zspec[faint]).mean() < np.isfinite(cat.zspec[~faint]).mean()
+
+
+def test_outliers_are_injected_at_the_configured_rate() -> None:
+    clean = simulate_mock(400, BANDS, seed=2, config=MockConfig(outlier_rate=0.0))
+    dirty = simulate_mock(400, BANDS, seed=2, config=MockConfig(outlier_rate=0.05))
+    pull = (dirty.exposures.flux - clean.exposures.flux) / dirty.exposures.flux_error
+    assert abs(np.mean(np.abs(pull) > 2.5) - 0.05) < 0.01
+    assert (pull > 2.5).sum() > (pull < -2.5).sum() > 0  # both signs, mostly positive
+
+
+def test_zero_point_offsets_are_small_and_reproducible() -> None:
+    zp = zero_point_offsets(BANDS, 42, 0.02)
+    np.testing.assert_array_equal(zp, zero_point_offsets(BANDS, 42, 0.02))
+    assert np.all(np.abs(zp - 1) < 0.1) and np.std(zp) > 0.005
