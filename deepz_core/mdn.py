@@ -64,7 +64,7 @@ class GaussianMixture(MixtureSameFamily):
         return (self.weights * torch.special.ndtr(u)).sum(-1)  # (...)
 
     def pdf_grid(self, z_grid: Tensor) -> Tensor:
-        """p(z) of every distribution on a shared grid: (G,) -> (..., G), in chunks to bound memory."""
+        """p(z) of every distribution on a shared grid, (G,) -> (..., G); chunked to bound memory."""
         batch, m = self.batch_shape, self._num_component
 
         def rows(t: Tensor) -> Tensor:
@@ -107,8 +107,8 @@ class MixtureDensityHead(nn.Module):
 def combine_members(dist: GaussianMixture, member_mask: Tensor | None = None) -> GaussianMixture:
     """Ensemble p(z): the mean of member p(z), as one mixture of E*M components (E20 Sec. 5.2).
 
-    ``dist`` has batch shape (E, N). ``member_mask`` (E, N), bool or non-negative weights, says which
-    members may be used for each galaxy (out-of-fold averaging: only the members that never trained
+    ``dist`` has batch shape (E, N). ``member_mask`` (E, N), bool or non-negative weights, says
+    which members may be used for each galaxy (out-of-fold averaging: only the members that never trained
     on it); weights are normalised per galaxy. Returns a mixture with batch shape (N,).
     """
     if len(dist.batch_shape) != 2:

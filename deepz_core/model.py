@@ -1,13 +1,13 @@
-"""The DEEPZ network as a natively batched ensemble: autoencoder + photo-z MDN (E20 Sec. 2.2, 2.3, Fig. 1).
+"""DEEPZ as a natively batched ensemble: autoencoder + photo-z MDN (E20 Sec. 2.2, 2.3, Fig. 1).
 
 One :class:`DeepzModel` holds E members; every tensor has a leading member axis and inputs are
 (E, N, F): each member sees its own batch of galaxies. Losses are per-member means summed over
 members, so each member's gradient is the one it would get alone.
 
-Input normalisation: the flux ratios are not rescaled elsewhere (authors' code: an input BatchNorm was
-the only per-band normalisation). Each network that reads them starts with its own BatchNorm: the
-encoder on the N-band ratios, the photo-z network on concat[ratios, latent] (so the latent features are
-normalised too). The decoder reads the latent features directly and reconstructs raw flux ratios.
+Input normalisation: the flux ratios are not rescaled elsewhere (authors' code: an input
+BatchNorm was the only per-band normalisation). Each network that reads them starts with its own
+BatchNorm: the encoder on the ratios, the photo-z network on concat[ratios, latent] (so the latent
+features are normalised too). The decoder reads the latent features directly and reconstructs raw flux ratios.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ class ModelConfig:
       0 = none), followed by ``photoz_layers`` hidden layers of ``width``, then the MDN layer (3M).
     - Dropout ``ae_dropout`` / ``pz_dropout`` after every linear layer except the last
       ``undropped_last`` of each network. ``sigma = sigma_floor + exp(log_sigma)``.
-    - ``use_autoencoder=False``: the ablation with no encoder/decoder; photo-z reads the ratios only.
+    - ``use_autoencoder=False``: ablation without encoder/decoder; photo-z reads the ratios only.
     """
 
     n_inputs: int = 46
@@ -111,15 +111,19 @@ class DeepzModel(nn.Module):
         self.decoder: EnsembleMLP | None = None
         n_pz_in = c.n_inputs
         if c.use_autoencoder:
-            self.encoder = EnsembleMLP(c.members, c.n_inputs, [c.width] * c.encoder_layers,
-                                       c.n_latent, c.ae_dropout, c.undropped_last, input_norm=True)  # fmt: skip
-            self.decoder = EnsembleMLP(c.members, c.n_latent, [c.width] * c.decoder_layers,
-                                       c.n_inputs, c.ae_dropout, c.undropped_last)  # fmt: skip
+            enc_hidden, dec_hidden = [c.width] * c.encoder_layers, [c.width] * c.decoder_layers
+            self.encoder = EnsembleMLP(
+                c.members, c.n_inputs, enc_hidden, c.n_latent, c.ae_dropout, c.undropped_last, True
+            )
+            self.decoder = EnsembleMLP(
+                c.members, c.n_latent, dec_hidden, c.n_inputs, c.ae_dropout, c.undropped_last
+            )
             n_pz_in += c.n_latent
         first = [c.photoz_first_width] if c.photoz_first_width > 0 else []
-        self.photoz = EnsembleMLP(c.members, n_pz_in, first + [c.width] * c.photoz_layers,
-                                  3 * c.n_components, c.pz_dropout, c.undropped_last,
-                                  input_norm=True)  # fmt: skip
+        pz_hidden = first + [c.width] * c.photoz_layers
+        self.photoz = EnsembleMLP(
+            c.members, n_pz_in, pz_hidden, 3 * c.n_components, c.pz_dropout, c.undropped_last, True
+        )
         self.head = MixtureDensityHead(c.n_components, c.sigma_floor)
 
     @property
@@ -155,7 +159,7 @@ class DeepzModel(nn.Module):
         return decoder(encoder(self._members_view(x)))
 
     def forward_with_reconstruction(self, x: Tensor) -> tuple[GaussianMixture, Tensor | None]:
-        """p(z) with batch shape (E, N) and the reconstruction (E, N, F) (None without autoencoder)."""
+        """p(z) with batch shape (E, N) and the reconstruction (E, N, F), None without autoencoder."""
         x = self._members_view(x)  # (E, N, F)
         if self.encoder is None or self.decoder is None:
             return self.head(self.photoz(x)), None
@@ -174,7 +178,7 @@ class DeepzModel(nn.Module):
         return -self(x).log_prob(z).mean(dim=-1)  # (E,)
 
     def mdn_loss(self, x: Tensor, z: Tensor) -> Tensor:
-        """Fine-tuning loss (E20 Sec. 2.3): per-member MDN losses summed over members; decoder unused."""
+        """Fine-tuning loss (E20 Sec. 2.3): per-member MDN losses, summed; the decoder is unused."""
         return self.mdn_nll(x, z).sum()
 
     def pretrain_losses(
@@ -182,8 +186,8 @@ class DeepzModel(nn.Module):
     ) -> tuple[Tensor, Tensor]:
         """Per-member (MDN loss (E,), autoencoder loss (E,)).
 
-        Autoencoder loss as in the authors' code: mean |reconstruction - target| / x_err over galaxies
-        and bands; ``target`` defaults to ``x``. ``x_err`` broadcasts to (E, N, F).
+        Autoencoder loss as in the authors' code: mean |reconstruction - target| / x_err over
+        galaxies and bands; ``target`` defaults to ``x``. ``x_err`` broadcasts to (E, N, F).
         """
         dist, recon = self.forward_with_reconstruction(x)
         nll = -dist.log_prob(z).mean(dim=-1)  # (E,)
@@ -196,7 +200,7 @@ class DeepzModel(nn.Module):
     def pretrain_loss(
         self, x: Tensor, z: Tensor, x_err: Tensor, target: Tensor | None = None
     ) -> Tensor:
-        """Pretraining loss (E20 Sec. 3.2): MDN + autoencoder loss, equal weights, summed over members."""
+        """Pretraining loss (E20 Sec. 3.2): MDN + autoencoder loss, equal weights, summed."""
         nll, ae = self.pretrain_losses(x, z, x_err, target)
         return (nll + ae).sum()
 
@@ -258,7 +262,7 @@ def load_model_json(directory: Path | str, name: str = "model") -> dict[str, Any
 
 
 def load_model(directory: Path | str, name: str = "model", device: str = "cpu") -> DeepzModel:
-    """Rebuild the model from ``<name>.json`` and load ``<name>.safetensors``; returned in eval mode."""
+    """Rebuild the model from ``<name>.json``, load ``<name>.safetensors``; returns it in eval mode."""
     doc = load_model_json(directory, name)
     model = DeepzModel(ModelConfig.from_dict(doc["config"]))
     path = Path(directory) / f"{name}.safetensors"

@@ -34,7 +34,7 @@ class EnsembleLinear(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """nn.Linear's default init (kaiming_uniform a=sqrt(5) == U(+-1/sqrt(fan_in))), per member."""
+        """nn.Linear's default init, kaiming_uniform(a=sqrt(5)) == U(+-1/sqrt(fan_in)), per member."""
         bound = 1.0 / math.sqrt(self.in_features) if self.in_features > 0 else 0.0
         with torch.no_grad():
             self.weight.uniform_(-bound, bound)
@@ -45,7 +45,7 @@ class EnsembleLinear(nn.Module):
         return torch.baddbmm(self.bias.unsqueeze(1), x, self.weight.transpose(1, 2))  # (E, N, out)
 
     def extra_repr(self) -> str:
-        return f"members={self.members}, in_features={self.in_features}, out_features={self.out_features}"
+        return f"members={self.members}, in={self.in_features}, out={self.out_features}"
 
 
 class EnsembleBatchNorm1d(nn.Module):
@@ -70,7 +70,7 @@ class EnsembleBatchNorm1d(nn.Module):
         self.register_buffer("running_var", torch.ones(members, num_features))
 
     def forward(self, x: Tensor) -> Tensor:
-        """(E, N, F) -> (E, N, F). The E*F (member, feature) pairs are the channels of one batch norm."""
+        """(E, N, F) -> (E, N, F): the E*F (member, feature) pairs are the channels of one batch norm."""
         e, n, f = x.shape
         flat = x.transpose(0, 1).reshape(n, e * f)  # (N, E*F)
         out = F.batch_norm(

@@ -1,4 +1,4 @@
-"""The DEEPZ ensemble model: config, shapes, gradients, member independence, save/load (E20 Fig. 1)."""
+"""The DEEPZ ensemble: config, shapes, gradients, member independence, save/load (E20 Fig. 1)."""
 
 from __future__ import annotations
 
@@ -100,9 +100,9 @@ def test_members_are_independent() -> None:
 def test_batched_training_step_equals_each_member_alone() -> None:
     model = _model(ae_dropout=0.0, pz_dropout=0.0).train()
     x, z, _ = _batch()
+    alone_models = [model.member(i) for i in range(E)]  # copies before any running-stat update
     batched = model(x).log_prob(z)  # (E, N), train-mode batch statistics per member
-    for i in range(E):
-        alone = model.member(i)
+    for i, alone in enumerate(alone_models):
         assert alone.config.members == 1 and alone.training
         torch.testing.assert_close(alone(x[i : i + 1]).log_prob(z[i : i + 1])[0], batched[i])
         torch.testing.assert_close(alone.photoz.input_norm.running_mean[0],

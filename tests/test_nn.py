@@ -113,7 +113,7 @@ def test_block_is_linear_batchnorm_relu_dropout() -> None:
     kinds = [type(m) for m in block]
     assert kinds == [EnsembleLinear, EnsembleBatchNorm1d, nn.ReLU, nn.Dropout]
     assert len(EnsembleBlock(E, F_IN, F_OUT, dropout=0.0)) == 3
-    assert float(block(torch.randn(E, N, F_IN)).min()) >= 0.0
+    assert float(block(torch.randn(E, N, F_IN)).detach().min()) >= 0.0
 
 
 def test_mlp_dropout_skips_last_three_linear_layers() -> None:
