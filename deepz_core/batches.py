@@ -23,6 +23,7 @@ class Batch:
     z: Tensor  # (E, n) redshift labels
     x_err: Tensor | None = None  # (E, n, B) ratio errors (pretraining autoencoder loss)
     target: Tensor | None = None  # (E, n, B) noiseless ratios the autoencoder should recover
+    weight: Tensor | None = None  # (E, n) loss weights; 0 drops a galaxy from this batch's loss
 
 
 def member_orders(pools: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
@@ -88,7 +89,15 @@ class DataBatches:
         for s in batch_slices(order.shape[1], batch_size, min_batch):
             idx = order[:, s]  # (E, n)
             x = self.x[idx]  # (E, n, B)
+            weight = None
             if self.randomize:
-                x = randomized_coadds(x, self.exp_x[idx], self.exp_err[idx], self.exp_mask[idx],
-                                      self.alpha, gen, self.keep_one)  # fmt: skip
-            yield Batch(x=x, z=self.z[idx])
+                rebuilt = randomized_coadds(x, self.exp_x[idx], self.exp_err[idx], self.exp_mask[idx],
+                                            self.alpha, gen, self.keep_one)  # fmt: skip
+                if not self.keep_one:  # a galaxy that lost every exposure of a band leaves the loss
+                    lost = torch.isnan(rebuilt).any(-1)  # (E, n)
+                    rebuilt = torch.where(
+                        lost.unsqueeze(-1), x, rebuilt
+                    )  # keeps BatchNorm stats sane
+                    weight = (~lost).float()
+                x = rebuilt
+            yield Batch(x=x, z=self.z[idx], weight=weight)

@@ -27,7 +27,7 @@ import io
 import json
 import re
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -183,13 +183,9 @@ def _read_fits(path: Path, names: tuple[str, ...]) -> Tables:
 
 def _header_meta(header: Any) -> dict[str, Any]:
     """Non-structural header keys with simple values (compressed-table Z* keys dropped)."""
-    compressed = "ZTABLE" in header or "ZIMAGE" in header
-    keep = {
-        k: v
-        for k, v in header.items()
-        if not FITS_STRUCTURAL.match(k) and not (compressed and k.startswith("Z"))
-    }
-    return _clean(keep)
+    zkeys = "ZTABLE" in header or "ZIMAGE" in header
+    skip = {k for k in header if FITS_STRUCTURAL.match(k) or (zkeys and k.startswith("Z"))}
+    return _clean({k: v for k, v in header.items() if k not in skip})
 
 
 def _read_parquet(path: Path, names: tuple[str, ...]) -> Tables:
@@ -289,12 +285,7 @@ def _read_hdf5(path: Path, names: tuple[str, ...]) -> Tables:
     return out
 
 
-_READERS: dict[str, Callable[[Path, tuple[str, ...]], Tables]] = {
-    "fits": _read_fits,
-    "parquet": _read_parquet,
-    "csv": _read_csv,
-    "hdf5": _read_hdf5,
-}
+_READERS = {"fits": _read_fits, "parquet": _read_parquet, "csv": _read_csv, "hdf5": _read_hdf5}
 
 
 def _read_tables(path: Path, names: tuple[str, ...]) -> Tables:
@@ -313,14 +304,12 @@ def read_catalog(path: Path | str, exposures_path: Path | str | None = None) -> 
     the same FITS/HDF5 file, else the ``<stem>.exposures.<ext>`` sidecar if it exists."""
     path = Path(path)
     tables = _read_tables(path, ("galaxies", "exposures"))
-    exp_source = str(path)
-    if exposures_path is not None:
-        exp_source = str(exposures_path)
-        tables["exposures"] = _read_tables(Path(exposures_path), ("exposures",))["exposures"]
-    elif catalog_format(path) in SIDECAR_FORMATS and exposures_sidecar(path).is_file():
-        side = exposures_sidecar(path)
-        exp_source = str(side)
-        tables["exposures"] = _read_tables(side, ("exposures",))["exposures"]
+    exp_path = None if exposures_path is None else Path(exposures_path)
+    if exp_path is None and catalog_format(path) in SIDECAR_FORMATS:
+        exp_path = exposures_sidecar(path) if exposures_sidecar(path).is_file() else None
+    if exp_path is not None:
+        tables["exposures"] = _read_tables(exp_path, ("exposures",))["exposures"]
+    exp_source = str(exp_path or path)
     with _wrapped(path, "parse"):
         exposures = None
         if "exposures" in tables:
@@ -383,7 +372,7 @@ def _write_hdf5(tmp: Path, tables: list[tuple[str, Columns, dict[str, Any]]]) ->
     """One compound dataset per table (str -> UTF-8 bytes), meta as its attributes."""
     import h5py
 
-    with h5py.File(tmp, "w") as f:
+    with h5py.File(tmp, "w", libver="latest") as f:  # checksummed metadata
         for name, cols, meta in tables:
             arrays = _utf8(cols)
             n = len(next(iter(arrays.values())))
@@ -392,7 +381,9 @@ def _write_hdf5(tmp: Path, tables: list[tuple[str, Columns, dict[str, Any]]]) ->
                 record[key] = value
             dataset = f.create_dataset(name, data=record)
             for key, value in meta.items():
-                dataset.attrs[key] = value
+                # fixed-length bytes: vlen strings live in the global heap, whose corruption
+                # can hang libhdf5
+                dataset.attrs[key] = np.bytes_(value.encode()) if isinstance(value, str) else value
 
 
 def _utf8(cols: Columns) -> Columns:

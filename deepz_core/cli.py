@@ -104,7 +104,7 @@ def _load_commands() -> None:
     """Import the modules that register further commands (training, inference, benchmarks)."""
     import importlib
 
-    for module in ("deepz_core.cli_train",):
+    for module in ("deepz_core.cli_train", "deepz_core.cli_bench", "deepz_core.worker"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:

@@ -173,13 +173,17 @@ class DeepzModel(nn.Module):
         inputs = x if self.encoder is None else torch.cat([x, self.encoder(x)], dim=-1)
         return self.head(self.photoz(inputs))
 
-    def mdn_nll(self, x: Tensor, z: Tensor) -> Tensor:
-        """Per-member mean -log p(z_label), (E,). ``z`` is (E, N) or (N,)."""
-        return -self(x).log_prob(z).mean(dim=-1)  # (E,)
+    def mdn_nll(self, x: Tensor, z: Tensor, weight: Tensor | None = None) -> Tensor:
+        """Per-member mean -log p(z_label), (E,). ``z`` is (E, N) or (N,); ``weight`` (E, N) optional
+        per-galaxy weights (0 drops a galaxy from the mean)."""
+        nll = -self(x).log_prob(z)  # (E, N)
+        if weight is None:
+            return nll.mean(dim=-1)
+        return (nll * weight).sum(dim=-1) / weight.sum(dim=-1).clamp_min(1e-12)
 
-    def mdn_loss(self, x: Tensor, z: Tensor) -> Tensor:
+    def mdn_loss(self, x: Tensor, z: Tensor, weight: Tensor | None = None) -> Tensor:
         """Fine-tuning loss (E20 Sec. 2.3): per-member MDN losses, summed; the decoder is unused."""
-        return self.mdn_nll(x, z).sum()
+        return self.mdn_nll(x, z, weight).sum()
 
     def pretrain_losses(
         self, x: Tensor, z: Tensor, x_err: Tensor, target: Tensor | None = None
@@ -261,13 +265,15 @@ def load_model_json(directory: Path | str, name: str = "model") -> dict[str, Any
     return doc
 
 
-def load_model(directory: Path | str, name: str = "model", device: str = "cpu") -> DeepzModel:
+def load_model(
+    directory: Path | str, name: str = "model", device: str | torch.device = "cpu"
+) -> DeepzModel:
     """Rebuild the model from ``<name>.json``, load ``<name>.safetensors``; returns it in eval mode."""
     doc = load_model_json(directory, name)
     model = DeepzModel(ModelConfig.from_dict(doc["config"]))
     path = Path(directory) / f"{name}.safetensors"
     try:
-        state = load_file(str(path), device=device)
+        state = load_file(str(path), device=str(device))
         model.load_state_dict(state)
     except (
         OSError,

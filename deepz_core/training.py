@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from deepz_core.batches import Batch
+from deepz_core.errors import ConfigError
 from deepz_core.model import DeepzModel
 from deepz_core.runs import RunDir, rng_from_json, rng_state_to_json, save_checkpoint
 
@@ -28,15 +29,27 @@ class Cancelled(Exception):
     """The user asked the run to stop (a ``cancel`` file in the run folder)."""
 
 
+def _mps_available() -> bool:
+    return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+
+
 def resolve_device(name: str = "auto") -> torch.device:
-    """cuda > mps > cpu for 'auto'; an explicit name is used as given."""
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+    """cuda > mps > cpu for 'auto'; an explicit name is used as given if this machine has it."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if _mps_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(f"device must be auto, cpu, cuda, cuda:N or mps, got {name!r}") from exc
+    if device.type == "cuda" and not (
+        torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()
+    ):
+        raise ConfigError(f"device {name!r} is not available on this machine (no such CUDA GPU)")
+    if device.type == "mps" and not _mps_available():
+        raise ConfigError(f"device {name!r} is not available on this machine (no MPS)")
+    return device
 
 
 def pretrain_loss(model: DeepzModel, b: Batch) -> Tensor:
@@ -44,7 +57,7 @@ def pretrain_loss(model: DeepzModel, b: Batch) -> Tensor:
 
 
 def finetune_loss(model: DeepzModel, b: Batch) -> Tensor:
-    return model.mdn_loss(b.x, b.z)
+    return model.mdn_loss(b.x, b.z, b.weight)
 
 
 def train_epoch(

@@ -1,0 +1,119 @@
+"""Benchmarks (a script, not timed tests): ``python -m deepz_core bench`` and ``bench-sim``.
+
+``bench`` times paper-size networks (E20 Fig. 1): inference for one network and for an ensemble of 10,
+and one training epoch over 8,000 galaxies for 10 members batched vs 10 members one after another.
+``bench-sim`` times the SPS simulation (after its one-off set-up) and the demo mock.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from deepz_core.model import DeepzModel, ModelConfig
+from deepz_core.training import resolve_device
+
+N_INPUTS = 46
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _best_of(fn: Callable[[], None], device: torch.device, repeats: int) -> float:
+    """Best wall time of ``repeats`` calls (after one warm-up call)."""
+    fn()
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def inference_rate(
+    members: int, n: int, batch: int, device: torch.device, repeats: int = 3
+) -> float:
+    """Galaxies per second through encoder + photo-z network + MDN head of an E-member ensemble."""
+    model = DeepzModel(ModelConfig(n_inputs=N_INPUTS, members=members)).to(device).eval()
+    x = torch.rand(n, N_INPUTS, device=device) + 0.5
+
+    @torch.no_grad()
+    def run() -> None:
+        for s in range(0, n, batch):
+            dist = model(x[s : s + batch])
+            dist.weights.sum()  # materialise the mixture parameters
+
+    return n / _best_of(run, device, repeats)
+
+
+def epoch_time(members: int, n: int, batch: int, device: torch.device) -> float:
+    """Seconds for one fine-tuning epoch (MDN loss, Adam) of an E-member model over n galaxies each."""
+    torch.manual_seed(0)
+    model = DeepzModel(ModelConfig(n_inputs=N_INPUTS, members=members)).to(device).train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-4)
+    x = torch.rand(members, n, N_INPUTS, device=device) + 0.5
+    z = torch.rand(members, n, device=device) * 1.2
+
+    def run() -> None:
+        for s in range(0, n, batch):
+            opt.zero_grad(set_to_none=True)
+            model.mdn_loss(x[:, s : s + batch], z[:, s : s + batch]).backward()
+            opt.step()
+
+    return _best_of(run, device, repeats=1)
+
+
+def run_bench(device_name: str = "auto", n_train: int = 8000, batch: int = 100) -> dict:
+    """The benchmark JSON: device, inference rates, batched vs sequential 10-member epochs."""
+    device = resolve_device(device_name)
+    n_infer = 200_000 if device.type == "cuda" else 20_000
+    infer_batch = 100_000 if device.type == "cuda" else 10_000
+    result = {
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "torch_threads": torch.get_num_threads(),
+        "train_galaxies": n_train,
+        "train_batch": batch,
+        "infer_gal_per_s_single": inference_rate(1, n_infer, infer_batch, device),
+        "infer_gal_per_s_ensemble10": inference_rate(10, n_infer, infer_batch, device),
+        "epoch_s_batched10": epoch_time(10, n_train, batch, device),
+        "epoch_s_sequential10": sum(epoch_time(1, n_train, batch, device) for _ in range(10)),
+    }
+    result["batched_speedup"] = result["epoch_s_sequential10"] / result["epoch_s_batched10"]
+    return result
+
+
+def run_bench_sim(n_sps: int = 20_000, n_mock: int = 10_000, seed: int = 0) -> dict:
+    """SPS galaxies/s after the one-off set-up, and the demo-size mock's wall time."""
+    from deepz_core.bands import band_set
+    from deepz_core.simulate import simulate
+    from deepz_core.simulate.ssp import load_library
+
+    bands = band_set("paus_cosmos")
+    t0 = time.perf_counter()
+    load_library()
+    simulate("sps", 500, bands, seed)  # warm-up: tables, filters, cosmology
+    setup = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    simulate("sps", n_sps, bands, seed + 1)
+    sps = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    cat = simulate("paus-mock", n_mock, bands, seed + 2)
+    mock = time.perf_counter() - t0
+    return {
+        "setup_s": setup,
+        "sps_galaxies": n_sps,
+        "sps_gal_per_s": n_sps / sps,
+        "mock_galaxies": n_mock,
+        "mock_s": mock,
+        "mock_exposures": int(len(cat.exposures.flux)) if cat.exposures is not None else 0,
+        "torch_threads": torch.get_num_threads(),
+        "numpy": np.__version__,
+    }
