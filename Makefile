@@ -17,6 +17,7 @@ run: $(STAMP)
 	$(PY) -m streamlit run app/main.py --server.address 127.0.0.1 --server.port 8501
 
 test: $(STAMP)
+	bash scripts/install-browser.sh
 	$(PY) -m ruff check deepz_core app pages tests
 	$(PY) -m pytest
 

@@ -84,9 +84,11 @@ def native_array(values: Any) -> np.ndarray:
         values = values.filled(fill)
     arr = np.asarray(values)
     if arr.dtype.kind == "S":
-        return np.char.decode(arr, "utf-8")
-    if arr.dtype.kind == "O" and all(isinstance(v, str) for v in arr.reshape(-1).tolist()):
-        return arr.astype(str)
+        return np.char.decode(arr, "utf-8", "replace")
+    items = arr.reshape(-1).tolist() if arr.dtype.kind == "O" else None
+    if items is not None and all(isinstance(v, str | bytes) for v in items):
+        text = [v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in items]
+        return np.array(text, dtype=str).reshape(arr.shape)
     if arr.dtype.byteorder not in ("=", "|"):
         return arr.astype(arr.dtype.newbyteorder("="))
     return np.array(arr)
@@ -293,9 +295,11 @@ class Catalog:
         return catalog_from_columns(columns, dict(table.meta), source, exposures)
 
 
-def _galaxies(cat: Catalog, bad: np.ndarray) -> str:
-    """'ref_id 3, 17, 18 (and 5 more)' for a (N,) bad mask."""
-    return f"ref_id {few(cat.ref_id[bad])}"
+def _check(bad: np.ndarray, message: str, labels: np.ndarray, unique: bool = False) -> None:
+    """Raise CatalogError '<message> <first few labels[bad]>' if any ``bad``."""
+    if np.any(bad):
+        shown = np.unique(labels[bad]) if unique else labels[bad]
+        raise CatalogError(f"{message} {few(shown)}")
 
 
 def validate(
@@ -307,36 +311,27 @@ def validate(
     or finite, exposures valid and each coadd consistent with its exposures (see
     ``check_coadd``). Returns ``cat`` unchanged.
     """
-    if cat.n_galaxies == 0:
-        raise CatalogError(f"{source}: no galaxies (empty table)")
-    if not cat.bands:
-        raise CatalogError(f"{source}: no bands")
+    if cat.n_galaxies == 0 or not cat.bands:
+        raise CatalogError(
+            f"{source}: no {'bands' if cat.n_galaxies else 'galaxies (empty table)'}"
+        )
     ids, counts = np.unique(cat.ref_id, return_counts=True)
-    if (counts > 1).any():
-        raise CatalogError(f"{source}: column 'ref_id' has duplicates: {few(ids[counts > 1])}")
+    _check(counts > 1, f"{source}: column 'ref_id' has duplicates:", ids)
     checks = (
         (FLUX_PREFIX, "NaN/inf", ~np.isfinite(cat.flux)),
         (ERROR_PREFIX, "NaN/inf", ~np.isfinite(cat.flux_error)),
         (ERROR_PREFIX, "non-positive", cat.flux_error <= 0),
     )
     for prefix, what, bad in checks:  # bad: (N, B)
-        if bad.any():
-            j = int(np.flatnonzero(bad.any(axis=0))[0])
-            raise CatalogError(
-                f"{source}: column '{prefix}{cat.bands[j]}' has {what} values for "
-                f"{_galaxies(cat, bad[:, j])}"
-            )
+        j = int(np.argmax(bad.any(axis=0)))
+        column = f"{prefix}{cat.bands[j]}"
+        _check(bad[:, j], f"{source}: column '{column}' has {what} values for ref_id", cat.ref_id)
     with np.errstate(invalid="ignore"):
         bad_z = np.isinf(cat.zspec) | (cat.zspec < 0)
-    if bad_z.any():
-        raise CatalogError(
-            f"{source}: column 'zspec' has inf or negative values (use NaN for "
-            f"unknown) for {_galaxies(cat, bad_z)}"
-        )
-    if cat.mag is not None and np.isinf(cat.mag).any():
-        raise CatalogError(
-            f"{source}: column 'mag' has inf values for {_galaxies(cat, np.isinf(cat.mag))}"
-        )
+    why = "inf or negative values (use NaN for unknown)"
+    _check(bad_z, f"{source}: column 'zspec' has {why} for ref_id", cat.ref_id)
+    if cat.mag is not None:
+        _check(np.isinf(cat.mag), f"{source}: column 'mag' has inf values for ref_id", cat.ref_id)
     if not np.isfinite(cat.fluxzp):
         raise CatalogError(f"{source}: header FLUXZP = {cat.fluxzp} is not finite")
     if cat.exposures is not None:
@@ -344,53 +339,41 @@ def validate(
     return cat
 
 
+def _lookup(table: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """(M,) int64 position of each of ``values`` in ``table`` (unique entries); -1 if absent."""
+    if len(table) == 0:
+        return np.full(len(values), -1, np.int64)
+    order = np.argsort(table, kind="stable")
+    idx = order[np.searchsorted(table, values, sorter=order).clip(0, len(table) - 1)]
+    idx[table[idx] != values] = -1
+    return idx.astype(np.int64)
+
+
 def exposure_index(cat: Catalog) -> tuple[np.ndarray, np.ndarray]:
     """(M,) galaxy row and (M,) band column of every exposure; -1 where unknown."""
     exp = cat.exposures
     assert exp is not None
-    if cat.n_galaxies == 0:
-        return np.full(len(exp), -1), np.full(len(exp), -1)
-    order = np.argsort(cat.ref_id, kind="stable")
-    pos = np.searchsorted(cat.ref_id, exp.ref_id, sorter=order).clip(0, cat.n_galaxies - 1)
-    gal = order[pos]
-    gal[cat.ref_id[gal] != exp.ref_id] = -1
-    names, inverse = np.unique(exp.band, return_inverse=True)
-    lut = np.array([cat.bands.index(b) if b in cat.bands else -1 for b in names.tolist()], int)
-    return gal, lut[inverse.reshape(-1)].astype(np.int64)
+    return _lookup(cat.ref_id, exp.ref_id), _lookup(np.array(cat.bands, dtype=str), exp.band)
 
 
 def _validate_exposures(cat: Catalog, source: str) -> None:
     """Exposure values, membership, duplicates and coadd consistency."""
     exp = cat.exposures
     assert exp is not None
-    for column in ("flux", "flux_error"):
-        values = getattr(exp, column)
-        bad = ~np.isfinite(values) | ((values <= 0) if column == "flux_error" else False)
-        if bad.any():
-            what = "NaN/inf" + (" or non-positive" if column == "flux_error" else "")
-            raise CatalogError(
-                f"{source}: exposures column '{column}' has {what} values in "
-                f"rows {few(np.flatnonzero(bad))}"
-            )
+    rows = np.arange(len(exp))
+    prefix = f"{source}: exposures column"
+    _check(~np.isfinite(exp.flux), f"{prefix} 'flux' has NaN/inf values in rows", rows)
+    bad = ~np.isfinite(exp.flux_error) | (exp.flux_error <= 0)
+    _check(bad, f"{prefix} 'flux_error' has NaN/inf or non-positive values in rows", rows)
     gal, band = exposure_index(cat)
-    if (gal < 0).any():
-        raise CatalogError(
-            f"{source}: exposures column 'ref_id' names unknown galaxies: ref_id "
-            f"{few(np.unique(exp.ref_id[gal < 0]))}"
-        )
-    if (band < 0).any():
-        raise CatalogError(
-            f"{source}: exposures column 'band' has bands not in the catalogue: "
-            f"{few(np.unique(exp.band[band < 0]))} (rows {few(np.flatnonzero(band < 0))})"
-        )
+    _check(gal < 0, f"{prefix} 'ref_id' names unknown galaxies: ref_id", exp.ref_id, True)
+    _check(band < 0, f"{prefix} 'band' has bands not in the catalogue {cat.bands}:", exp.band, True)
     order = np.lexsort((exp.exp_num, band, gal))
     same = (np.diff(gal[order]) == 0) & (np.diff(band[order]) == 0)
     same &= np.diff(exp.exp_num[order]) == 0
-    if same.any():
-        rows = np.sort(order[1:][same])
-        raise CatalogError(
-            f"{source}: exposures have duplicate (ref_id, band, exp_num) in rows {few(rows)}"
-        )
+    dup = np.zeros(len(exp), bool)
+    dup[order[1:][same]] = True
+    _check(dup, f"{source}: exposures have duplicate (ref_id, band, exp_num) in rows", rows)
     check_coadd(cat, gal, band, source)
 
 
@@ -401,15 +384,17 @@ def check_coadd(cat: Catalog, gal: np.ndarray, band: np.ndarray, source: str) ->
     assert exp is not None
     n, b = cat.flux.shape
     key = gal * b + band
-    weight = exp.flux_error**-2
-    sw = np.bincount(key, weight, minlength=n * b)
-    has = sw > 0
-    mean = np.bincount(key, weight * exp.flux, minlength=n * b)[has] / sw[has]
-    coadd = cat.flux.reshape(-1)[has]
-    diff = np.abs(coadd - mean)
-    bad = (diff > COADD_RTOL * np.maximum(np.abs(coadd), np.abs(mean))) & (
-        diff > COADD_SIGMA_TOL * sw[has] ** -0.5
-    )
+    with np.errstate(over="ignore", invalid="ignore"):  # absurd errors -> non-finite mean: bad
+        weight = exp.flux_error**-2  # (M,)
+        sw = np.bincount(key, weight, minlength=n * b)  # (N * B,)
+        has = sw > 0
+        mean = np.bincount(key, weight * exp.flux, minlength=n * b)[has] / sw[has]
+        coadd = cat.flux.reshape(-1)[has]
+        diff = np.abs(coadd - mean)
+        bad = (diff > COADD_RTOL * np.maximum(np.abs(coadd), np.abs(mean))) & (
+            diff > COADD_SIGMA_TOL * sw[has] ** -0.5
+        )
+    bad |= ~np.isfinite(mean)
     if bad.any():
         cells = np.flatnonzero(has)[bad]
         rows, cols = cells // b, cells % b

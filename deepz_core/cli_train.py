@@ -16,7 +16,12 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--pretrain", default="auto", help="auto (simulate through the bands), none, or SIMFILE"
     )
-    p.add_argument("--preset", default="quick", choices=("quick", "paper"))
+    p.add_argument(
+        "--preset",
+        default="quick",
+        choices=("quick", "paper", "smoke"),
+        help="quick (CPU, minutes), paper (E20 protocol), smoke (seconds, for trying things)",
+    )
     p.add_argument("--members", type=int, help="R: random partitions (repetitions)")
     p.add_argument("--folds", type=int, help="K: folds per partition; E = R * K networks")
     p.add_argument("--alpha", type=float, help="probability of keeping each single exposure (0.8)")

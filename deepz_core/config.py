@@ -3,27 +3,65 @@
 ``paper``: the published protocol (Adam, weight decay 1e-4, 100 epochs at 1e-3 then 200 each at 1e-4,
 1e-5, 1e-6; pretraining 10 epochs over 1e6 simulated galaxies; 10 x 5 networks; paper-size networks).
 ``quick``: a CPU-friendly version that trains the demo in minutes: narrower, shallower networks,
-30,000 simulated galaxies and a compressed schedule with the same shape.
+30,000 simulated galaxies and a compressed schedule with the same shape. ``smoke``: tiny networks and a
+few epochs, for tests and for trying the app (seconds; no science).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from deepz_core.errors import ConfigError
 
 Schedule = tuple[tuple[int, float], ...]  # (epochs, learning rate) stages
+INT_FIELDS = ("batch_size", "min_batch", "pretrain_n", "pretrain_batch_size", "repetitions",
+              "folds", "eval_every", "checkpoint_every", "seed")  # fmt: skip
 
 
-def _check_schedule(name: str, schedule: Schedule) -> None:
-    ok = len(schedule) > 0 and all(
-        len(s) == 2 and int(s[0]) == s[0] and s[0] >= 0 and 0 < s[1] < 1 for s in schedule
-    )
+def _check_schedule(name: str, schedule: Any) -> Schedule:
+    """The schedule as a tuple of (epochs, lr) tuples; ConfigError naming ``name`` if malformed."""
+    try:
+        stages = tuple(tuple(s) for s in schedule)
+        ok = len(stages) > 0 and all(
+            len(s) == 2 and _is_real(s[0]) and _is_real(s[1]) and int(s[0]) == s[0]
+            and s[0] >= 0 and 0 < s[1] < 1
+            for s in stages
+        )  # fmt: skip
+    except (TypeError, ValueError, OverflowError):
+        ok = False
     if not ok:
-        raise ConfigError(f"{name} must be (epochs >= 0, 0 < lr < 1) stages, got {schedule}")
+        raise ConfigError(f"{name} must be (epochs >= 0, 0 < lr < 1) stages, got {schedule!r}")
+    return tuple((int(e), float(lr)) for e, lr in stages)  # plain JSON-ready values
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
+
+
+def _check_types(cfg: TrainConfig) -> None:
+    """Integers, finite numbers and booleans where expected (a JSON config can hold anything)."""
+    for name in INT_FIELDS:
+        value = getattr(cfg, name)
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+            raise ConfigError(f"{name} must be an integer, got {value!r}")
+        object.__setattr__(cfg, name, int(value))  # numpy integers -> int (JSON-ready)
+    for name in ("weight_decay", "alpha"):
+        value = getattr(cfg, name)
+        if not _is_real(value) or not math.isfinite(value):
+            raise ConfigError(f"{name} must be a finite number, got {value!r}")
+        object.__setattr__(cfg, name, float(value))
+    for name in ("keep_one", "randomize_coadds"):
+        if not isinstance(getattr(cfg, name), bool):
+            raise ConfigError(f"{name} must be true or false, got {getattr(cfg, name)!r}")
+    if not isinstance(cfg.device, str):
+        raise ConfigError(f"device must be a string, got {cfg.device!r}")
 
 
 @dataclass(frozen=True)
@@ -48,12 +86,11 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "schedule", tuple(tuple(s) for s in self.schedule))
+        object.__setattr__(self, "schedule", _check_schedule("schedule", self.schedule))
         object.__setattr__(
-            self, "pretrain_schedule", tuple(tuple(s) for s in self.pretrain_schedule)
+            self, "pretrain_schedule", _check_schedule("pretrain_schedule", self.pretrain_schedule)
         )
-        _check_schedule("schedule", self.schedule)
-        _check_schedule("pretrain_schedule", self.pretrain_schedule)
+        _check_types(self)
         if not 0.0 < self.alpha <= 1.0:
             raise ConfigError(f"alpha must be in (0, 1], got {self.alpha}")
         if self.weight_decay < 0:
@@ -120,6 +157,24 @@ PRESETS: dict[str, Preset] = {
             "pretrain_n": 30_000,
             "repetitions": 1,
             "folds": 5,
+        },
+    ),
+    # seconds, not minutes: for smoke tests and trying the app; not for science
+    "smoke": Preset(
+        model={
+            "width": 32,
+            "encoder_layers": 2,
+            "decoder_layers": 2,
+            "photoz_layers": 2,
+            "photoz_first_width": 32,
+        },  # fmt: skip
+        train={
+            "schedule": ((3, 1e-3),),
+            "batch_size": 100,
+            "pretrain_schedule": ((1, 1e-3),),
+            "pretrain_n": 2_000,
+            "repetitions": 1,
+            "folds": 2,
         },
     ),
 }

@@ -43,8 +43,9 @@ def leave_one_out(features: Features, rows: np.ndarray) -> Variants:
         b_idx, x_idx = np.nonzero(mask & (mask.sum(axis=1, keepdims=True) > 1))
         if len(b_idx) == 0:
             continue
-        w = np.where(mask, features.exp_error[row] ** -2.0, 0.0)  # (B, X)
-        f = np.where(mask, features.exp_ratio[row], 0.0)
+        err = np.where(mask, features.exp_error[row], 1.0).astype(np.float64)  # empty slots hold 0
+        w = np.where(mask, err**-2.0, 0.0)  # (B, X), float64: sums minus one term stay accurate
+        f = np.where(mask, features.exp_ratio[row], 0.0).astype(np.float64)
         sw, swf = w.sum(axis=1), (w * f).sum(axis=1)  # (B,)
         rebuilt = (swf[b_idx] - (w * f)[b_idx, x_idx]) / (sw[b_idx] - w[b_idx, x_idx])  # (V,)
         x = np.repeat(full[None, :], len(b_idx), axis=0)
@@ -55,7 +56,9 @@ def leave_one_out(features: Features, rows: np.ndarray) -> Variants:
 
 
 @torch.no_grad()
-def variant_modes(model: DeepzModel, variants: Variants, pz: PzConfig, chunk: int = 20000) -> np.ndarray:
+def variant_modes(
+    model: DeepzModel, variants: Variants, pz: PzConfig, chunk: int = 20000
+) -> np.ndarray:
     """(V,) ensemble p(z) mode of every variant."""
     model.eval()
     device = next(model.parameters()).device

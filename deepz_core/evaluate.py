@@ -38,7 +38,22 @@ def _join_catalog(pred: Table, catalog_path: Path | str) -> Table:
     pred["zspec"] = np.asarray(cat.zspec)[rows]
     if cat.mag is not None:
         pred["mag"] = np.asarray(cat.mag)[rows]
+    if "pit" in pred.colnames:  # the stored PIT belongs to the old zspec (often NaN): redo it
+        pred.remove_column("pit")
+        if {"weights", "means", "stds"} <= set(pred.colnames):
+            pred["pit"] = pit_from_table(pred)
     return pred
+
+
+def pit_from_table(t: Table) -> np.ndarray:
+    """(N,) CDF of each stored mixture at its zspec (E20 Sec. 6.1); NaN where zspec is unknown."""
+    from deepz_core.predict import mixture_from_arrays
+
+    mix = mixture_from_arrays(
+        np.asarray(t["weights"]), np.asarray(t["means"]), np.asarray(t["stds"])
+    )
+    z = torch.as_tensor(np.asarray(t["zspec"], dtype=np.float64))
+    return torch.where(torch.isfinite(z), mix.cdf(torch.nan_to_num(z)), torch.nan).numpy()
 
 
 def cde_loss_from_table(t: Table, pz: PzConfig) -> float:
@@ -67,8 +82,9 @@ def evaluate_table(t: Table, pz: PzConfig | None = None) -> dict[str, Any]:
     report["overall"]["odds_best50_sigma68"] = metrics.best_fraction_sigma68(
         zp, zs, np.asarray(sub["odds"])
     )
-    if "pit" in sub.colnames:
-        ks = metrics.pit_ks(np.clip(np.asarray(sub["pit"]), 0, 1))
+    pit = np.asarray(sub["pit"], dtype=np.float64) if "pit" in sub.colnames else np.array([])
+    if np.isfinite(pit).any():
+        ks = metrics.pit_ks(np.clip(pit[np.isfinite(pit)], 0, 1))
         report["overall"].update(pit_ks=ks.statistic, pit_ks_pvalue=ks.pvalue)
     report["overall"]["cde_loss"] = cde_loss_from_table(sub, pz)
     if "mag" in sub.colnames:

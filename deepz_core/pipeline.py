@@ -52,7 +52,14 @@ def create_run(
     train_cfg = TrainConfig.from_dict({**p.train, **(train or {})})
     model_over = {**p.model, **(model or {})}
     ModelConfig.from_dict({"n_inputs": 2, **model_over})  # validate early: bad values fail here
+    known_pz = {f.name for f in dataclasses.fields(PzConfig)}
+    if set(pz or {}) - known_pz:
+        raise ConfigError(f"unknown pz config fields {sorted(set(pz or {}) - known_pz)}; "
+                          f"known: {sorted(known_pz)}")  # fmt: skip
     pz_cfg = PzConfig(**(pz or {}))
+    for flag, path in (("--catalog", catalog), ("--exposures", exposures)):
+        if path is not None and not Path(path).is_file():  # fail before a run folder exists
+            raise ConfigError(f"{flag} {str(path)!r}: no such file")
     if pretrain not in ("auto", "none") and not Path(pretrain).exists():
         raise ConfigError(
             f"--pretrain must be auto, none or an existing simulation file, got {pretrain!r}"

@@ -7,6 +7,7 @@ run trained on use only the members that never saw them (E20 Sec. 5.2). Mixture 
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import torch
 from astropy.table import Table
 
 from deepz_core.catalog import Catalog
+from deepz_core.errors import ConfigError
 from deepz_core.features import Features, build_features
 from deepz_core.mdn import GaussianMixture, combine_members
 from deepz_core.metrics import point_metrics
@@ -31,10 +33,12 @@ def mixture_from_arrays(
     weights: np.ndarray, means: np.ndarray, stds: np.ndarray
 ) -> GaussianMixture:
     """A batch (N,) mixture from stored (N, C) parameters; zero weights are allowed."""
-    w = torch.as_tensor(weights, dtype=torch.float64)
-    logits = torch.log(w.clamp_min(0))
-    return GaussianMixture.from_params(logits, torch.as_tensor(means, dtype=torch.float64),
-                                       torch.as_tensor(stds, dtype=torch.float64))  # fmt: skip
+
+    def tensor(a: np.ndarray) -> torch.Tensor:  # FITS columns: big-endian, strided views
+        return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64))
+
+    logits = torch.log(tensor(weights).clamp_min(0))
+    return GaussianMixture.from_params(logits, tensor(means), tensor(stds))
 
 
 @torch.no_grad()
@@ -87,10 +91,25 @@ def predictions_table(
     return t
 
 
+TABLE_FORMATS = {".fits": "fits", ".fit": "fits", ".fits.gz": "fits", ".parquet": "parquet",
+                 ".pq": "parquet"}  # fmt: skip
+
+
+def table_format(path: Path | str) -> str:
+    """'fits' or 'parquet' from the file name; ConfigError for anything else (never FITS bytes
+    in a file named .csv)."""
+    name = Path(path).name.lower()
+    for suffix, fmt in TABLE_FORMATS.items():
+        if name.endswith(suffix) and len(name) > len(suffix):
+            return fmt
+    raise ConfigError(
+        f"--out {str(path)!r}: predictions are written as {' or '.join(TABLE_FORMATS)}"
+    )
+
+
 def write_table(table: Table, path: Path | str) -> Path:
     """Write FITS or Parquet by extension, atomically."""
-    path = Path(path)
-    fmt = "parquet" if path.suffix.lower() in (".parquet", ".pq") else "fits"
+    fmt = table_format(path)
     return atomic_write(path, lambda tmp: table.write(tmp, format=fmt, overwrite=True))
 
 
@@ -119,9 +138,12 @@ def write_run_predictions(run: RunDir, model: DeepzModel, cat: Catalog, features
 def predict_catalog(run_dir: Path | str, catalog: Catalog, out: Path | str, device: str = "cpu",
                     pz: PzConfig | None = None) -> Table:  # fmt: skip
     """Predict a catalogue with a finished run; galaxies it trained on get out-of-fold p(z)."""
+    table_format(out)  # a bad output name fails before any work
     run = RunDir(Path(run_dir))
     meta = load_model_json(run.path).get("metadata", {})
     model = load_model(run.path, device=device)
+    if meta.get("bands") is not None:
+        catalog = match_bands(catalog, tuple(meta["bands"]))
     features = build_features(catalog, meta.get("ref_band"))
     mask, oof = _member_mask(run, features.ref_id, model.members)
     pz = pz or PzConfig(**run.config().get("pz", {}))
@@ -129,6 +151,24 @@ def predict_catalog(run_dir: Path | str, catalog: Catalog, out: Path | str, devi
     table = predictions_table(features, products, {"out_of_fold": oof})
     write_table(table, out)
     return table
+
+
+def match_bands(catalog: Catalog, bands: tuple[str, ...]) -> Catalog:
+    """The catalogue with exactly the run's bands in the run's order (extra bands dropped): the
+    networks read inputs by position, so another column order would silently mix bands up."""
+    if tuple(catalog.bands) == bands:
+        return catalog
+    missing = [b for b in bands if b not in catalog.bands]
+    if missing:
+        raise ConfigError(
+            f"--catalog lacks bands {missing} the run was trained on (run bands: {list(bands)})"
+        )
+    cols = [catalog.bands.index(b) for b in bands]
+    exp = catalog.exposures
+    if exp is not None:
+        exp = exp.select(np.isin(exp.band, bands))
+    return dataclasses.replace(catalog, bands=bands, flux=catalog.flux[:, cols],
+                               flux_error=catalog.flux_error[:, cols], exposures=exp)  # fmt: skip
 
 
 def _member_mask(run: RunDir, ref_id: np.ndarray, members: int) -> tuple[np.ndarray, np.ndarray]:

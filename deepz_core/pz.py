@@ -93,3 +93,12 @@ def point_products(
         known = torch.isfinite(zspec)
         out["pit"] = torch.where(known, mix.cdf(torch.nan_to_num(zspec)), torch.nan)
     return out
+
+
+def mixture_odds(mix: GaussianMixture, mode: Tensor, window: float) -> Tensor:
+    """(N,) ODDS for any window: integral of p(z) over mode +- window / 2 (E20 eq. 7; paper 0.003)."""
+    if not window > 0:
+        raise ConfigError(f"window must be > 0, got {window}")
+    half = 0.5 * window
+    mode = mode.to(mix.loc.dtype)
+    return mix.cdf(mode + half) - mix.cdf(mode - half)

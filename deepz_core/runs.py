@@ -29,12 +29,12 @@ STATES = ("queued", "running", "finished", "failed", "cancelled")
 
 def new_run_id(prefix: str = "run") -> str:
     """A safe, sortable, unique run id: ``<prefix>-YYYYmmdd-HHMMSS-<hex>``."""
-    clean = re.sub(r"[^A-Za-z0-9_-]", "-", prefix)[:30] or "run"
+    clean = re.sub(r"[^A-Za-z0-9_-]", "-", prefix).lstrip("_-")[:30] or "run"  # starts alnum
     return f"{clean}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
 
 
 def check_run_id(run_id: str) -> str:
-    if not RUN_ID.match(run_id) or ".." in run_id:
+    if not RUN_ID.fullmatch(run_id) or ".." in run_id:  # fullmatch: '$' allows a trailing \n
         raise ConfigError(f"run id must be letters, digits, '.', '_' or '-', got {run_id!r}")
     return run_id
 

@@ -1,0 +1,207 @@
+"""deepz_core.analysis and deepz_core.galaxy: run products, quality cuts, exports, one-galaxy views."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import pytest
+import torch
+from astropy.table import Table
+
+from deepz_core import analysis, galaxy, metrics
+from deepz_core.catalog import Catalog, Exposures
+from deepz_core.features import build_features
+from deepz_core.model import DeepzModel, ModelConfig
+from deepz_core.predict import mixture_from_arrays
+from deepz_core.pz import PzConfig, mixture_odds
+
+BANDS = ("NB455", "NB465", "subaru_r", "subaru_i")
+
+
+def _pred_table(rng: np.random.Generator, n: int = 200) -> Table:
+    """A predictions table: one member of two Gaussians (C = 2) around z_s, 20% without spec-z."""
+    zs = rng.uniform(0.1, 1.0, n)
+    zp = np.round(zs + 0.01 * (1 + zs) * rng.normal(size=n), 3)
+    sd = rng.uniform(0.005, 0.05, n)
+    t = Table()
+    t["ref_id"] = np.arange(10, 10 + n)
+    t["zphot"] = zp
+    t["odds"] = np.zeros(n)
+    t["zspec"] = np.where(np.arange(n) % 5 == 4, np.nan, zs)
+    t["pit"] = rng.uniform(size=n)
+    t["mag"] = np.linspace(18, 23, n)
+    t["out_of_fold"] = np.isfinite(t["zspec"])
+    t["weights"] = np.tile([0.9, 0.1], (n, 1)).astype(np.float32)
+    t["means"] = np.stack([zp, zp + 0.3], axis=1).astype(np.float32)
+    t["stds"] = np.stack([sd, sd], axis=1).astype(np.float32)
+    return t
+
+
+@pytest.fixture
+def pred(tmp_path, rng) -> analysis.Predictions:
+    path = tmp_path / "predictions.fits"
+    _pred_table(rng).write(path)
+    return analysis.read_predictions(path)
+
+
+def test_read_predictions_masks_to_nan(pred) -> None:
+    assert pred.n == 200 and pred.weights.shape == (200, 2)
+    assert np.isnan(pred.zspec[4]) and pred.scored.sum() == 160
+    assert pred.index_of(12) == 2 and pred.index_of(9999) is None
+
+
+def test_mixture_odds_matches_gaussian() -> None:
+    mix = mixture_from_arrays(np.ones((1, 1)), np.full((1, 1), 0.5), np.full((1, 1), 0.01))
+    got = mixture_odds(mix, torch.tensor([0.5]), 0.003).item()
+    assert got == pytest.approx(math.erf(0.0015 / (0.01 * math.sqrt(2))), rel=1e-9)
+
+
+def test_odds_for_window_grows_with_window(pred) -> None:
+    small, large = (
+        analysis.odds_for_window(pred, 0.003, chunk=64),
+        analysis.odds_for_window(pred, 0.05),
+    )
+    assert small.shape == (200,) and np.all(large >= small) and np.all(large <= 1 + 1e-9)
+
+
+def test_results_stats(pred) -> None:
+    s = analysis.results_stats(pred)
+    use = pred.scored
+    assert s["summary"] == metrics.point_metrics(pred.zphot[use], pred.zspec[use])
+    assert s["by_mag"].counts.sum() <= 160 and len(s["pit"][0]) == 20
+    assert s["spec_density"].counts.sum() == 160
+
+
+def test_density_edges_linear_then_log() -> None:
+    assert list(analysis.density_edges(3)) == [-0.5, 0.5, 1.5, 2.5, 3.5]
+    edges = analysis.density_edges(1000)
+    assert (
+        edges[0] == -0.5 and edges[-1] == 1000.5 and np.all(np.diff(edges) > 0) and len(edges) < 30
+    )
+
+
+def test_cut_threshold_reaches_completeness(pred) -> None:
+    odds = analysis.odds_for_window(pred, 0.01)
+    thr = analysis.threshold_for_completeness(pred, odds, 0.5, mag_max=22.0)
+    stats = analysis.cut_stats(pred, odds, thr, mag_max=22.0)
+    assert stats["completeness"] == pytest.approx(0.5, abs=0.02)
+    curves = analysis.cut_curves(pred, odds, 22.0)
+    assert curves["n"] == stats["n_base"]
+    assert analysis.sigma68_at(curves["optimal (|Δz| known)"], 0.5) <= analysis.sigma68_at(
+        curves["ODDS cut"], 1.0
+    )
+    mask = analysis.selection_mask(pred, odds, thr, 22.0)
+    assert mask.sum() == stats["n_selected"] >= stats["n_scored"]
+
+
+@pytest.mark.parametrize("fmt", ["fits", "csv", "parquet"])
+def test_export_bytes(pred, fmt, tmp_path) -> None:
+    mask = np.arange(pred.n) < 7
+    blob = analysis.export_bytes(pred.path, mask, fmt)
+    path = tmp_path / f"x.{fmt}"
+    path.write_bytes(blob)
+    table = Table.read(io.BytesIO(blob), format="ascii.csv") if fmt == "csv" else Table.read(path)
+    assert len(table) == 7
+    assert ("weights" in table.colnames) == (fmt != "csv")
+
+
+def test_galaxy_table_filters(pred) -> None:
+    cols, n = analysis.galaxy_table(pred, (18.0, 20.0), outliers_only=False, limit=5)
+    assert len(cols["ref_id"]) == 5 and n == int(np.sum(pred.mag <= 20.0))
+    cols, n = analysis.galaxy_table(pred, outliers_only=True)
+    assert np.all(np.abs(cols["Δz/(1+z_s)"]) > 0.02)
+
+
+def test_pdf_components_and_members_used(pred) -> None:
+    grid = PzConfig().grid()
+    pdf = galaxy.pdf_on_grid(pred.weights[0], pred.means[0], pred.stds[0], grid)[0]
+    assert np.trapezoid(pdf, grid) == pytest.approx(1.0, abs=1e-3)
+    comps = galaxy.component_curves(pred.weights[0], pred.means[0], pred.stds[0], grid)
+    np.testing.assert_allclose(comps.sum(axis=0), pdf, atol=1e-8)
+    assert list(galaxy.members_used(np.array([0.5, 0.5, 0, 0]), 2)) == [True, False]
+    g = galaxy.galaxy_pz(pred, 3, PzConfig())
+    assert g["ref_id"] == 13 and g["odds_window"] == 0.003
+
+
+# ------------------------------------------------------------------ model-based views
+@pytest.fixture
+def catalog(rng) -> Catalog:
+    """Six galaxies, two narrow bands with 3 exposures each, two broad bands without."""
+    n = 6
+    flux = rng.uniform(1, 3, (n, len(BANDS)))
+    ids, band, num, f, e = [], [], [], [], []
+    for g in range(n):
+        for b in BANDS[:2]:
+            for k in range(3):
+                ids.append(g + 1), band.append(b), num.append(k), e.append(0.3)
+                f.append(flux[g, BANDS.index(b)] + 0.3 * rng.normal())
+    return Catalog(
+        ref_id=np.arange(1, n + 1),
+        bands=BANDS,
+        flux=flux,
+        flux_error=np.full((n, 4), 0.1),
+        zspec=np.linspace(0.2, 0.7, n),
+        mag=np.full(n, 21.0),
+        exposures=Exposures(np.array(ids), np.array(band), np.array(num), np.array(f), np.array(e)),
+    )
+
+
+@pytest.fixture
+def model() -> DeepzModel:
+    cfg = ModelConfig(
+        n_inputs=len(BANDS),
+        encoder_layers=1,
+        decoder_layers=1,
+        width=8,
+        photoz_layers=1,
+        photoz_first_width=0,
+        n_components=3,
+        members=2,
+    )
+    return DeepzModel(cfg).eval()
+
+
+def test_sed_wavelengths_and_exposures(catalog) -> None:
+    s = galaxy.sed(catalog, 2)
+    assert s["known"] and list(s["narrow"]) == [True, True, False, False]
+    assert s["wavelength"][0] == pytest.approx(4550, abs=20)
+    assert len(s["exp_flux"]) == 6 and set(np.round(s["exp_wavelength"])) == set(
+        np.round(s["wavelength"][:2])
+    )
+
+
+def test_member_pdfs_and_dropping_alignment(catalog, model) -> None:
+    features = build_features(catalog)
+    pz = PzConfig()
+    members = galaxy.member_pdfs(model, features.ratio[0], pz.grid())
+    assert members.shape == (2, len(pz.grid()))
+    d = galaxy.dropping_detail(model, features, 0, pz)
+    assert len(d["shift"]) == 6 and d["pdf_variants"].shape == (6, len(pz.grid()))
+    assert set(d["band"]) == {"NB455", "NB465"}
+    assert np.all(np.diff(np.abs(d["shift"])) <= 0)  # largest |shift| first
+    grid_modes = pz.grid()[d["pdf_variants"].argmax(axis=1)]
+    np.testing.assert_allclose(grid_modes, d["mode"], atol=1.5e-3)  # curves match the table rows
+
+
+def test_spread_study_curves(catalog, model, tmp_path) -> None:
+    features = build_features(catalog)
+    t = Table(
+        {
+            "ref_id": catalog.ref_id,
+            "zphot": catalog.zspec + 0.01,
+            "odds": np.linspace(0, 1, 6),
+            "zspec": catalog.zspec,
+            "out_of_fold": np.ones(6, bool),
+            "weights": np.ones((6, 1)),
+            "means": np.ones((6, 1)),
+            "stds": np.ones((6, 1)),
+        }
+    )
+    t.write(tmp_path / "p.fits")
+    pred = analysis.read_predictions(tmp_path / "p.fits")
+    rows = galaxy.spread_selection(pred, 4, 20.0, 22.0)
+    study = galaxy.spread_study(model, features, pred, rows, PzConfig())
+    assert study["n"] == 4 and list(study["n_variants"]) == [6] * 4
+    assert set(study["curves"]) >= {"ODDS cut", "keep small spread", "keep large spread"}

@@ -1,0 +1,217 @@
+"""Command line: train / resume / predict / evaluate end to end, and one-line errors (exit code 2)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from astropy.table import Table
+
+from deepz_core.catalog import Catalog, Exposures
+from deepz_core.catalog_io import write_catalog
+from deepz_core.cli import main
+from deepz_core.pipeline import create_run
+from deepz_core.runs import RunDir
+
+BANDS = ("NB455", "NB555", "NB655", "subaru_r", "subaru_i")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _synthetic(n: int, seed: int, first_id: int = 1, zspec: bool = True) -> Catalog:
+    rng = np.random.default_rng(seed)
+    z = rng.uniform(0.1, 1.2, n)
+    pos = np.linspace(0, 1, len(BANDS))
+    true = rng.uniform(5, 50, n)[:, None] * (1.2 + np.tanh(4 * (pos - z[:, None] / 1.3)))
+    error = 0.05 * true
+    flux = true + error * rng.normal(size=true.shape)
+    rows = []
+    for i in range(n):
+        for j in range(3):
+            k = int(rng.integers(2, 4))
+            e = error[i, j] * np.sqrt(k) * rng.uniform(0.8, 1.2, k)
+            f = true[i, j] + e * rng.normal(size=k)
+            w = e**-2
+            flux[i, j], error[i, j] = (w * f).sum() / w.sum(), w.sum() ** -0.5
+            rows += [(first_id + i, BANDS[j], x, f[x], e[x]) for x in range(k)]
+    return Catalog(ref_id=np.arange(first_id, first_id + n), bands=BANDS, flux=flux,
+                   flux_error=error, zspec=np.round(z, 4) if zspec else None,
+                   mag=23.9 - 2.5 * np.log10(flux[:, -1]),
+                   exposures=Exposures(*map(np.array, zip(*rows, strict=True))))  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("cli")
+    paths = {"catalog": root / "cat.fits", "new": root / "new.parquet", "new_z": root / "nz.fits"}
+    write_catalog(_synthetic(100, 0), paths["catalog"])
+    write_catalog(_synthetic(40, 1, first_id=500, zspec=False), paths["new"])
+    write_catalog(_synthetic(40, 1, first_id=500), paths["new_z"])  # the same, with spec-z
+    return paths
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, files) -> Path:
+    """`train` with the quick preset, shortened: --pretrain none --epochs 2 --folds 2."""
+    out = tmp_path_factory.mktemp("cli-run") / "run"
+    code = main(["train", "--catalog", str(files["catalog"]), "--pretrain", "none", "--epochs",
+                 "2", "--folds", "2", "--batch-size", "50", "--device", "cpu", "--seed", "3",
+                 "--out", str(out)])  # fmt: skip
+    assert code == 0
+    return out
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+def test_train_writes_a_finished_run(trained, capsys) -> None:
+    run = RunDir(trained)
+    status = run.status()
+    assert status["state"] == "finished"
+    config = run.config()
+    assert config["train"]["schedule"] == [[2, 1e-3]] and config["train"]["folds"] == 2
+    assert config["train"]["batch_size"] == 50 and config["pretrain"] == "none"
+    assert [r["epoch"] for r in run.metrics()] == [1, 2]
+    assert (trained / "model.safetensors").exists() and (trained / "predictions.fits").exists()
+
+
+def test_train_prints_a_json_summary(tmp_path, files, capsys) -> None:
+    out = tmp_path / "run"
+    code = main(["train", "--catalog", str(files["catalog"]), "--pretrain", "none", "--epochs",
+                 "1", "--folds", "2", "--no-autoencoder", "--no-randomize", "--alpha", "0.9",
+                 "--device", "cpu", "--out", str(out)])  # fmt: skip
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["state"] == "finished" and summary["run"] == str(out)
+    assert {"sigma68", "outlier_fraction", "n"} <= set(summary)
+    config = RunDir(out).config()
+    assert config["model"]["use_autoencoder"] is False
+    assert config["train"]["randomize_coadds"] is False and config["train"]["alpha"] == 0.9
+
+
+def test_train_refuses_to_overwrite_a_finished_run(trained, files, capsys) -> None:
+    code = main(["train", "--catalog", str(files["catalog"]), "--out", str(trained)])
+    assert code == 2
+    assert "finished run" in _one_line_error(capsys)
+
+
+def test_predict_and_evaluate_end_to_end(tmp_path, trained, files, capsys) -> None:
+    pred = tmp_path / "pred.parquet"
+    assert main(["predict", "--run", str(trained), "--catalog", str(files["new"]), "--out",
+                 str(pred)]) == 0  # fmt: skip
+    assert "wrote 40 predictions" in capsys.readouterr().out
+    t = Table.read(pred)
+    assert len(t) == 40 and {"zphot", "odds", "weights", "out_of_fold"} <= set(t.colnames)
+    assert np.isnan(np.asarray(t["zspec"])).all()
+    report = tmp_path / "report.json"
+    # the new catalogue had no spec-z: evaluate against the version that has them
+    assert main(["evaluate", "--pred", str(pred), "--catalog", str(files["new_z"]), "--out",
+                 str(report)]) == 0  # fmt: skip
+    printed = json.loads(capsys.readouterr().out)
+    on_disk = json.loads(report.read_text())
+    assert printed == on_disk["overall"] and on_disk["overall"]["n"] == 40
+    assert np.isfinite(on_disk["overall"]["pit_ks"]) and "per_magnitude" in on_disk
+
+
+def test_evaluate_the_runs_own_fits_predictions(tmp_path, trained, capsys) -> None:
+    report = tmp_path / "r.json"
+    assert main(["evaluate", "--pred", str(trained / "predictions.fits"), "--out",
+                 str(report)]) == 0  # fmt: skip
+    overall = json.loads(report.read_text())["overall"]
+    assert overall["n"] == RunDir(trained).status()["summary"]["n"]  # out-of-fold galaxies
+
+
+def test_resume_finishes_a_killed_run(tmp_path, files, monkeypatch, capsys) -> None:
+    run = create_run(tmp_path / "run", str(files["catalog"]), pretrain="none",
+                     model={"width": 8, "encoder_layers": 1, "decoder_layers": 1,
+                            "photoz_layers": 1, "photoz_first_width": 0, "n_components": 2},
+                     train={"schedule": ((3, 1e-3),), "folds": 2, "checkpoint_every": 1,
+                            "device": "cpu"})  # fmt: skip
+    original = RunDir.append_metrics
+
+    def die_at_epoch_2(self: RunDir, row: dict) -> None:
+        if row["epoch"] == 2:
+            raise KeyboardInterrupt  # Ctrl-C in the terminal
+        original(self, row)
+
+    monkeypatch.setattr(RunDir, "append_metrics", die_at_epoch_2)
+    assert main(["resume", "--run", str(run.path)]) == 130
+    assert "interrupted" in capsys.readouterr().err
+    monkeypatch.setattr(RunDir, "append_metrics", original)
+    run.file("cancel").touch()  # a stale cancel file is cleared by resume
+    assert main(["resume", "--run", str(run.path)]) == 0
+    assert run.status()["state"] == "finished"
+    assert [r["epoch"] for r in run.metrics()] == [1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["train", "--catalog", "{tmp}/missing.fits", "--pretrain", "none"], "missing.fits"),
+        (["train", "--catalog", "{cat}", "--pretrain", "none", "--epochs", "0"], "--epochs"),
+        (["train", "--catalog", "{cat}", "--pretrain", "none", "--folds", "0"], "folds"),
+        (["train", "--catalog", "{cat}", "--pretrain", "none", "--alpha", "1.5"], "alpha"),
+        (["train", "--catalog", "{cat}", "--pretrain", "none", "--device", "gpu"], "gpu"),
+        (["train", "--catalog", "{cat}", "--pretrain", "{tmp}/nosim.fits"], "--pretrain"),
+        (["train", "--catalog", "{junk}", "--pretrain", "none"], "junk.fits"),
+    ],
+)
+def test_train_argument_errors(tmp_path, files, capsys, args, needle) -> None:
+    (tmp_path / "junk.fits").write_bytes(b"SIMPLE  = not really")
+    subs = {"{tmp}": str(tmp_path), "{cat}": str(files["catalog"]),
+            "{junk}": str(tmp_path / "junk.fits")}  # fmt: skip
+    argv = [next((a.replace(k, v) for k, v in subs.items() if k in a), a) for a in args]
+    out = tmp_path / "run"
+    assert main([*argv, "--out", str(out)]) == 2
+    assert needle in _one_line_error(capsys)
+    if needle != "junk.fits":  # a config error leaves no run folder behind
+        assert not out.exists()
+
+
+def test_predict_evaluate_resume_errors(tmp_path, trained, files, capsys, monkeypatch) -> None:
+    cases = [
+        (["predict", "--run", str(tmp_path), "--catalog", str(files["new"]), "--out",
+          str(tmp_path / "p.fits")], "no trained model"),
+        (["predict", "--run", str(trained), "--catalog", str(tmp_path / "none.fits"), "--out",
+          str(tmp_path / "p.fits")], "none.fits"),
+        (["predict", "--run", str(trained), "--catalog", str(files["new"]), "--out",
+          str(tmp_path / "p.csv")], "p.csv"),
+        (["evaluate", "--pred", str(tmp_path / "nope.fits"), "--out", str(tmp_path / "r.json")],
+         "nope.fits"),
+        (["resume", "--run", str(tmp_path / "nothing")], "not a run folder"),
+    ]  # fmt: skip
+    for argv, needle in cases:
+        assert main(argv) == 2, argv
+        assert needle in _one_line_error(capsys)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    argv = ["predict", "--run", str(trained), "--catalog", str(files["new"]), "--out",
+            str(tmp_path / "p.fits"), "--device", "cuda"]  # fmt: skip
+    assert main(argv) == 2
+    assert "'cuda'" in _one_line_error(capsys)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["train", "--out", "x"], ["train", "--catalog", "c.fits", "--out", "x", "--epochs", "two"],
+     ["predict", "--run", "r"], ["frobnicate"], []],
+)  # fmt: skip
+def test_argparse_errors_exit_2_without_a_traceback(capsys, argv) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and "Traceback" not in err

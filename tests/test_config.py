@@ -1,0 +1,118 @@
+"""Training configuration and presets (E20 Sec. 2.4, 3, 5): defaults, validation, presets."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from deepz_core.config import PRESETS, TrainConfig, preset
+from deepz_core.errors import ConfigError
+from deepz_core.model import ModelConfig
+
+
+def test_defaults_are_the_paper_protocol() -> None:
+    c = TrainConfig()
+    assert c.schedule == ((100, 1e-3), (200, 1e-4), (200, 1e-5), (200, 1e-6))
+    assert c.epochs == 700 and c.pretrain_epochs == 10
+    assert (c.weight_decay, c.alpha, c.keep_one, c.min_batch) == (1e-4, 0.8, True, 10)
+    assert c.members == c.repetitions * c.folds
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_presets_are_valid_configs(name) -> None:
+    p = preset(name)
+    train = TrainConfig.from_dict(p.train)
+    model = ModelConfig.from_dict({"n_inputs": 46, **p.model, "members": train.members})
+    assert train.epochs >= 1 and model.members == train.members
+
+
+def test_paper_preset_has_10_by_5_networks_and_quick_is_smaller() -> None:
+    paper = TrainConfig.from_dict(preset("paper").train)
+    quick = TrainConfig.from_dict(preset("quick").train)
+    assert (paper.repetitions, paper.folds, paper.members) == (10, 5, 50)
+    assert quick.epochs < paper.epochs and quick.pretrain_n < paper.pretrain_n
+    assert ModelConfig.from_dict({**preset("quick").model}).width < ModelConfig().width
+
+
+def test_unknown_preset_names_it() -> None:
+    with pytest.raises(ConfigError, match="preset.*'fast'"):
+        preset("fast")
+
+
+def test_dict_round_trip_through_json() -> None:
+    c = TrainConfig(schedule=((3, 1e-3), (2, 1e-4)), folds=2, seed=7, alpha=0.7)
+    back = TrainConfig.from_dict(json.loads(json.dumps(c.to_dict())))  # lists come back
+    assert back == c and back.schedule == ((3, 1e-3), (2, 1e-4))
+
+
+def test_numpy_values_become_plain_json_ready_values() -> None:
+    c = TrainConfig(seed=np.int64(3), folds=np.int32(2), alpha=np.float32(0.5),
+                    schedule=[[np.int64(2), np.float64(1e-3)]])  # fmt: skip
+    text = json.dumps(c.to_dict())
+    assert TrainConfig.from_dict(json.loads(text)) == c
+    assert type(c.seed) is int and type(c.alpha) is float
+
+
+def test_unknown_fields_are_rejected_by_name() -> None:
+    with pytest.raises(ConfigError, match="epochs") as err:
+        TrainConfig.from_dict({"epochs": 3, "seed": 1})
+    assert "known" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("alpha", 0.0),
+        ("alpha", 1.5),
+        ("alpha", float("nan")),
+        ("alpha", "high"),
+        ("weight_decay", -1e-4),
+        ("weight_decay", float("inf")),
+        ("weight_decay", float("nan")),
+        ("batch_size", 0),
+        ("batch_size", 2.5),
+        ("batch_size", "100"),
+        ("batch_size", None),
+        ("pretrain_batch_size", 0),
+        ("repetitions", 0),
+        ("folds", -2),
+        ("folds", True),
+        ("eval_every", 0),
+        ("checkpoint_every", 0),
+        ("min_batch", 0),
+        ("min_batch", 500),
+        ("pretrain_n", -1),
+        ("seed", 1.5),
+        ("seed", "zero"),
+        ("keep_one", "yes"),
+        ("randomize_coadds", 1),
+        ("device", "gpu"),
+        ("device", 0),
+        ("schedule", ()),
+        ("schedule", ((10, 2.0),)),
+        ("schedule", ((10, 0.0),)),
+        ("schedule", ((2.5, 1e-3),)),
+        ("schedule", ((-1, 1e-3),)),
+        ("schedule", ((10,),)),
+        ("schedule", (("ten", 1e-3),)),
+        ("schedule", 5),
+        ("pretrain_schedule", ((1, float("nan")),)),
+    ],
+)
+def test_bad_values_raise_config_error_naming_field_and_value(field, value) -> None:
+    with pytest.raises(ConfigError) as err:
+        TrainConfig.from_dict({field: value})
+    message = str(err.value)
+    assert field in message and repr(value) in message, message
+
+
+def test_device_names() -> None:
+    for name in ("auto", "cpu", "cuda", "cuda:1", "mps"):
+        assert TrainConfig(device=name).device == name
+
+
+def test_zero_epoch_pretraining_is_allowed() -> None:
+    c = TrainConfig(pretrain_schedule=((0, 1e-3),))
+    assert c.pretrain_epochs == 0

@@ -1,0 +1,172 @@
+"""Evaluation reports of predictions tables (E20 Sec. 3.3, 6) against known answers."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from astropy.table import Table
+from scipy import stats
+
+from deepz_core.catalog import Catalog
+from deepz_core.catalog_io import write_catalog
+from deepz_core.errors import CatalogError
+from deepz_core.evaluate import evaluate_files, evaluate_table, pit_from_table
+from deepz_core.predict import write_table
+
+OVERALL = {"n", "sigma68", "outlier_fraction", "bias", "nmad", "odds_best50_sigma68", "pit_ks",
+           "pit_ks_pvalue", "cde_loss"}  # fmt: skip
+
+
+def _table(rng: np.random.Generator, n: int = 1500, calibrated: bool = True) -> Table:
+    """Gaussian p(z) N(mu, s) per galaxy with zspec drawn from it (calibrated PIT); zphot = mu.
+
+    Half the galaxies (high ODDS) have s = 0.005 (1 + z), the other half s = 0.02 (1 + z).
+    """
+    zs = rng.uniform(0.2, 1.0, n)
+    good = np.arange(n) < n // 2
+    s = np.where(good, 0.005, 0.02) * (1 + zs)
+    mu = zs + s * rng.normal(size=n)  # then zs ~ N(mu, s) given mu: symmetric
+    t = Table()
+    t["ref_id"] = np.arange(n) + 10
+    t["zphot"], t["zmean"], t["zmedian"] = mu, mu, mu
+    t["z_lo68"], t["z_hi68"] = mu - s, mu + s
+    t["odds"] = np.where(good, 0.9, 0.2) + 0.01 * rng.random(n)
+    t["zspec"] = zs
+    spread = s if calibrated else s / 4
+    t["pit"] = stats.norm.cdf(zs, mu, spread)
+    t["mag"] = rng.uniform(18.0, 22.5, n)
+    t["weights"] = np.stack([np.ones(n), np.zeros(n)], axis=1)  # a zero-weight spare component
+    t["means"] = np.stack([mu, np.full(n, 5.0)], axis=1)
+    t["stds"] = np.stack([spread, np.full(n, 0.1)], axis=1)
+    return t
+
+
+def test_report_keys_and_known_answers(rng) -> None:
+    t = _table(rng)
+    report = evaluate_table(t)
+    overall = report["overall"]
+    assert set(overall) == OVERALL and overall["n"] == len(t)
+    dz = (np.asarray(t["zphot"]) - np.asarray(t["zspec"])) / (1 + np.asarray(t["zspec"]))
+    # dz is an equal mixture of N(0, 0.005) and N(0, 0.02)
+    q = np.percentile(dz, [15.865, 84.135])
+    assert overall["sigma68"] == pytest.approx(0.5 * (q[1] - q[0]), rel=1e-9)
+    assert 0.006 < overall["sigma68"] < 0.016
+    expected_outliers = 0.5 * 2 * stats.norm.sf(0.02 / 0.02) + 0.5 * 2 * stats.norm.sf(4.0)
+    assert overall["outlier_fraction"] == pytest.approx(expected_outliers, abs=0.03)
+    assert abs(overall["bias"]) < 0.002
+    assert overall["odds_best50_sigma68"] == pytest.approx(0.005, rel=0.15)  # the narrow half
+    assert overall["pit_ks_pvalue"] > 1e-3 and overall["pit_ks"] < 0.05
+    # CDE loss of a Gaussian: int p^2 = 1 / (2 s sqrt(pi)); minus 2 p(zs)
+    mu, s = np.asarray(t["means"])[:, 0], np.asarray(t["stds"])[:, 0]
+    exact = np.mean(1 / (2 * s * math.sqrt(math.pi)) - 2 * stats.norm.pdf(t["zspec"], mu, s))
+    assert overall["cde_loss"] == pytest.approx(exact, rel=2e-3)
+
+
+def test_miscalibrated_pit_is_flagged(rng) -> None:
+    overall = evaluate_table(_table(rng, calibrated=False))["overall"]
+    assert overall["pit_ks_pvalue"] < 1e-6
+
+
+def test_per_magnitude_rows(rng) -> None:
+    t = _table(rng, 1000)
+    rows = evaluate_table(t)["per_magnitude"]
+    assert len(rows) == 10 and rows[0]["lo"] == 17.5 and rows[-1]["hi"] == pytest.approx(22.5)
+    assert sum(r["n"] for r in rows) == len(t)
+    assert {"lo", "hi", "n", "sigma68", "outlier_fraction", "bias", "nmad"} <= set(rows[0])
+    assert rows[0]["n"] == 0 and math.isnan(rows[0]["sigma68"])  # 17.5-18: empty
+    t.remove_column("mag")
+    assert "per_magnitude" not in evaluate_table(t)
+
+
+def test_out_of_fold_galaxies_only_when_flagged(rng) -> None:
+    t = _table(rng, 400)
+    t["zphot"][:100] += 0.5  # galaxies the networks trained on: not to be counted
+    t["out_of_fold"] = np.arange(400) >= 100
+    oof = evaluate_table(t)["overall"]
+    alone = t[100:].copy()
+    alone.remove_column("out_of_fold")
+    assert oof == evaluate_table(alone)["overall"] and oof["n"] == 300
+    t["out_of_fold"] = False  # e.g. a new catalogue with spec-z: every galaxy counts
+    assert evaluate_table(t)["overall"]["n"] == 400
+
+
+def test_unknown_zspec_rows_are_skipped_and_none_is_an_error(rng) -> None:
+    t = _table(rng, 200)
+    t["zspec"][:50] = np.nan
+    t["pit"][:50] = np.nan
+    assert evaluate_table(t)["overall"]["n"] == 150
+    t["zspec"] = np.nan
+    with pytest.raises(CatalogError, match="no galaxies with a spec-z"):
+        evaluate_table(t)
+
+
+@pytest.mark.parametrize("suffix", [".fits", ".parquet"])
+def test_evaluate_files_writes_strict_json(tmp_path, rng, suffix) -> None:
+    t = _table(rng, 500)
+    write_table(t, tmp_path / f"pred{suffix}")  # FITS stores big-endian, strided columns
+    report = evaluate_files(tmp_path / f"pred{suffix}", None, tmp_path / "report.json")
+    text = (tmp_path / "report.json").read_text()
+
+    def no_nan(token: str):
+        raise AssertionError(f"non-standard JSON constant {token}")
+
+    on_disk = json.loads(text, parse_constant=no_nan)
+    assert set(on_disk["overall"]) == OVERALL
+    assert on_disk["overall"]["sigma68"] == pytest.approx(report["overall"]["sigma68"])
+    assert on_disk["per_magnitude"][0]["sigma68"] is None  # NaN of an empty bin -> null
+
+
+def test_catalogue_join_supplies_zspec_mag_and_a_fresh_pit(tmp_path, rng) -> None:
+    t = _table(rng, 300)
+    zspec, mag = np.asarray(t["zspec"]).copy(), np.asarray(t["mag"]).copy()
+    pit = np.asarray(t["pit"]).copy()
+    pred = t.copy()
+    pred["zspec"] = np.nan  # predicted for a catalogue without spec-z: PIT unknown
+    pred["pit"] = np.nan
+    pred.remove_column("mag")
+    write_table(pred, tmp_path / "pred.fits")
+    order = rng.permutation(len(t))  # the catalogue in another order, with extra galaxies
+    ids = np.r_[np.asarray(t["ref_id"])[order], [1, 2, 3]]
+    cat = Catalog(ref_id=ids, bands=("sdss_i",), flux=np.ones((len(ids), 1)),
+                  flux_error=np.ones((len(ids), 1)), zspec=np.r_[zspec[order], 0.1, 0.2, 0.3],
+                  mag=np.r_[mag[order], 20, 20, 20])  # fmt: skip
+    write_catalog(cat, tmp_path / "cat.fits")
+    report = evaluate_files(tmp_path / "pred.fits", tmp_path / "cat.fits", tmp_path / "r.json")
+    direct = evaluate_table(t)
+    for key in ("n", "sigma68", "bias", "cde_loss", "odds_best50_sigma68"):
+        assert report["overall"][key] == pytest.approx(direct["overall"][key], rel=1e-5), key
+    assert report["overall"]["pit_ks"] == pytest.approx(stats.kstest(pit, "uniform").statistic,
+                                                        abs=1e-4)  # fmt: skip
+    np.testing.assert_equal(report["per_magnitude"], direct["per_magnitude"])  # NaN == NaN
+
+
+def test_pit_from_table_matches_the_gaussian_cdf(rng) -> None:
+    t = _table(rng, 50)
+    t["zspec"][0] = np.nan
+    pit = pit_from_table(t)
+    assert np.isnan(pit[0])
+    np.testing.assert_allclose(pit[1:], np.asarray(t["pit"])[1:], atol=1e-12)
+
+
+def test_evaluate_files_errors_name_the_file(tmp_path, rng) -> None:
+    t = _table(rng, 50)
+    with pytest.raises(CatalogError, match="missing.fits"):
+        evaluate_files(tmp_path / "missing.fits", None, tmp_path / "r.json")
+    (tmp_path / "junk.fits").write_bytes(b"not a table")
+    with pytest.raises(CatalogError, match="junk.fits"):
+        evaluate_files(tmp_path / "junk.fits", None, tmp_path / "r.json")
+    no_z = t.copy()
+    no_z.remove_column("zspec")
+    write_table(no_z, tmp_path / "noz.fits")
+    with pytest.raises(CatalogError, match="no zspec column"):
+        evaluate_files(tmp_path / "noz.fits", None, tmp_path / "r.json")
+    small = Catalog(ref_id=[10, 11], bands=("sdss_i",), flux=np.ones((2, 1)),
+                    flux_error=np.ones((2, 1)), zspec=[0.1, 0.2])  # fmt: skip
+    write_catalog(small, tmp_path / "small.fits")
+    write_table(t, tmp_path / "pred.fits")
+    with pytest.raises(CatalogError, match="48 predicted ref_id not in catalogue"):
+        evaluate_files(tmp_path / "pred.fits", tmp_path / "small.fits", tmp_path / "r.json")
+    assert not (tmp_path / "r.json").exists()

@@ -1,0 +1,223 @@
+"""A run end to end: create_run validation, labels, pretraining inputs, the files a run leaves."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from astropy.table import Table
+
+from deepz_core.catalog import Catalog, Exposures
+from deepz_core.catalog_io import write_catalog
+from deepz_core.errors import ConfigError
+from deepz_core.features import build_features
+from deepz_core.pipeline import (
+    create_run,
+    execute_run,
+    labelled_mask,
+    pretraining_simulation,
+    simulation_batches,
+)
+from deepz_core.runs import RunDir
+
+BANDS = ("NB455", "NB555", "NB655", "subaru_r", "subaru_i")
+TINY_MODEL = dict(n_latent=2, width=12, encoder_layers=1, decoder_layers=1, photoz_layers=2,
+                  photoz_first_width=0, n_components=2)  # fmt: skip
+TRAIN = dict(schedule=((3, 1e-3),), batch_size=40, folds=2, checkpoint_every=2, device="cpu",
+             seed=1)  # fmt: skip
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny networks train faster on one thread, much faster on busy cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _synthetic(n: int, seed: int, exposures: bool = True, noiseless: bool = False) -> Catalog:
+    rng = np.random.default_rng(seed)
+    z = rng.uniform(0.1, 1.2, n)
+    pos = np.linspace(0, 1, len(BANDS))
+    true = rng.uniform(5, 50, n)[:, None] * (1.2 + np.tanh(4 * (pos - z[:, None] / 1.3)))
+    error = 0.05 * true
+    flux = true if noiseless else true + error * rng.normal(size=true.shape)
+    rows = []
+    for i in range(n if exposures else 0):
+        for j in range(3):
+            k = int(rng.integers(2, 5))
+            e = error[i, j] * np.sqrt(k) * rng.uniform(0.8, 1.2, k)
+            f = true[i, j] + e * rng.normal(size=k)
+            w = e**-2
+            flux[i, j], error[i, j] = (w * f).sum() / w.sum(), w.sum() ** -0.5
+            rows += [(i + 1, BANDS[j], x, f[x], e[x]) for x in range(k)]
+    exp = Exposures(*map(np.array, zip(*rows, strict=True))) if rows else None
+    zspec = np.round(z, 4)
+    if not noiseless:
+        zspec[rng.random(n) < 0.15] = np.nan
+        zspec[:2] = [6.5, 7.0]  # beyond the label range: kept as galaxies, never as labels
+    return Catalog(ref_id=np.arange(1, n + 1), bands=BANDS, flux=flux, flux_error=error,
+                   zspec=zspec, mag=23.9 - 2.5 * np.log10(flux[:, -1]), exposures=exp,
+                   meta={"NOISELESS": True} if noiseless else {})  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def catalog_path(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("pipeline") / "cat.fits"
+    write_catalog(_synthetic(120, 3), path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, catalog_path) -> RunDir:
+    run = create_run(tmp_path_factory.mktemp("runs") / "run", catalog_path, pretrain="none",
+                     model=TINY_MODEL, train=TRAIN)  # fmt: skip
+    execute_run(run)
+    return run
+
+
+def test_create_run_writes_a_complete_config_and_trains_nothing(tmp_path, catalog_path) -> None:
+    run = create_run(tmp_path / "r", catalog_path, pretrain="none", model={"width": 8},
+                     train={"folds": 3}, pz={"dz": 0.002})  # fmt: skip
+    config = json.loads(run.file("config.json").read_text())
+    assert config["catalog"] == catalog_path and config["exposures"] is None
+    assert config["pretrain"] == "none" and config["preset"] == "quick"
+    assert config["model"]["width"] == 8 and config["model"]["encoder_layers"] == 4  # quick
+    assert config["train"]["folds"] == 3 and config["train"]["schedule"][0] == [30, 1e-3]
+    assert config["pz"]["dz"] == 0.002
+    assert run.status()["state"] == "queued"
+    assert sorted(p.name for p in run.path.iterdir()) == ["config.json", "status.json"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"model": {"width": 0}}, "width"),
+        ({"model": {"widht": 10}}, "widht"),
+        ({"train": {"alpha": 2.0}}, "alpha"),
+        ({"train": {"epochs": 3}}, "epochs"),
+        ({"pz": {"dz": -1.0}}, "dz"),
+        ({"pz": {"zmax": 2.0}}, "zmax"),
+        ({"pretrain": "missing-sim.fits"}, "--pretrain"),
+        ({"preset_name": "huge"}, "preset"),
+        ({"catalog": "no-such-catalogue.fits"}, "--catalog"),
+        ({"exposures": "no-such-exposures.fits"}, "--exposures"),
+    ],
+)
+def test_create_run_rejects_bad_choices_before_writing_anything(
+    tmp_path, catalog_path, kwargs, field
+) -> None:
+    args = {"catalog": catalog_path, "pretrain": "none", **kwargs}
+    with pytest.raises(ConfigError, match=field):
+        create_run(tmp_path / "r", **args)
+    assert not (tmp_path / "r").exists()
+
+
+def test_create_run_refuses_an_existing_run(tmp_path, catalog_path) -> None:
+    create_run(tmp_path / "r", catalog_path, pretrain="none")
+    with pytest.raises(ConfigError, match="already holds a run"):
+        create_run(tmp_path / "r", catalog_path, pretrain="none")
+
+
+def test_labels_are_finite_spec_z_in_range(rng) -> None:
+    cat = _synthetic(40, 1)
+    cat.zspec[5] = 0.0
+    f = build_features(cat)
+    lab = labelled_mask(f)
+    np.testing.assert_array_equal(lab, np.isfinite(f.zspec) & (f.zspec <= 5.0))
+    assert lab[5] and not lab[0] and not lab[1]
+
+
+def test_finished_run_folder(finished) -> None:
+    status = finished.status()
+    assert status["state"] == "finished" and status["phase"] == "done"
+    names = {p.name for p in finished.path.iterdir()}
+    assert {"config.json", "status.json", "metrics.jsonl", "log.txt", "checkpoint.json",
+            "model.safetensors", "model.json", "splits.npz", "predictions.fits"} <= names  # fmt: skip
+    assert [r["epoch"] for r in finished.metrics()] == [1, 2, 3]
+    assert all(r["phase"] == "finetune" for r in finished.metrics())  # --pretrain none
+    doc = json.loads(finished.file("model.json").read_text())
+    assert doc["metadata"] == {"bands": list(BANDS), "ref_band": "subaru_i"}
+    assert doc["config"]["members"] == 2 and doc["config"]["n_inputs"] == len(BANDS)
+
+
+def test_splits_file_matches_the_labels(finished, catalog_path) -> None:
+    from deepz_core.catalog_io import read_catalog
+
+    f = build_features(read_catalog(catalog_path))
+    with np.load(finished.file("splits.npz")) as s:
+        train, labelled, ref_id = s["train"], s["labelled"], s["ref_id"]
+    np.testing.assert_array_equal(ref_id, f.ref_id)
+    np.testing.assert_array_equal(labelled, labelled_mask(f))
+    assert train.shape == (2, f.n) and not train[:, ~labelled].any()
+    np.testing.assert_array_equal((~train[:, labelled]).sum(axis=0), 1)  # 2 folds
+
+
+def test_summary_uses_out_of_fold_galaxies(finished) -> None:
+    t = Table.read(finished.file("predictions.fits"))
+    summary = finished.status()["summary"]
+    oof = np.asarray(t["out_of_fold"])
+    assert summary["n"] == int((oof & np.isfinite(np.asarray(t["zspec"]))).sum())
+    assert not oof[:2].any()  # zspec beyond the label range: never trained on, not out-of-fold
+
+
+def test_failed_run_records_the_error(tmp_path, catalog_path) -> None:
+    run = create_run(tmp_path / "r", catalog_path, pretrain="none", ref_band="sdss_i",
+                     model=TINY_MODEL, train=TRAIN)  # fmt: skip
+    with pytest.raises(ConfigError, match="sdss_i"):
+        execute_run(run)
+    status = run.status()
+    assert status["state"] == "failed" and "sdss_i" in status["message"]
+    assert "failed: ConfigError" in run.file("log.txt").read_text()
+
+
+def test_pretraining_file_must_have_the_catalogue_bands(tmp_path, catalog_path) -> None:
+    from deepz_core.catalog_io import read_catalog
+    from deepz_core.config import TrainConfig
+
+    sim = _synthetic(50, 2, exposures=False, noiseless=True)
+    other = Catalog(ref_id=sim.ref_id, bands=BANDS[::-1], flux=sim.flux[:, ::-1],
+                    flux_error=sim.flux_error[:, ::-1], zspec=sim.zspec)  # fmt: skip
+    write_catalog(other, tmp_path / "other.fits")
+    f = build_features(read_catalog(catalog_path))
+    config = {"pretrain": str(tmp_path / "other.fits")}
+    with pytest.raises(ConfigError, match="differ"):
+        pretraining_simulation(config, f, TrainConfig())
+    unknown = Catalog(ref_id=[1, 2], bands=("mine_a", "mine_i"), flux=np.ones((2, 2)),
+                      flux_error=np.ones((2, 2)))  # fmt: skip
+    with pytest.raises(ConfigError, match="mine_a"):
+        pretraining_simulation({"pretrain": "auto"}, build_features(unknown), TrainConfig())
+
+
+def test_simulation_batches_draw_noise_only_for_noiseless_files(catalog_path) -> None:
+    from deepz_core.catalog_io import read_catalog
+
+    f = build_features(read_catalog(catalog_path))
+    sim = _synthetic(60, 4, exposures=False, noiseless=True)
+    sim.flux[3, -1] = -1.0  # a non-positive reference flux is dropped
+    src = simulation_batches(sim, f, members=2, device=torch.device("cpu"))
+    assert src.ref == BANDS.index("subaru_i") and len(src.z) == 59
+    assert (src.error > 0).all()
+    noisy = Catalog(ref_id=sim.ref_id, bands=BANDS, flux=sim.flux, flux_error=sim.flux_error,
+                    zspec=sim.zspec)  # fmt: skip
+    src2 = simulation_batches(noisy, f, members=2, device=torch.device("cpu"))
+    assert (src2.error == 0).all()  # already noisy: no fresh noise on top
+
+
+def test_pretraining_from_a_file_runs_both_phases(tmp_path, catalog_path) -> None:
+    sim = tmp_path / "sim.fits"
+    write_catalog(_synthetic(100, 5, exposures=False, noiseless=True), sim)
+    run = create_run(tmp_path / "r", catalog_path, pretrain=str(sim), model=TINY_MODEL,
+                     train={**TRAIN, "pretrain_schedule": ((2, 1e-3),), "folds": 1,
+                            "pretrain_batch_size": 50})  # fmt: skip
+    execute_run(run)
+    assert run.status()["state"] == "finished"
+    rows = run.metrics()
+    assert [(r["phase"], r["epoch"]) for r in rows] == [
+        ("pretrain", 1), ("pretrain", 2), ("finetune", 1), ("finetune", 2), ("finetune", 3)]  # fmt: skip
+    assert not any("val_nll" in r for r in rows)  # K = 1: nothing held out to validate on
+    t = Table.read(run.file("predictions.fits"))
+    assert not np.asarray(t["out_of_fold"]).any()

@@ -1,0 +1,166 @@
+"""app.plots: every builder returns a plotly Figure with the expected traces and axis titles."""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+import pytest
+
+from app import plots
+from deepz_core import metrics
+
+
+def _types(fig: go.Figure) -> list[str]:
+    return [t.type for t in fig.data]
+
+
+@pytest.fixture
+def zz(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    zs = rng.uniform(0.05, 1.2, 500)
+    return zs, zs + 0.01 * (1 + zs) * rng.normal(size=500)
+
+
+def test_density_heatmap_log_counts(zz) -> None:
+    zs, zp = zz
+    fig = plots.density_heatmap(zs, zp, bins=40)
+    heat = fig.data[0]
+    assert heat.type == "heatmap"
+    counts = np.asarray(heat.customdata)
+    assert counts.sum() == pytest.approx(500, abs=2)  # a point or two may sit past the 99.9th pct
+    assert np.nanmax(np.asarray(heat.z, float)) == pytest.approx(np.log10(counts.max()))
+    assert "z<sub>s</sub>" in fig.layout.xaxis.title.text
+    assert "z<sub>p</sub>" in fig.layout.yaxis.title.text
+
+
+def test_scatter_uses_webgl_with_ids_and_highlight(zz) -> None:
+    zs, zp = zz
+    ids = np.arange(100, 600)
+    fig = plots.zp_zs_scatter(zs, zp, ids, highlight=105, color=np.ones(500))
+    assert _types(fig)[0] == "scattergl"
+    assert list(fig.data[0].customdata[:3]) == [100, 101, 102]
+    star = fig.data[-1]
+    assert star.marker.symbol == "star" and star.x[0] == pytest.approx(zs[5])
+    assert "spectroscopic" in fig.layout.xaxis.title.text
+
+
+def test_scatter_bins_above_threshold(zz) -> None:
+    zs, zp = zz
+    fig = plots.zp_zs_scatter(zs, zp, np.arange(500), max_points=100)
+    assert _types(fig)[0] == "heatmap"
+    assert "scattergl" not in _types(fig)
+
+
+def _binned(zz) -> metrics.BinnedMetrics:
+    zs, zp = zz
+    mag = np.linspace(18, 22.5, zs.size)
+    return metrics.binned_metrics(zp, zs, mag)
+
+
+def test_metrics_vs_mag_two_panels(zz) -> None:
+    b = _binned(zz)
+    fig = plots.metrics_vs_mag({"run a": b, "run b": b})
+    assert len(fig.data) == 4  # σ68 and outliers per run
+    assert fig.layout.xaxis2.title.text == plots.MAG
+    assert fig.layout.yaxis.title.text == plots.SIGMA
+    assert fig.layout.yaxis2.title.text == plots.OUTF
+
+
+def test_pit_figure_reports_ks(rng) -> None:
+    pit = rng.uniform(size=300)
+    density, edges = metrics.pit_histogram(pit, 10)
+    fig = plots.pit_figure({"r1": (density, edges, metrics.pit_ks(pit))})
+    assert len(fig.data) == 1 and "KS D" in fig.data[0].name
+    assert fig.layout.shapes[0].y0 == 1.0  # the uniform line
+    assert "PIT" in fig.layout.xaxis.title.text
+
+
+def test_spec_density_figure(zz) -> None:
+    zs, zp = zz
+    b = metrics.sigma68_vs_spec_density(zp, zs, zs)
+    fig = plots.spec_density_figure({"r1": b})
+    assert _types(fig) == ["bar", "scatter"]
+    assert "0.001" in fig.layout.xaxis.title.text
+    assert fig.layout.yaxis.title.text == plots.SIGMA
+
+
+def test_pz_figure_members_components_and_odds_window() -> None:
+    grid = np.round(np.arange(0, 1501) * 0.001, 12)
+    pdf = np.exp(-0.5 * ((grid - 0.5) / 0.02) ** 2)
+    members = np.stack([pdf, pdf])
+    fig = plots.pz_figure(
+        grid,
+        pdf,
+        members=members,
+        members_used=np.array([True, False]),
+        components=pdf[None, :] / 2,
+        zspec=0.51,
+        mode=0.5,
+        odds_window=0.003,
+    )
+    names = [t.name for t in fig.data]
+    assert names[-1] == "ensemble p(z)"
+    assert [t.line.dash for t in fig.data[1:3]] == ["solid", "dot"]
+    rect = [s for s in fig.layout.shapes if s.type == "rect"][0]
+    assert (rect.x0, rect.x1) == pytest.approx((0.4985, 0.5015))
+    assert len([s for s in fig.layout.shapes if s.type == "line"]) == 2  # z_s and mode
+    lo, hi = fig.layout.xaxis.range
+    assert lo < 0.45 and hi > 0.55 and hi < 1.0  # zoomed on the support
+    assert fig.layout.yaxis.title.text == plots.PZ
+
+
+def test_sed_figure_narrow_broad_exposures() -> None:
+    s = {
+        "bands": ["NB455", "NB465", "subaru_i"],
+        "wavelength": np.array([4550.0, 4650, 7684]),
+        "narrow": np.array([True, True, False]),
+        "known": True,
+        "flux": np.ones(3),
+        "error": np.full(3, 0.1),
+        "fluxzp": 23.9,
+        "exp_wavelength": np.array([4550.0, 4550]),
+        "exp_flux": np.array([0.9, 1.1]),
+        "exp_error": np.array([0.2, 0.2]),
+    }
+    fig = plots.sed_figure(s)
+    assert _types(fig) == ["scattergl", "scatter", "scatter"]
+    assert len(fig.data[1].x) == 2 and len(fig.data[2].x) == 1
+    assert fig.layout.xaxis.title.text == "effective wavelength [Å]"
+    assert "µJy" in fig.layout.yaxis.title.text
+    s |= {"known": False, "exp_flux": np.zeros(0)}
+    fig = plots.sed_figure(s)
+    assert "band index" in fig.layout.xaxis.title.text and len(fig.data) == 2
+
+
+def test_dropping_figure() -> None:
+    grid = np.linspace(0, 1.5, 151)
+    full = np.exp(-0.5 * ((grid - 0.5) / 0.05) ** 2)
+    variants = np.stack([np.roll(full, k) for k in range(5)])
+    fig = plots.dropping_figure(grid, full, variants, ["a", "b"], zspec=0.52)
+    names = [t.name for t in fig.data]
+    assert names[1] == "range of all variants" and names[-1] == "full coadd"
+    assert names[2:4] == ["a", "b"] and not fig.data[2].showlegend
+    assert fig.layout.xaxis.title.text == plots.Z
+
+
+def test_spread_histogram(rng) -> None:
+    fig = plots.spread_histogram(rng.exponential(0.001, 100))
+    assert _types(fig) == ["histogram"]
+    assert "modes" in fig.layout.xaxis.title.text
+
+
+def test_quality_curves_target_and_current(zz) -> None:
+    zs, zp = zz
+    odds = 1 / (1 + np.abs(zp - zs))
+    curves = {
+        "ODDS cut": metrics.odds_curve(zp, zs, odds),
+        "optimal": metrics.optimal_curve(zp, zs),
+    }
+    current = {"completeness": 0.5, "sigma68": 0.004, "outlier_fraction": 0.01}
+    fig = plots.quality_curves(curves, 0.0035, current)
+    names = [t.name for t in fig.data]
+    assert names.count("ODDS cut") == 2 and names.count("your cut") == 2
+    target = [t for t in fig.data if t.name.startswith("PAUS target")][0]
+    assert list(target.y) == [0.0035, 0.0035]
+    assert fig.layout.xaxis2.title.text == plots.COMPLETENESS
+    fig = plots.quality_curves(curves, target=None)
+    assert not any(t.name.startswith("PAUS") for t in fig.data)

@@ -1,0 +1,232 @@
+"""Inference with a finished run: columns, out-of-fold p(z) for training galaxies, FITS and Parquet."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from astropy.table import Table
+
+from deepz_core.catalog import Catalog
+from deepz_core.catalog_io import write_catalog
+from deepz_core.errors import ConfigError
+from deepz_core.features import build_features
+from deepz_core.model import load_model
+from deepz_core.pipeline import create_run, execute_run
+from deepz_core.predict import (
+    mixture_from_arrays,
+    predict_catalog,
+    predict_features,
+    predictions_table,
+    summarise,
+    write_table,
+)
+from deepz_core.pz import PzConfig, mixture_quantile
+from deepz_core.runs import RunDir
+
+BANDS = ("NB455", "NB555", "NB655", "subaru_r", "subaru_i")
+M = 2  # mixture components per member
+TINY_MODEL = dict(n_latent=2, width=12, encoder_layers=1, decoder_layers=1, photoz_layers=2,
+                  photoz_first_width=0, n_components=M)  # fmt: skip
+TRAIN = dict(schedule=((2, 1e-3),), batch_size=40, repetitions=2, folds=2, device="cpu", seed=2)
+COLUMNS = ["ref_id", "zphot", "zmean", "zmedian", "z_lo68", "z_hi68", "odds", "zspec", "pit",
+           "mag", "out_of_fold", "weights", "means", "stds"]  # fmt: skip
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _synthetic(n: int, seed: int, first_id: int = 1) -> Catalog:
+    """Coadds only (prediction does not use single exposures)."""
+    rng = np.random.default_rng(seed)
+    z = rng.uniform(0.1, 1.2, n)
+    pos = np.linspace(0, 1, len(BANDS))
+    true = rng.uniform(5, 50, n)[:, None] * (1.2 + np.tanh(4 * (pos - z[:, None] / 1.3)))
+    error = 0.05 * true
+    flux = true + error * rng.normal(size=true.shape)
+    zspec = np.round(z, 4)
+    zspec[rng.random(n) < 0.2] = np.nan
+    return Catalog(ref_id=np.arange(first_id, first_id + n), bands=BANDS, flux=flux,
+                   flux_error=error, zspec=zspec, mag=23.9 - 2.5 * np.log10(flux[:, -1]))  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[RunDir, Catalog]:
+    root = tmp_path_factory.mktemp("predict")
+    cat = _synthetic(100, 0)
+    write_catalog(cat, root / "cat.fits")
+    run = create_run(root / "run", str(root / "cat.fits"), pretrain="none", model=TINY_MODEL,
+                     train=TRAIN)  # fmt: skip
+    execute_run(run)
+    assert run.status()["state"] == "finished"
+    return run, cat
+
+
+def _train_mask(run: RunDir) -> tuple[np.ndarray, np.ndarray]:
+    with np.load(run.file("splits.npz")) as s:
+        return s["train"], s["ref_id"]
+
+
+def _member_weight(weights: np.ndarray) -> np.ndarray:
+    """(N, E*M) mixture weights -> (E, N) total weight of each member's components."""
+    n = weights.shape[0]
+    return weights.reshape(n, -1, M).sum(-1).T
+
+
+def test_run_predictions_have_every_column(trained) -> None:
+    run, cat = trained
+    t = Table.read(run.file("predictions.fits"))
+    assert t.colnames == COLUMNS and len(t) == cat.n_galaxies
+    e = 4
+    assert t["weights"].shape == t["means"].shape == t["stds"].shape == (len(t), e * M)
+    np.testing.assert_allclose(np.asarray(t["weights"]).sum(1), 1.0, rtol=1e-5)
+    assert (np.asarray(t["stds"]) > 0).all()
+    np.testing.assert_array_equal(t["ref_id"], cat.ref_id)
+    z = np.asarray(t["zspec"])
+    pit = np.asarray(t["pit"])
+    assert np.isfinite(pit[np.isfinite(z)]).all() and np.isnan(pit[~np.isfinite(z)]).all()
+    assert (np.asarray(t["z_lo68"]) <= np.asarray(t["zmedian"])).all()
+
+
+def test_training_galaxies_get_out_of_fold_pz(trained) -> None:
+    run, _ = trained
+    t = Table.read(run.file("predictions.fits"))
+    train, _ = _train_mask(run)  # (E, N)
+    w = _member_weight(np.asarray(t["weights"]))  # (E, N)
+    assert not (w[train] > 0).any()  # no member that trained on a galaxy enters its p(z)
+    labelled = train.any(axis=0)
+    np.testing.assert_allclose(w[:, labelled][~train[:, labelled]], 0.5, rtol=1e-5)  # R = 2
+    np.testing.assert_allclose(w[:, ~labelled], 0.25, rtol=1e-5)  # unlabelled: all E = 4
+    np.testing.assert_array_equal(np.asarray(t["out_of_fold"]), labelled)
+
+
+def test_predicting_the_training_catalogue_again_reproduces_the_run(tmp_path, trained) -> None:
+    run, cat = trained
+    shuffled = cat.select(np.random.default_rng(1).permutation(cat.n_galaxies))
+    t = predict_catalog(run.path, shuffled, tmp_path / "again.fits")
+    ref = Table.read(run.file("predictions.fits"))
+    order = np.searchsorted(np.asarray(ref["ref_id"]), np.asarray(t["ref_id"]))
+    for name in ("zphot", "zmedian", "odds", "pit", "out_of_fold", "weights", "means"):
+        np.testing.assert_allclose(np.asarray(t[name], dtype=float),
+                                   np.asarray(ref[name], dtype=float)[order], rtol=1e-5,
+                                   atol=1e-6, err_msg=name)  # fmt: skip
+
+
+def test_new_galaxies_use_every_member(tmp_path, trained) -> None:
+    run, cat = trained
+    new = _synthetic(30, 5, first_id=1000)
+    mixed = Catalog(ref_id=np.r_[new.ref_id, cat.ref_id[:10]], bands=BANDS,
+                    flux=np.r_[new.flux, cat.flux[:10]],
+                    flux_error=np.r_[new.flux_error, cat.flux_error[:10]],
+                    zspec=np.r_[new.zspec, cat.zspec[:10]])  # fmt: skip
+    t = predict_catalog(run.path, mixed, tmp_path / "mixed.fits")
+    w = _member_weight(np.asarray(t["weights"]))
+    np.testing.assert_allclose(w[:, :30], 0.25, rtol=1e-5)
+    assert not np.asarray(t["out_of_fold"])[:30].any()
+    train, ids = _train_mask(run)
+    seen = train[:, np.searchsorted(ids, cat.ref_id[:10])]
+    assert not (w[:, 30:][seen] > 0).any()  # the training galaxies still only out-of-fold
+    assert "mag" not in t.colnames  # the mixed catalogue has no magnitudes
+
+
+def test_parquet_output_round_trips(tmp_path, trained) -> None:
+    run, cat = trained
+    t = predict_catalog(run.path, cat, tmp_path / "pred.parquet")
+    back = Table.read(tmp_path / "pred.parquet")
+    assert back.colnames == COLUMNS
+    for name in COLUMNS:
+        np.testing.assert_array_equal(np.asarray(back[name]), np.asarray(t[name]), err_msg=name)
+    assert back["weights"].shape == (cat.n_galaxies, 4 * M)
+    fits = predict_catalog(run.path, cat, tmp_path / "pred.fits.gz")
+    np.testing.assert_array_equal(np.asarray(Table.read(tmp_path / "pred.fits.gz")["zphot"]),
+                                  np.asarray(fits["zphot"]))  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["pred.csv", "pred", "pred.json", ".fits"])
+def test_unknown_output_formats_are_refused_before_any_work(tmp_path, trained, name) -> None:
+    run, cat = trained
+    with pytest.raises(ConfigError, match="--out"):
+        predict_catalog(run.path, cat, tmp_path / name)
+    assert not (tmp_path / name).exists()
+
+
+def test_point_columns_agree_with_the_stored_mixture(trained) -> None:
+    run, _ = trained
+    t = Table.read(run.file("predictions.fits"))
+    mix = mixture_from_arrays(np.asarray(t["weights"]), np.asarray(t["means"]),
+                              np.asarray(t["stds"]))  # fmt: skip
+    np.testing.assert_allclose(mixture_quantile(mix, 0.5).numpy(), np.asarray(t["zmedian"]),
+                               atol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(mix.mean.numpy(), np.asarray(t["zmean"]), atol=1e-5)
+    z = np.asarray(t["zspec"], dtype=np.float64)  # native byte order for torch
+    known = np.isfinite(z)
+    cdf = mix.cdf(torch.as_tensor(np.nan_to_num(z))).numpy()
+    np.testing.assert_allclose(cdf[known], np.asarray(t["pit"])[known], atol=1e-5)
+
+
+def test_mixture_from_arrays_allows_zero_weights() -> None:
+    mix = mixture_from_arrays(np.array([[0.5, 0.0, 0.5]]), np.array([[0.2, 9.0, 0.4]]),
+                              np.array([[0.1, 0.1, 0.1]]))  # fmt: skip
+    from scipy import stats
+
+    expected = 0.5 * stats.norm.cdf(0.3, 0.2, 0.1) + 0.5 * stats.norm.cdf(0.3, 0.4, 0.1)
+    assert float(mix.cdf(torch.tensor([0.3], dtype=torch.float64))[0]) == pytest.approx(expected)
+
+
+def test_predict_features_without_a_mask_uses_all_members(trained) -> None:
+    run, cat = trained
+    model = load_model(run.path)
+    f = build_features(cat)
+    products = predict_features(model, f, None, PzConfig(), chunk=33)  # chunked = unchunked
+    w = _member_weight(products["weights"])
+    np.testing.assert_allclose(w, 0.25, rtol=1e-5)
+    whole = predict_features(model, f, None, PzConfig())
+    np.testing.assert_allclose(products["zphot"], whole["zphot"], atol=1e-12)
+
+
+def test_summarise_counts_only_out_of_fold_galaxies_with_zspec(trained) -> None:
+    run, cat = trained
+    f = build_features(cat)
+    products = predict_features(load_model(run.path), f, None, PzConfig())
+    oof = np.zeros(f.n, dtype=bool)
+    oof[:40] = True
+    table = predictions_table(f, products, {"out_of_fold": oof})
+    assert summarise(table)["n"] == int(np.isfinite(f.zspec[:40]).sum())
+    table["out_of_fold"] = False
+    assert summarise(table) == {"n": 0}
+    nofold = predictions_table(f, products)
+    assert summarise(nofold)["n"] == int(np.isfinite(f.zspec).sum())
+
+
+def test_write_table_is_atomic(tmp_path) -> None:
+    t = Table({"ref_id": np.arange(3), "zphot": np.zeros(3)})
+    write_table(t, tmp_path / "p.parquet")
+    assert [p.name for p in tmp_path.iterdir()] == ["p.parquet"]
+    t2 = Table({"ref_id": np.arange(3), "obj": np.array([object()] * 3)})
+    with pytest.raises(Exception):  # noqa: B017 - whichever error the writer raises; the old
+        write_table(t2, tmp_path / "p.parquet")
+    assert [p.name for p in tmp_path.iterdir()] == ["p.parquet"]  # file intact, no temp file
+    np.testing.assert_array_equal(Table.read(tmp_path / "p.parquet")["ref_id"], np.arange(3))
+
+
+def test_catalogue_bands_are_matched_to_the_run_by_name(tmp_path, trained) -> None:
+    run, _ = trained
+    cat = _synthetic(20, 9, first_id=900)
+    ref = predict_catalog(run.path, cat, tmp_path / "a.fits")
+    rng = np.random.default_rng(0)
+    extra = rng.uniform(1, 2, (20, 1))
+    shuffled = Catalog(ref_id=cat.ref_id, bands=("sdss_g", *BANDS[::-1]),
+                       flux=np.c_[extra, cat.flux[:, ::-1]],
+                       flux_error=np.c_[extra, cat.flux_error[:, ::-1]], zspec=cat.zspec)  # fmt: skip
+    t = predict_catalog(run.path, shuffled, tmp_path / "b.fits")  # other order, one extra band
+    for name in ("zphot", "odds", "weights"):
+        np.testing.assert_array_equal(np.asarray(t[name]), np.asarray(ref[name]), err_msg=name)
+    missing = Catalog(ref_id=cat.ref_id, bands=BANDS[1:], flux=cat.flux[:, 1:],
+                      flux_error=cat.flux_error[:, 1:])  # fmt: skip
+    with pytest.raises(ConfigError, match="NB455"):
+        predict_catalog(run.path, missing, tmp_path / "c.fits")

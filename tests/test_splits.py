@@ -1,0 +1,83 @@
+"""Repetitions x folds (E20 Sec. 5.2): partitions, out-of-fold masks, the K = 1 fallback."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from deepz_core.errors import ConfigError
+from deepz_core.splits import make_splits
+
+
+def _labelled(rng: np.random.Generator, n: int = 103, frac: float = 0.8) -> np.ndarray:
+    return rng.random(n) < frac
+
+
+@pytest.mark.parametrize(("r", "k"), [(1, 5), (3, 2), (2, 4), (4, 3)])
+def test_r_times_k_partitions_hold_out_each_labelled_galaxy_once_per_repetition(rng, r, k) -> None:
+    labelled = _labelled(rng)
+    s = make_splits(labelled, r, k, seed=3)
+    assert s.train.shape == (r * k, len(labelled)) and s.members == r * k
+    assert (s.repetitions, s.folds) == (r, k)
+    assert not s.train[:, ~labelled].any()  # unlabelled galaxies never train
+    n_lab = int(labelled.sum())
+    for rep in range(r):
+        block = s.train[rep * k : (rep + 1) * k][:, labelled]  # (K, n_lab)
+        held = ~block
+        np.testing.assert_array_equal(held.sum(axis=0), 1)  # held out exactly once
+        sizes = held.sum(axis=1)  # fold sizes differ by at most one galaxy
+        assert sizes.max() - sizes.min() <= 1 and sizes.sum() == n_lab
+
+
+def test_repetitions_are_independent_shuffles(rng) -> None:
+    labelled = _labelled(rng, 200)
+    s = make_splits(labelled, 3, 5, seed=1)
+    folds = [tuple(np.flatnonzero(~s.train[r * 5][labelled])) for r in range(3)]
+    assert len(set(folds)) == 3
+
+
+def test_seed_determines_the_partition(rng) -> None:
+    labelled = _labelled(rng)
+    a, b = make_splits(labelled, 2, 3, seed=9), make_splits(labelled, 2, 3, seed=9)
+    c = make_splits(labelled, 2, 3, seed=10)
+    np.testing.assert_array_equal(a.train, b.train)
+    assert not np.array_equal(a.train, c.train)
+
+
+def test_predict_mask_only_uses_members_that_never_saw_the_galaxy(rng) -> None:
+    labelled = _labelled(rng)
+    r, k = 3, 4
+    s = make_splits(labelled, r, k, seed=2)
+    pm = s.predict_mask()
+    assert pm.shape == s.train.shape and pm.dtype == bool
+    assert not (pm & s.train).any()  # never a member that trained on the galaxy
+    np.testing.assert_array_equal(pm[:, labelled].sum(axis=0), r)  # one network per repetition
+    assert pm[:, ~labelled].all()  # galaxies outside the training set use all E members
+    np.testing.assert_array_equal(s.out_of_fold(), labelled)
+
+
+def test_one_fold_trains_every_member_on_all_labelled_and_falls_back_to_all(rng) -> None:
+    labelled = _labelled(rng)
+    s = make_splits(labelled, 3, 1, seed=0)
+    assert s.members == 3
+    np.testing.assert_array_equal(s.train, np.broadcast_to(labelled, s.train.shape))
+    assert s.predict_mask().all()  # every member saw it: the average uses them all
+    assert not s.out_of_fold().any()
+
+
+def test_labelled_mask_is_copied() -> None:
+    labelled = np.ones(10, dtype=bool)
+    s = make_splits(labelled, 1, 2, seed=0)
+    labelled[:] = False
+    assert s.labelled.all()
+
+
+@pytest.mark.parametrize(
+    ("r", "k", "n", "field"),
+    [(0, 5, 100, "repetitions"), (-1, 5, 100, "repetitions"), (1, 0, 100, "folds"),
+     (1, 5, 9, "galaxies"), (1, 1, 1, "galaxies")],
+)  # fmt: skip
+def test_bad_repetitions_folds_or_too_few_galaxies_raise(r, k, n, field) -> None:
+    with pytest.raises(ConfigError, match=field) as err:
+        make_splits(np.ones(n, dtype=bool), r, k, seed=0)
+    assert str(r if field == "repetitions" else k if field == "folds" else n) in str(err.value)

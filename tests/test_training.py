@@ -1,0 +1,389 @@
+"""Training: epoch loop, batched members vs alone, checkpoints, kill/resume and cancel (E20 Sec. 2.4, 5.2).
+
+The reference run (module-scoped) pretrains on a small noiseless simulation file, then fine-tunes two
+folds with randomised coadds and dropout, checkpointing every 2 epochs; interrupted runs must end
+bit-identical to it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from astropy.table import Table
+from safetensors.torch import load_file
+
+from deepz_core.batches import Batch
+from deepz_core.catalog import Catalog, Exposures
+from deepz_core.catalog_io import write_catalog
+from deepz_core.errors import ConfigError
+from deepz_core.model import DeepzModel, ModelConfig
+from deepz_core.pipeline import create_run, execute_run
+from deepz_core.runs import RunDir, load_checkpoint_meta
+from deepz_core.training import (
+    Phase,
+    finetune_loss,
+    heldout_nll,
+    pretrain_loss,
+    resolve_device,
+    train_epoch,
+)
+
+BANDS = ("NB455", "NB555", "NB655", "NB755", "subaru_r", "subaru_i")
+TINY_MODEL = dict(n_latent=3, width=16, encoder_layers=2, decoder_layers=1, photoz_layers=2,
+                  photoz_first_width=0, n_components=3, undropped_last=1)  # fmt: skip
+TRAIN = dict(schedule=((4, 1e-3), (2, 1e-4)), pretrain_schedule=((3, 1e-3),), batch_size=40,
+             pretrain_batch_size=50, min_batch=10, folds=2, repetitions=1, checkpoint_every=2,
+             alpha=0.7, device="cpu", seed=5)  # fmt: skip
+PHASE_EPOCHS = {"pretrain": 3, "finetune": 6}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny networks train faster on one thread, much faster on busy cores (no spin-waiting)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _synthetic(n: int, seed: int, exposures: bool = True, noiseless: bool = False) -> Catalog:
+    """Smooth z-dependent SEDs in BANDS; narrow bands from 2-4 exposures (coadd = their mean)."""
+    rng = np.random.default_rng(seed)
+    z = rng.uniform(0.1, 1.2, n)
+    pos = np.linspace(0, 1, len(BANDS))
+    true = rng.uniform(5, 50, n)[:, None] * (1.2 + np.tanh(4 * (pos - z[:, None] / 1.3)))
+    error = 0.05 * true
+    flux = true if noiseless else true + error * rng.normal(size=true.shape)
+    rows = []
+    for i in range(n if exposures else 0):
+        for j in range(4):
+            k = int(rng.integers(2, 5))
+            e = error[i, j] * np.sqrt(k) * rng.uniform(0.8, 1.2, k)
+            f = true[i, j] + e * rng.normal(size=k)
+            w = e**-2
+            flux[i, j], error[i, j] = (w * f).sum() / w.sum(), w.sum() ** -0.5
+            rows += [(i + 1, BANDS[j], x, f[x], e[x]) for x in range(k)]
+    exp = Exposures(*map(np.array, zip(*rows, strict=True))) if rows else None
+    zspec = np.round(z, 4)
+    if not noiseless:
+        zspec[rng.random(n) < 0.1] = np.nan
+    return Catalog(ref_id=np.arange(1, n + 1), bands=BANDS, flux=flux, flux_error=error,
+                   zspec=zspec, mag=23.9 - 2.5 * np.log10(flux[:, -1]), exposures=exp,
+                   meta={"NOISELESS": True} if noiseless else {})  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("training-inputs")
+    cat, sim = root / "cat.fits", root / "sim.fits"
+    write_catalog(_synthetic(160, 0), cat)
+    write_catalog(_synthetic(300, 1, exposures=False, noiseless=True), sim)
+    return {"catalog": str(cat), "pretrain": str(sim)}
+
+
+def _new_run(path: Path, inputs: dict[str, str], **train) -> RunDir:
+    return create_run(path, inputs["catalog"], pretrain=inputs["pretrain"], model=TINY_MODEL,
+                      train={**TRAIN, **train})  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, inputs) -> RunDir:
+    """The uninterrupted run every interrupted one is compared with."""
+    run = _new_run(tmp_path_factory.mktemp("runs") / "straight", inputs)
+    execute_run(run)
+    assert run.status()["state"] == "finished"
+    return run
+
+
+def _assert_same_result(run: RunDir, reference: RunDir) -> None:
+    a = load_file(str(run.file("model.safetensors")))
+    b = load_file(str(reference.file("model.safetensors")))
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    pa, pb = (
+        Table.read(run.file("predictions.fits")),
+        Table.read(reference.file("predictions.fits")),
+    )
+    for name in ("zphot", "zmean", "zmedian", "odds", "pit", "weights", "means", "stds"):
+        np.testing.assert_allclose(np.asarray(pa[name]), np.asarray(pb[name]), rtol=1e-6,
+                                   atol=1e-7, err_msg=name)  # fmt: skip
+    _assert_same_metrics(run, reference)
+
+
+def _assert_same_metrics(run: RunDir, reference: RunDir) -> None:
+    """One metrics line per epoch and phase, in order, with the uninterrupted run's values."""
+    rows, ref = run.metrics(), reference.metrics()
+    keys = [(r["phase"], r["epoch"]) for r in rows]
+    expected = [(p, e) for p in ("pretrain", "finetune") for e in range(1, PHASE_EPOCHS[p] + 1)]
+    assert keys == expected  # no duplicates, none missing
+    for r, s in zip(rows, ref, strict=True):
+        assert r["loss"] == pytest.approx(s["loss"], rel=1e-6) and r["lr"] == s["lr"]
+        if "val_nll" in s:
+            np.testing.assert_allclose(r["val_nll"], s["val_nll"], rtol=1e-6)
+
+
+def test_reference_run_logs_both_phases_and_finishes(reference) -> None:
+    status = reference.status()
+    assert status["phase"] == "done" and set(status["summary"]) >= {"sigma68", "n"}
+    rows = reference.metrics()
+    assert [r["lr"] for r in rows] == [1e-3] * 3 + [1e-3] * 4 + [1e-4] * 2
+    assert all(np.isfinite(r["loss"]) for r in rows)
+    assert all(len(r["val_nll"]) == 2 for r in rows if r["phase"] == "finetune")
+    meta = load_checkpoint_meta(reference)
+    assert (meta["phase"], meta["epoch"]) == ("finetune", 6)  # always at the end of a phase
+    assert len(list(reference.path.glob("checkpoint-*.safetensors"))) == 1
+
+
+def _kill_once(monkeypatch, phase: str, epoch: int) -> None:
+    """Make RunDir.append_metrics raise (once) when it would log ``phase`` ``epoch``."""
+    original = RunDir.append_metrics
+
+    def append(self: RunDir, row: dict) -> None:
+        if (row["phase"], row["epoch"]) == (phase, epoch):
+            monkeypatch.setattr(RunDir, "append_metrics", original)
+            raise RuntimeError("killed")
+        original(self, row)
+
+    monkeypatch.setattr(RunDir, "append_metrics", append)
+
+
+@pytest.mark.parametrize(("phase", "epoch"), [("finetune", 4), ("pretrain", 3), ("finetune", 1)])
+def test_resume_after_a_kill_reproduces_the_uninterrupted_run(
+    tmp_path, monkeypatch, inputs, reference, phase, epoch
+) -> None:
+    run = _new_run(tmp_path / "killed", inputs)
+    _kill_once(monkeypatch, phase, epoch)
+    with pytest.raises(RuntimeError, match="killed"):
+        execute_run(run)
+    assert run.status()["state"] == "failed" and "killed" in run.status()["message"]
+    assert not run.file("model.safetensors").exists()
+    meta = load_checkpoint_meta(run)
+    last = {("finetune", 4): ("finetune", 2), ("pretrain", 3): ("pretrain", 2),
+            ("finetune", 1): ("pretrain", 3)}[(phase, epoch)]  # fmt: skip
+    assert (meta["phase"], meta["epoch"]) == last
+    execute_run(run)  # resume
+    assert run.status()["state"] == "finished"
+    assert "resuming from" in run.file("log.txt").read_text()
+    _assert_same_result(run, reference)
+
+
+def test_kill_after_the_last_epoch_but_before_the_model_is_saved(
+    tmp_path, monkeypatch, inputs, reference
+) -> None:
+    import deepz_core.pipeline as pipeline
+
+    run = _new_run(tmp_path / "late", inputs)
+
+    def die(*args, **kwargs):
+        raise RuntimeError("killed while saving")
+
+    monkeypatch.setattr(pipeline, "save_model", die)
+    with pytest.raises(RuntimeError, match="killed while saving"):
+        execute_run(run)
+    monkeypatch.undo()
+    execute_run(run)  # nothing left to train: the last checkpoint is the final model
+    assert run.status()["state"] == "finished"
+    _assert_same_result(run, reference)
+
+
+def test_cancel_file_stops_with_a_checkpoint_and_resume_finishes(
+    tmp_path, monkeypatch, inputs, reference
+) -> None:
+    run = _new_run(tmp_path / "cancelled", inputs)
+    original = RunDir.append_metrics
+
+    def append(self: RunDir, row: dict) -> None:
+        original(self, row)
+        if (row["phase"], row["epoch"]) == ("finetune", 3):
+            self.file("cancel").touch()  # the user presses cancel during epoch 3
+
+    monkeypatch.setattr(RunDir, "append_metrics", append)
+    execute_run(run)  # returns normally: cancelling is not a failure
+    status = run.status()
+    assert status["state"] == "cancelled" and "epoch 3" in status["message"]
+    meta = load_checkpoint_meta(run)
+    assert (meta["phase"], meta["epoch"]) == ("finetune", 3)  # checkpoint written on cancel
+    assert [r["epoch"] for r in run.metrics() if r["phase"] == "finetune"] == [1, 2, 3]
+    monkeypatch.setattr(RunDir, "append_metrics", original)
+    run.file("cancel").unlink()
+    execute_run(run)
+    assert run.status()["state"] == "finished"
+    _assert_same_result(run, reference)
+
+
+_CHILD = """
+import sys, time
+import torch
+torch.set_num_threads(int(sys.argv[2]))
+from deepz_core.runs import RunDir
+from deepz_core.pipeline import execute_run
+original = RunDir.append_metrics
+def slow(self, row):
+    original(self, row)
+    time.sleep(0.5)  # slow epochs down so the parent can kill mid-run; results are unaffected
+RunDir.append_metrics = slow
+execute_run(RunDir(__import__("pathlib").Path(sys.argv[1])))
+"""
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_of_a_training_process(tmp_path, inputs, reference) -> None:
+    run = _new_run(tmp_path / "sigkilled", inputs)
+    env = {**os.environ, "DEEPZ_QUIET": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
+    args = [str(run.path), str(torch.get_num_threads())]  # the reference run's thread count
+    child = subprocess.Popen([sys.executable, "-c", _CHILD, *args], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and child.poll() is None:
+            meta = load_checkpoint_meta(run)
+            if meta is not None and meta["phase"] == "finetune" and meta["epoch"] >= 2:
+                break
+            time.sleep(0.02)
+        assert child.poll() is None, "training ended before it could be killed"
+        child.send_signal(signal.SIGKILL)
+        child.wait(30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert child.returncode == -signal.SIGKILL
+    assert run.status()["state"] == "running"  # a killed process cannot say goodbye
+    assert not run.file("model.safetensors").exists()
+    execute_run(run)
+    assert run.status()["state"] == "finished"
+    _assert_same_result(run, reference)
+
+
+# ---------------------------------------------------------------- members batched vs alone
+
+CFG = dict(n_inputs=5, n_latent=2, encoder_layers=2, decoder_layers=2, width=12,
+           photoz_layers=2, photoz_first_width=10, n_components=3, ae_dropout=0.0,
+           pz_dropout=0.0)  # fmt: skip
+
+
+def _batches(e: int, n: int, steps: int, seed: int) -> list[Batch]:
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(steps):
+        x = 1.0 + 0.3 * torch.randn(e, n, 5, generator=g)  # (E, n, F): each member its own batch
+        z = torch.rand(e, n, generator=g)
+        err = 0.05 + 0.1 * torch.rand(e, n, 5, generator=g)
+        out.append(Batch(x=x, z=z, x_err=err, target=x + 0.01))
+    return out
+
+
+def _member_batches(batches: list[Batch], i: int) -> list[Batch]:
+    return [Batch(b.x[i : i + 1], b.z[i : i + 1], b.x_err[i : i + 1], b.target[i : i + 1])
+            for b in batches]  # fmt: skip
+
+
+def _train_batched_and_alone(loss, optimizer, e: int = 3, epochs: int = 2):
+    """(batched model, its per-epoch losses, single-member models, their per-epoch losses)."""
+    torch.manual_seed(11)
+    model = DeepzModel(ModelConfig(**CFG, members=e))
+    alone = [model.member(i) for i in range(e)]  # the same initial weights
+    batches = _batches(e, 24, steps=6, seed=3)
+    opt = optimizer(model.parameters())
+    batched = [train_epoch(model, loss, batches, opt) for _ in range(epochs)]
+    single = []
+    for i, m in enumerate(alone):
+        opt_i = optimizer(m.parameters())
+        single.append([train_epoch(m, loss, _member_batches(batches, i), opt_i)
+                       for _ in range(epochs)])  # fmt: skip
+    return model, np.array(batched), alone, np.array(single)
+
+
+@pytest.mark.parametrize("loss", [finetune_loss, pretrain_loss], ids=["finetune", "pretrain"])
+def test_members_trained_batched_reach_the_loss_of_members_trained_alone(loss) -> None:
+    """Adam, as in training; it amplifies rounding noise in exactly-zero gradients (a linear bias
+    before a BatchNorm), so the comparison is on the losses."""
+
+    def adam(params):
+        return torch.optim.Adam(params, lr=1e-2, weight_decay=1e-4)
+
+    _, batched, _, single = _train_batched_and_alone(loss, adam)
+    np.testing.assert_allclose(batched, single.mean(axis=0), rtol=1e-4)
+    assert batched[1] < batched[0]  # it does learn
+
+
+@pytest.mark.parametrize("loss", [finetune_loss, pretrain_loss], ids=["finetune", "pretrain"])
+def test_members_trained_batched_have_the_weights_of_members_trained_alone(loss) -> None:
+    """Plain SGD: each member's update is exactly its own gradient step, so weights agree."""
+
+    def sgd(params):
+        return torch.optim.SGD(params, lr=0.05, momentum=0.5)
+
+    model, batched, alone, single = _train_batched_and_alone(loss, sgd)
+    np.testing.assert_allclose(batched, single.mean(axis=0), rtol=1e-5)
+    for i, m in enumerate(alone):
+        mine = model.member(i).state_dict()
+        for name, value in m.state_dict().items():
+            torch.testing.assert_close(mine[name], value, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_train_epoch_returns_the_mean_loss_per_member_and_batch() -> None:
+    model = DeepzModel(ModelConfig(**CFG, members=2))
+    batches = _batches(2, 16, steps=3, seed=1)
+    calls = []
+
+    def loss(m: DeepzModel, b: Batch) -> torch.Tensor:
+        value = finetune_loss(m, b)
+        calls.append(float(value.detach()))
+        return value
+
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    out = train_epoch(model, loss, batches, opt)
+    assert model.training and len(calls) == 3
+    assert out == pytest.approx(np.mean(calls) / 2, rel=1e-6)
+    assert train_epoch(model, loss, [], opt) == 0.0
+
+
+def test_heldout_nll_averages_only_over_each_members_heldout_galaxies() -> None:
+    model = DeepzModel(ModelConfig(**CFG, members=2)).eval()
+    x, z = 1 + 0.2 * torch.randn(30, 5), torch.rand(30)
+    held = torch.zeros(2, 30)
+    held[0, :10], held[1, 10:25] = 1, 1
+    out = heldout_nll(model, x, z, held, chunk=7)
+    with torch.no_grad():
+        nll = -model(x).log_prob(z)  # (E, N)
+    torch.testing.assert_close(out, torch.stack([nll[0, :10].mean(), nll[1, 10:25].mean()]))
+
+
+def test_phase_learning_rate_stages() -> None:
+    phase = Phase("finetune", ((0, 1e-2), (3, 1e-3), (2, 1e-4)), None, finetune_loss, 10, 1)
+    assert phase.epochs == 5
+    assert [phase.lr(e) for e in range(5)] == [1e-3] * 3 + [1e-4] * 2
+
+
+def test_resolve_device(monkeypatch) -> None:
+    assert resolve_device("cpu") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    for name in ("cuda", "cuda:1", "mps"):
+        with pytest.raises(ConfigError, match=repr(name)):
+            resolve_device(name)
+    with pytest.raises(ConfigError, match="'gpu'"):
+        resolve_device("gpu")
+
+
+def test_checkpoint_holds_model_optimiser_and_rng_states(reference) -> None:
+    meta = json.loads(reference.file("checkpoint.json").read_text())
+    tensors = load_file(str(reference.file(meta["tensors"])))
+    assert {"rng.torch", "rng.gen"} <= set(tensors)
+    assert any(k.startswith("model.") for k in tensors)
+    assert any(k.startswith("opt.") and k.endswith(".exp_avg") for k in tensors)
+    assert meta["numpy_rng"]["bit_generator"] == "PCG64"
+    final = load_file(str(reference.file("model.safetensors")))
+    for key, value in final.items():  # the last checkpoint is the final model
+        assert torch.equal(tensors[f"model.{key}"], value)
