@@ -12,16 +12,31 @@ if str(ROOT) not in sys.path:  # `streamlit run` puts app/ on the path, not the 
 import streamlit as st  # noqa: E402
 
 PAGES = ROOT / "pages"
+# (file, title, icon) in menu order; a page whose file does not exist yet is left out
+PAGE_LIST = (
+    ("home.py", "Overview", ":material/home:"),
+    ("data.py", "Data", ":material/table:"),
+    ("simulate.py", "Simulate", ":material/science:"),
+    ("train.py", "Train", ":material/model_training:"),
+    ("results.py", "Results", ":material/monitoring:"),
+    ("explorer.py", "Galaxy explorer", ":material/travel_explore:"),
+    ("dropping.py", "Exposure dropping", ":material/filter_alt:"),
+    ("cuts.py", "Quality cuts", ":material/tune:"),
+)
+
+
+def pages() -> list[st.Page]:
+    """The registered pages that exist on disk (Overview is the default)."""
+    return [
+        st.Page(PAGES / name, title=title, icon=icon, default=name == "home.py")
+        for name, title, icon in PAGE_LIST
+        if (PAGES / name).exists()
+    ]
 
 
 def main() -> None:
     st.set_page_config(page_title="deepz photo-z", page_icon="🔭", layout="wide")
-    nav = st.navigation(
-        [
-            st.Page(PAGES / "home.py", title="Overview", icon="🏠", default=True),
-        ]
-    )
-    nav.run()
+    st.navigation(pages()).run()
 
 
 main()

@@ -1,0 +1,140 @@
+"""Launching background work as processes: the training-queue worker and simulation jobs.
+
+Processes are started with ``start_new_session=True`` and write to a log file (never a pipe), so they
+outlive page reloads, closed tabs and a restart of the server. Pages only read the folders they write.
+No streamlit import: tested directly.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from deepz_core.errors import ConfigError
+from deepz_core.paths import atomic_write_json
+from deepz_core.pipeline import create_run
+from deepz_core.runs import RunDir, new_run_id
+from deepz_core.worker import LOG_FILE, worker_pid
+
+ROOT = Path(__file__).resolve().parents[1]
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,60}$")
+_CHILDREN: list[subprocess.Popen] = []  # started here; polled so that none lingers as a zombie
+_WORKERS: dict[str, subprocess.Popen] = {}  # runs folder -> the worker last started for it
+
+
+def _spawn(args: list[str], log: Path, env: dict[str, str] | None = None) -> int:
+    """Start ``python -m deepz_core <args>`` detached, appending its output to ``log``; its pid."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    full_env = {**os.environ, "PYTHONPATH": path, **(env or {})}
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "deepz_core", *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=str(ROOT),
+            env=full_env,
+            start_new_session=True,
+        )
+    _CHILDREN.append(proc)
+    return proc.pid
+
+
+def reap() -> None:
+    """Collect the processes started here that have finished (no zombies left behind)."""
+    _CHILDREN[:] = [p for p in _CHILDREN if p.poll() is None]
+
+
+def ensure_worker(runs: Path) -> int:
+    """Pid of the worker serving ``runs``, starting one if none is alive."""
+    reap()
+    pid = worker_pid(runs)
+    if pid is not None:
+        return pid
+    starting = _WORKERS.get(str(runs))
+    if starting is not None and starting.poll() is None:
+        return starting.pid  # started here moments ago and not holding the lock yet
+    runs.mkdir(parents=True, exist_ok=True)
+    pid = _spawn(["worker", "--runs", str(runs)], runs / LOG_FILE)
+    _WORKERS[str(runs)] = _CHILDREN[-1]
+    return pid
+
+
+def queue_run(
+    runs: Path,
+    catalog: str,
+    pretrain: str,
+    preset_name: str,
+    model: dict[str, Any],
+    train: dict[str, Any],
+    start: bool = True,
+) -> RunDir:
+    """Write a new run folder (status 'queued') and make sure a worker will execute it."""
+    run = create_run(runs / new_run_id("run"), catalog, None, pretrain, preset_name, None, model,
+                     train)  # fmt: skip
+    if start:
+        ensure_worker(runs)
+    return run
+
+
+def cancel_run(run: RunDir) -> None:
+    """Ask a run to stop: a queued run is cancelled at once, a running one after its epoch."""
+    run.file("cancel").write_text(time.strftime("%Y-%m-%d %H:%M:%S"))
+    if run.status().get("state") == "queued":
+        run.set_status("cancelled", message="cancelled before it started")
+
+
+def resume_run(run: RunDir, runs: Path, start: bool = True) -> None:
+    """Queue a cancelled, failed or interrupted run again; it restarts from its last checkpoint."""
+    run.file("cancel").unlink(missing_ok=True)
+    run.set_status("queued", message="queued again (resumes from its last checkpoint)")
+    if start:
+        ensure_worker(runs)
+
+
+def check_sim_name(name: str) -> str:
+    if not _NAME.match(name):
+        raise ConfigError(f"simulation name must be letters, digits, '.', '_' or '-', got {name!r}")
+    return name
+
+
+def start_simulation(
+    folder: Path, name: str, kind: str, n: int, bands: tuple[str, ...], seed: int,
+    config: dict[str, Any] | None = None,
+) -> Path:  # fmt: skip
+    """Start ``sim-job`` for ``folder/<name>.fits`` in the background; the job file's path."""
+    out = folder / f"{check_sim_name(name)}.fits"
+    spec_path = folder / f"{name}.job.json"
+    if out.exists() or spec_path.exists():
+        raise ConfigError(f"a simulation called {name!r} already exists; choose another name")
+    if n < 1:
+        raise ConfigError(f"number of galaxies must be >= 1, got {n}")
+    spec = {"name": name, "kind": kind, "n": int(n), "bands": list(bands), "seed": int(seed),
+            "config": config or None, "out": str(out), "state": "queued", "created": time.time()}  # fmt: skip
+    atomic_write_json(spec_path, spec)
+    reap()
+    _spawn(["sim-job", "--spec", str(spec_path)], out.with_suffix(".log"), {"DEEPZ_QUIET": "0"})
+    return spec_path
+
+
+def device_label() -> str:
+    """'NVIDIA H100 (CUDA)' when a GPU is visible, else 'CPU only (no CUDA GPU found)'."""
+    import torch
+
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)} (CUDA)"
+    return "CPU only (no CUDA GPU found)"
+
+
+def check_device(device: str) -> None:
+    """ConfigError when ``device`` asks for a GPU this machine does not have."""
+    import torch
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r}: no CUDA GPU is visible here; choose auto or cpu")

@@ -1,0 +1,368 @@
+"""Plotly figure builders for the analysis pages: pure functions of arrays, no Streamlit.
+
+Every axis names its quantity and unit. Scatter plots of more than ``MAX_POINTS`` points are binned
+on the server (np.histogram2d -> Heatmap, log colour scale); smaller ones use WebGL (Scattergl).
+Paper figures referred to are from Eriksen et al. 2020 (E20).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+from plotly.subplots import make_subplots
+
+MAX_POINTS = 100_000
+COLORS = qualitative.Plotly
+OUTLIER = 0.02  # strict outlier |Δz|/(1+z_s) > 0.02 (E20 eq. 5)
+ZS = "z<sub>s</sub> (spectroscopic redshift)"
+ZP = "z<sub>p</sub> (photo-z: mode of p(z))"
+Z = "redshift z"
+MAG = "i<sub>AB</sub> [mag]"
+SIGMA = "σ<sub>68</sub> of Δz/(1+z<sub>s</sub>)"
+OUTF = "outlier fraction (|Δz|/(1+z<sub>s</sub>) > 0.02)"
+COMPLETENESS = "completeness (fraction of galaxies kept)"
+PZ = "p(z) [per unit z]"
+
+
+def _finish(fig: go.Figure, title: str | None = None, height: int = 420) -> go.Figure:
+    fig.update_layout(
+        title=title,
+        height=height,
+        margin={"l": 60, "r": 20, "t": 50, "b": 50},
+        legend={"orientation": "h", "y": -0.2},
+    )
+    return fig
+
+
+def _line(x: Any, y: Any, name: str, mode: str = "lines", **kw: Any) -> go.Scatter:
+    """A Scatter trace (lines by default)."""
+    return go.Scatter(x=x, y=y, name=name, mode=mode, **kw)
+
+
+def _two_panels(fig: go.Figure, x: Any, c: Mapping[str, Any], name: str, **kw: Any) -> None:
+    """σ68 (row 1) and outlier fraction (row 2) of ``c`` against ``x``, one legend entry."""
+    for row, key in ((1, "sigma68"), (2, "outlier_fraction")):
+        trace = _line(x, c[key], name, legendgroup=name, showlegend=row == 1, **kw)
+        fig.add_trace(trace, row=row, col=1)
+
+
+def _panel_axes(fig: go.Figure, x_title: str) -> None:
+    fig.update_yaxes(title=SIGMA, row=1, col=1)
+    fig.update_yaxes(title=OUTF, row=2, col=1)
+    fig.update_xaxes(title=x_title, row=2, col=1)
+
+
+def _vline(
+    fig: go.Figure, x: float | None, text: str, where: str = "top right", **line: Any
+) -> None:
+    """A labelled vertical line at x (skipped when x is None or not finite)."""
+    if x is not None and np.isfinite(x):
+        style = {"color": "black", "dash": "dash"} | line
+        fig.add_vline(x=x, line=style, annotation_text=text, annotation_position=where)
+
+
+def _z_range(*arrays: np.ndarray) -> tuple[float, float]:
+    finite = np.concatenate([a[np.isfinite(a)] for a in arrays]) if arrays else np.zeros(0)
+    hi = float(np.percentile(finite, 99.9)) if finite.size else 1.5
+    return 0.0, max(hi * 1.05, 0.1)
+
+
+def _reference_lines(fig: go.Figure, lo: float, hi: float) -> None:
+    """The diagonal z_p = z_s and the strict-outlier bounds z_p = z_s ± 0.02 (1 + z_s)."""
+    z = np.array([lo, hi])
+    black = {"color": "black", "width": 1}
+    fig.add_trace(_line(z, z, "z<sub>p</sub> = z<sub>s</sub>", line=black, hoverinfo="skip"))
+    grey = {"color": "grey", "width": 1, "dash": "dash"}
+    for sign in (1, -1):
+        y = z + sign * OUTLIER * (1 + z)
+        name = "outlier bounds ±0.02(1+z<sub>s</sub>)"
+        fig.add_trace(_line(z, y, name, showlegend=sign > 0, line=grey, legendgroup="bounds"))
+
+
+def density_heatmap(
+    zs: np.ndarray, zp: np.ndarray, bins: int | None = None, title: str | None = None
+) -> go.Figure:
+    """z_p vs z_s as a 2-D histogram with a log10 colour scale (E20 Fig. D1); any number of points.
+    Default bins: 2 sqrt(N) per axis, between 30 and 200."""
+    zs, zp = np.asarray(zs, float), np.asarray(zp, float)
+    ok = np.isfinite(zs) & np.isfinite(zp)
+    bins = bins or int(np.clip(2 * np.sqrt(ok.sum()), 30, 200))
+    lo, hi = _z_range(zs[ok], zp[ok])
+    counts, xe, ye = np.histogram2d(zs[ok], zp[ok], bins=bins, range=[[lo, hi], [lo, hi]])
+    with np.errstate(divide="ignore"):
+        logc = np.where(counts > 0, np.log10(counts), np.nan).T  # (y, x)
+    fig = go.Figure(
+        go.Heatmap(
+            x=0.5 * (xe[1:] + xe[:-1]),
+            y=0.5 * (ye[1:] + ye[:-1]),
+            z=logc,
+            customdata=counts.T,
+            colorscale="Viridis",
+            colorbar={"title": "log<sub>10</sub> N"},
+            name="galaxies",
+            hovertemplate="z_s %{x:.3f}<br>z_p %{y:.3f}<br>N %{customdata:.0f}<extra></extra>",
+        )
+    )
+    _reference_lines(fig, lo, hi)
+    fig.update_xaxes(title=ZS, range=[lo, hi])
+    fig.update_yaxes(title=ZP, range=[lo, hi])
+    return _finish(fig, title or f"z<sub>p</sub> vs z<sub>s</sub> ({int(ok.sum()):,} galaxies)")
+
+
+def zp_zs_scatter(
+    zs: np.ndarray,
+    zp: np.ndarray,
+    ids: np.ndarray,
+    highlight: int | None = None,
+    color: np.ndarray | None = None,
+    color_title: str = "ODDS",
+    max_points: int = MAX_POINTS,
+) -> go.Figure:
+    """Clickable z_p vs z_s scatter (Scattergl, ref_id in customdata); binned above ``max_points``.
+    ``highlight``: the ref_id to mark with a star."""
+    zs, zp, ids = np.asarray(zs, float), np.asarray(zp, float), np.asarray(ids)
+    if len(zs) > max_points:
+        fig = density_heatmap(zs, zp)
+    else:
+        marker: dict[str, Any] = {"size": 5, "opacity": 0.7}
+        if color is not None:
+            marker |= {"color": color, "colorscale": "Viridis", "colorbar": {"title": color_title}}
+        fig = go.Figure(
+            go.Scattergl(
+                x=zs,
+                y=zp,
+                mode="markers",
+                customdata=ids,
+                marker=marker,
+                name="galaxies",
+                hovertemplate="ref_id %{customdata}<br>z_s %{x:.4f}<br>z_p %{y:.4f}<extra></extra>",
+            )
+        )
+        lo, hi = _z_range(zs, zp)
+        _reference_lines(fig, lo, hi)
+        fig.update_xaxes(title=ZS, range=[lo, hi])
+        fig.update_yaxes(title=ZP, range=[lo, hi])
+        _finish(fig, f"z<sub>p</sub> vs z<sub>s</sub>: click a point ({len(zs):,} galaxies)")
+    if highlight is not None and (ids == highlight).any():
+        i = int(np.flatnonzero(ids == highlight)[0])
+        star = {
+            "symbol": "star",
+            "size": 16,
+            "color": "red",
+            "line": {"color": "black", "width": 1},
+        }
+        fig.add_trace(_line([zs[i]], [zp[i]], f"ref_id {highlight}", "markers", marker=star))
+    return fig
+
+
+def metrics_vs_mag(series: Mapping[str, Any]) -> go.Figure:
+    """σ68 and outlier fraction per i_AB bin, one line per run (E20 Fig. 2). ``series``: name ->
+    deepz_core.metrics.BinnedMetrics."""
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08)
+    for k, (name, b) in enumerate(series.items()):
+        c = {"sigma68": b.sigma68, "outlier_fraction": b.outlier_fraction}
+        style = {"color": COLORS[k % len(COLORS)]}
+        hover = [f"N = {n}" for n in b.counts]
+        _two_panels(fig, b.centers, c, name, line=style, mode="lines+markers", text=hover)
+    _panel_axes(fig, MAG)
+    return _finish(fig, "Scatter and outliers vs magnitude (E20 Fig. 2)", height=560)
+
+
+def pit_figure(series: Mapping[str, tuple[np.ndarray, np.ndarray, Any]]) -> go.Figure:
+    """PIT histograms (density on [0, 1]) with the uniform line; KS statistic and p-value in the
+    legend (E20 Fig. 8). ``series``: name -> (density (K,), edges (K+1,), (statistic, pvalue))."""
+    fig = go.Figure()
+    for k, (name, (density, edges, ks)) in enumerate(series.items()):
+        label = f"{name} (KS D = {ks[0]:.3f}, p = {ks[1]:.2g})"
+        x = np.repeat(edges, 2)[1:-1]
+        style = {"color": COLORS[k % len(COLORS)], "width": 2}
+        fig.add_trace(_line(x, np.repeat(density, 2), label, line=style))
+    fig.add_hline(y=1.0, line={"color": "black", "dash": "dash"}, annotation_text="uniform")
+    fig.update_xaxes(title="PIT = ∫<sub>0</sub><sup>z<sub>s</sub></sup> p(z) dz", range=[0, 1])
+    fig.update_yaxes(title="density of PIT values", rangemode="tozero")
+    return _finish(fig, "Probability integral transform (E20 Fig. 8)")
+
+
+def spec_density_figure(series: Mapping[str, Any]) -> go.Figure:
+    """σ68 vs the number of training spec-z in the galaxy's Δz = 0.001 bin, with the number of
+    test galaxies per bin as bars (E20 Fig. 3). ``series``: name -> BinnedMetrics."""
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    for k, (name, b) in enumerate(series.items()):
+        color = COLORS[k % len(COLORS)]
+        fig.add_trace(
+            go.Bar(
+                x=b.centers,
+                y=b.counts,
+                name=f"{name}: galaxies per bin",
+                opacity=0.25,
+                marker_color=color,
+                width=np.diff(b.edges),
+            ),
+            secondary_y=True,
+        )
+        trace = _line(b.centers, b.sigma68, f"{name}: σ68", "lines+markers", line={"color": color})
+        fig.add_trace(trace, secondary_y=False)
+    fig.update_xaxes(title="training spec-z per Δz = 0.001 bin [galaxies]")
+    fig.update_yaxes(title=SIGMA, secondary_y=False)
+    fig.update_yaxes(title="test galaxies [N]", secondary_y=True, showgrid=False)
+    return _finish(fig, "Scatter vs spectroscopic density (E20 Fig. 3)")
+
+
+def _support(
+    grid: np.ndarray, pdf: np.ndarray, frac: float = 1e-3, pad: float = 0.05
+) -> list[float]:
+    """x range where pdf exceeds ``frac`` of its peak, padded."""
+    above = (
+        np.flatnonzero(pdf >= frac * np.nanmax(pdf)) if np.nanmax(pdf) > 0 else np.arange(len(grid))
+    )
+    return [max(grid[0], grid[above[0]] - pad), min(grid[-1], grid[above[-1]] + pad)]
+
+
+def pz_figure(
+    grid: np.ndarray,
+    pdf: np.ndarray,
+    *,
+    members: np.ndarray | None = None,
+    members_used: np.ndarray | None = None,
+    components: np.ndarray | None = None,
+    zspec: float | None = None,
+    mode: float | None = None,
+    odds_window: float | None = None,
+    title: str | None = None,
+) -> go.Figure:
+    """A galaxy's ensemble p(z) on the grid, with its members' p(z) (E, G) (dotted when the member
+    trained on the galaxy), mixture components (K, G), z_s line, mode and the ODDS window shaded."""
+    fig = go.Figure()
+    if mode is not None and odds_window is not None:
+        fig.add_vrect(
+            x0=mode - odds_window / 2,
+            x1=mode + odds_window / 2,
+            fillcolor="orange",
+            opacity=0.3,
+            line_width=0,
+            annotation_text="ODDS window",
+            annotation_position="top left",
+        )
+    grey = {"color": "lightgrey", "width": 1}
+    for i, comp in enumerate(components if components is not None else []):
+        name = "mixture components (weighted)"
+        fig.add_trace(_line(grid, comp, name, legendgroup="comp", showlegend=i == 0, line=grey))
+    for e, member in enumerate(members if members is not None else []):
+        used = True if members_used is None else bool(members_used[e])
+        style = {"color": "steelblue", "width": 1, "dash": "solid" if used else "dot"}
+        name = "members (dotted: trained on this galaxy)"
+        fig.add_trace(_line(grid, member, name, legendgroup="m", showlegend=e == 0, line=style))
+    fig.add_trace(_line(grid, pdf, "ensemble p(z)", line={"color": "crimson", "width": 3}))
+    _vline(fig, zspec, "z<sub>s</sub>")
+    _vline(fig, mode, "mode", "bottom right", color="crimson", dash="solid", width=1)
+    fig.update_xaxes(title=Z, range=_support(grid, pdf))
+    fig.update_yaxes(title=PZ, rangemode="tozero")
+    return _finish(fig, title or "p(z)")
+
+
+def sed_figure(s: Mapping[str, Any], title: str | None = None) -> go.Figure:
+    """Coadd fluxes ± errors of narrow and broad bands vs effective wavelength, single exposures as
+    small points. ``s``: the dict of ``deepz_core.galaxy.sed``."""
+    unit = "µJy" if abs(s.get("fluxzp", 23.9) - 23.9) < 1e-9 else f"AB zero-point {s.get('fluxzp')}"
+    fig = go.Figure()
+    if len(s["exp_flux"]):
+        fig.add_trace(
+            go.Scattergl(
+                x=s["exp_wavelength"],
+                y=s["exp_flux"],
+                mode="markers",
+                name="single exposures",
+                marker={"size": 4, "color": "grey", "opacity": 0.6},
+                error_y={"array": s["exp_error"], "thickness": 0.5, "color": "lightgrey"},
+            )
+        )
+    narrow = np.asarray(s["narrow"], bool)
+    bands = np.asarray(s["bands"])
+    for label, pick, color, size in (
+        ("narrow bands (coadd)", narrow, "crimson", 7),
+        ("broad bands (coadd)", ~narrow, "navy", 11),
+    ):
+        if pick.any():
+            fig.add_trace(
+                go.Scatter(
+                    x=s["wavelength"][pick],
+                    y=s["flux"][pick],
+                    mode="markers",
+                    name=label,
+                    text=bands[pick],
+                    marker={"size": size, "color": color},
+                    error_y={"array": s["error"][pick]},
+                )
+            )
+    fig.update_xaxes(
+        title="effective wavelength [Å]"
+        if s.get("known", True)
+        else "band index (unknown filter curves)"
+    )
+    fig.update_yaxes(title=f"flux [{unit}]")
+    return _finish(fig, title or "SED")
+
+
+def dropping_figure(
+    grid: np.ndarray,
+    full: np.ndarray,
+    variants: np.ndarray,
+    labels: Sequence[str],
+    zspec: float | None = None,
+) -> go.Figure:
+    """Fig. 7 of E20: p(z) from the full coadd (thick red) and with single exposures left out
+    (thin lines, (V, G), named by ``labels`` in their hover text), the envelope of all variants
+    shaded, z_s as a vertical line."""
+    fig = go.Figure()
+    if len(variants):
+        lo, hi = variants.min(axis=0), variants.max(axis=0)
+        fig.add_trace(_line(grid, hi, "max", line={"width": 0}, showlegend=False))
+        fill = {"fill": "tonexty", "fillcolor": "rgba(70,130,180,0.2)"}
+        fig.add_trace(_line(grid, lo, "range of all variants", line={"width": 0}, **fill))
+    for curve, label in zip(variants[: len(labels)], labels, strict=False):
+        thin = {"line": {"width": 1}, "opacity": 0.8, "hovertemplate": f"{label}<extra></extra>"}
+        fig.add_trace(_line(grid, curve, label, showlegend=False, **thin))
+    fig.add_trace(_line(grid, full, "full coadd", line={"color": "red", "width": 3}))
+    _vline(fig, zspec, "z<sub>s</sub>")
+    fig.update_xaxes(title=Z, range=_support(grid, full, pad=0.1))
+    fig.update_yaxes(title=PZ, rangemode="tozero")
+    return _finish(fig, "Leaving single exposures out (E20 Fig. 7)", height=460)
+
+
+def spread_histogram(spread: np.ndarray, bins: int = 40) -> go.Figure:
+    """Histogram of the per-galaxy std of leave-one-out modes."""
+    fig = go.Figure(go.Histogram(x=np.asarray(spread, float), nbinsx=bins, name="galaxies"))
+    fig.update_xaxes(title="std of leave-one-out modes [Δz]")
+    fig.update_yaxes(title="galaxies [N]")
+    return _finish(fig, "Spread of the modes")
+
+
+def quality_curves(
+    curves: Mapping[str, Mapping[str, np.ndarray]],
+    target: float | None = 0.0035,
+    current: Mapping[str, float] | None = None,
+    title: str = "Quality cuts (E20 Fig. 9)",
+) -> go.Figure:
+    """σ68 (top) and strict outlier fraction (bottom) vs completeness for each cut (dict of
+    deepz_core.metrics.completeness_curve outputs); the PAUS target σ68 = 0.0035 for the best 50%;
+    ``current``: the selected cut (completeness, sigma68, outlier_fraction) as a marker."""
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08)
+    for k, (name, c) in enumerate(curves.items()):
+        style = {"color": COLORS[k % len(COLORS)], "dash": "dash" if "optimal" in name else "solid"}
+        _two_panels(fig, c["completeness"], c, name, line=style)
+    if target is not None:
+        name = f"PAUS target σ68 = {target}(1+z), best 50%"
+        dot = {"color": "black", "dash": "dot"}
+        fig.add_trace(_line([0, 1], [target, target], name, line=dot), row=1, col=1)
+        fig.add_vline(x=0.5, line={"color": "grey", "dash": "dot", "width": 1})
+    if current is not None and np.isfinite(current.get("sigma68", np.nan)):
+        cut = {k: [current[k]] for k in ("sigma68", "outlier_fraction")}
+        cross = {"symbol": "x", "size": 13, "color": "red"}
+        _two_panels(fig, [current["completeness"]], cut, "your cut", mode="markers", marker=cross)
+    _panel_axes(fig, COMPLETENESS)
+    fig.update_xaxes(range=[0, 1.02], row=2, col=1)
+    return _finish(fig, title, height=600)

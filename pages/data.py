@@ -1,0 +1,253 @@
+"""Data: choose the catalogue to work on, import one (map columns, check, save), and summarise it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from app import plots_data, state
+from deepz_core import uploads
+from deepz_core.catalog_io import write_catalog
+from deepz_core.columns import (
+    EXPOSURE_ALIASES,
+    SPECZ_ALIASES,
+    GalaxyMapping,
+    guess_columns,
+    guess_galaxy_mapping,
+)
+from deepz_core.errors import DeepzError
+from deepz_core.inspect import Report
+
+TYPES = ["fits", "fit", "gz", "fz", "parquet", "pq", "csv", "h5", "hdf5", "hdf"]
+NONE = "(none)"
+
+
+def friendly(text: str) -> str:
+    """``text`` with stored upload paths replaced by the names the files were uploaded with."""
+    for path, name in st.session_state.get("upload_names", {}).items():
+        text = text.replace(path, name).replace(Path(path).name, name)
+    return text
+
+
+def show_error(action: str, exc: Exception) -> None:
+    """A clear message instead of a traceback."""
+    if isinstance(exc, DeepzError):
+        st.error(friendly(f"{action}: {exc}"))
+    else:
+        st.error(friendly(f"{action}: unexpected {type(exc).__name__}: {exc}"))
+
+
+def choose_catalogue() -> None:
+    """The catalogue the other pages use (remembered in the address bar)."""
+    stored = uploads.stored_catalogs()
+    options = [uploads.DEMO] + [c.key for c in stored]
+    labels = {uploads.DEMO: "Demo: PAUS-COSMOS-like mock (10,000 galaxies)"}
+    labels.update({c.key: c.label for c in stored})
+    current = state.selected_catalog()
+    if current not in options:
+        st.warning(f"Catalogue {current!r} from the address bar is not on this server; "
+                   "showing the demo instead.")  # fmt: skip
+        current = uploads.DEMO
+    left, right = st.columns([3, 1])
+    choice = left.selectbox("Catalogue used by the Train page", options,
+                            index=options.index(current), format_func=labels.get)  # fmt: skip
+    if right.button("Use the demo catalogue", disabled=choice == uploads.DEMO):
+        choice = uploads.DEMO
+    if choice != state.query_value("catalog"):
+        state.set_query_value("catalog", choice)
+
+
+def saved_upload(label: str, key: str, help_text: str) -> Path | None:
+    """A file uploader whose file is written once to data/uploads/<sha256>.<ext>; its path."""
+    file = st.file_uploader(label, type=TYPES, key=key, help=help_text)
+    if file is None:
+        return None
+    cache = st.session_state.setdefault("upload_paths", {})
+    if file.file_id not in cache:
+        try:
+            cache[file.file_id] = str(uploads.save_upload(file.getvalue(), file.name))
+        except Exception as exc:
+            show_error(f"Could not store {file.name}", exc)
+            return None
+        st.session_state.setdefault("upload_names", {})[cache[file.file_id]] = file.name
+    return Path(cache[file.file_id])
+
+
+def pick(label: str, names: list[str], guess: str | None, key: str, optional: bool) -> str | None:
+    options = ([NONE] if optional else []) + names
+    index = options.index(guess) if guess in options else 0
+    value = st.selectbox(label, options, index=index, key=key)
+    return None if value == NONE else value
+
+
+def galaxy_mapping(path: Path, names: list[str]) -> GalaxyMapping:
+    """Selectboxes for ID / spec-z / magnitude and an editable band table, pre-filled by guessing."""
+    guess = guess_galaxy_mapping(names)
+    k = path.name
+    st.markdown("**Galaxy columns** (guessed from the column names; correct them if needed)")
+    c1, c2, c3 = st.columns(3)
+    with c1:
+        ref_id = pick("Galaxy ID -> ref_id", names, guess.ref_id, f"ref_{k}", optional=True)
+    with c2:
+        zspec = pick("Spectroscopic redshift -> zspec", names, guess.zspec, f"zs_{k}", True)
+    with c3:
+        mag = pick("Magnitude [AB] -> mag", names, guess.mag, f"mag_{k}", True)
+    table = pd.DataFrame(guess.bands, columns=["band", "flux column", "error column"])
+    st.caption(f"{len(guess.bands)} bands recognised. Edit a cell to correct it; add or delete "
+               "rows to add or remove bands. Band names with a filter curve (e.g. NB455, "
+               "subaru_i) allow SPS pretraining.")  # fmt: skip
+    edited = st.data_editor(
+        table, num_rows="dynamic", key=f"bands_{k}",
+        column_config={
+            "band": st.column_config.TextColumn("band", required=True),
+            "flux column": st.column_config.SelectboxColumn("flux column", options=names),
+            "error column": st.column_config.SelectboxColumn("error column", options=names),
+        },
+    )  # fmt: skip
+    rows = edited.fillna("").astype(str).itertuples(index=False)
+    bands = tuple((b.strip(), f, e) for b, f, e in rows if b.strip() or f or e)
+    return GalaxyMapping(ref_id, zspec, mag, bands)
+
+
+def small_mapping(title: str, names: list[str], aliases: dict, key: str) -> dict[str, str | None]:
+    st.markdown(f"**{title}**")
+    guess = guess_columns(names, aliases)
+    cols = st.columns(len(aliases))
+    out = {}
+    for col, target in zip(cols, aliases, strict=True):
+        with col:
+            out[target] = pick(f"-> {target}", names, guess[target], f"{key}_{target}", True)
+    return out
+
+
+def show_report(report: Report) -> None:
+    """Every problem with its possible fix, and notes."""
+    for note in report.notes:
+        st.info(friendly(note))
+    if report.problems:
+        lines = "\n".join(
+            f"- {p.text()}" + (f" — fix: {p.fix}" if p.fix else "") for p in report.problems
+        )
+        st.error(friendly(f"{len(report.problems)} problem(s) found:\n\n{lines}"))
+    if report.dropped_galaxies or report.dropped_exposures:
+        st.warning(f"Fixes applied: {report.dropped_galaxies} galaxies and "
+                   f"{report.dropped_exposures} exposures dropped.")  # fmt: skip
+
+
+def import_section() -> None:
+    st.subheader("Import a catalogue")
+    st.caption("FITS, Parquet, CSV or HDF5. Fluxes in any unit fixed by an AB zero-point "
+               "(23.9 = microJansky). Files are stored once under data/uploads by content hash.")  # fmt: skip
+    c1, c2, c3 = st.columns(3)
+    with c1:
+        gal = saved_upload("Galaxies (required)", "up_galaxies",
+                           "One row per galaxy: id, flux and flux error per band, optional spec-z")  # fmt: skip
+    with c2:
+        exp = saved_upload("Single exposures (optional)", "up_exposures",
+                           "One row per exposure: id, band, exposure number, flux, error")  # fmt: skip
+    with c3:
+        spz = saved_upload("Spectroscopic redshifts (optional)", "up_specz",
+                           "id and spec-z, joined to the galaxies on ref_id")  # fmt: skip
+    if gal is None:
+        st.info("Upload a galaxies file to import your own catalogue, or keep the demo.")
+        return
+    try:
+        mapping_section(gal, exp, spz)
+    except Exception as exc:
+        show_error("This file cannot be imported", exc)
+
+
+def mapping_section(gal: Path, exp: Path | None, spz: Path | None) -> None:
+    cols, meta, inner = state.raw_tables(str(gal))
+    st.success(f"Read {len(next(iter(cols.values())))} rows and {len(cols)} columns.")
+    mapping = galaxy_mapping(gal, list(cols))
+    zp = st.number_input("AB zero-point of the fluxes (FLUXZP)", value=float(meta.get("FLUXZP", 23.9)),
+                         help="mag = FLUXZP - 2.5 log10(flux); 23.9 for microJansky")  # fmt: skip
+    exp_path, exp_json = None, None
+    if exp is not None or inner is not None:
+        exp_path = exp or gal
+        exp_cols = inner if exp is None else state.raw_tables(str(exp), "exposures")[0]
+        title = "Single-exposure columns" + (
+            " (table inside the galaxies file)" if exp is None else ""
+        )
+        exp_json = json.dumps(small_mapping(title, list(exp_cols), EXPOSURE_ALIASES, "exp"))
+    spz_json = None
+    if spz is not None:
+        spz_cols = state.raw_tables(str(spz), "specz")[0]
+        spz_json = json.dumps(small_mapping("Spec-z columns", list(spz_cols), SPECZ_ALIASES, "spz"))
+    args = (str(gal), mapping.to_json(), exp_path and str(exp_path), exp_json,
+            spz and str(spz), spz_json, float(zp))  # fmt: skip
+    report = state.import_report(*args)
+    st.markdown("**Validation report**")
+    show_report(report)
+    if report.fixable and st.checkbox("Apply the fixes listed above", key="fix"):
+        report = state.import_report(*args, True)
+        show_report(report)
+    if report.ok:
+        save_section(report, gal, args)
+
+
+def save_section(report: Report, gal: Path, args: tuple) -> None:
+    cat = report.catalog
+    st.success(f"All checks passed: {cat.n_galaxies:,} galaxies in {len(cat.bands)} bands, "
+               f"{int(cat.has_zspec.sum()):,} with spec-z.")  # fmt: skip
+    original = friendly(gal.name)
+    name = st.text_input("Name", value=original.split(".")[0], key="cat_name")
+    if st.button("Save and use this catalogue", type="primary"):
+        recipe = [Path(a).name if i in (0, 2, 4) and a else a for i, a in enumerate(args)]
+        key = uploads.recipe_key({"inputs": recipe, "fixed": report.dropped_galaxies})
+        write_catalog(cat, uploads.canonical_path(key))
+        uploads.write_note(key, {"name": name, "n": cat.n_galaxies, "bands": len(cat.bands)})
+        state.set_query_value("catalog", key)
+        st.session_state["flash"] = f"Saved {name!r}; it is now the selected catalogue."
+        st.rerun()
+
+
+def summary_section() -> None:
+    choice = state.selected_catalog()
+    path = state.catalog_path(choice)
+    if path is None:
+        st.info("The selected catalogue no longer exists; choose another one above.")
+        return
+    s = state.catalog_summary(path)
+    st.subheader("Selected catalogue")
+    st.caption(f"`{path}`" + (" — noiseless simulation" if s.noiseless else ""))
+    c = st.columns(4)
+    c[0].metric("Galaxies", f"{s.n_galaxies:,}")
+    c[1].metric("Bands", len(s.bands.bands))
+    c[2].metric("With spec-z", f"{s.n_zspec:,}", f"{100 * s.zspec_fraction:.0f}% of galaxies",
+                delta_color="off", delta_arrow="off")  # fmt: skip
+    c[3].metric("Single exposures", f"{s.n_exposures:,}")
+    missing = [b for b, k in zip(s.bands.bands, s.bands.has_curve, strict=True) if not k]
+    if missing:
+        st.warning(f"No filter curve for {', '.join(missing)}: 'auto' SPS pretraining is not "
+                   "possible; train with pretraining 'none' or a matching simulation.")  # fmt: skip
+    left, right = st.columns(2)
+    left.plotly_chart(plots_data.histogram(s.mag, s.mag_label, "Magnitudes"))
+    right.plotly_chart(plots_data.histogram(s.zspec, "spectroscopic redshift z", "Spec-z distribution"))  # fmt: skip
+    st.plotly_chart(plots_data.snr_per_band(s.bands.bands, s.bands.snr, s.bands.has_curve))  # fmt: skip
+    with st.expander("Bands"):
+        st.dataframe(pd.DataFrame({
+            "band": s.bands.bands, "filter curve": s.bands.has_curve,
+            "effective wavelength [Å]": s.bands.wavelength.round(0),
+            "median SNR": s.bands.snr[:, 1].round(2),
+            "median exposures per galaxy": s.bands.exposures,
+        }), hide_index=True)  # fmt: skip
+
+
+st.title("Data")
+if "flash" in st.session_state:
+    st.success(st.session_state.pop("flash"))
+try:
+    choose_catalogue()
+except Exception as exc:
+    show_error("The catalogues cannot be listed", exc)
+with st.container(border=True):
+    import_section()
+try:
+    summary_section()
+except Exception as exc:
+    show_error("The selected catalogue cannot be shown", exc)

@@ -1,0 +1,143 @@
+"""Results: headline metrics and E20 Figs D1, 2, 3 and 8 for up to three finished runs side by side,
+and the predictions (mixture parameters and point estimates) as FITS or Parquet downloads."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from app import plots, state
+from deepz_core import analysis
+
+MAX_RUNS = 3
+
+st.title("Results")
+st.caption(
+    "Δz/(1+z_s) with z_p the mode of p(z); σ68 = half the 15.9-84.1 percentile range of Δz/(1+z_s); "
+    "strict outliers |Δz|/(1+z_s) > 0.02. Scored galaxies: those with a spec-z, from members that "
+    "never trained on them (out of fold)."
+)
+
+
+def _chosen(finished: list[str]) -> list[str]:
+    """Runs named by query "runs" (comma-separated), else this tab's last choice, else the current
+    analysis run."""
+    raw = state.query_value("runs")
+    last = st.session_state.get("results_chosen", [])
+    wanted = [r for r in (raw.split(",") if raw else last) if r in finished][:MAX_RUNS]
+    return wanted or [state.analysis_run(finished)]
+
+
+def _summary_table(stats: dict[str, dict]) -> None:
+    rows = []
+    for run_id, s in stats.items():
+        m, ks = s["summary"], s.get("pit_ks", (float("nan"), float("nan")))
+        rows.append(
+            {
+                "run": run_id,
+                "scored galaxies": m.get("n", 0),
+                "all galaxies": s["n_total"],
+                "σ68": m.get("sigma68"),
+                "outlier fraction": m.get("outlier_fraction"),
+                "bias (median Δz/(1+z_s))": m.get("bias"),
+                "NMAD": m.get("nmad"),
+                "PIT KS D": ks[0],
+                "PIT KS p-value": ks[1],
+            }
+        )
+    fixed = st.column_config.NumberColumn(format="%.4f")
+    formats = {c: fixed for c in ("σ68", "bias (median Δz/(1+z_s))", "NMAD", "PIT KS D")}
+    formats |= {
+        "outlier fraction": st.column_config.NumberColumn(format="percent"),
+        "PIT KS p-value": st.column_config.NumberColumn(format="%.2e"),
+    }
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", column_config=formats)
+
+
+def _density(runs: list[str]) -> None:
+    st.subheader("Photo-z vs spec-z (E20 Fig. D1)")
+    for col, run_id in zip(st.columns(len(runs)), runs, strict=True):
+        pred = state.predictions(state.run_key(run_id))
+        use = pred.scored
+        fig = plots.density_heatmap(pred.zspec[use], pred.zphot[use], title=run_id)
+        col.plotly_chart(fig, key=f"results_density_{run_id}")
+
+
+def _figures(stats: dict[str, dict]) -> None:
+    by_mag = {r: s["by_mag"] for r, s in stats.items() if "by_mag" in s}
+    pit = {r: (*s["pit"], s["pit_ks"]) for r, s in stats.items() if "pit" in s}
+    dens = {r: s["spec_density"] for r, s in stats.items() if "spec_density" in s}
+    left, right = st.columns(2)
+    if by_mag:
+        left.plotly_chart(plots.metrics_vs_mag(by_mag), key="results_by_mag")
+    else:
+        left.info("No magnitudes in these runs' catalogues: no metrics per i_AB bin.")
+    if pit:
+        right.plotly_chart(plots.pit_figure(pit), key="results_pit")
+    if dens:
+        st.plotly_chart(plots.spec_density_figure(dens), key="results_density_fig3")
+        st.caption(
+            "Training spec-z: the labelled galaxies of the run's catalogue; test: their "
+            "out-of-fold predictions. Bins of the count are log-spaced above 40."
+        )
+
+
+def _downloads(runs: list[str]) -> None:
+    st.subheader("Download predictions")
+    st.caption(
+        "One row per galaxy: ref_id, zphot (mode), zmean, zmedian, z_lo68/z_hi68, odds, zspec, pit, "
+        "mag, out_of_fold and the ensemble mixture (weights, means, stds; qp 'mixmod' layout)."
+    )
+    for col, run_id in zip(st.columns(len(runs)), runs, strict=True):
+        path = state.predictions(state.run_key(run_id)).path
+        col.download_button(
+            f"{run_id}: FITS",
+            data=path.read_bytes,
+            on_click="ignore",
+            file_name=f"{run_id}_predictions.fits",
+            mime="application/fits",
+            key=f"results_fits_{run_id}",
+        )
+        col.download_button(
+            f"{run_id}: Parquet",
+            on_click="ignore",
+            data=lambda p=path: analysis.export_bytes(p, None, "parquet"),
+            file_name=f"{run_id}_predictions.parquet",
+            mime="application/vnd.apache.parquet",
+            key=f"results_pq_{run_id}",
+        )
+
+
+def main() -> None:
+    finished = state.finished_runs()
+    if not finished:
+        st.info(state.NO_RUN)
+        return
+    if "results_runs" not in st.session_state:
+        st.session_state["results_runs"] = _chosen(finished)
+    st.session_state["results_runs"] = [
+        r for r in st.session_state["results_runs"] if r in finished
+    ]
+    runs = st.multiselect(
+        f"Runs to compare (up to {MAX_RUNS})", finished, key="results_runs", max_selections=MAX_RUNS
+    )
+    if not runs:
+        st.info("Choose at least one run.")
+        return
+    st.session_state["results_chosen"] = runs  # survives leaving the page (widget state does not)
+    state.set_query_value("runs", ",".join(runs))
+    state.select_analysis_run(runs[0])
+    stats = {r: state.results_stats(state.run_key(r)) for r in runs}
+    _summary_table(stats)
+    if any(s["n"] for s in stats.values()):
+        _density(runs)
+        _figures(stats)
+    else:
+        st.info("No scored galaxies (spec-z with out-of-fold p(z)) in these runs.")
+    _downloads(runs)
+
+
+try:
+    main()
+except Exception as exc:  # the page shows a message, never a traceback
+    st.error(f"The results could not be shown: {type(exc).__name__}: {exc}")

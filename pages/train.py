@@ -1,0 +1,245 @@
+"""Train: queue DEEPZ training runs (one at a time, in a background worker) and follow them live."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from app import jobs, plots_data, state
+from deepz_core import uploads
+from deepz_core.config import PRESETS, preset
+from deepz_core.errors import DeepzError
+from deepz_core.metrics import OUTLIER_THRESHOLD
+from deepz_core.runs import RunDir, list_runs
+from deepz_core.worker import (
+    list_simulations,
+    queued_runs,
+    run_progress,
+    run_state,
+    training_curves,
+    worker_pid,
+)
+
+ACTIVE = ("queued", "running")
+SUMMARY = ("sigma68", "outlier_fraction", "bias", "nmad", "n")
+STATE_ICON = {"queued": ":material/hourglass_empty:", "running": ":material/directions_run:",
+              "finished": ":material/check_circle:", "failed": ":material/error:",
+              "cancelled": ":material/stop_circle:", "interrupted": ":material/warning:"}  # fmt: skip
+
+
+def catalogue_options() -> dict[str, str]:
+    """Choice key -> label: the demo and every imported catalogue."""
+    options = {uploads.DEMO: "Demo: PAUS-COSMOS-like mock (10,000 galaxies)"}
+    options.update({c.key: c.label for c in uploads.stored_catalogs()})
+    return options
+
+
+def pretrain_options() -> dict[str, str]:
+    options = {"auto": "auto: simulate an SPS set through the catalogue's bands (cached)",
+               "none": "none: no pretraining (fine-tune from scratch)"}  # fmt: skip
+    for job in list_simulations(state.sims_dir()):
+        if job.state in ("finished", "file") and job.path.exists():
+            options[str(job.path)] = f"simulation {job.name} ({job.spec.get('n', '?')} galaxies)"
+    return options
+
+
+def json_overrides(label: str, key: str, help_text: str) -> dict:
+    text = st.text_area(label, "{}", key=key, help=help_text, height=68)
+    try:
+        value = json.loads(text or "{}")
+    except json.JSONDecodeError as exc:
+        raise DeepzError(f"{label}: not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise DeepzError(f'{label}: expected a JSON object like {{"width": 64}}, got {text!r}')
+    return value
+
+
+def new_run_form() -> None:
+    """The choices of a new run; 'Queue' writes the run folder and wakes the worker."""
+    cats = catalogue_options()
+    current = state.selected_catalog()
+    catalog = st.selectbox("Catalogue", list(cats), format_func=cats.get,
+                           index=list(cats).index(current) if current in cats else 0)  # fmt: skip
+    if catalog != current:
+        state.set_query_value("catalog", catalog)  # remembered for the other pages
+    pre = pretrain_options()
+    pretrain = st.selectbox("Pretraining set", list(pre), format_func=pre.get)
+    name = st.radio("Preset", list(PRESETS), index=list(PRESETS).index("quick"), horizontal=True,
+                    help="smoke: tiny networks, a few epochs (seconds; to try things); quick: small networks, short schedule (minutes on CPU); paper: E20 "
+                    "protocol (hours on a GPU)")  # fmt: skip
+    p = preset(name).train
+    alpha = st.slider("alpha: probability of keeping each single exposure (E20 Sec. 5.1)",
+                      0.05, 1.0, 0.8, 0.05)  # fmt: skip
+    c = st.columns(3)
+    reps = c[0].number_input("Members R (partitions)", 1, 20, p.get("repetitions", 1),
+                             key=f"reps_{name}")  # fmt: skip
+    folds = c[1].number_input("Folds K per partition", 1, 10, p.get("folds", 5),
+                              key=f"folds_{name}")  # fmt: skip
+    seed = c[2].number_input("Seed", 0, 2**31 - 1, 0)
+    c = st.columns(2)
+    device = c[0].selectbox("Device", ["auto", "cpu", "cuda"], key="device")
+    with c[1]:
+        st.write("")
+        autoencoder = st.checkbox("Autoencoder", value=True,
+                                  help="off: E20 ablation, the photo-z network alone")  # fmt: skip
+    with st.expander("Advanced: configuration overrides (JSON)"):
+        model_over = json_overrides("Model overrides", "model_json",
+                                    'e.g. {"width": 64, "photoz_layers": 2}')  # fmt: skip
+        train_over = json_overrides("Training overrides", "train_json",
+                                    'e.g. {"schedule": [[20, 0.001]], "batch_size": 100}')  # fmt: skip
+    st.caption(
+        f"Ensemble of {int(reps) * int(folds)} networks. Device here: {jobs.device_label()}."
+    )
+    if st.button("Queue training run", type="primary"):
+        path = state.catalog_path(catalog)
+        if path is None:
+            raise DeepzError(f"catalogue {catalog!r} is not available; choose it on the Data page")
+        jobs.check_device(device)
+        model = {"use_autoencoder": autoencoder, **model_over}
+        train = {"alpha": alpha, "repetitions": int(reps), "folds": int(folds), "device": device,
+                 "seed": int(seed), **train_over}  # fmt: skip
+        run = jobs.queue_run(state.runs_dir(), path, pretrain, name, model, train)
+        state.set_query_value("run", run.run_id)
+        st.success(f"Queued {run.run_id}.")
+
+
+def run_header(run: RunDir, now: str) -> None:
+    config = run.config()
+    st.markdown(f"### {STATE_ICON.get(now, '')} {run.run_id} — {now}")
+    st.caption(f"catalogue `{Path(config['catalog']).name}`, pretraining "
+               f"`{Path(config['pretrain']).name}`, preset {config['preset']}, "
+               f"{config['train']['repetitions'] * config['train']['folds']} networks, "
+               f"device {config['train']['device']}")  # fmt: skip
+
+
+def show_summary(summary: dict) -> None:
+    """Headline out-of-fold metrics of a finished run (E20 Sec. 3.3)."""
+    cols = st.columns(3)
+    for i, key in enumerate(("sigma68", "outlier_fraction", "n", "bias", "nmad")):
+        value = summary.get(key)
+        text = "—" if value is None else f"{value:,}" if key == "n" else f"{value:.4f}"
+        cols[i % 3].metric(key, text)
+    st.caption("Out-of-fold, on the galaxies with spec-z; dz = (zphot - zspec)/(1 + zspec): "
+               f"sigma68 and NMAD of dz, outliers |dz| > {OUTLIER_THRESHOLD}, bias = median dz.")  # fmt: skip
+
+
+def results_link(run: RunDir) -> None:
+    """A link to the Results page for this run, when that page exists."""
+    page = Path(__file__).resolve().parent / "results.py"
+    if page.exists():
+        try:
+            st.page_link(str(page), label="Open the results of this run",
+                         icon=":material/monitoring:", query_params={"run": run.run_id})  # fmt: skip
+        except Exception:  # the page is not registered (e.g. this page run on its own)
+            pass
+
+
+def run_actions(run: RunDir, now: str) -> None:
+    status = run.status()
+    runs = state.runs_dir()
+    if now == "queued":
+        ahead = [r.run_id for r in queued_runs(runs)]
+        place = ahead.index(run.run_id) + 1 if run.run_id in ahead else 1
+        pid = worker_pid(runs)
+        if pid is None:
+            pid = jobs.ensure_worker(runs)
+        st.info(f"Waiting in the queue (position {place}); worker pid {pid}.")
+    elif now == "running":
+        fraction, text = run_progress(run)
+        if text == "setup":
+            text = "setting up: reading the catalogue, simulating the pretraining set if needed"
+        loss = status.get("loss")
+        st.progress(fraction, text=text if loss is None else f"{text} — training loss {loss:.4g}")
+    elif now == "finished":
+        show_summary(status.get("summary", {}))
+        results_link(run)
+    elif now == "interrupted":
+        st.warning("The process training this run stopped (server or machine restart?). "
+                   "Resume continues from the last checkpoint.")  # fmt: skip
+    elif now in ("failed", "cancelled"):
+        (st.error if now == "failed" else st.info)(status.get("message") or now)
+    c1, c2, _ = st.columns([1, 1, 4])
+    if now in ACTIVE and c1.button("Cancel", key=f"cancel_{run.run_id}"):
+        jobs.cancel_run(run)
+        st.rerun()
+    if now in ("cancelled", "failed", "interrupted") and c2.button(
+        "Resume", key=f"resume_{run.run_id}"
+    ):
+        jobs.resume_run(run, runs)
+        st.rerun()
+
+
+def run_view(run: RunDir) -> None:
+    """Status, progress, loss curves and log of one run (re-drawn every 2 s while active)."""
+    now = run_state(run)
+    last = st.session_state.setdefault("run_states", {})
+    if last.get(run.run_id, now) != now and now not in ACTIVE:
+        last[run.run_id] = now
+        st.rerun()  # the run just ended: refresh the whole page (runs table, buttons)
+    last[run.run_id] = now
+    run_header(run, now)
+    run_actions(run, now)
+    curves = training_curves(run.metrics())
+    if curves:
+        st.plotly_chart(plots_data.training_curves(curves), key=f"curves_{run.run_id}")
+    elif now in ACTIVE:
+        st.caption("Loss curves appear after the first epoch.")
+    with st.expander("Log"):
+        log = run.file("log.txt")
+        st.code(log.read_text()[-4000:] if log.exists() else "(no log yet)")
+
+
+def runs_table(runs: list[RunDir]) -> pd.DataFrame:
+    rows = []
+    for run in runs:
+        config, status = run.config(), run.status()
+        summary = status.get("summary", {})
+        rows.append({
+            "run": run.run_id, "state": run_state(run),
+            "created": time.strftime("%Y-%m-%d %H:%M", time.localtime(run.file("config.json").stat().st_mtime)),
+            "preset": config.get("preset"), "catalogue": Path(config.get("catalog", "?")).name,
+            "pretraining": Path(config.get("pretrain", "?")).name,
+            **{k: summary.get(k) for k in SUMMARY},
+        })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def runs_section() -> None:
+    runs = list_runs(state.runs_dir())
+    if not runs:
+        st.info("No run yet: queue one with the form on the left.")
+        return
+    st.dataframe(runs_table(runs), hide_index=True)
+    ids = [r.run_id for r in runs]
+    chosen = state.selected_run()
+    index = ids.index(chosen.run_id) if chosen is not None and chosen.run_id in ids else 0
+    pick = st.selectbox("Show run", ids, index=index, key="show_run")
+    if pick != state.query_value("run"):
+        state.set_query_value("run", pick)
+    run = RunDir(state.runs_dir() / pick)
+    active = run_state(run) in ACTIVE
+    st.fragment(run_every=2 if active else None)(run_view)(run)
+
+
+st.title("Train")
+st.caption("One training job runs at a time; queued runs wait their turn in a background worker "
+           "that survives page reloads and server restarts. Pick up a run any time from the list.")  # fmt: skip
+left, right = st.columns([2, 3], gap="large")
+with left:
+    st.subheader("New run")
+    try:
+        new_run_form()
+    except DeepzError as exc:
+        st.error(f"Cannot queue the run: {exc}")
+    except Exception as exc:
+        st.error(f"Cannot queue the run: unexpected {type(exc).__name__}: {exc}")
+with right:
+    st.subheader("Runs")
+    try:
+        runs_section()
+    except Exception as exc:
+        st.error(f"The runs cannot be shown: {type(exc).__name__}: {exc}")

@@ -1,0 +1,153 @@
+"""AppTest of the Overview and Data pages: uploads, column auto-detection, validation report, save."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from deepz_core.bands import band_set
+from deepz_core.catalog_io import read_catalog, write_catalog
+from deepz_core.simulate import simulate
+
+TIMEOUT = 60
+
+
+@pytest.fixture(scope="module")
+def small_catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 150-galaxy PAUS-like mock with single exposures, as a canonical FITS file."""
+    path = tmp_path_factory.mktemp("cat") / "small.fits"
+    write_catalog(simulate("paus-mock", 150, band_set("paus_cosmos"), 1), path)
+    return path
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, small_catalog: Path) -> Path:
+    """An empty DEEPZ_HOME; the demo catalogue stands in as the small mock."""
+    from app import state
+
+    monkeypatch.setenv("DEEPZ_HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(state, "demo_catalog_path", lambda: str(small_catalog))
+    st.cache_resource.clear()
+    return tmp_path
+
+
+def data_page() -> AppTest:
+    at = AppTest.from_file("../pages/data.py", default_timeout=TIMEOUT)
+    at.run()
+    return at
+
+
+def texts(elements) -> str:
+    return " | ".join(str(e.value) for e in elements)
+
+
+def upload(at: AppTest, key: str, name: str, data: bytes) -> None:
+    at.file_uploader(key=key).upload(name, data)
+    at.run()
+
+
+def test_overview_shows_empty_state_and_demo(home: Path) -> None:
+    at = AppTest.from_file("../app/main.py", default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception and not at.error
+    assert "No run yet: train one on the Train page" in texts(at.info)
+    assert at.metric[0].value == "150"
+
+
+def test_summary_of_the_selected_catalogue(home: Path) -> None:
+    at = data_page()
+    assert not at.exception and not at.error, texts(at.error)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Galaxies"] == "150" and metrics["Bands"] == "46"
+    assert len(at.get("plotly_chart")) == 3  # magnitudes, spec-z, SNR per band
+
+
+def test_upload_canonical_fits_and_save(home: Path, small_catalog: Path) -> None:
+    at = data_page()
+    upload(at, "up_galaxies", "small.fits", small_catalog.read_bytes())
+    assert not at.exception and not at.error, texts(at.error)
+    assert "All checks passed: 150 galaxies in 46 bands" in texts(at.success)
+    stored = list((home / "data" / "uploads").glob("*.fits"))
+    assert len(stored) == 1 and len(stored[0].stem) == 64  # <sha256>.fits, written once
+    next(b for b in at.button if b.label == "Save and use this catalogue").click()
+    at.run()
+    key = at.query_params["catalog"]
+    saved = home / "data" / "uploads" / f"catalog-{key}.fits"
+    assert saved.exists() and "it is now the selected catalogue" in texts(at.success)
+    cat = read_catalog(saved)
+    assert cat.n_galaxies == 150 and cat.exposures is not None
+    assert json.loads(saved.with_suffix(".json").read_text())["name"] == "small"
+
+
+def test_broken_file_gives_a_clear_message(home: Path) -> None:
+    at = data_page()
+    upload(at, "up_galaxies", "broken.fits", b"SIMPLE  = this is not a FITS file" * 3)
+    assert not at.exception
+    message = texts(at.error)
+    assert "broken.fits" in message and "FITS" in message
+    at.file_uploader(key="up_galaxies").clear()
+    upload(at, "up_galaxies", "cat.parquet", b"ref_id,flux_a\n1,2\n")  # CSV text, wrong extension
+    assert not at.exception
+    assert "cat.parquet: not a PARQUET file" in texts(at.error)
+
+
+def _raw_files(tmp: Path, small: Path) -> tuple[Path, Path, Path]:
+    """The small mock in survey spellings: galaxies, exposures and spec-z as three CSV files."""
+    cat = read_catalog(small)
+    gal = {"ID": cat.ref_id, "i_mag": cat.mag}
+    for j, b in enumerate(cat.bands):
+        gal[f"FLUX_{b}"], gal[f"FLUXERR_{b}"] = cat.flux[:, j], cat.flux_error[:, j]
+    pd.DataFrame(gal).to_csv(tmp / "gal.csv", index=False)
+    e = cat.exposures
+    pd.DataFrame({"objid": e.ref_id, "filter": np.char.lower(e.band), "expnum": e.exp_num,
+                  "flux": e.flux, "flux_err": e.flux_error}).to_csv(tmp / "exp.csv", index=False)  # fmt: skip
+    has = cat.has_zspec
+    pd.DataFrame({"id": cat.ref_id[has], "z_spec": cat.zspec[has]}).to_csv(
+        tmp / "z.csv", index=False
+    )
+    return tmp / "gal.csv", tmp / "exp.csv", tmp / "z.csv"
+
+
+def test_survey_spellings_are_detected_and_joined(home: Path, small_catalog: Path) -> None:
+    gal, exp, spz = _raw_files(home, small_catalog)
+    at = data_page()
+    upload(at, "up_galaxies", "gal.csv", gal.read_bytes())
+    upload(at, "up_exposures", "exp.csv", exp.read_bytes())
+    upload(at, "up_specz", "z.csv", spz.read_bytes())
+    assert not at.exception and not at.error, texts(at.error)
+    picks = {s.label: s.value for s in at.selectbox}
+    assert picks["Galaxy ID -> ref_id"] == "ID" and picks["Magnitude [AB] -> mag"] == "i_mag"
+    keyed = {k: at.selectbox(key=k).value for k in ("exp_ref_id", "exp_band", "exp_exp_num",
+                                                      "exp_flux_error", "spz_ref_id", "spz_zspec")}  # fmt: skip
+    assert keyed == {"exp_ref_id": "objid", "exp_band": "filter", "exp_exp_num": "expnum",
+                     "exp_flux_error": "flux_err", "spz_ref_id": "id", "spz_zspec": "z_spec"}  # fmt: skip
+    assert "spec-z joined for 122 galaxies" in texts(at.info)
+    assert "All checks passed: 150 galaxies in 46 bands, 122 with spec-z" in texts(at.success)
+
+
+def test_every_problem_is_listed_and_can_be_fixed(home: Path, small_catalog: Path) -> None:
+    cat = read_catalog(small_catalog)
+    cols = {k: np.array(v, copy=True) for k, v in cat.columns().items() if np.ndim(v) == 1}
+    cols["flux_NB455"][:2] = np.nan
+    cols["flux_error_NB465"][3] = -1.0
+    cols["ref_id"][10] = cols["ref_id"][11]
+    cols["zspec"] = np.where(np.isnan(cols["zspec"]), -99.0, cols["zspec"])
+    pd.DataFrame(cols).to_csv(home / "bad.csv", index=False)
+    at = data_page()
+    upload(at, "up_galaxies", "bad.csv", (home / "bad.csv").read_bytes())
+    assert not at.exception
+    report = texts(at.error)
+    for column in ("'ref_id'", "'flux_NB455'", "'flux_error_NB465'", "'zspec'"):
+        assert column in report
+    assert "4 problem(s) found" in report and "bad.csv" in report
+    at.checkbox(key="fix").check()
+    at.run()
+    assert "Fixes applied: 5 galaxies" in texts(at.warning)
+    assert "All checks passed: 145 galaxies" in texts(at.success)

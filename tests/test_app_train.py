@@ -1,0 +1,202 @@
+"""AppTest of the Train and Simulate pages: queue a tiny run, run the worker, follow it; cancel,
+resume, interrupted runs; start a simulation job."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import streamlit as st
+import torch
+from streamlit.testing.v1 import AppTest
+
+from deepz_core import cli
+from deepz_core.bands import band_set
+from deepz_core.catalog_io import write_catalog
+from deepz_core.paths import atomic_write_json
+from deepz_core.runs import RunDir, list_runs
+from deepz_core.simulate import simulate
+from deepz_core.worker import run_queue, run_state, worker_pid
+
+TIMEOUT = 60
+TINY_MODEL = {"width": 16, "encoder_layers": 1, "decoder_layers": 1, "photoz_layers": 1,
+              "photoz_first_width": 0, "n_components": 3}  # fmt: skip
+TINY_TRAIN = {"schedule": [[2, 0.001]], "batch_size": 50, "checkpoint_every": 1}
+
+
+@pytest.fixture(scope="module")
+def small_catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("cat") / "small.fits"
+    write_catalog(simulate("paus-mock", 150, band_set("paus_cosmos"), 1), path)
+    return path
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, small_catalog: Path) -> list[Path]:
+    """An empty DEEPZ_HOME, the small mock as the demo, and no real worker process: the list
+    returned records the runs folders a worker was asked for."""
+    from app import jobs, state
+
+    monkeypatch.setenv("DEEPZ_HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(state, "demo_catalog_path", lambda: str(small_catalog))
+    calls: list[Path] = []
+    monkeypatch.setattr(jobs, "ensure_worker", lambda runs: calls.append(runs) or 12345)
+    st.cache_resource.clear()
+    return calls
+
+
+def page(name: str) -> AppTest:
+    at = AppTest.from_file(f"../pages/{name}", default_timeout=TIMEOUT)
+    at.run()
+    return at
+
+
+def texts(elements) -> str:
+    return " | ".join(str(e.value) for e in elements)
+
+
+def click(at: AppTest, label: str) -> None:
+    next(b for b in at.button if b.label == label).click()
+    at.run()
+
+
+def queue_tiny_run(at: AppTest) -> RunDir:
+    pre = next(s for s in at.selectbox if s.label == "Pretraining set")
+    pre.select("none")
+    at.number_input(key="folds_quick").set_value(2)
+    at.text_area(key="model_json").input(json.dumps(TINY_MODEL))
+    at.text_area(key="train_json").input(json.dumps(TINY_TRAIN))
+    click(at, "Queue training run")
+    runs = list_runs(Path.cwd() / "runs")
+    assert len(runs) == 1, texts(at.error)
+    return runs[0]
+
+
+def test_train_page_empty_state_and_device(home: list[Path]) -> None:
+    at = page("train.py")
+    assert not at.exception and not at.error, texts(at.error)
+    assert "No run yet" in texts(at.info)
+    assert "Device here:" in texts(at.caption)
+
+
+def test_queue_run_execute_and_show_results(home: list[Path]) -> None:
+    at = page("train.py")
+    run = queue_tiny_run(at)
+    assert home and set(home) == {Path.cwd() / "runs"}  # a worker was asked for
+    config = run.config()
+    assert config["pretrain"] == "none" and config["train"]["folds"] == 2
+    assert config["model"]["width"] == 16 and config["model"]["use_autoencoder"] is True
+    assert at.query_params["run"] == run.run_id
+    assert "Waiting in the queue (position 1)" in texts(at.info)
+    assert run_queue(Path.cwd() / "runs", lambda m: None) == [run.run_id]
+    at.run()
+    assert not at.exception and not at.error, texts(at.error)
+    assert f"{run.run_id} — finished" in texts(at.markdown)
+    metrics = {m.label: m.value for m in at.metric}
+    assert set(metrics) >= {"sigma68", "outlier_fraction", "bias", "nmad", "n"}
+    assert len(at.get("plotly_chart")) == 1  # loss curves
+    table = at.dataframe[0].value
+    assert table.loc[0, "state"] == "finished" and table.loc[0, "sigma68"] > 0
+
+
+def test_a_reload_finds_the_run_from_the_address_bar(home: list[Path]) -> None:
+    run = queue_tiny_run(page("train.py"))
+    run.set_status("running", phase="finetune", epoch=1, epochs=2, loss=1.5)
+    at = AppTest.from_file("../pages/train.py", default_timeout=TIMEOUT)
+    at.query_params["run"] = run.run_id
+    at.run()
+    assert not at.exception and not at.error, texts(at.error)
+    assert at.selectbox(key="show_run").value == run.run_id
+    assert at.get("progress")[0].proto.text.startswith("finetune epoch 1/2")
+
+
+def test_cancel_then_resume(home: list[Path]) -> None:
+    at = page("train.py")
+    run = queue_tiny_run(at)
+    click(at, "Cancel")
+    assert run.status()["state"] == "cancelled" and run.file("cancel").exists()
+    assert "cancelled before it started" in texts(at.info)
+    woken = len(home)
+    click(at, "Resume")
+    assert run.status()["state"] == "queued" and not run.file("cancel").exists()
+    assert len(home) > woken  # resuming wakes the worker
+
+
+def test_interrupted_run_offers_resume(home: list[Path]) -> None:
+    at = page("train.py")
+    run = queue_tiny_run(at)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    run.set_status("running", phase="finetune", epoch=1, epochs=2)
+    atomic_write_json(run.file("status.json"), {**run.status(), "pid": gone.pid})
+    at.run()
+    assert "process training this run stopped" in texts(at.warning)
+    click(at, "Resume")
+    assert run.status()["state"] == "queued"
+
+
+def test_bad_overrides_give_a_clear_message(home: list[Path]) -> None:
+    at = page("train.py")
+    at.text_area(key="model_json").input("{width: 16")
+    at.run()
+    assert not at.exception
+    assert "Model overrides: not valid JSON" in texts(at.error)
+    at.text_area(key="model_json").input('{"width": -3}')
+    at.run()
+    click(at, "Queue training run")
+    assert "width" in texts(at.error) and not list_runs(Path.cwd() / "runs")
+
+
+def test_simulate_page_starts_and_lists_a_job(
+    home: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app import jobs
+
+    monkeypatch.setattr(jobs, "_spawn", lambda args, log, env=None: cli.main(args))  # in-process
+    at = page("simulate.py")
+    assert not at.exception and "No simulation yet" in texts(at.info)
+    at.radio[0].set_value("paus-mock")
+    at.run()
+    at.number_input[0].set_value(30)
+    at.run()
+    click(at, "Start simulation")
+    assert not at.exception and not at.error, texts(at.error)
+    table = at.dataframe[0].value
+    assert table.loc[0, "state"] == "finished" and table.loc[0, "galaxies"] == 30
+    assert (Path.cwd() / "data" / "sims" / f"{table.loc[0, 'name']}.fits").exists()
+    click(at, "Start simulation")  # same name again
+    assert "already exists" in texts(at.error)
+    at = page("train.py")
+    assert any(str(table.loc[0, "name"]) in str(o) for o in at.selectbox[1].options)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_cuda_without_a_gpu_is_refused(home: list[Path]) -> None:
+    at = page("train.py")
+    at.selectbox(key="device").select("cuda")
+    click(at, "Queue training run")
+    assert "no CUDA GPU is visible here" in texts(at.error) and not list_runs(Path.cwd() / "runs")
+
+
+@pytest.mark.slow
+def test_jobs_start_a_real_worker_process(tmp_path: Path, small_catalog: Path) -> None:
+    from app import jobs
+
+    runs = tmp_path / "runs"
+    train = {**TINY_TRAIN, "folds": 2, "device": "cpu"}
+    run = jobs.queue_run(runs, str(small_catalog), "none", "quick", TINY_MODEL, train)
+    assert jobs.ensure_worker(runs) > 0  # the same worker, not a second one
+    deadline = time.time() + 240
+    while run_state(run) in ("queued", "running") and time.time() < deadline:
+        time.sleep(0.5)
+    assert run.status()["state"] == "finished", (runs / "worker.log").read_text()
+    while worker_pid(runs) is not None and time.time() < deadline:
+        time.sleep(0.2)
+    jobs.reap()
+    log = (runs / "worker.log").read_text()
+    assert log.count("started") == 1 and "queue empty after 1 run(s)" in log

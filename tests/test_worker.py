@@ -1,0 +1,197 @@
+"""The training-queue worker (order, failures, single-worker lock), run progress and sim jobs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from deepz_core import cli
+from deepz_core.bands import band_set
+from deepz_core.catalog_io import read_catalog, write_catalog
+from deepz_core.paths import atomic_write_json
+from deepz_core.pipeline import create_run
+from deepz_core.runs import RunDir
+from deepz_core.simulate import simulate
+from deepz_core.worker import (
+    LOCK_FILE,
+    WorkerLock,
+    list_simulations,
+    queued_runs,
+    run_progress,
+    run_queue,
+    run_state,
+    sim_progress,
+    training_curves,
+    work,
+    worker_pid,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_MODEL = {"width": 16, "encoder_layers": 1, "decoder_layers": 1, "photoz_layers": 1,
+              "photoz_first_width": 0, "n_components": 3}  # fmt: skip
+TINY_TRAIN = {"schedule": ((2, 1e-3),), "folds": 2, "repetitions": 1, "batch_size": 50,
+              "device": "cpu", "checkpoint_every": 1}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def small_catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("cat") / "small.fits"
+    write_catalog(simulate("paus-mock", 150, band_set("paus_cosmos"), 1), path)
+    return path
+
+
+def tiny_run(runs: Path, name: str, catalog: Path | str, queued_at: float | None = None) -> RunDir:
+    run = create_run(runs / name, str(catalog), None, "none", "quick", None, TINY_MODEL, TINY_TRAIN)
+    if queued_at is not None:
+        atomic_write_json(run.file("status.json"), {**run.status(), "updated": queued_at})
+    return run
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_lock_is_exclusive_and_released(tmp_path: Path) -> None:
+    first, second = WorkerLock(tmp_path), WorkerLock(tmp_path)
+    assert worker_pid(tmp_path) is None
+    assert first.acquire()
+    assert not second.acquire(retries=1, wait=0.01)
+    assert worker_pid(tmp_path) == os.getpid()
+    first.release()
+    assert worker_pid(tmp_path) is None
+    assert second.acquire(retries=0)
+    second.release()
+
+
+def test_stale_lock_of_a_dead_worker_is_taken_over(tmp_path: Path) -> None:
+    (tmp_path / LOCK_FILE).write_text(json.dumps({"pid": dead_pid(), "started": 0}))
+    assert worker_pid(tmp_path) is None
+    lock = WorkerLock(tmp_path)
+    assert lock.acquire(retries=0)
+    assert json.loads((tmp_path / LOCK_FILE).read_text())["pid"] == os.getpid()
+    lock.release()
+
+
+def test_a_second_worker_process_is_refused(tmp_path: Path, small_catalog: Path) -> None:
+    code = ("import sys, time; from deepz_core.worker import WorkerLock; "
+            "assert WorkerLock(sys.argv[1]).acquire(); print('locked', flush=True); time.sleep(60)")  # fmt: skip
+    holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT,
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert worker_pid(tmp_path) == holder.pid
+        tiny_run(tmp_path, "r1", small_catalog)
+        messages: list[str] = []
+        assert work(tmp_path, messages.append) == []  # exits without touching the queue
+        assert "another worker" in messages[0]
+        assert RunDir(tmp_path / "r1").status()["state"] == "queued"
+    finally:
+        holder.kill()
+        holder.wait()
+    assert worker_pid(tmp_path) is None  # the kernel dropped the dead holder's lock
+
+
+def test_queue_runs_oldest_first_and_survives_failures(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, small_catalog: Path
+) -> None:
+    import deepz_core.pipeline as pipeline
+
+    t = time.time()
+    for name, when in (("c", t - 10), ("a", t - 30), ("b", t - 20)):
+        tiny_run(tmp_path, name, small_catalog, queued_at=when)
+    finished = tiny_run(tmp_path, "done", small_catalog)
+    finished.set_status("finished")
+    assert [r.run_id for r in queued_runs(tmp_path)] == ["a", "b", "c"]
+    order: list[str] = []
+
+    def fake_execute(run: RunDir) -> None:
+        order.append(run.run_id)
+        if run.run_id == "b":
+            raise RuntimeError("boom")
+        run.set_status("finished")
+
+    monkeypatch.setattr(pipeline, "execute_run", fake_execute)
+    assert work(tmp_path, lambda m: None) == ["a", "b", "c"]
+    assert order == ["a", "b", "c"]
+    assert run_state(RunDir(tmp_path / "b")) == "failed"
+    assert "boom" in RunDir(tmp_path / "b").status()["message"]
+    assert queued_runs(tmp_path) == [] and worker_pid(tmp_path) is None
+
+
+def test_run_state_progress_and_curves(tmp_path: Path, small_catalog: Path) -> None:
+    run = tiny_run(tmp_path, "r", small_catalog)
+    assert run_progress(run) == (0.0, "setup")
+    run.set_status("running", phase="finetune", epoch=1, epochs=2)
+    assert run_state(run) == "running"  # this process is alive
+    assert run_progress(run) == (0.5, "finetune epoch 1/2")
+    atomic_write_json(run.file("status.json"), {**run.status(), "pid": dead_pid()})
+    assert run_state(run) == "interrupted"
+    rows = [{"phase": "finetune", "epoch": 1, "loss": 2.0, "val_nll": [1.0, 3.0]},
+            {"phase": "finetune", "epoch": 2, "loss": 1.5}]  # fmt: skip
+    curve = training_curves(rows)["finetune"]
+    assert curve["epoch"] == [1, 2] and curve["loss"] == [2.0, 1.5]
+    assert (curve["val_epoch"], curve["val_mean"], curve["val_max"]) == ([1], [2.0], [3.0])
+
+
+def test_run_queue_trains_a_real_tiny_run(tmp_path: Path, small_catalog: Path) -> None:
+    run = tiny_run(tmp_path, "real", small_catalog)
+    assert run_queue(tmp_path, lambda m: None) == ["real"]
+    status = run.status()
+    assert status["state"] == "finished", status
+    assert {"sigma68", "outlier_fraction", "bias", "nmad", "n"} <= set(status["summary"])
+    assert run_progress(run) == (1.0, "finished")
+    assert len(run.metrics()) == 2
+
+
+@pytest.mark.slow
+def test_worker_command_drains_the_queue(tmp_path: Path, small_catalog: Path) -> None:
+    for i, name in enumerate(("first", "second")):
+        tiny_run(tmp_path, name, small_catalog, queued_at=time.time() - 10 + i)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "DEEPZ_QUIET": "1"}
+    out = subprocess.run([sys.executable, "-m", "deepz_core", "worker", "--runs", str(tmp_path)],
+                         env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.index("run first: started") < out.stdout.index("run second: started")
+    assert all(RunDir(tmp_path / n).status()["state"] == "finished" for n in ("first", "second"))
+
+
+def test_sim_job_runs_and_is_listed(tmp_path: Path) -> None:
+    out = tmp_path / "mock.fits"
+    spec = tmp_path / "mock.job.json"
+    atomic_write_json(spec, {"name": "mock", "kind": "paus-mock", "n": 30, "bands": ["NB455",
+                             "subaru_i"], "seed": 2, "config": None, "out": str(out),
+                             "state": "queued", "created": time.time()})  # fmt: skip
+    assert cli.main(["sim-job", "--spec", str(spec)]) == 0
+    assert read_catalog(out).n_galaxies == 30
+    (tmp_path / "old.fits").write_bytes(out.read_bytes())
+    atomic_write_json(tmp_path / "gone.job.json", {"name": "gone", "kind": "sps", "n": 5,
+                      "out": str(tmp_path / "gone.fits"), "state": "running", "pid": dead_pid()})  # fmt: skip
+    jobs = {j.name: j for j in list_simulations(tmp_path)}
+    assert jobs["mock"].state == "finished" and jobs["mock"].progress == 1.0
+    assert jobs["old"].state == "file" and jobs["gone"].state == "interrupted"
+
+
+def test_sim_job_records_a_bad_configuration(tmp_path: Path) -> None:
+    spec = tmp_path / "bad.job.json"
+    atomic_write_json(spec, {"kind": "sps", "n": 5, "bands": ["NB455", "subaru_i"], "seed": 0,
+                             "config": {"z": [2.0, 1.0]}, "out": str(tmp_path / "bad.fits")})  # fmt: skip
+    assert cli.main(["sim-job", "--spec", str(spec)]) == 2
+    status = json.loads(spec.read_text())
+    assert status["state"] == "failed" and "z must be a range" in status["message"]
+
+
+def test_sim_progress_reads_the_last_progress_bar(tmp_path: Path) -> None:
+    log = tmp_path / "x.log"
+    assert sim_progress(log) is None
+    log.write_text(
+        "simulating SPS galaxies:  10%| 100/1000\rsimulating SPS galaxies:  45%| 450/1000"
+    )
+    assert sim_progress(log) == pytest.approx(0.45)
