@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from deepz_core.model import DeepzModel, ModelConfig
+from deepz_core.predict import inference_chunk
 from deepz_core.training import resolve_device
 
 N_INPUTS = 46
@@ -74,15 +75,16 @@ def run_bench(device_name: str = "auto", n_train: int = 8000, batch: int = 100) 
     """The benchmark JSON: device, inference rates, batched vs sequential 10-member epochs."""
     device = resolve_device(device_name)
     n_infer = 200_000 if device.type == "cuda" else 20_000
-    infer_batch = 100_000 if device.type == "cuda" else 10_000
     result = {
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch_threads": torch.get_num_threads(),
         "train_galaxies": n_train,
         "train_batch": batch,
-        "infer_gal_per_s_single": inference_rate(1, n_infer, infer_batch, device),
-        "infer_gal_per_s_ensemble10": inference_rate(10, n_infer, infer_batch, device),
+        "infer_gal_per_s_single": inference_rate(1, n_infer, inference_chunk(1, device), device),
+        "infer_gal_per_s_ensemble10": inference_rate(
+            10, n_infer, inference_chunk(10, device), device
+        ),
         "epoch_s_batched10": epoch_time(10, n_train, batch, device),
         "epoch_s_sequential10": sum(epoch_time(1, n_train, batch, device) for _ in range(10)),
     }

@@ -72,6 +72,10 @@ class EnsembleBatchNorm1d(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """(E, N, F) -> (E, N, F): the E*F (member, feature) pairs are the channels of one batch norm."""
         e, n, f = x.shape
+        if not self.training:  # a fixed per-member affine map: one fused op, no layout copies
+            scale = self.weight * torch.rsqrt(self.running_var + self.eps)  # (E, F)
+            shift = self.bias - self.running_mean * scale  # (E, F)
+            return torch.addcmul(shift.unsqueeze(1), x, scale.unsqueeze(1))  # (E, N, F)
         flat = x.transpose(0, 1).reshape(n, e * f)  # (N, E*F)
         out = F.batch_norm(
             flat,
@@ -92,6 +96,17 @@ class EnsembleBatchNorm1d(nn.Module):
         )
 
 
+class FastDropout(nn.Dropout):
+    """``nn.Dropout`` with the mask drawn by ``rand`` instead of ``bernoulli_`` (~1.8x faster on CPU,
+    where dropout masks were 16% of a training step; docs/benchmarks.md)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        drop = torch.rand(x.shape, dtype=x.dtype, device=x.device) < self.p
+        return x.masked_fill(drop, 0.0) * (1.0 / (1.0 - self.p))
+
+
 class EnsembleBlock(nn.Sequential):
     """Linear -> BatchNorm -> ReLU (-> Dropout when ``dropout > 0``), E20 Fig. 1 and Sec. 2.2."""
 
@@ -102,8 +117,20 @@ class EnsembleBlock(nn.Sequential):
             nn.ReLU(inplace=True),  # batch norm's backward does not need its output
         ]
         if dropout > 0:
-            layers.append(nn.Dropout(dropout))  # element-wise: independent masks per member
+            layers.append(FastDropout(dropout))  # element-wise: independent masks per member
         super().__init__(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(E, N, in) -> (E, N, out). In eval mode the batch norm is folded into the linear layer's
+        weights (W' = s W, b' = s b + t), so inference makes one pass over the activations."""
+        if self.training:
+            return super().forward(x)
+        linear, norm = self[0], self[1]
+        scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)  # (E, out)
+        shift = norm.bias - norm.running_mean * scale  # (E, out)
+        weight = linear.weight * scale.unsqueeze(-1)  # (E, out, in)
+        bias = linear.bias * scale + shift  # (E, out)
+        return torch.relu_(torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2)))
 
 
 class EnsembleMLP(nn.Module):

@@ -41,18 +41,26 @@ def mixture_from_arrays(
     return GaussianMixture.from_params(logits, tensor(means), tensor(stds))
 
 
+def inference_chunk(members: int, device: torch.device) -> int:
+    """Galaxies per forward pass: on CPU ~4,000 member-rows keep activations in cache (measured
+    fastest here, docs/benchmarks.md); a GPU wants large batches."""
+    rows = 200_000 if device.type == "cuda" else 4_000
+    return max(256, rows // members)
+
+
 @torch.no_grad()
 def predict_features(
     model: DeepzModel,
     features: Features,
     member_mask: np.ndarray | None,
     pz: PzConfig,
-    chunk: int = 20000,
+    chunk: int | None = None,
 ) -> dict[str, np.ndarray]:
     """Point products and mixture parameters for every galaxy in ``features`` (dict of (N,) / (N, C))."""
     model.eval()
     device = next(model.parameters()).device
     parts: list[dict[str, np.ndarray]] = []
+    chunk = chunk or inference_chunk(model.members, device)
     for s in range(0, features.n, chunk):
         x = torch.as_tensor(features.ratio[s : s + chunk], device=device)
         mask = (

@@ -8,7 +8,13 @@ import pytest
 import torch
 from torch import nn
 
-from deepz_core.nn import EnsembleBatchNorm1d, EnsembleBlock, EnsembleLinear, EnsembleMLP
+from deepz_core.nn import (
+    EnsembleBatchNorm1d,
+    EnsembleBlock,
+    EnsembleLinear,
+    EnsembleMLP,
+    FastDropout,
+)
 
 E, N, F_IN, F_OUT = 3, 12, 5, 7
 
@@ -111,7 +117,7 @@ def test_batchnorm_single_galaxy_in_training_raises_like_torch() -> None:
 def test_block_is_linear_batchnorm_relu_dropout() -> None:
     block = EnsembleBlock(E, F_IN, F_OUT, dropout=0.1)
     kinds = [type(m) for m in block]
-    assert kinds == [EnsembleLinear, EnsembleBatchNorm1d, nn.ReLU, nn.Dropout]
+    assert kinds == [EnsembleLinear, EnsembleBatchNorm1d, nn.ReLU, FastDropout]
     assert len(EnsembleBlock(E, F_IN, F_OUT, dropout=0.0)) == 3
     assert float(block(torch.randn(E, N, F_IN)).detach().min()) >= 0.0
 
