@@ -95,6 +95,7 @@ def run_bench(device_name: str = "auto", n_train: int = 8000, batch: int = 100) 
 def run_bench_sim(n_sps: int = 20_000, n_mock: int = 10_000, seed: int = 0) -> dict:
     """SPS galaxies/s after the one-off set-up, and the demo-size mock's wall time."""
     from deepz_core.bands import band_set
+    from deepz_core.catalog import dense_exposures
     from deepz_core.simulate import simulate
     from deepz_core.simulate.ssp import load_library
 
@@ -109,6 +110,9 @@ def run_bench_sim(n_sps: int = 20_000, n_mock: int = 10_000, seed: int = 0) -> d
     t0 = time.perf_counter()
     cat = simulate("paus-mock", n_mock, bands, seed + 2)
     mock = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    dense_exposures(cat)
+    dense = time.perf_counter() - t0
     return {
         "setup_s": setup,
         "sps_galaxies": n_sps,
@@ -116,6 +120,7 @@ def run_bench_sim(n_sps: int = 20_000, n_mock: int = 10_000, seed: int = 0) -> d
         "mock_galaxies": n_mock,
         "mock_s": mock,
         "mock_exposures": int(len(cat.exposures.flux)) if cat.exposures is not None else 0,
+        "dense_exposures_s": dense,
         "torch_threads": torch.get_num_threads(),
         "numpy": np.__version__,
     }

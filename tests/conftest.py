@@ -20,3 +20,13 @@ def _fixed_seeds() -> None:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(20201)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny networks and small tensors run faster on one torch thread, much faster on busy cores
+    (no spin-waiting). Opt in per module: ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

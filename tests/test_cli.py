@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -10,43 +11,16 @@ import pytest
 import torch
 from astropy.table import Table
 
-from deepz_core.catalog import Catalog, Exposures
 from deepz_core.catalog_io import write_catalog
 from deepz_core.cli import main
 from deepz_core.pipeline import create_run
 from deepz_core.runs import RunDir
+from tests.synthetic import synthetic_catalog
 
-BANDS = ("NB455", "NB555", "NB655", "subaru_r", "subaru_i")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _synthetic(n: int, seed: int, first_id: int = 1, zspec: bool = True) -> Catalog:
-    rng = np.random.default_rng(seed)
-    z = rng.uniform(0.1, 1.2, n)
-    pos = np.linspace(0, 1, len(BANDS))
-    true = rng.uniform(5, 50, n)[:, None] * (1.2 + np.tanh(4 * (pos - z[:, None] / 1.3)))
-    error = 0.05 * true
-    flux = true + error * rng.normal(size=true.shape)
-    rows = []
-    for i in range(n):
-        for j in range(3):
-            k = int(rng.integers(2, 4))
-            e = error[i, j] * np.sqrt(k) * rng.uniform(0.8, 1.2, k)
-            f = true[i, j] + e * rng.normal(size=k)
-            w = e**-2
-            flux[i, j], error[i, j] = (w * f).sum() / w.sum(), w.sum() ** -0.5
-            rows += [(first_id + i, BANDS[j], x, f[x], e[x]) for x in range(k)]
-    return Catalog(ref_id=np.arange(first_id, first_id + n), bands=BANDS, flux=flux,
-                   flux_error=error, zspec=np.round(z, 4) if zspec else None,
-                   mag=23.9 - 2.5 * np.log10(flux[:, -1]),
-                   exposures=Exposures(*map(np.array, zip(*rows, strict=True))))  # fmt: skip
+_synthetic = partial(synthetic_catalog, max_exposures=3)
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +28,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("cli")
     paths = {"catalog": root / "cat.fits", "new": root / "new.parquet", "new_z": root / "nz.fits"}
     write_catalog(_synthetic(100, 0), paths["catalog"])
-    write_catalog(_synthetic(40, 1, first_id=500, zspec=False), paths["new"])
+    write_catalog(_synthetic(40, 1, first_id=500, with_zspec=False), paths["new"])
     write_catalog(_synthetic(40, 1, first_id=500), paths["new_z"])  # the same, with spec-z
     return paths
 

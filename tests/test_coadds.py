@@ -8,14 +8,7 @@ import torch
 
 from deepz_core.coadds import inverse_variance_coadd, random_keep, randomized_coadds
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one thread is faster, much faster on busy cores (no spin-waiting)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _generator(seed: int = 7) -> torch.Generator:

@@ -16,13 +16,7 @@ BANDS = ("NB455", "NB465", "NB475", "subaru_i")
 COUNTS = np.array([[3, 1, 4], [2, 5, 1], [1, 1, 1], [4, 2, 3]])  # exposures per galaxy, NB band
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one thread is faster, much faster on busy cores (no spin-waiting)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _catalog(rng: np.random.Generator, exposures: bool = True) -> Catalog:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 
 import numpy as np
 import pytest
 import torch
 from astropy.table import Table
 
-from deepz_core.catalog import Catalog, Exposures
+from deepz_core.catalog import Catalog
 from deepz_core.catalog_io import write_catalog
 from deepz_core.errors import ConfigError
 from deepz_core.features import build_features
@@ -21,47 +22,19 @@ from deepz_core.pipeline import (
     simulation_batches,
 )
 from deepz_core.runs import RunDir
+from tests.synthetic import BANDS, synthetic_catalog
 
-BANDS = ("NB455", "NB555", "NB655", "subaru_r", "subaru_i")
 TINY_MODEL = dict(n_latent=2, width=12, encoder_layers=1, decoder_layers=1, photoz_layers=2,
                   photoz_first_width=0, n_components=2)  # fmt: skip
 TRAIN = dict(schedule=((3, 1e-3),), batch_size=40, folds=2, checkpoint_every=2, device="cpu",
              seed=1)  # fmt: skip
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny networks train faster on one thread, much faster on busy cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _synthetic(n: int, seed: int, exposures: bool = True, noiseless: bool = False) -> Catalog:
-    rng = np.random.default_rng(seed)
-    z = rng.uniform(0.1, 1.2, n)
-    pos = np.linspace(0, 1, len(BANDS))
-    true = rng.uniform(5, 50, n)[:, None] * (1.2 + np.tanh(4 * (pos - z[:, None] / 1.3)))
-    error = 0.05 * true
-    flux = true if noiseless else true + error * rng.normal(size=true.shape)
-    rows = []
-    for i in range(n if exposures else 0):
-        for j in range(3):
-            k = int(rng.integers(2, 5))
-            e = error[i, j] * np.sqrt(k) * rng.uniform(0.8, 1.2, k)
-            f = true[i, j] + e * rng.normal(size=k)
-            w = e**-2
-            flux[i, j], error[i, j] = (w * f).sum() / w.sum(), w.sum() ** -0.5
-            rows += [(i + 1, BANDS[j], x, f[x], e[x]) for x in range(k)]
-    exp = Exposures(*map(np.array, zip(*rows, strict=True))) if rows else None
-    zspec = np.round(z, 4)
-    if not noiseless:
-        zspec[rng.random(n) < 0.15] = np.nan
-        zspec[:2] = [6.5, 7.0]  # beyond the label range: kept as galaxies, never as labels
-    return Catalog(ref_id=np.arange(1, n + 1), bands=BANDS, flux=flux, flux_error=error,
-                   zspec=zspec, mag=23.9 - 2.5 * np.log10(flux[:, -1]), exposures=exp,
-                   meta={"NOISELESS": True} if noiseless else {})  # fmt: skip
+# 15% without spec-z; the first two beyond the label range: kept as galaxies, never as labels
+_synthetic = partial(synthetic_catalog, missing_zspec=0.15, zspec_head=(6.5, 7.0))
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pytest
 import torch
@@ -23,8 +25,8 @@ from deepz_core.predict import (
 )
 from deepz_core.pz import PzConfig, mixture_quantile
 from deepz_core.runs import RunDir
+from tests.synthetic import BANDS, synthetic_catalog
 
-BANDS = ("NB455", "NB555", "NB655", "subaru_r", "subaru_i")
 M = 2  # mixture components per member
 TINY_MODEL = dict(n_latent=2, width=12, encoder_layers=1, decoder_layers=1, photoz_layers=2,
                   photoz_first_width=0, n_components=M)  # fmt: skip
@@ -33,26 +35,11 @@ COLUMNS = ["ref_id", "zphot", "zmean", "zmedian", "z_lo68", "z_hi68", "odds", "z
            "mag", "out_of_fold", "weights", "means", "stds"]  # fmt: skip
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _synthetic(n: int, seed: int, first_id: int = 1) -> Catalog:
-    """Coadds only (prediction does not use single exposures)."""
-    rng = np.random.default_rng(seed)
-    z = rng.uniform(0.1, 1.2, n)
-    pos = np.linspace(0, 1, len(BANDS))
-    true = rng.uniform(5, 50, n)[:, None] * (1.2 + np.tanh(4 * (pos - z[:, None] / 1.3)))
-    error = 0.05 * true
-    flux = true + error * rng.normal(size=true.shape)
-    zspec = np.round(z, 4)
-    zspec[rng.random(n) < 0.2] = np.nan
-    return Catalog(ref_id=np.arange(first_id, first_id + n), bands=BANDS, flux=flux,
-                   flux_error=error, zspec=zspec, mag=23.9 - 2.5 * np.log10(flux[:, -1]))  # fmt: skip
+# coadds only (prediction does not use single exposures)
+_synthetic = partial(synthetic_catalog, exposures=False, missing_zspec=0.2)
 
 
 @pytest.fixture(scope="module")

@@ -13,14 +13,7 @@ from deepz_core.errors import ConfigError
 from deepz_core.mdn import GaussianMixture
 from deepz_core.pz import PzConfig, mixture_mode, mixture_quantile, point_products
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one thread is faster, much faster on busy cores (no spin-waiting)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _mixture(weights, means, stds) -> GaussianMixture:

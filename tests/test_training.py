@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,6 @@ from astropy.table import Table
 from safetensors.torch import load_file
 
 from deepz_core.batches import Batch
-from deepz_core.catalog import Catalog, Exposures
 from deepz_core.catalog_io import write_catalog
 from deepz_core.errors import ConfigError
 from deepz_core.model import DeepzModel, ModelConfig
@@ -36,6 +36,7 @@ from deepz_core.training import (
     resolve_device,
     train_epoch,
 )
+from tests.synthetic import synthetic_catalog
 
 BANDS = ("NB455", "NB555", "NB655", "NB755", "subaru_r", "subaru_i")
 TINY_MODEL = dict(n_latent=3, width=16, encoder_layers=2, decoder_layers=1, photoz_layers=2,
@@ -46,39 +47,10 @@ TRAIN = dict(schedule=((4, 1e-3), (2, 1e-4)), pretrain_schedule=((3, 1e-3),), ba
 PHASE_EPOCHS = {"pretrain": 3, "finetune": 6}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny networks train faster on one thread, much faster on busy cores (no spin-waiting)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _synthetic(n: int, seed: int, exposures: bool = True, noiseless: bool = False) -> Catalog:
-    """Smooth z-dependent SEDs in BANDS; narrow bands from 2-4 exposures (coadd = their mean)."""
-    rng = np.random.default_rng(seed)
-    z = rng.uniform(0.1, 1.2, n)
-    pos = np.linspace(0, 1, len(BANDS))
-    true = rng.uniform(5, 50, n)[:, None] * (1.2 + np.tanh(4 * (pos - z[:, None] / 1.3)))
-    error = 0.05 * true
-    flux = true if noiseless else true + error * rng.normal(size=true.shape)
-    rows = []
-    for i in range(n if exposures else 0):
-        for j in range(4):
-            k = int(rng.integers(2, 5))
-            e = error[i, j] * np.sqrt(k) * rng.uniform(0.8, 1.2, k)
-            f = true[i, j] + e * rng.normal(size=k)
-            w = e**-2
-            flux[i, j], error[i, j] = (w * f).sum() / w.sum(), w.sum() ** -0.5
-            rows += [(i + 1, BANDS[j], x, f[x], e[x]) for x in range(k)]
-    exp = Exposures(*map(np.array, zip(*rows, strict=True))) if rows else None
-    zspec = np.round(z, 4)
-    if not noiseless:
-        zspec[rng.random(n) < 0.1] = np.nan
-    return Catalog(ref_id=np.arange(1, n + 1), bands=BANDS, flux=flux, flux_error=error,
-                   zspec=zspec, mag=23.9 - 2.5 * np.log10(flux[:, -1]), exposures=exp,
-                   meta={"NOISELESS": True} if noiseless else {})  # fmt: skip
+_synthetic = partial(synthetic_catalog, bands=BANDS, missing_zspec=0.1)  # 4 narrow bands
 
 
 @pytest.fixture(scope="module")
