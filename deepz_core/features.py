@@ -7,6 +7,7 @@ Galaxies whose reference flux is not positive are excluded and counted, never si
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -60,6 +61,15 @@ class Features:
     @property
     def has_exposures(self) -> bool:
         return self.exp_mask is not None and bool(self.exp_mask.any())
+
+    def subset(self, rows: np.ndarray) -> Features:
+        """The galaxies at positions ``rows`` (indices or boolean mask) of this feature set."""
+        per_galaxy = ("rows", "ref_id", "ratio", "ratio_error", "zspec", "mag", "exp_ratio",
+                      "exp_error", "exp_mask")  # fmt: skip
+        picked = {
+            k: None if getattr(self, k) is None else getattr(self, k)[rows] for k in per_galaxy
+        }
+        return dataclasses.replace(self, **picked, n_excluded=0)
 
     def exclusion_note(self) -> str:
         if not self.n_excluded:
