@@ -377,33 +377,37 @@ def _validate_exposures(cat: Catalog, source: str) -> None:
     check_coadd(cat, gal, band, source)
 
 
-def check_coadd(cat: Catalog, gal: np.ndarray, band: np.ndarray, source: str) -> None:
-    """Raise if a coadd differs from the inverse-variance mean m +- s of its exposures by more
-    than COADD_RTOL * max(|coadd|, |m|) AND more than COADD_SIGMA_TOL * s (both must fail)."""
+def coadd_mismatch(cat: Catalog, gal: np.ndarray, band: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(bad, coadd, mean), each (N, B): cells whose coadd differs from the inverse-variance mean m +- s
+    of its exposures by more than COADD_RTOL * max(|coadd|, |m|) AND more than COADD_SIGMA_TOL * s
+    (both must fail); cells without exposures are never bad, and a non-finite mean always is."""
     exp = cat.exposures
     assert exp is not None
     n, b = cat.flux.shape
     key = gal * b + band
-    with np.errstate(over="ignore", invalid="ignore"):  # absurd errors -> non-finite mean: bad
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # absurd errors -> bad
         weight = exp.flux_error**-2  # (M,)
         sw = np.bincount(key, weight, minlength=n * b)  # (N * B,)
-        has = sw > 0
-        mean = np.bincount(key, weight * exp.flux, minlength=n * b)[has] / sw[has]
-        coadd = cat.flux.reshape(-1)[has]
+        mean = np.bincount(key, weight * exp.flux, minlength=n * b) / sw
+        coadd = cat.flux.reshape(-1)
         diff = np.abs(coadd - mean)
         bad = (diff > COADD_RTOL * np.maximum(np.abs(coadd), np.abs(mean))) & (
-            diff > COADD_SIGMA_TOL * sw[has] ** -0.5
+            diff > COADD_SIGMA_TOL * sw**-0.5
         )
-    bad |= ~np.isfinite(mean)
+    bad = (sw > 0) & (bad | ~np.isfinite(mean))
+    return bad.reshape(n, b), coadd.reshape(n, b), mean.reshape(n, b)
+
+
+def check_coadd(cat: Catalog, gal: np.ndarray, band: np.ndarray, source: str) -> None:
+    """Raise if any coadd disagrees with its exposures (the test of ``coadd_mismatch``)."""
+    bad, coadd, mean = coadd_mismatch(cat, gal, band)
     if bad.any():
-        cells = np.flatnonzero(has)[bad]
-        rows, cols = cells // b, cells % b
-        j = int(cols[0])
-        first = int(np.flatnonzero(bad)[0])
+        j = int(np.flatnonzero(bad.any(axis=0))[0])
+        rows = np.flatnonzero(bad[:, j])
         raise CatalogError(
             f"{source}: column 'flux_{cat.bands[j]}' disagrees with the inverse-variance mean of "
-            f"its exposures for ref_id {few(cat.ref_id[rows[cols == j]])} "
-            f"(coadd {coadd[first]:.6g} vs mean {mean[first]:.6g}; tolerance "
+            f"its exposures for ref_id {few(cat.ref_id[rows])} "
+            f"(coadd {coadd[rows[0], j]:.6g} vs mean {mean[rows[0], j]:.6g}; tolerance "
             f"{COADD_RTOL:g} relative and {COADD_SIGMA_TOL:g} sigma)"
         )
 

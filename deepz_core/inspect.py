@@ -18,8 +18,6 @@ from typing import Any
 import numpy as np
 
 from deepz_core.catalog import (
-    COADD_RTOL,
-    COADD_SIGMA_TOL,
     DEFAULT_FLUXZP,
     ERROR_PREFIX,
     FITS_STRUCTURAL,
@@ -28,6 +26,7 @@ from deepz_core.catalog import (
     Exposures,
     as_float64,
     as_int64,
+    coadd_mismatch,
     exposure_index,
     few,
     validate,
@@ -275,20 +274,7 @@ def _coadd_problems(p: _Parts) -> list[Problem]:
     if p.exposures is None or not len(p.exposures["flux"]):
         return []
     cat = _build(p, {}, check=False)
-    gal, band = exposure_index(cat)
-    n, b = cat.flux.shape
-    key = gal * b + band
-    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        weight = cat.exposures.flux_error**-2  # (M,)
-        sw = np.bincount(key, weight, minlength=n * b)  # (N * B,)
-        mean = np.bincount(key, weight * cat.exposures.flux, minlength=n * b) / sw
-        coadd = cat.flux.reshape(-1)
-        diff = np.abs(coadd - mean)
-        bad = (diff > COADD_RTOL * np.maximum(np.abs(coadd), np.abs(mean))) & (
-            diff > COADD_SIGMA_TOL * sw**-0.5
-        )
-    bad = (sw > 0) & (bad | ~np.isfinite(mean))
-    bad = bad.reshape(n, b)  # (N, B)
+    bad, _, _ = coadd_mismatch(cat, *exposure_index(cat))  # (N, B)
     out = []
     for j in np.flatnonzero(bad.any(axis=0)):
         rows = bad[:, j]
