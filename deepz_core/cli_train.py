@@ -97,24 +97,45 @@ def _resume(args: argparse.Namespace) -> int:
 
 def _predict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", required=True, help="a finished run folder")
-    p.add_argument("--catalog", required=True)
-    p.add_argument("--exposures")
-    p.add_argument("--out", required=True, help="output table (.fits or .parquet)")
+    p.add_argument("--catalog", required=True, help="FITS/Parquet/CSV, read in chunks")
+    p.add_argument("--exposures", help="ignored: prediction uses the coadds only")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output table (.parquet, or .fits for small outputs), or a folder (no suffix) for a "
+        "partitioned Parquet dataset that resumes when re-run",
+    )
     p.add_argument("--device", default="cpu")
+    p.add_argument("--chunk-size", type=int, default=100_000, help="galaxies per chunk/partition")
+    p.add_argument("--grid", action="store_true", help="also write p(z) on the run's z grid")
+    p.add_argument("--dask", help="'local' (LocalCluster, one worker per core) or tcp://HOST:PORT")
 
 
 @command("predict", _predict_args)
 def _predict(args: argparse.Namespace) -> int:
-    """Photo-z for a catalogue: point estimates, ODDS, PIT and mixture parameters."""
-    from deepz_core.catalog_io import read_catalog
-    from deepz_core.predict import predict_catalog
-    from deepz_core.training import resolve_device
+    """Photo-z for a catalogue: point estimates, ODDS, PIT and mixture parameters (streamed)."""
+    from deepz_core.stream import load_predictor, predict_dataset, predict_file
 
-    if not (Path(args.run) / "model.safetensors").exists():
-        raise ConfigError(f"--run {args.run} has no trained model (model.safetensors)")
-    table = predict_catalog(args.run, read_catalog(args.catalog, args.exposures), args.out,
-                            str(resolve_device(args.device)))  # fmt: skip
-    print(f"wrote {len(table)} predictions to {args.out}")
+    if args.dask:  # workers resolve --device (this machine may have no GPU)
+        if not (Path(args.run) / "model.safetensors").exists():
+            raise ConfigError(f"--run {args.run} has no trained model (model.safetensors)")
+    else:
+        load_predictor(args.run, args.device)  # a bad run or device fails before any work
+    common = dict(chunk_size=args.chunk_size, device=args.device, grid=args.grid)
+    if Path(args.out).suffix:
+        if args.dask:
+            raise ConfigError(
+                f"--dask writes a folder: give --out without a suffix, got {args.out}"
+            )
+        n = predict_file(args.run, args.catalog, args.out, **common)
+    elif args.dask:
+        from deepz_core.scaleout import dask_client, dask_map
+
+        with dask_client(args.dask) as client:
+            n = predict_dataset(args.run, args.catalog, args.out, mapper=dask_map(client), **common)
+    else:
+        n = predict_dataset(args.run, args.catalog, args.out, **common)
+    print(f"wrote {n} predictions to {args.out}")
     return 0
 
 

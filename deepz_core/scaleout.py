@@ -1,0 +1,57 @@
+"""Dask execution of partitioned predictions (deepz_core.stream): one task per partition.
+
+``--dask local`` starts a distributed.LocalCluster with one single-threaded worker process per core;
+``--dask tcp://HOST:8786`` connects to a running scheduler (e.g. dask-jobqueue's SLURMCluster, or
+dask-cuda's LocalCUDACluster for one worker per GPU). Workers read the catalogue themselves, so it
+and OUT must be on a file system every worker sees; each worker process loads the model once
+(stream.load_predictor caches it) and writes its parts atomically.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from deepz_core.errors import ConfigError
+from deepz_core.stream import predict_part
+
+
+@contextmanager
+def dask_client(spec: str, processes: bool = True) -> Iterator[object]:
+    """A distributed Client for ``local`` (a LocalCluster sized to this machine) or a scheduler
+    address ``tcp://HOST:PORT``; the local cluster is shut down on exit."""
+    try:
+        from distributed import Client, LocalCluster
+    except ModuleNotFoundError as err:
+        raise ConfigError(
+            "--dask needs the 'distributed' package (pip install distributed)"
+        ) from err
+    if spec == "local":
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        with LocalCluster(n_workers=cores or 1, threads_per_worker=1, processes=processes,
+                          dashboard_address=None) as cluster, Client(cluster) as client:  # fmt: skip
+            yield client
+    elif "://" in spec:
+        try:
+            client = Client(spec, timeout="30s")
+        except OSError as err:
+            raise ConfigError(f"--dask {spec}: cannot reach the scheduler ({err})") from err
+        with client:
+            yield client
+    else:
+        raise ConfigError(
+            f"--dask must be 'local' or a scheduler address tcp://HOST:PORT, got {spec!r}"
+        )
+
+
+def dask_map(client: object):
+    """A stream.predict_dataset mapper that runs each predict_part task on the cluster."""
+    from distributed import as_completed
+
+    def mapper(tasks: list[tuple]) -> Iterator[int]:
+        futures = [client.submit(predict_part, *t, pure=False) for t in tasks]  # type: ignore[attr-defined]
+        for future in as_completed(futures):
+            yield future.result()
+
+    return mapper

@@ -1,0 +1,176 @@
+"""Streaming and partitioned prediction: same numbers as in-memory predict_catalog, atomic outputs,
+resuming, and the Dask path (deepz_core.stream, deepz_core.scaleout)."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from astropy.table import Table
+
+from deepz_core import stream
+from deepz_core.catalog import Catalog
+from deepz_core.catalog_io import write_catalog
+from deepz_core.cli import main
+from deepz_core.errors import ConfigError
+from deepz_core.pipeline import create_run, execute_run
+from deepz_core.predict import mixture_from_arrays, predict_catalog
+from deepz_core.pz import PzConfig
+from deepz_core.runs import RunDir
+from tests.synthetic import synthetic_catalog
+
+TINY_MODEL = dict(n_latent=2, width=12, encoder_layers=1, decoder_layers=1, photoz_layers=2,
+                  photoz_first_width=0, n_components=2)  # fmt: skip
+TRAIN = dict(schedule=((1, 1e-3),), batch_size=40, repetitions=1, folds=2, device="cpu", seed=2)
+_synthetic = partial(synthetic_catalog, exposures=False, missing_zspec=0.2)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[RunDir, Catalog, dict]:
+    """A tiny run trained on galaxies 1..60 and a 150-galaxy catalogue (ids 31..180: half of
+    the training set, so some rows get out-of-fold p(z)) in every streamed format."""
+    root = tmp_path_factory.mktemp("stream")
+    write_catalog(_synthetic(60, 0), root / "train.fits")
+    run = create_run(root / "run", str(root / "train.fits"), pretrain="none", model=TINY_MODEL,
+                     train=TRAIN)  # fmt: skip
+    execute_run(run)
+    cat = _synthetic(150, 1, first_id=31)
+    cat.extra["ra"] = np.linspace(150, 151, 150)
+    files = {}
+    for ext in ("fits", "parquet", "csv"):
+        files[ext] = write_catalog(cat, root / f"cat.{ext}")
+    return run, cat, files
+
+
+def _read(path) -> Table:
+    return stream.astropy_table(pq.read_table(path))
+
+
+def _same(a: Table, b: Table) -> None:
+    for name in ("ref_id", "zphot", "zmean", "zmedian", "odds", "pit", "out_of_fold", "weights",
+                 "means", "stds"):  # fmt: skip
+        np.testing.assert_allclose(np.asarray(a[name], float), np.asarray(b[name], float),
+                                   rtol=1e-5, atol=1e-6, err_msg=name)  # fmt: skip
+
+
+@pytest.mark.parametrize("ext", ["fits", "parquet", "csv"])
+def test_chunked_prediction_matches_in_memory(trained, tmp_path, ext) -> None:
+    run, cat, files = trained
+    expected = predict_catalog(run.path, cat, tmp_path / "mem.fits")
+    assert np.asarray(expected["out_of_fold"]).any()
+    n = stream.predict_file(str(run.path), str(files[ext]), str(tmp_path / "s.parquet"),
+                            chunk_size=40, grid=True)  # fmt: skip
+    got = _read(tmp_path / "s.parquet")
+    assert n == len(got) == cat.n_galaxies
+    _same(got, expected)
+    np.testing.assert_allclose(got["ra"], cat.extra["ra"])
+    cfg = PzConfig(**run.config().get("pz", {}))
+    mix = mixture_from_arrays(*(np.asarray(got[k]) for k in ("weights", "means", "stds")))
+    inside = (mix.cdf(torch.tensor(cfg.z_max)) - mix.cdf(torch.tensor(cfg.z_min))).numpy()
+    pz = np.asarray(got["pz"])  # (N, G) densities on the grid
+    assert pz.shape == (cat.n_galaxies, len(cfg.grid()))
+    np.testing.assert_allclose(pz.sum(1) * cfg.dz, inside, atol=0.01)
+
+
+def test_fits_output_and_dataset_match(trained, tmp_path) -> None:
+    run, cat, files = trained
+    stream.predict_file(str(run.path), str(files["fits"]), str(tmp_path / "s.fits"), chunk_size=64)
+    rows = stream.predict_dataset(str(run.path), str(files["parquet"]), str(tmp_path / "ds"),
+                                  chunk_size=64)  # fmt: skip
+    assert rows == cat.n_galaxies and (tmp_path / "ds" / stream.SUCCESS).exists()
+    _same(_read(tmp_path / "ds"), Table.read(tmp_path / "s.fits"))
+
+
+def test_killed_prediction_leaves_no_finished_output(trained, tmp_path, monkeypatch) -> None:
+    run, _, files = trained
+    real, calls = stream._write_chunks, []
+
+    def dying(tables, tmp):
+        calls.append(tmp)
+        if len(calls) > 1:
+            raise KeyboardInterrupt("killed")
+        return real(tables, tmp)
+
+    monkeypatch.setattr(stream, "_write_chunks", dying)
+    out = tmp_path / "ds"
+    with pytest.raises(KeyboardInterrupt):
+        stream.predict_dataset(str(run.path), str(files["fits"]), str(out), chunk_size=50)
+    assert sorted(p.name for p in out.iterdir()) == ["_plan.json", "part-00000.parquet"]
+
+    def first_then_die(tables, tmp):
+        real(iter([next(tables)]), tmp)  # one chunk reaches the temporary file
+        raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(stream, "_write_chunks", first_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        stream.predict_file(str(run.path), str(files["fits"]), str(tmp_path / "one.parquet"),
+                            chunk_size=50)  # fmt: skip
+    assert list(tmp_path.glob("one*")) == [] and list(tmp_path.glob(".one*")) == []
+
+
+def test_resume_skips_finished_parts(trained, tmp_path, monkeypatch) -> None:
+    run, cat, files = trained
+    out = tmp_path / "ds"
+    stream.predict_dataset(str(run.path), str(files["csv"]), str(out), chunk_size=50)
+    (out / "part-00001.parquet").unlink()
+    (out / stream.SUCCESS).unlink()
+    real, done = stream.predict_part, []
+    monkeypatch.setattr(stream, "predict_part", lambda *t: done.append(t[2]) or real(*t))
+    assert stream.predict_dataset(str(run.path), str(files["csv"]), str(out), chunk_size=50) == 150
+    assert done == [(50, 100)] and (out / stream.SUCCESS).exists()
+    with pytest.raises(ConfigError, match="another catalogue"):
+        stream.predict_dataset(str(run.path), str(files["csv"]), str(out), chunk_size=30)
+
+
+def test_cli_errors(trained, tmp_path, capsys) -> None:
+    run, _, files = trained
+    base = ["predict", "--run", str(run.path), "--catalog", str(files["fits"])]
+    assert main([*base, "--out", str(tmp_path / "p.parquet"), "--dask", "local"]) == 2
+    assert "without a suffix" in capsys.readouterr().err
+    assert main([*base, "--out", str(tmp_path / "d"), "--dask", "nowhere"]) == 2
+    assert "tcp://" in capsys.readouterr().err
+    assert main([*base, "--out", str(tmp_path / "d"), "--chunk-size", "0"]) == 2
+    assert "--chunk-size" in capsys.readouterr().err
+
+
+def test_dask_matches_single_process(trained, tmp_path) -> None:
+    from distributed import Client, LocalCluster
+
+    from deepz_core.scaleout import dask_map
+
+    run, _, files = trained
+    single = stream.predict_dataset(str(run.path), str(files["fits"]), str(tmp_path / "a"),
+                                    chunk_size=40)  # fmt: skip
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as cluster, Client(cluster) as client:  # fmt: skip
+        rows = stream.predict_dataset(str(run.path), str(files["fits"]), str(tmp_path / "b"),
+                                      chunk_size=40, mapper=dask_map(client))  # fmt: skip
+    assert rows == single
+    assert sorted(p.name for p in (tmp_path / "b").glob("part-*")) == [
+        f"part-{i:05d}.parquet" for i in range(4)
+    ]
+    _same(_read(tmp_path / "b"), _read(tmp_path / "a"))
+
+
+def test_cli_writes_a_dataset_and_resumes(trained, tmp_path, capsys) -> None:
+    run, cat, files = trained
+    argv = ["predict", "--run", str(run.path), "--catalog", str(files["parquet"]), "--out",
+            str(tmp_path / "ds"), "--chunk-size", "64"]  # fmt: skip
+    assert main(argv) == 0 and main(argv) == 0
+    assert f"wrote {cat.n_galaxies} predictions" in capsys.readouterr().out
+    assert len(Table.read(tmp_path / "ds" / "part-00000.parquet")) > 0
+
+
+@pytest.mark.slow
+def test_cli_dask_local_processes(trained, tmp_path, capsys) -> None:
+    run, cat, files = trained
+    argv = ["predict", "--run", str(run.path), "--catalog", str(files["fits"]), "--out",
+            str(tmp_path / "ds"), "--chunk-size", "64", "--dask", "local"]  # fmt: skip
+    assert main(argv) == 0
+    assert f"wrote {cat.n_galaxies} predictions" in capsys.readouterr().out
+    assert len(list((tmp_path / "ds").glob("part-*.parquet"))) == 3
