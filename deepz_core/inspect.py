@@ -375,14 +375,14 @@ def _band_summary(cat: Catalog) -> BandSummary:
 
 def summarize(cat: Catalog) -> CatalogSummary:
     """Counts, spec-z coverage, magnitudes and per-band SNR of a (validated) catalogue."""
-    from deepz_core.simulate.sps import reference_band
+    from deepz_core.features import resolve_ref_band
 
     z = cat.zspec[np.isfinite(cat.zspec)]
     if cat.mag is not None:
         mag, label = cat.mag, "catalogue magnitude 'mag' [AB mag]"
     else:
         try:
-            ref = reference_band(cat.bands)
+            ref = resolve_ref_band(cat.bands)
         except ConfigError:  # no i band: the first band stands in
             ref = cat.bands[0]
         mag, label = cat.magnitudes(ref), f"{ref} magnitude from its flux [AB mag]"

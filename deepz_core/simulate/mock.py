@@ -22,10 +22,10 @@ import numpy as np
 from deepz_core.bands import get_band
 from deepz_core.catalog import Catalog, Exposures
 from deepz_core.errors import ConfigError
+from deepz_core.features import resolve_ref_band
 from deepz_core.progress import progress_bar
 from deepz_core.simulate import galaxies
 from deepz_core.simulate.photometry import BandPhotometry
-from deepz_core.simulate.sps import reference_band
 from deepz_core.simulate.ssp import load_library
 
 FLUXZP = 23.9
@@ -157,7 +157,7 @@ def simulate_mock(
     if n < 1:
         raise ConfigError(f"n must be >= 1, got {n}")
     bands = tuple(bands)
-    ref = bands.index(reference_band(bands))
+    ref = bands.index(resolve_ref_band(bands))
     rng = np.random.default_rng(seed)
     pcfg = cfg.population
     mag = galaxies.sample_magnitudes(n, pcfg, rng)

@@ -19,6 +19,7 @@ import numpy as np
 from deepz_core.bands import get_band
 from deepz_core.catalog import Catalog
 from deepz_core.errors import ConfigError
+from deepz_core.features import resolve_ref_band
 from deepz_core.progress import progress_bar
 from deepz_core.simulate import population as pop
 from deepz_core.simulate.photometry import BandPhotometry
@@ -75,16 +76,6 @@ class SPSConfig:
         if unknown:
             raise ConfigError(f"unknown SPS config fields {unknown}; known: {sorted(known)}")
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
-
-
-def reference_band(bands: Sequence[str]) -> str:
-    """The normalisation band: subaru_i if present, else the band whose name ends in '_i'."""
-    if "subaru_i" in bands:
-        return "subaru_i"
-    candidates = [b for b in bands if b.endswith("_i")]
-    if not candidates:
-        raise ConfigError(f"no i band among {list(bands)}: pass a reference band explicitly")
-    return candidates[0]
 
 
 @cache
@@ -149,7 +140,7 @@ def simulate_sps(
     if n < 1:
         raise ConfigError(f"n must be >= 1, got {n}")
     bands = tuple(bands)
-    ref = bands.index(reference_band(bands))
+    ref = bands.index(resolve_ref_band(bands))
     lib = load_library()
     phot = BandPhotometry(bands, lib.wavelength)
     rng = np.random.default_rng(seed)
