@@ -30,3 +30,15 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def small_catalog(tmp_path_factory: pytest.TempPathFactory):
+    """A 150-galaxy PAUS-like mock with single exposures, as a canonical FITS file (built once)."""
+    from deepz_core.bands import band_set
+    from deepz_core.catalog_io import write_catalog
+    from deepz_core.simulate import simulate
+
+    path = tmp_path_factory.mktemp("cat") / "small.fits"
+    write_catalog(simulate("paus-mock", 150, band_set("paus_cosmos"), 1), path)
+    return path

@@ -11,19 +11,9 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from deepz_core.bands import band_set
-from deepz_core.catalog_io import read_catalog, write_catalog
-from deepz_core.simulate import simulate
+from deepz_core.catalog_io import read_catalog
 
 TIMEOUT = 60
-
-
-@pytest.fixture(scope="module")
-def small_catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 150-galaxy PAUS-like mock with single exposures, as a canonical FITS file."""
-    path = tmp_path_factory.mktemp("cat") / "small.fits"
-    write_catalog(simulate("paus-mock", 150, band_set("paus_cosmos"), 1), path)
-    return path
 
 
 @pytest.fixture

@@ -15,24 +15,14 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 from deepz_core import cli
-from deepz_core.bands import band_set
-from deepz_core.catalog_io import write_catalog
 from deepz_core.paths import atomic_write_json
 from deepz_core.runs import RunDir, list_runs
-from deepz_core.simulate import simulate
 from deepz_core.worker import run_queue, run_state, worker_pid
 
 TIMEOUT = 60
 TINY_MODEL = {"width": 16, "encoder_layers": 1, "decoder_layers": 1, "photoz_layers": 1,
               "photoz_first_width": 0, "n_components": 3}  # fmt: skip
 TINY_TRAIN = {"schedule": [[2, 0.001]], "batch_size": 50, "checkpoint_every": 1}
-
-
-@pytest.fixture(scope="module")
-def small_catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("cat") / "small.fits"
-    write_catalog(simulate("paus-mock", 150, band_set("paus_cosmos"), 1), path)
-    return path
 
 
 @pytest.fixture
