@@ -83,6 +83,18 @@ def queue_run(
     return run
 
 
+def queue_templatefit(runs: Path, catalog: str, device: str, calibrate: bool,
+                      start: bool = True) -> RunDir:  # fmt: skip
+    """Write a new template-fit run folder (status 'queued') for the same worker queue."""
+    from deepz_core.templatefit_run import create_templatefit_run
+
+    run = create_templatefit_run(runs / new_run_id("tfit"), catalog, device=device,
+                                 calibrate=calibrate)  # fmt: skip
+    if start:
+        ensure_worker(runs)
+    return run
+
+
 def cancel_run(run: RunDir) -> None:
     """Ask a run to stop: a queued run is cancelled at once, a running one after its epoch."""
     run.file("cancel").write_text(time.strftime("%Y-%m-%d %H:%M:%S"))

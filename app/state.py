@@ -21,7 +21,7 @@ from deepz_core.features import Features, build_features
 from deepz_core.inspect import CatalogSummary, Report, Source, prepare_catalog, summarize
 from deepz_core.model import DeepzModel, load_model, load_model_json
 from deepz_core.pz import PzConfig
-from deepz_core.runs import RunDir, check_run_id, list_runs
+from deepz_core.runs import RunDir, check_run_id, list_runs, run_kind
 
 # --- folders (under DEEPZ_HOME or the working directory) ----------------------------------------
 
@@ -154,12 +154,18 @@ def import_report(
 RunKey = tuple[str, float]
 
 
-def finished_runs() -> list[str]:
-    """Ids of finished runs that hold predictions, newest first."""
+ALL_KINDS = ("deepz", "templatefit")
+
+
+def finished_runs(kinds: tuple[str, ...] = ALL_KINDS) -> list[str]:
+    """Ids of finished runs of these kinds ('deepz' networks, 'templatefit') that hold
+    predictions, newest first."""
     return [
         r.run_id
         for r in list_runs(runs_dir())
-        if r.status().get("state") == "finished" and r.file("predictions.fits").is_file()
+        if r.status().get("state") == "finished"
+        and r.file("predictions.fits").is_file()
+        and run_kind(r.config()) in kinds
     ]
 
 
@@ -281,9 +287,10 @@ def spread_study(key: RunKey, n: int, mag_lo: float | None, mag_hi: float | None
 NO_RUN = "No finished run yet: train one on the **Train** page, then come back here."
 
 
-def pick_analysis_run(key: str) -> str | None:
-    """Run selectbox of the analysis pages (None, with an empty-state note, when none finished)."""
-    finished = finished_runs()
+def pick_analysis_run(key: str, kinds: tuple[str, ...] = ("deepz",)) -> str | None:
+    """Run selectbox of the analysis pages (None, with an empty-state note, when none finished).
+    The explorer and dropping pages need a network ('deepz'); quality cuts take template fits too."""
+    finished = finished_runs(kinds)
     if not finished:
         st.info(NO_RUN)
         return None

@@ -2,7 +2,8 @@
 
 ``SimulationBatches`` draw fresh noise on noiseless simulated fluxes every batch (E20 Sec. 2.4);
 ``DataBatches`` rebuild randomised coadds from single exposures every batch (E20 Sec. 5.1), each member
-from its own training set (E20 Sec. 5.2). All tensors live on the training device.
+from its own training set (E20 Sec. 5.2), and can add photometric outliers (E20 App. B). All tensors
+live on the training device.
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from deepz_core.coadds import randomized_coadds
+from deepz_core.coadds import ExposureStack
+from deepz_core.errors import ConfigError
+
+OUTLIER_MAX_AMPLITUDE = 1.0  # an outlier adds U(0, this) x |the band's coadd flux| (E20 App. B)
 
 
 @dataclass
@@ -34,6 +38,26 @@ def member_orders(pools: list[np.ndarray], rng: np.random.Generator) -> np.ndarr
     """
     n = min(len(p) for p in pools)
     return np.stack([rng.permutation(p)[:n] for p in pools])
+
+
+def add_outliers(x: Tensor, coadd: Tensor, fraction: float, bands: Tensor,
+                 gen: torch.Generator) -> Tensor:  # fmt: skip
+    """Photometric outliers in the training inputs (E20 App. B, Fig. B1), (E, n, B) -> (E, n, B).
+
+    Each galaxy is hit with probability ``fraction``; a hit galaxy gets, in ONE band drawn uniformly
+    from ``bands`` (indices), an extra flux of U(0, OUTLIER_MAX_AMPLITUDE) x |its coadd flux in that
+    band| (Fig. B1 adds a percentage of the band's own flux). ``x`` and ``coadd`` are ratios to the
+    reference flux, so this is the same flux change; the reference band is never in ``bands`` (an
+    outlier there would rescale every ratio instead). Other galaxies and bands are returned unchanged.
+    """
+    e, n, _ = x.shape
+    hit = torch.rand((e, n), generator=gen, device=x.device) < fraction  # (E, n)
+    pick = torch.randint(len(bands), (e, n), generator=gen, device=x.device)  # (E, n)
+    band = bands[pick].unsqueeze(-1)  # (E, n, 1)
+    amp = OUTLIER_MAX_AMPLITUDE * torch.rand((e, n, 1), generator=gen, device=x.device)
+    extra = amp * coadd.gather(-1, band).abs()  # (E, n, 1)
+    delta = torch.zeros_like(x).scatter_(-1, band, extra)  # (E, n, B), one non-zero band
+    return torch.where(hit.unsqueeze(-1), x + delta, x)  # (E, n, B)
 
 
 def batch_slices(n: int, batch_size: int, min_batch: int) -> list[slice]:
@@ -68,19 +92,29 @@ class SimulationBatches:
 
 
 class DataBatches:
-    """Training batches from observed features, with randomised coadds where exposures exist."""
+    """Training batches from observed features, with randomised coadds where exposures exist and,
+    when ``outlier_fraction`` > 0, photometric outliers drawn afresh every epoch (E20 App. B)."""
 
     def __init__(self, features, train: np.ndarray, device: torch.device, alpha: float,
-                 keep_one: bool, randomize: bool) -> None:  # fmt: skip
+                 keep_one: bool, randomize: bool, outlier_fraction: float = 0.0) -> None:  # fmt: skip
         self.pools = [np.flatnonzero(row) for row in train]  # per-member training galaxies
+        self.outlier_fraction = outlier_fraction
+        ref = features.bands.index(features.ref_band)
+        others = [j for j in range(len(features.bands)) if j != ref]
+        if outlier_fraction > 0 and not others:
+            raise ConfigError(f"outlier_fraction {outlier_fraction!r} needs a band besides the "
+                              f"reference band {features.ref_band!r}")  # fmt: skip
+        self.outlier_bands = torch.as_tensor(others, dtype=torch.long, device=device)  # (B - 1,)
         self.x = torch.as_tensor(features.ratio, device=device)  # (N, B)
         self.z = torch.as_tensor(features.zspec, dtype=torch.float32, device=device)  # (N,)
         self.alpha, self.keep_one = alpha, keep_one
         self.randomize = randomize and features.has_exposures and alpha < 1.0
         if self.randomize:
-            self.exp_x = torch.as_tensor(features.exp_ratio, device=device)  # (N, B, X)
-            self.exp_err = torch.as_tensor(features.exp_error, device=device)  # (N, B, X)
-            self.exp_mask = torch.as_tensor(features.exp_mask, device=device)  # (N, B, X)
+            self.exposures = ExposureStack(
+                torch.as_tensor(features.exp_ratio, device=device),  # (N, B, X)
+                torch.as_tensor(features.exp_error, device=device),  # (N, B, X)
+                torch.as_tensor(features.exp_mask, device=device),  # (N, B, X)
+            )
 
     def epoch(
         self, rng: np.random.Generator, gen: torch.Generator, batch_size: int, min_batch: int
@@ -91,8 +125,7 @@ class DataBatches:
             x = self.x[idx]  # (E, n, B)
             weight = None
             if self.randomize:
-                rebuilt = randomized_coadds(x, self.exp_x[idx], self.exp_err[idx], self.exp_mask[idx],
-                                            self.alpha, gen, self.keep_one)  # fmt: skip
+                rebuilt = self.exposures.coadds(idx, x, self.alpha, gen, self.keep_one)
                 if not self.keep_one:  # a galaxy that lost every exposure of a band leaves the loss
                     lost = torch.isnan(rebuilt).any(-1)  # (E, n)
                     rebuilt = torch.where(
@@ -100,4 +133,6 @@ class DataBatches:
                     )  # keeps BatchNorm stats sane
                     weight = (~lost).float()
                 x = rebuilt
+            if self.outlier_fraction > 0:  # after the coadds: outliers hit the final photometry
+                x = add_outliers(x, self.x[idx], self.outlier_fraction, self.outlier_bands, gen)
             yield Batch(x=x, z=self.z[idx], weight=weight)

@@ -41,7 +41,9 @@ def parse_bands(text: str) -> tuple[str, ...]:
 
 
 def _simulate_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--kind", required=True, choices=("sps", "paus-mock"))
+    from deepz_core.simulate.cache import KINDS
+
+    p.add_argument("--kind", required=True, choices=KINDS)
     p.add_argument("--n", type=int, required=True, help="number of galaxies")
     p.add_argument("--bands", default="paus_cosmos", help="band set or comma-separated bands")
     p.add_argument("--seed", type=int, default=0)
@@ -104,7 +106,8 @@ def _load_commands() -> None:
     """Import the modules that register further commands (training, inference, benchmarks)."""
     import importlib
 
-    for module in ("deepz_core.cli_train", "deepz_core.cli_bench", "deepz_core.worker"):
+    for module in ("deepz_core.cli_train", "deepz_core.cli_bench", "deepz_core.worker",
+                   "deepz_core.experiments.cli", "deepz_core.cli_templates"):  # fmt: skip
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:

@@ -35,3 +35,33 @@ def _bench_sim(args: argparse.Namespace) -> int:
 
     print(json.dumps(run_bench_sim(args.n_sps, args.n_mock)))
     return 0
+
+
+def _bench_stream_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--n", type=int, default=100_000, help="galaxies (the issue's figure: 10000000)")
+    p.add_argument("--unique", type=int, default=0,
+                   help="distinct simulated galaxies, re-observed to fill n rows (0: min(n, 100000))")  # fmt: skip
+    p.add_argument("--chunk-sizes", default="25000,100000", help="partition sizes, comma-separated")
+    p.add_argument(
+        "--threads", default="1,2", help="torch threads of single-process runs ('': none)"
+    )
+    p.add_argument("--workers", default="1,2", help="--dask local:W sizes ('': none)")
+    p.add_argument("--model-preset", default="smoke", help="network size: smoke, quick or paper")
+    p.add_argument("--members", type=int, default=1, help="ensemble members of the trained network")
+    p.add_argument("--run", help="an existing run folder instead of a briefly trained network")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--work-dir", help="catalogue, run and output folder (default: the deepz cache)")
+
+
+@command("bench-stream", _bench_stream_args)
+def _bench_stream(args: argparse.Namespace) -> int:
+    """Time survey-scale prediction end to end: single process vs Dask, per partition size."""
+    from deepz_core.bench_stream import StreamBench, parse_ints, run_stream_bench
+
+    cfg = StreamBench(n=args.n, unique=args.unique, preset=args.model_preset, members=args.members,
+                      chunk_sizes=parse_ints(args.chunk_sizes, "--chunk-sizes"),
+                      threads=parse_ints(args.threads, "--threads"),
+                      workers=parse_ints(args.workers, "--workers"), run=args.run, seed=args.seed,
+                      work_dir=args.work_dir)  # fmt: skip
+    print(json.dumps(run_stream_bench(cfg)))
+    return 0

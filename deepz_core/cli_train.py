@@ -27,6 +27,9 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--alpha", type=float, help="probability of keeping each single exposure (0.8)")
     p.add_argument("--no-autoencoder", action="store_true", help="ablation: photo-z network alone")
     p.add_argument("--no-randomize", action="store_true", help="train on the full coadds only")
+    p.add_argument("--train-outliers", type=float, metavar="FRACTION",
+                   help="E20 App. B: each epoch add a photometric outlier (one band, extra flux "
+                   "U(0, 1) x that band's flux) to this fraction of training galaxies (0)")  # fmt: skip
     p.add_argument("--epochs", type=int, help="override: fine-tuning epochs at the first rate")
     p.add_argument("--batch-size", type=int)
     p.add_argument(
@@ -41,7 +44,7 @@ def train_overrides(args: argparse.Namespace) -> tuple[dict, dict]:
     """(model overrides, train overrides) from the optional arguments that were given."""
     train: dict = {"device": args.device, "seed": args.seed}
     for name, key in (("members", "repetitions"), ("folds", "folds"), ("alpha", "alpha"),
-                      ("batch_size", "batch_size")):  # fmt: skip
+                      ("batch_size", "batch_size"), ("train_outliers", "outlier_fraction")):  # fmt: skip
         if getattr(args, name) is not None:
             train[key] = getattr(args, name)
     if args.no_randomize:
@@ -108,7 +111,10 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--chunk-size", type=int, default=100_000, help="galaxies per chunk/partition")
     p.add_argument("--grid", action="store_true", help="also write p(z) on the run's z grid")
-    p.add_argument("--dask", help="'local' (LocalCluster, one worker per core) or tcp://HOST:PORT")
+    p.add_argument(
+        "--dask",
+        help="'local' (LocalCluster, one worker per core), 'local:N' (N workers) or tcp://HOST:PORT",
+    )
 
 
 @command("predict", _predict_args)

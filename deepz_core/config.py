@@ -52,7 +52,7 @@ def _check_types(cfg: TrainConfig) -> None:
         if not isinstance(value, numbers.Integral) or isinstance(value, bool):
             raise ConfigError(f"{name} must be an integer, got {value!r}")
         object.__setattr__(cfg, name, int(value))  # numpy integers -> int (JSON-ready)
-    for name in ("weight_decay", "alpha"):
+    for name in ("weight_decay", "alpha", "outlier_fraction"):
         value = getattr(cfg, name)
         if not _is_real(value) or not math.isfinite(value):
             raise ConfigError(f"{name} must be a finite number, got {value!r}")
@@ -78,6 +78,7 @@ class TrainConfig:
     alpha: float = 0.8  # probability of keeping each single exposure (E20 Sec. 5.1)
     keep_one: bool = True  # keep >= 1 existing exposure per band
     randomize_coadds: bool = True  # only acts where the catalogue has exposures
+    outlier_fraction: float = 0.0  # galaxies given a photometric outlier each epoch (E20 App. B)
     repetitions: int = 1  # R: random partitions (E20: 10)
     folds: int = 5  # K: folds per partition (E20: 5); E = R * K networks
     eval_every: int = 1  # epochs between validation passes on held-out galaxies
@@ -93,6 +94,8 @@ class TrainConfig:
         _check_types(self)
         if not 0.0 < self.alpha <= 1.0:
             raise ConfigError(f"alpha must be in (0, 1], got {self.alpha}")
+        if not 0.0 <= self.outlier_fraction < 1.0:
+            raise ConfigError(f"outlier_fraction must be in [0, 1), got {self.outlier_fraction!r}")
         if self.weight_decay < 0:
             raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
         for name in ("batch_size", "pretrain_batch_size", "repetitions", "folds", "eval_every",

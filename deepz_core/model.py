@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from deepz_core.errors import ConfigError
 from deepz_core.mdn import GaussianMixture, MixtureDensityHead
-from deepz_core.nn import EnsembleMLP
+from deepz_core.nn import EnsembleMLP, members_view
 from deepz_core.paths import atomic_write, atomic_write_json
 
 _FORMAT = "deepz.model"
@@ -132,14 +132,7 @@ class DeepzModel(nn.Module):
 
     def _members_view(self, x: Tensor) -> Tensor:
         """Check and broadcast inputs to (E, N, F)."""
-        e, f = self.config.members, self.config.n_inputs
-        if x.dim() == 2:
-            x = x.unsqueeze(0).expand(e, -1, -1)  # (E, N, F)
-        if x.dim() != 3 or x.shape[0] != e or x.shape[2] != f:
-            raise ConfigError(
-                f"x: expected shape (E={e}, N, F={f}) or (N, F={f}), got {tuple(x.shape)}"
-            )
-        return x
+        return members_view(x, self.config.members, self.config.n_inputs)
 
     def _require_autoencoder(self) -> tuple[EnsembleMLP, EnsembleMLP]:
         if self.encoder is None or self.decoder is None:

@@ -7,6 +7,7 @@ a killed run to resume from its last checkpoint. Everything the pages show is re
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -129,9 +130,15 @@ def execute_run(run: RunDir) -> None:
     """Train (or resume) the run in ``run`` and write its model, predictions and summary."""
     config = run.config()
     train = TrainConfig.from_dict(config["train"])
+    record_outcome(run, lambda: _train(run, config, train))
+
+
+def record_outcome(run: RunDir, work: Callable[[], None]) -> None:
+    """Run ``work`` with the run marked running; a cancel or a failure is written to its status
+    (a failure is re-raised)."""
     try:
         run.set_status("running", phase="setup", epoch=0)
-        _train(run, config, train)
+        work()
     except Cancelled as exc:
         run.log(str(exc))
         run.set_status("cancelled", message=str(exc))
@@ -173,9 +180,8 @@ def _phases(config, features: Features, splits: Splits, train: TrainConfig, devi
         source = simulation_batches(sim, features, train.members, device)
         phases.append(Phase("pretrain", train.pretrain_schedule, source, pretrain_loss,
                             train.pretrain_batch_size, train.min_batch))  # fmt: skip
-    data = DataBatches(
-        features, splits.train, device, train.alpha, train.keep_one, train.randomize_coadds
-    )
+    data = DataBatches(features, splits.train, device, train.alpha, train.keep_one,
+                       train.randomize_coadds, train.outlier_fraction)  # fmt: skip
     phases.append(
         Phase("finetune", train.schedule, data, finetune_loss, train.batch_size, train.min_batch)
     )

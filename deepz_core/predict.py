@@ -8,6 +8,7 @@ run trained on use only the members that never saw them (E20 Sec. 5.2). Mixture 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,6 @@ from deepz_core.catalog import Catalog
 from deepz_core.errors import ConfigError
 from deepz_core.features import Features, build_features
 from deepz_core.mdn import GaussianMixture, combine_members
-from deepz_core.metrics import point_metrics
 from deepz_core.model import DeepzModel, load_model, load_model_json
 from deepz_core.paths import atomic_write
 from deepz_core.pz import PzConfig, point_products
@@ -56,28 +56,46 @@ def predict_features(
     pz: PzConfig,
     chunk: int | None = None,
 ) -> dict[str, np.ndarray]:
-    """Point products and mixture parameters for every galaxy in ``features`` (dict of (N,) / (N, C))."""
+    """Point products and mixture parameters for every galaxy in ``features`` (dict of (N,) / (N, C)).
+
+    The network runs ``chunk`` galaxies at a time (inference_chunk); the p(z) products run on up to
+    PRODUCT_PAIRS / C galaxies at once, so their blocks can be spread over threads (deepz_core.pz)."""
     model.eval()
     device = next(model.parameters()).device
-    parts: list[dict[str, np.ndarray]] = []
+    n_comp = model.members * model.config.n_components
+    parts: list[dict[str, np.ndarray]] = [  # zero rows: the columns of an empty catalogue
+        {**{k: np.zeros(0) for k in (*POINT_COLUMNS, "pit")},
+         **{k: np.zeros((0, n_comp), np.float32) for k in ("weights", "means", "stds")}}
+    ]  # fmt: skip
     chunk = chunk or inference_chunk(model.members, device)
-    for s in range(0, features.n, chunk):
-        x = torch.as_tensor(features.ratio[s : s + chunk], device=device)
-        mask = (
-            None
-            if member_mask is None
-            else torch.as_tensor(member_mask[:, s : s + chunk], device=device)
-        )
-        mix = combine_members(model(x), mask)  # batch (n,), E*M components
-        mix = GaussianMixture.from_params(
-            mix.log_weights.double(), mix.loc.double(), mix.scale.double()
-        )
-        zs = torch.as_tensor(features.zspec[s : s + chunk], dtype=torch.float64, device=device)
-        out = {k: v.cpu().numpy() for k, v in point_products(mix, pz, zs).items()}
-        out.update(weights=mix.weights.float().cpu().numpy(), means=mix.loc.float().cpu().numpy(),
-                   stds=mix.scale.float().cpu().numpy())  # fmt: skip
+    step = max(chunk, PRODUCT_PAIRS // n_comp // chunk * chunk)  # a multiple of chunk
+    for s in range(0, features.n, step):
+        e = min(s + step, features.n)
+        mixes = [_ensemble_pz(model, features, member_mask, a, min(a + chunk, e), device)
+                 for a in range(s, e, chunk)]  # fmt: skip
+        logits, loc, scale = (torch.cat(t) for t in zip(*mixes, strict=True))  # (n, E*M) each
+        mix = GaussianMixture.from_params(logits.double(), loc.double(), scale.double())
+        zs = torch.as_tensor(features.zspec[s:e], dtype=torch.float64, device=device)
+        out = {k: v.cpu().numpy() for k, v in point_products(mix, pz, zs).items()}  # float64
+        weights = torch.softmax(logits.double(), -1)  # as the products see them
+        out.update(weights=weights.float().cpu().numpy(), means=loc.float().cpu().numpy(),
+                   stds=scale.float().cpu().numpy())  # fmt: skip
         parts.append(out)
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+PRODUCT_PAIRS = 1 << 21  # galaxies x components per p(z) products call (~64 MB of float64 params)
+
+
+def _ensemble_pz(model: DeepzModel, features: Features, member_mask: np.ndarray | None,
+                 start: int, stop: int, device: torch.device) -> tuple[torch.Tensor, ...]:  # fmt: skip
+    """Ensemble p(z) of galaxies [start, stop) as float32 (n, E*M) log weights, means, sigmas."""
+    x = torch.as_tensor(features.ratio[start:stop], device=device)
+    mask = (
+        None if member_mask is None else torch.as_tensor(member_mask[:, start:stop], device=device)
+    )
+    mix = combine_members(model(x), mask)  # batch (n,), E*M components
+    return mix.log_weights, mix.loc, mix.scale
 
 
 def predictions_table(
@@ -123,6 +141,8 @@ def write_table(table: Table, path: Path | str) -> Path:
 
 def summarise(table: Table) -> dict[str, Any]:
     """Headline metrics over galaxies with a spec-z (out-of-fold ones when flagged)."""
+    from deepz_core.metrics import point_metrics  # scipy.stats: ~1 s to import, not for workers
+
     z = np.asarray(table["zspec"])
     use = np.isfinite(z)
     if "out_of_fold" in table.colnames:
@@ -186,13 +206,22 @@ def _member_mask(run: RunDir, ref_id: np.ndarray, members: int) -> tuple[np.ndar
     path = run.file("splits.npz")
     if not path.exists():
         return mask, oof
-    with np.load(path) as s:
-        train, labelled, train_ids = s["train"], s["labelled"], s["ref_id"]
-    splits = Splits(train=train, labelled=labelled, repetitions=0, folds=0)
-    order = np.argsort(train_ids)
+    predict_mask, out_of_fold, train_ids, order = _training_splits(
+        str(path), path.stat().st_mtime_ns
+    )
     pos = np.searchsorted(train_ids, ref_id, sorter=order)
     pos = order[np.clip(pos, 0, len(order) - 1)]
     seen = train_ids[pos] == ref_id
-    mask[:, seen] = splits.predict_mask()[:, pos[seen]]
-    oof[seen] = splits.out_of_fold()[pos[seen]]
+    mask[:, seen] = predict_mask[:, pos[seen]]
+    oof[seen] = out_of_fold[pos[seen]]
     return mask, oof
+
+
+@functools.lru_cache(maxsize=4)
+def _training_splits(path: str, mtime_ns: int) -> tuple[np.ndarray, ...]:
+    """(E, T) usable members, (T,) out-of-fold flags, training ref_ids and their sort order;
+    read once per process and file version (streamed predictions ask for every chunk)."""
+    with np.load(path) as s:
+        train, labelled, train_ids = s["train"], s["labelled"], s["ref_id"]
+    splits = Splits(train=train, labelled=labelled, repetitions=0, folds=0)
+    return splits.predict_mask(), splits.out_of_fold(), train_ids, np.argsort(train_ids)

@@ -147,6 +147,11 @@ def rng_from_json(state: dict[str, Any]) -> np.random.Generator:
     return np.random.Generator(bitgen)
 
 
+def run_kind(config: dict[str, Any]) -> str:
+    """'deepz' (a network ensemble; configs without a kind) or 'templatefit'."""
+    return str(config.get("kind", "deepz"))
+
+
 def list_runs(root: Path) -> list[RunDir]:
     """Run folders under ``root``, newest first."""
     if not root.exists():

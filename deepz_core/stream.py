@@ -1,7 +1,8 @@
 """Survey-scale inference: read catalogues in chunks, predict, write Parquet (or FITS) atomically.
 
-A catalogue is cut into partitions and read in chunks of at most ``chunk_size`` rows
-(deepz_core.chunked_io), so memory stays bounded whatever the file size.
+A catalogue is cut into partitions of at most ``chunk_size`` rows, each read in chunks of at most
+``CPU_CHUNK`` rows on a CPU (deepz_core.chunked_io, only the columns used), so memory stays bounded
+whatever the file or partition size. The network and the p(z) products run chunk by chunk.
 
 Output: one file (``.parquet``, or ``.fits`` assembled in memory for small outputs) or, when the
 output name has no suffix, a partitioned Parquet dataset ``OUT/part-00000.parquet ...`` with
@@ -24,8 +25,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from deepz_core.catalog import Catalog
-from deepz_core.chunked_io import Range, iter_rows, plan
+from deepz_core.catalog import ERROR_PREFIX, FLUX_PREFIX, Catalog
+from deepz_core.chunked_io import Range, count_rows, iter_rows, plan
 from deepz_core.errors import ConfigError
 from deepz_core.features import build_features
 from deepz_core.model import DeepzModel, load_model, load_model_json
@@ -41,7 +42,8 @@ from deepz_core.predict import (
 from deepz_core.pz import PzConfig
 from deepz_core.runs import RunDir
 
-DEFAULT_CHUNK = 100_000
+DEFAULT_CHUNK = 100_000  # rows per partition (one part file, one Dask task)
+CPU_CHUNK = 25_000  # rows read and predicted at once on a CPU: ~330 MB, as fast as larger chunks
 FITS_MAX_ROWS = 2_000_000  # FITS output is assembled in memory
 KEEP_EXTRA = ("ra", "dec")  # catalogue columns copied to the predictions when present
 SUCCESS = "_SUCCESS"
@@ -60,12 +62,12 @@ class Predictor:
     meta: dict[str, Any]
     pz: PzConfig
 
-    def __call__(self, cat: Catalog, grid: bool = False) -> pa.Table | None:
+    def __call__(self, cat: Catalog, grid: bool = False) -> pa.Table:
+        """Predictions for the galaxies of ``cat`` with features (none: an empty table with the
+        same columns, so every chunk and part of a dataset has one schema)."""
         if self.meta.get("bands") is not None:
             cat = match_bands(cat, tuple(self.meta["bands"]))
         features = build_features(cat, self.meta.get("ref_band"), use_exposures=False)
-        if features.n == 0:
-            return None
         mask, oof = _member_mask(self.run, features.ref_id, self.model.members)
         products = predict_features(self.model, features, mask, self.pz)
         extra = {"out_of_fold": oof}
@@ -74,8 +76,42 @@ class Predictor:
             extra["pz"] = pz_grid(products, self.pz)
         return arrow_table(predictions_table(features, products, extra))
 
+    def columns(self) -> set[str] | None:
+        """Catalogue columns the predictions use (None: all, for a run without recorded bands)."""
+        bands = self.meta.get("bands")
+        if bands is None:
+            return None
+        fluxes = {p + b for b in bands for p in (FLUX_PREFIX, ERROR_PREFIX)}
+        return {"ref_id", "zspec", "mag", *KEEP_EXTRA, *fluxes}
+
+    def chunks(self, catalog: str, rows: Range, chunk_size: int) -> Iterator[Catalog]:
+        """The rows [start, stop) of ``catalog`` in chunks, with only the columns used: at most
+        CPU_CHUNK rows on a CPU (memory, not speed, grows with the chunk), ``chunk_size`` on a GPU."""
+        device = next(self.model.parameters()).device
+        size = chunk_size if device.type == "cuda" else min(chunk_size, CPU_CHUNK)
+        return iter_rows(catalog, rows, size, self.columns())
+
 
 _PREDICTORS: dict[tuple[str, str], Predictor] = {}  # one loaded model per worker process
+
+
+def tune_malloc() -> bool:
+    """Let glibc keep freed blocks of up to 64 MiB for reuse (False where that is not glibc).
+
+    The products allocate a few MB per block, a chunk's columns tens of MB. Dask workers start
+    with MALLOC_TRIM_THRESHOLD_=65536, which also fixes glibc's mmap threshold at 128 kB: every
+    such allocation then became a fresh mmap with page faults, doubling the CPU time of a chunk
+    (measured, docs/benchmarks.md)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc malloc.h
+    return bool(mallopt(m_mmap_threshold, 64 << 20)) and bool(mallopt(m_trim_threshold, 256 << 20))
 
 
 def load_predictor(run_dir: Path | str, device: str = "cpu") -> Predictor:
@@ -84,6 +120,7 @@ def load_predictor(run_dir: Path | str, device: str = "cpu") -> Predictor:
 
     key = (str(Path(run_dir).resolve()), device)  # resolved here: on the worker that predicts
     if key not in _PREDICTORS:
+        tune_malloc()
         run = RunDir(Path(run_dir))
         if not run.file("model.safetensors").exists():
             raise ConfigError(f"--run {run_dir} has no trained model (model.safetensors)")
@@ -98,7 +135,7 @@ def load_predictor(run_dir: Path | str, device: str = "cpu") -> Predictor:
 def pz_grid(products: dict[str, np.ndarray], pz: PzConfig, block: int = 4096) -> np.ndarray:
     """(N, G) float32 p(z) on the PzConfig grid from the stored mixture parameters."""
     z = torch.as_tensor(pz.grid(), dtype=torch.float64)
-    out = []
+    out = [np.zeros((0, len(z)), dtype=np.float32)]
     for s in range(0, len(products["weights"]), block):
         mix = mixture_from_arrays(
             *(products[k][s : s + block] for k in ("weights", "means", "stds"))
@@ -120,14 +157,16 @@ def arrow_table(table: Any) -> pa.Table:
 # ---------------------------------------------------------------- writing
 
 
-def _write_chunks(tables: Iterator[pa.Table | None], tmp: Path) -> int:
+PARQUET_OPTIONS = dict(compression="zstd", compression_level=1, use_dictionary=False)
+# zstd level 1: ~25% smaller than snappy at about its speed; no dictionaries (distinct floats)
+
+
+def _write_chunks(tables: Iterator[pa.Table], tmp: Path) -> int:
     """Stream Arrow tables into one Parquet file; returns rows written (0: empty file)."""
     writer, n = None, 0
     try:
         for t in tables:
-            if t is None:
-                continue
-            writer = writer or pq.ParquetWriter(tmp, t.schema)
+            writer = writer or pq.ParquetWriter(tmp, t.schema, **PARQUET_OPTIONS)
             writer.write_table(t)
             n += t.num_rows
     finally:
@@ -142,7 +181,7 @@ def predict_part(run_dir: str, catalog: str, rows: Range, out: str, chunk_size: 
                  device: str = "cpu", grid: bool = False) -> int:  # fmt: skip
     """Predict rows [start, stop) of ``catalog`` into the Parquet file ``out`` (atomic); rows out."""
     predictor = load_predictor(run_dir, device)
-    tables = (predictor(c, grid) for c in iter_rows(catalog, rows, chunk_size))
+    tables = (predictor(c, grid) for c in predictor.chunks(catalog, rows, chunk_size))
     n = [0]
     atomic_write(out, lambda tmp: n.__setitem__(0, _write_chunks(tables, tmp)))
     return n[0]
@@ -152,17 +191,19 @@ def predict_file(run_dir: str, catalog: str, out: str, chunk_size: int = DEFAULT
                  device: str = "cpu", grid: bool = False) -> int:  # fmt: skip
     """Stream a catalogue into one .parquet (or small .fits) file, written atomically; rows out."""
     fmt = table_format(out)
-    ranges = plan(catalog, chunk_size)
+    if chunk_size < 1:
+        raise ConfigError(f"--chunk-size must be >= 1, got {chunk_size}")
+    rows = (0, count_rows(catalog))  # one pass: no partitions to re-decode
     predictor = load_predictor(run_dir, device)
-    tables = (predictor(c, grid) for r in ranges for c in iter_rows(catalog, r, chunk_size))
+    tables = (predictor(c, grid) for c in predictor.chunks(catalog, rows, chunk_size))
     if fmt == "parquet":
         n = [0]
         atomic_write(out, lambda tmp: n.__setitem__(0, _write_chunks(tables, tmp)))
         return n[0]
-    if ranges and ranges[-1][1] > FITS_MAX_ROWS:
+    if rows[1] > FITS_MAX_ROWS:
         raise ConfigError(f"--out {out}: FITS output is limited to {FITS_MAX_ROWS} rows; "
                           "use .parquet or a folder (no suffix)")  # fmt: skip
-    table = astropy_table(pa.concat_tables([t for t in tables if t is not None]))
+    table = astropy_table(pa.concat_tables(list(tables)))
     atomic_write(out, lambda tmp: table.write(tmp, format="fits", overwrite=True))
     return len(table)
 

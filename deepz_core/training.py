@@ -52,6 +52,19 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
+def make_optimizer(
+    params: Iterable[torch.nn.Parameter], lr: float, weight_decay: float
+) -> torch.optim.Adam:
+    """Adam (E20 Sec. 2.4) with torch's fused kernel where the device has one (one pass over
+    parameters, gradients and moments: 3-4x faster than the per-tensor loop on CPU,
+    docs/benchmarks.md); the per-tensor loop elsewhere. Same update rule either way."""
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
+    except RuntimeError:  # a device without a fused Adam kernel
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+
+
 def pretrain_loss(model: DeepzModel, b: Batch) -> Tensor:
     return model.pretrain_loss(b.x, b.z, b.x_err, b.target)
 
@@ -105,7 +118,8 @@ class Phase:
     def lr(self, epoch: int) -> float:
         """Learning rate of the stage that contains ``epoch`` (0-based)."""
         edges = np.cumsum([e for e, _ in self.schedule])
-        return float(self.schedule[int(np.searchsorted(edges, epoch, side="right"))][1])
+        stage = int(np.searchsorted(edges, epoch, side="right"))
+        return float(self.schedule[min(stage, len(self.schedule) - 1)][1])  # 0 epochs: any lr
 
 
 class PhaseRunner:
@@ -122,9 +136,7 @@ class PhaseRunner:
     def fresh_state(
         self, phase: Phase
     ) -> tuple[torch.optim.Optimizer, np.random.Generator, torch.Generator]:
-        optimizer = torch.optim.Adam(
-            self.model.parameters(), lr=phase.lr(0), weight_decay=self.weight_decay
-        )
+        optimizer = make_optimizer(self.model.parameters(), phase.lr(0), self.weight_decay)
         offset = 0 if phase.name == "pretrain" else 1
         gen = torch.Generator(device=self.device)
         gen.manual_seed(self.seed * 1000 + 17 + offset)

@@ -119,12 +119,18 @@ def queued_runs(runs: Path | str) -> list[RunDir]:
 def execute_queued(run: RunDir, log: Callable[[str], None] = print) -> str:
     """Execute one queued run; a failure is recorded in its status, never raised. Its final state."""
     from deepz_core.pipeline import execute_run
+    from deepz_core.runs import run_kind
 
     if run.status().get("state") != "queued":
         return run.status().get("state", "missing")
     log(f"run {run.run_id}: started")
     try:
-        execute_run(run)
+        if run_kind(run.config()) == "templatefit":
+            from deepz_core.templatefit_run import execute_templatefit_run
+
+            execute_templatefit_run(run)
+        else:
+            execute_run(run)
     except Exception as exc:  # execute_run marks the run failed; make sure, then go on
         if run.status().get("state") in ("queued", "running"):
             run.set_status("failed", message=f"{type(exc).__name__}: {exc}")
@@ -202,6 +208,9 @@ def run_progress(run: RunDir) -> tuple[float, str]:
     status = run.status()
     if status.get("state") == "finished":
         return 1.0, "finished"
+    if status.get("phase") == "templatefit":  # galaxies fitted as epoch / epochs
+        done, total = int(status.get("epoch") or 0), int(status.get("epochs") or 1)
+        return min(done / max(total, 1), 1.0), f"template fit: {done:,}/{total:,} galaxies"
     phases = _phase_epochs(run.config())
     total = sum(n for _, n in phases) or 1
     phase, epoch = status.get("phase"), int(status.get("epoch") or 0)

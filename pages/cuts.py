@@ -119,7 +119,7 @@ def _panel(key: state.RunKey, default_window: float) -> None:
 
 
 def main() -> None:
-    run_id = state.pick_analysis_run("cuts_run")
+    run_id = state.pick_analysis_run("cuts_run", state.ALL_KINDS)
     if run_id is None:
         return
     key = state.run_key(run_id)

@@ -1,13 +1,17 @@
 """Results: headline metrics and E20 Figs D1, 2, 3 and 8 for up to three finished runs side by side,
-and the predictions (mixture parameters and point estimates) as FITS or Parquet downloads."""
+the predictions (mixture parameters and point estimates) as FITS or Parquet downloads, and the
+reports of ``python -m deepz_core experiments`` (the paper's experiments on the demo mock)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
 from app import plots, state
-from deepz_core import analysis
+from deepz_core import analysis, uploads
+from deepz_core.experiments import reports
 
 MAX_RUNS = 3
 
@@ -108,7 +112,44 @@ def _downloads(runs: list[str]) -> None:
         )
 
 
+def experiment_reports() -> None:
+    """Reports under $DEEPZ_HOME/experiments, or any report folder typed in."""
+    root = uploads.home() / "experiments"
+    found = reports.find_reports(root)
+    st.caption(
+        f"Reports written by `python -m deepz_core experiments --preset quick --out DIR`; folders "
+        f"under {root} are listed, or type another folder."
+    )
+    names = [p.name for p in found]
+    choice = st.selectbox("Report", names, index=0 if names else None, key="results_report",
+                          placeholder="no report under the experiments folder")  # fmt: skip
+    typed = st.text_input("…or a report folder", key="results_report_path").strip()
+    folder = Path(typed).expanduser() if typed else (root / choice if choice else None)
+    if folder is None:
+        st.info("No experiments report yet.")
+        return
+    if not reports.is_report(folder):
+        st.warning(f"{folder} holds no report.md and results.json.")
+        return
+    targets = reports.report_targets(folder)
+    met = sum(t["met"] for t in targets)
+    st.metric("Targets met", f"{met} / {len(targets)}")
+    for kind, value in reports.report_blocks(folder):
+        if kind == "figure":
+            st.image(str(value), width=640)
+        else:
+            st.markdown(value)
+
+
 def main() -> None:
+    runs_tab, reports_tab = st.tabs(["Runs", "Experiment reports"])
+    with reports_tab:
+        experiment_reports()
+    with runs_tab:
+        compare_runs()
+
+
+def compare_runs() -> None:
     finished = state.finished_runs()
     if not finished:
         st.info(state.NO_RUN)

@@ -58,6 +58,9 @@ def json_overrides(label: str, key: str, help_text: str) -> dict:
     return value
 
 
+METHODS = {"deepz": "DEEPZ networks", "templatefit": "Template fit (BCNZ2-like baseline)"}
+
+
 def new_run_form() -> None:
     """The choices of a new run; 'Queue' writes the run folder and wakes the worker."""
     cats = catalogue_options()
@@ -66,6 +69,12 @@ def new_run_form() -> None:
                            index=list(cats).index(current) if current in cats else 0)  # fmt: skip
     if catalog != current:
         state.set_query_value("catalog", catalog)  # remembered for the other pages
+    method = st.radio("Method", list(METHODS), format_func=METHODS.get, horizontal=True,
+                      help="Template fitting is the classical baseline (E20 App. A): no training; "
+                      "compare it with DEEPZ runs on the Results and Quality cuts pages.")  # fmt: skip
+    if method == "templatefit":
+        templatefit_form(catalog)
+        return
     pre = pretrain_options()
     pretrain = st.selectbox("Pretraining set", list(pre), format_func=pre.get)
     name = st.radio("Preset", list(PRESETS), index=list(PRESETS).index("quick"), horizontal=True,
@@ -107,9 +116,34 @@ def new_run_form() -> None:
         st.success(f"Queued {run.run_id}.")
 
 
+def templatefit_form(catalog: str) -> None:
+    """A template-fit run: the catalogue, the device and whether to calibrate zero-points."""
+    c = st.columns(2)
+    device = c[0].selectbox("Device", ["auto", "cpu", "cuda"], key="tfit_device")
+    with c[1]:
+        st.write("")
+        calibrate = st.checkbox("Calibrate zero-points on the spec-z galaxies", value=True,
+                                help="BCNZ2: per-band median of observed/model flux at the "
+                                "spec-z, iterated")  # fmt: skip
+    st.caption("40 BC03 continua x Calzetti dust with IGM plus emission-line templates; "
+               f"p(z) from chi2 on deepz's grid. Device here: {jobs.device_label()}.")  # fmt: skip
+    if st.button("Queue template fit", type="primary"):
+        path = state.catalog_path(catalog)
+        if path is None:
+            raise DeepzError(f"catalogue {catalog!r} is not available; choose it on the Data page")
+        jobs.check_device(device)
+        run = jobs.queue_templatefit(state.runs_dir(), path, device, calibrate)
+        state.set_query_value("run", run.run_id)
+        st.success(f"Queued {run.run_id}.")
+
+
 def run_header(run: RunDir, now: str) -> None:
     config = run.config()
     st.markdown(f"### {STATE_ICON.get(now, '')} {run.run_id} — {now}")
+    if config.get("kind") == "templatefit":
+        st.caption(f"template fit of `{Path(config['catalog']).name}`, device {config['device']}, "
+                   f"zero-points {'calibrated' if config.get('calibrate') else 'not calibrated'}")  # fmt: skip
+        return
     st.caption(f"catalogue `{Path(config['catalog']).name}`, pretraining "
                f"`{Path(config['pretrain']).name}`, preset {config['preset']}, "
                f"{config['train']['repetitions'] * config['train']['folds']} networks, "
@@ -202,7 +236,7 @@ def runs_table(runs: list[RunDir]) -> pd.DataFrame:
             "run": run.run_id, "state": run_state(run),
             "created": time.strftime("%Y-%m-%d %H:%M", time.localtime(run.file("config.json").stat().st_mtime)),
             "preset": config.get("preset"), "catalogue": Path(config.get("catalog", "?")).name,
-            "pretraining": Path(config.get("pretrain", "?")).name,
+            "pretraining": Path(config.get("pretrain", "—")).name,
             **{k: summary.get(k) for k in SUMMARY},
         })  # fmt: skip
     return pd.DataFrame(rows)

@@ -139,3 +139,31 @@ def test_cuts_slider_changes_numbers(at_home) -> None:
     _ok(at)
     assert _completeness(at) == 1.0
     assert next(m.value for m in at.metric if m.label.startswith("σ68")) != sigma_80
+
+
+def test_results_page_shows_an_experiments_report(tmp_path, monkeypatch) -> None:
+    """Reports under $DEEPZ_HOME/experiments open on the Results page: targets, text, figures."""
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder = tmp_path / "experiments" / "quick"
+    (folder / "figures").mkdir(parents=True)
+    fig, ax = plt.subplots(figsize=(2, 2))
+    ax.plot([0, 1], [0, 1])
+    fig.savefig(folder / "figures" / "fig2.png")
+    plt.close(fig)
+    (folder / "report.md").write_text(
+        "# deepz experiments\n\n## Fig. 2\n\n![](figures/fig2.png)\n\nend"
+    )
+    targets = [{"target": "a", "met": True}, {"target": "b", "met": False}]
+    (folder / "results.json").write_text(json.dumps({"targets": targets}))
+    monkeypatch.setenv("DEEPZ_HOME", str(tmp_path))
+    at = _app("results.py")
+    _ok(at)
+    assert [m.value for m in at.metric if m.label == "Targets met"] == ["1 / 2"]
+    assert any("Fig. 2" in m.value for m in at.markdown)
+    assert len(at.get("image")) == 1

@@ -190,3 +190,26 @@ def test_jobs_start_a_real_worker_process(tmp_path: Path, small_catalog: Path) -
     jobs.reap()
     log = (runs / "worker.log").read_text()
     assert log.count("started") == 1 and "queue empty after 1 run(s)" in log
+
+
+def test_template_fit_run_kind_queues_runs_and_reaches_results(home: list[Path]) -> None:
+    """The second run kind: queued from the Train page, executed by the same worker queue, then
+    listed on the Results and Quality-cut pages (not on the network-only explorer)."""
+    at = page("train.py")
+    at.radio[0].set_value("templatefit").run()
+    at.selectbox(key="tfit_device").select("cpu")
+    click(at, "Queue template fit")
+    runs = list_runs(Path.cwd() / "runs")
+    assert len(runs) == 1, texts(at.error)
+    run = runs[0]
+    assert run.config()["kind"] == "templatefit" and run.run_id.startswith("tfit")
+    assert run_queue(Path.cwd() / "runs", lambda m: None) == [run.run_id]
+    assert run.status()["state"] == "finished", run.status()
+    at.run()
+    assert not at.exception and not at.error, texts(at.error)
+    assert f"{run.run_id} — finished" in texts(at.markdown)
+    assert "template fit of" in texts(at.caption)
+    from app import state
+
+    assert state.finished_runs() == [run.run_id]
+    assert state.finished_runs(("deepz",)) == []  # explorer/dropping need a network

@@ -8,6 +8,7 @@ import torch
 
 from deepz_core.batches import DataBatches, SimulationBatches, batch_slices, member_orders
 from deepz_core.catalog import Catalog, Exposures
+from deepz_core.errors import ConfigError
 from deepz_core.features import build_features
 from deepz_core.splits import make_splits
 
@@ -154,3 +155,114 @@ def test_without_keep_one_galaxies_that_lose_a_band_leave_the_loss(rng) -> None:
     assert set(batch.weight.unique().tolist()) <= {0.0, 1.0}
     keep_one = DataBatches(f, train, CPU, alpha=0.2, keep_one=True, randomize=True)
     assert all(b.weight is None for b in keep_one.epoch(rng, _gen(5), 1000, 1))
+
+
+# --- photometric outliers in the training data (E20 App. B) ---------------------------------------
+
+
+def _z_rows(f) -> dict[float, int]:
+    return {float(np.float32(z)): i for i, z in enumerate(f.zspec) if np.isfinite(z)}
+
+
+def _changes(f, batch, member: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rows, changed (n, B) bool, x - coadd (n, B)) of one member's batch vs the full coadds."""
+    z_of = _z_rows(f)
+    rows = np.array([z_of[float(z)] for z in batch.z[member]])
+    x, full = batch.x[member].numpy(), f.ratio[rows]
+    return rows, x != full, x - full
+
+
+def test_outliers_hit_the_fraction_asked_for_in_one_non_reference_band(rng) -> None:
+    f = _features(rng, n=700)
+    train = np.isfinite(f.zspec)[None, :].repeat(3, axis=0)  # three members
+    src = DataBatches(f, train, CPU, 0.8, True, randomize=False, outlier_fraction=0.3)
+    ref = f.bands.index(f.ref_band)
+    hits = []
+    for batch in src.epoch(rng, _gen(7), batch_size=200, min_batch=1):
+        for m in range(3):
+            rows, changed, diff = _changes(f, batch, m)
+            assert changed.sum(axis=1).max() <= 1  # never more than one band per galaxy
+            assert not changed[:, ref].any()  # the reference band (ratio 1) is never hit
+            extra = diff[changed]  # added flux, up to 100% of the band's |coadd flux|
+            assert (extra > 0).all() and (extra <= np.abs(f.ratio[rows][changed]) * 1.0001).all()
+            hits.append(changed.any(axis=1))
+    hit = np.concatenate(hits)  # ~1800 draws: binomial sd ~0.011
+    assert len(hit) > 1500 and abs(hit.mean() - 0.3) < 0.04
+
+
+def test_outlier_bands_are_uniform_over_the_non_reference_bands(rng) -> None:
+    f = _features(rng, n=700)
+    train = np.isfinite(f.zspec)[None, :].repeat(4, axis=0)
+    src = DataBatches(f, train, CPU, 0.8, True, randomize=False, outlier_fraction=0.5)
+    counts = np.zeros(len(f.bands))
+    for batch in src.epoch(rng, _gen(8), batch_size=1000, min_batch=1):
+        for m in range(4):
+            counts += _changes(f, batch, m)[1].sum(axis=0)
+    share = counts[:4] / counts.sum()  # ~1200 outliers over 4 bands: sd ~0.0125
+    assert counts[4] == 0 and np.all(np.abs(share - 0.25) < 0.05), share
+
+
+def test_outliers_are_drawn_afresh_every_epoch(rng) -> None:
+    f = _features(rng, n=300)
+    train = np.isfinite(f.zspec)[None, :]
+    src = DataBatches(f, train, CPU, 0.8, True, randomize=False, outlier_fraction=0.3)
+    gen = _gen(9)
+    hit_sets = []
+    for _ in range(3):
+        (batch,) = list(src.epoch(rng, gen, batch_size=1000, min_batch=1))
+        rows, changed, _ = _changes(f, batch, 0)
+        hit_sets.append(set(rows[changed.any(axis=1)].tolist()))
+    a, b, c = hit_sets
+    assert a != b and b != c
+    overlap = len(a & b) / len(a)  # independent draws: ~30% of a's galaxies are hit again
+    assert overlap < 0.6
+
+
+def test_zero_outliers_leave_batches_bitwise_unchanged(rng) -> None:
+    f = _features(rng)
+    train = np.isfinite(f.zspec)[None, :].repeat(2, axis=0)
+    seed = int(rng.integers(1 << 30))
+    plain = DataBatches(f, train, CPU, 0.5, True, True)
+    zero = DataBatches(f, train, CPU, 0.5, True, True, outlier_fraction=0.0)
+    for _ in range(2):  # same numpy/torch streams -> identical batches (no extra draws)
+        a = list(plain.epoch(np.random.default_rng(seed), _gen(2), 16, 4))
+        b = list(zero.epoch(np.random.default_rng(seed), _gen(2), 16, 4))
+        assert len(a) == len(b) > 1
+        for x, y in zip(a, b, strict=True):
+            assert torch.equal(x.x, y.x) and torch.equal(x.z, y.z)
+
+
+def test_outliers_come_on_top_of_the_randomised_coadds(rng) -> None:
+    f = _features(rng, n=200)
+    train = np.isfinite(f.zspec)[None, :]
+    seed = int(rng.integers(1 << 30))
+    (plain,) = DataBatches(f, train, CPU, 0.5, True, True).epoch(
+        np.random.default_rng(seed), _gen(4), 1000, 1
+    )
+    (hit,) = DataBatches(f, train, CPU, 0.5, True, True, outlier_fraction=0.5).epoch(
+        np.random.default_rng(seed), _gen(4), 1000, 1
+    )  # one batch: the coadds are drawn first, from the same generator state
+    changed = (hit.x != plain.x)[0].numpy()  # (n, B)
+    assert changed.sum(axis=1).max() == 1 and 0.35 < changed.any(axis=1).mean() < 0.65
+    assert torch.equal(hit.z, plain.z)
+
+
+def test_outliers_need_a_band_besides_the_reference(rng) -> None:
+    cat = Catalog(ref_id=np.arange(20), bands=("subaru_i",), flux=rng.uniform(1, 2, (20, 1)),
+                  flux_error=np.full((20, 1), 0.1), zspec=np.linspace(0.1, 1, 20))  # fmt: skip
+    f = build_features(cat)
+    train = np.ones((1, 20), dtype=bool)
+    assert DataBatches(f, train, CPU, 0.8, True, True).outlier_fraction == 0.0
+    with pytest.raises(ConfigError, match="outlier_fraction"):
+        DataBatches(f, train, CPU, 0.8, True, True, outlier_fraction=0.1)
+
+
+def test_the_pipeline_passes_outlier_fraction_to_the_training_batches(rng) -> None:
+    from deepz_core.config import TrainConfig
+    from deepz_core.pipeline import _phases
+
+    f = _features(rng)
+    s = make_splits(np.isfinite(f.zspec), 1, 2, seed=0)
+    train = TrainConfig(outlier_fraction=0.1, device="cpu")
+    (phase,) = _phases({"pretrain": "none"}, f, s, train, CPU)
+    assert phase.source.outlier_fraction == 0.1

@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from deepz_core.coadds import inverse_variance_coadd, random_keep, randomized_coadds
+from deepz_core.coadds import (
+    ExposureStack,
+    inverse_variance_coadd,
+    random_keep,
+    randomized_coadds,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -145,3 +150,27 @@ def test_works_with_member_and_batch_leading_axes(rng) -> None:
     coadd = torch.ones(3, 8, 4, dtype=torch.float64)
     out = randomized_coadds(coadd, e_flux, e_err, e_mask, 0.8, _generator(), keep_one=True)
     assert out.shape == (3, 8, 4) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("keep_one", [True, False])
+def test_exposure_stack_matches_the_reference_coadd(rng, keep_one) -> None:
+    """The prepared (N, X, B) form gives the same coadds as keep masks applied to (N, B, X)."""
+    flux, error, mask = _exposures(rng, 60, 8, 5)  # (N, B, X)
+    coadd = torch.as_tensor(rng.normal(size=(60, 8)))  # (N, B) used where a band has no exposure
+    idx = torch.as_tensor(rng.integers(0, 60, size=(3, 20)))  # (E, n)
+    stack = ExposureStack(flux, error, mask)
+    out = stack.coadds(idx, coadd[idx], 0.4, _generator(9), keep_one)  # (E, n, B)
+    keep = random_keep(mask[idx].transpose(-1, -2), 0.4, _generator(9), keep_one, dim=-2)
+    ref, _ = inverse_variance_coadd(flux[idx], error[idx], keep.transpose(-1, -2))
+    ref = torch.where(mask[idx].any(-1), ref, coadd[idx])
+    torch.testing.assert_close(out, ref, equal_nan=True)
+    has = mask[idx].any(-1)
+    assert torch.isnan(out[has]).any() == (not keep_one)  # alpha 0.4 loses whole bands at times
+    assert not torch.isnan(out[~has]).any()
+
+
+def test_random_keep_on_another_axis_keeps_one_per_cell(rng) -> None:
+    mask = _ragged_mask(rng, (300, 7), 6).transpose(-1, -2)  # (N, X, B)
+    keep = random_keep(mask, 0.1, _generator(), keep_one=True, dim=-2)
+    assert not (keep & ~mask).any()
+    assert torch.equal(keep.any(-2), mask.any(-2))

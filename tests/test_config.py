@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from deepz_core.config import PRESETS, TrainConfig, preset
 from deepz_core.errors import ConfigError
@@ -17,6 +18,7 @@ def test_defaults_are_the_paper_protocol() -> None:
     assert c.schedule == ((100, 1e-3), (200, 1e-4), (200, 1e-5), (200, 1e-6))
     assert c.epochs == 700 and c.pretrain_epochs == 10
     assert (c.weight_decay, c.alpha, c.keep_one, c.min_batch) == (1e-4, 0.8, True, 10)
+    assert c.outlier_fraction == 0.0  # no photometric outliers unless asked for (E20 App. B)
     assert c.members == c.repetitions * c.folds
 
 
@@ -88,6 +90,10 @@ def test_unknown_fields_are_rejected_by_name() -> None:
         ("seed", "zero"),
         ("keep_one", "yes"),
         ("randomize_coadds", 1),
+        ("outlier_fraction", 1.0),
+        ("outlier_fraction", -0.1),
+        ("outlier_fraction", float("nan")),
+        ("outlier_fraction", "0.1"),
         ("device", "gpu"),
         ("device", 0),
         ("schedule", ()),
@@ -116,3 +122,45 @@ def test_device_names() -> None:
 def test_zero_epoch_pretraining_is_allowed() -> None:
     c = TrainConfig(pretrain_schedule=((0, 1e-3),))
     assert c.pretrain_epochs == 0
+
+
+def test_outlier_fraction_round_trips_through_the_cli_run_config_and_resume(
+    tmp_path, monkeypatch
+) -> None:
+    """--train-outliers -> config.json -> TrainConfig; a cancelled + resumed run ends bit-identical
+    to an uninterrupted one (the outliers come from the checkpointed generator)."""
+    from safetensors.torch import load_file
+
+    from deepz_core.catalog_io import write_catalog
+    from deepz_core.cli import main
+    from deepz_core.runs import RunDir
+    from tests.synthetic import synthetic_catalog
+
+    cat = tmp_path / "cat.fits"
+    write_catalog(synthetic_catalog(120, 0, max_exposures=3), cat)
+
+    def train(out: str, *extra: str) -> int:
+        return main(["train", "--catalog", str(cat), "--pretrain", "none", "--preset", "smoke",
+                     "--epochs", "3", "--folds", "2", "--device", "cpu", "--seed", "2",
+                     "--out", str(tmp_path / out), *extra])  # fmt: skip
+
+    assert train("straight", "--train-outliers", "0.25") == 0
+    config = RunDir(tmp_path / "straight").config()
+    assert TrainConfig.from_dict(config["train"]).outlier_fraction == 0.25
+    original = RunDir.append_metrics
+
+    def append(self: RunDir, row: dict) -> None:
+        original(self, row)
+        if row["epoch"] == 1:
+            self.file("cancel").touch()  # the user cancels during epoch 1
+
+    monkeypatch.setattr(RunDir, "append_metrics", append)
+    assert train("resumed", "--train-outliers", "0.25") == 3  # cancelled
+    monkeypatch.setattr(RunDir, "append_metrics", original)
+    assert main(["resume", "--run", str(tmp_path / "resumed")]) == 0
+    assert train("clean") == 0  # no outliers: a different training
+    weights = {k: load_file(str(tmp_path / k / "model.safetensors")) for k in
+               ("straight", "resumed", "clean")}  # fmt: skip
+    assert all(torch.equal(v, weights["resumed"][k]) for k, v in weights["straight"].items())
+    assert not all(torch.equal(v, weights["clean"][k]) for k, v in weights["straight"].items())
+    assert RunDir(tmp_path / "clean").config()["train"]["outlier_fraction"] == 0.0

@@ -147,3 +147,120 @@ def test_mlp_member_output_does_not_depend_on_other_members_inputs() -> None:
     x2 = x.clone()
     x2[1:] = torch.randn(E - 1, N, F_IN)  # other members see other galaxies
     torch.testing.assert_close(mlp(x2)[0], y[0])
+
+
+# ---------------------------------------------------------------- fused CPU paths (docs/benchmarks.md)
+
+
+def _reference_block(block: EnsembleBlock, e: int) -> nn.Sequential:
+    """Member ``e`` of an ensemble block as torch layers: Linear -> BatchNorm1d -> ReLU."""
+    lin, norm = block[0], block[1]
+    ref_lin = _separate_linears(lin)[e]
+    ref_bn = nn.BatchNorm1d(norm.num_features)
+    with torch.no_grad():
+        ref_bn.weight.copy_(norm.weight[e])
+        ref_bn.bias.copy_(norm.bias[e])
+        ref_bn.running_mean.copy_(norm.running_mean[e])
+        ref_bn.running_var.copy_(norm.running_var[e])
+    return nn.Sequential(ref_lin, ref_bn, nn.ReLU())
+
+
+@pytest.mark.parametrize("members", [1, 3])
+def test_block_training_step_equals_torch_layers(members: int) -> None:
+    """Fused batch norm + ReLU (E > 1) and torch's kernels (E = 1): outputs, all gradients and
+    running statistics equal those of separate torch layers."""
+    block = EnsembleBlock(members, F_IN, F_OUT, dropout=0.0)
+    with torch.no_grad():
+        block[1].weight.uniform_(0.5, 1.5)
+        block[1].bias.uniform_(-0.5, 0.5)
+    refs = [_reference_block(block, e) for e in range(members)]
+    x = torch.randn(members, N, F_IN, requires_grad=True)
+    w = torch.randn(members, N, F_OUT)
+    y = block(x)  # (E, N, O)
+    (y * w).sum().backward()
+    for e, ref in enumerate(refs):
+        x_e = x[e].detach().clone().requires_grad_()
+        y_ref = ref(x_e)
+        (y_ref * w[e]).sum().backward()
+        torch.testing.assert_close(y[e], y_ref)
+        torch.testing.assert_close(x.grad[e], x_e.grad)
+        torch.testing.assert_close(block[0].weight.grad[e], ref[0].weight.grad)
+        torch.testing.assert_close(block[1].weight.grad[e], ref[1].weight.grad)
+        torch.testing.assert_close(block[1].bias.grad[e], ref[1].bias.grad)
+        torch.testing.assert_close(block[1].running_var[e], ref[1].running_var)
+    assert float(block[0].bias.grad.abs().max()) < 1e-5  # a bias before a batch norm: no effect
+
+
+@pytest.mark.parametrize("members", [1, 3])
+def test_block_dropout_scales_kept_units_and_blocks_gradients_of_dropped_ones(members: int) -> None:
+    p = 0.3
+    block = EnsembleBlock(members, F_IN, 400, dropout=p)
+    refs = [_reference_block(block, e) for e in range(members)]
+    x = torch.randn(members, 64, F_IN, requires_grad=True)
+    w = torch.randn(members, 64, 400)
+    y = block(x)  # (E, N, O)
+    (y * w).sum().backward()
+    for e, ref in enumerate(refs):
+        x_e = x[e].detach().clone().requires_grad_()
+        y_ref = ref(x_e)  # (N, O) without dropout
+        kept = y[e] > 0
+        positive = y_ref.detach() > 0
+        assert bool((kept <= positive).all())  # dropout only zeroes
+        torch.testing.assert_close(y[e][kept], y_ref[kept] / (1 - p))
+        dropped = float((positive & ~kept).sum()) / float(positive.sum())  # ~6,000 positive units
+        assert dropped == pytest.approx(p, abs=0.03)
+        (y_ref * kept / (1 - p) * w[e]).sum().backward()  # the same mask, applied by hand
+        torch.testing.assert_close(x.grad[e], x_e.grad)
+        torch.testing.assert_close(block[1].weight.grad[e], ref[1].weight.grad)
+
+
+def test_fused_functions_pass_gradcheck_in_float64() -> None:
+    from deepz_core.nn import _BatchNormActFn, _EnsembleLinearFn
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 6, 4, dtype=torch.float64, generator=g, requires_grad=True)
+    w = torch.randn(2, 3, 4, dtype=torch.float64, generator=g, requires_grad=True)
+    b = torch.randn(2, 3, dtype=torch.float64, generator=g, requires_grad=True)
+    assert torch.autograd.gradcheck(_EnsembleLinearFn.apply, (x, w, b))
+    scale = torch.rand(2, 4, dtype=torch.float64, generator=g).add_(0.5).requires_grad_()
+    shift = torch.randn(2, 4, dtype=torch.float64, generator=g, requires_grad=True)
+    for relu in (False, True):
+        stats = (torch.zeros(2, 4, dtype=torch.float64), torch.ones(2, 4, dtype=torch.float64))
+
+        def fn(x, scale, shift, relu=relu, stats=stats):
+            return _BatchNormActFn.apply(x, scale, shift, *stats, 0.1, 1e-5, relu, 0.0)
+
+        assert torch.autograd.gradcheck(fn, (x, scale, shift))
+
+
+@pytest.mark.parametrize("p", [0.01, 0.2, 0.7])
+def test_dropout_mask_drops_each_element_independently_with_probability_p(p: float) -> None:
+    from deepz_core.nn import dropout_mask_
+
+    n = 200_000
+    y = dropout_mask_(torch.ones(4, n // 4), p)  # (4, n/4)
+    dropped = float((y == 0).sum())
+    sigma = math.sqrt(n * p * (1 - p))
+    assert abs(dropped - n * p) < 5 * sigma  # Binomial(n, p) count
+    flat = (y.flatten() == 0).double()
+    pair = float((flat[1:] * flat[:-1]).mean())  # neighbours dropped together: p^2 if independent
+    assert pair == pytest.approx(p * p, abs=6 * math.sqrt(p * p / n) + 1e-5)
+    assert not torch.equal(y[0], y[1])  # rows (members) get different masks
+    small = dropout_mask_(torch.ones(3), p)  # a tensor smaller than one expected gap
+    assert small.shape == (3,) and bool(((small == 0) | (small == 1)).all())
+    out = FastDropout(p)(torch.ones(300, 200).t())  # non-contiguous input
+    kept = out[out != 0]
+    torch.testing.assert_close(kept, torch.full_like(kept, 1.0 / (1 - p)))
+    assert float((out == 0).float().mean()) == pytest.approx(p, abs=0.02)
+
+
+def test_eval_block_is_the_folded_linear_map() -> None:
+    for members in (1, 3):
+        block = EnsembleBlock(members, F_IN, F_OUT, dropout=0.1)
+        block(torch.randn(members, N, F_IN))  # one training step sets running statistics
+        block.eval()
+        x = torch.randn(members, N, F_IN)
+        with torch.no_grad():
+            lin, norm = block[0], block[1]
+            ref = torch.relu(norm(lin(x)))  # unfolded: linear, then batch norm
+            torch.testing.assert_close(block(x), ref)

@@ -167,3 +167,122 @@ def test_point_products_shapes_and_ordering(rng) -> None:
     assert all(v.shape == (n,) for v in p.values())
     assert (p["z_lo68"] < p["zmedian"]).all() and (p["zmedian"] < p["z_hi68"]).all()
     assert ((p["odds"] >= 0) & (p["odds"] <= 1)).all()
+
+
+# ------------------------------------------------- the fast products keep the exact semantics
+
+
+def _reference_mode(w, mu, s, cfg: PzConfig) -> np.ndarray:
+    """The mode rule in plain NumPy/SciPy log space, one galaxy at a time: the best of the
+    component means (clamped) and the 0.01 coarse grid, then the best exact grid point within
+    +-0.012 of it (first on ties)."""
+    out = []
+    for wi, mi, si in zip(w, mu, s, strict=True):
+
+        def logp(z, wi=wi, mi=mi, si=si):
+            return special.logsumexp(stats.norm.logpdf(z[:, None], mi, si), b=wi, axis=1)
+
+        cand = np.concatenate([np.clip(mi, cfg.z_min, cfg.z_max), np.arange(0, 151) * 0.01])
+        k0 = round(cand[np.argmax(logp(cand))] / cfg.dz)
+        k = np.clip(np.arange(k0 - 12, k0 + 13), 0, cfg.n_steps)
+        out.append(k[np.argmax(logp(k * cfg.dz))] * cfg.dz)
+    return np.array(out)
+
+
+def _random_mixtures(rng, n: int, m: int):
+    w = rng.dirichlet(np.full(m, 0.7), n)
+    w[rng.random((n, m)) < 0.1] = 0.0  # masked ensemble members
+    w[:, 0] += w.sum(1) == 0
+    w /= w.sum(1, keepdims=True)
+    mu = rng.uniform(-0.2, 1.8, (n, m))
+    s = np.exp(rng.uniform(np.log(1e-3), np.log(0.3), (n, m)))
+    return w, mu, s
+
+
+def test_mode_matches_a_reference_implementation_of_the_rule(rng) -> None:
+    cfg = PzConfig()
+    w, mu, s = _random_mixtures(rng, 300, 6)
+    got = mixture_mode(_mixture(w, mu, s), cfg).numpy()
+    np.testing.assert_allclose(got, _reference_mode(w, mu, s, cfg), rtol=0, atol=1e-12)
+
+
+def test_mode_is_the_grid_argmax_for_a_clear_single_peak(rng) -> None:
+    cfg = PzConfig()
+    mu = rng.uniform(0.1, 1.4, 200)
+    w = np.array([0.8, 0.2])
+    means = np.stack([mu, mu + 0.3 * rng.uniform(-1, 1, 200)], 1)
+    stds = np.stack([rng.uniform(0.005, 0.05, 200), np.full(200, 0.5)], 1)
+    grid = cfg.grid()
+    dense = [grid[np.argmax(_np_pdf(grid, w, m, sd))] for m, sd in zip(means, stds, strict=True)]
+    got = mixture_mode(_mixture(np.tile(w, (200, 1)), means, stds), cfg).numpy()
+    np.testing.assert_allclose(got, dense, rtol=0, atol=1e-12)
+
+
+def test_mode_far_outside_the_grid_does_not_underflow() -> None:
+    """p(z) < 1e-308 everywhere on the grid: the search falls back to log space (no arbitrary
+    first candidate) and the mode is the grid edge nearest the mixture."""
+    mix = _mixture(
+        [[0.5, 0.5], [1.0, 0.0]], [[3.0, 3.5], [-1.0, 0.5]], [[0.01, 0.02], [0.005, 0.1]]
+    )
+    np.testing.assert_allclose(mixture_mode(mix, PzConfig()).numpy(), [1.5, 0.0], atol=1e-12)
+
+
+def test_quantiles_of_random_mixtures_match_root_finding(rng) -> None:
+    w, mu, s = _random_mixtures(rng, 60, 5)
+    mix = _mixture(w, mu, s)
+    for q in (0.158655, 0.5, 0.841345, 0.999):
+        got = mixture_quantile(mix, q).numpy()
+        for i in range(len(w)):
+
+            def f(z, i=i, q=q):
+                return float(np.sum(w[i] * stats.norm.cdf(z, mu[i], s[i]))) - q
+
+            ref = optimize.brentq(f, -1.0, 5.0, xtol=1e-13)
+            assert got[i] == pytest.approx(ref, abs=1e-9), (i, q)
+
+
+def test_quantile_is_clamped_to_its_range_like_a_bisection() -> None:
+    mix = _mixture([[1.0], [1.0]], [[-3.0], [9.0]], [[0.1], [0.1]])
+    np.testing.assert_allclose(mixture_quantile(mix, 0.5).numpy(), [-1.0, 5.0], atol=1e-12)
+
+
+def test_products_do_not_depend_on_the_block_size(rng, monkeypatch) -> None:
+    import deepz_core.pz as pz
+
+    w, mu, s = _random_mixtures(rng, 150, 4)
+    mix, z = _mixture(w, mu, s), torch.as_tensor(rng.uniform(0, 1.5, 150))
+    whole = point_products(mix, PzConfig(), z)
+    monkeypatch.setattr(pz, "_CPU_BLOCK_ELEMENTS", 64)  # blocks of one or a few galaxies
+    small = point_products(mix, PzConfig(), z)
+    for k in whole:
+        np.testing.assert_allclose(small[k].numpy(), whole[k].numpy(), rtol=0, atol=1e-12)
+
+
+def test_products_accept_float32_mixtures_and_no_galaxies() -> None:
+    f32 = GaussianMixture.from_params(torch.zeros(2, 1), torch.tensor([[0.3], [0.9]]),
+                                      torch.tensor([[0.05], [0.05]]))  # fmt: skip
+    p = point_products(f32, PzConfig())
+    np.testing.assert_allclose(p["zmedian"].numpy(), [0.3, 0.9], atol=1e-6)
+    assert p["zphot"].dtype == torch.float64
+    empty = GaussianMixture.from_params(torch.zeros(0, 3), torch.zeros(0, 3), torch.ones(0, 3))
+    p = point_products(empty, PzConfig(), torch.zeros(0))
+    assert set(p) == {"zphot", "zmean", "zmedian", "z_lo68", "z_hi68", "odds", "pit"}
+    assert all(v.shape == (0,) for v in p.values())
+
+
+def test_blocks_on_several_threads_give_the_same_products(rng, monkeypatch) -> None:
+    import deepz_core.pz as pz
+
+    w, mu, s = _random_mixtures(rng, 120, 4)
+    mix, z = _mixture(w, mu, s), torch.as_tensor(rng.uniform(0, 1.5, 120))
+    serial = point_products(mix, PzConfig(), z)
+    monkeypatch.setattr(pz, "_CPU_BLOCK_ELEMENTS", 4096)  # many blocks
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        threaded = point_products(mix, PzConfig(), z)
+        assert torch.get_num_threads() == 2  # restored after the products
+    finally:
+        torch.set_num_threads(threads)
+    for k in serial:
+        np.testing.assert_allclose(threaded[k].numpy(), serial[k].numpy(), rtol=0, atol=1e-12)

@@ -42,7 +42,7 @@ def trained(tmp_path_factory) -> tuple[RunDir, Catalog, dict]:
     cat = _synthetic(150, 1, first_id=31)
     cat.extra["ra"] = np.linspace(150, 151, 150)
     files = {}
-    for ext in ("fits", "parquet", "csv"):
+    for ext in ("fits", "parquet", "csv", "h5"):
         files[ext] = write_catalog(cat, root / f"cat.{ext}")
     return run, cat, files
 
@@ -58,7 +58,7 @@ def _same(a: Table, b: Table) -> None:
                                    rtol=1e-5, atol=1e-6, err_msg=name)  # fmt: skip
 
 
-@pytest.mark.parametrize("ext", ["fits", "parquet", "csv"])
+@pytest.mark.parametrize("ext", ["fits", "parquet", "csv", "h5"])
 def test_chunked_prediction_matches_in_memory(trained, tmp_path, ext) -> None:
     run, cat, files = trained
     expected = predict_catalog(run.path, cat, tmp_path / "mem.fits")
@@ -174,3 +174,44 @@ def test_cli_dask_local_processes(trained, tmp_path, capsys) -> None:
     assert main(argv) == 0
     assert f"wrote {cat.n_galaxies} predictions" in capsys.readouterr().out
     assert len(list((tmp_path / "ds").glob("part-*.parquet"))) == 3
+
+
+def test_galaxies_without_features_give_empty_parts_with_the_same_schema(trained, tmp_path) -> None:
+    """A partition whose galaxies all lack a positive reference flux is an empty part with the
+    columns of the others (a dataset has one schema)."""
+    run, cat, _ = trained
+    flux = cat.flux.copy()
+    flux[:50, cat.band_index("subaru_i")] = -1.0  # the reference band
+    bad = Catalog(ref_id=cat.ref_id, bands=cat.bands, flux=flux, flux_error=cat.flux_error,
+                  zspec=cat.zspec, extra=cat.extra)  # fmt: skip
+    path = write_catalog(bad, tmp_path / "bad.fits")
+    assert (
+        stream.predict_dataset(str(run.path), str(path), str(tmp_path / "ds"), chunk_size=50) == 100
+    )
+    parts = [pq.read_table(tmp_path / "ds" / f"part-{i:05d}.parquet") for i in range(3)]
+    assert [p.num_rows for p in parts] == [0, 50, 50]
+    assert parts[0].schema == parts[1].schema
+    assert pq.read_table(tmp_path / "ds").num_rows == 100
+
+
+def test_one_big_row_group_is_still_split_into_partitions(trained, tmp_path) -> None:
+    """Parquet written with one row group (pyarrow's default up to 1M rows) still gives one part
+    per --chunk-size rows, so Dask workers share the work."""
+    run, cat, files = trained
+    assert pq.ParquetFile(files["parquet"]).metadata.num_row_groups == 1
+    rows = stream.predict_dataset(str(run.path), str(files["parquet"]), str(tmp_path / "ds"),
+                                  chunk_size=40)  # fmt: skip
+    assert rows == cat.n_galaxies and len(list((tmp_path / "ds").glob("part-*"))) == 4
+    stream.predict_file(str(run.path), str(files["fits"]), str(tmp_path / "f.parquet"))
+    _same(_read(tmp_path / "ds"), _read(tmp_path / "f.parquet"))
+
+
+def test_dask_specs_and_malloc_tuning() -> None:
+    from deepz_core.scaleout import dask_client, local_workers
+
+    assert local_workers("local:3") == 3 and local_workers("local") >= 1
+    assert local_workers("tcp://host:8786") is None
+    for bad in ("local:0", "local:x"):
+        with pytest.raises(ConfigError, match="local:N"), dask_client(bad):
+            pass
+    assert isinstance(stream.tune_malloc(), bool)

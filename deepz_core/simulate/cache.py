@@ -13,13 +13,14 @@ from deepz_core.catalog import Catalog
 from deepz_core.errors import ConfigError
 from deepz_core.paths import cache_dir
 
-KINDS = ("sps", "paus-mock")
+KINDS = ("sps", "paus-mock", "templates")
 CACHE_VERSION = 1  # bump when a simulator's output changes for the same arguments
 DEMO = {"kind": "paus-mock", "n": 10_000, "bands": "paus_cosmos", "seed": 42}
 
 
 def simulate(kind: str, n: int, bands: Sequence[str], seed: int, config: object = None) -> Catalog:
-    """Run simulator ``kind`` ('sps' pretraining prior or 'paus-mock' observed mock)."""
+    """Run simulator ``kind`` ('sps' pretraining prior, 'paus-mock' observed mock or 'templates',
+    the template-based pretraining set of E20 Sec. 3.3)."""
     if kind == "sps":
         from deepz_core.simulate.sps import simulate_sps
 
@@ -28,6 +29,10 @@ def simulate(kind: str, n: int, bands: Sequence[str], seed: int, config: object 
         from deepz_core.simulate.mock import simulate_mock
 
         return simulate_mock(n, bands, seed, config)
+    if kind == "templates":
+        from deepz_core.simulate.templates_sim import simulate_templates
+
+        return simulate_templates(n, bands, seed, config)
     raise ConfigError(f"kind must be one of {KINDS}, got {kind!r}")
 
 

@@ -1,0 +1,135 @@
+"""A template-based pretraining simulation (E20 Sec. 3.3: pretraining on template simulations gave
+sigma68 0.0077 against 0.0069 for the SPS simulation and 0.0095 without pretraining).
+
+Galaxies are random non-negative combinations of the BCNZ2-like continuum SEDs of
+``deepz_core.template_set`` (1-3 of the 8, Dirichlet weights), reddened by a Calzetti screen with a
+uniform E(B-V), plus emission lines: a mix of the two fixed-ratio line templates with a random
+rest-frame [OII] equivalent width, stronger for younger mixtures; then IGM attenuation (bagpipes,
+Inoue 2014) at a redshift uniform over the SPS prior's range. The output has the format and noise
+model of ``simulate.sps.simulate_sps`` (noiseless fluxes scaled to a uniform reference-band
+magnitude, errors = flux / SNR, header NOISELESS), so it can be given to ``train --pretrain``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from deepz_core.catalog import Catalog
+from deepz_core.errors import ConfigError
+from deepz_core.features import resolve_ref_band
+from deepz_core.progress import progress_bar
+from deepz_core.simulate import population as pop
+from deepz_core.simulate.photometry import BandPhotometry
+from deepz_core.simulate.sps import SPSConfig, snr_per_band
+from deepz_core.simulate.ssp import load_library
+from deepz_core.template_set import CONTINUUM, continuum_spectra, line_spectra
+
+Range = tuple[float, float]
+YOUTH = np.array([0.0, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 1.0])  # line strength per SED of CONTINUUM
+
+
+@dataclass(frozen=True)
+class TemplateSimConfig:
+    """Prior of the template simulation; redshift, magnitude and noise model as ``SPSConfig``."""
+
+    sps: SPSConfig = field(default_factory=SPSConfig)
+    ebv: Range = (0.0, 0.5)
+    max_seds: int = 3  # SEDs combined per galaxy (1..max_seds, uniform)
+    ew_oii_max: float = 80.0  # rest [OII] equivalent width [A] of the youngest mixtures
+
+    def __post_init__(self) -> None:
+        lo, hi = self.ebv
+        if not 0.0 <= lo <= hi <= 3.0:
+            raise ConfigError(f"ebv must be a range within [0, 3], got {self.ebv}")
+        if not 1 <= self.max_seds <= len(CONTINUUM):
+            raise ConfigError(f"max_seds must be in [1, {len(CONTINUUM)}], got {self.max_seds}")
+        if not 0.0 <= self.ew_oii_max <= 1000.0:
+            raise ConfigError(f"ew_oii_max must be in [0, 1000] A, got {self.ew_oii_max}")
+
+
+def _igm(wavelength: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """(N, L) IGM transmission at redshifts z (N,) (bagpipes' Inoue et al. 2014 model)."""
+    with contextlib.redirect_stdout(io.StringIO()):  # bagpipes prints banners on import
+        from bagpipes.models.igm_model import igm
+    model = igm(wavelength)
+    return np.stack([model.trans(float(zi)) for zi in z]).astype(np.float32)
+
+
+def _sample(n: int, cfg: TemplateSimConfig, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Redshift, magnitude, SED weights (N, 8), E(B-V), line mix and [OII] EW of n galaxies."""
+    k = len(CONTINUUM)
+    count = rng.integers(1, cfg.max_seds + 1, n)  # SEDs per galaxy
+    order = np.argsort(rng.uniform(size=(n, k)), axis=1)  # random SED subset: first `count`
+    chosen = np.zeros((n, k))
+    np.put_along_axis(chosen, order, (np.arange(k)[None, :] < count[:, None]).astype(float), 1)
+    weights = chosen * rng.gamma(1.0, 1.0, (n, k))  # Dirichlet(1) over the chosen SEDs
+    weights /= weights.sum(1, keepdims=True)
+    youth = weights @ YOUTH  # (N,) 0 = old, 1 = young
+    return {
+        "z": rng.uniform(*cfg.sps.z, n),
+        "mag": rng.uniform(*cfg.sps.mag_i, n),
+        "weights": weights,
+        "ebv": rng.uniform(*cfg.ebv, n),
+        "line_mix": rng.uniform(0.0, 1.0, n),
+        "ew_oii": cfg.ew_oii_max * youth * rng.uniform(0.0, 1.0, n) ** 2,
+    }
+
+
+def _spectra(
+    p: dict[str, np.ndarray], cont: np.ndarray, lines: np.ndarray, wav: np.ndarray
+) -> np.ndarray:
+    """(N, L) rest-frame spectra: dusty continuum mixtures plus lines of the drawn [OII] EW."""
+    spec = p["weights"] @ cont  # (N, L)
+    at_oii = np.argmin(np.abs(wav - 3727.4))
+    mix = p["line_mix"][:, None]
+    line = (1 - mix) * lines[0] + mix * lines[1]  # (N, L), [OII] flux 1
+    spec = spec + line * (p["ew_oii"] * spec[:, at_oii])[:, None]
+    return spec * pop.calzetti_transmission(wav, p["ebv"])
+
+
+def simulate_templates(
+    n: int, bands: Sequence[str], seed: int, config: TemplateSimConfig | None = None
+) -> Catalog:
+    """Simulate n template galaxies through ``bands``: a NOISELESS canonical catalogue (microJansky)."""
+    cfg = config or TemplateSimConfig()
+    if n < 1:
+        raise ConfigError(f"n must be >= 1, got {n}")
+    bands = tuple(bands)
+    ref = bands.index(resolve_ref_band(bands))
+    lib = load_library()
+    wav = lib.wavelength
+    cont, lines = continuum_spectra(lib), line_spectra(wav)
+    phot = BandPhotometry(bands, wav)
+    rng = np.random.default_rng(seed)
+    chunks, kept = [], 0
+    with progress_bar(n, "simulating template galaxies") as bar:
+        while kept < n:
+            p = _sample(cfg.sps.chunk, cfg, rng)
+            spec = (_spectra(p, cont, lines, wav) * _igm(wav, p["z"])).astype(np.float32)
+            flux = phot.fluxes(spec, p["z"])
+            ratio = flux / flux[:, ref : ref + 1]
+            good = np.all(np.isfinite(ratio) & (np.abs(ratio) <= cfg.sps.max_colour), axis=1)
+            scale = 10 ** (-0.4 * (p["mag"][good] - 23.9)) / flux[good, ref]
+            chunks.append((flux[good] * scale[:, None], p["z"][good], p["mag"][good]))
+            bar.update(min(int(good.sum()), n - kept))
+            kept += int(good.sum())
+    flux = np.concatenate([c[0] for c in chunks])[:n].astype(np.float64)
+    z = np.concatenate([c[1] for c in chunks])[:n]
+    mag = np.concatenate([c[2] for c in chunks])[:n]
+    return Catalog(
+        ref_id=np.arange(1, n + 1, dtype=np.int64),
+        bands=bands,
+        flux=flux,
+        flux_error=flux / snr_per_band(bands, cfg.sps)[None, :],
+        zspec=np.round(z, 3),  # E20: labels rounded to 0.001
+        mag=mag,
+        fluxzp=23.9,
+        exposures=None,
+        extra={"ztrue": z},
+        meta={"NOISELESS": True, "SIMKIND": "templates", "SEED": int(seed)},
+    )

@@ -1,0 +1,130 @@
+"""Bounded-memory catalogue reading (deepz_core.chunked_io): partition plans, exact row ranges in
+every format, column selection, HDF5 slices, the gzipped-FITS fallback."""
+
+from __future__ import annotations
+
+import logging
+
+import h5py
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from deepz_core import chunked_io
+from deepz_core.catalog import Catalog
+from deepz_core.catalog_io import read_catalog, write_catalog
+from deepz_core.chunked_io import count_rows, iter_rows, plan
+from deepz_core.errors import ConfigError
+from tests.synthetic import synthetic_catalog
+
+
+def _catalog(n: int = 180) -> Catalog:
+    cat = synthetic_catalog(n, 3, exposures=False, missing_zspec=0.2, first_id=11)
+    cat.extra["ra"] = np.linspace(150.0, 151.0, n)
+    return cat
+
+
+def _parquet(cat: Catalog, path, sizes: list[int]):
+    """The catalogue as Parquet with row groups of the given sizes."""
+    write_catalog(cat, path)  # canonical columns and metadata
+    table = pq.read_table(path)
+    with pq.ParquetWriter(path, table.schema) as writer:
+        start = 0
+        for size in sizes:
+            writer.write_table(table.slice(start, size))
+            start += size
+    assert pq.ParquetFile(path).metadata.num_row_groups == len(sizes)
+    return path
+
+
+def _ids(cats) -> np.ndarray:
+    return np.concatenate([c.ref_id for c in cats])
+
+
+def test_plan_merges_small_row_groups_and_splits_large_ones(tmp_path, caplog) -> None:
+    path = _parquet(_catalog(), tmp_path / "c.parquet", [30, 30, 100, 10, 10])
+    with caplog.at_level(logging.WARNING, logger="deepz"):
+        ranges = plan(path, 50)
+    assert ranges == [(0, 30), (30, 60), (60, 110), (110, 160), (160, 180)]
+    assert "row groups" in caplog.text  # the split group is reported once
+    assert plan(path, 1000) == [(0, 180)]
+    with pytest.raises(ConfigError, match="--chunk-size"):
+        plan(path, 0)
+
+
+@pytest.mark.parametrize("ext", ["parquet", "fits", "csv", "h5"])
+def test_every_partition_reads_exactly_its_rows(tmp_path, ext) -> None:
+    cat = _catalog()
+    path = tmp_path / f"c.{ext}"
+    if ext == "parquet":
+        _parquet(cat, path, [70, 110])  # the second group is split into partitions
+    else:
+        write_catalog(cat, path)
+    assert count_rows(path) == cat.n_galaxies
+    got = []
+    for rows in plan(path, 45):
+        chunks = list(iter_rows(path, rows, 20))
+        assert all(c.n_galaxies <= 20 for c in chunks)
+        np.testing.assert_array_equal(_ids(chunks), cat.ref_id[rows[0] : rows[1]])
+        got += chunks
+    flux = np.concatenate([c.flux for c in got])
+    np.testing.assert_allclose(flux, cat.flux, rtol=1e-12)
+    np.testing.assert_allclose(np.concatenate([c.extra["ra"] for c in got]), cat.extra["ra"])
+    zspec = np.concatenate([c.zspec for c in got])
+    np.testing.assert_array_equal(np.isnan(zspec), np.isnan(cat.zspec))
+
+
+@pytest.mark.parametrize("ext", ["parquet", "fits", "csv", "h5"])
+def test_only_the_requested_columns_are_read(tmp_path, ext) -> None:
+    cat = _catalog(40)
+    path = write_catalog(cat, tmp_path / f"c.{ext}")
+    wanted = {"ref_id", "flux_NB455", "flux_error_NB455", "flux_subaru_i", "flux_error_subaru_i",
+              "zspec", "not_in_the_file"}  # fmt: skip
+    (chunk,) = iter_rows(path, (0, 40), 100, wanted)
+    assert chunk.bands == ("NB455", "subaru_i") and "ra" not in chunk.extra
+    np.testing.assert_allclose(chunk.flux[:, 1], cat.flux[:, cat.band_index("subaru_i")])
+
+
+def test_hdf5_is_sliced_not_read_whole(tmp_path, monkeypatch) -> None:
+    cat = _catalog(90)
+    path = write_catalog(cat, tmp_path / "c.h5")
+    monkeypatch.setattr(chunked_io, "read_catalog", lambda *a: pytest.fail("read whole"))
+    chunks = list(iter_rows(path, (25, 90), 30))
+    assert [c.n_galaxies for c in chunks] == [30, 30, 5]
+    np.testing.assert_array_equal(_ids(chunks), cat.ref_id[25:])
+
+
+def test_hdf5_group_of_columns_with_meta(tmp_path) -> None:
+    cat = _catalog(30)
+    path = tmp_path / "g.h5"
+    with h5py.File(path, "w") as f:
+        group = f.create_group("galaxies")
+        for name, values in cat.columns().items():
+            group.create_dataset(name, data=values)
+        group.attrs["FLUXZP"] = 25.0
+    assert count_rows(path) == 30
+    (chunk,) = iter_rows(path, (10, 30), 50)
+    assert chunk.fluxzp == 25.0
+    for band in cat.bands:  # a group lists its datasets by name: band order may differ
+        got = chunk.flux[:, chunk.band_index(band)]
+        np.testing.assert_allclose(got, cat.flux[10:, cat.band_index(band)])
+
+
+def test_gzipped_fits_is_read_whole_once_with_a_warning(tmp_path, caplog) -> None:
+    cat = _catalog(60)
+    path = write_catalog(cat, tmp_path / "c.fits.gz")
+    with caplog.at_level(logging.WARNING, logger="deepz"):
+        parts = [list(iter_rows(path, r, 25)) for r in plan(path, 30)]
+    assert caplog.text.count("gzipped FITS") == 1  # read once for all partitions
+    np.testing.assert_array_equal(_ids(c for p in parts for c in p), cat.ref_id)
+    assert read_catalog(path).n_galaxies == 60  # the file itself is untouched
+
+
+def test_rechunk_cuts_batches_into_equal_tables() -> None:
+    batches = [pa.record_batch({"x": np.arange(a, b)}) for a, b in [(0, 7), (7, 8), (8, 30)]]
+    tables = list(chunked_io._rechunk(iter(batches), 10))
+    assert [t.num_rows for t in tables] == [10, 10, 10]
+    np.testing.assert_array_equal(
+        np.concatenate([t["x"].to_numpy() for t in tables]), np.arange(30)
+    )

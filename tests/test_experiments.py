@@ -1,0 +1,133 @@
+"""The paper's experiments (issue 5): plan checks, pieces with known answers, and a smoke run."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from deepz_core.catalog import Catalog
+from deepz_core.errors import ConfigError
+from deepz_core.experiments import reports
+from deepz_core.experiments.plan import ExperimentPlan, plan
+from deepz_core.experiments.report import targets
+from deepz_core.experiments.robustness import U_BAND, add_u_flux
+from deepz_core.experiments.scoring import Scored, faintest_bin
+from deepz_core.experiments.trained import single_network_mask
+from deepz_core.splits import make_splits
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"repetitions": 1}, {"alphas": (0.0, 0.8)}, {"alpha": 0.75}, {"u_band_added": (0.1, 0.5)},
+     {"train_outliers": 1.0}, {"b1_galaxies": 10}],
+)  # fmt: skip
+def test_plan_rejects_bad_values_naming_the_field(bad) -> None:
+    field = next(iter(bad))
+    with pytest.raises(ConfigError, match=field):
+        ExperimentPlan(**bad)
+
+
+def test_unknown_preset_is_named() -> None:
+    with pytest.raises(ConfigError, match="'nope'"):
+        plan("nope")
+
+
+def test_single_network_mask_uses_one_unseen_network_per_training_galaxy(rng) -> None:
+    labelled = rng.random(200) < 0.8
+    splits = make_splits(labelled, repetitions=3, folds=4, seed=1)
+    mask = single_network_mask(splits)  # (12, N)
+    assert not mask[4:].any()  # repetitions 1 and 2 never enter
+    assert (mask[:, labelled].sum(0) == 1).all()
+    assert not (mask & splits.train).any()  # never a network that saw the galaxy
+
+
+def test_u_flux_is_added_to_the_u_band_only() -> None:
+    bands = ("NB455", U_BAND, "subaru_i")
+    flux = np.array([[1.0, 2.0, 3.0], [4.0, -1.0, 6.0]])
+    cat = Catalog(ref_id=np.array([1, 2]), bands=bands, flux=flux, flux_error=np.ones_like(flux))
+    out = add_u_flux(cat, 0.5)
+    np.testing.assert_allclose(out.flux[:, 1], [3.0, -0.5])  # + 50% of |u flux|
+    np.testing.assert_array_equal(out.flux[:, [0, 2]], flux[:, [0, 2]])
+    np.testing.assert_array_equal(cat.flux, flux)  # the input is untouched
+
+
+def test_faintest_bin_is_the_last_populated_magnitude_bin() -> None:
+    zs = np.full(6, 0.5)
+    zp = zs + np.array([0.0, 0.0, 0.0, 0.1, -0.1, 0.1]) * 1.5
+    s = Scored(np.arange(6), zp, zs, np.array([18.2, 18.3, 18.4, 21.1, 21.2, 21.3]),
+               np.ones(6), np.full(6, 0.5))  # fmt: skip
+    row = faintest_bin(s)
+    assert (row["lo"], row["hi"], row["n"]) == (21.0, 21.5, 3)
+    assert row["outlier_fraction"] == 1.0
+
+
+def _fake_results(tf_faint: float, trained_rise: float) -> dict:
+    summary = {"no pretraining": {"sigma68": 0.02}, "SPS pretraining": {"sigma68": 0.015},
+               "ensemble": {"sigma68": 0.014}}  # fmt: skip
+    return {
+        "fig2": {"summary": summary, "faintest_bin": {"ensemble": {"sigma68": 0.02},
+                                                      "template fit": {"sigma68": tf_faint}}},
+        "fig6": {"sweep": {"keep": {"alpha": [0.8, 1.0], "single": [0.015, 0.017]}}},
+        "figB1": {"rise": {"template fit": 0.2, "network trained with 10% outliers": trained_rise}},
+        "fig9": {"odds_best50_sigma68": {"ensemble": 0.004}},
+    }  # fmt: skip
+
+
+def test_targets_are_judged_against_the_issue_goals() -> None:
+    met = {t["target"]: t["met"] for t in targets(_fake_results(tf_faint=0.04, trained_rise=0.01))}
+    assert met["faintest bin: ensemble sigma68 / template fit"]  # 0.5 <= 0.6
+    assert met["pretraining beats no pretraining (sigma68)"]
+    assert met["alpha = 0.8 beats alpha = 1 (single network sigma68)"]
+    assert met["Fig. B1: network trained with outliers stays flat"]
+    assert not met["ODDS best 50%: ensemble sigma68"]  # 0.004 > 0.0035
+    worse = {t["target"]: t["met"] for t in targets(_fake_results(0.03, 0.05))}
+    assert not worse["faintest bin: ensemble sigma68 / template fit"]  # 0.67
+    assert not worse["Fig. B1: network trained with outliers stays flat"]
+
+
+def test_report_blocks_split_text_and_figures(tmp_path) -> None:
+    root, tmp_path = tmp_path, tmp_path / "report1"
+    (tmp_path / "figures").mkdir(parents=True)
+    (tmp_path / "figures" / "a.png").write_bytes(b"png")
+    (tmp_path / "report.md").write_text(
+        "# T\n\n![](figures/a.png)\n\ntext\n\n![](figures/gone.png)"
+    )
+    (tmp_path / "results.json").write_text(json.dumps({"targets": [{"met": True}]}))
+    blocks = reports.report_blocks(tmp_path)
+    assert [k for k, _ in blocks] == ["markdown", "figure", "markdown", "markdown"]
+    assert blocks[1][1] == tmp_path / "figures" / "a.png"
+    assert "missing figures/gone.png" in blocks[3][1]
+    assert reports.find_reports(root) == [tmp_path]
+    with pytest.raises(ConfigError, match="not an experiments report"):
+        reports.report_blocks(tmp_path / "figures")
+
+
+@pytest.mark.slow
+def test_smoke_experiments_write_every_section_and_resume(tmp_path, one_thread) -> None:
+    """``experiments --preset smoke`` on a small mock: every section, figure and target; a second
+    call reuses the finished runs instead of training again."""
+    from deepz_core import cli
+    from deepz_core.bands import band_set
+    from deepz_core.catalog_io import write_catalog
+    from deepz_core.simulate import simulate
+
+    cat = tmp_path / "mock.fits"
+    write_catalog(simulate("paus-mock", 500, band_set("paus_cosmos"), 3), cat)
+    out = tmp_path / "report"
+    args = ["experiments", "--preset", "smoke", "--out", str(out), "--catalog", str(cat),
+            "--device", "cpu"]  # fmt: skip
+    assert cli.main(args) == 0
+    results = json.loads((out / "results.json").read_text())
+    for section in ("fig2", "sec33", "fig3", "fig5", "fig6", "fig8", "fig9", "figB1", "appendixE"):
+        assert (out / "figures" / results[section]["figure"]).is_file(), section
+    assert len(results["targets"]) == 7
+    assert set(results["fig2"]["summary"]) == {"template fit", "no pretraining", "SPS pretraining",
+                                               "no autoencoder", "ensemble"}  # fmt: skip
+    kinds = [k for k, _ in reports.report_blocks(out)]
+    assert kinds.count("figure") == 9
+    model = out / "runs" / "no_pretrain" / "model.safetensors"
+    before = model.stat().st_mtime_ns
+    assert cli.main(args) == 0
+    assert model.stat().st_mtime_ns == before  # reused, not retrained

@@ -1,0 +1,52 @@
+"""Template fitting as a run folder (the app's second run kind)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from deepz_core.analysis import read_predictions, results_stats
+from deepz_core.errors import ConfigError
+from deepz_core.runs import RunDir
+from deepz_core.templatefit_run import create_templatefit_run, execute_templatefit_run
+from deepz_core.worker import run_progress
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_a_template_fit_run_writes_deepz_style_predictions(
+    tmp_path: Path, small_catalog: Path
+) -> None:
+    run = create_templatefit_run(tmp_path / "tfit-1", str(small_catalog), device="cpu")
+    assert run.status()["state"] == "queued"
+    execute_templatefit_run(run)
+    status = run.status()
+    assert status["state"] == "finished" and status["summary"]["n"] > 100
+    assert run_progress(run) == (1.0, "finished")
+    pred = read_predictions(run.file("predictions.fits"))  # what the Results/cut pages read
+    assert np.all((pred.zphot >= 0) & (pred.zphot <= 1.5))
+    assert pred.weights.shape[0] == pred.n and np.allclose(pred.weights.sum(1), 1, atol=1e-3)
+    assert results_stats(pred)["n"] == status["summary"]["n"]
+    assert Path(str(run.file("predictions.fits")) + ".zeropoints.json").is_file()
+
+
+def test_a_cancelled_template_fit_says_so(tmp_path: Path, small_catalog: Path) -> None:
+    run = create_templatefit_run(tmp_path / "tfit-2", str(small_catalog), device="cpu")
+    run.file("cancel").write_text("now")
+    execute_templatefit_run(run)
+    assert run.status()["state"] == "cancelled"
+    assert not run.file("predictions.fits").exists()
+
+
+def test_bad_choices_fail_before_a_folder_exists(tmp_path: Path, small_catalog: Path) -> None:
+    with pytest.raises(ConfigError, match="no such file"):
+        create_templatefit_run(tmp_path / "a", str(tmp_path / "missing.fits"))
+    with pytest.raises(ConfigError, match="unknown template-fit config fields"):
+        create_templatefit_run(tmp_path / "b", str(small_catalog), templatefit={"nope": 1})
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    create_templatefit_run(tmp_path / "c", str(small_catalog))
+    with pytest.raises(ConfigError, match="already holds a run"):
+        create_templatefit_run(tmp_path / "c", str(small_catalog))
+    assert RunDir(tmp_path / "c").config()["kind"] == "templatefit"
