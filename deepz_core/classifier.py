@@ -31,7 +31,7 @@ from torch.distributions import Categorical, Distribution, constraints
 from torch.distributions.utils import lazy_property
 
 from deepz_core.errors import ConfigError
-from deepz_core.nn import EnsembleMLP, members_view
+from deepz_core.nn import EnsembleMLP, member_mean, members_view
 from deepz_core.paths import atomic_write, atomic_write_json
 
 _FORMAT = "deepz.classifier"
@@ -370,10 +370,7 @@ class DeepzClassifier(nn.Module):
 
     def losses(self, x: Tensor, z: Tensor, weight: Tensor | None = None) -> Tensor:
         """Per-member (weighted) mean cross-entropy, (E,); ``weight`` (E, N), 0 drops a galaxy."""
-        ce = self.cross_entropy(self(x), z)  # (E, N)
-        if weight is None:
-            return ce.mean(dim=-1)
-        return (ce * weight).sum(dim=-1) / weight.sum(dim=-1).clamp_min(1e-12)
+        return member_mean(self.cross_entropy(self(x), z), weight)  # (E, N) -> (E,)
 
     def loss(self, x: Tensor, z: Tensor, weight: Tensor | None = None) -> Tensor:
         """Fine-tuning loss: per-member losses summed (each member gets its own gradient)."""

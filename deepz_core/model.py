@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from deepz_core.errors import ConfigError
 from deepz_core.mdn import GaussianMixture, MixtureDensityHead
-from deepz_core.nn import EnsembleMLP, members_view
+from deepz_core.nn import EnsembleMLP, member_mean, members_view
 from deepz_core.paths import atomic_write, atomic_write_json
 
 _FORMAT = "deepz.model"
@@ -169,10 +169,7 @@ class DeepzModel(nn.Module):
     def mdn_nll(self, x: Tensor, z: Tensor, weight: Tensor | None = None) -> Tensor:
         """Per-member mean -log p(z_label), (E,). ``z`` is (E, N) or (N,); ``weight`` (E, N) optional
         per-galaxy weights (0 drops a galaxy from the mean)."""
-        nll = -self(x).log_prob(z)  # (E, N)
-        if weight is None:
-            return nll.mean(dim=-1)
-        return (nll * weight).sum(dim=-1) / weight.sum(dim=-1).clamp_min(1e-12)
+        return member_mean(-self(x).log_prob(z), weight)  # (E, N) -> (E,)
 
     def mdn_loss(self, x: Tensor, z: Tensor, weight: Tensor | None = None) -> Tensor:
         """Fine-tuning loss (E20 Sec. 2.3): per-member MDN losses, summed; the decoder is unused."""

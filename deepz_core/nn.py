@@ -298,3 +298,11 @@ def members_view(x: Tensor, members: int, n_inputs: int) -> Tensor:
         raise ConfigError(f"x: expected shape (E={members}, N, F={n_inputs}) or (N, F={n_inputs}), "
                           f"got {tuple(x.shape)}")  # fmt: skip
     return x
+
+
+def member_mean(values: Tensor, weight: Tensor | None = None) -> Tensor:
+    """Per-member mean over galaxies of (E, N) ``values``, (E,); ``weight`` (E, N) optional
+    per-galaxy weights (0 drops a galaxy from its member's mean)."""
+    if weight is None:
+        return values.mean(dim=-1)
+    return (values * weight).sum(dim=-1) / weight.sum(dim=-1).clamp_min(1e-12)
