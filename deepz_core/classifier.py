@@ -31,7 +31,7 @@ from torch.distributions import Categorical, Distribution, constraints
 from torch.distributions.utils import lazy_property
 
 from deepz_core.errors import ConfigError
-from deepz_core.nn import EnsembleMLP, member_mean, members_view
+from deepz_core.nn import build_trunk, member_mean, members_view
 from deepz_core.paths import atomic_write, atomic_write_json
 
 _FORMAT = "deepz.classifier"
@@ -319,18 +319,7 @@ class DeepzClassifier(nn.Module):
         super().__init__()
         c = config
         self.config = c
-        self.encoder: EnsembleMLP | None = None
-        self.decoder: EnsembleMLP | None = None
-        n_pz_in = c.n_inputs
-        if c.use_autoencoder:
-            self.encoder = EnsembleMLP(c.members, c.n_inputs, [c.width] * c.encoder_layers,
-                                       c.n_latent, c.ae_dropout, c.undropped_last, True)  # fmt: skip
-            self.decoder = EnsembleMLP(c.members, c.n_latent, [c.width] * c.decoder_layers,
-                                       c.n_inputs, c.ae_dropout, c.undropped_last)  # fmt: skip
-            n_pz_in += c.n_latent
-        first = [c.photoz_first_width] if c.photoz_first_width > 0 else []
-        self.photoz = EnsembleMLP(c.members, n_pz_in, first + [c.width] * c.photoz_layers,
-                                  c.n_bins, c.pz_dropout, c.undropped_last, True)  # fmt: skip
+        self.encoder, self.decoder, self.photoz = build_trunk(c, c.n_bins)
         self.register_buffer("edges", c.edges().float(), persistent=False)  # (G + 1,)
 
     @property

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from deepz_core.errors import ConfigError
 from deepz_core.mdn import GaussianMixture, MixtureDensityHead
-from deepz_core.nn import EnsembleMLP, member_mean, members_view
+from deepz_core.nn import EnsembleMLP, build_trunk, member_mean, members_view
 from deepz_core.paths import atomic_write, atomic_write_json
 
 _FORMAT = "deepz.model"
@@ -107,23 +107,7 @@ class DeepzModel(nn.Module):
         super().__init__()
         c = config
         self.config = c
-        self.encoder: EnsembleMLP | None = None
-        self.decoder: EnsembleMLP | None = None
-        n_pz_in = c.n_inputs
-        if c.use_autoencoder:
-            enc_hidden, dec_hidden = [c.width] * c.encoder_layers, [c.width] * c.decoder_layers
-            self.encoder = EnsembleMLP(
-                c.members, c.n_inputs, enc_hidden, c.n_latent, c.ae_dropout, c.undropped_last, True
-            )
-            self.decoder = EnsembleMLP(
-                c.members, c.n_latent, dec_hidden, c.n_inputs, c.ae_dropout, c.undropped_last
-            )
-            n_pz_in += c.n_latent
-        first = [c.photoz_first_width] if c.photoz_first_width > 0 else []
-        pz_hidden = first + [c.width] * c.photoz_layers
-        self.photoz = EnsembleMLP(
-            c.members, n_pz_in, pz_hidden, 3 * c.n_components, c.pz_dropout, c.undropped_last, True
-        )
+        self.encoder, self.decoder, self.photoz = build_trunk(c, 3 * c.n_components)
         self.head = MixtureDensityHead(c.n_components, c.sigma_floor)
 
     @property

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -306,3 +307,39 @@ def member_mean(values: Tensor, weight: Tensor | None = None) -> Tensor:
     if weight is None:
         return values.mean(dim=-1)
     return (values * weight).sum(dim=-1) / weight.sum(dim=-1).clamp_min(1e-12)
+
+
+class TrunkConfig(Protocol):
+    """The fields ``build_trunk`` reads (ModelConfig and ClassifierConfig both have them)."""
+
+    members: int
+    n_inputs: int
+    use_autoencoder: bool
+    n_latent: int
+    width: int
+    encoder_layers: int
+    decoder_layers: int
+    ae_dropout: float
+    photoz_first_width: int
+    photoz_layers: int
+    pz_dropout: float
+    undropped_last: int
+
+
+def build_trunk(
+    c: TrunkConfig, n_outputs: int
+) -> tuple[EnsembleMLP | None, EnsembleMLP | None, EnsembleMLP]:
+    """(encoder, decoder, photo-z network) of E20 Fig. 1: the photo-z network reads the inputs and,
+    with the autoencoder, its ``n_latent`` features, and ends in ``n_outputs`` raw outputs."""
+    encoder = decoder = None
+    n_pz_in = c.n_inputs
+    if c.use_autoencoder:
+        encoder = EnsembleMLP(c.members, c.n_inputs, [c.width] * c.encoder_layers, c.n_latent,
+                              c.ae_dropout, c.undropped_last, True)  # fmt: skip
+        decoder = EnsembleMLP(c.members, c.n_latent, [c.width] * c.decoder_layers, c.n_inputs,
+                              c.ae_dropout, c.undropped_last)  # fmt: skip
+        n_pz_in += c.n_latent
+    first = [c.photoz_first_width] if c.photoz_first_width > 0 else []
+    photoz = EnsembleMLP(c.members, n_pz_in, first + [c.width] * c.photoz_layers, n_outputs,
+                         c.pz_dropout, c.undropped_last, True)  # fmt: skip
+    return encoder, decoder, photoz

@@ -10,7 +10,7 @@ trainer draws fresh noise every epoch (``draw_noise``).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
 
@@ -140,35 +140,50 @@ def simulate_sps(
     if n < 1:
         raise ConfigError(f"n must be >= 1, got {n}")
     bands = tuple(bands)
-    ref = bands.index(resolve_ref_band(bands))
     lib = load_library()
     phot = BandPhotometry(bands, lib.wavelength)
     rng = np.random.default_rng(seed)
+
+    def draw() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        p = _sample_parameters(cfg.chunk, cfg, rng)
+        return _model_fluxes(p, phot), p["z"], p["mag"]
+
+    return noiseless_catalog(n, bands, draw, cfg, "sps", seed)
+
+
+def noiseless_catalog(
+    n: int,
+    bands: tuple[str, ...],
+    draw: Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray]],
+    cfg: SPSConfig,
+    kind: str,
+    seed: int,
+) -> Catalog:
+    """Call ``draw`` for chunks of (flux (M, B), z (M,), iAB (M,)) until n galaxies pass the colour
+    cut (every |flux / ref flux| <= cfg.max_colour, E20 Sec. 3.2), scale each to its magnitude in
+    the reference band and return them as a NOISELESS catalogue with cfg's SNR per band."""
+    ref = bands.index(resolve_ref_band(bands))
     chunks, kept = [], 0
-    with progress_bar(n, "simulating SPS galaxies") as bar:
+    with progress_bar(n, f"simulating {kind} galaxies") as bar:
         while kept < n:
-            p = _sample_parameters(cfg.chunk, cfg, rng)
-            flux = _model_fluxes(p, phot)
+            flux, z, mag = draw()
             ratio = flux / flux[:, ref : ref + 1]
             good = np.all(np.isfinite(ratio) & (np.abs(ratio) <= cfg.max_colour), axis=1)
-            scale = 10 ** (-0.4 * (p["mag"][good] - 23.9)) / flux[good, ref]
-            chunks.append((flux[good] * scale[:, None], p["z"][good], p["mag"][good]))
+            scale = 10 ** (-0.4 * (mag[good] - 23.9)) / flux[good, ref]
+            chunks.append((flux[good] * scale[:, None], z[good], mag[good]))
             bar.update(min(int(good.sum()), n - kept))
             kept += int(good.sum())
     flux = np.concatenate([c[0] for c in chunks])[:n].astype(np.float64)
     z = np.concatenate([c[1] for c in chunks])[:n]
-    mag = np.concatenate([c[2] for c in chunks])[:n]
-    error = flux / snr_per_band(bands, cfg)[None, :]
-    meta = {"NOISELESS": True, "SIMKIND": "sps", "SEED": int(seed)}
     return Catalog(
         ref_id=np.arange(1, n + 1, dtype=np.int64),
         bands=bands,
         flux=flux,
-        flux_error=error,
+        flux_error=flux / snr_per_band(bands, cfg)[None, :],
         zspec=np.round(z, 3),  # E20: labels rounded to 0.001
-        mag=mag,
+        mag=np.concatenate([c[2] for c in chunks])[:n],
         fluxzp=23.9,
         exposures=None,
         extra={"ztrue": z},
-        meta=meta,
+        meta={"NOISELESS": True, "SIMKIND": kind, "SEED": int(seed)},
     )

@@ -21,11 +21,9 @@ import numpy as np
 
 from deepz_core.catalog import Catalog
 from deepz_core.errors import ConfigError
-from deepz_core.features import resolve_ref_band
-from deepz_core.progress import progress_bar
 from deepz_core.simulate import population as pop
 from deepz_core.simulate.photometry import BandPhotometry
-from deepz_core.simulate.sps import SPSConfig, snr_per_band
+from deepz_core.simulate.sps import SPSConfig, noiseless_catalog
 from deepz_core.simulate.ssp import load_library
 from deepz_core.template_set import CONTINUUM, continuum_spectra, line_spectra
 
@@ -100,36 +98,15 @@ def simulate_templates(
     if n < 1:
         raise ConfigError(f"n must be >= 1, got {n}")
     bands = tuple(bands)
-    ref = bands.index(resolve_ref_band(bands))
     lib = load_library()
     wav = lib.wavelength
     cont, lines = continuum_spectra(lib), line_spectra(wav)
     phot = BandPhotometry(bands, wav)
     rng = np.random.default_rng(seed)
-    chunks, kept = [], 0
-    with progress_bar(n, "simulating template galaxies") as bar:
-        while kept < n:
-            p = _sample(cfg.sps.chunk, cfg, rng)
-            spec = (_spectra(p, cont, lines, wav) * _igm(wav, p["z"])).astype(np.float32)
-            flux = phot.fluxes(spec, p["z"])
-            ratio = flux / flux[:, ref : ref + 1]
-            good = np.all(np.isfinite(ratio) & (np.abs(ratio) <= cfg.sps.max_colour), axis=1)
-            scale = 10 ** (-0.4 * (p["mag"][good] - 23.9)) / flux[good, ref]
-            chunks.append((flux[good] * scale[:, None], p["z"][good], p["mag"][good]))
-            bar.update(min(int(good.sum()), n - kept))
-            kept += int(good.sum())
-    flux = np.concatenate([c[0] for c in chunks])[:n].astype(np.float64)
-    z = np.concatenate([c[1] for c in chunks])[:n]
-    mag = np.concatenate([c[2] for c in chunks])[:n]
-    return Catalog(
-        ref_id=np.arange(1, n + 1, dtype=np.int64),
-        bands=bands,
-        flux=flux,
-        flux_error=flux / snr_per_band(bands, cfg.sps)[None, :],
-        zspec=np.round(z, 3),  # E20: labels rounded to 0.001
-        mag=mag,
-        fluxzp=23.9,
-        exposures=None,
-        extra={"ztrue": z},
-        meta={"NOISELESS": True, "SIMKIND": "templates", "SEED": int(seed)},
-    )
+
+    def draw() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        p = _sample(cfg.sps.chunk, cfg, rng)
+        spec = (_spectra(p, cont, lines, wav) * _igm(wav, p["z"])).astype(np.float32)
+        return phot.fluxes(spec, p["z"]), p["z"], p["mag"]
+
+    return noiseless_catalog(n, bands, draw, cfg.sps, "templates", seed)
