@@ -18,8 +18,6 @@ from torch import Tensor
 from deepz_core.coadds import ExposureStack
 from deepz_core.errors import ConfigError
 
-OUTLIER_MAX_AMPLITUDE = 1.0  # an outlier adds U(0, this) x |the band's coadd flux| (E20 App. B)
-
 
 @dataclass
 class Batch:
@@ -40,21 +38,29 @@ def member_orders(pools: list[np.ndarray], rng: np.random.Generator) -> np.ndarr
     return np.stack([rng.permutation(p)[:n] for p in pools])
 
 
-def add_outliers(x: Tensor, coadd: Tensor, fraction: float, bands: Tensor,
-                 gen: torch.Generator) -> Tensor:  # fmt: skip
+def add_outliers(x: Tensor, coadd: Tensor, fraction: float, bands: Tensor, gen: torch.Generator,
+                 per_measurement: bool = False, amplitude: float = 1.0) -> Tensor:  # fmt: skip
     """Photometric outliers in the training inputs (E20 App. B, Fig. B1), (E, n, B) -> (E, n, B).
 
-    Each galaxy is hit with probability ``fraction``; a hit galaxy gets, in ONE band drawn uniformly
-    from ``bands`` (indices), an extra flux of U(0, OUTLIER_MAX_AMPLITUDE) x |its coadd flux in that
-    band| (Fig. B1 adds a percentage of the band's own flux). ``x`` and ``coadd`` are ratios to the
-    reference flux, so this is the same flux change; the reference band is never in ``bands`` (an
-    outlier there would rescale every ratio instead). Other galaxies and bands are returned unchanged.
+    An outlier adds U(0, ``amplitude``) x |the coadd flux| to one band of one galaxy (Fig. B1
+    adds a percentage of the band's own flux). Either each galaxy is hit with probability
+    ``fraction``, in ONE band drawn uniformly from ``bands`` (indices), or, ``per_measurement``, each
+    (galaxy, band in ``bands``) independently with probability ``fraction``. ``x`` and ``coadd`` are
+    ratios to the reference flux, so this is the same flux change; the reference band is never in
+    ``bands`` (an outlier there would rescale every ratio instead). Unhit values are unchanged.
     """
-    e, n, _ = x.shape
+    e, n, n_bands = x.shape
+    if per_measurement:
+        allowed = torch.zeros(n_bands, dtype=torch.bool, device=x.device).index_fill_(
+            0, bands, True
+        )
+        hit = (torch.rand((e, n, n_bands), generator=gen, device=x.device) < fraction) & allowed
+        amp = amplitude * torch.rand((e, n, n_bands), generator=gen, device=x.device)
+        return torch.where(hit, x + amp * coadd.abs(), x)  # (E, n, B)
     hit = torch.rand((e, n), generator=gen, device=x.device) < fraction  # (E, n)
     pick = torch.randint(len(bands), (e, n), generator=gen, device=x.device)  # (E, n)
     band = bands[pick].unsqueeze(-1)  # (E, n, 1)
-    amp = OUTLIER_MAX_AMPLITUDE * torch.rand((e, n, 1), generator=gen, device=x.device)
+    amp = amplitude * torch.rand((e, n, 1), generator=gen, device=x.device)
     extra = amp * coadd.gather(-1, band).abs()  # (E, n, 1)
     delta = torch.zeros_like(x).scatter_(-1, band, extra)  # (E, n, B), one non-zero band
     return torch.where(hit.unsqueeze(-1), x + delta, x)  # (E, n, B)
@@ -96,9 +102,12 @@ class DataBatches:
     when ``outlier_fraction`` > 0, photometric outliers drawn afresh every epoch (E20 App. B)."""
 
     def __init__(self, features, train: np.ndarray, device: torch.device, alpha: float,
-                 keep_one: bool, randomize: bool, outlier_fraction: float = 0.0) -> None:  # fmt: skip
+                 keep_one: bool, randomize: bool, outlier_fraction: float = 0.0,
+                 outliers_per_measurement: bool = False, outlier_amplitude: float = 1.0) -> None:  # fmt: skip
         self.pools = [np.flatnonzero(row) for row in train]  # per-member training galaxies
         self.outlier_fraction = outlier_fraction
+        self.outliers_per_measurement = outliers_per_measurement
+        self.outlier_amplitude = outlier_amplitude
         ref = features.bands.index(features.ref_band)
         others = [j for j in range(len(features.bands)) if j != ref]
         if outlier_fraction > 0 and not others:
@@ -134,5 +143,6 @@ class DataBatches:
                     weight = (~lost).float()
                 x = rebuilt
             if self.outlier_fraction > 0:  # after the coadds: outliers hit the final photometry
-                x = add_outliers(x, self.x[idx], self.outlier_fraction, self.outlier_bands, gen)
+                x = add_outliers(x, self.x[idx], self.outlier_fraction, self.outlier_bands, gen,
+                                 self.outliers_per_measurement, self.outlier_amplitude)  # fmt: skip
             yield Batch(x=x, z=self.z[idx], weight=weight)

@@ -89,6 +89,46 @@ def epoch_time(
     return _best_of(run, device, repeats=1)
 
 
+def inference_flop(config: ModelConfig) -> int:
+    """Floating-point operations per galaxy and member for inference: 2 per multiply-add in the
+    encoder and photo-z linear layers (the decoder is not evaluated)."""
+    model = DeepzModel(dataclasses.replace(config, members=1))
+    return 2 * sum(
+        p[0].numel() for name, p in model.named_parameters()
+        if p.dim() == 3 and not name.startswith("decoder.")
+    )  # fmt: skip
+
+
+def gemm_rate(device: torch.device, threads: int | None = None, n: int = 8192) -> float:
+    """Measured float32 matrix-product rate in FLOP/s: (n, 256) x (256, 256), the shape of a
+    paper-size hidden layer over a large batch. ``threads`` (CPU) overrides torch's thread count."""
+    a = torch.randn(n, 256, device=device)
+    b = torch.randn(256, 256, device=device)
+    saved = torch.get_num_threads()
+    if threads is not None and device.type == "cpu":
+        torch.set_num_threads(threads)
+    try:
+        seconds = _best_of(lambda: a @ b, device, repeats=10)
+    finally:
+        torch.set_num_threads(saved)
+    return 2.0 * n * 256 * 256 / seconds
+
+
+def roofline(config: ModelConfig, device: torch.device, n_train: int, members: int = 10) -> dict:
+    """Bounds set by the matrix products alone (docs/benchmarks.md, "Networks"): the inference rate
+    if every FLOP ran at the measured GEMM rate, per core and for the whole device, and the
+    batched epoch's GEMM time (forward + both backward products of every fine-tuning layer)."""
+    flop = inference_flop(config)
+    rate = gemm_rate(device)
+    out = {"infer_flop_per_galaxy": flop, "gemm_gflop_s": rate / 1e9,
+           "infer_cap_gal_per_s": rate / flop,
+           "epoch_s_batched10_gemm_floor": 3 * flop * n_train * members / rate}  # fmt: skip
+    if device.type == "cpu":
+        core = gemm_rate(device, threads=1)
+        out |= {"gemm_gflop_s_1core": core / 1e9, "infer_cap_gal_per_s_1core": core / flop}
+    return out
+
+
 def run_bench(
     device_name: str = "auto",
     n_train: int = 8000,
@@ -119,7 +159,7 @@ def run_bench(
         "epoch_s_sequential10": sum(epoch_time(1, n_train, batch, device, base) for _ in range(10)),
     }
     result["batched_speedup"] = result["epoch_s_sequential10"] / result["epoch_s_batched10"]
-    return result
+    return result | roofline(base or ModelConfig(n_inputs=N_INPUTS), device, n_train)
 
 
 def run_bench_sim(n_sps: int = 20_000, n_mock: int = 10_000, seed: int = 0) -> dict:

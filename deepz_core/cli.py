@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 
 from deepz_core.bands import BAND_SETS, band_set, get_band
 from deepz_core.errors import ConfigError, DeepzError
+from deepz_core.memory import tune_malloc
 
 Command = Callable[[argparse.Namespace], int]
 COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Command]] = {}
@@ -89,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     _load_commands()
     args = build_parser().parse_args(argv)
+    tune_malloc()  # reuse freed MB-sized blocks instead of page-faulting new ones (memory.py)
     try:
         return args.func(args)
     except DeepzError as exc:

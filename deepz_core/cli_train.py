@@ -30,6 +30,11 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train-outliers", type=float, metavar="FRACTION",
                    help="E20 App. B: each epoch add a photometric outlier (one band, extra flux "
                    "U(0, 1) x that band's flux) to this fraction of training galaxies (0)")  # fmt: skip
+    p.add_argument("--outlier-unit", choices=("galaxy", "measurement"),
+                   help="what --train-outliers counts: galaxies, one band each (default), or "
+                   "every (galaxy, band) flux independently")  # fmt: skip
+    p.add_argument("--outlier-amplitude", type=float, metavar="A",
+                   help="an outlier adds U(0, A) x the band's flux (1)")  # fmt: skip
     p.add_argument("--epochs", type=int, help="override: fine-tuning epochs at the first rate")
     p.add_argument("--batch-size", type=int)
     p.add_argument(
@@ -44,7 +49,8 @@ def train_overrides(args: argparse.Namespace) -> tuple[dict, dict]:
     """(model overrides, train overrides) from the optional arguments that were given."""
     train: dict = {"device": args.device, "seed": args.seed}
     for name, key in (("members", "repetitions"), ("folds", "folds"), ("alpha", "alpha"),
-                      ("batch_size", "batch_size"), ("train_outliers", "outlier_fraction")):  # fmt: skip
+                      ("batch_size", "batch_size"), ("train_outliers", "outlier_fraction"),
+                      ("outlier_unit", "outlier_unit"), ("outlier_amplitude", "outlier_amplitude")):  # fmt: skip
         if getattr(args, name) is not None:
             train[key] = getattr(args, name)
     if args.no_randomize:

@@ -23,6 +23,7 @@ from deepz_core.errors import ConfigError
 Schedule = tuple[tuple[int, float], ...]  # (epochs, learning rate) stages
 INT_FIELDS = ("batch_size", "min_batch", "pretrain_n", "pretrain_batch_size", "repetitions",
               "folds", "eval_every", "checkpoint_every", "seed")  # fmt: skip
+OUTLIER_UNITS = ("galaxy", "measurement")  # what outlier_fraction counts (E20 App. B is ambiguous)
 
 
 def _check_schedule(name: str, schedule: Any) -> Schedule:
@@ -52,7 +53,7 @@ def _check_types(cfg: TrainConfig) -> None:
         if not isinstance(value, numbers.Integral) or isinstance(value, bool):
             raise ConfigError(f"{name} must be an integer, got {value!r}")
         object.__setattr__(cfg, name, int(value))  # numpy integers -> int (JSON-ready)
-    for name in ("weight_decay", "alpha", "outlier_fraction"):
+    for name in ("weight_decay", "alpha", "outlier_fraction", "outlier_amplitude"):
         value = getattr(cfg, name)
         if not _is_real(value) or not math.isfinite(value):
             raise ConfigError(f"{name} must be a finite number, got {value!r}")
@@ -78,7 +79,10 @@ class TrainConfig:
     alpha: float = 0.8  # probability of keeping each single exposure (E20 Sec. 5.1)
     keep_one: bool = True  # keep >= 1 existing exposure per band
     randomize_coadds: bool = True  # only acts where the catalogue has exposures
-    outlier_fraction: float = 0.0  # galaxies given a photometric outlier each epoch (E20 App. B)
+    outlier_fraction: float = 0.0  # photometric outliers drawn each epoch (E20 App. B), per unit:
+    outlier_unit: str = "galaxy"  # "galaxy": that fraction of galaxies, one band each;
+    # "measurement": that fraction of every (galaxy, band) flux, the reference band excepted
+    outlier_amplitude: float = 1.0  # an outlier adds U(0, this) x |the band's flux|
     repetitions: int = 1  # R: random partitions (E20: 10)
     folds: int = 5  # K: folds per partition (E20: 5); E = R * K networks
     eval_every: int = 1  # epochs between validation passes on held-out galaxies
@@ -96,6 +100,14 @@ class TrainConfig:
             raise ConfigError(f"alpha must be in (0, 1], got {self.alpha}")
         if not 0.0 <= self.outlier_fraction < 1.0:
             raise ConfigError(f"outlier_fraction must be in [0, 1), got {self.outlier_fraction!r}")
+        if not 0.0 < self.outlier_amplitude <= 10.0:
+            raise ConfigError(
+                f"outlier_amplitude must be in (0, 10], got {self.outlier_amplitude!r}"
+            )
+        if self.outlier_unit not in OUTLIER_UNITS:
+            raise ConfigError(
+                f"outlier_unit must be one of {OUTLIER_UNITS}, got {self.outlier_unit!r}"
+            )
         if self.weight_decay < 0:
             raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
         for name in ("batch_size", "pretrain_batch_size", "repetitions", "folds", "eval_every",

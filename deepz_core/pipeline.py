@@ -181,7 +181,8 @@ def _phases(config, features: Features, splits: Splits, train: TrainConfig, devi
         phases.append(Phase("pretrain", train.pretrain_schedule, source, pretrain_loss,
                             train.pretrain_batch_size, train.min_batch))  # fmt: skip
     data = DataBatches(features, splits.train, device, train.alpha, train.keep_one,
-                       train.randomize_coadds, train.outlier_fraction)  # fmt: skip
+                       train.randomize_coadds, train.outlier_fraction,
+                       train.outlier_unit == "measurement", train.outlier_amplitude)  # fmt: skip
     phases.append(
         Phase("finetune", train.schedule, data, finetune_loss, train.batch_size, train.min_batch)
     )

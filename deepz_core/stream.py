@@ -29,6 +29,7 @@ from deepz_core.catalog import ERROR_PREFIX, FLUX_PREFIX, Catalog
 from deepz_core.chunked_io import Range, count_rows, iter_rows, plan
 from deepz_core.errors import ConfigError
 from deepz_core.features import build_features
+from deepz_core.memory import tune_malloc
 from deepz_core.model import DeepzModel, load_model, load_model_json
 from deepz_core.paths import atomic_write, atomic_write_json
 from deepz_core.predict import (
@@ -95,32 +96,13 @@ class Predictor:
 _PREDICTORS: dict[tuple[str, str], Predictor] = {}  # one loaded model per worker process
 
 
-def tune_malloc() -> bool:
-    """Let glibc keep freed blocks of up to 64 MiB for reuse (False where that is not glibc).
-
-    The products allocate a few MB per block, a chunk's columns tens of MB. Dask workers start
-    with MALLOC_TRIM_THRESHOLD_=65536, which also fixes glibc's mmap threshold at 128 kB: every
-    such allocation then became a fresh mmap with page faults, doubling the CPU time of a chunk
-    (measured, docs/benchmarks.md)."""
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc malloc.h
-    return bool(mallopt(m_mmap_threshold, 64 << 20)) and bool(mallopt(m_trim_threshold, 256 << 20))
-
-
 def load_predictor(run_dir: Path | str, device: str = "cpu") -> Predictor:
     """The run's model, loaded once per process (cached by run path and device)."""
     from deepz_core.training import resolve_device
 
     key = (str(Path(run_dir).resolve()), device)  # resolved here: on the worker that predicts
     if key not in _PREDICTORS:
-        tune_malloc()
+        tune_malloc()  # Dask workers start with glibc settings that page-fault every block
         run = RunDir(Path(run_dir))
         if not run.file("model.safetensors").exists():
             raise ConfigError(f"--run {run_dir} has no trained model (model.safetensors)")

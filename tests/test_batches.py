@@ -190,6 +190,38 @@ def test_outliers_hit_the_fraction_asked_for_in_one_non_reference_band(rng) -> N
     assert len(hit) > 1500 and abs(hit.mean() - 0.3) < 0.04
 
 
+def test_outlier_measurements_hit_each_non_reference_flux_independently(rng) -> None:
+    f = _features(rng, n=700)
+    train = np.isfinite(f.zspec)[None, :].repeat(3, axis=0)
+    src = DataBatches(f, train, CPU, 0.8, True, randomize=False, outlier_fraction=0.2,
+                      outliers_per_measurement=True)  # fmt: skip
+    ref = f.bands.index(f.ref_band)
+    others = [j for j in range(len(f.bands)) if j != ref]
+    changed_all = []
+    for batch in src.epoch(rng, _gen(5), batch_size=200, min_batch=1):
+        for m in range(3):
+            rows, changed, diff = _changes(f, batch, m)
+            assert not changed[:, ref].any()
+            extra = diff[changed]
+            assert (extra > 0).all() and (extra <= np.abs(f.ratio[rows][changed]) * 1.0001).all()
+            changed_all.append(changed[:, others])
+    hit = np.concatenate(changed_all)  # (~1800, B - 1)
+    assert np.all(np.abs(hit.mean(axis=0) - 0.2) < 0.04)  # every band at the asked rate
+    per_galaxy = hit.sum(axis=1)  # independent bands: binomial(B - 1, 0.2) per galaxy
+    assert abs(per_galaxy.mean() - 0.2 * len(others)) < 0.1 and per_galaxy.max() >= 2
+
+
+def test_outlier_amplitude_sets_the_largest_extra_flux(rng) -> None:
+    f = _features(rng, n=700)
+    train = np.isfinite(f.zspec)[None, :]
+    src = DataBatches(f, train, CPU, 0.8, True, randomize=False, outlier_fraction=0.5,
+                      outlier_amplitude=3.0)  # fmt: skip
+    (batch,) = list(src.epoch(rng, _gen(6), batch_size=1000, min_batch=1))
+    rows, changed, diff = _changes(f, batch, 0)
+    share = diff[changed] / np.abs(f.ratio[rows][changed])  # U(0, 3): ~270 draws
+    assert share.max() <= 3.0001 and share.max() > 2.5 and abs(share.mean() - 1.5) < 0.2
+
+
 def test_outlier_bands_are_uniform_over_the_non_reference_bands(rng) -> None:
     f = _features(rng, n=700)
     train = np.isfinite(f.zspec)[None, :].repeat(4, axis=0)

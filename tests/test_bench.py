@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
-from deepz_core.bench import run_bench
+from deepz_core.bench import inference_flop, roofline, run_bench
 from deepz_core.model import ModelConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -22,3 +23,14 @@ def test_bench_json_on_tiny_networks() -> None:
         assert out[key] > 0, key
     ratio = out["epoch_s_sequential10"] / out["epoch_s_batched10"]
     assert out["batched_speedup"] == pytest.approx(ratio)
+
+
+def test_roofline_counts_the_inference_products() -> None:
+    # encoder 6->8->8->2, photo-z (6+2)->8->8->6: multiply-adds counted by hand, x2 FLOP
+    macs = 6 * 8 + 8 * 8 + 8 * 2 + 8 * 8 + 8 * 8 + 8 * 6
+    assert inference_flop(TINY) == 2 * macs
+    out = roofline(TINY, torch.device("cpu"), n_train=100)
+    assert out["gemm_gflop_s"] > 0 and out["gemm_gflop_s_1core"] > 0
+    assert out["infer_cap_gal_per_s"] == pytest.approx(out["gemm_gflop_s"] * 1e9 / (2 * macs))
+    floor = 3 * 2 * macs * 100 * 10 / (out["gemm_gflop_s"] * 1e9)
+    assert out["epoch_s_batched10_gemm_floor"] == pytest.approx(floor)

@@ -94,6 +94,9 @@ def test_unknown_fields_are_rejected_by_name() -> None:
         ("outlier_fraction", -0.1),
         ("outlier_fraction", float("nan")),
         ("outlier_fraction", "0.1"),
+        ("outlier_unit", "band"),
+        ("outlier_amplitude", 0.0),
+        ("outlier_amplitude", 11.0),
         ("device", "gpu"),
         ("device", 0),
         ("schedule", ()),
@@ -147,6 +150,9 @@ def test_outlier_fraction_round_trips_through_the_cli_run_config_and_resume(
     assert train("straight", "--train-outliers", "0.25") == 0
     config = RunDir(tmp_path / "straight").config()
     assert TrainConfig.from_dict(config["train"]).outlier_fraction == 0.25
+    assert TrainConfig.from_dict(config["train"]).outlier_unit == "galaxy"
+    assert train("fluxes", "--train-outliers", "0.1", "--outlier-unit", "measurement") == 0
+    assert RunDir(tmp_path / "fluxes").config()["train"]["outlier_unit"] == "measurement"
     original = RunDir.append_metrics
 
     def append(self: RunDir, row: dict) -> None:

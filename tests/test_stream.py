@@ -206,7 +206,7 @@ def test_one_big_row_group_is_still_split_into_partitions(trained, tmp_path) -> 
     _same(_read(tmp_path / "ds"), _read(tmp_path / "f.parquet"))
 
 
-def test_dask_specs_and_malloc_tuning() -> None:
+def test_dask_specs() -> None:
     from deepz_core.scaleout import dask_client, local_workers
 
     assert local_workers("local:3") == 3 and local_workers("local") >= 1
@@ -214,4 +214,3 @@ def test_dask_specs_and_malloc_tuning() -> None:
     for bad in ("local:0", "local:x"):
         with pytest.raises(ConfigError, match="local:N"), dask_client(bad):
             pass
-    assert isinstance(stream.tune_malloc(), bool)

@@ -82,5 +82,21 @@ def test_bad_settings_are_rejected() -> None:
         TemplateSimConfig(ebv=(0.5, 0.1))
     with pytest.raises(ConfigError, match="max_seds"):
         TemplateSimConfig(max_seds=0)
+    for seds in ((), (0, 0), (8,)):
+        with pytest.raises(ConfigError, match="seds"):
+            TemplateSimConfig(seds=seds)
+    with pytest.raises(ConfigError, match="max_seds"):
+        TemplateSimConfig(seds=(0, 1), max_seds=3)
+
+
+def test_seds_restricts_the_galaxies_to_the_chosen_continua() -> None:
+    from deepz_core.template_set import flux_table
+
+    cfg = TemplateSimConfig(ebv=(0.0, 0.0), max_seds=1, ew_oii_max=0.0, seds=(2,))
+    cat = simulate_templates(20, BANDS, seed=5, config=cfg)
+    z = cat.extra["ztrue"]
+    model = np.stack([flux_table(BANDS, z[i : i + 1])[0, :, 2] for i in range(len(z))])  # (N, B)
+    ratio = cat.flux / model  # one SED, no dust, no lines: a single scale per galaxy
+    np.testing.assert_allclose(ratio / ratio[:, :1], 1.0, rtol=1e-3)
     with pytest.raises(ConfigError, match="n must be"):
         simulate_templates(0, BANDS, 1)

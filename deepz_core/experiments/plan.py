@@ -27,6 +27,7 @@ class ExperimentPlan:
     u_band_added: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)  # Fig. B1 (fraction)
     train_outliers: float = 0.1  # Fig. B1: fraction of training galaxies given an outlier
     b1_galaxies: int = 3000  # test galaxies for Fig. B1 (template fits at every amplitude)
+    b1_mock_galaxies: int = 10_000  # Fig. B1 in E20's set-up: elliptical mock (80% train, 20% test)
     template_sim_n: int = 30_000  # Sec. 3.3 template-based pretraining set (quick: as SPS)
     denoise_n: int = 5_000  # Sec. 4 / Fig. 5: noisy SPS galaxies to denoise
     classifier: bool = True  # Appendix E
@@ -49,7 +50,7 @@ class ExperimentPlan:
             raise ConfigError(f"u_band_added must start at 0, got {self.u_band_added}")
         if not 0 < self.train_outliers < 1:
             raise ConfigError(f"train_outliers must be in (0, 1), got {self.train_outliers}")
-        for name in ("b1_galaxies", "template_sim_n", "denoise_n"):
+        for name in ("b1_galaxies", "b1_mock_galaxies", "template_sim_n", "denoise_n"):
             if getattr(self, name) < 100:
                 raise ConfigError(f"{name} must be >= 100, got {getattr(self, name)}")
 
@@ -75,6 +76,7 @@ PLANS: dict[str, ExperimentPlan] = {
         alphas_drop=(0.5,),
         u_band_added=(0.0, 0.5, 1.0),
         b1_galaxies=200,
+        b1_mock_galaxies=500,
         template_sim_n=2_000,
         denoise_n=500,
         train={"folds": 2},

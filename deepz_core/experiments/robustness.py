@@ -54,17 +54,23 @@ def network_photoz(run: RunDir) -> PhotoZ:
 
 
 def figb1(ctx: Context, methods: Mapping[str, PhotoZ]) -> dict[str, Any]:
-    """Strict outlier fraction vs added u-band flux for each method (E20 Fig. B1)."""
-    base = test_galaxies(ctx)
+    """Strict outlier fraction vs added u-band flux for each method (E20 Fig. B1), demo mock."""
+    return u_band_curves(ctx, test_galaxies(ctx), methods, "figB1_u_band_outliers.png")
+
+
+def u_band_curves(
+    ctx: Context, base: Catalog, methods: Mapping[str, PhotoZ], figure: str
+) -> dict[str, Any]:
+    """Each method's strict outlier fraction on ``base`` at every u-band flux of the plan, the rise
+    from none to the most, and the figure ``figure``."""
     fractions = list(ctx.plan.u_band_added)
     lines: dict[str, list[float]] = {label: [] for label in methods}
     for f in fractions:
         cat = add_u_flux(base, f)
         for label, photoz in methods.items():
-            ctx.log(f"[experiments] Fig. B1: {label}, u-band +{100 * f:.0f}%")
-            d = metrics.dz(photoz(cat), cat.zspec)
-            lines[label].append(metrics.outlier_fraction(d))
-    fig = figures.u_band_outliers(ctx.figure("figB1_u_band_outliers.png"), fractions, lines)
+            ctx.log(f"[experiments] Fig. B1 ({figure}): {label}, u-band +{100 * f:.0f}%")
+            lines[label].append(metrics.outlier_fraction(metrics.dz(photoz(cat), cat.zspec)))
+    fig = figures.u_band_outliers(ctx.figure(figure), fractions, lines)
     rise = {label: y[-1] - y[0] for label, y in lines.items()}
     return {"u_band_added": fractions, "outlier_fraction": lines, "rise": rise,
             "n_galaxies": base.n_galaxies, "figure": fig}  # fmt: skip

@@ -16,6 +16,7 @@ import numpy as np
 from deepz_core.experiments import denoise, quality, robustness, sweep
 from deepz_core.experiments.baseline import template_fit, template_photoz, template_simulation
 from deepz_core.experiments.context import Context
+from deepz_core.experiments.ellipticals import figb1_ellipticals
 from deepz_core.experiments.labels import appendix_e
 from deepz_core.experiments.plan import plan as get_plan
 from deepz_core.experiments.report import write_report
@@ -83,6 +84,8 @@ def run_experiments(
         "template fit": template_photoz(ctx),
         "network": robustness.network_photoz(runs[base_name]),
         "network trained with 10% outliers": robustness.network_photoz(runs["train_outliers"])})  # fmt: skip
+    log("[experiments] Fig. B1 in E20's set-up (elliptical mock)")
+    results["figB1_ellipticals"] = figb1_ellipticals(ctx)
     log("[experiments] Fig. 5")
     results["fig5"] = denoise.fig5(ctx, ae_run)
     if plan.classifier:

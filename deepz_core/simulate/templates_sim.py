@@ -39,13 +39,21 @@ class TemplateSimConfig:
     ebv: Range = (0.0, 0.5)
     max_seds: int = 3  # SEDs combined per galaxy (1..max_seds, uniform)
     ew_oii_max: float = 80.0  # rest [OII] equivalent width [A] of the youngest mixtures
+    seds: tuple[int, ...] = tuple(range(len(CONTINUUM)))  # indices into CONTINUUM to draw from
 
     def __post_init__(self) -> None:
         lo, hi = self.ebv
         if not 0.0 <= lo <= hi <= 3.0:
             raise ConfigError(f"ebv must be a range within [0, 3], got {self.ebv}")
-        if not 1 <= self.max_seds <= len(CONTINUUM):
-            raise ConfigError(f"max_seds must be in [1, {len(CONTINUUM)}], got {self.max_seds}")
+        k = len(CONTINUUM)
+        if (
+            not self.seds
+            or len(set(self.seds)) != len(self.seds)
+            or not all(isinstance(i, int) and 0 <= i < k for i in self.seds)
+        ):
+            raise ConfigError(f"seds must be distinct indices in [0, {k}), got {self.seds!r}")
+        if not 1 <= self.max_seds <= len(self.seds):
+            raise ConfigError(f"max_seds must be in [1, {len(self.seds)}], got {self.max_seds}")
         if not 0.0 <= self.ew_oii_max <= 1000.0:
             raise ConfigError(f"ew_oii_max must be in [0, 1000] A, got {self.ew_oii_max}")
 
@@ -62,9 +70,11 @@ def _sample(n: int, cfg: TemplateSimConfig, rng: np.random.Generator) -> dict[st
     """Redshift, magnitude, SED weights (N, 8), E(B-V), line mix and [OII] EW of n galaxies."""
     k = len(CONTINUUM)
     count = rng.integers(1, cfg.max_seds + 1, n)  # SEDs per galaxy
-    order = np.argsort(rng.uniform(size=(n, k)), axis=1)  # random SED subset: first `count`
+    allowed = np.asarray(cfg.seds)  # (S,)
+    order = allowed[np.argsort(rng.uniform(size=(n, allowed.size)), axis=1)]  # first `count` used
     chosen = np.zeros((n, k))
-    np.put_along_axis(chosen, order, (np.arange(k)[None, :] < count[:, None]).astype(float), 1)
+    first = np.arange(allowed.size)[None, :] < count[:, None]  # (N, S)
+    np.put_along_axis(chosen, order, first.astype(float), 1)
     weights = chosen * rng.gamma(1.0, 1.0, (n, k))  # Dirichlet(1) over the chosen SEDs
     weights /= weights.sum(1, keepdims=True)
     youth = weights @ YOUTH  # (N,) 0 = old, 1 = young
