@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,11 +25,8 @@ from deepz_core.experiments.trained import train_run
 from deepz_core.simulate.templates_sim import TemplateSimConfig, simulate_templates
 from deepz_core.template_set import CONTINUUM, flux_table
 
-EARLY_TYPES = (
-    0,
-    1,
-    2,
-)  # template_set.CONTINUUM: ssp_old, ssp_2gyr, exp_tau0.5 (E20: 8 ellipticals)
+# template_set.CONTINUUM indices: ssp_old, ssp_2gyr, exp_tau0.5 (E20 used 8 elliptical SEDs)
+EARLY_TYPES = (0, 1, 2)
 TEST_FRACTION = 0.2  # of the mock, held out of training; Fig. B1 is measured on these
 Z_STEP = 0.001  # chi2 fit grid (E20's p(z) grid step)
 MOCK = TemplateSimConfig(ebv=(0.0, 0.0), max_seds=1, ew_oii_max=0.0, seds=EARLY_TYPES)
@@ -75,7 +71,7 @@ def figb1_ellipticals(ctx: Context) -> dict[str, Any]:
     folder.mkdir(parents=True, exist_ok=True)
     bands = ctx.catalog.bands
     train, test = elliptical_mock(ctx.plan.b1_mock_galaxies, bands, ctx.plan.seed + 11)
-    path = Path(folder / "train.fits")
+    path = folder / "train.fits"  # the training part, for train_run
     if not path.exists():
         write_catalog(train, path)
     dev = {"device": ctx.device}
