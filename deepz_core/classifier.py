@@ -16,7 +16,6 @@ Labels outside [z_min, z_max] are counted in the first/last bin (the classifier 
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
@@ -32,7 +31,7 @@ from torch.distributions.utils import lazy_property
 
 from deepz_core.errors import ConfigError
 from deepz_core.nn import build_trunk, member_mean, members_view
-from deepz_core.paths import atomic_write, atomic_write_json
+from deepz_core.paths import atomic_write, atomic_write_json, read_description
 
 _FORMAT = "deepz.classifier"
 _VERSION = 1
@@ -392,12 +391,7 @@ def load_classifier(directory: Path | str, name: str = "classifier",
                     device: str | torch.device = "cpu") -> DeepzClassifier:  # fmt: skip
     """Rebuild from ``<name>.json`` and load ``<name>.safetensors``; returned in eval mode."""
     path = Path(directory) / f"{name}.json"
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read classifier description ({exc})") from exc
-    if not isinstance(doc, dict) or doc.get("format") != _FORMAT:
-        raise ConfigError(f"{path}: not a deepz classifier description (format != {_FORMAT!r})")
+    doc = read_description(path, _FORMAT, "classifier")
     model = DeepzClassifier(ClassifierConfig.from_dict(doc["config"]))
     weights = path.with_suffix(".safetensors")
     try:

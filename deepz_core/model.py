@@ -12,7 +12,6 @@ features are normalised too). The decoder reads the latent features directly and
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -26,7 +25,7 @@ from torch import Tensor, nn
 from deepz_core.errors import ConfigError
 from deepz_core.mdn import GaussianMixture, MixtureDensityHead
 from deepz_core.nn import EnsembleMLP, build_trunk, member_mean, members_view
-from deepz_core.paths import atomic_write, atomic_write_json
+from deepz_core.paths import atomic_write, atomic_write_json, read_description
 
 _FORMAT = "deepz.model"
 _VERSION = 1
@@ -229,14 +228,7 @@ def save_model(
 
 def load_model_json(directory: Path | str, name: str = "model") -> dict[str, Any]:
     """The ``<name>.json`` document written by :func:`save_model` (config and metadata)."""
-    path = Path(directory) / f"{name}.json"
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read model description ({exc})") from exc
-    if not isinstance(doc, dict) or doc.get("format") != _FORMAT:
-        raise ConfigError(f"{path}: not a deepz model description (format != {_FORMAT!r})")
-    return doc
+    return read_description(Path(directory) / f"{name}.json", _FORMAT, "model")
 
 
 def load_model(
