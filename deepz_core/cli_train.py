@@ -35,7 +35,11 @@ def _train_args(p: argparse.ArgumentParser) -> None:
                    "every (galaxy, band) flux independently")  # fmt: skip
     p.add_argument("--outlier-amplitude", type=float, metavar="A",
                    help="an outlier adds U(0, A) x the band's flux (1)")  # fmt: skip
-    p.add_argument("--epochs", type=int, help="override: fine-tuning epochs at the first rate")
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--epochs", type=int, help="override: that many fine-tuning epochs at 1e-3")
+    length.add_argument("--schedule", metavar="E:LR,...",
+                        help="override: fine-tuning stages, e.g. 100:1e-3,50:1e-4,20:1e-5 "
+                        "(the quick preset's)")  # fmt: skip
     p.add_argument("--batch-size", type=int)
     p.add_argument(
         "--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps"
@@ -59,8 +63,23 @@ def train_overrides(args: argparse.Namespace) -> tuple[dict, dict]:
         if args.epochs < 1:
             raise ConfigError(f"--epochs must be >= 1, got {args.epochs}")
         train["schedule"] = ((args.epochs, 1e-3),)
+    if args.schedule is not None:
+        train["schedule"] = parse_schedule(args.schedule)
     model = {"use_autoencoder": False} if args.no_autoencoder else {}
     return model, train
+
+
+def parse_schedule(text: str) -> tuple[tuple[int, float], ...]:
+    """``"100:1e-3,50:1e-4"`` -> ((100, 1e-3), (50, 1e-4)); TrainConfig checks the values."""
+    try:
+        stages = tuple((int(e), float(lr)) for e, lr in (s.split(":") for s in text.split(",")))
+    except ValueError:
+        raise ConfigError(
+            f"--schedule must be EPOCHS:LR stages separated by commas, got {text!r}"
+        ) from None
+    if any(e < 1 for e, _ in stages):
+        raise ConfigError(f"--schedule: every stage needs >= 1 epoch, got {text!r}")
+    return stages
 
 
 @command("train", _train_args)

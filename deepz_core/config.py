@@ -3,7 +3,8 @@
 ``paper``: the published protocol (Adam, weight decay 1e-4, 100 epochs at 1e-3 then 200 each at 1e-4,
 1e-5, 1e-6; pretraining 10 epochs over 1e6 simulated galaxies; 10 x 5 networks; paper-size networks).
 ``quick``: a CPU-friendly version that trains the demo in minutes: narrower, shallower networks,
-30,000 simulated galaxies and a compressed schedule with the same shape. ``smoke``: tiny networks and a
+30,000 simulated galaxies and a compressed schedule with the same shape (100 epochs at 1e-3, 50 at
+1e-4, 20 at 1e-5; docs/benchmarks.md measures shorter and longer ones). ``smoke``: tiny networks and a
 few epochs, for tests and for trying the app (seconds; no science).
 """
 
@@ -166,7 +167,7 @@ PRESETS: dict[str, Preset] = {
             "photoz_first_width": 128,
         },  # fmt: skip
         train={
-            "schedule": ((30, 1e-3), (15, 1e-4), (5, 1e-5)),
+            "schedule": ((100, 1e-3), (50, 1e-4), (20, 1e-5)),
             "batch_size": 200,
             "pretrain_schedule": ((4, 1e-3), (1, 1e-4)),
             "pretrain_n": 30_000,

@@ -137,6 +137,15 @@ def test_resume_finishes_a_killed_run(tmp_path, files, monkeypatch, capsys) -> N
     [
         (["train", "--catalog", "{tmp}/missing.fits", "--pretrain", "none"], "missing.fits"),
         (["train", "--catalog", "{cat}", "--pretrain", "none", "--epochs", "0"], "--epochs"),
+        (
+            ["train", "--catalog", "{cat}", "--pretrain", "none", "--schedule", "9-1e-3"],
+            "--schedule",
+        ),
+        (
+            ["train", "--catalog", "{cat}", "--pretrain", "none", "--schedule", "0:1e-3"],
+            "--schedule",
+        ),
+        (["train", "--catalog", "{cat}", "--pretrain", "none", "--schedule", "5:2"], "schedule"),
         (["train", "--catalog", "{cat}", "--pretrain", "none", "--folds", "0"], "folds"),
         (["train", "--catalog", "{cat}", "--pretrain", "none", "--alpha", "1.5"], "alpha"),
         (["train", "--catalog", "{cat}", "--pretrain", "none", "--device", "gpu"], "gpu"),
@@ -181,6 +190,7 @@ def test_predict_evaluate_resume_errors(tmp_path, trained, files, capsys, monkey
 @pytest.mark.parametrize(
     "argv",
     [["train", "--out", "x"], ["train", "--catalog", "c.fits", "--out", "x", "--epochs", "two"],
+     ["train", "--catalog", "c.fits", "--out", "x", "--epochs", "2", "--schedule", "2:1e-3"],
      ["predict", "--run", "r"], ["frobnicate"], []],
 )  # fmt: skip
 def test_argparse_errors_exit_2_without_a_traceback(capsys, argv) -> None:
@@ -189,3 +199,14 @@ def test_argparse_errors_exit_2_without_a_traceback(capsys, argv) -> None:
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "error:" in err and "Traceback" not in err
+
+
+def test_schedule_option_sets_the_fine_tuning_stages() -> None:
+    from deepz_core.cli import build_parser
+    from deepz_core.cli_train import train_overrides
+
+    args = build_parser().parse_args(
+        ["train", "--catalog", "c.fits", "--out", "x", "--schedule", "100:1e-3, 50:1e-4,20:1e-5"]
+    )
+    _, train = train_overrides(args)
+    assert train["schedule"] == ((100, 1e-3), (50, 1e-4), (20, 1e-5))

@@ -12,6 +12,7 @@ from astropy.table import Table
 
 from deepz_core.catalog import Catalog
 from deepz_core.catalog_io import write_catalog
+from deepz_core.config import PRESETS
 from deepz_core.errors import ConfigError
 from deepz_core.features import build_features
 from deepz_core.pipeline import (
@@ -59,7 +60,8 @@ def test_create_run_writes_a_complete_config_and_trains_nothing(tmp_path, catalo
     assert config["catalog"] == catalog_path and config["exposures"] is None
     assert config["pretrain"] == "none" and config["preset"] == "quick"
     assert config["model"]["width"] == 8 and config["model"]["encoder_layers"] == 4  # quick
-    assert config["train"]["folds"] == 3 and config["train"]["schedule"][0] == [30, 1e-3]
+    assert config["train"]["folds"] == 3
+    assert config["train"]["schedule"][0] == list(PRESETS["quick"].train["schedule"][0])
     assert config["pz"]["dz"] == 0.002
     assert run.status()["state"] == "queued"
     assert sorted(p.name for p in run.path.iterdir()) == ["config.json", "status.json"]
