@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from deepz_core import pretrained
 from deepz_core.batches import DataBatches, SimulationBatches
 from deepz_core.catalog import Catalog
 from deepz_core.catalog_io import read_catalog
@@ -91,21 +92,28 @@ def labelled_mask(features: Features) -> np.ndarray:
     return np.isfinite(z) & (z >= 0) & (z <= Z_LABEL_MAX)
 
 
+def pretraining_simulation_path(
+    config: dict[str, Any], features: Features, train: TrainConfig
+) -> Path:
+    """The SPS simulation file to pretrain on: simulated through the catalogue's bands ('auto',
+    cached) or the user's file."""
+    if config["pretrain"] != "auto":
+        return Path(config["pretrain"])
+    from deepz_core.bands import has_band
+    from deepz_core.simulate import cached_simulation
+
+    missing = [b for b in features.bands if not has_band(b)]
+    if missing:
+        raise ConfigError(f"--pretrain auto needs filter curves; unknown bands {missing}: "
+                          "use --pretrain none or a simulation file")  # fmt: skip
+    return cached_simulation("sps", train.pretrain_n, features.bands, train.seed + 1)
+
+
 def pretraining_simulation(
     config: dict[str, Any], features: Features, train: TrainConfig
 ) -> Catalog:
-    """The SPS simulation to pretrain on: simulated through the catalogue's bands ('auto') or a file."""
-    if config["pretrain"] == "auto":
-        from deepz_core.bands import has_band
-        from deepz_core.simulate import cached_simulation
-
-        missing = [b for b in features.bands if not has_band(b)]
-        if missing:
-            raise ConfigError(f"--pretrain auto needs filter curves; unknown bands {missing}: "
-                              "use --pretrain none or a simulation file")  # fmt: skip
-        path = cached_simulation("sps", train.pretrain_n, features.bands, train.seed + 1)
-        return read_catalog(path)
-    sim = read_catalog(config["pretrain"])
+    """The simulation of ``pretraining_simulation_path``, its bands checked against the catalogue's."""
+    sim = read_catalog(pretraining_simulation_path(config, features, train))
     if tuple(sim.bands) != tuple(features.bands):
         raise ConfigError(f"pretraining file bands {list(sim.bands)} differ from the catalogue's "
                           f"{list(features.bands)}")  # fmt: skip
@@ -165,7 +173,7 @@ def _train(run: RunDir, config: dict[str, Any], train: TrainConfig) -> None:
     phases = _phases(config, features, splits, train, device)
     runner = PhaseRunner(run, model, train.weight_decay, train.seed, train.checkpoint_every,
                          train.eval_every, _validator(features, splits, device))  # fmt: skip
-    _run_phases(run, runner, phases)
+    _run_phases(run, runner, phases, _pretrain_key(config, features, train, model))
     save_model(model, run.path, "model", metadata={"bands": list(features.bands),
                                                    "ref_band": features.ref_band})  # fmt: skip
     summary = write_run_predictions(run, model, cat, features, splits, PzConfig(**config["pz"]))
@@ -189,10 +197,27 @@ def _phases(config, features: Features, splits: Splits, train: TrainConfig, devi
     return phases
 
 
-def _run_phases(run: RunDir, runner: PhaseRunner, phases: list[Phase]) -> None:
+def _pretrain_key(
+    config: dict[str, Any], features: Features, train: TrainConfig, model: DeepzModel
+) -> str | None:
+    """Cache key of this run's pretraining (``deepz_core.pretrained``); None without one."""
+    if config["pretrain"] == "none" or train.pretrain_epochs == 0 or not pretrained.cache_enabled():
+        return None
+    path = pretraining_simulation_path(config, features, train)
+    ident = path.name if config["pretrain"] == "auto" else pretrained.file_digest(path)
+    device = next(model.parameters()).device.type
+    return pretrained.PretrainKey(model.config.to_dict(), train, features.bands,
+                                  features.ref_band, ident, device).digest()  # fmt: skip
+
+
+def _run_phases(
+    run: RunDir, runner: PhaseRunner, phases: list[Phase], pretrain_key: str | None = None
+) -> None:
     ckpt = load_checkpoint(run)
     names = [p.name for p in phases]
-    if ckpt is not None:
+    if ckpt is None and pretrain_key and pretrained.restore(run, pretrain_key):
+        ckpt = load_checkpoint(run)  # from here on, exactly a resume from the end of pretraining
+    elif ckpt is not None:
         tensors, meta = ckpt
         run.truncate_metrics(meta["phase"], meta["epoch"])
         run.log(f"resuming from {meta['phase']} epoch {meta['epoch']}")
@@ -206,6 +231,8 @@ def _run_phases(run: RunDir, runner: PhaseRunner, phases: list[Phase]) -> None:
                 resume = {"tensors": ckpt[0], "meta": ckpt[1]}
         run.log(f"{phase.name}: {phase.epochs} epochs")
         runner.execute(phase, resume)
+        if phase.name == "pretrain" and pretrain_key and not pretrained.has(pretrain_key):
+            pretrained.store(run, pretrain_key)
 
 
 def _validator(features: Features, splits: Splits, device):

@@ -9,6 +9,8 @@ import pytest
 import torch
 
 os.environ.setdefault("DEEPZ_QUIET", "1")
+# Pretrained weights are cached across runs (deepz_core.pretrained); tests that want it opt in.
+os.environ["DEEPZ_PRETRAIN_CACHE"] = "0"
 
 
 @pytest.fixture(autouse=True)

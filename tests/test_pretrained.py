@@ -1,0 +1,140 @@
+"""Pretrained weights shared between runs: a cache hit changes nothing but the time spent."""
+
+from __future__ import annotations
+
+import dataclasses
+from functools import partial
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from deepz_core import pretrained
+from deepz_core.catalog_io import write_catalog
+from deepz_core.config import TrainConfig
+from deepz_core.pipeline import create_run, execute_run
+from deepz_core.pretrained import PretrainKey
+from tests.synthetic import BANDS, synthetic_catalog
+
+TINY_MODEL = dict(n_latent=2, width=12, encoder_layers=1, decoder_layers=1, photoz_layers=2,
+                  photoz_first_width=0, n_components=2)  # fmt: skip
+TRAIN = dict(schedule=((3, 1e-3),), batch_size=40, folds=2, device="cpu", seed=1,
+             pretrain_schedule=((2, 1e-3),), pretrain_batch_size=50)  # fmt: skip
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+_synthetic = partial(synthetic_catalog, missing_zspec=0.15)
+
+
+@pytest.fixture
+def cache_on(tmp_path, monkeypatch):
+    monkeypatch.setenv("DEEPZ_PRETRAIN_CACHE", "1")
+    monkeypatch.setenv("DEEPZ_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "pretrained"
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> tuple[str, str]:
+    folder = tmp_path_factory.mktemp("pretrained")
+    write_catalog(_synthetic(120, 3), folder / "cat.fits")
+    write_catalog(_synthetic(100, 5, exposures=False, noiseless=True), folder / "sim.fits")
+    return str(folder / "cat.fits"), str(folder / "sim.fits")
+
+
+def _train(tmp_path, name: str, inputs, **train):
+    cat, sim = inputs
+    run = create_run(tmp_path / name, cat, pretrain=sim, model=TINY_MODEL,
+                     train={**TRAIN, **train})  # fmt: skip
+    execute_run(run)
+    assert run.status()["state"] == "finished"
+    return run
+
+
+def _weights(run) -> dict[str, torch.Tensor]:
+    return load_file(str(run.file("model.safetensors")))
+
+
+def test_a_cache_hit_gives_the_same_model_as_pretraining(tmp_path, inputs, cache_on) -> None:
+    first = _train(tmp_path, "a", inputs, alpha=0.5)  # pretrains and stores
+    assert len(list(cache_on.glob("*.safetensors"))) == 1
+    reused = _train(tmp_path, "b", inputs, alpha=0.8)  # other fine-tuning: same pretraining
+    assert "pretraining reused from the cache" in reused.file("log.txt").read_text()
+    assert "pretraining reused" not in first.file("log.txt").read_text()
+    rows = reused.metrics()
+    assert [(r["phase"], r["epoch"], r.get("cached", False)) for r in rows[:2]] == [
+        ("pretrain", 1, True), ("pretrain", 2, True)]  # fmt: skip
+    assert not any("val_nll" in r for r in rows[:2])  # measured on another run's hold-out
+    assert [r["loss"] for r in rows[:2]] == [r["loss"] for r in first.metrics()[:2]]
+
+    pretrained_anew = tmp_path / "nocache"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DEEPZ_PRETRAIN_CACHE", "0")
+        alone = _train(pretrained_anew, "c", inputs, alpha=0.8)
+    assert "pretraining reused" not in alone.file("log.txt").read_text()
+    a, b = _weights(reused), _weights(alone)
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
+
+
+def test_runs_that_pretrain_differently_do_not_share(tmp_path, inputs, cache_on) -> None:
+    _train(tmp_path, "a", inputs)
+    _train(tmp_path, "b", inputs, seed=2)
+    _train(tmp_path, "c", inputs, pretrain_schedule=((3, 1e-3),))
+    assert len(list(cache_on.glob("*.safetensors"))) == 3
+
+
+def test_no_pretraining_and_a_disabled_cache_store_nothing(tmp_path, inputs, cache_on, monkeypatch):
+    cat, _ = inputs
+    run = create_run(tmp_path / "none", cat, pretrain="none", model=TINY_MODEL, train=TRAIN)
+    execute_run(run)
+    monkeypatch.setenv("DEEPZ_PRETRAIN_CACHE", "0")
+    _train(tmp_path, "off", inputs)
+    assert not cache_on.exists() or not any(cache_on.iterdir())
+
+
+def test_a_damaged_entry_costs_a_pretraining_not_the_run(tmp_path, inputs, cache_on) -> None:
+    _train(tmp_path, "a", inputs)
+    (entry,) = cache_on.glob("*.safetensors")
+    entry.write_bytes(b"not a safetensors file")
+    run = _train(tmp_path, "b", inputs)
+    assert "pretraining reused" not in run.file("log.txt").read_text()
+    assert [r["phase"] for r in run.metrics()].count("pretrain") == 2
+
+
+def test_a_cancelled_pretraining_is_not_stored(tmp_path, inputs, cache_on) -> None:
+    cat, sim = inputs
+    run = create_run(tmp_path / "r", cat, pretrain=sim, model=TINY_MODEL, train=TRAIN)
+    run.file("cancel").touch()  # honoured at the end of the first epoch
+    execute_run(run)
+    assert run.status()["state"] == "cancelled"
+    assert not cache_on.exists() or not any(cache_on.iterdir())
+
+
+def test_the_key_covers_every_input_of_pretraining() -> None:
+    base = PretrainKey({"width": 8, "members": 2}, TrainConfig(), BANDS, "subaru_i", "sim.fits",
+                       "cpu")  # fmt: skip
+    variants = [
+        dataclasses.replace(base, model={"width": 9, "members": 2}),
+        dataclasses.replace(base, model={"width": 8, "members": 3}),
+        dataclasses.replace(base, train=TrainConfig(seed=1)),
+        dataclasses.replace(base, train=TrainConfig(pretrain_schedule=((9, 1e-3),))),
+        dataclasses.replace(base, train=TrainConfig(pretrain_batch_size=100)),
+        dataclasses.replace(base, train=TrainConfig(weight_decay=0.0)),
+        dataclasses.replace(base, bands=BANDS[:-1]),
+        dataclasses.replace(base, ref_band="subaru_z"),
+        dataclasses.replace(base, simulation="other.fits"),
+        dataclasses.replace(base, device="cuda"),
+    ]
+    digests = {v.digest() for v in variants}
+    assert len(digests) == len(variants) and base.digest() not in digests
+    # fine-tuning choices do not change pretraining
+    same = dataclasses.replace(base, train=TrainConfig(alpha=0.5, schedule=((5, 1e-3),)))
+    assert same.digest() == base.digest()
+
+
+def test_file_digest_identifies_content_not_name(tmp_path) -> None:
+    (tmp_path / "a").write_bytes(b"x" * 10)
+    (tmp_path / "b").write_bytes(b"x" * 10)
+    (tmp_path / "c").write_bytes(b"x" * 11)
+    d = pretrained.file_digest
+    assert d(tmp_path / "a") == d(tmp_path / "b") != d(tmp_path / "c")
