@@ -84,11 +84,13 @@ def queue_run(
 
 
 def queue_templatefit(runs: Path, catalog: str, device: str, calibrate: bool,
-                      start: bool = True) -> RunDir:  # fmt: skip
-    """Write a new template-fit run folder (status 'queued') for the same worker queue."""
+                      start: bool = True, template_set: str = "bcnz2") -> RunDir:  # fmt: skip
+    """Write a new template-fit run folder (status 'queued') with templates ``template_set`` for
+    the same worker queue."""
     from deepz_core.templatefit_run import create_templatefit_run
 
     run = create_templatefit_run(runs / new_run_id("tfit"), catalog, device=device,
+                                 templatefit={"template_set": template_set},
                                  calibrate=calibrate)  # fmt: skip
     if start:
         ensure_worker(runs)

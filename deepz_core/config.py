@@ -3,8 +3,9 @@
 ``paper``: the published protocol (Adam, weight decay 1e-4, 100 epochs at 1e-3 then 200 each at 1e-4,
 1e-5, 1e-6; pretraining 10 epochs over 1e6 simulated galaxies; 10 x 5 networks; paper-size networks).
 ``quick``: a CPU-friendly version that trains the demo in minutes: narrower, shallower networks,
-30,000 simulated galaxies and a compressed schedule with the same shape (100 epochs at 1e-3, 50 at
-1e-4, 20 at 1e-5; docs/benchmarks.md measures shorter and longer ones). ``smoke``: tiny networks and a
+pretraining for 10 epochs on 300,000 simulated galaxies (once: ``deepz_core.pretrained`` caches it)
+and a compressed fine-tuning schedule with the paper's shape (100 epochs at 1e-3, 50 at 1e-4, 20 at
+1e-5); docs/benchmarks.md measures shorter and longer ones and larger and smaller pretraining sets. ``smoke``: tiny networks and a
 few epochs, for tests and for trying the app (seconds; no science).
 """
 
@@ -169,8 +170,8 @@ PRESETS: dict[str, Preset] = {
         train={
             "schedule": ((100, 1e-3), (50, 1e-4), (20, 1e-5)),
             "batch_size": 200,
-            "pretrain_schedule": ((4, 1e-3), (1, 1e-4)),
-            "pretrain_n": 30_000,
+            "pretrain_schedule": ((8, 1e-3), (2, 1e-4)),
+            "pretrain_n": 300_000,
             "repetitions": 1,
             "folds": 5,
         },

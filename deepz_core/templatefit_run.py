@@ -68,7 +68,8 @@ def _fit(run: RunDir, config: dict[str, Any]) -> None:
     if config.get("calibrate", True) and np.isfinite(cat.zspec).sum() >= 10:
         run.set_status("running", phase="zero-points", epoch=0)
         zero_points = calibrate_zero_points(prepare_catalog(cat, cfg), cfg, device)
-    run.log(f"template fit of {cat.n_galaxies} galaxies on {device}; zero-points "
+    run.log(f"template fit ({cfg.template_set} templates) of {cat.n_galaxies} galaxies on {device}; "
+            "zero-points "
             f"{'calibrated on the spec-z sample' if zero_points is not None else 'not calibrated'}")  # fmt: skip
     workers = 1 if device.type != "cpu" else max(1, min(os.cpu_count() or 1, cat.n_galaxies // 500))
     with worker_pool(workers) if workers > 1 else contextlib.nullcontext() as pool:

@@ -1,10 +1,12 @@
 """BCNZ2-like template-fitting photo-z (E20 Appendix A): the public API.
 
-A galaxy's model is a non-negative combination of templates (``template_set``: 8 BC03 continua x 5
-Calzetti E(B-V) values with IGM, plus 2 emission-line templates with fixed ratios to [OII]), fitted
-at every redshift with a free narrow/broad band scaling k per galaxy and global per-band zero-points
-l_b (E20 eq. A3); p(z) ~ exp(-chi2_min(z) / 2) (eq. A2). ``templates_fit`` holds the chi2(z) search,
-``templates_nnls`` the solvers, ``templates_pz`` the p(z) products.
+A galaxy's model is a non-negative combination of templates (``template_set``, chosen by
+``TemplateFitConfig.template_set``: "bcnz2", 8 BC03 continua x 5 Calzetti E(B-V) values with IGM,
+plus 2 emission-line templates with fixed ratios to [OII]; or "kcorrect", kcorrect's 5 NMF templates
+with IGM, independent of the demo mock's SEDs), fitted at every redshift with a free narrow/broad
+band scaling k per galaxy and global per-band zero-points l_b (E20 eq. A3); p(z) ~
+exp(-chi2_min(z) / 2) (eq. A2). ``templates_fit`` holds the chi2(z) search, ``templates_nnls`` the
+solvers, ``templates_pz`` the p(z) products.
 
 Inputs are prepared by ``templates_calib``: coadds rebuilt without outlier exposures, and per-band
 zero-points calibrated on the spec-z galaxies as in BCNZ2; configuration in ``templates_config``.
@@ -12,7 +14,8 @@ zero-points calibrated on the spec-z galaxies as in BCNZ2; configuration in ``te
 Outputs use deepz's prediction columns (``predict.POINT_COLUMNS``, zspec, pit, mag, and the mixture
 columns weights/means/stds, see ``templates_pz``) so ``evaluate`` reads them unchanged, plus chi2
 (at the mode), template (index of the template with the largest share of the model, see
-``template_names``), ebv (of the best run) and k_nb.
+``template_names``), ebv (of the best run; NaN for sets without a Calzetti grid) and k_nb. The
+set's version and name are in the table's meta (TFSET, TFNAME) and the zero-points file.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from deepz_core.errors import ConfigError
 from deepz_core.paths import atomic_write_json
 from deepz_core.predict import POINT_COLUMNS, table_format, write_table
 from deepz_core.progress import progress_bar
-from deepz_core.template_set import TEMPLATE_SET_VERSION, load_template_set
+from deepz_core.template_set import DEFAULT_SET, TEMPLATE_SET_VERSION, load_template_set, set_info
 from deepz_core.templates_calib import (
     calibrate_zero_points,
     check_catalog,
@@ -47,9 +50,9 @@ __all__ = ["SOLVERS", "TemplateFitConfig", "calibrate_zero_points", "fit_catalog
            "template_names", "worker_pool", "write_templatefit"]  # fmt: skip
 
 
-def template_names() -> tuple[str, ...]:
-    """Names of the templates indexed by the ``template`` output column."""
-    return load_template_set().names
+def template_names(template_set: str = DEFAULT_SET) -> tuple[str, ...]:
+    """Names of the templates of set ``template_set`` indexed by the ``template`` output column."""
+    return load_template_set(template_set).names
 
 
 def fit_catalog(cat: Catalog, cfg: TemplateFitConfig | None = None, device: str | torch.device = "cpu",
@@ -72,7 +75,8 @@ def fit_catalog(cat: Catalog, cfg: TemplateFitConfig | None = None, device: str 
     if zero_points is None and calibrate and np.sum(np.isfinite(cat.zspec)) >= 10:
         zero_points = calibrate_zero_points(cat, cfg, dev)
     flux, error = scaled_fluxes(cat, zero_points)
-    model = TemplateModel.build(tuple(cat.bands), cfg.z_grid(), dev)  # also fills the disk cache
+    # building the model also fills the disk cache that worker processes read
+    model = TemplateModel.build(tuple(cat.bands), cfg.z_grid(), dev, cfg.template_set)
     step = chunk_size(cfg, dev)
     chunks = [(flux[s : s + step], error[s : s + step], cat.zspec[s : s + step])
               for s in range(0, cat.n_galaxies, step)]  # fmt: skip
@@ -107,7 +111,8 @@ def _worker_init() -> None:
 
 def _worker_fit(bands: tuple[str, ...], z: np.ndarray, flux: np.ndarray, error: np.ndarray,
                 zspec: np.ndarray, cfg: TemplateFitConfig, grid: bool) -> dict[str, np.ndarray]:  # fmt: skip
-    model = TemplateModel.build(bands, z, torch.device("cpu"))  # cached per process
+    # cached per process: a pool's workers rebuild the model once, from the disk cache
+    model = TemplateModel.build(bands, z, torch.device("cpu"), cfg.template_set)
     return _fit_rows(model, flux, error, zspec, cfg, grid)
 
 
@@ -138,7 +143,7 @@ def _fit_rows(model: TemplateModel, flux: np.ndarray, error: np.ndarray, zspec: 
     out["chi2"] = res.chi2[rows, k_mode]
     members = model.runs[res.best_run]  # (C, T)
     out["template"] = members[rows, res.coeffs.argmax(1)]
-    ebv = torch.as_tensor(load_template_set().ebv, device=dev)
+    ebv = torch.as_tensor(load_template_set(model.template_set).ebv, device=dev)
     out["ebv"] = ebv[members[:, 0]]
     out["k_nb"] = res.k
     if grid:
@@ -166,8 +171,10 @@ def _table(cat: Catalog, products: dict[str, np.ndarray], zero_points: np.ndarra
     for name in ("weights", "means", "stds") + (("pz",) if "pz" in products else ()):
         t[name] = products[name].astype(np.float32)
     zp = np.ones(len(cat.bands)) if zero_points is None else np.asarray(zero_points, dtype=float)
-    t.meta.update({"METHOD": "templatefit", "TFSET": TEMPLATE_SET_VERSION, "ZPCAL": zero_points is not None,
-                   "PZ_ZMIN": cfg.pz.z_min, "PZ_ZMAX": cfg.pz.z_max, "PZ_DZ": cfg.pz.dz})  # fmt: skip
+    info = set_info(cfg.template_set)
+    t.meta.update({"METHOD": "templatefit", "TFSET": info.version, "TFNAME": info.name,
+                   "ZPCAL": zero_points is not None, "PZ_ZMIN": cfg.pz.z_min,
+                   "PZ_ZMAX": cfg.pz.z_max, "PZ_DZ": cfg.pz.dz})  # fmt: skip
     t.meta["zero_points"] = dict(zip(cat.bands, zp.tolist(), strict=True))
     return t
 
@@ -186,8 +193,11 @@ def write_templatefit(table: Table, path: Path | str) -> Path:
     zp = out.meta.pop("zero_points", None)
     write_table(out, path)
     if zp is not None:
+        # "template_set" holds the version, as it did before there was a second set
+        tset = {"template_set": out.meta.get("TFSET", TEMPLATE_SET_VERSION),
+                "template_set_name": out.meta.get("TFNAME", DEFAULT_SET)}  # fmt: skip
         atomic_write_json(zero_points_path(path), {"bands": list(zp), "zero_points": list(zp.values()),
-                                                   "template_set": TEMPLATE_SET_VERSION})  # fmt: skip
+                                                   **tset})  # fmt: skip
     return Path(path)
 
 

@@ -52,7 +52,7 @@ def check_catalog(cat: Catalog, cfg: TemplateFitConfig) -> None:
     unknown = [b for b in cat.bands if not _known(b)]
     if unknown:
         raise ConfigError(f"bands {unknown} have no known filter curve (see deepz_core.bands)")
-    check_bands_coverable(cat.bands, cfg.z_max)
+    check_bands_coverable(cat.bands, cfg.z_max, cfg.template_set)
 
 
 def _known(band: str) -> bool:
@@ -135,7 +135,7 @@ def calibrate_zero_points(cat: Catalog, cfg: TemplateFitConfig | None = None,
     if len(use) < 10:
         raise CatalogError(f"zero-point calibration needs >= 10 galaxies with a spec-z in "
                            f"[{cfg.z_min}, {cfg.z_max}], got {len(use)}")  # fmt: skip
-    model = TemplateModel.build(tuple(cat.bands), cfg.z_grid(), dev)
+    model = TemplateModel.build(tuple(cat.bands), cfg.z_grid(), dev, cfg.template_set)
     zp = np.ones(len(cat.bands))
     step = chunk_size(cfg, dev) * 2
     for _ in range(cfg.zp_iterations):

@@ -9,6 +9,7 @@ import numpy as np
 
 from deepz_core.errors import ConfigError
 from deepz_core.pz import PzConfig
+from deepz_core.template_set import DEFAULT_SET, set_info
 
 SOLVERS = ("active-set", "mu")
 
@@ -18,8 +19,10 @@ class TemplateFitConfig:
     """Settings of the template fit; defaults reproduce BCNZ2's choices where E20 states them.
 
     The fit grid is z_min + k dz (1201 redshifts by default); ``pz`` is the output grid (deepz's).
+    ``template_set`` names the templates (``template_set.TEMPLATE_SETS``: "bcnz2", "kcorrect").
     """
 
+    template_set: str = DEFAULT_SET
     z_min: float = 0.0
     z_max: float = 1.5
     dz: float = 0.00125
@@ -39,6 +42,7 @@ class TemplateFitConfig:
     pz: PzConfig = field(default_factory=PzConfig)
 
     def __post_init__(self) -> None:
+        set_info(self.template_set, "template_set")  # ConfigError naming the field for a bad name
         if not (0.0 <= self.z_min < self.z_max <= 6.0):
             raise ConfigError(
                 f"z_min/z_max must satisfy 0 <= z_min < z_max <= 6, got {self.z_min}, {self.z_max}"

@@ -1,7 +1,7 @@
 """The BCNZ2-like chi2(z) fit of one chunk of galaxies (E20 Appendix A, eq. A1-A3).
 
-For every galaxy, redshift z and run r (``template_set``: 8 continua at one E(B-V) plus 2 line
-templates) we solve min_{alpha >= 0} chi2 with the narrow bands scaled by a per-galaxy factor k.
+For every galaxy, redshift z and run r (``template_set``: for "bcnz2" 8 continua at one E(B-V) plus
+2 line templates; for "kcorrect" one run of all 5 templates) we solve min_{alpha >= 0} chi2 with the narrow bands scaled by a per-galaxy factor k.
 Gram matrices G = A^T W A come from matrix products, (C, B) weights times the precomputed
 (B, Z R P) products of template pairs, per block of redshifts for the galaxies that need it; every
 problem is then solved exactly by ``templates_nnls.nnls`` (or by Sha multiplicative updates,
@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from deepz_core.bands import get_band
-from deepz_core.template_set import flux_table, load_template_set
+from deepz_core.template_set import DEFAULT_SET, flux_table, load_template_set
 from deepz_core.templates_nnls import chi2_value, mu_nnls, nnls
 
 SOLVE_DTYPE = torch.float64
@@ -48,7 +48,7 @@ class TemplateModel:
     ``flux`` (Z, B, Ttot) normalised to unit mean over bands per (z, template); ``runs`` (R, T);
     ``pairs`` (B, Z, R, P) products flux_i * flux_j of template pairs (i <= j) of each run;
     ``iu``/``ju`` (P,) the pair indices, ``sym`` (T T,) the pair index of each matrix element;
-    ``narrow`` (B,) bool.
+    ``narrow`` (B,) bool; ``template_set`` the set's name.
     """
 
     z: np.ndarray
@@ -61,19 +61,23 @@ class TemplateModel:
     sym: Tensor
     narrow: Tensor
     names: tuple[str, ...]
+    template_set: str = DEFAULT_SET
 
     @classmethod
-    def build(cls, bands: tuple[str, ...], z: np.ndarray, device: torch.device) -> TemplateModel:
-        """The model for ``bands`` on grid z (Z,), kept for reuse (the last few built)."""
-        key = (tuple(bands), tuple(np.round(np.asarray(z, dtype=float), 9).tolist()), str(device))
-        return _build_cached(key)
+    def build(cls, bands: tuple[str, ...], z: np.ndarray, device: torch.device,
+              template_set: str = DEFAULT_SET) -> TemplateModel:  # fmt: skip
+        """The model of set ``template_set`` for ``bands`` on grid z (Z,), kept for reuse (the
+        last few built)."""
+        z_key = tuple(np.round(np.asarray(z, dtype=float), 9).tolist())
+        return _build_cached((tuple(bands), z_key, str(device), template_set))
 
     @classmethod
-    def _build(cls, bands: tuple[str, ...], z: np.ndarray, device: torch.device) -> TemplateModel:
-        raw = flux_table(bands, z)  # (Z, B, Ttot)
+    def _build(cls, bands: tuple[str, ...], z: np.ndarray, device: torch.device,
+               template_set: str) -> TemplateModel:  # fmt: skip
+        raw = flux_table(bands, z, template_set)  # (Z, B, Ttot)
         mean = raw.mean(axis=1, keepdims=True)
         flux = raw / np.where(mean > 0, mean, 1.0)
-        tset = load_template_set()
+        tset = load_template_set(template_set)
         runs = tset.run_members()  # (R, T)
         iu, ju = np.triu_indices(runs.shape[1])
         members = flux[:, :, runs]  # (Z, B, R, T)
@@ -84,7 +88,8 @@ class TemplateModel:
         t = lambda a, dt=None: torch.as_tensor(np.ascontiguousarray(a), dtype=dt, device=device)  # noqa: E731
         return cls(z=z, bands=bands, flux=t(flux, torch.float32), runs=t(runs),
                    pairs=t(pairs.transpose(1, 0, 2, 3), torch.float32), iu=t(iu), ju=t(ju),
-                   sym=t(sym.ravel()), narrow=t(narrow), names=tset.names)  # fmt: skip
+                   sym=t(sym.ravel()), narrow=t(narrow), names=tset.names,
+                   template_set=template_set)  # fmt: skip
 
     @property
     def n_runs(self) -> int:
@@ -111,8 +116,8 @@ class TemplateModel:
 
 @functools.lru_cache(maxsize=4)
 def _build_cached(key: tuple) -> TemplateModel:
-    bands, z, device = key
-    return TemplateModel._build(bands, np.array(z), torch.device(device))
+    bands, z, device, template_set = key
+    return TemplateModel._build(bands, np.array(z), torch.device(device), template_set)
 
 
 @dataclass

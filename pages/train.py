@@ -15,6 +15,7 @@ from deepz_core.config import PRESETS, preset
 from deepz_core.errors import DeepzError
 from deepz_core.metrics import OUTLIER_THRESHOLD
 from deepz_core.runs import RunDir, list_runs
+from deepz_core.template_set import DEFAULT_SET, SETS
 from deepz_core.worker import (
     list_simulations,
     queued_runs,
@@ -117,7 +118,13 @@ def new_run_form() -> None:
 
 
 def templatefit_form(catalog: str) -> None:
-    """A template-fit run: the catalogue, the device and whether to calibrate zero-points."""
+    """A template-fit run: the catalogue, the template set, the device and whether to calibrate
+    zero-points."""
+    names = list(SETS)
+    template_set = st.selectbox("Template set", names, index=names.index(DEFAULT_SET),
+                                key="tfit_templates", help="bcnz2 knows the demo mock's SED "
+                                "family; kcorrect is independent of it, like real templates "
+                                "and real galaxies")  # fmt: skip
     c = st.columns(2)
     device = c[0].selectbox("Device", ["auto", "cpu", "cuda"], key="tfit_device")
     with c[1]:
@@ -125,14 +132,15 @@ def templatefit_form(catalog: str) -> None:
         calibrate = st.checkbox("Calibrate zero-points on the spec-z galaxies", value=True,
                                 help="BCNZ2: per-band median of observed/model flux at the "
                                 "spec-z, iterated")  # fmt: skip
-    st.caption("40 BC03 continua x Calzetti dust with IGM plus emission-line templates; "
-               f"p(z) from chi2 on deepz's grid. Device here: {jobs.device_label()}.")  # fmt: skip
+    st.caption(f"{SETS[template_set].description}; p(z) from chi2 on deepz's grid. "
+               f"Device here: {jobs.device_label()}.")  # fmt: skip
     if st.button("Queue template fit", type="primary"):
         path = state.catalog_path(catalog)
         if path is None:
             raise DeepzError(f"catalogue {catalog!r} is not available; choose it on the Data page")
         jobs.check_device(device)
-        run = jobs.queue_templatefit(state.runs_dir(), path, device, calibrate)
+        run = jobs.queue_templatefit(state.runs_dir(), path, device, calibrate,
+                                     template_set=template_set)  # fmt: skip
         state.set_query_value("run", run.run_id)
         st.success(f"Queued {run.run_id}.")
 
@@ -141,8 +149,10 @@ def run_header(run: RunDir, now: str) -> None:
     config = run.config()
     st.markdown(f"### {STATE_ICON.get(now, '')} {run.run_id} — {now}")
     if config.get("kind") == "templatefit":
-        st.caption(f"template fit of `{Path(config['catalog']).name}`, device {config['device']}, "
-                   f"zero-points {'calibrated' if config.get('calibrate') else 'not calibrated'}")  # fmt: skip
+        tset = config.get("templatefit", {}).get("template_set", DEFAULT_SET)
+        st.caption(f"template fit of `{Path(config['catalog']).name}` ({tset} templates), device "
+                   f"{config['device']}, zero-points "
+                   f"{'calibrated' if config.get('calibrate') else 'not calibrated'}")  # fmt: skip
         return
     st.caption(f"catalogue `{Path(config['catalog']).name}`, pretraining "
                f"`{Path(config['pretrain']).name}`, preset {config['preset']}, "

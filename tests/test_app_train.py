@@ -192,6 +192,19 @@ def test_jobs_start_a_real_worker_process(tmp_path: Path, small_catalog: Path) -
     assert log.count("started") == 1 and "queue empty after 1 run(s)" in log
 
 
+def test_template_fit_form_queues_the_chosen_template_set(home: list[Path]) -> None:
+    at = page("train.py")
+    at.radio[0].set_value("templatefit").run()
+    assert "Blanton" not in texts(at.caption)  # the default set's description
+    at.selectbox(key="tfit_templates").select("kcorrect").run()
+    assert "Blanton" in texts(at.caption)
+    click(at, "Queue template fit")
+    runs = list_runs(Path.cwd() / "runs")
+    assert len(runs) == 1, texts(at.error)
+    assert runs[0].config()["templatefit"]["template_set"] == "kcorrect"
+    assert "(kcorrect templates)" in texts(at.caption)
+
+
 def test_template_fit_run_kind_queues_runs_and_reaches_results(home: list[Path]) -> None:
     """The second run kind: queued from the Train page, executed by the same worker queue, then
     listed on the Results and Quality-cut pages (not on the network-only explorer)."""

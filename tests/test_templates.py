@@ -97,6 +97,7 @@ def test_template_galaxies_are_recovered_at_high_snr(rng: np.random.Generator) -
     assert np.mean(dz < 0.01) >= 0.9
     assert np.all(np.asarray(t["k_nb"]) > 0.8) and np.all(np.asarray(t["k_nb"]) < 1.25)
     assert np.all(np.asarray(t["template"]) < 42) and np.all(np.asarray(t["chi2"]) < 200)
+    assert t.meta["TFSET"] == "bcnz2-like-v1" and t.meta["TFNAME"] == "bcnz2"  # the default set
 
 
 def test_bcnz2_multiplicative_solver_runs_and_is_never_better(rng: np.random.Generator) -> None:
@@ -206,3 +207,84 @@ def test_bad_inputs_give_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixt
     assert code == 2 and "missing.fits" in capsys.readouterr().err
     code = main(["templatefit", "--catalog", "c.fits", "--out", str(tmp_path / "o.txt")])
     assert code == 2 and "o.txt" in capsys.readouterr().err
+
+
+def test_kcorrect_set_is_one_run_of_five_templates_with_igm(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from deepz_core.simulate.photometry import BandPhotometry
+
+    kc = load_template_set("kcorrect")
+    assert kc.n_templates == 5 and kc.run_members().tolist() == [[0, 1, 2, 3, 4]]
+    assert np.all(np.isnan(kc.ebv)) and not kc.is_line.any() and kc.version.startswith("kcorrect")
+    load_template_set()  # in memory, so the bcnz2 table below needs no SSP library in tmp_path
+    monkeypatch.setenv("DEEPZ_CACHE_DIR", str(tmp_path))
+    bands, z = ("cfht_u", "subaru_r", "subaru_z"), np.array([0.2, 1.0, 3.5])
+    table = flux_table(bands, z, "kcorrect")
+    assert table.shape == (3, 3, 5) and np.all(np.isfinite(table)) and np.all(table >= 0)
+    # same bands and grid, one cache file per set (bcnz2 stops at 900 A rest: no z = 3.5 in u)
+    assert flux_table(bands, z[:2], "bcnz2").shape == (2, 3, 42)
+    assert flux_table(bands, z[:2], "kcorrect").shape == (2, 3, 5)
+    assert len(list(tmp_path.glob("templates_*.npz"))) == 3
+    no_igm = np.stack([BandPhotometry(bands, kc.wavelength).fluxes(kc.spectra, np.full(5, zi)).T
+                       for zi in z])  # fmt: skip
+    ratio = table / no_igm  # (Z, B, T): the IGM transmission seen by each band
+    assert np.allclose(ratio[:2], 1.0, atol=1e-3) and np.allclose(ratio[:, 1:], 1.0, atol=1e-3)
+    assert np.all(ratio[2, 0] < 0.5)  # u samples the Lyman-alpha forest at z = 3.5
+
+
+def _kcorrect_galaxies(
+    rng: np.random.Generator, n: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """n noise-free galaxies: random non-negative mixtures of all 5 kcorrect templates at fit-grid
+    redshifts, i = 20, errors of 2% plus a floor of 1% of the i flux."""
+    z_grid = TemplateFitConfig(**FAST).z_grid()
+    table = flux_table(BANDS, z_grid, "kcorrect")  # (Z, B, 5)
+    zi = rng.integers(20, int(1.4 / FAST["dz"]), n)
+    flux = np.einsum("nbt,nt->nb", table[zi], rng.uniform(0.1, 1.0, (n, 5)) / table[zi].mean(1))
+    flux *= (10 ** (-0.4 * (20.0 - 23.9)) / flux[:, -2])[:, None]  # subaru_i = 20
+    return flux, flux / 50.0 + 0.01 * flux[:, -2:-1], z_grid[zi]
+
+
+def test_kcorrect_mixtures_are_recovered_at_their_redshift(rng: np.random.Generator) -> None:
+    flux, error, z = _kcorrect_galaxies(rng, 10)
+    cat = _catalog(flux, error, z, np.zeros_like(flux))
+    t = fit_catalog(cat, TemplateFitConfig(**FAST, template_set="kcorrect"), calibrate=False)
+    assert np.all(np.abs(np.asarray(t["zphot"]) - z) <= FAST["dz"] + 1e-6)  # within a grid step
+    assert np.all(np.asarray(t["chi2"]) < 1.0) and np.all(np.asarray(t["template"]) < 5)
+    assert np.all(np.isnan(np.asarray(t["ebv"])))  # no Calzetti grid in this set
+    assert t.meta["TFNAME"] == "kcorrect" and t.meta["TFSET"].startswith("kcorrect")
+
+
+def test_cli_templates_option_picks_the_set(tmp_path: Path, rng: np.random.Generator,
+                                            capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    flux, error, z = _kcorrect_galaxies(rng, 6)
+    write_catalog(_catalog(flux, error, z, np.zeros_like(flux)), tmp_path / "cat.fits")
+    (tmp_path / "cfg.json").write_text(json.dumps(FAST))
+    out = tmp_path / "pred.fits"
+    args = ["templatefit", "--catalog", str(tmp_path / "cat.fits"), "--out", str(out),
+            "--workers", "1", "--config", str(tmp_path / "cfg.json"), "--no-zp-calibrate"]  # fmt: skip
+    assert main([*args, "--templates", "kcorrect"]) == 0
+    assert json.loads(capsys.readouterr().out)["template_set"] == "kcorrect"
+    from astropy.table import Table
+
+    t = Table.read(out)
+    assert t.meta["TFNAME"] == "kcorrect"
+    assert np.all(np.abs(np.asarray(t["zphot"]) - z) <= FAST["dz"] + 1e-6)
+    zp = json.loads((tmp_path / "pred.fits.zeropoints.json").read_text())
+    assert zp["template_set_name"] == "kcorrect" and zp["template_set"].startswith("kcorrect")
+    assert main([*args, "--templates", "bc03"]) == 2
+    err = capsys.readouterr().err
+    assert "--templates" in err and "'bc03'" in err and "kcorrect" in err
+
+
+def test_unknown_template_set_names_the_field_and_value() -> None:
+    with pytest.raises(ConfigError, match=r"template_set must be one of .*bcnz2.*kcorrect.*'bc03'"):
+        TemplateFitConfig(template_set="bc03")
+    with pytest.raises(ConfigError, match=r"template_set .*'nope'"):
+        TemplateFitConfig.from_dict({"template_set": "nope"})
+    with pytest.raises(ConfigError, match=r"template_set .*'nope'"):
+        load_template_set("nope")
+    with pytest.raises(ConfigError, match=r"template_set .*'nope'"):
+        flux_table(BANDS, np.array([0.5]), "nope")
+    assert TemplateFitConfig().template_set == "bcnz2"

@@ -32,14 +32,20 @@ def template_simulation(ctx: Context) -> Path:
     return path
 
 
-def template_fit(ctx: Context) -> Path:
-    """Template-fit predictions of the whole catalogue, zero-points calibrated on its spec-z."""
-    from deepz_core.templates import fit_catalog, write_templatefit
+def template_fit(ctx: Context, template_set: str = "bcnz2") -> Path:
+    """Template-fit predictions of the whole catalogue, zero-points calibrated on its spec-z.
 
-    path = ctx.root / "templatefit.fits"
+    ``bcnz2`` shares the demo mock's BC03 grids (an idealised fit that knows the mock's SED family);
+    ``kcorrect`` is an independent SED family, as real templates are for real galaxies."""
+    from deepz_core.templates import fit_catalog, write_templatefit
+    from deepz_core.templates_config import TemplateFitConfig
+
+    suffix = "" if template_set == "bcnz2" else f"_{template_set}"
+    path = ctx.root / f"templatefit{suffix}.fits"
     if not path.exists():
-        ctx.log("[experiments] template fitting the catalogue")
-        table = fit_catalog(ctx.catalog, device=ctx.device, workers=cpu_workers(ctx.device))
+        ctx.log(f"[experiments] template fitting the catalogue ({template_set} templates)")
+        table = fit_catalog(ctx.catalog, TemplateFitConfig(template_set=template_set),
+                            device=ctx.device, workers=cpu_workers(ctx.device))  # fmt: skip
         write_templatefit(table, path)
     return path
 

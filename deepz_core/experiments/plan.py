@@ -2,7 +2,7 @@
 
 Every training run of the experiments uses R repetitions x K folds, so one run yields both a
 single-network p(z) (out-of-fold from repetition 0 only: one network per galaxy) and an ensemble p(z)
-(all repetitions; E20 Sec. 5.2). ``quick`` fits a 2-core CPU in about an hour; ``paper`` is the
+(all repetitions; E20 Sec. 5.2). ``quick`` fits a 2-core CPU in about three hours; ``paper`` is the
 published protocol (50 networks per configuration) and wants a GPU; ``smoke`` exists for tests.
 """
 
@@ -28,7 +28,9 @@ class ExperimentPlan:
     train_outliers: float = 0.1  # Fig. B1: fraction of training galaxies given an outlier
     b1_galaxies: int = 3000  # test galaxies for Fig. B1 (template fits at every amplitude)
     b1_mock_galaxies: int = 10_000  # Fig. B1 in E20's set-up: elliptical mock (80% train, 20% test)
-    template_sim_n: int = 30_000  # Sec. 3.3 template-based pretraining set (quick: as SPS)
+    template_sim_n: int = (
+        30_000  # Sec. 3.3 template-based pretraining set (as large as the SPS one)
+    )
     denoise_n: int = 5_000  # Sec. 4 / Fig. 5: noisy SPS galaxies to denoise
     classifier: bool = True  # Appendix E
     model: dict[str, Any] = field(default_factory=dict)  # ModelConfig overrides for every run
@@ -68,7 +70,13 @@ PLANS: dict[str, ExperimentPlan] = {
         b1_galaxies=10_000,
         denoise_n=20_000,
     ),
-    "quick": ExperimentPlan(),
+    # quick networks and fine-tuning, the paper's pretraining set (10^6 galaxies, 10 epochs): the
+    # largest single effect measured on the demo (docs/benchmarks.md); pretrained once per network
+    # kind and reused across configurations (deepz_core.pretrained)
+    "quick": ExperimentPlan(
+        train={"pretrain_n": 1_000_000, "pretrain_schedule": ((8, 1e-3), (2, 1e-4))},
+        template_sim_n=1_000_000,
+    ),
     # minutes on a laptop: tiny networks; checks that every section runs, not the science
     "smoke": ExperimentPlan(
         train_preset="smoke",

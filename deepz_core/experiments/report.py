@@ -12,6 +12,7 @@ from deepz_core.paths import atomic_write, atomic_write_json
 
 FLAT = 0.02  # Fig. B1: "flat" = strict outlier fraction rises by at most 2 percentage points
 DEGRADES = 0.05  # Fig. B1: "degrades" = rises by at least 5 percentage points
+TF_KCORRECT = "template fit (kcorrect)"  # templates independent of the mock's SEDs
 
 
 def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
@@ -21,6 +22,9 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
     keep = r["fig6"]["sweep"]["keep"]
     at = dict(zip(keep["alpha"], keep["single"], strict=True))
     ratio = faint["ensemble"]["sigma68"] / faint["template fit"]["sigma68"]
+    ratio_kc = faint["ensemble"]["sigma68"] / faint.get(TF_KCORRECT, {}).get(
+        "sigma68", float("nan")
+    )
     b1 = r["figB1_ellipticals"]["rise"]  # E20's own set-up; the demo-mock version is reported too
     trained = b1["network trained with 10% outliers"]
     demo = r["figB1"]["rise"]["network trained with 10% outliers"]
@@ -28,6 +32,9 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
     rows = [
         ("faintest bin: ensemble sigma68 / template fit", f"{ratio:.2f}", "<= 0.6 (paper 0.5)",
          ratio <= 0.6),
+        ("faintest bin: ensemble sigma68 / template fit with kcorrect templates (SEDs "
+         "independent of the mock, as for real data)", f"{ratio_kc:.2f}", "<= 0.6 (paper 0.5)",
+         ratio_kc <= 0.6),
         ("pretraining beats no pretraining (sigma68)",
          f"{summ['SPS pretraining']['sigma68']:.4f} vs {summ['no pretraining']['sigma68']:.4f}",
          "lower", summ["SPS pretraining"]["sigma68"] < summ["no pretraining"]["sigma68"]),

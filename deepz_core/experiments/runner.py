@@ -19,7 +19,7 @@ from deepz_core.experiments.context import Context
 from deepz_core.experiments.ellipticals import figb1_ellipticals
 from deepz_core.experiments.labels import appendix_e
 from deepz_core.experiments.plan import plan as get_plan
-from deepz_core.experiments.report import write_report
+from deepz_core.experiments.report import TF_KCORRECT, write_report
 from deepz_core.experiments.scoring import Scored, read_scored
 from deepz_core.experiments.trained import single_predictions, train_run
 from deepz_core.simulate import demo_catalog_path
@@ -55,12 +55,13 @@ def run_experiments(
     single = {name: read_scored(single_predictions(run)) for name, run in runs.items()}
     ensemble = {name: read_scored(run.file("predictions.fits")) for name, run in runs.items()}
     tf = read_scored(template_fit(ctx), mags)
+    tf_kc = read_scored(template_fit(ctx, "kcorrect"), mags)
     train_zspec = _labelled_zspec(ctx)
 
     results: dict[str, Any] = {"plan": plan.to_dict(), "preset": preset,
                                "catalog": str(ctx.catalog_path), "device": device}  # fmt: skip
     log("[experiments] Fig. 2, Sec. 3.3, Fig. 3, Fig. 8, Fig. 9")
-    fig2_lines = {"template fit": tf, "no pretraining": single["no_pretrain"],
+    fig2_lines = {"template fit": tf, TF_KCORRECT: tf_kc, "no pretraining": single["no_pretrain"],
                   "SPS pretraining": single[base_name],
                   "no autoencoder": single["no_autoencoder"],
                   "ensemble": ensemble[base_name]}  # fmt: skip
@@ -70,13 +71,14 @@ def run_experiments(
         "sps": single[base_name]})  # fmt: skip
     results["fig3"] = quality.fig3(ctx, {"no pretraining": single["no_pretrain"],
                                          "SPS pretraining": single[base_name],
-                                         "template fit": tf}, train_zspec)  # fmt: skip
+                                         "template fit": tf, TF_KCORRECT: tf_kc},
+                                        train_zspec)  # fmt: skip
     results["fig8"] = quality.fig8(ctx, {"single network": single[base_name],
                                          "ensemble": ensemble[base_name],
-                                         "template fit": tf})  # fmt: skip
+                                         "template fit": tf, TF_KCORRECT: tf_kc})  # fmt: skip
     results["fig9"] = quality.fig9(ctx, {"ensemble": ensemble[base_name],
                                          "single network": single[base_name],
-                                         "template fit": tf})  # fmt: skip
+                                         "template fit": tf, TF_KCORRECT: tf_kc})  # fmt: skip
     log("[experiments] Fig. 6")
     results["fig6"] = sweep.fig6(ctx, {n: (single[n], ensemble[n]) for n in single})
     log("[experiments] Fig. B1")
