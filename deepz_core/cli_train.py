@@ -41,6 +41,10 @@ def _train_args(p: argparse.ArgumentParser) -> None:
                         help="override: fine-tuning stages, e.g. 100:1e-3,50:1e-4,20:1e-5 "
                         "(the quick preset's)")  # fmt: skip
     p.add_argument("--batch-size", type=int)
+    p.add_argument("--pretrain-n", type=int, metavar="N",
+                   help="override: simulated galaxies for --pretrain auto (quick 300000, paper 10^6)")  # fmt: skip
+    p.add_argument("--pretrain-schedule", metavar="E:LR,...",
+                   help="override: pretraining stages, e.g. 8:1e-3,2:1e-4 (the quick preset's)")  # fmt: skip
     p.add_argument(
         "--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps"
     )
@@ -53,7 +57,8 @@ def train_overrides(args: argparse.Namespace) -> tuple[dict, dict]:
     """(model overrides, train overrides) from the optional arguments that were given."""
     train: dict = {"device": args.device, "seed": args.seed}
     for name, key in (("members", "repetitions"), ("folds", "folds"), ("alpha", "alpha"),
-                      ("batch_size", "batch_size"), ("train_outliers", "outlier_fraction"),
+                      ("batch_size", "batch_size"), ("pretrain_n", "pretrain_n"),
+                      ("train_outliers", "outlier_fraction"),
                       ("outlier_unit", "outlier_unit"), ("outlier_amplitude", "outlier_amplitude")):  # fmt: skip
         if getattr(args, name) is not None:
             train[key] = getattr(args, name)
@@ -65,20 +70,22 @@ def train_overrides(args: argparse.Namespace) -> tuple[dict, dict]:
         train["schedule"] = ((args.epochs, 1e-3),)
     if args.schedule is not None:
         train["schedule"] = parse_schedule(args.schedule)
+    if args.pretrain_schedule is not None:
+        train["pretrain_schedule"] = parse_schedule(args.pretrain_schedule, "--pretrain-schedule")
     model = {"use_autoencoder": False} if args.no_autoencoder else {}
     return model, train
 
 
-def parse_schedule(text: str) -> tuple[tuple[int, float], ...]:
+def parse_schedule(text: str, flag: str = "--schedule") -> tuple[tuple[int, float], ...]:
     """``"100:1e-3,50:1e-4"`` -> ((100, 1e-3), (50, 1e-4)); TrainConfig checks the values."""
     try:
         stages = tuple((int(e), float(lr)) for e, lr in (s.split(":") for s in text.split(",")))
     except ValueError:
         raise ConfigError(
-            f"--schedule must be EPOCHS:LR stages separated by commas, got {text!r}"
+            f"{flag} must be EPOCHS:LR stages separated by commas, got {text!r}"
         ) from None
     if any(e < 1 for e, _ in stages):
-        raise ConfigError(f"--schedule: every stage needs >= 1 epoch, got {text!r}")
+        raise ConfigError(f"{flag}: every stage needs >= 1 epoch, got {text!r}")
     return stages
 
 

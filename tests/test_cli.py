@@ -146,6 +146,11 @@ def test_resume_finishes_a_killed_run(tmp_path, files, monkeypatch, capsys) -> N
             "--schedule",
         ),
         (["train", "--catalog", "{cat}", "--pretrain", "none", "--schedule", "5:2"], "schedule"),
+        (
+            ["train", "--catalog", "{cat}", "--pretrain", "none", "--pretrain-schedule", "x"],
+            "--pretrain-schedule",
+        ),
+        (["train", "--catalog", "{cat}", "--pretrain", "none", "--pretrain-n", "-5"], "pretrain_n"),
         (["train", "--catalog", "{cat}", "--pretrain", "none", "--folds", "0"], "folds"),
         (["train", "--catalog", "{cat}", "--pretrain", "none", "--alpha", "1.5"], "alpha"),
         (["train", "--catalog", "{cat}", "--pretrain", "none", "--device", "gpu"], "gpu"),
@@ -201,12 +206,15 @@ def test_argparse_errors_exit_2_without_a_traceback(capsys, argv) -> None:
     assert "error:" in err and "Traceback" not in err
 
 
-def test_schedule_option_sets_the_fine_tuning_stages() -> None:
+def test_schedule_options_set_the_stages_and_the_pretraining_size() -> None:
     from deepz_core.cli import build_parser
     from deepz_core.cli_train import train_overrides
 
     args = build_parser().parse_args(
-        ["train", "--catalog", "c.fits", "--out", "x", "--schedule", "100:1e-3, 50:1e-4,20:1e-5"]
-    )
+        ["train", "--catalog", "c.fits", "--out", "x", "--schedule", "100:1e-3, 50:1e-4,20:1e-5",
+         "--pretrain-schedule", "8:1e-3,2:1e-4", "--pretrain-n", "1000000"]
+    )  # fmt: skip
     _, train = train_overrides(args)
     assert train["schedule"] == ((100, 1e-3), (50, 1e-4), (20, 1e-5))
+    assert train["pretrain_schedule"] == ((8, 1e-3), (2, 1e-4))
+    assert train["pretrain_n"] == 1_000_000
