@@ -12,6 +12,8 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N")
     p.add_argument("--galaxies", type=int, default=8000, help="training galaxies per epoch")
     p.add_argument("--batch-size", type=int, default=100, help="training batch size (E20: 100)")
+    p.add_argument("--protocol", action=argparse.BooleanOptionalAction, default=None,
+                   help="also time an epoch of the paper's 50-network protocol (default: on CUDA)")  # fmt: skip
 
 
 @command("bench", _bench_args)
@@ -19,7 +21,8 @@ def _bench(args: argparse.Namespace) -> int:
     """Time paper-size networks: inference (1 and 10 members) and 10-member epochs batched vs sequential."""
     from deepz_core.bench import run_bench
 
-    print(json.dumps(run_bench(args.device, args.galaxies, args.batch_size)))
+    print(json.dumps(run_bench(args.device, args.galaxies, args.batch_size,
+                               protocol=args.protocol)))  # fmt: skip
     return 0
 
 

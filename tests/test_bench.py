@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from deepz_core.bench import inference_flop, roofline, run_bench
+from deepz_core.bench import PAPER_EPOCHS, inference_flop, paper_protocol, roofline, run_bench
 from deepz_core.model import ModelConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -34,3 +34,11 @@ def test_roofline_counts_the_inference_products() -> None:
     assert out["infer_cap_gal_per_s"] == pytest.approx(out["gemm_gflop_s"] * 1e9 / (2 * macs))
     floor = 3 * 2 * macs * 100 * 10 / (out["gemm_gflop_s"] * 1e9)
     assert out["epoch_s_batched10_gemm_floor"] == pytest.approx(floor)
+
+
+def test_paper_protocol_extrapolates_one_batched_epoch() -> None:
+    out = paper_protocol(torch.device("cpu"), batch=20, base=TINY, n_train=60, members=3)
+    assert (out["paper_members"], out["paper_train_galaxies"]) == (3, 60)
+    assert out["paper_protocol_min"] == pytest.approx(PAPER_EPOCHS * out["epoch_s_paper50"] / 60)
+    cpu = run_bench("cpu", n_train=40, batch=20, base=TINY, n_infer=100)
+    assert "paper_protocol_min" not in cpu  # a GPU target: CPU runs time it only when asked
