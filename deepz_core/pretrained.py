@@ -97,9 +97,12 @@ def restore(run: RunDir, key: str) -> bool:
         tensors = load_file(str(tensor_path))
     except (OSError, ValueError, KeyError, SafetensorError):
         return False  # a damaged cache entry costs a pretraining, never a run
-    save_checkpoint(run, tensors, saved["meta"])
+    # rows first, checkpoint last: a kill in between leaves no checkpoint, so the next call redoes
+    # this from a clean slate instead of resuming with half the rows
+    run.truncate_metrics("pretrain", 0)
     for row in saved["metrics"]:
         run.append_metrics({k: v for k, v in row.items() if k != "val_nll"} | {"cached": True})
+    save_checkpoint(run, tensors, saved["meta"])
     run.log(f"pretraining reused from the cache ({key}, first trained by {saved['saved_by']})")
     return True
 

@@ -138,3 +138,23 @@ def test_file_digest_identifies_content_not_name(tmp_path) -> None:
     (tmp_path / "c").write_bytes(b"x" * 11)
     d = pretrained.file_digest
     assert d(tmp_path / "a") == d(tmp_path / "b") != d(tmp_path / "c")
+
+
+def test_a_restore_cut_short_is_redone_cleanly(tmp_path, inputs, cache_on, monkeypatch) -> None:
+    """Killed after the cached rows were appended but before the checkpoint: the next call restores
+    again without duplicating the rows."""
+    first = _train(tmp_path, "a", inputs)
+    cat, sim = inputs
+    run = create_run(tmp_path / "b", cat, pretrain=sim, model=TINY_MODEL, train=TRAIN)
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as mp:
+        mp.setattr(pretrained, "save_checkpoint", killed)
+        with pytest.raises(KeyboardInterrupt):
+            execute_run(run)
+    execute_run(run)
+    assert run.status()["state"] == "finished"
+    phases = [(r["phase"], r["epoch"]) for r in run.metrics()]
+    assert phases == [(r["phase"], r["epoch"]) for r in first.metrics()]
