@@ -169,7 +169,7 @@ class Exposures:
     @classmethod
     def from_table(cls, table: Table | Mapping[str, Any], source: str = "exposures") -> Exposures:
         """From a table/mapping holding the five exposure columns (others ignored)."""
-        from deepz_core.catalog_io import exposures_from_columns
+        from deepz_core.catalog_columns import exposures_from_columns
 
         return exposures_from_columns({k: native_array(table[k]) for k in table.keys()}, source)
 
@@ -289,7 +289,7 @@ class Catalog:
         cls, table: Table, exposures: Exposures | None = None, source: str = "table"
     ) -> Catalog:
         """Parse an astropy Table in the canonical layout (meta FLUXZP, other keys -> meta)."""
-        from deepz_core.catalog_io import catalog_from_columns
+        from deepz_core.catalog_columns import catalog_from_columns
 
         columns = {name: native_array(table[name]) for name in table.colnames}
         return catalog_from_columns(columns, dict(table.meta), source, exposures)

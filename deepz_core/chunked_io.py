@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from deepz_core.catalog import Catalog, native_array, validate
+from deepz_core.catalog_columns import catalog_from_columns
 from deepz_core.catalog_io import (  # private helpers shared with the whole-file readers
     _CSV_META,
     _check_file,
@@ -30,7 +31,6 @@ from deepz_core.catalog_io import (  # private helpers shared with the whole-fil
     _header_meta,
     _parse_meta_value,
     catalog_format,
-    catalog_from_columns,
     read_catalog,
 )
 from deepz_core.errors import CatalogError, ConfigError

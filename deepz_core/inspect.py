@@ -31,7 +31,7 @@ from deepz_core.catalog import (
     few,
     validate,
 )
-from deepz_core.catalog_io import catalog_from_columns
+from deepz_core.catalog_columns import catalog_from_columns
 from deepz_core.columns import (
     GalaxyMapping,
     apply_exposure_mapping,
