@@ -221,6 +221,8 @@ def _run_phases(
         tensors, meta = ckpt
         run.truncate_metrics(meta["phase"], meta["epoch"])
         run.log(f"resuming from {meta['phase']} epoch {meta['epoch']}")
+    else:  # killed before its first checkpoint: every epoch is redone, so its rows go too
+        run.truncate_metrics("pretrain", 0)
     for phase in phases:
         resume = None
         if ckpt is not None:

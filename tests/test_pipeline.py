@@ -196,3 +196,12 @@ def test_pretraining_from_a_file_runs_both_phases(tmp_path, catalog_path) -> Non
     assert not any("val_nll" in r for r in rows)  # K = 1: nothing held out to validate on
     t = Table.read(run.file("predictions.fits"))
     assert not np.asarray(t["out_of_fold"]).any()
+
+
+def test_rerun_without_checkpoint_drops_killed_metrics(tmp_path, catalog_path) -> None:
+    run = create_run(tmp_path / "r", catalog_path, pretrain="none", model=TINY_MODEL, train=TRAIN)
+    # a first attempt killed before its first checkpoint left one metrics row
+    run.append_metrics({"phase": "finetune", "epoch": 1, "loss": 99.0})
+    execute_run(run)
+    rows = run.metrics()
+    assert [r["epoch"] for r in rows] == [1, 2, 3] and all(r["loss"] != 99.0 for r in rows)
