@@ -131,9 +131,11 @@ def experiment_reports() -> None:
     if not reports.is_report(folder):
         st.warning(f"{folder} holds no report.md and results.json.")
         return
-    targets = reports.report_targets(folder)
-    met = sum(t["met"] for t in targets)
-    st.metric("Targets met", f"{met} / {len(targets)}")
+    met, pending, total = reports.target_counts(folder)
+    st.metric("Targets met", f"{met} / {total}")
+    if pending:
+        st.caption(f"{pending} of {total} targets not measured yet: a partial report, written "
+                   "while the experiments run; rerun the same command to continue a stopped one.")  # fmt: skip
     for kind, value in reports.report_blocks(folder):
         if kind == "figure":
             st.image(str(value), width=640)

@@ -159,11 +159,13 @@ def test_results_page_shows_an_experiments_report(tmp_path, monkeypatch) -> None
     (folder / "report.md").write_text(
         "# deepz experiments\n\n## Fig. 2\n\n![](figures/fig2.png)\n\nend"
     )
-    targets = [{"target": "a", "met": True}, {"target": "b", "met": False}]
+    targets = [{"target": "a", "met": True}, {"target": "b", "met": False},
+               {"target": "c", "measured": "not measured yet", "met": False}]  # fmt: skip
     (folder / "results.json").write_text(json.dumps({"targets": targets}))
     monkeypatch.setenv("DEEPZ_HOME", str(tmp_path))
     at = _app("results.py")
     _ok(at)
-    assert [m.value for m in at.metric if m.label == "Targets met"] == ["1 / 2"]
+    assert [m.value for m in at.metric if m.label == "Targets met"] == ["1 / 3"]
+    assert any("1 of 3 targets not measured yet" in c.value for c in at.caption)
     assert any("Fig. 2" in m.value for m in at.markdown)
     assert len(at.get("image")) == 1

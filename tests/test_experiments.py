@@ -10,10 +10,13 @@ import pytest
 from deepz_core.catalog import Catalog
 from deepz_core.errors import ConfigError
 from deepz_core.experiments import reports
+from deepz_core.experiments.context import Context
 from deepz_core.experiments.plan import ExperimentPlan, plan
-from deepz_core.experiments.report import TF_KCORRECT, targets
+from deepz_core.experiments.report import NOT_YET, TF_KCORRECT, targets, write_report
 from deepz_core.experiments.robustness import U_BAND, add_u_flux
+from deepz_core.experiments.runner import steps
 from deepz_core.experiments.scoring import Scored, faintest_bin
+from deepz_core.experiments.sweep import sweep_runs
 from deepz_core.experiments.trained import single_network_mask
 from deepz_core.splits import make_splits
 
@@ -126,6 +129,43 @@ def test_targets_are_judged_against_the_issue_goals() -> None:
     assert worse["Fig. B1 on the demo mock (beyond E20): network trained with outliers stays flat"]
 
 
+def test_targets_of_unfinished_sections_are_not_measured_yet() -> None:
+    partial = _fake_results(0.04, 0.01)
+    del partial["fig2"]["faintest_bin"][TF_KCORRECT], partial["figB1"]
+    partial["fig6"]["sweep"]["keep"] = {"alpha": [0.8], "single": [0.015]}  # alpha = 1 to train
+    rows = {t["target"]: t for t in targets(partial)}
+    pending = {name for name, t in rows.items() if t["measured"] == NOT_YET}
+    assert len(pending) == 3 and not any(rows[name]["met"] for name in pending)
+    assert "alpha = 0.8 beats alpha = 1 (single network sigma68)" in pending
+    assert rows["faintest bin: ensemble sigma68 / template fit"]["met"]
+    assert all(t["measured"] == NOT_YET for t in targets({}))
+
+
+def test_partial_report_names_what_is_still_to_run(tmp_path) -> None:
+    ctx = Context(tmp_path, plan("smoke"), tmp_path / "mock.fits")
+    results = {"plan": ctx.plan.to_dict(), "preset": "smoke", "catalog": "mock.fits",
+               "pending": ["no_pretrain", "Fig. 5"], "fig9": {"odds_best50_sigma68": {
+                   "ensemble": 0.003}, "paus_target": 0.0035, "figure": "fig9.png"}}  # fmt: skip
+    write_report(ctx, results)
+    text = (tmp_path / "report.md").read_text()
+    assert "**Partial report**: 2 steps still to run (no_pretrain, Fig. 5)" in text
+    assert "## Fig. 9" in text and "## Fig. 2" not in text
+    assert "| ODDS best 50%: ensemble sigma68 | 0.0030 | <= 0.0035 | yes |" in text
+    assert text.count("| not yet |") == 8
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert sum(t["met"] for t in saved["targets"]) == 1
+
+
+def test_steps_train_what_the_targets_need_first() -> None:
+    quick = plan("quick")
+    names = [name for name, _ in steps(quick)]
+    assert names[:4] == ["template fits", "alpha0.80_keep", "alpha1.00_keep", "no_pretrain"]
+    runs = [n for n in names if n.startswith("alpha")]
+    assert sorted(runs) == sorted(n for n, _, _ in sweep_runs(quick))  # each sweep run once
+    assert names[-2:] == ["template_pretrain", "no_autoencoder"]  # own pretraining: slowest
+    assert len(names) == len(set(names))
+
+
 def test_report_blocks_split_text_and_figures(tmp_path) -> None:
     root, tmp_path = tmp_path, tmp_path / "report1"
     (tmp_path / "figures").mkdir(parents=True)
@@ -163,6 +203,9 @@ def test_smoke_experiments_write_every_section_and_resume(tmp_path, one_thread) 
                     "figB1_ellipticals", "appendixE"):  # fmt: skip
         assert (out / "figures" / results[section]["figure"]).is_file(), section
     assert len(results["targets"]) == 9
+    assert results["complete"] and results["pending"] == []
+    assert NOT_YET not in {t["measured"] for t in results["targets"]}
+    assert "Partial report" not in (out / "report.md").read_text()
     assert set(results["fig2"]["summary"]) == {"template fit", TF_KCORRECT, "no pretraining",
                                                "SPS pretraining", "no autoencoder", "ensemble"}  # fmt: skip
     kinds = [k for k, _ in reports.report_blocks(out)]

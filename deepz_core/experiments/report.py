@@ -4,6 +4,7 @@ the targets of the issue, each marked met or not met). The app's Results page re
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from deepz_core.experiments.context import Context
@@ -15,45 +16,71 @@ DEGRADES = 0.05  # Fig. B1: "degrades" = rises by at least 5 percentage points
 TF_KCORRECT = "template fit (kcorrect)"  # templates independent of the mock's SEDs
 
 
-def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
-    """The issue's targets: (name, measured, goal, met)."""
+NOT_YET = "not measured yet"
+
+
+def _faint_ratio(r: dict[str, Any], template_fit: str) -> tuple[str, bool]:
     faint = r["fig2"]["faintest_bin"]
+    ratio = faint["ensemble"]["sigma68"] / faint[template_fit]["sigma68"]
+    return f"{ratio:.2f}", ratio <= 0.6
+
+
+def _beats(r: dict[str, Any], better: str, worse: str) -> tuple[str, bool]:
     summ = r["fig2"]["summary"]
+    a, b = summ[better]["sigma68"], summ[worse]["sigma68"]
+    return f"{a:.4f} vs {b:.4f}", a < b
+
+
+def _alpha(r: dict[str, Any]) -> tuple[str, bool]:
     keep = r["fig6"]["sweep"]["keep"]
     at = dict(zip(keep["alpha"], keep["single"], strict=True))
-    ratio = faint["ensemble"]["sigma68"] / faint["template fit"]["sigma68"]
-    ratio_kc = faint["ensemble"]["sigma68"] / faint.get(TF_KCORRECT, {}).get(
-        "sigma68", float("nan")
-    )
-    b1 = r["figB1_ellipticals"]["rise"]  # E20's own set-up; the demo-mock version is reported too
-    trained = b1["network trained with 10% outliers"]
-    demo = r["figB1"]["rise"]["network trained with 10% outliers"]
+    return f"{at[0.8]:.4f} vs {at[1.0]:.4f}", at[0.8] < at[1.0]
+
+
+def _rise(section: dict[str, Any], method: str, flat: bool) -> tuple[str, bool]:
+    rise = section["rise"][method]
+    return f"+{100 * rise:.1f} points", rise <= FLAT if flat else rise >= DEGRADES
+
+
+def _odds(r: dict[str, Any]) -> tuple[str, bool]:
     best50 = r["fig9"]["odds_best50_sigma68"]["ensemble"]
-    rows = [
-        ("faintest bin: ensemble sigma68 / template fit", f"{ratio:.2f}", "<= 0.6 (paper 0.5)",
-         ratio <= 0.6),
-        ("faintest bin: ensemble sigma68 / template fit with kcorrect templates (SEDs "
-         "independent of the mock, as for real data)", f"{ratio_kc:.2f}", "<= 0.6 (paper 0.5)",
-         ratio_kc <= 0.6),
-        ("pretraining beats no pretraining (sigma68)",
-         f"{summ['SPS pretraining']['sigma68']:.4f} vs {summ['no pretraining']['sigma68']:.4f}",
-         "lower", summ["SPS pretraining"]["sigma68"] < summ["no pretraining"]["sigma68"]),
-        ("ensemble beats a single network (sigma68)",
-         f"{summ['ensemble']['sigma68']:.4f} vs {summ['SPS pretraining']['sigma68']:.4f}", "lower",
-         summ["ensemble"]["sigma68"] < summ["SPS pretraining"]["sigma68"]),
-        ("alpha = 0.8 beats alpha = 1 (single network sigma68)",
-         f"{at.get(0.8, float('nan')):.4f} vs {at.get(1.0, float('nan')):.4f}", "lower",
-         at.get(0.8, 1.0) < at.get(1.0, 0.0)),
-        ("Fig. B1 (E20 set-up): network trained with outliers stays flat",
-         f"+{100 * trained:.1f} points", f"<= +{100 * FLAT:.0f} points", trained <= FLAT),
-        ("Fig. B1 (E20 set-up): template fitting degrades",
-         f"+{100 * b1['template fit (known SEDs)']:.1f} points",
-         f">= +{100 * DEGRADES:.0f} points", b1["template fit (known SEDs)"] >= DEGRADES),
-        ("Fig. B1 on the demo mock (beyond E20): network trained with outliers stays flat",
-         f"+{100 * demo:.1f} points", f"<= +{100 * FLAT:.0f} points", demo <= FLAT),
-        ("ODDS best 50%: ensemble sigma68", f"{best50:.4f}", "<= 0.0035", best50 <= 0.0035),
-    ]  # fmt: skip
-    return [{"target": t, "measured": m, "goal": g, "met": bool(ok)} for t, m, g, ok in rows]
+    return f"{best50:.4f}", best50 <= 0.0035
+
+
+TARGETS: list[tuple[str, str, Callable[[dict[str, Any]], tuple[str, bool]]]] = [
+    ("faintest bin: ensemble sigma68 / template fit", "<= 0.6 (paper 0.5)",
+     lambda r: _faint_ratio(r, "template fit")),
+    ("faintest bin: ensemble sigma68 / template fit with kcorrect templates (SEDs "
+     "independent of the mock, as for real data)", "<= 0.6 (paper 0.5)",
+     lambda r: _faint_ratio(r, TF_KCORRECT)),
+    ("pretraining beats no pretraining (sigma68)", "lower",
+     lambda r: _beats(r, "SPS pretraining", "no pretraining")),
+    ("ensemble beats a single network (sigma68)", "lower",
+     lambda r: _beats(r, "ensemble", "SPS pretraining")),
+    ("alpha = 0.8 beats alpha = 1 (single network sigma68)", "lower", _alpha),
+    ("Fig. B1 (E20 set-up): network trained with outliers stays flat",
+     f"<= +{100 * FLAT:.0f} points",
+     lambda r: _rise(r["figB1_ellipticals"], "network trained with 10% outliers", True)),
+    ("Fig. B1 (E20 set-up): template fitting degrades", f">= +{100 * DEGRADES:.0f} points",
+     lambda r: _rise(r["figB1_ellipticals"], "template fit (known SEDs)", False)),
+    ("Fig. B1 on the demo mock (beyond E20): network trained with outliers stays flat",
+     f"<= +{100 * FLAT:.0f} points",
+     lambda r: _rise(r["figB1"], "network trained with 10% outliers", True)),
+    ("ODDS best 50%: ensemble sigma68", "<= 0.0035", _odds),
+]  # fmt: skip
+
+
+def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
+    """The issue's targets: (target, measured, goal, met); ``not measured yet`` (not met) while
+    the runs a target needs are still to train."""
+    rows = []
+    for name, goal, measure in TARGETS:
+        try:
+            measured, met = measure(r)
+        except (KeyError, TypeError):  # section not run yet (TypeError: a NaN read back as null)
+            measured, met = NOT_YET, False
+        rows.append({"target": name, "measured": measured, "goal": goal, "met": bool(met)})
+    return rows
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> str:
@@ -87,51 +114,103 @@ def _b1_table(b1: dict[str, Any]) -> str:
                    for i, f in enumerate(b1["u_band_added"])])  # fmt: skip
 
 
-def _sections_md(r: dict[str, Any]) -> list[str]:
-    out = [f"## Fig. 2: sigma68 vs magnitude\n\n![]({'figures/' + r['fig2']['figure']})\n\n"
-           + _fig2_md(r)]  # fmt: skip
+def _fig2(r: dict[str, Any]) -> str:
+    return (f"## Fig. 2: sigma68 vs magnitude\n\n![]({'figures/' + r['fig2']['figure']})\n\n"
+            + _fig2_md(r))  # fmt: skip
+
+
+def _sec33(r: dict[str, Any]) -> str:
     s33 = r["sec33"]
-    out.append("## Sec. 3.3: what to pretrain on\n\n" + _table(
+    return "## Sec. 3.3: what to pretrain on\n\n" + _table(
         ["pretraining", "sigma68 (single network)", "paper"],
-        [[k, v["sigma68"], s33["paper_sigma68"][k]] for k, v in s33["summary"].items()])
-        + f"\n\n![](figures/{s33['figure']})")  # fmt: skip
-    out.append(f"## Fig. 3: sigma68 vs spec-z density\n\n![](figures/{r['fig3']['figure']})")
+        [[k, v["sigma68"], s33["paper_sigma68"][k]] for k, v in s33["summary"].items()]
+    ) + f"\n\n![](figures/{s33['figure']})"  # fmt: skip
+
+
+def _fig3(r: dict[str, Any]) -> str:
+    return f"## Fig. 3: sigma68 vs spec-z density\n\n![](figures/{r['fig3']['figure']})"
+
+
+def _fig6(r: dict[str, Any]) -> str:
     sw = r["fig6"]["sweep"]
     rows = [[mode, a, sw[mode]["single"][i], sw[mode]["ensemble"][i], sw[mode]["single_faint"][i],
              sw[mode]["ensemble_faint"][i]] for mode in sw for i, a in enumerate(sw[mode]["alpha"])]  # fmt: skip
-    out.append("## Fig. 6: randomized coadds\n\n" + _table(
+    return "## Fig. 6: randomized coadds\n\n" + _table(
         ["exposures", "alpha", "sigma68 single", "sigma68 ensemble", "faintest bin single",
-         "faintest bin ensemble"], rows) + f"\n\n![](figures/{r['fig6']['figure']})")  # fmt: skip
+         "faintest bin ensemble"], rows) + f"\n\n![](figures/{r['fig6']['figure']})"  # fmt: skip
+
+
+def _fig8(r: dict[str, Any]) -> str:
     f8 = {k: v for k, v in r["fig8"].items() if k != "figure"}
-    out.append("## Fig. 8: PIT\n\n" + _table(["p(z)", "KS", "CvM"],
-               [[k, v["ks"], v["cvm"]] for k, v in f8.items()])
-               + f"\n\n![](figures/{r['fig8']['figure']})")  # fmt: skip
+    return "## Fig. 8: PIT\n\n" + _table(["p(z)", "KS", "CvM"],
+           [[k, v["ks"], v["cvm"]] for k, v in f8.items()]) + f"\n\n![](figures/{r['fig8']['figure']})"  # fmt: skip
+
+
+def _fig9(r: dict[str, Any]) -> str:
     f9 = r["fig9"]
-    out.append("## Fig. 9: quality cuts\n\n" + _table(["p(z)", "ODDS best 50% sigma68"],
-               [[k, v] for k, v in f9["odds_best50_sigma68"].items()])
-               + f"\n\nPAUS target: {f9['paus_target']}.\n\n![](figures/{f9['figure']})")  # fmt: skip
+    return "## Fig. 9: quality cuts\n\n" + _table(["p(z)", "ODDS best 50% sigma68"],
+           [[k, v] for k, v in f9["odds_best50_sigma68"].items()]) + (
+           f"\n\nPAUS target: {f9['paus_target']}.\n\n![](figures/{f9['figure']})")  # fmt: skip
+
+
+def _figb1_ellipticals(r: dict[str, Any]) -> str:
     e1 = r["figB1_ellipticals"]
-    out.append("## Fig. B1: photometric outliers, E20's set-up (elliptical mock)\n\n"
-               + _b1_table(e1) + f"\n\nEarly-type SEDs {', '.join(e1['seds'])}, no dust or lines; "
-               f"networks trained on {e1['n_train']} of them without pretraining, tested on "
-               f"{e1['n_galaxies']} more.\n\n![](figures/{e1['figure']})")  # fmt: skip
+    return ("## Fig. B1: photometric outliers, E20's set-up (elliptical mock)\n\n"
+            + _b1_table(e1) + f"\n\nEarly-type SEDs {', '.join(e1['seds'])}, no dust or lines; "
+            f"networks trained on {e1['n_train']} of them without pretraining, tested on "
+            f"{e1['n_galaxies']} more.\n\n![](figures/{e1['figure']})")  # fmt: skip
+
+
+def _figb1(r: dict[str, Any]) -> str:
     b1 = r["figB1"]
-    out.append("## Fig. B1 on the demo mock (every galaxy type)\n\n" + _b1_table(b1)
-               + f"\n\n{b1['n_galaxies']} test galaxies.\n\n![](figures/{b1['figure']})")  # fmt: skip
+    return ("## Fig. B1 on the demo mock (every galaxy type)\n\n" + _b1_table(b1)
+            + f"\n\n{b1['n_galaxies']} test galaxies.\n\n![](figures/{b1['figure']})")  # fmt: skip
+
+
+def _fig5(r: dict[str, Any]) -> str:
     f5 = r["fig5"]
-    out.append("## Fig. 5: autoencoder denoising (SPS simulation)\n\n"
-               f"Median narrow-band sigma68(denoised - true)/error: {f5['narrow_median']:.2f} "
-               "(paper: 0.3-0.5). Broad bands: "
-               + ", ".join(f"{b} {v:.2f}" for b, v in f5["broad"].items())
-               + f". Mean off-diagonal narrow-band correlation {f5['narrow_corr_mean_offdiag']:.2f}."
-               + f"\n\n![](figures/{f5['figure']})")  # fmt: skip
-    if "appendixE" in r:
-        e = r["appendixE"]
-        out.append("## Appendix E: classifier with label smoothing vs MDN\n\n" + _table(
-            ["head", "sigma68", "strict outliers", "PIT KS"],
-            [[k, v["sigma68"], f"{100 * v['outlier_fraction']:.1f}%", v.get("pit_ks", float("nan"))]
-             for k, v in e["summary"].items()]) + f"\n\n![](figures/{e['figure']})")  # fmt: skip
-    return out
+    return ("## Fig. 5: autoencoder denoising (SPS simulation)\n\n"
+            f"Median narrow-band sigma68(denoised - true)/error: {f5['narrow_median']:.2f} "
+            "(paper: 0.3-0.5). Broad bands: "
+            + ", ".join(f"{b} {v:.2f}" for b, v in f5["broad"].items())
+            + f". Mean off-diagonal narrow-band correlation {f5['narrow_corr_mean_offdiag']:.2f}."
+            + f"\n\n![](figures/{f5['figure']})")  # fmt: skip
+
+
+def _appendix_e(r: dict[str, Any]) -> str:
+    e = r["appendixE"]
+    return "## Appendix E: classifier with label smoothing vs MDN\n\n" + _table(
+        ["head", "sigma68", "strict outliers", "PIT KS"],
+        [[k, v["sigma68"], f"{100 * v['outlier_fraction']:.1f}%", v.get("pit_ks", float("nan"))]
+         for k, v in e["summary"].items()]) + f"\n\n![](figures/{e['figure']})"  # fmt: skip
+
+
+SECTIONS: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
+    ("fig2", _fig2), ("sec33", _sec33), ("fig3", _fig3), ("fig6", _fig6), ("fig8", _fig8),
+    ("fig9", _fig9), ("figB1_ellipticals", _figb1_ellipticals), ("figB1", _figb1),
+    ("fig5", _fig5), ("appendixE", _appendix_e),
+]  # fmt: skip
+
+
+def _sections_md(r: dict[str, Any]) -> list[str]:
+    """The report's sections, in paper order, for those computed so far."""
+    return [render(r) for key, render in SECTIONS if key in r]
+
+
+def _pending_md(results: dict[str, Any]) -> list[str]:
+    pending = results.get("pending") or []
+    if not pending:
+        return []
+    return [
+        f"**Partial report**: {len(pending)} steps still to run ({', '.join(pending)}); "
+        "rerun the same command to continue (finished runs and sections are reused)."
+    ]
+
+
+def _met(target: dict[str, Any]) -> str:
+    if target["met"]:
+        return "yes"
+    return "not yet" if target["measured"] == NOT_YET else "**no**"
 
 
 def write_report(ctx: Context, results: dict[str, Any]) -> None:
@@ -139,9 +218,10 @@ def write_report(ctx: Context, results: dict[str, Any]) -> None:
     atomic_write_json(ctx.root / "results.json", jsonable(results))
     head = [f"# deepz experiments ({results['preset']} preset)",
             f"Catalogue: `{results['catalog']}`. Plan: `{json.dumps(jsonable(results['plan']))}`.",
+            *_pending_md(results),
             "## Targets\n\n" + _table(["target", "measured", "goal", "met"],
                                        [[t["target"], t["measured"], t["goal"],
-                                         "yes" if t["met"] else "**no**"]
+                                         _met(t)]
                                         for t in results["targets"]])]  # fmt: skip
     text = "\n\n".join(head + _sections_md(results)) + "\n"
     atomic_write(ctx.root / "report.md", lambda tmp: tmp.write_text(text))

@@ -47,3 +47,13 @@ def report_blocks(folder: Path) -> list[tuple[str, Any]]:
 def report_targets(folder: Path) -> list[dict[str, Any]]:
     """The targets table of ``results.json`` (target, measured, goal, met)."""
     return json.loads((Path(folder) / "results.json").read_text()).get("targets", [])
+
+
+def target_counts(folder: Path) -> tuple[int, int, int]:
+    """(met, not measured yet, total) of a report's targets; a partial report has some of the
+    second kind, until the experiments finish."""
+    from deepz_core.experiments.report import NOT_YET
+
+    targets = report_targets(folder)
+    pending = sum(t.get("measured") == NOT_YET for t in targets)
+    return sum(bool(t["met"]) for t in targets), pending, len(targets)

@@ -1,8 +1,10 @@
 """``python -m deepz_core experiments``: the paper's experiments on the demo mock, end to end.
 
-Trains every configuration once (runs under ``DIR/runs``, reused or resumed on a second call), then
-measures each section and writes ``DIR/results.json`` (every number) and ``DIR/report.md`` (tables,
-figures under ``DIR/figures``, the issue's targets met or not).
+Works through the plan in order of what the issue's targets need most (template fits, the default
+configuration, no randomization, no pretraining, Fig. B1, ... the ablations last). After every step
+it rewrites ``DIR/results.json`` (every number) and ``DIR/report.md`` (tables, figures under
+``DIR/figures``, the targets met, not met or not measured yet) from what is finished; runs under
+``DIR/runs`` and slow sections under ``DIR/sections`` are reused or resumed on a second call.
 """
 
 from __future__ import annotations
@@ -14,87 +16,144 @@ from typing import Any
 import numpy as np
 
 from deepz_core.experiments import denoise, quality, robustness, sweep
-from deepz_core.experiments.baseline import template_fit, template_photoz, template_simulation
+from deepz_core.experiments.baseline import template_photoz, template_simulation
 from deepz_core.experiments.context import Context
 from deepz_core.experiments.ellipticals import figb1_ellipticals
 from deepz_core.experiments.labels import appendix_e
+from deepz_core.experiments.plan import ExperimentPlan
 from deepz_core.experiments.plan import plan as get_plan
+from deepz_core.experiments.progress import Progress
 from deepz_core.experiments.report import TF_KCORRECT, write_report
-from deepz_core.experiments.scoring import Scored, read_scored
-from deepz_core.experiments.trained import single_predictions, train_run
+from deepz_core.experiments.scoring import Scored
 from deepz_core.simulate import demo_catalog_path
+
+Step = tuple[str, Callable[[Progress], object]]
 
 
 def run_experiments(
     preset: str, out: Path | str, catalog: Path | str | None = None, device: str = "auto",
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:  # fmt: skip
-    """Run every section of the plan ``preset`` into ``out``; returns the results dictionary."""
+    """Run every step of the plan ``preset`` into ``out``; returns the results dictionary."""
     plan = get_plan(preset)
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
     ctx = Context(root, plan, Path(catalog) if catalog else demo_catalog_path(), device, log)
-    dev = {"device": device}
-    base_name = sweep.run_name(plan.alpha, True)
-    runs = {name: train_run(root, name, ctx.catalog_path, plan, "auto",
-                            {"alpha": a, "keep_one": keep, **dev}, log=log)
-            for name, a, keep in sweep.sweep_runs(plan)}  # fmt: skip
-    runs["no_pretrain"] = train_run(
-        root, "no_pretrain", ctx.catalog_path, plan, "none", dev, log=log
-    )
-    runs["no_autoencoder"] = train_run(root, "no_autoencoder", ctx.catalog_path, plan, "auto", dev,
-                                       {"use_autoencoder": False}, log=log)  # fmt: skip
-    runs["template_pretrain"] = train_run(root, "template_pretrain", ctx.catalog_path, plan,
-                                          str(template_simulation(ctx)), dev, log=log)  # fmt: skip
-    runs["train_outliers"] = train_run(root, "train_outliers", ctx.catalog_path, plan, "auto",
-                                       {"outlier_fraction": plan.train_outliers, **dev}, log=log)  # fmt: skip
-    ae_run = train_run(root, "autoencoder_sim", ctx.catalog_path, plan, "auto",
-                       {"repetitions": 1, "folds": 1, "schedule": ((0, 1e-3),), **dev}, log=log)  # fmt: skip
-
-    mags = ctx.mag_of()
-    single = {name: read_scored(single_predictions(run)) for name, run in runs.items()}
-    ensemble = {name: read_scored(run.file("predictions.fits")) for name, run in runs.items()}
-    tf = read_scored(template_fit(ctx), mags)
-    tf_kc = read_scored(template_fit(ctx, "kcorrect"), mags)
-    train_zspec = _labelled_zspec(ctx)
-
-    results: dict[str, Any] = {"plan": plan.to_dict(), "preset": preset,
-                               "catalog": str(ctx.catalog_path), "device": device}  # fmt: skip
-    log("[experiments] Fig. 2, Sec. 3.3, Fig. 3, Fig. 8, Fig. 9")
-    fig2_lines = {"template fit": tf, TF_KCORRECT: tf_kc, "no pretraining": single["no_pretrain"],
-                  "SPS pretraining": single[base_name],
-                  "no autoencoder": single["no_autoencoder"],
-                  "ensemble": ensemble[base_name]}  # fmt: skip
-    results["fig2"] = quality.fig2(ctx, fig2_lines)
-    results["sec33"] = quality.pretraining_sets(ctx, {
-        "none": single["no_pretrain"], "templates": single["template_pretrain"],
-        "sps": single[base_name]})  # fmt: skip
-    results["fig3"] = quality.fig3(ctx, {"no pretraining": single["no_pretrain"],
-                                         "SPS pretraining": single[base_name],
-                                         "template fit": tf, TF_KCORRECT: tf_kc},
-                                        train_zspec)  # fmt: skip
-    results["fig8"] = quality.fig8(ctx, {"single network": single[base_name],
-                                         "ensemble": ensemble[base_name],
-                                         "template fit": tf, TF_KCORRECT: tf_kc})  # fmt: skip
-    results["fig9"] = quality.fig9(ctx, {"ensemble": ensemble[base_name],
-                                         "single network": single[base_name],
-                                         "template fit": tf, TF_KCORRECT: tf_kc})  # fmt: skip
-    log("[experiments] Fig. 6")
-    results["fig6"] = sweep.fig6(ctx, {n: (single[n], ensemble[n]) for n in single})
-    log("[experiments] Fig. B1")
-    results["figB1"] = robustness.figb1(ctx, {
-        "template fit": template_photoz(ctx),
-        "network": robustness.network_photoz(runs[base_name]),
-        "network trained with 10% outliers": robustness.network_photoz(runs["train_outliers"])})  # fmt: skip
-    log("[experiments] Fig. B1 in E20's set-up (elliptical mock)")
-    results["figB1_ellipticals"] = figb1_ellipticals(ctx)
-    log("[experiments] Fig. 5")
-    results["fig5"] = denoise.fig5(ctx, ae_run)
-    if plan.classifier:
-        log("[experiments] Appendix E")
-        results["appendixE"] = appendix_e(ctx, runs["no_pretrain"], single["no_pretrain"])
-    write_report(ctx, results)
+    done = Progress(ctx)
+    todo = steps(plan)
+    results: dict[str, Any] = {}
+    for i, (name, step) in enumerate(todo):
+        log(f"[experiments] step {i + 1}/{len(todo)}: {name}")
+        step(done)
+        results = evaluate(done, preset, pending=[n for n, _ in todo[i + 1 :]])
+        write_report(ctx, results)
     return results
+
+
+def steps(plan: ExperimentPlan) -> list[Step]:
+    """Every run and slow section, in the order the targets need them."""
+    base = sweep.run_name(plan.alpha, True)
+    others = [(n, a, keep) for n, a, keep in sweep.sweep_runs(plan) if n != base]
+    first = [s for s in others if s[1] == 1.0]  # no randomization: the alpha target
+    rest = [s for s in others if s[1] != 1.0]
+
+    def sweep_step(name: str, alpha: float, keep: bool) -> Step:
+        return name, lambda d: d.train(name, "auto", {"alpha": alpha, "keep_one": keep})
+
+    def figb1(d: Progress) -> None:
+        d.section("figB1", lambda: robustness.figb1(d.ctx, {
+            "template fit": template_photoz(d.ctx),
+            "network": robustness.network_photoz(d.runs[base]),
+            "network trained with 10% outliers": robustness.network_photoz(
+                d.runs["train_outliers"])}))  # fmt: skip
+
+    out: list[Step] = [
+        (
+            "template fits",
+            lambda d: (
+                d.fit_templates("template fit", "bcnz2"),
+                d.fit_templates(TF_KCORRECT, "kcorrect"),
+            ),
+        ),  # fmt: skip
+        sweep_step(base, plan.alpha, True),
+        *(sweep_step(*s) for s in first),
+        ("no_pretrain", lambda d: d.train("no_pretrain", "none")),
+        (
+            "Fig. B1, E20's set-up",
+            lambda d: d.section("figB1_ellipticals", lambda: figb1_ellipticals(d.ctx)),
+        ),  # fmt: skip
+        (
+            "train_outliers",
+            lambda d: d.train("train_outliers", "auto", {"outlier_fraction": plan.train_outliers}),
+        ),  # fmt: skip
+        ("Fig. B1 on the demo mock", figb1),
+        *(sweep_step(*s) for s in rest),
+    ]
+    if plan.classifier:
+        out.append(("Appendix E", lambda d: d.section("appendixE", lambda: appendix_e(
+            d.ctx, d.runs["no_pretrain"], d.single("no_pretrain")))))  # fmt: skip
+    out += [
+        (
+            "autoencoder_sim",
+            lambda d: d.train(
+                "autoencoder_sim", "auto", {"repetitions": 1, "folds": 1, "schedule": ((0, 1e-3),)}
+            ),
+        ),  # fmt: skip
+        (
+            "Fig. 5",
+            lambda d: d.section("fig5", lambda: denoise.fig5(d.ctx, d.runs["autoencoder_sim"])),
+        ),  # fmt: skip
+        (
+            "template_pretrain",
+            lambda d: d.train("template_pretrain", lambda: str(template_simulation(d.ctx))),
+        ),  # fmt: skip
+        (
+            "no_autoencoder",
+            lambda d: d.train("no_autoencoder", "auto", model={"use_autoencoder": False}),
+        ),  # fmt: skip
+    ]
+    return out
+
+
+def evaluate(done: Progress, preset: str, pending: list[str]) -> dict[str, Any]:
+    """Every section whose runs are finished (cheap ones recomputed, slow ones read back)."""
+    ctx, plan = done.ctx, done.ctx.plan
+    base = sweep.run_name(plan.alpha, True)
+    results: dict[str, Any] = {"plan": plan.to_dict(), "preset": preset,
+                               "catalog": str(ctx.catalog_path), "device": ctx.device,
+                               "complete": not pending, "pending": pending}  # fmt: skip
+    tfs = done.template_fits
+    if done.has(base) and tfs:
+        single = {name: done.single(name) for name in done.runs if name != "autoencoder_sim"}
+        results.update(_quality(ctx, base, single, done.ensemble(base), tfs))
+    swept = {n: (done.single(n), done.ensemble(n)) for n, _, _ in sweep.sweep_runs(plan)
+             if done.has(n)}  # fmt: skip
+    if swept:
+        results["fig6"] = sweep.fig6(ctx, swept)
+    results.update(done.sections)
+    return results
+
+
+def _quality(ctx: Context, base: str, single: dict[str, Scored], ensemble: Scored,
+             tfs: dict[str, Scored]) -> dict[str, Any]:  # fmt: skip
+    """Fig. 2, Sec. 3.3, Fig. 3, Fig. 8 and Fig. 9 over the configurations trained so far."""
+
+    def pick(names: dict[str, str]) -> dict[str, Scored]:
+        return {label: single[n] for label, n in names.items() if n in single}
+
+    fig2 = {**tfs, **pick({"no pretraining": "no_pretrain", "SPS pretraining": base,
+                           "no autoencoder": "no_autoencoder"}), "ensemble": ensemble}  # fmt: skip
+    out = {"fig2": quality.fig2(ctx, fig2),
+           "sec33": quality.pretraining_sets(ctx, pick({"none": "no_pretrain",
+                                                        "templates": "template_pretrain",
+                                                        "sps": base})),
+           "fig3": quality.fig3(ctx, {**pick({"no pretraining": "no_pretrain",
+                                              "SPS pretraining": base}), **tfs},
+                                _labelled_zspec(ctx))}  # fmt: skip
+    lines = {"single network": single[base], "ensemble": ensemble, **tfs}
+    out["fig8"] = quality.fig8(ctx, lines)
+    out["fig9"] = quality.fig9(ctx, {"ensemble": ensemble, "single network": single[base], **tfs})
+    return out
 
 
 def _labelled_zspec(ctx: Context) -> np.ndarray:
@@ -102,4 +161,4 @@ def _labelled_zspec(ctx: Context) -> np.ndarray:
     return z[np.isfinite(z) & (z >= 0)]
 
 
-__all__ = ["Scored", "run_experiments"]
+__all__ = ["Scored", "evaluate", "run_experiments", "steps"]

@@ -16,7 +16,8 @@ def run_name(alpha: float, keep_one: bool) -> str:
 
 
 def fig6(ctx: Context, scored: Mapping[str, tuple[Scored, Scored]]) -> dict[str, Any]:
-    """``scored``: run name -> (single, ensemble). Returns per-mode arrays over alpha."""
+    """``scored``: run name -> (single, ensemble). Returns per-mode arrays over the alphas whose
+    runs are in ``scored`` (all of them once the experiments finish)."""
     sweep: dict[str, dict[str, list[float]]] = {}
     plan = ctx.plan
     for mode, alphas in (("keep", plan.alphas), ("drop", plan.alphas_drop)):
@@ -25,6 +26,8 @@ def fig6(ctx: Context, scored: Mapping[str, tuple[Scored, Scored]]) -> dict[str,
                                                      "ensemble_outliers")}  # fmt: skip
         for alpha in sorted(alphas):
             name = run_name(alpha, True) if alpha == 1.0 else run_name(alpha, mode == "keep")
+            if name not in scored:
+                continue
             single, ensemble = scored[name]
             d["alpha"].append(alpha)
             for kind, s in (("single", single), ("ensemble", ensemble)):
@@ -32,7 +35,8 @@ def fig6(ctx: Context, scored: Mapping[str, tuple[Scored, Scored]]) -> dict[str,
                 d[kind].append(summary["sigma68"])
                 d[f"{kind}_outliers"].append(summary["outlier_fraction"])
                 d[f"{kind}_faint"].append(faintest_bin(s)["sigma68"])
-        sweep[mode] = d
+        if d["alpha"]:
+            sweep[mode] = d
     fig = figures.alpha_sweep(ctx.figure("fig6_alpha_sweep.png"), sweep)
     return {"sweep": sweep, "figure": fig}
 
