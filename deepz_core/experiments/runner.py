@@ -124,7 +124,8 @@ def evaluate(done: Progress, preset: str, pending: list[str]) -> dict[str, Any]:
                                "complete": not pending, "pending": pending}  # fmt: skip
     tfs = done.template_fits
     if done.has(base) and tfs:
-        single = {name: done.single(name) for name in done.runs if name != "autoencoder_sim"}
+        used = (base, "no_pretrain", "no_autoencoder", "template_pretrain")  # lines of the figures
+        single = {name: done.single(name) for name in used if done.has(name)}
         results.update(_quality(ctx, base, single, done.ensemble(base), tfs))
     swept = {n: (done.single(n), done.ensemble(n)) for n, _, _ in sweep.sweep_runs(plan)
              if done.has(n)}  # fmt: skip
