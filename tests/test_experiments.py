@@ -12,8 +12,15 @@ from deepz_core.errors import ConfigError
 from deepz_core.experiments import reports
 from deepz_core.experiments.context import Context
 from deepz_core.experiments.plan import ExperimentPlan, plan
-from deepz_core.experiments.report import NOT_YET, TF_KCORRECT, targets, write_report
-from deepz_core.experiments.robustness import U_BAND, add_u_flux
+from deepz_core.experiments.progress import Progress
+from deepz_core.experiments.report import (
+    NOT_YET,
+    OUTLIER_FLUXES,
+    TF_KCORRECT,
+    targets,
+    write_report,
+)
+from deepz_core.experiments.robustness import U_BAND, add_u_flux, breakdown
 from deepz_core.experiments.runner import steps
 from deepz_core.experiments.scoring import Scored, faintest_bin
 from deepz_core.experiments.sweep import sweep_runs
@@ -54,6 +61,49 @@ def test_u_flux_is_added_to_the_u_band_only() -> None:
     np.testing.assert_allclose(out.flux[:, 1], [3.0, -0.5])  # + 50% of |u flux|
     np.testing.assert_array_equal(out.flux[:, [0, 2]], flux[:, [0, 2]])
     np.testing.assert_array_equal(cat.flux, flux)  # the input is untouched
+
+
+def test_u_flux_moves_single_u_exposures_with_the_coadd() -> None:
+    from deepz_core.catalog import Exposures
+
+    bands = ("NB455", U_BAND)
+    flux = np.array([[1.0, 2.0], [4.0, 3.0]])
+    exp = Exposures(ref_id=np.array([7, 5, 5, 7]), band=np.array([U_BAND, U_BAND, "NB455", U_BAND]),
+                    exp_num=np.array([0, 0, 0, 1]), flux=np.array([3.0, 2.0, 1.0, 3.0]),
+                    flux_error=np.ones(4))  # fmt: skip
+    cat = Catalog(ref_id=np.array([5, 7]), bands=bands, flux=flux, flux_error=np.ones_like(flux),
+                  exposures=exp)  # fmt: skip
+    out = add_u_flux(cat, 1.0)
+    np.testing.assert_allclose(out.flux[:, 1], [4.0, 6.0])
+    np.testing.assert_allclose(out.exposures.flux, [6.0, 4.0, 1.0, 6.0])  # NB455 untouched
+
+
+def test_breakdown_splits_outliers_by_galaxy_type_and_redshift() -> None:
+    flux = np.ones((4, 1))
+    cat = Catalog(ref_id=np.arange(4), bands=("subaru_i",), flux=flux, flux_error=flux,
+                  zspec=np.array([0.1, 0.3, 0.6, 0.6]),
+                  extra={"quiescent": np.array([True, True, False, False])})  # fmt: skip
+    flags = {"net": [np.array([0, 0, 0, 1], bool), np.array([1, 0, 1, 1], bool)]}  # none, most
+    out = breakdown(cat, flags)
+    assert out["quiescent"] == {"n": 2, "net": [0.0, 0.5]}
+    assert out["star-forming"] == {"n": 2, "net": [0.5, 1.0]}
+    assert out["0.50 <= z < 0.75"] == {"n": 2, "net": [0.5, 1.0]}
+    assert "1.00 <= z < 1.50" not in out  # empty groups are left out
+
+
+def test_a_section_is_computed_again_when_its_runs_change(tmp_path) -> None:
+    done = Progress(Context(tmp_path, plan("smoke"), tmp_path / "mock.fits"))
+    calls = []
+
+    def compute() -> dict:
+        calls.append(1)
+        return {"value": len(calls)}
+
+    done.section("s", compute, inputs=["a"])
+    done.section("s", compute, inputs=["a"])  # cached
+    assert done.sections["s"] == {"value": 1}
+    done.section("s", compute, inputs=["a", "b"])  # a run added to the section
+    assert done.sections["s"] == {"value": 2} and len(calls) == 2
 
 
 def test_chi2_fit_finds_the_redshift_of_a_noiseless_template_galaxy() -> None:
@@ -103,8 +153,10 @@ def _fake_results(
                                                       TF_KCORRECT: {"sigma68": kc_faint}}},
         "fig6": {"sweep": {"keep": {"alpha": [0.8, 1.0], "single": [0.015, 0.017]}}},
         "figB1_ellipticals": {"rise": {"template fit (known SEDs)": 0.2,
-                                       "network trained with 10% outliers": trained_rise}},
-        "figB1": {"rise": {"template fit": 0.2, "network trained with 10% outliers": demo_rise}},
+                                       "network trained with 10% outliers": trained_rise,
+                                       OUTLIER_FLUXES: trained_rise / 2}},
+        "figB1": {"rise": {"template fit": 0.2, "network trained with 10% outliers": demo_rise,
+                           OUTLIER_FLUXES: demo_rise / 2}},
         "fig9": {"odds_best50_sigma68": {"ensemble": 0.004}},
     }  # fmt: skip
 
@@ -122,6 +174,8 @@ def test_targets_are_judged_against_the_issue_goals() -> None:
         "Fig. B1 on the demo mock (beyond E20): network trained with outliers stays flat"
     ]
     assert not met["ODDS best 50%: ensemble sigma68"]  # 0.004 > 0.0035
+    fluxes = [t for t in met if "outlier fluxes" in t or "outlier *fluxes*" in t]
+    assert len(fluxes) == 2 and met[fluxes[0]] and not met[fluxes[1]]  # +0.5 / +15 points
     worse = {t["target"]: t["met"] for t in targets(_fake_results(0.03, 0.05, 0.01, 0.025))}
     assert not worse["faintest bin: ensemble sigma68 / template fit"]  # 0.67
     assert not worse[kc[0]]  # 0.8
@@ -135,7 +189,7 @@ def test_targets_of_unfinished_sections_are_not_measured_yet() -> None:
     partial["fig6"]["sweep"]["keep"] = {"alpha": [0.8], "single": [0.015]}  # alpha = 1 to train
     rows = {t["target"]: t for t in targets(partial)}
     pending = {name for name, t in rows.items() if t["measured"] == NOT_YET}
-    assert len(pending) == 3 and not any(rows[name]["met"] for name in pending)
+    assert len(pending) == 4 and not any(rows[name]["met"] for name in pending)
     assert "alpha = 0.8 beats alpha = 1 (single network sigma68)" in pending
     assert rows["faintest bin: ensemble sigma68 / template fit"]["met"]
     assert all(t["measured"] == NOT_YET for t in targets({}))
@@ -151,7 +205,7 @@ def test_partial_report_names_what_is_still_to_run(tmp_path) -> None:
     assert "**Partial report**: 2 steps still to run (no_pretrain, Fig. 5)" in text
     assert "## Fig. 9" in text and "## Fig. 2" not in text
     assert "| ODDS best 50%: ensemble sigma68 | 0.0030 | <= 0.0035 | yes |" in text
-    assert text.count("| not yet |") == 8
+    assert text.count("| not yet |") == 10
     saved = json.loads((tmp_path / "results.json").read_text())
     assert sum(t["met"] for t in saved["targets"]) == 1
 
@@ -202,7 +256,7 @@ def test_smoke_experiments_write_every_section_and_resume(tmp_path, one_thread) 
     for section in ("fig2", "sec33", "fig3", "fig5", "fig6", "fig8", "fig9", "figB1",
                     "figB1_ellipticals", "appendixE"):  # fmt: skip
         assert (out / "figures" / results[section]["figure"]).is_file(), section
-    assert len(results["targets"]) == 9
+    assert len(results["targets"]) == 11
     assert results["complete"] and results["pending"] == []
     assert NOT_YET not in {t["measured"] for t in results["targets"]}
     assert "Partial report" not in (out / "report.md").read_text()

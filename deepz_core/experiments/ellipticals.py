@@ -12,7 +12,6 @@ by ``simulate.templates_sim`` with the SPS prior's redshifts and magnitudes and 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -30,6 +29,16 @@ EARLY_TYPES = (0, 1, 2)
 TEST_FRACTION = 0.2  # of the mock, held out of training; Fig. B1 is measured on these
 Z_STEP = 0.001  # chi2 fit grid (E20's p(z) grid step)
 MOCK = TemplateSimConfig(ebv=(0.0, 0.0), max_seds=1, ew_oii_max=0.0, seds=EARLY_TYPES)
+# run name -> (line label, trained with plan.train_outliers outliers, other training options)
+ELLIPTICAL_RUNS: dict[str, tuple[str, bool, dict[str, Any]]] = {
+    "b1_ellipticals": ("network", False, {}),
+    "b1_ellipticals_outliers": ("network trained with 10% outliers", True, {}),
+    # E20's "10 per cent outliers uniformly distributed over the different bands" read per measurement
+    "b1_ellipticals_outlier_fluxes": ("network trained with 10% outlier fluxes", True,
+                                      {"outlier_unit": "measurement"}),
+    "b1_ellipticals_outlier_fluxes_x2": ("same, up to +200% flux", True,
+                                         {"outlier_unit": "measurement", "outlier_amplitude": 2.0}),
+}  # fmt: skip
 
 
 def elliptical_mock(n: int, bands: tuple[str, ...], seed: int) -> tuple[Catalog, Catalog]:
@@ -74,22 +83,11 @@ def figb1_ellipticals(ctx: Context) -> dict[str, Any]:
     path = folder / "train.fits"  # the training part, for train_run
     if not path.exists():
         write_catalog(train, path)
-    dev = {"device": ctx.device}
-    methods: Mapping[str, PhotoZ] = {
-        "template fit (known SEDs)": chi2_photoz(bands, EARLY_TYPES),
-        "network": network_photoz(
-            train_run(ctx.root, "b1_ellipticals", path, ctx.plan, "none", dev, log=ctx.log)),
-        "network trained with 10% outliers": network_photoz(
-            train_run(ctx.root, "b1_ellipticals_outliers", path, ctx.plan, "none",
-                      {"outlier_fraction": ctx.plan.train_outliers, **dev}, log=ctx.log)),
-        "network trained with 10% outlier fluxes": network_photoz(
-            train_run(ctx.root, "b1_ellipticals_outlier_fluxes", path, ctx.plan, "none",
-                      {"outlier_fraction": ctx.plan.train_outliers,
-                       "outlier_unit": "measurement", **dev}, log=ctx.log)),
-        "same, up to +200% flux": network_photoz(
-            train_run(ctx.root, "b1_ellipticals_outlier_fluxes_x2", path, ctx.plan, "none",
-                      {"outlier_fraction": ctx.plan.train_outliers, "outlier_unit": "measurement",
-                       "outlier_amplitude": 2.0, **dev}, log=ctx.log)),
-    }  # fmt: skip
+    methods: dict[str, PhotoZ] = {"template fit (known SEDs)": chi2_photoz(bands, EARLY_TYPES)}
+    for name, (label, outliers, extra) in ELLIPTICAL_RUNS.items():
+        fraction = {"outlier_fraction": ctx.plan.train_outliers} if outliers else {}
+        options = {"device": ctx.device, **fraction, **extra}
+        run = train_run(ctx.root, name, path, ctx.plan, "none", options, log=ctx.log)
+        methods[label] = network_photoz(run)
     curves = u_band_curves(ctx, test, methods, "figB1_ellipticals.png")
     return curves | {"n_train": train.n_galaxies, "seds": [list(CONTINUUM)[i] for i in EARLY_TYPES]}

@@ -43,13 +43,17 @@ class Progress:
         self.template_fits[label] = read_scored(template_fit(self.ctx, template_set),
                                                 self.ctx.mag_of())  # fmt: skip
 
-    def section(self, name: str, compute: Callable[[], dict[str, Any]]) -> None:
-        """A slow section, computed once and kept as JSON (in its own key order)."""
+    def section(self, name: str, compute: Callable[[], dict[str, Any]],
+                inputs: list[str] | None = None) -> None:  # fmt: skip
+        """A slow section, computed once and kept as JSON (in its own key order); computed again
+        when the runs it reads (``inputs``, names) are not those it was computed from."""
         path = self.ctx.root / "sections" / f"{name}.json"
-        if not path.exists():
-            result = jsonable(compute())
+        stamp = {"_inputs": inputs} if inputs else {}
+        if not path.exists() or json.loads(path.read_text()).get("_inputs") != stamp.get("_inputs"):
+            result = jsonable(compute()) | stamp
             atomic_write(path, lambda tmp: tmp.write_text(json.dumps(result, indent=1)))
-        self.sections[name] = json.loads(path.read_text())
+        self.sections[name] = {k: v for k, v in json.loads(path.read_text()).items()
+                               if k != "_inputs"}  # fmt: skip
 
     def has(self, *names: str) -> bool:
         return all(n in self.runs for n in names)

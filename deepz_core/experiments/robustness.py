@@ -22,24 +22,34 @@ from deepz_core.features import build_features
 from deepz_core.runs import RunDir
 
 U_BAND = "cfht_u"
+Z_EDGES = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5)  # redshift bins of the breakdown (spec-z)
 PhotoZ = Callable[[Catalog], np.ndarray]  # catalogue -> zphot (N,)
 
 
 def test_galaxies(ctx: Context) -> Catalog:
-    """A fixed random subset of the labelled galaxies (without exposures: coadds are what is tested)."""
+    """A fixed random subset of the labelled galaxies, with their single exposures: the template fit
+    rebuilds clipped coadds from them as it does for the whole catalogue; the networks see coadds."""
     cat = ctx.catalog
     labelled = np.flatnonzero(np.isfinite(cat.zspec))
     rng = np.random.default_rng([ctx.plan.seed, 77])
-    rows = np.sort(rng.choice(labelled, min(ctx.plan.b1_galaxies, labelled.size), replace=False))
-    return dataclasses.replace(cat.select(rows), exposures=None)
+    return cat.select(np.sort(rng.choice(labelled, min(ctx.plan.b1_galaxies, labelled.size),
+                                         replace=False)))  # fmt: skip
 
 
 def add_u_flux(cat: Catalog, fraction: float) -> Catalog:
-    """The catalogue with ``fraction`` x its u-band flux added to the u band (errors unchanged)."""
-    flux = cat.flux.copy()
+    """The catalogue with ``fraction`` x its u-band coadd flux added to the u band, coadd and any
+    single u exposures alike (errors unchanged), so that rebuilt coadds keep the outlier."""
     u = cat.band_index(U_BAND)
-    flux[:, u] += fraction * np.abs(flux[:, u])
-    return dataclasses.replace(cat, flux=flux)
+    extra = fraction * np.abs(cat.flux[:, u])  # (N,)
+    flux = cat.flux.copy()
+    flux[:, u] += extra
+    exposures = cat.exposures
+    if exposures is not None and np.any(exposures.band == U_BAND):
+        row = np.searchsorted(cat.ref_id, exposures.ref_id, sorter=np.argsort(cat.ref_id))
+        galaxy = np.argsort(cat.ref_id)[np.clip(row, 0, cat.n_galaxies - 1)]  # exposure -> galaxy
+        shifted = exposures.flux + np.where(exposures.band == U_BAND, extra[galaxy], 0.0)
+        exposures = dataclasses.replace(exposures, flux=shifted)
+    return dataclasses.replace(cat, flux=flux, exposures=exposures)
 
 
 def network_photoz(run: RunDir) -> PhotoZ:
@@ -62,15 +72,43 @@ def u_band_curves(
     ctx: Context, base: Catalog, methods: Mapping[str, PhotoZ], figure: str
 ) -> dict[str, Any]:
     """Each method's strict outlier fraction on ``base`` at every u-band flux of the plan, the rise
-    from none to the most, and the figure ``figure``."""
+    from none to the most, the same per galaxy group (``breakdown``) and the figure ``figure``."""
     fractions = list(ctx.plan.u_band_added)
-    lines: dict[str, list[float]] = {label: [] for label in methods}
+    flags: dict[str, list[np.ndarray]] = {label: [] for label in methods}  # outlier per galaxy
     for f in fractions:
         cat = add_u_flux(base, f)
         for label, photoz in methods.items():
             ctx.log(f"[experiments] Fig. B1 ({figure}): {label}, u-band +{100 * f:.0f}%")
-            lines[label].append(metrics.outlier_fraction(metrics.dz(photoz(cat), cat.zspec)))
+            dz = metrics.dz(photoz(cat), cat.zspec)  # (N,)
+            flags[label].append(np.abs(dz) > metrics.OUTLIER_THRESHOLD)
+    lines = {label: [float(b.mean()) for b in bs] for label, bs in flags.items()}
     fig = figures.u_band_outliers(ctx.figure(figure), fractions, lines)
     rise = {label: y[-1] - y[0] for label, y in lines.items()}
     return {"u_band_added": fractions, "outlier_fraction": lines, "rise": rise,
-            "n_galaxies": base.n_galaxies, "figure": fig}  # fmt: skip
+            "breakdown": breakdown(base, flags), "n_galaxies": base.n_galaxies, "figure": fig}  # fmt: skip
+
+
+def galaxy_groups(cat: Catalog) -> dict[str, np.ndarray]:
+    """Boolean masks (N,): quiescent / star-forming where the catalogue says (the mocks' column
+    ``quiescent``), and spec-z bins ``Z_EDGES``."""
+    groups: dict[str, np.ndarray] = {}
+    if "quiescent" in cat.extra:
+        q = np.asarray(cat.extra["quiescent"], dtype=bool)
+        groups |= {"quiescent": q, "star-forming": ~q}
+    z = np.asarray(cat.zspec, dtype=float)
+    for lo, hi in zip(Z_EDGES[:-1], Z_EDGES[1:], strict=True):
+        groups[f"{lo:.2f} <= z < {hi:.2f}"] = (z >= lo) & (z < hi)
+    return groups
+
+
+def breakdown(cat: Catalog, flags: Mapping[str, list[np.ndarray]]) -> dict[str, Any]:
+    """Per group: its size and each method's strict outlier fraction with no u-band flux added and
+    with the most; which galaxies a method's rise comes from."""
+    out: dict[str, Any] = {}
+    for group, mask in galaxy_groups(cat).items():
+        if mask.any():
+            out[group] = {"n": int(mask.sum())} | {
+                label: [float(b[0][mask].mean()), float(b[-1][mask].mean())]
+                for label, b in flags.items()
+            }
+    return out

@@ -18,7 +18,7 @@ import numpy as np
 from deepz_core.experiments import denoise, quality, robustness, sweep
 from deepz_core.experiments.baseline import template_photoz, template_simulation
 from deepz_core.experiments.context import Context
-from deepz_core.experiments.ellipticals import figb1_ellipticals
+from deepz_core.experiments.ellipticals import ELLIPTICAL_RUNS, figb1_ellipticals
 from deepz_core.experiments.labels import appendix_e
 from deepz_core.experiments.plan import ExperimentPlan
 from deepz_core.experiments.plan import plan as get_plan
@@ -61,11 +61,12 @@ def steps(plan: ExperimentPlan) -> list[Step]:
         return name, lambda d: d.train(name, "auto", {"alpha": alpha, "keep_one": keep})
 
     def figb1(d: Progress) -> None:
+        nets = {"network": base, "network trained with 10% outliers": "train_outliers",
+                "network trained with 10% outlier fluxes": "train_outlier_fluxes"}  # fmt: skip
         d.section("figB1", lambda: robustness.figb1(d.ctx, {
             "template fit": template_photoz(d.ctx),
-            "network": robustness.network_photoz(d.runs[base]),
-            "network trained with 10% outliers": robustness.network_photoz(
-                d.runs["train_outliers"])}))  # fmt: skip
+            **{label: robustness.network_photoz(d.runs[n]) for label, n in nets.items()}}),
+            inputs=list(nets.values()))  # fmt: skip
 
     out: list[Step] = [
         (
@@ -80,11 +81,21 @@ def steps(plan: ExperimentPlan) -> list[Step]:
         ("no_pretrain", lambda d: d.train("no_pretrain", "none")),
         (
             "Fig. B1, E20's set-up",
-            lambda d: d.section("figB1_ellipticals", lambda: figb1_ellipticals(d.ctx)),
+            lambda d: d.section(
+                "figB1_ellipticals", lambda: figb1_ellipticals(d.ctx), inputs=list(ELLIPTICAL_RUNS)
+            ),
         ),  # fmt: skip
         (
             "train_outliers",
             lambda d: d.train("train_outliers", "auto", {"outlier_fraction": plan.train_outliers}),
+        ),  # fmt: skip
+        (
+            "train_outlier_fluxes",  # E20's "10 per cent outliers" read as 10% of the measurements
+            lambda d: d.train(
+                "train_outlier_fluxes",
+                "auto",
+                {"outlier_fraction": plan.train_outliers, "outlier_unit": "measurement"},
+            ),
         ),  # fmt: skip
         ("Fig. B1 on the demo mock", figb1),
         *(sweep_step(*s) for s in rest),
