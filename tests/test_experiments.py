@@ -91,6 +91,21 @@ def test_breakdown_splits_outliers_by_galaxy_type_and_redshift() -> None:
     assert "1.00 <= z < 1.50" not in out  # empty groups are left out
 
 
+def test_by_type_scores_each_galaxy_type_apart() -> None:
+    from deepz_core.experiments.scoring import by_type
+
+    flux = np.ones((4, 1))
+    cat = Catalog(ref_id=np.array([10, 11, 12, 13]), bands=("subaru_i",), flux=flux,
+                  flux_error=flux, extra={"quiescent": np.array([True, False, True, False])})  # fmt: skip
+    zs = np.array([0.5, 0.5, 0.5])
+    s = Scored(np.array([13, 12, 10]), np.array([0.5, 1.0, 0.5]), zs, zs, zs, zs)  # 12: outlier
+    out = by_type(cat, {"net": s})["net"]
+    assert out["quiescent"]["n"] == 2 and out["quiescent"]["outlier_fraction"] == pytest.approx(0.5)
+    assert out["star-forming"]["n"] == 1 and out["star-forming"]["outlier_fraction"] == 0.0
+    plain = Catalog(ref_id=cat.ref_id, bands=cat.bands, flux=flux, flux_error=flux)
+    assert by_type(plain, {"net": s}) == {"net": {}}  # no type column: nothing to split
+
+
 def test_a_section_is_computed_again_when_its_runs_change(tmp_path) -> None:
     done = Progress(Context(tmp_path, plan("smoke"), tmp_path / "mock.fits"))
     calls = []
@@ -260,6 +275,8 @@ def test_smoke_experiments_write_every_section_and_resume(tmp_path, one_thread) 
     assert results["complete"] and results["pending"] == []
     assert NOT_YET not in {t["measured"] for t in results["targets"]}
     assert "Partial report" not in (out / "report.md").read_text()
+    assert set(results["fig2"]["by_type"]["ensemble"]) == {"quiescent", "star-forming"}
+    assert "quiescent" in results["figB1"]["breakdown"]
     assert set(results["fig2"]["summary"]) == {"template fit", TF_KCORRECT, "no pretraining",
                                                "SPS pretraining", "no autoencoder", "ensemble"}  # fmt: skip
     kinds = [k for k, _ in reports.report_blocks(out)]

@@ -12,16 +12,18 @@ from deepz_core import metrics
 from deepz_core.analysis import PAUS_TARGET, density_edges
 from deepz_core.experiments import figures
 from deepz_core.experiments.context import Context
-from deepz_core.experiments.scoring import Scored, faintest_bin
+from deepz_core.experiments.scoring import Scored, by_type, faintest_bin
 
 
 def fig2(ctx: Context, lines: Mapping[str, Scored]) -> dict[str, Any]:
-    """sigma68 and outliers per iAB bin for each configuration (E20 Fig. 2)."""
+    """sigma68 and outliers per iAB bin for each configuration (E20 Fig. 2), and per galaxy type
+    where the catalogue has one (beyond E20)."""
     rows = {label: s.per_magnitude() for label, s in lines.items()}
     out = {
         "summary": {label: s.summary() for label, s in lines.items()},
         "faintest_bin": {label: faintest_bin(s) for label, s in lines.items()},
         "per_magnitude": rows,
+        "by_type": by_type(ctx.catalog, dict(lines)),
     }
     out["figure"] = figures.binned_lines(ctx.figure("fig2_sigma68_vs_mag.png"), rows, "iAB",
                                          "sigma68 vs magnitude (E20 Fig. 2)")  # fmt: skip

@@ -110,7 +110,20 @@ def _fig2_md(r: dict[str, Any]) -> str:
                     [[f"{b['lo']:.1f}-{b['hi']:.1f}", b["n"]]
                      + [f"{per[k][i]['sigma68']:.4f} / {100 * per[k][i]['outlier_fraction']:.0f}%"
                         for k in labels] for i, b in enumerate(bins) if b["n"] > 0])  # fmt: skip
-    return f"{overall}\n\nPer magnitude bin (sigma68 / strict outliers):\n\n{binned}"
+    return f"{overall}\n\nPer magnitude bin (sigma68 / strict outliers):\n\n{binned}" + _types_md(r)
+
+
+def _types_md(r: dict[str, Any]) -> str:
+    types = r["fig2"].get("by_type") or {}
+    kinds = list(next(iter(types.values()), {}))
+    if not kinds:
+        return ""
+    rows = [[label] + [f"{v[k]['sigma68']:.4f} / {100 * v[k]['outlier_fraction']:.1f}%" for k in kinds]
+            for label, v in types.items()]  # fmt: skip
+    head = [f"{k} (N = {next(iter(types.values()))[k]['n']})" for k in kinds]
+    return "\n\nPer galaxy type (sigma68 / strict outliers; the mock's own labels):\n\n" + _table(
+        ["configuration"] + head, rows
+    )
 
 
 def _b1_table(b1: dict[str, Any]) -> str:

@@ -17,6 +17,7 @@ from deepz_core import metrics
 from deepz_core.catalog import Catalog
 from deepz_core.experiments import figures
 from deepz_core.experiments.context import Context
+from deepz_core.experiments.scoring import galaxy_types
 from deepz_core.experiments.trained import predict_single_network
 from deepz_core.features import build_features
 from deepz_core.runs import RunDir
@@ -91,10 +92,7 @@ def u_band_curves(
 def galaxy_groups(cat: Catalog) -> dict[str, np.ndarray]:
     """Boolean masks (N,): quiescent / star-forming where the catalogue says (the mocks' column
     ``quiescent``), and spec-z bins ``Z_EDGES``."""
-    groups: dict[str, np.ndarray] = {}
-    if "quiescent" in cat.extra:
-        q = np.asarray(cat.extra["quiescent"], dtype=bool)
-        groups |= {"quiescent": q, "star-forming": ~q}
+    groups = galaxy_types(cat)
     z = np.asarray(cat.zspec, dtype=float)
     for lo, hi in zip(Z_EDGES[:-1], Z_EDGES[1:], strict=True):
         groups[f"{lo:.2f} <= z < {hi:.2f}"] = (z >= lo) & (z < hi)

@@ -14,7 +14,7 @@ import numpy as np
 from astropy.table import Table
 
 from deepz_core import metrics
-from deepz_core.catalog import native_array
+from deepz_core.catalog import Catalog, native_array
 from deepz_core.errors import ConfigError
 
 
@@ -53,6 +53,27 @@ class Scored:
     ) -> list[dict[str, float]]:
         """Metrics per iAB bin (E20 Fig. 2)."""
         return metrics.binned_metrics(self.zp, self.zs, self.mag, edges).rows()
+
+
+def galaxy_types(cat: Catalog) -> dict[str, np.ndarray]:
+    """(N,) masks quiescent / star-forming from the mocks' ``quiescent`` column; {} without it."""
+    if "quiescent" not in cat.extra:
+        return {}
+    q = np.asarray(cat.extra["quiescent"], dtype=bool)
+    return {"quiescent": q, "star-forming": ~q}
+
+
+def by_type(cat: Catalog, lines: dict[str, Scored]) -> dict[str, dict[str, Any]]:
+    """Point metrics of each line per galaxy type of ``cat`` (matched on ref_id), with counts."""
+    out: dict[str, dict[str, Any]] = {}
+    for label, s in lines.items():
+        out[label] = {}
+        for kind, mask in galaxy_types(cat).items():
+            keep = np.isin(s.ref_id, cat.ref_id[mask])
+            out[label][kind] = metrics.point_metrics(s.zp[keep], s.zs[keep]) | {
+                "n": int(keep.sum())
+            }
+    return out
 
 
 def read_scored(path: Path | str, mag_of: dict[int, float] | None = None) -> Scored:
