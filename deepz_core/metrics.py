@@ -77,12 +77,17 @@ def sigma68(x: ArrayLike) -> float:
     return float(0.5 * (hi - lo))
 
 
-def outlier_fraction(dz: ArrayLike, threshold: float = OUTLIER_THRESHOLD) -> float:
-    """Fraction of strict outliers |dz| > threshold, dz (N,) (E20 eq. 5); NaN when empty."""
+def is_outlier(dz: ArrayLike, threshold: float = OUTLIER_THRESHOLD) -> NDArray:
+    """(N,) bool: strict outliers |dz| > threshold, dz (N,) (E20 eq. 5)."""
     if not threshold > 0:
         raise ConfigError(f"threshold must be > 0, got {threshold}")
-    arr = _array("dz", dz)
-    return float(np.mean(np.abs(arr) > threshold)) if arr.size else float("nan")
+    return np.abs(_array("dz", dz)) > threshold
+
+
+def outlier_fraction(dz: ArrayLike, threshold: float = OUTLIER_THRESHOLD) -> float:
+    """Fraction of strict outliers |dz| > threshold, dz (N,) (E20 eq. 5); NaN when empty."""
+    flags = is_outlier(dz, threshold)
+    return float(np.mean(flags)) if flags.size else float("nan")
 
 
 def bias(dz: ArrayLike) -> float:

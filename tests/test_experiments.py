@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
 import pytest
 
 from deepz_core.catalog import Catalog
-from deepz_core.errors import ConfigError
+from deepz_core.errors import CatalogError, ConfigError
 from deepz_core.experiments import reports
 from deepz_core.experiments.context import Context
 from deepz_core.experiments.plan import ExperimentPlan, plan
 from deepz_core.experiments.progress import Progress
 from deepz_core.experiments.report import (
     NOT_YET,
-    OUTLIER_FLUXES,
     TF_KCORRECT,
+    TRAINED_FLUXES,
     targets,
     write_report,
 )
@@ -31,6 +32,7 @@ from deepz_core.splits import make_splits
 @pytest.mark.parametrize(
     "bad",
     [{"repetitions": 1}, {"alphas": (0.0, 0.8)}, {"alpha": 0.75}, {"u_band_added": (0.1, 0.5)},
+     {"u_band_added": (0.0, 0.5, 0.3)},
      {"train_outliers": 1.0}, {"b1_galaxies": 10}, {"b1_mock_galaxies": 99}],
 )  # fmt: skip
 def test_plan_rejects_bad_values_naming_the_field(bad) -> None:
@@ -71,11 +73,26 @@ def test_u_flux_moves_single_u_exposures_with_the_coadd() -> None:
     exp = Exposures(ref_id=np.array([7, 5, 5, 7]), band=np.array([U_BAND, U_BAND, "NB455", U_BAND]),
                     exp_num=np.array([0, 0, 0, 1]), flux=np.array([3.0, 2.0, 1.0, 3.0]),
                     flux_error=np.ones(4))  # fmt: skip
-    cat = Catalog(ref_id=np.array([5, 7]), bands=bands, flux=flux, flux_error=np.ones_like(flux),
+    cat = Catalog(ref_id=np.array([7, 5]), bands=bands, flux=flux, flux_error=np.ones_like(flux),
                   exposures=exp)  # fmt: skip
     out = add_u_flux(cat, 1.0)
-    np.testing.assert_allclose(out.flux[:, 1], [4.0, 6.0])
-    np.testing.assert_allclose(out.exposures.flux, [6.0, 4.0, 1.0, 6.0])  # NB455 untouched
+    np.testing.assert_allclose(out.flux[:, 1], [4.0, 6.0])  # galaxy 7 gets +2, galaxy 5 +3
+    np.testing.assert_allclose(out.exposures.flux, [5.0, 5.0, 1.0, 5.0])  # NB455 untouched
+    stray = dataclasses.replace(exp, ref_id=np.array([7, 9, 5, 7]))
+    with pytest.raises(CatalogError, match="unknown galaxies, ref_id 9"):
+        add_u_flux(dataclasses.replace(cat, exposures=stray), 1.0)
+
+
+def test_b1_test_galaxies_keep_their_exposures(tmp_path) -> None:
+    from deepz_core.bands import band_set
+    from deepz_core.experiments.robustness import test_galaxies
+    from deepz_core.simulate import simulate
+
+    cat = simulate("paus-mock", 300, band_set("paus_cosmos"), 3)
+    ctx = Context(tmp_path, ExperimentPlan(b1_galaxies=100), tmp_path / "mock.fits", _catalog=cat)
+    test = test_galaxies(ctx)
+    assert test.n_galaxies == 100 and np.isfinite(test.zspec).all()
+    assert test.exposures is not None and set(test.exposures.ref_id) == set(test.ref_id)
 
 
 def test_breakdown_splits_outliers_by_galaxy_type_and_redshift() -> None:
@@ -117,8 +134,13 @@ def test_a_section_is_computed_again_when_its_runs_change(tmp_path) -> None:
     done.section("s", compute, inputs=["a"])
     done.section("s", compute, inputs=["a"])  # cached
     assert done.sections["s"] == {"value": 1}
-    done.section("s", compute, inputs=["a", "b"])  # a run added to the section
+    done.section("s", compute, inputs=("a", "b"))  # a run added to the section
     assert done.sections["s"] == {"value": 2} and len(calls) == 2
+    done.section("s", compute, inputs=("a", "b"))  # a tuple matches the list read back
+    assert len(calls) == 2
+    (tmp_path / "sections" / "s.json").write_text('{"value": 0}')  # written before the stamps
+    done.section("s", compute, inputs=["a", "b"])
+    assert done.sections["s"] == {"value": 3}
 
 
 def test_chi2_fit_finds_the_redshift_of_a_noiseless_template_galaxy() -> None:
@@ -169,9 +191,9 @@ def _fake_results(
         "fig6": {"sweep": {"keep": {"alpha": [0.8, 1.0], "single": [0.015, 0.017]}}},
         "figB1_ellipticals": {"rise": {"template fit (known SEDs)": 0.2,
                                        "network trained with 10% outliers": trained_rise,
-                                       OUTLIER_FLUXES: trained_rise / 2}},
+                                       TRAINED_FLUXES: trained_rise / 2}},
         "figB1": {"rise": {"template fit": 0.2, "network trained with 10% outliers": demo_rise,
-                           OUTLIER_FLUXES: demo_rise / 2}},
+                           TRAINED_FLUXES: demo_rise / 2}},
         "fig9": {"odds_best50_sigma68": {"ensemble": 0.004}},
     }  # fmt: skip
 

@@ -19,6 +19,7 @@ import numpy as np
 from deepz_core.catalog import Catalog
 from deepz_core.catalog_io import write_catalog
 from deepz_core.experiments.context import Context
+from deepz_core.experiments.report import TRAINED_FLUXES, TRAINED_GALAXIES
 from deepz_core.experiments.robustness import PhotoZ, network_photoz, u_band_curves
 from deepz_core.experiments.trained import train_run
 from deepz_core.simulate.templates_sim import TemplateSimConfig, simulate_templates
@@ -32,9 +33,9 @@ MOCK = TemplateSimConfig(ebv=(0.0, 0.0), max_seds=1, ew_oii_max=0.0, seds=EARLY_
 # run name -> (line label, trained with plan.train_outliers outliers, other training options)
 ELLIPTICAL_RUNS: dict[str, tuple[str, bool, dict[str, Any]]] = {
     "b1_ellipticals": ("network", False, {}),
-    "b1_ellipticals_outliers": ("network trained with 10% outliers", True, {}),
+    "b1_ellipticals_outliers": (TRAINED_GALAXIES, True, {}),
     # E20's "10 per cent outliers uniformly distributed over the different bands" read per measurement
-    "b1_ellipticals_outlier_fluxes": ("network trained with 10% outlier fluxes", True,
+    "b1_ellipticals_outlier_fluxes": (TRAINED_FLUXES, True,
                                       {"outlier_unit": "measurement"}),
     "b1_ellipticals_outlier_fluxes_x2": ("same, up to +200% flux", True,
                                          {"outlier_unit": "measurement", "outlier_amplitude": 2.0}),

@@ -48,8 +48,9 @@ class ExperimentPlan:
                 raise ConfigError(f"{name} must be values in (0, 1], got {values}")
         if self.alpha not in self.alphas:
             raise ConfigError(f"alpha {self.alpha} must be one of alphas {self.alphas}")
-        if not self.u_band_added or min(self.u_band_added) != 0.0:
-            raise ConfigError(f"u_band_added must start at 0, got {self.u_band_added}")
+        u = list(self.u_band_added)
+        if not u or u[0] != 0.0 or any(b <= a for a, b in zip(u[:-1], u[1:], strict=True)):
+            raise ConfigError(f"u_band_added must start at 0 and increase, got {self.u_band_added}")
         if not 0 < self.train_outliers < 1:
             raise ConfigError(f"train_outliers must be in (0, 1), got {self.train_outliers}")
         for name in ("b1_galaxies", "b1_mock_galaxies", "template_sim_n", "denoise_n"):

@@ -6,7 +6,7 @@ three-hour ``quick`` run shows its first results within the first hour."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from deepz_core.experiments.baseline import template_fit
@@ -44,16 +44,18 @@ class Progress:
                                                 self.ctx.mag_of())  # fmt: skip
 
     def section(self, name: str, compute: Callable[[], dict[str, Any]],
-                inputs: list[str] | None = None) -> None:  # fmt: skip
-        """A slow section, computed once and kept as JSON (in its own key order); computed again
-        when the runs it reads (``inputs``, names) are not those it was computed from."""
+                inputs: Sequence[str] | None = None) -> None:  # fmt: skip
+        """A slow section, computed once and kept as JSON (in its own key order), and computed again
+        when the names of the runs it reads (``inputs``) differ from those it was computed from. A
+        run retrained under the same name needs its sections' files deleted."""
         path = self.ctx.root / "sections" / f"{name}.json"
-        stamp = {"_inputs": inputs} if inputs else {}
-        if not path.exists() or json.loads(path.read_text()).get("_inputs") != stamp.get("_inputs"):
-            result = jsonable(compute()) | stamp
-            atomic_write(path, lambda tmp: tmp.write_text(json.dumps(result, indent=1)))
-        self.sections[name] = {k: v for k, v in json.loads(path.read_text()).items()
-                               if k != "_inputs"}  # fmt: skip
+        wanted = list(inputs) if inputs else None
+        kept = json.loads(path.read_text()) if path.exists() else None
+        if kept is None or kept.pop("_inputs", None) != wanted:
+            kept = jsonable(compute())
+            stamped = kept | ({"_inputs": wanted} if wanted else {})
+            atomic_write(path, lambda tmp: tmp.write_text(json.dumps(stamped, indent=1)))
+        self.sections[name] = kept
 
     def has(self, *names: str) -> bool:
         return all(n in self.runs for n in names)

@@ -23,7 +23,7 @@ def fig2(ctx: Context, lines: Mapping[str, Scored]) -> dict[str, Any]:
         "summary": {label: s.summary() for label, s in lines.items()},
         "faintest_bin": {label: faintest_bin(s) for label, s in lines.items()},
         "per_magnitude": rows,
-        "by_type": by_type(ctx.catalog, dict(lines)),
+        "by_type": by_type(ctx.catalog, lines),
     }
     out["figure"] = figures.binned_lines(ctx.figure("fig2_sigma68_vs_mag.png"), rows, "iAB",
                                          "sigma68 vs magnitude (E20 Fig. 2)")  # fmt: skip

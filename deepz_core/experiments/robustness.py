@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from deepz_core import metrics
-from deepz_core.catalog import Catalog
+from deepz_core.catalog import Catalog, exposure_index, few
+from deepz_core.errors import CatalogError
 from deepz_core.experiments import figures
 from deepz_core.experiments.context import Context
 from deepz_core.experiments.scoring import galaxy_types
@@ -23,7 +24,7 @@ from deepz_core.features import build_features
 from deepz_core.runs import RunDir
 
 U_BAND = "cfht_u"
-Z_EDGES = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5)  # redshift bins of the breakdown (spec-z)
+Z_EDGES = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, np.inf)  # breakdown bins (spec-z); empty ones left out
 PhotoZ = Callable[[Catalog], np.ndarray]  # catalogue -> zphot (N,)
 
 
@@ -46,8 +47,10 @@ def add_u_flux(cat: Catalog, fraction: float) -> Catalog:
     flux[:, u] += extra
     exposures = cat.exposures
     if exposures is not None and np.any(exposures.band == U_BAND):
-        row = np.searchsorted(cat.ref_id, exposures.ref_id, sorter=np.argsort(cat.ref_id))
-        galaxy = np.argsort(cat.ref_id)[np.clip(row, 0, cat.n_galaxies - 1)]  # exposure -> galaxy
+        galaxy, _ = exposure_index(cat)  # (M,)
+        if (galaxy < 0).any():
+            raise CatalogError(f"add_u_flux: exposures of unknown galaxies, ref_id "
+                               f"{few(exposures.ref_id[galaxy < 0])}")  # fmt: skip
         shifted = exposures.flux + np.where(exposures.band == U_BAND, extra[galaxy], 0.0)
         exposures = dataclasses.replace(exposures, flux=shifted)
     return dataclasses.replace(cat, flux=flux, exposures=exposures)
@@ -80,8 +83,7 @@ def u_band_curves(
         cat = add_u_flux(base, f)
         for label, photoz in methods.items():
             ctx.log(f"[experiments] Fig. B1 ({figure}): {label}, u-band +{100 * f:.0f}%")
-            dz = metrics.dz(photoz(cat), cat.zspec)  # (N,)
-            flags[label].append(np.abs(dz) > metrics.OUTLIER_THRESHOLD)
+            flags[label].append(metrics.is_outlier(metrics.dz(photoz(cat), cat.zspec)))
     lines = {label: [float(b.mean()) for b in bs] for label, bs in flags.items()}
     fig = figures.u_band_outliers(ctx.figure(figure), fractions, lines)
     rise = {label: y[-1] - y[0] for label, y in lines.items()}
@@ -95,7 +97,8 @@ def galaxy_groups(cat: Catalog) -> dict[str, np.ndarray]:
     groups = galaxy_types(cat)
     z = np.asarray(cat.zspec, dtype=float)
     for lo, hi in zip(Z_EDGES[:-1], Z_EDGES[1:], strict=True):
-        groups[f"{lo:.2f} <= z < {hi:.2f}"] = (z >= lo) & (z < hi)
+        name = f"{lo:.2f} <= z < {hi:.2f}" if np.isfinite(hi) else f"z >= {lo:.2f}"
+        groups[name] = (z >= lo) & (z < hi)
     return groups
 
 

@@ -23,7 +23,12 @@ from deepz_core.experiments.labels import appendix_e
 from deepz_core.experiments.plan import ExperimentPlan
 from deepz_core.experiments.plan import plan as get_plan
 from deepz_core.experiments.progress import Progress
-from deepz_core.experiments.report import TF_KCORRECT, write_report
+from deepz_core.experiments.report import (
+    TF_KCORRECT,
+    TRAINED_FLUXES,
+    TRAINED_GALAXIES,
+    write_report,
+)
 from deepz_core.experiments.scoring import Scored
 from deepz_core.simulate import demo_catalog_path
 
@@ -61,8 +66,8 @@ def steps(plan: ExperimentPlan) -> list[Step]:
         return name, lambda d: d.train(name, "auto", {"alpha": alpha, "keep_one": keep})
 
     def figb1(d: Progress) -> None:
-        nets = {"network": base, "network trained with 10% outliers": "train_outliers",
-                "network trained with 10% outlier fluxes": "train_outlier_fluxes"}  # fmt: skip
+        nets = {"network": base, TRAINED_GALAXIES: "train_outliers",
+                TRAINED_FLUXES: "train_outlier_fluxes"}  # fmt: skip
         d.section("figB1", lambda: robustness.figb1(d.ctx, {
             "template fit": template_photoz(d.ctx),
             **{label: robustness.network_photoz(d.runs[n]) for label, n in nets.items()}}),

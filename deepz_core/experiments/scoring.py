@@ -6,6 +6,7 @@ required; ``odds``, ``pit``, ``mag`` and ``out_of_fold`` are used when present).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,11 +60,15 @@ def galaxy_types(cat: Catalog) -> dict[str, np.ndarray]:
     """(N,) masks quiescent / star-forming from the mocks' ``quiescent`` column; {} without it."""
     if "quiescent" not in cat.extra:
         return {}
-    q = np.asarray(cat.extra["quiescent"], dtype=bool)
-    return {"quiescent": q, "star-forming": ~q}
+    q = np.asarray(cat.extra["quiescent"])
+    if q.dtype != bool and not (q.dtype.kind in "iu" and np.isin(q, (0, 1)).all()):
+        raise ConfigError(
+            f"catalogue column 'quiescent' must be boolean or 0/1, got dtype {q.dtype}"
+        )
+    return {"quiescent": q.astype(bool), "star-forming": ~q.astype(bool)}
 
 
-def by_type(cat: Catalog, lines: dict[str, Scored]) -> dict[str, dict[str, Any]]:
+def by_type(cat: Catalog, lines: Mapping[str, Scored]) -> dict[str, dict[str, Any]]:
     """Point metrics of each line per galaxy type of ``cat`` (matched on ref_id), with counts."""
     out: dict[str, dict[str, Any]] = {}
     for label, s in lines.items():
