@@ -15,6 +15,7 @@ from deepz_core.experiments.context import Context
 from deepz_core.experiments.plan import ExperimentPlan, plan
 from deepz_core.experiments.progress import Progress
 from deepz_core.experiments.report import (
+    NO_U,
     NOT_YET,
     TF_KCORRECT,
     TRAINED_FLUXES,
@@ -95,6 +96,21 @@ def test_b1_test_galaxies_keep_their_exposures(tmp_path) -> None:
     assert test.exposures is not None and set(test.exposures.ref_id) == set(test.ref_id)
 
 
+def test_catalog_without_u_drops_the_u_band_and_its_exposures(tmp_path) -> None:
+    from deepz_core.bands import band_set
+    from deepz_core.catalog_io import read_catalog
+    from deepz_core.experiments.robustness import catalog_without_u
+    from deepz_core.simulate import simulate
+
+    cat = simulate("paus-mock", 50, band_set("paus_cosmos"), 3)
+    ctx = Context(tmp_path, ExperimentPlan(), tmp_path / "mock.fits", _catalog=cat)
+    out = read_catalog(catalog_without_u(ctx))
+    assert out.bands == tuple(b for b in cat.bands if b != U_BAND)
+    np.testing.assert_array_equal(out.flux, np.delete(cat.flux, cat.band_index(U_BAND), axis=1))
+    assert U_BAND not in set(out.exposures.band) and len(out.exposures) > 0
+    assert catalog_without_u(ctx) == catalog_without_u(ctx)  # written once, then reused
+
+
 def test_breakdown_splits_outliers_by_galaxy_type_and_redshift() -> None:
     flux = np.ones((4, 1))
     cat = Catalog(ref_id=np.arange(4), bands=("subaru_i",), flux=flux, flux_error=flux,
@@ -115,12 +131,32 @@ def test_by_type_scores_each_galaxy_type_apart() -> None:
     cat = Catalog(ref_id=np.array([10, 11, 12, 13]), bands=("subaru_i",), flux=flux,
                   flux_error=flux, extra={"quiescent": np.array([True, False, True, False])})  # fmt: skip
     zs = np.array([0.5, 0.5, 0.5])
-    s = Scored(np.array([13, 12, 10]), np.array([0.5, 1.0, 0.5]), zs, zs, zs, zs)  # 12: outlier
+    mag = np.array([22.0, 19.0, 20.5])
+    s = Scored(np.array([13, 12, 10]), np.array([0.5, 1.0, 0.5]), zs, mag, zs, zs)  # 12: outlier
     out = by_type(cat, {"net": s})["net"]
     assert out["quiescent"]["n"] == 2 and out["quiescent"]["outlier_fraction"] == pytest.approx(0.5)
     assert out["star-forming"]["n"] == 1 and out["star-forming"]["outlier_fraction"] == 0.0
+    bright, middle, faint = out["quiescent"]["by_magnitude"]  # i < 20: 12; 20-21: 10
+    assert (bright["n"], middle["n"], faint["n"]) == (1, 1, 0)
+    assert bright["outlier_fraction"] == 1.0 and middle["outlier_fraction"] == 0.0
     plain = Catalog(ref_id=cat.ref_id, bands=cat.bands, flux=flux, flux_error=flux)
     assert by_type(plain, {"net": s}) == {"net": {}}  # no type column: nothing to split
+
+
+def test_report_tables_galaxy_types_overall_and_by_magnitude() -> None:
+    from deepz_core.experiments.report import _types_md
+
+    def row(lo: float, hi: float, n: int, s68: float) -> dict:
+        return {"lo": lo, "hi": hi, "n": n, "sigma68": s68, "outlier_fraction": 0.1}
+
+    kind = {"sigma68": 0.004, "outlier_fraction": 0.05, "n": 30,
+            "by_magnitude": [row(10, 20, 10, 0.002), row(20, 21, 20, 0.005), row(21, 30, 0, 0.0)]}  # fmt: skip
+    text = _types_md({"fig2": {"by_type": {"net": {"quiescent": kind}}}})
+    assert "| net | 0.0040 / 5.0% (N = 30) |" in text
+    assert "quiescent, i < 20 (N = 10)" in text and "quiescent, 20 <= i < 21" in text
+    assert "quiescent, i >= 21 (N = 0)" in text
+    assert "| net | 0.0020 / 10.0% | 0.0050 / 10.0% | - |" in text  # empty bin: a dash
+    assert _types_md({"fig2": {"by_type": {"net": {}}}}) == ""
 
 
 def test_a_section_is_computed_again_when_its_runs_change(tmp_path) -> None:
@@ -299,6 +335,8 @@ def test_smoke_experiments_write_every_section_and_resume(tmp_path, one_thread) 
     assert "Partial report" not in (out / "report.md").read_text()
     assert set(results["fig2"]["by_type"]["ensemble"]) == {"quiescent", "star-forming"}
     assert "quiescent" in results["figB1"]["breakdown"]
+    for section in ("figB1", "figB1_ellipticals"):  # never reads u: flat by construction
+        assert len(set(results[section]["outlier_fraction"][NO_U])) == 1, section
     assert set(results["fig2"]["summary"]) == {"template fit", TF_KCORRECT, "no pretraining",
                                                "SPS pretraining", "no autoencoder", "ensemble"}  # fmt: skip
     kinds = [k for k, _ in reports.report_blocks(out)]

@@ -19,9 +19,10 @@ import numpy as np
 from deepz_core.catalog import Catalog
 from deepz_core.catalog_io import write_catalog
 from deepz_core.experiments.context import Context
-from deepz_core.experiments.report import TRAINED_FLUXES, TRAINED_GALAXIES
-from deepz_core.experiments.robustness import PhotoZ, network_photoz, u_band_curves
+from deepz_core.experiments.report import NO_U, TRAINED_FLUXES, TRAINED_GALAXIES
+from deepz_core.experiments.robustness import U_BAND, PhotoZ, network_photoz, u_band_curves
 from deepz_core.experiments.trained import train_run
+from deepz_core.predict import match_bands
 from deepz_core.simulate.templates_sim import TemplateSimConfig, simulate_templates
 from deepz_core.template_set import CONTINUUM, flux_table
 
@@ -39,6 +40,11 @@ ELLIPTICAL_RUNS: dict[str, tuple[str, bool, dict[str, Any]]] = {
                                       {"outlier_unit": "measurement"}),
     "b1_ellipticals_outlier_fluxes_x2": ("same, up to +200% flux", True,
                                          {"outlier_unit": "measurement", "outlier_amplitude": 2.0}),
+    "b1_ellipticals_outlier_fluxes_20": ("same, 20% of fluxes", True,
+                                         {"outlier_unit": "measurement", "outlier_fraction": 0.2}),
+    "b1_ellipticals_outlier_fluxes_30": ("same, 30% of fluxes", True,
+                                         {"outlier_unit": "measurement", "outlier_fraction": 0.3}),
+    "b1_ellipticals_no_u": (NO_U, False, {}),  # trained on the mock less U_BAND
 }  # fmt: skip
 
 
@@ -81,13 +87,16 @@ def figb1_ellipticals(ctx: Context) -> dict[str, Any]:
     folder.mkdir(parents=True, exist_ok=True)
     bands = ctx.catalog.bands
     train, test = elliptical_mock(ctx.plan.b1_mock_galaxies, bands, ctx.plan.seed + 11)
-    path = folder / "train.fits"  # the training part, for train_run
-    if not path.exists():
-        write_catalog(train, path)
+    no_u = tuple(b for b in bands if b != U_BAND)
+    paths = {bands: folder / "train.fits", no_u: folder / "train_no_u.fits"}  # for train_run
+    for kept, path in paths.items():
+        if not path.exists():
+            write_catalog(match_bands(train, kept), path)
     methods: dict[str, PhotoZ] = {"template fit (known SEDs)": chi2_photoz(bands, EARLY_TYPES)}
     for name, (label, outliers, extra) in ELLIPTICAL_RUNS.items():
         fraction = {"outlier_fraction": ctx.plan.train_outliers} if outliers else {}
         options = {"device": ctx.device, **fraction, **extra}
+        path = paths[no_u if label == NO_U else bands]
         run = train_run(ctx.root, name, path, ctx.plan, "none", options, log=ctx.log)
         methods[label] = network_photoz(run)
     curves = u_band_curves(ctx, test, methods, "figB1_ellipticals.png")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from deepz_core.experiments.baseline import template_fit
@@ -30,12 +31,14 @@ class Progress:
 
     def train(self, name: str, pretrain: str | Callable[[], str] = "auto",
               train: dict[str, Any] | None = None,
-              model: dict[str, Any] | None = None) -> RunDir:  # fmt: skip
-        """Train (or reuse, or resume) run ``name``; ``pretrain`` may be a callable that builds the
-        pretraining set only when the run is first created."""
+              model: dict[str, Any] | None = None,
+              catalog: Path | None = None) -> RunDir:  # fmt: skip
+        """Train (or reuse, or resume) run ``name`` on ``catalog`` (default: the demo mock);
+        ``pretrain`` may be a callable that builds the pretraining set only when the run is first
+        created."""
         ctx = self.ctx
         source = pretrain() if callable(pretrain) else pretrain
-        self.runs[name] = train_run(ctx.root, name, ctx.catalog_path, ctx.plan, source,
+        self.runs[name] = train_run(ctx.root, name, catalog or ctx.catalog_path, ctx.plan, source,
                                     {"device": ctx.device, **(train or {})}, model, log=ctx.log)  # fmt: skip
         return self.runs[name]
 

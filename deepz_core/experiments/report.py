@@ -18,6 +18,7 @@ TRAINED_GALAXIES = (
     "network trained with 10% outliers"  # Fig. B1: 10% of the galaxies, one band each
 )
 TRAINED_FLUXES = "network trained with 10% outlier fluxes"  # Fig. B1: 10% of the measurements
+NO_U = "network without the u band"  # Fig. B1: flat by construction, the floor of distrusting u
 
 
 NOT_YET = "not measured yet"
@@ -125,7 +126,26 @@ def _types_md(r: dict[str, Any]) -> str:
     rows = [[label] + [f"{v[k]['sigma68']:.4f} / {100 * v[k]['outlier_fraction']:.1f}% (N = {v[k]['n']})"
                        for k in kinds] for label, v in types.items()]  # fmt: skip
     return ("\n\nPer galaxy type (sigma68 / strict outliers; the mock's own labels):\n\n"
-            + _table(["configuration"] + kinds, rows))  # fmt: skip
+            + _table(["configuration"] + kinds, rows) + _types_by_mag_md(types, kinds))  # fmt: skip
+
+
+def _types_by_mag_md(types: dict[str, Any], kinds: list[str]) -> str:
+    """The per-type table split into bright / middle / faint iAB (sigma68 / strict outliers)."""
+    first = types[next(iter(types))][kinds[0]].get("by_magnitude")
+    if not first:
+        return ""
+    last = len(first) - 1
+
+    def name(i: int, b: dict[str, Any]) -> str:
+        return (f"i < {b['hi']:g}" if i == 0 else f"i >= {b['lo']:g}" if i == last
+                else f"{b['lo']:g} <= i < {b['hi']:g}")  # fmt: skip
+
+    header = [f"{k}, {name(i, b)} (N = {b['n']})" for k in kinds
+              for i, b in enumerate(types[next(iter(types))][k]["by_magnitude"])]  # fmt: skip
+    rows = [[label] + [f"{b['sigma68']:.4f} / {100 * b['outlier_fraction']:.1f}%" if b["n"] else "-"
+                       for k in kinds for b in v[k]["by_magnitude"]]
+            for label, v in types.items()]  # fmt: skip
+    return "\n\nThe same by iAB:\n\n" + _table(["configuration"] + header, rows)
 
 
 def _b1_table(b1: dict[str, Any]) -> str:

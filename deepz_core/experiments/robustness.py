@@ -1,26 +1,33 @@
 """Photometric outliers (E20 Appendix B, Fig. B1): extra u-band flux added to every test galaxy.
 
 Template fitting trusts its Gaussian likelihood and degrades; the network degrades less; a network
-trained with 10% outliers (``TrainConfig.outlier_fraction``) should stay flat. Test galaxies: a fixed
-random subset of the labelled galaxies, each predicted by the network that never trained on it.
+trained with 10% outliers (``TrainConfig.outlier_fraction``) should stay flat. A network trained
+without the u band is flat by construction and shows what ignoring u costs: where u alone places
+the redshift (the 4000 A break blueward of the narrow bands), distrusting u has that price. Test
+galaxies: a fixed random subset of the labelled galaxies, each predicted by the network that never
+trained on it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from deepz_core import metrics
 from deepz_core.catalog import Catalog, exposure_index, few
+from deepz_core.catalog_io import write_catalog
 from deepz_core.errors import CatalogError
 from deepz_core.experiments import figures
 from deepz_core.experiments.context import Context
 from deepz_core.experiments.scoring import galaxy_types
 from deepz_core.experiments.trained import predict_single_network
 from deepz_core.features import build_features
+from deepz_core.model import load_model_json
+from deepz_core.predict import match_bands
 from deepz_core.runs import RunDir
 
 U_BAND = "cfht_u"
@@ -56,11 +63,24 @@ def add_u_flux(cat: Catalog, fraction: float) -> Catalog:
     return dataclasses.replace(cat, flux=flux, exposures=exposures)
 
 
+def catalog_without_u(ctx: Context) -> Path:
+    """The demo mock less the u band (written once under DIR): a network trained on it is flat in
+    Fig. B1 by construction, the floor of a network that learned to distrust u."""
+    path = ctx.root / "b1_no_u" / "catalog.fits"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        kept = tuple(b for b in ctx.catalog.bands if b != U_BAND)
+        write_catalog(match_bands(ctx.catalog, kept), path)
+    return path
+
+
 def network_photoz(run: RunDir) -> PhotoZ:
+    """The run's single-network zphot; a run trained on fewer bands reads only those."""
     ref_band = run.config().get("ref_band")
+    bands = tuple(load_model_json(run.path)["metadata"]["bands"])
 
     def zphot(cat: Catalog) -> np.ndarray:
-        features = build_features(cat, ref_band, use_exposures=False)
+        features = build_features(match_bands(cat, bands), ref_band, use_exposures=False)
         assert features.n == cat.n_galaxies, "test galaxies must have a positive reference flux"
         return predict_single_network(run, features)["zphot"]
 

@@ -24,6 +24,7 @@ from deepz_core.experiments.plan import ExperimentPlan
 from deepz_core.experiments.plan import plan as get_plan
 from deepz_core.experiments.progress import Progress
 from deepz_core.experiments.report import (
+    NO_U,
     TF_KCORRECT,
     TRAINED_FLUXES,
     TRAINED_GALAXIES,
@@ -67,7 +68,7 @@ def steps(plan: ExperimentPlan) -> list[Step]:
 
     def figb1(d: Progress) -> None:
         nets = {"network": base, TRAINED_GALAXIES: "train_outliers",
-                TRAINED_FLUXES: "train_outlier_fluxes"}  # fmt: skip
+                TRAINED_FLUXES: "train_outlier_fluxes", NO_U: "no_u_band"}  # fmt: skip
         d.section("figB1", lambda: robustness.figb1(d.ctx, {
             "template fit": template_photoz(d.ctx),
             **{label: robustness.network_photoz(d.runs[n]) for label, n in nets.items()}}),
@@ -102,6 +103,10 @@ def steps(plan: ExperimentPlan) -> list[Step]:
                 {"outlier_fraction": plan.train_outliers, "outlier_unit": "measurement"},
             ),
         ),  # fmt: skip
+        (
+            "no_u_band",  # Fig. B1's floor: a network that never sees u
+            lambda d: d.train("no_u_band", "auto", catalog=robustness.catalog_without_u(d.ctx)),
+        ),
         ("Fig. B1 on the demo mock", figb1),
         *(sweep_step(*s) for s in rest),
     ]

@@ -68,16 +68,21 @@ def galaxy_types(cat: Catalog) -> dict[str, np.ndarray]:
     return {"quiescent": q.astype(bool), "star-forming": ~q.astype(bool)}
 
 
+# bright / middle / faint iAB for the per-type split: the bright end shows the networks' precision
+TYPE_MAG_EDGES = np.array([10.0, 20.0, 21.0, 30.0])
+
+
 def by_type(cat: Catalog, lines: Mapping[str, Scored]) -> dict[str, dict[str, Any]]:
-    """Point metrics of each line per galaxy type of ``cat`` (matched on ref_id), with counts."""
+    """Point metrics of each line per galaxy type of ``cat`` (matched on ref_id), with counts, and
+    the same per ``TYPE_MAG_EDGES`` iAB bin (``by_magnitude``)."""
     out: dict[str, dict[str, Any]] = {}
     for label, s in lines.items():
         out[label] = {}
         for kind, mask in galaxy_types(cat).items():
             keep = np.isin(s.ref_id, cat.ref_id[mask])
             out[label][kind] = metrics.point_metrics(s.zp[keep], s.zs[keep]) | {
-                "n": int(keep.sum())
-            }
+                "n": int(keep.sum()), "by_magnitude": s.select(keep).per_magnitude(TYPE_MAG_EDGES)
+            }  # fmt: skip
     return out
 
 
