@@ -3,7 +3,7 @@ section computed and writes one PNG. No science here, only drawing."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -87,11 +87,14 @@ def completeness(path: Path, curves: Mapping[str, Mapping[str, Sequence[float]]]
     return _save(fig, path)
 
 
-def u_band_outliers(path: Path, x: Sequence[float], lines: Mapping[str, Sequence[float]]) -> str:
-    """Strict outlier fraction vs u-band flux added to the test set (E20 Fig. B1)."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+def u_band_outliers(path: Path, x: Sequence[float], lines: Mapping[str, Sequence[float]],
+                    references: Collection[str] = ()) -> str:  # fmt: skip
+    """Strict outlier fraction vs u-band flux added to the test set (E20 Fig. B1); the lines named
+    in ``references`` (flat by construction) dashed grey."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for label, y in lines.items():
-        ax.plot(100 * np.asarray(x), y, marker="o", ms=3, label=label)
+        style = {"color": "grey", "ls": "--"} if label in references else {"marker": "o", "ms": 3}
+        ax.plot(100 * np.asarray(x), y, label=label, **style)
     ax.set(xlabel="u-band flux added to every test galaxy (%)", ylabel="strict outlier fraction",
            title="Photometric outliers (E20 Fig. B1)")  # fmt: skip
     ax.grid(alpha=0.3)

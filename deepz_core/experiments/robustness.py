@@ -23,6 +23,7 @@ from deepz_core.catalog_io import write_catalog
 from deepz_core.errors import CatalogError
 from deepz_core.experiments import figures
 from deepz_core.experiments.context import Context
+from deepz_core.experiments.report import NO_U
 from deepz_core.experiments.scoring import galaxy_types
 from deepz_core.experiments.trained import predict_single_network
 from deepz_core.features import build_features
@@ -105,7 +106,7 @@ def u_band_curves(
             ctx.log(f"[experiments] Fig. B1 ({figure}): {label}, u-band +{100 * f:.0f}%")
             flags[label].append(metrics.is_outlier(metrics.dz(photoz(cat), cat.zspec)))
     lines = {label: [float(b.mean()) for b in bs] for label, bs in flags.items()}
-    fig = figures.u_band_outliers(ctx.figure(figure), fractions, lines)
+    fig = figures.u_band_outliers(ctx.figure(figure), fractions, lines, references={NO_U})
     rise = {label: y[-1] - y[0] for label, y in lines.items()}
     return {"u_band_added": fractions, "outlier_fraction": lines, "rise": rise,
             "breakdown": breakdown(base, flags), "n_galaxies": base.n_galaxies, "figure": fig}  # fmt: skip
