@@ -181,15 +181,16 @@ def predict_catalog(run_dir: Path | str, catalog: Catalog, out: Path | str, devi
     return table
 
 
-def match_bands(catalog: Catalog, bands: tuple[str, ...]) -> Catalog:
+def match_bands(catalog: Catalog, bands: tuple[str, ...], source: str = "--catalog") -> Catalog:
     """The catalogue with exactly the run's bands in the run's order (extra bands dropped): the
-    networks read inputs by position, so another column order would silently mix bands up."""
+    networks read inputs by position, so another column order would silently mix bands up.
+    ``source`` names the catalogue in errors."""
     if tuple(catalog.bands) == bands:
         return catalog
     missing = [b for b in bands if b not in catalog.bands]
     if missing:
         raise ConfigError(
-            f"--catalog lacks bands {missing} the run was trained on (run bands: {list(bands)})"
+            f"{source} lacks bands {missing} the run was trained on (run bands: {list(bands)})"
         )
     cols = [catalog.bands.index(b) for b in bands]
     exp = catalog.exposures

@@ -108,7 +108,12 @@ def test_catalog_without_u_drops_the_u_band_and_its_exposures(tmp_path) -> None:
     assert out.bands == tuple(b for b in cat.bands if b != U_BAND)
     np.testing.assert_array_equal(out.flux, np.delete(cat.flux, cat.band_index(U_BAND), axis=1))
     assert U_BAND not in set(out.exposures.band) and len(out.exposures) > 0
-    assert catalog_without_u(ctx) == catalog_without_u(ctx)  # written once, then reused
+    before = catalog_without_u(ctx).stat().st_mtime_ns
+    assert catalog_without_u(ctx).stat().st_mtime_ns == before  # written once, then reused
+    no_u = Context(tmp_path / "b", ExperimentPlan(), tmp_path / "m.fits", _catalog=read_catalog(
+        catalog_without_u(ctx)))  # fmt: skip
+    with pytest.raises(ConfigError, match="u band 'cfht_u'; the catalogue has only"):
+        catalog_without_u(no_u)
 
 
 def test_breakdown_splits_outliers_by_galaxy_type_and_redshift() -> None:
@@ -153,10 +158,13 @@ def test_report_tables_galaxy_types_overall_and_by_magnitude() -> None:
             "by_magnitude": [row(10, 20, 10, 0.002), row(20, 21, 20, 0.005), row(21, 30, 0, 0.0)]}  # fmt: skip
     text = _types_md({"fig2": {"by_type": {"net": {"quiescent": kind}}}})
     assert "| net | 0.0040 / 5.0% (N = 30) |" in text
-    assert "quiescent, i < 20 (N = 10)" in text and "quiescent, 20 <= i < 21" in text
-    assert "quiescent, i >= 21 (N = 0)" in text
-    assert "| net | 0.0020 / 10.0% | 0.0050 / 10.0% | - |" in text  # empty bin: a dash
+    assert "quiescent, i < 20 |" in text and "quiescent, 20 <= i < 21 |" in text
+    assert "quiescent, i >= 21 |" in text
+    assert "| net | 0.0020 / 10.0% (10) | 0.0050 / 10.0% (20) | - |" in text  # empty bin: a dash
     assert _types_md({"fig2": {"by_type": {"net": {}}}}) == ""
+    older = {k: v for k, v in kind.items() if k != "by_magnitude"}  # results.json before the split
+    text = _types_md({"fig2": {"by_type": {"net": {"quiescent": older}}}})
+    assert "| net | 0.0040 / 5.0% (N = 30) |" in text and "by iAB" not in text
 
 
 def test_a_section_is_computed_again_when_its_runs_change(tmp_path) -> None:

@@ -12,7 +12,7 @@ by ``simulate.templates_sim`` with the SPS prior's redshifts and magnitudes and 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -20,7 +20,12 @@ from deepz_core.catalog import Catalog
 from deepz_core.catalog_io import write_catalog
 from deepz_core.experiments.context import Context
 from deepz_core.experiments.report import NO_U, TRAINED_FLUXES, TRAINED_GALAXIES
-from deepz_core.experiments.robustness import U_BAND, PhotoZ, network_photoz, u_band_curves
+from deepz_core.experiments.robustness import (
+    PhotoZ,
+    bands_without_u,
+    network_photoz,
+    u_band_curves,
+)
 from deepz_core.experiments.trained import train_run
 from deepz_core.predict import match_bands
 from deepz_core.simulate.templates_sim import TemplateSimConfig, simulate_templates
@@ -31,20 +36,29 @@ EARLY_TYPES = (0, 1, 2)
 TEST_FRACTION = 0.2  # of the mock, held out of training; Fig. B1 is measured on these
 Z_STEP = 0.001  # chi2 fit grid (E20's p(z) grid step)
 MOCK = TemplateSimConfig(ebv=(0.0, 0.0), max_seds=1, ew_oii_max=0.0, seds=EARLY_TYPES)
-# run name -> (line label, trained with plan.train_outliers outliers, other training options)
-ELLIPTICAL_RUNS: dict[str, tuple[str, bool, dict[str, Any]]] = {
-    "b1_ellipticals": ("network", False, {}),
-    "b1_ellipticals_outliers": (TRAINED_GALAXIES, True, {}),
+
+
+class B1Run(NamedTuple):
+    """One network line of Fig. B1 in E20's set-up."""
+
+    label: str
+    outliers: bool  # trained with plan.train_outliers outliers (``options`` may override the rate)
+    options: dict[str, Any]  # other training options
+    without_u: bool = False  # trained on the mock less U_BAND: flat by construction
+
+
+ELLIPTICAL_RUNS: dict[str, B1Run] = {
+    "b1_ellipticals": B1Run("network", False, {}),
+    "b1_ellipticals_outliers": B1Run(TRAINED_GALAXIES, True, {}),
     # E20's "10 per cent outliers uniformly distributed over the different bands" read per measurement
-    "b1_ellipticals_outlier_fluxes": (TRAINED_FLUXES, True,
-                                      {"outlier_unit": "measurement"}),
-    "b1_ellipticals_outlier_fluxes_x2": ("same, up to +200% flux", True,
-                                         {"outlier_unit": "measurement", "outlier_amplitude": 2.0}),
-    "b1_ellipticals_outlier_fluxes_20": ("same, 20% of fluxes", True,
-                                         {"outlier_unit": "measurement", "outlier_fraction": 0.2}),
-    "b1_ellipticals_outlier_fluxes_30": ("same, 30% of fluxes", True,
-                                         {"outlier_unit": "measurement", "outlier_fraction": 0.3}),
-    "b1_ellipticals_no_u": (NO_U, False, {}),  # trained on the mock less U_BAND
+    "b1_ellipticals_outlier_fluxes": B1Run(TRAINED_FLUXES, True, {"outlier_unit": "measurement"}),
+    "b1_ellipticals_outlier_fluxes_x2": B1Run("same, up to +200% flux", True,
+                                              {"outlier_unit": "measurement", "outlier_amplitude": 2.0}),
+    "b1_ellipticals_outlier_fluxes_20": B1Run("same, 20% of fluxes", True,
+                                              {"outlier_unit": "measurement", "outlier_fraction": 0.2}),
+    "b1_ellipticals_outlier_fluxes_30": B1Run("same, 30% of fluxes", True,
+                                              {"outlier_unit": "measurement", "outlier_fraction": 0.3}),
+    "b1_ellipticals_no_u": B1Run(NO_U, False, {}, without_u=True),
 }  # fmt: skip
 
 
@@ -87,17 +101,16 @@ def figb1_ellipticals(ctx: Context) -> dict[str, Any]:
     folder.mkdir(parents=True, exist_ok=True)
     bands = ctx.catalog.bands
     train, test = elliptical_mock(ctx.plan.b1_mock_galaxies, bands, ctx.plan.seed + 11)
-    no_u = tuple(b for b in bands if b != U_BAND)
-    paths = {bands: folder / "train.fits", no_u: folder / "train_no_u.fits"}  # for train_run
-    for kept, path in paths.items():
+    paths = {False: folder / "train.fits", True: folder / "train_no_u.fits"}  # by without_u
+    for no_u, path in paths.items():
         if not path.exists():
-            write_catalog(match_bands(train, kept), path)
+            write_catalog(match_bands(train, bands_without_u(bands) if no_u else bands), path)
     methods: dict[str, PhotoZ] = {"template fit (known SEDs)": chi2_photoz(bands, EARLY_TYPES)}
-    for name, (label, outliers, extra) in ELLIPTICAL_RUNS.items():
-        fraction = {"outlier_fraction": ctx.plan.train_outliers} if outliers else {}
-        options = {"device": ctx.device, **fraction, **extra}
-        path = paths[no_u if label == NO_U else bands]
-        run = train_run(ctx.root, name, path, ctx.plan, "none", options, log=ctx.log)
-        methods[label] = network_photoz(run)
+    for name, run_spec in ELLIPTICAL_RUNS.items():
+        fraction = {"outlier_fraction": ctx.plan.train_outliers} if run_spec.outliers else {}
+        options = {"device": ctx.device, **fraction, **run_spec.options}
+        run = train_run(ctx.root, name, paths[run_spec.without_u], ctx.plan, "none", options,
+                        log=ctx.log)  # fmt: skip
+        methods[run_spec.label] = network_photoz(run)
     curves = u_band_curves(ctx, test, methods, "figB1_ellipticals.png")
     return curves | {"n_train": train.n_galaxies, "seds": [list(CONTINUUM)[i] for i in EARLY_TYPES]}

@@ -18,7 +18,7 @@ TRAINED_GALAXIES = (
     "network trained with 10% outliers"  # Fig. B1: 10% of the galaxies, one band each
 )
 TRAINED_FLUXES = "network trained with 10% outlier fluxes"  # Fig. B1: 10% of the measurements
-NO_U = "network without the u band"  # Fig. B1: flat by construction, the floor of distrusting u
+NO_U = "network without the u band"  # Fig. B1: flat by construction, the level of ignoring u
 
 
 NOT_YET = "not measured yet"
@@ -140,12 +140,13 @@ def _types_by_mag_md(types: dict[str, Any], kinds: list[str]) -> str:
         return (f"i < {b['hi']:g}" if i == 0 else f"i >= {b['lo']:g}" if i == last
                 else f"{b['lo']:g} <= i < {b['hi']:g}")  # fmt: skip
 
-    header = [f"{k}, {name(i, b)} (N = {b['n']})" for k in kinds
-              for i, b in enumerate(types[next(iter(types))][k]["by_magnitude"])]  # fmt: skip
-    rows = [[label] + [f"{b['sigma68']:.4f} / {100 * b['outlier_fraction']:.1f}%" if b["n"] else "-"
-                       for k in kinds for b in v[k]["by_magnitude"]]
+    header = [f"{k}, {name(i, b)}" for k in kinds for i, b in enumerate(first)]
+    rows = [[label] + [f"{b['sigma68']:.4f} / {100 * b['outlier_fraction']:.1f}% ({b['n']})"
+                       if b["n"] else "-" for k in kinds for b in v[k]["by_magnitude"]]
             for label, v in types.items()]  # fmt: skip
-    return "\n\nThe same by iAB:\n\n" + _table(["configuration"] + header, rows)
+    return "\n\nThe same by iAB (galaxies in brackets):\n\n" + _table(
+        ["configuration"] + header, rows
+    )
 
 
 def _b1_table(b1: dict[str, Any]) -> str:

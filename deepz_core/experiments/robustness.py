@@ -20,7 +20,7 @@ import numpy as np
 from deepz_core import metrics
 from deepz_core.catalog import Catalog, exposure_index, few
 from deepz_core.catalog_io import write_catalog
-from deepz_core.errors import CatalogError
+from deepz_core.errors import CatalogError, ConfigError
 from deepz_core.experiments import figures
 from deepz_core.experiments.context import Context
 from deepz_core.experiments.report import NO_U
@@ -64,14 +64,21 @@ def add_u_flux(cat: Catalog, fraction: float) -> Catalog:
     return dataclasses.replace(cat, flux=flux, exposures=exposures)
 
 
+def bands_without_u(bands: tuple[str, ...]) -> tuple[str, ...]:
+    if U_BAND not in bands:
+        raise ConfigError(f"Fig. B1 adds flux to the u band {U_BAND!r}; the catalogue has only "
+                          f"{list(bands)}")  # fmt: skip
+    return tuple(b for b in bands if b != U_BAND)
+
+
 def catalog_without_u(ctx: Context) -> Path:
-    """The demo mock less the u band (written once under DIR): a network trained on it is flat in
-    Fig. B1 by construction, the floor of a network that learned to distrust u."""
+    """``DIR/b1_no_u/catalog.fits``: the demo mock less the u band, written once (like the runs,
+    an output folder belongs to one catalogue). A network trained on it is flat in Fig. B1 by
+    construction: the level a network that ignores u reaches."""
     path = ctx.root / "b1_no_u" / "catalog.fits"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        kept = tuple(b for b in ctx.catalog.bands if b != U_BAND)
-        write_catalog(match_bands(ctx.catalog, kept), path)
+        write_catalog(match_bands(ctx.catalog, bands_without_u(ctx.catalog.bands)), path)
     return path
 
 
@@ -81,7 +88,8 @@ def network_photoz(run: RunDir) -> PhotoZ:
     bands = tuple(load_model_json(run.path)["metadata"]["bands"])
 
     def zphot(cat: Catalog) -> np.ndarray:
-        features = build_features(match_bands(cat, bands), ref_band, use_exposures=False)
+        features = build_features(match_bands(cat, bands, f"the test set of run {run.path.name}"),
+                                  ref_band, use_exposures=False)  # fmt: skip
         assert features.n == cat.n_galaxies, "test galaxies must have a positive reference flux"
         return predict_single_network(run, features)["zphot"]
 
