@@ -1,0 +1,55 @@
+"""Is the networks' bright-end precision limited by the number of training galaxies?
+
+Fine-tunes the ``quick`` experiments plan's default configuration (SPS pretraining reused from the
+cache, alpha 0.8, 2 repetitions x 5 folds) on a PAUS-like mock 4x the demo's size, then prints the
+ensemble's out-of-fold sigma68 per iAB bin and per galaxy type next to the demo-size run of the
+experiments. Run from the repository root after ``experiments --preset quick --out experiments/quick``:
+
+    DEEPZ_QUIET=1 python scripts/training_size.py
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from deepz_core import metrics
+from deepz_core.bands import band_set
+from deepz_core.catalog import Catalog
+from deepz_core.catalog_io import read_catalog
+from deepz_core.experiments.plan import plan
+from deepz_core.experiments.scoring import galaxy_types, read_scored
+from deepz_core.experiments.trained import train_run
+from deepz_core.simulate import cached_simulation
+
+MAG_EDGES = np.array([10.0, 19.0, 20.0, 21.0, 21.5, 22.0, 22.5])
+TYPE_EDGES = np.array([10.0, 20.0, 21.0, 30.0])
+
+
+def report(label: str, predictions: Path, cat: Catalog) -> None:
+    mag_of = dict(zip(cat.ref_id.tolist(), cat.mag.tolist(), strict=True))
+    s = read_scored(predictions, mag_of)
+    print(f"{label}: {s.n} galaxies, sigma68 {metrics.sigma68(metrics.dz(s.zp, s.zs)):.4f}")
+    for row in s.per_magnitude(MAG_EDGES):
+        print(f"  iAB {row['lo']:g}-{row['hi']:g}: N {row['n']}, sigma68 {row['sigma68']:.4f}, "
+              f"strict outliers {100 * row['outlier_fraction']:.1f}%")  # fmt: skip
+    for kind, mask in galaxy_types(cat).items():
+        rows = s.select(np.isin(s.ref_id, cat.ref_id[mask])).per_magnitude(TYPE_EDGES)
+        print(f"  {kind} (i < 20, 20-21, >= 21):",
+              ", ".join(f"{r['sigma68']:.4f} (N {r['n']})" for r in rows))  # fmt: skip
+
+
+def main() -> None:
+    quick = plan("quick")
+    bands = band_set("paus_cosmos")
+    big = cached_simulation("paus-mock", 40_000, bands, 42)
+    run = train_run(Path("experiments/size"), "n40000", big, quick, "auto", {"device": "cpu"})
+    report("4x the demo (40,000 galaxies)", run.file("predictions.fits"), read_catalog(big))
+    demo = read_catalog(cached_simulation("paus-mock", 10_000, bands, 42))
+    report("demo (10,000 galaxies)", Path("experiments/quick/runs/alpha0.80_keep/predictions.fits"),
+           demo)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
