@@ -1,8 +1,11 @@
-"""Is the networks' bright-end precision limited by the number of training galaxies?
+"""What limits the networks' bright-end precision (docs/benchmarks.md, per galaxy type)?
 
-Fine-tunes the ``quick`` experiments plan's default configuration (SPS pretraining reused from the
-cache, alpha 0.8, 2 repetitions x 5 folds) on a PAUS-like mock 4x the demo's size, then prints the
-ensemble's out-of-fold sigma68 per iAB bin and per galaxy type next to the demo-size run of the
+1. The number of training galaxies: fine-tunes the ``quick`` experiments plan's default
+   configuration (SPS pretraining reused from the cache, alpha 0.8, 2 repetitions x 5 folds) on a
+   PAUS-like mock 4x the demo's size.
+2. The MDN's sigma floor (1e-3): the plan's no-pretraining configuration with a floor of 1e-4.
+
+Prints the ensembles' out-of-fold sigma68 per iAB bin and per galaxy type next to the runs of the
 experiments. Run from the repository root after ``experiments --preset quick --out experiments/quick``:
 
     DEEPZ_QUIET=1 python scripts/training_size.py
@@ -46,9 +49,15 @@ def main() -> None:
     big = cached_simulation("paus-mock", 40_000, bands, 42)
     run = train_run(Path("experiments/size"), "n40000", big, quick, "auto", {"device": "cpu"})
     report("4x the demo (40,000 galaxies)", run.file("predictions.fits"), read_catalog(big))
-    demo = read_catalog(cached_simulation("paus-mock", 10_000, bands, 42))
+    demo_path = cached_simulation("paus-mock", 10_000, bands, 42)
+    demo = read_catalog(demo_path)
     report("demo (10,000 galaxies)", Path("experiments/quick/runs/alpha0.80_keep/predictions.fits"),
            demo)  # fmt: skip
+    floor = train_run(Path("experiments/size"), "no_pretrain_floor1e-4", demo_path, quick, "none",
+                      {"device": "cpu"}, {"sigma_floor": 1e-4})  # fmt: skip
+    report("demo, no pretraining, sigma floor 1e-4", floor.file("predictions.fits"), demo)
+    report("demo, no pretraining, sigma floor 1e-3",
+           Path("experiments/quick/runs/no_pretrain/predictions.fits"), demo)  # fmt: skip
 
 
 if __name__ == "__main__":
