@@ -22,12 +22,11 @@ from deepz_core.bands import band_set
 from deepz_core.catalog import Catalog
 from deepz_core.catalog_io import read_catalog
 from deepz_core.experiments.plan import plan
-from deepz_core.experiments.scoring import galaxy_types, read_scored
+from deepz_core.experiments.scoring import by_type, read_scored
 from deepz_core.experiments.trained import train_run
 from deepz_core.simulate import cached_simulation
 
 MAG_EDGES = np.array([10.0, 19.0, 20.0, 21.0, 21.5, 22.0, 22.5])
-TYPE_EDGES = np.array([10.0, 20.0, 21.0, 30.0])
 
 
 def report(label: str, predictions: Path, cat: Catalog) -> None:
@@ -37,10 +36,9 @@ def report(label: str, predictions: Path, cat: Catalog) -> None:
     for row in s.per_magnitude(MAG_EDGES):
         print(f"  iAB {row['lo']:g}-{row['hi']:g}: N {row['n']}, sigma68 {row['sigma68']:.4f}, "
               f"strict outliers {100 * row['outlier_fraction']:.1f}%")  # fmt: skip
-    for kind, mask in galaxy_types(cat).items():
-        rows = s.select(np.isin(s.ref_id, cat.ref_id[mask])).per_magnitude(TYPE_EDGES)
+    for kind, scores in by_type(cat, {label: s})[label].items():
         print(f"  {kind} (i < 20, 20-21, >= 21):",
-              ", ".join(f"{r['sigma68']:.4f} (N {r['n']})" for r in rows))  # fmt: skip
+              ", ".join(f"{r['sigma68']:.4f} (N {r['n']})" for r in scores["by_magnitude"]))  # fmt: skip
 
 
 def main() -> None:

@@ -2,9 +2,8 @@
 
 Template fitting trusts its Gaussian likelihood and degrades; the network degrades less; a network
 trained with 10% outliers (``TrainConfig.outlier_fraction``) should stay flat. A network trained
-without the u band is flat by construction and shows what ignoring u costs: where u alone places
-the redshift (the 4000 A break blueward of the narrow bands), distrusting u has that price. Test
-galaxies: a fixed random subset of the labelled galaxies, each predicted by the network that never
+without the u band is flat by construction and shows what ignoring u would cost on clean
+photometry: how flat a network could be, and at what accuracy. Test galaxies: a fixed random subset of the labelled galaxies, each predicted by the network that never
 trained on it.
 """
 

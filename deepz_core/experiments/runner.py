@@ -104,7 +104,7 @@ def steps(plan: ExperimentPlan) -> list[Step]:
             ),
         ),  # fmt: skip
         (
-            "no_u_band",  # Fig. B1's floor: a network that never sees u
+            "no_u_band",  # Fig. B1's reference: a network that never sees u, flat
             lambda d: d.train("no_u_band", "auto", catalog=robustness.catalog_without_u(d.ctx)),
         ),
         ("Fig. B1 on the demo mock", figb1),
