@@ -17,7 +17,7 @@ from typing import Any
 
 from deepz_core.errors import ConfigError
 from deepz_core.paths import atomic_write_json
-from deepz_core.pipeline import create_run
+from deepz_core.pipeline import create_run, run_config
 from deepz_core.runs import RunDir, new_run_id
 from deepz_core.worker import LOG_FILE, worker_pid
 
@@ -76,8 +76,8 @@ def queue_run(
     start: bool = True,
 ) -> RunDir:
     """Write a new run folder (status 'queued') and make sure a worker will execute it."""
-    run = create_run(runs / new_run_id("run"), catalog, None, pretrain, preset_name, None, model,
-                     train)  # fmt: skip
+    config = run_config(catalog, None, pretrain, preset_name, None, model, train)
+    run = create_run(runs / new_run_id("run"), config)
     if start:
         ensure_worker(runs)
     return run

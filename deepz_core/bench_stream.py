@@ -216,7 +216,7 @@ def bench_run(cfg: StreamBench) -> Path:
     """``cfg.run``, or a network of the preset's size trained briefly on the demo (cached)."""
     if cfg.run is not None:
         return Path(cfg.run)
-    from deepz_core.pipeline import create_run, execute_run
+    from deepz_core.pipeline import create_run, execute_run, run_config
     from deepz_core.simulate import demo_catalog_path
 
     out = cfg.folder() / f"run_{cfg.preset}_e{cfg.members}_s{cfg.seed}"
@@ -225,8 +225,8 @@ def bench_run(cfg: StreamBench) -> Path:
     shutil.rmtree(out, ignore_errors=True)  # an interrupted earlier attempt
     train = {"folds": cfg.members, "repetitions": 1, "schedule": ((2, 1e-3),), "device": "cpu",
              "seed": cfg.seed}  # fmt: skip
-    run = create_run(out, str(demo_catalog_path()), pretrain="none", preset_name=cfg.preset,
-                     train=train)  # fmt: skip
+    run = create_run(out, run_config(str(demo_catalog_path()), pretrain="none", preset_name=cfg.preset,
+                     train=train))  # fmt: skip
     execute_run(run)
     if run.status().get("state") != "finished":
         raise ConfigError(f"training the benchmark run in {out} failed: {run.status()}")

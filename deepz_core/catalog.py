@@ -302,12 +302,21 @@ def _check(bad: np.ndarray, message: str, labels: np.ndarray, unique: bool = Fal
         raise CatalogError(f"{message} {few(shown)}")
 
 
+PLACEHOLDERS = (-99.0, -999.0, -9999.0)  # "not measured" in many survey catalogues
+
+
+def is_placeholder(flux: np.ndarray) -> np.ndarray:
+    """Fluxes that are a catalogue's "not measured" code rather than a measurement (bool, same
+    shape): the network would read -99 as a real, very negative flux."""
+    return np.isin(flux, PLACEHOLDERS)
+
+
 def validate(
     cat: Catalog, source: str = "catalogue", exposures_source: str | None = None
 ) -> Catalog:
     """Check values; raise CatalogError naming ``source``, the column and a few offending rows.
 
-    Fluxes must be finite, errors finite and > 0, ref_id unique, zspec NaN or finite >= 0, mag NaN
+    Fluxes must be finite and not a placeholder code (-99...), errors finite and > 0, ref_id unique, zspec NaN or finite >= 0, mag NaN
     or finite, exposures valid and each coadd consistent with its exposures (see
     ``check_coadd``). Returns ``cat`` unchanged.
     """
@@ -319,12 +328,17 @@ def validate(
     _check(counts > 1, f"{source}: column 'ref_id' has duplicates:", ids)
     checks = (
         (FLUX_PREFIX, "NaN/inf", ~np.isfinite(cat.flux)),
+        (FLUX_PREFIX, "placeholder (-99, -999, -9999)", is_placeholder(cat.flux)),
         (ERROR_PREFIX, "NaN/inf", ~np.isfinite(cat.flux_error)),
         (ERROR_PREFIX, "non-positive", cat.flux_error <= 0),
     )
     for prefix, what, bad in checks:  # bad: (N, B)
         j = int(np.argmax(bad.any(axis=0)))
         column = f"{prefix}{cat.bands[j]}"
+        if cat.n_galaxies > 1 and bad[:, j].all():
+            raise CatalogError(f"{source}: column '{column}' has {what} values for every galaxy: "
+                               f"remove band {cat.bands[j]!r} (its {FLUX_PREFIX}/{ERROR_PREFIX} "
+                               "columns) or fill it in")  # fmt: skip
         _check(bad[:, j], f"{source}: column '{column}' has {what} values for ref_id", cat.ref_id)
     with np.errstate(invalid="ignore"):
         bad_z = np.isinf(cat.zspec) | (cat.zspec < 0)

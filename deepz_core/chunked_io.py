@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from deepz_core.catalog import Catalog, native_array, validate
+from deepz_core.catalog import FLUX_PREFIX, Catalog, few, native_array, validate
 from deepz_core.catalog_columns import catalog_from_columns
 from deepz_core.catalog_io import (  # private helpers shared with the whole-file readers
     _CSV_META,
@@ -139,8 +139,16 @@ def _column(values: np.ndarray) -> np.ndarray:
     return native_array(values)
 
 
-def _wanted(names: list[str], columns: Columns) -> list[str]:
-    return names if columns is None else [n for n in names if n in columns]
+def _wanted(names: list[str], columns: Columns, source: Path) -> list[str]:
+    """The file's columns among ``columns`` (all without); a file with none of the flux columns
+    asked for fails here, listing its own columns (not just the few that matched)."""
+    if columns is None:
+        return names
+    needed = sorted(c for c in columns if c.startswith(FLUX_PREFIX))
+    if needed and not any(n in columns for n in names if n.startswith(FLUX_PREFIX)):
+        raise CatalogError(f"{source}: none of the flux columns asked for ({few(needed, 4)}) is "
+                           f"in the file; its columns: {few(names, 8)}")  # fmt: skip
+    return [n for n in names if n in columns]
 
 
 def iter_rows(path: Path | str, rows: Range, chunk_size: int, columns: Columns = None) -> Iterator[Catalog]:  # fmt: skip
@@ -205,7 +213,7 @@ def _iter_parquet(path: Path, rows: Range, chunk_size: int, columns: Columns) ->
 
     def batches() -> Iterator[pa.RecordBatch]:
         pos = int(bounds[groups[0]])
-        names = _wanted(pf.schema_arrow.names, columns)
+        names = _wanted(pf.schema_arrow.names, columns, path)
         for batch in pf.iter_batches(batch_size=chunk_size, row_groups=groups, columns=names):
             lo, hi = max(start - pos, 0), min(stop - pos, batch.num_rows)
             pos += batch.num_rows
@@ -228,7 +236,7 @@ def _iter_fits(path: Path, rows: Range, chunk_size: int, columns: Columns) -> It
     with fits.open(path, memmap=True) as hdul:
         hdu = _galaxy_hdu(hdul)
         meta = {**_header_meta(hdul[0].header), **_header_meta(hdu.header)}
-        names = _wanted([c.name for c in hdu.columns], columns)
+        names = _wanted([c.name for c in hdu.columns], columns, path)
         for s in range(start, stop, chunk_size):
             e = min(s + chunk_size, stop)
             data = hdu.data[s:e]
@@ -269,9 +277,9 @@ def _iter_hdf5(path: Path, rows: Range, chunk_size: int, columns: Columns) -> It
     with _hdf5_table(path) as (table, meta):
         compound = isinstance(table, h5py.Dataset)
         if compound:
-            names = _wanted(list(table.dtype.names), columns)
+            names = _wanted(list(table.dtype.names), columns, path)
         else:
-            names = _wanted([k for k in table if isinstance(table[k], h5py.Dataset)], columns)
+            names = _wanted([k for k in table if isinstance(table[k], h5py.Dataset)], columns, path)
         for s in range(start, stop, chunk_size):
             e = min(s + chunk_size, stop)
             if compound and len(names) > 1:

@@ -41,22 +41,43 @@ def parse_bands(text: str) -> tuple[str, ...]:
     return names
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (the flag is named in argparse's message)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
 def _simulate_args(p: argparse.ArgumentParser) -> None:
     from deepz_core.simulate.cache import KINDS
 
-    p.add_argument("--kind", required=True, choices=KINDS)
-    p.add_argument("--n", type=int, required=True, help="number of galaxies")
-    p.add_argument("--bands", default="paus_cosmos", help="band set or comma-separated bands")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="output catalogue (.fits, .parquet, .csv, .h5)")
+    p.add_argument("--kind", required=True, choices=KINDS,
+                   help="sps: E20 Table 1 SPS galaxies, noiseless, for pretraining; paus-mock: a "
+                   "PAUS-COSMOS-like catalogue with noise, spec-z and single exposures (also "
+                   "ztrue, log_mass, quiescent); templates: template-library galaxies "
+                   "(template-based pretraining)")  # fmt: skip
+    p.add_argument("--n", type=positive_int, required=True, help="number of galaxies")
+    p.add_argument("--bands", default="paus_cosmos",
+                   help=f"band set ({', '.join(sorted(BAND_SETS))}) or comma-separated band "
+                   "names (default paus_cosmos: 40 narrow + 6 broad bands)")  # fmt: skip
+    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same catalogue)")
+    p.add_argument("--out", required=True,
+                   help="output catalogue (.fits, .parquet, .csv, .h5); single exposures go "
+                   "to an 'exposures' HDU (FITS) or key (HDF5), or to a <stem>.exposures.* sidecar "
+                   "(Parquet, CSV)")  # fmt: skip
 
 
 @command("simulate", _simulate_args)
 def _simulate(args: argparse.Namespace) -> int:
     """Simulate an SPS pretraining set or a PAUS-COSMOS-like mock to a catalogue file."""
-    from deepz_core.catalog_io import write_catalog
+    from deepz_core.catalog_io import catalog_format, write_catalog
     from deepz_core.simulate import simulate
 
+    catalog_format(args.out)  # a bad output name fails before the simulation runs
     cat = simulate(args.kind, args.n, parse_bands(args.bands), args.seed)
     write_catalog(cat, args.out)
     print(f"wrote {cat.n_galaxies} galaxies x {len(cat.bands)} bands to {args.out}")

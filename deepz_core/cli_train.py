@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from deepz_core.cli import command
+from deepz_core.cli import command, positive_int
 from deepz_core.errors import ConfigError
+from deepz_core.paths import atomic_write_json
+
+if TYPE_CHECKING:
+    from deepz_core.runs import RunDir
 
 
 def _train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--catalog", required=True, help="training catalogue (galaxies with zspec)")
+    p.add_argument("--catalog", required=True,
+                   help="training catalogue: ref_id, flux_<band> and flux_error_<band> for every "
+                   "band (finite; errors > 0), zspec (NaN where unknown: predicted, not trained "
+                   "on), optional mag")  # fmt: skip
     p.add_argument("--exposures", help="single exposures, when not an HDU/key of the catalogue")
     p.add_argument(
         "--pretrain", default="auto", help="auto (simulate through the bands), none, or SIMFILE"
@@ -22,8 +31,12 @@ def _train_args(p: argparse.ArgumentParser) -> None:
         choices=("quick", "paper", "smoke"),
         help="quick (CPU, minutes), paper (E20 protocol), smoke (seconds, for trying things)",
     )
-    p.add_argument("--members", type=int, help="R: random partitions (repetitions)")
-    p.add_argument("--folds", type=int, help="K: folds per partition; E = R * K networks")
+    p.add_argument("--members", type=positive_int,
+                   help="R: random partitions (repetitions; quick 1, paper 10, smoke 1); the "
+                   "ensemble has R x K networks")  # fmt: skip
+    p.add_argument("--folds", type=positive_int,
+                   help="K: folds per partition (quick 5, paper 5, smoke 2); each training galaxy "
+                   "is predicted by the R networks that never saw it")  # fmt: skip
     p.add_argument("--alpha", type=float, help="probability of keeping each single exposure (0.8)")
     p.add_argument("--no-autoencoder", action="store_true", help="ablation: photo-z network alone")
     p.add_argument("--no-randomize", action="store_true", help="train on the full coadds only")
@@ -34,13 +47,15 @@ def _train_args(p: argparse.ArgumentParser) -> None:
                    help="what --train-outliers counts: galaxies, one band each (default), or "
                    "every (galaxy, band) flux independently")  # fmt: skip
     p.add_argument("--outlier-amplitude", type=float, metavar="A",
-                   help="an outlier adds U(0, A) x the band's flux (1)")  # fmt: skip
+                   help="an outlier adds U(0, A) x the band's flux; A in (0, 10] (1)")  # fmt: skip
     length = p.add_mutually_exclusive_group()
-    length.add_argument("--epochs", type=int, help="override: that many fine-tuning epochs at 1e-3")
+    length.add_argument("--epochs", type=positive_int,
+                        help="override: that many fine-tuning epochs at 1e-3")  # fmt: skip
     length.add_argument("--schedule", metavar="E:LR,...",
                         help="override: fine-tuning stages, e.g. 100:1e-3,50:1e-4,20:1e-5 "
                         "(the quick preset's)")  # fmt: skip
-    p.add_argument("--batch-size", type=int)
+    p.add_argument("--batch-size", type=positive_int,
+                   help="fine-tuning batch size (quick 200, paper 100, smoke 100)")  # fmt: skip
     p.add_argument("--pretrain-n", type=int, metavar="N",
                    help="override: simulated galaxies for --pretrain auto (quick 300000, paper 10^6)")  # fmt: skip
     p.add_argument("--pretrain-schedule", metavar="E:LR,...",
@@ -49,8 +64,11 @@ def _train_args(p: argparse.ArgumentParser) -> None:
         "--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps"
     )
     p.add_argument("--ref-band", help="reference band for flux ratios (default subaru_i, else *_i)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="run folder to create (or to resume if it exists)")
+    p.add_argument("--seed", type=int, default=0, help="seed of splits, weights and coadds (0)")
+    p.add_argument("--out", required=True,
+                   help="run folder to create: config.json, status.json, metrics.jsonl, log.txt, "
+                   "checkpoints, model.safetensors + model.json, predictions.fits (out-of-fold). "
+                   "An existing folder of a killed run with the same arguments resumes")  # fmt: skip
 
 
 def train_overrides(args: argparse.Namespace) -> tuple[dict, dict]:
@@ -92,24 +110,57 @@ def parse_schedule(text: str, flag: str = "--schedule") -> tuple[tuple[int, floa
 @command("train", _train_args)
 def _train(args: argparse.Namespace) -> int:
     """Train a deepz ensemble into a run folder (resumes if the folder holds a killed run)."""
-    from deepz_core.pipeline import create_run, execute_run
+    from deepz_core.pipeline import execute_run, run_config
     from deepz_core.runs import RunDir
 
+    model, train = train_overrides(args)
+    config = run_config(args.catalog, args.exposures, args.pretrain, args.preset, args.ref_band,
+                        model, train)  # fmt: skip
     run = RunDir(Path(args.out))
     if run.file("config.json").exists():
-        state = run.status().get("state")
-        if state == "finished":
-            raise ConfigError(f"--out {args.out} holds a finished run; choose another folder")
-        print(f"resuming run in {args.out} (state {state})")
+        _reuse_folder(run, config, args.out)
     else:
-        model, train = train_overrides(args)
-        create_run(args.out, args.catalog, args.exposures, args.pretrain, args.preset,
-                   args.ref_band, model, train)  # fmt: skip
+        run.create(config)
     run.file("cancel").unlink(missing_ok=True)
     execute_run(run)
     status = run.status()
     print(json.dumps({"run": str(run.path), "state": status["state"], **status.get("summary", {})}))
     return 0 if status["state"] == "finished" else 3
+
+
+def _reuse_folder(run: RunDir, config: dict, out: str) -> None:
+    """``train`` into an existing run folder: resume it when the arguments are the same (the
+    device may change); start it over when they differ and nothing was trained yet (a run that
+    failed at set-up, e.g. on a bad --ref-band); otherwise refuse, naming what differs. A run
+    another process is training or has queued, and a template-fit run, are left alone."""
+    from deepz_core.pipeline import config_changes, full_config
+    from deepz_core.runs import load_checkpoint_meta, run_kind
+    from deepz_core.worker import pid_alive
+
+    stored, status = run.config(), run.status()
+    state, pid = status.get("state"), status.get("pid")
+    if run_kind(stored) != "deepz":
+        raise ConfigError(f"--out {out} holds a {run_kind(stored)} run; choose another folder")
+    if state == "finished":
+        raise ConfigError(f"--out {out} holds a finished run; choose another folder")
+    if state in ("running", "queued") and pid != os.getpid() and pid_alive(pid):
+        raise ConfigError(f"--out {out} holds a run {state} by process {pid}: wait for it, or "
+                          f"cancel it first (create the file {out}/cancel)")  # fmt: skip
+    changes = config_changes(full_config(stored), full_config(config), ignore=("train.device",))
+    if not changes:
+        stored["train"]["device"] = config["train"]["device"]
+        atomic_write_json(run.file("config.json"), stored)
+        print(f"resuming run in {out} (state {state}) on device {config['train']['device']}")
+        return
+    if load_checkpoint_meta(run) is not None:
+        raise ConfigError(f"--out {out} holds a {state} run trained with other settings "
+                          f"({'; '.join(changes)}): continue it as it was with 'resume --run "
+                          f"{out}', or choose another folder")  # fmt: skip
+    print(f"starting the {state} run in {out} over with the new settings ({'; '.join(changes)})")
+    for name in ("metrics.jsonl", "splits.npz"):
+        run.file(name).unlink(missing_ok=True)
+    run.log(f"restarted with new settings: {'; '.join(changes)}")
+    run.create(config)
 
 
 def _resume_args(p: argparse.ArgumentParser) -> None:
@@ -132,7 +183,9 @@ def _resume(args: argparse.Namespace) -> int:
 
 def _predict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", required=True, help="a finished run folder")
-    p.add_argument("--catalog", required=True, help="FITS/Parquet/CSV, read in chunks")
+    p.add_argument("--catalog", required=True,
+                   help="FITS/Parquet/CSV/HDF5 with the run's flux_<band>/flux_error_<band> "
+                   "columns, read in chunks")  # fmt: skip
     p.add_argument("--exposures", help="ignored: prediction uses the coadds only")
     p.add_argument(
         "--out",
@@ -140,8 +193,11 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
         help="output table (.parquet, or .fits for small outputs), or a folder (no suffix) for a "
         "partitioned Parquet dataset that resumes when re-run",
     )
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--chunk-size", type=int, default=100_000, help="galaxies per chunk/partition")
+    p.add_argument(
+        "--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps"
+    )
+    p.add_argument("--chunk-size", type=positive_int, default=100_000,
+                   help="galaxies per partition (100000); on a CPU read 25000 at a time")  # fmt: skip
     p.add_argument("--grid", action="store_true", help="also write p(z) on the run's z grid")
     p.add_argument(
         "--dask",
@@ -151,7 +207,9 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
 
 @command("predict", _predict_args)
 def _predict(args: argparse.Namespace) -> int:
-    """Photo-z for a catalogue: point estimates, ODDS, PIT and mixture parameters (streamed)."""
+    """Photo-z for a catalogue, streamed: ref_id, zphot (mode), zmean, zmedian, z_lo68, z_hi68,
+    odds, zspec, pit, mag, out_of_fold, and the p(z) as mixture parameters (weights, means, stds).
+    Galaxies the run trained on get their out-of-fold p(z)."""
     from deepz_core.stream import load_predictor, predict_dataset, predict_file
 
     if args.dask:  # workers resolve --device (this machine may have no GPU)
@@ -173,19 +231,37 @@ def _predict(args: argparse.Namespace) -> int:
             n = predict_dataset(args.run, args.catalog, args.out, mapper=dask_map(client), **common)
     else:
         n = predict_dataset(args.run, args.catalog, args.out, **common)
-    print(f"wrote {n} predictions to {args.out}")
+    print(f"wrote {n} predictions to {args.out}{_left_out(args.catalog, n, args.run)}")
     return 0
 
 
+def _left_out(catalog: str, n: int, run: str) -> str:
+    """``" (K of N galaxies left out: ...)"`` when the catalogue has rows without predictions."""
+    from deepz_core.chunked_io import count_rows
+    from deepz_core.model import load_model_json
+
+    total = count_rows(catalog)
+    if n >= total:
+        return ""
+    ref = load_model_json(run).get("metadata", {}).get("ref_band", "reference band")
+    return f" ({total - n} of {total} galaxies left out: {ref} flux <= 0, no flux ratios)"
+
+
 def _evaluate_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--pred", required=True, help="predictions table from 'predict'")
-    p.add_argument("--catalog", help="catalogue with zspec/mag, joined on ref_id (optional)")
+    p.add_argument("--pred", required=True,
+                   help="predictions from 'predict': a file, or the folder of a partitioned "
+                   "dataset")  # fmt: skip
+    p.add_argument("--catalog",
+                   help="catalogue with zspec (and mag) for every predicted ref_id, when the "
+                   "predictions lack them")  # fmt: skip
     p.add_argument("--out", required=True, help="report (.json)")
 
 
 @command("evaluate", _evaluate_args)
 def _evaluate(args: argparse.Namespace) -> int:
-    """Metrics of a predictions table against spec-z: overall and per magnitude bin."""
+    """Metrics against spec-z: sigma68, strict outliers, bias, NMAD, PIT KS, CDE loss and the
+    ODDS-best-50% sigma68, overall and per magnitude bin. Training galaxies count only with their
+    out-of-fold p(z) when the table has any."""
     from deepz_core.evaluate import evaluate_files
 
     report = evaluate_files(args.pred, args.catalog, args.out)

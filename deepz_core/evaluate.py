@@ -10,18 +10,37 @@ import torch
 from astropy.table import Table
 
 from deepz_core import metrics
-from deepz_core.errors import CatalogError
+from deepz_core.errors import CatalogError, ConfigError
 from deepz_core.paths import atomic_write_json
 from deepz_core.pz import PzConfig
 
+REQUIRED = ("ref_id", "zphot", "odds", "weights", "means", "stds")  # in every predictions table
+
 
 def _read_table(path: Path | str) -> Table:
+    """A predictions table: one file, or the folder of a complete partitioned Parquet dataset."""
+    from deepz_core.stream import SUCCESS, astropy_table
+
+    folder = Path(path).is_dir()
+    if folder and not (Path(path) / SUCCESS).exists():
+        raise CatalogError(f"{path}: dataset incomplete (no {SUCCESS}); run the same 'predict' "
+                           "again to finish it")  # fmt: skip
     try:
-        return Table.read(path)
+        if folder:
+            import pyarrow.parquet as pq
+
+            t = astropy_table(pq.read_table(path))  # part-*.parquet; _SUCCESS etc. ignored
+        else:
+            t = Table.read(path)
     except Exception as exc:
         raise CatalogError(
             f"{path}: cannot read predictions table ({type(exc).__name__}: {exc})"
         ) from exc
+    missing = [c for c in REQUIRED if c not in t.colnames]
+    if missing:
+        raise CatalogError(f"{path}: not a predictions table, no columns {missing} (make one "
+                           f"with 'predict'); its columns: {t.colnames[:8]}")  # fmt: skip
+    return t
 
 
 def _join_catalog(pred: Table, catalog_path: Path | str) -> Table:
@@ -94,6 +113,8 @@ def evaluate_table(t: Table, pz: PzConfig | None = None) -> dict[str, Any]:
 
 
 def evaluate_files(pred: Path | str, catalog: Path | str | None, out: Path | str) -> dict[str, Any]:
+    if Path(out).suffix.lower() != ".json":
+        raise ConfigError(f"--out: the report is JSON, give a .json name, got {str(out)!r}")
     t = _read_table(pred)
     if catalog is not None:
         t = _join_catalog(t, catalog)

@@ -103,3 +103,18 @@ def build_features(
         exp_mask=None if exp is None else exp.mask[keep],
         n_excluded=int(len(ref_flux) - len(keep)),
     )
+
+
+def same_photometry(
+    ratio: np.ndarray, error: np.ndarray, stored: np.ndarray, stored_error: np.ndarray
+) -> np.ndarray:
+    """(N,) bool: rows of flux ratios and errors (N, B) equal to the stored ones to float32 text
+    precision.
+
+    Tells a training galaxy from another galaxy that merely shares its ref_id (independent
+    catalogues number 1, 2, ...); the tolerance absorbs a round trip through CSV or float32
+    columns, not a change of photometry (an error's thousandth near zero flux).
+    """
+    close = np.abs(ratio - stored) <= 1e-5 * np.abs(stored) + 1e-3 * stored_error  # (N, B)
+    close &= np.abs(error - stored_error) <= 1e-5 * stored_error
+    return close.all(axis=1)

@@ -2,7 +2,7 @@
 
 ``prepare_catalog`` maps raw columns to canonical ones, joins an optional spec-z table on ref_id,
 and checks values, collecting EVERY problem (``deepz_core.catalog.validate`` stops at the first):
-non-numeric columns, NaN/inf fluxes, non-positive errors, duplicate ids, bad redshifts, exposures of
+non-numeric columns, NaN/inf or placeholder (-99) fluxes, non-positive errors, duplicate ids, bad redshifts, exposures of
 unknown galaxies or bands, duplicate exposures, coadds that disagree with their exposures. Each
 problem says how it can be fixed (drop rows, or treat a value as unknown); with ``fix=True`` the
 fixes are applied and the result re-checked. ``summarize`` gives counts, bands, coverage and SNR.
@@ -29,6 +29,7 @@ from deepz_core.catalog import (
     coadd_mismatch,
     exposure_index,
     few,
+    is_placeholder,
     validate,
 )
 from deepz_core.catalog_columns import catalog_from_columns
@@ -215,8 +216,13 @@ def _value_problems(p: _Parts) -> list[Problem]:
         out.append(Problem(src, "ref_id", f"duplicate ids: {few(ids[counts > 1])}", dup))
     for band in p.bands:
         flux, err = g[FLUX_PREFIX + band], g[ERROR_PREFIX + band]
+        if len(flux) > 1 and not np.isfinite(flux).any():  # dropping rows would drop them all
+            out.append(Problem(src, FLUX_PREFIX + band, f"NaN/inf for every galaxy: remove band "
+                               f"{band!r} (its flux and error columns) or fill it in"))  # fmt: skip
+            continue
         for column, bad, what in (
             (FLUX_PREFIX + band, ~np.isfinite(flux), "NaN/inf"),
+            (FLUX_PREFIX + band, is_placeholder(flux), "placeholder (-99, -999, -9999)"),
             (ERROR_PREFIX + band, ~np.isfinite(err), "NaN/inf"),
             (ERROR_PREFIX + band, np.isfinite(err) & (err <= 0), "zero or negative"),
         ):

@@ -7,6 +7,7 @@ a killed run to resume from its last checkpoint. Everything the pages show is re
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -38,8 +39,15 @@ from deepz_core.training import (
 Z_LABEL_MAX = 5.0  # spec-z above this (or negative) are not used as labels
 
 
-def create_run(
-    out: Path | str,
+def create_run(out: Path | str, config: dict[str, Any]) -> RunDir:
+    """Write ``config.json`` (from ``run_config``) of a new run folder; nothing is trained yet."""
+    run = RunDir(Path(out))
+    if run.file("config.json").exists():
+        raise ConfigError(f"--out {out} already holds a run; resume it or choose another folder")
+    return run.create(config)
+
+
+def run_config(
     catalog: str,
     exposures: str | None = None,
     pretrain: str = "auto",
@@ -48,8 +56,8 @@ def create_run(
     model: dict[str, Any] | None = None,
     train: dict[str, Any] | None = None,
     pz: dict[str, Any] | None = None,
-) -> RunDir:
-    """Validate the choices and write ``config.json`` of a new run folder (nothing is trained yet)."""
+) -> dict[str, Any]:
+    """The validated ``config.json`` of a run (as JSON reads it back); bad choices raise here."""
     p = preset(preset_name)
     train_cfg = TrainConfig.from_dict({**p.train, **(train or {})})
     model_over = {**p.model, **(model or {})}
@@ -76,10 +84,26 @@ def create_run(
         "train": train_cfg.to_dict(),
         "pz": dataclasses.asdict(pz_cfg),
     }
-    run = RunDir(Path(out))
-    if run.file("config.json").exists():
-        raise ConfigError(f"--out {out} already holds a run; resume it or choose another folder")
-    return run.create(config)
+    return json.loads(json.dumps(config))  # tuples -> lists, as stored
+
+
+def config_changes(old: Any, new: Any, key: str = "", ignore: tuple[str, ...] = ()) -> list[str]:
+    """``"key: old -> new"`` for every leaf where two run configs differ (dotted keys; a key only
+    one has counts as None in the other), except the ``ignore`` keys. Compare ``full_config``s."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = sorted(set(old) | set(new), key=str)
+        nested = ((k, f"{key}.{k}" if key else k) for k in keys)
+        return [change for k, path in nested if path not in ignore
+                for change in config_changes(old.get(k), new.get(k), path, ignore)]  # fmt: skip
+    return [] if old == new else [f"{key}: {old!r} -> {new!r}"]
+
+
+def full_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A run config with ``model`` and ``train`` spelled out field by field, defaults filled in: a
+    run written before a setting existed compares equal to one that states its default."""
+    model = ModelConfig.from_dict({"n_inputs": 2, **config["model"]}).to_dict()
+    train = TrainConfig.from_dict(config["train"]).to_dict()
+    return json.loads(json.dumps({**config, "model": model, "train": train}))
 
 
 def load_inputs(config: dict[str, Any]) -> tuple[Catalog, Features]:
@@ -164,7 +188,8 @@ def _train(run: RunDir, config: dict[str, Any], train: TrainConfig) -> None:
         run.log(features.exclusion_note())
     splits = make_splits(labelled_mask(features), train.repetitions, train.folds, train.seed)
     np.savez(run.file("splits.npz"), train=splits.train, labelled=splits.labelled,
-             ref_id=features.ref_id)  # fmt: skip
+             ref_id=features.ref_id, ratio=features.ratio,
+             ratio_error=features.ratio_error)  # fmt: skip
     device = resolve_device(train.device)
     torch.manual_seed(train.seed)
     model = build_model(config, len(features.bands), train.members, device)

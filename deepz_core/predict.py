@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +19,15 @@ from astropy.table import Table
 
 from deepz_core.catalog import Catalog
 from deepz_core.errors import ConfigError
-from deepz_core.features import Features, build_features
+from deepz_core.features import Features, build_features, same_photometry
 from deepz_core.mdn import GaussianMixture, combine_members
 from deepz_core.model import DeepzModel, load_model, load_model_json
 from deepz_core.paths import atomic_write
 from deepz_core.pz import PzConfig, point_products
 from deepz_core.runs import RunDir
 from deepz_core.splits import Splits
+
+LOG = logging.getLogger("deepz")
 
 POINT_COLUMNS = ("zphot", "zmean", "zmedian", "z_lo68", "z_hi68", "odds")
 
@@ -173,7 +176,7 @@ def predict_catalog(run_dir: Path | str, catalog: Catalog, out: Path | str, devi
     if meta.get("bands") is not None:
         catalog = match_bands(catalog, tuple(meta["bands"]))
     features = build_features(catalog, meta.get("ref_band"))
-    mask, oof = _member_mask(run, features.ref_id, model.members)
+    mask, oof = _member_mask(run, features.ref_id, model.members, features)
     pz = pz or PzConfig(**run.config().get("pz", {}))
     products = predict_features(model, features, mask, pz)
     table = predictions_table(features, products, {"out_of_fold": oof})
@@ -200,29 +203,47 @@ def match_bands(catalog: Catalog, bands: tuple[str, ...], source: str = "--catal
                                flux_error=catalog.flux_error[:, cols], exposures=exp)  # fmt: skip
 
 
-def _member_mask(run: RunDir, ref_id: np.ndarray, members: int) -> tuple[np.ndarray, np.ndarray]:
-    """(E, N) members usable per galaxy and (N,) out-of-fold flag, from the run's saved splits."""
+def _member_mask(
+    run: RunDir, ref_id: np.ndarray, members: int, features: Features | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(E, N) members usable per galaxy and (N,) out-of-fold flag, from the run's saved splits.
+
+    A galaxy is a training galaxy when its ref_id is one and, given the galaxies' ``features``
+    and a run that stored its own, its photometry is that galaxy's too (``same_photometry``).
+    Without ``features`` the ref_id alone decides: the experiments perturb training galaxies'
+    photometry on purpose and still want each predicted by the networks that never saw it.
+    """
     mask = np.ones((members, len(ref_id)), dtype=bool)
     oof = np.zeros(len(ref_id), dtype=bool)
     path = run.file("splits.npz")
     if not path.exists():
         return mask, oof
-    predict_mask, out_of_fold, train_ids, order = _training_splits(
+    predict_mask, out_of_fold, train_ids, order, stored, stored_error = _training_splits(
         str(path), path.stat().st_mtime_ns
     )
     pos = np.searchsorted(train_ids, ref_id, sorter=order)
     pos = order[np.clip(pos, 0, len(order) - 1)]
     seen = train_ids[pos] == ref_id
+    if features is not None and stored is not None and seen.any():
+        same = same_photometry(features.ratio[seen], features.ratio_error[seen],
+                               stored[pos[seen]], stored_error[pos[seen]])  # fmt: skip
+        if not same.all():
+            LOG.warning("%d galaxies share a ref_id with a galaxy run %s trained on, not its "
+                        "photometry: predicted as new galaxies (not out-of-fold)",
+                        int((~same).sum()), run.path.name)  # fmt: skip
+        seen[seen] = same
     mask[:, seen] = predict_mask[:, pos[seen]]
     oof[seen] = out_of_fold[pos[seen]]
     return mask, oof
 
 
 @functools.lru_cache(maxsize=4)
-def _training_splits(path: str, mtime_ns: int) -> tuple[np.ndarray, ...]:
-    """(E, T) usable members, (T,) out-of-fold flags, training ref_ids and their sort order;
-    read once per process and file version (streamed predictions ask for every chunk)."""
+def _training_splits(path: str, mtime_ns: int) -> tuple[np.ndarray | None, ...]:
+    """(E, T) usable members, (T,) out-of-fold flags, training ref_ids, their sort order and the
+    galaxies' flux ratios and errors (None for runs made before they were stored); read once per
+    process and file version (streamed predictions ask for every chunk)."""
     with np.load(path) as s:
         train, labelled, train_ids = s["train"], s["labelled"], s["ref_id"]
+        stored = (s["ratio"], s["ratio_error"]) if "ratio" in s.files else (None, None)
     splits = Splits(train=train, labelled=labelled, repetitions=0, folds=0)
-    return splits.predict_mask(), splits.out_of_fold(), train_ids, np.argsort(train_ids)
+    return splits.predict_mask(), splits.out_of_fold(), train_ids, np.argsort(train_ids), *stored

@@ -10,7 +10,7 @@ from streamlit.testing.v1 import AppTest
 
 from deepz_core.bands import band_set
 from deepz_core.catalog_io import write_catalog
-from deepz_core.pipeline import create_run, execute_run
+from deepz_core.pipeline import create_run, execute_run, run_config
 from deepz_core.simulate import simulate
 
 PAGES = Path(__file__).resolve().parents[1] / "pages"
@@ -31,12 +31,14 @@ def home(tmp_path_factory) -> Path:
     cat = simulate("paus-mock", 300, band_set("paus_cosmos"), 1)
     path = write_catalog(cat, root / "mock.fits")
     run = create_run(
-        out=root / "runs" / "r1",
-        catalog=str(path),
-        pretrain="none",
-        preset_name="quick",
-        model=TINY_MODEL,
-        train={"schedule": ((2, 1e-3),), "folds": 2, "batch_size": 100},
+        root / "runs" / "r1",
+        run_config(
+            catalog=str(path),
+            pretrain="none",
+            preset_name="quick",
+            model=TINY_MODEL,
+            train={"schedule": ((2, 1e-3),), "folds": 2, "batch_size": 100},
+        ),
     )
     execute_run(run)
     assert run.status()["state"] == "finished"

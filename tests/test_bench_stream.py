@@ -15,7 +15,7 @@ from deepz_core.bench_stream import StreamBench, bench_catalog, measure, parse_i
 from deepz_core.catalog_io import read_catalog
 from deepz_core.cli import main
 from deepz_core.errors import ConfigError
-from deepz_core.pipeline import create_run, execute_run
+from deepz_core.pipeline import create_run, execute_run, run_config
 
 TINY_MODEL = dict(n_latent=2, width=12, encoder_layers=1, decoder_layers=1, photoz_layers=1,
                   photoz_first_width=0, n_components=2)  # fmt: skip
@@ -83,8 +83,8 @@ def test_measure_a_process_tree(tmp_path) -> None:
 
 def _small_bench(catalog, tmp_path, **kwargs) -> dict:
     cfg, path, _ = catalog
-    run = create_run(tmp_path / "run", str(path), pretrain="none", model=TINY_MODEL,
-                     train=dict(schedule=((1, 1e-3),), batch_size=200, folds=1, device="cpu"))  # fmt: skip
+    run = create_run(tmp_path / "run", run_config(str(path), pretrain="none", model=TINY_MODEL,
+                     train=dict(schedule=((1, 1e-3),), batch_size=200, folds=1, device="cpu")))  # fmt: skip
     execute_run(run)
     cfg = dataclasses.replace(cfg, run=str(run.path), chunk_sizes=(1000,), **kwargs)
     return bench_stream.run_stream_bench(cfg)

@@ -160,6 +160,7 @@ def _set(array: np.ndarray, index: tuple, value: float) -> np.ndarray:
     "field, index, value, match",
     [
         ("flux", (2, 2), np.nan, r"column 'flux_g' has NaN/inf values for ref_id"),
+        ("flux", (1, 1), -99.0, r"column 'flux_\w+' has placeholder \(-99, -999, -9999\)"),
         ("flux_error", (1, 0), np.inf, r"column 'flux_error_NB455' has NaN/inf"),
         ("flux_error", (3, 2), 0.0, r"column 'flux_error_g' has non-positive values"),
         ("flux_error", (4, 2), -1.0, r"column 'flux_error_g' has non-positive values"),
@@ -175,6 +176,15 @@ def test_validate_rejects_bad_values(
     with pytest.raises(CatalogError, match="^my.fits: " + match) as err:
         validate(bad, "my.fits")
     assert str(cat.ref_id[index[0]]) in str(err.value)
+
+
+def test_an_empty_band_is_named_as_a_whole(rng: np.random.Generator) -> None:
+    cat = make_catalog(rng, n_exp_bands=0)
+    flux = cat.flux.copy()
+    flux[:, 2] = np.nan
+    with pytest.raises(CatalogError, match="^my.fits: column 'flux_g' has NaN/inf values for "
+                       "every galaxy: remove band 'g'"):  # fmt: skip
+        validate(with_(cat, flux=flux), "my.fits")
 
 
 def test_validate_rejects_duplicates_and_empty(rng: np.random.Generator) -> None:

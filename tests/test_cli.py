@@ -13,7 +13,7 @@ from astropy.table import Table
 
 from deepz_core.catalog_io import write_catalog
 from deepz_core.cli import main
-from deepz_core.pipeline import create_run
+from deepz_core.pipeline import create_run, run_config
 from deepz_core.runs import RunDir
 from tests.synthetic import synthetic_catalog
 
@@ -110,11 +110,11 @@ def test_evaluate_the_runs_own_fits_predictions(tmp_path, trained, capsys) -> No
 
 
 def test_resume_finishes_a_killed_run(tmp_path, files, monkeypatch, capsys) -> None:
-    run = create_run(tmp_path / "run", str(files["catalog"]), pretrain="none",
+    run = create_run(tmp_path / "run", run_config(str(files["catalog"]), pretrain="none",
                      model={"width": 8, "encoder_layers": 1, "decoder_layers": 1,
                             "photoz_layers": 1, "photoz_first_width": 0, "n_components": 2},
                      train={"schedule": ((3, 1e-3),), "folds": 2, "checkpoint_every": 1,
-                            "device": "cpu"})  # fmt: skip
+                            "device": "cpu"}))  # fmt: skip
     original = RunDir.append_metrics
 
     def die_at_epoch_2(self: RunDir, row: dict) -> None:
@@ -136,7 +136,6 @@ def test_resume_finishes_a_killed_run(tmp_path, files, monkeypatch, capsys) -> N
     ("args", "needle"),
     [
         (["train", "--catalog", "{tmp}/missing.fits", "--pretrain", "none"], "missing.fits"),
-        (["train", "--catalog", "{cat}", "--pretrain", "none", "--epochs", "0"], "--epochs"),
         (
             ["train", "--catalog", "{cat}", "--pretrain", "none", "--schedule", "9-1e-3"],
             "--schedule",
@@ -151,7 +150,6 @@ def test_resume_finishes_a_killed_run(tmp_path, files, monkeypatch, capsys) -> N
             "--pretrain-schedule",
         ),
         (["train", "--catalog", "{cat}", "--pretrain", "none", "--pretrain-n", "-5"], "pretrain_n"),
-        (["train", "--catalog", "{cat}", "--pretrain", "none", "--folds", "0"], "folds"),
         (["train", "--catalog", "{cat}", "--pretrain", "none", "--alpha", "1.5"], "alpha"),
         (["train", "--catalog", "{cat}", "--pretrain", "none", "--device", "gpu"], "gpu"),
         (["train", "--catalog", "{cat}", "--pretrain", "{tmp}/nosim.fits"], "--pretrain"),
@@ -204,6 +202,131 @@ def test_argparse_errors_exit_2_without_a_traceback(capsys, argv) -> None:
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "error:" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [("--members", "0"), ("--folds", "0"), ("--epochs", "0"), ("--batch-size", "-3")],
+)
+def test_counts_below_one_name_the_flag(capsys, flag, value) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--catalog", "c.fits", "--out", "x", flag, value])
+    assert exc.value.code == 2
+    assert f"argument {flag}: expected an integer >= 1, got {value.lstrip('+')}" in (
+        capsys.readouterr().err
+    )
+
+
+def test_train_into_an_existing_folder(tmp_path, files, capsys) -> None:
+    """Same arguments resume; new ones start a run over that never trained, and are refused for
+    one that did (naming what differs)."""
+    out = tmp_path / "run"
+    base = ["train", "--catalog", str(files["catalog"]), "--pretrain", "none", "--epochs", "1",
+            "--folds", "2", "--device", "cpu", "--out", str(out)]  # fmt: skip
+    assert main([*base, "--ref-band", "NB999"]) == 2  # fails at set-up, after the folder exists
+    assert "NB999" in _one_line_error(capsys)
+    assert RunDir(out).status()["state"] == "failed"
+    RunDir(out).file("checkpoint.json").write_text("{}")  # as if it had trained a while
+    assert main([*base, "--ref-band", "NB655"]) == 2
+    message = _one_line_error(capsys)
+    assert "ref_band: 'NB999' -> 'NB655'" in message and "resume --run" in message
+    RunDir(out).file("checkpoint.json").unlink()
+    assert main([*base, "--ref-band", "NB655"]) == 0
+    assert "over with the new settings (ref_band: 'NB999' -> 'NB655')" in capsys.readouterr().out
+    run = RunDir(out)
+    assert run.status()["state"] == "finished" and run.config()["ref_band"] == "NB655"
+    assert [r["epoch"] for r in run.metrics()] == [1]
+    run.set_status("cancelled")
+    assert main([*base, "--ref-band", "NB655"]) == 0
+    assert f"resuming run in {out}" in capsys.readouterr().out
+
+
+def test_train_leaves_live_and_template_fit_folders_alone(tmp_path, files, capsys) -> None:
+    import os
+
+    out = tmp_path / "run"
+    base = ["train", "--catalog", str(files["catalog"]), "--pretrain", "none", "--epochs", "1",
+            "--folds", "2", "--device", "cpu", "--out", str(out)]  # fmt: skip
+    assert main([*base, "--ref-band", "NB999"]) == 2
+    capsys.readouterr()
+    run = RunDir(out)
+    status = {**run.status(), "state": "running", "pid": os.getppid()}  # a live process
+    run.file("status.json").write_text(json.dumps(status))
+    assert main(base) == 2
+    assert f"holds a run running by process {os.getppid()}" in _one_line_error(capsys)
+    run.file("status.json").write_text(json.dumps({**status, "state": "failed"}))
+    run.file("config.json").write_text(json.dumps({**run.config(), "kind": "templatefit"}))
+    assert main(base) == 2
+    assert "holds a templatefit run" in _one_line_error(capsys)
+
+
+def test_train_resumes_on_another_device_but_not_with_another_network(tmp_path, files,
+                                                                     capsys) -> None:  # fmt: skip
+    out = tmp_path / "run"
+    base = ["train", "--catalog", str(files["catalog"]), "--pretrain", "none", "--epochs", "1",
+            "--folds", "2", "--ref-band", "NB999", "--out", str(out)]  # fmt: skip
+    assert main([*base, "--device", "cpu"]) == 2  # fails at set-up
+    capsys.readouterr()
+    run = RunDir(out)
+    run.file("checkpoint.json").write_text("{}")  # as if it had trained a while
+    assert main([*base, "--device", "cpu", "--no-autoencoder"]) == 2
+    assert "model.use_autoencoder: True -> False" in _one_line_error(capsys)
+    assert main([*base, "--device", "auto"]) == 2  # resumes (and fails on NB999 again)
+    assert "resuming run" in capsys.readouterr().out
+    assert run.config()["train"]["device"] == "auto"
+
+
+def test_galaxies_sharing_a_training_ref_id_are_new_galaxies(tmp_path, trained, files) -> None:
+    """Out-of-fold p(z) only for the training galaxies themselves: an independent catalogue
+    numbered 1, 2, ... like the training one is predicted by every network."""
+    other = _synthetic(40, 7)  # ref_id 1..40, as in the training catalogue
+    write_catalog(other, tmp_path / "other.fits")
+    renumbered = _synthetic(40, 7, first_id=9001)
+    write_catalog(renumbered, tmp_path / "renumbered.fits")
+    for name in ("other", "renumbered"):
+        assert main(["predict", "--run", str(trained), "--catalog", str(tmp_path / f"{name}.fits"),
+                     "--out", str(tmp_path / f"{name}.parquet")]) == 0  # fmt: skip
+    a, b = Table.read(tmp_path / "other.parquet"), Table.read(tmp_path / "renumbered.parquet")
+    assert not np.asarray(a["out_of_fold"]).any()
+    np.testing.assert_array_equal(np.asarray(a["zphot"]), np.asarray(b["zphot"]))
+    own = tmp_path / "own.parquet"  # the training catalogue: its galaxies are recognised
+    assert main(["predict", "--run", str(trained), "--catalog", str(files["catalog"]), "--out",
+                 str(own)]) == 0  # fmt: skip
+    assert np.asarray(Table.read(own)["out_of_fold"]).all()
+
+
+def test_predict_says_how_many_galaxies_it_left_out(tmp_path, trained, capsys) -> None:
+    cat = _synthetic(40, 8)
+    ref = json.loads((trained / "model.json").read_text())["metadata"]["ref_band"]
+    cat.flux[:4, cat.bands.index(ref)] = -1.0
+    write_catalog(cat, tmp_path / "neg.fits")
+    assert main(["predict", "--run", str(trained), "--catalog", str(tmp_path / "neg.fits"),
+                 "--out", str(tmp_path / "p.parquet")]) == 0  # fmt: skip
+    assert (
+        f"wrote 36 predictions to {tmp_path / 'p.parquet'} (4 of 40 galaxies left out: {ref} flux <= 0"
+        in (capsys.readouterr().out)
+    )
+
+
+def test_predict_on_a_catalogue_without_the_runs_columns(tmp_path, trained, capsys) -> None:
+    Table({"ref_id": [1, 2], "FLUX_I": [1.0, 2.0], "FLUXERR_I": [0.1, 0.1]}).write(
+        tmp_path / "other_names.fits"
+    )
+    assert main(["predict", "--run", str(trained), "--catalog", str(tmp_path / "other_names.fits"),
+                 "--out", str(tmp_path / "p.parquet")]) == 2  # fmt: skip
+    message = _one_line_error(capsys)
+    assert "none of the flux columns asked for" in message and "FLUX_I" in message
+
+
+def test_simulate_checks_the_output_name_first(tmp_path, capsys, monkeypatch) -> None:
+    import deepz_core.simulate
+
+    def never(*args, **kwargs):
+        raise AssertionError("simulated before checking --out")
+
+    monkeypatch.setattr(deepz_core.simulate, "simulate", never)
+    assert main(["simulate", "--kind", "sps", "--n", "10", "--out", str(tmp_path / "s.txt")]) == 2
+    assert "s.txt" in _one_line_error(capsys)
 
 
 def test_schedule_options_set_the_stages_and_the_pretraining_size() -> None:

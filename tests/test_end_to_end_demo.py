@@ -11,7 +11,7 @@ from deepz_core.baselines import knn_photoz
 from deepz_core.catalog_io import read_catalog, write_catalog
 from deepz_core.features import build_features
 from deepz_core.metrics import dz, sigma68
-from deepz_core.pipeline import create_run, execute_run
+from deepz_core.pipeline import create_run, execute_run, run_config
 from deepz_core.simulate import demo_catalog_path
 
 pytestmark = pytest.mark.slow
@@ -32,7 +32,8 @@ def demo_subset(tmp_path_factory) -> str:
 
 def _run_sigma68(tmp_path, catalog: str, pretrain: str) -> tuple[float, np.ndarray]:
     run = create_run(
-        tmp_path / pretrain, catalog, pretrain=pretrain, preset_name="quick", train=TRAIN
+        tmp_path / pretrain,
+        run_config(catalog, pretrain=pretrain, preset_name="quick", train=TRAIN),
     )
     execute_run(run)
     assert run.status()["state"] == "finished"

@@ -12,7 +12,7 @@ from scipy import stats
 
 from deepz_core.catalog import Catalog
 from deepz_core.catalog_io import write_catalog
-from deepz_core.errors import CatalogError
+from deepz_core.errors import CatalogError, ConfigError
 from deepz_core.evaluate import evaluate_files, evaluate_table, pit_from_table
 from deepz_core.predict import write_table
 
@@ -170,3 +170,34 @@ def test_evaluate_files_errors_name_the_file(tmp_path, rng) -> None:
     with pytest.raises(CatalogError, match="48 predicted ref_id not in catalogue"):
         evaluate_files(tmp_path / "pred.fits", tmp_path / "small.fits", tmp_path / "r.json")
     assert not (tmp_path / "r.json").exists()
+
+
+def test_evaluate_reads_a_partitioned_dataset_like_one_file(tmp_path, rng) -> None:
+    t = _table(rng, 400)
+    write_table(t, tmp_path / "pred.parquet")
+    folder = tmp_path / "pz_dataset"  # what `predict --out FOLDER` writes
+    folder.mkdir()
+    write_table(t[:150], folder / "part-00000.parquet")
+    write_table(t[150:], folder / "part-00001.parquet")
+    with pytest.raises(CatalogError, match="dataset incomplete"):
+        evaluate_files(folder, None, tmp_path / "b.json")
+    (folder / "_SUCCESS").write_text('{"parts": 2, "rows": 400}')
+    whole = evaluate_files(tmp_path / "pred.parquet", None, tmp_path / "a.json")
+    parts = evaluate_files(folder, None, tmp_path / "b.json")
+    assert parts["overall"]["n"] == 400
+    assert parts["overall"]["sigma68"] == pytest.approx(whole["overall"]["sigma68"])
+    assert parts["overall"]["cde_loss"] == pytest.approx(whole["overall"]["cde_loss"])
+
+
+def test_evaluate_refuses_a_catalogue_and_a_non_json_report(tmp_path, rng) -> None:
+    cat = Catalog(ref_id=[10, 11], bands=("sdss_i",), flux=np.ones((2, 1)),
+                  flux_error=np.ones((2, 1)), zspec=[0.1, 0.2])  # fmt: skip
+    write_catalog(cat, tmp_path / "cat.fits")
+    with pytest.raises(
+        CatalogError, match=r"not a predictions table, no columns \['zphot', 'odds', 'weights'"
+    ):
+        evaluate_files(tmp_path / "cat.fits", None, tmp_path / "r.json")
+    write_table(_table(rng, 50), tmp_path / "pred.fits")
+    with pytest.raises(ConfigError, match="give a .json name, got .*r.csv"):
+        evaluate_files(tmp_path / "pred.fits", None, tmp_path / "r.csv")
+    assert not (tmp_path / "r.csv").exists()

@@ -7,7 +7,7 @@ import pytest
 
 from deepz_core.catalog import Catalog, Exposures
 from deepz_core.errors import ConfigError
-from deepz_core.features import build_features, resolve_ref_band
+from deepz_core.features import build_features, resolve_ref_band, same_photometry
 
 BANDS = ("NB455", "NB465", "cfht_u", "subaru_i")
 
@@ -105,3 +105,21 @@ def test_unknown_or_missing_reference_band_names_it() -> None:
     with pytest.raises(ConfigError, match="no i band") as err:
         resolve_ref_band(["sdss_g", "sdss_r"])
     assert "sdss_r" in str(err.value) and "--ref-band" in str(err.value)
+
+
+def test_same_photometry_survives_a_text_round_trip_not_a_change(rng) -> None:
+    f = build_features(_catalog(rng, with_exposures=False))
+    stored, err = f.ratio, f.ratio_error
+    assert same_photometry(stored, err, stored, err).all()
+
+    def as_text(a: np.ndarray) -> np.ndarray:  # float32 written as shortest text, read as float64
+        return np.array([[float(f"{v:.7g}") for v in row] for row in a.astype(np.float32)])
+
+    assert same_photometry(as_text(stored), as_text(err), stored, err).all()
+    other = stored.copy()
+    other[0, 1] *= 1.001  # a different measurement of one band
+    other[1] = stored[2]  # another galaxy altogether
+    np.testing.assert_array_equal(
+        same_photometry(other, err, stored, err)[:3], [False, False, True]
+    )
+    assert not same_photometry(stored, 1.01 * err, stored, err).any()  # same ratios, other errors

@@ -43,6 +43,7 @@ def test_all_problems_are_collected() -> None:
     cat = _catalog()
     cols = {k: np.array(v, copy=True) for k, v in cat.columns().items()}
     cols["flux_subaru_i"][0] = np.inf
+    cols["flux_subaru_i"][9] = -99.0  # a "not measured" code
     cols["flux_error_subaru_i"][[1, 2]] = 0.0
     cols["ref_id"][5] = cols["ref_id"][6]
     cols["zspec"][3] = -99.0
@@ -53,15 +54,25 @@ def test_all_problems_are_collected() -> None:
     report = prepare_catalog(*_sources(cat, cols, exp))
     assert report.catalog is None and report.fixable
     text = "\n".join(p.text() for p in report.problems)
-    for needle in ("column 'ref_id': duplicate ids: 7", "'flux_subaru_i': 1 NaN/inf",
+    for needle in ("column 'ref_id': duplicate ids: 7", "'flux_subaru_i': 1 NaN/inf", "'flux_subaru_i': 1 placeholder (-99",
                    "'flux_error_subaru_i': 2 zero or negative", "'zspec': 1 inf or negative",
                    "exp.fits: column 'band'", "NB999", "galaxies not in the catalogue: 6, 999",
                    "duplicate (ref_id, band, exp_num)"):  # fmt: skip
         assert needle in text, needle
     fixed = prepare_catalog(*_sources(cat, cols, exp), fix=True)
     assert fixed.ok, [p.text() for p in fixed.problems]
-    assert fixed.dropped_galaxies == 5  # 2 duplicates, 1 inf flux, 2 zero errors
+    assert fixed.dropped_galaxies == 6  # 2 duplicates, 1 inf flux, 1 placeholder, 2 zero errors
     assert np.isnan(fixed.catalog.zspec[fixed.catalog.ref_id == 4]).all()
+
+
+def test_a_band_empty_for_every_galaxy_is_not_fixed_by_dropping_them_all() -> None:
+    cat = _catalog()
+    cols = {k: np.array(v, copy=True) for k, v in cat.columns().items()}
+    cols["flux_subaru_i"][:] = np.nan
+    report = prepare_catalog(*_sources(cat, cols))
+    (problem,) = report.problems
+    assert "NaN/inf for every galaxy: remove band 'subaru_i'" in problem.text()
+    assert not problem.fixable and not report.fixable
 
 
 def test_inconsistent_coadds_are_found_per_band() -> None:

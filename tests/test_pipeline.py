@@ -20,6 +20,7 @@ from deepz_core.pipeline import (
     execute_run,
     labelled_mask,
     pretraining_simulation,
+    run_config,
     simulation_batches,
 )
 from deepz_core.runs import RunDir
@@ -47,15 +48,15 @@ def catalog_path(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory, catalog_path) -> RunDir:
-    run = create_run(tmp_path_factory.mktemp("runs") / "run", catalog_path, pretrain="none",
-                     model=TINY_MODEL, train=TRAIN)  # fmt: skip
+    run = create_run(tmp_path_factory.mktemp("runs") / "run", run_config(catalog_path, pretrain="none",
+                     model=TINY_MODEL, train=TRAIN))  # fmt: skip
     execute_run(run)
     return run
 
 
 def test_create_run_writes_a_complete_config_and_trains_nothing(tmp_path, catalog_path) -> None:
-    run = create_run(tmp_path / "r", catalog_path, pretrain="none", model={"width": 8},
-                     train={"folds": 3}, pz={"dz": 0.002})  # fmt: skip
+    run = create_run(tmp_path / "r", run_config(catalog_path, pretrain="none", model={"width": 8},
+                     train={"folds": 3}, pz={"dz": 0.002}))  # fmt: skip
     config = json.loads(run.file("config.json").read_text())
     assert config["catalog"] == catalog_path and config["exposures"] is None
     assert config["pretrain"] == "none" and config["preset"] == "quick"
@@ -87,14 +88,14 @@ def test_create_run_rejects_bad_choices_before_writing_anything(
 ) -> None:
     args = {"catalog": catalog_path, "pretrain": "none", **kwargs}
     with pytest.raises(ConfigError, match=field):
-        create_run(tmp_path / "r", **args)
+        create_run(tmp_path / "r", run_config(**args))
     assert not (tmp_path / "r").exists()
 
 
 def test_create_run_refuses_an_existing_run(tmp_path, catalog_path) -> None:
-    create_run(tmp_path / "r", catalog_path, pretrain="none")
+    create_run(tmp_path / "r", run_config(catalog_path, pretrain="none"))
     with pytest.raises(ConfigError, match="already holds a run"):
-        create_run(tmp_path / "r", catalog_path, pretrain="none")
+        create_run(tmp_path / "r", run_config(catalog_path, pretrain="none"))
 
 
 def test_labels_are_finite_spec_z_in_range(rng) -> None:
@@ -140,8 +141,8 @@ def test_summary_uses_out_of_fold_galaxies(finished) -> None:
 
 
 def test_failed_run_records_the_error(tmp_path, catalog_path) -> None:
-    run = create_run(tmp_path / "r", catalog_path, pretrain="none", ref_band="sdss_i",
-                     model=TINY_MODEL, train=TRAIN)  # fmt: skip
+    run = create_run(tmp_path / "r", run_config(catalog_path, pretrain="none", ref_band="sdss_i",
+                     model=TINY_MODEL, train=TRAIN))  # fmt: skip
     with pytest.raises(ConfigError, match="sdss_i"):
         execute_run(run)
     status = run.status()
@@ -185,9 +186,9 @@ def test_simulation_batches_draw_noise_only_for_noiseless_files(catalog_path) ->
 def test_pretraining_from_a_file_runs_both_phases(tmp_path, catalog_path) -> None:
     sim = tmp_path / "sim.fits"
     write_catalog(_synthetic(100, 5, exposures=False, noiseless=True), sim)
-    run = create_run(tmp_path / "r", catalog_path, pretrain=str(sim), model=TINY_MODEL,
+    run = create_run(tmp_path / "r", run_config(catalog_path, pretrain=str(sim), model=TINY_MODEL,
                      train={**TRAIN, "pretrain_schedule": ((2, 1e-3),), "folds": 1,
-                            "pretrain_batch_size": 50})  # fmt: skip
+                            "pretrain_batch_size": 50}))  # fmt: skip
     execute_run(run)
     assert run.status()["state"] == "finished"
     rows = run.metrics()
@@ -199,7 +200,9 @@ def test_pretraining_from_a_file_runs_both_phases(tmp_path, catalog_path) -> Non
 
 
 def test_rerun_without_checkpoint_drops_killed_metrics(tmp_path, catalog_path) -> None:
-    run = create_run(tmp_path / "r", catalog_path, pretrain="none", model=TINY_MODEL, train=TRAIN)
+    run = create_run(
+        tmp_path / "r", run_config(catalog_path, pretrain="none", model=TINY_MODEL, train=TRAIN)
+    )
     # a first attempt killed before its first checkpoint left one metrics row
     run.append_metrics({"phase": "finetune", "epoch": 1, "loss": 99.0})
     execute_run(run)

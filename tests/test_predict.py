@@ -14,7 +14,7 @@ from deepz_core.catalog_io import write_catalog
 from deepz_core.errors import ConfigError
 from deepz_core.features import build_features
 from deepz_core.model import load_model
-from deepz_core.pipeline import create_run, execute_run
+from deepz_core.pipeline import create_run, execute_run, run_config
 from deepz_core.predict import (
     mixture_from_arrays,
     predict_catalog,
@@ -47,8 +47,8 @@ def trained(tmp_path_factory) -> tuple[RunDir, Catalog]:
     root = tmp_path_factory.mktemp("predict")
     cat = _synthetic(100, 0)
     write_catalog(cat, root / "cat.fits")
-    run = create_run(root / "run", str(root / "cat.fits"), pretrain="none", model=TINY_MODEL,
-                     train=TRAIN)  # fmt: skip
+    run = create_run(root / "run", run_config(str(root / "cat.fits"), pretrain="none", model=TINY_MODEL,
+                     train=TRAIN))  # fmt: skip
     execute_run(run)
     assert run.status()["state"] == "finished"
     return run, cat
@@ -119,6 +119,27 @@ def test_new_galaxies_use_every_member(tmp_path, trained) -> None:
     seen = train[:, np.searchsorted(ids, cat.ref_id[:10])]
     assert not (w[:, 30:][seen] > 0).any()  # the training galaxies still only out-of-fold
     assert "mag" not in t.colnames  # the mixed catalogue has no magnitudes
+
+
+def test_a_training_ref_id_with_other_photometry_is_a_new_galaxy(tmp_path, trained) -> None:
+    """Matching is by ref_id and photometry; a run saved before photometry was stored matches by
+    ref_id."""
+    run, cat = trained
+    other = cat.select(np.arange(10))
+    other = Catalog(ref_id=other.ref_id, bands=BANDS, flux=other.flux * 1.01,
+                    flux_error=other.flux_error, zspec=other.zspec)  # fmt: skip
+    t = predict_catalog(run.path, other, tmp_path / "other.fits")
+    np.testing.assert_allclose(_member_weight(np.asarray(t["weights"])), 0.25, rtol=1e-5)
+    assert not np.asarray(t["out_of_fold"]).any()
+    legacy = RunDir(tmp_path / "legacy")  # the same run with splits.npz as older versions wrote it
+    legacy.path.mkdir()
+    for name in ("config.json", "model.safetensors", "model.json"):
+        legacy.file(name).write_bytes(run.file(name).read_bytes())
+    with np.load(run.file("splits.npz")) as s:
+        old = {k: s[k] for k in s.files if k not in ("ratio", "ratio_error")}
+    np.savez(legacy.file("splits.npz"), **old)
+    t = predict_catalog(legacy.path, other, tmp_path / "legacy.fits")
+    assert np.asarray(t["out_of_fold"]).any()
 
 
 def test_parquet_output_round_trips(tmp_path, trained) -> None:

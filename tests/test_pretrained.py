@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from deepz_core import pretrained
 from deepz_core.catalog_io import write_catalog
 from deepz_core.config import TrainConfig
-from deepz_core.pipeline import create_run, execute_run
+from deepz_core.pipeline import create_run, execute_run, run_config
 from deepz_core.pretrained import PretrainKey
 from tests.synthetic import BANDS, synthetic_catalog
 
@@ -42,8 +42,8 @@ def inputs(tmp_path_factory) -> tuple[str, str]:
 
 def _train(tmp_path, name: str, inputs, **train):
     cat, sim = inputs
-    run = create_run(tmp_path / name, cat, pretrain=sim, model=TINY_MODEL,
-                     train={**TRAIN, **train})  # fmt: skip
+    run = create_run(tmp_path / name, run_config(cat, pretrain=sim, model=TINY_MODEL,
+                     train={**TRAIN, **train}))  # fmt: skip
     execute_run(run)
     assert run.status()["state"] == "finished"
     return run
@@ -85,7 +85,9 @@ def test_runs_that_pretrain_differently_do_not_share(tmp_path, inputs, cache_on)
 
 def test_no_pretraining_and_a_disabled_cache_store_nothing(tmp_path, inputs, cache_on, monkeypatch):
     cat, _ = inputs
-    run = create_run(tmp_path / "none", cat, pretrain="none", model=TINY_MODEL, train=TRAIN)
+    run = create_run(
+        tmp_path / "none", run_config(cat, pretrain="none", model=TINY_MODEL, train=TRAIN)
+    )
     execute_run(run)
     monkeypatch.setenv("DEEPZ_PRETRAIN_CACHE", "0")
     _train(tmp_path, "off", inputs)
@@ -103,7 +105,7 @@ def test_a_damaged_entry_costs_a_pretraining_not_the_run(tmp_path, inputs, cache
 
 def test_a_cancelled_pretraining_is_not_stored(tmp_path, inputs, cache_on) -> None:
     cat, sim = inputs
-    run = create_run(tmp_path / "r", cat, pretrain=sim, model=TINY_MODEL, train=TRAIN)
+    run = create_run(tmp_path / "r", run_config(cat, pretrain=sim, model=TINY_MODEL, train=TRAIN))
     run.file("cancel").touch()  # honoured at the end of the first epoch
     execute_run(run)
     assert run.status()["state"] == "cancelled"
@@ -145,7 +147,7 @@ def test_a_restore_cut_short_is_redone_cleanly(tmp_path, inputs, cache_on, monke
     again without duplicating the rows."""
     first = _train(tmp_path, "a", inputs)
     cat, sim = inputs
-    run = create_run(tmp_path / "b", cat, pretrain=sim, model=TINY_MODEL, train=TRAIN)
+    run = create_run(tmp_path / "b", run_config(cat, pretrain=sim, model=TINY_MODEL, train=TRAIN))
 
     def killed(*args, **kwargs):
         raise KeyboardInterrupt

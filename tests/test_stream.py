@@ -16,7 +16,7 @@ from deepz_core.catalog import Catalog
 from deepz_core.catalog_io import write_catalog
 from deepz_core.cli import main
 from deepz_core.errors import ConfigError
-from deepz_core.pipeline import create_run, execute_run
+from deepz_core.pipeline import create_run, execute_run, run_config
 from deepz_core.predict import mixture_from_arrays, predict_catalog
 from deepz_core.pz import PzConfig
 from deepz_core.runs import RunDir
@@ -32,14 +32,19 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> tuple[RunDir, Catalog, dict]:
-    """A tiny run trained on galaxies 1..60 and a 150-galaxy catalogue (ids 31..180: half of
-    the training set, so some rows get out-of-fold p(z)) in every streamed format."""
+    """A tiny run trained on galaxies 1..60 and a 150-galaxy catalogue (ids 31..180: the second
+    half of the training set, so some rows get out-of-fold p(z), then 120 new galaxies) in every
+    streamed format."""
     root = tmp_path_factory.mktemp("stream")
-    write_catalog(_synthetic(60, 0), root / "train.fits")
-    run = create_run(root / "run", str(root / "train.fits"), pretrain="none", model=TINY_MODEL,
-                     train=TRAIN)  # fmt: skip
+    train = _synthetic(60, 0)
+    write_catalog(train, root / "train.fits")
+    run = create_run(root / "run", run_config(str(root / "train.fits"), pretrain="none", model=TINY_MODEL,
+                     train=TRAIN))  # fmt: skip
     execute_run(run)
-    cat = _synthetic(150, 1, first_id=31)
+    seen, new = train.select(np.arange(30, 60)), _synthetic(120, 1, first_id=61)
+    cat = Catalog(ref_id=np.r_[seen.ref_id, new.ref_id], bands=new.bands,
+                  flux=np.r_[seen.flux, new.flux], flux_error=np.r_[seen.flux_error, new.flux_error],
+                  zspec=np.r_[seen.zspec, new.zspec], mag=np.r_[seen.mag, new.mag])  # fmt: skip
     cat.extra["ra"] = np.linspace(150, 151, 150)
     files = {}
     for ext in ("fits", "parquet", "csv", "h5"):
@@ -134,8 +139,9 @@ def test_cli_errors(trained, tmp_path, capsys) -> None:
     assert "without a suffix" in capsys.readouterr().err
     assert main([*base, "--out", str(tmp_path / "d"), "--dask", "nowhere"]) == 2
     assert "tcp://" in capsys.readouterr().err
-    assert main([*base, "--out", str(tmp_path / "d"), "--chunk-size", "0"]) == 2
-    assert "--chunk-size" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="2"):  # argparse: counts below 1 never reach the code
+        main([*base, "--out", str(tmp_path / "d"), "--chunk-size", "0"])
+    assert "argument --chunk-size: expected an integer >= 1, got 0" in capsys.readouterr().err
 
 
 def test_dask_matches_single_process(trained, tmp_path) -> None:

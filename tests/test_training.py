@@ -26,7 +26,7 @@ from deepz_core.batches import Batch
 from deepz_core.catalog_io import write_catalog
 from deepz_core.errors import ConfigError
 from deepz_core.model import DeepzModel, ModelConfig
-from deepz_core.pipeline import create_run, execute_run
+from deepz_core.pipeline import create_run, execute_run, run_config
 from deepz_core.runs import RunDir, load_checkpoint_meta
 from deepz_core.training import (
     Phase,
@@ -63,8 +63,8 @@ def inputs(tmp_path_factory) -> dict[str, str]:
 
 
 def _new_run(path: Path, inputs: dict[str, str], **train) -> RunDir:
-    return create_run(path, inputs["catalog"], pretrain=inputs["pretrain"], model=TINY_MODEL,
-                      train={**TRAIN, **train})  # fmt: skip
+    return create_run(path, run_config(inputs["catalog"], pretrain=inputs["pretrain"], model=TINY_MODEL,
+                      train={**TRAIN, **train}))  # fmt: skip
 
 
 @pytest.fixture(scope="module")

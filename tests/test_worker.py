@@ -15,7 +15,7 @@ from deepz_core import cli
 from deepz_core.bands import band_set
 from deepz_core.catalog_io import read_catalog, write_catalog
 from deepz_core.paths import atomic_write_json
-from deepz_core.pipeline import create_run
+from deepz_core.pipeline import create_run, run_config
 from deepz_core.runs import RunDir
 from deepz_core.simulate import simulate
 from deepz_core.worker import (
@@ -47,7 +47,9 @@ def small_catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def tiny_run(runs: Path, name: str, catalog: Path | str, queued_at: float | None = None) -> RunDir:
-    run = create_run(runs / name, str(catalog), None, "none", "quick", None, TINY_MODEL, TINY_TRAIN)
+    run = create_run(
+        runs / name, run_config(str(catalog), None, "none", "quick", None, TINY_MODEL, TINY_TRAIN)
+    )
     if queued_at is not None:
         atomic_write_json(run.file("status.json"), {**run.status(), "updated": queued_at})
     return run

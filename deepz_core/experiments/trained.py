@@ -15,7 +15,7 @@ import numpy as np
 
 from deepz_core.experiments.plan import ExperimentPlan
 from deepz_core.model import load_model, load_model_json
-from deepz_core.pipeline import create_run, execute_run, load_inputs
+from deepz_core.pipeline import create_run, execute_run, load_inputs, run_config
 from deepz_core.predict import predict_features, predictions_table, write_table
 from deepz_core.pz import PzConfig
 from deepz_core.runs import RunDir
@@ -41,8 +41,8 @@ def train_run(
     else:
         overrides = {"repetitions": plan.repetitions, "alpha": plan.alpha, "seed": plan.seed,
                      **plan.train, **(train or {})}  # fmt: skip
-        create_run(run.path, str(catalog), pretrain=pretrain, preset_name=plan.train_preset,
-                   model={**plan.model, **(model or {})}, train=overrides)  # fmt: skip
+        create_run(run.path, run_config(str(catalog), pretrain=pretrain, preset_name=plan.train_preset,
+                   model={**plan.model, **(model or {})}, train=overrides))  # fmt: skip
         log(f"[experiments] training run {name}")
     execute_run(run)
     if run.status().get("state") != "finished":
