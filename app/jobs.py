@@ -74,9 +74,10 @@ def queue_run(
     model: dict[str, Any],
     train: dict[str, Any],
     start: bool = True,
+    ref_band: str | None = None,
 ) -> RunDir:
     """Write a new run folder (status 'queued') and make sure a worker will execute it."""
-    config = run_config(catalog, None, pretrain, preset_name, None, model, train)
+    config = run_config(catalog, None, pretrain, preset_name, ref_band, model, train)
     run = create_run(runs / new_run_id("run"), config)
     if start:
         ensure_worker(runs)

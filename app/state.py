@@ -285,6 +285,8 @@ def spread_study(key: RunKey, n: int, mag_lo: float | None, mag_hi: float | None
 
 
 NO_RUN = "No finished run yet: train one on the **Train** page, then come back here."
+NO_NETWORK = ("This page needs a finished DEEPZ network run; the finished template fits are on "
+              "the **Results** and **Quality cuts** pages. Train a network on the **Train** page.")  # fmt: skip
 
 
 def pick_analysis_run(key: str, kinds: tuple[str, ...] = ("deepz",)) -> str | None:
@@ -292,7 +294,8 @@ def pick_analysis_run(key: str, kinds: tuple[str, ...] = ("deepz",)) -> str | No
     The explorer and dropping pages need a network ('deepz'); quality cuts take template fits too."""
     finished = finished_runs(kinds)
     if not finished:
-        st.info(NO_RUN)
+        others = set(finished_runs()) - set(finished)
+        st.info(NO_NETWORK if others else NO_RUN)
         return None
     current = analysis_run(finished)
     help_ = "Finished runs under runs/ (DEEPZ_HOME or the working directory), newest first."

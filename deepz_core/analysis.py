@@ -211,20 +211,40 @@ def cut_stats(
     }
 
 
-def export_bytes(path: Path | str, mask: np.ndarray | None, fmt: str) -> bytes:
-    """Rows ``mask`` (all if None) of a predictions file as FITS, CSV or Parquet bytes; CSV keeps
-    the per-galaxy columns only (the mixture parameters are vectors)."""
+def selection_bytes(pred: Predictions, odds: np.ndarray, threshold: float, window: float,
+                    mag_max: float | None, fmt: str) -> bytes:  # fmt: skip
+    """The galaxies passing a quality cut as a file: the predictions plus ``odds_cut`` (ODDS for
+    the cut's ``window``, the column the threshold applies to), the cut in the header (FITS) or
+    leading comments (CSV)."""
+    keep = selection_mask(pred, odds, threshold, mag_max)
+    cut = {"ODDSWIN": window, "ODDSMIN": threshold,
+           "MAGMAX": "none" if mag_max is None else mag_max}  # fmt: skip
+    return export_bytes(pred.path, keep, fmt, {"odds_cut": odds}, cut)
+
+
+def export_bytes(path: Path | str, mask: np.ndarray | None, fmt: str,
+                 extra: dict[str, np.ndarray] | None = None,
+                 meta: dict[str, Any] | None = None) -> bytes:  # fmt: skip
+    """Rows ``mask`` (all if None) of a predictions file, with ``extra`` columns (N,) and ``meta``
+    header keys, as FITS, CSV or Parquet bytes; CSV keeps the per-galaxy columns only (the
+    mixture parameters are vectors)."""
     if fmt not in EXPORT_FORMATS:
         raise ConfigError(f"export format must be one of {EXPORT_FORMATS}, got {fmt!r}")
     table = Table.read(path)
+    for name, values in (extra or {}).items():
+        table[name] = values
+    table.meta.update(meta or {})
     if mask is not None:
         table = table[np.asarray(mask, bool)]
     if fmt == "csv":
         table = table[[c for c in table.colnames if table[c].ndim == 1]]
+        table.meta = {"comments": [f"{k} = {v}" for k, v in (meta or {}).items()]}
     writer = {"fits": "fits", "csv": "ascii.csv", "parquet": "parquet"}[fmt]
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / f"selection.{fmt}"
-        table.write(out, format=writer, overwrite=True)
+        table.write(
+            out, format=writer, overwrite=True, **({"comment": "# "} if fmt == "csv" else {})
+        )
         return out.read_bytes()
 
 

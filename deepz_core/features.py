@@ -33,6 +33,16 @@ def resolve_ref_band(bands: Sequence[str], ref_band: str | None = None) -> str:
     return ends[0]
 
 
+def default_ref_band(bands: Sequence[str]) -> str:
+    """A reference band to propose: ``resolve_ref_band``'s choice, else a band named i in any
+    case (``I``, ``hsc_I``), else the last (usually reddest) band."""
+    try:
+        return resolve_ref_band(bands)
+    except ConfigError:
+        ends = [b for b in bands if b.lower() == "i" or b.lower().endswith("_i")]
+        return ends[0] if ends else bands[-1]
+
+
 @dataclass(frozen=True, eq=False)
 class Features:
     """Inputs for the N galaxies kept from a catalogue (all arrays float32 unless noted).

@@ -55,7 +55,7 @@ def galaxy_pz(
     pred: Predictions, index: int, pz: PzConfig, window: float | None = None
 ) -> dict[str, Any]:
     """Ensemble p(z) of predictions row ``index`` on the exact grid, its components, mode, z_s,
-    PIT and ODDS (for ``window``, default the run's)."""
+    Δz/(1+z_s), PIT and ODDS (for ``window``, default the run's)."""
     grid = pz.grid()
     w, mu, sd = pred.weights[index], pred.means[index], pred.stds[index]
     return {
@@ -65,6 +65,7 @@ def galaxy_pz(
         "components": component_curves(w, mu, sd, grid),
         "mode": float(pred.zphot[index]),
         "zspec": float(pred.zspec[index]),
+        "dz": float(metrics.dz(pred.zphot[index], pred.zspec[index])),  # NaN without a spec-z
         "pit": float(pred.pit[index]),
         "odds": float(pred.odds[index]),
         "odds_window": float(window or pz.odds_window),

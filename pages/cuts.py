@@ -29,9 +29,9 @@ def _controls(pred: analysis.Predictions, default_window: float) -> dict:
         format="%.3f",
         key="cuts_window",
     )
-    how = c2.radio(
-        "Cut by", ["target completeness", "ODDS threshold"], key="cuts_how", horizontal=True
-    )
+    modes = ["target completeness", "ODDS threshold"] if pred.scored.any() else ["ODDS threshold"]
+    how = c2.radio("Cut by", modes, key="cuts_how", horizontal=True,
+                   help="Completeness needs galaxies with a spec-z and out-of-fold p(z)")  # fmt: skip
     if how == "ODDS threshold":
         value = c2.slider("ODDS threshold (keep ODDS ≥)", 0.0, 1.0, 0.5, 0.01, key="cuts_threshold")
     else:
@@ -40,9 +40,10 @@ def _controls(pred: analysis.Predictions, default_window: float) -> dict:
     if pred.mag is not None and np.isfinite(pred.mag).any():
         lo = float(np.floor(np.nanmin(pred.mag) * 10) / 10)
         hi = max(float(np.ceil(np.nanmax(pred.mag) * 10) / 10), lo + 0.1)
-        label = "Magnitude limit i_AB ≤ [mag]"
-        default = min(max(22.5, lo), hi)  # E20: iAB < 22.5
-        mag_max = c3.slider(label, lo, hi, default, 0.1, key="cuts_mag")
+        mag_max = c3.slider("Magnitude limit [mag, AB]", lo, hi, hi, 0.1, key="cuts_mag",
+                            help="E20 scores iAB < 22.5. At the far right: no limit, galaxies "
+                            "without a magnitude kept; any lower limit leaves them out.")  # fmt: skip
+        mag_max = None if mag_max >= hi else mag_max
     return {
         "window": round(window, 6),
         "how": how,
@@ -63,13 +64,10 @@ def _metrics(stats: dict, threshold: float, curves: dict) -> None:
     st.caption(f"Best 50% by ODDS: σ68 = {best:.4f}, which {verdict} the PAUS target 0.0035(1+z).")
 
 
-def _export(
-    pred: analysis.Predictions, odds: np.ndarray, threshold: float, mag_max: float | None
-) -> None:
+def _export(pred: analysis.Predictions, odds: np.ndarray, threshold: float, c: dict) -> None:
     def rows(fmt: str):
-        return lambda: analysis.export_bytes(
-            pred.path, analysis.selection_mask(pred, odds, threshold, mag_max), fmt
-        )
+        return lambda: analysis.selection_bytes(pred, odds, threshold, c["window"], c["mag_max"],
+                                                fmt)  # fmt: skip
 
     c1, c2, _ = st.columns([1, 1, 3])
     c1.download_button(
@@ -88,7 +86,9 @@ def _export(
         key="cuts_csv",
         on_click="ignore",
     )
-    st.caption("FITS holds the mixture parameters too; CSV the per-galaxy columns only.")
+    st.caption("Both hold `odds_cut`, the ODDS for this window that the threshold applies to, and "
+               "the cut (FITS header / leading # lines); FITS holds the mixture parameters too, "
+               "CSV the per-galaxy columns only.")  # fmt: skip
 
 
 @st.fragment
@@ -105,7 +105,13 @@ def _panel(key: state.RunKey, default_window: float) -> None:
     c = _controls(pred, default_window)
     curves = state.cut_curves(key, c["window"], c["mag_max"])
     if curves["n"] == 0:
-        st.info("No scored galaxies (spec-z with out-of-fold p(z)) within this magnitude limit.")
+        st.info("No scored galaxies (spec-z with out-of-fold p(z)) within this magnitude limit: "
+                "no completeness, σ68 or curves. An ODDS threshold still selects galaxies.")  # fmt: skip
+        if c["how"] == "ODDS threshold":
+            odds = state.window_odds(key, c["window"])
+            n = int(analysis.selection_mask(pred, odds, c["value"], c["mag_max"]).sum())
+            st.metric("selected (all galaxies)", f"{n:,}")
+            _export(pred, odds, c["value"], c)
         return
     if c["how"] == "ODDS threshold":
         threshold = c["value"]
@@ -115,7 +121,7 @@ def _panel(key: state.RunKey, default_window: float) -> None:
     _metrics(stats, threshold, curves)
     shown = {k: v for k, v in curves.items() if k != "n"}
     st.plotly_chart(plots.quality_curves(shown, analysis.PAUS_TARGET, stats), key="cuts_fig")
-    _export(pred, state.window_odds(key, c["window"]), threshold, c["mag_max"])
+    _export(pred, state.window_odds(key, c["window"]), threshold, c)
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ st.title("Galaxy explorer")
 
 
 def _header(g: dict[str, Any]) -> None:
-    dz = (g["mode"] - g["zspec"]) / (1 + g["zspec"]) if np.isfinite(g["zspec"]) else np.nan
+    dz = g["dz"]
     cols = st.columns(6)
     cols[0].metric("z_s (spec-z)", "—" if not np.isfinite(g["zspec"]) else f"{g['zspec']:.4f}")
     cols[1].metric("z_p (mode)", f"{g['mode']:.4f}")
@@ -86,7 +86,9 @@ def _table(pred: analysis.Predictions) -> None:
         lo, hi = float(np.nanmin(pred.mag)), float(np.nanmax(pred.mag))
         mag_range = c1.slider("i_AB range [mag]", lo, max(hi, lo + 0.01), (lo, hi), 0.1)
     outliers = c2.checkbox("Outliers only (|Δz|/(1+z_s) > 0.02)", key="explorer_outliers")
-    odds_min = c3.slider("ODDS ≥", 0.0, 1.0, 0.0, 0.01, key="explorer_odds")
+    odds_min = c3.slider("ODDS ≥", 0.0, 1.0, 0.0, 0.01, key="explorer_odds",
+                         help="The run's stored ODDS (window of its p(z) settings, E20: 0.003); "
+                         "other windows on the Quality cuts page")  # fmt: skip
     cols, n_match = analysis.galaxy_table(pred, mag_range, outliers, odds_min, TABLE_ROWS)
     st.caption(
         f"{n_match:,} galaxies match; showing {len(cols['ref_id']):,}. Click a row to show it."

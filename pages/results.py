@@ -18,8 +18,9 @@ MAX_RUNS = 3
 st.title("Results")
 st.caption(
     "Δz/(1+z_s) with z_p the mode of p(z); σ68 = half the 15.9-84.1 percentile range of Δz/(1+z_s); "
-    "strict outliers |Δz|/(1+z_s) > 0.02. Scored galaxies: those with a spec-z, from members that "
-    "never trained on them (out of fold)."
+    "strict outliers |Δz|/(1+z_s) > 0.02. Scored galaxies: those with a spec-z; a DEEPZ run scores "
+    "each with the networks that never trained on it (out of fold); a template fit that calibrates "
+    "zero-points calibrates them on all of them (in sample, slightly optimistic)."
 )
 
 

@@ -96,6 +96,13 @@ def job_rows(sims: list[SimJob]) -> pd.DataFrame:
 
 
 def simulations_list() -> None:
+    try:
+        _simulations_list()
+    except Exception as exc:  # a fragment rerun is outside the page's try
+        st.error(f"The simulations cannot be shown: {type(exc).__name__}: {exc}")
+
+
+def _simulations_list() -> None:
     sims = list_simulations(state.sims_dir())
     st.subheader("Simulations in data/sims")
     if not sims:

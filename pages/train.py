@@ -13,6 +13,8 @@ from app import jobs, plots_data, state
 from deepz_core import uploads
 from deepz_core.config import PRESETS, preset
 from deepz_core.errors import DeepzError
+from deepz_core.features import default_ref_band
+from deepz_core.inspect import CatalogSummary
 from deepz_core.metrics import OUTLIER_THRESHOLD
 from deepz_core.runs import RunDir, list_runs
 from deepz_core.template_set import DEFAULT_SET, SETS
@@ -26,7 +28,8 @@ from deepz_core.worker import (
 )
 
 ACTIVE = ("queued", "running")
-SUMMARY = ("sigma68", "outlier_fraction", "bias", "nmad", "n")
+SUMMARY = {"sigma68": "σ68", "outlier_fraction": "strict outliers", "n": "galaxies scored",
+           "bias": "bias", "nmad": "NMAD"}  # the Results page's names  # fmt: skip
 STATE_ICON = {"queued": ":material/hourglass_empty:", "running": ":material/directions_run:",
               "finished": ":material/check_circle:", "failed": ":material/error:",
               "cancelled": ":material/stop_circle:", "interrupted": ":material/warning:"}  # fmt: skip
@@ -73,23 +76,59 @@ def new_run_form() -> None:
     method = st.radio("Method", list(METHODS), format_func=METHODS.get, horizontal=True,
                       help="Template fitting is the classical baseline (E20 App. A): no training; "
                       "compare it with DEEPZ runs on the Results and Quality cuts pages.")  # fmt: skip
+    path = state.catalog_path(catalog)
+    if path is None:
+        raise DeepzError(f"catalogue {catalog!r} is not available; choose it on the Data page")
     if method == "templatefit":
-        templatefit_form(catalog)
+        templatefit_form(path)
         return
+    summary = state.catalog_summary(path)
+    if summary.n_zspec == 0:
+        st.warning("This catalogue has no spec-z, so there is nothing to train on. Train on a "
+                   "catalogue with spec-z, then predict this one with the trained run "
+                   "(`python -m deepz_core predict`).")  # fmt: skip
+        return
+    choices = network_choices(summary)
+    if st.button("Queue training run", type="primary"):
+        jobs.check_device(choices["device"])
+        run = jobs.queue_run(state.runs_dir(), path, choices["pretrain"], choices["preset"],
+                             choices["model"], choices["train"], ref_band=choices["ref_band"])  # fmt: skip
+        state.set_query_value("run", run.run_id)
+        st.success(f"Queued {run.run_id}.")
+
+
+def network_choices(summary: CatalogSummary) -> dict:
+    """Widgets for a DEEPZ run on a catalogue: pretraining, preset, reference band, coadds,
+    ensemble, device, overrides. Returns the queue_run arguments."""
     pre = pretrain_options()
     pretrain = st.selectbox("Pretraining set", list(pre), format_func=pre.get)
     name = st.radio("Preset", list(PRESETS), index=list(PRESETS).index("quick"), horizontal=True,
                     help="smoke: tiny networks, a few epochs (seconds; to try things); quick: small networks, short schedule (minutes on CPU); paper: E20 "
                     "protocol (hours on a GPU)")  # fmt: skip
     p = preset(name).train
+    bands = list(summary.bands.bands)
+    ref_band = st.selectbox("Reference band", bands, index=bands.index(default_ref_band(bands)),
+                            key="ref_band",
+                            help="Every flux is divided by this band's flux (E20 Sec. 2.2); "
+                            "galaxies with flux <= 0 in it are left out. Choose a deep, red "
+                            "band: i in E20.")  # fmt: skip
+    exposures = summary.n_exposures > 0
     alpha = st.slider("alpha: probability of keeping each single exposure (E20 Sec. 5.1)",
-                      0.05, 1.0, 0.8, 0.05)  # fmt: skip
+                      0.05, 1.0, 0.8, 0.05, disabled=not exposures,
+                      help="Each epoch rebuilds every coadd from a random subset of its "
+                      "exposures" if exposures else "This catalogue has no single exposures: "
+                      "the networks train on its coadds.")  # fmt: skip
     c = st.columns(3)
-    reps = c[0].number_input("Members R (partitions)", 1, 20, p.get("repetitions", 1),
-                             key=f"reps_{name}")  # fmt: skip
-    folds = c[1].number_input("Folds K per partition", 1, 10, p.get("folds", 5),
-                              key=f"folds_{name}")  # fmt: skip
+    reps = c[0].number_input("Repetitions R", 1, 20, p.get("repetitions", 1), key=f"reps_{name}",
+                             help="Random K-fold partitions of the spec-z galaxies (E20 Sec. "
+                             "5.2: 10); each adds K networks to the ensemble")  # fmt: skip
+    folds = c[1].number_input("Folds K", 1, 10, p.get("folds", 5), key=f"folds_{name}",
+                              help="Each network trains on K-1 folds; a spec-z galaxy's p(z) "
+                              "comes from the R networks that never saw it (E20: 5)")  # fmt: skip
     seed = c[2].number_input("Seed", 0, 2**31 - 1, 0)
+    if folds == 1:
+        st.warning("With one fold every network sees every spec-z galaxy: no out-of-fold "
+                   "p(z), so Results and Quality cuts have nothing to score.")  # fmt: skip
     c = st.columns(2)
     device = c[0].selectbox("Device", ["auto", "cpu", "cuda"], key="device")
     with c[1]:
@@ -101,25 +140,17 @@ def new_run_form() -> None:
                                     'e.g. {"width": 64, "photoz_layers": 2}')  # fmt: skip
         train_over = json_overrides("Training overrides", "train_json",
                                     'e.g. {"schedule": [[20, 0.001]], "batch_size": 100}')  # fmt: skip
-    st.caption(
-        f"Ensemble of {int(reps) * int(folds)} networks. Device here: {jobs.device_label()}."
-    )
-    if st.button("Queue training run", type="primary"):
-        path = state.catalog_path(catalog)
-        if path is None:
-            raise DeepzError(f"catalogue {catalog!r} is not available; choose it on the Data page")
-        jobs.check_device(device)
-        model = {"use_autoencoder": autoencoder, **model_over}
-        train = {"alpha": alpha, "repetitions": int(reps), "folds": int(folds), "device": device,
-                 "seed": int(seed), **train_over}  # fmt: skip
-        run = jobs.queue_run(state.runs_dir(), path, pretrain, name, model, train)
-        state.set_query_value("run", run.run_id)
-        st.success(f"Queued {run.run_id}.")
+    st.caption(f"Ensemble of {int(reps) * int(folds)} networks; {summary.n_zspec:,} spec-z "
+               f"galaxies to train on. Device here: {jobs.device_label()}.")  # fmt: skip
+    train = {"alpha": alpha, "repetitions": int(reps), "folds": int(folds), "device": device,
+             "seed": int(seed), **train_over}  # fmt: skip
+    return {"pretrain": pretrain, "preset": name, "ref_band": ref_band, "device": device,
+            "model": {"use_autoencoder": autoencoder, **model_over}, "train": train}  # fmt: skip
 
 
-def templatefit_form(catalog: str) -> None:
-    """A template-fit run: the catalogue, the template set, the device and whether to calibrate
-    zero-points."""
+def templatefit_form(path: str) -> None:
+    """A template-fit run of the catalogue at ``path``: the template set, the device and whether
+    to calibrate zero-points."""
     names = list(SETS)
     template_set = st.selectbox("Template set", names, index=names.index(DEFAULT_SET),
                                 key="tfit_templates", help="bcnz2 knows the demo mock's SED "
@@ -135,9 +166,6 @@ def templatefit_form(catalog: str) -> None:
     st.caption(f"{SETS[template_set].description}; p(z) from chi2 on deepz's grid. "
                f"Device here: {jobs.device_label()}.")  # fmt: skip
     if st.button("Queue template fit", type="primary"):
-        path = state.catalog_path(catalog)
-        if path is None:
-            raise DeepzError(f"catalogue {catalog!r} is not available; choose it on the Data page")
         jobs.check_device(device)
         run = jobs.queue_templatefit(state.runs_dir(), path, device, calibrate,
                                      template_set=template_set)  # fmt: skip
@@ -160,13 +188,19 @@ def run_header(run: RunDir, now: str) -> None:
                f"device {config['train']['device']}")  # fmt: skip
 
 
+def summary_text(key: str, value: float | int | None) -> str:
+    if value is None:
+        return "—"
+    if key == "n":
+        return f"{value:,}"
+    return f"{100 * value:.1f}%" if key == "outlier_fraction" else f"{value:.4f}"
+
+
 def show_summary(summary: dict) -> None:
     """Headline out-of-fold metrics of a finished run (E20 Sec. 3.3)."""
     cols = st.columns(3)
-    for i, key in enumerate(("sigma68", "outlier_fraction", "n", "bias", "nmad")):
-        value = summary.get(key)
-        text = "—" if value is None else f"{value:,}" if key == "n" else f"{value:.4f}"
-        cols[i % 3].metric(key, text)
+    for i, key in enumerate(SUMMARY):
+        cols[i % 3].metric(SUMMARY[key], summary_text(key, summary.get(key)))
     st.caption("Out-of-fold, on the galaxies with spec-z; dz = (zphot - zspec)/(1 + zspec): "
                f"sigma68 and NMAD of dz, outliers |dz| > {OUTLIER_THRESHOLD}, bias = median dz.")  # fmt: skip
 
@@ -234,7 +268,7 @@ def run_view(run: RunDir) -> None:
         st.caption("Loss curves appear after the first epoch.")
     with st.expander("Log"):
         log = run.file("log.txt")
-        st.code(log.read_text()[-4000:] if log.exists() else "(no log yet)")
+        st.code(log.read_text(errors="replace")[-4000:] if log.exists() else "(no log yet)")
 
 
 def runs_table(runs: list[RunDir]) -> pd.DataFrame:
@@ -247,7 +281,8 @@ def runs_table(runs: list[RunDir]) -> pd.DataFrame:
             "created": time.strftime("%Y-%m-%d %H:%M", time.localtime(run.file("config.json").stat().st_mtime)),
             "preset": config.get("preset"), "catalogue": Path(config.get("catalog", "?")).name,
             "pretraining": Path(config.get("pretrain", "—")).name,
-            **{k: summary.get(k) for k in SUMMARY},
+            **{label: summary_text(k, summary.get(k)) if k in summary else None
+               for k, label in SUMMARY.items()},
         })  # fmt: skip
     return pd.DataFrame(rows)
 
@@ -266,7 +301,14 @@ def runs_section() -> None:
         state.set_query_value("run", pick)
     run = RunDir(state.runs_dir() / pick)
     active = run_state(run) in ACTIVE
-    st.fragment(run_every=2 if active else None)(run_view)(run)
+    st.fragment(run_every=2 if active else None)(safe_run_view)(run)
+
+
+def safe_run_view(run: RunDir) -> None:
+    try:
+        run_view(run)
+    except Exception as exc:  # a fragment rerun is outside the page's try
+        st.error(f"The run cannot be shown: {type(exc).__name__}: {exc}")
 
 
 st.title("Train")

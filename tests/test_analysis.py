@@ -107,6 +107,24 @@ def test_export_bytes(pred, fmt, tmp_path) -> None:
     assert ("weights" in table.colnames) == (fmt != "csv")
 
 
+@pytest.mark.parametrize("fmt", ["fits", "csv"])
+def test_selection_file_holds_the_cut_and_its_odds(pred, fmt, tmp_path) -> None:
+    odds = analysis.odds_for_window(pred, 0.02)
+    thr = float(np.median(odds))
+    blob = analysis.selection_bytes(pred, odds, thr, 0.02, None, fmt)
+    path = tmp_path / f"x.{fmt}"
+    path.write_bytes(blob)
+    csv = {"format": "ascii.csv", "comment": "#"}  # the cut is in leading "# KEY = value" lines
+    table = Table.read(path, **(csv if fmt == "csv" else {}))
+    assert len(table) == int((odds >= thr).sum())
+    assert np.all(np.asarray(table["odds_cut"]) >= thr)  # the column the threshold applies to
+    if fmt == "fits":
+        assert table.meta["ODDSWIN"] == 0.02 and table.meta["ODDSMIN"] == pytest.approx(thr)
+        assert table.meta["MAGMAX"] == "none"
+    else:
+        assert f"ODDSMIN = {thr}" in path.read_text()
+
+
 def test_galaxy_table_filters(pred) -> None:
     cols, n = analysis.galaxy_table(pred, (18.0, 20.0), outliers_only=False, limit=5)
     assert len(cols["ref_id"]) == 5 and n == int(np.sum(pred.mag <= 20.0))
@@ -123,6 +141,7 @@ def test_pdf_components_and_members_used(pred) -> None:
     assert list(galaxy.members_used(np.array([0.5, 0.5, 0, 0]), 2)) == [True, False]
     g = galaxy.galaxy_pz(pred, 3, PzConfig())
     assert g["ref_id"] == 13 and g["odds_window"] == 0.003
+    assert g["dz"] == pytest.approx((g["mode"] - g["zspec"]) / (1 + g["zspec"]))
 
 
 # ------------------------------------------------------------------ model-based views

@@ -11,6 +11,7 @@ from streamlit.testing.v1 import AppTest
 from deepz_core.bands import band_set
 from deepz_core.catalog_io import write_catalog
 from deepz_core.pipeline import create_run, execute_run, run_config
+from deepz_core.runs import RunDir
 from deepz_core.simulate import simulate
 
 PAGES = Path(__file__).resolve().parents[1] / "pages"
@@ -78,6 +79,17 @@ def test_empty_state_without_runs(page, tmp_path, monkeypatch) -> None:
     assert any("No finished run yet" in i.value for i in at.info)
 
 
+@pytest.mark.parametrize("page", ["explorer.py", "dropping.py"])
+def test_network_pages_point_a_template_fit_elsewhere(page, tmp_path, monkeypatch) -> None:
+    run = RunDir(tmp_path / "runs" / "tfit-1").create({"kind": "templatefit", "catalog": "c"})
+    run.set_status("finished")
+    run.file("predictions.fits").write_bytes(b"")  # only its presence counts for the listing
+    monkeypatch.setenv("DEEPZ_HOME", str(tmp_path))
+    at = _app(page)
+    _ok(at)
+    assert any("needs a finished DEEPZ network run" in i.value for i in at.info)
+
+
 def test_results_page(at_home) -> None:
     at = _app("results.py", runs="r1")
     _ok(at)
@@ -141,6 +153,27 @@ def test_cuts_slider_changes_numbers(at_home) -> None:
     _ok(at)
     assert _completeness(at) == 1.0
     assert next(m.value for m in at.metric if m.label.startswith("σ68")) != sigma_80
+
+
+def test_cuts_select_and_export_a_catalogue_without_spec_z(home, tmp_path, monkeypatch) -> None:
+    from astropy.table import Table
+
+    run = RunDir(tmp_path / "runs" / "blind")
+    run.path.mkdir(parents=True)
+    for name in ("config.json", "status.json", "model.json", "model.safetensors"):
+        run.file(name).write_bytes((home / "runs" / "r1" / name).read_bytes())
+    t = Table.read(home / "runs" / "r1" / "predictions.fits")
+    t["zspec"], t["pit"], t["out_of_fold"] = np.nan, np.nan, False  # a photometric sample
+    t.write(run.file("predictions.fits"))
+    monkeypatch.setenv("DEEPZ_HOME", str(tmp_path))
+    at = _app("cuts.py")
+    _ok(at)
+    assert at.radio(key="cuts_how").options == ["ODDS threshold"]
+    assert any("No scored galaxies" in i.value for i in at.info)
+    at.slider(key="cuts_threshold").set_value(0.0).run()
+    _ok(at)
+    assert next(m.value for m in at.metric if m.label.startswith("selected")) == f"{len(t):,}"
+    assert len(at.get("download_button")) == 2
 
 
 def test_results_page_shows_an_experiments_report(tmp_path, monkeypatch) -> None:

@@ -88,10 +88,36 @@ def test_queue_run_execute_and_show_results(home: list[Path]) -> None:
     assert not at.exception and not at.error, texts(at.error)
     assert f"{run.run_id} — finished" in texts(at.markdown)
     metrics = {m.label: m.value for m in at.metric}
-    assert set(metrics) >= {"sigma68", "outlier_fraction", "bias", "nmad", "n"}
+    assert set(metrics) >= {"σ68", "strict outliers", "bias", "NMAD", "galaxies scored"}
+    assert metrics["strict outliers"].endswith("%")
     assert len(at.get("plotly_chart")) == 1  # loss curves
     table = at.dataframe[0].value
-    assert table.loc[0, "state"] == "finished" and table.loc[0, "sigma68"] > 0
+    assert table.loc[0, "state"] == "finished" and float(table.loc[0, "σ68"]) > 0
+
+
+def test_own_band_names_and_no_exposures(home: list[Path], tmp_path: Path, monkeypatch) -> None:
+    """A g/r/i catalogue without single exposures: the i band is proposed as the reference band
+    and reaches the run; alpha is disabled; a catalogue without spec-z cannot be queued."""
+    from app import state
+    from deepz_core.catalog_io import write_catalog
+    from tests.synthetic import synthetic_catalog
+
+    own = write_catalog(synthetic_catalog(120, 0, bands=("G", "R", "I", "Z"), exposures=False),
+                        tmp_path / "own.fits")  # fmt: skip
+    monkeypatch.setattr(state, "demo_catalog_path", lambda: str(own))
+    at = page("train.py")
+    assert at.selectbox(key="ref_band").value == "I"
+    assert at.slider[0].disabled
+    run = queue_tiny_run(at)
+    assert run.config()["ref_band"] == "I"
+    assert run_queue(Path.cwd() / "runs", lambda m: None) == [run.run_id]
+    assert run.status()["state"] == "finished"
+    blind = write_catalog(synthetic_catalog(50, 1, with_zspec=False), tmp_path / "blind.fits")
+    monkeypatch.setattr(state, "demo_catalog_path", lambda: str(blind))
+    st.cache_resource.clear()
+    at = page("train.py")
+    assert "no spec-z" in texts(at.warning)
+    assert not [b for b in at.button if b.label == "Queue training run"]
 
 
 def test_a_reload_finds_the_run_from_the_address_bar(home: list[Path]) -> None:

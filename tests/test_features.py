@@ -7,7 +7,12 @@ import pytest
 
 from deepz_core.catalog import Catalog, Exposures
 from deepz_core.errors import ConfigError
-from deepz_core.features import build_features, resolve_ref_band, same_photometry
+from deepz_core.features import (
+    build_features,
+    default_ref_band,
+    resolve_ref_band,
+    same_photometry,
+)
 
 BANDS = ("NB455", "NB465", "cfht_u", "subaru_i")
 
@@ -123,3 +128,10 @@ def test_same_photometry_survives_a_text_round_trip_not_a_change(rng) -> None:
         same_photometry(other, err, stored, err)[:3], [False, False, True]
     )
     assert not same_photometry(stored, 1.01 * err, stored, err).any()  # same ratios, other errors
+
+
+def test_default_ref_band_proposes_an_i_band_whatever_its_case() -> None:
+    assert default_ref_band(("NB455", "subaru_i", "cfht_i")) == "subaru_i"
+    assert default_ref_band(("G", "R", "I", "Z")) == "I"
+    assert default_ref_band(("hsc_g", "hsc_I")) == "hsc_I"
+    assert default_ref_band(("G", "R")) == "R"
