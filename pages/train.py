@@ -28,6 +28,7 @@ from deepz_core.worker import (
 )
 
 ACTIVE = ("queued", "running")
+SETTINGS_ERRORS = ("ConfigError", "CatalogError")  # run.status()["message"] = "Type: text"
 SUMMARY = {"sigma68": "σ68", "outlier_fraction": "strict outliers", "n": "galaxies scored",
            "bias": "bias", "nmad": "NMAD"}  # the Results page's names  # fmt: skip
 STATE_ICON = {"queued": ":material/hourglass_empty:", "running": ":material/directions_run:",
@@ -240,12 +241,19 @@ def run_actions(run: RunDir, now: str) -> None:
                    "Resume continues from the last checkpoint.")  # fmt: skip
     elif now in ("failed", "cancelled"):
         (st.error if now == "failed" else st.info)(status.get("message") or now)
+    # a bad setting or input fails again on resume: the run's choices must change
+    settings = now == "failed" and str(status.get("message", "")).startswith(SETTINGS_ERRORS)
+    if settings:
+        st.caption("This run failed on its settings or its catalogue: queue a new run with "
+                   "other choices (resuming it would fail the same way).")  # fmt: skip
     c1, c2, _ = st.columns([1, 1, 4])
     if now in ACTIVE and c1.button("Cancel", key=f"cancel_{run.run_id}"):
         jobs.cancel_run(run)
         st.rerun()
-    if now in ("cancelled", "failed", "interrupted") and c2.button(
-        "Resume", key=f"resume_{run.run_id}"
+    if (
+        now in ("cancelled", "failed", "interrupted")
+        and not settings
+        and c2.button("Resume", key=f"resume_{run.run_id}")
     ):
         jobs.resume_run(run, runs)
         st.rerun()

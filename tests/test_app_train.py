@@ -143,6 +143,19 @@ def test_cancel_then_resume(home: list[Path]) -> None:
     assert len(home) > woken  # resuming wakes the worker
 
 
+@pytest.mark.parametrize(("message", "resumable"),
+                         [("ConfigError: ref_band 'X' is not among the catalogue's bands", False),
+                          ("RuntimeError: CUDA out of memory", True)])  # fmt: skip
+def test_resume_is_offered_only_where_it_can_help(home: list[Path], message, resumable) -> None:
+    at = page("train.py")
+    run = queue_tiny_run(at)
+    run.set_status("failed", message=message)
+    at.run()
+    assert message in texts(at.error)
+    assert any(b.label == "Resume" for b in at.button) == resumable
+    assert ("failed on its settings" in texts(at.caption)) != resumable
+
+
 def test_interrupted_run_offers_resume(home: list[Path]) -> None:
     at = page("train.py")
     run = queue_tiny_run(at)
