@@ -4,6 +4,8 @@
    configuration (SPS pretraining reused from the cache, alpha 0.8, 2 repetitions x 5 folds) on a
    PAUS-like mock 4x the demo's size.
 2. The MDN's sigma floor (1e-3): the plan's no-pretraining configuration with a floor of 1e-4.
+3. The network size: the same without pretraining, with the paper-size networks (E20 Fig. 1).
+4. The fine-tuning schedule: the same without pretraining, with the paper's 700 epochs.
 
 Prints the ensembles' out-of-fold sigma68 per iAB bin and per galaxy type next to the runs of the
 experiments. Run from the repository root after ``experiments --preset quick --out experiments/quick``:
@@ -21,12 +23,18 @@ from deepz_core import metrics
 from deepz_core.bands import band_set
 from deepz_core.catalog import Catalog
 from deepz_core.catalog_io import read_catalog
+from deepz_core.config import TrainConfig
 from deepz_core.experiments.plan import plan
 from deepz_core.experiments.scoring import by_type, read_scored
 from deepz_core.experiments.trained import train_run
+from deepz_core.model import ModelConfig
 from deepz_core.simulate import cached_simulation
 
 MAG_EDGES = np.array([10.0, 19.0, 20.0, 21.0, 21.5, 22.0, 22.5])
+# ModelConfig's defaults are E20's network; the quick preset overrides these five
+PAPER_NETWORK = {name: getattr(ModelConfig(), name) for name in
+                 ("width", "encoder_layers", "decoder_layers", "photoz_layers", "photoz_first_width")}  # fmt: skip
+PAPER_SCHEDULE = TrainConfig().schedule
 
 
 def report(label: str, predictions: Path, cat: Catalog) -> None:
@@ -56,6 +64,12 @@ def main() -> None:
     report("demo, no pretraining, sigma floor 1e-4", floor.file("predictions.fits"), demo)
     report("demo, no pretraining, sigma floor 1e-3",
            Path("experiments/quick/runs/no_pretrain/predictions.fits"), demo)  # fmt: skip
+    paper_net = train_run(Path("experiments/size"), "no_pretrain_paper_net", demo_path, quick,
+                          "none", {"device": "cpu"}, PAPER_NETWORK)  # fmt: skip
+    report("demo, no pretraining, paper-size networks", paper_net.file("predictions.fits"), demo)
+    long = train_run(Path("experiments/size"), "no_pretrain_paper_schedule", demo_path, quick,
+                     "none", {"device": "cpu", "schedule": PAPER_SCHEDULE})  # fmt: skip
+    report("demo, no pretraining, paper schedule", long.file("predictions.fits"), demo)
 
 
 if __name__ == "__main__":
