@@ -21,7 +21,7 @@ OUTLIER = 0.02  # strict outlier |Δz|/(1+z_s) > 0.02 (E20 eq. 5)
 ZS = "z<sub>s</sub> (spectroscopic redshift)"
 ZP = "z<sub>p</sub> (photo-z: mode of p(z))"
 Z = "redshift z"
-MAG = "i<sub>AB</sub> [mag]"
+MAG = "m<sub>AB</sub> [mag] (catalogue mag, else the reference band)"
 SIGMA = "σ<sub>68</sub> of Δz/(1+z<sub>s</sub>)"
 OUTF = "outlier fraction (|Δz|/(1+z<sub>s</sub>) > 0.02)"
 COMPLETENESS = "completeness (fraction of galaxies kept)"
@@ -160,7 +160,7 @@ def zp_zs_scatter(
 
 
 def metrics_vs_mag(series: Mapping[str, Any]) -> go.Figure:
-    """σ68 and outlier fraction per i_AB bin, one line per run (E20 Fig. 2). ``series``: name ->
+    """σ68 and outlier fraction per magnitude bin, one line per run (E20 Fig. 2). ``series``: name ->
     deepz_core.metrics.BinnedMetrics."""
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08)
     for k, (name, b) in enumerate(series.items()):

@@ -60,7 +60,7 @@ def _selection_form(pred) -> None:
         mag = None
         if pred.mag is not None and np.isfinite(pred.mag).any():
             lo, hi = float(np.nanmin(pred.mag)), float(np.nanmax(pred.mag))
-            mag = c2.slider("i_AB range [mag]", lo, max(hi, lo + 0.01), (lo, hi), 0.1)
+            mag = c2.slider("Magnitude range [AB mag]", lo, max(hi, lo + 0.01), (lo, hi), 0.1)
         if st.form_submit_button("Compute the spread for this selection"):
             st.session_state["dropping_spread"] = (int(n), *(mag or (None, None)))
 

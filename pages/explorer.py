@@ -25,7 +25,7 @@ def _header(g: dict[str, Any]) -> None:
     cols[2].metric("Δz/(1+z_s)", "—" if not np.isfinite(dz) else f"{dz:+.4f}")
     cols[3].metric(f"ODDS (±{g['odds_window'] / 2:g})", f"{g['odds']:.3f}")
     cols[4].metric("PIT", "—" if not np.isfinite(g["pit"]) else f"{g['pit']:.3f}")
-    cols[5].metric("i_AB [mag]", "—" if g["mag"] is None else f"{g['mag']:.2f}")
+    cols[5].metric("m_AB [mag]", "—" if g["mag"] is None else f"{g['mag']:.2f}")
 
 
 def _galaxy(key: state.RunKey, ref_id: int) -> None:
@@ -84,7 +84,7 @@ def _table(pred: analysis.Predictions) -> None:
     mag_range = None
     if pred.mag is not None and np.isfinite(pred.mag).any():
         lo, hi = float(np.nanmin(pred.mag)), float(np.nanmax(pred.mag))
-        mag_range = c1.slider("i_AB range [mag]", lo, max(hi, lo + 0.01), (lo, hi), 0.1)
+        mag_range = c1.slider("Magnitude range [AB mag]", lo, max(hi, lo + 0.01), (lo, hi), 0.1)
     outliers = c2.checkbox("Outliers only (|Δz|/(1+z_s) > 0.02)", key="explorer_outliers")
     odds_min = c3.slider("ODDS ≥", 0.0, 1.0, 0.0, 0.01, key="explorer_odds",
                          help="The run's stored ODDS (window of its p(z) settings, E20: 0.003); "

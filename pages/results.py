@@ -76,7 +76,7 @@ def _figures(stats: dict[str, dict]) -> None:
     if by_mag:
         left.plotly_chart(plots.metrics_vs_mag(by_mag), key="results_by_mag")
     else:
-        left.info("No magnitudes in these runs' catalogues: no metrics per i_AB bin.")
+        left.info("No magnitudes in these runs' catalogues: no metrics per magnitude bin.")
     if pit:
         right.plotly_chart(plots.pit_figure(pit), key="results_pit")
     if dens:
