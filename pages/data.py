@@ -225,9 +225,17 @@ def summary_section() -> None:
     if missing:
         st.warning(f"No filter curve for {', '.join(missing)}: 'auto' SPS pretraining is not "
                    "possible; train with pretraining 'none' or a matching simulation.")  # fmt: skip
+    if s.n_zspec == 0:
+        st.info("No spec-z: this catalogue can be predicted by a trained run, not trained on.")
+    elif s.n_zspec < 2000:
+        st.info(f"Only {s.n_zspec:,} galaxies with spec-z: precision falls as the training sample "
+                "shrinks (E20 Fig. 3; E20 fine-tunes on ~8,500). Pretraining on simulations "
+                "helps most here.")  # fmt: skip
     left, right = st.columns(2)
     left.plotly_chart(plots_data.histogram(s.mag, s.mag_label, "Magnitudes"))
-    right.plotly_chart(plots_data.histogram(s.zspec, "spectroscopic redshift z", "Spec-z distribution"))  # fmt: skip
+    if s.n_zspec:
+        right.plotly_chart(plots_data.histogram(s.zspec, "spectroscopic redshift z",
+                                                "Spec-z distribution"))  # fmt: skip
     st.plotly_chart(plots_data.snr_per_band(s.bands.bands, s.bands.snr, s.bands.has_curve))  # fmt: skip
     with st.expander("Bands"):
         st.dataframe(pd.DataFrame({

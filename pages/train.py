@@ -90,7 +90,7 @@ def new_run_form() -> None:
                    "(`python -m deepz_core predict`).")  # fmt: skip
         return
     choices = network_choices(summary)
-    if st.button("Queue training run", type="primary"):
+    if st.button("Queue training run", type="primary", disabled=choices["blocked"]):
         jobs.check_device(choices["device"])
         run = jobs.queue_run(state.runs_dir(), path, choices["pretrain"], choices["preset"],
                              choices["model"], choices["train"], ref_band=choices["ref_band"])  # fmt: skip
@@ -103,6 +103,13 @@ def network_choices(summary: CatalogSummary) -> dict:
     ensemble, device, overrides. Returns the queue_run arguments."""
     pre = pretrain_options()
     pretrain = st.selectbox("Pretraining set", list(pre), format_func=pre.get)
+    no_curve = [
+        b for b, k in zip(summary.bands.bands, summary.bands.has_curve, strict=True) if not k
+    ]
+    blocked = pretrain == "auto" and bool(no_curve)
+    if blocked:
+        st.warning(f"'auto' simulates galaxies through the filter curves, and there is none for "
+                   f"{', '.join(no_curve)}: choose 'none' or a simulation in these bands.")  # fmt: skip
     name = st.radio("Preset", list(PRESETS), index=list(PRESETS).index("quick"), horizontal=True,
                     help="smoke: tiny networks, a few epochs (seconds; to try things); quick: small networks, short schedule (minutes on CPU); paper: E20 "
                     "protocol (hours on a GPU)")  # fmt: skip
@@ -146,6 +153,7 @@ def network_choices(summary: CatalogSummary) -> dict:
     train = {"alpha": alpha, "repetitions": int(reps), "folds": int(folds), "device": device,
              "seed": int(seed), **train_over}  # fmt: skip
     return {"pretrain": pretrain, "preset": name, "ref_band": ref_band, "device": device,
+            "blocked": blocked,
             "model": {"use_autoencoder": autoencoder, **model_over}, "train": train}  # fmt: skip
 
 

@@ -57,6 +57,8 @@ def test_summary_of_the_selected_catalogue(home: Path) -> None:
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Galaxies"] == "150" and metrics["Bands"] == "46"
     assert len(at.get("plotly_chart")) == 3  # magnitudes, spec-z, SNR per band
+    n_zspec = metrics["With spec-z"]
+    assert f"Only {n_zspec} galaxies with spec-z" in texts(at.info)  # a small training set
 
 
 def test_upload_canonical_fits_and_save(home: Path, small_catalog: Path) -> None:

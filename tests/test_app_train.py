@@ -57,7 +57,7 @@ def click(at: AppTest, label: str) -> None:
 
 def queue_tiny_run(at: AppTest) -> RunDir:
     pre = next(s for s in at.selectbox if s.label == "Pretraining set")
-    pre.select("none")
+    pre.select("none").run()  # 'auto' may block the button (bands without filter curves)
     at.number_input(key="folds_quick").set_value(2)
     at.text_area(key="model_json").input(json.dumps(TINY_MODEL))
     at.text_area(key="train_json").input(json.dumps(TINY_TRAIN))
@@ -108,6 +108,8 @@ def test_own_band_names_and_no_exposures(home: list[Path], tmp_path: Path, monke
     at = page("train.py")
     assert at.selectbox(key="ref_band").value == "I"
     assert at.slider[0].disabled
+    assert "there is none for G, R, I, Z" in texts(at.warning)  # 'auto' cannot simulate them
+    assert next(b for b in at.button if b.label == "Queue training run").disabled
     run = queue_tiny_run(at)
     assert run.config()["ref_band"] == "I"
     assert run_queue(Path.cwd() / "runs", lambda m: None) == [run.run_id]
