@@ -5,7 +5,8 @@
    PAUS-like mock 4x the demo's size.
 2. The MDN's sigma floor (1e-3): the plan's no-pretraining configuration with a floor of 1e-4.
 3. The network size: the same without pretraining, with the paper-size networks (E20 Fig. 1).
-4. The fine-tuning schedule: the same without pretraining, with the paper's 700 epochs.
+4. The fine-tuning schedule: the same without pretraining, with the paper's 700 epochs; and the
+   plan's default configuration (SPS pretraining, reused from the cache) with them.
 
 Prints the ensembles' out-of-fold sigma68 per iAB bin and per galaxy type next to the runs of the
 experiments. Run from the repository root after ``experiments --preset quick --out experiments/quick``:
@@ -70,6 +71,9 @@ def main() -> None:
     long = train_run(Path("experiments/size"), "no_pretrain_paper_schedule", demo_path, quick,
                      "none", {"device": "cpu", "schedule": PAPER_SCHEDULE})  # fmt: skip
     report("demo, no pretraining, paper schedule", long.file("predictions.fits"), demo)
+    pretrained = train_run(Path("experiments/size"), "paper_schedule", demo_path, quick, "auto",
+                           {"device": "cpu", "schedule": PAPER_SCHEDULE})  # fmt: skip
+    report("demo, SPS pretraining, paper schedule", pretrained.file("predictions.fits"), demo)
 
 
 if __name__ == "__main__":
