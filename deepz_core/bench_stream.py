@@ -225,8 +225,10 @@ def bench_run(cfg: StreamBench) -> Path:
     shutil.rmtree(out, ignore_errors=True)  # an interrupted earlier attempt
     train = {"folds": cfg.members, "repetitions": 1, "schedule": ((2, 1e-3),), "device": "cpu",
              "seed": cfg.seed}  # fmt: skip
-    run = create_run(out, run_config(str(demo_catalog_path()), pretrain="none", preset_name=cfg.preset,
-                     train=train))  # fmt: skip
+    run = create_run(
+        out,
+        run_config(str(demo_catalog_path()), pretrain="none", preset_name=cfg.preset, train=train),
+    )
     execute_run(run)
     if run.status().get("state") != "finished":
         raise ConfigError(f"training the benchmark run in {out} failed: {run.status()}")

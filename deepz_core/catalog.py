@@ -316,9 +316,9 @@ def validate(
 ) -> Catalog:
     """Check values; raise CatalogError naming ``source``, the column and a few offending rows.
 
-    Fluxes must be finite and not a placeholder code (-99...), errors finite and > 0, ref_id unique, zspec NaN or finite >= 0, mag NaN
-    or finite, exposures valid and each coadd consistent with its exposures (see
-    ``check_coadd``). Returns ``cat`` unchanged.
+    Fluxes must be finite and not a placeholder code (-99...), errors finite and > 0, ref_id
+    unique, zspec NaN or finite >= 0, mag NaN or finite, exposures valid and each coadd consistent
+    with its exposures (see ``check_coadd``). Returns ``cat`` unchanged.
     """
     if cat.n_galaxies == 0 or not cat.bands:
         raise CatalogError(

@@ -87,14 +87,6 @@ class Features:
         return f"{self.n_excluded} galaxies excluded: reference band {self.ref_band} flux <= 0"
 
 
-def reference_magnitude(cat: Catalog, r: int) -> np.ndarray:
-    """(N,) AB magnitude of band ``r`` from its flux, NaN where the flux is <= 0: the magnitude
-    of a catalogue without a ``mag`` column (binning, cuts)."""
-    flux = cat.flux[:, r]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(flux > 0, cat.fluxzp - 2.5 * np.log10(flux), np.nan)
-
-
 def build_features(
     cat: Catalog, ref_band: str | None = None, use_exposures: bool = True
 ) -> Features:
@@ -113,7 +105,7 @@ def build_features(
         ratio=(cat.flux[keep] * scale[:, None]).astype(np.float32),
         ratio_error=(cat.flux_error[keep] * scale[:, None]).astype(np.float32),
         zspec=np.asarray(cat.zspec, dtype=np.float64)[keep],
-        mag=reference_magnitude(cat, r)[keep] if cat.mag is None else np.asarray(cat.mag)[keep],
+        mag=np.asarray(cat.magnitudes(ref) if cat.mag is None else cat.mag)[keep],
         exp_ratio=None if exp is None else exp.flux[keep] * scale[:, None, None].astype(np.float32),
         exp_error=None
         if exp is None

@@ -2,8 +2,9 @@
 
 ``prepare_catalog`` maps raw columns to canonical ones, joins an optional spec-z table on ref_id,
 and checks values, collecting EVERY problem (``deepz_core.catalog.validate`` stops at the first):
-non-numeric columns, NaN/inf or placeholder (-99) fluxes, non-positive errors, duplicate ids, bad redshifts, exposures of
-unknown galaxies or bands, duplicate exposures, coadds that disagree with their exposures. Each
+non-numeric columns, NaN/inf or placeholder (-99) fluxes, non-positive errors, duplicate ids, bad
+redshifts, exposures of unknown galaxies or bands, duplicate exposures, coadds that disagree with
+their exposures. Each
 problem says how it can be fixed (drop rows, or treat a value as unknown); with ``fix=True`` the
 fixes are applied and the result re-checked. ``summarize`` gives counts, bands, coverage and SNR.
 """
@@ -340,6 +341,11 @@ class BandSummary:
     wavelength: np.ndarray  # (B,) [A]
     snr: np.ndarray  # (B, 3) 16th, 50th, 84th percentile of flux / flux_error
     exposures: np.ndarray  # (B,) median number of single exposures per galaxy (0 without)
+
+    @property
+    def without_curve(self) -> list[str]:
+        """Bands without a filter curve (no SPS simulation through them)."""
+        return [b for b, known in zip(self.bands, self.has_curve, strict=True) if not known]
 
 
 @dataclass(frozen=True, eq=False)

@@ -176,7 +176,7 @@ def predict_catalog(run_dir: Path | str, catalog: Catalog, out: Path | str, devi
     if meta.get("bands") is not None:
         catalog = match_bands(catalog, tuple(meta["bands"]))
     features = build_features(catalog, meta.get("ref_band"))
-    mask, oof = _member_mask(run, features.ref_id, model.members, features)
+    mask, oof = _member_mask(run, features, model.members)
     pz = pz or PzConfig(**run.config().get("pz", {}))
     products = predict_features(model, features, mask, pz)
     table = predictions_table(features, products, {"out_of_fold": oof})
@@ -204,15 +204,16 @@ def match_bands(catalog: Catalog, bands: tuple[str, ...], source: str = "--catal
 
 
 def _member_mask(
-    run: RunDir, ref_id: np.ndarray, members: int, features: Features | None = None
+    run: RunDir, features: Features, members: int, by_photometry: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
     """(E, N) members usable per galaxy and (N,) out-of-fold flag, from the run's saved splits.
 
-    A galaxy is a training galaxy when its ref_id is one and, given the galaxies' ``features``
-    and a run that stored its own, its photometry is that galaxy's too (``same_photometry``).
-    Without ``features`` the ref_id alone decides: the experiments perturb training galaxies'
-    photometry on purpose and still want each predicted by the networks that never saw it.
+    A galaxy is a training galaxy when its ref_id is one and, ``by_photometry`` in a run that
+    stored its own, its photometry is that galaxy's too (``same_photometry``). Otherwise the
+    ref_id alone decides: the experiments perturb training galaxies' photometry on purpose and
+    still want each predicted by the networks that never saw it.
     """
+    ref_id = features.ref_id
     mask = np.ones((members, len(ref_id)), dtype=bool)
     oof = np.zeros(len(ref_id), dtype=bool)
     path = run.file("splits.npz")
@@ -224,7 +225,7 @@ def _member_mask(
     pos = np.searchsorted(train_ids, ref_id, sorter=order)
     pos = order[np.clip(pos, 0, len(order) - 1)]
     seen = train_ids[pos] == ref_id
-    if features is not None and stored is not None and seen.any():
+    if by_photometry and stored is not None and seen.any():
         same = same_photometry(features.ratio[seen], features.ratio_error[seen],
                                stored[pos[seen]], stored_error[pos[seen]])  # fmt: skip
         if not same.all():

@@ -69,7 +69,7 @@ class Predictor:
         if self.meta.get("bands") is not None:
             cat = match_bands(cat, tuple(self.meta["bands"]))
         features = build_features(cat, self.meta.get("ref_band"), use_exposures=False)
-        mask, oof = _member_mask(self.run, features.ref_id, self.model.members, features)
+        mask, oof = _member_mask(self.run, features, self.model.members)
         products = predict_features(self.model, features, mask, self.pz)
         extra = {"out_of_fold": oof}
         extra |= {k: cat.extra[k][features.rows] for k in KEEP_EXTRA if k in cat.extra}

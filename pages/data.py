@@ -221,7 +221,7 @@ def summary_section() -> None:
     c[2].metric("With spec-z", f"{s.n_zspec:,}", f"{100 * s.zspec_fraction:.0f}% of galaxies",
                 delta_color="off", delta_arrow="off")  # fmt: skip
     c[3].metric("Single exposures", f"{s.n_exposures:,}")
-    missing = [b for b, k in zip(s.bands.bands, s.bands.has_curve, strict=True) if not k]
+    missing = s.bands.without_curve
     if missing:
         st.warning(f"No filter curve for {', '.join(missing)}: 'auto' SPS pretraining is not "
                    "possible; train with pretraining 'none' or a matching simulation.")  # fmt: skip

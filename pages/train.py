@@ -103,9 +103,7 @@ def network_choices(summary: CatalogSummary) -> dict:
     ensemble, device, overrides. Returns the queue_run arguments."""
     pre = pretrain_options()
     pretrain = st.selectbox("Pretraining set", list(pre), format_func=pre.get)
-    no_curve = [
-        b for b, k in zip(summary.bands.bands, summary.bands.has_curve, strict=True) if not k
-    ]
+    no_curve = summary.bands.without_curve
     blocked = pretrain == "auto" and bool(no_curve)
     if blocked:
         st.warning(f"'auto' simulates galaxies through the filter curves, and there is none for "

@@ -83,8 +83,15 @@ def test_measure_a_process_tree(tmp_path) -> None:
 
 def _small_bench(catalog, tmp_path, **kwargs) -> dict:
     cfg, path, _ = catalog
-    run = create_run(tmp_path / "run", run_config(str(path), pretrain="none", model=TINY_MODEL,
-                     train=dict(schedule=((1, 1e-3),), batch_size=200, folds=1, device="cpu")))  # fmt: skip
+    run = create_run(
+        tmp_path / "run",
+        run_config(
+            str(path),
+            pretrain="none",
+            model=TINY_MODEL,
+            train=dict(schedule=((1, 1e-3),), batch_size=200, folds=1, device="cpu"),
+        ),
+    )
     execute_run(run)
     cfg = dataclasses.replace(cfg, run=str(run.path), chunk_sizes=(1000,), **kwargs)
     return bench_stream.run_stream_bench(cfg)

@@ -110,11 +110,22 @@ def test_evaluate_the_runs_own_fits_predictions(tmp_path, trained, capsys) -> No
 
 
 def test_resume_finishes_a_killed_run(tmp_path, files, monkeypatch, capsys) -> None:
-    run = create_run(tmp_path / "run", run_config(str(files["catalog"]), pretrain="none",
-                     model={"width": 8, "encoder_layers": 1, "decoder_layers": 1,
-                            "photoz_layers": 1, "photoz_first_width": 0, "n_components": 2},
-                     train={"schedule": ((3, 1e-3),), "folds": 2, "checkpoint_every": 1,
-                            "device": "cpu"}))  # fmt: skip
+    run = create_run(
+        tmp_path / "run",
+        run_config(
+            str(files["catalog"]),
+            pretrain="none",
+            model={
+                "width": 8,
+                "encoder_layers": 1,
+                "decoder_layers": 1,
+                "photoz_layers": 1,
+                "photoz_first_width": 0,
+                "n_components": 2,
+            },
+            train={"schedule": ((3, 1e-3),), "folds": 2, "checkpoint_every": 1, "device": "cpu"},
+        ),
+    )
     original = RunDir.append_metrics
 
     def die_at_epoch_2(self: RunDir, row: dict) -> None:

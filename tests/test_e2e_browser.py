@@ -146,9 +146,7 @@ def test_upload_train_explore_drop_cut_download(server, tmp_path: Path) -> None:
             # the progress fragment re-reads the run folder every 2 s until the worker finishes
             # (a visible element: the run table's cells also say "finished" in hidden DOM)
             page.locator("h3").filter(has_text="finished").first.wait_for(timeout=400_000)
-            page.get_by_test_id("stMetric").filter(has_text="σ68").first.wait_for(
-                timeout=60_000
-            )
+            page.get_by_test_id("stMetric").filter(has_text="σ68").first.wait_for(timeout=60_000)
             _settle(page)
             _shot(page, "2_train")
 

@@ -48,15 +48,21 @@ def catalog_path(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory, catalog_path) -> RunDir:
-    run = create_run(tmp_path_factory.mktemp("runs") / "run", run_config(catalog_path, pretrain="none",
-                     model=TINY_MODEL, train=TRAIN))  # fmt: skip
+    run = create_run(
+        tmp_path_factory.mktemp("runs") / "run",
+        run_config(catalog_path, pretrain="none", model=TINY_MODEL, train=TRAIN),
+    )
     execute_run(run)
     return run
 
 
 def test_create_run_writes_a_complete_config_and_trains_nothing(tmp_path, catalog_path) -> None:
-    run = create_run(tmp_path / "r", run_config(catalog_path, pretrain="none", model={"width": 8},
-                     train={"folds": 3}, pz={"dz": 0.002}))  # fmt: skip
+    run = create_run(
+        tmp_path / "r",
+        run_config(
+            catalog_path, pretrain="none", model={"width": 8}, train={"folds": 3}, pz={"dz": 0.002}
+        ),
+    )
     config = json.loads(run.file("config.json").read_text())
     assert config["catalog"] == catalog_path and config["exposures"] is None
     assert config["pretrain"] == "none" and config["preset"] == "quick"
@@ -141,8 +147,10 @@ def test_summary_uses_out_of_fold_galaxies(finished) -> None:
 
 
 def test_failed_run_records_the_error(tmp_path, catalog_path) -> None:
-    run = create_run(tmp_path / "r", run_config(catalog_path, pretrain="none", ref_band="sdss_i",
-                     model=TINY_MODEL, train=TRAIN))  # fmt: skip
+    run = create_run(
+        tmp_path / "r",
+        run_config(catalog_path, pretrain="none", ref_band="sdss_i", model=TINY_MODEL, train=TRAIN),
+    )
     with pytest.raises(ConfigError, match="sdss_i"):
         execute_run(run)
     status = run.status()
@@ -186,9 +194,20 @@ def test_simulation_batches_draw_noise_only_for_noiseless_files(catalog_path) ->
 def test_pretraining_from_a_file_runs_both_phases(tmp_path, catalog_path) -> None:
     sim = tmp_path / "sim.fits"
     write_catalog(_synthetic(100, 5, exposures=False, noiseless=True), sim)
-    run = create_run(tmp_path / "r", run_config(catalog_path, pretrain=str(sim), model=TINY_MODEL,
-                     train={**TRAIN, "pretrain_schedule": ((2, 1e-3),), "folds": 1,
-                            "pretrain_batch_size": 50}))  # fmt: skip
+    run = create_run(
+        tmp_path / "r",
+        run_config(
+            catalog_path,
+            pretrain=str(sim),
+            model=TINY_MODEL,
+            train={
+                **TRAIN,
+                "pretrain_schedule": ((2, 1e-3),),
+                "folds": 1,
+                "pretrain_batch_size": 50,
+            },
+        ),
+    )
     execute_run(run)
     assert run.status()["state"] == "finished"
     rows = run.metrics()

@@ -47,8 +47,10 @@ def trained(tmp_path_factory) -> tuple[RunDir, Catalog]:
     root = tmp_path_factory.mktemp("predict")
     cat = _synthetic(100, 0)
     write_catalog(cat, root / "cat.fits")
-    run = create_run(root / "run", run_config(str(root / "cat.fits"), pretrain="none", model=TINY_MODEL,
-                     train=TRAIN))  # fmt: skip
+    run = create_run(
+        root / "run",
+        run_config(str(root / "cat.fits"), pretrain="none", model=TINY_MODEL, train=TRAIN),
+    )
     execute_run(run)
     assert run.status()["state"] == "finished"
     return run, cat

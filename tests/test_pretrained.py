@@ -42,8 +42,9 @@ def inputs(tmp_path_factory) -> tuple[str, str]:
 
 def _train(tmp_path, name: str, inputs, **train):
     cat, sim = inputs
-    run = create_run(tmp_path / name, run_config(cat, pretrain=sim, model=TINY_MODEL,
-                     train={**TRAIN, **train}))  # fmt: skip
+    run = create_run(
+        tmp_path / name, run_config(cat, pretrain=sim, model=TINY_MODEL, train={**TRAIN, **train})
+    )
     execute_run(run)
     assert run.status()["state"] == "finished"
     return run

@@ -38,8 +38,10 @@ def trained(tmp_path_factory) -> tuple[RunDir, Catalog, dict]:
     root = tmp_path_factory.mktemp("stream")
     train = _synthetic(60, 0)
     write_catalog(train, root / "train.fits")
-    run = create_run(root / "run", run_config(str(root / "train.fits"), pretrain="none", model=TINY_MODEL,
-                     train=TRAIN))  # fmt: skip
+    run = create_run(
+        root / "run",
+        run_config(str(root / "train.fits"), pretrain="none", model=TINY_MODEL, train=TRAIN),
+    )
     execute_run(run)
     seen, new = train.select(np.arange(30, 60)), _synthetic(120, 1, first_id=61)
     cat = Catalog(ref_id=np.r_[seen.ref_id, new.ref_id], bands=new.bands,

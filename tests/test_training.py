@@ -63,8 +63,15 @@ def inputs(tmp_path_factory) -> dict[str, str]:
 
 
 def _new_run(path: Path, inputs: dict[str, str], **train) -> RunDir:
-    return create_run(path, run_config(inputs["catalog"], pretrain=inputs["pretrain"], model=TINY_MODEL,
-                      train={**TRAIN, **train}))  # fmt: skip
+    return create_run(
+        path,
+        run_config(
+            inputs["catalog"],
+            pretrain=inputs["pretrain"],
+            model=TINY_MODEL,
+            train={**TRAIN, **train},
+        ),
+    )
 
 
 @pytest.fixture(scope="module")

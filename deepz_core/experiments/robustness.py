@@ -3,8 +3,8 @@
 Template fitting trusts its Gaussian likelihood and degrades; the network degrades less; a network
 trained with 10% outliers (``TrainConfig.outlier_fraction``) should stay flat. A network trained
 without the u band is flat by construction and shows what ignoring u would cost on clean
-photometry: how flat a network could be, and at what accuracy. Test galaxies: a fixed random subset of the labelled galaxies, each predicted by the network that never
-trained on it.
+photometry: how flat a network could be, and at what accuracy. Test galaxies: a fixed random
+subset of the labelled galaxies, each predicted by the network that never trained on it.
 """
 
 from __future__ import annotations

@@ -41,8 +41,16 @@ def train_run(
     else:
         overrides = {"repetitions": plan.repetitions, "alpha": plan.alpha, "seed": plan.seed,
                      **plan.train, **(train or {})}  # fmt: skip
-        create_run(run.path, run_config(str(catalog), pretrain=pretrain, preset_name=plan.train_preset,
-                   model={**plan.model, **(model or {})}, train=overrides))  # fmt: skip
+        create_run(
+            run.path,
+            run_config(
+                str(catalog),
+                pretrain=pretrain,
+                preset_name=plan.train_preset,
+                model={**plan.model, **(model or {})},
+                train=overrides,
+            ),
+        )
         log(f"[experiments] training run {name}")
     execute_run(run)
     if run.status().get("state") != "finished":
@@ -88,6 +96,6 @@ def predict_single_network(run: RunDir, features, device: str = "cpu") -> dict[s
 
     model = load_model(run.path, device=device)
     splits = run_splits(run)
-    mask, _ = _member_mask(run, features.ref_id, model.members)
+    mask, _ = _member_mask(run, features, model.members, by_photometry=False)
     mask[splits.folds :] = False
     return predict_features(model, features, mask, PzConfig(**run.config()["pz"]))
