@@ -316,9 +316,12 @@ def validate(
 ) -> Catalog:
     """Check values; raise CatalogError naming ``source``, the column and a few offending rows.
 
-    Fluxes must be finite and not a placeholder code (-99...), errors finite and > 0, ref_id
-    unique, zspec NaN or finite >= 0, mag NaN or finite, exposures valid and each coadd consistent
-    with its exposures (see ``check_coadd``). Returns ``cat`` unchanged.
+    ref_id unique, zspec NaN or finite >= 0, mag NaN or finite, exposures valid and each coadd
+    consistent with its exposures (see ``check_coadd``). A band whose fluxes are NaN/inf or a
+    placeholder code (-99...), or whose errors are NaN/inf or <= 0, for EVERY galaxy is refused
+    (remove it); such values in some galaxies are left to the photometric screen
+    (``deepz_core.screen``), which flags those galaxies instead of failing the whole catalogue.
+    Returns ``cat`` unchanged.
     """
     if cat.n_galaxies == 0 or not cat.bands:
         raise CatalogError(
@@ -333,13 +336,12 @@ def validate(
         (ERROR_PREFIX, "non-positive", cat.flux_error <= 0),
     )
     for prefix, what, bad in checks:  # bad: (N, B)
-        j = int(np.argmax(bad.any(axis=0)))
+        j = int(np.argmax(bad.all(axis=0)))
         column = f"{prefix}{cat.bands[j]}"
         if cat.n_galaxies > 1 and bad[:, j].all():
             raise CatalogError(f"{source}: column '{column}' has {what} values for every galaxy: "
                                f"remove band {cat.bands[j]!r} (its {FLUX_PREFIX}/{ERROR_PREFIX} "
                                "columns) or fill it in")  # fmt: skip
-        _check(bad[:, j], f"{source}: column '{column}' has {what} values for ref_id", cat.ref_id)
     with np.errstate(invalid="ignore"):
         bad_z = np.isinf(cat.zspec) | (cat.zspec < 0)
     why = "inf or negative values (use NaN for unknown)"
@@ -394,7 +396,8 @@ def _validate_exposures(cat: Catalog, source: str) -> None:
 def coadd_mismatch(cat: Catalog, gal: np.ndarray, band: np.ndarray) -> tuple[np.ndarray, ...]:
     """(bad, coadd, mean), each (N, B): cells whose coadd differs from the inverse-variance mean m +- s
     of its exposures by more than COADD_RTOL * max(|coadd|, |m|) AND more than COADD_SIGMA_TOL * s
-    (both must fail); cells without exposures are never bad, and a non-finite mean always is."""
+    (both must fail); cells without exposures or without a coadd (NaN, a placeholder) are never
+    bad, and a non-finite mean always is."""
     exp = cat.exposures
     assert exp is not None
     n, b = cat.flux.shape
@@ -409,6 +412,7 @@ def coadd_mismatch(cat: Catalog, gal: np.ndarray, band: np.ndarray) -> tuple[np.
             diff > COADD_SIGMA_TOL * sw**-0.5
         )
     bad = (sw > 0) & (bad | ~np.isfinite(mean))
+    bad &= np.isfinite(coadd) & ~is_placeholder(coadd)  # a missing coadd is the screen's business
     return bad.reshape(n, b), coadd.reshape(n, b), mean.reshape(n, b)
 
 

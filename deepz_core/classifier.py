@@ -303,6 +303,13 @@ class ClassifierConfig:
             )
         return cls(**dict(values))
 
+    @classmethod
+    def from_model_config(cls, values: Mapping[str, Any]) -> ClassifierConfig:
+        """The classifier with the network shape of a run's MDN model config: the fields both
+        have; the MDN's own (``input_norm``, ``sigma_floor``, ...) are not the classifier's."""
+        known = {f.name for f in fields(cls)}
+        return cls.from_dict({k: v for k, v in values.items() if k in known})
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

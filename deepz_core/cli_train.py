@@ -64,6 +64,9 @@ def _train_args(p: argparse.ArgumentParser) -> None:
         "--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps"
     )
     p.add_argument("--ref-band", help="reference band for flux ratios (default subaru_i, else *_i)")
+    p.add_argument("--input-norm", choices=("robust", "batchnorm"),
+                   help="robust (default): flux ratios scaled by the training set's median and "
+                   "IQR, clipped; batchnorm: E20's input BatchNorm on the raw ratios")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="seed of splits, weights and coadds (0)")
     p.add_argument("--out", required=True,
                    help="run folder to create: config.json, status.json, metrics.jsonl, log.txt, "
@@ -90,7 +93,9 @@ def train_overrides(args: argparse.Namespace) -> tuple[dict, dict]:
         train["schedule"] = parse_schedule(args.schedule)
     if args.pretrain_schedule is not None:
         train["pretrain_schedule"] = parse_schedule(args.pretrain_schedule, "--pretrain-schedule")
-    model = {"use_autoencoder": False} if args.no_autoencoder else {}
+    model: dict = {"use_autoencoder": False} if args.no_autoencoder else {}
+    if args.input_norm is not None:
+        model["input_norm"] = args.input_norm
     return model, train
 
 
@@ -231,20 +236,20 @@ def _predict(args: argparse.Namespace) -> int:
             n = predict_dataset(args.run, args.catalog, args.out, mapper=dask_map(client), **common)
     else:
         n = predict_dataset(args.run, args.catalog, args.out, **common)
-    print(f"wrote {n} predictions to {args.out}{_left_out(args.catalog, n, args.run)}")
+    print(f"wrote {n} predictions to {args.out}{_flag_note(args.out)}")
     return 0
 
 
-def _left_out(catalog: str, n: int, run: str) -> str:
-    """``" (K of N galaxies left out: ...)"`` when the catalogue has rows without predictions."""
-    from deepz_core.chunked_io import count_rows
-    from deepz_core.model import load_model_json
+def _flag_note(out: str) -> str:
+    """``" (K of N without a p(z): ...; M more flagged ...)"`` from the output's ``flag`` column."""
+    from deepz_core.stream import flag_counts
 
-    total = count_rows(catalog)
-    if n >= total:
+    counts = flag_counts(out)
+    total, no_pz = counts.pop("rows"), counts.pop("NO_PZ", 0)
+    if not counts:
         return ""
-    ref = load_model_json(run).get("metadata", {}).get("ref_band", "reference band")
-    return f" ({total - n} of {total} galaxies left out: {ref} flux <= 0, no flux ratios)"
+    shown = ", ".join(f"{k} {v}" for k, v in counts.items())
+    return f" ({no_pz} of {total} without a p(z); flags: {shown}; see the flag column)"
 
 
 def _evaluate_args(p: argparse.ArgumentParser) -> None:

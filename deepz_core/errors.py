@@ -11,3 +11,8 @@ class CatalogError(DeepzError, ValueError):
 
 class ConfigError(DeepzError, ValueError):
     """A configuration value is unknown or out of range; the message names the field and echoes the value."""
+
+
+class TrainingError(DeepzError, RuntimeError):
+    """Training went wrong (a non-finite loss or weight, a diverging held-out loss); the message
+    names the phase, the epoch and, where the data are the cause, the galaxies and bands."""

@@ -87,17 +87,25 @@ def cde_loss_from_table(t: Table, pz: PzConfig) -> float:
 
 
 def evaluate_table(t: Table, pz: PzConfig | None = None) -> dict[str, Any]:
-    """Metrics over galaxies with a spec-z: overall, ODDS-best-50%, PIT, CDE loss, per magnitude bin."""
+    """Metrics over galaxies with a spec-z: overall, ODDS-best-50%, PIT, CDE loss, per magnitude bin.
+
+    Galaxies without a p(z) (NaN products, ``flag`` NO_PZ) are failures: counted in ``n_no_pz``
+    and ``no_pz_fraction`` (of the galaxies with a spec-z), never averaged in as numbers."""
     pz = pz or PzConfig()
     z = np.asarray(t["zspec"], dtype=np.float64)
     use = np.isfinite(z)
     if "out_of_fold" in t.colnames and np.asarray(t["out_of_fold"])[use].any():
         use &= np.asarray(t["out_of_fold"], dtype=bool)
-    sub = t[use]
-    if len(sub) == 0:
+    if not use.any():
         raise CatalogError("no galaxies with a spec-z to evaluate against")
+    failed = use & ~np.isfinite(np.asarray(t["zphot"], dtype=np.float64))
+    sub = t[use & ~failed]
+    if len(sub) == 0:
+        raise CatalogError(f"none of the {int(use.sum())} galaxies with a spec-z has a p(z) "
+                           "(all NaN; see the flag column): nothing to evaluate")  # fmt: skip
     zp, zs = np.asarray(sub["zphot"], dtype=np.float64), np.asarray(sub["zspec"], dtype=np.float64)
     report: dict[str, Any] = {"overall": metrics.point_metrics(zp, zs)}
+    report["overall"].update(n_no_pz=int(failed.sum()), no_pz_fraction=failed.sum() / use.sum())
     report["overall"]["odds_best50_sigma68"] = metrics.best_fraction_sigma68(
         zp, zs, np.asarray(sub["odds"])
     )

@@ -4,10 +4,16 @@ One :class:`DeepzModel` holds E members; every tensor has a leading member axis 
 (E, N, F): each member sees its own batch of galaxies. Losses are per-member means summed over
 members, so each member's gradient is the one it would get alone.
 
-Input normalisation: the flux ratios are not rescaled elsewhere (authors' code: an input
-BatchNorm was the only per-band normalisation). Each network that reads them starts with its own
-BatchNorm: the encoder on the ratios, the photo-z network on concat[ratios, latent] (so the latent
-features are normalised too). The decoder reads the latent features directly and reconstructs raw flux ratios.
+Input normalisation (``ModelConfig.input_norm``):
+- ``"robust"`` (default): each flux ratio is standardised by fixed statistics of the training
+  population stored with the model (median and IQR / 1.349, ``deepz_core.screen.InputStats``) and
+  clipped to +-``input_clip``; no BatchNorm sees the raw inputs, so no galaxy moves another's
+  normalisation (issue 23: one galaxy with ratios of ~1000 inflated the input BatchNorm's batch and
+  running statistics and squashed every other galaxy's features). The latent features get a
+  BatchNorm of their own before the photo-z network reads concat[scaled ratios, latent].
+- ``"batchnorm"`` (E20; the authors' code): the raw ratios go to an input BatchNorm in the encoder
+  and one over concat[ratios, latent] in the photo-z network.
+The decoder reads the latent features directly and reconstructs raw flux ratios in both modes.
 """
 
 from __future__ import annotations
@@ -24,11 +30,12 @@ from torch import Tensor, nn
 
 from deepz_core.errors import ConfigError
 from deepz_core.mdn import GaussianMixture, MixtureDensityHead
-from deepz_core.nn import EnsembleMLP, build_trunk, member_mean, members_view
+from deepz_core.nn import EnsembleBatchNorm1d, EnsembleMLP, build_trunk, member_mean, members_view
 from deepz_core.paths import atomic_write, atomic_write_json, read_description
 
 _FORMAT = "deepz.model"
 _VERSION = 1
+INPUT_NORMS = ("robust", "batchnorm")
 
 
 @dataclass(frozen=True)
@@ -42,6 +49,8 @@ class ModelConfig:
     - Dropout ``ae_dropout`` / ``pz_dropout`` after every linear layer except the last
       ``undropped_last`` of each network. ``sigma = sigma_floor + exp(log_sigma)``.
     - ``use_autoencoder=False``: ablation without encoder/decoder; photo-z reads the ratios only.
+    - ``input_norm``: "robust" (fixed training-set statistics, clipped at ``input_clip`` robust
+      sigma) or "batchnorm" (E20's input BatchNorm); see the module docstring.
     """
 
     n_inputs: int = 46
@@ -58,6 +67,8 @@ class ModelConfig:
     sigma_floor: float = 1e-3
     use_autoencoder: bool = True
     members: int = 1
+    input_norm: str = "robust"
+    input_clip: float = 50.0
 
     def __post_init__(self) -> None:
         minimum = {"n_inputs": 1, "n_latent": 1, "encoder_layers": 0, "decoder_layers": 0,
@@ -77,6 +88,16 @@ class ModelConfig:
             )
         if not isinstance(self.use_autoencoder, bool):
             raise ConfigError(f"use_autoencoder: expected true/false, got {self.use_autoencoder!r}")
+        if self.input_norm not in INPUT_NORMS:
+            raise ConfigError(f"input_norm: expected one of {INPUT_NORMS}, got {self.input_norm!r}")
+        if not _is_real(self.input_clip) or not 0.0 < self.input_clip < float("inf"):
+            raise ConfigError(f"input_clip: expected a finite number > 0, got {self.input_clip!r}")
+
+    @classmethod
+    def from_stored(cls, values: Mapping[str, Any]) -> ModelConfig:
+        """Config from a stored mapping (model.json, a run's config.json): one written before
+        ``input_norm`` existed used E20's input BatchNorm."""
+        return cls.from_dict({"input_norm": "batchnorm", **values})
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> ModelConfig:
@@ -106,8 +127,38 @@ class DeepzModel(nn.Module):
         super().__init__()
         c = config
         self.config = c
-        self.encoder, self.decoder, self.photoz = build_trunk(c, 3 * c.n_components)
+        robust = c.input_norm == "robust"
+        self.encoder, self.decoder, self.photoz = build_trunk(c, 3 * c.n_components, not robust)
         self.head = MixtureDensityHead(c.n_components, c.sigma_floor)
+        self.latent_norm = (
+            EnsembleBatchNorm1d(c.members, c.n_latent) if robust and c.use_autoencoder else None
+        )
+        # training-population statistics of each input (robust scaling and the screen), (E, F)
+        self.register_buffer("input_loc", torch.zeros(c.members, c.n_inputs))
+        self.register_buffer("input_scale", torch.ones(c.members, c.n_inputs))
+
+    def set_input_stats(self, loc: Tensor | Any, scale: Tensor | Any) -> None:
+        """Store the training population's per-input median ``loc`` and robust sigma ``scale``
+        (F,), the same for every member (``deepz_core.screen.fit_input_stats``)."""
+        for buf, values in ((self.input_loc, loc), (self.input_scale, scale)):
+            buf.copy_(torch.as_tensor(values, dtype=buf.dtype).expand_as(buf))
+
+    def input_stats(self) -> tuple[Tensor, Tensor]:
+        """(loc, scale) of member 0, (F,) each, on the CPU."""
+        return self.input_loc[0].cpu(), self.input_scale[0].cpu()
+
+    def _scaled(self, x: Tensor) -> Tensor:
+        """(E, N, F) inputs as the networks read them: robustly scaled and clipped, or raw."""
+        if self.config.input_norm != "robust":
+            return x
+        clip = self.config.input_clip
+        return ((x - self.input_loc.unsqueeze(1)) / self.input_scale.unsqueeze(1)).clamp(-clip, clip)
+
+    def _photoz_input(self, x: Tensor, latent: Tensor) -> Tensor:
+        """concat[inputs, latent features] (E, N, F + L), the latent normalised in robust mode."""
+        if self.latent_norm is not None:
+            latent = self.latent_norm(latent)
+        return torch.cat([x, latent], dim=-1)
 
     @property
     def members(self) -> int:
@@ -127,26 +178,26 @@ class DeepzModel(nn.Module):
     def encode(self, x: Tensor) -> Tensor:
         """Latent features, (E, N, F) -> (E, N, n_latent) (E20 Sec. 4.1)."""
         encoder, _ = self._require_autoencoder()
-        return encoder(self._members_view(x))
+        return encoder(self._scaled(self._members_view(x)))
 
     def reconstruct(self, x: Tensor) -> Tensor:
         """Autoencoder output, (E, N, F) -> (E, N, F)."""
         encoder, decoder = self._require_autoencoder()
-        return decoder(encoder(self._members_view(x)))
+        return decoder(encoder(self._scaled(self._members_view(x))))
 
     def forward_with_reconstruction(self, x: Tensor) -> tuple[GaussianMixture, Tensor | None]:
         """p(z) with batch shape (E, N) and the reconstruction (E, N, F), None without autoencoder."""
-        x = self._members_view(x)  # (E, N, F)
+        x = self._scaled(self._members_view(x))  # (E, N, F)
         if self.encoder is None or self.decoder is None:
             return self.head(self.photoz(x)), None
         latent = self.encoder(x)  # (E, N, L)
-        raw = self.photoz(torch.cat([x, latent], dim=-1))  # (E, N, 3M)
+        raw = self.photoz(self._photoz_input(x, latent))  # (E, N, 3M)
         return self.head(raw), self.decoder(latent)
 
     def forward(self, x: Tensor) -> GaussianMixture:
         """p(z) for each member and galaxy: mixture with batch shape (E, N) (E20 Sec. 2.3)."""
-        x = self._members_view(x)  # (E, N, F)
-        inputs = x if self.encoder is None else torch.cat([x, self.encoder(x)], dim=-1)
+        x = self._scaled(self._members_view(x))  # (E, N, F)
+        inputs = x if self.encoder is None else self._photoz_input(x, self.encoder(x))
         return self.head(self.photoz(inputs))
 
     def mdn_nll(self, x: Tensor, z: Tensor, weight: Tensor | None = None) -> Tensor:
@@ -236,10 +287,13 @@ def load_model(
 ) -> DeepzModel:
     """Rebuild the model from ``<name>.json``, load ``<name>.safetensors``; returns it in eval mode."""
     doc = load_model_json(directory, name)
-    model = DeepzModel(ModelConfig.from_dict(doc["config"]))
+    model = DeepzModel(ModelConfig.from_stored(doc["config"]))
     path = Path(directory) / f"{name}.safetensors"
     try:
         state = load_file(str(path), device=str(device))
+        if "input_loc" not in state:  # saved before the screen: no population statistics, so
+            state["input_loc"] = model.input_loc  # nothing is ever beyond them
+            state["input_scale"] = torch.full_like(model.input_scale, float("inf"))
         model.load_state_dict(state)
     except (
         OSError,

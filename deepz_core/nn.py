@@ -327,19 +327,21 @@ class TrunkConfig(Protocol):
 
 
 def build_trunk(
-    c: TrunkConfig, n_outputs: int
+    c: TrunkConfig, n_outputs: int, input_norm: bool = True
 ) -> tuple[EnsembleMLP | None, EnsembleMLP | None, EnsembleMLP]:
     """(encoder, decoder, photo-z network) of E20 Fig. 1: the photo-z network reads the inputs and,
-    with the autoencoder, its ``n_latent`` features, and ends in ``n_outputs`` raw outputs."""
+    with the autoencoder, its ``n_latent`` features, and ends in ``n_outputs`` raw outputs.
+    ``input_norm``: the encoder and the photo-z network start with a BatchNorm over their inputs
+    (E20); False when the inputs arrive already normalised (``DeepzModel``'s robust scaling)."""
     encoder = decoder = None
     n_pz_in = c.n_inputs
     if c.use_autoencoder:
         encoder = EnsembleMLP(c.members, c.n_inputs, [c.width] * c.encoder_layers, c.n_latent,
-                              c.ae_dropout, c.undropped_last, True)  # fmt: skip
+                              c.ae_dropout, c.undropped_last, input_norm)  # fmt: skip
         decoder = EnsembleMLP(c.members, c.n_latent, [c.width] * c.decoder_layers, c.n_inputs,
                               c.ae_dropout, c.undropped_last)  # fmt: skip
         n_pz_in += c.n_latent
     first = [c.photoz_first_width] if c.photoz_first_width > 0 else []
     photoz = EnsembleMLP(c.members, n_pz_in, first + [c.width] * c.photoz_layers, n_outputs,
-                         c.pz_dropout, c.undropped_last, True)  # fmt: skip
+                         c.pz_dropout, c.undropped_last, input_norm)  # fmt: skip
     return encoder, decoder, photoz

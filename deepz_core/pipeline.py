@@ -7,6 +7,7 @@ a killed run to resume from its last checkpoint. Everything the pages show is re
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -23,8 +24,10 @@ from deepz_core.config import TrainConfig, preset
 from deepz_core.errors import ConfigError
 from deepz_core.features import Features, build_features
 from deepz_core.model import DeepzModel, ModelConfig, save_model
+from deepz_core.paths import atomic_write_json
 from deepz_core.pz import PzConfig
 from deepz_core.runs import RunDir, load_checkpoint
+from deepz_core.screen import Screen, screened_rows
 from deepz_core.splits import Splits, make_splits
 from deepz_core.training import (
     Cancelled,
@@ -32,6 +35,7 @@ from deepz_core.training import (
     PhaseRunner,
     finetune_loss,
     heldout_nll,
+    heldout_summary,
     pretrain_loss,
     resolve_device,
 )
@@ -60,7 +64,7 @@ def run_config(
     """The validated ``config.json`` of a run (as JSON reads it back); bad choices raise here."""
     p = preset(preset_name)
     train_cfg = TrainConfig.from_dict({**p.train, **(train or {})})
-    model_over = {**p.model, **(model or {})}
+    model_over = {"input_norm": ModelConfig.input_norm, **p.model, **(model or {})}
     ModelConfig.from_dict({"n_inputs": 2, **model_over})  # validate early: bad values fail here
     known_pz = {f.name for f in dataclasses.fields(PzConfig)}
     if set(pz or {}) - known_pz:
@@ -101,19 +105,40 @@ def config_changes(old: Any, new: Any, key: str = "", ignore: tuple[str, ...] = 
 def full_config(config: dict[str, Any]) -> dict[str, Any]:
     """A run config with ``model`` and ``train`` spelled out field by field, defaults filled in: a
     run written before a setting existed compares equal to one that states its default."""
-    model = ModelConfig.from_dict({"n_inputs": 2, **config["model"]}).to_dict()
+    model = ModelConfig.from_stored({"n_inputs": 2, **config["model"]}).to_dict()
     train = TrainConfig.from_dict(config["train"]).to_dict()
     return json.loads(json.dumps({**config, "model": model, "train": train}))
 
 
 def load_inputs(config: dict[str, Any]) -> tuple[Catalog, Features]:
+    """The run's catalogue and its features, screened against their own population (the
+    statistics a new model is given: ``Features.input_stats``)."""
     cat = read_catalog(config["catalog"], config["exposures"])
-    return cat, build_features(cat, config["ref_band"])
+    features = build_features(cat, config["ref_band"])
+    return cat, features.against_population(features.input_stats())
 
 
 def labelled_mask(features: Features) -> np.ndarray:
+    """(N,) bool: galaxies whose spec-z can be a label and whose photometry passed the screen."""
     z = features.zspec
-    return np.isfinite(z) & (z >= 0) & (z <= Z_LABEL_MAX)
+    return np.isfinite(z) & (z >= 0) & (z <= Z_LABEL_MAX) & features.trainable
+
+
+def record_screen(run: RunDir, features: Features) -> None:
+    """Write ``screen.json`` (counts and ref_ids per flag of the galaxies left out of the loss) and
+    log the counts: nothing is dropped silently."""
+    flagged = ~features.trainable
+    counts = Screen(features.flags, features.usable).counts()
+    doc = {"n_rows": features.n_rows, "no_reference_flux": features.n_excluded,
+           "left_out_of_loss": int(flagged.sum()) + features.n_excluded, "counts": counts,
+           "ref_ids": screened_rows(features.ref_id[flagged], features.flags[flagged])}  # fmt: skip
+    atomic_write_json(run.file("screen.json"), doc)
+    if features.n_excluded:
+        run.log(features.exclusion_note())
+    if flagged.any():
+        shown = ", ".join(f"{k} {v}" for k, v in counts.items())
+        run.log(f"screen: {int(flagged.sum())} galaxies left out of the loss ({shown}); "
+                "their ref_ids are in screen.json")  # fmt: skip
 
 
 def pretraining_simulation_path(
@@ -154,7 +179,9 @@ def simulation_batches(sim: Catalog, features: Features, members: int, device) -
 
 
 def build_model(config: dict[str, Any], n_inputs: int, members: int, device) -> DeepzModel:
-    model_cfg = ModelConfig.from_dict({**config["model"], "n_inputs": n_inputs, "members": members})
+    model_cfg = ModelConfig.from_stored(
+        {**config["model"], "n_inputs": n_inputs, "members": members}
+    )
     return DeepzModel(model_cfg).to(device)
 
 
@@ -184,8 +211,7 @@ def _train(run: RunDir, config: dict[str, Any], train: TrainConfig) -> None:
     from deepz_core.predict import write_run_predictions
 
     cat, features = load_inputs(config)
-    if features.n_excluded:
-        run.log(features.exclusion_note())
+    record_screen(run, features)
     splits = make_splits(labelled_mask(features), train.repetitions, train.folds, train.seed)
     np.savez(run.file("splits.npz"), train=splits.train, labelled=splits.labelled,
              ref_id=features.ref_id, ratio=features.ratio,
@@ -193,6 +219,8 @@ def _train(run: RunDir, config: dict[str, Any], train: TrainConfig) -> None:
     device = resolve_device(train.device)
     torch.manual_seed(train.seed)
     model = build_model(config, len(features.bands), train.members, device)
+    stats = features.input_stats()
+    model.set_input_stats(stats.loc, stats.scale)
     run.log(f"device {device}, {train.members} members, {features.n} galaxies, "
             f"{int(splits.labelled.sum())} with zspec, exposures: {features.has_exposures}")  # fmt: skip
     phases = _phases(config, features, splits, train, device)
@@ -202,6 +230,9 @@ def _train(run: RunDir, config: dict[str, Any], train: TrainConfig) -> None:
     save_model(model, run.path, "model", metadata={"bands": list(features.bands),
                                                    "ref_band": features.ref_band})  # fmt: skip
     summary = write_run_predictions(run, model, cat, features, splits, PzConfig(**config["pz"]))
+    summary["heldout"] = heldout_summary(run.metrics())
+    if "warning" in summary["heldout"]:
+        run.log(f"warning: {summary['heldout']['warning']}")
     run.set_status("finished", phase="done", summary=summary)
     run.log("finished")
 
@@ -231,8 +262,10 @@ def _pretrain_key(
     path = pretraining_simulation_path(config, features, train)
     ident = path.name if config["pretrain"] == "auto" else pretrained.file_digest(path)
     device = next(model.parameters()).device.type
+    stats = hashlib.sha256(b"".join(t.cpu().numpy().tobytes() for t in model.input_stats()))
     return pretrained.PretrainKey(model.config.to_dict(), train, features.bands,
-                                  features.ref_band, ident, device).digest()  # fmt: skip
+                                  features.ref_band, ident, device,
+                                  stats.hexdigest()[:16]).digest()  # fmt: skip
 
 
 def _run_phases(

@@ -18,13 +18,14 @@ import torch
 from astropy.table import Table
 
 from deepz_core.catalog import Catalog
-from deepz_core.errors import ConfigError
+from deepz_core.errors import ConfigError, TrainingError
 from deepz_core.features import Features, build_features, same_photometry
 from deepz_core.mdn import GaussianMixture, combine_members
 from deepz_core.model import DeepzModel, load_model, load_model_json
 from deepz_core.paths import atomic_write
 from deepz_core.pz import PzConfig, point_products
 from deepz_core.runs import RunDir
+from deepz_core.screen import InputStats, PzFlag
 from deepz_core.splits import Splits
 
 LOG = logging.getLogger("deepz")
@@ -66,6 +67,7 @@ def predict_features(
     model.eval()
     device = next(model.parameters()).device
     n_comp = model.members * model.config.n_components
+    x = features.network_input(model.input_stats()[0].numpy())  # (N, B), unusable bands imputed
     parts: list[dict[str, np.ndarray]] = [  # zero rows: the columns of an empty catalogue
         {**{k: np.zeros(0) for k in (*POINT_COLUMNS, "pit")},
          **{k: np.zeros((0, n_comp), np.float32) for k in ("weights", "means", "stds")}}
@@ -74,7 +76,7 @@ def predict_features(
     step = max(chunk, PRODUCT_PAIRS // n_comp // chunk * chunk)  # a multiple of chunk
     for s in range(0, features.n, step):
         e = min(s + step, features.n)
-        mixes = [_ensemble_pz(model, features, member_mask, a, min(a + chunk, e), device)
+        mixes = [_ensemble_pz(model, x, member_mask, a, min(a + chunk, e), device)
                  for a in range(s, e, chunk)]  # fmt: skip
         logits, loc, scale = (torch.cat(t) for t in zip(*mixes, strict=True))  # (n, E*M) each
         mix = GaussianMixture.from_params(logits.double(), loc.double(), scale.double())
@@ -84,16 +86,29 @@ def predict_features(
         out.update(weights=weights.float().cpu().numpy(), means=loc.float().cpu().numpy(),
                    stds=scale.float().cpu().numpy())  # fmt: skip
         parts.append(out)
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    products = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    return without_pz(products, ~features.predictable)
+
+
+def without_pz(products: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
+    """``products`` with every value of ``rows`` (N,) bool set to NaN: galaxies the screen gives
+    no p(z) (``PzFlag.NO_PZ``) get NaN, never a number computed from imputed inputs."""
+    if not rows.any():
+        return products
+    out = {k: v.astype(np.result_type(v.dtype, np.float32), copy=True) for k, v in products.items()}
+    for v in out.values():
+        v[rows] = np.nan
+    return out
 
 
 PRODUCT_PAIRS = 1 << 21  # galaxies x components per p(z) products call (~64 MB of float64 params)
 
 
-def _ensemble_pz(model: DeepzModel, features: Features, member_mask: np.ndarray | None,
+def _ensemble_pz(model: DeepzModel, inputs: np.ndarray, member_mask: np.ndarray | None,
                  start: int, stop: int, device: torch.device) -> tuple[torch.Tensor, ...]:  # fmt: skip
-    """Ensemble p(z) of galaxies [start, stop) as float32 (n, E*M) log weights, means, sigmas."""
-    x = torch.as_tensor(features.ratio[start:stop], device=device)
+    """Ensemble p(z) of galaxies [start, stop) of ``inputs`` (N, B) as float32 (n, E*M) log
+    weights, means, sigmas."""
+    x = torch.as_tensor(inputs[start:stop], device=device)
     mask = (
         None if member_mask is None else torch.as_tensor(member_mask[:, start:stop], device=device)
     )
@@ -102,8 +117,14 @@ def _ensemble_pz(model: DeepzModel, features: Features, member_mask: np.ndarray 
 
 
 def predictions_table(
-    features: Features, products: dict[str, np.ndarray], extra: dict | None = None
+    features: Features,
+    products: dict[str, np.ndarray],
+    extra: dict | None = None,
+    catalog: Catalog | None = None,
 ) -> Table:
+    """The predictions of ``features`` as a Table; with the ``catalog`` they came from, one row per
+    catalogue row in its order (rows without features: NaN products, ``flag`` REF_UNUSABLE |
+    NO_PZ). ``extra`` holds further (N,) columns of the featured galaxies."""
     t = Table()
     t["ref_id"] = features.ref_id
     for name in POINT_COLUMNS:
@@ -113,11 +134,35 @@ def predictions_table(
         t["pit"] = products["pit"]
     if features.mag is not None:
         t["mag"] = features.mag
+    t["flag"] = features.flags.astype(np.int32)
     for name, values in (extra or {}).items():
         t[name] = values
     for name in ("weights", "means", "stds"):
         t[name] = products[name]
-    return t
+    if catalog is None or features.n == catalog.n_galaxies:
+        return t
+    return every_row(t, features.rows, catalog)
+
+
+def every_row(table: Table, rows: np.ndarray, catalog: Catalog) -> Table:
+    """``table`` of the catalogue rows ``rows`` spread over all its rows in order: the others get
+    their ref_id, zspec and mag, NaN products, flag REF_UNUSABLE | NO_PZ, and False/0 elsewhere."""
+    n = catalog.n_galaxies
+    out = Table()
+    for name in table.colnames:
+        col = np.asarray(table[name])
+        fill = np.nan if col.dtype.kind == "f" else 0
+        full = np.full((n, *col.shape[1:]), fill, dtype=col.dtype)
+        full[rows] = col
+        out[name] = full
+    out["ref_id"] = catalog.ref_id
+    out["zspec"] = catalog.zspec
+    if "mag" in out.colnames and catalog.mag is not None:
+        out["mag"] = catalog.mag  # else NaN: the reference flux gives no magnitude either
+    missing = np.ones(n, dtype=bool)
+    missing[rows] = False
+    out["flag"][missing] = int(PzFlag.REF_UNUSABLE | PzFlag.NO_PZ)
+    return out
 
 
 TABLE_FORMATS = {".fits": "fits", ".fit": "fits", ".fits.gz": "fits", ".parquet": "parquet",
@@ -143,23 +188,28 @@ def write_table(table: Table, path: Path | str) -> Path:
 
 
 def summarise(table: Table) -> dict[str, Any]:
-    """Headline metrics over galaxies with a spec-z (out-of-fold ones when flagged)."""
+    """Headline metrics over galaxies with a spec-z (out-of-fold ones when flagged) and a p(z);
+    ``n_no_pz`` counts those without one (failures, never numbers)."""
     from deepz_core.metrics import point_metrics  # scipy.stats: ~1 s to import, not for workers
 
     z = np.asarray(table["zspec"])
     use = np.isfinite(z)
     if "out_of_fold" in table.colnames:
         use &= np.asarray(table["out_of_fold"])
-    if not use.any():
-        return {"n": 0}
-    return point_metrics(np.asarray(table["zphot"])[use], z[use])
+    zp = np.asarray(table["zphot"])
+    failed = use & ~np.isfinite(zp)
+    use &= np.isfinite(zp)
+    out = point_metrics(zp[use], z[use]) if use.any() else {"n": 0}
+    return {**out, "n_no_pz": int(failed.sum()), "n_rows": len(table)}
 
 
 def write_run_predictions(run: RunDir, model: DeepzModel, cat: Catalog, features: Features,
                           splits: Splits, pz: PzConfig) -> dict[str, Any]:  # fmt: skip
     """Out-of-fold predictions for the training catalogue: predictions.fits plus summary."""
     products = predict_features(model, features, splits.predict_mask(), pz)
-    table = predictions_table(features, products, {"out_of_fold": splits.out_of_fold()})
+    if features.predictable.any() and not np.isfinite(products["zphot"]).any():
+        raise TrainingError("every p(z) of the trained networks is NaN: the run failed")
+    table = predictions_table(features, products, {"out_of_fold": splits.out_of_fold()}, cat)
     write_table(table, run.file("predictions.fits"))
     summary = summarise(table)
     run.log(f"out-of-fold metrics: {summary}")
@@ -175,13 +225,22 @@ def predict_catalog(run_dir: Path | str, catalog: Catalog, out: Path | str, devi
     model = load_model(run.path, device=device)
     if meta.get("bands") is not None:
         catalog = match_bands(catalog, tuple(meta["bands"]))
-    features = build_features(catalog, meta.get("ref_band"))
+    features = model_features(model, catalog, meta.get("ref_band"))
     mask, oof = _member_mask(run, features, model.members)
     pz = pz or PzConfig(**run.config().get("pz", {}))
     products = predict_features(model, features, mask, pz)
-    table = predictions_table(features, products, {"out_of_fold": oof})
+    table = predictions_table(features, products, {"out_of_fold": oof}, catalog)
     write_table(table, out)
     return table
+
+
+def model_features(
+    model: DeepzModel, catalog: Catalog, ref_band: str | None, use_exposures: bool = True
+) -> Features:
+    """The catalogue's features screened against the population the model was trained on."""
+    features = build_features(catalog, ref_band, use_exposures)
+    loc, scale = model.input_stats()
+    return features.against_population(InputStats(loc.numpy(), scale.numpy()))
 
 
 def match_bands(catalog: Catalog, bands: tuple[str, ...], source: str = "--catalog") -> Catalog:

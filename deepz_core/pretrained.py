@@ -55,6 +55,7 @@ class PretrainKey:
     ref_band: str
     simulation: str  # the cached simulation's file name (its parameters' hash) or a file digest
     device: str  # torch.device type: CPU and GPU arithmetic differ
+    input_stats: str = ""  # digest of the model's input statistics (they are in the state)
 
     def digest(self) -> str:
         t = self.train
@@ -62,7 +63,8 @@ class PretrainKey:
                 "model": self.model, "schedule": t.pretrain_schedule,
                 "batch_size": t.pretrain_batch_size, "min_batch": t.min_batch,
                 "weight_decay": t.weight_decay, "seed": t.seed, "bands": list(self.bands),
-                "ref_band": self.ref_band, "simulation": self.simulation}  # fmt: skip
+                "ref_band": self.ref_band, "simulation": self.simulation,
+                "input_stats": self.input_stats}  # fmt: skip
         return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:24]
 
 

@@ -28,7 +28,6 @@ import torch
 from deepz_core.catalog import ERROR_PREFIX, FLUX_PREFIX, Catalog
 from deepz_core.chunked_io import Range, count_rows, iter_rows, plan
 from deepz_core.errors import ConfigError
-from deepz_core.features import build_features
 from deepz_core.memory import tune_malloc
 from deepz_core.model import DeepzModel, load_model, load_model_json
 from deepz_core.paths import atomic_write, atomic_write_json
@@ -36,6 +35,7 @@ from deepz_core.predict import (
     _member_mask,
     match_bands,
     mixture_from_arrays,
+    model_features,
     predict_features,
     predictions_table,
     table_format,
@@ -68,14 +68,14 @@ class Predictor:
         same columns, so every chunk and part of a dataset has one schema)."""
         if self.meta.get("bands") is not None:
             cat = match_bands(cat, tuple(self.meta["bands"]))
-        features = build_features(cat, self.meta.get("ref_band"), use_exposures=False)
+        features = model_features(self.model, cat, self.meta.get("ref_band"), False)
         mask, oof = _member_mask(self.run, features, self.model.members)
         products = predict_features(self.model, features, mask, self.pz)
         extra = {"out_of_fold": oof}
         extra |= {k: cat.extra[k][features.rows] for k in KEEP_EXTRA if k in cat.extra}
         if grid:
             extra["pz"] = pz_grid(products, self.pz)
-        return arrow_table(predictions_table(features, products, extra))
+        return arrow_table(predictions_table(features, products, extra, cat))
 
     def columns(self) -> set[str] | None:
         """Catalogue columns the predictions use (None: all, for a run without recorded bands)."""
@@ -188,6 +188,24 @@ def predict_file(run_dir: str, catalog: str, out: str, chunk_size: int = DEFAULT
     table = astropy_table(pa.concat_tables(list(tables)))
     atomic_write(out, lambda tmp: table.write(tmp, format="fits", overwrite=True))
     return len(table)
+
+
+def flag_counts(out: Path | str) -> dict[str, int]:
+    """``{"rows": N, flag name: rows with it, ...}`` of a predictions file or dataset folder."""
+    from deepz_core.screen import PzFlag
+
+    path = Path(out)
+    if path.is_file() and table_format(path) == "fits":
+        from astropy.table import Table
+
+        flags = np.asarray(Table.read(path)["flag"])
+    else:
+        import pyarrow.dataset as ds
+
+        source = [str(p) for p in sorted(path.glob("part-*.parquet"))] if path.is_dir() else str(path)
+        flags = ds.dataset(source, format="parquet").to_table(columns=["flag"])["flag"].to_numpy()
+    counts = {f.name: int(np.count_nonzero(flags & f)) for f in PzFlag if f.name is not None}
+    return {"rows": len(flags), **{k: v for k, v in counts.items() if v}}
 
 
 def astropy_table(table: pa.Table) -> Any:

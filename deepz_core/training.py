@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from deepz_core.batches import Batch
-from deepz_core.errors import ConfigError
+from deepz_core.errors import ConfigError, TrainingError
 from deepz_core.model import DeepzModel
 from deepz_core.runs import RunDir, rng_from_json, rng_state_to_json, save_checkpoint
 
@@ -76,17 +77,37 @@ def finetune_loss(model: DeepzModel, b: Batch) -> Tensor:
 def train_epoch(
     model: DeepzModel, loss_fn: LossFn, batches: Iterable[Batch], optimizer: torch.optim.Optimizer
 ) -> float:
-    """One pass over ``batches``; returns the mean loss per member and batch."""
+    """One pass over ``batches``; returns the mean loss per member and batch. A non-finite batch
+    loss raises TrainingError before its step can poison the weights."""
     model.train()
     total, count = torch.zeros(()), 0
     for batch in batches:
         optimizer.zero_grad(set_to_none=True)
         loss = loss_fn(model, batch)
+        if not torch.isfinite(loss):
+            raise TrainingError(f"the training loss became {float(loss)} at batch {count + 1}; "
+                                f"{_batch_diagnosis(batch)}")  # fmt: skip
         loss.backward()
         optimizer.step()
         total += loss.detach().cpu()
         count += 1
     return float(total) / max(count, 1) / model.members
+
+
+def _batch_diagnosis(batch: Batch) -> str:
+    """Where a non-finite loss comes from: the batch's inputs, or the network itself."""
+    bad = ~torch.isfinite(batch.x)  # (E, n, B)
+    if bad.any():
+        bands = sorted({int(b) for b in bad.nonzero()[:, 2].tolist()})
+        return f"non-finite inputs in band column(s) {bands} of this batch"
+    return "the inputs are finite, so the network diverged: try a lower learning rate"
+
+
+def check_weights(model: torch.nn.Module) -> None:
+    """Raise TrainingError naming the first parameter or buffer with a NaN/inf value."""
+    for name, tensor in (*model.named_parameters(), *model.named_buffers()):
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise TrainingError(f"the network weight {name!r} became NaN/inf")
 
 
 @torch.no_grad()
@@ -100,6 +121,60 @@ def heldout_nll(
         nll = -model(x[s : s + chunk]).log_prob(z[s : s + chunk])  # (E, n)
         total += (nll * heldout[:, s : s + chunk]).sum(dim=1)
     return total / heldout.sum(dim=1).clamp_min(1)
+
+
+DIVERGED_NATS = 20.0  # held-out NLL this far above a member's best counts as diverged ...
+DIVERGED_EVALS, DIVERGED_WINDOW = 3, 5  # ... in this many of the last evaluations
+WORSE_NATS = 0.5  # a final held-out NLL this far above the best is worth a warning
+
+
+@dataclass
+class HeldoutWatch:
+    """Watches the per-member held-out NLL as training goes: a non-finite value, or values more
+    than ``DIVERGED_NATS`` above the member's best in ``DIVERGED_EVALS`` of the last
+    ``DIVERGED_WINDOW`` evaluations, raise TrainingError (issue 23: a fold holding one junk galaxy
+    swung between -1 and 1e7 from epoch to epoch)."""
+
+    best: list[float] = field(default_factory=list)
+    best_at: list[str] = field(default_factory=list)
+    above: list[list[bool]] = field(default_factory=list)
+
+    def add(self, where: str, nll: list[float]) -> None:
+        if not all(np.isfinite(nll)):
+            members = [i for i, v in enumerate(nll) if not np.isfinite(v)]
+            raise TrainingError(f"{where}: the held-out NLL of member(s) {members} is NaN/inf")
+        if not self.best:
+            self.best, self.best_at = list(nll), [where] * len(nll)
+            self.above = [[] for _ in nll]
+        for i, v in enumerate(nll):
+            if v < self.best[i]:
+                self.best[i], self.best_at[i] = v, where
+            self.above[i] = [*self.above[i], v > self.best[i] + DIVERGED_NATS][-DIVERGED_WINDOW:]
+            if sum(self.above[i]) >= DIVERGED_EVALS:
+                raise TrainingError(f"{where}: the held-out NLL of member {i} diverged "
+                                    f"({self.best[i]:.3g} at {self.best_at[i]}, {v:.3g} now); "
+                                    "check the catalogue for extreme galaxies or lower the "
+                                    "learning rate")  # fmt: skip
+
+
+def heldout_summary(rows: list[dict]) -> dict[str, Any]:
+    """Best epoch by held-out NLL per member, its value and the last one, from metrics rows of
+    the fine-tuning phase; ``warning`` when the last is WORSE_NATS or more above the best."""
+    evals = [r for r in rows if r.get("phase") == "finetune" and "val_nll" in r]
+    if not evals:
+        return {}
+    nll = np.array([r["val_nll"] for r in evals])  # (T, E)
+    best = nll.argmin(0)  # (E,)
+    out: dict[str, Any] = {
+        "best_epoch": [int(evals[t]["epoch"]) for t in best],
+        "best_val_nll": [float(nll[t, i]) for i, t in enumerate(best)],
+        "last_val_nll": [float(v) for v in nll[-1]],
+    }
+    worse = [i for i in range(nll.shape[1]) if nll[-1, i] > nll[best[i], i] + WORSE_NATS]
+    if worse:
+        out["warning"] = (f"member(s) {worse}: the last held-out NLL is more than {WORSE_NATS} "
+                          "above the best epoch's (over-fitting or instability)")  # fmt: skip
+    return out
 
 
 @dataclass
@@ -132,6 +207,7 @@ class PhaseRunner:
         self.checkpoint_every, self.eval_every = checkpoint_every, eval_every
         self.validate = validate  # callable model -> (E,) held-out NLL, or None
         self.device = next(model.parameters()).device
+        self.heldout = HeldoutWatch()
 
     def fresh_state(
         self, phase: Phase
@@ -153,13 +229,19 @@ class PhaseRunner:
             for group in optimizer.param_groups:
                 group["lr"] = lr
             batches = phase.source.epoch(rng, gen, phase.batch_size, phase.min_batch)
-            loss = train_epoch(self.model, phase.loss, batches, optimizer)
+            where = f"{phase.name} epoch {epoch + 1}"
+            try:
+                loss = train_epoch(self.model, phase.loss, batches, optimizer)
+                check_weights(self.model)
+            except TrainingError as exc:
+                raise TrainingError(f"{where}: {exc}") from None
             row = {"phase": phase.name, "epoch": epoch + 1, "epochs": phase.epochs, "lr": lr,
                    "loss": loss, "seconds": time.perf_counter() - t0}  # fmt: skip
             if self.validate is not None and (
                 (epoch + 1) % self.eval_every == 0 or epoch + 1 == phase.epochs
             ):
                 row["val_nll"] = [float(v) for v in self.validate(self.model)]
+                self.heldout.add(where, row["val_nll"])
             self.run.append_metrics(row)
             self.run.set_status(
                 "running", phase=phase.name, epoch=epoch + 1, epochs=phase.epochs, loss=loss

@@ -11,7 +11,8 @@ def _features(ratio: np.ndarray, zspec: np.ndarray) -> Features:
     return Features(bands=("a", "b"), ref_band="b", rows=np.arange(n), ref_id=np.arange(n),
                     ratio=ratio.astype(np.float32), ratio_error=np.ones_like(ratio, np.float32),
                     zspec=zspec, mag=None, exp_ratio=None, exp_error=None, exp_mask=None,
-                    n_excluded=0)  # fmt: skip
+                    n_excluded=0, flags=np.zeros(n, np.int32), usable=np.ones(ratio.shape, bool),
+                    n_rows=n)  # fmt: skip
 
 
 def test_knn_recovers_a_smooth_colour_redshift_relation(rng) -> None:

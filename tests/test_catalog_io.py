@@ -184,9 +184,9 @@ CSV_HEAD = "ref_id,flux_g,flux_error_g,flux_r,flux_error_r\n"
         ("ref_id,ra,dec\n1,1,1\n", r"no bands"),
         (CSV_HEAD + "1,1,1,1,1\n2,abc,1,1,1\n", r"column 'flux_g' is not numeric .*rows 1"),
         (CSV_HEAD + "1,1,1,1,1\nx,1,1,1,1\n", r"column 'ref_id' is not integer"),
-        (CSV_HEAD + "1,1,1,1,1\n2,nan,1,1,1\n3,,1,1,1\n", r"'flux_g' has NaN/inf .*ref_id 2, 3"),
-        (CSV_HEAD + "1,1,1,1,inf\n", r"'flux_error_r' has NaN/inf values for ref_id 1"),
-        (CSV_HEAD + "1,1,1,1,0\n2,1,-1,1,1\n", r"'flux_error_g' has non-positive .*ref_id 2"),
+        (CSV_HEAD + "2,nan,1,1,1\n3,,1,1,1\n", r"'flux_g' has NaN/inf values for every galaxy"),
+        (CSV_HEAD + "1,1,1,1,inf\n2,1,1,1,nan\n", r"'flux_error_r' has NaN/inf values for every"),
+        (CSV_HEAD + "1,1,0,1,1\n2,1,-1,1,1\n", r"'flux_error_g' has non-positive values for every"),
         (CSV_HEAD + "7,1,1,1,1\n7,1,1,1,1\n", r"column 'ref_id' has duplicates: 7"),
         (CSV_HEAD, r"no galaxies"),
         ("# FLUXZP = 23.9\n", r"no header row"),
@@ -253,10 +253,14 @@ def test_bad_meta_and_multidim_extras(tmp_path: Path, rng: np.random.Generator) 
         write_catalog(wide, tmp_path / "w.csv")
     assert read_catalog(write_catalog(wide, tmp_path / "w.fits")).extra["pz"].shape == (5, 3)
     nan_flux = cat.flux.copy()
-    nan_flux[1, 1] = np.nan
-    with pytest.raises(CatalogError, match=r"n.h5: column 'flux_g' has NaN/inf"):
+    nan_flux[:, 1] = np.nan
+    with pytest.raises(CatalogError, match=r"n.h5: column 'flux_g' has NaN/inf values for every"):
         write_catalog(replace(cat, flux=nan_flux), tmp_path / "n.h5")
     assert not (tmp_path / "n.h5").exists()
+    nan_flux = cat.flux.copy()
+    nan_flux[1, 1] = np.nan  # one galaxy: left to the photometric screen, written as it is
+    got = read_catalog(write_catalog(replace(cat, flux=nan_flux), tmp_path / "one.h5"))
+    assert np.isnan(got.flux[1, 1]) and np.isfinite(np.delete(got.flux, 1, axis=0)).all()
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

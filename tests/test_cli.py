@@ -314,8 +314,8 @@ def test_predict_says_how_many_galaxies_it_left_out(tmp_path, trained, capsys) -
     assert main(["predict", "--run", str(trained), "--catalog", str(tmp_path / "neg.fits"),
                  "--out", str(tmp_path / "p.parquet")]) == 0  # fmt: skip
     assert (
-        f"wrote 36 predictions to {tmp_path / 'p.parquet'} (4 of 40 galaxies left out: {ref} flux <= 0"
-        in (capsys.readouterr().out)
+        f"wrote 40 predictions to {tmp_path / 'p.parquet'} (4 of 40 without a p(z); flags: "
+        "REF_UNUSABLE 4; see the flag column)" in capsys.readouterr().out
     )
 
 

@@ -17,7 +17,7 @@ from deepz_core.evaluate import evaluate_files, evaluate_table, pit_from_table
 from deepz_core.predict import write_table
 
 OVERALL = {"n", "sigma68", "outlier_fraction", "bias", "nmad", "odds_best50_sigma68", "pit_ks",
-           "pit_ks_pvalue", "cde_loss"}  # fmt: skip
+           "pit_ks_pvalue", "cde_loss", "n_no_pz", "no_pz_fraction"}  # fmt: skip
 
 
 def _table(rng: np.random.Generator, n: int = 1500, calibrated: bool = True) -> Table:
@@ -201,3 +201,19 @@ def test_evaluate_refuses_a_catalogue_and_a_non_json_report(tmp_path, rng) -> No
     with pytest.raises(ConfigError, match="give a .json name, got .*r.csv"):
         evaluate_files(tmp_path / "pred.fits", None, tmp_path / "r.csv")
     assert not (tmp_path / "r.csv").exists()
+
+
+def test_galaxies_without_a_pz_are_counted_as_failures_not_numbers(rng) -> None:
+    t = _table(rng, 200)
+    t["zphot"][:20] = np.nan
+    overall = evaluate_table(t)["overall"]
+    assert overall["n"] == 180 and overall["n_no_pz"] == 20
+    assert overall["no_pz_fraction"] == pytest.approx(0.1)
+    assert all(np.isfinite(v) for v in overall.values())
+
+
+def test_all_nan_predictions_are_refused(rng) -> None:
+    t = _table(rng, 50)
+    t["zphot"][:] = np.nan
+    with pytest.raises(CatalogError, match="none of the 50 galaxies with a spec-z has a p"):
+        evaluate_table(t)

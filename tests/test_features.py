@@ -56,7 +56,7 @@ def test_non_positive_reference_fluxes_are_excluded_with_a_count(rng) -> None:
     f = build_features(_catalog(rng))
     assert f.n_excluded == 2
     note = f.exclusion_note()
-    assert "2 galaxies excluded" in note and "subaru_i" in note
+    assert "2 galaxies without a p(z)" in note and "subaru_i" in note
     clean = _catalog(rng)
     clean.flux[[3, 7], 3] = 5.0
     g = build_features(clean)

@@ -105,6 +105,17 @@ def test_batched_training_step_equals_each_member_alone() -> None:
     for i, alone in enumerate(alone_models):
         assert alone.config.members == 1 and alone.training
         torch.testing.assert_close(alone(x[i : i + 1]).log_prob(z[i : i + 1])[0], batched[i])
+        torch.testing.assert_close(alone.latent_norm.running_mean[0],
+                                   model.latent_norm.running_mean[i])  # fmt: skip
+
+
+def test_batched_training_step_equals_each_member_alone_with_input_batchnorm() -> None:
+    model = _model(ae_dropout=0.0, pz_dropout=0.0, input_norm="batchnorm").train()
+    x, z, _ = _batch()
+    alone_models = [model.member(i) for i in range(E)]
+    batched = model(x).log_prob(z)  # (E, N)
+    for i, alone in enumerate(alone_models):
+        torch.testing.assert_close(alone(x[i : i + 1]).log_prob(z[i : i + 1])[0], batched[i])
         torch.testing.assert_close(alone.photoz.input_norm.running_mean[0],
                                    model.photoz.input_norm.running_mean[i])  # fmt: skip
 
@@ -142,8 +153,7 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
     loaded = load_model(tmp_path / "run")
     assert not loaded.training and loaded.config == model.config
     torch.testing.assert_close(loaded(x).log_prob(z), model(x).log_prob(z), rtol=0, atol=0)
-    torch.testing.assert_close(loaded.encoder.input_norm.running_var,
-                               model.encoder.input_norm.running_var)  # fmt: skip
+    torch.testing.assert_close(loaded.latent_norm.running_var, model.latent_norm.running_var)
     assert load_model_json(tmp_path / "run")["metadata"] == {"bands": ["a", "b"]}
 
 
@@ -159,10 +169,55 @@ def test_load_errors_are_config_errors(tmp_path: Path) -> None:
 def test_ablation_without_autoencoder() -> None:
     model = _model(use_autoencoder=False).train()
     assert model.encoder is None and model.decoder is None
-    assert model.photoz.input_norm.num_features == F  # ratios only, no latent features
+    assert model.latent_norm is None and model.photoz.input_norm is None
+    assert _model(use_autoencoder=False, input_norm="batchnorm").photoz.input_norm.num_features == F
     x, z, err = _batch()
     nll, ae = model.pretrain_losses(x, z, err)
     assert float(ae.abs().sum()) == 0.0
     (nll + ae).sum().backward()
     with pytest.raises(ConfigError, match="use_autoencoder"):
         model.encode(x)
+
+
+def test_robust_scaling_uses_the_stored_statistics_and_clips() -> None:
+    model = _model(input_clip=5.0).eval()
+    loc, scale = torch.linspace(0.5, 1.5, F), torch.linspace(0.1, 0.8, F)
+    model.set_input_stats(loc, scale)
+    x = loc + scale * torch.tensor([[0.0] * F, [2.0] * F, [1e6] * F])  # (3, F)
+    scaled = model._scaled(model._members_view(x))  # (E, 3, F)
+    torch.testing.assert_close(scaled[:, 0], torch.zeros(E, F))
+    torch.testing.assert_close(scaled[:, 1], torch.full((E, F), 2.0))
+    torch.testing.assert_close(scaled[:, 2], torch.full((E, F), 5.0))  # clipped
+    torch.testing.assert_close(model.input_stats()[0], loc)
+
+
+def test_robust_eval_output_of_a_galaxy_ignores_a_junk_neighbour() -> None:
+    """No BatchNorm reads raw inputs: in training mode an extreme galaxy in the batch is clipped
+    and the other galaxies' scaled inputs do not depend on it."""
+    model = _model().train()
+    x, _, _ = _batch()
+    junk = x.clone()
+    junk[:, 0] = 1e4  # one galaxy with ratios of 10,000
+    torch.testing.assert_close(model._scaled(junk)[:, 1:], model._scaled(x)[:, 1:])
+    assert float(model._scaled(junk).abs().max()) <= model.config.input_clip
+
+
+def test_models_saved_before_input_norm_load_as_batchnorm(tmp_path: Path) -> None:
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    model = _model(input_norm="batchnorm").eval()
+    save_model(model, tmp_path)
+    doc = json.loads((tmp_path / "model.json").read_text())
+    for key in ("input_norm", "input_clip"):
+        del doc["config"][key]
+    (tmp_path / "model.json").write_text(json.dumps(doc))
+    state = load_file(str(tmp_path / "model.safetensors"))
+    save_file({k: v for k, v in state.items() if not k.startswith("input_")},
+              str(tmp_path / "model.safetensors"))  # fmt: skip
+    loaded = load_model(tmp_path)
+    assert loaded.config.input_norm == "batchnorm"
+    assert torch.isinf(loaded.input_stats()[1]).all()  # no population: nothing is beyond it
+    x, z, _ = _batch()
+    torch.testing.assert_close(loaded(x).log_prob(z), model(x).log_prob(z), rtol=0, atol=0)

@@ -32,7 +32,7 @@ TINY_MODEL = dict(n_latent=2, width=12, encoder_layers=1, decoder_layers=1, phot
                   photoz_first_width=0, n_components=M)  # fmt: skip
 TRAIN = dict(schedule=((2, 1e-3),), batch_size=40, repetitions=2, folds=2, device="cpu", seed=2)
 COLUMNS = ["ref_id", "zphot", "zmean", "zmedian", "z_lo68", "z_hi68", "odds", "zspec", "pit",
-           "mag", "out_of_fold", "weights", "means", "stds"]  # fmt: skip
+           "mag", "flag", "out_of_fold", "weights", "means", "stds"]  # fmt: skip
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -209,7 +209,7 @@ def test_summarise_counts_only_out_of_fold_galaxies_with_zspec(trained) -> None:
     table = predictions_table(f, products, {"out_of_fold": oof})
     assert summarise(table)["n"] == int(np.isfinite(f.zspec[:40]).sum())
     table["out_of_fold"] = False
-    assert summarise(table) == {"n": 0}
+    assert summarise(table) == {"n": 0, "n_no_pz": 0, "n_rows": 100}
     nofold = predictions_table(f, products)
     assert summarise(nofold)["n"] == int(np.isfinite(f.zspec).sum())
 

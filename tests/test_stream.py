@@ -184,22 +184,32 @@ def test_cli_dask_local_processes(trained, tmp_path, capsys) -> None:
     assert len(list((tmp_path / "ds").glob("part-*.parquet"))) == 3
 
 
-def test_galaxies_without_features_give_empty_parts_with_the_same_schema(trained, tmp_path) -> None:
-    """A partition whose galaxies all lack a positive reference flux is an empty part with the
-    columns of the others (a dataset has one schema)."""
+def test_every_row_is_answered_in_order_with_flags_and_one_schema(trained, tmp_path) -> None:
+    """A partition whose galaxies all lack a positive reference flux still gives one row per
+    catalogue row, in order, with NaN products and the flag column (a dataset has one schema);
+    a NaN band in another galaxy does not abort the prediction: that band is imputed."""
+    from deepz_core.screen import PzFlag
+
     run, cat, _ = trained
     flux = cat.flux.copy()
     flux[:50, cat.band_index("subaru_i")] = -1.0  # the reference band
+    flux[60, 0] = np.nan  # one band of one galaxy
     bad = Catalog(ref_id=cat.ref_id, bands=cat.bands, flux=flux, flux_error=cat.flux_error,
                   zspec=cat.zspec, extra=cat.extra)  # fmt: skip
     path = write_catalog(bad, tmp_path / "bad.fits")
     assert (
-        stream.predict_dataset(str(run.path), str(path), str(tmp_path / "ds"), chunk_size=50) == 100
+        stream.predict_dataset(str(run.path), str(path), str(tmp_path / "ds"), chunk_size=50) == 150
     )
     parts = [pq.read_table(tmp_path / "ds" / f"part-{i:05d}.parquet") for i in range(3)]
-    assert [p.num_rows for p in parts] == [0, 50, 50]
+    assert [p.num_rows for p in parts] == [50, 50, 50]
     assert parts[0].schema == parts[1].schema
-    assert pq.read_table(tmp_path / "ds").num_rows == 100
+    table = pq.read_table(tmp_path / "ds")
+    np.testing.assert_array_equal(table["ref_id"].to_numpy(), cat.ref_id)
+    flag = table["flag"].to_numpy()
+    zphot = table["zphot"].to_numpy()
+    assert (flag[:50] == PzFlag.NO_PZ | PzFlag.REF_UNUSABLE).all() and np.isnan(zphot[:50]).all()
+    assert flag[60] == PzFlag.BAND_MISSING and np.isfinite(zphot[60])
+    assert not np.delete(flag[50:], 10).any() and np.isfinite(zphot[50:]).all()
 
 
 def test_one_big_row_group_is_still_split_into_partitions(trained, tmp_path) -> None:

@@ -38,7 +38,7 @@ def classifier_predictions(ctx: Context, run: RunDir, smoothing: float) -> Score
         config = run.config()
         _, features = load_inputs(config)
         splits = _first_repetition(run_splits(run))
-        cfg = dataclasses.replace(ClassifierConfig.from_dict(config["model"]), smoothing=smoothing)
+        cfg = dataclasses.replace(ClassifierConfig.from_model_config(config["model"]), smoothing=smoothing)
         train = TrainConfig.from_dict({**config["train"], "device": ctx.device})
         ctx.log(f"[experiments] Appendix E: training the classifier (smoothing {smoothing})")
         result = train_classifier(features, splits, cfg, train, train.device)

@@ -1,0 +1,116 @@
+"""The photometric screen: flags per row, usable bands, robust population statistics (issue 23)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from deepz_core.screen import (
+    COLOUR_SIGMA,
+    FLAG_MEANINGS,
+    InputStats,
+    PzFlag,
+    describe_flags,
+    fit_input_stats,
+    screen_photometry,
+    screen_population,
+    screened_rows,
+)
+
+REF = 2  # the reference band's column
+
+
+def _photometry(rng: np.random.Generator, n: int = 200, b: int = 5) -> tuple[np.ndarray, ...]:
+    flux = rng.uniform(5.0, 50.0, (n, b))  # microJansky
+    return flux, np.full((n, b), 0.5)
+
+
+def test_clean_photometry_has_no_flags(rng) -> None:
+    flux, err = _photometry(rng)
+    screen = screen_photometry(flux, err, REF, 23.9)
+    assert not screen.flags.any() and screen.usable.all() and screen.trainable.all()
+
+
+@pytest.mark.parametrize(
+    ("band", "flux", "error", "expected"),
+    [
+        (REF, -1.0, 0.5, PzFlag.REF_UNUSABLE | PzFlag.NO_PZ),
+        (REF, 0.0, 0.5, PzFlag.REF_UNUSABLE | PzFlag.NO_PZ),
+        (REF, np.nan, 0.5, PzFlag.REF_UNUSABLE | PzFlag.NO_PZ),
+        (REF, 1e300, 0.5, PzFlag.REF_UNUSABLE | PzFlag.NO_PZ),  # brighter than AB 0
+        (REF, 5e-4, 0.5, PzFlag.REF_LOW_SNR),  # 1e-3 x its error: junk, but it has ratios
+        (0, np.nan, 0.5, PzFlag.BAND_MISSING),
+        (0, -99.0, 0.5, PzFlag.BAND_MISSING),
+        (0, 10.0, 0.0, PzFlag.BAND_MISSING),
+        (0, 10.0, np.inf, PzFlag.BAND_MISSING),
+        (0, 1e30, 0.5, PzFlag.BAND_IMPLAUSIBLE),
+        (0, 10.0, 1e30, PzFlag.BAND_IMPLAUSIBLE),
+    ],
+)
+def test_one_bad_value_flags_only_its_galaxy(rng, band, flux, error, expected) -> None:
+    f, e = _photometry(rng)
+    f[7, band], e[7, band] = flux, error
+    screen = screen_photometry(f, e, REF, 23.9)
+    assert screen.flags[7] == expected, describe_flags(int(screen.flags[7]))
+    assert not np.delete(screen.flags, 7).any()
+    if band != REF:  # a band with a bad value is not used (imputed at prediction time)
+        assert not screen.usable[7, band]
+
+
+def test_implausible_means_brighter_than_ab_zero_in_the_catalogues_units(rng) -> None:
+    f, e = _photometry(rng)
+    f[3, 0] = 1e9  # 1e9 uJy = AB 1.4: bright but possible in uJy; in maggies (zp 22.5) absurd
+    assert not screen_photometry(f, e, REF, 23.9).flags[3]
+    assert screen_photometry(f, e, REF, 0.0).flags[3] & PzFlag.BAND_IMPLAUSIBLE
+
+
+def test_too_few_usable_bands_gives_no_pz(rng) -> None:
+    f, e = _photometry(rng, b=5)
+    f[0, [0, 1, 3]] = np.nan  # 1 of 4 non-reference bands left
+    f[1, [0, 1]] = np.nan  # 2 of 4 left: still half
+    flags = screen_photometry(f, e, REF, 23.9).flags
+    assert flags[0] == PzFlag.BAND_MISSING | PzFlag.TOO_FEW_BANDS | PzFlag.NO_PZ
+    assert flags[1] == PzFlag.BAND_MISSING
+
+
+def test_robust_statistics_ignore_a_few_extreme_galaxies(rng) -> None:
+    ratio = rng.normal(1.0, 0.2, (1000, 3))
+    clean = fit_input_stats(ratio, np.ones(1000, bool))
+    ratio[:10] = 1e6  # 1% junk
+    junk = fit_input_stats(ratio, np.ones(1000, bool))
+    np.testing.assert_allclose(junk.loc, clean.loc, atol=0.01)
+    np.testing.assert_allclose(junk.scale, clean.scale, rtol=0.05)
+    np.testing.assert_allclose(clean.scale, 0.2, rtol=0.1)  # IQR / 1.349 is a Gaussian's sigma
+
+
+def test_constant_ratio_gets_unit_scale() -> None:
+    stats = fit_input_stats(np.ones((10, 2)), np.ones(10, bool))
+    np.testing.assert_array_equal(stats.scale, [1.0, 1.0])
+
+
+def test_population_screen_flags_and_imputes_far_ratios(rng) -> None:
+    f, e = _photometry(rng)
+    screen = screen_photometry(f, e, REF, 23.9)
+    ratio = f / f[:, REF : REF + 1]
+    stats = fit_input_stats(ratio, screen.trainable)
+    ratio[4, 1] = stats.loc[1] + 2 * COLOUR_SIGMA * stats.scale[1]
+    out = screen_population(screen, ratio, stats, REF)
+    assert out.flags[4] == PzFlag.OUTSIDE_TRAINING and not out.usable[4, 1]
+    assert not np.delete(out.flags, 4).any()
+
+
+def test_screened_rows_and_counts_name_the_galaxies() -> None:
+    flags = np.array([0, PzFlag.REF_LOW_SNR, PzFlag.NO_PZ | PzFlag.REF_UNUSABLE], np.int32)
+    rows = screened_rows(np.array([10, 11, 12]), flags)
+    assert rows == {"NO_PZ": [12], "REF_UNUSABLE": [12], "REF_LOW_SNR": [11]}
+
+
+def test_every_flag_is_documented() -> None:
+    assert {f.name for f in PzFlag} == set(FLAG_MEANINGS)
+    assert [int(f) for f in PzFlag] == [1 << k for k in range(len(PzFlag))]
+
+
+def test_sigmas_are_nan_safe() -> None:
+    stats = InputStats(np.zeros(2), np.ones(2))
+    out = stats.sigmas(np.array([[np.nan, 3.0]]))
+    assert np.isnan(out[0, 0]) and out[0, 1] == 3.0
