@@ -13,14 +13,15 @@ from deepz_core.catalog import Catalog
 from deepz_core.errors import ConfigError
 from deepz_core.paths import cache_dir
 
-KINDS = ("sps", "paus-mock", "templates")
+KINDS = ("sps", "paus-mock", "templates", "lsst-deep")
+DEFAULT_BAND_SETS = {"lsst-deep": "lsst"}  # band set of a kind when none is given, else paus_cosmos
 CACHE_VERSION = 1  # bump when a simulator's output changes for the same arguments
 DEMO = {"kind": "paus-mock", "n": 10_000, "bands": "paus_cosmos", "seed": 42}
 
 
 def simulate(kind: str, n: int, bands: Sequence[str], seed: int, config: object = None) -> Catalog:
-    """Run simulator ``kind`` ('sps' pretraining prior, 'paus-mock' observed mock or 'templates',
-    the template-based pretraining set of E20 Sec. 3.3)."""
+    """Run simulator ``kind`` ('sps' pretraining prior, 'paus-mock' observed mock, 'templates',
+    the template-based pretraining set of E20 Sec. 3.3, or 'lsst-deep', the deep broad-band mock)."""
     if kind == "sps":
         from deepz_core.simulate.sps import simulate_sps
 
@@ -33,6 +34,10 @@ def simulate(kind: str, n: int, bands: Sequence[str], seed: int, config: object 
         from deepz_core.simulate.templates_sim import simulate_templates
 
         return simulate_templates(n, bands, seed, config)
+    if kind == "lsst-deep":
+        from deepz_core.simulate.deep import simulate_deep
+
+        return simulate_deep(n, bands, seed, config)
     raise ConfigError(f"kind must be one of {KINDS}, got {kind!r}")
 
 

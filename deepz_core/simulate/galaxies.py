@@ -27,6 +27,9 @@ class PopulationConfig:
     count_slope: float = 0.33  # d log10 N / dm of i-band counts
     z_max: float = 1.5
     burst_fraction: float = 0.15  # share of star-forming galaxies with a recent burst
+    nz_z0: float = 0.56  # n(z | m) scale z0 at m = 22 (see sample_redshifts)
+    nz_slope: float = 0.12  # d z0 / dm
+    nz_alpha: float = 1.5  # exponent of the n(z | m) cut-off
 
 
 @cache
@@ -52,10 +55,11 @@ def sample_magnitudes(n: int, cfg: PopulationConfig, rng: np.random.Generator) -
 def sample_redshifts(
     mag: np.ndarray, cfg: PopulationConfig, rng: np.random.Generator
 ) -> np.ndarray:
-    """(N,) redshifts from p(z | m) ~ z^2 exp(-(z / z0(m))^1.5), z0 growing with magnitude."""
-    z0 = np.clip(0.56 + 0.12 * (mag - 22.0), 0.07, None)
+    """(N,) redshifts from p(z | m) ~ z^2 exp(-(z / z0(m))^alpha) on [0, z_max], with
+    z0(m) = nz_z0 + nz_slope (m - 22) (at least 0.07) and alpha = nz_alpha (defaults: 1.5)."""
+    z0 = np.clip(cfg.nz_z0 + cfg.nz_slope * (mag - 22.0), 0.07, None)
     grid = np.linspace(0.0, cfg.z_max, 1501)
-    pdf = grid[None, :] ** 2 * np.exp(-((grid[None, :] / z0[:, None]) ** 1.5))  # (N, G)
+    pdf = grid[None, :] ** 2 * np.exp(-((grid[None, :] / z0[:, None]) ** cfg.nz_alpha))  # (N, G)
     cdf = np.cumsum(pdf, axis=1)
     cdf /= cdf[:, -1:]
     u = rng.uniform(size=len(mag))
