@@ -83,7 +83,7 @@ class DeepMockConfig:
     mag_limit: float = 25.0  # selection: observed reference-band magnitude below this
     calibration_floor: float = 0.01  # fractional flux error added in quadrature (all bands)
     zero_point_scatter: float = 0.01  # rms of per-band zero-point offsets
-    zeroed_nondetections: float = 0.0  # share of S/N < 1 fluxes reported as 0 (catalogue style)
+    zeroed_nondetections: float = 0.5  # share of S/N < 1 fluxes reported as 0 (catalogue style)
     spec_completeness_bright: float = 0.8  # spec-z completeness of bright galaxies
     spec_mag_half: float = 23.5  # magnitude where completeness is half the bright value
     spec_mag_width: float = 0.4  # [mag] width of the logistic fall-off
