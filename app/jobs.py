@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from deepz_core.errors import ConfigError
-from deepz_core.paths import atomic_write_json
-from deepz_core.pipeline import create_run, run_config
-from deepz_core.runs import RunDir, new_run_id
-from deepz_core.worker import LOG_FILE, worker_pid
+from deepz_core.files import atomic_write_json
+from deepz_core.jobs.training_run import create_run, run_config
+from deepz_core.jobs.worker import LOG_FILE, worker_pid
+from deepz_core.rundir import RunDir, new_run_id
 
 ROOT = Path(__file__).resolve().parents[1]
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,60}$")
@@ -88,7 +88,7 @@ def queue_templatefit(runs: Path, catalog: str, device: str, calibrate: bool,
                       start: bool = True, template_set: str = "bcnz2") -> RunDir:  # fmt: skip
     """Write a new template-fit run folder (status 'queued') with templates ``template_set`` for
     the same worker queue."""
-    from deepz_core.templatefit_run import create_templatefit_run
+    from deepz_core.jobs.templatefit_run import create_templatefit_run
 
     run = create_templatefit_run(runs / new_run_id("tfit"), catalog, device=device,
                                  templatefit={"template_set": template_set},

@@ -161,7 +161,7 @@ def zp_zs_scatter(
 
 def metrics_vs_mag(series: Mapping[str, Any]) -> go.Figure:
     """σ68 and outlier fraction per magnitude bin, one line per run (E20 Fig. 2). ``series``: name ->
-    deepz_core.metrics.BinnedMetrics."""
+    deepz_core.pz.metrics.BinnedMetrics."""
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08)
     for k, (name, b) in enumerate(series.items()):
         c = {"sigma68": b.sigma68, "outlier_fraction": b.outlier_fraction}
@@ -266,7 +266,7 @@ def pz_figure(
 
 def sed_figure(s: Mapping[str, Any], title: str | None = None) -> go.Figure:
     """Coadd fluxes ± errors of narrow and broad bands vs effective wavelength, single exposures as
-    small points. ``s``: the dict of ``deepz_core.galaxy.sed``."""
+    small points. ``s``: the dict of ``deepz_core.evaluation.galaxy.sed``."""
     unit = "µJy" if abs(s.get("fluxzp", 23.9) - 23.9) < 1e-9 else f"AB zero-point {s.get('fluxzp')}"
     fig = go.Figure()
     if len(s["exp_flux"]):
@@ -348,7 +348,7 @@ def quality_curves(
     title: str = "Quality cuts (E20 Fig. 9)",
 ) -> go.Figure:
     """σ68 (top) and strict outlier fraction (bottom) vs completeness for each cut (dict of
-    deepz_core.metrics.completeness_curve outputs); the PAUS target σ68 = 0.0035 for the best 50%;
+    deepz_core.pz.metrics.completeness_curve outputs); the PAUS target σ68 = 0.0035 for the best 50%;
     ``current``: the selected cut (completeness, sigma68, outlier_fraction) as a marker."""
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08)
     for k, (name, c) in enumerate(curves.items()):

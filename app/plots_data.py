@@ -12,7 +12,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-Y_TITLES = {  # what ``deepz_core.training`` logs per epoch (mean over members and batches)
+Y_TITLES = {  # what ``deepz_core.training.loop`` logs per epoch (mean over members and batches)
     "pretrain": "loss: NLL [nats/galaxy] + autoencoder |dx|/err",
     "finetune": "NLL [nats per galaxy]",
 }
@@ -65,7 +65,7 @@ def snr_per_band(bands: Sequence[str], snr: np.ndarray, has_curve: np.ndarray) -
 
 def training_curves(curves: Mapping[str, Mapping[str, Sequence[float]]]) -> go.Figure:
     """Training loss and held-out NLL (mean over members, min-max band) against epoch, one panel
-    per phase (``deepz_core.worker.training_curves``)."""
+    per phase (``deepz_core.jobs.status.training_curves``)."""
     phases = list(curves) or ["finetune"]
     fig = make_subplots(rows=1, cols=len(phases), subplot_titles=phases)
     for i, phase in enumerate(phases, start=1):

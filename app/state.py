@@ -13,15 +13,23 @@ from pathlib import Path
 
 import streamlit as st
 
-from deepz_core import analysis, galaxy, uploads
-from deepz_core.catalog import Catalog
-from deepz_core.catalog_io import read_catalog
-from deepz_core.columns import GalaxyMapping
-from deepz_core.features import Features, build_features
-from deepz_core.inspect import CatalogSummary, Report, Source, prepare_catalog, summarize
-from deepz_core.model import DeepzModel, load_model, load_model_json
-from deepz_core.pz import PzConfig
-from deepz_core.runs import RunDir, check_run_id, list_runs, run_kind
+from deepz_core.catalog import uploads
+from deepz_core.catalog.catalog import Catalog
+from deepz_core.catalog.features import Features, build_features
+from deepz_core.catalog.import_report import (
+    CatalogSummary,
+    Report,
+    Source,
+    prepare_catalog,
+    summarize,
+)
+from deepz_core.catalog.io import read_catalog
+from deepz_core.catalog.mapping import GalaxyMapping
+from deepz_core.evaluation import galaxy
+from deepz_core.evaluation import run_products as analysis
+from deepz_core.nets.deepz import DeepzModel, load_model, load_model_json
+from deepz_core.pz.products import PzConfig
+from deepz_core.rundir import RunDir, check_run_id, list_runs, run_kind
 
 # --- folders (under DEEPZ_HOME or the working directory) ----------------------------------------
 

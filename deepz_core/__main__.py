@@ -1,5 +1,5 @@
 import sys
 
-from deepz_core.cli import main
+from deepz_core.cli.main import main
 
 sys.exit(main())

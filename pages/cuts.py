@@ -7,7 +7,7 @@ import numpy as np
 import streamlit as st
 
 from app import plots, state
-from deepz_core import analysis
+from deepz_core.evaluation import run_products as analysis
 
 st.title("Quality cuts")
 st.caption(

@@ -9,9 +9,10 @@ import pandas as pd
 import streamlit as st
 
 from app import plots_data, state
-from deepz_core import uploads
-from deepz_core.catalog_io import write_catalog
-from deepz_core.columns import (
+from deepz_core.catalog import uploads
+from deepz_core.catalog.import_report import Report
+from deepz_core.catalog.io import write_catalog
+from deepz_core.catalog.mapping import (
     EXPOSURE_ALIASES,
     SPECZ_ALIASES,
     GalaxyMapping,
@@ -19,7 +20,6 @@ from deepz_core.columns import (
     guess_galaxy_mapping,
 )
 from deepz_core.errors import DeepzError
-from deepz_core.inspect import Report
 
 TYPES = ["fits", "fit", "gz", "fz", "parquet", "pq", "csv", "h5", "hdf5", "hdf"]
 NONE = "(none)"

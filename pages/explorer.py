@@ -10,7 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from app import plots, state
-from deepz_core import analysis
+from deepz_core.evaluation import run_products as analysis
 
 TABLE_ROWS = 2000
 

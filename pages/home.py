@@ -7,8 +7,8 @@ from pathlib import Path
 import streamlit as st
 
 from app import state
-from deepz_core.runs import list_runs
-from deepz_core.worker import run_state
+from deepz_core.jobs.status import run_state
+from deepz_core.rundir import list_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = (

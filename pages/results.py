@@ -10,8 +10,9 @@ import pandas as pd
 import streamlit as st
 
 from app import plots, state
-from deepz_core import analysis, uploads
-from deepz_core.experiments import reports
+from deepz_core.catalog import uploads
+from deepz_core.evaluation import run_products as analysis
+from deepz_core.experiments import report_reader as reports
 
 MAX_RUNS = 3
 

@@ -9,10 +9,10 @@ import pandas as pd
 import streamlit as st
 
 from app import jobs, state
-from deepz_core.bands import BAND_SETS, band_set
 from deepz_core.errors import DeepzError
+from deepz_core.jobs.simulation import SimJob, list_simulations
+from deepz_core.sed.bands import BAND_SETS, band_set
 from deepz_core.simulate.sps import SPSConfig
-from deepz_core.worker import SimJob, list_simulations
 
 KINDS = {
     "sps": "SPS pretraining set (E20 Table 1 prior, noiseless + noise model)",

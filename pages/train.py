@@ -10,22 +10,17 @@ import pandas as pd
 import streamlit as st
 
 from app import jobs, plots_data, state
-from deepz_core import uploads
-from deepz_core.config import PRESETS, preset
+from deepz_core.catalog import uploads
+from deepz_core.catalog.features import default_ref_band
+from deepz_core.catalog.import_report import CatalogSummary
 from deepz_core.errors import DeepzError
-from deepz_core.features import default_ref_band
-from deepz_core.inspect import CatalogSummary
-from deepz_core.metrics import OUTLIER_THRESHOLD
-from deepz_core.runs import RunDir, list_runs
-from deepz_core.template_set import DEFAULT_SET, SETS
-from deepz_core.worker import (
-    list_simulations,
-    queued_runs,
-    run_progress,
-    run_state,
-    training_curves,
-    worker_pid,
-)
+from deepz_core.jobs.simulation import list_simulations
+from deepz_core.jobs.status import run_progress, run_state, training_curves
+from deepz_core.jobs.worker import queued_runs, worker_pid
+from deepz_core.pz.metrics import OUTLIER_THRESHOLD
+from deepz_core.rundir import RunDir, list_runs
+from deepz_core.sed.template_sets import DEFAULT_SET, SETS
+from deepz_core.training.config import PRESETS, preset
 
 ACTIVE = ("queued", "running")
 SETTINGS_ERRORS = ("ConfigError", "CatalogError")  # run.status()["message"] = "Type: text"

@@ -7,12 +7,12 @@ Usage: PYTHONPATH=. python scripts/b1_outlier_check.py EXPERIMENTS_DIR  (a finis
 import sys
 from pathlib import Path
 
-from deepz_core import metrics
 from deepz_core.experiments.context import Context
 from deepz_core.experiments.plan import plan
 from deepz_core.experiments.robustness import add_u_flux, network_photoz, test_galaxies
 from deepz_core.experiments.trained import train_run
-from deepz_core.runs import RunDir
+from deepz_core.pz import metrics
+from deepz_core.rundir import RunDir
 from deepz_core.simulate import demo_catalog_path
 
 root = Path(sys.argv[1])

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from deepz_core import metrics
-from deepz_core.catalog_io import read_catalog
+from deepz_core.catalog.io import read_catalog
 from deepz_core.experiments.ellipticals import elliptical_mock
 from deepz_core.experiments.plan import plan
 from deepz_core.experiments.robustness import add_u_flux, network_photoz
-from deepz_core.runs import RunDir
+from deepz_core.pz import metrics
+from deepz_core.rundir import RunDir
 
 
 def main(root: Path) -> None:

@@ -37,7 +37,7 @@ $PY -m deepz_core bench --device "$DEVICE" --galaxies "$BENCH_GALAXIES" --protoc
 work=$(mktemp -d)
 $PY - "$work/cat.fits" <<'EOF'
 import sys
-from deepz_core.catalog_io import write_catalog
+from deepz_core.catalog.io import write_catalog
 from tests.synthetic import synthetic_catalog
 write_catalog(synthetic_catalog(3000, 0, max_exposures=6), sys.argv[1])
 EOF

@@ -20,16 +20,16 @@ from pathlib import Path
 
 import numpy as np
 
-from deepz_core import metrics
-from deepz_core.bands import band_set
-from deepz_core.catalog import Catalog
-from deepz_core.catalog_io import read_catalog
-from deepz_core.config import TrainConfig
+from deepz_core.catalog.catalog import Catalog
+from deepz_core.catalog.io import read_catalog
 from deepz_core.experiments.plan import plan
 from deepz_core.experiments.scoring import by_type, read_scored
 from deepz_core.experiments.trained import train_run
-from deepz_core.model import ModelConfig
+from deepz_core.nets.deepz import ModelConfig
+from deepz_core.pz import metrics
+from deepz_core.sed.bands import band_set
 from deepz_core.simulate import cached_simulation
+from deepz_core.training.config import TrainConfig
 
 MAG_EDGES = np.array([10.0, 19.0, 20.0, 21.0, 21.5, 22.0, 22.5])
 # ModelConfig's defaults are E20's network; the quick preset overrides these five

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 os.environ.setdefault("DEEPZ_QUIET", "1")
-# Pretrained weights are cached across runs (deepz_core.pretrained); tests that want it opt in.
+# Pretrained weights are cached across runs (deepz_core.training.pretrained); tests that want it opt in.
 os.environ["DEEPZ_PRETRAIN_CACHE"] = "0"
 
 
@@ -37,8 +37,8 @@ def one_thread():
 @pytest.fixture(scope="session")
 def small_catalog(tmp_path_factory: pytest.TempPathFactory):
     """A 150-galaxy PAUS-like mock with single exposures, as a canonical FITS file (built once)."""
-    from deepz_core.bands import band_set
-    from deepz_core.catalog_io import write_catalog
+    from deepz_core.catalog.io import write_catalog
+    from deepz_core.sed.bands import band_set
     from deepz_core.simulate import simulate
 
     path = tmp_path_factory.mktemp("cat") / "small.fits"

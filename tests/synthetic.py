@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from deepz_core.catalog import Catalog, Exposures
+from deepz_core.catalog.catalog import Catalog, Exposures
 
 BANDS = ("NB455", "NB555", "NB655", "subaru_r", "subaru_i")
 

@@ -1,4 +1,4 @@
-"""deepz_core.analysis and deepz_core.galaxy: run products, quality cuts, exports, one-galaxy views."""
+"""deepz_core.evaluation.run_products and deepz_core.evaluation.galaxy: run products, quality cuts, exports, one-galaxy views."""
 
 from __future__ import annotations
 
@@ -10,12 +10,14 @@ import pytest
 import torch
 from astropy.table import Table
 
-from deepz_core import analysis, galaxy, metrics
-from deepz_core.catalog import Catalog, Exposures
-from deepz_core.features import build_features
-from deepz_core.model import DeepzModel, ModelConfig
-from deepz_core.predict import mixture_from_arrays
-from deepz_core.pz import PzConfig, mixture_odds
+from deepz_core.catalog.catalog import Catalog, Exposures
+from deepz_core.catalog.features import build_features
+from deepz_core.evaluation import galaxy
+from deepz_core.evaluation import run_products as analysis
+from deepz_core.inference.predict import mixture_from_arrays
+from deepz_core.nets.deepz import DeepzModel, ModelConfig
+from deepz_core.pz import metrics
+from deepz_core.pz.products import PzConfig, mixture_odds
 
 BANDS = ("NB455", "NB465", "subaru_r", "subaru_i")
 

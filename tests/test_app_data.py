@@ -11,7 +11,7 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from deepz_core.catalog_io import read_catalog
+from deepz_core.catalog.io import read_catalog
 
 TIMEOUT = 60
 

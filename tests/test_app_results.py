@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from deepz_core.bands import band_set
-from deepz_core.catalog_io import write_catalog
-from deepz_core.pipeline import create_run, execute_run, run_config
-from deepz_core.runs import RunDir
+from deepz_core.catalog.io import write_catalog
+from deepz_core.jobs.training_run import create_run, execute_run, run_config
+from deepz_core.rundir import RunDir
+from deepz_core.sed.bands import band_set
 from deepz_core.simulate import simulate
 
 PAGES = Path(__file__).resolve().parents[1] / "pages"
@@ -65,7 +65,7 @@ def _ok(at: AppTest) -> None:
 
 
 def _galaxy(home: Path) -> int:
-    from deepz_core.analysis import read_predictions
+    from deepz_core.evaluation.run_products import read_predictions
 
     pred = read_predictions(home / "runs" / "r1" / "predictions.fits")
     return int(pred.ref_id[pred.scored][3])

@@ -14,10 +14,11 @@ import streamlit as st
 import torch
 from streamlit.testing.v1 import AppTest
 
-from deepz_core import cli
-from deepz_core.paths import atomic_write_json
-from deepz_core.runs import RunDir, list_runs
-from deepz_core.worker import run_queue, run_state, worker_pid
+from deepz_core.cli import main as cli
+from deepz_core.files import atomic_write_json
+from deepz_core.jobs.status import run_state
+from deepz_core.jobs.worker import run_queue, worker_pid
+from deepz_core.rundir import RunDir, list_runs
 
 TIMEOUT = 60
 TINY_MODEL = {"width": 16, "encoder_layers": 1, "decoder_layers": 1, "photoz_layers": 1,
@@ -99,7 +100,7 @@ def test_own_band_names_and_no_exposures(home: list[Path], tmp_path: Path, monke
     """A g/r/i catalogue without single exposures: the i band is proposed as the reference band
     and reaches the run; alpha is disabled; a catalogue without spec-z cannot be queued."""
     from app import state
-    from deepz_core.catalog_io import write_catalog
+    from deepz_core.catalog.io import write_catalog
     from tests.synthetic import synthetic_catalog
 
     own = write_catalog(synthetic_catalog(120, 0, bands=("G", "R", "I", "Z"), exposures=False),

@@ -1,11 +1,12 @@
-"""Tests for deepz_core.bands: curves, effective wavelengths, band sets and errors."""
+"""Tests for deepz_core.sed.bands: curves, effective wavelengths, band sets and errors."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from deepz_core.bands import (
+from deepz_core.errors import ConfigError
+from deepz_core.sed.bands import (
     BAND_SETS,
     PAUS_BANDS,
     Band,
@@ -15,7 +16,6 @@ from deepz_core.bands import (
     has_band,
     paus_band,
 )
-from deepz_core.errors import ConfigError
 
 # COSMOS (Capak) effective wavelengths [A]
 CAPAK_LAMBDA_EFF = {

@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from deepz_core.baselines import knn_photoz
-from deepz_core.features import Features
+from deepz_core.catalog.features import Features
+from deepz_core.evaluation.baselines import knn_photoz
 
 
 def _features(ratio: np.ndarray, zspec: np.ndarray) -> Features:

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from deepz_core.batches import DataBatches, SimulationBatches, batch_slices, member_orders
-from deepz_core.catalog import Catalog, Exposures
+from deepz_core.catalog.catalog import Catalog, Exposures
+from deepz_core.catalog.features import build_features
 from deepz_core.errors import ConfigError
-from deepz_core.features import build_features
-from deepz_core.splits import make_splits
+from deepz_core.training.batches import DataBatches, SimulationBatches, batch_slices, member_orders
+from deepz_core.training.splits import make_splits
 
 CPU = torch.device("cpu")
 BANDS = ("NB455", "NB465", "NB475", "subaru_r", "subaru_i")
@@ -290,8 +290,8 @@ def test_outliers_need_a_band_besides_the_reference(rng) -> None:
 
 
 def test_the_pipeline_passes_outlier_fraction_to_the_training_batches(rng) -> None:
-    from deepz_core.config import TrainConfig
-    from deepz_core.pipeline import _phases
+    from deepz_core.jobs.training_run import _phases
+    from deepz_core.training.config import TrainConfig
 
     f = _features(rng)
     s = make_splits(np.isfinite(f.zspec), 1, 2, seed=0)

@@ -5,8 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from deepz_core.bench import PAPER_EPOCHS, inference_flop, paper_protocol, roofline, run_bench
-from deepz_core.model import ModelConfig
+from deepz_core.bench.networks import (
+    PAPER_EPOCHS,
+    inference_flop,
+    paper_protocol,
+    roofline,
+    run_bench,
+)
+from deepz_core.nets.deepz import ModelConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

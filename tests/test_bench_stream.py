@@ -1,4 +1,4 @@
-"""The survey-scale benchmark tool (deepz_core.bench_stream): configuration checks, the streamed
+"""The survey-scale benchmark tool (deepz_core.bench.streaming): configuration checks, the streamed
 simulated catalogue, the measurement of one process tree, and a small end-to-end run."""
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from deepz_core import bench_stream
-from deepz_core.bench_stream import StreamBench, bench_catalog, measure, parse_ints
-from deepz_core.catalog_io import read_catalog
-from deepz_core.cli import main
+from deepz_core.bench import streaming as bench_stream
+from deepz_core.bench.streaming import StreamBench, bench_catalog, measure, parse_ints
+from deepz_core.catalog.io import read_catalog
+from deepz_core.cli.main import main
 from deepz_core.errors import ConfigError
-from deepz_core.pipeline import create_run, execute_run, run_config
+from deepz_core.jobs.training_run import create_run, execute_run, run_config
 
 TINY_MODEL = dict(n_latent=2, width=12, encoder_layers=1, decoder_layers=1, photoz_layers=1,
                   photoz_first_width=0, n_components=2)  # fmt: skip

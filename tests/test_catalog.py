@@ -1,19 +1,18 @@
-"""Tests for deepz_core.catalog: dataclasses, validation, dense exposure tensors, coadds."""
+"""Tests for deepz_core.catalog.catalog: dataclasses, validation, dense exposure tensors, coadds."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from deepz_core.catalog import (
-    COADD_RTOL,
+from deepz_core.catalog.catalog import (
     Catalog,
     Exposures,
     coadd_from_exposures,
     dense_exposures,
     few,
-    validate,
 )
+from deepz_core.catalog.validation import COADD_RTOL, validate
 from deepz_core.errors import CatalogError
 
 BANDS = ("NB455", "NB465", "g")
@@ -182,7 +181,7 @@ def test_validate_leaves_bad_values_of_some_galaxies_to_the_screen(
     rng: np.random.Generator, field: str, index: tuple, value: float
 ) -> None:
     """One bad measurement no longer fails a whole catalogue: the galaxy is flagged instead."""
-    from deepz_core.screen import PzFlag, screen_photometry
+    from deepz_core.catalog.screen import PzFlag, screen_photometry
 
     cat = make_catalog(rng, bands=(*BANDS, "r"))
     bad = with_(cat, **{field: _set(getattr(cat, field), index, value)})

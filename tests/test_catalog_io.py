@@ -1,4 +1,4 @@
-"""Tests for deepz_core.catalog_io: round trips, layouts, bad files, fuzzed readers."""
+"""Tests for deepz_core.catalog.io: round trips, layouts, bad files, fuzzed readers."""
 
 from __future__ import annotations
 
@@ -15,13 +15,8 @@ from astropy.table import Table
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from deepz_core.catalog import FITS_STRUCTURAL, Catalog, Exposures
-from deepz_core.catalog_io import (
-    catalog_format,
-    exposures_sidecar,
-    read_catalog,
-    write_catalog,
-)
+from deepz_core.catalog.catalog import FITS_STRUCTURAL, Catalog, Exposures
+from deepz_core.catalog.io import catalog_format, exposures_sidecar, read_catalog, write_catalog
 from deepz_core.errors import CatalogError
 
 FORMATS = ("fits", "fits.gz", "parquet", "csv", "h5")

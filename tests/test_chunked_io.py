@@ -1,4 +1,4 @@
-"""Bounded-memory catalogue reading (deepz_core.chunked_io): partition plans, exact row ranges in
+"""Bounded-memory catalogue reading (deepz_core.catalog.chunks): partition plans, exact row ranges in
 every format, column selection, HDF5 slices, the gzipped-FITS fallback."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from deepz_core import chunked_io
-from deepz_core.catalog import Catalog
-from deepz_core.catalog_io import read_catalog, write_catalog
-from deepz_core.chunked_io import count_rows, iter_rows, plan
+from deepz_core.catalog import chunks as chunked_io
+from deepz_core.catalog.catalog import Catalog
+from deepz_core.catalog.chunks import count_rows, iter_rows, plan
+from deepz_core.catalog.io import read_catalog, write_catalog
 from deepz_core.errors import ConfigError
 from tests.synthetic import synthetic_catalog
 

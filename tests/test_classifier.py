@@ -9,8 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from deepz_core.batches import SimulationBatches
-from deepz_core.classifier import (
+from deepz_core.catalog.features import build_features
+from deepz_core.errors import ConfigError
+from deepz_core.nets.classifier import (
     BinnedRedshift,
     ClassifierConfig,
     DeepzClassifier,
@@ -18,12 +19,11 @@ from deepz_core.classifier import (
     load_classifier,
     save_classifier,
 )
-from deepz_core.classifier_train import classifier_products, train_classifier
-from deepz_core.config import PRESETS, TrainConfig
-from deepz_core.errors import ConfigError
-from deepz_core.features import build_features
-from deepz_core.metrics import point_metrics
-from deepz_core.splits import make_splits
+from deepz_core.pz.metrics import point_metrics
+from deepz_core.training.batches import SimulationBatches
+from deepz_core.training.classifier import classifier_products, train_classifier
+from deepz_core.training.config import PRESETS, TrainConfig
+from deepz_core.training.splits import make_splits
 from tests.synthetic import synthetic_catalog
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -11,10 +11,10 @@ import pytest
 import torch
 from astropy.table import Table
 
-from deepz_core.catalog_io import write_catalog
-from deepz_core.cli import main
-from deepz_core.pipeline import create_run, run_config
-from deepz_core.runs import RunDir
+from deepz_core.catalog.io import write_catalog
+from deepz_core.cli.main import main
+from deepz_core.jobs.training_run import create_run, run_config
+from deepz_core.rundir import RunDir
 from tests.synthetic import synthetic_catalog
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -341,8 +341,8 @@ def test_simulate_checks_the_output_name_first(tmp_path, capsys, monkeypatch) ->
 
 
 def test_schedule_options_set_the_stages_and_the_pretraining_size() -> None:
-    from deepz_core.cli import build_parser
-    from deepz_core.cli_train import train_overrides
+    from deepz_core.cli.main import build_parser
+    from deepz_core.cli.train import train_overrides
 
     args = build_parser().parse_args(
         ["train", "--catalog", "c.fits", "--out", "x", "--schedule", "100:1e-3, 50:1e-4,20:1e-5",

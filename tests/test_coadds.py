@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from deepz_core.coadds import (
+from deepz_core.training.coadds import (
     ExposureStack,
     inverse_variance_coadd,
     random_keep,

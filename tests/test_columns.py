@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from deepz_core.columns import (
+from deepz_core.catalog.mapping import (
     EXPOSURE_ALIASES,
     SPECZ_ALIASES,
     GalaxyMapping,

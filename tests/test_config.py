@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from deepz_core.config import PRESETS, TrainConfig, preset
 from deepz_core.errors import ConfigError
-from deepz_core.model import ModelConfig
+from deepz_core.nets.deepz import ModelConfig
+from deepz_core.training.config import PRESETS, TrainConfig, preset
 
 
 def test_defaults_are_the_paper_protocol() -> None:
@@ -134,9 +134,9 @@ def test_outlier_fraction_round_trips_through_the_cli_run_config_and_resume(
     to an uninterrupted one (the outliers come from the checkpointed generator)."""
     from safetensors.torch import load_file
 
-    from deepz_core.catalog_io import write_catalog
-    from deepz_core.cli import main
-    from deepz_core.runs import RunDir
+    from deepz_core.catalog.io import write_catalog
+    from deepz_core.cli.main import main
+    from deepz_core.rundir import RunDir
     from tests.synthetic import synthetic_catalog
 
     cat = tmp_path / "cat.fits"

@@ -5,10 +5,11 @@ import dataclasses
 import numpy as np
 import pytest
 
-from deepz_core.bands import band_set
-from deepz_core.catalog_io import read_catalog
-from deepz_core.cli import main
+from deepz_core.catalog.io import read_catalog
+from deepz_core.cli.main import main
 from deepz_core.errors import ConfigError
+from deepz_core.sed.bands import band_set
+from deepz_core.sed.ssp import load_library
 from deepz_core.simulate import KINDS, simulate
 from deepz_core.simulate.deep import (
     KIND,
@@ -19,7 +20,6 @@ from deepz_core.simulate.deep import (
     sky_sigma,
     spec_completeness,
 )
-from deepz_core.simulate.ssp import load_library
 
 BANDS = band_set("lsst")
 

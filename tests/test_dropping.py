@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from deepz_core.catalog import Catalog, Exposures
-from deepz_core.dropping import exposure_effects, leave_one_out, mode_spread
-from deepz_core.features import build_features
-from deepz_core.model import DeepzModel, ModelConfig
-from deepz_core.pz import PzConfig
+from deepz_core.catalog.catalog import Catalog, Exposures
+from deepz_core.catalog.features import build_features
+from deepz_core.evaluation.dropping import exposure_effects, leave_one_out, mode_spread
+from deepz_core.nets.deepz import DeepzModel, ModelConfig
+from deepz_core.pz.products import PzConfig
 
 BANDS = ("NB455", "NB465", "NB475", "subaru_i")
 COUNTS = np.array([[3, 1, 4], [2, 5, 1], [1, 1, 1], [4, 2, 3]])  # exposures per galaxy, NB band

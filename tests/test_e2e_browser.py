@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from deepz_core.bands import band_set
-from deepz_core.catalog_io import write_catalog
+from deepz_core.catalog.io import write_catalog
+from deepz_core.sed.bands import band_set
 from deepz_core.simulate import simulate
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from astropy.table import Table
 
-from deepz_core.baselines import knn_photoz
-from deepz_core.catalog_io import read_catalog, write_catalog
-from deepz_core.features import build_features
-from deepz_core.metrics import dz, sigma68
-from deepz_core.pipeline import create_run, execute_run, run_config
+from deepz_core.catalog.features import build_features
+from deepz_core.catalog.io import read_catalog, write_catalog
+from deepz_core.evaluation.baselines import knn_photoz
+from deepz_core.jobs.training_run import create_run, execute_run, run_config
+from deepz_core.pz.metrics import dz, sigma68
 from deepz_core.simulate import demo_catalog_path
 
 pytestmark = pytest.mark.slow

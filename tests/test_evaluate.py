@@ -10,11 +10,11 @@ import pytest
 from astropy.table import Table
 from scipy import stats
 
-from deepz_core.catalog import Catalog
-from deepz_core.catalog_io import write_catalog
+from deepz_core.catalog.catalog import Catalog
+from deepz_core.catalog.io import write_catalog
 from deepz_core.errors import CatalogError, ConfigError
-from deepz_core.evaluate import evaluate_files, evaluate_table, pit_from_table
-from deepz_core.predict import write_table
+from deepz_core.evaluation.report import evaluate_files, evaluate_table, pit_from_table
+from deepz_core.inference.predict import write_table
 
 OVERALL = {"n", "sigma68", "outlier_fraction", "bias", "nmad", "odds_best50_sigma68", "pit_ks",
            "pit_ks_pvalue", "cde_loss", "n_no_pz", "no_pz_fraction"}  # fmt: skip

@@ -8,13 +8,13 @@ import json
 import numpy as np
 import pytest
 
-from deepz_core.catalog import Catalog
+from deepz_core.catalog.catalog import Catalog
 from deepz_core.errors import CatalogError, ConfigError
-from deepz_core.experiments import reports
+from deepz_core.experiments import report_reader as reports
 from deepz_core.experiments.context import Context
 from deepz_core.experiments.plan import ExperimentPlan, plan
 from deepz_core.experiments.progress import Progress
-from deepz_core.experiments.report import (
+from deepz_core.experiments.report_writer import (
     NO_U,
     NOT_YET,
     TF_KCORRECT,
@@ -27,7 +27,7 @@ from deepz_core.experiments.runner import steps
 from deepz_core.experiments.scoring import Scored, faintest_bin
 from deepz_core.experiments.sweep import sweep_runs
 from deepz_core.experiments.trained import single_network_mask
-from deepz_core.splits import make_splits
+from deepz_core.training.splits import make_splits
 
 
 @pytest.mark.parametrize(
@@ -67,7 +67,7 @@ def test_u_flux_is_added_to_the_u_band_only() -> None:
 
 
 def test_u_flux_moves_single_u_exposures_with_the_coadd() -> None:
-    from deepz_core.catalog import Exposures
+    from deepz_core.catalog.catalog import Exposures
 
     bands = ("NB455", U_BAND)
     flux = np.array([[1.0, 2.0], [4.0, 3.0]])
@@ -85,8 +85,8 @@ def test_u_flux_moves_single_u_exposures_with_the_coadd() -> None:
 
 
 def test_b1_test_galaxies_keep_their_exposures(tmp_path) -> None:
-    from deepz_core.bands import band_set
     from deepz_core.experiments.robustness import test_galaxies
+    from deepz_core.sed.bands import band_set
     from deepz_core.simulate import simulate
 
     cat = simulate("paus-mock", 300, band_set("paus_cosmos"), 3)
@@ -97,9 +97,9 @@ def test_b1_test_galaxies_keep_their_exposures(tmp_path) -> None:
 
 
 def test_catalog_without_u_drops_the_u_band_and_its_exposures(tmp_path) -> None:
-    from deepz_core.bands import band_set
-    from deepz_core.catalog_io import read_catalog
+    from deepz_core.catalog.io import read_catalog
     from deepz_core.experiments.robustness import catalog_without_u
+    from deepz_core.sed.bands import band_set
     from deepz_core.simulate import simulate
 
     cat = simulate("paus-mock", 50, band_set("paus_cosmos"), 3)
@@ -149,7 +149,7 @@ def test_by_type_scores_each_galaxy_type_apart() -> None:
 
 
 def test_report_tables_galaxy_types_overall_and_by_magnitude() -> None:
-    from deepz_core.experiments.report import _types_md
+    from deepz_core.experiments.report_writer import _types_md
 
     def row(lo: float, hi: float, n: int, s68: float) -> dict:
         return {"lo": lo, "hi": hi, "n": n, "sigma68": s68, "outlier_fraction": 0.1}
@@ -189,7 +189,7 @@ def test_a_section_is_computed_again_when_its_runs_change(tmp_path) -> None:
 
 def test_chi2_fit_finds_the_redshift_of_a_noiseless_template_galaxy() -> None:
     from deepz_core.experiments.ellipticals import Z_STEP, chi2_photoz
-    from deepz_core.template_set import flux_table
+    from deepz_core.sed.template_sets import flux_table
 
     bands = ("cfht_u", "NB455", "NB605", "NB755", "subaru_r", "subaru_i", "subaru_z")
     z = np.array([0.123, 0.456, 0.789])
@@ -206,7 +206,7 @@ def test_elliptical_mock_splits_train_and_test_with_noise() -> None:
     assert (train.n_galaxies, test.n_galaxies) == (200 - 200 * TEST_FRACTION, 200 * TEST_FRACTION)
     assert not set(train.ref_id) & set(test.ref_id) and np.isfinite(test.zspec).all()
     from deepz_core.experiments.ellipticals import MOCK
-    from deepz_core.simulate.templates_sim import simulate_templates
+    from deepz_core.simulate.templates import simulate_templates
 
     clean = simulate_templates(200, bands, 4, MOCK)  # the same draws before the noise
     pull = (test.flux - clean.flux[: test.n_galaxies]) / test.flux_error  # (40, 4)
@@ -322,9 +322,9 @@ def test_report_blocks_split_text_and_figures(tmp_path) -> None:
 def test_smoke_experiments_write_every_section_and_resume(tmp_path, one_thread) -> None:
     """``experiments --preset smoke`` on a small mock: every section, figure and target; a second
     call reuses the finished runs instead of training again."""
-    from deepz_core import cli
-    from deepz_core.bands import band_set
-    from deepz_core.catalog_io import write_catalog
+    from deepz_core.catalog.io import write_catalog
+    from deepz_core.cli import main as cli
+    from deepz_core.sed.bands import band_set
     from deepz_core.simulate import simulate
 
     cat = tmp_path / "mock.fits"

@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from deepz_core.catalog import Catalog, Exposures
-from deepz_core.errors import ConfigError
-from deepz_core.features import (
+from deepz_core.catalog.catalog import Catalog, Exposures
+from deepz_core.catalog.features import (
     build_features,
     default_ref_band,
     resolve_ref_band,
     same_photometry,
 )
+from deepz_core.errors import ConfigError
 
 BANDS = ("NB455", "NB465", "cfht_u", "subaru_i")
 

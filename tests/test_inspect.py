@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from deepz_core.catalog import Catalog, Exposures
-from deepz_core.columns import EXPOSURE_ALIASES, guess_columns, guess_galaxy_mapping
-from deepz_core.inspect import Source, prepare_catalog, summarize
+from deepz_core.catalog.catalog import Catalog, Exposures
+from deepz_core.catalog.import_report import Source, prepare_catalog, summarize
+from deepz_core.catalog.mapping import EXPOSURE_ALIASES, guess_columns, guess_galaxy_mapping
 
 
 def _catalog(n: int = 20) -> Catalog:

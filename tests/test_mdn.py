@@ -7,9 +7,10 @@ import pytest
 import torch
 from scipy import stats
 
-from deepz_core import mdn
 from deepz_core.errors import ConfigError
-from deepz_core.mdn import GaussianMixture, MixtureDensityHead, combine_members
+from deepz_core.nets.mdn import MixtureDensityHead
+from deepz_core.pz import mixture as mdn
+from deepz_core.pz.mixture import GaussianMixture, combine_members
 
 
 def _random_mixture(rng: np.random.Generator, batch: tuple[int, ...], m: int) -> GaussianMixture:

@@ -1,4 +1,4 @@
-"""Tests for deepz_core.metrics: statistics against known answers, with tolerances."""
+"""Tests for deepz_core.pz.metrics: statistics against known answers, with tolerances."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from deepz_core import metrics as m
 from deepz_core.errors import ConfigError
+from deepz_core.pz import metrics as m
 
 # ---------------------------------------------------------------- point statistics
 

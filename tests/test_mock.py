@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from deepz_core.bands import band_set
-from deepz_core.catalog import coadd_from_exposures, dense_exposures
+from deepz_core.catalog.catalog import coadd_from_exposures, dense_exposures
+from deepz_core.sed.bands import band_set
 from deepz_core.simulate.mock import MockConfig, simulate_mock, zero_point_offsets
 
 BANDS = band_set("paus_cosmos")

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from deepz_core.errors import ConfigError
-from deepz_core.mdn import GaussianMixture
-from deepz_core.model import DeepzModel, ModelConfig, load_model, load_model_json, save_model
+from deepz_core.nets.deepz import DeepzModel, ModelConfig, load_model, load_model_json, save_model
+from deepz_core.pz.mixture import GaussianMixture
 
 E, N, F = 3, 16, 8
 SMALL = dict(n_inputs=F, n_latent=3, encoder_layers=4, decoder_layers=4, width=16,

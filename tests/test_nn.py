@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from deepz_core.nn import (
+from deepz_core.nets.layers import (
     EnsembleBatchNorm1d,
     EnsembleBlock,
     EnsembleLinear,
@@ -215,7 +215,7 @@ def test_block_dropout_scales_kept_units_and_blocks_gradients_of_dropped_ones(me
 
 
 def test_fused_functions_pass_gradcheck_in_float64() -> None:
-    from deepz_core.nn import _BatchNormActFn, _EnsembleLinearFn
+    from deepz_core.nets.layers import _BatchNormActFn, _EnsembleLinearFn
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 6, 4, dtype=torch.float64, generator=g, requires_grad=True)
@@ -235,7 +235,7 @@ def test_fused_functions_pass_gradcheck_in_float64() -> None:
 
 @pytest.mark.parametrize("p", [0.01, 0.2, 0.7])
 def test_dropout_mask_drops_each_element_independently_with_probability_p(p: float) -> None:
-    from deepz_core.nn import dropout_mask_
+    from deepz_core.nets.layers import dropout_mask_
 
     n = 200_000
     y = dropout_mask_(torch.ones(4, n // 4), p)  # (4, n/4)

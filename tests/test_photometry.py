@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from deepz_core.bands import band_set, get_band
-from deepz_core.simulate.photometry import BandPhotometry
-from deepz_core.simulate.ssp import log_grid
+from deepz_core.sed.bands import band_set, get_band
+from deepz_core.sed.photometry import BandPhotometry
+from deepz_core.sed.ssp import log_grid
 
 
 @pytest.fixture(scope="module")

@@ -10,12 +10,11 @@ import pytest
 import torch
 from astropy.table import Table
 
-from deepz_core.catalog import Catalog
-from deepz_core.catalog_io import write_catalog
-from deepz_core.config import PRESETS
+from deepz_core.catalog.catalog import Catalog
+from deepz_core.catalog.features import build_features
+from deepz_core.catalog.io import write_catalog
 from deepz_core.errors import ConfigError
-from deepz_core.features import build_features
-from deepz_core.pipeline import (
+from deepz_core.jobs.training_run import (
     create_run,
     execute_run,
     labelled_mask,
@@ -23,7 +22,8 @@ from deepz_core.pipeline import (
     run_config,
     simulation_batches,
 )
-from deepz_core.runs import RunDir
+from deepz_core.rundir import RunDir
+from deepz_core.training.config import PRESETS
 from tests.synthetic import BANDS, synthetic_catalog
 
 TINY_MODEL = dict(n_latent=2, width=12, encoder_layers=1, decoder_layers=1, photoz_layers=2,
@@ -127,7 +127,7 @@ def test_finished_run_folder(finished) -> None:
 
 
 def test_splits_file_matches_the_labels(finished, catalog_path) -> None:
-    from deepz_core.catalog_io import read_catalog
+    from deepz_core.catalog.io import read_catalog
 
     f = build_features(read_catalog(catalog_path))
     with np.load(finished.file("splits.npz")) as s:
@@ -159,8 +159,8 @@ def test_failed_run_records_the_error(tmp_path, catalog_path) -> None:
 
 
 def test_pretraining_file_must_have_the_catalogue_bands(tmp_path, catalog_path) -> None:
-    from deepz_core.catalog_io import read_catalog
-    from deepz_core.config import TrainConfig
+    from deepz_core.catalog.io import read_catalog
+    from deepz_core.training.config import TrainConfig
 
     sim = _synthetic(50, 2, exposures=False, noiseless=True)
     other = Catalog(ref_id=sim.ref_id, bands=BANDS[::-1], flux=sim.flux[:, ::-1],
@@ -177,7 +177,7 @@ def test_pretraining_file_must_have_the_catalogue_bands(tmp_path, catalog_path) 
 
 
 def test_simulation_batches_draw_noise_only_for_noiseless_files(catalog_path) -> None:
-    from deepz_core.catalog_io import read_catalog
+    from deepz_core.catalog.io import read_catalog
 
     f = build_features(read_catalog(catalog_path))
     sim = _synthetic(60, 4, exposures=False, noiseless=True)

@@ -7,7 +7,7 @@ import plotly.graph_objects as go
 import pytest
 
 from app import plots
-from deepz_core import metrics
+from deepz_core.pz import metrics
 
 
 def _types(fig: go.Figure) -> list[str]:

@@ -3,7 +3,7 @@
 import numpy as np
 from scipy import integrate
 
-from deepz_core.simulate import population as pop
+from deepz_core.sed import histories as pop
 
 EDGES = np.concatenate([[0.0], np.logspace(6, 10.1, 40)])  # (A+1,) yr
 

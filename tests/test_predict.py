@@ -9,13 +9,11 @@ import pytest
 import torch
 from astropy.table import Table
 
-from deepz_core.catalog import Catalog
-from deepz_core.catalog_io import write_catalog
+from deepz_core.catalog.catalog import Catalog
+from deepz_core.catalog.features import build_features
+from deepz_core.catalog.io import write_catalog
 from deepz_core.errors import ConfigError
-from deepz_core.features import build_features
-from deepz_core.model import load_model
-from deepz_core.pipeline import create_run, execute_run, run_config
-from deepz_core.predict import (
+from deepz_core.inference.predict import (
     mixture_from_arrays,
     predict_catalog,
     predict_features,
@@ -23,8 +21,10 @@ from deepz_core.predict import (
     summarise,
     write_table,
 )
-from deepz_core.pz import PzConfig, mixture_quantile
-from deepz_core.runs import RunDir
+from deepz_core.jobs.training_run import create_run, execute_run, run_config
+from deepz_core.nets.deepz import load_model
+from deepz_core.pz.products import PzConfig, mixture_quantile
+from deepz_core.rundir import RunDir
 from tests.synthetic import BANDS, synthetic_catalog
 
 M = 2  # mixture components per member

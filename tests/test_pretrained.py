@@ -9,11 +9,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from deepz_core import pretrained
-from deepz_core.catalog_io import write_catalog
-from deepz_core.config import TrainConfig
-from deepz_core.pipeline import create_run, execute_run, run_config
-from deepz_core.pretrained import PretrainKey
+from deepz_core.catalog.io import write_catalog
+from deepz_core.jobs.training_run import create_run, execute_run, run_config
+from deepz_core.training import pretrained
+from deepz_core.training.config import TrainConfig
+from deepz_core.training.pretrained import PretrainKey
 from tests.synthetic import BANDS, synthetic_catalog
 
 TINY_MODEL = dict(n_latent=2, width=12, encoder_layers=1, decoder_layers=1, photoz_layers=2,

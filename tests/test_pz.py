@@ -10,8 +10,8 @@ import torch
 from scipy import optimize, special, stats
 
 from deepz_core.errors import ConfigError
-from deepz_core.mdn import GaussianMixture
-from deepz_core.pz import PzConfig, mixture_mode, mixture_quantile, point_products
+from deepz_core.pz.mixture import GaussianMixture
+from deepz_core.pz.products import PzConfig, mixture_mode, mixture_quantile, point_products
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -247,7 +247,7 @@ def test_quantile_is_clamped_to_its_range_like_a_bisection() -> None:
 
 
 def test_products_do_not_depend_on_the_block_size(rng, monkeypatch) -> None:
-    import deepz_core.pz as pz
+    from deepz_core.pz import products as pz
 
     w, mu, s = _random_mixtures(rng, 150, 4)
     mix, z = _mixture(w, mu, s), torch.as_tensor(rng.uniform(0, 1.5, 150))
@@ -271,7 +271,7 @@ def test_products_accept_float32_mixtures_and_no_galaxies() -> None:
 
 
 def test_blocks_on_several_threads_give_the_same_products(rng, monkeypatch) -> None:
-    import deepz_core.pz as pz
+    from deepz_core.pz import products as pz
 
     w, mu, s = _random_mixtures(rng, 120, 4)
     mix, z = _mixture(w, mu, s), torch.as_tensor(rng.uniform(0, 1.5, 120))

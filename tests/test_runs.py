@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from deepz_core import runs
+from deepz_core import rundir as runs
 from deepz_core.errors import ConfigError
-from deepz_core.runs import (
+from deepz_core.rundir import (
     RunDir,
     check_run_id,
     list_runs,

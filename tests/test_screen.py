@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from deepz_core.screen import (
+from deepz_core.catalog.screen import (
     COLOUR_SIGMA,
     FLAG_MEANINGS,
     InputStats,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from deepz_core.errors import ConfigError
-from deepz_core.splits import make_splits
+from deepz_core.training.splits import make_splits
 
 
 def _labelled(rng: np.random.Generator, n: int = 103, frac: float = 0.8) -> np.ndarray:

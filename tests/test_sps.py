@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from deepz_core.bands import band_set
 from deepz_core.errors import ConfigError
+from deepz_core.sed.bands import band_set
 from deepz_core.simulate.sps import SPSConfig, draw_noise, simulate_sps, snr_per_band
 
 BANDS = band_set("paus_cosmos")

@@ -1,5 +1,5 @@
 """Streaming and partitioned prediction: same numbers as in-memory predict_catalog, atomic outputs,
-resuming, and the Dask path (deepz_core.stream, deepz_core.scaleout)."""
+resuming, and the Dask path (deepz_core.inference.stream, deepz_core.inference.scaleout)."""
 
 from __future__ import annotations
 
@@ -11,15 +11,15 @@ import pytest
 import torch
 from astropy.table import Table
 
-from deepz_core import stream
-from deepz_core.catalog import Catalog
-from deepz_core.catalog_io import write_catalog
-from deepz_core.cli import main
+from deepz_core.catalog.catalog import Catalog
+from deepz_core.catalog.io import write_catalog
+from deepz_core.cli.main import main
 from deepz_core.errors import ConfigError
-from deepz_core.pipeline import create_run, execute_run, run_config
-from deepz_core.predict import mixture_from_arrays, predict_catalog
-from deepz_core.pz import PzConfig
-from deepz_core.runs import RunDir
+from deepz_core.inference import stream
+from deepz_core.inference.predict import mixture_from_arrays, predict_catalog
+from deepz_core.jobs.training_run import create_run, execute_run, run_config
+from deepz_core.pz.products import PzConfig
+from deepz_core.rundir import RunDir
 from tests.synthetic import synthetic_catalog
 
 TINY_MODEL = dict(n_latent=2, width=12, encoder_layers=1, decoder_layers=1, photoz_layers=2,
@@ -149,7 +149,7 @@ def test_cli_errors(trained, tmp_path, capsys) -> None:
 def test_dask_matches_single_process(trained, tmp_path) -> None:
     from distributed import Client, LocalCluster
 
-    from deepz_core.scaleout import dask_map
+    from deepz_core.inference.scaleout import dask_map
 
     run, _, files = trained
     single = stream.predict_dataset(str(run.path), str(files["fits"]), str(tmp_path / "a"),
@@ -188,7 +188,7 @@ def test_every_row_is_answered_in_order_with_flags_and_one_schema(trained, tmp_p
     """A partition whose galaxies all lack a positive reference flux still gives one row per
     catalogue row, in order, with NaN products and the flag column (a dataset has one schema);
     a NaN band in another galaxy does not abort the prediction: that band is imputed."""
-    from deepz_core.screen import PzFlag
+    from deepz_core.catalog.screen import PzFlag
 
     run, cat, _ = trained
     flux = cat.flux.copy()
@@ -225,7 +225,7 @@ def test_one_big_row_group_is_still_split_into_partitions(trained, tmp_path) -> 
 
 
 def test_dask_specs() -> None:
-    from deepz_core.scaleout import dask_client, local_workers
+    from deepz_core.inference.scaleout import dask_client, local_workers
 
     assert local_workers("local:3") == 3 and local_workers("local") >= 1
     assert local_workers("tcp://host:8786") is None

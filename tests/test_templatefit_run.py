@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deepz_core.analysis import read_predictions, results_stats
 from deepz_core.errors import ConfigError
-from deepz_core.runs import RunDir
-from deepz_core.templatefit_run import create_templatefit_run, execute_templatefit_run
-from deepz_core.worker import run_progress
+from deepz_core.evaluation.run_products import read_predictions, results_stats
+from deepz_core.jobs.status import run_progress
+from deepz_core.jobs.templatefit_run import create_templatefit_run, execute_templatefit_run
+from deepz_core.rundir import RunDir
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

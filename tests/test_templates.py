@@ -1,4 +1,4 @@
-"""BCNZ2-like template fitting (deepz_core.templates*): solvers, redshift recovery, zero-points,
+"""BCNZ2-like template fitting (deepz_core.templatefit.fit*): solvers, redshift recovery, zero-points,
 p(z) products, the CLI and bad inputs."""
 
 from __future__ import annotations
@@ -11,23 +11,23 @@ import pytest
 import torch
 from scipy.optimize import nnls as scipy_nnls
 
-from deepz_core.bands import band_set
-from deepz_core.catalog import Catalog
-from deepz_core.catalog_io import write_catalog
-from deepz_core.cli import main
+from deepz_core.catalog.catalog import Catalog
+from deepz_core.catalog.io import write_catalog
+from deepz_core.cli.main import main
 from deepz_core.errors import ConfigError
-from deepz_core.pz import PzConfig
-from deepz_core.template_set import flux_table, load_template_set
-from deepz_core.templates import (
+from deepz_core.pz.products import PzConfig
+from deepz_core.sed.bands import band_set
+from deepz_core.sed.template_sets import flux_table, load_template_set
+from deepz_core.templatefit.calibration import clipped_coadds, normalise_zero_points
+from deepz_core.templatefit.fit import (
     TemplateFitConfig,
     calibrate_zero_points,
     fit_catalog,
     read_zero_points,
     write_templatefit,
 )
-from deepz_core.templates_calib import clipped_coadds, normalise_zero_points
-from deepz_core.templates_nnls import chi2_value, lawson_hanson, mu_nnls, nnls
-from deepz_core.templates_pz import compress_mixture, grid_products, pz_grid
+from deepz_core.templatefit.nnls import chi2_value, lawson_hanson, mu_nnls, nnls
+from deepz_core.templatefit.pz import compress_mixture, grid_products, pz_grid
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 BANDS = band_set("paus_cosmos")
@@ -141,7 +141,7 @@ def test_pz_products_are_normalised_and_consistent() -> None:
 
 
 def test_outlier_exposures_are_clipped(rng: np.random.Generator) -> None:
-    from deepz_core.catalog import Exposures
+    from deepz_core.catalog.catalog import Exposures
 
     n = 50
     true = np.full(n, 10.0)
@@ -212,7 +212,7 @@ def test_bad_inputs_give_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixt
 def test_kcorrect_set_is_one_run_of_five_templates_with_igm(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from deepz_core.simulate.photometry import BandPhotometry
+    from deepz_core.sed.photometry import BandPhotometry
 
     kc = load_template_set("kcorrect")
     assert kc.n_templates == 5 and kc.run_members().tolist() == [[0, 1, 2, 3, 4]]

@@ -1,4 +1,4 @@
-"""The template-based pretraining simulation (deepz_core.simulate.templates_sim, E20 Sec. 3.3)."""
+"""The template-based pretraining simulation (deepz_core.simulate.templates, E20 Sec. 3.3)."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deepz_core.bands import band_set
-from deepz_core.catalog_io import read_catalog, write_catalog
-from deepz_core.cli import main
+from deepz_core.catalog.io import read_catalog, write_catalog
+from deepz_core.cli.main import main
 from deepz_core.errors import ConfigError
+from deepz_core.sed.bands import band_set
 from deepz_core.simulate import simulate
 from deepz_core.simulate.sps import SPSConfig
-from deepz_core.simulate.templates_sim import TemplateSimConfig, simulate_templates
-from deepz_core.templates import TemplateFitConfig, fit_catalog
+from deepz_core.simulate.templates import TemplateSimConfig, simulate_templates
+from deepz_core.templatefit.fit import TemplateFitConfig, fit_catalog
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 BANDS = band_set("paus_cosmos")
@@ -90,7 +90,7 @@ def test_bad_settings_are_rejected() -> None:
 
 
 def test_seds_restricts_the_galaxies_to_the_chosen_continua() -> None:
-    from deepz_core.template_set import flux_table
+    from deepz_core.sed.template_sets import flux_table
 
     cfg = TemplateSimConfig(ebv=(0.0, 0.0), max_seds=1, ew_oii_max=0.0, seds=(2,))
     cat = simulate_templates(20, BANDS, seed=5, config=cfg)

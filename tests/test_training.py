@@ -22,20 +22,14 @@ import torch
 from astropy.table import Table
 from safetensors.torch import load_file
 
-from deepz_core.batches import Batch
-from deepz_core.catalog_io import write_catalog
+from deepz_core.catalog.io import write_catalog
+from deepz_core.device import resolve_device
 from deepz_core.errors import ConfigError
-from deepz_core.model import DeepzModel, ModelConfig
-from deepz_core.pipeline import create_run, execute_run, run_config
-from deepz_core.runs import RunDir, load_checkpoint_meta
-from deepz_core.training import (
-    Phase,
-    finetune_loss,
-    heldout_nll,
-    pretrain_loss,
-    resolve_device,
-    train_epoch,
-)
+from deepz_core.jobs.training_run import create_run, execute_run, run_config
+from deepz_core.nets.deepz import DeepzModel, ModelConfig
+from deepz_core.rundir import RunDir, load_checkpoint_meta
+from deepz_core.training.batches import Batch
+from deepz_core.training.loop import Phase, finetune_loss, heldout_nll, pretrain_loss, train_epoch
 from tests.synthetic import synthetic_catalog
 
 BANDS = ("NB455", "NB555", "NB655", "NB755", "subaru_r", "subaru_i")
@@ -159,7 +153,7 @@ def test_resume_after_a_kill_reproduces_the_uninterrupted_run(
 def test_kill_after_the_last_epoch_but_before_the_model_is_saved(
     tmp_path, monkeypatch, inputs, reference
 ) -> None:
-    import deepz_core.pipeline as pipeline
+    from deepz_core.jobs import training_run as pipeline
 
     run = _new_run(tmp_path / "late", inputs)
 
@@ -204,8 +198,8 @@ _CHILD = """
 import sys, time
 import torch
 torch.set_num_threads(int(sys.argv[2]))
-from deepz_core.runs import RunDir
-from deepz_core.pipeline import execute_run
+from deepz_core.rundir import RunDir
+from deepz_core.jobs.training_run import execute_run
 original = RunDir.append_metrics
 def slow(self, row):
     original(self, row)

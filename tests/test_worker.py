@@ -11,26 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from deepz_core import cli
-from deepz_core.bands import band_set
-from deepz_core.catalog_io import read_catalog, write_catalog
-from deepz_core.paths import atomic_write_json
-from deepz_core.pipeline import create_run, run_config
-from deepz_core.runs import RunDir
+from deepz_core.catalog.io import read_catalog, write_catalog
+from deepz_core.cli import main as cli
+from deepz_core.files import atomic_write_json
+from deepz_core.jobs.simulation import list_simulations, sim_progress
+from deepz_core.jobs.status import run_progress, run_state, training_curves
+from deepz_core.jobs.training_run import create_run, run_config
+from deepz_core.jobs.worker import LOCK_FILE, WorkerLock, queued_runs, run_queue, work, worker_pid
+from deepz_core.rundir import RunDir
+from deepz_core.sed.bands import band_set
 from deepz_core.simulate import simulate
-from deepz_core.worker import (
-    LOCK_FILE,
-    WorkerLock,
-    list_simulations,
-    queued_runs,
-    run_progress,
-    run_queue,
-    run_state,
-    sim_progress,
-    training_curves,
-    work,
-    worker_pid,
-)
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_MODEL = {"width": 16, "encoder_layers": 1, "decoder_layers": 1, "photoz_layers": 1,
@@ -83,7 +73,7 @@ def test_stale_lock_of_a_dead_worker_is_taken_over(tmp_path: Path) -> None:
 
 
 def test_a_second_worker_process_is_refused(tmp_path: Path, small_catalog: Path) -> None:
-    code = ("import sys, time; from deepz_core.worker import WorkerLock; "
+    code = ("import sys, time; from deepz_core.jobs.worker import WorkerLock; "
             "assert WorkerLock(sys.argv[1]).acquire(); print('locked', flush=True); time.sleep(60)")  # fmt: skip
     holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT,
                               stdout=subprocess.PIPE, text=True)  # fmt: skip
@@ -104,7 +94,7 @@ def test_a_second_worker_process_is_refused(tmp_path: Path, small_catalog: Path)
 def test_queue_runs_oldest_first_and_survives_failures(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, small_catalog: Path
 ) -> None:
-    import deepz_core.pipeline as pipeline
+    from deepz_core.jobs import training_run as pipeline
 
     t = time.time()
     for name, when in (("c", t - 10), ("a", t - 30), ("b", t - 20)):

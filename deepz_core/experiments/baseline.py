@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from deepz_core.catalog import Catalog
-from deepz_core.catalog_io import write_catalog
+from deepz_core.catalog.catalog import Catalog
+from deepz_core.catalog.io import write_catalog
 from deepz_core.experiments.context import Context
 from deepz_core.experiments.robustness import PhotoZ
 
@@ -22,7 +22,7 @@ def cpu_workers(device: str) -> int:
 
 def template_simulation(ctx: Context) -> Path:
     """Template-based pretraining set through the catalogue's bands (same size as the SPS one)."""
-    from deepz_core.simulate.templates_sim import simulate_templates
+    from deepz_core.simulate.templates import simulate_templates
 
     path = ctx.root / "template_sim.fits"
     if not path.exists():
@@ -37,8 +37,8 @@ def template_fit(ctx: Context, template_set: str = "bcnz2") -> Path:
 
     ``bcnz2`` shares the demo mock's BC03 grids (an idealised fit that knows the mock's SED family);
     ``kcorrect`` is an independent SED family, as real templates are for real galaxies."""
-    from deepz_core.templates import fit_catalog, write_templatefit
-    from deepz_core.templates_config import TemplateFitConfig
+    from deepz_core.templatefit.config import TemplateFitConfig
+    from deepz_core.templatefit.fit import fit_catalog, write_templatefit
 
     suffix = "" if template_set == "bcnz2" else f"_{template_set}"
     path = ctx.root / f"templatefit{suffix}.fits"
@@ -53,7 +53,7 @@ def template_fit(ctx: Context, template_set: str = "bcnz2") -> Path:
 def template_photoz(ctx: Context) -> PhotoZ:
     """Template-fit zphot of any catalogue with the zero-points calibrated on the full spec-z sample
     (so an outlier added to test galaxies does not leak into the calibration)."""
-    from deepz_core.templates import fit_catalog, read_zero_points, zero_points_path
+    from deepz_core.templatefit.fit import fit_catalog, read_zero_points, zero_points_path
 
     zero_points = read_zero_points(zero_points_path(template_fit(ctx)), ctx.catalog.bands)
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from deepz_core.catalog import Catalog
-from deepz_core.catalog_io import read_catalog
+from deepz_core.catalog.catalog import Catalog
+from deepz_core.catalog.io import read_catalog
 from deepz_core.experiments.plan import ExperimentPlan
 
 

@@ -13,16 +13,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from deepz_core import metrics
-from deepz_core.bands import get_band
-from deepz_core.batches import SimulationBatches
-from deepz_core.catalog_io import read_catalog
+from deepz_core.catalog.features import resolve_ref_band
+from deepz_core.catalog.io import read_catalog
 from deepz_core.experiments import figures
 from deepz_core.experiments.context import Context
-from deepz_core.features import resolve_ref_band
-from deepz_core.model import load_model
-from deepz_core.runs import RunDir
+from deepz_core.nets.deepz import load_model
+from deepz_core.pz import metrics
+from deepz_core.rundir import RunDir
+from deepz_core.sed.bands import get_band
 from deepz_core.simulate import cached_simulation
+from deepz_core.training.batches import SimulationBatches
 
 
 @torch.no_grad()

@@ -4,7 +4,7 @@ E20 tested outlier robustness on 10,000 simulated ellipticals (BCNZ2's elliptica
 emission lines, SNR 10 in the narrow and 35 in the broad bands), trained the network of Sec. 2 on
 them (no transfer learning), and fitted them by minimum chi2 with the very SEDs they were made
 from ("optimistic: we perfectly know the SEDs"). Extra u-band flux is then added to every test
-galaxy. Here: the early-type SEDs of ``deepz_core.template_set`` (#0-2: old and 2-Gyr bursts, the
+galaxy. Here: the early-type SEDs of ``deepz_core.sed.template_sets`` (#0-2: old and 2-Gyr bursts, the
 tau = 0.5 Gyr S0; deepz has 3 such SEDs, BCNZ2 had 8), one per galaxy, E(B-V) = 0, no lines, drawn
 by ``simulate.templates_sim`` with the SPS prior's redshifts and magnitudes and noise added once.
 Beyond E20: variants of the outlier training (rate, unit, amplitude) and a network trained without
@@ -18,10 +18,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from deepz_core.catalog import Catalog
-from deepz_core.catalog_io import write_catalog
+from deepz_core.catalog.catalog import Catalog
+from deepz_core.catalog.io import write_catalog
 from deepz_core.experiments.context import Context
-from deepz_core.experiments.report import NO_U, TRAINED_FLUXES, TRAINED_GALAXIES
+from deepz_core.experiments.report_writer import NO_U, TRAINED_FLUXES, TRAINED_GALAXIES
 from deepz_core.experiments.robustness import (
     PhotoZ,
     bands_without_u,
@@ -29,9 +29,9 @@ from deepz_core.experiments.robustness import (
     u_band_curves,
 )
 from deepz_core.experiments.trained import train_run
-from deepz_core.predict import match_bands
-from deepz_core.simulate.templates_sim import TemplateSimConfig, simulate_templates
-from deepz_core.template_set import CONTINUUM, flux_table
+from deepz_core.inference.predict import match_bands
+from deepz_core.sed.template_sets import CONTINUUM, flux_table
+from deepz_core.simulate.templates import TemplateSimConfig, simulate_templates
 
 # template_set.CONTINUUM indices: ssp_old, ssp_2gyr, exp_tau0.5 (E20 used 8 elliptical SEDs)
 EARLY_TYPES = (0, 1, 2)

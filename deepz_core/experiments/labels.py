@@ -10,18 +10,18 @@ from typing import Any
 import numpy as np
 from astropy.table import Table
 
-from deepz_core.classifier import ClassifierConfig
-from deepz_core.classifier_train import train_classifier
-from deepz_core.config import TrainConfig
 from deepz_core.experiments import figures
 from deepz_core.experiments.context import Context
 from deepz_core.experiments.scoring import Scored, read_scored
 from deepz_core.experiments.trained import run_splits
-from deepz_core.metrics import pit_histogram
-from deepz_core.pipeline import load_inputs
-from deepz_core.predict import write_table
-from deepz_core.runs import RunDir
-from deepz_core.splits import Splits
+from deepz_core.inference.predict import write_table
+from deepz_core.jobs.training_run import load_inputs
+from deepz_core.nets.classifier import ClassifierConfig
+from deepz_core.pz.metrics import pit_histogram
+from deepz_core.rundir import RunDir
+from deepz_core.training.classifier import train_classifier
+from deepz_core.training.config import TrainConfig
+from deepz_core.training.splits import Splits
 
 VARIANTS = {"classifier, label smoothing 0.15": 0.15, "classifier, no smoothing": 0.0}
 

@@ -19,7 +19,7 @@ from deepz_core.errors import ConfigError
 class ExperimentPlan:
     """Sizes and sweeps of the paper's experiments (E20 Figs. 2, 3, 5, 6, 8, 9, B1; Sec. 3.3; App. E)."""
 
-    train_preset: str = "quick"  # deepz_core.config PRESETS entry used by every training run
+    train_preset: str = "quick"  # deepz_core.training.config PRESETS entry used by every training run
     repetitions: int = 2  # R >= 2: single network = repetition 0, ensemble = all R
     alphas: tuple[float, ...] = (0.5, 0.7, 0.8, 1.0)  # Fig. 6, keeping one exposure
     alphas_drop: tuple[float, ...] = (0.5, 0.8)  # Fig. 6, dropping incomplete galaxies
@@ -73,7 +73,7 @@ PLANS: dict[str, ExperimentPlan] = {
     ),
     # quick networks and fine-tuning, the paper's pretraining set (10^6 galaxies, 10 epochs): the
     # largest single effect measured on the demo (docs/benchmarks.md); pretrained once per network
-    # kind and reused across configurations (deepz_core.pretrained)
+    # kind and reused across configurations (deepz_core.training.pretrained)
     "quick": ExperimentPlan(
         train={"pretrain_n": 1_000_000, "pretrain_schedule": ((8, 1e-3), (2, 1e-4))},
         template_sim_n=1_000_000,

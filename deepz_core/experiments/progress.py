@@ -15,8 +15,8 @@ from deepz_core.experiments.context import Context
 from deepz_core.experiments.figures import jsonable
 from deepz_core.experiments.scoring import Scored, read_scored
 from deepz_core.experiments.trained import single_predictions, train_run
-from deepz_core.paths import atomic_write
-from deepz_core.runs import RunDir
+from deepz_core.files import atomic_write
+from deepz_core.rundir import RunDir
 
 
 class Progress:

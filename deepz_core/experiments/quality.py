@@ -8,11 +8,11 @@ from typing import Any
 
 import numpy as np
 
-from deepz_core import metrics
-from deepz_core.analysis import PAUS_TARGET, density_edges
+from deepz_core.evaluation.run_products import PAUS_TARGET, density_edges
 from deepz_core.experiments import figures
 from deepz_core.experiments.context import Context
 from deepz_core.experiments.scoring import Scored, by_type, faintest_bin
+from deepz_core.pz import metrics
 
 
 def fig2(ctx: Context, lines: Mapping[str, Scored]) -> dict[str, Any]:

@@ -16,19 +16,19 @@ from typing import Any
 
 import numpy as np
 
-from deepz_core import metrics
-from deepz_core.catalog import Catalog, exposure_index, few
-from deepz_core.catalog_io import write_catalog
+from deepz_core.catalog.catalog import Catalog, exposure_index, few
+from deepz_core.catalog.features import build_features
+from deepz_core.catalog.io import write_catalog
 from deepz_core.errors import CatalogError, ConfigError
 from deepz_core.experiments import figures
 from deepz_core.experiments.context import Context
-from deepz_core.experiments.report import NO_U
+from deepz_core.experiments.report_writer import NO_U
 from deepz_core.experiments.scoring import galaxy_types
 from deepz_core.experiments.trained import predict_single_network
-from deepz_core.features import build_features
-from deepz_core.model import load_model_json
-from deepz_core.predict import match_bands
-from deepz_core.runs import RunDir
+from deepz_core.inference.predict import match_bands
+from deepz_core.nets.deepz import load_model_json
+from deepz_core.pz import metrics
+from deepz_core.rundir import RunDir
 
 U_BAND = "cfht_u"
 Z_EDGES = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, np.inf)  # breakdown bins (spec-z); empty ones left out

@@ -23,7 +23,7 @@ from deepz_core.experiments.labels import appendix_e
 from deepz_core.experiments.plan import ExperimentPlan
 from deepz_core.experiments.plan import plan as get_plan
 from deepz_core.experiments.progress import Progress
-from deepz_core.experiments.report import (
+from deepz_core.experiments.report_writer import (
     NO_U,
     TF_KCORRECT,
     TRAINED_FLUXES,

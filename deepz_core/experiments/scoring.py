@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 from astropy.table import Table
 
-from deepz_core import metrics
-from deepz_core.catalog import Catalog, native_array
+from deepz_core.catalog.catalog import Catalog, native_array
 from deepz_core.errors import ConfigError
+from deepz_core.pz import metrics
 
 
 @dataclass(frozen=True, eq=False)

@@ -14,12 +14,12 @@ from typing import Any
 import numpy as np
 
 from deepz_core.experiments.plan import ExperimentPlan
-from deepz_core.model import load_model, load_model_json
-from deepz_core.pipeline import create_run, execute_run, load_inputs, run_config
-from deepz_core.predict import predict_features, predictions_table, write_table
-from deepz_core.pz import PzConfig
-from deepz_core.runs import RunDir
-from deepz_core.splits import Splits
+from deepz_core.inference.predict import predict_features, predictions_table, write_table
+from deepz_core.jobs.training_run import create_run, execute_run, load_inputs, run_config
+from deepz_core.nets.deepz import load_model, load_model_json
+from deepz_core.pz.products import PzConfig
+from deepz_core.rundir import RunDir
+from deepz_core.training.splits import Splits
 
 
 def train_run(
@@ -92,7 +92,7 @@ def single_predictions(run: RunDir) -> Path:
 def predict_single_network(run: RunDir, features, device: str = "cpu") -> dict[str, np.ndarray]:
     """Products for ``features`` from repetition 0's networks only; training galaxies of the run get
     the one network that never saw them (out-of-fold)."""
-    from deepz_core.predict import _member_mask
+    from deepz_core.inference.predict import _member_mask
 
     model = load_model(run.path, device=device)
     splits = run_splits(run)

@@ -8,10 +8,10 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from deepz_core.bands import band_set
-from deepz_core.catalog import Catalog
+from deepz_core.catalog.catalog import Catalog
 from deepz_core.errors import ConfigError
-from deepz_core.paths import cache_dir
+from deepz_core.files import cache_dir
+from deepz_core.sed.bands import band_set
 
 KINDS = ("sps", "paus-mock", "templates", "lsst-deep")
 DEFAULT_BAND_SETS = {"lsst-deep": "lsst"}  # band set of a kind when none is given, else paus_cosmos
@@ -31,7 +31,7 @@ def simulate(kind: str, n: int, bands: Sequence[str], seed: int, config: object 
 
         return simulate_mock(n, bands, seed, config)
     if kind == "templates":
-        from deepz_core.simulate.templates_sim import simulate_templates
+        from deepz_core.simulate.templates import simulate_templates
 
         return simulate_templates(n, bands, seed, config)
     if kind == "lsst-deep":
@@ -51,7 +51,7 @@ def cached_simulation(
     kind: str, n: int, bands: Sequence[str], seed: int, config: object = None
 ) -> Path:
     """Path of a FITS file holding this simulation, simulating and writing it on first use."""
-    from deepz_core.catalog_io import write_catalog
+    from deepz_core.catalog.io import write_catalog
 
     path = cache_dir() / "sims" / f"{kind}_n{n}_s{seed}_{_key(kind, n, bands, seed, config)}.fits"
     if not path.exists():

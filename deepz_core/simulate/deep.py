@@ -33,14 +33,14 @@ from functools import cache
 
 import numpy as np
 
-from deepz_core.catalog import Catalog
+from deepz_core.catalog.catalog import Catalog
+from deepz_core.catalog.features import resolve_ref_band
 from deepz_core.errors import ConfigError
-from deepz_core.features import resolve_ref_band
 from deepz_core.progress import progress_bar
+from deepz_core.sed.photometry import BandPhotometry
+from deepz_core.sed.ssp import load_library
 from deepz_core.simulate import galaxies
 from deepz_core.simulate.mock import zero_point_offsets
-from deepz_core.simulate.photometry import BandPhotometry
-from deepz_core.simulate.ssp import load_library
 
 KIND = "lsst-deep"
 FLUXZP = 23.9

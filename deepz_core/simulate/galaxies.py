@@ -14,7 +14,7 @@ from functools import cache
 
 import numpy as np
 
-from deepz_core.simulate import population as pop
+from deepz_core.sed import histories as pop
 from deepz_core.simulate.sps import age_of_universe_yr
 
 

@@ -19,14 +19,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from deepz_core.bands import get_band
-from deepz_core.catalog import Catalog, Exposures
+from deepz_core.catalog.catalog import Catalog, Exposures
+from deepz_core.catalog.features import resolve_ref_band
 from deepz_core.errors import ConfigError
-from deepz_core.features import resolve_ref_band
 from deepz_core.progress import progress_bar
+from deepz_core.sed.bands import get_band
+from deepz_core.sed.photometry import BandPhotometry
+from deepz_core.sed.ssp import load_library
 from deepz_core.simulate import galaxies
-from deepz_core.simulate.photometry import BandPhotometry
-from deepz_core.simulate.ssp import load_library
 
 FLUXZP = 23.9
 # COSMOS 5 sigma depths (3'' apertures, Capak et al. 2007 / Laigle et al. 2016 orders of magnitude)

@@ -25,7 +25,7 @@ Conversion to deepz's catalogue (FLUXZP 23.9: microJansky):
   left out of the catalogue, and counted and listed by ref_id in the provenance JSON. MLZ's files
   hold none (checked: every galaxy of the 10,000 is kept).
 - ref_id: 1..5000 for the rows of SDSS_MGS.train, 5001..10000 for SDSS_MGS.test (file order).
-- Bands are named sdss_u ... sdss_z (deepz_core.bands has their filter curves); ``mag`` is the r-band
+- Bands are named sdss_u ... sdss_z (deepz_core.sed.bands has their filter curves); ``mag`` is the r-band
   AB magnitude (the MGS selection band; the MGS limit is Petrosian r < 17.77).
 
 Usage, with deepz's venv (or any Python with numpy, astropy and pip), from the repository root:

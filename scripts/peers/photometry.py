@@ -49,7 +49,7 @@ def colour_features(mag: NDArray, ref_index: int) -> NDArray:
 
 def reference_band(bands: list[str], ref_band: str | None = None) -> str:
     """deepz's choice of reference band: ``ref_band`` if given, else subaru_i, else the first
-    band whose name ends in _i (deepz_core.features.resolve_ref_band)."""
+    band whose name ends in _i (deepz_core.catalog.features.resolve_ref_band)."""
     if ref_band is not None:
         if ref_band not in bands:
             raise ValueError(f"ref_band {ref_band!r} is not among the bands {bands}")

@@ -12,7 +12,7 @@ Sec. 3.3 and 6.1), restated here because the peers' environment has no torch:
 - PIT KS = Kolmogorov-Smirnov statistic of the PIT values (CDF of p(z) at zspec), clipped to
   [0, 1], against Uniform(0, 1) (scipy.stats.kstest)                (E20 Sec. 6.1)
 
-scripts/peers/test_peers.py checks that these give deepz_core.metrics' numbers on fixed arrays.
+scripts/peers/test_peers.py checks that these give deepz_core.pz.metrics' numbers on fixed arrays.
 """
 
 from __future__ import annotations
