@@ -1,4 +1,4 @@
-"""Bounded-memory catalogue reading (deepz_core.catalog.chunks): partition plans, exact row ranges in
+"""Bounded-memory catalogue reading (deepz_core.catalog.io and its formats): partition plans, exact row ranges in
 every format, column selection, HDF5 slices, the gzipped-FITS fallback."""
 
 from __future__ import annotations
@@ -11,10 +11,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from deepz_core.catalog import chunks as chunked_io
 from deepz_core.catalog.catalog import Catalog
-from deepz_core.catalog.chunks import count_rows, iter_rows, plan
-from deepz_core.catalog.io import read_catalog, write_catalog
+from deepz_core.catalog.formats import hdf5_file, parquet_file
+from deepz_core.catalog.io import count_rows, iter_rows, plan, read_catalog, write_catalog
 from deepz_core.errors import ConfigError
 from tests.synthetic import synthetic_catalog
 
@@ -89,7 +88,7 @@ def test_only_the_requested_columns_are_read(tmp_path, ext) -> None:
 def test_hdf5_is_sliced_not_read_whole(tmp_path, monkeypatch) -> None:
     cat = _catalog(90)
     path = write_catalog(cat, tmp_path / "c.h5")
-    monkeypatch.setattr(chunked_io, "read_catalog", lambda *a: pytest.fail("read whole"))
+    monkeypatch.setattr(hdf5_file, "read", lambda *a: pytest.fail("read whole"))
     chunks = list(iter_rows(path, (25, 90), 30))
     assert [c.n_galaxies for c in chunks] == [30, 30, 5]
     np.testing.assert_array_equal(_ids(chunks), cat.ref_id[25:])
@@ -123,7 +122,7 @@ def test_gzipped_fits_is_read_whole_once_with_a_warning(tmp_path, caplog) -> Non
 
 def test_rechunk_cuts_batches_into_equal_tables() -> None:
     batches = [pa.record_batch({"x": np.arange(a, b)}) for a, b in [(0, 7), (7, 8), (8, 30)]]
-    tables = list(chunked_io._rechunk(iter(batches), 10))
+    tables = list(parquet_file.rechunk(iter(batches), 10))
     assert [t.num_rows for t in tables] == [10, 10, 10]
     np.testing.assert_array_equal(
         np.concatenate([t["x"].to_numpy() for t in tables]), np.arange(30)

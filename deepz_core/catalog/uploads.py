@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from deepz_core.catalog.io import SUFFIXES, Columns, _read_tables
+from deepz_core.catalog.formats.common import Columns
+from deepz_core.catalog.io import SUFFIXES, read_tables
 from deepz_core.errors import CatalogError
 from deepz_core.files import atomic_write, atomic_write_json
 
@@ -60,13 +61,6 @@ def save_upload(data: bytes, filename: str) -> Path:
     if not path.exists():
         atomic_write(path, lambda tmp: tmp.write_bytes(data))
     return path
-
-
-def read_tables(path: Path | str, names: tuple[str, ...] = ("galaxies", "exposures")) -> dict:
-    """Raw tables of any catalogue file, canonical or not: ``{name: (columns, meta)}``.
-
-    Raises CatalogError naming the file when it is unreadable, truncated or of another format."""
-    return _read_tables(Path(path), names)
 
 
 def raw_columns(

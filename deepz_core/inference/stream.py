@@ -1,7 +1,7 @@
 """Survey-scale inference: read catalogues in chunks, predict, write Parquet (or FITS) atomically.
 
 A catalogue is cut into partitions of at most ``chunk_size`` rows, each read in chunks of at most
-``CPU_CHUNK`` rows on a CPU (deepz_core.catalog.chunks, only the columns used), so memory stays bounded
+``CPU_CHUNK`` rows on a CPU (deepz_core.catalog.io, only the columns used), so memory stays bounded
 whatever the file or partition size. The network and the p(z) products run chunk by chunk.
 
 Output: one file (``.parquet``, or ``.fits`` assembled in memory for small outputs) or, when the
@@ -26,7 +26,8 @@ import pyarrow.parquet as pq
 import torch
 
 from deepz_core.catalog.catalog import ERROR_PREFIX, FLUX_PREFIX, Catalog
-from deepz_core.catalog.chunks import Range, count_rows, iter_rows, plan
+from deepz_core.catalog.formats.common import Range
+from deepz_core.catalog.io import count_rows, iter_rows, plan
 from deepz_core.errors import ConfigError
 from deepz_core.files import atomic_write, atomic_write_json
 from deepz_core.inference.predict import (
