@@ -291,10 +291,10 @@ def test_outliers_need_a_band_besides_the_reference(rng) -> None:
 
 def test_the_pipeline_passes_outlier_fraction_to_the_training_batches(rng) -> None:
     from deepz_core.jobs.training_run import _phases
-    from deepz_core.training.config import TrainConfig
+    from deepz_core.training.config import RunConfig, TrainConfig
 
     f = _features(rng)
     s = make_splits(np.isfinite(f.zspec), 1, 2, seed=0)
     train = TrainConfig(outlier_fraction=0.1, device="cpu")
-    (phase,) = _phases({"pretrain": "none"}, f, s, train, CPU)
+    (phase,) = _phases(RunConfig("cat.fits", pretrain="none", train=train), f, s, CPU)
     assert phase.source.outlier_fraction == 0.1

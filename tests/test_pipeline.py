@@ -160,20 +160,20 @@ def test_failed_run_records_the_error(tmp_path, catalog_path) -> None:
 
 def test_pretraining_file_must_have_the_catalogue_bands(tmp_path, catalog_path) -> None:
     from deepz_core.catalog.io import read_catalog
-    from deepz_core.training.config import TrainConfig
+    from deepz_core.training.config import RunConfig
 
     sim = _synthetic(50, 2, exposures=False, noiseless=True)
     other = Catalog(ref_id=sim.ref_id, bands=BANDS[::-1], flux=sim.flux[:, ::-1],
                     flux_error=sim.flux_error[:, ::-1], zspec=sim.zspec)  # fmt: skip
     write_catalog(other, tmp_path / "other.fits")
     f = build_features(read_catalog(catalog_path))
-    config = {"pretrain": str(tmp_path / "other.fits")}
+    config = RunConfig(str(catalog_path), pretrain=str(tmp_path / "other.fits"))
     with pytest.raises(ConfigError, match="differ"):
-        pretraining_simulation(config, f, TrainConfig())
+        pretraining_simulation(config, f)
     unknown = Catalog(ref_id=[1, 2], bands=("mine_a", "mine_i"), flux=np.ones((2, 2)),
                       flux_error=np.ones((2, 2)))  # fmt: skip
     with pytest.raises(ConfigError, match="mine_a"):
-        pretraining_simulation({"pretrain": "auto"}, build_features(unknown), TrainConfig())
+        pretraining_simulation(RunConfig("c.fits", pretrain="auto"), build_features(unknown))
 
 
 def test_simulation_batches_draw_noise_only_for_noiseless_files(catalog_path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -14,6 +15,7 @@ from deepz_core.files import atomic_write_json
 
 if TYPE_CHECKING:
     from deepz_core.rundir import RunDir
+    from deepz_core.training.config import RunConfig
 
 
 def _train_args(p: argparse.ArgumentParser) -> None:
@@ -125,7 +127,7 @@ def _train(args: argparse.Namespace) -> int:
     if run.file("config.json").exists():
         _reuse_folder(run, config, args.out)
     else:
-        run.create(config)
+        run.create(config.to_dict())
     run.file("cancel").unlink(missing_ok=True)
     execute_run(run)
     status = run.status()
@@ -133,29 +135,30 @@ def _train(args: argparse.Namespace) -> int:
     return 0 if status["state"] == "finished" else 3
 
 
-def _reuse_folder(run: RunDir, config: dict, out: str) -> None:
+def _reuse_folder(run: RunDir, config: RunConfig, out: str) -> None:
     """``train`` into an existing run folder: resume it when the arguments are the same (the
     device may change); start it over when they differ and nothing was trained yet (a run that
     failed at set-up, e.g. on a bad --ref-band); otherwise refuse, naming what differs. A run
     another process is training or has queued, and a template-fit run, are left alone."""
     from deepz_core.jobs.status import pid_alive
-    from deepz_core.jobs.training_run import config_changes, full_config
+    from deepz_core.jobs.training_run import config_changes, load_run_config
     from deepz_core.rundir import load_checkpoint_meta, run_kind
 
-    stored, status = run.config(), run.status()
+    status = run.status()
     state, pid = status.get("state"), status.get("pid")
-    if run_kind(stored) != "deepz":
-        raise ConfigError(f"--out {out} holds a {run_kind(stored)} run; choose another folder")
+    if run_kind(run.config()) != "deepz":
+        raise ConfigError(f"--out {out} holds a {run_kind(run.config())} run; choose another folder")
     if state == "finished":
         raise ConfigError(f"--out {out} holds a finished run; choose another folder")
     if state in ("running", "queued") and pid != os.getpid() and pid_alive(pid):
         raise ConfigError(f"--out {out} holds a run {state} by process {pid}: wait for it, or "
                           f"cancel it first (create the file {out}/cancel)")  # fmt: skip
-    changes = config_changes(full_config(stored), full_config(config), ignore=("train.device",))
+    stored = load_run_config(run)
+    changes = config_changes(stored.full(), config.full(), ignore=("train.device",))
     if not changes:
-        stored["train"]["device"] = config["train"]["device"]
-        atomic_write_json(run.file("config.json"), stored)
-        print(f"resuming run in {out} (state {state}) on device {config['train']['device']}")
+        train = dataclasses.replace(stored.train, device=config.train.device)
+        atomic_write_json(run.file("config.json"), dataclasses.replace(stored, train=train).to_dict())
+        print(f"resuming run in {out} (state {state}) on device {config.train.device}")
         return
     if load_checkpoint_meta(run) is not None:
         raise ConfigError(f"--out {out} holds a {state} run trained with other settings "
@@ -165,7 +168,7 @@ def _reuse_folder(run: RunDir, config: dict, out: str) -> None:
     for name in ("metrics.jsonl", "splits.npz"):
         run.file(name).unlink(missing_ok=True)
     run.log(f"restarted with new settings: {'; '.join(changes)}")
-    run.create(config)
+    run.create(config.to_dict())
 
 
 def _resume_args(p: argparse.ArgumentParser) -> None:

@@ -15,12 +15,11 @@ from deepz_core.experiments.context import Context
 from deepz_core.experiments.scoring import Scored, read_scored
 from deepz_core.experiments.trained import run_splits
 from deepz_core.inference.predict import write_table
-from deepz_core.jobs.training_run import load_inputs
+from deepz_core.jobs.training_run import load_inputs, load_run_config
 from deepz_core.nets.classifier import ClassifierConfig
 from deepz_core.pz.metrics import pit_histogram
 from deepz_core.rundir import RunDir
 from deepz_core.training.classifier import train_classifier
-from deepz_core.training.config import TrainConfig
 from deepz_core.training.splits import Splits
 
 VARIANTS = {"classifier, label smoothing 0.15": 0.15, "classifier, no smoothing": 0.0}
@@ -35,11 +34,11 @@ def classifier_predictions(ctx: Context, run: RunDir, smoothing: float) -> Score
     """Train (once; cached as a FITS file in the report folder) and score one classifier variant."""
     path = ctx.root / f"classifier_smoothing{smoothing:.2f}.fits"
     if not path.exists():
-        config = run.config()
+        config = load_run_config(run)
         _, features = load_inputs(config)
         splits = _first_repetition(run_splits(run))
-        cfg = dataclasses.replace(ClassifierConfig.from_model_config(config["model"]), smoothing=smoothing)
-        train = TrainConfig.from_dict({**config["train"], "device": ctx.device})
+        cfg = ClassifierConfig.from_model_config({**config.model, "smoothing": smoothing})
+        train = dataclasses.replace(config.train, device=ctx.device)
         ctx.log(f"[experiments] Appendix E: training the classifier (smoothing {smoothing})")
         result = train_classifier(features, splits, cfg, train, train.device)
         t = Table({"ref_id": features.ref_id, **result.products, "zspec": features.zspec,

@@ -15,9 +15,14 @@ import numpy as np
 
 from deepz_core.experiments.plan import ExperimentPlan
 from deepz_core.inference.predict import predict_features, predictions_table, write_table
-from deepz_core.jobs.training_run import create_run, execute_run, load_inputs, run_config
+from deepz_core.jobs.training_run import (
+    create_run,
+    execute_run,
+    load_inputs,
+    load_run_config,
+    run_config,
+)
 from deepz_core.nets.deepz import load_model, load_model_json
-from deepz_core.pz.products import PzConfig
 from deepz_core.rundir import RunDir
 from deepz_core.training.splits import Splits
 
@@ -59,10 +64,10 @@ def train_run(
 
 
 def run_splits(run: RunDir) -> Splits:
-    config = run.config()["train"]
+    train = load_run_config(run).train
     with np.load(run.file("splits.npz")) as s:
         return Splits(train=s["train"], labelled=s["labelled"],
-                      repetitions=config["repetitions"], folds=config["folds"])  # fmt: skip
+                      repetitions=train.repetitions, folds=train.folds)  # fmt: skip
 
 
 def single_network_mask(splits: Splits) -> np.ndarray:
@@ -77,13 +82,12 @@ def single_predictions(run: RunDir) -> Path:
     path = run.file("predictions_single.fits")
     if path.exists():
         return path
-    config = run.config()
+    config = load_run_config(run)
     _, features = load_inputs(config)
     splits = run_splits(run)
     model = load_model(run.path, device="cpu")
     assert tuple(load_model_json(run.path)["metadata"]["bands"]) == features.bands
-    products = predict_features(model, features, single_network_mask(splits),
-                                PzConfig(**config["pz"]))  # fmt: skip
+    products = predict_features(model, features, single_network_mask(splits), config.pz)
     oof = splits.out_of_fold()
     write_table(predictions_table(features, products, {"out_of_fold": oof}), path)
     return path
@@ -92,10 +96,10 @@ def single_predictions(run: RunDir) -> Path:
 def predict_single_network(run: RunDir, features, device: str = "cpu") -> dict[str, np.ndarray]:
     """Products for ``features`` from repetition 0's networks only; training galaxies of the run get
     the one network that never saw them (out-of-fold)."""
-    from deepz_core.inference.predict import _member_mask
+    from deepz_core.inference.predict import member_mask
 
     model = load_model(run.path, device=device)
     splits = run_splits(run)
-    mask, _ = _member_mask(run, features, model.members, by_photometry=False)
+    mask, _ = member_mask(run, features, model.members, by_photometry=False)
     mask[splits.folds :] = False
-    return predict_features(model, features, mask, PzConfig(**run.config()["pz"]))
+    return predict_features(model, features, mask, load_run_config(run).pz)

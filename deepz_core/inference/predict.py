@@ -226,7 +226,7 @@ def predict_catalog(run_dir: Path | str, catalog: Catalog, out: Path | str, devi
     if meta.get("bands") is not None:
         catalog = match_bands(catalog, tuple(meta["bands"]))
     features = model_features(model, catalog, meta.get("ref_band"))
-    mask, oof = _member_mask(run, features, model.members)
+    mask, oof = member_mask(run, features, model.members)
     pz = pz or PzConfig(**run.config().get("pz", {}))
     products = predict_features(model, features, mask, pz)
     table = predictions_table(features, products, {"out_of_fold": oof}, catalog)
@@ -262,7 +262,7 @@ def match_bands(catalog: Catalog, bands: tuple[str, ...], source: str = "--catal
                                flux_error=catalog.flux_error[:, cols], exposures=exp)  # fmt: skip
 
 
-def _member_mask(
+def member_mask(
     run: RunDir, features: Features, members: int, by_photometry: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
     """(E, N) members usable per galaxy and (N,) out-of-fold flag, from the run's saved splits.

@@ -31,8 +31,8 @@ from deepz_core.catalog.io import count_rows, iter_rows, plan
 from deepz_core.errors import ConfigError
 from deepz_core.files import atomic_write, atomic_write_json
 from deepz_core.inference.predict import (
-    _member_mask,
     match_bands,
+    member_mask,
     mixture_from_arrays,
     model_features,
     predict_features,
@@ -70,7 +70,7 @@ class Predictor:
         if self.meta.get("bands") is not None:
             cat = match_bands(cat, tuple(self.meta["bands"]))
         features = model_features(self.model, cat, self.meta.get("ref_band"), False)
-        mask, oof = _member_mask(self.run, features, self.model.members)
+        mask, oof = member_mask(self.run, features, self.model.members)
         products = predict_features(self.model, features, mask, self.pz)
         extra = {"out_of_fold": oof}
         extra |= {k: cat.extra[k][features.rows] for k in KEEP_EXTRA if k in cat.extra}

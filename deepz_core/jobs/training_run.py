@@ -6,9 +6,7 @@ a killed run to resume from its last checkpoint. Everything the pages show is re
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,7 +26,7 @@ from deepz_core.pz.products import PzConfig
 from deepz_core.rundir import RunDir, load_checkpoint
 from deepz_core.training import pretrained
 from deepz_core.training.batches import DataBatches, SimulationBatches
-from deepz_core.training.config import TrainConfig, preset
+from deepz_core.training.config import PRETRAIN_CHOICES, RunConfig, TrainConfig, preset
 from deepz_core.training.loop import (
     Cancelled,
     Phase,
@@ -43,12 +41,12 @@ from deepz_core.training.splits import Splits, make_splits
 Z_LABEL_MAX = 5.0  # spec-z above this (or negative) are not used as labels
 
 
-def create_run(out: Path | str, config: dict[str, Any]) -> RunDir:
+def create_run(out: Path | str, config: RunConfig) -> RunDir:
     """Write ``config.json`` (from ``run_config``) of a new run folder; nothing is trained yet."""
     run = RunDir(Path(out))
     if run.file("config.json").exists():
         raise ConfigError(f"--out {out} already holds a run; resume it or choose another folder")
-    return run.create(config)
+    return run.create(config.to_dict())
 
 
 def run_config(
@@ -60,40 +58,41 @@ def run_config(
     model: dict[str, Any] | None = None,
     train: dict[str, Any] | None = None,
     pz: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The validated ``config.json`` of a run (as JSON reads it back); bad choices raise here."""
+) -> RunConfig:
+    """The validated configuration of a new run from a preset and overrides; bad choices raise
+    here, before a run folder exists."""
     p = preset(preset_name)
-    train_cfg = TrainConfig.from_dict({**p.train, **(train or {})})
-    model_over = {"input_norm": ModelConfig.input_norm, **p.model, **(model or {})}
-    ModelConfig.from_dict({"n_inputs": 2, **model_over})  # validate early: bad values fail here
-    known_pz = {f.name for f in dataclasses.fields(PzConfig)}
-    if set(pz or {}) - known_pz:
-        raise ConfigError(f"unknown pz config fields {sorted(set(pz or {}) - known_pz)}; "
-                          f"known: {sorted(known_pz)}")  # fmt: skip
-    pz_cfg = PzConfig(**(pz or {}))
     for flag, path in (("--catalog", catalog), ("--exposures", exposures)):
-        if path is not None and not Path(path).is_file():  # fail before a run folder exists
+        if path is not None and not Path(path).is_file():
             raise ConfigError(f"{flag} {str(path)!r}: no such file")
-    if pretrain not in ("auto", "none") and not Path(pretrain).exists():
+    if pretrain not in PRETRAIN_CHOICES and not Path(pretrain).exists():
         raise ConfigError(
             f"--pretrain must be auto, none or an existing simulation file, got {pretrain!r}"
         )
-    config = {
-        "catalog": str(Path(catalog).resolve()),
-        "exposures": None if exposures is None else str(Path(exposures).resolve()),
-        "pretrain": pretrain if pretrain in ("auto", "none") else str(Path(pretrain).resolve()),
-        "preset": preset_name,
-        "ref_band": ref_band,
-        "model": model_over,
-        "train": train_cfg.to_dict(),
-        "pz": dataclasses.asdict(pz_cfg),
-    }
-    return json.loads(json.dumps(config))  # tuples -> lists, as stored
+    return RunConfig(
+        catalog=str(Path(catalog).resolve()),
+        exposures=None if exposures is None else str(Path(exposures).resolve()),
+        pretrain=pretrain if pretrain in PRETRAIN_CHOICES else str(Path(pretrain).resolve()),
+        preset=preset_name,
+        ref_band=ref_band,
+        model={"input_norm": ModelConfig.input_norm, **p.model, **(model or {})},
+        train=TrainConfig.from_dict({**p.train, **(train or {})}),
+        pz=PzConfig.from_dict(pz or {}),
+    )
+
+
+def load_run_config(run: RunDir) -> RunConfig:
+    """The run's ``config.json``, checked by the same typed configs the CLI uses: a damaged or
+    edited file raises a ConfigError naming it and the field."""
+    try:
+        return RunConfig.from_dict(run.config())
+    except ConfigError as exc:
+        raise ConfigError(f"{run.file('config.json')}: {exc}") from None
 
 
 def config_changes(old: Any, new: Any, key: str = "", ignore: tuple[str, ...] = ()) -> list[str]:
     """``"key: old -> new"`` for every leaf where two run configs differ (dotted keys; a key only
-    one has counts as None in the other), except the ``ignore`` keys. Compare ``full_config``s."""
+    one has counts as None in the other), except the ``ignore`` keys. Compare ``RunConfig.full``s."""
     if isinstance(old, dict) and isinstance(new, dict):
         keys = sorted(set(old) | set(new), key=str)
         nested = ((k, f"{key}.{k}" if key else k) for k in keys)
@@ -102,19 +101,11 @@ def config_changes(old: Any, new: Any, key: str = "", ignore: tuple[str, ...] = 
     return [] if old == new else [f"{key}: {old!r} -> {new!r}"]
 
 
-def full_config(config: dict[str, Any]) -> dict[str, Any]:
-    """A run config with ``model`` and ``train`` spelled out field by field, defaults filled in: a
-    run written before a setting existed compares equal to one that states its default."""
-    model = ModelConfig.from_stored({"n_inputs": 2, **config["model"]}).to_dict()
-    train = TrainConfig.from_dict(config["train"]).to_dict()
-    return json.loads(json.dumps({**config, "model": model, "train": train}))
-
-
-def load_inputs(config: dict[str, Any]) -> tuple[Catalog, Features]:
+def load_inputs(config: RunConfig) -> tuple[Catalog, Features]:
     """The run's catalogue and its features, screened against their own population (the
     statistics a new model is given: ``Features.input_stats``)."""
-    cat = read_catalog(config["catalog"], config["exposures"])
-    features = build_features(cat, config["ref_band"])
+    cat = read_catalog(config.catalog, config.exposures)
+    features = build_features(cat, config.ref_band)
     return cat, features.against_population(features.input_stats())
 
 
@@ -141,13 +132,11 @@ def record_screen(run: RunDir, features: Features) -> None:
                 "their ref_ids are in screen.json")  # fmt: skip
 
 
-def pretraining_simulation_path(
-    config: dict[str, Any], features: Features, train: TrainConfig
-) -> Path:
+def pretraining_simulation_path(config: RunConfig, features: Features) -> Path:
     """The SPS simulation file to pretrain on: simulated through the catalogue's bands ('auto',
     cached) or the user's file."""
-    if config["pretrain"] != "auto":
-        return Path(config["pretrain"])
+    if config.pretrain != "auto":
+        return Path(config.pretrain)
     from deepz_core.sed.bands import has_band
     from deepz_core.simulate import cached_simulation
 
@@ -155,14 +144,13 @@ def pretraining_simulation_path(
     if missing:
         raise ConfigError(f"--pretrain auto needs filter curves; unknown bands {missing}: "
                           "use --pretrain none or a simulation file")  # fmt: skip
+    train = config.train
     return cached_simulation("sps", train.pretrain_n, features.bands, train.seed + 1)
 
 
-def pretraining_simulation(
-    config: dict[str, Any], features: Features, train: TrainConfig
-) -> Catalog:
+def pretraining_simulation(config: RunConfig, features: Features) -> Catalog:
     """The simulation of ``pretraining_simulation_path``, its bands checked against the catalogue's."""
-    sim = read_catalog(pretraining_simulation_path(config, features, train))
+    sim = read_catalog(pretraining_simulation_path(config, features))
     if tuple(sim.bands) != tuple(features.bands):
         raise ConfigError(f"pretraining file bands {list(sim.bands)} differ from the catalogue's "
                           f"{list(features.bands)}")  # fmt: skip
@@ -178,18 +166,13 @@ def simulation_batches(sim: Catalog, features: Features, members: int, device) -
     return SimulationBatches(sim.flux[good], error[good], z[good], ref, members, device)
 
 
-def build_model(config: dict[str, Any], n_inputs: int, members: int, device) -> DeepzModel:
-    model_cfg = ModelConfig.from_stored(
-        {**config["model"], "n_inputs": n_inputs, "members": members}
-    )
-    return DeepzModel(model_cfg).to(device)
+def build_model(config: RunConfig, n_inputs: int, members: int, device) -> DeepzModel:
+    return DeepzModel(config.model_config(n_inputs, members)).to(device)
 
 
 def execute_run(run: RunDir) -> None:
     """Train (or resume) the run in ``run`` and write its model, predictions and summary."""
-    config = run.config()
-    train = TrainConfig.from_dict(config["train"])
-    record_outcome(run, lambda: _train(run, config, train))
+    record_outcome(run, lambda: _train(run, load_run_config(run)))
 
 
 def record_outcome(run: RunDir, work: Callable[[], None]) -> None:
@@ -207,9 +190,10 @@ def record_outcome(run: RunDir, work: Callable[[], None]) -> None:
         raise
 
 
-def _train(run: RunDir, config: dict[str, Any], train: TrainConfig) -> None:
+def _train(run: RunDir, config: RunConfig) -> None:
     from deepz_core.inference.predict import write_run_predictions
 
+    train = config.train
     cat, features = load_inputs(config)
     record_screen(run, features)
     splits = make_splits(labelled_mask(features), train.repetitions, train.folds, train.seed)
@@ -223,13 +207,13 @@ def _train(run: RunDir, config: dict[str, Any], train: TrainConfig) -> None:
     model.set_input_stats(stats.loc, stats.scale)
     run.log(f"device {device}, {train.members} members, {features.n} galaxies, "
             f"{int(splits.labelled.sum())} with zspec, exposures: {features.has_exposures}")  # fmt: skip
-    phases = _phases(config, features, splits, train, device)
+    phases = _phases(config, features, splits, device)
     runner = PhaseRunner(run, model, train.weight_decay, train.seed, train.checkpoint_every,
                          train.eval_every, _validator(features, splits, device))  # fmt: skip
-    _run_phases(run, runner, phases, _pretrain_key(config, features, train, model))
+    _run_phases(run, runner, phases, _pretrain_key(config, features, model))
     save_model(model, run.path, "model", metadata={"bands": list(features.bands),
                                                    "ref_band": features.ref_band})  # fmt: skip
-    summary = write_run_predictions(run, model, cat, features, splits, PzConfig(**config["pz"]))
+    summary = write_run_predictions(run, model, cat, features, splits, config.pz)
     summary["heldout"] = heldout_summary(run.metrics())
     if "warning" in summary["heldout"]:
         run.log(f"warning: {summary['heldout']['warning']}")
@@ -237,10 +221,10 @@ def _train(run: RunDir, config: dict[str, Any], train: TrainConfig) -> None:
     run.log("finished")
 
 
-def _phases(config, features: Features, splits: Splits, train: TrainConfig, device) -> list[Phase]:
-    phases = []
-    if config["pretrain"] != "none" and train.pretrain_epochs > 0:
-        sim = pretraining_simulation(config, features, train)
+def _phases(config: RunConfig, features: Features, splits: Splits, device) -> list[Phase]:
+    train, phases = config.train, []
+    if config.pretrains:
+        sim = pretraining_simulation(config, features)
         source = simulation_batches(sim, features, train.members, device)
         phases.append(Phase("pretrain", train.pretrain_schedule, source, pretrain_loss,
                             train.pretrain_batch_size, train.min_batch))  # fmt: skip
@@ -253,17 +237,15 @@ def _phases(config, features: Features, splits: Splits, train: TrainConfig, devi
     return phases
 
 
-def _pretrain_key(
-    config: dict[str, Any], features: Features, train: TrainConfig, model: DeepzModel
-) -> str | None:
+def _pretrain_key(config: RunConfig, features: Features, model: DeepzModel) -> str | None:
     """Cache key of this run's pretraining (``deepz_core.training.pretrained``); None without one."""
-    if config["pretrain"] == "none" or train.pretrain_epochs == 0 or not pretrained.cache_enabled():
+    if not config.pretrains or not pretrained.cache_enabled():
         return None
-    path = pretraining_simulation_path(config, features, train)
-    ident = path.name if config["pretrain"] == "auto" else pretrained.file_digest(path)
+    path = pretraining_simulation_path(config, features)
+    ident = path.name if config.pretrain == "auto" else pretrained.file_digest(path)
     device = next(model.parameters()).device.type
     stats = hashlib.sha256(b"".join(t.cpu().numpy().tobytes() for t in model.input_stats()))
-    return pretrained.PretrainKey(model.config.to_dict(), train, features.bands,
+    return pretrained.PretrainKey(model.config.to_dict(), config.train, features.bands,
                                   features.ref_band, ident, device,
                                   stats.hexdigest()[:16]).digest()  # fmt: skip
 

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from safetensors import SafetensorError
@@ -29,6 +29,13 @@ from torch import Tensor, nn
 from torch.distributions import Categorical, Distribution, constraints
 from torch.distributions.utils import lazy_property
 
+from deepz_core.configs import (
+    Config,
+    check_bool,
+    check_int,
+    check_probability,
+    check_real,
+)
 from deepz_core.errors import ConfigError
 from deepz_core.files import atomic_write, atomic_write_json, read_description
 from deepz_core.nets.layers import build_trunk, member_mean, members_view
@@ -223,12 +230,10 @@ def combine_binned(dist: BinnedRedshift, member_mask: Tensor | None = None) -> B
     return BinnedRedshift(dist.edges, torch.log(probs))
 
 
-def _is_real(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass(frozen=True)
-class ClassifierConfig:
+class ClassifierConfig(Config):
     """Bins, label smoothing and network shape (field names and defaults as ``ModelConfig``, so the
     presets' model overrides apply unchanged).
 
@@ -257,17 +262,16 @@ class ClassifierConfig:
     ae_dropout: float = 0.02
     members: int = 1
 
+    CONFIG_NAME: ClassVar[str] = "classifier"
+
     def __post_init__(self) -> None:
-        minimum = {"n_inputs": 1, "width": 1, "photoz_layers": 0, "photoz_first_width": 0,
-                   "undropped_last": 0, "n_latent": 1, "encoder_layers": 0, "decoder_layers": 0,
-                   "members": 1}  # fmt: skip
-        for name, low in minimum.items():
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ConfigError(f"{name}: expected an integer >= {low}, got {value!r}")
-        for name in ("z_min", "z_max", "bin_width", "smoothing", "pz_dropout", "ae_dropout"):
-            if not _is_real(getattr(self, name)):
-                raise ConfigError(f"{name}: expected a finite number, got {getattr(self, name)!r}")
+        for name, (low, high) in _INT_BOUNDS.items():
+            self._set(name, check_int(name, getattr(self, name), low, high))
+        for name in ("z_min", "z_max", "bin_width", "smoothing"):
+            self._set(name, check_real(name, getattr(self, name)))
+        for name in ("pz_dropout", "ae_dropout"):
+            self._set(name, check_probability(name, getattr(self, name)))
+        self._set("use_autoencoder", check_bool("use_autoencoder", self.use_autoencoder))
         if not self.z_max > self.z_min:
             raise ConfigError(f"z_max: expected > z_min = {self.z_min!r}, got {self.z_max!r}")
         bins = (self.z_max - self.z_min) / self.bin_width if self.bin_width > 0 else 0.0
@@ -276,12 +280,6 @@ class ClassifierConfig:
                               f"got {self.bin_width!r}")  # fmt: skip
         if self.smoothing < 0:
             raise ConfigError(f"smoothing: expected a fraction >= 0, got {self.smoothing!r}")
-        for name in ("pz_dropout", "ae_dropout"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ConfigError(f"{name}: expected a probability in [0, 1), got "
-                                  f"{getattr(self, name)!r}")  # fmt: skip
-        if not isinstance(self.use_autoencoder, bool):
-            raise ConfigError(f"use_autoencoder: expected true/false, got {self.use_autoencoder!r}")
 
     @property
     def n_bins(self) -> int:
@@ -293,25 +291,15 @@ class ClassifierConfig:
         return self.z_min + k * self.bin_width
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> ClassifierConfig:
-        """Config from a mapping (e.g. JSON); unknown keys raise ConfigError naming them."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(
-                f"classifier config: unknown key(s) {unknown}; known: {sorted(known)}"
-            )
-        return cls(**dict(values))
-
-    @classmethod
     def from_model_config(cls, values: Mapping[str, Any]) -> ClassifierConfig:
         """The classifier with the network shape of a run's MDN model config: the fields both
         have; the MDN's own (``input_norm``, ``sigma_floor``, ...) are not the classifier's."""
-        known = {f.name for f in fields(cls)}
-        return cls.from_dict({k: v for k, v in values.items() if k in known})
+        return cls.from_dict({k: v for k, v in values.items() if k in cls.field_names()})
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+
+_INT_BOUNDS = {"n_inputs": (1, 10_000), "width": (1, 4096), "photoz_layers": (0, 64),
+               "photoz_first_width": (0, 4096), "undropped_last": (0, 64), "n_latent": (1, 1024),
+               "encoder_layers": (0, 64), "decoder_layers": (0, 64), "members": (1, 1000)}  # fmt: skip
 
 
 class DeepzClassifier(nn.Module):

@@ -19,15 +19,23 @@ The decoder reads the latent features directly and reconstructs raw flux ratios 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from deepz_core.configs import (
+    Config,
+    check_bool,
+    check_choice,
+    check_int,
+    check_probability,
+    check_real,
+)
 from deepz_core.errors import ConfigError
 from deepz_core.files import atomic_write, atomic_write_json, read_description
 from deepz_core.nets.layers import (
@@ -46,7 +54,7 @@ INPUT_NORMS = ("robust", "batchnorm")
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(Config):
     """Network shape (E20 Fig. 1 defaults; where the authors' code differed it is noted).
 
     - ``encoder_layers`` / ``decoder_layers``: hidden layers of ``width`` nodes (paper 10; code 5 in
@@ -77,28 +85,17 @@ class ModelConfig:
     input_norm: str = "robust"
     input_clip: float = 50.0
 
+    CONFIG_NAME: ClassVar[str] = "model"
+
     def __post_init__(self) -> None:
-        minimum = {"n_inputs": 1, "n_latent": 1, "encoder_layers": 0, "decoder_layers": 0,
-                   "width": 1, "photoz_layers": 0, "photoz_first_width": 0, "n_components": 1,
-                   "undropped_last": 0, "members": 1}  # fmt: skip
-        for name, low in minimum.items():
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ConfigError(f"{name}: expected an integer >= {low}, got {value!r}")
+        for name, (low, high) in _INT_BOUNDS.items():
+            self._set(name, check_int(name, getattr(self, name), low, high))
         for name in ("ae_dropout", "pz_dropout"):
-            value = getattr(self, name)
-            if not _is_real(value) or not 0.0 <= value < 1.0:
-                raise ConfigError(f"{name}: expected a probability in [0, 1), got {value!r}")
-        if not _is_real(self.sigma_floor) or not 0.0 < self.sigma_floor < float("inf"):
-            raise ConfigError(
-                f"sigma_floor: expected a finite number > 0, got {self.sigma_floor!r}"
-            )
-        if not isinstance(self.use_autoencoder, bool):
-            raise ConfigError(f"use_autoencoder: expected true/false, got {self.use_autoencoder!r}")
-        if self.input_norm not in INPUT_NORMS:
-            raise ConfigError(f"input_norm: expected one of {INPUT_NORMS}, got {self.input_norm!r}")
-        if not _is_real(self.input_clip) or not 0.0 < self.input_clip < float("inf"):
-            raise ConfigError(f"input_clip: expected a finite number > 0, got {self.input_clip!r}")
+            self._set(name, check_probability(name, getattr(self, name)))
+        for name in ("sigma_floor", "input_clip"):
+            self._set(name, check_real(name, getattr(self, name), 0.0, low_open=True))
+        self._set("use_autoencoder", check_bool("use_autoencoder", self.use_autoencoder))
+        check_choice("input_norm", self.input_norm, INPUT_NORMS)
 
     @classmethod
     def from_stored(cls, values: Mapping[str, Any]) -> ModelConfig:
@@ -106,22 +103,13 @@ class ModelConfig:
         ``input_norm`` existed used E20's input BatchNorm."""
         return cls.from_dict({"input_norm": "batchnorm", **values})
 
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> ModelConfig:
-        """Config from a mapping (e.g. JSON); unknown keys raise ConfigError naming them."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"model config: unknown key(s) {unknown}; known: {sorted(known)}")
-        return cls(**dict(values))
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready dict; ``from_dict(to_dict())`` round-trips."""
-        return asdict(self)
-
-
-def _is_real(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and value == value
+# (low, high) of the integer fields: the highs refuse sizes no machine could allocate (a width
+# of 200,000 asks for hundreds of GB), far above the paper's networks
+_INT_BOUNDS = {"n_inputs": (1, 10_000), "n_latent": (1, 1024), "encoder_layers": (0, 64),
+               "decoder_layers": (0, 64), "width": (1, 4096), "photoz_layers": (0, 64),
+               "photoz_first_width": (0, 4096), "n_components": (1, 64),
+               "undropped_last": (0, 64), "members": (1, 1000)}  # fmt: skip
 
 
 class DeepzModel(nn.Module):

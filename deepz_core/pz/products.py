@@ -19,11 +19,13 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from deepz_core.configs import Config, check_real
 from deepz_core.errors import ConfigError
 from deepz_core.pz.mixture import GaussianMixture
 
@@ -38,8 +40,11 @@ _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 LO68, HI68 = 0.158655, 0.841345  # the 68% interval: Phi(-1), Phi(1)
 
 
+MAX_GRID_STEPS = 100_000  # grid points of a p(z): 6 MB per 1,000 galaxies in float64
+
+
 @dataclass(frozen=True)
-class PzConfig:
+class PzConfig(Config):
     """Redshift grid [z_min, z_max] with step dz, and the ODDS window (E20 Sec. 6.2: +- 0.0015)."""
 
     z_min: float = 0.0
@@ -47,13 +52,19 @@ class PzConfig:
     dz: float = 0.001
     odds_window: float = 0.003  # total width of the ODDS integral around the mode
 
+    CONFIG_NAME: ClassVar[str] = "p(z)"
+
     def __post_init__(self) -> None:
+        self._set("z_min", check_real("z_min", self.z_min, 0.0, 10.0))
+        self._set("z_max", check_real("z_max", self.z_max, 0.0, 10.0))
+        self._set("dz", check_real("dz", self.dz, 0.0, low_open=True))
+        self._set("odds_window", check_real("odds_window", self.odds_window, 0.0, low_open=True))
         if not self.z_max > self.z_min:
             raise ConfigError(f"z_max must be > z_min, got {self.z_min}..{self.z_max}")
-        if not 0 < self.dz <= (self.z_max - self.z_min) / 2:
-            raise ConfigError(f"dz must be in (0, (z_max - z_min) / 2], got {self.dz}")
-        if not self.odds_window > 0:
-            raise ConfigError(f"odds_window must be > 0, got {self.odds_window}")
+        span = self.z_max - self.z_min
+        if not span / MAX_GRID_STEPS <= self.dz <= span / 2:
+            raise ConfigError(f"dz must be in [(z_max - z_min) / {MAX_GRID_STEPS:,}, "
+                              f"(z_max - z_min) / 2], got {self.dz}")  # fmt: skip
 
     @property
     def n_steps(self) -> int:

@@ -9,15 +9,16 @@ trainer draws fresh noise every epoch (``draw_noise``).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
+from typing import ClassVar
 
 import numpy as np
 
 from deepz_core.catalog.catalog import Catalog
 from deepz_core.catalog.features import resolve_ref_band
+from deepz_core.configs import Config, check_int, check_range, check_real
 from deepz_core.errors import ConfigError
 from deepz_core.progress import progress_bar
 from deepz_core.sed import histories as pop
@@ -28,14 +29,8 @@ from deepz_core.sed.ssp import load_library
 Range = tuple[float, float]
 
 
-def _check_range(name: str, value: Range, lo: float, hi: float) -> None:
-    ok = len(value) == 2 and lo <= value[0] <= value[1] <= hi
-    if not ok:
-        raise ConfigError(f"{name} must be a range (low, high) within [{lo}, {hi}], got {value}")
-
-
 @dataclass(frozen=True)
-class SPSConfig:
+class SPSConfig(Config):
     """E20 Table 1 prior. Ranges are (low, high), sampled uniformly.
 
     log_u tops out at 0 (the top of bagpipes' Cloudy grid) rather than Table 1's 1.
@@ -55,27 +50,18 @@ class SPSConfig:
     )
     chunk: int = 2000
 
-    def __post_init__(self) -> None:
-        _check_range("z", self.z, 0.0, 3.0)
-        _check_range("log_z", self.log_z, -2.3, 0.7)
-        _check_range("tau_gyr", self.tau_gyr, 1e-3, 100.0)
-        _check_range("const", self.const, 0.0, 1.0)
-        _check_range("ebv", self.ebv, 0.0, 3.0)
-        _check_range("log_u", self.log_u, -4.0, 0.0)
-        _check_range("mag_i", self.mag_i, 5.0, 35.0)
-        for name in ("snr_narrow", "snr_broad", "max_colour"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
-        if self.chunk < 1:
-            raise ConfigError(f"chunk must be >= 1, got {self.chunk}")
+    CONFIG_NAME: ClassVar[str] = "SPS"
 
-    @classmethod
-    def from_dict(cls, values: dict) -> SPSConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"unknown SPS config fields {unknown}; known: {sorted(known)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+    def __post_init__(self) -> None:
+        for name, (lo, hi) in _RANGES.items():
+            self._set(name, check_range(name, getattr(self, name), lo, hi))
+        for name in ("snr_narrow", "snr_broad", "max_colour"):
+            self._set(name, check_real(name, getattr(self, name), 0.0, low_open=True))
+        self._set("chunk", check_int("chunk", self.chunk, 1))
+
+
+_RANGES = {"z": (0.0, 3.0), "log_z": (-2.3, 0.7), "tau_gyr": (1e-3, 100.0), "const": (0.0, 1.0),
+           "ebv": (0.0, 3.0), "log_u": (-4.0, 0.0), "mag_i": (5.0, 35.0)}  # fmt: skip
 
 
 @cache

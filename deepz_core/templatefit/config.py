@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import numpy as np
 
+from deepz_core.configs import Config
 from deepz_core.errors import ConfigError
 from deepz_core.pz.products import PzConfig
 from deepz_core.sed.template_sets import DEFAULT_SET, set_info
@@ -15,7 +17,7 @@ SOLVERS = ("active-set", "mu")
 
 
 @dataclass(frozen=True)
-class TemplateFitConfig:
+class TemplateFitConfig(Config):
     """Settings of the template fit; defaults reproduce BCNZ2's choices where E20 states them.
 
     The fit grid is z_min + k dz (1201 redshifts by default); ``pz`` is the output grid (deepz's).
@@ -40,6 +42,9 @@ class TemplateFitConfig:
     chunk: int = 0  # galaxies per chunk (0: 256 on CPU, 2048 on CUDA)
     mixture_components: int = 8
     pz: PzConfig = field(default_factory=PzConfig)
+
+    CONFIG_NAME: ClassVar[str] = "template-fit"
+    NESTED: ClassVar[dict[str, type[Config]]] = {"pz": PzConfig}
 
     def __post_init__(self) -> None:
         set_info(self.template_set, "template_set")  # ConfigError naming the field for a bad name
@@ -81,16 +86,9 @@ class TemplateFitConfig:
         return np.round(self.z_min + np.arange(n + 1) * self.dz, 12)
 
     @classmethod
-    def from_dict(cls, values: dict) -> TemplateFitConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(
-                f"unknown template-fit config fields {unknown}; known: {sorted(known)}"
-            )
-        values = dict(values)
-        if isinstance(values.get("pz"), dict):
-            values["pz"] = PzConfig(**values["pz"])
-        if "k_range" in values:
+    def from_dict(cls, values: Mapping[str, Any]) -> TemplateFitConfig:
+        """As ``Config.from_dict``; ``k_range`` given as a list becomes a pair."""
+        values = dict(values) if isinstance(values, Mapping) else values
+        if isinstance(values, dict) and "k_range" in values:
             values["k_range"] = tuple(values["k_range"])
-        return cls(**values)
+        return super().from_dict(values)

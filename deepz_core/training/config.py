@@ -11,30 +11,36 @@ few epochs, for tests and for trying the app (seconds; no science).
 
 from __future__ import annotations
 
-import dataclasses
-import math
-import numbers
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
-import numpy as np
-
+from deepz_core.configs import (
+    Config,
+    check_bool,
+    check_choice,
+    check_int,
+    check_probability,
+    check_real,
+    is_real,
+)
 from deepz_core.errors import ConfigError
+from deepz_core.nets.deepz import ModelConfig
+from deepz_core.pz.products import PzConfig
 
 Schedule = tuple[tuple[int, float], ...]  # (epochs, learning rate) stages
-INT_FIELDS = ("batch_size", "min_batch", "pretrain_n", "pretrain_batch_size", "repetitions",
-              "folds", "eval_every", "checkpoint_every", "seed")  # fmt: skip
 OUTLIER_UNITS = ("galaxy", "measurement")  # what outlier_fraction counts (E20 App. B is ambiguous)
+MAX_EPOCHS = 100_000  # per stage: far above any schedule anyone means
 
 
-def _check_schedule(name: str, schedule: Any) -> Schedule:
+def check_schedule(name: str, schedule: Any) -> Schedule:
     """The schedule as a tuple of (epochs, lr) tuples; ConfigError naming ``name`` if malformed."""
     try:
         stages = tuple(tuple(s) for s in schedule)
         ok = len(stages) > 0 and all(
-            len(s) == 2 and _is_real(s[0]) and _is_real(s[1]) and int(s[0]) == s[0]
-            and s[0] >= 0 and 0 < s[1] < 1
+            len(s) == 2 and is_real(s[0]) and is_real(s[1]) and int(s[0]) == s[0]
+            and 0 <= s[0] <= MAX_EPOCHS and 0 < s[1] < 1
             for s in stages
         )  # fmt: skip
     except (TypeError, ValueError, OverflowError):
@@ -44,31 +50,15 @@ def _check_schedule(name: str, schedule: Any) -> Schedule:
     return tuple((int(e), float(lr)) for e, lr in stages)  # plain JSON-ready values
 
 
-def _is_real(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
-
-
-def _check_types(cfg: TrainConfig) -> None:
-    """Integers, finite numbers and booleans where expected (a JSON config can hold anything)."""
-    for name in INT_FIELDS:
-        value = getattr(cfg, name)
-        if not isinstance(value, numbers.Integral) or isinstance(value, bool):
-            raise ConfigError(f"{name} must be an integer, got {value!r}")
-        object.__setattr__(cfg, name, int(value))  # numpy integers -> int (JSON-ready)
-    for name in ("weight_decay", "alpha", "outlier_fraction", "outlier_amplitude"):
-        value = getattr(cfg, name)
-        if not _is_real(value) or not math.isfinite(value):
-            raise ConfigError(f"{name} must be a finite number, got {value!r}")
-        object.__setattr__(cfg, name, float(value))
-    for name in ("keep_one", "randomize_coadds"):
-        if not isinstance(getattr(cfg, name), bool):
-            raise ConfigError(f"{name} must be true or false, got {getattr(cfg, name)!r}")
-    if not isinstance(cfg.device, str):
-        raise ConfigError(f"device must be a string, got {cfg.device!r}")
+# (low, high) of the integer fields; highs refuse sizes no machine could run (1,000 networks)
+_INT_BOUNDS = {"batch_size": (1, 1_000_000), "min_batch": (1, 1_000_000),
+               "pretrain_n": (0, 100_000_000), "pretrain_batch_size": (1, 1_000_000),
+               "repetitions": (1, 100), "folds": (1, 100), "eval_every": (1, None),
+               "checkpoint_every": (1, None), "seed": (None, None)}  # fmt: skip
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Config):
     """How to train: schedules, batches, randomised coadds, ensembles, device, seed."""
 
     schedule: Schedule = ((100, 1e-3), (200, 1e-4), (200, 1e-5), (200, 1e-6))
@@ -92,36 +82,25 @@ class TrainConfig:
     device: str = "auto"
     seed: int = 0
 
+    CONFIG_NAME: ClassVar[str] = "training"
+
     def __post_init__(self) -> None:
-        object.__setattr__(self, "schedule", _check_schedule("schedule", self.schedule))
-        object.__setattr__(
-            self, "pretrain_schedule", _check_schedule("pretrain_schedule", self.pretrain_schedule)
-        )
-        _check_types(self)
-        if not 0.0 < self.alpha <= 1.0:
-            raise ConfigError(f"alpha must be in (0, 1], got {self.alpha}")
-        if not 0.0 <= self.outlier_fraction < 1.0:
-            raise ConfigError(f"outlier_fraction must be in [0, 1), got {self.outlier_fraction!r}")
-        if not 0.0 < self.outlier_amplitude <= 10.0:
-            raise ConfigError(
-                f"outlier_amplitude must be in (0, 10], got {self.outlier_amplitude!r}"
-            )
-        if self.outlier_unit not in OUTLIER_UNITS:
-            raise ConfigError(
-                f"outlier_unit must be one of {OUTLIER_UNITS}, got {self.outlier_unit!r}"
-            )
-        if self.weight_decay < 0:
-            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
-        for name in ("batch_size", "pretrain_batch_size", "repetitions", "folds", "eval_every",
-                     "checkpoint_every"):  # fmt: skip
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not 1 <= self.min_batch <= self.batch_size:
+        self._set("schedule", check_schedule("schedule", self.schedule))
+        self._set("pretrain_schedule", check_schedule("pretrain_schedule", self.pretrain_schedule))
+        for name, (low, high) in _INT_BOUNDS.items():
+            self._set(name, check_int(name, getattr(self, name), low, high))
+        self._set("weight_decay", check_real("weight_decay", self.weight_decay, 0.0))
+        self._set("alpha", check_real("alpha", self.alpha, 0.0, 1.0, low_open=True))
+        self._set("outlier_fraction", check_probability("outlier_fraction", self.outlier_fraction))
+        self._set("outlier_amplitude",
+                  check_real("outlier_amplitude", self.outlier_amplitude, 0.0, 10.0, low_open=True))  # fmt: skip
+        for name in ("keep_one", "randomize_coadds"):
+            self._set(name, check_bool(name, getattr(self, name)))
+        check_choice("outlier_unit", self.outlier_unit, OUTLIER_UNITS)
+        if self.min_batch > self.batch_size:
             raise ConfigError(f"min_batch must be in [1, batch_size], got {self.min_batch}")
-        if self.pretrain_n < 0:
-            raise ConfigError(f"pretrain_n must be >= 0, got {self.pretrain_n}")
-        if self.device not in ("auto", "cpu", "cuda", "mps") and not self.device.startswith(
-            "cuda:"
+        if not isinstance(self.device, str) or not (
+            self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:")
         ):
             raise ConfigError(f"device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
 
@@ -136,17 +115,6 @@ class TrainConfig:
     @property
     def pretrain_epochs(self) -> int:
         return sum(int(e) for e, _ in self.pretrain_schedule)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"unknown training config fields {unknown}; known: {sorted(known)}")
-        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -201,3 +169,64 @@ def preset(name: str) -> Preset:
     if name not in PRESETS:
         raise ConfigError(f"preset must be one of {sorted(PRESETS)}, got {name!r}")
     return PRESETS[name]
+
+
+PRETRAIN_CHOICES = ("auto", "none")  # or the path of a simulation file
+
+
+@dataclass(frozen=True)
+class RunConfig(Config):
+    """A training run, as its ``config.json`` holds it (``deepz_core.jobs.training_run``).
+
+    ``catalog``/``exposures``: absolute paths; ``pretrain``: "auto" (an SPS simulation through the
+    catalogue's bands), "none" or a simulation file; ``preset``: the preset the run started from;
+    ``ref_band``: None picks subaru_i, else a band named *_i; ``model``: ModelConfig fields that
+    differ from its defaults (``n_inputs`` and ``members`` follow from the catalogue and
+    ``train``); ``train``, ``pz``: complete configs. A run written before ``input_norm`` existed
+    reads as E20's input BatchNorm (``ModelConfig.from_stored``).
+    """
+
+    catalog: str
+    exposures: str | None = None
+    pretrain: str = "auto"
+    preset: str = "quick"
+    ref_band: str | None = None
+    model: Mapping[str, Any] = field(default_factory=dict)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    pz: PzConfig = field(default_factory=PzConfig)
+
+    CONFIG_NAME: ClassVar[str] = "run"
+    NESTED: ClassVar[dict[str, type[Config]]] = {"train": TrainConfig, "pz": PzConfig}
+
+    def __post_init__(self) -> None:
+        for name in ("catalog", "pretrain", "preset"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise ConfigError(f"{name}: expected a non-empty string, got {getattr(self, name)!r}")
+        for name in ("exposures", "ref_band"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
+                raise ConfigError(f"{name}: expected a string or null, got {getattr(self, name)!r}")
+        check_choice("preset", self.preset, tuple(PRESETS))
+        if not isinstance(self.model, Mapping):
+            raise ConfigError(f"model: expected a mapping of model fields, got {self.model!r}")
+        self.model_config(2, 1)  # bad model fields fail here, naming the field
+        for name, cls in self.NESTED.items():
+            if not isinstance(getattr(self, name), cls):
+                raise ConfigError(f"{name}: expected a {cls.CONFIG_NAME} config, got "
+                                  f"{getattr(self, name)!r}")  # fmt: skip
+
+    def model_config(self, n_inputs: int, members: int) -> ModelConfig:
+        """The ModelConfig of this run's networks for ``n_inputs`` bands and ``members``."""
+        return ModelConfig.from_stored({**self.model, "n_inputs": n_inputs, "members": members})
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON of ``config.json`` (tuples as lists, as JSON reads them back)."""
+        return json.loads(json.dumps(super().to_dict()))
+
+    def full(self) -> dict[str, Any]:
+        """``to_dict`` with ``model`` spelled out field by field, defaults filled in: a run written
+        before a setting existed compares equal to one that states its default."""
+        return {**self.to_dict(), "model": self.model_config(2, 1).to_dict()}
+
+    @property
+    def pretrains(self) -> bool:
+        return self.pretrain != "none" and self.train.pretrain_epochs > 0
