@@ -18,16 +18,18 @@ run: $(STAMP)
 
 test: $(STAMP)
 	bash scripts/install-browser.sh
-	$(PY) -m ruff check deepz_core app pages tests
+	$(PY) -m ruff check deepz_core app pages tests scripts
+	$(PY) -m ruff format --check deepz_core app pages tests scripts
 	$(PY) -m pytest
 
 lint: $(STAMP)
-	$(PY) -m ruff check deepz_core app pages tests
-	$(PY) -m ruff format --check deepz_core app pages tests
+	$(PY) -m ruff check deepz_core app pages tests scripts
+	$(PY) -m ruff format --check deepz_core app pages tests scripts
+	$(PY) -m ruff format --check deepz_core app pages tests scripts
 
 format: $(STAMP)
-	$(PY) -m ruff format deepz_core app pages tests
-	$(PY) -m ruff check --fix deepz_core app pages tests
+	$(PY) -m ruff format deepz_core app pages tests scripts
+	$(PY) -m ruff check --fix deepz_core app pages tests scripts
 
 bench: $(STAMP)
 	$(PY) -m deepz_core bench

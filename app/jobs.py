@@ -84,15 +84,25 @@ def queue_run(
     return run
 
 
-def queue_templatefit(runs: Path, catalog: str, device: str, calibrate: bool,
-                      start: bool = True, template_set: str = "bcnz2") -> RunDir:  # fmt: skip
+def queue_templatefit(
+    runs: Path,
+    catalog: str,
+    device: str,
+    calibrate: bool,
+    start: bool = True,
+    template_set: str = "bcnz2",
+) -> RunDir:
     """Write a new template-fit run folder (status 'queued') with templates ``template_set`` for
     the same worker queue."""
     from deepz_core.jobs.templatefit_run import create_templatefit_run
 
-    run = create_templatefit_run(runs / new_run_id("tfit"), catalog, device=device,
-                                 templatefit={"template_set": template_set},
-                                 calibrate=calibrate)  # fmt: skip
+    run = create_templatefit_run(
+        runs / new_run_id("tfit"),
+        catalog,
+        device=device,
+        templatefit={"template_set": template_set},
+        calibrate=calibrate,
+    )
     if start:
         ensure_worker(runs)
     return run
@@ -120,9 +130,14 @@ def check_sim_name(name: str) -> str:
 
 
 def start_simulation(
-    folder: Path, name: str, kind: str, n: int, bands: tuple[str, ...], seed: int,
+    folder: Path,
+    name: str,
+    kind: str,
+    n: int,
+    bands: tuple[str, ...],
+    seed: int,
     config: dict[str, Any] | None = None,
-) -> Path:  # fmt: skip
+) -> Path:
     """Start ``sim-job`` for ``folder/<name>.fits`` in the background; the job file's path."""
     out = folder / f"{check_sim_name(name)}.fits"
     spec_path = folder / f"{name}.job.json"
@@ -130,8 +145,17 @@ def start_simulation(
         raise ConfigError(f"a simulation called {name!r} already exists; choose another name")
     if n < 1:
         raise ConfigError(f"number of galaxies must be >= 1, got {n}")
-    spec = {"name": name, "kind": kind, "n": int(n), "bands": list(bands), "seed": int(seed),
-            "config": config or None, "out": str(out), "state": "queued", "created": time.time()}  # fmt: skip
+    spec = {
+        "name": name,
+        "kind": kind,
+        "n": int(n),
+        "bands": list(bands),
+        "seed": int(seed),
+        "config": config or None,
+        "out": str(out),
+        "state": "queued",
+        "created": time.time(),
+    }
     atomic_write_json(spec_path, spec)
     reap()
     _spawn(["sim-job", "--spec", str(spec_path)], out.with_suffix(".log"), {"DEEPZ_QUIET": "0"})

@@ -26,10 +26,21 @@ def histogram(values: np.ndarray, xlabel: str, title: str, bins: int = 50) -> go
     fig = go.Figure()
     if values.size:
         counts, edges = np.histogram(values, bins=bins)
-        fig.add_bar(x=0.5 * (edges[1:] + edges[:-1]), y=counts, width=np.diff(edges),
-                    marker_color="#4C78A8", hovertemplate="%{x:.3g}: %{y} galaxies<extra></extra>")  # fmt: skip
-    fig.update_layout(title=title, xaxis_title=xlabel, yaxis_title="galaxies per bin",
-                      bargap=0.0, height=320, **LAYOUT)  # fmt: skip
+        fig.add_bar(
+            x=0.5 * (edges[1:] + edges[:-1]),
+            y=counts,
+            width=np.diff(edges),
+            marker_color="#4C78A8",
+            hovertemplate="%{x:.3g}: %{y} galaxies<extra></extra>",
+        )
+    fig.update_layout(
+        title=title,
+        xaxis_title=xlabel,
+        yaxis_title="galaxies per bin",
+        bargap=0.0,
+        height=320,
+        **LAYOUT,
+    )
     return fig
 
 
@@ -48,7 +59,7 @@ def snr_per_band(bands: Sequence[str], snr: np.ndarray, has_curve: np.ndarray) -
                 "symmetric": False,
                 "array": snr[:, 2] - snr[:, 1],
                 "arrayminus": snr[:, 1] - snr[:, 0],
-            },  # fmt: skip
+            },
             hovertemplate="%{x}: median SNR %{y:.3g}<extra></extra>",
         )
     )
@@ -70,15 +81,35 @@ def training_curves(curves: Mapping[str, Mapping[str, Sequence[float]]]) -> go.F
     fig = make_subplots(rows=1, cols=len(phases), subplot_titles=phases)
     for i, phase in enumerate(phases, start=1):
         c = curves.get(phase, {})
-        fig.add_scatter(x=c.get("epoch", []), y=c.get("loss", []), mode="lines+markers",
-                        name=f"{phase}: training loss", row=1, col=i)  # fmt: skip
+        fig.add_scatter(
+            x=c.get("epoch", []),
+            y=c.get("loss", []),
+            mode="lines+markers",
+            name=f"{phase}: training loss",
+            row=1,
+            col=i,
+        )
         if c.get("val_epoch"):
             x = list(c["val_epoch"])
-            fig.add_scatter(x=x + x[::-1], y=list(c["val_max"]) + list(c["val_min"])[::-1],
-                            fill="toself", line={"width": 0}, opacity=0.2, hoverinfo="skip",
-                            name=f"{phase}: held-out NLL range over members", row=1, col=i)  # fmt: skip
-            fig.add_scatter(x=x, y=c["val_mean"], mode="lines+markers",
-                            name=f"{phase}: held-out NLL (mean over members)", row=1, col=i)  # fmt: skip
+            fig.add_scatter(
+                x=x + x[::-1],
+                y=list(c["val_max"]) + list(c["val_min"])[::-1],
+                fill="toself",
+                line={"width": 0},
+                opacity=0.2,
+                hoverinfo="skip",
+                name=f"{phase}: held-out NLL range over members",
+                row=1,
+                col=i,
+            )
+            fig.add_scatter(
+                x=x,
+                y=c["val_mean"],
+                mode="lines+markers",
+                name=f"{phase}: held-out NLL (mean over members)",
+                row=1,
+                col=i,
+            )
         fig.update_xaxes(title_text="epoch", row=1, col=i)
         fig.update_yaxes(title_text=Y_TITLES.get(phase, "loss"), row=1, col=i)
     fig.update_layout(height=380, legend={"orientation": "h", "y": -0.25}, **LAYOUT)

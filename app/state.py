@@ -293,8 +293,10 @@ def spread_study(key: RunKey, n: int, mag_lo: float | None, mag_hi: float | None
 
 
 NO_RUN = "No finished run yet: train one on the **Train** page, then come back here."
-NO_NETWORK = ("This page needs a finished DEEPZ network run; the finished template fits are on "
-              "the **Results** and **Quality cuts** pages. Train a network on the **Train** page.")  # fmt: skip
+NO_NETWORK = (
+    "This page needs a finished DEEPZ network run; the finished template fits are on "
+    "the **Results** and **Quality cuts** pages. Train a network on the **Train** page."
+)
 
 
 def pick_analysis_run(key: str, kinds: tuple[str, ...] = ("deepz",)) -> str | None:

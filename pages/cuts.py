@@ -30,8 +30,13 @@ def _controls(pred: analysis.Predictions, default_window: float) -> dict:
         key="cuts_window",
     )
     modes = ["target completeness", "ODDS threshold"] if pred.scored.any() else ["ODDS threshold"]
-    how = c2.radio("Cut by", modes, key="cuts_how", horizontal=True,
-                   help="Completeness needs galaxies with a spec-z and out-of-fold p(z)")  # fmt: skip
+    how = c2.radio(
+        "Cut by",
+        modes,
+        key="cuts_how",
+        horizontal=True,
+        help="Completeness needs galaxies with a spec-z and out-of-fold p(z)",
+    )
     if how == "ODDS threshold":
         value = c2.slider("ODDS threshold (keep ODDS ≥)", 0.0, 1.0, 0.5, 0.01, key="cuts_threshold")
     else:
@@ -40,9 +45,16 @@ def _controls(pred: analysis.Predictions, default_window: float) -> dict:
     if pred.mag is not None and np.isfinite(pred.mag).any():
         lo = float(np.floor(np.nanmin(pred.mag) * 10) / 10)
         hi = max(float(np.ceil(np.nanmax(pred.mag) * 10) / 10), lo + 0.1)
-        mag_max = c3.slider("Magnitude limit [mag, AB]", lo, hi, hi, 0.1, key="cuts_mag",
-                            help="E20 scores iAB < 22.5. At the far right: no limit, galaxies "
-                            "without a magnitude kept; any lower limit leaves them out.")  # fmt: skip
+        mag_max = c3.slider(
+            "Magnitude limit [mag, AB]",
+            lo,
+            hi,
+            hi,
+            0.1,
+            key="cuts_mag",
+            help="E20 scores iAB < 22.5. At the far right: no limit, galaxies "
+            "without a magnitude kept; any lower limit leaves them out.",
+        )
         mag_max = None if mag_max >= hi else mag_max
     return {
         "window": round(window, 6),
@@ -66,8 +78,9 @@ def _metrics(stats: dict, threshold: float, curves: dict) -> None:
 
 def _export(pred: analysis.Predictions, odds: np.ndarray, threshold: float, c: dict) -> None:
     def rows(fmt: str):
-        return lambda: analysis.selection_bytes(pred, odds, threshold, c["window"], c["mag_max"],
-                                                fmt)  # fmt: skip
+        return lambda: analysis.selection_bytes(
+            pred, odds, threshold, c["window"], c["mag_max"], fmt
+        )
 
     c1, c2, _ = st.columns([1, 1, 3])
     c1.download_button(
@@ -86,9 +99,11 @@ def _export(pred: analysis.Predictions, odds: np.ndarray, threshold: float, c: d
         key="cuts_csv",
         on_click="ignore",
     )
-    st.caption("Both hold `odds_cut`, the ODDS for this window that the threshold applies to, and "
-               "the cut (FITS header / leading # lines); FITS holds the mixture parameters too, "
-               "CSV the per-galaxy columns only.")  # fmt: skip
+    st.caption(
+        "Both hold `odds_cut`, the ODDS for this window that the threshold applies to, and "
+        "the cut (FITS header / leading # lines); FITS holds the mixture parameters too, "
+        "CSV the per-galaxy columns only."
+    )
 
 
 @st.fragment
@@ -105,8 +120,10 @@ def _panel(key: state.RunKey, default_window: float) -> None:
     c = _controls(pred, default_window)
     curves = state.cut_curves(key, c["window"], c["mag_max"])
     if curves["n"] == 0:
-        st.info("No scored galaxies (spec-z with out-of-fold p(z)) within this magnitude limit: "
-                "no completeness, σ68 or curves. An ODDS threshold still selects galaxies.")  # fmt: skip
+        st.info(
+            "No scored galaxies (spec-z with out-of-fold p(z)) within this magnitude limit: "
+            "no completeness, σ68 or curves. An ODDS threshold still selects galaxies."
+        )
         if c["how"] == "ODDS threshold":
             odds = state.window_odds(key, c["window"])
             n = int(analysis.selection_mask(pred, odds, c["value"], c["mag_max"]).sum())

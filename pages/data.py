@@ -48,12 +48,18 @@ def choose_catalogue() -> None:
     labels.update({c.key: c.label for c in stored})
     current = state.selected_catalog()
     if current not in options:
-        st.warning(f"Catalogue {current!r} from the address bar is not on this server; "
-                   "showing the demo instead.")  # fmt: skip
+        st.warning(
+            f"Catalogue {current!r} from the address bar is not on this server; "
+            "showing the demo instead."
+        )
         current = uploads.DEMO
     left, right = st.columns([3, 1])
-    choice = left.selectbox("Catalogue used by the Train page", options,
-                            index=options.index(current), format_func=labels.get)  # fmt: skip
+    choice = left.selectbox(
+        "Catalogue used by the Train page",
+        options,
+        index=options.index(current),
+        format_func=labels.get,
+    )
     if right.button("Use the demo catalogue", disabled=choice == uploads.DEMO):
         choice = uploads.DEMO
     if choice != state.query_value("catalog"):
@@ -96,17 +102,21 @@ def galaxy_mapping(path: Path, names: list[str]) -> GalaxyMapping:
     with c3:
         mag = pick("Magnitude [AB] -> mag", names, guess.mag, f"mag_{k}", True)
     table = pd.DataFrame(guess.bands, columns=["band", "flux column", "error column"])
-    st.caption(f"{len(guess.bands)} bands recognised. Edit a cell to correct it; add or delete "
-               "rows to add or remove bands. Band names with a filter curve (e.g. NB455, "
-               "subaru_i) allow SPS pretraining.")  # fmt: skip
+    st.caption(
+        f"{len(guess.bands)} bands recognised. Edit a cell to correct it; add or delete "
+        "rows to add or remove bands. Band names with a filter curve (e.g. NB455, "
+        "subaru_i) allow SPS pretraining."
+    )
     edited = st.data_editor(
-        table, num_rows="dynamic", key=f"bands_{k}",
+        table,
+        num_rows="dynamic",
+        key=f"bands_{k}",
         column_config={
             "band": st.column_config.TextColumn("band", required=True),
             "flux column": st.column_config.SelectboxColumn("flux column", options=names),
             "error column": st.column_config.SelectboxColumn("error column", options=names),
         },
-    )  # fmt: skip
+    )
     rows = edited.fillna("").astype(str).itertuples(index=False)
     bands = tuple((b.strip(), f, e) for b, f, e in rows if b.strip() or f or e)
     return GalaxyMapping(ref_id, zspec, mag, bands)
@@ -133,24 +143,37 @@ def show_report(report: Report) -> None:
         )
         st.error(friendly(f"{len(report.problems)} problem(s) found:\n\n{lines}"))
     if report.dropped_galaxies or report.dropped_exposures:
-        st.warning(f"Fixes applied: {report.dropped_galaxies} galaxies and "
-                   f"{report.dropped_exposures} exposures dropped.")  # fmt: skip
+        st.warning(
+            f"Fixes applied: {report.dropped_galaxies} galaxies and "
+            f"{report.dropped_exposures} exposures dropped."
+        )
 
 
 def import_section() -> None:
     st.subheader("Import a catalogue")
-    st.caption("FITS, Parquet, CSV or HDF5. Fluxes in any unit fixed by an AB zero-point "
-               "(23.9 = microJansky). Files are stored once under data/uploads by content hash.")  # fmt: skip
+    st.caption(
+        "FITS, Parquet, CSV or HDF5. Fluxes in any unit fixed by an AB zero-point "
+        "(23.9 = microJansky). Files are stored once under data/uploads by content hash."
+    )
     c1, c2, c3 = st.columns(3)
     with c1:
-        gal = saved_upload("Galaxies (required)", "up_galaxies",
-                           "One row per galaxy: id, flux and flux error per band, optional spec-z")  # fmt: skip
+        gal = saved_upload(
+            "Galaxies (required)",
+            "up_galaxies",
+            "One row per galaxy: id, flux and flux error per band, optional spec-z",
+        )
     with c2:
-        exp = saved_upload("Single exposures (optional)", "up_exposures",
-                           "One row per exposure: id, band, exposure number, flux, error")  # fmt: skip
+        exp = saved_upload(
+            "Single exposures (optional)",
+            "up_exposures",
+            "One row per exposure: id, band, exposure number, flux, error",
+        )
     with c3:
-        spz = saved_upload("Spectroscopic redshifts (optional)", "up_specz",
-                           "id and spec-z, joined to the galaxies on ref_id")  # fmt: skip
+        spz = saved_upload(
+            "Spectroscopic redshifts (optional)",
+            "up_specz",
+            "id and spec-z, joined to the galaxies on ref_id",
+        )
     if gal is None:
         st.info("Upload a galaxies file to import your own catalogue, or keep the demo.")
         return
@@ -164,8 +187,11 @@ def mapping_section(gal: Path, exp: Path | None, spz: Path | None) -> None:
     cols, meta, inner = state.raw_tables(str(gal))
     st.success(f"Read {len(next(iter(cols.values())))} rows and {len(cols)} columns.")
     mapping = galaxy_mapping(gal, list(cols))
-    zp = st.number_input("AB zero-point of the fluxes (FLUXZP)", value=float(meta.get("FLUXZP", 23.9)),
-                         help="mag = FLUXZP - 2.5 log10(flux); 23.9 for microJansky")  # fmt: skip
+    zp = st.number_input(
+        "AB zero-point of the fluxes (FLUXZP)",
+        value=float(meta.get("FLUXZP", 23.9)),
+        help="mag = FLUXZP - 2.5 log10(flux); 23.9 for microJansky",
+    )
     exp_path, exp_json = None, None
     if exp is not None or inner is not None:
         exp_path = exp or gal
@@ -178,8 +204,15 @@ def mapping_section(gal: Path, exp: Path | None, spz: Path | None) -> None:
     if spz is not None:
         spz_cols = state.raw_tables(str(spz), "specz")[0]
         spz_json = json.dumps(small_mapping("Spec-z columns", list(spz_cols), SPECZ_ALIASES, "spz"))
-    args = (str(gal), mapping.to_json(), exp_path and str(exp_path), exp_json,
-            spz and str(spz), spz_json, float(zp))  # fmt: skip
+    args = (
+        str(gal),
+        mapping.to_json(),
+        exp_path and str(exp_path),
+        exp_json,
+        spz and str(spz),
+        spz_json,
+        float(zp),
+    )
     report = state.import_report(*args)
     st.markdown("**Validation report**")
     show_report(report)
@@ -192,8 +225,10 @@ def mapping_section(gal: Path, exp: Path | None, spz: Path | None) -> None:
 
 def save_section(report: Report, gal: Path, args: tuple) -> None:
     cat = report.catalog
-    st.success(f"All checks passed: {cat.n_galaxies:,} galaxies in {len(cat.bands)} bands, "
-               f"{int(cat.has_zspec.sum()):,} with spec-z.")  # fmt: skip
+    st.success(
+        f"All checks passed: {cat.n_galaxies:,} galaxies in {len(cat.bands)} bands, "
+        f"{int(cat.has_zspec.sum()):,} with spec-z."
+    )
     original = friendly(gal.name)
     name = st.text_input("Name", value=original.split(".")[0], key="cat_name")
     if st.button("Save and use this catalogue", type="primary"):
@@ -218,32 +253,48 @@ def summary_section() -> None:
     c = st.columns(4)
     c[0].metric("Galaxies", f"{s.n_galaxies:,}")
     c[1].metric("Bands", len(s.bands.bands))
-    c[2].metric("With spec-z", f"{s.n_zspec:,}", f"{100 * s.zspec_fraction:.0f}% of galaxies",
-                delta_color="off", delta_arrow="off")  # fmt: skip
+    c[2].metric(
+        "With spec-z",
+        f"{s.n_zspec:,}",
+        f"{100 * s.zspec_fraction:.0f}% of galaxies",
+        delta_color="off",
+        delta_arrow="off",
+    )
     c[3].metric("Single exposures", f"{s.n_exposures:,}")
     missing = s.bands.without_curve
     if missing:
-        st.warning(f"No filter curve for {', '.join(missing)}: 'auto' SPS pretraining is not "
-                   "possible; train with pretraining 'none' or a matching simulation.")  # fmt: skip
+        st.warning(
+            f"No filter curve for {', '.join(missing)}: 'auto' SPS pretraining is not "
+            "possible; train with pretraining 'none' or a matching simulation."
+        )
     if s.n_zspec == 0:
         st.info("No spec-z: this catalogue can be predicted by a trained run, not trained on.")
     elif s.n_zspec < 2000:
-        st.info(f"Only {s.n_zspec:,} galaxies with spec-z: precision falls as the training sample "
-                "shrinks (E20 Fig. 3; E20 fine-tunes on ~8,500). Pretraining on simulations "
-                "helps most here.")  # fmt: skip
+        st.info(
+            f"Only {s.n_zspec:,} galaxies with spec-z: precision falls as the training sample "
+            "shrinks (E20 Fig. 3; E20 fine-tunes on ~8,500). Pretraining on simulations "
+            "helps most here."
+        )
     left, right = st.columns(2)
     left.plotly_chart(plots_data.histogram(s.mag, s.mag_label, "Magnitudes"))
     if s.n_zspec:
-        right.plotly_chart(plots_data.histogram(s.zspec, "spectroscopic redshift z",
-                                                "Spec-z distribution"))  # fmt: skip
-    st.plotly_chart(plots_data.snr_per_band(s.bands.bands, s.bands.snr, s.bands.has_curve))  # fmt: skip
+        right.plotly_chart(
+            plots_data.histogram(s.zspec, "spectroscopic redshift z", "Spec-z distribution")
+        )
+    st.plotly_chart(plots_data.snr_per_band(s.bands.bands, s.bands.snr, s.bands.has_curve))
     with st.expander("Bands"):
-        st.dataframe(pd.DataFrame({
-            "band": s.bands.bands, "filter curve": s.bands.has_curve,
-            "effective wavelength [Å]": s.bands.wavelength.round(0),
-            "median SNR": s.bands.snr[:, 1].round(2),
-            "median exposures per galaxy": s.bands.exposures,
-        }), hide_index=True)  # fmt: skip
+        st.dataframe(
+            pd.DataFrame(
+                {
+                    "band": s.bands.bands,
+                    "filter curve": s.bands.has_curve,
+                    "effective wavelength [Å]": s.bands.wavelength.round(0),
+                    "median SNR": s.bands.snr[:, 1].round(2),
+                    "median exposures per galaxy": s.bands.exposures,
+                }
+            ),
+            hide_index=True,
+        )
 
 
 st.title("Data")

@@ -86,9 +86,16 @@ def _table(pred: analysis.Predictions) -> None:
         lo, hi = float(np.nanmin(pred.mag)), float(np.nanmax(pred.mag))
         mag_range = c1.slider("Magnitude range [AB mag]", lo, max(hi, lo + 0.01), (lo, hi), 0.1)
     outliers = c2.checkbox("Outliers only (|Δz|/(1+z_s) > 0.02)", key="explorer_outliers")
-    odds_min = c3.slider("ODDS ≥", 0.0, 1.0, 0.0, 0.01, key="explorer_odds",
-                         help="The run's stored ODDS (window of its p(z) settings, E20: 0.003); "
-                         "other windows on the Quality cuts page")  # fmt: skip
+    odds_min = c3.slider(
+        "ODDS ≥",
+        0.0,
+        1.0,
+        0.0,
+        0.01,
+        key="explorer_odds",
+        help="The run's stored ODDS (window of its p(z) settings, E20: 0.003); "
+        "other windows on the Quality cuts page",
+    )
     cols, n_match = analysis.galaxy_table(pred, mag_range, outliers, odds_min, TABLE_ROWS)
     st.caption(
         f"{n_match:,} galaxies match; showing {len(cols['ref_id']):,}. Click a row to show it."

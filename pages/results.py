@@ -123,8 +123,13 @@ def experiment_reports() -> None:
         f"under {root} are listed, or type another folder."
     )
     names = [p.name for p in found]
-    choice = st.selectbox("Report", names, index=0 if names else None, key="results_report",
-                          placeholder="no report under the experiments folder")  # fmt: skip
+    choice = st.selectbox(
+        "Report",
+        names,
+        index=0 if names else None,
+        key="results_report",
+        placeholder="no report under the experiments folder",
+    )
     typed = st.text_input("…or a report folder", key="results_report_path").strip()
     folder = Path(typed).expanduser() if typed else (root / choice if choice else None)
     if folder is None:
@@ -136,8 +141,10 @@ def experiment_reports() -> None:
     met, pending, total = reports.target_counts(folder)
     st.metric("Targets met", f"{met} / {total}")
     if pending:
-        st.caption(f"{pending} of {total} targets not measured yet: a partial report, written "
-                   "while the experiments run; rerun the same command to continue a stopped one.")  # fmt: skip
+        st.caption(
+            f"{pending} of {total} targets not measured yet: a partial report, written "
+            "while the experiments run; rerun the same command to continue a stopped one."
+        )
     for kind, value in reports.report_blocks(folder):
         if kind == "figure":
             st.image(str(value), width=640)

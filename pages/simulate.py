@@ -37,13 +37,16 @@ def sps_config_inputs() -> dict:
     cols = st.columns(2)
     for i, (name, label, low, high, step) in enumerate(RANGES):
         lo, hi = getattr(default, name)
-        values[name] = cols[i % 2].slider(label, low, high, (float(lo), float(hi)), step=step,
-                                          key=f"sps_{name}")  # fmt: skip
+        values[name] = cols[i % 2].slider(
+            label, low, high, (float(lo), float(hi)), step=step, key=f"sps_{name}"
+        )
     c1, c2 = st.columns(2)
-    values["snr_narrow"] = c1.number_input("noise model: SNR in narrow bands", 0.1, 1e4,
-                                           float(default.snr_narrow))  # fmt: skip
-    values["snr_broad"] = c2.number_input("noise model: SNR in broad bands", 0.1, 1e4,
-                                          float(default.snr_broad))  # fmt: skip
+    values["snr_narrow"] = c1.number_input(
+        "noise model: SNR in narrow bands", 0.1, 1e4, float(default.snr_narrow)
+    )
+    values["snr_broad"] = c2.number_input(
+        "noise model: SNR in broad bands", 0.1, 1e4, float(default.snr_broad)
+    )
     base = {k: _plain(v) for k, v in dataclasses.asdict(default).items()}
     return {k: _plain(v) for k, v in values.items() if _plain(v) != base[k]}
 
@@ -74,25 +77,38 @@ def new_simulation() -> None:
         try:
             if config:
                 SPSConfig.from_dict(config)  # validate before starting
-            jobs.start_simulation(state.sims_dir(), name.strip(), kind, int(n), band_set(bands),
-                                  int(seed), config or None)  # fmt: skip
+            jobs.start_simulation(
+                state.sims_dir(),
+                name.strip(),
+                kind,
+                int(n),
+                band_set(bands),
+                int(seed),
+                config or None,
+            )
             st.success(f"Started {name}: it runs in the background; progress below.")
         except DeepzError as exc:
             st.error(f"Cannot start the simulation: {exc}")
 
 
 def job_rows(sims: list[SimJob]) -> pd.DataFrame:
-    return pd.DataFrame({
-        "name": [j.name for j in sims],
-        "kind": [j.spec.get("kind", "?") for j in sims],
-        "galaxies": [j.spec.get("n") for j in sims],
-        "bands": [len(j.spec.get("bands", [])) or None for j in sims],
-        "seed": [j.spec.get("seed") for j in sims],
-        "state": [j.state for j in sims],
-        "progress": [j.progress or 0.0 for j in sims],
-        "created": [time.strftime("%Y-%m-%d %H:%M", time.localtime(j.spec["created"]))
-                    if "created" in j.spec else "" for j in sims],
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            "name": [j.name for j in sims],
+            "kind": [j.spec.get("kind", "?") for j in sims],
+            "galaxies": [j.spec.get("n") for j in sims],
+            "bands": [len(j.spec.get("bands", [])) or None for j in sims],
+            "seed": [j.spec.get("seed") for j in sims],
+            "state": [j.state for j in sims],
+            "progress": [j.progress or 0.0 for j in sims],
+            "created": [
+                time.strftime("%Y-%m-%d %H:%M", time.localtime(j.spec["created"]))
+                if "created" in j.spec
+                else ""
+                for j in sims
+            ],
+        }
+    )
 
 
 def simulations_list() -> None:
@@ -106,11 +122,20 @@ def _simulations_list() -> None:
     sims = list_simulations(state.sims_dir())
     st.subheader("Simulations in data/sims")
     if not sims:
-        st.info("No simulation yet: start one above. Training with pretraining 'auto' simulates "
-                "its own set, so this is optional.")  # fmt: skip
+        st.info(
+            "No simulation yet: start one above. Training with pretraining 'auto' simulates "
+            "its own set, so this is optional."
+        )
         return
-    st.dataframe(job_rows(sims), hide_index=True, column_config={
-        "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0, format="percent")})  # fmt: skip
+    st.dataframe(
+        job_rows(sims),
+        hide_index=True,
+        column_config={
+            "progress": st.column_config.ProgressColumn(
+                "progress", min_value=0.0, max_value=1.0, format="percent"
+            )
+        },
+    )
     for job in sims:
         if job.state in ("failed", "interrupted"):
             st.error(f"{job.name}: {job.state}. {job.spec.get('message', '')} (log: {job.log})")
@@ -124,9 +149,11 @@ def _simulations_list() -> None:
 
 
 st.title("Simulate")
-st.caption("Generate SPS pretraining sets or PAUS-like mocks as background processes; they keep "
-           "running when you leave the page. Files go to data/sims/ and can be chosen for "
-           "pretraining on the Train page.")  # fmt: skip
+st.caption(
+    "Generate SPS pretraining sets or PAUS-like mocks as background processes; they keep "
+    "running when you leave the page. Files go to data/sims/ and can be chosen for "
+    "pretraining on the Train page."
+)
 try:
     new_simulation()
     running = any(j.state in ("queued", "running") for j in list_simulations(state.sims_dir()))

@@ -24,11 +24,21 @@ from deepz_core.training.config import PRESETS, preset
 
 ACTIVE = ("queued", "running")
 SETTINGS_ERRORS = ("ConfigError", "CatalogError")  # run.status()["message"] = "Type: text"
-SUMMARY = {"sigma68": "σ68", "outlier_fraction": "strict outliers", "n": "galaxies scored",
-           "bias": "bias", "nmad": "NMAD"}  # the Results page's names  # fmt: skip
-STATE_ICON = {"queued": ":material/hourglass_empty:", "running": ":material/directions_run:",
-              "finished": ":material/check_circle:", "failed": ":material/error:",
-              "cancelled": ":material/stop_circle:", "interrupted": ":material/warning:"}  # fmt: skip
+SUMMARY = {
+    "sigma68": "σ68",
+    "outlier_fraction": "strict outliers",
+    "n": "galaxies scored",
+    "bias": "bias",
+    "nmad": "NMAD",
+}  # the Results page's names
+STATE_ICON = {
+    "queued": ":material/hourglass_empty:",
+    "running": ":material/directions_run:",
+    "finished": ":material/check_circle:",
+    "failed": ":material/error:",
+    "cancelled": ":material/stop_circle:",
+    "interrupted": ":material/warning:",
+}
 
 
 def catalogue_options() -> dict[str, str]:
@@ -39,8 +49,10 @@ def catalogue_options() -> dict[str, str]:
 
 
 def pretrain_options() -> dict[str, str]:
-    options = {"auto": "auto: simulate an SPS set through the catalogue's bands (cached)",
-               "none": "none: no pretraining (fine-tune from scratch)"}  # fmt: skip
+    options = {
+        "auto": "auto: simulate an SPS set through the catalogue's bands (cached)",
+        "none": "none: no pretraining (fine-tune from scratch)",
+    }
     for job in list_simulations(state.sims_dir()):
         if job.state in ("finished", "file") and job.path.exists():
             options[str(job.path)] = f"simulation {job.name} ({job.spec.get('n', '?')} galaxies)"
@@ -65,13 +77,22 @@ def new_run_form() -> None:
     """The choices of a new run; 'Queue' writes the run folder and wakes the worker."""
     cats = catalogue_options()
     current = state.selected_catalog()
-    catalog = st.selectbox("Catalogue", list(cats), format_func=cats.get,
-                           index=list(cats).index(current) if current in cats else 0)  # fmt: skip
+    catalog = st.selectbox(
+        "Catalogue",
+        list(cats),
+        format_func=cats.get,
+        index=list(cats).index(current) if current in cats else 0,
+    )
     if catalog != current:
         state.set_query_value("catalog", catalog)  # remembered for the other pages
-    method = st.radio("Method", list(METHODS), format_func=METHODS.get, horizontal=True,
-                      help="Template fitting is the classical baseline (E20 App. A): no training; "
-                      "compare it with DEEPZ runs on the Results and Quality cuts pages.")  # fmt: skip
+    method = st.radio(
+        "Method",
+        list(METHODS),
+        format_func=METHODS.get,
+        horizontal=True,
+        help="Template fitting is the classical baseline (E20 App. A): no training; "
+        "compare it with DEEPZ runs on the Results and Quality cuts pages.",
+    )
     path = state.catalog_path(catalog)
     if path is None:
         raise DeepzError(f"catalogue {catalog!r} is not available; choose it on the Data page")
@@ -80,15 +101,24 @@ def new_run_form() -> None:
         return
     summary = state.catalog_summary(path)
     if summary.n_zspec == 0:
-        st.warning("This catalogue has no spec-z, so there is nothing to train on. Train on a "
-                   "catalogue with spec-z, then predict this one with the trained run "
-                   "(`python -m deepz_core predict`).")  # fmt: skip
+        st.warning(
+            "This catalogue has no spec-z, so there is nothing to train on. Train on a "
+            "catalogue with spec-z, then predict this one with the trained run "
+            "(`python -m deepz_core predict`)."
+        )
         return
     choices = network_choices(summary)
     if st.button("Queue training run", type="primary", disabled=choices["blocked"]):
         jobs.check_device(choices["device"])
-        run = jobs.queue_run(state.runs_dir(), path, choices["pretrain"], choices["preset"],
-                             choices["model"], choices["train"], ref_band=choices["ref_band"])  # fmt: skip
+        run = jobs.queue_run(
+            state.runs_dir(),
+            path,
+            choices["pretrain"],
+            choices["preset"],
+            choices["model"],
+            choices["train"],
+            ref_band=choices["ref_band"],
+        )
         state.set_query_value("run", run.run_id)
         st.success(f"Queued {run.run_id}.")
 
@@ -101,76 +131,136 @@ def network_choices(summary: CatalogSummary) -> dict:
     no_curve = summary.bands.without_curve
     blocked = pretrain == "auto" and bool(no_curve)
     if blocked:
-        st.warning(f"'auto' simulates galaxies through the filter curves, and there is none for "
-                   f"{', '.join(no_curve)}: choose 'none' or a simulation in these bands.")  # fmt: skip
-    name = st.radio("Preset", list(PRESETS), index=list(PRESETS).index("quick"), horizontal=True,
-                    help="smoke: tiny networks, a few epochs (seconds; to try things); quick: small networks, short schedule (minutes on CPU); paper: E20 "
-                    "protocol (hours on a GPU)")  # fmt: skip
+        st.warning(
+            f"'auto' simulates galaxies through the filter curves, and there is none for "
+            f"{', '.join(no_curve)}: choose 'none' or a simulation in these bands."
+        )
+    name = st.radio(
+        "Preset",
+        list(PRESETS),
+        index=list(PRESETS).index("quick"),
+        horizontal=True,
+        help="smoke: tiny networks, a few epochs (seconds; to try things); quick: small networks, short schedule (minutes on CPU); paper: E20 "
+        "protocol (hours on a GPU)",
+    )
     p = preset(name).train
     bands = list(summary.bands.bands)
-    ref_band = st.selectbox("Reference band", bands, index=bands.index(default_ref_band(bands)),
-                            key="ref_band",
-                            help="Every flux is divided by this band's flux (E20 Sec. 2.2); "
-                            "galaxies with flux <= 0 in it are left out. Choose a deep, red "
-                            "band: i in E20.")  # fmt: skip
+    ref_band = st.selectbox(
+        "Reference band",
+        bands,
+        index=bands.index(default_ref_band(bands)),
+        key="ref_band",
+        help="Every flux is divided by this band's flux (E20 Sec. 2.2); "
+        "galaxies with flux <= 0 in it are left out. Choose a deep, red "
+        "band: i in E20.",
+    )
     exposures = summary.n_exposures > 0
-    alpha = st.slider("alpha: probability of keeping each single exposure (E20 Sec. 5.1)",
-                      0.05, 1.0, 0.8, 0.05, disabled=not exposures,
-                      help="Each epoch rebuilds every coadd from a random subset of its "
-                      "exposures" if exposures else "This catalogue has no single exposures: "
-                      "the networks train on its coadds.")  # fmt: skip
+    alpha = st.slider(
+        "alpha: probability of keeping each single exposure (E20 Sec. 5.1)",
+        0.05,
+        1.0,
+        0.8,
+        0.05,
+        disabled=not exposures,
+        help="Each epoch rebuilds every coadd from a random subset of its exposures"
+        if exposures
+        else "This catalogue has no single exposures: the networks train on its coadds.",
+    )
     c = st.columns(3)
-    reps = c[0].number_input("Repetitions R", 1, 20, p.get("repetitions", 1), key=f"reps_{name}",
-                             help="Random K-fold partitions of the spec-z galaxies (E20 Sec. "
-                             "5.2: 10); each adds K networks to the ensemble")  # fmt: skip
-    folds = c[1].number_input("Folds K", 1, 10, p.get("folds", 5), key=f"folds_{name}",
-                              help="Each network trains on K-1 folds; a spec-z galaxy's p(z) "
-                              "comes from the R networks that never saw it (E20: 5)")  # fmt: skip
+    reps = c[0].number_input(
+        "Repetitions R",
+        1,
+        20,
+        p.get("repetitions", 1),
+        key=f"reps_{name}",
+        help="Random K-fold partitions of the spec-z galaxies (E20 Sec. "
+        "5.2: 10); each adds K networks to the ensemble",
+    )
+    folds = c[1].number_input(
+        "Folds K",
+        1,
+        10,
+        p.get("folds", 5),
+        key=f"folds_{name}",
+        help="Each network trains on K-1 folds; a spec-z galaxy's p(z) "
+        "comes from the R networks that never saw it (E20: 5)",
+    )
     seed = c[2].number_input("Seed", 0, 2**31 - 1, 0)
     if folds == 1:
-        st.warning("With one fold every network sees every spec-z galaxy: no out-of-fold "
-                   "p(z), so Results and Quality cuts have nothing to score.")  # fmt: skip
+        st.warning(
+            "With one fold every network sees every spec-z galaxy: no out-of-fold "
+            "p(z), so Results and Quality cuts have nothing to score."
+        )
     c = st.columns(2)
     device = c[0].selectbox("Device", ["auto", "cpu", "cuda"], key="device")
     with c[1]:
         st.write("")
-        autoencoder = st.checkbox("Autoencoder", value=True,
-                                  help="off: E20 ablation, the photo-z network alone")  # fmt: skip
+        autoencoder = st.checkbox(
+            "Autoencoder", value=True, help="off: E20 ablation, the photo-z network alone"
+        )
     with st.expander("Advanced: configuration overrides (JSON)"):
-        model_over = json_overrides("Model overrides", "model_json",
-                                    'e.g. {"width": 64, "photoz_layers": 2}')  # fmt: skip
-        train_over = json_overrides("Training overrides", "train_json",
-                                    'e.g. {"schedule": [[20, 0.001]], "batch_size": 100}')  # fmt: skip
-    st.caption(f"Ensemble of {int(reps) * int(folds)} networks; {summary.n_zspec:,} spec-z "
-               f"galaxies to train on. Device here: {jobs.device_label()}.")  # fmt: skip
-    train = {"alpha": alpha, "repetitions": int(reps), "folds": int(folds), "device": device,
-             "seed": int(seed), **train_over}  # fmt: skip
-    return {"pretrain": pretrain, "preset": name, "ref_band": ref_band, "device": device,
-            "blocked": blocked,
-            "model": {"use_autoencoder": autoencoder, **model_over}, "train": train}  # fmt: skip
+        model_over = json_overrides(
+            "Model overrides", "model_json", 'e.g. {"width": 64, "photoz_layers": 2}'
+        )
+        train_over = json_overrides(
+            "Training overrides",
+            "train_json",
+            'e.g. {"schedule": [[20, 0.001]], "batch_size": 100}',
+        )
+    st.caption(
+        f"Ensemble of {int(reps) * int(folds)} networks; {summary.n_zspec:,} spec-z "
+        f"galaxies to train on. Device here: {jobs.device_label()}."
+    )
+    train = {
+        "alpha": alpha,
+        "repetitions": int(reps),
+        "folds": int(folds),
+        "device": device,
+        "seed": int(seed),
+        **train_over,
+    }
+    return {
+        "pretrain": pretrain,
+        "preset": name,
+        "ref_band": ref_band,
+        "device": device,
+        "blocked": blocked,
+        "model": {"use_autoencoder": autoencoder, **model_over},
+        "train": train,
+    }
 
 
 def templatefit_form(path: str) -> None:
     """A template-fit run of the catalogue at ``path``: the template set, the device and whether
     to calibrate zero-points."""
     names = list(SETS)
-    template_set = st.selectbox("Template set", names, index=names.index(DEFAULT_SET),
-                                key="tfit_templates", help="bcnz2 knows the demo mock's SED "
-                                "family; kcorrect is independent of it, like real templates "
-                                "and real galaxies")  # fmt: skip
+    template_set = st.selectbox(
+        "Template set",
+        names,
+        index=names.index(DEFAULT_SET),
+        key="tfit_templates",
+        help="bcnz2 knows the demo mock's SED "
+        "family; kcorrect is independent of it, like real templates "
+        "and real galaxies",
+    )
     c = st.columns(2)
     device = c[0].selectbox("Device", ["auto", "cpu", "cuda"], key="tfit_device")
     with c[1]:
         st.write("")
-        calibrate = st.checkbox("Calibrate zero-points on the spec-z galaxies", value=True,
-                                help="BCNZ2: per-band median of observed/model flux at the "
-                                "spec-z, iterated")  # fmt: skip
-    st.caption(f"{SETS[template_set].description}; p(z) from chi2 on deepz's grid. "
-               f"Device here: {jobs.device_label()}.")  # fmt: skip
+        calibrate = st.checkbox(
+            "Calibrate zero-points on the spec-z galaxies",
+            value=True,
+            help="BCNZ2: per-band median of observed/model flux at the spec-z, iterated",
+        )
+    st.caption(
+        f"{SETS[template_set].description}; p(z) from chi2 on deepz's grid. "
+        f"Device here: {jobs.device_label()}."
+    )
     if st.button("Queue template fit", type="primary"):
         jobs.check_device(device)
-        run = jobs.queue_templatefit(state.runs_dir(), path, device, calibrate,
-                                     template_set=template_set)  # fmt: skip
+        run = jobs.queue_templatefit(
+            state.runs_dir(), path, device, calibrate, template_set=template_set
+        )
         state.set_query_value("run", run.run_id)
         st.success(f"Queued {run.run_id}.")
 
@@ -180,14 +270,18 @@ def run_header(run: RunDir, now: str) -> None:
     st.markdown(f"### {STATE_ICON.get(now, '')} {run.run_id} — {now}")
     if config.get("kind") == "templatefit":
         tset = config.get("templatefit", {}).get("template_set", DEFAULT_SET)
-        st.caption(f"template fit of `{Path(config['catalog']).name}` ({tset} templates), device "
-                   f"{config['device']}, zero-points "
-                   f"{'calibrated' if config.get('calibrate') else 'not calibrated'}")  # fmt: skip
+        st.caption(
+            f"template fit of `{Path(config['catalog']).name}` ({tset} templates), device "
+            f"{config['device']}, zero-points "
+            f"{'calibrated' if config.get('calibrate') else 'not calibrated'}"
+        )
         return
-    st.caption(f"catalogue `{Path(config['catalog']).name}`, pretraining "
-               f"`{Path(config['pretrain']).name}`, preset {config['preset']}, "
-               f"{config['train']['repetitions'] * config['train']['folds']} networks, "
-               f"device {config['train']['device']}")  # fmt: skip
+    st.caption(
+        f"catalogue `{Path(config['catalog']).name}`, pretraining "
+        f"`{Path(config['pretrain']).name}`, preset {config['preset']}, "
+        f"{config['train']['repetitions'] * config['train']['folds']} networks, "
+        f"device {config['train']['device']}"
+    )
 
 
 def summary_text(key: str, value: float | int | None) -> str:
@@ -203,8 +297,10 @@ def show_summary(summary: dict) -> None:
     cols = st.columns(3)
     for i, key in enumerate(SUMMARY):
         cols[i % 3].metric(SUMMARY[key], summary_text(key, summary.get(key)))
-    st.caption("Out-of-fold, on the galaxies with spec-z; dz = (zphot - zspec)/(1 + zspec): "
-               f"sigma68 and NMAD of dz, outliers |dz| > {OUTLIER_THRESHOLD}, bias = median dz.")  # fmt: skip
+    st.caption(
+        "Out-of-fold, on the galaxies with spec-z; dz = (zphot - zspec)/(1 + zspec): "
+        f"sigma68 and NMAD of dz, outliers |dz| > {OUTLIER_THRESHOLD}, bias = median dz."
+    )
 
 
 def results_link(run: RunDir) -> None:
@@ -212,8 +308,12 @@ def results_link(run: RunDir) -> None:
     page = Path(__file__).resolve().parent / "results.py"
     if page.exists():
         try:
-            st.page_link(str(page), label="Open the results of this run",
-                         icon=":material/monitoring:", query_params={"run": run.run_id})  # fmt: skip
+            st.page_link(
+                str(page),
+                label="Open the results of this run",
+                icon=":material/monitoring:",
+                query_params={"run": run.run_id},
+            )
         except Exception:  # the page is not registered (e.g. this page run on its own)
             pass
 
@@ -238,15 +338,19 @@ def run_actions(run: RunDir, now: str) -> None:
         show_summary(status.get("summary", {}))
         results_link(run)
     elif now == "interrupted":
-        st.warning("The process training this run stopped (server or machine restart?). "
-                   "Resume continues from the last checkpoint.")  # fmt: skip
+        st.warning(
+            "The process training this run stopped (server or machine restart?). "
+            "Resume continues from the last checkpoint."
+        )
     elif now in ("failed", "cancelled"):
         (st.error if now == "failed" else st.info)(status.get("message") or now)
     # a bad setting or input fails again on resume: the run's choices must change
     settings = now == "failed" and str(status.get("message", "")).startswith(SETTINGS_ERRORS)
     if settings:
-        st.caption("This run failed on its settings or its catalogue: queue a new run with "
-                   "other choices (resuming it would fail the same way).")  # fmt: skip
+        st.caption(
+            "This run failed on its settings or its catalogue: queue a new run with "
+            "other choices (resuming it would fail the same way)."
+        )
     c1, c2, _ = st.columns([1, 1, 4])
     if now in ACTIVE and c1.button("Cancel", key=f"cancel_{run.run_id}"):
         jobs.cancel_run(run)
@@ -285,14 +389,22 @@ def runs_table(runs: list[RunDir]) -> pd.DataFrame:
     for run in runs:
         config, status = run.config(), run.status()
         summary = status.get("summary", {})
-        rows.append({
-            "run": run.run_id, "state": run_state(run),
-            "created": time.strftime("%Y-%m-%d %H:%M", time.localtime(run.file("config.json").stat().st_mtime)),
-            "preset": config.get("preset"), "catalogue": Path(config.get("catalog", "?")).name,
-            "pretraining": Path(config.get("pretrain", "—")).name,
-            **{label: summary_text(k, summary.get(k)) if k in summary else None
-               for k, label in SUMMARY.items()},
-        })  # fmt: skip
+        rows.append(
+            {
+                "run": run.run_id,
+                "state": run_state(run),
+                "created": time.strftime(
+                    "%Y-%m-%d %H:%M", time.localtime(run.file("config.json").stat().st_mtime)
+                ),
+                "preset": config.get("preset"),
+                "catalogue": Path(config.get("catalog", "?")).name,
+                "pretraining": Path(config.get("pretrain", "—")).name,
+                **{
+                    label: summary_text(k, summary.get(k)) if k in summary else None
+                    for k, label in SUMMARY.items()
+                },
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -321,8 +433,10 @@ def safe_run_view(run: RunDir) -> None:
 
 
 st.title("Train")
-st.caption("One training job runs at a time; queued runs wait their turn in a background worker "
-           "that survives page reloads and server restarts. Pick up a run any time from the list.")  # fmt: skip
+st.caption(
+    "One training job runs at a time; queued runs wait their turn in a background worker "
+    "that survives page reloads and server restarts. Pick up a run any time from the list."
+)
 left, right = st.columns([2, 3], gap="large")
 with left:
     st.subheader("New run")

@@ -17,10 +17,18 @@ from deepz_core.simulate import demo_catalog_path
 
 root = Path(sys.argv[1])
 ctx = Context(root, plan("quick"), demo_catalog_path(), "cpu", print)
-runs = {"no outliers": RunDir(root / "runs" / "alpha0.80_keep"),
-        "outliers 0.1": RunDir(root / "runs" / "train_outliers")}  # fmt: skip
-runs["outliers 0.5"] = train_run(root, "train_outliers_0.5", ctx.catalog_path, ctx.plan, "auto",
-                                 {"outlier_fraction": 0.5, "device": "cpu"})  # fmt: skip
+runs = {
+    "no outliers": RunDir(root / "runs" / "alpha0.80_keep"),
+    "outliers 0.1": RunDir(root / "runs" / "train_outliers"),
+}
+runs["outliers 0.5"] = train_run(
+    root,
+    "train_outliers_0.5",
+    ctx.catalog_path,
+    ctx.plan,
+    "auto",
+    {"outlier_fraction": 0.5, "device": "cpu"},
+)
 base = test_galaxies(ctx)
 for label, run in runs.items():
     zphot = network_photoz(run)

@@ -33,9 +33,11 @@ def main(root: Path) -> None:
     dz_before, dz_after = metrics.dz(before, low.zspec), metrics.dz(after, low.zspec)
     new = metrics.is_outlier(dz_after) & ~metrics.is_outlier(dz_before)
     lo, hi = np.percentile(after - before, [5, 95])
-    print(f"z < 0.25: {low.n_galaxies} galaxies; zphot shift with +100% u flux, 5-95%: "
-          f"{lo:+.3f} to {hi:+.3f}; new strict outliers: {new.sum()}, their median |dz| "
-          f"{np.median(np.abs(dz_after[new])):.3f}")  # fmt: skip
+    print(
+        f"z < 0.25: {low.n_galaxies} galaxies; zphot shift with +100% u flux, 5-95%: "
+        f"{lo:+.3f} to {hi:+.3f}; new strict outliers: {new.sum()}, their median |dz| "
+        f"{np.median(np.abs(dz_after[new])):.3f}"
+    )
 
 
 if __name__ == "__main__":

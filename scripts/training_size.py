@@ -33,8 +33,10 @@ from deepz_core.training.config import TrainConfig
 
 MAG_EDGES = np.array([10.0, 19.0, 20.0, 21.0, 21.5, 22.0, 22.5])
 # ModelConfig's defaults are E20's network; the quick preset overrides these five
-PAPER_NETWORK = {name: getattr(ModelConfig(), name) for name in
-                 ("width", "encoder_layers", "decoder_layers", "photoz_layers", "photoz_first_width")}  # fmt: skip
+PAPER_NETWORK = {
+    name: getattr(ModelConfig(), name)
+    for name in ("width", "encoder_layers", "decoder_layers", "photoz_layers", "photoz_first_width")
+}
 PAPER_SCHEDULE = TrainConfig().schedule
 
 
@@ -43,11 +45,15 @@ def report(label: str, predictions: Path, cat: Catalog) -> None:
     s = read_scored(predictions, mag_of)
     print(f"{label}: {s.n} galaxies, sigma68 {metrics.sigma68(metrics.dz(s.zp, s.zs)):.4f}")
     for row in s.per_magnitude(MAG_EDGES):
-        print(f"  iAB {row['lo']:g}-{row['hi']:g}: N {row['n']}, sigma68 {row['sigma68']:.4f}, "
-              f"strict outliers {100 * row['outlier_fraction']:.1f}%")  # fmt: skip
+        print(
+            f"  iAB {row['lo']:g}-{row['hi']:g}: N {row['n']}, sigma68 {row['sigma68']:.4f}, "
+            f"strict outliers {100 * row['outlier_fraction']:.1f}%"
+        )
     for kind, scores in by_type(cat, {label: s})[label].items():
-        print(f"  {kind} (i < 20, 20-21, >= 21):",
-              ", ".join(f"{r['sigma68']:.4f} (N {r['n']})" for r in scores["by_magnitude"]))  # fmt: skip
+        print(
+            f"  {kind} (i < 20, 20-21, >= 21):",
+            ", ".join(f"{r['sigma68']:.4f} (N {r['n']})" for r in scores["by_magnitude"]),
+        )
 
 
 def main() -> None:
@@ -58,21 +64,53 @@ def main() -> None:
     report("4x the demo (40,000 galaxies)", run.file("predictions.fits"), read_catalog(big))
     demo_path = cached_simulation("paus-mock", 10_000, bands, 42)
     demo = read_catalog(demo_path)
-    report("demo (10,000 galaxies)", Path("experiments/quick/runs/alpha0.80_keep/predictions.fits"),
-           demo)  # fmt: skip
-    floor = train_run(Path("experiments/size"), "no_pretrain_floor1e-4", demo_path, quick, "none",
-                      {"device": "cpu"}, {"sigma_floor": 1e-4})  # fmt: skip
+    report(
+        "demo (10,000 galaxies)",
+        Path("experiments/quick/runs/alpha0.80_keep/predictions.fits"),
+        demo,
+    )
+    floor = train_run(
+        Path("experiments/size"),
+        "no_pretrain_floor1e-4",
+        demo_path,
+        quick,
+        "none",
+        {"device": "cpu"},
+        {"sigma_floor": 1e-4},
+    )
     report("demo, no pretraining, sigma floor 1e-4", floor.file("predictions.fits"), demo)
-    report("demo, no pretraining, sigma floor 1e-3",
-           Path("experiments/quick/runs/no_pretrain/predictions.fits"), demo)  # fmt: skip
-    paper_net = train_run(Path("experiments/size"), "no_pretrain_paper_net", demo_path, quick,
-                          "none", {"device": "cpu"}, PAPER_NETWORK)  # fmt: skip
+    report(
+        "demo, no pretraining, sigma floor 1e-3",
+        Path("experiments/quick/runs/no_pretrain/predictions.fits"),
+        demo,
+    )
+    paper_net = train_run(
+        Path("experiments/size"),
+        "no_pretrain_paper_net",
+        demo_path,
+        quick,
+        "none",
+        {"device": "cpu"},
+        PAPER_NETWORK,
+    )
     report("demo, no pretraining, paper-size networks", paper_net.file("predictions.fits"), demo)
-    long = train_run(Path("experiments/size"), "no_pretrain_paper_schedule", demo_path, quick,
-                     "none", {"device": "cpu", "schedule": PAPER_SCHEDULE})  # fmt: skip
+    long = train_run(
+        Path("experiments/size"),
+        "no_pretrain_paper_schedule",
+        demo_path,
+        quick,
+        "none",
+        {"device": "cpu", "schedule": PAPER_SCHEDULE},
+    )
     report("demo, no pretraining, paper schedule", long.file("predictions.fits"), demo)
-    pretrained = train_run(Path("experiments/size"), "paper_schedule", demo_path, quick, "auto",
-                           {"device": "cpu", "schedule": PAPER_SCHEDULE})  # fmt: skip
+    pretrained = train_run(
+        Path("experiments/size"),
+        "paper_schedule",
+        demo_path,
+        quick,
+        "auto",
+        {"device": "cpu", "schedule": PAPER_SCHEDULE},
+    )
     report("demo, SPS pretraining, paper schedule", pretrained.file("predictions.fits"), demo)
 
 

@@ -53,7 +53,13 @@ def synthetic_catalog(
         if missing_zspec:
             zspec[rng.random(n) < missing_zspec] = np.nan
         zspec[: len(zspec_head)] = zspec_head
-    return Catalog(ref_id=np.arange(first_id, first_id + n), bands=tuple(bands), flux=flux,
-                   flux_error=error, zspec=zspec if with_zspec else None,
-                   mag=23.9 - 2.5 * np.log10(flux[:, -1]), exposures=exp,
-                   meta={"NOISELESS": True} if noiseless else {})  # fmt: skip
+    return Catalog(
+        ref_id=np.arange(first_id, first_id + n),
+        bands=tuple(bands),
+        flux=flux,
+        flux_error=error,
+        zspec=zspec if with_zspec else None,
+        mag=23.9 - 2.5 * np.log10(flux[:, -1]),
+        exposures=exp,
+        meta={"NOISELESS": True} if noiseless else {},
+    )

@@ -98,8 +98,15 @@ def _raw_files(tmp: Path, small: Path) -> tuple[Path, Path, Path]:
         gal[f"FLUX_{b}"], gal[f"FLUXERR_{b}"] = cat.flux[:, j], cat.flux_error[:, j]
     pd.DataFrame(gal).to_csv(tmp / "gal.csv", index=False)
     e = cat.exposures
-    pd.DataFrame({"objid": e.ref_id, "filter": np.char.lower(e.band), "expnum": e.exp_num,
-                  "flux": e.flux, "flux_err": e.flux_error}).to_csv(tmp / "exp.csv", index=False)  # fmt: skip
+    pd.DataFrame(
+        {
+            "objid": e.ref_id,
+            "filter": np.char.lower(e.band),
+            "expnum": e.exp_num,
+            "flux": e.flux,
+            "flux_err": e.flux_error,
+        }
+    ).to_csv(tmp / "exp.csv", index=False)
     has = cat.has_zspec
     pd.DataFrame({"id": cat.ref_id[has], "z_spec": cat.zspec[has]}).to_csv(
         tmp / "z.csv", index=False
@@ -116,10 +123,25 @@ def test_survey_spellings_are_detected_and_joined(home: Path, small_catalog: Pat
     assert not at.exception and not at.error, texts(at.error)
     picks = {s.label: s.value for s in at.selectbox}
     assert picks["Galaxy ID -> ref_id"] == "ID" and picks["Magnitude [AB] -> mag"] == "i_mag"
-    keyed = {k: at.selectbox(key=k).value for k in ("exp_ref_id", "exp_band", "exp_exp_num",
-                                                      "exp_flux_error", "spz_ref_id", "spz_zspec")}  # fmt: skip
-    assert keyed == {"exp_ref_id": "objid", "exp_band": "filter", "exp_exp_num": "expnum",
-                     "exp_flux_error": "flux_err", "spz_ref_id": "id", "spz_zspec": "z_spec"}  # fmt: skip
+    keyed = {
+        k: at.selectbox(key=k).value
+        for k in (
+            "exp_ref_id",
+            "exp_band",
+            "exp_exp_num",
+            "exp_flux_error",
+            "spz_ref_id",
+            "spz_zspec",
+        )
+    }
+    assert keyed == {
+        "exp_ref_id": "objid",
+        "exp_band": "filter",
+        "exp_exp_num": "expnum",
+        "exp_flux_error": "flux_err",
+        "spz_ref_id": "id",
+        "spz_zspec": "z_spec",
+    }
     assert "spec-z joined for 122 galaxies" in texts(at.info)
     assert "All checks passed: 150 galaxies in 46 bands, 122 with spec-z" in texts(at.success)
 

@@ -194,8 +194,11 @@ def test_results_page_shows_an_experiments_report(tmp_path, monkeypatch) -> None
     (folder / "report.md").write_text(
         "# deepz experiments\n\n## Fig. 2\n\n![](figures/fig2.png)\n\nend"
     )
-    targets = [{"target": "a", "met": True}, {"target": "b", "met": False},
-               {"target": "c", "measured": "not measured yet", "met": False}]  # fmt: skip
+    targets = [
+        {"target": "a", "met": True},
+        {"target": "b", "met": False},
+        {"target": "c", "measured": "not measured yet", "met": False},
+    ]
     (folder / "results.json").write_text(json.dumps({"targets": targets}))
     monkeypatch.setenv("DEEPZ_HOME", str(tmp_path))
     at = _app("results.py")

@@ -21,8 +21,14 @@ from deepz_core.jobs.worker import run_queue, worker_pid
 from deepz_core.rundir import RunDir, list_runs
 
 TIMEOUT = 60
-TINY_MODEL = {"width": 16, "encoder_layers": 1, "decoder_layers": 1, "photoz_layers": 1,
-              "photoz_first_width": 0, "n_components": 3}  # fmt: skip
+TINY_MODEL = {
+    "width": 16,
+    "encoder_layers": 1,
+    "decoder_layers": 1,
+    "photoz_layers": 1,
+    "photoz_first_width": 0,
+    "n_components": 3,
+}
 TINY_TRAIN = {"schedule": [[2, 0.001]], "batch_size": 50, "checkpoint_every": 1}
 
 
@@ -103,8 +109,10 @@ def test_own_band_names_and_no_exposures(home: list[Path], tmp_path: Path, monke
     from deepz_core.catalog.io import write_catalog
     from tests.synthetic import synthetic_catalog
 
-    own = write_catalog(synthetic_catalog(120, 0, bands=("G", "R", "I", "Z"), exposures=False),
-                        tmp_path / "own.fits")  # fmt: skip
+    own = write_catalog(
+        synthetic_catalog(120, 0, bands=("G", "R", "I", "Z"), exposures=False),
+        tmp_path / "own.fits",
+    )
     monkeypatch.setattr(state, "demo_catalog_path", lambda: str(own))
     at = page("train.py")
     assert at.selectbox(key="ref_band").value == "I"
@@ -146,9 +154,13 @@ def test_cancel_then_resume(home: list[Path]) -> None:
     assert len(home) > woken  # resuming wakes the worker
 
 
-@pytest.mark.parametrize(("message", "resumable"),
-                         [("ConfigError: ref_band 'X' is not among the catalogue's bands", False),
-                          ("RuntimeError: CUDA out of memory", True)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("message", "resumable"),
+    [
+        ("ConfigError: ref_band 'X' is not among the catalogue's bands", False),
+        ("RuntimeError: CUDA out of memory", True),
+    ],
+)
 def test_resume_is_offered_only_where_it_can_help(home: list[Path], message, resumable) -> None:
     at = page("train.py")
     run = queue_tiny_run(at)

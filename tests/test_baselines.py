@@ -8,11 +8,23 @@ from deepz_core.evaluation.baselines import knn_photoz
 
 def _features(ratio: np.ndarray, zspec: np.ndarray) -> Features:
     n = len(zspec)
-    return Features(bands=("a", "b"), ref_band="b", rows=np.arange(n), ref_id=np.arange(n),
-                    ratio=ratio.astype(np.float32), ratio_error=np.ones_like(ratio, np.float32),
-                    zspec=zspec, mag=None, exp_ratio=None, exp_error=None, exp_mask=None,
-                    n_excluded=0, flags=np.zeros(n, np.int32), usable=np.ones(ratio.shape, bool),
-                    n_rows=n)  # fmt: skip
+    return Features(
+        bands=("a", "b"),
+        ref_band="b",
+        rows=np.arange(n),
+        ref_id=np.arange(n),
+        ratio=ratio.astype(np.float32),
+        ratio_error=np.ones_like(ratio, np.float32),
+        zspec=zspec,
+        mag=None,
+        exp_ratio=None,
+        exp_error=None,
+        exp_mask=None,
+        n_excluded=0,
+        flags=np.zeros(n, np.int32),
+        usable=np.ones(ratio.shape, bool),
+        n_rows=n,
+    )
 
 
 def test_knn_recovers_a_smooth_colour_redshift_relation(rng) -> None:

@@ -41,8 +41,14 @@ def _features(rng: np.random.Generator, n: int = 60):
     ref, band, num, f, e = map(np.array, zip(*rows, strict=True))
     zspec = np.round(np.linspace(0.1, 1.3, n), 6)
     zspec[::7] = np.nan
-    cat = Catalog(ref_id=np.arange(n), bands=BANDS, flux=flux, flux_error=error, zspec=zspec,
-                  exposures=Exposures(ref, band, num, f, e))  # fmt: skip
+    cat = Catalog(
+        ref_id=np.arange(n),
+        bands=BANDS,
+        flux=flux,
+        flux_error=error,
+        zspec=zspec,
+        exposures=Exposures(ref, band, num, f, e),
+    )
     return build_features(cat)
 
 
@@ -61,9 +67,14 @@ def test_member_orders_shuffle_each_pool_and_trim_to_the_smallest(rng) -> None:
 
 @pytest.mark.parametrize(
     ("n", "size", "min_batch", "expected"),
-    [(250, 100, 60, [(0, 100), (100, 200)]), (250, 100, 50, [(0, 100), (100, 200), (200, 250)]),
-     (100, 100, 10, [(0, 100)]), (5, 100, 10, []), (30, 10, 10, [(0, 10), (10, 20), (20, 30)])],
-)  # fmt: skip
+    [
+        (250, 100, 60, [(0, 100), (100, 200)]),
+        (250, 100, 50, [(0, 100), (100, 200), (200, 250)]),
+        (100, 100, 10, [(0, 100)]),
+        (5, 100, 10, []),
+        (30, 10, 10, [(0, 10), (10, 20), (20, 30)]),
+    ],
+)
 def test_batch_slices_skip_a_too_small_last_batch(n, size, min_batch, expected) -> None:
     assert [(s.start, min(s.stop, n)) for s in batch_slices(n, size, min_batch)] == expected
 
@@ -193,8 +204,16 @@ def test_outliers_hit_the_fraction_asked_for_in_one_non_reference_band(rng) -> N
 def test_outlier_measurements_hit_each_non_reference_flux_independently(rng) -> None:
     f = _features(rng, n=700)
     train = np.isfinite(f.zspec)[None, :].repeat(3, axis=0)
-    src = DataBatches(f, train, CPU, 0.8, True, randomize=False, outlier_fraction=0.2,
-                      outliers_per_measurement=True)  # fmt: skip
+    src = DataBatches(
+        f,
+        train,
+        CPU,
+        0.8,
+        True,
+        randomize=False,
+        outlier_fraction=0.2,
+        outliers_per_measurement=True,
+    )
     ref = f.bands.index(f.ref_band)
     others = [j for j in range(len(f.bands)) if j != ref]
     changed_all = []
@@ -214,8 +233,9 @@ def test_outlier_measurements_hit_each_non_reference_flux_independently(rng) -> 
 def test_outlier_amplitude_sets_the_largest_extra_flux(rng) -> None:
     f = _features(rng, n=700)
     train = np.isfinite(f.zspec)[None, :]
-    src = DataBatches(f, train, CPU, 0.8, True, randomize=False, outlier_fraction=0.5,
-                      outlier_amplitude=3.0)  # fmt: skip
+    src = DataBatches(
+        f, train, CPU, 0.8, True, randomize=False, outlier_fraction=0.5, outlier_amplitude=3.0
+    )
     (batch,) = list(src.epoch(rng, _gen(6), batch_size=1000, min_batch=1))
     rows, changed, diff = _changes(f, batch, 0)
     share = diff[changed] / np.abs(f.ratio[rows][changed])  # U(0, 3): ~270 draws
@@ -280,8 +300,13 @@ def test_outliers_come_on_top_of_the_randomised_coadds(rng) -> None:
 
 
 def test_outliers_need_a_band_besides_the_reference(rng) -> None:
-    cat = Catalog(ref_id=np.arange(20), bands=("subaru_i",), flux=rng.uniform(1, 2, (20, 1)),
-                  flux_error=np.full((20, 1), 0.1), zspec=np.linspace(0.1, 1, 20))  # fmt: skip
+    cat = Catalog(
+        ref_id=np.arange(20),
+        bands=("subaru_i",),
+        flux=rng.uniform(1, 2, (20, 1)),
+        flux_error=np.full((20, 1), 0.1),
+        zspec=np.linspace(0.1, 1, 20),
+    )
     f = build_features(cat)
     train = np.ones((1, 20), dtype=bool)
     assert DataBatches(f, train, CPU, 0.8, True, True).outlier_fraction == 0.0

@@ -17,19 +17,32 @@ from deepz_core.cli.main import main
 from deepz_core.errors import ConfigError
 from deepz_core.jobs.training_run import create_run, execute_run, run_config
 
-TINY_MODEL = dict(n_latent=2, width=12, encoder_layers=1, decoder_layers=1, photoz_layers=1,
-                  photoz_first_width=0, n_components=2)  # fmt: skip
+TINY_MODEL = dict(
+    n_latent=2,
+    width=12,
+    encoder_layers=1,
+    decoder_layers=1,
+    photoz_layers=1,
+    photoz_first_width=0,
+    n_components=2,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize(
     ("kwargs", "flag"),
-    [({"n": 10}, "--n"), ({"unique": 10**9}, "--unique"), ({"chunk_sizes": (0,)}, "--chunk-sizes"),
-     ({"workers": (0,)}, "--workers"), ({"preset": "huge"}, "--model-preset"),
-     ({"members": 0}, "--members"), ({"run": "/nowhere"}, "--run"),
-     ({"threads": (), "workers": ()}, "--threads")],
-)  # fmt: skip
+    [
+        ({"n": 10}, "--n"),
+        ({"unique": 10**9}, "--unique"),
+        ({"chunk_sizes": (0,)}, "--chunk-sizes"),
+        ({"workers": (0,)}, "--workers"),
+        ({"preset": "huge"}, "--model-preset"),
+        ({"members": 0}, "--members"),
+        ({"run": "/nowhere"}, "--run"),
+        ({"threads": (), "workers": ()}, "--threads"),
+    ],
+)
 def test_bad_settings_name_the_flag(kwargs, flag) -> None:
     with pytest.raises(ConfigError, match=flag):
         StreamBench(**kwargs)
@@ -72,8 +85,10 @@ def test_catalogue_rows_are_fresh_noisy_copies_of_the_unique_galaxies(catalog) -
 
 
 def test_measure_a_process_tree(tmp_path) -> None:
-    code = ("import time, numpy as np; a = np.ones(40_000_000); time.sleep(0.6); "
-            "print('wrote 7 predictions')")  # fmt: skip
+    code = (
+        "import time, numpy as np; a = np.ones(40_000_000); time.sleep(0.6); "
+        "print('wrote 7 predictions')"
+    )
     got = measure([sys.executable, "-c", code], {}, tmp_path / "log.txt")
     assert got["rows_out"] == 7 and got["wall_s"] >= 0.6 and got["cpu_s"] > 0
     assert got["peak_tree_rss_mb"] is None or got["peak_tree_rss_mb"] >= 300  # 320 MB array

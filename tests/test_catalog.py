@@ -174,9 +174,14 @@ def test_validate_rejects_bad_values(
 
 @pytest.mark.parametrize(
     "field, index, value",
-    [("flux", (2, 2), np.nan), ("flux", (1, 1), -99.0), ("flux_error", (1, 0), np.inf),
-     ("flux_error", (3, 2), 0.0), ("flux_error", (4, 2), -1.0)],
-)  # fmt: skip
+    [
+        ("flux", (2, 2), np.nan),
+        ("flux", (1, 1), -99.0),
+        ("flux_error", (1, 0), np.inf),
+        ("flux_error", (3, 2), 0.0),
+        ("flux_error", (4, 2), -1.0),
+    ],
+)
 def test_validate_leaves_bad_values_of_some_galaxies_to_the_screen(
     rng: np.random.Generator, field: str, index: tuple, value: float
 ) -> None:
@@ -195,8 +200,10 @@ def test_an_empty_band_is_named_as_a_whole(rng: np.random.Generator) -> None:
     cat = make_catalog(rng, n_exp_bands=0)
     flux = cat.flux.copy()
     flux[:, 2] = np.nan
-    with pytest.raises(CatalogError, match="^my.fits: column 'flux_g' has NaN/inf values for "
-                       "every galaxy: remove band 'g'"):  # fmt: skip
+    with pytest.raises(
+        CatalogError,
+        match="^my.fits: column 'flux_g' has NaN/inf values for every galaxy: remove band 'g'",
+    ):
         validate(with_(cat, flux=flux), "my.fits")
 
 

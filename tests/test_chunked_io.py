@@ -78,8 +78,15 @@ def test_every_partition_reads_exactly_its_rows(tmp_path, ext) -> None:
 def test_only_the_requested_columns_are_read(tmp_path, ext) -> None:
     cat = _catalog(40)
     path = write_catalog(cat, tmp_path / f"c.{ext}")
-    wanted = {"ref_id", "flux_NB455", "flux_error_NB455", "flux_subaru_i", "flux_error_subaru_i",
-              "zspec", "not_in_the_file"}  # fmt: skip
+    wanted = {
+        "ref_id",
+        "flux_NB455",
+        "flux_error_NB455",
+        "flux_subaru_i",
+        "flux_error_subaru_i",
+        "zspec",
+        "not_in_the_file",
+    }
     (chunk,) = iter_rows(path, (0, 40), 100, wanted)
     assert chunk.bands == ("NB455", "subaru_i") and "ra" not in chunk.extra
     np.testing.assert_allclose(chunk.flux[:, 1], cat.flux[:, cat.band_index("subaru_i")])

@@ -30,8 +30,15 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 EDGES = torch.tensor([0.0, 1.0, 2.0, 4.0], dtype=torch.float64)
 PROBS = torch.tensor([[0.2, 0.3, 0.5], [0.5, 0.5, 0.0]], dtype=torch.float64)
-TINY = dict(n_inputs=5, width=16, photoz_layers=2, photoz_first_width=8, undropped_last=1,
-            bin_width=0.01, pz_dropout=0.1)  # fmt: skip
+TINY = dict(
+    n_inputs=5,
+    width=16,
+    photoz_layers=2,
+    photoz_first_width=8,
+    undropped_last=1,
+    bin_width=0.01,
+    pz_dropout=0.1,
+)
 
 
 def _hand() -> BinnedRedshift:
@@ -93,8 +100,13 @@ def test_binned_samples_follow_the_bin_probabilities() -> None:
     d = _hand()
     s = d.sample((40_000,))  # (S, 2)
     assert s.shape == (40_000, 2)
-    frac = torch.stack([((s >= lo) & (s < hi)).double().mean(0) for lo, hi in
-                        zip(EDGES[:-1], EDGES[1:], strict=True)], -1)  # fmt: skip
+    frac = torch.stack(
+        [
+            ((s >= lo) & (s < hi)).double().mean(0)
+            for lo, hi in zip(EDGES[:-1], EDGES[1:], strict=True)
+        ],
+        -1,
+    )
     torch.testing.assert_close(frac, PROBS, atol=0.015, rtol=0)
     assert abs(float(s[:, 0].mean()) - 2.05) < 0.03
     assert d.expand((4, 2)).batch_shape == (4, 2)
@@ -166,10 +178,21 @@ def test_config_defaults_are_the_paper_bins_and_smoothing() -> None:
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("bin_width", 0.0), ("bin_width", 0.0007), ("bin_width", 1.0), ("z_max", 0.0),
-     ("z_min", float("nan")), ("smoothing", -0.1), ("smoothing", "0.15"), ("pz_dropout", 1.0),
-     ("width", 0), ("members", 2.0), ("use_autoencoder", 1), ("n_inputs", True)],
-)  # fmt: skip
+    [
+        ("bin_width", 0.0),
+        ("bin_width", 0.0007),
+        ("bin_width", 1.0),
+        ("z_max", 0.0),
+        ("z_min", float("nan")),
+        ("smoothing", -0.1),
+        ("smoothing", "0.15"),
+        ("pz_dropout", 1.0),
+        ("width", 0),
+        ("members", 2.0),
+        ("use_autoencoder", 1),
+        ("n_inputs", True),
+    ],
+)
 def test_config_bad_values_raise_naming_field_and_value(field, value) -> None:
     with pytest.raises(ConfigError) as err:
         ClassifierConfig.from_dict({field: value})
@@ -183,8 +206,14 @@ def test_config_bad_values_raise_naming_field_and_value(field, value) -> None:
 
 @pytest.mark.parametrize("use_autoencoder", [False, True])
 def test_model_shapes_and_every_parameter_gets_a_gradient(use_autoencoder) -> None:
-    cfg = ClassifierConfig(**TINY, members=3, use_autoencoder=use_autoencoder, n_latent=3,
-                           encoder_layers=1, decoder_layers=1)  # fmt: skip
+    cfg = ClassifierConfig(
+        **TINY,
+        members=3,
+        use_autoencoder=use_autoencoder,
+        n_latent=3,
+        encoder_layers=1,
+        decoder_layers=1,
+    )
     model = DeepzClassifier(cfg)
     x = torch.randn(3, 20, 5)
     d = model(x)
@@ -287,8 +316,9 @@ def trained():
     features = build_features(cat)
     splits = make_splits(np.isfinite(features.zspec), 1, 2, seed=1)
     cfg = ClassifierConfig.from_dict(TINY | {"width": 32, "pz_dropout": 0.0})
-    train = TrainConfig(schedule=((25, 3e-3), (5, 3e-4)), batch_size=50, seed=2, device="cpu",
-                        eval_every=10)  # fmt: skip
+    train = TrainConfig(
+        schedule=((25, 3e-3), (5, 3e-4)), batch_size=50, seed=2, device="cpu", eval_every=10
+    )
     rows: list[dict] = []
     result = train_classifier(features, splits, cfg, train, "cpu", on_epoch=rows.append)
     return features, splits, result, rows
@@ -331,10 +361,16 @@ def test_training_with_autoencoder_pretraining_runs(rng) -> None:
     sim = SimulationBatches(
         flux, 0.05 * flux, rng.uniform(0.1, 1.2, 300), 4, 2, torch.device("cpu")
     )
-    cfg = ClassifierConfig.from_dict(TINY | {"use_autoencoder": True, "n_latent": 3,
-                                              "encoder_layers": 1, "decoder_layers": 1})  # fmt: skip
-    train = TrainConfig(schedule=((2, 1e-3),), pretrain_schedule=((2, 1e-3),), batch_size=40,
-                        pretrain_batch_size=100, device="cpu")  # fmt: skip
+    cfg = ClassifierConfig.from_dict(
+        TINY | {"use_autoencoder": True, "n_latent": 3, "encoder_layers": 1, "decoder_layers": 1}
+    )
+    train = TrainConfig(
+        schedule=((2, 1e-3),),
+        pretrain_schedule=((2, 1e-3),),
+        batch_size=40,
+        pretrain_batch_size=100,
+        device="cpu",
+    )
     result = train_classifier(features, splits, cfg, train, "cpu", pretrain=sim)
     assert [r["phase"] for r in result.history] == ["pretrain"] * 2 + ["finetune"] * 2
     assert np.isfinite(result.zphot).all() and result.model.config.use_autoencoder

@@ -37,9 +37,27 @@ def files(tmp_path_factory) -> dict[str, Path]:
 def trained(tmp_path_factory, files) -> Path:
     """`train` with the quick preset, shortened: --pretrain none --epochs 2 --folds 2."""
     out = tmp_path_factory.mktemp("cli-run") / "run"
-    code = main(["train", "--catalog", str(files["catalog"]), "--pretrain", "none", "--epochs",
-                 "2", "--folds", "2", "--batch-size", "50", "--device", "cpu", "--seed", "3",
-                 "--out", str(out)])  # fmt: skip
+    code = main(
+        [
+            "train",
+            "--catalog",
+            str(files["catalog"]),
+            "--pretrain",
+            "none",
+            "--epochs",
+            "2",
+            "--folds",
+            "2",
+            "--batch-size",
+            "50",
+            "--device",
+            "cpu",
+            "--seed",
+            "3",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     return out
 
@@ -65,9 +83,27 @@ def test_train_writes_a_finished_run(trained, capsys) -> None:
 
 def test_train_prints_a_json_summary(tmp_path, files, capsys) -> None:
     out = tmp_path / "run"
-    code = main(["train", "--catalog", str(files["catalog"]), "--pretrain", "none", "--epochs",
-                 "1", "--folds", "2", "--no-autoencoder", "--no-randomize", "--alpha", "0.9",
-                 "--device", "cpu", "--out", str(out)])  # fmt: skip
+    code = main(
+        [
+            "train",
+            "--catalog",
+            str(files["catalog"]),
+            "--pretrain",
+            "none",
+            "--epochs",
+            "1",
+            "--folds",
+            "2",
+            "--no-autoencoder",
+            "--no-randomize",
+            "--alpha",
+            "0.9",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["state"] == "finished" and summary["run"] == str(out)
@@ -85,16 +121,30 @@ def test_train_refuses_to_overwrite_a_finished_run(trained, files, capsys) -> No
 
 def test_predict_and_evaluate_end_to_end(tmp_path, trained, files, capsys) -> None:
     pred = tmp_path / "pred.parquet"
-    assert main(["predict", "--run", str(trained), "--catalog", str(files["new"]), "--out",
-                 str(pred)]) == 0  # fmt: skip
+    assert (
+        main(["predict", "--run", str(trained), "--catalog", str(files["new"]), "--out", str(pred)])
+        == 0
+    )
     assert "wrote 40 predictions" in capsys.readouterr().out
     t = Table.read(pred)
     assert len(t) == 40 and {"zphot", "odds", "weights", "out_of_fold"} <= set(t.colnames)
     assert np.isnan(np.asarray(t["zspec"])).all()
     report = tmp_path / "report.json"
     # the new catalogue had no spec-z: evaluate against the version that has them
-    assert main(["evaluate", "--pred", str(pred), "--catalog", str(files["new_z"]), "--out",
-                 str(report)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "evaluate",
+                "--pred",
+                str(pred),
+                "--catalog",
+                str(files["new_z"]),
+                "--out",
+                str(report),
+            ]
+        )
+        == 0
+    )
     printed = json.loads(capsys.readouterr().out)
     on_disk = json.loads(report.read_text())
     assert printed == on_disk["overall"] and on_disk["overall"]["n"] == 40
@@ -103,8 +153,9 @@ def test_predict_and_evaluate_end_to_end(tmp_path, trained, files, capsys) -> No
 
 def test_evaluate_the_runs_own_fits_predictions(tmp_path, trained, capsys) -> None:
     report = tmp_path / "r.json"
-    assert main(["evaluate", "--pred", str(trained / "predictions.fits"), "--out",
-                 str(report)]) == 0  # fmt: skip
+    assert (
+        main(["evaluate", "--pred", str(trained / "predictions.fits"), "--out", str(report)]) == 0
+    )
     overall = json.loads(report.read_text())["overall"]
     assert overall["n"] == RunDir(trained).status()["summary"]["n"]  # out-of-fold galaxies
 
@@ -169,8 +220,11 @@ def test_resume_finishes_a_killed_run(tmp_path, files, monkeypatch, capsys) -> N
 )
 def test_train_argument_errors(tmp_path, files, capsys, args, needle) -> None:
     (tmp_path / "junk.fits").write_bytes(b"SIMPLE  = not really")
-    subs = {"{tmp}": str(tmp_path), "{cat}": str(files["catalog"]),
-            "{junk}": str(tmp_path / "junk.fits")}  # fmt: skip
+    subs = {
+        "{tmp}": str(tmp_path),
+        "{cat}": str(files["catalog"]),
+        "{junk}": str(tmp_path / "junk.fits"),
+    }
     argv = [next((a.replace(k, v) for k, v in subs.items() if k in a), a) for a in args]
     out = tmp_path / "run"
     assert main([*argv, "--out", str(out)]) == 2
@@ -181,32 +235,78 @@ def test_train_argument_errors(tmp_path, files, capsys, args, needle) -> None:
 
 def test_predict_evaluate_resume_errors(tmp_path, trained, files, capsys, monkeypatch) -> None:
     cases = [
-        (["predict", "--run", str(tmp_path), "--catalog", str(files["new"]), "--out",
-          str(tmp_path / "p.fits")], "no trained model"),
-        (["predict", "--run", str(trained), "--catalog", str(tmp_path / "none.fits"), "--out",
-          str(tmp_path / "p.fits")], "none.fits"),
-        (["predict", "--run", str(trained), "--catalog", str(files["new"]), "--out",
-          str(tmp_path / "p.csv")], "p.csv"),
-        (["evaluate", "--pred", str(tmp_path / "nope.fits"), "--out", str(tmp_path / "r.json")],
-         "nope.fits"),
+        (
+            [
+                "predict",
+                "--run",
+                str(tmp_path),
+                "--catalog",
+                str(files["new"]),
+                "--out",
+                str(tmp_path / "p.fits"),
+            ],
+            "no trained model",
+        ),
+        (
+            [
+                "predict",
+                "--run",
+                str(trained),
+                "--catalog",
+                str(tmp_path / "none.fits"),
+                "--out",
+                str(tmp_path / "p.fits"),
+            ],
+            "none.fits",
+        ),
+        (
+            [
+                "predict",
+                "--run",
+                str(trained),
+                "--catalog",
+                str(files["new"]),
+                "--out",
+                str(tmp_path / "p.csv"),
+            ],
+            "p.csv",
+        ),
+        (
+            ["evaluate", "--pred", str(tmp_path / "nope.fits"), "--out", str(tmp_path / "r.json")],
+            "nope.fits",
+        ),
         (["resume", "--run", str(tmp_path / "nothing")], "not a run folder"),
-    ]  # fmt: skip
+    ]
     for argv, needle in cases:
         assert main(argv) == 2, argv
         assert needle in _one_line_error(capsys)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    argv = ["predict", "--run", str(trained), "--catalog", str(files["new"]), "--out",
-            str(tmp_path / "p.fits"), "--device", "cuda"]  # fmt: skip
+    argv = [
+        "predict",
+        "--run",
+        str(trained),
+        "--catalog",
+        str(files["new"]),
+        "--out",
+        str(tmp_path / "p.fits"),
+        "--device",
+        "cuda",
+    ]
     assert main(argv) == 2
     assert "'cuda'" in _one_line_error(capsys)
 
 
 @pytest.mark.parametrize(
     "argv",
-    [["train", "--out", "x"], ["train", "--catalog", "c.fits", "--out", "x", "--epochs", "two"],
-     ["train", "--catalog", "c.fits", "--out", "x", "--epochs", "2", "--schedule", "2:1e-3"],
-     ["predict", "--run", "r"], ["frobnicate"], []],
-)  # fmt: skip
+    [
+        ["train", "--out", "x"],
+        ["train", "--catalog", "c.fits", "--out", "x", "--epochs", "two"],
+        ["train", "--catalog", "c.fits", "--out", "x", "--epochs", "2", "--schedule", "2:1e-3"],
+        ["predict", "--run", "r"],
+        ["frobnicate"],
+        [],
+    ],
+)
 def test_argparse_errors_exit_2_without_a_traceback(capsys, argv) -> None:
     with pytest.raises(SystemExit) as exc:
         main(argv)
@@ -232,8 +332,21 @@ def test_train_into_an_existing_folder(tmp_path, files, capsys) -> None:
     """Same arguments resume; new ones start a run over that never trained, and are refused for
     one that did (naming what differs)."""
     out = tmp_path / "run"
-    base = ["train", "--catalog", str(files["catalog"]), "--pretrain", "none", "--epochs", "1",
-            "--folds", "2", "--device", "cpu", "--out", str(out)]  # fmt: skip
+    base = [
+        "train",
+        "--catalog",
+        str(files["catalog"]),
+        "--pretrain",
+        "none",
+        "--epochs",
+        "1",
+        "--folds",
+        "2",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+    ]
     assert main([*base, "--ref-band", "NB999"]) == 2  # fails at set-up, after the folder exists
     assert "NB999" in _one_line_error(capsys)
     assert RunDir(out).status()["state"] == "failed"
@@ -256,8 +369,21 @@ def test_train_leaves_live_and_template_fit_folders_alone(tmp_path, files, capsy
     import os
 
     out = tmp_path / "run"
-    base = ["train", "--catalog", str(files["catalog"]), "--pretrain", "none", "--epochs", "1",
-            "--folds", "2", "--device", "cpu", "--out", str(out)]  # fmt: skip
+    base = [
+        "train",
+        "--catalog",
+        str(files["catalog"]),
+        "--pretrain",
+        "none",
+        "--epochs",
+        "1",
+        "--folds",
+        "2",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+    ]
     assert main([*base, "--ref-band", "NB999"]) == 2
     capsys.readouterr()
     run = RunDir(out)
@@ -271,11 +397,25 @@ def test_train_leaves_live_and_template_fit_folders_alone(tmp_path, files, capsy
     assert "holds a templatefit run" in _one_line_error(capsys)
 
 
-def test_train_resumes_on_another_device_but_not_with_another_network(tmp_path, files,
-                                                                     capsys) -> None:  # fmt: skip
+def test_train_resumes_on_another_device_but_not_with_another_network(
+    tmp_path, files, capsys
+) -> None:
     out = tmp_path / "run"
-    base = ["train", "--catalog", str(files["catalog"]), "--pretrain", "none", "--epochs", "1",
-            "--folds", "2", "--ref-band", "NB999", "--out", str(out)]  # fmt: skip
+    base = [
+        "train",
+        "--catalog",
+        str(files["catalog"]),
+        "--pretrain",
+        "none",
+        "--epochs",
+        "1",
+        "--folds",
+        "2",
+        "--ref-band",
+        "NB999",
+        "--out",
+        str(out),
+    ]
     assert main([*base, "--device", "cpu"]) == 2  # fails at set-up
     capsys.readouterr()
     run = RunDir(out)
@@ -295,14 +435,38 @@ def test_galaxies_sharing_a_training_ref_id_are_new_galaxies(tmp_path, trained, 
     renumbered = _synthetic(40, 7, first_id=9001)
     write_catalog(renumbered, tmp_path / "renumbered.fits")
     for name in ("other", "renumbered"):
-        assert main(["predict", "--run", str(trained), "--catalog", str(tmp_path / f"{name}.fits"),
-                     "--out", str(tmp_path / f"{name}.parquet")]) == 0  # fmt: skip
+        assert (
+            main(
+                [
+                    "predict",
+                    "--run",
+                    str(trained),
+                    "--catalog",
+                    str(tmp_path / f"{name}.fits"),
+                    "--out",
+                    str(tmp_path / f"{name}.parquet"),
+                ]
+            )
+            == 0
+        )
     a, b = Table.read(tmp_path / "other.parquet"), Table.read(tmp_path / "renumbered.parquet")
     assert not np.asarray(a["out_of_fold"]).any()
     np.testing.assert_array_equal(np.asarray(a["zphot"]), np.asarray(b["zphot"]))
     own = tmp_path / "own.parquet"  # the training catalogue: its galaxies are recognised
-    assert main(["predict", "--run", str(trained), "--catalog", str(files["catalog"]), "--out",
-                 str(own)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "predict",
+                "--run",
+                str(trained),
+                "--catalog",
+                str(files["catalog"]),
+                "--out",
+                str(own),
+            ]
+        )
+        == 0
+    )
     assert np.asarray(Table.read(own)["out_of_fold"]).all()
 
 
@@ -311,8 +475,20 @@ def test_predict_says_how_many_galaxies_it_left_out(tmp_path, trained, capsys) -
     ref = json.loads((trained / "model.json").read_text())["metadata"]["ref_band"]
     cat.flux[:4, cat.bands.index(ref)] = -1.0
     write_catalog(cat, tmp_path / "neg.fits")
-    assert main(["predict", "--run", str(trained), "--catalog", str(tmp_path / "neg.fits"),
-                 "--out", str(tmp_path / "p.parquet")]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "predict",
+                "--run",
+                str(trained),
+                "--catalog",
+                str(tmp_path / "neg.fits"),
+                "--out",
+                str(tmp_path / "p.parquet"),
+            ]
+        )
+        == 0
+    )
     assert (
         f"wrote 40 predictions to {tmp_path / 'p.parquet'} (4 of 40 without a p(z); flags: "
         "REF_UNUSABLE 4; see the flag column)" in capsys.readouterr().out
@@ -323,8 +499,20 @@ def test_predict_on_a_catalogue_without_the_runs_columns(tmp_path, trained, caps
     Table({"ref_id": [1, 2], "FLUX_I": [1.0, 2.0], "FLUXERR_I": [0.1, 0.1]}).write(
         tmp_path / "other_names.fits"
     )
-    assert main(["predict", "--run", str(trained), "--catalog", str(tmp_path / "other_names.fits"),
-                 "--out", str(tmp_path / "p.parquet")]) == 2  # fmt: skip
+    assert (
+        main(
+            [
+                "predict",
+                "--run",
+                str(trained),
+                "--catalog",
+                str(tmp_path / "other_names.fits"),
+                "--out",
+                str(tmp_path / "p.parquet"),
+            ]
+        )
+        == 2
+    )
     message = _one_line_error(capsys)
     assert "none of the flux columns asked for" in message and "FLUX_I" in message
 
@@ -345,9 +533,20 @@ def test_schedule_options_set_the_stages_and_the_pretraining_size() -> None:
     from deepz_core.cli.train import train_overrides
 
     args = build_parser().parse_args(
-        ["train", "--catalog", "c.fits", "--out", "x", "--schedule", "100:1e-3, 50:1e-4,20:1e-5",
-         "--pretrain-schedule", "8:1e-3,2:1e-4", "--pretrain-n", "1000000"]
-    )  # fmt: skip
+        [
+            "train",
+            "--catalog",
+            "c.fits",
+            "--out",
+            "x",
+            "--schedule",
+            "100:1e-3, 50:1e-4,20:1e-5",
+            "--pretrain-schedule",
+            "8:1e-3,2:1e-4",
+            "--pretrain-n",
+            "1000000",
+        ]
+    )
     _, train = train_overrides(args)
     assert train["schedule"] == ((100, 1e-3), (50, 1e-4), (20, 1e-5))
     assert train["pretrain_schedule"] == ((8, 1e-3), (2, 1e-4))

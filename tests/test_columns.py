@@ -58,8 +58,17 @@ def test_guess_scalar_columns(id_name: str, z_name: str, mag_name: str) -> None:
 
 
 def test_guess_bands_in_file_order_and_only_complete_pairs() -> None:
-    names = ["objid", "nb465_flux", "nb465_err", "FLUX_NB455", "FLUXERR_NB455", "flux_radius",
-             "subaru_i", "subaru_i_err", "z_err"]  # fmt: skip
+    names = [
+        "objid",
+        "nb465_flux",
+        "nb465_err",
+        "FLUX_NB455",
+        "FLUXERR_NB455",
+        "flux_radius",
+        "subaru_i",
+        "subaru_i_err",
+        "z_err",
+    ]
     m = guess_galaxy_mapping(names)
     assert [b for b, _, _ in m.bands] == ["NB465", "NB455", "subaru_i"]
     assert m.bands[2] == ("subaru_i", "subaru_i", "subaru_i_err")
@@ -87,8 +96,13 @@ def test_mapping_problems_name_the_column() -> None:
 
 
 def test_apply_galaxy_mapping_renames_and_keeps_extras() -> None:
-    cols = {"ID": np.arange(3), "F": np.ones(3), "E": np.ones(3), "ra": np.zeros(3),
-            "flux_auto": np.ones(3)}  # fmt: skip
+    cols = {
+        "ID": np.arange(3),
+        "F": np.ones(3),
+        "E": np.ones(3),
+        "ra": np.zeros(3),
+        "flux_auto": np.ones(3),
+    }
     out, notes = apply_galaxy_mapping(cols, GalaxyMapping("ID", None, None, (("NB455", "F", "E"),)))
     assert list(out) == ["ref_id", "flux_NB455", "flux_error_NB455", "ra"]
     assert any("flux_auto" in n for n in notes)
@@ -98,8 +112,13 @@ def test_apply_galaxy_mapping_renames_and_keeps_extras() -> None:
 
 def test_exposure_and_specz_guesses() -> None:
     guess = guess_columns(["objid", "filter", "expnum", "flux", "flux_err"], EXPOSURE_ALIASES)
-    assert guess == {"ref_id": "objid", "band": "filter", "exp_num": "expnum", "flux": "flux",
-                     "flux_error": "flux_err"}  # fmt: skip
+    assert guess == {
+        "ref_id": "objid",
+        "band": "filter",
+        "exp_num": "expnum",
+        "flux": "flux",
+        "flux_error": "flux_err",
+    }
     assert guess_columns(["ID", "Z_SPEC", "quality"], SPECZ_ALIASES) == {
         "ref_id": "ID",
         "zspec": "Z_SPEC",
@@ -107,8 +126,13 @@ def test_exposure_and_specz_guesses() -> None:
 
 
 def test_apply_exposure_mapping_fixes_band_case() -> None:
-    cols = {"id": np.array([1, 1]), "filter": np.array(["nb455", "NB465"]), "n": np.array([0, 1]),
-            "f": np.ones(2), "e": np.ones(2)}  # fmt: skip
+    cols = {
+        "id": np.array([1, 1]),
+        "filter": np.array(["nb455", "NB465"]),
+        "n": np.array([0, 1]),
+        "f": np.ones(2),
+        "e": np.ones(2),
+    }
     mapping = {"ref_id": "id", "band": "filter", "exp_num": "n", "flux": "f", "flux_error": "e"}
     out = apply_exposure_mapping(cols, mapping, ["NB455", "NB465"])
     assert out["band"].tolist() == ["NB455", "NB465"]

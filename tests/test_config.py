@@ -50,8 +50,12 @@ def test_dict_round_trip_through_json() -> None:
 
 
 def test_numpy_values_become_plain_json_ready_values() -> None:
-    c = TrainConfig(seed=np.int64(3), folds=np.int32(2), alpha=np.float32(0.5),
-                    schedule=[[np.int64(2), np.float64(1e-3)]])  # fmt: skip
+    c = TrainConfig(
+        seed=np.int64(3),
+        folds=np.int32(2),
+        alpha=np.float32(0.5),
+        schedule=[[np.int64(2), np.float64(1e-3)]],
+    )
     text = json.dumps(c.to_dict())
     assert TrainConfig.from_dict(json.loads(text)) == c
     assert type(c.seed) is int and type(c.alpha) is float
@@ -143,9 +147,28 @@ def test_outlier_fraction_round_trips_through_the_cli_run_config_and_resume(
     write_catalog(synthetic_catalog(120, 0, max_exposures=3), cat)
 
     def train(out: str, *extra: str) -> int:
-        return main(["train", "--catalog", str(cat), "--pretrain", "none", "--preset", "smoke",
-                     "--epochs", "3", "--folds", "2", "--device", "cpu", "--seed", "2",
-                     "--out", str(tmp_path / out), *extra])  # fmt: skip
+        return main(
+            [
+                "train",
+                "--catalog",
+                str(cat),
+                "--pretrain",
+                "none",
+                "--preset",
+                "smoke",
+                "--epochs",
+                "3",
+                "--folds",
+                "2",
+                "--device",
+                "cpu",
+                "--seed",
+                "2",
+                "--out",
+                str(tmp_path / out),
+                *extra,
+            ]
+        )
 
     assert train("straight", "--train-outliers", "0.25") == 0
     config = RunDir(tmp_path / "straight").config()
@@ -165,8 +188,10 @@ def test_outlier_fraction_round_trips_through_the_cli_run_config_and_resume(
     monkeypatch.setattr(RunDir, "append_metrics", original)
     assert main(["resume", "--run", str(tmp_path / "resumed")]) == 0
     assert train("clean") == 0  # no outliers: a different training
-    weights = {k: load_file(str(tmp_path / k / "model.safetensors")) for k in
-               ("straight", "resumed", "clean")}  # fmt: skip
+    weights = {
+        k: load_file(str(tmp_path / k / "model.safetensors"))
+        for k in ("straight", "resumed", "clean")
+    }
     assert all(torch.equal(v, weights["resumed"][k]) for k, v in weights["straight"].items())
     assert not all(torch.equal(v, weights["clean"][k]) for k, v in weights["straight"].items())
     assert RunDir(tmp_path / "clean").config()["train"]["outlier_fraction"] == 0.0

@@ -32,15 +32,29 @@ def _catalog(rng: np.random.Generator, exposures: bool = True) -> Catalog:
             flux[i, j], error[i, j] = (w * f).sum() / w.sum(), w.sum() ** -0.5
             rows += [(i, BANDS[j], x, f[x], e[x]) for x in range(k)]
     ref, band, num, f, e = map(np.array, zip(*rows, strict=True))
-    return Catalog(ref_id=np.arange(n), bands=BANDS, flux=flux, flux_error=error,
-                   exposures=Exposures(ref, band, num, f, e) if exposures else None)  # fmt: skip
+    return Catalog(
+        ref_id=np.arange(n),
+        bands=BANDS,
+        flux=flux,
+        flux_error=error,
+        exposures=Exposures(ref, band, num, f, e) if exposures else None,
+    )
 
 
 @pytest.fixture(scope="module")
 def model() -> DeepzModel:
     torch.manual_seed(0)
-    cfg = ModelConfig(n_inputs=len(BANDS), n_latent=2, encoder_layers=1, decoder_layers=1,
-                      width=8, photoz_layers=1, photoz_first_width=0, n_components=3, members=2)  # fmt: skip
+    cfg = ModelConfig(
+        n_inputs=len(BANDS),
+        n_latent=2,
+        encoder_layers=1,
+        decoder_layers=1,
+        width=8,
+        photoz_layers=1,
+        photoz_first_width=0,
+        n_components=3,
+        members=2,
+    )
     return DeepzModel(cfg).eval()
 
 

@@ -18,8 +18,15 @@ pytestmark = pytest.mark.slow
 
 # 2,000 spec-z galaxies in 2 folds: 1,000 to train each network, where pretraining matters (E20 Fig. 3)
 N_GALAXIES = 2000
-TRAIN = {"schedule": ((25, 1e-3), (5, 1e-4)), "pretrain_n": 20_000, "pretrain_schedule": ((3, 1e-3),),
-         "folds": 2, "batch_size": 100, "seed": 0, "device": "cpu"}  # fmt: skip
+TRAIN = {
+    "schedule": ((25, 1e-3), (5, 1e-4)),
+    "pretrain_n": 20_000,
+    "pretrain_schedule": ((3, 1e-3),),
+    "folds": 2,
+    "batch_size": 100,
+    "seed": 0,
+    "device": "cpu",
+}
 
 
 @pytest.fixture(scope="module")

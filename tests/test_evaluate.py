@@ -16,8 +16,19 @@ from deepz_core.errors import CatalogError, ConfigError
 from deepz_core.evaluation.report import evaluate_files, evaluate_table, pit_from_table
 from deepz_core.inference.predict import write_table
 
-OVERALL = {"n", "sigma68", "outlier_fraction", "bias", "nmad", "odds_best50_sigma68", "pit_ks",
-           "pit_ks_pvalue", "cde_loss", "n_no_pz", "no_pz_fraction"}  # fmt: skip
+OVERALL = {
+    "n",
+    "sigma68",
+    "outlier_fraction",
+    "bias",
+    "nmad",
+    "odds_best50_sigma68",
+    "pit_ks",
+    "pit_ks_pvalue",
+    "cde_loss",
+    "n_no_pz",
+    "no_pz_fraction",
+}
 
 
 def _table(rng: np.random.Generator, n: int = 1500, calibrated: bool = True) -> Table:
@@ -130,16 +141,22 @@ def test_catalogue_join_supplies_zspec_mag_and_a_fresh_pit(tmp_path, rng) -> Non
     write_table(pred, tmp_path / "pred.fits")
     order = rng.permutation(len(t))  # the catalogue in another order, with extra galaxies
     ids = np.r_[np.asarray(t["ref_id"])[order], [1, 2, 3]]
-    cat = Catalog(ref_id=ids, bands=("sdss_i",), flux=np.ones((len(ids), 1)),
-                  flux_error=np.ones((len(ids), 1)), zspec=np.r_[zspec[order], 0.1, 0.2, 0.3],
-                  mag=np.r_[mag[order], 20, 20, 20])  # fmt: skip
+    cat = Catalog(
+        ref_id=ids,
+        bands=("sdss_i",),
+        flux=np.ones((len(ids), 1)),
+        flux_error=np.ones((len(ids), 1)),
+        zspec=np.r_[zspec[order], 0.1, 0.2, 0.3],
+        mag=np.r_[mag[order], 20, 20, 20],
+    )
     write_catalog(cat, tmp_path / "cat.fits")
     report = evaluate_files(tmp_path / "pred.fits", tmp_path / "cat.fits", tmp_path / "r.json")
     direct = evaluate_table(t)
     for key in ("n", "sigma68", "bias", "cde_loss", "odds_best50_sigma68"):
         assert report["overall"][key] == pytest.approx(direct["overall"][key], rel=1e-5), key
-    assert report["overall"]["pit_ks"] == pytest.approx(stats.kstest(pit, "uniform").statistic,
-                                                        abs=1e-4)  # fmt: skip
+    assert report["overall"]["pit_ks"] == pytest.approx(
+        stats.kstest(pit, "uniform").statistic, abs=1e-4
+    )
     np.testing.assert_equal(report["per_magnitude"], direct["per_magnitude"])  # NaN == NaN
 
 
@@ -163,8 +180,13 @@ def test_evaluate_files_errors_name_the_file(tmp_path, rng) -> None:
     write_table(no_z, tmp_path / "noz.fits")
     with pytest.raises(CatalogError, match="no zspec column"):
         evaluate_files(tmp_path / "noz.fits", None, tmp_path / "r.json")
-    small = Catalog(ref_id=[10, 11], bands=("sdss_i",), flux=np.ones((2, 1)),
-                    flux_error=np.ones((2, 1)), zspec=[0.1, 0.2])  # fmt: skip
+    small = Catalog(
+        ref_id=[10, 11],
+        bands=("sdss_i",),
+        flux=np.ones((2, 1)),
+        flux_error=np.ones((2, 1)),
+        zspec=[0.1, 0.2],
+    )
     write_catalog(small, tmp_path / "small.fits")
     write_table(t, tmp_path / "pred.fits")
     with pytest.raises(CatalogError, match="48 predicted ref_id not in catalogue"):
@@ -190,8 +212,13 @@ def test_evaluate_reads_a_partitioned_dataset_like_one_file(tmp_path, rng) -> No
 
 
 def test_evaluate_refuses_a_catalogue_and_a_non_json_report(tmp_path, rng) -> None:
-    cat = Catalog(ref_id=[10, 11], bands=("sdss_i",), flux=np.ones((2, 1)),
-                  flux_error=np.ones((2, 1)), zspec=[0.1, 0.2])  # fmt: skip
+    cat = Catalog(
+        ref_id=[10, 11],
+        bands=("sdss_i",),
+        flux=np.ones((2, 1)),
+        flux_error=np.ones((2, 1)),
+        zspec=[0.1, 0.2],
+    )
     write_catalog(cat, tmp_path / "cat.fits")
     with pytest.raises(
         CatalogError, match=r"not a predictions table, no columns \['zphot', 'odds', 'weights'"

@@ -32,10 +32,17 @@ from deepz_core.training.splits import make_splits
 
 @pytest.mark.parametrize(
     "bad",
-    [{"repetitions": 1}, {"alphas": (0.0, 0.8)}, {"alpha": 0.75}, {"u_band_added": (0.1, 0.5)},
-     {"u_band_added": (0.0, 0.5, 0.3)},
-     {"train_outliers": 1.0}, {"b1_galaxies": 10}, {"b1_mock_galaxies": 99}],
-)  # fmt: skip
+    [
+        {"repetitions": 1},
+        {"alphas": (0.0, 0.8)},
+        {"alpha": 0.75},
+        {"u_band_added": (0.1, 0.5)},
+        {"u_band_added": (0.0, 0.5, 0.3)},
+        {"train_outliers": 1.0},
+        {"b1_galaxies": 10},
+        {"b1_mock_galaxies": 99},
+    ],
+)
 def test_plan_rejects_bad_values_naming_the_field(bad) -> None:
     field = next(iter(bad))
     with pytest.raises(ConfigError, match=field):
@@ -71,11 +78,20 @@ def test_u_flux_moves_single_u_exposures_with_the_coadd() -> None:
 
     bands = ("NB455", U_BAND)
     flux = np.array([[1.0, 2.0], [4.0, 3.0]])
-    exp = Exposures(ref_id=np.array([7, 5, 5, 7]), band=np.array([U_BAND, U_BAND, "NB455", U_BAND]),
-                    exp_num=np.array([0, 0, 0, 1]), flux=np.array([3.0, 2.0, 1.0, 3.0]),
-                    flux_error=np.ones(4))  # fmt: skip
-    cat = Catalog(ref_id=np.array([7, 5]), bands=bands, flux=flux, flux_error=np.ones_like(flux),
-                  exposures=exp)  # fmt: skip
+    exp = Exposures(
+        ref_id=np.array([7, 5, 5, 7]),
+        band=np.array([U_BAND, U_BAND, "NB455", U_BAND]),
+        exp_num=np.array([0, 0, 0, 1]),
+        flux=np.array([3.0, 2.0, 1.0, 3.0]),
+        flux_error=np.ones(4),
+    )
+    cat = Catalog(
+        ref_id=np.array([7, 5]),
+        bands=bands,
+        flux=flux,
+        flux_error=np.ones_like(flux),
+        exposures=exp,
+    )
     out = add_u_flux(cat, 1.0)
     np.testing.assert_allclose(out.flux[:, 1], [4.0, 6.0])  # galaxy 7 gets +2, galaxy 5 +3
     np.testing.assert_allclose(out.exposures.flux, [5.0, 5.0, 1.0, 5.0])  # NB455 untouched
@@ -110,17 +126,26 @@ def test_catalog_without_u_drops_the_u_band_and_its_exposures(tmp_path) -> None:
     assert U_BAND not in set(out.exposures.band) and len(out.exposures) > 0
     before = catalog_without_u(ctx).stat().st_mtime_ns
     assert catalog_without_u(ctx).stat().st_mtime_ns == before  # written once, then reused
-    no_u = Context(tmp_path / "b", ExperimentPlan(), tmp_path / "m.fits", _catalog=read_catalog(
-        catalog_without_u(ctx)))  # fmt: skip
+    no_u = Context(
+        tmp_path / "b",
+        ExperimentPlan(),
+        tmp_path / "m.fits",
+        _catalog=read_catalog(catalog_without_u(ctx)),
+    )
     with pytest.raises(ConfigError, match="u band 'cfht_u'; the catalogue has only"):
         catalog_without_u(no_u)
 
 
 def test_breakdown_splits_outliers_by_galaxy_type_and_redshift() -> None:
     flux = np.ones((4, 1))
-    cat = Catalog(ref_id=np.arange(4), bands=("subaru_i",), flux=flux, flux_error=flux,
-                  zspec=np.array([0.1, 0.3, 0.6, 0.6]),
-                  extra={"quiescent": np.array([True, True, False, False])})  # fmt: skip
+    cat = Catalog(
+        ref_id=np.arange(4),
+        bands=("subaru_i",),
+        flux=flux,
+        flux_error=flux,
+        zspec=np.array([0.1, 0.3, 0.6, 0.6]),
+        extra={"quiescent": np.array([True, True, False, False])},
+    )
     flags = {"net": [np.array([0, 0, 0, 1], bool), np.array([1, 0, 1, 1], bool)]}  # none, most
     out = breakdown(cat, flags)
     assert out["quiescent"] == {"n": 2, "net": [0.0, 0.5]}
@@ -133,8 +158,13 @@ def test_by_type_scores_each_galaxy_type_apart() -> None:
     from deepz_core.experiments.scoring import by_type
 
     flux = np.ones((4, 1))
-    cat = Catalog(ref_id=np.array([10, 11, 12, 13]), bands=("subaru_i",), flux=flux,
-                  flux_error=flux, extra={"quiescent": np.array([True, False, True, False])})  # fmt: skip
+    cat = Catalog(
+        ref_id=np.array([10, 11, 12, 13]),
+        bands=("subaru_i",),
+        flux=flux,
+        flux_error=flux,
+        extra={"quiescent": np.array([True, False, True, False])},
+    )
     zs = np.array([0.5, 0.5, 0.5])
     mag = np.array([22.0, 19.0, 20.5])
     s = Scored(np.array([13, 12, 10]), np.array([0.5, 1.0, 0.5]), zs, mag, zs, zs)  # 12: outlier
@@ -154,8 +184,12 @@ def test_report_tables_galaxy_types_overall_and_by_magnitude() -> None:
     def row(lo: float, hi: float, n: int, s68: float) -> dict:
         return {"lo": lo, "hi": hi, "n": n, "sigma68": s68, "outlier_fraction": 0.1}
 
-    kind = {"sigma68": 0.004, "outlier_fraction": 0.05, "n": 30,
-            "by_magnitude": [row(10, 20, 10, 0.002), row(20, 21, 20, 0.005), row(21, 30, 0, 0.0)]}  # fmt: skip
+    kind = {
+        "sigma68": 0.004,
+        "outlier_fraction": 0.05,
+        "n": 30,
+        "by_magnitude": [row(10, 20, 10, 0.002), row(20, 21, 20, 0.005), row(21, 30, 0, 0.0)],
+    }
     text = _types_md({"fig2": {"by_type": {"net": {"quiescent": kind}}}})
     assert "| net | 0.0040 / 5.0% (N = 30) |" in text
     assert "quiescent, i < 20 |" in text and "quiescent, 20 <= i < 21 |" in text
@@ -216,8 +250,14 @@ def test_elliptical_mock_splits_train_and_test_with_noise() -> None:
 def test_faintest_bin_is_the_last_populated_magnitude_bin() -> None:
     zs = np.full(6, 0.5)
     zp = zs + np.array([0.0, 0.0, 0.0, 0.1, -0.1, 0.1]) * 1.5
-    s = Scored(np.arange(6), zp, zs, np.array([18.2, 18.3, 18.4, 21.1, 21.2, 21.3]),
-               np.ones(6), np.full(6, 0.5))  # fmt: skip
+    s = Scored(
+        np.arange(6),
+        zp,
+        zs,
+        np.array([18.2, 18.3, 18.4, 21.1, 21.2, 21.3]),
+        np.ones(6),
+        np.full(6, 0.5),
+    )
     row = faintest_bin(s)
     assert (row["lo"], row["hi"], row["n"]) == (21.0, 21.5, 3)
     assert row["outlier_fraction"] == 1.0
@@ -226,20 +266,37 @@ def test_faintest_bin_is_the_last_populated_magnitude_bin() -> None:
 def _fake_results(
     tf_faint: float, trained_rise: float, demo_rise: float = 0.3, kc_faint: float = 0.05
 ) -> dict:
-    summary = {"no pretraining": {"sigma68": 0.02}, "SPS pretraining": {"sigma68": 0.015},
-               "ensemble": {"sigma68": 0.014}}  # fmt: skip
+    summary = {
+        "no pretraining": {"sigma68": 0.02},
+        "SPS pretraining": {"sigma68": 0.015},
+        "ensemble": {"sigma68": 0.014},
+    }
     return {
-        "fig2": {"summary": summary, "faintest_bin": {"ensemble": {"sigma68": 0.02},
-                                                      "template fit": {"sigma68": tf_faint},
-                                                      TF_KCORRECT: {"sigma68": kc_faint}}},
+        "fig2": {
+            "summary": summary,
+            "faintest_bin": {
+                "ensemble": {"sigma68": 0.02},
+                "template fit": {"sigma68": tf_faint},
+                TF_KCORRECT: {"sigma68": kc_faint},
+            },
+        },
         "fig6": {"sweep": {"keep": {"alpha": [0.8, 1.0], "single": [0.015, 0.017]}}},
-        "figB1_ellipticals": {"rise": {"template fit (known SEDs)": 0.2,
-                                       "network trained with 10% outliers": trained_rise,
-                                       TRAINED_FLUXES: trained_rise / 2}},
-        "figB1": {"rise": {"template fit": 0.2, "network trained with 10% outliers": demo_rise,
-                           TRAINED_FLUXES: demo_rise / 2}},
+        "figB1_ellipticals": {
+            "rise": {
+                "template fit (known SEDs)": 0.2,
+                "network trained with 10% outliers": trained_rise,
+                TRAINED_FLUXES: trained_rise / 2,
+            }
+        },
+        "figB1": {
+            "rise": {
+                "template fit": 0.2,
+                "network trained with 10% outliers": demo_rise,
+                TRAINED_FLUXES: demo_rise / 2,
+            }
+        },
         "fig9": {"odds_best50_sigma68": {"ensemble": 0.004}},
-    }  # fmt: skip
+    }
 
 
 def test_targets_are_judged_against_the_issue_goals() -> None:
@@ -278,9 +335,17 @@ def test_targets_of_unfinished_sections_are_not_measured_yet() -> None:
 
 def test_partial_report_names_what_is_still_to_run(tmp_path) -> None:
     ctx = Context(tmp_path, plan("smoke"), tmp_path / "mock.fits")
-    results = {"plan": ctx.plan.to_dict(), "preset": "smoke", "catalog": "mock.fits",
-               "pending": ["no_pretrain", "Fig. 5"], "fig9": {"odds_best50_sigma68": {
-                   "ensemble": 0.003}, "paus_target": 0.0035, "figure": "fig9.png"}}  # fmt: skip
+    results = {
+        "plan": ctx.plan.to_dict(),
+        "preset": "smoke",
+        "catalog": "mock.fits",
+        "pending": ["no_pretrain", "Fig. 5"],
+        "fig9": {
+            "odds_best50_sigma68": {"ensemble": 0.003},
+            "paus_target": 0.0035,
+            "figure": "fig9.png",
+        },
+    }
     write_report(ctx, results)
     text = (tmp_path / "report.md").read_text()
     assert "**Partial report**: 2 steps still to run (no_pretrain, Fig. 5)" in text
@@ -330,12 +395,31 @@ def test_smoke_experiments_write_every_section_and_resume(tmp_path, one_thread) 
     cat = tmp_path / "mock.fits"
     write_catalog(simulate("paus-mock", 500, band_set("paus_cosmos"), 3), cat)
     out = tmp_path / "report"
-    args = ["experiments", "--preset", "smoke", "--out", str(out), "--catalog", str(cat),
-            "--device", "cpu"]  # fmt: skip
+    args = [
+        "experiments",
+        "--preset",
+        "smoke",
+        "--out",
+        str(out),
+        "--catalog",
+        str(cat),
+        "--device",
+        "cpu",
+    ]
     assert cli.main(args) == 0
     results = json.loads((out / "results.json").read_text())
-    for section in ("fig2", "sec33", "fig3", "fig5", "fig6", "fig8", "fig9", "figB1",
-                    "figB1_ellipticals", "appendixE"):  # fmt: skip
+    for section in (
+        "fig2",
+        "sec33",
+        "fig3",
+        "fig5",
+        "fig6",
+        "fig8",
+        "fig9",
+        "figB1",
+        "figB1_ellipticals",
+        "appendixE",
+    ):
         assert (out / "figures" / results[section]["figure"]).is_file(), section
     assert len(results["targets"]) == 11
     assert results["complete"] and results["pending"] == []
@@ -345,8 +429,14 @@ def test_smoke_experiments_write_every_section_and_resume(tmp_path, one_thread) 
     assert "quiescent" in results["figB1"]["breakdown"]
     for section in ("figB1", "figB1_ellipticals"):  # never reads u: flat by construction
         assert len(set(results[section]["outlier_fraction"][NO_U])) == 1, section
-    assert set(results["fig2"]["summary"]) == {"template fit", TF_KCORRECT, "no pretraining",
-                                               "SPS pretraining", "no autoencoder", "ensemble"}  # fmt: skip
+    assert set(results["fig2"]["summary"]) == {
+        "template fit",
+        TF_KCORRECT,
+        "no pretraining",
+        "SPS pretraining",
+        "no autoencoder",
+        "ensemble",
+    }
     kinds = [k for k, _ in reports.report_blocks(out)]
     assert kinds.count("figure") == 10
     model = out / "runs" / "no_pretrain" / "model.safetensors"

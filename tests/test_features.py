@@ -24,15 +24,25 @@ def _catalog(rng: np.random.Generator, n: int = 30, with_exposures: bool = True)
     error = 0.1 * np.abs(flux) + 0.05
     exposures = None
     if with_exposures:
-        rows = [(i + 100, band, x, flux[i, j] * (1 + 0.01 * x), 0.2 + 0.1 * x)
-                for i in range(n) for j, band in enumerate(BANDS[:2])
-                for x in range(1 + i % 3)]  # fmt: skip
+        rows = [
+            (i + 100, band, x, flux[i, j] * (1 + 0.01 * x), 0.2 + 0.1 * x)
+            for i in range(n)
+            for j, band in enumerate(BANDS[:2])
+            for x in range(1 + i % 3)
+        ]
         ref, band, num, f, e = map(np.array, zip(*rows, strict=True))
         exposures = Exposures(ref, band, num, f, e)
     zspec = rng.uniform(0, 1.2, n)
     zspec[::5] = np.nan
-    return Catalog(ref_id=np.arange(n) + 100, bands=BANDS, flux=flux, flux_error=error,
-                   zspec=zspec, mag=rng.uniform(18, 22.5, n), exposures=exposures)  # fmt: skip
+    return Catalog(
+        ref_id=np.arange(n) + 100,
+        bands=BANDS,
+        flux=flux,
+        flux_error=error,
+        zspec=zspec,
+        mag=rng.uniform(18, 22.5, n),
+        exposures=exposures,
+    )
 
 
 def test_ratios_are_fluxes_over_the_reference_band(rng) -> None:
@@ -76,8 +86,9 @@ def test_exposures_are_divided_by_the_reference_coadd(rng) -> None:
         for x in range(count):
             expected = cat.flux[row, 0] * (1 + 0.01 * x) / cat.flux[row, 3]
             assert f.exp_ratio[k, 0, x] == pytest.approx(expected, rel=1e-6)
-            assert f.exp_error[k, 0, x] == pytest.approx((0.2 + 0.1 * x) / cat.flux[row, 3],
-                                                         rel=1e-6)  # fmt: skip
+            assert f.exp_error[k, 0, x] == pytest.approx(
+                (0.2 + 0.1 * x) / cat.flux[row, 3], rel=1e-6
+            )
 
 
 def test_without_exposures(rng) -> None:

@@ -17,8 +17,13 @@ def _catalog(n: int = 20) -> Catalog:
     e_flux = rng.uniform(5, 10, (n, 3))
     e_err = np.full((n, 3), 1.0)
     coadd = e_flux.mean(axis=1)  # equal errors: the inverse-variance mean is the mean
-    exposures = Exposures(np.repeat(ids, 3), np.full(3 * n, "NB455"), np.tile([0, 1, 2], n),
-                          e_flux.reshape(-1), e_err.reshape(-1))  # fmt: skip
+    exposures = Exposures(
+        np.repeat(ids, 3),
+        np.full(3 * n, "NB455"),
+        np.tile([0, 1, 2], n),
+        e_flux.reshape(-1),
+        e_err.reshape(-1),
+    )
     flux = np.stack([coadd, rng.uniform(10, 20, n)], axis=1)
     error = np.stack([np.full(n, 3**-0.5), np.full(n, 0.5)], axis=1)
     z = np.where(ids % 2 == 0, rng.uniform(0.1, 1.0, n), np.nan)
@@ -54,10 +59,17 @@ def test_all_problems_are_collected() -> None:
     report = prepare_catalog(*_sources(cat, cols, exp))
     assert report.catalog is None and report.fixable
     text = "\n".join(p.text() for p in report.problems)
-    for needle in ("column 'ref_id': duplicate ids: 7", "'flux_subaru_i': 1 NaN/inf", "'flux_subaru_i': 1 placeholder (-99",
-                   "'flux_error_subaru_i': 2 zero or negative", "'zspec': 1 inf or negative",
-                   "exp.fits: column 'band'", "NB999", "galaxies not in the catalogue: 6, 999",
-                   "duplicate (ref_id, band, exp_num)"):  # fmt: skip
+    for needle in (
+        "column 'ref_id': duplicate ids: 7",
+        "'flux_subaru_i': 1 NaN/inf",
+        "'flux_subaru_i': 1 placeholder (-99",
+        "'flux_error_subaru_i': 2 zero or negative",
+        "'zspec': 1 inf or negative",
+        "exp.fits: column 'band'",
+        "NB999",
+        "galaxies not in the catalogue: 6, 999",
+        "duplicate (ref_id, band, exp_num)",
+    ):
         assert needle in text, needle
     fixed = prepare_catalog(*_sources(cat, cols, exp), fix=True)
     assert fixed.ok, [p.text() for p in fixed.problems]

@@ -26,10 +26,18 @@ from deepz_core.rundir import RunDir
 from deepz_core.training.config import PRESETS
 from tests.synthetic import BANDS, synthetic_catalog
 
-TINY_MODEL = dict(n_latent=2, width=12, encoder_layers=1, decoder_layers=1, photoz_layers=2,
-                  photoz_first_width=0, n_components=2)  # fmt: skip
-TRAIN = dict(schedule=((3, 1e-3),), batch_size=40, folds=2, checkpoint_every=2, device="cpu",
-             seed=1)  # fmt: skip
+TINY_MODEL = dict(
+    n_latent=2,
+    width=12,
+    encoder_layers=1,
+    decoder_layers=1,
+    photoz_layers=2,
+    photoz_first_width=0,
+    n_components=2,
+)
+TRAIN = dict(
+    schedule=((3, 1e-3),), batch_size=40, folds=2, checkpoint_every=2, device="cpu", seed=1
+)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -117,8 +125,17 @@ def test_finished_run_folder(finished) -> None:
     status = finished.status()
     assert status["state"] == "finished" and status["phase"] == "done"
     names = {p.name for p in finished.path.iterdir()}
-    assert {"config.json", "status.json", "metrics.jsonl", "log.txt", "checkpoint.json",
-            "model.safetensors", "model.json", "splits.npz", "predictions.fits"} <= names  # fmt: skip
+    assert {
+        "config.json",
+        "status.json",
+        "metrics.jsonl",
+        "log.txt",
+        "checkpoint.json",
+        "model.safetensors",
+        "model.json",
+        "splits.npz",
+        "predictions.fits",
+    } <= names
     assert [r["epoch"] for r in finished.metrics()] == [1, 2, 3]
     assert all(r["phase"] == "finetune" for r in finished.metrics())  # --pretrain none
     doc = json.loads(finished.file("model.json").read_text())
@@ -163,15 +180,21 @@ def test_pretraining_file_must_have_the_catalogue_bands(tmp_path, catalog_path) 
     from deepz_core.training.config import RunConfig
 
     sim = _synthetic(50, 2, exposures=False, noiseless=True)
-    other = Catalog(ref_id=sim.ref_id, bands=BANDS[::-1], flux=sim.flux[:, ::-1],
-                    flux_error=sim.flux_error[:, ::-1], zspec=sim.zspec)  # fmt: skip
+    other = Catalog(
+        ref_id=sim.ref_id,
+        bands=BANDS[::-1],
+        flux=sim.flux[:, ::-1],
+        flux_error=sim.flux_error[:, ::-1],
+        zspec=sim.zspec,
+    )
     write_catalog(other, tmp_path / "other.fits")
     f = build_features(read_catalog(catalog_path))
     config = RunConfig(str(catalog_path), pretrain=str(tmp_path / "other.fits"))
     with pytest.raises(ConfigError, match="differ"):
         pretraining_simulation(config, f)
-    unknown = Catalog(ref_id=[1, 2], bands=("mine_a", "mine_i"), flux=np.ones((2, 2)),
-                      flux_error=np.ones((2, 2)))  # fmt: skip
+    unknown = Catalog(
+        ref_id=[1, 2], bands=("mine_a", "mine_i"), flux=np.ones((2, 2)), flux_error=np.ones((2, 2))
+    )
     with pytest.raises(ConfigError, match="mine_a"):
         pretraining_simulation(RunConfig("c.fits", pretrain="auto"), build_features(unknown))
 
@@ -185,8 +208,9 @@ def test_simulation_batches_draw_noise_only_for_noiseless_files(catalog_path) ->
     src = simulation_batches(sim, f, members=2, device=torch.device("cpu"))
     assert src.ref == BANDS.index("subaru_i") and len(src.z) == 59
     assert (src.error > 0).all()
-    noisy = Catalog(ref_id=sim.ref_id, bands=BANDS, flux=sim.flux, flux_error=sim.flux_error,
-                    zspec=sim.zspec)  # fmt: skip
+    noisy = Catalog(
+        ref_id=sim.ref_id, bands=BANDS, flux=sim.flux, flux_error=sim.flux_error, zspec=sim.zspec
+    )
     src2 = simulation_batches(noisy, f, members=2, device=torch.device("cpu"))
     assert (src2.error == 0).all()  # already noisy: no fresh noise on top
 
@@ -212,7 +236,12 @@ def test_pretraining_from_a_file_runs_both_phases(tmp_path, catalog_path) -> Non
     assert run.status()["state"] == "finished"
     rows = run.metrics()
     assert [(r["phase"], r["epoch"]) for r in rows] == [
-        ("pretrain", 1), ("pretrain", 2), ("finetune", 1), ("finetune", 2), ("finetune", 3)]  # fmt: skip
+        ("pretrain", 1),
+        ("pretrain", 2),
+        ("finetune", 1),
+        ("finetune", 2),
+        ("finetune", 3),
+    ]
     assert not any("val_nll" in r for r in rows)  # K = 1: nothing held out to validate on
     t = Table.read(run.file("predictions.fits"))
     assert not np.asarray(t["out_of_fold"]).any()

@@ -28,11 +28,33 @@ from deepz_core.rundir import RunDir
 from tests.synthetic import BANDS, synthetic_catalog
 
 M = 2  # mixture components per member
-TINY_MODEL = dict(n_latent=2, width=12, encoder_layers=1, decoder_layers=1, photoz_layers=2,
-                  photoz_first_width=0, n_components=M)  # fmt: skip
+TINY_MODEL = dict(
+    n_latent=2,
+    width=12,
+    encoder_layers=1,
+    decoder_layers=1,
+    photoz_layers=2,
+    photoz_first_width=0,
+    n_components=M,
+)
 TRAIN = dict(schedule=((2, 1e-3),), batch_size=40, repetitions=2, folds=2, device="cpu", seed=2)
-COLUMNS = ["ref_id", "zphot", "zmean", "zmedian", "z_lo68", "z_hi68", "odds", "zspec", "pit",
-           "mag", "flag", "out_of_fold", "weights", "means", "stds"]  # fmt: skip
+COLUMNS = [
+    "ref_id",
+    "zphot",
+    "zmean",
+    "zmedian",
+    "z_lo68",
+    "z_hi68",
+    "odds",
+    "zspec",
+    "pit",
+    "mag",
+    "flag",
+    "out_of_fold",
+    "weights",
+    "means",
+    "stds",
+]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -101,18 +123,25 @@ def test_predicting_the_training_catalogue_again_reproduces_the_run(tmp_path, tr
     ref = Table.read(run.file("predictions.fits"))
     order = np.searchsorted(np.asarray(ref["ref_id"]), np.asarray(t["ref_id"]))
     for name in ("zphot", "zmedian", "odds", "pit", "out_of_fold", "weights", "means"):
-        np.testing.assert_allclose(np.asarray(t[name], dtype=float),
-                                   np.asarray(ref[name], dtype=float)[order], rtol=1e-5,
-                                   atol=1e-6, err_msg=name)  # fmt: skip
+        np.testing.assert_allclose(
+            np.asarray(t[name], dtype=float),
+            np.asarray(ref[name], dtype=float)[order],
+            rtol=1e-5,
+            atol=1e-6,
+            err_msg=name,
+        )
 
 
 def test_new_galaxies_use_every_member(tmp_path, trained) -> None:
     run, cat = trained
     new = _synthetic(30, 5, first_id=1000)
-    mixed = Catalog(ref_id=np.r_[new.ref_id, cat.ref_id[:10]], bands=BANDS,
-                    flux=np.r_[new.flux, cat.flux[:10]],
-                    flux_error=np.r_[new.flux_error, cat.flux_error[:10]],
-                    zspec=np.r_[new.zspec, cat.zspec[:10]])  # fmt: skip
+    mixed = Catalog(
+        ref_id=np.r_[new.ref_id, cat.ref_id[:10]],
+        bands=BANDS,
+        flux=np.r_[new.flux, cat.flux[:10]],
+        flux_error=np.r_[new.flux_error, cat.flux_error[:10]],
+        zspec=np.r_[new.zspec, cat.zspec[:10]],
+    )
     t = predict_catalog(run.path, mixed, tmp_path / "mixed.fits")
     w = _member_weight(np.asarray(t["weights"]))
     np.testing.assert_allclose(w[:, :30], 0.25, rtol=1e-5)
@@ -129,8 +158,13 @@ def test_a_training_ref_id_with_other_photometry_is_a_new_galaxy(tmp_path, train
     ref_id."""
     run, cat = trained
     other = cat.select(np.arange(10))
-    other = Catalog(ref_id=other.ref_id, bands=BANDS, flux=other.flux * 1.01,
-                    flux_error=other.flux_error, zspec=other.zspec)  # fmt: skip
+    other = Catalog(
+        ref_id=other.ref_id,
+        bands=BANDS,
+        flux=other.flux * 1.01,
+        flux_error=other.flux_error,
+        zspec=other.zspec,
+    )
     t = predict_catalog(run.path, other, tmp_path / "other.fits")
     np.testing.assert_allclose(_member_weight(np.asarray(t["weights"])), 0.25, rtol=1e-5)
     assert not np.asarray(t["out_of_fold"]).any()
@@ -154,8 +188,9 @@ def test_parquet_output_round_trips(tmp_path, trained) -> None:
         np.testing.assert_array_equal(np.asarray(back[name]), np.asarray(t[name]), err_msg=name)
     assert back["weights"].shape == (cat.n_galaxies, 4 * M)
     fits = predict_catalog(run.path, cat, tmp_path / "pred.fits.gz")
-    np.testing.assert_array_equal(np.asarray(Table.read(tmp_path / "pred.fits.gz")["zphot"]),
-                                  np.asarray(fits["zphot"]))  # fmt: skip
+    np.testing.assert_array_equal(
+        np.asarray(Table.read(tmp_path / "pred.fits.gz")["zphot"]), np.asarray(fits["zphot"])
+    )
 
 
 @pytest.mark.parametrize("name", ["pred.csv", "pred", "pred.json", ".fits"])
@@ -169,10 +204,12 @@ def test_unknown_output_formats_are_refused_before_any_work(tmp_path, trained, n
 def test_point_columns_agree_with_the_stored_mixture(trained) -> None:
     run, _ = trained
     t = Table.read(run.file("predictions.fits"))
-    mix = mixture_from_arrays(np.asarray(t["weights"]), np.asarray(t["means"]),
-                              np.asarray(t["stds"]))  # fmt: skip
-    np.testing.assert_allclose(mixture_quantile(mix, 0.5).numpy(), np.asarray(t["zmedian"]),
-                               atol=1e-5)  # fmt: skip
+    mix = mixture_from_arrays(
+        np.asarray(t["weights"]), np.asarray(t["means"]), np.asarray(t["stds"])
+    )
+    np.testing.assert_allclose(
+        mixture_quantile(mix, 0.5).numpy(), np.asarray(t["zmedian"]), atol=1e-5
+    )
     np.testing.assert_allclose(mix.mean.numpy(), np.asarray(t["zmean"]), atol=1e-5)
     z = np.asarray(t["zspec"], dtype=np.float64)  # native byte order for torch
     known = np.isfinite(z)
@@ -181,8 +218,9 @@ def test_point_columns_agree_with_the_stored_mixture(trained) -> None:
 
 
 def test_mixture_from_arrays_allows_zero_weights() -> None:
-    mix = mixture_from_arrays(np.array([[0.5, 0.0, 0.5]]), np.array([[0.2, 9.0, 0.4]]),
-                              np.array([[0.1, 0.1, 0.1]]))  # fmt: skip
+    mix = mixture_from_arrays(
+        np.array([[0.5, 0.0, 0.5]]), np.array([[0.2, 9.0, 0.4]]), np.array([[0.1, 0.1, 0.1]])
+    )
     from scipy import stats
 
     expected = 0.5 * stats.norm.cdf(0.3, 0.2, 0.1) + 0.5 * stats.norm.cdf(0.3, 0.4, 0.1)
@@ -231,13 +269,18 @@ def test_catalogue_bands_are_matched_to_the_run_by_name(tmp_path, trained) -> No
     ref = predict_catalog(run.path, cat, tmp_path / "a.fits")
     rng = np.random.default_rng(0)
     extra = rng.uniform(1, 2, (20, 1))
-    shuffled = Catalog(ref_id=cat.ref_id, bands=("sdss_g", *BANDS[::-1]),
-                       flux=np.c_[extra, cat.flux[:, ::-1]],
-                       flux_error=np.c_[extra, cat.flux_error[:, ::-1]], zspec=cat.zspec)  # fmt: skip
+    shuffled = Catalog(
+        ref_id=cat.ref_id,
+        bands=("sdss_g", *BANDS[::-1]),
+        flux=np.c_[extra, cat.flux[:, ::-1]],
+        flux_error=np.c_[extra, cat.flux_error[:, ::-1]],
+        zspec=cat.zspec,
+    )
     t = predict_catalog(run.path, shuffled, tmp_path / "b.fits")  # other order, one extra band
     for name in ("zphot", "odds", "weights"):
         np.testing.assert_array_equal(np.asarray(t[name]), np.asarray(ref[name]), err_msg=name)
-    missing = Catalog(ref_id=cat.ref_id, bands=BANDS[1:], flux=cat.flux[:, 1:],
-                      flux_error=cat.flux_error[:, 1:])  # fmt: skip
+    missing = Catalog(
+        ref_id=cat.ref_id, bands=BANDS[1:], flux=cat.flux[:, 1:], flux_error=cat.flux_error[:, 1:]
+    )
     with pytest.raises(ConfigError, match="NB455"):
         predict_catalog(run.path, missing, tmp_path / "c.fits")

@@ -16,10 +16,24 @@ from deepz_core.training.config import TrainConfig
 from deepz_core.training.pretrained import PretrainKey
 from tests.synthetic import BANDS, synthetic_catalog
 
-TINY_MODEL = dict(n_latent=2, width=12, encoder_layers=1, decoder_layers=1, photoz_layers=2,
-                  photoz_first_width=0, n_components=2)  # fmt: skip
-TRAIN = dict(schedule=((3, 1e-3),), batch_size=40, folds=2, device="cpu", seed=1,
-             pretrain_schedule=((2, 1e-3),), pretrain_batch_size=50)  # fmt: skip
+TINY_MODEL = dict(
+    n_latent=2,
+    width=12,
+    encoder_layers=1,
+    decoder_layers=1,
+    photoz_layers=2,
+    photoz_first_width=0,
+    n_components=2,
+)
+TRAIN = dict(
+    schedule=((3, 1e-3),),
+    batch_size=40,
+    folds=2,
+    device="cpu",
+    seed=1,
+    pretrain_schedule=((2, 1e-3),),
+    pretrain_batch_size=50,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 _synthetic = partial(synthetic_catalog, missing_zspec=0.15)
@@ -62,7 +76,9 @@ def test_a_cache_hit_gives_the_same_model_as_pretraining(tmp_path, inputs, cache
     assert "pretraining reused" not in first.file("log.txt").read_text()
     rows = reused.metrics()
     assert [(r["phase"], r["epoch"], r.get("cached", False)) for r in rows[:2]] == [
-        ("pretrain", 1, True), ("pretrain", 2, True)]  # fmt: skip
+        ("pretrain", 1, True),
+        ("pretrain", 2, True),
+    ]
     assert not any("val_nll" in r for r in rows[:2])  # measured on another run's hold-out
     assert [r["loss"] for r in rows[:2]] == [r["loss"] for r in first.metrics()[:2]]
 
@@ -114,8 +130,9 @@ def test_a_cancelled_pretraining_is_not_stored(tmp_path, inputs, cache_on) -> No
 
 
 def test_the_key_covers_every_input_of_pretraining() -> None:
-    base = PretrainKey({"width": 8, "members": 2}, TrainConfig(), BANDS, "subaru_i", "sim.fits",
-                       "cpu")  # fmt: skip
+    base = PretrainKey(
+        {"width": 8, "members": 2}, TrainConfig(), BANDS, "subaru_i", "sim.fits", "cpu"
+    )
     variants = [
         dataclasses.replace(base, model={"width": 9, "members": 2}),
         dataclasses.replace(base, model={"width": 8, "members": 3}),

@@ -48,9 +48,14 @@ def test_grid_with_offset_start() -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "field"),
-    [({"z_min": 1.0, "z_max": 1.0}, "z_max"), ({"dz": 0.0}, "dz"), ({"dz": -0.1}, "dz"),
-     ({"dz": 1.0}, "dz"), ({"odds_window": 0.0}, "odds_window")],
-)  # fmt: skip
+    [
+        ({"z_min": 1.0, "z_max": 1.0}, "z_max"),
+        ({"dz": 0.0}, "dz"),
+        ({"dz": -0.1}, "dz"),
+        ({"dz": 1.0}, "dz"),
+        ({"odds_window": 0.0}, "odds_window"),
+    ],
+)
 def test_bad_pz_config_raises_naming_the_field(kwargs, field) -> None:
     with pytest.raises(ConfigError, match=field):
         PzConfig(**kwargs)
@@ -62,8 +67,12 @@ def test_mode_of_a_two_gaussian_mixture_is_the_taller_peak() -> None:
     w, mu, s = [0.7, 0.3], [0.4, 0.9], [0.05, 0.02]
     cfg = PzConfig(dz=0.001)
     mode = float(mixture_mode(_mixture(w, mu, s), cfg)[0])
-    true = optimize.minimize_scalar(lambda z: -_np_pdf(z, w, mu, s), bounds=(0.85, 0.95),
-                                    method="bounded", options={"xatol": 1e-9}).x  # fmt: skip
+    true = optimize.minimize_scalar(
+        lambda z: -_np_pdf(z, w, mu, s),
+        bounds=(0.85, 0.95),
+        method="bounded",
+        options={"xatol": 1e-9},
+    ).x
     assert abs(mode - true) <= cfg.dz
     assert abs(mode / cfg.dz - round(mode / cfg.dz)) < 1e-6  # a grid point
 
@@ -73,8 +82,12 @@ def test_mode_between_two_overlapping_components(dz) -> None:
     w, mu, s = [0.55, 0.45], [0.50, 0.56], [0.04, 0.03]
     cfg = PzConfig(dz=dz)
     mode = float(mixture_mode(_mixture(w, mu, s), cfg)[0])
-    true = optimize.minimize_scalar(lambda z: -_np_pdf(z, w, mu, s), bounds=(0.4, 0.7),
-                                    method="bounded", options={"xatol": 1e-10}).x  # fmt: skip
+    true = optimize.minimize_scalar(
+        lambda z: -_np_pdf(z, w, mu, s),
+        bounds=(0.4, 0.7),
+        method="bounded",
+        options={"xatol": 1e-10},
+    ).x
     assert not np.isclose(true, mu).any()  # the mode is at neither component mean
     assert abs(mode - true) <= dz
 
@@ -160,8 +173,9 @@ def test_pit_is_nan_where_zspec_is_unknown_and_absent_without_zspec() -> None:
 
 def test_point_products_shapes_and_ordering(rng) -> None:
     n = 50
-    mix = _mixture(rng.dirichlet([1, 1, 1], n), rng.uniform(0.1, 1.2, (n, 3)),
-                   rng.uniform(0.02, 0.2, (n, 3)))  # fmt: skip
+    mix = _mixture(
+        rng.dirichlet([1, 1, 1], n), rng.uniform(0.1, 1.2, (n, 3)), rng.uniform(0.02, 0.2, (n, 3))
+    )
     p = point_products(mix, PzConfig())
     assert set(p) == {"zphot", "zmean", "zmedian", "z_lo68", "z_hi68", "odds"}
     assert all(v.shape == (n,) for v in p.values())
@@ -259,8 +273,9 @@ def test_products_do_not_depend_on_the_block_size(rng, monkeypatch) -> None:
 
 
 def test_products_accept_float32_mixtures_and_no_galaxies() -> None:
-    f32 = GaussianMixture.from_params(torch.zeros(2, 1), torch.tensor([[0.3], [0.9]]),
-                                      torch.tensor([[0.05], [0.05]]))  # fmt: skip
+    f32 = GaussianMixture.from_params(
+        torch.zeros(2, 1), torch.tensor([[0.3], [0.9]]), torch.tensor([[0.05], [0.05]])
+    )
     p = point_products(f32, PzConfig())
     np.testing.assert_allclose(p["zmedian"].numpy(), [0.3, 0.9], atol=1e-6)
     assert p["zphot"].dtype == torch.float64

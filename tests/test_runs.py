@@ -83,7 +83,12 @@ def test_truncate_metrics_drops_lines_after_the_checkpoint(run) -> None:
         run.append_metrics({"phase": "finetune", "epoch": e})
     run.truncate_metrics("finetune", 2)
     assert [(r["phase"], r["epoch"]) for r in run.metrics()] == [
-        ("pretrain", 1), ("pretrain", 2), ("pretrain", 3), ("finetune", 1), ("finetune", 2)]  # fmt: skip
+        ("pretrain", 1),
+        ("pretrain", 2),
+        ("pretrain", 3),
+        ("finetune", 1),
+        ("finetune", 2),
+    ]
     run.truncate_metrics("pretrain", 2)
     assert [(r["phase"], r["epoch"]) for r in run.metrics()] == [("pretrain", 1), ("pretrain", 2)]
     assert _leftovers(run.path) == []
@@ -111,9 +116,23 @@ def test_safe_run_ids_are_accepted(run_id) -> None:
 
 @pytest.mark.parametrize(
     "run_id",
-    ["", "../etc", "..", "a/../b", "a/b", "a\\b", ".hidden", "-flag", "a..b", "x" * 82,
-     "a b", "run\n", "café", "/abs"],
-)  # fmt: skip
+    [
+        "",
+        "../etc",
+        "..",
+        "a/../b",
+        "a/b",
+        "a\\b",
+        ".hidden",
+        "-flag",
+        "a..b",
+        "x" * 82,
+        "a b",
+        "run\n",
+        "café",
+        "/abs",
+    ],
+)
 def test_unsafe_run_ids_are_rejected(run_id) -> None:
     with pytest.raises(ConfigError, match="run id") as err:
         check_run_id(run_id)
@@ -144,7 +163,9 @@ def test_checkpoint_pair_round_trip_and_old_tensors_removed(run) -> None:
     assert torch.equal(tensors["model.w"], torch.full((3, 2), 2.0))
     assert not run.file(first).exists()  # the superseded tensor file is gone
     assert sorted(p.name for p in run.path.glob("checkpoint*")) == [
-        "checkpoint-finetune-0004.safetensors", "checkpoint.json"]  # fmt: skip
+        "checkpoint-finetune-0004.safetensors",
+        "checkpoint.json",
+    ]
     assert _leftovers(run.path) == []
 
 

@@ -74,9 +74,14 @@ def test_labelled_mask_is_copied() -> None:
 
 @pytest.mark.parametrize(
     ("r", "k", "n", "field"),
-    [(0, 5, 100, "repetitions"), (-1, 5, 100, "repetitions"), (1, 0, 100, "folds"),
-     (1, 5, 9, "galaxies"), (1, 1, 1, "galaxies")],
-)  # fmt: skip
+    [
+        (0, 5, 100, "repetitions"),
+        (-1, 5, 100, "repetitions"),
+        (1, 0, 100, "folds"),
+        (1, 5, 9, "galaxies"),
+        (1, 1, 1, "galaxies"),
+    ],
+)
 def test_bad_repetitions_folds_or_too_few_galaxies_raise(r, k, n, field) -> None:
     with pytest.raises(ConfigError, match=field) as err:
         make_splits(np.ones(n, dtype=bool), r, k, seed=0)

@@ -43,8 +43,13 @@ def test_noise_matches_declared_snr(sim, rng) -> None:
 
 
 def test_halpha_visible_in_its_narrow_band() -> None:
-    cfg = SPSConfig(z=(7450.0 / 6562.8 - 1.0,) * 2, log_u=(-2.0, -2.0), ebv=(0.0, 0.0),
-                    const=(0.25, 0.25), tau_gyr=(10.0, 12.0))  # fmt: skip
+    cfg = SPSConfig(
+        z=(7450.0 / 6562.8 - 1.0,) * 2,
+        log_u=(-2.0, -2.0),
+        ebv=(0.0, 0.0),
+        const=(0.25, 0.25),
+        tau_gyr=(10.0, 12.0),
+    )
     flux = simulate_sps(50, BANDS, seed=1, config=cfg).flux
     i = BANDS.index("NB745")
     contrast = flux[:, i] / (0.5 * (flux[:, i - 1] + flux[:, i + 1]))

@@ -22,8 +22,15 @@ from deepz_core.pz.products import PzConfig
 from deepz_core.rundir import RunDir
 from tests.synthetic import synthetic_catalog
 
-TINY_MODEL = dict(n_latent=2, width=12, encoder_layers=1, decoder_layers=1, photoz_layers=2,
-                  photoz_first_width=0, n_components=2)  # fmt: skip
+TINY_MODEL = dict(
+    n_latent=2,
+    width=12,
+    encoder_layers=1,
+    decoder_layers=1,
+    photoz_layers=2,
+    photoz_first_width=0,
+    n_components=2,
+)
 TRAIN = dict(schedule=((1, 1e-3),), batch_size=40, repetitions=1, folds=2, device="cpu", seed=2)
 _synthetic = partial(synthetic_catalog, exposures=False, missing_zspec=0.2)
 
@@ -44,9 +51,14 @@ def trained(tmp_path_factory) -> tuple[RunDir, Catalog, dict]:
     )
     execute_run(run)
     seen, new = train.select(np.arange(30, 60)), _synthetic(120, 1, first_id=61)
-    cat = Catalog(ref_id=np.r_[seen.ref_id, new.ref_id], bands=new.bands,
-                  flux=np.r_[seen.flux, new.flux], flux_error=np.r_[seen.flux_error, new.flux_error],
-                  zspec=np.r_[seen.zspec, new.zspec], mag=np.r_[seen.mag, new.mag])  # fmt: skip
+    cat = Catalog(
+        ref_id=np.r_[seen.ref_id, new.ref_id],
+        bands=new.bands,
+        flux=np.r_[seen.flux, new.flux],
+        flux_error=np.r_[seen.flux_error, new.flux_error],
+        zspec=np.r_[seen.zspec, new.zspec],
+        mag=np.r_[seen.mag, new.mag],
+    )
     cat.extra["ra"] = np.linspace(150, 151, 150)
     files = {}
     for ext in ("fits", "parquet", "csv", "h5"):
@@ -59,10 +71,25 @@ def _read(path) -> Table:
 
 
 def _same(a: Table, b: Table) -> None:
-    for name in ("ref_id", "zphot", "zmean", "zmedian", "odds", "pit", "out_of_fold", "weights",
-                 "means", "stds"):  # fmt: skip
-        np.testing.assert_allclose(np.asarray(a[name], float), np.asarray(b[name], float),
-                                   rtol=1e-5, atol=1e-6, err_msg=name)  # fmt: skip
+    for name in (
+        "ref_id",
+        "zphot",
+        "zmean",
+        "zmedian",
+        "odds",
+        "pit",
+        "out_of_fold",
+        "weights",
+        "means",
+        "stds",
+    ):
+        np.testing.assert_allclose(
+            np.asarray(a[name], float),
+            np.asarray(b[name], float),
+            rtol=1e-5,
+            atol=1e-6,
+            err_msg=name,
+        )
 
 
 @pytest.mark.parametrize("ext", ["fits", "parquet", "csv", "h5"])
@@ -70,8 +97,9 @@ def test_chunked_prediction_matches_in_memory(trained, tmp_path, ext) -> None:
     run, cat, files = trained
     expected = predict_catalog(run.path, cat, tmp_path / "mem.fits")
     assert np.asarray(expected["out_of_fold"]).any()
-    n = stream.predict_file(str(run.path), str(files[ext]), str(tmp_path / "s.parquet"),
-                            chunk_size=40, grid=True)  # fmt: skip
+    n = stream.predict_file(
+        str(run.path), str(files[ext]), str(tmp_path / "s.parquet"), chunk_size=40, grid=True
+    )
     got = _read(tmp_path / "s.parquet")
     assert n == len(got) == cat.n_galaxies
     _same(got, expected)
@@ -87,8 +115,9 @@ def test_chunked_prediction_matches_in_memory(trained, tmp_path, ext) -> None:
 def test_fits_output_and_dataset_match(trained, tmp_path) -> None:
     run, cat, files = trained
     stream.predict_file(str(run.path), str(files["fits"]), str(tmp_path / "s.fits"), chunk_size=64)
-    rows = stream.predict_dataset(str(run.path), str(files["parquet"]), str(tmp_path / "ds"),
-                                  chunk_size=64)  # fmt: skip
+    rows = stream.predict_dataset(
+        str(run.path), str(files["parquet"]), str(tmp_path / "ds"), chunk_size=64
+    )
     assert rows == cat.n_galaxies and (tmp_path / "ds" / stream.SUCCESS).exists()
     _same(_read(tmp_path / "ds"), Table.read(tmp_path / "s.fits"))
 
@@ -115,8 +144,9 @@ def test_killed_prediction_leaves_no_finished_output(trained, tmp_path, monkeypa
 
     monkeypatch.setattr(stream, "_write_chunks", first_then_die)
     with pytest.raises(KeyboardInterrupt):
-        stream.predict_file(str(run.path), str(files["fits"]), str(tmp_path / "one.parquet"),
-                            chunk_size=50)  # fmt: skip
+        stream.predict_file(
+            str(run.path), str(files["fits"]), str(tmp_path / "one.parquet"), chunk_size=50
+        )
     assert list(tmp_path.glob("one*")) == [] and list(tmp_path.glob(".one*")) == []
 
 
@@ -152,12 +182,22 @@ def test_dask_matches_single_process(trained, tmp_path) -> None:
     from deepz_core.inference.scaleout import dask_map
 
     run, _, files = trained
-    single = stream.predict_dataset(str(run.path), str(files["fits"]), str(tmp_path / "a"),
-                                    chunk_size=40)  # fmt: skip
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                      dashboard_address=None) as cluster, Client(cluster) as client:  # fmt: skip
-        rows = stream.predict_dataset(str(run.path), str(files["fits"]), str(tmp_path / "b"),
-                                      chunk_size=40, mapper=dask_map(client))  # fmt: skip
+    single = stream.predict_dataset(
+        str(run.path), str(files["fits"]), str(tmp_path / "a"), chunk_size=40
+    )
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        rows = stream.predict_dataset(
+            str(run.path),
+            str(files["fits"]),
+            str(tmp_path / "b"),
+            chunk_size=40,
+            mapper=dask_map(client),
+        )
     assert rows == single
     assert sorted(p.name for p in (tmp_path / "b").glob("part-*")) == [
         f"part-{i:05d}.parquet" for i in range(4)
@@ -167,8 +207,17 @@ def test_dask_matches_single_process(trained, tmp_path) -> None:
 
 def test_cli_writes_a_dataset_and_resumes(trained, tmp_path, capsys) -> None:
     run, cat, files = trained
-    argv = ["predict", "--run", str(run.path), "--catalog", str(files["parquet"]), "--out",
-            str(tmp_path / "ds"), "--chunk-size", "64"]  # fmt: skip
+    argv = [
+        "predict",
+        "--run",
+        str(run.path),
+        "--catalog",
+        str(files["parquet"]),
+        "--out",
+        str(tmp_path / "ds"),
+        "--chunk-size",
+        "64",
+    ]
     assert main(argv) == 0 and main(argv) == 0
     assert f"wrote {cat.n_galaxies} predictions" in capsys.readouterr().out
     assert len(Table.read(tmp_path / "ds" / "part-00000.parquet")) > 0
@@ -177,8 +226,19 @@ def test_cli_writes_a_dataset_and_resumes(trained, tmp_path, capsys) -> None:
 @pytest.mark.slow
 def test_cli_dask_local_processes(trained, tmp_path, capsys) -> None:
     run, cat, files = trained
-    argv = ["predict", "--run", str(run.path), "--catalog", str(files["fits"]), "--out",
-            str(tmp_path / "ds"), "--chunk-size", "64", "--dask", "local"]  # fmt: skip
+    argv = [
+        "predict",
+        "--run",
+        str(run.path),
+        "--catalog",
+        str(files["fits"]),
+        "--out",
+        str(tmp_path / "ds"),
+        "--chunk-size",
+        "64",
+        "--dask",
+        "local",
+    ]
     assert main(argv) == 0
     assert f"wrote {cat.n_galaxies} predictions" in capsys.readouterr().out
     assert len(list((tmp_path / "ds").glob("part-*.parquet"))) == 3
@@ -194,8 +254,14 @@ def test_every_row_is_answered_in_order_with_flags_and_one_schema(trained, tmp_p
     flux = cat.flux.copy()
     flux[:50, cat.band_index("subaru_i")] = -1.0  # the reference band
     flux[60, 0] = np.nan  # one band of one galaxy
-    bad = Catalog(ref_id=cat.ref_id, bands=cat.bands, flux=flux, flux_error=cat.flux_error,
-                  zspec=cat.zspec, extra=cat.extra)  # fmt: skip
+    bad = Catalog(
+        ref_id=cat.ref_id,
+        bands=cat.bands,
+        flux=flux,
+        flux_error=cat.flux_error,
+        zspec=cat.zspec,
+        extra=cat.extra,
+    )
     path = write_catalog(bad, tmp_path / "bad.fits")
     assert (
         stream.predict_dataset(str(run.path), str(path), str(tmp_path / "ds"), chunk_size=50) == 150
@@ -217,8 +283,9 @@ def test_one_big_row_group_is_still_split_into_partitions(trained, tmp_path) -> 
     per --chunk-size rows, so Dask workers share the work."""
     run, cat, files = trained
     assert pq.ParquetFile(files["parquet"]).metadata.num_row_groups == 1
-    rows = stream.predict_dataset(str(run.path), str(files["parquet"]), str(tmp_path / "ds"),
-                                  chunk_size=40)  # fmt: skip
+    rows = stream.predict_dataset(
+        str(run.path), str(files["parquet"]), str(tmp_path / "ds"), chunk_size=40
+    )
     assert rows == cat.n_galaxies and len(list((tmp_path / "ds").glob("part-*"))) == 4
     stream.predict_file(str(run.path), str(files["fits"]), str(tmp_path / "f.parquet"))
     _same(_read(tmp_path / "ds"), _read(tmp_path / "f.parquet"))

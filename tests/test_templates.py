@@ -43,8 +43,9 @@ def _problems(rng: np.random.Generator, n: int, b: int = 20, t: int = 6):
     G = np.einsum("nb,nbi,nbj->nij", w, A, A)
     bb = np.einsum("nb,nbi,nb->ni", w, A, f)
     fwf = (w * f * f).sum(1)
-    ref = np.array([scipy_nnls(A[k] * np.sqrt(w[k])[:, None], f[k] * np.sqrt(w[k]))[1] ** 2
-                    for k in range(n)])  # fmt: skip
+    ref = np.array(
+        [scipy_nnls(A[k] * np.sqrt(w[k])[:, None], f[k] * np.sqrt(w[k]))[1] ** 2 for k in range(n)]
+    )
     return torch.tensor(G), torch.tensor(bb), torch.tensor(fwf), ref
 
 
@@ -85,8 +86,14 @@ def _template_galaxies(rng: np.random.Generator, n: int, snr: float, z_max: floa
 
 
 def _catalog(flux: np.ndarray, error: np.ndarray, z: np.ndarray, noise: np.ndarray) -> Catalog:
-    return Catalog(ref_id=np.arange(1, len(z) + 1), bands=BANDS, flux=flux + error * noise,
-                   flux_error=error, zspec=z, mag=np.full(len(z), 20.0))  # fmt: skip
+    return Catalog(
+        ref_id=np.arange(1, len(z) + 1),
+        bands=BANDS,
+        flux=flux + error * noise,
+        flux_error=error,
+        zspec=z,
+        mag=np.full(len(z), 20.0),
+    )
 
 
 def test_template_galaxies_are_recovered_at_high_snr(rng: np.random.Generator) -> None:
@@ -123,8 +130,14 @@ def test_zero_point_calibration_recovers_injected_offsets(rng: np.random.Generat
 def test_pz_products_are_normalised_and_consistent() -> None:
     pz = PzConfig()
     z_fit = TemplateFitConfig().z_grid()
-    chi2 = torch.tensor(np.stack([((z_fit - 0.5) / 0.01) ** 2,
-                                  np.minimum(((z_fit - 0.3) / 0.004) ** 2, ((z_fit - 0.9) / 0.02) ** 2 + 1)]))  # fmt: skip
+    chi2 = torch.tensor(
+        np.stack(
+            [
+                ((z_fit - 0.5) / 0.01) ** 2,
+                np.minimum(((z_fit - 0.3) / 0.004) ** 2, ((z_fit - 0.9) / 0.02) ** 2 + 1),
+            ]
+        )
+    )
     p = pz_grid(chi2, z_fit, pz)
     assert np.allclose(np.trapezoid(p.numpy(), pz.grid(), axis=1), 1.0, atol=1e-9)
     out = {k: v.numpy() for k, v in grid_products(p, pz, torch.tensor([0.5, np.nan])).items()}
@@ -147,10 +160,20 @@ def test_outlier_exposures_are_clipped(rng: np.random.Generator) -> None:
     true = np.full(n, 10.0)
     flux = true[:, None] + rng.normal(0, 1, (n, 5))
     flux[:, 2] += 12.0  # one outlier exposure per galaxy
-    exp = Exposures(ref_id=np.repeat(np.arange(1, n + 1), 5), band=np.full(5 * n, "NB455"),
-                    exp_num=np.tile(np.arange(5), n), flux=flux.ravel(), flux_error=np.ones(5 * n))  # fmt: skip
-    cat = Catalog(ref_id=np.arange(1, n + 1), bands=("NB455",), flux=flux.mean(1, keepdims=True),
-                  flux_error=np.full((n, 1), 0.5 ** 0.5 * 0.63), exposures=exp)  # fmt: skip
+    exp = Exposures(
+        ref_id=np.repeat(np.arange(1, n + 1), 5),
+        band=np.full(5 * n, "NB455"),
+        exp_num=np.tile(np.arange(5), n),
+        flux=flux.ravel(),
+        flux_error=np.ones(5 * n),
+    )
+    cat = Catalog(
+        ref_id=np.arange(1, n + 1),
+        bands=("NB455",),
+        flux=flux.mean(1, keepdims=True),
+        flux_error=np.full((n, 1), 0.5**0.5 * 0.63),
+        exposures=exp,
+    )
     f, e = clipped_coadds(cat, 4.0)
     assert abs(np.mean(f[:, 0]) - 10.0) < 0.3 and np.allclose(e[:, 0], 0.5)  # 4 exposures left
 
@@ -161,8 +184,18 @@ def test_cli_end_to_end(tmp_path: Path, rng: np.random.Generator) -> None:
     write_catalog(cat, tmp_path / "cat.fits")
     (tmp_path / "cfg.json").write_text(json.dumps(FAST))
     out = tmp_path / "pred.parquet"
-    args = ["templatefit", "--catalog", str(tmp_path / "cat.fits"), "--out", str(out),
-            "--workers", "1", "--config", str(tmp_path / "cfg.json"), "--grid"]  # fmt: skip
+    args = [
+        "templatefit",
+        "--catalog",
+        str(tmp_path / "cat.fits"),
+        "--out",
+        str(out),
+        "--workers",
+        "1",
+        "--config",
+        str(tmp_path / "cfg.json"),
+        "--grid",
+    ]
     assert main(args) == 0
     from astropy.table import Table
 
@@ -226,8 +259,9 @@ def test_kcorrect_set_is_one_run_of_five_templates_with_igm(
     assert flux_table(bands, z[:2], "bcnz2").shape == (2, 3, 42)
     assert flux_table(bands, z[:2], "kcorrect").shape == (2, 3, 5)
     assert len(list(tmp_path.glob("templates_*.npz"))) == 3
-    no_igm = np.stack([BandPhotometry(bands, kc.wavelength).fluxes(kc.spectra, np.full(5, zi)).T
-                       for zi in z])  # fmt: skip
+    no_igm = np.stack(
+        [BandPhotometry(bands, kc.wavelength).fluxes(kc.spectra, np.full(5, zi)).T for zi in z]
+    )
     ratio = table / no_igm  # (Z, B, T): the IGM transmission seen by each band
     assert np.allclose(ratio[:2], 1.0, atol=1e-3) and np.allclose(ratio[:, 1:], 1.0, atol=1e-3)
     assert np.all(ratio[2, 0] < 0.5)  # u samples the Lyman-alpha forest at z = 3.5
@@ -256,14 +290,25 @@ def test_kcorrect_mixtures_are_recovered_at_their_redshift(rng: np.random.Genera
     assert t.meta["TFNAME"] == "kcorrect" and t.meta["TFSET"].startswith("kcorrect")
 
 
-def test_cli_templates_option_picks_the_set(tmp_path: Path, rng: np.random.Generator,
-                                            capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_cli_templates_option_picks_the_set(
+    tmp_path: Path, rng: np.random.Generator, capsys: pytest.CaptureFixture[str]
+) -> None:
     flux, error, z = _kcorrect_galaxies(rng, 6)
     write_catalog(_catalog(flux, error, z, np.zeros_like(flux)), tmp_path / "cat.fits")
     (tmp_path / "cfg.json").write_text(json.dumps(FAST))
     out = tmp_path / "pred.fits"
-    args = ["templatefit", "--catalog", str(tmp_path / "cat.fits"), "--out", str(out),
-            "--workers", "1", "--config", str(tmp_path / "cfg.json"), "--no-zp-calibrate"]  # fmt: skip
+    args = [
+        "templatefit",
+        "--catalog",
+        str(tmp_path / "cat.fits"),
+        "--out",
+        str(out),
+        "--workers",
+        "1",
+        "--config",
+        str(tmp_path / "cfg.json"),
+        "--no-zp-calibrate",
+    ]
     assert main([*args, "--templates", "kcorrect"]) == 0
     assert json.loads(capsys.readouterr().out)["template_set"] == "kcorrect"
     from astropy.table import Table

@@ -23,10 +23,22 @@ from deepz_core.sed.bands import band_set
 from deepz_core.simulate import simulate
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_MODEL = {"width": 16, "encoder_layers": 1, "decoder_layers": 1, "photoz_layers": 1,
-              "photoz_first_width": 0, "n_components": 3}  # fmt: skip
-TINY_TRAIN = {"schedule": ((2, 1e-3),), "folds": 2, "repetitions": 1, "batch_size": 50,
-              "device": "cpu", "checkpoint_every": 1}  # fmt: skip
+TINY_MODEL = {
+    "width": 16,
+    "encoder_layers": 1,
+    "decoder_layers": 1,
+    "photoz_layers": 1,
+    "photoz_first_width": 0,
+    "n_components": 3,
+}
+TINY_TRAIN = {
+    "schedule": ((2, 1e-3),),
+    "folds": 2,
+    "repetitions": 1,
+    "batch_size": 50,
+    "device": "cpu",
+    "checkpoint_every": 1,
+}
 
 
 @pytest.fixture(scope="module")
@@ -73,10 +85,13 @@ def test_stale_lock_of_a_dead_worker_is_taken_over(tmp_path: Path) -> None:
 
 
 def test_a_second_worker_process_is_refused(tmp_path: Path, small_catalog: Path) -> None:
-    code = ("import sys, time; from deepz_core.jobs.worker import WorkerLock; "
-            "assert WorkerLock(sys.argv[1]).acquire(); print('locked', flush=True); time.sleep(60)")  # fmt: skip
-    holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT,
-                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    code = (
+        "import sys, time; from deepz_core.jobs.worker import WorkerLock; "
+        "assert WorkerLock(sys.argv[1]).acquire(); print('locked', flush=True); time.sleep(60)"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code, str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         assert worker_pid(tmp_path) == holder.pid
@@ -126,8 +141,10 @@ def test_run_state_progress_and_curves(tmp_path: Path, small_catalog: Path) -> N
     assert run_progress(run) == (0.5, "finetune epoch 1/2")
     atomic_write_json(run.file("status.json"), {**run.status(), "pid": dead_pid()})
     assert run_state(run) == "interrupted"
-    rows = [{"phase": "finetune", "epoch": 1, "loss": 2.0, "val_nll": [1.0, 3.0]},
-            {"phase": "finetune", "epoch": 2, "loss": 1.5}]  # fmt: skip
+    rows = [
+        {"phase": "finetune", "epoch": 1, "loss": 2.0, "val_nll": [1.0, 3.0]},
+        {"phase": "finetune", "epoch": 2, "loss": 1.5},
+    ]
     curve = training_curves(rows)["finetune"]
     assert curve["epoch"] == [1, 2] and curve["loss"] == [2.0, 1.5]
     assert (curve["val_epoch"], curve["val_mean"], curve["val_max"]) == ([1], [2.0], [3.0])
@@ -148,8 +165,13 @@ def test_worker_command_drains_the_queue(tmp_path: Path, small_catalog: Path) ->
     for i, name in enumerate(("first", "second")):
         tiny_run(tmp_path, name, small_catalog, queued_at=time.time() - 10 + i)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "DEEPZ_QUIET": "1"}
-    out = subprocess.run([sys.executable, "-m", "deepz_core", "worker", "--runs", str(tmp_path)],
-                         env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-m", "deepz_core", "worker", "--runs", str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.index("run first: started") < out.stdout.index("run second: started")
     assert all(RunDir(tmp_path / n).status()["state"] == "finished" for n in ("first", "second"))
@@ -158,14 +180,34 @@ def test_worker_command_drains_the_queue(tmp_path: Path, small_catalog: Path) ->
 def test_sim_job_runs_and_is_listed(tmp_path: Path) -> None:
     out = tmp_path / "mock.fits"
     spec = tmp_path / "mock.job.json"
-    atomic_write_json(spec, {"name": "mock", "kind": "paus-mock", "n": 30, "bands": ["NB455",
-                             "subaru_i"], "seed": 2, "config": None, "out": str(out),
-                             "state": "queued", "created": time.time()})  # fmt: skip
+    atomic_write_json(
+        spec,
+        {
+            "name": "mock",
+            "kind": "paus-mock",
+            "n": 30,
+            "bands": ["NB455", "subaru_i"],
+            "seed": 2,
+            "config": None,
+            "out": str(out),
+            "state": "queued",
+            "created": time.time(),
+        },
+    )
     assert cli.main(["sim-job", "--spec", str(spec)]) == 0
     assert read_catalog(out).n_galaxies == 30
     (tmp_path / "old.fits").write_bytes(out.read_bytes())
-    atomic_write_json(tmp_path / "gone.job.json", {"name": "gone", "kind": "sps", "n": 5,
-                      "out": str(tmp_path / "gone.fits"), "state": "running", "pid": dead_pid()})  # fmt: skip
+    atomic_write_json(
+        tmp_path / "gone.job.json",
+        {
+            "name": "gone",
+            "kind": "sps",
+            "n": 5,
+            "out": str(tmp_path / "gone.fits"),
+            "state": "running",
+            "pid": dead_pid(),
+        },
+    )
     jobs = {j.name: j for j in list_simulations(tmp_path)}
     assert jobs["mock"].state == "finished" and jobs["mock"].progress == 1.0
     assert jobs["old"].state == "file" and jobs["gone"].state == "interrupted"
@@ -173,8 +215,17 @@ def test_sim_job_runs_and_is_listed(tmp_path: Path) -> None:
 
 def test_sim_job_records_a_bad_configuration(tmp_path: Path) -> None:
     spec = tmp_path / "bad.job.json"
-    atomic_write_json(spec, {"kind": "sps", "n": 5, "bands": ["NB455", "subaru_i"], "seed": 0,
-                             "config": {"z": [2.0, 1.0]}, "out": str(tmp_path / "bad.fits")})  # fmt: skip
+    atomic_write_json(
+        spec,
+        {
+            "kind": "sps",
+            "n": 5,
+            "bands": ["NB455", "subaru_i"],
+            "seed": 0,
+            "config": {"z": [2.0, 1.0]},
+            "out": str(tmp_path / "bad.fits"),
+        },
+    )
     assert cli.main(["sim-job", "--spec", str(spec)]) == 2
     status = json.loads(spec.read_text())
     assert status["state"] == "failed" and "z must be a range" in status["message"]

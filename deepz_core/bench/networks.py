@@ -98,9 +98,10 @@ def inference_flop(config: ModelConfig) -> int:
     encoder and photo-z linear layers (the decoder is not evaluated)."""
     model = DeepzModel(dataclasses.replace(config, members=1))
     return 2 * sum(
-        p[0].numel() for name, p in model.named_parameters()
+        p[0].numel()
+        for name, p in model.named_parameters()
         if p.dim() == 3 and not name.startswith("decoder.")
-    )  # fmt: skip
+    )
 
 
 def gemm_rate(device: torch.device, threads: int | None = None, n: int = 8192) -> float:
@@ -124,9 +125,12 @@ def roofline(config: ModelConfig, device: torch.device, n_train: int, members: i
     batched epoch's GEMM time (forward + both backward products of every fine-tuning layer)."""
     flop = inference_flop(config)
     rate = gemm_rate(device)
-    out = {"infer_flop_per_galaxy": flop, "gemm_gflop_s": rate / 1e9,
-           "infer_cap_gal_per_s": rate / flop,
-           "epoch_s_batched10_gemm_floor": 3 * flop * n_train * members / rate}  # fmt: skip
+    out = {
+        "infer_flop_per_galaxy": flop,
+        "gemm_gflop_s": rate / 1e9,
+        "infer_cap_gal_per_s": rate / flop,
+        "epoch_s_batched10_gemm_floor": 3 * flop * n_train * members / rate,
+    }
     if device.type == "cpu":
         core = gemm_rate(device, threads=1)
         out |= {"gemm_gflop_s_1core": core / 1e9, "infer_cap_gal_per_s_1core": core / flop}
@@ -134,15 +138,22 @@ def roofline(config: ModelConfig, device: torch.device, n_train: int, members: i
 
 
 def paper_protocol(
-    device: torch.device, batch: int = 100, base: ModelConfig | None = None,
-    n_train: int = PAPER_TRAIN_GALAXIES, members: int = PAPER_MEMBERS,
-) -> dict:  # fmt: skip
+    device: torch.device,
+    batch: int = 100,
+    base: ModelConfig | None = None,
+    n_train: int = PAPER_TRAIN_GALAXIES,
+    members: int = PAPER_MEMBERS,
+) -> dict:
     """One fine-tuning epoch of the E20 protocol's ensemble trained as one batched model (50 paper-size
     networks, 6,800 galaxies each), and the 700 epochs it implies in minutes (issue 3: < 30 on an
     H100). Per-epoch validation and checkpoints are not included (``paper`` does them every 10)."""
     epoch = epoch_time(members, n_train, batch, device, base)
-    return {"paper_members": members, "paper_train_galaxies": n_train, "epoch_s_paper50": epoch,
-            "paper_protocol_min": PAPER_EPOCHS * epoch / 60}  # fmt: skip
+    return {
+        "paper_members": members,
+        "paper_train_galaxies": n_train,
+        "epoch_s_paper50": epoch,
+        "paper_protocol_min": PAPER_EPOCHS * epoch / 60,
+    }
 
 
 def run_bench(

@@ -68,11 +68,15 @@ class StreamBench:
             raise ConfigError(f"--unique must be in [0, n = {self.n}], got {self.unique}")
         for name in ("chunk_sizes", "threads", "workers"):
             if any(v < 1 for v in getattr(self, name)):
-                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")  # fmt: skip
+                raise ConfigError(
+                    f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}"
+                )
         if not self.chunk_sizes or not (self.threads or self.workers):
             raise ConfigError("--chunk-sizes and one of --threads / --workers must be non-empty")
         if self.preset not in PRESETS:
-            raise ConfigError(f"--model-preset must be one of {sorted(PRESETS)}, got {self.preset!r}")  # fmt: skip
+            raise ConfigError(
+                f"--model-preset must be one of {sorted(PRESETS)}, got {self.preset!r}"
+            )
         if self.members < 1:
             raise ConfigError(f"--members must be >= 1, got {self.members}")
         if self.run is not None and not (Path(self.run) / "model.safetensors").exists():
@@ -115,7 +119,9 @@ def unique_galaxies(n: int, seed: int) -> dict[str, np.ndarray]:
     return out
 
 
-def _block(base: dict[str, Any], start: int, stop: int, rng: np.random.Generator) -> dict[str, np.ndarray]:  # fmt: skip
+def _block(
+    base: dict[str, Any], start: int, stop: int, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
     """Rows [start, stop): unique galaxy (row mod U) observed again with fresh noise."""
     from deepz_core.catalog.catalog import DEFAULT_FLUXZP
     from deepz_core.catalog.features import resolve_ref_band
@@ -191,10 +197,16 @@ def bench_catalog(cfg: StreamBench, row_group: int) -> tuple[Path, dict[str, Any
     info: dict[str, Any] = {"cached": path.exists()}
     if not path.exists():
         info |= build_catalog(path, cfg.n, cfg.n_unique, cfg.seed, row_group)
-    info |= {"path": str(path), "n": cfg.n, "unique": cfg.n_unique, "row_group": row_group,
-             "size_mb": round(path.stat().st_size / 2**20, 1), "flux_dtype": "float32",
-             "note": f"{cfg.n_unique} simulated PAUS-COSMOS-like mock galaxies, each row one of "
-                     "them observed again: flux + N(0, flux_error), error * sqrt(2)"}  # fmt: skip
+    info |= {
+        "path": str(path),
+        "n": cfg.n,
+        "unique": cfg.n_unique,
+        "row_group": row_group,
+        "size_mb": round(path.stat().st_size / 2**20, 1),
+        "flux_dtype": "float32",
+        "note": f"{cfg.n_unique} simulated PAUS-COSMOS-like mock galaxies, each row one of "
+        "them observed again: flux + N(0, flux_error), error * sqrt(2)",
+    }
     return path, info
 
 
@@ -223,8 +235,13 @@ def bench_run(cfg: StreamBench) -> Path:
     if (out / "model.safetensors").exists():
         return out
     shutil.rmtree(out, ignore_errors=True)  # an interrupted earlier attempt
-    train = {"folds": cfg.members, "repetitions": 1, "schedule": ((2, 1e-3),), "device": "cpu",
-             "seed": cfg.seed}  # fmt: skip
+    train = {
+        "folds": cfg.members,
+        "repetitions": 1,
+        "schedule": ((2, 1e-3),),
+        "device": "cpu",
+        "seed": cfg.seed,
+    }
     run = create_run(
         out,
         run_config(str(demo_catalog_path()), pretrain="none", preset_name=cfg.preset, train=train),
@@ -239,8 +256,12 @@ def run_info(path: Path) -> dict[str, Any]:
     from deepz_core.nets.deepz import load_model
 
     model = load_model(path)
-    return {"path": str(path), "members": model.members, "components": model.config.n_components,
-            "parameters_per_member": sum(p.numel() for p in model.parameters()) // model.members}  # fmt: skip
+    return {
+        "path": str(path),
+        "members": model.members,
+        "components": model.config.n_components,
+        "parameters_per_member": sum(p.numel() for p in model.parameters()) // model.members,
+    }
 
 
 # ---------------------------------------------------------------- measuring
@@ -291,16 +312,33 @@ def measure(cmd: list[str], env: dict[str, str], log: Path) -> dict[str, Any]:
     wall = time.perf_counter() - t0
     text = log.read_text()
     if proc.returncode != 0:
-        raise ConfigError(f"benchmark command failed ({proc.returncode}): {' '.join(cmd)}\n{text[-2000:]}")  # fmt: skip
+        raise ConfigError(
+            f"benchmark command failed ({proc.returncode}): {' '.join(cmd)}\n{text[-2000:]}"
+        )
     rows = re.search(r"wrote (\d+) predictions", text)
-    return {"wall_s": round(wall, 2), "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
-            "rows_out": int(rows[1]) if rows else None,
-            "peak_tree_rss_mb": round(peak[0] / 2**20) if sampled else None}  # fmt: skip
+    return {
+        "wall_s": round(wall, 2),
+        "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
+        "rows_out": int(rows[1]) if rows else None,
+        "peak_tree_rss_mb": round(peak[0] / 2**20) if sampled else None,
+    }
 
 
 def _command(run: Path, catalog: Path, out: Path, chunk: int, workers: int | None) -> list[str]:
-    cmd = [sys.executable, "-m", "deepz_core", "predict", "--run", str(run), "--catalog",
-           str(catalog), "--out", str(out), "--chunk-size", str(chunk)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "deepz_core",
+        "predict",
+        "--run",
+        str(run),
+        "--catalog",
+        str(catalog),
+        "--out",
+        str(out),
+        "--chunk-size",
+        str(chunk),
+    ]
     return cmd + (["--dask", f"local:{workers}"] if workers else [])
 
 
@@ -316,7 +354,9 @@ def _env(threads: int) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": path, "DEEPZ_QUIET": "1", "OMP_NUM_THREADS": str(threads)}
 
 
-def _measure_mode(cfg: StreamBench, run: Path, catalog: Path, tiny: Path, mode: tuple) -> list[dict]:  # fmt: skip
+def _measure_mode(
+    cfg: StreamBench, run: Path, catalog: Path, tiny: Path, mode: tuple
+) -> list[dict]:
     """One start-up run on the tiny catalogue, then one run per partition size, for one mode."""
     label, workers, threads = mode
     folder, env = cfg.folder(), _env(threads)
@@ -331,13 +371,22 @@ def _measure_mode(cfg: StreamBench, run: Path, catalog: Path, tiny: Path, mode: 
             continue
         wall = max(got["wall_s"] - start["wall_s"], 1e-9)
         cpu = max(got["cpu_s"] - start["cpu_s"], 1e-9)
-        rows.append({"mode": label, "threads": threads, "workers": workers, "chunk_size": chunk,
-                     **got, "gal_per_s": round(cfg.n / got["wall_s"]),
-                     "gal_per_s_after_startup": round(cfg.n / wall),
-                     "gal_per_cpu_s": round(cfg.n / max(got["cpu_s"], 1e-9)),
-                     "gal_per_cpu_s_after_startup": round(cfg.n / cpu),
-                     "startup_wall_s": start["wall_s"], "startup_cpu_s": start["cpu_s"],
-                     "command": f"OMP_NUM_THREADS={threads} python " + " ".join(cmd[1:])})  # fmt: skip
+        rows.append(
+            {
+                "mode": label,
+                "threads": threads,
+                "workers": workers,
+                "chunk_size": chunk,
+                **got,
+                "gal_per_s": round(cfg.n / got["wall_s"]),
+                "gal_per_s_after_startup": round(cfg.n / wall),
+                "gal_per_cpu_s": round(cfg.n / max(got["cpu_s"], 1e-9)),
+                "gal_per_cpu_s_after_startup": round(cfg.n / cpu),
+                "startup_wall_s": start["wall_s"],
+                "startup_cpu_s": start["cpu_s"],
+                "command": f"OMP_NUM_THREADS={threads} python " + " ".join(cmd[1:]),
+            }
+        )
     shutil.rmtree(out, ignore_errors=True)
     return rows
 
@@ -346,8 +395,12 @@ def _machine() -> dict[str, Any]:
     import torch
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"cores": cores, "platform": platform.platform(), "torch": torch.__version__,
-            "loadavg_start": os.getloadavg()}  # fmt: skip
+    return {
+        "cores": cores,
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "loadavg_start": os.getloadavg(),
+    }
 
 
 def run_stream_bench(cfg: StreamBench) -> dict[str, Any]:

@@ -289,24 +289,6 @@ class Catalog:
         return catalog_from_columns(columns, dict(table.meta), source, exposures)
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 @dataclass(frozen=True, eq=False)
 class DenseExposures:
     """Single exposures as dense tensors (N, B, X), X = most exposures of one galaxy in one band.

@@ -90,8 +90,19 @@ class Features:
 
     def subset(self, rows: np.ndarray) -> Features:
         """The galaxies at positions ``rows`` (indices or boolean mask) of this feature set."""
-        per_galaxy = ("rows", "ref_id", "ratio", "ratio_error", "zspec", "mag", "exp_ratio",
-                      "exp_error", "exp_mask", "flags", "usable")  # fmt: skip
+        per_galaxy = (
+            "rows",
+            "ref_id",
+            "ratio",
+            "ratio_error",
+            "zspec",
+            "mag",
+            "exp_ratio",
+            "exp_error",
+            "exp_mask",
+            "flags",
+            "usable",
+        )
         picked = {
             k: None if getattr(self, k) is None else getattr(self, k)[rows] for k in per_galaxy
         }

@@ -194,16 +194,20 @@ def _join_specz(typed: Columns, spz: Source, notes: list[str]) -> None:
     z = as_float64(spz.columns[spz.mapping["zspec"]], spz.mapping["zspec"], spz.name)
     uniq, first, counts = np.unique(ids, return_index=True, return_counts=True)
     if (counts > 1).any():
-        notes.append(f"{spz.name}: ref_id {few(uniq[counts > 1])} appear more than once; "
-                     "the first value of each is used")  # fmt: skip
+        notes.append(
+            f"{spz.name}: ref_id {few(uniq[counts > 1])} appear more than once; "
+            "the first value of each is used"
+        )
     order = np.argsort(uniq)
     pos = np.searchsorted(uniq, typed["ref_id"], sorter=order).clip(0, max(len(uniq) - 1, 0))
     match = uniq[order][pos] == typed["ref_id"] if len(uniq) else np.zeros(len(pos), bool)
     typed["zspec"] = typed["zspec"].copy()
     typed["zspec"][match] = z[first[order][pos[match]]]
     unmatched = int((~np.isin(uniq, typed["ref_id"])).sum())
-    notes.append(f"{spz.name}: spec-z joined for {int(match.sum())} galaxies"
-                 + (f"; {unmatched} ref_id not in the catalogue were ignored" if unmatched else ""))  # fmt: skip
+    notes.append(
+        f"{spz.name}: spec-z joined for {int(match.sum())} galaxies"
+        + (f"; {unmatched} ref_id not in the catalogue were ignored" if unmatched else "")
+    )
 
 
 def _value_problems(p: _Parts) -> list[Problem]:
@@ -216,8 +220,14 @@ def _value_problems(p: _Parts) -> list[Problem]:
     for band in p.bands:
         flux, err = g[FLUX_PREFIX + band], g[ERROR_PREFIX + band]
         if len(flux) > 1 and not np.isfinite(flux).any():  # dropping rows would drop them all
-            out.append(Problem(src, FLUX_PREFIX + band, f"NaN/inf for every galaxy: remove band "
-                               f"{band!r} (its flux and error columns) or fill it in"))  # fmt: skip
+            out.append(
+                Problem(
+                    src,
+                    FLUX_PREFIX + band,
+                    f"NaN/inf for every galaxy: remove band "
+                    f"{band!r} (its flux and error columns) or fill it in",
+                )
+            )
             continue
         for column, bad, what in (
             (FLUX_PREFIX + band, ~np.isfinite(flux), "NaN/inf"),
@@ -232,7 +242,9 @@ def _value_problems(p: _Parts) -> list[Problem]:
     if bad_z.any():
         out.append(Problem(src, "zspec", _rows(g, bad_z, "inf or negative"), unknown=bad_z))
     if "mag" in g and np.isinf(g["mag"]).any():
-        out.append(Problem(src, "mag", _rows(g, np.isinf(g["mag"]), "inf"), unknown=np.isinf(g["mag"])))  # fmt: skip
+        out.append(
+            Problem(src, "mag", _rows(g, np.isinf(g["mag"]), "inf"), unknown=np.isinf(g["mag"]))
+        )
     if p.exposures is not None:
         out += _exposure_problems(p)
     return out
@@ -248,17 +260,26 @@ def _exposure_problems(p: _Parts) -> list[Problem]:
     out = []
     checks = (
         ("flux", ~np.isfinite(e["flux"]), "NaN/inf values"),
-        ("flux_error", ~np.isfinite(e["flux_error"]) | (e["flux_error"] <= 0),
-         "NaN/inf, zero or negative values"),
+        (
+            "flux_error",
+            ~np.isfinite(e["flux_error"]) | (e["flux_error"] <= 0),
+            "NaN/inf, zero or negative values",
+        ),
         ("ref_id", ~np.isin(e["ref_id"], p.galaxies["ref_id"]), "galaxies not in the catalogue"),
         ("band", ~np.isin(e["band"], p.bands), "bands not in the catalogue"),
-    )  # fmt: skip
+    )
     for column, bad, what in checks:
         if bad.any():
             shown = few(np.unique(e[column][bad])) if column in ("ref_id", "band") else ""
             detail = f": {shown}" if shown else f" (rows {few(np.flatnonzero(bad))})"
-            out.append(Problem(src, column, f"{int(bad.sum())} exposures with {what}{detail}",
-                               drop_exposures=bad))  # fmt: skip
+            out.append(
+                Problem(
+                    src,
+                    column,
+                    f"{int(bad.sum())} exposures with {what}{detail}",
+                    drop_exposures=bad,
+                )
+            )
     order = np.lexsort((e["exp_num"], e["band"], e["ref_id"]))
     same = np.zeros(len(order), bool)
     same[1:] = True
@@ -268,8 +289,15 @@ def _exposure_problems(p: _Parts) -> list[Problem]:
     if same.any():
         bad = np.zeros(len(order), bool)
         bad[order[same]] = True
-        out.append(Problem(src, "exp_num", f"{int(bad.sum())} duplicate (ref_id, band, exp_num) "
-                           f"exposures (rows {few(np.flatnonzero(bad))})", drop_exposures=bad))  # fmt: skip
+        out.append(
+            Problem(
+                src,
+                "exp_num",
+                f"{int(bad.sum())} duplicate (ref_id, band, exp_num) "
+                f"exposures (rows {few(np.flatnonzero(bad))})",
+                drop_exposures=bad,
+            )
+        )
     return out
 
 
@@ -283,9 +311,15 @@ def _coadd_problems(p: _Parts) -> list[Problem]:
     out = []
     for j in np.flatnonzero(bad.any(axis=0)):
         rows = bad[:, j]
-        out.append(Problem(p.source, FLUX_PREFIX + cat.bands[j],
-                           "coadd differs from the inverse-variance mean of its exposures for "
-                           + _rows(p.galaxies, rows, "galaxy"), rows))  # fmt: skip
+        out.append(
+            Problem(
+                p.source,
+                FLUX_PREFIX + cat.bands[j],
+                "coadd differs from the inverse-variance mean of its exposures for "
+                + _rows(p.galaxies, rows, "galaxy"),
+                rows,
+            )
+        )
     return out
 
 
@@ -369,8 +403,12 @@ def _band_summary(cat: Catalog) -> BandSummary:
     from deepz_core.sed.bands import get_band, has_band
 
     known = np.array([has_band(b) for b in cat.bands])
-    wave = np.array([get_band(b).effective_wavelength if k else np.nan
-                     for b, k in zip(cat.bands, known, strict=True)])  # fmt: skip
+    wave = np.array(
+        [
+            get_band(b).effective_wavelength if k else np.nan
+            for b, k in zip(cat.bands, known, strict=True)
+        ]
+    )
     with np.errstate(divide="ignore", invalid="ignore"):
         snr = cat.flux / cat.flux_error  # (N, B)
     snr_pct = np.nanpercentile(np.where(np.isfinite(snr), snr, np.nan), [16, 50, 84], axis=0).T

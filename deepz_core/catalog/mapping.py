@@ -114,8 +114,14 @@ class GalaxyMapping:
 
     def to_json(self) -> str:
         return json.dumps(
-            {"ref_id": self.ref_id, "zspec": self.zspec, "mag": self.mag,
-             "bands": [list(b) for b in self.bands]}, sort_keys=True)  # fmt: skip
+            {
+                "ref_id": self.ref_id,
+                "zspec": self.zspec,
+                "mag": self.mag,
+                "bands": [list(b) for b in self.bands],
+            },
+            sort_keys=True,
+        )
 
 
 def _first_alias(names: Sequence[str], aliases: Sequence[str], taken: set[str]) -> str | None:

@@ -59,9 +59,11 @@ def validate(
         j = int(np.argmax(bad.all(axis=0)))
         column = f"{prefix}{cat.bands[j]}"
         if cat.n_galaxies > 1 and bad[:, j].all():
-            raise CatalogError(f"{source}: column '{column}' has {what} values for every galaxy: "
-                               f"remove band {cat.bands[j]!r} (its {FLUX_PREFIX}/{ERROR_PREFIX} "
-                               "columns) or fill it in")  # fmt: skip
+            raise CatalogError(
+                f"{source}: column '{column}' has {what} values for every galaxy: "
+                f"remove band {cat.bands[j]!r} (its {FLUX_PREFIX}/{ERROR_PREFIX} "
+                "columns) or fill it in"
+            )
     with np.errstate(invalid="ignore"):
         bad_z = np.isinf(cat.zspec) | (cat.zspec < 0)
     why = "inf or negative values (use NaN for unknown)"
@@ -73,10 +75,6 @@ def validate(
     if cat.exposures is not None:
         _validate_exposures(cat, exposures_source or source)
     return cat
-
-
-
-
 
 
 def _validate_exposures(cat: Catalog, source: str) -> None:

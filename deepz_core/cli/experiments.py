@@ -9,10 +9,14 @@ from deepz_core.experiments.plan import PLANS
 
 
 def _experiments_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", required=True, choices=sorted(PLANS),
-                   help="quick: CPU, about three hours on 2 cores, the report filling in as it goes; "
-                        "paper: E20 protocol (GPU); "
-                        "smoke: minutes, checks the pipeline only")  # fmt: skip
+    p.add_argument(
+        "--preset",
+        required=True,
+        choices=sorted(PLANS),
+        help="quick: CPU, about three hours on 2 cores, the report filling in as it goes; "
+        "paper: E20 protocol (GPU); "
+        "smoke: minutes, checks the pipeline only",
+    )
     p.add_argument(
         "--out", required=True, help="output folder (re-running resumes and reuses runs)"
     )

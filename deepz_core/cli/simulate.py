@@ -11,23 +11,33 @@ from deepz_core.sed.bands import BAND_SETS
 def _simulate_args(p: argparse.ArgumentParser) -> None:
     from deepz_core.simulate.cache import KINDS
 
-    p.add_argument("--kind", required=True, choices=KINDS,
-                   help="sps: E20 Table 1 SPS galaxies, noiseless, for pretraining; paus-mock: a "
-                   "PAUS-COSMOS-like catalogue with noise, spec-z and single exposures (also "
-                   "ztrue, log_mass, quiescent); templates: template-library galaxies "
-                   "(template-based pretraining); lsst-deep: an LSST-like deep ugrizy mock, "
-                   "iAB < 25, z < 3, coadds with 10-year depths, u non-detections, spec-z "
-                   "subsample (also ztrue, mag_true, log_mass, quiescent)")  # fmt: skip
+    p.add_argument(
+        "--kind",
+        required=True,
+        choices=KINDS,
+        help="sps: E20 Table 1 SPS galaxies, noiseless, for pretraining; paus-mock: a "
+        "PAUS-COSMOS-like catalogue with noise, spec-z and single exposures (also "
+        "ztrue, log_mass, quiescent); templates: template-library galaxies "
+        "(template-based pretraining); lsst-deep: an LSST-like deep ugrizy mock, "
+        "iAB < 25, z < 3, coadds with 10-year depths, u non-detections, spec-z "
+        "subsample (also ztrue, mag_true, log_mass, quiescent)",
+    )
     p.add_argument("--n", type=positive_int, required=True, help="number of galaxies")
-    p.add_argument("--bands", default=None,
-                   help=f"band set ({', '.join(sorted(BAND_SETS))}) or comma-separated band "
-                   "names (default lsst for lsst-deep, else paus_cosmos: 40 narrow + 6 broad "
-                   "bands)")  # fmt: skip
+    p.add_argument(
+        "--bands",
+        default=None,
+        help=f"band set ({', '.join(sorted(BAND_SETS))}) or comma-separated band "
+        "names (default lsst for lsst-deep, else paus_cosmos: 40 narrow + 6 broad "
+        "bands)",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same catalogue)")
-    p.add_argument("--out", required=True,
-                   help="output catalogue (.fits, .parquet, .csv, .h5); single exposures go "
-                   "to an 'exposures' HDU (FITS) or key (HDF5), or to a <stem>.exposures.* sidecar "
-                   "(Parquet, CSV)")  # fmt: skip
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output catalogue (.fits, .parquet, .csv, .h5); single exposures go "
+        "to an 'exposures' HDU (FITS) or key (HDF5), or to a <stem>.exposures.* sidecar "
+        "(Parquet, CSV)",
+    )
 
 
 @command("simulate", _simulate_args)

@@ -56,14 +56,21 @@ def _templatefit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--exposures", help="single exposures, when not an HDU/key of the catalogue")
     p.add_argument("--out", required=True, help="predictions (.fits or .parquet)")
     p.add_argument("--device", default="auto", help="auto (cuda > cpu), cpu, cuda, cuda:N")
-    p.add_argument("--zp-calibrate", action=argparse.BooleanOptionalAction, default=True,
-                   help="calibrate band zero-points on the spec-z galaxies (BCNZ2)")  # fmt: skip
+    p.add_argument(
+        "--zp-calibrate",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="calibrate band zero-points on the spec-z galaxies (BCNZ2)",
+    )
     p.add_argument("--zero-points", help="use these zero-points (a .zeropoints.json file)")
     p.add_argument("--grid", action="store_true", help="also write p(z) on the z grid (column pz)")
     p.add_argument("--workers", default="auto", help="CPU processes: auto (one per core) or N")
     p.add_argument("--config", help="JSON file of TemplateFitConfig fields to override")
-    p.add_argument("--templates", help="template set: bcnz2 (default; the mock's own SED family) or "
-                   "kcorrect (5 NMF templates, independent of the mock); overrides --config")  # fmt: skip
+    p.add_argument(
+        "--templates",
+        help="template set: bcnz2 (default; the mock's own SED family) or "
+        "kcorrect (5 NMF templates, independent of the mock); overrides --config",
+    )
 
 
 @command("templatefit", _templatefit_args)
@@ -78,11 +85,26 @@ def _templatefit(args: argparse.Namespace) -> int:
     workers = _workers(args.workers)
     cat = read_catalog(args.catalog, args.exposures)
     zp = None if args.zero_points is None else read_zero_points(args.zero_points, cat.bands)
-    table = fit_catalog(cat, cfg, args.device, zero_points=zp, calibrate=args.zp_calibrate,
-                        grid=args.grid, workers=workers)  # fmt: skip
+    table = fit_catalog(
+        cat,
+        cfg,
+        args.device,
+        zero_points=zp,
+        calibrate=args.zp_calibrate,
+        grid=args.grid,
+        workers=workers,
+    )
     write_templatefit(table, args.out)
-    print(json.dumps({"out": str(args.out), "galaxies": len(table), "template_set": cfg.template_set,
-                      "zero_points_calibrated": bool(table.meta["ZPCAL"])}))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "out": str(args.out),
+                "galaxies": len(table),
+                "template_set": cfg.template_set,
+                "zero_points_calibrated": bool(table.meta["ZPCAL"]),
+            }
+        )
+    )
     return 0
 
 
@@ -101,8 +123,9 @@ def _bench_templates(args: argparse.Namespace) -> int:
     return 0
 
 
-def bench_templates(n: int, device: str = "auto", workers: int = 1,
-                    template_set: str = "bcnz2") -> dict:  # fmt: skip
+def bench_templates(
+    n: int, device: str = "auto", workers: int = 1, template_set: str = "bcnz2"
+) -> dict:
     """Galaxies/s of ``fit_catalog`` (no zero-point calibration) with set ``template_set`` on n
     demo galaxies: in this process, and (CPU) with a pool of ``workers`` processes, both after a
     warm-up (tables cached, processes started; their start-up time is reported separately)."""
@@ -135,10 +158,16 @@ def bench_templates(n: int, device: str = "auto", workers: int = 1,
             torch.cuda.synchronize(dev)
         return cat.n_galaxies / (time.perf_counter() - t0)
 
-    out = {"galaxies": cat.n_galaxies, "bands": len(cat.bands), "n_z": len(cfg.z_grid()),
-           "template_set": template_set, "templates": len(template_names(template_set)),
-           "device": str(dev), "torch_threads": torch.get_num_threads(),
-           "gal_per_s": rate()}  # fmt: skip
+    out = {
+        "galaxies": cat.n_galaxies,
+        "bands": len(cat.bands),
+        "n_z": len(cfg.z_grid()),
+        "template_set": template_set,
+        "templates": len(template_names(template_set)),
+        "device": str(dev),
+        "torch_threads": torch.get_num_threads(),
+        "gal_per_s": rate(),
+    }
     if dev.type == "cpu" and workers > 1:
         with worker_pool(workers) as pool:
             t0 = time.perf_counter()

@@ -19,10 +19,13 @@ if TYPE_CHECKING:
 
 
 def _train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--catalog", required=True,
-                   help="training catalogue: ref_id, flux_<band> and flux_error_<band> for every "
-                   "band (finite; errors > 0), zspec (NaN where unknown: predicted, not trained "
-                   "on), optional mag")  # fmt: skip
+    p.add_argument(
+        "--catalog",
+        required=True,
+        help="training catalogue: ref_id, flux_<band> and flux_error_<band> for every "
+        "band (finite; errors > 0), zspec (NaN where unknown: predicted, not trained "
+        "on), optional mag",
+    )
     p.add_argument("--exposures", help="single exposures, when not an HDU/key of the catalogue")
     p.add_argument(
         "--pretrain", default="auto", help="auto (simulate through the bands), none, or SIMFILE"
@@ -33,56 +36,98 @@ def _train_args(p: argparse.ArgumentParser) -> None:
         choices=("quick", "paper", "smoke"),
         help="quick (CPU, minutes), paper (E20 protocol), smoke (seconds, for trying things)",
     )
-    p.add_argument("--members", type=positive_int,
-                   help="R: random partitions (repetitions; quick 1, paper 10, smoke 1); the "
-                   "ensemble has R x K networks")  # fmt: skip
-    p.add_argument("--folds", type=positive_int,
-                   help="K: folds per partition (quick 5, paper 5, smoke 2); each training galaxy "
-                   "is predicted by the R networks that never saw it")  # fmt: skip
+    p.add_argument(
+        "--members",
+        type=positive_int,
+        help="R: random partitions (repetitions; quick 1, paper 10, smoke 1); the "
+        "ensemble has R x K networks",
+    )
+    p.add_argument(
+        "--folds",
+        type=positive_int,
+        help="K: folds per partition (quick 5, paper 5, smoke 2); each training galaxy "
+        "is predicted by the R networks that never saw it",
+    )
     p.add_argument("--alpha", type=float, help="probability of keeping each single exposure (0.8)")
     p.add_argument("--no-autoencoder", action="store_true", help="ablation: photo-z network alone")
     p.add_argument("--no-randomize", action="store_true", help="train on the full coadds only")
-    p.add_argument("--train-outliers", type=float, metavar="FRACTION",
-                   help="E20 App. B: each epoch add a photometric outlier (one band, extra flux "
-                   "U(0, 1) x that band's flux) to this fraction of training galaxies (0)")  # fmt: skip
-    p.add_argument("--outlier-unit", choices=("galaxy", "measurement"),
-                   help="what --train-outliers counts: galaxies, one band each (default), or "
-                   "every (galaxy, band) flux independently")  # fmt: skip
-    p.add_argument("--outlier-amplitude", type=float, metavar="A",
-                   help="an outlier adds U(0, A) x the band's flux; A in (0, 10] (1)")  # fmt: skip
+    p.add_argument(
+        "--train-outliers",
+        type=float,
+        metavar="FRACTION",
+        help="E20 App. B: each epoch add a photometric outlier (one band, extra flux "
+        "U(0, 1) x that band's flux) to this fraction of training galaxies (0)",
+    )
+    p.add_argument(
+        "--outlier-unit",
+        choices=("galaxy", "measurement"),
+        help="what --train-outliers counts: galaxies, one band each (default), or "
+        "every (galaxy, band) flux independently",
+    )
+    p.add_argument(
+        "--outlier-amplitude",
+        type=float,
+        metavar="A",
+        help="an outlier adds U(0, A) x the band's flux; A in (0, 10] (1)",
+    )
     length = p.add_mutually_exclusive_group()
-    length.add_argument("--epochs", type=positive_int,
-                        help="override: that many fine-tuning epochs at 1e-3")  # fmt: skip
-    length.add_argument("--schedule", metavar="E:LR,...",
-                        help="override: fine-tuning stages, e.g. 100:1e-3,50:1e-4,20:1e-5 "
-                        "(the quick preset's)")  # fmt: skip
-    p.add_argument("--batch-size", type=positive_int,
-                   help="fine-tuning batch size (quick 200, paper 100, smoke 100)")  # fmt: skip
-    p.add_argument("--pretrain-n", type=int, metavar="N",
-                   help="override: simulated galaxies for --pretrain auto (quick 300000, paper 10^6)")  # fmt: skip
-    p.add_argument("--pretrain-schedule", metavar="E:LR,...",
-                   help="override: pretraining stages, e.g. 8:1e-3,2:1e-4 (the quick preset's)")  # fmt: skip
+    length.add_argument(
+        "--epochs", type=positive_int, help="override: that many fine-tuning epochs at 1e-3"
+    )
+    length.add_argument(
+        "--schedule",
+        metavar="E:LR,...",
+        help="override: fine-tuning stages, e.g. 100:1e-3,50:1e-4,20:1e-5 (the quick preset's)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=positive_int,
+        help="fine-tuning batch size (quick 200, paper 100, smoke 100)",
+    )
+    p.add_argument(
+        "--pretrain-n",
+        type=int,
+        metavar="N",
+        help="override: simulated galaxies for --pretrain auto (quick 300000, paper 10^6)",
+    )
+    p.add_argument(
+        "--pretrain-schedule",
+        metavar="E:LR,...",
+        help="override: pretraining stages, e.g. 8:1e-3,2:1e-4 (the quick preset's)",
+    )
     p.add_argument(
         "--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps"
     )
     p.add_argument("--ref-band", help="reference band for flux ratios (default subaru_i, else *_i)")
-    p.add_argument("--input-norm", choices=("robust", "batchnorm"),
-                   help="robust (default): flux ratios scaled by the training set's median and "
-                   "IQR, clipped; batchnorm: E20's input BatchNorm on the raw ratios")  # fmt: skip
+    p.add_argument(
+        "--input-norm",
+        choices=("robust", "batchnorm"),
+        help="robust (default): flux ratios scaled by the training set's median and "
+        "IQR, clipped; batchnorm: E20's input BatchNorm on the raw ratios",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of splits, weights and coadds (0)")
-    p.add_argument("--out", required=True,
-                   help="run folder to create: config.json, status.json, metrics.jsonl, log.txt, "
-                   "checkpoints, model.safetensors + model.json, predictions.fits (out-of-fold). "
-                   "An existing folder of a killed run with the same arguments resumes")  # fmt: skip
+    p.add_argument(
+        "--out",
+        required=True,
+        help="run folder to create: config.json, status.json, metrics.jsonl, log.txt, "
+        "checkpoints, model.safetensors + model.json, predictions.fits (out-of-fold). "
+        "An existing folder of a killed run with the same arguments resumes",
+    )
 
 
 def train_overrides(args: argparse.Namespace) -> tuple[dict, dict]:
     """(model overrides, train overrides) from the optional arguments that were given."""
     train: dict = {"device": args.device, "seed": args.seed}
-    for name, key in (("members", "repetitions"), ("folds", "folds"), ("alpha", "alpha"),
-                      ("batch_size", "batch_size"), ("pretrain_n", "pretrain_n"),
-                      ("train_outliers", "outlier_fraction"),
-                      ("outlier_unit", "outlier_unit"), ("outlier_amplitude", "outlier_amplitude")):  # fmt: skip
+    for name, key in (
+        ("members", "repetitions"),
+        ("folds", "folds"),
+        ("alpha", "alpha"),
+        ("batch_size", "batch_size"),
+        ("pretrain_n", "pretrain_n"),
+        ("train_outliers", "outlier_fraction"),
+        ("outlier_unit", "outlier_unit"),
+        ("outlier_amplitude", "outlier_amplitude"),
+    ):
         if getattr(args, name) is not None:
             train[key] = getattr(args, name)
     if args.no_randomize:
@@ -121,8 +166,9 @@ def _train(args: argparse.Namespace) -> int:
     from deepz_core.rundir import RunDir
 
     model, train = train_overrides(args)
-    config = run_config(args.catalog, args.exposures, args.pretrain, args.preset, args.ref_band,
-                        model, train)  # fmt: skip
+    config = run_config(
+        args.catalog, args.exposures, args.pretrain, args.preset, args.ref_band, model, train
+    )
     run = RunDir(Path(args.out))
     if run.file("config.json").exists():
         _reuse_folder(run, config, args.out)
@@ -147,23 +193,31 @@ def _reuse_folder(run: RunDir, config: RunConfig, out: str) -> None:
     status = run.status()
     state, pid = status.get("state"), status.get("pid")
     if run_kind(run.config()) != "deepz":
-        raise ConfigError(f"--out {out} holds a {run_kind(run.config())} run; choose another folder")
+        raise ConfigError(
+            f"--out {out} holds a {run_kind(run.config())} run; choose another folder"
+        )
     if state == "finished":
         raise ConfigError(f"--out {out} holds a finished run; choose another folder")
     if state in ("running", "queued") and pid != os.getpid() and pid_alive(pid):
-        raise ConfigError(f"--out {out} holds a run {state} by process {pid}: wait for it, or "
-                          f"cancel it first (create the file {out}/cancel)")  # fmt: skip
+        raise ConfigError(
+            f"--out {out} holds a run {state} by process {pid}: wait for it, or "
+            f"cancel it first (create the file {out}/cancel)"
+        )
     stored = load_run_config(run)
     changes = config_changes(stored.full(), config.full(), ignore=("train.device",))
     if not changes:
         train = dataclasses.replace(stored.train, device=config.train.device)
-        atomic_write_json(run.file("config.json"), dataclasses.replace(stored, train=train).to_dict())
+        atomic_write_json(
+            run.file("config.json"), dataclasses.replace(stored, train=train).to_dict()
+        )
         print(f"resuming run in {out} (state {state}) on device {config.train.device}")
         return
     if load_checkpoint_meta(run) is not None:
-        raise ConfigError(f"--out {out} holds a {state} run trained with other settings "
-                          f"({'; '.join(changes)}): continue it as it was with 'resume --run "
-                          f"{out}', or choose another folder")  # fmt: skip
+        raise ConfigError(
+            f"--out {out} holds a {state} run trained with other settings "
+            f"({'; '.join(changes)}): continue it as it was with 'resume --run "
+            f"{out}', or choose another folder"
+        )
     print(f"starting the {state} run in {out} over with the new settings ({'; '.join(changes)})")
     for name in ("metrics.jsonl", "splits.npz"):
         run.file(name).unlink(missing_ok=True)
@@ -191,9 +245,12 @@ def _resume(args: argparse.Namespace) -> int:
 
 def _predict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", required=True, help="a finished run folder")
-    p.add_argument("--catalog", required=True,
-                   help="FITS/Parquet/CSV/HDF5 with the run's flux_<band>/flux_error_<band> "
-                   "columns, read in chunks")  # fmt: skip
+    p.add_argument(
+        "--catalog",
+        required=True,
+        help="FITS/Parquet/CSV/HDF5 with the run's flux_<band>/flux_error_<band> "
+        "columns, read in chunks",
+    )
     p.add_argument("--exposures", help="ignored: prediction uses the coadds only")
     p.add_argument(
         "--out",
@@ -204,8 +261,12 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps"
     )
-    p.add_argument("--chunk-size", type=positive_int, default=100_000,
-                   help="galaxies per partition (100000); on a CPU read 25000 at a time")  # fmt: skip
+    p.add_argument(
+        "--chunk-size",
+        type=positive_int,
+        default=100_000,
+        help="galaxies per partition (100000); on a CPU read 25000 at a time",
+    )
     p.add_argument("--grid", action="store_true", help="also write p(z) on the run's z grid")
     p.add_argument(
         "--dask",
@@ -256,12 +317,16 @@ def _flag_note(out: str) -> str:
 
 
 def _evaluate_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--pred", required=True,
-                   help="predictions from 'predict': a file, or the folder of a partitioned "
-                   "dataset")  # fmt: skip
-    p.add_argument("--catalog",
-                   help="catalogue with zspec (and mag) for every predicted ref_id, when the "
-                   "predictions lack them")  # fmt: skip
+    p.add_argument(
+        "--pred",
+        required=True,
+        help="predictions from 'predict': a file, or the folder of a partitioned dataset",
+    )
+    p.add_argument(
+        "--catalog",
+        help="catalogue with zspec (and mag) for every predicted ref_id, when the "
+        "predictions lack them",
+    )
     p.add_argument("--out", required=True, help="report (.json)")
 
 

@@ -97,5 +97,9 @@ def mode_spread(model: DeepzModel, features: Features, rows: np.ndarray, pz: PzC
     sq = np.bincount(v.galaxy, weights=shift**2, minlength=n) / np.maximum(count, 1)
     max_abs = np.zeros(n)
     np.maximum.at(max_abs, v.galaxy, np.abs(shift))
-    return {"mode_full": full, "spread_std": np.sqrt(np.maximum(sq - mean**2, 0.0)),
-            "max_shift": max_abs, "n_variants": count}  # fmt: skip
+    return {
+        "mode_full": full,
+        "spread_std": np.sqrt(np.maximum(sq - mean**2, 0.0)),
+        "max_shift": max_abs,
+        "n_variants": count,
+    }

@@ -23,8 +23,9 @@ def _read_table(path: Path | str) -> Table:
 
     folder = Path(path).is_dir()
     if folder and not (Path(path) / SUCCESS).exists():
-        raise CatalogError(f"{path}: dataset incomplete (no {SUCCESS}); run the same 'predict' "
-                           "again to finish it")  # fmt: skip
+        raise CatalogError(
+            f"{path}: dataset incomplete (no {SUCCESS}); run the same 'predict' again to finish it"
+        )
     try:
         if folder:
             import pyarrow.parquet as pq
@@ -38,8 +39,10 @@ def _read_table(path: Path | str) -> Table:
         ) from exc
     missing = [c for c in REQUIRED if c not in t.colnames]
     if missing:
-        raise CatalogError(f"{path}: not a predictions table, no columns {missing} (make one "
-                           f"with 'predict'); its columns: {t.colnames[:8]}")  # fmt: skip
+        raise CatalogError(
+            f"{path}: not a predictions table, no columns {missing} (make one "
+            f"with 'predict'); its columns: {t.colnames[:8]}"
+        )
     return t
 
 
@@ -101,8 +104,10 @@ def evaluate_table(t: Table, pz: PzConfig | None = None) -> dict[str, Any]:
     failed = use & ~np.isfinite(np.asarray(t["zphot"], dtype=np.float64))
     sub = t[use & ~failed]
     if len(sub) == 0:
-        raise CatalogError(f"none of the {int(use.sum())} galaxies with a spec-z has a p(z) "
-                           "(all NaN; see the flag column): nothing to evaluate")  # fmt: skip
+        raise CatalogError(
+            f"none of the {int(use.sum())} galaxies with a spec-z has a p(z) "
+            "(all NaN; see the flag column): nothing to evaluate"
+        )
     zp, zs = np.asarray(sub["zphot"], dtype=np.float64), np.asarray(sub["zspec"], dtype=np.float64)
     report: dict[str, Any] = {"overall": metrics.point_metrics(zp, zs)}
     report["overall"].update(n_no_pz=int(failed.sum()), no_pz_fraction=failed.sum() / use.sum())

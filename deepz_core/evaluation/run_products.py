@@ -211,20 +211,33 @@ def cut_stats(
     }
 
 
-def selection_bytes(pred: Predictions, odds: np.ndarray, threshold: float, window: float,
-                    mag_max: float | None, fmt: str) -> bytes:  # fmt: skip
+def selection_bytes(
+    pred: Predictions,
+    odds: np.ndarray,
+    threshold: float,
+    window: float,
+    mag_max: float | None,
+    fmt: str,
+) -> bytes:
     """The galaxies passing a quality cut as a file: the predictions plus ``odds_cut`` (ODDS for
     the cut's ``window``, the column the threshold applies to), the cut in the header (FITS) or
     leading comments (CSV)."""
     keep = selection_mask(pred, odds, threshold, mag_max)
-    cut = {"ODDSWIN": window, "ODDSMIN": threshold,
-           "MAGMAX": "none" if mag_max is None else mag_max}  # fmt: skip
+    cut = {
+        "ODDSWIN": window,
+        "ODDSMIN": threshold,
+        "MAGMAX": "none" if mag_max is None else mag_max,
+    }
     return export_bytes(pred.path, keep, fmt, {"odds_cut": odds}, cut)
 
 
-def export_bytes(path: Path | str, mask: np.ndarray | None, fmt: str,
-                 extra: dict[str, np.ndarray] | None = None,
-                 meta: dict[str, Any] | None = None) -> bytes:  # fmt: skip
+def export_bytes(
+    path: Path | str,
+    mask: np.ndarray | None,
+    fmt: str,
+    extra: dict[str, np.ndarray] | None = None,
+    meta: dict[str, Any] | None = None,
+) -> bytes:
     """Rows ``mask`` (all if None) of a predictions file, with ``extra`` columns (N,) and ``meta``
     header keys, as FITS, CSV or Parquet bytes; CSV keeps the per-galaxy columns only (the
     mixture parameters are vectors)."""

@@ -44,8 +44,12 @@ def template_fit(ctx: Context, template_set: str = "bcnz2") -> Path:
     path = ctx.root / f"templatefit{suffix}.fits"
     if not path.exists():
         ctx.log(f"[experiments] template fitting the catalogue ({template_set} templates)")
-        table = fit_catalog(ctx.catalog, TemplateFitConfig(template_set=template_set),
-                            device=ctx.device, workers=cpu_workers(ctx.device))  # fmt: skip
+        table = fit_catalog(
+            ctx.catalog,
+            TemplateFitConfig(template_set=template_set),
+            device=ctx.device,
+            workers=cpu_workers(ctx.device),
+        )
         write_templatefit(table, path)
     return path
 
@@ -58,8 +62,13 @@ def template_photoz(ctx: Context) -> PhotoZ:
     zero_points = read_zero_points(zero_points_path(template_fit(ctx)), ctx.catalog.bands)
 
     def zphot(cat: Catalog) -> np.ndarray:
-        table = fit_catalog(cat, device=ctx.device, zero_points=zero_points, calibrate=False,
-                            workers=cpu_workers(ctx.device))  # fmt: skip
+        table = fit_catalog(
+            cat,
+            device=ctx.device,
+            zero_points=zero_points,
+            calibrate=False,
+            workers=cpu_workers(ctx.device),
+        )
         return np.asarray(table["zphot"], dtype=float)
 
     return zphot

@@ -34,8 +34,9 @@ def residuals(run: RunDir, n: int, seed: int) -> tuple[tuple[str, ...], np.ndarr
     sim = read_catalog(cached_simulation("sps", n, bands, seed))
     ref = sim.bands.index(resolve_ref_band(sim.bands, config.get("ref_band")))
     good = np.isfinite(sim.zspec) & (sim.flux[:, ref] > 0)
-    source = SimulationBatches(sim.flux[good], sim.flux_error[good], sim.zspec[good], ref, 1,
-                               torch.device("cpu"))  # fmt: skip
+    source = SimulationBatches(
+        sim.flux[good], sim.flux_error[good], sim.zspec[good], ref, 1, torch.device("cpu")
+    )
     gen = torch.Generator().manual_seed(seed)
     batch = next(source.epoch(np.random.default_rng(seed), gen, int(good.sum()), 1))
     recon = model.reconstruct(batch.x)  # (1, n, B)
@@ -51,12 +52,22 @@ def fig5(ctx: Context, run: RunDir) -> dict[str, Any]:
     narrow = [i for i in keep if get_band(bands[i]).is_narrow]
     corr = np.corrcoef(r[:, narrow].T)  # (NB, NB)
     wave = [get_band(bands[i]).effective_wavelength for i in keep]
-    fig = figures.denoising(ctx.figure("fig5_denoising.png"), wave, list(ratio.values()), corr,
-                            [bands[i] for i in narrow])  # fmt: skip
+    fig = figures.denoising(
+        ctx.figure("fig5_denoising.png"),
+        wave,
+        list(ratio.values()),
+        corr,
+        [bands[i] for i in narrow],
+    )
     nb = [ratio[bands[i]] for i in narrow]
     broad = {bands[i]: ratio[bands[i]] for i in keep if i not in narrow}
     off_diag = corr[~np.eye(len(narrow), dtype=bool)]
-    return {"sigma68_ratio": ratio, "narrow_median": float(np.median(nb)), "broad": broad,
-            "narrow_corr_mean_offdiag": float(off_diag.mean()),
-            "narrow_corr_max_offdiag": float(off_diag.max()), "n_galaxies": int(r.shape[0]),
-            "figure": fig}  # fmt: skip
+    return {
+        "sigma68_ratio": ratio,
+        "narrow_median": float(np.median(nb)),
+        "broad": broad,
+        "narrow_corr_mean_offdiag": float(off_diag.mean()),
+        "narrow_corr_max_offdiag": float(off_diag.max()),
+        "n_galaxies": int(r.shape[0]),
+        "figure": fig,
+    }

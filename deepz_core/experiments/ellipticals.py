@@ -54,19 +54,26 @@ ELLIPTICAL_RUNS: dict[str, B1Run] = {
     "b1_ellipticals_outliers": B1Run(TRAINED_GALAXIES, True, {}),
     # E20's "10 per cent outliers uniformly distributed over the different bands" read per measurement
     "b1_ellipticals_outlier_fluxes": B1Run(TRAINED_FLUXES, True, {"outlier_unit": "measurement"}),
-    "b1_ellipticals_outlier_fluxes_3": B1Run("same, 3% of fluxes", True,
-                                             {"outlier_unit": "measurement", "outlier_fraction": 0.03}),
-    "b1_ellipticals_outlier_fluxes_x2": B1Run("same, up to +200% flux", True,
-                                              {"outlier_unit": "measurement", "outlier_amplitude": 2.0}),
-    "b1_ellipticals_outlier_fluxes_20": B1Run("same, 20% of fluxes", True,
-                                              {"outlier_unit": "measurement", "outlier_fraction": 0.2}),
-    "b1_ellipticals_outlier_fluxes_30": B1Run("same, 30% of fluxes", True,
-                                              {"outlier_unit": "measurement", "outlier_fraction": 0.3}),
+    "b1_ellipticals_outlier_fluxes_3": B1Run(
+        "same, 3% of fluxes", True, {"outlier_unit": "measurement", "outlier_fraction": 0.03}
+    ),
+    "b1_ellipticals_outlier_fluxes_x2": B1Run(
+        "same, up to +200% flux", True, {"outlier_unit": "measurement", "outlier_amplitude": 2.0}
+    ),
+    "b1_ellipticals_outlier_fluxes_20": B1Run(
+        "same, 20% of fluxes", True, {"outlier_unit": "measurement", "outlier_fraction": 0.2}
+    ),
+    "b1_ellipticals_outlier_fluxes_30": B1Run(
+        "same, 30% of fluxes", True, {"outlier_unit": "measurement", "outlier_fraction": 0.3}
+    ),
     # one outlier band in most training galaxies: the test set's case (one bad band), u in 1 of 45
-    "b1_ellipticals_one_band_each": B1Run("90% of the galaxies, one band each", True,
-                                          {"outlier_unit": "galaxy", "outlier_fraction": 0.9}),
+    "b1_ellipticals_one_band_each": B1Run(
+        "90% of the galaxies, one band each",
+        True,
+        {"outlier_unit": "galaxy", "outlier_fraction": 0.9},
+    ),
     "b1_ellipticals_no_u": B1Run(NO_U, False, {}, without_u=True),
-}  # fmt: skip
+}
 
 
 def elliptical_mock(n: int, bands: tuple[str, ...], seed: int) -> tuple[Catalog, Catalog]:
@@ -116,8 +123,9 @@ def figb1_ellipticals(ctx: Context) -> dict[str, Any]:
     for name, run_spec in ELLIPTICAL_RUNS.items():
         fraction = {"outlier_fraction": ctx.plan.train_outliers} if run_spec.outliers else {}
         options = {"device": ctx.device, **fraction, **run_spec.options}
-        run = train_run(ctx.root, name, paths[run_spec.without_u], ctx.plan, "none", options,
-                        log=ctx.log)  # fmt: skip
+        run = train_run(
+            ctx.root, name, paths[run_spec.without_u], ctx.plan, "none", options, log=ctx.log
+        )
         methods[run_spec.label] = network_photoz(run)
     curves = u_band_curves(ctx, test, methods, "figB1_ellipticals.png")
     return curves | {"n_train": train.n_galaxies, "seds": [list(CONTINUUM)[i] for i in EARLY_TYPES]}

@@ -27,8 +27,14 @@ def _centres(rows: Rows) -> np.ndarray:
     return np.array([0.5 * (r["lo"] + r["hi"]) for r in rows])
 
 
-def binned_lines(path: Path, lines: Mapping[str, Rows], xlabel: str, title: str,
-                 key: str = "sigma68", logx: bool = False) -> str:  # fmt: skip
+def binned_lines(
+    path: Path,
+    lines: Mapping[str, Rows],
+    xlabel: str,
+    title: str,
+    key: str = "sigma68",
+    logx: bool = False,
+) -> str:
     """One line per method of ``key`` per bin (E20 Fig. 2 and Fig. 3 layout)."""
     fig, ax = plt.subplots(figsize=(6, 4))
     for label, rows in lines.items():
@@ -50,17 +56,28 @@ def alpha_sweep(path: Path, sweep: Mapping[str, Mapping[str, Sequence[float]]]) 
     colours = {"single": "tab:blue", "ensemble": "black"}
     for mode, d in sweep.items():
         for kind in ("single", "ensemble"):
-            ax.plot(d["alpha"], d[kind], styles[mode], color=colours[kind], marker="o", ms=3,
-                    label=f"{kind}, {'keep one per band' if mode == 'keep' else 'drop incomplete'}")  # fmt: skip
-    ax.set(xlabel="alpha (probability of keeping an exposure)", ylabel="sigma68",
-           title="Randomized coadds (E20 Fig. 6)")  # fmt: skip
+            ax.plot(
+                d["alpha"],
+                d[kind],
+                styles[mode],
+                color=colours[kind],
+                marker="o",
+                ms=3,
+                label=f"{kind}, {'keep one per band' if mode == 'keep' else 'drop incomplete'}",
+            )
+    ax.set(
+        xlabel="alpha (probability of keeping an exposure)",
+        ylabel="sigma68",
+        title="Randomized coadds (E20 Fig. 6)",
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, path)
 
 
-def pit_histograms(path: Path, hists: Mapping[str, tuple[Sequence[float], Sequence[float]]],
-                   title: str) -> str:  # fmt: skip
+def pit_histograms(
+    path: Path, hists: Mapping[str, tuple[Sequence[float], Sequence[float]]], title: str
+) -> str:
     """PIT density per method (E20 Fig. 8); a calibrated p(z) is flat at 1."""
     fig, ax = plt.subplots(figsize=(6, 4))
     for label, (counts, edges) in hists.items():
@@ -71,8 +88,9 @@ def pit_histograms(path: Path, hists: Mapping[str, tuple[Sequence[float], Sequen
     return _save(fig, path)
 
 
-def completeness(path: Path, curves: Mapping[str, Mapping[str, Sequence[float]]],
-                 target: float) -> str:  # fmt: skip
+def completeness(
+    path: Path, curves: Mapping[str, Mapping[str, Sequence[float]]], target: float
+) -> str:
     """sigma68 and outlier fraction vs completeness (E20 Fig. 9)."""
     fig, (a1, a2) = plt.subplots(2, 1, figsize=(6, 6), sharex=True)
     for label, c in curves.items():
@@ -87,30 +105,45 @@ def completeness(path: Path, curves: Mapping[str, Mapping[str, Sequence[float]]]
     return _save(fig, path)
 
 
-def u_band_outliers(path: Path, x: Sequence[float], lines: Mapping[str, Sequence[float]],
-                    references: Collection[str] = ()) -> str:  # fmt: skip
+def u_band_outliers(
+    path: Path,
+    x: Sequence[float],
+    lines: Mapping[str, Sequence[float]],
+    references: Collection[str] = (),
+) -> str:
     """Strict outlier fraction vs u-band flux added to the test set (E20 Fig. B1); the lines named
     in ``references`` (flat by construction) dashed grey."""
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for label, y in lines.items():
         style = {"color": "grey", "ls": "--"} if label in references else {"marker": "o", "ms": 3}
         ax.plot(100 * np.asarray(x), y, label=label, **style)
-    ax.set(xlabel="u-band flux added to every test galaxy (%)", ylabel="strict outlier fraction",
-           title="Photometric outliers (E20 Fig. B1)")  # fmt: skip
+    ax.set(
+        xlabel="u-band flux added to every test galaxy (%)",
+        ylabel="strict outlier fraction",
+        title="Photometric outliers (E20 Fig. B1)",
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, path)
 
 
-def denoising(path: Path, wavelength: Sequence[float], ratio: Sequence[float],
-              corr: np.ndarray, labels: Sequence[str]) -> str:  # fmt: skip
+def denoising(
+    path: Path,
+    wavelength: Sequence[float],
+    ratio: Sequence[float],
+    corr: np.ndarray,
+    labels: Sequence[str],
+) -> str:
     """Top: sigma68(denoised - true)/error per band; bottom: correlation of the denoised narrow-band
     residuals (E20 Fig. 5)."""
     fig, (a1, a2) = plt.subplots(2, 1, figsize=(6, 8), gridspec_kw={"height_ratios": [1, 1.6]})
     a1.plot(wavelength, ratio, "o", ms=3)
     a1.axhline(1.0, color="grey", lw=0.8)
-    a1.set(xlabel="band mean wavelength (A)", ylabel="sigma68(f_denoised - f_true) / sigma",
-           title="Autoencoder denoising (E20 Fig. 5)")  # fmt: skip
+    a1.set(
+        xlabel="band mean wavelength (A)",
+        ylabel="sigma68(f_denoised - f_true) / sigma",
+        title="Autoencoder denoising (E20 Fig. 5)",
+    )
     im = a2.imshow(corr, vmin=-1, vmax=1, cmap="RdBu_r")
     step = max(1, len(labels) // 10)
     a2.set_xticks(range(0, len(labels), step), labels[::step], rotation=90, fontsize=6)

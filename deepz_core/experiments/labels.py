@@ -26,8 +26,12 @@ VARIANTS = {"classifier, label smoothing 0.15": 0.15, "classifier, no smoothing"
 
 
 def _first_repetition(splits: Splits) -> Splits:
-    return Splits(train=splits.train[: splits.folds], labelled=splits.labelled, repetitions=1,
-                  folds=splits.folds)  # fmt: skip
+    return Splits(
+        train=splits.train[: splits.folds],
+        labelled=splits.labelled,
+        repetitions=1,
+        folds=splits.folds,
+    )
 
 
 def classifier_predictions(ctx: Context, run: RunDir, smoothing: float) -> Scored:
@@ -41,8 +45,14 @@ def classifier_predictions(ctx: Context, run: RunDir, smoothing: float) -> Score
         train = dataclasses.replace(config.train, device=ctx.device)
         ctx.log(f"[experiments] Appendix E: training the classifier (smoothing {smoothing})")
         result = train_classifier(features, splits, cfg, train, train.device)
-        t = Table({"ref_id": features.ref_id, **result.products, "zspec": features.zspec,
-                   "out_of_fold": splits.out_of_fold()})  # fmt: skip
+        t = Table(
+            {
+                "ref_id": features.ref_id,
+                **result.products,
+                "zspec": features.zspec,
+                "out_of_fold": splits.out_of_fold(),
+            }
+        )
         if features.mag is not None:
             t["mag"] = features.mag
         write_table(t, path)
@@ -54,8 +64,9 @@ def appendix_e(ctx: Context, mdn_run: RunDir, mdn_single: Scored) -> dict[str, A
     for label, smoothing in VARIANTS.items():
         lines[label] = classifier_predictions(ctx, mdn_run, smoothing)
     hists = {label: _pit_histogram(s) for label, s in lines.items()}
-    fig = figures.pit_histograms(ctx.figure("appE_classifier_pit.png"), hists,
-                                 "MDN vs classifier: PIT (E20 App. E)")  # fmt: skip
+    fig = figures.pit_histograms(
+        ctx.figure("appE_classifier_pit.png"), hists, "MDN vs classifier: PIT (E20 App. E)"
+    )
     return {"summary": {label: s.summary() for label, s in lines.items()}, "figure": fig}
 
 

@@ -19,7 +19,9 @@ from deepz_core.errors import ConfigError
 class ExperimentPlan:
     """Sizes and sweeps of the paper's experiments (E20 Figs. 2, 3, 5, 6, 8, 9, B1; Sec. 3.3; App. E)."""
 
-    train_preset: str = "quick"  # deepz_core.training.config PRESETS entry used by every training run
+    train_preset: str = (
+        "quick"  # deepz_core.training.config PRESETS entry used by every training run
+    )
     repetitions: int = 2  # R >= 2: single network = repetition 0, ensemble = all R
     alphas: tuple[float, ...] = (0.5, 0.7, 0.8, 1.0)  # Fig. 6, keeping one exposure
     alphas_drop: tuple[float, ...] = (0.5, 0.8)  # Fig. 6, dropping incomplete galaxies

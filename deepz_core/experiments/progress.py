@@ -29,25 +29,39 @@ class Progress:
         self.template_fits: dict[str, Scored] = {}
         self._scored: dict[tuple[str, str], Scored] = {}
 
-    def train(self, name: str, pretrain: str | Callable[[], str] = "auto",
-              train: dict[str, Any] | None = None,
-              model: dict[str, Any] | None = None,
-              catalog: Path | None = None) -> RunDir:  # fmt: skip
+    def train(
+        self,
+        name: str,
+        pretrain: str | Callable[[], str] = "auto",
+        train: dict[str, Any] | None = None,
+        model: dict[str, Any] | None = None,
+        catalog: Path | None = None,
+    ) -> RunDir:
         """Train (or reuse, or resume) run ``name`` on ``catalog`` (default: the demo mock);
         ``pretrain`` may be a callable that builds the pretraining set only when the run is first
         created."""
         ctx = self.ctx
         source = pretrain() if callable(pretrain) else pretrain
-        self.runs[name] = train_run(ctx.root, name, catalog or ctx.catalog_path, ctx.plan, source,
-                                    {"device": ctx.device, **(train or {})}, model, log=ctx.log)  # fmt: skip
+        self.runs[name] = train_run(
+            ctx.root,
+            name,
+            catalog or ctx.catalog_path,
+            ctx.plan,
+            source,
+            {"device": ctx.device, **(train or {})},
+            model,
+            log=ctx.log,
+        )
         return self.runs[name]
 
     def fit_templates(self, label: str, template_set: str) -> None:
-        self.template_fits[label] = read_scored(template_fit(self.ctx, template_set),
-                                                self.ctx.mag_of())  # fmt: skip
+        self.template_fits[label] = read_scored(
+            template_fit(self.ctx, template_set), self.ctx.mag_of()
+        )
 
-    def section(self, name: str, compute: Callable[[], dict[str, Any]],
-                inputs: Sequence[str] | None = None) -> None:  # fmt: skip
+    def section(
+        self, name: str, compute: Callable[[], dict[str, Any]], inputs: Sequence[str] | None = None
+    ) -> None:
         """A slow section, computed once and kept as JSON (in its own key order), and computed again
         when the names of the runs it reads (``inputs``) differ from those it was computed from. A
         run retrained under the same name needs its sections' files deleted."""

@@ -41,8 +41,9 @@ def test_galaxies(ctx: Context) -> Catalog:
     cat = ctx.catalog
     labelled = np.flatnonzero(np.isfinite(cat.zspec))
     rng = np.random.default_rng([ctx.plan.seed, 77])
-    return cat.select(np.sort(rng.choice(labelled, min(ctx.plan.b1_galaxies, labelled.size),
-                                         replace=False)))  # fmt: skip
+    return cat.select(
+        np.sort(rng.choice(labelled, min(ctx.plan.b1_galaxies, labelled.size), replace=False))
+    )
 
 
 def add_u_flux(cat: Catalog, fraction: float) -> Catalog:
@@ -56,8 +57,10 @@ def add_u_flux(cat: Catalog, fraction: float) -> Catalog:
     if exposures is not None and np.any(exposures.band == U_BAND):
         galaxy, _ = exposure_index(cat)  # (M,)
         if (galaxy < 0).any():
-            raise CatalogError(f"add_u_flux: exposures of unknown galaxies, ref_id "
-                               f"{few(exposures.ref_id[galaxy < 0])}")  # fmt: skip
+            raise CatalogError(
+                f"add_u_flux: exposures of unknown galaxies, ref_id "
+                f"{few(exposures.ref_id[galaxy < 0])}"
+            )
         shifted = exposures.flux + np.where(exposures.band == U_BAND, extra[galaxy], 0.0)
         exposures = dataclasses.replace(exposures, flux=shifted)
     return dataclasses.replace(cat, flux=flux, exposures=exposures)
@@ -65,8 +68,9 @@ def add_u_flux(cat: Catalog, fraction: float) -> Catalog:
 
 def bands_without_u(bands: tuple[str, ...]) -> tuple[str, ...]:
     if U_BAND not in bands:
-        raise ConfigError(f"Fig. B1 adds flux to the u band {U_BAND!r}; the catalogue has only "
-                          f"{list(bands)}")  # fmt: skip
+        raise ConfigError(
+            f"Fig. B1 adds flux to the u band {U_BAND!r}; the catalogue has only {list(bands)}"
+        )
     return tuple(b for b in bands if b != U_BAND)
 
 
@@ -87,8 +91,11 @@ def network_photoz(run: RunDir) -> PhotoZ:
     bands = tuple(load_model_json(run.path)["metadata"]["bands"])
 
     def zphot(cat: Catalog) -> np.ndarray:
-        features = build_features(match_bands(cat, bands, f"the test set of run {run.path.name}"),
-                                  ref_band, use_exposures=False)  # fmt: skip
+        features = build_features(
+            match_bands(cat, bands, f"the test set of run {run.path.name}"),
+            ref_band,
+            use_exposures=False,
+        )
         assert features.n == cat.n_galaxies, "test galaxies must have a positive reference flux"
         return predict_single_network(run, features)["zphot"]
 
@@ -115,8 +122,14 @@ def u_band_curves(
     lines = {label: [float(b.mean()) for b in bs] for label, bs in flags.items()}
     fig = figures.u_band_outliers(ctx.figure(figure), fractions, lines, references={NO_U})
     rise = {label: y[-1] - y[0] for label, y in lines.items()}
-    return {"u_band_added": fractions, "outlier_fraction": lines, "rise": rise,
-            "breakdown": breakdown(base, flags), "n_galaxies": base.n_galaxies, "figure": fig}  # fmt: skip
+    return {
+        "u_band_added": fractions,
+        "outlier_fraction": lines,
+        "rise": rise,
+        "breakdown": breakdown(base, flags),
+        "n_galaxies": base.n_galaxies,
+        "figure": fig,
+    }
 
 
 def galaxy_groups(cat: Catalog) -> dict[str, np.ndarray]:

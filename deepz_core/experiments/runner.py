@@ -37,9 +37,12 @@ Step = tuple[str, Callable[[Progress], object]]
 
 
 def run_experiments(
-    preset: str, out: Path | str, catalog: Path | str | None = None, device: str = "auto",
+    preset: str,
+    out: Path | str,
+    catalog: Path | str | None = None,
+    device: str = "auto",
     log: Callable[[str], None] = print,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """Run every step of the plan ``preset`` into ``out``; returns the results dictionary."""
     plan = get_plan(preset)
     root = Path(out)
@@ -67,12 +70,23 @@ def steps(plan: ExperimentPlan) -> list[Step]:
         return name, lambda d: d.train(name, "auto", {"alpha": alpha, "keep_one": keep})
 
     def figb1(d: Progress) -> None:
-        nets = {"network": base, TRAINED_GALAXIES: "train_outliers",
-                TRAINED_FLUXES: "train_outlier_fluxes", NO_U: "no_u_band"}  # fmt: skip
-        d.section("figB1", lambda: robustness.figb1(d.ctx, {
-            "template fit": template_photoz(d.ctx),
-            **{label: robustness.network_photoz(d.runs[n]) for label, n in nets.items()}}),
-            inputs=list(nets.values()))  # fmt: skip
+        nets = {
+            "network": base,
+            TRAINED_GALAXIES: "train_outliers",
+            TRAINED_FLUXES: "train_outlier_fluxes",
+            NO_U: "no_u_band",
+        }
+        d.section(
+            "figB1",
+            lambda: robustness.figb1(
+                d.ctx,
+                {
+                    "template fit": template_photoz(d.ctx),
+                    **{label: robustness.network_photoz(d.runs[n]) for label, n in nets.items()},
+                },
+            ),
+            inputs=list(nets.values()),
+        )
 
     out: list[Step] = [
         (
@@ -81,7 +95,7 @@ def steps(plan: ExperimentPlan) -> list[Step]:
                 d.fit_templates("template fit", "bcnz2"),
                 d.fit_templates(TF_KCORRECT, "kcorrect"),
             ),
-        ),  # fmt: skip
+        ),
         sweep_step(base, plan.alpha, True),
         *(sweep_step(*s) for s in first),
         ("no_pretrain", lambda d: d.train("no_pretrain", "none")),
@@ -90,11 +104,11 @@ def steps(plan: ExperimentPlan) -> list[Step]:
             lambda d: d.section(
                 "figB1_ellipticals", lambda: figb1_ellipticals(d.ctx), inputs=list(ELLIPTICAL_RUNS)
             ),
-        ),  # fmt: skip
+        ),
         (
             "train_outliers",
             lambda d: d.train("train_outliers", "auto", {"outlier_fraction": plan.train_outliers}),
-        ),  # fmt: skip
+        ),
         (
             "train_outlier_fluxes",  # E20's "10 per cent outliers" read as 10% of the measurements
             lambda d: d.train(
@@ -102,7 +116,7 @@ def steps(plan: ExperimentPlan) -> list[Step]:
                 "auto",
                 {"outlier_fraction": plan.train_outliers, "outlier_unit": "measurement"},
             ),
-        ),  # fmt: skip
+        ),
         (
             "no_u_band",  # Fig. B1's reference: a network that never sees u, flat
             lambda d: d.train("no_u_band", "auto", catalog=robustness.catalog_without_u(d.ctx)),
@@ -111,27 +125,34 @@ def steps(plan: ExperimentPlan) -> list[Step]:
         *(sweep_step(*s) for s in rest),
     ]
     if plan.classifier:
-        out.append(("Appendix E", lambda d: d.section("appendixE", lambda: appendix_e(
-            d.ctx, d.runs["no_pretrain"], d.single("no_pretrain")))))  # fmt: skip
+        out.append(
+            (
+                "Appendix E",
+                lambda d: d.section(
+                    "appendixE",
+                    lambda: appendix_e(d.ctx, d.runs["no_pretrain"], d.single("no_pretrain")),
+                ),
+            )
+        )
     out += [
         (
             "autoencoder_sim",
             lambda d: d.train(
                 "autoencoder_sim", "auto", {"repetitions": 1, "folds": 1, "schedule": ((0, 1e-3),)}
             ),
-        ),  # fmt: skip
+        ),
         (
             "Fig. 5",
             lambda d: d.section("fig5", lambda: denoise.fig5(d.ctx, d.runs["autoencoder_sim"])),
-        ),  # fmt: skip
+        ),
         (
             "template_pretrain",
             lambda d: d.train("template_pretrain", lambda: str(template_simulation(d.ctx))),
-        ),  # fmt: skip
+        ),
         (
             "no_autoencoder",
             lambda d: d.train("no_autoencoder", "auto", model={"use_autoencoder": False}),
-        ),  # fmt: skip
+        ),
     ]
     return out
 
@@ -140,38 +161,58 @@ def evaluate(done: Progress, preset: str, pending: list[str]) -> dict[str, Any]:
     """Every section whose runs are finished (cheap ones recomputed, slow ones read back)."""
     ctx, plan = done.ctx, done.ctx.plan
     base = sweep.run_name(plan.alpha, True)
-    results: dict[str, Any] = {"plan": plan.to_dict(), "preset": preset,
-                               "catalog": str(ctx.catalog_path), "device": ctx.device,
-                               "complete": not pending, "pending": pending}  # fmt: skip
+    results: dict[str, Any] = {
+        "plan": plan.to_dict(),
+        "preset": preset,
+        "catalog": str(ctx.catalog_path),
+        "device": ctx.device,
+        "complete": not pending,
+        "pending": pending,
+    }
     tfs = done.template_fits
     if done.has(base) and tfs:
         used = (base, "no_pretrain", "no_autoencoder", "template_pretrain")  # lines of the figures
         single = {name: done.single(name) for name in used if done.has(name)}
         results.update(_quality(ctx, base, single, done.ensemble(base), tfs))
-    swept = {n: (done.single(n), done.ensemble(n)) for n, _, _ in sweep.sweep_runs(plan)
-             if done.has(n)}  # fmt: skip
+    swept = {
+        n: (done.single(n), done.ensemble(n)) for n, _, _ in sweep.sweep_runs(plan) if done.has(n)
+    }
     if swept:
         results["fig6"] = sweep.fig6(ctx, swept)
     results.update(done.sections)
     return results
 
 
-def _quality(ctx: Context, base: str, single: dict[str, Scored], ensemble: Scored,
-             tfs: dict[str, Scored]) -> dict[str, Any]:  # fmt: skip
+def _quality(
+    ctx: Context, base: str, single: dict[str, Scored], ensemble: Scored, tfs: dict[str, Scored]
+) -> dict[str, Any]:
     """Fig. 2, Sec. 3.3, Fig. 3, Fig. 8 and Fig. 9 over the configurations trained so far."""
 
     def pick(names: dict[str, str]) -> dict[str, Scored]:
         return {label: single[n] for label, n in names.items() if n in single}
 
-    fig2 = {**tfs, **pick({"no pretraining": "no_pretrain", "SPS pretraining": base,
-                           "no autoencoder": "no_autoencoder"}), "ensemble": ensemble}  # fmt: skip
-    out = {"fig2": quality.fig2(ctx, fig2),
-           "sec33": quality.pretraining_sets(ctx, pick({"none": "no_pretrain",
-                                                        "templates": "template_pretrain",
-                                                        "sps": base})),
-           "fig3": quality.fig3(ctx, {**pick({"no pretraining": "no_pretrain",
-                                              "SPS pretraining": base}), **tfs},
-                                _labelled_zspec(ctx))}  # fmt: skip
+    fig2 = {
+        **tfs,
+        **pick(
+            {
+                "no pretraining": "no_pretrain",
+                "SPS pretraining": base,
+                "no autoencoder": "no_autoencoder",
+            }
+        ),
+        "ensemble": ensemble,
+    }
+    out = {
+        "fig2": quality.fig2(ctx, fig2),
+        "sec33": quality.pretraining_sets(
+            ctx, pick({"none": "no_pretrain", "templates": "template_pretrain", "sps": base})
+        ),
+        "fig3": quality.fig3(
+            ctx,
+            {**pick({"no pretraining": "no_pretrain", "SPS pretraining": base}), **tfs},
+            _labelled_zspec(ctx),
+        ),
+    }
     lines = {"single network": single[base], "ensemble": ensemble, **tfs}
     out["fig8"] = quality.fig8(ctx, lines)
     out["fig9"] = quality.fig9(ctx, {"ensemble": ensemble, "single network": single[base], **tfs})

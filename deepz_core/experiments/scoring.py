@@ -81,8 +81,9 @@ def by_type(cat: Catalog, lines: Mapping[str, Scored]) -> dict[str, dict[str, An
         for kind, mask in galaxy_types(cat).items():
             keep = np.isin(s.ref_id, cat.ref_id[mask])
             out[label][kind] = metrics.point_metrics(s.zp[keep], s.zs[keep]) | {
-                "n": int(keep.sum()), "by_magnitude": s.select(keep).per_magnitude(TYPE_MAG_EDGES)
-            }  # fmt: skip
+                "n": int(keep.sum()),
+                "by_magnitude": s.select(keep).per_magnitude(TYPE_MAG_EDGES),
+            }
     return out
 
 
@@ -106,8 +107,9 @@ def read_scored(path: Path | str, mag_of: dict[int, float] | None = None) -> Sco
     mag = col("mag")
     if "mag" not in t.colnames and mag_of is not None:
         mag = np.array([mag_of.get(int(r), np.nan) for r in ref_id])
-    return Scored(ref_id[use], col("zphot")[use], zs[use], mag[use], col("odds")[use],
-                  col("pit")[use])  # fmt: skip
+    return Scored(
+        ref_id[use], col("zphot")[use], zs[use], mag[use], col("odds")[use], col("pit")[use]
+    )
 
 
 def faintest_bin(scored: Scored, edges: np.ndarray = metrics.DEFAULT_MAG_EDGES) -> dict[str, float]:

@@ -21,9 +21,18 @@ def fig6(ctx: Context, scored: Mapping[str, tuple[Scored, Scored]]) -> dict[str,
     sweep: dict[str, dict[str, list[float]]] = {}
     plan = ctx.plan
     for mode, alphas in (("keep", plan.alphas), ("drop", plan.alphas_drop)):
-        d: dict[str, list[float]] = {k: [] for k in ("alpha", "single", "ensemble", "single_faint",
-                                                     "ensemble_faint", "single_outliers",
-                                                     "ensemble_outliers")}  # fmt: skip
+        d: dict[str, list[float]] = {
+            k: []
+            for k in (
+                "alpha",
+                "single",
+                "ensemble",
+                "single_faint",
+                "ensemble_faint",
+                "single_outliers",
+                "ensemble_outliers",
+            )
+        }
         for alpha in sorted(alphas):
             name = run_name(alpha, True) if alpha == 1.0 else run_name(alpha, mode == "keep")
             if name not in scored:

@@ -44,8 +44,13 @@ def train_run(
             return run
         log(f"[experiments] resuming run {name}")
     else:
-        overrides = {"repetitions": plan.repetitions, "alpha": plan.alpha, "seed": plan.seed,
-                     **plan.train, **(train or {})}  # fmt: skip
+        overrides = {
+            "repetitions": plan.repetitions,
+            "alpha": plan.alpha,
+            "seed": plan.seed,
+            **plan.train,
+            **(train or {}),
+        }
         create_run(
             run.path,
             run_config(
@@ -66,8 +71,12 @@ def train_run(
 def run_splits(run: RunDir) -> Splits:
     train = load_run_config(run).train
     with np.load(run.file("splits.npz")) as s:
-        return Splits(train=s["train"], labelled=s["labelled"],
-                      repetitions=train.repetitions, folds=train.folds)  # fmt: skip
+        return Splits(
+            train=s["train"],
+            labelled=s["labelled"],
+            repetitions=train.repetitions,
+            folds=train.folds,
+        )
 
 
 def single_network_mask(splits: Splits) -> np.ndarray:

@@ -69,22 +69,29 @@ def predict_features(
     n_comp = model.members * model.config.n_components
     x = features.network_input(model.input_stats()[0].numpy())  # (N, B), unusable bands imputed
     parts: list[dict[str, np.ndarray]] = [  # zero rows: the columns of an empty catalogue
-        {**{k: np.zeros(0) for k in (*POINT_COLUMNS, "pit")},
-         **{k: np.zeros((0, n_comp), np.float32) for k in ("weights", "means", "stds")}}
-    ]  # fmt: skip
+        {
+            **{k: np.zeros(0) for k in (*POINT_COLUMNS, "pit")},
+            **{k: np.zeros((0, n_comp), np.float32) for k in ("weights", "means", "stds")},
+        }
+    ]
     chunk = chunk or inference_chunk(model.members, device)
     step = max(chunk, PRODUCT_PAIRS // n_comp // chunk * chunk)  # a multiple of chunk
     for s in range(0, features.n, step):
         e = min(s + step, features.n)
-        mixes = [_ensemble_pz(model, x, member_mask, a, min(a + chunk, e), device)
-                 for a in range(s, e, chunk)]  # fmt: skip
+        mixes = [
+            _ensemble_pz(model, x, member_mask, a, min(a + chunk, e), device)
+            for a in range(s, e, chunk)
+        ]
         logits, loc, scale = (torch.cat(t) for t in zip(*mixes, strict=True))  # (n, E*M) each
         mix = GaussianMixture.from_params(logits.double(), loc.double(), scale.double())
         zs = torch.as_tensor(features.zspec[s:e], dtype=torch.float64, device=device)
         out = {k: v.cpu().numpy() for k, v in point_products(mix, pz, zs).items()}  # float64
         weights = torch.softmax(logits.double(), -1)  # as the products see them
-        out.update(weights=weights.float().cpu().numpy(), means=loc.float().cpu().numpy(),
-                   stds=scale.float().cpu().numpy())  # fmt: skip
+        out.update(
+            weights=weights.float().cpu().numpy(),
+            means=loc.float().cpu().numpy(),
+            stds=scale.float().cpu().numpy(),
+        )
         parts.append(out)
     products = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     return without_pz(products, ~features.predictable)
@@ -104,8 +111,14 @@ def without_pz(products: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, n
 PRODUCT_PAIRS = 1 << 21  # galaxies x components per p(z) products call (~64 MB of float64 params)
 
 
-def _ensemble_pz(model: DeepzModel, inputs: np.ndarray, member_mask: np.ndarray | None,
-                 start: int, stop: int, device: torch.device) -> tuple[torch.Tensor, ...]:  # fmt: skip
+def _ensemble_pz(
+    model: DeepzModel,
+    inputs: np.ndarray,
+    member_mask: np.ndarray | None,
+    start: int,
+    stop: int,
+    device: torch.device,
+) -> tuple[torch.Tensor, ...]:
     """Ensemble p(z) of galaxies [start, stop) of ``inputs`` (N, B) as float32 (n, E*M) log
     weights, means, sigmas."""
     x = torch.as_tensor(inputs[start:stop], device=device)
@@ -165,8 +178,13 @@ def every_row(table: Table, rows: np.ndarray, catalog: Catalog) -> Table:
     return out
 
 
-TABLE_FORMATS = {".fits": "fits", ".fit": "fits", ".fits.gz": "fits", ".parquet": "parquet",
-                 ".pq": "parquet"}  # fmt: skip
+TABLE_FORMATS = {
+    ".fits": "fits",
+    ".fit": "fits",
+    ".fits.gz": "fits",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
 
 
 def table_format(path: Path | str) -> str:
@@ -203,8 +221,9 @@ def summarise(table: Table) -> dict[str, Any]:
     return {**out, "n_no_pz": int(failed.sum()), "n_rows": len(table)}
 
 
-def write_run_predictions(run: RunDir, model: DeepzModel, cat: Catalog, features: Features,
-                          splits: Splits, pz: PzConfig) -> dict[str, Any]:  # fmt: skip
+def write_run_predictions(
+    run: RunDir, model: DeepzModel, cat: Catalog, features: Features, splits: Splits, pz: PzConfig
+) -> dict[str, Any]:
     """Out-of-fold predictions for the training catalogue: predictions.fits plus summary."""
     products = predict_features(model, features, splits.predict_mask(), pz)
     if features.predictable.any() and not np.isfinite(products["zphot"]).any():
@@ -216,8 +235,13 @@ def write_run_predictions(run: RunDir, model: DeepzModel, cat: Catalog, features
     return summary
 
 
-def predict_catalog(run_dir: Path | str, catalog: Catalog, out: Path | str, device: str = "cpu",
-                    pz: PzConfig | None = None) -> Table:  # fmt: skip
+def predict_catalog(
+    run_dir: Path | str,
+    catalog: Catalog,
+    out: Path | str,
+    device: str = "cpu",
+    pz: PzConfig | None = None,
+) -> Table:
     """Predict a catalogue with a finished run; galaxies it trained on get out-of-fold p(z)."""
     table_format(out)  # a bad output name fails before any work
     run = RunDir(Path(run_dir))
@@ -258,8 +282,13 @@ def match_bands(catalog: Catalog, bands: tuple[str, ...], source: str = "--catal
     exp = catalog.exposures
     if exp is not None:
         exp = exp.select(np.isin(exp.band, bands))
-    return dataclasses.replace(catalog, bands=bands, flux=catalog.flux[:, cols],
-                               flux_error=catalog.flux_error[:, cols], exposures=exp)  # fmt: skip
+    return dataclasses.replace(
+        catalog,
+        bands=bands,
+        flux=catalog.flux[:, cols],
+        flux_error=catalog.flux_error[:, cols],
+        exposures=exp,
+    )
 
 
 def member_mask(
@@ -285,12 +314,19 @@ def member_mask(
     pos = order[np.clip(pos, 0, len(order) - 1)]
     seen = train_ids[pos] == ref_id
     if by_photometry and stored is not None and seen.any():
-        same = same_photometry(features.ratio[seen], features.ratio_error[seen],
-                               stored[pos[seen]], stored_error[pos[seen]])  # fmt: skip
+        same = same_photometry(
+            features.ratio[seen],
+            features.ratio_error[seen],
+            stored[pos[seen]],
+            stored_error[pos[seen]],
+        )
         if not same.all():
-            LOG.warning("%d galaxies share a ref_id with a galaxy run %s trained on, not its "
-                        "photometry: predicted as new galaxies (not out-of-fold)",
-                        int((~same).sum()), run.path.name)  # fmt: skip
+            LOG.warning(
+                "%d galaxies share a ref_id with a galaxy run %s trained on, not its "
+                "photometry: predicted as new galaxies (not out-of-fold)",
+                int((~same).sum()),
+                run.path.name,
+            )
         seen[seen] = same
     mask[:, seen] = predict_mask[:, pos[seen]]
     oof[seen] = out_of_fold[pos[seen]]

@@ -45,8 +45,12 @@ def dask_client(spec: str, processes: bool = True) -> Iterator[object]:
         ) from err
     workers = local_workers(spec)
     if workers is not None:
-        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=processes,
-                          dashboard_address=None) as cluster, Client(cluster) as client:  # fmt: skip
+        with (
+            LocalCluster(
+                n_workers=workers, threads_per_worker=1, processes=processes, dashboard_address=None
+            ) as cluster,
+            Client(cluster) as client,
+        ):
             yield client
     elif "://" in spec:
         try:

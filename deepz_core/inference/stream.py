@@ -160,8 +160,15 @@ def _write_chunks(tables: Iterator[pa.Table], tmp: Path) -> int:
     return n
 
 
-def predict_part(run_dir: str, catalog: str, rows: Range, out: str, chunk_size: int,
-                 device: str = "cpu", grid: bool = False) -> int:  # fmt: skip
+def predict_part(
+    run_dir: str,
+    catalog: str,
+    rows: Range,
+    out: str,
+    chunk_size: int,
+    device: str = "cpu",
+    grid: bool = False,
+) -> int:
     """Predict rows [start, stop) of ``catalog`` into the Parquet file ``out`` (atomic); rows out."""
     predictor = load_predictor(run_dir, device)
     tables = (predictor(c, grid) for c in predictor.chunks(catalog, rows, chunk_size))
@@ -170,8 +177,14 @@ def predict_part(run_dir: str, catalog: str, rows: Range, out: str, chunk_size: 
     return n[0]
 
 
-def predict_file(run_dir: str, catalog: str, out: str, chunk_size: int = DEFAULT_CHUNK,
-                 device: str = "cpu", grid: bool = False) -> int:  # fmt: skip
+def predict_file(
+    run_dir: str,
+    catalog: str,
+    out: str,
+    chunk_size: int = DEFAULT_CHUNK,
+    device: str = "cpu",
+    grid: bool = False,
+) -> int:
     """Stream a catalogue into one .parquet (or small .fits) file, written atomically; rows out."""
     fmt = table_format(out)
     if chunk_size < 1:
@@ -184,8 +197,10 @@ def predict_file(run_dir: str, catalog: str, out: str, chunk_size: int = DEFAULT
         atomic_write(out, lambda tmp: n.__setitem__(0, _write_chunks(tables, tmp)))
         return n[0]
     if rows[1] > FITS_MAX_ROWS:
-        raise ConfigError(f"--out {out}: FITS output is limited to {FITS_MAX_ROWS} rows; "
-                          "use .parquet or a folder (no suffix)")  # fmt: skip
+        raise ConfigError(
+            f"--out {out}: FITS output is limited to {FITS_MAX_ROWS} rows; "
+            "use .parquet or a folder (no suffix)"
+        )
     table = astropy_table(pa.concat_tables(list(tables)))
     atomic_write(out, lambda tmp: table.write(tmp, format="fits", overwrite=True))
     return len(table)
@@ -203,7 +218,9 @@ def flag_counts(out: Path | str) -> dict[str, int]:
     else:
         import pyarrow.dataset as ds
 
-        source = [str(p) for p in sorted(path.glob("part-*.parquet"))] if path.is_dir() else str(path)
+        source = (
+            [str(p) for p in sorted(path.glob("part-*.parquet"))] if path.is_dir() else str(path)
+        )
         flags = ds.dataset(source, format="parquet").to_table(columns=["flag"])["flag"].to_numpy()
     counts = {f.name: int(np.count_nonzero(flags & f)) for f in PzFlag if f.name is not None}
     return {"rows": len(flags), **{k: v for k, v in counts.items() if v}}
@@ -232,8 +249,15 @@ def local_map(tasks: list[tuple]) -> Iterator[int]:
         yield predict_part(*task)
 
 
-def predict_dataset(run_dir: str, catalog: str, out: str, chunk_size: int = DEFAULT_CHUNK,
-                    device: str = "cpu", grid: bool = False, mapper: Mapper = local_map) -> int:  # fmt: skip
+def predict_dataset(
+    run_dir: str,
+    catalog: str,
+    out: str,
+    chunk_size: int = DEFAULT_CHUNK,
+    device: str = "cpu",
+    grid: bool = False,
+    mapper: Mapper = local_map,
+) -> int:
     """Partitioned Parquet dataset OUT/part-NNNNN.parquet, _SUCCESS last; finished parts are
     skipped (resume). ``mapper`` runs the missing parts (scaleout.dask_map for Dask); rows out."""
     folder = Path(out)
@@ -241,8 +265,11 @@ def predict_dataset(run_dir: str, catalog: str, out: str, chunk_size: int = DEFA
     key = {"catalog": str(Path(catalog).resolve()), "ranges": ranges, "grid": grid}
     _check_plan(folder, key)
     names = [folder / f"part-{i:05d}.parquet" for i in range(len(ranges))]
-    todo = [(str(run_dir), str(catalog), r, str(p), chunk_size, device, grid)
-            for r, p in zip(ranges, names, strict=True) if not p.exists()]  # fmt: skip
+    todo = [
+        (str(run_dir), str(catalog), r, str(p), chunk_size, device, grid)
+        for r, p in zip(ranges, names, strict=True)
+        if not p.exists()
+    ]
     for _ in mapper(todo):
         pass
     rows = sum(pq.ParquetFile(p).metadata.num_rows for p in names)
@@ -257,8 +284,10 @@ def _check_plan(folder: Path, key: dict[str, Any]) -> None:
         old = json.loads(path.read_text())
         old["ranges"] = [tuple(r) for r in old["ranges"]]
         if old != key:
-            raise ConfigError(f"--out {folder} holds predictions of another catalogue, "
-                              "chunk size or --grid setting; choose an empty folder")  # fmt: skip
+            raise ConfigError(
+                f"--out {folder} holds predictions of another catalogue, "
+                "chunk size or --grid setting; choose an empty folder"
+            )
     elif folder.exists() and any(folder.glob("part-*.parquet")):
         raise ConfigError(f"--out {folder} holds parts without a {PLAN}; choose an empty folder")
     else:

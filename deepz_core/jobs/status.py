@@ -69,8 +69,10 @@ def training_curves(metrics: list[dict[str, Any]]) -> dict[str, dict[str, list[f
     the epochs where it was evaluated."""
     out: dict[str, dict[str, list[float]]] = {}
     for row in metrics:
-        curve = out.setdefault(row.get("phase", "?"), {k: [] for k in (
-            "epoch", "loss", "val_epoch", "val_mean", "val_min", "val_max")})  # fmt: skip
+        curve = out.setdefault(
+            row.get("phase", "?"),
+            {k: [] for k in ("epoch", "loss", "val_epoch", "val_mean", "val_min", "val_max")},
+        )
         curve["epoch"].append(row.get("epoch", 0))
         curve["loss"].append(row.get("loss", float("nan")))
         values = [v for v in row.get("val_nll") or [] if v == v]

@@ -36,9 +36,14 @@ from deepz_core.training.loop import Cancelled
 BLOCK = 1000  # galaxies between progress updates and cancel checks
 
 
-def create_templatefit_run(out: Path | str, catalog: str, exposures: str | None = None,
-                           templatefit: dict[str, Any] | None = None, device: str = "auto",
-                           calibrate: bool = True) -> RunDir:  # fmt: skip
+def create_templatefit_run(
+    out: Path | str,
+    catalog: str,
+    exposures: str | None = None,
+    templatefit: dict[str, Any] | None = None,
+    device: str = "auto",
+    calibrate: bool = True,
+) -> RunDir:
     """Validate the choices and write ``config.json`` of a new template-fit run (nothing fitted yet)."""
     cfg = TemplateFitConfig.from_dict(templatefit or {})
     for flag, path in (("--catalog", catalog), ("--exposures", exposures)):
@@ -47,10 +52,15 @@ def create_templatefit_run(out: Path | str, catalog: str, exposures: str | None 
     run = RunDir(Path(out))
     if run.file("config.json").exists():
         raise ConfigError(f"--out {out} already holds a run; choose another folder")
-    config = {"kind": "templatefit", "catalog": str(Path(catalog).resolve()),
-              "exposures": None if exposures is None else str(Path(exposures).resolve()),
-              "templatefit": dataclasses.asdict(cfg), "device": device, "calibrate": bool(calibrate),
-              "preset": "templatefit"}  # fmt: skip
+    config = {
+        "kind": "templatefit",
+        "catalog": str(Path(catalog).resolve()),
+        "exposures": None if exposures is None else str(Path(exposures).resolve()),
+        "templatefit": dataclasses.asdict(cfg),
+        "device": device,
+        "calibrate": bool(calibrate),
+        "preset": "templatefit",
+    }
     return run.create(config)
 
 
@@ -68,9 +78,11 @@ def _fit(run: RunDir, config: dict[str, Any]) -> None:
     if config.get("calibrate", True) and np.isfinite(cat.zspec).sum() >= 10:
         run.set_status("running", phase="zero-points", epoch=0)
         zero_points = calibrate_zero_points(prepare_catalog(cat, cfg), cfg, device)
-    run.log(f"template fit ({cfg.template_set} templates) of {cat.n_galaxies} galaxies on {device}; "
-            "zero-points "
-            f"{'calibrated on the spec-z sample' if zero_points is not None else 'not calibrated'}")  # fmt: skip
+    run.log(
+        f"template fit ({cfg.template_set} templates) of {cat.n_galaxies} galaxies on {device}; "
+        "zero-points "
+        f"{'calibrated on the spec-z sample' if zero_points is not None else 'not calibrated'}"
+    )
     workers = 1 if device.type != "cpu" else max(1, min(os.cpu_count() or 1, cat.n_galaxies // 500))
     with worker_pool(workers) if workers > 1 else contextlib.nullcontext() as pool:
         parts = []
@@ -78,10 +90,12 @@ def _fit(run: RunDir, config: dict[str, Any]) -> None:
             if run.file("cancel").exists():
                 raise Cancelled(f"cancelled after {s} of {cat.n_galaxies} galaxies")
             rows = np.arange(s, min(s + BLOCK, cat.n_galaxies))
-            parts.append(fit_catalog(cat.select(rows), cfg, device, zero_points, calibrate=False,
-                                     pool=pool))  # fmt: skip
-            run.set_status("running", phase="templatefit", epoch=int(rows[-1] + 1),
-                           epochs=cat.n_galaxies)  # fmt: skip
+            parts.append(
+                fit_catalog(cat.select(rows), cfg, device, zero_points, calibrate=False, pool=pool)
+            )
+            run.set_status(
+                "running", phase="templatefit", epoch=int(rows[-1] + 1), epochs=cat.n_galaxies
+            )
     table = vstack(parts, metadata_conflicts="silent")
     table.meta.update(parts[0].meta)
     write_templatefit(table, run.file("predictions.fits"))

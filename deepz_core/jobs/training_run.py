@@ -96,8 +96,12 @@ def config_changes(old: Any, new: Any, key: str = "", ignore: tuple[str, ...] = 
     if isinstance(old, dict) and isinstance(new, dict):
         keys = sorted(set(old) | set(new), key=str)
         nested = ((k, f"{key}.{k}" if key else k) for k in keys)
-        return [change for k, path in nested if path not in ignore
-                for change in config_changes(old.get(k), new.get(k), path, ignore)]  # fmt: skip
+        return [
+            change
+            for k, path in nested
+            if path not in ignore
+            for change in config_changes(old.get(k), new.get(k), path, ignore)
+        ]
     return [] if old == new else [f"{key}: {old!r} -> {new!r}"]
 
 
@@ -120,16 +124,22 @@ def record_screen(run: RunDir, features: Features) -> None:
     log the counts: nothing is dropped silently."""
     flagged = ~features.trainable
     counts = Screen(features.flags, features.usable).counts()
-    doc = {"n_rows": features.n_rows, "no_reference_flux": features.n_excluded,
-           "left_out_of_loss": int(flagged.sum()) + features.n_excluded, "counts": counts,
-           "ref_ids": screened_rows(features.ref_id[flagged], features.flags[flagged])}  # fmt: skip
+    doc = {
+        "n_rows": features.n_rows,
+        "no_reference_flux": features.n_excluded,
+        "left_out_of_loss": int(flagged.sum()) + features.n_excluded,
+        "counts": counts,
+        "ref_ids": screened_rows(features.ref_id[flagged], features.flags[flagged]),
+    }
     atomic_write_json(run.file("screen.json"), doc)
     if features.n_excluded:
         run.log(features.exclusion_note())
     if flagged.any():
         shown = ", ".join(f"{k} {v}" for k, v in counts.items())
-        run.log(f"screen: {int(flagged.sum())} galaxies left out of the loss ({shown}); "
-                "their ref_ids are in screen.json")  # fmt: skip
+        run.log(
+            f"screen: {int(flagged.sum())} galaxies left out of the loss ({shown}); "
+            "their ref_ids are in screen.json"
+        )
 
 
 def pretraining_simulation_path(config: RunConfig, features: Features) -> Path:
@@ -142,8 +152,10 @@ def pretraining_simulation_path(config: RunConfig, features: Features) -> Path:
 
     missing = [b for b in features.bands if not has_band(b)]
     if missing:
-        raise ConfigError(f"--pretrain auto needs filter curves; unknown bands {missing}: "
-                          "use --pretrain none or a simulation file")  # fmt: skip
+        raise ConfigError(
+            f"--pretrain auto needs filter curves; unknown bands {missing}: "
+            "use --pretrain none or a simulation file"
+        )
     train = config.train
     return cached_simulation("sps", train.pretrain_n, features.bands, train.seed + 1)
 
@@ -152,8 +164,10 @@ def pretraining_simulation(config: RunConfig, features: Features) -> Catalog:
     """The simulation of ``pretraining_simulation_path``, its bands checked against the catalogue's."""
     sim = read_catalog(pretraining_simulation_path(config, features))
     if tuple(sim.bands) != tuple(features.bands):
-        raise ConfigError(f"pretraining file bands {list(sim.bands)} differ from the catalogue's "
-                          f"{list(features.bands)}")  # fmt: skip
+        raise ConfigError(
+            f"pretraining file bands {list(sim.bands)} differ from the catalogue's "
+            f"{list(features.bands)}"
+        )
     return sim
 
 
@@ -197,22 +211,40 @@ def _train(run: RunDir, config: RunConfig) -> None:
     cat, features = load_inputs(config)
     record_screen(run, features)
     splits = make_splits(labelled_mask(features), train.repetitions, train.folds, train.seed)
-    np.savez(run.file("splits.npz"), train=splits.train, labelled=splits.labelled,
-             ref_id=features.ref_id, ratio=features.ratio,
-             ratio_error=features.ratio_error)  # fmt: skip
+    np.savez(
+        run.file("splits.npz"),
+        train=splits.train,
+        labelled=splits.labelled,
+        ref_id=features.ref_id,
+        ratio=features.ratio,
+        ratio_error=features.ratio_error,
+    )
     device = resolve_device(train.device)
     torch.manual_seed(train.seed)
     model = build_model(config, len(features.bands), train.members, device)
     stats = features.input_stats()
     model.set_input_stats(stats.loc, stats.scale)
-    run.log(f"device {device}, {train.members} members, {features.n} galaxies, "
-            f"{int(splits.labelled.sum())} with zspec, exposures: {features.has_exposures}")  # fmt: skip
+    run.log(
+        f"device {device}, {train.members} members, {features.n} galaxies, "
+        f"{int(splits.labelled.sum())} with zspec, exposures: {features.has_exposures}"
+    )
     phases = _phases(config, features, splits, device)
-    runner = PhaseRunner(run, model, train.weight_decay, train.seed, train.checkpoint_every,
-                         train.eval_every, _validator(features, splits, device))  # fmt: skip
+    runner = PhaseRunner(
+        run,
+        model,
+        train.weight_decay,
+        train.seed,
+        train.checkpoint_every,
+        train.eval_every,
+        _validator(features, splits, device),
+    )
     _run_phases(run, runner, phases, _pretrain_key(config, features, model))
-    save_model(model, run.path, "model", metadata={"bands": list(features.bands),
-                                                   "ref_band": features.ref_band})  # fmt: skip
+    save_model(
+        model,
+        run.path,
+        "model",
+        metadata={"bands": list(features.bands), "ref_band": features.ref_band},
+    )
     summary = write_run_predictions(run, model, cat, features, splits, config.pz)
     summary["heldout"] = heldout_summary(run.metrics())
     if "warning" in summary["heldout"]:
@@ -226,11 +258,27 @@ def _phases(config: RunConfig, features: Features, splits: Splits, device) -> li
     if config.pretrains:
         sim = pretraining_simulation(config, features)
         source = simulation_batches(sim, features, train.members, device)
-        phases.append(Phase("pretrain", train.pretrain_schedule, source, pretrain_loss,
-                            train.pretrain_batch_size, train.min_batch))  # fmt: skip
-    data = DataBatches(features, splits.train, device, train.alpha, train.keep_one,
-                       train.randomize_coadds, train.outlier_fraction,
-                       train.outlier_unit == "measurement", train.outlier_amplitude)  # fmt: skip
+        phases.append(
+            Phase(
+                "pretrain",
+                train.pretrain_schedule,
+                source,
+                pretrain_loss,
+                train.pretrain_batch_size,
+                train.min_batch,
+            )
+        )
+    data = DataBatches(
+        features,
+        splits.train,
+        device,
+        train.alpha,
+        train.keep_one,
+        train.randomize_coadds,
+        train.outlier_fraction,
+        train.outlier_unit == "measurement",
+        train.outlier_amplitude,
+    )
     phases.append(
         Phase("finetune", train.schedule, data, finetune_loss, train.batch_size, train.min_batch)
     )
@@ -245,9 +293,15 @@ def _pretrain_key(config: RunConfig, features: Features, model: DeepzModel) -> s
     ident = path.name if config.pretrain == "auto" else pretrained.file_digest(path)
     device = next(model.parameters()).device.type
     stats = hashlib.sha256(b"".join(t.cpu().numpy().tobytes() for t in model.input_stats()))
-    return pretrained.PretrainKey(model.config.to_dict(), config.train, features.bands,
-                                  features.ref_band, ident, device,
-                                  stats.hexdigest()[:16]).digest()  # fmt: skip
+    return pretrained.PretrainKey(
+        model.config.to_dict(),
+        config.train,
+        features.bands,
+        features.ref_band,
+        ident,
+        device,
+        stats.hexdigest()[:16],
+    ).digest()
 
 
 def _run_phases(

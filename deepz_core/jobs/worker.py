@@ -136,5 +136,3 @@ def work(runs: Path | str, log: Callable[[str], None] = print) -> list[str]:
 
 
 # --- simulation jobs -------------------------------------------------------------------------------
-
-

@@ -58,8 +58,10 @@ class BinnedRedshift(Distribution):
 
     def __init__(self, edges: Tensor, logits: Tensor, validate_args: bool = False) -> None:
         if edges.dim() != 1 or logits.dim() < 1 or logits.shape[-1] != edges.numel() - 1:
-            raise ConfigError(f"logits: expected shape (..., G={edges.numel() - 1}) for "
-                              f"{edges.numel()} edges, got {tuple(logits.shape)}")  # fmt: skip
+            raise ConfigError(
+                f"logits: expected shape (..., G={edges.numel() - 1}) for "
+                f"{edges.numel()} edges, got {tuple(logits.shape)}"
+            )
         if edges.numel() < 2 or not bool((edges[1:] > edges[:-1]).all()):
             raise ConfigError("edges: expected at least 2 strictly increasing bin edges")
         self.edges = edges.to(logits.dtype)  # (G + 1,)
@@ -230,8 +232,6 @@ def combine_binned(dist: BinnedRedshift, member_mask: Tensor | None = None) -> B
     return BinnedRedshift(dist.edges, torch.log(probs))
 
 
-
-
 @dataclass(frozen=True)
 class ClassifierConfig(Config):
     """Bins, label smoothing and network shape (field names and defaults as ``ModelConfig``, so the
@@ -276,8 +276,10 @@ class ClassifierConfig(Config):
             raise ConfigError(f"z_max: expected > z_min = {self.z_min!r}, got {self.z_max!r}")
         bins = (self.z_max - self.z_min) / self.bin_width if self.bin_width > 0 else 0.0
         if not 2 <= round(bins) <= 1_000_000 or abs(bins - round(bins)) > 1e-6 * bins:
-            raise ConfigError(f"bin_width: expected to divide z_max - z_min into 2..1e6 bins, "
-                              f"got {self.bin_width!r}")  # fmt: skip
+            raise ConfigError(
+                f"bin_width: expected to divide z_max - z_min into 2..1e6 bins, "
+                f"got {self.bin_width!r}"
+            )
         if self.smoothing < 0:
             raise ConfigError(f"smoothing: expected a fraction >= 0, got {self.smoothing!r}")
 
@@ -297,9 +299,17 @@ class ClassifierConfig(Config):
         return cls.from_dict({k: v for k, v in values.items() if k in cls.field_names()})
 
 
-_INT_BOUNDS = {"n_inputs": (1, 10_000), "width": (1, 4096), "photoz_layers": (0, 64),
-               "photoz_first_width": (0, 4096), "undropped_last": (0, 64), "n_latent": (1, 1024),
-               "encoder_layers": (0, 64), "decoder_layers": (0, 64), "members": (1, 1000)}  # fmt: skip
+_INT_BOUNDS = {
+    "n_inputs": (1, 10_000),
+    "width": (1, 4096),
+    "photoz_layers": (0, 64),
+    "photoz_first_width": (0, 4096),
+    "undropped_last": (0, 64),
+    "n_latent": (1, 1024),
+    "encoder_layers": (0, 64),
+    "decoder_layers": (0, 64),
+    "members": (1, 1000),
+}
 
 
 class DeepzClassifier(nn.Module):
@@ -371,19 +381,28 @@ class DeepzClassifier(nn.Module):
         return ce.sum() + ((recon - goal).abs() / x_err).mean(dim=(1, 2)).sum()
 
 
-def save_classifier(model: DeepzClassifier, directory: Path | str, name: str = "classifier",
-                    metadata: Mapping[str, Any] | None = None) -> Path:  # fmt: skip
+def save_classifier(
+    model: DeepzClassifier,
+    directory: Path | str,
+    name: str = "classifier",
+    metadata: Mapping[str, Any] | None = None,
+) -> Path:
     """Write ``<name>.safetensors`` and ``<name>.json`` (config + metadata); returns the JSON path."""
     directory = Path(directory)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     atomic_write(directory / f"{name}.safetensors", lambda tmp: save_file(tensors, str(tmp)))
-    doc = {"format": _FORMAT, "version": _VERSION, "config": model.config.to_dict(),
-           "metadata": dict(metadata or {})}  # fmt: skip
+    doc = {
+        "format": _FORMAT,
+        "version": _VERSION,
+        "config": model.config.to_dict(),
+        "metadata": dict(metadata or {}),
+    }
     return atomic_write_json(directory / f"{name}.json", doc)
 
 
-def load_classifier(directory: Path | str, name: str = "classifier",
-                    device: str | torch.device = "cpu") -> DeepzClassifier:  # fmt: skip
+def load_classifier(
+    directory: Path | str, name: str = "classifier", device: str | torch.device = "cpu"
+) -> DeepzClassifier:
     """Rebuild from ``<name>.json`` and load ``<name>.safetensors``; returned in eval mode."""
     path = Path(directory) / f"{name}.json"
     doc = read_description(path, _FORMAT, "classifier")

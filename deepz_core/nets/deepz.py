@@ -5,12 +5,13 @@ One :class:`DeepzModel` holds E members; every tensor has a leading member axis 
 members, so each member's gradient is the one it would get alone.
 
 Input normalisation (``ModelConfig.input_norm``):
-- ``"robust"`` (default): each flux ratio is standardised by fixed statistics of the training
-  population stored with the model (median and IQR / 1.349, ``deepz_core.catalog.screen.InputStats``) and
-  clipped to +-``input_clip``; no BatchNorm sees the raw inputs, so no galaxy moves another's
-  normalisation (issue 23: one galaxy with ratios of ~1000 inflated the input BatchNorm's batch and
-  running statistics and squashed every other galaxy's features). The latent features get a
-  BatchNorm of their own before the photo-z network reads concat[scaled ratios, latent].
+- ``"robust"`` (default): each flux ratio is first standardised by fixed statistics of the training
+  population stored with the model (median and IQR / 1.349, ``deepz_core.catalog.screen.InputStats``)
+  and clipped to +-``input_clip``; the input layers of the encoder and of the photo-z network are
+  BatchNorms with robust batch statistics (batch median and IQR, ``EnsembleRobustNorm``). One
+  galaxy moves a batch median by at most one rank, so it cannot move the normalisation of the
+  others (issue 23: one galaxy with ratios of ~1000 inflated the input BatchNorm's batch and
+  running variance and squashed every other galaxy's inputs).
 - ``"batchnorm"`` (E20; the authors' code): the raw ratios go to an input BatchNorm in the encoder
   and one over concat[ratios, latent] in the photo-z network.
 The decoder reads the latent features directly and reconstructs raw flux ratios in both modes.
@@ -39,7 +40,6 @@ from deepz_core.configs import (
 from deepz_core.errors import ConfigError
 from deepz_core.files import atomic_write, atomic_write_json, read_description
 from deepz_core.nets.layers import (
-    EnsembleBatchNorm1d,
     EnsembleMLP,
     build_trunk,
     member_mean,
@@ -106,10 +106,18 @@ class ModelConfig(Config):
 
 # (low, high) of the integer fields: the highs refuse sizes no machine could allocate (a width
 # of 200,000 asks for hundreds of GB), far above the paper's networks
-_INT_BOUNDS = {"n_inputs": (1, 10_000), "n_latent": (1, 1024), "encoder_layers": (0, 64),
-               "decoder_layers": (0, 64), "width": (1, 4096), "photoz_layers": (0, 64),
-               "photoz_first_width": (0, 4096), "n_components": (1, 64),
-               "undropped_last": (0, 64), "members": (1, 1000)}  # fmt: skip
+_INT_BOUNDS = {
+    "n_inputs": (1, 10_000),
+    "n_latent": (1, 1024),
+    "encoder_layers": (0, 64),
+    "decoder_layers": (0, 64),
+    "width": (1, 4096),
+    "photoz_layers": (0, 64),
+    "photoz_first_width": (0, 4096),
+    "n_components": (1, 64),
+    "undropped_last": (0, 64),
+    "members": (1, 1000),
+}
 
 
 class DeepzModel(nn.Module):
@@ -122,12 +130,9 @@ class DeepzModel(nn.Module):
         super().__init__()
         c = config
         self.config = c
-        robust = c.input_norm == "robust"
-        self.encoder, self.decoder, self.photoz = build_trunk(c, 3 * c.n_components, not robust)
+        norm = "robust" if c.input_norm == "robust" else True
+        self.encoder, self.decoder, self.photoz = build_trunk(c, 3 * c.n_components, norm)
         self.head = MixtureDensityHead(c.n_components, c.sigma_floor)
-        self.latent_norm = (
-            EnsembleBatchNorm1d(c.members, c.n_latent) if robust and c.use_autoencoder else None
-        )
         # training-population statistics of each input (robust scaling and the screen), (E, F)
         self.register_buffer("input_loc", torch.zeros(c.members, c.n_inputs))
         self.register_buffer("input_scale", torch.ones(c.members, c.n_inputs))
@@ -147,12 +152,12 @@ class DeepzModel(nn.Module):
         if self.config.input_norm != "robust":
             return x
         clip = self.config.input_clip
-        return ((x - self.input_loc.unsqueeze(1)) / self.input_scale.unsqueeze(1)).clamp(-clip, clip)
+        return ((x - self.input_loc.unsqueeze(1)) / self.input_scale.unsqueeze(1)).clamp(
+            -clip, clip
+        )
 
     def _photoz_input(self, x: Tensor, latent: Tensor) -> Tensor:
-        """concat[inputs, latent features] (E, N, F + L), the latent normalised in robust mode."""
-        if self.latent_norm is not None:
-            latent = self.latent_norm(latent)
+        """concat[inputs, latent features] (E, N, F + L)."""
         return torch.cat([x, latent], dim=-1)
 
     @property
@@ -267,8 +272,12 @@ def save_model(
     directory = Path(directory)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     atomic_write(directory / f"{name}.safetensors", lambda tmp: save_file(tensors, str(tmp)))
-    doc = {"format": _FORMAT, "version": _VERSION, "config": model.config.to_dict(),
-           "metadata": dict(metadata or {})}  # fmt: skip
+    doc = {
+        "format": _FORMAT,
+        "version": _VERSION,
+        "config": model.config.to_dict(),
+        "metadata": dict(metadata or {}),
+    }
     return atomic_write_json(directory / f"{name}.json", doc)
 
 

@@ -89,8 +89,18 @@ class _BatchNormActFn(Function):
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor, running_mean: Tensor,  # type: ignore[override]
-                running_var: Tensor, momentum: float, eps: float, relu: bool, p: float) -> Tensor:  # fmt: skip
+    def forward(
+        ctx,
+        x: Tensor,
+        weight: Tensor,
+        bias: Tensor,
+        running_mean: Tensor,  # type: ignore[override]
+        running_var: Tensor,
+        momentum: float,
+        eps: float,
+        relu: bool,
+        p: float,
+    ) -> Tensor:
         n = x.shape[1]
         mean = x.mean(1, keepdim=True)  # (E, 1, F)
         xc = x - mean  # (E, N, F)
@@ -126,9 +136,16 @@ def _batch_norm_train(norm: EnsembleBatchNorm1d, x: Tensor, relu: bool, p: float
     assert relu or p == 0.0, "dropout without ReLU is not fused"
     e, n = x.shape[:2]
     if e == 1:  # torch's kernel on (N, F) needs no layout change and is fastest for one member
-        y = F.batch_norm(x.squeeze(0), norm.running_mean[0], norm.running_var[0],
-                         norm.weight.squeeze(0), norm.bias.squeeze(0), True, norm.momentum,
-                         norm.eps)  # (N, F)  # fmt: skip
+        y = F.batch_norm(
+            x.squeeze(0),
+            norm.running_mean[0],
+            norm.running_var[0],
+            norm.weight.squeeze(0),
+            norm.bias.squeeze(0),
+            True,
+            norm.momentum,
+            norm.eps,
+        )  # (N, F)
         if relu:
             y = torch.relu_(y)  # batch norm's backward does not need its output
         if p > 0:
@@ -139,8 +156,17 @@ def _batch_norm_train(norm: EnsembleBatchNorm1d, x: Tensor, relu: bool, p: float
         raise ValueError(
             f"Expected more than 1 value per channel when training, got input size {tuple(x.shape)}"
         )
-    return _BatchNormActFn.apply(x, norm.weight, norm.bias, norm.running_mean, norm.running_var,
-                                 norm.momentum, norm.eps, relu, p)  # fmt: skip
+    return _BatchNormActFn.apply(
+        x,
+        norm.weight,
+        norm.bias,
+        norm.running_mean,
+        norm.running_var,
+        norm.momentum,
+        norm.eps,
+        relu,
+        p,
+    )
 
 
 class EnsembleLinear(nn.Module):
@@ -214,6 +240,30 @@ class EnsembleBatchNorm1d(nn.Module):
         )
 
 
+class EnsembleRobustNorm(EnsembleBatchNorm1d):
+    """``EnsembleBatchNorm1d`` with robust batch statistics: each member's batch median and
+    interquartile range / 1.349 replace its batch mean and standard deviation (issue 23).
+
+    One galaxy moves a batch median or quartile by at most one rank, so an extreme galaxy cannot
+    squash the other galaxies' normalised inputs, as it does through a batch variance; the batch
+    to batch noise of the statistics, which regularises like BatchNorm's, is kept. The statistics
+    are not differentiated (constants of each step); running averages of them are used in
+    evaluation, like BatchNorm's running mean and variance.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(E, N, F) -> (E, N, F), statistics over each member's N galaxies."""
+        if not self.training:
+            return super().forward(x)
+        with torch.no_grad():
+            q1, med, q3 = torch.quantile(x, x.new_tensor([0.25, 0.5, 0.75]), dim=1)  # (E, F) each
+            var = ((q3 - q1) / 1.349).square()  # (E, F): a Gaussian's variance
+            self.running_mean.lerp_(med, self.momentum)
+            self.running_var.lerp_(var, self.momentum)
+        scale = self.weight * torch.rsqrt(var + self.eps)  # (E, F)
+        return torch.addcmul((self.bias - med * scale).unsqueeze(1), x, scale.unsqueeze(1))
+
+
 class FastDropout(nn.Dropout):
     """``nn.Dropout`` with the mask drawn by :func:`dropout_mask_` (geometric gaps on CPU).
 
@@ -270,10 +320,11 @@ class EnsembleMLP(nn.Module):
         n_out: int,
         dropout: float,
         undropped_last: int = 3,
-        input_norm: bool = False,
+        input_norm: bool | str = False,
     ) -> None:
         super().__init__()
-        self.input_norm = EnsembleBatchNorm1d(members, n_in) if input_norm else None
+        norm = EnsembleRobustNorm if input_norm == "robust" else EnsembleBatchNorm1d
+        self.input_norm = norm(members, n_in) if input_norm else None
         n_linear = len(hidden) + 1
         blocks: list[nn.Module] = []
         width_in = n_in
@@ -296,8 +347,10 @@ def members_view(x: Tensor, members: int, n_inputs: int) -> Tensor:
     if x.dim() == 2:
         x = x.unsqueeze(0).expand(members, -1, -1)  # (E, N, F)
     if x.dim() != 3 or x.shape[0] != members or x.shape[2] != n_inputs:
-        raise ConfigError(f"x: expected shape (E={members}, N, F={n_inputs}) or (N, F={n_inputs}), "
-                          f"got {tuple(x.shape)}")  # fmt: skip
+        raise ConfigError(
+            f"x: expected shape (E={members}, N, F={n_inputs}) or (N, F={n_inputs}), "
+            f"got {tuple(x.shape)}"
+        )
     return x
 
 
@@ -327,21 +380,41 @@ class TrunkConfig(Protocol):
 
 
 def build_trunk(
-    c: TrunkConfig, n_outputs: int, input_norm: bool = True
+    c: TrunkConfig, n_outputs: int, input_norm: bool | str = True
 ) -> tuple[EnsembleMLP | None, EnsembleMLP | None, EnsembleMLP]:
     """(encoder, decoder, photo-z network) of E20 Fig. 1: the photo-z network reads the inputs and,
     with the autoencoder, its ``n_latent`` features, and ends in ``n_outputs`` raw outputs.
     ``input_norm``: the encoder and the photo-z network start with a BatchNorm over their inputs
-    (E20); False when the inputs arrive already normalised (``DeepzModel``'s robust scaling)."""
+    (True, E20), with robust batch statistics ("robust", ``EnsembleRobustNorm``), or none."""
     encoder = decoder = None
     n_pz_in = c.n_inputs
     if c.use_autoencoder:
-        encoder = EnsembleMLP(c.members, c.n_inputs, [c.width] * c.encoder_layers, c.n_latent,
-                              c.ae_dropout, c.undropped_last, input_norm)  # fmt: skip
-        decoder = EnsembleMLP(c.members, c.n_latent, [c.width] * c.decoder_layers, c.n_inputs,
-                              c.ae_dropout, c.undropped_last)  # fmt: skip
+        encoder = EnsembleMLP(
+            c.members,
+            c.n_inputs,
+            [c.width] * c.encoder_layers,
+            c.n_latent,
+            c.ae_dropout,
+            c.undropped_last,
+            input_norm,
+        )
+        decoder = EnsembleMLP(
+            c.members,
+            c.n_latent,
+            [c.width] * c.decoder_layers,
+            c.n_inputs,
+            c.ae_dropout,
+            c.undropped_last,
+        )
         n_pz_in += c.n_latent
     first = [c.photoz_first_width] if c.photoz_first_width > 0 else []
-    photoz = EnsembleMLP(c.members, n_pz_in, first + [c.width] * c.photoz_layers, n_outputs,
-                         c.pz_dropout, c.undropped_last, input_norm)  # fmt: skip
+    photoz = EnsembleMLP(
+        c.members,
+        n_pz_in,
+        first + [c.width] * c.photoz_layers,
+        n_outputs,
+        c.pz_dropout,
+        c.undropped_last,
+        input_norm,
+    )
     return encoder, decoder, photoz

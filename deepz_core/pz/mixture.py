@@ -78,8 +78,6 @@ class GaussianMixture(MixtureSameFamily):
         return torch.cat(out, dim=0).reshape(*batch, z.shape[1])  # (..., G)
 
 
-
-
 def combine_members(dist: GaussianMixture, member_mask: Tensor | None = None) -> GaussianMixture:
     """Ensemble p(z): the mean of member p(z), as one mixture of E*M components (E20 Sec. 5.2).
 

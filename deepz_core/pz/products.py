@@ -63,8 +63,10 @@ class PzConfig(Config):
             raise ConfigError(f"z_max must be > z_min, got {self.z_min}..{self.z_max}")
         span = self.z_max - self.z_min
         if not span / MAX_GRID_STEPS <= self.dz <= span / 2:
-            raise ConfigError(f"dz must be in [(z_max - z_min) / {MAX_GRID_STEPS:,}, "
-                              f"(z_max - z_min) / 2], got {self.dz}")  # fmt: skip
+            raise ConfigError(
+                f"dz must be in [(z_max - z_min) / {MAX_GRID_STEPS:,}, "
+                f"(z_max - z_min) / 2], got {self.dz}"
+            )
 
     @property
     def n_steps(self) -> int:
@@ -266,8 +268,14 @@ def point_products(
         zs = zspec.to(dtype=dtype, device=device).reshape(-1)
         at.append(torch.nan_to_num(zs))
     cdf = _blockwise(p, len(at), lambda b, sl: b.cdf(torch.stack([a[sl] for a in at], 1)))
-    out = {"zphot": mode, "zmean": (p.w * p.loc).sum(-1), "zmedian": quant[:, 0],
-           "z_lo68": quant[:, 1], "z_hi68": quant[:, 2], "odds": cdf[:, 0] - cdf[:, 1]}  # fmt: skip
+    out = {
+        "zphot": mode,
+        "zmean": (p.w * p.loc).sum(-1),
+        "zmedian": quant[:, 0],
+        "z_lo68": quant[:, 1],
+        "z_hi68": quant[:, 2],
+        "odds": cdf[:, 0] - cdf[:, 1],
+    }
     if zspec is not None:
         out["pit"] = torch.where(torch.isfinite(zs), cdf[:, 2], torch.nan)
     return out

@@ -86,15 +86,41 @@ CONTINUUM: dict[str, tuple[str, float, float, float]] = {
     "burst_30myr": ("const", 3.0e7, 0.0, -0.4),
 }
 # rest wavelength [A] (vacuum-ish, as in bagpipes' Cloudy list) -> flux relative to [OII]3727
-_LINES_AT = {"OII": 3727.4, "Hb": 4861.3, "OIII4959": 4958.9, "OIII5007": 5006.8,
-             "NII6548": 6548.1, "Ha": 6562.8, "NII6584": 6583.5, "SII6717": 6716.4,
-             "SII6731": 6730.8}  # fmt: skip
+_LINES_AT = {
+    "OII": 3727.4,
+    "Hb": 4861.3,
+    "OIII4959": 4958.9,
+    "OIII5007": 5006.8,
+    "NII6548": 6548.1,
+    "Ha": 6562.8,
+    "NII6584": 6583.5,
+    "SII6717": 6716.4,
+    "SII6731": 6730.8,
+}
 LINE_RATIOS: dict[str, dict[str, float]] = {
-    "lines_low": {"OII": 1.0, "Hb": 0.61, "OIII4959": 0.12, "OIII5007": 0.36, "NII6548": 0.18,
-                  "Ha": 1.77, "NII6584": 0.53, "SII6717": 0.30, "SII6731": 0.22},
-    "lines_high": {"OII": 1.0, "Hb": 0.80, "OIII4959": 0.67, "OIII5007": 2.0, "NII6548": 0.02,
-                   "Ha": 2.29, "NII6584": 0.07, "SII6717": 0.12, "SII6731": 0.09},
-}  # fmt: skip
+    "lines_low": {
+        "OII": 1.0,
+        "Hb": 0.61,
+        "OIII4959": 0.12,
+        "OIII5007": 0.36,
+        "NII6548": 0.18,
+        "Ha": 1.77,
+        "NII6584": 0.53,
+        "SII6717": 0.30,
+        "SII6731": 0.22,
+    },
+    "lines_high": {
+        "OII": 1.0,
+        "Hb": 0.80,
+        "OIII4959": 0.67,
+        "OIII5007": 2.0,
+        "NII6548": 0.02,
+        "Ha": 2.29,
+        "NII6584": 0.07,
+        "SII6717": 0.12,
+        "SII6731": 0.09,
+    },
+}
 
 
 @dataclass(frozen=True)
@@ -114,8 +140,10 @@ class SetInfo:
                 f"version must start with the set name {self.name!r}, got {self.version!r}"
             )
         if not 0 < self.lambda_min < self.lambda_max:
-            raise ConfigError(f"lambda_min/lambda_max must satisfy 0 < min < max, got "
-                              f"{self.lambda_min}, {self.lambda_max}")  # fmt: skip
+            raise ConfigError(
+                f"lambda_min/lambda_max must satisfy 0 < min < max, got "
+                f"{self.lambda_min}, {self.lambda_max}"
+            )
 
     def check_bands_coverable(self, bands: Sequence[str], z_max: float) -> None:
         """ConfigError unless every band lies within the spectra's range at z = 0 .. z_max (the
@@ -132,13 +160,22 @@ class SetInfo:
 
 
 SETS: dict[str, SetInfo] = {
-    "bcnz2": SetInfo("bcnz2", TEMPLATE_SET_VERSION, LAMBDA_MIN, LAMBDA_MAX,
-                     "BCNZ2-like: 40 BC03 continua x Calzetti dust with IGM, plus 2 emission-line "
-                     "templates (the demo mock's own SED family)"),
-    "kcorrect": SetInfo("kcorrect", KCORRECT_VERSION, *KCORRECT_RANGE,
-                        "kcorrect v4: 5 NMF templates with dust and lines built in (Blanton & "
-                        "Roweis 2007), fitted as one non-negative combination; independent of the mock"),
-}  # fmt: skip
+    "bcnz2": SetInfo(
+        "bcnz2",
+        TEMPLATE_SET_VERSION,
+        LAMBDA_MIN,
+        LAMBDA_MAX,
+        "BCNZ2-like: 40 BC03 continua x Calzetti dust with IGM, plus 2 emission-line "
+        "templates (the demo mock's own SED family)",
+    ),
+    "kcorrect": SetInfo(
+        "kcorrect",
+        KCORRECT_VERSION,
+        *KCORRECT_RANGE,
+        "kcorrect v4: 5 NMF templates with dust and lines built in (Blanton & "
+        "Roweis 2007), fitted as one non-negative combination; independent of the mock",
+    ),
+}
 TEMPLATE_SETS = tuple(SETS)
 
 
@@ -168,11 +205,15 @@ class TemplateSet:
     def __post_init__(self) -> None:
         t = len(self.names)
         if self.spectra.shape != (t, len(self.wavelength)) or self.ebv.shape != (t,):
-            raise ConfigError(f"template set {self.info.name!r}: spectra {self.spectra.shape}, "
-                              f"ebv {self.ebv.shape} do not match {t} names")  # fmt: skip
+            raise ConfigError(
+                f"template set {self.info.name!r}: spectra {self.spectra.shape}, "
+                f"ebv {self.ebv.shape} do not match {t} names"
+            )
         if self.runs.ndim != 2 or self.runs.min() < 0 or self.runs.max() >= t:
-            raise ConfigError(f"template set {self.info.name!r}: runs must be (R, T_r) indices "
-                              f"below {t}, got {self.runs.tolist()}")  # fmt: skip
+            raise ConfigError(
+                f"template set {self.info.name!r}: runs must be (R, T_r) indices "
+                f"below {t}, got {self.runs.tolist()}"
+            )
 
     @property
     def name(self) -> str:
@@ -261,8 +302,15 @@ def _bcnz2_set(info: SetInfo) -> TemplateSet:
     ebv_a = np.array(ebv)
     lines = np.flatnonzero(np.isnan(ebv_a))
     runs = np.stack([np.concatenate([np.flatnonzero(ebv_a == e), lines]) for e in EBV_VALUES])
-    return TemplateSet(info=info, wavelength=wav, spectra=flat, names=tuple(names), ebv=ebv_a,
-                       is_line=np.isnan(ebv_a), runs=runs)  # fmt: skip
+    return TemplateSet(
+        info=info,
+        wavelength=wav,
+        spectra=flat,
+        names=tuple(names),
+        ebv=ebv_a,
+        is_line=np.isnan(ebv_a),
+        runs=runs,
+    )
 
 
 def kcorrect_file():
@@ -290,8 +338,10 @@ def rebin_mean(wave: np.ndarray, flux: np.ndarray, grid: np.ndarray) -> np.ndarr
     edges = np.sqrt(grid[:-1] * grid[1:])
     edges = np.concatenate([[grid[0] ** 2 / edges[0]], edges, [grid[-1] ** 2 / edges[-1]]])
     if edges[0] < wave[0] or edges[-1] > wave[-1]:
-        raise ConfigError(f"rebin_mean: grid {edges[0]:.1f}-{edges[-1]:.1f} A is outside the "
-                          f"spectra's {wave[0]:.1f}-{wave[-1]:.1f} A")  # fmt: skip
+        raise ConfigError(
+            f"rebin_mean: grid {edges[0]:.1f}-{edges[-1]:.1f} A is outside the "
+            f"spectra's {wave[0]:.1f}-{wave[-1]:.1f} A"
+        )
     steps = 0.5 * (flux[:, 1:] + flux[:, :-1]) * np.diff(wave)  # (T, L - 1) trapezoids
     cum = np.concatenate([np.zeros((len(flux), 1)), np.cumsum(steps, axis=1)], axis=1)
     at = np.stack([np.interp(edges, wave, c) for c in cum])  # (T, G + 1)
@@ -305,9 +355,15 @@ def _kcorrect_set(info: SetInfo) -> TemplateSet:
     grid = info.lambda_min * np.exp(np.arange(n) / R_GRID)
     spectra = _unit_at_5000(grid, rebin_mean(wave, flux, grid)).astype(np.float32)
     t = len(spectra)
-    return TemplateSet(info=info, wavelength=grid, spectra=spectra,
-                       names=tuple(f"kcorrect_nmf{i}" for i in range(t)), ebv=np.full(t, np.nan),
-                       is_line=np.zeros(t, dtype=bool), runs=np.arange(t)[None, :])  # fmt: skip
+    return TemplateSet(
+        info=info,
+        wavelength=grid,
+        spectra=spectra,
+        names=tuple(f"kcorrect_nmf{i}" for i in range(t)),
+        ebv=np.full(t, np.nan),
+        is_line=np.zeros(t, dtype=bool),
+        runs=np.arange(t)[None, :],
+    )
 
 
 def _igm_model(wavelength: np.ndarray):

@@ -30,8 +30,14 @@ from deepz_core.simulate import galaxies
 
 FLUXZP = 23.9
 # COSMOS 5 sigma depths (3'' apertures, Capak et al. 2007 / Laigle et al. 2016 orders of magnitude)
-BROAD_DEPTHS = {"cfht_u": 26.4, "subaru_B": 27.0, "subaru_V": 26.6, "subaru_r": 26.8,
-                "subaru_i": 26.2, "subaru_z": 25.2}  # fmt: skip
+BROAD_DEPTHS = {
+    "cfht_u": 26.4,
+    "subaru_B": 27.0,
+    "subaru_V": 26.6,
+    "subaru_r": 26.8,
+    "subaru_i": 26.2,
+    "subaru_z": 25.2,
+}
 DEFAULT_BROAD_DEPTH = 25.5
 EXPOSURE_COUNTS = np.arange(3, 11)
 EXPOSURE_PROBS = np.array([0.06, 0.12, 0.50, 0.12, 0.08, 0.05, 0.04, 0.03])
@@ -121,8 +127,11 @@ def _outliers(
     """Additive outlier flux: scattered light (+3..15 sigma) or cross-talk (-3..10 sigma)."""
     hit = rng.uniform(size=len(error)) < cfg.outlier_rate
     positive = rng.uniform(size=len(error)) < cfg.outlier_positive
-    size = np.where(positive, rng.uniform(3, 15, len(error)) * error + 0.1 * np.abs(flux),
-                    -rng.uniform(3, 10, len(error)) * error)  # fmt: skip
+    size = np.where(
+        positive,
+        rng.uniform(3, 15, len(error)) * error + 0.1 * np.abs(flux),
+        -rng.uniform(3, 10, len(error)) * error,
+    )
     return np.where(hit, size, 0.0)
 
 

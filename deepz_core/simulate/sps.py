@@ -60,8 +60,15 @@ class SPSConfig(Config):
         self._set("chunk", check_int("chunk", self.chunk, 1))
 
 
-_RANGES = {"z": (0.0, 3.0), "log_z": (-2.3, 0.7), "tau_gyr": (1e-3, 100.0), "const": (0.0, 1.0),
-           "ebv": (0.0, 3.0), "log_u": (-4.0, 0.0), "mag_i": (5.0, 35.0)}  # fmt: skip
+_RANGES = {
+    "z": (0.0, 3.0),
+    "log_z": (-2.3, 0.7),
+    "tau_gyr": (1e-3, 100.0),
+    "const": (0.0, 1.0),
+    "ebv": (0.0, 3.0),
+    "log_u": (-4.0, 0.0),
+    "mag_i": (5.0, 35.0),
+}
 
 
 @cache

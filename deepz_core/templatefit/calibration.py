@@ -82,8 +82,13 @@ def scaled_fluxes(cat: Catalog, zero_points: np.ndarray | None) -> tuple[np.ndar
     return cat.flux / zp, cat.flux_error / zp
 
 
-def fit_at_redshift(model: TemplateModel, flux: torch.Tensor, error: torch.Tensor, z: torch.Tensor,
-                    cfg: TemplateFitConfig) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+def fit_at_redshift(
+    model: TemplateModel,
+    flux: torch.Tensor,
+    error: torch.Tensor,
+    z: torch.Tensor,
+    cfg: TemplateFitConfig,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Model fluxes (C, B) (narrow bands times k) and chi2 (C,) of galaxies fitted at their own
     redshifts z (C,): best run, exact NNLS, k alternated with the amplitudes (E20 eq. A3)."""
     w, f = inverse_variances(flux, error, cfg.error_floor)
@@ -105,8 +110,9 @@ def fit_at_redshift(model: TemplateModel, flux: torch.Tensor, error: torch.Tenso
     return m * s, chi2
 
 
-def _best_run(model: TemplateModel, w2: torch.Tensor, wf: torch.Tensor, fwf: torch.Tensor,
-              a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+def _best_run(
+    model: TemplateModel, w2: torch.Tensor, wf: torch.Tensor, fwf: torch.Tensor, a: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Unscaled model fluxes (C, B) and chi2 (C,) of the best run for templates a (C, B, Ttot)."""
     c, r, t = a.shape[0], model.n_runs, model.n_per_run
     ar = a[:, :, model.runs]  # (C, B, R, T)
@@ -121,8 +127,9 @@ def _best_run(model: TemplateModel, w2: torch.Tensor, wf: torch.Tensor, fwf: tor
     return m, chi2[rows, best]
 
 
-def calibrate_zero_points(cat: Catalog, cfg: TemplateFitConfig | None = None,
-                          device: str | torch.device = "cpu") -> np.ndarray:  # fmt: skip
+def calibrate_zero_points(
+    cat: Catalog, cfg: TemplateFitConfig | None = None, device: str | torch.device = "cpu"
+) -> np.ndarray:
     """(B,) zero-points l_b from the galaxies with a spec-z (module docstring; BCNZ2 / E20 App. A).
 
     Raises CatalogError when fewer than 10 galaxies have a spec-z inside the fit range."""
@@ -133,8 +140,10 @@ def calibrate_zero_points(cat: Catalog, cfg: TemplateFitConfig | None = None,
     zs = cat.zspec
     use = np.flatnonzero(np.isfinite(zs) & (zs >= cfg.z_min) & (zs <= cfg.z_max))
     if len(use) < 10:
-        raise CatalogError(f"zero-point calibration needs >= 10 galaxies with a spec-z in "
-                           f"[{cfg.z_min}, {cfg.z_max}], got {len(use)}")  # fmt: skip
+        raise CatalogError(
+            f"zero-point calibration needs >= 10 galaxies with a spec-z in "
+            f"[{cfg.z_min}, {cfg.z_max}], got {len(use)}"
+        )
     model = TemplateModel.build(tuple(cat.bands), cfg.z_grid(), dev, cfg.template_set)
     zp = np.ones(len(cat.bands))
     step = chunk_size(cfg, dev) * 2
@@ -151,10 +160,15 @@ def calibrate_zero_points(cat: Catalog, cfg: TemplateFitConfig | None = None,
             ratios.append(flux[rows] / np.where(m > 0, m, np.nan))
             good.append(m / error[rows] >= cfg.zp_min_snr)
         ratio, ok = np.concatenate(ratios), np.concatenate(good)
-        med = np.array([np.nanmedian(ratio[ok[:, j], j]) if ok[:, j].sum() >= 5 else 1.0
-                        for j in range(len(cat.bands))])  # fmt: skip
-        zp = normalise_zero_points(zp * np.where(np.isfinite(med) & (med > 0), med, 1.0),
-                                   model.narrow.cpu().numpy())  # fmt: skip
+        med = np.array(
+            [
+                np.nanmedian(ratio[ok[:, j], j]) if ok[:, j].sum() >= 5 else 1.0
+                for j in range(len(cat.bands))
+            ]
+        )
+        zp = normalise_zero_points(
+            zp * np.where(np.isfinite(med) & (med > 0), med, 1.0), model.narrow.cpu().numpy()
+        )
     return zp
 
 

@@ -64,16 +64,22 @@ class TemplateModel:
     template_set: str = DEFAULT_SET
 
     @classmethod
-    def build(cls, bands: tuple[str, ...], z: np.ndarray, device: torch.device,
-              template_set: str = DEFAULT_SET) -> TemplateModel:  # fmt: skip
+    def build(
+        cls,
+        bands: tuple[str, ...],
+        z: np.ndarray,
+        device: torch.device,
+        template_set: str = DEFAULT_SET,
+    ) -> TemplateModel:
         """The model of set ``template_set`` for ``bands`` on grid z (Z,), kept for reuse (the
         last few built)."""
         z_key = tuple(np.round(np.asarray(z, dtype=float), 9).tolist())
         return _build_cached((tuple(bands), z_key, str(device), template_set))
 
     @classmethod
-    def _build(cls, bands: tuple[str, ...], z: np.ndarray, device: torch.device,
-               template_set: str) -> TemplateModel:  # fmt: skip
+    def _build(
+        cls, bands: tuple[str, ...], z: np.ndarray, device: torch.device, template_set: str
+    ) -> TemplateModel:
         raw = flux_table(bands, z, template_set)  # (Z, B, Ttot)
         mean = raw.mean(axis=1, keepdims=True)
         flux = raw / np.where(mean > 0, mean, 1.0)
@@ -86,10 +92,19 @@ class TemplateModel:
         sym = np.zeros((runs.shape[1],) * 2, dtype=np.int64)
         sym[iu, ju] = sym[ju, iu] = np.arange(len(iu))
         t = lambda a, dt=None: torch.as_tensor(np.ascontiguousarray(a), dtype=dt, device=device)  # noqa: E731
-        return cls(z=z, bands=bands, flux=t(flux, torch.float32), runs=t(runs),
-                   pairs=t(pairs.transpose(1, 0, 2, 3), torch.float32), iu=t(iu), ju=t(ju),
-                   sym=t(sym.ravel()), narrow=t(narrow), names=tset.names,
-                   template_set=template_set)  # fmt: skip
+        return cls(
+            z=z,
+            bands=bands,
+            flux=t(flux, torch.float32),
+            runs=t(runs),
+            pairs=t(pairs.transpose(1, 0, 2, 3), torch.float32),
+            iu=t(iu),
+            ju=t(ju),
+            sym=t(sym.ravel()),
+            narrow=t(narrow),
+            names=tset.names,
+            template_set=template_set,
+        )
 
     @property
     def n_runs(self) -> int:
@@ -133,8 +148,9 @@ class ChunkState:
     fwf: Tensor
 
 
-def solve_problems(G: Tensor, b: Tensor, fwf: Tensor, free: Tensor | None, solver: str,
-                   mu_iterations: int) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+def solve_problems(
+    G: Tensor, b: Tensor, fwf: Tensor, free: Tensor | None, solver: str, mu_iterations: int
+) -> tuple[Tensor, Tensor, Tensor]:
     """Coefficients (N, T), positive set (N, T) and chi2 (N,) of N problems."""
     if solver == "mu":
         x = mu_nnls(G, b, mu_iterations)
@@ -149,8 +165,15 @@ def scaled_weights(state: ChunkState, narrow: Tensor) -> tuple[Tensor, Tensor]:
     return state.w * s * s, state.w * state.f * s
 
 
-def solve_level(model: TemplateModel, state: ChunkState, level: Level, select: Tensor | None,
-                solver: str, mu_iter: int, restart: bool = False) -> None:  # fmt: skip
+def solve_level(
+    model: TemplateModel,
+    state: ChunkState,
+    level: Level,
+    select: Tensor | None,
+    solver: str,
+    mu_iter: int,
+    restart: bool = False,
+) -> None:
     """Solve the (galaxy, node, run) problems picked by ``select`` (C, Zn, R) (None: all) at a
     level's new nodes; warm start from the better neighbour's positive set (``restart``: from the
     node's own previous one). Gram matrices are built per block of nodes for the galaxies that need
@@ -181,8 +204,9 @@ def solve_level(model: TemplateModel, state: ChunkState, level: Level, select: T
         start = None  # the first level: cold starts
     else:
         start = _warm_start(state, gal, zi, ri, level)
-    _, free, chi2 = solve_problems(model.unpack(packed), bb.to(SOLVE_DTYPE), state.fwf[gal],
-                                   start, solver, mu_iter)  # fmt: skip
+    _, free, chi2 = solve_problems(
+        model.unpack(packed), bb.to(SOLVE_DTYPE), state.fwf[gal], start, solver, mu_iter
+    )
     state.chi2[gal, z_abs, ri] = chi2
     state.free[gal, z_abs, ri] = free
 

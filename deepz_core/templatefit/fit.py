@@ -51,8 +51,16 @@ from deepz_core.templatefit.chi2 import TemplateModel, fit_chunk
 from deepz_core.templatefit.config import SOLVERS, TemplateFitConfig
 from deepz_core.templatefit.pz import compress_mixture, grid_products, pz_grid
 
-__all__ = ["SOLVERS", "TemplateFitConfig", "calibrate_zero_points", "fit_catalog", "read_zero_points",
-           "template_names", "worker_pool", "write_templatefit"]  # fmt: skip
+__all__ = [
+    "SOLVERS",
+    "TemplateFitConfig",
+    "calibrate_zero_points",
+    "fit_catalog",
+    "read_zero_points",
+    "template_names",
+    "worker_pool",
+    "write_templatefit",
+]
 
 
 def template_names(template_set: str = DEFAULT_SET) -> tuple[str, ...]:
@@ -60,9 +68,16 @@ def template_names(template_set: str = DEFAULT_SET) -> tuple[str, ...]:
     return load_template_set(template_set).names
 
 
-def fit_catalog(cat: Catalog, cfg: TemplateFitConfig | None = None, device: str | torch.device = "cpu",
-                zero_points: np.ndarray | None = None, calibrate: bool = True, grid: bool = False,
-                workers: int = 1, pool: Executor | None = None) -> Table:  # fmt: skip
+def fit_catalog(
+    cat: Catalog,
+    cfg: TemplateFitConfig | None = None,
+    device: str | torch.device = "cpu",
+    zero_points: np.ndarray | None = None,
+    calibrate: bool = True,
+    grid: bool = False,
+    workers: int = 1,
+    pool: Executor | None = None,
+) -> Table:
     """Template-fit photo-z of every galaxy in ``cat``: a deepz-style predictions Table.
 
     Zero-points: ``zero_points`` (B,) if given, else calibrated on the spec-z galaxies when
@@ -83,8 +98,10 @@ def fit_catalog(cat: Catalog, cfg: TemplateFitConfig | None = None, device: str 
     # building the model also fills the disk cache that worker processes read
     model = TemplateModel.build(tuple(cat.bands), cfg.z_grid(), dev, cfg.template_set)
     step = chunk_size(cfg, dev)
-    chunks = [(flux[s : s + step], error[s : s + step], cat.zspec[s : s + step])
-              for s in range(0, cat.n_galaxies, step)]  # fmt: skip
+    chunks = [
+        (flux[s : s + step], error[s : s + step], cat.zspec[s : s + step])
+        for s in range(0, cat.n_galaxies, step)
+    ]
     parallel = dev.type == "cpu" and len(chunks) > 1 and (pool is not None or workers > 1)
     with progress_bar(cat.n_galaxies, "template fit") as bar:
         if parallel and pool is not None:
@@ -114,18 +131,28 @@ def _worker_init() -> None:
     torch.set_num_threads(1)
 
 
-def _worker_fit(bands: tuple[str, ...], z: np.ndarray, flux: np.ndarray, error: np.ndarray,
-                zspec: np.ndarray, cfg: TemplateFitConfig, grid: bool) -> dict[str, np.ndarray]:  # fmt: skip
+def _worker_fit(
+    bands: tuple[str, ...],
+    z: np.ndarray,
+    flux: np.ndarray,
+    error: np.ndarray,
+    zspec: np.ndarray,
+    cfg: TemplateFitConfig,
+    grid: bool,
+) -> dict[str, np.ndarray]:
     # cached per process: a pool's workers rebuild the model once, from the disk cache
     model = TemplateModel.build(bands, z, torch.device("cpu"), cfg.template_set)
     return _fit_rows(model, flux, error, zspec, cfg, grid)
 
 
-def _fit_in_pool(pool: Executor, model: TemplateModel, chunks: list, cfg: TemplateFitConfig,
-                 grid: bool, bar) -> list[dict[str, np.ndarray]]:  # fmt: skip
+def _fit_in_pool(
+    pool: Executor, model: TemplateModel, chunks: list, cfg: TemplateFitConfig, grid: bool, bar
+) -> list[dict[str, np.ndarray]]:
     """Products of each chunk, in order, fitted by the processes of ``pool``."""
-    futures = {pool.submit(_worker_fit, model.bands, model.z, *c, cfg, grid): i
-               for i, c in enumerate(chunks)}  # fmt: skip
+    futures = {
+        pool.submit(_worker_fit, model.bands, model.z, *c, cfg, grid): i
+        for i, c in enumerate(chunks)
+    }
     parts: list = [None] * len(chunks)
     for fut in as_completed(futures):
         parts[futures[fut]] = fut.result()
@@ -133,12 +160,22 @@ def _fit_in_pool(pool: Executor, model: TemplateModel, chunks: list, cfg: Templa
     return parts
 
 
-def _fit_rows(model: TemplateModel, flux: np.ndarray, error: np.ndarray, zspec: np.ndarray,
-              cfg: TemplateFitConfig, grid: bool) -> dict[str, np.ndarray]:  # fmt: skip
+def _fit_rows(
+    model: TemplateModel,
+    flux: np.ndarray,
+    error: np.ndarray,
+    zspec: np.ndarray,
+    cfg: TemplateFitConfig,
+    grid: bool,
+) -> dict[str, np.ndarray]:
     """Products (N,) / (N, M) / (N, G) of one chunk."""
     dev = model.flux.device
-    res = fit_chunk(model, torch.as_tensor(flux, dtype=torch.float32, device=dev),
-                    torch.as_tensor(error, dtype=torch.float32, device=dev), cfg)  # fmt: skip
+    res = fit_chunk(
+        model,
+        torch.as_tensor(flux, dtype=torch.float32, device=dev),
+        torch.as_tensor(error, dtype=torch.float32, device=dev),
+        cfg,
+    )
     p = pz_grid(res.chi2, model.z, cfg.pz)  # (C, G)
     out = grid_products(p, cfg.pz, torch.as_tensor(zspec, dtype=torch.float64, device=dev))
     out.update(compress_mixture(p, cfg.pz, cfg.mixture_components))
@@ -156,8 +193,12 @@ def _fit_rows(model: TemplateModel, flux: np.ndarray, error: np.ndarray, zspec: 
     return {k: v.cpu().numpy() for k, v in out.items()}
 
 
-def _table(cat: Catalog, products: dict[str, np.ndarray], zero_points: np.ndarray | None,
-           cfg: TemplateFitConfig) -> Table:  # fmt: skip
+def _table(
+    cat: Catalog,
+    products: dict[str, np.ndarray],
+    zero_points: np.ndarray | None,
+    cfg: TemplateFitConfig,
+) -> Table:
     t = Table()
     t["ref_id"] = cat.ref_id
     for name in POINT_COLUMNS:
@@ -177,9 +218,17 @@ def _table(cat: Catalog, products: dict[str, np.ndarray], zero_points: np.ndarra
         t[name] = products[name].astype(np.float32)
     zp = np.ones(len(cat.bands)) if zero_points is None else np.asarray(zero_points, dtype=float)
     info = set_info(cfg.template_set)
-    t.meta.update({"METHOD": "templatefit", "TFSET": info.version, "TFNAME": info.name,
-                   "ZPCAL": zero_points is not None, "PZ_ZMIN": cfg.pz.z_min,
-                   "PZ_ZMAX": cfg.pz.z_max, "PZ_DZ": cfg.pz.dz})  # fmt: skip
+    t.meta.update(
+        {
+            "METHOD": "templatefit",
+            "TFSET": info.version,
+            "TFNAME": info.name,
+            "ZPCAL": zero_points is not None,
+            "PZ_ZMIN": cfg.pz.z_min,
+            "PZ_ZMAX": cfg.pz.z_max,
+            "PZ_DZ": cfg.pz.dz,
+        }
+    )
     t.meta["zero_points"] = dict(zip(cat.bands, zp.tolist(), strict=True))
     return t
 
@@ -199,10 +248,13 @@ def write_templatefit(table: Table, path: Path | str) -> Path:
     write_table(out, path)
     if zp is not None:
         # "template_set" holds the version, as it did before there was a second set
-        tset = {"template_set": out.meta.get("TFSET", TEMPLATE_SET_VERSION),
-                "template_set_name": out.meta.get("TFNAME", DEFAULT_SET)}  # fmt: skip
-        atomic_write_json(zero_points_path(path), {"bands": list(zp), "zero_points": list(zp.values()),
-                                                   **tset})  # fmt: skip
+        tset = {
+            "template_set": out.meta.get("TFSET", TEMPLATE_SET_VERSION),
+            "template_set_name": out.meta.get("TFNAME", DEFAULT_SET),
+        }
+        atomic_write_json(
+            zero_points_path(path), {"bands": list(zp), "zero_points": list(zp.values()), **tset}
+        )
     return Path(path)
 
 

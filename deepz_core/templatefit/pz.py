@@ -56,8 +56,9 @@ def cdf_at(cdf: Tensor, grid: Tensor, z: Tensor) -> Tensor:
 
 def quantile(cdf: Tensor, grid: Tensor, q: float) -> Tensor:
     """(N,) the q-quantile of each CDF (N, G), linear between grid points."""
-    hi = torch.searchsorted(cdf, torch.full((cdf.shape[0], 1), q, dtype=cdf.dtype,
-                                            device=cdf.device)).clamp(1, cdf.shape[1] - 1)  # fmt: skip
+    hi = torch.searchsorted(
+        cdf, torch.full((cdf.shape[0], 1), q, dtype=cdf.dtype, device=cdf.device)
+    ).clamp(1, cdf.shape[1] - 1)
     hi = hi.squeeze(1)
     rows = torch.arange(cdf.shape[0], device=cdf.device)
     c0, c1 = cdf[rows, hi - 1], cdf[rows, hi]
@@ -124,8 +125,11 @@ def compress_mixture(p: Tensor, pz: PzConfig, components: int) -> dict[str, Tens
         stds.append(var.sqrt())
         taken |= (j >= lo[:, None]) & (j <= hi[:, None])
     w = torch.stack(weights, 1)
-    return {"weights": w / w.sum(1, keepdim=True).clamp_min(1e-300),
-            "means": torch.stack(means, 1), "stds": torch.stack(stds, 1)}  # fmt: skip
+    return {
+        "weights": w / w.sum(1, keepdim=True).clamp_min(1e-300),
+        "means": torch.stack(means, 1),
+        "stds": torch.stack(stds, 1),
+    }
 
 
 def _segment_sum(cum: Tensor, rows: Tensor, lo: Tensor, hi: Tensor) -> Tensor:

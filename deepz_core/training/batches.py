@@ -38,8 +38,15 @@ def member_orders(pools: list[np.ndarray], rng: np.random.Generator) -> np.ndarr
     return np.stack([rng.permutation(p)[:n] for p in pools])
 
 
-def add_outliers(x: Tensor, coadd: Tensor, fraction: float, bands: Tensor, gen: torch.Generator,
-                 per_measurement: bool = False, amplitude: float = 1.0) -> Tensor:  # fmt: skip
+def add_outliers(
+    x: Tensor,
+    coadd: Tensor,
+    fraction: float,
+    bands: Tensor,
+    gen: torch.Generator,
+    per_measurement: bool = False,
+    amplitude: float = 1.0,
+) -> Tensor:
     """Photometric outliers in the training inputs (E20 App. B, Fig. B1), (E, n, B) -> (E, n, B).
 
     An outlier adds U(0, ``amplitude``) x |the coadd flux| to one band of one galaxy (Fig. B1
@@ -74,8 +81,15 @@ def batch_slices(n: int, batch_size: int, min_batch: int) -> list[slice]:
 class SimulationBatches:
     """Noisy batches from a noiseless simulation: flux (N, B), error (N, B), z (N,), ref index."""
 
-    def __init__(self, flux: np.ndarray, error: np.ndarray, z: np.ndarray, ref: int, members: int,
-                 device: torch.device) -> None:  # fmt: skip
+    def __init__(
+        self,
+        flux: np.ndarray,
+        error: np.ndarray,
+        z: np.ndarray,
+        ref: int,
+        members: int,
+        device: torch.device,
+    ) -> None:
         self.flux = torch.as_tensor(flux, dtype=torch.float32, device=device)  # (N, B)
         self.error = torch.as_tensor(error, dtype=torch.float32, device=device)  # (N, B)
         self.z = torch.as_tensor(z, dtype=torch.float32, device=device)  # (N,)
@@ -101,9 +115,18 @@ class DataBatches:
     """Training batches from observed features, with randomised coadds where exposures exist and,
     when ``outlier_fraction`` > 0, photometric outliers drawn afresh every epoch (E20 App. B)."""
 
-    def __init__(self, features, train: np.ndarray, device: torch.device, alpha: float,
-                 keep_one: bool, randomize: bool, outlier_fraction: float = 0.0,
-                 outliers_per_measurement: bool = False, outlier_amplitude: float = 1.0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        features,
+        train: np.ndarray,
+        device: torch.device,
+        alpha: float,
+        keep_one: bool,
+        randomize: bool,
+        outlier_fraction: float = 0.0,
+        outliers_per_measurement: bool = False,
+        outlier_amplitude: float = 1.0,
+    ) -> None:
         self.pools = [np.flatnonzero(row) for row in train]  # per-member training galaxies
         self.outlier_fraction = outlier_fraction
         self.outliers_per_measurement = outliers_per_measurement
@@ -111,8 +134,10 @@ class DataBatches:
         ref = features.bands.index(features.ref_band)
         others = [j for j in range(len(features.bands)) if j != ref]
         if outlier_fraction > 0 and not others:
-            raise ConfigError(f"outlier_fraction {outlier_fraction!r} needs a band besides the "
-                              f"reference band {features.ref_band!r}")  # fmt: skip
+            raise ConfigError(
+                f"outlier_fraction {outlier_fraction!r} needs a band besides the "
+                f"reference band {features.ref_band!r}"
+            )
         self.outlier_bands = torch.as_tensor(others, dtype=torch.long, device=device)  # (B - 1,)
         self.x = torch.as_tensor(features.ratio, device=device)  # (N, B)
         self.z = torch.as_tensor(features.zspec, dtype=torch.float32, device=device)  # (N,)
@@ -143,6 +168,13 @@ class DataBatches:
                     weight = (~lost).float()
                 x = rebuilt
             if self.outlier_fraction > 0:  # after the coadds: outliers hit the final photometry
-                x = add_outliers(x, self.x[idx], self.outlier_fraction, self.outlier_bands, gen,
-                                 self.outliers_per_measurement, self.outlier_amplitude)  # fmt: skip
+                x = add_outliers(
+                    x,
+                    self.x[idx],
+                    self.outlier_fraction,
+                    self.outlier_bands,
+                    gen,
+                    self.outliers_per_measurement,
+                    self.outlier_amplitude,
+                )
             yield Batch(x=x, z=self.z[idx], weight=weight)

@@ -65,8 +65,14 @@ def classifier_products(
     if not odds_window > 0:
         raise ConfigError(f"odds_window must be > 0, got {odds_window!r}")
     mode, half = dist.mode, 0.5 * odds_window
-    out = {"zphot": mode, "zmean": dist.mean, "zmedian": dist.icdf(0.5), "z_lo68": dist.icdf(Q16),
-           "z_hi68": dist.icdf(Q84), "odds": dist.cdf(mode + half) - dist.cdf(mode - half)}  # fmt: skip
+    out = {
+        "zphot": mode,
+        "zmean": dist.mean,
+        "zmedian": dist.icdf(0.5),
+        "z_lo68": dist.icdf(Q16),
+        "z_hi68": dist.icdf(Q84),
+        "odds": dist.cdf(mode + half) - dist.cdf(mode - half),
+    }
     if zspec is not None:
         known = torch.isfinite(zspec)
         out["pit"] = torch.where(known, dist.cdf(torch.nan_to_num(zspec)), torch.nan)
@@ -137,10 +143,19 @@ def train_classifier(
     t = train_cfg
     phases = []
     if pretrain is not None and t.pretrain_epochs > 0:
-        phases.append(Phase("pretrain", t.pretrain_schedule, pretrain, pretrain_loss,
-                            t.pretrain_batch_size, t.min_batch))  # fmt: skip
-    data = DataBatches(features, splits.train, device, t.alpha, t.keep_one, t.randomize_coadds,
-                       t.outlier_fraction)  # fmt: skip
+        phases.append(
+            Phase(
+                "pretrain",
+                t.pretrain_schedule,
+                pretrain,
+                pretrain_loss,
+                t.pretrain_batch_size,
+                t.min_batch,
+            )
+        )
+    data = DataBatches(
+        features, splits.train, device, t.alpha, t.keep_one, t.randomize_coadds, t.outlier_fraction
+    )
     phases.append(Phase("finetune", t.schedule, data, finetune_loss, t.batch_size, t.min_batch))
     validate = _validator(features, splits, cfg, device)
     history: list[dict[str, Any]] = []
@@ -153,8 +168,13 @@ def train_classifier(
     return ClassifierResult(model, products, probs, cfg.edges().numpy(), history)
 
 
-def _run_phase(model: DeepzClassifier, phase: Phase, t: TrainConfig, device: torch.device,
-               validate: Validator | None) -> Iterator[dict[str, Any]]:  # fmt: skip
+def _run_phase(
+    model: DeepzClassifier,
+    phase: Phase,
+    t: TrainConfig,
+    device: torch.device,
+    validate: Validator | None,
+) -> Iterator[dict[str, Any]]:
     """Yield one history row per epoch; seeds and optimiser as ``training.PhaseRunner``.
 
     ``train_epoch``/``heldout_nll`` are annotated for DeepzModel but use only what the classifier
@@ -170,8 +190,14 @@ def _run_phase(model: DeepzClassifier, phase: Phase, t: TrainConfig, device: tor
             group["lr"] = lr
         batches = phase.source.epoch(rng, gen, phase.batch_size, phase.min_batch)
         loss = train_epoch(model, phase.loss, batches, optimizer)
-        row: dict[str, Any] = {"phase": phase.name, "epoch": epoch + 1, "epochs": phase.epochs,
-                               "lr": lr, "loss": loss, "seconds": time.perf_counter() - t0}  # fmt: skip
+        row: dict[str, Any] = {
+            "phase": phase.name,
+            "epoch": epoch + 1,
+            "epochs": phase.epochs,
+            "lr": lr,
+            "loss": loss,
+            "seconds": time.perf_counter() - t0,
+        }
         if validate is not None and ((epoch + 1) % t.eval_every == 0 or epoch + 1 == phase.epochs):
             row["val_nll"] = [float(v) for v in validate(model)]
         yield row

@@ -73,8 +73,9 @@ class ExposureStack:
         self.wf = torch.where(mask, self.w * flux.transpose(1, 2), torch.zeros_like(inv_var))
         self.has = mask.any(1)  # (N, B) bands with at least one exposure
 
-    def coadds(self, idx: Tensor, coadd: Tensor, alpha: float, generator: torch.Generator,
-               keep_one: bool) -> Tensor:  # fmt: skip
+    def coadds(
+        self, idx: Tensor, coadd: Tensor, alpha: float, generator: torch.Generator, keep_one: bool
+    ) -> Tensor:
         """Fresh random coadds (E, n, B) for galaxies ``idx`` (E, n) whose full coadds are ``coadd``
         (E, n, B); NaN where keep_one is False and a band lost every exposure."""
         keep = random_keep(self.mask[idx], alpha, generator, keep_one, dim=-2)  # (E, n, X, B)

@@ -39,10 +39,14 @@ def check_schedule(name: str, schedule: Any) -> Schedule:
     try:
         stages = tuple(tuple(s) for s in schedule)
         ok = len(stages) > 0 and all(
-            len(s) == 2 and is_real(s[0]) and is_real(s[1]) and int(s[0]) == s[0]
-            and 0 <= s[0] <= MAX_EPOCHS and 0 < s[1] < 1
+            len(s) == 2
+            and is_real(s[0])
+            and is_real(s[1])
+            and int(s[0]) == s[0]
+            and 0 <= s[0] <= MAX_EPOCHS
+            and 0 < s[1] < 1
             for s in stages
-        )  # fmt: skip
+        )
     except (TypeError, ValueError, OverflowError):
         ok = False
     if not ok:
@@ -51,10 +55,17 @@ def check_schedule(name: str, schedule: Any) -> Schedule:
 
 
 # (low, high) of the integer fields; highs refuse sizes no machine could run (1,000 networks)
-_INT_BOUNDS = {"batch_size": (1, 1_000_000), "min_batch": (1, 1_000_000),
-               "pretrain_n": (0, 100_000_000), "pretrain_batch_size": (1, 1_000_000),
-               "repetitions": (1, 100), "folds": (1, 100), "eval_every": (1, None),
-               "checkpoint_every": (1, None), "seed": (None, None)}  # fmt: skip
+_INT_BOUNDS = {
+    "batch_size": (1, 1_000_000),
+    "min_batch": (1, 1_000_000),
+    "pretrain_n": (0, 100_000_000),
+    "pretrain_batch_size": (1, 1_000_000),
+    "repetitions": (1, 100),
+    "folds": (1, 100),
+    "eval_every": (1, None),
+    "checkpoint_every": (1, None),
+    "seed": (None, None),
+}
 
 
 @dataclass(frozen=True)
@@ -92,8 +103,10 @@ class TrainConfig(Config):
         self._set("weight_decay", check_real("weight_decay", self.weight_decay, 0.0))
         self._set("alpha", check_real("alpha", self.alpha, 0.0, 1.0, low_open=True))
         self._set("outlier_fraction", check_probability("outlier_fraction", self.outlier_fraction))
-        self._set("outlier_amplitude",
-                  check_real("outlier_amplitude", self.outlier_amplitude, 0.0, 10.0, low_open=True))  # fmt: skip
+        self._set(
+            "outlier_amplitude",
+            check_real("outlier_amplitude", self.outlier_amplitude, 0.0, 10.0, low_open=True),
+        )
         for name in ("keep_one", "randomize_coadds"):
             self._set(name, check_bool(name, getattr(self, name)))
         check_choice("outlier_unit", self.outlier_unit, OUTLIER_UNITS)
@@ -126,7 +139,7 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     "paper": Preset(
         model={}, train={"repetitions": 10, "folds": 5, "eval_every": 10, "checkpoint_every": 10}
-    ),  # fmt: skip
+    ),
     "quick": Preset(
         model={
             "width": 128,
@@ -134,7 +147,7 @@ PRESETS: dict[str, Preset] = {
             "decoder_layers": 4,
             "photoz_layers": 5,
             "photoz_first_width": 128,
-        },  # fmt: skip
+        },
         train={
             "schedule": ((100, 1e-3), (50, 1e-4), (20, 1e-5)),
             "batch_size": 200,
@@ -152,7 +165,7 @@ PRESETS: dict[str, Preset] = {
             "decoder_layers": 2,
             "photoz_layers": 2,
             "photoz_first_width": 32,
-        },  # fmt: skip
+        },
         train={
             "schedule": ((3, 1e-3),),
             "batch_size": 100,
@@ -201,7 +214,9 @@ class RunConfig(Config):
     def __post_init__(self) -> None:
         for name in ("catalog", "pretrain", "preset"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
-                raise ConfigError(f"{name}: expected a non-empty string, got {getattr(self, name)!r}")
+                raise ConfigError(
+                    f"{name}: expected a non-empty string, got {getattr(self, name)!r}"
+                )
         for name in ("exposures", "ref_band"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
                 raise ConfigError(f"{name}: expected a string or null, got {getattr(self, name)!r}")
@@ -211,8 +226,9 @@ class RunConfig(Config):
         self.model_config(2, 1)  # bad model fields fail here, naming the field
         for name, cls in self.NESTED.items():
             if not isinstance(getattr(self, name), cls):
-                raise ConfigError(f"{name}: expected a {cls.CONFIG_NAME} config, got "
-                                  f"{getattr(self, name)!r}")  # fmt: skip
+                raise ConfigError(
+                    f"{name}: expected a {cls.CONFIG_NAME} config, got {getattr(self, name)!r}"
+                )
 
     def model_config(self, n_inputs: int, members: int) -> ModelConfig:
         """The ModelConfig of this run's networks for ``n_inputs`` bands and ``members``."""

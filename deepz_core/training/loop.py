@@ -30,10 +30,6 @@ class Cancelled(Exception):
     """The user asked the run to stop (a ``cancel`` file in the run folder)."""
 
 
-
-
-
-
 def make_optimizer(
     params: Iterable[torch.nn.Parameter], lr: float, weight_decay: float
 ) -> torch.optim.Adam:
@@ -66,8 +62,10 @@ def train_epoch(
         optimizer.zero_grad(set_to_none=True)
         loss = loss_fn(model, batch)
         if not torch.isfinite(loss):
-            raise TrainingError(f"the training loss became {float(loss)} at batch {count + 1}; "
-                                f"{_batch_diagnosis(batch)}")  # fmt: skip
+            raise TrainingError(
+                f"the training loss became {float(loss)} at batch {count + 1}; "
+                f"{_batch_diagnosis(batch)}"
+            )
         loss.backward()
         optimizer.step()
         total += loss.detach().cpu()
@@ -132,10 +130,12 @@ class HeldoutWatch:
                 self.best[i], self.best_at[i] = v, where
             self.above[i] = [*self.above[i], v > self.best[i] + DIVERGED_NATS][-DIVERGED_WINDOW:]
             if sum(self.above[i]) >= DIVERGED_EVALS:
-                raise TrainingError(f"{where}: the held-out NLL of member {i} diverged "
-                                    f"({self.best[i]:.3g} at {self.best_at[i]}, {v:.3g} now); "
-                                    "check the catalogue for extreme galaxies or lower the "
-                                    "learning rate")  # fmt: skip
+                raise TrainingError(
+                    f"{where}: the held-out NLL of member {i} diverged "
+                    f"({self.best[i]:.3g} at {self.best_at[i]}, {v:.3g} now); "
+                    "check the catalogue for extreme galaxies or lower the "
+                    "learning rate"
+                )
 
 
 def heldout_summary(rows: list[dict]) -> dict[str, Any]:
@@ -153,8 +153,10 @@ def heldout_summary(rows: list[dict]) -> dict[str, Any]:
     }
     worse = [i for i in range(nll.shape[1]) if nll[-1, i] > nll[best[i], i] + WORSE_NATS]
     if worse:
-        out["warning"] = (f"member(s) {worse}: the last held-out NLL is more than {WORSE_NATS} "
-                          "above the best epoch's (over-fitting or instability)")  # fmt: skip
+        out["warning"] = (
+            f"member(s) {worse}: the last held-out NLL is more than {WORSE_NATS} "
+            "above the best epoch's (over-fitting or instability)"
+        )
     return out
 
 
@@ -181,8 +183,16 @@ class Phase:
 class PhaseRunner:
     """Runs a phase of training in a run folder, with checkpoints, cancel and resume."""
 
-    def __init__(self, run: RunDir, model: DeepzModel, weight_decay: float, seed: int,
-                 checkpoint_every: int, eval_every: int, validate=None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        run: RunDir,
+        model: DeepzModel,
+        weight_decay: float,
+        seed: int,
+        checkpoint_every: int,
+        eval_every: int,
+        validate=None,
+    ) -> None:
         self.run, self.model = run, model
         self.weight_decay, self.seed = weight_decay, seed
         self.checkpoint_every, self.eval_every = checkpoint_every, eval_every
@@ -216,8 +226,14 @@ class PhaseRunner:
                 check_weights(self.model)
             except TrainingError as exc:
                 raise TrainingError(f"{where}: {exc}") from None
-            row = {"phase": phase.name, "epoch": epoch + 1, "epochs": phase.epochs, "lr": lr,
-                   "loss": loss, "seconds": time.perf_counter() - t0}  # fmt: skip
+            row = {
+                "phase": phase.name,
+                "epoch": epoch + 1,
+                "epochs": phase.epochs,
+                "lr": lr,
+                "loss": loss,
+                "seconds": time.perf_counter() - t0,
+            }
             if self.validate is not None and (
                 (epoch + 1) % self.eval_every == 0 or epoch + 1 == phase.epochs
             ):

@@ -59,12 +59,21 @@ class PretrainKey:
 
     def digest(self) -> str:
         t = self.train
-        blob = {"version": CACHE_VERSION, "torch": torch.__version__, "device": self.device,
-                "model": self.model, "schedule": t.pretrain_schedule,
-                "batch_size": t.pretrain_batch_size, "min_batch": t.min_batch,
-                "weight_decay": t.weight_decay, "seed": t.seed, "bands": list(self.bands),
-                "ref_band": self.ref_band, "simulation": self.simulation,
-                "input_stats": self.input_stats}  # fmt: skip
+        blob = {
+            "version": CACHE_VERSION,
+            "torch": torch.__version__,
+            "device": self.device,
+            "model": self.model,
+            "schedule": t.pretrain_schedule,
+            "batch_size": t.pretrain_batch_size,
+            "min_batch": t.min_batch,
+            "weight_decay": t.weight_decay,
+            "seed": t.seed,
+            "bands": list(self.bands),
+            "ref_band": self.ref_band,
+            "simulation": self.simulation,
+            "input_stats": self.input_stats,
+        }
         return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:24]
 
 
@@ -81,8 +90,14 @@ def store(run: RunDir, key: str) -> None:
     rows = [r for r in run.metrics() if r.get("phase") == "pretrain"]
     tensor_path, meta_path = _paths(key)
     atomic_write(tensor_path, lambda tmp: save_file(tensors, str(tmp)))
-    atomic_write_json(meta_path, {"meta": {k: v for k, v in meta.items() if k != "tensors"},
-                                  "metrics": rows, "saved_by": str(run.path)})  # fmt: skip
+    atomic_write_json(
+        meta_path,
+        {
+            "meta": {k: v for k, v in meta.items() if k != "tensors"},
+            "metrics": rows,
+            "saved_by": str(run.path),
+        },
+    )
 
 
 def restore(run: RunDir, key: str) -> bool:

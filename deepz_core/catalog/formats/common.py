@@ -109,8 +109,10 @@ def wanted(names: list[str], columns: Wanted, source: Path) -> list[str]:
         return names
     needed = sorted(c for c in columns if c.startswith(FLUX_PREFIX))
     if needed and not any(n in columns for n in names if n.startswith(FLUX_PREFIX)):
-        raise CatalogError(f"{source}: none of the flux columns asked for ({few(needed, 4)}) is "
-                           f"in the file; its columns: {few(names, 8)}")  # fmt: skip
+        raise CatalogError(
+            f"{source}: none of the flux columns asked for ({few(needed, 4)}) is "
+            f"in the file; its columns: {few(names, 8)}"
+        )
     return [n for n in names if n in columns]
 
 

@@ -60,8 +60,14 @@ def read(path: Path, names: tuple[str, ...]) -> Tables:
     if header is None:
         raise CatalogError(f"{path}: no header row (only comment lines)")
     _check_end(path, header)
-    frame = pd.read_csv(path, skiprows=skip, encoding="utf-8", keep_default_na=False,
-                        na_values=_NA, dtype={"band": str})  # fmt: skip
+    frame = pd.read_csv(
+        path,
+        skiprows=skip,
+        encoding="utf-8",
+        keep_default_na=False,
+        na_values=_NA,
+        dtype={"band": str},
+    )
     cols: Columns = {}
     for name in frame.columns:
         series = frame[name]
@@ -99,10 +105,15 @@ def iter_rows(path: Path, rows: Range, chunk_size: int, columns: Wanted) -> Iter
 
     start, stop = rows
     meta, _, skip = _head(path)
-    reader = pd.read_csv(path, skiprows=lambda i: i < skip or skip < i <= skip + start,
-                         nrows=stop - start, chunksize=chunk_size, keep_default_na=False,
-                         na_values=_NA,
-                         usecols=None if columns is None else lambda c: c in columns)  # fmt: skip
+    reader = pd.read_csv(
+        path,
+        skiprows=lambda i: i < skip or skip < i <= skip + start,
+        nrows=stop - start,
+        chunksize=chunk_size,
+        keep_default_na=False,
+        na_values=_NA,
+        usecols=None if columns is None else lambda c: c in columns,
+    )
     for k, frame in enumerate(reader):
         cols = {str(c): native_array(frame[c].to_numpy()) for c in frame.columns}
         s = start + k * chunk_size

@@ -128,8 +128,11 @@ def _whole(path: Path) -> tuple[Columns, Meta]:
     stat = path.stat()
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     if key not in _WHOLE:
-        LOG.warning("%s: gzipped FITS cannot be read in slices; reading it whole into memory "
-                    "(gunzip it, or convert it to Parquet, for survey-scale catalogues)", path)  # fmt: skip
+        LOG.warning(
+            "%s: gzipped FITS cannot be read in slices; reading it whole into memory "
+            "(gunzip it, or convert it to Parquet, for survey-scale catalogues)",
+            path,
+        )
         tables = read(path, ("galaxies", "exposures"))
         if "galaxies" not in tables:
             raise CatalogError(f"{path}: no table HDU")

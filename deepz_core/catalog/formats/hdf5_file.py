@@ -99,8 +99,10 @@ def iter_rows(path: Path, rows: Range, chunk_size: int, columns: Wanted) -> Iter
                 data = table.fields(names)[s:e]  # reads only these fields
                 cols = {n: native_array(data[n]) for n in names}
             else:
-                cols = {n: native_array(table.fields(n)[s:e] if compound else table[n][s:e])
-                        for n in names}  # fmt: skip
+                cols = {
+                    n: native_array(table.fields(n)[s:e] if compound else table[n][s:e])
+                    for n in names
+                }
             yield cols, meta, f"{path}[{s}:{e}]"
 
 

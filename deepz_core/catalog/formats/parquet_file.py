@@ -80,16 +80,23 @@ def partitions(path: Path, chunk_size: int) -> list[Range]:
     says so)."""
     sizes = row_groups(path)
     if max(sizes, default=0) > chunk_size:
-        LOG.warning("%s: row groups of up to %d rows are split into partitions of %d rows; each "
-                    "partition decodes its row group up to its start (rewrite the file with "
-                    "row groups <= --chunk-size to avoid that)", path, max(sizes), chunk_size)  # fmt: skip
+        LOG.warning(
+            "%s: row groups of up to %d rows are split into partitions of %d rows; each "
+            "partition decodes its row group up to its start (rewrite the file with "
+            "row groups <= --chunk-size to avoid that)",
+            path,
+            max(sizes),
+            chunk_size,
+        )
     ranges, start, stop = [], 0, 0
     for size in sizes:
         if stop > start and stop - start + size > chunk_size:
             ranges.append((start, stop))
             start = stop
         if size > chunk_size:  # split a big group: aligned pieces, the last one may be short
-            ranges += [(s, min(s + chunk_size, stop + size)) for s in range(stop, stop + size, chunk_size)]  # fmt: skip
+            ranges += [
+                (s, min(s + chunk_size, stop + size)) for s in range(stop, stop + size, chunk_size)
+            ]
             start = stop = stop + size
             continue
         stop += size
