@@ -25,7 +25,6 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check deepz_core app pages tests scripts
 	$(PY) -m ruff format --check deepz_core app pages tests scripts
-	$(PY) -m ruff format --check deepz_core app pages tests scripts
 
 format: $(STAMP)
 	$(PY) -m ruff format deepz_core app pages tests scripts
