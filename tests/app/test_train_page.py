@@ -48,7 +48,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, small_catalog: Path) -
 
 
 def page(name: str) -> AppTest:
-    at = AppTest.from_file(f"../pages/{name}", default_timeout=TIMEOUT)
+    at = AppTest.from_file(f"../../pages/{name}", default_timeout=TIMEOUT)
     at.run()
     return at
 
@@ -134,7 +134,7 @@ def test_own_band_names_and_no_exposures(home: list[Path], tmp_path: Path, monke
 def test_a_reload_finds_the_run_from_the_address_bar(home: list[Path]) -> None:
     run = queue_tiny_run(page("train.py"))
     run.set_status("running", phase="finetune", epoch=1, epochs=2, loss=1.5)
-    at = AppTest.from_file("../pages/train.py", default_timeout=TIMEOUT)
+    at = AppTest.from_file("../../pages/train.py", default_timeout=TIMEOUT)
     at.query_params["run"] = run.run_id
     at.run()
     assert not at.exception and not at.error, texts(at.error)

@@ -234,7 +234,7 @@ execute_run(RunDir(__import__("pathlib").Path(sys.argv[1])))
 @pytest.mark.slow
 def test_resume_after_sigkill_of_a_training_process(tmp_path, inputs, reference) -> None:
     run = _new_run(tmp_path / "sigkilled", inputs)
-    env = {**os.environ, "DEEPZ_QUIET": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
+    env = {**os.environ, "DEEPZ_QUIET": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     args = [str(run.path), str(torch.get_num_threads())]  # the reference run's thread count
     child = subprocess.Popen(
         [sys.executable, "-c", _CHILD, *args],

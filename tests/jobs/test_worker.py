@@ -22,7 +22,7 @@ from deepz_core.rundir import RunDir
 from deepz_core.sed.bands import band_set
 from deepz_core.simulate import simulate
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY_MODEL = {
     "width": 16,
     "encoder_layers": 1,

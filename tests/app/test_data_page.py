@@ -29,7 +29,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, small_catalog: Path) -
 
 
 def data_page() -> AppTest:
-    at = AppTest.from_file("../pages/data.py", default_timeout=TIMEOUT)
+    at = AppTest.from_file("../../pages/data.py", default_timeout=TIMEOUT)
     at.run()
     return at
 
@@ -44,7 +44,7 @@ def upload(at: AppTest, key: str, name: str, data: bytes) -> None:
 
 
 def test_overview_shows_empty_state_and_demo(home: Path) -> None:
-    at = AppTest.from_file("../app/main.py", default_timeout=TIMEOUT)
+    at = AppTest.from_file("../../app/main.py", default_timeout=TIMEOUT)
     at.run()
     assert not at.exception and not at.error
     assert "No run yet: train one on the Train page" in texts(at.info)

@@ -14,7 +14,7 @@ from deepz_core.rundir import RunDir
 from deepz_core.sed.bands import band_set
 from deepz_core.simulate import simulate
 
-PAGES = Path(__file__).resolve().parents[1] / "pages"
+PAGES = Path(__file__).resolve().parents[2] / "pages"
 ANALYSIS_PAGES = ("results.py", "explorer.py", "dropping.py", "cuts.py")
 TINY_MODEL = {
     "width": 16,
