@@ -1,15 +1,14 @@
-"""Entry point: ``streamlit run app/main.py``. Routes to the pages in the top-level pages/ folder."""
+"""Entry point: ``make run``, or ``python -m streamlit run app/main.py`` from the project folder
+(``python -m`` puts it on the path, so ``app`` imports; deepz itself is installed with
+``pip install -e .[app]``). Routes to the pages in the top-level pages/ folder."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # `streamlit run` puts app/ on the path, not the project root
-    sys.path.insert(0, str(ROOT))
+import streamlit as st
 
-import streamlit as st  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 PAGES = ROOT / "pages"
 # (file, title, icon) in menu order; a page whose file does not exist yet is left out

@@ -282,11 +282,35 @@ class Catalog:
 
     @classmethod
     def from_table(
-        cls, table: Table, exposures: Exposures | None = None, source: str = "table"
+        cls, table: Any, exposures: Exposures | None = None, source: str = "table"
     ) -> Catalog:
-        """Parse an astropy Table in the canonical layout (meta FLUXZP, other keys -> meta)."""
-        columns = {name: native_array(table[name]) for name in table.colnames}
-        return catalog_from_columns(columns, dict(table.meta), source, exposures)
+        """A catalogue from an astropy Table, a pandas DataFrame or a mapping of (N,) columns in
+        the canonical layout (``ref_id``, ``flux_<band>``, ``flux_error_<band>``, optional
+        ``zspec`` and ``mag``); header values from the Table's ``meta`` or the DataFrame's
+        ``attrs`` (FLUXZP sets the flux unit, 23.9 = microJansky by default).
+
+        >>> import deepz_core as dz
+        >>> from astropy.table import Table
+        >>> t = Table({"ref_id": [1, 2], "flux_i": [10.0, 20.0], "flux_error_i": [1.0, 1.0],
+        ...            "flux_r": [8.0, 15.0], "flux_error_r": [1.0, 1.0]})
+        >>> dz.Catalog.from_table(t).bands
+        ('i', 'r')
+        >>> dz.Catalog.from_table(t.to_pandas()).n_galaxies
+        2
+        """
+        if hasattr(table, "colnames"):  # astropy
+            names, meta = list(table.colnames), dict(table.meta)
+        elif hasattr(table, "columns") and hasattr(table, "attrs"):  # pandas
+            names, meta = [str(c) for c in table.columns], dict(table.attrs)
+        elif isinstance(table, Mapping):
+            names, meta = list(table), {}
+        else:
+            raise CatalogError(
+                f"{source}: expected an astropy Table, a pandas DataFrame or a "
+                f"mapping of columns, got {type(table).__name__}"
+            )
+        columns = {name: native_array(np.asarray(table[name])) for name in names}
+        return catalog_from_columns(columns, meta, source, exposures)
 
 
 @dataclass(frozen=True, eq=False)

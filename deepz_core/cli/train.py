@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from deepz_core.cli.common import command, positive_int
 from deepz_core.errors import ConfigError
-from deepz_core.files import atomic_write_json
 
 if TYPE_CHECKING:
-    from deepz_core.rundir import RunDir
-    from deepz_core.training.config import RunConfig
+    pass
 
 
 def _train_args(p: argparse.ArgumentParser) -> None:
@@ -162,67 +158,19 @@ def parse_schedule(text: str, flag: str = "--schedule") -> tuple[tuple[int, floa
 @command("train", _train_args)
 def _train(args: argparse.Namespace) -> int:
     """Train a deepz ensemble into a run folder (resumes if the folder holds a killed run)."""
-    from deepz_core.jobs.training_run import execute_run, run_config
-    from deepz_core.rundir import RunDir
+    from deepz_core.jobs.training_run import execute_run, open_run_folder, run_config
 
     model, train = train_overrides(args)
     config = run_config(
         args.catalog, args.exposures, args.pretrain, args.preset, args.ref_band, model, train
     )
-    run = RunDir(Path(args.out))
-    if run.file("config.json").exists():
-        _reuse_folder(run, config, args.out)
-    else:
-        run.create(config.to_dict())
-    run.file("cancel").unlink(missing_ok=True)
+    run, note = open_run_folder(Path(args.out), config)
+    if note:
+        print(note)
     execute_run(run)
     status = run.status()
     print(json.dumps({"run": str(run.path), "state": status["state"], **status.get("summary", {})}))
     return 0 if status["state"] == "finished" else 3
-
-
-def _reuse_folder(run: RunDir, config: RunConfig, out: str) -> None:
-    """``train`` into an existing run folder: resume it when the arguments are the same (the
-    device may change); start it over when they differ and nothing was trained yet (a run that
-    failed at set-up, e.g. on a bad --ref-band); otherwise refuse, naming what differs. A run
-    another process is training or has queued, and a template-fit run, are left alone."""
-    from deepz_core.jobs.status import pid_alive
-    from deepz_core.jobs.training_run import config_changes, load_run_config
-    from deepz_core.rundir import load_checkpoint_meta, run_kind
-
-    status = run.status()
-    state, pid = status.get("state"), status.get("pid")
-    if run_kind(run.config()) != "deepz":
-        raise ConfigError(
-            f"--out {out} holds a {run_kind(run.config())} run; choose another folder"
-        )
-    if state == "finished":
-        raise ConfigError(f"--out {out} holds a finished run; choose another folder")
-    if state in ("running", "queued") and pid != os.getpid() and pid_alive(pid):
-        raise ConfigError(
-            f"--out {out} holds a run {state} by process {pid}: wait for it, or "
-            f"cancel it first (create the file {out}/cancel)"
-        )
-    stored = load_run_config(run)
-    changes = config_changes(stored.full(), config.full(), ignore=("train.device",))
-    if not changes:
-        train = dataclasses.replace(stored.train, device=config.train.device)
-        atomic_write_json(
-            run.file("config.json"), dataclasses.replace(stored, train=train).to_dict()
-        )
-        print(f"resuming run in {out} (state {state}) on device {config.train.device}")
-        return
-    if load_checkpoint_meta(run) is not None:
-        raise ConfigError(
-            f"--out {out} holds a {state} run trained with other settings "
-            f"({'; '.join(changes)}): continue it as it was with 'resume --run "
-            f"{out}', or choose another folder"
-        )
-    print(f"starting the {state} run in {out} over with the new settings ({'; '.join(changes)})")
-    for name in ("metrics.jsonl", "splits.npz"):
-        run.file(name).unlink(missing_ok=True)
-    run.log(f"restarted with new settings: {'; '.join(changes)}")
-    run.create(config.to_dict())
 
 
 def _resume_args(p: argparse.ArgumentParser) -> None:

@@ -259,8 +259,10 @@ def predict_dataset(
     mapper: Mapper = local_map,
 ) -> int:
     """Partitioned Parquet dataset OUT/part-NNNNN.parquet, _SUCCESS last; finished parts are
-    skipped (resume). ``mapper`` runs the missing parts (scaleout.dask_map for Dask); rows out."""
-    folder = Path(out)
+    skipped (resume). ``mapper`` runs the missing parts (scaleout.dask_map for Dask); rows out.
+    Paths travel to the workers as absolute paths: a worker's working folder is its own."""
+    run_dir, catalog = str(Path(run_dir).resolve()), str(Path(catalog).resolve())
+    folder = Path(out).resolve()
     ranges = plan(catalog, chunk_size)
     key = {"catalog": str(Path(catalog).resolve()), "ranges": ranges, "grid": grid}
     _check_plan(folder, key)

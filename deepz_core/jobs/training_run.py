@@ -6,7 +6,9 @@ a killed run to resume from its last checkpoint. Everything the pages show is re
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -77,7 +79,65 @@ def run_config(
         ref_band=ref_band,
         model={"input_norm": ModelConfig.input_norm, **p.model, **(model or {})},
         train=TrainConfig.from_dict({**p.train, **(train or {})}),
-        pz=PzConfig.from_dict(pz or {}),
+        pz=PzConfig.from_dict(pz) if pz is not None else grid_for(catalog),
+    )
+
+
+def grid_for(catalog: str | Path) -> PzConfig:
+    """The default p(z) grid (0 to 1.5, E20's), widened in steps of 0.5 to cover the spec-z
+    labels of the catalogue (a deep broad-band catalogue reaches z ~ 3)."""
+    z = read_catalog(catalog).zspec
+    z = z[np.isfinite(z) & (z >= 0) & (z <= Z_LABEL_MAX)]
+    top = float(z.max()) if len(z) else 0.0
+    z_max = max(PzConfig.z_max, np.ceil(top * 1.05 / 0.5) * 0.5)
+    return PzConfig() if z_max == PzConfig.z_max else PzConfig(z_max=float(z_max))
+
+
+def open_run_folder(out: Path, config: RunConfig) -> tuple[RunDir, str]:
+    """The run folder to train ``config`` in, and a note of what was done: a new folder is
+    created; one holding a killed run with the same settings resumes (the device may change); one
+    whose run never trained starts over with the new settings; any other run is refused, naming
+    what differs. A run another process is training or has queued, and a template-fit run, are left
+    alone. The caller then calls ``execute_run``."""
+    from deepz_core.jobs.status import pid_alive
+    from deepz_core.rundir import load_checkpoint_meta, run_kind
+
+    run = RunDir(out)
+    if not run.file("config.json").exists():
+        return run.create(config.to_dict()), ""
+    status = run.status()
+    state, pid = status.get("state"), status.get("pid")
+    if run_kind(run.config()) != "deepz":
+        raise ConfigError(f"{out} holds a {run_kind(run.config())} run; choose another folder")
+    if state == "finished":
+        raise ConfigError(f"{out} holds a finished run; choose another folder")
+    if state in ("running", "queued") and pid != os.getpid() and pid_alive(pid):
+        raise ConfigError(
+            f"{out} holds a run {state} by process {pid}: wait for it, or cancel it "
+            f"first (create the file {out}/cancel)"
+        )
+    stored = load_run_config(run)
+    changes = config_changes(stored.full(), config.full(), ignore=("train.device",))
+    run.file("cancel").unlink(missing_ok=True)
+    if not changes:
+        train = dataclasses.replace(stored.train, device=config.train.device)
+        atomic_write_json(
+            run.file("config.json"), dataclasses.replace(stored, train=train).to_dict()
+        )
+        return run, f"resuming run in {out} (state {state}) on device {config.train.device}"
+    if load_checkpoint_meta(run) is not None:
+        raise ConfigError(
+            f"{out} holds a {state} run trained with other settings "
+            f"({'; '.join(changes)}): continue it as it was (deepz resume --run "
+            f"{out}), or choose another folder"
+        )
+    for name in ("metrics.jsonl", "splits.npz"):
+        run.file(name).unlink(missing_ok=True)
+    run.log(f"restarted with new settings: {'; '.join(changes)}")
+    run.create(config.to_dict())
+    return (
+        run,
+        f"starting the {state} run in {out} over with the new settings ({'; '.join(changes)})",
     )
 
 

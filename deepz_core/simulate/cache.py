@@ -19,9 +19,27 @@ CACHE_VERSION = 1  # bump when a simulator's output changes for the same argumen
 DEMO = {"kind": "paus-mock", "n": 10_000, "bands": "paus_cosmos", "seed": 42}
 
 
-def simulate(kind: str, n: int, bands: Sequence[str], seed: int, config: object = None) -> Catalog:
+def simulate(
+    kind: str,
+    n: int,
+    bands: Sequence[str] | str | None = None,
+    seed: int = 0,
+    config: object = None,
+) -> Catalog:
     """Run simulator ``kind`` ('sps' pretraining prior, 'paus-mock' observed mock, 'templates',
-    the template-based pretraining set of E20 Sec. 3.3, or 'lsst-deep', the deep broad-band mock)."""
+    the template-based pretraining set of E20 Sec. 3.3, or 'lsst-deep', the deep broad-band mock)
+    for ``n`` galaxies in ``bands`` (band names or a band-set name; default the kind's own set:
+    lsst for lsst-deep, else paus_cosmos). Same seed, same catalogue.
+
+    >>> import deepz_core as dz
+    >>> cat = dz.simulate_catalog("lsst-deep", 200, seed=1)
+    >>> cat.bands
+    ('lsst_u', 'lsst_g', 'lsst_r', 'lsst_i', 'lsst_z', 'lsst_y')
+    """
+    if bands is None or isinstance(bands, str):
+        from deepz_core.sed.bands import band_set
+
+        bands = band_set(bands or DEFAULT_BAND_SETS.get(kind, "paus_cosmos"))
     if kind == "sps":
         from deepz_core.simulate.sps import simulate_sps
 

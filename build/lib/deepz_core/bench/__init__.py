@@ -1,0 +1,1 @@
+"""Benchmarks (scripts, not timed tests): network speed and survey-scale inference."""

@@ -1,0 +1,196 @@
+"""Network inputs: fluxes divided by a reference band's flux (E20 Sec. 2.2), and their screen.
+
+All fluxes (coadds, their errors and single exposures) are divided by the reference-band coadd flux
+(default subaru_i). The network scales the ratios itself (``ModelConfig.input_norm``). Every galaxy
+is screened (``deepz_core.catalog.screen``): galaxies without a usable reference flux have no ratios and
+are left out of the features, counted, never silently; the others carry their flags and a
+usable/unusable verdict per band (unusable ratios are NaN here, imputed at prediction time).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from deepz_core.catalog.catalog import Catalog, dense_exposures
+from deepz_core.catalog.screen import (
+    InputStats,
+    PzFlag,
+    Screen,
+    fit_input_stats,
+    screen_photometry,
+    screen_population,
+)
+from deepz_core.errors import ConfigError
+
+
+def resolve_ref_band(bands: Sequence[str], ref_band: str | None = None) -> str:
+    """The reference band: ``ref_band`` if given, else subaru_i, else the band whose name ends in _i."""
+    if ref_band is not None:
+        if ref_band not in bands:
+            raise ConfigError(
+                f"ref_band {ref_band!r} is not among the catalogue's bands {list(bands)}"
+            )
+        return ref_band
+    if "subaru_i" in bands:
+        return "subaru_i"
+    ends = [b for b in bands if b.endswith("_i")]
+    if not ends:
+        raise ConfigError(f"no i band among {list(bands)}; choose one with --ref-band")
+    return ends[0]
+
+
+def default_ref_band(bands: Sequence[str]) -> str:
+    """A reference band to propose: ``resolve_ref_band``'s choice, else a band named i in any
+    case (``I``, ``hsc_I``), else the last (usually reddest) band."""
+    try:
+        return resolve_ref_band(bands)
+    except ConfigError:
+        ends = [b for b in bands if b.lower() == "i" or b.lower().endswith("_i")]
+        return ends[0] if ends else bands[-1]
+
+
+@dataclass(frozen=True, eq=False)
+class Features:
+    """Inputs for the N galaxies kept from a catalogue (all arrays float32 unless noted).
+
+    ratio, ratio_error: (N, B) coadd flux and error over the reference flux (NaN where a band is
+    unusable); exp_ratio, exp_error: (N, B, X) single exposures over the reference flux with
+    ``exp_mask`` (N, B, X) bool, or None. flags: (N,) int32 ``PzFlag`` bits; usable: (N, B) bool.
+    ``n_rows`` is the catalogue's row count, ``n_excluded`` its rows without a usable reference
+    flux (not among the N).
+    """
+
+    bands: tuple[str, ...]
+    ref_band: str
+    rows: np.ndarray  # (N,) int64 rows of the source catalogue
+    ref_id: np.ndarray  # (N,) int64
+    ratio: np.ndarray
+    ratio_error: np.ndarray
+    zspec: np.ndarray  # (N,) float64, NaN where unknown
+    mag: np.ndarray | None  # (N,) float64 AB: the catalogue's mag, else the reference band's
+    exp_ratio: np.ndarray | None
+    exp_error: np.ndarray | None
+    exp_mask: np.ndarray | None
+    n_excluded: int
+    flags: np.ndarray
+    usable: np.ndarray
+    n_rows: int
+
+    @property
+    def n(self) -> int:
+        return len(self.rows)
+
+    @property
+    def has_exposures(self) -> bool:
+        return self.exp_mask is not None and bool(self.exp_mask.any())
+
+    def subset(self, rows: np.ndarray) -> Features:
+        """The galaxies at positions ``rows`` (indices or boolean mask) of this feature set."""
+        per_galaxy = (
+            "rows",
+            "ref_id",
+            "ratio",
+            "ratio_error",
+            "zspec",
+            "mag",
+            "exp_ratio",
+            "exp_error",
+            "exp_mask",
+            "flags",
+            "usable",
+        )
+        picked = {
+            k: None if getattr(self, k) is None else getattr(self, k)[rows] for k in per_galaxy
+        }
+        return dataclasses.replace(self, **picked, n_excluded=0)
+
+    def exclusion_note(self) -> str:
+        if not self.n_excluded:
+            return ""
+        return (
+            f"{self.n_excluded} galaxies without a p(z): reference band {self.ref_band} flux "
+            "missing or <= 0"
+        )
+
+    @property
+    def trainable(self) -> np.ndarray:
+        """(N,) bool: galaxies without any flag, the only ones a training loss may see."""
+        return self.flags == 0
+
+    @property
+    def predictable(self) -> np.ndarray:
+        """(N,) bool: galaxies that get a p(z) (no NO_PZ flag)."""
+        return (self.flags & PzFlag.NO_PZ) == 0
+
+    def input_stats(self) -> InputStats:
+        """Robust statistics of the ratios of the galaxies that pass the photometric screen."""
+        return fit_input_stats(self.ratio, self.trainable)
+
+    def against_population(self, stats: InputStats) -> Features:
+        """These features with OUTSIDE_TRAINING (and what follows from it) flagged: ratios beyond
+        ``COLOUR_SIGMA`` robust sigma of the training population ``stats``."""
+        ref = self.bands.index(self.ref_band)
+        screen = screen_population(Screen(self.flags, self.usable), self.ratio, stats, ref)
+        ratio = np.where(screen.usable, self.ratio, np.float32(np.nan))
+        return dataclasses.replace(self, flags=screen.flags, usable=screen.usable, ratio=ratio)
+
+    def network_input(self, loc: np.ndarray, rows: slice | np.ndarray = slice(None)) -> np.ndarray:
+        """(n, B) float32 ratios of ``rows`` with unusable bands imputed by the population median
+        ``loc`` (B,) (a galaxy without a usable reference flux is not among the features)."""
+        ratio = self.ratio[rows]
+        return np.where(self.usable[rows], ratio, np.asarray(loc, np.float32)).astype(np.float32)
+
+
+def build_features(
+    cat: Catalog, ref_band: str | None = None, use_exposures: bool = True
+) -> Features:
+    """Divide every flux by the reference-band coadd flux, after the photometric screen: galaxies
+    without a usable reference flux are left out (counted), unusable bands become NaN ratios."""
+    ref = resolve_ref_band(cat.bands, ref_band)
+    r = cat.bands.index(ref)
+    screen = screen_photometry(cat.flux, cat.flux_error, r, cat.fluxzp)
+    keep = np.flatnonzero((screen.flags & PzFlag.REF_UNUSABLE) == 0)
+    usable = screen.usable[keep]
+    scale = 1.0 / cat.flux[keep, r]  # (N,) float64: finite, > 0
+    exp = dense_exposures(cat) if use_exposures and cat.exposures is not None else None
+    with np.errstate(over="ignore", invalid="ignore"):
+        ratio = np.where(usable, cat.flux[keep] * scale[:, None], np.nan)
+        ratio_error = np.where(usable, cat.flux_error[keep] * scale[:, None], np.nan)
+    return Features(
+        bands=tuple(cat.bands),
+        ref_band=ref,
+        rows=keep.astype(np.int64),
+        ref_id=cat.ref_id[keep],
+        ratio=ratio.astype(np.float32),
+        ratio_error=ratio_error.astype(np.float32),
+        zspec=np.asarray(cat.zspec, dtype=np.float64)[keep],
+        mag=np.asarray(cat.magnitudes(ref) if cat.mag is None else cat.mag)[keep],
+        exp_ratio=None if exp is None else exp.flux[keep] * scale[:, None, None].astype(np.float32),
+        exp_error=None
+        if exp is None
+        else exp.error[keep] * scale[:, None, None].astype(np.float32),
+        exp_mask=None if exp is None else exp.mask[keep],
+        n_excluded=int(cat.n_galaxies - len(keep)),
+        flags=screen.flags[keep],
+        usable=usable,
+        n_rows=cat.n_galaxies,
+    )
+
+
+def same_photometry(
+    ratio: np.ndarray, error: np.ndarray, stored: np.ndarray, stored_error: np.ndarray
+) -> np.ndarray:
+    """(N,) bool: rows of flux ratios and errors (N, B) equal to the stored ones to float32 text
+    precision.
+
+    Tells a training galaxy from another galaxy that merely shares its ref_id (independent
+    catalogues number 1, 2, ...); the tolerance absorbs a round trip through CSV or float32
+    columns, not a change of photometry (an error's thousandth near zero flux).
+    """
+    close = np.abs(ratio - stored) <= 1e-5 * np.abs(stored) + 1e-3 * stored_error  # (N, B)
+    close &= np.abs(error - stored_error) <= 1e-5 * stored_error
+    return close.all(axis=1)

@@ -1,0 +1,169 @@
+"""FITS catalogues (.fits .fit .fits.gz .fit.gz .fz): table HDU ``GALAXIES`` (else the first table
+HDU) with header FLUXZP and the meta keys (HIERARCH for keys > 8 characters), optional table HDU
+``EXPOSURES``. Read with memmap and sliced by rows; non-structural keys of the primary header also
+count as meta. Gzipped FITS cannot be sliced: iterating over it reads it whole, once per process,
+with a warning on the ``deepz`` logger."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import logging
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from deepz_core.catalog.catalog import FITS_STRUCTURAL, native_array
+from deepz_core.catalog.formats.common import (
+    FITS_BLOCK,
+    Chunk,
+    Columns,
+    Meta,
+    Range,
+    Tables,
+    Wanted,
+    Written,
+    clean_meta,
+    slices,
+    utf8,
+    wanted,
+)
+from deepz_core.errors import CatalogError
+
+LOG = logging.getLogger("deepz")
+
+
+def is_gzipped(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(2) == b"\x1f\x8b"
+
+
+def _source(path: Path) -> Path | io.BytesIO:
+    """The file itself, or its decompressed bytes when gzipped (decompressed strictly: a truncated
+    or corrupt stream raises, where astropy may not)."""
+    if not is_gzipped(path):
+        return path
+    raw = gzip.decompress(path.read_bytes())
+    if not raw.startswith(b"SIMPLE  =") or len(raw) % FITS_BLOCK:
+        raise CatalogError(f"{path}: gzip content is not a complete FITS file")
+    return io.BytesIO(raw)
+
+
+def read(path: Path, names: tuple[str, ...]) -> Tables:
+    """Table HDUs named ``names`` (names[0] falls back to the first other table HDU)."""
+    from astropy.io import fits
+
+    source = _source(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # e.g. non-ASCII header bytes replaced; values still read
+        warnings.filterwarnings("error", message=".*truncat.*")
+        with fits.open(source, memmap=isinstance(source, Path), mode="readonly") as hdul:
+            tables = [h for h in hdul if isinstance(h, fits.BinTableHDU | fits.TableHDU)]
+            by_name = {h.name.lower(): h for h in reversed(tables)}
+            primary = header_meta(hdul[0].header)
+            out: Tables = {}
+            for name in names:
+                hdu = by_name.get(name)
+                if hdu is None and name == names[0]:
+                    hdu = next((h for h in tables if h.name.lower() not in names), None)
+                if hdu is not None:
+                    data = hdu.data
+                    cols = {c.name: native_array(data[c.name]) for c in hdu.columns}
+                    out[name] = cols, {**primary, **header_meta(hdu.header)}
+    return out
+
+
+def header_meta(header: Any) -> Meta:
+    """Non-structural header keys with simple values (compressed-table Z* keys dropped)."""
+    zkeys = "ZTABLE" in header or "ZIMAGE" in header
+    skip = {k for k in header if FITS_STRUCTURAL.match(k) or (zkeys and k.startswith("Z"))}
+    return clean_meta({k: v for k, v in header.items() if k not in skip})
+
+
+def galaxy_hdu(hdul: Any) -> Any:
+    """The galaxies' table HDU: ``GALAXIES``, else the first table that is not ``EXPOSURES``."""
+    tables = [h for h in hdul if h.is_image is False]
+    hdu = next((h for h in tables if h.name.lower() == "galaxies"), None)
+    return hdu or next((h for h in tables if h.name.lower() != "exposures"), None)
+
+
+def count_rows(path: Path) -> int:
+    """Galaxies in the file, from the header (a gzipped file is read whole)."""
+    from astropy.io import fits
+
+    if is_gzipped(path):
+        return len(next(iter(_whole(path)[0].values())))
+    with fits.open(path, memmap=True) as hdul:
+        hdu = galaxy_hdu(hdul)
+        if hdu is None:
+            raise CatalogError(f"{path}: no table HDU")
+        return int(hdu.header["NAXIS2"])
+
+
+def iter_rows(path: Path, rows: Range, chunk_size: int, columns: Wanted) -> Iterator[Chunk]:
+    """Chunks of rows [start, stop): memory-mapped slices, or pieces of the whole gzipped file."""
+    from astropy.io import fits
+
+    if is_gzipped(path):
+        cols, meta = _whole(path)
+        names = wanted(list(cols), columns, path)
+        for s, e in slices(rows, chunk_size):
+            yield {n: cols[n][s:e] for n in names}, meta, f"{path}[{s}:{e}]"
+        return
+    with fits.open(path, memmap=True) as hdul:
+        hdu = galaxy_hdu(hdul)
+        meta = {**header_meta(hdul[0].header), **header_meta(hdu.header)}
+        names = wanted([c.name for c in hdu.columns], columns, path)
+        for s, e in slices(rows, chunk_size):
+            data = hdu.data[s:e]
+            yield {n: native_array(data[n]) for n in names}, meta, f"{path}[{s}:{e}]"
+
+
+_WHOLE: dict[tuple[str, int, int], tuple[Columns, Meta]] = {}  # the last file read whole
+
+
+def _whole(path: Path) -> tuple[Columns, Meta]:
+    """The galaxy table of a gzipped FITS file, read once per process for all its partitions."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _WHOLE:
+        LOG.warning(
+            "%s: gzipped FITS cannot be read in slices; reading it whole into memory "
+            "(gunzip it, or convert it to Parquet, for survey-scale catalogues)",
+            path,
+        )
+        tables = read(path, ("galaxies", "exposures"))
+        if "galaxies" not in tables:
+            raise CatalogError(f"{path}: no table HDU")
+        _WHOLE.clear()
+        _WHOLE[key] = tables["galaxies"]
+    return _WHOLE[key]
+
+
+def write(tmp: Path, tables: Written) -> None:
+    """One table HDU per table (EXTNAME upper-cased), meta in its header."""
+    from astropy.io import fits
+    from astropy.table import Table
+
+    hdus: list[Any] = [fits.PrimaryHDU()]
+    for name, cols, meta in tables:
+        hdu = fits.table_to_hdu(Table(utf8(cols)))
+        hdu.header["EXTNAME"] = name.upper()
+        for key, value in meta.items():
+            hdu.header.append(_card(key, value))
+        hdus.append(hdu)
+    fits.HDUList(hdus).writeto(tmp, overwrite=True)
+
+
+def _card(key: str, value: Any) -> Any:
+    """Header card; floats written with all 17 digits (astropy would round to 16)."""
+    from astropy.io import fits
+
+    name = key if len(key) <= 8 else f"HIERARCH {key}"
+    if isinstance(value, float):
+        text = repr(value).upper()
+        return fits.Card.fromstring(
+            f"{name:<8}= {text:>20}" if len(key) <= 8 else f"{name} = {text}"
+        )
+    return fits.Card(name, value)

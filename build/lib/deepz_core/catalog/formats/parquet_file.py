@@ -1,0 +1,162 @@
+"""Parquet catalogues (.parquet .pq): one table; meta as JSON under the schema metadata key
+``deepz`` ({"FLUXZP": .., meta...}); exposures in the sidecar ``<stem>.exposures.parquet``.
+Chunks stream column pages with ``ParquetFile.iter_batches`` instead of whole row groups, and
+partitions follow the row groups."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deepz_core.catalog.catalog import native_array
+from deepz_core.catalog.formats.common import (
+    Chunk,
+    Meta,
+    Range,
+    Tables,
+    Wanted,
+    Written,
+    chunk_column,
+    clean_meta,
+    wanted,
+)
+from deepz_core.errors import CatalogError
+
+LOG = logging.getLogger("deepz")
+_BUFFER = 1 << 20  # bytes: stream column pages instead of loading whole row groups
+
+
+def _schema_meta(schema: Any, path: Path) -> Meta:
+    raw = (schema.metadata or {}).get(b"deepz")
+    meta = json.loads(raw) if raw else {}
+    if not isinstance(meta, dict):
+        raise CatalogError(f"{path}: schema metadata 'deepz' is not a JSON object")
+    return clean_meta(meta)
+
+
+def read(path: Path, names: tuple[str, ...]) -> Tables:
+    """The one table of a Parquet file, meta from the ``deepz`` schema metadata."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    cols = {n: native_array(table.column(n).to_numpy()) for n in table.column_names}
+    return {names[0]: (cols, _schema_meta(table.schema, path))}
+
+
+def footer(path: Path) -> Any:
+    """The footer of a Parquet file, parsed once per process and file version (a survey file's
+    footer describes hundreds of row groups x columns: re-parsing it for every partition adds up)."""
+    stat = path.stat()
+    return _footer(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _footer(path: str, size: int, mtime_ns: int) -> Any:
+    import pyarrow.parquet as pq
+
+    return pq.read_metadata(path)
+
+
+def row_groups(path: Path) -> list[int]:
+    """Rows per row group."""
+    meta = footer(path)
+    return [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+
+
+def count_rows(path: Path) -> int:
+    return sum(row_groups(path))
+
+
+def partitions(path: Path, chunk_size: int) -> list[Range]:
+    """Row ranges of at most ``chunk_size`` rows along the row groups: consecutive small groups
+    are merged, a larger group is split into ``chunk_size`` pieces from its start (a piece
+    re-decodes the rows of its group before it, so groups <= chunk size are fastest; a warning
+    says so)."""
+    sizes = row_groups(path)
+    if max(sizes, default=0) > chunk_size:
+        LOG.warning(
+            "%s: row groups of up to %d rows are split into partitions of %d rows; each "
+            "partition decodes its row group up to its start (rewrite the file with "
+            "row groups <= --chunk-size to avoid that)",
+            path,
+            max(sizes),
+            chunk_size,
+        )
+    ranges, start, stop = [], 0, 0
+    for size in sizes:
+        if stop > start and stop - start + size > chunk_size:
+            ranges.append((start, stop))
+            start = stop
+        if size > chunk_size:  # split a big group: aligned pieces, the last one may be short
+            ranges += [
+                (s, min(s + chunk_size, stop + size)) for s in range(stop, stop + size, chunk_size)
+            ]
+            start = stop = stop + size
+            continue
+        stop += size
+    return ranges + ([(start, stop)] if stop > start else [])
+
+
+def rechunk(batches: Iterator[Any], size: int) -> Iterator[Any]:
+    """Arrow tables of exactly ``size`` rows (the last may be shorter) from record batches of any
+    size."""
+    import pyarrow as pa
+
+    buf: list[Any] = []
+    n = 0
+    for batch in batches:
+        while batch.num_rows:
+            take = min(size - n, batch.num_rows)
+            buf.append(batch.slice(0, take))
+            n, batch = n + take, batch.slice(take)
+            if n == size:
+                yield pa.Table.from_batches(buf)
+                buf, n = [], 0
+    if n:
+        yield pa.Table.from_batches(buf)
+
+
+def iter_rows(path: Path, rows: Range, chunk_size: int, columns: Wanted) -> Iterator[Chunk]:
+    """Chunks of rows [start, stop) from the row groups that hold them, pages streamed."""
+    import pyarrow.parquet as pq
+
+    start, stop = rows
+    pf = pq.ParquetFile(path, buffer_size=_BUFFER, metadata=footer(path))
+    meta = _schema_meta(pf.schema_arrow, path)
+    bounds = np.cumsum([0, *row_groups(path)])
+    groups = [i for i in range(len(bounds) - 1) if bounds[i] < stop and bounds[i + 1] > start]
+    if not groups:
+        return
+
+    def batches() -> Iterator[Any]:
+        pos = int(bounds[groups[0]])
+        names = wanted(pf.schema_arrow.names, columns, path)
+        for batch in pf.iter_batches(batch_size=chunk_size, row_groups=groups, columns=names):
+            lo, hi = max(start - pos, 0), min(stop - pos, batch.num_rows)
+            pos += batch.num_rows
+            if hi > lo:
+                yield batch.slice(lo, hi - lo)
+            if pos >= stop:
+                return
+
+    first = start
+    for table in rechunk(batches(), chunk_size):
+        cols = {n: chunk_column(table.column(n).to_numpy()) for n in table.column_names}
+        yield cols, meta, f"{path}[{first}:{first + table.num_rows}]"
+        first += table.num_rows
+
+
+def write(tmp: Path, tables: Written) -> None:
+    """The first table; meta as JSON under schema metadata key 'deepz'."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    _, cols, meta = tables[0]
+    table = pa.table({k: pa.array(v) for k, v in cols.items()})
+    pq.write_table(table.replace_schema_metadata({"deepz": json.dumps(meta)}), tmp)

@@ -1,0 +1,447 @@
+"""Validation report and summary of a catalogue being imported (the Data page's numbers).
+
+``prepare_catalog`` maps raw columns to canonical ones, joins an optional spec-z table on ref_id,
+and checks values, collecting EVERY problem (``deepz_core.catalog.validation.validate`` stops at the first):
+non-numeric columns, NaN/inf or placeholder (-99) fluxes, non-positive errors, duplicate ids, bad
+redshifts, exposures of unknown galaxies or bands, duplicate exposures, coadds that disagree with
+their exposures. Each
+problem says how it can be fixed (drop rows, or treat a value as unknown); with ``fix=True`` the
+fixes are applied and the result re-checked. ``summarize`` gives counts, bands, coverage and SNR.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from deepz_core.catalog.catalog import (
+    DEFAULT_FLUXZP,
+    ERROR_PREFIX,
+    FITS_STRUCTURAL,
+    FLUX_PREFIX,
+    Catalog,
+    Exposures,
+    as_float64,
+    as_int64,
+    catalog_from_columns,
+    exposure_index,
+    few,
+)
+from deepz_core.catalog.mapping import (
+    GalaxyMapping,
+    apply_exposure_mapping,
+    apply_galaxy_mapping,
+    galaxy_mapping_problems,
+    mapping_problems,
+)
+from deepz_core.catalog.validation import coadd_mismatch, is_placeholder, validate
+from deepz_core.errors import CatalogError, ConfigError
+
+Columns = dict[str, np.ndarray]
+_META_KEY = re.compile(r"^[A-Z0-9_\-]+$")
+
+
+@dataclass(frozen=True)
+class Source:
+    """One input table: its raw columns, the mapping to canonical names and a label for messages."""
+
+    columns: Mapping[str, np.ndarray]
+    mapping: Any  # GalaxyMapping for galaxies; {canonical: column} for exposures and spec-z
+    name: str
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, eq=False)
+class Problem:
+    """One problem: where, what, and the rows a fix would drop (or set to unknown)."""
+
+    source: str
+    column: str
+    message: str
+    drop_galaxies: np.ndarray | None = None  # (N,) bool
+    drop_exposures: np.ndarray | None = None  # (M,) bool
+    unknown: np.ndarray | None = None  # (N,) bool: set ``column`` to NaN (unknown)
+
+    @property
+    def fixable(self) -> bool:
+        return any(m is not None for m in (self.drop_galaxies, self.drop_exposures, self.unknown))
+
+    @property
+    def fix(self) -> str:
+        """What ``fix=True`` would do, in words ('' if it cannot be fixed automatically)."""
+        if self.unknown is not None:
+            return f"treat {int(self.unknown.sum())} value(s) as unknown (NaN)"
+        if self.drop_galaxies is not None:
+            return f"drop {int(self.drop_galaxies.sum())} galaxies"
+        if self.drop_exposures is not None:
+            return f"drop {int(self.drop_exposures.sum())} exposures"
+        return ""
+
+    def text(self) -> str:
+        where = f"column '{self.column}': " if self.column else ""
+        return f"{self.source}: {where}{self.message}"
+
+
+@dataclass(frozen=True, eq=False)
+class Report:
+    """Outcome of ``prepare_catalog``: the catalogue (None while problems remain), problems, notes."""
+
+    catalog: Catalog | None
+    problems: tuple[Problem, ...]
+    notes: tuple[str, ...] = ()
+    dropped_galaxies: int = 0
+    dropped_exposures: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.catalog is not None and not self.problems
+
+    @property
+    def fixable(self) -> bool:
+        return bool(self.problems) and all(p.fixable for p in self.problems)
+
+
+@dataclass(frozen=True, eq=False)
+class _Parts:
+    """Typed canonical columns between checks: galaxies (N,), exposures (M,) or None."""
+
+    galaxies: Columns
+    bands: tuple[str, ...]
+    exposures: Columns | None
+    source: str
+    exposures_source: str
+
+
+def prepare_catalog(
+    galaxies: Source,
+    exposures: Source | None = None,
+    specz: Source | None = None,
+    fluxzp: float | None = None,
+    fix: bool = False,
+) -> Report:
+    """Map, join, check; with ``fix`` apply every problem's fix and re-check (at most 3 rounds)."""
+    problems = _mapping_problems(galaxies, exposures, specz)
+    if problems:
+        return Report(None, tuple(problems))
+    notes: list[str] = []
+    try:
+        parts = _load(galaxies, exposures, specz, notes)
+    except CatalogError as err:
+        return Report(None, (Problem("", "", str(err)),), tuple(notes))
+    dropped = [0, 0]
+    for _ in range(3):
+        problems = _value_problems(parts) or _coadd_problems(parts)
+        if not problems or not fix or not all(p.fixable for p in problems):
+            break
+        parts = _apply_fixes(parts, problems, dropped)
+    if problems:
+        return Report(None, tuple(problems), tuple(notes), *dropped)
+    meta = {k: v for k, v in galaxies.meta.items() if str(k).upper() != "FLUXZP"}
+    zp = fluxzp if fluxzp is not None else galaxies.meta.get("FLUXZP", DEFAULT_FLUXZP)
+    try:
+        cat = _build(parts, {**_safe_meta(meta), "FLUXZP": float(zp)})
+    except CatalogError as err:
+        return Report(None, (Problem(parts.source, "", str(err)),), tuple(notes), *dropped)
+    return Report(cat, (), tuple(notes), *dropped)
+
+
+def _mapping_problems(gal: Source, exp: Source | None, spz: Source | None) -> list[Problem]:
+    texts = galaxy_mapping_problems(gal.mapping, list(gal.columns), gal.name)
+    if exp is not None:
+        texts += mapping_problems(exp.mapping, list(exp.columns), list(exp.mapping), exp.name)
+    if spz is not None:
+        texts += mapping_problems(spz.mapping, list(spz.columns), ("ref_id", "zspec"), spz.name)
+    return [Problem("", "", t) for t in texts]
+
+
+def _load(gal: Source, exp: Source | None, spz: Source | None, notes: list[str]) -> _Parts:
+    """Typed canonical columns; raises CatalogError naming the first column that is not numeric."""
+    mapping: GalaxyMapping = gal.mapping
+    cols, left_out = apply_galaxy_mapping(gal.columns, mapping)
+    notes.extend(f"{gal.name}: {n}" for n in left_out)
+    n = len(np.atleast_1d(cols["ref_id"]))
+    typed: Columns = {"ref_id": as_int64(cols["ref_id"], mapping.ref_id or "ref_id", gal.name)}
+    for target, column in mapping.targets().items():
+        if target != "ref_id":
+            typed[target] = _float(cols[target], column, n, gal.name)
+    typed.setdefault("zspec", np.full(n, np.nan))
+    typed.update({k: v for k, v in cols.items() if k not in typed})
+    bands = tuple(b for b, _, _ in mapping.bands)
+    if spz is not None:
+        _join_specz(typed, spz, notes)
+    exposures = None
+    if exp is not None:
+        raw = apply_exposure_mapping(exp.columns, exp.mapping, bands)
+        e = Exposures(**raw)  # raises CatalogError for non-numeric columns
+        exposures = {k: getattr(e, k) for k in raw}
+    return _Parts(typed, bands, exposures, gal.name, exp.name if exp else gal.name)
+
+
+def _float(values: Any, column: str, n: int, source: str) -> np.ndarray:
+    arr = as_float64(values, column, source)
+    if arr.shape != (n,):
+        raise CatalogError(f"{source}: column '{column}' has shape {arr.shape}, expected ({n},)")
+    return arr
+
+
+def _join_specz(typed: Columns, spz: Source, notes: list[str]) -> None:
+    """Spec-z from another table, joined on ref_id; they replace the catalogue's own values."""
+    ids = as_int64(spz.columns[spz.mapping["ref_id"]], spz.mapping["ref_id"], spz.name)
+    z = as_float64(spz.columns[spz.mapping["zspec"]], spz.mapping["zspec"], spz.name)
+    uniq, first, counts = np.unique(ids, return_index=True, return_counts=True)
+    if (counts > 1).any():
+        notes.append(
+            f"{spz.name}: ref_id {few(uniq[counts > 1])} appear more than once; "
+            "the first value of each is used"
+        )
+    order = np.argsort(uniq)
+    pos = np.searchsorted(uniq, typed["ref_id"], sorter=order).clip(0, max(len(uniq) - 1, 0))
+    match = uniq[order][pos] == typed["ref_id"] if len(uniq) else np.zeros(len(pos), bool)
+    typed["zspec"] = typed["zspec"].copy()
+    typed["zspec"][match] = z[first[order][pos[match]]]
+    unmatched = int((~np.isin(uniq, typed["ref_id"])).sum())
+    notes.append(
+        f"{spz.name}: spec-z joined for {int(match.sum())} galaxies"
+        + (f"; {unmatched} ref_id not in the catalogue were ignored" if unmatched else "")
+    )
+
+
+def _value_problems(p: _Parts) -> list[Problem]:
+    g, src = p.galaxies, p.source
+    out: list[Problem] = []
+    ids, inverse, counts = np.unique(g["ref_id"], return_inverse=True, return_counts=True)
+    dup = counts[inverse.reshape(-1)] > 1
+    if dup.any():
+        out.append(Problem(src, "ref_id", f"duplicate ids: {few(ids[counts > 1])}", dup))
+    for band in p.bands:
+        flux, err = g[FLUX_PREFIX + band], g[ERROR_PREFIX + band]
+        if len(flux) > 1 and not np.isfinite(flux).any():  # dropping rows would drop them all
+            out.append(
+                Problem(
+                    src,
+                    FLUX_PREFIX + band,
+                    f"NaN/inf for every galaxy: remove band "
+                    f"{band!r} (its flux and error columns) or fill it in",
+                )
+            )
+            continue
+        for column, bad, what in (
+            (FLUX_PREFIX + band, ~np.isfinite(flux), "NaN/inf"),
+            (FLUX_PREFIX + band, is_placeholder(flux), "placeholder (-99, -999, -9999)"),
+            (ERROR_PREFIX + band, ~np.isfinite(err), "NaN/inf"),
+            (ERROR_PREFIX + band, np.isfinite(err) & (err <= 0), "zero or negative"),
+        ):
+            if bad.any():
+                out.append(Problem(src, column, _rows(g, bad, what), bad))
+    with np.errstate(invalid="ignore"):
+        bad_z = np.isinf(g["zspec"]) | (g["zspec"] < 0)
+    if bad_z.any():
+        out.append(Problem(src, "zspec", _rows(g, bad_z, "inf or negative"), unknown=bad_z))
+    if "mag" in g and np.isinf(g["mag"]).any():
+        out.append(
+            Problem(src, "mag", _rows(g, np.isinf(g["mag"]), "inf"), unknown=np.isinf(g["mag"]))
+        )
+    if p.exposures is not None:
+        out += _exposure_problems(p)
+    return out
+
+
+def _rows(g: Columns, bad: np.ndarray, what: str) -> str:
+    return f"{int(bad.sum())} {what} value(s), e.g. ref_id {few(g['ref_id'][bad])}"
+
+
+def _exposure_problems(p: _Parts) -> list[Problem]:
+    e, src = p.exposures, p.exposures_source
+    assert e is not None
+    out = []
+    checks = (
+        ("flux", ~np.isfinite(e["flux"]), "NaN/inf values"),
+        (
+            "flux_error",
+            ~np.isfinite(e["flux_error"]) | (e["flux_error"] <= 0),
+            "NaN/inf, zero or negative values",
+        ),
+        ("ref_id", ~np.isin(e["ref_id"], p.galaxies["ref_id"]), "galaxies not in the catalogue"),
+        ("band", ~np.isin(e["band"], p.bands), "bands not in the catalogue"),
+    )
+    for column, bad, what in checks:
+        if bad.any():
+            shown = few(np.unique(e[column][bad])) if column in ("ref_id", "band") else ""
+            detail = f": {shown}" if shown else f" (rows {few(np.flatnonzero(bad))})"
+            out.append(
+                Problem(
+                    src,
+                    column,
+                    f"{int(bad.sum())} exposures with {what}{detail}",
+                    drop_exposures=bad,
+                )
+            )
+    order = np.lexsort((e["exp_num"], e["band"], e["ref_id"]))
+    same = np.zeros(len(order), bool)
+    same[1:] = True
+    for column in ("ref_id", "band", "exp_num"):
+        values = e[column][order]
+        same[1:] &= values[1:] == values[:-1]
+    if same.any():
+        bad = np.zeros(len(order), bool)
+        bad[order[same]] = True
+        out.append(
+            Problem(
+                src,
+                "exp_num",
+                f"{int(bad.sum())} duplicate (ref_id, band, exp_num) "
+                f"exposures (rows {few(np.flatnonzero(bad))})",
+                drop_exposures=bad,
+            )
+        )
+    return out
+
+
+def _coadd_problems(p: _Parts) -> list[Problem]:
+    """Coadds that differ from the inverse-variance mean of their exposures (the test of
+    ``deepz_core.catalog.validation.check_coadd``), one problem per band."""
+    if p.exposures is None or not len(p.exposures["flux"]):
+        return []
+    cat = _build(p, {}, check=False)
+    bad, _, _ = coadd_mismatch(cat, *exposure_index(cat))  # (N, B)
+    out = []
+    for j in np.flatnonzero(bad.any(axis=0)):
+        rows = bad[:, j]
+        out.append(
+            Problem(
+                p.source,
+                FLUX_PREFIX + cat.bands[j],
+                "coadd differs from the inverse-variance mean of its exposures for "
+                + _rows(p.galaxies, rows, "galaxy"),
+                rows,
+            )
+        )
+    return out
+
+
+def _apply_fixes(p: _Parts, problems: list[Problem], dropped: list[int]) -> _Parts:
+    g = dict(p.galaxies)
+    n = len(g["ref_id"])
+    drop = np.zeros(n, bool)
+    for prob in problems:
+        if prob.unknown is not None:
+            g[prob.column] = np.where(prob.unknown, np.nan, g[prob.column])
+        if prob.drop_galaxies is not None:
+            drop |= prob.drop_galaxies
+    g = {k: v[~drop] for k, v in g.items()}
+    e = p.exposures
+    if e is not None:
+        drop_e = ~np.isin(e["ref_id"], g["ref_id"])
+        for prob in problems:
+            if prob.drop_exposures is not None:
+                drop_e |= prob.drop_exposures
+        dropped[1] += int(drop_e.sum())
+        e = {k: v[~drop_e] for k, v in e.items()}
+    dropped[0] += int(drop.sum())
+    return replace(p, galaxies=g, exposures=e)
+
+
+def _safe_meta(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """Header values a canonical catalogue can keep (simple upper-case keys)."""
+    out = {}
+    for key, value in meta.items():
+        name = str(key).upper()
+        simple = isinstance(value, bool | int | str) or (
+            isinstance(value, float) and np.isfinite(value)
+        )
+        if simple and _META_KEY.match(name) and not FITS_STRUCTURAL.match(name):
+            out[name] = value
+    return out
+
+
+def _build(p: _Parts, meta: dict[str, Any], check: bool = True) -> Catalog:
+    exposures = None if p.exposures is None else Exposures(**p.exposures)
+    cat = catalog_from_columns(p.galaxies, meta, p.source, exposures)
+    return validate(cat, p.source, p.exposures_source) if check else cat
+
+
+@dataclass(frozen=True, eq=False)
+class BandSummary:
+    """Per band (B,): filter curve known, effective wavelength [A] (NaN if unknown), SNR percentiles."""
+
+    bands: tuple[str, ...]
+    has_curve: np.ndarray  # (B,) bool
+    wavelength: np.ndarray  # (B,) [A]
+    snr: np.ndarray  # (B, 3) 16th, 50th, 84th percentile of flux / flux_error
+    exposures: np.ndarray  # (B,) median number of single exposures per galaxy (0 without)
+
+    @property
+    def without_curve(self) -> list[str]:
+        """Bands without a filter curve (no SPS simulation through them)."""
+        return [b for b, known in zip(self.bands, self.has_curve, strict=True) if not known]
+
+
+@dataclass(frozen=True, eq=False)
+class CatalogSummary:
+    """What the Data page shows about a catalogue."""
+
+    n_galaxies: int
+    n_zspec: int
+    n_exposures: int
+    zspec: np.ndarray  # (n_zspec,) finite spectroscopic redshifts
+    mag: np.ndarray  # (N,) AB magnitudes (NaN where unknown)
+    mag_label: str
+    bands: BandSummary
+    fluxzp: float
+    noiseless: bool
+
+    @property
+    def zspec_fraction(self) -> float:
+        return self.n_zspec / max(self.n_galaxies, 1)
+
+
+def _band_summary(cat: Catalog) -> BandSummary:
+    from deepz_core.sed.bands import get_band, has_band
+
+    known = np.array([has_band(b) for b in cat.bands])
+    wave = np.array(
+        [
+            get_band(b).effective_wavelength if k else np.nan
+            for b, k in zip(cat.bands, known, strict=True)
+        ]
+    )
+    with np.errstate(divide="ignore", invalid="ignore"):
+        snr = cat.flux / cat.flux_error  # (N, B)
+    snr_pct = np.nanpercentile(np.where(np.isfinite(snr), snr, np.nan), [16, 50, 84], axis=0).T
+    counts = np.zeros(len(cat.bands))
+    if cat.exposures is not None and len(cat.exposures):
+        gal, band = exposure_index(cat)
+        per_cell = np.bincount(gal * len(cat.bands) + band, minlength=cat.flux.size)
+        per_cell = per_cell.reshape(cat.flux.shape)  # (N, B)
+        counts = np.median(per_cell, axis=0)
+    return BandSummary(cat.bands, known, wave, snr_pct, counts)
+
+
+def summarize(cat: Catalog) -> CatalogSummary:
+    """Counts, spec-z coverage, magnitudes and per-band SNR of a (validated) catalogue."""
+    from deepz_core.catalog.features import resolve_ref_band
+
+    z = cat.zspec[np.isfinite(cat.zspec)]
+    if cat.mag is not None:
+        mag, label = cat.mag, "catalogue magnitude 'mag' [AB mag]"
+    else:
+        try:
+            ref = resolve_ref_band(cat.bands)
+        except ConfigError:  # no i band: the first band stands in
+            ref = cat.bands[0]
+        mag, label = cat.magnitudes(ref), f"{ref} magnitude from its flux [AB mag]"
+    return CatalogSummary(
+        n_galaxies=cat.n_galaxies,
+        n_zspec=int(z.size),
+        n_exposures=0 if cat.exposures is None else len(cat.exposures),
+        zspec=z,
+        mag=np.asarray(mag, dtype=np.float64),
+        mag_label=label,
+        bands=_band_summary(cat),
+        fluxzp=cat.fluxzp,
+        noiseless=bool(cat.meta.get("NOISELESS", False)),
+    )

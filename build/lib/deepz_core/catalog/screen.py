@@ -1,0 +1,181 @@
+"""The photometric screen: which galaxies and bands the networks can trust (issue 23).
+
+Real catalogues hold junk: blended or masked objects, a reference flux near zero, a band at 1e30 from
+a bad pixel, placeholder codes. One such galaxy must not decide a run. Every catalogue row gets a bit
+mask of :class:`PzFlag` reasons, and every band of every galaxy a usable/unusable verdict:
+
+- the reference band must be measured and positive (flux ratios need it) and above its 1-sigma
+  error (below it every ratio is noise divided by noise);
+- a band is unusable when its flux or error is not finite, a placeholder code (-99, -999, -9999),
+  an error <= 0, a value beyond any galaxy (brighter than AB magnitude 0 in the catalogue's own
+  units), or, once the training population is known, a ratio more than ``COLOUR_SIGMA`` robust
+  sigma from that population's median;
+- galaxies with any flag are left out of the training loss (listed in the run's ``screen.json``);
+  at prediction time unusable bands are imputed by the population's median ratio, and a galaxy
+  with an unusable reference band or fewer than half its other bands usable gets no p(z).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from deepz_core.catalog.validation import is_placeholder
+
+BRIGHTEST_AB = 0.0  # no galaxy in a photo-z catalogue is brighter than AB magnitude 0
+COLOUR_SIGMA = 50.0  # robust sigma from the training median beyond which a ratio is junk
+MIN_USABLE_FRACTION = 0.5  # of the non-reference bands, for a p(z) from imputed inputs
+
+
+class PzFlag(enum.IntFlag):
+    """Why a row's p(z) is missing or less trustworthy: the ``flag`` column, a bit mask."""
+
+    NO_PZ = 1  # no p(z): every product of this row is NaN
+    REF_UNUSABLE = 2  # reference-band flux or error missing, <= 0 or implausible: no flux ratios
+    REF_LOW_SNR = 4  # reference-band flux below its 1-sigma error: ratios dominated by noise
+    BAND_MISSING = 8  # a band NaN/inf, a placeholder code or an error <= 0: imputed
+    BAND_IMPLAUSIBLE = 16  # a flux or error brighter than AB 0 (e.g. 1e30): imputed
+    OUTSIDE_TRAINING = 32  # a ratio beyond COLOUR_SIGMA robust sigma of the training set: imputed
+    TOO_FEW_BANDS = 64  # fewer than half the other bands usable: no p(z)
+
+
+FLAG_MEANINGS: dict[str, str] = {
+    "NO_PZ": "no p(z): the products of this row are NaN",
+    "REF_UNUSABLE": "reference-band flux or error missing, <= 0 or implausible (no flux ratios)",
+    "REF_LOW_SNR": "reference-band flux below its 1-sigma error (ratios dominated by noise)",
+    "BAND_MISSING": "a band's flux or error is NaN/inf, a placeholder (-99...) or error <= 0 "
+    "(that band imputed)",
+    "BAND_IMPLAUSIBLE": "a flux or error brighter than AB magnitude 0, e.g. 1e30 (band imputed)",
+    "OUTSIDE_TRAINING": f"a flux ratio beyond {COLOUR_SIGMA:g} robust sigma of the training "
+    "population (band imputed)",
+    "TOO_FEW_BANDS": "fewer than half of the non-reference bands usable (no p(z))",
+}
+
+
+def describe_flags(flags: int) -> list[str]:
+    """Names of the bits set in ``flags``, e.g. ``['NO_PZ', 'REF_UNUSABLE']``."""
+    return [f.name for f in PzFlag if flags & f and f.name is not None]
+
+
+@dataclass(frozen=True)
+class Screen:
+    """Per-row flags (N,) int32 and per-band usability (N, B) bool of one catalogue."""
+
+    flags: np.ndarray
+    usable: np.ndarray
+
+    @property
+    def trainable(self) -> np.ndarray:
+        """(N,) bool: rows with no flag at all, the only ones the training loss sees."""
+        return self.flags == 0
+
+    @property
+    def predictable(self) -> np.ndarray:
+        """(N,) bool: rows that get a p(z)."""
+        return (self.flags & PzFlag.NO_PZ) == 0
+
+    def counts(self) -> dict[str, int]:
+        """Rows per flag name (flags that never occur are left out)."""
+        out = {f.name: int(np.count_nonzero(self.flags & f)) for f in PzFlag}
+        return {k: v for k, v in out.items() if v and k is not None}
+
+
+def unusable_values(flux: np.ndarray, error: np.ndarray, fluxzp: float) -> tuple[np.ndarray, ...]:
+    """(missing, implausible), each (N, B) bool, from fluxes and errors alone (float64 tests).
+
+    missing: not finite, a placeholder code or an error <= 0; implausible: |flux| or error
+    brighter than AB magnitude ``BRIGHTEST_AB`` in these units (``fluxzp``: mag = fluxzp - 2.5
+    log10 flux), e.g. 1e30 from a bad pixel.
+    """
+    flux = np.asarray(flux, dtype=np.float64)
+    error = np.asarray(error, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        missing = ~np.isfinite(flux) | ~np.isfinite(error) | is_placeholder(flux)
+        missing |= ~(error > 0)
+        ceiling = 10.0 ** ((fluxzp - BRIGHTEST_AB) / 2.5)
+        implausible = ~missing & ((np.abs(flux) > ceiling) | (error > ceiling))
+    return missing, implausible
+
+
+def screen_photometry(flux: np.ndarray, error: np.ndarray, ref: int, fluxzp: float) -> Screen:
+    """The screen from the photometry alone (no training population yet): (N, B) -> Screen."""
+    missing, implausible = unusable_values(flux, error, fluxzp)
+    usable = ~(missing | implausible)
+    flags = np.zeros(len(flux), dtype=np.int32)
+    others = np.arange(flux.shape[1]) != ref
+    flags |= np.where((missing & others).any(1), PzFlag.BAND_MISSING, 0).astype(np.int32)
+    flags |= np.where((implausible & others).any(1), PzFlag.BAND_IMPLAUSIBLE, 0).astype(np.int32)
+    with np.errstate(invalid="ignore"):
+        ref_ok = usable[:, ref] & (flux[:, ref] > 0)
+        low = ref_ok & (flux[:, ref] < error[:, ref])
+    flags |= np.where(~ref_ok, PzFlag.REF_UNUSABLE, 0).astype(np.int32)
+    flags |= np.where(low, PzFlag.REF_LOW_SNR, 0).astype(np.int32)
+    return _with_no_pz(Screen(flags, usable), ref)
+
+
+def _with_no_pz(screen: Screen, ref: int) -> Screen:
+    """Set TOO_FEW_BANDS and NO_PZ from the usable bands and the reference verdict."""
+    usable, flags = screen.usable, screen.flags.copy()
+    others = np.arange(usable.shape[1]) != ref
+    n_others = max(int(others.sum()), 1)
+    few = (usable[:, others].sum(1) < MIN_USABLE_FRACTION * n_others) & bool(others.any())
+    flags |= np.where(few, PzFlag.TOO_FEW_BANDS, 0).astype(np.int32)
+    no_pz = few | (flags & PzFlag.REF_UNUSABLE).astype(bool)
+    flags |= np.where(no_pz, PzFlag.NO_PZ, 0).astype(np.int32)
+    return Screen(flags, usable)
+
+
+@dataclass(frozen=True)
+class InputStats:
+    """Robust location and scale (B,) of each flux ratio over the training population.
+
+    ``loc`` is the median, ``scale`` the interquartile range / 1.349 (a Gaussian's sigma; 1 where
+    a band has no spread, e.g. the reference band's ratio, always 1). Stored with the model.
+    """
+
+    loc: np.ndarray
+    scale: np.ndarray
+
+    def sigmas(self, ratio: np.ndarray) -> np.ndarray:
+        """(N, B) robust sigma of each ratio from the population median (NaN stays NaN)."""
+        return (np.asarray(ratio, dtype=np.float64) - self.loc) / self.scale
+
+
+def fit_input_stats(ratio: np.ndarray, use: np.ndarray) -> InputStats:
+    """InputStats of the rows ``use`` (N,) bool of flux ratios (N, B); needs >= 1 row."""
+    sample = np.asarray(ratio, dtype=np.float64)[use]  # (n, B)
+    if not len(sample):
+        raise ValueError("fit_input_stats: no usable galaxy to fit the input statistics on")
+    q1, loc, q3 = np.nanpercentile(sample, [25.0, 50.0, 75.0], axis=0)  # (B,) each
+    scale = (q3 - q1) / 1.349
+    scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
+    return InputStats(np.nan_to_num(loc), scale)
+
+
+def screen_population(screen: Screen, ratio: np.ndarray, stats: InputStats, ref: int) -> Screen:
+    """Add OUTSIDE_TRAINING for ratios (N, B) beyond COLOUR_SIGMA robust sigma of ``stats``."""
+    with np.errstate(invalid="ignore"):
+        far = np.abs(stats.sigmas(ratio)) > COLOUR_SIGMA  # (N, B); NaN compares False
+    far &= screen.usable
+    usable = screen.usable & ~far
+    flags = screen.flags | np.where(far.any(1), PzFlag.OUTSIDE_TRAINING, 0).astype(np.int32)
+    return _with_no_pz(Screen(flags, usable), ref)
+
+
+def screened_rows(ref_id: np.ndarray, flags: np.ndarray) -> dict[str, list[int]]:
+    """ref_ids per flag name, for the run's record of the galaxies left out of the loss."""
+    out: dict[str, list[int]] = {}
+    for flag in PzFlag:
+        hit = (flags & flag) != 0
+        if hit.any() and flag.name is not None:
+            out[flag.name] = [int(i) for i in np.asarray(ref_id)[hit]]
+    return out
+
+
+def flag_table_lines(prefix: str = "") -> Iterable[str]:
+    """``bit name: meaning`` lines documenting the flag column (headers, README)."""
+    for flag in PzFlag:
+        yield f"{prefix}{int(flag)} {flag.name}: {FLAG_MEANINGS[str(flag.name)]}"

@@ -1,0 +1,132 @@
+"""Where the app keeps its files, and uploaded catalogues stored once by content hash.
+
+Folders live under ``DEEPZ_HOME`` (default: the working directory): ``runs/<run-id>/`` training
+runs, ``data/uploads/<sha256>.<ext>`` uploaded files exactly as received, ``data/uploads/
+catalog-<key>.fits`` canonical catalogues built from them (plus a ``.json`` note of where they came
+from), ``data/sims/`` simulations. A catalogue is named by ``'demo'`` or its ``<key>``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from deepz_core.catalog.formats.common import Columns
+from deepz_core.catalog.io import SUFFIXES, read_tables
+from deepz_core.errors import CatalogError
+from deepz_core.files import atomic_write, atomic_write_json
+
+DEMO = "demo"
+_KEY = re.compile(r"^[0-9a-f]{16,64}$")
+
+
+def home() -> Path:
+    """The app's data root: env ``DEEPZ_HOME``, else the working directory."""
+    return Path(os.environ.get("DEEPZ_HOME") or Path.cwd()).resolve()
+
+
+def runs_dir() -> Path:
+    return home() / "runs"
+
+
+def uploads_dir() -> Path:
+    return home() / "data" / "uploads"
+
+
+def sims_dir() -> Path:
+    return home() / "data" / "sims"
+
+
+def upload_suffix(filename: str) -> str:
+    """The catalogue extension of an uploaded file name, lower case (``.fits.gz``, ``.csv``...).
+    Raises CatalogError naming the file when the extension is not a catalogue format."""
+    lower = filename.lower()
+    for suffix in sorted(SUFFIXES, key=len, reverse=True):
+        if lower.endswith(suffix):
+            return suffix
+    known = ", ".join(sorted(SUFFIXES))
+    raise CatalogError(f"{filename}: unknown catalogue file extension (expected one of {known})")
+
+
+def save_upload(data: bytes, filename: str) -> Path:
+    """Write ``data`` once to ``data/uploads/<sha256>.<ext>`` (kept if already there); its path."""
+    suffix = upload_suffix(filename)
+    path = uploads_dir() / f"{hashlib.sha256(data).hexdigest()}{suffix}"
+    if not path.exists():
+        atomic_write(path, lambda tmp: tmp.write_bytes(data))
+    return path
+
+
+def raw_columns(
+    path: Path | str, role: str = "galaxies"
+) -> tuple[Columns, dict[str, Any], Columns | None]:
+    """(columns, meta, exposure columns inside the same file or None) of the table playing
+    ``role`` ('galaxies', 'exposures' or 'specz'; the first table of the file if none is named so).
+    """
+    names = ("galaxies", "exposures") if role == "galaxies" else (role,)
+    tables = read_tables(path, names)
+    columns, meta = tables[role]
+    if not columns:
+        raise CatalogError(f"{path}: the table has no columns")
+    inner = tables["exposures"][0] if role == "galaxies" and "exposures" in tables else None
+    return columns, meta, inner
+
+
+def recipe_key(recipe: dict[str, Any]) -> str:
+    """Content key of a canonical catalogue: hash of its inputs' hashes and the column mapping."""
+    blob = json.dumps(recipe, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def canonical_path(key: str) -> Path:
+    """``data/uploads/catalog-<key>.fits``; a key that is not hexadecimal raises CatalogError."""
+    if not _KEY.match(key):
+        raise CatalogError(f"catalogue key must be hexadecimal, got {key!r}")
+    return uploads_dir() / f"catalog-{key}.fits"
+
+
+@dataclass(frozen=True)
+class StoredCatalog:
+    """A canonical catalogue the app can train on."""
+
+    key: str
+    path: Path
+    label: str
+    info: dict[str, Any]
+
+
+def write_note(key: str, info: dict[str, Any]) -> None:
+    """Remember where catalogue ``key`` came from (file names, counts, time)."""
+    atomic_write_json(canonical_path(key).with_suffix(".json"), {**info, "created": time.time()})
+
+
+def stored_catalogs() -> list[StoredCatalog]:
+    """Canonical catalogues built from uploads, newest first."""
+    folder = uploads_dir()
+    if not folder.exists():
+        return []
+    out = []
+    for path in folder.glob("catalog-*.fits"):
+        key = path.stem.removeprefix("catalog-")
+        try:
+            info = json.loads(path.with_suffix(".json").read_text())
+        except (OSError, ValueError):
+            info = {}
+        label = f"{info.get('name', key)} ({info.get('n', '?')} galaxies, {key[:8]})"
+        out.append(StoredCatalog(key, path, label, info))
+    return sorted(out, key=lambda c: c.info.get("created", 0), reverse=True)
+
+
+def resolve_catalog(choice: str | None) -> Path | None:
+    """Path of the catalogue named ``choice`` ('demo' is not resolved here: None for it, for an
+    unknown key, or for a key whose file is gone)."""
+    if not choice or choice == DEMO or not _KEY.match(choice):
+        return None
+    path = canonical_path(choice)
+    return path if path.exists() else None

@@ -1,0 +1,135 @@
+"""Value checks of a catalogue (format-free): unique ids, spec-z and magnitudes in range, bands
+that are measured at all, valid single exposures and coadds consistent with them. Bad values of
+single galaxies are left to the photometric screen (``deepz_core.catalog.screen``)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from deepz_core.catalog.catalog import ERROR_PREFIX, FLUX_PREFIX, Catalog, exposure_index, few
+from deepz_core.errors import CatalogError
+
+COADD_RTOL = 1e-3  # coadd vs exposures: flagged only when off by > 1e-3 relative ...
+
+
+COADD_SIGMA_TOL = 0.05  # ... AND by > 0.05 sigma of the inverse-variance mean
+
+
+def _check(bad: np.ndarray, message: str, labels: np.ndarray, unique: bool = False) -> None:
+    """Raise CatalogError '<message> <first few labels[bad]>' if any ``bad``."""
+    if np.any(bad):
+        shown = np.unique(labels[bad]) if unique else labels[bad]
+        raise CatalogError(f"{message} {few(shown)}")
+
+
+PLACEHOLDERS = (-99.0, -999.0, -9999.0)  # "not measured" in many survey catalogues
+
+
+def is_placeholder(flux: np.ndarray) -> np.ndarray:
+    """Fluxes that are a catalogue's "not measured" code rather than a measurement (bool, same
+    shape): the network would read -99 as a real, very negative flux."""
+    return np.isin(flux, PLACEHOLDERS)
+
+
+def validate(
+    cat: Catalog, source: str = "catalogue", exposures_source: str | None = None
+) -> Catalog:
+    """Check values; raise CatalogError naming ``source``, the column and a few offending rows.
+
+    ref_id unique, zspec NaN or finite >= 0, mag NaN or finite, exposures valid and each coadd
+    consistent with its exposures (see ``check_coadd``). A band whose fluxes are NaN/inf or a
+    placeholder code (-99...), or whose errors are NaN/inf or <= 0, for EVERY galaxy is refused
+    (remove it); such values in some galaxies are left to the photometric screen
+    (``deepz_core.catalog.screen``), which flags those galaxies instead of failing the whole catalogue.
+    Returns ``cat`` unchanged.
+    """
+    if cat.n_galaxies == 0 or not cat.bands:
+        raise CatalogError(
+            f"{source}: no {'bands' if cat.n_galaxies else 'galaxies (empty table)'}"
+        )
+    ids, counts = np.unique(cat.ref_id, return_counts=True)
+    _check(counts > 1, f"{source}: column 'ref_id' has duplicates:", ids)
+    checks = (
+        (FLUX_PREFIX, "NaN/inf", ~np.isfinite(cat.flux)),
+        (FLUX_PREFIX, "placeholder (-99, -999, -9999)", is_placeholder(cat.flux)),
+        (ERROR_PREFIX, "NaN/inf", ~np.isfinite(cat.flux_error)),
+        (ERROR_PREFIX, "non-positive", cat.flux_error <= 0),
+    )
+    for prefix, what, bad in checks:  # bad: (N, B)
+        j = int(np.argmax(bad.all(axis=0)))
+        column = f"{prefix}{cat.bands[j]}"
+        if cat.n_galaxies > 1 and bad[:, j].all():
+            raise CatalogError(
+                f"{source}: column '{column}' has {what} values for every galaxy: "
+                f"remove band {cat.bands[j]!r} (its {FLUX_PREFIX}/{ERROR_PREFIX} "
+                "columns) or fill it in"
+            )
+    with np.errstate(invalid="ignore"):
+        bad_z = np.isinf(cat.zspec) | (cat.zspec < 0)
+    why = "inf or negative values (use NaN for unknown)"
+    _check(bad_z, f"{source}: column 'zspec' has {why} for ref_id", cat.ref_id)
+    if cat.mag is not None:
+        _check(np.isinf(cat.mag), f"{source}: column 'mag' has inf values for ref_id", cat.ref_id)
+    if not np.isfinite(cat.fluxzp):
+        raise CatalogError(f"{source}: header FLUXZP = {cat.fluxzp} is not finite")
+    if cat.exposures is not None:
+        _validate_exposures(cat, exposures_source or source)
+    return cat
+
+
+def _validate_exposures(cat: Catalog, source: str) -> None:
+    """Exposure values, membership, duplicates and coadd consistency."""
+    exp = cat.exposures
+    assert exp is not None
+    rows = np.arange(len(exp))
+    prefix = f"{source}: exposures column"
+    _check(~np.isfinite(exp.flux), f"{prefix} 'flux' has NaN/inf values in rows", rows)
+    bad = ~np.isfinite(exp.flux_error) | (exp.flux_error <= 0)
+    _check(bad, f"{prefix} 'flux_error' has NaN/inf or non-positive values in rows", rows)
+    gal, band = exposure_index(cat)
+    _check(gal < 0, f"{prefix} 'ref_id' names unknown galaxies: ref_id", exp.ref_id, True)
+    _check(band < 0, f"{prefix} 'band' has bands not in the catalogue {cat.bands}:", exp.band, True)
+    order = np.lexsort((exp.exp_num, band, gal))
+    same = (np.diff(gal[order]) == 0) & (np.diff(band[order]) == 0)
+    same &= np.diff(exp.exp_num[order]) == 0
+    dup = np.zeros(len(exp), bool)
+    dup[order[1:][same]] = True
+    _check(dup, f"{source}: exposures have duplicate (ref_id, band, exp_num) in rows", rows)
+    check_coadd(cat, gal, band, source)
+
+
+def coadd_mismatch(cat: Catalog, gal: np.ndarray, band: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(bad, coadd, mean), each (N, B): cells whose coadd differs from the inverse-variance mean m +- s
+    of its exposures by more than COADD_RTOL * max(|coadd|, |m|) AND more than COADD_SIGMA_TOL * s
+    (both must fail); cells without exposures or without a coadd (NaN, a placeholder) are never
+    bad, and a non-finite mean always is."""
+    exp = cat.exposures
+    assert exp is not None
+    n, b = cat.flux.shape
+    key = gal * b + band
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # absurd errors -> bad
+        weight = exp.flux_error**-2  # (M,)
+        sw = np.bincount(key, weight, minlength=n * b)  # (N * B,)
+        mean = np.bincount(key, weight * exp.flux, minlength=n * b) / sw
+        coadd = cat.flux.reshape(-1)
+        diff = np.abs(coadd - mean)
+        bad = (diff > COADD_RTOL * np.maximum(np.abs(coadd), np.abs(mean))) & (
+            diff > COADD_SIGMA_TOL * sw**-0.5
+        )
+    bad = (sw > 0) & (bad | ~np.isfinite(mean))
+    bad &= np.isfinite(coadd) & ~is_placeholder(coadd)  # a missing coadd is the screen's business
+    return bad.reshape(n, b), coadd.reshape(n, b), mean.reshape(n, b)
+
+
+def check_coadd(cat: Catalog, gal: np.ndarray, band: np.ndarray, source: str) -> None:
+    """Raise if any coadd disagrees with its exposures (the test of ``coadd_mismatch``)."""
+    bad, coadd, mean = coadd_mismatch(cat, gal, band)
+    if bad.any():
+        j = int(np.flatnonzero(bad.any(axis=0))[0])
+        rows = np.flatnonzero(bad[:, j])
+        raise CatalogError(
+            f"{source}: column 'flux_{cat.bands[j]}' disagrees with the inverse-variance mean of "
+            f"its exposures for ref_id {few(cat.ref_id[rows])} "
+            f"(coadd {coadd[rows[0], j]:.6g} vs mean {mean[rows[0], j]:.6g}; tolerance "
+            f"{COADD_RTOL:g} relative and {COADD_SIGMA_TOL:g} sigma)"
+        )

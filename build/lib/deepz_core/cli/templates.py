@@ -1,0 +1,179 @@
+"""Template-fitting commands (registered with ``deepz_core.cli.common.command``): ``templatefit`` and
+``bench-templates`` (E20 Appendix A, the BCNZ2-like baseline)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+
+from deepz_core.cli.common import command
+from deepz_core.errors import ConfigError
+
+
+def _workers(text: str) -> int:
+    """'auto' (one per usable core) or a positive integer."""
+    if text == "auto":
+        return (
+            len(os.sched_getaffinity(0))
+            if hasattr(os, "sched_getaffinity")
+            else os.cpu_count() or 1
+        )
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ConfigError(f"--workers must be 'auto' or an integer >= 1, got {text!r}")
+    return value
+
+
+def _config(path: str | None, templates: str | None = None):
+    """TemplateFitConfig from a JSON file of fields (defaults without one); ``templates`` (the
+    --templates option), when given, overrides the file's template_set."""
+    from deepz_core.sed.template_sets import set_info
+    from deepz_core.templatefit.fit import TemplateFitConfig
+
+    if templates is not None:
+        set_info(templates, "--templates")
+    override = {} if templates is None else {"template_set": templates}
+    if path is None:
+        return TemplateFitConfig(**override)
+    try:
+        values = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"--config {path}: cannot read a JSON object ({exc})") from exc
+    if not isinstance(values, dict):
+        raise ConfigError(f"--config {path}: expected a JSON object of TemplateFitConfig fields")
+    return TemplateFitConfig.from_dict({**values, **override})
+
+
+def _templatefit_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--catalog", required=True, help="catalogue (FITS/Parquet/CSV/HDF5)")
+    p.add_argument("--exposures", help="single exposures, when not an HDU/key of the catalogue")
+    p.add_argument("--out", required=True, help="predictions (.fits or .parquet)")
+    p.add_argument("--device", default="auto", help="auto (cuda > cpu), cpu, cuda, cuda:N")
+    p.add_argument(
+        "--zp-calibrate",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="calibrate band zero-points on the spec-z galaxies (BCNZ2)",
+    )
+    p.add_argument("--zero-points", help="use these zero-points (a .zeropoints.json file)")
+    p.add_argument("--grid", action="store_true", help="also write p(z) on the z grid (column pz)")
+    p.add_argument("--workers", default="auto", help="CPU processes: auto (one per core) or N")
+    p.add_argument("--config", help="JSON file of TemplateFitConfig fields to override")
+    p.add_argument(
+        "--templates",
+        help="template set: bcnz2 (default; the mock's own SED family) or "
+        "kcorrect (5 NMF templates, independent of the mock); overrides --config",
+    )
+
+
+@command("templatefit", _templatefit_args)
+def _templatefit(args: argparse.Namespace) -> int:
+    """BCNZ2-like template-fitting photo-z for a catalogue (E20 Appendix A)."""
+    from deepz_core.catalog.io import read_catalog
+    from deepz_core.inference.predict import table_format
+    from deepz_core.templatefit.fit import fit_catalog, read_zero_points, write_templatefit
+
+    table_format(args.out)  # a bad output name fails before any work
+    cfg = _config(args.config, args.templates)
+    workers = _workers(args.workers)
+    cat = read_catalog(args.catalog, args.exposures)
+    zp = None if args.zero_points is None else read_zero_points(args.zero_points, cat.bands)
+    table = fit_catalog(
+        cat,
+        cfg,
+        args.device,
+        zero_points=zp,
+        calibrate=args.zp_calibrate,
+        grid=args.grid,
+        workers=workers,
+    )
+    write_templatefit(table, args.out)
+    print(
+        json.dumps(
+            {
+                "out": str(args.out),
+                "galaxies": len(table),
+                "template_set": cfg.template_set,
+                "zero_points_calibrated": bool(table.meta["ZPCAL"]),
+            }
+        )
+    )
+    return 0
+
+
+def _bench_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--galaxies", type=int, default=2000, help="demo-catalogue galaxies to fit")
+    p.add_argument("--device", default="auto", help="auto (cuda > cpu), cpu, cuda, cuda:N")
+    p.add_argument("--workers", default="auto", help="CPU processes for the second timing")
+    p.add_argument("--templates", default="bcnz2", help="template set: bcnz2 or kcorrect")
+
+
+@command("bench-templates", _bench_args)
+def _bench_templates(args: argparse.Namespace) -> int:
+    """Time the template fit on demo galaxies (46 bands, 1201 redshifts): galaxies per second."""
+    workers = _workers(args.workers)
+    print(json.dumps(bench_templates(args.galaxies, args.device, workers, args.templates)))
+    return 0
+
+
+def bench_templates(
+    n: int, device: str = "auto", workers: int = 1, template_set: str = "bcnz2"
+) -> dict:
+    """Galaxies/s of ``fit_catalog`` (no zero-point calibration) with set ``template_set`` on n
+    demo galaxies: in this process, and (CPU) with a pool of ``workers`` processes, both after a
+    warm-up (tables cached, processes started; their start-up time is reported separately)."""
+    import numpy as np
+    import torch
+
+    from deepz_core.catalog.io import read_catalog
+    from deepz_core.simulate import demo_catalog_path
+    from deepz_core.templatefit.calibration import resolve_device
+    from deepz_core.templatefit.fit import fit_catalog, template_names, worker_pool
+
+    if n < 1:
+        raise ConfigError(f"--galaxies must be >= 1, got {n}")
+    cfg = _config(None, template_set)
+    dev = resolve_device(device)
+    cat = read_catalog(demo_catalog_path())
+    cat = cat.select(
+        np.sort(
+            np.random.default_rng(0).choice(cat.n_galaxies, min(n, cat.n_galaxies), replace=False)
+        )
+    )
+    fit_catalog(
+        cat.select(np.arange(min(64, cat.n_galaxies))), cfg, dev, calibrate=False
+    )  # warm-up
+
+    def rate(pool=None) -> float:
+        t0 = time.perf_counter()
+        fit_catalog(cat, cfg, dev, calibrate=False, pool=pool)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        return cat.n_galaxies / (time.perf_counter() - t0)
+
+    out = {
+        "galaxies": cat.n_galaxies,
+        "bands": len(cat.bands),
+        "n_z": len(cfg.z_grid()),
+        "template_set": template_set,
+        "templates": len(template_names(template_set)),
+        "device": str(dev),
+        "torch_threads": torch.get_num_threads(),
+        "gal_per_s": rate(),
+    }
+    if dev.type == "cpu" and workers > 1:
+        with worker_pool(workers) as pool:
+            t0 = time.perf_counter()
+            warm = cat.select(np.arange(min(cat.n_galaxies, 16 * workers)))
+            fit_catalog(warm, dataclasses.replace(cfg, chunk=16), dev, calibrate=False, pool=pool)
+            out["workers"] = workers
+            out["workers_startup_s"] = time.perf_counter() - t0
+            out["gal_per_s_workers"] = rate(pool)
+    return out

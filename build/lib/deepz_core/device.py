@@ -1,0 +1,30 @@
+"""The compute device: a GPU when there is one (cuda > mps > cpu), or the one asked for."""
+
+from __future__ import annotations
+
+import torch
+
+from deepz_core.errors import ConfigError
+
+
+def _mps_available() -> bool:
+    return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """cuda > mps > cpu for 'auto'; an explicit name is used as given if this machine has it."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if _mps_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(f"device must be auto, cpu, cuda, cuda:N or mps, got {name!r}") from exc
+    if device.type == "cuda" and not (
+        torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()
+    ):
+        raise ConfigError(f"device {name!r} is not available on this machine (no such CUDA GPU)")
+    if device.type == "mps" and not _mps_available():
+        raise ConfigError(f"device {name!r} is not available on this machine (no MPS)")
+    return device

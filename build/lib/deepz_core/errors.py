@@ -1,0 +1,18 @@
+"""User-facing error types: the CLI and the app print these as one clear line, never a traceback."""
+
+
+class DeepzError(Exception):
+    """Base class for errors caused by user input (files, arguments, configuration)."""
+
+
+class CatalogError(DeepzError, ValueError):
+    """A catalogue file is unreadable or breaks the canonical format; the message names file and column."""
+
+
+class ConfigError(DeepzError, ValueError):
+    """A configuration value is unknown or out of range; the message names the field and echoes the value."""
+
+
+class TrainingError(DeepzError, RuntimeError):
+    """Training went wrong (a non-finite loss or weight, a diverging held-out loss); the message
+    names the phase, the epoch and, where the data are the cause, the galaxies and bands."""

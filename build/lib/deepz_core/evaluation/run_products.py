@@ -1,0 +1,299 @@
+"""Run-level products for the analysis pages: a run's predictions as arrays, its headline statistics
+(E20 Fig. 2, 3, 8, D1), ODDS for any window and quality cuts (E20 Sec. 6.2, Fig. 9), and exports.
+
+Scored galaxies are those with a spec-z whose p(z) is out of fold (never trained on), as in
+``deepz_core.inference.predict.summarise``. N galaxies, C = E*M mixture components.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from astropy.table import Table
+
+from deepz_core.catalog.catalog import native_array
+from deepz_core.errors import ConfigError
+from deepz_core.inference.predict import mixture_from_arrays
+from deepz_core.jobs.training_run import Z_LABEL_MAX
+from deepz_core.pz import metrics
+from deepz_core.pz.products import mixture_odds
+
+PAUS_TARGET = 0.0035  # sigma68 of dz = (zp - zs)/(1 + zs) for the best 50% (E20 Sec. 6.2)
+POINT_NAMES = ("zphot", "zmean", "zmedian", "z_lo68", "z_hi68", "odds", "zspec", "pit")
+CUT_COMPLETENESS = np.round(np.linspace(0.02, 1.0, 50), 6)
+EXPORT_FORMATS = ("fits", "csv", "parquet")
+
+
+@dataclass(frozen=True, eq=False)
+class Predictions:
+    """A run's ``predictions.fits`` as arrays: point columns (N,), ``mag`` (N,) or None,
+    ``out_of_fold`` (N,) bool, mixture ``weights``/``means``/``stds`` (N, C)."""
+
+    path: Path
+    ref_id: np.ndarray
+    columns: dict[str, np.ndarray]
+    mag: np.ndarray | None
+    out_of_fold: np.ndarray
+    weights: np.ndarray
+    means: np.ndarray
+    stds: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return len(self.ref_id)
+
+    def __getattr__(self, name: str) -> np.ndarray:  # zphot, zspec, odds, pit, ...
+        columns = self.__dict__.get("columns", {})
+        if name in columns:
+            return columns[name]
+        raise AttributeError(name)
+
+    @property
+    def scored(self) -> np.ndarray:
+        """(N,) galaxies with a finite spec-z and an out-of-fold p(z)."""
+        return np.isfinite(self.columns["zspec"]) & self.out_of_fold
+
+    def index_of(self, ref_id: int) -> int | None:
+        """Row of galaxy ``ref_id``, None when absent."""
+        hit = np.flatnonzero(self.ref_id == int(ref_id))
+        return int(hit[0]) if hit.size else None
+
+
+def read_predictions(path: Path | str) -> Predictions:
+    """Read a predictions file (FITS or Parquet) written by ``deepz_core.inference.predict``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"predictions file {path} does not exist")
+    table = Table.read(path)
+    missing = [
+        c
+        for c in ("ref_id", "zphot", "zspec", "weights", "means", "stds")
+        if c not in table.colnames
+    ]
+    if missing:
+        raise ConfigError(f"{path}: predictions lack the columns {missing}")
+
+    def col(name: str, dtype: Any = np.float64) -> np.ndarray:
+        return np.asarray(native_array(table[name]), dtype=dtype)
+
+    n = len(table)
+    columns = {c: col(c) if c in table.colnames else np.full(n, np.nan) for c in POINT_NAMES}
+    oof = col("out_of_fold", bool) if "out_of_fold" in table.colnames else np.ones(n, bool)
+    return Predictions(
+        path=path,
+        ref_id=col("ref_id", np.int64),
+        columns=columns,
+        mag=col("mag") if "mag" in table.colnames else None,
+        out_of_fold=oof,
+        weights=col("weights", np.float32),
+        means=col("means", np.float32),
+        stds=col("stds", np.float32),
+    )
+
+
+def training_zspec(pred: Predictions) -> np.ndarray:
+    """Spec-z of the run's labelled galaxies (the training set of E20 Fig. 3)."""
+    z = pred.zspec
+    return z[np.isfinite(z) & (z >= 0) & (z <= Z_LABEL_MAX)]
+
+
+def density_edges(max_count: int, linear_up_to: int = 40, n_log: int = 25) -> np.ndarray:
+    """Bins of the spec-z count per dz = 0.001 bin: one per integer up to ``linear_up_to``,
+    else log-spaced integer bins (edges at half integers)."""
+    if max_count <= linear_up_to:
+        return np.arange(max_count + 2) - 0.5
+    ints = np.unique(np.round(np.geomspace(1, max_count + 1, n_log)).astype(int))
+    return np.unique(np.concatenate([[-0.5], ints - 0.5, [max_count + 0.5]]))
+
+
+def results_stats(pred: Predictions, pit_bins: int = 20) -> dict[str, Any]:
+    """Headline statistics of the scored galaxies: point metrics, metrics per iAB bin (Fig. 2),
+    PIT histogram and KS test (Fig. 8), metrics vs training spec-z density (Fig. 3)."""
+    use = pred.scored
+    zp, zs = pred.zphot[use], pred.zspec[use]
+    out: dict[str, Any] = {"n": int(use.sum()), "n_total": pred.n, "summary": {"n": 0}}
+    if not use.any():
+        return out
+    out["summary"] = metrics.point_metrics(zp, zs)
+    if pred.mag is not None and np.isfinite(pred.mag[use]).any():
+        out["by_mag"] = metrics.binned_metrics(zp, zs, pred.mag[use], metrics.DEFAULT_MAG_EDGES)
+    pit = pred.pit[use]
+    pit = pit[np.isfinite(pit)]
+    out["pit"] = metrics.pit_histogram(pit, pit_bins)
+    out["pit_ks"] = metrics.pit_ks(pit)
+    train = training_zspec(pred)
+    top = int(metrics.spec_density(zs, train).max())
+    out["spec_density"] = metrics.sigma68_vs_spec_density(zp, zs, train, 0.001, density_edges(top))
+    return out
+
+
+def odds_for_window(pred: Predictions, window: float, chunk: int = 20_000) -> np.ndarray:
+    """(N,) ODDS = P(|z - mode| <= window/2) from the stored mixtures and modes (E20 eq. 7)."""
+    out = np.empty(pred.n)
+    for s in range(0, pred.n, chunk):
+        sl = slice(s, s + chunk)
+        mix = mixture_from_arrays(pred.weights[sl], pred.means[sl], pred.stds[sl])
+        mode = torch.as_tensor(pred.zphot[sl], dtype=torch.float64)
+        out[sl] = mixture_odds(mix, mode, window).numpy()
+    return out
+
+
+def _mag_ok(pred: Predictions, mag_max: float | None) -> np.ndarray:
+    if mag_max is None or pred.mag is None:
+        return np.ones(pred.n, bool)
+    return np.nan_to_num(pred.mag, nan=np.inf) <= mag_max
+
+
+def cut_curves(
+    pred: Predictions,
+    odds: np.ndarray,
+    mag_max: float | None = None,
+    completeness: np.ndarray = CUT_COMPLETENESS,
+) -> dict[str, Any]:
+    """sigma68 and strict outlier fraction vs completeness for the ODDS cut and the optimal cut,
+    over scored galaxies brighter than ``mag_max`` (E20 Fig. 9)."""
+    use = pred.scored & _mag_ok(pred, mag_max)
+    if not use.any():
+        return {"n": 0}
+    zp, zs = pred.zphot[use], pred.zspec[use]
+    return {
+        "n": int(use.sum()),
+        "ODDS cut": metrics.odds_curve(zp, zs, odds[use], completeness),
+        "optimal (|Δz| known)": metrics.optimal_curve(zp, zs, completeness),
+    }
+
+
+def threshold_for_completeness(
+    pred: Predictions, odds: np.ndarray, completeness: float, mag_max: float | None = None
+) -> float:
+    """ODDS threshold keeping the fraction ``completeness`` of the scored galaxies (ties kept)."""
+    use = pred.scored & _mag_ok(pred, mag_max)
+    if not use.any():
+        return float("nan")
+    curve = metrics.completeness_curve(
+        pred.zphot[use], pred.zspec[use], odds[use], [completeness], higher_is_better=True
+    )
+    return float(curve["threshold"][0])
+
+
+def selection_mask(
+    pred: Predictions, odds: np.ndarray, threshold: float, mag_max: float | None = None
+) -> np.ndarray:
+    """(N,) galaxies passing ODDS >= threshold and mag <= mag_max (all galaxies, spec-z or not)."""
+    return (odds >= threshold) & _mag_ok(pred, mag_max)
+
+
+def cut_stats(
+    pred: Predictions, odds: np.ndarray, threshold: float, mag_max: float | None = None
+) -> dict[str, float]:
+    """Completeness, sigma68 and outlier fraction of the scored galaxies passing the cut, and the
+    number of catalogue galaxies selected."""
+    keep = selection_mask(pred, odds, threshold, mag_max)
+    base = pred.scored & _mag_ok(pred, mag_max)
+    kept = base & keep
+    out = {"n_selected": int(keep.sum()), "n_scored": int(kept.sum()), "n_base": int(base.sum())}
+    if not kept.any():
+        return out | {
+            "completeness": 0.0,
+            "sigma68": float("nan"),
+            "outlier_fraction": float("nan"),
+        }
+    d = metrics.dz(pred.zphot[kept], pred.zspec[kept])
+    return out | {
+        "completeness": float(kept.sum() / base.sum()),
+        "sigma68": metrics.sigma68(d),
+        "outlier_fraction": metrics.outlier_fraction(d),
+    }
+
+
+def selection_bytes(
+    pred: Predictions,
+    odds: np.ndarray,
+    threshold: float,
+    window: float,
+    mag_max: float | None,
+    fmt: str,
+) -> bytes:
+    """The galaxies passing a quality cut as a file: the predictions plus ``odds_cut`` (ODDS for
+    the cut's ``window``, the column the threshold applies to), the cut in the header (FITS) or
+    leading comments (CSV)."""
+    keep = selection_mask(pred, odds, threshold, mag_max)
+    cut = {
+        "ODDSWIN": window,
+        "ODDSMIN": threshold,
+        "MAGMAX": "none" if mag_max is None else mag_max,
+    }
+    return export_bytes(pred.path, keep, fmt, {"odds_cut": odds}, cut)
+
+
+def export_bytes(
+    path: Path | str,
+    mask: np.ndarray | None,
+    fmt: str,
+    extra: dict[str, np.ndarray] | None = None,
+    meta: dict[str, Any] | None = None,
+) -> bytes:
+    """Rows ``mask`` (all if None) of a predictions file, with ``extra`` columns (N,) and ``meta``
+    header keys, as FITS, CSV or Parquet bytes; CSV keeps the per-galaxy columns only (the
+    mixture parameters are vectors)."""
+    if fmt not in EXPORT_FORMATS:
+        raise ConfigError(f"export format must be one of {EXPORT_FORMATS}, got {fmt!r}")
+    table = Table.read(path)
+    for name, values in (extra or {}).items():
+        table[name] = values
+    table.meta.update(meta or {})
+    if mask is not None:
+        table = table[np.asarray(mask, bool)]
+    if fmt == "csv":
+        table = table[[c for c in table.colnames if table[c].ndim == 1]]
+        table.meta = {"comments": [f"{k} = {v}" for k, v in (meta or {}).items()]}
+    writer = {"fits": "fits", "csv": "ascii.csv", "parquet": "parquet"}[fmt]
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / f"selection.{fmt}"
+        table.write(
+            out, format=writer, overwrite=True, **({"comment": "# "} if fmt == "csv" else {})
+        )
+        return out.read_bytes()
+
+
+def galaxy_table(
+    pred: Predictions,
+    mag_range: tuple[float, float] | None = None,
+    outliers_only: bool = False,
+    odds_min: float = 0.0,
+    limit: int = 2000,
+) -> tuple[dict[str, np.ndarray], int]:
+    """Columns (at most ``limit`` rows) of the galaxies with mag in ``mag_range``, ODDS >= odds_min
+    and, with ``outliers_only``, |Δz|/(1+z_s) > 0.02 (needs a spec-z); and how many matched."""
+    has = np.isfinite(pred.zspec)
+    d = np.full(pred.n, np.nan)
+    d[has] = metrics.dz(pred.zphot[has], pred.zspec[has])
+    keep = np.nan_to_num(pred.odds, nan=0.0) >= odds_min
+    if mag_range is not None and pred.mag is not None:
+        keep &= (pred.mag >= mag_range[0]) & (pred.mag <= mag_range[1])
+    if outliers_only:
+        keep &= np.abs(np.nan_to_num(d)) > metrics.OUTLIER_THRESHOLD
+    idx = np.flatnonzero(keep)
+    shown = idx[: max(int(limit), 0)]
+    cols = {
+        "ref_id": pred.ref_id,
+        "z_s": pred.zspec,
+        "z_p": pred.zphot,
+        "ODDS": pred.odds,
+        "Δz/(1+z_s)": d,
+        "PIT": pred.pit,
+        "out of fold": pred.out_of_fold,
+    }
+    if pred.mag is not None:
+        cols = {"ref_id": pred.ref_id, "i_AB [mag]": pred.mag} | cols
+    return {k: v[shown] for k, v in cols.items()}, len(idx)
+
+
+def sigma68_at(curve: dict[str, np.ndarray], completeness: float = 0.5) -> float:
+    """σ68 of a completeness curve interpolated at ``completeness`` (E20 target: best 50%)."""
+    return float(np.interp(completeness, curve["completeness"], curve["sigma68"]))

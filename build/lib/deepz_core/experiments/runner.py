@@ -1,0 +1,227 @@
+"""``python -m deepz_core experiments``: the paper's experiments on the demo mock, end to end.
+
+Works through the plan in order of what the issue's targets need most (template fits, the default
+configuration, no randomization, no pretraining, Fig. B1, ... the ablations last). After every step
+it rewrites ``DIR/results.json`` (every number) and ``DIR/report.md`` (tables, figures under
+``DIR/figures``, the targets met, not met or not measured yet) from what is finished; runs under
+``DIR/runs`` and slow sections under ``DIR/sections`` are reused or resumed on a second call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deepz_core.experiments import denoise, quality, robustness, sweep
+from deepz_core.experiments.baseline import template_photoz, template_simulation
+from deepz_core.experiments.context import Context
+from deepz_core.experiments.ellipticals import ELLIPTICAL_RUNS, figb1_ellipticals
+from deepz_core.experiments.labels import appendix_e
+from deepz_core.experiments.plan import ExperimentPlan
+from deepz_core.experiments.plan import plan as get_plan
+from deepz_core.experiments.progress import Progress
+from deepz_core.experiments.report_writer import (
+    NO_U,
+    TF_KCORRECT,
+    TRAINED_FLUXES,
+    TRAINED_GALAXIES,
+    write_report,
+)
+from deepz_core.experiments.scoring import Scored
+from deepz_core.simulate import demo_catalog_path
+
+Step = tuple[str, Callable[[Progress], object]]
+
+
+def run_experiments(
+    preset: str,
+    out: Path | str,
+    catalog: Path | str | None = None,
+    device: str = "auto",
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run every step of the plan ``preset`` into ``out``; returns the results dictionary."""
+    plan = get_plan(preset)
+    root = Path(out)
+    root.mkdir(parents=True, exist_ok=True)
+    ctx = Context(root, plan, Path(catalog) if catalog else demo_catalog_path(), device, log)
+    done = Progress(ctx)
+    todo = steps(plan)
+    results: dict[str, Any] = {}
+    for i, (name, step) in enumerate(todo):
+        log(f"[experiments] step {i + 1}/{len(todo)}: {name}")
+        step(done)
+        results = evaluate(done, preset, pending=[n for n, _ in todo[i + 1 :]])
+        write_report(ctx, results)
+    return results
+
+
+def steps(plan: ExperimentPlan) -> list[Step]:
+    """Every run and slow section, in the order the targets need them."""
+    base = sweep.run_name(plan.alpha, True)
+    others = [(n, a, keep) for n, a, keep in sweep.sweep_runs(plan) if n != base]
+    first = [s for s in others if s[1] == 1.0]  # no randomization: the alpha target
+    rest = [s for s in others if s[1] != 1.0]
+
+    def sweep_step(name: str, alpha: float, keep: bool) -> Step:
+        return name, lambda d: d.train(name, "auto", {"alpha": alpha, "keep_one": keep})
+
+    def figb1(d: Progress) -> None:
+        nets = {
+            "network": base,
+            TRAINED_GALAXIES: "train_outliers",
+            TRAINED_FLUXES: "train_outlier_fluxes",
+            NO_U: "no_u_band",
+        }
+        d.section(
+            "figB1",
+            lambda: robustness.figb1(
+                d.ctx,
+                {
+                    "template fit": template_photoz(d.ctx),
+                    **{label: robustness.network_photoz(d.runs[n]) for label, n in nets.items()},
+                },
+            ),
+            inputs=list(nets.values()),
+        )
+
+    out: list[Step] = [
+        (
+            "template fits",
+            lambda d: (
+                d.fit_templates("template fit", "bcnz2"),
+                d.fit_templates(TF_KCORRECT, "kcorrect"),
+            ),
+        ),
+        sweep_step(base, plan.alpha, True),
+        *(sweep_step(*s) for s in first),
+        ("no_pretrain", lambda d: d.train("no_pretrain", "none")),
+        (
+            "Fig. B1, E20's set-up",
+            lambda d: d.section(
+                "figB1_ellipticals", lambda: figb1_ellipticals(d.ctx), inputs=list(ELLIPTICAL_RUNS)
+            ),
+        ),
+        (
+            "train_outliers",
+            lambda d: d.train("train_outliers", "auto", {"outlier_fraction": plan.train_outliers}),
+        ),
+        (
+            "train_outlier_fluxes",  # E20's "10 per cent outliers" read as 10% of the measurements
+            lambda d: d.train(
+                "train_outlier_fluxes",
+                "auto",
+                {"outlier_fraction": plan.train_outliers, "outlier_unit": "measurement"},
+            ),
+        ),
+        (
+            "no_u_band",  # Fig. B1's reference: a network that never sees u, flat
+            lambda d: d.train("no_u_band", "auto", catalog=robustness.catalog_without_u(d.ctx)),
+        ),
+        ("Fig. B1 on the demo mock", figb1),
+        *(sweep_step(*s) for s in rest),
+    ]
+    if plan.classifier:
+        out.append(
+            (
+                "Appendix E",
+                lambda d: d.section(
+                    "appendixE",
+                    lambda: appendix_e(d.ctx, d.runs["no_pretrain"], d.single("no_pretrain")),
+                ),
+            )
+        )
+    out += [
+        (
+            "autoencoder_sim",
+            lambda d: d.train(
+                "autoencoder_sim", "auto", {"repetitions": 1, "folds": 1, "schedule": ((0, 1e-3),)}
+            ),
+        ),
+        (
+            "Fig. 5",
+            lambda d: d.section("fig5", lambda: denoise.fig5(d.ctx, d.runs["autoencoder_sim"])),
+        ),
+        (
+            "template_pretrain",
+            lambda d: d.train("template_pretrain", lambda: str(template_simulation(d.ctx))),
+        ),
+        (
+            "no_autoencoder",
+            lambda d: d.train("no_autoencoder", "auto", model={"use_autoencoder": False}),
+        ),
+    ]
+    return out
+
+
+def evaluate(done: Progress, preset: str, pending: list[str]) -> dict[str, Any]:
+    """Every section whose runs are finished (cheap ones recomputed, slow ones read back)."""
+    ctx, plan = done.ctx, done.ctx.plan
+    base = sweep.run_name(plan.alpha, True)
+    results: dict[str, Any] = {
+        "plan": plan.to_dict(),
+        "preset": preset,
+        "catalog": str(ctx.catalog_path),
+        "device": ctx.device,
+        "complete": not pending,
+        "pending": pending,
+    }
+    tfs = done.template_fits
+    if done.has(base) and tfs:
+        used = (base, "no_pretrain", "no_autoencoder", "template_pretrain")  # lines of the figures
+        single = {name: done.single(name) for name in used if done.has(name)}
+        results.update(_quality(ctx, base, single, done.ensemble(base), tfs))
+    swept = {
+        n: (done.single(n), done.ensemble(n)) for n, _, _ in sweep.sweep_runs(plan) if done.has(n)
+    }
+    if swept:
+        results["fig6"] = sweep.fig6(ctx, swept)
+    results.update(done.sections)
+    return results
+
+
+def _quality(
+    ctx: Context, base: str, single: dict[str, Scored], ensemble: Scored, tfs: dict[str, Scored]
+) -> dict[str, Any]:
+    """Fig. 2, Sec. 3.3, Fig. 3, Fig. 8 and Fig. 9 over the configurations trained so far."""
+
+    def pick(names: dict[str, str]) -> dict[str, Scored]:
+        return {label: single[n] for label, n in names.items() if n in single}
+
+    fig2 = {
+        **tfs,
+        **pick(
+            {
+                "no pretraining": "no_pretrain",
+                "SPS pretraining": base,
+                "no autoencoder": "no_autoencoder",
+            }
+        ),
+        "ensemble": ensemble,
+    }
+    out = {
+        "fig2": quality.fig2(ctx, fig2),
+        "sec33": quality.pretraining_sets(
+            ctx, pick({"none": "no_pretrain", "templates": "template_pretrain", "sps": base})
+        ),
+        "fig3": quality.fig3(
+            ctx,
+            {**pick({"no pretraining": "no_pretrain", "SPS pretraining": base}), **tfs},
+            _labelled_zspec(ctx),
+        ),
+    }
+    lines = {"single network": single[base], "ensemble": ensemble, **tfs}
+    out["fig8"] = quality.fig8(ctx, lines)
+    out["fig9"] = quality.fig9(ctx, {"ensemble": ensemble, "single network": single[base], **tfs})
+    return out
+
+
+def _labelled_zspec(ctx: Context) -> np.ndarray:
+    z = np.asarray(ctx.catalog.zspec, dtype=float)
+    return z[np.isfinite(z) & (z >= 0)]
+
+
+__all__ = ["Scored", "evaluate", "run_experiments", "steps"]

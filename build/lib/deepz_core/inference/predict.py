@@ -1,0 +1,345 @@
+"""Inference: ensemble p(z) for a catalogue, stored as mixture parameters plus point columns.
+
+An ensemble p(z) is the mean of its members' mixtures, i.e. one mixture of E*M components; galaxies the
+run trained on use only the members that never saw them (E20 Sec. 5.2). Mixture columns follow qp's
+'mixmod' layout: ``weights``, ``means``, ``stds`` (N, E*M).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from astropy.table import Table
+
+from deepz_core.catalog.catalog import Catalog
+from deepz_core.catalog.features import Features, build_features, same_photometry
+from deepz_core.catalog.screen import InputStats, PzFlag
+from deepz_core.errors import ConfigError, TrainingError
+from deepz_core.files import atomic_write
+from deepz_core.nets.deepz import DeepzModel, load_model, load_model_json
+from deepz_core.pz.mixture import GaussianMixture, combine_members
+from deepz_core.pz.products import PzConfig, point_products
+from deepz_core.rundir import RunDir
+from deepz_core.training.splits import Splits
+
+LOG = logging.getLogger("deepz")
+
+POINT_COLUMNS = ("zphot", "zmean", "zmedian", "z_lo68", "z_hi68", "odds")
+
+
+def mixture_from_arrays(
+    weights: np.ndarray, means: np.ndarray, stds: np.ndarray
+) -> GaussianMixture:
+    """A batch (N,) mixture from stored (N, C) parameters; zero weights are allowed."""
+
+    def tensor(a: np.ndarray) -> torch.Tensor:  # FITS columns: big-endian, strided views
+        return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64))
+
+    logits = torch.log(tensor(weights).clamp_min(0))
+    return GaussianMixture.from_params(logits, tensor(means), tensor(stds))
+
+
+def inference_chunk(members: int, device: torch.device) -> int:
+    """Galaxies per forward pass: on CPU ~4,000 member-rows keep activations in cache (measured
+    fastest here, docs/benchmarks.md); a GPU wants large batches."""
+    rows = 200_000 if device.type == "cuda" else 4_000
+    return max(256, rows // members)
+
+
+@torch.no_grad()
+def predict_features(
+    model: DeepzModel,
+    features: Features,
+    member_mask: np.ndarray | None,
+    pz: PzConfig,
+    chunk: int | None = None,
+) -> dict[str, np.ndarray]:
+    """Point products and mixture parameters for every galaxy in ``features`` (dict of (N,) / (N, C)).
+
+    The network runs ``chunk`` galaxies at a time (inference_chunk); the p(z) products run on up to
+    PRODUCT_PAIRS / C galaxies at once, so their blocks can be spread over threads (deepz_core.pz.products)."""
+    model.eval()
+    device = next(model.parameters()).device
+    n_comp = model.members * model.config.n_components
+    x = features.network_input(model.input_stats()[0].numpy())  # (N, B), unusable bands imputed
+    parts: list[dict[str, np.ndarray]] = [  # zero rows: the columns of an empty catalogue
+        {
+            **{k: np.zeros(0) for k in (*POINT_COLUMNS, "pit")},
+            **{k: np.zeros((0, n_comp), np.float32) for k in ("weights", "means", "stds")},
+        }
+    ]
+    chunk = chunk or inference_chunk(model.members, device)
+    step = max(chunk, PRODUCT_PAIRS // n_comp // chunk * chunk)  # a multiple of chunk
+    for s in range(0, features.n, step):
+        e = min(s + step, features.n)
+        mixes = [
+            _ensemble_pz(model, x, member_mask, a, min(a + chunk, e), device)
+            for a in range(s, e, chunk)
+        ]
+        logits, loc, scale = (torch.cat(t) for t in zip(*mixes, strict=True))  # (n, E*M) each
+        mix = GaussianMixture.from_params(logits.double(), loc.double(), scale.double())
+        zs = torch.as_tensor(features.zspec[s:e], dtype=torch.float64, device=device)
+        out = {k: v.cpu().numpy() for k, v in point_products(mix, pz, zs).items()}  # float64
+        weights = torch.softmax(logits.double(), -1)  # as the products see them
+        out.update(
+            weights=weights.float().cpu().numpy(),
+            means=loc.float().cpu().numpy(),
+            stds=scale.float().cpu().numpy(),
+        )
+        parts.append(out)
+    products = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    return without_pz(products, ~features.predictable)
+
+
+def without_pz(products: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
+    """``products`` with every value of ``rows`` (N,) bool set to NaN: galaxies the screen gives
+    no p(z) (``PzFlag.NO_PZ``) get NaN, never a number computed from imputed inputs."""
+    if not rows.any():
+        return products
+    out = {k: v.astype(np.result_type(v.dtype, np.float32), copy=True) for k, v in products.items()}
+    for v in out.values():
+        v[rows] = np.nan
+    return out
+
+
+PRODUCT_PAIRS = 1 << 21  # galaxies x components per p(z) products call (~64 MB of float64 params)
+
+
+def _ensemble_pz(
+    model: DeepzModel,
+    inputs: np.ndarray,
+    member_mask: np.ndarray | None,
+    start: int,
+    stop: int,
+    device: torch.device,
+) -> tuple[torch.Tensor, ...]:
+    """Ensemble p(z) of galaxies [start, stop) of ``inputs`` (N, B) as float32 (n, E*M) log
+    weights, means, sigmas."""
+    x = torch.as_tensor(inputs[start:stop], device=device)
+    mask = (
+        None if member_mask is None else torch.as_tensor(member_mask[:, start:stop], device=device)
+    )
+    mix = combine_members(model(x), mask)  # batch (n,), E*M components
+    return mix.log_weights, mix.loc, mix.scale
+
+
+def predictions_table(
+    features: Features,
+    products: dict[str, np.ndarray],
+    extra: dict | None = None,
+    catalog: Catalog | None = None,
+) -> Table:
+    """The predictions of ``features`` as a Table; with the ``catalog`` they came from, one row per
+    catalogue row in its order (rows without features: NaN products, ``flag`` REF_UNUSABLE |
+    NO_PZ). ``extra`` holds further (N,) columns of the featured galaxies."""
+    t = Table()
+    t["ref_id"] = features.ref_id
+    for name in POINT_COLUMNS:
+        t[name] = products[name]
+    t["zspec"] = features.zspec
+    if "pit" in products:
+        t["pit"] = products["pit"]
+    if features.mag is not None:
+        t["mag"] = features.mag
+    t["flag"] = features.flags.astype(np.int32)
+    for name, values in (extra or {}).items():
+        t[name] = values
+    for name in ("weights", "means", "stds"):
+        t[name] = products[name]
+    if catalog is None or features.n == catalog.n_galaxies:
+        return t
+    return every_row(t, features.rows, catalog)
+
+
+def every_row(table: Table, rows: np.ndarray, catalog: Catalog) -> Table:
+    """``table`` of the catalogue rows ``rows`` spread over all its rows in order: the others get
+    their ref_id, zspec and mag, NaN products, flag REF_UNUSABLE | NO_PZ, and False/0 elsewhere."""
+    n = catalog.n_galaxies
+    out = Table()
+    for name in table.colnames:
+        col = np.asarray(table[name])
+        fill = np.nan if col.dtype.kind == "f" else 0
+        full = np.full((n, *col.shape[1:]), fill, dtype=col.dtype)
+        full[rows] = col
+        out[name] = full
+    out["ref_id"] = catalog.ref_id
+    out["zspec"] = catalog.zspec
+    if "mag" in out.colnames and catalog.mag is not None:
+        out["mag"] = catalog.mag  # else NaN: the reference flux gives no magnitude either
+    missing = np.ones(n, dtype=bool)
+    missing[rows] = False
+    out["flag"][missing] = int(PzFlag.REF_UNUSABLE | PzFlag.NO_PZ)
+    return out
+
+
+TABLE_FORMATS = {
+    ".fits": "fits",
+    ".fit": "fits",
+    ".fits.gz": "fits",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
+
+
+def table_format(path: Path | str) -> str:
+    """'fits' or 'parquet' from the file name; ConfigError for anything else (never FITS bytes
+    in a file named .csv)."""
+    name = Path(path).name.lower()
+    for suffix, fmt in TABLE_FORMATS.items():
+        if name.endswith(suffix) and len(name) > len(suffix):
+            return fmt
+    raise ConfigError(
+        f"--out {str(path)!r}: predictions are written as {' or '.join(TABLE_FORMATS)}"
+    )
+
+
+def write_table(table: Table, path: Path | str) -> Path:
+    """Write FITS or Parquet by extension, atomically."""
+    fmt = table_format(path)
+    return atomic_write(path, lambda tmp: table.write(tmp, format=fmt, overwrite=True))
+
+
+def summarise(table: Table) -> dict[str, Any]:
+    """Headline metrics over galaxies with a spec-z (out-of-fold ones when flagged) and a p(z);
+    ``n_no_pz`` counts those without one (failures, never numbers)."""
+    from deepz_core.pz.metrics import point_metrics
+
+    z = np.asarray(table["zspec"])
+    use = np.isfinite(z)
+    if "out_of_fold" in table.colnames:
+        use &= np.asarray(table["out_of_fold"])
+    zp = np.asarray(table["zphot"])
+    failed = use & ~np.isfinite(zp)
+    use &= np.isfinite(zp)
+    out = point_metrics(zp[use], z[use]) if use.any() else {"n": 0}
+    return {**out, "n_no_pz": int(failed.sum()), "n_rows": len(table)}
+
+
+def write_run_predictions(
+    run: RunDir, model: DeepzModel, cat: Catalog, features: Features, splits: Splits, pz: PzConfig
+) -> dict[str, Any]:
+    """Out-of-fold predictions for the training catalogue: predictions.fits plus summary."""
+    products = predict_features(model, features, splits.predict_mask(), pz)
+    if features.predictable.any() and not np.isfinite(products["zphot"]).any():
+        raise TrainingError("every p(z) of the trained networks is NaN: the run failed")
+    table = predictions_table(features, products, {"out_of_fold": splits.out_of_fold()}, cat)
+    write_table(table, run.file("predictions.fits"))
+    summary = summarise(table)
+    run.log(f"out-of-fold metrics: {summary}")
+    return summary
+
+
+def predict_catalog(
+    run_dir: Path | str,
+    catalog: Catalog,
+    out: Path | str,
+    device: str = "cpu",
+    pz: PzConfig | None = None,
+) -> Table:
+    """Predict a catalogue with a finished run; galaxies it trained on get out-of-fold p(z)."""
+    table_format(out)  # a bad output name fails before any work
+    run = RunDir(Path(run_dir))
+    meta = load_model_json(run.path).get("metadata", {})
+    model = load_model(run.path, device=device)
+    if meta.get("bands") is not None:
+        catalog = match_bands(catalog, tuple(meta["bands"]))
+    features = model_features(model, catalog, meta.get("ref_band"))
+    mask, oof = member_mask(run, features, model.members)
+    pz = pz or PzConfig(**run.config().get("pz", {}))
+    products = predict_features(model, features, mask, pz)
+    table = predictions_table(features, products, {"out_of_fold": oof}, catalog)
+    write_table(table, out)
+    return table
+
+
+def model_features(
+    model: DeepzModel, catalog: Catalog, ref_band: str | None, use_exposures: bool = True
+) -> Features:
+    """The catalogue's features screened against the population the model was trained on."""
+    features = build_features(catalog, ref_band, use_exposures)
+    loc, scale = model.input_stats()
+    return features.against_population(InputStats(loc.numpy(), scale.numpy()))
+
+
+def match_bands(catalog: Catalog, bands: tuple[str, ...], source: str = "--catalog") -> Catalog:
+    """The catalogue with exactly the run's bands in the run's order (extra bands dropped): the
+    networks read inputs by position, so another column order would silently mix bands up.
+    ``source`` names the catalogue in errors."""
+    if tuple(catalog.bands) == bands:
+        return catalog
+    missing = [b for b in bands if b not in catalog.bands]
+    if missing:
+        raise ConfigError(
+            f"{source} lacks bands {missing} the run was trained on (run bands: {list(bands)})"
+        )
+    cols = [catalog.bands.index(b) for b in bands]
+    exp = catalog.exposures
+    if exp is not None:
+        exp = exp.select(np.isin(exp.band, bands))
+    return dataclasses.replace(
+        catalog,
+        bands=bands,
+        flux=catalog.flux[:, cols],
+        flux_error=catalog.flux_error[:, cols],
+        exposures=exp,
+    )
+
+
+def member_mask(
+    run: RunDir, features: Features, members: int, by_photometry: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """(E, N) members usable per galaxy and (N,) out-of-fold flag, from the run's saved splits.
+
+    A galaxy is a training galaxy when its ref_id is one and, ``by_photometry`` in a run that
+    stored its own, its photometry is that galaxy's too (``same_photometry``). Otherwise the
+    ref_id alone decides: the experiments perturb training galaxies' photometry on purpose and
+    still want each predicted by the networks that never saw it.
+    """
+    ref_id = features.ref_id
+    mask = np.ones((members, len(ref_id)), dtype=bool)
+    oof = np.zeros(len(ref_id), dtype=bool)
+    path = run.file("splits.npz")
+    if not path.exists():
+        return mask, oof
+    predict_mask, out_of_fold, train_ids, order, stored, stored_error = _training_splits(
+        str(path), path.stat().st_mtime_ns
+    )
+    pos = np.searchsorted(train_ids, ref_id, sorter=order)
+    pos = order[np.clip(pos, 0, len(order) - 1)]
+    seen = train_ids[pos] == ref_id
+    if by_photometry and stored is not None and seen.any():
+        same = same_photometry(
+            features.ratio[seen],
+            features.ratio_error[seen],
+            stored[pos[seen]],
+            stored_error[pos[seen]],
+        )
+        if not same.all():
+            LOG.warning(
+                "%d galaxies share a ref_id with a galaxy run %s trained on, not its "
+                "photometry: predicted as new galaxies (not out-of-fold)",
+                int((~same).sum()),
+                run.path.name,
+            )
+        seen[seen] = same
+    mask[:, seen] = predict_mask[:, pos[seen]]
+    oof[seen] = out_of_fold[pos[seen]]
+    return mask, oof
+
+
+@functools.lru_cache(maxsize=4)
+def _training_splits(path: str, mtime_ns: int) -> tuple[np.ndarray | None, ...]:
+    """(E, T) usable members, (T,) out-of-fold flags, training ref_ids, their sort order and the
+    galaxies' flux ratios and errors (None for runs made before they were stored); read once per
+    process and file version (streamed predictions ask for every chunk)."""
+    with np.load(path) as s:
+        train, labelled, train_ids = s["train"], s["labelled"], s["ref_id"]
+        stored = (s["ratio"], s["ratio_error"]) if "ratio" in s.files else (None, None)
+    splits = Splits(train=train, labelled=labelled, repetitions=0, folds=0)
+    return splits.predict_mask(), splits.out_of_fold(), train_ids, np.argsort(train_ids), *stored

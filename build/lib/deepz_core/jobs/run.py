@@ -1,0 +1,199 @@
+"""deepz from Python: train a run on a catalogue in memory or on disk, load it again later (from a
+notebook, another process or a Dask worker) and predict any catalogue with it.
+
+A :class:`Run` is a handle on a run folder (``config.json``, ``status.json``, the model as
+safetensors + JSON, ``predictions.fits``...), the same folder the command line and the app write.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from astropy.table import Table
+
+from deepz_core.catalog.catalog import Catalog
+from deepz_core.catalog.io import read_catalog, write_catalog
+from deepz_core.errors import ConfigError
+from deepz_core.rundir import RunDir
+
+CatalogLike = Catalog | Table | Any | str | Path  # a Catalog, astropy Table, DataFrame or file
+
+
+def as_catalog(catalog: CatalogLike, what: str = "catalog") -> Catalog:
+    """A Catalog from a Catalog, a file path, an astropy Table, a pandas DataFrame or a mapping."""
+    if isinstance(catalog, Catalog):
+        return catalog
+    if isinstance(catalog, str | Path):
+        return read_catalog(catalog)
+    return Catalog.from_table(catalog, source=what)
+
+
+@dataclass(frozen=True)
+class Run:
+    """A deepz run folder: its configuration, status, out-of-fold predictions, and ``predict``.
+
+    >>> import deepz_core as dz
+    >>> cat = dz.simulate_catalog("lsst-deep", 300, seed=3)
+    >>> run = dz.train(cat, tmp / "r", preset="smoke", pretrain="none")
+    >>> run = dz.load_run(tmp / "r")  # later, in another process
+    >>> run.state, len(run.predictions()), run.config.preset
+    ('finished', 300, 'smoke')
+    >>> pz = run.predict(cat)  # one row per catalogue row, in order
+    >>> bool((pz["ref_id"] == cat.ref_id).all())
+    True
+    """
+
+    path: Path
+
+    @property
+    def folder(self) -> RunDir:
+        return RunDir(self.path)
+
+    @property
+    def config(self) -> Any:
+        """The run's RunConfig (a template-fit run's config.json as a dict)."""
+        from deepz_core.jobs.training_run import load_run_config
+        from deepz_core.rundir import run_kind
+
+        raw = self.folder.config()
+        return load_run_config(self.folder) if run_kind(raw) == "deepz" else raw
+
+    @property
+    def status(self) -> dict[str, Any]:
+        return self.folder.status()
+
+    @property
+    def state(self) -> str:
+        """queued, running, finished, failed or cancelled."""
+        return str(self.status.get("state", "missing"))
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        """Headline out-of-fold metrics of a finished run (sigma68, outliers, held-out NLL...)."""
+        return dict(self.status.get("summary", {}))
+
+    def predictions(self) -> Table:
+        """The training catalogue's out-of-fold predictions (``predictions.fits``), one row per
+        catalogue row."""
+        path = self.folder.file("predictions.fits")
+        if not path.exists():
+            raise ConfigError(f"run {self.path} has no predictions yet (state {self.state})")
+        return Table.read(path)
+
+    def predict(self, catalog: CatalogLike, device: str = "cpu", grid: bool = False) -> Table:
+        """p(z) products for ``catalog``: an astropy Table with one row per catalogue row in its
+        order (rows without a p(z) have NaN products and say why in ``flag``); galaxies the run
+        trained on get their out-of-fold p(z). ``grid`` adds ``pz`` on the run's redshift grid."""
+        from deepz_core.inference.stream import astropy_table, load_predictor
+
+        self._require_model()
+        predictor = load_predictor(self.path, device)
+        return astropy_table(predictor(as_catalog(catalog), grid))
+
+    def evaluate(self) -> dict[str, Any]:
+        """The evaluation report of the out-of-fold predictions (see :func:`evaluate`)."""
+        from deepz_core.evaluation.report import evaluate_table
+
+        return evaluate_table(self.predictions())
+
+    def resume(self) -> Run:
+        """Continue a killed or cancelled run from its last checkpoint."""
+        from deepz_core.jobs.training_run import execute_run
+
+        self.folder.file("cancel").unlink(missing_ok=True)
+        execute_run(self.folder)
+        return self
+
+    def _require_model(self) -> None:
+        if not self.folder.file("model.safetensors").exists():
+            raise ConfigError(f"run {self.path} has no trained model (state {self.state})")
+
+
+def load_run(path: str | Path) -> Run:
+    """The run in folder ``path`` (written by :func:`train`, ``deepz train`` or the app).
+
+    >>> import deepz_core as dz
+    >>> dz.load_run(tmp)
+    Traceback (most recent call last):
+    ...
+    deepz_core.errors.ConfigError: ... is not a deepz run folder (no config.json)
+    """
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise ConfigError(f"{path} is not a deepz run folder (no config.json)")
+    return Run(path)
+
+
+def train(
+    catalog: CatalogLike,
+    out: str | Path,
+    preset: str = "quick",
+    pretrain: str = "auto",
+    *,
+    ref_band: str | None = None,
+    members: int | None = None,
+    folds: int | None = None,
+    device: str = "auto",
+    seed: int = 0,
+    model: dict[str, Any] | None = None,
+    options: dict[str, Any] | None = None,
+) -> Run:
+    """Train a deepz ensemble of ``members`` x ``folds`` networks on ``catalog`` into the run
+    folder ``out`` and return the finished :class:`Run`.
+
+    ``catalog``: a Catalog, an astropy Table, a pandas DataFrame (canonical columns) or a file; an
+    in-memory catalogue is saved as ``out/catalog.fits`` so the run can be resumed and audited.
+    ``preset``: smoke (seconds), quick (minutes on a CPU) or paper (E20, for a GPU). ``pretrain``:
+    "auto" (an SPS simulation through the catalogue's bands), "none" or a simulation file.
+    ``model`` / ``options``: ModelConfig / TrainConfig fields that override the preset.
+
+    Calling ``train`` again with the same ``out``: a finished run is refused; a killed one with
+    the same settings resumes; one that never trained starts over; other settings are refused,
+    naming what differs.
+
+    >>> import deepz_core as dz
+    >>> cat = dz.simulate_catalog("lsst-deep", 400, seed=1)
+    >>> run = dz.train(cat, tmp / "run", preset="smoke", pretrain="none")
+    >>> run.state
+    'finished'
+    """
+    from deepz_core.jobs.training_run import execute_run, open_run_folder, run_config
+
+    out = Path(out)
+    path = _catalog_path(catalog, out)
+    train_options = {"device": device, "seed": seed, **(options or {})}
+    for name, value in (("repetitions", members), ("folds", folds)):
+        if value is not None:
+            train_options[name] = value
+    config = run_config(str(path), None, pretrain, preset, ref_band, model, train_options)
+    run, _ = open_run_folder(out, config)
+    execute_run(run)
+    return Run(out)
+
+
+def _catalog_path(catalog: CatalogLike, out: Path) -> Path:
+    """The catalogue's file: the path given, or ``out/catalog.fits`` written from memory."""
+    if isinstance(catalog, str | Path):
+        if not Path(catalog).is_file():
+            raise ConfigError(f"catalog file {str(catalog)!r} does not exist")
+        return Path(catalog)
+    cat, path = as_catalog(catalog), out / "catalog.fits"
+    if (out / "config.json").exists() and path.exists():
+        if not _same_galaxies(cat, read_catalog(path)):
+            raise ConfigError(f"{out} holds a run on another catalogue; choose another folder")
+        return path
+    out.mkdir(parents=True, exist_ok=True)
+    write_catalog(cat, path)
+    return path
+
+
+def _same_galaxies(a: Catalog, b: Catalog) -> bool:
+    """Same ids, bands, fluxes, errors and spec-z (NaN equal to NaN)."""
+    import numpy as np
+
+    if a.bands != b.bands or not np.array_equal(a.ref_id, b.ref_id):
+        return False
+    pairs = ((a.flux, b.flux), (a.flux_error, b.flux_error), (a.zspec, b.zspec))
+    return all(np.array_equal(x, y, equal_nan=True) for x, y in pairs)

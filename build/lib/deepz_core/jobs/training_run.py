@@ -1,0 +1,403 @@
+"""A training run end to end: catalogue -> features -> splits -> pretrain -> fine-tune -> predictions.
+
+``create_run`` writes the run folder's config; ``execute_run`` does the work and can be called again on
+a killed run to resume from its last checkpoint. Everything the pages show is read from the folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from deepz_core.catalog.catalog import Catalog
+from deepz_core.catalog.features import Features, build_features
+from deepz_core.catalog.io import read_catalog
+from deepz_core.catalog.screen import Screen, screened_rows
+from deepz_core.device import resolve_device
+from deepz_core.errors import ConfigError
+from deepz_core.files import atomic_write_json
+from deepz_core.nets.deepz import DeepzModel, ModelConfig, save_model
+from deepz_core.pz.products import PzConfig
+from deepz_core.rundir import RunDir, load_checkpoint
+from deepz_core.training import pretrained
+from deepz_core.training.batches import DataBatches, SimulationBatches
+from deepz_core.training.config import PRETRAIN_CHOICES, RunConfig, TrainConfig, preset
+from deepz_core.training.loop import (
+    Cancelled,
+    Phase,
+    PhaseRunner,
+    finetune_loss,
+    heldout_nll,
+    heldout_summary,
+    pretrain_loss,
+)
+from deepz_core.training.splits import Splits, make_splits
+
+Z_LABEL_MAX = 5.0  # spec-z above this (or negative) are not used as labels
+
+
+def create_run(out: Path | str, config: RunConfig) -> RunDir:
+    """Write ``config.json`` (from ``run_config``) of a new run folder; nothing is trained yet."""
+    run = RunDir(Path(out))
+    if run.file("config.json").exists():
+        raise ConfigError(f"--out {out} already holds a run; resume it or choose another folder")
+    return run.create(config.to_dict())
+
+
+def run_config(
+    catalog: str,
+    exposures: str | None = None,
+    pretrain: str = "auto",
+    preset_name: str = "quick",
+    ref_band: str | None = None,
+    model: dict[str, Any] | None = None,
+    train: dict[str, Any] | None = None,
+    pz: dict[str, Any] | None = None,
+) -> RunConfig:
+    """The validated configuration of a new run from a preset and overrides; bad choices raise
+    here, before a run folder exists."""
+    p = preset(preset_name)
+    for flag, path in (("--catalog", catalog), ("--exposures", exposures)):
+        if path is not None and not Path(path).is_file():
+            raise ConfigError(f"{flag} {str(path)!r}: no such file")
+    if pretrain not in PRETRAIN_CHOICES and not Path(pretrain).exists():
+        raise ConfigError(
+            f"--pretrain must be auto, none or an existing simulation file, got {pretrain!r}"
+        )
+    return RunConfig(
+        catalog=str(Path(catalog).resolve()),
+        exposures=None if exposures is None else str(Path(exposures).resolve()),
+        pretrain=pretrain if pretrain in PRETRAIN_CHOICES else str(Path(pretrain).resolve()),
+        preset=preset_name,
+        ref_band=ref_band,
+        model={"input_norm": ModelConfig.input_norm, **p.model, **(model or {})},
+        train=TrainConfig.from_dict({**p.train, **(train or {})}),
+        pz=PzConfig.from_dict(pz) if pz is not None else grid_for(catalog),
+    )
+
+
+def grid_for(catalog: str | Path) -> PzConfig:
+    """The default p(z) grid (0 to 1.5, E20's), widened in steps of 0.5 to cover the spec-z
+    labels of the catalogue (a deep broad-band catalogue reaches z ~ 3)."""
+    z = read_catalog(catalog).zspec
+    z = z[np.isfinite(z) & (z >= 0) & (z <= Z_LABEL_MAX)]
+    top = float(z.max()) if len(z) else 0.0
+    z_max = max(PzConfig.z_max, np.ceil(top * 1.05 / 0.5) * 0.5)
+    return PzConfig() if z_max == PzConfig.z_max else PzConfig(z_max=float(z_max))
+
+
+def open_run_folder(out: Path, config: RunConfig) -> tuple[RunDir, str]:
+    """The run folder to train ``config`` in, and a note of what was done: a new folder is
+    created; one holding a killed run with the same settings resumes (the device may change); one
+    whose run never trained starts over with the new settings; any other run is refused, naming
+    what differs. A run another process is training or has queued, and a template-fit run, are left
+    alone. The caller then calls ``execute_run``."""
+    from deepz_core.jobs.status import pid_alive
+    from deepz_core.rundir import load_checkpoint_meta, run_kind
+
+    run = RunDir(out)
+    if not run.file("config.json").exists():
+        return run.create(config.to_dict()), ""
+    status = run.status()
+    state, pid = status.get("state"), status.get("pid")
+    if run_kind(run.config()) != "deepz":
+        raise ConfigError(f"{out} holds a {run_kind(run.config())} run; choose another folder")
+    if state == "finished":
+        raise ConfigError(f"{out} holds a finished run; choose another folder")
+    if state in ("running", "queued") and pid != os.getpid() and pid_alive(pid):
+        raise ConfigError(
+            f"{out} holds a run {state} by process {pid}: wait for it, or cancel it "
+            f"first (create the file {out}/cancel)"
+        )
+    stored = load_run_config(run)
+    changes = config_changes(stored.full(), config.full(), ignore=("train.device",))
+    run.file("cancel").unlink(missing_ok=True)
+    if not changes:
+        train = dataclasses.replace(stored.train, device=config.train.device)
+        atomic_write_json(
+            run.file("config.json"), dataclasses.replace(stored, train=train).to_dict()
+        )
+        return run, f"resuming run in {out} (state {state}) on device {config.train.device}"
+    if load_checkpoint_meta(run) is not None:
+        raise ConfigError(
+            f"{out} holds a {state} run trained with other settings "
+            f"({'; '.join(changes)}): continue it as it was (deepz resume --run "
+            f"{out}), or choose another folder"
+        )
+    for name in ("metrics.jsonl", "splits.npz"):
+        run.file(name).unlink(missing_ok=True)
+    run.log(f"restarted with new settings: {'; '.join(changes)}")
+    run.create(config.to_dict())
+    return (
+        run,
+        f"starting the {state} run in {out} over with the new settings ({'; '.join(changes)})",
+    )
+
+
+def load_run_config(run: RunDir) -> RunConfig:
+    """The run's ``config.json``, checked by the same typed configs the CLI uses: a damaged or
+    edited file raises a ConfigError naming it and the field."""
+    try:
+        return RunConfig.from_dict(run.config())
+    except ConfigError as exc:
+        raise ConfigError(f"{run.file('config.json')}: {exc}") from None
+
+
+def config_changes(old: Any, new: Any, key: str = "", ignore: tuple[str, ...] = ()) -> list[str]:
+    """``"key: old -> new"`` for every leaf where two run configs differ (dotted keys; a key only
+    one has counts as None in the other), except the ``ignore`` keys. Compare ``RunConfig.full``s."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = sorted(set(old) | set(new), key=str)
+        nested = ((k, f"{key}.{k}" if key else k) for k in keys)
+        return [
+            change
+            for k, path in nested
+            if path not in ignore
+            for change in config_changes(old.get(k), new.get(k), path, ignore)
+        ]
+    return [] if old == new else [f"{key}: {old!r} -> {new!r}"]
+
+
+def load_inputs(config: RunConfig) -> tuple[Catalog, Features]:
+    """The run's catalogue and its features, screened against their own population (the
+    statistics a new model is given: ``Features.input_stats``)."""
+    cat = read_catalog(config.catalog, config.exposures)
+    features = build_features(cat, config.ref_band)
+    return cat, features.against_population(features.input_stats())
+
+
+def labelled_mask(features: Features) -> np.ndarray:
+    """(N,) bool: galaxies whose spec-z can be a label and whose photometry passed the screen."""
+    z = features.zspec
+    return np.isfinite(z) & (z >= 0) & (z <= Z_LABEL_MAX) & features.trainable
+
+
+def record_screen(run: RunDir, features: Features) -> None:
+    """Write ``screen.json`` (counts and ref_ids per flag of the galaxies left out of the loss) and
+    log the counts: nothing is dropped silently."""
+    flagged = ~features.trainable
+    counts = Screen(features.flags, features.usable).counts()
+    doc = {
+        "n_rows": features.n_rows,
+        "no_reference_flux": features.n_excluded,
+        "left_out_of_loss": int(flagged.sum()) + features.n_excluded,
+        "counts": counts,
+        "ref_ids": screened_rows(features.ref_id[flagged], features.flags[flagged]),
+    }
+    atomic_write_json(run.file("screen.json"), doc)
+    if features.n_excluded:
+        run.log(features.exclusion_note())
+    if flagged.any():
+        shown = ", ".join(f"{k} {v}" for k, v in counts.items())
+        run.log(
+            f"screen: {int(flagged.sum())} galaxies left out of the loss ({shown}); "
+            "their ref_ids are in screen.json"
+        )
+
+
+def pretraining_simulation_path(config: RunConfig, features: Features) -> Path:
+    """The SPS simulation file to pretrain on: simulated through the catalogue's bands ('auto',
+    cached) or the user's file."""
+    if config.pretrain != "auto":
+        return Path(config.pretrain)
+    from deepz_core.sed.bands import has_band
+    from deepz_core.simulate import cached_simulation
+
+    missing = [b for b in features.bands if not has_band(b)]
+    if missing:
+        raise ConfigError(
+            f"--pretrain auto needs filter curves; unknown bands {missing}: "
+            "use --pretrain none or a simulation file"
+        )
+    train = config.train
+    return cached_simulation("sps", train.pretrain_n, features.bands, train.seed + 1)
+
+
+def pretraining_simulation(config: RunConfig, features: Features) -> Catalog:
+    """The simulation of ``pretraining_simulation_path``, its bands checked against the catalogue's."""
+    sim = read_catalog(pretraining_simulation_path(config, features))
+    if tuple(sim.bands) != tuple(features.bands):
+        raise ConfigError(
+            f"pretraining file bands {list(sim.bands)} differ from the catalogue's "
+            f"{list(features.bands)}"
+        )
+    return sim
+
+
+def simulation_batches(sim: Catalog, features: Features, members: int, device) -> SimulationBatches:
+    ref = sim.bands.index(features.ref_band)
+    noiseless = bool(sim.meta.get("NOISELESS", False))
+    error = sim.flux_error if noiseless else np.zeros_like(sim.flux_error)
+    z = np.asarray(sim.zspec, dtype=np.float64)
+    good = np.isfinite(z) & (sim.flux[:, ref] > 0)
+    return SimulationBatches(sim.flux[good], error[good], z[good], ref, members, device)
+
+
+def build_model(config: RunConfig, n_inputs: int, members: int, device) -> DeepzModel:
+    return DeepzModel(config.model_config(n_inputs, members)).to(device)
+
+
+def execute_run(run: RunDir) -> None:
+    """Train (or resume) the run in ``run`` and write its model, predictions and summary."""
+    record_outcome(run, lambda: _train(run, load_run_config(run)))
+
+
+def record_outcome(run: RunDir, work: Callable[[], None]) -> None:
+    """Run ``work`` with the run marked running; a cancel or a failure is written to its status
+    (a failure is re-raised)."""
+    try:
+        run.set_status("running", phase="setup", epoch=0)
+        work()
+    except Cancelled as exc:
+        run.log(str(exc))
+        run.set_status("cancelled", message=str(exc))
+    except Exception as exc:
+        run.log(f"failed: {type(exc).__name__}: {exc}")
+        run.set_status("failed", message=f"{type(exc).__name__}: {exc}")
+        raise
+
+
+def _train(run: RunDir, config: RunConfig) -> None:
+    from deepz_core.inference.predict import write_run_predictions
+
+    train = config.train
+    cat, features = load_inputs(config)
+    record_screen(run, features)
+    splits = make_splits(labelled_mask(features), train.repetitions, train.folds, train.seed)
+    np.savez(
+        run.file("splits.npz"),
+        train=splits.train,
+        labelled=splits.labelled,
+        ref_id=features.ref_id,
+        ratio=features.ratio,
+        ratio_error=features.ratio_error,
+    )
+    device = resolve_device(train.device)
+    torch.manual_seed(train.seed)
+    model = build_model(config, len(features.bands), train.members, device)
+    stats = features.input_stats()
+    model.set_input_stats(stats.loc, stats.scale)
+    run.log(
+        f"device {device}, {train.members} members, {features.n} galaxies, "
+        f"{int(splits.labelled.sum())} with zspec, exposures: {features.has_exposures}"
+    )
+    phases = _phases(config, features, splits, device)
+    runner = PhaseRunner(
+        run,
+        model,
+        train.weight_decay,
+        train.seed,
+        train.checkpoint_every,
+        train.eval_every,
+        _validator(features, splits, device),
+    )
+    _run_phases(run, runner, phases, _pretrain_key(config, features, model))
+    save_model(
+        model,
+        run.path,
+        "model",
+        metadata={"bands": list(features.bands), "ref_band": features.ref_band},
+    )
+    summary = write_run_predictions(run, model, cat, features, splits, config.pz)
+    summary["heldout"] = heldout_summary(run.metrics())
+    if "warning" in summary["heldout"]:
+        run.log(f"warning: {summary['heldout']['warning']}")
+    run.set_status("finished", phase="done", summary=summary)
+    run.log("finished")
+
+
+def _phases(config: RunConfig, features: Features, splits: Splits, device) -> list[Phase]:
+    train, phases = config.train, []
+    if config.pretrains:
+        sim = pretraining_simulation(config, features)
+        source = simulation_batches(sim, features, train.members, device)
+        phases.append(
+            Phase(
+                "pretrain",
+                train.pretrain_schedule,
+                source,
+                pretrain_loss,
+                train.pretrain_batch_size,
+                train.min_batch,
+            )
+        )
+    data = DataBatches(
+        features,
+        splits.train,
+        device,
+        train.alpha,
+        train.keep_one,
+        train.randomize_coadds,
+        train.outlier_fraction,
+        train.outlier_unit == "measurement",
+        train.outlier_amplitude,
+    )
+    phases.append(
+        Phase("finetune", train.schedule, data, finetune_loss, train.batch_size, train.min_batch)
+    )
+    return phases
+
+
+def _pretrain_key(config: RunConfig, features: Features, model: DeepzModel) -> str | None:
+    """Cache key of this run's pretraining (``deepz_core.training.pretrained``); None without one."""
+    if not config.pretrains or not pretrained.cache_enabled():
+        return None
+    path = pretraining_simulation_path(config, features)
+    ident = path.name if config.pretrain == "auto" else pretrained.file_digest(path)
+    device = next(model.parameters()).device.type
+    stats = hashlib.sha256(b"".join(t.cpu().numpy().tobytes() for t in model.input_stats()))
+    return pretrained.PretrainKey(
+        model.config.to_dict(),
+        config.train,
+        features.bands,
+        features.ref_band,
+        ident,
+        device,
+        stats.hexdigest()[:16],
+    ).digest()
+
+
+def _run_phases(
+    run: RunDir, runner: PhaseRunner, phases: list[Phase], pretrain_key: str | None = None
+) -> None:
+    ckpt = load_checkpoint(run)
+    names = [p.name for p in phases]
+    if ckpt is None and pretrain_key and pretrained.restore(run, pretrain_key):
+        ckpt = load_checkpoint(run)  # from here on, exactly a resume from the end of pretraining
+    elif ckpt is not None:
+        tensors, meta = ckpt
+        run.truncate_metrics(meta["phase"], meta["epoch"])
+        run.log(f"resuming from {meta['phase']} epoch {meta['epoch']}")
+    else:  # killed before its first checkpoint: every epoch is redone, so its rows go too
+        run.truncate_metrics("pretrain", 0)
+    for phase in phases:
+        resume = None
+        if ckpt is not None:
+            done_index = names.index(ckpt[1]["phase"])
+            if names.index(phase.name) < done_index:
+                continue  # finished before the checkpoint; its weights are in the checkpoint
+            if phase.name == ckpt[1]["phase"]:
+                resume = {"tensors": ckpt[0], "meta": ckpt[1]}
+        run.log(f"{phase.name}: {phase.epochs} epochs")
+        runner.execute(phase, resume)
+        if phase.name == "pretrain" and pretrain_key and not pretrained.has(pretrain_key):
+            pretrained.store(run, pretrain_key)
+
+
+def _validator(features: Features, splits: Splits, device):
+    """Held-out NLL per member on the labelled galaxies it never trained on (None without hold-out)."""
+    heldout = ~splits.train & splits.labelled[None, :]  # (E, N)
+    if not heldout.any():
+        return None
+    rows = np.flatnonzero(heldout.any(axis=0))
+    x = torch.as_tensor(features.ratio[rows], device=device)
+    z = torch.as_tensor(features.zspec[rows], dtype=torch.float32, device=device)
+    mask = torch.as_tensor(heldout[:, rows], dtype=torch.float32, device=device)
+    return lambda model: heldout_nll(model, x, z, mask).cpu()

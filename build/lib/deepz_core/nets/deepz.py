@@ -1,0 +1,308 @@
+"""DEEPZ as a natively batched ensemble: autoencoder + photo-z MDN (E20 Sec. 2.2, 2.3, Fig. 1).
+
+One :class:`DeepzModel` holds E members; every tensor has a leading member axis and inputs are
+(E, N, F): each member sees its own batch of galaxies. Losses are per-member means summed over
+members, so each member's gradient is the one it would get alone.
+
+Input normalisation (``ModelConfig.input_norm``):
+- ``"robust"`` (default): each flux ratio is first standardised by fixed statistics of the training
+  population stored with the model (median and IQR / 1.349, ``deepz_core.catalog.screen.InputStats``)
+  and clipped to +-``input_clip``; the input layers of the encoder and of the photo-z network are
+  BatchNorms with robust batch statistics (batch median and IQR, ``EnsembleRobustNorm``). One
+  galaxy moves a batch median by at most one rank, so it cannot move the normalisation of the
+  others (issue 23: one galaxy with ratios of ~1000 inflated the input BatchNorm's batch and
+  running variance and squashed every other galaxy's inputs).
+- ``"batchnorm"`` (E20; the authors' code): the raw ratios go to an input BatchNorm in the encoder
+  and one over concat[ratios, latent] in the photo-z network.
+The decoder reads the latent features directly and reconstructs raw flux ratios in both modes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from deepz_core.configs import (
+    Config,
+    check_bool,
+    check_choice,
+    check_int,
+    check_probability,
+    check_real,
+)
+from deepz_core.errors import ConfigError
+from deepz_core.files import atomic_write, atomic_write_json, read_description
+from deepz_core.nets.layers import (
+    EnsembleMLP,
+    build_trunk,
+    member_mean,
+    members_view,
+)
+from deepz_core.nets.mdn import MixtureDensityHead
+from deepz_core.pz.mixture import GaussianMixture
+
+_FORMAT = "deepz.model"
+_VERSION = 1
+INPUT_NORMS = ("robust", "batchnorm")
+
+
+@dataclass(frozen=True)
+class ModelConfig(Config):
+    """Network shape (E20 Fig. 1 defaults; where the authors' code differed it is noted).
+
+    - ``encoder_layers`` / ``decoder_layers``: hidden layers of ``width`` nodes (paper 10; code 5 in
+      the encoder). Each network ends in a plain linear layer (to ``n_latent`` / ``n_inputs``).
+    - ``photoz_first_width``: an extra first hidden layer of this width (authors' code: 56 -> 400;
+      0 = none), followed by ``photoz_layers`` hidden layers of ``width``, then the MDN layer (3M).
+    - Dropout ``ae_dropout`` / ``pz_dropout`` after every linear layer except the last
+      ``undropped_last`` of each network. ``sigma = sigma_floor + exp(log_sigma)``.
+    - ``use_autoencoder=False``: ablation without encoder/decoder; photo-z reads the ratios only.
+    - ``input_norm``: "robust" (fixed training-set statistics, clipped at ``input_clip`` robust
+      sigma) or "batchnorm" (E20's input BatchNorm); see the module docstring.
+    """
+
+    n_inputs: int = 46
+    n_latent: int = 10
+    encoder_layers: int = 10
+    decoder_layers: int = 10
+    width: int = 250
+    photoz_layers: int = 13
+    photoz_first_width: int = 400
+    n_components: int = 10
+    ae_dropout: float = 0.02
+    pz_dropout: float = 0.01
+    undropped_last: int = 3
+    sigma_floor: float = 1e-3
+    use_autoencoder: bool = True
+    members: int = 1
+    input_norm: str = "robust"
+    input_clip: float = 50.0
+
+    CONFIG_NAME: ClassVar[str] = "model"
+
+    def __post_init__(self) -> None:
+        for name, (low, high) in _INT_BOUNDS.items():
+            self._set(name, check_int(name, getattr(self, name), low, high))
+        for name in ("ae_dropout", "pz_dropout"):
+            self._set(name, check_probability(name, getattr(self, name)))
+        for name in ("sigma_floor", "input_clip"):
+            self._set(name, check_real(name, getattr(self, name), 0.0, low_open=True))
+        self._set("use_autoencoder", check_bool("use_autoencoder", self.use_autoencoder))
+        check_choice("input_norm", self.input_norm, INPUT_NORMS)
+
+    @classmethod
+    def from_stored(cls, values: Mapping[str, Any]) -> ModelConfig:
+        """Config from a stored mapping (model.json, a run's config.json): one written before
+        ``input_norm`` existed used E20's input BatchNorm."""
+        return cls.from_dict({"input_norm": "batchnorm", **values})
+
+
+# (low, high) of the integer fields: the highs refuse sizes no machine could allocate (a width
+# of 200,000 asks for hundreds of GB), far above the paper's networks
+_INT_BOUNDS = {
+    "n_inputs": (1, 10_000),
+    "n_latent": (1, 1024),
+    "encoder_layers": (0, 64),
+    "decoder_layers": (0, 64),
+    "width": (1, 4096),
+    "photoz_layers": (0, 64),
+    "photoz_first_width": (0, 4096),
+    "n_components": (1, 64),
+    "undropped_last": (0, 64),
+    "members": (1, 1000),
+}
+
+
+class DeepzModel(nn.Module):
+    """E members of encoder + decoder + photo-z MDN (E20 Fig. 1). Inputs (E, N, n_inputs).
+
+    A 2-D input (N, n_inputs) is shared by all members (inference on one catalogue).
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        c = config
+        self.config = c
+        norm = "robust" if c.input_norm == "robust" else True
+        self.encoder, self.decoder, self.photoz = build_trunk(c, 3 * c.n_components, norm)
+        self.head = MixtureDensityHead(c.n_components, c.sigma_floor)
+        # training-population statistics of each input (robust scaling and the screen), (E, F)
+        self.register_buffer("input_loc", torch.zeros(c.members, c.n_inputs))
+        self.register_buffer("input_scale", torch.ones(c.members, c.n_inputs))
+
+    def set_input_stats(self, loc: Tensor | Any, scale: Tensor | Any) -> None:
+        """Store the training population's per-input median ``loc`` and robust sigma ``scale``
+        (F,), the same for every member (``deepz_core.catalog.screen.fit_input_stats``)."""
+        for buf, values in ((self.input_loc, loc), (self.input_scale, scale)):
+            buf.copy_(torch.as_tensor(values, dtype=buf.dtype).expand_as(buf))
+
+    def input_stats(self) -> tuple[Tensor, Tensor]:
+        """(loc, scale) of member 0, (F,) each, on the CPU."""
+        return self.input_loc[0].cpu(), self.input_scale[0].cpu()
+
+    def _scaled(self, x: Tensor) -> Tensor:
+        """(E, N, F) inputs as the networks read them: robustly scaled and clipped, or raw."""
+        if self.config.input_norm != "robust":
+            return x
+        clip = self.config.input_clip
+        return ((x - self.input_loc.unsqueeze(1)) / self.input_scale.unsqueeze(1)).clamp(
+            -clip, clip
+        )
+
+    def _photoz_input(self, x: Tensor, latent: Tensor) -> Tensor:
+        """concat[inputs, latent features] (E, N, F + L)."""
+        return torch.cat([x, latent], dim=-1)
+
+    @property
+    def members(self) -> int:
+        return self.config.members
+
+    def _members_view(self, x: Tensor) -> Tensor:
+        """Check and broadcast inputs to (E, N, F)."""
+        return members_view(x, self.config.members, self.config.n_inputs)
+
+    def _require_autoencoder(self) -> tuple[EnsembleMLP, EnsembleMLP]:
+        if self.encoder is None or self.decoder is None:
+            raise ConfigError(
+                "use_autoencoder: this model was built without an autoencoder (False)"
+            )
+        return self.encoder, self.decoder
+
+    def encode(self, x: Tensor) -> Tensor:
+        """Latent features, (E, N, F) -> (E, N, n_latent) (E20 Sec. 4.1)."""
+        encoder, _ = self._require_autoencoder()
+        return encoder(self._scaled(self._members_view(x)))
+
+    def reconstruct(self, x: Tensor) -> Tensor:
+        """Autoencoder output, (E, N, F) -> (E, N, F)."""
+        encoder, decoder = self._require_autoencoder()
+        return decoder(encoder(self._scaled(self._members_view(x))))
+
+    def forward_with_reconstruction(self, x: Tensor) -> tuple[GaussianMixture, Tensor | None]:
+        """p(z) with batch shape (E, N) and the reconstruction (E, N, F), None without autoencoder."""
+        x = self._scaled(self._members_view(x))  # (E, N, F)
+        if self.encoder is None or self.decoder is None:
+            return self.head(self.photoz(x)), None
+        latent = self.encoder(x)  # (E, N, L)
+        raw = self.photoz(self._photoz_input(x, latent))  # (E, N, 3M)
+        return self.head(raw), self.decoder(latent)
+
+    def forward(self, x: Tensor) -> GaussianMixture:
+        """p(z) for each member and galaxy: mixture with batch shape (E, N) (E20 Sec. 2.3)."""
+        x = self._scaled(self._members_view(x))  # (E, N, F)
+        inputs = x if self.encoder is None else self._photoz_input(x, self.encoder(x))
+        return self.head(self.photoz(inputs))
+
+    def mdn_nll(self, x: Tensor, z: Tensor, weight: Tensor | None = None) -> Tensor:
+        """Per-member mean -log p(z_label), (E,). ``z`` is (E, N) or (N,); ``weight`` (E, N) optional
+        per-galaxy weights (0 drops a galaxy from the mean)."""
+        return member_mean(-self(x).log_prob(z), weight)  # (E, N) -> (E,)
+
+    def mdn_loss(self, x: Tensor, z: Tensor, weight: Tensor | None = None) -> Tensor:
+        """Fine-tuning loss (E20 Sec. 2.3): per-member MDN losses, summed; the decoder is unused."""
+        return self.mdn_nll(x, z, weight).sum()
+
+    def pretrain_losses(
+        self, x: Tensor, z: Tensor, x_err: Tensor, target: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Per-member (MDN loss (E,), autoencoder loss (E,)).
+
+        Autoencoder loss as in the authors' code: mean |reconstruction - target| / x_err over
+        galaxies and bands; ``target`` defaults to ``x``. ``x_err`` broadcasts to (E, N, F).
+        """
+        dist, recon = self.forward_with_reconstruction(x)
+        nll = -dist.log_prob(z).mean(dim=-1)  # (E,)
+        if recon is None:
+            return nll, torch.zeros_like(nll)
+        goal = self._members_view(x if target is None else target)  # (E, N, F)
+        ae = ((recon - goal).abs() / x_err).mean(dim=(1, 2))  # (E,)
+        return nll, ae
+
+    def pretrain_loss(
+        self, x: Tensor, z: Tensor, x_err: Tensor, target: Tensor | None = None
+    ) -> Tensor:
+        """Pretraining loss (E20 Sec. 3.2): MDN + autoencoder loss, equal weights, summed."""
+        nll, ae = self.pretrain_losses(x, z, x_err, target)
+        return (nll + ae).sum()
+
+    def member(self, i: int) -> DeepzModel:
+        """A standalone single-member copy of member ``i`` (same train/eval mode)."""
+        if not 0 <= i < self.members:
+            raise ConfigError(f"member: index must be in [0, {self.members}), got {i!r}")
+        return _from_state(self, [{k: v[i : i + 1] for k, v in self.state_dict().items()}])
+
+    @classmethod
+    def from_members(cls, models: Sequence[DeepzModel]) -> DeepzModel:
+        """Stack models with identical configs (any member counts) into one ensemble."""
+        if not models:
+            raise ConfigError("models: expected at least one model, got none")
+        shapes = [{**m.config.to_dict(), "members": 0} for m in models]
+        if any(s != shapes[0] for s in shapes):
+            raise ConfigError("models: all configs must match apart from 'members'")
+        return _from_state(models[0], [m.state_dict() for m in models])
+
+
+def _from_state(template: DeepzModel, states: list[dict[str, Tensor]]) -> DeepzModel:
+    """New model with ``template``'s config whose members are the concatenated ``states``."""
+    merged = {k: torch.cat([s[k] for s in states], dim=0).clone() for k in states[0]}
+    members = next(iter(merged.values())).shape[0]
+    config = ModelConfig.from_dict({**template.config.to_dict(), "members": members})
+    model = DeepzModel(config).to(next(iter(merged.values())).device)
+    model.load_state_dict(merged)
+    return model.train(template.training)
+
+
+def save_model(
+    model: DeepzModel,
+    directory: Path | str,
+    name: str = "model",
+    metadata: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write ``<name>.safetensors`` (weights + BatchNorm running stats) and ``<name>.json``.
+
+    The JSON holds the config and optional JSON-ready ``metadata``. Returns the JSON path.
+    """
+    directory = Path(directory)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    atomic_write(directory / f"{name}.safetensors", lambda tmp: save_file(tensors, str(tmp)))
+    doc = {
+        "format": _FORMAT,
+        "version": _VERSION,
+        "config": model.config.to_dict(),
+        "metadata": dict(metadata or {}),
+    }
+    return atomic_write_json(directory / f"{name}.json", doc)
+
+
+def load_model_json(directory: Path | str, name: str = "model") -> dict[str, Any]:
+    """The ``<name>.json`` document written by :func:`save_model` (config and metadata)."""
+    return read_description(Path(directory) / f"{name}.json", _FORMAT, "model")
+
+
+def load_model(
+    directory: Path | str, name: str = "model", device: str | torch.device = "cpu"
+) -> DeepzModel:
+    """Rebuild the model from ``<name>.json``, load ``<name>.safetensors``; returns it in eval mode."""
+    doc = load_model_json(directory, name)
+    model = DeepzModel(ModelConfig.from_stored(doc["config"]))
+    path = Path(directory) / f"{name}.safetensors"
+    try:
+        state = load_file(str(path), device=str(device))
+        if "input_loc" not in state:  # saved before the screen: no population statistics, so
+            state["input_loc"] = model.input_loc  # nothing is ever beyond them
+            state["input_scale"] = torch.full_like(model.input_scale, float("inf"))
+        model.load_state_dict(state)
+    except (
+        OSError,
+        RuntimeError,
+        SafetensorError,
+    ) as exc:  # missing file, or weights that do not fit the config
+        raise ConfigError(f"{path}: cannot load weights ({exc})") from exc
+    return model.to(device).eval()

@@ -1,0 +1,284 @@
+"""Training: a generic epoch loop, and phases (pretrain -> fine-tune) with checkpoints and resume.
+
+The estimator owns its loss (``DeepzModel.pretrain_loss`` / ``mdn_loss``); the loop only does
+zero_grad, loss, backward, step. A phase runs its learning-rate stages (E20 Sec. 2.4), logs one metrics
+line per epoch, checkpoints every few epochs, and stops cleanly when the run folder holds a ``cancel``
+file. A killed run restarts from its last checkpoint and, with restored RNG states, reproduces the
+uninterrupted result.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from deepz_core.errors import TrainingError
+from deepz_core.nets.deepz import DeepzModel
+from deepz_core.rundir import RunDir, rng_from_json, rng_state_to_json, save_checkpoint
+from deepz_core.training.batches import Batch
+
+LossFn = Callable[[DeepzModel, Batch], Tensor]
+
+
+class Cancelled(Exception):
+    """The user asked the run to stop (a ``cancel`` file in the run folder)."""
+
+
+def make_optimizer(
+    params: Iterable[torch.nn.Parameter], lr: float, weight_decay: float
+) -> torch.optim.Adam:
+    """Adam (E20 Sec. 2.4) with torch's fused kernel where the device has one (one pass over
+    parameters, gradients and moments: 3-4x faster than the per-tensor loop on CPU,
+    docs/benchmarks.md); the per-tensor loop elsewhere. Same update rule either way."""
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
+    except RuntimeError:  # a device without a fused Adam kernel
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+
+
+def pretrain_loss(model: DeepzModel, b: Batch) -> Tensor:
+    return model.pretrain_loss(b.x, b.z, b.x_err, b.target)
+
+
+def finetune_loss(model: DeepzModel, b: Batch) -> Tensor:
+    return model.mdn_loss(b.x, b.z, b.weight)
+
+
+def train_epoch(
+    model: DeepzModel, loss_fn: LossFn, batches: Iterable[Batch], optimizer: torch.optim.Optimizer
+) -> float:
+    """One pass over ``batches``; returns the mean loss per member and batch. A non-finite batch
+    loss raises TrainingError before its step can poison the weights."""
+    model.train()
+    total, count = torch.zeros(()), 0
+    for batch in batches:
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(model, batch)
+        if not torch.isfinite(loss):
+            raise TrainingError(
+                f"the training loss became {float(loss)} at batch {count + 1}; "
+                f"{_batch_diagnosis(batch)}"
+            )
+        loss.backward()
+        optimizer.step()
+        total += loss.detach().cpu()
+        count += 1
+    return float(total) / max(count, 1) / model.members
+
+
+def _batch_diagnosis(batch: Batch) -> str:
+    """Where a non-finite loss comes from: the batch's inputs, or the network itself."""
+    bad = ~torch.isfinite(batch.x)  # (E, n, B)
+    if bad.any():
+        bands = sorted({int(b) for b in bad.nonzero()[:, 2].tolist()})
+        return f"non-finite inputs in band column(s) {bands} of this batch"
+    return "the inputs are finite, so the network diverged: try a lower learning rate"
+
+
+def check_weights(model: torch.nn.Module) -> None:
+    """Raise TrainingError naming the first parameter or buffer with a NaN/inf value."""
+    for name, tensor in (*model.named_parameters(), *model.named_buffers()):
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise TrainingError(f"the network weight {name!r} became NaN/inf")
+
+
+@torch.no_grad()
+def heldout_nll(
+    model: DeepzModel, x: Tensor, z: Tensor, heldout: Tensor, chunk: int = 20000
+) -> Tensor:
+    """Per-member mean -log p(zspec) over the galaxies each member never trained on, (E,)."""
+    model.eval()
+    total = torch.zeros(model.members, device=x.device)
+    for s in range(0, len(z), chunk):
+        nll = -model(x[s : s + chunk]).log_prob(z[s : s + chunk])  # (E, n)
+        total += (nll * heldout[:, s : s + chunk]).sum(dim=1)
+    return total / heldout.sum(dim=1).clamp_min(1)
+
+
+DIVERGED_NATS = 20.0  # held-out NLL this far above a member's best counts as diverged ...
+DIVERGED_EVALS, DIVERGED_WINDOW = 3, 5  # ... in this many of the last evaluations
+WORSE_NATS = 0.5  # a final held-out NLL this far above the best is worth a warning
+
+
+@dataclass
+class HeldoutWatch:
+    """Watches the per-member held-out NLL as training goes: a non-finite value, or values more
+    than ``DIVERGED_NATS`` above the member's best in ``DIVERGED_EVALS`` of the last
+    ``DIVERGED_WINDOW`` evaluations, raise TrainingError (issue 23: a fold holding one junk galaxy
+    swung between -1 and 1e7 from epoch to epoch)."""
+
+    best: list[float] = field(default_factory=list)
+    best_at: list[str] = field(default_factory=list)
+    above: list[list[bool]] = field(default_factory=list)
+
+    def add(self, where: str, nll: list[float]) -> None:
+        if not all(np.isfinite(nll)):
+            members = [i for i, v in enumerate(nll) if not np.isfinite(v)]
+            raise TrainingError(f"{where}: the held-out NLL of member(s) {members} is NaN/inf")
+        if not self.best:
+            self.best, self.best_at = list(nll), [where] * len(nll)
+            self.above = [[] for _ in nll]
+        for i, v in enumerate(nll):
+            if v < self.best[i]:
+                self.best[i], self.best_at[i] = v, where
+            self.above[i] = [*self.above[i], v > self.best[i] + DIVERGED_NATS][-DIVERGED_WINDOW:]
+            if sum(self.above[i]) >= DIVERGED_EVALS:
+                raise TrainingError(
+                    f"{where}: the held-out NLL of member {i} diverged "
+                    f"({self.best[i]:.3g} at {self.best_at[i]}, {v:.3g} now); "
+                    "check the catalogue for extreme galaxies or lower the "
+                    "learning rate"
+                )
+
+
+def heldout_summary(rows: list[dict]) -> dict[str, Any]:
+    """Best epoch by held-out NLL per member, its value and the last one, from metrics rows of
+    the fine-tuning phase; ``warning`` when the last is WORSE_NATS or more above the best."""
+    evals = [r for r in rows if r.get("phase") == "finetune" and "val_nll" in r]
+    if not evals:
+        return {}
+    nll = np.array([r["val_nll"] for r in evals])  # (T, E)
+    best = nll.argmin(0)  # (E,)
+    out: dict[str, Any] = {
+        "best_epoch": [int(evals[t]["epoch"]) for t in best],
+        "best_val_nll": [float(nll[t, i]) for i, t in enumerate(best)],
+        "last_val_nll": [float(v) for v in nll[-1]],
+    }
+    worse = [i for i in range(nll.shape[1]) if nll[-1, i] > nll[best[i], i] + WORSE_NATS]
+    if worse:
+        out["warning"] = (
+            f"member(s) {worse}: the last held-out NLL is more than {WORSE_NATS} "
+            "above the best epoch's (over-fitting or instability)"
+        )
+    return out
+
+
+@dataclass
+class Phase:
+    name: str  # "pretrain" or "finetune"
+    schedule: tuple[tuple[int, float], ...]
+    source: object  # has .epoch(rng, gen, batch_size, min_batch) -> Iterator[Batch]
+    loss: LossFn
+    batch_size: int
+    min_batch: int
+
+    @property
+    def epochs(self) -> int:
+        return sum(int(e) for e, _ in self.schedule)
+
+    def lr(self, epoch: int) -> float:
+        """Learning rate of the stage that contains ``epoch`` (0-based)."""
+        edges = np.cumsum([e for e, _ in self.schedule])
+        stage = int(np.searchsorted(edges, epoch, side="right"))
+        return float(self.schedule[min(stage, len(self.schedule) - 1)][1])  # 0 epochs: any lr
+
+
+class PhaseRunner:
+    """Runs a phase of training in a run folder, with checkpoints, cancel and resume."""
+
+    def __init__(
+        self,
+        run: RunDir,
+        model: DeepzModel,
+        weight_decay: float,
+        seed: int,
+        checkpoint_every: int,
+        eval_every: int,
+        validate=None,
+    ) -> None:
+        self.run, self.model = run, model
+        self.weight_decay, self.seed = weight_decay, seed
+        self.checkpoint_every, self.eval_every = checkpoint_every, eval_every
+        self.validate = validate  # callable model -> (E,) held-out NLL, or None
+        self.device = next(model.parameters()).device
+        self.heldout = HeldoutWatch()
+
+    def fresh_state(
+        self, phase: Phase
+    ) -> tuple[torch.optim.Optimizer, np.random.Generator, torch.Generator]:
+        optimizer = make_optimizer(self.model.parameters(), phase.lr(0), self.weight_decay)
+        offset = 0 if phase.name == "pretrain" else 1
+        gen = torch.Generator(device=self.device)
+        gen.manual_seed(self.seed * 1000 + 17 + offset)
+        return optimizer, np.random.default_rng([self.seed, 11, offset]), gen
+
+    def execute(self, phase: Phase, resume: dict | None = None) -> None:
+        optimizer, rng, gen = self.fresh_state(phase)
+        start = 0
+        if resume is not None:
+            start, rng = self._restore(resume, optimizer, gen)
+        for epoch in range(start, phase.epochs):
+            t0 = time.perf_counter()
+            lr = phase.lr(epoch)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            batches = phase.source.epoch(rng, gen, phase.batch_size, phase.min_batch)
+            where = f"{phase.name} epoch {epoch + 1}"
+            try:
+                loss = train_epoch(self.model, phase.loss, batches, optimizer)
+                check_weights(self.model)
+            except TrainingError as exc:
+                raise TrainingError(f"{where}: {exc}") from None
+            row = {
+                "phase": phase.name,
+                "epoch": epoch + 1,
+                "epochs": phase.epochs,
+                "lr": lr,
+                "loss": loss,
+                "seconds": time.perf_counter() - t0,
+            }
+            if self.validate is not None and (
+                (epoch + 1) % self.eval_every == 0 or epoch + 1 == phase.epochs
+            ):
+                row["val_nll"] = [float(v) for v in self.validate(self.model)]
+                self.heldout.add(where, row["val_nll"])
+            self.run.append_metrics(row)
+            self.run.set_status(
+                "running", phase=phase.name, epoch=epoch + 1, epochs=phase.epochs, loss=loss
+            )
+            done = epoch + 1 == phase.epochs
+            cancel = self.run.file("cancel").exists()
+            if done or cancel or (epoch + 1) % self.checkpoint_every == 0:
+                self._checkpoint(phase, epoch + 1, optimizer, rng, gen)
+            if cancel and not done:
+                raise Cancelled(f"cancelled at {phase.name} epoch {epoch + 1}")
+
+    def _checkpoint(
+        self, phase: Phase, epoch: int, optimizer, rng: np.random.Generator, gen
+    ) -> None:
+        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        for i, state in optimizer.state_dict()["state"].items():
+            tensors.update({f"opt.{i}.{k}": torch.as_tensor(v) for k, v in state.items()})
+        tensors["rng.torch"] = torch.get_rng_state()
+        tensors["rng.gen"] = gen.get_state()
+        if self.device.type == "cuda":
+            tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
+        meta = {"phase": phase.name, "epoch": epoch, "numpy_rng": rng_state_to_json(rng)}
+        save_checkpoint(self.run, tensors, meta)
+
+    def _restore(
+        self, resume: dict, optimizer, gen: torch.Generator
+    ) -> tuple[int, np.random.Generator]:
+        tensors, meta = resume["tensors"], resume["meta"]
+        prefix = "model."
+        self.model.load_state_dict(
+            {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+        )
+        state = optimizer.state_dict()
+        for key, value in tensors.items():
+            if key.startswith("opt."):
+                _, idx, name = key.split(".", 2)
+                state["state"].setdefault(int(idx), {})[name] = value
+        optimizer.load_state_dict(state)
+        torch.set_rng_state(tensors["rng.torch"])
+        gen.set_state(tensors["rng.gen"])
+        if "rng.cuda" in tensors and self.device.type == "cuda":
+            torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
+        return int(meta["epoch"]), rng_from_json(meta["numpy_rng"])

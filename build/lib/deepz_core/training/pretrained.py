@@ -1,0 +1,128 @@
+"""Pretrained weights shared between runs: pretrain once on simulations, fine-tune many times (E20 Sec. 3).
+
+Pretraining depends on the network, the simulation, the pretraining schedule, the seed and the device,
+never on the fine-tuning choices (alpha, outliers, the fine-tuning schedule, the catalogue's labels).
+Runs that agree on the former therefore reach bit-identical pretrained weights, and the experiments
+(E20 Figs. 2, 6, B1) train many such runs. The checkpoint written at the end of pretraining (model,
+optimiser and RNG states) is kept in ``cache_dir()/pretrained/<key>.safetensors`` under a key of all
+of those inputs. A later run with the same key starts from it exactly as if it had resumed from its
+own end-of-pretraining checkpoint, so its result is the same as without the cache.
+
+Set ``DEEPZ_PRETRAIN_CACHE=0`` to always pretrain (the test suite does).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from deepz_core.files import atomic_write, atomic_write_json, cache_dir
+from deepz_core.rundir import RunDir, load_checkpoint, save_checkpoint
+from deepz_core.training.config import TrainConfig
+
+CACHE_VERSION = 1  # bump when pretraining's arithmetic changes for the same inputs
+
+
+def cache_enabled() -> bool:
+    return os.environ.get("DEEPZ_PRETRAIN_CACHE", "1").strip().lower() not in ("0", "false", "no")
+
+
+def file_digest(path: Path | str, block: int = 1 << 22) -> str:
+    """sha256 of a file's bytes (identifies a user's simulation file whatever its name)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(block):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class PretrainKey:
+    """Everything the end-of-pretraining state depends on."""
+
+    model: dict[str, Any]  # ModelConfig.to_dict(), n_inputs and members included
+    train: TrainConfig
+    bands: Sequence[str]
+    ref_band: str
+    simulation: str  # the cached simulation's file name (its parameters' hash) or a file digest
+    device: str  # torch.device type: CPU and GPU arithmetic differ
+    input_stats: str = ""  # digest of the model's input statistics (they are in the state)
+
+    def digest(self) -> str:
+        t = self.train
+        blob = {
+            "version": CACHE_VERSION,
+            "torch": torch.__version__,
+            "device": self.device,
+            "model": self.model,
+            "schedule": t.pretrain_schedule,
+            "batch_size": t.pretrain_batch_size,
+            "min_batch": t.min_batch,
+            "weight_decay": t.weight_decay,
+            "seed": t.seed,
+            "bands": list(self.bands),
+            "ref_band": self.ref_band,
+            "simulation": self.simulation,
+            "input_stats": self.input_stats,
+        }
+        return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _paths(key: str) -> tuple[Path, Path]:
+    folder = cache_dir() / "pretrained"
+    return folder / f"{key}.safetensors", folder / f"{key}.json"
+
+
+def store(run: RunDir, key: str) -> None:
+    """Copy ``run``'s end-of-pretraining checkpoint and pretraining metrics into the cache."""
+    ckpt = load_checkpoint(run)
+    assert ckpt is not None and ckpt[1]["phase"] == "pretrain", "store right after pretraining"
+    tensors, meta = ckpt
+    rows = [r for r in run.metrics() if r.get("phase") == "pretrain"]
+    tensor_path, meta_path = _paths(key)
+    atomic_write(tensor_path, lambda tmp: save_file(tensors, str(tmp)))
+    atomic_write_json(
+        meta_path,
+        {
+            "meta": {k: v for k, v in meta.items() if k != "tensors"},
+            "metrics": rows,
+            "saved_by": str(run.path),
+        },
+    )
+
+
+def restore(run: RunDir, key: str) -> bool:
+    """Give ``run`` the cached end-of-pretraining checkpoint and metrics rows; False on a miss.
+
+    The rows keep their losses but drop ``val_nll``: that was measured on the storing run's held-out
+    galaxies, which may not be this run's.
+    """
+    tensor_path, meta_path = _paths(key)
+    if not (tensor_path.exists() and meta_path.exists()):
+        return False
+    try:
+        saved = json.loads(meta_path.read_text())
+        tensors = load_file(str(tensor_path))
+    except (OSError, ValueError, KeyError, SafetensorError):
+        return False  # a damaged cache entry costs a pretraining, never a run
+    # rows first, checkpoint last: a kill in between leaves no checkpoint, so the next call redoes
+    # this from a clean slate instead of resuming with half the rows
+    run.truncate_metrics("pretrain", 0)
+    for row in saved["metrics"]:
+        run.append_metrics({k: v for k, v in row.items() if k != "val_nll"} | {"cached": True})
+    save_checkpoint(run, tensors, saved["meta"])
+    run.log(f"pretraining reused from the cache ({key}, first trained by {saved['saved_by']})")
+    return True
+
+
+def has(key: str) -> bool:
+    return all(p.exists() for p in _paths(key))
