@@ -38,9 +38,7 @@ from deepz_core.training.loop import (
     heldout_summary,
     pretrain_loss,
 )
-from deepz_core.training.splits import Splits, make_splits
-
-Z_LABEL_MAX = 5.0  # spec-z above this (or negative) are not used as labels
+from deepz_core.training.splits import Z_LABEL_MAX, Splits, labelled_mask, make_splits
 
 
 def create_run(out: Path | str, config: RunConfig) -> RunDir:
@@ -171,12 +169,6 @@ def load_inputs(config: RunConfig) -> tuple[Catalog, Features]:
     cat = read_catalog(config.catalog, config.exposures)
     features = build_features(cat, config.ref_band)
     return cat, features.against_population(features.input_stats())
-
-
-def labelled_mask(features: Features) -> np.ndarray:
-    """(N,) bool: galaxies whose spec-z can be a label and whose photometry passed the screen."""
-    z = features.zspec
-    return np.isfinite(z) & (z >= 0) & (z <= Z_LABEL_MAX) & features.trainable
 
 
 def record_screen(run: RunDir, features: Features) -> None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from deepz_core.catalog.features import Features
 from deepz_core.errors import ConfigError
 
 
@@ -58,3 +59,12 @@ def make_splits(labelled: np.ndarray, repetitions: int, folds: int, seed: int) -
             held_out = fold_of == k if folds > 1 else np.zeros(len(idx), dtype=bool)
             train[r * folds + k, idx[~held_out]] = True
     return Splits(train=train, labelled=labelled.copy(), repetitions=repetitions, folds=folds)
+
+
+Z_LABEL_MAX = 5.0  # spec-z above this (or negative) are not used as labels
+
+
+def labelled_mask(features: Features) -> np.ndarray:
+    """(N,) bool: galaxies whose spec-z can be a label and whose photometry passed the screen."""
+    z = features.zspec
+    return np.isfinite(z) & (z >= 0) & (z <= Z_LABEL_MAX) & features.trainable

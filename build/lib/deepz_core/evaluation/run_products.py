@@ -19,9 +19,9 @@ from astropy.table import Table
 from deepz_core.catalog.catalog import native_array
 from deepz_core.errors import ConfigError
 from deepz_core.inference.predict import mixture_from_arrays
-from deepz_core.jobs.training_run import Z_LABEL_MAX
 from deepz_core.pz import metrics
 from deepz_core.pz.products import mixture_odds
+from deepz_core.training.splits import Z_LABEL_MAX
 
 PAUS_TARGET = 0.0035  # sigma68 of dz = (zp - zs)/(1 + zs) for the best 50% (E20 Sec. 6.2)
 POINT_NAMES = ("zphot", "zmean", "zmedian", "z_lo68", "z_hi68", "odds", "zspec", "pit")

@@ -1,0 +1,88 @@
+"""The house rules of deepz_core's layout (docs/design.md): imports run one way, from the top
+floor down; rooms on one floor do not import each other; the core never imports streamlit; no
+module imports a private name of another."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "deepz_core"
+# floors from the ground up; a room may import rooms on lower floors (and itself) only
+FLOORS = [
+    {"errors"},
+    {"files", "device", "progress", "memory", "configs"},
+    {"rundir", "pz", "sed"},
+    {"nets", "catalog"},
+    {"training", "simulate"},
+    {"inference"},
+    {"templatefit", "evaluation"},
+    {"jobs"},
+    {"bench", "experiments"},
+    {"cli"},
+    {"__init__", "__main__"},
+]
+FLOOR = {room: i for i, rooms in enumerate(FLOORS) for room in rooms}
+
+
+def _room(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def _imports() -> list[tuple[str, str, str, list[str]]]:
+    """(file, importer module, imported module, names) for every deepz_core import, lazy ones too."""
+    out = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE.parent).with_suffix("")
+        module = ".".join(rel.parts).removesuffix(".__init__")
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("deepz_core"):
+                out.append((str(rel), module, node.module, [a.name for a in node.names]))
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    if alias.name.startswith("deepz_core"):
+                        out.append((str(rel), module, alias.name, []))
+    return out
+
+
+def test_every_room_is_on_a_floor() -> None:
+    rooms = {p.stem if p.is_file() else p.name for p in PACKAGE.iterdir()} - {"__pycache__"}
+    assert rooms - set(FLOOR) == set(), "a new room needs a floor in FLOORS and docs/design.md"
+
+
+def test_imports_run_down_and_never_sideways() -> None:
+    bad = []
+    for file, importer, imported, names in _imports():
+        if imported == "deepz_core":  # ``from deepz_core import submodule``
+            targets = [f"deepz_core.{n}" for n in names]
+        else:
+            targets = [imported]
+        src = _room(importer)
+        for target in targets:
+            dst = _room(target)
+            if dst != src and FLOOR[dst] >= FLOOR[src]:
+                bad.append(
+                    f"{file}: {src} (floor {FLOOR[src]}) imports {target} (floor {FLOOR[dst]})"
+                )
+    assert not bad, "\n".join(bad)
+
+
+def test_no_private_names_cross_modules() -> None:
+    bad = [f"{file}: {name} from {imported}" for file, importer, imported, names in _imports()
+           for name in names if name.startswith("_") and imported != importer]  # fmt: skip
+    assert not bad, "\n".join(bad)
+
+
+def test_the_core_never_imports_streamlit() -> None:
+    for path in PACKAGE.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = (
+                [a.name for a in getattr(node, "names", [])] if isinstance(node, ast.Import) else []
+            )
+            module = node.module if isinstance(node, ast.ImportFrom) else None
+            assert "streamlit" not in {
+                *(n.split(".")[0] for n in names),
+                (module or "").split(".")[0],
+            }, path
