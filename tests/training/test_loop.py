@@ -413,3 +413,57 @@ def test_checkpoint_holds_model_optimiser_and_rng_states(reference) -> None:
     final = load_file(str(reference.file("model.safetensors")))
     for key, value in final.items():  # the last checkpoint is the final model
         assert torch.equal(tensors[f"model.{key}"], value)
+
+
+# ---------------------------------------------------------------- honest failure (issue 23)
+
+
+def test_a_non_finite_loss_stops_training_naming_the_batch() -> None:
+    from deepz_core.errors import TrainingError
+
+    model = DeepzModel(ModelConfig(**CFG, members=2))
+    batches = _batches(2, 16, steps=3, seed=1)
+    bad = Batch(x=batches[1].x.clone(), z=batches[1].z)
+    bad.x[0, 3, 1] = float("nan")
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    with pytest.raises(
+        TrainingError, match=r"batch 2.*non-finite inputs in band column\(s\) \[1\]"
+    ):
+        train_epoch(model, finetune_loss, [batches[0], bad, batches[2]], opt)
+
+
+def test_non_finite_weights_are_named() -> None:
+    from deepz_core.errors import TrainingError
+    from deepz_core.training.loop import check_weights
+
+    model = DeepzModel(ModelConfig(**CFG, members=2))
+    check_weights(model)
+    with torch.no_grad():
+        model.photoz.out.bias[1, 0] = float("inf")
+    with pytest.raises(TrainingError, match="photoz.out.bias"):
+        check_weights(model)
+
+
+def test_held_out_watch_fails_on_nan_and_on_sustained_divergence_only() -> None:
+    from deepz_core.errors import TrainingError
+    from deepz_core.training.loop import HeldoutWatch
+
+    watch = HeldoutWatch()
+    for epoch, nll in enumerate([[-1.0, -1.0], [-1.2, -1.1], [30.0, -1.1], [-1.3, -1.2]]):
+        watch.add(f"epoch {epoch}", nll)  # one bad evaluation is not yet a divergence
+    with pytest.raises(TrainingError, match="member 0 diverged"):
+        for epoch, nll in enumerate([[1e7, -1.2], [-1.0, -1.2], [1e7, -1.2]]):
+            watch.add(f"later {epoch}", nll)  # swings between -1 and 1e7: 3 of the last 5
+    with pytest.raises(TrainingError, match=r"member\(s\) \[1\] is NaN/inf"):
+        HeldoutWatch().add("epoch 1", [-1.0, float("nan")])
+
+
+def test_held_out_summary_names_the_best_epoch_and_warns_when_the_last_is_worse() -> None:
+    from deepz_core.training.loop import heldout_summary
+
+    rows = [{"phase": "finetune", "epoch": e, "val_nll": v}
+            for e, v in ((1, [-1.0, -1.0]), (2, [-2.0, -1.5]), (3, [-1.2, -1.6]))]  # fmt: skip
+    out = heldout_summary(rows)
+    assert out["best_epoch"] == [2, 3] and out["last_val_nll"] == [-1.2, -1.6]
+    assert "member(s) [0]" in out["warning"]
+    assert "warning" not in heldout_summary(rows[:2])
