@@ -63,7 +63,7 @@ def train_epoch(
         loss = loss_fn(model, batch)
         if not torch.isfinite(loss):
             raise TrainingError(
-                f"the training loss became {float(loss)} at batch {count + 1}; "
+                f"the training loss became {float(loss.detach())} at batch {count + 1}; "
                 f"{_batch_diagnosis(batch)}"
             )
         loss.backward()
