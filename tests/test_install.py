@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import site
 import subprocess
 import sys
@@ -43,9 +44,14 @@ def fresh(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A new venv holding only the deepz wheel (its dependencies come from the test's own
     environment through a .pth file, so nothing is downloaded); returns its bin folder."""
     tmp = tmp_path_factory.mktemp("install")
-    wheels = tmp / "wheels"
+    src, wheels = tmp / "src", tmp / "wheels"  # a copy: building writes build/ into the source
+    shutil.copytree(
+        ROOT / "deepz_core", src / "deepz_core", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
     run = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation"]
-    subprocess.run([*run, "-w", str(wheels), str(ROOT)], check=True, env=_env(), cwd=tmp)
+    subprocess.run([*run, "-w", str(wheels), str(src)], check=True, env=_env(), cwd=tmp)
     venv = tmp / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     purelib = next((venv / "lib").glob("python3.*")) / "site-packages"

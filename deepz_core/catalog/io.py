@@ -142,7 +142,7 @@ def count_rows(path: Path | str) -> int:
         return FORMATS[fmt].count_rows(path)
 
 
-def plan(path: Path | str, chunk_size: int) -> list[Range]:
+def plan_partitions(path: Path | str, chunk_size: int) -> list[Range]:
     """Partitions of the catalogue as row ranges [start, stop) of at most ``chunk_size`` rows
     (Parquet: along its row groups, ``parquet_file.partitions``)."""
     if chunk_size < 1:

@@ -134,13 +134,13 @@ def bench_templates(
 
     from deepz_core.catalog.io import read_catalog
     from deepz_core.simulate import demo_catalog_path
-    from deepz_core.templatefit.calibration import resolve_device
+    from deepz_core.templatefit.calibration import fit_device
     from deepz_core.templatefit.fit import fit_catalog, template_names, worker_pool
 
     if n < 1:
         raise ConfigError(f"--galaxies must be >= 1, got {n}")
     cfg = _config(None, template_set)
-    dev = resolve_device(device)
+    dev = fit_device(device)
     cat = read_catalog(demo_catalog_path())
     cat = cat.select(
         np.sort(

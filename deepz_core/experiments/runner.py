@@ -54,7 +54,7 @@ def run_experiments(
     for i, (name, step) in enumerate(todo):
         log(f"[experiments] step {i + 1}/{len(todo)}: {name}")
         step(done)
-        results = evaluate(done, preset, pending=[n for n, _ in todo[i + 1 :]])
+        results = report_sections(done, preset, pending=[n for n, _ in todo[i + 1 :]])
         write_report(ctx, results)
     return results
 
@@ -157,7 +157,7 @@ def steps(plan: ExperimentPlan) -> list[Step]:
     return out
 
 
-def evaluate(done: Progress, preset: str, pending: list[str]) -> dict[str, Any]:
+def report_sections(done: Progress, preset: str, pending: list[str]) -> dict[str, Any]:
     """Every section whose runs are finished (cheap ones recomputed, slow ones read back)."""
     ctx, plan = done.ctx, done.ctx.plan
     base = sweep.run_name(plan.alpha, True)
@@ -224,4 +224,4 @@ def _labelled_zspec(ctx: Context) -> np.ndarray:
     return z[np.isfinite(z) & (z >= 0)]
 
 
-__all__ = ["Scored", "evaluate", "run_experiments", "steps"]
+__all__ = ["Scored", "report_sections", "run_experiments", "steps"]

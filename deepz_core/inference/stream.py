@@ -27,7 +27,7 @@ import torch
 
 from deepz_core.catalog.catalog import ERROR_PREFIX, FLUX_PREFIX, Catalog
 from deepz_core.catalog.formats.common import Range
-from deepz_core.catalog.io import count_rows, iter_rows, plan
+from deepz_core.catalog.io import count_rows, iter_rows, plan_partitions
 from deepz_core.errors import ConfigError
 from deepz_core.files import atomic_write, atomic_write_json
 from deepz_core.inference.predict import (
@@ -75,7 +75,7 @@ class Predictor:
         extra = {"out_of_fold": oof}
         extra |= {k: cat.extra[k][features.rows] for k in KEEP_EXTRA if k in cat.extra}
         if grid:
-            extra["pz"] = pz_grid(products, self.pz)
+            extra["pz"] = mixture_on_grid(products, self.pz)
         return arrow_table(predictions_table(features, products, extra, cat))
 
     def columns(self) -> set[str] | None:
@@ -115,7 +115,7 @@ def load_predictor(run_dir: Path | str, device: str = "cpu") -> Predictor:
     return _PREDICTORS[key]
 
 
-def pz_grid(products: dict[str, np.ndarray], pz: PzConfig, block: int = 4096) -> np.ndarray:
+def mixture_on_grid(products: dict[str, np.ndarray], pz: PzConfig, block: int = 4096) -> np.ndarray:
     """(N, G) float32 p(z) on the PzConfig grid from the stored mixture parameters."""
     z = torch.as_tensor(pz.grid(), dtype=torch.float64)
     out = [np.zeros((0, len(z)), dtype=np.float32)]
@@ -263,7 +263,7 @@ def predict_dataset(
     Paths travel to the workers as absolute paths: a worker's working folder is its own."""
     run_dir, catalog = str(Path(run_dir).resolve()), str(Path(catalog).resolve())
     folder = Path(out).resolve()
-    ranges = plan(catalog, chunk_size)
+    ranges = plan_partitions(catalog, chunk_size)
     key = {"catalog": str(Path(catalog).resolve()), "ranges": ranges, "grid": grid}
     _check_plan(folder, key)
     names = [folder / f"part-{i:05d}.parquet" for i in range(len(ranges))]

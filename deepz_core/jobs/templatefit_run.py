@@ -23,7 +23,7 @@ from deepz_core.errors import ConfigError
 from deepz_core.inference.predict import summarise
 from deepz_core.jobs.training_run import record_outcome
 from deepz_core.rundir import RunDir
-from deepz_core.templatefit.calibration import prepare_catalog, resolve_device
+from deepz_core.templatefit.calibration import fit_device, robust_coadds
 from deepz_core.templatefit.fit import (
     TemplateFitConfig,
     calibrate_zero_points,
@@ -73,11 +73,11 @@ def execute_templatefit_run(run: RunDir) -> None:
 def _fit(run: RunDir, config: dict[str, Any]) -> None:
     cat = read_catalog(config["catalog"], config.get("exposures"))
     cfg = TemplateFitConfig.from_dict(config["templatefit"])
-    device = resolve_device(config.get("device", "auto"))
+    device = fit_device(config.get("device", "auto"))
     zero_points = None
     if config.get("calibrate", True) and np.isfinite(cat.zspec).sum() >= 10:
         run.set_status("running", phase="zero-points", epoch=0)
-        zero_points = calibrate_zero_points(prepare_catalog(cat, cfg), cfg, device)
+        zero_points = calibrate_zero_points(robust_coadds(cat, cfg), cfg, device)
     run.log(
         f"template fit ({cfg.template_set} templates) of {cat.n_galaxies} galaxies on {device}; "
         "zero-points "

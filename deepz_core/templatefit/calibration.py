@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from deepz_core.catalog.catalog import Catalog, dense_exposures
+from deepz_core.device import resolve_device
 from deepz_core.errors import CatalogError, ConfigError
 from deepz_core.sed.bands import get_band
 from deepz_core.sed.template_sets import check_bands_coverable
@@ -28,10 +29,8 @@ from deepz_core.templatefit.config import TemplateFitConfig
 from deepz_core.templatefit.nnls import chi2_value, nnls
 
 
-def resolve_device(device: str | torch.device) -> torch.device:
+def fit_device(device: str | torch.device) -> torch.device:
     """cuda > cpu for 'auto' (not mps: the solves need float64, which MPS lacks)."""
-    from deepz_core.device import resolve_device
-
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     dev = device if isinstance(device, torch.device) else resolve_device(device)
@@ -63,7 +62,7 @@ def _known(band: str) -> bool:
     return True
 
 
-def prepare_catalog(cat: Catalog, cfg: TemplateFitConfig) -> Catalog:
+def robust_coadds(cat: Catalog, cfg: TemplateFitConfig) -> Catalog:
     """``cat`` with its coadds rebuilt from the single exposures without outliers
     (``clipped_coadds``) when it has exposures and ``cfg.clip_sigma`` > 0; exposures dropped."""
     if cat.exposures is None or cfg.clip_sigma == 0:
@@ -135,8 +134,8 @@ def calibrate_zero_points(
     Raises CatalogError when fewer than 10 galaxies have a spec-z inside the fit range."""
     cfg = cfg or TemplateFitConfig()
     check_catalog(cat, cfg)
-    cat = prepare_catalog(cat, cfg)
-    dev = resolve_device(device)
+    cat = robust_coadds(cat, cfg)
+    dev = fit_device(device)
     zs = cat.zspec
     use = np.flatnonzero(np.isfinite(zs) & (zs >= cfg.z_min) & (zs <= cfg.z_max))
     if len(use) < 10:

@@ -43,13 +43,13 @@ from deepz_core.templatefit.calibration import (
     calibrate_zero_points,
     check_catalog,
     chunk_size,
-    prepare_catalog,
-    resolve_device,
+    fit_device,
+    robust_coadds,
     scaled_fluxes,
 )
 from deepz_core.templatefit.chi2 import TemplateModel, fit_chunk
 from deepz_core.templatefit.config import SOLVERS, TemplateFitConfig
-from deepz_core.templatefit.pz import compress_mixture, grid_products, pz_grid
+from deepz_core.templatefit.pz import chi2_pz_grid, compress_mixture, grid_products
 
 __all__ = [
     "SOLVERS",
@@ -90,8 +90,8 @@ def fit_catalog(
     check_catalog(cat, cfg)
     if not (isinstance(workers, int) and workers >= 1):
         raise ConfigError(f"workers must be an integer >= 1, got {workers!r}")
-    dev = resolve_device(device)
-    cat = prepare_catalog(cat, cfg)
+    dev = fit_device(device)
+    cat = robust_coadds(cat, cfg)
     if zero_points is None and calibrate and np.sum(np.isfinite(cat.zspec)) >= 10:
         zero_points = calibrate_zero_points(cat, cfg, dev)
     flux, error = scaled_fluxes(cat, zero_points)
@@ -176,7 +176,7 @@ def _fit_rows(
         torch.as_tensor(error, dtype=torch.float32, device=dev),
         cfg,
     )
-    p = pz_grid(res.chi2, model.z, cfg.pz)  # (C, G)
+    p = chi2_pz_grid(res.chi2, model.z, cfg.pz)  # (C, G)
     out = grid_products(p, cfg.pz, torch.as_tensor(zspec, dtype=torch.float64, device=dev))
     out.update(compress_mixture(p, cfg.pz, cfg.mixture_components))
     step = (model.z[-1] - model.z[0]) / (len(model.z) - 1)

@@ -20,7 +20,7 @@ from torch import Tensor
 from deepz_core.pz.products import PzConfig
 
 
-def pz_grid(chi2: Tensor, z_fit: np.ndarray, pz: PzConfig) -> Tensor:
+def chi2_pz_grid(chi2: Tensor, z_fit: np.ndarray, pz: PzConfig) -> Tensor:
     """(N, G) float64 p(z) on ``pz.grid()`` from chi2_min (N, Zfit) on the fit grid ``z_fit``."""
     grid = torch.as_tensor(pz.grid(), dtype=torch.float64, device=chi2.device)
     zf = torch.as_tensor(z_fit, dtype=torch.float64, device=chi2.device)

@@ -106,11 +106,11 @@ def predict_classifier(
     return merged, probs
 
 
-def finetune_loss(model: DeepzClassifier, b: Batch) -> Tensor:
+def classifier_finetune_loss(model: DeepzClassifier, b: Batch) -> Tensor:
     return model.loss(b.x, b.z, b.weight)
 
 
-def pretrain_loss(model: DeepzClassifier, b: Batch) -> Tensor:
+def classifier_pretrain_loss(model: DeepzClassifier, b: Batch) -> Tensor:
     assert b.x_err is not None
     return model.pretrain_loss(b.x, b.z, b.x_err, b.target)
 
@@ -148,7 +148,7 @@ def train_classifier(
                 "pretrain",
                 t.pretrain_schedule,
                 pretrain,
-                pretrain_loss,
+                classifier_pretrain_loss,
                 t.pretrain_batch_size,
                 t.min_batch,
             )
@@ -156,7 +156,9 @@ def train_classifier(
     data = DataBatches(
         features, splits.train, device, t.alpha, t.keep_one, t.randomize_coadds, t.outlier_fraction
     )
-    phases.append(Phase("finetune", t.schedule, data, finetune_loss, t.batch_size, t.min_batch))
+    phases.append(
+        Phase("finetune", t.schedule, data, classifier_finetune_loss, t.batch_size, t.min_batch)
+    )
     validate = _validator(features, splits, cfg, device)
     history: list[dict[str, Any]] = []
     for phase in phases:

@@ -13,7 +13,13 @@ import pytest
 
 from deepz_core.catalog.catalog import Catalog
 from deepz_core.catalog.formats import hdf5_file, parquet_file
-from deepz_core.catalog.io import count_rows, iter_rows, plan, read_catalog, write_catalog
+from deepz_core.catalog.io import (
+    count_rows,
+    iter_rows,
+    plan_partitions,
+    read_catalog,
+    write_catalog,
+)
 from deepz_core.errors import ConfigError
 from tests.synthetic import synthetic_catalog
 
@@ -44,12 +50,12 @@ def _ids(cats) -> np.ndarray:
 def test_plan_merges_small_row_groups_and_splits_large_ones(tmp_path, caplog) -> None:
     path = _parquet(_catalog(), tmp_path / "c.parquet", [30, 30, 100, 10, 10])
     with caplog.at_level(logging.WARNING, logger="deepz"):
-        ranges = plan(path, 50)
+        ranges = plan_partitions(path, 50)
     assert ranges == [(0, 30), (30, 60), (60, 110), (110, 160), (160, 180)]
     assert "row groups" in caplog.text  # the split group is reported once
-    assert plan(path, 1000) == [(0, 180)]
+    assert plan_partitions(path, 1000) == [(0, 180)]
     with pytest.raises(ConfigError, match="--chunk-size"):
-        plan(path, 0)
+        plan_partitions(path, 0)
 
 
 @pytest.mark.parametrize("ext", ["parquet", "fits", "csv", "h5"])
@@ -62,7 +68,7 @@ def test_every_partition_reads_exactly_its_rows(tmp_path, ext) -> None:
         write_catalog(cat, path)
     assert count_rows(path) == cat.n_galaxies
     got = []
-    for rows in plan(path, 45):
+    for rows in plan_partitions(path, 45):
         chunks = list(iter_rows(path, rows, 20))
         assert all(c.n_galaxies <= 20 for c in chunks)
         np.testing.assert_array_equal(_ids(chunks), cat.ref_id[rows[0] : rows[1]])
@@ -121,7 +127,7 @@ def test_gzipped_fits_is_read_whole_once_with_a_warning(tmp_path, caplog) -> Non
     cat = _catalog(60)
     path = write_catalog(cat, tmp_path / "c.fits.gz")
     with caplog.at_level(logging.WARNING, logger="deepz"):
-        parts = [list(iter_rows(path, r, 25)) for r in plan(path, 30)]
+        parts = [list(iter_rows(path, r, 25)) for r in plan_partitions(path, 30)]
     assert caplog.text.count("gzipped FITS") == 1  # read once for all partitions
     np.testing.assert_array_equal(_ids(c for p in parts for c in p), cat.ref_id)
     assert read_catalog(path).n_galaxies == 60  # the file itself is untouched

@@ -27,7 +27,7 @@ from deepz_core.templatefit.fit import (
     write_templatefit,
 )
 from deepz_core.templatefit.nnls import chi2_value, lawson_hanson, mu_nnls, nnls
-from deepz_core.templatefit.pz import compress_mixture, grid_products, pz_grid
+from deepz_core.templatefit.pz import chi2_pz_grid, compress_mixture, grid_products
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 BANDS = band_set("paus_cosmos")
@@ -138,7 +138,7 @@ def test_pz_products_are_normalised_and_consistent() -> None:
             ]
         )
     )
-    p = pz_grid(chi2, z_fit, pz)
+    p = chi2_pz_grid(chi2, z_fit, pz)
     assert np.allclose(np.trapezoid(p.numpy(), pz.grid(), axis=1), 1.0, atol=1e-9)
     out = {k: v.numpy() for k, v in grid_products(p, pz, torch.tensor([0.5, np.nan])).items()}
     assert out["zphot"][0] == pytest.approx(0.5) and out["zphot"][1] == pytest.approx(0.3)

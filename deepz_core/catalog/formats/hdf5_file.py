@@ -53,7 +53,7 @@ def read(path: Path, names: tuple[str, ...]) -> Tables:
 
 
 @contextmanager
-def galaxy_table(path: Path) -> Iterator[tuple[Any, Meta]]:
+def galaxy_dataset(path: Path) -> Iterator[tuple[Any, Meta]]:
     """(galaxy table, meta) as ``read`` finds it: the dataset or group 'galaxies', else the first
     other object that is not 'exposures'."""
     import h5py
@@ -80,7 +80,7 @@ def _length(table: Any) -> int:
 
 
 def count_rows(path: Path) -> int:
-    with galaxy_table(path) as (table, _):
+    with galaxy_dataset(path) as (table, _):
         return _length(table)
 
 
@@ -88,7 +88,7 @@ def iter_rows(path: Path, rows: Range, chunk_size: int, columns: Wanted) -> Iter
     """Chunks of rows [start, stop), reading only the fields asked for."""
     import h5py
 
-    with galaxy_table(path) as (table, meta):
+    with galaxy_dataset(path) as (table, meta):
         compound = isinstance(table, h5py.Dataset)
         if compound:
             names = wanted(list(table.dtype.names), columns, path)

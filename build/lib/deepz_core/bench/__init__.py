@@ -1,1 +1,0 @@
-"""Benchmarks (scripts, not timed tests): network speed and survey-scale inference."""
