@@ -34,7 +34,7 @@ from deepz_core.training.loop import (
     Phase,
     PhaseRunner,
     finetune_loss,
-    heldout_nll,
+    heldout_scores,
     heldout_summary,
     pretrain_loss,
 )
@@ -392,4 +392,4 @@ def _validator(features: Features, splits: Splits, device):
     x = torch.as_tensor(features.ratio[rows], device=device)
     z = torch.as_tensor(features.zspec[rows], dtype=torch.float32, device=device)
     mask = torch.as_tensor(heldout[:, rows], dtype=torch.float32, device=device)
-    return lambda model: heldout_nll(model, x, z, mask).cpu()
+    return lambda model: {k: v.cpu() for k, v in heldout_scores(model, x, z, mask).items()}

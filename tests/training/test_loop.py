@@ -467,3 +467,20 @@ def test_held_out_summary_names_the_best_epoch_and_warns_when_the_last_is_worse(
     assert out["best_epoch"] == [2, 3] and out["last_val_nll"] == [-1.2, -1.6]
     assert "member(s) [0]" in out["warning"]
     assert "warning" not in heldout_summary(rows[:2])
+
+
+def test_one_confidently_wrong_held_out_galaxy_moves_only_the_plain_mean() -> None:
+    """Found on the SDSS catalogue: one held-out galaxy far from its p(z) swung the mean held-out
+    NLL by +25 nats and stopped a healthy run; the watched (clipped) NLL barely moves."""
+    from deepz_core.training.loop import NLL_CLIP, heldout_scores
+
+    torch.manual_seed(2)
+    model = DeepzModel(ModelConfig(**CFG, members=1)).eval()
+    x = 1.0 + 0.1 * torch.randn(400, CFG["n_inputs"])
+    mix = model(x)
+    z = mix.mean[0].detach().clone()  # every galaxy at its p(z)'s mean ...
+    base = heldout_scores(model, x, z, torch.ones(1, 400))
+    z[0] = z[0] + 1e4 * mix.stddev[0, 0].detach()  # ... but one, 10,000 sigma away
+    moved = heldout_scores(model, x, z, torch.ones(1, 400))
+    assert float(moved["val_nll"] - base["val_nll"]) > 20.0
+    assert float(moved["val_nll_clipped"] - base["val_nll_clipped"]) <= NLL_CLIP / 400 + 1e-3
