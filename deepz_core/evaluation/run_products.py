@@ -54,9 +54,19 @@ class Predictions:
         raise AttributeError(name)
 
     @property
+    def has_pz(self) -> np.ndarray:
+        """(N,) galaxies with a p(z) (the screen gives the others NaN products)."""
+        return np.isfinite(self.columns["zphot"])
+
+    @property
     def scored(self) -> np.ndarray:
         """(N,) galaxies with a finite spec-z and an out-of-fold p(z)."""
-        return np.isfinite(self.columns["zspec"]) & self.out_of_fold
+        return np.isfinite(self.columns["zspec"]) & self.out_of_fold & self.has_pz
+
+    @property
+    def failed(self) -> np.ndarray:
+        """(N,) galaxies with a spec-z that get no p(z): failures, counted, never averaged."""
+        return np.isfinite(self.columns["zspec"]) & self.out_of_fold & ~self.has_pz
 
     def index_of(self, ref_id: int) -> int | None:
         """Row of galaxy ``ref_id``, None when absent."""
@@ -116,7 +126,12 @@ def results_stats(pred: Predictions, pit_bins: int = 20) -> dict[str, Any]:
     PIT histogram and KS test (Fig. 8), metrics vs training spec-z density (Fig. 3)."""
     use = pred.scored
     zp, zs = pred.zphot[use], pred.zspec[use]
-    out: dict[str, Any] = {"n": int(use.sum()), "n_total": pred.n, "summary": {"n": 0}}
+    out: dict[str, Any] = {
+        "n": int(use.sum()),
+        "n_total": pred.n,
+        "summary": {"n": 0},
+        "n_no_pz": int(pred.failed.sum()),
+    }
     if not use.any():
         return out
     out["summary"] = metrics.point_metrics(zp, zs)
