@@ -38,7 +38,7 @@ from deepz_core.configs import (
 )
 from deepz_core.errors import ConfigError
 from deepz_core.files import atomic_write, atomic_write_json, read_description
-from deepz_core.nets.layers import build_trunk, member_mean, members_view
+from deepz_core.nets.layers import TRUNK_INT_BOUNDS, build_trunk, member_mean, members_view
 
 _FORMAT = "deepz.classifier"
 _VERSION = 1
@@ -265,7 +265,7 @@ class ClassifierConfig(Config):
     CONFIG_NAME: ClassVar[str] = "classifier"
 
     def __post_init__(self) -> None:
-        for name, (low, high) in _INT_BOUNDS.items():
+        for name, (low, high) in TRUNK_INT_BOUNDS.items():
             self._set(name, check_int(name, getattr(self, name), low, high))
         for name in ("z_min", "z_max", "bin_width", "smoothing"):
             self._set(name, check_real(name, getattr(self, name)))
@@ -297,19 +297,6 @@ class ClassifierConfig(Config):
         """The classifier with the network shape of a run's MDN model config: the fields both
         have; the MDN's own (``input_norm``, ``sigma_floor``, ...) are not the classifier's."""
         return cls.from_dict({k: v for k, v in values.items() if k in cls.field_names()})
-
-
-_INT_BOUNDS = {
-    "n_inputs": (1, 10_000),
-    "width": (1, 4096),
-    "photoz_layers": (0, 64),
-    "photoz_first_width": (0, 4096),
-    "undropped_last": (0, 64),
-    "n_latent": (1, 1024),
-    "encoder_layers": (0, 64),
-    "decoder_layers": (0, 64),
-    "members": (1, 1000),
-}
 
 
 class DeepzClassifier(nn.Module):

@@ -40,6 +40,7 @@ from deepz_core.configs import (
 from deepz_core.errors import ConfigError
 from deepz_core.files import atomic_write, atomic_write_json, read_description
 from deepz_core.nets.layers import (
+    TRUNK_INT_BOUNDS,
     EnsembleMLP,
     build_trunk,
     member_mean,
@@ -104,20 +105,7 @@ class ModelConfig(Config):
         return cls.from_dict({"input_norm": "batchnorm", **values})
 
 
-# (low, high) of the integer fields: the highs refuse sizes no machine could allocate (a width
-# of 200,000 asks for hundreds of GB), far above the paper's networks
-_INT_BOUNDS = {
-    "n_inputs": (1, 10_000),
-    "n_latent": (1, 1024),
-    "encoder_layers": (0, 64),
-    "decoder_layers": (0, 64),
-    "width": (1, 4096),
-    "photoz_layers": (0, 64),
-    "photoz_first_width": (0, 4096),
-    "n_components": (1, 64),
-    "undropped_last": (0, 64),
-    "members": (1, 1000),
-}
+_INT_BOUNDS = {**TRUNK_INT_BOUNDS, "n_components": (1, 64)}
 
 
 class DeepzModel(nn.Module):

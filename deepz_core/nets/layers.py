@@ -362,6 +362,22 @@ def member_mean(values: Tensor, weight: Tensor | None = None) -> Tensor:
     return (values * weight).sum(dim=-1) / weight.sum(dim=-1).clamp_min(1e-12)
 
 
+# (low, high) of the integer fields of a network trunk (ModelConfig, ClassifierConfig): the highs
+# refuse sizes no machine could allocate (a width of 200,000 asks for hundreds of GB), far above
+# the paper's networks
+TRUNK_INT_BOUNDS = {
+    "n_inputs": (1, 10_000),
+    "n_latent": (1, 1024),
+    "encoder_layers": (0, 64),
+    "decoder_layers": (0, 64),
+    "width": (1, 4096),
+    "photoz_layers": (0, 64),
+    "photoz_first_width": (0, 4096),
+    "undropped_last": (0, 64),
+    "members": (1, 1000),
+}
+
+
 class TrunkConfig(Protocol):
     """The fields ``build_trunk`` reads (ModelConfig and ClassifierConfig both have them)."""
 
