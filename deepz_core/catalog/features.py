@@ -79,6 +79,7 @@ class Features:
     flags: np.ndarray
     usable: np.ndarray
     n_rows: int
+    ref_mag: np.ndarray  # (N,) float32 AB magnitude of the reference-band flux
 
     @property
     def n(self) -> int:
@@ -102,6 +103,7 @@ class Features:
             "exp_mask",
             "flags",
             "usable",
+            "ref_mag",
         )
         picked = {
             k: None if getattr(self, k) is None else getattr(self, k)[rows] for k in per_galaxy
@@ -126,23 +128,38 @@ class Features:
         """(N,) bool: galaxies that get a p(z) (no NO_PZ flag)."""
         return (self.flags & PzFlag.NO_PZ) == 0
 
-    def input_stats(self) -> InputStats:
-        """Robust statistics of the ratios of the galaxies that pass the photometric screen."""
-        return fit_input_stats(self.ratio, self.trainable)
+    def inputs(self, with_magnitude: bool) -> np.ndarray:
+        """(N, F) the networks' raw inputs: the flux ratios (B columns, NaN where unusable) and,
+        ``with_magnitude``, the reference band's AB magnitude as a last column."""
+        if not with_magnitude:
+            return self.ratio
+        return np.concatenate([self.ratio, self.ref_mag[:, None]], axis=1)
+
+    def input_stats(self, with_magnitude: bool = False) -> InputStats:
+        """Robust statistics (F,) of the inputs of the galaxies that pass the photometric screen."""
+        return fit_input_stats(self.inputs(with_magnitude), self.trainable)
 
     def against_population(self, stats: InputStats) -> Features:
         """These features with OUTSIDE_TRAINING (and what follows from it) flagged: ratios beyond
-        ``COLOUR_SIGMA`` robust sigma of the training population ``stats``."""
-        ref = self.bands.index(self.ref_band)
-        screen = screen_population(Screen(self.flags, self.usable), self.ratio, stats, ref)
+        ``COLOUR_SIGMA`` robust sigma of the training population ``stats`` (a magnitude column
+        of the stats is not screened)."""
+        ref, b = self.bands.index(self.ref_band), len(self.bands)
+        bands_only = InputStats(stats.loc[:b], stats.scale[:b])
+        screen = screen_population(Screen(self.flags, self.usable), self.ratio, bands_only, ref)
         ratio = np.where(screen.usable, self.ratio, np.float32(np.nan))
         return dataclasses.replace(self, flags=screen.flags, usable=screen.usable, ratio=ratio)
 
-    def network_input(self, loc: np.ndarray, rows: slice | np.ndarray = slice(None)) -> np.ndarray:
-        """(n, B) float32 ratios of ``rows`` with unusable bands imputed by the population median
-        ``loc`` (B,) (a galaxy without a usable reference flux is not among the features)."""
-        ratio = self.ratio[rows]
-        return np.where(self.usable[rows], ratio, np.asarray(loc, np.float32)).astype(np.float32)
+    def network_input(
+        self, loc: np.ndarray, rows: slice | np.ndarray = slice(None), with_magnitude: bool = False
+    ) -> np.ndarray:
+        """(n, F) float32 inputs of ``rows`` with unusable bands imputed by the population median
+        ``loc`` (F,) (a galaxy without a usable reference flux is not among the features); the
+        reference magnitude last when ``with_magnitude``."""
+        b = len(self.bands)
+        ratio = np.where(self.usable[rows], self.ratio[rows], np.asarray(loc[:b], np.float32))
+        if with_magnitude:
+            ratio = np.concatenate([ratio, self.ref_mag[rows, None]], axis=-1)
+        return ratio.astype(np.float32)
 
 
 def build_features(
@@ -178,6 +195,7 @@ def build_features(
         flags=screen.flags[keep],
         usable=usable,
         n_rows=cat.n_galaxies,
+        ref_mag=(cat.fluxzp - 2.5 * np.log10(cat.flux[keep, r])).astype(np.float32),
     )
 
 

@@ -30,11 +30,17 @@ class Variants:
     galaxy: np.ndarray
 
 
-def leave_one_out(features: Features, rows: np.ndarray) -> Variants:
-    """All leave-one-exposure-out variants for galaxies ``rows`` (plus each full coadd)."""
+def leave_one_out(
+    features: Features, rows: np.ndarray, inputs: np.ndarray | None = None
+) -> Variants:
+    """All leave-one-exposure-out variants for galaxies ``rows`` (plus each full coadd).
+    ``inputs`` (n, F): the model's inputs of those galaxies (``galaxy.model_inputs``: unusable
+    bands imputed, a magnitude column), default their flux ratios."""
     xs, bands, slots, gals = [], [], [], []
-    for g, row in enumerate(np.atleast_1d(rows)):
-        full = features.ratio[row]  # (B,)
+    rows = np.atleast_1d(rows)
+    inputs = features.ratio[rows] if inputs is None else inputs
+    for g, row in enumerate(rows):
+        full = inputs[g]  # (F,)
         xs.append(full[None, :])
         bands.append([-1]), slots.append([-1]), gals.append([g])
         if features.exp_mask is None:
@@ -71,7 +77,7 @@ def variant_modes(
 
 def exposure_effects(model: DeepzModel, features: Features, row: int, pz: PzConfig) -> dict:
     """One galaxy: its full-coadd mode and, per dropped exposure, band, slot, mode and shift."""
-    v = leave_one_out(features, np.array([row]))
+    v = leave_one_out(features, np.array([row]), model_inputs(model, features, np.array([row])))
     modes = variant_modes(model, v, pz)
     shift = modes[1:] - modes[0]
     order = np.argsort(-np.abs(shift))
@@ -87,7 +93,7 @@ def exposure_effects(model: DeepzModel, features: Features, row: int, pz: PzConf
 
 def mode_spread(model: DeepzModel, features: Features, rows: np.ndarray, pz: PzConfig) -> dict:
     """Per galaxy of ``rows``: the full mode, and the std and max |shift| of leave-one-out modes."""
-    v = leave_one_out(features, rows)
+    v = leave_one_out(features, rows, model_inputs(model, features, np.atleast_1d(rows)))
     modes = variant_modes(model, v, pz)
     full = modes[v.band == -1]  # (N,) one full-coadd row per galaxy, in order
     shift = modes - full[v.galaxy]
@@ -103,3 +109,10 @@ def mode_spread(model: DeepzModel, features: Features, rows: np.ndarray, pz: PzC
         "max_shift": max_abs,
         "n_variants": count,
     }
+
+
+def model_inputs(model: DeepzModel, features: Features, rows: int | np.ndarray) -> np.ndarray:
+    """The inputs ``model`` reads for feature rows ``rows`` (unusable bands imputed by the training
+    population's median, the reference magnitude appended when the model reads it)."""
+    loc = model.input_stats()[0].numpy()
+    return features.network_input(loc, rows, model.config.magnitude_input)

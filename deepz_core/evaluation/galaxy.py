@@ -16,7 +16,7 @@ import torch
 
 from deepz_core.catalog.catalog import Catalog
 from deepz_core.catalog.features import Features
-from deepz_core.evaluation.dropping import exposure_effects, mode_spread
+from deepz_core.evaluation.dropping import exposure_effects, mode_spread, model_inputs
 from deepz_core.evaluation.run_products import Predictions
 from deepz_core.inference.predict import mixture_from_arrays
 from deepz_core.nets.deepz import DeepzModel
@@ -80,7 +80,7 @@ def galaxy_inputs(
     ensemble uses, and the galaxy's SED from the catalogue."""
     row = int(feature_rows(features, pred.ref_id[[index]])[0])
     return {
-        "members": member_pdfs(model, features.ratio[row], pz.grid()),
+        "members": member_pdfs(model, model_inputs(model, features, row), pz.grid()),
         "members_used": members_used(pred.weights[index], model.members),
         "sed": sed(cat, int(features.rows[row])),
     }

@@ -34,13 +34,14 @@ def residuals(run: RunDir, n: int, seed: int) -> tuple[tuple[str, ...], np.ndarr
     sim = read_catalog(cached_simulation("sps", n, bands, seed))
     ref = sim.bands.index(resolve_ref_band(sim.bands, config.get("ref_band")))
     good = np.isfinite(sim.zspec) & (sim.flux[:, ref] > 0)
+    zp = sim.fluxzp if model.config.magnitude_input else None
     source = SimulationBatches(
-        sim.flux[good], sim.flux_error[good], sim.zspec[good], ref, 1, torch.device("cpu")
+        sim.flux[good], sim.flux_error[good], sim.zspec[good], ref, 1, torch.device("cpu"), zp
     )
     gen = torch.Generator().manual_seed(seed)
     batch = next(source.epoch(np.random.default_rng(seed), gen, int(good.sum()), 1))
-    recon = model.reconstruct(batch.x)  # (1, n, B)
-    r = ((recon - batch.target) / batch.x_err)[0].numpy()  # (n, B)
+    recon = model.reconstruct(batch.x)  # (1, n, F): the B bands, then the magnitude if read
+    r = ((recon - batch.target) / batch.x_err)[0, :, : len(bands)].numpy()  # (n, B)
     return bands, r
 
 

@@ -67,7 +67,8 @@ def predict_features(
     model.eval()
     device = next(model.parameters()).device
     n_comp = model.members * model.config.n_components
-    x = features.network_input(model.input_stats()[0].numpy())  # (N, B), unusable bands imputed
+    loc = model.input_stats()[0].numpy()
+    x = features.network_input(loc, with_magnitude=model.config.magnitude_input)  # (N, F) imputed
     parts: list[dict[str, np.ndarray]] = [  # zero rows: the columns of an empty catalogue
         {
             **{k: np.zeros(0) for k in (*POINT_COLUMNS, "pit")},

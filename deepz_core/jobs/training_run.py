@@ -49,6 +49,9 @@ def create_run(out: Path | str, config: RunConfig) -> RunDir:
     return run.create(config.to_dict())
 
 
+MAGNITUDE_INPUT = True  # new runs read the reference magnitude (docs/benchmarks.md, issue 23)
+
+
 def run_config(
     catalog: str,
     exposures: str | None = None,
@@ -75,7 +78,12 @@ def run_config(
         pretrain=pretrain if pretrain in PRETRAIN_CHOICES else str(Path(pretrain).resolve()),
         preset=preset_name,
         ref_band=ref_band,
-        model={"input_norm": ModelConfig.input_norm, **p.model, **(model or {})},
+        model={
+            "input_norm": ModelConfig.input_norm,
+            "magnitude_input": MAGNITUDE_INPUT,
+            **p.model,
+            **(model or {}),
+        },
         train=TrainConfig.from_dict({**p.train, **(train or {})}),
         pz=PzConfig.from_dict(pz) if pz is not None else grid_for(catalog),
     )
@@ -223,13 +231,16 @@ def pretraining_simulation(config: RunConfig, features: Features) -> Catalog:
     return sim
 
 
-def simulation_batches(sim: Catalog, features: Features, members: int, device) -> SimulationBatches:
+def simulation_batches(
+    sim: Catalog, features: Features, members: int, device, magnitude: bool = False
+) -> SimulationBatches:
     ref = sim.bands.index(features.ref_band)
     noiseless = bool(sim.meta.get("NOISELESS", False))
     error = sim.flux_error if noiseless else np.zeros_like(sim.flux_error)
     z = np.asarray(sim.zspec, dtype=np.float64)
     good = np.isfinite(z) & (sim.flux[:, ref] > 0)
-    return SimulationBatches(sim.flux[good], error[good], z[good], ref, members, device)
+    zp = sim.fluxzp if magnitude else None
+    return SimulationBatches(sim.flux[good], error[good], z[good], ref, members, device, zp)
 
 
 def build_model(config: RunConfig, n_inputs: int, members: int, device) -> DeepzModel:
@@ -273,8 +284,9 @@ def _train(run: RunDir, config: RunConfig) -> None:
     )
     device = resolve_device(train.device)
     torch.manual_seed(train.seed)
-    model = build_model(config, len(features.bands), train.members, device)
-    stats = features.input_stats()
+    magnitude = config.model_config(1, 1).magnitude_input
+    model = build_model(config, len(features.bands) + magnitude, train.members, device)
+    stats = features.input_stats(magnitude)
     model.set_input_stats(stats.loc, stats.scale)
     run.log(
         f"device {device}, {train.members} members, {features.n} galaxies, "
@@ -288,7 +300,7 @@ def _train(run: RunDir, config: RunConfig) -> None:
         train.seed,
         train.checkpoint_every,
         train.eval_every,
-        _validator(features, splits, device),
+        _validator(features, splits, device, magnitude),
     )
     _run_phases(run, runner, phases, _pretrain_key(config, features, model))
     save_model(
@@ -309,7 +321,8 @@ def _phases(config: RunConfig, features: Features, splits: Splits, device) -> li
     train, phases = config.train, []
     if config.pretrains:
         sim = pretraining_simulation(config, features)
-        source = simulation_batches(sim, features, train.members, device)
+        magnitude = config.model_config(1, 1).magnitude_input
+        source = simulation_batches(sim, features, train.members, device, magnitude)
         phases.append(
             Phase(
                 "pretrain",
@@ -330,6 +343,7 @@ def _phases(config: RunConfig, features: Features, splits: Splits, device) -> li
         train.outlier_fraction,
         train.outlier_unit == "measurement",
         train.outlier_amplitude,
+        config.model_config(1, 1).magnitude_input,
     )
     phases.append(
         Phase("finetune", train.schedule, data, finetune_loss, train.batch_size, train.min_batch)
@@ -383,13 +397,13 @@ def _run_phases(
             pretrained.store(run, pretrain_key)
 
 
-def _validator(features: Features, splits: Splits, device):
+def _validator(features: Features, splits: Splits, device, magnitude: bool = False):
     """Held-out NLL per member on the labelled galaxies it never trained on (None without hold-out)."""
     heldout = ~splits.train & splits.labelled[None, :]  # (E, N)
     if not heldout.any():
         return None
     rows = np.flatnonzero(heldout.any(axis=0))
-    x = torch.as_tensor(features.ratio[rows], device=device)
+    x = torch.as_tensor(features.inputs(magnitude)[rows], device=device)
     z = torch.as_tensor(features.zspec[rows], dtype=torch.float32, device=device)
     mask = torch.as_tensor(heldout[:, rows], dtype=torch.float32, device=device)
     return lambda model: {k: v.cpu() for k, v in heldout_scores(model, x, z, mask).items()}

@@ -67,6 +67,8 @@ class ModelConfig(Config):
     - ``use_autoencoder=False``: ablation without encoder/decoder; photo-z reads the ratios only.
     - ``input_norm``: "robust" (fixed training-set statistics, clipped at ``input_clip`` robust
       sigma) or "batchnorm" (E20's input BatchNorm); see the module docstring.
+    - ``magnitude_input``: the reference band's AB magnitude is a last input beside the flux ratios
+      (E20's networks see the ratios only); ``n_inputs`` counts it.
     """
 
     n_inputs: int = 46
@@ -85,6 +87,7 @@ class ModelConfig(Config):
     members: int = 1
     input_norm: str = "robust"
     input_clip: float = 50.0
+    magnitude_input: bool = False
 
     CONFIG_NAME: ClassVar[str] = "model"
 
@@ -95,14 +98,15 @@ class ModelConfig(Config):
             self._set(name, check_probability(name, getattr(self, name)))
         for name in ("sigma_floor", "input_clip"):
             self._set(name, check_real(name, getattr(self, name), 0.0, low_open=True))
-        self._set("use_autoencoder", check_bool("use_autoencoder", self.use_autoencoder))
+        for name in ("use_autoencoder", "magnitude_input"):
+            self._set(name, check_bool(name, getattr(self, name)))
         check_choice("input_norm", self.input_norm, INPUT_NORMS)
 
     @classmethod
     def from_stored(cls, values: Mapping[str, Any]) -> ModelConfig:
         """Config from a stored mapping (model.json, a run's config.json): one written before
-        ``input_norm`` existed used E20's input BatchNorm."""
-        return cls.from_dict({"input_norm": "batchnorm", **values})
+        ``input_norm`` or ``magnitude_input`` existed used E20's input BatchNorm and ratios only."""
+        return cls.from_dict({"input_norm": "batchnorm", "magnitude_input": False, **values})
 
 
 _INT_BOUNDS = {**TRUNK_INT_BOUNDS, "n_components": (1, 64)}

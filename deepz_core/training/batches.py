@@ -79,7 +79,9 @@ def batch_slices(n: int, batch_size: int, min_batch: int) -> list[slice]:
 
 
 class SimulationBatches:
-    """Noisy batches from a noiseless simulation: flux (N, B), error (N, B), z (N,), ref index."""
+    """Noisy batches from a noiseless simulation: flux (N, B), error (N, B), z (N,), ref index.
+    With ``fluxzp`` (the simulation's AB zero-point) the reference band's magnitude of the noisy
+    flux is a last input column (``ModelConfig.magnitude_input``)."""
 
     def __init__(
         self,
@@ -89,12 +91,14 @@ class SimulationBatches:
         ref: int,
         members: int,
         device: torch.device,
+        fluxzp: float | None = None,
     ) -> None:
         self.flux = torch.as_tensor(flux, dtype=torch.float32, device=device)  # (N, B)
         self.error = torch.as_tensor(error, dtype=torch.float32, device=device)  # (N, B)
         self.z = torch.as_tensor(z, dtype=torch.float32, device=device)  # (N,)
         self.ref = ref
         self.members = members
+        self.fluxzp = fluxzp
 
     def epoch(
         self, rng: np.random.Generator, gen: torch.Generator, batch_size: int, min_batch: int
@@ -108,12 +112,19 @@ class SimulationBatches:
             ref = noisy[..., self.ref : self.ref + 1].clamp_min(
                 1e-3 * clean[..., self.ref : self.ref + 1]
             )
-            yield Batch(x=noisy / ref, z=self.z[idx], x_err=err / ref, target=clean / ref)
+            x, x_err, target = noisy / ref, err / ref, clean / ref  # (E, n, B)
+            if self.fluxzp is not None:  # the reference magnitude as a last input column
+                true_ref = clean[..., self.ref : self.ref + 1]
+                x = torch.cat([x, self.fluxzp - 2.5 * torch.log10(ref)], -1)
+                x_err = torch.cat([x_err, 1.0857 * err[..., self.ref : self.ref + 1] / ref], -1)
+                target = torch.cat([target, self.fluxzp - 2.5 * torch.log10(true_ref)], -1)
+            yield Batch(x=x, z=self.z[idx], x_err=x_err, target=target)
 
 
 class DataBatches:
     """Training batches from observed features, with randomised coadds where exposures exist and,
-    when ``outlier_fraction`` > 0, photometric outliers drawn afresh every epoch (E20 App. B)."""
+    when ``outlier_fraction`` > 0, photometric outliers drawn afresh every epoch (E20 App. B);
+    ``magnitude``: the reference band's magnitude is a last input column."""
 
     def __init__(
         self,
@@ -126,8 +137,10 @@ class DataBatches:
         outlier_fraction: float = 0.0,
         outliers_per_measurement: bool = False,
         outlier_amplitude: float = 1.0,
+        magnitude: bool = False,
     ) -> None:
         self.pools = [np.flatnonzero(row) for row in train]  # per-member training galaxies
+        self.mag = torch.as_tensor(features.ref_mag, device=device) if magnitude else None
         self.outlier_fraction = outlier_fraction
         self.outliers_per_measurement = outliers_per_measurement
         self.outlier_amplitude = outlier_amplitude
@@ -177,4 +190,6 @@ class DataBatches:
                     self.outliers_per_measurement,
                     self.outlier_amplitude,
                 )
+            if self.mag is not None:
+                x = torch.cat([x, self.mag[idx].unsqueeze(-1)], -1)  # (E, n, B + 1)
             yield Batch(x=x, z=self.z[idx], weight=weight)

@@ -24,6 +24,7 @@ def _features(ratio: np.ndarray, zspec: np.ndarray) -> Features:
         flags=np.zeros(n, np.int32),
         usable=np.ones(ratio.shape, bool),
         n_rows=n,
+        ref_mag=np.full(n, 20.0, np.float32),
     )
 
 

@@ -140,7 +140,8 @@ def test_finished_run_folder(finished) -> None:
     assert all(r["phase"] == "finetune" for r in finished.metrics())  # --pretrain none
     doc = json.loads(finished.file("model.json").read_text())
     assert doc["metadata"] == {"bands": list(BANDS), "ref_band": "subaru_i"}
-    assert doc["config"]["members"] == 2 and doc["config"]["n_inputs"] == len(BANDS)
+    assert doc["config"]["members"] == 2 and doc["config"]["n_inputs"] == len(BANDS) + 1
+    assert doc["config"]["magnitude_input"]  # the reference magnitude is a last input
 
 
 def test_splits_file_matches_the_labels(finished, catalog_path) -> None:
