@@ -101,6 +101,12 @@ def _train_args(p: argparse.ArgumentParser) -> None:
         help="robust (default): flux ratios scaled by the training set's median and "
         "IQR, clipped; batchnorm: E20's input BatchNorm on the raw ratios",
     )
+    p.add_argument(
+        "--no-magnitude-input",
+        action="store_true",
+        help="the networks read the flux ratios only, as E20's (default: also the reference "
+        "band's magnitude)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of splits, weights and coadds (0)")
     p.add_argument(
         "--out",
@@ -139,6 +145,8 @@ def train_overrides(args: argparse.Namespace) -> tuple[dict, dict]:
     model: dict = {"use_autoencoder": False} if args.no_autoencoder else {}
     if args.input_norm is not None:
         model["input_norm"] = args.input_norm
+    if args.no_magnitude_input:
+        model["magnitude_input"] = False
     return model, train
 
 
