@@ -121,10 +121,13 @@ def catalog_summary(path: str) -> CatalogSummary:
 
 
 @st.cache_resource(max_entries=6, show_spinner="Reading uploaded file...")
-def raw_tables(path: str, role: str = "galaxies") -> tuple[dict, dict, dict | None]:
+def raw_tables(
+    path: str, role: str = "galaxies", magnitudes: bool = False
+) -> tuple[dict, dict, dict | None]:
     """(columns, meta, exposure columns inside the file or None) of an uploaded file (named by its
-    content hash, so the path is a safe key); ``role``: 'galaxies', 'exposures' or 'specz'."""
-    return uploads.raw_columns(path, role)
+    content hash, so the path is a safe key); ``role``: 'galaxies', 'exposures' or 'specz';
+    ``magnitudes``: AB magnitude columns converted to fluxes."""
+    return uploads.raw_columns(path, role, magnitudes)
 
 
 @st.cache_resource(max_entries=4, show_spinner="Checking the catalogue...")
@@ -137,11 +140,13 @@ def import_report(
     specz_mapping_json: str | None = None,
     fluxzp: float | None = None,
     fix: bool = False,
+    magnitudes: bool = False,
 ) -> Report:
     """Validation report of uploaded files under column mappings (all keys are small values).
 
-    ``exposures`` may equal ``galaxies``: the EXPOSURES table inside the galaxies file."""
-    cols, meta, inner = raw_tables(galaxies)
+    ``exposures`` may equal ``galaxies``: the EXPOSURES table inside the galaxies file;
+    ``magnitudes``: the galaxies' AB magnitudes converted to fluxes first."""
+    cols, meta, inner = raw_tables(galaxies, "galaxies", magnitudes)
     gal = Source(cols, GalaxyMapping.from_json(mapping_json), Path(galaxies).name, meta)
     exp = None
     if exposures is not None:

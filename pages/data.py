@@ -10,8 +10,9 @@ import streamlit as st
 
 from app import plots_data, state
 from deepz_core.catalog import uploads
-from deepz_core.catalog.import_report import Report
+from deepz_core.catalog.import_report import Report, Source, source_fluxzp
 from deepz_core.catalog.io import write_catalog
+from deepz_core.catalog.magnitudes import magnitude_columns
 from deepz_core.catalog.mapping import (
     EXPOSURE_ALIASES,
     SPECZ_ALIASES,
@@ -186,11 +187,21 @@ def import_section() -> None:
 def mapping_section(gal: Path, exp: Path | None, spz: Path | None) -> None:
     cols, meta, inner = state.raw_tables(str(gal))
     st.success(f"Read {len(next(iter(cols.values())))} rows and {len(cols)} columns.")
+    mags = bool(magnitude_columns(list(cols))) and st.checkbox(
+        "Convert the AB magnitudes (mag_<band> with magerr_<band>) to fluxes",
+        value=not any(c.startswith("flux_") for c in cols),
+        key="mags",
+        help="99 = non-detection: flux 0 with the error of the 1-sigma limit in maglim_<band>; "
+        "-99 = not observed",
+    )
+    if mags:
+        cols, meta, inner = state.raw_tables(str(gal), "galaxies", True)
     mapping = galaxy_mapping(gal, list(cols))
     zp = st.number_input(
         "AB zero-point of the fluxes (FLUXZP)",
-        value=float(meta.get("FLUXZP", 23.9)),
-        help="mag = FLUXZP - 2.5 log10(flux); 23.9 for microJansky",
+        value=source_fluxzp(Source(cols, mapping, friendly(gal.name), meta)),
+        help="mag = FLUXZP - 2.5 log10(flux); 23.9 for microJansky; from the columns' units "
+        "(TUNIT) when they have one",
     )
     exp_path, exp_json = None, None
     if exp is not None or inner is not None:
@@ -213,14 +224,14 @@ def mapping_section(gal: Path, exp: Path | None, spz: Path | None) -> None:
         spz_json,
         float(zp),
     )
-    report = state.import_report(*args)
+    report = state.import_report(*args, magnitudes=mags)
     st.markdown("**Validation report**")
     show_report(report)
     if report.fixable and st.checkbox("Apply the fixes listed above", key="fix"):
-        report = state.import_report(*args, True)
+        report = state.import_report(*args, True, magnitudes=mags)
         show_report(report)
     if report.ok:
-        save_section(report, gal, args)
+        save_section(report, gal, (*args, mags) if mags else args)
 
 
 def save_section(report: Report, gal: Path, args: tuple) -> None:

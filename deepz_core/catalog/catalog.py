@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from astropy.table import Table
 
+from deepz_core.catalog.units import UNITS_KEY, column_units, resolve_fluxzp
 from deepz_core.errors import CatalogError
 
 DEFAULT_FLUXZP = 23.9
@@ -282,12 +283,19 @@ class Catalog:
 
     @classmethod
     def from_table(
-        cls, table: Any, exposures: Exposures | None = None, source: str = "table"
+        cls,
+        table: Any,
+        exposures: Exposures | None = None,
+        source: str = "table",
+        conventions: Any = None,
     ) -> Catalog:
         """A catalogue from an astropy Table, a pandas DataFrame or a mapping of (N,) columns in
         the canonical layout (``ref_id``, ``flux_<band>``, ``flux_error_<band>``, optional
         ``zspec`` and ``mag``); header values from the Table's ``meta`` or the DataFrame's
-        ``attrs`` (FLUXZP sets the flux unit, 23.9 = microJansky by default).
+        ``attrs`` (FLUXZP sets the flux unit, 23.9 = microJansky by default; astropy column
+        units such as nJy set it too). Survey spellings are read as well (``conventions``, an
+        ``InputConventions`` or a mapping of its fields): ``objectId``/``object_id``/``id`` as
+        the identifier, ``mag_<band>``/``magerr_<band>`` AB magnitudes (99 = non-detection).
 
         >>> import deepz_core as dz
         >>> from astropy.table import Table
@@ -309,7 +317,13 @@ class Catalog:
                 f"{source}: expected an astropy Table, a pandas DataFrame or a "
                 f"mapping of columns, got {type(table).__name__}"
             )
+        from deepz_core.catalog.conventions import canonical_columns, conventions_of
+
         columns = {name: native_array(np.asarray(table[name])) for name in names}
+        units = {n: str(table[n].unit) for n in names if getattr(table[n], "unit", None)}
+        meta[UNITS_KEY] = units
+        conv = conventions_of(conventions)
+        columns, meta = canonical_columns(columns, meta, source, conv)
         return catalog_from_columns(columns, meta, source, exposures)
 
 
@@ -424,10 +438,12 @@ def catalog_from_columns(
     errors = [_column(columns, ERROR_PREFIX + b, n, source) for b in bands]
     opt = {k: _column(columns, k, n, source) for k in ("zspec", "mag") if k in columns}
     used = {"ref_id", "zspec", "mag"} | {p + b for b in bands for p in (FLUX_PREFIX, ERROR_PREFIX)}
-    meta = {str(k).upper(): v for k, v in (meta or {}).items()}
-    fluxzp = meta.pop("FLUXZP", DEFAULT_FLUXZP)
-    if isinstance(fluxzp, bool) or not isinstance(fluxzp, int | float | np.number):
-        raise CatalogError(f"{source}: header FLUXZP = {fluxzp!r} is not a number")
+    units = column_units(meta or {})
+    meta = {str(k).upper(): v for k, v in (meta or {}).items() if k != UNITS_KEY}
+    header = meta.pop("FLUXZP", None)
+    header = header.item() if isinstance(header, np.generic) else header
+    flux_names = [p + b for b in bands for p in (FLUX_PREFIX, ERROR_PREFIX)]
+    fluxzp = resolve_fluxzp(units, flux_names, header, source)  # TUNIT / FLUXZP, checked
     try:
         return Catalog(
             ref_id=ref_id,
@@ -436,7 +452,7 @@ def catalog_from_columns(
             flux_error=np.stack(errors, axis=1),  # (N, B)
             zspec=opt.get("zspec"),
             mag=opt.get("mag"),
-            fluxzp=float(fluxzp),
+            fluxzp=DEFAULT_FLUXZP if fluxzp is None else fluxzp,
             exposures=exposures,
             extra={k: native_array(columns[k]) for k in names if k not in used},
             meta=meta,

@@ -38,6 +38,7 @@ from deepz_core.catalog.mapping import (
     galaxy_mapping_problems,
     mapping_problems,
 )
+from deepz_core.catalog.units import column_units, resolve_fluxzp
 from deepz_core.catalog.validation import coadd_mismatch, is_placeholder, validate
 from deepz_core.errors import CatalogError, ConfigError
 
@@ -141,12 +142,22 @@ def prepare_catalog(
     if problems:
         return Report(None, tuple(problems), tuple(notes), *dropped)
     meta = {k: v for k, v in galaxies.meta.items() if str(k).upper() != "FLUXZP"}
-    zp = fluxzp if fluxzp is not None else galaxies.meta.get("FLUXZP", DEFAULT_FLUXZP)
     try:
+        zp = fluxzp if fluxzp is not None else source_fluxzp(galaxies)
         cat = _build(parts, {**_safe_meta(meta), "FLUXZP": float(zp)})
     except CatalogError as err:
         return Report(None, (Problem(parts.source, "", str(err)),), tuple(notes), *dropped)
     return Report(cat, (), tuple(notes), *dropped)
+
+
+def source_fluxzp(galaxies: Source) -> float:
+    """The AB zero-point of a galaxies table's mapped flux columns: from their units (FITS TUNIT,
+    Parquet/astropy units) and its FLUXZP header, which must agree; 23.9 (microJansky) when
+    neither says. Raises CatalogError for mixed or unknown units."""
+    columns = [c for _, flux, error in galaxies.mapping.bands for c in (flux, error)]
+    header = next((v for k, v in galaxies.meta.items() if str(k).upper() == "FLUXZP"), None)
+    zp = resolve_fluxzp(column_units(galaxies.meta), columns, header, galaxies.name)
+    return DEFAULT_FLUXZP if zp is None else zp
 
 
 def _mapping_problems(gal: Source, exp: Source | None, spz: Source | None) -> list[Problem]:

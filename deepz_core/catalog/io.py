@@ -1,7 +1,9 @@
 """Read and write canonical catalogues as FITS, Parquet, CSV or HDF5 (docs/design.md, Catalogue):
 whole files (``read_catalog``, ``write_catalog``) or row ranges in bounded-memory chunks for
 survey-scale inference (``plan``, ``count_rows``, ``iter_rows``). The format is chosen by the
-file extension; each lives in its own module of ``deepz_core.catalog.formats``.
+file extension (a folder is a HATS catalogue, read only); each lives in its own module of
+``deepz_core.catalog.formats``. Survey spellings (``objectId``, ``mag_<band>``...) and column
+units are read through ``deepz_core.catalog.conventions``.
 
 Writing replaces files atomically; a stale exposures sidecar is removed when the catalogue has no
 exposures. Every library error (OSError, astropy, pyarrow, h5py, pandas) becomes a CatalogError
@@ -16,13 +18,17 @@ from pathlib import Path
 from types import ModuleType
 
 from deepz_core.catalog.catalog import (
+    ERROR_PREFIX,
     EXPOSURE_COLUMNS,
+    FLUX_PREFIX,
     Catalog,
     catalog_from_columns,
     exposures_from_columns,
 )
-from deepz_core.catalog.formats import csv_file, fits_file, hdf5_file, parquet_file
+from deepz_core.catalog.conventions import InputConventions, canonical_columns
+from deepz_core.catalog.formats import csv_file, fits_file, hats_dir, hdf5_file, parquet_file
 from deepz_core.catalog.formats.common import Range, Tables, Wanted, check_file, library_errors
+from deepz_core.catalog.units import UNITS_KEY, zeropoint_unit
 from deepz_core.catalog.validation import validate
 from deepz_core.errors import CatalogError, ConfigError
 from deepz_core.files import atomic_write
@@ -32,6 +38,7 @@ FORMATS: dict[str, ModuleType] = {
     "parquet": parquet_file,
     "csv": csv_file,
     "hdf5": hdf5_file,
+    "hats": hats_dir,
 }
 _EXTENSIONS = {
     "fits": ".fits.gz .fit.gz .fits .fit .fz",
@@ -54,8 +61,19 @@ def _split_suffix(path: Path) -> tuple[str, str]:
 
 
 def catalog_format(path: Path | str) -> str:
-    """'fits', 'parquet', 'csv' or 'hdf5' from the file extension."""
-    return SUFFIXES[_split_suffix(Path(path))[1].lower()]
+    """'fits', 'parquet', 'csv' or 'hdf5' from the file extension; 'hats' for a HATS folder."""
+    path = Path(path)
+    if path.is_dir():
+        if hats_dir.is_hats(path):
+            return "hats"
+        raise CatalogError(f"{path}: a folder, but not a HATS catalogue (no hats.properties)")
+    return SUFFIXES[_split_suffix(path)[1].lower()]
+
+
+def _check(path: Path, fmt: str) -> None:
+    """The file's bytes match its extension (a HATS folder was recognised by its properties)."""
+    if fmt != "hats":
+        check_file(path, fmt)
 
 
 def exposures_sidecar(path: Path | str) -> Path:
@@ -71,7 +89,7 @@ def read_tables(path: Path | str, names: tuple[str, ...] = ("galaxies", "exposur
     another format than its extension says."""
     path = Path(path)
     fmt = catalog_format(path)
-    check_file(path, fmt)
+    _check(path, fmt)
     with library_errors(path, f"read as {fmt.upper()}"):
         tables = FORMATS[fmt].read(path, names)
     if names[0] not in tables:
@@ -79,9 +97,15 @@ def read_tables(path: Path | str, names: tuple[str, ...] = ("galaxies", "exposur
     return tables
 
 
-def read_catalog(path: Path | str, exposures_path: Path | str | None = None) -> Catalog:
-    """Read and ``validate`` a canonical catalogue; exposures come from ``exposures_path``, else
-    the same FITS/HDF5 file, else the ``<stem>.exposures.<ext>`` sidecar if it exists."""
+def read_catalog(
+    path: Path | str,
+    exposures_path: Path | str | None = None,
+    conventions: InputConventions | None = None,
+) -> Catalog:
+    """Read and ``validate`` a catalogue; exposures come from ``exposures_path``, else the same
+    FITS/HDF5 file, else the ``<stem>.exposures.<ext>`` sidecar if it exists. Survey spellings
+    (``objectId``, ``mag_<band>``/``magerr_<band>``...) follow ``conventions`` (default:
+    ``InputConventions()``); column units (TUNIT) set the flux zero-point."""
     path = Path(path)
     tables = read_tables(path, ("galaxies", "exposures"))
     exp_path = None if exposures_path is None else Path(exposures_path)
@@ -94,7 +118,8 @@ def read_catalog(path: Path | str, exposures_path: Path | str | None = None) -> 
         exposures = None
         if "exposures" in tables:
             exposures = exposures_from_columns(tables["exposures"][0], exp_source)
-        cat = catalog_from_columns(*tables["galaxies"], str(path), exposures)
+        columns, meta = canonical_columns(*tables["galaxies"], str(path), conventions)
+        cat = catalog_from_columns(columns, meta, str(path), exposures)
     return validate(cat, str(path), exp_source)
 
 
@@ -107,7 +132,7 @@ def write_catalog(cat: Catalog, path: Path | str) -> Path:
     fmt = catalog_format(path)
     validate(cat, str(path))
     writer = FORMATS[fmt].write
-    galaxies = ("galaxies", cat.columns(), {"FLUXZP": cat.fluxzp, **cat.meta})
+    galaxies = ("galaxies", cat.columns(), {"FLUXZP": cat.fluxzp, **cat.meta, **_units(cat)})
     exp = cat.exposures
     exposures = None
     if exp is not None:
@@ -130,6 +155,15 @@ def write_catalog(cat: Catalog, path: Path | str) -> Path:
     return path
 
 
+def _units(cat: Catalog) -> dict[str, dict[str, str]]:
+    """``{UNITS_KEY: {column: unit}}``: the flux unit of FLUXZP on the flux and error columns
+    (none for a zero-point that is no named unit), 'mag' on ``mag``."""
+    unit = zeropoint_unit(cat.fluxzp)
+    fluxes = [p + b for b in cat.bands for p in (FLUX_PREFIX, ERROR_PREFIX)] if unit else []
+    units = {c: str(unit) for c in fluxes} | ({"mag": "mag"} if cat.mag is not None else {})
+    return {UNITS_KEY: units}
+
+
 # ---------------------------------------------------------------- row ranges in chunks
 
 
@@ -137,9 +171,18 @@ def count_rows(path: Path | str) -> int:
     """Galaxies in a catalogue without reading its columns (gzipped FITS: read whole)."""
     path = Path(path)
     fmt = catalog_format(path)
-    check_file(path, fmt)
+    _check(path, fmt)
     with library_errors(path, f"read as {fmt.upper()}"):
         return FORMATS[fmt].count_rows(path)
+
+
+def column_names(path: Path | str) -> list[str]:
+    """The galaxy table's column names, without reading its rows."""
+    path = Path(path)
+    fmt = catalog_format(path)
+    _check(path, fmt)
+    with library_errors(path, f"read as {fmt.upper()}"):
+        return FORMATS[fmt].column_names(path)
 
 
 def plan_partitions(path: Path | str, chunk_size: int) -> list[Range]:
@@ -149,21 +192,26 @@ def plan_partitions(path: Path | str, chunk_size: int) -> list[Range]:
         raise ConfigError(f"--chunk-size must be >= 1, got {chunk_size}")
     path = Path(path)
     fmt = catalog_format(path)
-    check_file(path, fmt)
-    if fmt == "parquet":
-        return parquet_file.partitions(path, chunk_size)
+    _check(path, fmt)
+    if fmt in ("parquet", "hats"):
+        return FORMATS[fmt].partitions(path, chunk_size)
     n = count_rows(path)
     return [(s, min(s + chunk_size, n)) for s in range(0, n, chunk_size)]
 
 
 def iter_rows(
-    path: Path | str, rows: Range, chunk_size: int, columns: Wanted = None
+    path: Path | str,
+    rows: Range,
+    chunk_size: int,
+    columns: Wanted = None,
+    conventions: InputConventions | None = None,
 ) -> Iterator[Catalog]:
     """Validated catalogues of at most ``chunk_size`` galaxies covering rows [start, stop) of the
-    file, with only ``columns`` (those the file has) when given."""
+    file, with only ``columns`` (those the file has) when given, read with ``conventions``."""
     path = Path(path)
     fmt = catalog_format(path)
     for cols, meta, source in FORMATS[fmt].iter_rows(path, rows, chunk_size, columns):
         with library_errors(path, "parse"):
+            cols, meta = canonical_columns(cols, meta, source, conventions)
             cat = catalog_from_columns(cols, meta, source)
         yield validate(cat, source)

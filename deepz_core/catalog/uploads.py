@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from deepz_core.catalog.conventions import InputConventions, canonical_columns
 from deepz_core.catalog.formats.common import Columns
 from deepz_core.catalog.io import SUFFIXES, read_tables
 from deepz_core.errors import CatalogError
@@ -64,16 +65,20 @@ def save_upload(data: bytes, filename: str) -> Path:
 
 
 def raw_columns(
-    path: Path | str, role: str = "galaxies"
+    path: Path | str, role: str = "galaxies", magnitudes: bool = False
 ) -> tuple[Columns, dict[str, Any], Columns | None]:
     """(columns, meta, exposure columns inside the same file or None) of the table playing
     ``role`` ('galaxies', 'exposures' or 'specz'; the first table of the file if none is named so).
-    """
+    ``magnitudes``: galaxies' ``mag_<band>``/``magerr_<band>`` columns become fluxes (in the
+    FLUXZP the meta then says; deepz_core.catalog.magnitudes)."""
     names = ("galaxies", "exposures") if role == "galaxies" else (role,)
     tables = read_tables(path, names)
     columns, meta = tables[role]
     if not columns:
         raise CatalogError(f"{path}: the table has no columns")
+    if magnitudes and role == "galaxies":
+        conv = InputConventions(magnitudes=True)
+        columns, meta = canonical_columns(columns, meta, Path(path).name, conv)
     inner = tables["exposures"][0] if role == "galaxies" and "exposures" in tables else None
     return columns, meta, inner
 

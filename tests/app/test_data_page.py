@@ -165,3 +165,31 @@ def test_every_problem_is_listed_and_can_be_fixed(home: Path, small_catalog: Pat
     at.run()
     assert "Fixes applied: 5 galaxies" in texts(at.warning)
     assert "All checks passed: 145 galaxies" in texts(at.success)
+
+
+def test_a_magnitude_catalogue_in_nanojansky_units_is_imported(home: Path) -> None:
+    """Issue 20: mag_<band>/magerr_<band> columns are offered as fluxes (99 = non-detection with
+    a limit column), and a FITS file's TUNIT sets the zero-point shown."""
+    from astropy.table import Table
+
+    rng = np.random.default_rng(3)
+    mag = rng.uniform(20, 24, (60, 3))
+    t = Table({"objectId": np.arange(60) + 7})
+    for j, band in enumerate(("g", "r", "i")):
+        t[f"mag_{band}"], t[f"magerr_{band}"] = mag[:, j], np.full(60, 0.05)
+        t[f"maglim_{band}"] = np.full(60, 26.0)
+    t["mag_g"][:4] = 99.0
+    t.write(home / "mags.fits")
+    at = data_page()
+    upload(at, "up_galaxies", "mags.fits", (home / "mags.fits").read_bytes())
+    assert not at.exception and not at.error, texts(at.error)
+    assert at.checkbox(key="mags").value  # no flux columns: conversion on by default
+    assert "All checks passed: 60 galaxies in 3 bands" in texts(at.success)
+    assert at.number_input[0].value == 23.9
+    njy = Table({"ref_id": np.arange(5), "flux_g": np.ones(5), "flux_error_g": np.ones(5)})
+    njy["flux_g"].unit = njy["flux_error_g"].unit = "nJy"
+    njy.write(home / "njy.fits")
+    at.file_uploader(key="up_galaxies").clear()
+    upload(at, "up_galaxies", "njy.fits", (home / "njy.fits").read_bytes())
+    assert not at.exception
+    assert at.number_input[0].value == 31.4

@@ -169,7 +169,7 @@ CSV_HEAD = "ref_id,flux_g,flux_error_g,flux_r,flux_error_r\n"
 @pytest.mark.parametrize(
     "text, match",
     [
-        ("id,flux_g,flux_error_g\n1,1,1\n", r"missing required column 'ref_id'"),
+        ("ident,flux_g,flux_error_g\n1,1,1\n", r"missing required column 'ref_id'"),
         ("REF_ID,flux_g,flux_error_g\n1,1,1\n", r"'ref_id' \(found 'REF_ID'"),
         (
             "ref_id,flux_g,flux_error_g,flux_r\n1,1,1,1\n",

@@ -24,6 +24,7 @@ from deepz_core.catalog.formats.common import (
     clean_meta,
     scalar,
 )
+from deepz_core.catalog.units import UNITS_KEY
 from deepz_core.errors import CatalogError
 
 _META_LINE = re.compile(r"^#\s*([A-Za-z0-9_\-]+)\s*=\s*(.*?)\s*$")
@@ -93,6 +94,14 @@ def _check_end(path: Path, header: str) -> None:
         )
 
 
+def column_names(path: Path) -> list[str]:
+    """The header row's column names."""
+    _, header, _ = _head(path)
+    if header is None:
+        raise CatalogError(f"{path}: no header row (only comment lines)")
+    return next(csv.reader([header]))
+
+
 def count_rows(path: Path) -> int:
     with open(path, encoding="utf-8") as fh:
         lines = sum(1 for line in fh if line.strip() and not line.startswith("#"))
@@ -127,5 +136,6 @@ def write(tmp: Path, tables: Written) -> None:
     _, cols, meta = tables[0]
     with open(tmp, "w", encoding="utf-8", newline="") as fh:
         for key, value in meta.items():
-            fh.write(f"# {key} = {json.dumps(value)}\n")
+            if key != UNITS_KEY:  # CSV has no column units; FLUXZP says it
+                fh.write(f"# {key} = {json.dumps(value)}\n")
         pd.DataFrame(cols).to_csv(fh, index=False, lineterminator="\n")

@@ -29,6 +29,7 @@ from deepz_core.catalog.formats.common import (
     utf8,
     wanted,
 )
+from deepz_core.catalog.units import UNITS_KEY
 from deepz_core.errors import CatalogError
 
 LOG = logging.getLogger("deepz")
@@ -70,7 +71,7 @@ def read(path: Path, names: tuple[str, ...]) -> Tables:
                 if hdu is not None:
                     data = hdu.data
                     cols = {c.name: native_array(data[c.name]) for c in hdu.columns}
-                    out[name] = cols, {**primary, **header_meta(hdu.header)}
+                    out[name] = cols, {**primary, **header_meta(hdu.header), **units_of(hdu)}
     return out
 
 
@@ -79,6 +80,24 @@ def header_meta(header: Any) -> Meta:
     zkeys = "ZTABLE" in header or "ZIMAGE" in header
     skip = {k for k in header if FITS_STRUCTURAL.match(k) or (zkeys and k.startswith("Z"))}
     return clean_meta({k: v for k, v in header.items() if k not in skip})
+
+
+def units_of(hdu: Any) -> Meta:
+    """``{UNITS_KEY: {column: TUNIT}}`` of a table HDU's columns that have a unit."""
+    return {UNITS_KEY: {c.name: str(c.unit) for c in hdu.columns if c.unit}}
+
+
+def column_names(path: Path) -> list[str]:
+    """The galaxy table's column names, from the header."""
+    from astropy.io import fits
+
+    if is_gzipped(path):
+        return list(_whole(path)[0])
+    with fits.open(path, memmap=True) as hdul:
+        hdu = galaxy_hdu(hdul)
+        if hdu is None:
+            raise CatalogError(f"{path}: no table HDU")
+        return [c.name for c in hdu.columns]
 
 
 def galaxy_hdu(hdul: Any) -> Any:
@@ -113,7 +132,7 @@ def iter_rows(path: Path, rows: Range, chunk_size: int, columns: Wanted) -> Iter
         return
     with fits.open(path, memmap=True) as hdul:
         hdu = galaxy_hdu(hdul)
-        meta = {**header_meta(hdul[0].header), **header_meta(hdu.header)}
+        meta = {**header_meta(hdul[0].header), **header_meta(hdu.header), **units_of(hdu)}
         names = wanted([c.name for c in hdu.columns], columns, path)
         for s, e in slices(rows, chunk_size):
             data = hdu.data[s:e]
@@ -149,9 +168,13 @@ def write(tmp: Path, tables: Written) -> None:
     hdus: list[Any] = [fits.PrimaryHDU()]
     for name, cols, meta in tables:
         hdu = fits.table_to_hdu(Table(utf8(cols)))
+        names = [c.name for c in hdu.columns]
+        for column, unit in meta.get(UNITS_KEY, {}).items():
+            hdu.header[f"TUNIT{names.index(column) + 1}"] = unit  # as written (nanomaggy too)
         hdu.header["EXTNAME"] = name.upper()
         for key, value in meta.items():
-            hdu.header.append(_card(key, value))
+            if key != UNITS_KEY:
+                hdu.header.append(_card(key, value))
         hdus.append(hdu)
     fits.HDUList(hdus).writeto(tmp, overwrite=True)
 

@@ -24,6 +24,7 @@ from deepz_core.catalog.formats.common import (
     utf8,
     wanted,
 )
+from deepz_core.catalog.units import UNITS_KEY
 from deepz_core.errors import CatalogError
 
 
@@ -48,8 +49,32 @@ def read(path: Path, names: tuple[str, ...]) -> Tables:
                 continue
             else:
                 raise CatalogError(f"{path}: HDF5 object '{obj.name}' is not a table")
-            out[name] = cols, clean_meta(dict(obj.attrs))
+            out[name] = cols, {**clean_meta(dict(obj.attrs)), **group_units(obj)}
     return out
+
+
+def group_units(table: Any) -> Meta:
+    """``{UNITS_KEY: {column: unit}}`` from the ``unit`` (or ``units``) attribute of each column
+    dataset of a group (compound datasets carry none)."""
+    import h5py
+
+    units: dict[str, str] = {}
+    if isinstance(table, h5py.Group):
+        for key, obj in table.items():
+            raw = obj.attrs.get("unit", obj.attrs.get("units")) if hasattr(obj, "attrs") else None
+            if raw is not None:
+                units[key] = raw.decode() if isinstance(raw, bytes) else str(raw)
+    return {UNITS_KEY: units}
+
+
+def column_names(path: Path) -> list[str]:
+    """The galaxy table's column (field or dataset) names."""
+    import h5py
+
+    with galaxy_dataset(path) as (table, _):
+        if isinstance(table, h5py.Dataset):
+            return list(table.dtype.names)
+        return [k for k in table if isinstance(table[k], h5py.Dataset)]
 
 
 @contextmanager
@@ -65,7 +90,7 @@ def galaxy_dataset(path: Path) -> Iterator[tuple[Any, Meta]]:
         compound = isinstance(obj, h5py.Dataset) and obj.dtype.names
         if not (compound or isinstance(obj, h5py.Group)):
             raise CatalogError(f"{path}: no galaxy table (HDF5 'galaxies')")
-        yield obj, clean_meta(dict(obj.attrs))
+        yield obj, {**clean_meta(dict(obj.attrs)), **group_units(obj)}
 
 
 def _length(table: Any) -> int:
@@ -119,6 +144,8 @@ def write(tmp: Path, tables: Written) -> None:
                 record[key] = value
             dataset = f.create_dataset(name, data=record)
             for key, value in meta.items():
+                if key == UNITS_KEY:
+                    continue  # a compound dataset has no per-column attributes
                 # fixed-length bytes: vlen strings live in the global heap, whose corruption
                 # can hang libhdf5
                 dataset.attrs[key] = np.bytes_(value.encode()) if isinstance(value, str) else value

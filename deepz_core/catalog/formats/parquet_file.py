@@ -26,6 +26,7 @@ from deepz_core.catalog.formats.common import (
     clean_meta,
     wanted,
 )
+from deepz_core.catalog.units import UNITS_KEY
 from deepz_core.errors import CatalogError
 
 LOG = logging.getLogger("deepz")
@@ -40,13 +41,38 @@ def _schema_meta(schema: Any, path: Path) -> Meta:
     return clean_meta(meta)
 
 
+def schema_units(schema: Any) -> Meta:
+    """``{UNITS_KEY: {column: unit}}`` from the fields' ``unit`` metadata, or the units astropy
+    writes (``table_meta_yaml``)."""
+    units: dict[str, str] = {}
+    raw = (schema.metadata or {}).get(b"table_meta_yaml")
+    if raw:
+        from astropy.table.meta import get_header_from_yaml
+
+        try:
+            header = get_header_from_yaml(raw.decode().splitlines())
+        except Exception:  # not astropy's: no units from it
+            header = {}
+        units.update({d["name"]: str(d["unit"]) for d in header.get("datatype", []) if "unit" in d})
+    for field in schema:
+        unit = (field.metadata or {}).get(b"unit")
+        if unit:
+            units[field.name] = unit.decode()
+    return {UNITS_KEY: units}
+
+
 def read(path: Path, names: tuple[str, ...]) -> Tables:
     """The one table of a Parquet file, meta from the ``deepz`` schema metadata."""
     import pyarrow.parquet as pq
 
     table = pq.read_table(path)
     cols = {n: native_array(table.column(n).to_numpy()) for n in table.column_names}
-    return {names[0]: (cols, _schema_meta(table.schema, path))}
+    return {names[0]: (cols, {**_schema_meta(table.schema, path), **schema_units(table.schema)})}
+
+
+def column_names(path: Path) -> list[str]:
+    """The file's column names, from its footer."""
+    return list(footer(path).schema.to_arrow_schema().names)
 
 
 def footer(path: Path) -> Any:
@@ -128,7 +154,7 @@ def iter_rows(path: Path, rows: Range, chunk_size: int, columns: Wanted) -> Iter
 
     start, stop = rows
     pf = pq.ParquetFile(path, buffer_size=_BUFFER, metadata=footer(path))
-    meta = _schema_meta(pf.schema_arrow, path)
+    meta = {**_schema_meta(pf.schema_arrow, path), **schema_units(pf.schema_arrow)}
     bounds = np.cumsum([0, *row_groups(path)])
     groups = [i for i in range(len(bounds) - 1) if bounds[i] < stop and bounds[i + 1] > start]
     if not groups:
@@ -158,5 +184,12 @@ def write(tmp: Path, tables: Written) -> None:
     import pyarrow.parquet as pq
 
     _, cols, meta = tables[0]
-    table = pa.table({k: pa.array(v) for k, v in cols.items()})
-    pq.write_table(table.replace_schema_metadata({"deepz": json.dumps(meta)}), tmp)
+    units = meta.get(UNITS_KEY, {})
+    arrays = {k: pa.array(v) for k, v in cols.items()}
+    fields = [
+        pa.field(k, a.type, metadata={"unit": units[k]} if k in units else None)
+        for k, a in arrays.items()
+    ]
+    table = pa.table(arrays, schema=pa.schema(fields))
+    plain = {k: v for k, v in meta.items() if k != UNITS_KEY}
+    pq.write_table(table.replace_schema_metadata({"deepz": json.dumps(plain)}), tmp)

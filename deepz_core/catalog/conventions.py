@@ -1,0 +1,166 @@
+"""Survey conventions on input: the identifier (``objectId``, ``object_id``, ``id`` as well as
+deepz's ``ref_id``), coordinates passed through (``ra``/``dec``, ``RA``/``DEC``,
+``coord_ra``/``coord_dec``, ``_healpix_29``), AB magnitudes instead of fluxes
+(deepz_core.catalog.magnitudes) and flux units (deepz_core.catalog.units).
+
+``canonical_columns`` turns the columns of any file or table into deepz's canonical ones before
+the catalogue is built; the CLI (``read_catalog``, streamed ``predict``), the API
+(``Catalog.from_table``) and the Data page all go through it. ``needed_columns`` names the columns
+of a file a streamed prediction has to read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from deepz_core.catalog.catalog import DEFAULT_FLUXZP, ERROR_PREFIX, FLUX_PREFIX, few
+from deepz_core.catalog.magnitudes import convert_magnitudes, magnitude_columns
+from deepz_core.catalog.units import column_units, resolve_fluxzp
+from deepz_core.configs import Config, check_bool, check_real
+from deepz_core.errors import CatalogError, ConfigError
+
+ID_COLUMNS = ("objectId", "object_id", "id")  # the identifier when there is no ref_id, in order
+COORDINATE_COLUMNS = ("ra", "dec", "RA", "DEC", "coord_ra", "coord_dec", "_healpix_29")
+
+
+@dataclass(frozen=True)
+class InputConventions(Config):
+    """How a survey catalogue names and encodes its columns.
+
+    ``id_column``: the identifier (None: ``ref_id``, else the first of objectId, object_id, id);
+    ``magnitudes``: convert ``mag_<band>``/``magerr_<band>`` to fluxes (None: only when the table
+    has no flux columns); ``mag_limits``: limiting AB magnitude per band (or magnitude column) for
+    non-detections without a ``maglim_<band>`` value, at ``limit_nsigma`` sigma; ``nondetect`` /
+    ``unobserved``: the magnitude codes of a non-detection (99) and of a band not observed (-99).
+
+    >>> import deepz_core as dz
+    >>> t = {"objectId": [11, 12], "mag_i": [22.5, 99.0], "magerr_i": [0.1, 99.0],
+    ...      "mag_r": [23.0, 24.0], "magerr_r": [0.2, 0.3]}
+    >>> cat = dz.Catalog.from_table(t, conventions=dz.InputConventions(mag_limits={"i": 25.0}))
+    >>> cat.ref_id.tolist(), cat.bands, cat.fluxzp
+    ([11, 12], ('i', 'r'), 23.9)
+    >>> [round(float(v), 3) for v in (*cat.flux[:, 0], *cat.flux_error[:, 0])]
+    [3.631, 0.0, 0.334, 0.363]
+    """
+
+    id_column: str | None = None
+    magnitudes: bool | None = None
+    mag_limits: Mapping[str, float] = field(default_factory=dict)
+    limit_nsigma: float = 1.0
+    nondetect: float = 99.0
+    unobserved: float = -99.0
+
+    CONFIG_NAME: ClassVar[str] = "input conventions"
+
+    def __post_init__(self) -> None:
+        if self.id_column is not None and not (isinstance(self.id_column, str) and self.id_column):
+            raise ConfigError(f"id_column: expected a column name, got {self.id_column!r}")
+        if self.magnitudes is not None:
+            self._set("magnitudes", check_bool("magnitudes", self.magnitudes))
+        if not isinstance(self.mag_limits, Mapping):
+            raise ConfigError(f"mag_limits: expected {{band: magnitude}}, got {self.mag_limits!r}")
+        limits = {str(k): check_real(f"mag_limits[{k}]", v) for k, v in self.mag_limits.items()}
+        self._set("mag_limits", limits)
+        self._set("limit_nsigma", check_real("limit_nsigma", self.limit_nsigma, 0.0, low_open=True))
+        for name in ("nondetect", "unobserved"):
+            self._set(name, check_real(name, getattr(self, name)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "mag_limits": dict(self.mag_limits)}
+
+
+def conventions_of(value: InputConventions | Mapping[str, Any] | None) -> InputConventions:
+    """An InputConventions from itself, a mapping of its fields, or None (the defaults)."""
+    if value is None:
+        return InputConventions()
+    if isinstance(value, InputConventions):
+        return value
+    return InputConventions.from_dict(value)
+
+
+def identifier(names: Sequence[str], conv: InputConventions) -> str | None:
+    """The column that identifies galaxies: ``conv.id_column``, else ref_id, else the first of
+    ID_COLUMNS present; None if none is."""
+    if conv.id_column is not None:
+        return conv.id_column
+    return next((c for c in ("ref_id", *ID_COLUMNS) if c in names), None)
+
+
+def canonical_columns(
+    columns: Mapping[str, np.ndarray],
+    meta: Mapping[str, Any],
+    source: str,
+    conv: InputConventions | None = None,
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """(columns, meta) in deepz's canonical names: ``ref_id`` from the identifier column (the
+    original stays as an extra), fluxes from magnitudes where asked or needed, with FLUXZP set to
+    the zero-point they are in. Raises CatalogError naming a missing identifier column or mixed
+    units."""
+    conv = conv or InputConventions()
+    cols, meta = dict(columns), dict(meta)
+    ident = identifier(list(cols), conv)
+    if conv.id_column is not None and ident not in cols:
+        raise CatalogError(f"{source}: identifier column {ident!r} (id_column) is not in the table")
+    if ident is not None and ident != "ref_id":
+        cols["ref_id"] = cols[ident]
+    if _converts_magnitudes(list(cols), conv):
+        units = column_units(meta)
+        fluxes = [c for c in cols if c.startswith(FLUX_PREFIX)]
+        header = meta.pop("FLUXZP", meta.pop("fluxzp", None))
+        zp = resolve_fluxzp(units, fluxes, header, source)
+        zp = DEFAULT_FLUXZP if zp is None else zp
+        cols = convert_magnitudes(
+            cols,
+            zp,
+            conv.mag_limits,
+            conv.limit_nsigma,
+            conv.nondetect,
+            conv.unobserved,
+            source,
+        )
+        meta["FLUXZP"] = zp
+    return cols, meta
+
+
+def _converts_magnitudes(names: list[str], conv: InputConventions) -> bool:
+    """Whether magnitudes become fluxes: as asked, else when no column holds a flux."""
+    if conv.magnitudes is not None:
+        return conv.magnitudes and bool(magnitude_columns(names))
+    has_flux = any(c.startswith(FLUX_PREFIX) for c in names)
+    return not has_flux and bool(magnitude_columns(names))
+
+
+def needed_columns(
+    names: Sequence[str],
+    bands: Sequence[str] | None,
+    keep: Sequence[str] = (),
+    conv: InputConventions | None = None,
+    source: str = "catalogue",
+) -> list[str] | None:
+    """The columns of a file with column ``names`` that a prediction for ``bands`` reads (None:
+    all, when the bands are unknown): identifier, zspec, mag, coordinates, ``keep``, and each
+    band's flux and error, or its magnitude, error and limit columns. Raises ConfigError for a
+    ``keep`` column and CatalogError for flux columns the file lacks."""
+    if bands is None:
+        return None
+    conv = conv or InputConventions()
+    wanted = {"ref_id", "zspec", "mag", *COORDINATE_COLUMNS, *keep}
+    wanted.add(identifier(names, conv) or "ref_id")
+    fluxes = {p + b for b in bands for p in (FLUX_PREFIX, ERROR_PREFIX)}
+    if _converts_magnitudes(list(names), conv):
+        for band in magnitude_columns(names):
+            if band.band in bands:
+                wanted |= {band.mag, band.error, band.limit or band.mag}
+    elif not fluxes & set(names):
+        raise CatalogError(
+            f"{source}: none of the flux columns asked for ({few(sorted(fluxes), 4)}) is in the "
+            f"file; its columns: {few(list(names), 8)}"
+        )
+    missing = [k for k in keep if k not in names]
+    if missing:
+        raise ConfigError(f"--keep-columns: {missing} not in the catalogue (columns: {names[:8]})")
+    return [n for n in names if n in wanted | fluxes]

@@ -1,0 +1,62 @@
+"""Survey conventions (issue 20, part 3): objectId / object_id / id as the identifier (or a
+configured column), the columns a streamed prediction reads, and the conventions' checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from deepz_core.catalog.catalog import Catalog
+from deepz_core.catalog.conventions import (
+    InputConventions,
+    canonical_columns,
+    conventions_of,
+    needed_columns,
+)
+from deepz_core.errors import CatalogError, ConfigError
+
+FLUX = {"flux_g": np.ones(2), "flux_error_g": np.ones(2)}
+
+
+@pytest.mark.parametrize("name", ["objectId", "object_id", "id"])
+def test_survey_identifiers(name: str) -> None:
+    cat = Catalog.from_table({name: np.array([5, 6]), **FLUX})
+    assert cat.ref_id.tolist() == [5, 6] and name in cat.extra
+
+
+def test_ref_id_wins_and_a_configured_column_is_used() -> None:
+    cols = {"ref_id": np.array([1, 2]), "objectId": np.array([7, 8]), "src": np.array([3, 4])}
+    assert Catalog.from_table({**cols, **FLUX}).ref_id.tolist() == [1, 2]
+    conv = InputConventions(id_column="src")
+    assert Catalog.from_table({**cols, **FLUX}, conventions=conv).ref_id.tolist() == [3, 4]
+    with pytest.raises(CatalogError, match="identifier column 'nope'"):
+        canonical_columns(cols, {}, "t.fits", InputConventions(id_column="nope"))
+
+
+def test_needed_columns_of_flux_and_magnitude_files() -> None:
+    names = ["objectId", "coord_ra", "coord_dec", "flux_g", "flux_error_g", "flux_r", "x", "y"]
+    assert needed_columns(names, ["g"], ("x",)) == [
+        "objectId",
+        "coord_ra",
+        "coord_dec",
+        "flux_g",
+        "flux_error_g",
+        "x",
+    ]
+    mags = ["id", "mag_u_lsst", "mag_err_u_lsst", "maglim_u_lsst", "mag_g_lsst", "mag_err_g_lsst"]
+    assert needed_columns(mags, ["lsst_u"]) == mags[:4]
+    assert needed_columns(names, None) is None
+    with pytest.raises(ConfigError, match=r"--keep-columns: \['z'\] not in the catalogue"):
+        needed_columns(names, ["g"], ("z",))
+
+
+def test_conventions_are_checked_and_round_trip() -> None:
+    conv = InputConventions(mag_limits={"g": 25}, limit_nsigma=5)
+    assert InputConventions.from_dict(conv.to_dict()) == conv
+    assert conventions_of(conv.to_dict()) == conv and conventions_of(None) == InputConventions()
+    with pytest.raises(ConfigError, match=r"mag_limits\[g\]"):
+        InputConventions(mag_limits={"g": "deep"})
+    with pytest.raises(ConfigError, match="limit_nsigma"):
+        InputConventions(limit_nsigma=0)
+    with pytest.raises(ConfigError, match="unknown input conventions config fields"):
+        conventions_of({"id": "x"})
