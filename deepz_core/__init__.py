@@ -9,16 +9,20 @@ The public Python API::
     pz = run.predict(other)                      # astropy Table, one row per input row
     report = dz.evaluate(pz)
     run = dz.load_run("runs/w3")                 # later, from another process or a Dask worker
+    ens = dz.to_qp(pz)                           # a qp mixmod ensemble (qp-prob)
+    run.predict("lsst.parquet", out="pz.hdf5")   # a qp file; .parquet/.fits/HATS carry qp metadata
 
 Everything else lives in the subpackages (catalog, pz, nets, training, inference, simulate,
 templatefit, evaluation, jobs, cli, ...); see docs/design.md.
 """
 
 from deepz_core.catalog.catalog import Catalog, Exposures
+from deepz_core.catalog.conventions import InputConventions
 from deepz_core.catalog.io import read_catalog, write_catalog
 from deepz_core.catalog.screen import FLAG_MEANINGS, PzFlag
 from deepz_core.errors import CatalogError, ConfigError, DeepzError, TrainingError
 from deepz_core.evaluation.report import evaluate
+from deepz_core.inference.qp_io import read_qp, to_qp
 from deepz_core.jobs.run import Run, load_run, train
 from deepz_core.simulate.cache import simulate as simulate_catalog
 
@@ -31,13 +35,16 @@ __all__ = [
     "ConfigError",
     "DeepzError",
     "Exposures",
+    "InputConventions",
     "PzFlag",
     "Run",
     "TrainingError",
     "evaluate",
     "load_run",
     "read_catalog",
+    "read_qp",
     "simulate_catalog",
+    "to_qp",
     "train",
     "write_catalog",
 ]

@@ -44,3 +44,51 @@ def small_catalog(tmp_path_factory: pytest.TempPathFactory):
     path = tmp_path_factory.mktemp("cat") / "small.fits"
     write_catalog(simulate("paus-mock", 150, band_set("paus_cosmos"), 1), path)
     return path
+
+
+TINY_MODEL = dict(
+    n_latent=2,
+    width=12,
+    encoder_layers=1,
+    decoder_layers=1,
+    photoz_layers=2,
+    photoz_first_width=0,
+    n_components=2,
+)
+TINY_TRAIN = dict(schedule=((1, 1e-3),), batch_size=40, repetitions=1, folds=2, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory):
+    """A tiny finished run (seconds) on 80 synthetic galaxies; returns its folder."""
+    from deepz_core.catalog.io import write_catalog
+    from deepz_core.jobs.training_run import create_run, execute_run, run_config
+    from tests.synthetic import synthetic_catalog
+
+    root = tmp_path_factory.mktemp("tiny")
+    write_catalog(synthetic_catalog(80, 0, exposures=False), root / "train.fits")
+    config = run_config(
+        str(root / "train.fits"), pretrain="none", model=TINY_MODEL, train={**TINY_TRAIN, "seed": 2}
+    )
+    run = create_run(root / "run", config)
+    execute_run(run)
+    return run.path
+
+
+@pytest.fixture(scope="session")
+def sky_catalog(tmp_path_factory: pytest.TempPathFactory):
+    """200 new synthetic galaxies (ids 101..300) on a 1 x 1 degree patch (ra, dec) with an
+    ``objectId`` column, the first 3 without a usable reference flux (no p(z)), as Parquet;
+    returns (Catalog, path)."""
+    from deepz_core.catalog.io import write_catalog
+    from tests.synthetic import synthetic_catalog
+
+    cat = synthetic_catalog(200, 5, exposures=False, first_id=101)
+    rng = np.random.default_rng(7)
+    cat.extra["ra"] = rng.uniform(150.0, 151.0, 200)
+    cat.extra["dec"] = rng.uniform(1.5, 2.5, 200)
+    cat.extra["objectId"] = cat.ref_id + 10**15
+    cat.flux[:3, -1] = np.nan  # subaru_i, the reference band
+    path = tmp_path_factory.mktemp("sky") / "sky.parquet"
+    write_catalog(cat, path)
+    return cat, path

@@ -211,8 +211,9 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--out",
         required=True,
-        help="output table (.parquet, or .fits for small outputs), or a folder (no suffix) for a "
-        "partitioned Parquet dataset that resumes when re-run",
+        help="output table (.parquet; .fits or .hdf5, a qp file, for smaller outputs), or a "
+        "folder (no suffix) for a partitioned Parquet dataset that resumes when re-run (or a "
+        "HATS catalogue with --out-format hats)",
     )
     p.add_argument(
         "--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps"
@@ -228,13 +229,43 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
         "--dask",
         help="'local' (LocalCluster, one worker per core), 'local:N' (N workers) or tcp://HOST:PORT",
     )
+    p.add_argument(
+        "--out-format",
+        default="auto",
+        choices=("auto", "hats"),
+        help="auto: by the --out suffix (.parquet, .fits, .hdf5 = a qp file; none = a partitioned "
+        "dataset); hats: a HATS catalogue folder that lsdb.open_catalog opens (needs ra/dec)",
+    )
+    p.add_argument(
+        "--keep-columns",
+        default="",
+        help="comma-separated catalogue columns to copy to the predictions besides ref_id and "
+        "the coordinates (ra/dec, RA/DEC, coord_ra/coord_dec, _healpix_29), e.g. objectId",
+    )
+    p.add_argument(
+        "--id-column",
+        help="the identifier column (default: ref_id, else objectId, object_id or id)",
+    )
+    p.add_argument(
+        "--mag-limits",
+        default="",
+        help="limiting AB magnitudes of non-detections in magnitude catalogues (mag_<band> = 99), "
+        "as BAND=MAG,...; a maglim_<band> column wins where finite",
+    )
+    p.add_argument(
+        "--limit-nsigma",
+        type=float,
+        default=1.0,
+        help="the limits are N-sigma fluxes (default 1; 5 for 5-sigma depths)",
+    )
 
 
 @command("predict", _predict_args)
 def _predict(args: argparse.Namespace) -> int:
     """Photo-z for a catalogue, streamed: ref_id, zphot (mode), zmean, zmedian, z_lo68, z_hi68,
-    odds, zspec, pit, mag, out_of_fold, and the p(z) as mixture parameters (weights, means, stds).
-    Galaxies the run trained on get their out-of-fold p(z)."""
+    odds, zspec, pit, mag, flag, out_of_fold, coordinates, and the p(z) as qp mixmod parameters
+    (weights, means, stds). Galaxies the run trained on get their out-of-fold p(z). Every output
+    carries its provenance (deepz version, run, model and catalogue checksums, z grid, time)."""
     from deepz_core.inference.stream import load_predictor, predict_dataset, predict_file
 
     if args.dask:  # workers resolve --device (this machine may have no GPU)
@@ -242,13 +273,15 @@ def _predict(args: argparse.Namespace) -> int:
             raise ConfigError(f"--run {args.run} has no trained model (model.safetensors)")
     else:
         load_predictor(args.run, args.device)  # a bad run or device fails before any work
-    common = dict(chunk_size=args.chunk_size, device=args.device, grid=args.grid)
-    if Path(args.out).suffix:
+    read = _read_options(args)
+    common = dict(chunk_size=args.chunk_size, device=args.device, grid=args.grid, read=read)
+    if Path(args.out).suffix or args.out_format == "hats":
         if args.dask:
             raise ConfigError(
-                f"--dask writes a folder: give --out without a suffix, got {args.out}"
+                f"--dask writes a partitioned dataset: give --out without a suffix and no "
+                f"--out-format, got {args.out}"
             )
-        n = predict_file(args.run, args.catalog, args.out, **common)
+        n = predict_file(args.run, args.catalog, args.out, out_format=args.out_format, **common)
     elif args.dask:
         from deepz_core.inference.scaleout import dask_client, dask_map
 
@@ -258,6 +291,28 @@ def _predict(args: argparse.Namespace) -> int:
         n = predict_dataset(args.run, args.catalog, args.out, **common)
     print(f"wrote {n} predictions to {args.out}{_flag_note(args.out)}")
     return 0
+
+
+def _read_options(args: argparse.Namespace):
+    """The stream.ReadOptions of --keep-columns, --id-column, --mag-limits and --limit-nsigma."""
+    from deepz_core.catalog.conventions import InputConventions
+    from deepz_core.inference.stream import ReadOptions
+
+    limits = {}
+    for item in (t.strip() for t in args.mag_limits.split(",")):
+        band, sep, value = item.partition("=")
+        if item and (not sep or not band.strip()):
+            raise ConfigError(f"--mag-limits: expected BAND=MAG, got {item!r}")
+        if item:
+            try:
+                limits[band.strip()] = float(value)
+            except ValueError:
+                raise ConfigError(f"--mag-limits: {item!r} has no number after '='") from None
+    conventions = InputConventions(
+        id_column=args.id_column, mag_limits=limits, limit_nsigma=args.limit_nsigma
+    )
+    keep = tuple(c.strip() for c in args.keep_columns.split(",") if c.strip())
+    return ReadOptions(keep=keep, conventions=conventions)
 
 
 def _flag_note(out: str) -> str:
@@ -288,9 +343,10 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
 
 @command("evaluate", _evaluate_args)
 def _evaluate(args: argparse.Namespace) -> int:
-    """Metrics against spec-z: sigma68, strict outliers, bias, NMAD, PIT KS, CDE loss and the
-    ODDS-best-50% sigma68, overall and per magnitude bin. Training galaxies count only with their
-    out-of-fold p(z) when the table has any."""
+    """Metrics against spec-z: sigma68, strict outliers (outlier_fraction, |dz| > 0.02, E20),
+    the catastrophic rate (catastrophic_fraction, |dz| > 0.15), bias, NMAD, PIT KS, CDE loss and
+    the ODDS-best-50% sigma68, overall and per magnitude bin. Training galaxies count only with
+    their out-of-fold p(z) when the table has any."""
     from deepz_core.evaluation.report import evaluate_files
 
     report = evaluate_files(args.pred, args.catalog, args.out)

@@ -31,8 +31,8 @@ def _read_table(path: Path | str) -> Table:
             import pyarrow.parquet as pq
 
             t = astropy_table(pq.read_table(path))  # part-*.parquet; _SUCCESS etc. ignored
-        else:
-            t = Table.read(path)
+        else:  # a FITS file's first table (qp's HDUs follow deepz's)
+            t = Table.read(path, hdu=1) if _is_fits(path) else Table.read(path)
     except Exception as exc:
         raise CatalogError(
             f"{path}: cannot read predictions table ({type(exc).__name__}: {exc})"
@@ -44,6 +44,10 @@ def _read_table(path: Path | str) -> Table:
             f"with 'predict'); its columns: {t.colnames[:8]}"
         )
     return t
+
+
+def _is_fits(path: Path | str) -> bool:
+    return str(path).lower().endswith((".fits", ".fit", ".fits.gz", ".fit.gz"))
 
 
 def _join_catalog(pred: Table, catalog_path: Path | str) -> Table:
@@ -129,10 +133,12 @@ def evaluate(
     predictions: Table | Path | str, catalog: Any = None, pz: PzConfig | None = None
 ) -> dict[str, Any]:
     """The evaluation report of predictions (a Table from ``Run.predict``, a predictions file or a
-    dataset folder): sigma68, outlier fractions, bias, NMAD, ODDS-best-50% sigma68, PIT KS, CDE loss
-    overall and per magnitude bin, over the galaxies with a spec-z (out-of-fold ones where the
-    table says so); galaxies without a p(z) are counted as failures (``n_no_pz``). ``catalog``
-    (a file) supplies zspec and mag by ref_id when the predictions lack them.
+    dataset folder): sigma68, the strict outlier fraction (``outlier_fraction``, |dz| > 0.02) and
+    the catastrophic one (``catastrophic_fraction``, |dz| > 0.15), bias, NMAD, ODDS-best-50%
+    sigma68, PIT KS, CDE loss overall and per magnitude bin, over the galaxies with a spec-z
+    (out-of-fold ones where the table says so); galaxies without a p(z) are counted as failures
+    (``n_no_pz``). ``catalog`` (a file) supplies zspec and mag by ref_id when the predictions lack
+    them.
 
     >>> import deepz_core as dz
     >>> cat = dz.simulate_catalog("lsst-deep", 300, seed=4)

@@ -31,6 +31,10 @@ from deepz_core.training.splits import Splits
 LOG = logging.getLogger("deepz")
 
 POINT_COLUMNS = ("zphot", "zmean", "zmedian", "z_lo68", "z_hi68", "odds")
+PRODUCT_COLUMNS = frozenset(  # what a predictions table computes; never taken from a catalogue
+    {*POINT_COLUMNS, "ref_id", "zspec", "mag", "flag", "pit", "out_of_fold", "pz"}
+    | {"weights", "means", "stds"}
+)
 
 
 def mixture_from_arrays(
@@ -160,10 +164,15 @@ def predictions_table(
 
 def every_row(table: Table, rows: np.ndarray, catalog: Catalog) -> Table:
     """``table`` of the catalogue rows ``rows`` spread over all its rows in order: the others get
-    their ref_id, zspec and mag, NaN products, flag REF_UNUSABLE | NO_PZ, and False/0 elsewhere."""
+    their ref_id, zspec and mag, the catalogue columns carried along (coordinates...), NaN
+    products, flag REF_UNUSABLE | NO_PZ, and False/0 elsewhere."""
     n = catalog.n_galaxies
+    carried = catalog.columns()
     out = Table()
     for name in table.colnames:
+        if name not in PRODUCT_COLUMNS and name in carried and carried[name].shape[0] == n:
+            out[name] = carried[name]
+            continue
         col = np.asarray(table[name])
         fill = np.nan if col.dtype.kind == "f" else 0
         full = np.full((n, *col.shape[1:]), fill, dtype=col.dtype)
@@ -200,10 +209,25 @@ def table_format(path: Path | str) -> str:
     )
 
 
-def write_table(table: Table, path: Path | str) -> Path:
-    """Write FITS or Parquet by extension, atomically."""
+def write_table(table: Table, path: Path | str, prov: dict[str, str] | None = None) -> Path:
+    """Write FITS or Parquet by extension, atomically; ``prov`` (provenance.provenance) as FITS
+    header cards or Parquet schema metadata."""
+    from deepz_core.inference.provenance import fits_cards, parquet_metadata
+
     fmt = table_format(path)
-    return atomic_write(path, lambda tmp: table.write(tmp, format=fmt, overwrite=True))
+    if prov is None:
+        return atomic_write(path, lambda tmp: table.write(tmp, format=fmt, overwrite=True))
+    table = table.copy(copy_data=False)
+    if fmt == "fits":
+        for key, value, _ in fits_cards(prov):
+            table.meta[key] = value
+        return atomic_write(path, lambda tmp: table.write(tmp, format=fmt, overwrite=True))
+    import pyarrow.parquet as pq
+
+    from deepz_core.inference.stream import arrow_table
+
+    arrow = arrow_table(table).replace_schema_metadata(parquet_metadata(prov))
+    return atomic_write(path, lambda tmp: pq.write_table(arrow, tmp))
 
 
 def summarise(table: Table) -> dict[str, Any]:
@@ -229,8 +253,11 @@ def write_run_predictions(
     products = predict_features(model, features, splits.predict_mask(), pz)
     if features.predictable.any() and not np.isfinite(products["zphot"]).any():
         raise TrainingError("every p(z) of the trained networks is NaN: the run failed")
+    from deepz_core.inference.provenance import provenance
+
     table = predictions_table(features, products, {"out_of_fold": splits.out_of_fold()}, cat)
-    write_table(table, run.file("predictions.fits"))
+    prov = provenance(run.path, run.config().get("catalog"))
+    write_table(table, run.file("predictions.fits"), prov)
     summary = summarise(table)
     run.log(f"out-of-fold metrics: {summary}")
     return summary

@@ -4,19 +4,22 @@ A catalogue is cut into partitions of at most ``chunk_size`` rows, each read in 
 ``CPU_CHUNK`` rows on a CPU (deepz_core.catalog.io, only the columns used), so memory stays bounded
 whatever the file or partition size. The network and the p(z) products run chunk by chunk.
 
-Output: one file (``.parquet``, or ``.fits`` assembled in memory for small outputs) or, when the
-output name has no suffix, a partitioned Parquet dataset ``OUT/part-00000.parquet ...`` with
-``OUT/_SUCCESS`` written last; parts already present are skipped, so re-running resumes
-(deepz_core.inference.scaleout runs the parts on Dask workers). Mixtures use qp's 'mixmod' layout:
-``weights``, ``means``, ``stds`` as fixed-size list columns (N, E*M); ``pz`` (N, G) on the run's
-PzConfig grid only when asked for.
+Output: one file (``.parquet``; ``.fits``, a qp ``.hdf5`` or a HATS folder assembled in memory
+for smaller outputs) or, when the output name has no suffix, a partitioned Parquet dataset
+``OUT/part-00000.parquet ...`` with ``OUT/_SUCCESS`` written last; parts already present are
+skipped, so re-running resumes (deepz_core.inference.scaleout runs the parts on Dask workers).
+Mixtures use qp's 'mixmod' layout: ``weights``, ``means``, ``stds`` as fixed-size list columns
+(N, E*M), named in the Parquet schema metadata (deepz_core.inference.qp_io); ``pz`` (N, G) on the
+run's PzConfig grid only when asked for. Every output carries its provenance
+(deepz_core.inference.provenance). Coordinates (ra/dec, RA/DEC, coord_ra/coord_dec, _healpix_29)
+and the ``keep`` columns of ``ReadOptions`` are passed through.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +28,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from deepz_core.catalog.catalog import ERROR_PREFIX, FLUX_PREFIX, Catalog
+from deepz_core.catalog.catalog import Catalog
+from deepz_core.catalog.conventions import COORDINATE_COLUMNS, InputConventions, needed_columns
 from deepz_core.catalog.formats.common import Range
-from deepz_core.catalog.io import count_rows, iter_rows, plan_partitions
+from deepz_core.catalog.io import column_names, count_rows, iter_rows, plan_partitions
 from deepz_core.errors import ConfigError
 from deepz_core.files import atomic_write, atomic_write_json
 from deepz_core.inference.predict import (
+    PRODUCT_COLUMNS,
     match_bands,
     member_mask,
     mixture_from_arrays,
@@ -39,6 +44,9 @@ from deepz_core.inference.predict import (
     predictions_table,
     table_format,
 )
+from deepz_core.inference.provenance import fits_cards, parquet_metadata, provenance
+from deepz_core.inference.qp_io import fits_hdus, write_qp
+from deepz_core.inference.qp_io import parquet_metadata as qp_metadata
 from deepz_core.memory import tune_malloc
 from deepz_core.nets.deepz import DeepzModel, load_model, load_model_json
 from deepz_core.pz.products import PzConfig
@@ -46,10 +54,24 @@ from deepz_core.rundir import RunDir
 
 DEFAULT_CHUNK = 100_000  # rows per partition (one part file, one Dask task)
 CPU_CHUNK = 25_000  # rows read and predicted at once on a CPU: ~330 MB, as fast as larger chunks
-FITS_MAX_ROWS = 2_000_000  # FITS output is assembled in memory
-KEEP_EXTRA = ("ra", "dec")  # catalogue columns copied to the predictions when present
+MEMORY_MAX_ROWS = 2_000_000  # FITS, qp and HATS outputs are assembled in memory
+KEEP_EXTRA = COORDINATE_COLUMNS  # catalogue columns copied to the predictions when present
 SUCCESS = "_SUCCESS"
 PLAN = "_plan.json"
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How the catalogue is read and what comes along: ``keep`` columns passed through to the
+    predictions (besides the coordinates), ``conventions`` of its columns (identifier,
+    magnitudes, limits)."""
+
+    keep: tuple[str, ...] = ()
+    conventions: InputConventions = field(default_factory=InputConventions)
+
+    def key(self) -> dict[str, Any]:
+        """JSON of the options (part of a dataset's plan)."""
+        return {"keep": list(self.keep), "conventions": self.conventions.to_dict()}
 
 
 # ---------------------------------------------------------------- predicting
@@ -64,34 +86,59 @@ class Predictor:
     meta: dict[str, Any]
     pz: PzConfig
 
-    def __call__(self, cat: Catalog, grid: bool = False) -> pa.Table:
+    def __call__(self, cat: Catalog, grid: bool = False, keep: tuple[str, ...] = ()) -> pa.Table:
         """Predictions for the galaxies of ``cat`` with features (none: an empty table with the
-        same columns, so every chunk and part of a dataset has one schema)."""
+        same columns, so every chunk and part of a dataset has one schema); the coordinates and
+        ``keep`` columns of ``cat`` come along (ConfigError for a ``keep`` column it lacks)."""
         if self.meta.get("bands") is not None:
             cat = match_bands(cat, tuple(self.meta["bands"]))
         features = model_features(self.model, cat, self.meta.get("ref_band"), False)
         mask, oof = member_mask(self.run, features, self.model.members)
         products = predict_features(self.model, features, mask, self.pz)
-        extra = {"out_of_fold": oof}
-        extra |= {k: cat.extra[k][features.rows] for k in KEEP_EXTRA if k in cat.extra}
+        extra = {"out_of_fold": oof} | carried_columns(cat, features.rows, keep)
         if grid:
             extra["pz"] = mixture_on_grid(products, self.pz)
         return arrow_table(predictions_table(features, products, extra, cat))
 
-    def columns(self) -> set[str] | None:
-        """Catalogue columns the predictions use (None: all, for a run without recorded bands)."""
-        bands = self.meta.get("bands")
-        if bands is None:
-            return None
-        fluxes = {p + b for b in bands for p in (FLUX_PREFIX, ERROR_PREFIX)}
-        return {"ref_id", "zspec", "mag", *KEEP_EXTRA, *fluxes}
+    @property
+    def z_range(self) -> tuple[float, float]:
+        """The run's redshift range (the placeholder p(z) of rows without one, qp_io)."""
+        return self.pz.z_min, self.pz.z_max
 
-    def chunks(self, catalog: str, rows: Range, chunk_size: int) -> Iterator[Catalog]:
+    def columns(self, names: list[str], read: ReadOptions, source: str = "") -> list[str] | None:
+        """The catalogue columns (of the file ``source`` with columns ``names``) the predictions
+        use (None: all, for a run without recorded bands)."""
+        bands = self.meta.get("bands")
+        return needed_columns(names, bands, read.keep, read.conventions, source)
+
+    def chunks(
+        self, catalog: str, rows: Range, chunk_size: int, read: ReadOptions | None = None
+    ) -> Iterator[Catalog]:
         """The rows [start, stop) of ``catalog`` in chunks, with only the columns used: at most
         CPU_CHUNK rows on a CPU (memory, not speed, grows with the chunk), ``chunk_size`` on a GPU."""
+        read = read or ReadOptions()
         device = next(self.model.parameters()).device
         size = chunk_size if device.type == "cuda" else min(chunk_size, CPU_CHUNK)
-        return iter_rows(catalog, rows, size, self.columns())
+        columns = self.columns(column_names(catalog), read, str(catalog))
+        return iter_rows(catalog, rows, size, columns, read.conventions)
+
+    def tables(
+        self, catalog: str, rows: Range, chunk_size: int, grid: bool, read: ReadOptions | None
+    ) -> Iterator[pa.Table]:
+        """Arrow tables of predictions for the rows [start, stop) of ``catalog``, chunk by chunk."""
+        read = read or ReadOptions()
+        for cat in self.chunks(catalog, rows, chunk_size, read):
+            yield self(cat, grid, read.keep)
+
+
+def carried_columns(cat: Catalog, rows: np.ndarray, keep: tuple[str, ...]) -> dict:
+    """The coordinates (KEEP_EXTRA) and ``keep`` columns of ``cat`` at ``rows`` (N,), by name."""
+    columns = cat.columns()
+    missing = [k for k in keep if k not in columns]
+    if missing:
+        raise ConfigError(f"--keep-columns: {missing} not in the catalogue ({cat.n_galaxies} rows)")
+    names = [k for k in (*KEEP_EXTRA, *keep) if k in columns and k not in PRODUCT_COLUMNS]
+    return {k: columns[k][rows] for k in dict.fromkeys(names)}
 
 
 _PREDICTORS: dict[tuple[str, str], Predictor] = {}  # one loaded model per worker process
@@ -144,11 +191,34 @@ PARQUET_OPTIONS = dict(compression="zstd", compression_level=1, use_dictionary=F
 # zstd level 1: ~25% smaller than snappy at about its speed; no dictionaries (distinct floats)
 
 
-def _write_chunks(tables: Iterator[pa.Table], tmp: Path) -> int:
-    """Stream Arrow tables into one Parquet file; returns rows written (0: empty file)."""
+def output_format(out: Path | str, out_format: str | None = None) -> str:
+    """'parquet', 'fits', 'qp' (a qp .hdf5 file) from the file name, or 'hats' (a folder) when
+    asked; ConfigError for anything else."""
+    if out_format not in (None, "auto", "hats"):
+        raise ConfigError(f"--out-format: expected auto or hats, got {out_format!r}")
+    if out_format == "hats":
+        if Path(out).suffix:
+            raise ConfigError(
+                f"--out-format hats writes a folder: give --out without a suffix, got {out}"
+            )
+        return "hats"
+    if str(out).lower().endswith(".hdf5"):
+        return "qp"
+    return table_format(out)
+
+
+def output_metadata(prov: dict[str, str]) -> dict[bytes, bytes]:
+    """Parquet schema metadata of predictions: the qp ensemble's description and provenance."""
+    return {**qp_metadata(), **parquet_metadata(prov)}
+
+
+def _write_chunks(tables: Iterator[pa.Table], tmp: Path, metadata: dict[bytes, bytes]) -> int:
+    """Stream Arrow tables into one Parquet file with schema ``metadata``; returns rows written
+    (0: empty file)."""
     writer, n = None, 0
     try:
         for t in tables:
+            t = t.replace_schema_metadata(metadata)
             writer = writer or pq.ParquetWriter(tmp, t.schema, **PARQUET_OPTIONS)
             writer.write_table(t)
             n += t.num_rows
@@ -156,8 +226,37 @@ def _write_chunks(tables: Iterator[pa.Table], tmp: Path) -> int:
         if writer is not None:
             writer.close()
     if writer is None:
-        pq.write_table(pa.table({"ref_id": pa.array([], pa.int64())}), tmp)
+        empty = pa.table({"ref_id": pa.array([], pa.int64())})
+        pq.write_table(empty.replace_schema_metadata(metadata), tmp)
     return n
+
+
+def write_parquet(tables: Iterator[pa.Table], out: Path | str, prov: dict[str, str]) -> int:
+    """Stream Arrow tables (one schema) into the Parquet file ``out``, atomically; rows written."""
+    n = [0]
+    atomic_write(
+        out, lambda tmp: n.__setitem__(0, _write_chunks(tables, tmp, output_metadata(prov)))
+    )
+    return n[0]
+
+
+def write_fits(
+    table: pa.Table, out: Path | str, prov: dict[str, str], z_range: tuple[float, float]
+) -> int:
+    """The predictions as FITS, atomically: HDU ``PREDICTIONS`` (provenance in its header, TUNIT
+    'mag' on ``mag``), then qp's ``META``, ``DATA``, ``ANCIL`` (qp_io); rows written."""
+    from astropy.io import fits
+
+    t = astropy_table(table)
+    if "mag" in t.colnames:
+        t["mag"].unit = "mag"
+    hdu = fits.table_to_hdu(t)
+    hdu.header["EXTNAME"] = "PREDICTIONS"
+    for key, value, comment in fits_cards(prov):
+        hdu.header[key] = (value, comment)
+    hdus = fits.HDUList([fits.PrimaryHDU(), hdu, *fits_hdus(t, z_range)])
+    atomic_write(out, lambda tmp: hdus.writeto(tmp, overwrite=True))
+    return len(t)
 
 
 def predict_part(
@@ -168,13 +267,14 @@ def predict_part(
     chunk_size: int,
     device: str = "cpu",
     grid: bool = False,
+    read: ReadOptions | None = None,
+    prov: dict[str, str] | None = None,
 ) -> int:
-    """Predict rows [start, stop) of ``catalog`` into the Parquet file ``out`` (atomic); rows out."""
+    """Predict rows [start, stop) of ``catalog`` into the Parquet file ``out`` (atomic), with the
+    provenance ``prov`` (computed here when not given); rows out."""
     predictor = load_predictor(run_dir, device)
-    tables = (predictor(c, grid) for c in predictor.chunks(catalog, rows, chunk_size))
-    n = [0]
-    atomic_write(out, lambda tmp: n.__setitem__(0, _write_chunks(tables, tmp)))
-    return n[0]
+    prov = prov or provenance(run_dir, catalog)
+    return write_parquet(predictor.tables(catalog, rows, chunk_size, grid, read), out, prov)
 
 
 def predict_file(
@@ -184,44 +284,75 @@ def predict_file(
     chunk_size: int = DEFAULT_CHUNK,
     device: str = "cpu",
     grid: bool = False,
+    read: ReadOptions | None = None,
+    out_format: str | None = None,
 ) -> int:
-    """Stream a catalogue into one .parquet (or small .fits) file, written atomically; rows out."""
-    fmt = table_format(out)
+    """Stream a catalogue into one .parquet file, or a smaller .fits, qp .hdf5 or HATS folder
+    (``out_format='hats'``), written atomically with their provenance; rows out."""
+    fmt = output_format(out, out_format)
     if chunk_size < 1:
         raise ConfigError(f"--chunk-size must be >= 1, got {chunk_size}")
     rows = (0, count_rows(catalog))  # one pass: no partitions to re-decode
     predictor = load_predictor(run_dir, device)
-    tables = (predictor(c, grid) for c in predictor.chunks(catalog, rows, chunk_size))
+    prov = provenance(run_dir, catalog)
+    tables = predictor.tables(catalog, rows, chunk_size, grid, read)
     if fmt == "parquet":
-        n = [0]
-        atomic_write(out, lambda tmp: n.__setitem__(0, _write_chunks(tables, tmp)))
-        return n[0]
-    if rows[1] > FITS_MAX_ROWS:
+        return write_parquet(tables, out, prov)
+    if rows[1] > MEMORY_MAX_ROWS:
         raise ConfigError(
-            f"--out {out}: FITS output is limited to {FITS_MAX_ROWS} rows; "
+            f"--out {out}: {fmt.upper()} output is limited to {MEMORY_MAX_ROWS} rows; "
             "use .parquet or a folder (no suffix)"
         )
-    table = astropy_table(pa.concat_tables(list(tables)))
-    atomic_write(out, lambda tmp: table.write(tmp, format="fits", overwrite=True))
-    return len(table)
+    table = pa.concat_tables(list(tables)) if rows[1] else pa.table({})
+    return write_output(table, out, fmt, prov, predictor.z_range)
+
+
+def write_output(
+    table: pa.Table, out: Path | str, fmt: str, prov: dict[str, str], z_range: tuple[float, float]
+) -> int:
+    """Write predictions held in memory as ``fmt`` (``output_format``) with their provenance;
+    rows written."""
+    if fmt == "parquet":
+        return write_parquet(iter([table]), out, prov)
+    if fmt == "fits":
+        return write_fits(table, out, prov, z_range)
+    if fmt == "qp":
+        write_qp(astropy_table(table), out, prov, z_range)
+        return table.num_rows
+    from deepz_core.inference.hats_out import write_hats
+
+    return write_hats(table, out, prov)
+
+
+def dataset_files(folder: Path | str) -> list[str]:
+    """The part files of a partitioned predictions dataset, in order."""
+    return [str(p) for p in sorted(Path(folder).glob("part-*.parquet"))]
 
 
 def flag_counts(out: Path | str) -> dict[str, int]:
-    """``{"rows": N, flag name: rows with it, ...}`` of a predictions file or dataset folder."""
+    """``{"rows": N, flag name: rows with it, ...}`` of a predictions file, dataset folder or
+    HATS folder."""
     from deepz_core.catalog.screen import PzFlag
 
     path = Path(out)
-    if path.is_file() and table_format(path) == "fits":
+    if path.is_file() and str(path).lower().endswith(".hdf5"):
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            flags = np.asarray(f["ancil/flag"])
+    elif path.is_file() and table_format(path) == "fits":
         from astropy.table import Table
 
-        flags = np.asarray(Table.read(path)["flag"])
+        flags = np.asarray(Table.read(path, hdu=1)["flag"])
     else:
         import pyarrow.dataset as ds
 
+        hats = (path / "dataset").is_dir()
         source = (
-            [str(p) for p in sorted(path.glob("part-*.parquet"))] if path.is_dir() else str(path)
+            str(path / "dataset") if hats else dataset_files(path) if path.is_dir() else str(path)
         )
-        flags = ds.dataset(source, format="parquet").to_table(columns=["flag"])["flag"].to_numpy()
+        dataset = ds.dataset(source, format="parquet", partitioning="hive" if hats else None)
+        flags = dataset.to_table(columns=["flag"])["flag"].to_numpy()
     counts = {f.name: int(np.count_nonzero(flags & f)) for f in PzFlag if f.name is not None}
     return {"rows": len(flags), **{k: v for k, v in counts.items() if v}}
 
@@ -257,18 +388,22 @@ def predict_dataset(
     device: str = "cpu",
     grid: bool = False,
     mapper: Mapper = local_map,
+    read: ReadOptions | None = None,
 ) -> int:
     """Partitioned Parquet dataset OUT/part-NNNNN.parquet, _SUCCESS last; finished parts are
     skipped (resume). ``mapper`` runs the missing parts (scaleout.dask_map for Dask); rows out.
     Paths travel to the workers as absolute paths: a worker's working folder is its own."""
     run_dir, catalog = str(Path(run_dir).resolve()), str(Path(catalog).resolve())
+    read = read or ReadOptions()
     folder = Path(out).resolve()
     ranges = plan_partitions(catalog, chunk_size)
-    key = {"catalog": str(Path(catalog).resolve()), "ranges": ranges, "grid": grid}
+    key = {"catalog": catalog, "ranges": ranges, "grid": grid}
+    key |= {"read": read.key()} if read != ReadOptions() else {}
     _check_plan(folder, key)
     names = [folder / f"part-{i:05d}.parquet" for i in range(len(ranges))]
+    prov = provenance(run_dir, catalog)
     todo = [
-        (str(run_dir), str(catalog), r, str(p), chunk_size, device, grid)
+        (run_dir, catalog, r, str(p), chunk_size, device, grid, read, prov)
         for r, p in zip(ranges, names, strict=True)
         if not p.exists()
     ]
@@ -287,8 +422,8 @@ def _check_plan(folder: Path, key: dict[str, Any]) -> None:
         old["ranges"] = [tuple(r) for r in old["ranges"]]
         if old != key:
             raise ConfigError(
-                f"--out {folder} holds predictions of another catalogue, "
-                "chunk size or --grid setting; choose an empty folder"
+                f"--out {folder} holds predictions of another catalogue, chunk size, "
+                "--grid, --keep-columns or column conventions; choose an empty folder"
             )
     elif folder.exists() and any(folder.glob("part-*.parquet")):
         raise ConfigError(f"--out {folder} holds parts without a {PLAN}; choose an empty folder")

@@ -14,6 +14,7 @@ from typing import Any
 from astropy.table import Table
 
 from deepz_core.catalog.catalog import Catalog
+from deepz_core.catalog.conventions import conventions_of
 from deepz_core.catalog.io import read_catalog, write_catalog
 from deepz_core.errors import ConfigError
 from deepz_core.rundir import RunDir
@@ -21,13 +22,16 @@ from deepz_core.rundir import RunDir
 CatalogLike = Catalog | Table | Any | str | Path  # a Catalog, astropy Table, DataFrame or file
 
 
-def as_catalog(catalog: CatalogLike, what: str = "catalog") -> Catalog:
-    """A Catalog from a Catalog, a file path, an astropy Table, a pandas DataFrame or a mapping."""
+def as_catalog(catalog: CatalogLike, what: str = "catalog", conventions: Any = None) -> Catalog:
+    """A Catalog from a Catalog, a file path, an astropy Table, a pandas DataFrame or a mapping;
+    ``conventions`` (an InputConventions or a mapping of its fields) say how a survey catalogue
+    spells its columns (identifier, magnitudes and their limits)."""
     if isinstance(catalog, Catalog):
         return catalog
+    conv = conventions_of(conventions)
     if isinstance(catalog, str | Path):
-        return read_catalog(catalog)
-    return Catalog.from_table(catalog, source=what)
+        return read_catalog(catalog, conventions=conv)
+    return Catalog.from_table(catalog, source=what, conventions=conv)
 
 
 @dataclass(frozen=True)
@@ -82,15 +86,48 @@ class Run:
             raise ConfigError(f"run {self.path} has no predictions yet (state {self.state})")
         return Table.read(path)
 
-    def predict(self, catalog: CatalogLike, device: str = "cpu", grid: bool = False) -> Table:
+    def predict(
+        self,
+        catalog: CatalogLike,
+        device: str = "cpu",
+        grid: bool = False,
+        *,
+        keep_columns: tuple[str, ...] | list[str] = (),
+        conventions: Any = None,
+        out: str | Path | None = None,
+        out_format: str | None = None,
+    ) -> Table:
         """p(z) products for ``catalog``: an astropy Table with one row per catalogue row in its
         order (rows without a p(z) have NaN products and say why in ``flag``); galaxies the run
-        trained on get their out-of-fold p(z). ``grid`` adds ``pz`` on the run's redshift grid."""
-        from deepz_core.inference.stream import astropy_table, load_predictor
+        trained on get their out-of-fold p(z). ``grid`` adds ``pz`` on the run's redshift grid.
+
+        The coordinates (ra/dec, RA/DEC, coord_ra/coord_dec, _healpix_29) and ``keep_columns``
+        come along; ``conventions`` (an InputConventions or its fields as a mapping) read survey
+        spellings (``objectId``, ``mag_<band>`` with limits). ``out`` also writes the table with
+        its provenance: .parquet, .fits, .hdf5 (a qp file) or, with ``out_format="hats"``, a
+        HATS folder. ``dz.to_qp(table)`` turns the result into a qp ensemble."""
+        from deepz_core.inference.provenance import arrays_sha256, grid_text, provenance
+        from deepz_core.inference.qp_io import GRID_META
+        from deepz_core.inference.stream import (
+            astropy_table,
+            load_predictor,
+            output_format,
+            write_output,
+        )
 
         self._require_model()
+        fmt = None if out is None else output_format(out, out_format)  # fails before any work
         predictor = load_predictor(self.path, device)
-        return astropy_table(predictor(as_catalog(catalog), grid))
+        cat = as_catalog(catalog, conventions=conventions)
+        arrow = predictor(cat, grid, tuple(keep_columns))
+        if fmt is not None:
+            path = catalog if isinstance(catalog, str | Path) else None
+            digest = None if path else arrays_sha256([cat.ref_id, cat.flux, cat.flux_error])
+            prov = provenance(self.path, path, digest)
+            write_output(arrow, out, fmt, prov, predictor.z_range)
+        table = astropy_table(arrow)
+        table.meta[GRID_META] = grid_text(predictor.pz)
+        return table
 
     def evaluate(self) -> dict[str, Any]:
         """The evaluation report of the out-of-fold predictions (see :func:`evaluate`)."""

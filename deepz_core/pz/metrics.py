@@ -17,6 +17,7 @@ from deepz_core.errors import ConfigError
 
 Q_LO, Q_HI = 15.865, 84.135  # percentiles of +-1 sigma for a Gaussian (E20 eq. 4)
 OUTLIER_THRESHOLD = 0.02  # strict outlier |dz| > 0.02 (E20 eq. 5)
+CATASTROPHIC_THRESHOLD = 0.15  # the conventional catastrophic outlier |dz| > 0.15
 NMAD_SCALE = 1.4826
 DEFAULT_MAG_EDGES = np.arange(17.5, 22.51, 0.5)  # iAB bins to the E20 limit 22.5
 DEFAULT_Z_EDGES = np.round(np.arange(0.0, 1.21, 0.1), 10)
@@ -118,8 +119,11 @@ def _summary(d: NDArray) -> dict[str, float]:
 
 
 def point_metrics(zp: ArrayLike, zs: ArrayLike) -> dict[str, float]:
-    """n, sigma68, outlier_fraction, bias and nmad of dz for zp, zs (N,) (E20 Sec. 3.3)."""
-    return _summary(_1d_dz(zp, zs))
+    """n, sigma68, outlier_fraction (E20's strict outliers |dz| > 0.02), bias and nmad of dz for
+    zp, zs (N,) (E20 Sec. 3.3), and catastrophic_fraction, the conventional |dz| > 0.15 rate
+    (not RAIL's point_outlier_rate, |dz| > max(0.06, 3 sigma_IQR))."""
+    d = _1d_dz(zp, zs)
+    return {**_summary(d), "catastrophic_fraction": outlier_fraction(d, CATASTROPHIC_THRESHOLD)}
 
 
 # ---------------------------------------------------------------- binned statistics

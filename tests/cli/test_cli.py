@@ -551,3 +551,53 @@ def test_schedule_options_set_the_stages_and_the_pretraining_size() -> None:
     assert train["schedule"] == ((100, 1e-3), (50, 1e-4), (20, 1e-5))
     assert train["pretrain_schedule"] == ((8, 1e-3), (2, 1e-4))
     assert train["pretrain_n"] == 1_000_000
+
+
+def _magnitude_catalogue(cat, path: Path) -> Path:
+    """``cat`` as AB magnitudes mag_<band>/magerr_<band> (the inverse of the conversion back),
+    with objectId and its coordinates, no flux columns."""
+    t = Table({"objectId": cat.ref_id, "ra": cat.extra["ra"], "dec": cat.extra["dec"]})
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for j, band in enumerate(cat.bands):
+            f, e = cat.flux[:, j], cat.flux_error[:, j]
+            t[f"mag_{band}"] = np.where(f > 0, cat.fluxzp - 2.5 * np.log10(f), 99.0)
+            t[f"magerr_{band}"] = 2.5 / np.log(10) * e / f
+    t["zspec"] = cat.zspec
+    t.write(path)
+    return path
+
+
+def test_predict_a_magnitude_catalogue_into_qp_and_hats(tmp_path, tiny_run, sky_catalog, capsys):
+    import lsdb
+    import qp
+
+    cat, fluxes = sky_catalog
+    mags = _magnitude_catalogue(cat, tmp_path / "mags.parquet")
+    base = ["predict", "--run", str(tiny_run), "--catalog"]
+    assert main([*base, str(fluxes), "--out", str(tmp_path / "f.hdf5")]) == 0
+    keep = ["--keep-columns", "objectId", "--mag-limits", "NB455=25.5"]
+    assert main([*base, str(mags), "--out", str(tmp_path / "m.hdf5"), *keep]) == 0
+    assert "3 of 200 without a p(z)" in capsys.readouterr().out
+    by_flux, by_mag = qp.read(str(tmp_path / "f.hdf5")), qp.read(str(tmp_path / "m.hdf5"))
+    np.testing.assert_array_equal(by_mag.ancil["ref_id"], cat.ref_id)
+    np.testing.assert_allclose(by_mag.ancil["zmode"], by_flux.ancil["zmode"], atol=2e-3)
+    np.testing.assert_allclose(by_mag.objdata["means"], by_flux.objdata["means"], atol=1e-4)
+    out = tmp_path / "m_hats"
+    assert main([*base, str(mags), "--out", str(out), "--out-format", "hats", *keep]) == 0
+    frame = lsdb.open_catalog(out).compute()
+    assert len(frame) == 200 and {"objectId", "ra", "dec", "weights"} <= set(frame.columns)
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--mag-limits", "g25"], "--mag-limits: expected BAND=MAG"),
+        (["--mag-limits", "g=deep"], "has no number after"),
+        (["--keep-columns", "nope"], "--keep-columns: ['nope'] not in the catalogue"),
+        (["--out-format", "hats", "--dask", "local"], "--dask writes a partitioned dataset"),
+    ],
+)
+def test_predict_option_errors(tmp_path, tiny_run, sky_catalog, capsys, args, needle) -> None:
+    base = ["predict", "--run", str(tiny_run), "--catalog", str(sky_catalog[1])]
+    assert main([*base, "--out", str(tmp_path / "p"), *args]) == 2
+    assert needle in capsys.readouterr().err

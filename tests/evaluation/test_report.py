@@ -20,6 +20,7 @@ OVERALL = {
     "n",
     "sigma68",
     "outlier_fraction",
+    "catastrophic_fraction",
     "bias",
     "nmad",
     "odds_best50_sigma68",

@@ -119,18 +119,18 @@ def test_fits_output_and_dataset_match(trained, tmp_path) -> None:
         str(run.path), str(files["parquet"]), str(tmp_path / "ds"), chunk_size=64
     )
     assert rows == cat.n_galaxies and (tmp_path / "ds" / stream.SUCCESS).exists()
-    _same(_read(tmp_path / "ds"), Table.read(tmp_path / "s.fits"))
+    _same(_read(tmp_path / "ds"), Table.read(tmp_path / "s.fits", hdu="PREDICTIONS"))
 
 
 def test_killed_prediction_leaves_no_finished_output(trained, tmp_path, monkeypatch) -> None:
     run, _, files = trained
     real, calls = stream._write_chunks, []
 
-    def dying(tables, tmp):
+    def dying(tables, tmp, *metadata):
         calls.append(tmp)
         if len(calls) > 1:
             raise KeyboardInterrupt("killed")
-        return real(tables, tmp)
+        return real(tables, tmp, *metadata)
 
     monkeypatch.setattr(stream, "_write_chunks", dying)
     out = tmp_path / "ds"
@@ -138,8 +138,8 @@ def test_killed_prediction_leaves_no_finished_output(trained, tmp_path, monkeypa
         stream.predict_dataset(str(run.path), str(files["fits"]), str(out), chunk_size=50)
     assert sorted(p.name for p in out.iterdir()) == ["_plan.json", "part-00000.parquet"]
 
-    def first_then_die(tables, tmp):
-        real(iter([next(tables)]), tmp)  # one chunk reaches the temporary file
+    def first_then_die(tables, tmp, *metadata):
+        real(iter([next(tables)]), tmp, *metadata)  # one chunk reaches the temporary file
         raise KeyboardInterrupt("killed")
 
     monkeypatch.setattr(stream, "_write_chunks", first_then_die)

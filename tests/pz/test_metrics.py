@@ -52,7 +52,7 @@ def test_point_metrics_keys_and_values(rng: np.random.Generator) -> None:
     zs = rng.uniform(0.1, 1.0, 10_000)
     zp = zs + 0.005 * (1 + zs) * rng.standard_normal(zs.size)
     out = m.point_metrics(zp, zs)
-    assert set(out) == {"n", "sigma68", "outlier_fraction", "bias", "nmad"}
+    assert set(out) == {"n", "sigma68", "outlier_fraction", "catastrophic_fraction", "bias", "nmad"}
     assert out["n"] == zs.size
     assert out["sigma68"] == pytest.approx(0.005, rel=0.05)
     # P(|N(0, 0.005)| > 0.02) = P(|Z| > 4) ~ 6e-5
@@ -286,3 +286,13 @@ def test_non_finite_and_out_of_range_values_are_rejected() -> None:
         m.spec_density([0.1], [0.1], bin_width=0)
     with pytest.raises(ConfigError, match=r"threshold must be > 0, got -0.1"):
         m.outlier_fraction([0.1], threshold=-0.1)
+
+
+def test_point_metrics_give_the_strict_and_the_catastrophic_rate() -> None:
+    """outlier_fraction is E20's strict |dz| > 0.02; catastrophic_fraction the usual |dz| > 0.15."""
+    zs = np.zeros(10)
+    zp = np.array([0.0, 0.01, 0.03, 0.05, 0.1, 0.14, 0.16, 0.2, 0.5, 0.0])
+    out = m.point_metrics(zp, zs)
+    assert out["outlier_fraction"] == pytest.approx(0.7)
+    assert out["catastrophic_fraction"] == pytest.approx(0.3)
+    assert m.CATASTROPHIC_THRESHOLD == 0.15 and m.OUTLIER_THRESHOLD == 0.02

@@ -1,0 +1,77 @@
+"""Predictions as a HATS catalogue (LSDB's format), written by the lsdb and hats libraries: the
+folder ``lsdb.open_catalog`` opens, partitioned on the sky by HEALPix, with the mixture columns
+``weights``, ``means``, ``stds`` as fixed-size lists and deepz's provenance among the
+``hats.properties`` (``deepz_version``, ``deepz_run_id``, ...). The predictions need coordinates:
+``ra``/``dec``, ``RA``/``DEC`` or ``coord_ra``/``coord_dec`` from the catalogue (passed through
+by ``predict``)."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deepz_core.errors import ConfigError
+from deepz_core.inference.provenance import flat
+
+COORDINATE_PAIRS = (("ra", "dec"), ("RA", "DEC"), ("coord_ra", "coord_dec"))
+HEALPIX_COLUMN = "_healpix_29"  # lsdb computes it from ra, dec
+
+
+def coordinate_pair(names: list[str]) -> tuple[str, str]:
+    """The (ra, dec) columns of a predictions table; ConfigError when it has none."""
+    for ra, dec in COORDINATE_PAIRS:
+        if ra in names and dec in names:
+            return ra, dec
+    pairs = ", ".join("/".join(p) for p in COORDINATE_PAIRS)
+    raise ConfigError(
+        f"--out-format hats needs coordinates: the catalogue has none of {pairs} (columns: "
+        f"{names[:8]})"
+    )
+
+
+def is_hats_output(folder: Path) -> bool:
+    """A folder a previous HATS output left (safe to replace)."""
+    return (folder / "hats.properties").is_file()
+
+
+def write_hats(table: Any, folder: Path | str, prov: dict[str, str], name: str = "deepz") -> int:
+    """Write the predictions ``table`` (pyarrow) as a HATS catalogue in ``folder`` through lsdb,
+    replacing a previous HATS output there (another non-empty folder is refused); rows written.
+    The catalogue is complete or absent: it is written beside ``folder`` and renamed into place."""
+    import lsdb
+    import pandas as pd
+
+    folder = Path(folder)
+    if folder.exists() and any(folder.iterdir()) and not is_hats_output(folder):
+        raise ConfigError(f"--out {folder}: a non-empty folder that is no HATS catalogue")
+    frame = table.to_pandas(types_mapper=pd.ArrowDtype)
+    frame = frame.drop(columns=[HEALPIX_COLUMN], errors="ignore")
+    ra, dec = coordinate_pair(list(frame.columns))
+    bad = ~(np.isfinite(frame[ra].to_numpy(float)) & np.isfinite(frame[dec].to_numpy(float)))
+    if bad.any():
+        raise ConfigError(
+            f"--out-format hats: {int(bad.sum())} rows without finite {ra}/{dec} (e.g. ref_id "
+            f"{frame['ref_id'].to_numpy()[bad][:3].tolist()}) cannot be placed on the sky"
+        )
+    catalog = lsdb.from_dataframe(
+        frame, catalog_name=name, ra_column=ra, dec_column=dec, margin_threshold=None
+    )
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    try:
+        catalog.write_catalog(
+            tmp / "hats",
+            as_collection=False,
+            progress_bar=False,
+            addl_hats_properties=flat(prov),
+        )
+        if folder.exists():
+            shutil.rmtree(folder)
+        (tmp / "hats").rename(folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return len(frame)

@@ -1,0 +1,52 @@
+"""The Run API's predict path (issue 20): coordinates and keep_columns carried, survey spellings
+read through conventions, outputs written with provenance, and dz.to_qp on its table."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import qp
+
+import deepz_core as dz
+from deepz_core.catalog.screen import PzFlag
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_predict_carries_coordinates_and_keep_columns(tiny_run, sky_catalog) -> None:
+    cat, path = sky_catalog
+    run = dz.load_run(tiny_run)
+    pz = run.predict(cat.to_table().to_pandas(), keep_columns=["objectId", "flux_NB455"])
+    assert len(pz) == 200 and {"ra", "dec", "objectId", "flux_NB455"} <= set(pz.colnames)
+    np.testing.assert_array_equal(pz["ra"], cat.extra["ra"])  # every row, the 3 without p(z) too
+    np.testing.assert_array_equal(pz["flux_NB455"], cat.flux[:, 0])
+    with pytest.raises(dz.ConfigError, match="--keep-columns"):
+        run.predict(path, keep_columns=["nope"])
+
+
+def test_predict_reads_objectid_and_magnitudes(tiny_run, sky_catalog) -> None:
+    cat, _ = sky_catalog
+    table = {"objectId": cat.ref_id}
+    for j, band in enumerate(cat.bands):
+        table[f"mag_{band}"] = cat.fluxzp - 2.5 * np.log10(cat.flux[:, j])
+        table[f"magerr_{band}"] = 2.5 / np.log(10) * cat.flux_error[:, j] / cat.flux[:, j]
+    run = dz.load_run(tiny_run)
+    by_mag = run.predict(table, conventions={"mag_limits": {"subaru_i": 25.0}})
+    by_flux = run.predict(cat)
+    np.testing.assert_array_equal(by_mag["ref_id"], cat.ref_id)
+    np.testing.assert_allclose(by_mag["zphot"][3:], by_flux["zphot"][3:], atol=2e-3)
+    assert (by_mag["flag"][:3] & PzFlag.NO_PZ).all()  # reference band not detected: no p(z)
+
+
+def test_predict_writes_outputs_and_to_qp_uses_the_runs_grid(tiny_run, sky_catalog, tmp_path):
+    cat, _ = sky_catalog
+    run = dz.load_run(tiny_run)
+    pz = run.predict(cat, out=tmp_path / "pz.hdf5")
+    assert qp.read(str(tmp_path / "pz.hdf5")).npdf == 200
+    run.predict(cat, out=tmp_path / "pz_hats", out_format="hats")
+    assert (tmp_path / "pz_hats" / "hats.properties").is_file()
+    ens = dz.to_qp(pz)
+    z_max = run.config.pz.z_max
+    assert ens.ancil["zmode"][0] == pytest.approx(z_max / 2)  # the placeholder's centre
+    with pytest.raises(dz.ConfigError, match="predictions are written as"):
+        run.predict(cat, out=tmp_path / "pz.csv")
