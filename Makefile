@@ -1,4 +1,6 @@
 # One-command set-up: `make run` starts the app, `make test` runs the whole suite.
+# The editable install is in compat mode: it puts the checkout on sys.path, so RAIL's
+# import_and_attach_all finds the deepz stages in the rail namespace package (rail/).
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -10,7 +12,7 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
-	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e . --config-settings editable_mode=compat
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -19,17 +21,17 @@ run: $(STAMP)
 
 test: $(STAMP)
 	bash scripts/install-browser.sh
-	$(PY) -m ruff check deepz_core app pages tests scripts
-	$(PY) -m ruff format --check deepz_core app pages tests scripts
+	$(PY) -m ruff check deepz_core app pages tests scripts rail
+	$(PY) -m ruff format --check deepz_core app pages tests scripts rail
 	$(PY) -m pytest
 
 lint: $(STAMP)
-	$(PY) -m ruff check deepz_core app pages tests scripts
-	$(PY) -m ruff format --check deepz_core app pages tests scripts
+	$(PY) -m ruff check deepz_core app pages tests scripts rail
+	$(PY) -m ruff format --check deepz_core app pages tests scripts rail
 
 format: $(STAMP)
-	$(PY) -m ruff format deepz_core app pages tests scripts
-	$(PY) -m ruff check --fix deepz_core app pages tests scripts
+	$(PY) -m ruff format deepz_core app pages tests scripts rail
+	$(PY) -m ruff check --fix deepz_core app pages tests scripts rail
 
 bench: $(STAMP)
 	$(PY) -m deepz_core bench
