@@ -45,9 +45,8 @@ def fresh(tmp_path_factory: pytest.TempPathFactory) -> Path:
     environment through a .pth file, so nothing is downloaded); returns its bin folder."""
     tmp = tmp_path_factory.mktemp("install")
     src, wheels = tmp / "src", tmp / "wheels"  # a copy: building writes build/ into the source
-    shutil.copytree(
-        ROOT / "deepz_core", src / "deepz_core", ignore=shutil.ignore_patterns("__pycache__")
-    )
+    for package in ("deepz_core", "rail"):  # rail: the RAIL stages (a namespace package)
+        shutil.copytree(ROOT / package, src / package, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, src / name)
     run = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation"]
@@ -117,3 +116,23 @@ def test_a_remote_dask_worker_predicts_with_the_installed_package(fresh, tmp_pat
     table = pq.read_table(work / "pz")
     assert table.num_rows == 300 and (work / "pz" / "_SUCCESS").exists()
     assert np.isfinite(table["zphot"].to_numpy()).any()
+
+
+RAIL_DISCOVERY = """
+import rail.stages
+from rail.core.stage import RailStage
+rail.stages.import_and_attach_all(silent=True)
+import rail.estimation.algos.deepz as stages
+print(stages.__file__)
+print(sorted(n for n in RailStage.pipeline_stages if n.startswith("Deepz")))
+"""
+
+
+def test_rail_finds_the_installed_stages(fresh, tmp_path) -> None:
+    """The wheel ships the RAIL stages into RAIL's namespace package (issue 20)."""
+    command = [str(fresh / "python"), "-c", RAIL_DISCOVERY]
+    done = subprocess.run(command, capture_output=True, text=True, env=_env(), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = done.stdout.splitlines()
+    assert str(fresh.parent) in out[-2] and str(ROOT) not in out[-2]
+    assert out[-1] == "['DeepzEstimator', 'DeepzInformer']"

@@ -4,8 +4,8 @@ share (mag = FLUXZP - 2.5 log10 flux; 23.9 = microJansky).
 
 Format readers hand each column's unit over in the meta under ``UNITS_KEY`` ({column: unit}); the
 catalogue takes its zero-point from the units of its flux and flux-error columns, checked against
-a FLUXZP header when there is one. Mixed or unknown units are refused, naming the columns: a
-catalogue in nJy read as microJansky would be 7.5 magnitudes off without a word.
+a FLUXZP header when there is one (counts need one). Mixed or unknown units are refused, naming
+the columns: a catalogue in nJy read as microJansky would be 7.5 magnitudes off without a word.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 
 from deepz_core.errors import CatalogError
 
+RELATIVE_UNITS = ("ct", "count", "counts", "adu", "dn", "electron", "electrons", "e-")
 UNITS_KEY = "_units"  # meta key of the {column: unit string} a format reader found
 ZP_TOLERANCE = 0.01  # mag: a FLUXZP header and a column unit agree within this
 # AB zero-points of the usual flux units: AB = -2.5 log10(f_nu / 1 erg s^-1 cm^-2 Hz^-1) - 48.60,
@@ -91,6 +92,12 @@ def column_units(meta: Mapping[str, Any]) -> dict[str, str]:
     return {str(k): str(v) for k, v in units.items() if str(v).strip()}
 
 
+def is_relative(unit: str) -> bool:
+    """Counts and other units without a flux scale (ct, ADU, DN, electrons): a FLUXZP header
+    calibrates them."""
+    return unit.strip().lower() in RELATIVE_UNITS
+
+
 def resolve_fluxzp(
     units: Mapping[str, str],
     flux_columns: Iterable[str],
@@ -99,29 +106,40 @@ def resolve_fluxzp(
 ) -> float | None:
     """The zero-point of the fluxes in ``flux_columns``: from their units (all the same; columns
     without a unit share it) and the FLUXZP header ``header_zp`` (None when absent), which must
-    agree; None when neither says. Raises CatalogError for mixed or unknown units, or a unit and a
-    FLUXZP that disagree."""
+    agree; counts (``is_relative``) need the header. None when neither says. Raises CatalogError
+    for mixed or unknown units, or a unit and a FLUXZP that disagree."""
+    if header_zp is not None and (
+        isinstance(header_zp, bool) or not isinstance(header_zp, int | float)
+    ):
+        raise CatalogError(f"{source}: header FLUXZP = {header_zp!r} is not a number")
     found: dict[str, list[str]] = {}
     for column in flux_columns:
         unit = units.get(column)
         if unit is None:
             continue
-        zp = unit_zeropoint(unit)
+        zp = "relative" if is_relative(unit) else unit_zeropoint(unit)
         if zp is None:
             known = ", ".join(UNIT_ZEROPOINTS)
             raise CatalogError(
                 f"{source}: column '{column}' has unit {unit!r}, not a flux density "
                 f"(known: {known}, or any astropy unit of Jy); fix its TUNIT or remove it"
             )
-        found.setdefault(f"{zp:.6g}", []).append(f"{column} [{unit}]")
+        found.setdefault(zp if isinstance(zp, str) else f"{zp:.6g}", []).append(
+            f"{column} [{unit}]"
+        )
     if len(found) > 1:
         shown = "; ".join(", ".join(cols[:2]) for cols in found.values())
         raise CatalogError(f"{source}: flux columns in mixed units ({shown}); convert to one unit")
+    if "relative" in found:
+        if header_zp is None:
+            raise CatalogError(
+                f"{source}: {found['relative'][0]} holds counts, which give no AB zero-point: "
+                "set the FLUXZP header (mag = FLUXZP - 2.5 log10 flux)"
+            )
+        return float(header_zp)
     zp = float(next(iter(found))) if found else None
     if header_zp is None:
         return zp
-    if isinstance(header_zp, bool) or not isinstance(header_zp, int | float):
-        raise CatalogError(f"{source}: header FLUXZP = {header_zp!r} is not a number")
     if zp is not None and abs(zp - float(header_zp)) > ZP_TOLERANCE:
         column = next(iter(found.values()))[0]
         raise CatalogError(

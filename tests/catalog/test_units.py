@@ -99,10 +99,17 @@ def test_mixed_unknown_and_disagreeing_units_are_refused(rng, tmp_path) -> None:
         t[name].unit = unit
     with pytest.raises(CatalogError, match=r"mixed units \(flux_g \[nJy\].*flux_r \[uJy\]"):
         Catalog.from_table(t)
-    t["flux_r"].unit = t["flux_error_r"].unit = "count"
-    with pytest.raises(CatalogError, match="'flux_r' has unit 'ct', not a flux density"):
+    t["flux_r"].unit = t["flux_error_r"].unit = "furlong"
+    with pytest.raises(CatalogError, match="'flux_r' has unit 'furlong', not a flux density"):
         Catalog.from_table(t)
-    t["flux_r"].unit = t["flux_error_r"].unit = "nJy"
+    for name in t.colnames[1:]:
+        t[name].unit = "count"
+    with pytest.raises(CatalogError, match=r"flux_g \[ct\] holds counts.*set the FLUXZP header"):
+        Catalog.from_table(t)
+    t.meta["FLUXZP"] = 30.0  # counts calibrated by the header
+    assert Catalog.from_table(t).fluxzp == 30.0
+    for name in t.colnames[1:]:
+        t[name].unit = "nJy"
     t.meta["FLUXZP"] = 23.9
     with pytest.raises(CatalogError, match=r"FLUXZP = 23.9 disagrees with the unit of flux_g"):
         Catalog.from_table(t)
