@@ -130,3 +130,23 @@ def resolve_catalog(choice: str | None) -> Path | None:
         return None
     path = canonical_path(choice)
     return path if path.exists() else None
+
+
+def catalog_display_name(path: Path | str) -> str:
+    """The name a person gave catalogue ``path`` (the Data page's 'Name' of an imported
+    catalogue), 'demo' for the cached demo mock, else the file name."""
+    path = Path(path)
+    stem = path.stem.removeprefix("catalog-")
+    if path.name.startswith("catalog-") and _KEY.match(stem):
+        try:
+            return str(json.loads(path.with_suffix(".json").read_text()).get("name") or stem[:8])
+        except (OSError, ValueError):
+            return stem[:8]
+    if path.parent.name == "sims" and path.name.startswith("paus-mock_n10000_s42_"):
+        return "demo"
+    return path.name
+
+
+def predictions_dir() -> Path:
+    """``data/predictions/``: one folder per catalogue predicted by the app (Predict page)."""
+    return home() / "data" / "predictions"

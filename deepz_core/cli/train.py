@@ -284,15 +284,57 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
         "predictions lack them",
     )
     p.add_argument("--out", required=True, help="report (.json)")
+    p.add_argument(
+        "--profile",
+        default="auto",
+        help="survey profile the metrics are judged by: narrow-band (E20: outliers |dz| > 0.02, "
+        "ODDS window 0.003), broad-band (outliers |dz| > 0.15, ODDS window 0.1), a JSON file "
+        "of a custom profile's fields, or auto (the one the predictions carry, else from "
+        "--catalog's bands, else narrow-band)",
+    )
+    p.add_argument(
+        "--mag-bins",
+        metavar="LO:HI:WIDTH",
+        help="magnitude bins of the per-magnitude metrics, e.g. 13:19:0.5 (default: 0.5-mag bins "
+        "spanning the data)",
+    )
+
+
+def parse_profile(text: str) -> object:
+    """--profile: None for auto, a standard name, or the fields in a JSON file."""
+    if text == "auto":
+        return None
+    path = Path(text)
+    if path.suffix.lower() == ".json":
+        if not path.is_file():
+            raise ConfigError(f"--profile {text!r}: no such file")
+        return json.loads(path.read_text())
+    return text
+
+
+def parse_mag_bins(text: str | None) -> object:
+    """--mag-bins LO:HI:WIDTH -> bin edges; None -> None (bins follow the data)."""
+    if text is None:
+        return None
+    try:
+        lo, hi, width = (float(v) for v in text.split(":"))
+    except ValueError:
+        raise ConfigError(f"--mag-bins must be LO:HI:WIDTH, e.g. 13:19:0.5, got {text!r}") from None
+    from deepz_core.pz.metrics import data_mag_edges
+
+    if not hi > lo:
+        raise ConfigError(f"--mag-bins: HI must be > LO, got {text!r}")
+    return data_mag_edges([], width, lo, hi)
 
 
 @command("evaluate", _evaluate_args)
 def _evaluate(args: argparse.Namespace) -> int:
-    """Metrics against spec-z: sigma68, strict outliers, bias, NMAD, PIT KS, CDE loss and the
-    ODDS-best-50% sigma68, overall and per magnitude bin. Training galaxies count only with their
+    """Metrics against spec-z: sigma68, outliers (by the survey profile's thresholds), bias, NMAD,
+    PIT KS, CDE loss and the ODDS-best-50% sigma68, overall and per magnitude bin. Training galaxies count only with their
     out-of-fold p(z) when the table has any."""
     from deepz_core.evaluation.report import evaluate_files
 
-    report = evaluate_files(args.pred, args.catalog, args.out)
+    profile, edges = parse_profile(args.profile), parse_mag_bins(args.mag_bins)
+    report = evaluate_files(args.pred, args.catalog, args.out, profile, edges)
     print(json.dumps(report["overall"]))
     return 0

@@ -160,6 +160,13 @@ def _write_chunks(tables: Iterator[pa.Table], tmp: Path) -> int:
     return n
 
 
+def write_parquet(tables: Iterator[pa.Table], out: Path | str) -> int:
+    """Stream Arrow tables (one schema) into the Parquet file ``out``, atomically; rows written."""
+    n = [0]
+    atomic_write(out, lambda tmp: n.__setitem__(0, _write_chunks(tables, tmp)))
+    return n[0]
+
+
 def predict_part(
     run_dir: str,
     catalog: str,

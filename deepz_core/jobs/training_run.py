@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from deepz_core.device import resolve_device
 from deepz_core.errors import ConfigError
 from deepz_core.files import atomic_write_json
 from deepz_core.nets.deepz import DeepzModel, ModelConfig, save_model
+from deepz_core.progress import reporting
 from deepz_core.pz.products import PzConfig
 from deepz_core.rundir import RunDir, load_checkpoint
 from deepz_core.training import pretrained
@@ -256,8 +258,9 @@ def record_outcome(run: RunDir, work: Callable[[], None]) -> None:
     """Run ``work`` with the run marked running; a cancel or a failure is written to its status
     (a failure is re-raised)."""
     try:
-        run.set_status("running", phase="setup", epoch=0)
-        work()
+        run.set_status("running", phase="setup", epoch=0, started=time.time())
+        with reporting(status_listener(run)):
+            work()
     except Cancelled as exc:
         run.log(str(exc))
         run.set_status("cancelled", message=str(exc))
@@ -265,6 +268,25 @@ def record_outcome(run: RunDir, work: Callable[[], None]) -> None:
         run.log(f"failed: {type(exc).__name__}: {exc}")
         run.set_status("failed", message=f"{type(exc).__name__}: {exc}")
         raise
+
+
+def status_listener(run: RunDir, every: float = 1.0) -> Callable[[str, int, int], None]:
+    """A progress listener (``deepz_core.progress.reporting``) that writes the current step of a
+    run (e.g. 'simulating sps galaxies', done, total, its start time) to its status, at most once
+    per ``every`` seconds between a step's first and last update; the Train page shows it."""
+    last, started = [0.0], {}
+
+    def listen(desc: str, done: int, total: int) -> None:
+        now = time.time()
+        if done == 0 or desc not in started:
+            started[desc] = now
+        if 0 < done < total and now - last[0] < every:
+            return
+        last[0] = now
+        fields = dict(step=desc, step_done=done, step_total=total, step_started=started[desc])
+        run.set_status("running", **fields)
+
+    return listen
 
 
 def _train(run: RunDir, config: RunConfig) -> None:
