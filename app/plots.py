@@ -410,3 +410,69 @@ def quality_curves(
     _panel_axes(fig, COMPLETENESS, outlier)
     fig.update_xaxes(range=[0, 1.02], row=2, col=1)
     return _finish(fig, title, height=600)
+
+
+# --- survey products of a predicted catalogue (Predict page) --------------------------------------
+
+
+def nz_figure(grid: np.ndarray, nz: np.ndarray, n: int, title: str | None = None) -> go.Figure:
+    """n(z) of a selection as its stacked p(z) (``deepz_core.evaluation.survey.stacked_nz``)."""
+    fig = go.Figure(
+        go.Scatter(
+            x=grid,
+            y=nz,
+            mode="lines",
+            name=f"stacked p(z) of {n:,} galaxies",
+            fill="tozeroy",
+            line={"color": "crimson", "width": 2},
+        )
+    )
+    fig.update_xaxes(title=Z, range=_support(grid, nz, pad=0.05) if n else None)
+    fig.update_yaxes(title="n(z) [per unit z, integrates to 1]", rangemode="tozero")
+    return _finish(fig, title or f"Redshift distribution n(z) ({n:,} galaxies)")
+
+
+def tomography_figure(
+    grid: np.ndarray, nz: np.ndarray, edges: np.ndarray, counts: np.ndarray
+) -> go.Figure:
+    """Each tomographic bin's n(z) (K, G) (stacked p(z) of the galaxies with z_p in the bin),
+    with the bins' z_p edges (K+1,) shaded: the tails show how far true redshifts leak out."""
+    fig = go.Figure()
+    for k in range(len(counts)):
+        color = COLORS[k % len(COLORS)]
+        fig.add_vrect(x0=edges[k], x1=edges[k + 1], fillcolor=color, opacity=0.08, line_width=0)
+        label = f"bin {k + 1}: {edges[k]:.2f} ≤ z<sub>p</sub> < {edges[k + 1]:.2f} ({counts[k]:,})"
+        fig.add_trace(_line(grid, nz[k], label, line={"color": color, "width": 2}))
+    top = nz.max(axis=0) if len(nz) else np.zeros_like(grid)
+    fig.update_xaxes(title=Z, range=_support(grid, top, pad=0.1) if top.max() > 0 else None)
+    fig.update_yaxes(title="n(z) of the bin [per unit z]", rangemode="tozero")
+    return _finish(fig, "Tomographic bins by photo-z: each bin's stacked p(z)", height=460)
+
+
+def sky_figure(
+    ra: np.ndarray, dec: np.ndarray, color: np.ndarray | None = None, max_points: int = MAX_POINTS
+) -> go.Figure:
+    """The galaxies on the sky: ra (increasing to the left, as on the sky) vs dec [deg], coloured
+    by ``color`` (the photo-z); binned (counts per cell) above ``max_points``."""
+    ra, dec = np.asarray(ra, float), np.asarray(dec, float)
+    ok = np.isfinite(ra) & np.isfinite(dec)
+    if ok.sum() > max_points:
+        counts, xe, ye = np.histogram2d(ra[ok], dec[ok], bins=200)
+        fig = go.Figure(
+            go.Heatmap(
+                x=0.5 * (xe[1:] + xe[:-1]),
+                y=0.5 * (ye[1:] + ye[:-1]),
+                z=np.where(counts > 0, counts, np.nan).T,
+                colorscale="Viridis",
+                colorbar={"title": "galaxies"},
+            )
+        )
+    else:
+        marker: dict[str, Any] = {"size": 4, "opacity": 0.7}
+        if color is not None:
+            c = np.asarray(color, float)[ok]
+            marker |= {"color": c, "colorscale": "Viridis", "colorbar": {"title": "z<sub>p</sub>"}}
+        fig = go.Figure(go.Scattergl(x=ra[ok], y=dec[ok], mode="markers", marker=marker))
+    fig.update_xaxes(title="right ascension [deg]", autorange="reversed")
+    fig.update_yaxes(title="declination [deg]", scaleanchor="x", scaleratio=1)
+    return _finish(fig, f"Sky positions ({int(ok.sum()):,} galaxies)", height=480)

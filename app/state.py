@@ -69,8 +69,18 @@ def set_query_value(key: str, value: str | None) -> None:
 
 
 def selected_catalog() -> str:
-    """'demo' or the key of an uploaded catalogue (default 'demo')."""
-    return query_value("catalog") or uploads.DEMO
+    """'demo' or the key of an uploaded catalogue: the address bar's, else this browser session's
+    last choice (kept when moving between pages), else the one chosen last on this server, else
+    'demo'."""
+    choice = query_value("catalog") or st.session_state.get("catalog") or uploads.last_catalog()
+    return choice or uploads.DEMO
+
+
+def select_catalog(choice: str) -> None:
+    """Make ``choice`` the catalogue every page uses (address bar, session, server)."""
+    set_query_value("catalog", choice)
+    st.session_state["catalog"] = choice
+    uploads.remember_catalog(choice)
 
 
 def catalog_path(choice: str | None = None) -> str | None:
@@ -687,3 +697,181 @@ def selection_name(source: str, window: float, threshold: float, mag_max: float 
 
 def sigma68_at(curve: dict, completeness: float) -> float:
     return analysis.sigma68_at(curve, completeness)
+
+
+# --- runs people can tell apart: cards (name, note, catalogue name, profile) ----------------------
+
+PROFILE_CHOICES = list(PROFILES)
+
+
+def default_profile(bands: tuple[str, ...]) -> SurveyProfile:
+    """The profile proposed for a catalogue with ``bands`` (narrow-band with >= 5 narrow bands)."""
+    from deepz_core.evaluation.profiles import profile_for_bands
+
+    return profile_for_bands(bands)
+
+
+def write_card(run: RunDir, card: dict) -> None:
+    """Write a new run's card: name, note, the catalogue's given name and its profile (a standard
+    profile's name, or a profile's fields)."""
+    fields = dict(card)
+    if isinstance(fields.get("profile"), str):
+        fields["profile"] = survey_profile(fields["profile"]).to_dict()
+    run.update_card(**fields)
+
+
+def catalog_name(path: str) -> str:
+    """The name a catalogue was given on the Data page ('demo' for the demo), else its file name."""
+    return uploads.catalog_display_name(path)
+
+
+def run_summary(run_id: str) -> tuple[dict, SurveyProfile | None]:
+    """(headline metrics, profile) of a finished run judged by its profile, the Results page's
+    numbers; ({}, None) when it has no predictions."""
+    try:
+        key = run_key(run_id)
+    except OSError:
+        return {}, None
+    prof = profile(key)
+    return results_stats(key, profile_json(prof)).get("summary", {}), prof
+
+
+DURATION_GUESS = {  # 2 CPU cores, no GPU: docs/benchmarks.md ("First result")
+    "smoke": "under a minute",
+    "quick": "about 8 minutes with a fresh pretraining, about 3 minutes when the pretrained "
+    "weights are reused (shipped for the demo's bands, or cached by an earlier run)",
+    "paper": "many hours on a CPU; about an hour on a GPU",
+}
+
+
+def expected_duration_text(preset: str) -> str:
+    """'Expected duration: ...' for a preset on this machine: the last such run here, else the
+    measured figure for 2 CPU cores."""
+    from deepz_core.jobs.status import clock, expected_duration
+
+    found = expected_duration(list_runs(runs_dir()), preset)
+    if found is not None:
+        seconds, basis = found
+        return f"Expected duration: about {clock(seconds)} (min:s), as {basis}."
+    return f"Expected duration on 2 CPU cores: {DURATION_GUESS.get(preset, 'unknown')}."
+
+
+# --- the Data page: magnitudes and band names (deepz_core.catalog.mapping) -----------------------
+
+
+def magnitude_bands(names: list[str]) -> tuple:
+    """(band, magnitude column, error column) of bands given as AB magnitudes."""
+    from deepz_core.catalog.mapping import guess_magnitude_bands
+
+    return guess_magnitude_bands(names)
+
+
+def flux_bands(names: list[str]) -> tuple:
+    """(band, flux column, error column) of bands given as fluxes."""
+    from deepz_core.catalog.mapping import guess_galaxy_mapping
+
+    return guess_galaxy_mapping(names).bands
+
+
+def magnitudes_supported() -> bool:
+    """Whether the core converts AB magnitudes to fluxes on import (``raw_columns(...,
+    magnitudes=True)``, the ecosystem issue's magnitude support)."""
+    import inspect
+
+    return "magnitudes" in inspect.signature(uploads.raw_columns).parameters
+
+
+def has_filter_curve(band: str) -> bool:
+    from deepz_core.sed.bands import has_band
+
+    return has_band(band)
+
+
+def band_suggestions(bands: list[str]) -> dict[str, tuple[str, ...]]:
+    """Known names for bands without a filter curve, per survey (``mapping.suggest_band_names``)."""
+    from deepz_core.catalog.mapping import suggest_band_names
+
+    return suggest_band_names(bands)
+
+
+def sps_prior(band_set_name: str):
+    """The SPS prior proposed for a band set (``simulate.sps.sps_config_for``)."""
+    from deepz_core.simulate.sps import sps_config_for
+
+    return sps_config_for(band_set_name)
+
+
+def narrow_band_count(bands) -> int:
+    from deepz_core.evaluation.profiles import narrow_band_count as count
+
+    return count(bands)
+
+
+# --- the Predict page ------------------------------------------------------------------------------
+
+
+def prediction_job(job_id: str | None) -> prediction_jobs.PredictionJob | None:
+    """The prediction job ``job_id`` (None if unknown)."""
+    return next((j for j in prediction_jobs_list() if j.job_id == job_id), None)
+
+
+def missing_bands(run_id: str, catalog_path: str) -> list[str]:
+    """The run's bands that catalogue ``catalog_path`` lacks (predicting needs every one)."""
+    from deepz_core.jobs.run import run_bands
+
+    bands = run_bands(RunDir(runs_dir() / check_run_id(run_id)))
+    have = set(catalog_summary(catalog_path).bands.bands)
+    return [b for b in bands if b not in have]
+
+
+def auto_import(path: str, filename: str) -> tuple[str | None, Report]:
+    """Import an uploaded photometric catalogue with the guessed column mapping (the Data page
+    maps columns by hand): (its catalogue key, the report); key None while problems remain."""
+    from deepz_core.catalog.mapping import guess_galaxy_mapping
+
+    cols = raw_tables(path)[0]
+    mapping = guess_galaxy_mapping(list(cols))
+    report = import_report(path, mapping.to_json())
+    if not report.ok:
+        return None, report
+    key = uploads.recipe_key({"inputs": [Path(path).name, mapping.to_json()], "predict": True})
+    target = uploads.canonical_path(key)
+    if not target.exists():
+        from deepz_core import write_catalog
+
+        cat = report.catalog
+        write_catalog(cat, target)
+        name = filename.split(".")[0]
+        uploads.write_note(key, {"name": name, "n": cat.n_galaxies, "bands": len(cat.bands)})
+    return key, report
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def prediction_sed(key: RunKey, ref_id: int) -> dict | None:
+    """The SED of galaxy ``ref_id`` from a prediction job's catalogue (None if absent)."""
+    cat = catalog(prediction_jobs.read_job(Path(key[0]))["catalog"])
+    rows = np.flatnonzero(cat.ref_id == int(ref_id))
+    return galaxy.sed(cat, int(rows[0])) if rows.size else None
+
+
+def catalogue_options() -> dict[str, str]:
+    """Choice key -> label: the demo and every imported catalogue, newest first."""
+    options = {uploads.DEMO: "Demo: PAUS-COSMOS-like mock (10,000 galaxies)"}
+    options.update({c.key: c.label for c in uploads.stored_catalogs()})
+    return options
+
+
+def save_upload(data: bytes, filename: str) -> str:
+    """An uploaded file stored once under data/uploads by content hash; its path."""
+    return str(uploads.save_upload(data, filename))
+
+
+def predictions_dir() -> Path:
+    return uploads.predictions_dir()
+
+
+def elapsed_eta(started: float | None, fraction: float) -> str:
+    """'1:05 elapsed, about 1:40 left' (``deepz_core.jobs.status.elapsed_eta``)."""
+    from deepz_core.jobs.status import elapsed_eta as text
+
+    return text(started, fraction)

@@ -150,3 +150,19 @@ def catalog_display_name(path: Path | str) -> str:
 def predictions_dir() -> Path:
     """``data/predictions/``: one folder per catalogue predicted by the app (Predict page)."""
     return home() / "data" / "predictions"
+
+
+def remember_catalog(choice: str) -> None:
+    """Remember the catalogue chosen last (``data/last_catalog.json``), for new browser tabs."""
+    atomic_write_json(home() / "data" / "last_catalog.json", {"catalog": choice})
+
+
+def last_catalog() -> str | None:
+    """The catalogue chosen last on this server, if it still exists ('demo' always does)."""
+    try:
+        choice = json.loads((home() / "data" / "last_catalog.json").read_text()).get("catalog")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if choice == DEMO or resolve_catalog(choice) is not None:
+        return choice
+    return None

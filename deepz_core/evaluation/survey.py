@@ -124,8 +124,9 @@ def stacked_nz(
 def equal_count_edges(
     zphot: np.ndarray, n_bins: int, z_min: float | None = None, z_max: float | None = None
 ) -> np.ndarray:
-    """(n_bins+1,) photo-z edges holding about equal numbers of galaxies between ``z_min`` and
-    ``z_max`` (default: the range of the finite ``zphot`` (N,)).
+    """(K+1,) photo-z edges holding about equal numbers of galaxies between ``z_min`` and
+    ``z_max`` (default: the range of the finite ``zphot`` (N,)); K = ``n_bins`` unless many
+    galaxies share a photo-z (then edges that would coincide are merged: K < n_bins).
 
     >>> import numpy as np
     >>> from deepz_core.evaluation.survey import equal_count_edges
@@ -142,8 +143,8 @@ def equal_count_edges(
     if z.size == 0 or not hi > lo:
         return np.linspace(lo, max(hi, lo + 1e-3), n_bins + 1)
     inner = np.quantile(z, np.linspace(0, 1, n_bins + 1)[1:-1])
-    edges = np.concatenate([[lo], inner, [hi]])
-    return np.maximum.accumulate(edges)
+    edges = np.unique(np.concatenate([[lo], inner, [hi]]))
+    return edges if edges.size >= 2 else np.array([lo, lo + 1e-3])
 
 
 def tomographic_bins(
