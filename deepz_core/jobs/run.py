@@ -200,9 +200,9 @@ def train(
     out = Path(out)
     path = _catalog_path(catalog, out)
     train_options = {"device": device, "seed": seed, **(options or {})}
-    for name, value in (("repetitions", members), ("folds", folds)):
+    for field, value in (("repetitions", members), ("folds", folds)):
         if value is not None:
-            train_options[name] = value
+            train_options[field] = value
     config = run_config(str(path), None, pretrain, preset, ref_band, model, train_options)
     run, _ = open_run_folder(out, config)
     card = {"name": name, "note": note}

@@ -354,7 +354,10 @@ def test_template_fit_run_in_the_explorer(home, tmp_path, monkeypatch) -> None:
     at = _app("explorer.py", run="tfit-1", galaxy=str(cat.ref_id[2]))
     _ok(at)
     titles = [_title(c) for c in at.get("plotly_chart")]
-    assert "χ²(z) of the template fit" in titles and f"SED of {cat.ref_id[2]} and the best-fit model" in titles
+    assert (
+        "χ²(z) of the template fit" in titles
+        and f"SED of {cat.ref_id[2]} and the best-fit model" in titles
+    )
     sed = json.loads(at.get("plotly_chart")[2].proto.spec)
     assert any(t.get("name", "").startswith("best fit at z") for t in sed["data"])
     at = _app("dropping.py", run="tfit-1")
