@@ -733,7 +733,14 @@ def run_summary(run_id: str) -> tuple[dict, SurveyProfile | None]:
     except OSError:
         return {}, None
     prof = profile(key)
-    return results_stats(key, profile_json(prof)).get("summary", {}), prof
+    return headline(key, profile_json(prof)), prof
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def headline(key: RunKey, profile_key: str) -> dict:
+    """The run's point metrics judged by the profile ``profile_key`` (cheap: no figures)."""
+    prof = SurveyProfile.from_dict(json.loads(profile_key))
+    return analysis.headline(predictions(key), prof, window_odds(key, prof.odds_window))
 
 
 DURATION_GUESS = {  # 2 CPU cores, no GPU: docs/benchmarks.md ("First result")
@@ -752,7 +759,7 @@ def expected_duration_text(preset: str) -> str:
     found = expected_duration(list_runs(runs_dir()), preset)
     if found is not None:
         seconds, basis = found
-        return f"Expected duration: about {clock(seconds)} (min:s), as {basis}."
+        return f"Expected duration: about {clock(seconds)}, as {basis}."
     return f"Expected duration on 2 CPU cores: {DURATION_GUESS.get(preset, 'unknown')}."
 
 
@@ -871,7 +878,7 @@ def predictions_dir() -> Path:
 
 
 def elapsed_eta(started: float | None, fraction: float) -> str:
-    """'1:05 elapsed, about 1:40 left' (``deepz_core.jobs.status.elapsed_eta``)."""
+    """'1 min 05 s elapsed, about 1 min 40 s left' (``deepz_core.jobs.status.elapsed_eta``)."""
     from deepz_core.jobs.status import elapsed_eta as text
 
     return text(started, fraction)

@@ -7,8 +7,10 @@ The public Python API::
     cat = dz.read_catalog("w3.fits")            # or dz.Catalog.from_table(Table | DataFrame)
     run = dz.train(cat, out="runs/w3", preset="quick", pretrain="auto")
     pz = run.predict(other)                      # astropy Table, one row per input row
-    report = dz.evaluate(pz)
+    report = dz.evaluate(pz, profile="broad-band")  # thresholds of the survey (default: the run's)
     run = dz.load_run("runs/w3")                 # later, from another process or a Dask worker
+    nz = dz.stacked_nz(pz, pz["odds"] > 0.5)     # n(z) of a selection: its stacked p(z)
+    tomo = dz.tomographic_bins(pz, [0.2, 0.5, 0.8, 1.2])  # each photo-z bin's n(z)
 
 Everything else lives in the subpackages (catalog, pz, nets, training, inference, simulate,
 templatefit, evaluation, jobs, cli, ...); see docs/design.md.
@@ -18,7 +20,9 @@ from deepz_core.catalog.catalog import Catalog, Exposures
 from deepz_core.catalog.io import read_catalog, write_catalog
 from deepz_core.catalog.screen import FLAG_MEANINGS, PzFlag
 from deepz_core.errors import CatalogError, ConfigError, DeepzError, TrainingError
+from deepz_core.evaluation.profiles import SurveyProfile
 from deepz_core.evaluation.report import evaluate
+from deepz_core.evaluation.survey import stacked_nz, tomographic_bins
 from deepz_core.jobs.run import Run, load_run, train
 from deepz_core.simulate.cache import simulate as simulate_catalog
 
@@ -33,11 +37,14 @@ __all__ = [
     "Exposures",
     "PzFlag",
     "Run",
+    "SurveyProfile",
     "TrainingError",
     "evaluate",
     "load_run",
     "read_catalog",
     "simulate_catalog",
+    "stacked_nz",
+    "tomographic_bins",
     "train",
     "write_catalog",
 ]

@@ -78,7 +78,11 @@ def _metrics(stats: dict, threshold: float, curves: dict, prof) -> None:
     c[0].metric("ODDS threshold", f"{threshold:.3f}")
     c[1].metric("completeness", f"{stats.get('completeness', 0):.1%}")
     c[2].metric("σ68 of Δz/(1+z_s)", _number(stats.get("sigma68"), ".4f"))
-    c[3].metric(prof.outlier_label, _number(stats.get("outlier_fraction"), ".1%"))
+    c[3].metric(
+        prof.outlier_short,
+        _number(stats.get("outlier_fraction"), ".1%"),
+        help=f"{prof.outlier_label} of the selected galaxies with a spec-z",
+    )
     c[4].metric("selected (all galaxies)", f"{stats['n_selected']:,}")
     best = state.sigma68_at(curves["ODDS cut"], prof.target_fraction)
     text = f"Best {prof.target_fraction:.0%} by ODDS: σ68 = {best:.4f}"

@@ -138,8 +138,9 @@ def _table(key: state.RunKey, window: float) -> None:
     )
     rows = cols.pop("row")
     ids = pred.ref_id[rows]
+    table = pd.DataFrame(cols).style.format(na_rep="—", precision=4)  # no spec-z: —, not None
     st.dataframe(
-        pd.DataFrame(cols),
+        table,
         key="explorer_table",
         on_select=lambda: _on_table(ids),
         selection_mode="single-row",

@@ -65,9 +65,11 @@ def new_prediction() -> None:
         "Run", runs, index=runs.index(current), format_func=state.run_title, key="pred_run"
     )
     options = state.catalogue_options()
+    selected = state.selected_catalog()
     choice = c2.selectbox(
         "Catalogue",
         list(options),
+        index=list(options).index(selected) if selected in options else 0,
         format_func=options.get,
         key="pred_catalog",
         help="The demo and the catalogues imported on the Data page",

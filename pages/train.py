@@ -226,7 +226,7 @@ def network_choices(summary: CatalogSummary) -> dict:
 def card_inputs(bands: tuple[str, ...], catalog_label: str, key: str = "net") -> dict:
     """Name, note and survey profile of a new run (its card; all can be changed later)."""
     default = state.default_profile(bands)
-    c1, c2 = st.columns([2, 1])
+    c1, c2 = st.columns(2)
     name = c1.text_input(
         "Run name (optional)", key=f"run_name_{key}", placeholder="e.g. quick, no outliers"
     )
@@ -328,7 +328,7 @@ def show_summary(run: RunDir) -> None:
     """Headline out-of-fold metrics of a finished run (E20 Sec. 3.3), judged by its survey
     profile, the same numbers as the Results page."""
     summary, prof = state.run_summary(run.run_id)
-    labels = {"sigma68": "σ68", "outlier_fraction": prof.outlier_label}
+    labels = {"sigma68": "σ68", "outlier_fraction": prof.outlier_short}
     if prof.shows_catastrophic:
         labels["catastrophic_fraction"] = f"catastrophic (> {prof.catastrophic:g})"
     labels |= {"n": "galaxies scored", "bias": "bias", "nmad": "NMAD"}

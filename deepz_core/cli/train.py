@@ -338,3 +338,54 @@ def _evaluate(args: argparse.Namespace) -> int:
     report = evaluate_files(args.pred, args.catalog, args.out, profile, edges)
     print(json.dumps(report["overall"]))
     return 0
+
+
+def _weights_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--catalog", help="catalogue to pretrain for (default: the demo mock)")
+    p.add_argument("--preset", default="quick", choices=("quick", "paper", "smoke"))
+    p.add_argument("--seed", type=int, default=0, help="seed of the runs that will use them (0)")
+    p.add_argument(
+        "--out",
+        help="folder of the shipped weights (default: deepz_core/training/weights in the package)",
+    )
+
+
+@command("pretrain-weights", _weights_args)
+def _pretrain_weights(args: argparse.Namespace) -> int:
+    """Pretrain a catalogue's networks once (SPS 'auto', the preset's schedule, on the CPU) and
+    write the result as weights shipped with deepz: a later run of the same catalogue, preset and
+    seed with --pretrain auto starts from them (no simulation, no pretraining). Reuses a local
+    pretraining cache entry with the same key; shipped weights already there are ignored."""
+    import dataclasses
+    import os
+    import tempfile
+
+    from deepz_core.jobs.training_run import execute_run, open_run_folder, run_config
+    from deepz_core.simulate import demo_catalog_path
+    from deepz_core.training import pretrained
+
+    catalog = args.catalog or str(demo_catalog_path())
+    train = {"device": "cpu", "seed": args.seed}
+    config = run_config(catalog, None, "auto", args.preset, None, None, train)
+    config = dataclasses.replace(
+        config, train=dataclasses.replace(config.train, schedule=((0, 1e-3),))
+    )  # fine-tuning plays no part in the pretraining key
+    out = Path(args.out) if args.out else pretrained.SHIPPED
+    with tempfile.TemporaryDirectory() as tmp:
+        saved = {k: os.environ.get(k) for k in ("DEEPZ_PRETRAIN_CACHE", "DEEPZ_SHIPPED_WEIGHTS")}
+        os.environ.update(DEEPZ_PRETRAIN_CACHE="1", DEEPZ_SHIPPED_WEIGHTS=str(Path(tmp) / "none"))
+        try:
+            run, _ = open_run_folder(Path(tmp) / "run", config)
+            execute_run(run)
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        key = run.status().get("pretrain_key")
+        if run.status().get("state") != "finished" or not key:
+            raise ConfigError(f"pretraining did not finish: {run.status().get('message')}")
+        path = pretrained.ship(key, out)
+    print(json.dumps({"key": key, "file": str(path), "bytes": path.stat().st_size}))
+    return 0

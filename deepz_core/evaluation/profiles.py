@@ -36,6 +36,10 @@ class SurveyProfile(Config):
     the conventional 0.15, shown beside it; ``odds_window``: total width of the ODDS integral
     around the mode (E20 eq. 7: 0.003); ``target``: σ68 the best ``target_fraction`` of the
     galaxies should reach (PAUS: 0.0035), None for no target line.
+
+    >>> import deepz_core as dz
+    >>> dz.SurveyProfile(name="custom", outlier=0.05, odds_window=0.02, target=None).label
+    'custom: outliers |Δz|/(1+z) > 0.05, ODDS window ±0.01'
     """
 
     name: str = "narrow-band"
@@ -72,6 +76,12 @@ class SurveyProfile(Config):
         """'strict outliers (|Δz|/(1+z) > 0.02)' or 'outliers (|Δz|/(1+z) > 0.15)'."""
         strict = "strict " if self.outlier < self.catastrophic else ""
         return f"{strict}outliers (|Δz|/(1+z) > {self.outlier:g})"
+
+    @property
+    def outlier_short(self) -> str:
+        """'strict outliers > 0.02': the label of a metric tile (short, never cut)."""
+        strict = "strict " if self.outlier < self.catastrophic else ""
+        return f"{strict}outliers > {self.outlier:g}"
 
     @property
     def shows_catastrophic(self) -> bool:

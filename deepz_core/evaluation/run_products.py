@@ -145,14 +145,7 @@ def results_stats(
     }
     if not use.any():
         return out
-    d = metrics.dz(zp, zs)
-    out["summary"] = metrics.point_metrics(zp, zs, profile.outlier) | {
-        "catastrophic_fraction": metrics.outlier_fraction(d, profile.catastrophic)
-    }
-    score = pred.odds if odds is None else np.asarray(odds, float)
-    if np.isfinite(score[use]).all():
-        best = metrics.odds_curve(zp, zs, score[use], [profile.target_fraction], profile.outlier)
-        out["summary"]["best_sigma68"] = float(best["sigma68"][0])
+    out["summary"] = headline(pred, profile, odds)
     if pred.mag is not None and np.isfinite(pred.mag[use]).any():
         edges = metrics.data_mag_edges(pred.mag[use]) if mag_edges is None else mag_edges
         out["by_mag"] = metrics.binned_metrics(zp, zs, pred.mag[use], edges, profile.outlier)
@@ -166,6 +159,28 @@ def results_stats(
     top = int(metrics.spec_density(zs, train).max())
     edges = density_edges(top)
     out["spec_density"] = metrics.sigma68_vs_spec_density(zp, zs, train, 0.001, edges)
+    return out
+
+
+def headline(
+    pred: Predictions, profile: SurveyProfile | None = None, odds: np.ndarray | None = None
+) -> dict[str, Any]:
+    """Point metrics of the scored galaxies judged by ``profile``: n, sigma68, outlier fraction
+    (its threshold), catastrophic fraction, bias, NMAD, and σ68 of the best ``target_fraction``
+    by ``odds`` (N,) (default the stored column); {"n": 0} without scored galaxies."""
+    profile = profile or PROFILES["narrow-band"]
+    use = pred.scored & np.isfinite(pred.zphot)
+    if not use.any():
+        return {"n": 0}
+    zp, zs = pred.zphot[use], pred.zspec[use]
+    out = metrics.point_metrics(zp, zs, profile.outlier)
+    out["catastrophic_fraction"] = metrics.outlier_fraction(
+        metrics.dz(zp, zs), profile.catastrophic
+    )
+    score = pred.odds if odds is None else np.asarray(odds, float)
+    if np.isfinite(score[use]).all():
+        best = metrics.odds_curve(zp, zs, score[use], [profile.target_fraction], profile.outlier)
+        out["best_sigma68"] = float(best["sigma68"][0])
     return out
 
 

@@ -14,13 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 
 from deepz_core.errors import ConfigError
-from deepz_core.inference.predict import mixture_from_arrays
 from deepz_core.pz.products import PzConfig
-
-CHUNK = 5_000  # galaxies per p(z) block: (CHUNK, G) float64 ~ 60 MB on E20's grid
 
 
 @dataclass(frozen=True)
@@ -94,8 +90,9 @@ def stacked_nz(
     pred: Any, select: np.ndarray | None = None, grid: np.ndarray | None = None
 ) -> StackedNz:
     """n(z) of the galaxies ``select`` (a bool mask (N,) or row indices; default all) as the mean
-    of their p(z) on ``grid`` (default E20's 0..1.5 step 0.001). ``pred``: predictions from
-    ``Run.predict`` or a predictions file read as a Table (columns weights, means, stds).
+    of their p(z) on ``grid`` (default E20's 0..1.5 step 0.001; a uniform grid is fast, see
+    ``mixture_sum``). ``pred``: predictions from ``Run.predict`` or a predictions file read as a
+    Table (columns weights, means, stds).
 
     >>> import numpy as np
     >>> from deepz_core.evaluation.survey import stacked_nz
@@ -111,14 +108,101 @@ def stacked_nz(
     ok = np.isfinite(weights[rows]).all(1) & np.isfinite(means[rows]).all(1)
     ok &= np.isfinite(stds[rows]).all(1)
     rows, n_bad = rows[ok], int((~ok).sum())
-    total = np.zeros(g.size)
-    z = torch.as_tensor(g)
-    for s in range(0, rows.size, CHUNK):
-        r = rows[s : s + CHUNK]
-        mix = mixture_from_arrays(weights[r], means[r], stds[r])
-        total += mix.pdf_grid(z).sum(dim=0).numpy()
+    w, mu, sd = weights[rows].ravel(), means[rows].ravel(), stds[rows].ravel()
+    keep = w > 0
+    total = mixture_sum(w[keep], mu[keep], sd[keep], g)
     nz = total / rows.size if rows.size else total
     return StackedNz(grid=g, nz=nz, n=int(rows.size), n_no_pz=n_bad)
+
+
+NARROW = 5.0  # components narrower than this many grid steps are summed exactly
+LOG_SIGMA_STEP = 0.02  # spacing in ln(sigma) of the kernels wider components are spread over
+TAIL = 8.0  # Gaussians are summed out to this many sigma
+
+
+def mixture_sum(w: np.ndarray, mu: np.ndarray, sd: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """sum_k w_k N(z; mu_k, sd_k) on ``grid`` (G,) for K components (w, mu, sd (K,)).
+
+    A dense sum costs K x G exponentials (10,000 galaxies x 50 components on E20's grid: a minute
+    on two cores). On a uniform grid step dz this is done in ~1 s, to ~1e-4 of the peak: narrow
+    components (sd < 5 dz) exactly within 8 sd; wider ones deposited on the grid with their
+    offset from the nearest node to second order (a Taylor expansion of the Gaussian) and split
+    linearly in ln(sd) between kernels 2% apart, then each kernel is applied by FFT convolution.
+    A non-uniform grid gets the dense sum."""
+    out = np.zeros(grid.size)
+    if w.size == 0:
+        return out
+    step = np.diff(grid)
+    if not np.allclose(step, step[0], rtol=1e-6, atol=0):
+        return _dense(w, mu, sd, grid)
+    dz = float(step[0])
+    narrow = sd < NARROW * dz
+    out += _windowed(w[narrow], mu[narrow], sd[narrow], grid[0], dz, grid.size)
+    if (~narrow).any():
+        out += _by_kernels(w[~narrow], mu[~narrow], sd[~narrow], grid[0], dz, grid.size)
+    return out
+
+
+def _dense(w: np.ndarray, mu: np.ndarray, sd: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    out = np.zeros(grid.size)
+    for s in range(0, w.size, 2000):
+        u = (grid[None, :] - mu[s : s + 2000, None]) / sd[s : s + 2000, None]
+        pdf = np.exp(-0.5 * u * u) / (np.sqrt(2 * np.pi) * sd[s : s + 2000, None])
+        out += w[s : s + 2000] @ pdf
+    return out
+
+
+def _windowed(
+    w: np.ndarray, mu: np.ndarray, sd: np.ndarray, z0: float, dz: float, n: int
+) -> np.ndarray:
+    """Exact sum of narrow components at the grid nodes within TAIL sd of their means."""
+    out = np.zeros(n)
+    if w.size == 0:
+        return out
+    half = int(np.ceil(TAIL * sd.max() / dz))
+    offsets = np.arange(-half, half + 1)
+    for s in range(0, w.size, 20_000):
+        sl = slice(s, s + 20_000)
+        node = np.rint((mu[sl] - z0) / dz).astype(np.int64)[:, None] + offsets  # (k, 2h+1)
+        u = (z0 + node * dz - mu[sl, None]) / sd[sl, None]
+        val = w[sl, None] * np.exp(-0.5 * u * u) / (np.sqrt(2 * np.pi) * sd[sl, None])
+        inside = (node >= 0) & (node < n)
+        out += np.bincount(node[inside], weights=val[inside], minlength=n)
+    return out
+
+
+def _by_kernels(
+    w: np.ndarray, mu: np.ndarray, sd: np.ndarray, z0: float, dz: float, n: int
+) -> np.ndarray:
+    """Wide components: moments of their offsets deposited per kernel width, then convolved."""
+    from scipy.signal import fftconvolve
+
+    ln = np.log(sd) / LOG_SIGMA_STEP
+    lower = np.floor(ln).astype(np.int64)
+    frac = ln - lower
+    pad = int(np.ceil(TAIL * sd.max() / dz)) + 1
+    node = np.rint((mu - z0) / dz).astype(np.int64)
+    inside = (node >= -pad) & (node < n + pad)  # farther out: nothing reaches the grid
+    w, lower, frac, node = w[inside], lower[inside], frac[inside], node[inside]
+    delta = mu[inside] - (z0 + node * dz)  # |delta| <= dz / 2
+    index = node + pad
+    length = n + 2 * pad
+    out = np.zeros(length)
+    for level in np.unique(np.concatenate([lower, lower + 1])):
+        share = np.where(lower == level, 1 - frac, 0.0) + np.where(lower + 1 == level, frac, 0.0)
+        pick = share > 0
+        if not pick.any():
+            continue
+        sigma = float(np.exp(level * LOG_SIGMA_STEP))
+        x = np.arange(-int(np.ceil(TAIL * sigma / dz)), int(np.ceil(TAIL * sigma / dz)) + 1) * dz
+        f = np.exp(-0.5 * (x / sigma) ** 2) / (np.sqrt(2 * np.pi) * sigma)
+        kernels = (f, -x / sigma**2 * f, (x * x / sigma**4 - 1 / sigma**2) * f)
+        wk, dk, ik = w[pick] * share[pick], delta[pick], index[pick]
+        for order, kernel in enumerate(kernels):  # f(x - d) = f - d f' + d^2/2 f'' + ...
+            coeff = (-dk) ** order / (1, 1, 2)[order]
+            moment = np.bincount(ik, weights=wk * coeff, minlength=length)
+            out += fftconvolve(moment, kernel, mode="same")
+    return out[pad : pad + n]
 
 
 def equal_count_edges(

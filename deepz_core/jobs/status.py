@@ -47,17 +47,17 @@ def _phase_epochs(config: dict[str, Any]) -> list[tuple[str, int]]:
 
 
 def clock(seconds: float) -> str:
-    """'42 s', '3:05' (min:s) or '1:02:03' (h:min:s)."""
+    """'42 s', '3 min 05 s' or '1 h 02 min'."""
     seconds = max(int(round(seconds)), 0)
     if seconds < 60:
         return f"{seconds} s"
     h, rest = divmod(seconds, 3600)
     m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+    return f"{h} h {m:02d} min" if h else f"{m} min {s:02d} s"
 
 
 def elapsed_eta(started: float | None, fraction: float, now: float | None = None) -> str:
-    """'1:05 elapsed, about 1:40 left' from a start time [s since the epoch] and the fraction
+    """'1 min 05 s elapsed, about 1 min 40 s left' from a start time [s since the epoch] and the fraction
     done (a straight-line extrapolation); '' without a start time."""
     if not started:
         return ""
@@ -81,7 +81,7 @@ def _setup_progress(status: dict[str, Any]) -> tuple[float, str]:
 
 
 def _phase_eta(metrics: list[dict[str, Any]], phase: str, epoch: int, epochs: int) -> str:
-    """'0:40 for 4 epochs, about 2:10 left in this phase' from the epochs' recorded seconds."""
+    """'40 s for 4 epochs, about 2 min 10 s left in this phase' from the epochs' seconds."""
     rows = [r for r in metrics if r.get("phase") == phase and not r.get("cached")]
     seconds = [float(r.get("seconds") or 0.0) for r in rows]
     if not seconds:
@@ -93,8 +93,8 @@ def _phase_eta(metrics: list[dict[str, Any]], phase: str, epoch: int, epochs: in
 
 
 def run_progress(run: RunDir) -> tuple[float, str]:
-    """(fraction done, e.g. 'finetune epoch 12/50 — 0:40 for 12 epochs, about 2:10 left in this
-    phase') of a run; during set-up (simulating the pretraining set...) the step's own progress."""
+    """(fraction done, e.g. 'finetune epoch 12/50 — 40 s for 12 epochs, about 2 min 10 s left in
+    this phase') of a run; during set-up (simulating the pretraining set...) the step's own progress."""
     status = run.status()
     if status.get("state") == "finished":
         return 1.0, "finished"

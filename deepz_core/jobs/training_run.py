@@ -204,13 +204,15 @@ def record_screen(run: RunDir, features: Features) -> None:
         )
 
 
-def pretraining_simulation_path(config: RunConfig, features: Features) -> Path:
+def pretraining_simulation_path(
+    config: RunConfig, features: Features, simulate: bool = True
+) -> Path:
     """The SPS simulation file to pretrain on: simulated through the catalogue's bands ('auto',
-    cached) or the user's file."""
+    cached; with ``simulate=False`` only its path, nothing simulated) or the user's file."""
     if config.pretrain != "auto":
         return Path(config.pretrain)
     from deepz_core.sed.bands import has_band
-    from deepz_core.simulate import cached_simulation
+    from deepz_core.simulate import cached_simulation, cached_simulation_path
 
     missing = [b for b in features.bands if not has_band(b)]
     if missing:
@@ -219,7 +221,8 @@ def pretraining_simulation_path(config: RunConfig, features: Features) -> Path:
             "use --pretrain none or a simulation file"
         )
     train = config.train
-    return cached_simulation("sps", train.pretrain_n, features.bands, train.seed + 1)
+    where = cached_simulation if simulate else cached_simulation_path
+    return where("sps", train.pretrain_n, features.bands, train.seed + 1)
 
 
 def pretraining_simulation(config: RunConfig, features: Features) -> Catalog:
@@ -324,7 +327,10 @@ def _train(run: RunDir, config: RunConfig) -> None:
         train.eval_every,
         _validator(features, splits, device, magnitude),
     )
-    _run_phases(run, runner, phases, _pretrain_key(config, features, model))
+    key = _pretrain_key(config, features, model)
+    if key:
+        run.set_status("running", pretrain_key=key)  # ``deepz pretrain-weights`` ships it
+    _run_phases(run, runner, phases, key)
     save_model(
         model,
         run.path,
@@ -339,12 +345,33 @@ def _train(run: RunDir, config: RunConfig) -> None:
     run.log("finished")
 
 
+class LazySimulationBatches:
+    """Pretraining batches made on first use: a run that restores its pretraining from the cache
+    or the shipped weights never simulates (or reads) the pretraining set."""
+
+    def __init__(
+        self, config: RunConfig, features: Features, members: int, device, magnitude: bool
+    ) -> None:
+        self.args, self.batches = (config, features, members, device, magnitude), None
+
+    def epoch(self, *args, **kwargs):
+        if self.batches is None:
+            config, features, members, device, magnitude = self.args
+            sim = pretraining_simulation(config, features)
+            self.batches = simulation_batches(sim, features, members, device, magnitude)
+        return self.batches.epoch(*args, **kwargs)
+
+
 def _phases(config: RunConfig, features: Features, splits: Splits, device) -> list[Phase]:
     train, phases = config.train, []
     if config.pretrains:
-        sim = pretraining_simulation(config, features)
         magnitude = config.model_config(1, 1).magnitude_input
-        source = simulation_batches(sim, features, train.members, device, magnitude)
+        if config.pretrain == "auto":  # bands without filter curves fail now, not at epoch 1
+            pretraining_simulation_path(config, features, simulate=False)
+            source = LazySimulationBatches(config, features, train.members, device, magnitude)
+        else:
+            sim = pretraining_simulation(config, features)  # a file in other bands fails now
+            source = simulation_batches(sim, features, train.members, device, magnitude)
         phases.append(
             Phase(
                 "pretrain",
@@ -377,7 +404,7 @@ def _pretrain_key(config: RunConfig, features: Features, model: DeepzModel) -> s
     """Cache key of this run's pretraining (``deepz_core.training.pretrained``); None without one."""
     if not config.pretrains or not pretrained.cache_enabled():
         return None
-    path = pretraining_simulation_path(config, features)
+    path = pretraining_simulation_path(config, features, simulate=False)
     ident = path.name if config.pretrain == "auto" else pretrained.file_digest(path)
     device = next(model.parameters()).device.type
     stats = hashlib.sha256(b"".join(t.cpu().numpy().tobytes() for t in model.input_stats()))

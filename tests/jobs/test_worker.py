@@ -247,8 +247,8 @@ def test_set_up_progress_and_etas(tmp_path: Path, small_catalog: Path) -> None:
     from deepz_core.jobs.training_run import status_listener
     from deepz_core.progress import progress_bar, reporting
 
-    assert (clock(42), clock(185), clock(3723)) == ("42 s", "3:05", "1:02:03")
-    assert elapsed_eta(100.0, 0.25, now=160.0) == "1:00 elapsed, about 3:00 left"
+    assert (clock(42), clock(185), clock(3723)) == ("42 s", "3 min 05 s", "1 h 02 min")
+    assert elapsed_eta(100.0, 0.25, now=160.0) == "1 min 00 s elapsed, about 3 min 00 s left"
     assert elapsed_eta(None, 0.5) == ""
     run = tiny_run(tmp_path, "s", small_catalog)
     run.set_status("running", phase="setup", epoch=0)
