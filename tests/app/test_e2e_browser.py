@@ -166,6 +166,14 @@ def test_upload_train_explore_drop_cut_download(server, tmp_path: Path) -> None:
             page.get_by_role("button", name="Save and use this catalogue").click()
             _settle(page)
             _shot(page, "1_data")
+            page.get_by_text("Signal-to-noise per band").first.scroll_into_view_if_needed()
+            _shot(page, "1b_data_snr")
+
+            _nav(page, "Simulate")
+            _choose(page, "Band set", "sdss")
+            page.get_by_text("SPS prior").first.click()
+            _settle(page)
+            _shot(page, "1c_simulate_sdss")
 
             _nav(page, "Train")
             _choose(page, "Catalogue", "survey")
