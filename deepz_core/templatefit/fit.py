@@ -280,7 +280,7 @@ def explain_galaxy(
     the narrow-band scale k applied) and the name of the template with the largest coefficient."""
     cfg = cfg or TemplateFitConfig()
     check_catalog(cat, cfg)
-    cat = prepare_catalog(cat.select(np.arange(1)), cfg)
+    cat = robust_coadds(cat.select(np.arange(1)), cfg)
     flux, error = scaled_fluxes(cat, zero_points)
     cpu = torch.device("cpu")
     model = TemplateModel.build(tuple(cat.bands), cfg.z_grid(), cpu, cfg.template_set)
