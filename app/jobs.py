@@ -177,3 +177,21 @@ def check_device(device: str) -> None:
 
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device {device!r}: no CUDA GPU is visible here; choose auto or cpu")
+
+
+def start_prediction(
+    root: Path, run_dir: Path, catalog: str, catalog_name: str, device: str = "auto"
+) -> Path:
+    """Start ``predict-job`` in the background: the finished run in ``run_dir`` predicts
+    ``catalog`` into a new job folder under ``root`` (``deepz_core.jobs.prediction``); its path."""
+    from deepz_core.jobs.prediction import create_prediction_job
+
+    folder = create_prediction_job(root, run_dir, catalog, catalog_name, device)
+    reap()
+    _spawn(["predict-job", "--job", str(folder)], folder / "log.txt")
+    return folder
+
+
+def cancel_prediction(folder: Path) -> None:
+    """Ask a prediction job to stop after its current chunk."""
+    (Path(folder) / "cancel").write_text(time.strftime("%Y-%m-%d %H:%M:%S"))

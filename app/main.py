@@ -21,6 +21,7 @@ PAGE_LIST = (
     ("explorer.py", "Galaxy explorer", ":material/travel_explore:"),
     ("dropping.py", "Exposure dropping", ":material/filter_alt:"),
     ("cuts.py", "Quality cuts", ":material/tune:"),
+    ("predict.py", "Predict", ":material/batch_prediction:"),
 )
 
 

@@ -23,7 +23,12 @@ ZP = "z<sub>p</sub> (photo-z: mode of p(z))"
 Z = "redshift z"
 MAG = "m<sub>AB</sub> [mag] (catalogue mag, else the reference band)"
 SIGMA = "σ<sub>68</sub> of Δz/(1+z<sub>s</sub>)"
-OUTF = "outlier fraction (|Δz|/(1+z<sub>s</sub>) > 0.02)"
+
+
+def outlier_title(outlier: float = OUTLIER) -> str:
+    return f"outlier fraction (|Δz|/(1+z<sub>s</sub>) > {outlier:g})"
+
+
 COMPLETENESS = "completeness (fraction of galaxies kept)"
 PZ = "p(z) [per unit z]"
 
@@ -50,9 +55,9 @@ def _two_panels(fig: go.Figure, x: Any, c: Mapping[str, Any], name: str, **kw: A
         fig.add_trace(trace, row=row, col=1)
 
 
-def _panel_axes(fig: go.Figure, x_title: str) -> None:
+def _panel_axes(fig: go.Figure, x_title: str, outlier: float = OUTLIER) -> None:
     fig.update_yaxes(title=SIGMA, row=1, col=1)
-    fig.update_yaxes(title=OUTF, row=2, col=1)
+    fig.update_yaxes(title=outlier_title(outlier), row=2, col=1)
     fig.update_xaxes(title=x_title, row=2, col=1)
 
 
@@ -71,20 +76,24 @@ def _z_range(*arrays: np.ndarray) -> tuple[float, float]:
     return 0.0, max(hi * 1.05, 0.1)
 
 
-def _reference_lines(fig: go.Figure, lo: float, hi: float) -> None:
-    """The diagonal z_p = z_s and the strict-outlier bounds z_p = z_s ± 0.02 (1 + z_s)."""
+def _reference_lines(fig: go.Figure, lo: float, hi: float, outlier: float = OUTLIER) -> None:
+    """The diagonal z_p = z_s and the outlier bounds z_p = z_s ± outlier (1 + z_s)."""
     z = np.array([lo, hi])
     black = {"color": "black", "width": 1}
     fig.add_trace(_line(z, z, "z<sub>p</sub> = z<sub>s</sub>", line=black, hoverinfo="skip"))
     grey = {"color": "grey", "width": 1, "dash": "dash"}
     for sign in (1, -1):
-        y = z + sign * OUTLIER * (1 + z)
-        name = "outlier bounds ±0.02(1+z<sub>s</sub>)"
+        y = z + sign * outlier * (1 + z)
+        name = f"outlier bounds ±{outlier:g}(1+z<sub>s</sub>)"
         fig.add_trace(_line(z, y, name, showlegend=sign > 0, line=grey, legendgroup="bounds"))
 
 
 def density_heatmap(
-    zs: np.ndarray, zp: np.ndarray, bins: int | None = None, title: str | None = None
+    zs: np.ndarray,
+    zp: np.ndarray,
+    bins: int | None = None,
+    title: str | None = None,
+    outlier: float = OUTLIER,
 ) -> go.Figure:
     """z_p vs z_s as a 2-D histogram with a log10 colour scale (E20 Fig. D1); any number of points.
     Default bins: 2 sqrt(N) per axis, between 30 and 200."""
@@ -107,7 +116,7 @@ def density_heatmap(
             hovertemplate="z_s %{x:.3f}<br>z_p %{y:.3f}<br>N %{customdata:.0f}<extra></extra>",
         )
     )
-    _reference_lines(fig, lo, hi)
+    _reference_lines(fig, lo, hi, outlier)
     fig.update_xaxes(title=ZS, range=[lo, hi])
     fig.update_yaxes(title=ZP, range=[lo, hi])
     return _finish(fig, title or f"z<sub>p</sub> vs z<sub>s</sub> ({int(ok.sum()):,} galaxies)")
@@ -121,12 +130,14 @@ def zp_zs_scatter(
     color: np.ndarray | None = None,
     color_title: str = "ODDS",
     max_points: int = MAX_POINTS,
+    outlier: float = OUTLIER,
 ) -> go.Figure:
-    """Clickable z_p vs z_s scatter (Scattergl, ref_id in customdata); binned above ``max_points``.
-    ``highlight``: the ref_id to mark with a star."""
+    """Clickable z_p vs z_s scatter (Scattergl; the ref_id as text in customdata, so a 19-digit
+    id is shown exactly); binned above ``max_points``. ``highlight``: the ref_id to mark with a
+    star; ``outlier``: the outlier bounds drawn."""
     zs, zp, ids = np.asarray(zs, float), np.asarray(zp, float), np.asarray(ids)
     if len(zs) > max_points:
-        fig = density_heatmap(zs, zp)
+        fig = density_heatmap(zs, zp, outlier=outlier)
     else:
         marker: dict[str, Any] = {"size": 5, "opacity": 0.7}
         if color is not None:
@@ -136,14 +147,14 @@ def zp_zs_scatter(
                 x=zs,
                 y=zp,
                 mode="markers",
-                customdata=ids,
+                customdata=ids.astype(str),
                 marker=marker,
                 name="galaxies",
                 hovertemplate="ref_id %{customdata}<br>z_s %{x:.4f}<br>z_p %{y:.4f}<extra></extra>",
             )
         )
         lo, hi = _z_range(zs, zp)
-        _reference_lines(fig, lo, hi)
+        _reference_lines(fig, lo, hi, outlier)
         fig.update_xaxes(title=ZS, range=[lo, hi])
         fig.update_yaxes(title=ZP, range=[lo, hi])
         _finish(fig, f"z<sub>p</sub> vs z<sub>s</sub>: click a point ({len(zs):,} galaxies)")
@@ -159,16 +170,16 @@ def zp_zs_scatter(
     return fig
 
 
-def metrics_vs_mag(series: Mapping[str, Any]) -> go.Figure:
-    """σ68 and outlier fraction per magnitude bin, one line per run (E20 Fig. 2). ``series``: name ->
-    deepz_core.pz.metrics.BinnedMetrics."""
+def metrics_vs_mag(series: Mapping[str, Any], outlier: float = OUTLIER) -> go.Figure:
+    """σ68 and outlier fraction (|Δz|/(1+z_s) > ``outlier``) per magnitude bin, one line per run
+    (E20 Fig. 2). ``series``: name -> deepz_core.pz.metrics.BinnedMetrics."""
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08)
     for k, (name, b) in enumerate(series.items()):
         c = {"sigma68": b.sigma68, "outlier_fraction": b.outlier_fraction}
         style = {"color": COLORS[k % len(COLORS)]}
         hover = [f"N = {n}" for n in b.counts]
         _two_panels(fig, b.centers, c, name, line=style, mode="lines+markers", text=hover)
-    _panel_axes(fig, MAG)
+    _panel_axes(fig, MAG, outlier)
     return _finish(fig, "Scatter and outliers vs magnitude (E20 Fig. 2)", height=560)
 
 
@@ -264,9 +275,12 @@ def pz_figure(
     return _finish(fig, title or "p(z)")
 
 
-def sed_figure(s: Mapping[str, Any], title: str | None = None) -> go.Figure:
+def sed_figure(
+    s: Mapping[str, Any], title: str | None = None, model: Mapping[str, Any] | None = None
+) -> go.Figure:
     """Coadd fluxes ± errors of narrow and broad bands vs effective wavelength, single exposures as
-    small points. ``s``: the dict of ``deepz_core.evaluation.galaxy.sed``."""
+    small points. ``s``: the dict of ``deepz_core.evaluation.galaxy.sed``; ``model``: a best-fit
+    model's fluxes (B,) per band (``flux``) and its ``label``, drawn as open diamonds."""
     unit = "µJy" if abs(s.get("fluxzp", 23.9) - 23.9) < 1e-9 else f"AB zero-point {s.get('fluxzp')}"
     fig = go.Figure()
     if len(s["exp_flux"]):
@@ -298,6 +312,18 @@ def sed_figure(s: Mapping[str, Any], title: str | None = None) -> go.Figure:
                     error_y={"array": s["error"][pick]},
                 )
             )
+    if model is not None:
+        order = np.argsort(s["wavelength"])
+        fig.add_trace(
+            go.Scatter(
+                x=np.asarray(s["wavelength"])[order],
+                y=np.asarray(model["flux"])[order],
+                mode="lines+markers",
+                name=str(model.get("label", "model")),
+                line={"color": "orange", "width": 1},
+                marker={"symbol": "diamond-open", "size": 9, "color": "orange"},
+            )
+        )
     fig.update_xaxes(
         title="effective wavelength [Å]"
         if s.get("known", True)
@@ -305,6 +331,21 @@ def sed_figure(s: Mapping[str, Any], title: str | None = None) -> go.Figure:
     )
     fig.update_yaxes(title=f"flux [{unit}]")
     return _finish(fig, title or "SED")
+
+
+def chi2_figure(
+    z: np.ndarray, chi2: np.ndarray, z_best: float | None = None, zspec: float | None = None
+) -> go.Figure:
+    """chi2_min(z) of a template fit on the redshifts where it was solved (the search refines
+    near the minimum), with the best redshift and z_s marked (what eazy-py's viewer shows)."""
+    fig = go.Figure(
+        go.Scatter(x=z, y=chi2, mode="lines+markers", name="χ²<sub>min</sub>(z)", marker_size=3)
+    )
+    _vline(fig, z_best, "best fit", "bottom right", color="crimson", dash="solid", width=1)
+    _vline(fig, zspec, "z<sub>s</sub>")
+    fig.update_xaxes(title=Z)
+    fig.update_yaxes(title="χ² (minimum over templates)", type="log")
+    return _finish(fig, "χ²(z) of the template fit")
 
 
 def dropping_figure(
@@ -346,23 +387,92 @@ def quality_curves(
     target: float | None = 0.0035,
     current: Mapping[str, float] | None = None,
     title: str = "Quality cuts (E20 Fig. 9)",
+    outlier: float = OUTLIER,
+    target_fraction: float = 0.5,
 ) -> go.Figure:
-    """σ68 (top) and strict outlier fraction (bottom) vs completeness for each cut (dict of
-    deepz_core.pz.metrics.completeness_curve outputs); the PAUS target σ68 = 0.0035 for the best 50%;
-    ``current``: the selected cut (completeness, sigma68, outlier_fraction) as a marker."""
+    """σ68 (top) and outlier fraction (|Δz|/(1+z_s) > ``outlier``, bottom) vs completeness for
+    each cut (dict of deepz_core.pz.metrics.completeness_curve outputs); a σ68 ``target`` for the
+    best ``target_fraction`` (PAUS: 0.0035 for 50%; None: no line); ``current``: the selected cut
+    (completeness, sigma68, outlier_fraction) as a marker."""
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08)
     for k, (name, c) in enumerate(curves.items()):
         style = {"color": COLORS[k % len(COLORS)], "dash": "dash" if "optimal" in name else "solid"}
         _two_panels(fig, c["completeness"], c, name, line=style)
     if target is not None:
-        name = f"PAUS target σ68 = {target}(1+z), best 50%"
+        name = f"target σ68 = {target:g}(1+z), best {target_fraction:.0%}"
         dot = {"color": "black", "dash": "dot"}
         fig.add_trace(_line([0, 1], [target, target], name, line=dot), row=1, col=1)
-        fig.add_vline(x=0.5, line={"color": "grey", "dash": "dot", "width": 1})
+        fig.add_vline(x=target_fraction, line={"color": "grey", "dash": "dot", "width": 1})
     if current is not None and np.isfinite(current.get("sigma68", np.nan)):
         cut = {k: [current[k]] for k in ("sigma68", "outlier_fraction")}
         cross = {"symbol": "x", "size": 13, "color": "red"}
         _two_panels(fig, [current["completeness"]], cut, "your cut", mode="markers", marker=cross)
-    _panel_axes(fig, COMPLETENESS)
+    _panel_axes(fig, COMPLETENESS, outlier)
     fig.update_xaxes(range=[0, 1.02], row=2, col=1)
     return _finish(fig, title, height=600)
+
+
+# --- survey products of a predicted catalogue (Predict page) --------------------------------------
+
+
+def nz_figure(grid: np.ndarray, nz: np.ndarray, n: int, title: str | None = None) -> go.Figure:
+    """n(z) of a selection as its stacked p(z) (``deepz_core.evaluation.survey.stacked_nz``)."""
+    fig = go.Figure(
+        go.Scatter(
+            x=grid,
+            y=nz,
+            mode="lines",
+            name=f"stacked p(z) of {n:,} galaxies",
+            fill="tozeroy",
+            line={"color": "crimson", "width": 2},
+        )
+    )
+    fig.update_xaxes(title=Z, range=_support(grid, nz, pad=0.05) if n else None)
+    fig.update_yaxes(title="n(z) [per unit z, integrates to 1]", rangemode="tozero")
+    return _finish(fig, title or f"Redshift distribution n(z) ({n:,} galaxies)")
+
+
+def tomography_figure(
+    grid: np.ndarray, nz: np.ndarray, edges: np.ndarray, counts: np.ndarray
+) -> go.Figure:
+    """Each tomographic bin's n(z) (K, G) (stacked p(z) of the galaxies with z_p in the bin),
+    with the bins' z_p edges (K+1,) shaded: the tails show how far true redshifts leak out."""
+    fig = go.Figure()
+    for k in range(len(counts)):
+        color = COLORS[k % len(COLORS)]
+        fig.add_vrect(x0=edges[k], x1=edges[k + 1], fillcolor=color, opacity=0.08, line_width=0)
+        label = f"bin {k + 1}: {edges[k]:.2f} ≤ z<sub>p</sub> < {edges[k + 1]:.2f} ({counts[k]:,})"
+        fig.add_trace(_line(grid, nz[k], label, line={"color": color, "width": 2}))
+    top = nz.max(axis=0) if len(nz) else np.zeros_like(grid)
+    fig.update_xaxes(title=Z, range=_support(grid, top, pad=0.1) if top.max() > 0 else None)
+    fig.update_yaxes(title="n(z) of the bin [per unit z]", rangemode="tozero")
+    return _finish(fig, "Tomographic bins by photo-z: each bin's stacked p(z)", height=460)
+
+
+def sky_figure(
+    ra: np.ndarray, dec: np.ndarray, color: np.ndarray | None = None, max_points: int = MAX_POINTS
+) -> go.Figure:
+    """The galaxies on the sky: ra (increasing to the left, as on the sky) vs dec [deg], coloured
+    by ``color`` (the photo-z); binned (counts per cell) above ``max_points``."""
+    ra, dec = np.asarray(ra, float), np.asarray(dec, float)
+    ok = np.isfinite(ra) & np.isfinite(dec)
+    if ok.sum() > max_points:
+        counts, xe, ye = np.histogram2d(ra[ok], dec[ok], bins=200)
+        fig = go.Figure(
+            go.Heatmap(
+                x=0.5 * (xe[1:] + xe[:-1]),
+                y=0.5 * (ye[1:] + ye[:-1]),
+                z=np.where(counts > 0, counts, np.nan).T,
+                colorscale="Viridis",
+                colorbar={"title": "galaxies"},
+            )
+        )
+    else:
+        marker: dict[str, Any] = {"size": 4, "opacity": 0.7}
+        if color is not None:
+            c = np.asarray(color, float)[ok]
+            marker |= {"color": c, "colorscale": "Viridis", "colorbar": {"title": "z<sub>p</sub>"}}
+        fig = go.Figure(go.Scattergl(x=ra[ok], y=dec[ok], mode="markers", marker=marker))
+    fig.update_xaxes(title="right ascension [deg]", autorange="reversed")
+    fig.update_yaxes(title="declination [deg]", scaleanchor="x", scaleratio=1)
+    return _finish(fig, f"Sky positions ({int(ok.sum()):,} galaxies)", height=480)

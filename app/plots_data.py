@@ -13,9 +13,10 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 Y_TITLES = {  # what ``deepz_core.training.loop`` logs per epoch (mean over members and batches)
-    "pretrain": "loss: NLL [nats/galaxy] + autoencoder |dx|/err",
-    "finetune": "NLL [nats per galaxy]",
+    "pretrain": "NLL + autoencoder term<br>(simulated galaxies)",
+    "finetune": "NLL [nats/galaxy]<br>(training batches)",
 }
+HELDOUT = "held-out NLL [nats/galaxy]<br>(catalogue galaxies<br>never trained on)"
 LAYOUT = {"template": "plotly_white", "margin": {"l": 60, "r": 20, "t": 50, "b": 50}}
 
 
@@ -63,22 +64,53 @@ def snr_per_band(bands: Sequence[str], snr: np.ndarray, has_curve: np.ndarray) -
             hovertemplate="%{x}: median SNR %{y:.3g}<extra></extra>",
         )
     )
+    values, labels = log_ticks(snr[np.isfinite(snr) & (snr > 0)])
     fig.update_layout(
         title="Signal-to-noise per band (median, 16-84th percentiles; red: no filter curve)",
-        xaxis_title="band",
-        yaxis_title="SNR = flux / flux error",
-        yaxis={"type": "log", "dtick": 1},
-        height=360,
-        **LAYOUT,
+        xaxis={"title": "band", "tickangle": -60, "automargin": True},
+        yaxis={
+            "title": "SNR = flux / flux error",
+            "type": "log",
+            "tickvals": values,
+            "ticktext": labels,
+            "automargin": True,
+        },
+        height=420,
+        **{**LAYOUT, "margin": {"l": 70, "r": 20, "t": 50, "b": 90}},
     )
     return fig
 
 
+def log_ticks(values: np.ndarray) -> tuple[list[float], list[str]]:
+    """Tick positions 1, 2, 5 x 10^k covering ``values`` (> 0) and their plain labels ('0.5',
+    '20', '1000'): readable on a log axis, unlike plotly's default exponents."""
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values) & (values > 0)]
+    lo, hi = (values.min(), values.max()) if values.size else (1.0, 100.0)
+    ticks = [
+        m * 10.0**k
+        for k in range(int(np.floor(np.log10(lo))), int(np.ceil(np.log10(hi))) + 1)
+        for m in (1, 2, 5)
+    ]
+    ticks = [t for t in ticks if lo / 2.5 <= t <= hi * 2.5]
+    return ticks, [f"{t:g}" for t in ticks]
+
+
 def training_curves(curves: Mapping[str, Mapping[str, Sequence[float]]]) -> go.Figure:
-    """Training loss and held-out NLL (mean over members, min-max band) against epoch, one panel
-    per phase (``deepz_core.jobs.status.training_curves``)."""
+    """Per phase (columns): the training loss (top row; in pretraining NLL plus the autoencoder
+    term on simulated galaxies, so not comparable with an NLL) and the held-out NLL of the
+    catalogue's galaxies each member never trained on (bottom row: mean over members, min-max
+    band). ``curves``: ``deepz_core.jobs.status.training_curves``."""
     phases = list(curves) or ["finetune"]
-    fig = make_subplots(rows=1, cols=len(phases), subplot_titles=phases)
+    titles = [f"{p}: training loss" for p in phases] + [f"{p}: held-out NLL" for p in phases]
+    fig = make_subplots(
+        rows=2,
+        cols=len(phases),
+        subplot_titles=titles,
+        shared_xaxes=True,
+        vertical_spacing=0.14,
+        horizontal_spacing=0.16,
+    )
     for i, phase in enumerate(phases, start=1):
         c = curves.get(phase, {})
         fig.add_scatter(
@@ -99,7 +131,7 @@ def training_curves(curves: Mapping[str, Mapping[str, Sequence[float]]]) -> go.F
                 opacity=0.2,
                 hoverinfo="skip",
                 name=f"{phase}: held-out NLL range over members",
-                row=1,
+                row=2,
                 col=i,
             )
             fig.add_scatter(
@@ -107,10 +139,14 @@ def training_curves(curves: Mapping[str, Mapping[str, Sequence[float]]]) -> go.F
                 y=c["val_mean"],
                 mode="lines+markers",
                 name=f"{phase}: held-out NLL (mean over members)",
-                row=1,
+                row=2,
                 col=i,
             )
-        fig.update_xaxes(title_text="epoch", row=1, col=i)
+        fig.update_xaxes(title_text="epoch", row=2, col=i)
         fig.update_yaxes(title_text=Y_TITLES.get(phase, "loss"), row=1, col=i)
-    fig.update_layout(height=380, legend={"orientation": "h", "y": -0.25}, **LAYOUT)
+        fig.update_yaxes(title_text=HELDOUT, row=2, col=i)
+    fig.update_yaxes(automargin=True, title_font_size=11)
+    fig.update_annotations(font_size=12)
+    layout = {**LAYOUT, "margin": {"l": 90, "r": 20, "t": 50, "b": 50}}
+    fig.update_layout(height=560, legend={"orientation": "h", "y": -0.15}, **layout)
     return fig

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import streamlit as st
 
 from deepz_core.catalog import uploads
@@ -25,9 +26,13 @@ from deepz_core.catalog.import_report import (
 )
 from deepz_core.catalog.io import read_catalog
 from deepz_core.catalog.mapping import GalaxyMapping
-from deepz_core.evaluation import galaxy
+from deepz_core.evaluation import galaxy, survey
 from deepz_core.evaluation import run_products as analysis
+from deepz_core.evaluation.profiles import PROFILES, SurveyProfile, run_profile, survey_profile
+from deepz_core.experiments import report_reader as reports  # noqa: F401 (pages use state.reports)
+from deepz_core.jobs import prediction as prediction_jobs
 from deepz_core.nets.deepz import DeepzModel, load_model, load_model_json
+from deepz_core.pz import metrics
 from deepz_core.pz.products import PzConfig
 from deepz_core.rundir import RunDir, check_run_id, list_runs, run_kind
 
@@ -64,8 +69,18 @@ def set_query_value(key: str, value: str | None) -> None:
 
 
 def selected_catalog() -> str:
-    """'demo' or the key of an uploaded catalogue (default 'demo')."""
-    return query_value("catalog") or uploads.DEMO
+    """'demo' or the key of an uploaded catalogue: the address bar's, else this browser session's
+    last choice (kept when moving between pages), else the one chosen last on this server, else
+    'demo'."""
+    choice = query_value("catalog") or st.session_state.get("catalog") or uploads.last_catalog()
+    return choice or uploads.DEMO
+
+
+def select_catalog(choice: str) -> None:
+    """Make ``choice`` the catalogue every page uses (address bar, session, server)."""
+    set_query_value("catalog", choice)
+    st.session_state["catalog"] = choice
+    uploads.remember_catalog(choice)
 
 
 def catalog_path(choice: str | None = None) -> str | None:
@@ -195,18 +210,30 @@ def select_analysis_run(run_id: str) -> None:
     set_query_value("run", run_id)
 
 
+INT64 = (-(2**63), 2**63 - 1)
+
+
+def parse_id(value: object) -> int | None:
+    """A galaxy id from text (or a number) as a Python int within int64; None if it is not one.
+    Ids travel as text: a 19-digit survey id is beyond a JavaScript number's 53 bits."""
+    try:
+        number = int(str(value).strip())
+    except (TypeError, ValueError):
+        return None
+    return number if INT64[0] <= number <= INT64[1] else None
+
+
 def selected_galaxy() -> int | None:
-    """ref_id from query "galaxy", else this tab's last choice; None if unset or not an integer."""
+    """ref_id from query "galaxy", else this tab's last choice; None if unset or not an id."""
     for value in (query_value("galaxy"), st.session_state.get("galaxy")):
-        try:
-            return int(value)
-        except (TypeError, ValueError):
-            continue
+        number = parse_id(value)
+        if number is not None:
+            return number
     return None
 
 
 def select_galaxy(ref_id: int) -> None:
-    st.session_state["galaxy"] = int(ref_id)
+    st.session_state["galaxy"] = str(int(ref_id))
     set_query_value("galaxy", str(int(ref_id)))
 
 
@@ -215,14 +242,29 @@ def run_key(run_id: str) -> RunKey:
     return str(path), (path / "predictions.fits").stat().st_mtime
 
 
+def predictions_file(folder: str | Path) -> Path:
+    """A run's ``predictions.fits``, or a prediction job's ``predictions.parquet``."""
+    fits = Path(folder) / "predictions.fits"
+    return fits if fits.exists() else Path(folder) / prediction_jobs.OUTPUT
+
+
+def job_key(job_id: str) -> RunKey:
+    """Cache key of a finished prediction job (Predict page): (folder, output mtime)."""
+    path = uploads.predictions_dir() / check_run_id(job_id)
+    return str(path), (path / prediction_jobs.OUTPUT).stat().st_mtime
+
+
 def run_pz(key: RunKey) -> PzConfig:
-    return PzConfig(**RunDir(Path(key[0])).config().get("pz", {}))
+    folder = Path(key[0])
+    if (folder / prediction_jobs.JOB_FILE).exists():
+        return PzConfig(**prediction_jobs.read_job(folder).get("pz", {}))
+    return PzConfig(**RunDir(folder).config().get("pz", {}))
 
 
 @st.cache_resource(max_entries=4, show_spinner="Reading predictions...")
 def predictions(key: RunKey) -> analysis.Predictions:
-    """The run's predictions as read-only arrays."""
-    return analysis.read_predictions(Path(key[0]) / "predictions.fits")
+    """The run's (or prediction job's) predictions as read-only arrays."""
+    return analysis.read_predictions(predictions_file(key[0]))
 
 
 @st.cache_resource(max_entries=2, show_spinner="Loading the model and the run's catalogue...")
@@ -235,9 +277,117 @@ def model_inputs(key: RunKey) -> tuple[DeepzModel, Catalog, Features]:
     return load_model(key[0]), cat, features
 
 
+# --- survey profiles (deepz_core.evaluation.profiles): one per run, in its card ---------------
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _profile(folder: str, card_mtime: float) -> dict:
+    from deepz_core.jobs.run import run_bands
+
+    run = RunDir(Path(folder))
+    try:
+        bands = run_bands(run)
+    except Exception:  # the run's catalogue is gone: its card, else the narrow-band default
+        bands = ()
+    return run_profile(run.card(), bands).to_dict()
+
+
+def run_folder(key: RunKey) -> Path:
+    """The run folder behind a cache key (a prediction job's run for a job folder)."""
+    folder = Path(key[0])
+    if (folder / prediction_jobs.JOB_FILE).exists():
+        return Path(prediction_jobs.read_job(folder)["run"])
+    return folder
+
+
+def profile(key: RunKey) -> SurveyProfile:
+    """The survey profile the run behind ``key`` is judged by (its card's, else from its bands)."""
+    folder = run_folder(key)
+    card = folder / "card.json"
+    return SurveyProfile.from_dict(
+        _profile(str(folder), card.stat().st_mtime if card.exists() else 0.0)
+    )
+
+
+def save_profile(key: RunKey, value: SurveyProfile) -> None:
+    """Store ``value`` as the run's profile (its card): every page then judges it by it."""
+    RunDir(run_folder(key)).update_card(profile=value.to_dict())
+
+
+def profile_editor(key: RunKey, widget_key: str) -> SurveyProfile:
+    """The run's profile with a popover to change it (narrow-band, broad-band or custom
+    thresholds); the choice is saved in the run's card and used on every page."""
+    current = profile(key)
+    box = st.popover(f"Survey profile: {current.name}", help=current.label)
+    names = list(PROFILES) + ["custom"]
+    name = box.radio("Profile", names, index=names.index(current.name), key=f"{widget_key}_name")
+    base = current if name == current.name else survey_profile(PROFILES.get(name, current))
+    c1, c2 = box.columns(2)
+    fields = {
+        "outlier": c1.number_input(
+            "outliers: |Δz|/(1+z) >",
+            0.001,
+            1.0,
+            base.outlier,
+            0.005,
+            format="%.3f",
+            key=f"{widget_key}_out_{name}",
+            disabled=name != "custom",
+        ),
+        "odds_window": c2.number_input(
+            "ODDS window (total width Δz)",
+            0.001,
+            1.0,
+            base.odds_window,
+            0.001,
+            format="%.3f",
+            key=f"{widget_key}_win_{name}",
+            disabled=name != "custom",
+        ),
+    }
+    target = c1.number_input(
+        "σ68 target (0: none)",
+        0.0,
+        1.0,
+        base.target or 0.0,
+        0.0005,
+        format="%.4f",
+        key=f"{widget_key}_tgt_{name}",
+        disabled=name != "custom",
+    )
+    chosen = (
+        survey_profile(name)
+        if name != "custom"
+        else SurveyProfile(name="custom", **fields, target=target or None)
+    )
+    box.caption(chosen.label + f"; catastrophic outliers |Δz|/(1+z) > {chosen.catastrophic:g}.")
+    if chosen != current and box.button("Use for this run", key=f"{widget_key}_save"):
+        save_profile(key, chosen)
+        st.rerun()
+    return current
+
+
+def profile_json(value: SurveyProfile) -> str:
+    """A small, hashable cache key of a profile."""
+    return json.dumps(value.to_dict(), sort_keys=True)
+
+
 @st.cache_data(max_entries=8, show_spinner="Computing statistics...")
-def results_stats(key: RunKey) -> dict:
-    return analysis.results_stats(predictions(key))
+def results_stats(key: RunKey, profile_key: str, mag_edges: tuple | None = None) -> dict:
+    """Results-page statistics judged by the profile ``profile_key`` (``profile_json``), with
+    magnitude bins ``mag_edges`` (None: bins that follow the data)."""
+    prof = SurveyProfile.from_dict(json.loads(profile_key))
+    edges = None if mag_edges is None else np.asarray(mag_edges, float)
+    odds = window_odds(key, prof.odds_window)
+    return analysis.results_stats(predictions(key), prof, edges, odds)
+
+
+def default_mag_edges(key: RunKey) -> np.ndarray | None:
+    """0.5-mag bins that follow the scored galaxies' magnitudes (None without magnitudes)."""
+    pred = predictions(key)
+    if pred.mag is None:
+        return None
+    return metrics.data_mag_edges(pred.mag[pred.scored])
 
 
 @st.cache_data(max_entries=8, show_spinner="Computing ODDS for this window...")
@@ -246,8 +396,9 @@ def window_odds(key: RunKey, window: float):
 
 
 @st.cache_data(max_entries=16, show_spinner="Computing quality-cut curves...")
-def cut_curves(key: RunKey, window: float, mag_max: float | None) -> dict:
-    return analysis.cut_curves(predictions(key), window_odds(key, window), mag_max)
+def cut_curves(key: RunKey, window: float, mag_max: float | None, outlier: float = 0.02) -> dict:
+    pred = predictions(key)
+    return analysis.cut_curves(pred, window_odds(key, window), mag_max, outlier=outlier)
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
@@ -257,16 +408,49 @@ def cut_threshold(key: RunKey, window: float, completeness: float, mag_max: floa
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
-def cut_stats(key: RunKey, window: float, threshold: float, mag_max: float | None) -> dict:
-    return analysis.cut_stats(predictions(key), window_odds(key, window), threshold, mag_max)
+def cut_stats(
+    key: RunKey, window: float, threshold: float, mag_max: float | None, outlier: float = 0.02
+) -> dict:
+    odds = window_odds(key, window)
+    return analysis.cut_stats(predictions(key), odds, threshold, mag_max, outlier)
+
+
+def selection_count(key: RunKey, window: float, threshold: float, mag_max: float | None) -> int:
+    """Galaxies (all, spec-z or not) passing ODDS >= threshold and the magnitude limit."""
+    odds = window_odds(key, window)
+    return int(analysis.selection_mask(predictions(key), odds, threshold, mag_max).sum())
+
+
+def selection_bytes(
+    key: RunKey, window: float, threshold: float, mag_max: float | None, fmt: str
+) -> bytes:
+    odds = window_odds(key, window)
+    pred = predictions(key)
+    return analysis.selection_bytes(pred, odds, threshold, window, mag_max, fmt)
+
+
+def explorer_table(
+    key: RunKey, window: float, mag_range, outliers: bool, odds_min: float, limit: int
+) -> tuple[dict, int]:
+    """The explorer's filtered table: ODDS for ``window``, outliers by the run's profile."""
+    odds = window_odds(key, window)
+    outlier = profile(key).outlier
+    pred = predictions(key)
+    return analysis.galaxy_table(pred, mag_range, outliers, odds_min, limit, outlier, odds)
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
-def galaxy_pz(key: RunKey, ref_id: int) -> dict | None:
-    """p(z) products of galaxy ``ref_id`` from the stored mixture; None if not in the run."""
+def galaxy_pz(key: RunKey, ref_id: int, window: float | None = None) -> dict | None:
+    """p(z) products of galaxy ``ref_id`` from the stored mixture, ODDS for ``window`` (default
+    the run's); None if not in the run."""
     pred = predictions(key)
     index = pred.index_of(ref_id)
-    return None if index is None else galaxy.galaxy_pz(pred, index, run_pz(key))
+    if index is None:
+        return None
+    out = galaxy.galaxy_pz(pred, index, run_pz(key), window)
+    if window is not None:
+        out["odds"] = float(window_odds(key, window)[index])
+    return out
 
 
 @st.cache_data(max_entries=32, show_spinner="Running the ensemble on this galaxy...")
@@ -300,36 +484,398 @@ def spread_study(key: RunKey, n: int, mag_lo: float | None, mag_hi: float | None
 NO_RUN = "No finished run yet: train one on the **Train** page, then come back here."
 NO_NETWORK = (
     "This page needs a finished DEEPZ network run; the finished template fits are on "
-    "the **Results** and **Quality cuts** pages. Train a network on the **Train** page."
+    "the **Results**, **Galaxy explorer** and **Quality cuts** pages. Train a network on the "
+    "**Train** page."
 )
+
+
+def run_kind_of(run_id: str) -> str:
+    """'deepz' or 'templatefit'."""
+    return run_kind(RunDir(runs_dir() / check_run_id(run_id)).config())
+
+
+def run_title(run_id: str) -> str:
+    """How a run is listed: its name (else id), the catalogue's given name, the preset."""
+    run = RunDir(runs_dir() / check_run_id(run_id))
+    try:
+        card, config = run.card(), run.config()
+    except (OSError, ValueError):
+        return run_id
+    catalogue = card.get("catalog_name") or uploads.catalog_display_name(config.get("catalog", "?"))
+    method = "template fit" if run_kind(config) == "templatefit" else config.get("preset", "?")
+    name = card.get("name")
+    return (
+        f"{name} — {catalogue}, {method} ({run_id})"
+        if name
+        else (f"{run_id} — {catalogue}, {method}")
+    )
+
+
+def run_catalog(run_id: str) -> str:
+    """The path of the catalogue a run was trained (or fitted) on."""
+    return str(RunDir(runs_dir() / check_run_id(run_id)).config().get("catalog", ""))
 
 
 def pick_analysis_run(key: str, kinds: tuple[str, ...] = ("deepz",)) -> str | None:
     """Run selectbox of the analysis pages (None, with an empty-state note, when none finished).
-    The explorer and dropping pages need a network ('deepz'); quality cuts take template fits too."""
+    Dropping needs a network ('deepz'); the explorer and quality cuts take template fits too.
+    A run asked for in the address bar that this page cannot show is named, never swapped
+    silently for another."""
     finished = finished_runs(kinds)
+    wanted = query_value("run")
+    if wanted and wanted not in finished and wanted in finished_runs():
+        st.warning(f"Run {wanted} is a {run_kind_of(wanted)} run, which this page cannot show.")
     if not finished:
         others = set(finished_runs()) - set(finished)
         st.info(NO_NETWORK if others else NO_RUN)
         return None
     current = analysis_run(finished)
     help_ = "Finished runs under runs/ (DEEPZ_HOME or the working directory), newest first."
-    run_id = st.selectbox("Run", finished, index=finished.index(current), key=key, help=help_)
+    run_id = st.selectbox(
+        "Run",
+        finished,
+        index=finished.index(current),
+        key=key,
+        help=help_,
+        format_func=run_title,
+    )
     select_analysis_run(run_id)
     return run_id
 
 
+def _step_galaxy(ids: np.ndarray, row: int, key: str) -> None:
+    """Select the galaxy at predictions row ``row`` (the stepper: by row, never by id + 1)."""
+    ref_id = int(ids[row])
+    select_galaxy(ref_id)
+    st.session_state[key] = str(ref_id)
+
+
+def _typed_galaxy(key: str) -> None:
+    number = parse_id(st.session_state.get(key))
+    if number is None:
+        st.session_state["galaxy_typo"] = str(st.session_state.get(key))
+    else:
+        select_galaxy(number)
+
+
 def pick_galaxy(pred: analysis.Predictions, key: str) -> int:
-    """ref_id number input kept in query "galaxy"; defaults to the first galaxy with a spec-z."""
+    """Galaxy chooser kept in query "galaxy": the ref_id as text (any int64, 19-digit survey ids
+    included: no JavaScript number on the way) and previous/next buttons that step by row in the
+    predictions (ids may have gaps); defaults to the first galaxy with a spec-z."""
+    typo = st.session_state.pop("galaxy_typo", None)
+    if typo is not None:
+        st.warning(f"{typo!r} is not a galaxy id (an integer): showing the last galaxy instead.")
     current = selected_galaxy()
-    if current is None or pred.index_of(current) is None:
+    index = None if current is None else pred.index_of(current)
+    if index is None:
         if current is not None:
             st.warning(f"Galaxy {current} is not in this run: showing another one.")
-        scored = pred.ref_id[pred.scored]
-        current = int(scored[0] if scored.size else pred.ref_id[0])
+        scored = np.flatnonzero(pred.scored)
+        index = int(scored[0]) if scored.size else 0
+        current = int(pred.ref_id[index])
     select_galaxy(current)
-    st.session_state[key] = current
-    lo, hi = int(pred.ref_id.min()), int(pred.ref_id.max())
-    on_change = lambda: select_galaxy(st.session_state[key])  # noqa: E731
-    st.number_input("Galaxy (ref_id)", lo, hi, step=1, key=key, on_change=on_change)
+    st.session_state[key] = str(current)
+    ids = pred.ref_id
+    c1, c2, c3, c4 = st.columns([1, 5, 1, 4], vertical_alignment="bottom")
+    c1.button(
+        "◀",
+        key=f"{key}_prev",
+        on_click=_step_galaxy,
+        args=(ids, max(index - 1, 0), key),
+        disabled=index == 0,
+        help="The previous galaxy in the catalogue's order",
+    )
+    c2.text_input("Galaxy (ref_id)", key=key, on_change=_typed_galaxy, args=(key,))
+    c3.button(
+        "▶",
+        key=f"{key}_next",
+        on_click=_step_galaxy,
+        args=(ids, min(index + 1, pred.n - 1), key),
+        disabled=index >= pred.n - 1,
+        help="The next galaxy in the catalogue's order",
+    )
+    c4.caption(f"row {index + 1:,} of {pred.n:,}")
     return current
+
+
+# --- template-fit runs in the explorer, survey products, prediction jobs -------------------------
+
+
+@st.cache_data(max_entries=16, show_spinner="Fitting the templates to this galaxy...")
+def templatefit_galaxy(key: RunKey, ref_id: int) -> dict | None:
+    """chi2(z), the best-fit model fluxes and template, and the SED of galaxy ``ref_id`` of a
+    template-fit run; None if not in its catalogue."""
+    from deepz_core.templatefit.config import TemplateFitConfig
+    from deepz_core.templatefit.fit import explain_galaxy, read_zero_points, zero_points_path
+
+    config = RunDir(Path(key[0])).config()
+    cat = catalog(config["catalog"])
+    rows = np.flatnonzero(cat.ref_id == int(ref_id))
+    if not rows.size:
+        return None
+    cfg = TemplateFitConfig.from_dict(config.get("templatefit", {}))
+    zp_file = zero_points_path(Path(key[0]) / "predictions.fits")
+    zp = read_zero_points(zp_file, tuple(cat.bands)) if zp_file.exists() else None
+    out = explain_galaxy(cat.select(rows[:1]), cfg, zp)
+    out["sed"] = galaxy.sed(cat, int(rows[0]))
+    return out
+
+
+@st.cache_data(max_entries=8, show_spinner="Stacking p(z)...")
+def stacked_nz(key: RunKey, window: float, threshold: float, mag_max: float | None):
+    """n(z) of the galaxies passing the cut, as their stacked p(z) (``survey.stacked_nz``)."""
+    pred = predictions(key)
+    mask = analysis.selection_mask(pred, window_odds(key, window), threshold, mag_max)
+    return survey.stacked_nz(pred, mask, run_pz(key).grid())
+
+
+def equal_count_edges(key: RunKey, n_bins: int, z_min: float, z_max: float) -> np.ndarray:
+    return survey.equal_count_edges(predictions(key).zphot, n_bins, z_min, z_max)
+
+
+@st.cache_data(max_entries=8, show_spinner="Stacking p(z) per tomographic bin...")
+def tomography(key: RunKey, edges: tuple, window: float, threshold: float, mag_max: float | None):
+    """Tomographic bins by photo-z ``edges`` of the galaxies passing the cut
+    (``survey.tomographic_bins``)."""
+    pred = predictions(key)
+    mask = analysis.selection_mask(pred, window_odds(key, window), threshold, mag_max)
+    return survey.tomographic_bins(pred, np.asarray(edges), mask, run_pz(key).grid())
+
+
+@st.cache_data(max_entries=4, show_spinner=False)
+def sky(key: RunKey) -> tuple[np.ndarray, np.ndarray] | None:
+    """(ra, dec) [deg] of the predicted galaxies when the catalogue had them, else None."""
+    table = analysis.read_plain_table(predictions_file(key[0]))
+    if not {"ra", "dec"} <= set(table.colnames):
+        return None
+    return np.asarray(table["ra"], float), np.asarray(table["dec"], float)
+
+
+def prediction_jobs_list() -> list[prediction_jobs.PredictionJob]:
+    return prediction_jobs.list_prediction_jobs(uploads.predictions_dir())
+
+
+# --- small wrappers, so that pages import app modules and deepz_core's public names only ---------
+
+
+def experiments_dir() -> Path:
+    """Where ``deepz experiments --out`` reports are looked for: $DEEPZ_HOME/experiments."""
+    return uploads.home() / "experiments"
+
+
+def mag_edges(lo: float, hi: float, width: float) -> tuple:
+    """Magnitude bin edges from ``lo`` to ``hi`` in steps of ``width`` (a hashable tuple)."""
+    return tuple(metrics.data_mag_edges([], width, lo, hi).tolist())
+
+
+def export_bytes(key: RunKey, fmt: str) -> bytes:
+    """All predictions of ``key`` as FITS, CSV or Parquet bytes (plain NaN, no masked columns)."""
+    return analysis.export_bytes(predictions_file(key[0]), None, fmt)
+
+
+def qp_bytes_function():
+    """``key -> bytes`` of the predictions as a qp file (HDF5), or None while deepz has no
+    ``to_qp`` (the qp export of the ecosystem issue)."""
+    import deepz_core
+
+    to_qp = getattr(deepz_core, "to_qp", None)
+    if to_qp is None:
+        return None
+
+    def make(key: RunKey) -> bytes:
+        import tempfile
+
+        table = analysis.read_plain_table(predictions_file(key[0]))
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "predictions.hdf5"
+            ensemble = to_qp(table)
+            ensemble.write_to(str(out))
+            return out.read_bytes()
+
+    return make
+
+
+def selection_name(source: str, window: float, threshold: float, mag_max: float | None) -> str:
+    """File stem of a cut's selection, named after its run (or catalogue) and the cut."""
+    return analysis.selection_name(source, window, threshold, mag_max)
+
+
+def sigma68_at(curve: dict, completeness: float) -> float:
+    return analysis.sigma68_at(curve, completeness)
+
+
+# --- runs people can tell apart: cards (name, note, catalogue name, profile) ----------------------
+
+PROFILE_CHOICES = list(PROFILES)
+
+
+def default_profile(bands: tuple[str, ...]) -> SurveyProfile:
+    """The profile proposed for a catalogue with ``bands`` (narrow-band with >= 5 narrow bands)."""
+    from deepz_core.evaluation.profiles import profile_for_bands
+
+    return profile_for_bands(bands)
+
+
+def write_card(run: RunDir, card: dict) -> None:
+    """Write a new run's card: name, note, the catalogue's given name and its profile (a standard
+    profile's name, or a profile's fields)."""
+    fields = dict(card)
+    if isinstance(fields.get("profile"), str):
+        fields["profile"] = survey_profile(fields["profile"]).to_dict()
+    run.update_card(**fields)
+
+
+def catalog_name(path: str) -> str:
+    """The name a catalogue was given on the Data page ('demo' for the demo), else its file name."""
+    return uploads.catalog_display_name(path)
+
+
+def run_summary(run_id: str) -> tuple[dict, SurveyProfile | None]:
+    """(headline metrics, profile) of a finished run judged by its profile, the Results page's
+    numbers; ({}, None) when it has no predictions."""
+    try:
+        key = run_key(run_id)
+    except OSError:
+        return {}, None
+    prof = profile(key)
+    return headline(key, profile_json(prof)), prof
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def headline(key: RunKey, profile_key: str) -> dict:
+    """The run's point metrics judged by the profile ``profile_key`` (cheap: no figures)."""
+    prof = SurveyProfile.from_dict(json.loads(profile_key))
+    return analysis.headline(predictions(key), prof, window_odds(key, prof.odds_window))
+
+
+DURATION_GUESS = {  # 2 CPU cores, no GPU: docs/benchmarks.md ("First result")
+    "smoke": "under a minute",
+    "quick": "about 8 minutes with a fresh pretraining, about 3 minutes when the pretrained "
+    "weights are reused (shipped for the demo's bands, or cached by an earlier run)",
+    "paper": "many hours on a CPU; about an hour on a GPU",
+}
+
+
+def expected_duration_text(preset: str) -> str:
+    """'Expected duration: ...' for a preset on this machine: the last such run here, else the
+    measured figure for 2 CPU cores."""
+    from deepz_core.jobs.status import clock, expected_duration
+
+    found = expected_duration(list_runs(runs_dir()), preset)
+    if found is not None:
+        seconds, basis = found
+        return f"Expected duration: about {clock(seconds)}, as {basis}."
+    return f"Expected duration on 2 CPU cores: {DURATION_GUESS.get(preset, 'unknown')}."
+
+
+# --- the Data page: magnitudes and band names (deepz_core.catalog.mapping) -----------------------
+
+
+def magnitude_bands(names: list[str]) -> tuple:
+    """(band, magnitude column, error column) of bands given as AB magnitudes."""
+    from deepz_core.catalog.mapping import guess_magnitude_bands
+
+    return guess_magnitude_bands(names)
+
+
+def flux_bands(names: list[str]) -> tuple:
+    """(band, flux column, error column) of bands given as fluxes."""
+    from deepz_core.catalog.mapping import guess_galaxy_mapping
+
+    return guess_galaxy_mapping(names).bands
+
+
+def has_filter_curve(band: str) -> bool:
+    from deepz_core.sed.bands import has_band
+
+    return has_band(band)
+
+
+def band_suggestions(bands: list[str]) -> dict[str, tuple[str, ...]]:
+    """Known names for bands without a filter curve, per survey (``mapping.suggest_band_names``)."""
+    from deepz_core.catalog.mapping import suggest_band_names
+
+    return suggest_band_names(bands)
+
+
+def sps_prior(band_set_name: str):
+    """The SPS prior proposed for a band set (``simulate.sps.sps_config_for``)."""
+    from deepz_core.simulate.sps import sps_config_for
+
+    return sps_config_for(band_set_name)
+
+
+def narrow_band_count(bands) -> int:
+    from deepz_core.evaluation.profiles import narrow_band_count as count
+
+    return count(bands)
+
+
+# --- the Predict page ------------------------------------------------------------------------------
+
+
+def prediction_job(job_id: str | None) -> prediction_jobs.PredictionJob | None:
+    """The prediction job ``job_id`` (None if unknown)."""
+    return next((j for j in prediction_jobs_list() if j.job_id == job_id), None)
+
+
+def missing_bands(run_id: str, catalog_path: str) -> list[str]:
+    """The run's bands that catalogue ``catalog_path`` lacks (predicting needs every one)."""
+    from deepz_core.jobs.run import run_bands
+
+    bands = run_bands(RunDir(runs_dir() / check_run_id(run_id)))
+    have = set(catalog_summary(catalog_path).bands.bands)
+    return [b for b in bands if b not in have]
+
+
+def auto_import(path: str, filename: str) -> tuple[str | None, Report]:
+    """Import an uploaded photometric catalogue with the guessed column mapping (the Data page
+    maps columns by hand): (its catalogue key, the report); key None while problems remain."""
+    from deepz_core.catalog.mapping import guess_galaxy_mapping
+
+    cols = raw_tables(path)[0]
+    mapping = guess_galaxy_mapping(list(cols))
+    report = import_report(path, mapping.to_json())
+    if not report.ok:
+        return None, report
+    key = uploads.recipe_key({"inputs": [Path(path).name, mapping.to_json()], "predict": True})
+    target = uploads.canonical_path(key)
+    if not target.exists():
+        from deepz_core import write_catalog
+
+        cat = report.catalog
+        write_catalog(cat, target)
+        name = filename.split(".")[0]
+        uploads.write_note(key, {"name": name, "n": cat.n_galaxies, "bands": len(cat.bands)})
+    return key, report
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def prediction_sed(key: RunKey, ref_id: int) -> dict | None:
+    """The SED of galaxy ``ref_id`` from a prediction job's catalogue (None if absent)."""
+    cat = catalog(prediction_jobs.read_job(Path(key[0]))["catalog"])
+    rows = np.flatnonzero(cat.ref_id == int(ref_id))
+    return galaxy.sed(cat, int(rows[0])) if rows.size else None
+
+
+def catalogue_options() -> dict[str, str]:
+    """Choice key -> label: the demo and every imported catalogue, newest first."""
+    options = {uploads.DEMO: "Demo: PAUS-COSMOS-like mock (10,000 galaxies)"}
+    options.update({c.key: c.label for c in uploads.stored_catalogs()})
+    return options
+
+
+def save_upload(data: bytes, filename: str) -> str:
+    """An uploaded file stored once under data/uploads by content hash; its path."""
+    return str(uploads.save_upload(data, filename))
+
+
+def predictions_dir() -> Path:
+    return uploads.predictions_dir()
+
+
+def elapsed_eta(started: float | None, fraction: float) -> str:
+    """'1 min 05 s elapsed, about 1 min 40 s left' (``deepz_core.jobs.status.elapsed_eta``)."""
+    from deepz_core.jobs.status import elapsed_eta as text
+
+    return text(started, fraction)

@@ -1,6 +1,7 @@
 """Run folders on disk: ``runs/<run-id>/`` with everything a page or a resumed job needs.
 
-config.json (what was asked), status.json (state, phase, epoch; written atomically), metrics.jsonl (one
+config.json (what was asked), card.json (what people call it: name, note, the catalogue's given
+name, the survey profile it is judged by; editable any time, never part of training), status.json (state, phase, epoch; written atomically), metrics.jsonl (one
 JSON line per epoch), log.txt, checkpoint.safetensors + checkpoint.json (model, optimiser and RNG
 states; never pickle), model.safetensors + model.json (final ensemble), splits.npz, predictions.
 """
@@ -23,6 +24,7 @@ from safetensors.torch import load_file, save_file
 from deepz_core.errors import ConfigError
 from deepz_core.files import atomic_write, atomic_write_json
 
+CARD_FIELDS = ("name", "note", "catalog_name", "profile")
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,80}$")
 STATES = ("queued", "running", "finished", "failed", "cancelled")
 
@@ -60,6 +62,24 @@ class RunDir:
 
     def config(self) -> dict[str, Any]:
         return json.loads(self.file("config.json").read_text())
+
+    def card(self) -> dict[str, Any]:
+        """The run's card (``card.json``): name, note, catalog_name, profile; {} when none."""
+        try:
+            card = json.loads(self.file("card.json").read_text())
+        except (FileNotFoundError, ValueError):
+            return {}
+        return card if isinstance(card, dict) else {}
+
+    def update_card(self, **fields: Any) -> dict[str, Any]:
+        """Set card fields (a None value removes the field); the card written, atomically."""
+        unknown = sorted(set(fields) - set(CARD_FIELDS))
+        if unknown:
+            raise ConfigError(f"run card: unknown fields {unknown}; known: {list(CARD_FIELDS)}")
+        card = {**self.card(), **fields}
+        card = {k: v for k, v in card.items() if v is not None}
+        atomic_write_json(self.file("card.json"), card)
+        return card
 
     def status(self) -> dict[str, Any]:
         try:

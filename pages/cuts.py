@@ -1,33 +1,37 @@
-"""Quality cuts (E20 Sec. 6.2, Fig. 9): σ68 and strict outlier fraction vs completeness for the ODDS
-cut and the optimal cut, the PAUS target, interactive cut controls and export of the selection."""
+"""Quality cuts (E20 Sec. 6.2, Fig. 9): σ68 and outlier fraction vs completeness for the ODDS cut and
+the optimal cut, the survey profile's target, interactive cut controls and export of the selection."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import streamlit as st
 
 from app import plots, state
-from deepz_core.evaluation import run_products as analysis
 
 st.title("Quality cuts")
 st.caption(
-    "ODDS = ∫ p(z) dz over mode ± window/2 (E20 eq. 7; paper window 0.003). Completeness = fraction "
-    "of the scored galaxies (spec-z, out-of-fold p(z)) brighter than the magnitude limit that pass "
-    "the cut. The optimal cut keeps the smallest |Δz|/(1+z_s) first, using the spec-z (a lower "
-    "limit). PAUS target: σ68 ≤ 0.0035(1+z) for the best 50%, i.e. σ68 of Δz/(1+z_s) ≤ 0.0035."
+    "ODDS = ∫ p(z) dz over mode ± window/2 (E20 eq. 7; paper window 0.003 for PAUS's narrow "
+    "bands; the run's survey profile sets the default). Completeness = fraction of the scored "
+    "galaxies (spec-z, out-of-fold p(z)) brighter than the magnitude limit that pass the cut. The "
+    "optimal cut keeps the smallest |Δz|/(1+z_s) first, using the spec-z (a lower limit)."
 )
 
 
-def _controls(pred: analysis.Predictions, default_window: float) -> dict:
+def _controls(key: state.RunKey, prof) -> dict:
+    pred = state.predictions(key)
     c1, c2, c3 = st.columns(3)
+    lo, hi = prof.window_range()
     window = c1.slider(
         "ODDS window width Δz",
-        0.001,
-        0.05,
-        float(np.clip(default_window, 0.001, 0.05)),
+        lo,
+        hi,
+        float(np.clip(prof.odds_window, lo, hi)),
         0.001,
         format="%.3f",
-        key="cuts_window",
+        key=f"cuts_window_{prof.name}",
+        help=f"The {prof.name} profile's window is {prof.odds_window:g} (±{prof.odds_window / 2:g})",
     )
     modes = ["target completeness", "ODDS threshold"] if pred.scored.any() else ["ODDS threshold"]
     how = c2.radio(
@@ -64,81 +68,115 @@ def _controls(pred: analysis.Predictions, default_window: float) -> dict:
     }
 
 
-def _metrics(stats: dict, threshold: float, curves: dict) -> None:
+def _number(x: float | None, fmt: str) -> str:
+    """'—' for a number that does not exist (e.g. σ68 of no galaxy)."""
+    return "—" if x is None or not math.isfinite(x) else format(x, fmt)
+
+
+def _metrics(stats: dict, threshold: float, curves: dict, prof) -> None:
     c = st.columns(5)
     c[0].metric("ODDS threshold", f"{threshold:.3f}")
     c[1].metric("completeness", f"{stats.get('completeness', 0):.1%}")
-    c[2].metric("σ68 of Δz/(1+z_s)", f"{stats.get('sigma68', np.nan):.4f}")
-    c[3].metric("outlier fraction", f"{stats.get('outlier_fraction', np.nan):.1%}")
+    c[2].metric("σ68 of Δz/(1+z_s)", _number(stats.get("sigma68"), ".4f"))
+    c[3].metric(
+        prof.outlier_short,
+        _number(stats.get("outlier_fraction"), ".1%"),
+        help=f"{prof.outlier_label} of the selected galaxies with a spec-z",
+    )
     c[4].metric("selected (all galaxies)", f"{stats['n_selected']:,}")
-    best = analysis.sigma68_at(curves["ODDS cut"], 0.5)
-    verdict = "meets" if best <= analysis.PAUS_TARGET else "misses"
-    st.caption(f"Best 50% by ODDS: σ68 = {best:.4f}, which {verdict} the PAUS target 0.0035(1+z).")
+    best = state.sigma68_at(curves["ODDS cut"], prof.target_fraction)
+    text = f"Best {prof.target_fraction:.0%} by ODDS: σ68 = {best:.4f}"
+    if prof.target is not None:
+        verdict = "meets" if best <= prof.target else "misses"
+        text += f", which {verdict} the target {prof.target:g}(1+z) of the {prof.name} profile"
+    st.caption(text + ".")
 
 
-def _export(pred: analysis.Predictions, odds: np.ndarray, threshold: float, c: dict) -> None:
+def _export(key: state.RunKey, run_id: str, threshold: float, c: dict, n_selected: int) -> None:
+    """Downloads of the selection, named after the run and the cut; disabled when it is empty."""
+    name = state.selection_name(run_id, c["window"], threshold, c["mag_max"])
+
     def rows(fmt: str):
-        return lambda: analysis.selection_bytes(
-            pred, odds, threshold, c["window"], c["mag_max"], fmt
-        )
+        return lambda: state.selection_bytes(key, c["window"], threshold, c["mag_max"], fmt)
 
+    empty = n_selected == 0
     c1, c2, _ = st.columns([1, 1, 3])
     c1.download_button(
         "Selected catalogue (FITS)",
         rows("fits"),
-        "selection.fits",
+        f"{name}.fits",
         "application/fits",
         key="cuts_fits",
         on_click="ignore",
+        disabled=empty,
     )
     c2.download_button(
         "Selected catalogue (CSV)",
         rows("csv"),
-        "selection.csv",
+        f"{name}.csv",
         "text/csv",
         key="cuts_csv",
         on_click="ignore",
+        disabled=empty,
     )
     st.caption(
-        "Both hold `odds_cut`, the ODDS for this window that the threshold applies to, and "
-        "the cut (FITS header / leading # lines); FITS holds the mixture parameters too, "
-        "CSV the per-galaxy columns only."
+        f"Files named `{name}.*`. Both hold `odds_cut`, the ODDS for this window that the "
+        "threshold applies to, and the cut (FITS header / leading # lines); FITS holds the "
+        "mixture parameters too, CSV the per-galaxy columns only."
     )
 
 
 @st.fragment
-def cut_panel(key: state.RunKey, default_window: float) -> None:
+def cut_panel(key: state.RunKey, run_id: str) -> None:
     """Controls, numbers, curves and export: reruns alone when a control moves."""
     try:
-        _panel(key, default_window)
+        _panel(key, run_id)
     except Exception as exc:  # a fragment rerun is outside main's try
         st.error(f"The quality cuts could not be computed: {type(exc).__name__}: {exc}")
 
 
-def _panel(key: state.RunKey, default_window: float) -> None:
-    pred = state.predictions(key)
-    c = _controls(pred, default_window)
-    curves = state.cut_curves(key, c["window"], c["mag_max"])
+def _nothing_selected(c: dict) -> None:
+    st.warning(
+        f"No galaxy has ODDS ≥ {c['value']:g} in a window of {c['window']:g}"
+        + ("" if c["mag_max"] is None else f" and m ≤ {c['mag_max']:g}")
+        + ": lower the threshold or widen the window. Nothing to download."
+    )
+
+
+def _panel(key: state.RunKey, run_id: str) -> None:
+    prof = state.profile(key)
+    c = _controls(key, prof)
+    curves = state.cut_curves(key, c["window"], c["mag_max"], prof.outlier)
     if curves["n"] == 0:
         st.info(
             "No scored galaxies (spec-z with out-of-fold p(z)) within this magnitude limit: "
             "no completeness, σ68 or curves. An ODDS threshold still selects galaxies."
         )
         if c["how"] == "ODDS threshold":
-            odds = state.window_odds(key, c["window"])
-            n = int(analysis.selection_mask(pred, odds, c["value"], c["mag_max"]).sum())
+            n = state.selection_count(key, c["window"], c["value"], c["mag_max"])
             st.metric("selected (all galaxies)", f"{n:,}")
-            _export(pred, odds, c["value"], c)
+            if n == 0:
+                _nothing_selected(c)
+            _export(key, run_id, c["value"], c, n)
         return
     if c["how"] == "ODDS threshold":
         threshold = c["value"]
     else:
         threshold = state.cut_threshold(key, c["window"], c["value"], c["mag_max"])
-    stats = state.cut_stats(key, c["window"], threshold, c["mag_max"])
-    _metrics(stats, threshold, curves)
+    stats = state.cut_stats(key, c["window"], threshold, c["mag_max"], prof.outlier)
+    if stats["n_selected"] == 0 or not math.isfinite(threshold):
+        _nothing_selected(c)
+        _export(key, run_id, threshold, c, 0)
+        return
+    _metrics(stats, threshold, curves, prof)
+    if stats["n_scored"] == 0:
+        st.info("None of the selected galaxies has a spec-z: no σ68 or outlier fraction for them.")
     shown = {k: v for k, v in curves.items() if k != "n"}
-    st.plotly_chart(plots.quality_curves(shown, analysis.PAUS_TARGET, stats), key="cuts_fig")
-    _export(pred, state.window_odds(key, c["window"]), threshold, c)
+    fig = plots.quality_curves(
+        shown, prof.target, stats, outlier=prof.outlier, target_fraction=prof.target_fraction
+    )
+    st.plotly_chart(fig, key="cuts_fig")
+    _export(key, run_id, threshold, c, stats["n_selected"])
 
 
 def main() -> None:
@@ -146,7 +184,8 @@ def main() -> None:
     if run_id is None:
         return
     key = state.run_key(run_id)
-    cut_panel(key, state.run_pz(key).odds_window)
+    state.profile_editor(key, "cuts_profile")
+    cut_panel(key, run_id)
 
 
 try:

@@ -12,7 +12,6 @@ from app import plots_data, state
 from deepz_core.catalog import uploads
 from deepz_core.catalog.import_report import Report, Source, source_fluxzp
 from deepz_core.catalog.io import write_catalog
-from deepz_core.catalog.magnitudes import magnitude_columns
 from deepz_core.catalog.mapping import (
     EXPOSURE_ALIASES,
     SPECZ_ALIASES,
@@ -64,7 +63,7 @@ def choose_catalogue() -> None:
     if right.button("Use the demo catalogue", disabled=choice == uploads.DEMO):
         choice = uploads.DEMO
     if choice != state.query_value("catalog"):
-        state.set_query_value("catalog", choice)
+        state.select_catalog(choice)
 
 
 def saved_upload(label: str, key: str, help_text: str) -> Path | None:
@@ -120,7 +119,33 @@ def galaxy_mapping(path: Path, names: list[str]) -> GalaxyMapping:
     )
     rows = edited.fillna("").astype(str).itertuples(index=False)
     bands = tuple((b.strip(), f, e) for b, f, e in rows if b.strip() or f or e)
-    return GalaxyMapping(ref_id, zspec, mag, bands)
+    return GalaxyMapping(ref_id, zspec, mag, rename_bands(bands, k))
+
+
+def rename_bands(bands: tuple, key: str) -> tuple:
+    """Offer known names for bands without a filter curve (FLUX_G -> sdss_g?), so that 'auto'
+    pretraining can simulate them; the bands with the chosen names."""
+    unknown = [b for b, _, _ in bands if b and not state.has_filter_curve(b)]
+    options = state.band_suggestions(unknown)
+    if not options:
+        return bands
+    keep = "keep the names (no filter curves: no 'auto' pretraining)"
+    labels = {
+        s: f"{s}: {', '.join(names[:3])}{' ...' if len(names) > 3 else ''}"
+        for s, names in options.items()
+    }
+    choice = st.selectbox(
+        f"{len(unknown)} band names have no filter curve; they look like the filters of",
+        [*options, keep],
+        format_func=lambda s: labels.get(s, s),
+        key=f"rename_{key}",
+        help="Known names let deepz simulate galaxies through the filters ('auto' "
+        "pretraining, template fits). Choose the survey the photometry comes from.",
+    )
+    if choice == keep:
+        return bands
+    rename = dict(zip(unknown, options[choice], strict=True))
+    return tuple((rename.get(b, b), f, e) for b, f, e in bands)
 
 
 def small_mapping(title: str, names: list[str], aliases: dict, key: str) -> dict[str, str | None]:
@@ -184,18 +209,30 @@ def import_section() -> None:
         show_error("This file cannot be imported", exc)
 
 
+def magnitude_offer(names: list[str]) -> dict:
+    """When the galaxies are given in AB magnitudes (mag_g, magerr_g...; 99 = non-detection):
+    offer the conversion to fluxes; the keyword arguments that ask for it ({} for none)."""
+    mags = state.magnitude_bands(names)
+    if not mags or state.flux_bands(names):
+        return {}
+    listed = ", ".join(m for _, m, _ in mags[:6]) + (" ..." if len(mags) > 6 else "")
+    convert = st.checkbox(
+        f"Convert the {len(mags)} magnitude bands ({listed}) to fluxes",
+        value=True,
+        key="convert_magnitudes",
+        help="AB magnitudes m ± dm become fluxes f = 10^(-0.4 (m - FLUXZP)) ± 0.4 ln10 f dm; "
+        "99 (or NaN) is a non-detection: flux 0 with the limiting magnitude's flux as its error "
+        "when a limit is known, else the band is unusable for that galaxy.",
+    )
+    return {"magnitudes": True} if convert else {}
+
+
 def mapping_section(gal: Path, exp: Path | None, spz: Path | None) -> None:
     cols, meta, inner = state.raw_tables(str(gal))
     st.success(f"Read {len(next(iter(cols.values())))} rows and {len(cols)} columns.")
-    mags = bool(magnitude_columns(list(cols))) and st.checkbox(
-        "Convert the AB magnitudes (mag_<band> with magerr_<band>) to fluxes",
-        value=not any(c.startswith("flux_") for c in cols),
-        key="mags",
-        help="99 = non-detection: flux 0 with the error of the 1-sigma limit in maglim_<band>; "
-        "-99 = not observed",
-    )
-    if mags:
-        cols, meta, inner = state.raw_tables(str(gal), "galaxies", True)
+    convert = magnitude_offer(list(cols))
+    if convert:
+        cols, meta, inner = state.raw_tables(str(gal), "galaxies", **convert)
     mapping = galaxy_mapping(gal, list(cols))
     zp = st.number_input(
         "AB zero-point of the fluxes (FLUXZP)",
@@ -224,14 +261,14 @@ def mapping_section(gal: Path, exp: Path | None, spz: Path | None) -> None:
         spz_json,
         float(zp),
     )
-    report = state.import_report(*args, magnitudes=mags)
+    report = state.import_report(*args, **convert)
     st.markdown("**Validation report**")
     show_report(report)
     if report.fixable and st.checkbox("Apply the fixes listed above", key="fix"):
-        report = state.import_report(*args, True, magnitudes=mags)
+        report = state.import_report(*args, True, **convert)
         show_report(report)
     if report.ok:
-        save_section(report, gal, (*args, mags) if mags else args)
+        save_section(report, gal, (*args, bool(convert)))
 
 
 def save_section(report: Report, gal: Path, args: tuple) -> None:
@@ -244,10 +281,11 @@ def save_section(report: Report, gal: Path, args: tuple) -> None:
     name = st.text_input("Name", value=original.split(".")[0], key="cat_name")
     if st.button("Save and use this catalogue", type="primary"):
         recipe = [Path(a).name if i in (0, 2, 4) and a else a for i, a in enumerate(args)]
+        recipe = recipe if recipe[-1] else recipe[:-1]  # unchanged keys without conversion
         key = uploads.recipe_key({"inputs": recipe, "fixed": report.dropped_galaxies})
         write_catalog(cat, uploads.canonical_path(key))
         uploads.write_note(key, {"name": name, "n": cat.n_galaxies, "bands": len(cat.bands)})
-        state.set_query_value("catalog", key)
+        state.select_catalog(key)
         st.session_state["flash"] = f"Saved {name!r}; it is now the selected catalogue."
         st.rerun()
 

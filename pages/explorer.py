@@ -1,8 +1,11 @@
 """Galaxy explorer: one galaxy's p(z) (ensemble, members, components, z_s, mode, ODDS window) and
-SED (coadds and single exposures); pick it by ref_id, from a filtered table or on the z_p-z_s plot."""
+SED (coadds and single exposures); for a template fit, chi2(z) and the best-fit template over the
+SED. Pick a galaxy by ref_id, step through the catalogue, or click it in a table or on the z_p-z_s
+plot. Ids are text all the way: a 19-digit survey id never passes through a JavaScript number."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -10,37 +13,29 @@ import pandas as pd
 import streamlit as st
 
 from app import plots, state
-from deepz_core.evaluation import run_products as analysis
 
 TABLE_ROWS = 2000
 
 st.title("Galaxy explorer")
 
 
+def _value(x: float | None, fmt: str) -> str:
+    """A number for a metric, '—' when it is missing (no spec-z, no magnitude...)."""
+    return "—" if x is None or not math.isfinite(x) else format(x, fmt)
+
+
 def _header(g: dict[str, Any]) -> None:
-    dz = g["dz"]
     cols = st.columns(6)
-    cols[0].metric("z_s (spec-z)", "—" if not np.isfinite(g["zspec"]) else f"{g['zspec']:.4f}")
-    cols[1].metric("z_p (mode)", f"{g['mode']:.4f}")
-    cols[2].metric("Δz/(1+z_s)", "—" if not np.isfinite(dz) else f"{dz:+.4f}")
-    cols[3].metric(f"ODDS (±{g['odds_window'] / 2:g})", f"{g['odds']:.3f}")
-    cols[4].metric("PIT", "—" if not np.isfinite(g["pit"]) else f"{g['pit']:.3f}")
-    cols[5].metric("m_AB [mag]", "—" if g["mag"] is None else f"{g['mag']:.2f}")
+    cols[0].metric("z_s (spec-z)", _value(g["zspec"], ".4f"))
+    cols[1].metric("z_p (mode)", _value(g["mode"], ".4f"))
+    cols[2].metric("Δz/(1+z_s)", _value(g["dz"], "+.4f"))
+    cols[3].metric(f"ODDS (±{g['odds_window'] / 2:g})", _value(g["odds"], ".3f"))
+    cols[4].metric("PIT", _value(g["pit"], ".3f"))
+    cols[5].metric("m_AB [mag]", _value(g["mag"], ".2f"))
 
 
-def _galaxy(key: state.RunKey, ref_id: int) -> None:
-    g = state.galaxy_pz(key, ref_id)
-    if g is None:
-        st.warning(f"Galaxy {ref_id} is not in this run.")
-        return
-    _header(g)
-    inputs, problem = None, None
-    try:
-        inputs = state.galaxy_inputs(key, ref_id)
-    except Exception as exc:  # e.g. the run's catalogue was moved: p(z) still shows
-        problem = f"{type(exc).__name__}: {exc}"
-    left, right = st.columns(2)
-    fig = plots.pz_figure(
+def _pz(g: dict[str, Any], ref_id: int, inputs: dict | None = None) -> Any:
+    return plots.pz_figure(
         g["grid"],
         g["pdf"],
         components=g["components"],
@@ -51,41 +46,82 @@ def _galaxy(key: state.RunKey, ref_id: int) -> None:
         members_used=None if inputs is None else inputs["members_used"],
         title=f"p(z) of {ref_id}",
     )
-    left.plotly_chart(fig, key="explorer_pz")
+
+
+def _network(key: state.RunKey, ref_id: int, g: dict[str, Any]) -> None:
+    inputs, problem = None, None
+    try:
+        inputs = state.galaxy_inputs(key, ref_id)
+    except Exception as exc:  # e.g. the run's catalogue was moved: p(z) still shows
+        problem = f"{type(exc).__name__}: {exc}"
+    left, right = st.columns(2)
+    left.plotly_chart(_pz(g, ref_id, inputs), key="explorer_pz")
     if inputs is None:
         right.warning(f"Members' p(z) and SED need the run's catalogue and model: {problem}")
     else:
         right.plotly_chart(plots.sed_figure(inputs["sed"], f"SED of {ref_id}"), key="explorer_sed")
 
 
-def _select(ref_id: Any) -> None:
-    if ref_id is not None:
-        state.select_galaxy(int(ref_id))
+def _template_fit(key: state.RunKey, ref_id: int, g: dict[str, Any]) -> None:
+    """p(z) and chi2(z) side by side, then the SED with the best-fit template (eazy-py's view)."""
+    left, right = st.columns(2)
+    left.plotly_chart(_pz(g, ref_id), key="explorer_pz")
+    try:
+        fit = state.templatefit_galaxy(key, ref_id)
+    except Exception as exc:  # e.g. the run's catalogue was moved: p(z) still shows
+        right.warning(f"chi2(z) and the SED need the run's catalogue: {type(exc).__name__}: {exc}")
+        return
+    if fit is None:
+        right.warning(f"Galaxy {ref_id} is not in the run's catalogue.")
+        return
+    fig = plots.chi2_figure(fit["z_chi2"], fit["chi2"], fit["z_best"], g["zspec"])
+    right.plotly_chart(fig, key="explorer_chi2")
+    model = {"flux": fit["model_flux"], "label": f"best fit at z = {fit['z_best']:.3f}"}
+    sed = plots.sed_figure(fit["sed"], f"SED of {ref_id} and the best-fit model", model)
+    st.plotly_chart(sed, key="explorer_sed")
+    st.caption(f"Dominant template of the best fit: {fit['template']}.")
+
+
+def _galaxy(key: state.RunKey, ref_id: int, kind: str, window: float) -> None:
+    g = state.galaxy_pz(key, ref_id, window)
+    if g is None:
+        st.warning(f"Galaxy {ref_id} is not in this run.")
+        return
+    _header(g)
+    if not math.isfinite(g["mode"]):
+        st.info(
+            f"Galaxy {ref_id} has no p(z): its photometry did not pass the screen (see the "
+            "`flag` column of the predictions download)."
+        )
+        return
+    if kind == "templatefit":
+        _template_fit(key, ref_id, g)
+    else:
+        _network(key, ref_id, g)
 
 
 def _on_table(ids: np.ndarray) -> None:
     rows = st.session_state["explorer_table"]["selection"]["rows"]
     if rows and rows[0] < len(ids):
-        _select(ids[rows[0]])
+        state.select_galaxy(int(ids[rows[0]]))
 
 
 def _on_scatter(ids: np.ndarray) -> None:
+    """The clicked point's galaxy, by its position in the plotted arrays (never a JS number)."""
     for point in st.session_state["explorer_scatter"]["selection"]["points"]:
-        custom = point.get("customdata")
-        custom = custom[0] if isinstance(custom, list) and custom else custom
-        if custom is None and point.get("curve_number") == 0 and "point_index" in point:
-            custom = ids[point["point_index"]]
-        if custom is not None:
-            return _select(custom)
+        if point.get("curve_number", 0) == 0 and "point_index" in point:
+            return state.select_galaxy(int(ids[point["point_index"]]))
 
 
-def _table(pred: analysis.Predictions) -> None:
+def _table(key: state.RunKey, window: float) -> None:
+    pred = state.predictions(key)
+    outlier = state.profile(key).outlier
     c1, c2, c3 = st.columns(3)
     mag_range = None
     if pred.mag is not None and np.isfinite(pred.mag).any():
         lo, hi = float(np.nanmin(pred.mag)), float(np.nanmax(pred.mag))
         mag_range = c1.slider("Magnitude range [AB mag]", lo, max(hi, lo + 0.01), (lo, hi), 0.1)
-    outliers = c2.checkbox("Outliers only (|Δz|/(1+z_s) > 0.02)", key="explorer_outliers")
+    outliers = c2.checkbox(f"Outliers only (|Δz|/(1+z_s) > {outlier:g})", key="explorer_outliers")
     odds_min = c3.slider(
         "ODDS ≥",
         0.0,
@@ -93,16 +129,18 @@ def _table(pred: analysis.Predictions) -> None:
         0.0,
         0.01,
         key="explorer_odds",
-        help="The run's stored ODDS (window of its p(z) settings, E20: 0.003); "
+        help=f"ODDS in the run's survey-profile window (±{window / 2:g}); "
         "other windows on the Quality cuts page",
     )
-    cols, n_match = analysis.galaxy_table(pred, mag_range, outliers, odds_min, TABLE_ROWS)
+    cols, n_match = state.explorer_table(key, window, mag_range, outliers, odds_min, TABLE_ROWS)
     st.caption(
         f"{n_match:,} galaxies match; showing {len(cols['ref_id']):,}. Click a row to show it."
     )
-    ids = cols["ref_id"]
+    rows = cols.pop("row")
+    ids = pred.ref_id[rows]
+    table = pd.DataFrame(cols).style.format(na_rep="—", precision=4)  # no spec-z: —, not None
     st.dataframe(
-        pd.DataFrame(cols),
+        table,
         key="explorer_table",
         on_select=lambda: _on_table(ids),
         selection_mode="single-row",
@@ -111,33 +149,36 @@ def _table(pred: analysis.Predictions) -> None:
     )
 
 
-def _scatter(pred: analysis.Predictions, ref_id: int) -> None:
-    idx = np.flatnonzero(pred.scored)
+def _scatter(key: state.RunKey, ref_id: int, window: float) -> None:
+    pred = state.predictions(key)
+    idx = np.flatnonzero(pred.scored & np.isfinite(pred.zphot))
     if not idx.size:
         st.info("No galaxies with a spec-z to plot.")
         return
     idx = idx[:: max(1, -(-idx.size // plots.MAX_POINTS))]  # every k-th: stays clickable (WebGL)
     ids = pred.ref_id[idx]
-    fig = plots.zp_zs_scatter(pred.zspec[idx], pred.zphot[idx], ids, ref_id, pred.odds[idx])
+    odds = state.window_odds(key, window)[idx]
+    outlier = state.profile(key).outlier
+    fig = plots.zp_zs_scatter(pred.zspec[idx], pred.zphot[idx], ids, ref_id, odds, outlier=outlier)
     st.plotly_chart(
         fig, key="explorer_scatter", on_select=lambda: _on_scatter(ids), selection_mode="points"
     )
 
 
 def main() -> None:
-    run_id = state.pick_analysis_run("explorer_run")
+    run_id = state.pick_analysis_run("explorer_run", state.ALL_KINDS)
     if run_id is None:
         return
     key = state.run_key(run_id)
-    pred = state.predictions(key)
-    ref_id = state.pick_galaxy(pred, "explorer_ref_id")
-    _galaxy(key, ref_id)
+    window = state.profile_editor(key, "explorer_profile").odds_window
+    ref_id = state.pick_galaxy(state.predictions(key), "explorer_ref_id")
+    _galaxy(key, ref_id, state.run_kind_of(run_id), window)
     st.subheader("Find a galaxy")
     tab_table, tab_plot = st.tabs(["Filtered table", "z_p vs z_s (click a point)"])
     with tab_table:
-        _table(pred)
+        _table(key, window)
     with tab_plot:
-        _scatter(pred, ref_id)
+        _scatter(key, ref_id, window)
 
 
 try:

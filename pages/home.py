@@ -20,6 +20,7 @@ STEPS = (
         "4. Results",
         "photo-z quality, p(z) of single galaxies, exposure dropping, cuts",
     ),
+    ("predict.py", "5. Predict", "apply a run to a new catalogue: n(z), tomography, downloads"),
 )
 
 
@@ -42,8 +43,8 @@ def latest_runs() -> None:
         return
     for run in runs:
         summary = run.status().get("summary", {})
-        sigma = f", sigma68 = {summary['sigma68']:.4f}" if "sigma68" in summary else ""
-        st.write(f"`{run.run_id}` — {run_state(run)}{sigma}")
+        sigma = f", σ68 = {summary['sigma68']:.4f}" if summary.get("sigma68") is not None else ""
+        st.write(f"{state.run_title(run.run_id)}: {run_state(run)}{sigma}")
 
 
 def demo_glance() -> None:

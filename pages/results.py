@@ -10,16 +10,14 @@ import pandas as pd
 import streamlit as st
 
 from app import plots, state
-from deepz_core.catalog import uploads
-from deepz_core.evaluation import run_products as analysis
-from deepz_core.experiments import report_reader as reports
 
 MAX_RUNS = 3
 
 st.title("Results")
 st.caption(
     "Δz/(1+z_s) with z_p the mode of p(z); σ68 = half the 15.9-84.1 percentile range of Δz/(1+z_s); "
-    "strict outliers |Δz|/(1+z_s) > 0.02. Scored galaxies: those with a spec-z; a DEEPZ run scores "
+    "outliers by the survey profile (narrow-band: E20's strict |Δz|/(1+z_s) > 0.02; broad-band: "
+    "the conventional 0.15). Scored galaxies: those with a spec-z; a DEEPZ run scores "
     "each with the networks that never trained on it (out of fold); a template fit that calibrates "
     "zero-points calibrates them on all of them (in sample, slightly optimistic)."
 )
@@ -34,48 +32,74 @@ def _chosen(finished: list[str]) -> list[str]:
     return wanted or [state.analysis_run(finished)]
 
 
-def _summary_table(stats: dict[str, dict]) -> None:
+def _summary_table(stats: dict[str, dict], prof) -> None:
     rows = []
+    outliers = prof.outlier_label
+    best = f"σ68 of the best {prof.target_fraction:.0%} by ODDS"
     for run_id, s in stats.items():
         m, ks = s["summary"], s.get("pit_ks", (float("nan"), float("nan")))
-        rows.append(
-            {
-                "run": run_id,
-                "scored galaxies": m.get("n", 0),
-                "all galaxies": s["n_total"],
-                "σ68": m.get("sigma68"),
-                "outlier fraction": m.get("outlier_fraction"),
-                "bias (median Δz/(1+z_s))": m.get("bias"),
-                "NMAD": m.get("nmad"),
-                "PIT KS D": ks[0],
-                "PIT KS p-value": ks[1],
-            }
-        )
+        row = {
+            "run": state.run_title(run_id),
+            "scored galaxies": m.get("n", 0),
+            "all galaxies": s["n_total"],
+            "σ68": m.get("sigma68"),
+            outliers: m.get("outlier_fraction"),
+        }
+        if prof.shows_catastrophic:
+            row[f"catastrophic (> {prof.catastrophic:g})"] = m.get("catastrophic_fraction")
+        row |= {
+            best: m.get("best_sigma68"),
+            "bias (median Δz/(1+z_s))": m.get("bias"),
+            "NMAD": m.get("nmad"),
+            "PIT KS D": ks[0],
+            "PIT KS p-value": ks[1],
+        }
+        rows.append(row)
     fixed = st.column_config.NumberColumn(format="%.4f")
-    formats = {c: fixed for c in ("σ68", "bias (median Δz/(1+z_s))", "NMAD", "PIT KS D")}
-    formats |= {
-        "outlier fraction": st.column_config.NumberColumn(format="percent"),
-        "PIT KS p-value": st.column_config.NumberColumn(format="%.2e"),
-    }
+    percent = st.column_config.NumberColumn(format="percent")
+    formats = {c: fixed for c in ("σ68", best, "bias (median Δz/(1+z_s))", "NMAD", "PIT KS D")}
+    formats |= {c: percent for c in rows[0] if c == outliers or c.startswith("catastrophic")}
+    formats["PIT KS p-value"] = st.column_config.NumberColumn(format="%.2e")
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", column_config=formats)
 
 
-def _density(runs: list[str]) -> None:
+def _density(runs: list[str], outlier: float) -> None:
     st.subheader("Photo-z vs spec-z (E20 Fig. D1)")
     for col, run_id in zip(st.columns(len(runs)), runs, strict=True):
         pred = state.predictions(state.run_key(run_id))
         use = pred.scored
-        fig = plots.density_heatmap(pred.zspec[use], pred.zphot[use], title=run_id)
+        fig = plots.density_heatmap(pred.zspec[use], pred.zphot[use], title=run_id, outlier=outlier)
         col.plotly_chart(fig, key=f"results_density_{run_id}")
 
 
-def _figures(stats: dict[str, dict]) -> None:
+def _mag_bins(runs: list[str]) -> tuple | None:
+    """Magnitude bins for Fig. 2: 0.5-mag bins spanning the runs' galaxies, adjustable."""
+    edges = [state.default_mag_edges(state.run_key(r)) for r in runs]
+    edges = [e for e in edges if e is not None]
+    if not edges:
+        return None
+    lo, hi = min(float(e[0]) for e in edges), max(float(e[-1]) for e in edges)
+    with st.expander(f"Magnitude bins: {lo:g} to {hi:g} in steps of 0.5 (follow the data)"):
+        c = st.columns(3)
+        lo = c[0].number_input("from [AB mag]", -10.0, 40.0, lo, 0.5, key="results_mag_lo")
+        hi = c[1].number_input("to [AB mag]", -10.0, 40.0, hi, 0.5, key="results_mag_hi")
+        width = c[2].number_input("bin width [mag]", 0.05, 5.0, 0.5, 0.05, key="results_mag_w")
+    return state.mag_edges(lo, max(hi, lo + width), width)
+
+
+def _figures(stats: dict[str, dict], outlier: float) -> None:
     by_mag = {r: s["by_mag"] for r, s in stats.items() if "by_mag" in s}
     pit = {r: (*s["pit"], s["pit_ks"]) for r, s in stats.items() if "pit" in s}
     dens = {r: s["spec_density"] for r, s in stats.items() if "spec_density" in s}
     left, right = st.columns(2)
     if by_mag:
-        left.plotly_chart(plots.metrics_vs_mag(by_mag), key="results_by_mag")
+        left.plotly_chart(plots.metrics_vs_mag(by_mag, outlier), key="results_by_mag")
+        cover = [
+            f"{r}: {s['mag_coverage'][0]:,} of {s['mag_coverage'][1]:,}"
+            for r, s in stats.items()
+            if "mag_coverage" in s
+        ]
+        left.caption("Scored galaxies inside the magnitude bins: " + "; ".join(cover) + ".")
     else:
         left.info("No magnitudes in these runs' catalogues: no metrics per magnitude bin.")
     if pit:
@@ -95,7 +119,8 @@ def _downloads(runs: list[str]) -> None:
         "mag, out_of_fold and the ensemble mixture (weights, means, stds; qp 'mixmod' layout)."
     )
     for col, run_id in zip(st.columns(len(runs)), runs, strict=True):
-        path = state.predictions(state.run_key(run_id)).path
+        key = state.run_key(run_id)
+        path = state.predictions(key).path
         col.download_button(
             f"{run_id}: FITS",
             data=path.read_bytes,
@@ -107,17 +132,27 @@ def _downloads(runs: list[str]) -> None:
         col.download_button(
             f"{run_id}: Parquet",
             on_click="ignore",
-            data=lambda p=path: analysis.export_bytes(p, None, "parquet"),
+            data=lambda k=key: state.export_bytes(k, "parquet"),
             file_name=f"{run_id}_predictions.parquet",
             mime="application/vnd.apache.parquet",
             key=f"results_pq_{run_id}",
         )
+        qp = state.qp_bytes_function()
+        if qp is not None:
+            col.download_button(
+                f"{run_id}: qp (HDF5)",
+                on_click="ignore",
+                data=lambda k=key, make=qp: make(k),
+                file_name=f"{run_id}_predictions.qp.hdf5",
+                mime="application/x-hdf5",
+                key=f"results_qp_{run_id}",
+            )
 
 
 def experiment_reports() -> None:
     """Reports under $DEEPZ_HOME/experiments, or any report folder typed in."""
-    root = uploads.home() / "experiments"
-    found = reports.find_reports(root)
+    root = state.experiments_dir()
+    found = state.reports.find_reports(root)
     st.caption(
         f"Reports written by `python -m deepz_core experiments --preset quick --out DIR`; folders "
         f"under {root} are listed, or type another folder."
@@ -135,17 +170,17 @@ def experiment_reports() -> None:
     if folder is None:
         st.info("No experiments report yet.")
         return
-    if not reports.is_report(folder):
+    if not state.reports.is_report(folder):
         st.warning(f"{folder} holds no report.md and results.json.")
         return
-    met, pending, total = reports.target_counts(folder)
+    met, pending, total = state.reports.target_counts(folder)
     st.metric("Targets met", f"{met} / {total}")
     if pending:
         st.caption(
             f"{pending} of {total} targets not measured yet: a partial report, written "
             "while the experiments run; rerun the same command to continue a stopped one."
         )
-    for kind, value in reports.report_blocks(folder):
+    for kind, value in state.reports.report_blocks(folder):
         if kind == "figure":
             st.image(str(value), width=640)
         else:
@@ -171,7 +206,11 @@ def compare_runs() -> None:
         r for r in st.session_state["results_runs"] if r in finished
     ]
     runs = st.multiselect(
-        f"Runs to compare (up to {MAX_RUNS})", finished, key="results_runs", max_selections=MAX_RUNS
+        f"Runs to compare (up to {MAX_RUNS})",
+        finished,
+        key="results_runs",
+        max_selections=MAX_RUNS,
+        format_func=state.run_title,
     )
     if not runs:
         st.info("Choose at least one run.")
@@ -179,11 +218,23 @@ def compare_runs() -> None:
     st.session_state["results_chosen"] = runs  # survives leaving the page (widget state does not)
     state.set_query_value("runs", ",".join(runs))
     state.select_analysis_run(runs[0])
-    stats = {r: state.results_stats(state.run_key(r)) for r in runs}
-    _summary_table(stats)
+    catalogues = {state.run_catalog(r) for r in runs}
+    if len(catalogues) > 1:
+        st.warning(
+            f"These runs were trained on {len(catalogues)} different catalogues: their numbers "
+            "describe different galaxies and are not directly comparable."
+        )
+    key = state.run_key(runs[0])
+    prof = state.profile_editor(key, "results_profile")
+    if len(runs) > 1:
+        st.caption(f"Every run here is judged by the profile of {runs[0]}: {prof.label}.")
+    edges = _mag_bins(runs)
+    pkey = state.profile_json(prof)
+    stats = {r: state.results_stats(state.run_key(r), pkey, edges) for r in runs}
+    _summary_table(stats, prof)
     if any(s["n"] for s in stats.values()):
-        _density(runs)
-        _figures(stats)
+        _density(runs, prof.outlier)
+        _figures(stats, prof.outlier)
     else:
         st.info("No scored galaxies (spec-z with out-of-fold p(z)) in these runs.")
     _downloads(runs)

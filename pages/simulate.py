@@ -30,24 +30,28 @@ RANGES = (
 )
 
 
-def sps_config_inputs() -> dict:
-    """Widgets for the Table 1 ranges and noise model; returns the fields that differ from it."""
-    default = SPSConfig()
+def sps_config_inputs(bands: str) -> dict:
+    """Widgets for the prior's ranges and noise model, starting from the ranges proposed for the
+    band set ``bands`` (E20 Table 1 for PAUS/COSMOS, shallower for SDSS, deeper and to z = 3
+    for LSST...); returns the fields that differ from SPSConfig's defaults."""
+    default = state.sps_prior(bands)
     values: dict = {}
     cols = st.columns(2)
     for i, (name, label, low, high, step) in enumerate(RANGES):
         lo, hi = getattr(default, name)
         values[name] = cols[i % 2].slider(
-            label, low, high, (float(lo), float(hi)), step=step, key=f"sps_{name}"
+            label, low, high, (float(lo), float(hi)), step=step, key=f"sps_{name}_{bands}"
         )
+    narrow = state.narrow_band_count(band_set(bands)) > 0
     c1, c2 = st.columns(2)
-    values["snr_narrow"] = c1.number_input(
-        "noise model: SNR in narrow bands", 0.1, 1e4, float(default.snr_narrow)
-    )
-    values["snr_broad"] = c2.number_input(
+    if narrow:
+        values["snr_narrow"] = c1.number_input(
+            "noise model: SNR in narrow bands", 0.1, 1e4, float(default.snr_narrow)
+        )
+    values["snr_broad"] = (c2 if narrow else c1).number_input(
         "noise model: SNR in broad bands", 0.1, 1e4, float(default.snr_broad)
     )
-    base = {k: _plain(v) for k, v in dataclasses.asdict(default).items()}
+    base = {k: _plain(v) for k, v in dataclasses.asdict(SPSConfig()).items()}
     return {k: _plain(v) for k, v in values.items() if _plain(v) != base[k]}
 
 
@@ -67,8 +71,13 @@ def new_simulation() -> None:
     name = c[3].text_input("Name", value=f"{kind}-{bands}-n{n}-s{seed}")
     config = None
     if kind == "sps":
-        with st.expander("SPS prior: Table 1 ranges, sampled uniformly"):
-            config = sps_config_inputs()
+        title = (
+            "E20 Table 1 ranges"
+            if bands in ("paus", "paus_cosmos", "cosmos")
+            else (f"ranges for {bands}")
+        )
+        with st.expander(f"SPS prior: {title}, sampled uniformly"):
+            config = sps_config_inputs(bands)
     else:
         st.caption(
             "The mock uses its built-in PAUS-like observing conditions (deepz_core.simulate.mock)."

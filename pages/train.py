@@ -17,20 +17,12 @@ from deepz_core.errors import DeepzError
 from deepz_core.jobs.simulation import list_simulations
 from deepz_core.jobs.status import run_progress, run_state, training_curves
 from deepz_core.jobs.worker import queued_runs, worker_pid
-from deepz_core.pz.metrics import OUTLIER_THRESHOLD
 from deepz_core.rundir import RunDir, list_runs
 from deepz_core.sed.template_sets import DEFAULT_SET, SETS
 from deepz_core.training.config import PRESETS, preset
 
 ACTIVE = ("queued", "running")
 SETTINGS_ERRORS = ("ConfigError", "CatalogError")  # run.status()["message"] = "Type: text"
-SUMMARY = {
-    "sigma68": "σ68",
-    "outlier_fraction": "strict outliers",
-    "n": "galaxies scored",
-    "bias": "bias",
-    "nmad": "NMAD",
-}  # the Results page's names
 STATE_ICON = {
     "queued": ":material/hourglass_empty:",
     "running": ":material/directions_run:",
@@ -84,7 +76,7 @@ def new_run_form() -> None:
         index=list(cats).index(current) if current in cats else 0,
     )
     if catalog != current:
-        state.set_query_value("catalog", catalog)  # remembered for the other pages
+        state.select_catalog(catalog)  # remembered for the other pages and tabs
     method = st.radio(
         "Method",
         list(METHODS),
@@ -97,7 +89,7 @@ def new_run_form() -> None:
     if path is None:
         raise DeepzError(f"catalogue {catalog!r} is not available; choose it on the Data page")
     if method == "templatefit":
-        templatefit_form(path)
+        templatefit_form(path, cats.get(catalog, catalog))
         return
     summary = state.catalog_summary(path)
     if summary.n_zspec == 0:
@@ -108,6 +100,7 @@ def new_run_form() -> None:
         )
         return
     choices = network_choices(summary)
+    card = card_inputs(summary.bands.bands, cats.get(catalog, catalog))
     if st.button("Queue training run", type="primary", disabled=choices["blocked"]):
         jobs.check_device(choices["device"])
         run = jobs.queue_run(
@@ -119,8 +112,7 @@ def new_run_form() -> None:
             choices["train"],
             ref_band=choices["ref_band"],
         )
-        state.set_query_value("run", run.run_id)
-        st.success(f"Queued {run.run_id}.")
+        queued(run, card)
 
 
 def network_choices(summary: CatalogSummary) -> dict:
@@ -144,6 +136,7 @@ def network_choices(summary: CatalogSummary) -> dict:
         "protocol (hours on a GPU)",
     )
     p = preset(name).train
+    st.caption(state.expected_duration_text(name))
     bands = list(summary.bands.bands)
     ref_band = st.selectbox(
         "Reference band",
@@ -230,9 +223,44 @@ def network_choices(summary: CatalogSummary) -> dict:
     }
 
 
-def templatefit_form(path: str) -> None:
-    """A template-fit run of the catalogue at ``path``: the template set, the device and whether
-    to calibrate zero-points."""
+def card_inputs(bands: tuple[str, ...], catalog_label: str, key: str = "net") -> dict:
+    """Name, note and survey profile of a new run (its card; all can be changed later)."""
+    default = state.default_profile(bands)
+    c1, c2 = st.columns(2)
+    name = c1.text_input(
+        "Run name (optional)", key=f"run_name_{key}", placeholder="e.g. quick, no outliers"
+    )
+    names = state.PROFILE_CHOICES
+    prof = c2.selectbox(
+        "Survey profile",
+        names,
+        index=names.index(default.name),
+        key=f"run_profile_{key}",
+        help="The thresholds the run is judged by on every page (narrow-band: E20's strict "
+        "outliers > 0.02, ODDS window 0.003, PAUS target; broad-band: outliers > 0.15, ODDS "
+        "window 0.1). Proposed from the bands; a custom profile is set on the Results page.",
+    )
+    note = st.text_input("Note (optional)", key=f"run_note_{key}")
+    label = catalog_label.split(" (")[0]
+    return {
+        "name": name.strip() or None,
+        "note": note.strip() or None,
+        "catalog_name": label,
+        "profile": prof,
+    }
+
+
+def queued(run: RunDir, card: dict) -> None:
+    """After 'Queue': the run's card written, the run shown on the right (not the one before)."""
+    state.write_card(run, card)
+    state.set_query_value("run", run.run_id)
+    st.session_state["show_run"] = run.run_id
+    st.success(f"Queued {card['name'] or run.run_id}.")
+
+
+def templatefit_form(path: str, name: str = "") -> None:
+    """A template-fit run of the catalogue at ``path`` (called ``name``): the template set, the
+    device and whether to calibrate zero-points."""
     names = list(SETS)
     template_set = st.selectbox(
         "Template set",
@@ -256,28 +284,32 @@ def templatefit_form(path: str) -> None:
         f"{SETS[template_set].description}; p(z) from chi2 on deepz's grid. "
         f"Device here: {jobs.device_label()}."
     )
+    card = card_inputs(state.catalog_summary(path).bands.bands, name, "tfit")
     if st.button("Queue template fit", type="primary"):
         jobs.check_device(device)
         run = jobs.queue_templatefit(
             state.runs_dir(), path, device, calibrate, template_set=template_set
         )
-        state.set_query_value("run", run.run_id)
-        st.success(f"Queued {run.run_id}.")
+        queued(run, card)
 
 
 def run_header(run: RunDir, now: str) -> None:
-    config = run.config()
-    st.markdown(f"### {STATE_ICON.get(now, '')} {run.run_id} — {now}")
+    config, card = run.config(), run.card()
+    title = card.get("name") or run.run_id
+    st.markdown(f"### {STATE_ICON.get(now, '')} {title} — {now}")
+    catalogue = card.get("catalog_name") or state.catalog_name(config.get("catalog", "?"))
+    if card.get("note"):
+        st.caption(f"Note: {card['note']}")
     if config.get("kind") == "templatefit":
         tset = config.get("templatefit", {}).get("template_set", DEFAULT_SET)
         st.caption(
-            f"template fit of `{Path(config['catalog']).name}` ({tset} templates), device "
+            f"{run.run_id}: template fit of {catalogue} ({tset} templates), device "
             f"{config['device']}, zero-points "
             f"{'calibrated' if config.get('calibrate') else 'not calibrated'}"
         )
         return
     st.caption(
-        f"catalogue `{Path(config['catalog']).name}`, pretraining "
+        f"{run.run_id}: catalogue {catalogue}, pretraining "
         f"`{Path(config['pretrain']).name}`, preset {config['preset']}, "
         f"{config['train']['repetitions'] * config['train']['folds']} networks, "
         f"device {config['train']['device']}"
@@ -285,21 +317,27 @@ def run_header(run: RunDir, now: str) -> None:
 
 
 def summary_text(key: str, value: float | int | None) -> str:
-    if value is None:
+    if value is None or value != value:  # missing or NaN
         return "—"
     if key == "n":
         return f"{value:,}"
-    return f"{100 * value:.1f}%" if key == "outlier_fraction" else f"{value:.4f}"
+    return f"{100 * value:.1f}%" if key.endswith("fraction") else f"{value:.4f}"
 
 
-def show_summary(summary: dict) -> None:
-    """Headline out-of-fold metrics of a finished run (E20 Sec. 3.3)."""
+def show_summary(run: RunDir) -> None:
+    """Headline out-of-fold metrics of a finished run (E20 Sec. 3.3), judged by its survey
+    profile, the same numbers as the Results page."""
+    summary, prof = state.run_summary(run.run_id)
+    labels = {"sigma68": "σ68", "outlier_fraction": prof.outlier_short}
+    if prof.shows_catastrophic:
+        labels["catastrophic_fraction"] = f"catastrophic (> {prof.catastrophic:g})"
+    labels |= {"n": "galaxies scored", "bias": "bias", "nmad": "NMAD"}
     cols = st.columns(3)
-    for i, key in enumerate(SUMMARY):
-        cols[i % 3].metric(SUMMARY[key], summary_text(key, summary.get(key)))
+    for i, (key, label) in enumerate(labels.items()):
+        cols[i % 3].metric(label, summary_text(key, summary.get(key)))
     st.caption(
         "Out-of-fold, on the galaxies with spec-z; dz = (zphot - zspec)/(1 + zspec): "
-        f"sigma68 and NMAD of dz, outliers |dz| > {OUTLIER_THRESHOLD}, bias = median dz."
+        f"sigma68 and NMAD of dz, bias = median dz; {prof.label}."
     )
 
 
@@ -335,7 +373,7 @@ def run_actions(run: RunDir, now: str) -> None:
         loss = status.get("loss")
         st.progress(fraction, text=text if loss is None else f"{text} — training loss {loss:.4g}")
     elif now == "finished":
-        show_summary(status.get("summary", {}))
+        show_summary(run)
         results_link(run)
     elif now == "interrupted":
         st.warning(
@@ -385,27 +423,39 @@ def run_view(run: RunDir) -> None:
 
 
 def runs_table(runs: list[RunDir]) -> pd.DataFrame:
+    """One row per run: name, state, when, preset (or template fit), the catalogue's given name,
+    pretraining, and the headline metrics by each run's survey profile."""
     rows = []
     for run in runs:
-        config, status = run.config(), run.status()
-        summary = status.get("summary", {})
+        config, card = run.config(), run.card()
+        now = run_state(run)
+        summary, prof = state.run_summary(run.run_id) if now == "finished" else ({}, None)
+        template = config.get("kind") == "templatefit"
         rows.append(
             {
                 "run": run.run_id,
-                "state": run_state(run),
+                "name": card.get("name", ""),
+                "state": now,
                 "created": time.strftime(
                     "%Y-%m-%d %H:%M", time.localtime(run.file("config.json").stat().st_mtime)
                 ),
-                "preset": config.get("preset"),
-                "catalogue": Path(config.get("catalog", "?")).name,
-                "pretraining": Path(config.get("pretrain", "—")).name,
-                **{
-                    label: summary_text(k, summary.get(k)) if k in summary else None
-                    for k, label in SUMMARY.items()
-                },
+                "preset": "template fit" if template else config.get("preset"),
+                "catalogue": card.get("catalog_name")
+                or state.catalog_name(config.get("catalog", "?")),
+                "pretraining": "—" if template else Path(config.get("pretrain", "—")).name,
+                "σ68": summary_text("sigma68", summary.get("sigma68")) if summary else None,
+                "outliers": f"{summary_text('outlier_fraction', summary.get('outlier_fraction'))}"
+                f" (> {prof.outlier:g})"
+                if summary
+                else None,
+                "galaxies scored": summary_text("n", summary.get("n")) if summary else None,
             }
         )
     return pd.DataFrame(rows)
+
+
+def _show(key: str) -> None:
+    state.set_query_value("run", st.session_state[key])
 
 
 def runs_section() -> None:
@@ -416,8 +466,18 @@ def runs_section() -> None:
     st.dataframe(runs_table(runs), hide_index=True)
     ids = [r.run_id for r in runs]
     chosen = state.selected_run()
-    index = ids.index(chosen.run_id) if chosen is not None and chosen.run_id in ids else 0
-    pick = st.selectbox("Show run", ids, index=index, key="show_run")
+    if chosen is not None and chosen.run_id in ids:
+        st.session_state["show_run"] = chosen.run_id  # the address bar (or a run just queued)
+    elif st.session_state.get("show_run") not in ids:
+        st.session_state["show_run"] = ids[0]
+    pick = st.selectbox(
+        "Show run",
+        ids,
+        key="show_run",
+        format_func=state.run_title,
+        on_change=_show,
+        args=("show_run",),
+    )
     if pick != state.query_value("run"):
         state.set_query_value("run", pick)
     run = RunDir(state.runs_dir() / pick)

@@ -63,3 +63,21 @@ def synthetic_catalog(
         exposures=exp,
         meta={"NOISELESS": True} if noiseless else {},
     )
+
+
+SDSS_ID = 1237648720693755918  # a real-looking 19-digit SDSS objid, beyond 2**53
+
+
+def with_survey_ids(cat: Catalog, start: int = SDSS_ID) -> Catalog:
+    """``cat`` with 19-digit ids that have gaps (+3, +30, +7, ... between neighbours), as survey
+    object ids do; the single exposures follow. The ids stay in the catalogue's row order."""
+    import dataclasses
+
+    gaps = np.array([3, 30, 7, 1, 12], dtype=np.int64)[np.arange(cat.n_galaxies) % 5]
+    ids = np.int64(start) + np.cumsum(gaps)
+    exposures = cat.exposures
+    if exposures is not None:
+        order = np.argsort(cat.ref_id)
+        pos = order[np.searchsorted(cat.ref_id, exposures.ref_id, sorter=order)]
+        exposures = dataclasses.replace(exposures, ref_id=ids[pos])
+    return dataclasses.replace(cat, ref_id=ids, exposures=exposures)

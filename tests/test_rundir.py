@@ -209,3 +209,14 @@ def test_list_runs_newest_first(tmp_path) -> None:
     os.utime(old.file("config.json"), (1e9, 1e9))
     assert [r.run_id for r in list_runs(tmp_path)] == ["new", "old"]
     assert new.path.exists()
+
+
+def test_run_card_is_editable_and_checked(tmp_path) -> None:
+    run = RunDir(tmp_path / "r").create({"catalog": "c"})
+    assert run.card() == {}
+    assert run.update_card(name="first", note="n") == {"name": "first", "note": "n"}
+    assert run.update_card(note=None, catalog_name="W3") == {"name": "first", "catalog_name": "W3"}
+    with pytest.raises(ConfigError, match="unknown fields"):
+        run.update_card(colour="red")
+    run.file("card.json").write_text("not json")
+    assert run.card() == {}

@@ -83,8 +83,9 @@ class Problem:
         return ""
 
     def text(self) -> str:
+        """'source: column 'x': message', without empty parts (never a stray ': ')."""
         where = f"column '{self.column}': " if self.column else ""
-        return f"{self.source}: {where}{self.message}"
+        return f"{self.source}: {where}{self.message}" if self.source else where + self.message
 
 
 @dataclass(frozen=True, eq=False)

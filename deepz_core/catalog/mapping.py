@@ -133,11 +133,26 @@ def _first_alias(names: Sequence[str], aliases: Sequence[str], taken: set[str]) 
     return next((by_norm[a] for a in aliases if a in by_norm), None)
 
 
+def _looks_like_ugriz(names: Sequence[str]) -> bool:
+    """Columns named by bare band letters (SDSS PhotoObj's u, g, r, i, z magnitudes)."""
+    bare = {normalise(n) for n in names}
+    return len(bare & {"u", "g", "r", "i"}) >= 2
+
+
+def guess_zspec(names: Sequence[str], taken: set[str]) -> str | None:
+    """The spec-z column: a known spelling, else a column named ``z`` (SDSS SpecObj's redshift)
+    unless the other columns are bare band letters (then ``z`` is the z-band magnitude)."""
+    found = _first_alias(names, ZSPEC_ALIASES, taken)
+    if found is None and not _looks_like_ugriz(names):
+        found = next((n for n in names if n not in taken and normalise(n) == "z"), None)
+    return found
+
+
 def guess_galaxy_mapping(names: Sequence[str]) -> GalaxyMapping:
     """Best guess of the galaxy mapping from the column names of a file (bands in file order;
     a band is kept only when both its flux and its error column were recognised)."""
     ref_id = _first_alias(names, ID_ALIASES, set())
-    zspec = _first_alias(names, ZSPEC_ALIASES, {ref_id} if ref_id else set())
+    zspec = guess_zspec(names, {ref_id} if ref_id else set())
     mag = _first_alias(names, MAG_ALIASES, {c for c in (ref_id, zspec) if c})
     flux: dict[str, str] = {}
     error: dict[str, str] = {}
@@ -237,4 +252,88 @@ def apply_exposure_mapping(
     names, inverse = np.unique(np.asarray(out["band"]).astype(str), return_inverse=True)
     fixed = np.array([canonical_band(n, bands) for n in names.tolist()], dtype=str)
     out["band"] = fixed[inverse.reshape(-1)] if len(names) else np.asarray(out["band"], dtype=str)
+    return out
+
+
+# ---------------------------------------------------------------- magnitudes and band names
+
+_MAG = r"(?:mag(?:nitude)?)"
+_MAG_ERR = r"(?:mag[_-]?err(?:or)?|err(?:or)?[_-]?mag|e[_-]?mag|magerr|dmag|mag[_-]?unc)"
+_MAGERR_PATTERNS = (
+    re.compile(rf"^{_MAG_ERR}[_-]?(?P<band>.+)$", re.IGNORECASE),
+    re.compile(rf"^(?P<band>.+?)[_-]?{_MAG_ERR}$", re.IGNORECASE),
+)
+_MAG_PATTERNS = (
+    re.compile(rf"^{_MAG}[_-]?(?P<band>.+)$", re.IGNORECASE),
+    re.compile(rf"^(?P<band>.+?)[_-]?{_MAG}$", re.IGNORECASE),
+)
+
+
+def split_magnitude_column(name: str) -> tuple[str, str] | None:
+    """('mag' | 'error', band text) when ``name`` looks like a magnitude or its error
+    (``mag_g``, ``magerr_g``, ``g_mag``, ``MAG_AUTO_I``...); None otherwise (``mag`` alone is the
+    catalogue's selection magnitude, not a band)."""
+    for kind, patterns in (("error", _MAGERR_PATTERNS), ("mag", _MAG_PATTERNS)):
+        for pattern in patterns:
+            match = pattern.match(name)
+            if match and match["band"].strip("_-") and normalise(match["band"]) not in ("", "err"):
+                return kind, match["band"].strip("_-")
+    return None
+
+
+def guess_magnitude_bands(names: Sequence[str]) -> tuple[tuple[str, str, str], ...]:
+    """(band, magnitude column, magnitude-error column) of every band given as AB magnitudes
+    (file order; both columns needed). Convert them to fluxes before import (the Data page
+    offers it; 99 and -99 mean a non-detection)."""
+    mags: dict[str, str] = {}
+    errors: dict[str, str] = {}
+    for name in names:
+        found = split_magnitude_column(name)
+        if found is not None:
+            target = mags if found[0] == "mag" else errors
+            target.setdefault(canonical_band(found[1]), name)
+    return tuple((b, mags[b], errors[b]) for b in mags if b in errors)
+
+
+_DECORATION = re.compile(
+    r"^(?:flux|mag|model|cmodel|psf|petro|auto|aper|kron|gaap|calib|corr|dered|total)[_-]?|"
+    r"[_-]?(?:flux|mag|model|cmodel|psf|petro|auto|aper|kron|gaap|calib|corr|dered|total|ab)$",
+    re.IGNORECASE,
+)
+SURVEY_SETS = ("sdss", "lsst", "hsc", "euclid")  # band sets whose names end in a band letter
+
+
+def band_letter(name: str) -> str | None:
+    """The filter a band name stands for (``FLUX_G`` -> 'g', ``i_cmodel`` -> 'i', ``Ks``...);
+    None when it is not a single filter letter."""
+    text = name.strip()
+    for _ in range(4):  # peel prefixes and suffixes like flux_, _auto, cmodel_
+        stripped = _DECORATION.sub("", text).strip("_-")
+        if stripped == text:
+            break
+        text = stripped
+    letter = text.lower()
+    return letter if letter in ("u", "g", "r", "i", "z", "y", "j", "h", "vis") else None
+
+
+def suggest_band_names(bands: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """Known band names for bands without a filter curve, per survey whose set has every one of
+    their filters, the likelier survey first: ``['FLUX_G', 'FLUX_R']`` -> {'sdss': ('sdss_g',
+    'sdss_r'), 'lsst': (...), 'hsc': (...)}. Renaming them lets 'auto' pretraining simulate the
+    bands. {} when some band is not a filter letter."""
+    from deepz_core.sed.bands import band_set
+
+    letters = [band_letter(b) for b in bands]
+    if not letters or None in letters:
+        return {}
+    out: dict[str, tuple[str, ...]] = {}
+    for survey in SURVEY_SETS:
+        names = {n.split("_", 1)[1]: n for n in band_set(survey)}
+        if all(letter in names for letter in letters):
+            out[survey] = tuple(names[letter] for letter in letters)  # type: ignore[index]
+    # y without u: HSC before LSST; u without y: SDSS first (the default order)
+    if "y" in letters and "u" not in letters and "hsc" in out:
+        out = {"hsc": out.pop("hsc"), **out}
+    elif "y" in letters and "lsst" in out:
+        out = {"lsst": out.pop("lsst"), **out}
     return out

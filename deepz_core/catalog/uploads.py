@@ -135,3 +135,39 @@ def resolve_catalog(choice: str | None) -> Path | None:
         return None
     path = canonical_path(choice)
     return path if path.exists() else None
+
+
+def catalog_display_name(path: Path | str) -> str:
+    """The name a person gave catalogue ``path`` (the Data page's 'Name' of an imported
+    catalogue), 'demo' for the cached demo mock, else the file name."""
+    path = Path(path)
+    stem = path.stem.removeprefix("catalog-")
+    if path.name.startswith("catalog-") and _KEY.match(stem):
+        try:
+            return str(json.loads(path.with_suffix(".json").read_text()).get("name") or stem[:8])
+        except (OSError, ValueError):
+            return stem[:8]
+    if path.parent.name == "sims" and path.name.startswith("paus-mock_n10000_s42_"):
+        return "demo"
+    return path.name
+
+
+def predictions_dir() -> Path:
+    """``data/predictions/``: one folder per catalogue predicted by the app (Predict page)."""
+    return home() / "data" / "predictions"
+
+
+def remember_catalog(choice: str) -> None:
+    """Remember the catalogue chosen last (``data/last_catalog.json``), for new browser tabs."""
+    atomic_write_json(home() / "data" / "last_catalog.json", {"catalog": choice})
+
+
+def last_catalog() -> str | None:
+    """The catalogue chosen last on this server, if it still exists ('demo' always does)."""
+    try:
+        choice = json.loads((home() / "data" / "last_catalog.json").read_text()).get("catalog")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if choice == DEMO or resolve_catalog(choice) is not None:
+        return choice
+    return None

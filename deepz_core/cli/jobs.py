@@ -42,3 +42,18 @@ def _sim_job(args: argparse.Namespace) -> int:
     n = run_simulation_job(args.spec)
     print(f"wrote {n} galaxies to {read_spec(args.spec)['out']}", flush=True)
     return 0
+
+
+def _predict_job_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--job", required=True, help="job folder written by the app (holds job.json)")
+
+
+@command("predict-job", _predict_job_args)
+def _predict_job(args: argparse.Namespace) -> int:
+    """Predict a catalogue with a finished run, as a prediction job folder describes it,
+    recording state and progress in its job.json (the app's Predict page)."""
+    from deepz_core.jobs.prediction import read_job, run_prediction_job
+
+    n = run_prediction_job(args.job)
+    print(f"{read_job(args.job)['state']}: {n} predictions in {args.job}", flush=True)
+    return 0

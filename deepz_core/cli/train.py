@@ -339,16 +339,109 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
         "predictions lack them",
     )
     p.add_argument("--out", required=True, help="report (.json)")
+    p.add_argument(
+        "--profile",
+        default="auto",
+        help="survey profile the metrics are judged by: narrow-band (E20: outliers |dz| > 0.02, "
+        "ODDS window 0.003), broad-band (outliers |dz| > 0.15, ODDS window 0.1), a JSON file "
+        "of a custom profile's fields, or auto (the one the predictions carry, else from "
+        "--catalog's bands, else narrow-band)",
+    )
+    p.add_argument(
+        "--mag-bins",
+        metavar="LO:HI:WIDTH",
+        help="magnitude bins of the per-magnitude metrics, e.g. 13:19:0.5 (default: 0.5-mag bins "
+        "spanning the data)",
+    )
+
+
+def parse_profile(text: str) -> object:
+    """--profile: None for auto, a standard name, or the fields in a JSON file."""
+    if text == "auto":
+        return None
+    path = Path(text)
+    if path.suffix.lower() == ".json":
+        if not path.is_file():
+            raise ConfigError(f"--profile {text!r}: no such file")
+        return json.loads(path.read_text())
+    return text
+
+
+def parse_mag_bins(text: str | None) -> object:
+    """--mag-bins LO:HI:WIDTH -> bin edges; None -> None (bins follow the data)."""
+    if text is None:
+        return None
+    try:
+        lo, hi, width = (float(v) for v in text.split(":"))
+    except ValueError:
+        raise ConfigError(f"--mag-bins must be LO:HI:WIDTH, e.g. 13:19:0.5, got {text!r}") from None
+    from deepz_core.pz.metrics import data_mag_edges
+
+    if not hi > lo:
+        raise ConfigError(f"--mag-bins: HI must be > LO, got {text!r}")
+    return data_mag_edges([], width, lo, hi)
 
 
 @command("evaluate", _evaluate_args)
 def _evaluate(args: argparse.Namespace) -> int:
-    """Metrics against spec-z: sigma68, strict outliers (outlier_fraction, |dz| > 0.02, E20),
-    the catastrophic rate (catastrophic_fraction, |dz| > 0.15), bias, NMAD, PIT KS, CDE loss and
-    the ODDS-best-50% sigma68, overall and per magnitude bin. Training galaxies count only with
-    their out-of-fold p(z) when the table has any."""
+    """Metrics against spec-z: sigma68, outliers (outlier_fraction, by the survey profile's
+    threshold), the catastrophic rate (catastrophic_fraction, |dz| > 0.15), bias, NMAD, PIT KS,
+    CDE loss and the ODDS-best-50% sigma68, overall and per magnitude bin. Training galaxies count
+    only with their out-of-fold p(z) when the table has any."""
     from deepz_core.evaluation.report import evaluate_files
 
-    report = evaluate_files(args.pred, args.catalog, args.out)
+    profile, edges = parse_profile(args.profile), parse_mag_bins(args.mag_bins)
+    report = evaluate_files(args.pred, args.catalog, args.out, profile, edges)
     print(json.dumps(report["overall"]))
+    return 0
+
+
+def _weights_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--catalog", help="catalogue to pretrain for (default: the demo mock)")
+    p.add_argument("--preset", default="quick", choices=("quick", "paper", "smoke"))
+    p.add_argument("--seed", type=int, default=0, help="seed of the runs that will use them (0)")
+    p.add_argument(
+        "--out",
+        help="folder of the shipped weights (default: deepz_core/training/weights in the package)",
+    )
+
+
+@command("pretrain-weights", _weights_args)
+def _pretrain_weights(args: argparse.Namespace) -> int:
+    """Pretrain a catalogue's networks once (SPS 'auto', the preset's schedule, on the CPU) and
+    write the result as weights shipped with deepz: a later run of the same catalogue, preset and
+    seed with --pretrain auto starts from them (no simulation, no pretraining). Reuses a local
+    pretraining cache entry with the same key; shipped weights already there are ignored."""
+    import dataclasses
+    import os
+    import tempfile
+
+    from deepz_core.jobs.training_run import execute_run, open_run_folder, run_config
+    from deepz_core.simulate import demo_catalog_path
+    from deepz_core.training import pretrained
+
+    catalog = args.catalog or str(demo_catalog_path())
+    train = {"device": "cpu", "seed": args.seed}
+    config = run_config(catalog, None, "auto", args.preset, None, None, train)
+    config = dataclasses.replace(
+        config, train=dataclasses.replace(config.train, schedule=((0, 1e-3),))
+    )  # fine-tuning plays no part in the pretraining key
+    out = Path(args.out) if args.out else pretrained.SHIPPED
+    with tempfile.TemporaryDirectory() as tmp:
+        saved = {k: os.environ.get(k) for k in ("DEEPZ_PRETRAIN_CACHE", "DEEPZ_SHIPPED_WEIGHTS")}
+        os.environ.update(DEEPZ_PRETRAIN_CACHE="1", DEEPZ_SHIPPED_WEIGHTS=str(Path(tmp) / "none"))
+        try:
+            run, _ = open_run_folder(Path(tmp) / "run", config)
+            execute_run(run)
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        key = run.status().get("pretrain_key")
+        if run.status().get("state") != "finished" or not key:
+            raise ConfigError(f"pretraining did not finish: {run.status().get('message')}")
+        path = pretrained.ship(key, out)
+    print(json.dumps({"key": key, "file": str(path), "bytes": path.stat().st_size}))
     return 0

@@ -58,6 +58,8 @@ def galaxy_pz(
     Δz/(1+z_s), PIT and ODDS (for ``window``, default the run's)."""
     grid = pz.grid()
     w, mu, sd = pred.weights[index], pred.means[index], pred.stds[index]
+    zp, zs = float(pred.zphot[index]), float(pred.zspec[index])
+    known = np.isfinite(zp) and np.isfinite(zs) and zs > -1
     return {
         "ref_id": int(pred.ref_id[index]),
         "grid": grid,
@@ -65,7 +67,7 @@ def galaxy_pz(
         "components": component_curves(w, mu, sd, grid),
         "mode": float(pred.zphot[index]),
         "zspec": float(pred.zspec[index]),
-        "dz": float(metrics.dz(pred.zphot[index], pred.zspec[index])),  # NaN without a spec-z
+        "dz": float(metrics.dz(zp, zs)) if known else float("nan"),  # no spec-z (or no p(z))
         "pit": float(pred.pit[index]),
         "odds": float(pred.odds[index]),
         "odds_window": float(window or pz.odds_window),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import torch
 from astropy.table import Table
 
 from deepz_core.errors import CatalogError, ConfigError
+from deepz_core.evaluation.profiles import SurveyProfile, profile_for_bands, survey_profile
 from deepz_core.files import atomic_write_json
 from deepz_core.pz import metrics
 from deepz_core.pz.products import PzConfig
@@ -93,12 +95,50 @@ def cde_loss_from_table(t: Table, pz: PzConfig) -> float:
     return metrics.cde_loss(pdf, grid, np.asarray(t["zspec"]))
 
 
-def evaluate_table(t: Table, pz: PzConfig | None = None) -> dict[str, Any]:
-    """Metrics over galaxies with a spec-z: overall, ODDS-best-50%, PIT, CDE loss, per magnitude bin.
+PROFILE_META = "DZPROF"  # table meta key: the survey profile predictions are judged by (JSON)
+
+
+def odds_in_window(t: Table, window: float) -> np.ndarray:
+    """(N,) ODDS = P(|z - zphot| <= window/2) from the stored mixtures (E20 eq. 7); NaN where
+    there is no p(z)."""
+    from deepz_core.inference.predict import mixture_from_arrays
+    from deepz_core.pz.products import mixture_odds
+
+    mix = mixture_from_arrays(
+        np.asarray(t["weights"]), np.asarray(t["means"]), np.asarray(t["stds"])
+    )
+    mode = torch.as_tensor(np.asarray(t["zphot"], dtype=np.float64))
+    odds = mixture_odds(mix, torch.nan_to_num(mode), window).numpy()
+    return np.where(np.isfinite(mode.numpy()), odds, np.nan)
+
+
+def table_profile(t: Table, catalog: Any = None) -> SurveyProfile:
+    """The profile of a predictions table: the one it carries (meta DZPROF, set by ``Run.predict``),
+    else the default for the bands of ``catalog`` (a file), else narrow-band (E20)."""
+    stored = t.meta.get(PROFILE_META)
+    if stored:
+        return survey_profile(json.loads(stored) if str(stored).startswith("{") else stored)
+    if catalog is not None:
+        from deepz_core.catalog.io import read_catalog
+
+        return profile_for_bands(read_catalog(catalog).bands)
+    return survey_profile(None)
+
+
+def evaluate_table(
+    t: Table,
+    pz: PzConfig | None = None,
+    profile: SurveyProfile | str | dict | None = None,
+    mag_edges: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """Metrics over galaxies with a spec-z: overall, best-fraction σ68 by ODDS, PIT, CDE loss, per
+    magnitude bin, judged by ``profile`` (outlier thresholds, ODDS window; default the table's,
+    else narrow-band); magnitude bins ``mag_edges`` (default: bins that follow the data).
 
     Galaxies without a p(z) (NaN products, ``flag`` NO_PZ) are failures: counted in ``n_no_pz``
     and ``no_pz_fraction`` (of the galaxies with a spec-z), never averaged in as numbers."""
     pz = pz or PzConfig()
+    prof = table_profile(t) if profile is None else survey_profile(profile)
     z = np.asarray(t["zspec"], dtype=np.float64)
     use = np.isfinite(z)
     if "out_of_fold" in t.colnames and np.asarray(t["out_of_fold"])[use].any():
@@ -113,49 +153,74 @@ def evaluate_table(t: Table, pz: PzConfig | None = None) -> dict[str, Any]:
             "(all NaN; see the flag column): nothing to evaluate"
         )
     zp, zs = np.asarray(sub["zphot"], dtype=np.float64), np.asarray(sub["zspec"], dtype=np.float64)
-    report: dict[str, Any] = {"overall": metrics.point_metrics(zp, zs)}
-    report["overall"].update(n_no_pz=int(failed.sum()), no_pz_fraction=failed.sum() / use.sum())
-    report["overall"]["odds_best50_sigma68"] = metrics.best_fraction_sigma68(
-        zp, zs, np.asarray(sub["odds"])
+    overall = metrics.point_metrics(zp, zs, prof.outlier)
+    overall["catastrophic_fraction"] = metrics.outlier_fraction(
+        metrics.dz(zp, zs), prof.catastrophic
     )
+    overall.update(n_no_pz=int(failed.sum()), no_pz_fraction=failed.sum() / use.sum())
+    odds = odds_in_window(sub, prof.odds_window)
+    best = metrics.odds_curve(zp, zs, odds, [prof.target_fraction], prof.outlier)
+    overall["odds_best_sigma68"] = float(best["sigma68"][0])
+    if prof.target_fraction == 0.5:
+        overall["odds_best50_sigma68"] = overall["odds_best_sigma68"]
+    report: dict[str, Any] = {"overall": overall, "profile": prof.to_dict()}
     pit = np.asarray(sub["pit"], dtype=np.float64) if "pit" in sub.colnames else np.array([])
     if np.isfinite(pit).any():
         ks = metrics.pit_ks(np.clip(pit[np.isfinite(pit)], 0, 1))
         report["overall"].update(pit_ks=ks.statistic, pit_ks_pvalue=ks.pvalue)
     report["overall"]["cde_loss"] = cde_loss_from_table(sub, pz)
     if "mag" in sub.colnames:
-        binned = metrics.binned_metrics(zp, zs, np.asarray(sub["mag"], dtype=np.float64))
+        mag = np.asarray(sub["mag"], dtype=np.float64)
+        edges = metrics.data_mag_edges(mag) if mag_edges is None else mag_edges
+        binned = metrics.binned_metrics(zp, zs, mag, edges, prof.outlier)
         report["per_magnitude"] = binned.rows()
     return report
 
 
 def evaluate(
-    predictions: Table | Path | str, catalog: Any = None, pz: PzConfig | None = None
+    predictions: Table | Path | str,
+    catalog: Any = None,
+    pz: PzConfig | None = None,
+    profile: SurveyProfile | str | dict | None = None,
+    mag_edges: Any = None,
 ) -> dict[str, Any]:
     """The evaluation report of predictions (a Table from ``Run.predict``, a predictions file or a
-    dataset folder): sigma68, the strict outlier fraction (``outlier_fraction``, |dz| > 0.02) and
-    the catastrophic one (``catastrophic_fraction``, |dz| > 0.15), bias, NMAD, ODDS-best-50%
-    sigma68, PIT KS, CDE loss overall and per magnitude bin, over the galaxies with a spec-z
-    (out-of-fold ones where the table says so); galaxies without a p(z) are counted as failures
-    (``n_no_pz``). ``catalog`` (a file) supplies zspec and mag by ref_id when the predictions lack
-    them.
+    dataset folder): sigma68, the outlier fraction (``outlier_fraction``, by the profile's
+    threshold; E20's strict |dz| > 0.02 for narrow-band) and the catastrophic one
+    (``catastrophic_fraction``, |dz| > 0.15), bias, NMAD, ODDS-best-50% sigma68, PIT KS, CDE loss
+    overall and per magnitude bin, over the galaxies with a spec-z (out-of-fold ones where the
+    table says so); galaxies without a p(z) are counted as failures (``n_no_pz``). ``catalog`` (a
+    file) supplies zspec and mag by ref_id when the predictions lack them.
+
+    ``profile``: the survey profile the numbers are judged by ('narrow-band': E20's strict
+    outliers |dz| > 0.02 and ODDS window 0.003; 'broad-band': outliers |dz| > 0.15, ODDS window
+    0.1; or a custom profile's fields as a dict); default: the one ``Run.predict`` attached, else
+    the default for ``catalog``'s bands, else narrow-band. ``mag_edges``: magnitude bins (default:
+    0.5-mag bins spanning the data).
 
     >>> import deepz_core as dz
     >>> cat = dz.simulate_catalog("lsst-deep", 300, seed=4)
     >>> run = dz.train(cat, tmp / "e", preset="smoke", pretrain="none")
     >>> report = dz.evaluate(run.predict(cat))
-    >>> sorted(report), report["overall"]["n_no_pz"]
-    (['overall', 'per_magnitude'], 0)
+    >>> sorted(report), report["overall"]["n_no_pz"], report["profile"]["name"]
+    (['overall', 'per_magnitude', 'profile'], 0, 'broad-band')
     """
     t = predictions if isinstance(predictions, Table) else _read_table(predictions)
     if catalog is not None:
         t = _join_catalog(t, catalog)
     if "zspec" not in t.colnames:
         raise CatalogError("the predictions have no zspec column; give a catalogue with spec-z")
-    return evaluate_table(t, pz)
+    prof = table_profile(t, catalog) if profile is None else survey_profile(profile)
+    return evaluate_table(t, pz, prof, mag_edges)
 
 
-def evaluate_files(pred: Path | str, catalog: Path | str | None, out: Path | str) -> dict[str, Any]:
+def evaluate_files(
+    pred: Path | str,
+    catalog: Path | str | None,
+    out: Path | str,
+    profile: SurveyProfile | str | dict | None = None,
+    mag_edges: Any = None,
+) -> dict[str, Any]:
     if Path(out).suffix.lower() != ".json":
         raise ConfigError(f"--out: the report is JSON, give a .json name, got {str(out)!r}")
     t = _read_table(pred)
@@ -163,7 +228,8 @@ def evaluate_files(pred: Path | str, catalog: Path | str | None, out: Path | str
         t = _join_catalog(t, catalog)
     if "zspec" not in t.colnames:
         raise CatalogError(f"{pred}: no zspec column; pass --catalog with spectroscopic redshifts")
-    report = evaluate_table(t)
+    prof = table_profile(t, catalog) if profile is None else survey_profile(profile)
+    report = evaluate_table(t, None, prof, mag_edges)
     atomic_write_json(out, _jsonable(report))
     return report
 

@@ -18,6 +18,7 @@ from astropy.table import Table
 
 from deepz_core.catalog.catalog import native_array
 from deepz_core.errors import ConfigError
+from deepz_core.evaluation.profiles import PROFILES, SurveyProfile
 from deepz_core.inference.predict import mixture_from_arrays
 from deepz_core.pz import metrics
 from deepz_core.pz.products import mixture_odds
@@ -121,10 +122,20 @@ def density_edges(max_count: int, linear_up_to: int = 40, n_log: int = 25) -> np
     return np.unique(np.concatenate([[-0.5], ints - 0.5, [max_count + 0.5]]))
 
 
-def results_stats(pred: Predictions, pit_bins: int = 20) -> dict[str, Any]:
-    """Headline statistics of the scored galaxies: point metrics, metrics per iAB bin (Fig. 2),
-    PIT histogram and KS test (Fig. 8), metrics vs training spec-z density (Fig. 3)."""
-    use = pred.scored
+def results_stats(
+    pred: Predictions,
+    profile: SurveyProfile | None = None,
+    mag_edges: np.ndarray | None = None,
+    odds: np.ndarray | None = None,
+    pit_bins: int = 20,
+) -> dict[str, Any]:
+    """Headline statistics of the scored galaxies judged by ``profile`` (default narrow-band, E20):
+    point metrics with its outlier threshold and the catastrophic rate, σ68 of the best
+    ``target_fraction`` by ``odds`` (N,) (ODDS for the profile's window; default the stored
+    column), metrics per magnitude bin (Fig. 2; ``mag_edges`` default: bins that follow the
+    data), PIT histogram and KS test (Fig. 8), metrics vs training spec-z density (Fig. 3)."""
+    profile = profile or PROFILES["narrow-band"]
+    use = pred.scored & np.isfinite(pred.zphot)
     zp, zs = pred.zphot[use], pred.zspec[use]
     out: dict[str, Any] = {
         "n": int(use.sum()),
@@ -134,16 +145,42 @@ def results_stats(pred: Predictions, pit_bins: int = 20) -> dict[str, Any]:
     }
     if not use.any():
         return out
-    out["summary"] = metrics.point_metrics(zp, zs)
+    out["summary"] = headline(pred, profile, odds)
     if pred.mag is not None and np.isfinite(pred.mag[use]).any():
-        out["by_mag"] = metrics.binned_metrics(zp, zs, pred.mag[use], metrics.DEFAULT_MAG_EDGES)
+        edges = metrics.data_mag_edges(pred.mag[use]) if mag_edges is None else mag_edges
+        out["by_mag"] = metrics.binned_metrics(zp, zs, pred.mag[use], edges, profile.outlier)
+        binned = int(out["by_mag"].counts.sum())
+        out["mag_coverage"] = (binned, int(np.isfinite(pred.mag[use]).sum()))
     pit = pred.pit[use]
     pit = pit[np.isfinite(pit)]
     out["pit"] = metrics.pit_histogram(pit, pit_bins)
     out["pit_ks"] = metrics.pit_ks(pit)
     train = training_zspec(pred)
     top = int(metrics.spec_density(zs, train).max())
-    out["spec_density"] = metrics.sigma68_vs_spec_density(zp, zs, train, 0.001, density_edges(top))
+    edges = density_edges(top)
+    out["spec_density"] = metrics.sigma68_vs_spec_density(zp, zs, train, 0.001, edges)
+    return out
+
+
+def headline(
+    pred: Predictions, profile: SurveyProfile | None = None, odds: np.ndarray | None = None
+) -> dict[str, Any]:
+    """Point metrics of the scored galaxies judged by ``profile``: n, sigma68, outlier fraction
+    (its threshold), catastrophic fraction, bias, NMAD, and σ68 of the best ``target_fraction``
+    by ``odds`` (N,) (default the stored column); {"n": 0} without scored galaxies."""
+    profile = profile or PROFILES["narrow-band"]
+    use = pred.scored & np.isfinite(pred.zphot)
+    if not use.any():
+        return {"n": 0}
+    zp, zs = pred.zphot[use], pred.zspec[use]
+    out = metrics.point_metrics(zp, zs, profile.outlier)
+    out["catastrophic_fraction"] = metrics.outlier_fraction(
+        metrics.dz(zp, zs), profile.catastrophic
+    )
+    score = pred.odds if odds is None else np.asarray(odds, float)
+    if np.isfinite(score[use]).all():
+        best = metrics.odds_curve(zp, zs, score[use], [profile.target_fraction], profile.outlier)
+        out["best_sigma68"] = float(best["sigma68"][0])
     return out
 
 
@@ -169,17 +206,18 @@ def cut_curves(
     odds: np.ndarray,
     mag_max: float | None = None,
     completeness: np.ndarray = CUT_COMPLETENESS,
+    outlier: float = metrics.OUTLIER_THRESHOLD,
 ) -> dict[str, Any]:
-    """sigma68 and strict outlier fraction vs completeness for the ODDS cut and the optimal cut,
-    over scored galaxies brighter than ``mag_max`` (E20 Fig. 9)."""
-    use = pred.scored & _mag_ok(pred, mag_max)
+    """sigma68 and outlier fraction (|Δz|/(1+z_s) > ``outlier``) vs completeness for the ODDS cut
+    and the optimal cut, over scored galaxies brighter than ``mag_max`` (E20 Fig. 9)."""
+    use = pred.scored & _mag_ok(pred, mag_max) & np.isfinite(odds)
     if not use.any():
         return {"n": 0}
     zp, zs = pred.zphot[use], pred.zspec[use]
     return {
         "n": int(use.sum()),
-        "ODDS cut": metrics.odds_curve(zp, zs, odds[use], completeness),
-        "optimal (|Δz| known)": metrics.optimal_curve(zp, zs, completeness),
+        "ODDS cut": metrics.odds_curve(zp, zs, odds[use], completeness, outlier),
+        "optimal (|Δz| known)": metrics.optimal_curve(zp, zs, completeness, outlier),
     }
 
 
@@ -187,7 +225,7 @@ def threshold_for_completeness(
     pred: Predictions, odds: np.ndarray, completeness: float, mag_max: float | None = None
 ) -> float:
     """ODDS threshold keeping the fraction ``completeness`` of the scored galaxies (ties kept)."""
-    use = pred.scored & _mag_ok(pred, mag_max)
+    use = pred.scored & _mag_ok(pred, mag_max) & np.isfinite(odds)
     if not use.any():
         return float("nan")
     curve = metrics.completeness_curve(
@@ -204,12 +242,16 @@ def selection_mask(
 
 
 def cut_stats(
-    pred: Predictions, odds: np.ndarray, threshold: float, mag_max: float | None = None
+    pred: Predictions,
+    odds: np.ndarray,
+    threshold: float,
+    mag_max: float | None = None,
+    outlier: float = metrics.OUTLIER_THRESHOLD,
 ) -> dict[str, float]:
-    """Completeness, sigma68 and outlier fraction of the scored galaxies passing the cut, and the
-    number of catalogue galaxies selected."""
+    """Completeness, sigma68 and outlier fraction (|Δz|/(1+z_s) > ``outlier``) of the scored
+    galaxies passing the cut, and the number of catalogue galaxies selected."""
     keep = selection_mask(pred, odds, threshold, mag_max)
-    base = pred.scored & _mag_ok(pred, mag_max)
+    base = pred.scored & _mag_ok(pred, mag_max) & np.isfinite(odds)
     kept = base & keep
     out = {"n_selected": int(keep.sum()), "n_scored": int(kept.sum()), "n_base": int(base.sum())}
     if not kept.any():
@@ -222,7 +264,7 @@ def cut_stats(
     return out | {
         "completeness": float(kept.sum() / base.sum()),
         "sigma68": metrics.sigma68(d),
-        "outlier_fraction": metrics.outlier_fraction(d),
+        "outlier_fraction": metrics.outlier_fraction(d, outlier),
     }
 
 
@@ -246,6 +288,19 @@ def selection_bytes(
     return export_bytes(pred.path, keep, fmt, {"odds_cut": odds}, cut)
 
 
+def read_plain_table(path: Path | str) -> Table:
+    """A predictions file as an astropy Table of plain columns: FITS NaN stay NaN (astropy would
+    mask them, and Parquet would then grow ``zspec.mask`` columns), integers stay integers."""
+    path = Path(path)
+    fits = path.suffix.lower() in (".fits", ".fit") or path.name.lower().endswith(".fits.gz")
+    table = Table.read(path, mask_invalid=False) if fits else Table.read(path)
+    for name in table.colnames:
+        col = table[name]
+        if getattr(col, "mask", None) is not None and np.ma.isMaskedArray(col):
+            table[name] = native_array(col)  # masked -> NaN (floats) / fill value
+    return table
+
+
 def export_bytes(
     path: Path | str,
     mask: np.ndarray | None,
@@ -254,11 +309,11 @@ def export_bytes(
     meta: dict[str, Any] | None = None,
 ) -> bytes:
     """Rows ``mask`` (all if None) of a predictions file, with ``extra`` columns (N,) and ``meta``
-    header keys, as FITS, CSV or Parquet bytes; CSV keeps the per-galaxy columns only (the
-    mixture parameters are vectors)."""
+    header keys, as FITS, CSV or Parquet bytes: plain columns, missing values NaN (never masked
+    columns); CSV keeps the per-galaxy columns only (the mixture parameters are vectors)."""
     if fmt not in EXPORT_FORMATS:
         raise ConfigError(f"export format must be one of {EXPORT_FORMATS}, got {fmt!r}")
-    table = Table.read(path)
+    table = read_plain_table(path)
     for name, values in (extra or {}).items():
         table[name] = values
     table.meta.update(meta or {})
@@ -276,37 +331,49 @@ def export_bytes(
         return out.read_bytes()
 
 
+def selection_name(source: str, window: float, threshold: float, mag_max: float | None) -> str:
+    """File stem of a quality-cut selection, named after its run and its cut, e.g.
+    ``run-1_odds0.003-ge0.5_mag22.5`` (``nomag`` without a magnitude limit)."""
+    mag = "nomag" if mag_max is None else f"mag{mag_max:g}"
+    return f"{source}_odds{window:g}-ge{threshold:g}_{mag}"
+
+
 def galaxy_table(
     pred: Predictions,
     mag_range: tuple[float, float] | None = None,
     outliers_only: bool = False,
     odds_min: float = 0.0,
     limit: int = 2000,
+    outlier: float = metrics.OUTLIER_THRESHOLD,
+    odds: np.ndarray | None = None,
 ) -> tuple[dict[str, np.ndarray], int]:
     """Columns (at most ``limit`` rows) of the galaxies with mag in ``mag_range``, ODDS >= odds_min
-    and, with ``outliers_only``, |Δz|/(1+z_s) > 0.02 (needs a spec-z); and how many matched."""
-    has = np.isfinite(pred.zspec)
+    (``odds`` (N,), default the stored column) and, with ``outliers_only``, |Δz|/(1+z_s) >
+    ``outlier`` (needs a spec-z); and how many matched. ``row`` is the predictions row; ``ref_id``
+    is text, so no 19-digit survey id passes through a JavaScript number (53-bit) on its way."""
+    odds = pred.odds if odds is None else np.asarray(odds, float)
+    has = np.isfinite(pred.zspec) & np.isfinite(pred.zphot)
     d = np.full(pred.n, np.nan)
     d[has] = metrics.dz(pred.zphot[has], pred.zspec[has])
-    keep = np.nan_to_num(pred.odds, nan=0.0) >= odds_min
+    keep = np.nan_to_num(odds, nan=0.0) >= odds_min
     if mag_range is not None and pred.mag is not None:
         keep &= (pred.mag >= mag_range[0]) & (pred.mag <= mag_range[1])
     if outliers_only:
-        keep &= np.abs(np.nan_to_num(d)) > metrics.OUTLIER_THRESHOLD
+        keep &= np.abs(np.nan_to_num(d)) > outlier
     idx = np.flatnonzero(keep)
     shown = idx[: max(int(limit), 0)]
-    cols = {
-        "ref_id": pred.ref_id,
+    cols: dict[str, np.ndarray] = {"ref_id": pred.ref_id.astype(str)}
+    if pred.mag is not None:
+        cols["m_AB [mag]"] = pred.mag
+    cols |= {
         "z_s": pred.zspec,
         "z_p": pred.zphot,
-        "ODDS": pred.odds,
+        "ODDS": odds,
         "Δz/(1+z_s)": d,
         "PIT": pred.pit,
         "out of fold": pred.out_of_fold,
     }
-    if pred.mag is not None:
-        cols = {"ref_id": pred.ref_id, "i_AB [mag]": pred.mag} | cols
-    return {k: v[shown] for k, v in cols.items()}, len(idx)
+    return {k: v[shown] for k, v in cols.items()} | {"row": shown}, len(idx)
 
 
 def sigma68_at(curve: dict[str, np.ndarray], completeness: float = 0.5) -> float:

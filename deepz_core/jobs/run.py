@@ -7,6 +7,7 @@ safetensors + JSON, ``predictions.fits``...), the same folder the command line a
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from deepz_core.catalog.catalog import Catalog
 from deepz_core.catalog.conventions import conventions_of
 from deepz_core.catalog.io import read_catalog, write_catalog
 from deepz_core.errors import ConfigError
+from deepz_core.evaluation.profiles import SurveyProfile, run_profile, survey_profile
 from deepz_core.rundir import RunDir
 
 CatalogLike = Catalog | Table | Any | str | Path  # a Catalog, astropy Table, DataFrame or file
@@ -74,6 +76,17 @@ class Run:
         return str(self.status.get("state", "missing"))
 
     @property
+    def card(self) -> dict[str, Any]:
+        """Name, note, catalogue name and survey profile (``card.json``; editable any time)."""
+        return self.folder.card()
+
+    @property
+    def profile(self) -> SurveyProfile:
+        """The survey profile the run is judged by: the one in its card, else the default for its
+        bands (narrow-band with >= 5 narrow bands, else broad-band)."""
+        return run_profile(self.folder.card(), run_bands(self.folder))
+
+    @property
     def summary(self) -> dict[str, Any]:
         """Headline out-of-fold metrics of a finished run (sigma68, outliers, held-out NLL...)."""
         return dict(self.status.get("summary", {}))
@@ -106,6 +119,7 @@ class Run:
         spellings (``objectId``, ``mag_<band>`` with limits). ``out`` also writes the table with
         its provenance: .parquet, .fits, .hdf5 (a qp file) or, with ``out_format="hats"``, a
         HATS folder. ``dz.to_qp(table)`` turns the result into a qp ensemble."""
+        from deepz_core.evaluation.report import PROFILE_META
         from deepz_core.inference.provenance import arrays_sha256, grid_text, provenance
         from deepz_core.inference.qp_io import GRID_META
         from deepz_core.inference.stream import (
@@ -127,13 +141,18 @@ class Run:
             write_output(arrow, out, fmt, prov, predictor.z_range)
         table = astropy_table(arrow)
         table.meta[GRID_META] = grid_text(predictor.pz)
+        table.meta[PROFILE_META] = json.dumps(self.profile.to_dict())
         return table
 
-    def evaluate(self) -> dict[str, Any]:
-        """The evaluation report of the out-of-fold predictions (see :func:`evaluate`)."""
+    def evaluate(
+        self, profile: SurveyProfile | str | dict | None = None, mag_edges: Any = None
+    ) -> dict[str, Any]:
+        """The evaluation report of the out-of-fold predictions (see :func:`evaluate`), judged by
+        ``profile`` (default: the run's)."""
         from deepz_core.evaluation.report import evaluate_table
 
-        return evaluate_table(self.predictions())
+        prof = self.profile if profile is None else survey_profile(profile)
+        return evaluate_table(self.predictions(), None, prof, mag_edges)
 
     def resume(self) -> Run:
         """Continue a killed or cancelled run from its last checkpoint."""
@@ -146,6 +165,17 @@ class Run:
     def _require_model(self) -> None:
         if not self.folder.file("model.safetensors").exists():
             raise ConfigError(f"run {self.path} has no trained model (state {self.state})")
+
+
+def run_bands(run: RunDir) -> tuple[str, ...]:
+    """The bands of a run: its model's (``model.json``), else its catalogue's."""
+    meta_path = run.file("model.json")
+    if meta_path.exists():
+        bands = json.loads(meta_path.read_text()).get("metadata", {}).get("bands")
+        if bands:
+            return tuple(bands)
+    config = run.config()
+    return tuple(read_catalog(config["catalog"]).bands) if config.get("catalog") else ()
 
 
 def load_run(path: str | Path) -> Run:
@@ -176,6 +206,9 @@ def train(
     seed: int = 0,
     model: dict[str, Any] | None = None,
     options: dict[str, Any] | None = None,
+    name: str | None = None,
+    note: str | None = None,
+    profile: SurveyProfile | str | dict | None = None,
 ) -> Run:
     """Train a deepz ensemble of ``members`` x ``folds`` networks on ``catalog`` into the run
     folder ``out`` and return the finished :class:`Run`.
@@ -185,6 +218,8 @@ def train(
     ``preset``: smoke (seconds), quick (minutes on a CPU) or paper (E20, for a GPU). ``pretrain``:
     "auto" (an SPS simulation through the catalogue's bands), "none" or a simulation file.
     ``model`` / ``options``: ModelConfig / TrainConfig fields that override the preset.
+    ``name``, ``note``: what people call the run (its card); ``profile``: the survey profile it is
+    judged by ('narrow-band', 'broad-band' or a custom profile's fields; default from the bands).
 
     Calling ``train`` again with the same ``out``: a finished run is refused; a killed one with
     the same settings resumes; one that never trained starts over; other settings are refused,
@@ -201,11 +236,16 @@ def train(
     out = Path(out)
     path = _catalog_path(catalog, out)
     train_options = {"device": device, "seed": seed, **(options or {})}
-    for name, value in (("repetitions", members), ("folds", folds)):
+    for field, value in (("repetitions", members), ("folds", folds)):
         if value is not None:
-            train_options[name] = value
+            train_options[field] = value
     config = run_config(str(path), None, pretrain, preset, ref_band, model, train_options)
     run, _ = open_run_folder(out, config)
+    card = {"name": name, "note": note}
+    if profile is not None:
+        card["profile"] = survey_profile(profile).to_dict()
+    if any(v is not None for v in card.values()):
+        run.update_card(**card)
     execute_run(run)
     return Run(out)
 

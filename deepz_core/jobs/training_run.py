@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from deepz_core.device import resolve_device
 from deepz_core.errors import ConfigError
 from deepz_core.files import atomic_write_json
 from deepz_core.nets.deepz import DeepzModel, ModelConfig, save_model
+from deepz_core.progress import reporting
 from deepz_core.pz.products import PzConfig
 from deepz_core.rundir import RunDir, load_checkpoint
 from deepz_core.training import pretrained
@@ -202,13 +204,15 @@ def record_screen(run: RunDir, features: Features) -> None:
         )
 
 
-def pretraining_simulation_path(config: RunConfig, features: Features) -> Path:
+def pretraining_simulation_path(
+    config: RunConfig, features: Features, simulate: bool = True
+) -> Path:
     """The SPS simulation file to pretrain on: simulated through the catalogue's bands ('auto',
-    cached) or the user's file."""
+    cached; with ``simulate=False`` only its path, nothing simulated) or the user's file."""
     if config.pretrain != "auto":
         return Path(config.pretrain)
     from deepz_core.sed.bands import has_band
-    from deepz_core.simulate import cached_simulation
+    from deepz_core.simulate import cached_simulation, cached_simulation_path
 
     missing = [b for b in features.bands if not has_band(b)]
     if missing:
@@ -217,7 +221,8 @@ def pretraining_simulation_path(config: RunConfig, features: Features) -> Path:
             "use --pretrain none or a simulation file"
         )
     train = config.train
-    return cached_simulation("sps", train.pretrain_n, features.bands, train.seed + 1)
+    where = cached_simulation if simulate else cached_simulation_path
+    return where("sps", train.pretrain_n, features.bands, train.seed + 1)
 
 
 def pretraining_simulation(config: RunConfig, features: Features) -> Catalog:
@@ -256,8 +261,9 @@ def record_outcome(run: RunDir, work: Callable[[], None]) -> None:
     """Run ``work`` with the run marked running; a cancel or a failure is written to its status
     (a failure is re-raised)."""
     try:
-        run.set_status("running", phase="setup", epoch=0)
-        work()
+        run.set_status("running", phase="setup", epoch=0, started=time.time())
+        with reporting(status_listener(run)):
+            work()
     except Cancelled as exc:
         run.log(str(exc))
         run.set_status("cancelled", message=str(exc))
@@ -265,6 +271,25 @@ def record_outcome(run: RunDir, work: Callable[[], None]) -> None:
         run.log(f"failed: {type(exc).__name__}: {exc}")
         run.set_status("failed", message=f"{type(exc).__name__}: {exc}")
         raise
+
+
+def status_listener(run: RunDir, every: float = 1.0) -> Callable[[str, int, int], None]:
+    """A progress listener (``deepz_core.progress.reporting``) that writes the current step of a
+    run (e.g. 'simulating sps galaxies', done, total, its start time) to its status, at most once
+    per ``every`` seconds between a step's first and last update; the Train page shows it."""
+    last, started = [0.0], {}
+
+    def listen(desc: str, done: int, total: int) -> None:
+        now = time.time()
+        if done == 0 or desc not in started:
+            started[desc] = now
+        if 0 < done < total and now - last[0] < every:
+            return
+        last[0] = now
+        fields = dict(step=desc, step_done=done, step_total=total, step_started=started[desc])
+        run.set_status("running", **fields)
+
+    return listen
 
 
 def _train(run: RunDir, config: RunConfig) -> None:
@@ -302,7 +327,10 @@ def _train(run: RunDir, config: RunConfig) -> None:
         train.eval_every,
         _validator(features, splits, device, magnitude),
     )
-    _run_phases(run, runner, phases, _pretrain_key(config, features, model))
+    key = _pretrain_key(config, features, model)
+    if key:
+        run.set_status("running", pretrain_key=key)  # ``deepz pretrain-weights`` ships it
+    _run_phases(run, runner, phases, key)
     save_model(
         model,
         run.path,
@@ -317,12 +345,33 @@ def _train(run: RunDir, config: RunConfig) -> None:
     run.log("finished")
 
 
+class LazySimulationBatches:
+    """Pretraining batches made on first use: a run that restores its pretraining from the cache
+    or the shipped weights never simulates (or reads) the pretraining set."""
+
+    def __init__(
+        self, config: RunConfig, features: Features, members: int, device, magnitude: bool
+    ) -> None:
+        self.args, self.batches = (config, features, members, device, magnitude), None
+
+    def epoch(self, *args, **kwargs):
+        if self.batches is None:
+            config, features, members, device, magnitude = self.args
+            sim = pretraining_simulation(config, features)
+            self.batches = simulation_batches(sim, features, members, device, magnitude)
+        return self.batches.epoch(*args, **kwargs)
+
+
 def _phases(config: RunConfig, features: Features, splits: Splits, device) -> list[Phase]:
     train, phases = config.train, []
     if config.pretrains:
-        sim = pretraining_simulation(config, features)
         magnitude = config.model_config(1, 1).magnitude_input
-        source = simulation_batches(sim, features, train.members, device, magnitude)
+        if config.pretrain == "auto":  # bands without filter curves fail now, not at epoch 1
+            pretraining_simulation_path(config, features, simulate=False)
+            source = LazySimulationBatches(config, features, train.members, device, magnitude)
+        else:
+            sim = pretraining_simulation(config, features)  # a file in other bands fails now
+            source = simulation_batches(sim, features, train.members, device, magnitude)
         phases.append(
             Phase(
                 "pretrain",
@@ -355,7 +404,7 @@ def _pretrain_key(config: RunConfig, features: Features, model: DeepzModel) -> s
     """Cache key of this run's pretraining (``deepz_core.training.pretrained``); None without one."""
     if not config.pretrains or not pretrained.cache_enabled():
         return None
-    path = pretraining_simulation_path(config, features)
+    path = pretraining_simulation_path(config, features, simulate=False)
     ident = path.name if config.pretrain == "auto" else pretrained.file_digest(path)
     device = next(model.parameters()).device.type
     stats = hashlib.sha256(b"".join(t.cpu().numpy().tobytes() for t in model.input_stats()))

@@ -108,22 +108,27 @@ def _1d_dz(zp: ArrayLike, zs: ArrayLike) -> NDArray:
     return dz(zp_a, zs_a)
 
 
-def _summary(d: NDArray) -> dict[str, float]:
+def _summary(d: NDArray, outlier: float = OUTLIER_THRESHOLD) -> dict[str, float]:
     return {
         "n": int(d.size),
         "sigma68": sigma68(d),
-        "outlier_fraction": outlier_fraction(d),
+        "outlier_fraction": outlier_fraction(d, outlier),
         "bias": bias(d),
         "nmad": nmad(d),
     }
 
 
-def point_metrics(zp: ArrayLike, zs: ArrayLike) -> dict[str, float]:
-    """n, sigma68, outlier_fraction (E20's strict outliers |dz| > 0.02), bias and nmad of dz for
-    zp, zs (N,) (E20 Sec. 3.3), and catastrophic_fraction, the conventional |dz| > 0.15 rate
-    (not RAIL's point_outlier_rate, |dz| > max(0.06, 3 sigma_IQR))."""
+def point_metrics(
+    zp: ArrayLike, zs: ArrayLike, outlier: float = OUTLIER_THRESHOLD
+) -> dict[str, float]:
+    """n, sigma68, outlier_fraction (|dz| > ``outlier``; E20's strict outliers: 0.02), bias and
+    nmad of dz for zp, zs (N,) (E20 Sec. 3.3), and catastrophic_fraction, the conventional
+    |dz| > 0.15 rate (not RAIL's point_outlier_rate, |dz| > max(0.06, 3 sigma_IQR))."""
     d = _1d_dz(zp, zs)
-    return {**_summary(d), "catastrophic_fraction": outlier_fraction(d, CATASTROPHIC_THRESHOLD)}
+    return {
+        **_summary(d, outlier),
+        "catastrophic_fraction": outlier_fraction(d, CATASTROPHIC_THRESHOLD),
+    }
 
 
 # ---------------------------------------------------------------- binned statistics
@@ -161,19 +166,56 @@ def _bin_index(by: NDArray, edges: NDArray) -> NDArray:
 
 
 def binned_metrics(
-    zp: ArrayLike, zs: ArrayLike, by: ArrayLike, edges: ArrayLike = DEFAULT_MAG_EDGES
+    zp: ArrayLike,
+    zs: ArrayLike,
+    by: ArrayLike,
+    edges: ArrayLike = DEFAULT_MAG_EDGES,
+    outlier: float = OUTLIER_THRESHOLD,
 ) -> BinnedMetrics:
-    """Point metrics of dz per bin of ``by`` (N,), e.g. iAB (E20 Fig. 2) or zs. NaN in ``by`` and
-    values outside ``edges`` are left out; empty bins give count 0 and NaN metrics."""
+    """Point metrics of dz per bin of ``by`` (N,), e.g. iAB (E20 Fig. 2) or zs; outliers are
+    |dz| > ``outlier``. NaN in ``by`` and values outside ``edges`` are left out; empty bins give
+    count 0 and NaN metrics."""
     d = _1d_dz(zp, zs)
     by_a = _array("by", by, finite=False)
     _same_shape(zp=d, by=by_a)
     edges_a = _edges("edges", edges)
     idx = _bin_index(by_a, edges_a)
-    per_bin = [_summary(d[idx == k]) for k in range(edges_a.size - 1)]
+    per_bin = [_summary(d[idx == k], outlier) for k in range(edges_a.size - 1)]
     cols = {k: np.array([row[k] for row in per_bin]) for k in per_bin[0] if k != "n"}
     counts = np.array([row["n"] for row in per_bin], dtype=np.int64)
     return BinnedMetrics(edges=edges_a, counts=counts, **cols)
+
+
+def data_mag_edges(
+    mag: ArrayLike,
+    width: float = 0.5,
+    lo: float | None = None,
+    hi: float | None = None,
+    max_bins: int = 40,
+) -> NDArray:
+    """Magnitude bin edges that follow the data: ``width``-wide bins on multiples of ``width``
+    from ``lo`` to ``hi`` (default: the 0.5th and 99.5th percentiles of the finite ``mag`` (N,),
+    widened to the extreme values when those lie within 1 mag of them, rounded outwards); at most
+    ``max_bins`` bins (the width grows if needed). A catalogue at m = 12.9-18.8 (SDSS) gets bins
+    there, not E20's 17.5-22.5 (``DEFAULT_MAG_EDGES``); no finite magnitude gives those."""
+    if not width > 0:
+        raise ConfigError(f"width: expected a bin width > 0 mag, got {width}")
+    m = np.asarray(mag, dtype=float)
+    m = m[np.isfinite(m)]
+    if m.size == 0 and (lo is None or hi is None):
+        return DEFAULT_MAG_EDGES.copy()
+    p_lo, p_hi = np.percentile(m, [0.5, 99.5]) if m.size else (lo, hi)
+    if m.size:  # the extremes too, unless they are far out (junk, placeholders)
+        p_lo, p_hi = max(m.min(), p_lo - 1.0), min(m.max(), p_hi + 1.0)
+    lo = float(np.floor(p_lo / width) * width) if lo is None else float(lo)
+    hi = float(np.ceil(p_hi / width) * width) if hi is None else float(hi)
+    if not hi > lo:
+        hi = lo + width
+    n = int(np.ceil((hi - lo) / width - 1e-9))
+    while n > max_bins:
+        width *= 2
+        n = int(np.ceil((hi - lo) / width - 1e-9))
+    return np.round(lo + width * np.arange(n + 1), 6)
 
 
 # ---------------------------------------------------------------- quality cuts (E20 Fig. 9)
@@ -183,11 +225,13 @@ def completeness_curve(
     score: ArrayLike,
     completeness: ArrayLike = DEFAULT_COMPLETENESS,
     higher_is_better: bool = True,
+    outlier: float = OUTLIER_THRESHOLD,
 ) -> dict[str, NDArray]:
     """For each completeness c (K,) keep the round(c N) galaxies with the best score (N,).
 
     Returns arrays (K,) under completeness, n, threshold (score of the last galaxy kept), sigma68
-    and outlier_fraction (E20 Sec. 6.2, Fig. 9). Ties in score keep input order.
+    and outlier_fraction (|dz| > ``outlier``) (E20 Sec. 6.2, Fig. 9). Ties in score keep input
+    order.
     """
     d = _1d_dz(zp, zs)
     score_a = _array("score", score)
@@ -201,22 +245,29 @@ def completeness_curve(
         out["n"].append(n)
         out["threshold"].append(float(score_a[order[n - 1]]) if n else float("nan"))
         out["sigma68"].append(sigma68(kept))
-        out["outlier_fraction"].append(outlier_fraction(kept))
+        out["outlier_fraction"].append(outlier_fraction(kept, outlier))
     return {"completeness": comp} | {k: np.asarray(v) for k, v in out.items()}
 
 
 def odds_curve(
-    zp: ArrayLike, zs: ArrayLike, odds: ArrayLike, completeness: ArrayLike = DEFAULT_COMPLETENESS
+    zp: ArrayLike,
+    zs: ArrayLike,
+    odds: ArrayLike,
+    completeness: ArrayLike = DEFAULT_COMPLETENESS,
+    outlier: float = OUTLIER_THRESHOLD,
 ) -> dict[str, NDArray]:
     """Quality cut on ODDS (N,), higher is better (E20 eq. 7, Fig. 9 solid lines)."""
-    return completeness_curve(zp, zs, odds, completeness, higher_is_better=True)
+    return completeness_curve(zp, zs, odds, completeness, True, outlier)
 
 
 def optimal_curve(
-    zp: ArrayLike, zs: ArrayLike, completeness: ArrayLike = DEFAULT_COMPLETENESS
+    zp: ArrayLike,
+    zs: ArrayLike,
+    completeness: ArrayLike = DEFAULT_COMPLETENESS,
+    outlier: float = OUTLIER_THRESHOLD,
 ) -> dict[str, NDArray]:
     """Idealised cut keeping the smallest |dz| = |zp - zs|/(1 + zs) first (E20 Fig. 9 'optimal')."""
-    return completeness_curve(zp, zs, np.abs(_1d_dz(zp, zs)), completeness, higher_is_better=False)
+    return completeness_curve(zp, zs, np.abs(_1d_dz(zp, zs)), completeness, False, outlier)
 
 
 def best_fraction_sigma68(

@@ -65,13 +65,21 @@ def _key(kind: str, n: int, bands: Sequence[str], seed: int, config: object) -> 
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def cached_simulation_path(
+    kind: str, n: int, bands: Sequence[str], seed: int, config: object = None
+) -> Path:
+    """Where ``cached_simulation`` keeps this simulation (its name is a hash of everything that
+    determines it); nothing is simulated here."""
+    return cache_dir() / "sims" / f"{kind}_n{n}_s{seed}_{_key(kind, n, bands, seed, config)}.fits"
+
+
 def cached_simulation(
     kind: str, n: int, bands: Sequence[str], seed: int, config: object = None
 ) -> Path:
     """Path of a FITS file holding this simulation, simulating and writing it on first use."""
     from deepz_core.catalog.io import write_catalog
 
-    path = cache_dir() / "sims" / f"{kind}_n{n}_s{seed}_{_key(kind, n, bands, seed, config)}.fits"
+    path = cached_simulation_path(kind, n, bands, seed, config)
     if not path.exists():
         write_catalog(simulate(kind, n, bands, seed, config), path)
     return path

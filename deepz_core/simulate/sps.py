@@ -71,6 +71,28 @@ _RANGES = {
 }
 
 
+# Redshift and reference-band magnitude ranges of the SPS prior that suit each standard band set:
+# E20's Table 1 for the PAUS/COSMOS sets; a shallow low-z survey for SDSS (main sample r < 17.8,
+# LRGs to z ~ 0.7); deep broad-band surveys to z ~ 3 for LSST, HSC and Euclid.
+BAND_SET_PRIORS: dict[str, dict[str, tuple[float, float]]] = {
+    "sdss": {"z": (0.0, 0.8), "mag_i": (13.0, 20.0)},
+    "lsst": {"z": (0.0, 3.0), "mag_i": (18.0, 25.5)},
+    "hsc": {"z": (0.0, 3.0), "mag_i": (18.0, 25.5)},
+    "euclid": {"z": (0.0, 3.0), "mag_i": (18.0, 24.5)},
+}
+
+
+def sps_config_for(band_set_name: str) -> SPSConfig:
+    """The SPS prior proposed for a standard band set (``BAND_SET_PRIORS``; E20 Table 1 for the
+    others).
+
+    >>> from deepz_core.simulate.sps import sps_config_for
+    >>> sps_config_for("sdss").z, sps_config_for("paus_cosmos").mag_i
+    ((0.0, 0.8), (18.0, 22.5))
+    """
+    return SPSConfig(**BAND_SET_PRIORS.get(band_set_name, {}))
+
+
 @cache
 def _age_table() -> tuple[np.ndarray, np.ndarray]:
     from astropy.cosmology import Planck15

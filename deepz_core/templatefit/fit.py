@@ -269,3 +269,39 @@ def read_zero_points(path: Path | str, bands: tuple[str, ...]) -> np.ndarray:
     if missing:
         raise ConfigError(f"--zero-points {path}: no zero-points for bands {missing}")
     return np.array([float(table[b]) for b in bands])
+
+
+def explain_galaxy(
+    cat: Catalog, cfg: TemplateFitConfig | None = None, zero_points: np.ndarray | None = None
+) -> dict[str, np.ndarray | float | str]:
+    """The fit of the first galaxy of ``cat`` laid open (eazy-py's viewer): chi2_min(z) on the fit
+    grid where it was solved (``z_chi2``, ``chi2``), and at the best redshift ``z_best`` the best-fit
+    model flux of every band (``model_flux`` (B,), in the catalogue's flux units: zero-points and
+    the narrow-band scale k applied) and the name of the template with the largest coefficient."""
+    cfg = cfg or TemplateFitConfig()
+    check_catalog(cat, cfg)
+    cat = robust_coadds(cat.select(np.arange(1)), cfg)
+    flux, error = scaled_fluxes(cat, zero_points)
+    cpu = torch.device("cpu")
+    model = TemplateModel.build(tuple(cat.bands), cfg.z_grid(), cpu, cfg.template_set)
+    res = fit_chunk(
+        model,
+        torch.as_tensor(flux, dtype=torch.float32),
+        torch.as_tensor(error, dtype=torch.float32),
+        cfg,
+    )
+    members = model.runs[res.best_run]  # (1, T)
+    a = model.flux[res.best_z[:, None], :, members].transpose(1, 2).double()  # (1, B, T)
+    m = torch.einsum("cbt,ct->cb", a, res.coeffs.double())[0].numpy()  # (B,)
+    scale = np.where(model.narrow.numpy(), float(res.k[0]), 1.0)
+    zp = np.ones(len(cat.bands)) if zero_points is None else np.asarray(zero_points, float)
+    chi2 = res.chi2[0].numpy()
+    solved = np.isfinite(chi2)
+    best = int(members[0, int(res.coeffs[0].argmax())])
+    return {
+        "z_chi2": model.z[solved],
+        "chi2": chi2[solved],
+        "z_best": float(model.z[int(res.best_z[0])]),
+        "model_flux": m * scale * zp,
+        "template": model.names[best],
+    }

@@ -8,7 +8,14 @@ optimiser and RNG states) is kept in ``cache_dir()/pretrained/<key>.safetensors`
 of those inputs. A later run with the same key starts from it exactly as if it had resumed from its
 own end-of-pretraining checkpoint, so its result is the same as without the cache.
 
-Set ``DEEPZ_PRETRAIN_CACHE=0`` to always pretrain (the test suite does).
+Weights shipped with deepz (``deepz_core/training/weights/<key>.safetensors`` + ``.json``, built by
+``deepz pretrain-weights``, docs/benchmarks.md "First result") are a second, read-only source under
+the same keys: the demo's ``quick`` pretraining, so that a newcomer's first run skips the SPS
+simulation and the pretraining. A shipped entry holds the model and RNG states at the end of
+pretraining (the optimiser restarts for fine-tuning, so its state is left out).
+
+Set ``DEEPZ_PRETRAIN_CACHE=0`` to always pretrain (the test suite does; it also ignores the shipped
+weights). ``DEEPZ_SHIPPED_WEIGHTS`` names another folder of shipped weights (tests).
 """
 
 from __future__ import annotations
@@ -77,9 +84,22 @@ class PretrainKey:
         return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def _paths(key: str) -> tuple[Path, Path]:
-    folder = cache_dir() / "pretrained"
+SHIPPED = Path(__file__).resolve().parent / "weights"
+
+
+def shipped_dir() -> Path:
+    """The folder of the weights shipped with deepz (env ``DEEPZ_SHIPPED_WEIGHTS`` overrides)."""
+    return Path(os.environ.get("DEEPZ_SHIPPED_WEIGHTS") or SHIPPED)
+
+
+def _paths(key: str, folder: Path | None = None) -> tuple[Path, Path]:
+    folder = cache_dir() / "pretrained" if folder is None else folder
     return folder / f"{key}.safetensors", folder / f"{key}.json"
+
+
+def _sources(key: str) -> list[tuple[str, Path, Path]]:
+    """Where entry ``key`` may be: the local cache, then the shipped weights."""
+    return [("the cache", *_paths(key)), ("the shipped weights", *_paths(key, shipped_dir()))]
 
 
 def store(run: RunDir, key: str) -> None:
@@ -101,28 +121,47 @@ def store(run: RunDir, key: str) -> None:
 
 
 def restore(run: RunDir, key: str) -> bool:
-    """Give ``run`` the cached end-of-pretraining checkpoint and metrics rows; False on a miss.
+    """Give ``run`` the cached (else shipped) end-of-pretraining checkpoint and metrics rows;
+    False on a miss.
 
     The rows keep their losses but drop ``val_nll``: that was measured on the storing run's held-out
     galaxies, which may not be this run's.
     """
-    tensor_path, meta_path = _paths(key)
-    if not (tensor_path.exists() and meta_path.exists()):
-        return False
-    try:
-        saved = json.loads(meta_path.read_text())
-        tensors = load_file(str(tensor_path))
-    except (OSError, ValueError, KeyError, SafetensorError):
-        return False  # a damaged cache entry costs a pretraining, never a run
-    # rows first, checkpoint last: a kill in between leaves no checkpoint, so the next call redoes
-    # this from a clean slate instead of resuming with half the rows
-    run.truncate_metrics("pretrain", 0)
-    for row in saved["metrics"]:
-        run.append_metrics({k: v for k, v in row.items() if k != "val_nll"} | {"cached": True})
-    save_checkpoint(run, tensors, saved["meta"])
-    run.log(f"pretraining reused from the cache ({key}, first trained by {saved['saved_by']})")
-    return True
+    for where, tensor_path, meta_path in _sources(key):
+        if not (tensor_path.exists() and meta_path.exists()):
+            continue
+        try:
+            saved = json.loads(meta_path.read_text())
+            tensors = load_file(str(tensor_path))
+        except (OSError, ValueError, KeyError, SafetensorError):
+            continue  # a damaged entry costs a pretraining, never a run
+        # rows first, checkpoint last: a kill in between leaves no checkpoint, so the next call
+        # redoes this from a clean slate instead of resuming with half the rows
+        run.truncate_metrics("pretrain", 0)
+        for row in saved["metrics"]:
+            run.append_metrics({k: v for k, v in row.items() if k != "val_nll"} | {"cached": True})
+        save_checkpoint(run, tensors, saved["meta"])
+        run.log(f"pretraining reused from {where} ({key}, first trained by {saved['saved_by']})")
+        return True
+    return False
 
 
 def has(key: str) -> bool:
-    return all(p.exists() for p in _paths(key))
+    """Whether the cache or the shipped weights hold entry ``key``."""
+    return any(t.exists() and m.exists() for _, t, m in _sources(key))
+
+
+def ship(key: str, folder: Path | str) -> Path:
+    """Copy cache entry ``key`` into ``folder`` as shipped weights: model and RNG states only (the
+    optimiser restarts for fine-tuning), the metrics rows without held-out NLL; its tensor file."""
+    tensor_path, meta_path = _paths(key)
+    if not (tensor_path.exists() and meta_path.exists()):
+        raise FileNotFoundError(f"no cached pretraining {key} to ship")
+    tensors = {k: v for k, v in load_file(str(tensor_path)).items() if not k.startswith("opt.")}
+    saved = json.loads(meta_path.read_text())
+    rows = [{k: v for k, v in r.items() if k != "val_nll"} for r in saved["metrics"]]
+    out, out_meta = _paths(key, Path(folder))
+    atomic_write(out, lambda tmp: save_file(tensors, str(tmp)))
+    shipped = {"meta": saved["meta"], "metrics": rows, "saved_by": "deepz pretrain-weights"}
+    atomic_write_json(out_meta, shipped)
+    return out

@@ -183,7 +183,7 @@ def test_a_magnitude_catalogue_in_nanojansky_units_is_imported(home: Path) -> No
     at = data_page()
     upload(at, "up_galaxies", "mags.fits", (home / "mags.fits").read_bytes())
     assert not at.exception and not at.error, texts(at.error)
-    assert at.checkbox(key="mags").value  # no flux columns: conversion on by default
+    assert at.checkbox(key="convert_magnitudes").value  # no flux columns: conversion on by default
     assert "All checks passed: 60 galaxies in 3 bands" in texts(at.success)
     assert at.number_input[0].value == 23.9
     njy = Table({"ref_id": np.arange(5), "flux_g": np.ones(5), "flux_error_g": np.ones(5)})
@@ -193,3 +193,53 @@ def test_a_magnitude_catalogue_in_nanojansky_units_is_imported(home: Path) -> No
     upload(at, "up_galaxies", "njy.fits", (home / "njy.fits").read_bytes())
     assert not at.exception
     assert at.number_input[0].value == 31.4
+
+
+def _sdss_like(tmp: Path, n: int = 120) -> dict[str, np.ndarray]:
+    """An SDSS-like table: 19-digit objids with gaps, 'z' as the redshift, FLUX_U..FLUX_Z."""
+    from tests.synthetic import SDSS_ID
+
+    rng = np.random.default_rng(4)
+    cols: dict[str, np.ndarray] = {
+        "objid": SDSS_ID + np.cumsum(rng.integers(1, 40, n)),
+        "z": rng.uniform(0.02, 0.4, n),
+    }
+    for b in "ugriz":
+        flux = rng.uniform(20.0, 400.0, n)
+        cols[f"FLUX_{b.upper()}"], cols[f"FLUXERR_{b.upper()}"] = flux, 0.05 * flux
+    return cols
+
+
+def test_sdss_names_z_and_band_suggestions(home: Path) -> None:
+    """`z` is the spec-z; FLUX_G & co. get SDSS filter names (so 'auto' pretraining works); the
+    19-digit ids survive the import exactly."""
+    cols = _sdss_like(home)
+    path = home / "sdss.csv"
+    pd.DataFrame(cols).to_csv(path, index=False)
+    at = data_page()
+    upload(at, "up_galaxies", "sdss.csv", path.read_bytes())
+    assert not at.exception and not at.error, texts(at.error)
+    picks = {s.label: s.value for s in at.selectbox}
+    assert picks["Spectroscopic redshift -> zspec"] == "z"
+    rename = next(s for s in at.selectbox if s.label.startswith("5 band names have no filter"))
+    assert rename.value == "sdss"
+    assert "All checks passed: 120 galaxies in 5 bands, 120 with spec-z" in texts(at.success)
+    click = next(b for b in at.button if b.label == "Save and use this catalogue")
+    click.click().run()
+    saved = read_catalog(home / "data" / "uploads" / f"catalog-{at.query_params['catalog']}.fits")
+    assert saved.bands == ("sdss_u", "sdss_g", "sdss_r", "sdss_i", "sdss_z")
+    np.testing.assert_array_equal(saved.ref_id, cols["objid"])
+
+
+def test_magnitude_columns_are_offered_for_conversion(home: Path) -> None:
+    rng = np.random.default_rng(2)
+    cols = {"id": np.arange(50), "zspec": rng.uniform(0.1, 1.0, 50)}
+    for b in "griz":
+        cols[f"mag_{b}"], cols[f"magerr_{b}"] = rng.uniform(18, 22, 50), np.full(50, 0.05)
+    cols["mag_g"][:3] = 99.0  # non-detections
+    pd.DataFrame(cols).to_csv(home / "mags.csv", index=False)
+    at = data_page()
+    upload(at, "up_galaxies", "mags.csv", (home / "mags.csv").read_bytes())
+    assert not at.exception
+    offered = texts(at.info) + " | " + " | ".join(c.label for c in at.checkbox)
+    assert "4 magnitude bands" in offered or "4 bands are given as AB magnitudes" in offered

@@ -1,12 +1,14 @@
 """End to end in a real browser: Debian's chromium, driven by playwright, against `streamlit run`.
 
-Upload a FITS catalogue, train a tiny run to the end, open a galaxy, drop exposures, move a cut
-slider, download predictions. Screenshots go to test-artifacts/e2e/. Any exception shown in the page
+Upload a FITS catalogue with 19-digit survey ids, train a tiny run to the end, open a galaxy and
+step to the next one, drop exposures, move a cut slider, download predictions, predict the
+catalogue on the Predict page (n(z), tomographic bins, sky). Screenshots go to test-artifacts/e2e/. Any exception shown in the page
 fails the test. Skips when chromium is absent, unless DEEPZ_REQUIRE_E2E=1 (set by .ci/run).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import socket
@@ -17,11 +19,13 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from deepz_core.catalog.io import write_catalog
 from deepz_core.sed.bands import band_set
 from deepz_core.simulate import simulate
+from tests.synthetic import SDSS_ID, with_survey_ids
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -145,7 +149,10 @@ def test_upload_train_explore_drop_cut_download(server, tmp_path: Path) -> None:
 
     url, home = server
     catalogue = tmp_path / "survey.fits"
-    write_catalog(simulate("paus-mock", 300, band_set("paus_cosmos"), 3), catalogue)
+    cat = with_survey_ids(simulate("paus-mock", 300, band_set("paus_cosmos"), 3))
+    rng = np.random.default_rng(1)
+    extra = {"ra": rng.uniform(150.0, 150.6, 300), "dec": rng.uniform(1.9, 2.5, 300)}
+    write_catalog(dataclasses.replace(cat, extra=extra), catalogue)
 
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
@@ -159,6 +166,14 @@ def test_upload_train_explore_drop_cut_download(server, tmp_path: Path) -> None:
             page.get_by_role("button", name="Save and use this catalogue").click()
             _settle(page)
             _shot(page, "1_data")
+            page.get_by_text("Signal-to-noise per band").first.scroll_into_view_if_needed()
+            _shot(page, "1b_data_snr")
+
+            _nav(page, "Simulate")
+            _choose(page, "Band set", "sdss")
+            page.get_by_text("SPS prior").first.click()
+            _settle(page)
+            _shot(page, "1c_simulate_sdss")
 
             _nav(page, "Train")
             _choose(page, "Catalogue", "survey")
@@ -176,6 +191,13 @@ def test_upload_train_explore_drop_cut_download(server, tmp_path: Path) -> None:
 
             _nav(page, "Galaxy explorer")
             page.wait_for_selector("[data-testid='stPlotlyChart']")
+            box = page.get_by_label("Galaxy (ref_id)")
+            first = int(box.input_value())
+            assert first > SDSS_ID, first  # a 19-digit id, shown exactly
+            page.get_by_role("button", name="▶").click()
+            _settle(page)
+            second = int(page.get_by_label("Galaxy (ref_id)").input_value())
+            assert second > first and second in set(cat.ref_id.tolist()), (first, second)
             _shot(page, "3_explorer")
 
             _nav(page, "Exposure dropping")
@@ -201,6 +223,20 @@ def test_upload_train_explore_drop_cut_download(server, tmp_path: Path) -> None:
             assert target.read_bytes()[:6] == b"SIMPLE"
             _settle(page)
             _shot(page, "6_results")
+
+            _nav(page, "Predict")
+            page.get_by_role("button", name="Predict this catalogue").click()
+            _settle(page)
+            page.locator("h3").filter(has_text="finished").first.wait_for(timeout=240_000)
+            _settle(page)
+            page.get_by_text("Redshift distribution n(z)").first.wait_for(timeout=60_000)
+            _shot(page, "7_predict")
+            page.get_by_role("tab", name="Tomographic bins").click()
+            _settle(page)
+            _shot(page, "8_tomography")
+            page.get_by_role("tab", name="Sky").click()
+            _settle(page)
+            _shot(page, "9_sky")
         finally:
             if not page.is_closed():
                 _shot(page, "last")

@@ -37,10 +37,41 @@ def test_scatter_uses_webgl_with_ids_and_highlight(zz) -> None:
     ids = np.arange(100, 600)
     fig = plots.zp_zs_scatter(zs, zp, ids, highlight=105, color=np.ones(500))
     assert _types(fig)[0] == "scattergl"
-    assert list(fig.data[0].customdata[:3]) == [100, 101, 102]
+    assert list(fig.data[0].customdata[:3]) == ["100", "101", "102"]  # text: exact in JS
     star = fig.data[-1]
     assert star.marker.symbol == "star" and star.x[0] == pytest.approx(zs[5])
     assert "spectroscopic" in fig.layout.xaxis.title.text
+
+
+def test_scatter_keeps_19_digit_ids_exact(zz) -> None:
+    """Survey ids above 2**53 are text in the figure's JSON, never a (rounded) JS number."""
+    import json
+
+    zs, zp = zz
+    ids = np.int64(1237648720693755918) + np.arange(500) * 7
+    fig = plots.zp_zs_scatter(zs, zp, ids, highlight=int(ids[3]))
+    text = fig.to_json()
+    assert '"1237648720693755939"' in text and fig.data[-1].name == f"ref_id {ids[3]}"
+    assert json.loads(text)["data"][0]["customdata"][3] == "1237648720693755939"
+
+
+def test_chi2_and_sed_with_a_model() -> None:
+    fig = plots.chi2_figure(np.linspace(0, 1, 11), np.linspace(5, 50, 11), 0.3, 0.31)
+    assert fig.layout.yaxis.type == "log" and "χ²" in fig.layout.yaxis.title.text
+    sed = {
+        "bands": ["a", "b"],
+        "wavelength": np.array([5000.0, 4000.0]),
+        "narrow": np.array([False, False]),
+        "known": True,
+        "flux": np.array([1.0, 2.0]),
+        "error": np.array([0.1, 0.1]),
+        "exp_wavelength": np.zeros(0),
+        "exp_flux": np.zeros(0),
+        "exp_error": np.zeros(0),
+    }
+    fig = plots.sed_figure(sed, "SED", {"flux": np.array([1.1, 1.9]), "label": "best fit"})
+    model = next(t for t in fig.data if t.name == "best fit")
+    assert list(model.x) == [4000.0, 5000.0] and list(model.y) == [1.9, 1.1]
 
 
 def test_scatter_bins_above_threshold(zz) -> None:
@@ -62,7 +93,7 @@ def test_metrics_vs_mag_two_panels(zz) -> None:
     assert len(fig.data) == 4  # σ68 and outliers per run
     assert fig.layout.xaxis2.title.text == plots.MAG
     assert fig.layout.yaxis.title.text == plots.SIGMA
-    assert fig.layout.yaxis2.title.text == plots.OUTF
+    assert fig.layout.yaxis2.title.text == plots.outlier_title(0.02)
 
 
 def test_pit_figure_reports_ks(rng) -> None:
@@ -159,8 +190,8 @@ def test_quality_curves_target_and_current(zz) -> None:
     fig = plots.quality_curves(curves, 0.0035, current)
     names = [t.name for t in fig.data]
     assert names.count("ODDS cut") == 2 and names.count("your cut") == 2
-    target = [t for t in fig.data if t.name.startswith("PAUS target")][0]
+    target = [t for t in fig.data if t.name.startswith("target σ68")][0]
     assert list(target.y) == [0.0035, 0.0035]
     assert fig.layout.xaxis2.title.text == plots.COMPLETENESS
     fig = plots.quality_curves(curves, target=None)
-    assert not any(t.name.startswith("PAUS") for t in fig.data)
+    assert not any(t.name.startswith("target") for t in fig.data)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from deepz_core.jobs.training_run import create_run, execute_run, run_config
 from deepz_core.rundir import RunDir
 from deepz_core.sed.bands import band_set
 from deepz_core.simulate import simulate
+from tests.synthetic import SDSS_ID, with_survey_ids
 
 PAGES = Path(__file__).resolve().parents[2] / "pages"
 ANALYSIS_PAGES = ("results.py", "explorer.py", "dropping.py", "cuts.py")
@@ -27,9 +29,10 @@ TINY_MODEL = {
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory) -> Path:
-    """DEEPZ_HOME with one finished run 'r1' trained for 2 epochs on a 300-galaxy mock."""
+    """DEEPZ_HOME with one finished run 'r1' trained for 2 epochs on a 300-galaxy mock whose ids
+    are 19-digit survey ids with gaps."""
     root = tmp_path_factory.mktemp("deepz_home")
-    cat = simulate("paus-mock", 300, band_set("paus_cosmos"), 1)
+    cat = with_survey_ids(simulate("paus-mock", 300, band_set("paus_cosmos"), 1))
     path = write_catalog(cat, root / "mock.fits")
     run = create_run(
         root / "runs" / "r1",
@@ -64,11 +67,11 @@ def _ok(at: AppTest) -> None:
     assert not at.error, [e.value for e in at.error]
 
 
-def _galaxy(home: Path) -> int:
+def _galaxy(home: Path, nth: int = 3) -> int:
     from deepz_core.evaluation.run_products import read_predictions
 
     pred = read_predictions(home / "runs" / "r1" / "predictions.fits")
-    return int(pred.ref_id[pred.scored][3])
+    return int(pred.ref_id[pred.scored][nth])
 
 
 @pytest.mark.parametrize("page", ANALYSIS_PAGES)
@@ -79,7 +82,7 @@ def test_empty_state_without_runs(page, tmp_path, monkeypatch) -> None:
     assert any("No finished run yet" in i.value for i in at.info)
 
 
-@pytest.mark.parametrize("page", ["explorer.py", "dropping.py"])
+@pytest.mark.parametrize("page", ["dropping.py"])
 def test_network_pages_point_a_template_fit_elsewhere(page, tmp_path, monkeypatch) -> None:
     run = RunDir(tmp_path / "runs" / "tfit-1").create({"kind": "templatefit", "catalog": "c"})
     run.set_status("finished")
@@ -95,24 +98,60 @@ def test_results_page(at_home) -> None:
     _ok(at)
     assert at.multiselect[0].value == ["r1"]
     table = at.dataframe[0].value
-    assert list(table["run"]) == ["r1"] and table["scored galaxies"][0] > 200
+    assert table["run"][0].startswith("r1 — mock.fits") and table["scored galaxies"][0] > 200
     assert len(at.get("plotly_chart")) == 4  # D1, Fig. 2, Fig. 8, Fig. 3
     labels = [b.proto.label for b in at.get("download_button")]
-    assert labels == ["r1: FITS", "r1: Parquet"]
+    assert labels[:2] == ["r1: FITS", "r1: Parquet"]
     assert at.query_params["runs"] == "r1"
 
 
-def test_explorer_shows_chosen_galaxy(at_home) -> None:
+def test_explorer_shows_chosen_galaxy_with_a_19_digit_id(at_home) -> None:
     ref_id = _galaxy(at_home)
+    assert ref_id > 2**53  # beyond a JavaScript number: must travel as text
     at = _app("explorer.py", galaxy=str(ref_id))
     _ok(at)
-    assert at.number_input(key="explorer_ref_id").value == ref_id
+    assert at.text_input(key="explorer_ref_id").value == str(ref_id)
     assert at.metric[0].label == "z_s (spec-z)"
     assert len(at.get("plotly_chart")) == 3  # p(z), SED, z_p-z_s scatter
-    assert at.dataframe[0].value["ref_id"].iloc[0] > 0
-    at.number_input(key="explorer_ref_id").set_value(ref_id + 1).run()
+    assert int(at.dataframe[0].value["ref_id"].iloc[0]) > SDSS_ID  # text, exact
+    other = _galaxy(at_home, 7)
+    at.text_input(key="explorer_ref_id").input(str(other)).run()
     _ok(at)
-    assert at.query_params["galaxy"] == str(ref_id + 1)
+    assert at.query_params["galaxy"] == str(other)
+    assert f"p(z) of {other}" in [_title(c) for c in at.get("plotly_chart")]
+
+
+def test_explorer_steps_by_row_over_gapped_ids(at_home) -> None:
+    """The ids have gaps (+3, +30, +7, ...): the stepper moves to the next row, never id + 1."""
+    from deepz_core.evaluation.run_products import read_predictions
+
+    ids = read_predictions(at_home / "runs" / "r1" / "predictions.fits").ref_id
+    at = _app("explorer.py", galaxy=str(ids[10]))
+    _ok(at)
+    assert any(c.value.startswith("row 11 of 300") for c in at.caption)
+    at.button(key="explorer_ref_id_next").click().run()
+    _ok(at)
+    assert at.query_params["galaxy"] == str(ids[11]) and ids[11] - ids[10] > 1
+    at.button(key="explorer_ref_id_prev").click().run()
+    at.button(key="explorer_ref_id_prev").click().run()
+    _ok(at)
+    assert at.query_params["galaxy"] == str(ids[9])
+    assert at.text_input(key="explorer_ref_id").value == str(ids[9])
+    at.text_input(key="explorer_ref_id").input("12x").run()
+    _ok(at)
+    assert any("not a galaxy id" in w.value for w in at.warning)
+
+
+def test_explorer_galaxy_without_spec_z(at_home) -> None:
+    from deepz_core.evaluation.run_products import read_predictions
+
+    pred = read_predictions(at_home / "runs" / "r1" / "predictions.fits")
+    blind = int(pred.ref_id[~np.isfinite(pred.zspec)][0])
+    at = _app("explorer.py", galaxy=str(blind))
+    _ok(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["z_s (spec-z)"] == "—" and metrics["Δz/(1+z_s)"] == "—"
+    assert "None" not in metrics.values()
 
 
 def test_explorer_unknown_galaxy_warns(at_home) -> None:
@@ -127,8 +166,8 @@ def test_dropping_table_and_selection(at_home) -> None:
     table = at.dataframe[0].value
     assert list(table.columns) == ["band", "exposure slot", "mode", "shift of the mode [Δz]"]
     assert len(table) > 10 and np.all(np.diff(np.abs(table["shift of the mode [Δz]"])) <= 0)
-    at.number_input[1].set_value(10)  # the selection size (the first input is the galaxy)
-    at.button[0].click().run()
+    at.number_input[0].set_value(10)  # the selection size (the galaxy is a text input)
+    next(b for b in at.button if b.label.startswith("Compute the spread")).click().run()
     _ok(at)
     assert any(c.value.startswith("10 galaxies") for c in at.caption)
     assert len(at.get("plotly_chart")) == 3  # Fig. 7, spread histogram, indicator curves
@@ -147,7 +186,7 @@ def test_cuts_slider_changes_numbers(at_home) -> None:
     _ok(at)
     assert _completeness(at) == pytest.approx(0.8, abs=0.005)
     sigma_80 = next(m.value for m in at.metric if m.label.startswith("σ68"))
-    at.slider(key="cuts_window").set_value(0.02).run()
+    at.slider(key="cuts_window_narrow-band").set_value(0.02).run()
     at.radio(key="cuts_how").set_value("ODDS threshold").run()
     at.slider(key="cuts_threshold").set_value(0.0).run()
     _ok(at)
@@ -178,8 +217,6 @@ def test_cuts_select_and_export_a_catalogue_without_spec_z(home, tmp_path, monke
 
 def test_results_page_shows_an_experiments_report(tmp_path, monkeypatch) -> None:
     """Reports under $DEEPZ_HOME/experiments open on the Results page: targets, text, figures."""
-    import json
-
     import matplotlib
 
     matplotlib.use("Agg")
@@ -207,3 +244,122 @@ def test_results_page_shows_an_experiments_report(tmp_path, monkeypatch) -> None
     assert any("1 of 3 targets not measured yet" in c.value for c in at.caption)
     assert any("Fig. 2" in m.value for m in at.markdown)
     assert len(at.get("image")) == 1
+
+
+def _title(chart) -> str:
+    return json.loads(chart.proto.spec)["layout"]["title"]["text"]
+
+
+def _copy_run(home: Path, root: Path, name: str, card: dict | None = None, **columns) -> RunDir:
+    """A copy of run r1 under ``root``/runs/``name`` with predictions columns replaced."""
+    from astropy.table import Table
+
+    run = RunDir(root / "runs" / name)
+    run.path.mkdir(parents=True)
+    for f in ("config.json", "status.json", "model.json", "model.safetensors", "splits.npz"):
+        run.file(f).write_bytes((home / "runs" / "r1" / f).read_bytes())
+    t = Table.read(home / "runs" / "r1" / "predictions.fits")
+    for col, values in columns.items():
+        t[col] = values(t[col]) if callable(values) else values
+    t.write(run.file("predictions.fits"))
+    if card:
+        run.update_card(**card)
+    return run
+
+
+def test_sdss_like_magnitudes_and_a_broad_band_profile(home, tmp_path, monkeypatch) -> None:
+    """Magnitudes 12.9-18.8 (SDSS): every scored galaxy falls in a magnitude bin (bins follow the
+    data), and a broad-band run is judged by outliers > 0.15 with no PAUS target anywhere."""
+    _copy_run(
+        home,
+        tmp_path,
+        "sdss",
+        {"profile": {"name": "broad-band", "outlier": 0.15, "odds_window": 0.1, "target": None}},
+        mag=lambda m: np.asarray(m) - 5.6,
+    )
+    monkeypatch.setenv("DEEPZ_HOME", str(tmp_path))
+    at = _app("results.py", runs="sdss")
+    _ok(at)
+    table = at.dataframe[0].value
+    assert "outliers (|Δz|/(1+z) > 0.15)" in table.columns
+    assert not any(c.startswith("strict") or c.startswith("catastrophic") for c in table.columns)
+    scored = int(table["scored galaxies"][0])
+    assert any(f"sdss: {scored:,} of {scored:,}" in c.value for c in at.caption)
+    assert "Survey profile: broad-band" in [p.proto.popover.label for p in at.get("popover")]
+    at = _app("cuts.py", run="sdss")
+    _ok(at)
+    window = at.slider(key="cuts_window_broad-band")
+    assert window.value == pytest.approx(0.1) and window.max >= 0.4
+    assert not any("target" in c.value for c in at.caption)
+    fig = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert not any(t.get("name", "").startswith("target") for t in fig["data"])
+    assert "0.15" in fig["layout"]["yaxis2"]["title"]["text"]
+
+
+def test_a_narrow_band_run_shows_the_paus_target(at_home) -> None:
+    at = _app("cuts.py", run="r1")
+    _ok(at)
+    assert any("target 0.0035(1+z) of the narrow-band profile" in c.value for c in at.caption)
+    assert at.slider(key="cuts_window_narrow-band").value == pytest.approx(0.003)
+
+
+def test_profile_editor_saves_a_custom_profile(home, tmp_path, monkeypatch) -> None:
+    _copy_run(home, tmp_path, "r2")
+    monkeypatch.setenv("DEEPZ_HOME", str(tmp_path))
+    at = _app("results.py", runs="r2")
+    at.radio(key="results_profile_name").set_value("custom").run()
+    at.number_input(key="results_profile_out_custom").set_value(0.05).run()
+    next(b for b in at.button if b.label == "Use for this run").click().run()
+    _ok(at)
+    assert RunDir(tmp_path / "runs" / "r2").card()["profile"]["outlier"] == 0.05
+    assert "strict outliers (|Δz|/(1+z) > 0.05)" in at.dataframe[0].value.columns
+
+
+def test_cuts_selecting_nothing_says_so_and_names_files(at_home) -> None:
+    at = _app("cuts.py", run="r1")
+    assert any("Files named `r1_odds0.003-ge" in c.value for c in at.caption)
+    at.radio(key="cuts_how").set_value("ODDS threshold").run()
+    at.slider(key="cuts_threshold").set_value(1.0).run()
+    _ok(at)
+    assert any("No galaxy has ODDS ≥ 1" in w.value for w in at.warning)
+    assert not any(m.value == "nan" for m in at.metric)
+    assert all(b.proto.disabled for b in at.get("download_button"))
+
+
+def test_results_warns_about_runs_on_different_catalogues(home, tmp_path, monkeypatch) -> None:
+    _copy_run(home, tmp_path, "a", {"name": "first try"})
+    other = _copy_run(home, tmp_path, "b")
+    config = other.config() | {"catalog": str(tmp_path / "another.fits")}
+    other.file("config.json").write_text(json.dumps(config))
+    monkeypatch.setenv("DEEPZ_HOME", str(tmp_path))
+    at = _app("results.py", runs="a,b")
+    _ok(at)
+    assert any("different catalogues" in w.value for w in at.warning)
+    assert at.dataframe[0].value["run"][0] == "first try — mock.fits, quick (a)"
+
+
+def test_template_fit_run_in_the_explorer(home, tmp_path, monkeypatch) -> None:
+    """A template fit shows its p(z), chi2(z) and the best-fit model over the SED; a run the
+    explorer cannot show is named, not silently swapped."""
+    from deepz_core.catalog.io import read_catalog
+    from deepz_core.jobs.templatefit_run import create_templatefit_run, execute_templatefit_run
+
+    cat = read_catalog(home / "mock.fits")
+    small = write_catalog(cat.select(np.arange(30)), tmp_path / "small.fits")
+    run = create_templatefit_run(
+        tmp_path / "runs" / "tfit-1", str(small), device="cpu", calibrate=False
+    )
+    execute_templatefit_run(run)
+    monkeypatch.setenv("DEEPZ_HOME", str(tmp_path))
+    at = _app("explorer.py", run="tfit-1", galaxy=str(cat.ref_id[2]))
+    _ok(at)
+    titles = [_title(c) for c in at.get("plotly_chart")]
+    assert (
+        "χ²(z) of the template fit" in titles
+        and f"SED of {cat.ref_id[2]} and the best-fit model" in titles
+    )
+    sed = json.loads(at.get("plotly_chart")[2].proto.spec)
+    assert any(t.get("name", "").startswith("best fit at z") for t in sed["data"])
+    at = _app("dropping.py", run="tfit-1")
+    _ok(at)
+    assert any("templatefit run, which this page cannot show" in w.value for w in at.warning)

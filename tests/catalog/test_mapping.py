@@ -138,3 +138,49 @@ def test_apply_exposure_mapping_fixes_band_case() -> None:
     assert out["band"].tolist() == ["NB455", "NB465"]
     with pytest.raises(CatalogError, match="'flux_error'"):
         apply_exposure_mapping(cols, {**mapping, "flux_error": None}, ["NB455"])
+
+
+def test_z_alone_is_the_spec_z_unless_the_columns_are_ugriz() -> None:
+    from deepz_core.catalog.mapping import guess_zspec
+
+    assert guess_galaxy_mapping(["objid", "z", "flux_g", "flux_err_g"]).zspec == "z"
+    assert guess_zspec(["objid", "u", "g", "r", "i", "z"], set()) is None  # SDSS magnitudes
+    assert guess_zspec(["id", "Z_SPEC", "z"], set()) == "Z_SPEC"
+
+
+@pytest.mark.parametrize(
+    ("names", "expected"),
+    [
+        (
+            ["mag_g", "magerr_g", "mag_r", "magerr_r"],
+            [("g", "mag_g", "magerr_g"), ("r", "mag_r", "magerr_r")],
+        ),
+        (["g_mag", "g_magerr", "mag"], [("g", "g_mag", "g_magerr")]),
+        (["MAG_AUTO_I", "MAGERR_AUTO_I"], [("AUTO_I", "MAG_AUTO_I", "MAGERR_AUTO_I")]),
+        (["mag_lsst_u", "mag_err_lsst_u"], [("lsst_u", "mag_lsst_u", "mag_err_lsst_u")]),
+        (["mag_g"], []),  # no error column: not a band
+    ],
+)
+def test_magnitude_bands_are_recognised(names, expected) -> None:
+    from deepz_core.catalog.mapping import guess_magnitude_bands
+
+    assert [tuple(b) for b in guess_magnitude_bands(names)] == expected
+
+
+def test_known_band_names_are_suggested() -> None:
+    from deepz_core.catalog.mapping import band_letter, suggest_band_names
+
+    assert band_letter("FLUX_G") == "g" and band_letter("i_cmodel") == "i"
+    assert band_letter("NB455") is None
+    sdss = suggest_band_names(["FLUX_U", "FLUX_G", "FLUX_R", "FLUX_I", "FLUX_Z"])
+    assert list(sdss)[0] == "sdss" and sdss["sdss"] == (
+        "sdss_u",
+        "sdss_g",
+        "sdss_r",
+        "sdss_i",
+        "sdss_z",
+    )
+    grizy = suggest_band_names(["g", "r", "i", "z", "y"])
+    assert list(grizy)[0] == "hsc" and "sdss" not in grizy
+    assert list(suggest_band_names(["u", "g", "r", "i", "z", "y"])) == ["lsst"]
+    assert suggest_band_names(["NB455", "g"]) == {}

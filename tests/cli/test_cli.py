@@ -601,3 +601,19 @@ def test_predict_option_errors(tmp_path, tiny_run, sky_catalog, capsys, args, ne
     base = ["predict", "--run", str(tiny_run), "--catalog", str(sky_catalog[1])]
     assert main([*base, "--out", str(tmp_path / "p"), *args]) == 2
     assert needle in capsys.readouterr().err
+
+
+def test_evaluate_with_a_profile_and_magnitude_bins(tmp_path, trained, capsys) -> None:
+    pred, report = str(trained / "predictions.fits"), tmp_path / "r.json"
+    args = ["evaluate", "--pred", pred, "--out", str(report), "--mag-bins", "19:22:1"]
+    assert main([*args, "--profile", "broad-band"]) == 0
+    doc = json.loads(report.read_text())
+    assert doc["profile"]["outlier"] == 0.15
+    assert [(r["lo"], r["hi"]) for r in doc["per_magnitude"]] == [(19, 20), (20, 21), (21, 22)]
+    custom = tmp_path / "custom.json"
+    custom.write_text(json.dumps({"name": "custom", "outlier": 0.07, "target": None}))
+    assert main([*args, "--profile", str(custom)]) == 0
+    assert json.loads(report.read_text())["profile"]["outlier"] == 0.07
+    assert main([*args[:-1], "13"]) == 2
+    assert "--mag-bins must be LO:HI:WIDTH" in capsys.readouterr().err
+    assert main([*args, "--profile", "wide-band"]) == 2

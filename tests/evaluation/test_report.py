@@ -15,6 +15,7 @@ from deepz_core.catalog.io import write_catalog
 from deepz_core.errors import CatalogError, ConfigError
 from deepz_core.evaluation.report import evaluate_files, evaluate_table, pit_from_table
 from deepz_core.inference.predict import write_table
+from deepz_core.pz import metrics
 
 OVERALL = {
     "n",
@@ -24,6 +25,7 @@ OVERALL = {
     "bias",
     "nmad",
     "odds_best50_sigma68",
+    "odds_best_sigma68",
     "pit_ks",
     "pit_ks_pvalue",
     "cde_loss",
@@ -84,11 +86,16 @@ def test_miscalibrated_pit_is_flagged(rng) -> None:
 
 def test_per_magnitude_rows(rng) -> None:
     t = _table(rng, 1000)
-    rows = evaluate_table(t)["per_magnitude"]
+    rows = evaluate_table(t, mag_edges=metrics.DEFAULT_MAG_EDGES)["per_magnitude"]
     assert len(rows) == 10 and rows[0]["lo"] == 17.5 and rows[-1]["hi"] == pytest.approx(22.5)
     assert sum(r["n"] for r in rows) == len(t)
     assert {"lo", "hi", "n", "sigma68", "outlier_fraction", "bias", "nmad"} <= set(rows[0])
     assert rows[0]["n"] == 0 and math.isnan(rows[0]["sigma68"])  # 17.5-18: empty
+    follow = evaluate_table(t)["per_magnitude"]  # default: 0.5-mag bins that follow the data
+    assert follow[0]["lo"] == 18.0 and follow[-1]["hi"] == 22.5 and follow[0]["n"] > 0
+    t["mag"] -= 5.0  # an SDSS-like catalogue at m = 13-17.5: every galaxy is still binned
+    follow = evaluate_table(t)["per_magnitude"]
+    assert follow[0]["lo"] == 13.0 and sum(r["n"] for r in follow) == len(t)
     t.remove_column("mag")
     assert "per_magnitude" not in evaluate_table(t)
 
@@ -119,7 +126,8 @@ def test_unknown_zspec_rows_are_skipped_and_none_is_an_error(rng) -> None:
 def test_evaluate_files_writes_strict_json(tmp_path, rng, suffix) -> None:
     t = _table(rng, 500)
     write_table(t, tmp_path / f"pred{suffix}")  # FITS stores big-endian, strided columns
-    report = evaluate_files(tmp_path / f"pred{suffix}", None, tmp_path / "report.json")
+    edges = metrics.DEFAULT_MAG_EDGES
+    report = evaluate_files(tmp_path / f"pred{suffix}", None, tmp_path / "report.json", None, edges)
     text = (tmp_path / "report.json").read_text()
 
     def no_nan(token: str):
@@ -152,7 +160,8 @@ def test_catalogue_join_supplies_zspec_mag_and_a_fresh_pit(tmp_path, rng) -> Non
     )
     write_catalog(cat, tmp_path / "cat.fits")
     report = evaluate_files(tmp_path / "pred.fits", tmp_path / "cat.fits", tmp_path / "r.json")
-    direct = evaluate_table(t)
+    assert report["profile"]["name"] == "broad-band"  # from the catalogue's bands
+    direct = evaluate_table(t, profile="broad-band")
     for key in ("n", "sigma68", "bias", "cde_loss", "odds_best50_sigma68"):
         assert report["overall"][key] == pytest.approx(direct["overall"][key], rel=1e-5), key
     assert report["overall"]["pit_ks"] == pytest.approx(
@@ -245,3 +254,32 @@ def test_all_nan_predictions_are_refused(rng) -> None:
     t["zphot"][:] = np.nan
     with pytest.raises(CatalogError, match="none of the 50 galaxies with a spec-z has a p"):
         evaluate_table(t)
+
+
+def test_survey_profiles_judge_the_same_predictions_differently(rng) -> None:
+    """Broad-band: outliers |dz| > 0.15 and ODDS over a window of 0.1; narrow-band (E20): strict
+    outliers |dz| > 0.02 and a window of 0.003; a custom profile takes its own thresholds."""
+    t = _table(rng, 1000)
+    narrow = evaluate_table(t, profile="narrow-band")
+    broad = evaluate_table(t, profile="broad-band")
+    custom = evaluate_table(t, profile={"name": "custom", "outlier": 0.05, "target": None})
+    dz = (np.asarray(t["zphot"]) - np.asarray(t["zspec"])) / (1 + np.asarray(t["zspec"]))
+    for report, threshold in ((narrow, 0.02), (broad, 0.15), (custom, 0.05)):
+        expected = np.mean(np.abs(dz) > threshold)
+        assert report["overall"]["outlier_fraction"] == pytest.approx(expected)
+        assert report["overall"]["catastrophic_fraction"] == pytest.approx(np.mean(abs(dz) > 0.15))
+    assert narrow["overall"]["outlier_fraction"] > 0.1 > broad["overall"]["outlier_fraction"]
+    assert broad["profile"]["odds_window"] == 0.1 and narrow["profile"]["odds_window"] == 0.003
+    with pytest.raises(ConfigError, match="profile"):
+        evaluate_table(t, profile="wide-band")
+    with pytest.raises(ConfigError, match="outlier"):
+        evaluate_table(t, profile={"name": "custom", "outlier": -1})
+
+
+def test_odds_in_window_of_a_gaussian(rng) -> None:
+    from deepz_core.evaluation.report import odds_in_window
+
+    t = _table(rng, 20)
+    s = np.asarray(t["stds"])[:, 0]
+    expected = [math.erf(0.05 / (si * math.sqrt(2))) for si in s]
+    np.testing.assert_allclose(odds_in_window(t, 0.1), expected, rtol=1e-9)

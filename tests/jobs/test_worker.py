@@ -135,7 +135,7 @@ def test_queue_runs_oldest_first_and_survives_failures(
 
 def test_run_state_progress_and_curves(tmp_path: Path, small_catalog: Path) -> None:
     run = tiny_run(tmp_path, "r", small_catalog)
-    assert run_progress(run) == (0.0, "setup")
+    assert run_progress(run) == (0.0, "setting up: reading the catalogue")
     run.set_status("running", phase="finetune", epoch=1, epochs=2)
     assert run_state(run) == "running"  # this process is alive
     assert run_progress(run) == (0.5, "finetune epoch 1/2")
@@ -238,3 +238,67 @@ def test_sim_progress_reads_the_last_progress_bar(tmp_path: Path) -> None:
         "simulating SPS galaxies:  10%| 100/1000\rsimulating SPS galaxies:  45%| 450/1000"
     )
     assert sim_progress(log) == pytest.approx(0.45)
+
+
+def test_set_up_progress_and_etas(tmp_path: Path, small_catalog: Path) -> None:
+    """During set-up the page reads the worker's own step (simulating the pretraining set...)
+    with elapsed time and ETA; during training, the time per epoch gives the ETA."""
+    from deepz_core.jobs.status import clock, elapsed_eta, expected_duration
+    from deepz_core.jobs.training_run import status_listener
+    from deepz_core.progress import progress_bar, reporting
+
+    assert (clock(42), clock(185), clock(3723)) == ("42 s", "3 min 05 s", "1 h 02 min")
+    assert elapsed_eta(100.0, 0.25, now=160.0) == "1 min 00 s elapsed, about 3 min 00 s left"
+    assert elapsed_eta(None, 0.5) == ""
+    run = tiny_run(tmp_path, "s", small_catalog)
+    run.set_status("running", phase="setup", epoch=0)
+    with reporting(status_listener(run, every=0.0)), progress_bar(300, "simulating sps") as bar:
+        bar.update(100)
+    fraction, text = run_progress(run)
+    assert fraction == pytest.approx(1 / 3) and text.startswith(
+        "setting up: simulating sps 100/300"
+    )
+    assert "elapsed" in text
+    run.set_status("running", phase="finetune", epoch=1, epochs=2)
+    run.append_metrics({"phase": "finetune", "epoch": 1, "loss": 1.0, "seconds": 30.0})
+    assert run_progress(run) == (
+        0.5,
+        "finetune epoch 1/2 — 30 s for 1 epochs, about 30 s left in this phase",
+    )
+    assert expected_duration([run], "quick") is None  # not finished
+    run.set_status("finished", started=time.time() - 125)
+    seconds, basis = expected_duration([run], "quick")
+    assert seconds == pytest.approx(125, abs=2) and "no pretraining" in basis
+
+
+def test_prediction_job_runs_records_progress_and_cancels(
+    tmp_path: Path, small_catalog: Path
+) -> None:
+    from deepz_core.jobs.prediction import (
+        JOB_FILE,
+        OUTPUT,
+        create_prediction_job,
+        job_state,
+        list_prediction_jobs,
+        read_job,
+    )
+
+    run = tiny_run(tmp_path / "runs", "r", small_catalog)
+    assert run_queue(tmp_path / "runs", lambda m: None) == ["r"]
+    with pytest.raises(Exception, match="no such file"):
+        create_prediction_job(tmp_path / "preds", run.path, tmp_path / "missing.fits")
+    folder = create_prediction_job(tmp_path / "preds", run.path, small_catalog, "small")
+    assert read_job(folder)["state"] == "queued" and job_state(read_job(folder)) == "queued"
+    assert cli.main(["predict-job", "--job", str(folder)]) == 0
+    spec = read_job(folder)
+    assert spec["state"] == "finished" and spec["rows"] == 150 and spec["progress"] == 1.0
+    assert spec["done"] == spec["total"] == 150 and spec["flags"]["rows"] == 150
+    assert (folder / OUTPUT).exists()
+    cancelled = create_prediction_job(tmp_path / "preds", run.path, small_catalog)
+    (cancelled / "cancel").write_text("now")
+    cli.main(["predict-job", "--job", str(cancelled)])
+    assert read_job(cancelled)["state"] == "cancelled" and not (cancelled / OUTPUT).exists()
+    listed = list_prediction_jobs(tmp_path / "preds")
+    assert {j.job_id for j in listed} == {folder.name, cancelled.name}
+    stale = json.loads((folder / JOB_FILE).read_text()) | {"state": "running", "pid": dead_pid()}
+    assert job_state(stale) == "interrupted"

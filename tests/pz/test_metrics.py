@@ -296,3 +296,34 @@ def test_point_metrics_give_the_strict_and_the_catastrophic_rate() -> None:
     assert out["outlier_fraction"] == pytest.approx(0.7)
     assert out["catastrophic_fraction"] == pytest.approx(0.3)
     assert m.CATASTROPHIC_THRESHOLD == 0.15 and m.OUTLIER_THRESHOLD == 0.02
+
+
+def test_magnitude_bins_follow_the_data(rng: np.random.Generator) -> None:
+    sdss = rng.uniform(12.9, 18.8, 2000)  # SDSS: E20's 17.5-22.5 bins would hold ~1/5 of them
+    edges = m.data_mag_edges(sdss)
+    assert edges[0] == 12.5 and edges[-1] == 19.0 and np.allclose(np.diff(edges), 0.5)
+    binned = m.binned_metrics(sdss * 0, sdss * 0, sdss, edges)
+    assert binned.counts.sum() == 2000
+    junk = np.r_[sdss, [99.0, -99.0, np.nan]]  # placeholders stay out of the range
+    assert m.data_mag_edges(junk)[-1] <= 20 and m.data_mag_edges(junk)[0] >= 11.5
+    wide = m.data_mag_edges(rng.uniform(10, 30, 500), max_bins=10)
+    assert len(wide) - 1 <= 10 and np.allclose(np.diff(wide), 2.0)
+    np.testing.assert_array_equal(m.data_mag_edges([]), m.DEFAULT_MAG_EDGES)
+    assert m.data_mag_edges([], 0.25, 20, 21).tolist() == [20.0, 20.25, 20.5, 20.75, 21.0]
+    with pytest.raises(ConfigError, match="width"):
+        m.data_mag_edges(sdss, width=0)
+
+
+def test_outlier_thresholds_reach_every_metric(rng: np.random.Generator) -> None:
+    zs = rng.uniform(0.1, 1.0, 1000)
+    zp = zs + rng.normal(0, 0.05, 1000) * (1 + zs)
+    d = m.dz(zp, zs)
+    assert m.point_metrics(zp, zs, 0.15)["outlier_fraction"] == pytest.approx(
+        np.mean(abs(d) > 0.15)
+    )
+    binned = m.binned_metrics(zp, zs, zs, [0, 0.5, 1.0], outlier=0.15)
+    assert np.nansum(binned.outlier_fraction * binned.counts) == pytest.approx(
+        np.sum(abs(d) > 0.15)
+    )
+    curve = m.odds_curve(zp, zs, -abs(d), [1.0], outlier=0.1)
+    assert curve["outlier_fraction"][0] == pytest.approx(np.mean(abs(d) > 0.1))

@@ -333,3 +333,19 @@ def test_unknown_template_set_names_the_field_and_value() -> None:
     with pytest.raises(ConfigError, match=r"template_set .*'nope'"):
         flux_table(BANDS, np.array([0.5]), "nope")
     assert TemplateFitConfig().template_set == "bcnz2"
+
+
+def test_explain_galaxy_lays_the_fit_open(rng: np.random.Generator) -> None:
+    """eazy-py's view of one galaxy: chi2(z) is smallest at the catalogue fit's best redshift
+    and the best-fit model reproduces a noiseless template galaxy's fluxes."""
+    from deepz_core.templatefit.fit import explain_galaxy
+
+    flux, error, z = _template_galaxies(rng, 3, snr=200.0)
+    cat = _catalog(flux, error, z, np.zeros(flux.shape))
+    cfg = TemplateFitConfig(**FAST)
+    out = explain_galaxy(cat.select(np.array([1])), cfg)
+    assert out["z_chi2"].shape == out["chi2"].shape and np.all(np.diff(out["z_chi2"]) > 0)
+    assert out["z_best"] == pytest.approx(out["z_chi2"][np.argmin(out["chi2"])])
+    assert abs(out["z_best"] - z[1]) / (1 + z[1]) < 0.01
+    np.testing.assert_allclose(out["model_flux"], flux[1], rtol=0.05)
+    assert isinstance(out["template"], str) and out["template"]

@@ -178,3 +178,53 @@ def test_a_restore_cut_short_is_redone_cleanly(tmp_path, inputs, cache_on, monke
     assert run.status()["state"] == "finished"
     phases = [(r["phase"], r["epoch"]) for r in run.metrics()]
     assert phases == [(r["phase"], r["epoch"]) for r in first.metrics()]
+
+
+def test_shipped_weights_are_a_second_source(tmp_path, inputs, cache_on, monkeypatch) -> None:
+    """Weights shipped with deepz restore like a cache hit: same model as pretraining anew."""
+    first = _train(tmp_path, "a", inputs, alpha=0.5)
+    key = next(cache_on.glob("*.json")).stem
+    shipped = pretrained.ship(key, tmp_path / "shipped")
+    assert not [k for k in load_file(str(shipped)) if k.startswith("opt.")]  # optimiser left out
+    for f in cache_on.iterdir():
+        f.unlink()
+    monkeypatch.setenv("DEEPZ_SHIPPED_WEIGHTS", str(tmp_path / "shipped"))
+    assert pretrained.has(key)
+    reused = _train(tmp_path, "b", inputs, alpha=0.5)
+    assert "pretraining reused from the shipped weights" in reused.file("log.txt").read_text()
+    a, b = _weights(first), _weights(reused)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
+    assert not list(cache_on.glob("*.safetensors"))  # a shipped hit is not copied to the cache
+
+
+def test_pretrain_weights_command_and_a_run_that_never_simulates(
+    tmp_path, cache_on, monkeypatch
+) -> None:
+    """``deepz pretrain-weights`` builds shipped weights; a later 'auto' run of the same catalogue
+    starts from them without simulating the pretraining set."""
+    import json
+
+    from deepz_core.cli import main as cli
+    from deepz_core.rundir import RunDir
+    from deepz_core.sed.bands import band_set
+    from deepz_core.simulate import simulate
+
+    cat = write_catalog(simulate("paus-mock", 120, band_set("paus_cosmos"), 2), tmp_path / "c.fits")
+    out = tmp_path / "weights"
+    assert (
+        cli.main(
+            ["pretrain-weights", "--catalog", str(cat), "--preset", "smoke", "--out", str(out)]
+        )
+        == 0
+    )
+    assert len(list(out.glob("*.safetensors"))) == 1 and len(list(out.glob("*.json"))) == 1
+    monkeypatch.setenv("DEEPZ_CACHE_DIR", str(tmp_path / "fresh_cache"))  # nothing simulated yet
+    monkeypatch.setenv("DEEPZ_SHIPPED_WEIGHTS", str(out))
+    run = RunDir(tmp_path / "run")
+    config = run_config(str(cat), pretrain="auto", preset_name="smoke", train={"device": "cpu"})
+    execute_run(create_run(run.path, config))
+    assert run.status()["state"] == "finished", run.status()
+    assert "reused from the shipped weights" in run.file("log.txt").read_text()
+    assert not list((tmp_path / "fresh_cache").glob("sims/*.fits"))  # never simulated
+    assert json.loads(next(out.glob("*.json")).read_text())["saved_by"] == "deepz pretrain-weights"

@@ -1,0 +1,162 @@
+"""Prediction jobs of the app: ``deepz predict-job --job FOLDER`` applies a finished run to a
+photometric catalogue (no spec-z needed) and writes ``FOLDER/predictions.parquet`` (one row per
+catalogue row, in order; see ``deepz_core.inference.stream``), recording its state and progress in
+``FOLDER/job.json``, which the Predict page reads. A ``cancel`` file in the folder stops it between
+chunks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from deepz_core.errors import ConfigError
+from deepz_core.files import atomic_write_json
+from deepz_core.jobs.status import pid_alive
+
+JOB_FILE = "job.json"
+OUTPUT = "predictions.parquet"
+START_GRACE_S = 60.0  # a job not started this long after its creation counts as interrupted
+MIN_CHUNK, MAX_CHUNK = 1_000, 25_000  # rows per step: ~20 progress updates, bounded memory
+
+
+class JobCancelled(Exception):
+    """The user asked the job to stop (a ``cancel`` file in its folder)."""
+
+
+def read_job(folder: Path | str) -> dict[str, Any]:
+    return json.loads((Path(folder) / JOB_FILE).read_text())
+
+
+def update_job(folder: Path | str, **fields: Any) -> None:
+    path = Path(folder) / JOB_FILE
+    atomic_write_json(path, {**read_job(folder), **fields, "updated": time.time()})
+
+
+def create_prediction_job(
+    root: Path | str,
+    run_dir: Path | str,
+    catalog: Path | str,
+    catalog_name: str | None = None,
+    device: str = "cpu",
+) -> Path:
+    """A new job folder under ``root`` (``pred-YYYYmmdd-HHMMSS-<hex>``) predicting ``catalog``
+    with the run in ``run_dir``; its path. Nothing runs until ``run_prediction_job``."""
+    run_dir, catalog = Path(run_dir).resolve(), Path(catalog).resolve()
+    if not (run_dir / "model.safetensors").is_file():
+        raise ConfigError(f"run {run_dir.name}: no trained model (model.safetensors) to predict")
+    if not catalog.is_file():
+        raise ConfigError(f"catalogue {str(catalog)!r}: no such file")
+    config = json.loads((run_dir / "config.json").read_text())
+    folder = Path(root) / f"pred-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+    folder.mkdir(parents=True)
+    spec = {
+        "run": str(run_dir),
+        "run_id": run_dir.name,
+        "catalog": str(catalog),
+        "catalog_name": catalog_name or catalog.name,
+        "device": device,
+        "pz": config.get("pz", {}),
+        "state": "queued",
+        "progress": 0.0,
+        "created": time.time(),
+    }
+    atomic_write_json(folder / JOB_FILE, spec)
+    return folder
+
+
+def _tables(folder: Path, predictor: Any, catalog: str, total: int) -> Iterator[pa.Table]:
+    """The predictions chunk by chunk, recording progress; JobCancelled on a cancel file."""
+    chunk = max(MIN_CHUNK, min(MAX_CHUNK, -(-total // 20)))
+    done, last = 0, 0.0
+    for cat in predictor.chunks(catalog, (0, total), chunk):
+        if (folder / "cancel").exists():
+            raise JobCancelled(f"cancelled after {done:,} of {total:,} galaxies")
+        yield predictor(cat)
+        done += cat.n_galaxies
+        if time.time() - last > 0.5 or done == total:
+            update_job(folder, progress=done / max(total, 1), done=done)
+            last = time.time()
+
+
+def run_prediction_job(folder: Path | str) -> int:
+    """Run the job in ``folder``: state running -> finished (rows, flag counts), failed or
+    cancelled; rows written."""
+    from deepz_core.catalog.io import count_rows
+    from deepz_core.inference.provenance import provenance
+    from deepz_core.inference.stream import flag_counts, load_predictor, write_parquet
+
+    folder = Path(folder)
+    spec = read_job(folder)
+    update_job(folder, state="running", pid=os.getpid(), started=time.time())
+    try:
+        total = count_rows(spec["catalog"])
+        update_job(folder, total=total)
+        predictor = load_predictor(spec["run"], spec.get("device", "cpu"))
+        prov = provenance(spec["run"], spec["catalog"])
+        tables = _tables(folder, predictor, spec["catalog"], total)
+        n = write_parquet(tables, folder / OUTPUT, prov)
+    except JobCancelled as exc:
+        update_job(folder, state="cancelled", message=str(exc))
+        return 0
+    except Exception as exc:
+        update_job(folder, state="failed", message=f"{type(exc).__name__}: {exc}")
+        raise
+    counts = flag_counts(folder / OUTPUT)
+    update_job(folder, state="finished", progress=1.0, rows=n, flags=counts, finished=time.time())
+    return n
+
+
+@dataclass(frozen=True)
+class PredictionJob:
+    """A job folder: its spec (``job.json``) and state (queued, running, finished, failed,
+    cancelled, or interrupted when its process is gone)."""
+
+    folder: Path
+    spec: dict[str, Any]
+    state: str
+
+    @property
+    def job_id(self) -> str:
+        return self.folder.name
+
+    @property
+    def output(self) -> Path:
+        return self.folder / OUTPUT
+
+    @property
+    def progress(self) -> float:
+        return float(self.spec.get("progress") or 0.0)
+
+
+def job_state(spec: dict[str, Any], now: float | None = None) -> str:
+    """The recorded state, or 'interrupted' when a queued or running job's process is gone."""
+    state = str(spec.get("state", "queued"))
+    now = time.time() if now is None else now
+    starting = state == "queued" and now - spec.get("created", 0) < START_GRACE_S
+    if state in ("queued", "running") and not starting and not pid_alive(spec.get("pid")):
+        return "interrupted"
+    return state
+
+
+def list_prediction_jobs(root: Path | str) -> list[PredictionJob]:
+    """The job folders under ``root``, newest first (unreadable ones skipped)."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    jobs = []
+    for folder in root.iterdir():
+        try:
+            spec = read_job(folder)
+        except (OSError, ValueError):
+            continue
+        jobs.append(PredictionJob(folder, spec, job_state(spec)))
+    return sorted(jobs, key=lambda j: j.spec.get("created", 0.0), reverse=True)
