@@ -3,7 +3,8 @@
 Every cache is keyed by small values (paths, hashes, mapping JSON, modification times); files named by
 content hash never change, so their path is a safe key. Big objects are returned from
 ``st.cache_resource`` and must be treated as read-only. The selected catalogue and run live in
-``st.query_params`` ("catalog": 'demo' or a key; "run": a run id) so they survive a page reload.
+``st.query_params`` ("catalog": 'demo' or a key; "run": a run id) so they survive a page reload,
+and so does the browser's ownership token ("owner", ``owner_token``).
 """
 
 from __future__ import annotations
@@ -27,9 +28,11 @@ from deepz_core.catalog.io import read_catalog
 from deepz_core.catalog.mapping import GalaxyMapping
 from deepz_core.evaluation import galaxy
 from deepz_core.evaluation import run_products as analysis
+from deepz_core.jobs import queue
 from deepz_core.nets.deepz import DeepzModel, load_model, load_model_json
 from deepz_core.pz.products import PzConfig
 from deepz_core.rundir import RunDir, check_run_id, list_runs, run_kind
+from deepz_core.training.config import run_pz_config
 
 # --- folders (under DEEPZ_HOME or the working directory) ----------------------------------------
 
@@ -61,6 +64,18 @@ def set_query_value(key: str, value: str | None) -> None:
         st.query_params.pop(key, None)
     else:
         st.query_params[key] = value
+
+
+def owner_token() -> str:
+    """This browser's token: query "owner" (so it survives a reload), else this session's, else a
+    new one; the runs it queues are its own (``deepz_core.jobs.queue``)."""
+    token = query_value("owner") or st.session_state.get("owner_token")
+    if not queue.valid_token(token):
+        token = queue.new_owner_token()
+    st.session_state["owner_token"] = token
+    if query_value("owner") != token:
+        set_query_value("owner", token)
+    return token
 
 
 def selected_catalog() -> str:
@@ -211,7 +226,7 @@ def run_key(run_id: str) -> RunKey:
 
 
 def run_pz(key: RunKey) -> PzConfig:
-    return PzConfig(**RunDir(Path(key[0])).config().get("pz", {}))
+    return run_pz_config(RunDir(Path(key[0])))
 
 
 @st.cache_resource(max_entries=4, show_spinner="Reading predictions...")

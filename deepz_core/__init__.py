@@ -17,7 +17,7 @@ templatefit, evaluation, jobs, cli, ...); see docs/design.md.
 from deepz_core.catalog.catalog import Catalog, Exposures
 from deepz_core.catalog.io import read_catalog, write_catalog
 from deepz_core.catalog.screen import FLAG_MEANINGS, PzFlag
-from deepz_core.errors import CatalogError, ConfigError, DeepzError, TrainingError
+from deepz_core.errors import CatalogError, ConfigError, DeepzError, InUseError, TrainingError
 from deepz_core.evaluation.report import evaluate
 from deepz_core.jobs.run import Run, load_run, train
 from deepz_core.simulate.cache import simulate as simulate_catalog
@@ -31,6 +31,7 @@ __all__ = [
     "ConfigError",
     "DeepzError",
     "Exposures",
+    "InUseError",
     "PzFlag",
     "Run",
     "TrainingError",
