@@ -15,8 +15,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from deepz_core.errors import ConfigError
+from deepz_core.errors import ConfigError, InUseError
 from deepz_core.files import atomic_write_json
+from deepz_core.jobs import queue
 from deepz_core.jobs.training_run import create_run, run_config
 from deepz_core.jobs.worker import LOG_FILE, worker_pid
 from deepz_core.rundir import RunDir, new_run_id
@@ -75,10 +76,18 @@ def queue_run(
     train: dict[str, Any],
     start: bool = True,
     ref_band: str | None = None,
+    owner: str | None = None,
 ) -> RunDir:
-    """Write a new run folder (status 'queued') and make sure a worker will execute it."""
-    config = run_config(catalog, None, pretrain, preset_name, ref_band, model, train)
+    """Write a new run folder (status 'queued', owned by the browser token ``owner``) and make
+    sure a worker will execute it. The configuration is checked by the typed configs and the
+    queue's limits (``deepz_core.jobs.queue``) before anything is written."""
+    config = queue.check_queue_limits(
+        run_config(catalog, None, pretrain, preset_name, ref_band, model, train)
+    )
+    queue.check_fair_share(runs, owner)
     run = create_run(runs / new_run_id("run"), config)
+    if owner is not None:
+        queue.claim(run, owner)
     if start:
         ensure_worker(runs)
     return run
@@ -91,11 +100,13 @@ def queue_templatefit(
     calibrate: bool,
     start: bool = True,
     template_set: str = "bcnz2",
+    owner: str | None = None,
 ) -> RunDir:
-    """Write a new template-fit run folder (status 'queued') with templates ``template_set`` for
-    the same worker queue."""
+    """Write a new template-fit run folder (status 'queued', owned by ``owner``) with templates
+    ``template_set`` for the same worker queue."""
     from deepz_core.jobs.templatefit_run import create_templatefit_run
 
+    queue.check_fair_share(runs, owner)
     run = create_templatefit_run(
         runs / new_run_id("tfit"),
         catalog,
@@ -103,20 +114,33 @@ def queue_templatefit(
         templatefit={"template_set": template_set},
         calibrate=calibrate,
     )
+    if owner is not None:
+        queue.claim(run, owner)
     if start:
         ensure_worker(runs)
     return run
 
 
-def cancel_run(run: RunDir) -> None:
-    """Ask a run to stop: a queued run is cancelled at once, a running one after its epoch."""
+def cancel_run(run: RunDir, owner: str | None = None, confirmed: bool = False) -> None:
+    """Ask a run to stop: a queued run is cancelled at once, a running one within seconds (the
+    training loop looks for the cancel file every second). Another browser's run only when
+    ``confirmed`` (``queue.require_owner``)."""
+    queue.require_owner(run, owner, confirmed, "cancel")
     run.file("cancel").write_text(time.strftime("%Y-%m-%d %H:%M:%S"))
-    if run.status().get("state") == "queued":
-        run.set_status("cancelled", message="cancelled before it started")
+    try:
+        with run.locked():  # not started yet: no worker holds it, so it cannot start meanwhile
+            if run.status().get("state") == "queued":
+                run.set_status("cancelled", message="cancelled before it started")
+    except InUseError:
+        pass  # the worker is executing it: the cancel file stops it
 
 
-def resume_run(run: RunDir, runs: Path, start: bool = True) -> None:
-    """Queue a cancelled, failed or interrupted run again; it restarts from its last checkpoint."""
+def resume_run(
+    run: RunDir, runs: Path, start: bool = True, owner: str | None = None, confirmed: bool = False
+) -> None:
+    """Queue a cancelled, failed or interrupted run again; it restarts from its last checkpoint.
+    Another browser's run only when ``confirmed``."""
+    queue.require_owner(run, owner, confirmed, "resume")
     run.file("cancel").unlink(missing_ok=True)
     run.set_status("queued", message="queued again (resumes from its last checkpoint)")
     if start:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import streamlit as st
 
+from app import state
+
 ROOT = Path(__file__).resolve().parents[1]
 
 PAGES = ROOT / "pages"
@@ -36,6 +38,7 @@ def pages() -> list[st.Page]:
 
 def main() -> None:
     st.set_page_config(page_title="deepz photo-z", page_icon="🔭", layout="wide")
+    state.owner_token()  # in the address on every page: the runs this browser queues are its own
     st.navigation(pages()).run()
 
 

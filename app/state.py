@@ -3,7 +3,8 @@
 Every cache is keyed by small values (paths, hashes, mapping JSON, modification times); files named by
 content hash never change, so their path is a safe key. Big objects are returned from
 ``st.cache_resource`` and must be treated as read-only. The selected catalogue and run live in
-``st.query_params`` ("catalog": 'demo' or a key; "run": a run id) so they survive a page reload.
+``st.query_params`` ("catalog": 'demo' or a key; "run": a run id) so they survive a page reload,
+and so does the browser's ownership token ("owner", ``owner_token``).
 """
 
 from __future__ import annotations
@@ -31,10 +32,12 @@ from deepz_core.evaluation import run_products as analysis
 from deepz_core.evaluation.profiles import PROFILES, SurveyProfile, run_profile, survey_profile
 from deepz_core.experiments import report_reader as reports  # noqa: F401 (pages use state.reports)
 from deepz_core.jobs import prediction as prediction_jobs
+from deepz_core.jobs import queue
 from deepz_core.nets.deepz import DeepzModel, load_model, load_model_json
 from deepz_core.pz import metrics
 from deepz_core.pz.products import PzConfig
 from deepz_core.rundir import RunDir, check_run_id, list_runs, run_kind
+from deepz_core.training.config import run_pz_config
 
 # --- folders (under DEEPZ_HOME or the working directory) ----------------------------------------
 
@@ -66,6 +69,18 @@ def set_query_value(key: str, value: str | None) -> None:
         st.query_params.pop(key, None)
     else:
         st.query_params[key] = value
+
+
+def owner_token() -> str:
+    """This browser's token: query "owner" (so it survives a reload), else this session's, else a
+    new one; the runs it queues are its own (``deepz_core.jobs.queue``)."""
+    token = query_value("owner") or st.session_state.get("owner_token")
+    if not queue.valid_token(token):
+        token = queue.new_owner_token()
+    st.session_state["owner_token"] = token
+    if query_value("owner") != token:
+        set_query_value("owner", token)
+    return token
 
 
 def selected_catalog() -> str:
@@ -258,7 +273,7 @@ def run_pz(key: RunKey) -> PzConfig:
     folder = Path(key[0])
     if (folder / prediction_jobs.JOB_FILE).exists():
         return PzConfig(**prediction_jobs.read_job(folder).get("pz", {}))
-    return PzConfig(**RunDir(folder).config().get("pz", {}))
+    return run_pz_config(RunDir(folder))
 
 
 @st.cache_resource(max_entries=4, show_spinner="Reading predictions...")
@@ -673,26 +688,18 @@ def export_bytes(key: RunKey, fmt: str) -> bytes:
     return analysis.export_bytes(predictions_file(key[0]), None, fmt)
 
 
-def qp_bytes_function():
-    """``key -> bytes`` of the predictions as a qp file (HDF5), or None while deepz has no
-    ``to_qp`` (the qp export of the ecosystem issue)."""
+def qp_bytes(key: RunKey) -> bytes:
+    """All predictions of ``key`` as a qp file (HDF5 bytes, ``deepz_core.to_qp``: a mixmod
+    ensemble with deepz's point estimates, odds and flags as ancillary columns)."""
+    import tempfile
+
     import deepz_core
 
-    to_qp = getattr(deepz_core, "to_qp", None)
-    if to_qp is None:
-        return None
-
-    def make(key: RunKey) -> bytes:
-        import tempfile
-
-        table = analysis.read_plain_table(predictions_file(key[0]))
-        with tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp) / "predictions.hdf5"
-            ensemble = to_qp(table)
-            ensemble.write_to(str(out))
-            return out.read_bytes()
-
-    return make
+    table = analysis.read_plain_table(predictions_file(key[0]))
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "predictions.hdf5"
+        deepz_core.to_qp(table).write_to(str(out))
+        return out.read_bytes()
 
 
 def selection_name(source: str, window: float, threshold: float, mag_max: float | None) -> str:
@@ -772,10 +779,11 @@ def expected_duration_text(preset: str) -> str:
 
 
 def magnitude_bands(names: list[str]) -> tuple:
-    """(band, magnitude column, error column) of bands given as AB magnitudes."""
-    from deepz_core.catalog.mapping import guess_magnitude_bands
+    """(band, magnitude column, error column) of the bands given as AB magnitudes that the import
+    converts to fluxes (``deepz_core.catalog.magnitudes``)."""
+    from deepz_core.catalog.magnitudes import magnitude_columns
 
-    return guess_magnitude_bands(names)
+    return tuple((m.band, m.mag, m.error) for m in magnitude_columns(names))
 
 
 def flux_bands(names: list[str]) -> tuple:

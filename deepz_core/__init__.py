@@ -22,7 +22,7 @@ from deepz_core.catalog.catalog import Catalog, Exposures
 from deepz_core.catalog.conventions import InputConventions
 from deepz_core.catalog.io import read_catalog, write_catalog
 from deepz_core.catalog.screen import FLAG_MEANINGS, PzFlag
-from deepz_core.errors import CatalogError, ConfigError, DeepzError, TrainingError
+from deepz_core.errors import CatalogError, ConfigError, DeepzError, InUseError, TrainingError
 from deepz_core.evaluation.profiles import SurveyProfile
 from deepz_core.evaluation.report import evaluate
 from deepz_core.evaluation.survey import stacked_nz, tomographic_bins
@@ -40,6 +40,7 @@ __all__ = [
     "Exposures",
     "FLAG_MEANINGS",
     "InputConventions",
+    "InUseError",
     "PzFlag",
     "Run",
     "SurveyProfile",

@@ -106,7 +106,8 @@ class Config:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> Self:
-        """The config from a mapping (e.g. JSON); unknown fields or a non-mapping raise."""
+        """The config from a mapping (e.g. JSON); unknown or missing fields or a non-mapping
+        raise a ConfigError naming them."""
         if not isinstance(values, Mapping):
             raise ConfigError(f"{cls.CONFIG_NAME} config: expected a mapping, got {values!r}")
         known = cls.field_names()
@@ -115,6 +116,14 @@ class Config:
             raise ConfigError(
                 f"unknown {cls.CONFIG_NAME} config fields {unknown}; known: {sorted(known)}"
             )
+        required = {
+            f.name
+            for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        }
+        missing = sorted(required - set(values))
+        if missing:
+            raise ConfigError(f"{cls.CONFIG_NAME} config: missing fields {missing}")
         plain = {k: _from_json(cls, k, v) for k, v in values.items()}
         return cls(**plain)
 

@@ -16,3 +16,14 @@ class ConfigError(DeepzError, ValueError):
 class TrainingError(DeepzError, RuntimeError):
     """Training went wrong (a non-finite loss or weight, a diverging held-out loss); the message
     names the phase, the epoch and, where the data are the cause, the galaxies and bands."""
+
+
+class InUseError(DeepzError, RuntimeError):
+    """Another process is writing the folder a command wants to write (a run folder, a dataset
+    folder); the message names the folder and that process."""
+
+
+class Terminated(BaseException):
+    """The process received SIGTERM: raised in the main thread so that a run records a clean
+    status and locks are released on the way out. A BaseException, like KeyboardInterrupt, so
+    that no ``except Exception`` swallows it."""

@@ -1,14 +1,25 @@
-"""Where deepz keeps caches and runs on disk, and atomic file writes."""
+"""Where deepz keeps caches and runs on disk, atomic file writes that honour the umask, outputs
+that never overwrite inputs, and the exclusive lock of a folder a command writes."""
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import os
+import re
+import sys
 import tempfile
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-from deepz_core.errors import ConfigError
+from deepz_core.errors import ConfigError, InUseError
+
+PathLike = Path | str
 
 
 def cache_dir() -> Path:
@@ -19,10 +30,29 @@ def cache_dir() -> Path:
     return path
 
 
-def atomic_write(path: Path | str, write: Callable[[Path], None]) -> Path:
+# ---------------------------------------------------------------- atomic writes
+
+
+def umask() -> int:
+    """The process umask, read without changing it where Linux tells (/proc), else set and reset."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+def atomic_write(path: PathLike, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp)`` on a temporary sibling of ``path``, then rename it into place.
 
-    A reader never sees a half-written file: either the old one or the complete new one.
+    A reader never sees a half-written file: either the old one or the complete new one. The file
+    gets the mode every tool gives a new file (0666 less the umask: 0644 by default), not the
+    0600 of a temporary. A kill leaves the hidden temporary ``.<name>.XXXXXXXX<suffix>``
+    (``is_temporary``), removed by the next command that locks the folder.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -31,15 +61,46 @@ def atomic_write(path: Path | str, write: Callable[[Path], None]) -> Path:
     tmp_path = Path(tmp)
     try:
         write(tmp_path)
+        os.chmod(tmp_path, 0o666 & ~umask())
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
     return path
 
 
-def atomic_write_json(path: Path | str, obj: object) -> Path:
+def atomic_write_json(path: PathLike, obj: object) -> Path:
     """Write ``obj`` as indented JSON, atomically."""
     return atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2, sort_keys=True)))
+
+
+_TEMP_TAG = re.compile(r"\.[a-z0-9_]{8}")  # tempfile's random part
+
+
+def is_temporary(name: str) -> bool:
+    """True for the name of an ``atomic_write`` temporary: ``.<name>.<8 random chars><suffix of
+    name>`` (e.g. ``.checkpoint-finetune-0005.safetensors.k2j3h4l5.safetensors``)."""
+    if not name.startswith(".") or len(name) < 11:
+        return False
+    body = name[1:]
+    for match in _TEMP_TAG.finditer(body):
+        original, rest = body[: match.start()], body[match.end() :]
+        if original and rest == Path(original).suffix:
+            return True
+    return False
+
+
+def remove_temporaries(folder: PathLike) -> list[str]:
+    """Delete the ``atomic_write`` temporaries a killed process left in ``folder`` (not below
+    it); call it only while holding the folder's lock. The names removed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for path in folder.iterdir():
+        if is_temporary(path.name) and path.is_file() and not path.is_symlink():
+            path.unlink(missing_ok=True)
+            removed.append(path.name)
+    return sorted(removed)
 
 
 def read_description(path: Path, fmt: str, what: str) -> dict:
@@ -47,8 +108,289 @@ def read_description(path: Path, fmt: str, what: str) -> dict:
     ConfigError naming the file and ``what`` it should describe otherwise."""
     try:
         doc = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read {what} description ({exc})") from exc
     if not isinstance(doc, dict) or doc.get("format") != fmt:
         raise ConfigError(f"{path}: not a deepz {what} description (format != {fmt!r})")
     return doc
+
+
+def read_json_object(path: Path, what: str) -> dict[str, Any]:
+    """The JSON object in ``path`` (a run's config.json or status.json); ConfigError naming the
+    file when it is missing, unreadable, not JSON or not an object."""
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file ({what})") from None
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: damaged {what}: not JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path}: damaged {what}: expected a JSON object, got {doc!r:.60}")
+    return doc
+
+
+# ---------------------------------------------------------------- outputs never overwrite inputs
+
+
+def same_file(a: PathLike, b: PathLike) -> bool:
+    """True when ``a`` and ``b`` are one existing file or folder (symlinks, hard links and '..'
+    resolved)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return Path(os.path.realpath(path)).is_relative_to(os.path.realpath(folder))
+
+
+def _overwrites(out: Path, inp: Path) -> str | None:
+    """How writing ``out`` would damage the input ``inp``, or None."""
+    if same_file(out, inp):
+        return "is the same file as" if inp.is_file() else "is the input folder"
+    if inp.is_dir() and out.exists() and _inside(out, inp):
+        return "is a file inside the input folder"
+    if out.is_dir() and inp.exists() and _inside(inp, out):
+        return "is a folder holding the input"
+    return None
+
+
+def refuse_overwriting_inputs(
+    outputs: Mapping[str, PathLike | None], inputs: Mapping[str, PathLike | None]
+) -> None:
+    """Raise ConfigError when writing any of ``outputs`` would replace or mix into one of
+    ``inputs``: an output that is the same file as an input (also through a symlink, a hard link
+    or '..'), an existing file inside an input folder (a run's ``predictions.fits``), or a folder
+    that holds an input. Keys are the names the caller's user knows (``--out`` on the command
+    line, ``out`` in Python); None values are skipped."""
+    for out_name, out in outputs.items():
+        for in_name, inp in inputs.items():
+            if out is None or inp is None:
+                continue
+            problem = _overwrites(Path(out), Path(inp))
+            if problem:
+                raise ConfigError(
+                    f"{out_name} {str(out)!r} {problem} {in_name} {str(inp)!r}: writing it "
+                    "would destroy the input; choose another output"
+                )
+
+
+def check_writable(out: PathLike, name: str = "output") -> None:
+    """ConfigError when ``out`` could not be created: an ancestor folder is a file, or the first
+    existing one cannot be written (checked before the work, not after hours of it)."""
+    path = Path(os.path.abspath(out))
+    for ancestor in path.parents:
+        if not ancestor.exists():
+            continue
+        if not ancestor.is_dir():
+            raise ConfigError(f"{name} {str(out)!r}: {ancestor} is a file, not a folder")
+        if not os.access(ancestor, os.W_OK | os.X_OK):
+            raise ConfigError(f"{name} {str(out)!r}: no permission to write in {ancestor}")
+        return
+
+
+def check_outputs(
+    outputs: Mapping[str, PathLike | None], inputs: Mapping[str, PathLike | None]
+) -> None:
+    """Before a command works: every output can be written (``check_writable``) and none would
+    destroy an input (``refuse_overwriting_inputs``)."""
+    for name, out in outputs.items():
+        if out is not None:
+            check_writable(out, name)
+    refuse_overwriting_inputs(outputs, inputs)
+
+
+# ---------------------------------------------------------------- exclusive locks
+
+LOCK_FILE = ".lock"  # hidden: readers of a dataset folder (pyarrow) skip it
+
+
+class ExclusiveLock:
+    """An exclusive ``flock`` on the file ``path`` with the holder's pid, command and start time
+    written inside. The kernel drops it when the process dies, so a stale file never blocks
+    anyone. One object holds it at most once (``lock_folder`` adds re-entrancy)."""
+
+    def __init__(self, path: PathLike) -> None:
+        self.path = Path(path)
+        self.fd: int | None = None
+
+    def acquire(self, retries: int = 0, wait: float = 0.1) -> bool:
+        """Take the lock (``retries`` more tries, ``wait`` s apart); False if it is held."""
+        if self.fd is not None:
+            return False
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666 & ~umask())
+        for attempt in range(retries + 1):
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if attempt == retries:
+                    os.close(fd)
+                    return False
+                time.sleep(wait)
+        os.ftruncate(fd, 0)
+        note = {"pid": os.getpid(), "started": time.time(), "command": _command()}
+        os.write(fd, json.dumps(note).encode())
+        self.fd = fd
+        return True
+
+    def release(self) -> None:
+        """Unlock (the note is erased first); nothing when not held."""
+        if self.fd is not None:
+            os.ftruncate(self.fd, 0)
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+    def holder(self) -> dict[str, Any] | None:
+        """``{"pid", "started", "command"}`` of the live process holding the lock, else None (a
+        stale file does not count); pid -1 when the holder has not written its note yet."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                note = json.loads(self.path.read_text() or "{}")
+            except (OSError, ValueError):
+                note = {}
+            return {**note, "pid": int(note.get("pid", -1))} if isinstance(note, dict) else None
+        else:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        finally:
+            os.close(fd)
+
+
+def _command() -> str:
+    """This process's command line, shortened (for the note in a lock file)."""
+    args = [Path(sys.argv[0]).name, *sys.argv[1:]] if sys.argv and sys.argv[0] else []
+    return " ".join(args)[:200]
+
+
+def in_use_error(what: str, note: Mapping[str, Any] | None) -> InUseError:
+    """The InUseError a second writer of ``what`` gets, naming the process in ``note``."""
+    note = note or {}
+    pid = note.get("pid", -1)
+    who = f"PID {pid}" if isinstance(pid, int) and pid > 0 else "another process"
+    command = f" ({note['command']})" if note.get("command") else ""
+    since = note.get("started")
+    when = ""
+    if isinstance(since, int | float):
+        when = f" since {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(since))}"
+    return InUseError(
+        f"{what} is in use by {who}{command}{when}: wait for it to finish or stop that "
+        "process (two writers would mix their files)"
+    )
+
+
+_HELD: dict[str, tuple[ExclusiveLock, int, int]] = {}  # folder -> (lock, depth, thread) held here
+_GUARD = threading.Lock()
+
+
+@contextmanager
+def lock_folder(
+    folder: PathLike,
+    what: str | None = None,
+    cleanup: Callable[[Path], Any] | None = remove_temporaries,
+) -> Iterator[Path]:
+    """Hold the exclusive lock of ``folder`` (created if needed; lock file ``folder/.lock``) for
+    the block; InUseError naming the process that holds it otherwise. Re-entrant in the thread
+    holding it (a command that locks a run folder calls code that locks it again).
+    ``cleanup(folder)`` runs when the lock is taken (default: delete the temporaries killed
+    writers left)."""
+    folder = Path(folder)
+    key, thread = os.path.realpath(folder), threading.get_ident()
+    with _GUARD:
+        held = _HELD.get(key)
+        if held is not None and held[2] == thread:
+            _HELD[key] = (held[0], held[1] + 1, thread)
+    if held is not None and held[2] != thread:
+        raise in_use_error(what or str(folder), {"pid": os.getpid(), "command": "another thread"})
+    if held is None:
+        lock = ExclusiveLock(folder / LOCK_FILE)
+        if not lock.acquire(retries=3, wait=0.05):  # a holder() probe shares it for a moment
+            raise in_use_error(what or str(folder), lock.holder())
+        with _GUARD:
+            _HELD[key] = (lock, 1, thread)
+        if cleanup is not None:
+            try:
+                cleanup(folder)
+            except BaseException:
+                _unhold(key)
+                raise
+    try:
+        yield folder
+    finally:
+        _unhold(key)
+
+
+def _unhold(key: str) -> None:
+    with _GUARD:
+        lock, depth, thread = _HELD[key]
+        if depth > 1:
+            _HELD[key] = (lock, depth - 1, thread)
+            return
+        del _HELD[key]
+    lock.release()
+
+
+def folder_holder(folder: PathLike) -> dict[str, Any] | None:
+    """The note of the process holding ``folder``'s lock (``ExclusiveLock.holder``; this
+    process's own pid when it holds it), or None."""
+    if os.path.realpath(folder) in _HELD:
+        return {"pid": os.getpid(), "command": _command()}
+    return ExclusiveLock(Path(folder) / LOCK_FILE).holder()
+
+
+# ---------------------------------------------------------------- file identity
+
+FINGERPRINT_BYTES = 1 << 20  # hashed from each end of a file
+_PARQUET_FOOTER_MAX = 64 << 20
+
+
+def file_fingerprint(path: PathLike) -> str:
+    """A cheap content fingerprint: sha256 (first 16 hex digits) of the size, the first and last
+    MiB and, for a Parquet file, its whole footer (row groups and statistics of every column).
+    Two files that differ in a header, a footer, a row count or their ends differ here."""
+    path = Path(path)
+    size = path.stat().st_size
+    digest = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as fh:
+        digest.update(fh.read(FINGERPRINT_BYTES))
+        fh.seek(max(size - FINGERPRINT_BYTES, 0))
+        digest.update(fh.read())
+        if size >= 12:
+            fh.seek(size - 8)
+            tail = fh.read(8)
+            footer = int.from_bytes(tail[:4], "little")
+            if tail[4:] == b"PAR1" and FINGERPRINT_BYTES < footer + 8 <= min(
+                size, _PARQUET_FOOTER_MAX
+            ):
+                fh.seek(size - 8 - footer)
+                digest.update(fh.read(footer))
+    return digest.hexdigest()[:16]
+
+
+def file_identity(path: PathLike) -> dict[str, Any]:
+    """What identifies a file's version without reading it all: size, modification time (ns) and
+    ``file_fingerprint``."""
+    stat = Path(path).stat()
+    return {
+        "size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "fingerprint": file_fingerprint(path),
+    }
+
+
+def file_digest(path: PathLike, block: int = 1 << 22) -> str:
+    """sha256 of the whole file (hex), read in ``block``-byte pieces."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -13,6 +13,8 @@ import os
 import re
 import secrets
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,15 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from deepz_core.errors import ConfigError
-from deepz_core.files import atomic_write, atomic_write_json
+from deepz_core.files import (
+    LOCK_FILE,
+    atomic_write,
+    atomic_write_json,
+    is_temporary,
+    lock_folder,
+    read_json_object,
+    remove_temporaries,
+)
 
 CARD_FIELDS = ("name", "note", "catalog_name", "profile")
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,80}$")
@@ -61,7 +71,8 @@ class RunDir:
         return self
 
     def config(self) -> dict[str, Any]:
-        return json.loads(self.file("config.json").read_text())
+        """config.json as written; ConfigError naming the file when missing or damaged."""
+        return read_json_object(self.file("config.json"), "run configuration")
 
     def card(self) -> dict[str, Any]:
         """The run's card (``card.json``): name, note, catalog_name, profile; {} when none."""
@@ -82,10 +93,64 @@ class RunDir:
         return card
 
     def status(self) -> dict[str, Any]:
-        try:
-            return json.loads(self.file("status.json").read_text())
-        except FileNotFoundError:
+        """status.json (``{"state": "missing"}`` without one); ConfigError naming the file when
+        it is damaged."""
+        if not self.file("status.json").exists():
             return {"state": "missing"}
+        status = read_json_object(self.file("status.json"), "run status")
+        if status.get("state") not in (*STATES, "missing"):
+            raise ConfigError(
+                f"{self.file('status.json')}: damaged run status: state {status.get('state')!r} "
+                f"is not one of {STATES}"
+            )
+        return status
+
+    def readable(self) -> bool:
+        """True when config.json and status.json both read (a damaged run is skipped by lists)."""
+        try:
+            self.config()
+            self.status()
+        except ConfigError:
+            return False
+        return True
+
+    @contextmanager
+    def locked(self) -> Iterator[RunDir]:
+        """Hold the run folder's exclusive lock (``deepz_core.files.lock_folder``): a second
+        process training, resuming or fitting it gets an InUseError naming this one. Taking the
+        lock removes what killed processes left (``remove_orphans``)."""
+        with lock_folder(
+            self.path, f"run folder {self.path}", cleanup=lambda _: self.remove_orphans()
+        ):
+            yield self
+
+    def remove_orphans(self) -> list[str]:
+        """Delete temporaries of killed writes and checkpoint tensors that checkpoint.json does not
+        name (a kill between the two writes); call it only while holding the lock. Names removed."""
+        removed = remove_temporaries(self.path)
+        try:
+            meta = load_checkpoint_meta(self)
+        except ConfigError:
+            return removed  # which tensors are current is unknown: the run reports the damage
+        current = None if meta is None else meta.get("tensors")
+        for path in self.path.glob("checkpoint-*.safetensors"):
+            if path.name != current:
+                path.unlink(missing_ok=True)
+                removed.append(path.name)
+        return removed
+
+    def foreign_entries(self, allowed: tuple[Path, ...] = ()) -> list[str]:
+        """Names in the folder that make it someone else's: anything but the lock, temporaries
+        and the ``allowed`` files, when it holds no config.json (empty when it is a run or does not
+        exist)."""
+        if not self.path.is_dir() or self.file("config.json").exists():
+            return []
+        keep = {os.path.realpath(p) for p in allowed}
+        return sorted(
+            p.name
+            for p in self.path.iterdir()
+            if p.name != LOCK_FILE and not is_temporary(p.name) and os.path.realpath(p) not in keep
+        )
 
     def set_status(self, state: str, **fields: Any) -> None:
         assert state in STATES, state
@@ -143,17 +208,32 @@ def save_checkpoint(run: RunDir, tensors: dict[str, torch.Tensor], meta: dict[st
 
 
 def load_checkpoint_meta(run: RunDir) -> dict[str, Any] | None:
-    try:
-        return json.loads(run.file("checkpoint.json").read_text())
-    except FileNotFoundError:
+    """checkpoint.json, or None without one; ConfigError naming it when it is damaged."""
+    if not run.file("checkpoint.json").exists():
         return None
+    meta = read_json_object(run.file("checkpoint.json"), "checkpoint description")
+    tensors, phase, epoch = meta.get("tensors"), meta.get("phase"), meta.get("epoch")
+    ok = isinstance(tensors, str) and "/" not in tensors and tensors.endswith(".safetensors")
+    if not (ok and phase in PHASE_ORDER and isinstance(epoch, int) and epoch >= 0):
+        raise ConfigError(
+            f"{run.file('checkpoint.json')}: damaged checkpoint description (tensors, phase, "
+            f"epoch = {tensors!r}, {phase!r}, {epoch!r})"
+        )
+    return meta
 
 
 def load_checkpoint(run: RunDir) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+    """The checkpoint's tensors and meta, or None; ConfigError naming a damaged file."""
     meta = load_checkpoint_meta(run)
     if meta is None:
         return None
-    return load_file(str(run.file(meta["tensors"]))), meta
+    path = run.file(meta["tensors"])
+    try:
+        return load_file(str(path)), meta
+    except Exception as exc:  # safetensors raises its own types for a damaged file
+        raise ConfigError(
+            f"{path}: cannot read the checkpoint ({type(exc).__name__}: {exc})"
+        ) from exc
 
 
 def rng_state_to_json(rng: np.random.Generator) -> dict[str, Any]:
@@ -173,8 +253,10 @@ def run_kind(config: dict[str, Any]) -> str:
 
 
 def list_runs(root: Path) -> list[RunDir]:
-    """Run folders under ``root``, newest first."""
+    """Run folders under ``root`` whose config.json and status.json read, newest first (a damaged
+    run folder is left out: no list breaks on it)."""
     if not root.exists():
         return []
     runs = [RunDir(p) for p in root.iterdir() if p.is_dir() and (p / "config.json").exists()]
+    runs = [r for r in runs if r.readable()]
     return sorted(runs, key=lambda r: r.file("config.json").stat().st_mtime, reverse=True)

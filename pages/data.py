@@ -66,15 +66,16 @@ def choose_catalogue() -> None:
         state.select_catalog(choice)
 
 
-def saved_upload(label: str, key: str, help_text: str) -> Path | None:
-    """A file uploader whose file is written once to data/uploads/<sha256>.<ext>; its path."""
+def saved_upload(label: str, key: str, help_text: str, role: str = "galaxies") -> Path | None:
+    """A file uploader whose file is written once to data/uploads/<sha256>.<ext> (deleted again
+    when it does not read as a table for ``role``); its path."""
     file = st.file_uploader(label, type=TYPES, key=key, help=help_text)
     if file is None:
         return None
     cache = st.session_state.setdefault("upload_paths", {})
     if file.file_id not in cache:
         try:
-            cache[file.file_id] = str(uploads.save_upload(file.getvalue(), file.name))
+            cache[file.file_id] = str(uploads.save_upload(file.getvalue(), file.name, role))
         except Exception as exc:
             show_error(f"Could not store {file.name}", exc)
             return None
@@ -193,12 +194,14 @@ def import_section() -> None:
             "Single exposures (optional)",
             "up_exposures",
             "One row per exposure: id, band, exposure number, flux, error",
+            "exposures",
         )
     with c3:
         spz = saved_upload(
             "Spectroscopic redshifts (optional)",
             "up_specz",
             "id and spec-z, joined to the galaxies on ref_id",
+            "specz",
         )
     if gal is None:
         st.info("Upload a galaxies file to import your own catalogue, or keep the demo.")

@@ -237,16 +237,14 @@ def downloads(key: state.RunKey, job_id: str, cut: dict, n_selected: int) -> Non
         on_click="ignore",
         disabled=n_selected == 0,
     )
-    qp = state.qp_bytes_function()
-    if qp is not None:
-        c[3].download_button(
-            "All predictions (qp, HDF5)",
-            lambda: qp(key),
-            f"{job_id}_predictions.qp.hdf5",
-            "application/x-hdf5",
-            key="pred_qp",
-            on_click="ignore",
-        )
+    c[3].download_button(
+        "All predictions (qp, HDF5)",
+        lambda: state.qp_bytes(key),
+        f"{job_id}_predictions.qp.hdf5",
+        "application/x-hdf5",
+        key="pred_qp",
+        on_click="ignore",
+    )
 
 
 def products_tab(key: state.RunKey, job_id: str) -> tuple[dict, int]:

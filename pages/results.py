@@ -137,16 +137,14 @@ def _downloads(runs: list[str]) -> None:
             mime="application/vnd.apache.parquet",
             key=f"results_pq_{run_id}",
         )
-        qp = state.qp_bytes_function()
-        if qp is not None:
-            col.download_button(
-                f"{run_id}: qp (HDF5)",
-                on_click="ignore",
-                data=lambda k=key, make=qp: make(k),
-                file_name=f"{run_id}_predictions.qp.hdf5",
-                mime="application/x-hdf5",
-                key=f"results_qp_{run_id}",
-            )
+        col.download_button(
+            f"{run_id}: qp (HDF5)",
+            on_click="ignore",
+            data=lambda k=key: state.qp_bytes(k),
+            file_name=f"{run_id}_predictions.qp.hdf5",
+            mime="application/x-hdf5",
+            key=f"results_qp_{run_id}",
+        )
 
 
 def experiment_reports() -> None:

@@ -14,6 +14,7 @@ from deepz_core.catalog import uploads
 from deepz_core.catalog.features import default_ref_band
 from deepz_core.catalog.import_report import CatalogSummary
 from deepz_core.errors import DeepzError
+from deepz_core.jobs.queue import QUEUE_LIMITS, is_owner
 from deepz_core.jobs.simulation import list_simulations
 from deepz_core.jobs.status import run_progress, run_state, training_curves
 from deepz_core.jobs.worker import queued_runs, worker_pid
@@ -111,6 +112,7 @@ def new_run_form() -> None:
             choices["model"],
             choices["train"],
             ref_band=choices["ref_band"],
+            owner=state.owner_token(),
         )
         queued(run, card)
 
@@ -163,7 +165,7 @@ def network_choices(summary: CatalogSummary) -> dict:
     reps = c[0].number_input(
         "Repetitions R",
         1,
-        20,
+        QUEUE_LIMITS.repetitions,
         p.get("repetitions", 1),
         key=f"reps_{name}",
         help="Random K-fold partitions of the spec-z galaxies (E20 Sec. "
@@ -172,7 +174,7 @@ def network_choices(summary: CatalogSummary) -> dict:
     folds = c[1].number_input(
         "Folds K",
         1,
-        10,
+        QUEUE_LIMITS.folds,
         p.get("folds", 5),
         key=f"folds_{name}",
         help="Each network trains on K-1 folds; a spec-z galaxy's p(z) "
@@ -288,7 +290,12 @@ def templatefit_form(path: str, name: str = "") -> None:
     if st.button("Queue template fit", type="primary"):
         jobs.check_device(device)
         run = jobs.queue_templatefit(
-            state.runs_dir(), path, device, calibrate, template_set=template_set
+            state.runs_dir(),
+            path,
+            device,
+            calibrate,
+            template_set=template_set,
+            owner=state.owner_token(),
         )
         queued(run, card)
 
@@ -389,17 +396,31 @@ def run_actions(run: RunDir, now: str) -> None:
             "This run failed on its settings or its catalogue: queue a new run with "
             "other choices (resuming it would fail the same way)."
         )
+    token = state.owner_token()
+    mine = is_owner(run, token)
+    confirmed = mine or ownership_note(run, now)
     c1, c2, _ = st.columns([1, 1, 4])
-    if now in ACTIVE and c1.button("Cancel", key=f"cancel_{run.run_id}"):
-        jobs.cancel_run(run)
+    if now in ACTIVE and c1.button("Cancel", key=f"cancel_{run.run_id}", disabled=not confirmed):
+        jobs.cancel_run(run, token, confirmed)
         st.rerun()
     if (
         now in ("cancelled", "failed", "interrupted")
         and not settings
-        and c2.button("Resume", key=f"resume_{run.run_id}")
+        and c2.button("Resume", key=f"resume_{run.run_id}", disabled=not confirmed)
     ):
-        jobs.resume_run(run, runs)
+        jobs.resume_run(run, runs, owner=token, confirmed=confirmed)
         st.rerun()
+
+
+def ownership_note(run: RunDir, now: str) -> bool:
+    """Say that another browser (or the command line) queued ``run``: read-only here; True once
+    the user ticks the box to act on it anyway (docs/app.md, "Who owns a run")."""
+    if now not in (*ACTIVE, "cancelled", "failed", "interrupted"):
+        return False
+    st.caption(
+        "This run was queued from another browser or the command line: it is read-only here."
+    )
+    return st.checkbox("I want to cancel or resume someone else's run", key=f"others_{run.run_id}")
 
 
 def run_view(run: RunDir) -> None:

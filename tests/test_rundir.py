@@ -220,3 +220,88 @@ def test_run_card_is_editable_and_checked(tmp_path) -> None:
         run.update_card(colour="red")
     run.file("card.json").write_text("not json")
     assert run.card() == {}
+
+
+# ---------------------------------------------------------------- issue 19: damaged files, locks
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("status.json", '{"state": "runn'),  # cut short
+        ("status.json", "[1, 2]"),  # not an object
+        ("status.json", '{"state": "exploded"}'),  # not a state
+        ("config.json", "\x00\x01"),
+        ("config.json", '"just a string"'),
+    ],
+)
+def test_damaged_run_files_raise_a_config_error_naming_them(run, name, text) -> None:
+    run.file(name).write_text(text)
+    read = run.status if name == "status.json" else run.config
+    with pytest.raises(ConfigError, match=f"{name}: damaged"):
+        read()
+    assert not run.readable()
+
+
+def test_a_missing_config_names_the_file(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="config.json: no such file"):
+        RunDir(tmp_path / "nothing").config()
+
+
+def test_lists_leave_damaged_runs_out(tmp_path) -> None:
+    good = RunDir(tmp_path / "good").create({})
+    bad = RunDir(tmp_path / "bad").create({})
+    bad.file("status.json").write_text("{")
+    assert [r.run_id for r in list_runs(tmp_path)] == [good.run_id]
+
+
+@pytest.mark.parametrize(
+    "meta",
+    [
+        "{}",
+        '{"phase": "finetune", "epoch": 1, "tensors": "../../etc/passwd"}',
+        '{"phase": "warmup", "epoch": 1, "tensors": "checkpoint-warmup-0001.safetensors"}',
+        '{"phase": "finetune", "epoch": -1, "tensors": "checkpoint-finetune-0001.safetensors"}',
+    ],
+)
+def test_damaged_checkpoint_descriptions_are_refused(run, meta) -> None:
+    run.file("checkpoint.json").write_text(meta)
+    with pytest.raises(ConfigError, match="checkpoint.json: damaged"):
+        load_checkpoint_meta(run)
+
+
+def test_damaged_checkpoint_tensors_are_a_config_error(run) -> None:
+    save_checkpoint(run, {"w": torch.ones(3)}, {"phase": "finetune", "epoch": 2})
+    run.file("checkpoint-finetune-0002.safetensors").write_bytes(b"\x00" * 20)
+    with pytest.raises(ConfigError, match="cannot read the checkpoint"):
+        load_checkpoint(run)
+
+
+def test_taking_the_lock_removes_orphans_but_not_the_checkpoint(run) -> None:
+    save_checkpoint(run, {"w": torch.ones(3)}, {"phase": "finetune", "epoch": 2})
+    orphans = [
+        ".checkpoint-finetune-0004.safetensors.abcdefgh.safetensors",  # killed mid-write
+        "checkpoint-finetune-0004.safetensors",  # written, but checkpoint.json never was
+        ".metrics.jsonl.12345678.jsonl",
+    ]
+    for name in orphans:
+        run.file(name).write_bytes(b"x")
+    with run.locked():
+        names = {p.name for p in run.path.iterdir()}
+    assert not names & set(orphans)
+    assert {"checkpoint.json", "checkpoint-finetune-0002.safetensors"} <= names
+
+
+def test_foreign_entries_are_what_a_run_would_overwrite(tmp_path) -> None:
+    folder = RunDir(tmp_path / "mine")
+    assert folder.foreign_entries() == []  # does not exist
+    folder.path.mkdir()
+    (folder.path / ".lock").write_text("")
+    (folder.path / ".x.json.abcdefgh.json").write_text("")
+    assert folder.foreign_entries() == []  # only a lock and a temporary
+    (folder.path / "predictions.fits").write_text("mine")
+    (folder.path / "cat.fits").write_text("the run's own catalogue")
+    assert folder.foreign_entries() == ["cat.fits", "predictions.fits"]
+    assert folder.foreign_entries((folder.path / "cat.fits",)) == ["predictions.fits"]
+    folder.create({})
+    assert folder.foreign_entries() == []  # a run

@@ -39,7 +39,13 @@ from deepz_core.catalog.mapping import (
     mapping_problems,
 )
 from deepz_core.catalog.units import column_units, resolve_fluxzp
-from deepz_core.catalog.validation import coadd_mismatch, is_placeholder, validate
+from deepz_core.catalog.validation import (
+    ZSPEC_MAX,
+    bad_zspec,
+    coadd_mismatch,
+    is_placeholder,
+    validate,
+)
 from deepz_core.errors import CatalogError, ConfigError
 
 Columns = dict[str, np.ndarray]
@@ -249,10 +255,10 @@ def _value_problems(p: _Parts) -> list[Problem]:
         ):
             if bad.any():
                 out.append(Problem(src, column, _rows(g, bad, what), bad))
-    with np.errstate(invalid="ignore"):
-        bad_z = np.isinf(g["zspec"]) | (g["zspec"] < 0)
+    bad_z = bad_zspec(g["zspec"])
     if bad_z.any():
-        out.append(Problem(src, "zspec", _rows(g, bad_z, "inf or negative"), unknown=bad_z))
+        what = f"inf, negative or >= {ZSPEC_MAX:g} ('no redshift' code?)"
+        out.append(Problem(src, "zspec", _rows(g, bad_z, what), unknown=bad_z))
     if "mag" in g and np.isinf(g["mag"]).any():
         out.append(
             Problem(src, "mag", _rows(g, np.isinf(g["mag"]), "inf"), unknown=np.isinf(g["mag"]))

@@ -194,9 +194,19 @@ def plan_partitions(path: Path | str, chunk_size: int) -> list[Range]:
     fmt = catalog_format(path)
     _check(path, fmt)
     if fmt in ("parquet", "hats"):
-        return FORMATS[fmt].partitions(path, chunk_size)
+        with library_errors(path, f"read as {fmt.upper()}"):
+            return FORMATS[fmt].partitions(path, chunk_size)
     n = count_rows(path)
     return [(s, min(s + chunk_size, n)) for s in range(0, n, chunk_size)]
+
+
+def plan_warning(path: Path | str, chunk_size: int) -> str | None:
+    """Advice about a slow ``plan`` (Parquet row groups larger than ``chunk_size``), else None."""
+    path = Path(path)
+    if catalog_format(path) != "parquet":
+        return None
+    with library_errors(path, "read as PARQUET"):
+        return parquet_file.split_warning(path, chunk_size)
 
 
 def iter_rows(
@@ -210,7 +220,14 @@ def iter_rows(
     file, with only ``columns`` (those the file has) when given, read with ``conventions``."""
     path = Path(path)
     fmt = catalog_format(path)
-    for cols, meta, source in FORMATS[fmt].iter_rows(path, rows, chunk_size, columns):
+    _check(path, fmt)
+    chunks = FORMATS[fmt].iter_rows(path, rows, chunk_size, columns)
+    while True:
+        with library_errors(path, f"read as {fmt.upper()}"):  # a file damaged inside its data
+            chunk = next(chunks, None)
+        if chunk is None:
+            return
+        cols, meta, source = chunk
         with library_errors(path, "parse"):
             cols, meta = canonical_columns(cols, meta, source, conventions)
             cat = catalog_from_columns(cols, meta, source)

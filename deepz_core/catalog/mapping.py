@@ -255,45 +255,7 @@ def apply_exposure_mapping(
     return out
 
 
-# ---------------------------------------------------------------- magnitudes and band names
-
-_MAG = r"(?:mag(?:nitude)?)"
-_MAG_ERR = r"(?:mag[_-]?err(?:or)?|err(?:or)?[_-]?mag|e[_-]?mag|magerr|dmag|mag[_-]?unc)"
-_MAGERR_PATTERNS = (
-    re.compile(rf"^{_MAG_ERR}[_-]?(?P<band>.+)$", re.IGNORECASE),
-    re.compile(rf"^(?P<band>.+?)[_-]?{_MAG_ERR}$", re.IGNORECASE),
-)
-_MAG_PATTERNS = (
-    re.compile(rf"^{_MAG}[_-]?(?P<band>.+)$", re.IGNORECASE),
-    re.compile(rf"^(?P<band>.+?)[_-]?{_MAG}$", re.IGNORECASE),
-)
-
-
-def split_magnitude_column(name: str) -> tuple[str, str] | None:
-    """('mag' | 'error', band text) when ``name`` looks like a magnitude or its error
-    (``mag_g``, ``magerr_g``, ``g_mag``, ``MAG_AUTO_I``...); None otherwise (``mag`` alone is the
-    catalogue's selection magnitude, not a band)."""
-    for kind, patterns in (("error", _MAGERR_PATTERNS), ("mag", _MAG_PATTERNS)):
-        for pattern in patterns:
-            match = pattern.match(name)
-            if match and match["band"].strip("_-") and normalise(match["band"]) not in ("", "err"):
-                return kind, match["band"].strip("_-")
-    return None
-
-
-def guess_magnitude_bands(names: Sequence[str]) -> tuple[tuple[str, str, str], ...]:
-    """(band, magnitude column, magnitude-error column) of every band given as AB magnitudes
-    (file order; both columns needed). Convert them to fluxes before import (the Data page
-    offers it; 99 and -99 mean a non-detection)."""
-    mags: dict[str, str] = {}
-    errors: dict[str, str] = {}
-    for name in names:
-        found = split_magnitude_column(name)
-        if found is not None:
-            target = mags if found[0] == "mag" else errors
-            target.setdefault(canonical_band(found[1]), name)
-    return tuple((b, mags[b], errors[b]) for b in mags if b in errors)
-
+# ---------------------------------------------------------------- band names
 
 _DECORATION = re.compile(
     r"^(?:flux|mag|model|cmodel|psf|petro|auto|aper|kron|gaap|calib|corr|dered|total)[_-]?|"

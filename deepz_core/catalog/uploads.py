@@ -4,6 +4,9 @@ Folders live under ``DEEPZ_HOME`` (default: the working directory): ``runs/<run-
 runs, ``data/uploads/<sha256>.<ext>`` uploaded files exactly as received, ``data/uploads/
 catalog-<key>.fits`` canonical catalogues built from them (plus a ``.json`` note of where they came
 from), ``data/sims/`` simulations. A catalogue is named by ``'demo'`` or its ``<key>``.
+
+Uploads that do not read as a table are deleted at once; the folder stays under a quota (env
+``DEEPZ_UPLOAD_QUOTA_GB``, default 20), the least recently used files no run reads evicted first.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from deepz_core.catalog.formats.common import Columns
 from deepz_core.catalog.io import SUFFIXES, read_tables
 from deepz_core.errors import CatalogError
 from deepz_core.files import atomic_write, atomic_write_json
+from deepz_core.rundir import list_runs
 
 DEMO = "demo"
 _KEY = re.compile(r"^[0-9a-f]{16,64}$")
@@ -55,13 +59,78 @@ def upload_suffix(filename: str) -> str:
     raise CatalogError(f"{filename}: unknown catalogue file extension (expected one of {known})")
 
 
-def save_upload(data: bytes, filename: str) -> Path:
-    """Write ``data`` once to ``data/uploads/<sha256>.<ext>`` (kept if already there); its path."""
+def save_upload(data: bytes, filename: str, role: str = "galaxies") -> Path:
+    """Write ``data`` once to ``data/uploads/<sha256>.<ext>`` (kept if already there) and check
+    that it reads as a table for ``role`` (see ``raw_columns``); its path. A file that does not
+    read is deleted again (CatalogError saying why, naming ``filename``), and the folder is kept
+    under its quota (``enforce_quota``: the oldest unused uploads go first)."""
     suffix = upload_suffix(filename)
     path = uploads_dir() / f"{hashlib.sha256(data).hexdigest()}{suffix}"
-    if not path.exists():
+    new = not path.exists()
+    if new:
         atomic_write(path, lambda tmp: tmp.write_bytes(data))
+    else:
+        os.utime(path)  # used now: the last to be evicted
+    try:
+        raw_columns(path, role)
+        enforce_quota(keep=(path,))
+    except CatalogError as exc:
+        if new or "quota" not in str(exc):
+            path.unlink(missing_ok=True)
+        reason = str(exc).replace(str(path), filename)
+        raise CatalogError(f"{reason} (the upload was not kept)") from None
     return path
+
+
+def upload_quota() -> int:
+    """Bytes data/uploads may hold (env ``DEEPZ_UPLOAD_QUOTA_GB``, default 20 GB)."""
+    text = os.environ.get("DEEPZ_UPLOAD_QUOTA_GB", "20")
+    try:
+        gb = float(text)
+    except ValueError:
+        gb = float("nan")
+    if not gb > 0:
+        raise CatalogError(f"DEEPZ_UPLOAD_QUOTA_GB must be a number of GB > 0, got {text!r}")
+    return int(gb * 1e9)
+
+
+def used_by_runs() -> set[str]:
+    """Real paths of the files runs under ``runs_dir()`` read (catalogue, exposures, pretraining)."""
+    used = set()
+    for run in list_runs(runs_dir()):
+        config = run.config()
+        for key in ("catalog", "exposures", "pretrain"):
+            if isinstance(config.get(key), str):
+                used.add(os.path.realpath(config[key]))
+    return used
+
+
+def enforce_quota(keep: tuple[Path, ...] = (), quota: int | None = None) -> list[str]:
+    """Delete uploads, least recently used first, until data/uploads holds at most ``quota`` bytes
+    (``upload_quota()``); files a run reads and ``keep`` are never deleted (a canonical catalogue
+    goes with its note). CatalogError (saying "quota") when the files that must stay exceed the
+    quota alone. Names deleted."""
+    quota = upload_quota() if quota is None else quota
+    files = [p for p in uploads_dir().glob("*") if p.is_file() and p.suffix != ".json"]
+    total = sum(p.stat().st_size for p in files)
+    protected = used_by_runs() | {os.path.realpath(p) for p in keep}
+    removable = sorted(
+        (p for p in files if os.path.realpath(p) not in protected), key=lambda p: p.stat().st_mtime
+    )
+    removed = []
+    for path in removable:
+        if total <= quota:
+            break
+        total -= path.stat().st_size
+        path.unlink(missing_ok=True)
+        path.with_suffix(".json").unlink(missing_ok=True)
+        removed.append(path.name)
+    if total > quota:
+        raise CatalogError(
+            f"the uploads folder is full ({total / 1e9:.1f} GB of a {quota / 1e9:.1f} GB quota, "
+            "held by files that runs use): delete old runs, or raise DEEPZ_UPLOAD_QUOTA_GB"
+        )
+    return removed
 
 
 def raw_columns(

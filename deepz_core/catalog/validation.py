@@ -31,12 +31,38 @@ def is_placeholder(flux: np.ndarray) -> np.ndarray:
     return np.isin(flux, PLACEHOLDERS)
 
 
+ZSPEC_MAX = 10.0  # spectroscopic redshifts lie in [0, ZSPEC_MAX); 99, -99, -1 are "none" codes
+
+
+def bad_zspec(z: np.ndarray) -> np.ndarray:
+    """(N,) bool: spec-z that are not NaN (unknown) and not in [0, ZSPEC_MAX): inf, negative, or
+    a catalogue's "no redshift" code (99, -99, -1, 999)."""
+    with np.errstate(invalid="ignore"):
+        return np.isinf(z) | (z < 0) | (z >= ZSPEC_MAX)
+
+
+def check_zspec(z: np.ndarray, ref_id: np.ndarray, source: str) -> None:
+    """CatalogError naming the rows whose spec-z is outside [0, ZSPEC_MAX) and saying what such
+    values usually are, so that 1,280 galaxies with zspec = 99 are not reported as 'no spec-z'."""
+    bad = bad_zspec(z)
+    if not bad.any():
+        return
+    values = np.unique(z[bad])
+    codes = [v for v in values if v in (99, -99, -1, 999, -999, 9999, -9999)]
+    hint = f" (e.g. {values[0]:g})" if not codes else f" ({', '.join(f'{v:g}' for v in codes[:3])})"
+    raise CatalogError(
+        f"{source}: column 'zspec' has {int(bad.sum())} value(s) outside [0, {ZSPEC_MAX:g}){hint} "
+        f"for ref_id {few(ref_id[bad])}: spectroscopic redshifts lie in [0, {ZSPEC_MAX:g}); "
+        "'no redshift' codes such as 99, -99 or -1 must be NaN"
+    )
+
+
 def validate(
     cat: Catalog, source: str = "catalogue", exposures_source: str | None = None
 ) -> Catalog:
     """Check values; raise CatalogError naming ``source``, the column and a few offending rows.
 
-    ref_id unique, zspec NaN or finite >= 0, mag NaN or finite, exposures valid and each coadd
+    ref_id unique, zspec NaN or in [0, ZSPEC_MAX) (``check_zspec``), mag NaN or finite, exposures valid and each coadd
     consistent with its exposures (see ``check_coadd``). A band whose fluxes are NaN/inf or a
     placeholder code (-99...), or whose errors are NaN/inf or <= 0, for EVERY galaxy is refused
     (remove it); such values in some galaxies are left to the photometric screen
@@ -64,10 +90,7 @@ def validate(
                 f"remove band {cat.bands[j]!r} (its {FLUX_PREFIX}/{ERROR_PREFIX} "
                 "columns) or fill it in"
             )
-    with np.errstate(invalid="ignore"):
-        bad_z = np.isinf(cat.zspec) | (cat.zspec < 0)
-    why = "inf or negative values (use NaN for unknown)"
-    _check(bad_z, f"{source}: column 'zspec' has {why} for ref_id", cat.ref_id)
+    check_zspec(cat.zspec, cat.ref_id, source)
     if cat.mag is not None:
         _check(np.isinf(cat.mag), f"{source}: column 'mag' has inf values for ref_id", cat.ref_id)
     if not np.isfinite(cat.fluxzp):

@@ -8,12 +8,16 @@ The command modules below register their commands when imported, here and only h
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from deepz_core.cli import bench, experiments, jobs, simulate, templates, train  # noqa: F401
 from deepz_core.cli.common import COMMANDS
-from deepz_core.errors import DeepzError
+from deepz_core.errors import DeepzError, Terminated
 from deepz_core.memory import tune_malloc
 
 
@@ -28,16 +32,54 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; a user error (bad input, a file the system refuses, a folder in use)
+    prints one line and returns 2, SIGTERM stops it cleanly (143), Ctrl-C 130."""
     args = build_parser().parse_args(argv)
     tune_malloc()  # reuse freed MB-sized blocks instead of page-faulting new ones (memory.py)
     try:
-        return args.func(args)
+        with sigterm_raises():
+            return args.func(args)
     except DeepzError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(str(exc))
+    except OSError as exc:  # a folder without write permission, a full disk, a file for a folder
+        return _fail(os_error_text(exc))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("terminated (SIGTERM)", file=sys.stderr)
+        return 143
     except MemoryError:
-        print("error: out of memory; try a smaller --batch-size or chunk size", file=sys.stderr)
-        return 2
+        return _fail("out of memory; try a smaller --batch-size or chunk size")
+
+
+def _fail(message: str) -> int:
+    """Print ``error: <first line of message>`` and return exit code 2."""
+    line = (message.strip().splitlines() or [""])[0]
+    print(f"error: {line}", file=sys.stderr)
+    return 2
+
+
+def os_error_text(exc: OSError) -> str:
+    """``cannot write /x/out.fits: Permission denied`` from an OSError (files named, no class)."""
+    files = [str(f) for f in (exc.filename, exc.filename2) if f is not None]
+    reason = exc.strerror or str(exc)
+    return f"{' -> '.join(files)}: {reason}" if files else reason
+
+
+@contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """While the block runs, SIGTERM raises Terminated in the main thread: a run records a clean
+    status (cancelled, resumable) and its locks are released, instead of dying mid-write."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        raise Terminated(f"received signal {signum} (pid {os.getpid()})")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

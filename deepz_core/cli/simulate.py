@@ -44,10 +44,12 @@ def _simulate_args(p: argparse.ArgumentParser) -> None:
 def _simulate(args: argparse.Namespace) -> int:
     """Simulate an SPS or template pretraining set, or a PAUS-COSMOS-like or LSST-like deep mock."""
     from deepz_core.catalog.io import catalog_format, write_catalog
+    from deepz_core.files import check_outputs
     from deepz_core.simulate import simulate
     from deepz_core.simulate.cache import DEFAULT_BAND_SETS
 
     catalog_format(args.out)  # a bad output name fails before the simulation runs
+    check_outputs({"--out": args.out}, {})  # so does a folder that cannot be written
     bands = args.bands or DEFAULT_BAND_SETS.get(args.kind, "paus_cosmos")
     cat = simulate(args.kind, args.n, parse_bands(bands), args.seed)
     write_catalog(cat, args.out)

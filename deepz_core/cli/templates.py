@@ -77,10 +77,25 @@ def _templatefit_args(p: argparse.ArgumentParser) -> None:
 def _templatefit(args: argparse.Namespace) -> int:
     """BCNZ2-like template-fitting photo-z for a catalogue (E20 Appendix A)."""
     from deepz_core.catalog.io import read_catalog
+    from deepz_core.files import check_outputs
     from deepz_core.inference.predict import table_format
-    from deepz_core.templatefit.fit import fit_catalog, read_zero_points, write_templatefit
+    from deepz_core.templatefit.fit import (
+        fit_catalog,
+        read_zero_points,
+        write_templatefit,
+        zero_points_path,
+    )
 
     table_format(args.out)  # a bad output name fails before any work
+    check_outputs(
+        {"--out": args.out, "--out (its zero-points)": zero_points_path(args.out)},
+        {
+            "--catalog": args.catalog,
+            "--exposures": args.exposures,
+            "--zero-points": args.zero_points,
+            "--config": args.config,
+        },
+    )
     cfg = _config(args.config, args.templates)
     workers = _workers(args.workers)
     cat = read_catalog(args.catalog, args.exposures)

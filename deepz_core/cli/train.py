@@ -166,16 +166,23 @@ def parse_schedule(text: str, flag: str = "--schedule") -> tuple[tuple[int, floa
 @command("train", _train_args)
 def _train(args: argparse.Namespace) -> int:
     """Train a deepz ensemble into a run folder (resumes if the folder holds a killed run)."""
-    from deepz_core.jobs.training_run import execute_run, open_run_folder, run_config
+    from deepz_core.jobs.training_run import (
+        execute_run,
+        open_run_folder,
+        run_config,
+        training_folder,
+    )
 
     model, train = train_overrides(args)
     config = run_config(
         args.catalog, args.exposures, args.pretrain, args.preset, args.ref_band, model, train
     )
-    run, note = open_run_folder(Path(args.out), config)
-    if note:
-        print(note)
-    execute_run(run)
+    own = tuple(Path(p) for p in (config.catalog, config.exposures) if p is not None)
+    with training_folder(Path(args.out), own):  # locked for the whole command
+        run, note = open_run_folder(Path(args.out), config)
+        if note:
+            print(note)
+        execute_run(run)
     status = run.status()
     print(json.dumps({"run": str(run.path), "state": status["state"], **status.get("summary", {})}))
     return 0 if status["state"] == "finished" else 3
@@ -194,8 +201,11 @@ def _resume(args: argparse.Namespace) -> int:
     run = RunDir(Path(args.run))
     if not run.file("config.json").exists():
         raise ConfigError(f"--run {args.run} is not a run folder (no config.json)")
-    run.file("cancel").unlink(missing_ok=True)
-    execute_run(run)
+    with run.locked():  # a run another process trains is refused, naming it
+        if run.status().get("state") == "finished":
+            raise ConfigError(f"--run {args.run} is finished: nothing to resume")
+        run.file("cancel").unlink(missing_ok=True)
+        execute_run(run)
     return 0 if run.status()["state"] == "finished" else 3
 
 

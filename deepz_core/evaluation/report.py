@@ -12,7 +12,7 @@ from astropy.table import Table
 
 from deepz_core.errors import CatalogError, ConfigError
 from deepz_core.evaluation.profiles import SurveyProfile, profile_for_bands, survey_profile
-from deepz_core.files import atomic_write_json
+from deepz_core.files import atomic_write_json, check_outputs
 from deepz_core.pz import metrics
 from deepz_core.pz.products import PzConfig
 
@@ -20,25 +20,35 @@ REQUIRED = ("ref_id", "zphot", "odds", "weights", "means", "stds")  # in every p
 
 
 def _read_table(path: Path | str) -> Table:
-    """A predictions table: one file, or the folder of a complete partitioned Parquet dataset."""
+    """A predictions table: one file (.fits or .parquet, its bytes checked against its name), or
+    the folder of a complete partitioned Parquet dataset; CatalogError in one line otherwise."""
+    from deepz_core.catalog.formats.common import check_file, library_errors
+    from deepz_core.inference.predict import table_format
     from deepz_core.inference.stream import SUCCESS, astropy_table
 
-    folder = Path(path).is_dir()
-    if folder and not (Path(path) / SUCCESS).exists():
-        raise CatalogError(
-            f"{path}: dataset incomplete (no {SUCCESS}); run the same 'predict' again to finish it"
-        )
-    try:
-        if folder:
-            import pyarrow.parquet as pq
+    path = Path(path)
+    if path.is_dir():
+        if not (path / SUCCESS).exists():
+            raise CatalogError(
+                f"{path}: dataset incomplete (no {SUCCESS}); run the same 'predict' again to "
+                "finish it"
+            )
+        import pyarrow.parquet as pq
 
+        with library_errors(path, "read the predictions dataset"):
             t = astropy_table(pq.read_table(path))  # part-*.parquet; _SUCCESS etc. ignored
-        else:  # a FITS file's first table (qp's HDUs follow deepz's)
-            t = Table.read(path, hdu=1) if _is_fits(path) else Table.read(path)
-    except Exception as exc:
-        raise CatalogError(
-            f"{path}: cannot read predictions table ({type(exc).__name__}: {exc})"
-        ) from exc
+    else:
+        try:
+            fmt = table_format(path)
+        except ConfigError:
+            raise CatalogError(
+                f"{path}: predictions are a .fits or .parquet file or a dataset folder "
+                "(made with 'predict')"
+            ) from None
+        check_file(path, fmt)  # magic bytes and size: no library guessing at other formats
+        with library_errors(path, f"read predictions as {fmt.upper()}"):
+            hdu = {"hdu": 1} if fmt == "fits" else {}  # deepz's table; qp's HDUs follow it
+            t = Table.read(path, format=fmt, **hdu)
     missing = [c for c in REQUIRED if c not in t.colnames]
     if missing:
         raise CatalogError(
@@ -223,6 +233,7 @@ def evaluate_files(
 ) -> dict[str, Any]:
     if Path(out).suffix.lower() != ".json":
         raise ConfigError(f"--out: the report is JSON, give a .json name, got {str(out)!r}")
+    check_outputs({"output": out}, {"predictions": pred, "catalogue": catalog})
     t = _read_table(pred)
     if catalog is not None:
         t = _join_catalog(t, catalog)

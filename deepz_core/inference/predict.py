@@ -26,7 +26,8 @@ from deepz_core.nets.deepz import DeepzModel, load_model, load_model_json
 from deepz_core.pz.mixture import GaussianMixture, combine_members
 from deepz_core.pz.products import PzConfig, point_products
 from deepz_core.rundir import RunDir
-from deepz_core.training.splits import Splits
+from deepz_core.training.config import run_pz_config
+from deepz_core.training.splits import Splits, read_splits
 
 LOG = logging.getLogger("deepz")
 
@@ -279,7 +280,7 @@ def predict_catalog(
         catalog = match_bands(catalog, tuple(meta["bands"]))
     features = model_features(model, catalog, meta.get("ref_band"))
     mask, oof = member_mask(run, features, model.members)
-    pz = pz or PzConfig(**run.config().get("pz", {}))
+    pz = pz or run_pz_config(run)
     products = predict_features(model, features, mask, pz)
     table = predictions_table(features, products, {"out_of_fold": oof}, catalog)
     write_table(table, out)
@@ -336,11 +337,16 @@ def member_mask(
     if not path.exists():
         return mask, oof
     predict_mask, out_of_fold, train_ids, order, stored, stored_error = _training_splits(
-        str(path), path.stat().st_mtime_ns
+        str(path), path.stat().st_mtime_ns, members
     )
     pos = np.searchsorted(train_ids, ref_id, sorter=order)
     pos = order[np.clip(pos, 0, len(order) - 1)]
     seen = train_ids[pos] == ref_id
+    if stored is not None and stored.shape[1] != features.ratio.shape[1]:
+        raise ConfigError(
+            f"{path}: damaged splits file ({stored.shape[1]} flux ratios per galaxy, the run's "
+            f"model reads {features.ratio.shape[1]})"
+        )
     if by_photometry and stored is not None and seen.any():
         same = same_photometry(
             features.ratio[seen],
@@ -362,12 +368,11 @@ def member_mask(
 
 
 @functools.lru_cache(maxsize=4)
-def _training_splits(path: str, mtime_ns: int) -> tuple[np.ndarray | None, ...]:
+def _training_splits(path: str, mtime_ns: int, members: int) -> tuple[np.ndarray | None, ...]:
     """(E, T) usable members, (T,) out-of-fold flags, training ref_ids, their sort order and the
-    galaxies' flux ratios and errors (None for runs made before they were stored); read once per
-    process and file version (streamed predictions ask for every chunk)."""
-    with np.load(path) as s:
-        train, labelled, train_ids = s["train"], s["labelled"], s["ref_id"]
-        stored = (s["ratio"], s["ratio_error"]) if "ratio" in s.files else (None, None)
-    splits = Splits(train=train, labelled=labelled, repetitions=0, folds=0)
-    return splits.predict_mask(), splits.out_of_fold(), train_ids, np.argsort(train_ids), *stored
+    galaxies' flux ratios and errors (None for runs made before they were stored); read and
+    checked once per process and file version (streamed predictions ask for every chunk)."""
+    s = read_splits(Path(path), members)
+    splits = Splits(train=s.train, labelled=s.labelled, repetitions=0, folds=0)
+    order = np.argsort(s.ref_id)
+    return splits.predict_mask(), splits.out_of_fold(), s.ref_id, order, s.ratio, s.ratio_error

@@ -18,6 +18,7 @@ and the ``keep`` columns of ``ReadOptions`` are passed through.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,9 +32,24 @@ import torch
 from deepz_core.catalog.catalog import Catalog
 from deepz_core.catalog.conventions import COORDINATE_COLUMNS, InputConventions, needed_columns
 from deepz_core.catalog.formats.common import Range
-from deepz_core.catalog.io import column_names, count_rows, iter_rows, plan_partitions
-from deepz_core.errors import ConfigError
-from deepz_core.files import atomic_write, atomic_write_json
+from deepz_core.catalog.io import (
+    column_names,
+    count_rows,
+    iter_rows,
+    plan_partitions,
+    plan_warning,
+)
+from deepz_core.errors import CatalogError, ConfigError
+from deepz_core.files import (
+    LOCK_FILE,
+    atomic_write,
+    atomic_write_json,
+    check_outputs,
+    file_digest,
+    file_identity,
+    is_temporary,
+    lock_folder,
+)
 from deepz_core.inference.predict import (
     PRODUCT_COLUMNS,
     match_bands,
@@ -51,7 +67,9 @@ from deepz_core.memory import tune_malloc
 from deepz_core.nets.deepz import DeepzModel, load_model, load_model_json
 from deepz_core.pz.products import PzConfig
 from deepz_core.rundir import RunDir
+from deepz_core.training.config import run_pz_config
 
+LOG = logging.getLogger("deepz")
 DEFAULT_CHUNK = 100_000  # rows per partition (one part file, one Dask task)
 CPU_CHUNK = 25_000  # rows read and predicted at once on a CPU: ~330 MB, as fast as larger chunks
 MEMORY_MAX_ROWS = 2_000_000  # FITS, qp and HATS outputs are assembled in memory
@@ -141,6 +159,27 @@ def carried_columns(cat: Catalog, rows: np.ndarray, keep: tuple[str, ...]) -> di
     return {k: columns[k][rows] for k in dict.fromkeys(names)}
 
 
+PREFLIGHT_ROWS = 100
+
+
+def preflight(run_dir: str, catalog: str, read: ReadOptions | None = None) -> int:
+    """Rows in ``catalog`` after reading and checking its first ``PREFLIGHT_ROWS`` rows with the
+    columns the run uses: a catalogue with the wrong columns, values or layout fails here, in one
+    line, before any output (or Dask task) exists. CatalogError for an empty catalogue."""
+    n = count_rows(catalog)
+    if n == 0:
+        raise CatalogError(f"{catalog}: no galaxies (empty table): nothing to predict")
+    read = read or ReadOptions()
+    bands = load_model_json(run_dir).get("metadata", {}).get("bands")
+    names = column_names(catalog)
+    columns = needed_columns(names, bands, read.keep, read.conventions, str(catalog))
+    for _ in iter_rows(
+        catalog, (0, min(n, PREFLIGHT_ROWS)), PREFLIGHT_ROWS, columns, read.conventions
+    ):
+        pass
+    return n
+
+
 _PREDICTORS: dict[tuple[str, str], Predictor] = {}  # one loaded model per worker process
 
 
@@ -155,7 +194,7 @@ def load_predictor(run_dir: Path | str, device: str = "cpu") -> Predictor:
         if not run.file("model.safetensors").exists():
             raise ConfigError(f"--run {run_dir} has no trained model (model.safetensors)")
         meta = load_model_json(run.path).get("metadata", {})
-        pz = PzConfig(**run.config().get("pz", {}))
+        pz = run_pz_config(run)
         _PREDICTORS[key] = Predictor(
             run, load_model(run.path, device=str(resolve_device(device))), meta, pz
         )
@@ -292,7 +331,8 @@ def predict_file(
     fmt = output_format(out, out_format)
     if chunk_size < 1:
         raise ConfigError(f"--chunk-size must be >= 1, got {chunk_size}")
-    rows = (0, count_rows(catalog))  # one pass: no partitions to re-decode
+    check_outputs({"output": out}, {"catalogue": catalog, "run folder": run_dir})
+    rows = (0, preflight(run_dir, catalog, read))  # one pass: no partitions to re-decode
     predictor = load_predictor(run_dir, device)
     prov = provenance(run_dir, catalog)
     tables = predictor.tables(catalog, rows, chunk_size, grid, read)
@@ -390,42 +430,140 @@ def predict_dataset(
     mapper: Mapper = local_map,
     read: ReadOptions | None = None,
 ) -> int:
-    """Partitioned Parquet dataset OUT/part-NNNNN.parquet, _SUCCESS last; finished parts are
-    skipped (resume). ``mapper`` runs the missing parts (scaleout.dask_map for Dask); rows out.
-    Paths travel to the workers as absolute paths: a worker's working folder is its own."""
+    """Partitioned Parquet dataset OUT/part-NNNNN.parquet, _SUCCESS last; rows out. The folder is
+    locked for the whole call (a second writer gets an InUseError naming this process); its
+    ``_plan.json`` keys it on the run (model checksum, p(z) grid), the catalogue (size,
+    modification time, content fingerprint) and the options that change outputs, so a re-run
+    with the same key skips the finished parts (resume) and any other is refused, saying what
+    differs. ``mapper`` runs the missing parts (scaleout.dask_map for Dask). Paths travel to the
+    workers as absolute paths: a worker's working folder is its own."""
     run_dir, catalog = str(Path(run_dir).resolve()), str(Path(catalog).resolve())
     read = read or ReadOptions()
     folder = Path(out).resolve()
+    check_outputs({"output": folder}, {"catalogue": catalog, "run folder": run_dir})
+    _refuse_foreign(folder)
+    preflight(run_dir, catalog, read)
     ranges = plan_partitions(catalog, chunk_size)
-    key = {"catalog": catalog, "ranges": ranges, "grid": grid}
-    key |= {"read": read.key()} if read != ReadOptions() else {}
-    _check_plan(folder, key)
-    names = [folder / f"part-{i:05d}.parquet" for i in range(len(ranges))]
-    prov = provenance(run_dir, catalog)
-    todo = [
-        (run_dir, catalog, r, str(p), chunk_size, device, grid, read, prov)
-        for r, p in zip(ranges, names, strict=True)
-        if not p.exists()
-    ]
-    for _ in mapper(todo):
-        pass
-    rows = sum(pq.ParquetFile(p).metadata.num_rows for p in names)
-    atomic_write_json(folder / SUCCESS, {"parts": len(names), "rows": rows})
+    with lock_folder(folder, f"dataset folder {folder}"):
+        key = dataset_key(run_dir, catalog, ranges, grid, read)
+        _check_plan(folder, key)
+        advice = plan_warning(catalog, chunk_size)
+        if advice:
+            LOG.warning(advice)
+        names = [folder / f"part-{i:05d}.parquet" for i in range(len(ranges))]
+        prov = provenance(run_dir, catalog)
+        todo = [
+            (run_dir, catalog, r, str(p), chunk_size, device, grid, read, prov)
+            for r, p in zip(ranges, names, strict=True)
+            if not p.exists()
+        ]
+        for _ in mapper(todo):
+            pass
+        rows = sum(pq.ParquetFile(p).metadata.num_rows for p in names)
+        atomic_write_json(folder / SUCCESS, {"parts": len(names), "rows": rows})
     return rows
 
 
+DATASET_FILES = (PLAN, SUCCESS, LOCK_FILE)
+
+
+def _refuse_foreign(folder: Path) -> None:
+    """ConfigError when ``folder`` holds files that are not this dataset's (parts, plan, success
+    mark, lock, temporaries): predictions written beside them would be mixed with a user's files."""
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"output {str(folder)!r} is a file; a dataset is a folder")
+    if not folder.is_dir():
+        return
+    foreign = sorted(
+        p.name
+        for p in folder.iterdir()
+        if p.name not in DATASET_FILES
+        and not is_temporary(p.name)
+        and not (p.name.startswith("part-") and p.name.endswith(".parquet"))
+    )
+    if foreign:
+        raise ConfigError(
+            f"output {str(folder)!r} holds files that are not a deepz predictions dataset "
+            f"({', '.join(foreign[:5])}); give a new or empty folder"
+        )
+
+
+_MODEL_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def dataset_key(
+    run_dir: str, catalog: str, ranges: list[Range], grid: bool, read: ReadOptions | None = None
+) -> dict[str, Any]:
+    """What a dataset's parts depend on: the run (checksum of its weights and its p(z) grid), the
+    catalogue (``file_identity``), the partitions, ``--grid`` and the read options
+    (``--keep-columns``, column conventions)."""
+    model = Path(run_dir) / "model.safetensors"
+    stat = model.stat()
+    ident = (str(model), stat.st_size, stat.st_mtime_ns)
+    if ident not in _MODEL_DIGESTS:
+        _MODEL_DIGESTS[ident] = file_digest(model)[:16]
+    return {
+        "version": 2,
+        "run": {
+            "model_sha256": _MODEL_DIGESTS[ident],
+            "pz": run_pz_config(RunDir(Path(run_dir))).to_dict(),
+        },
+        "catalog": {"path": catalog, **file_identity(catalog)},
+        "ranges": [list(r) for r in ranges],
+        "grid": grid,
+        "read": (read or ReadOptions()).key(),
+    }
+
+
+def plan_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """What differs between the key of a dataset and that of the call that wants to add to it."""
+    if old.get("version") != new["version"]:
+        return ["it was written by an older deepz that did not record the run and the catalogue"]
+    out = []
+    if old.get("run") != new["run"]:
+        out.append(
+            f"another run (model checksum {old.get('run', {}).get('model_sha256')} -> "
+            f"{new['run']['model_sha256']}, or another p(z) grid)"
+        )
+    old_cat, new_cat = old.get("catalog", {}), new["catalog"]
+    if old_cat != new_cat:
+        what = [
+            k for k in ("path", "size", "mtime_ns", "fingerprint") if old_cat.get(k) != new_cat[k]
+        ]
+        out.append(f"another catalogue, or the file changed since ({', '.join(what)} differ)")
+    if old.get("ranges") != new["ranges"]:
+        out.append("another --chunk-size (other partitions)")
+    if old.get("read") != new["read"]:
+        out.append("other --keep-columns or column conventions")
+    if old.get("grid") != new["grid"]:
+        out.append(
+            f"--grid {'on' if old.get('grid') else 'off'} then, {'on' if new['grid'] else 'off'} now"
+        )
+    return out
+
+
 def _check_plan(folder: Path, key: dict[str, Any]) -> None:
-    """Record the partition plan; refuse a folder that holds parts of another plan."""
+    """Record the dataset's key; refuse a folder whose parts were made under another key (a folder
+    with a plan but no part yet simply starts over: nothing is lost)."""
     path = folder / PLAN
-    if path.exists():
-        old = json.loads(path.read_text())
-        old["ranges"] = [tuple(r) for r in old["ranges"]]
-        if old != key:
+    parts = any(folder.glob("part-*.parquet"))
+    if path.exists() and parts:
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
             raise ConfigError(
-                f"--out {folder} holds predictions of another catalogue, chunk size, "
-                "--grid, --keep-columns or column conventions; choose an empty folder"
+                f"{path}: damaged dataset plan ({exc}); choose an empty folder"
+            ) from None
+        differences = plan_differences(old if isinstance(old, dict) else {}, key)
+        if differences:
+            raise ConfigError(
+                f"output {str(folder)!r} holds predictions made with {'; '.join(differences)}: "
+                "adding to them would mix two datasets; choose another folder, or delete this one "
+                "to start over"
             )
-    elif folder.exists() and any(folder.glob("part-*.parquet")):
-        raise ConfigError(f"--out {folder} holds parts without a {PLAN}; choose an empty folder")
-    else:
-        atomic_write_json(path, key)
+        return
+    if parts:
+        raise ConfigError(
+            f"output {str(folder)!r} holds parts without a {PLAN}; choose an empty folder"
+        )
+    atomic_write_json(path, key)

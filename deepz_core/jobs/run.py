@@ -158,8 +158,9 @@ class Run:
         """Continue a killed or cancelled run from its last checkpoint."""
         from deepz_core.jobs.training_run import execute_run
 
-        self.folder.file("cancel").unlink(missing_ok=True)
-        execute_run(self.folder)
+        with self.folder.locked():  # a run another process trains is refused, naming it
+            self.folder.file("cancel").unlink(missing_ok=True)
+            execute_run(self.folder)
         return self
 
     def _require_model(self) -> None:
@@ -223,7 +224,8 @@ def train(
 
     Calling ``train`` again with the same ``out``: a finished run is refused; a killed one with
     the same settings resumes; one that never trained starts over; other settings are refused,
-    naming what differs.
+    naming what differs. A folder of other files is refused untouched, and a folder another
+    process is training raises an InUseError naming it (the folder is locked while training).
 
     >>> import deepz_core as dz
     >>> cat = dz.simulate_catalog("lsst-deep", 400, seed=1)
@@ -231,39 +233,51 @@ def train(
     >>> run.state
     'finished'
     """
-    from deepz_core.jobs.training_run import execute_run, open_run_folder, run_config
+    from deepz_core.jobs.training_run import (
+        execute_run,
+        open_run_folder,
+        run_config,
+        training_folder,
+    )
 
     out = Path(out)
-    path = _catalog_path(catalog, out)
     train_options = {"device": device, "seed": seed, **(options or {})}
     for field, value in (("repetitions", members), ("folds", folds)):
         if value is not None:
             train_options[field] = value
-    config = run_config(str(path), None, pretrain, preset, ref_band, model, train_options)
-    run, _ = open_run_folder(out, config)
-    card = {"name": name, "note": note}
-    if profile is not None:
-        card["profile"] = survey_profile(profile).to_dict()
-    if any(v is not None for v in card.values()):
-        run.update_card(**card)
-    execute_run(run)
+    own = (Path(catalog),) if isinstance(catalog, str | Path) else ()
+    with training_folder(out, own):  # refuses a folder of other files before writing anything
+        path, written = _catalog_path(catalog, out)
+        try:
+            config = run_config(str(path), None, pretrain, preset, ref_band, model, train_options)
+        except BaseException:
+            if written:  # a refused call leaves the folder as it found it
+                path.unlink(missing_ok=True)
+            raise
+        run, _ = open_run_folder(out, config)
+        card = {"name": name, "note": note}
+        if profile is not None:
+            card["profile"] = survey_profile(profile).to_dict()
+        if any(v is not None for v in card.values()):
+            run.update_card(**card)
+        execute_run(run)
     return Run(out)
 
 
-def _catalog_path(catalog: CatalogLike, out: Path) -> Path:
-    """The catalogue's file: the path given, or ``out/catalog.fits`` written from memory."""
+def _catalog_path(catalog: CatalogLike, out: Path) -> tuple[Path, bool]:
+    """The catalogue's file: the path given, or ``out/catalog.fits`` written from memory; and
+    whether it was written now."""
     if isinstance(catalog, str | Path):
         if not Path(catalog).is_file():
             raise ConfigError(f"catalog file {str(catalog)!r} does not exist")
-        return Path(catalog)
+        return Path(catalog), False
     cat, path = as_catalog(catalog), out / "catalog.fits"
     if (out / "config.json").exists() and path.exists():
         if not _same_galaxies(cat, read_catalog(path)):
             raise ConfigError(f"{out} holds a run on another catalogue; choose another folder")
-        return path
-    out.mkdir(parents=True, exist_ok=True)
+        return path, False
     write_catalog(cat, path)
-    return path
+    return path, True
 
 
 def _same_galaxies(a: Catalog, b: Catalog) -> bool:

@@ -4,7 +4,6 @@ its progress bar goes to the job's log, which the Simulate page reads (``list_si
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import time
@@ -12,14 +11,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from deepz_core.files import atomic_write_json
+from deepz_core.files import atomic_write_json, read_json_object
 from deepz_core.jobs.status import pid_alive
 
 START_GRACE_S = 60.0  # a job not yet started this long after its creation counts as interrupted
 
 
 def read_spec(path: Path | str) -> dict[str, Any]:
-    return json.loads(Path(path).read_text())
+    """The job file; ConfigError (a ValueError) naming it when it is missing or damaged."""
+    return read_json_object(Path(path), "simulation job")
 
 
 def update_spec(path: Path | str, **fields: Any) -> None:

@@ -65,9 +65,11 @@ def create_templatefit_run(
 
 
 def execute_templatefit_run(run: RunDir) -> None:
-    """Fit every galaxy of the run's catalogue and write predictions.fits (+ zero-points)."""
-    config = run.config()
-    record_outcome(run, lambda: _fit(run, config))
+    """Fit every galaxy of the run's catalogue and write predictions.fits (+ zero-points), holding
+    the run folder's lock (InUseError when another process holds it)."""
+    with run.locked():
+        config = run.config()
+        record_outcome(run, lambda: _fit(run, config))
 
 
 def _fit(run: RunDir, config: dict[str, Any]) -> None:

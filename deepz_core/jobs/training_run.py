@@ -10,7 +10,8 @@ import dataclasses
 import hashlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,25 +23,39 @@ from deepz_core.catalog.features import Features, build_features
 from deepz_core.catalog.io import read_catalog
 from deepz_core.catalog.screen import Screen, screened_rows
 from deepz_core.device import resolve_device
-from deepz_core.errors import ConfigError
-from deepz_core.files import atomic_write_json
+from deepz_core.errors import ConfigError, Terminated
+from deepz_core.files import atomic_write_json, check_writable, file_digest
 from deepz_core.nets.deepz import DeepzModel, ModelConfig, save_model
 from deepz_core.progress import reporting
 from deepz_core.pz.products import PzConfig
-from deepz_core.rundir import RunDir, load_checkpoint
+from deepz_core.rundir import RunDir, load_checkpoint, load_checkpoint_meta
 from deepz_core.training import pretrained
 from deepz_core.training.batches import DataBatches, SimulationBatches
-from deepz_core.training.config import PRETRAIN_CHOICES, RunConfig, TrainConfig, preset
+from deepz_core.training.config import (
+    PRETRAIN_CHOICES,
+    RunConfig,
+    TrainConfig,
+    load_run_config,
+    preset,
+)
 from deepz_core.training.loop import (
     Cancelled,
     Phase,
     PhaseRunner,
+    check_cancel,
     finetune_loss,
     heldout_scores,
     heldout_summary,
     pretrain_loss,
 )
-from deepz_core.training.splits import Z_LABEL_MAX, Splits, labelled_mask, make_splits
+from deepz_core.training.splits import (
+    Z_LABEL_MAX,
+    Splits,
+    check_labels,
+    labelled_mask,
+    make_splits,
+    write_splits,
+)
 
 
 def create_run(out: Path | str, config: RunConfig) -> RunDir:
@@ -101,31 +116,75 @@ def grid_for(catalog: str | Path) -> PzConfig:
     return PzConfig() if z_max == PzConfig.z_max else PzConfig(z_max=float(z_max))
 
 
-def open_run_folder(out: Path, config: RunConfig) -> tuple[RunDir, str]:
-    """The run folder to train ``config`` in, and a note of what was done: a new folder is
-    created; one holding a killed run with the same settings resumes (the device may change); one
-    whose run never trained starts over with the new settings; any other run is refused, naming
-    what differs. A run another process is training or has queued, and a template-fit run, are left
-    alone. The caller then calls ``execute_run``."""
-    from deepz_core.jobs.status import pid_alive
-    from deepz_core.rundir import load_checkpoint_meta, run_kind
+def refuse_foreign_folder(out: Path, allowed: tuple[Path, ...] = ()) -> None:
+    """ConfigError when ``out`` is a folder holding files but no run (a user's predictions,
+    someone's model.json): a run would overwrite them. Nothing in it is touched. ``allowed``:
+    files that may be there already (the run's own catalogue)."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a folder: give the run a folder")
+    check_writable(out, "--out")
+    foreign = RunDir(out).foreign_entries(allowed)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (
+            f" (and {len(foreign) - 5} more)" if len(foreign) > 5 else ""
+        )
+        raise ConfigError(
+            f"--out {out} holds files that are not a deepz run ({shown}); training would "
+            "overwrite them: give a new or empty folder"
+        )
 
+
+@contextmanager
+def training_folder(out: Path | str, allowed: tuple[Path, ...] = ()) -> Iterator[RunDir]:
+    """Hold the exclusive lock of run folder ``out`` for the block (a second process training or
+    resuming it gets an InUseError naming this one), after refusing, untouched, a folder that is
+    not a run (``refuse_foreign_folder``)."""
+    out = Path(out)
+    refuse_foreign_folder(out, allowed)
     run = RunDir(out)
-    if not run.file("config.json").exists():
-        return run.create(config.to_dict()), ""
-    status = run.status()
+    with run.locked():
+        yield run
+
+
+def open_run_folder(out: Path, config: RunConfig) -> tuple[RunDir, str]:
+    """The run folder to train ``config`` in, and a note of what was done: a new or empty folder
+    becomes a run; one holding a killed run with the same settings resumes (the device may
+    change); one whose run never trained starts over with the new settings; any other run is
+    refused, naming what differs, and so is a folder of other files, a damaged run file, a run
+    queued in the app and a template-fit run. The folder stays locked while this runs; hold
+    ``training_folder`` around it and ``execute_run`` to keep it for the whole command."""
+    own = tuple(Path(p) for p in (config.catalog, config.exposures) if p is not None)
+    with training_folder(out, own) as run:
+        if not run.file("config.json").exists():
+            return run.create(config.to_dict()), ""
+        return _reopen(run, config)
+
+
+def _reopen(run: RunDir, config: RunConfig) -> tuple[RunDir, str]:
+    """``open_run_folder`` for a folder that holds a run (locked by the caller)."""
+    from deepz_core.jobs.status import pid_alive
+    from deepz_core.rundir import run_kind
+
+    out = run.path
+    raw, status = run.config(), run.status()  # ConfigError naming a damaged file
     state, pid = status.get("state"), status.get("pid")
-    if run_kind(run.config()) != "deepz":
-        raise ConfigError(f"{out} holds a {run_kind(run.config())} run; choose another folder")
+    if run_kind(raw) != "deepz":
+        raise ConfigError(f"{out} holds a {run_kind(raw)} run; choose another folder")
     if state == "finished":
         raise ConfigError(f"{out} holds a finished run; choose another folder")
-    if state in ("running", "queued") and pid != os.getpid() and pid_alive(pid):
+    if state == "queued" and pid != os.getpid() and pid_alive(pid):
         raise ConfigError(
-            f"{out} holds a run {state} by process {pid}: wait for it, or cancel it "
+            f"{out} holds a run queued by process {pid} (the app): wait for it, or cancel it "
             f"first (create the file {out}/cancel)"
         )
     stored = load_run_config(run)
     changes = config_changes(stored.full(), config.full(), ignore=("train.device",))
+    if load_checkpoint_meta(run) is not None and changes:
+        raise ConfigError(
+            f"{out} holds a {state} run trained with other settings "
+            f"({'; '.join(changes)}): continue it as it was (deepz resume --run "
+            f"{out}), or choose another folder"
+        )
     run.file("cancel").unlink(missing_ok=True)
     if not changes:
         train = dataclasses.replace(stored.train, device=config.train.device)
@@ -133,12 +192,6 @@ def open_run_folder(out: Path, config: RunConfig) -> tuple[RunDir, str]:
             run.file("config.json"), dataclasses.replace(stored, train=train).to_dict()
         )
         return run, f"resuming run in {out} (state {state}) on device {config.train.device}"
-    if load_checkpoint_meta(run) is not None:
-        raise ConfigError(
-            f"{out} holds a {state} run trained with other settings "
-            f"({'; '.join(changes)}): continue it as it was (deepz resume --run "
-            f"{out}), or choose another folder"
-        )
     for name in ("metrics.jsonl", "splits.npz"):
         run.file(name).unlink(missing_ok=True)
     run.log(f"restarted with new settings: {'; '.join(changes)}")
@@ -147,15 +200,6 @@ def open_run_folder(out: Path, config: RunConfig) -> tuple[RunDir, str]:
         run,
         f"starting the {state} run in {out} over with the new settings ({'; '.join(changes)})",
     )
-
-
-def load_run_config(run: RunDir) -> RunConfig:
-    """The run's ``config.json``, checked by the same typed configs the CLI uses: a damaged or
-    edited file raises a ConfigError naming it and the field."""
-    try:
-        return RunConfig.from_dict(run.config())
-    except ConfigError as exc:
-        raise ConfigError(f"{run.file('config.json')}: {exc}") from None
 
 
 def config_changes(old: Any, new: Any, key: str = "", ignore: tuple[str, ...] = ()) -> list[str]:
@@ -253,8 +297,13 @@ def build_model(config: RunConfig, n_inputs: int, members: int, device) -> Deepz
 
 
 def execute_run(run: RunDir) -> None:
-    """Train (or resume) the run in ``run`` and write its model, predictions and summary."""
-    record_outcome(run, lambda: _train(run, load_run_config(run)))
+    """Train (or resume) the run in ``run`` and write its model, predictions and summary, holding
+    the run folder's lock (InUseError, before anything is written, when another process holds
+    it)."""
+    with run.locked():
+        config = load_run_config(run)  # damaged run files fail before the status changes
+        load_checkpoint_meta(run)
+        record_outcome(run, lambda: _train(run, config))
 
 
 def record_outcome(run: RunDir, work: Callable[[], None]) -> None:
@@ -267,6 +316,11 @@ def record_outcome(run: RunDir, work: Callable[[], None]) -> None:
     except Cancelled as exc:
         run.log(str(exc))
         run.set_status("cancelled", message=str(exc))
+    except Terminated:
+        message = "stopped: the process received SIGTERM; resume continues from the last checkpoint"
+        run.log(message)
+        run.set_status("cancelled", message=message)
+        raise
     except Exception as exc:
         run.log(f"failed: {type(exc).__name__}: {exc}")
         run.set_status("failed", message=f"{type(exc).__name__}: {exc}")
@@ -298,15 +352,11 @@ def _train(run: RunDir, config: RunConfig) -> None:
     train = config.train
     cat, features = load_inputs(config)
     record_screen(run, features)
-    splits = make_splits(labelled_mask(features), train.repetitions, train.folds, train.seed)
-    np.savez(
-        run.file("splits.npz"),
-        train=splits.train,
-        labelled=splits.labelled,
-        ref_id=features.ref_id,
-        ratio=features.ratio,
-        ratio_error=features.ratio_error,
-    )
+    labelled = labelled_mask(features)
+    check_labels(features, labelled, train.folds)
+    splits = make_splits(labelled, train.repetitions, train.folds, train.seed)
+    write_splits(run.file("splits.npz"), splits, features)
+    check_cancel(run, "setup")
     device = resolve_device(train.device)
     torch.manual_seed(train.seed)
     magnitude = config.model_config(1, 1).magnitude_input
@@ -318,6 +368,7 @@ def _train(run: RunDir, config: RunConfig) -> None:
         f"{int(splits.labelled.sum())} with zspec, exposures: {features.has_exposures}"
     )
     phases = _phases(config, features, splits, device)
+    check_cancel(run, "setup")  # simulating the pretraining set can take minutes
     runner = PhaseRunner(
         run,
         model,
@@ -405,7 +456,7 @@ def _pretrain_key(config: RunConfig, features: Features, model: DeepzModel) -> s
     if not config.pretrains or not pretrained.cache_enabled():
         return None
     path = pretraining_simulation_path(config, features, simulate=False)
-    ident = path.name if config.pretrain == "auto" else pretrained.file_digest(path)
+    ident = path.name if config.pretrain == "auto" else file_digest(path)
     device = next(model.parameters()).device.type
     stats = hashlib.sha256(b"".join(t.cpu().numpy().tobytes() for t in model.input_stats()))
     return pretrained.PretrainKey(

@@ -7,13 +7,11 @@ the lock of a dead worker is simply taken over by the next one. Runs therefore t
 
 from __future__ import annotations
 
-import fcntl
-import json
-import os
-import time
 from collections.abc import Callable
 from pathlib import Path
 
+from deepz_core.errors import ConfigError, InUseError
+from deepz_core.files import ExclusiveLock
 from deepz_core.rundir import RunDir, list_runs
 
 LOCK_FILE = "worker.lock"
@@ -21,54 +19,24 @@ LOG_FILE = "worker.log"
 
 
 class WorkerLock:
-    """The single-worker lock of a runs folder: ``flock`` on ``worker.lock``, pid written inside."""
+    """The single-worker lock of a runs folder: ``deepz_core.files.ExclusiveLock`` on
+    ``worker.lock``."""
 
     def __init__(self, runs: Path | str) -> None:
-        self.path = Path(runs) / LOCK_FILE
-        self.fd: int | None = None
+        self.lock = ExclusiveLock(Path(runs) / LOCK_FILE)
+        self.path = self.lock.path
 
     def acquire(self, retries: int = 5, wait: float = 0.1) -> bool:
         """Take the lock (a few tries, ``wait`` s apart); False if a live worker holds it."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        for attempt in range(retries + 1):
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if attempt == retries:
-                    os.close(fd)
-                    return False
-                time.sleep(wait)
-        os.ftruncate(fd, 0)
-        os.write(fd, json.dumps({"pid": os.getpid(), "started": time.time()}).encode())
-        self.fd = fd
-        return True
+        return self.lock.acquire(retries, wait)
 
     def release(self) -> None:
-        if self.fd is not None:
-            os.ftruncate(self.fd, 0)
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-            os.close(self.fd)
-            self.fd = None
+        self.lock.release()
 
     def holder(self) -> int | None:
         """Pid of the live worker holding the lock, else None (a stale file does not count)."""
-        if not self.path.exists():
-            return None
-        fd = os.open(self.path, os.O_RDWR)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            try:
-                return int(json.loads(self.path.read_text() or "{}").get("pid", -1))
-            except ValueError:
-                return -1
-        else:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            return None
-        finally:
-            os.close(fd)
+        note = self.lock.holder()
+        return None if note is None else int(note.get("pid", -1))
 
 
 def worker_pid(runs: Path | str) -> int | None:
@@ -86,7 +54,21 @@ def queued_runs(runs: Path | str) -> list[RunDir]:
 
 
 def execute_queued(run: RunDir, log: Callable[[str], None] = print) -> str:
-    """Execute one queued run; a failure is recorded in its status, never raised. Its final state."""
+    """Execute one queued run, holding its folder's lock; a failure is recorded in its status,
+    never raised; a run another process holds (a ``deepz resume`` from a terminal) is left to it.
+    Its final state."""
+    try:
+        with run.locked():
+            return _execute_locked(run, log)
+    except InUseError as exc:
+        log(f"run {run.run_id}: skipped, {exc}")
+        return "skipped"
+    except ConfigError as exc:  # damaged run files
+        log(f"run {run.run_id}: skipped, {exc}")
+        return "damaged"
+
+
+def _execute_locked(run: RunDir, log: Callable[[str], None]) -> str:
     from deepz_core.jobs.training_run import execute_run
     from deepz_core.rundir import run_kind
 

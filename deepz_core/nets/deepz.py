@@ -101,6 +101,29 @@ class ModelConfig(Config):
         for name in ("use_autoencoder", "magnitude_input"):
             self._set(name, check_bool(name, getattr(self, name)))
         check_choice("input_norm", self.input_norm, INPUT_NORMS)
+        if self.n_weights > MAX_WEIGHTS:
+            raise ConfigError(
+                f"model: {self.members} networks of width {self.width} with "
+                f"{self.encoder_layers}+{self.decoder_layers}+{self.photoz_layers} layers hold "
+                f"{self.n_weights:,} weights, more than the {MAX_WEIGHTS:,} (4 GB) allowed; "
+                "use fewer members, layers or a smaller width"
+            )
+
+    @property
+    def n_weights(self) -> int:
+        """Weights and biases of the linear layers of all members (the bulk of the model)."""
+
+        def mlp(n_in: int, hidden: list[int], n_out: int) -> int:
+            sizes = [n_in, *hidden, n_out]
+            return sum((a + 1) * b for a, b in zip(sizes, sizes[1:], strict=False))
+
+        first = [self.photoz_first_width] if self.photoz_first_width > 0 else []
+        n_pz_in = self.n_inputs + (self.n_latent if self.use_autoencoder else 0)
+        total = mlp(n_pz_in, first + [self.width] * self.photoz_layers, 3 * self.n_components)
+        if self.use_autoencoder:
+            total += mlp(self.n_inputs, [self.width] * self.encoder_layers, self.n_latent)
+            total += mlp(self.n_latent, [self.width] * self.decoder_layers, self.n_inputs)
+        return total * self.members
 
     @classmethod
     def from_stored(cls, values: Mapping[str, Any]) -> ModelConfig:
@@ -109,6 +132,7 @@ class ModelConfig(Config):
         return cls.from_dict({"input_norm": "batchnorm", "magnitude_input": False, **values})
 
 
+MAX_WEIGHTS = 1_000_000_000  # all members together: ~10x E20's 50 paper-size networks
 _INT_BOUNDS = {**TRUNK_INT_BOUNDS, "n_components": (1, 64)}
 
 
@@ -274,8 +298,39 @@ def save_model(
 
 
 def load_model_json(directory: Path | str, name: str = "model") -> dict[str, Any]:
-    """The ``<name>.json`` document written by :func:`save_model` (config and metadata)."""
-    return read_description(Path(directory) / f"{name}.json", _FORMAT, "model")
+    """The ``<name>.json`` document written by :func:`save_model` (config and metadata), checked:
+    ``config`` a valid ModelConfig (sizes within bounds), ``metadata.bands`` a list of unique band
+    names matching ``n_inputs``, ``metadata.ref_band`` one of them. ConfigError naming the file."""
+    path = Path(directory) / f"{name}.json"
+    doc = read_description(path, _FORMAT, "model")
+    if not isinstance(doc.get("config"), Mapping):
+        raise ConfigError(f"{path}: damaged model description: no 'config' object")
+    try:
+        config = ModelConfig.from_stored(doc["config"])
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: damaged model description: {exc}") from None
+    meta = doc.setdefault("metadata", {})
+    problem = _metadata_problem(meta, config.n_inputs - int(config.magnitude_input))
+    if problem:
+        raise ConfigError(f"{path}: damaged model description: {problem}")
+    return doc
+
+
+def _metadata_problem(meta: Any, n_bands: int) -> str | None:
+    """What is wrong with a model's metadata (bands, ref_band; the networks read ``n_bands``
+    bands), or None."""
+    if not isinstance(meta, Mapping):
+        return f"'metadata' must be an object, got {meta!r:.60}"
+    bands, ref = meta.get("bands"), meta.get("ref_band")
+    if bands is not None:
+        names = isinstance(bands, list) and all(isinstance(b, str) and b for b in bands)
+        if not names or len(set(bands)) != len(bands):
+            return f"'metadata.bands' must be a list of unique band names, got {bands!r:.80}"
+        if len(bands) != n_bands:
+            return f"'metadata.bands' names {len(bands)} bands, the networks read {n_bands}"
+    if ref is not None and (not isinstance(ref, str) or (bands is not None and ref not in bands)):
+        return f"'metadata.ref_band' must be one of the bands, got {ref!r:.60}"
+    return None
 
 
 def load_model(

@@ -28,6 +28,7 @@ from deepz_core.configs import (
 from deepz_core.errors import ConfigError
 from deepz_core.nets.deepz import ModelConfig
 from deepz_core.pz.products import PzConfig
+from deepz_core.rundir import RunDir
 
 Schedule = tuple[tuple[int, float], ...]  # (epochs, learning rate) stages
 OUTLIER_UNITS = ("galaxy", "measurement")  # what outlier_fraction counts (E20 App. B is ambiguous)
@@ -223,12 +224,13 @@ class RunConfig(Config):
         check_choice("preset", self.preset, tuple(PRESETS))
         if not isinstance(self.model, Mapping):
             raise ConfigError(f"model: expected a mapping of model fields, got {self.model!r}")
-        self.model_config(2, 1)  # bad model fields fail here, naming the field
         for name, cls in self.NESTED.items():
             if not isinstance(getattr(self, name), cls):
                 raise ConfigError(
                     f"{name}: expected a {cls.CONFIG_NAME} config, got {getattr(self, name)!r}"
                 )
+        # bad model fields, and networks too big for the ensemble's size, fail here
+        self.model_config(2, self.train.members)
 
     def model_config(self, n_inputs: int, members: int) -> ModelConfig:
         """The ModelConfig of this run's networks for ``n_inputs`` bands and ``members``."""
@@ -246,3 +248,26 @@ class RunConfig(Config):
     @property
     def pretrains(self) -> bool:
         return self.pretrain != "none" and self.train.pretrain_epochs > 0
+
+
+def load_run_config(run: RunDir) -> RunConfig:
+    """The run's ``config.json``, checked by the same typed configs the CLI uses: a damaged or
+    edited file (not JSON, unknown keys, a p(z) grid of 1e9 points, a width of 200,000) raises a
+    ConfigError naming it and the field."""
+    try:
+        return RunConfig.from_dict(run.config())
+    except ConfigError as exc:
+        path = str(run.file("config.json"))
+        raise ConfigError(str(exc) if str(exc).startswith(path) else f"{path}: {exc}") from None
+
+
+def run_pz_config(run: RunDir) -> PzConfig:
+    """The p(z) grid of a run: a training run's checked ``config.json`` (``load_run_config``); a
+    template-fit run's ``pz`` entry, if any, checked the same way."""
+    raw = run.config()
+    if raw.get("kind", "deepz") == "deepz":
+        return load_run_config(run).pz
+    try:
+        return PzConfig.from_dict(raw.get("pz") or {})
+    except ConfigError as exc:
+        raise ConfigError(f"{run.file('config.json')}: {exc}") from None

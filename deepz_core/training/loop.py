@@ -30,6 +30,30 @@ class Cancelled(Exception):
     """The user asked the run to stop (a ``cancel`` file in the run folder)."""
 
 
+CANCEL_POLL_S = 1.0  # seconds between looks for the cancel file inside an epoch
+
+
+def check_cancel(run: RunDir, where: str) -> None:
+    """Raise Cancelled when the run folder holds a ``cancel`` file (``where``: what was going on)."""
+    if run.file("cancel").exists():
+        raise Cancelled(f"cancelled during {where}")
+
+
+class CancelWatch:
+    """Looks for the run's cancel file at most every ``CANCEL_POLL_S`` seconds, so that a cancel
+    stops even the first epoch of a huge run within seconds at no cost per batch."""
+
+    def __init__(self, run: RunDir, where: str) -> None:
+        self.run, self.where = run, where
+        self.last = time.monotonic()
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if now - self.last >= CANCEL_POLL_S:
+            self.last = now
+            check_cancel(self.run, self.where)
+
+
 def make_optimizer(
     params: Iterable[torch.nn.Parameter], lr: float, weight_decay: float
 ) -> torch.optim.Adam:
@@ -52,13 +76,20 @@ def finetune_loss(model: DeepzModel, b: Batch) -> Tensor:
 
 
 def train_epoch(
-    model: DeepzModel, loss_fn: LossFn, batches: Iterable[Batch], optimizer: torch.optim.Optimizer
+    model: DeepzModel,
+    loss_fn: LossFn,
+    batches: Iterable[Batch],
+    optimizer: torch.optim.Optimizer,
+    between: Callable[[], None] | None = None,
 ) -> float:
     """One pass over ``batches``; returns the mean loss per member and batch. A non-finite batch
-    loss raises TrainingError before its step can poison the weights."""
+    loss raises TrainingError before its step can poison the weights. ``between()`` runs before
+    every batch (a ``CancelWatch`` raises Cancelled there)."""
     model.train()
     total, count = torch.zeros(()), 0
     for batch in batches:
+        if between is not None:
+            between()
         optimizer.zero_grad(set_to_none=True)
         loss = loss_fn(model, batch)
         if not torch.isfinite(loss):
@@ -243,8 +274,9 @@ class PhaseRunner:
                 group["lr"] = lr
             batches = phase.source.epoch(rng, gen, phase.batch_size, phase.min_batch)
             where = f"{phase.name} epoch {epoch + 1}"
+            watch = CancelWatch(self.run, f"{where} (resumes from the last checkpoint)")
             try:
-                loss = train_epoch(self.model, phase.loss, batches, optimizer)
+                loss = train_epoch(self.model, phase.loss, batches, optimizer, watch)
                 check_weights(self.model)
             except TrainingError as exc:
                 raise TrainingError(f"{where}: {exc}") from None

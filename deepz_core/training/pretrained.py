@@ -43,15 +43,6 @@ def cache_enabled() -> bool:
     return os.environ.get("DEEPZ_PRETRAIN_CACHE", "1").strip().lower() not in ("0", "false", "no")
 
 
-def file_digest(path: Path | str, block: int = 1 << 22) -> str:
-    """sha256 of a file's bytes (identifies a user's simulation file whatever its name)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(block):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 @dataclass(frozen=True)
 class PretrainKey:
     """Everything the end-of-pretraining state depends on."""

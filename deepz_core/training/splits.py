@@ -8,11 +8,13 @@ training set uses all E. With K = 1 every member trains on all labelled galaxies
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from deepz_core.catalog.features import Features
-from deepz_core.errors import ConfigError
+from deepz_core.errors import CatalogError, ConfigError
+from deepz_core.files import atomic_write
 
 
 @dataclass(frozen=True, eq=False)
@@ -68,3 +70,96 @@ def labelled_mask(features: Features) -> np.ndarray:
     """(N,) bool: galaxies whose spec-z can be a label and whose photometry passed the screen."""
     z = features.zspec
     return np.isfinite(z) & (z >= 0) & (z <= Z_LABEL_MAX) & features.trainable
+
+
+def check_labels(features: Features, labelled: np.ndarray, folds: int) -> None:
+    """CatalogError, with the reason, when the labels cannot train ``folds`` folds: fewer than
+    2 x folds usable spec-z (counting those above Z_LABEL_MAX, e.g. a 99 'no redshift' code, and
+    those the screen flagged), or one value for all of them (nothing to learn)."""
+    z = features.zspec
+    n = int(labelled.sum())
+    if n < 2 * folds:
+        finite = np.isfinite(z)
+        high = int((finite & (z > Z_LABEL_MAX)).sum())
+        screened = int((finite & (z >= 0) & (z <= Z_LABEL_MAX) & ~features.trainable).sum())
+        raise CatalogError(
+            f"need at least {2 * folds} galaxies with a usable spec-z for {folds} folds, got {n}: "
+            f"of the {int(finite.sum())} galaxies with a spec-z, {high} are above "
+            f"{Z_LABEL_MAX:g} (not used as labels) and {screened} have photometry the screen "
+            "flagged (see the run's screen.json)"
+        )
+    values = np.unique(z[labelled])
+    if len(values) == 1:
+        raise CatalogError(
+            f"every usable spec-z is {values[0]:g} ({n} galaxies): one value teaches the "
+            "networks no redshift; check the catalogue's zspec column"
+        )
+
+
+def write_splits(path: Path, splits: Splits, features: Features) -> None:
+    """``splits.npz``, atomically: (E, N) train, (N,) labelled and ref_id, (N, B) flux ratios and
+    their errors (to recognise a training galaxy by its photometry later)."""
+    arrays = {
+        "train": splits.train,
+        "labelled": splits.labelled,
+        "ref_id": features.ref_id,
+        "ratio": features.ratio,
+        "ratio_error": features.ratio_error,
+    }
+    atomic_write(path, lambda tmp: np.savez(tmp, **arrays))
+
+
+@dataclass(frozen=True, eq=False)
+class StoredSplits:
+    """A run's ``splits.npz`` as read back: (E, T) train, (T,) labelled and ref_id, and (T, B)
+    ratio and ratio_error (None in runs made before they were stored)."""
+
+    train: np.ndarray
+    labelled: np.ndarray
+    ref_id: np.ndarray
+    ratio: np.ndarray | None
+    ratio_error: np.ndarray | None
+
+
+def read_splits(path: Path, members: int | None = None) -> StoredSplits:
+    """``splits.npz`` with its arrays' types and shapes checked (against ``members`` networks when
+    given); ConfigError naming the file when it is damaged."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except Exception as exc:  # zipfile, numpy and OS errors of a damaged file
+        raise ConfigError(f"{path}: damaged splits file ({type(exc).__name__}: {exc})") from None
+    problem = _splits_problem(arrays, members)
+    if problem:
+        raise ConfigError(f"{path}: damaged splits file ({problem})")
+    return StoredSplits(
+        arrays["train"],
+        arrays["labelled"],
+        arrays["ref_id"],
+        arrays.get("ratio"),
+        arrays.get("ratio_error"),
+    )
+
+
+def _splits_problem(arrays: dict[str, np.ndarray], members: int | None) -> str | None:
+    """What is wrong with the arrays of a splits file, or None."""
+    missing = [k for k in ("train", "labelled", "ref_id") if k not in arrays]
+    if missing:
+        return f"no arrays {missing}"
+    train, labelled, ref_id = arrays["train"], arrays["labelled"], arrays["ref_id"]
+    if train.dtype != bool or train.ndim != 2:
+        return f"'train' must be a 2-D bool array, got {train.dtype} {train.shape}"
+    n = train.shape[1]
+    if labelled.dtype != bool or labelled.shape != (n,):
+        return f"'labelled' must be ({n},) bool, got {labelled.dtype} {labelled.shape}"
+    if ref_id.dtype.kind not in "iu" or ref_id.shape != (n,):
+        return f"'ref_id' must be ({n},) integers, got {ref_id.dtype} {ref_id.shape}"
+    if members is not None and train.shape[0] != members:
+        return f"{train.shape[0]} networks in 'train', the model has {members}"
+    if ("ratio" in arrays) != ("ratio_error" in arrays):
+        return "'ratio' and 'ratio_error' must come together"
+    for name in ("ratio", "ratio_error"):
+        a = arrays.get(name)
+        if a is not None and (a.dtype.kind != "f" or a.ndim != 2 or a.shape[0] != n):
+            return f"'{name}' must be ({n}, B) floats, got {a.dtype} {a.shape}"
+    return None

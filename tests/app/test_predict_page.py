@@ -82,10 +82,9 @@ def test_predict_an_uploaded_catalogue(trained, tmp_path, monkeypatch) -> None:
     assert "Sky positions (150 galaxies)" in titles
     ref_id = int(at.text_input(key="pred_ref_id").value)
     assert ref_id > SDSS_ID and any(t == f"p(z) of {ref_id}" for t in titles)
-    assert [d.proto.label for d in at.get("download_button")][:2] == [
-        "All predictions (Parquet)",
-        "All predictions (FITS)",
-    ]
+    labels = [d.proto.label for d in at.get("download_button")]
+    assert labels[:2] == ["All predictions (Parquet)", "All predictions (FITS)"]
+    assert "All predictions (qp, HDF5)" in labels
     # the tomographic bins split the selection; the Parquet download is plain (no .mask columns)
     table = at.dataframe[-1].value
     assert int(table["galaxies"].sum()) == 150
@@ -93,6 +92,12 @@ def test_predict_an_uploaded_catalogue(trained, tmp_path, monkeypatch) -> None:
     data = pq.read_table(io.BytesIO(state.export_bytes(key, "parquet")))
     assert not [c for c in data.column_names if c.endswith(".mask")]
     assert data["ref_id"].to_numpy()[0] > SDSS_ID and np.isnan(data["zspec"].to_numpy()).all()
+    # the qp download opens in qp, one p(z) per row, the 19-digit ids intact
+    import qp
+
+    (tmp_path / "pz.hdf5").write_bytes(state.qp_bytes(key))
+    ens = qp.read(str(tmp_path / "pz.hdf5"))
+    assert ens.npdf == 150 and ens.ancil["ref_id"][0] > SDSS_ID
 
 
 def test_a_catalogue_without_the_run_bands_is_refused(trained, tmp_path, monkeypatch) -> None:

@@ -303,3 +303,51 @@ def test_template_fit_run_kind_queues_runs_and_reaches_results(home: list[Path])
 
     assert state.finished_runs() == [run.run_id]
     assert state.finished_runs(("deepz",)) == []  # explorer/dropping need a network
+
+
+# ---------------------------------------------------------------- issue 19: a bounded, fair queue
+
+
+@pytest.mark.parametrize(
+    ("key", "overrides", "says"),
+    [
+        ("train_json", {"repetitions": 500}, "repetitions"),  # 1,000 networks
+        ("train_json", {"repetitions": 50}, "above the shared queue's limit of 20"),
+        ("train_json", {"schedule": [[90000, 0.001]]}, "schedule (epochs) = 90,000"),
+        ("model_json", {"width": 200000}, "width"),  # a 320 GB allocation
+    ],
+)
+def test_overrides_beyond_the_forms_limits_are_refused_before_queueing(
+    home: list[Path], key: str, overrides: dict, says: str
+) -> None:
+    at = page("train.py")
+    next(s for s in at.selectbox if s.label == "Pretraining set").select("none").run()
+    at.text_area(key=key).input(json.dumps(overrides))
+    click(at, "Queue training run")
+    assert says in texts(at.error)
+    assert not list_runs(Path.cwd() / "runs") and not home  # nothing written, no worker woken
+
+
+def test_another_browsers_run_is_read_only_until_confirmed(home: list[Path]) -> None:
+    mine = page("train.py")
+    run = queue_tiny_run(mine)
+    cancel = next(b for b in mine.button if b.label == "Cancel")
+    assert not cancel.disabled and "read-only here" not in texts(mine.caption)
+    other = page("train.py")  # another browser: another token in its address
+    assert other.query_params["owner"] != mine.query_params["owner"]
+    assert "read-only here" in texts(other.caption)
+    assert next(b for b in other.button if b.label == "Cancel").disabled
+    other.checkbox(key=f"others_{run.run_id}").check().run()
+    click(other, "Cancel")
+    assert run.status()["state"] == "cancelled"
+
+
+def test_a_reload_keeps_the_browsers_runs_its_own(home: list[Path]) -> None:
+    mine = page("train.py")
+    run = queue_tiny_run(mine)
+    again = AppTest.from_file("../../pages/train.py", default_timeout=TIMEOUT)
+    again.query_params["owner"] = mine.query_params["owner"]  # the same address, reloaded
+    again.run()
+    assert "read-only here" not in texts(again.caption)
+    click(again, "Cancel")
+    assert run.status()["state"] == "cancelled"

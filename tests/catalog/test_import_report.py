@@ -64,7 +64,7 @@ def test_all_problems_are_collected() -> None:
         "'flux_subaru_i': 1 NaN/inf",
         "'flux_subaru_i': 1 placeholder (-99",
         "'flux_error_subaru_i': 2 zero or negative",
-        "'zspec': 1 inf or negative",
+        "'zspec': 1 inf, negative or >= 10",
         "exp.fits: column 'band'",
         "NB999",
         "galaxies not in the catalogue: 6, 999",

@@ -391,7 +391,7 @@ def catalogues(draw: st.DrawFn) -> Catalog:
         bands=bands,
         flux=values(finite, n * len(bands)).reshape(n, -1),
         flux_error=values(positive, n * len(bands)).reshape(n, -1),
-        zspec=values(st.one_of(st.just(np.nan), st.floats(0, 10)), n),
+        zspec=values(st.one_of(st.just(np.nan), st.floats(0, 10, exclude_max=True)), n),
         mag=values(st.floats(10, 30), n) if draw(st.booleans()) else None,
         fluxzp=draw(st.floats(0, 40)),
         extra={"x": values(st.one_of(finite, st.just(np.nan)), n)},

@@ -17,6 +17,7 @@ from deepz_core.catalog.io import (
     count_rows,
     iter_rows,
     plan_partitions,
+    plan_warning,
     read_catalog,
     write_catalog,
 )
@@ -47,13 +48,12 @@ def _ids(cats) -> np.ndarray:
     return np.concatenate([c.ref_id for c in cats])
 
 
-def test_plan_merges_small_row_groups_and_splits_large_ones(tmp_path, caplog) -> None:
+def test_plan_merges_small_row_groups_and_splits_large_ones(tmp_path) -> None:
     path = _parquet(_catalog(), tmp_path / "c.parquet", [30, 30, 100, 10, 10])
-    with caplog.at_level(logging.WARNING, logger="deepz"):
-        ranges = plan_partitions(path, 50)
+    ranges = plan_partitions(path, 50)
     assert ranges == [(0, 30), (30, 60), (60, 110), (110, 160), (160, 180)]
-    assert "row groups" in caplog.text  # the split group is reported once
-    assert plan_partitions(path, 1000) == [(0, 180)]
+    assert "row groups of up to 100 rows" in plan_warning(path, 50)  # said once, by predict
+    assert plan_partitions(path, 1000) == [(0, 180)] and plan_warning(path, 1000) is None
     with pytest.raises(ConfigError, match="--chunk-size"):
         plan_partitions(path, 0)
 
@@ -140,3 +140,67 @@ def test_rechunk_cuts_batches_into_equal_tables() -> None:
     np.testing.assert_array_equal(
         np.concatenate([t["x"].to_numpy() for t in tables]), np.arange(30)
     )
+
+
+# ---------------------------------------------------------------- issue 19: damaged files in chunks
+
+
+def test_a_fits_file_cut_at_a_block_boundary_fails_in_one_line(tmp_path) -> None:
+    from deepz_core.errors import CatalogError
+
+    whole = write_catalog(_catalog(), tmp_path / "whole.fits").read_bytes()
+    path = tmp_path / "cut.fits"
+    path.write_bytes(whole[: (len(whole) // 2880 - 1) * 2880])  # passes the size check
+    with pytest.raises(CatalogError, match="cut.fits: .*truncated"):
+        list(iter_rows(path, (0, 180), 50))
+
+
+@pytest.mark.parametrize("ext", ["fits", "parquet", "csv"])
+def test_repeated_column_names_are_named(tmp_path, ext) -> None:
+    from astropy.io import fits
+
+    from deepz_core.errors import CatalogError
+
+    cat = _catalog(20)
+    cols = {**cat.columns(), "flux_XXXXX": cat.flux[:, 0]}
+    path = tmp_path / f"dup.{ext}"
+    if ext == "fits":
+        fits.BinTableHDU.from_columns(
+            [
+                fits.Column(name=k, format="D" if v.dtype.kind == "f" else "K", array=v)
+                for k, v in cols.items()
+                if v.ndim == 1
+            ]
+        ).writeto(path)
+    elif ext == "parquet":
+        pq.write_table(pa.table(cols), path)
+    else:
+        write_catalog(cat, path)
+        path.write_text(path.read_text().replace(",zspec", ",flux_NB455", 1))
+    first = cat.bands[0]
+    path.write_bytes(path.read_bytes().replace(b"flux_XXXXX", f"flux_{first}".encode()))
+    for read in (lambda: read_catalog(path), lambda: list(iter_rows(path, (0, 20), 10))):
+        with pytest.raises(CatalogError, match="appear more than once"):
+            read()
+
+
+def test_a_semicolon_csv_says_the_delimiter_looks_wrong(tmp_path) -> None:
+    from deepz_core.errors import CatalogError
+
+    path = write_catalog(_catalog(20), tmp_path / "c.csv")
+    path.write_text(path.read_text().replace(",", ";"))
+    for read in (lambda: read_catalog(path), lambda: list(iter_rows(path, (0, 20), 10))):
+        with pytest.raises(CatalogError, match="delimiter looks wrong"):
+            read()
+
+
+def test_hdf5_finds_the_table_after_other_objects(tmp_path) -> None:
+    cat = _catalog(30)
+    whole = write_catalog(cat, tmp_path / "whole.h5")
+    path = tmp_path / "notes-first.h5"
+    with h5py.File(path, "w") as f, h5py.File(whole) as g:
+        f.create_dataset("aaa_notes", data=np.arange(5))  # not a table, and first
+        f.create_dataset("photometry", data=g["galaxies"][()])
+    assert read_catalog(path).n_galaxies == 30
+    assert count_rows(path) == 30
+    np.testing.assert_array_equal(_ids(iter_rows(path, (0, 30), 7)), cat.ref_id)

@@ -148,25 +148,6 @@ def test_z_alone_is_the_spec_z_unless_the_columns_are_ugriz() -> None:
     assert guess_zspec(["id", "Z_SPEC", "z"], set()) == "Z_SPEC"
 
 
-@pytest.mark.parametrize(
-    ("names", "expected"),
-    [
-        (
-            ["mag_g", "magerr_g", "mag_r", "magerr_r"],
-            [("g", "mag_g", "magerr_g"), ("r", "mag_r", "magerr_r")],
-        ),
-        (["g_mag", "g_magerr", "mag"], [("g", "g_mag", "g_magerr")]),
-        (["MAG_AUTO_I", "MAGERR_AUTO_I"], [("AUTO_I", "MAG_AUTO_I", "MAGERR_AUTO_I")]),
-        (["mag_lsst_u", "mag_err_lsst_u"], [("lsst_u", "mag_lsst_u", "mag_err_lsst_u")]),
-        (["mag_g"], []),  # no error column: not a band
-    ],
-)
-def test_magnitude_bands_are_recognised(names, expected) -> None:
-    from deepz_core.catalog.mapping import guess_magnitude_bands
-
-    assert [tuple(b) for b in guess_magnitude_bands(names)] == expected
-
-
 def test_known_band_names_are_suggested() -> None:
     from deepz_core.catalog.mapping import band_letter, suggest_band_names
 

@@ -350,7 +350,7 @@ def test_train_into_an_existing_folder(tmp_path, files, capsys) -> None:
     assert main([*base, "--ref-band", "NB999"]) == 2  # fails at set-up, after the folder exists
     assert "NB999" in _one_line_error(capsys)
     assert RunDir(out).status()["state"] == "failed"
-    RunDir(out).file("checkpoint.json").write_text("{}")  # as if it had trained a while
+    RunDir(out).file("checkpoint.json").write_text(FAKE_CHECKPOINT)  # as if it had trained a while
     assert main([*base, "--ref-band", "NB655"]) == 2
     message = _one_line_error(capsys)
     assert "ref_band: 'NB999' -> 'NB655'" in message and "resume --run" in message
@@ -365,8 +365,15 @@ def test_train_into_an_existing_folder(tmp_path, files, capsys) -> None:
     assert f"resuming run in {out}" in capsys.readouterr().out
 
 
+FAKE_CHECKPOINT = json.dumps(
+    {"phase": "finetune", "epoch": 1, "tensors": "checkpoint-finetune-0001.safetensors"}
+)
+
+
 def test_train_leaves_live_and_template_fit_folders_alone(tmp_path, files, capsys) -> None:
     import os
+
+    from deepz_core.files import LOCK_FILE, ExclusiveLock
 
     out = tmp_path / "run"
     base = [
@@ -387,10 +394,19 @@ def test_train_leaves_live_and_template_fit_folders_alone(tmp_path, files, capsy
     assert main([*base, "--ref-band", "NB999"]) == 2
     capsys.readouterr()
     run = RunDir(out)
-    status = {**run.status(), "state": "running", "pid": os.getppid()}  # a live process
+    status = {**run.status(), "state": "running", "pid": os.getpid()}
+    run.file("status.json").write_text(json.dumps(status))
+    lock = ExclusiveLock(out / LOCK_FILE)  # held as a process training the folder holds it
+    assert lock.acquire()
+    try:
+        assert main(base) == 2
+        assert f"is in use by PID {os.getpid()}" in _one_line_error(capsys)
+    finally:
+        lock.release()
+    status = {**status, "state": "queued", "pid": os.getppid()}  # queued by a live app
     run.file("status.json").write_text(json.dumps(status))
     assert main(base) == 2
-    assert f"holds a run running by process {os.getppid()}" in _one_line_error(capsys)
+    assert f"queued by process {os.getppid()}" in _one_line_error(capsys)
     run.file("status.json").write_text(json.dumps({**status, "state": "failed"}))
     run.file("config.json").write_text(json.dumps({**run.config(), "kind": "templatefit"}))
     assert main(base) == 2
@@ -419,7 +435,7 @@ def test_train_resumes_on_another_device_but_not_with_another_network(
     assert main([*base, "--device", "cpu"]) == 2  # fails at set-up
     capsys.readouterr()
     run = RunDir(out)
-    run.file("checkpoint.json").write_text("{}")  # as if it had trained a while
+    run.file("checkpoint.json").write_text(FAKE_CHECKPOINT)  # as if it had trained a while
     assert main([*base, "--device", "cpu", "--no-autoencoder"]) == 2
     assert "model.use_autoencoder: True -> False" in _one_line_error(capsys)
     assert main([*base, "--device", "auto"]) == 2  # resumes (and fails on NB999 again)

@@ -283,3 +283,33 @@ def test_odds_in_window_of_a_gaussian(rng) -> None:
     s = np.asarray(t["stds"])[:, 0]
     expected = [math.erf(0.05 / (si * math.sqrt(2))) for si in s]
     np.testing.assert_allclose(odds_in_window(t, 0.1), expected, rtol=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "says"),
+    [
+        ("p.json", b"{}", "predictions are a .fits or .parquet file"),
+        ("p.fits", b"hello", "not a FITS file"),
+        ("p.parquet", b"PAR1" + b"\0" * 40, "truncated Parquet"),
+    ],
+)
+def test_what_is_not_a_predictions_table_is_refused_in_one_line(
+    tmp_path, name, content, says
+) -> None:
+    """Issue 19: never astropy's 50-line table of formats."""
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(CatalogError, match=says) as err:
+        evaluate_files(path, None, tmp_path / "r.json")
+    assert "\n" not in str(err.value)
+
+
+def test_the_report_never_replaces_its_predictions(tmp_path, rng) -> None:
+    """Issue 19: an output that is (a link to) an input is refused before anything is written."""
+    pred = tmp_path / "pred.fits"
+    pred.write_bytes(b"SIMPLE  = T")
+    link = tmp_path / "report.json"
+    link.symlink_to(pred)
+    with pytest.raises(ConfigError, match="would destroy the input"):
+        evaluate_files(pred, None, link)
+    assert pred.read_bytes() == b"SIMPLE  = T"

@@ -3,6 +3,7 @@ resuming, and the Dask path (deepz_core.inference.stream, deepz_core.inference.s
 
 from __future__ import annotations
 
+import json
 from functools import partial
 
 import numpy as np
@@ -136,7 +137,7 @@ def test_killed_prediction_leaves_no_finished_output(trained, tmp_path, monkeypa
     out = tmp_path / "ds"
     with pytest.raises(KeyboardInterrupt):
         stream.predict_dataset(str(run.path), str(files["fits"]), str(out), chunk_size=50)
-    assert sorted(p.name for p in out.iterdir()) == ["_plan.json", "part-00000.parquet"]
+    assert sorted(p.name for p in out.iterdir()) == [".lock", "_plan.json", "part-00000.parquet"]
 
     def first_then_die(tables, tmp, *metadata):
         real(iter([next(tables)]), tmp, *metadata)  # one chunk reaches the temporary file
@@ -160,7 +161,7 @@ def test_resume_skips_finished_parts(trained, tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(stream, "predict_part", lambda *t: done.append(t[2]) or real(*t))
     assert stream.predict_dataset(str(run.path), str(files["csv"]), str(out), chunk_size=50) == 150
     assert done == [(50, 100)] and (out / stream.SUCCESS).exists()
-    with pytest.raises(ConfigError, match="another catalogue"):
+    with pytest.raises(ConfigError, match="another --chunk-size"):
         stream.predict_dataset(str(run.path), str(files["csv"]), str(out), chunk_size=30)
 
 
@@ -299,3 +300,41 @@ def test_dask_specs() -> None:
     for bad in ("local:0", "local:x"):
         with pytest.raises(ConfigError, match="local:N"), dask_client(bad):
             pass
+
+
+# ---------------------------------------------------------------- issue 19: datasets nothing mixes
+
+
+def test_a_folder_of_other_files_is_not_a_dataset(trained, tmp_path) -> None:
+    run, _, files = trained
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="not a deepz predictions dataset"):
+        stream.predict_dataset(str(run.path), str(files["fits"]), str(out), chunk_size=50)
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+
+
+def test_a_plan_without_parts_starts_over(trained, tmp_path) -> None:
+    """Nothing is lost when no part exists yet, so another run or catalogue simply starts over."""
+    run, _, files = trained
+    out = tmp_path / "ds"
+    out.mkdir()
+    (out / stream.PLAN).write_text(json.dumps({"version": 2, "run": {}, "catalog": {}}))
+    assert stream.predict_dataset(str(run.path), str(files["fits"]), str(out), chunk_size=50) > 0
+    key = json.loads((out / stream.PLAN).read_text())
+    assert key["run"]["model_sha256"] and key["catalog"]["fingerprint"]
+
+
+def test_a_bad_catalogue_fails_before_any_output_exists(trained, tmp_path) -> None:
+    from deepz_core.errors import CatalogError
+
+    run, cat, _ = trained
+    bad = tmp_path / "bad.csv"
+    write_catalog(cat, bad)
+    bad.write_text(bad.read_text().replace("ref_id", "objid", 1))
+    for out in (tmp_path / "ds", tmp_path / "p.parquet"):
+        predict = stream.predict_dataset if out.suffix == "" else stream.predict_file
+        with pytest.raises(CatalogError, match="missing required column 'ref_id'"):
+            predict(str(run.path), str(bad), str(out), chunk_size=50)
+        assert not out.exists()

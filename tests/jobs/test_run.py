@@ -1,6 +1,7 @@
 """The Run API: the predict path (issue 20: coordinates and keep_columns carried, survey spellings
-read through conventions, outputs written with provenance, dz.to_qp on its table) and the run's
-card (names, notes and survey profiles reach predict and evaluate)."""
+read through conventions, outputs written with provenance, dz.to_qp on its table), the run's card
+(names, notes and survey profiles reach predict and evaluate) and its folder (issue 19: foreign
+files refused untouched, one writer at a time)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ import qp
 
 import deepz_core as dz
 from deepz_core.catalog.screen import PzFlag
+from deepz_core.errors import ConfigError, InUseError
+from deepz_core.files import LOCK_FILE, ExclusiveLock
+from tests.synthetic import synthetic_catalog
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -87,3 +91,40 @@ def test_a_profile_given_to_train_is_stored(tmp_path) -> None:
         "target_fraction": 0.5,
     }
     assert run.evaluate()["profile"]["outlier"] == 0.05
+
+
+@pytest.fixture(scope="module")
+def catalog() -> dz.Catalog:
+    return synthetic_catalog(60, 2, exposures=False)
+
+
+def test_train_refuses_a_folder_of_other_files_untouched(tmp_path, catalog) -> None:
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "catalog.fits").write_bytes(b"the user's own catalogue")
+    with pytest.raises(ConfigError, match="not a deepz run"):
+        dz.train(catalog, out, preset="smoke", pretrain="none")
+    assert [p.name for p in out.iterdir()] == ["catalog.fits"]
+    assert (out / "catalog.fits").read_bytes() == b"the user's own catalogue"
+
+
+def test_a_refused_call_leaves_no_catalogue_behind_and_the_next_one_trains(
+    tmp_path, catalog
+) -> None:
+    out = tmp_path / "run"
+    with pytest.raises(ConfigError, match="preset"):
+        dz.train(catalog, out, preset="huge", pretrain="none")
+    assert not (out / "catalog.fits").exists()
+    run = dz.train(catalog, out, preset="smoke", pretrain="none", options={"schedule": [[1, 1e-3]]})
+    assert run.state == "finished"
+
+
+def test_a_run_another_process_trains_is_refused(tmp_path, catalog) -> None:
+    out = tmp_path / "busy"
+    other = ExclusiveLock(out / LOCK_FILE)
+    assert other.acquire()
+    try:
+        with pytest.raises(InUseError, match="in use by PID"):
+            dz.train(catalog, out, preset="smoke", pretrain="none")
+    finally:
+        other.release()

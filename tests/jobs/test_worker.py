@@ -302,3 +302,75 @@ def test_prediction_job_runs_records_progress_and_cancels(
     assert {j.job_id for j in listed} == {folder.name, cancelled.name}
     stale = json.loads((folder / JOB_FILE).read_text()) | {"state": "running", "pid": dead_pid()}
     assert job_state(stale) == "interrupted"
+
+
+# ---------------------------------------------------------------- issue 19
+
+
+def test_a_run_another_process_holds_is_skipped_not_failed(
+    tmp_path: Path, small_catalog: Path
+) -> None:
+    """A queued run that a ``deepz resume`` in a terminal is already training is left to it."""
+    from deepz_core.files import LOCK_FILE, ExclusiveLock
+    from deepz_core.jobs.worker import execute_queued
+
+    run = tiny_run(tmp_path / "runs", "held", small_catalog)
+    other = ExclusiveLock(run.path / LOCK_FILE)
+    assert other.acquire()
+    try:
+        messages: list[str] = []
+        assert execute_queued(run, messages.append) == "skipped"
+    finally:
+        other.release()
+    assert run.status()["state"] == "queued" and "in use by PID" in messages[0]
+
+
+def test_damaged_runs_do_not_stop_the_queue(tmp_path: Path, small_catalog: Path) -> None:
+    runs = tmp_path / "runs"
+    bad = tiny_run(runs, "a-bad", small_catalog, queued_at=1.0)
+    bad.file("status.json").write_text("{not json")  # crashed the worker before
+    good = tiny_run(runs, "b-good", small_catalog, queued_at=2.0)
+    assert run_queue(runs, lambda m: None) == ["b-good"]
+    assert good.status()["state"] == "finished"
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_worker_with_a_clean_status(tmp_path: Path, small_catalog: Path) -> None:
+    """SIGTERM (systemd stop, kill, a container shutting down) stops the worker within seconds:
+    the run is 'cancelled' (resumable), the run folder and the queue are unlocked."""
+    import signal
+
+    from deepz_core.files import folder_holder
+
+    runs = tmp_path / "runs"
+    run = create_run(
+        runs / "long",
+        run_config(
+            str(small_catalog),
+            None,
+            "none",
+            "quick",
+            None,
+            TINY_MODEL,
+            {**TINY_TRAIN, "schedule": ((100_000, 1e-3),)},
+        ),
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "DEEPZ_QUIET": "1", "OMP_NUM_THREADS": "1"}
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "deepz_core", "worker", "--runs", str(runs)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not run.metrics():
+        assert worker.poll() is None and time.monotonic() < deadline, worker.communicate()
+        time.sleep(0.2)
+    worker.send_signal(signal.SIGTERM)
+    out, _ = worker.communicate(timeout=30)
+    assert worker.returncode == 143, out
+    status = run.status()
+    assert status["state"] == "cancelled" and "SIGTERM" in status["message"], status
+    assert folder_holder(run.path) is None and worker_pid(runs) is None

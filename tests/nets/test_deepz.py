@@ -168,7 +168,8 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
     for _ in range(3):  # move BatchNorm running statistics away from their initial values
         model(x)
     model.eval()
-    json_path = save_model(model, tmp_path / "run", metadata={"bands": ["a", "b"]})
+    bands = [f"b{i}" for i in range(F)]
+    json_path = save_model(model, tmp_path / "run", metadata={"bands": bands})
     assert json_path.name == "model.json" and (tmp_path / "run" / "model.safetensors").exists()
     loaded = load_model(tmp_path / "run")
     assert not loaded.training and loaded.config == model.config
@@ -176,7 +177,7 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
     torch.testing.assert_close(
         loaded.encoder.input_norm.running_var, model.encoder.input_norm.running_var
     )
-    assert load_model_json(tmp_path / "run")["metadata"] == {"bands": ["a", "b"]}
+    assert load_model_json(tmp_path / "run")["metadata"] == {"bands": bands}
 
 
 def test_load_errors_are_config_errors(tmp_path: Path) -> None:
@@ -254,3 +255,54 @@ def test_models_saved_before_input_norm_load_as_batchnorm(tmp_path: Path) -> Non
     assert torch.isinf(loaded.input_stats()[1]).all()  # no population: nothing is beyond it
     x, z, _ = _batch()
     torch.testing.assert_close(loaded(x).log_prob(z), model(x).log_prob(z), rtol=0, atol=0)
+
+
+# ---------------------------------------------------------------- issue 19: trusted files
+
+
+def test_sizes_no_machine_could_allocate_are_refused() -> None:
+    with pytest.raises(ConfigError, match="width"):
+        ModelConfig(width=200_000)
+    with pytest.raises(ConfigError, match="weights, more than the 1,000,000,000"):
+        ModelConfig(width=4096, photoz_layers=64, members=100)
+    assert ModelConfig(members=50).n_weights < 200_000_000  # E20's 50 networks fit easily
+
+
+def test_n_weights_counts_the_linear_layers() -> None:
+    config = ModelConfig(n_inputs=7, members=3, width=16, encoder_layers=2, photoz_layers=2)
+    model = DeepzModel(config)
+    linear = sum(p.numel() for n, p in model.named_parameters() if "norm" not in n)
+    assert config.n_weights == pytest.approx(linear, rel=0.1)  # an estimate, for the budget
+
+
+@pytest.mark.parametrize(
+    ("edit", "says"),
+    [
+        (lambda d: d.pop("config"), "no 'config' object"),
+        (lambda d: d["config"].update(width=320_000), "width"),
+        (lambda d: d["metadata"].update(bands="NB455"), "'metadata.bands' must be a list"),
+        (lambda d: d["metadata"].update(bands=["a", "a", "b", "c"]), "unique band names"),
+        (lambda d: d["metadata"].update(bands=["a", "b"]), "names 2 bands, the networks read 4"),
+        (lambda d: d["metadata"].update(ref_band="z"), "'metadata.ref_band' must be one of"),
+        (lambda d: d.update(metadata=[1]), "'metadata' must be an object"),
+    ],
+)
+def test_damaged_model_descriptions_are_named(tmp_path: Path, edit, says) -> None:
+    import json
+
+    model = _model(n_inputs=4)
+    save_model(model, tmp_path, metadata={"bands": ["a", "b", "c", "d"], "ref_band": "d"})
+    doc = json.loads((tmp_path / "model.json").read_text())
+    edit(doc)
+    (tmp_path / "model.json").write_text(json.dumps(doc))
+    with pytest.raises(ConfigError, match=says) as err:
+        load_model(tmp_path)
+    assert "model.json" in str(err.value)
+
+
+def test_a_model_reading_the_reference_magnitude_loads(tmp_path: Path) -> None:
+    """Four bands and the reference magnitude: five inputs, and a valid description (found when
+    the run-folder checks met the magnitude input: every new run was refused as damaged)."""
+    model = _model(n_inputs=5, magnitude_input=True)
+    save_model(model, tmp_path, metadata={"bands": ["a", "b", "c", "d"], "ref_band": "d"})
+    assert load_model(tmp_path).config.magnitude_input

@@ -195,3 +195,50 @@ def test_outlier_fraction_round_trips_through_the_cli_run_config_and_resume(
     assert all(torch.equal(v, weights["resumed"][k]) for k, v in weights["straight"].items())
     assert not all(torch.equal(v, weights["clean"][k]) for k, v in weights["straight"].items())
     assert RunDir(tmp_path / "clean").config()["train"]["outlier_fraction"] == 0.0
+
+
+# ---------------------------------------------------------------- issue 19: config.json on load
+
+
+def _stored_run(tmp_path, edit):
+    from deepz_core.rundir import RunDir
+    from deepz_core.training.config import RunConfig
+
+    config = RunConfig(catalog="/data/cat.fits").to_dict()
+    edit(config)
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    run.file("config.json").write_text(json.dumps(config))
+    return run
+
+
+@pytest.mark.parametrize(
+    ("edit", "says"),
+    [
+        (lambda c: c["pz"].update(dz=1e-9), "dz must be in"),
+        (lambda c: c["pz"].update(bins=3), "unknown p\\(z\\) config fields \\['bins'\\]"),
+        (lambda c: c.update(colour="red"), "unknown run config fields \\['colour'\\]"),
+        (lambda c: c["train"].update(repetitions="ten"), "repetitions: expected an integer"),
+        (lambda c: c["model"].update(width=200_000), "width: expected an integer"),
+        (lambda c: c.pop("catalog"), "missing fields \\['catalog'\\]"),
+    ],
+)
+def test_a_damaged_or_edited_config_json_is_named_on_load(tmp_path, edit, says) -> None:
+    from deepz_core.training.config import load_run_config, run_pz_config
+
+    run = _stored_run(tmp_path, edit)
+    for load in (load_run_config, run_pz_config):
+        with pytest.raises(ConfigError, match=says) as err:
+            load(run)
+        assert str(err.value).startswith(str(run.file("config.json")))
+
+
+def test_an_ensemble_too_big_to_allocate_is_refused_before_a_run_exists() -> None:
+    from deepz_core.training.config import RunConfig
+
+    with pytest.raises(ConfigError, match="weights, more than"):
+        RunConfig(
+            catalog="/data/cat.fits",
+            model={"width": 4096, "photoz_layers": 64},
+            train=TrainConfig(repetitions=100, folds=10),
+        )

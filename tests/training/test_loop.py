@@ -484,3 +484,61 @@ def test_one_confidently_wrong_held_out_galaxy_moves_only_the_plain_mean() -> No
     moved = heldout_scores(model, x, z, torch.ones(1, 400))
     assert float(moved["val_nll"] - base["val_nll"]) > 20.0
     assert float(moved["val_nll_clipped"] - base["val_nll_clipped"]) <= NLL_CLIP / 400 + 1e-3
+
+
+def test_a_cancel_inside_an_epoch_stops_before_the_next_batch_and_resumes_bit_for_bit(
+    tmp_path, monkeypatch, inputs, reference
+) -> None:
+    """Issue 19: the cancel file is looked for inside the epoch (every CANCEL_POLL_S seconds), so
+    a huge first epoch stops within seconds; the run resumes from its last checkpoint exactly."""
+    from deepz_core.training import loop
+
+    monkeypatch.setattr(loop, "CANCEL_POLL_S", 0.0)
+    run = _new_run(tmp_path / "mid-epoch", inputs)
+    real, calls, used = loop.train_epoch, [], []
+
+    def epoch(model, loss_fn, batches, optimizer, between=None):
+        calls.append(1)
+
+        def cancel_after_the_first(items):
+            for i, batch in enumerate(items):
+                if len(calls) == PHASE_EPOCHS["pretrain"] + 4 and i == 1:
+                    run.file("cancel").touch()  # the user presses cancel inside fine-tune epoch 4
+                used.append(len(calls))
+                yield batch
+
+        return real(model, loss_fn, cancel_after_the_first(batches), optimizer, between)
+
+    monkeypatch.setattr(loop, "train_epoch", epoch)
+    execute_run(run)
+    status = run.status()
+    assert status["state"] == "cancelled", status
+    assert "during finetune epoch 4" in status["message"]
+    assert used.count(PHASE_EPOCHS["pretrain"] + 4) == 2  # the second batch was never trained on
+    assert [r["epoch"] for r in run.metrics() if r["phase"] == "finetune"] == [1, 2, 3]
+    meta = load_checkpoint_meta(run)
+    assert (meta["phase"], meta["epoch"]) == ("finetune", 2)
+    monkeypatch.setattr(loop, "train_epoch", real)
+    run.file("cancel").unlink()
+    execute_run(run)
+    assert run.status()["state"] == "finished"
+    _assert_same_result(run, reference)
+
+
+def test_sigterm_records_a_resumable_cancel(tmp_path, inputs, monkeypatch) -> None:
+    """Terminated (what the CLI raises on SIGTERM) marks the run cancelled and releases its lock."""
+    from deepz_core.errors import Terminated
+    from deepz_core.files import folder_holder
+    from deepz_core.training import loop
+
+    run = _new_run(tmp_path / "terminated", inputs)
+
+    def terminated(*args, **kwargs):
+        raise Terminated("received signal 15")
+
+    monkeypatch.setattr(loop, "train_epoch", terminated)
+    with pytest.raises(Terminated):
+        execute_run(run)
+    status = run.status()
+    assert status["state"] == "cancelled" and "SIGTERM" in status["message"]
+    assert folder_holder(run.path) is None

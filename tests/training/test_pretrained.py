@@ -152,14 +152,6 @@ def test_the_key_covers_every_input_of_pretraining() -> None:
     assert same.digest() == base.digest()
 
 
-def test_file_digest_identifies_content_not_name(tmp_path) -> None:
-    (tmp_path / "a").write_bytes(b"x" * 10)
-    (tmp_path / "b").write_bytes(b"x" * 10)
-    (tmp_path / "c").write_bytes(b"x" * 11)
-    d = pretrained.file_digest
-    assert d(tmp_path / "a") == d(tmp_path / "b") != d(tmp_path / "c")
-
-
 def test_a_restore_cut_short_is_redone_cleanly(tmp_path, inputs, cache_on, monkeypatch) -> None:
     """Killed after the cached rows were appended but before the checkpoint: the next call restores
     again without duplicating the rows."""

@@ -86,3 +86,60 @@ def test_bad_repetitions_folds_or_too_few_galaxies_raise(r, k, n, field) -> None
     with pytest.raises(ConfigError, match=field) as err:
         make_splits(np.ones(n, dtype=bool), r, k, seed=0)
     assert str(r if field == "repetitions" else k if field == "folds" else n) in str(err.value)
+
+
+# ---------------------------------------------------------------- issue 19: stored splits, labels
+
+
+def _features(z: np.ndarray):
+    """The few Features fields the label checks read."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(zspec=z, trainable=np.ones(len(z), bool))
+
+
+def test_stored_splits_round_trip_and_damage_is_named(tmp_path) -> None:
+    from types import SimpleNamespace
+
+    from deepz_core.training.splits import read_splits, write_splits
+
+    s = make_splits(np.ones(10, bool), 1, 2, seed=0)
+    f = SimpleNamespace(ref_id=np.arange(10), ratio=np.ones((10, 3)), ratio_error=np.ones((10, 3)))
+    path = tmp_path / "splits.npz"
+    write_splits(path, s, f)
+    back = read_splits(path, members=2)
+    np.testing.assert_array_equal(back.train, s.train)
+    with pytest.raises(ConfigError, match="2 networks in 'train', the model has 5"):
+        read_splits(path, members=5)
+    path.write_bytes(path.read_bytes()[:200])  # cut short
+    with pytest.raises(ConfigError, match="splits.npz: damaged splits file"):
+        read_splits(path)
+    np.savez(path, train=np.ones((2, 10)), labelled=np.ones(10, bool), ref_id=np.arange(10))
+    with pytest.raises(ConfigError, match="'train' must be a 2-D bool array"):
+        read_splits(path)
+    np.savez(path, train=np.ones((2, 10), bool), labelled=np.ones(9, bool), ref_id=np.arange(10))
+    with pytest.raises(ConfigError, match="'labelled' must be"):
+        read_splits(path)
+
+
+def test_labels_outside_the_label_range_are_explained() -> None:
+    from deepz_core.errors import CatalogError
+    from deepz_core.training.splits import check_labels, labelled_mask
+
+    z = np.full(50, 7.5)  # spec-z, all above Z_LABEL_MAX
+    f = _features(z)
+    with pytest.raises(
+        CatalogError, match="got 0: of the 50 galaxies with a spec-z, 50 are above 5"
+    ):
+        check_labels(f, labelled_mask(f), 2)
+
+
+def test_one_spec_z_value_for_every_galaxy_is_refused() -> None:
+    from deepz_core.errors import CatalogError
+    from deepz_core.training.splits import check_labels, labelled_mask
+
+    f = _features(np.full(50, 0.5))
+    with pytest.raises(CatalogError, match="every usable spec-z is 0.5"):
+        check_labels(f, labelled_mask(f), 2)
+    f = _features(np.linspace(0.1, 1, 50))
+    check_labels(f, labelled_mask(f), 2)

@@ -3,6 +3,7 @@ the sanity check of a file's bytes against its extension."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -102,9 +103,23 @@ def chunk_column(values: np.ndarray) -> np.ndarray:
     return native_array(values)
 
 
+def unique_names(names: list[str], source: Path | str) -> list[str]:
+    """``names`` when no column name repeats; CatalogError naming the repeated ones otherwise (a
+    reader would keep one of them silently, or fail deep inside its library)."""
+    repeated = sorted(n for n, k in Counter(names).items() if k > 1)
+    if repeated:
+        raise CatalogError(
+            f"{source}: column name(s) {few(repeated, 4)} appear more than once; give every "
+            "column its own name"
+        )
+    return names
+
+
 def wanted(names: list[str], columns: Wanted, source: Path) -> list[str]:
     """The file's columns among ``columns`` (all without); a file with none of the flux columns
-    asked for fails here, listing its own columns (not just the few that matched)."""
+    asked for fails here, listing its own columns (not just the few that matched). Repeated
+    column names fail too (``unique_names``)."""
+    unique_names(names, source)
     if columns is None:
         return names
     needed = sorted(c for c in columns if c.startswith(FLUX_PREFIX))

@@ -23,6 +23,7 @@ from deepz_core.catalog.formats.common import (
     Written,
     clean_meta,
     scalar,
+    unique_names,
 )
 from deepz_core.catalog.units import UNITS_KEY
 from deepz_core.errors import CatalogError
@@ -60,6 +61,7 @@ def read(path: Path, names: tuple[str, ...]) -> Tables:
     meta, header, skip = _head(path)
     if header is None:
         raise CatalogError(f"{path}: no header row (only comment lines)")
+    check_header(path, header)
     _check_end(path, header)
     frame = pd.read_csv(
         path,
@@ -76,6 +78,24 @@ def read(path: Path, names: tuple[str, ...]) -> Tables:
             series = series.fillna("").astype(str)
         cols[str(name)] = native_array(series.to_numpy())
     return {names[0]: (cols, meta)}
+
+
+OTHER_DELIMITERS = (";", "\t", "|")
+
+
+def check_header(path: Path, header: str) -> None:
+    """The header row splits into uniquely named columns at commas: a header that is one column
+    holding ';', a tab or '|' means another delimiter (CatalogError saying so)."""
+    fields = next(csv.reader([header.rstrip("\r\n")]), [])
+    if len(fields) == 1:
+        found = [d for d in OTHER_DELIMITERS if d in fields[0]]
+        if found:
+            shown = {"\t": "a tab"}.get(found[0], repr(found[0]))
+            raise CatalogError(
+                f"{path}: the header row is one column holding {shown}: the delimiter looks "
+                "wrong; deepz reads comma-separated files (replace the delimiter by ',')"
+            )
+    unique_names([f.strip() for f in fields], path)
 
 
 def _check_end(path: Path, header: str) -> None:
@@ -99,6 +119,7 @@ def column_names(path: Path) -> list[str]:
     _, header, _ = _head(path)
     if header is None:
         raise CatalogError(f"{path}: no header row (only comment lines)")
+    check_header(path, header)
     return next(csv.reader([header]))
 
 
@@ -113,8 +134,11 @@ def iter_rows(path: Path, rows: Range, chunk_size: int, columns: Wanted) -> Iter
     import pandas as pd
 
     start, stop = rows
-    meta, _, skip = _head(path)
-    reader = pd.read_csv(
+    meta, header, skip = _head(path)
+    if header is None:
+        raise CatalogError(f"{path}: no header row (only comment lines)")
+    check_header(path, header)
+    with pd.read_csv(
         path,
         skiprows=lambda i: i < skip or skip < i <= skip + start,
         nrows=stop - start,
@@ -122,11 +146,11 @@ def iter_rows(path: Path, rows: Range, chunk_size: int, columns: Wanted) -> Iter
         keep_default_na=False,
         na_values=_NA,
         usecols=None if columns is None else lambda c: c in columns,
-    )
-    for k, frame in enumerate(reader):
-        cols = {str(c): native_array(frame[c].to_numpy()) for c in frame.columns}
-        s = start + k * chunk_size
-        yield cols, meta, f"{path}[{s}:{s + len(frame)}]"
+    ) as reader:  # closed even when a chunk fails to parse
+        for k, frame in enumerate(reader):
+            cols = {str(c): native_array(frame[c].to_numpy()) for c in frame.columns}
+            s = start + k * chunk_size
+            yield cols, meta, f"{path}[{s}:{s + len(frame)}]"
 
 
 def write(tmp: Path, tables: Written) -> None:

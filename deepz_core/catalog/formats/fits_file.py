@@ -11,6 +11,7 @@ import io
 import logging
 import warnings
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from deepz_core.catalog.formats.common import (
     Written,
     clean_meta,
     slices,
+    unique_names,
     utf8,
     wanted,
 )
@@ -56,23 +58,52 @@ def read(path: Path, names: tuple[str, ...]) -> Tables:
     from astropy.io import fits
 
     source = _source(path)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # e.g. non-ASCII header bytes replaced; values still read
-        warnings.filterwarnings("error", message=".*truncat.*")
-        with fits.open(source, memmap=isinstance(source, Path), mode="readonly") as hdul:
-            tables = [h for h in hdul if isinstance(h, fits.BinTableHDU | fits.TableHDU)]
-            by_name = {h.name.lower(): h for h in reversed(tables)}
-            primary = header_meta(hdul[0].header)
-            out: Tables = {}
-            for name in names:
-                hdu = by_name.get(name)
-                if hdu is None and name == names[0]:
-                    hdu = next((h for h in tables if h.name.lower() not in names), None)
-                if hdu is not None:
-                    data = hdu.data
-                    cols = {c.name: native_array(data[c.name]) for c in hdu.columns}
-                    out[name] = cols, {**primary, **header_meta(hdu.header), **units_of(hdu)}
+    with (
+        quiet_warnings(),
+        fits.open(source, memmap=isinstance(source, Path), mode="readonly") as hdul,
+    ):
+        tables = [h for h in hdul if isinstance(h, fits.BinTableHDU | fits.TableHDU)]
+        by_name = {h.name.lower(): h for h in reversed(tables)}
+        primary = header_meta(hdul[0].header)
+        out: Tables = {}
+        for name in names:
+            hdu = by_name.get(name)
+            if hdu is None and name == names[0]:
+                hdu = next((h for h in tables if h.name.lower() not in names), None)
+            if hdu is not None:
+                label = f"{path} (HDU {hdu.name})" if hdu.name else str(path)
+                unique_names([c.name for c in hdu.columns], label)
+                size = len(source.getbuffer()) if isinstance(source, io.BytesIO) else None
+                complete_hdu(path, hdul, hdu, size)
+                data = hdu.data
+                cols = {c.name: native_array(data[c.name]) for c in hdu.columns}
+                out[name] = cols, {**primary, **header_meta(hdu.header), **units_of(hdu)}
     return out
+
+
+@contextmanager
+def quiet_warnings() -> Iterator[None]:
+    """astropy's warnings while opening a file are silenced (e.g. non-ASCII header bytes
+    replaced, the values still read; a truncated file, which ``complete_hdu`` reports as an
+    error), so that a command prints its one-line message alone."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def complete_hdu(path: Path, hdul: Any, hdu: Any, size: int | None = None) -> Any:
+    """``hdu`` when the file (``size`` bytes: the file's, or its decompressed content's) holds all
+    of its data; CatalogError 'truncated' otherwise (a file cut at a 2880-byte boundary passes
+    the size check and would fail deep inside astropy)."""
+    with quiet_warnings():
+        info = hdul.fileinfo(hdul.index(hdu))
+    end = int(info["datLoc"]) + int(info["datSpan"])
+    size = path.stat().st_size if size is None else size
+    if end > size:
+        raise CatalogError(
+            f"{path}: truncated FITS file ({size} bytes; the table needs {end}): copy it again"
+        )
+    return hdu
 
 
 def header_meta(header: Any) -> Meta:
@@ -113,11 +144,11 @@ def count_rows(path: Path) -> int:
 
     if is_gzipped(path):
         return len(next(iter(_whole(path)[0].values())))
-    with fits.open(path, memmap=True) as hdul:
+    with quiet_warnings(), fits.open(path, memmap=True) as hdul:
         hdu = galaxy_hdu(hdul)
         if hdu is None:
             raise CatalogError(f"{path}: no table HDU")
-        return int(hdu.header["NAXIS2"])
+        return int(complete_hdu(path, hdul, hdu).header["NAXIS2"])
 
 
 def iter_rows(path: Path, rows: Range, chunk_size: int, columns: Wanted) -> Iterator[Chunk]:
@@ -130,8 +161,17 @@ def iter_rows(path: Path, rows: Range, chunk_size: int, columns: Wanted) -> Iter
         for s, e in slices(rows, chunk_size):
             yield {n: cols[n][s:e] for n in names}, meta, f"{path}[{s}:{e}]"
         return
-    with fits.open(path, memmap=True) as hdul:
-        hdu = galaxy_hdu(hdul)
+    with quiet_warnings():  # not around the yields: a paused generator must not hold filters
+        hdul = fits.open(path, memmap=True)
+        try:
+            hdu = galaxy_hdu(hdul)
+            if hdu is None:
+                raise CatalogError(f"{path}: no table HDU")
+            complete_hdu(path, hdul, hdu)
+        except BaseException:
+            hdul.close()
+            raise
+    with hdul:
         meta = {**header_meta(hdul[0].header), **header_meta(hdu.header), **units_of(hdu)}
         names = wanted([c.name for c in hdu.columns], columns, path)
         for s, e in slices(rows, chunk_size):
@@ -147,14 +187,14 @@ def _whole(path: Path) -> tuple[Columns, Meta]:
     stat = path.stat()
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     if key not in _WHOLE:
+        tables = read(path, ("galaxies", "exposures"))  # a damaged file fails first, alone
+        if "galaxies" not in tables:
+            raise CatalogError(f"{path}: no table HDU")
         LOG.warning(
-            "%s: gzipped FITS cannot be read in slices; reading it whole into memory "
+            "%s: gzipped FITS cannot be read in slices; read it whole into memory "
             "(gunzip it, or convert it to Parquet, for survey-scale catalogues)",
             path,
         )
-        tables = read(path, ("galaxies", "exposures"))
-        if "galaxies" not in tables:
-            raise CatalogError(f"{path}: no table HDU")
         _WHOLE.clear()
         _WHOLE[key] = tables["galaxies"]
     return _WHOLE[key]

@@ -28,8 +28,24 @@ from deepz_core.catalog.units import UNITS_KEY
 from deepz_core.errors import CatalogError
 
 
+def is_table(obj: Any) -> bool:
+    """A compound dataset, or a group holding datasets (one per column)."""
+    import h5py
+
+    if isinstance(obj, h5py.Dataset):
+        return bool(obj.dtype.names)
+    return isinstance(obj, h5py.Group) and any(isinstance(obj[k], h5py.Dataset) for k in obj)
+
+
+def first_table(f: Any, skip: tuple[str, ...]) -> Any:
+    """The first object of file ``f`` that is a table (``is_table``) and not named in ``skip``:
+    notes, images or arrays stored before the table are passed over."""
+    return next((f[k] for k in f if k not in skip and is_table(f[k])), None)
+
+
 def read(path: Path, names: tuple[str, ...]) -> Tables:
-    """Compound datasets (or groups of 1-D datasets) named ``names``; meta from attributes."""
+    """Compound datasets (or groups of 1-D datasets) named ``names`` (the first, when absent: the
+    first other table of the file); meta from attributes."""
     import h5py
 
     out: Tables = {}
@@ -37,7 +53,7 @@ def read(path: Path, names: tuple[str, ...]) -> Tables:
         for name in names:
             obj = f.get(name)
             if obj is None and name == names[0]:
-                obj = next((f[k] for k in f if k not in names), None)
+                obj = first_table(f, names)
             if isinstance(obj, h5py.Dataset) and obj.dtype.names:
                 data = obj[()]
                 cols = {n: native_array(data[n]) for n in obj.dtype.names}
@@ -86,7 +102,7 @@ def galaxy_dataset(path: Path) -> Iterator[tuple[Any, Meta]]:
     with h5py.File(path, "r") as f:
         obj = f.get("galaxies")
         if obj is None:
-            obj = next((f[k] for k in f if k not in ("galaxies", "exposures")), None)
+            obj = first_table(f, ("galaxies", "exposures"))
         compound = isinstance(obj, h5py.Dataset) and obj.dtype.names
         if not (compound or isinstance(obj, h5py.Group)):
             raise CatalogError(f"{path}: no galaxy table (HDF5 'galaxies')")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,12 +23,12 @@ from deepz_core.catalog.formats.common import (
     Written,
     chunk_column,
     clean_meta,
+    unique_names,
     wanted,
 )
 from deepz_core.catalog.units import UNITS_KEY
 from deepz_core.errors import CatalogError
 
-LOG = logging.getLogger("deepz")
 _BUFFER = 1 << 20  # bytes: stream column pages instead of loading whole row groups
 
 
@@ -65,6 +64,7 @@ def read(path: Path, names: tuple[str, ...]) -> Tables:
     """The one table of a Parquet file, meta from the ``deepz`` schema metadata."""
     import pyarrow.parquet as pq
 
+    unique_names(pq.read_schema(path).names, path)
     table = pq.read_table(path)
     cols = {n: native_array(table.column(n).to_numpy()) for n in table.column_names}
     return {names[0]: (cols, {**_schema_meta(table.schema, path), **schema_units(table.schema)})}
@@ -102,18 +102,9 @@ def count_rows(path: Path) -> int:
 def partitions(path: Path, chunk_size: int) -> list[Range]:
     """Row ranges of at most ``chunk_size`` rows along the row groups: consecutive small groups
     are merged, a larger group is split into ``chunk_size`` pieces from its start (a piece
-    re-decodes the rows of its group before it, so groups <= chunk size are fastest; a warning
-    says so)."""
+    re-decodes the rows of its group before it, so groups <= chunk size are fastest;
+    ``split_warning`` says so)."""
     sizes = row_groups(path)
-    if max(sizes, default=0) > chunk_size:
-        LOG.warning(
-            "%s: row groups of up to %d rows are split into partitions of %d rows; each "
-            "partition decodes its row group up to its start (rewrite the file with "
-            "row groups <= --chunk-size to avoid that)",
-            path,
-            max(sizes),
-            chunk_size,
-        )
     ranges, start, stop = [], 0, 0
     for size in sizes:
         if stop > start and stop - start + size > chunk_size:
@@ -127,6 +118,19 @@ def partitions(path: Path, chunk_size: int) -> list[Range]:
             continue
         stop += size
     return ranges + ([(start, stop)] if stop > start else [])
+
+
+def split_warning(path: Path, chunk_size: int) -> str | None:
+    """The advice to give when row groups are larger than ``chunk_size`` (``partitions`` splits
+    them, and each piece decodes its group up to its start), else None."""
+    biggest = max(row_groups(path), default=0)
+    if biggest <= chunk_size:
+        return None
+    return (
+        f"{path}: row groups of up to {biggest} rows are split into partitions of {chunk_size} "
+        "rows; each partition decodes its row group up to its start (rewrite the file with row "
+        "groups <= --chunk-size to avoid that)"
+    )
 
 
 def rechunk(batches: Iterator[Any], size: int) -> Iterator[Any]:

@@ -1,0 +1,218 @@
+"""Ground-floor file helpers (issue 19): atomic writes that honour the umask, outputs that never
+overwrite inputs, the exclusive folder lock (with two real processes), temporaries of killed
+writers, file identity."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from deepz_core.errors import ConfigError, InUseError
+from deepz_core.files import (
+    LOCK_FILE,
+    ExclusiveLock,
+    atomic_write,
+    atomic_write_json,
+    file_digest,
+    file_fingerprint,
+    file_identity,
+    folder_holder,
+    is_temporary,
+    lock_folder,
+    refuse_overwriting_inputs,
+    remove_temporaries,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.mark.parametrize(("mask", "expected"), [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_atomic_writes_honour_the_umask(tmp_path: Path, mask: int, expected: int) -> None:
+    old = os.umask(mask)
+    try:
+        atomic_write(tmp_path / "a.bin", lambda tmp: tmp.write_bytes(b"x"))
+        atomic_write_json(tmp_path / "b.json", {"a": 1})
+    finally:
+        os.umask(old)
+    assert mode(tmp_path / "a.bin") == expected
+    assert mode(tmp_path / "b.json") == expected
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> None:
+    target = tmp_path / "t.json"
+    atomic_write_json(target, {"v": 1})
+
+    def broken(tmp: Path) -> None:
+        tmp.write_text("half")
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(target, broken)
+    assert target.read_text() == '{\n  "v": 1\n}'
+    assert [p.name for p in tmp_path.iterdir()] == ["t.json"]
+
+
+@pytest.mark.parametrize(
+    ("name", "temporary"),
+    [
+        (".checkpoint-finetune-0005.safetensors.k2j3h4l5.safetensors", True),
+        (".part-00001.parquet.abc_1234.parquet", True),
+        (".status.json.a1b2c3d4.json", True),
+        (".splits.npz.zzzzzzzz.npz", True),
+        (".log.qwertyui", True),  # a name without a suffix
+        (".notes", False),
+        (".status.json.a1b2c3d4.fits", False),  # suffix of another name
+        ("status.json.a1b2c3d4.json", False),  # not hidden
+        (".status.json.A1B2C3D4.json", False),  # tempfile uses lower case
+        (".lock", False),
+    ],
+)
+def test_temporaries_are_recognised_by_their_exact_shape(name: str, temporary: bool) -> None:
+    assert is_temporary(name) == temporary
+
+
+def test_remove_temporaries_keeps_everything_else(tmp_path: Path) -> None:
+    names = [".model.safetensors.abcdefgh.safetensors", ".notes", "model.safetensors", ".lock"]
+    for name in names:
+        (tmp_path / name).write_text("x")
+    assert remove_temporaries(tmp_path) == [".model.safetensors.abcdefgh.safetensors"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names[1:])
+
+
+# ---------------------------------------------------------------- outputs never overwrite inputs
+
+
+@pytest.fixture
+def inputs(tmp_path: Path) -> dict[str, Path]:
+    cat = tmp_path / "cat.fits"
+    cat.write_bytes(b"SIMPLE  = T")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "predictions.fits").write_bytes(b"p")
+    (tmp_path / "link.fits").symlink_to(cat)
+    os.link(cat, tmp_path / "hard.fits")
+    return {"cat": cat, "run": run}
+
+
+@pytest.mark.parametrize(
+    ("out", "problem"),
+    [
+        ("cat.fits", "is the same file as --catalog"),
+        ("link.fits", "is the same file as --catalog"),  # a symlink to it
+        ("hard.fits", "is the same file as --catalog"),  # a hard link
+        ("run/../cat.fits", "is the same file as --catalog"),
+        ("run/predictions.fits", "is a file inside the input folder --run"),
+        ("run", "is the input folder --run"),
+        (".", "is a folder holding the input --catalog"),
+    ],
+)
+def test_outputs_that_would_destroy_an_input_are_refused(
+    tmp_path: Path, inputs: dict[str, Path], out: str, problem: str
+) -> None:
+    with pytest.raises(ConfigError, match=problem) as err:
+        refuse_overwriting_inputs(
+            {"--out": tmp_path / out}, {"--catalog": inputs["cat"], "--run": inputs["run"]}
+        )
+    assert str(inputs["cat"]) in str(err.value) or str(inputs["run"]) in str(err.value)
+
+
+@pytest.mark.parametrize("out", ["new.fits", "run/new.parquet", "other/dataset"])
+def test_new_outputs_are_fine(tmp_path: Path, inputs: dict[str, Path], out: str) -> None:
+    refuse_overwriting_inputs(
+        {"--out": tmp_path / out, "--other": None},
+        {"--catalog": inputs["cat"], "--run": inputs["run"], "--exposures": None},
+    )
+
+
+# ---------------------------------------------------------------- locks
+
+HOLD = textwrap.dedent(
+    """
+    import sys, time
+    from deepz_core.files import lock_folder
+    with lock_folder(sys.argv[1]):
+        print("locked", flush=True)
+        time.sleep(float(sys.argv[2]))
+    """
+)
+
+
+def hold_in_another_process(folder: Path, seconds: float = 60.0) -> subprocess.Popen:
+    """A second process holding ``folder``'s lock (returns once it holds it)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(folder), str(seconds)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+def test_a_second_process_is_refused_naming_the_holder(tmp_path: Path) -> None:
+    proc = hold_in_another_process(tmp_path)
+    try:
+        assert folder_holder(tmp_path)["pid"] == proc.pid
+        with pytest.raises(InUseError, match=f"in use by PID {proc.pid}"), lock_folder(tmp_path):
+            pass
+    finally:
+        proc.kill()
+        proc.wait()
+    assert folder_holder(tmp_path) is None  # the kernel dropped the dead holder's lock
+    with lock_folder(tmp_path):
+        assert folder_holder(tmp_path)["pid"] == os.getpid()
+
+
+def test_the_lock_is_reentrant_in_its_thread_and_released_at_the_end(tmp_path: Path) -> None:
+    with lock_folder(tmp_path), lock_folder(tmp_path):
+        assert not ExclusiveLock(tmp_path / LOCK_FILE).acquire()
+    assert ExclusiveLock(tmp_path / LOCK_FILE).acquire()
+
+
+def test_taking_the_lock_removes_temporaries_of_killed_writers(tmp_path: Path) -> None:
+    (tmp_path / ".part-00003.parquet.abcdefgh.parquet").write_bytes(b"half")
+    (tmp_path / "part-00001.parquet").write_bytes(b"done")
+    with lock_folder(tmp_path):
+        assert sorted(p.name for p in tmp_path.iterdir()) == [LOCK_FILE, "part-00001.parquet"]
+
+
+def test_a_lock_file_left_by_a_dead_process_does_not_block(tmp_path: Path) -> None:
+    (tmp_path / LOCK_FILE).write_text('{"pid": 999999, "started": 0}')
+    assert folder_holder(tmp_path) is None
+    with lock_folder(tmp_path):
+        pass
+
+
+# ---------------------------------------------------------------- identity
+
+
+def test_file_digest_identifies_content_not_name(tmp_path: Path) -> None:
+    (tmp_path / "a").write_bytes(b"x" * 10)
+    (tmp_path / "b").write_bytes(b"x" * 10)
+    (tmp_path / "c").write_bytes(b"x" * 11)
+    d = file_digest
+    assert d(tmp_path / "a") == d(tmp_path / "b") != d(tmp_path / "c")
+
+
+def test_fingerprint_sees_a_replaced_file_with_the_same_size(tmp_path: Path) -> None:
+    path = tmp_path / "cat.bin"
+    path.write_bytes(b"a" * 3_000_000)
+    before = file_identity(path)
+    time.sleep(0.01)
+    path.write_bytes(b"a" * 2_999_999 + b"b")  # same size, last byte differs
+    after = file_identity(path)
+    assert before["size"] == after["size"]
+    assert before["fingerprint"] != after["fingerprint"]
+    assert file_fingerprint(path) == after["fingerprint"]
