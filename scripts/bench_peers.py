@@ -12,8 +12,8 @@ Datasets (``--dataset``):
 - ``real``: SDSS Main Galaxy Sample, 10,000 galaxies u g r i z with spec-z, from the MLZ 1.2 sdist
   on PyPI (scripts/peers/mlz_sdss.py; fetched with pip into ~/.cache/deepz-peers when absent).
 - ``demo``: deepz's PAUS-like demo mock (``python -m deepz_core demo --quiet``), 46 bands.
-- ``deep``: HOOK for the deep LSST-like mock (``simulate --kind KIND``, see ``deep_catalog``);
-  until that kind exists, benchmark any deepz-format catalogue with ``--catalog FILE --name NAME``.
+- ``deep``: the deep LSST-like mock (``deepz simulate --kind lsst-deep``: i to ~25, z to ~3, u/g
+  non-detections as flux 0 with the limiting error), ``--deep-n`` galaxies.
 
 Run with deepz's venv from the repository root; the peers' interpreter comes from
 ``--peers-python`` or $DEEPZ_PEERS_PYTHON (default ``.cache/peers-venv/bin/python``; build it as
@@ -90,9 +90,8 @@ def demo_catalog(log: Path) -> Path:
 
 
 def deep_catalog(out_dir: Path, kind: str, n: int, seed: int, log: Path) -> Path:
-    """HOOK: the deep LSST-like mock (i to ~25, z to ~3, u/g non-detections) from
-    ``simulate --kind KIND``; KIND, its bands and options are those of the branch adding it
-    (``--deep-kind``, default a guess). Until it exists, use ``--catalog FILE --name deep``."""
+    """The deep LSST-like mock (i to ~25, z to ~3, u/g non-detections) from ``simulate --kind
+    KIND`` (``--deep-kind``, default lsst-deep), ``n`` galaxies, written once into ``out_dir``."""
     path = out_dir / "catalog.fits"
     if not path.exists():
         call(deepz_cli("simulate", "--kind", kind, "--n", n, "--seed", seed, "--out", path), log)

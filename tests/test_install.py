@@ -62,11 +62,23 @@ def fresh(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_the_deepz_command_and_the_api_work_outside_the_checkout(fresh, tmp_path) -> None:
-    help_text = subprocess.run([str(fresh / "deepz"), "--help"], capture_output=True, text=True,
-                               env=_env(), cwd=tmp_path, check=True).stdout  # fmt: skip
+    help_text = subprocess.run(
+        [str(fresh / "deepz"), "--help"],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        cwd=tmp_path,
+        check=True,
+    ).stdout
     assert "usage: deepz" in help_text and "predict" in help_text
-    out = subprocess.run([str(fresh / "python"), "-c", API_EXAMPLE], capture_output=True,
-                         text=True, env=_env(), cwd=tmp_path, check=True).stdout.splitlines()  # fmt: skip
+    out = subprocess.run(
+        [str(fresh / "python"), "-c", API_EXAMPLE],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        cwd=tmp_path,
+        check=True,
+    ).stdout.splitlines()
     assert str(fresh.parent) in out[-2] and str(ROOT) not in out[-2]  # the installed copy
     assert out[-1] == "finished 300 True smoke"
 
@@ -88,25 +100,72 @@ def _address(scheduler_file: Path, timeout: float = 60.0) -> str:
 def test_a_remote_dask_worker_predicts_with_the_installed_package(fresh, tmp_path) -> None:
     work = tmp_path / "user"
     work.mkdir()
-    subprocess.run([str(fresh / "python"), "-c", API_EXAMPLE], env=_env(), cwd=work, check=True,
-                   capture_output=True)  # fmt: skip
+    subprocess.run(
+        [str(fresh / "python"), "-c", API_EXAMPLE],
+        env=_env(),
+        cwd=work,
+        check=True,
+        capture_output=True,
+    )
     sched_dir, worker_dir = tmp_path / "scheduler", tmp_path / "worker"
     sched_dir.mkdir(), worker_dir.mkdir()
     sched_file = sched_dir / "scheduler.json"
     python = str(fresh / "python")
-    scheduler = _start([python, "-m", "distributed.cli.dask_scheduler", "--port", "0",
-                        "--scheduler-file", str(sched_file), "--no-dashboard"],
-                       sched_dir, tmp_path / "scheduler.log")  # fmt: skip
+    scheduler = _start(
+        [
+            python,
+            "-m",
+            "distributed.cli.dask_scheduler",
+            "--port",
+            "0",
+            "--scheduler-file",
+            str(sched_file),
+            "--no-dashboard",
+        ],
+        sched_dir,
+        tmp_path / "scheduler.log",
+    )
     worker = None
     try:
         address = _address(sched_file)
-        worker = _start([python, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1",
-                         "--nworkers", "1", "--no-dashboard", "--local-directory",
-                         str(worker_dir)], worker_dir, tmp_path / "worker.log")  # fmt: skip
-        done = subprocess.run([str(fresh / "deepz"), "predict", "--run", str(work / "run"),
-                               "--catalog", str(work / "cat.fits"), "--out", "pz", "--dask",
-                               address, "--chunk-size", "100"], env=_env(), cwd=work,
-                              capture_output=True, text=True, timeout=300)  # fmt: skip
+        worker = _start(
+            [
+                python,
+                "-m",
+                "distributed.cli.dask_worker",
+                address,
+                "--nthreads",
+                "1",
+                "--nworkers",
+                "1",
+                "--no-dashboard",
+                "--local-directory",
+                str(worker_dir),
+            ],
+            worker_dir,
+            tmp_path / "worker.log",
+        )
+        done = subprocess.run(
+            [
+                str(fresh / "deepz"),
+                "predict",
+                "--run",
+                str(work / "run"),
+                "--catalog",
+                str(work / "cat.fits"),
+                "--out",
+                "pz",
+                "--dask",
+                address,
+                "--chunk-size",
+                "100",
+            ],
+            env=_env(),
+            cwd=work,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert done.returncode == 0, done.stderr[-2000:]
     finally:
         for proc in (worker, scheduler):

@@ -7,7 +7,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[1] / "deepz_core"
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "deepz_core"
 # floors from the ground up; a room may import rooms on lower floors (and itself) only
 FLOORS = [
     {"errors"},
@@ -69,8 +70,12 @@ def test_imports_run_down_and_never_sideways() -> None:
 
 
 def test_no_private_names_cross_modules() -> None:
-    bad = [f"{file}: {name} from {imported}" for file, importer, imported, names in _imports()
-           for name in names if name.startswith("_") and imported != importer]  # fmt: skip
+    bad = [
+        f"{file}: {name} from {imported}"
+        for file, importer, imported, names in _imports()
+        for name in names
+        if name.startswith("_") and imported != importer
+    ]
     assert not bad, "\n".join(bad)
 
 
@@ -86,3 +91,16 @@ def test_the_core_never_imports_streamlit() -> None:
                 *(n.split(".")[0] for n in names),
                 (module or "").split(".")[0],
             }, path
+
+
+def test_the_formatter_decides_line_breaks() -> None:
+    """No formatter-skip or formatter-off markers anywhere (issue 24): ruff format decides line breaks."""
+    marker = "# fmt: " + "skip"  # split so that this file does not match itself
+    found = [
+        f"{path.relative_to(ROOT)}:{n}"
+        for folder in ("deepz_core", "app", "pages", "tests", "scripts", "rail")
+        for path in (ROOT / folder).rglob("*.py")
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if marker in line or ("# fmt: " + "off") in line
+    ]
+    assert not found, found

@@ -20,10 +20,24 @@ from deepz_core.pz.metrics import dz, sigma68
 from tests.synthetic import BANDS, synthetic_catalog
 
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]
-MODEL = dict(n_latent=3, width=24, encoder_layers=1, decoder_layers=1, photoz_layers=2,
-             photoz_first_width=0, n_components=3)  # fmt: skip
-TRAIN = dict(schedule=((25, 2e-3), (5, 2e-4)), batch_size=50, folds=2, repetitions=1,
-             checkpoint_every=30, device="cpu", seed=3)  # fmt: skip
+MODEL = dict(
+    n_latent=3,
+    width=24,
+    encoder_layers=1,
+    decoder_layers=1,
+    photoz_layers=2,
+    photoz_first_width=0,
+    n_components=3,
+)
+TRAIN = dict(
+    schedule=((25, 2e-3), (5, 2e-4)),
+    batch_size=50,
+    folds=2,
+    repetitions=1,
+    checkpoint_every=30,
+    device="cpu",
+    seed=3,
+)
 N = 600
 REF = BANDS.index("subaru_i")
 
@@ -54,16 +68,20 @@ def _with_junk(clean: Catalog, inject: Callable, n_junk: int, seed: int) -> Cata
     flux, error = clean.flux[src].copy(), clean.flux_error[src].copy()
     inject(flux, error, np.arange(n_junk))
     ids = 10**18 + np.arange(n_junk)  # 19-digit survey ids
-    return Catalog(ref_id=np.concatenate([clean.ref_id, ids]), bands=clean.bands,
-                   flux=np.concatenate([clean.flux, flux]),
-                   flux_error=np.concatenate([clean.flux_error, error]),
-                   zspec=np.concatenate([clean.zspec, clean.zspec[src]]))  # fmt: skip
+    return Catalog(
+        ref_id=np.concatenate([clean.ref_id, ids]),
+        bands=clean.bands,
+        flux=np.concatenate([clean.flux, flux]),
+        flux_error=np.concatenate([clean.flux_error, error]),
+        zspec=np.concatenate([clean.zspec, clean.zspec[src]]),
+    )
 
 
 def _train(cat: Catalog, folder) -> tuple[Table, dict]:
     path = write_catalog(cat, folder / "cat.fits")
-    run = create_run(folder / "run", run_config(str(path), pretrain="none", model=MODEL,
-                                                 train=TRAIN))  # fmt: skip
+    run = create_run(
+        folder / "run", run_config(str(path), pretrain="none", model=MODEL, train=TRAIN)
+    )
     execute_run(run)
     assert run.status()["state"] == "finished"
     return Table.read(run.file("predictions.fits")), run.status()["summary"]

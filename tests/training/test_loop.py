@@ -461,8 +461,10 @@ def test_held_out_watch_fails_on_nan_and_on_sustained_divergence_only() -> None:
 def test_held_out_summary_names_the_best_epoch_and_warns_when_the_last_is_worse() -> None:
     from deepz_core.training.loop import heldout_summary
 
-    rows = [{"phase": "finetune", "epoch": e, "val_nll": v}
-            for e, v in ((1, [-1.0, -1.0]), (2, [-2.0, -1.5]), (3, [-1.2, -1.6]))]  # fmt: skip
+    rows = [
+        {"phase": "finetune", "epoch": e, "val_nll": v}
+        for e, v in ((1, [-1.0, -1.0]), (2, [-2.0, -1.5]), (3, [-1.2, -1.6]))
+    ]
     out = heldout_summary(rows)
     assert out["best_epoch"] == [2, 3] and out["last_val_nll"] == [-1.2, -1.6]
     assert "member(s) [0]" in out["warning"]
