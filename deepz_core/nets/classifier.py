@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor, nn
 from torch.distributions import Categorical, Distribution, constraints
 from torch.distributions.utils import lazy_property
@@ -37,8 +37,14 @@ from deepz_core.configs import (
     check_real,
 )
 from deepz_core.errors import ConfigError
-from deepz_core.files import atomic_write, atomic_write_json, read_description
-from deepz_core.nets.layers import TRUNK_INT_BOUNDS, build_trunk, member_mean, members_view
+from deepz_core.files import read_description
+from deepz_core.nets.layers import (
+    TRUNK_INT_BOUNDS,
+    build_trunk,
+    member_mean,
+    members_view,
+    save_network,
+)
 
 _FORMAT = "deepz.classifier"
 _VERSION = 1
@@ -375,16 +381,13 @@ def save_classifier(
     metadata: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write ``<name>.safetensors`` and ``<name>.json`` (config + metadata); returns the JSON path."""
-    directory = Path(directory)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    atomic_write(directory / f"{name}.safetensors", lambda tmp: save_file(tensors, str(tmp)))
     doc = {
         "format": _FORMAT,
         "version": _VERSION,
         "config": model.config.to_dict(),
         "metadata": dict(metadata or {}),
     }
-    return atomic_write_json(directory / f"{name}.json", doc)
+    return save_network(model, Path(directory) / name, doc)
 
 
 def load_classifier(

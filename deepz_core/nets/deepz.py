@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from deepz_core.configs import (
@@ -38,13 +38,14 @@ from deepz_core.configs import (
     check_real,
 )
 from deepz_core.errors import ConfigError
-from deepz_core.files import atomic_write, atomic_write_json, read_description
+from deepz_core.files import read_description
 from deepz_core.nets.layers import (
     TRUNK_INT_BOUNDS,
     EnsembleMLP,
     build_trunk,
     member_mean,
     members_view,
+    save_network,
 )
 from deepz_core.nets.mdn import MixtureDensityHead
 from deepz_core.pz.mixture import GaussianMixture
@@ -285,16 +286,13 @@ def save_model(
 
     The JSON holds the config and optional JSON-ready ``metadata``. Returns the JSON path.
     """
-    directory = Path(directory)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    atomic_write(directory / f"{name}.safetensors", lambda tmp: save_file(tensors, str(tmp)))
     doc = {
         "format": _FORMAT,
         "version": _VERSION,
         "config": model.config.to_dict(),
         "metadata": dict(metadata or {}),
     }
-    return atomic_write_json(directory / f"{name}.json", doc)
+    return save_network(model, Path(directory) / name, doc)
 
 
 def load_model_json(directory: Path | str, name: str = "model") -> dict[str, Any]:

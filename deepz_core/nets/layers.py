@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +26,7 @@ from torch import Tensor, nn
 from torch.autograd import Function
 
 from deepz_core.errors import ConfigError
+from deepz_core.files import atomic_write, atomic_write_json
 
 
 def dropout_mask_(y: Tensor, p: float) -> Tensor:
@@ -434,3 +436,15 @@ def build_trunk(
         input_norm,
     )
     return encoder, decoder, photoz
+
+
+def save_network(model: nn.Module, path_stem: Path, description: dict[str, Any]) -> Path:
+    """Write ``<stem>.safetensors`` (the state dict: weights and buffers, on the CPU) and
+    ``<stem>.json`` (``description``: format, version, config, metadata), atomically, never a
+    pickle; returns the JSON path. Shared by the MDN and the classifier."""
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    weights = path_stem.with_name(f"{path_stem.name}.safetensors")
+    atomic_write(weights, lambda tmp: save_file(tensors, str(tmp)))
+    return atomic_write_json(path_stem.with_name(f"{path_stem.name}.json"), description)
