@@ -192,7 +192,8 @@ def read_predictions(path: Path, ref_id: np.ndarray) -> tuple[np.ndarray, np.nda
     a galaxy with no row gets NaN (a failure). pit is None when the file has none."""
     from astropy.table import Table
 
-    t = Table.read(path)
+    # hdu 1: deepz's table (qp's META, DATA, ANCIL HDUs follow it in deepz's FITS outputs)
+    t = Table.read(path, hdu=1) if path.suffix == ".fits" else Table.read(path)
     rows = {int(r): i for i, r in enumerate(np.asarray(t["ref_id"]))}
     index = np.array([rows.get(int(r), -1) for r in ref_id])
     found = index >= 0
