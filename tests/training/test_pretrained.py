@@ -220,3 +220,29 @@ def test_pretrain_weights_command_and_a_run_that_never_simulates(
     assert "reused from the shipped weights" in run.file("log.txt").read_text()
     assert not list((tmp_path / "fresh_cache").glob("sims/*.fits"))  # never simulated
     assert json.loads(next(out.glob("*.json")).read_text())["saved_by"] == "deepz pretrain-weights"
+
+
+@pytest.mark.slow
+def test_the_shipped_weights_fit_the_demo_run_of_this_code(tmp_path, monkeypatch) -> None:
+    """The weights in deepz_core/training/weights are the pretraining of the Train page's default
+    demo run with the code as it is: a change to the model, its inputs or the pretraining
+    schedule makes them stale (rebuild with ``deepz pretrain-weights``) and fails here, before a
+    newcomer waits minutes for a pretraining the weights should have spared."""
+    import deepz_core.simulate
+    from deepz_core.rundir import RunDir
+    from deepz_core.simulate import demo_catalog_path
+
+    demo = demo_catalog_path()  # the real cache: simulated once per machine
+    monkeypatch.setenv("DEEPZ_CACHE_DIR", str(tmp_path / "fresh_cache"))
+    monkeypatch.setenv("DEEPZ_PRETRAIN_CACHE", "1")
+    monkeypatch.delenv("DEEPZ_SHIPPED_WEIGHTS", raising=False)
+
+    def no_simulation(*args, **kwargs):
+        raise AssertionError("stale shipped weights: the demo run would simulate and pretrain")
+
+    monkeypatch.setattr(deepz_core.simulate, "cached_simulation", no_simulation)
+    train = {"device": "cpu", "seed": 0, "schedule": ((1, 1e-3),)}  # fine-tuning: not in the key
+    run = RunDir(tmp_path / "run")
+    execute_run(create_run(run.path, run_config(str(demo), None, "auto", "quick", train=train)))
+    assert run.status()["state"] == "finished", run.status()
+    assert "reused from the shipped weights" in run.file("log.txt").read_text()
