@@ -17,9 +17,8 @@ from typing import Any
 
 from deepz_core.errors import ConfigError, InUseError
 from deepz_core.files import atomic_write_json
-from deepz_core.jobs import queue
+from deepz_core.jobs import queue, worker
 from deepz_core.jobs.training_run import create_run, run_config
-from deepz_core.jobs.worker import LOG_FILE, worker_pid
 from deepz_core.rundir import RunDir, new_run_id
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,6 +51,27 @@ def reap() -> None:
     _CHILDREN[:] = [p for p in _CHILDREN if p.poll() is None]
 
 
+# --- the queue as the Train page sees it (pages import app modules, not deepz_core's internals) --
+
+QUEUE_LIMITS = queue.QUEUE_LIMITS  # what one run queued from the app may ask for (form limits)
+
+
+def worker_pid(runs: Path) -> int | None:
+    """Pid of the worker serving ``runs`` (-1 if alive but unreadable), None if there is none
+    (``deepz_core.jobs.worker``)."""
+    return worker.worker_pid(runs)
+
+
+def queued_runs(runs: Path) -> list[RunDir]:
+    """Runs waiting in ``runs``, oldest queued first: the order the worker takes them in."""
+    return worker.queued_runs(runs)
+
+
+def is_owner(run: RunDir, owner: str | None) -> bool:
+    """True when the browser token ``owner`` queued ``run`` (``deepz_core.jobs.queue``)."""
+    return queue.is_owner(run, owner)
+
+
 def ensure_worker(runs: Path) -> int:
     """Pid of the worker serving ``runs``, starting one if none is alive."""
     reap()
@@ -62,7 +82,7 @@ def ensure_worker(runs: Path) -> int:
     if starting is not None and starting.poll() is None:
         return starting.pid  # started here moments ago and not holding the lock yet
     runs.mkdir(parents=True, exist_ok=True)
-    pid = _spawn(["worker", "--runs", str(runs)], runs / LOG_FILE)
+    pid = _spawn(["worker", "--runs", str(runs)], runs / worker.LOG_FILE)
     _WORKERS[str(runs)] = _CHILDREN[-1]
     return pid
 

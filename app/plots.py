@@ -219,7 +219,7 @@ def spec_density_figure(series: Mapping[str, Any]) -> go.Figure:
         fig.add_trace(trace, secondary_y=False)
     fig.update_xaxes(title="training spec-z per Δz = 0.001 bin [galaxies]")
     fig.update_yaxes(title=SIGMA, secondary_y=False)
-    fig.update_yaxes(title="test galaxies [N]", secondary_y=True, showgrid=False)
+    fig.update_yaxes(title="test galaxies [N]", secondary_y=True, showgrid=False, tickformat=",d")
     return _finish(fig, "Scatter vs spectroscopic density (E20 Fig. 3)")
 
 

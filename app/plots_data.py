@@ -142,7 +142,10 @@ def training_curves(curves: Mapping[str, Mapping[str, Sequence[float]]]) -> go.F
                 row=2,
                 col=i,
             )
-        fig.update_xaxes(title_text="epoch", row=2, col=i)
+        epochs = max(c.get("epoch", []) or [0])
+        short = {"dtick": 1} if epochs <= 12 else {}  # whole epochs, no 1.5 between 1 and 2
+        fig.update_xaxes(title_text="epoch", row=2, col=i, **short)
+        fig.update_xaxes(row=1, col=i, **short)
         fig.update_yaxes(title_text=Y_TITLES.get(phase, "loss"), row=1, col=i)
         fig.update_yaxes(title_text=HELDOUT, row=2, col=i)
     fig.update_yaxes(automargin=True, title_font_size=11)

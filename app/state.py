@@ -23,6 +23,7 @@ from deepz_core.catalog.import_report import (
     Report,
     Source,
     prepare_catalog,
+    source_fluxzp,
     summarize,
 )
 from deepz_core.catalog.io import read_catalog
@@ -33,10 +34,13 @@ from deepz_core.evaluation.profiles import PROFILES, SurveyProfile, run_profile,
 from deepz_core.experiments import report_reader as reports  # noqa: F401 (pages use state.reports)
 from deepz_core.jobs import prediction as prediction_jobs
 from deepz_core.jobs import queue
+from deepz_core.jobs import status as job_status
+from deepz_core.jobs.simulation import SimJob, list_simulations
 from deepz_core.nets.deepz import DeepzModel, load_model, load_model_json
 from deepz_core.pz import metrics
 from deepz_core.pz.products import PzConfig
 from deepz_core.rundir import RunDir, check_run_id, list_runs, run_kind
+from deepz_core.sed.template_sets import DEFAULT_SET
 from deepz_core.training.config import run_pz_config
 
 # --- folders (under DEEPZ_HOME or the working directory) ----------------------------------------
@@ -52,6 +56,12 @@ def uploads_dir() -> Path:
 
 def sims_dir() -> Path:
     return uploads.sims_dir()
+
+
+def run_dir(run_id: str) -> RunDir:
+    """The folder of run ``run_id`` under ``runs_dir()``; an id that is not one raises
+    ConfigError (``rundir.check_run_id``)."""
+    return RunDir(runs_dir() / check_run_id(run_id))
 
 
 # --- query parameters ----------------------------------------------------------------------------
@@ -113,7 +123,7 @@ def selected_run() -> RunDir | None:
     if not run_id:
         return None
     try:
-        run = RunDir(runs_dir() / check_run_id(run_id))
+        run = run_dir(run_id)
     except Exception:  # a bad id in the address bar: no run selected
         return None
     return run if run.file("config.json").exists() else None
@@ -506,12 +516,12 @@ NO_NETWORK = (
 
 def run_kind_of(run_id: str) -> str:
     """'deepz' or 'templatefit'."""
-    return run_kind(RunDir(runs_dir() / check_run_id(run_id)).config())
+    return run_kind(run_dir(run_id).config())
 
 
 def run_title(run_id: str) -> str:
     """How a run is listed: its name (else id), the catalogue's given name, the preset."""
-    run = RunDir(runs_dir() / check_run_id(run_id))
+    run = run_dir(run_id)
     try:
         card, config = run.card(), run.config()
     except (OSError, ValueError):
@@ -528,7 +538,7 @@ def run_title(run_id: str) -> str:
 
 def run_catalog(run_id: str) -> str:
     """The path of the catalogue a run was trained (or fitted) on."""
-    return str(RunDir(runs_dir() / check_run_id(run_id)).config().get("catalog", ""))
+    return str(run_dir(run_id).config().get("catalog", ""))
 
 
 def pick_analysis_run(key: str, kinds: tuple[str, ...] = ("deepz",)) -> str | None:
@@ -788,9 +798,7 @@ def magnitude_bands(names: list[str]) -> tuple:
 
 def flux_bands(names: list[str]) -> tuple:
     """(band, flux column, error column) of bands given as fluxes."""
-    from deepz_core.catalog.mapping import guess_galaxy_mapping
-
-    return guess_galaxy_mapping(names).bands
+    return guessed_mapping(names).bands
 
 
 def has_filter_curve(band: str) -> bool:
@@ -831,7 +839,7 @@ def missing_bands(run_id: str, catalog_path: str) -> list[str]:
     """The run's bands that catalogue ``catalog_path`` lacks (predicting needs every one)."""
     from deepz_core.jobs.run import run_bands
 
-    bands = run_bands(RunDir(runs_dir() / check_run_id(run_id)))
+    bands = run_bands(run_dir(run_id))
     have = set(catalog_summary(catalog_path).bands.bands)
     return [b for b in bands if b not in have]
 
@@ -839,22 +847,15 @@ def missing_bands(run_id: str, catalog_path: str) -> list[str]:
 def auto_import(path: str, filename: str) -> tuple[str | None, Report]:
     """Import an uploaded photometric catalogue with the guessed column mapping (the Data page
     maps columns by hand): (its catalogue key, the report); key None while problems remain."""
-    from deepz_core.catalog.mapping import guess_galaxy_mapping
-
     cols = raw_tables(path)[0]
-    mapping = guess_galaxy_mapping(list(cols))
+    mapping = guessed_mapping(list(cols))
     report = import_report(path, mapping.to_json())
     if not report.ok:
         return None, report
-    key = uploads.recipe_key({"inputs": [Path(path).name, mapping.to_json()], "predict": True})
-    target = uploads.canonical_path(key)
-    if not target.exists():
-        from deepz_core import write_catalog
-
-        cat = report.catalog
-        write_catalog(cat, target)
-        name = filename.split(".")[0]
-        uploads.write_note(key, {"name": name, "n": cat.n_galaxies, "bands": len(cat.bands)})
+    recipe = {"inputs": [Path(path).name, mapping.to_json()], "predict": True}
+    key = uploads.recipe_key(recipe)
+    if not uploads.canonical_path(key).exists():
+        save_catalog(report.catalog, recipe, filename.split(".")[0])
     return key, report
 
 
@@ -873,9 +874,11 @@ def catalogue_options() -> dict[str, str]:
     return options
 
 
-def save_upload(data: bytes, filename: str) -> str:
-    """An uploaded file stored once under data/uploads by content hash; its path."""
-    return str(uploads.save_upload(data, filename))
+def save_upload(data: bytes, filename: str, role: str = "galaxies") -> str:
+    """An uploaded file stored once under data/uploads by content hash; its path. A file that
+    does not read as a table for ``role`` ('galaxies', 'exposures', 'specz') is deleted again
+    (CatalogError naming ``filename``)."""
+    return str(uploads.save_upload(data, filename, role))
 
 
 def predictions_dir() -> Path:
@@ -887,3 +890,142 @@ def elapsed_eta(started: float | None, fraction: float) -> str:
     from deepz_core.jobs.status import elapsed_eta as text
 
     return text(started, fraction)
+
+
+# --- the Overview, Train, Data and Simulate pages: thin wrappers over the subpackages -------------
+# Types the pages name in their signatures (re-exported: pages import app modules and deepz_core's
+# public names only): RunDir (a run folder), CatalogSummary (``catalog_summary``), Report
+# (``import_report``), GalaxyMapping (a galaxy column mapping) and SimJob (``simulations``).
+
+DEMO = uploads.DEMO  # the choice key of the demo catalogue
+
+
+def runs() -> list[RunDir]:
+    """Every readable run folder under ``runs_dir()``, newest first (``rundir.list_runs``)."""
+    return list_runs(runs_dir())
+
+
+def run_state(run: RunDir) -> str:
+    """'queued', 'running', 'finished', 'failed', 'cancelled', or 'interrupted' when the run says
+    'running' but its process is gone (``jobs.status.run_state``)."""
+    return job_status.run_state(run)
+
+
+def run_progress(run: RunDir) -> tuple[float, str]:
+    """(fraction done, text such as 'finetune epoch 12/50 — ... left in this phase') of a run
+    (``jobs.status.run_progress``)."""
+    return job_status.run_progress(run)
+
+
+def training_curves(metrics: list[dict]) -> dict[str, dict[str, list[float]]]:
+    """Per phase: epoch and training loss, and held-out NLL (mean, min, max over members) from a
+    run's ``metrics()`` rows (``jobs.status.training_curves``)."""
+    return job_status.training_curves(metrics)
+
+
+def simulations() -> list[SimJob]:
+    """Simulation jobs and catalogue files in ``sims_dir()``, newest first
+    (``jobs.simulation.list_simulations``)."""
+    return list_simulations(sims_dir())
+
+
+def band_set_names() -> list[str]:
+    """Names of the standard band sets (paus, cosmos, paus_cosmos, sdss, lsst, ...)."""
+    from deepz_core.sed.bands import BAND_SETS
+
+    return list(BAND_SETS)
+
+
+def band_set(name: str) -> tuple[str, ...]:
+    """Ordered band names of the standard band set ``name`` (``sed.bands.band_set``)."""
+    from deepz_core.sed.bands import band_set as bands_of
+
+    return bands_of(name)
+
+
+def sps_defaults() -> dict:
+    """The SPS prior's default fields (E20 Table 1 ranges as tuples, noise model, chunk)."""
+    from deepz_core.simulate.sps import SPSConfig
+
+    return SPSConfig().to_dict()
+
+
+def check_sps_config(fields: dict) -> None:
+    """ConfigError naming the field when ``fields`` (overrides of ``sps_defaults``) do not make
+    a valid SPS prior (``simulate.sps.SPSConfig``)."""
+    from deepz_core.simulate.sps import SPSConfig
+
+    SPSConfig.from_dict(fields)
+
+
+def default_ref_band(bands: list[str]) -> str:
+    """The reference band proposed for ``bands``: i-like when there is one, else the last
+    (``catalog.features.default_ref_band``)."""
+    from deepz_core.catalog.features import default_ref_band as proposed
+
+    return proposed(bands)
+
+
+def preset_names() -> list[str]:
+    """The training presets: 'paper', 'quick', 'smoke' (``training.config.PRESETS``)."""
+    from deepz_core.training.config import PRESETS
+
+    return list(PRESETS)
+
+
+def preset_train(name: str) -> dict:
+    """The training overrides of preset ``name`` (repetitions, folds, schedule, ...)."""
+    from deepz_core.training.config import preset
+
+    return dict(preset(name).train)
+
+
+DEFAULT_TEMPLATE_SET = DEFAULT_SET  # the template set a template fit uses unless told
+
+
+def template_sets() -> dict[str, str]:
+    """Template set name -> one-line description, for the template-fit form."""
+    from deepz_core.sed.template_sets import SETS
+
+    return {name: info.description for name, info in SETS.items()}
+
+
+def guessed_mapping(names: list[str]) -> GalaxyMapping:
+    """The galaxy columns guessed from a file's column names: ref_id, zspec, mag and the bands
+    whose flux and error columns were both recognised (``mapping.guess_galaxy_mapping``)."""
+    from deepz_core.catalog.mapping import guess_galaxy_mapping
+
+    return guess_galaxy_mapping(names)
+
+
+def guess_exposure_columns(names: list[str]) -> dict[str, str | None]:
+    """ref_id, band, exp_num, flux, flux_error -> the guessed column of a single-exposure table
+    (or None)."""
+    from deepz_core.catalog.mapping import EXPOSURE_ALIASES, guess_columns
+
+    return guess_columns(names, EXPOSURE_ALIASES)
+
+
+def guess_specz_columns(names: list[str]) -> dict[str, str | None]:
+    """ref_id, zspec -> the guessed column of a spec-z table (or None)."""
+    from deepz_core.catalog.mapping import SPECZ_ALIASES, guess_columns
+
+    return guess_columns(names, SPECZ_ALIASES)
+
+
+def default_fluxzp(columns: dict, mapping: GalaxyMapping, name: str, meta: dict) -> float:
+    """The AB zero-point of the mapped flux columns of a galaxies table from their units and its
+    FLUXZP header; 23.9 (microJansky) when neither says. CatalogError (naming ``name``) for mixed
+    or unknown units (``import_report.source_fluxzp``)."""
+    return source_fluxzp(Source(columns, mapping, name, meta))
+
+
+def save_catalog(cat: Catalog, recipe: dict, name: str) -> str:
+    """Write an imported catalogue as data/uploads/catalog-<key>.fits, ``key`` being the hash of
+    ``recipe`` (its inputs and choices), with a note giving it ``name``; the key."""
+    from deepz_core import write_catalog
+
+    key = uploads.recipe_key(recipe)
+    write_catalog(cat, uploads.canonical_path(key))
+    uploads.write_note(key, {"name": name, "n": cat.n_galaxies, "bands": len(cat.bands)})
+    return key

@@ -9,17 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from app import plots_data, state
-from deepz_core.catalog import uploads
-from deepz_core.catalog.import_report import Report, Source, source_fluxzp
-from deepz_core.catalog.io import write_catalog
-from deepz_core.catalog.mapping import (
-    EXPOSURE_ALIASES,
-    SPECZ_ALIASES,
-    GalaxyMapping,
-    guess_columns,
-    guess_galaxy_mapping,
-)
-from deepz_core.errors import DeepzError
+from deepz_core import DeepzError
 
 TYPES = ["fits", "fit", "gz", "fz", "parquet", "pq", "csv", "h5", "hdf5", "hdf"]
 NONE = "(none)"
@@ -42,17 +32,15 @@ def show_error(action: str, exc: Exception) -> None:
 
 def choose_catalogue() -> None:
     """The catalogue the other pages use (remembered in the address bar)."""
-    stored = uploads.stored_catalogs()
-    options = [uploads.DEMO] + [c.key for c in stored]
-    labels = {uploads.DEMO: "Demo: PAUS-COSMOS-like mock (10,000 galaxies)"}
-    labels.update({c.key: c.label for c in stored})
+    labels = state.catalogue_options()
+    options = list(labels)
     current = state.selected_catalog()
     if current not in options:
         st.warning(
             f"Catalogue {current!r} from the address bar is not on this server; "
             "showing the demo instead."
         )
-        current = uploads.DEMO
+        current = state.DEMO
     left, right = st.columns([3, 1])
     choice = left.selectbox(
         "Catalogue used by the Train page",
@@ -60,8 +48,8 @@ def choose_catalogue() -> None:
         index=options.index(current),
         format_func=labels.get,
     )
-    if right.button("Use the demo catalogue", disabled=choice == uploads.DEMO):
-        choice = uploads.DEMO
+    if right.button("Use the demo catalogue", disabled=choice == state.DEMO):
+        choice = state.DEMO
     if choice != state.query_value("catalog"):
         state.select_catalog(choice)
 
@@ -75,7 +63,7 @@ def saved_upload(label: str, key: str, help_text: str, role: str = "galaxies") -
     cache = st.session_state.setdefault("upload_paths", {})
     if file.file_id not in cache:
         try:
-            cache[file.file_id] = str(uploads.save_upload(file.getvalue(), file.name, role))
+            cache[file.file_id] = state.save_upload(file.getvalue(), file.name, role)
         except Exception as exc:
             show_error(f"Could not store {file.name}", exc)
             return None
@@ -90,9 +78,9 @@ def pick(label: str, names: list[str], guess: str | None, key: str, optional: bo
     return None if value == NONE else value
 
 
-def galaxy_mapping(path: Path, names: list[str]) -> GalaxyMapping:
+def galaxy_mapping(path: Path, names: list[str]) -> state.GalaxyMapping:
     """Selectboxes for ID / spec-z / magnitude and an editable band table, pre-filled by guessing."""
-    guess = guess_galaxy_mapping(names)
+    guess = state.guessed_mapping(names)
     k = path.name
     st.markdown("**Galaxy columns** (guessed from the column names; correct them if needed)")
     c1, c2, c3 = st.columns(3)
@@ -120,7 +108,7 @@ def galaxy_mapping(path: Path, names: list[str]) -> GalaxyMapping:
     )
     rows = edited.fillna("").astype(str).itertuples(index=False)
     bands = tuple((b.strip(), f, e) for b, f, e in rows if b.strip() or f or e)
-    return GalaxyMapping(ref_id, zspec, mag, rename_bands(bands, k))
+    return state.GalaxyMapping(ref_id, zspec, mag, rename_bands(bands, k))
 
 
 def rename_bands(bands: tuple, key: str) -> tuple:
@@ -149,18 +137,20 @@ def rename_bands(bands: tuple, key: str) -> tuple:
     return tuple((rename.get(b, b), f, e) for b, f, e in bands)
 
 
-def small_mapping(title: str, names: list[str], aliases: dict, key: str) -> dict[str, str | None]:
+def small_mapping(
+    title: str, names: list[str], guess: dict[str, str | None], key: str
+) -> dict[str, str | None]:
+    """One selectbox per target column (ref_id, band, ...), pre-set to the guessed ``guess``."""
     st.markdown(f"**{title}**")
-    guess = guess_columns(names, aliases)
-    cols = st.columns(len(aliases))
+    cols = st.columns(len(guess))
     out = {}
-    for col, target in zip(cols, aliases, strict=True):
+    for col, target in zip(cols, guess, strict=True):
         with col:
             out[target] = pick(f"-> {target}", names, guess[target], f"{key}_{target}", True)
     return out
 
 
-def show_report(report: Report) -> None:
+def show_report(report: state.Report) -> None:
     """Every problem with its possible fix, and notes."""
     for note in report.notes:
         st.info(friendly(note))
@@ -239,7 +229,7 @@ def mapping_section(gal: Path, exp: Path | None, spz: Path | None) -> None:
     mapping = galaxy_mapping(gal, list(cols))
     zp = st.number_input(
         "AB zero-point of the fluxes (FLUXZP)",
-        value=source_fluxzp(Source(cols, mapping, friendly(gal.name), meta)),
+        value=state.default_fluxzp(cols, mapping, friendly(gal.name), meta),
         help="mag = FLUXZP - 2.5 log10(flux); 23.9 for microJansky; from the columns' units "
         "(TUNIT) when they have one",
     )
@@ -250,11 +240,13 @@ def mapping_section(gal: Path, exp: Path | None, spz: Path | None) -> None:
         title = "Single-exposure columns" + (
             " (table inside the galaxies file)" if exp is None else ""
         )
-        exp_json = json.dumps(small_mapping(title, list(exp_cols), EXPOSURE_ALIASES, "exp"))
+        guess = state.guess_exposure_columns(list(exp_cols))
+        exp_json = json.dumps(small_mapping(title, list(exp_cols), guess, "exp"))
     spz_json = None
     if spz is not None:
         spz_cols = state.raw_tables(str(spz), "specz")[0]
-        spz_json = json.dumps(small_mapping("Spec-z columns", list(spz_cols), SPECZ_ALIASES, "spz"))
+        guess = state.guess_specz_columns(list(spz_cols))
+        spz_json = json.dumps(small_mapping("Spec-z columns", list(spz_cols), guess, "spz"))
     args = (
         str(gal),
         mapping.to_json(),
@@ -274,7 +266,7 @@ def mapping_section(gal: Path, exp: Path | None, spz: Path | None) -> None:
         save_section(report, gal, (*args, bool(convert)))
 
 
-def save_section(report: Report, gal: Path, args: tuple) -> None:
+def save_section(report: state.Report, gal: Path, args: tuple) -> None:
     cat = report.catalog
     st.success(
         f"All checks passed: {cat.n_galaxies:,} galaxies in {len(cat.bands)} bands, "
@@ -285,9 +277,7 @@ def save_section(report: Report, gal: Path, args: tuple) -> None:
     if st.button("Save and use this catalogue", type="primary"):
         recipe = [Path(a).name if i in (0, 2, 4) and a else a for i, a in enumerate(args)]
         recipe = recipe if recipe[-1] else recipe[:-1]  # unchanged keys without conversion
-        key = uploads.recipe_key({"inputs": recipe, "fixed": report.dropped_galaxies})
-        write_catalog(cat, uploads.canonical_path(key))
-        uploads.write_note(key, {"name": name, "n": cat.n_galaxies, "bands": len(cat.bands)})
+        key = state.save_catalog(cat, {"inputs": recipe, "fixed": report.dropped_galaxies}, name)
         state.select_catalog(key)
         st.session_state["flash"] = f"Saved {name!r}; it is now the selected catalogue."
         st.rerun()
@@ -300,7 +290,7 @@ def summary_section() -> None:
         st.info("The selected catalogue no longer exists; choose another one above.")
         return
     s = state.catalog_summary(path)
-    st.subheader("Selected catalogue")
+    st.subheader(f"Selected catalogue: {state.catalog_name(path)}")
     st.caption(f"`{path}`" + (" — noiseless simulation" if s.noiseless else ""))
     c = st.columns(4)
     c[0].metric("Galaxies", f"{s.n_galaxies:,}")

@@ -7,8 +7,6 @@ from pathlib import Path
 import streamlit as st
 
 from app import state
-from deepz_core.jobs.status import run_state
-from deepz_core.rundir import list_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = (
@@ -37,14 +35,14 @@ def start_links() -> None:
 
 def latest_runs() -> None:
     st.subheader("Latest runs")
-    runs = list_runs(state.runs_dir())[:5]
+    runs = state.runs()[:5]
     if not runs:
         st.info("No run yet: train one on the Train page.")
         return
     for run in runs:
         summary = run.status().get("summary", {})
         sigma = f", σ68 = {summary['sigma68']:.4f}" if summary.get("sigma68") is not None else ""
-        st.write(f"{state.run_title(run.run_id)}: {run_state(run)}{sigma}")
+        st.write(f"{state.run_title(run.run_id)}: {state.run_state(run)}{sigma}")
 
 
 def demo_glance() -> None:

@@ -279,6 +279,11 @@ def tomography_tab(key: state.RunKey, cut: dict, n: int) -> None:
         ", ".join(f"{e:.3f}" for e in default),
         key=f"pred_tomo_edges_{bins}",
     )
+    if len(default) - 1 < bins:
+        st.caption(
+            f"{len(default) - 1} bins instead of {int(bins)}: many galaxies share a photo-z, so "
+            "equal-count edges coincided and were merged."
+        )
     try:
         edges = tuple(float(v) for v in text.split(","))
         tomo = state.tomography(key, edges, cut["window"], cut["threshold"], cut["mag_max"])

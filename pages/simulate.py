@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 
 import pandas as pd
 import streamlit as st
 
 from app import jobs, state
-from deepz_core.errors import DeepzError
-from deepz_core.jobs.simulation import SimJob, list_simulations
-from deepz_core.sed.bands import BAND_SETS, band_set
-from deepz_core.simulate.sps import SPSConfig
+from deepz_core import DeepzError
 
 KINDS = {
     "sps": "SPS pretraining set (E20 Table 1 prior, noiseless + noise model)",
     "paus-mock": "PAUS-COSMOS-like observed mock (single exposures, spec-z subsample)",
 }
-# slider limits: the ranges SPSConfig accepts (name, label, low, high, step)
+# slider limits: the ranges the SPS prior accepts (name, label, low, high, step)
 RANGES = (
     ("z", "redshift z", 0.0, 3.0, 0.05),
     ("log_z", "metallicity log10 Z/Z_sun", -2.3, 0.7, 0.05),
@@ -33,7 +29,7 @@ RANGES = (
 def sps_config_inputs(bands: str) -> dict:
     """Widgets for the prior's ranges and noise model, starting from the ranges proposed for the
     band set ``bands`` (E20 Table 1 for PAUS/COSMOS, shallower for SDSS, deeper and to z = 3
-    for LSST...); returns the fields that differ from SPSConfig's defaults."""
+    for LSST...); returns the fields that differ from the prior's defaults."""
     default = state.sps_prior(bands)
     values: dict = {}
     cols = st.columns(2)
@@ -42,7 +38,7 @@ def sps_config_inputs(bands: str) -> dict:
         values[name] = cols[i % 2].slider(
             label, low, high, (float(lo), float(hi)), step=step, key=f"sps_{name}_{bands}"
         )
-    narrow = state.narrow_band_count(band_set(bands)) > 0
+    narrow = state.narrow_band_count(state.band_set(bands)) > 0
     c1, c2 = st.columns(2)
     if narrow:
         values["snr_narrow"] = c1.number_input(
@@ -51,7 +47,7 @@ def sps_config_inputs(bands: str) -> dict:
     values["snr_broad"] = (c2 if narrow else c1).number_input(
         "noise model: SNR in broad bands", 0.1, 1e4, float(default.snr_broad)
     )
-    base = {k: _plain(v) for k, v in dataclasses.asdict(SPSConfig()).items()}
+    base = {k: _plain(v) for k, v in state.sps_defaults().items()}
     return {k: _plain(v) for k, v in values.items() if _plain(v) != base[k]}
 
 
@@ -65,7 +61,7 @@ def new_simulation() -> None:
     kind = st.radio("Kind", list(KINDS), format_func=KINDS.get, horizontal=True)
     c = st.columns(4)
     n = c[0].number_input("Galaxies", 1, 5_000_000, 30_000 if kind == "sps" else 10_000, step=1000)
-    sets = list(BAND_SETS)
+    sets = state.band_set_names()
     bands = c[1].selectbox("Band set", sets, index=sets.index("paus_cosmos"))
     seed = c[2].number_input("Seed", 0, 2**31 - 1, 0)
     name = c[3].text_input("Name", value=f"{kind}-{bands}-n{n}-s{seed}")
@@ -85,13 +81,13 @@ def new_simulation() -> None:
     if st.button("Start simulation", type="primary"):
         try:
             if config:
-                SPSConfig.from_dict(config)  # validate before starting
+                state.check_sps_config(config)  # validate before starting
             jobs.start_simulation(
                 state.sims_dir(),
                 name.strip(),
                 kind,
                 int(n),
-                band_set(bands),
+                state.band_set(bands),
                 int(seed),
                 config or None,
             )
@@ -100,7 +96,7 @@ def new_simulation() -> None:
             st.error(f"Cannot start the simulation: {exc}")
 
 
-def job_rows(sims: list[SimJob]) -> pd.DataFrame:
+def job_rows(sims: list[state.SimJob]) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "name": [j.name for j in sims],
@@ -128,7 +124,7 @@ def simulations_list() -> None:
 
 
 def _simulations_list() -> None:
-    sims = list_simulations(state.sims_dir())
+    sims = state.simulations()
     st.subheader("Simulations in data/sims")
     if not sims:
         st.info(
@@ -165,7 +161,7 @@ st.caption(
 )
 try:
     new_simulation()
-    running = any(j.state in ("queued", "running") for j in list_simulations(state.sims_dir()))
+    running = any(j.state in ("queued", "running") for j in state.simulations())
     st.fragment(run_every=2 if running else None)(simulations_list)()
 except Exception as exc:  # never a traceback
     st.error(f"The Simulate page hit an unexpected {type(exc).__name__}: {exc}")

@@ -10,17 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from app import jobs, plots_data, state
-from deepz_core.catalog import uploads
-from deepz_core.catalog.features import default_ref_band
-from deepz_core.catalog.import_report import CatalogSummary
-from deepz_core.errors import DeepzError
-from deepz_core.jobs.queue import QUEUE_LIMITS, is_owner
-from deepz_core.jobs.simulation import list_simulations
-from deepz_core.jobs.status import run_progress, run_state, training_curves
-from deepz_core.jobs.worker import queued_runs, worker_pid
-from deepz_core.rundir import RunDir, list_runs
-from deepz_core.sed.template_sets import DEFAULT_SET, SETS
-from deepz_core.training.config import PRESETS, preset
+from deepz_core import DeepzError
 
 ACTIVE = ("queued", "running")
 SETTINGS_ERRORS = ("ConfigError", "CatalogError")  # run.status()["message"] = "Type: text"
@@ -34,19 +24,12 @@ STATE_ICON = {
 }
 
 
-def catalogue_options() -> dict[str, str]:
-    """Choice key -> label: the demo and every imported catalogue."""
-    options = {uploads.DEMO: "Demo: PAUS-COSMOS-like mock (10,000 galaxies)"}
-    options.update({c.key: c.label for c in uploads.stored_catalogs()})
-    return options
-
-
 def pretrain_options() -> dict[str, str]:
     options = {
         "auto": "auto: simulate an SPS set through the catalogue's bands (cached)",
         "none": "none: no pretraining (fine-tune from scratch)",
     }
-    for job in list_simulations(state.sims_dir()):
+    for job in state.simulations():
         if job.state in ("finished", "file") and job.path.exists():
             options[str(job.path)] = f"simulation {job.name} ({job.spec.get('n', '?')} galaxies)"
     return options
@@ -68,7 +51,7 @@ METHODS = {"deepz": "DEEPZ networks", "templatefit": "Template fit (BCNZ2-like b
 
 def new_run_form() -> None:
     """The choices of a new run; 'Queue' writes the run folder and wakes the worker."""
-    cats = catalogue_options()
+    cats = state.catalogue_options()
     current = state.selected_catalog()
     catalog = st.selectbox(
         "Catalogue",
@@ -117,7 +100,7 @@ def new_run_form() -> None:
         queued(run, card)
 
 
-def network_choices(summary: CatalogSummary) -> dict:
+def network_choices(summary: state.CatalogSummary) -> dict:
     """Widgets for a DEEPZ run on a catalogue: pretraining, preset, reference band, coadds,
     ensemble, device, overrides. Returns the queue_run arguments."""
     pre = pretrain_options()
@@ -129,21 +112,22 @@ def network_choices(summary: CatalogSummary) -> dict:
             f"'auto' simulates galaxies through the filter curves, and there is none for "
             f"{', '.join(no_curve)}: choose 'none' or a simulation in these bands."
         )
+    presets = state.preset_names()
     name = st.radio(
         "Preset",
-        list(PRESETS),
-        index=list(PRESETS).index("quick"),
+        presets,
+        index=presets.index("quick"),
         horizontal=True,
         help="smoke: tiny networks, a few epochs (seconds; to try things); quick: small networks, short schedule (minutes on CPU); paper: E20 "
         "protocol (hours on a GPU)",
     )
-    p = preset(name).train
+    p = state.preset_train(name)
     st.caption(state.expected_duration_text(name))
     bands = list(summary.bands.bands)
     ref_band = st.selectbox(
         "Reference band",
         bands,
-        index=bands.index(default_ref_band(bands)),
+        index=bands.index(state.default_ref_band(bands)),
         key="ref_band",
         help="Every flux is divided by this band's flux (E20 Sec. 2.2); "
         "galaxies with flux <= 0 in it are left out. Choose a deep, red "
@@ -165,7 +149,7 @@ def network_choices(summary: CatalogSummary) -> dict:
     reps = c[0].number_input(
         "Repetitions R",
         1,
-        QUEUE_LIMITS.repetitions,
+        jobs.QUEUE_LIMITS.repetitions,
         p.get("repetitions", 1),
         key=f"reps_{name}",
         help="Random K-fold partitions of the spec-z galaxies (E20 Sec. "
@@ -174,7 +158,7 @@ def network_choices(summary: CatalogSummary) -> dict:
     folds = c[1].number_input(
         "Folds K",
         1,
-        QUEUE_LIMITS.folds,
+        jobs.QUEUE_LIMITS.folds,
         p.get("folds", 5),
         key=f"folds_{name}",
         help="Each network trains on K-1 folds; a spec-z galaxy's p(z) "
@@ -252,7 +236,7 @@ def card_inputs(bands: tuple[str, ...], catalog_label: str, key: str = "net") ->
     }
 
 
-def queued(run: RunDir, card: dict) -> None:
+def queued(run: state.RunDir, card: dict) -> None:
     """After 'Queue': the run's card written, the run shown on the right (not the one before)."""
     state.write_card(run, card)
     state.set_query_value("run", run.run_id)
@@ -263,11 +247,12 @@ def queued(run: RunDir, card: dict) -> None:
 def templatefit_form(path: str, name: str = "") -> None:
     """A template-fit run of the catalogue at ``path`` (called ``name``): the template set, the
     device and whether to calibrate zero-points."""
-    names = list(SETS)
+    sets = state.template_sets()
+    names = list(sets)
     template_set = st.selectbox(
         "Template set",
         names,
-        index=names.index(DEFAULT_SET),
+        index=names.index(state.DEFAULT_TEMPLATE_SET),
         key="tfit_templates",
         help="bcnz2 knows the demo mock's SED "
         "family; kcorrect is independent of it, like real templates "
@@ -283,8 +268,7 @@ def templatefit_form(path: str, name: str = "") -> None:
             help="BCNZ2: per-band median of observed/model flux at the spec-z, iterated",
         )
     st.caption(
-        f"{SETS[template_set].description}; p(z) from chi2 on deepz's grid. "
-        f"Device here: {jobs.device_label()}."
+        f"{sets[template_set]}; p(z) from chi2 on deepz's grid. Device here: {jobs.device_label()}."
     )
     card = card_inputs(state.catalog_summary(path).bands.bands, name, "tfit")
     if st.button("Queue template fit", type="primary"):
@@ -300,7 +284,7 @@ def templatefit_form(path: str, name: str = "") -> None:
         queued(run, card)
 
 
-def run_header(run: RunDir, now: str) -> None:
+def run_header(run: state.RunDir, now: str) -> None:
     config, card = run.config(), run.card()
     title = card.get("name") or run.run_id
     st.markdown(f"### {STATE_ICON.get(now, '')} {title} — {now}")
@@ -308,7 +292,7 @@ def run_header(run: RunDir, now: str) -> None:
     if card.get("note"):
         st.caption(f"Note: {card['note']}")
     if config.get("kind") == "templatefit":
-        tset = config.get("templatefit", {}).get("template_set", DEFAULT_SET)
+        tset = config.get("templatefit", {}).get("template_set", state.DEFAULT_TEMPLATE_SET)
         st.caption(
             f"{run.run_id}: template fit of {catalogue} ({tset} templates), device "
             f"{config['device']}, zero-points "
@@ -331,7 +315,7 @@ def summary_text(key: str, value: float | int | None) -> str:
     return f"{100 * value:.1f}%" if key.endswith("fraction") else f"{value:.4f}"
 
 
-def show_summary(run: RunDir) -> None:
+def show_summary(run: state.RunDir) -> None:
     """Headline out-of-fold metrics of a finished run (E20 Sec. 3.3), judged by its survey
     profile, the same numbers as the Results page."""
     summary, prof = state.run_summary(run.run_id)
@@ -348,7 +332,7 @@ def show_summary(run: RunDir) -> None:
     )
 
 
-def results_link(run: RunDir) -> None:
+def results_link(run: state.RunDir) -> None:
     """A link to the Results page for this run, when that page exists."""
     page = Path(__file__).resolve().parent / "results.py"
     if page.exists():
@@ -363,18 +347,18 @@ def results_link(run: RunDir) -> None:
             pass
 
 
-def run_actions(run: RunDir, now: str) -> None:
+def run_actions(run: state.RunDir, now: str) -> None:
     status = run.status()
     runs = state.runs_dir()
     if now == "queued":
-        ahead = [r.run_id for r in queued_runs(runs)]
+        ahead = [r.run_id for r in jobs.queued_runs(runs)]
         place = ahead.index(run.run_id) + 1 if run.run_id in ahead else 1
-        pid = worker_pid(runs)
+        pid = jobs.worker_pid(runs)
         if pid is None:
             pid = jobs.ensure_worker(runs)
         st.info(f"Waiting in the queue (position {place}); worker pid {pid}.")
     elif now == "running":
-        fraction, text = run_progress(run)
+        fraction, text = state.run_progress(run)
         if text == "setup":
             text = "setting up: reading the catalogue, simulating the pretraining set if needed"
         loss = status.get("loss")
@@ -397,7 +381,7 @@ def run_actions(run: RunDir, now: str) -> None:
             "other choices (resuming it would fail the same way)."
         )
     token = state.owner_token()
-    mine = is_owner(run, token)
+    mine = jobs.is_owner(run, token)
     confirmed = mine or ownership_note(run, now)
     c1, c2, _ = st.columns([1, 1, 4])
     if now in ACTIVE and c1.button("Cancel", key=f"cancel_{run.run_id}", disabled=not confirmed):
@@ -412,7 +396,7 @@ def run_actions(run: RunDir, now: str) -> None:
         st.rerun()
 
 
-def ownership_note(run: RunDir, now: str) -> bool:
+def ownership_note(run: state.RunDir, now: str) -> bool:
     """Say that another browser (or the command line) queued ``run``: read-only here; True once
     the user ticks the box to act on it anyway (docs/app.md, "Who owns a run")."""
     if now not in (*ACTIVE, "cancelled", "failed", "interrupted"):
@@ -423,9 +407,9 @@ def ownership_note(run: RunDir, now: str) -> bool:
     return st.checkbox("I want to cancel or resume someone else's run", key=f"others_{run.run_id}")
 
 
-def run_view(run: RunDir) -> None:
+def run_view(run: state.RunDir) -> None:
     """Status, progress, loss curves and log of one run (re-drawn every 2 s while active)."""
-    now = run_state(run)
+    now = state.run_state(run)
     last = st.session_state.setdefault("run_states", {})
     if last.get(run.run_id, now) != now and now not in ACTIVE:
         last[run.run_id] = now
@@ -433,7 +417,7 @@ def run_view(run: RunDir) -> None:
     last[run.run_id] = now
     run_header(run, now)
     run_actions(run, now)
-    curves = training_curves(run.metrics())
+    curves = state.training_curves(run.metrics())
     if curves:
         st.plotly_chart(plots_data.training_curves(curves), key=f"curves_{run.run_id}")
     elif now in ACTIVE:
@@ -443,13 +427,13 @@ def run_view(run: RunDir) -> None:
         st.code(log.read_text(errors="replace")[-4000:] if log.exists() else "(no log yet)")
 
 
-def runs_table(runs: list[RunDir]) -> pd.DataFrame:
+def runs_table(runs: list[state.RunDir]) -> pd.DataFrame:
     """One row per run: name, state, when, preset (or template fit), the catalogue's given name,
     pretraining, and the headline metrics by each run's survey profile."""
     rows = []
     for run in runs:
         config, card = run.config(), run.card()
-        now = run_state(run)
+        now = state.run_state(run)
         summary, prof = state.run_summary(run.run_id) if now == "finished" else ({}, None)
         template = config.get("kind") == "templatefit"
         rows.append(
@@ -480,7 +464,7 @@ def _show(key: str) -> None:
 
 
 def runs_section() -> None:
-    runs = list_runs(state.runs_dir())
+    runs = state.runs()
     if not runs:
         st.info("No run yet: queue one with the form on the left.")
         return
@@ -501,12 +485,12 @@ def runs_section() -> None:
     )
     if pick != state.query_value("run"):
         state.set_query_value("run", pick)
-    run = RunDir(state.runs_dir() / pick)
-    active = run_state(run) in ACTIVE
+    run = state.run_dir(pick)
+    active = state.run_state(run) in ACTIVE
     st.fragment(run_every=2 if active else None)(safe_run_view)(run)
 
 
-def safe_run_view(run: RunDir) -> None:
+def safe_run_view(run: state.RunDir) -> None:
     try:
         run_view(run)
     except Exception as exc:  # a fragment rerun is outside the page's try

@@ -104,3 +104,58 @@ def test_the_formatter_decides_line_breaks() -> None:
         if marker in line or ("# fmt: " + "off") in line
     ]
     assert not found, found
+
+
+def _public_names() -> set[str]:
+    """``deepz_core.__all__``, read from the source (no import)."""
+    tree = ast.parse((PACKAGE / "__init__.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets
+        ):
+            return set(ast.literal_eval(node.value))
+    raise AssertionError("deepz_core/__init__.py has no __all__")
+
+
+def _internal_imports(source: str, public: set[str]) -> list[str]:
+    """The imports in ``source`` that reach past deepz_core's public API: a subpackage or module
+    of deepz_core, or a name of ``deepz_core`` that is not in ``public``."""
+    bad = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            bad += [
+                f"{node.lineno}: import {a.name}"
+                for a in node.names
+                if a.name.startswith("deepz_core.")
+            ]
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "deepz_core":
+            names = [a.name for a in node.names]
+            if node.module != "deepz_core" or not set(names) <= public:
+                bad.append(f"{node.lineno}: from {node.module} import {', '.join(names)}")
+    return sorted(bad, key=lambda text: int(text.split(":")[0]))
+
+
+def test_the_layout_check_finds_internal_imports() -> None:
+    public = {"DeepzError", "read_catalog"}
+    source = (
+        "import deepz_core\nimport deepz_core as dz\nfrom deepz_core import DeepzError\n"
+        "def f():\n    from deepz_core.rundir import RunDir\n"
+        "import deepz_core.jobs.status\nfrom deepz_core import uploads\n"
+    )
+    found = _internal_imports(source, public)
+    assert [line.split(":")[0] for line in found] == ["5", "6", "7"], found
+
+
+def test_pages_import_only_the_public_api() -> None:
+    """Pages are thin layers (issue 24): they import app modules and deepz_core's public names
+    (``deepz_core.__all__``); what they need from the subpackages goes through app/."""
+    public = _public_names()
+    assert {"DeepzError", "read_catalog", "train"} <= public
+    pages = sorted((ROOT / "pages").glob("*.py"))
+    assert pages, "no pages found"
+    bad = [
+        f"pages/{path.name}:{line}"
+        for path in pages
+        for line in _internal_imports(path.read_text(), public)
+    ]
+    assert not bad, "pages import deepz_core internals (wrap them in app/):\n" + "\n".join(bad)
