@@ -76,7 +76,8 @@ def new_simulation() -> None:
             config = sps_config_inputs(bands)
     else:
         st.caption(
-            "The mock uses its built-in PAUS-like observing conditions (deepz_core.simulate.mock)."
+            "The mock uses its built-in PAUS-like observing conditions: depths per band and "
+            "several single exposures per galaxy."
         )
     if st.button("Start simulation", type="primary"):
         try:
