@@ -109,6 +109,12 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--seed", type=int, default=0, help="seed of splits, weights and coadds (0)")
     p.add_argument(
+        "--no-calibrate",
+        action="store_true",
+        help="keep the networks' p(z) as they are: no PIT calibration fitted on the "
+        "out-of-fold predictions (calibration.json; on by default, beyond E20)",
+    )
+    p.add_argument(
         "--out",
         required=True,
         help="run folder to create: config.json, status.json, metrics.jsonl, log.txt, "
@@ -175,7 +181,14 @@ def _train(args: argparse.Namespace) -> int:
 
     model, train = train_overrides(args)
     config = run_config(
-        args.catalog, args.exposures, args.pretrain, args.preset, args.ref_band, model, train
+        args.catalog,
+        args.exposures,
+        args.pretrain,
+        args.preset,
+        args.ref_band,
+        model,
+        train,
+        calibrate=not args.no_calibrate,
     )
     own = tuple(Path(p) for p in (config.catalog, config.exposures) if p is not None)
     with training_folder(Path(args.out), own):  # locked for the whole command
@@ -236,6 +249,12 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--grid", action="store_true", help="also write p(z) on the run's z grid")
     p.add_argument(
+        "--no-calibrate",
+        action="store_true",
+        help="the networks' raw p(z), without the run's PIT calibration (faster; a run "
+        "trained with --no-calibrate has none)",
+    )
+    p.add_argument(
         "--dask",
         help="'local' (LocalCluster, one worker per core), 'local:N' (N workers) or tcp://HOST:PORT",
     )
@@ -275,7 +294,8 @@ def _predict(args: argparse.Namespace) -> int:
     """Photo-z for a catalogue, streamed: ref_id, zphot (mode), zmean, zmedian, z_lo68, z_hi68,
     odds, zspec, pit, mag, flag, out_of_fold, coordinates, and the p(z) as qp mixmod parameters
     (weights, means, stds). Galaxies the run trained on get their out-of-fold p(z). Every output
-    carries its provenance (deepz version, run, model and catalogue checksums, z grid, time)."""
+    carries its provenance (deepz version, run, model and catalogue checksums, z grid, time).
+    Calibrated when the run has a calibration (pit_raw: the PIT before it), unless --no-calibrate."""
     from deepz_core.inference.stream import load_predictor, predict_dataset, predict_file
 
     if args.dask:  # workers resolve --device (this machine may have no GPU)
@@ -284,7 +304,13 @@ def _predict(args: argparse.Namespace) -> int:
     else:
         load_predictor(args.run, args.device)  # a bad run or device fails before any work
     read = _read_options(args)
-    common = dict(chunk_size=args.chunk_size, device=args.device, grid=args.grid, read=read)
+    common = dict(
+        chunk_size=args.chunk_size,
+        device=args.device,
+        grid=args.grid,
+        read=read,
+        calibrate=not args.no_calibrate,
+    )
     if Path(args.out).suffix or args.out_format == "hats":
         if args.dask:
             raise ConfigError(

@@ -22,9 +22,17 @@ from deepz_core.catalog.features import Features, build_features, same_photometr
 from deepz_core.catalog.screen import InputStats, PzFlag
 from deepz_core.errors import ConfigError, TrainingError
 from deepz_core.files import atomic_write
+from deepz_core.inference.calibrate import (
+    MIN_GALAXIES,
+    RunCalibration,
+    fit_run_calibration,
+    load_calibration,
+    save_calibration,
+)
 from deepz_core.nets.deepz import DeepzModel, load_model, load_model_json
+from deepz_core.pz.calibration import PitTransform
 from deepz_core.pz.mixture import GaussianMixture, combine_members
-from deepz_core.pz.products import PzConfig, point_products
+from deepz_core.pz.products import PzConfig, calibrated_products, point_products
 from deepz_core.rundir import RunDir
 from deepz_core.training.config import run_pz_config
 from deepz_core.training.splits import Splits, read_splits
@@ -64,11 +72,14 @@ def predict_features(
     member_mask: np.ndarray | None,
     pz: PzConfig,
     chunk: int | None = None,
+    transform: PitTransform | None = None,
 ) -> dict[str, np.ndarray]:
     """Point products and mixture parameters for every galaxy in ``features`` (dict of (N,) / (N, C)).
 
     The network runs ``chunk`` galaxies at a time (inference_chunk); the p(z) products run on up to
-    PRODUCT_PAIRS / C galaxies at once, so their blocks can be spread over threads (deepz_core.pz.products)."""
+    PRODUCT_PAIRS / C galaxies at once, so their blocks can be spread over threads (deepz_core.pz.products).
+    With a ``transform`` (N,) (``inference.calibrate``) the products and the mixture columns are
+    those of the calibrated p(z) and ``pit_raw`` holds the PIT before calibration."""
     model.eval()
     device = next(model.parameters()).device
     n_comp = model.members * model.config.n_components
@@ -77,6 +88,7 @@ def predict_features(
     parts: list[dict[str, np.ndarray]] = [  # zero rows: the columns of an empty catalogue
         {
             **{k: np.zeros(0) for k in (*POINT_COLUMNS, "pit")},
+            **({"pit_raw": np.zeros(0)} if transform is not None else {}),
             **{k: np.zeros((0, n_comp), np.float32) for k in ("weights", "means", "stds")},
         }
     ]
@@ -91,7 +103,12 @@ def predict_features(
         logits, loc, scale = (torch.cat(t) for t in zip(*mixes, strict=True))  # (n, E*M) each
         mix = GaussianMixture.from_params(logits.double(), loc.double(), scale.double())
         zs = torch.as_tensor(features.zspec[s:e], dtype=torch.float64, device=device)
-        out = {k: v.cpu().numpy() for k, v in point_products(mix, pz, zs).items()}  # float64
+        if transform is not None:
+            products, mix = calibrated_products(mix, pz, transform.take(slice(s, e)), zs)
+            logits, loc, scale = mix.log_weights, mix.loc, mix.scale
+        else:
+            products = point_products(mix, pz, zs)
+        out = {k: v.cpu().numpy() for k, v in products.items()}  # float64
         weights = torch.softmax(logits.double(), -1)  # as the products see them
         out.update(
             weights=weights.float().cpu().numpy(),
@@ -151,6 +168,8 @@ def predictions_table(
     t["zspec"] = features.zspec
     if "pit" in products:
         t["pit"] = products["pit"]
+    if "pit_raw" in products:
+        t["pit_raw"] = products["pit_raw"]
     if features.mag is not None:
         t["mag"] = features.mag
     t["flag"] = features.flags.astype(np.int32)
@@ -248,20 +267,68 @@ def summarise(table: Table) -> dict[str, Any]:
 
 
 def write_run_predictions(
-    run: RunDir, model: DeepzModel, cat: Catalog, features: Features, splits: Splits, pz: PzConfig
+    run: RunDir,
+    model: DeepzModel,
+    cat: Catalog,
+    features: Features,
+    splits: Splits,
+    pz: PzConfig,
+    calibrate: bool = True,
 ) -> dict[str, Any]:
-    """Out-of-fold predictions for the training catalogue: predictions.fits plus summary."""
-    products = predict_features(model, features, splits.predict_mask(), pz)
+    """Out-of-fold predictions for the training catalogue: predictions.fits plus summary. With
+    ``calibrate`` the PIT calibration is fitted on the out-of-fold galaxies with a spec-z
+    (``calibration.json``) and the predictions are the calibrated ones, each training galaxy
+    calibrated without its own PIT (``inference.calibrate``)."""
+    mask = splits.predict_mask()
+    products = predict_features(model, features, mask, pz)
     if features.predictable.any() and not np.isfinite(products["zphot"]).any():
         raise TrainingError("every p(z) of the trained networks is NaN: the run failed")
     from deepz_core.inference.provenance import provenance
 
-    table = predictions_table(features, products, {"out_of_fold": splits.out_of_fold()}, cat)
+    oof = splits.out_of_fold()
+    if calibrate:
+        cal = run_calibration(run, features, products, oof)
+        if cal is not None:
+            transform = cal.transform(galaxy_mags(features), features.ref_id, oof)
+            products = predict_features(model, features, mask, pz, transform=transform)
+    table = predictions_table(features, products, {"out_of_fold": oof}, cat)
     prov = provenance(run.path, run.config().get("catalog"))
     write_table(table, run.file("predictions.fits"), prov)
     summary = summarise(table)
     run.log(f"out-of-fold metrics: {summary}")
     return summary
+
+
+def galaxy_mags(features: Features) -> np.ndarray:
+    """(N,) AB magnitudes of the featured galaxies (NaN where unknown): the calibration's bins."""
+    if features.mag is None:
+        return np.full(features.n, np.nan)
+    return np.asarray(features.mag, dtype=np.float64)
+
+
+def run_calibration(
+    run: RunDir, features: Features, products: dict[str, np.ndarray], oof: np.ndarray
+) -> RunCalibration | None:
+    """Fit and save the run's calibration on the raw out-of-fold products; None (logged) when
+    too few galaxies have a spec-z and a p(z)."""
+    use = oof & np.isfinite(products["pit"]) & np.isfinite(galaxy_mags(features))
+    if use.sum() < MIN_GALAXIES:
+        run.log(
+            f"calibration skipped: {int(use.sum())} out-of-fold galaxies with a spec-z "
+            f"(need {MIN_GALAXIES})"
+        )
+        return None
+    cal = fit_run_calibration(
+        products["pit"][use], galaxy_mags(features)[use], features.ref_id[use]
+    )
+    save_calibration(run, cal)
+    s = cal.summary
+    run.log(
+        f"calibration fitted on {s['n']} galaxies: PIT KS {s['pit_ks_before']:.4f} -> "
+        f"{s['pit_ks_after']:.4f}, 68% interval coverage {s['coverage68_before']:.3f} -> "
+        f"{s['coverage68_after']:.3f} (cross-fitted)"
+    )
+    return cal
 
 
 def predict_catalog(
@@ -270,8 +337,10 @@ def predict_catalog(
     out: Path | str,
     device: str = "cpu",
     pz: PzConfig | None = None,
+    calibrate: bool = True,
 ) -> Table:
-    """Predict a catalogue with a finished run; galaxies it trained on get out-of-fold p(z)."""
+    """Predict a catalogue with a finished run; galaxies it trained on get out-of-fold p(z),
+    calibrated when ``calibrate`` and the run has a calibration."""
     table_format(out)  # a bad output name fails before any work
     run = RunDir(Path(run_dir))
     meta = load_model_json(run.path).get("metadata", {})
@@ -281,7 +350,9 @@ def predict_catalog(
     features = model_features(model, catalog, meta.get("ref_band"))
     mask, oof = member_mask(run, features, model.members)
     pz = pz or run_pz_config(run)
-    products = predict_features(model, features, mask, pz)
+    cal = load_calibration(run.path) if calibrate else None
+    transform = None if cal is None else cal.transform(galaxy_mags(features), features.ref_id, oof)
+    products = predict_features(model, features, mask, pz, transform=transform)
     table = predictions_table(features, products, {"out_of_fold": oof}, catalog)
     write_table(table, out)
     return table

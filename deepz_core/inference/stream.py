@@ -50,8 +50,10 @@ from deepz_core.files import (
     is_temporary,
     lock_folder,
 )
+from deepz_core.inference.calibrate import RunCalibration, load_calibration
 from deepz_core.inference.predict import (
     PRODUCT_COLUMNS,
+    galaxy_mags,
     match_bands,
     member_mask,
     mixture_from_arrays,
@@ -103,16 +105,28 @@ class Predictor:
     model: DeepzModel
     meta: dict[str, Any]
     pz: PzConfig
+    calibration: RunCalibration | None = None
 
-    def __call__(self, cat: Catalog, grid: bool = False, keep: tuple[str, ...] = ()) -> pa.Table:
+    def __call__(
+        self,
+        cat: Catalog,
+        grid: bool = False,
+        keep: tuple[str, ...] = (),
+        calibrate: bool = True,
+    ) -> pa.Table:
         """Predictions for the galaxies of ``cat`` with features (none: an empty table with the
         same columns, so every chunk and part of a dataset has one schema); the coordinates and
-        ``keep`` columns of ``cat`` come along (ConfigError for a ``keep`` column it lacks)."""
+        ``keep`` columns of ``cat`` come along (ConfigError for a ``keep`` column it lacks).
+        Calibrated when ``calibrate`` and the run has a calibration (``inference.calibrate``)."""
         if self.meta.get("bands") is not None:
             cat = match_bands(cat, tuple(self.meta["bands"]))
         features = model_features(self.model, cat, self.meta.get("ref_band"), False)
         mask, oof = member_mask(self.run, features, self.model.members)
-        products = predict_features(self.model, features, mask, self.pz)
+        cal = self.calibration if calibrate else None
+        transform = (
+            None if cal is None else cal.transform(galaxy_mags(features), features.ref_id, oof)
+        )
+        products = predict_features(self.model, features, mask, self.pz, transform=transform)
         extra = {"out_of_fold": oof} | carried_columns(cat, features.rows, keep)
         if grid:
             extra["pz"] = mixture_on_grid(products, self.pz)
@@ -141,12 +155,18 @@ class Predictor:
         return iter_rows(catalog, rows, size, columns, read.conventions)
 
     def tables(
-        self, catalog: str, rows: Range, chunk_size: int, grid: bool, read: ReadOptions | None
+        self,
+        catalog: str,
+        rows: Range,
+        chunk_size: int,
+        grid: bool,
+        read: ReadOptions | None,
+        calibrate: bool = True,
     ) -> Iterator[pa.Table]:
         """Arrow tables of predictions for the rows [start, stop) of ``catalog``, chunk by chunk."""
         read = read or ReadOptions()
         for cat in self.chunks(catalog, rows, chunk_size, read):
-            yield self(cat, grid, read.keep)
+            yield self(cat, grid, read.keep, calibrate)
 
 
 def carried_columns(cat: Catalog, rows: np.ndarray, keep: tuple[str, ...]) -> dict:
@@ -196,7 +216,11 @@ def load_predictor(run_dir: Path | str, device: str = "cpu") -> Predictor:
         meta = load_model_json(run.path).get("metadata", {})
         pz = run_pz_config(run)
         _PREDICTORS[key] = Predictor(
-            run, load_model(run.path, device=str(resolve_device(device))), meta, pz
+            run,
+            load_model(run.path, device=str(resolve_device(device))),
+            meta,
+            pz,
+            load_calibration(run.path),
         )
     return _PREDICTORS[key]
 
@@ -308,12 +332,15 @@ def predict_part(
     grid: bool = False,
     read: ReadOptions | None = None,
     prov: dict[str, str] | None = None,
+    calibrate: bool = True,
 ) -> int:
     """Predict rows [start, stop) of ``catalog`` into the Parquet file ``out`` (atomic), with the
-    provenance ``prov`` (computed here when not given); rows out."""
+    provenance ``prov`` (computed here when not given); rows out. ``calibrate``: apply the run's
+    calibration when it has one."""
     predictor = load_predictor(run_dir, device)
     prov = prov or provenance(run_dir, catalog)
-    return write_parquet(predictor.tables(catalog, rows, chunk_size, grid, read), out, prov)
+    tables = predictor.tables(catalog, rows, chunk_size, grid, read, calibrate)
+    return write_parquet(tables, out, prov)
 
 
 def predict_file(
@@ -325,9 +352,11 @@ def predict_file(
     grid: bool = False,
     read: ReadOptions | None = None,
     out_format: str | None = None,
+    calibrate: bool = True,
 ) -> int:
     """Stream a catalogue into one .parquet file, or a smaller .fits, qp .hdf5 or HATS folder
-    (``out_format='hats'``), written atomically with their provenance; rows out."""
+    (``out_format='hats'``), written atomically with their provenance; rows out. ``calibrate``:
+    apply the run's calibration when it has one."""
     fmt = output_format(out, out_format)
     if chunk_size < 1:
         raise ConfigError(f"--chunk-size must be >= 1, got {chunk_size}")
@@ -335,7 +364,7 @@ def predict_file(
     rows = (0, preflight(run_dir, catalog, read))  # one pass: no partitions to re-decode
     predictor = load_predictor(run_dir, device)
     prov = provenance(run_dir, catalog)
-    tables = predictor.tables(catalog, rows, chunk_size, grid, read)
+    tables = predictor.tables(catalog, rows, chunk_size, grid, read, calibrate)
     if fmt == "parquet":
         return write_parquet(tables, out, prov)
     if rows[1] > MEMORY_MAX_ROWS:
@@ -429,6 +458,7 @@ def predict_dataset(
     grid: bool = False,
     mapper: Mapper = local_map,
     read: ReadOptions | None = None,
+    calibrate: bool = True,
 ) -> int:
     """Partitioned Parquet dataset OUT/part-NNNNN.parquet, _SUCCESS last; rows out. The folder is
     locked for the whole call (a second writer gets an InUseError naming this process); its
@@ -445,7 +475,7 @@ def predict_dataset(
     preflight(run_dir, catalog, read)
     ranges = plan_partitions(catalog, chunk_size)
     with lock_folder(folder, f"dataset folder {folder}"):
-        key = dataset_key(run_dir, catalog, ranges, grid, read)
+        key = dataset_key(run_dir, catalog, ranges, grid, read, calibrate)
         _check_plan(folder, key)
         advice = plan_warning(catalog, chunk_size)
         if advice:
@@ -453,7 +483,7 @@ def predict_dataset(
         names = [folder / f"part-{i:05d}.parquet" for i in range(len(ranges))]
         prov = provenance(run_dir, catalog)
         todo = [
-            (run_dir, catalog, r, str(p), chunk_size, device, grid, read, prov)
+            (run_dir, catalog, r, str(p), chunk_size, device, grid, read, prov, calibrate)
             for r, p in zip(ranges, names, strict=True)
             if not p.exists()
         ]
@@ -492,11 +522,17 @@ _MODEL_DIGESTS: dict[tuple[str, int, int], str] = {}
 
 
 def dataset_key(
-    run_dir: str, catalog: str, ranges: list[Range], grid: bool, read: ReadOptions | None = None
+    run_dir: str,
+    catalog: str,
+    ranges: list[Range],
+    grid: bool,
+    read: ReadOptions | None = None,
+    calibrate: bool = True,
 ) -> dict[str, Any]:
     """What a dataset's parts depend on: the run (checksum of its weights and its p(z) grid), the
-    catalogue (``file_identity``), the partitions, ``--grid`` and the read options
-    (``--keep-columns``, column conventions)."""
+    catalogue (``file_identity``), the partitions, ``--grid``, the read options
+    (``--keep-columns``, column conventions) and ``--no-calibrate`` (recorded only when given, so
+    folders written before calibration existed resume)."""
     model = Path(run_dir) / "model.safetensors"
     stat = model.stat()
     ident = (str(model), stat.st_size, stat.st_mtime_ns)
@@ -512,7 +548,7 @@ def dataset_key(
         "ranges": [list(r) for r in ranges],
         "grid": grid,
         "read": (read or ReadOptions()).key(),
-    }
+    } | ({} if calibrate else {"calibrate": False})
 
 
 def plan_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -535,6 +571,8 @@ def plan_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         out.append("another --chunk-size (other partitions)")
     if old.get("read") != new["read"]:
         out.append("other --keep-columns or column conventions")
+    if old.get("calibrate", True) != new.get("calibrate", True):
+        out.append(f"--no-calibrate {'off' if old.get('calibrate', True) else 'on'} then")
     if old.get("grid") != new["grid"]:
         out.append(
             f"--grid {'on' if old.get('grid') else 'off'} then, {'on' if new['grid'] else 'off'} now"

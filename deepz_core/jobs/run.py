@@ -109,6 +109,7 @@ class Run:
         conventions: Any = None,
         out: str | Path | None = None,
         out_format: str | None = None,
+        calibrate: bool = True,
     ) -> Table:
         """p(z) products for ``catalog``: an astropy Table with one row per catalogue row in its
         order (rows without a p(z) have NaN products and say why in ``flag``); galaxies the run
@@ -118,7 +119,19 @@ class Run:
         come along; ``conventions`` (an InputConventions or its fields as a mapping) read survey
         spellings (``objectId``, ``mag_<band>`` with limits). ``out`` also writes the table with
         its provenance: .parquet, .fits, .hdf5 (a qp file) or, with ``out_format="hats"``, a
-        HATS folder. ``dz.to_qp(table)`` turns the result into a qp ensemble."""
+        HATS folder. ``dz.to_qp(table)`` turns the result into a qp ensemble. ``calibrate``:
+        apply the run's PIT calibration (``pit_raw`` holds the PIT before it); False gives the
+        networks' raw p(z), as does a run trained with ``calibrate=False``.
+
+        >>> import deepz_core as dz
+        >>> cat = dz.simulate_catalog("paus-mock", 600, seed=5)  # 521 with a spec-z
+        >>> run = dz.train(cat, tmp / "c", preset="smoke", pretrain="none")
+        >>> sorted(run.calibration_summary())[:3]
+        ['coverage68_after', 'coverage68_before', 'n']
+        >>> raw = run.predict(cat, calibrate=False)
+        >>> "pit_raw" in run.predict(cat).colnames, "pit_raw" in raw.colnames
+        (True, False)
+        """
         from deepz_core.evaluation.report import PROFILE_META
         from deepz_core.inference.provenance import arrays_sha256, grid_text, provenance
         from deepz_core.inference.qp_io import GRID_META
@@ -133,7 +146,7 @@ class Run:
         fmt = None if out is None else output_format(out, out_format)  # fails before any work
         predictor = load_predictor(self.path, device)
         cat = as_catalog(catalog, conventions=conventions)
-        arrow = predictor(cat, grid, tuple(keep_columns))
+        arrow = predictor(cat, grid, tuple(keep_columns), calibrate)
         if fmt is not None:
             path = catalog if isinstance(catalog, str | Path) else None
             digest = None if path else arrays_sha256([cat.ref_id, cat.flux, cat.flux_error])
@@ -143,6 +156,15 @@ class Run:
         table.meta[GRID_META] = grid_text(predictor.pz)
         table.meta[PROFILE_META] = json.dumps(self.profile.to_dict())
         return table
+
+    def calibration_summary(self) -> dict[str, Any]:
+        """The PIT before and after the run's calibration (KS, share of spec-z inside the 68%
+        interval, overall and per magnitude bin; each training galaxy calibrated without its
+        own PIT); empty for a run without a calibration."""
+        from deepz_core.inference.calibrate import load_calibration
+
+        cal = load_calibration(self.path)
+        return {} if cal is None else dict(cal.summary)
 
     def evaluate(
         self, profile: SurveyProfile | str | dict | None = None, mag_edges: Any = None
@@ -210,6 +232,7 @@ def train(
     name: str | None = None,
     note: str | None = None,
     profile: SurveyProfile | str | dict | None = None,
+    calibrate: bool = True,
 ) -> Run:
     """Train a deepz ensemble of ``members`` x ``folds`` networks on ``catalog`` into the run
     folder ``out`` and return the finished :class:`Run`.
@@ -221,6 +244,8 @@ def train(
     ``model`` / ``options``: ModelConfig / TrainConfig fields that override the preset.
     ``name``, ``note``: what people call the run (its card); ``profile``: the survey profile it is
     judged by ('narrow-band', 'broad-band' or a custom profile's fields; default from the bands).
+    ``calibrate``: fit the PIT calibration on the out-of-fold predictions and apply it (beyond
+    E20; ``calibrate=False`` keeps the networks' p(z) as E20 had them).
 
     Calling ``train`` again with the same ``out``: a finished run is refused; a killed one with
     the same settings resumes; one that never trained starts over; other settings are refused,
@@ -249,7 +274,16 @@ def train(
     with training_folder(out, own):  # refuses a folder of other files before writing anything
         path, written = _catalog_path(catalog, out)
         try:
-            config = run_config(str(path), None, pretrain, preset, ref_band, model, train_options)
+            config = run_config(
+                str(path),
+                None,
+                pretrain,
+                preset,
+                ref_band,
+                model,
+                train_options,
+                calibrate=calibrate,
+            )
         except BaseException:
             if written:  # a refused call leaves the folder as it found it
                 path.unlink(missing_ok=True)

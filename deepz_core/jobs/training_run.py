@@ -78,6 +78,7 @@ def run_config(
     model: dict[str, Any] | None = None,
     train: dict[str, Any] | None = None,
     pz: dict[str, Any] | None = None,
+    calibrate: bool = True,
 ) -> RunConfig:
     """The validated configuration of a new run from a preset and overrides; bad choices raise
     here, before a run folder exists."""
@@ -103,6 +104,7 @@ def run_config(
         },
         train=TrainConfig.from_dict({**p.train, **(train or {})}),
         pz=PzConfig.from_dict(pz) if pz is not None else grid_for(catalog),
+        calibrate=calibrate,
     )
 
 
@@ -388,7 +390,9 @@ def _train(run: RunDir, config: RunConfig) -> None:
         "model",
         metadata={"bands": list(features.bands), "ref_band": features.ref_band},
     )
-    summary = write_run_predictions(run, model, cat, features, splits, config.pz)
+    summary = write_run_predictions(
+        run, model, cat, features, splits, config.pz, calibrate=config.calibrate
+    )
     summary["heldout"] = heldout_summary(run.metrics())
     if "warning" in summary["heldout"]:
         run.log(f"warning: {summary['heldout']['warning']}")

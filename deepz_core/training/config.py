@@ -197,7 +197,8 @@ class RunConfig(Config):
     ``ref_band``: None picks subaru_i, else a band named *_i; ``model``: ModelConfig fields that
     differ from its defaults (``n_inputs`` and ``members`` follow from the catalogue and
     ``train``); ``train``, ``pz``: complete configs. A run written before ``input_norm`` existed
-    reads as E20's input BatchNorm (``ModelConfig.from_stored``).
+    reads as E20's input BatchNorm (``ModelConfig.from_stored``). ``calibrate``: fit the PIT
+    calibration on the out-of-fold predictions and apply it (``inference.calibrate``; beyond E20).
     """
 
     catalog: str
@@ -208,6 +209,7 @@ class RunConfig(Config):
     model: Mapping[str, Any] = field(default_factory=dict)
     train: TrainConfig = field(default_factory=TrainConfig)
     pz: PzConfig = field(default_factory=PzConfig)
+    calibrate: bool = True
 
     CONFIG_NAME: ClassVar[str] = "run"
     NESTED: ClassVar[dict[str, type[Config]]] = {"train": TrainConfig, "pz": PzConfig}
@@ -222,6 +224,7 @@ class RunConfig(Config):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
                 raise ConfigError(f"{name}: expected a string or null, got {getattr(self, name)!r}")
         check_choice("preset", self.preset, tuple(PRESETS))
+        self._set("calibrate", check_bool("calibrate", self.calibrate))
         if not isinstance(self.model, Mapping):
             raise ConfigError(f"model: expected a mapping of model fields, got {self.model!r}")
         for name, cls in self.NESTED.items():

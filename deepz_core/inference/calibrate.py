@@ -1,0 +1,158 @@
+"""A run's p(z) calibration (beyond E20; the transform is ``pz.calibration``): fitted on the
+out-of-fold PITs of the training galaxies, stored in the run as ``calibration.json``, applied at
+prediction time.
+
+Honest out-of-fold numbers need galaxies the calibration never saw, so a run stores CROSS_FOLDS + 1
+calibrations: the training galaxies are cut into CROSS_FOLDS folds by a hash of their ref_id, fold k
+is calibrated by the calibration fitted on the other folds (its predictions in ``predictions.fits``,
+and again whenever the run predicts it), every other galaxy by the one fitted on all of them. The
+stored summary compares the PIT before and after: KS, the share of spec-z inside the 68% interval
+overall and per half magnitude, over the training galaxies with a spec-z (cross-fitted).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from deepz_core.errors import ConfigError
+from deepz_core.files import atomic_write_json
+from deepz_core.pz.calibration import (
+    PitCalibration,
+    PitTransform,
+    fit_pit_calibration,
+    pit_coverage,
+)
+from deepz_core.pz.metrics import DEFAULT_MAG_EDGES, pit_ks
+from deepz_core.rundir import RunDir
+
+CALIBRATION_FILE = "calibration.json"
+CROSS_FOLDS = 5
+MIN_GALAXIES = 200  # fewer out-of-fold spec-z galaxies: no calibration (too noisy to help)
+_HASH = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing of ref_ids into folds
+
+
+@dataclass(frozen=True)
+class RunCalibration:
+    """The calibration fitted on all training galaxies (``full``), the cross-fitted ones
+    (``folds``, k = 0..CROSS_FOLDS-1) and the before/after ``summary``."""
+
+    full: PitCalibration
+    folds: tuple[PitCalibration, ...]
+    summary: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "full": self.full.to_dict(),
+            "folds": [c.to_dict() for c in self.folds],
+            "summary": self.summary,
+        }
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> RunCalibration:
+        try:
+            folds = tuple(PitCalibration.from_dict(d) for d in doc["folds"])
+            return cls(PitCalibration.from_dict(doc["full"]), folds, dict(doc["summary"]))
+        except (KeyError, TypeError) as exc:
+            raise ConfigError(f"{CALIBRATION_FILE}: not a run calibration ({exc!r})") from None
+
+    def transform(self, mag: np.ndarray, ref_id: np.ndarray, training: np.ndarray) -> PitTransform:
+        """g of each galaxy (N,): its cross-fitted calibration where ``training`` (N,) bool (an
+        out-of-fold training galaxy), else the full one; ``mag`` (N,) AB (NaN allowed)."""
+        fold = np.where(training, calibration_fold(ref_id, len(self.folds)), -1)
+        x = np.zeros((len(mag), len(self.full.y)))
+        for k, cal in [(-1, self.full), *enumerate(self.folds)]:
+            rows = np.flatnonzero(fold == k)
+            if len(rows):
+                x[rows] = cal.transform(np.asarray(mag)[rows]).x.numpy()
+        return PitTransform(torch.as_tensor(x), torch.as_tensor(self.full.y))
+
+
+def calibration_fold(ref_id: np.ndarray, folds: int = CROSS_FOLDS) -> np.ndarray:
+    """(N,) fold 0..folds-1 of each ref_id (N,): a fixed hash, the same in every process."""
+    ids = np.asarray(ref_id).astype(np.int64).astype(np.uint64)
+    with np.errstate(over="ignore"):
+        return ((ids * _HASH) >> np.uint64(32)).astype(np.int64) % folds
+
+
+def fit_run_calibration(
+    pit: np.ndarray, mag: np.ndarray, ref_id: np.ndarray, folds: int = CROSS_FOLDS
+) -> RunCalibration:
+    """Fit the full and the cross-fitted calibrations on the raw PITs (N,) of out-of-fold training
+    galaxies with a spec-z, their magnitudes and ref_ids (N,); the summary is computed here."""
+    pit, mag = np.asarray(pit, dtype=np.float64), np.asarray(mag, dtype=np.float64)
+    if len(pit) < MIN_GALAXIES:
+        raise ConfigError(
+            f"calibration: {len(pit)} out-of-fold galaxies with a spec-z, need >= {MIN_GALAXIES}"
+        )
+    fold = calibration_fold(ref_id, folds)
+    cross = tuple(fit_pit_calibration(pit[fold != k], mag[fold != k]) for k in range(folds))
+    full = fit_pit_calibration(pit, mag)
+    cal = RunCalibration(full, cross, {})
+    after = (
+        cal.transform(mag, ref_id, np.ones(len(pit), bool))
+        .forward(torch.as_tensor(pit)[:, None])[:, 0]
+        .numpy()
+    )
+    return RunCalibration(full, cross, pit_summary(pit, after, mag))
+
+
+def pit_summary(before: np.ndarray, after: np.ndarray, mag: np.ndarray) -> dict[str, Any]:
+    """PIT KS and 68% coverage before / after (cross-fitted), overall and per magnitude bin."""
+    rows = []
+    edges = DEFAULT_MAG_EDGES
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        s = (mag >= lo) & (mag < hi) if hi < edges[-1] else (mag >= lo) & (mag <= hi)
+        rows.append(
+            {
+                "lo": float(lo),
+                "hi": float(hi),
+                "n": int(s.sum()),
+                "coverage68_before": pit_coverage(before[s]),
+                "coverage68_after": pit_coverage(after[s]),
+                "pit_ks_before": pit_ks(before[s]).statistic,
+                "pit_ks_after": pit_ks(after[s]).statistic,
+            }
+        )
+    return {
+        "n": len(before),
+        "pit_ks_before": pit_ks(before).statistic,
+        "pit_ks_after": pit_ks(after).statistic,
+        "coverage68_before": pit_coverage(before),
+        "coverage68_after": pit_coverage(after),
+        "per_magnitude": rows,
+        "note": "after: each galaxy calibrated by the calibration fitted without it",
+    }
+
+
+def save_calibration(run: RunDir, cal: RunCalibration) -> Path:
+    """Write ``calibration.json`` (NaN written as null)."""
+    return atomic_write_json(run.file(CALIBRATION_FILE), _jsonable(cal.to_dict()))
+
+
+def load_calibration(run_path: Path | str) -> RunCalibration | None:
+    """The run's calibration, or None for a run without one (trained with calibration off, or
+    before calibration existed)."""
+    path = Path(run_path) / CALIBRATION_FILE
+    if not path.exists():
+        return None
+    try:
+        doc = json.loads(path.read_text())
+    except ValueError as exc:
+        raise ConfigError(f"{path}: not JSON ({exc})") from None
+    return RunCalibration.from_dict(doc)
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, float | np.floating):
+        return float(obj) if np.isfinite(obj) else None
+    return obj
