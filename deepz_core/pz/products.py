@@ -294,7 +294,7 @@ def calibrated_products(
     zphot stays the mode of the raw p(z): the calibration reshapes the uncertainty, and the mode
     of g'(F(z)) p(z) is a worse point estimate (measured on the demo mock: sigma68 +2-4%). Exact:
     the quantiles F^-1(g^-1(q)), ODDS g(F(zphot + w/2)) - g(F(zphot - w/2)), PIT g(F(zs)) (and
-    the raw PIT F(zs) as ``pit_raw``); zmean is the refitted mixture's mean, the exact mean of the
+    the raw PIT F(zs) as ``pit_raw``); zmean is the refitted mixture's mean, the mean of the
     calibrated p(z)."""
     p = _Params.of(mix)
     tr = transform.to(p.loc.device)
