@@ -89,7 +89,13 @@ def _mag_bins(runs: list[str]) -> tuple | None:
 
 def _figures(stats: dict[str, dict], outlier: float) -> None:
     by_mag = {r: s["by_mag"] for r, s in stats.items() if "by_mag" in s}
-    pit = {r: (*s["pit"], s["pit_ks"]) for r, s in stats.items() if "pit" in s}
+    pit = {}
+    for r, s in stats.items():
+        if "pit_raw" in s:  # a calibrated run: the PIT before and after (beyond E20)
+            pit[f"{r}: before calibration"] = (*s["pit_raw"], s["pit_raw_ks"])
+            pit[f"{r}: calibrated"] = (*s["pit"], s["pit_ks"])
+        elif "pit" in s:
+            pit[r] = (*s["pit"], s["pit_ks"])
     dens = {r: s["spec_density"] for r, s in stats.items() if "spec_density" in s}
     left, right = st.columns(2)
     if by_mag:
@@ -104,6 +110,7 @@ def _figures(stats: dict[str, dict], outlier: float) -> None:
         left.info("No magnitudes in these runs' catalogues: no metrics per magnitude bin.")
     if pit:
         right.plotly_chart(plots.pit_figure(pit), key="results_pit")
+    _coverage(stats)
     if dens:
         st.plotly_chart(plots.spec_density_figure(dens), key="results_density_fig3")
         st.caption(
@@ -112,11 +119,54 @@ def _figures(stats: dict[str, dict], outlier: float) -> None:
         )
 
 
+def _coverage(stats: dict[str, dict]) -> None:
+    """The 68% intervals' coverage before and after each calibrated run's calibration."""
+    calibrated = {r: s["coverage68"] for r, s in stats.items() if "coverage68" in s}
+    if not calibrated:
+        return
+    st.subheader("Calibrated p(z) (beyond E20)")
+    st.caption(
+        "Share of spec-z inside the 68% interval [z_lo68, z_hi68] (target 68%), before and after "
+        "the run's PIT calibration; each scored galaxy is calibrated by the calibration fitted "
+        "without it. Train with --no-calibrate (or predict with it) for the raw p(z)."
+    )
+    rows = []
+    for run_id, c in calibrated.items():
+        rows.append(
+            {
+                "run": run_id,
+                "iAB": "all",
+                "galaxies": c["n"],
+                "before": c["raw"],
+                "after": c["calibrated"],
+            }
+        )
+        rows += [
+            {
+                "run": run_id,
+                "iAB": f"{b['lo']:.1f}-{b['hi']:.1f}",
+                "galaxies": b["n"],
+                "before": b["raw"],
+                "after": b["calibrated"],
+            }
+            for b in c["per_magnitude"]
+            if b["n"]
+        ]
+    share = st.column_config.NumberColumn(format="percent")
+    st.dataframe(
+        pd.DataFrame(rows),
+        hide_index=True,
+        width="stretch",
+        column_config={"before": share, "after": share},
+    )
+
+
 def _downloads(runs: list[str]) -> None:
     st.subheader("Download predictions")
     st.caption(
         "One row per galaxy: ref_id, zphot (mode), zmean, zmedian, z_lo68/z_hi68, odds, zspec, pit, "
-        "mag, out_of_fold and the ensemble mixture (weights, means, stds; qp 'mixmod' layout)."
+        "mag, out_of_fold and the ensemble mixture (weights, means, stds; qp 'mixmod' layout); "
+        "a calibrated run's products and mixture are the calibrated ones (pit_raw: the PIT before)."
     )
     for col, run_id in zip(st.columns(len(runs)), runs, strict=True):
         key = state.run_key(run_id)

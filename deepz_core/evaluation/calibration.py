@@ -16,7 +16,7 @@ from astropy.table import Table
 from deepz_core.errors import CatalogError
 from deepz_core.evaluation.report import evaluate_table
 from deepz_core.pz.calibration import pit_coverage
-from deepz_core.pz.metrics import DEFAULT_MAG_EDGES, pit_histogram, pit_ks
+from deepz_core.pz.metrics import DEFAULT_MAG_EDGES
 from deepz_core.pz.products import PzConfig
 
 LEVEL = 0.6827  # the 68% interval's probability (z_lo68, z_hi68)
@@ -43,24 +43,6 @@ def coverage_by_mag(
             }
         )
     return rows
-
-
-def pit_before_after(t: Table, bins: int = 20) -> dict[str, Any]:
-    """PIT histograms (density (bins,), edges (bins + 1,)) and KS (statistic, p-value) of the
-    calibrated ``pit`` and, when the table has it, the raw ``pit_raw``, over the galaxies with both
-    finite; keys ``calibrated`` and ``raw`` (absent for a table without ``pit_raw``)."""
-    if "pit" not in t.colnames:
-        raise CatalogError(f"no pit column in the predictions (columns {t.colnames[:8]})")
-    pit = np.asarray(t["pit"], dtype=np.float64)
-    raw = np.asarray(t["pit_raw"], dtype=np.float64) if "pit_raw" in t.colnames else None
-    use = np.isfinite(pit) & (np.isfinite(raw) if raw is not None else True)
-    out: dict[str, Any] = {}
-    for name, values in (("calibrated", pit), ("raw", raw)):
-        if values is not None and use.any():
-            v = np.clip(values[use], 0.0, 1.0)
-            ks = pit_ks(v)
-            out[name] = (*pit_histogram(v, bins), (ks.statistic, ks.pvalue))
-    return out
 
 
 def compare_calibration(

@@ -18,14 +18,16 @@ from astropy.table import Table
 
 from deepz_core.catalog.catalog import native_array
 from deepz_core.errors import ConfigError
+from deepz_core.evaluation.calibration import LEVEL, coverage_by_mag
 from deepz_core.evaluation.profiles import PROFILES, SurveyProfile
 from deepz_core.inference.predict import mixture_from_arrays
 from deepz_core.pz import metrics
+from deepz_core.pz.calibration import pit_coverage
 from deepz_core.pz.products import mixture_odds
 from deepz_core.training.splits import Z_LABEL_MAX
 
 PAUS_TARGET = 0.0035  # sigma68 of dz = (zp - zs)/(1 + zs) for the best 50% (E20 Sec. 6.2)
-POINT_NAMES = ("zphot", "zmean", "zmedian", "z_lo68", "z_hi68", "odds", "zspec", "pit")
+POINT_NAMES = ("zphot", "zmean", "zmedian", "z_lo68", "z_hi68", "odds", "zspec", "pit", "pit_raw")
 CUT_COMPLETENESS = np.round(np.linspace(0.02, 1.0, 50), 6)
 EXPORT_FORMATS = ("fits", "csv", "parquet")
 
@@ -133,7 +135,10 @@ def results_stats(
     point metrics with its outlier threshold and the catastrophic rate, σ68 of the best
     ``target_fraction`` by ``odds`` (N,) (ODDS for the profile's window; default the stored
     column), metrics per magnitude bin (Fig. 2; ``mag_edges`` default: bins that follow the
-    data), PIT histogram and KS test (Fig. 8), metrics vs training spec-z density (Fig. 3)."""
+    data), PIT histogram and KS test (Fig. 8), metrics vs training spec-z density (Fig. 3). A
+    calibrated run (``pit_raw`` column, ``inference.calibrate``) adds ``pit_raw``/``pit_raw_ks``
+    (the PIT before the calibration) and ``coverage68``: the share of spec-z inside the 68%
+    interval before and after, overall and per magnitude bin."""
     profile = profile or PROFILES["narrow-band"]
     use = pred.scored & np.isfinite(pred.zphot)
     zp, zs = pred.zphot[use], pred.zspec[use]
@@ -155,6 +160,7 @@ def results_stats(
     pit = pit[np.isfinite(pit)]
     out["pit"] = metrics.pit_histogram(pit, pit_bins)
     out["pit_ks"] = metrics.pit_ks(pit)
+    out |= _calibration_stats(pred, use, pit_bins)
     train = training_zspec(pred)
     top = int(metrics.spec_density(zs, train).max())
     edges = density_edges(top)
@@ -181,6 +187,39 @@ def headline(
     if np.isfinite(score[use]).all():
         best = metrics.odds_curve(zp, zs, score[use], [profile.target_fraction], profile.outlier)
         out["best_sigma68"] = float(best["sigma68"][0])
+    return out
+
+
+def _calibration_stats(pred: Predictions, use: np.ndarray, pit_bins: int) -> dict[str, Any]:
+    """PIT before calibration and 68% coverage before / after of the scored galaxies ``use`` (N,);
+    empty for predictions without ``pit_raw``."""
+    raw, cal = pred.pit_raw[use], pred.pit[use]
+    both = np.isfinite(raw) & np.isfinite(cal)
+    if not both.any():
+        return {}
+    out: dict[str, Any] = {
+        "pit_raw": metrics.pit_histogram(raw[both], pit_bins),
+        "pit_raw_ks": metrics.pit_ks(raw[both]),
+    }
+    mag = pred.mag[use][both] if pred.mag is not None else np.full(int(both.sum()), np.nan)
+    rows = [
+        {
+            "lo": after["lo"],
+            "hi": after["hi"],
+            "n": after["n"],
+            "raw": before["coverage68"],
+            "calibrated": after["coverage68"],
+        }
+        for before, after in zip(
+            coverage_by_mag(raw[both], mag), coverage_by_mag(cal[both], mag), strict=True
+        )
+    ]
+    out["coverage68"] = {
+        "n": int(both.sum()),
+        "raw": pit_coverage(raw[both], LEVEL),
+        "calibrated": pit_coverage(cal[both], LEVEL),
+        "per_magnitude": rows,
+    }
     return out
 
 

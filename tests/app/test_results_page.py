@@ -100,6 +100,10 @@ def test_results_page(at_home) -> None:
     table = at.dataframe[0].value
     assert table["run"][0].startswith("r1 — mock.fits") and table["scored galaxies"][0] > 200
     assert len(at.get("plotly_chart")) == 4  # D1, Fig. 2, Fig. 8, Fig. 3
+    # the run is calibrated (beyond E20): the PIT before and after, and the 68% coverage table
+    assert any("Calibrated p(z)" in h.value for h in at.subheader)
+    coverage = at.dataframe[1].value
+    assert list(coverage["iAB"])[0] == "all" and {"before", "after"} <= set(coverage.columns)
     labels = [b.proto.label for b in at.get("download_button")]
     assert labels[:2] == ["r1: FITS", "r1: Parquet"]
     assert at.query_params["runs"] == "r1"
