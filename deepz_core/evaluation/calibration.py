@@ -15,7 +15,7 @@ from astropy.table import Table
 
 from deepz_core.errors import CatalogError
 from deepz_core.evaluation.report import evaluate_table
-from deepz_core.pz.calibration import pit_coverage
+from deepz_core.pz.calibration import half_mag_edges, pit_coverage
 from deepz_core.pz.metrics import DEFAULT_MAG_EDGES
 from deepz_core.pz.products import PzConfig
 
@@ -46,14 +46,12 @@ def coverage_by_mag(
 
 
 def compare_calibration(
-    raw: Table,
-    calibrated: Table,
-    pz: PzConfig | None = None,
-    mag_edges: np.ndarray = DEFAULT_MAG_EDGES,
+    raw: Table, calibrated: Table, pz: PzConfig | None = None, mag_edges: np.ndarray | None = None
 ) -> dict[str, Any]:
     """The same galaxies predicted without (``raw``) and with the calibration: sigma68, PIT KS,
     CDE loss and 68% coverage of each (``evaluate_table``'s galaxies: spec-z and a p(z), out of
-    fold where the table says so), the sigma68 ratio, and coverage per magnitude bin."""
+    fold where the table says so), the sigma68 ratio, and coverage per magnitude bin
+    (``mag_edges``; None: ``half_mag_edges`` of the scored galaxies)."""
     if len(raw) != len(calibrated) or not np.array_equal(
         np.asarray(raw["ref_id"]), np.asarray(calibrated["ref_id"])
     ):
@@ -62,15 +60,14 @@ def compare_calibration(
     for name, t in (("raw", raw), ("calibrated", calibrated)):
         rep = evaluate_table(t, pz)["overall"]
         pit, mag, use = _scored(t)
+        edges = half_mag_edges(mag[use]) if mag is not None and mag_edges is None else mag_edges
         out[name] = {
             "n": int(use.sum()),
             "sigma68": rep["sigma68"],
             "pit_ks": rep.get("pit_ks", float("nan")),
             "cde_loss": rep["cde_loss"],
             "coverage68": pit_coverage(pit[use], LEVEL),
-            "per_magnitude": coverage_by_mag(pit[use], mag[use], mag_edges)
-            if mag is not None
-            else [],
+            "per_magnitude": coverage_by_mag(pit[use], mag[use], edges) if mag is not None else [],
         }
     out["sigma68_ratio"] = out["calibrated"]["sigma68"] / out["raw"]["sigma68"]
     return out

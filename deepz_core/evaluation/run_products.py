@@ -22,7 +22,7 @@ from deepz_core.evaluation.calibration import LEVEL, coverage_by_mag
 from deepz_core.evaluation.profiles import PROFILES, SurveyProfile
 from deepz_core.inference.predict import mixture_from_arrays
 from deepz_core.pz import metrics
-from deepz_core.pz.calibration import pit_coverage
+from deepz_core.pz.calibration import half_mag_edges, pit_coverage
 from deepz_core.pz.products import mixture_odds
 from deepz_core.training.splits import Z_LABEL_MAX
 
@@ -211,7 +211,9 @@ def _calibration_stats(pred: Predictions, use: np.ndarray, pit_bins: int) -> dic
             "calibrated": after["coverage68"],
         }
         for before, after in zip(
-            coverage_by_mag(raw[both], mag), coverage_by_mag(cal[both], mag), strict=True
+            coverage_by_mag(raw[both], mag, half_mag_edges(mag)),
+            coverage_by_mag(cal[both], mag, half_mag_edges(mag)),
+            strict=True,
         )
     ]
     out["coverage68"] = {

@@ -25,10 +25,12 @@ from deepz_core.files import atomic_write_json
 from deepz_core.pz.calibration import (
     PitCalibration,
     PitTransform,
+    PoolScale,
     fit_pit_calibration,
+    half_mag_edges,
     pit_coverage,
 )
-from deepz_core.pz.metrics import DEFAULT_MAG_EDGES, pit_ks
+from deepz_core.pz.metrics import pit_ks
 from deepz_core.rundir import RunDir
 
 CALIBRATION_FILE = "calibration.json"
@@ -45,32 +47,48 @@ class RunCalibration:
     full: PitCalibration
     folds: tuple[PitCalibration, ...]
     summary: dict[str, Any]
+    pool: PoolScale | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "full": self.full.to_dict(),
             "folds": [c.to_dict() for c in self.folds],
             "summary": self.summary,
+            "pool": None if self.pool is None else self.pool.to_dict(),
         }
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> RunCalibration:
         try:
             folds = tuple(PitCalibration.from_dict(d) for d in doc["folds"])
-            return cls(PitCalibration.from_dict(doc["full"]), folds, dict(doc["summary"]))
+            pool = None if doc.get("pool") is None else PoolScale.from_dict(doc["pool"])
+            return cls(PitCalibration.from_dict(doc["full"]), folds, dict(doc["summary"]), pool)
         except (KeyError, TypeError) as exc:
             raise ConfigError(f"{CALIBRATION_FILE}: not a run calibration ({exc!r})") from None
 
     def transform(self, mag: np.ndarray, ref_id: np.ndarray, training: np.ndarray) -> PitTransform:
         """g of each galaxy (N,): its cross-fitted calibration where ``training`` (N,) bool (an
-        out-of-fold training galaxy), else the full one; ``mag`` (N,) AB (NaN allowed)."""
+        out-of-fold training galaxy), else the full one, times the pool scale (the galaxy's p(z)
+        pools all networks); ``mag`` (N,) AB (NaN allowed)."""
         fold = np.where(training, calibration_fold(ref_id, len(self.folds)), -1)
         x = np.zeros((len(mag), len(self.full.y)))
         for k, cal in [(-1, self.full), *enumerate(self.folds)]:
             rows = np.flatnonzero(fold == k)
             if len(rows):
                 x[rows] = cal.transform(np.asarray(mag)[rows]).x.numpy()
-        return PitTransform(torch.as_tensor(x), torch.as_tensor(self.full.y))
+        scale = np.ones(len(mag))
+        if self.pool is not None:
+            scale = np.where(training, 1.0, self.pool.at(np.asarray(mag)))
+        y = torch.as_tensor(scale)[:, None] * torch.as_tensor(self.full.y)[None, :]
+        return PitTransform(torch.as_tensor(x), y)
+
+    def with_pool(self, pool: PoolScale | None) -> RunCalibration:
+        """This calibration with the pool scale ``pool`` (its lambdas in the summary)."""
+        summary = dict(self.summary)
+        if pool is not None:
+            summary["pool_scale"] = {"mag": list(pool.mag_centres), "scale": list(pool.scale)}
+            summary["n_pool"] = pool.n_fit
+        return RunCalibration(self.full, self.folds, summary, pool)
 
 
 def calibration_fold(ref_id: np.ndarray, folds: int = CROSS_FOLDS) -> np.ndarray:
@@ -105,7 +123,7 @@ def fit_run_calibration(
 def pit_summary(before: np.ndarray, after: np.ndarray, mag: np.ndarray) -> dict[str, Any]:
     """PIT KS and 68% coverage before / after (cross-fitted), overall and per magnitude bin."""
     rows = []
-    edges = DEFAULT_MAG_EDGES
+    edges = half_mag_edges(mag)
     for lo, hi in zip(edges[:-1], edges[1:], strict=True):
         s = (mag >= lo) & (mag < hi) if hi < edges[-1] else (mag >= lo) & (mag <= hi)
         rows.append(

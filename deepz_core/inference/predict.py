@@ -30,7 +30,14 @@ from deepz_core.inference.calibrate import (
     save_calibration,
 )
 from deepz_core.nets.deepz import DeepzModel, load_model, load_model_json
-from deepz_core.pz.calibration import PitTransform
+from deepz_core.pz.calibration import (
+    POOL_DZ,
+    POOL_MAX_GALAXIES,
+    POOL_MIN_PER_BIN,
+    PitTransform,
+    PoolScale,
+    fit_pool_scale,
+)
 from deepz_core.pz.mixture import GaussianMixture, combine_members
 from deepz_core.pz.products import PzConfig, calibrated_products, point_products
 from deepz_core.rundir import RunDir
@@ -289,6 +296,8 @@ def write_run_predictions(
     if calibrate:
         cal = run_calibration(run, features, products, oof)
         if cal is not None:
+            cal = cal.with_pool(pool_scale(run, features, products, splits, cal, pz))
+            save_calibration(run, cal)
             transform = cal.transform(galaxy_mags(features), features.ref_id, oof)
             products = predict_features(model, features, mask, pz, transform=transform)
     table = predictions_table(features, products, {"out_of_fold": oof}, cat)
@@ -329,6 +338,45 @@ def run_calibration(
         f"{s['coverage68_after']:.3f} (cross-fitted)"
     )
     return cal
+
+
+def pool_scale(
+    run: RunDir,
+    features: Features,
+    products: dict[str, np.ndarray],
+    splits: Splits,
+    cal: RunCalibration,
+    pz: PzConfig,
+) -> PoolScale | None:
+    """The pool scale of the calibration (``pz.calibration.fit_pool_scale``), fitted on up to
+    POOL_MAX_GALAXIES unflagged galaxies no network trained on (without a spec-z; no redshift is
+    used); None (logged) with one fold or too few such galaxies: new galaxies then get the
+    out-of-fold calibration unchanged."""
+    new = ~splits.train.any(axis=0) & (features.flags == 0) & np.isfinite(products["zphot"])
+    new &= np.isfinite(galaxy_mags(features))
+    rows = np.flatnonzero(new)
+    if splits.folds < 2 or len(rows) < POOL_MIN_PER_BIN:
+        run.log(
+            f"calibration: no pool scale ({len(rows)} galaxies without a spec-z, need "
+            f"{POOL_MIN_PER_BIN}; {splits.folds} folds): new galaxies get the out-of-fold "
+            "calibration, which makes their pooled p(z) too broad"
+        )
+        return None
+    if len(rows) > POOL_MAX_GALAXIES:
+        rows = np.sort(np.random.default_rng(0).choice(rows, POOL_MAX_GALAXIES, replace=False))
+    step = max(pz.dz, POOL_DZ)
+    grid = np.arange(pz.z_min, pz.z_max + step / 2, step)
+    w, mu, sd = (products[k][rows].astype(np.float64) for k in ("weights", "means", "stds"))
+    pool = fit_pool_scale(
+        w, mu, sd, (splits.repetitions, splits.folds), galaxy_mags(features)[rows], cal.full, grid
+    )
+    run.log(
+        f"calibration pool scale on {len(rows)} galaxies without a spec-z: "
+        + ", ".join(
+            f"iAB {m:.2f}: {v:.3f}" for m, v in zip(pool.mag_centres, pool.scale, strict=True)
+        )
+    )
+    return pool
 
 
 def predict_catalog(

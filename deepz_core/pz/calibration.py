@@ -36,6 +36,7 @@ import torch
 from torch import Tensor
 
 from deepz_core.errors import ConfigError
+from deepz_core.pz.metrics import DEFAULT_MAG_EDGES as _MAG_EDGES
 from deepz_core.pz.mixture import GaussianMixture
 
 # quantile levels q_k of the knots: denser in the tails, where outliers make the PIT least uniform
@@ -362,6 +363,15 @@ def _mixture_cdf(w: Tensor, loc: Tensor, scale: Tensor, z: Tensor) -> Tensor:
     return out
 
 
+def half_mag_edges(mag: np.ndarray) -> np.ndarray:
+    """Half-magnitude bin edges from 17.5 to the faintest finite ``mag`` (N,), at least to 22.5
+    (E20's limit; a deep mock's galaxies reach 25)."""
+    mag = np.asarray(mag, dtype=np.float64)
+    faint = np.nanmax(mag) if np.isfinite(mag).any() else _MAG_EDGES[-1]
+    top = max(_MAG_EDGES[-1], np.ceil(2 * faint) / 2)
+    return np.round(np.arange(_MAG_EDGES[0], top + 0.01, 0.5), 6)
+
+
 def pit_coverage(pit: np.ndarray, level: float = 0.6827) -> float:
     """Fraction of PIT values (N,) inside the central ``level`` interval: the share of spec-z inside
     the central interval of that probability (0.6827 for the 68% interval); NaN when empty."""
@@ -371,3 +381,138 @@ def pit_coverage(pit: np.ndarray, level: float = 0.6827) -> float:
         return float("nan")
     lo, hi = 0.5 - level / 2, 0.5 + level / 2
     return float(np.mean((pit >= lo) & (pit <= hi)))
+
+
+POOL_MIN_PER_BIN = 300  # fewest galaxies per magnitude bin of the pool scale
+POOL_MAX_GALAXIES = 4000  # the pool scale is fitted on at most this many galaxies (a fixed subset)
+POOL_DZ = 0.002  # redshift step of the pool-scale integrals
+POOL_SCALE_RANGE = (0.5, 3.0)  # bisection bracket of lambda
+_POOL_BLOCK = 1 << 24  # galaxies x grid points x components per block of member CDFs
+
+
+@dataclass(frozen=True)
+class PoolScale:
+    """lambda(mag) (B,) at the bins' median magnitudes (B,): the calibrated CDF of a p(z) pooled
+    over all E networks is Phi(lambda h(Phi^-1(F(z)))) (``fit_pool_scale``); B = 1: one value."""
+
+    mag_centres: np.ndarray
+    scale: np.ndarray
+    n_fit: int
+
+    def at(self, mag: np.ndarray) -> np.ndarray:
+        """(N,) lambda at magnitudes ``mag`` (N,), linear between the bin centres, constant beyond;
+        NaN magnitudes get the middle bin's."""
+        mag = np.asarray(mag, dtype=np.float64)
+        mid = self.mag_centres[len(self.mag_centres) // 2]
+        return np.interp(np.where(np.isfinite(mag), mag, mid), self.mag_centres, self.scale)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "mag_centres": [float(v) for v in self.mag_centres],
+            "scale": [float(v) for v in self.scale],
+            "n_fit": int(self.n_fit),
+        }
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any]) -> PoolScale:
+        try:
+            out = cls(
+                np.asarray(doc["mag_centres"], dtype=np.float64),
+                np.asarray(doc["scale"], dtype=np.float64),
+                int(doc["n_fit"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"calibration: not a stored pool scale ({exc!r})") from None
+        if out.scale.shape != out.mag_centres.shape or not np.all(out.scale > 0):
+            raise ConfigError(f"calibration: bad pool scale {doc!r}")
+        return out
+
+
+def fit_pool_scale(
+    weights: np.ndarray,
+    means: np.ndarray,
+    stds: np.ndarray,
+    folds: tuple[int, int],
+    mag: np.ndarray,
+    cal: PitCalibration,
+    grid: np.ndarray,
+    min_per_bin: int = POOL_MIN_PER_BIN,
+) -> PoolScale:
+    """lambda per magnitude bin for p(z) pooled over all E = R x K networks (``folds`` = (R, K)),
+    fitted without any redshift: on galaxies no network trained on (N,), each with the mixture
+    (N, E*M) of all E members (member-major components r*K + k, each member's weights 1/E).
+
+    A training galaxy's p(z) pools the R networks of its fold, one per repetition, and ``cal`` is
+    fitted on those. A new galaxy is out of fold for every network, so each of its K fold pools
+    (the R networks of fold k) calibrated by ``cal`` is calibrated; its p(z) pools all K of them,
+    which is broader than each (they disagree), while the truth lies closer to their consensus
+    than to any one of them. lambda is chosen so that, if the redshifts were distributed as the
+    pooled calibrated p(z) narrowed by lambda, each fold pool's calibrated PIT would put 68.27% of
+    them in its central 68.27% interval (for Gaussian fold pools of width s offset by tau around
+    their mean: the width^2 s^2 - tau^2 (1 - 1/K), the error of the pooled mean). Integrals on
+    ``grid`` (G,)."""
+    n = len(weights)
+    mag = np.asarray(mag, dtype=np.float64)
+    bins = int(np.clip(n // max(1, min_per_bin), 1, MAX_BINS))
+    edges = np.quantile(mag, np.linspace(0, 1, bins + 1))
+    idx = np.clip(np.searchsorted(edges, mag, side="right") - 1, 0, bins - 1)
+    centres, scales = [], []
+    for b in range(bins):
+        rows = np.flatnonzero(idx == b)
+        hp, inside = _pool_curves(
+            weights[rows], means[rows], stds[rows], folds, mag[rows], cal, grid
+        )
+        scales.append(_bisect_scale(hp, inside))
+        centres.append(float(np.median(mag[rows])))
+    keep = np.concatenate([[True], np.diff(centres) > 0])  # ties of bin medians: keep the first
+    return PoolScale(np.asarray(centres)[keep], np.asarray(scales)[keep], n)
+
+
+def _pool_curves(
+    w: np.ndarray,
+    mu: np.ndarray,
+    sd: np.ndarray,
+    folds: tuple[int, int],
+    mag: np.ndarray,
+    cal: PitCalibration,
+    grid: np.ndarray,
+) -> tuple[Tensor, Tensor]:
+    """h(Phi^-1(F_pool)) (n, G) and, per fold pool, whether its calibrated CDF lies inside the
+    central 68.27% (n, K, G) bool, on ``grid`` (G,)."""
+    n, c = w.shape
+    reps, k = folds
+    members = reps * k
+    m = c // members
+    z = torch.as_tensor(grid, dtype=torch.float64)
+    tr = cal.transform(mag)
+    hp = torch.empty(n, len(grid), dtype=torch.float64)
+    inside = torch.empty(n, k, len(grid), dtype=torch.bool)
+    step = max(1, _POOL_BLOCK // (len(grid) * c))
+    lo, hi = 0.5 - 0.6827 / 2, 0.5 + 0.6827 / 2
+    for s in range(0, n, step):
+        sl = slice(s, s + step)
+        wt, loc, scale = (torch.as_tensor(a[sl], dtype=torch.float64) for a in (w, mu, sd))
+        comp = torch.special.ndtr((z[None, :, None] - loc[:, None, :]) / scale[:, None, :])  # n,G,C
+        wb = wt.reshape(-1, members, m)
+        fe = torch.einsum("ngem,nem->neg", comp.reshape(-1, len(grid), members, m), wb)
+        fe = fe / wb.sum(-1, keepdim=True).clamp_min(1e-300)  # (n, E, G) member CDFs
+        fe = fe.reshape(len(wb), reps, k, len(grid)).mean(1)  # (n, K, G) fold pools
+        pool = fe.mean(1)  # (n, G)
+        part = tr.take(sl)
+        x = torch.special.ndtri(pool.clamp(0.0, 1.0)).clamp(-PROBIT_CLIP, PROBIT_CLIP)
+        hp[sl] = part.h(x)[0]
+        ge = part.forward(fe.reshape(len(wb), -1)).reshape(fe.shape)
+        inside[sl] = (ge > lo) & (ge < hi)
+    return hp, inside
+
+
+def _bisect_scale(hp: Tensor, inside: Tensor, iterations: int = 30) -> float:
+    """lambda at which the members' expected 68% coverage under Phi(lambda hp) is 0.6827."""
+    lo, hi = POOL_SCALE_RANGE
+    for _ in range(iterations):
+        mid = 0.5 * (lo + hi)
+        g = torch.special.ndtr(mid * hp)
+        dg = torch.diff(g, dim=1, prepend=torch.zeros_like(g[:, :1]))  # (n, G) mass per point
+        cov = float((inside.to(dg.dtype) * dg[:, None, :]).sum(-1).mean())
+        lo, hi = (lo, mid) if cov > 0.6827 else (mid, hi)
+    return 0.5 * (lo + hi)

@@ -8,6 +8,7 @@ from functools import partial
 
 import numpy as np
 import pytest
+import torch
 from scipy import stats
 
 from deepz_core.catalog.io import write_catalog
@@ -21,6 +22,7 @@ from deepz_core.inference.calibrate import (
 )
 from deepz_core.jobs.run import Run
 from deepz_core.jobs.training_run import create_run, execute_run, run_config
+from deepz_core.pz.calibration import PoolScale
 from deepz_core.rundir import RunDir
 from tests.synthetic import synthetic_catalog
 
@@ -132,3 +134,23 @@ def test_a_run_stores_and_applies_its_calibration(trained) -> None:
     assert np.all(
         (cal["z_lo68"][ok] <= cal["zmedian"][ok]) & (cal["zmedian"][ok] <= cal["z_hi68"][ok])
     )
+
+
+def test_new_galaxies_get_the_pool_scale(tmp_path) -> None:
+    pit, mag, ids = _broad_population(3000, seed=4)
+    pool = PoolScale(np.array([19.0, 22.0]), np.array([1.2, 1.4]), 500)
+    cal = fit_run_calibration(pit, mag, ids).with_pool(pool)
+    assert cal.summary["n_pool"] == 500
+    training = np.arange(3000) % 2 == 0
+    tr = cal.transform(mag, ids, training)
+    y = tr.y.numpy()
+    np.testing.assert_allclose(y[training], np.broadcast_to(cal.full.y, y[training].shape))
+    np.testing.assert_allclose(y[~training], pool.at(mag[~training])[:, None] * cal.full.y)
+    # lambda h: the calibrated probit of a new galaxy is lambda times that of the full calibration
+    u = torch.full((3000, 1), 0.8, dtype=torch.float64)
+    plain = cal.full.transform(mag).forward(u)
+    got = tr.forward(u)[~training, 0].numpy()
+    want = stats.norm.cdf(pool.at(mag[~training]) * stats.norm.ppf(plain[~training, 0].numpy()))
+    np.testing.assert_allclose(got, want, rtol=1e-3)
+    save_calibration(RunDir(tmp_path), cal)
+    np.testing.assert_array_equal(load_calibration(tmp_path).pool.scale, pool.scale)
