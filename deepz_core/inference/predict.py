@@ -318,8 +318,8 @@ def galaxy_mags(features: Features) -> np.ndarray:
 def run_calibration(
     run: RunDir, features: Features, products: dict[str, np.ndarray], oof: np.ndarray
 ) -> RunCalibration | None:
-    """Fit and save the run's calibration on the raw out-of-fold products; None (logged) when
-    too few galaxies have a spec-z and a p(z)."""
+    """Fit the run's calibration on the raw out-of-fold products; None (logged) when too few
+    galaxies have a spec-z and a p(z)."""
     use = oof & np.isfinite(products["pit"]) & np.isfinite(galaxy_mags(features))
     if use.sum() < MIN_GALAXIES:
         run.log(
@@ -330,7 +330,6 @@ def run_calibration(
     cal = fit_run_calibration(
         products["pit"][use], galaxy_mags(features)[use], features.ref_id[use]
     )
-    save_calibration(run, cal)
     s = cal.summary
     run.log(
         f"calibration fitted on {s['n']} galaxies: PIT KS {s['pit_ks_before']:.4f} -> "
