@@ -633,3 +633,43 @@ def test_evaluate_with_a_profile_and_magnitude_bins(tmp_path, trained, capsys) -
     assert main([*args[:-1], "13"]) == 2
     assert "--mag-bins must be LO:HI:WIDTH" in capsys.readouterr().err
     assert main([*args, "--profile", "wide-band"]) == 2
+
+
+def test_no_calibrate_flags(tmp_path, trained, files) -> None:
+    """train --no-calibrate records it and fits no calibration; predict --no-calibrate gives the
+    networks' p(z) (no pit_raw column)."""
+    out = tmp_path / "raw"
+    args = ["--pretrain", "none", "--epochs", "1", "--folds", "2", "--batch-size", "50"]
+    assert (
+        main(
+            [
+                "train",
+                "--catalog",
+                str(files["catalog"]),
+                *args,
+                "--no-calibrate",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    assert json.loads((out / "config.json").read_text())["calibrate"] is False
+    assert not (out / "calibration.json").exists()
+    pred = tmp_path / "raw.parquet"
+    assert (
+        main(
+            [
+                "predict",
+                "--run",
+                str(trained),
+                "--catalog",
+                str(files["new_z"]),
+                "--out",
+                str(pred),
+                "--no-calibrate",
+            ]
+        )
+        == 0
+    )
+    assert "pit_raw" not in Table.read(pred).colnames
