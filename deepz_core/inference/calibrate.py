@@ -8,6 +8,11 @@ is calibrated by the calibration fitted on the other folds (its predictions in `
 and again whenever the run predicts it), every other galaxy by the one fitted on all of them. The
 stored summary compares the PIT before and after: KS, the share of spec-z inside the 68% interval
 overall and per half magnitude, over the training galaxies with a spec-z (cross-fitted).
+
+A galaxy the run did not train on pools all K fold networks, a broader p(z) than the out-of-fold
+ones the calibration is fitted on; its calibrated probit is multiplied by the pool scale
+lambda(mag) (``pz.calibration.fit_pool_scale``), fitted at the end of training on the catalogue's
+galaxies without a spec-z, without any redshift (none such: no pool scale).
 """
 
 from __future__ import annotations
