@@ -46,15 +46,6 @@ def small_catalog(tmp_path_factory: pytest.TempPathFactory):
     return path
 
 
-TINY_MODEL = dict(
-    n_latent=2,
-    width=12,
-    encoder_layers=1,
-    decoder_layers=1,
-    photoz_layers=2,
-    photoz_first_width=0,
-    n_components=2,
-)
 TINY_TRAIN = dict(schedule=((1, 1e-3),), batch_size=40, repetitions=1, folds=2, device="cpu")
 
 
@@ -63,7 +54,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory):
     """A tiny finished run (seconds) on 80 synthetic galaxies; returns its folder."""
     from deepz_core.catalog.io import write_catalog
     from deepz_core.jobs.training_run import create_run, execute_run, run_config
-    from tests.synthetic import synthetic_catalog
+    from tests.synthetic import TINY_MODEL, synthetic_catalog
 
     root = tmp_path_factory.mktemp("tiny")
     write_catalog(synthetic_catalog(80, 0, exposures=False), root / "train.fits")

@@ -81,3 +81,15 @@ def with_survey_ids(cat: Catalog, start: int = SDSS_ID) -> Catalog:
         pos = order[np.searchsorted(cat.ref_id, exposures.ref_id, sorter=order)]
         exposures = dataclasses.replace(exposures, ref_id=ids[pos])
     return dataclasses.replace(cat, ref_id=ids, exposures=exposures)
+
+
+# the smallest networks that still learn: for tests that train end to end in seconds
+TINY_MODEL = dict(
+    n_latent=2,
+    width=12,
+    encoder_layers=1,
+    decoder_layers=1,
+    photoz_layers=2,
+    photoz_first_width=0,
+    n_components=2,
+)

@@ -24,7 +24,7 @@ from deepz_core.jobs.run import Run
 from deepz_core.jobs.training_run import create_run, execute_run, run_config
 from deepz_core.pz.calibration import PoolScale
 from deepz_core.rundir import RunDir
-from tests.synthetic import synthetic_catalog
+from tests.synthetic import TINY_MODEL, synthetic_catalog
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -87,15 +87,6 @@ def test_too_few_galaxies_and_damaged_files(tmp_path) -> None:
         load_calibration(tmp_path)
 
 
-TINY_MODEL = dict(
-    n_latent=2,
-    width=12,
-    encoder_layers=1,
-    decoder_layers=1,
-    photoz_layers=2,
-    photoz_first_width=0,
-    n_components=2,
-)
 TRAIN = dict(schedule=((3, 1e-3),), batch_size=50, folds=2, device="cpu", seed=1)
 
 

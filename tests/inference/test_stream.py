@@ -21,17 +21,8 @@ from deepz_core.inference.predict import mixture_from_arrays, predict_catalog
 from deepz_core.jobs.training_run import create_run, execute_run, run_config
 from deepz_core.pz.products import PzConfig
 from deepz_core.rundir import RunDir
-from tests.synthetic import synthetic_catalog
+from tests.synthetic import TINY_MODEL, synthetic_catalog
 
-TINY_MODEL = dict(
-    n_latent=2,
-    width=12,
-    encoder_layers=1,
-    decoder_layers=1,
-    photoz_layers=2,
-    photoz_first_width=0,
-    n_components=2,
-)
 TRAIN = dict(schedule=((1, 1e-3),), batch_size=40, repetitions=1, folds=2, device="cpu", seed=2)
 _synthetic = partial(synthetic_catalog, exposures=False, missing_zspec=0.2)
 

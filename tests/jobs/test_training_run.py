@@ -24,17 +24,8 @@ from deepz_core.jobs.training_run import (
 )
 from deepz_core.rundir import RunDir
 from deepz_core.training.config import PRESETS
-from tests.synthetic import BANDS, synthetic_catalog
+from tests.synthetic import BANDS, TINY_MODEL, synthetic_catalog
 
-TINY_MODEL = dict(
-    n_latent=2,
-    width=12,
-    encoder_layers=1,
-    decoder_layers=1,
-    photoz_layers=2,
-    photoz_first_width=0,
-    n_components=2,
-)
 TRAIN = dict(
     schedule=((3, 1e-3),), batch_size=40, folds=2, checkpoint_every=2, device="cpu", seed=1
 )

@@ -14,17 +14,8 @@ from deepz_core.jobs.training_run import create_run, execute_run, run_config
 from deepz_core.training import pretrained
 from deepz_core.training.config import TrainConfig
 from deepz_core.training.pretrained import PretrainKey
-from tests.synthetic import BANDS, synthetic_catalog
+from tests.synthetic import BANDS, TINY_MODEL, synthetic_catalog
 
-TINY_MODEL = dict(
-    n_latent=2,
-    width=12,
-    encoder_layers=1,
-    decoder_layers=1,
-    photoz_layers=2,
-    photoz_first_width=0,
-    n_components=2,
-)
 TRAIN = dict(
     schedule=((3, 1e-3),),
     batch_size=40,
