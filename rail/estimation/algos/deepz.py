@@ -111,7 +111,12 @@ def deepz_catalog(
     return dz.Catalog.from_table(columns, source="RAIL input", conventions=conventions)
 
 
-DEEPZ_PARAMS = dict(
+DEEPZ_PARAMS = dict(  # what both stages read: RAIL's shared photometry parameters and deepz's
+    bands=SHARED_PARAMS,
+    err_bands=SHARED_PARAMS,
+    nondetect_val=SHARED_PARAMS,
+    nonobserved_val=SHARED_PARAMS,
+    mag_limits=SHARED_PARAMS,
     limit_nsigma=Param(float, 1.0, msg="mag_limits are the magnitudes of N-sigma fluxes"),
     device=Param(str, "auto", msg="torch device: auto (cuda > mps > cpu), cpu, cuda, cuda:N"),
 )
@@ -124,11 +129,6 @@ class DeepzInformer(CatInformer):
     name = "DeepzInformer"
     config_options = CatInformer.config_options.copy()
     config_options.update(
-        bands=SHARED_PARAMS,
-        err_bands=SHARED_PARAMS,
-        nondetect_val=SHARED_PARAMS,
-        nonobserved_val=SHARED_PARAMS,
-        mag_limits=SHARED_PARAMS,
         ref_band=SHARED_PARAMS,
         redshift_col=SHARED_PARAMS,
         id_col=SHARED_PARAMS,
@@ -192,14 +192,7 @@ class DeepzEstimator(CatEstimator):
 
     name = "DeepzEstimator"
     config_options = CatEstimator.config_options.copy()
-    config_options.update(
-        bands=SHARED_PARAMS,
-        err_bands=SHARED_PARAMS,
-        nondetect_val=SHARED_PARAMS,
-        nonobserved_val=SHARED_PARAMS,
-        mag_limits=SHARED_PARAMS,
-        **DEEPZ_PARAMS,
-    )
+    config_options.update(**DEEPZ_PARAMS)
     inputs = [("model", DeepzModelHandle), ("input", TableHandle)]
 
     def open_model(self, **kwargs: Any) -> Any:
