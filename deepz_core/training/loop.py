@@ -137,7 +137,7 @@ def heldout_nll_means(
     for s in range(0, len(z), chunk):
         nll = -model(x[s : s + chunk]).log_prob(z[s : s + chunk])  # (E, n)
         held = heldout[:, s : s + chunk]
-        for total, clip in zip(totals, clips):
+        for total, clip in zip(totals, clips, strict=True):
             capped = nll if clip is None else nll.clamp(max=clip)
             total += (capped * held).sum(dim=1)
     count = heldout.sum(dim=1).clamp_min(1)
