@@ -6,6 +6,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import math
 import os
 import re
 import sys
@@ -16,6 +17,8 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from deepz_core.errors import ConfigError, InUseError
 
@@ -71,6 +74,20 @@ def atomic_write(path: PathLike, write: Callable[[Path], None]) -> Path:
 def atomic_write_json(path: PathLike, obj: object) -> Path:
     """Write ``obj`` as indented JSON, atomically."""
     return atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2, sort_keys=True)))
+
+
+def jsonable(obj: Any) -> Any:
+    """``obj`` with tuples as lists, numpy scalars as Python numbers and NaN/inf as None (JSON has
+    no NaN)."""
+    if isinstance(obj, dict):
+        return {k: jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
 
 
 _TEMP_TAG = re.compile(r"\.[a-z0-9_]{8}")  # tempfile's random part

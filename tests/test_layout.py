@@ -18,6 +18,7 @@ FLOORS = [
     {"training", "simulate"},
     {"inference"},
     {"templatefit", "evaluation"},
+    {"hybrid"},
     {"jobs"},
     {"bench", "experiments"},
     {"cli"},

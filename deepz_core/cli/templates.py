@@ -123,6 +123,45 @@ def _templatefit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _combine_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run", required=True, help="a finished training run folder")
+    p.add_argument(
+        "--templates",
+        default="bcnz2",
+        help="template set of the template fit: bcnz2 (default) or kcorrect",
+    )
+    p.add_argument(
+        "--no-calibrate",
+        action="store_true",
+        help="keep the pooled p(z) raw: no PIT calibration of the combination",
+    )
+    p.add_argument("--workers", default="auto", help="CPU processes: auto (one per core) or N")
+
+
+@command("combine", _combine_args)
+def _combine(args: argparse.Namespace) -> int:
+    """Combine a finished run's networks with the template fit (beyond E20): p_net^a p_tf^b with
+    exponents per half magnitude fitted on the out-of-fold galaxies, then calibrated; writes
+    hybrid.json and hybrid_predictions.fits into the run, which `predict` then uses (its
+    --network-only keeps the fast path). Prints the out-of-fold sigma68 of network, template fit
+    and combination."""
+    from deepz_core.hybrid.runs import check_template_set, fit_hybrid
+    from deepz_core.rundir import RunDir
+
+    check_template_set(args.templates)
+    workers = _workers(args.workers)
+    run = RunDir(Path(args.run))
+    if not run.file("model.safetensors").exists():
+        raise ConfigError(f"--run {args.run} has no trained model (model.safetensors)")
+    with run.locked():
+        hybrid = fit_hybrid(
+            run.path, args.templates, calibrate=not args.no_calibrate, workers=workers
+        )
+    overall = hybrid.summary["overall"]
+    print(json.dumps({"run": str(run.path), "templates": args.templates, **overall}))
+    return 0
+
+
 def _bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--galaxies", type=int, default=2000, help="demo-catalogue galaxies to fit")
     p.add_argument("--device", default="auto", help="auto (cuda > cpu), cpu, cuda, cuda:N")

@@ -12,7 +12,7 @@ from astropy.table import Table
 
 from deepz_core.errors import CatalogError, ConfigError
 from deepz_core.evaluation.profiles import SurveyProfile, profile_for_bands, survey_profile
-from deepz_core.files import atomic_write_json, check_outputs
+from deepz_core.files import atomic_write_json, check_outputs, jsonable
 from deepz_core.pz import metrics
 from deepz_core.pz.products import PzConfig
 
@@ -241,17 +241,5 @@ def evaluate_files(
         raise CatalogError(f"{pred}: no zspec column; pass --catalog with spectroscopic redshifts")
     prof = table_profile(t, catalog) if profile is None else survey_profile(profile)
     report = evaluate_table(t, None, prof, mag_edges)
-    atomic_write_json(out, _jsonable(report))
+    atomic_write_json(out, jsonable(report))
     return report
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return None
-    return obj

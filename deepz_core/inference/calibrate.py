@@ -26,8 +26,10 @@ import numpy as np
 import torch
 
 from deepz_core.errors import ConfigError
-from deepz_core.files import atomic_write_json
+from deepz_core.files import atomic_write_json, jsonable
 from deepz_core.pz.calibration import (
+    MAX_BINS,
+    MIN_PER_BIN,
     PitCalibration,
     PitTransform,
     PoolScale,
@@ -104,18 +106,26 @@ def calibration_fold(ref_id: np.ndarray, folds: int = CROSS_FOLDS) -> np.ndarray
 
 
 def fit_run_calibration(
-    pit: np.ndarray, mag: np.ndarray, ref_id: np.ndarray, folds: int = CROSS_FOLDS
+    pit: np.ndarray,
+    mag: np.ndarray,
+    ref_id: np.ndarray,
+    folds: int = CROSS_FOLDS,
+    min_per_bin: int = MIN_PER_BIN,
+    max_bins: int = MAX_BINS,
 ) -> RunCalibration:
     """Fit the full and the cross-fitted calibrations on the raw PITs (N,) of out-of-fold training
-    galaxies with a spec-z, their magnitudes and ref_ids (N,); the summary is computed here."""
+    galaxies with a spec-z, their magnitudes and ref_ids (N,), in magnitude bins of at least
+    ``min_per_bin`` galaxies, at most ``max_bins`` (``fit_pit_calibration``); the summary is
+    computed here."""
     pit, mag = np.asarray(pit, dtype=np.float64), np.asarray(mag, dtype=np.float64)
     if len(pit) < MIN_GALAXIES:
         raise ConfigError(
             f"calibration: {len(pit)} out-of-fold galaxies with a spec-z, need >= {MIN_GALAXIES}"
         )
     fold = calibration_fold(ref_id, folds)
-    cross = tuple(fit_pit_calibration(pit[fold != k], mag[fold != k]) for k in range(folds))
-    full = fit_pit_calibration(pit, mag)
+    bins = {"min_per_bin": min_per_bin, "max_bins": max_bins}
+    cross = tuple(fit_pit_calibration(pit[fold != k], mag[fold != k], **bins) for k in range(folds))
+    full = fit_pit_calibration(pit, mag, **bins)
     cal = RunCalibration(full, cross, {})
     after = (
         cal.transform(mag, ref_id, np.ones(len(pit), bool))
@@ -155,7 +165,7 @@ def pit_summary(before: np.ndarray, after: np.ndarray, mag: np.ndarray) -> dict[
 
 def save_calibration(run: RunDir, cal: RunCalibration) -> Path:
     """Write ``calibration.json`` (NaN written as null)."""
-    return atomic_write_json(run.file(CALIBRATION_FILE), _jsonable(cal.to_dict()))
+    return atomic_write_json(run.file(CALIBRATION_FILE), jsonable(cal.to_dict()))
 
 
 def load_calibration(run_path: Path | str) -> RunCalibration | None:
@@ -169,13 +179,3 @@ def load_calibration(run_path: Path | str) -> RunCalibration | None:
     except ValueError as exc:
         raise ConfigError(f"{path}: not JSON ({exc})") from None
     return RunCalibration.from_dict(doc)
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, float | np.floating):
-        return float(obj) if np.isfinite(obj) else None
-    return obj

@@ -20,6 +20,7 @@ from astropy.table import Table
 from deepz_core.catalog.catalog import Catalog
 from deepz_core.catalog.features import Features, build_features, same_photometry
 from deepz_core.catalog.screen import InputStats, PzFlag
+from deepz_core.device import resolve_device
 from deepz_core.errors import ConfigError, TrainingError
 from deepz_core.files import atomic_write
 from deepz_core.inference.calibrate import (
@@ -389,9 +390,25 @@ def predict_catalog(
     """Predict a catalogue with a finished run; galaxies it trained on get out-of-fold p(z),
     calibrated when ``calibrate`` and the run has a calibration."""
     table_format(out)  # a bad output name fails before any work
+    catalog, features, products, oof = network_products(run_dir, catalog, device, pz, calibrate)
+    table = predictions_table(features, products, {"out_of_fold": oof}, catalog)
+    write_table(table, out)
+    return table
+
+
+def network_products(
+    run_dir: Path | str,
+    catalog: Catalog,
+    device: str = "cpu",
+    pz: PzConfig | None = None,
+    calibrate: bool = True,
+) -> tuple[Catalog, Features, dict[str, np.ndarray], np.ndarray]:
+    """The run's networks on ``catalog``: the catalogue with the run's bands, its features, their
+    products (``predict_features``; calibrated when ``calibrate`` and the run has a calibration)
+    and the (N,) out-of-fold flags (training galaxies get the members that never saw them)."""
     run = RunDir(Path(run_dir))
     meta = load_model_json(run.path).get("metadata", {})
-    model = load_model(run.path, device=device)
+    model = load_model(run.path, device=resolve_device(device))
     if meta.get("bands") is not None:
         catalog = match_bands(catalog, tuple(meta["bands"]))
     features = model_features(model, catalog, meta.get("ref_band"))
@@ -400,9 +417,7 @@ def predict_catalog(
     cal = load_calibration(run.path) if calibrate else None
     transform = None if cal is None else cal.transform(galaxy_mags(features), features.ref_id, oof)
     products = predict_features(model, features, mask, pz, transform=transform)
-    table = predictions_table(features, products, {"out_of_fold": oof}, catalog)
-    write_table(table, out)
-    return table
+    return catalog, features, products, oof
 
 
 def model_features(

@@ -79,6 +79,7 @@ def run_config(
     train: dict[str, Any] | None = None,
     pz: dict[str, Any] | None = None,
     calibrate: bool = True,
+    templates: str | None = None,
 ) -> RunConfig:
     """The validated configuration of a new run from a preset and overrides; bad choices raise
     here, before a run folder exists."""
@@ -105,6 +106,7 @@ def run_config(
         train=TrainConfig.from_dict({**p.train, **(train or {})}),
         pz=PzConfig.from_dict(pz) if pz is not None else grid_for(catalog),
         calibrate=calibrate,
+        templates=templates,
     )
 
 
@@ -349,6 +351,7 @@ def status_listener(run: RunDir, every: float = 1.0) -> Callable[[str, int, int]
 
 
 def _train(run: RunDir, config: RunConfig) -> None:
+    from deepz_core.hybrid.runs import fit_hybrid
     from deepz_core.inference.predict import write_run_predictions
 
     train = config.train
@@ -394,6 +397,10 @@ def _train(run: RunDir, config: RunConfig) -> None:
         run, model, cat, features, splits, config.pz, calibrate=config.calibrate
     )
     summary["heldout"] = heldout_summary(run.metrics())
+    if config.templates is not None:
+        check_cancel(run, "the combination with the template fit")
+        hybrid = fit_hybrid(run.path, config.templates, calibrate=config.calibrate, log=run.log)
+        summary["combined"] = hybrid.summary["overall"]
     if "warning" in summary["heldout"]:
         run.log(f"warning: {summary['heldout']['warning']}")
     run.set_status("finished", phase="done", summary=summary)

@@ -29,6 +29,7 @@ from deepz_core.errors import ConfigError
 from deepz_core.nets.deepz import ModelConfig
 from deepz_core.pz.products import PzConfig
 from deepz_core.rundir import RunDir
+from deepz_core.sed.template_sets import set_info
 
 Schedule = tuple[tuple[int, float], ...]  # (epochs, learning rate) stages
 OUTLIER_UNITS = ("galaxy", "measurement")  # what outlier_fraction counts (E20 App. B is ambiguous)
@@ -199,6 +200,8 @@ class RunConfig(Config):
     ``train``); ``train``, ``pz``: complete configs. A run written before ``input_norm`` existed
     reads as E20's input BatchNorm (``ModelConfig.from_stored``). ``calibrate``: fit the PIT
     calibration on the out-of-fold predictions and apply it (``inference.calibrate``; beyond E20).
+    ``templates``: a template set (bcnz2, kcorrect) to combine the networks with the template fit
+    after training (``deepz_core.hybrid``; beyond E20), None for the networks alone.
     """
 
     catalog: str
@@ -210,6 +213,7 @@ class RunConfig(Config):
     train: TrainConfig = field(default_factory=TrainConfig)
     pz: PzConfig = field(default_factory=PzConfig)
     calibrate: bool = True
+    templates: str | None = None
 
     CONFIG_NAME: ClassVar[str] = "run"
     NESTED: ClassVar[dict[str, type[Config]]] = {"train": TrainConfig, "pz": PzConfig}
@@ -225,6 +229,8 @@ class RunConfig(Config):
                 raise ConfigError(f"{name}: expected a string or null, got {getattr(self, name)!r}")
         check_choice("preset", self.preset, tuple(PRESETS))
         self._set("calibrate", check_bool("calibrate", self.calibrate))
+        if self.templates is not None:
+            set_info(self.templates, "templates")  # ConfigError naming the field for a bad set
         if not isinstance(self.model, Mapping):
             raise ConfigError(f"model: expected a mapping of model fields, got {self.model!r}")
         for name, cls in self.NESTED.items():

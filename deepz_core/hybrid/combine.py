@@ -1,0 +1,135 @@
+"""Pooled p(z) of the network and the template fit, and their products (beyond E20).
+
+Both p(z) are put on the run's grid (``PzConfig``): the network's mixture columns (weights, means,
+stds) evaluated there, the template fit's ``pz`` column as it is. ``pooled_products`` multiplies
+them with per-galaxy exponents (``pz.pooling``), applies a PIT calibration g on the grid
+(p'(z) = g'(F(z)) p(z), renormalised) and returns deepz's prediction columns: zphot is the mode of
+the pooled p(z) before calibration (g only redistributes probability along the CDF, it does not
+move the best redshift), the other point products, PIT and mixture columns are the calibrated
+p(z)'s, ``pit_raw`` the PIT before calibration.
+
+Shapes: N galaxies, G grid points, C mixture components.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from deepz_core.pz.calibration import PitTransform
+from deepz_core.pz.pooling import CHUNK, candidate_loglik, pool
+from deepz_core.pz.products import PzConfig
+from deepz_core.templatefit.pz import cdf_grid, compress_mixture, grid_products, trapezoid
+
+MIXTURE_COMPONENTS = 8  # mixture columns of a pooled p(z) (qp 'mixmod', the explorer)
+_GRID_PAIRS = 1 << 23  # galaxies x grid points x components per block of the network's log p(z)
+_LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
+
+
+def network_log_pz(
+    weights: np.ndarray, means: np.ndarray, stds: np.ndarray, pz: PzConfig
+) -> Tensor:
+    """log p(z) (N, G) float64 on ``pz.grid()`` of the mixtures with columns (N, C) each; a row
+    with NaN parameters (no p(z)) is NaN."""
+    grid = torch.as_tensor(pz.grid(), dtype=torch.float64)
+    w, m, s = (torch.as_tensor(np.asarray(a, dtype=np.float64)) for a in (weights, means, stds))
+    n, c = w.shape
+    out = torch.empty(n, len(grid), dtype=torch.float64)
+    step = max(1, _GRID_PAIRS // (len(grid) * max(c, 1)))
+    for a in range(0, n, step):
+        ww, mm, ss = w[a : a + step], m[a : a + step], s[a : a + step]
+        u = (grid[None, :, None] - mm[:, None, :]) / ss[:, None, :]  # (n, G, C)
+        log_w = torch.where(ww > 0, torch.log(ww), torch.full_like(ww, -torch.inf))
+        terms = log_w[:, None, :] - 0.5 * u * u - torch.log(ss)[:, None, :] - _LOG_SQRT_2PI
+        out[a : a + step] = torch.logsumexp(terms, dim=-1)
+    return out
+
+
+def templatefit_log_pz(pz_column: np.ndarray) -> Tensor:
+    """log p(z) (N, G) float64 of the template fit's ``pz`` column (N, G) (zeros: -inf)."""
+    p = torch.as_tensor(np.asarray(pz_column, dtype=np.float64))
+    return torch.log(p.clamp_min(0.0))
+
+
+def calibrated_grid(p: Tensor, transform: PitTransform, dz: float) -> Tensor:
+    """g'(F(z)) p(z), renormalised (N, G), of normalised p (N, G) with calibration ``transform``
+    of the same N galaxies."""
+    cdf = cdf_grid(p, dz)
+    cdf = cdf / cdf[:, -1:].clamp_min(1e-300)
+    q = p * torch.exp(transform.log_slope(cdf).clamp(max=50.0))
+    return q / trapezoid(q, dz)[:, None].clamp_min(1e-300)
+
+
+def pooled_products(
+    log_net: Tensor,
+    log_tf: Tensor,
+    a: np.ndarray,
+    b: np.ndarray,
+    pz: PzConfig,
+    zspec: np.ndarray,
+    transform: PitTransform | None = None,
+) -> dict[str, np.ndarray]:
+    """Prediction columns (N,) / (N, C) of the pooled p(z) of ``log_net``, ``log_tf`` (N, G) with
+    exponents ``a``, ``b`` (N,), calibrated by ``transform`` (None: raw), given ``zspec`` (N,)
+    (NaN: unknown; its PIT is NaN)."""
+    parts = []
+    for s in range(0, len(a), CHUNK):
+        rows = slice(s, s + CHUNK)
+        parts.append(
+            _block(
+                log_net[rows],
+                log_tf[rows],
+                torch.as_tensor(np.asarray(a[rows], dtype=np.float64)),
+                torch.as_tensor(np.asarray(b[rows], dtype=np.float64)),
+                pz,
+                torch.as_tensor(np.asarray(zspec[rows], dtype=np.float64)),
+                None if transform is None else transform.take(rows),
+            )
+        )
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def _block(
+    log_net: Tensor,
+    log_tf: Tensor,
+    a: Tensor,
+    b: Tensor,
+    pz: PzConfig,
+    zspec: Tensor,
+    transform: PitTransform | None,
+) -> dict[str, np.ndarray]:
+    p = pool(log_net, log_tf, a, b, pz.dz)
+    raw = grid_products(p, pz, zspec)
+    if transform is None:
+        out, final = raw, p
+    else:
+        final = calibrated_grid(p, transform, pz.dz)
+        out = {**grid_products(final, pz, zspec), "zphot": raw["zphot"], "pit_raw": raw["pit"]}
+    out.update(compress_mixture(final, pz, MIXTURE_COMPONENTS))
+    return {k: v.numpy() for k, v in out.items()}
+
+
+def chunked_loglik(
+    log_net: Tensor,
+    log_tf: Tensor,
+    zspec: np.ndarray,
+    pz: PzConfig,
+    candidates: list[tuple[float, float]],
+) -> np.ndarray:
+    """(C, N) log pooled density at ``zspec`` (N,) of every candidate (a, b), in blocks."""
+    z = torch.as_tensor(np.asarray(zspec, dtype=np.float64))
+    parts = [
+        candidate_loglik(
+            log_net[s : s + CHUNK],
+            log_tf[s : s + CHUNK],
+            z[s : s + CHUNK],
+            pz.z_min,
+            pz.dz,
+            candidates,
+        ).numpy()
+        for s in range(0, len(z), CHUNK)
+    ]
+    return np.concatenate(parts, axis=1) if parts else np.zeros((len(candidates), 0))
