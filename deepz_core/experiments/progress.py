@@ -6,6 +6,7 @@ three-hour ``quick`` run shows its first results within the first hour."""
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ class Progress:
         self.runs: dict[str, RunDir] = {}
         self.sections: dict[str, Any] = {}
         self.template_fits: dict[str, Scored] = {}
+        self.combined: dict[str, Scored] = {}
         self._scored: dict[tuple[str, str], Scored] = {}
 
     def train(
@@ -58,6 +60,21 @@ class Progress:
         self.template_fits[label] = read_scored(
             template_fit(self.ctx, template_set), self.ctx.mag_of()
         )
+
+    def combine(self, label: str, run_name: str, template_set: str) -> None:
+        """Run ``run_name`` combined with the template fit of ``template_set`` (beyond E20;
+        ``deepz_core.hybrid``), fitted once in a copy of the run (``runs/<name>+<set>``)."""
+        from deepz_core.experiments.baseline import cpu_workers
+        from deepz_core.hybrid.runs import HYBRID_PREDICTIONS, fit_hybrid
+
+        folder = self.ctx.root / "runs" / f"{run_name}+{template_set}"
+        if not (folder / HYBRID_PREDICTIONS).exists():
+            self.ctx.log(f"[experiments] combining {run_name} with the {template_set} template fit")
+            shutil.rmtree(folder, ignore_errors=True)
+            skip = shutil.ignore_patterns("checkpoint*", "hybrid*")
+            shutil.copytree(self.runs[run_name].path, folder, ignore=skip)
+            fit_hybrid(folder, template_set, workers=cpu_workers(self.ctx.device), log=self.ctx.log)
+        self.combined[label] = read_scored(folder / HYBRID_PREDICTIONS)
 
     def section(
         self, name: str, compute: Callable[[], dict[str, Any]], inputs: Sequence[str] | None = None

@@ -14,6 +14,8 @@ from deepz_core.files import atomic_write, atomic_write_json
 FLAT = 0.02  # Fig. B1: "flat" = strict outlier fraction rises by at most 2 percentage points
 DEGRADES = 0.05  # Fig. B1: "degrades" = rises by at least 5 percentage points
 TF_KCORRECT = "template fit (kcorrect)"  # templates independent of the mock's SEDs
+COMBINED = "network + template fit"  # the combination (beyond E20, deepz_core.hybrid)
+COMBINED_KCORRECT = "network + template fit (kcorrect)"
 TRAINED_GALAXIES = (
     "network trained with 10% outliers"  # Fig. B1: 10% of the galaxies, one band each
 )

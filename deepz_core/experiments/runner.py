@@ -24,6 +24,8 @@ from deepz_core.experiments.plan import ExperimentPlan
 from deepz_core.experiments.plan import plan as get_plan
 from deepz_core.experiments.progress import Progress
 from deepz_core.experiments.report_writer import (
+    COMBINED,
+    COMBINED_KCORRECT,
     NO_U,
     TF_KCORRECT,
     TRAINED_FLUXES,
@@ -100,6 +102,13 @@ def steps(plan: ExperimentPlan) -> list[Step]:
         *(sweep_step(*s) for s in first),
         ("no_pretrain", lambda d: d.train("no_pretrain", "none")),
         (
+            "network + template fit",
+            lambda d: (
+                d.combine(COMBINED, base, "bcnz2"),
+                d.combine(COMBINED_KCORRECT, base, "kcorrect"),
+            ),
+        ),
+        (
             "Fig. B1, E20's set-up",
             lambda d: d.section(
                 "figB1_ellipticals", lambda: figb1_ellipticals(d.ctx), inputs=list(ELLIPTICAL_RUNS)
@@ -173,7 +182,7 @@ def report_sections(done: Progress, preset: str, pending: list[str]) -> dict[str
     if done.has(base) and tfs:
         used = (base, "no_pretrain", "no_autoencoder", "template_pretrain")  # lines of the figures
         single = {name: done.single(name) for name in used if done.has(name)}
-        results.update(_quality(ctx, base, single, done.ensemble(base), tfs))
+        results.update(_quality(ctx, base, single, done.ensemble(base), tfs, done.combined))
     swept = {
         n: (done.single(n), done.ensemble(n)) for n, _, _ in sweep.sweep_runs(plan) if done.has(n)
     }
@@ -184,9 +193,15 @@ def report_sections(done: Progress, preset: str, pending: list[str]) -> dict[str
 
 
 def _quality(
-    ctx: Context, base: str, single: dict[str, Scored], ensemble: Scored, tfs: dict[str, Scored]
+    ctx: Context,
+    base: str,
+    single: dict[str, Scored],
+    ensemble: Scored,
+    tfs: dict[str, Scored],
+    combined: dict[str, Scored] | None = None,
 ) -> dict[str, Any]:
-    """Fig. 2, Sec. 3.3, Fig. 3, Fig. 8 and Fig. 9 over the configurations trained so far."""
+    """Fig. 2, Sec. 3.3, Fig. 3, Fig. 8 and Fig. 9 over the configurations trained so far; Fig. 2
+    and Fig. 8 also show the ``combined`` lines (the ensemble with the template fit, beyond E20)."""
 
     def pick(names: dict[str, str]) -> dict[str, Scored]:
         return {label: single[n] for label, n in names.items() if n in single}
@@ -201,6 +216,7 @@ def _quality(
             }
         ),
         "ensemble": ensemble,
+        **(combined or {}),
     }
     out = {
         "fig2": quality.fig2(ctx, fig2),
@@ -213,7 +229,7 @@ def _quality(
             _labelled_zspec(ctx),
         ),
     }
-    lines = {"single network": single[base], "ensemble": ensemble, **tfs}
+    lines = {"single network": single[base], "ensemble": ensemble, **tfs, **(combined or {})}
     out["fig8"] = quality.fig8(ctx, lines)
     out["fig9"] = quality.fig9(ctx, {"ensemble": ensemble, "single network": single[base], **tfs})
     return out

@@ -15,6 +15,8 @@ from deepz_core.experiments.context import Context
 from deepz_core.experiments.plan import ExperimentPlan, plan
 from deepz_core.experiments.progress import Progress
 from deepz_core.experiments.report_writer import (
+    COMBINED,
+    COMBINED_KCORRECT,
     NO_U,
     NOT_YET,
     TF_KCORRECT,
@@ -359,7 +361,13 @@ def test_partial_report_names_what_is_still_to_run(tmp_path) -> None:
 def test_steps_train_what_the_targets_need_first() -> None:
     quick = plan("quick")
     names = [name for name, _ in steps(quick)]
-    assert names[:4] == ["template fits", "alpha0.80_keep", "alpha1.00_keep", "no_pretrain"]
+    assert names[:5] == [
+        "template fits",
+        "alpha0.80_keep",
+        "alpha1.00_keep",
+        "no_pretrain",
+        "network + template fit",
+    ]
     runs = [n for n in names if n.startswith("alpha")]
     assert sorted(runs) == sorted(n for n, _, _ in sweep_runs(quick))  # each sweep run once
     assert names[-2:] == ["template_pretrain", "no_autoencoder"]  # own pretraining: slowest
@@ -436,6 +444,8 @@ def test_smoke_experiments_write_every_section_and_resume(tmp_path, one_thread) 
         "SPS pretraining",
         "no autoencoder",
         "ensemble",
+        COMBINED,
+        COMBINED_KCORRECT,
     }
     kinds = [k for k, _ in reports.report_blocks(out)]
     assert kinds.count("figure") == 10
