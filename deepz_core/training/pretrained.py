@@ -14,8 +14,12 @@ the same keys: the demo's ``quick`` pretraining, so that a newcomer's first run 
 simulation and the pretraining. A shipped entry holds the model and RNG states at the end of
 pretraining (the optimiser restarts for fine-tuning, so its state is left out).
 
+The shipped weights also hold the demo run's fine-tuned networks (``deepz_core.training.finetuned``,
+keyed by everything the end of fine-tuning depends on).
+
 Set ``DEEPZ_PRETRAIN_CACHE=0`` to always pretrain (the test suite does; it also ignores the shipped
-weights). ``DEEPZ_SHIPPED_WEIGHTS`` names another folder of shipped weights (tests).
+weights, fine-tuned ones included). ``DEEPZ_SHIPPED_WEIGHTS`` names another folder of shipped
+weights (tests).
 """
 
 from __future__ import annotations
@@ -144,13 +148,16 @@ def has(key: str) -> bool:
 
 def ship(key: str, folder: Path | str) -> Path:
     """Copy cache entry ``key`` into ``folder`` as shipped weights: model and RNG states only (the
-    optimiser restarts for fine-tuning), the metrics rows without held-out NLL; its tensor file."""
+    optimiser restarts for fine-tuning), the metrics rows without held-out NLL and timings (the
+    same bytes on every rebuild); its tensor file."""
     tensor_path, meta_path = _paths(key)
     if not (tensor_path.exists() and meta_path.exists()):
         raise FileNotFoundError(f"no cached pretraining {key} to ship")
     tensors = {k: v for k, v in load_file(str(tensor_path)).items() if not k.startswith("opt.")}
     saved = json.loads(meta_path.read_text())
-    rows = [{k: v for k, v in r.items() if k != "val_nll"} for r in saved["metrics"]]
+    rows = [
+        {k: v for k, v in r.items() if k not in ("val_nll", "seconds")} for r in saved["metrics"]
+    ]
     out, out_meta = _paths(key, Path(folder))
     atomic_write(out, lambda tmp: save_file(tensors, str(tmp)))
     shipped = {"meta": saved["meta"], "metrics": rows, "saved_by": "deepz pretrain-weights"}
