@@ -545,7 +545,8 @@ def _run_phases(
                 continue  # finished before the checkpoint; its weights are in the checkpoint
             if phase.name == ckpt[1]["phase"]:
                 resume = {"tensors": ckpt[0], "meta": ckpt[1]}
-        run.log(f"{phase.name}: {phase.epochs} epochs")
+        done = resume is not None and resume["meta"]["epoch"] >= phase.epochs
+        run.log(f"{phase.name}: {phase.epochs} epochs" + (", all done: nothing to train" * done))
         runner.execute(phase, resume)
         if phase.name == "pretrain" and pretrain_key and not pretrained.has(pretrain_key):
             pretrained.store(run, pretrain_key)
