@@ -767,8 +767,10 @@ def headline(key: RunKey, profile_key: str) -> dict:
 
 DURATION_GUESS = {  # 2 CPU cores, no GPU: docs/benchmarks.md ("First result")
     "smoke": "under a minute",
-    "quick": "about 8 minutes with a fresh pretraining, about 3 minutes when the pretrained "
-    "weights are reused (shipped for the demo's bands, or cached by an earlier run)",
+    "quick": "about 8 minutes with a fresh pretraining, about 5 minutes when the pretrained "
+    "weights are reused (shipped for the demo's bands, or cached by an earlier run); under a "
+    "minute for the demo's default run (preset quick, 1 x 5 networks, alpha 0.8, seed 0, CPU), "
+    "whose fine-tuned networks are shipped",
     "paper": "many hours on a CPU; about an hour on a GPU",
 }
 

@@ -12,8 +12,8 @@ simulation, no pretraining), runs `python -m deepz_core demo --quiet` as `make r
 app (`streamlit run app/main.py`) as `make run` does, queues the demo run the Train page queues by
 default (preset quick, pretraining 'auto', 1 x 5 networks, alpha 0.8, seed 0, device auto) through
 the page's own `app.jobs.queue_run`, waits for the background worker to finish it, and prints one
-JSON object: seconds per stage, whether the pretraining came from the shipped weights, the run's
-sigma68, and the machine's load average.
+JSON object: seconds per stage, whether the pretraining and the fine-tuned networks came from the
+shipped weights or were trained here, the run's sigma68, and the machine's load average.
 """
 
 from __future__ import annotations
@@ -38,11 +38,15 @@ def _wait(run, timeout: float) -> None:
         time.sleep(1.0)
 
 
-def _source(log: str) -> str:
-    """Where the run's pretraining came from, by its log."""
-    if "from the shipped weights" in log:
-        return "shipped weights"
-    return "cache" if "from the cache" in log else "trained here"
+def _sources(log: str) -> tuple[str, str]:
+    """Where the run's pretraining and fine-tuned networks came from, by its log."""
+    if "fine-tuned networks restored from the shipped weights" in log:
+        return "shipped weights (with the fine-tuned networks)", "shipped weights"
+    if "pretraining reused from the shipped weights" in log:
+        return "shipped weights", "trained here"
+    return (
+        "cache" if "pretraining reused from the cache" in log else "trained here"
+    ), "trained here"
 
 
 def main() -> int:
@@ -103,18 +107,21 @@ def main() -> int:
     t_end = time.time()
     status = run.status()
     rows = run.metrics()
-    finetune = sum(r.get("seconds", 0.0) for r in rows if r.get("phase") == "finetune")
+    finetune = sum(
+        r.get("seconds", 0.0) for r in rows if r.get("phase") == "finetune" and not r.get("cached")
+    )
     pretrain = sum(
         r.get("seconds", 0.0) for r in rows if r.get("phase") == "pretrain" and not r.get("cached")
     )
-    log = run.file("log.txt").read_text()
+    pretraining_from, finetuning_from = _sources(run.file("log.txt").read_text())
     out = {
         "total_s": round(t_end - t0, 1),
         "demo_s": round(t_demo - t0, 1),
         "queue_to_finished_s": round(t_end - t_demo, 1),
         "pretraining_s": round(pretrain, 1),
         "finetuning_s": round(finetune, 1),
-        "pretraining_from": _source(log),
+        "pretraining_from": pretraining_from,
+        "finetuning_from": finetuning_from,
         "state": status.get("state"),
         "sigma68": status.get("summary", {}).get("sigma68"),
         "load_average": os.getloadavg(),

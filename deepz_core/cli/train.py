@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -11,7 +12,10 @@ from deepz_core.cli.common import command, positive_int
 from deepz_core.errors import ConfigError
 
 if TYPE_CHECKING:
-    pass
+    from collections.abc import Iterator
+
+    from deepz_core.rundir import RunDir
+    from deepz_core.training.config import RunConfig
 
 
 def _train_args(p: argparse.ArgumentParser) -> None:
@@ -476,9 +480,14 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _weights_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--catalog", help="catalogue to pretrain for (default: the demo mock)")
+    p.add_argument("--catalog", help="catalogue to train for (default: the demo mock)")
     p.add_argument("--preset", default="quick", choices=("quick", "paper", "smoke"))
     p.add_argument("--seed", type=int, default=0, help="seed of the runs that will use them (0)")
+    p.add_argument(
+        "--pretraining-only",
+        action="store_true",
+        help="ship the end of pretraining only (minutes less; no fine-tuned networks)",
+    )
     p.add_argument(
         "--out",
         help="folder of the shipped weights (default: deepz_core/training/weights in the package)",
@@ -487,27 +496,58 @@ def _weights_args(p: argparse.ArgumentParser) -> None:
 
 @command("pretrain-weights", _weights_args)
 def _pretrain_weights(args: argparse.Namespace) -> int:
-    """Pretrain a catalogue's networks once (SPS 'auto', the preset's schedule, on the CPU) and
-    write the result as weights shipped with deepz: a later run of the same catalogue, preset and
-    seed with --pretrain auto starts from them (no simulation, no pretraining). Reuses a local
-    pretraining cache entry with the same key; shipped weights already there are ignored."""
+    """Train a catalogue's default run once (SPS pretraining 'auto', the preset's schedules and
+    ensemble, alpha 0.8, the seed, on the CPU: the Train page's default run) and write weights shipped
+    with deepz: its end of pretraining, from which a run of the same catalogue, preset and seed
+    with --pretrain auto starts (no simulation, no pretraining), and its fine-tuned networks, which
+    a run with exactly these settings restores (no training; docs/benchmarks.md, "First result").
+    Reuses a local pretraining cache entry with the same key; shipped weights already there are
+    ignored. Prints the keys, the files written and the folder's other (stale) entries."""
     import dataclasses
-    import os
-    import tempfile
 
-    from deepz_core.jobs.training_run import execute_run, open_run_folder, run_config
+    from deepz_core.jobs.training_run import run_config
     from deepz_core.simulate import demo_catalog_path
-    from deepz_core.training import pretrained
+    from deepz_core.training import finetuned, pretrained
 
     catalog = args.catalog or str(demo_catalog_path())
     train = {"device": "cpu", "seed": args.seed}
     config = run_config(catalog, None, "auto", args.preset, None, None, train)
-    config = dataclasses.replace(
-        config, train=dataclasses.replace(config.train, schedule=((0, 1e-3),))
-    )  # fine-tuning plays no part in the pretraining key
+    if args.pretraining_only:  # fine-tuning plays no part in the pretraining key
+        tune = dataclasses.replace(config.train, schedule=((0, 1e-3),))
+        config = dataclasses.replace(config, train=tune)
     out = Path(args.out) if args.out else pretrained.SHIPPED
+    with _shipping_run(config) as run:
+        status = run.status()
+        key, tuned = status.get("pretrain_key"), status.get("finetune_key")
+        if status.get("state") != "finished" or not key or not tuned:
+            raise ConfigError(f"the run did not finish: {status.get('message')}")
+        paths = [pretrained.ship(key, out)]
+        if not args.pretraining_only:
+            paths.append(finetuned.ship(run, tuned, out))
+    names = {p.stem for p in paths}
+    stale = sorted({p.stem for p in out.glob("*.safetensors")} - names)
+    doc = {
+        "pretrain_key": key,
+        "finetune_key": None if args.pretraining_only else tuned,
+        "files": {str(p): p.stat().st_size for p in paths},
+        "stale_entries": stale,
+    }
+    print(json.dumps(doc))
+    return 0
+
+
+@contextmanager
+def _shipping_run(config: RunConfig) -> Iterator[RunDir]:
+    """A finished run of ``config`` in a temporary folder, trained with the pretraining cache on
+    and no shipped weights to restore (so it really trains)."""
+    import os
+    import tempfile
+
+    from deepz_core.jobs.training_run import execute_run, open_run_folder
+
+    names = ("DEEPZ_PRETRAIN_CACHE", "DEEPZ_SHIPPED_WEIGHTS")
+    saved = {k: os.environ.get(k) for k in names}
     with tempfile.TemporaryDirectory() as tmp:
-        saved = {k: os.environ.get(k) for k in ("DEEPZ_PRETRAIN_CACHE", "DEEPZ_SHIPPED_WEIGHTS")}
         os.environ.update(DEEPZ_PRETRAIN_CACHE="1", DEEPZ_SHIPPED_WEIGHTS=str(Path(tmp) / "none"))
         try:
             run, _ = open_run_folder(Path(tmp) / "run", config)
@@ -518,9 +558,4 @@ def _pretrain_weights(args: argparse.Namespace) -> int:
                     os.environ.pop(k, None)
                 else:
                     os.environ[k] = v
-        key = run.status().get("pretrain_key")
-        if run.status().get("state") != "finished" or not key:
-            raise ConfigError(f"pretraining did not finish: {run.status().get('message')}")
-        path = pretrained.ship(key, out)
-    print(json.dumps({"key": key, "file": str(path), "bytes": path.stat().st_size}))
-    return 0
+        yield run

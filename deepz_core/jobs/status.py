@@ -126,7 +126,8 @@ def run_duration(run: RunDir) -> float | None:
 
 def expected_duration(runs: list[RunDir], preset: str) -> tuple[float, str] | None:
     """(seconds, basis) of the newest finished run with ``preset`` on this machine, the basis
-    saying whether its pretraining was reused from the cache; None without such a run."""
+    saying what it reused (shipped fine-tuned networks, a cached pretraining); None without such
+    a run."""
     for run in runs:
         config = run.config()
         if config.get("preset") != preset or config.get("kind", "deepz") != "deepz":
@@ -134,12 +135,18 @@ def expected_duration(runs: list[RunDir], preset: str) -> tuple[float, str] | No
         seconds = run_duration(run)
         if seconds is None:
             continue
-        cached = any(r.get("cached") for r in run.metrics())
-        pretrain = "pretraining reused from the cache" if cached else "pretraining included"
-        if config.get("pretrain") == "none":
-            pretrain = "no pretraining"
-        return seconds, f"the last {preset} run here ({run.run_id}, {pretrain})"
+        return seconds, f"the last {preset} run here ({run.run_id}, {_reuse(run, config)})"
     return None
+
+
+def _reuse(run: RunDir, config: dict[str, Any]) -> str:
+    """What a finished run reused: its fine-tuned networks (shipped), its pretraining, or nothing."""
+    cached = {r.get("phase") for r in run.metrics() if r.get("cached")}
+    if "finetune" in cached:
+        return "fine-tuned networks restored from the shipped weights"
+    if config.get("pretrain") == "none":
+        return "no pretraining"
+    return "pretraining reused from the cache" if cached else "pretraining included"
 
 
 def training_curves(metrics: list[dict[str, Any]]) -> dict[str, dict[str, list[float]]]:

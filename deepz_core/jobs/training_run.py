@@ -29,7 +29,7 @@ from deepz_core.nets.deepz import DeepzModel, ModelConfig, save_model
 from deepz_core.progress import reporting
 from deepz_core.pz.products import PzConfig
 from deepz_core.rundir import RunDir, load_checkpoint, load_checkpoint_meta
-from deepz_core.training import pretrained
+from deepz_core.training import finetuned, pretrained
 from deepz_core.training.batches import DataBatches, SimulationBatches
 from deepz_core.training.config import (
     PRETRAIN_CHOICES,
@@ -383,10 +383,12 @@ def _train(run: RunDir, config: RunConfig) -> None:
         train.eval_every,
         _validator(features, splits, device, magnitude),
     )
-    key = _pretrain_key(config, features, model)
-    if key:
-        run.set_status("running", pretrain_key=key)  # ``deepz pretrain-weights`` ships it
-    _run_phases(run, runner, phases, key)
+    pretraining = _pretraining(config, features, model)
+    key = pretraining.digest() if pretraining and pretrained.cache_enabled() else None
+    tuned = _finetune_key(config, cat, features, splits, model, pretraining)
+    keys = {"pretrain_key": key, "finetune_key": tuned}
+    run.set_status("running", **{k: v for k, v in keys.items() if v})  # what pretrain-weights ships
+    _run_phases(run, runner, phases, key, tuned)
     save_model(
         model,
         run.path,
@@ -462,31 +464,72 @@ def _phases(config: RunConfig, features: Features, splits: Splits, device) -> li
     return phases
 
 
-def _pretrain_key(config: RunConfig, features: Features, model: DeepzModel) -> str | None:
-    """Cache key of this run's pretraining (``deepz_core.training.pretrained``); None without one."""
-    if not config.pretrains or not pretrained.cache_enabled():
+def _pretraining(
+    config: RunConfig, features: Features, model: DeepzModel
+) -> pretrained.PretrainKey | None:
+    """Key of this run's pretraining (``deepz_core.training.pretrained``); None without one."""
+    if not config.pretrains:
         return None
     path = pretraining_simulation_path(config, features, simulate=False)
     ident = path.name if config.pretrain == "auto" else file_digest(path)
-    device = next(model.parameters()).device.type
-    stats = hashlib.sha256(b"".join(t.cpu().numpy().tobytes() for t in model.input_stats()))
     return pretrained.PretrainKey(
         model.config.to_dict(),
         config.train,
         features.bands,
         features.ref_band,
         ident,
-        device,
-        stats.hexdigest()[:16],
+        _device_type(model),
+        _stats_digest(model),
+    )
+
+
+def _device_type(model: DeepzModel) -> str:
+    return next(model.parameters()).device.type
+
+
+def _stats_digest(model: DeepzModel) -> str:
+    stats = hashlib.sha256(b"".join(t.cpu().numpy().tobytes() for t in model.input_stats()))
+    return stats.hexdigest()[:16]
+
+
+def _finetune_key(
+    config: RunConfig,
+    cat: Catalog,
+    features: Features,
+    splits: Splits,
+    model: DeepzModel,
+    pretraining: pretrained.PretrainKey | None,
+) -> str | None:
+    """Key of this run's end of fine-tuning (``deepz_core.training.finetuned``); None with the
+    lookup off (``DEEPZ_PRETRAIN_CACHE=0``)."""
+    if not pretrained.cache_enabled():
+        return None
+    return finetuned.FinetuneKey(
+        None if pretraining is None else pretraining.digest(),
+        model.config.to_dict(),
+        config.train,
+        features.bands,
+        features.ref_band,
+        finetuned.catalog_digest(cat),
+        finetuned.features_digest(features),
+        finetuned.splits_digest(splits),
+        _stats_digest(model),
+        _device_type(model),
     ).digest()
 
 
 def _run_phases(
-    run: RunDir, runner: PhaseRunner, phases: list[Phase], pretrain_key: str | None = None
+    run: RunDir,
+    runner: PhaseRunner,
+    phases: list[Phase],
+    pretrain_key: str | None = None,
+    finetune_key: str | None = None,
 ) -> None:
     ckpt = load_checkpoint(run)
     names = [p.name for p in phases]
-    if ckpt is None and pretrain_key and pretrained.restore(run, pretrain_key):
+    if ckpt is None and finetune_key and finetuned.restore(run, finetune_key):
+        ckpt = load_checkpoint(run)  # exactly a resume from the last fine-tuning epoch
+    elif ckpt is None and pretrain_key and pretrained.restore(run, pretrain_key):
         ckpt = load_checkpoint(run)  # from here on, exactly a resume from the end of pretraining
     elif ckpt is not None:
         tensors, meta = ckpt
@@ -502,7 +545,8 @@ def _run_phases(
                 continue  # finished before the checkpoint; its weights are in the checkpoint
             if phase.name == ckpt[1]["phase"]:
                 resume = {"tensors": ckpt[0], "meta": ckpt[1]}
-        run.log(f"{phase.name}: {phase.epochs} epochs")
+        done = resume is not None and resume["meta"]["epoch"] >= phase.epochs
+        run.log(f"{phase.name}: {phase.epochs} epochs" + (", all done: nothing to train" * done))
         runner.execute(phase, resume)
         if phase.name == "pretrain" and pretrain_key and not pretrained.has(pretrain_key):
             pretrained.store(run, pretrain_key)

@@ -14,8 +14,12 @@ the same keys: the demo's ``quick`` pretraining, so that a newcomer's first run 
 simulation and the pretraining. A shipped entry holds the model and RNG states at the end of
 pretraining (the optimiser restarts for fine-tuning, so its state is left out).
 
+The shipped weights also hold the demo run's fine-tuned networks (``deepz_core.training.finetuned``,
+keyed by everything the end of fine-tuning depends on).
+
 Set ``DEEPZ_PRETRAIN_CACHE=0`` to always pretrain (the test suite does; it also ignores the shipped
-weights). ``DEEPZ_SHIPPED_WEIGHTS`` names another folder of shipped weights (tests).
+weights, fine-tuned ones included). ``DEEPZ_SHIPPED_WEIGHTS`` names another folder of shipped
+weights (tests).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from deepz_core.rundir import RunDir, load_checkpoint, save_checkpoint
 from deepz_core.training.config import TrainConfig
 
 CACHE_VERSION = 1  # bump when pretraining's arithmetic changes for the same inputs
+HELDOUT = ("val_nll", "val_nll_clipped")  # row fields of another run's held-out galaxies
 
 
 def cache_enabled() -> bool:
@@ -115,8 +120,8 @@ def restore(run: RunDir, key: str) -> bool:
     """Give ``run`` the cached (else shipped) end-of-pretraining checkpoint and metrics rows;
     False on a miss.
 
-    The rows keep their losses but drop ``val_nll``: that was measured on the storing run's held-out
-    galaxies, which may not be this run's.
+    The rows keep their losses but drop ``val_nll`` and ``val_nll_clipped``: those were measured on
+    the storing run's held-out galaxies, which may not be this run's.
     """
     for where, tensor_path, meta_path in _sources(key):
         if not (tensor_path.exists() and meta_path.exists()):
@@ -130,7 +135,9 @@ def restore(run: RunDir, key: str) -> bool:
         # redoes this from a clean slate instead of resuming with half the rows
         run.truncate_metrics("pretrain", 0)
         for row in saved["metrics"]:
-            run.append_metrics({k: v for k, v in row.items() if k != "val_nll"} | {"cached": True})
+            run.append_metrics(
+                {k: v for k, v in row.items() if k not in HELDOUT} | {"cached": True}
+            )
         save_checkpoint(run, tensors, saved["meta"])
         run.log(f"pretraining reused from {where} ({key}, first trained by {saved['saved_by']})")
         return True
@@ -144,13 +151,16 @@ def has(key: str) -> bool:
 
 def ship(key: str, folder: Path | str) -> Path:
     """Copy cache entry ``key`` into ``folder`` as shipped weights: model and RNG states only (the
-    optimiser restarts for fine-tuning), the metrics rows without held-out NLL; its tensor file."""
+    optimiser restarts for fine-tuning), the metrics rows without held-out NLLs and timings (the
+    same bytes on every rebuild); its tensor file."""
     tensor_path, meta_path = _paths(key)
     if not (tensor_path.exists() and meta_path.exists()):
         raise FileNotFoundError(f"no cached pretraining {key} to ship")
     tensors = {k: v for k, v in load_file(str(tensor_path)).items() if not k.startswith("opt.")}
     saved = json.loads(meta_path.read_text())
-    rows = [{k: v for k, v in r.items() if k != "val_nll"} for r in saved["metrics"]]
+    rows = [
+        {k: v for k, v in r.items() if k not in (*HELDOUT, "seconds")} for r in saved["metrics"]
+    ]
     out, out_meta = _paths(key, Path(folder))
     atomic_write(out, lambda tmp: save_file(tensors, str(tmp)))
     shipped = {"meta": saved["meta"], "metrics": rows, "saved_by": "deepz pretrain-weights"}

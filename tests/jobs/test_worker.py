@@ -269,6 +269,8 @@ def test_set_up_progress_and_etas(tmp_path: Path, small_catalog: Path) -> None:
     run.set_status("finished", started=time.time() - 125)
     seconds, basis = expected_duration([run], "quick")
     assert seconds == pytest.approx(125, abs=2) and "no pretraining" in basis
+    run.append_metrics({"phase": "finetune", "epoch": 2, "loss": 1.0, "cached": True})
+    assert "restored from the shipped weights" in expected_duration([run], "quick")[1]
 
 
 def test_prediction_job_runs_records_progress_and_cancels(

@@ -70,7 +70,7 @@ def test_a_cache_hit_gives_the_same_model_as_pretraining(tmp_path, inputs, cache
         ("pretrain", 1, True),
         ("pretrain", 2, True),
     ]
-    assert not any("val_nll" in r for r in rows[:2])  # measured on another run's hold-out
+    assert not any(k.startswith("val_") for r in rows[:2] for k in r)  # another run's hold-out
     assert [r["loss"] for r in rows[:2]] == [r["loss"] for r in first.metrics()[:2]]
 
     pretrained_anew = tmp_path / "nocache"
@@ -184,8 +184,9 @@ def test_shipped_weights_are_a_second_source(tmp_path, inputs, cache_on, monkeyp
 def test_pretrain_weights_command_and_a_run_that_never_simulates(
     tmp_path, cache_on, monkeypatch
 ) -> None:
-    """``deepz pretrain-weights`` builds shipped weights; a later 'auto' run of the same catalogue
-    starts from them without simulating the pretraining set."""
+    """``deepz pretrain-weights`` builds shipped weights, pretrained and fine-tuned; a later 'auto'
+    run of the same catalogue starts from the pretraining without simulating the pretraining set,
+    and one with the very settings of the build restores the fine-tuned networks."""
     import json
 
     from deepz_core.cli import main as cli
@@ -195,22 +196,36 @@ def test_pretrain_weights_command_and_a_run_that_never_simulates(
 
     cat = write_catalog(simulate("paus-mock", 120, band_set("paus_cosmos"), 2), tmp_path / "c.fits")
     out = tmp_path / "weights"
-    assert (
-        cli.main(
-            ["pretrain-weights", "--catalog", str(cat), "--preset", "smoke", "--out", str(out)]
-        )
-        == 0
-    )
-    assert len(list(out.glob("*.safetensors"))) == 1 and len(list(out.glob("*.json"))) == 1
+    args = ["pretrain-weights", "--catalog", str(cat), "--preset", "smoke", "--out", str(out)]
+    assert cli.main(args) == 0
+    assert len(list(out.glob("*.safetensors"))) == 2 and len(list(out.glob("*.json"))) == 2
+    docs = [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
+    assert {d["saved_by"] for d in docs} == {"deepz pretrain-weights"}
+    assert sorted(d.get("kind", "pretrain") for d in docs) == ["finetune", "pretrain"]
     monkeypatch.setenv("DEEPZ_CACHE_DIR", str(tmp_path / "fresh_cache"))  # nothing simulated yet
     monkeypatch.setenv("DEEPZ_SHIPPED_WEIGHTS", str(out))
-    run = RunDir(tmp_path / "run")
-    config = run_config(str(cat), pretrain="auto", preset_name="smoke", train={"device": "cpu"})
-    execute_run(create_run(run.path, config))
-    assert run.status()["state"] == "finished", run.status()
-    assert "reused from the shipped weights" in run.file("log.txt").read_text()
+    for name, train, said in (
+        ("other_alpha", {"device": "cpu", "alpha": 0.5}, "pretraining reused from the shipped"),
+        ("same", {"device": "cpu"}, "fine-tuned networks restored from the shipped"),
+    ):
+        run = RunDir(tmp_path / name)
+        config = run_config(str(cat), pretrain="auto", preset_name="smoke", train=train)
+        execute_run(create_run(run.path, config))
+        assert run.status()["state"] == "finished", run.status()
+        assert said in run.file("log.txt").read_text()
     assert not list((tmp_path / "fresh_cache").glob("sims/*.fits"))  # never simulated
-    assert json.loads(next(out.glob("*.json")).read_text())["saved_by"] == "deepz pretrain-weights"
+
+
+def test_pretraining_only_ships_one_entry(tmp_path, cache_on) -> None:
+    from deepz_core.cli import main as cli
+    from deepz_core.sed.bands import band_set
+    from deepz_core.simulate import simulate
+
+    cat = write_catalog(simulate("paus-mock", 120, band_set("paus_cosmos"), 2), tmp_path / "c.fits")
+    out = tmp_path / "weights"
+    args = ["pretrain-weights", "--catalog", str(cat), "--preset", "smoke", "--out", str(out)]
+    assert cli.main([*args, "--pretraining-only"]) == 0
+    assert len(list(out.glob("*.safetensors"))) == 1
 
 
 @pytest.mark.slow
@@ -218,7 +233,11 @@ def test_the_shipped_weights_fit_the_demo_run_of_this_code(tmp_path, monkeypatch
     """The weights in deepz_core/training/weights are the pretraining of the Train page's default
     demo run with the code as it is: a change to the model, its inputs or the pretraining
     schedule makes them stale (rebuild with ``deepz pretrain-weights``) and fails here, before a
-    newcomer waits minutes for a pretraining the weights should have spared."""
+    newcomer waits minutes for a pretraining the weights should have spared. Its first
+    fine-tuning epoch must also be the shipped fine-tuned run's (tests/training/test_finetuned.py
+    checks the rest of that entry's key)."""
+    import json
+
     import deepz_core.simulate
     from deepz_core.rundir import RunDir
     from deepz_core.simulate import demo_catalog_path
@@ -236,4 +255,12 @@ def test_the_shipped_weights_fit_the_demo_run_of_this_code(tmp_path, monkeypatch
     run = RunDir(tmp_path / "run")
     execute_run(create_run(run.path, run_config(str(demo), None, "auto", "quick", train=train)))
     assert run.status()["state"] == "finished", run.status()
-    assert "reused from the shipped weights" in run.file("log.txt").read_text()
+    assert "pretraining reused from the shipped weights" in run.file("log.txt").read_text()
+    # the first fine-tuning epoch from it is the shipped fine-tuned run's first, bit for bit: a
+    # change to fine-tuning's arithmetic (batches, loss, optimiser, random draws) fails here
+    key = run.status()["pretrain_key"]
+    docs = [json.loads(p.read_text()) for p in pretrained.SHIPPED.glob("*.json")]
+    (shipped,) = [d for d in docs if d.get("kind") == "finetune" and d["pretrain_key"] == key]
+    first = next(r for r in shipped["metrics"] if r["phase"] == "finetune" and r["epoch"] == 1)
+    (mine,) = [r for r in run.metrics() if r["phase"] == "finetune"]
+    assert (mine["loss"], mine["val_nll"]) == (first["loss"], first["val_nll"])
