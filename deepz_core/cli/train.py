@@ -365,6 +365,11 @@ def _predict_combined(args: argparse.Namespace) -> int:
             "file (.fits, .parquet, .hdf5): add --network-only for --dask, partitioned datasets "
             "and HATS"
         )
+    if args.grid or args.keep_columns.strip():  # never dropped silently
+        raise ConfigError(
+            f"run {args.run} is combined with the template fit, which writes no --grid and no "
+            "--keep-columns: add --network-only for them"
+        )
     fmt = output_format(args.out)
     check_outputs({"--out": args.out}, {"--catalog": args.catalog, "--run": args.run})
     catalog = read_catalog(args.catalog, conventions=_read_options(args).conventions)

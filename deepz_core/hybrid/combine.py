@@ -56,10 +56,16 @@ def templatefit_log_pz(pz_column: np.ndarray) -> Tensor:
 
 def calibrated_grid(p: Tensor, transform: PitTransform, dz: float) -> Tensor:
     """g'(F(z)) p(z), renormalised (N, G), of normalised p (N, G) with calibration ``transform``
-    of the same N galaxies."""
+    of the same N galaxies. g' is its mean over each grid cell, (g(F_k+1) - g(F_k)) /
+    (F_k+1 - F_k), averaged over the two cells around a grid point: g' itself is infinite at
+    F = 0 and 1 for a widening g, and p need not vanish at the grid's ends (F = 0 and 1 there)."""
     cdf = cdf_grid(p, dz)
     cdf = cdf / cdf[:, -1:].clamp_min(1e-300)
-    q = p * torch.exp(transform.log_slope(cdf).clamp(max=50.0))
+    g = transform.forward(cdf)
+    d_f, d_g = cdf[:, 1:] - cdf[:, :-1], g[:, 1:] - g[:, :-1]
+    cell = torch.where(d_f > 0, d_g / d_f.clamp_min(1e-300), torch.ones_like(d_f))  # (N, G - 1)
+    slope = torch.cat([cell[:, :1], 0.5 * (cell[:, 1:] + cell[:, :-1]), cell[:, -1:]], dim=1)
+    q = p * slope
     return q / trapezoid(q, dz)[:, None].clamp_min(1e-300)
 
 
@@ -76,7 +82,7 @@ def pooled_products(
     exponents ``a``, ``b`` (N,), calibrated by ``transform`` (None: raw), given ``zspec`` (N,)
     (NaN: unknown; its PIT is NaN)."""
     parts = []
-    for s in range(0, len(a), CHUNK):
+    for s in range(0, len(a), CHUNK) or range(1):  # no galaxy: one empty block
         rows = slice(s, s + CHUNK)
         parts.append(
             _block(

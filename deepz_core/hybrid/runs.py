@@ -34,7 +34,7 @@ from deepz_core.catalog.catalog import Catalog
 from deepz_core.catalog.features import Features
 from deepz_core.catalog.io import read_catalog
 from deepz_core.errors import ConfigError
-from deepz_core.files import atomic_write_json, jsonable
+from deepz_core.files import atomic_write_json, check_outputs, jsonable
 from deepz_core.hybrid.combine import (
     chunked_loglik,
     network_log_pz,
@@ -103,6 +103,15 @@ class Hybrid:
             if rows.any():
                 a[rows], b[rows] = w.at(np.asarray(mag)[rows])
         return a, b
+
+    def zero_points_of(self, bands: tuple[str, ...]) -> np.ndarray:
+        """(B,) zero-points of ``bands``, matched by name: hybrid.json keeps them per band, its
+        keys sorted, not in the catalogue's order."""
+        by_band = dict(zip(self.bands, map(float, self.zero_points), strict=True))
+        missing = [b for b in bands if b not in by_band]
+        if missing:
+            raise ConfigError(f"{HYBRID_FILE}: no zero-points of bands {missing}")
+        return np.asarray([by_band[b] for b in bands], dtype=np.float64)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -175,9 +184,7 @@ def fit_hybrid(
     cat = read_catalog(config["catalog"], config.get("exposures"))
     cat, features, products, oof = network_products(run.path, cat, pz=pz, calibrate=False)
     say(f"combination: template fit ({template_set}) of {features.n} galaxies")
-    tf = fit_catalog(
-        cat.select(features.rows), templatefit_config(template_set, pz), grid=True, workers=workers
-    )
+    tf = _templatefit(cat, features, templatefit_config(template_set, pz), None, workers)
     zero_points = np.asarray([tf.meta["zero_points"][b] for b in cat.bands], dtype=np.float64)
     log_net = network_log_pz(products["weights"], products["means"], products["stds"], pz)
     log_tf = templatefit_log_pz(tf["pz"])
@@ -214,6 +221,27 @@ def fit_hybrid(
         )
     )
     return hybrid
+
+
+def _templatefit(
+    cat: Catalog,
+    features: Features,
+    cfg: TemplateFitConfig,
+    zero_points: np.ndarray | None,
+    workers: int,
+) -> Table:
+    """The template fit, p(z) on the grid (``pz``) included, of the featured galaxies of ``cat``;
+    the bands the photometric screen found unusable (NaN, placeholders, 1e30, error <= 0, far
+    outside the training colours), which the networks impute, are left out of its chi2 (NaN), so
+    junk cannot make it confident. ``zero_points`` None: calibrated on the spec-z galaxies. No
+    featured galaxy: an empty table."""
+    if features.n == 0:
+        empty = np.zeros(0)
+        pz = np.zeros((0, len(cfg.pz.grid())), dtype=np.float32)
+        return Table({"zphot": empty, "odds": empty, "chi2": empty, "pz": pz})
+    sub = cat.select(features.rows)
+    sub = replace(sub, flux=np.where(features.usable, sub.flux, np.nan))
+    return fit_catalog(sub, cfg, zero_points=zero_points, grid=True, workers=workers)
 
 
 def _fit_exponents(
@@ -323,9 +351,10 @@ def predict_hybrid(
     """The run's combined predictions of ``catalog`` (one row per catalogue row), written to
     ``out`` when given; ``calibrate``: apply the combination's calibration (when it has one);
     ConfigError when the run has no combination (``fit_hybrid``)."""
+    run = RunDir(Path(run_dir))
     if out is not None:
         table_format(out)
-    run = RunDir(Path(run_dir))
+        check_outputs({"out": out}, {"run folder": run.path})
     hybrid = hybrid or load_hybrid(run.path)
     if hybrid is None:
         raise ConfigError(
@@ -337,17 +366,16 @@ def predict_hybrid(
     if not calibrate:
         hybrid = replace(hybrid, calibration=None)
     cfg = templatefit_config(hybrid.template_set, pz)
-    zp = np.asarray(hybrid.zero_points, dtype=np.float64)
-    tf = fit_catalog(cat.select(features.rows), cfg, zero_points=zp, grid=True, workers=workers)
+    tf = _templatefit(cat, features, cfg, hybrid.zero_points_of(cat.bands), workers)
     parts = []
-    for s in range(0, features.n, PREDICT_BLOCK):
+    for s in range(0, features.n, PREDICT_BLOCK) or range(1):  # no galaxy: one empty block
         take = np.arange(s, min(s + PREDICT_BLOCK, features.n))
         sub = features.subset(take)
         log_net = network_log_pz(net["weights"][take], net["means"][take], net["stds"][take], pz)
         parts.append(
             _products(hybrid, log_net, templatefit_log_pz(tf["pz"][take]), sub, oof[take], pz)
         )
-    out_products = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
+    out_products = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     table = _table(features, out_products, net, tf, oof, cat)
     if out is not None:
         write_table(table, out)

@@ -19,6 +19,7 @@ from deepz_core.catalog.conventions import conventions_of
 from deepz_core.catalog.io import read_catalog, write_catalog
 from deepz_core.errors import ConfigError
 from deepz_core.evaluation.profiles import SurveyProfile, run_profile, survey_profile
+from deepz_core.files import check_outputs
 from deepz_core.rundir import RunDir
 
 CatalogLike = Catalog | Table | Any | str | Path  # a Catalog, astropy Table, DataFrame or file
@@ -150,6 +151,9 @@ class Run:
 
         self._require_model()
         fmt = None if out is None else output_format(out, out_format)  # fails before any work
+        if out is not None:  # never over the catalogue or a file of the run
+            source = catalog if isinstance(catalog, str | Path) else None
+            check_outputs({"out": out}, {"catalog": source, "run folder": self.path})
         if not network_only and self.folder.file("hybrid.json").exists():
             if grid or keep_columns or fmt == "hats":
                 raise ConfigError(

@@ -1,0 +1,178 @@
+"""Command line of the combination with the template fit (beyond E20): `train --templates`,
+`combine`, and `predict` on a combined run (the combination by default, `--network-only` for the
+networks' fast path); wrong choices fail with one line and exit code 2, before any work."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import qp
+from astropy.table import Table
+
+import deepz_core as dz
+from deepz_core.catalog.io import write_catalog
+from deepz_core.cli.main import main
+from deepz_core.hybrid.runs import HYBRID_FILE, HYBRID_PREDICTIONS, load_hybrid
+from deepz_core.rundir import RunDir
+from deepz_core.sed.bands import band_set
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+N = 300  # 251 with a spec-z: above the 200 out-of-fold galaxies a combination needs
+BANDS = band_set("paus")[::4] + band_set("cosmos")
+COMBINED_ONLY = ("zphot_net", "odds_net", "zphot_tf", "odds_tf", "chi2_tf")
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("cli-hybrid")
+    paths = {"catalog": root / "cat.fits", "new": root / "new.fits"}
+    write_catalog(dz.simulate_catalog("paus-mock", N, BANDS, seed=5), paths["catalog"])
+    new = dz.simulate_catalog("paus-mock", 30, BANDS, seed=6)  # new ids: new galaxies
+    write_catalog(dataclasses.replace(new, ref_id=new.ref_id + 10**6, exposures=None), paths["new"])
+    return paths
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, files) -> tuple[Path, str]:
+    """`train --preset smoke --templates kcorrect`: a run combined with the kcorrect template fit;
+    returns its folder and what the command printed."""
+    out = tmp_path_factory.mktemp("cli-hybrid-run") / "run"
+    args = ["train", "--catalog", str(files["catalog"]), "--preset", "smoke", "--pretrain", "none"]
+    code = main([*args, "--templates", "kcorrect", "--device", "cpu", "--out", str(out)])
+    assert code == 0
+    return out, (out / HYBRID_FILE).read_text()
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+def test_train_with_templates_combines_the_run(trained) -> None:
+    out, hybrid_json = trained
+    run = RunDir(out)
+    assert run.status()["state"] == "finished" and run.config()["templates"] == "kcorrect"
+    assert json.loads(hybrid_json)["template_set"] == "kcorrect"
+    assert set(run.status()["summary"]["combined"]) == {"network", "templatefit", "combined"}
+    table = Table.read(out / HYBRID_PREDICTIONS)
+    assert len(table) == N and set(COMBINED_ONLY) <= set(table.colnames)
+
+
+def test_combine_prints_json_and_writes_hybrid_json(trained, tmp_path, capsys) -> None:
+    run = Path(shutil.copytree(trained[0], tmp_path / "run"))
+    (run / HYBRID_FILE).unlink()
+    (run / HYBRID_PREDICTIONS).unlink()
+    args = ["combine", "--run", str(run), "--templates", "bcnz2", "--workers", "1"]
+    assert main([*args, "--no-calibrate"]) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed["run"] == str(run) and printed["templates"] == "bcnz2"
+    for name in ("network", "templatefit", "combined"):
+        assert set(printed[name]) == {"sigma68", "outliers", "pit_ks"}, name
+    hybrid = load_hybrid(run)
+    assert hybrid.template_set == "bcnz2" and hybrid.calibration is None
+    assert hybrid.summary["overall"]["combined"]["sigma68"] == printed["combined"]["sigma68"]
+    assert len(Table.read(run / HYBRID_PREDICTIONS)) == N
+    with RunDir(run).locked():  # the command let go of the run's lock
+        pass
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--templates", "nosuch"], "templates must be one of ['bcnz2', 'kcorrect'], got 'nosuch'"),
+        (["--workers", "0"], "--workers must be 'auto' or an integer >= 1, got '0'"),
+    ],
+)
+def test_combine_argument_errors(trained, capsys, args, needle) -> None:
+    before = (trained[0] / HYBRID_FILE).read_text()
+    assert main(["combine", "--run", str(trained[0]), *args]) == 2
+    assert needle in _one_line_error(capsys)
+    assert (trained[0] / HYBRID_FILE).read_text() == before
+
+
+def test_combine_needs_a_trained_run(tmp_path, capsys) -> None:
+    assert main(["combine", "--run", str(tmp_path)]) == 2
+    assert "has no trained model" in _one_line_error(capsys)
+
+
+def test_train_refuses_an_unknown_template_set_before_any_work(tmp_path, files, capsys) -> None:
+    args = ["train", "--catalog", str(files["catalog"]), "--preset", "smoke"]
+    assert main([*args, "--templates", "nosuch", "--out", str(tmp_path / "r")]) == 2
+    assert "nosuch" in _one_line_error(capsys)
+    assert not (tmp_path / "r").exists()
+
+
+def test_predict_on_a_combined_run_writes_the_combined_columns(
+    trained, files, tmp_path, capsys
+) -> None:
+    base = ["predict", "--run", str(trained[0]), "--catalog", str(files["new"]), "--device", "cpu"]
+    assert main([*base, "--out", str(tmp_path / "p.fits")]) == 0
+    assert "wrote 30 combined predictions" in capsys.readouterr().out
+    table = Table.read(tmp_path / "p.fits", hdu=1)
+    assert len(table) == 30 and set(COMBINED_ONLY) <= set(table.colnames)
+    np.testing.assert_array_equal(table["ref_id"], dz.read_catalog(files["new"]).ref_id)
+    assert main([*base, "--out", str(tmp_path / "p.hdf5")]) == 0
+    ens = qp.read(str(tmp_path / "p.hdf5"))
+    assert ens.npdf == 30
+    np.testing.assert_allclose(ens.ancil["zmode"], table["zphot"])
+    assert main([*base, "--network-only", "--out", str(tmp_path / "n.fits")]) == 0
+    net = Table.read(tmp_path / "n.fits", hdu=1)
+    assert not set(COMBINED_ONLY) & set(net.colnames)
+    np.testing.assert_allclose(table["zphot_net"], net["zphot"], atol=1e-6)
+    assert main([*base, "--network-only", "--out", str(tmp_path / "dataset")]) == 0
+    assert list((tmp_path / "dataset").glob("part-*.parquet"))
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--out", "{tmp}/folder"],
+        ["--out", "{tmp}/folder", "--dask", "local:1"],
+        ["--out", "{tmp}/h", "--out-format", "hats"],
+        ["--out", "{tmp}/p.fits", "--grid"],
+        ["--out", "{tmp}/p.fits", "--keep-columns", "ra"],
+    ],
+    ids=["dataset", "dask", "hats", "grid", "keep-columns"],
+)
+def test_predict_options_of_the_networks_alone_need_network_only(
+    trained, files, tmp_path, capsys, args
+) -> None:
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    base = ["predict", "--run", str(trained[0]), "--catalog", str(files["new"])]
+    assert main([*base, *args]) == 2
+    assert "--network-only" in _one_line_error(capsys)
+    assert not list(tmp_path.iterdir())
+
+
+def test_predict_never_writes_over_its_catalogue(trained, files, tmp_path, capsys) -> None:
+    path = Path(shutil.copy(files["new"], tmp_path / "in.fits"))
+    before = path.read_bytes()
+    for extra in ([], ["--network-only"]):
+        args = ["predict", "--run", str(trained[0]), "--catalog", str(path), "--out", str(path)]
+        assert main([*args, *extra]) == 2
+        assert "would destroy the input" in _one_line_error(capsys)
+        assert path.read_bytes() == before
+
+
+def test_predict_with_a_damaged_hybrid_json_fails_with_one_line(
+    trained, files, tmp_path, capsys
+) -> None:
+    run = Path(shutil.copytree(trained[0], tmp_path / "run"))
+    doc = json.loads((run / HYBRID_FILE).read_text())
+    (run / HYBRID_FILE).write_text(json.dumps({**doc, "folds": [{"version": 1}]}))
+    args = ["predict", "--run", str(run), "--catalog", str(files["new"])]
+    assert main([*args, "--out", str(tmp_path / "p.fits")]) == 2
+    assert "hybrid.json: not a stored combination" in _one_line_error(capsys)
+    assert not (tmp_path / "p.fits").exists()
+    (run / HYBRID_FILE).write_text("{")
+    assert main([*args, "--out", str(tmp_path / "p.fits")]) == 2
+    assert "not JSON" in _one_line_error(capsys)

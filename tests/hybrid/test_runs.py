@@ -1,0 +1,353 @@
+"""A run combined with the template fit (beyond E20): ``train(templates=...)`` writes hybrid.json and
+hybrid_predictions.fits, their summary is the statistics of the stored predictions, predicting the
+training catalogue again reproduces them (cross-fitted exponents for its out-of-fold galaxies, the
+full ones for new galaxies), ``Run.predict`` uses the combination unless ``network_only``, and junk
+rows, damaged files and outputs that would replace the input fail softly or with one line."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import qp
+from astropy.table import Table
+
+import deepz_core as dz
+from deepz_core.catalog.catalog import Catalog
+from deepz_core.catalog.screen import PzFlag
+from deepz_core.errors import ConfigError
+from deepz_core.files import jsonable
+from deepz_core.hybrid.runs import (
+    HYBRID_FILE,
+    HYBRID_PREDICTIONS,
+    Hybrid,
+    load_hybrid,
+    predict_hybrid,
+)
+from deepz_core.inference.calibrate import CROSS_FOLDS, calibration_fold
+from deepz_core.pz import metrics
+from deepz_core.pz.pooling import PoolingWeights
+from deepz_core.sed.bands import band_set
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+N = 300  # 251 with a spec-z: above the 200 out-of-fold galaxies a combination needs
+BANDS = band_set("paus")[::4] + band_set("cosmos")  # 10 narrow and 6 broad bands
+ESTIMATORS = ("network", "templatefit", "combined")
+SCORES = ("sigma68", "outliers", "pit_ks")
+NEW_IDS = 10**6  # added to the ref_ids of the same photometry: new galaxies
+
+
+@pytest.fixture(scope="module")
+def combined(tmp_path_factory) -> tuple[dz.Run, Catalog]:
+    """A smoke run on a 300-galaxy mock, combined with the bcnz2 template fit after training."""
+    cat = dz.simulate_catalog("paus-mock", N, BANDS, seed=5)
+    out = tmp_path_factory.mktemp("hybrid") / "run"
+    run = dz.train(cat, out, preset="smoke", pretrain="none", templates="bcnz2")
+    return run, cat
+
+
+@pytest.fixture
+def copied(combined, tmp_path) -> Path:
+    """A copy of the combined run's folder, free to damage."""
+    return Path(shutil.copytree(combined[0].path, tmp_path / "copy"))
+
+
+def _new(cat: Catalog, rows) -> Catalog:
+    """The galaxies ``rows`` of ``cat`` under new ref_ids: new galaxies to the run."""
+    sub = cat.select(np.asarray(rows))
+    return dataclasses.replace(sub, ref_id=sub.ref_id + NEW_IDS, exposures=None)
+
+
+def _used(table: Table) -> np.ndarray:
+    """The rows the summary compares: out-of-fold, with a spec-z, a magnitude and a p(z)."""
+    finite = [np.isfinite(np.asarray(table[k], float)) for k in ("zspec", "mag", "zphot_net")]
+    return np.asarray(table["out_of_fold"], bool) & np.logical_and.reduce(finite)
+
+
+def test_training_with_templates_writes_the_combination(combined) -> None:
+    run, cat = combined
+    assert run.state == "finished" and run.config.templates == "bcnz2"
+    table = Table.read(run.path / HYBRID_PREDICTIONS)
+    assert len(table) == N
+    np.testing.assert_array_equal(table["ref_id"], cat.ref_id)  # every row, in order
+    for name in ("zphot", "pit", "pit_raw", "flag", "out_of_fold", "zphot_net", "zphot_tf"):
+        assert name in table.colnames, name
+    for name in ("odds_net", "odds_tf", "chi2_tf", "weights", "means", "stds"):
+        assert name in table.colnames, name
+    assert table.meta["METHOD"] == "deepz+templatefit"
+    hybrid = load_hybrid(run.path)
+    assert hybrid.template_set == "bcnz2" and set(hybrid.bands) == set(cat.bands)
+    assert np.all(np.isfinite(hybrid.zero_points) & (hybrid.zero_points > 0))
+    assert len(hybrid.folds) == CROSS_FOLDS and hybrid.calibration is not None
+    overall = run.summary["combined"]  # the status summary carries the comparison
+    assert set(overall) == set(ESTIMATORS)
+    assert all(set(overall[e]) == set(SCORES) for e in ESTIMATORS)
+    assert run.combination_summary()["overall"] == overall
+
+
+def test_the_summary_is_the_statistics_of_the_stored_predictions(combined) -> None:
+    run, _ = combined
+    table = Table.read(run.path / HYBRID_PREDICTIONS)
+    summary = run.combination_summary()
+    use = _used(table)
+    assert summary["n"] == use.sum() >= 200
+    bins = summary["per_magnitude"]  # half magnitudes from 17.5: brighter galaxies in none
+    assert bins[0]["lo"] == 17.5 and all(b["hi"] - b["lo"] == 0.5 for b in bins)
+    assert sum(b["n"] for b in bins) == (np.asarray(table["mag"])[use] >= 17.5).sum()
+    zspec = np.asarray(table["zspec"])[use]
+    for name, column in (
+        ("network", "zphot_net"),
+        ("templatefit", "zphot_tf"),
+        ("combined", "zphot"),
+    ):
+        d = metrics.dz(np.asarray(table[column])[use], zspec)
+        assert summary["overall"][name]["sigma68"] == pytest.approx(metrics.sigma68(d), rel=1e-6)
+        assert summary["overall"][name]["outliers"] == pytest.approx(
+            metrics.outlier_fraction(d), rel=1e-6
+        )
+    pit = np.clip(np.asarray(table["pit"])[use], 0, 1)
+    assert summary["overall"]["combined"]["pit_ks"] == pytest.approx(metrics.pit_ks(pit).statistic)
+    # exponents chosen by out-of-fold log density: not worse than the better estimator
+    o = summary["overall"]
+    best = min(o["network"]["sigma68"], o["templatefit"]["sigma68"])
+    assert o["combined"]["sigma68"] <= 1.25 * best
+
+
+def test_the_calibrated_pz_stays_where_the_galaxy_is(combined) -> None:
+    """Regression: a widening calibration evaluated g' at F = 0 and 1 and put the mass of galaxies
+    whose p(z) reaches the grid's ends there (medians at z = 0.0005 for galaxies at z = 0.2)."""
+    run, _ = combined
+    table = Table.read(run.path / HYBRID_PREDICTIONS)
+    ok = np.isfinite(np.asarray(table["zphot"]))
+    zphot, zmedian = np.asarray(table["zphot"])[ok], np.asarray(table["zmedian"])[ok]
+    pz = run.config.pz
+    at_an_end = (zmedian < pz.z_min + 0.002) | (zmedian > pz.z_max - 0.002)
+    far = np.abs(zphot - zmedian) > 0.1
+    assert not np.any(at_an_end & far), np.flatnonzero(at_an_end & far)
+
+
+def test_hybrid_json_round_trips(combined, tmp_path) -> None:
+    run, _ = combined
+    hybrid = load_hybrid(run.path)
+    doc = jsonable(hybrid.to_dict())
+    assert json.loads((run.path / HYBRID_FILE).read_text()) == doc
+    back = Hybrid.from_dict(json.loads(json.dumps(doc)))
+    assert jsonable(back.to_dict()) == doc
+    np.testing.assert_array_equal(back.zero_points, hybrid.zero_points)
+    np.testing.assert_array_equal(back.weights.b, hybrid.weights.b)
+    assert load_hybrid(tmp_path) is None  # a folder without a combination
+
+
+def test_zero_points_are_matched_by_band_name_after_a_json_round_trip() -> None:
+    """Regression: hybrid.json is written with sorted keys, and the zero-points read back in that
+    order were applied to the catalogue's bands in its own order (permuted zero-points)."""
+    w = PoolingWeights(np.array([0.0, 100.0]), np.ones(1), np.zeros(1), 1.0, 0.0, 1)
+    bands = ("subaru_r", "NB455", "cfht_u", "subaru_B")
+    hybrid = Hybrid("bcnz2", bands, np.array([1.1, 0.9, 1.3, 0.95]), w, (w,), None, {})
+    back = Hybrid.from_dict(json.loads(json.dumps(jsonable(hybrid.to_dict()), sort_keys=True)))
+    np.testing.assert_array_equal(back.zero_points_of(bands), [1.1, 0.9, 1.3, 0.95])
+    np.testing.assert_array_equal(back.zero_points_of(("NB455", "subaru_r")), [0.9, 1.1])
+    with pytest.raises(ConfigError, match=r"no zero-points of bands \['lsst_g'\]"):
+        back.zero_points_of(("NB455", "lsst_g"))
+
+
+def test_predicting_the_training_galaxies_reproduces_the_stored_predictions(combined) -> None:
+    """The same galaxies, exponents, calibration and (stored) zero-points: the same products."""
+    run, cat = combined
+    rows = np.arange(40)
+    stored = Table.read(run.path / HYBRID_PREDICTIONS)[rows]
+    table = predict_hybrid(run.path, cat.select(rows), workers=1)
+    oof = np.asarray(stored["out_of_fold"])
+    assert 20 < oof.sum() < 40  # galaxies without a spec-z were not trained on
+    np.testing.assert_array_equal(table["out_of_fold"], oof)
+    for name in ("zphot", "zmedian", "z_lo68", "z_hi68", "odds", "pit", "pit_raw", "zphot_tf"):
+        np.testing.assert_allclose(table[name], stored[name], atol=1e-5, err_msg=name)
+
+
+def _constant(a: float, b: float) -> PoolingWeights:
+    return PoolingWeights(np.array([0.0, 100.0]), np.array([a]), np.array([b]), a, b, 1)
+
+
+def test_exponents_of_training_galaxies_are_their_folds_and_of_new_ones_the_full_fit() -> None:
+    folds = tuple(_constant(0.1 * (k + 1), 0.5) for k in range(CROSS_FOLDS))
+    hybrid = Hybrid("bcnz2", ("x",), np.ones(1), _constant(0.0, 1.0), folds, None, {})
+    ref_id = np.arange(1, 201) + 10**18  # 19-digit ids hash like any other
+    training = np.arange(200) % 2 == 0
+    mag = np.where(np.arange(200) % 7 == 0, np.nan, 22.0)
+    a, b = hybrid.exponents(mag, ref_id, training)
+    fold = calibration_fold(ref_id, CROSS_FOLDS)
+    np.testing.assert_allclose(a, np.where(training, 0.1 * (fold + 1), 0.0))
+    np.testing.assert_allclose(b, np.where(training, 0.5, 1.0))
+    assert len(set(fold[training])) == CROSS_FOLDS
+
+
+def test_predict_uses_the_cross_fitted_exponents_only_for_out_of_fold_galaxies(combined) -> None:
+    """Folds that take the network alone, a full fit that takes the template fit alone: training
+    galaxies get the network's mode, the same photometry under new ids the template fit's."""
+    run, cat = combined
+    folds = (_constant(1.0, 0.0),) * CROSS_FOLDS
+    hybrid = dataclasses.replace(
+        load_hybrid(run.path), weights=_constant(0.0, 1.0), folds=folds, calibration=None
+    )
+    stored = Table.read(run.path / HYBRID_PREDICTIONS)
+    rows = np.flatnonzero(np.asarray(stored["out_of_fold"]))[:30]
+    training = predict_hybrid(run.path, cat.select(rows), workers=1, hybrid=hybrid)
+    new = predict_hybrid(run.path, _new(cat, rows), workers=1, hybrid=hybrid)
+    assert np.asarray(training["out_of_fold"]).all() and not np.asarray(new["out_of_fold"]).any()
+    np.testing.assert_allclose(training["zphot"], training["zphot_net"], atol=1.5e-3)
+    np.testing.assert_allclose(new["zphot"], new["zphot_tf"], atol=1.5e-3)
+    assert "pit_raw" not in training.colnames  # no calibration: the raw pooled p(z)
+
+
+def test_run_predict_gives_the_combined_or_the_network_columns(combined, tmp_path) -> None:
+    run, cat = combined
+    new = _new(cat, np.arange(100, 130))
+    table = run.predict(new)
+    assert len(table) == 30 and (np.asarray(table["ref_id"]) == new.ref_id).all()
+    for name in ("zphot_net", "odds_net", "zphot_tf", "odds_tf", "chi2_tf", "pit_raw", "flag"):
+        assert name in table.colnames, name
+    assert not np.asarray(table["out_of_fold"]).any()
+    net = run.predict(new, network_only=True)
+    assert "zphot_net" not in net.colnames and "zphot_tf" not in net.colnames
+    # the combination's zphot_net is the network's mode (calibration does not move it)
+    np.testing.assert_allclose(table["zphot_net"], net["zphot"], atol=1e-6)
+    assert "pit_raw" not in run.predict(new, calibrate=False).colnames
+    table = run.predict(new, out=tmp_path / "p.fits")
+    assert Table.read(tmp_path / "p.fits", hdu=1)["zphot_tf"].shape == (30,)
+    run.predict(new, out=tmp_path / "p.hdf5")
+    assert qp.read(str(tmp_path / "p.hdf5")).npdf == 30
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"grid": True}, {"keep_columns": ["ra"]}, {"out": "h", "out_format": "hats"}],
+    ids=["grid", "keep_columns", "hats"],
+)
+def test_network_only_outputs_need_network_only(combined, tmp_path, options) -> None:
+    run, cat = combined
+    if "out" in options:
+        options = {**options, "out": tmp_path / options["out"]}
+    with pytest.raises(ConfigError, match="pass network_only=True"):
+        run.predict(_new(cat, [0, 1]), **options)
+    assert not (tmp_path / "h").exists()
+
+
+def _junk(cat: Catalog) -> Catalog:
+    """10 galaxies with 19-digit ids: row 0 a NaN band, row 1 the same galaxy with that band at
+    1e30, row 2 a near-zero reference flux, row 3 no finite flux, row 4 an error of 0."""
+    sub = cat.select(np.arange(10))
+    flux, error = sub.flux.copy(), sub.flux_error.copy()
+    ref = sub.bands.index("subaru_i")
+    flux[1], error[1] = flux[0], error[0]
+    flux[0, 3], flux[1, 3] = np.nan, 1e30
+    flux[2, ref] = 1e-3 * error[2, ref]
+    flux[3] = np.nan
+    error[4, 5] = 0.0
+    zspec = sub.zspec.copy()
+    zspec[1] = zspec[0]
+    ids = np.int64(1237648720693755918) + np.arange(10, dtype=np.int64) * 7
+    return Catalog(ref_id=ids, bands=sub.bands, flux=flux, flux_error=error, zspec=zspec)
+
+
+def test_junk_rows_are_answered_flagged_and_never_crash(combined) -> None:
+    run, cat = combined
+    junk = _junk(cat)
+    table = run.predict(junk)
+    assert len(table) == 10
+    np.testing.assert_array_equal(np.asarray(table["ref_id"], np.int64), junk.ref_id)
+    flag = np.asarray(table["flag"])
+    no_pz = (flag & PzFlag.NO_PZ) != 0
+    assert no_pz[2] and no_pz[3]
+    for name in ("zphot", "zmedian", "pit", "zphot_net"):
+        assert np.isnan(np.asarray(table[name])[no_pz]).all(), name
+    assert np.isnan(np.asarray(table["weights"])[no_pz]).all()
+    assert np.isfinite(np.asarray(table["zphot"])[~no_pz]).all()
+    assert flag[0] & PzFlag.BAND_MISSING and flag[1] & PzFlag.BAND_IMPLAUSIBLE
+    assert flag[4] & PzFlag.BAND_MISSING
+
+
+def test_a_band_at_1e30_counts_as_missing_in_the_template_fit(combined) -> None:
+    """Regression: the template fit took the 1e30 flux the networks impute, and the combination
+    followed its confident z = 0; the band is now left out of both, as a NaN band is."""
+    run, cat = combined
+    table = run.predict(_junk(cat))
+    for name in ("zphot_tf", "chi2_tf", "zphot", "zmedian", "z_lo68", "z_hi68", "pit"):
+        value = np.asarray(table[name])
+        assert value[1] == pytest.approx(value[0], rel=1e-6, abs=1e-9), name
+
+
+def test_a_catalogue_without_any_usable_row_gets_flagged_nan_rows(combined) -> None:
+    """Regression: no galaxy with a usable reference flux left the template fit nothing to fit
+    ('catalogue has no galaxies'); the networks' path answers such rows, so does the combination."""
+    run, cat = combined
+    row = _junk(cat).select([3])  # no finite flux
+    junk = Catalog(
+        ref_id=np.arange(3) + 10**18,
+        bands=row.bands,
+        flux=np.repeat(row.flux, 3, axis=0),
+        flux_error=np.repeat(row.flux_error, 3, axis=0),
+    )
+    table = run.predict(junk)
+    assert len(table) == 3 and ((np.asarray(table["flag"]) & PzFlag.NO_PZ) != 0).all()
+    assert np.isnan(np.asarray(table["zphot"])).all()
+    assert np.isnan(np.asarray(table["zphot_tf"])).all()
+
+
+@pytest.mark.parametrize("network_only", [False, True])
+def test_the_output_never_replaces_the_input_catalogue(
+    combined, tmp_path, network_only: bool
+) -> None:
+    run, cat = combined
+    path = dz.write_catalog(_new(cat, np.arange(5)), tmp_path / "in.fits")
+    before = Path(path).read_bytes()
+    with pytest.raises(ConfigError, match="destroy the input"):
+        run.predict(path, out=path, network_only=network_only)
+    assert Path(path).read_bytes() == before
+    with pytest.raises(ConfigError, match="destroy the input"):
+        predict_hybrid(run.path, cat.select([0]), out=run.path / HYBRID_PREDICTIONS)
+
+
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("{not json", "not JSON"),
+        ('{"version": 1}', "hybrid.json: not a stored combination"),
+        ("[1, 2]", "hybrid.json: not a stored combination"),
+        ("DAMAGE_VERSION", "hybrid.json: unknown version 7"),
+        ("DAMAGE_WEIGHTS", "hybrid.json: not a stored combination.*pooling weights"),
+        ("DAMAGE_CALIBRATION", "hybrid.json: not a stored combination.*calibration"),
+    ],
+)
+def test_a_damaged_hybrid_json_is_one_config_error_line(
+    copied, combined, text: str, needle: str
+) -> None:
+    doc = json.loads((copied / HYBRID_FILE).read_text())
+    if text == "DAMAGE_VERSION":
+        text = json.dumps({**doc, "version": 7})
+    elif text == "DAMAGE_WEIGHTS":
+        text = json.dumps({**doc, "weights": {**doc["weights"], "a": "x"}})
+    elif text == "DAMAGE_CALIBRATION":
+        text = json.dumps({**doc, "calibration": {"full": 3}})
+    (copied / HYBRID_FILE).write_text(text)
+    run = dz.load_run(copied)
+    new = _new(combined[1], [0, 1])
+    for call in (lambda: load_hybrid(copied), run.combination_summary, lambda: run.predict(new)):
+        with pytest.raises(ConfigError, match=needle) as info:
+            call()
+        assert "\n" not in str(info.value)
+
+
+def test_a_run_without_a_combination(copied, combined) -> None:
+    (copied / HYBRID_FILE).unlink()
+    run = dz.load_run(copied)
+    assert run.combination_summary() == {}
+    with pytest.raises(ConfigError, match="deepz combine --run"):
+        predict_hybrid(copied, combined[1].select([0]))
+    assert "zphot_tf" not in run.predict(_new(combined[1], [0, 1])).colnames
+    with pytest.raises(ConfigError, match="templates must be one of"):
+        run.combine("nosuch")
