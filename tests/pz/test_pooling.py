@@ -184,12 +184,34 @@ def test_fit_pooling_follows_the_estimator_the_truth_follows_per_magnitude(popul
     cands = np.asarray(default_candidates())
     best = cands[np.argmax(np.maximum(loglik, -20.0).mean(1))]
     assert (w.a_all, w.b_all) == tuple(best)
-    # 30 galaxies at 21-21.5 and none at 21.5-22: too few, the all-galaxy choice
-    np.testing.assert_array_equal(w.a[2:4], w.a_all)
-    np.testing.assert_array_equal(w.b[2:4], w.b_all)
+    # 30 galaxies at 21-21.5 and none at 21.5-22: merged with the faint bin after them
+    np.testing.assert_array_equal(w.edges, [20.0, 20.5, 21.0, 22.5, 23.0])
+    assert (w.a[2], w.b[2]) == (1.0, 0.0)
     # with a lower threshold the 30 galaxies decide their own bin
     w30 = fit_pooling(loglik, mag, default_candidates(), edges, min_per_bin=30)
+    np.testing.assert_array_equal(w30.edges, [20.0, 20.5, 21.0, 21.5, 22.5, 23.0])
     assert (w30.a[2], w30.b[2]) == (1.0, 0.0)
+    # fewer galaxies than min_per_bin in all: one bin, the all-galaxy choice
+    w_one = fit_pooling(loglik, mag, default_candidates(), edges, min_per_bin=10_000)
+    np.testing.assert_array_equal(w_one.edges, [20.0, 23.0])
+    assert (w_one.a[0], w_one.b[0]) == (w_one.a_all, w_one.b_all)
+
+
+@pytest.mark.parametrize(
+    ("counts", "minimum", "expected"),
+    [
+        ([400, 400, 30, 0, 400, 400], 300, [0, 1, 2, 5, 6]),  # small bins join the next
+        ([400, 400, 400, 100], 300, [0, 1, 2, 4]),  # a short faint end joins the one before
+        ([10, 10, 10], 300, [0, 3]),  # too few in all: one bin
+        ([300, 300], 300, [0, 1, 2]),  # exactly enough: kept
+    ],
+)
+def test_merged_edges_leave_every_bin_enough_galaxies(counts, minimum, expected) -> None:
+    from deepz_core.pz.pooling import merged_edges
+
+    edges = np.arange(len(counts) + 1, dtype=float)
+    mag = np.concatenate([np.full(c, i + 0.5) for i, c in enumerate(counts)] + [[np.nan]])
+    np.testing.assert_array_equal(merged_edges(edges, mag, minimum), expected)
 
 
 def test_fit_pooling_uses_galaxies_without_a_magnitude_only_for_the_all_galaxy_choice(
