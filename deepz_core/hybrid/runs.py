@@ -155,6 +155,14 @@ def load_hybrid(run_path: Path | str) -> Hybrid | None:
     return Hybrid.from_dict(doc)
 
 
+def hybrid_predictions_file(run_path: Path | str) -> Path | None:
+    """The run's combined out-of-fold predictions (``hybrid_predictions.fits``: the training
+    catalogue, one row per catalogue row, with ``zphot_net``, ``zphot_tf``...), None when the run
+    has no combination."""
+    path = Path(run_path) / HYBRID_PREDICTIONS
+    return path if path.is_file() and (Path(run_path) / HYBRID_FILE).is_file() else None
+
+
 def check_template_set(name: str) -> str:
     """``name`` when it is a known template set, else a ConfigError listing them."""
     if name not in TEMPLATE_SETS:

@@ -2,7 +2,7 @@
 
 Limits: a run queued from the app gets the Train form's own limits whatever the JSON overrides say
 (``QUEUE_LIMITS``: at most 20 repetitions x 10 folds, 5,000 epochs per phase, 10 million
-simulated galaxies), on top of the typed configs' bounds (``TrainConfig``, ``ModelConfig``: no
+simulated galaxies, a combination with a known template set only on >= 2 folds), on top of the typed configs' bounds (``TrainConfig``, ``ModelConfig``: no
 width or ensemble too large to allocate); each browser has at most ``max_queued_per_owner()``
 runs waiting, so one person cannot fill the queue.
 
@@ -27,6 +27,7 @@ from pathlib import Path
 from deepz_core.errors import ConfigError
 from deepz_core.files import atomic_write_json, read_json_object
 from deepz_core.rundir import RunDir, list_runs
+from deepz_core.sed.template_sets import TEMPLATE_SETS
 from deepz_core.training.config import RunConfig
 
 
@@ -38,6 +39,8 @@ class QueueLimits:
     folds: int = 10
     epochs: int = 5_000  # per phase (fine-tuning, pretraining); E20's protocol has 700
     pretrain_n: int = 10_000_000  # simulated galaxies for 'auto' pretraining; E20: 1e6
+    # template sets a run may be combined with after training (``RunConfig.templates``)
+    templates: tuple[str, ...] = TEMPLATE_SETS
 
 
 QUEUE_LIMITS = QueueLimits()
@@ -60,7 +63,26 @@ def check_queue_limits(config: RunConfig, limits: QueueLimits = QUEUE_LIMITS) ->
                 f"training override {name} = {value:,} is above the shared queue's limit of "
                 f"{limit:,}; train bigger ensembles from the command line (deepz train)"
             )
+    check_combination(config, limits)
     return config
+
+
+def check_combination(config: RunConfig, limits: QueueLimits = QUEUE_LIMITS) -> None:
+    """ConfigError unless ``config.templates`` is None or a set of ``limits.templates`` on a run
+    with >= 2 folds: the combination is fitted on the out-of-fold galaxies, which one fold lacks
+    (refused here, before training, rather than after it)."""
+    if config.templates is None:
+        return
+    if config.templates not in limits.templates:
+        raise ConfigError(
+            f"templates = {config.templates!r}: the shared queue combines with "
+            f"{', '.join(limits.templates)} only"
+        )
+    if config.train.folds < 2:
+        raise ConfigError(
+            f"templates = {config.templates!r} with folds = {config.train.folds}: the "
+            "combination is fitted on out-of-fold galaxies, which need folds >= 2"
+        )
 
 
 def max_queued_per_owner() -> int:

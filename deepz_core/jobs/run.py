@@ -226,6 +226,21 @@ class Run:
         hybrid = load_hybrid(self.path)
         return {} if hybrid is None else dict(hybrid.summary)
 
+    def combined_predictions(self) -> Table:
+        """The training catalogue's out-of-fold predictions by the run's combination with the
+        template fit (``hybrid_predictions.fits``): one row per catalogue row, deepz's columns
+        plus each estimator's mode and ODDS (``zphot_net``, ``odds_net``, ``zphot_tf``,
+        ``odds_tf``, ``chi2_tf``). ConfigError for a run without a combination (:meth:`combine`)."""
+        from deepz_core.hybrid.runs import hybrid_predictions_file
+
+        path = hybrid_predictions_file(self.path)
+        if path is None:
+            raise ConfigError(
+                f"run {self.path} has no combination with the template fit: run "
+                f"`deepz combine --run {self.path}` (or Run.combine) first"
+            )
+        return Table.read(path)
+
     def calibration_summary(self) -> dict[str, Any]:
         """The PIT before and after the run's calibration (KS, share of spec-z inside the 68%
         interval, overall and per magnitude bin; each training galaxy calibrated without its

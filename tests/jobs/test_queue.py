@@ -47,6 +47,21 @@ def test_a_run_within_the_limits_passes(catalog) -> None:
     assert queue.check_queue_limits(config) is config
 
 
+def test_a_combination_needs_a_known_set_and_two_folds(catalog) -> None:
+    """The Train form's 'Combine with the template fit' (RunConfig.templates): a set of the
+    queue's limits, on a run with out-of-fold galaxies to fit it on."""
+    combined = run_config(catalog, pretrain="none", train={"folds": 2}, templates="kcorrect")
+    assert queue.check_queue_limits(combined).templates == "kcorrect"
+    one_fold = run_config(catalog, pretrain="none", train={"folds": 1}, templates="bcnz2")
+    with pytest.raises(ConfigError, match="templates = 'bcnz2' with folds = 1: .* folds >= 2"):
+        queue.check_queue_limits(one_fold)
+    only_bcnz2 = queue.QueueLimits(templates=("bcnz2",))
+    with pytest.raises(ConfigError, match="combines with bcnz2 only"):
+        queue.check_queue_limits(combined, only_bcnz2)
+    with pytest.raises(ConfigError, match="templates must be one of"):
+        run_config(catalog, pretrain="none", templates="eazy")
+
+
 def test_only_the_token_that_queued_a_run_owns_it(tmp_path, catalog) -> None:
     run = create_run(tmp_path / "r", run_config(catalog, pretrain="none"))
     mine, other = queue.new_owner_token(), queue.new_owner_token()

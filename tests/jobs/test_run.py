@@ -31,6 +31,15 @@ def test_predict_carries_coordinates_and_keep_columns(tiny_run, sky_catalog) -> 
         run.predict(path, keep_columns=["nope"])
 
 
+def test_a_run_without_a_combination_says_how_to_get_one(tiny_run) -> None:
+    run = dz.load_run(tiny_run)
+    assert run.combination_summary() == {}
+    with pytest.raises(
+        ConfigError, match="no combination with the template fit: run `deepz combine"
+    ):
+        run.combined_predictions()
+
+
 def test_predict_reads_objectid_and_magnitudes(tiny_run, sky_catalog) -> None:
     cat, _ = sky_catalog
     table = {"objectId": cat.ref_id}

@@ -13,6 +13,7 @@ import pytest
 
 from deepz_core.catalog.io import read_catalog, write_catalog
 from deepz_core.cli import main as cli
+from deepz_core.errors import ConfigError
 from deepz_core.files import atomic_write_json
 from deepz_core.jobs.simulation import list_simulations, sim_progress
 from deepz_core.jobs.status import run_progress, run_state, training_curves
@@ -302,6 +303,10 @@ def test_prediction_job_runs_records_progress_and_cancels(
     assert read_job(cancelled)["state"] == "cancelled" and not (cancelled / OUTPUT).exists()
     listed = list_prediction_jobs(tmp_path / "preds")
     assert {j.job_id for j in listed} == {folder.name, cancelled.name}
+    # a run without a combination predicts with its networks; network_only must be a bool
+    assert spec["estimator"] == "network" and spec["network_only"] is False
+    with pytest.raises(ConfigError, match="network_only: expected true/false, got 'yes'"):
+        create_prediction_job(tmp_path / "preds", run.path, small_catalog, network_only="yes")
     stale = json.loads((folder / JOB_FILE).read_text()) | {"state": "running", "pid": dead_pid()}
     assert job_state(stale) == "interrupted"
 
