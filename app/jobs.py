@@ -97,12 +97,17 @@ def queue_run(
     start: bool = True,
     ref_band: str | None = None,
     owner: str | None = None,
+    templates: str | None = None,
 ) -> RunDir:
     """Write a new run folder (status 'queued', owned by the browser token ``owner``) and make
-    sure a worker will execute it. The configuration is checked by the typed configs and the
-    queue's limits (``deepz_core.jobs.queue``) before anything is written."""
+    sure a worker will execute it. ``templates``: a template set (bcnz2, kcorrect) to combine the
+    networks with the template fit after training (``RunConfig.templates``), None for the
+    networks alone. The configuration is checked by the typed configs and the queue's limits
+    (``deepz_core.jobs.queue``) before anything is written."""
     config = queue.check_queue_limits(
-        run_config(catalog, None, pretrain, preset_name, ref_band, model, train)
+        run_config(
+            catalog, None, pretrain, preset_name, ref_band, model, train, templates=templates
+        )
     )
     queue.check_fair_share(runs, owner)
     run = create_run(runs / new_run_id("run"), config)
@@ -224,13 +229,19 @@ def check_device(device: str) -> None:
 
 
 def start_prediction(
-    root: Path, run_dir: Path, catalog: str, catalog_name: str, device: str = "auto"
+    root: Path,
+    run_dir: Path,
+    catalog: str,
+    catalog_name: str,
+    device: str = "auto",
+    network_only: bool = False,
 ) -> Path:
     """Start ``predict-job`` in the background: the finished run in ``run_dir`` predicts
-    ``catalog`` into a new job folder under ``root`` (``deepz_core.jobs.prediction``); its path."""
+    ``catalog`` into a new job folder under ``root`` (``deepz_core.jobs.prediction``); its path.
+    A run combined with the template fit predicts with the combination unless ``network_only``."""
     from deepz_core.jobs.prediction import create_prediction_job
 
-    folder = create_prediction_job(root, run_dir, catalog, catalog_name, device)
+    folder = create_prediction_job(root, run_dir, catalog, catalog_name, device, network_only)
     reap()
     _spawn(["predict-job", "--job", str(folder)], folder / "log.txt")
     return folder

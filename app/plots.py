@@ -244,9 +244,11 @@ def pz_figure(
     mode: float | None = None,
     odds_window: float | None = None,
     title: str | None = None,
+    label: str = "ensemble p(z)",
 ) -> go.Figure:
-    """A galaxy's ensemble p(z) on the grid, with its members' p(z) (E, G) (dotted when the member
-    trained on the galaxy), mixture components (K, G), z_s line, mode and the ODDS window shaded."""
+    """A galaxy's ensemble p(z) on the grid (called ``label`` in the legend), with its members'
+    p(z) (E, G) (dotted when the member trained on the galaxy), mixture components (K, G), z_s
+    line, mode and the ODDS window shaded."""
     fig = go.Figure()
     if mode is not None and odds_window is not None:
         fig.add_vrect(
@@ -267,7 +269,7 @@ def pz_figure(
         style = {"color": "steelblue", "width": 1, "dash": "solid" if used else "dot"}
         name = "members (dotted: trained on this galaxy)"
         fig.add_trace(_line(grid, member, name, legendgroup="m", showlegend=e == 0, line=style))
-    fig.add_trace(_line(grid, pdf, "ensemble p(z)", line={"color": "crimson", "width": 3}))
+    fig.add_trace(_line(grid, pdf, label, line={"color": "crimson", "width": 3}))
     _vline(fig, zspec, "z<sub>s</sub>")
     _vline(fig, mode, "mode", "bottom right", color="crimson", dash="solid", width=1)
     fig.update_xaxes(title=Z, range=_support(grid, pdf))
@@ -476,3 +478,49 @@ def sky_figure(
     fig.update_xaxes(title="right ascension [deg]", autorange="reversed")
     fig.update_yaxes(title="declination [deg]", scaleanchor="x", scaleratio=1)
     return _finish(fig, f"Sky positions ({int(ok.sum()):,} galaxies)", height=480)
+
+
+# --- the combination of the networks with the template fit (deepz_core.hybrid; beyond E20) -----
+
+ESTIMATORS = {"network": "network", "templatefit": "template fit", "combined": "combined"}
+
+
+def combination_rows(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The table of ``Run.combination_summary()``: one row per half magnitude and an 'all' row
+    first; per estimator (network, template fit, combined) σ68, the strict outlier fraction and
+    the PIT KS statistic over the out-of-fold spec-z galaxies."""
+
+    def row(label: str, n: int, scores: Mapping[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {"magnitude": label, "galaxies": int(n)}
+        for metric, title in (("sigma68", "σ68"), ("outliers", "outliers"), ("pit_ks", "PIT KS")):
+            for key, name in ESTIMATORS.items():
+                out[f"{title} {name}"] = float(scores.get(key, {}).get(metric, np.nan))
+        return out
+
+    rows = [row("all", summary.get("n", 0), summary.get("overall", {}))]
+    for b in summary.get("per_magnitude", []):
+        rows.append(row(f"{b['lo']:.1f}-{b['hi']:.1f}", b.get("n", 0), b))
+    return rows
+
+
+def combination_vs_mag(summary: Mapping[str, Any], title: str | None = None) -> go.Figure:
+    """σ68 per half magnitude of the network, the template fit and their combination (three
+    lines; N per bin on hover), from ``Run.combination_summary()``."""
+    bins = [b for b in summary.get("per_magnitude", []) if b.get("n", 0)]
+    x = [(b["lo"] + b["hi"]) / 2 for b in bins]
+    hover = [f"{b['lo']:.1f}-{b['hi']:.1f}: N = {b['n']}" for b in bins]
+    fig = go.Figure()
+    # the combination is drawn first, wide and pale, so that an estimator it equals stays visible
+    styles = {
+        "combined": ({"color": COLORS[2], "width": 6}, 0.45),
+        "network": ({"color": COLORS[0], "dash": "dot", "width": 2}, 1.0),
+        "templatefit": ({"color": COLORS[1], "dash": "dash", "width": 2}, 1.0),
+    }
+    for key, (style, opacity) in styles.items():
+        y = [b.get(key, {}).get("sigma68", np.nan) for b in bins]
+        rank = list(ESTIMATORS).index(key)  # the legend reads network, template fit, combined
+        trace = _line(x, y, ESTIMATORS[key], "lines+markers", line=style, text=hover)
+        fig.add_trace(trace.update(opacity=opacity, legendrank=rank))
+    fig.update_xaxes(title=MAG)
+    fig.update_yaxes(title=SIGMA, type="log")
+    return _finish(fig, title or "Network, template fit and their combination vs magnitude")

@@ -28,10 +28,13 @@ from deepz_core.catalog.import_report import (
 )
 from deepz_core.catalog.io import read_catalog
 from deepz_core.catalog.mapping import GalaxyMapping
+from deepz_core.errors import ConfigError
 from deepz_core.evaluation import galaxy, survey
 from deepz_core.evaluation import run_products as analysis
 from deepz_core.evaluation.profiles import PROFILES, SurveyProfile, run_profile, survey_profile
 from deepz_core.experiments import report_reader as reports  # noqa: F401 (pages use state.reports)
+from deepz_core.hybrid.runs import HYBRID_FILE, hybrid_predictions_file, load_hybrid
+from deepz_core.inference.calibrate import MIN_GALAXIES
 from deepz_core.jobs import prediction as prediction_jobs
 from deepz_core.jobs import queue
 from deepz_core.jobs import status as job_status
@@ -267,8 +270,25 @@ def run_key(run_id: str) -> RunKey:
     return str(path), (path / "predictions.fits").stat().st_mtime
 
 
+def combined_key(run_id: str) -> RunKey | None:
+    """Cache key of the run's combined predictions with the template fit
+    (``hybrid_predictions.fits``: the file itself, and its mtime); None for a run without."""
+    path = hybrid_predictions_file(runs_dir() / check_run_id(run_id))
+    return None if path is None else (str(path), path.stat().st_mtime)
+
+
+def key_folder(key: RunKey) -> Path:
+    """The run (or prediction job) folder behind a cache key: the key's folder, or the folder
+    holding its predictions file (``combined_key``)."""
+    path = Path(key[0])
+    return path.parent if path.is_file() else path
+
+
 def predictions_file(folder: str | Path) -> Path:
-    """A run's ``predictions.fits``, or a prediction job's ``predictions.parquet``."""
+    """A run's ``predictions.fits``, or a prediction job's ``predictions.parquet``; a
+    predictions file given itself (``combined_key``) is that file."""
+    if Path(folder).is_file():
+        return Path(folder)
     fits = Path(folder) / "predictions.fits"
     return fits if fits.exists() else Path(folder) / prediction_jobs.OUTPUT
 
@@ -280,7 +300,7 @@ def job_key(job_id: str) -> RunKey:
 
 
 def run_pz(key: RunKey) -> PzConfig:
-    folder = Path(key[0])
+    folder = key_folder(key)
     if (folder / prediction_jobs.JOB_FILE).exists():
         return PzConfig(**prediction_jobs.read_job(folder).get("pz", {}))
     return run_pz_config(RunDir(folder))
@@ -295,11 +315,12 @@ def predictions(key: RunKey) -> analysis.Predictions:
 @st.cache_resource(max_entries=2, show_spinner="Loading the model and the run's catalogue...")
 def model_inputs(key: RunKey) -> tuple[DeepzModel, Catalog, Features]:
     """The run's ensemble and its catalogue's features (read-only)."""
-    config = RunDir(Path(key[0])).config()
-    meta = load_model_json(key[0]).get("metadata", {})
+    folder = key_folder(key)
+    config = RunDir(folder).config()
+    meta = load_model_json(folder).get("metadata", {})
     cat = read_catalog(config["catalog"], config.get("exposures"))
     features = build_features(cat, meta.get("ref_band") or config.get("ref_band"))
-    return load_model(key[0]), cat, features
+    return load_model(folder), cat, features
 
 
 # --- survey profiles (deepz_core.evaluation.profiles): one per run, in its card ---------------
@@ -319,7 +340,7 @@ def _profile(folder: str, card_mtime: float) -> dict:
 
 def run_folder(key: RunKey) -> Path:
     """The run folder behind a cache key (a prediction job's run for a job folder)."""
-    folder = Path(key[0])
+    folder = key_folder(key)
     if (folder / prediction_jobs.JOB_FILE).exists():
         return Path(prediction_jobs.read_job(folder)["run"])
     return folder
@@ -514,6 +535,51 @@ NO_NETWORK = (
 )
 
 
+# --- runs combined with the template fit (deepz_core.hybrid; beyond E20) -------------------------
+
+COMBINE_MIN_GALAXIES = MIN_GALAXIES  # out-of-fold spec-z galaxies a combination is fitted on
+STRICT_OUTLIER = metrics.OUTLIER_THRESHOLD  # the combination's summary counts E20's outliers
+TEMPLATE_FIT_RATE = 225  # galaxies/s of the combination's template fit on 2 CPU cores
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _combination(folder: str, mtime: float) -> dict:
+    import deepz_core
+
+    hybrid = load_hybrid(folder)
+    summary = deepz_core.load_run(folder).combination_summary()
+    return {"templates": None if hybrid is None else hybrid.template_set, "summary": summary}
+
+
+def combination(run: RunDir | str) -> dict | None:
+    """{'templates': the set, 'summary': ``Run.combination_summary()``} of a run combined with
+    the template fit (``hybrid.json``), None for a run without one; ``run``: a RunDir or run id."""
+    folder = run if isinstance(run, RunDir) else run_dir(run)
+    path = folder.file(HYBRID_FILE)
+    if not path.is_file():
+        return None
+    return _combination(str(folder.path), path.stat().st_mtime)
+
+
+def planned_templates(run: RunDir) -> str | None:
+    """The template set a network run is to be combined with after training (its config's
+    ``templates``), None when none was asked for."""
+    value = run.config().get("templates")
+    return value if isinstance(value, str) else None
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def estimator_modes(key: RunKey, ref_id: int) -> dict | None:
+    """Each estimator's mode and ODDS of galaxy ``ref_id`` in combined predictions
+    (``zphot_net``, ``odds_net``, ``zphot_tf``, ``odds_tf``, ``chi2_tf``), None if absent."""
+    index = predictions(key).index_of(ref_id)
+    if index is None:
+        return None
+    table = analysis.read_plain_table(predictions_file(key[0]))
+    names = ("zphot_net", "odds_net", "zphot_tf", "odds_tf", "chi2_tf")
+    return {n: float(table[n][index]) for n in names if n in table.colnames}
+
+
 def run_kind_of(run_id: str) -> str:
     """'deepz' or 'templatefit'."""
     return run_kind(run_dir(run_id).config())
@@ -528,6 +594,12 @@ def run_title(run_id: str) -> str:
         return run_id
     catalogue = card.get("catalog_name") or uploads.catalog_display_name(config.get("catalog", "?"))
     method = "template fit" if run_kind(config) == "templatefit" else config.get("preset", "?")
+    try:
+        combined = combination(run) if run_kind(config) == "deepz" else None
+    except ConfigError:  # an unreadable hybrid.json: the Results page says what is wrong
+        combined = None
+    if combined is not None:
+        method += f" + {combined['templates']} template fit"
     name = card.get("name")
     return (
         f"{name} — {catalogue}, {method} ({run_id})"

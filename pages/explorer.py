@@ -1,7 +1,8 @@
 """Galaxy explorer: one galaxy's p(z) (ensemble, members, components, z_s, mode, ODDS window) and
 SED (coadds and single exposures); for a template fit, chi2(z) and the best-fit template over the
-SED. Pick a galaxy by ref_id, step through the catalogue, or click it in a table or on the z_p-z_s
-plot. Ids are text all the way: a 19-digit survey id never passes through a JavaScript number."""
+SED; for a run combined with the template fit, the combination's p(z) or the networks'. Pick a
+galaxy by ref_id, step through the catalogue, or click it in a table or on the z_p-z_s plot. Ids
+are text all the way: a 19-digit survey id never passes through a JavaScript number."""
 
 from __future__ import annotations
 
@@ -34,7 +35,9 @@ def _header(g: dict[str, Any]) -> None:
     cols[5].metric("m_AB [mag]", _value(g["mag"], ".2f"))
 
 
-def _pz(g: dict[str, Any], ref_id: int, inputs: dict | None = None) -> Any:
+def _pz(
+    g: dict[str, Any], ref_id: int, inputs: dict | None = None, label: str = "ensemble p(z)"
+) -> Any:
     return plots.pz_figure(
         g["grid"],
         g["pdf"],
@@ -45,6 +48,7 @@ def _pz(g: dict[str, Any], ref_id: int, inputs: dict | None = None) -> Any:
         members=None if inputs is None else inputs["members"],
         members_used=None if inputs is None else inputs["members_used"],
         title=f"p(z) of {ref_id}",
+        label=label,
     )
 
 
@@ -82,7 +86,57 @@ def _template_fit(key: state.RunKey, ref_id: int, g: dict[str, Any]) -> None:
     st.caption(f"Dominant template of the best fit: {fit['template']}.")
 
 
-def _galaxy(key: state.RunKey, ref_id: int, kind: str, window: float) -> None:
+def _combined(key: state.RunKey, network: state.RunKey, ref_id: int, g: dict[str, Any]) -> None:
+    """The combined p(z) (network x template fit), each estimator's mode, and the SED."""
+    modes = state.estimator_modes(key, ref_id) or {}
+    left, right = st.columns(2)
+    left.plotly_chart(
+        _pz(g, ref_id, label="combined p(z) (network × template fit)"), key="explorer_pz"
+    )
+    parts = []
+    if "zphot_net" in modes:
+        parts.append(f"network z_p {_value(modes['zphot_net'], '.4f')}")
+    if "zphot_tf" in modes:
+        chi2 = _value(modes.get("chi2_tf", float("nan")), ".1f")
+        parts.append(f"template fit z_p {_value(modes['zphot_tf'], '.4f')} (χ² {chi2})")
+    if parts:
+        left.caption("Each estimator alone: " + "; ".join(parts) + ".")
+    try:
+        inputs = state.galaxy_inputs(network, ref_id)
+    except Exception as exc:  # e.g. the run's catalogue was moved: p(z) still shows
+        right.warning(f"The SED needs the run's catalogue and model: {type(exc).__name__}: {exc}")
+        return
+    if inputs is not None:
+        right.plotly_chart(plots.sed_figure(inputs["sed"], f"SED of {ref_id}"), key="explorer_sed")
+
+
+def _estimator(run_id: str) -> tuple[state.RunKey, str]:
+    """The predictions shown: the run's networks', or for a run combined with the template fit
+    the estimator chosen here (combined by default, as predictions use it). Always this run's."""
+    network = state.run_key(run_id)
+    combined = state.combination(run_id) if state.run_kind_of(run_id) == "deepz" else None
+    key = None if combined is None else state.combined_key(run_id)
+    if key is None:
+        return network, "network"
+    names = {
+        "combined": f"combined (network × {combined['templates']} template fit)",
+        "network": "network",
+    }
+    choice = st.radio(
+        "p(z) from",
+        list(names),
+        format_func=names.get,
+        horizontal=True,
+        key="explorer_estimator",
+        help="This run is combined with the template fit: show the combination's p(z) (the "
+        "default for its predictions) or the networks' alone. Both are out of fold.",
+    )
+    return (key, "combined") if choice == "combined" else (network, "network")
+
+
+def _galaxy(
+    key: state.RunKey, ref_id: int, kind: str, window: float, network: state.RunKey
+) -> None:
     g = state.galaxy_pz(key, ref_id, window)
     if g is None:
         st.warning(f"Galaxy {ref_id} is not in this run.")
@@ -96,6 +150,8 @@ def _galaxy(key: state.RunKey, ref_id: int, kind: str, window: float) -> None:
         return
     if kind == "templatefit":
         _template_fit(key, ref_id, g)
+    elif kind == "combined":
+        _combined(key, network, ref_id, g)
     else:
         _network(key, ref_id, g)
 
@@ -169,10 +225,12 @@ def main() -> None:
     run_id = state.pick_analysis_run("explorer_run", state.ALL_KINDS)
     if run_id is None:
         return
-    key = state.run_key(run_id)
-    window = state.profile_editor(key, "explorer_profile").odds_window
+    network = state.run_key(run_id)
+    key, estimator = _estimator(run_id)
+    kind = "combined" if estimator == "combined" else state.run_kind_of(run_id)
+    window = state.profile_editor(network, "explorer_profile").odds_window
     ref_id = state.pick_galaxy(state.predictions(key), "explorer_ref_id")
-    _galaxy(key, ref_id, state.run_kind_of(run_id), window)
+    _galaxy(key, ref_id, kind, window, network)
     st.subheader("Find a galaxy")
     tab_table, tab_plot = st.tabs(["Filtered table", "z_p vs z_s (click a point)"])
     with tab_table:

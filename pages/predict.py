@@ -90,13 +90,45 @@ def new_prediction() -> None:
             "predict it."
         )
     label = options.get(choice, choice).split(" (")[0]
+    network_only = estimator_choice(run_id, path)
     if st.button("Predict this catalogue", type="primary", disabled=bool(missing)):
         folder = jobs.start_prediction(
-            state.predictions_dir(), state.runs_dir() / run_id, path, label
+            state.predictions_dir(),
+            state.runs_dir() / run_id,
+            path,
+            label,
+            network_only=network_only,
         )
         state.set_query_value("pred", folder.name)
         st.session_state["pred_job"] = folder.name
         st.success(f"Started: {label} with {state.run_title(run_id)}.")
+
+
+def estimator_choice(run_id: str, path: str) -> bool:
+    """For a run combined with the template fit: the 'Network only (fast)' checkbox (the
+    combination is the default); whether to predict with the networks alone."""
+    combined = state.combination(run_id)
+    if combined is None:
+        st.caption("This run predicts with its networks (it is not combined with a template fit).")
+        return False
+    tset = combined["templates"]
+    rate = state.TEMPLATE_FIT_RATE
+    network_only = st.checkbox(
+        "Network only (fast)",
+        value=False,
+        key="pred_network_only",
+        help=f"This run is combined with the {tset} template fit, which predicts about {rate} "
+        "galaxies/s on 2 CPU cores; the networks alone predict thousands per second.",
+    )
+    if network_only:
+        st.caption("Predictions from the networks alone (the combination is not used).")
+    else:
+        n = state.catalog_summary(path).n_galaxies
+        st.caption(
+            f"Predictions from the networks combined with the {tset} template fit: about "
+            f"{max(1, round(n / rate / 60))} min for {n:,} galaxies on 2 CPU cores."
+        )
+    return network_only
 
 
 # --- the jobs --------------------------------------------------------------------------------------
@@ -109,6 +141,7 @@ def jobs_table(found: list) -> None:
                 "job": [j.job_id for j in found],
                 "catalogue": [j.spec.get("catalog_name") for j in found],
                 "run": [j.spec.get("run_id") for j in found],
+                "estimator": [estimator_label(j.spec) for j in found],
                 "state": [j.state for j in found],
                 "progress": [j.progress for j in found],
                 "galaxies": [j.spec.get("rows", j.spec.get("total")) for j in found],
@@ -125,6 +158,13 @@ def jobs_table(found: list) -> None:
             )
         },
     )
+
+
+def estimator_label(spec: dict) -> str:
+    """What produced a job's table: 'network', or 'network + bcnz2 template fit'."""
+    if spec.get("estimator") == "combined":
+        return f"network + {spec.get('templates')} template fit"
+    return "network"
 
 
 def job_progress(job_id: str) -> None:
@@ -335,6 +375,7 @@ def show_job(job_id: str) -> None:
         + (f"; {no_pz:,} without a p(z) (flags: {flags})" if no_pz else "")
         + f". Survey profile of the run: {state.profile(state.job_key(job_id)).label}."
     )
+    st.caption(f"Estimator: {estimator_label(spec)}.")
     key = state.job_key(job_id)
     tabs = st.tabs(["n(z) and downloads", "Tomographic bins", "Galaxies", "Sky"])
     with tabs[0]:

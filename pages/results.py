@@ -161,6 +161,71 @@ def _coverage(stats: dict[str, dict]) -> None:
     )
 
 
+def _combination(runs: list[str]) -> None:
+    """Each run's combination of its networks with the template fit (beyond E20): network,
+    template fit and combined compared out of fold per half magnitude, and the combined
+    predictions; for a run without one, how to get it."""
+    st.subheader("Network + template fit")
+    st.caption(
+        "p(z) ∝ p_net^a · p_tf^b with exponents chosen per half magnitude on the out-of-fold "
+        "spec-z galaxies (each galaxy scored with exponents and a calibration fitted without "
+        f"it); outliers: E20's strict |Δz|/(1+z_s) > {state.STRICT_OUTLIER:g} whatever the "
+        "profile; PIT KS: the KS statistic D of the PIT against uniform (0: calibrated)."
+    )
+    for run_id in runs:
+        combined = state.combination(run_id)
+        if combined is None:
+            st.info(
+                f"{state.run_title(run_id)} is not combined with the template fit. Combine it "
+                f"from a terminal with `deepz combine --run {state.run_dir(run_id).path}` "
+                "(--templates bcnz2 or kcorrect), or train a run with **Combine with the "
+                "template fit** on the Train page."
+            )
+            continue
+        _combination_of(run_id, combined)
+
+
+def _combination_of(run_id: str, combined: dict) -> None:
+    """The comparison table, the σ68-vs-magnitude figure and the downloads of one run."""
+    summary = combined["summary"]
+    st.markdown(
+        f"**{run_id}**: its networks × the {combined['templates']} template fit, "
+        f"{summary.get('n', 0):,} out-of-fold spec-z galaxies"
+    )
+    rows = pd.DataFrame(plots.combination_rows(summary))
+    fixed = st.column_config.NumberColumn(format="%.4f")
+    percent = st.column_config.NumberColumn(format="percent")
+    formats = {c: percent if c.startswith("outliers") else fixed for c in rows.columns[2:]}
+    st.dataframe(rows, hide_index=True, width="stretch", column_config=formats)
+    fig = plots.combination_vs_mag(summary, f"σ68 vs magnitude: {run_id}")
+    st.plotly_chart(fig, key=f"results_combined_{run_id}")
+    key = state.combined_key(run_id)
+    if key is None:
+        st.warning(f"{run_id}: the combined predictions (hybrid_predictions.fits) are missing.")
+        return
+    c1, c2, _ = st.columns([1, 1, 2])
+    c1.download_button(
+        f"{run_id}: combined FITS",
+        on_click="ignore",
+        data=lambda k=key: state.export_bytes(k, "fits"),
+        file_name=f"{run_id}_combined_predictions.fits",
+        mime="application/fits",
+        key=f"results_combined_fits_{run_id}",
+    )
+    c2.download_button(
+        f"{run_id}: combined Parquet",
+        on_click="ignore",
+        data=lambda k=key: state.export_bytes(k, "parquet"),
+        file_name=f"{run_id}_combined_predictions.parquet",
+        mime="application/vnd.apache.parquet",
+        key=f"results_combined_pq_{run_id}",
+    )
+    st.caption(
+        "Combined predictions: deepz's columns (the combination's mode, calibrated p(z) as an "
+        "8-component mixture) plus each estimator's zphot_net/odds_net and zphot_tf/odds_tf/chi2_tf."
+    )
+
+
 def _downloads(runs: list[str]) -> None:
     st.subheader("Download predictions")
     st.caption(
@@ -285,6 +350,9 @@ def compare_runs() -> None:
         _figures(stats, prof.outlier)
     else:
         st.info("No scored galaxies (spec-z with out-of-fold p(z)) in these runs.")
+    networks = [r for r in runs if state.run_kind_of(r) == "deepz"]
+    if networks:
+        _combination(networks)
     _downloads(runs)
 
 
