@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from deepz_core.errors import ConfigError
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity where the system has one), at least 1."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
 
 
 def _mps_available() -> bool:

@@ -62,14 +62,18 @@ def score_table(t: Table, truth: str | None, rng: np.random.Generator) -> dict:
         pit = np.full(len(t), np.nan)
     else:
         pit = np.asarray(t["pit"], dtype=np.float64)
-    cols = {k: np.asarray(t[c], dtype=np.float64)[ok] for k, c in
-            (("combined", "zphot"), ("network", "zphot_net"), ("templatefit", "zphot_tf"))}
+    cols = {
+        k: np.asarray(t[c], dtype=np.float64)[ok]
+        for k, c in (("combined", "zphot"), ("network", "zphot_net"), ("templatefit", "zphot_tf"))
+    }
     z, mag, pit = zs[ok], np.asarray(t["mag"], dtype=np.float64)[ok], pit[ok]
 
     def block(s: np.ndarray) -> dict:
         row = {"n": int(s.sum()), **{k: _scores(v[s], z[s]) for k, v in cols.items()}}
         if s.sum() >= 20:
-            row["ratio"] = _ratio(cols["combined"][s], cols["network"][s], cols["templatefit"][s], z[s], rng)
+            row["ratio"] = _ratio(
+                cols["combined"][s], cols["network"][s], cols["templatefit"][s], z[s], rng
+            )
         if np.isfinite(pit[s]).sum() > 1:
             row["pit_ks"] = pit_ks(np.clip(pit[s][np.isfinite(pit[s])], 0, 1)).statistic
             row["coverage68"] = pit_coverage(pit[s][np.isfinite(pit[s])])
@@ -111,7 +115,12 @@ def main() -> int:
                 "weights": hybrid.weights.to_dict(),
                 "calibration": {
                     k: hybrid.calibration.summary[k]
-                    for k in ("pit_ks_before", "pit_ks_after", "coverage68_before", "coverage68_after")
+                    for k in (
+                        "pit_ks_before",
+                        "pit_ks_after",
+                        "coverage68_before",
+                        "coverage68_after",
+                    )
                 }
                 if hybrid.calibration
                 else None,
@@ -137,7 +146,10 @@ def main() -> int:
                     **({"truth": score_table(table, args.truth, rng)} if args.truth else {}),
                 }
             result["templates"][name] = res
-            print(json.dumps({name: res["sets"]["out of fold (training galaxies)"]["overall"]}), flush=True)
+            print(
+                json.dumps({name: res["sets"]["out of fold (training galaxies)"]["overall"]}),
+                flush=True,
+            )
     Path(args.out).write_text(json.dumps(result, indent=1))
     return 0
 

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from deepz_core.device import usable_cores
 from deepz_core.errors import ConfigError
 from deepz_core.files import atomic_write, cache_dir
 
@@ -394,7 +395,7 @@ def _measure_mode(
 def _machine() -> dict[str, Any]:
     import torch
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = usable_cores()
     return {
         "cores": cores,
         "platform": platform.platform(),

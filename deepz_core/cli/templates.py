@@ -6,22 +6,18 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import time
 from pathlib import Path
 
 from deepz_core.cli.common import command
+from deepz_core.device import usable_cores
 from deepz_core.errors import ConfigError
 
 
 def _workers(text: str) -> int:
     """'auto' (one per usable core) or a positive integer."""
     if text == "auto":
-        return (
-            len(os.sched_getaffinity(0))
-            if hasattr(os, "sched_getaffinity")
-            else os.cpu_count() or 1
-        )
+        return usable_cores()
     try:
         value = int(text)
     except ValueError:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -237,6 +238,7 @@ def _templatefit(
     cfg: TemplateFitConfig,
     zero_points: np.ndarray | None,
     workers: int,
+    pool: Executor | None = None,
 ) -> Table:
     """The template fit, p(z) on the grid (``pz``) included, of the featured galaxies of ``cat``;
     the bands the photometric screen found unusable (NaN, placeholders, 1e30, error <= 0, far
@@ -249,7 +251,7 @@ def _templatefit(
         return Table({"zphot": empty, "odds": empty, "chi2": empty, "pz": pz})
     sub = cat.select(features.rows)
     sub = replace(sub, flux=np.where(features.usable, sub.flux, np.nan))
-    return fit_catalog(sub, cfg, zero_points=zero_points, grid=True, workers=workers)
+    return fit_catalog(sub, cfg, zero_points=zero_points, grid=True, workers=workers, pool=pool)
 
 
 def _fit_exponents(
@@ -355,10 +357,13 @@ def predict_hybrid(
     hybrid: Hybrid | None = None,
     calibrate: bool = True,
     device: str = "cpu",
+    pool: Executor | None = None,
 ) -> Table:
     """The run's combined predictions of ``catalog`` (one row per catalogue row), written to
     ``out`` when given; ``calibrate``: apply the combination's calibration (when it has one);
-    ConfigError when the run has no combination (``fit_hybrid``)."""
+    ``pool``: the template fit's worker processes (``templatefit.fit.worker_pool``), for callers
+    that predict many chunks (else ``workers`` processes started for this call). ConfigError when
+    the run has no combination (``fit_hybrid``)."""
     run = RunDir(Path(run_dir))
     if out is not None:
         table_format(out)
@@ -374,7 +379,7 @@ def predict_hybrid(
     if not calibrate:
         hybrid = replace(hybrid, calibration=None)
     cfg = templatefit_config(hybrid.template_set, pz)
-    tf = _templatefit(cat, features, cfg, hybrid.zero_points_of(cat.bands), workers)
+    tf = _templatefit(cat, features, cfg, hybrid.zero_points_of(cat.bands), workers, pool)
     parts = []
     for s in range(0, features.n, PREDICT_BLOCK) or range(1):  # no galaxy: one empty block
         take = np.arange(s, min(s + PREDICT_BLOCK, features.n))

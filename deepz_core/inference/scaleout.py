@@ -10,10 +10,10 @@ and OUT must be on a file system every worker sees; each worker process loads th
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from deepz_core.device import usable_cores
 from deepz_core.errors import ConfigError
 from deepz_core.inference.stream import predict_part
 
@@ -22,8 +22,7 @@ def local_workers(spec: str) -> int | None:
     """Workers of a ``local`` / ``local:N`` spec (one per usable core for ``local``); None for
     anything else. ConfigError for a bad N."""
     if spec == "local":
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        return cores or 1
+        return usable_cores()
     if not spec.startswith("local:"):
         return None
     text = spec.removeprefix("local:")

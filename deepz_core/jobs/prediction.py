@@ -16,6 +16,7 @@ import os
 import secrets
 import time
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ import pyarrow as pa
 
 from deepz_core.catalog.catalog import Catalog
 from deepz_core.configs import check_bool
+from deepz_core.device import usable_cores
 from deepz_core.errors import ConfigError
 from deepz_core.files import atomic_write_json
 from deepz_core.hybrid.runs import load_hybrid
@@ -125,9 +127,10 @@ def run_prediction_job(folder: Path | str) -> int:
         update_job(folder, total=total)
         predictor = load_predictor(spec["run"], spec.get("device", "cpu"))
         prov = provenance(spec["run"], spec["catalog"])
-        predict = _chunk_predictor(spec, predictor)
-        tables = _tables(folder, predictor, spec["catalog"], total, predict)
-        n = write_parquet(tables, folder / OUTPUT, prov)
+        with ExitStack() as stack:
+            predict = _chunk_predictor(spec, predictor, stack)
+            tables = _tables(folder, predictor, spec["catalog"], total, predict)
+            n = write_parquet(tables, folder / OUTPUT, prov)
     except JobCancelled as exc:
         update_job(folder, state="cancelled", message=str(exc))
         return 0
@@ -139,14 +142,18 @@ def run_prediction_job(folder: Path | str) -> int:
     return n
 
 
-def _chunk_predictor(spec: dict[str, Any], predictor: Any) -> Callable[[Catalog], pa.Table]:
+def _chunk_predictor(
+    spec: dict[str, Any], predictor: Any, stack: ExitStack
+) -> Callable[[Catalog], pa.Table]:
     """What predicts one chunk: the networks (``predictor``), or the run's combination with the
     template fit when the job's ``estimator`` is "combined" (its coordinates carried along, as
-    the networks' are)."""
+    the networks' are; one pool of template-fit processes for the whole job, closed by
+    ``stack``)."""
     if spec.get("estimator", "network") != "combined":
         return predictor
     from deepz_core.hybrid.runs import predict_hybrid
     from deepz_core.inference.stream import arrow_table, carried_columns
+    from deepz_core.templatefit.fit import worker_pool
 
     hybrid = load_hybrid(spec["run"])
     if hybrid is None:
@@ -155,8 +162,11 @@ def _chunk_predictor(spec: dict[str, Any], predictor: Any) -> Callable[[Catalog]
             "(hybrid.json): predict it again with 'network only'"
         )
 
+    pool = stack.enter_context(worker_pool(usable_cores()))
+
     def combined(cat: Catalog) -> pa.Table:
-        table = predict_hybrid(spec["run"], cat, hybrid=hybrid, device=spec.get("device", "cpu"))
+        device = spec.get("device", "cpu")
+        table = predict_hybrid(spec["run"], cat, hybrid=hybrid, device=device, pool=pool)
         for name, values in carried_columns(cat, np.arange(cat.n_galaxies), ()).items():
             if name not in table.colnames:
                 table[name] = values

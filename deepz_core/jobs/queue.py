@@ -68,20 +68,12 @@ def check_queue_limits(config: RunConfig, limits: QueueLimits = QUEUE_LIMITS) ->
 
 
 def check_combination(config: RunConfig, limits: QueueLimits = QUEUE_LIMITS) -> None:
-    """ConfigError unless ``config.templates`` is None or a set of ``limits.templates`` on a run
-    with >= 2 folds: the combination is fitted on the out-of-fold galaxies, which one fold lacks
-    (refused here, before training, rather than after it)."""
-    if config.templates is None:
-        return
-    if config.templates not in limits.templates:
+    """ConfigError unless ``config.templates`` is None or a set of ``limits.templates`` (the
+    RunConfig itself refuses a combination on one fold)."""
+    if config.templates is not None and config.templates not in limits.templates:
         raise ConfigError(
             f"templates = {config.templates!r}: the shared queue combines with "
             f"{', '.join(limits.templates)} only"
-        )
-    if config.train.folds < 2:
-        raise ConfigError(
-            f"templates = {config.templates!r} with folds = {config.train.folds}: the "
-            "combination is fitted on out-of-fold galaxies, which need folds >= 2"
         )
 
 

@@ -238,6 +238,11 @@ class RunConfig(Config):
                 raise ConfigError(
                     f"{name}: expected a {cls.CONFIG_NAME} config, got {getattr(self, name)!r}"
                 )
+        if self.templates is not None and self.train.folds < 2:
+            raise ConfigError(
+                "templates: the combination with the template fit is fitted on out-of-fold "
+                f"galaxies and needs folds >= 2, got {self.train.folds}"
+            )
         # bad model fields, and networks too big for the ensemble's size, fail here
         self.model_config(2, self.train.members)
 

@@ -242,3 +242,16 @@ def test_an_ensemble_too_big_to_allocate_is_refused_before_a_run_exists() -> Non
             model={"width": 4096, "photoz_layers": 64},
             train=TrainConfig(repetitions=100, folds=10),
         )
+
+
+def test_a_run_combined_with_the_template_fit_needs_folds_and_a_known_set() -> None:
+    """The combination is fitted on out-of-fold galaxies: one fold trains the whole run and
+    fails only at the end, so the config refuses it up front (and names the field)."""
+    from deepz_core.training.config import RunConfig, TrainConfig
+
+    with pytest.raises(ConfigError, match="templates.*folds >= 2, got 1"):
+        RunConfig(catalog="c.fits", train=TrainConfig(folds=1), templates="bcnz2")
+    with pytest.raises(ConfigError, match="templates"):
+        RunConfig(catalog="c.fits", templates="nosuch")
+    assert RunConfig(catalog="c.fits", templates="kcorrect").templates == "kcorrect"
+    assert RunConfig.from_dict(RunConfig(catalog="c.fits").to_dict()).templates is None
