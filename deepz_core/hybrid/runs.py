@@ -21,7 +21,6 @@ stored zero-points, the stored exponents and calibration. The template fit costs
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
@@ -35,7 +34,7 @@ from deepz_core.catalog.catalog import Catalog
 from deepz_core.catalog.features import Features
 from deepz_core.catalog.io import read_catalog
 from deepz_core.errors import ConfigError
-from deepz_core.files import atomic_write_json, check_outputs, jsonable
+from deepz_core.files import atomic_write_json, check_outputs, jsonable, read_json_object
 from deepz_core.hybrid.combine import (
     chunked_loglik,
     network_log_pz,
@@ -149,11 +148,7 @@ def load_hybrid(run_path: Path | str) -> Hybrid | None:
     path = Path(run_path) / HYBRID_FILE
     if not path.exists():
         return None
-    try:
-        doc = json.loads(path.read_text())
-    except ValueError as exc:
-        raise ConfigError(f"{path}: not JSON ({exc})") from None
-    return Hybrid.from_dict(doc)
+    return Hybrid.from_dict(read_json_object(path, "combination with the template fit"))
 
 
 def hybrid_predictions_file(run_path: Path | str) -> Path | None:

@@ -17,7 +17,6 @@ galaxies without a spec-z, without any redshift (none such: no pool scale).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ import numpy as np
 import torch
 
 from deepz_core.errors import ConfigError
-from deepz_core.files import atomic_write_json, jsonable
+from deepz_core.files import atomic_write_json, jsonable, read_json_object
 from deepz_core.pz.calibration import (
     MAX_BINS,
     MIN_PER_BIN,
@@ -174,8 +173,4 @@ def load_calibration(run_path: Path | str) -> RunCalibration | None:
     path = Path(run_path) / CALIBRATION_FILE
     if not path.exists():
         return None
-    try:
-        doc = json.loads(path.read_text())
-    except ValueError as exc:
-        raise ConfigError(f"{path}: not JSON ({exc})") from None
-    return RunCalibration.from_dict(doc)
+    return RunCalibration.from_dict(read_json_object(path, "calibration"))

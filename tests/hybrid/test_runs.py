@@ -317,7 +317,7 @@ def test_the_output_never_replaces_the_input_catalogue(
     [
         ("{not json", "not JSON"),
         ('{"version": 1}', "hybrid.json: not a stored combination"),
-        ("[1, 2]", "hybrid.json: not a stored combination"),
+        ("[1, 2]", "hybrid.json: damaged combination .*expected a JSON object"),
         ("DAMAGE_VERSION", "hybrid.json: unknown version 7"),
         ("DAMAGE_WEIGHTS", "hybrid.json: not a stored combination.*pooling weights"),
         ("DAMAGE_CALIBRATION", "hybrid.json: not a stored combination.*calibration"),
