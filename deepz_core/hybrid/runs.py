@@ -41,6 +41,7 @@ from deepz_core.hybrid.combine import (
     pooled_products,
     templatefit_log_pz,
 )
+from deepz_core.hybrid.pool import fit_combination_pool_scale
 from deepz_core.inference.calibrate import (
     CROSS_FOLDS,
     MIN_GALAXIES,
@@ -57,14 +58,14 @@ from deepz_core.inference.predict import (
     write_table,
 )
 from deepz_core.pz import metrics
-from deepz_core.pz.calibration import half_mag_edges
+from deepz_core.pz.calibration import POOL_MIN_PER_BIN, PoolScale, half_mag_edges
 from deepz_core.pz.pooling import PoolingWeights, default_candidates, fit_pooling
 from deepz_core.pz.products import PzConfig
 from deepz_core.rundir import RunDir
 from deepz_core.sed.template_sets import TEMPLATE_SETS
 from deepz_core.templatefit.config import TemplateFitConfig
 from deepz_core.templatefit.fit import fit_catalog
-from deepz_core.training.config import run_pz_config
+from deepz_core.training.config import load_run_config, run_pz_config
 
 HYBRID_FILE = "hybrid.json"
 HYBRID_PREDICTIONS = "hybrid_predictions.fits"
@@ -212,6 +213,8 @@ def fit_hybrid(
             f"combination calibrated on {s['n']} galaxies: PIT KS {s['pit_ks_before']:.4f} -> "
             f"{s['pit_ks_after']:.4f} (cross-fitted)"
         )
+    if cal is not None:
+        cal = cal.with_pool(_pool_scale(run, features, products, log_tf, weights, cal, oof, say))
     hybrid = replace(hybrid, calibration=cal)
     out = _products(hybrid, log_net, log_tf, features, oof, pz)
     table = _table(features, out, products, tf, oof, cat)
@@ -225,6 +228,45 @@ def fit_hybrid(
         )
     )
     return hybrid
+
+
+def _pool_scale(
+    run: RunDir,
+    features: Features,
+    net: dict[str, np.ndarray],
+    log_tf,
+    weights: PoolingWeights,
+    cal: RunCalibration,
+    oof: np.ndarray,
+    say: Log,
+) -> PoolScale | None:
+    """The combination's pool scale (``hybrid.pool``), fitted on the unflagged galaxies of the
+    training catalogue no network trained on, without their redshifts; None (logged) with one
+    fold or too few of them: new galaxies then get the out-of-fold calibration unchanged."""
+    train = load_run_config(run).train
+    mag = galaxy_mags(features)
+    new = ~oof & ~np.isfinite(features.zspec) & (features.flags == 0)
+    new &= np.isfinite(mag) & np.isfinite(net["zphot"])
+    rows = np.flatnonzero(new)
+    if train.folds < 2 or len(rows) < POOL_MIN_PER_BIN:
+        say(
+            f"combination: no pool scale ({len(rows)} galaxies without a spec-z, need "
+            f"{POOL_MIN_PER_BIN}): new galaxies get the out-of-fold calibration, which makes "
+            "their combined p(z) too broad"
+        )
+        return None
+    sub = {k: net[k][rows] for k in ("weights", "means", "stds")}
+    folds = (train.repetitions, train.folds)
+    pool = fit_combination_pool_scale(
+        sub, log_tf[rows], weights, cal.full, folds, mag[rows], run_pz_config(run)
+    )
+    say(
+        f"combination pool scale on {pool.n_fit} galaxies without a spec-z: "
+        + ", ".join(
+            f"iAB {m:.2f}: {v:.3f}" for m, v in zip(pool.mag_centres, pool.scale, strict=True)
+        )
+    )
+    return pool
 
 
 def _templatefit(

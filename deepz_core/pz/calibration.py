@@ -462,7 +462,7 @@ def fit_pool_scale(
         hp, inside = _pool_curves(
             weights[rows], means[rows], stds[rows], folds, mag[rows], cal, grid
         )
-        scales.append(_bisect_scale(hp, inside))
+        scales.append(bisect_pool_scale(hp, inside))
         centres.append(float(np.median(mag[rows])))
     keep = np.concatenate([[True], np.diff(centres) > 0])  # ties of bin medians: keep the first
     return PoolScale(np.asarray(centres)[keep], np.asarray(scales)[keep], n)
@@ -506,8 +506,10 @@ def _pool_curves(
     return hp, inside
 
 
-def _bisect_scale(hp: Tensor, inside: Tensor, iterations: int = 30) -> float:
-    """lambda at which the members' expected 68% coverage under Phi(lambda hp) is 0.6827."""
+def bisect_pool_scale(hp: Tensor, inside: Tensor, iterations: int = 30) -> float:
+    """lambda at which the members' expected 68% coverage under Phi(lambda hp) is 0.6827, from
+    hp (n, G) = h(Phi^-1(F_pool)) on a grid and ``inside`` (n, K, G): where each member's (or
+    fold's) calibrated CDF lies inside its central 68.27%."""
     lo, hi = POOL_SCALE_RANGE
     for _ in range(iterations):
         mid = 0.5 * (lo + hi)
