@@ -61,13 +61,46 @@ def _panel_axes(fig: go.Figure, x_title: str, outlier: float = OUTLIER) -> None:
     fig.update_xaxes(title=x_title, row=2, col=1)
 
 
-def _vline(
-    fig: go.Figure, x: float | None, text: str, where: str = "top right", **line: Any
+def _side_label(
+    fig: go.Figure, x: float, text: str, xrange: Sequence[float], y: float, color: str = "black"
 ) -> None:
-    """A labelled vertical line at x (skipped when x is None or not finite)."""
+    """``text`` beside the vertical line at ``x``, on the side with more room inside ``xrange``
+    (the x-axis limits [lo, hi]), at height ``y`` (paper units, 0 = bottom, 1 = top), so the
+    label never leaves the axes nor covers the y axis."""
+    lo, hi = float(xrange[0]), float(xrange[1])
+    at = min(max(float(x), lo), hi)
+    right = at - lo <= hi - at  # more room to the right of the line
+    fig.add_annotation(
+        x=at,
+        y=y,
+        xref="x",
+        yref="paper",
+        text=text,
+        showarrow=False,
+        xanchor="left" if right else "right",
+        xshift=3 if right else -3,
+        yanchor="top" if y >= 0.5 else "bottom",
+        font={"color": color, "size": 11},
+        bgcolor="rgba(255,255,255,0.6)",
+    )
+
+
+def _vline(
+    fig: go.Figure,
+    x: float | None,
+    text: str,
+    xrange: Sequence[float],
+    y: float = 1.0,
+    **line: Any,
+) -> None:
+    """A vertical line at x labelled ``text`` inside ``xrange`` at paper height ``y`` (see
+    ``_side_label``; no label when x lies outside ``xrange``, where the line is not seen either);
+    skipped when x is None or not finite."""
     if x is not None and np.isfinite(x):
         style = {"color": "black", "dash": "dash"} | line
-        fig.add_vline(x=x, line=style, annotation_text=text, annotation_position=where)
+        fig.add_vline(x=x, line=style)
+        if xrange[0] <= x <= xrange[1]:
+            _side_label(fig, x, text, xrange, y, style["color"])
 
 
 def _z_range(*arrays: np.ndarray) -> tuple[float, float]:
@@ -198,6 +231,15 @@ def pit_figure(series: Mapping[str, tuple[np.ndarray, np.ndarray, Any]]) -> go.F
     return _finish(fig, "Probability integral transform (E20 Fig. 8)")
 
 
+def count_step(top: float, ticks: int = 6) -> int:
+    """A round integer tick step (1, 2, 5 x 10^k) giving about ``ticks`` ticks from 0 to ``top``
+    (a count axis: never a fraction of a galaxy)."""
+    raw = max(float(top), 1.0) / ticks
+    decade = 10 ** int(np.floor(np.log10(raw)))
+    step = next((m * decade for m in (1, 2, 5, 10) if m * decade >= raw), 10 * decade)
+    return max(int(round(step)), 1)
+
+
 def spec_density_figure(series: Mapping[str, Any]) -> go.Figure:
     """σ68 vs the number of training spec-z in the galaxy's Δz = 0.001 bin, with the number of
     test galaxies per bin as bars (E20 Fig. 3). ``series``: name -> BinnedMetrics."""
@@ -217,9 +259,19 @@ def spec_density_figure(series: Mapping[str, Any]) -> go.Figure:
         )
         trace = _line(b.centers, b.sigma68, f"{name}: σ68", "lines+markers", line={"color": color})
         fig.add_trace(trace, secondary_y=False)
-    fig.update_xaxes(title="training spec-z per Δz = 0.001 bin [galaxies]")
+    right = max((float(b.edges[-1]) for b in series.values() if len(b.edges)), default=1.0)
+    xticks = {"tickmode": "linear", "tick0": 0, "dtick": count_step(right)}  # whole galaxies
+    fig.update_xaxes(title="training spec-z per Δz = 0.001 bin [galaxies]", **xticks)
     fig.update_yaxes(title=SIGMA, secondary_y=False)
-    fig.update_yaxes(title="test galaxies [N]", secondary_y=True, showgrid=False, tickformat=",d")
+    top = max((float(np.max(b.counts)) for b in series.values() if len(b.counts)), default=1.0)
+    counts_axis = {"tickmode": "linear", "tick0": 0, "dtick": count_step(top), "showgrid": False}
+    fig.update_yaxes(
+        title="test galaxies [N]",
+        secondary_y=True,
+        range=[0, 1.08 * max(top, 1.0)],  # bars from 0, the tallest not clipped
+        tickformat=",d",
+        **counts_axis,
+    )
     return _finish(fig, "Scatter vs spectroscopic density (E20 Fig. 3)")
 
 
@@ -231,6 +283,17 @@ def _support(
         np.flatnonzero(pdf >= frac * np.nanmax(pdf)) if np.nanmax(pdf) > 0 else np.arange(len(grid))
     )
     return [max(grid[0], grid[above[0]] - pad), min(grid[-1], grid[above[-1]] + pad)]
+
+
+def _odds_window(fig: go.Figure, mode: float, width: float, xrange: Sequence[float]) -> None:
+    """The ODDS window [mode - width/2, mode + width/2] shaded, labelled beside its edge on the side
+    with room, above the bottom row where the mode's label sits."""
+    fig.add_vrect(
+        x0=mode - width / 2, x1=mode + width / 2, fillcolor="orange", opacity=0.3, line_width=0
+    )
+    lo, hi = float(xrange[0]), float(xrange[1])
+    edge = mode + width / 2 if mode - lo <= hi - mode else mode - width / 2
+    _side_label(fig, edge, "ODDS window", xrange, 0.12, "darkorange")
 
 
 def pz_figure(
@@ -250,16 +313,9 @@ def pz_figure(
     p(z) (E, G) (dotted when the member trained on the galaxy), mixture components (K, G), z_s
     line, mode and the ODDS window shaded."""
     fig = go.Figure()
-    if mode is not None and odds_window is not None:
-        fig.add_vrect(
-            x0=mode - odds_window / 2,
-            x1=mode + odds_window / 2,
-            fillcolor="orange",
-            opacity=0.3,
-            line_width=0,
-            annotation_text="ODDS window",
-            annotation_position="top left",
-        )
+    xrange = _support(grid, pdf)
+    if mode is not None and odds_window is not None and np.isfinite(mode):
+        _odds_window(fig, mode, odds_window, xrange)
     grey = {"color": "lightgrey", "width": 1}
     for i, comp in enumerate(components if components is not None else []):
         name = "mixture components (weighted)"
@@ -270,9 +326,9 @@ def pz_figure(
         name = "members (dotted: trained on this galaxy)"
         fig.add_trace(_line(grid, member, name, legendgroup="m", showlegend=e == 0, line=style))
     fig.add_trace(_line(grid, pdf, label, line={"color": "crimson", "width": 3}))
-    _vline(fig, zspec, "z<sub>s</sub>")
-    _vline(fig, mode, "mode", "bottom right", color="crimson", dash="solid", width=1)
-    fig.update_xaxes(title=Z, range=_support(grid, pdf))
+    _vline(fig, zspec, "z<sub>s</sub>", xrange)
+    _vline(fig, mode, "mode", xrange, 0.02, color="crimson", dash="solid", width=1)
+    fig.update_xaxes(title=Z, range=xrange)
     fig.update_yaxes(title=PZ, rangemode="tozero")
     return _finish(fig, title or "p(z)")
 
@@ -343,8 +399,11 @@ def chi2_figure(
     fig = go.Figure(
         go.Scatter(x=z, y=chi2, mode="lines+markers", name="χ²<sub>min</sub>(z)", marker_size=3)
     )
-    _vline(fig, z_best, "best fit", "bottom right", color="crimson", dash="solid", width=1)
-    _vline(fig, zspec, "z<sub>s</sub>")
+    marks = [v for v in (z_best, zspec) if v is not None and np.isfinite(v)]
+    span = np.concatenate([np.asarray(z, float), marks]) if len(z) or marks else np.zeros(1)
+    xrange = [float(np.min(span)), float(np.max(span))]  # what the autorange shows (unpadded)
+    _vline(fig, z_best, "best fit", xrange, 0.02, color="crimson", dash="solid", width=1)
+    _vline(fig, zspec, "z<sub>s</sub>", xrange)
     fig.update_xaxes(title=Z)
     fig.update_yaxes(title="χ² (minimum over templates)", type="log")
     return _finish(fig, "χ²(z) of the template fit")
@@ -370,8 +429,9 @@ def dropping_figure(
         thin = {"line": {"width": 1}, "opacity": 0.8, "hovertemplate": f"{label}<extra></extra>"}
         fig.add_trace(_line(grid, curve, label, showlegend=False, **thin))
     fig.add_trace(_line(grid, full, "full coadd", line={"color": "red", "width": 3}))
-    _vline(fig, zspec, "z<sub>s</sub>")
-    fig.update_xaxes(title=Z, range=_support(grid, full, pad=0.1))
+    xrange = _support(grid, full, pad=0.1)
+    _vline(fig, zspec, "z<sub>s</sub>", xrange)
+    fig.update_xaxes(title=Z, range=xrange)
     fig.update_yaxes(title=PZ, rangemode="tozero")
     return _finish(fig, "Leaving single exposures out (E20 Fig. 7)", height=460)
 

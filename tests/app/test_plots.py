@@ -112,6 +112,48 @@ def test_spec_density_figure(zz) -> None:
     assert _types(fig) == ["bar", "scatter"]
     assert "0.001" in fig.layout.xaxis.title.text
     assert fig.layout.yaxis.title.text == plots.SIGMA
+    counts = fig.layout.yaxis2
+    top = float(np.max(b.counts))
+    assert counts.tickmode == "linear" and counts.tick0 == 0
+    assert isinstance(counts.dtick, int) and counts.dtick >= 1
+    assert counts.range[0] == 0 and counts.range[1] > top  # bars from 0, the tallest not clipped
+    ticks = np.arange(0, counts.range[1], counts.dtick)  # what plotly draws: 0, dtick, 2 dtick...
+    assert np.all(ticks == np.round(ticks)) and np.all(np.diff(ticks) == counts.dtick)
+    assert 3 <= ticks.size <= 8
+    assert fig.layout.xaxis.tick0 == 0 and isinstance(fig.layout.xaxis.dtick, int)  # x: counts
+
+
+@pytest.mark.parametrize(
+    ("top", "step"), [(0, 1), (3, 1), (7, 2), (103, 20), (1517, 500), (20_000, 5000)]
+)
+def test_count_step_is_a_round_integer(top: float, step: int) -> None:
+    assert plots.count_step(top) == step
+
+
+def _label_x(fig: go.Figure, text: str) -> tuple[float, str, float]:
+    a = [a for a in fig.layout.annotations if a.text == text][0]
+    return a.x, a.xanchor, a.y
+
+
+@pytest.mark.parametrize(("mode", "side"), [(0.001, "left"), (0.5, None), (1.499, "right")])
+def test_pz_figure_labels_stay_inside_the_axes(mode: float, side: str | None) -> None:
+    """'ODDS window', 'mode' and 'z_s' sit inside the x limits, written towards the side with
+    room (never over the y axis nor past the right edge), each on its own row."""
+    grid = np.round(np.arange(0, 1501) * 0.001, 12)
+    pdf = np.exp(-0.5 * ((grid - mode) / 0.02) ** 2)
+    zspec = mode + 0.01 if mode < 1 else mode - 0.01
+    fig = plots.pz_figure(grid, pdf, zspec=zspec, mode=mode, odds_window=0.003)
+    lo, hi = fig.layout.xaxis.range
+    rows = []
+    for text in ("ODDS window", "mode", "z<sub>s</sub>"):
+        x, anchor, y = _label_x(fig, text)
+        assert lo <= x <= hi
+        assert anchor == ("left" if x - lo <= hi - x else "right")  # text runs into the room
+        assert 0 <= y <= 1
+        rows.append(y)
+    assert len(set(rows)) == 3  # one row each: the labels never overlap each other
+    if side is not None:  # at z = 0 written to the right of the line, at z_max to the left
+        assert _label_x(fig, "mode")[1] == side == _label_x(fig, "ODDS window")[1]
 
 
 def test_pz_figure_members_components_and_odds_window() -> None:
