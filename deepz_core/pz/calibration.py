@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from deepz_core.errors import ConfigError
-from deepz_core.pz.metrics import DEFAULT_MAG_EDGES as _MAG_EDGES
+from deepz_core.pz.metrics import data_mag_edges
 from deepz_core.pz.mixture import GaussianMixture
 
 # quantile levels q_k of the knots: denser in the tails, where outliers make the PIT least uniform
@@ -364,12 +364,10 @@ def _mixture_cdf(w: Tensor, loc: Tensor, scale: Tensor, z: Tensor) -> Tensor:
 
 
 def half_mag_edges(mag: np.ndarray) -> np.ndarray:
-    """Half-magnitude bin edges from 17.5 to the faintest finite ``mag`` (N,), at least to 22.5
-    (E20's limit; a deep mock's galaxies reach 25)."""
-    mag = np.asarray(mag, dtype=np.float64)
-    faint = np.nanmax(mag) if np.isfinite(mag).any() else _MAG_EDGES[-1]
-    top = max(_MAG_EDGES[-1], np.ceil(2 * faint) / 2)
-    return np.round(np.arange(_MAG_EDGES[0], top + 0.01, 0.5), 6)
+    """Half-magnitude bin edges that follow the finite ``mag`` (N,) (``metrics.data_mag_edges``):
+    a PAUS-like catalogue gets E20's 17.5-22.5, an SDSS one 12.5-19, a deep one up to 25; no finite
+    magnitude gives E20's."""
+    return data_mag_edges(mag, 0.5)
 
 
 def pit_coverage(pit: np.ndarray, level: float = 0.6827) -> float:
