@@ -32,6 +32,14 @@ def _simulate_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same catalogue)")
     p.add_argument(
+        "--sed-family",
+        default="sps",
+        help="paus-mock only: where the galaxies' spectra come from: sps (default, the demo's: "
+        "BC03 + Cloudy populations) or kcorrect (random non-negative combinations of kcorrect's 5 "
+        "NMF templates, another SED family); same observation model and, for a seed, the same "
+        "magnitudes, redshifts and spec-z selection",
+    )
+    p.add_argument(
         "--out",
         required=True,
         help="output catalogue (.fits, .parquet, .csv, .h5); single exposures go "
@@ -47,11 +55,13 @@ def _simulate(args: argparse.Namespace) -> int:
     from deepz_core.files import check_outputs
     from deepz_core.simulate import simulate
     from deepz_core.simulate.cache import DEFAULT_BAND_SETS
+    from deepz_core.simulate.families import check_family_for_kind
 
+    family = check_family_for_kind(args.kind, args.sed_family, "--sed-family")
     catalog_format(args.out)  # a bad output name fails before the simulation runs
     check_outputs({"--out": args.out}, {})  # so does a folder that cannot be written
     bands = args.bands or DEFAULT_BAND_SETS.get(args.kind, "paus_cosmos")
-    cat = simulate(args.kind, args.n, parse_bands(bands), args.seed)
+    cat = simulate(args.kind, args.n, parse_bands(bands), args.seed, sed_family=family)
     write_catalog(cat, args.out)
     print(f"wrote {cat.n_galaxies} galaxies x {len(cat.bands)} bands to {args.out}")
     return 0

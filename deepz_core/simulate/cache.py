@@ -12,6 +12,11 @@ from deepz_core.catalog.catalog import Catalog
 from deepz_core.errors import ConfigError
 from deepz_core.files import cache_dir
 from deepz_core.sed.bands import band_set
+from deepz_core.simulate.families import (
+    DEFAULT_SED_FAMILY,
+    FAMILY_VERSIONS,
+    check_family_for_kind,
+)
 
 KINDS = ("sps", "paus-mock", "templates", "lsst-deep")
 DEFAULT_BAND_SETS = {"lsst-deep": "lsst"}  # band set of a kind when none is given, else paus_cosmos
@@ -25,17 +30,21 @@ def simulate(
     bands: Sequence[str] | str | None = None,
     seed: int = 0,
     config: object = None,
+    sed_family: str = DEFAULT_SED_FAMILY,
 ) -> Catalog:
     """Run simulator ``kind`` ('sps' pretraining prior, 'paus-mock' observed mock, 'templates',
     the template-based pretraining set of E20 Sec. 3.3, or 'lsst-deep', the deep broad-band mock)
     for ``n`` galaxies in ``bands`` (band names or a band-set name; default the kind's own set:
-    lsst for lsst-deep, else paus_cosmos). Same seed, same catalogue.
+    lsst for lsst-deep, else paus_cosmos). Same seed, same catalogue. ``sed_family`` chooses the
+    paus-mock's spectra: 'sps' (default) or 'kcorrect' (``simulate.families``); other kinds
+    have only 'sps' (ConfigError naming sed_family otherwise).
 
     >>> import deepz_core as dz
     >>> cat = dz.simulate_catalog("lsst-deep", 200, seed=1)
     >>> cat.bands
     ('lsst_u', 'lsst_g', 'lsst_r', 'lsst_i', 'lsst_z', 'lsst_y')
     """
+    sed_family = check_family_for_kind(kind, sed_family)
     if bands is None or isinstance(bands, str):
         from deepz_core.sed.bands import band_set
 
@@ -47,7 +56,7 @@ def simulate(
     if kind == "paus-mock":
         from deepz_core.simulate.mock import simulate_mock
 
-        return simulate_mock(n, bands, seed, config)
+        return simulate_mock(n, bands, seed, config, sed_family)
     if kind == "templates":
         from deepz_core.simulate.templates import simulate_templates
 
@@ -59,29 +68,49 @@ def simulate(
     raise ConfigError(f"kind must be one of {KINDS}, got {kind!r}")
 
 
-def _key(kind: str, n: int, bands: Sequence[str], seed: int, config: object) -> str:
+def _key(
+    kind: str, n: int, bands: Sequence[str], seed: int, config: object, sed_family: str
+) -> str:
+    """16 hex digits of a hash of everything that determines a simulation; the SED family and its
+    version enter only when not the default, so caches made before there were families stay valid."""
     cfg = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else None
-    blob = json.dumps([CACHE_VERSION, kind, n, list(bands), seed, cfg], sort_keys=True, default=str)
+    parts: list[object] = [CACHE_VERSION, kind, n, list(bands), seed, cfg]
+    if sed_family != DEFAULT_SED_FAMILY:
+        parts.append([sed_family, FAMILY_VERSIONS[sed_family]])
+    blob = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def cached_simulation_path(
-    kind: str, n: int, bands: Sequence[str], seed: int, config: object = None
+    kind: str,
+    n: int,
+    bands: Sequence[str],
+    seed: int,
+    config: object = None,
+    sed_family: str = DEFAULT_SED_FAMILY,
 ) -> Path:
     """Where ``cached_simulation`` keeps this simulation (its name is a hash of everything that
-    determines it); nothing is simulated here."""
-    return cache_dir() / "sims" / f"{kind}_n{n}_s{seed}_{_key(kind, n, bands, seed, config)}.fits"
+    determines it, and names a non-default SED family); nothing is simulated here."""
+    sed_family = check_family_for_kind(kind, sed_family)
+    stem = kind if sed_family == DEFAULT_SED_FAMILY else f"{kind}-{sed_family}"
+    key = _key(kind, n, bands, seed, config, sed_family)
+    return cache_dir() / "sims" / f"{stem}_n{n}_s{seed}_{key}.fits"
 
 
 def cached_simulation(
-    kind: str, n: int, bands: Sequence[str], seed: int, config: object = None
+    kind: str,
+    n: int,
+    bands: Sequence[str],
+    seed: int,
+    config: object = None,
+    sed_family: str = DEFAULT_SED_FAMILY,
 ) -> Path:
     """Path of a FITS file holding this simulation, simulating and writing it on first use."""
     from deepz_core.catalog.io import write_catalog
 
-    path = cached_simulation_path(kind, n, bands, seed, config)
+    path = cached_simulation_path(kind, n, bands, seed, config, sed_family)
     if not path.exists():
-        write_catalog(simulate(kind, n, bands, seed, config), path)
+        write_catalog(simulate(kind, n, bands, seed, config, sed_family), path)
     return path
 
 

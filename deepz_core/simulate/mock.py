@@ -9,6 +9,8 @@ parameter correlations, so transfer learning is not tested against itself. Obser
 - small per-band zero-point offsets (``zero_point_offsets``), applied to all measured fluxes;
 - a spectroscopic subsample, less complete at the faint end, with zCOSMOS-like errors and a small
   fraction of wrong redshifts.
+The galaxies' spectra come from an SED family (``families.py``): "sps" (the default, the demo's) or
+"kcorrect" (random combinations of kcorrect's templates); the observation model is the same for both.
 Fluxes are in microJansky (FLUXZP = 23.9).
 """
 
@@ -22,11 +24,8 @@ import numpy as np
 from deepz_core.catalog.catalog import Catalog, Exposures
 from deepz_core.catalog.features import resolve_ref_band
 from deepz_core.errors import ConfigError
-from deepz_core.progress import progress_bar
 from deepz_core.sed.bands import get_band
-from deepz_core.sed.photometry import BandPhotometry
-from deepz_core.sed.ssp import load_library
-from deepz_core.simulate import galaxies
+from deepz_core.simulate import families, galaxies
 
 FLUXZP = 23.9
 # COSMOS 5 sigma depths (3'' apertures, Capak et al. 2007 / Laigle et al. 2016 orders of magnitude)
@@ -60,6 +59,7 @@ class MockConfig:
     spec_completeness_faint: float = 0.72  # at the magnitude limit
     spec_failure_rate: float = 0.005  # wrong spec-z among the 'secure' ones
     spec_error: float = 0.00036  # zCOSMOS ~110 km/s, times (1 + z)
+    kcorrect_mix: families.KcorrectMix = field(default_factory=families.KcorrectMix)  # "kcorrect"
 
     def __post_init__(self) -> None:
         for name in ("outlier_rate", "outlier_positive", "spec_failure_rate"):
@@ -80,21 +80,18 @@ def _mag_to_flux(mag: np.ndarray | float) -> np.ndarray:
     return 10 ** (-0.4 * (np.asarray(mag) - FLUXZP))
 
 
-def _true_fluxes(p: dict[str, np.ndarray], bands: tuple[str, ...], ref: int) -> np.ndarray:
-    """(N, B) noiseless fluxes [microJansky] scaled to the drawn reference-band magnitudes."""
-    lib = load_library()
-    phot = BandPhotometry(bands, lib.wavelength)
-    out = np.empty((len(p["z"]), len(bands)))
-    chunk = 2000
-    with progress_bar(len(p["z"]), "simulating mock galaxies") as bar:
-        for s in range(0, len(p["z"]), chunk):
-            q = {k: v[s : s + chunk] for k, v in p.items()}
-            mass = galaxies.mass_history(q, lib.age_edges)
-            old, young = galaxies.dust_transmissions(q, lib.wavelength)
-            flux = phot.fluxes(lib.spectra(mass, q["log_z"], q["log_u"], old, young), q["z"])
-            out[s : s + chunk] = flux * (_mag_to_flux(q["mag"]) / flux[:, ref])[:, None]
-            bar.update(len(q["z"]))
-    return out
+def _true_fluxes(
+    p: dict[str, np.ndarray],
+    bands: tuple[str, ...],
+    ref: int,
+    family: str,
+    seed: int,
+    cfg: MockConfig,
+) -> np.ndarray:
+    """(N, B) noiseless fluxes [microJansky] of SED family ``family`` (``families``) scaled to the
+    drawn reference-band magnitudes p['mag'] (N,)."""
+    flux = families.family_fluxes(family, p, bands, seed, cfg.kcorrect_mix)
+    return flux * (_mag_to_flux(p["mag"]) / flux[:, ref])[:, None]
 
 
 def _narrow_exposures(
@@ -159,12 +156,19 @@ def _spec_z(
 
 
 def simulate_mock(
-    n: int, bands: Sequence[str], seed: int, config: MockConfig | None = None
+    n: int,
+    bands: Sequence[str],
+    seed: int,
+    config: MockConfig | None = None,
+    sed_family: str = families.DEFAULT_SED_FAMILY,
 ) -> Catalog:
-    """Simulate an observed PAUS-COSMOS-like catalogue of n galaxies with single exposures."""
+    """Simulate an observed PAUS-COSMOS-like catalogue of n galaxies with single exposures, their
+    spectra from SED family ``sed_family`` ("sps" or "kcorrect", see ``families``): fluxes (N, B)
+    [microJansky], exposures, spec-z, extra columns ztrue, log_mass, quiescent (N,)."""
     cfg = config or MockConfig()
     if n < 1:
         raise ConfigError(f"n must be >= 1, got {n}")
+    sed_family = families.check_sed_family(sed_family)
     bands = tuple(bands)
     ref = bands.index(resolve_ref_band(bands))
     rng = np.random.default_rng(seed)
@@ -172,7 +176,7 @@ def simulate_mock(
     mag = galaxies.sample_magnitudes(n, pcfg, rng)
     z = galaxies.sample_redshifts(mag, pcfg, rng)
     props = galaxies.sample_properties(mag, z, pcfg, rng)
-    true = _true_fluxes(props, bands, ref)
+    true = _true_fluxes(props, bands, ref, sed_family, seed, cfg)
     zp = zero_point_offsets(bands, seed, cfg.zero_point_scatter)
     flux, error = _broad_coadds(true, bands, cfg, rng)
     gal, band, exp_num, e_flux, e_err = _narrow_exposures(true, bands, cfg, rng)
@@ -201,8 +205,17 @@ def simulate_mock(
         fluxzp=FLUXZP,
         exposures=exposures,
         extra=extra,
-        meta={"SIMKIND": "paus-mock", "SEED": int(seed)},
+        meta=_meta(seed, sed_family),
     )
+
+
+def _meta(seed: int, sed_family: str) -> dict[str, object]:
+    """Header of a mock catalogue: kind, seed and, for a family other than the default, SEDFAM
+    (the default's header is the one mocks had before there were families)."""
+    meta: dict[str, object] = {"SIMKIND": "paus-mock", "SEED": int(seed)}
+    if sed_family != families.DEFAULT_SED_FAMILY:
+        meta["SEDFAM"] = sed_family
+    return meta
 
 
 def _inverse_variance_mean(

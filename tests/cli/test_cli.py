@@ -544,6 +544,27 @@ def test_simulate_checks_the_output_name_first(tmp_path, capsys, monkeypatch) ->
     assert "s.txt" in _one_line_error(capsys)
 
 
+def test_simulate_refuses_a_bad_sed_family_in_one_line(tmp_path, capsys) -> None:
+    out = str(tmp_path / "m.fits")
+    base = ["simulate", "--kind", "paus-mock", "--n", "10", "--out", out]
+    assert main([*base, "--sed-family", "bc03"]) == 2
+    assert "--sed-family must be one of ['sps', 'kcorrect'], got 'bc03'" in _one_line_error(capsys)
+    assert main([*base[:2], "lsst-deep", *base[3:], "--sed-family", "kcorrect"]) == 2
+    assert "paus-mock only, got kind 'lsst-deep'" in _one_line_error(capsys)
+    assert not Path(out).exists()
+
+
+def test_simulate_writes_a_mock_of_another_sed_family(tmp_path) -> None:
+    from deepz_core.catalog.io import read_catalog
+
+    out = tmp_path / "kc.fits"
+    args = ["simulate", "--kind", "paus-mock", "--n", "25", "--seed", "3", "--out", str(out)]
+    assert main([*args, "--sed-family", "kcorrect"]) == 0
+    cat = read_catalog(out)
+    assert cat.meta["SEDFAM"] == "kcorrect" and cat.n_galaxies == 25
+    assert cat.exposures is not None and np.isfinite(cat.flux).all()
+
+
 def test_schedule_options_set_the_stages_and_the_pretraining_size() -> None:
     from deepz_core.cli.main import build_parser
     from deepz_core.cli.train import train_overrides
