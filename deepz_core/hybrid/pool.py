@@ -114,6 +114,8 @@ def fit_combination_pool_scale(
     centres, scales = [], []
     for i in range(bins):
         sel = rows[idx == i]
+        if len(sel) == 0:  # repeated quantile edges (many equal magnitudes): no bin there
+            continue
         hp, inside = _bin_curves(net, log_tf, mag, weights, cal, folds, sel, pz)
         scales.append(bisect_pool_scale(hp, inside))
         centres.append(float(np.median(mag[sel])))

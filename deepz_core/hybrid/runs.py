@@ -4,7 +4,9 @@ run folder, applied to any catalogue (beyond E20).
 ``fit_hybrid`` (``deepz combine``, ``train --templates``, ``Run.combine``):
 1. the run's networks predict its training catalogue raw (uncalibrated), each training galaxy by
    the networks that never saw it; the template fit (set ``template_set``) fits every galaxy on the
-   run's p(z) grid, its zero-points calibrated on the spec-z galaxies (E20 App. A) and stored;
+   run's p(z) grid, its zero-points calibrated on the spec-z galaxies (E20 App. A; one number per
+   band from thousands of galaxies, the only place a galaxy's own spec-z enters its combination)
+   and stored;
 2. the exponents (a, b) of p_net^a p_tf^b are chosen per half magnitude on the out-of-fold spec-z
    galaxies (``pz.pooling``), cross-fitted like the PIT calibration: the galaxies are cut into
    CROSS_FOLDS hash folds of ref_id, fold k is pooled with exponents chosen without it (its
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from astropy.table import Table
 
 from deepz_core.catalog.catalog import Catalog
@@ -48,6 +51,7 @@ from deepz_core.inference.calibrate import (
     RunCalibration,
     calibration_fold,
     fit_run_calibration,
+    load_calibration,
 )
 from deepz_core.inference.predict import (
     galaxy_mags,
@@ -63,6 +67,7 @@ from deepz_core.pz.pooling import PoolingWeights, default_candidates, fit_poolin
 from deepz_core.pz.products import PzConfig
 from deepz_core.rundir import RunDir
 from deepz_core.sed.template_sets import TEMPLATE_SETS
+from deepz_core.templatefit.calibration import robust_coadds
 from deepz_core.templatefit.config import TemplateFitConfig
 from deepz_core.templatefit.fit import fit_catalog
 from deepz_core.training.config import load_run_config, run_pz_config
@@ -218,7 +223,8 @@ def fit_hybrid(
     hybrid = replace(hybrid, calibration=cal)
     out = _products(hybrid, log_net, log_tf, features, oof, pz)
     table = _table(features, out, products, tf, oof, cat)
-    hybrid = replace(hybrid, summary=compare(table, features, rows, products, tf, out))
+    net = {**products, "pit": _network_pit(run, features, products, oof)}
+    hybrid = replace(hybrid, summary=compare(features, rows, net, tf, out))
     write_table(table, run.file(HYBRID_PREDICTIONS))
     atomic_write_json(run.file(HYBRID_FILE), jsonable(hybrid.to_dict()))
     o = hybrid.summary["overall"]
@@ -286,8 +292,8 @@ def _templatefit(
         empty = np.zeros(0)
         pz = np.zeros((0, len(cfg.pz.grid())), dtype=np.float32)
         return Table({"zphot": empty, "odds": empty, "chi2": empty, "pz": pz})
-    sub = cat.select(features.rows)
-    sub = replace(sub, flux=np.where(features.usable, sub.flux, np.nan))
+    sub = robust_coadds(cat.select(features.rows), cfg)  # coadds first: then no exposures to
+    sub = replace(sub, flux=np.where(features.usable, sub.flux, np.nan))  # rebuild a masked band
     return fit_catalog(sub, cfg, zero_points=zero_points, grid=True, workers=workers, pool=pool)
 
 
@@ -341,8 +347,20 @@ def _table(
     return table
 
 
+def _network_pit(
+    run: RunDir, features: Features, net: dict[str, np.ndarray], oof: np.ndarray
+) -> np.ndarray:
+    """(N,) PIT of the networks as the run reports it: calibrated by the run's calibration when it
+    has one (the raw PIT otherwise), so the summary compares like with like."""
+    cal = load_calibration(run.path)
+    if cal is None:
+        return net["pit"]
+    transform = cal.transform(galaxy_mags(features), features.ref_id, oof)
+    pit = torch.as_tensor(np.nan_to_num(np.asarray(net["pit"], dtype=np.float64)))[:, None]
+    return np.where(np.isfinite(net["pit"]), transform.forward(pit)[:, 0].numpy(), np.nan)
+
+
 def compare(
-    table: Table,
     features: Features,
     rows: np.ndarray,
     net: dict[str, np.ndarray],

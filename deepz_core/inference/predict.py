@@ -49,8 +49,9 @@ LOG = logging.getLogger("deepz")
 
 POINT_COLUMNS = ("zphot", "zmean", "zmedian", "z_lo68", "z_hi68", "odds")
 PRODUCT_COLUMNS = frozenset(  # what a predictions table computes; never taken from a catalogue
-    {*POINT_COLUMNS, "ref_id", "zspec", "mag", "flag", "pit", "out_of_fold", "pz"}
+    {*POINT_COLUMNS, "ref_id", "zspec", "mag", "flag", "pit", "pit_raw", "out_of_fold", "pz"}
     | {"weights", "means", "stds"}
+    | {"zphot_net", "odds_net", "zphot_tf", "odds_tf", "chi2_tf"}  # the combination's (hybrid)
 )
 
 

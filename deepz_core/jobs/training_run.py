@@ -23,7 +23,7 @@ from deepz_core.catalog.features import Features, build_features
 from deepz_core.catalog.io import read_catalog
 from deepz_core.catalog.screen import Screen, screened_rows
 from deepz_core.device import resolve_device
-from deepz_core.errors import ConfigError, Terminated
+from deepz_core.errors import ConfigError, DeepzError, Terminated
 from deepz_core.files import atomic_write_json, check_writable, file_digest
 from deepz_core.nets.deepz import DeepzModel, ModelConfig, save_model
 from deepz_core.progress import reporting
@@ -351,7 +351,6 @@ def status_listener(run: RunDir, every: float = 1.0) -> Callable[[str, int, int]
 
 
 def _train(run: RunDir, config: RunConfig) -> None:
-    from deepz_core.hybrid.runs import fit_hybrid
     from deepz_core.inference.predict import write_run_predictions
 
     train = config.train
@@ -401,12 +400,26 @@ def _train(run: RunDir, config: RunConfig) -> None:
     summary["heldout"] = heldout_summary(run.metrics())
     if config.templates is not None:
         check_cancel(run, "the combination with the template fit")
-        hybrid = fit_hybrid(run.path, config.templates, calibrate=config.calibrate, log=run.log)
-        summary["combined"] = hybrid.summary["overall"]
+        summary["combined"] = _combination(run, config)
     if "warning" in summary["heldout"]:
         run.log(f"warning: {summary['heldout']['warning']}")
     run.set_status("finished", phase="done", summary=summary)
     run.log("finished")
+
+
+def _combination(run: RunDir, config: RunConfig) -> dict[str, Any]:
+    """Fit the run's combination with the template fit (``hybrid.runs.fit_hybrid``); its overall
+    comparison, or {"error": ...} (logged) when it cannot be fitted: the trained networks and
+    their predictions stand, and ``deepz combine`` can try again."""
+    from deepz_core.hybrid.runs import fit_hybrid
+
+    try:
+        return fit_hybrid(
+            run.path, config.templates, calibrate=config.calibrate, log=run.log
+        ).summary["overall"]
+    except DeepzError as exc:
+        run.log(f"warning: no combination with the template fit: {exc}")
+        return {"error": str(exc)}
 
 
 class LazySimulationBatches:

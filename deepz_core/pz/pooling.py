@@ -3,9 +3,9 @@ combined, ``deepz_core.hybrid``).
 
 The pooled density is p(z) = p_net(z)^a p_tf(z)^b / Z with tempering exponents a, b >= 0 chosen per
 half-magnitude bin by the mean log density of the spec-z of galaxies neither estimator trained on
-(out-of-fold network p(z); the template fit trains on nothing); neighbouring half magnitudes with
-few galaxies are merged first (``merged_edges``), so noise does not decide a bin. a = 1, b = 0 is the network alone,
-a = 0, b = 1 the template fit alone; a + b != 1 sharpens or broadens the product, which the PIT
+(out-of-fold network p(z); the template fit learns only its per-band zero-points from the spec-z);
+neighbouring half magnitudes with few galaxies are merged first (``merged_edges``), so noise does
+not decide a bin. a = 1, b = 0 is the network alone, a = 0, b = 1 the template fit alone; a + b != 1 sharpens or broadens the product, which the PIT
 calibration fitted afterwards (``pz.calibration``) corrects. Where the template fit is sharp and
 right (bright galaxies) the product follows it; where it is broad or multimodal (faint galaxies) the
 network decides between its peaks.
@@ -219,5 +219,6 @@ def merged_edges(edges: np.ndarray, mag: np.ndarray, minimum: int) -> np.ndarray
 
 
 def default_candidates() -> list[tuple[float, float]]:
-    """The (a, b) grid searched by default: CANDIDATE_A x CANDIDATE_B."""
-    return list(itertools.product(CANDIDATE_A, CANDIDATE_B))
+    """The (a, b) grid searched by default: CANDIDATE_A x CANDIDATE_B without (0, 0), the flat
+    p(z) (its mode would be z_min with finite numbers)."""
+    return [(a, b) for a, b in itertools.product(CANDIDATE_A, CANDIDATE_B) if a or b]

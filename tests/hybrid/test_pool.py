@@ -57,3 +57,15 @@ def test_the_pool_scale_is_one_when_the_folds_agree_and_narrows_when_they_do_not
     )
     assert pool.n_fit == n and len(pool.scale) == 1
     assert low <= pool.scale[0] <= high, pool.scale
+
+
+def test_equal_magnitudes_leave_no_empty_bin() -> None:
+    """Quantile edges repeat when many galaxies share a magnitude; the empty bin between them is
+    skipped instead of failing (found in review: torch.cat of nothing)."""
+    n = 700
+    net = _folds(n, 0.01)
+    log_tf = torch.zeros(n, len(PZ.grid()), dtype=torch.float64)
+    pool = fit_combination_pool_scale(
+        net, log_tf, _network_only(), _identity(), (1, K), np.full(n, 20.0), PZ, min_per_bin=300
+    )
+    assert len(pool.scale) == 1 and pool.scale[0] > 1.0

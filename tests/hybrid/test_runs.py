@@ -353,3 +353,61 @@ def test_a_run_without_a_combination(copied, combined) -> None:
     assert "zphot_tf" not in run.predict(_new(combined[1], [0, 1])).colnames
     with pytest.raises(ConfigError, match="templates must be one of"):
         run.combine("nosuch")
+
+
+def test_the_screens_unusable_bands_stay_out_of_the_template_fit_with_exposures(
+    monkeypatch,
+) -> None:
+    """The screen's unusable (galaxy, band) cells are NaN in what the template fit sees, also for
+    a catalogue with single exposures: the coadds are rebuilt first, then masked (found in
+    review: rebuilding after the mask brought the junk band back from its exposures)."""
+    import dataclasses
+
+    import deepz_core as dz
+    from deepz_core.catalog.features import build_features
+    from deepz_core.hybrid import runs
+    from deepz_core.pz.products import PzConfig
+
+    cat = dz.simulate_catalog("paus-mock", 60, seed=3)
+    assert cat.exposures is not None
+    features = build_features(cat)
+    usable = features.usable.copy()
+    usable[0, 0] = False
+    features = dataclasses.replace(features, usable=usable)
+    seen = {}
+
+    def capture(sub, cfg, **kwargs):
+        seen["sub"] = sub
+        return "fitted"
+
+    monkeypatch.setattr(runs, "fit_catalog", capture)
+    cfg = runs.templatefit_config("bcnz2", PzConfig(z_max=2.0))
+    assert runs._templatefit(cat, features, cfg, None, 1) == "fitted"
+    sub = seen["sub"]
+    assert sub.exposures is None and np.isnan(sub.flux[0, 0])
+    assert np.isfinite(sub.flux[1:, 0]).all() and np.isfinite(sub.flux[0, 1:]).all()
+
+
+def test_a_failed_combination_leaves_the_trained_run_standing(tmp_path, monkeypatch) -> None:
+    """train --templates: a combination that cannot be fitted (too few galaxies, bands the
+    templates do not cover) is logged and reported, not a failed run after hours of training."""
+    from deepz_core.errors import ConfigError
+    from deepz_core.hybrid import runs
+    from deepz_core.jobs.training_run import _combination
+    from deepz_core.rundir import RunDir
+    from deepz_core.training.config import RunConfig
+
+    def refuse(*args, **kwargs):
+        raise ConfigError("combination: 12 out-of-fold galaxies with a spec-z, need >= 200")
+
+    monkeypatch.setattr(runs, "fit_hybrid", refuse)
+    run = RunDir(tmp_path)
+    out = _combination(run, RunConfig(catalog="c.fits", templates="bcnz2"))
+    assert out == {"error": "combination: 12 out-of-fold galaxies with a spec-z, need >= 200"}
+    assert "warning: no combination with the template fit" in run.file("log.txt").read_text()
+
+
+def test_the_combinations_columns_are_never_taken_from_a_catalogue() -> None:
+    from deepz_core.inference.predict import PRODUCT_COLUMNS
+
+    assert {"zphot_net", "odds_net", "zphot_tf", "odds_tf", "chi2_tf", "pit_raw"} <= PRODUCT_COLUMNS

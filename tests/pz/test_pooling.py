@@ -222,15 +222,16 @@ def test_fit_pooling_uses_galaxies_without_a_magnitude_only_for_the_all_galaxy_c
     w = fit_pooling(loglik, mag, default_candidates(), np.arange(20.0, 23.01, 0.5))
     np.testing.assert_array_equal(w.a[:2], 0.0)
     np.testing.assert_array_equal(w.a[4:], w.a_all)  # no galaxy left in the faint bins
-    with pytest.raises(ConfigError, match="does not match 45 candidates"):
+    with pytest.raises(ConfigError, match="does not match 44 candidates"):
         fit_pooling(loglik[:, :10], mag, default_candidates(), np.array([20.0, 21.0]))
     with pytest.raises(ConfigError, match="0 galaxies"):
-        fit_pooling(np.zeros((45, 0)), np.zeros(0), default_candidates(), np.array([20.0, 21.0]))
+        fit_pooling(np.zeros((44, 0)), np.zeros(0), default_candidates(), np.array([20.0, 21.0]))
 
 
 def test_default_candidates_hold_each_estimator_alone() -> None:
     cands = default_candidates()
-    assert len(cands) == len(set(cands)) == 45
+    assert len(cands) == len(set(cands)) == 44
+    assert (0.0, 0.0) not in cands  # the flat p(z): its mode would be z_min
     assert (1.0, 0.0) in cands and (0.0, 1.0) in cands and (1.0, 1.0) in cands
     assert all(a >= 0 and b >= 0 for a, b in cands)
 
