@@ -5,8 +5,9 @@ The pooled density is p(z) = p_net(z)^a p_tf(z)^b / Z with tempering exponents a
 half-magnitude bin by the mean log density of the spec-z of galaxies neither estimator trained on
 (out-of-fold network p(z); the template fit learns only its per-band zero-points from the spec-z);
 neighbouring half magnitudes with few galaxies are merged first (``merged_edges``), so noise does
-not decide a bin. a = 1, b = 0 is the network alone, a = 0, b = 1 the template fit alone; a + b != 1 sharpens or broadens the product, which the PIT
-calibration fitted afterwards (``pz.calibration``) corrects. Where the template fit is sharp and
+not decide a bin. a = 1, b = 0 is the network alone, a = 0, b = 1 the template fit alone;
+a + b != 1 sharpens or broadens the product, which the PIT calibration fitted afterwards
+(``pz.calibration``) corrects. Where the template fit is sharp and
 right (bright galaxies) the product follows it; where it is broad or multimodal (faint galaxies) the
 network decides between its peaks.
 
