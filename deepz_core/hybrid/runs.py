@@ -61,6 +61,7 @@ from deepz_core.inference.predict import (
     without_pz,
     write_table,
 )
+from deepz_core.inference.stream import carried_columns
 from deepz_core.pz import metrics
 from deepz_core.pz.calibration import POOL_MIN_PER_BIN, PoolScale, half_mag_edges
 from deepz_core.pz.pooling import PoolingWeights, default_candidates, fit_pooling
@@ -333,7 +334,8 @@ def _table(
     oof: np.ndarray,
     cat: Catalog,
 ) -> Table:
-    """deepz's prediction columns of the combination, plus each estimator's zphot and ODDS."""
+    """deepz's prediction columns of the combination, plus each estimator's zphot and ODDS and the
+    catalogue's coordinates (ra/dec..., as the networks' predictions carry them)."""
     extra = {
         "out_of_fold": oof,
         "zphot_net": net["zphot"],
@@ -343,6 +345,10 @@ def _table(
         "chi2_tf": np.asarray(tf["chi2"], dtype=np.float64),
     }
     table = predictions_table(features, out, extra, cat)
+    if len(table) == cat.n_galaxies:
+        for name, values in carried_columns(cat, np.arange(cat.n_galaxies), ()).items():
+            if name not in table.colnames:
+                table[name] = values
     table.meta["METHOD"] = "deepz+templatefit"
     return table
 

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 
 from deepz_core.catalog.catalog import Catalog
@@ -152,7 +151,7 @@ def _chunk_predictor(
     if spec.get("estimator", "network") != "combined":
         return predictor
     from deepz_core.hybrid.runs import predict_hybrid
-    from deepz_core.inference.stream import arrow_table, carried_columns
+    from deepz_core.inference.stream import arrow_table
     from deepz_core.templatefit.fit import worker_pool
 
     hybrid = load_hybrid(spec["run"])
@@ -167,10 +166,7 @@ def _chunk_predictor(
     def combined(cat: Catalog) -> pa.Table:
         device = spec.get("device", "cpu")
         table = predict_hybrid(spec["run"], cat, hybrid=hybrid, device=device, pool=pool)
-        for name, values in carried_columns(cat, np.arange(cat.n_galaxies), ()).items():
-            if name not in table.colnames:
-                table[name] = values
-        return arrow_table(table)
+        return arrow_table(table)  # one row per catalogue row, coordinates carried
 
     return combined
 

@@ -411,3 +411,19 @@ def test_the_combinations_columns_are_never_taken_from_a_catalogue() -> None:
     from deepz_core.inference.predict import PRODUCT_COLUMNS
 
     assert {"zphot_net", "odds_net", "zphot_tf", "odds_tf", "chi2_tf", "pit_raw"} <= PRODUCT_COLUMNS
+
+
+def test_combined_predictions_carry_the_coordinates(combined) -> None:
+    """The CLI, the API and the app's jobs all get ra/dec with the combination, as with the
+    networks (found in review: only the app's jobs added them)."""
+    import dataclasses
+
+    run, cat = combined
+    new = _new(cat, np.arange(20))
+    rng = np.random.default_rng(1)
+    ra, dec = rng.uniform(149, 151, 20), rng.uniform(1, 3, 20)
+    new = dataclasses.replace(new, extra={**new.extra, "ra": ra, "dec": dec})
+    table = run.predict(new)
+    assert "zphot_tf" in table.colnames
+    np.testing.assert_allclose(np.asarray(table["ra"]), ra)
+    np.testing.assert_allclose(np.asarray(table["dec"]), dec)
