@@ -21,13 +21,13 @@ from torch import Tensor
 
 from deepz_core.hybrid.combine import network_log_pz
 from deepz_core.pz.calibration import (
-    MAX_BINS,
-    POOL_MAX_GALAXIES,
     POOL_MIN_PER_BIN,
     PROBIT_CLIP,
     PitCalibration,
     PoolScale,
     bisect_pool_scale,
+    pool_subset,
+    scale_per_bin,
 )
 from deepz_core.pz.pooling import PoolingWeights, pool
 from deepz_core.pz.products import PzConfig
@@ -105,22 +105,12 @@ def fit_combination_pool_scale(
     trained on, with the combination's exponents ``weights`` (fitted on all) and calibration
     ``cal``; at most POOL_MAX_GALAXIES galaxies (a fixed subset)."""
     mag = np.asarray(mag, dtype=np.float64)
-    rows = np.arange(len(mag))
-    if len(rows) > POOL_MAX_GALAXIES:
-        rows = np.sort(np.random.default_rng(0).choice(rows, POOL_MAX_GALAXIES, replace=False))
-    bins = int(np.clip(len(rows) // max(1, min_per_bin), 1, MAX_BINS))
-    edges = np.quantile(mag[rows], np.linspace(0, 1, bins + 1))
-    idx = np.clip(np.searchsorted(edges, mag[rows], side="right") - 1, 0, bins - 1)
-    centres, scales = [], []
-    for i in range(bins):
-        sel = rows[idx == i]
-        if len(sel) == 0:  # repeated quantile edges (many equal magnitudes): no bin there
-            continue
-        hp, inside = _bin_curves(net, log_tf, mag, weights, cal, folds, sel, pz)
-        scales.append(bisect_pool_scale(hp, inside))
-        centres.append(float(np.median(mag[sel])))
-    keep = np.concatenate([[True], np.diff(centres) > 0])  # ties of bin medians: keep the first
-    return PoolScale(np.asarray(centres)[keep], np.asarray(scales)[keep], len(rows))
+    rows = pool_subset(np.arange(len(mag)))
+
+    def scale_of(sel: np.ndarray) -> float:
+        return bisect_pool_scale(*_bin_curves(net, log_tf, mag, weights, cal, folds, rows[sel], pz))
+
+    return scale_per_bin(mag[rows], scale_of, min_per_bin)
 
 
 def _bin_curves(

@@ -33,11 +33,11 @@ from deepz_core.inference.calibrate import (
 from deepz_core.nets.deepz import DeepzModel, load_model, load_model_json
 from deepz_core.pz.calibration import (
     POOL_DZ,
-    POOL_MAX_GALAXIES,
     POOL_MIN_PER_BIN,
     PitTransform,
     PoolScale,
     fit_pool_scale,
+    pool_subset,
 )
 from deepz_core.pz.mixture import GaussianMixture, combine_members
 from deepz_core.pz.products import PzConfig, calibrated_products, point_products
@@ -363,8 +363,7 @@ def pool_scale(
             "calibration, which makes their pooled p(z) too broad"
         )
         return None
-    if len(rows) > POOL_MAX_GALAXIES:
-        rows = np.sort(np.random.default_rng(0).choice(rows, POOL_MAX_GALAXIES, replace=False))
+    rows = pool_subset(rows)
     step = max(pz.dz, POOL_DZ)
     grid = np.arange(pz.z_min, pz.z_max + step / 2, step)
     w, mu, sd = (products[k][rows].astype(np.float64) for k in ("weights", "means", "stds"))

@@ -27,7 +27,7 @@ Stored as JSON (``to_dict``/``from_dict``), never pickled.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -449,21 +449,40 @@ def fit_pool_scale(
     them in its central 68.27% interval (for Gaussian fold pools of width s offset by tau around
     their mean: the width^2 s^2 - tau^2 (1 - 1/K), the error of the pooled mean). Integrals on
     ``grid`` (G,)."""
-    n = len(weights)
     mag = np.asarray(mag, dtype=np.float64)
-    bins = int(np.clip(n // max(1, min_per_bin), 1, MAX_BINS))
+
+    def scale_of(rows: np.ndarray) -> float:
+        curves = _pool_curves(weights[rows], means[rows], stds[rows], folds, mag[rows], cal, grid)
+        return bisect_pool_scale(*curves)
+
+    return scale_per_bin(mag, scale_of, min_per_bin)
+
+
+def pool_subset(rows: np.ndarray) -> np.ndarray:
+    """At most POOL_MAX_GALAXIES of ``rows`` (N,): a fixed, sorted subset to fit a pool scale on."""
+    if len(rows) <= POOL_MAX_GALAXIES:
+        return rows
+    return np.sort(np.random.default_rng(0).choice(rows, POOL_MAX_GALAXIES, replace=False))
+
+
+def scale_per_bin(
+    mag: np.ndarray, scale_of: Callable[[np.ndarray], float], min_per_bin: int = POOL_MIN_PER_BIN
+) -> PoolScale:
+    """A PoolScale with ``scale_of(rows)`` for the galaxies ``rows`` of each quantile bin of
+    ``mag`` (N,) (>= ``min_per_bin`` galaxies each, at most MAX_BINS), at the bins' median
+    magnitudes; an empty bin (repeated quantile edges when many galaxies share a magnitude) and
+    ties of bin medians are skipped."""
+    bins = int(np.clip(len(mag) // max(1, min_per_bin), 1, MAX_BINS))
     edges = np.quantile(mag, np.linspace(0, 1, bins + 1))
     idx = np.clip(np.searchsorted(edges, mag, side="right") - 1, 0, bins - 1)
     centres, scales = [], []
     for b in range(bins):
         rows = np.flatnonzero(idx == b)
-        hp, inside = _pool_curves(
-            weights[rows], means[rows], stds[rows], folds, mag[rows], cal, grid
-        )
-        scales.append(bisect_pool_scale(hp, inside))
-        centres.append(float(np.median(mag[rows])))
+        if len(rows):
+            scales.append(scale_of(rows))
+            centres.append(float(np.median(mag[rows])))
     keep = np.concatenate([[True], np.diff(centres) > 0])  # ties of bin medians: keep the first
-    return PoolScale(np.asarray(centres)[keep], np.asarray(scales)[keep], n)
+    return PoolScale(np.asarray(centres)[keep], np.asarray(scales)[keep], len(mag))
 
 
 def _pool_curves(
