@@ -2,11 +2,13 @@
 
 Both p(z) are put on the run's grid (``PzConfig``): the network's mixture columns (weights, means,
 stds) evaluated there, the template fit's ``pz`` column as it is. ``pooled_products`` multiplies
-them with per-galaxy exponents (``pz.pooling``), applies a PIT calibration g on the grid
-(p'(z) = g'(F(z)) p(z), renormalised) and returns deepz's prediction columns: zphot is the mode of
-the pooled p(z) before calibration (g only redistributes probability along the CDF, it does not
-move the best redshift), the other point products, PIT and mixture columns are the calibrated
-p(z)'s, ``pit_raw`` the PIT before calibration.
+them with per-galaxy exponents (``pz.pooling``), applies a PIT calibration g (the calibrated CDF
+is g(F(z)), F the pooled p(z)'s, linear between grid points) and returns deepz's prediction
+columns: zphot is the mode of the pooled p(z) before calibration (g only redistributes probability
+along the CDF, it does not move the best redshift); PIT, median, 68% interval and ODDS are those of
+g(F(z)) exactly; zmean and the mixture columns come from the calibrated density on the grid
+(p'(z) = g'(F(z)) p(z), g' averaged over each grid step, renormalised), which cannot follow g
+within a step where p(z) is only a few steps wide; ``pit_raw`` is the PIT before calibration.
 
 Shapes: N galaxies, G grid points, C mixture components.
 """
@@ -22,7 +24,14 @@ from torch import Tensor
 from deepz_core.pz.calibration import PitTransform
 from deepz_core.pz.pooling import CHUNK, candidate_loglik, pool
 from deepz_core.pz.products import PzConfig
-from deepz_core.templatefit.pz import cdf_grid, compress_mixture, grid_products, trapezoid
+from deepz_core.templatefit.pz import (
+    cdf_at,
+    cdf_grid,
+    compress_mixture,
+    grid_products,
+    quantile,
+    trapezoid,
+)
 
 MIXTURE_COMPONENTS = 8  # mixture columns of a pooled p(z) (qp 'mixmod', the explorer)
 _GRID_PAIRS = 1 << 23  # galaxies x grid points x components per block of the network's log p(z)
@@ -69,6 +78,40 @@ def calibrated_grid(p: Tensor, transform: PitTransform, dz: float) -> Tensor:
     return q / trapezoid(q, dz)[:, None].clamp_min(1e-300)
 
 
+CALIBRATED_LEVELS = (0.5, 0.158655, 0.841345)  # zmedian, z_lo68, z_hi68
+
+
+def calibrated_products(
+    p: Tensor, final: Tensor, transform: PitTransform, pz: PzConfig, zspec: Tensor
+) -> dict[str, Tensor]:
+    """``grid_products`` (N,) of the calibrated CDF G(z) = g(F(z)) of normalised p (N, G), F its
+    trapezoid CDF, linear between grid points: PIT g(F(zs)), quantiles F^-1(g^-1(q)), ODDS
+    G(mode + w/2) - G(mode - w/2), exact for this G even where p is a few grid steps wide (the
+    bright end, where the template fit's p(z) is: there the calibrated density on the grid,
+    ``final`` (N, G), cannot follow g within a step); zmean from ``final``; zphot the mode of p."""
+    grid = torch.as_tensor(pz.grid(), dtype=p.dtype, device=p.device)
+    cdf = cdf_grid(p, pz.dz)
+    cdf = cdf / cdf[:, -1:]
+    mode = grid[p.argmax(1)]
+    levels = torch.tensor(CALIBRATED_LEVELS, dtype=p.dtype).expand(len(p), -1)
+    raw_levels = transform.inverse(levels)  # (N, 3) levels of F
+    half = 0.5 * pz.odds_window
+    edges = torch.stack([cdf_at(cdf, grid, mode - half), cdf_at(cdf, grid, mode + half)], 1)
+    g = transform.forward(edges)  # (N, 2)
+    out = {
+        "zphot": mode,
+        "zmean": trapezoid(final * grid, pz.dz),
+        **{
+            name: quantile(cdf, grid, raw_levels[:, i])
+            for i, name in enumerate(("zmedian", "z_lo68", "z_hi68"))
+        },
+        "odds": g[:, 1] - g[:, 0],
+    }
+    pit = transform.forward(cdf_at(cdf, grid, torch.nan_to_num(zspec))[:, None])[:, 0]
+    out["pit"] = torch.where(torch.isfinite(zspec), pit, torch.full_like(pit, torch.nan))
+    return out
+
+
 def pooled_products(
     log_net: Tensor,
     log_tf: Tensor,
@@ -113,7 +156,7 @@ def _block(
         out, final = raw, p
     else:
         final = calibrated_grid(p, transform, pz.dz)
-        out = {**grid_products(final, pz, zspec), "zphot": raw["zphot"], "pit_raw": raw["pit"]}
+        out = {**calibrated_products(p, final, transform, pz, zspec), "pit_raw": raw["pit"]}
     out.update(compress_mixture(final, pz, MIXTURE_COMPONENTS))
     return {k: v.numpy() for k, v in out.items()}
 

@@ -11,7 +11,9 @@ run folder, applied to any catalogue (beyond E20).
    galaxies (``pz.pooling``), cross-fitted like the PIT calibration: the galaxies are cut into
    CROSS_FOLDS hash folds of ref_id, fold k is pooled with exponents chosen without it (its
    predictions, its metrics), every other galaxy with the exponents chosen on all;
-3. the pooled PITs are calibrated (``inference.calibrate``, cross-fitted the same way);
+3. the pooled PITs are calibrated (``inference.calibrate``, cross-fitted the same way); the
+   calibrated products are those of g(F(z)) itself (``combine.calibrated_products``), also where
+   the pooled p(z) is a few grid steps wide (the template fit's at the bright end);
 4. ``hybrid.json`` (template set, zero-points, exponents, calibration, metrics of network, template
    fit and combination per half magnitude) and ``hybrid_predictions.fits`` (the training
    catalogue's combined predictions, one row per catalogue row) are written atomically.
@@ -79,7 +81,8 @@ PREDICT_BLOCK = 20_000  # catalogue rows per block of a combined prediction (N x
 VERSION = 1
 # the pooled p(z) change shape from one half magnitude to the next (the exponents do), so their
 # calibration follows the magnitude more finely than the network's (measured: cross-fitted PIT KS
-# 0.0057 with 1000 galaxies per bin, 0.0039 with 300, demo mock; docs/benchmarks.md)
+# 0.0052 with 1000 galaxies per bin, 0.0039 with 300, demo mock; one calibration per exponent bin,
+# constant across it, 0.0053; docs/benchmarks.md)
 CALIBRATION_BINS = {"min_per_bin": 300, "max_bins": 12}
 Log = Callable[[str], None]
 

@@ -54,15 +54,15 @@ def cdf_at(cdf: Tensor, grid: Tensor, z: Tensor) -> Tensor:
     return torch.where(z > grid[-1], torch.ones_like(value), value)
 
 
-def quantile(cdf: Tensor, grid: Tensor, q: float) -> Tensor:
-    """(N,) the q-quantile of each CDF (N, G), linear between grid points."""
-    hi = torch.searchsorted(
-        cdf, torch.full((cdf.shape[0], 1), q, dtype=cdf.dtype, device=cdf.device)
-    ).clamp(1, cdf.shape[1] - 1)
+def quantile(cdf: Tensor, grid: Tensor, q: float | Tensor) -> Tensor:
+    """(N,) the q-quantile of each CDF (N, G), linear between grid points; ``q`` one level for
+    every galaxy or one per galaxy (N,)."""
+    level = torch.as_tensor(q, dtype=cdf.dtype, device=cdf.device).expand(cdf.shape[0])
+    hi = torch.searchsorted(cdf, level.contiguous()[:, None]).clamp(1, cdf.shape[1] - 1)
     hi = hi.squeeze(1)
     rows = torch.arange(cdf.shape[0], device=cdf.device)
     c0, c1 = cdf[rows, hi - 1], cdf[rows, hi]
-    t = ((q - c0) / (c1 - c0).clamp_min(1e-300)).clamp(0, 1)
+    t = ((level - c0) / (c1 - c0).clamp_min(1e-300)).clamp(0, 1)
     return grid[hi - 1] + t * (grid[hi] - grid[hi - 1])
 
 

@@ -27,7 +27,13 @@ from deepz_core.templatefit.fit import (
     write_templatefit,
 )
 from deepz_core.templatefit.nnls import chi2_value, lawson_hanson, mu_nnls, nnls
-from deepz_core.templatefit.pz import chi2_pz_grid, compress_mixture, grid_products
+from deepz_core.templatefit.pz import (
+    cdf_grid,
+    chi2_pz_grid,
+    compress_mixture,
+    grid_products,
+    quantile,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 BANDS = band_set("paus_cosmos")
@@ -151,6 +157,21 @@ def test_pz_products_are_normalised_and_consistent() -> None:
     assert mix["means"][0, 0] == pytest.approx(0.5, abs=1e-4)
     assert mix["stds"][0, 0] == pytest.approx(0.01, rel=0.02)
     assert sorted(mix["means"][1, :2].numpy().round(2).tolist()) == [0.3, 0.9]
+
+
+def test_quantile_takes_one_level_per_galaxy() -> None:
+    pz = PzConfig()
+    grid = torch.as_tensor(pz.grid())
+    p = torch.as_tensor(np.exp(-0.5 * ((pz.grid()[None, :] - [[0.4], [0.8], [1.1]]) / 0.05) ** 2))
+    cdf = cdf_grid(p, pz.dz)
+    cdf = cdf / cdf[:, -1:]
+    levels = torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64)
+    got = quantile(cdf, grid, levels)
+    for i, q in enumerate(levels.tolist()):
+        assert got[i] == quantile(cdf, grid, q)[i]  # the same as one level for all
+    np.testing.assert_allclose(
+        got.numpy(), [0.4 - 1.2816 * 0.05, 0.8, 1.1 + 1.2816 * 0.05], atol=1e-4
+    )
 
 
 def test_outlier_exposures_are_clipped(rng: np.random.Generator) -> None:
