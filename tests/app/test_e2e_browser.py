@@ -127,6 +127,21 @@ def _settle(page, timeout: float = 60_000) -> None:
         raise AssertionError(f"exception shown in the page: {exceptions.first.inner_text()[:2000]}")
 
 
+def _scroll_to(page, text: str, tries: int = 5) -> None:
+    """Scroll the first element showing ``text`` into view. A chart's text can be drawn again just
+    after the script finishes (the browser replaces the element): then look it up again."""
+    from playwright.sync_api import Error
+
+    for attempt in range(tries):
+        try:
+            page.get_by_text(text).first.scroll_into_view_if_needed()
+            return
+        except Error:
+            if attempt == tries - 1:
+                raise
+            page.wait_for_timeout(500)
+
+
 def _shot(page, name: str) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
@@ -166,7 +181,7 @@ def test_upload_train_explore_drop_cut_download(server, tmp_path: Path) -> None:
             page.get_by_role("button", name="Save and use this catalogue").click()
             _settle(page)
             _shot(page, "1_data")
-            page.get_by_text("Signal-to-noise per band").first.scroll_into_view_if_needed()
+            _scroll_to(page, "Signal-to-noise per band")
             _shot(page, "1b_data_snr")
 
             _nav(page, "Simulate")
