@@ -19,8 +19,8 @@ from streamlit.testing.v1 import AppTest
 import deepz_core as dz
 from deepz_core.cli import main as cli
 from deepz_core.rundir import list_runs
+from tests.app.apptest import PAGES, assert_clean, run_page
 
-PAGES = Path(__file__).resolve().parents[2] / "pages"
 N_TRAIN = 600  # 521 with a spec-z: enough for a combination (>= 200 out of fold)
 
 
@@ -41,18 +41,6 @@ def at_home(home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     st.cache_resource.clear()
     st.cache_data.clear()
     return home
-
-
-def _app(page: str, **query: str) -> AppTest:
-    at = AppTest.from_file(str(PAGES / page), default_timeout=120)
-    for k, v in query.items():
-        at.query_params[k] = v
-    return at.run()
-
-
-def _ok(at: AppTest) -> None:
-    assert not at.exception, at.exception
-    assert not at.error, [e.value for e in at.error]
 
 
 def _texts(elements) -> str:
@@ -86,7 +74,7 @@ def test_the_train_option_reaches_the_queued_config(tmp_path, monkeypatch) -> No
     monkeypatch.setattr(jobs, "ensure_worker", lambda runs: 12345)  # no worker process
     st.cache_resource.clear()
     at = AppTest.from_file(str(PAGES / "train.py"), default_timeout=60).run()
-    _ok(at)
+    assert_clean(at)
     box = at.selectbox(key="combine_templates")
     assert box.value == "none" and "225 galaxies/s" in box.help
     next(s for s in at.selectbox if s.label == "Pretraining set").select("none").run()
@@ -98,7 +86,7 @@ def test_the_train_option_reaches_the_queued_config(tmp_path, monkeypatch) -> No
     at.number_input(key="folds_quick").set_value(2).run()
     assert "Adds the template fit of 300 galaxies" in _texts(at.caption)
     next(b for b in at.button if b.label == "Queue training run").click().run()
-    _ok(at)
+    assert_clean(at)
     (run,) = list_runs(tmp_path / "runs")
     assert run.config()["templates"] == "kcorrect" and run.config()["train"]["folds"] == 2
     assert at.dataframe[0].value.loc[0, "combined with"] == "kcorrect (after training)"
@@ -111,8 +99,8 @@ def test_the_train_option_reaches_the_queued_config(tmp_path, monkeypatch) -> No
 def test_results_compare_the_estimators_of_a_combined_run(at_home) -> None:
     from app import state
 
-    at = _app("results.py", runs="c1,p1")
-    _ok(at)
+    at = run_page("results.py", runs="c1,p1")
+    assert_clean(at)
     assert "Network + template fit" in _texts(at.subheader)
     summary = dz.load_run(at_home / "runs" / "c1").combination_summary()
     table = next(d.value for d in at.dataframe if "σ68 combined" in d.value.columns)
@@ -159,17 +147,17 @@ def _photometric(tmp_path: Path) -> bytes:
 def _predict(at: AppTest) -> None:
     next(b for b in at.button if b.label == "Predict this catalogue").click().run()
     at.run()
-    _ok(at)
+    assert_clean(at)
 
 
 def test_predict_with_the_combination_and_network_only(at_home, tmp_path, monkeypatch) -> None:
     from app import jobs, state
 
     monkeypatch.setattr(jobs, "_spawn", lambda args, log, env=None: cli.main(args))  # in-process
-    at = _app("predict.py", run="c1")
+    at = run_page("predict.py", run="c1")
     at.file_uploader(key="pred_upload").upload("photometric.fits", _photometric(tmp_path))
     at.run()
-    _ok(at)
+    assert_clean(at)
     box = at.checkbox(key="pred_network_only")
     assert box.value is False and "225" in box.help
     assert "combined with the bcnz2 template fit" in _texts(at.caption)
@@ -192,7 +180,7 @@ def test_predict_with_the_combination_and_network_only(at_home, tmp_path, monkey
     assert set(listed["estimator"]) == {"network", "network + bcnz2 template fit"}
     # a plain run offers no choice
     at.selectbox(key="pred_run").select("p1").run()
-    _ok(at)
+    assert_clean(at)
     assert not [c for c in at.checkbox if c.key == "pred_network_only"]
     assert "not combined with a template fit" in _texts(at.caption)
 
@@ -205,8 +193,8 @@ def test_the_explorer_shows_the_chosen_estimator(at_home) -> None:
     net, comb = run.predictions(), run.combined_predictions()
     differ = np.flatnonzero(np.abs(net["zphot"] - comb["zphot"]) > 0.05)
     ref_id = int(comb["ref_id"][differ[0]])
-    at = _app("explorer.py", run="c1", galaxy=str(ref_id))
-    _ok(at)
+    at = run_page("explorer.py", run="c1", galaxy=str(ref_id))
+    assert_clean(at)
     choice = at.radio(key="explorer_estimator")
     assert choice.value == "combined"
     mode = next(m.value for m in at.metric if m.label == "z_p (mode)")
@@ -215,13 +203,13 @@ def test_the_explorer_shows_the_chosen_estimator(at_home) -> None:
     assert f"p(z) of {ref_id}" in _titles(at) and f"SED of {ref_id}" in _titles(at)
     assert "combined p(z) (network × template fit)" in _trace_names(at, f"p(z) of {ref_id}")
     choice.set_value("network").run()
-    _ok(at)
+    assert_clean(at)
     mode = next(m.value for m in at.metric if m.label == "z_p (mode)")
     assert float(mode) == pytest.approx(float(net["zphot"][differ[0]]), abs=1e-4)
     names = _trace_names(at, f"p(z) of {ref_id}")
     assert "ensemble p(z)" in names and "members (dotted: trained on this galaxy)" in names
     assert at.query_params["run"] == "c1"  # the same run, another estimator
-    plain = _app("explorer.py", run="p1", galaxy=str(ref_id))
-    _ok(plain)
+    plain = run_page("explorer.py", run="p1", galaxy=str(ref_id))
+    assert_clean(plain)
     assert not [r for r in plain.radio if r.key == "explorer_estimator"]
     assert plain.selectbox(key="explorer_run").value == "p1"

@@ -14,9 +14,9 @@ from deepz_core.jobs.training_run import create_run, execute_run, run_config
 from deepz_core.rundir import RunDir
 from deepz_core.sed.bands import band_set
 from deepz_core.simulate import simulate
+from tests.app.apptest import assert_clean, run_page
 from tests.synthetic import SDSS_ID, with_survey_ids
 
-PAGES = Path(__file__).resolve().parents[2] / "pages"
 ANALYSIS_PAGES = ("results.py", "explorer.py", "dropping.py", "cuts.py")
 TINY_MODEL = {
     "width": 16,
@@ -55,18 +55,6 @@ def at_home(home, monkeypatch) -> Path:
     return home
 
 
-def _app(page: str, **query: str) -> AppTest:
-    at = AppTest.from_file(str(PAGES / page), default_timeout=120)
-    for k, v in query.items():
-        at.query_params[k] = v
-    return at.run()
-
-
-def _ok(at: AppTest) -> None:
-    assert not at.exception, at.exception
-    assert not at.error, [e.value for e in at.error]
-
-
 def _galaxy(home: Path, nth: int = 3) -> int:
     from deepz_core.evaluation.run_products import read_predictions
 
@@ -77,8 +65,8 @@ def _galaxy(home: Path, nth: int = 3) -> int:
 @pytest.mark.parametrize("page", ANALYSIS_PAGES)
 def test_empty_state_without_runs(page, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("DEEPZ_HOME", str(tmp_path))
-    at = _app(page)
-    _ok(at)
+    at = run_page(page)
+    assert_clean(at)
     assert any("No finished run yet" in i.value for i in at.info)
 
 
@@ -88,14 +76,14 @@ def test_network_pages_point_a_template_fit_elsewhere(page, tmp_path, monkeypatc
     run.set_status("finished")
     run.file("predictions.fits").write_bytes(b"")  # only its presence counts for the listing
     monkeypatch.setenv("DEEPZ_HOME", str(tmp_path))
-    at = _app(page)
-    _ok(at)
+    at = run_page(page)
+    assert_clean(at)
     assert any("needs a finished DEEPZ network run" in i.value for i in at.info)
 
 
 def test_results_page(at_home) -> None:
-    at = _app("results.py", runs="r1")
-    _ok(at)
+    at = run_page("results.py", runs="r1")
+    assert_clean(at)
     assert at.multiselect[0].value == ["r1"]
     table = at.dataframe[0].value
     assert table["run"][0].startswith("r1 — mock.fits") and table["scored galaxies"][0] > 200
@@ -112,15 +100,15 @@ def test_results_page(at_home) -> None:
 def test_explorer_shows_chosen_galaxy_with_a_19_digit_id(at_home) -> None:
     ref_id = _galaxy(at_home)
     assert ref_id > 2**53  # beyond a JavaScript number: must travel as text
-    at = _app("explorer.py", galaxy=str(ref_id))
-    _ok(at)
+    at = run_page("explorer.py", galaxy=str(ref_id))
+    assert_clean(at)
     assert at.text_input(key="explorer_ref_id").value == str(ref_id)
     assert at.metric[0].label == "z_s (spec-z)"
     assert len(at.get("plotly_chart")) == 3  # p(z), SED, z_p-z_s scatter
     assert int(at.dataframe[0].value["ref_id"].iloc[0]) > SDSS_ID  # text, exact
     other = _galaxy(at_home, 7)
     at.text_input(key="explorer_ref_id").input(str(other)).run()
-    _ok(at)
+    assert_clean(at)
     assert at.query_params["galaxy"] == str(other)
     assert f"p(z) of {other}" in [_title(c) for c in at.get("plotly_chart")]
 
@@ -130,19 +118,19 @@ def test_explorer_steps_by_row_over_gapped_ids(at_home) -> None:
     from deepz_core.evaluation.run_products import read_predictions
 
     ids = read_predictions(at_home / "runs" / "r1" / "predictions.fits").ref_id
-    at = _app("explorer.py", galaxy=str(ids[10]))
-    _ok(at)
+    at = run_page("explorer.py", galaxy=str(ids[10]))
+    assert_clean(at)
     assert any(c.value.startswith("row 11 of 300") for c in at.caption)
     at.button(key="explorer_ref_id_next").click().run()
-    _ok(at)
+    assert_clean(at)
     assert at.query_params["galaxy"] == str(ids[11]) and ids[11] - ids[10] > 1
     at.button(key="explorer_ref_id_prev").click().run()
     at.button(key="explorer_ref_id_prev").click().run()
-    _ok(at)
+    assert_clean(at)
     assert at.query_params["galaxy"] == str(ids[9])
     assert at.text_input(key="explorer_ref_id").value == str(ids[9])
     at.text_input(key="explorer_ref_id").input("12x").run()
-    _ok(at)
+    assert_clean(at)
     assert any("not a galaxy id" in w.value for w in at.warning)
 
 
@@ -151,28 +139,28 @@ def test_explorer_galaxy_without_spec_z(at_home) -> None:
 
     pred = read_predictions(at_home / "runs" / "r1" / "predictions.fits")
     blind = int(pred.ref_id[~np.isfinite(pred.zspec)][0])
-    at = _app("explorer.py", galaxy=str(blind))
-    _ok(at)
+    at = run_page("explorer.py", galaxy=str(blind))
+    assert_clean(at)
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["z_s (spec-z)"] == "—" and metrics["Δz/(1+z_s)"] == "—"
     assert "None" not in metrics.values()
 
 
 def test_explorer_unknown_galaxy_warns(at_home) -> None:
-    at = _app("explorer.py", galaxy="999999")
-    _ok(at)
+    at = run_page("explorer.py", galaxy="999999")
+    assert_clean(at)
     assert any("not in this run" in w.value for w in at.warning)
 
 
 def test_dropping_table_and_selection(at_home) -> None:
-    at = _app("dropping.py", galaxy=str(_galaxy(at_home)))
-    _ok(at)
+    at = run_page("dropping.py", galaxy=str(_galaxy(at_home)))
+    assert_clean(at)
     table = at.dataframe[0].value
     assert list(table.columns) == ["band", "exposure slot", "mode", "shift of the mode [Δz]"]
     assert len(table) > 10 and np.all(np.diff(np.abs(table["shift of the mode [Δz]"])) <= 0)
     at.number_input[0].set_value(10)  # the selection size (the galaxy is a text input)
     next(b for b in at.button if b.label.startswith("Compute the spread")).click().run()
-    _ok(at)
+    assert_clean(at)
     assert any(c.value.startswith("10 galaxies") for c in at.caption)
     assert len(at.get("plotly_chart")) == 3  # Fig. 7, spread histogram, indicator curves
 
@@ -182,18 +170,18 @@ def _completeness(at: AppTest) -> float:
 
 
 def test_cuts_slider_changes_numbers(at_home) -> None:
-    at = _app("cuts.py")
-    _ok(at)
+    at = run_page("cuts.py")
+    assert_clean(at)
     assert _completeness(at) == pytest.approx(0.5, abs=0.005)
     assert len(at.get("download_button")) == 2
     at.slider(key="cuts_completeness").set_value(0.8).run()
-    _ok(at)
+    assert_clean(at)
     assert _completeness(at) == pytest.approx(0.8, abs=0.005)
     sigma_80 = next(m.value for m in at.metric if m.label.startswith("σ68"))
     at.slider(key="cuts_window_narrow-band").set_value(0.02).run()
     at.radio(key="cuts_how").set_value("ODDS threshold").run()
     at.slider(key="cuts_threshold").set_value(0.0).run()
-    _ok(at)
+    assert_clean(at)
     assert _completeness(at) == 1.0
     assert next(m.value for m in at.metric if m.label.startswith("σ68")) != sigma_80
 
@@ -209,12 +197,12 @@ def test_cuts_select_and_export_a_catalogue_without_spec_z(home, tmp_path, monke
     t["zspec"], t["pit"], t["out_of_fold"] = np.nan, np.nan, False  # a photometric sample
     t.write(run.file("predictions.fits"))
     monkeypatch.setenv("DEEPZ_HOME", str(tmp_path))
-    at = _app("cuts.py")
-    _ok(at)
+    at = run_page("cuts.py")
+    assert_clean(at)
     assert at.radio(key="cuts_how").options == ["ODDS threshold"]
     assert any("No scored galaxies" in i.value for i in at.info)
     at.slider(key="cuts_threshold").set_value(0.0).run()
-    _ok(at)
+    assert_clean(at)
     assert next(m.value for m in at.metric if m.label.startswith("selected")) == f"{len(t):,}"
     assert len(at.get("download_button")) == 2
 
@@ -242,8 +230,8 @@ def test_results_page_shows_an_experiments_report(tmp_path, monkeypatch) -> None
     ]
     (folder / "results.json").write_text(json.dumps({"targets": targets}))
     monkeypatch.setenv("DEEPZ_HOME", str(tmp_path))
-    at = _app("results.py")
-    _ok(at)
+    at = run_page("results.py")
+    assert_clean(at)
     assert [m.value for m in at.metric if m.label == "Targets met"] == ["1 / 3"]
     assert any("1 of 3 targets not measured yet" in c.value for c in at.caption)
     assert any("Fig. 2" in m.value for m in at.markdown)
@@ -282,16 +270,16 @@ def test_sdss_like_magnitudes_and_a_broad_band_profile(home, tmp_path, monkeypat
         mag=lambda m: np.asarray(m) - 5.6,
     )
     monkeypatch.setenv("DEEPZ_HOME", str(tmp_path))
-    at = _app("results.py", runs="sdss")
-    _ok(at)
+    at = run_page("results.py", runs="sdss")
+    assert_clean(at)
     table = at.dataframe[0].value
     assert "outliers (|Δz|/(1+z) > 0.15)" in table.columns
     assert not any(c.startswith("strict") or c.startswith("catastrophic") for c in table.columns)
     scored = int(table["scored galaxies"][0])
     assert any(f"sdss: {scored:,} of {scored:,}" in c.value for c in at.caption)
     assert "Survey profile: broad-band" in [p.proto.popover.label for p in at.get("popover")]
-    at = _app("cuts.py", run="sdss")
-    _ok(at)
+    at = run_page("cuts.py", run="sdss")
+    assert_clean(at)
     window = at.slider(key="cuts_window_broad-band")
     assert window.value == pytest.approx(0.1) and window.max >= 0.4
     assert not any("target" in c.value for c in at.caption)
@@ -301,8 +289,8 @@ def test_sdss_like_magnitudes_and_a_broad_band_profile(home, tmp_path, monkeypat
 
 
 def test_a_narrow_band_run_shows_the_paus_target(at_home) -> None:
-    at = _app("cuts.py", run="r1")
-    _ok(at)
+    at = run_page("cuts.py", run="r1")
+    assert_clean(at)
     assert any("target 0.0035(1+z) of the narrow-band profile" in c.value for c in at.caption)
     assert at.slider(key="cuts_window_narrow-band").value == pytest.approx(0.003)
 
@@ -310,21 +298,21 @@ def test_a_narrow_band_run_shows_the_paus_target(at_home) -> None:
 def test_profile_editor_saves_a_custom_profile(home, tmp_path, monkeypatch) -> None:
     _copy_run(home, tmp_path, "r2")
     monkeypatch.setenv("DEEPZ_HOME", str(tmp_path))
-    at = _app("results.py", runs="r2")
+    at = run_page("results.py", runs="r2")
     at.radio(key="results_profile_name").set_value("custom").run()
     at.number_input(key="results_profile_out_custom").set_value(0.05).run()
     next(b for b in at.button if b.label == "Use for this run").click().run()
-    _ok(at)
+    assert_clean(at)
     assert RunDir(tmp_path / "runs" / "r2").card()["profile"]["outlier"] == 0.05
     assert "strict outliers (|Δz|/(1+z) > 0.05)" in at.dataframe[0].value.columns
 
 
 def test_cuts_selecting_nothing_says_so_and_names_files(at_home) -> None:
-    at = _app("cuts.py", run="r1")
+    at = run_page("cuts.py", run="r1")
     assert any("Files named `r1_odds0.003-ge" in c.value for c in at.caption)
     at.radio(key="cuts_how").set_value("ODDS threshold").run()
     at.slider(key="cuts_threshold").set_value(1.0).run()
-    _ok(at)
+    assert_clean(at)
     assert any("No galaxy has ODDS ≥ 1" in w.value for w in at.warning)
     assert not any(m.value == "nan" for m in at.metric)
     assert all(b.proto.disabled for b in at.get("download_button"))
@@ -336,8 +324,8 @@ def test_results_warns_about_runs_on_different_catalogues(home, tmp_path, monkey
     config = other.config() | {"catalog": str(tmp_path / "another.fits")}
     other.file("config.json").write_text(json.dumps(config))
     monkeypatch.setenv("DEEPZ_HOME", str(tmp_path))
-    at = _app("results.py", runs="a,b")
-    _ok(at)
+    at = run_page("results.py", runs="a,b")
+    assert_clean(at)
     assert any("different catalogues" in w.value for w in at.warning)
     assert at.dataframe[0].value["run"][0] == "first try — mock.fits, quick (a)"
 
@@ -355,8 +343,8 @@ def test_template_fit_run_in_the_explorer(home, tmp_path, monkeypatch) -> None:
     )
     execute_templatefit_run(run)
     monkeypatch.setenv("DEEPZ_HOME", str(tmp_path))
-    at = _app("explorer.py", run="tfit-1", galaxy=str(cat.ref_id[2]))
-    _ok(at)
+    at = run_page("explorer.py", run="tfit-1", galaxy=str(cat.ref_id[2]))
+    assert_clean(at)
     titles = [_title(c) for c in at.get("plotly_chart")]
     assert (
         "χ²(z) of the template fit" in titles
@@ -364,6 +352,6 @@ def test_template_fit_run_in_the_explorer(home, tmp_path, monkeypatch) -> None:
     )
     sed = json.loads(at.get("plotly_chart")[2].proto.spec)
     assert any(t.get("name", "").startswith("best fit at z") for t in sed["data"])
-    at = _app("dropping.py", run="tfit-1")
-    _ok(at)
+    at = run_page("dropping.py", run="tfit-1")
+    assert_clean(at)
     assert any("templatefit run, which this page cannot show" in w.value for w in at.warning)
