@@ -128,7 +128,10 @@ def _coverage(stats: dict[str, dict]) -> None:
     st.caption(
         "Share of spec-z inside the 68% interval [z_lo68, z_hi68] (target 68%), before and after "
         "the run's PIT calibration; each scored galaxy is calibrated by the calibration fitted "
-        "without it. Train with --no-calibrate (or predict with it) for the raw p(z)."
+        "without it. ±: the share's binomial noise were the p(z) calibrated (1.5 points at "
+        "1,000 galaxies, 3.3 at 200): a bin further than twice that from 68% is miscalibrated, "
+        "a closer one cannot be told from calibrated. Train with --no-calibrate (or predict "
+        "with it) for the raw p(z)."
     )
     rows = []
     for run_id, c in calibrated.items():
@@ -139,6 +142,7 @@ def _coverage(stats: dict[str, dict]) -> None:
                 "galaxies": c["n"],
                 "before": c["raw"],
                 "after": c["calibrated"],
+                "±": c.get("noise"),
             }
         )
         rows += [
@@ -148,6 +152,7 @@ def _coverage(stats: dict[str, dict]) -> None:
                 "galaxies": b["n"],
                 "before": b["raw"],
                 "after": b["calibrated"],
+                "±": b.get("noise"),
             }
             for b in c["per_magnitude"]
             if b["n"]
@@ -157,7 +162,7 @@ def _coverage(stats: dict[str, dict]) -> None:
         pd.DataFrame(rows),
         hide_index=True,
         width="stretch",
-        column_config={"before": share, "after": share},
+        column_config={"before": share, "after": share, "±": share},
     )
 
 

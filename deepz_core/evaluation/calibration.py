@@ -15,7 +15,7 @@ from astropy.table import Table
 
 from deepz_core.errors import CatalogError
 from deepz_core.evaluation.report import evaluate_table
-from deepz_core.pz.calibration import half_mag_edges, pit_coverage
+from deepz_core.pz.calibration import coverage_noise, half_mag_edges, pit_coverage
 from deepz_core.pz.metrics import DEFAULT_MAG_EDGES
 from deepz_core.pz.products import PzConfig
 
@@ -25,8 +25,9 @@ LEVEL = 0.6827  # the 68% interval's probability (z_lo68, z_hi68)
 def coverage_by_mag(
     pit: np.ndarray, mag: np.ndarray, edges: np.ndarray = DEFAULT_MAG_EDGES
 ) -> list[dict[str, float]]:
-    """Per magnitude bin [lo, hi) (the last one closed): n and the share of PIT values (N,) inside
-    the central 68% interval, i.e. of spec-z inside [z_lo68, z_hi68]; ``mag`` (N,) AB."""
+    """Per magnitude bin [lo, hi) (the last one closed): n, the share of PIT values (N,) inside
+    the central 68% interval, i.e. of spec-z inside [z_lo68, z_hi68], and ``noise68``: that
+    share's binomial standard deviation for calibrated p(z) (``coverage_noise``); ``mag`` (N,) AB."""
     pit, mag = np.asarray(pit, dtype=np.float64), np.asarray(mag, dtype=np.float64)
     if pit.shape != mag.shape:
         raise CatalogError(f"pit {pit.shape} and mag {mag.shape} differ in shape")
@@ -40,6 +41,7 @@ def coverage_by_mag(
                 "hi": float(hi),
                 "n": int(s.sum()),
                 "coverage68": pit_coverage(pit[s], LEVEL),
+                "noise68": coverage_noise(int(s.sum()), LEVEL),
             }
         )
     return rows

@@ -22,7 +22,7 @@ from deepz_core.evaluation.calibration import LEVEL, coverage_by_mag
 from deepz_core.evaluation.profiles import PROFILES, SurveyProfile
 from deepz_core.inference.predict import mixture_from_arrays
 from deepz_core.pz import metrics
-from deepz_core.pz.calibration import half_mag_edges, pit_coverage
+from deepz_core.pz.calibration import coverage_noise, half_mag_edges, pit_coverage
 from deepz_core.pz.products import mixture_odds
 from deepz_core.training.splits import Z_LABEL_MAX
 
@@ -138,7 +138,8 @@ def results_stats(
     data), PIT histogram and KS test (Fig. 8), metrics vs training spec-z density (Fig. 3). A
     calibrated run (``pit_raw`` column, ``inference.calibrate``) adds ``pit_raw``/``pit_raw_ks``
     (the PIT before the calibration) and ``coverage68``: the share of spec-z inside the 68%
-    interval before and after, overall and per magnitude bin."""
+    interval before and after, overall and per magnitude bin (with the share's binomial noise for
+    calibrated p(z), ``noise``)."""
     profile = profile or PROFILES["narrow-band"]
     use = pred.scored & np.isfinite(pred.zphot)
     zp, zs = pred.zphot[use], pred.zspec[use]
@@ -209,6 +210,7 @@ def _calibration_stats(pred: Predictions, use: np.ndarray, pit_bins: int) -> dic
             "n": after["n"],
             "raw": before["coverage68"],
             "calibrated": after["coverage68"],
+            "noise": after["noise68"],
         }
         for before, after in zip(
             coverage_by_mag(raw[both], mag, half_mag_edges(mag)),
@@ -220,6 +222,7 @@ def _calibration_stats(pred: Predictions, use: np.ndarray, pit_bins: int) -> dic
         "n": int(both.sum()),
         "raw": pit_coverage(raw[both], LEVEL),
         "calibrated": pit_coverage(cal[both], LEVEL),
+        "noise": coverage_noise(int(both.sum()), LEVEL),
         "per_magnitude": rows,
     }
     return out

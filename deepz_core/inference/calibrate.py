@@ -32,6 +32,7 @@ from deepz_core.pz.calibration import (
     PitCalibration,
     PitTransform,
     PoolScale,
+    coverage_noise,
     fit_pit_calibration,
     half_mag_edges,
     pit_coverage,
@@ -147,6 +148,7 @@ def pit_summary(before: np.ndarray, after: np.ndarray, mag: np.ndarray) -> dict[
                 "n": int(s.sum()),
                 "coverage68_before": pit_coverage(before[s]),
                 "coverage68_after": pit_coverage(after[s]),
+                "coverage68_noise": coverage_noise(int(s.sum())),
                 "pit_ks_before": pit_ks(before[s]).statistic,
                 "pit_ks_after": pit_ks(after[s]).statistic,
             }

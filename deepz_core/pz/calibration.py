@@ -381,6 +381,13 @@ def pit_coverage(pit: np.ndarray, level: float = 0.6827) -> float:
     return float(np.mean((pit >= lo) & (pit <= hi)))
 
 
+def coverage_noise(n: int, level: float = 0.6827) -> float:
+    """Binomial standard deviation sqrt(level (1 - level) / n) of the share of ``n`` redshifts
+    inside the central ``level`` interval when the p(z) are calibrated: how far a bin's coverage
+    strays from ``level`` by chance alone (1.5 points at n = 1000, 3.3 at n = 200); NaN for n = 0."""
+    return float(np.sqrt(level * (1.0 - level) / n)) if n > 0 else float("nan")
+
+
 POOL_MIN_PER_BIN = 300  # fewest galaxies per magnitude bin of the pool scale
 POOL_MAX_GALAXIES = 4000  # the pool scale is fitted on at most this many galaxies (a fixed subset)
 POOL_DZ = 0.002  # redshift step of the pool-scale integrals

@@ -91,7 +91,9 @@ def test_results_page(at_home) -> None:
     # the run is calibrated (beyond E20): the PIT before and after, and the 68% coverage table
     assert any("Calibrated p(z)" in h.value for h in at.subheader)
     coverage = at.dataframe[1].value
-    assert list(coverage["iAB"])[0] == "all" and {"before", "after"} <= set(coverage.columns)
+    assert list(coverage["iAB"])[0] == "all" and {"before", "after", "±"} <= set(coverage.columns)
+    # the binomial noise of each share: smaller for more galaxies
+    assert coverage["±"][0] == pytest.approx(np.sqrt(0.6827 * 0.3173 / coverage["galaxies"][0]))
     labels = [b.proto.label for b in at.get("download_button")]
     assert labels[:2] == ["r1: FITS", "r1: Parquet"]
     assert at.query_params["runs"] == "r1"

@@ -37,7 +37,8 @@ def test_coverage_by_mag_counts_the_pits_inside_the_central_interval() -> None:
     pit = np.array([0.1, 0.2, 0.5, 0.9, 0.3, np.nan])
     mag = np.array([18.1, 18.2, 18.3, 18.4, 22.5, 18.0])
     rows = coverage_by_mag(pit, mag, np.array([18.0, 20.0, 22.5]))
-    assert rows[0] == {"lo": 18.0, "hi": 20.0, "n": 4, "coverage68": 0.5}
+    noise = np.sqrt(0.6827 * 0.3173 / 4)
+    assert rows[0] == {"lo": 18.0, "hi": 20.0, "n": 4, "coverage68": 0.5, "noise68": noise}
     assert rows[1]["n"] == 1 and rows[1]["coverage68"] == 1.0  # the last bin is closed
     with pytest.raises(CatalogError, match="shape"):
         coverage_by_mag(pit, mag[:2])

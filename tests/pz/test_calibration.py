@@ -13,6 +13,7 @@ from deepz_core.pz.calibration import (
     DEFAULT_LEVELS,
     PitCalibration,
     PoolScale,
+    coverage_noise,
     fit_pit_calibration,
     fit_pool_scale,
     pit_coverage,
@@ -231,3 +232,15 @@ def test_pool_scale_of_agreeing_networks_is_one() -> None:
     grid = np.arange(0.0, 1.6, 0.002)
     pool = fit_pool_scale(weights, means, stds, (2, 2), mag, _identity(), grid, min_per_bin=600)
     np.testing.assert_allclose(pool.scale, 1.0, atol=0.03)
+
+
+def test_coverage_noise_is_the_spread_of_calibrated_coverage_by_chance() -> None:
+    """Known answer: 2,000 bins of 200 calibrated (uniform) PITs each; their 68% coverage scatters
+    around 0.6827 by the binomial sqrt(0.6827 x 0.3173 / 200) = 0.0329."""
+    assert coverage_noise(200) == pytest.approx(0.0329, abs=1e-4)
+    assert coverage_noise(1000) == pytest.approx(0.0147, abs=1e-4)
+    assert np.isnan(coverage_noise(0))
+    pits = np.random.default_rng(5).uniform(size=(2000, 200))
+    shares = np.array([pit_coverage(p) for p in pits])
+    assert shares.mean() == pytest.approx(0.6827, abs=0.002)
+    assert shares.std() == pytest.approx(coverage_noise(200), rel=0.05)
