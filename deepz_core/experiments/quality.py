@@ -1,5 +1,6 @@
 """Photo-z quality of the trained configurations: E20 Fig. 2 (sigma68 vs magnitude), Sec. 3.3
-(pretraining sets), Fig. 3 (sigma68 vs spec-z density), Fig. 8 (PIT) and Fig. 9 (quality cuts)."""
+(pretraining sets), Fig. 3 (sigma68 vs spec-z density), Fig. 8 (PIT) and Fig. 9 (quality cuts); the
+calibration of the p(z) (beyond E20)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ from typing import Any
 
 import numpy as np
 
+from deepz_core.evaluation.calibration import LEVEL, coverage_by_mag
 from deepz_core.evaluation.run_products import PAUS_TARGET, density_edges
 from deepz_core.experiments import figures
 from deepz_core.experiments.context import Context
 from deepz_core.experiments.scoring import Scored, by_type, faintest_bin
 from deepz_core.pz import metrics
+from deepz_core.pz.calibration import pit_coverage
 
 
 def fig2(ctx: Context, lines: Mapping[str, Scored]) -> dict[str, Any]:
@@ -80,6 +83,32 @@ def fig8(ctx: Context, lines: Mapping[str, Scored], bins: int = 20) -> dict[str,
             "histogram": counts,
         }
     out["figure"] = figures.pit_histograms(ctx.figure("fig8_pit.png"), hists, "PIT (E20 Fig. 8)")
+    return out
+
+
+def calibration(lines: Mapping[str, Scored]) -> dict[str, Any]:
+    """PIT KS and the share of spec-z inside the 68% interval before and after the calibration
+    (beyond E20, issue 22), overall and per iAB bin (``coverage_by_mag``: with the binomial noise
+    of a calibrated share), for each line whose p(z) are calibrated (``pit_raw``)."""
+    out: dict[str, Any] = {}
+    for label, s in lines.items():
+        if s.pit_raw is None:
+            continue
+        ok = np.isfinite(s.pit) & np.isfinite(s.pit_raw)
+        pit, raw, mag = np.clip(s.pit[ok], 0, 1), np.clip(s.pit_raw[ok], 0, 1), s.mag[ok]
+        before = coverage_by_mag(raw, mag)
+        after = coverage_by_mag(pit, mag)
+        out[label] = {
+            "n": int(ok.sum()),
+            "ks_before": metrics.pit_ks(raw).statistic,
+            "ks_after": metrics.pit_ks(pit).statistic,
+            "coverage_before": pit_coverage(raw, LEVEL),
+            "coverage_after": pit_coverage(pit, LEVEL),
+            "per_magnitude": [
+                a | {"coverage68_before": b["coverage68"]}
+                for a, b in zip(after, before, strict=True)
+            ],
+        }
     return out
 
 

@@ -54,6 +54,49 @@ def _odds(r: dict[str, Any]) -> tuple[str, bool]:
     return f"{best50:.4f}", best50 <= 0.0035
 
 
+RATIO = 1.05  # issue 22: combined sigma68 <= 1.05 x min(ensemble, template fit) per half magnitude
+PIT_KS = 0.02  # issue 22: PIT KS of calibrated p(z)
+COVERAGE = (0.66, 0.70)  # issue 22: 68 +- 2% of the spec-z inside the 68% interval per bin
+
+
+def _never_worse(r: dict[str, Any], combined: str, template_fit: str) -> tuple[str, bool]:
+    """The largest ratio, over half magnitudes, of the combined sigma68 to the better of the
+    ensemble and ``template_fit``."""
+    per = r["fig2"]["per_magnitude"]
+    ratios = [
+        c["sigma68"] / min(e["sigma68"], t["sigma68"])
+        for c, e, t in zip(per[combined], per["ensemble"], per[template_fit], strict=True)
+        if c["n"] > 0
+    ]
+    worst = max(ratios)
+    return f"at most {worst:.3f} x (over {len(ratios)} bins)", worst <= RATIO
+
+
+def _calibrated(r: dict[str, Any], line: str) -> tuple[str, bool]:
+    ks = r["calibration"][line]["ks_after"]
+    return f"{r['calibration'][line]['ks_before']:.4f} -> {ks:.4f}", ks <= PIT_KS
+
+
+def _coverage_bins(r: dict[str, Any], line: str) -> tuple[str, bool]:
+    """How many iAB bins hold 68 +- 2% of their spec-z inside the 68% interval; the misses with
+    their binomial noise."""
+    rows = [b for b in r["calibration"][line]["per_magnitude"] if b["n"] > 0]
+    lo, hi = COVERAGE
+    miss = [b for b in rows if not lo <= b["coverage68"] <= hi]
+    text = f"{len(rows) - len(miss)} of {len(rows)} bins"
+    if miss:
+        text += (
+            " (out: "
+            + ", ".join(
+                f"{b['lo']:.1f}-{b['hi']:.1f} {100 * b['coverage68']:.1f} +- "
+                f"{100 * b['noise68']:.1f}%"
+                for b in miss
+            )
+            + ")"
+        )
+    return text, not miss
+
+
 TARGETS: list[tuple[str, str, Callable[[dict[str, Any]], tuple[str, bool]]]] = [
     (
         "faintest bin: ensemble sigma68 / template fit",
@@ -104,6 +147,42 @@ TARGETS: list[tuple[str, str, Callable[[dict[str, Any]], tuple[str, bool]]]] = [
         lambda r: _rise(r["figB1"], TRAINED_FLUXES, True),
     ),
     ("ODDS best 50%: ensemble sigma68", "<= 0.0035", _odds),
+    (
+        "calibrated p(z) (beyond E20): ensemble PIT KS before -> after the calibration",
+        f"<= {PIT_KS}",
+        lambda r: _calibrated(r, "ensemble"),
+    ),
+    (
+        "calibrated p(z) (beyond E20): ensemble 68% intervals hold 68 +- 2% per half magnitude",
+        "every bin",
+        lambda r: _coverage_bins(r, "ensemble"),
+    ),
+    (
+        "network + template fit (beyond E20): sigma68 per half magnitude / min(ensemble, "
+        "template fit)",
+        f"<= {RATIO}",
+        lambda r: _never_worse(r, COMBINED, "template fit"),
+    ),
+    (
+        "network + template fit (kcorrect): the same against the kcorrect template fit",
+        f"<= {RATIO}",
+        lambda r: _never_worse(r, COMBINED_KCORRECT, TF_KCORRECT),
+    ),
+    (
+        "network + template fit: PIT KS before -> after the calibration",
+        f"<= {PIT_KS}",
+        lambda r: _calibrated(r, COMBINED),
+    ),
+    (
+        "network + template fit: 68% intervals hold 68 +- 2% per half magnitude",
+        "every bin",
+        lambda r: _coverage_bins(r, COMBINED),
+    ),
+    (
+        "network + template fit (kcorrect): 68% intervals hold 68 +- 2% per half magnitude",
+        "every bin",
+        lambda r: _coverage_bins(r, COMBINED_KCORRECT),
+    ),
 ]
 
 
@@ -304,6 +383,51 @@ def _fig8(r: dict[str, Any]) -> str:
     )
 
 
+def _calibration(r: dict[str, Any]) -> str:
+    cal = r["calibration"]
+    if not cal:
+        return ""
+    labels = list(cal)
+    overall = [
+        [
+            k,
+            v["n"],
+            v["ks_before"],
+            v["ks_after"],
+            _pct(v["coverage_before"]),
+            _pct(v["coverage_after"]),
+        ]
+        for k, v in cal.items()
+    ]
+    per = [
+        [f"{b['lo']:.1f}-{b['hi']:.1f}", b["n"], f"+- {100 * b['noise68']:.1f}"]
+        + [
+            f"{_pct(cal[k]['per_magnitude'][i]['coverage68_before'])} -> "
+            f"{_pct(cal[k]['per_magnitude'][i]['coverage68'])}"
+            for k in labels
+        ]
+        for i, b in enumerate(cal[labels[0]]["per_magnitude"])
+        if b["n"] > 0
+    ]
+    return (
+        "## Calibrated p(z) (beyond E20)\n\n"
+        "Each galaxy's CDF mapped through a monotone transform fitted on out-of-fold PITs "
+        "(`deepz_core/pz/calibration.py`), each scored galaxy by the calibration fitted without "
+        "it; coverage: the share of spec-z inside [z_lo68, z_hi68] (target 68.3%).\n\n"
+        + _table(
+            ["p(z)", "N", "PIT KS before", "PIT KS after", "coverage before", "coverage after"],
+            overall,
+        )
+        + "\n\nPer half magnitude, coverage before -> after (the noise column: the binomial "
+        "standard deviation of a calibrated share at that N):\n\n"
+        + _table(["iAB", "N", "noise"] + labels, per)
+    )
+
+
+def _pct(v: float) -> str:
+    return f"{100 * v:.1f}%"
+
+
 def _fig9(r: dict[str, Any]) -> str:
     f9 = r["fig9"]
     return (
@@ -376,6 +500,7 @@ SECTIONS: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
     ("fig3", _fig3),
     ("fig6", _fig6),
     ("fig8", _fig8),
+    ("calibration", _calibration),
     ("fig9", _fig9),
     ("figB1_ellipticals", _figb1_ellipticals),
     ("figB1", _figb1),

@@ -201,7 +201,8 @@ def _quality(
     combined: dict[str, Scored] | None = None,
 ) -> dict[str, Any]:
     """Fig. 2, Sec. 3.3, Fig. 3, Fig. 8 and Fig. 9 over the configurations trained so far; Fig. 2
-    and Fig. 8 also show the ``combined`` lines (the ensemble with the template fit, beyond E20)."""
+    and Fig. 8 also show the ``combined`` lines (the ensemble with the template fit, beyond E20);
+    the calibration of the ensemble's and the combined p(z) (beyond E20)."""
 
     def pick(names: dict[str, str]) -> dict[str, Scored]:
         return {label: single[n] for label, n in names.items() if n in single}
@@ -231,6 +232,7 @@ def _quality(
     }
     lines = {"single network": single[base], "ensemble": ensemble, **tfs, **(combined or {})}
     out["fig8"] = quality.fig8(ctx, lines)
+    out["calibration"] = quality.calibration({"ensemble": ensemble, **(combined or {})})
     out["fig9"] = quality.fig9(ctx, {"ensemble": ensemble, "single network": single[base], **tfs})
     return out
 

@@ -1,7 +1,7 @@
 """Scored predictions: the galaxies with a spec-z and an out-of-fold p(z), as plain arrays.
 
 Works on deepz predictions and on template-fit predictions alike (only ``zphot`` and ``zspec`` are
-required; ``odds``, ``pit``, ``mag`` and ``out_of_fold`` are used when present).
+required; ``odds``, ``pit``, ``pit_raw``, ``mag`` and ``out_of_fold`` are used when present).
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from deepz_core.pz import metrics
 
 @dataclass(frozen=True, eq=False)
 class Scored:
-    """(N,) arrays of the scored galaxies: zp, zs, mag (NaN if unknown), odds, pit, ref_id."""
+    """(N,) arrays of the scored galaxies: zp, zs, mag (NaN if unknown), odds, pit, ref_id, and the
+    PIT before the run's calibration (``pit_raw``; None for a p(z) that is not calibrated)."""
 
     ref_id: np.ndarray
     zp: np.ndarray
@@ -29,6 +30,7 @@ class Scored:
     mag: np.ndarray
     odds: np.ndarray
     pit: np.ndarray
+    pit_raw: np.ndarray | None = None
 
     @property
     def n(self) -> int:
@@ -36,7 +38,8 @@ class Scored:
 
     def select(self, keep: np.ndarray) -> Scored:
         return Scored(
-            *(getattr(self, f)[keep] for f in ("ref_id", "zp", "zs", "mag", "odds", "pit"))
+            *(getattr(self, f)[keep] for f in ("ref_id", "zp", "zs", "mag", "odds", "pit")),
+            None if self.pit_raw is None else self.pit_raw[keep],
         )
 
     def summary(self) -> dict[str, Any]:
@@ -107,8 +110,9 @@ def read_scored(path: Path | str, mag_of: dict[int, float] | None = None) -> Sco
     mag = col("mag")
     if "mag" not in t.colnames and mag_of is not None:
         mag = np.array([mag_of.get(int(r), np.nan) for r in ref_id])
+    raw = col("pit_raw")[use] if "pit_raw" in t.colnames else None
     return Scored(
-        ref_id[use], col("zphot")[use], zs[use], mag[use], col("odds")[use], col("pit")[use]
+        ref_id[use], col("zphot")[use], zs[use], mag[use], col("odds")[use], col("pit")[use], raw
     )
 
 

@@ -281,6 +281,7 @@ def _fake_results(
                 "template fit": {"sigma68": tf_faint},
                 TF_KCORRECT: {"sigma68": kc_faint},
             },
+            "per_magnitude": _per_mag(),
         },
         "fig6": {"sweep": {"keep": {"alpha": [0.8, 1.0], "single": [0.015, 0.017]}}},
         "figB1_ellipticals": {
@@ -298,13 +299,43 @@ def _fake_results(
             }
         },
         "fig9": {"odds_best50_sigma68": {"ensemble": 0.004}},
+        "calibration": {
+            "ensemble": _calibrated_line(0.06, 0.01, [0.68, 0.69]),
+            COMBINED: _calibrated_line(0.08, 0.03, [0.68, 0.75]),
+            COMBINED_KCORRECT: _calibrated_line(0.08, 0.01, [0.67, 0.69]),
+        },
+    }
+
+
+def _calibrated_line(before: float, after: float, coverage: list[float]) -> dict:
+    """A calibration section's line: PIT KS before / after and the coverage of 100-galaxy bins."""
+    bins = [
+        {"lo": 18.0 + i / 2, "hi": 18.5 + i / 2, "n": 100, "coverage68": c, "noise68": 0.0465}
+        for i, c in enumerate(coverage)
+    ]
+    return {"ks_before": before, "ks_after": after, "per_magnitude": bins}
+
+
+def _per_mag() -> dict:
+    """sigma68 per bin: the combination 1.04 x the better estimator with bcnz2, 1.10 x with
+    kcorrect (second bin); an empty bin is skipped."""
+
+    def rows(*values: float) -> list[dict]:
+        return [{"n": 0 if v is None else 50, "sigma68": v} for v in values]
+
+    return {
+        "ensemble": rows(0.003, 0.010, None),
+        "template fit": rows(0.001, 0.020, None),
+        TF_KCORRECT: rows(0.001, 0.030, None),
+        COMBINED: rows(0.00104, 0.0095, None),
+        COMBINED_KCORRECT: rows(0.001, 0.011, None),
     }
 
 
 def test_targets_are_judged_against_the_issue_goals() -> None:
     met = {t["target"]: t["met"] for t in targets(_fake_results(tf_faint=0.04, trained_rise=0.01))}
     assert met["faintest bin: ensemble sigma68 / template fit"]  # 0.5 <= 0.6
-    kc = [t for t in met if "kcorrect" in t]
+    kc = [t for t in met if "kcorrect" in t and t.startswith("faintest bin")]
     assert len(kc) == 1 and met[kc[0]]  # 0.4 <= 0.6
     assert met["pretraining beats no pretraining (sigma68)"]
     assert met["alpha = 0.8 beats alpha = 1 (single network sigma68)"]
@@ -323,6 +354,20 @@ def test_targets_are_judged_against_the_issue_goals() -> None:
     assert worse["Fig. B1 on the demo mock (beyond E20): network trained with outliers stays flat"]
 
 
+def test_targets_of_issue_22_judge_calibration_and_the_combination_per_bin() -> None:
+    rows = {t["target"]: t for t in targets(_fake_results(tf_faint=0.04, trained_rise=0.01))}
+    ratio = {k: v for k, v in rows.items() if "min(ensemble" in k or "the same against" in k}
+    (bcnz2, kc) = ratio.values()
+    assert bcnz2["met"] and bcnz2["measured"] == "at most 1.040 x (over 2 bins)"
+    assert not kc["met"] and kc["measured"].startswith("at most 1.100 x")
+    ks = {k: v for k, v in rows.items() if "PIT KS before -> after" in k}
+    assert [v["met"] for v in ks.values()] == [True, False]  # 0.01 <= 0.02, 0.03 > 0.02
+    assert list(ks.values())[0]["measured"] == "0.0600 -> 0.0100"
+    cover = [v for k, v in rows.items() if "68 +- 2% per half magnitude" in k]
+    assert [v["met"] for v in cover] == [True, False, True]  # 69% in, 75% out, 67% in
+    assert cover[1]["measured"] == "1 of 2 bins (out: 18.5-19.0 75.0 +- 4.7%)"
+
+
 def test_targets_of_unfinished_sections_are_not_measured_yet() -> None:
     partial = _fake_results(0.04, 0.01)
     del partial["fig2"]["faintest_bin"][TF_KCORRECT], partial["figB1"]
@@ -330,6 +375,8 @@ def test_targets_of_unfinished_sections_are_not_measured_yet() -> None:
     rows = {t["target"]: t for t in targets(partial)}
     pending = {name for name, t in rows.items() if t["measured"] == NOT_YET}
     assert len(pending) == 4 and not any(rows[name]["met"] for name in pending)
+    del partial["calibration"]  # the combination not run yet
+    assert sum(t["measured"] == NOT_YET for t in targets(partial)) == 4 + 5
     assert "alpha = 0.8 beats alpha = 1 (single network sigma68)" in pending
     assert rows["faintest bin: ensemble sigma68 / template fit"]["met"]
     assert all(t["measured"] == NOT_YET for t in targets({}))
@@ -353,7 +400,7 @@ def test_partial_report_names_what_is_still_to_run(tmp_path) -> None:
     assert "**Partial report**: 2 steps still to run (no_pretrain, Fig. 5)" in text
     assert "## Fig. 9" in text and "## Fig. 2" not in text
     assert "| ODDS best 50%: ensemble sigma68 | 0.0030 | <= 0.0035 | yes |" in text
-    assert text.count("| not yet |") == 10
+    assert text.count("| not yet |") == 17
     saved = json.loads((tmp_path / "results.json").read_text())
     assert sum(t["met"] for t in saved["targets"]) == 1
 
@@ -429,10 +476,12 @@ def test_smoke_experiments_write_every_section_and_resume(tmp_path, one_thread) 
         "appendixE",
     ):
         assert (out / "figures" / results[section]["figure"]).is_file(), section
-    assert len(results["targets"]) == 11
+    assert len(results["targets"]) == 18
     assert results["complete"] and results["pending"] == []
     assert NOT_YET not in {t["measured"] for t in results["targets"]}
-    assert "Partial report" not in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "Partial report" not in report and "## Calibrated p(z) (beyond E20)" in report
+    assert set(results["calibration"]) == {"ensemble", COMBINED, COMBINED_KCORRECT}
     assert set(results["fig2"]["by_type"]["ensemble"]) == {"quiescent", "star-forming"}
     assert "quiescent" in results["figB1"]["breakdown"]
     for section in ("figB1", "figB1_ellipticals"):  # never reads u: flat by construction
