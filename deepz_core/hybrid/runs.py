@@ -53,6 +53,7 @@ from deepz_core.inference.calibrate import (
     RunCalibration,
     calibration_fold,
     fit_run_calibration,
+    heldout_stage_from_table,
     load_calibration,
 )
 from deepz_core.inference.predict import (
@@ -161,6 +162,30 @@ def load_hybrid(run_path: Path | str) -> Hybrid | None:
     return Hybrid.from_dict(read_json_object(path, "combination with the template fit"))
 
 
+def save_hybrid(run_path: Path | str, hybrid: Hybrid) -> Path:
+    """Write the run's ``hybrid.json`` (atomically; NaN written as null)."""
+    return atomic_write_json(Path(run_path) / HYBRID_FILE, jsonable(hybrid.to_dict()))
+
+
+def calibrate_hybrid_on(
+    run_dir: Path | str, catalog: Catalog, workers: int = 2, device: str = "cpu"
+) -> Hybrid:
+    """The run's combination with its calibration of new galaxies fitted on the held-out spec-z
+    galaxies of ``catalog`` (``inference.calibrate.heldout_stage_from_table``), written to
+    ``hybrid.json``; the out-of-fold calibration is unchanged. ConfigError for a run without a
+    calibrated combination."""
+    hybrid = load_hybrid(run_dir)
+    if hybrid is None or hybrid.calibration is None:
+        raise ConfigError(
+            f"run {Path(run_dir).name} has no calibrated combination with the template fit: run "
+            f"`deepz combine --run {run_dir}` first"
+        )
+    table = predict_hybrid(run_dir, catalog, workers, hybrid, calibrate=False, device=device)
+    hybrid = replace(hybrid, calibration=heldout_stage_from_table(hybrid.calibration, table))
+    save_hybrid(run_dir, hybrid)
+    return hybrid
+
+
 def hybrid_predictions_file(run_path: Path | str) -> Path | None:
     """The run's combined out-of-fold predictions (``hybrid_predictions.fits``: the training
     catalogue, one row per catalogue row, with ``zphot_net``, ``zphot_tf``...), None when the run
@@ -230,7 +255,7 @@ def fit_hybrid(
     net = {**products, "pit": _network_pit(run, features, products, oof)}
     hybrid = replace(hybrid, summary=compare(features, rows, net, tf, out))
     write_table(table, run.file(HYBRID_PREDICTIONS))
-    atomic_write_json(run.file(HYBRID_FILE), jsonable(hybrid.to_dict()))
+    save_hybrid(run.path, hybrid)
     o = hybrid.summary["overall"]
     say(
         "combination out of fold: sigma68 network {:.4f}, template fit {:.4f}, combined {:.4f}".format(

@@ -50,7 +50,7 @@ from deepz_core.files import (
     is_temporary,
     lock_folder,
 )
-from deepz_core.inference.calibrate import RunCalibration, load_calibration
+from deepz_core.inference.calibrate import CALIBRATION_FILE, RunCalibration, load_calibration
 from deepz_core.inference.predict import (
     PRODUCT_COLUMNS,
     galaxy_mags,
@@ -200,15 +200,29 @@ def preflight(run_dir: str, catalog: str, read: ReadOptions | None = None) -> in
     return n
 
 
-_PREDICTORS: dict[tuple[str, str], Predictor] = {}  # one loaded model per worker process
+_PREDICTORS: dict[tuple[str, str, int, int], Predictor] = {}  # one loaded model per process
+
+
+def _mtime_ns(path: Path) -> int:
+    """The file's modification time (0 when it does not exist)."""
+    try:
+        return path.stat().st_mtime_ns
+    except FileNotFoundError:
+        return 0
 
 
 def load_predictor(run_dir: Path | str, device: str = "cpu") -> Predictor:
     """The run's model, loaded once per process (cached by run path and device)."""
     from deepz_core.device import resolve_device
 
-    key = (str(Path(run_dir).resolve()), device)  # resolved here: on the worker that predicts
-    if key not in _PREDICTORS:
+    path = Path(run_dir).resolve()  # resolved here: on the worker that predicts
+    key = (
+        str(path),
+        device,
+        _mtime_ns(path / "model.safetensors"),
+        _mtime_ns(path / CALIBRATION_FILE),
+    )
+    if key not in _PREDICTORS:  # a retrained model or a new calibration: loaded again
         tune_malloc()  # Dask workers start with glibc settings that page-fault every block
         run = RunDir(Path(run_dir))
         if not run.file("model.safetensors").exists():

@@ -296,14 +296,40 @@ class PitTransform:
 
     def inverse(self, q: Tensor) -> Tensor:
         """g^-1(q) (N, P) for q in (0, 1), by bisection in probit space (to 1e-13)."""
-        target = torch.special.ndtri(q.double())
+        return torch.special.ndtr(self.h_inverse(torch.special.ndtri(q.double())))
+
+    def h_inverse(self, target: Tensor) -> Tensor:
+        """The probit values x (N, P) with h(x) = ``target`` (N, P), by bisection (to 1e-13)."""
+        target = target.double()
         lo = torch.full_like(target, -60.0)
         hi = torch.full_like(target, 60.0)
         for _ in range(60):
             mid = 0.5 * (lo + hi)
             below = self.h(mid)[0] < target
             lo, hi = torch.where(below, mid, lo), torch.where(below, hi, mid)
-        return torch.special.ndtr(0.5 * (lo + hi))
+        return 0.5 * (lo + hi)
+
+
+def compose_calibrations(
+    first: PitCalibration, second: PitCalibration, scale: PoolScale | None = None
+) -> PitCalibration:
+    """One calibration doing ``first`` (its probit times ``scale`` lambda(mag), when given), then
+    ``second``: h(x) = h2(lambda h1(x)), as knots at ``second``'s levels, x_j = h1^-1(x2_j /
+    lambda), at the magnitudes of all three (between them the knots are interpolated, as for any
+    calibration). Used to add a stage fitted on held-out galaxies to a run's calibration."""
+    if np.shape(first.y) != np.shape(second.y) or not np.allclose(first.y, second.y):
+        raise ConfigError("compose: both calibrations must use the same quantile levels")
+    centres = [first.mag_centres, second.mag_centres]
+    if scale is not None:
+        centres.append(scale.mag_centres)
+    mags = np.unique(np.concatenate(centres))
+    lam = np.ones(len(mags)) if scale is None else scale.at(mags)
+    x2 = second.transform(mags).x.numpy()  # (B, K) second stage's knots at those magnitudes
+    x = first.transform(mags).h_inverse(torch.as_tensor(x2 / lam[:, None])).numpy()
+    x = np.clip(x, -PROBIT_CLIP, PROBIT_CLIP)
+    for j in range(1, x.shape[1]):  # ties at the clip: keep the knots strictly increasing
+        x[:, j] = np.maximum(x[:, j], x[:, j - 1] + _MIN_GAP)
+    return PitCalibration(mags, x, np.asarray(second.y, dtype=np.float64), second.n_fit)
 
 
 def refit_mixture(mix: GaussianMixture, transform: PitTransform) -> GaussianMixture:
