@@ -180,7 +180,9 @@ def calibrate_hybrid_on(
             f"run {Path(run_dir).name} has no calibrated combination with the template fit: run "
             f"`deepz combine --run {run_dir}` first"
         )
-    table = predict_hybrid(run_dir, catalog, workers, hybrid, calibrate=False, device=device)
+    table = predict_hybrid(
+        run_dir, catalog, workers=workers, hybrid=hybrid, calibrate=False, device=device
+    )
     hybrid = replace(hybrid, calibration=heldout_stage_from_table(hybrid.calibration, table))
     save_hybrid(run_dir, hybrid)
     return hybrid

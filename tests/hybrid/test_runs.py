@@ -427,3 +427,31 @@ def test_combined_predictions_carry_the_coordinates(combined) -> None:
     assert "zphot_tf" in table.colnames
     np.testing.assert_allclose(np.asarray(table["ra"]), ra)
     np.testing.assert_allclose(np.asarray(table["dec"]), dec)
+
+
+def test_a_combination_calibrated_on_a_heldout_catalogue(copied) -> None:
+    """Run.calibrate_on calibrates what predict uses: the combination (hybrid.json) by default,
+    the networks (calibration.json) with network_only; new galaxies' intervals move, their modes
+    and the training galaxies' products do not; drop_heldout_calibration undoes it exactly."""
+    run = dz.load_run(copied)
+    heldout = dz.simulate_catalog("paus-mock", N, BANDS, seed=6)
+    heldout = dataclasses.replace(heldout, ref_id=heldout.ref_id + 2 * NEW_IDS, exposures=None)
+    new = _new(dz.simulate_catalog("paus-mock", 60, BANDS, seed=7), np.arange(60))
+    networks = (copied / "calibration.json").read_bytes()
+    before, train_before = run.predict(new), run.combined_predictions()
+    summary = run.calibrate_on(heldout)
+    assert summary["n"] >= 200 and set(summary) >= {"pit_ks_before", "coverage68_after"}
+    assert load_hybrid(copied).calibration.heldout is not None
+    assert (copied / "calibration.json").read_bytes() == networks  # the networks' untouched
+    after = run.predict(new)
+    np.testing.assert_array_equal(after["zphot"], before["zphot"])
+    assert not np.allclose(after["z_hi68"], before["z_hi68"], equal_nan=True)
+    stored = run.predict(run.config.catalog)  # the training galaxies: out of fold, as stored
+    oof = np.asarray(train_before["out_of_fold"], bool)
+    np.testing.assert_allclose(stored["z_hi68"][oof], train_before["z_hi68"][oof], atol=1e-6)
+    run.drop_heldout_calibration()
+    assert load_hybrid(copied).calibration.heldout is None
+    np.testing.assert_array_equal(run.predict(new)["z_hi68"], before["z_hi68"])
+    run.calibrate_on(heldout, network_only=True)  # the networks' calibration instead
+    assert (copied / "calibration.json").read_bytes() != networks
+    assert load_hybrid(copied).calibration.heldout is None
