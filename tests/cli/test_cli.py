@@ -694,3 +694,17 @@ def test_no_calibrate_flags(tmp_path, trained, files) -> None:
         == 0
     )
     assert "pit_raw" not in Table.read(pred).colnames
+
+
+def test_calibrate_errors_are_one_line(tmp_path, trained, files, capsys) -> None:
+    """`deepz calibrate`: each mistake is one error line naming what is wrong."""
+    cases = [
+        (["--run", str(trained)], "give --catalog"),
+        (["--run", str(trained), "--catalog", str(tmp_path / "none.fits")], "none.fits"),
+        (["--run", str(tmp_path), "--catalog", str(files["new_z"])], "not a deepz run folder"),
+        # 100 training galaxies: too few for a calibration, so nothing to build a stage on
+        (["--run", str(trained), "--catalog", str(files["new_z"])], "has no calibration"),
+    ]
+    for argv, needle in cases:
+        assert main(["calibrate", *argv]) == 2, argv
+        assert needle in _one_line_error(capsys)
