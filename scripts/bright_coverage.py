@@ -40,27 +40,14 @@ def bright_catalog(n: int, seed: int, family: str, mag_max: float):
 
 
 def coverage_rows(t: Table, pit_column: str) -> list[dict]:
-    """Per half magnitude: N, the share of PITs inside the central 68.27% and its binomial noise."""
-    from deepz_core.pz.calibration import coverage_noise, pit_coverage
+    """Per half magnitude: N, the share of PITs inside the central 68.27% and its binomial noise
+    (``evaluation.calibration.coverage_by_mag``) of the unflagged galaxies with a spec-z."""
+    from deepz_core.evaluation.calibration import coverage_by_mag
 
     pit = np.asarray(t[pit_column], dtype=np.float64)
-    mag = np.asarray(t["mag"], dtype=np.float64)
     ok = np.isfinite(pit) & np.isfinite(np.asarray(t["zspec"], dtype=np.float64))
     ok &= np.asarray(t["flag"]) == 0
-    rows = []
-    for lo, hi in zip(EDGES[:-1], EDGES[1:], strict=True):
-        s = ok & (mag >= lo) & (mag < hi)
-        n = int(s.sum())
-        rows.append(
-            {
-                "lo": lo,
-                "hi": hi,
-                "n": n,
-                "coverage68": pit_coverage(pit[s]),
-                "noise68": coverage_noise(n),
-            }
-        )
-    return rows
+    return coverage_by_mag(pit[ok], np.asarray(t["mag"], dtype=np.float64)[ok], EDGES)
 
 
 def main() -> None:

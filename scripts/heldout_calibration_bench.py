@@ -65,26 +65,15 @@ def merged(paths: list[str]):
 
 def scores(table) -> dict:
     """Coverage per half magnitude (with its binomial noise), PIT KS and sigma68 of ``table``."""
+    from deepz_core.evaluation.calibration import coverage_by_mag
     from deepz_core.pz import metrics
-    from deepz_core.pz.calibration import coverage_noise, pit_coverage
+    from deepz_core.pz.calibration import pit_coverage
 
     pit = np.asarray(table["pit"], dtype=np.float64)
     mag = np.asarray(table["mag"], dtype=np.float64)
     zp, zs = (np.asarray(table[c], dtype=np.float64) for c in ("zphot", "zspec"))
     ok = np.isfinite(pit) & np.isfinite(mag) & (np.asarray(table["flag"]) == 0)
-    rows = []
-    for lo, hi in zip(EDGES[:-1], EDGES[1:], strict=True):
-        s = ok & (mag >= lo) & (mag < hi)
-        n = int(s.sum())
-        rows.append(
-            {
-                "lo": lo,
-                "hi": hi,
-                "n": n,
-                "coverage68": pit_coverage(pit[s]),
-                "noise68": coverage_noise(n),
-            }
-        )
+    rows = coverage_by_mag(pit[ok], mag[ok], EDGES)
     return {
         "n": int(ok.sum()),
         "pit_ks": metrics.pit_ks(np.clip(pit[ok], 0, 1)).statistic,
