@@ -34,7 +34,7 @@ from deepz_core.evaluation import run_products as analysis
 from deepz_core.evaluation.profiles import PROFILES, SurveyProfile, run_profile, survey_profile
 from deepz_core.experiments import report_reader as reports  # noqa: F401 (pages use state.reports)
 from deepz_core.hybrid.runs import HYBRID_FILE, hybrid_predictions_file, load_hybrid
-from deepz_core.inference.calibrate import MIN_GALAXIES
+from deepz_core.inference.calibrate import CALIBRATION_FILE, MIN_GALAXIES, load_calibration
 from deepz_core.jobs import prediction as prediction_jobs
 from deepz_core.jobs import queue
 from deepz_core.jobs import status as job_status
@@ -559,6 +559,28 @@ def combination(run: RunDir | str) -> dict | None:
     if not path.is_file():
         return None
     return _combination(str(folder.path), path.stat().st_mtime)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _heldout_stages(folder: str, mtimes: tuple[float, float]) -> dict[str, dict]:
+    out = {}
+    cal = load_calibration(folder)
+    if cal is not None and cal.heldout is not None:
+        out["networks"] = dict(cal.summary["heldout"])
+    hybrid = load_hybrid(folder)
+    if hybrid is not None and hybrid.calibration is not None and hybrid.calibration.heldout:
+        out["combination"] = dict(hybrid.calibration.summary["heldout"])
+    return out
+
+
+def heldout_stages(run_id: str) -> dict[str, dict]:
+    """The held-out calibration stages of a run (``deepz calibrate``, ``Run.calibrate_on``):
+    {'networks': summary, 'combination': summary}, each where one was fitted; the summary holds
+    the held-out galaxies' PIT KS and 68% coverage before and after, per half magnitude."""
+    folder = run_dir(run_id)
+    files = (folder.file(CALIBRATION_FILE), folder.file(HYBRID_FILE))
+    mtimes = tuple(f.stat().st_mtime if f.is_file() else 0.0 for f in files)
+    return _heldout_stages(str(folder.path), mtimes)
 
 
 def planned_templates(run: RunDir) -> str | None:

@@ -409,7 +409,6 @@ def _calibrate(args: argparse.Namespace) -> int:
     after it, each galaxy by a stage fitted without it. --remove undoes it."""
     import deepz_core as dz
     from deepz_core.catalog.conventions import InputConventions
-    from deepz_core.catalog.io import read_catalog
 
     run = dz.load_run(args.run)
     if args.remove:
@@ -418,8 +417,10 @@ def _calibrate(args: argparse.Namespace) -> int:
         return 0
     if not args.catalog:
         raise ConfigError("calibrate: give --catalog (a held-out spec-z catalogue) or --remove")
-    cat = read_catalog(args.catalog, conventions=InputConventions(id_column=args.id_column))
-    s = run.calibrate_on(cat, args.device, network_only=args.network_only)
+    conventions = InputConventions(id_column=args.id_column)
+    s = run.calibrate_on(
+        args.catalog, args.device, network_only=args.network_only, conventions=conventions
+    )
     keys = ("n", "pit_ks_before", "pit_ks_after", "coverage68_before", "coverage68_after")
     print(json.dumps({"run": args.run, **{k: s[k] for k in keys}}))
     for b in s["per_magnitude"]:

@@ -168,7 +168,11 @@ def save_hybrid(run_path: Path | str, hybrid: Hybrid) -> Path:
 
 
 def calibrate_hybrid_on(
-    run_dir: Path | str, catalog: Catalog, workers: int = 2, device: str = "cpu"
+    run_dir: Path | str,
+    catalog: Catalog,
+    workers: int = 2,
+    device: str = "cpu",
+    source: str | None = None,
 ) -> Hybrid:
     """The run's combination with its calibration of new galaxies fitted on the held-out spec-z
     galaxies of ``catalog`` (``inference.calibrate.heldout_stage_from_table``), written to
@@ -183,7 +187,8 @@ def calibrate_hybrid_on(
     table = predict_hybrid(
         run_dir, catalog, workers=workers, hybrid=hybrid, calibrate=False, device=device
     )
-    hybrid = replace(hybrid, calibration=heldout_stage_from_table(hybrid.calibration, table))
+    cal = heldout_stage_from_table(hybrid.calibration, table, source)
+    hybrid = replace(hybrid, calibration=cal)
     save_hybrid(run_dir, hybrid)
     return hybrid
 

@@ -187,11 +187,14 @@ def fit_heldout_stage(
     return RunCalibration(cal.full, cal.folds, summary, cal.pool, held)
 
 
-def heldout_stage_from_table(cal: RunCalibration, table: Any) -> RunCalibration:
+def heldout_stage_from_table(
+    cal: RunCalibration, table: Any, source: str | None = None
+) -> RunCalibration:
     """``fit_heldout_stage`` on a held-out catalogue's raw predictions ``table`` (the run's
     predictions with ``calibrate=False``: columns pit, mag, ref_id, zspec, flag, out_of_fold):
     its unflagged galaxies with a spec-z that no network trained on, their PITs taken through
-    ``cal`` without any held-out stage. ConfigError with fewer than MIN_GALAXIES of them."""
+    ``cal`` without any held-out stage; ``source`` (the catalogue's file) is kept in the
+    summary. ConfigError with fewer than MIN_GALAXIES of them."""
     col = {c: np.asarray(table[c]) for c in ("pit", "mag", "ref_id", "zspec", "flag")}
     oof = np.asarray(table["out_of_fold"], dtype=bool) if "out_of_fold" in table.colnames else 0
     pit = col["pit"].astype(np.float64)
@@ -207,7 +210,9 @@ def heldout_stage_from_table(cal: RunCalibration, table: Any) -> RunCalibration:
     base = cal.without_heldout()
     first = base.transform(mag, ref_id, np.zeros(len(rows), bool))
     pit_first = first.forward(torch.as_tensor(pit[rows])[:, None])[:, 0].numpy()
-    return fit_heldout_stage(base, pit_first, mag, ref_id)
+    out = fit_heldout_stage(base, pit_first, mag, ref_id)
+    out.summary["heldout"]["catalog"] = source
+    return out
 
 
 def pit_summary(before: np.ndarray, after: np.ndarray, mag: np.ndarray) -> dict[str, Any]:

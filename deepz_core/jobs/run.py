@@ -247,9 +247,10 @@ class Run:
 
         self._require_model()
         cat = as_catalog(catalog, conventions=conventions)
+        source = str(catalog) if isinstance(catalog, str | Path) else None
         with self.folder.locked():
             if not network_only and self.folder.file("hybrid.json").exists():
-                hybrid = calibrate_hybrid_on(self.path, cat, workers, device)
+                hybrid = calibrate_hybrid_on(self.path, cat, workers, device, source)
                 return dict(hybrid.calibration.summary["heldout"])
             cal = load_calibration(self.path)
             if cal is None:
@@ -258,7 +259,7 @@ class Run:
                     "calibrate=False, or before calibration existed)"
                 )
             table = self.predict(cat, device, calibrate=False, network_only=True)
-            cal = heldout_stage_from_table(cal, table)
+            cal = heldout_stage_from_table(cal, table, source)
             save_calibration(self.folder, cal)
         return dict(cal.summary["heldout"])
 

@@ -357,3 +357,25 @@ def test_template_fit_run_in_the_explorer(home, tmp_path, monkeypatch) -> None:
     at = run_page("dropping.py", run="tfit-1")
     assert_clean(at)
     assert any("templatefit run, which this page cannot show" in w.value for w in at.warning)
+
+
+def test_results_page_shows_a_heldout_calibration_stage(home, tmp_path, monkeypatch) -> None:
+    """A run calibrated again on held-out spec-z galaxies (deepz calibrate): the Results page
+    names the catalogue and shows their coverage per half magnitude before and after."""
+    import shutil
+
+    import deepz_core as dz
+
+    copy = Path(shutil.copytree(home, tmp_path / "home"))
+    heldout = write_catalog(
+        simulate("paus-mock", 300, band_set("paus_cosmos"), 2), tmp_path / "heldout.fits"
+    )
+    dz.load_run(copy / "runs" / "r1").calibrate_on(str(heldout))
+    monkeypatch.setenv("DEEPZ_HOME", str(copy))
+    at = run_page("results.py", runs="r1")
+    assert_clean(at)
+    text = " ".join(m.value for m in at.markdown)
+    assert "held-out" in text and "heldout.fits" in text
+    stage = at.dataframe[2].value
+    assert {"iAB", "galaxies", "before", "after", "±"} <= set(stage.columns)
+    assert stage["galaxies"].sum() >= 200

@@ -219,6 +219,7 @@ def test_a_run_calibrated_on_a_heldout_catalogue(trained, tmp_path, capsys) -> N
     summary = run.calibrate_on(str(heldout))
     assert summary["n"] >= 200 and 0 <= summary["coverage68_after"] <= 1
     assert load_calibration(run.path).heldout is not None
+    assert load_calibration(run.path).summary["heldout"]["catalog"] == str(heldout)
     new_after, train_after = run.predict(str(heldout)), run.predict(train_path)
     np.testing.assert_array_equal(new_after["zphot"], new_before["zphot"])
     assert not np.allclose(new_after["z_hi68"], new_before["z_hi68"], equal_nan=True)
