@@ -247,6 +247,50 @@ def start_prediction(
     return folder
 
 
+HELDOUT_JOB = "calibrate.job.json"  # in the run folder: the held-out calibration started here
+HELDOUT_LOG = "calibrate.log"
+
+
+def start_heldout_calibration(run_dir: Path, catalog: str, catalog_name: str) -> Path:
+    """Start ``deepz calibrate --run RUN --catalog CATALOG`` in the background: the run's
+    calibration of new galaxies fitted on the held-out spec-z galaxies of ``catalog`` (of the
+    combination when the run has one); its job file in the run folder (pid, catalogue, start)."""
+    run = RunDir(Path(run_dir))
+    job = run.file(HELDOUT_JOB)
+    if job.exists() and heldout_job(run)["state"] == "running":
+        raise InUseError(f"run {run.path.name} is already being calibrated: wait for it to finish")
+    log = run.file(HELDOUT_LOG)
+    log.unlink(missing_ok=True)
+    reap()
+    pid = _spawn(["calibrate", "--run", str(run.path), "--catalog", catalog], log)
+    info = {"pid": pid, "catalog": catalog, "catalog_name": catalog_name, "started": time.time()}
+    atomic_write_json(job, info)
+    return job
+
+
+def heldout_job(run: RunDir) -> dict[str, Any]:
+    """The held-out calibration started from the app for ``run``: its job file's fields and
+    ``state`` ('none', 'running', 'finished' or 'failed', then with ``error``: the log's last
+    line)."""
+    import json
+
+    from deepz_core.jobs.status import pid_alive
+
+    path = run.file(HELDOUT_JOB)
+    if not path.exists():
+        return {"state": "none"}
+    info = json.loads(path.read_text())
+    reap()
+    if pid_alive(info.get("pid")):
+        return {**info, "state": "running"}
+    log = run.file(HELDOUT_LOG)
+    lines = log.read_text(errors="replace").strip().splitlines() if log.exists() else []
+    if any(line.startswith('{"run"') for line in lines):  # the command's summary: it finished
+        return {**info, "state": "finished"}
+    error = lines[-1].removeprefix("error: ") if lines else "it stopped without a word"
+    return {**info, "state": "failed", "error": error}
+
+
 def cancel_prediction(folder: Path) -> None:
     """Ask a prediction job to stop after its current chunk."""
     (Path(folder) / "cancel").write_text(time.strftime("%Y-%m-%d %H:%M:%S"))

@@ -583,6 +583,13 @@ def heldout_stages(run_id: str) -> dict[str, dict]:
     return _heldout_stages(str(folder.path), mtimes)
 
 
+def drop_heldout_stage(run_id: str) -> None:
+    """Remove the run's held-out calibration stage (of its combination when it has one)."""
+    import deepz_core
+
+    deepz_core.load_run(run_dir(run_id).path).drop_heldout_calibration()
+
+
 def planned_templates(run: RunDir) -> str | None:
     """The template set a network run is to be combined with after training (its config's
     ``templates``), None when none was asked for."""

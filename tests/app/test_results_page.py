@@ -379,3 +379,44 @@ def test_results_page_shows_a_heldout_calibration_stage(home, tmp_path, monkeypa
     stage = at.dataframe[2].value
     assert {"iAB", "galaxies", "before", "after", "±"} <= set(stage.columns)
     assert stage["galaxies"].sum() >= 200
+
+
+def test_a_heldout_calibration_started_from_the_app(home, tmp_path, monkeypatch) -> None:
+    """app.jobs.start_heldout_calibration runs `deepz calibrate` in its own process: the run gets
+    the stage; a catalogue with too few held-out spec-z galaxies fails with the command's one
+    error line, which the Results page shows, with the form to try another."""
+    import shutil
+    import time
+
+    from app import jobs
+
+    copy = Path(shutil.copytree(home, tmp_path / "home"))
+    run = RunDir(copy / "runs" / "r1")
+    heldout = write_catalog(
+        simulate("paus-mock", 300, band_set("paus_cosmos"), 3), tmp_path / "heldout.fits"
+    )
+    few = write_catalog(
+        simulate("paus-mock", 60, band_set("paus_cosmos"), 4), tmp_path / "few.fits"
+    )
+
+    def finished(path: Path, name: str) -> dict:
+        jobs.start_heldout_calibration(run.path, str(path), name)
+        for _ in range(600):
+            job = jobs.heldout_job(run)
+            if job["state"] != "running":
+                return job
+            time.sleep(0.2)
+        raise AssertionError("the calibration did not finish in 2 minutes")
+
+    assert jobs.heldout_job(run) == {"state": "none"}
+    job = finished(few, "few.fits")
+    assert job["state"] == "failed" and "need >= 200" in job["error"]
+    monkeypatch.setenv("DEEPZ_HOME", str(copy))
+    at = run_page("results.py", runs="r1")
+    assert not at.exception
+    assert [e.value for e in at.error] == [f"The calibration on few.fits failed: {job['error']}"]
+    assert any(b.label == "Calibrate on it" for b in at.button)
+    job = finished(heldout, "heldout.fits")
+    assert job["state"] == "finished", job
+    cal = json.loads(run.file("calibration.json").read_text())
+    assert cal["heldout"] is not None and cal["summary"]["heldout"]["n"] >= 200
