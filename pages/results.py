@@ -158,13 +158,7 @@ def _coverage(stats: dict[str, dict]) -> None:
             for b in c["per_magnitude"]
             if b["n"]
         ]
-    share = st.column_config.NumberColumn(format="percent")
-    st.dataframe(
-        pd.DataFrame(rows),
-        hide_index=True,
-        width="stretch",
-        column_config={"before": share, "after": share, "±": share},
-    )
+    _coverage_table(rows)
     for run_id in calibrated:
         for kind, stage in state.heldout_stages(run_id).items():
             _heldout_stage(run_id, kind, stage)
@@ -230,6 +224,11 @@ def _heldout_stage(run_id: str, kind: str, s: dict) -> None:
         for b in s["per_magnitude"]
         if b["n"]
     ]
+    _coverage_table(rows)
+
+
+def _coverage_table(rows: list[dict]) -> None:
+    """Coverage rows (before, after and the binomial noise ± as shares) as a table."""
     share = st.column_config.NumberColumn(format="percent")
     st.dataframe(
         pd.DataFrame(rows),

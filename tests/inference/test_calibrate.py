@@ -240,3 +240,29 @@ def test_a_run_calibrated_on_a_heldout_catalogue(trained, tmp_path, capsys) -> N
     write_catalog(synthetic_catalog(120, 10, first_id=9001), few)
     with pytest.raises(ConfigError, match=r"has 1\d\d unflagged .* need >= 200"):
         run.calibrate_on(str(few))
+
+
+def test_a_heldout_catalogue_with_junk_rows(trained, tmp_path) -> None:
+    """Junk in the held-out catalogue (a NaN band, 1e30, a near-zero reference flux, 19-digit
+    ids) is flagged by the screen and left out of the stage's fit, never a crash or a NaN."""
+    import dataclasses
+    import shutil
+
+    from tests.synthetic import with_survey_ids
+
+    on, _, _ = trained
+    shutil.copytree(on.path, tmp_path / "run")
+    run = Run(tmp_path / "run")
+    cat = with_survey_ids(synthetic_catalog(400, 11, exposures=False, first_id=7001))
+    flux = cat.flux.copy()
+    flux[0, 2], flux[1, 3], flux[2, :] = np.nan, 1e30, 1e-9
+    cat = dataclasses.replace(cat, flux=flux)
+    raw = run.predict(cat, calibrate=False)
+    flagged = np.asarray(raw["flag"]) != 0
+    assert flagged[:3].any()
+    summary = run.calibrate_on(cat)
+    usable = ~flagged & np.isfinite(np.asarray(raw["zspec"], float))
+    assert summary["n"] == int(usable.sum()) and np.isfinite(summary["pit_ks_after"])
+    after = run.predict(cat)
+    ok = np.isfinite(np.asarray(after["zphot"], float))
+    assert np.isfinite(np.asarray(after["z_hi68"], float)[ok]).all()
