@@ -104,7 +104,7 @@ class RunCalibration:
     def with_pool(self, pool: PoolScale | None) -> RunCalibration:
         """This calibration with the pool scale ``pool`` (its lambdas in the summary); a
         held-out stage, fitted on top of the old pool scale, is dropped."""
-        summary = {k: v for k, v in self.summary.items() if k != "heldout"}
+        summary = self.without_heldout().summary
         if pool is not None:
             summary["pool_scale"] = {"mag": list(pool.mag_centres), "scale": list(pool.scale)}
             summary["n_pool"] = pool.n_fit
@@ -164,6 +164,7 @@ def fit_heldout_stage(
     ref_id: np.ndarray,
     min_per_bin: int = MIN_PER_BIN,
     max_bins: int = HELDOUT_MAX_BINS,
+    source: str | None = None,
 ) -> RunCalibration:
     """``cal`` with a stage for galaxies the run did not train on, fitted on held-out spec-z
     galaxies (no network trained on them, e.g. a spec-z sample kept out of training): their PITs
@@ -172,7 +173,8 @@ def fit_heldout_stage(
     >= ``min_per_bin`` galaxies, at most ``max_bins``) and composed with ``cal.full`` and its
     pool scale (``compose_calibrations``). The out-of-fold calibration of the training galaxies
     is unchanged. ``summary['heldout']``: the held-out galaxies' PIT KS and 68% coverage before
-    and after the stage, each galaxy by a stage fitted without it (5 hash folds of ref_id).
+    and after the stage, each galaxy by a stage fitted without it (5 hash folds of ref_id), and
+    ``catalog``: ``source``, the catalogue's file.
 
     Why: the out-of-fold calibration is only as precise as the training catalogue's spec-z
     sample is large, per magnitude; at iAB < 19.5 a PAUS-like catalogue of 10,000 galaxies has
@@ -183,7 +185,7 @@ def fit_heldout_stage(
         pit[ok], mag[ok], np.asarray(ref_id)[ok], min_per_bin=min_per_bin, max_bins=max_bins
     )
     held = compose_calibrations(cal.full, stage.full, cal.pool)
-    summary = {**cal.summary, "heldout": stage.summary}
+    summary = {**cal.summary, "heldout": {**stage.summary, "catalog": source}}
     return RunCalibration(cal.full, cal.folds, summary, cal.pool, held)
 
 
@@ -196,7 +198,9 @@ def heldout_stage_from_table(
     ``cal`` without any held-out stage; ``source`` (the catalogue's file) is kept in the
     summary. ConfigError with fewer than MIN_GALAXIES of them."""
     col = {c: np.asarray(table[c]) for c in ("pit", "mag", "ref_id", "zspec", "flag")}
-    oof = np.asarray(table["out_of_fold"], dtype=bool) if "out_of_fold" in table.colnames else 0
+    oof = np.zeros(len(table), bool)
+    if "out_of_fold" in table.colnames:
+        oof = np.asarray(table["out_of_fold"], dtype=bool)
     pit = col["pit"].astype(np.float64)
     use = ~oof & np.isfinite(col["zspec"].astype(np.float64)) & (col["flag"] == 0)
     use &= np.isfinite(pit) & np.isfinite(col["mag"].astype(np.float64))
@@ -210,9 +214,7 @@ def heldout_stage_from_table(
     base = cal.without_heldout()
     first = base.transform(mag, ref_id, np.zeros(len(rows), bool))
     pit_first = first.forward(torch.as_tensor(pit[rows])[:, None])[:, 0].numpy()
-    out = fit_heldout_stage(base, pit_first, mag, ref_id)
-    out.summary["heldout"]["catalog"] = source
-    return out
+    return fit_heldout_stage(base, pit_first, mag, ref_id, source=source)
 
 
 def pit_summary(before: np.ndarray, after: np.ndarray, mag: np.ndarray) -> dict[str, Any]:
