@@ -26,6 +26,7 @@ from deepz_core.pz.calibration import (
     PitCalibration,
     PoolScale,
     bisect_pool_scale,
+    cell_midpoints,
     pool_subset,
     scale_per_bin,
 )
@@ -82,10 +83,7 @@ def _curves(
         pz.dz,
     )
     ce = cdf_grid(each, pz.dz)
-    ge = tr.forward((ce / ce[:, -1:]).reshape(n, k * g)).reshape(n, k, g)
-    # bisect_pool_scale weighs point j with the mass of the cell [z_(j-1), z_j]: judge the cell by
-    # its midpoint (at the points themselves, a p(z) ten cells wide comes out 5% off)
-    ge = torch.cat([ge[..., :1], 0.5 * (ge[..., 1:] + ge[..., :-1])], dim=-1)
+    ge = cell_midpoints(tr.forward((ce / ce[:, -1:]).reshape(n, k * g)).reshape(n, k, g))
     lo, hi = 0.5 - CENTRAL / 2, 0.5 + CENTRAL / 2
     return hp, (ge > lo) & (ge < hi)
 

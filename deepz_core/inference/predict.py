@@ -32,11 +32,11 @@ from deepz_core.inference.calibrate import (
 )
 from deepz_core.nets.deepz import DeepzModel, load_model, load_model_json
 from deepz_core.pz.calibration import (
-    POOL_DZ,
     POOL_MIN_PER_BIN,
     PitTransform,
     PoolScale,
     fit_pool_scale,
+    pool_grid,
     pool_subset,
 )
 from deepz_core.pz.mixture import GaussianMixture, combine_members
@@ -364,8 +364,7 @@ def pool_scale(
         )
         return None
     rows = pool_subset(rows)
-    step = max(pz.dz, POOL_DZ)
-    grid = np.arange(pz.z_min, pz.z_max + step / 2, step)
+    grid = pool_grid(pz.z_min, pz.z_max)
     w, mu, sd = (products[k][rows].astype(np.float64) for k in ("weights", "means", "stds"))
     pool = fit_pool_scale(
         w, mu, sd, (splits.repetitions, splits.folds), galaxy_mags(features)[rows], cal.full, grid

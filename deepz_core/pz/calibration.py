@@ -416,7 +416,7 @@ def coverage_noise(n: int, level: float = 0.6827) -> float:
 
 POOL_MIN_PER_BIN = 300  # fewest galaxies per magnitude bin of the pool scale
 POOL_MAX_GALAXIES = 4000  # the pool scale is fitted on at most this many galaxies (a fixed subset)
-POOL_DZ = 0.002  # redshift step of the pool-scale integrals
+POOL_DZ = 0.0005  # redshift step of the pool-scale integrals (see pool_grid)
 POOL_SCALE_RANGE = (0.5, 3.0)  # bisection bracket of lambda
 _POOL_BLOCK = 1 << 24  # galaxies x grid points x components per block of member CDFs
 
@@ -491,6 +491,14 @@ def fit_pool_scale(
     return scale_per_bin(mag, scale_of, min_per_bin)
 
 
+def pool_grid(z_min: float, z_max: float) -> np.ndarray:
+    """(G,) redshifts of the pool-scale integrals, POOL_DZ apart whatever the output grid: a PAUS
+    galaxy's p(z) can be 0.003 wide at iAB < 19, and lambda comes out within 1% of its converged
+    value for p(z) >= 0.003 wide at this step (cells judged at their midpoints; 6% low at a step of
+    0.002, 18% high at 0.002 judged at the cells' ends, as before)."""
+    return np.arange(z_min, z_max + POOL_DZ / 2, POOL_DZ)
+
+
 def pool_subset(rows: np.ndarray) -> np.ndarray:
     """At most POOL_MAX_GALAXIES of ``rows`` (N,): a fixed, sorted subset to fit a pool scale on."""
     if len(rows) <= POOL_MAX_GALAXIES:
@@ -551,9 +559,17 @@ def _pool_curves(
         part = tr.take(sl)
         x = torch.special.ndtri(pool.clamp(0.0, 1.0)).clamp(-PROBIT_CLIP, PROBIT_CLIP)
         hp[sl] = part.h(x)[0]
-        ge = part.forward(fe.reshape(len(wb), -1)).reshape(fe.shape)
+        ge = cell_midpoints(part.forward(fe.reshape(len(wb), -1)).reshape(fe.shape))
         inside[sl] = (ge > lo) & (ge < hi)
     return hp, inside
+
+
+def cell_midpoints(cdf: Tensor) -> Tensor:
+    """CDF values (..., G) on a grid moved to the midpoints of its cells [z_(j-1), z_j] (the first
+    point kept): ``bisect_pool_scale`` weighs point j with the mass of that cell, so a cell judged
+    at its midpoint is right to second order in the grid step, at its end point only to first (a
+    p(z) ten cells wide comes out ~5% off)."""
+    return torch.cat([cdf[..., :1], 0.5 * (cdf[..., 1:] + cdf[..., :-1])], dim=-1)
 
 
 def bisect_pool_scale(hp: Tensor, inside: Tensor, iterations: int = 30) -> float:

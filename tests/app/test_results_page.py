@@ -379,6 +379,8 @@ def test_results_page_shows_a_heldout_calibration_stage(home, tmp_path, monkeypa
     stage = at.dataframe[2].value
     assert {"iAB", "galaxies", "before", "after", "±"} <= set(stage.columns)
     assert stage["galaxies"].sum() >= 200
+    captions = " ".join(c.value for c in at.caption)
+    assert "1 magnitude bin of ~" in captions and "larger held-out catalogue" in captions
 
 
 def test_a_heldout_calibration_started_from_the_app(home, tmp_path, monkeypatch) -> None:

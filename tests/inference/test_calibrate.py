@@ -184,6 +184,9 @@ def test_a_heldout_stage_calibrates_new_galaxies_the_out_of_fold_calibration_mis
     s = held.summary["heldout"]  # cross-fitted on the 4,000: each by a stage fitted without it
     assert s["n"] == 4000 and s["coverage68_after"] == pytest.approx(0.6827, abs=0.02)
     assert s["coverage68_before"] < 0.58
+    # its precision: 4 quantile bins of 1,000, binomial noise sqrt(0.6827 x 0.3173 / 1000)
+    assert (s["bins"], s["per_bin"]) == (4, 1000)
+    assert s["precision68"] == pytest.approx(0.01471, abs=1e-5) and not s["precise"]
     # training galaxies keep the out-of-fold calibration; without_heldout undoes the stage
     train = np.ones(4000, bool)
     u = torch.as_tensor(raw[test])[:, None]
@@ -234,12 +237,30 @@ def test_a_run_calibrated_on_a_heldout_catalogue(trained, tmp_path, capsys) -> N
     assert cli(["calibrate", "--run", str(run.path), "--catalog", str(heldout)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert json.loads(out[0])["n"] == summary["n"] and out[1].startswith("iAB ")
+    assert out[-1].startswith("the stage: 1 magnitude bin of ~") and "larger held-out" in out[-1]
     with pytest.raises(ConfigError, match=r"has 0 unflagged galaxies with a spec-z"):
         run.calibrate_on(train_path)  # every galaxy out of fold: none held out
     few = tmp_path / "few.fits"
     write_catalog(synthetic_catalog(120, 10, first_id=9001), few)
     with pytest.raises(ConfigError, match=r"has 1\d\d unflagged .* need >= 200"):
         run.calibrate_on(str(few))
+
+
+def test_stage_precision_says_when_a_stage_is_precise_enough() -> None:
+    """Known answer: 12 bins of 2,500 galaxies (noise 0.0093) are precise enough, 5 of 1,000 not."""
+    from deepz_core.inference.calibrate import stage_precision
+    from deepz_core.pz.calibration import PitCalibration
+
+    knots = np.tile(np.linspace(-2.0, 2.0, 5), (12, 1))
+    big = PitCalibration(np.linspace(17.2, 22.3, 12), knots, np.linspace(-2.0, 2.0, 5), 30_000)
+    assert stage_precision(big) == {
+        "bins": 12,
+        "per_bin": 2500,
+        "precision68": pytest.approx(0.0093085, abs=1e-6),
+        "precise": True,
+    }
+    small = PitCalibration(np.linspace(18.0, 22.0, 5), knots[:5], np.linspace(-2.0, 2.0, 5), 5000)
+    assert stage_precision(small)["per_bin"] == 1000 and not stage_precision(small)["precise"]
 
 
 def test_a_heldout_catalogue_with_junk_rows(trained, tmp_path) -> None:
