@@ -54,7 +54,9 @@ def raw_predictions(run, n: int, seed: int, family: str, combined: bool) -> dict
     cols: dict[str, list[np.ndarray]] = {k: [] for k in ("pit", "mag", "ref_id", "zspec", "flag")}
     for i, lo in enumerate(EDGES[:-1]):
         cat = simulate_slab(float(lo), n + 7 * i + 1, seed, family)
-        cat = dataclasses.replace(cat, ref_id=cat.ref_id + (i + 1) * 10**9)
+        offset = (i + 1) * 10**9
+        exposures = dataclasses.replace(cat.exposures, ref_id=cat.exposures.ref_id + offset)
+        cat = dataclasses.replace(cat, ref_id=cat.ref_id + offset, exposures=exposures)
         table = run.predict(cat, calibrate=False, network_only=not combined)
         for k in cols:
             cols[k].append(np.asarray(table[k]))
