@@ -116,13 +116,19 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3, help="draws per size (one for the largest)")
     p.add_argument("--combined", action="store_true", help="the run's combination (deepz combine)")
     p.add_argument("--out", type=Path, help="also write the result as JSON")
+    p.add_argument("--raw", type=Path, help="keep the raw predictions here (.npz); reused if there")
     args = p.parse_args()
     cal = load_hybrid(args.run).calibration if args.combined else load_calibration(args.run)
     if cal is None:
         raise SystemExit(f"{args.run}: no calibration")
     cal = cal.without_heldout()
-    run = dz.load_run(args.run)
-    d = raw_predictions(run, args.n_per_bin, args.seed, args.sed_family, args.combined)
+    if args.raw is not None and args.raw.exists():
+        d = dict(np.load(args.raw))
+    else:
+        run = dz.load_run(args.run)
+        d = raw_predictions(run, args.n_per_bin, args.seed, args.sed_family, args.combined)
+        if args.raw is not None:
+            np.savez(args.raw, **d)
     half = calibration_fold(d["ref_id"], 2)
     test, pool = np.flatnonzero(half == 1), np.flatnonzero(half == 0)
     mag = d["mag"].astype(np.float64)
