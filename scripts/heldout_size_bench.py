@@ -118,7 +118,9 @@ def main() -> None:
     p.add_argument("--out", type=Path, help="also write the result as JSON")
     p.add_argument("--raw", type=Path, help="keep the raw predictions here (.npz); reused if there")
     args = p.parse_args()
-    cal = load_hybrid(args.run).calibration if args.combined else load_calibration(args.run)
+    hybrid = load_hybrid(args.run) if args.combined else None
+    cal = load_calibration(args.run) if hybrid is None else hybrid.calibration
+    breaks = () if hybrid is None else hybrid.weights.breaks()  # as calibrate_hybrid_on
     if cal is None:
         raise SystemExit(f"{args.run}: no calibration")
     cal = cal.without_heldout()
@@ -145,7 +147,7 @@ def main() -> None:
         for rep in range(args.repeats if size < max(args.sizes) else 1):
             pick = draw(slab, size, rng)
             rows = pool[pick]
-            held = fit_heldout_stage(cal, first[pick], mag[rows], d["ref_id"][rows])
+            held = fit_heldout_stage(cal, first[pick], mag[rows], d["ref_id"][rows], breaks=breaks)
             s = score(calibrated_pit(held, d["pit"][test], mag[test], d["ref_id"][test]), mag[test])
             result["stages"].append({"per_bin": size, "repeat": rep, "n_fit": len(rows), **s})
             print(line(f"stage {size}/bin, draw {rep}", s), flush=True)

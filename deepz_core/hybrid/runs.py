@@ -187,7 +187,7 @@ def calibrate_hybrid_on(
     table = predict_hybrid(
         run_dir, catalog, workers=workers, hybrid=hybrid, calibrate=False, device=device
     )
-    cal = heldout_stage_from_table(hybrid.calibration, table, source)
+    cal = heldout_stage_from_table(hybrid.calibration, table, source, hybrid.weights.breaks())
     hybrid = replace(hybrid, calibration=cal)
     save_hybrid(run_dir, hybrid)
     return hybrid

@@ -17,6 +17,7 @@ galaxies without a spec-z, without any redshift (none such: no pool scale).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,18 +132,19 @@ def fit_run_calibration(
     folds: int = CROSS_FOLDS,
     min_per_bin: int = MIN_PER_BIN,
     max_bins: int = MAX_BINS,
+    breaks: Sequence[float] = (),
 ) -> RunCalibration:
     """Fit the full and the cross-fitted calibrations on the raw PITs (N,) of out-of-fold training
     galaxies with a spec-z, their magnitudes and ref_ids (N,), in magnitude bins of at least
-    ``min_per_bin`` galaxies, at most ``max_bins`` (``fit_pit_calibration``); the summary is
-    computed here."""
+    ``min_per_bin`` galaxies, at most ``max_bins``, none across ``breaks``
+    (``fit_pit_calibration``); the summary is computed here."""
     pit, mag = np.asarray(pit, dtype=np.float64), np.asarray(mag, dtype=np.float64)
     if len(pit) < MIN_GALAXIES:
         raise ConfigError(
             f"calibration: {len(pit)} out-of-fold galaxies with a spec-z, need >= {MIN_GALAXIES}"
         )
     fold = calibration_fold(ref_id, folds)
-    bins = {"min_per_bin": min_per_bin, "max_bins": max_bins}
+    bins = {"min_per_bin": min_per_bin, "max_bins": max_bins, "breaks": breaks}
     cross = tuple(fit_pit_calibration(pit[fold != k], mag[fold != k], **bins) for k in range(folds))
     full = fit_pit_calibration(pit, mag, **bins)
     cal = RunCalibration(full, cross, {})
@@ -165,12 +167,15 @@ def fit_heldout_stage(
     min_per_bin: int = MIN_PER_BIN,
     max_bins: int = HELDOUT_MAX_BINS,
     source: str | None = None,
+    breaks: Sequence[float] = (),
 ) -> RunCalibration:
     """``cal`` with a stage for galaxies the run did not train on, fitted on held-out spec-z
     galaxies (no network trained on them, e.g. a spec-z sample kept out of training): their PITs
     (N,) under ``cal`` without a held-out stage, magnitudes and ref_ids (N,). A second monotone
     transform fitted on those PITs like the first (``fit_run_calibration``: magnitude bins of
-    >= ``min_per_bin`` galaxies, at most ``max_bins``) and composed with ``cal.full`` and its
+    >= ``min_per_bin`` galaxies, at most ``max_bins``, none across ``breaks``: the magnitudes
+    where the p(z) change abruptly, as at a combination's exponent bins) and composed with
+    ``cal.full`` and its
     pool scale (``compose_calibrations``). The out-of-fold calibration of the training galaxies
     is unchanged. ``summary['heldout']``: the held-out galaxies' PIT KS and 68% coverage before
     and after the stage, each galaxy by a stage fitted without it (5 hash folds of ref_id), and
@@ -181,9 +186,9 @@ def fit_heldout_stage(
     a few hundred per half magnitude (docs/benchmarks.md, "A held-out calibration stage")."""
     pit, mag = np.asarray(pit, dtype=np.float64), np.asarray(mag, dtype=np.float64)
     ok = np.isfinite(pit) & np.isfinite(mag)
-    stage = fit_run_calibration(
-        pit[ok], mag[ok], np.asarray(ref_id)[ok], min_per_bin=min_per_bin, max_bins=max_bins
-    )
+    ids = np.asarray(ref_id)[ok]
+    bins = {"min_per_bin": min_per_bin, "max_bins": max_bins, "breaks": breaks}
+    stage = fit_run_calibration(pit[ok], mag[ok], ids, **bins)
     held = compose_calibrations(cal.full, stage.full, cal.pool)
     summary = {**cal.summary, "heldout": {**stage.summary, **stage_precision(stage.full)}}
     summary["heldout"]["catalog"] = source
@@ -200,7 +205,7 @@ def stage_precision(stage: PitCalibration) -> dict[str, Any]:
     HELDOUT_PRECISE. Measured (docs/benchmarks.md, "How many held-out spec-z the per-bin target
     needs"): ~1,000 held-out galaxies per half magnitude (noise 0.015) kept 10 of 11 half
     magnitudes within 68 +- 2% on average, >= 3,000 (0.0085) all 11."""
-    bins = len(stage.mag_centres)
+    bins = len(np.unique(stage.x, axis=0))  # a bin repeated at a break counts once
     per_bin = stage.n_fit // bins
     noise = coverage_noise(per_bin)
     return {
@@ -212,13 +217,14 @@ def stage_precision(stage: PitCalibration) -> dict[str, Any]:
 
 
 def heldout_stage_from_table(
-    cal: RunCalibration, table: Any, source: str | None = None
+    cal: RunCalibration, table: Any, source: str | None = None, breaks: Sequence[float] = ()
 ) -> RunCalibration:
     """``fit_heldout_stage`` on a held-out catalogue's raw predictions ``table`` (the run's
     predictions with ``calibrate=False``: columns pit, mag, ref_id, zspec, flag, out_of_fold):
     its unflagged galaxies with a spec-z that no network trained on, their PITs taken through
     ``cal`` without any held-out stage; ``source`` (the catalogue's file) is kept in the
-    summary. ConfigError with fewer than MIN_GALAXIES of them."""
+    summary; ``breaks`` as in ``fit_heldout_stage``. ConfigError with fewer than MIN_GALAXIES of
+    them."""
     col = {c: np.asarray(table[c]) for c in ("pit", "mag", "ref_id", "zspec", "flag")}
     oof = np.zeros(len(table), bool)
     if "out_of_fold" in table.colnames:
@@ -236,7 +242,7 @@ def heldout_stage_from_table(
     base = cal.without_heldout()
     first = base.transform(mag, ref_id, np.zeros(len(rows), bool))
     pit_first = first.forward(torch.as_tensor(pit[rows])[:, None])[:, 0].numpy()
-    return fit_heldout_stage(base, pit_first, mag, ref_id, source=source)
+    return fit_heldout_stage(base, pit_first, mag, ref_id, source=source, breaks=breaks)
 
 
 def pit_summary(before: np.ndarray, after: np.ndarray, mag: np.ndarray) -> dict[str, Any]:

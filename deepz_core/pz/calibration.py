@@ -144,10 +144,15 @@ def fit_pit_calibration(
     levels: Sequence[float] = DEFAULT_LEVELS,
     min_per_bin: int = MIN_PER_BIN,
     max_bins: int = MAX_BINS,
+    breaks: Sequence[float] = (),
 ) -> PitCalibration:
     """Fit g on PIT values (N,) in [0, 1] of galaxies with known redshift, in magnitude bins of
     ``mag`` (N,) (None: one bin). Bins are quantiles of ``mag`` holding >= ``min_per_bin``
-    galaxies each, at most ``max_bins``."""
+    galaxies each, at most ``max_bins``; g is interpolated in magnitude between the bins' medians.
+
+    ``breaks``: magnitudes where the p(z) change abruptly (the combination's exponent bins): no
+    bin straddles one and g jumps there instead of being interpolated across it
+    (``_split_at_breaks``); a break with fewer than ``min_per_bin`` galaxies on a side is dropped."""
     pit = np.asarray(pit, dtype=np.float64)
     ok = np.isfinite(pit)
     if mag is not None:
@@ -171,11 +176,63 @@ def fit_pit_calibration(
         centre = np.array([np.median(mag[ok]) if mag is not None else 0.0])
         return PitCalibration(centre, _knots(x, lv)[None], _probit_levels(lv), n)
     m = mag[ok]
+    segments = _segments(m, np.asarray(breaks, dtype=np.float64), min_per_bin)
+    parts = [_fit_segment(x[sel], m[sel], lv, _segment_bins(sel, bins, n)) for sel in segments]
+    centres, knots = _split_at_breaks(parts)
+    return PitCalibration(centres, knots, _probit_levels(lv), n)
+
+
+def _segments(m: np.ndarray, breaks: np.ndarray, min_per_bin: int) -> list[np.ndarray]:
+    """(N,) bool masks of the magnitude ranges between ``breaks`` (sorted), a range with fewer
+    than ``min_per_bin`` galaxies merged into its smaller neighbour."""
+    cuts = [float(b) for b in np.sort(breaks) if m.min() < b <= m.max()]
+    while True:
+        idx = np.searchsorted(np.asarray(cuts), m, side="right")
+        counts = np.bincount(idx, minlength=len(cuts) + 1)
+        small = np.flatnonzero(counts < min_per_bin)
+        if not len(cuts) or not len(small):
+            return [idx == s for s in range(len(cuts) + 1)]
+        s = int(small[np.argmin(counts[small])])
+        left = counts[s - 1] if s > 0 else np.inf
+        right = counts[s + 1] if s < len(cuts) else np.inf
+        del cuts[s - 1 if left <= right else s]
+
+
+def _segment_bins(sel: np.ndarray, bins: int, n: int) -> int:
+    """A magnitude range's share of ``bins`` (>= 1), by its share of the ``n`` galaxies."""
+    return max(1, int(bins * sel.sum() // n))
+
+
+def _fit_segment(
+    x: np.ndarray, m: np.ndarray, lv: np.ndarray, bins: int
+) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
+    """Medians (b,), knots (b, K) of ``bins`` quantile bins of one magnitude range, and its span."""
     edges = np.quantile(m, np.linspace(0, 1, bins + 1))
     idx = np.clip(np.searchsorted(edges, m, side="right") - 1, 0, bins - 1)
-    centres = np.array([np.median(m[idx == i]) for i in range(bins)])
-    knots = np.stack([_knots(x[idx == i], lv) for i in range(bins)])
-    return PitCalibration(centres, knots, _probit_levels(lv), n)
+    used = [i for i in range(bins) if np.any(idx == i)]
+    centres = np.array([np.median(m[idx == i]) for i in used])
+    knots = np.stack([_knots(x[idx == i], lv) for i in used])
+    return centres, knots, (float(m.min()), float(m.max()))
+
+
+def _split_at_breaks(
+    parts: list[tuple[np.ndarray, np.ndarray, tuple[float, float]]],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Centres (B,) and knots (B, K) of consecutive magnitude ranges, made to jump between two
+    ranges: each range's outer bins repeated at its ends, so the interpolation in magnitude stays
+    inside a range (ties of medians: the first kept)."""
+    if len(parts) == 1:
+        centres, knots, _ = parts[0]
+    else:
+        cs, ks = [], []
+        for i, (c, k, (lo, hi)) in enumerate(parts):
+            start = [lo] if i > 0 and lo < c[0] else []
+            end = [hi] if i < len(parts) - 1 and hi > c[-1] else []
+            cs.append(np.concatenate([start, c, end]))
+            ks.append(np.concatenate([k[:1]] * len(start) + [k] + [k[-1:]] * len(end)))
+        centres, knots = np.concatenate(cs), np.concatenate(ks)
+    keep = np.concatenate([[True], np.diff(centres) > 0])
+    return centres[keep], knots[keep]
 
 
 def probit(u: np.ndarray) -> np.ndarray:

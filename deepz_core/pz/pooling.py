@@ -74,6 +74,12 @@ class PoolingWeights:
             np.where(known, self.b[idx], self.b_all),
         )
 
+    def breaks(self) -> np.ndarray:
+        """(J,) the inner edges where (a, b) change: where the pooled p(z) change abruptly with
+        magnitude, so a calibration must not be interpolated across them."""
+        change = (np.diff(self.a) != 0) | (np.diff(self.b) != 0)
+        return np.asarray(self.edges[1:-1])[change]
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready values (``from_dict`` reads them back)."""
         return {

@@ -293,3 +293,16 @@ def _damaged(**change) -> dict:
 def test_damaged_weights_raise_a_config_error_naming_the_problem(doc, needle: str) -> None:
     with pytest.raises(ConfigError, match=needle):
         PoolingWeights.from_dict(doc)
+
+
+def test_breaks_are_the_edges_where_the_exponents_change() -> None:
+    """Known answer: (a, b) change at 18.5 and 20.0, not at 19.5 (same exponents either side)."""
+    w = PoolingWeights(
+        np.array([17.0, 18.5, 19.5, 20.0, 23.0]),
+        np.array([0.5, 0.0, 0.0, 0.5]),
+        np.array([0.1, 0.2, 0.2, 0.2]),
+        0.5,
+        0.5,
+        1000,
+    )
+    np.testing.assert_array_equal(w.breaks(), [18.5, 20.0])
