@@ -143,8 +143,11 @@ def _broad_coadds(
 def _spec_z(
     z: np.ndarray, mag: np.ndarray, cfg: MockConfig, pcfg: galaxies.PopulationConfig, rng
 ) -> np.ndarray:
-    """(N,) spectroscopic redshifts, NaN outside the (magnitude-dependent) spectroscopic subsample."""
-    t = np.clip((mag - 20.0) / (pcfg.mag_max - 20.0), 0.0, 1.0) ** 1.5
+    """(N,) spectroscopic redshifts, NaN outside the (magnitude-dependent) spectroscopic subsample:
+    the bright completeness to iAB 20, falling to the faint one at the population's mag_max (a
+    population no fainter than 20 has the bright completeness throughout)."""
+    span = pcfg.mag_max - 20.0
+    t = np.clip((mag - 20.0) / span, 0.0, 1.0) ** 1.5 if span > 0 else np.zeros_like(mag)
     completeness = cfg.spec_completeness_bright + t * (
         cfg.spec_completeness_faint - cfg.spec_completeness_bright
     )

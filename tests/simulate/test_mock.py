@@ -48,6 +48,18 @@ def test_population_and_spectroscopic_sample() -> None:
     assert np.isfinite(cat.zspec[faint]).mean() < np.isfinite(cat.zspec[~faint]).mean()
 
 
+@pytest.mark.parametrize("mag_max", [19.6, 20.0])
+def test_a_bright_population_has_the_bright_spectroscopic_completeness(mag_max: float) -> None:
+    """A population no fainter than iAB 20 (a bright spec-z sample) has the bright completeness
+    (0.97) throughout; the completeness ramp to the faint one divided by mag_max - 20 before,
+    which gave such galaxies the faint completeness (0.72) or none (0 / 0 at exactly 20)."""
+    from deepz_core.simulate.galaxies import PopulationConfig
+
+    cfg = MockConfig(population=PopulationConfig(mag_min=17.0, mag_max=mag_max))
+    cat = simulate_mock(3000, BANDS, seed=8, config=cfg)
+    assert np.isfinite(cat.zspec).mean() == pytest.approx(0.97, abs=0.015)
+
+
 def test_outliers_are_injected_at_the_configured_rate() -> None:
     clean = simulate_mock(400, BANDS, seed=2, config=MockConfig(outlier_rate=0.0))
     dirty = simulate_mock(400, BANDS, seed=2, config=MockConfig(outlier_rate=0.05))
