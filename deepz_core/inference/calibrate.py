@@ -192,6 +192,7 @@ def fit_heldout_stage(
     held = compose_calibrations(cal.full, stage.full, cal.pool)
     summary = {**cal.summary, "heldout": {**stage.summary, **stage_precision(stage.full)}}
     summary["heldout"]["catalog"] = source
+    summary["heldout"]["breaks"] = [float(b) for b in breaks]
     return RunCalibration(cal.full, cal.folds, summary, cal.pool, held)
 
 

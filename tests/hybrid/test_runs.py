@@ -441,7 +441,10 @@ def test_a_combination_calibrated_on_a_heldout_catalogue(copied) -> None:
     before, train_before = run.predict(new), run.combined_predictions()
     summary = run.calibrate_on(heldout)
     assert summary["n"] >= 200 and set(summary) >= {"pit_ks_before", "coverage68_after"}
-    assert load_hybrid(copied).calibration.heldout is not None
+    hybrid = load_hybrid(copied)
+    assert hybrid.calibration.heldout is not None
+    # its bins break where the exponents change (none straddles a jump of the pooled p(z))
+    assert summary["breaks"] == [float(b) for b in hybrid.weights.breaks()]
     assert (copied / "calibration.json").read_bytes() == networks  # the networks' untouched
     after = run.predict(new)
     np.testing.assert_array_equal(after["zphot"], before["zphot"])
@@ -452,6 +455,7 @@ def test_a_combination_calibrated_on_a_heldout_catalogue(copied) -> None:
     run.drop_heldout_calibration()
     assert load_hybrid(copied).calibration.heldout is None
     np.testing.assert_array_equal(run.predict(new)["z_hi68"], before["z_hi68"])
-    run.calibrate_on(heldout, network_only=True)  # the networks' calibration instead
+    networks_stage = run.calibrate_on(heldout, network_only=True)  # the networks' instead
+    assert networks_stage["breaks"] == []
     assert (copied / "calibration.json").read_bytes() != networks
     assert load_hybrid(copied).calibration.heldout is None
