@@ -251,7 +251,7 @@ def test_stage_precision_says_when_a_stage_is_precise_enough() -> None:
     from deepz_core.inference.calibrate import stage_precision
     from deepz_core.pz.calibration import PitCalibration
 
-    knots = np.tile(np.linspace(-2.0, 2.0, 5), (12, 1))
+    knots = np.linspace(-2.0, 2.0, 5) * np.linspace(0.8, 1.3, 12)[:, None]  # 12 different bins
     big = PitCalibration(np.linspace(17.2, 22.3, 12), knots, np.linspace(-2.0, 2.0, 5), 30_000)
     assert stage_precision(big) == {
         "bins": 12,
