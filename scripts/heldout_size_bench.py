@@ -131,12 +131,17 @@ def main() -> None:
     p.add_argument("--sizes", type=int, nargs="+", default=[300, 1000, 3000, 6000])
     p.add_argument("--repeats", type=int, default=3, help="draws per size (one for the largest)")
     p.add_argument("--combined", action="store_true", help="the run's combination (deepz combine)")
+    p.add_argument(
+        "--no-breaks",
+        action="store_true",
+        help="a combination's stage interpolated across its exponent edges (as before breaks)",
+    )
     p.add_argument("--out", type=Path, help="also write the result as JSON")
     p.add_argument("--raw", type=Path, help="keep the raw predictions here (.npz); reused if there")
     args = p.parse_args()
     hybrid = load_hybrid(args.run) if args.combined else None
     cal = load_calibration(args.run) if hybrid is None else hybrid.calibration
-    breaks = () if hybrid is None else hybrid.weights.breaks()  # as calibrate_hybrid_on
+    breaks = () if hybrid is None or args.no_breaks else hybrid.weights.breaks()
     if cal is None:
         raise SystemExit(f"{args.run}: no calibration")
     cal = cal.without_heldout()
