@@ -11,6 +11,7 @@ import streamlit as st
 
 from app import jobs, plots, state
 from deepz_core import DeepzError
+from deepz_core.inference.calibrate import stage_precision_note
 
 MAX_RUNS = 3
 
@@ -214,7 +215,7 @@ def _heldout_stage(run_id: str, kind: str, s: dict) -> None:
         f"{s['coverage68_after']:.1%}; training galaxies keep the calibration above."
     )
     if "precision68" in s:
-        st.caption(_stage_precision_note(s))
+        st.caption(stage_precision_note(s))
     rows = [
         {
             "iAB": f"{b['lo']:.1f}-{b['hi']:.1f}",
@@ -227,21 +228,6 @@ def _heldout_stage(run_id: str, kind: str, s: dict) -> None:
         if b["n"]
     ]
     _coverage_table(rows)
-
-
-def _stage_precision_note(s: dict) -> str:
-    """One sentence on how precisely the stage can set the 68% coverage of new galaxies."""
-    note = (
-        f"The stage has {s['bins']} magnitude bin{'s' * (s['bins'] > 1)} of ~{s['per_bin']:,} "
-        "galaxies: it sets new "
-        f"galaxies' 68% coverage to within ±{s['precision68']:.1%} by chance alone."
-    )
-    if s["precise"]:
-        return note
-    return (
-        note + " For 68 ± 2% in every half magnitude, calibrate on a larger held-out catalogue: "
-        "about 1,000 spec-z per half magnitude kept 10 of 11 bins inside, 3,000 all of them."
-    )
 
 
 def _coverage_table(rows: list[dict]) -> None:

@@ -409,6 +409,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     after it, each galaxy by a stage fitted without it. --remove undoes it."""
     import deepz_core as dz
     from deepz_core.catalog.conventions import InputConventions
+    from deepz_core.inference.calibrate import stage_precision_note
 
     run = dz.load_run(args.run)
     if args.remove:
@@ -430,17 +431,7 @@ def _calibrate(args: argparse.Namespace) -> int:
                 f"{100 * b['coverage68_before']:.1f}% -> {100 * b['coverage68_after']:.1f}% "
                 f"(+- {100 * b['coverage68_noise']:.1f} by chance)"
             )
-    print(
-        f"the stage: {s['bins']} magnitude bin{'s' * (s['bins'] > 1)} of ~{s['per_bin']} "
-        "galaxies, new galaxies' 68% "
-        f"coverage set to +- {100 * s['precision68']:.1f} points by chance"
-        + (
-            ""
-            if s["precise"]
-            else "; 68 +- 2% in every half magnitude needs a larger held-out catalogue "
-            "(~1,000-3,000 spec-z per half magnitude: docs/benchmarks.md)"
-        )
-    )
+    print(stage_precision_note(s))
     return 0
 
 

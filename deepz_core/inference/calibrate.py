@@ -17,7 +17,7 @@ galaxies without a spec-z, without any redshift (none such: no pool scale).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -215,6 +215,26 @@ def stage_precision(stage: PitCalibration) -> dict[str, Any]:
         "precision68": noise,
         "precise": noise <= HELDOUT_PRECISE,
     }
+
+
+def stage_precision_note(stage: Mapping[str, Any]) -> str:
+    """One sentence on how precisely a held-out stage sets new galaxies' 68% coverage, from its
+    summary ``stage`` (the ``stage_precision`` keys), with the advice to calibrate on a larger
+    held-out catalogue when it is not ``precise``: what ``deepz calibrate`` prints and the Results
+    page shows."""
+    bins = int(stage["bins"])
+    note = (
+        f"The stage has {bins} magnitude bin{'s' * (bins > 1)} of ~{int(stage['per_bin']):,} "
+        f"galaxies: it sets new galaxies' 68% coverage to within +-{100 * stage['precision68']:.1f} "
+        "points by chance alone."
+    )
+    if stage["precise"]:
+        return note
+    return (
+        f"{note} For 68 +- 2% in every half magnitude, calibrate on a larger held-out catalogue: "
+        "about 1,000 spec-z per half magnitude kept 10 of 11 bins inside, 3,000 all of them "
+        '(docs/benchmarks.md, "How many held-out spec-z the per-bin target needs").'
+    )
 
 
 def heldout_stage_from_table(

@@ -237,7 +237,7 @@ def test_a_run_calibrated_on_a_heldout_catalogue(trained, tmp_path, capsys) -> N
     assert cli(["calibrate", "--run", str(run.path), "--catalog", str(heldout)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert json.loads(out[0])["n"] == summary["n"] and out[1].startswith("iAB ")
-    assert out[-1].startswith("the stage: 1 magnitude bin of ~") and "larger held-out" in out[-1]
+    assert out[-1].startswith("The stage has 1 magnitude bin of ~") and "larger held-out" in out[-1]
     with pytest.raises(ConfigError, match=r"has 0 unflagged galaxies with a spec-z"):
         run.calibrate_on(train_path)  # every galaxy out of fold: none held out
     few = tmp_path / "few.fits"
@@ -261,6 +261,22 @@ def test_stage_precision_says_when_a_stage_is_precise_enough() -> None:
     }
     small = PitCalibration(np.linspace(18.0, 22.0, 5), knots[:5], np.linspace(-2.0, 2.0, 5), 5000)
     assert stage_precision(small)["per_bin"] == 1000 and not stage_precision(small)["precise"]
+
+
+def test_stage_precision_note_advises_a_larger_catalogue_only_when_needed() -> None:
+    """One sentence for the CLI and the Results page: the bins, their size and the noise in
+    points; the advice to calibrate on more held-out spec-z only when the stage is not precise."""
+    from deepz_core.inference.calibrate import stage_precision_note
+
+    precise = {"bins": 12, "per_bin": 2500, "precision68": 0.0093085, "precise": True}
+    assert stage_precision_note(precise) == (
+        "The stage has 12 magnitude bins of ~2,500 galaxies: it sets new galaxies' 68% coverage "
+        "to within +-0.9 points by chance alone."
+    )
+    rough = {"bins": 1, "per_bin": 400, "precision68": 0.0233, "precise": False}
+    note = stage_precision_note(rough)
+    assert note.startswith("The stage has 1 magnitude bin of ~400 galaxies:")
+    assert "+-2.3 points" in note and "larger held-out catalogue" in note
 
 
 def test_a_heldout_catalogue_with_junk_rows(trained, tmp_path) -> None:
