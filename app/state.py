@@ -34,7 +34,12 @@ from deepz_core.evaluation import run_products as analysis
 from deepz_core.evaluation.profiles import PROFILES, SurveyProfile, run_profile, survey_profile
 from deepz_core.experiments import report_reader as reports  # noqa: F401 (pages use state.reports)
 from deepz_core.hybrid.runs import HYBRID_FILE, hybrid_predictions_file, load_hybrid
-from deepz_core.inference.calibrate import CALIBRATION_FILE, MIN_GALAXIES, load_calibration
+from deepz_core.inference.calibrate import (
+    CALIBRATION_FILE,
+    MIN_GALAXIES,
+    load_calibration,
+    stage_precision_note,
+)
 from deepz_core.jobs import prediction as prediction_jobs
 from deepz_core.jobs import queue
 from deepz_core.jobs import status as job_status
@@ -566,10 +571,19 @@ def _heldout_stages(folder: str, mtimes: tuple[float, float]) -> dict[str, dict]
     out = {}
     cal = load_calibration(folder)
     if cal is not None and cal.heldout is not None:
-        out["networks"] = dict(cal.summary["heldout"])
+        out["networks"] = _with_precision_note(cal.summary["heldout"])
     hybrid = load_hybrid(folder)
     if hybrid is not None and hybrid.calibration is not None and hybrid.calibration.heldout:
-        out["combination"] = dict(hybrid.calibration.summary["heldout"])
+        out["combination"] = _with_precision_note(hybrid.calibration.summary["heldout"])
+    return out
+
+
+def _with_precision_note(stage: dict) -> dict:
+    """A held-out stage's summary plus 'precision_note', the sentence on how precisely it sets new
+    galaxies' coverage (``stage_precision_note``), where the summary has its precision."""
+    out = dict(stage)
+    if "precision68" in out:
+        out["precision_note"] = stage_precision_note(out)
     return out
 
 

@@ -11,7 +11,6 @@ import streamlit as st
 
 from app import jobs, plots, state
 from deepz_core import DeepzError
-from deepz_core.inference.calibrate import stage_precision_note
 
 MAX_RUNS = 3
 
@@ -214,8 +213,8 @@ def _heldout_stage(run_id: str, kind: str, s: dict) -> None:
         f"{s['pit_ks_after']:.4f}, 68% interval coverage {s['coverage68_before']:.1%} → "
         f"{s['coverage68_after']:.1%}; training galaxies keep the calibration above."
     )
-    if "precision68" in s:
-        st.caption(stage_precision_note(s))
+    if "precision_note" in s:
+        st.caption(s["precision_note"])
     rows = [
         {
             "iAB": f"{b['lo']:.1f}-{b['hi']:.1f}",
