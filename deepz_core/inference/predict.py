@@ -25,6 +25,7 @@ from deepz_core.errors import ConfigError, TrainingError
 from deepz_core.files import atomic_write
 from deepz_core.inference.calibrate import (
     MIN_GALAXIES,
+    OUT_OF_FOLD_BINS,
     RunCalibration,
     fit_run_calibration,
     load_calibration,
@@ -330,7 +331,7 @@ def run_calibration(
         )
         return None
     cal = fit_run_calibration(
-        products["pit"][use], galaxy_mags(features)[use], features.ref_id[use]
+        products["pit"][use], galaxy_mags(features)[use], features.ref_id[use], **OUT_OF_FOLD_BINS
     )
     s = cal.summary
     run.log(

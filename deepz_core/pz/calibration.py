@@ -145,10 +145,16 @@ def fit_pit_calibration(
     min_per_bin: int = MIN_PER_BIN,
     max_bins: int = MAX_BINS,
     breaks: Sequence[float] = (),
+    smooth: float = 0.0,
 ) -> PitCalibration:
     """Fit g on PIT values (N,) in [0, 1] of galaxies with known redshift, in magnitude bins of
     ``mag`` (N,) (None: one bin). Bins are quantiles of ``mag`` holding >= ``min_per_bin``
     galaxies each, at most ``max_bins``; g is interpolated in magnitude between the bins' medians.
+
+    ``smooth`` > 0 (magnitudes): each bin's knots are replaced by a local-linear fit across the
+    bins within ``smooth`` of its median (``smooth_knots``), so that a bin of few galaxies borrows
+    from its neighbours what changes slowly with magnitude (the out-of-fold calibration's bright
+    end: a few hundred spec-z per half magnitude).
 
     ``breaks``: magnitudes where the p(z) change abruptly (the combination's exponent bins): no
     bin straddles one and g jumps there instead of being interpolated across it
@@ -177,7 +183,9 @@ def fit_pit_calibration(
         return PitCalibration(centre, _knots(x, lv)[None], _probit_levels(lv), n)
     m = mag[ok]
     segments = _segments(m, np.asarray(breaks, dtype=np.float64), min_per_bin)
-    parts = [_fit_segment(x[sel], m[sel], lv, _segment_bins(sel, bins, n)) for sel in segments]
+    parts = [
+        _fit_segment(x[sel], m[sel], lv, _segment_bins(sel, bins, n), smooth) for sel in segments
+    ]
     centres, knots = _split_at_breaks(parts)
     return PitCalibration(centres, knots, _probit_levels(lv), n)
 
@@ -204,15 +212,39 @@ def _segment_bins(sel: np.ndarray, bins: int, n: int) -> int:
 
 
 def _fit_segment(
-    x: np.ndarray, m: np.ndarray, lv: np.ndarray, bins: int
+    x: np.ndarray, m: np.ndarray, lv: np.ndarray, bins: int, smooth: float = 0.0
 ) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
-    """Medians (b,), knots (b, K) of ``bins`` quantile bins of one magnitude range, and its span."""
+    """Medians (b,), knots (b, K) of ``bins`` quantile bins of one magnitude range (smoothed
+    across it when ``smooth`` > 0), and its span."""
     edges = np.quantile(m, np.linspace(0, 1, bins + 1))
     idx = np.clip(np.searchsorted(edges, m, side="right") - 1, 0, bins - 1)
     used = [i for i in range(bins) if np.any(idx == i)]
     centres = np.array([np.median(m[idx == i]) for i in used])
     knots = np.stack([_knots(x[idx == i], lv) for i in used])
+    if smooth > 0 and len(used) > 1:
+        counts = np.array([np.sum(idx == i) for i in used], dtype=np.float64)
+        knots = smooth_knots(centres, knots, counts, smooth)
     return centres, knots, (float(m.min()), float(m.max()))
+
+
+def smooth_knots(
+    centres: np.ndarray, knots: np.ndarray, counts: np.ndarray, span: float
+) -> np.ndarray:
+    """Knots (B, K) of bins at magnitudes ``centres`` (B,) holding ``counts`` (B,) galaxies,
+    each replaced by the value at its own centre of a weighted least-squares line through the
+    bins within ``span`` magnitudes (weights: counts x tricube(distance / span), as in LOESS).
+    Exact for knots linear in magnitude; a bin alone within ``span`` keeps its knots. Knots are
+    kept strictly increasing along K."""
+    out = np.empty_like(knots)
+    for b, c in enumerate(centres):
+        w = counts * np.clip(1.0 - (np.abs(centres - c) / span) ** 3, 0.0, None) ** 3
+        mean_c = np.sum(w * centres) / w.sum()
+        dc = centres - mean_c
+        var = np.sum(w * dc**2)
+        mean_k = w @ knots / w.sum()
+        slope = (w * dc) @ knots / var if var > 0 else np.zeros(knots.shape[1])
+        out[b] = _increasing(mean_k + slope * (c - mean_c))
+    return out
 
 
 def _split_at_breaks(
@@ -251,7 +283,12 @@ def _probit_levels(levels: np.ndarray) -> np.ndarray:
 
 def _knots(x: np.ndarray, levels: np.ndarray) -> np.ndarray:
     """(K,) strictly increasing quantiles of x at ``levels``."""
-    q = np.quantile(x, levels)
+    return _increasing(np.quantile(x, levels))
+
+
+def _increasing(q: np.ndarray) -> np.ndarray:
+    """(K,) knots made strictly increasing: each at least _MIN_GAP above the one before."""
+    q = np.array(q, dtype=np.float64)
     for i in range(1, len(q)):
         q[i] = max(q[i], q[i - 1] + _MIN_GAP)
     return q

@@ -21,6 +21,7 @@ from deepz_core.pz.calibration import (
     pit_coverage,
     pool_grid,
     refit_mixture,
+    smooth_knots,
 )
 from deepz_core.pz.metrics import pit_ks
 from deepz_core.pz.mixture import GaussianMixture
@@ -254,6 +255,53 @@ def test_a_calibration_jumps_at_breaks_instead_of_blurring_them() -> None:
         assert not any(misses) if ok else all(misses)
     # each side's bin next to the break repeated at the break: two centres more than bins
     assert len(np.unique(jump.x, axis=0)) == len(jump.mag_centres) - 2 >= 10
+
+
+def test_smoothed_knots_are_exact_for_a_linear_trend_and_stay_increasing() -> None:
+    """Known answer: knots linear in magnitude come back unchanged (local-linear is exact for a
+    line), at the ends too; a bin alone within the span keeps its knots; crossing knots are
+    spread apart to stay strictly increasing."""
+    centres = np.array([17.5, 18.4, 19.0, 19.9, 21.2, 22.3])
+    base = np.linspace(-2.0, 2.0, 7)
+    knots = base * (1.0 + 0.1 * (centres[:, None] - 20.0)) + 0.05 * centres[:, None]
+    counts = np.array([300.0, 500.0, 900.0, 1200.0, 2000.0, 2500.0])
+    np.testing.assert_allclose(smooth_knots(centres, knots, counts, 2.5), knots, atol=1e-12)
+    far = np.array([17.0, 20.0])
+    np.testing.assert_allclose(smooth_knots(far, knots[:2], counts[:2], 1.0), knots[:2])
+    tied = np.tile(np.array([0.0, 1e-9, 1.0]), (3, 1))
+    out = smooth_knots(np.array([18.0, 19.0, 20.0]), tied, np.ones(3), 2.0)
+    assert np.all(np.diff(out, axis=1) > 0)
+
+
+def _trend(rng: np.random.Generator, n: int, lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
+    """PITs (n,) of p(z) too broad by 1.5 - 0.1 (mag - 17) at magnitudes (n,) uniform in [lo, hi)."""
+    mag = rng.uniform(lo, hi, n)
+    return special.ndtr(rng.standard_normal(n) / (1.5 - 0.1 * (mag - 17.0))), mag
+
+
+def test_smoothing_across_magnitude_lowers_the_noise_of_small_bins() -> None:
+    """p(z) too broad by a factor that changes slowly with magnitude (1.5 at iAB 17, 1 at 22),
+    2,000 of 8,000 galaxies brighter than iAB 19.5 (as the training catalogue's spec-z): over eight
+    draws, the bright half magnitudes' 68% coverage on other galaxies (known answer when
+    calibrated: 68.27%) strays less with bins of >= 500 smoothed across 2.5 magnitudes than with
+    bins of >= 300 or the wide bins of >= 1,000 alone."""
+    errors: dict[tuple[int, float], list[np.ndarray]] = {}
+    for seed in range(8):
+        rng = np.random.default_rng(seed)
+        (pb, mb), (pf, mf) = _trend(rng, 2_000, 17.0, 19.5), _trend(rng, 6_000, 19.5, 22.0)
+        pit, mag = np.concatenate([pb, pf]), np.concatenate([mb, mf])
+        test, test_mag = _trend(rng, 60_000, 17.0, 19.5)
+        u = torch.as_tensor(test)[:, None]
+        halves = [(test_mag >= lo) & (test_mag < lo + 0.5) for lo in np.arange(17.0, 19.5, 0.5)]
+        for per_bin, span in ((1000, 0.0), (300, 0.0), (500, 2.5)):
+            bins = 6 if per_bin == 1000 else 40
+            cal = fit_pit_calibration(pit, mag, min_per_bin=per_bin, max_bins=bins, smooth=span)
+            after = cal.transform(test_mag).forward(u)[:, 0].numpy()
+            err = [abs(pit_coverage(after[s]) - 0.6827) for s in halves]
+            errors.setdefault((per_bin, span), []).append(np.array(err))
+    mean = {k: float(np.mean(v)) for k, v in errors.items()}
+    assert mean[(500, 2.5)] < 0.8 * mean[(1000, 0.0)] and mean[(500, 2.5)] < 0.6 * mean[(300, 0.0)]
+    assert np.mean(np.array(errors[(500, 2.5)]) > 0.02) <= 0.1
 
 
 def test_pool_scale_of_narrow_pz_is_converged_on_the_pool_grid() -> None:
