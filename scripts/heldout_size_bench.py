@@ -80,20 +80,11 @@ def score(pit: np.ndarray, mag: np.ndarray) -> dict:
     from deepz_core.pz import metrics
 
     rows = coverage_by_mag(pit, mag, EDGES)
-    cov = [100 * r["coverage68"] for r in rows]
-    return {
-        "coverage68": cov,
-        "n": [r["n"] for r in rows],
-        "inside": int(sum(TARGET[0] <= c <= TARGET[1] for c in cov)),
-        "rms": rms_from_target(cov),
-        "pit_ks": metrics.pit_ks(np.clip(pit, 0, 1)).statistic,
-    }
-
-
-def rms_from_target(cov: list[float]) -> float:
-    """Root mean square of the half magnitudes' coverage (%) minus 68.27: less jumpy than the count
-    of bins inside 68.27 +- 2 (a bin at 70.3 counts as a miss)."""
-    return float(np.sqrt(np.mean((np.asarray(cov) - 68.27) ** 2)))
+    return coverage_fields(
+        [100 * r["coverage68"] for r in rows],
+        [r["n"] for r in rows],
+        metrics.pit_ks(np.clip(pit, 0, 1)).statistic,
+    )
 
 
 def crossfit_score(summary: dict) -> dict:
@@ -101,13 +92,23 @@ def crossfit_score(summary: dict) -> dict:
     fitted without it: 5 hash folds), over the half magnitudes of iAB 17-22.5 (what
     ``deepz calibrate`` prints)."""
     rows = [r for r in summary["per_magnitude"] if EDGES[0] <= r["lo"] < EDGES[-1]]
-    cov = [100 * r["coverage68_after"] for r in rows]
+    return coverage_fields(
+        [100 * r["coverage68_after"] for r in rows],
+        [r["n"] for r in rows],
+        summary["pit_ks_after"],
+    )
+
+
+def coverage_fields(cov: list[float], n: list[int], pit_ks: float) -> dict:
+    """The scores of coverages ``cov`` (%) of half magnitudes holding ``n`` galaxies: the bins
+    within TARGET and the root mean square of cov - 68.27 (less jumpy than that count, where a bin
+    at 70.3 is a miss), with the PIT KS."""
     return {
         "coverage68": cov,
-        "n": [r["n"] for r in rows],
+        "n": n,
         "inside": int(sum(TARGET[0] <= c <= TARGET[1] for c in cov)),
-        "rms": rms_from_target(cov),
-        "pit_ks": summary["pit_ks_after"],
+        "rms": float(np.sqrt(np.mean((np.asarray(cov) - 68.27) ** 2))),
+        "pit_ks": pit_ks,
     }
 
 
