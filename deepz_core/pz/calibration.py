@@ -222,7 +222,7 @@ def _fit_segment(
     centres = np.array([np.median(m[idx == i]) for i in used])
     knots = np.stack([_knots(x[idx == i], lv) for i in used])
     if smooth > 0 and len(used) > 1:
-        counts = np.array([np.sum(idx == i) for i in used], dtype=np.float64)
+        counts = np.bincount(idx, minlength=bins)[used].astype(np.float64)
         knots = smooth_knots(centres, knots, counts, smooth)
     return centres, knots, (float(m.min()), float(m.max()))
 
