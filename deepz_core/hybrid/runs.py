@@ -222,9 +222,12 @@ def fit_hybrid(
     calibrate: bool = True,
     workers: int = 2,
     log: Log | None = None,
+    stop: Callable[[], None] | None = None,
 ) -> Hybrid:
     """Fit the run's combination with the template fit (module doc) and write ``hybrid.json`` and
-    ``hybrid_predictions.fits`` into the run folder; returns it."""
+    ``hybrid_predictions.fits`` into the run folder; returns it. ``stop`` is called between the
+    template fit's chunks (``fit_catalog``): what it raises (a cancel) ends the fit before anything
+    is written."""
     check_template_set(template_set)
     run = RunDir(Path(run_dir))
     say = log or run.log
@@ -233,7 +236,8 @@ def fit_hybrid(
     cat = read_catalog(config["catalog"], config.get("exposures"))
     cat, features, products, oof = network_products(run.path, cat, pz=pz, calibrate=False)
     say(f"combination: template fit ({template_set}) of {features.n} galaxies")
-    tf = _templatefit(cat, features, templatefit_config(template_set, pz), None, workers)
+    cfg = templatefit_config(template_set, pz)
+    tf = _templatefit(cat, features, cfg, None, workers, stop=stop)
     zero_points = np.asarray([tf.meta["zero_points"][b] for b in cat.bands], dtype=np.float64)
     log_net = network_log_pz(products["weights"], products["means"], products["stds"], pz)
     log_tf = templatefit_log_pz(tf["pz"])
@@ -336,19 +340,22 @@ def _templatefit(
     zero_points: np.ndarray | None,
     workers: int,
     pool: Executor | None = None,
+    stop: Callable[[], None] | None = None,
 ) -> Table:
     """The template fit, p(z) on the grid (``pz``) included, of the featured galaxies of ``cat``;
     the bands the photometric screen found unusable (NaN, placeholders, 1e30, error <= 0, far
     outside the training colours), which the networks impute, are left out of its chi2 (NaN), so
     junk cannot make it confident. ``zero_points`` None: calibrated on the spec-z galaxies. No
-    featured galaxy: an empty table."""
+    featured galaxy: an empty table. ``stop``: as in ``fit_catalog``."""
     if features.n == 0:
         empty = np.zeros(0)
         pz = np.zeros((0, len(cfg.pz.grid())), dtype=np.float32)
         return Table({"zphot": empty, "odds": empty, "chi2": empty, "pz": pz})
     sub = robust_coadds(cat.select(features.rows), cfg)  # coadds first: then no exposures to
     sub = replace(sub, flux=np.where(features.usable, sub.flux, np.nan))  # rebuild a masked band
-    return fit_catalog(sub, cfg, zero_points=zero_points, grid=True, workers=workers, pool=pool)
+    return fit_catalog(
+        sub, cfg, zero_points=zero_points, grid=True, workers=workers, pool=pool, stop=stop
+    )
 
 
 def _fit_exponents(

@@ -40,6 +40,7 @@ from deepz_core.training.config import (
 )
 from deepz_core.training.loop import (
     Cancelled,
+    CancelWatch,
     Phase,
     PhaseRunner,
     check_cancel,
@@ -400,22 +401,25 @@ def _train(run: RunDir, config: RunConfig) -> None:
     summary["heldout"] = heldout_summary(run.metrics())
     if config.templates is not None:
         check_cancel(run, "the combination with the template fit")
-        summary["combined"] = _combination(run, config)
+        summary["combined"] = combination_step(run, config)
     if "warning" in summary["heldout"]:
         run.log(f"warning: {summary['heldout']['warning']}")
     run.set_status("finished", phase="done", summary=summary)
     run.log("finished")
 
 
-def _combination(run: RunDir, config: RunConfig) -> dict[str, Any]:
+def combination_step(run: RunDir, config: RunConfig) -> dict[str, Any]:
     """Fit the run's combination with the template fit (``hybrid.runs.fit_hybrid``); its overall
     comparison, or {"error": ...} (logged) when it cannot be fitted: the trained networks and
-    their predictions stand, and ``deepz combine`` can try again."""
+    their predictions stand, and ``deepz combine`` can try again. A cancel stops it within a few
+    seconds (looked for between the template fit's chunks), before it writes anything: the run
+    is cancelled, and resume fits the combination again from the finished networks."""
     from deepz_core.hybrid.runs import fit_hybrid
 
+    watch = CancelWatch(run, "the combination's template fit")
     try:
         return fit_hybrid(
-            run.path, config.templates, calibrate=config.calibrate, log=run.log
+            run.path, config.templates, calibrate=config.calibrate, log=run.log, stop=watch
         ).summary["overall"]
     except DeepzError as exc:
         run.log(f"warning: no combination with the template fit: {exc}")

@@ -33,10 +33,14 @@ from deepz_core.hybrid.runs import (
     predict_hybrid,
 )
 from deepz_core.inference.calibrate import CROSS_FOLDS, calibration_fold, fit_run_calibration
+from deepz_core.jobs.training_run import combination_step
 from deepz_core.pz import metrics
 from deepz_core.pz.calibration import pit_coverage
 from deepz_core.pz.pooling import PoolingWeights
+from deepz_core.rundir import RunDir
 from deepz_core.sed.bands import band_set
+from deepz_core.training import loop
+from deepz_core.training.config import RunConfig, load_run_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -432,18 +436,13 @@ def test_the_screens_unusable_bands_stay_out_of_the_template_fit_with_exposures(
 def test_a_failed_combination_leaves_the_trained_run_standing(tmp_path, monkeypatch) -> None:
     """train --templates: a combination that cannot be fitted (too few galaxies, bands the
     templates do not cover) is logged and reported, not a failed run after hours of training."""
-    from deepz_core.errors import ConfigError
-    from deepz_core.hybrid import runs
-    from deepz_core.jobs.training_run import _combination
-    from deepz_core.rundir import RunDir
-    from deepz_core.training.config import RunConfig
 
     def refuse(*args, **kwargs):
         raise ConfigError("combination: 12 out-of-fold galaxies with a spec-z, need >= 200")
 
-    monkeypatch.setattr(runs, "fit_hybrid", refuse)
+    monkeypatch.setattr("deepz_core.hybrid.runs.fit_hybrid", refuse)
     run = RunDir(tmp_path)
-    out = _combination(run, RunConfig(catalog="c.fits", templates="bcnz2"))
+    out = combination_step(run, RunConfig(catalog="c.fits", templates="bcnz2"))
     assert out == {"error": "combination: 12 out-of-fold galaxies with a spec-z, need >= 200"}
     assert "warning: no combination with the template fit" in run.file("log.txt").read_text()
 
@@ -500,3 +499,18 @@ def test_a_combination_calibrated_on_a_heldout_catalogue(copied) -> None:
     assert networks_stage["breaks"] == []
     assert (copied / "calibration.json").read_bytes() != networks
     assert load_hybrid(copied).calibration.heldout is None
+
+
+def test_a_cancel_stops_the_combination_inside_its_template_fit(copied, monkeypatch) -> None:
+    """A cancel during training's combination step (the run's cancel file) stops the template fit
+    after its first chunk instead of after the whole catalogue; nothing of the combination is
+    written and the run is cancelled, its networks and predictions kept for resume."""
+    for name in (HYBRID_FILE, HYBRID_PREDICTIONS):
+        (copied / name).unlink()
+    monkeypatch.setattr(loop, "CANCEL_POLL_S", 0.0)  # look at every chunk (a smoke run is fast)
+    run = RunDir(copied)
+    run.file("cancel").touch()
+    with pytest.raises(loop.Cancelled, match="template fit"):
+        combination_step(run, load_run_config(run))
+    assert not (copied / HYBRID_FILE).exists() and not (copied / HYBRID_PREDICTIONS).exists()
+    assert (copied / "predictions.fits").exists() and (copied / "model.safetensors").exists()

@@ -4,6 +4,7 @@ p(z) products, the CLI and bad inputs."""
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 import torch
 from scipy.optimize import nnls as scipy_nnls
 
+import deepz_core.templatefit.fit as fit_module
 from deepz_core.catalog.catalog import Catalog
 from deepz_core.catalog.io import write_catalog
 from deepz_core.cli.main import main
@@ -370,3 +372,34 @@ def test_explain_galaxy_lays_the_fit_open(rng: np.random.Generator) -> None:
     assert abs(out["z_best"] - z[1]) / (1 + z[1]) < 0.01
     np.testing.assert_allclose(out["model_flux"], flux[1], rtol=0.05)
     assert isinstance(out["template"], str) and out["template"]
+
+
+class _Stop(Exception):
+    """What the test's ``stop`` raises (a cancel, in the jobs)."""
+
+
+def test_stop_ends_the_fit_between_chunks(rng: np.random.Generator, monkeypatch) -> None:
+    """``stop`` is called after every chunk; what it raises ends the fit, serially and in a pool,
+    where the chunks not yet started are cancelled (a cancel within about a chunk's time)."""
+    flux, error, z = _template_galaxies(rng, 40, snr=50.0)
+    cat = _catalog(flux, error, z, rng.standard_normal(flux.shape))
+    cfg = TemplateFitConfig(**FAST, chunk=4)  # 10 chunks
+    calls = []
+
+    def stop_at_second() -> None:
+        calls.append(1)
+        if len(calls) == 2:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        fit_catalog(cat, cfg, calibrate=False, stop=stop_at_second)
+    assert len(calls) == 2
+    calls.clear()
+    started = []
+    real = fit_module._worker_fit
+    monkeypatch.setattr(fit_module, "_worker_fit", lambda *a: started.append(1) or real(*a))
+    with ThreadPoolExecutor(1) as pool, pytest.raises(_Stop):
+        fit_catalog(cat, cfg, calibrate=False, pool=pool, stop=stop_at_second)
+    assert len(calls) == 2 and len(started) < 10  # the rest never ran
+    t = fit_catalog(cat, cfg, calibrate=False, stop=lambda: None)  # a stop that never fires
+    assert len(t) == 40
