@@ -479,12 +479,14 @@ def predict_hybrid(
     calibrate: bool = True,
     device: str = "cpu",
     pool: Executor | None = None,
+    stop: Callable[[], None] | None = None,
 ) -> Table:
     """The run's combined predictions of ``catalog`` (one row per catalogue row), written to
     ``out`` when given; ``calibrate``: apply the combination's calibration (when it has one);
     ``pool``: the template fit's worker processes (``templatefit.fit.worker_pool``), for callers
-    that predict many chunks (else ``workers`` processes started for this call). ConfigError when
-    the run has no combination (``fit_hybrid``)."""
+    that predict many chunks (else ``workers`` processes started for this call); ``stop``: called
+    between the template fit's chunks (``fit_catalog``). ConfigError when the run has no
+    combination (``fit_hybrid``)."""
     run = RunDir(Path(run_dir))
     if out is not None:
         table_format(out)
@@ -500,7 +502,8 @@ def predict_hybrid(
     if not calibrate:
         hybrid = replace(hybrid, calibration=None)
     cfg = templatefit_config(hybrid.template_set, pz)
-    tf = _templatefit(cat, features, cfg, hybrid.zero_points_of(cat.bands), workers, pool)
+    zero_points = hybrid.zero_points_of(cat.bands)
+    tf = _templatefit(cat, features, cfg, zero_points, workers, pool, stop)
     parts = []
     for s in range(0, features.n, PREDICT_BLOCK) or range(1):  # no galaxy: one empty block
         take = np.arange(s, min(s + PREDICT_BLOCK, features.n))

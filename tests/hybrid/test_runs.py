@@ -33,6 +33,13 @@ from deepz_core.hybrid.runs import (
     predict_hybrid,
 )
 from deepz_core.inference.calibrate import CROSS_FOLDS, calibration_fold, fit_run_calibration
+from deepz_core.jobs.prediction import (
+    OUTPUT,
+    check_job_cancel,
+    create_prediction_job,
+    read_job,
+    run_prediction_job,
+)
 from deepz_core.jobs.training_run import combination_step
 from deepz_core.pz import metrics
 from deepz_core.pz.calibration import pit_coverage
@@ -514,3 +521,27 @@ def test_a_cancel_stops_the_combination_inside_its_template_fit(copied, monkeypa
         combination_step(run, load_run_config(run))
     assert not (copied / HYBRID_FILE).exists() and not (copied / HYBRID_PREDICTIONS).exists()
     assert (copied / "predictions.fits").exists() and (copied / "model.safetensors").exists()
+
+
+def test_a_cancel_stops_a_combined_prediction_job_inside_its_template_fit(
+    combined, tmp_path, monkeypatch
+) -> None:
+    """A prediction job with the combination (the Predict page's) looks for its cancel file
+    between the template fit's chunks, not only between its own chunks of up to 25,000 rows
+    (~2 minutes of template fit): a cancel that arrives once a chunk has started stops it there;
+    nothing is written."""
+    run, cat = combined
+    path = dz.write_catalog(_new(cat, np.arange(300)), tmp_path / "new.fits")
+    folder = create_prediction_job(tmp_path / "preds", run.path, path)
+    checks = []
+
+    def cancel_once_started(job: Path, when: str) -> None:
+        check_job_cancel(job, when)
+        checks.append(when)
+        (job / "cancel").touch()  # the user cancels right after the chunk started
+
+    monkeypatch.setattr("deepz_core.jobs.prediction.check_job_cancel", cancel_once_started)
+    run_prediction_job(folder)
+    spec = read_job(folder)
+    assert spec["state"] == "cancelled" and spec["message"] == "cancelled during the template fit"
+    assert checks == ["after 0 of 300 galaxies"] and not (folder / OUTPUT).exists()
