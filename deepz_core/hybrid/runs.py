@@ -223,17 +223,20 @@ def fit_hybrid(
     workers: int = 2,
     log: Log | None = None,
     stop: Callable[[], None] | None = None,
+    catalog: Catalog | None = None,
 ) -> Hybrid:
     """Fit the run's combination with the template fit (module doc) and write ``hybrid.json`` and
     ``hybrid_predictions.fits`` into the run folder; returns it. ``stop`` is called between the
     template fit's chunks (``fit_catalog``): what it raises (a cancel) ends the fit before anything
-    is written."""
+    is written. ``catalog``: the run's training catalogue as training read it (its catalogue and
+    exposures files), so that the combination fits the galaxies the networks trained on even if
+    the files changed since; None: read again."""
     check_template_set(template_set)
     run = RunDir(Path(run_dir))
     say = log or run.log
     config = run.config()
     pz = run_pz_config(run)
-    cat = read_catalog(config["catalog"], config.get("exposures"))
+    cat = catalog or read_catalog(config["catalog"], config.get("exposures"))
     cat, features, products, oof = network_products(run.path, cat, pz=pz, calibrate=False)
     say(f"combination: template fit ({template_set}) of {features.n} galaxies")
     cfg = templatefit_config(template_set, pz)

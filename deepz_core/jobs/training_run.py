@@ -401,15 +401,18 @@ def _train(run: RunDir, config: RunConfig) -> None:
     summary["heldout"] = heldout_summary(run.metrics())
     if config.templates is not None:
         check_cancel(run, "the combination with the template fit")
-        summary["combined"] = combination_step(run, config)
+        summary["combined"] = combination_step(run, config, cat)
     if "warning" in summary["heldout"]:
         run.log(f"warning: {summary['heldout']['warning']}")
     run.set_status("finished", phase="done", summary=summary)
     run.log("finished")
 
 
-def combination_step(run: RunDir, config: RunConfig) -> dict[str, Any]:
-    """Fit the run's combination with the template fit (``hybrid.runs.fit_hybrid``); its overall
+def combination_step(
+    run: RunDir, config: RunConfig, catalog: Catalog | None = None
+) -> dict[str, Any]:
+    """Fit the run's combination with the template fit (``hybrid.runs.fit_hybrid``) on the
+    training catalogue ``catalog`` as training read it (None: read again); its overall
     comparison, or {"error": ...} (logged) when it cannot be fitted: the trained networks and
     their predictions stand, and ``deepz combine`` can try again. A cancel stops it within a few
     seconds (looked for between the template fit's chunks), before it writes anything: the run
@@ -419,7 +422,12 @@ def combination_step(run: RunDir, config: RunConfig) -> dict[str, Any]:
     watch = CancelWatch(run, "the combination's template fit")
     try:
         return fit_hybrid(
-            run.path, config.templates, calibrate=config.calibrate, log=run.log, stop=watch
+            run.path,
+            config.templates,
+            calibrate=config.calibrate,
+            log=run.log,
+            stop=watch,
+            catalog=catalog,
         ).summary["overall"]
     except DeepzError as exc:
         run.log(f"warning: no combination with the template fit: {exc}")

@@ -545,3 +545,19 @@ def test_a_cancel_stops_a_combined_prediction_job_inside_its_template_fit(
     spec = read_job(folder)
     assert spec["state"] == "cancelled" and spec["message"] == "cancelled during the template fit"
     assert checks == ["after 0 of 300 galaxies"] and not (folder / OUTPUT).exists()
+
+
+def test_training_combines_the_catalogue_it_trained_on_without_reading_it_again(
+    combined, copied, monkeypatch
+) -> None:
+    """train --templates hands its catalogue to the combination: the galaxies the networks trained
+    on, even if the file changed since, and no second read of a large catalogue."""
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("the catalogue was read again")
+
+    monkeypatch.setattr("deepz_core.hybrid.runs.read_catalog", no_reading)
+    run = RunDir(copied)
+    overall = combination_step(run, load_run_config(run), combined[1])
+    assert set(overall) == set(ESTIMATORS)
+    assert len(Table.read(copied / HYBRID_PREDICTIONS)) == N
