@@ -236,7 +236,7 @@ def fit_hybrid(
     say = log or run.log
     config = run.config()
     pz = run_pz_config(run)
-    cat = catalog or read_catalog(config["catalog"], config.get("exposures"))
+    cat = read_catalog(config["catalog"], config.get("exposures")) if catalog is None else catalog
     cat, features, products, oof = network_products(run.path, cat, pz=pz, calibrate=False)
     say(f"combination: template fit ({template_set}) of {features.n} galaxies")
     cfg = templatefit_config(template_set, pz)
