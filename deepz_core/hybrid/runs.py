@@ -290,8 +290,8 @@ def fit_combination_calibration(
     the raw pooled PITs, magnitudes and ref_ids (N,) of out-of-fold galaxies with a spec-z, its
     magnitude bins broken where the exponents ``weights`` change (``PoolingWeights.breaks``), as
     the held-out stage's are: the pooled p(z) jump there, and a calibration interpolated across
-    a jump misses both sides (docs/benchmarks.md, "The combination's calibration breaks where
-    its exponents change"). The breaks are listed in its summary."""
+    a jump misses both sides (docs/benchmarks.md, "The combination's out-of-fold calibration
+    broken at its exponent edges"). The breaks are listed in its summary."""
     breaks = weights.breaks()
     cal = fit_run_calibration(pit, mag, ref_id, breaks=breaks, **CALIBRATION_BINS)
     return replace(cal, summary={**cal.summary, "breaks": [float(b) for b in breaks]})
