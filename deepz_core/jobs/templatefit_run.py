@@ -4,19 +4,19 @@ cut pages compare it with deepz runs (E20 App. A; the baseline of Fig. 2).
 
 config.json: ``{"kind": "templatefit", "catalog", "exposures", "templatefit": {...}, "device",
 "calibrate"}``. Executed by the same queue worker; status phase 'templatefit' with galaxies done as
-epoch/epochs; cancel between blocks; a resumed run starts again (it takes minutes, not hours).
+epoch/epochs; the cancel file looked for between the fit's chunks (``fit_catalog(stop=)``, about a
+second apart); a resumed run starts again (it takes minutes, not hours).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from astropy.table import vstack
 
 from deepz_core.catalog.io import read_catalog
 from deepz_core.errors import ConfigError
@@ -28,12 +28,11 @@ from deepz_core.templatefit.fit import (
     TemplateFitConfig,
     calibrate_zero_points,
     fit_catalog,
-    worker_pool,
     write_templatefit,
 )
-from deepz_core.training.loop import Cancelled
+from deepz_core.training.loop import CancelWatch, check_cancel
 
-BLOCK = 1000  # galaxies between progress updates and cancel checks
+PROGRESS_S = 1.0  # seconds between status updates (galaxies fitted, for the Train page)
 
 
 def create_templatefit_run(
@@ -72,7 +71,22 @@ def execute_templatefit_run(run: RunDir) -> None:
         record_outcome(run, lambda: _fit(run, config))
 
 
+class _Progress:
+    """Writes the galaxies fitted so far into the run's status (phase 'templatefit', as
+    epoch/epochs) at most every PROGRESS_S seconds, and always for the last one."""
+
+    def __init__(self, run: RunDir, n: int) -> None:
+        self.run, self.n, self.last = run, n, -float("inf")
+
+    def __call__(self, fitted: int) -> None:
+        now = time.monotonic()
+        if now - self.last >= PROGRESS_S or fitted >= self.n:
+            self.last = now
+            self.run.set_status("running", phase="templatefit", epoch=fitted, epochs=self.n)
+
+
 def _fit(run: RunDir, config: dict[str, Any]) -> None:
+    check_cancel(run, "the start of the template fit")
     cat = read_catalog(config["catalog"], config.get("exposures"))
     cfg = TemplateFitConfig.from_dict(config["templatefit"])
     device = fit_device(config.get("device", "auto"))
@@ -86,20 +100,18 @@ def _fit(run: RunDir, config: dict[str, Any]) -> None:
         f"{'calibrated on the spec-z sample' if zero_points is not None else 'not calibrated'}"
     )
     workers = 1 if device.type != "cpu" else max(1, min(os.cpu_count() or 1, cat.n_galaxies // 500))
-    with worker_pool(workers) if workers > 1 else contextlib.nullcontext() as pool:
-        parts = []
-        for s in range(0, cat.n_galaxies, BLOCK):
-            if run.file("cancel").exists():
-                raise Cancelled(f"cancelled after {s} of {cat.n_galaxies} galaxies")
-            rows = np.arange(s, min(s + BLOCK, cat.n_galaxies))
-            parts.append(
-                fit_catalog(cat.select(rows), cfg, device, zero_points, calibrate=False, pool=pool)
-            )
-            run.set_status(
-                "running", phase="templatefit", epoch=int(rows[-1] + 1), epochs=cat.n_galaxies
-            )
-    table = vstack(parts, metadata_conflicts="silent")
-    table.meta.update(parts[0].meta)
+    check_cancel(run, "the template fit")  # a cancel that came during the zero-points
+    run.set_status("running", phase="templatefit", epoch=0, epochs=cat.n_galaxies)
+    table = fit_catalog(
+        cat,
+        cfg,
+        device,
+        zero_points,
+        calibrate=False,
+        workers=workers,
+        stop=CancelWatch(run, "the template fit"),
+        progress=_Progress(run, cat.n_galaxies),
+    )
     write_templatefit(table, run.file("predictions.fits"))
     summary = summarise(table)
     run.log(f"metrics over the spec-z galaxies: {summary}")

@@ -79,6 +79,7 @@ def fit_catalog(
     workers: int = 1,
     pool: Executor | None = None,
     stop: Callable[[], None] | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> Table:
     """Template-fit photo-z of every galaxy in ``cat``: a deepz-style predictions Table.
 
@@ -89,7 +90,8 @@ def fit_catalog(
     fit is many small batched operations, which scale better over processes than over threads.
     The zero-points used are in ``table.meta['zero_points']``. ``stop`` is called after each
     chunk (~256 galaxies, about a second on CPU); what it raises (a cancel) ends the fit, the
-    chunks not yet started dropped."""
+    chunks not yet started dropped. ``progress`` is called before it with the number of galaxies
+    fitted so far."""
     cfg = cfg or TemplateFitConfig()
     check_catalog(cat, cfg)
     if not (isinstance(workers, int) and workers >= 1):
@@ -108,7 +110,7 @@ def fit_catalog(
     ]
     parallel = dev.type == "cpu" and len(chunks) > 1 and (pool is not None or workers > 1)
     with progress_bar(cat.n_galaxies, "template fit") as bar:
-        done = _chunk_done(bar, stop)
+        done = _chunk_done(bar, stop, progress)
         if parallel and pool is not None:
             parts = _fit_in_pool(pool, model, chunks, cfg, grid, done)
         elif parallel:
@@ -150,11 +152,19 @@ def _worker_fit(
     return _fit_rows(model, flux, error, zspec, cfg, grid)
 
 
-def _chunk_done(bar, stop: Callable[[], None] | None) -> Callable[[int], None]:
-    """What follows a chunk of ``n`` galaxies: the progress bar advanced, then ``stop``."""
+def _chunk_done(
+    bar, stop: Callable[[], None] | None, progress: Callable[[int], None] | None
+) -> Callable[[int], None]:
+    """What follows a chunk of ``n`` galaxies: the progress bar advanced, ``progress`` told the
+    galaxies fitted so far, then ``stop``."""
+    fitted = 0
 
     def done(n: int) -> None:
+        nonlocal fitted
+        fitted += n
         bar.update(n)
+        if progress is not None:
+            progress(fitted)
         if stop is not None:
             stop()
 

@@ -9,9 +9,11 @@ import pytest
 
 from deepz_core.errors import ConfigError
 from deepz_core.evaluation.run_products import read_predictions, results_stats
+from deepz_core.jobs import templatefit_run
 from deepz_core.jobs.status import run_progress
 from deepz_core.jobs.templatefit_run import create_templatefit_run, execute_templatefit_run
 from deepz_core.rundir import RunDir
+from deepz_core.training import loop
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -37,6 +39,30 @@ def test_a_cancelled_template_fit_says_so(tmp_path: Path, small_catalog: Path) -
     run.file("cancel").write_text("now")
     execute_templatefit_run(run)
     assert run.status()["state"] == "cancelled"
+    assert not run.file("predictions.fits").exists()
+
+
+def test_a_cancel_during_the_fit_stops_it_after_the_chunk_in_flight(
+    tmp_path: Path, small_catalog: Path, monkeypatch
+) -> None:
+    """The cancel file is looked for between the fit's chunks (30 galaxies here), not after the
+    whole catalogue; the status counts the galaxies fitted so far."""
+    monkeypatch.setattr(loop, "CANCEL_POLL_S", 0.0)
+    run = create_templatefit_run(
+        tmp_path / "tfit-3", str(small_catalog), templatefit={"chunk": 30}, device="cpu"
+    )
+    heard: list[int] = []
+
+    class CancelAfterFirst(templatefit_run._Progress):
+        def __call__(self, fitted: int) -> None:
+            super().__call__(fitted)
+            heard.append(run.status()["epoch"])
+            run.file("cancel").write_text("now")
+
+    monkeypatch.setattr(templatefit_run, "_Progress", CancelAfterFirst)
+    execute_templatefit_run(run)
+    assert run.status()["state"] == "cancelled"
+    assert heard == [30]  # one chunk fitted, its count in the status, then stopped
     assert not run.file("predictions.fits").exists()
 
 

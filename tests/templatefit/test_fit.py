@@ -403,3 +403,18 @@ def test_stop_ends_the_fit_between_chunks(rng: np.random.Generator, monkeypatch)
     assert len(calls) == 2 and len(started) < 10  # the rest never ran
     t = fit_catalog(cat, cfg, calibrate=False, stop=lambda: None)  # a stop that never fires
     assert len(t) == 40
+
+
+def test_progress_hears_the_galaxies_fitted_so_far(rng: np.random.Generator) -> None:
+    """``progress`` gets the running total after every chunk (the template-fit run's status),
+    serially and in a pool, ending at every galaxy."""
+    flux, error, z = _template_galaxies(rng, 18, snr=50.0)
+    cat = _catalog(flux, error, z, rng.standard_normal(flux.shape))
+    cfg = TemplateFitConfig(**FAST, chunk=4)  # 5 chunks, the last of 2
+    seen: list[int] = []
+    fit_catalog(cat, cfg, calibrate=False, progress=seen.append)
+    assert seen == [4, 8, 12, 16, 18]
+    seen.clear()
+    with ThreadPoolExecutor(2) as pool:
+        fit_catalog(cat, cfg, calibrate=False, pool=pool, progress=seen.append)
+    assert len(seen) == 5 and seen[-1] == 18 and np.all(np.diff(seen) > 0)
