@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 from astropy.table import Table
+from torch import Tensor
 
 from deepz_core.catalog.catalog import Catalog
 from deepz_core.catalog.features import Features
@@ -67,7 +68,13 @@ from deepz_core.inference.predict import (
 )
 from deepz_core.inference.stream import carried_columns
 from deepz_core.pz import metrics
-from deepz_core.pz.calibration import POOL_MIN_PER_BIN, PoolScale, half_mag_edges
+from deepz_core.pz.calibration import (
+    POOL_MIN_PER_BIN,
+    PitTransform,
+    PoolScale,
+    half_mag_edges,
+    pool_subset,
+)
 from deepz_core.pz.pooling import PoolingWeights, default_candidates, fit_pooling
 from deepz_core.pz.products import PzConfig
 from deepz_core.rundir import RunDir
@@ -79,7 +86,7 @@ from deepz_core.training.config import load_run_config, run_pz_config
 
 HYBRID_FILE = "hybrid.json"
 HYBRID_PREDICTIONS = "hybrid_predictions.fits"
-PREDICT_BLOCK = 20_000  # catalogue rows per block of a combined prediction (N x G arrays)
+FIT_BLOCK = 5_000  # galaxies per block of (N, G) float64 log p(z) (fitting and predicting)
 VERSION = 1
 # the pooled p(z) change shape from one half magnitude to the next (the exponents do), so their
 # calibration follows the magnitude more finely than the network's (measured: cross-fitted PIT KS
@@ -242,8 +249,6 @@ def fit_hybrid(
     cfg = templatefit_config(template_set, pz)
     tf = _templatefit(cat, features, cfg, None, workers, stop=stop)
     zero_points = np.asarray([tf.meta["zero_points"][b] for b in cat.bands], dtype=np.float64)
-    log_net = network_log_pz(products["weights"], products["means"], products["stds"], pz)
-    log_tf = templatefit_log_pz(tf["pz"])
     mag = galaxy_mags(features)
     use = oof & np.isfinite(features.zspec) & np.isfinite(mag) & np.isfinite(products["zphot"])
     if use.sum() < MIN_GALAXIES:
@@ -252,10 +257,10 @@ def fit_hybrid(
             f"need >= {MIN_GALAXIES}"
         )
     rows = np.flatnonzero(use)
-    weights, folds = _fit_exponents(log_net, log_tf, features, mag, rows, pz)
+    weights, folds = _fit_exponents(products, tf["pz"], features, mag, rows, pz)
     hybrid = Hybrid(template_set, tuple(cat.bands), zero_points, weights, folds, None, {})
     a, b = hybrid.exponents(mag, features.ref_id, oof)
-    raw = pooled_products(log_net[rows], log_tf[rows], a[rows], b[rows], pz, features.zspec[rows])
+    raw = _pooled(products, tf["pz"], rows, a, b, pz, features.zspec)
     cal = None
     if calibrate:
         cal = fit_combination_calibration(raw["pit"], mag[rows], features.ref_id[rows], weights)
@@ -266,9 +271,10 @@ def fit_hybrid(
             f"{', '.join(f'{b:g}' for b in s['breaks']) or 'none'})"
         )
     if cal is not None:
-        cal = cal.with_pool(_pool_scale(run, features, products, log_tf, weights, cal, oof, say))
+        pool = _pool_scale(run, features, products, tf["pz"], weights, cal, oof, say)
+        cal = cal.with_pool(pool)
     hybrid = replace(hybrid, calibration=cal)
-    out = _products(hybrid, log_net, log_tf, features, oof, pz)
+    out = combined_products(hybrid, products, tf["pz"], features, oof, pz)
     table = _table(features, out, products, tf, oof, cat)
     net = {**products, "pit": _network_pit(run, features, products, oof)}
     hybrid = replace(hybrid, summary=compare(features, rows, net, tf, out))
@@ -301,7 +307,7 @@ def _pool_scale(
     run: RunDir,
     features: Features,
     net: dict[str, np.ndarray],
-    log_tf,
+    tf_pz: np.ndarray,
     weights: PoolingWeights,
     cal: RunCalibration,
     oof: np.ndarray,
@@ -322,10 +328,12 @@ def _pool_scale(
             "their combined p(z) too broad"
         )
         return None
+    rows = pool_subset(rows)  # the fit's own subset, taken here: only its log p(z) are made
     sub = {k: net[k][rows] for k in ("weights", "means", "stds")}
     folds = (train.repetitions, train.folds)
+    log_tf = templatefit_log_pz(tf_pz[rows])
     pool = fit_combination_pool_scale(
-        sub, log_tf[rows], weights, cal.full, folds, mag[rows], run_pz_config(run)
+        sub, log_tf, weights, cal.full, folds, mag[rows], run_pz_config(run)
     )
     say(
         f"combination pool scale on {pool.n_fit} galaxies without a spec-z: "
@@ -361,12 +369,38 @@ def _templatefit(
     )
 
 
+def _log_pz(
+    net: dict[str, np.ndarray], tf_pz: np.ndarray, rows: np.ndarray, pz: PzConfig
+) -> tuple[Tensor, Tensor]:
+    """log p(z) (n, G) of the networks (mixture columns ``net``, (N, C) each) and of the template
+    fit (its ``pz`` column (N, G)) of the galaxies ``rows`` (n,)."""
+    w, mu, sd = (net[k][rows] for k in ("weights", "means", "stds"))
+    return network_log_pz(w, mu, sd, pz), templatefit_log_pz(tf_pz[rows])
+
+
+def _blocks(n: int) -> list[slice]:
+    """Positions 0..n-1 in blocks of at most FIT_BLOCK (one empty block when n = 0): the (n, G)
+    float64 log p(z) of a whole training catalogue would take ~12 kB per galaxy each."""
+    return [slice(s, s + FIT_BLOCK) for s in range(0, n, FIT_BLOCK)] or [slice(0, 0)]
+
+
 def _fit_exponents(
-    log_net, log_tf, features: Features, mag: np.ndarray, rows: np.ndarray, pz: PzConfig
+    net: dict[str, np.ndarray],
+    tf_pz: np.ndarray,
+    features: Features,
+    mag: np.ndarray,
+    rows: np.ndarray,
+    pz: PzConfig,
 ) -> tuple[PoolingWeights, tuple[PoolingWeights, ...]]:
     """Exponents fitted on all ``rows`` and on each cross-fitting fold's complement."""
     candidates = default_candidates()
-    loglik = chunked_loglik(log_net[rows], log_tf[rows], features.zspec[rows], pz, candidates)
+    loglik = np.concatenate(
+        [
+            chunked_loglik(*_log_pz(net, tf_pz, r, pz), features.zspec[r], pz, candidates)
+            for r in (rows[p] for p in _blocks(len(rows)))
+        ],
+        axis=1,
+    )
     edges = half_mag_edges(mag[rows])
     fold = calibration_fold(features.ref_id[rows], CROSS_FOLDS)
     folds = tuple(
@@ -376,16 +410,45 @@ def _fit_exponents(
     return fit_pooling(loglik, mag[rows], candidates, edges), folds
 
 
-def _products(
-    hybrid: Hybrid, log_net, log_tf, features: Features, oof: np.ndarray, pz: PzConfig
+def _pooled(
+    net: dict[str, np.ndarray],
+    tf_pz: np.ndarray,
+    rows: np.ndarray,
+    a: np.ndarray,
+    b: np.ndarray,
+    pz: PzConfig,
+    zspec: np.ndarray,
+    transform: PitTransform | None = None,
 ) -> dict[str, np.ndarray]:
-    """Combined products of every featured galaxy (NaN where the network gives no p(z))."""
+    """Pooled products (n,) / (n, C) of the galaxies ``rows`` (n,) of the networks' mixtures
+    ``net`` (N, C) and the template fit's p(z) ``tf_pz`` (N, G) with exponents ``a``, ``b`` and
+    spec-z ``zspec`` (N,), calibrated by ``transform`` of those n galaxies (None: raw), in blocks
+    of FIT_BLOCK galaxies."""
+    parts = []
+    for p in _blocks(len(rows)):
+        r = rows[p]
+        tr = None if transform is None else transform.take(p)
+        parts.append(pooled_products(*_log_pz(net, tf_pz, r, pz), a[r], b[r], pz, zspec[r], tr))
+    return {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}
+
+
+def combined_products(
+    hybrid: Hybrid,
+    net: dict[str, np.ndarray],
+    tf_pz: np.ndarray,
+    features: Features,
+    oof: np.ndarray,
+    pz: PzConfig,
+) -> dict[str, np.ndarray]:
+    """Combined products (N,) / (N, C) of every featured galaxy (NaN where the network gives no
+    p(z)): the networks' mixtures ``net`` and the template fit's p(z) ``tf_pz`` (N, G) pooled with
+    the stored exponents and calibrated by the stored calibration (when there is one)."""
     mag = galaxy_mags(features)
     a, b = hybrid.exponents(mag, features.ref_id, oof)
     transform = None
     if hybrid.calibration is not None:
         transform = hybrid.calibration.transform(mag, features.ref_id, oof)
-    out = pooled_products(log_net, log_tf, a, b, pz, features.zspec, transform)
+    out = _pooled(net, tf_pz, np.arange(features.n), a, b, pz, features.zspec, transform)
     return without_pz(out, ~features.predictable)
 
 
@@ -507,15 +570,7 @@ def predict_hybrid(
     cfg = templatefit_config(hybrid.template_set, pz)
     zero_points = hybrid.zero_points_of(cat.bands)
     tf = _templatefit(cat, features, cfg, zero_points, workers, pool, stop)
-    parts = []
-    for s in range(0, features.n, PREDICT_BLOCK) or range(1):  # no galaxy: one empty block
-        take = np.arange(s, min(s + PREDICT_BLOCK, features.n))
-        sub = features.subset(take)
-        log_net = network_log_pz(net["weights"][take], net["means"][take], net["stds"][take], pz)
-        parts.append(
-            _products(hybrid, log_net, templatefit_log_pz(tf["pz"][take]), sub, oof[take], pz)
-        )
-    out_products = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    out_products = combined_products(hybrid, net, tf["pz"], features, oof, pz)
     table = _table(features, out_products, net, tf, oof, cat)
     if out is not None:
         write_table(table, out)

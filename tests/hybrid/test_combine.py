@@ -56,7 +56,20 @@ def test_network_log_pz_of_one_component_is_the_gaussian_log_density() -> None:
     means, stds = np.array([[0.3], [0.9], [1.4]]), np.array([[0.02], [0.1], [0.05]])
     got = network_log_pz(np.ones((3, 1)), means, stds, PZ).numpy()
     assert got.shape == (3, len(GRID)) and got.dtype == np.float64
-    np.testing.assert_allclose(got, stats.norm.logpdf(GRID[None, :], means, stds), rtol=1e-12)
+    want = stats.norm.logpdf(GRID[None, :], means, stds)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)  # log p crosses 0
+
+
+def test_network_log_pz_of_a_narrow_component_far_along_the_grid() -> None:
+    """The quadratic form's cancellation (m / s ~ 1.4e3: terms of 1e6) stays below 1e-9 around the
+    peak of a bright PAUS galaxy's p(z), and every grid point has a finite log density."""
+    means, stds = np.array([[1.4], [0.05]]), np.array([[0.001], [0.0015]])
+    got = network_log_pz(np.ones((2, 1)), means, stds, PZ).numpy()
+    want = stats.norm.logpdf(GRID[None, :], means, stds)
+    assert np.isfinite(got).all()
+    near = np.abs(GRID[None, :] - means) < 10 * stds
+    np.testing.assert_allclose(got[near], want[near], rtol=0, atol=1e-9)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-8)
 
 
 def test_network_log_pz_of_a_mixture_and_of_a_row_without_a_pz() -> None:

@@ -20,9 +20,11 @@ from scipy import special
 
 import deepz_core as dz
 from deepz_core.catalog.catalog import Catalog
+from deepz_core.catalog.io import read_catalog
 from deepz_core.catalog.screen import PzFlag
 from deepz_core.errors import ConfigError
 from deepz_core.files import jsonable
+from deepz_core.hybrid import runs
 from deepz_core.hybrid.runs import (
     CALIBRATION_BINS,
     HYBRID_FILE,
@@ -185,6 +187,37 @@ def test_predicting_the_training_galaxies_reproduces_the_stored_predictions(comb
     np.testing.assert_array_equal(table["out_of_fold"], oof)
     for name in ("zphot", "zmedian", "z_lo68", "z_hi68", "odds", "pit", "pit_raw", "zphot_tf"):
         np.testing.assert_allclose(table[name], stored[name], atol=1e-5, err_msg=name)
+
+
+def _same_numbers(a, b, path: str = "") -> None:
+    if isinstance(a, dict):
+        assert set(a) == set(b), path
+        for k in a:
+            _same_numbers(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _same_numbers(x, y, f"{path}[{i}]")
+    else:
+        assert a == b or (isinstance(a, float) and abs(a - b) < 1e-12), (path, a, b)
+
+
+def test_fitting_and_predicting_in_small_blocks_changes_nothing(copied, monkeypatch) -> None:
+    """Regression (memory): the combination fits and predicts block by block (FIT_BLOCK galaxies
+    of (N, G) log p(z) at a time) instead of holding them for the whole training catalogue; blocks
+    of 37 give the exponents, calibration, pool scale and products of one pass."""
+    before = load_hybrid(copied)
+    stored = Table.read(copied / HYBRID_PREDICTIONS)
+    monkeypatch.setattr(runs, "FIT_BLOCK", 37)
+    after = runs.fit_hybrid(copied, "bcnz2", workers=1)
+    np.testing.assert_array_equal(after.weights.a, before.weights.a)
+    np.testing.assert_array_equal(after.weights.b, before.weights.b)
+    _same_numbers(jsonable(after.calibration.to_dict()), jsonable(before.calibration.to_dict()))
+    again = Table.read(copied / HYBRID_PREDICTIONS)
+    predicted = predict_hybrid(copied, read_catalog(load_run_config(RunDir(copied)).catalog))
+    for name in ("zphot", "zmedian", "z_lo68", "z_hi68", "odds", "pit", "weights", "means"):
+        np.testing.assert_array_equal(again[name], stored[name], err_msg=name)
+        np.testing.assert_allclose(predicted[name], stored[name], atol=1e-5, err_msg=name)
 
 
 def _constant(a: float, b: float) -> PoolingWeights:
