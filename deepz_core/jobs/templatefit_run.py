@@ -71,7 +71,7 @@ def execute_templatefit_run(run: RunDir) -> None:
         record_outcome(run, lambda: _fit(run, config))
 
 
-class _Progress:
+class FitProgress:
     """Writes the galaxies fitted so far into the run's status (phase 'templatefit', as
     epoch/epochs) at most every PROGRESS_S seconds, and always for the last one."""
 
@@ -110,7 +110,7 @@ def _fit(run: RunDir, config: dict[str, Any]) -> None:
         calibrate=False,
         workers=workers,
         stop=CancelWatch(run, "the template fit"),
-        progress=_Progress(run, cat.n_galaxies),
+        progress=FitProgress(run, cat.n_galaxies),
     )
     write_templatefit(table, run.file("predictions.fits"))
     summary = summarise(table)

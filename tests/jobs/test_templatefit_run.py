@@ -53,13 +53,13 @@ def test_a_cancel_during_the_fit_stops_it_after_the_chunk_in_flight(
     )
     heard: list[int] = []
 
-    class CancelAfterFirst(templatefit_run._Progress):
+    class CancelAfterFirst(templatefit_run.FitProgress):
         def __call__(self, fitted: int) -> None:
             super().__call__(fitted)
             heard.append(run.status()["epoch"])
             run.file("cancel").write_text("now")
 
-    monkeypatch.setattr(templatefit_run, "_Progress", CancelAfterFirst)
+    monkeypatch.setattr(templatefit_run, "FitProgress", CancelAfterFirst)
     execute_templatefit_run(run)
     assert run.status()["state"] == "cancelled"
     assert heard == [30]  # one chunk fitted, its count in the status, then stopped
