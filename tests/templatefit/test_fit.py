@@ -418,3 +418,20 @@ def test_progress_hears_the_galaxies_fitted_so_far(rng: np.random.Generator) -> 
     with ThreadPoolExecutor(2) as pool:
         fit_catalog(cat, cfg, calibrate=False, pool=pool, progress=seen.append)
     assert len(seen) == 5 and seen[-1] == 18 and np.all(np.diff(seen) > 0)
+
+
+def test_junk_bands_drop_out_of_the_fit_like_missing_ones(rng: np.random.Generator) -> None:
+    """Regression: a band at 1e30 (a bad pixel) or a -99 placeholder with a positive error was
+    fitted as a measurement (chi2 ~ 1e60, inf in the float32 column, the redshift decided by the
+    junk); it now drops out of chi2 exactly as a NaN band does, and the fit is the same."""
+    flux, error, z = _template_galaxies(rng, 6, snr=30.0)
+    noise = rng.standard_normal(flux.shape)
+    junk = _catalog(flux, error, z, noise)
+    junk.flux[0, 3], junk.flux[1, 5], junk.flux_error[2, 7] = 1e30, -99.0, 1e30
+    nan = _catalog(flux, error, z, noise)
+    nan.flux[0, 3], nan.flux[1, 5], nan.flux[2, 7] = np.nan, np.nan, np.nan
+    cfg = TemplateFitConfig(**FAST)
+    got, want = (fit_catalog(c, cfg, calibrate=False) for c in (junk, nan))
+    for name in ("zphot", "chi2", "odds"):
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    assert np.all(np.isfinite(np.asarray(got["chi2"])))
