@@ -155,11 +155,12 @@ def evaluate_table(
         use &= np.asarray(t["out_of_fold"], dtype=bool)
     if not use.any():
         raise CatalogError("no galaxies with a spec-z to evaluate against")
-    failed = use & ~np.isfinite(np.asarray(t["zphot"], dtype=np.float64))
-    sub = t[use & ~failed]
+    failed = metrics.no_pz_failures(z, t["zphot"])
+    use &= ~failed
+    sub = t[use]
     if len(sub) == 0:
         raise CatalogError(
-            f"none of the {int(use.sum())} galaxies with a spec-z has a p(z) "
+            f"none of the {int(failed.sum())} galaxies with a spec-z has a p(z) "
             "(all NaN; see the flag column): nothing to evaluate"
         )
     zp, zs = np.asarray(sub["zphot"], dtype=np.float64), np.asarray(sub["zspec"], dtype=np.float64)
@@ -167,7 +168,9 @@ def evaluate_table(
     overall["catastrophic_fraction"] = metrics.outlier_fraction(
         metrics.dz(zp, zs), prof.catastrophic
     )
-    overall.update(n_no_pz=int(failed.sum()), no_pz_fraction=failed.sum() / use.sum())
+    overall.update(
+        n_no_pz=int(failed.sum()), no_pz_fraction=failed.sum() / (failed.sum() + len(sub))
+    )
     odds = odds_in_window(sub, prof.odds_window)
     best = metrics.odds_curve(zp, zs, odds, [prof.target_fraction], prof.outlier)
     overall["odds_best_sigma68"] = float(best["sigma68"][0])

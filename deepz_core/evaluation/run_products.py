@@ -68,8 +68,9 @@ class Predictions:
 
     @property
     def failed(self) -> np.ndarray:
-        """(N,) galaxies with a spec-z that get no p(z): failures, counted, never averaged."""
-        return np.isfinite(self.columns["zspec"]) & self.out_of_fold & ~self.has_pz
+        """(N,) galaxies with a spec-z that get no p(z): failures, counted, never averaged
+        (``metrics.no_pz_failures``: out of fold or not, as none is)."""
+        return metrics.no_pz_failures(self.columns["zspec"], self.columns["zphot"])
 
     def index_of(self, ref_id: int) -> int | None:
         """Row of galaxy ``ref_id``, None when absent."""

@@ -263,15 +263,14 @@ def write_table(table: Table, path: Path | str, prov: dict[str, str] | None = No
 def summarise(table: Table) -> dict[str, Any]:
     """Headline metrics over galaxies with a spec-z (out-of-fold ones when flagged) and a p(z);
     ``n_no_pz`` counts those without one (failures, never numbers)."""
-    from deepz_core.pz.metrics import point_metrics
+    from deepz_core.pz.metrics import no_pz_failures, point_metrics
 
     z = np.asarray(table["zspec"])
-    use = np.isfinite(z)
+    zp = np.asarray(table["zphot"])
+    failed = no_pz_failures(z, zp)
+    use = np.isfinite(z) & np.isfinite(zp)
     if "out_of_fold" in table.colnames:
         use &= np.asarray(table["out_of_fold"])
-    zp = np.asarray(table["zphot"])
-    failed = use & ~np.isfinite(zp)
-    use &= np.isfinite(zp)
     out = point_metrics(zp[use], z[use]) if use.any() else {"n": 0}
     return {**out, "n_no_pz": int(failed.sum()), "n_rows": len(table)}
 

@@ -103,6 +103,15 @@ def nmad(dz: ArrayLike) -> float:
     return float(NMAD_SCALE * np.median(np.abs(arr - np.median(arr)))) if arr.size else float("nan")
 
 
+def no_pz_failures(zspec: ArrayLike, zphot: ArrayLike) -> NDArray:
+    """(N,) bool: galaxies with a spec-z but no p(z) (NaN ``zphot``, flag NO_PZ), failures to be
+    counted, never averaged in. Out of fold or not: the screen keeps a galaxy without a p(z) out
+    of training, so no network trained on it, yet it is never marked out of fold (no network
+    predicted it either), and a count limited to out-of-fold galaxies would miss every one."""
+    zs = np.asarray(zspec, dtype=np.float64)
+    return np.isfinite(zs) & ~np.isfinite(np.asarray(zphot, dtype=np.float64))
+
+
 def _1d_dz(zp: ArrayLike, zs: ArrayLike) -> NDArray:
     zp_a, zs_a = _array("zp", zp), _array("zs", zs)
     return dz(zp_a, zs_a)

@@ -249,6 +249,19 @@ def test_galaxies_without_a_pz_are_counted_as_failures_not_numbers(rng) -> None:
     assert all(np.isfinite(v) for v in overall.values())
 
 
+def test_screened_galaxies_never_out_of_fold_still_count_as_failures(rng) -> None:
+    """A galaxy the screen gives no p(z) is kept out of training, so it is never out of fold:
+    the count must not be limited to out-of-fold galaxies (review, ninth session: a run with 12
+    such spec-z galaxies reported n_no_pz 0)."""
+    t = _table(rng, 200)
+    t["out_of_fold"] = np.ones(200, dtype=bool)
+    t["zphot"][:20] = np.nan
+    t["out_of_fold"][:20] = False
+    overall = evaluate_table(t)["overall"]
+    assert overall["n"] == 180 and overall["n_no_pz"] == 20
+    assert overall["no_pz_fraction"] == pytest.approx(0.1)
+
+
 def test_all_nan_predictions_are_refused(rng) -> None:
     t = _table(rng, 50)
     t["zphot"][:] = np.nan

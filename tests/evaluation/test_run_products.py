@@ -54,6 +54,17 @@ def test_read_predictions_masks_to_nan(pred) -> None:
     assert pred.index_of(12) == 2 and pred.index_of(9999) is None
 
 
+def test_galaxies_without_a_pz_count_as_failures_though_never_out_of_fold(tmp_path, rng) -> None:
+    t = _pred_table(rng)
+    t["zphot"][:10] = np.nan  # screened: no p(z), never trained on, not out of fold
+    t["out_of_fold"][:10] = False
+    t.write(tmp_path / "p.fits")
+    pred = analysis.read_predictions(tmp_path / "p.fits")
+    n_failed = int(np.isfinite(t["zspec"][:10]).sum())
+    assert n_failed == 8 and pred.failed.sum() == n_failed
+    assert analysis.results_stats(pred)["n_no_pz"] == n_failed
+
+
 def test_mixture_odds_matches_gaussian() -> None:
     mix = mixture_from_arrays(np.ones((1, 1)), np.full((1, 1), 0.5), np.full((1, 1), 0.01))
     got = mixture_odds(mix, torch.tensor([0.5]), 0.003).item()

@@ -250,6 +250,9 @@ def test_summarise_counts_only_out_of_fold_galaxies_with_zspec(trained) -> None:
     assert summarise(table) == {"n": 0, "n_no_pz": 0, "n_rows": 100}
     nofold = predictions_table(f, products)
     assert summarise(nofold)["n"] == int(np.isfinite(f.zspec).sum())
+    table["out_of_fold"] = oof
+    table["zphot"][40:50] = np.nan  # screened galaxies: no p(z), never out of fold
+    assert summarise(table)["n_no_pz"] == int(np.isfinite(f.zspec[40:50]).sum()) > 0
 
 
 def test_write_table_is_atomic(tmp_path) -> None:
