@@ -809,22 +809,17 @@ def mag_edges(lo: float, hi: float, width: float) -> tuple:
 
 
 def export_bytes(key: RunKey, fmt: str) -> bytes:
-    """All predictions of ``key`` as FITS, CSV or Parquet bytes (plain NaN, no masked columns)."""
-    return analysis.export_bytes(predictions_file(key[0]), None, fmt)
+    """All predictions of ``key`` as FITS or Parquet bytes, written as ``deepz predict`` writes
+    them: provenance kept, qp's HDUs (FITS) and schema metadata (Parquet) added."""
+    from deepz_core.inference.stream import predictions_file_bytes
+
+    return predictions_file_bytes(predictions_file(key[0]), fmt)
 
 
 def qp_bytes(key: RunKey) -> bytes:
-    """All predictions of ``key`` as a qp file (HDF5 bytes, ``deepz_core.to_qp``: a mixmod
-    ensemble with deepz's point estimates, odds and flags as ancillary columns)."""
-    import tempfile
-
-    import deepz_core
-
-    table = analysis.read_plain_table(predictions_file(key[0]))
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "predictions.hdf5"
-        deepz_core.to_qp(table).write_to(str(out))
-        return out.read_bytes()
+    """All predictions of ``key`` as a qp file (HDF5 bytes: a mixmod ensemble with deepz's point
+    estimates, odds and flags as ancillary columns, the provenance in its attributes)."""
+    return export_bytes(key, "qp")
 
 
 def selection_name(source: str, window: float, threshold: float, mag_max: float | None) -> str:

@@ -67,7 +67,12 @@ GRID_META = "DZZGRID"  # table meta: the run's redshift grid 'z_min:z_max:dz' (p
 def table_z_range(table: Any) -> tuple[float, float]:
     """The redshift range a predictions table names in its meta (``Run.predict``, a FITS header),
     else DEFAULT_Z_RANGE."""
-    grid = getattr(table, "meta", {}).get(GRID_META)
+    return grid_z_range(getattr(table, "meta", {}).get(GRID_META))
+
+
+def grid_z_range(grid: str | None) -> tuple[float, float]:
+    """(z_min, z_max) of a grid text 'z_min:z_max:dz' (provenance ``z_grid``), else
+    DEFAULT_Z_RANGE."""
     if not grid:
         return DEFAULT_Z_RANGE
     lo, hi = (float(v) for v in str(grid).split(":")[:2])

@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from deepz_core.catalog.catalog import Catalog
+from deepz_core.catalog.catalog import Catalog, native_array
 from deepz_core.catalog.conventions import COORDINATE_COLUMNS, InputConventions, needed_columns
 from deepz_core.catalog.formats.common import Range
 from deepz_core.catalog.io import (
@@ -63,7 +63,7 @@ from deepz_core.inference.predict import (
     table_format,
 )
 from deepz_core.inference.provenance import fits_cards, parquet_metadata, provenance
-from deepz_core.inference.qp_io import fits_hdus, write_qp
+from deepz_core.inference.qp_io import fits_hdus, grid_z_range, write_qp
 from deepz_core.inference.qp_io import parquet_metadata as qp_metadata
 from deepz_core.memory import tune_malloc
 from deepz_core.nets.deepz import DeepzModel, load_model, load_model_json
@@ -405,6 +405,43 @@ def write_output(
     from deepz_core.inference.hats_out import write_hats
 
     return write_hats(table, out, prov)
+
+
+def file_provenance(path: Path | str) -> dict[str, str]:
+    """The provenance a predictions file carries: its FITS header cards (first table HDU) or its
+    Parquet schema metadata; {} when it has none."""
+    from deepz_core.inference.provenance import from_fits_header, from_parquet_metadata
+
+    if table_format(path) == "fits":
+        from astropy.io import fits
+
+        with fits.open(path) as hdus:
+            return from_fits_header(hdus[1].header)
+    return from_parquet_metadata(pq.read_schema(path).metadata)
+
+
+def predictions_file_bytes(path: Path | str, fmt: str) -> bytes:
+    """A FITS or Parquet predictions file as the bytes of a ``fmt`` file ('fits', 'parquet' or
+    'qp'), written as ``predict`` writes its outputs (``write_output``): its provenance kept, qp's
+    HDUs in FITS and its schema metadata in Parquet. For downloads (the app)."""
+    import tempfile
+
+    if fmt not in ("fits", "parquet", "qp"):
+        raise ConfigError(f"predictions: format must be fits, parquet or qp, got {fmt!r}")
+    if table_format(path) == "fits":
+        from astropy.table import Table
+
+        t = Table.read(path, hdu=1, mask_invalid=False)  # big-endian columns: Arrow wants native
+        table = arrow_table(Table({n: native_array(t[n]) for n in t.colnames}))
+    else:
+        table = pq.read_table(path)
+    prov = file_provenance(path)
+    z_range = grid_z_range(prov.get("z_grid"))
+    suffix = {"fits": ".fits", "parquet": ".parquet", "qp": ".hdf5"}[fmt]
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / f"predictions{suffix}"
+        write_output(table, out, fmt, prov, z_range)
+        return out.read_bytes()
 
 
 def dataset_files(folder: Path | str) -> list[str]:

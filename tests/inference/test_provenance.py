@@ -64,6 +64,29 @@ def test_every_output_carries_it(tiny_run, sky_catalog, tmp_path) -> None:
     assert run_prov["run_id"] == tiny_run.name and run_prov["catalog"].endswith("train.fits")
 
 
+def test_converted_downloads_keep_it_and_open_in_qp(tiny_run, sky_catalog, tmp_path) -> None:
+    """What the app offers for download (``predictions_file_bytes``): the run's predictions.fits
+    and a Parquet prediction as FITS, Parquet and qp files, each with the source's provenance
+    and readable by qp (review, ninth session: the app's downloads had neither)."""
+    import qp
+
+    _, path = sky_catalog
+    stream.predict_file(str(tiny_run), str(path), str(tmp_path / "p.parquet"))
+    for src in (tiny_run / "predictions.fits", tmp_path / "p.parquet"):
+        want = stream.file_provenance(src)
+        assert want["run_id"] == tiny_run.name
+        for fmt, ext in (("fits", "fits"), ("parquet", "parquet"), ("qp", "hdf5")):
+            out = tmp_path / f"{src.stem}-{fmt}.{ext}"
+            out.write_bytes(stream.predictions_file_bytes(src, fmt))
+            if fmt == "qp":
+                with h5py.File(out, "r") as f:
+                    assert str(f.attrs["deepz_run_id"]) == tiny_run.name
+            else:
+                assert stream.file_provenance(out) == want
+            ens = dz.read_qp(out) if fmt == "parquet" else qp.read(str(out))
+            assert ens.npdf == stream.flag_counts(src)["rows"]
+
+
 def test_api_outputs_carry_it(tiny_run, sky_catalog, tmp_path) -> None:
     cat, path = sky_catalog
     run = dz.load_run(tiny_run)
