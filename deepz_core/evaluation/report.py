@@ -49,6 +49,8 @@ def _read_table(path: Path | str) -> Table:
         with library_errors(path, f"read predictions as {fmt.upper()}"):
             hdu = {"hdu": 1} if fmt == "fits" else {}  # deepz's table; qp's HDUs follow it
             t = Table.read(path, format=fmt, **hdu)
+    if not _is_fits(path):  # Parquet keeps the provenance in its schema: as the FITS header does
+        t.meta.update(_provenance_meta(path))
     missing = [c for c in REQUIRED if c not in t.colnames]
     if missing:
         raise CatalogError(
@@ -56,6 +58,21 @@ def _read_table(path: Path | str) -> Table:
             f"with 'predict'); its columns: {t.colnames[:8]}"
         )
     return t
+
+
+def _provenance_meta(path: Path) -> dict[str, str]:
+    """The provenance of a Parquet predictions file or dataset folder as the FITS header keys a
+    FITS file carries (DZZGRID, DZODDSW...), for the table's meta."""
+    import pyarrow.parquet as pq
+
+    from deepz_core.inference.provenance import fits_cards, from_parquet_metadata
+    from deepz_core.inference.stream import dataset_files
+
+    files = dataset_files(path) if path.is_dir() else [str(path)]
+    if not files:
+        return {}
+    prov = from_parquet_metadata(pq.read_schema(files[0]).metadata)
+    return {key: value for key, value, _ in fits_cards(prov)}
 
 
 def _is_fits(path: Path | str) -> bool:
@@ -109,17 +126,22 @@ PROFILE_META = "DZPROF"  # table meta key: the survey profile predictions are ju
 
 
 def odds_in_window(t: Table, window: float) -> np.ndarray:
-    """(N,) ODDS = P(|z - zphot| <= window/2) from the stored mixtures (E20 eq. 7); NaN where
-    there is no p(z)."""
-    from deepz_core.inference.predict import mixture_from_arrays
-    from deepz_core.pz.products import mixture_odds
+    """(N,) ODDS = P(|z - zphot| <= window/2) of a predictions table (E20 eq. 7;
+    ``run_products.window_odds``: the stored column where ``window`` is its own, as the table's
+    meta DZODDSW says); NaN where there is no p(z)."""
+    from deepz_core.evaluation.run_products import window_odds
+    from deepz_core.inference.provenance import ODDS_WINDOW_META
 
-    mix = mixture_from_arrays(
-        np.asarray(t["weights"]), np.asarray(t["means"]), np.asarray(t["stds"])
+    stored = t.meta.get(ODDS_WINDOW_META)
+    return window_odds(
+        np.asarray(t["weights"]),
+        np.asarray(t["means"]),
+        np.asarray(t["stds"]),
+        np.asarray(t["zphot"], dtype=np.float64),
+        window,
+        np.asarray(t["odds"], dtype=np.float64) if "odds" in t.colnames else None,
+        float(stored) if stored else None,
     )
-    mode = torch.as_tensor(np.asarray(t["zphot"], dtype=np.float64))
-    odds = mixture_odds(mix, torch.nan_to_num(mode), window).numpy()
-    return np.where(np.isfinite(mode.numpy()), odds, np.nan)
 
 
 def table_profile(t: Table, catalog: Any = None) -> SurveyProfile:

@@ -66,6 +66,7 @@ from deepz_core.inference.predict import (
     without_pz,
     write_table,
 )
+from deepz_core.inference.provenance import provenance
 from deepz_core.inference.stream import carried_columns
 from deepz_core.pz import metrics
 from deepz_core.pz.calibration import (
@@ -278,7 +279,7 @@ def fit_hybrid(
     table = _table(features, out, products, tf, oof, cat)
     net = {**products, "pit": _network_pit(run, features, products, oof)}
     hybrid = replace(hybrid, summary=compare(features, rows, net, tf, out))
-    write_table(table, run.file(HYBRID_PREDICTIONS))
+    write_table(table, run.file(HYBRID_PREDICTIONS), provenance(run.path, config.get("catalog")))
     save_hybrid(run.path, hybrid)
     o = hybrid.summary["overall"]
     say(

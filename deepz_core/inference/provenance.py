@@ -28,6 +28,7 @@ FITS_KEYS = {  # provenance field -> FITS keyword, comment
     "catalog": ("DZCAT", "catalogue predicted"),
     "catalog_sha256": ("DZCATSHA", "sha256 of the catalogue"),
     "z_grid": ("DZZGRID", "redshift grid z_min:z_max:dz of the products"),
+    "odds_window": ("DZODDSW", "total width of the odds column's window"),
     "created": ("DATE", "UTC time the file was written"),
 }
 _BLOCK = 1 << 20
@@ -86,8 +87,12 @@ def provenance(
         "catalog": IN_MEMORY if catalog is None else str(Path(catalog).resolve()),
         "catalog_sha256": catalog_sha256 or (file_sha256(catalog) if catalog else ""),
         "z_grid": grid_text(pz),
+        "odds_window": f"{pz.odds_window:g}",
         "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S"),
     }
+
+
+ODDS_WINDOW_META = FITS_KEYS["odds_window"][0]  # table meta key: the odds column's window
 
 
 def fits_cards(prov: dict[str, str]) -> list[tuple[str, str, str]]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from astropy.table import Table
 
@@ -21,6 +21,9 @@ from deepz_core.errors import ConfigError
 from deepz_core.evaluation.profiles import SurveyProfile, run_profile, survey_profile
 from deepz_core.files import check_outputs
 from deepz_core.rundir import RunDir
+
+if TYPE_CHECKING:
+    from deepz_core.pz.products import PzConfig
 
 CatalogLike = Catalog | Table | Any | str | Path  # a Catalog, astropy Table, DataFrame or file
 
@@ -139,9 +142,7 @@ class Run:
         >>> "pit_raw" in run.predict(cat).colnames, "pit_raw" in raw.colnames
         (True, False)
         """
-        from deepz_core.evaluation.report import PROFILE_META
-        from deepz_core.inference.provenance import arrays_sha256, grid_text, provenance
-        from deepz_core.inference.qp_io import GRID_META
+        from deepz_core.inference.provenance import arrays_sha256, provenance
         from deepz_core.inference.stream import (
             astropy_table,
             load_predictor,
@@ -171,10 +172,7 @@ class Run:
             digest = None if path else arrays_sha256([cat.ref_id, cat.flux, cat.flux_error])
             prov = provenance(self.path, path, digest)
             write_output(arrow, out, fmt, prov, predictor.z_range)
-        table = astropy_table(arrow)
-        table.meta[GRID_META] = grid_text(predictor.pz)
-        table.meta[PROFILE_META] = json.dumps(self.profile.to_dict())
-        return table
+        return self._with_meta(astropy_table(arrow), predictor.pz)
 
     def _predict_combined(
         self,
@@ -186,10 +184,8 @@ class Run:
         source: CatalogLike,
     ) -> Table:
         """``predict`` with the run's combination with the template fit."""
-        from deepz_core.evaluation.report import PROFILE_META
         from deepz_core.hybrid.runs import predict_hybrid
-        from deepz_core.inference.provenance import arrays_sha256, grid_text, provenance
-        from deepz_core.inference.qp_io import GRID_META
+        from deepz_core.inference.provenance import arrays_sha256, provenance
         from deepz_core.inference.stream import arrow_table, write_output
         from deepz_core.training.config import run_pz_config
 
@@ -200,7 +196,18 @@ class Run:
             digest = None if path else arrays_sha256([cat.ref_id, cat.flux, cat.flux_error])
             prov = provenance(self.path, path, digest)
             write_output(arrow_table(table), out, fmt, prov, (pz.z_min, pz.z_max))
+        return self._with_meta(table, pz)
+
+    def _with_meta(self, table: Table, pz: PzConfig) -> Table:
+        """``table`` with the meta its readers use: the p(z) grid (qp's placeholder range), the
+        odds column's window (pages and reports take that column for it) and the run's
+        profile."""
+        from deepz_core.evaluation.report import PROFILE_META
+        from deepz_core.inference.provenance import ODDS_WINDOW_META, grid_text
+        from deepz_core.inference.qp_io import GRID_META
+
         table.meta[GRID_META] = grid_text(pz)
+        table.meta[ODDS_WINDOW_META] = f"{pz.odds_window:g}"
         table.meta[PROFILE_META] = json.dumps(self.profile.to_dict())
         return table
 

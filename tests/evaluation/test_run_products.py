@@ -79,6 +79,37 @@ def test_odds_for_window_grows_with_window(pred) -> None:
     assert small.shape == (200,) and np.all(large >= small) and np.all(large <= 1 + 1e-9)
 
 
+def test_the_odds_column_answers_for_its_own_window(tmp_path, rng) -> None:
+    """Pages, cuts and files must agree on ODDS: for the window of the stored ``odds`` column
+    (the file's DZODDSW) that column is used, for any other the mixture (review, ninth session:
+    the pages' ODDS of a calibrated run differed from the file's by ~5%)."""
+    t = _pred_table(rng)
+    t["odds"] = np.linspace(0.1, 0.9, len(t))  # not what the mixtures give
+    t.meta["DZODDSW"] = "0.003"
+    t.write(tmp_path / "p.fits")
+    pred = analysis.read_predictions(tmp_path / "p.fits")
+    assert pred.odds_window == 0.003
+    np.testing.assert_array_equal(analysis.odds_for_window(pred, 0.003), t["odds"])
+    mix = mixture_from_arrays(pred.weights, pred.means, pred.stds)
+    want = mixture_odds(mix, torch.as_tensor(pred.zphot), 0.01).numpy()
+    np.testing.assert_allclose(analysis.odds_for_window(pred, 0.01), want, rtol=1e-12)
+    del t.meta["DZODDSW"]  # a file that does not say: the mixture for every window
+    t.write(tmp_path / "old.fits")
+    old = analysis.read_predictions(tmp_path / "old.fits")
+    assert old.odds_window is None and not np.allclose(
+        analysis.odds_for_window(old, 0.003), t["odds"]
+    )
+
+
+def test_a_run_s_pages_and_report_take_its_odds_column(tiny_run) -> None:
+    from deepz_core.evaluation.report import evaluate
+
+    pred = analysis.read_predictions(tiny_run / "predictions.fits")
+    assert pred.odds_window == 0.003
+    np.testing.assert_array_equal(analysis.odds_for_window(pred, 0.003), pred.odds)
+    assert np.isfinite(evaluate(tiny_run / "predictions.fits")["overall"]["odds_best_sigma68"])
+
+
 def test_results_stats(pred) -> None:
     s = analysis.results_stats(pred)
     use = pred.scored

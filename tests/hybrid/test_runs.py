@@ -98,6 +98,7 @@ def test_training_with_templates_writes_the_combination(combined) -> None:
     for name in ("odds_net", "odds_tf", "chi2_tf", "weights", "means", "stds"):
         assert name in table.colnames, name
     assert table.meta["METHOD"] == "deepz+templatefit"
+    assert table.meta["DZRUNID"] == run.path.name and table.meta["DZODDSW"] == "0.003"
     hybrid = load_hybrid(run.path)
     assert hybrid.template_set == "bcnz2" and set(hybrid.bands) == set(cat.bands)
     assert np.all(np.isfinite(hybrid.zero_points) & (hybrid.zero_points > 0))
