@@ -26,6 +26,12 @@ def _one_galaxy(key: state.RunKey, ref_id: int) -> None:
     if d is None:
         st.warning(f"Galaxy {ref_id} is not among the run's features.")
         return
+    if d.get("no_pz"):
+        st.info(
+            f"Galaxy {ref_id} has no p(z): its photometry did not pass the screen (see the "
+            "`flag` column of the predictions download), so there is nothing to leave out."
+        )
+        return
     if not len(d["shift"]):
         st.info("This galaxy has no band with two or more single exposures: nothing to leave out.")
         return

@@ -154,7 +154,11 @@ def dropping_detail(
 ) -> dict[str, Any]:
     """Leave-one-exposure-out study of feature row ``row`` (E20 Fig. 7): the exposure_effects table
     (band name, slot, mode, shift, sorted by |shift|), the ensemble p(z) of the full coadd and of
-    every variant on the exact grid (V, G) in the same order, and the spread of the modes."""
+    every variant on the exact grid (V, G) in the same order, and the spread of the modes. A
+    galaxy the screen gives no p(z) (``Features.predictable`` False: its products are NaN) gets
+    ``{"no_pz": True}``: its imputed inputs would give a confident p(z) it never had."""
+    if not features.predictable[row]:
+        return {"no_pz": True}
     eff = exposure_effects(model, features, row, pz)
     v = eff["variants"]
     grid = pz.grid()

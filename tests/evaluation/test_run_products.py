@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from astropy.table import Table
 
 from deepz_core.catalog.catalog import Catalog, Exposures
 from deepz_core.catalog.features import build_features
+from deepz_core.catalog.screen import PzFlag
 from deepz_core.evaluation import galaxy
 from deepz_core.evaluation import run_products as analysis
 from deepz_core.inference.predict import mixture_from_arrays
@@ -248,6 +250,17 @@ def test_member_pdfs_and_dropping_alignment(catalog, model) -> None:
     assert np.all(np.diff(np.abs(d["shift"])) <= 0)  # largest |shift| first
     grid_modes = pz.grid()[d["pdf_variants"].argmax(axis=1)]
     np.testing.assert_allclose(grid_modes, d["mode"], atol=1.5e-3)  # curves match the table rows
+
+
+def test_dropping_gives_no_pz_to_a_galaxy_the_screen_gives_none(catalog, model) -> None:
+    """Review, ninth session: a galaxy with a reference flux of 1e-6 had no p(z) in the explorer
+    but a sharp one on the dropping page (its imputed inputs through the networks)."""
+    features = build_features(catalog)
+    flags = features.flags.copy()
+    flags[0] |= PzFlag.NO_PZ | PzFlag.TOO_FEW_BANDS  # as the screen flags it against a population
+    features = replace(features, flags=flags)
+    assert galaxy.dropping_detail(model, features, 0, PzConfig()) == {"no_pz": True}
+    assert len(galaxy.dropping_detail(model, features, 1, PzConfig())["shift"]) == 6
 
 
 def test_spread_study_curves(catalog, model, tmp_path) -> None:
