@@ -354,9 +354,10 @@ def sed_figure(
         )
     narrow = np.asarray(s["narrow"], bool)
     bands = np.asarray(s["bands"])
+    usable = np.asarray(s.get("usable", np.ones(len(bands), bool)), bool)
     for label, pick, color, size in (
-        ("narrow bands (coadd)", narrow, "crimson", 7),
-        ("broad bands (coadd)", ~narrow, "navy", 11),
+        ("narrow bands (coadd)", narrow & usable, "crimson", 7),
+        ("broad bands (coadd)", ~narrow & usable, "navy", 11),
     ):
         if pick.any():
             fig.add_trace(
@@ -370,6 +371,8 @@ def sed_figure(
                     error_y={"array": s["error"][pick]},
                 )
             )
+    if not usable.all():  # junk values (1e30, -99, NaN) would set the axis: marked at 0
+        fig.add_trace(_unusable_bands(s, ~usable))
     if model is not None:
         order = np.argsort(s["wavelength"])
         fig.add_trace(
@@ -389,6 +392,26 @@ def sed_figure(
     )
     fig.update_yaxes(title=f"flux [{unit}]")
     return _finish(fig, title or "SED")
+
+
+def _unusable_bands(s: Mapping[str, Any], pick: np.ndarray) -> go.Scatter:
+    """The bands whose values the screen finds unusable, as crosses at flux 0 with their values
+    in the hover text: the networks impute them, the template fit leaves them out."""
+    text = [
+        f"{b}: flux {f:g}, error {e:g} (unusable: imputed)"
+        for b, f, e in zip(
+            np.asarray(s["bands"])[pick], s["flux"][pick], s["error"][pick], strict=True
+        )
+    ]
+    return go.Scatter(
+        x=s["wavelength"][pick],
+        y=np.zeros(int(pick.sum())),
+        mode="markers",
+        name="unusable bands (imputed)",
+        text=text,
+        hoverinfo="text",
+        marker={"symbol": "x", "size": 10, "color": "darkorange"},
+    )
 
 
 def chi2_figure(

@@ -194,9 +194,10 @@ def _table(key: state.RunKey, window: float) -> None:
     )
     rows = cols.pop("row")
     ids = pred.ref_id[rows]
-    table = pd.DataFrame(cols).style.format(na_rep="—", precision=4)  # no spec-z: —, not None
+    table = pd.DataFrame(cols).style.format(precision=4)
     st.dataframe(
         table,
+        placeholder="—",  # no spec-z, no p(z): —, not None
         key="explorer_table",
         on_select=lambda: _on_table(ids),
         selection_mode="single-row",

@@ -61,7 +61,13 @@ def _summary_table(stats: dict[str, dict], prof) -> None:
     formats = {c: fixed for c in ("σ68", best, "bias (median Δz/(1+z_s))", "NMAD", "PIT KS D")}
     formats |= {c: percent for c in rows[0] if c == outliers or c.startswith("catastrophic")}
     formats["PIT KS p-value"] = st.column_config.NumberColumn(format="%.2e")
-    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", column_config=formats)
+    st.dataframe(
+        pd.DataFrame(rows),
+        hide_index=True,
+        width="stretch",
+        column_config=formats,
+        placeholder="—",
+    )
 
 
 def _density(runs: list[str], outlier: float) -> None:
@@ -275,7 +281,7 @@ def _combination_of(run_id: str, combined: dict) -> None:
     fixed = st.column_config.NumberColumn(format="%.4f")
     percent = st.column_config.NumberColumn(format="percent")
     formats = {c: percent if c.startswith("outliers") else fixed for c in rows.columns[2:]}
-    st.dataframe(rows, hide_index=True, width="stretch", column_config=formats)
+    st.dataframe(rows, hide_index=True, width="stretch", column_config=formats, placeholder="—")
     fig = plots.combination_vs_mag(summary, f"σ68 vs magnitude: {run_id}")
     st.plotly_chart(fig, key=f"results_combined_{run_id}")
     key = state.combined_key(run_id)

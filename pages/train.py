@@ -382,8 +382,14 @@ def show_summary(run: state.RunDir) -> None:
     cols = st.columns(3)
     for i, (key, label) in enumerate(labels.items()):
         cols[i % 3].metric(label, summary_text(key, summary.get(key)))
+    scored = (
+        "A template fit, in sample when it calibrated its zero-points on these spec-z galaxies "
+        "(slightly optimistic)"
+        if state.run_kind_of(run.run_id) == "templatefit"
+        else "Out-of-fold"
+    )
     st.caption(
-        "Out-of-fold, on the galaxies with spec-z; dz = (zphot - zspec)/(1 + zspec): "
+        f"{scored}, on the galaxies with spec-z; dz = (zphot - zspec)/(1 + zspec): "
         f"sigma68 and NMAD of dz, bias = median dz; {prof.label}."
     )
     combined = state.combination(run)

@@ -16,6 +16,7 @@ import torch
 
 from deepz_core.catalog.catalog import Catalog
 from deepz_core.catalog.features import Features
+from deepz_core.catalog.screen import unusable_values
 from deepz_core.evaluation.dropping import exposure_effects, mode_spread, model_inputs
 from deepz_core.evaluation.run_products import Predictions
 from deepz_core.inference.predict import mixture_from_arrays
@@ -122,8 +123,14 @@ def _wavelengths(bands: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, bool]:
 
 def sed(cat: Catalog, row: int) -> dict[str, Any]:
     """Coadd fluxes and errors of catalogue row ``row`` per band, with effective wavelengths (or band
-    index for unknown bands), narrow-band flags and the galaxy's single exposures (long arrays)."""
+    index for unknown bands), narrow-band flags, ``usable`` (B,): False where the screen finds
+    the value unusable (NaN, a placeholder, error <= 0, brighter than AB 0 such as 1e30; the
+    networks impute it, the template fit leaves it out) and the galaxy's usable single exposures
+    (long arrays)."""
     wave, narrow, known = _wavelengths(tuple(cat.bands))
+    missing, implausible = unusable_values(
+        cat.flux[row : row + 1], cat.flux_error[row : row + 1], cat.fluxzp
+    )
     out: dict[str, Any] = {
         "bands": list(cat.bands),
         "wavelength": wave,
@@ -131,6 +138,7 @@ def sed(cat: Catalog, row: int) -> dict[str, Any]:
         "known": known,
         "flux": cat.flux[row].astype(float),
         "error": cat.flux_error[row].astype(float),
+        "usable": ~(missing | implausible)[0],
         "fluxzp": float(cat.fluxzp),
         "exp_wavelength": np.zeros(0),
         "exp_flux": np.zeros(0),
@@ -142,6 +150,8 @@ def sed(cat: Catalog, row: int) -> dict[str, Any]:
         index = {b: i for i, b in enumerate(cat.bands)}
         band_i = np.array([index.get(str(b), -1) for b in exp.band[pick]], dtype=int)
         pick, band_i = pick[band_i >= 0], band_i[band_i >= 0]
+        bad = np.logical_or(*unusable_values(exp.flux[pick], exp.flux_error[pick], cat.fluxzp))
+        pick, band_i = pick[~bad], band_i[~bad]
         out.update(
             exp_wavelength=wave[band_i], exp_flux=exp.flux[pick], exp_error=exp.flux_error[pick]
         )

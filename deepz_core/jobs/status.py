@@ -100,7 +100,8 @@ def run_progress(run: RunDir) -> tuple[float, str]:
         return 1.0, "finished"
     if status.get("phase") == "templatefit":  # galaxies fitted as epoch / epochs
         done, total = int(status.get("epoch") or 0), int(status.get("epochs") or 1)
-        timing = elapsed_eta(status.get("started"), done / max(total, 1))
+        started = status.get("phase_started") or status.get("started")  # after the zero-points
+        timing = elapsed_eta(started, done / max(total, 1))
         text = f"template fit: {done:,}/{total:,} galaxies" + (f" — {timing}" if timing else "")
         return min(done / max(total, 1), 1.0), text
     phases = _phase_epochs(run.config())

@@ -101,7 +101,9 @@ def _fit(run: RunDir, config: dict[str, Any]) -> None:
     )
     workers = 1 if device.type != "cpu" else max(1, min(os.cpu_count() or 1, cat.n_galaxies // 500))
     check_cancel(run, "the template fit")  # a cancel that came during the zero-points
-    run.set_status("running", phase="templatefit", epoch=0, epochs=cat.n_galaxies)
+    run.set_status(  # the ETA counts from here: the zero-points before took as long as the fit
+        "running", phase="templatefit", epoch=0, epochs=cat.n_galaxies, phase_started=time.time()
+    )
     table = fit_catalog(
         cat,
         cfg,

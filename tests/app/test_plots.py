@@ -204,6 +204,29 @@ def test_sed_figure_narrow_broad_exposures() -> None:
     assert "band index" in fig.layout.xaxis.title.text and len(fig.data) == 2
 
 
+def test_sed_figure_marks_unusable_bands_at_zero_not_on_the_axis() -> None:
+    """Review, ninth session: one band at 1e30 squashed the SED flat and nothing said it was
+    imputed."""
+    s = {
+        "bands": ["NB455", "NB465", "subaru_i"],
+        "wavelength": np.array([4550.0, 4650, 7684]),
+        "narrow": np.array([True, True, False]),
+        "known": True,
+        "flux": np.array([1.0, 1e30, 2.0]),
+        "error": np.full(3, 0.1),
+        "usable": np.array([True, False, True]),
+        "fluxzp": 23.9,
+        "exp_wavelength": np.zeros(0),
+        "exp_flux": np.zeros(0),
+        "exp_error": np.zeros(0),
+    }
+    fig = plots.sed_figure(s)
+    plotted = np.concatenate([np.asarray(t.y, float) for t in fig.data])
+    assert plotted.max() == 2.0
+    crosses = next(t for t in fig.data if t.name == "unusable bands (imputed)")
+    assert list(crosses.y) == [0.0] and "NB465: flux 1e+30" in crosses.text[0]
+
+
 def test_dropping_figure() -> None:
     grid = np.linspace(0, 1.5, 151)
     full = np.exp(-0.5 * ((grid - 0.5) / 0.05) ** 2)

@@ -237,6 +237,11 @@ def test_sed_wavelengths_and_exposures(catalog) -> None:
     assert len(s["exp_flux"]) == 6 and set(np.round(s["exp_wavelength"])) == set(
         np.round(s["wavelength"][:2])
     )
+    assert s["usable"].all()
+    flux = catalog.flux.copy()
+    flux[2, 3] = 1e30  # a bad pixel in subaru_i
+    s = galaxy.sed(replace(catalog, flux=flux), 2)
+    assert list(s["usable"]) == [True, True, True, False]
 
 
 def test_member_pdfs_and_dropping_alignment(catalog, model) -> None:
