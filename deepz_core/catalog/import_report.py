@@ -85,6 +85,7 @@ class Problem:
     drop_galaxies: np.ndarray | None = None  # (N,) bool
     drop_exposures: np.ndarray | None = None  # (M,) bool
     unknown: np.ndarray | None = None  # (N,) bool: set ``column`` to NaN (unknown)
+    mapping: bool = False  # a column mapping problem (not a value's)
 
     @property
     def fixable(self) -> bool:
@@ -119,6 +120,7 @@ class Report:
     dropped_galaxies: int = 0
     dropped_exposures: int = 0
     flagged: tuple[Problem, ...] = ()
+    warnings: tuple[str, ...] = ()  # e.g. a band left out because its error column is unmapped
 
     @property
     def n_flagged(self) -> int:
@@ -133,6 +135,11 @@ class Report:
     @property
     def fixable(self) -> bool:
         return bool(self.problems) and all(p.fixable for p in self.problems)
+
+    @property
+    def mapping_failed(self) -> bool:
+        """Whether the columns could not be mapped (a column missing, unmapped or not numeric)."""
+        return any(p.mapping for p in self.problems)
 
 
 @dataclass(frozen=True, eq=False)
@@ -161,11 +168,12 @@ def prepare_catalog(
     if problems:
         return Report(None, tuple(problems))
     notes: list[str] = []
+    warnings = tuple(left_out_bands(galaxies))
     try:
         parts = _load(galaxies, exposures, specz, notes)
         zp = fluxzp if fluxzp is not None else source_fluxzp(galaxies)
     except CatalogError as err:
-        return Report(None, (Problem("", "", str(err)),), tuple(notes))
+        return Report(None, (Problem("", "", str(err)),), tuple(notes), warnings=warnings)
     dropped = [0, 0]
     flagged = _flagged_values(parts, zp)
     if drop_flagged and flagged:
@@ -175,13 +183,15 @@ def prepare_catalog(
         parts = _apply_fixes(parts, problems, dropped)
         problems = _value_problems(parts) + _coadd_problems(parts)  # empty at a fixed point
     if problems:
-        return Report(None, tuple(problems), tuple(notes), *dropped, tuple(flagged))
+        return Report(None, tuple(problems), tuple(notes), *dropped, tuple(flagged), warnings)
     meta = {k: v for k, v in galaxies.meta.items() if str(k).upper() != "FLUXZP"}
     try:
         cat = _build(parts, {**_safe_meta(meta), "FLUXZP": float(zp)})
     except CatalogError as err:
-        return Report(None, (Problem("", "", str(err)),), tuple(notes), *dropped, tuple(flagged))
-    return Report(cat, (), tuple(notes), *dropped, tuple(flagged))
+        return Report(
+            None, (Problem("", "", str(err)),), tuple(notes), *dropped, tuple(flagged), warnings
+        )
+    return Report(cat, (), tuple(notes), *dropped, tuple(flagged), warnings)
 
 
 def source_fluxzp(galaxies: Source) -> float:
@@ -194,20 +204,46 @@ def source_fluxzp(galaxies: Source) -> float:
     return DEFAULT_FLUXZP if zp is None else zp
 
 
+def left_out_bands(galaxies: Source) -> list[str]:
+    """One sentence per flux column (flux_<band>) of ``galaxies`` that no mapped band uses: the
+    band is left out of the catalogue, usually because its error column was not recognised (a
+    misspelt name: the closest unmapped column is named)."""
+    from difflib import get_close_matches
+
+    mapping: GalaxyMapping = galaxies.mapping
+    used = set(mapping.targets().values())
+    unused = [c for c in galaxies.columns if c not in used]
+    fluxes = [c for c in unused if c.startswith(FLUX_PREFIX) and not c.startswith(ERROR_PREFIX)]
+    bands = [c.removeprefix(FLUX_PREFIX) for c in fluxes]
+    out = []
+    for column, band in zip(fluxes, bands, strict=True):
+        if any(band.endswith("_" + other) for other in bands):  # flux_eror_X: X's error column
+            continue
+        close = get_close_matches(ERROR_PREFIX + band, [c for c in unused if c != column], 1)
+        hint = f"; is {close[0]!r} its error column?" if close else ""
+        out.append(
+            f"{galaxies.name}: band {band!r} is left out: its flux column {column!r} has no "
+            f"error column mapped (no {ERROR_PREFIX + band!r}){hint} Map it in the band table "
+            "to keep the band."
+        )
+    return out
+
+
 def _mapping_problems(gal: Source, exp: Source | None, spz: Source | None) -> list[Problem]:
     texts = galaxy_mapping_problems(gal.mapping, list(gal.columns), gal.name)
     if exp is not None:
         texts += mapping_problems(exp.mapping, list(exp.columns), list(exp.mapping), exp.name)
     if spz is not None:
         texts += mapping_problems(spz.mapping, list(spz.columns), ("ref_id", "zspec"), spz.name)
-    return [Problem("", "", t) for t in texts]
+    return [Problem("", "", t, mapping=True) for t in texts]
 
 
 def _load(gal: Source, exp: Source | None, spz: Source | None, notes: list[str]) -> _Parts:
     """Typed canonical columns; raises CatalogError naming the first column that is not numeric."""
     mapping: GalaxyMapping = gal.mapping
     cols, left_out = apply_galaxy_mapping(gal.columns, mapping)
-    notes.extend(f"{gal.name}: {n}" for n in left_out)
+    flux_only = {f"column {c!r} " for c in gal.columns if c.startswith(FLUX_PREFIX)}
+    notes.extend(f"{gal.name}: {n}" for n in left_out if not n.startswith(tuple(flux_only)))
     n = len(np.atleast_1d(cols["ref_id"]))
     typed: Columns = {"ref_id": as_int64(cols["ref_id"], mapping.ref_id or "ref_id", gal.name)}
     for target, column in mapping.targets().items():
