@@ -190,3 +190,10 @@ def test_summary_counts() -> None:
     assert s.bands.exposures.tolist() == [3.0, 0.0]
     assert s.bands.snr[0, 1] == pytest.approx(np.median(_catalog().flux[:, 0]) * 3**0.5)
     assert "subaru_i" in s.mag_label and s.zspec_fraction == 0.5
+
+
+def test_an_empty_table_is_named_once() -> None:
+    cat = _catalog()
+    cols = {k: np.asarray(v)[:0] for k, v in cat.columns().items()}
+    (problem,) = prepare_catalog(_sources(cat, cols)[0]).problems
+    assert problem.text() == "gal.fits: no galaxies (empty table)"
