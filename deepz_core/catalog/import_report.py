@@ -182,6 +182,7 @@ def prepare_catalog(
     if problems and fix and all(p.fixable for p in problems):
         parts = _apply_fixes(parts, problems, dropped)
         problems = _value_problems(parts) + _coadd_problems(parts)  # empty at a fixed point
+        flagged = flagged if drop_flagged else _flagged_values(parts, zp)  # those left
     if problems:
         return Report(None, tuple(problems), tuple(notes), *dropped, tuple(flagged), warnings)
     meta = {k: v for k, v in galaxies.meta.items() if str(k).upper() != "FLUXZP"}

@@ -171,6 +171,19 @@ def test_inconsistent_coadds_are_found_per_band() -> None:
     assert prepare_catalog(*_sources(cat, cols), fix=True).catalog.n_galaxies == 18
 
 
+def test_flagged_galaxies_a_fix_drops_are_not_counted_as_kept() -> None:
+    """A 1e30 coadd is flagged by the screen and differs from its exposures: once the fix drops
+    it, the galaxies kept flagged no longer count it."""
+    cat = _catalog()
+    cols = {k: np.array(v, copy=True) for k, v in cat.columns().items()}
+    cols["flux_NB455"][0] = 1e30
+    cols["flux_subaru_i"][1] = np.nan
+    report = prepare_catalog(*_sources(cat, cols))
+    assert report.n_flagged == 2 and "ref_id 1" in report.problems[0].text()
+    fixed = prepare_catalog(*_sources(cat, cols), fix=True)
+    assert fixed.ok and fixed.dropped_galaxies == 1 and fixed.n_flagged == 1
+
+
 def test_unmapped_and_non_numeric_columns_give_a_message() -> None:
     cat = _catalog()
     cols = dict(cat.columns())
