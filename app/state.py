@@ -189,11 +189,13 @@ def import_report(
     fluxzp: float | None = None,
     fix: bool = False,
     magnitudes: bool = False,
+    drop_flagged: bool = False,
 ) -> Report:
     """Validation report of uploaded files under column mappings (all keys are small values).
 
     ``exposures`` may equal ``galaxies``: the EXPOSURES table inside the galaxies file;
-    ``magnitudes``: the galaxies' AB magnitudes converted to fluxes first."""
+    ``magnitudes``: the galaxies' AB magnitudes converted to fluxes first; ``drop_flagged``: drop
+    the galaxies whose values the photometric screen would flag (kept otherwise)."""
     cols, meta, inner = raw_tables(galaxies, "galaxies", magnitudes)
     gal = Source(cols, GalaxyMapping.from_json(mapping_json), Path(galaxies).name, meta)
     exp = None
@@ -206,7 +208,7 @@ def import_report(
     if specz is not None:
         spz_cols = raw_tables(specz, "specz")[0]
         spz = Source(spz_cols, json.loads(specz_mapping_json or "{}"), Path(specz).name)
-    return prepare_catalog(gal, exp, spz, fluxzp, fix)
+    return prepare_catalog(gal, exp, spz, fluxzp, fix, drop_flagged)
 
 
 # --- analysis pages: results, galaxy explorer, exposure dropping, quality cuts -------------------
@@ -1130,6 +1132,17 @@ def default_fluxzp(columns: dict, mapping: GalaxyMapping, name: str, meta: dict)
     FLUXZP header; 23.9 (microJansky) when neither says. CatalogError (naming ``name``) for mixed
     or unknown units (``import_report.source_fluxzp``)."""
     return source_fluxzp(Source(columns, mapping, name, meta))
+
+
+def catalog_key(recipe: dict) -> str:
+    """The key a catalogue imported by ``recipe`` (its inputs and choices) is stored under."""
+    return uploads.recipe_key(recipe)
+
+
+def stored_catalog_name(key: str) -> str | None:
+    """The name catalogue ``key`` is stored under (None if it is not stored)."""
+    path = uploads.resolve_catalog(key)
+    return None if path is None else uploads.catalog_display_name(path)
 
 
 def save_catalog(cat: Catalog, recipe: dict, name: str) -> str:

@@ -150,19 +150,32 @@ def small_mapping(
     return out
 
 
-def show_report(report: state.Report) -> None:
-    """Every problem with its possible fix, and notes."""
+def show_report(report: state.Report, flagged: bool = True) -> None:
+    """Every problem with its possible fix, warnings, notes and (``flagged``) the values the
+    photometric screen will flag."""
     for note in report.notes:
         st.info(friendly(note))
+    for warning in report.warnings:
+        st.warning(friendly(warning))
     if report.problems:
         lines = "\n".join(
             f"- {p.text()}" + (f" — fix: {p.fix}" if p.fix else "") for p in report.problems
         )
         st.error(friendly(f"{len(report.problems)} problem(s) found:\n\n{lines}"))
+    if flagged and report.flagged:
+        lines = "\n".join(f"- {p.text()}" for p in report.flagged)
+        st.warning(
+            friendly(
+                f"{report.n_flagged:,} galaxies have values the photometric screen flags; they "
+                "are kept, as `deepz train` and `deepz predict` keep them: each gets a `flag`, "
+                "the band is imputed (or the galaxy gets no p(z)) and training leaves it out "
+                f"of the loss.\n\n{lines}"
+            )
+        )
     if report.dropped_galaxies or report.dropped_exposures:
         st.warning(
-            f"Fixes applied: {report.dropped_galaxies} galaxies and "
-            f"{report.dropped_exposures} exposures dropped."
+            f"Dropped: {report.dropped_galaxies:,} galaxies and "
+            f"{report.dropped_exposures:,} exposures."
         )
 
 
@@ -256,31 +269,62 @@ def mapping_section(gal: Path, exp: Path | None, spz: Path | None) -> None:
         spz_json,
         float(zp),
     )
-    report = state.import_report(*args, **convert)
+    drop = bool(st.session_state.get("drop_flagged", False))  # the checkbox below
+    report = state.import_report(*args, False, drop_flagged=drop, **convert)
     st.markdown("**Validation report**")
     show_report(report)
+    if report.flagged:
+        st.checkbox(
+            f"Drop the {report.n_flagged:,} flagged galaxies instead of keeping them",
+            key="drop_flagged",
+        )
     if report.fixable and st.checkbox("Apply the fixes listed above", key="fix"):
-        report = state.import_report(*args, True, **convert)
-        show_report(report)
+        report = state.import_report(*args, True, drop_flagged=drop, **convert)
+        show_report(report, flagged=False)
     if report.ok:
-        save_section(report, gal, (*args, bool(convert)))
+        save_section(report, gal, (*args, bool(convert)), drop)
 
 
-def save_section(report: state.Report, gal: Path, args: tuple) -> None:
+def save_section(report: state.Report, gal: Path, args: tuple, drop_flagged: bool) -> None:
+    """'Save and use this catalogue' under a name; a catalogue already stored (the same files
+    and choices) under another name is never renamed silently: the user chooses."""
     cat = report.catalog
+    kept = f" ({report.n_flagged:,} flagged, kept)" if report.flagged and not drop_flagged else ""
     st.success(
-        f"All checks passed: {cat.n_galaxies:,} galaxies in {len(cat.bands)} bands, "
+        f"All checks passed: {cat.n_galaxies:,} galaxies{kept} in {len(cat.bands)} bands, "
         f"{int(cat.has_zspec.sum()):,} with spec-z."
     )
     original = friendly(gal.name)
     name = st.text_input("Name", value=original.split(".")[0], key="cat_name")
+    inputs = [Path(a).name if i in (0, 2, 4) and a else a for i, a in enumerate(args)]
+    inputs = inputs if inputs[-1] else inputs[:-1]  # unchanged keys without conversion
+    recipe = {"inputs": inputs, "fixed": report.dropped_galaxies}
+    if drop_flagged:
+        recipe["dropped_flagged"] = True
+    stored = state.stored_catalog_name(state.catalog_key(recipe))
+    if stored is not None and stored != name:
+        st.warning(f"This catalogue (the same files and choices) is already stored as {stored!r}.")
+        left, right = st.columns(2)
+        if left.button(f"Use {stored!r}", type="primary"):
+            use(state.catalog_key(recipe), f"Using {stored!r}; it is now the selected catalogue.")
+        if right.button(f"Rename {stored!r} to {name!r}"):
+            save(cat, recipe, name)
+        return
     if st.button("Save and use this catalogue", type="primary"):
-        recipe = [Path(a).name if i in (0, 2, 4) and a else a for i, a in enumerate(args)]
-        recipe = recipe if recipe[-1] else recipe[:-1]  # unchanged keys without conversion
-        key = state.save_catalog(cat, {"inputs": recipe, "fixed": report.dropped_galaxies}, name)
-        state.select_catalog(key)
-        st.session_state["flash"] = f"Saved {name!r}; it is now the selected catalogue."
-        st.rerun()
+        save(cat, recipe, name)
+
+
+def save(cat: state.Catalog, recipe: dict, name: str) -> None:
+    """Store ``cat`` under ``name`` and select it."""
+    key = state.save_catalog(cat, recipe, name)
+    use(key, f"Saved {name!r}; it is now the selected catalogue.")
+
+
+def use(key: str, message: str) -> None:
+    """Select catalogue ``key``, say ``message`` after the rerun."""
+    state.select_catalog(key)
+    st.session_state["flash"] = message
+    st.rerun()
 
 
 def summary_section() -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -27,30 +28,45 @@ st.caption(
 )
 
 
+def problem_text(action: str, exc: Exception) -> str:
+    """'<action>: <message>' for deepz's own errors; unexpected ones name their type."""
+    if isinstance(exc, DeepzError):
+        return f"{action}: {exc}"
+    return f"{action}: unexpected {type(exc).__name__}: {exc}"
+
+
 # --- a new prediction ----------------------------------------------------------------------------
 
 
 def _uploaded_catalogue() -> str | None:
-    """A catalogue uploaded here, imported with the guessed column mapping; its key."""
+    """A catalogue uploaded here, imported with the guessed column mapping: its key; '' when a
+    file is uploaded but cannot be imported (the page then predicts nothing); None without one."""
     file = st.file_uploader(
         "…or upload a catalogue (fluxes per band, as the run's; ids; ra/dec optional)",
         type=UPLOAD_TYPES,
         key="pred_upload",
         help="Columns are recognised by name (flux_<band>, flux_error_<band>, ref_id...). For "
-        "other names, or magnitudes, import it on the Data page and choose it above.",
+        "other names, or magnitudes, import it on the **Data** page and choose it above.",
     )
     if file is None:
         return None
-    path = state.save_upload(file.getvalue(), file.name)
-    key, report = state.auto_import(path, file.name)
+    try:
+        path = state.save_upload(file.getvalue(), file.name)
+        key, report = state.auto_import(path, file.name)
+    except DeepzError as exc:
+        st.error(f"{file.name} cannot be read: {exc}")
+        return ""
     if key is None:
         problems = "; ".join(p.text() for p in report.problems[:5])
-        st.error(
-            f"{file.name} cannot be imported with the guessed columns ({problems}). Map its "
-            "columns on the **Data** page, then choose it above."
-        )
-        return None
-    st.success(f"Imported {file.name}: {report.catalog.n_galaxies:,} galaxies.")
+        problems = problems.replace(Path(path).name, file.name)
+        if report.mapping_failed:
+            advice = "Map its columns on the **Data** page, then choose it above."
+        else:
+            advice = "Correct the file and upload it again (the **Data** page lists every fix)."
+        st.error(f"{file.name} cannot be predicted: {problems}. {advice}")
+        return ""
+    flagged = f" ({report.n_flagged:,} with values the screen flags)" if report.flagged else ""
+    st.success(f"Imported {file.name}: {report.catalog.n_galaxies:,} galaxies{flagged}.")
     return key
 
 
@@ -75,6 +91,10 @@ def new_prediction() -> None:
         help="The demo and the catalogues imported on the Data page",
     )
     uploaded = _uploaded_catalogue()
+    if uploaded == "":  # a failed upload: never predict the dropdown's catalogue instead
+        st.button("Predict this catalogue", type="primary", disabled=True)
+        st.caption("Remove the uploaded file to predict the catalogue chosen above.")
+        return
     if uploaded is not None:
         choice = uploaded
         options = state.catalogue_options()
@@ -370,9 +390,10 @@ def show_job(job_id: str) -> None:
         return
     flags = {k: v for k, v in spec.get("flags", {}).items() if k != "rows"}
     no_pz = flags.pop("NO_PZ", 0)
+    listed = ", ".join(f"{name} {count:,}" for name, count in flags.items())
     st.caption(
         f"{spec.get('rows', 0):,} rows predicted"
-        + (f"; {no_pz:,} without a p(z) (flags: {flags})" if no_pz else "")
+        + (f"; {no_pz:,} without a p(z) (flags: {listed})" if no_pz else "")
         + f". Survey profile of the run: {state.profile(state.job_key(job_id)).label}."
     )
     st.caption(f"Estimator: {estimator_label(spec)}.")
@@ -415,8 +436,8 @@ try:
     with st.container(border=True):
         new_prediction()
 except Exception as exc:  # the page shows a message, never a traceback
-    st.error(f"Cannot start a prediction: {type(exc).__name__}: {exc}")
+    st.error(problem_text("Cannot start a prediction", exc))
 try:
     jobs_section()
 except Exception as exc:
-    st.error(f"The predictions cannot be shown: {type(exc).__name__}: {exc}")
+    st.error(problem_text("The predictions cannot be shown", exc))

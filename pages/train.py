@@ -79,8 +79,8 @@ def new_run_form() -> None:
     if summary.n_zspec == 0:
         st.warning(
             "This catalogue has no spec-z, so there is nothing to train on. Train on a "
-            "catalogue with spec-z, then predict this one with the trained run "
-            "(`python -m deepz_core predict`)."
+            "catalogue with spec-z, then predict this one with the trained run on the "
+            "**Predict** page."
         )
         return
     choices = network_choices(summary)

@@ -44,6 +44,7 @@ def as_int64(values: Any, column: str, source: str) -> np.ndarray:
     if arr.dtype.kind in "iu" or arr.size == 0:
         return arr.astype(np.int64)
     if arr.dtype.kind == "f":
+        _check_float_ids(arr, column, source)
         bad = ~np.isfinite(arr) | (arr != np.round(arr))
         if not bad.any():
             return arr.astype(np.int64)
@@ -51,6 +52,22 @@ def as_int64(values: Any, column: str, source: str) -> np.ndarray:
             f"{source}: column '{column}' has non-integer values in rows {few(np.flatnonzero(bad))}"
         )
     raise _not_numeric(arr, column, source, "integer")
+
+
+def _check_float_ids(arr: np.ndarray, column: str, source: str) -> None:
+    """CatalogError when float ids are too large for their type to hold every integer (beyond
+    2**53 for float64): 19-digit survey ids stored as floats have lost their last digits."""
+    limit = 2.0 ** (np.finfo(arr.dtype).nmant + 1)
+    with np.errstate(invalid="ignore"):
+        big = np.isfinite(arr) & (np.abs(arr) > limit)
+    if big.any():
+        digits = np.finfo(arr.dtype).precision
+        raise CatalogError(
+            f"{source}: column '{column}' holds ids as {arr.dtype} numbers (e.g. "
+            f"{arr[big][0]:.0f}), which keep only about {digits} digits: ids above {limit:.0f} "
+            "such as 19-digit survey ids have lost their last digits (and may collide); write "
+            "the ids as 64-bit integers (int64) or text and import again"
+        )
 
 
 def as_float64(values: Any, column: str, source: str) -> np.ndarray:

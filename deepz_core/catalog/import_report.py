@@ -5,8 +5,12 @@ and checks values, collecting EVERY problem (``deepz_core.catalog.validation.val
 non-numeric columns, NaN/inf or placeholder (-99) fluxes, non-positive errors, duplicate ids, bad
 redshifts, exposures of unknown galaxies or bands, duplicate exposures, coadds that disagree with
 their exposures. Each
-problem says how it can be fixed (drop rows, or treat a value as unknown); with ``fix=True`` the
-fixes are applied and the result re-checked. ``summarize`` gives counts, bands, coverage and SNR.
+problem says how it can be fixed (drop rows, or treat a value as unknown); the list holds the
+problems the fixes would reveal too (a fixed point), so ``fix=True`` applies exactly the fixes
+listed, and never one that would drop every galaxy. Values the photometric screen handles per
+galaxy (NaN, placeholders, errors <= 0, fluxes brighter than AB 0) are no problem, as in the CLI:
+they are listed apart (``Report.flagged``) and the galaxies are kept, flagged, unless
+``drop_flagged``. ``summarize`` gives counts, bands, coverage and SNR.
 """
 
 from __future__ import annotations
@@ -38,18 +42,27 @@ from deepz_core.catalog.mapping import (
     galaxy_mapping_problems,
     mapping_problems,
 )
+from deepz_core.catalog.screen import unusable_values
 from deepz_core.catalog.units import column_units, resolve_fluxzp
 from deepz_core.catalog.validation import (
     ZSPEC_MAX,
     bad_zspec,
     coadd_mismatch,
     is_placeholder,
+    unit_ratio,
+    unit_ratio_text,
     validate,
 )
 from deepz_core.errors import CatalogError, ConfigError
 
 Columns = dict[str, np.ndarray]
 _META_KEY = re.compile(r"^[A-Z0-9_\-]+$")
+FIX_ROUNDS = 3  # rounds of checks and fixes listed before giving up on a fixed point
+
+
+def plural(n: int, one: str, many: str) -> str:
+    """'1 galaxy', '2,000 galaxies': a count with thousands separators and its noun."""
+    return f"{n:,} {one if n == 1 else many}"
 
 
 @dataclass(frozen=True)
@@ -72,6 +85,7 @@ class Problem:
     drop_galaxies: np.ndarray | None = None  # (N,) bool
     drop_exposures: np.ndarray | None = None  # (M,) bool
     unknown: np.ndarray | None = None  # (N,) bool: set ``column`` to NaN (unknown)
+    mapping: bool = False  # a column mapping problem (not a value's)
 
     @property
     def fixable(self) -> bool:
@@ -81,11 +95,11 @@ class Problem:
     def fix(self) -> str:
         """What ``fix=True`` would do, in words ('' if it cannot be fixed automatically)."""
         if self.unknown is not None:
-            return f"treat {int(self.unknown.sum())} value(s) as unknown (NaN)"
+            return f"treat {plural(int(self.unknown.sum()), 'value', 'values')} as unknown (NaN)"
         if self.drop_galaxies is not None:
-            return f"drop {int(self.drop_galaxies.sum())} galaxies"
+            return f"drop {plural(int(self.drop_galaxies.sum()), 'galaxy', 'galaxies')}"
         if self.drop_exposures is not None:
-            return f"drop {int(self.drop_exposures.sum())} exposures"
+            return f"drop {plural(int(self.drop_exposures.sum()), 'exposure', 'exposures')}"
         return ""
 
     def text(self) -> str:
@@ -96,13 +110,23 @@ class Problem:
 
 @dataclass(frozen=True, eq=False)
 class Report:
-    """Outcome of ``prepare_catalog``: the catalogue (None while problems remain), problems, notes."""
+    """Outcome of ``prepare_catalog``: the catalogue (None while problems remain), problems, notes,
+    and ``flagged``: values the photometric screen flags per galaxy (kept unless dropped on
+    request; each Problem's ``drop_galaxies`` says which)."""
 
     catalog: Catalog | None
     problems: tuple[Problem, ...]
     notes: tuple[str, ...] = ()
     dropped_galaxies: int = 0
     dropped_exposures: int = 0
+    flagged: tuple[Problem, ...] = ()
+    warnings: tuple[str, ...] = ()  # e.g. a band left out because its error column is unmapped
+
+    @property
+    def n_flagged(self) -> int:
+        """Galaxies with at least one value the screen flags."""
+        masks = [p.drop_galaxies for p in self.flagged if p.drop_galaxies is not None]
+        return int(np.logical_or.reduce(masks).sum()) if masks else 0
 
     @property
     def ok(self) -> bool:
@@ -111,6 +135,11 @@ class Report:
     @property
     def fixable(self) -> bool:
         return bool(self.problems) and all(p.fixable for p in self.problems)
+
+    @property
+    def mapping_failed(self) -> bool:
+        """Whether the columns could not be mapped (a column missing, unmapped or not numeric)."""
+        return any(p.mapping for p in self.problems)
 
 
 @dataclass(frozen=True, eq=False)
@@ -130,31 +159,40 @@ def prepare_catalog(
     specz: Source | None = None,
     fluxzp: float | None = None,
     fix: bool = False,
+    drop_flagged: bool = False,
 ) -> Report:
-    """Map, join, check; with ``fix`` apply every problem's fix and re-check (at most 3 rounds)."""
+    """Map, join, check. The problems listed include those their fixes would reveal (up to
+    FIX_ROUNDS rounds); ``fix`` applies exactly those fixes. Values the screen flags per galaxy
+    are kept (``Report.flagged``), or their galaxies dropped first with ``drop_flagged``."""
     problems = _mapping_problems(galaxies, exposures, specz)
     if problems:
         return Report(None, tuple(problems))
     notes: list[str] = []
+    warnings = tuple(left_out_bands(galaxies))
     try:
         parts = _load(galaxies, exposures, specz, notes)
+        zp = fluxzp if fluxzp is not None else source_fluxzp(galaxies)
     except CatalogError as err:
-        return Report(None, (Problem("", "", str(err)),), tuple(notes))
+        return Report(None, (Problem("", "", str(err)),), tuple(notes), warnings=warnings)
     dropped = [0, 0]
-    for _ in range(3):
-        problems = _value_problems(parts) or _coadd_problems(parts)
-        if not problems or not fix or not all(p.fixable for p in problems):
-            break
+    flagged = _flagged_values(parts, zp)
+    if drop_flagged and flagged:
+        parts = _apply_fixes(parts, flagged, dropped)
+    problems = _listed_problems(parts)
+    if problems and fix and all(p.fixable for p in problems):
         parts = _apply_fixes(parts, problems, dropped)
+        problems = _value_problems(parts) + _coadd_problems(parts)  # empty at a fixed point
+        flagged = flagged if drop_flagged else _flagged_values(parts, zp)  # those left
     if problems:
-        return Report(None, tuple(problems), tuple(notes), *dropped)
+        return Report(None, tuple(problems), tuple(notes), *dropped, tuple(flagged), warnings)
     meta = {k: v for k, v in galaxies.meta.items() if str(k).upper() != "FLUXZP"}
     try:
-        zp = fluxzp if fluxzp is not None else source_fluxzp(galaxies)
         cat = _build(parts, {**_safe_meta(meta), "FLUXZP": float(zp)})
     except CatalogError as err:
-        return Report(None, (Problem(parts.source, "", str(err)),), tuple(notes), *dropped)
-    return Report(cat, (), tuple(notes), *dropped)
+        return Report(
+            None, (Problem("", "", str(err)),), tuple(notes), *dropped, tuple(flagged), warnings
+        )
+    return Report(cat, (), tuple(notes), *dropped, tuple(flagged), warnings)
 
 
 def source_fluxzp(galaxies: Source) -> float:
@@ -167,20 +205,46 @@ def source_fluxzp(galaxies: Source) -> float:
     return DEFAULT_FLUXZP if zp is None else zp
 
 
+def left_out_bands(galaxies: Source) -> list[str]:
+    """One sentence per flux column (flux_<band>) of ``galaxies`` that no mapped band uses: the
+    band is left out of the catalogue, usually because its error column was not recognised (a
+    misspelt name: the closest unmapped column is named)."""
+    from difflib import get_close_matches
+
+    mapping: GalaxyMapping = galaxies.mapping
+    used = set(mapping.targets().values())
+    unused = [c for c in galaxies.columns if c not in used]
+    fluxes = [c for c in unused if c.startswith(FLUX_PREFIX) and not c.startswith(ERROR_PREFIX)]
+    bands = [c.removeprefix(FLUX_PREFIX) for c in fluxes]
+    out = []
+    for column, band in zip(fluxes, bands, strict=True):
+        if any(band.endswith("_" + other) for other in bands):  # flux_eror_X: X's error column
+            continue
+        close = get_close_matches(ERROR_PREFIX + band, [c for c in unused if c != column], 1)
+        hint = f"; is {close[0]!r} its error column?" if close else ""
+        out.append(
+            f"{galaxies.name}: band {band!r} is left out: its flux column {column!r} has no "
+            f"error column mapped (no {ERROR_PREFIX + band!r}){hint} Map it in the band table "
+            "to keep the band."
+        )
+    return out
+
+
 def _mapping_problems(gal: Source, exp: Source | None, spz: Source | None) -> list[Problem]:
     texts = galaxy_mapping_problems(gal.mapping, list(gal.columns), gal.name)
     if exp is not None:
         texts += mapping_problems(exp.mapping, list(exp.columns), list(exp.mapping), exp.name)
     if spz is not None:
         texts += mapping_problems(spz.mapping, list(spz.columns), ("ref_id", "zspec"), spz.name)
-    return [Problem("", "", t) for t in texts]
+    return [Problem("", "", t, mapping=True) for t in texts]
 
 
 def _load(gal: Source, exp: Source | None, spz: Source | None, notes: list[str]) -> _Parts:
     """Typed canonical columns; raises CatalogError naming the first column that is not numeric."""
     mapping: GalaxyMapping = gal.mapping
     cols, left_out = apply_galaxy_mapping(gal.columns, mapping)
-    notes.extend(f"{gal.name}: {n}" for n in left_out)
+    flux_only = {f"column {c!r} " for c in gal.columns if c.startswith(FLUX_PREFIX)}
+    notes.extend(f"{gal.name}: {n}" for n in left_out if not n.startswith(tuple(flux_only)))
     n = len(np.atleast_1d(cols["ref_id"]))
     typed: Columns = {"ref_id": as_int64(cols["ref_id"], mapping.ref_id or "ref_id", gal.name)}
     for target, column in mapping.targets().items():
@@ -236,7 +300,7 @@ def _value_problems(p: _Parts) -> list[Problem]:
     if dup.any():
         out.append(Problem(src, "ref_id", f"duplicate ids: {few(ids[counts > 1])}", dup))
     for band in p.bands:
-        flux, err = g[FLUX_PREFIX + band], g[ERROR_PREFIX + band]
+        flux = g[FLUX_PREFIX + band]
         if len(flux) > 1 and not np.isfinite(flux).any():  # dropping rows would drop them all
             out.append(
                 Problem(
@@ -246,15 +310,6 @@ def _value_problems(p: _Parts) -> list[Problem]:
                     f"{band!r} (its flux and error columns) or fill it in",
                 )
             )
-            continue
-        for column, bad, what in (
-            (FLUX_PREFIX + band, ~np.isfinite(flux), "NaN/inf"),
-            (FLUX_PREFIX + band, is_placeholder(flux), "placeholder (-99, -999, -9999)"),
-            (ERROR_PREFIX + band, ~np.isfinite(err), "NaN/inf"),
-            (ERROR_PREFIX + band, np.isfinite(err) & (err <= 0), "zero or negative"),
-        ):
-            if bad.any():
-                out.append(Problem(src, column, _rows(g, bad, what), bad))
     bad_z = bad_zspec(g["zspec"])
     if bad_z.any():
         what = f"inf, negative or >= {ZSPEC_MAX:g} ('no redshift' code?)"
@@ -268,8 +323,114 @@ def _value_problems(p: _Parts) -> list[Problem]:
     return out
 
 
-def _rows(g: Columns, bad: np.ndarray, what: str) -> str:
-    return f"{int(bad.sum())} {what} value(s), e.g. ref_id {few(g['ref_id'][bad])}"
+def _rows(
+    g: Columns, bad: np.ndarray, what: str, noun: tuple[str, str] = ("value", "values")
+) -> str:
+    """'2 NaN/inf values, e.g. ref_id 3, 7': how many rows ``bad`` holds, and a few ids."""
+    counted = plural(int(bad.sum()), *noun).split(" ", 1)
+    return f"{counted[0]} {what + ' ' if what else ''}{counted[1]}, e.g. ref_id {few(g['ref_id'][bad])}"
+
+
+def _flagged_values(p: _Parts, fluxzp: float) -> list[Problem]:
+    """Per band, the galaxies whose values the photometric screen flags (NaN/inf, placeholders,
+    errors <= 0, brighter than AB 0): kept, as by the CLI; ``drop_galaxies`` for dropping on
+    request. A band bad for every galaxy is a problem of ``_value_problems`` instead."""
+    g, src = p.galaxies, p.source
+    out: list[Problem] = []
+    for band in p.bands:
+        flux, err = g[FLUX_PREFIX + band], g[ERROR_PREFIX + band]
+        if len(flux) > 1 and not np.isfinite(flux).any():
+            continue
+        missing, implausible = unusable_values(flux[:, None], err[:, None], fluxzp)
+        with np.errstate(invalid="ignore"):
+            checks = (
+                (FLUX_PREFIX + band, ~np.isfinite(flux), "NaN/inf"),
+                (FLUX_PREFIX + band, is_placeholder(flux), "placeholder (-99, -999, -9999)"),
+                (ERROR_PREFIX + band, ~np.isfinite(err), "NaN/inf"),
+                (ERROR_PREFIX + band, np.isfinite(err) & (err <= 0), "zero or negative"),
+                (
+                    FLUX_PREFIX + band,
+                    implausible[:, 0],
+                    "implausible (brighter than AB 0, e.g. 1e30)",
+                ),
+            )
+        for column, bad, what in checks:
+            if bad.any():
+                out.append(Problem(src, column, _rows(g, bad, what), bad))
+    return out
+
+
+def _listed_problems(p: _Parts) -> list[Problem]:
+    """The problems of ``p`` and those that applying their fixes would reveal, round after round
+    until none is new (at most FIX_ROUNDS), each on ``p``'s rows; with no fix at all when the
+    fixes together would drop every galaxy (one more problem then says so)."""
+    listed: list[Problem] = []
+    current, rows = p, _Rows.all(p)
+    for round_ in range(FIX_ROUNDS):
+        found = _value_problems(current) + _coadd_problems(current)
+        listed += [rows.lift(prob, round_) for prob in found]
+        if not found or not all(prob.fixable for prob in found):
+            break
+        drop_g, drop_e = _fix_masks(current, found)
+        current, rows = _apply_fixes(current, found, [0, 0]), rows.keep(~drop_g, drop_e)
+    drop = np.zeros(len(p.galaxies["ref_id"]), bool)
+    for prob in listed:
+        drop |= prob.drop_galaxies if prob.drop_galaxies is not None else False
+    if len(drop) and drop.all() and all(prob.fixable for prob in listed):
+        listed = [replace(prob, drop_galaxies=None) for prob in listed]
+        listed.append(
+            Problem(
+                "",
+                "",
+                f"the fixes would drop every galaxy ({len(drop):,}): the problems above are "
+                "in the whole catalogue, not in some galaxies; correct the file (or the column "
+                "mapping) instead",
+            )
+        )
+    return listed
+
+
+@dataclass(frozen=True, eq=False)
+class _Rows:
+    """Indices of the galaxies (N,) and exposures (M,) left of the original tables after fixes."""
+
+    galaxies: np.ndarray
+    exposures: np.ndarray | None
+    n: int
+    m: int
+
+    @staticmethod
+    def all(p: _Parts) -> _Rows:
+        n = len(p.galaxies["ref_id"])
+        m = None if p.exposures is None else len(p.exposures["ref_id"])
+        return _Rows(np.arange(n), None if m is None else np.arange(m), n, m or 0)
+
+    def keep(self, galaxies: np.ndarray, drop_exposures: np.ndarray | None) -> _Rows:
+        """The rows left after keeping ``galaxies`` (bool) and dropping ``drop_exposures``."""
+        exp = self.exposures
+        exp = None if exp is None or drop_exposures is None else exp[~drop_exposures]
+        return replace(self, galaxies=self.galaxies[galaxies], exposures=exp)
+
+    def lift(self, prob: Problem, round_: int) -> Problem:
+        """``prob`` (found on the rows left) on the original rows; later rounds say so."""
+
+        def up(mask: np.ndarray | None, index: np.ndarray | None, size: int) -> np.ndarray | None:
+            if mask is None or index is None:
+                return mask
+            full = np.zeros(size, bool)
+            full[index[mask]] = True
+            return full
+
+        message = (
+            prob.message if round_ == 0 else f"once the fixes above are applied: {prob.message}"
+        )
+        return replace(
+            prob,
+            message=message,
+            drop_galaxies=up(prob.drop_galaxies, self.galaxies, self.n),
+            unknown=up(prob.unknown, self.galaxies, self.n),
+            drop_exposures=up(prob.drop_exposures, self.exposures, self.m),
+        )
 
 
 def _exposure_problems(p: _Parts) -> list[Problem]:
@@ -294,7 +455,7 @@ def _exposure_problems(p: _Parts) -> list[Problem]:
                 Problem(
                     src,
                     column,
-                    f"{int(bad.sum())} exposures with {what}{detail}",
+                    f"{plural(int(bad.sum()), 'exposure', 'exposures')} with {what}{detail}",
                     drop_exposures=bad,
                 )
             )
@@ -311,8 +472,8 @@ def _exposure_problems(p: _Parts) -> list[Problem]:
             Problem(
                 src,
                 "exp_num",
-                f"{int(bad.sum())} duplicate (ref_id, band, exp_num) "
-                f"exposures (rows {few(np.flatnonzero(bad))})",
+                f"{int(bad.sum()):,} duplicate (ref_id, band, exp_num) "
+                f"exposure{'s' if bad.sum() != 1 else ''} (rows {few(np.flatnonzero(bad))})",
                 drop_exposures=bad,
             )
         )
@@ -324,8 +485,16 @@ def _coadd_problems(p: _Parts) -> list[Problem]:
     ``deepz_core.catalog.validation.check_coadd``), one problem per band."""
     if p.exposures is None or not len(p.exposures["flux"]):
         return []
+    e = p.exposures
+    with np.errstate(invalid="ignore"):
+        valid = np.isfinite(e["flux"]) & np.isfinite(e["flux_error"]) & (e["flux_error"] > 0)
+    valid &= np.isin(e["ref_id"], p.galaxies["ref_id"]) & np.isin(e["band"], p.bands)
+    p = replace(p, exposures={k: v[valid] for k, v in e.items()})  # the others: own problems
     cat = _build(p, {}, check=False)
-    bad, _, _ = coadd_mismatch(cat, *exposure_index(cat))  # (N, B)
+    bad, coadd, mean = coadd_mismatch(cat, *exposure_index(cat))  # (N, B)
+    factor = unit_ratio(coadd, mean) if bad.any() else None
+    if factor is not None:  # one unit problem, not a galaxy's: no rows to drop
+        return [Problem(p.source, "", unit_ratio_text(factor))]
     out = []
     for j in np.flatnonzero(bad.any(axis=0)):
         rows = bad[:, j]
@@ -334,29 +503,40 @@ def _coadd_problems(p: _Parts) -> list[Problem]:
                 p.source,
                 FLUX_PREFIX + cat.bands[j],
                 "coadd differs from the inverse-variance mean of its exposures for "
-                + _rows(p.galaxies, rows, "galaxy"),
+                + _rows(p.galaxies, rows, "", ("galaxy", "galaxies")),
                 rows,
             )
         )
     return out
 
 
+def _fix_masks(p: _Parts, problems: list[Problem]) -> tuple[np.ndarray, np.ndarray | None]:
+    """(galaxies (N,), exposures (M,) or None) that ``problems``' fixes drop, bool; exposures of
+    dropped galaxies go with them."""
+    drop = np.zeros(len(p.galaxies["ref_id"]), bool)
+    for prob in problems:
+        if prob.drop_galaxies is not None:
+            drop |= prob.drop_galaxies
+    e = p.exposures
+    if e is None:
+        return drop, None
+    drop_e = ~np.isin(e["ref_id"], p.galaxies["ref_id"][~drop])
+    for prob in problems:
+        if prob.drop_exposures is not None:
+            drop_e |= prob.drop_exposures
+    return drop, drop_e
+
+
 def _apply_fixes(p: _Parts, problems: list[Problem], dropped: list[int]) -> _Parts:
+    """``p`` with every fix of ``problems`` applied; adds the rows dropped to ``dropped``."""
+    drop, drop_e = _fix_masks(p, problems)
     g = dict(p.galaxies)
-    n = len(g["ref_id"])
-    drop = np.zeros(n, bool)
     for prob in problems:
         if prob.unknown is not None:
             g[prob.column] = np.where(prob.unknown, np.nan, g[prob.column])
-        if prob.drop_galaxies is not None:
-            drop |= prob.drop_galaxies
     g = {k: v[~drop] for k, v in g.items()}
     e = p.exposures
-    if e is not None:
-        drop_e = ~np.isin(e["ref_id"], g["ref_id"])
-        for prob in problems:
-            if prob.drop_exposures is not None:
-                drop_e |= prob.drop_exposures
+    if e is not None and drop_e is not None:
         dropped[1] += int(drop_e.sum())
         e = {k: v[~drop_e] for k, v in e.items()}
     dropped[0] += int(drop.sum())

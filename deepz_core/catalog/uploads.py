@@ -192,7 +192,9 @@ def stored_catalogs() -> list[StoredCatalog]:
             info = json.loads(path.with_suffix(".json").read_text())
         except (OSError, ValueError):
             info = {}
-        label = f"{info.get('name', key)} ({info.get('n', '?')} galaxies, {key[:8]})"
+        n = info.get("n")
+        count = f"{n:,}" if isinstance(n, int) else "?"
+        label = f"{info.get('name', key)} ({count} galaxies, {key[:8]})"
         out.append(StoredCatalog(key, path, label, info))
     return sorted(out, key=lambda c: c.info.get("created", 0), reverse=True)
 

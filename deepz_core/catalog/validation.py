@@ -144,9 +144,55 @@ def coadd_mismatch(cat: Catalog, gal: np.ndarray, band: np.ndarray) -> tuple[np.
     return bad.reshape(n, b), coadd.reshape(n, b), mean.reshape(n, b)
 
 
+# coadd / exposure mean -> the units that give it, as (coadds' unit, exposures' unit) pairs
+UNIT_RATIOS: dict[float, tuple[tuple[str, str], ...]] = {
+    1e-3: (("mJy", "µJy"), ("µJy", "nJy")),
+    1e-6: (("Jy", "µJy"), ("mJy", "nJy")),
+    1e-9: (("Jy", "nJy"),),
+    1 / 3.631: (("nanomaggies", "µJy"),),
+    1 / 3631: (("nanomaggies", "nJy"),),
+}
+UNIT_RATIO_RTOL = 0.02  # a cell's coadd / mean within 2% of the factor ...
+UNIT_RATIO_SHARE = 0.8  # ... in at least 80% of the cells with exposures
+
+
+def unit_ratio(coadd: np.ndarray, mean: np.ndarray) -> float | None:
+    """The constant factor coadd / mean (either way round: a UNIT_RATIOS key or its inverse) that
+    most cells with exposures share, i.e. coadds and exposures in different flux units; None if
+    there is none. ``coadd``, ``mean``: (N, B) as from ``coadd_mismatch``."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = (coadd / mean)[np.isfinite(coadd / mean) & (coadd != 0)]
+    if ratio.size < 3:
+        return None
+    for factor in (f for key in UNIT_RATIOS for f in (key, 1 / key)):
+        close = np.abs(ratio / factor - 1) < UNIT_RATIO_RTOL
+        if close.mean() >= UNIT_RATIO_SHARE:
+            return factor
+    return None
+
+
+def unit_ratio_text(factor: float) -> str:
+    """'the coadds are 1,000 times smaller than ... (mJy vs µJy?)': what a ``unit_ratio`` means."""
+    key = min(UNIT_RATIOS, key=lambda k: abs(abs(np.log(k)) - abs(np.log(factor))))
+    pairs = UNIT_RATIOS[key] if factor < 1 else tuple((b, a) for a, b in UNIT_RATIOS[key])
+    size = 1 / factor if factor < 1 else factor
+    way = "smaller" if factor < 1 else "larger"
+    times = f"{size:,.0f}" if size >= 10 else f"{size:.4g}"
+    units = " or ".join(f"coadds in {a} and exposures in {b}" for a, b in pairs)
+    return (
+        f"the coadds are {times} times {way} than the inverse-variance mean of their "
+        f"exposures in nearly every galaxy and band: a unit mismatch ({units}?); write both "
+        "tables in the same unit (or give each its unit) and import again"
+    )
+
+
 def check_coadd(cat: Catalog, gal: np.ndarray, band: np.ndarray, source: str) -> None:
-    """Raise if any coadd disagrees with its exposures (the test of ``coadd_mismatch``)."""
+    """Raise if any coadd disagrees with its exposures (the test of ``coadd_mismatch``), saying
+    so once when coadds and exposures differ by a unit factor (``unit_ratio``)."""
     bad, coadd, mean = coadd_mismatch(cat, gal, band)
+    factor = unit_ratio(coadd, mean) if bad.any() else None
+    if factor is not None:
+        raise CatalogError(f"{source}: {unit_ratio_text(factor)}")
     if bad.any():
         j = int(np.flatnonzero(bad.any(axis=0))[0])
         rows = np.flatnonzero(bad[:, j])

@@ -146,7 +146,9 @@ def test_survey_spellings_are_detected_and_joined(home: Path, small_catalog: Pat
     assert "All checks passed: 150 galaxies in 46 bands, 122 with spec-z" in texts(at.success)
 
 
-def test_every_problem_is_listed_and_can_be_fixed(home: Path, small_catalog: Path) -> None:
+def _bad_csv(home: Path, small_catalog: Path) -> Path:
+    """The small mock (no exposures) with NaN fluxes in rows 0-1, a negative error in row 3, a
+    duplicated id (rows 10-11) and -99 for unknown spec-z."""
     cat = read_catalog(small_catalog)
     cols = {k: np.array(v, copy=True) for k, v in cat.columns().items() if np.ndim(v) == 1}
     cols["flux_NB455"][:2] = np.nan
@@ -154,17 +156,80 @@ def test_every_problem_is_listed_and_can_be_fixed(home: Path, small_catalog: Pat
     cols["ref_id"][10] = cols["ref_id"][11]
     cols["zspec"] = np.where(np.isnan(cols["zspec"]), -99.0, cols["zspec"])
     pd.DataFrame(cols).to_csv(home / "bad.csv", index=False)
+    return home / "bad.csv"
+
+
+def test_every_problem_is_listed_and_can_be_fixed(home: Path, small_catalog: Path) -> None:
     at = data_page()
-    upload(at, "up_galaxies", "bad.csv", (home / "bad.csv").read_bytes())
+    upload(at, "up_galaxies", "bad.csv", _bad_csv(home, small_catalog).read_bytes())
     assert not at.exception
     report = texts(at.error)
-    for column in ("'ref_id'", "'flux_NB455'", "'flux_error_NB465'", "'zspec'"):
+    for column in ("'ref_id'", "'zspec'"):
         assert column in report
-    assert "4 problem(s) found" in report and "bad.csv" in report
+    assert "2 problem(s) found" in report and "bad.csv" in report
+    assert "fix: drop 2 galaxies" in report
+    flagged = texts(at.warning)  # the screen's business, as in the CLI: kept
+    assert "3 galaxies have values the photometric screen flags; they are kept" in flagged
+    assert "'flux_NB455'" in flagged and "'flux_error_NB465'" in flagged
     at.checkbox(key="fix").check()
     at.run()
-    assert "Fixes applied: 5 galaxies" in texts(at.warning)
-    assert "All checks passed: 145 galaxies" in texts(at.success)
+    assert "Dropped: 2 galaxies" in texts(at.warning)
+    assert "All checks passed: 148 galaxies (3 flagged, kept)" in texts(at.success)
+
+
+def test_flagged_galaxies_are_saved_or_dropped_on_request(home: Path, small_catalog: Path) -> None:
+    """Issue 6: what the CLI accepts is saved with its flagged galaxies; dropping is an option."""
+    cat = read_catalog(small_catalog)
+    cols = {k: np.array(v, copy=True) for k, v in cat.columns().items() if np.ndim(v) == 1}
+    cols["flux_NB455"][:2] = np.nan
+    cols["flux_NB465"][5] = -99.0
+    pd.DataFrame(cols).to_csv(home / "flagged.csv", index=False)
+    at = data_page()
+    upload(at, "up_galaxies", "flagged.csv", (home / "flagged.csv").read_bytes())
+    assert not at.exception and not at.error, texts(at.error)
+    assert "All checks passed: 150 galaxies (3 flagged, kept)" in texts(at.success)
+    at.checkbox(key="drop_flagged").check()
+    at.run()
+    assert "All checks passed: 147 galaxies in 46 bands" in texts(at.success)
+    at.checkbox(key="drop_flagged").uncheck()
+    at.run()
+    next(b for b in at.button if b.label == "Save and use this catalogue").click().run()
+    saved = read_catalog(home / "data" / "uploads" / f"catalog-{at.query_params['catalog']}.fits")
+    assert saved.n_galaxies == 150 and np.isnan(saved.flux[:2, 0]).all()
+
+
+def test_saving_again_under_another_name_renames_nothing_silently(
+    home: Path, small_catalog: Path
+) -> None:
+    """Issue 9: the same file saved under a new name says it is stored as 'small' already."""
+    at = data_page()
+    upload(at, "up_galaxies", "small.fits", small_catalog.read_bytes())
+    next(b for b in at.button if b.label == "Save and use this catalogue").click().run()
+    key = at.query_params["catalog"]
+    at.text_input(key="cat_name").set_value("second-name").run()
+    assert "already stored as 'small'" in texts(at.warning)
+    assert not [b for b in at.button if b.label == "Save and use this catalogue"]
+    note = home / "data" / "uploads" / f"catalog-{key}.json"
+    assert json.loads(note.read_text())["name"] == "small"  # nothing renamed yet
+    next(b for b in at.button if b.label == "Use 'small'").click().run()
+    assert json.loads(note.read_text())["name"] == "small" and at.query_params["catalog"] == key
+    at.text_input(key="cat_name").set_value("second-name").run()
+    next(b for b in at.button if b.label == "Rename 'small' to 'second-name'").click().run()
+    assert json.loads(note.read_text())["name"] == "second-name"
+
+
+def test_a_band_without_its_error_column_is_a_warning(home: Path, small_catalog: Path) -> None:
+    """Issue 10: a misspelt error column leaves its band out with a warning naming both."""
+    cat = read_catalog(small_catalog)
+    cols = {k: np.array(v, copy=True) for k, v in cat.columns().items() if np.ndim(v) == 1}
+    cols["flux_eror_NB605"] = cols.pop("flux_error_NB605")
+    pd.DataFrame(cols).to_csv(home / "typo.csv", index=False)
+    at = data_page()
+    upload(at, "up_galaxies", "typo.csv", (home / "typo.csv").read_bytes())
+    assert not at.exception and not at.error, texts(at.error)
+    warning = texts(at.warning)
+    assert "band 'NB605' is left out" in warning and "'flux_eror_NB605'" in warning
+    assert "All checks passed: 150 galaxies in 45 bands" in texts(at.success)
 
 
 def test_a_magnitude_catalogue_in_nanojansky_units_is_imported(home: Path) -> None:

@@ -111,3 +111,60 @@ def test_a_catalogue_without_the_run_bands_is_refused(trained, tmp_path, monkeyp
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert any("this run cannot predict it" in w.value for w in at.warning)
     assert next(b for b in at.button if b.label == "Predict this catalogue").disabled
+
+
+def _predict_button(at: AppTest):
+    return next(b for b in at.button if b.label == "Predict this catalogue")
+
+
+def test_a_failed_upload_predicts_nothing(trained, tmp_path, monkeypatch) -> None:
+    """Issue 1: while an uploaded file cannot be imported the button is disabled (never the
+    dropdown's catalogue instead); the message names the file as uploaded and asks to map
+    columns only when the columns are the problem."""
+    import pandas as pd
+
+    monkeypatch.setenv("DEEPZ_HOME", str(trained))
+    st.cache_resource.clear()
+    cat = simulate("paus-mock", 40, band_set("paus_cosmos"), 4)
+    cols = {k: v for k, v in cat.columns().items() if np.ndim(v) == 1}
+    cols["ref_id"] = np.where(np.arange(40) == 1, cols["ref_id"][0], cols["ref_id"])
+    pd.DataFrame(cols).to_csv(tmp_path / "dup.csv", index=False)
+    at = AppTest.from_file(PAGE, default_timeout=120).run()
+    assert not _predict_button(at).disabled  # the dropdown's catalogue, no upload yet
+    at.file_uploader(key="pred_upload").upload("dup.csv", (tmp_path / "dup.csv").read_bytes())
+    at.run()
+    assert not at.exception
+    (error,) = [e.value for e in at.error]
+    assert error.startswith("dup.csv cannot be predicted: dup.csv: column 'ref_id': duplicate")
+    assert "Map its columns" not in error and ".csv:" in error
+    assert _predict_button(at).disabled
+    at.file_uploader(key="pred_upload").clear()
+    at.file_uploader(key="pred_upload").upload("odd.csv", b"a,b\n1,2\n3,4\n")
+    at.run()
+    (error,) = [e.value for e in at.error]
+    assert error.startswith("odd.csv cannot be predicted") and "Map its columns" in error
+    assert _predict_button(at).disabled
+
+
+def test_an_upload_the_cli_accepts_is_predicted_with_flags(trained, tmp_path, monkeypatch) -> None:
+    """Issue 6: NaN bands, -99 placeholders and negative errors are kept and flagged, as by
+    `deepz predict`; one row per input row."""
+    from app import jobs, state
+
+    monkeypatch.setenv("DEEPZ_HOME", str(trained))
+    monkeypatch.setattr(jobs, "_spawn", lambda args, log, env=None: cli.main(args))  # in-process
+    st.cache_resource.clear()
+    cat = dataclasses.replace(simulate("paus-mock", 60, band_set("paus_cosmos"), 6), exposures=None)
+    flux, error = cat.flux.copy(), cat.flux_error.copy()
+    flux[0, 3], flux[1, 4], error[2, 5] = np.nan, -99.0, -1.0
+    data = write_catalog(dataclasses.replace(cat, flux=flux, flux_error=error), tmp_path / "m.fits")
+    at = AppTest.from_file(PAGE, default_timeout=120).run()
+    at.file_uploader(key="pred_upload").upload("messy.fits", data.read_bytes())
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any("Imported messy.fits: 60 galaxies (3 with values" in s.value for s in at.success)
+    _predict_button(at).click().run()
+    at.run()
+    job = next(j for j in state.prediction_jobs_list() if j.spec.get("catalog_name") == "messy")
+    assert job.state == "finished" and job.spec["rows"] == 60
+    assert job.spec["flags"].get("BAND_MISSING") == 3

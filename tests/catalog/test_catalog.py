@@ -8,6 +8,7 @@ import pytest
 from deepz_core.catalog.catalog import (
     Catalog,
     Exposures,
+    as_int64,
     coadd_from_exposures,
     dense_exposures,
     few,
@@ -286,6 +287,24 @@ def test_coadd_tolerance_is_mixed(rng: np.random.Generator) -> None:
     small = cat.flux.copy()
     small[0, 0] *= 1 + 0.1 * COADD_RTOL  # many sigma off with tiny errors, but < 1e-3 relative
     validate(with_(_scaled_errors(cat, 1e-6), flux=small))
+
+
+def test_coadds_in_another_unit_than_their_exposures_are_named_once(
+    rng: np.random.Generator,
+) -> None:
+    """Coadds in mJy beside exposures in microJansky: one message naming the unit mismatch."""
+    cat = make_catalog(rng)
+    with pytest.raises(
+        CatalogError, match="1,000 times smaller.*coadds in mJy and exposures in µJy"
+    ):
+        validate(with_(cat, flux=cat.flux * 1e-3, flux_error=cat.flux_error * 1e-3))
+
+
+def test_19_digit_ids_stored_as_floats_are_refused_with_the_reason() -> None:
+    ids = np.array([1234567890123456001, 1234567890123456002], dtype=np.int64)
+    with pytest.raises(CatalogError, match=r"cat.fits: column 'objid' holds ids as float64.*int64"):
+        as_int64(ids.astype(np.float64), "objid", "cat.fits")
+    assert as_int64(np.array([1.0, 2.0**53]), "id", "x").tolist() == [1, 2**53]  # exact: fine
 
 
 def test_dense_exposures_places_values_in_slots() -> None:

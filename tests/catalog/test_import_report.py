@@ -61,20 +61,91 @@ def test_all_problems_are_collected() -> None:
     text = "\n".join(p.text() for p in report.problems)
     for needle in (
         "column 'ref_id': duplicate ids: 7",
-        "'flux_subaru_i': 1 NaN/inf",
-        "'flux_subaru_i': 1 placeholder (-99",
-        "'flux_error_subaru_i': 2 zero or negative",
         "'zspec': 1 inf, negative or >= 10",
         "exp.fits: column 'band'",
         "NB999",
         "galaxies not in the catalogue: 6, 999",
         "duplicate (ref_id, band, exp_num)",
+        # the exposures' fixes move coadds off their mean: listed before anything is applied
+        "coadd differs from the inverse-variance mean of its exposures for 3 galaxies",
+        "once the fixes above are applied: coadd differs",
     ):
         assert needle in text, needle
+    flagged = "\n".join(p.text() for p in report.flagged)  # the screen's business: kept
+    for needle in (
+        "'flux_subaru_i': 1 NaN/inf value,",
+        "'flux_subaru_i': 1 placeholder (-99",
+        "'flux_error_subaru_i': 2 zero or negative values",
+    ):
+        assert needle in flagged, needle
+    assert report.n_flagged == 4
     fixed = prepare_catalog(*_sources(cat, cols, exp), fix=True)
     assert fixed.ok, [p.text() for p in fixed.problems]
-    assert fixed.dropped_galaxies == 6  # 2 duplicates, 1 inf flux, 1 placeholder, 2 zero errors
+    assert fixed.dropped_galaxies == 5  # 2 duplicates, 4 coadds (one duplicated); flagged kept
     assert np.isnan(fixed.catalog.zspec[fixed.catalog.ref_id == 4]).all()
+    dropped = prepare_catalog(*_sources(cat, cols, exp), fix=True, drop_flagged=True)
+    assert (
+        dropped.ok
+        and dropped.dropped_galaxies > 5
+        and not np.isin([1, 2, 3, 10], dropped.catalog.ref_id).any()
+    )
+
+
+def test_values_the_screen_flags_are_kept_as_by_the_cli() -> None:
+    cat = _catalog()
+    cols = {k: np.array(v, copy=True) for k, v in cat.columns().items()}
+    cols["flux_subaru_i"][[0, 1]] = np.nan
+    cols["flux_subaru_i"][2] = -99.0
+    cols["flux_error_subaru_i"][3] = -1.0
+    cols["flux_subaru_i"][4] = 1e30  # no exposures in subaru_i: only the screen sees it
+    report = prepare_catalog(*_sources(cat, cols))
+    assert report.ok and report.catalog.n_galaxies == 20 and report.n_flagged == 5
+    assert any("1 implausible" in p.text() and "ref_id 5" in p.text() for p in report.flagged)
+    assert np.isnan(report.catalog.flux[:2, 1]).all()  # kept as they are, for the screen
+    only_clean = prepare_catalog(*_sources(cat, cols), drop_flagged=True)
+    assert only_clean.ok and only_clean.catalog.n_galaxies == 15
+    assert only_clean.dropped_galaxies == 5
+
+
+def test_the_fixes_listed_are_the_fixes_applied() -> None:
+    """A fix may reveal a problem (dropping a duplicate exposure moves a coadd off its mean): it
+    is listed before anything is applied, and nothing else is dropped."""
+    cat = _catalog()
+    exp = {k: np.array(getattr(cat.exposures, k), copy=True) for k in EXPOSURE_ALIASES}
+    exp = {k: np.append(v, v[0]) for k, v in exp.items()}  # galaxy 1's exposure 0 twice...
+    exp["flux"][-1] += 30.0  # ... the second one different
+    cols = {k: np.array(v, copy=True) for k, v in cat.columns().items()}
+    cols["flux_NB455"][0] = np.average(exp["flux"][exp["ref_id"] == 1])  # equal errors
+    report = prepare_catalog(*_sources(cat, cols, exp))
+    texts = [p.text() for p in report.problems]
+    assert len(texts) == 2 and "duplicate (ref_id, band, exp_num)" in texts[0], texts
+    assert "once the fixes above are applied: coadd differs" in texts[1] and "ref_id 1" in texts[1]
+    assert report.problems[1].fix == "drop 1 galaxy"
+    fixed = prepare_catalog(*_sources(cat, cols, exp), fix=True)
+    assert fixed.ok and fixed.dropped_galaxies == 1 and 1 not in fixed.catalog.ref_id
+
+
+def test_no_fix_drops_every_galaxy() -> None:
+    cat = _catalog()
+    cols = {k: np.array(v, copy=True) for k, v in cat.columns().items()}
+    cols["flux_NB455"] *= np.random.default_rng(1).uniform(2.0, 5.0, 20)  # no common factor
+    report = prepare_catalog(*_sources(cat, cols))
+    assert not report.fixable and report.problems[0].fix == ""
+    assert "the fixes would drop every galaxy (20)" in report.problems[-1].text()
+
+
+@pytest.mark.parametrize(
+    ("factor", "units"),
+    [(1e-3, "coadds in mJy and exposures in µJy"), (1e6, "coadds in nJy and exposures in mJy")],
+)
+def test_coadds_and_exposures_in_different_units_are_named(factor: float, units: str) -> None:
+    cat = _catalog()
+    cols = {k: np.array(v, copy=True) for k, v in cat.columns().items()}
+    cols["flux_NB455"] *= factor
+    cols["flux_error_NB455"] *= factor
+    (problem,) = prepare_catalog(*_sources(cat, cols)).problems
+    assert units in problem.text() and f"{max(factor, 1 / factor):,.0f} times" in problem.text()
+    assert not problem.fixable
 
 
 def test_a_band_empty_for_every_galaxy_is_not_fixed_by_dropping_them_all() -> None:
@@ -96,7 +167,21 @@ def test_inconsistent_coadds_are_found_per_band() -> None:
     assert (
         "coadd differs" in report.problems[0].text() and "ref_id 1, 5" in report.problems[0].text()
     )
+    assert "for 2 galaxies, e.g." in report.problems[0].text()
     assert prepare_catalog(*_sources(cat, cols), fix=True).catalog.n_galaxies == 18
+
+
+def test_flagged_galaxies_a_fix_drops_are_not_counted_as_kept() -> None:
+    """A 1e30 coadd is flagged by the screen and differs from its exposures: once the fix drops
+    it, the galaxies kept flagged no longer count it."""
+    cat = _catalog()
+    cols = {k: np.array(v, copy=True) for k, v in cat.columns().items()}
+    cols["flux_NB455"][0] = 1e30
+    cols["flux_subaru_i"][1] = np.nan
+    report = prepare_catalog(*_sources(cat, cols))
+    assert report.n_flagged == 2 and "ref_id 1" in report.problems[0].text()
+    fixed = prepare_catalog(*_sources(cat, cols), fix=True)
+    assert fixed.ok and fixed.dropped_galaxies == 1 and fixed.n_flagged == 1
 
 
 def test_unmapped_and_non_numeric_columns_give_a_message() -> None:
@@ -118,3 +203,10 @@ def test_summary_counts() -> None:
     assert s.bands.exposures.tolist() == [3.0, 0.0]
     assert s.bands.snr[0, 1] == pytest.approx(np.median(_catalog().flux[:, 0]) * 3**0.5)
     assert "subaru_i" in s.mag_label and s.zspec_fraction == 0.5
+
+
+def test_an_empty_table_is_named_once() -> None:
+    cat = _catalog()
+    cols = {k: np.asarray(v)[:0] for k, v in cat.columns().items()}
+    (problem,) = prepare_catalog(_sources(cat, cols)[0]).problems
+    assert problem.text() == "gal.fits: no galaxies (empty table)"
