@@ -42,7 +42,6 @@ from deepz_core.catalog.mapping import (
     galaxy_mapping_problems,
     mapping_problems,
 )
-from deepz_core.catalog.screen import unusable_values
 from deepz_core.catalog.units import column_units, resolve_fluxzp
 from deepz_core.catalog.validation import (
     ZSPEC_MAX,
@@ -51,6 +50,7 @@ from deepz_core.catalog.validation import (
     is_placeholder,
     unit_ratio,
     unit_ratio_text,
+    unusable_values,
     validate,
 )
 from deepz_core.errors import CatalogError, ConfigError

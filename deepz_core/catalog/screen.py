@@ -23,9 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from deepz_core.catalog.validation import is_placeholder
+from deepz_core.catalog.validation import unusable_values
 
-BRIGHTEST_AB = 0.0  # no galaxy in a photo-z catalogue is brighter than AB magnitude 0
 COLOUR_SIGMA = 50.0  # robust sigma from the training median beyond which a ratio is junk
 MIN_USABLE_FRACTION = 0.5  # of the non-reference bands, for a p(z) from imputed inputs
 
@@ -81,23 +80,6 @@ class Screen:
         """Rows per flag name (flags that never occur are left out)."""
         out = {f.name: int(np.count_nonzero(self.flags & f)) for f in PzFlag}
         return {k: v for k, v in out.items() if v and k is not None}
-
-
-def unusable_values(flux: np.ndarray, error: np.ndarray, fluxzp: float) -> tuple[np.ndarray, ...]:
-    """(missing, implausible), each (N, B) bool, from fluxes and errors alone (float64 tests).
-
-    missing: not finite, a placeholder code or an error <= 0; implausible: |flux| or error
-    brighter than AB magnitude ``BRIGHTEST_AB`` in these units (``fluxzp``: mag = fluxzp - 2.5
-    log10 flux), e.g. 1e30 from a bad pixel.
-    """
-    flux = np.asarray(flux, dtype=np.float64)
-    error = np.asarray(error, dtype=np.float64)
-    with np.errstate(invalid="ignore"):
-        missing = ~np.isfinite(flux) | ~np.isfinite(error) | is_placeholder(flux)
-        missing |= ~(error > 0)
-        ceiling = 10.0 ** ((fluxzp - BRIGHTEST_AB) / 2.5)
-        implausible = ~missing & ((np.abs(flux) > ceiling) | (error > ceiling))
-    return missing, implausible
 
 
 def screen_photometry(flux: np.ndarray, error: np.ndarray, ref: int, fluxzp: float) -> Screen:

@@ -9,6 +9,8 @@ import numpy as np
 from deepz_core.catalog.catalog import ERROR_PREFIX, FLUX_PREFIX, Catalog, exposure_index, few
 from deepz_core.errors import CatalogError
 
+BRIGHTEST_AB = 0.0  # no galaxy in a photo-z catalogue is brighter than AB magnitude 0
+
 COADD_RTOL = 1e-3  # coadd vs exposures: flagged only when off by > 1e-3 relative ...
 
 
@@ -29,6 +31,23 @@ def is_placeholder(flux: np.ndarray) -> np.ndarray:
     """Fluxes that are a catalogue's "not measured" code rather than a measurement (bool, same
     shape): the network would read -99 as a real, very negative flux."""
     return np.isin(flux, PLACEHOLDERS)
+
+
+def unusable_values(flux: np.ndarray, error: np.ndarray, fluxzp: float) -> tuple[np.ndarray, ...]:
+    """(missing, implausible), each (N, B) bool, from fluxes and errors alone (float64 tests).
+
+    missing: not finite, a placeholder code or an error <= 0; implausible: |flux| or error
+    brighter than AB magnitude ``BRIGHTEST_AB`` in these units (``fluxzp``: mag = fluxzp - 2.5
+    log10 flux), e.g. 1e30 from a bad pixel.
+    """
+    flux = np.asarray(flux, dtype=np.float64)
+    error = np.asarray(error, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        missing = ~np.isfinite(flux) | ~np.isfinite(error) | is_placeholder(flux)
+        missing |= ~(error > 0)
+        ceiling = 10.0 ** ((fluxzp - BRIGHTEST_AB) / 2.5)
+        implausible = ~missing & ((np.abs(flux) > ceiling) | (error > ceiling))
+    return missing, implausible
 
 
 ZSPEC_MAX = 10.0  # spectroscopic redshifts lie in [0, ZSPEC_MAX); 99, -99, -1 are "none" codes
@@ -124,8 +143,9 @@ def _validate_exposures(cat: Catalog, source: str) -> None:
 def coadd_mismatch(cat: Catalog, gal: np.ndarray, band: np.ndarray) -> tuple[np.ndarray, ...]:
     """(bad, coadd, mean), each (N, B): cells whose coadd differs from the inverse-variance mean m +- s
     of its exposures by more than COADD_RTOL * max(|coadd|, |m|) AND more than COADD_SIGMA_TOL * s
-    (both must fail); cells without exposures or without a coadd (NaN, a placeholder) are never
-    bad, and a non-finite mean always is."""
+    (both must fail); cells without exposures or whose coadd the screen finds unusable (NaN, a
+    placeholder, error <= 0, brighter than AB 0 such as 1e30: flagged and imputed, as without
+    exposures) are never bad, and a non-finite mean always is."""
     exp = cat.exposures
     assert exp is not None
     n, b = cat.flux.shape
@@ -140,7 +160,8 @@ def coadd_mismatch(cat: Catalog, gal: np.ndarray, band: np.ndarray) -> tuple[np.
             diff > COADD_SIGMA_TOL * sw**-0.5
         )
     bad = (sw > 0) & (bad | ~np.isfinite(mean))
-    bad &= np.isfinite(coadd) & ~is_placeholder(coadd)  # a missing coadd is the screen's business
+    missing, implausible = unusable_values(cat.flux, cat.flux_error, cat.fluxzp)
+    bad &= ~(missing | implausible).reshape(-1)  # a missing or absurd coadd: the screen's business
     return bad.reshape(n, b), coadd.reshape(n, b), mean.reshape(n, b)
 
 

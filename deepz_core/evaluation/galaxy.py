@@ -16,7 +16,7 @@ import torch
 
 from deepz_core.catalog.catalog import Catalog
 from deepz_core.catalog.features import Features
-from deepz_core.catalog.screen import unusable_values
+from deepz_core.catalog.validation import unusable_values
 from deepz_core.evaluation.dropping import exposure_effects, mode_spread, model_inputs
 from deepz_core.evaluation.run_products import Predictions
 from deepz_core.inference.predict import mixture_from_arrays

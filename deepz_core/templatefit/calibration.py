@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from deepz_core.catalog.catalog import Catalog, dense_exposures
-from deepz_core.catalog.screen import unusable_values
+from deepz_core.catalog.validation import unusable_values
 from deepz_core.device import resolve_device
 from deepz_core.errors import CatalogError, ConfigError
 from deepz_core.sed.bands import get_band
@@ -74,7 +74,7 @@ def robust_coadds(cat: Catalog, cfg: TemplateFitConfig) -> Catalog:
 
 def scaled_fluxes(cat: Catalog, zero_points: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """(N, B) fluxes and errors divided by the zero-points l_b (model flux = l_b x template flux);
-    NaN where the photometric screen finds a value unusable (``catalog.screen.unusable_values``:
+    NaN where the photometric screen finds a value unusable (``catalog.validation.unusable_values``:
     a placeholder such as -99, an error <= 0, a flux or error brighter than AB 0 such as 1e30),
     so that such a band drops out of chi2 instead of deciding the galaxy's fit."""
     zp = np.ones(len(cat.bands)) if zero_points is None else np.asarray(zero_points, dtype=float)

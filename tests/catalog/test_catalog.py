@@ -289,6 +289,26 @@ def test_coadd_tolerance_is_mixed(rng: np.random.Generator) -> None:
     validate(with_(_scaled_errors(cat, 1e-6), flux=small))
 
 
+def test_an_absurd_coadd_beside_its_exposures_is_left_to_the_screen(
+    rng: np.random.Generator,
+) -> None:
+    """One galaxy's coadd at 1e30 (a bad pixel) or with error <= 0 next to sane exposures: the
+    screen flags and imputes it; the catalogue is not refused for one junk value (found in the
+    ninth session's review: the CLI and the app's import refused the whole file)."""
+    from deepz_core.catalog.screen import PzFlag, screen_photometry
+
+    cat = make_catalog(rng)
+    flux, error = cat.flux.copy(), cat.flux_error.copy()
+    flux[0, 0], error[1, 1] = 1e30, 0.0
+    junk = with_(cat, flux=flux, flux_error=error)
+    validate(junk)
+    flags = screen_photometry(flux, error, len(cat.bands) - 1, cat.fluxzp).flags
+    assert flags[0] & PzFlag.BAND_IMPLAUSIBLE and flags[1] & PzFlag.BAND_MISSING
+    flux[2, 0] *= 1.5  # a sane coadd that disagrees with its exposures is still refused
+    with pytest.raises(CatalogError, match=f"disagrees.*ref_id {cat.ref_id[2]}"):
+        validate(with_(cat, flux=flux, flux_error=error))
+
+
 def test_coadds_in_another_unit_than_their_exposures_are_named_once(
     rng: np.random.Generator,
 ) -> None:

@@ -172,14 +172,17 @@ def test_inconsistent_coadds_are_found_per_band() -> None:
 
 
 def test_flagged_galaxies_a_fix_drops_are_not_counted_as_kept() -> None:
-    """A 1e30 coadd is flagged by the screen and differs from its exposures: once the fix drops
-    it, the galaxies kept flagged no longer count it."""
+    """A 1e30 coadd beside its exposures is the screen's (flagged, kept: no problem); a galaxy
+    flagged for a NaN band whose other coadd differs from its exposures is dropped by the fix,
+    and the galaxies kept flagged no longer count it."""
     cat = _catalog()
     cols = {k: np.array(v, copy=True) for k, v in cat.columns().items()}
     cols["flux_NB455"][0] = 1e30
     cols["flux_subaru_i"][1] = np.nan
+    cols["flux_NB455"][1] *= 1.5
     report = prepare_catalog(*_sources(cat, cols))
-    assert report.n_flagged == 2 and "ref_id 1" in report.problems[0].text()
+    assert report.n_flagged == 2 and len(report.problems) == 1
+    assert "ref_id 2" in report.problems[0].text() and "ref_id 1" not in report.problems[0].text()
     fixed = prepare_catalog(*_sources(cat, cols), fix=True)
     assert fixed.ok and fixed.dropped_galaxies == 1 and fixed.n_flagged == 1
 
