@@ -42,10 +42,10 @@ def deepz_version() -> str:
 def file_sha256(path: Path | str) -> str:
     """sha256 of a file, or of a folder's files (names and bytes, sorted): read once per process
     and file version."""
-    path = Path(path)
+    path = Path(path).resolve()  # relative names too: the files are named relative to it
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     stamp = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
-    return _sha256(str(path.resolve()), stamp)
+    return _sha256(str(path), stamp)
 
 
 @functools.lru_cache(maxsize=16)

@@ -486,6 +486,9 @@ def astropy_table(table: pa.Table) -> Any:
         col = table.column(name).combine_chunks()
         if pa.types.is_fixed_size_list(col.type):
             out[name] = col.flatten().to_numpy().reshape(len(col), col.type.list_size)
+        elif pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+            # fixed-width text (nulls ""): an object column cannot be written to FITS
+            out[name] = np.asarray(col.fill_null("").to_pylist(), dtype=str)
         else:
             out[name] = col.to_numpy(zero_copy_only=False)
     return out

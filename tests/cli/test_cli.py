@@ -625,6 +625,19 @@ def test_predict_a_magnitude_catalogue_into_qp_and_hats(tmp_path, tiny_run, sky_
     assert len(frame) == 200 and {"objectId", "ra", "dec", "weights"} <= set(frame.columns)
 
 
+def test_a_kept_text_column_goes_into_a_fits_output(tmp_path, tiny_run, sky_catalog) -> None:
+    """Review, ninth session: a string column kept into .fits failed after the whole prediction
+    (an object column, 'Illegal format P1A()')."""
+    cat, fluxes = sky_catalog
+    t = Table.read(fluxes)
+    t["field"] = np.where(np.arange(len(t)) % 2 == 0, "W1", "W3-deep")
+    t.write(tmp_path / "c.fits")
+    args = ["predict", "--run", str(tiny_run), "--catalog", str(tmp_path / "c.fits")]
+    assert main([*args, "--out", str(tmp_path / "p.fits"), "--keep-columns", "field"]) == 0
+    out = Table.read(tmp_path / "p.fits", hdu=1)
+    assert list(out["field"][:2]) == ["W1", "W3-deep"]
+
+
 @pytest.mark.parametrize(
     "args, needle",
     [

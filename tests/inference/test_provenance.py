@@ -98,6 +98,17 @@ def test_api_outputs_carry_it(tiny_run, sky_catalog, tmp_path) -> None:
     assert prov["catalog_sha256"] == _sha(path)
 
 
+def test_a_folder_checksum_by_a_relative_name(tmp_path, monkeypatch) -> None:
+    """Review, ninth session: the README's HATS command with a relative catalogue path ended in a
+    ValueError traceback (files found under the relative name, named relative to the resolved
+    one)."""
+    (tmp_path / "d" / "s").mkdir(parents=True)
+    (tmp_path / "d" / "s" / "a.parquet").write_text("1")
+    (tmp_path / "d" / "b.txt").write_text("2")
+    monkeypatch.chdir(tmp_path)
+    assert file_sha256("d") == file_sha256(tmp_path / "d")
+
+
 def test_a_folder_checksum_covers_names_and_bytes(tmp_path) -> None:
     (tmp_path / "d" / "s").mkdir(parents=True)
     (tmp_path / "d" / "a.txt").write_text("1")
