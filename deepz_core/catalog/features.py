@@ -21,6 +21,7 @@ from deepz_core.catalog.screen import (
     PzFlag,
     Screen,
     fit_input_stats,
+    screen_magnitude,
     screen_photometry,
     screen_population,
 )
@@ -141,11 +142,14 @@ class Features:
 
     def against_population(self, stats: InputStats) -> Features:
         """These features with OUTSIDE_TRAINING (and what follows from it) flagged: ratios beyond
-        ``COLOUR_SIGMA`` robust sigma of the training population ``stats`` (a magnitude column
-        of the stats is not screened)."""
+        ``COLOUR_SIGMA`` robust sigma of the training population ``stats`` and, when the stats
+        have a magnitude column (networks that read it), reference magnitudes beyond
+        ``MAG_SIGMA`` (``screen_magnitude``)."""
         ref, b = self.bands.index(self.ref_band), len(self.bands)
         bands_only = InputStats(stats.loc[:b], stats.scale[:b])
         screen = screen_population(Screen(self.flags, self.usable), self.ratio, bands_only, ref)
+        if len(stats.loc) > b:
+            screen = screen_magnitude(screen, self.ref_mag, stats.loc[b], stats.scale[b])
         ratio = np.where(screen.usable, self.ratio, np.float32(np.nan))
         return dataclasses.replace(self, flags=screen.flags, usable=screen.usable, ratio=ratio)
 

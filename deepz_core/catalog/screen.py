@@ -26,6 +26,10 @@ import numpy as np
 from deepz_core.catalog.validation import unusable_values
 
 COLOUR_SIGMA = 50.0  # robust sigma from the training median beyond which a ratio is junk
+# robust sigma from the training median beyond which a reference magnitude (an input of networks
+# with ``magnitude_input``) is outside the population: ~7 mag on PAUS-like mocks (sigma ~0.9,
+# median ~21.7), so a factor 1000 in the flux unit (7.5 mag) is flagged, the mocks' bright end is not
+MAG_SIGMA = 8.0
 MIN_USABLE_FRACTION = 0.5  # of the non-reference bands, for a p(z) from imputed inputs
 
 
@@ -37,7 +41,7 @@ class PzFlag(enum.IntFlag):
     REF_LOW_SNR = 4  # reference-band flux below its 1-sigma error: ratios dominated by noise
     BAND_MISSING = 8  # a band NaN/inf, a placeholder code or an error <= 0: imputed
     BAND_IMPLAUSIBLE = 16  # a flux or error brighter than AB 0 (e.g. 1e30): imputed
-    OUTSIDE_TRAINING = 32  # a ratio beyond COLOUR_SIGMA robust sigma of the training set: imputed
+    OUTSIDE_TRAINING = 32  # a ratio (imputed) or magnitude far outside the training population
     TOO_FEW_BANDS = 64  # fewer than half the other bands usable: no p(z)
 
 
@@ -49,7 +53,8 @@ FLAG_MEANINGS: dict[str, str] = {
     "(that band imputed)",
     "BAND_IMPLAUSIBLE": "a flux or error brighter than AB magnitude 0, e.g. 1e30 (band imputed)",
     "OUTSIDE_TRAINING": f"a flux ratio beyond {COLOUR_SIGMA:g} robust sigma of the training "
-    "population (band imputed)",
+    f"population (band imputed), or a reference magnitude beyond {MAG_SIGMA:g} (for networks "
+    "that read it; extrapolated: a flux unit other than declared?)",
     "TOO_FEW_BANDS": "fewer than half of the non-reference bands usable (no p(z))",
 }
 
@@ -145,6 +150,17 @@ def screen_population(screen: Screen, ratio: np.ndarray, stats: InputStats, ref:
     usable = screen.usable & ~far
     flags = screen.flags | np.where(far.any(1), PzFlag.OUTSIDE_TRAINING, 0).astype(np.int32)
     return _with_no_pz(Screen(flags, usable), ref)
+
+
+def screen_magnitude(screen: Screen, mag: np.ndarray, loc: float, scale: float) -> Screen:
+    """Add OUTSIDE_TRAINING for reference magnitudes (N,) beyond MAG_SIGMA robust sigma of the
+    training population's (median ``loc``, robust sigma ``scale``): the networks that read the
+    magnitude extrapolate there, and a whole catalogue there has fluxes in another unit than
+    declared (x1000: 7.5 mag). Nothing is imputed; the flag warns."""
+    with np.errstate(invalid="ignore"):
+        far = np.abs((np.asarray(mag, dtype=np.float64) - loc) / scale) > MAG_SIGMA
+    flags = screen.flags | np.where(far, PzFlag.OUTSIDE_TRAINING, 0).astype(np.int32)
+    return Screen(flags, screen.usable)
 
 
 def screened_rows(ref_id: np.ndarray, flags: np.ndarray) -> dict[str, list[int]]:

@@ -466,7 +466,13 @@ def _flag_note(out: str) -> str:
     if not counts:
         return ""
     shown = ", ".join(f"{k} {v}" for k, v in counts.items())
-    return f" ({no_pz} of {total} without a p(z); flags: {shown}; see the flag column)"
+    hint = ""
+    if counts.get("OUTSIDE_TRAINING", 0) > total / 2:
+        hint = (
+            "; most galaxies lie outside the training population: are the fluxes in the unit "
+            "the catalogue declares (README: magnitudes and units)?"
+        )
+    return f" ({no_pz} of {total} without a p(z); flags: {shown}; see the flag column{hint})"
 
 
 def _evaluate_args(p: argparse.ArgumentParser) -> None:

@@ -8,10 +8,12 @@ import pytest
 from deepz_core.catalog.screen import (
     COLOUR_SIGMA,
     FLAG_MEANINGS,
+    MAG_SIGMA,
     InputStats,
     PzFlag,
     describe_flags,
     fit_input_stats,
+    screen_magnitude,
     screen_photometry,
     screen_population,
     screened_rows,
@@ -97,6 +99,14 @@ def test_population_screen_flags_and_imputes_far_ratios(rng) -> None:
     out = screen_population(screen, ratio, stats, REF)
     assert out.flags[4] == PzFlag.OUTSIDE_TRAINING and not out.usable[4, 1]
     assert not np.delete(out.flags, 4).any()
+
+
+def test_magnitudes_far_outside_the_training_population_are_flagged() -> None:
+    screen = screen_photometry(np.ones((4, 3)), np.full((4, 3), 0.1), 1, 23.9)
+    mag = np.array([21.5, 21.5 - 0.9 * (MAG_SIGMA - 0.1), 21.5 - 0.9 * (MAG_SIGMA + 0.1), np.nan])
+    out = screen_magnitude(screen, mag, 21.5, 0.9)
+    assert list(out.flags) == [0, 0, PzFlag.OUTSIDE_TRAINING, 0]
+    np.testing.assert_array_equal(out.usable, screen.usable)  # nothing imputed
 
 
 def test_screened_rows_and_counts_name_the_galaxies() -> None:

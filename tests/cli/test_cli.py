@@ -625,6 +625,29 @@ def test_predict_a_magnitude_catalogue_into_qp_and_hats(tmp_path, tiny_run, sky_
     assert len(frame) == 200 and {"objectId", "ra", "dec", "weights"} <= set(frame.columns)
 
 
+def test_fluxes_in_an_undeclared_unit_are_flagged_and_named(
+    tmp_path, tiny_run, sky_catalog, capsys
+) -> None:
+    """Review, ninth session: nJy read as the default microJansky (x1000, 7.5 mag) gave flag-0
+    predictions with sigma68 2.4x worse; the networks read the reference magnitude."""
+    from deepz_core.catalog.screen import PzFlag
+
+    _, fluxes = sky_catalog
+    t = Table.read(fluxes)
+    for name in t.colnames:
+        if name.startswith(("flux_", "flux_error_")):
+            t[name] = t[name] * 1000.0
+    t.write(tmp_path / "nJy.fits")
+    args = ["predict", "--run", str(tiny_run), "--out"]
+    assert main([*args, str(tmp_path / "ok.parquet"), "--catalog", str(fluxes)]) == 0
+    ok = capsys.readouterr().out
+    assert main([*args, str(tmp_path / "x.parquet"), "--catalog", str(tmp_path / "nJy.fits")]) == 0
+    assert "outside the training population: are the fluxes in the unit" in capsys.readouterr().out
+    assert "outside the training population" not in ok
+    flags = Table.read(tmp_path / "x.parquet")["flag"]
+    assert np.mean((flags & PzFlag.OUTSIDE_TRAINING) > 0) > 0.5
+
+
 def test_a_kept_text_column_goes_into_a_fits_output(tmp_path, tiny_run, sky_catalog) -> None:
     """Review, ninth session: a string column kept into .fits failed after the whole prediction
     (an object column, 'Illegal format P1A()')."""
