@@ -173,6 +173,9 @@ def heldout_scores(model: DeepzModel, x: Tensor, z: Tensor, heldout: Tensor) -> 
 DIVERGED_NATS = 5.0  # clipped held-out NLL this far above a member's best counts as diverged ...
 DIVERGED_EVALS, DIVERGED_WINDOW = 3, 5  # ... in this many of the last evaluations
 WORSE_NATS = 0.5  # a final held-out NLL this far above the best is worth a warning
+# a member whose best clipped held-out NLL stays above this learned nothing: a flat p(z) over
+# 0 < z < 3 scores log 3 = 1.1 nats, a network that never left its start sits near NLL_CLIP
+NEVER_LEARNED_NATS = 10.0
 
 
 @dataclass
@@ -204,6 +207,19 @@ class HeldoutWatch:
                     "check the catalogue for extreme galaxies or lower the "
                     "learning rate"
                 )
+
+    def check_learned(self, where: str) -> None:
+        """TrainingError when a member's best held-out NLL is above NEVER_LEARNED_NATS: a run
+        whose networks never learned must not finish green (review, ninth session: a schedule
+        with a learning rate of 0.9 sat at the clip from its first epoch and ended 'finished'
+        with sigma68 1.38; the divergence test compares with the member's own best only)."""
+        stuck = [i for i, v in enumerate(self.best) if v > NEVER_LEARNED_NATS]
+        if stuck:
+            raise TrainingError(
+                f"{where}: member(s) {stuck} never learned (best held-out NLL "
+                f"{min(self.best[i] for i in stuck):.3g} nats, a flat p(z) scores ~1): "
+                "lower the learning rate or check the catalogue's spec-z and fluxes"
+            )
 
 
 def heldout_summary(rows: list[dict]) -> dict[str, Any]:
@@ -316,6 +332,8 @@ class PhaseRunner:
                 "running", phase=phase.name, epoch=epoch + 1, epochs=phase.epochs, loss=loss
             )
             done = epoch + 1 == phase.epochs
+            if done and self.heldout.best:
+                self.heldout.check_learned(where)
             cancel = self.run.file("cancel").exists()
             if done or cancel or (epoch + 1) % self.checkpoint_every == 0:
                 self._checkpoint(phase, epoch + 1, optimizer, rng, gen)

@@ -458,6 +458,22 @@ def test_held_out_watch_fails_on_nan_and_on_sustained_divergence_only() -> None:
         HeldoutWatch().add("epoch 1", [-1.0, float("nan")])
 
 
+def test_a_member_that_never_learned_fails_the_run() -> None:
+    """Review, ninth session: a network stuck at the clip from its first epoch finished green."""
+    from deepz_core.errors import TrainingError
+    from deepz_core.training.loop import NEVER_LEARNED_NATS, HeldoutWatch
+
+    watch = HeldoutWatch()
+    for epoch in range(3):
+        watch.add(f"epoch {epoch}", [-1.5, 20.0])  # member 1 at the clip throughout
+    with pytest.raises(TrainingError, match=r"member\(s\) \[1\] never learned"):
+        watch.check_learned("finetune epoch 3")
+    learned = HeldoutWatch()
+    learned.add("epoch 1", [20.0, NEVER_LEARNED_NATS + 5])
+    learned.add("epoch 2", [-1.0, NEVER_LEARNED_NATS - 0.5])  # a broad p(z) is still learning
+    learned.check_learned("finetune epoch 2")
+
+
 def test_held_out_summary_names_the_best_epoch_and_warns_when_the_last_is_worse() -> None:
     from deepz_core.training.loop import heldout_summary
 
