@@ -148,6 +148,11 @@ def train_overrides(args: argparse.Namespace) -> tuple[dict, dict]:
     ):
         if getattr(args, name) is not None:
             train[key] = getattr(args, name)
+    if args.batch_size is not None:  # the smallest last batch kept may not exceed a batch
+        from deepz_core.training.config import TrainConfig
+
+        if args.batch_size < TrainConfig.min_batch:
+            train["min_batch"] = args.batch_size
     if args.no_randomize:
         train["randomize_coadds"] = False
     if args.epochs is not None:
@@ -413,8 +418,9 @@ def _calibrate(args: argparse.Namespace) -> int:
 
     run = dz.load_run(args.run)
     if args.remove:
-        run.drop_heldout_calibration(network_only=args.network_only)
-        print(json.dumps({"run": args.run, "heldout_stage": "removed"}))
+        removed = run.drop_heldout_calibration(network_only=args.network_only)
+        stage = "removed" if removed else "none (the run had no held-out stage)"
+        print(json.dumps({"run": args.run, "heldout_stage": stage}))
         return 0
     if not args.catalog:
         raise ConfigError("calibrate: give --catalog (a held-out spec-z catalogue) or --remove")

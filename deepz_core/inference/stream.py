@@ -281,7 +281,13 @@ def output_format(out: Path | str, out_format: str | None = None) -> str:
         return "hats"
     if str(out).lower().endswith(".hdf5"):
         return "qp"
-    return table_format(out)
+    try:
+        return table_format(out)
+    except ConfigError:
+        raise ConfigError(
+            f"--out {str(out)!r}: predictions are written as .parquet, .fits, .hdf5 (a qp file) "
+            "or, without a suffix, a folder (a partitioned dataset; --out-format hats: HATS)"
+        ) from None
 
 
 def output_metadata(prov: dict[str, str]) -> dict[bytes, bytes]:

@@ -270,10 +270,10 @@ class Run:
             save_calibration(self.folder, cal)
         return dict(cal.summary["heldout"])
 
-    def drop_heldout_calibration(self, network_only: bool = False) -> Run:
+    def drop_heldout_calibration(self, network_only: bool = False) -> bool:
         """Remove the stage :meth:`calibrate_on` added (of the combination when the run has one,
         unless ``network_only``): new galaxies get the out-of-fold calibration and its pool
-        scale again."""
+        scale again. True when there was a stage to remove."""
         from dataclasses import replace
 
         from deepz_core.hybrid.runs import load_hybrid, save_hybrid
@@ -282,12 +282,15 @@ class Run:
         with self.folder.locked():
             hybrid = None if network_only else load_hybrid(self.path)
             if hybrid is not None and hybrid.calibration is not None:
+                had = hybrid.calibration.heldout is not None
                 save_hybrid(
                     self.path, replace(hybrid, calibration=hybrid.calibration.without_heldout())
                 )
-            elif hybrid is None and (cal := load_calibration(self.path)) is not None:
+                return had
+            if hybrid is None and (cal := load_calibration(self.path)) is not None:
                 save_calibration(self.folder, cal.without_heldout())
-        return self
+                return cal.heldout is not None
+        return False
 
     def combination_summary(self) -> dict[str, Any]:
         """sigma68, outliers and PIT KS of the network, the template fit and their combination

@@ -113,7 +113,10 @@ class TrainConfig(Config):
             self._set(name, check_bool(name, getattr(self, name)))
         check_choice("outlier_unit", self.outlier_unit, OUTLIER_UNITS)
         if self.min_batch > self.batch_size:
-            raise ConfigError(f"min_batch must be in [1, batch_size], got {self.min_batch}")
+            raise ConfigError(
+                f"min_batch (the smallest last batch an epoch keeps) must be <= batch_size "
+                f"({self.batch_size}), got {self.min_batch}"
+            )
         if not isinstance(self.device, str) or not (
             self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:")
         ):

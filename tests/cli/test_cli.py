@@ -590,6 +590,20 @@ def test_schedule_options_set_the_stages_and_the_pretraining_size() -> None:
     assert train["pretrain_n"] == 1_000_000
 
 
+def test_a_small_batch_size_brings_the_smallest_batch_kept_with_it() -> None:
+    """Review, ninth session: --batch-size 5 failed on 'min_batch', a setting never given."""
+    from deepz_core.cli.main import build_parser
+    from deepz_core.cli.train import train_overrides
+    from deepz_core.training.config import TrainConfig
+
+    base = ["train", "--catalog", "c.fits", "--out", "x", "--batch-size"]
+    _, train = train_overrides(build_parser().parse_args([*base, "5"]))
+    assert (train["batch_size"], train["min_batch"]) == (5, 5)
+    TrainConfig(**train)  # valid
+    _, train = train_overrides(build_parser().parse_args([*base, "64"]))
+    assert "min_batch" not in train
+
+
 def _magnitude_catalogue(cat, path: Path) -> Path:
     """``cat`` as AB magnitudes mag_<band>/magerr_<band> (the inverse of the conversion back),
     with objectId and its coordinates, no flux columns."""

@@ -230,9 +230,12 @@ def test_a_run_calibrated_on_a_heldout_catalogue(trained, tmp_path, capsys) -> N
     assert 0 < oof.sum() < len(oof)
     for col in ("z_lo68", "z_hi68", "pit"):
         np.testing.assert_array_equal(train_after[col][oof], train_before[col][oof], err_msg=col)
+    capsys.readouterr()
     assert cli(["calibrate", "--run", str(run.path), "--remove"]) == 0
+    assert json.loads(capsys.readouterr().out)["heldout_stage"] == "removed"
     removed = run.predict(str(heldout))
     np.testing.assert_array_equal(removed["z_hi68"], new_before["z_hi68"])
+    assert not run.drop_heldout_calibration()  # nothing left to remove: says so
     capsys.readouterr()
     assert cli(["calibrate", "--run", str(run.path), "--catalog", str(heldout)]) == 0
     out = capsys.readouterr().out.splitlines()

@@ -120,5 +120,7 @@ def test_qp_hdf5_holds_no_pickles_and_names_an_hdf5_file(outputs, tiny_run, tmp_
     with h5py.File(outputs["hdf5"], "r") as f:
         f.visititems(lambda name, obj: kinds.append(getattr(obj, "dtype", None)))
     assert all(k is None or k.kind in "fiuS" for k in kinds)  # numbers and bytes only
-    with pytest.raises(ConfigError, match="predictions are written as"):
+    with pytest.raises(
+        ConfigError, match=r"predictions are written as .parquet, .fits, .hdf5 \(a qp file\)"
+    ):
         stream.output_format(tmp_path / "pz.h5")
