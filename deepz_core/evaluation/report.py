@@ -27,7 +27,16 @@ def _read_table(path: Path | str) -> Table:
     from deepz_core.inference.stream import SUCCESS, astropy_table
 
     path = Path(path)
-    if path.is_dir():
+    if (
+        path.is_dir() and (path / "dataset").is_dir()
+    ):  # a HATS catalogue (predict --out-format hats)
+        import pyarrow.dataset as ds
+
+        with library_errors(path, "read the HATS predictions"):
+            data = ds.dataset(path / "dataset", format="parquet", partitioning="hive").to_table()
+        hats = [c for c in ("Norder", "Dir", "Npix") if c in data.column_names]
+        t = astropy_table(data.drop_columns(hats))
+    elif path.is_dir():
         if not (path / SUCCESS).exists():
             raise CatalogError(
                 f"{path}: dataset incomplete (no {SUCCESS}); run the same 'predict' again to "

@@ -176,7 +176,11 @@ def _reopen(run: RunDir, config: RunConfig) -> tuple[RunDir, str]:
     if run_kind(raw) != "deepz":
         raise ConfigError(f"{out} holds a {run_kind(raw)} run; choose another folder")
     if state == "finished":
-        raise ConfigError(f"{out} holds a finished run; choose another folder")
+        changes = config_changes(
+            load_run_config(run).full(), config.full(), ignore=("train.device",)
+        )
+        differs = f" (these settings differ: {'; '.join(changes)})" if changes else ""
+        raise ConfigError(f"{out} holds a finished run{differs}; choose another folder")
     if state == "queued" and pid != os.getpid() and pid_alive(pid):
         raise ConfigError(
             f"{out} holds a run queued by process {pid} (the app): wait for it, or cancel it "

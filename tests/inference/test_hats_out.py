@@ -120,3 +120,13 @@ def test_the_map_partitions_example_of_the_docs_runs(
     pz = scope["pz"]
     assert len(pz) == 200 and pz.index.name == "_healpix_29"
     assert ((pz["flag"].to_numpy() & PzFlag.NO_PZ) > 0).sum() == 3  # no reference flux
+
+
+def test_evaluate_reads_a_hats_output_like_its_parquet_twin(hats_output) -> None:
+    """Review, ninth session: evaluating a finished HATS output said 'dataset incomplete (no
+    _SUCCESS); run the same predict again', which cannot help."""
+    import deepz_core as dz
+
+    hats, parquet = hats_output
+    by_hats, by_file = dz.evaluate(hats), dz.evaluate(parquet)
+    assert by_hats["overall"] == pytest.approx(by_file["overall"], rel=1e-9, nan_ok=True)

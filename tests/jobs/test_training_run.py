@@ -248,3 +248,22 @@ def test_rerun_without_checkpoint_drops_killed_metrics(tmp_path, catalog_path) -
     execute_run(run)
     rows = run.metrics()
     assert [r["epoch"] for r in rows] == [1, 2, 3] and all(r["loss"] != 99.0 for r in rows)
+
+
+def test_a_finished_run_is_refused_naming_what_differs(tiny_run) -> None:
+    """Review, ninth session: training again with another seed was refused as 'holds a finished
+    run', without the difference the README promises."""
+    import dataclasses
+
+    from deepz_core.jobs.training_run import open_run_folder
+    from deepz_core.training.config import load_run_config
+
+    config = load_run_config(RunDir(tiny_run))
+    seed = config.train.seed
+    other = dataclasses.replace(config, train=dataclasses.replace(config.train, seed=seed + 1))
+    with pytest.raises(
+        ConfigError, match=rf"holds a finished run \(these settings differ: train.seed: {seed}"
+    ):
+        open_run_folder(tiny_run, other)
+    with pytest.raises(ConfigError, match=r"holds a finished run; choose another folder"):
+        open_run_folder(tiny_run, config)
