@@ -24,6 +24,7 @@ from deepz_core.catalog.io import read_catalog
 from deepz_core.catalog.screen import Screen, screened_rows
 from deepz_core.device import resolve_device
 from deepz_core.errors import ConfigError, DeepzError, Terminated
+from deepz_core.evaluation.profiles import profile_for_bands
 from deepz_core.files import atomic_write_json, check_writable, file_digest
 from deepz_core.nets.deepz import DeepzModel, ModelConfig, save_model
 from deepz_core.progress import reporting
@@ -113,12 +114,14 @@ def run_config(
 
 def grid_for(catalog: str | Path) -> PzConfig:
     """The default p(z) grid (0 to 1.5, E20's), widened in steps of 0.5 to cover the spec-z
-    labels of the catalogue (a deep broad-band catalogue reaches z ~ 3)."""
-    z = read_catalog(catalog).zspec
-    z = z[np.isfinite(z) & (z >= 0) & (z <= Z_LABEL_MAX)]
+    labels of the catalogue (a deep broad-band catalogue reaches z ~ 3), with the ODDS window of
+    the survey profile of its bands (narrow-band 0.003, E20's; broad-band 0.1: a 0.003 window
+    holds ~3e-4 of a broad-band p(z), review of the ninth session)."""
+    cat = read_catalog(catalog)
+    z = cat.zspec[np.isfinite(cat.zspec) & (cat.zspec >= 0) & (cat.zspec <= Z_LABEL_MAX)]
     top = float(z.max()) if len(z) else 0.0
     z_max = max(PzConfig.z_max, np.ceil(top * 1.05 / 0.5) * 0.5)
-    return PzConfig() if z_max == PzConfig.z_max else PzConfig(z_max=float(z_max))
+    return PzConfig(z_max=float(z_max), odds_window=profile_for_bands(cat.bands).odds_window)
 
 
 def refuse_foreign_folder(out: Path, allowed: tuple[Path, ...] = ()) -> None:

@@ -107,8 +107,8 @@ def test_a_run_s_pages_and_report_take_its_odds_column(tiny_run) -> None:
     from deepz_core.evaluation.report import evaluate
 
     pred = analysis.read_predictions(tiny_run / "predictions.fits")
-    assert pred.odds_window == 0.003
-    np.testing.assert_array_equal(analysis.odds_for_window(pred, 0.003), pred.odds)
+    assert pred.odds_window == 0.1  # its bands' profile: broad-band
+    np.testing.assert_array_equal(analysis.odds_for_window(pred, 0.1), pred.odds)
     assert np.isfinite(evaluate(tiny_run / "predictions.fits")["overall"]["odds_best_sigma68"])
 
 

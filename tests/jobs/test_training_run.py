@@ -267,3 +267,14 @@ def test_a_finished_run_is_refused_naming_what_differs(tiny_run) -> None:
         open_run_folder(tiny_run, other)
     with pytest.raises(ConfigError, match=r"holds a finished run; choose another folder"):
         open_run_folder(tiny_run, config)
+
+
+def test_a_broad_band_run_s_odds_window_is_its_profile_s(tmp_path) -> None:
+    """Review, ninth session: LSST runs wrote odds in the narrow-band window 0.003 (~3e-4)."""
+    from deepz_core.jobs.training_run import grid_for
+    from deepz_core.simulate import simulate
+
+    write_catalog(simulate("lsst-deep", 80, seed=2), tmp_path / "lsst.fits")
+    assert grid_for(tmp_path / "lsst.fits").odds_window == 0.1
+    write_catalog(simulate("paus-mock", 60, seed=2), tmp_path / "nb.fits")
+    assert grid_for(tmp_path / "nb.fits").odds_window == 0.003
