@@ -38,9 +38,15 @@ def few(labels: np.ndarray | list[Any], n: int = 3) -> str:
     return shown + (f" (and {len(labels) - n} more)" if len(labels) > n else "")
 
 
+INT64_RANGE = (int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max))
+
+
 def as_int64(values: Any, column: str, source: str) -> np.ndarray:
-    """1-D int64 copy of ``values``; floats must be finite and integral. Raises CatalogError."""
+    """1-D int64 copy of ``values``; unsigned or Python integers must fit int64, floats must be
+    finite and integral. Raises CatalogError (every reader's ids come through here)."""
     arr = np.asarray(values)
+    if arr.size:
+        _check_int64_range(arr, column, source)
     if arr.dtype.kind in "iu" or arr.size == 0:
         return arr.astype(np.int64)
     if arr.dtype.kind == "f":
@@ -52,6 +58,39 @@ def as_int64(values: Any, column: str, source: str) -> np.ndarray:
             f"{source}: column '{column}' has non-integer values in rows {few(np.flatnonzero(bad))}"
         )
     raise _not_numeric(arr, column, source, "integer")
+
+
+def _check_int64_range(arr: np.ndarray, column: str, source: str) -> None:
+    """CatalogError naming ``column`` and one value when integers do not fit int64: uint64 ids
+    above 2**63 - 1 (which ``astype`` would wrap to negative numbers), or integers too large for
+    any integer type that a reader kept as Python ints or text."""
+    if arr.dtype.kind == "u" and arr.dtype.itemsize == 8:
+        big = arr > np.uint64(INT64_RANGE[1])
+        example = int(arr[big][0]) if big.any() else None
+    elif arr.dtype.kind in "OU":
+        example = next((v for v in map(_integer, arr.reshape(-1).tolist()) if _outside(v)), None)
+    else:
+        return
+    if example is not None:
+        raise CatalogError(
+            f"{source}: column '{column}' holds integers outside the int64 range (e.g. "
+            f"{example}); deepz stores ids as int64 (at most {INT64_RANGE[1]}): give ids that "
+            "fit, or name another id column (--id-column)"
+        )
+
+
+def _integer(value: Any) -> int | None:
+    """``value`` as an int when it is a Python int or the text of one (not a bool), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    text = value.strip() if isinstance(value, str) else ""
+    return int(text) if text.lstrip("+-").isdigit() else None
+
+
+def _outside(value: int | None) -> bool:
+    return value is not None and not INT64_RANGE[0] <= value <= INT64_RANGE[1]
 
 
 def _check_float_ids(arr: np.ndarray, column: str, source: str) -> None:

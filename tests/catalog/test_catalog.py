@@ -327,6 +327,22 @@ def test_19_digit_ids_stored_as_floats_are_refused_with_the_reason() -> None:
     assert as_int64(np.array([1.0, 2.0**53]), "id", "x").tolist() == [1, 2**53]  # exact: fine
 
 
+def test_uint64_ids_convert_exactly_or_are_refused_naming_the_column() -> None:
+    """uint64 ids that fit int64 keep their values; larger ones would wrap to negative numbers
+    and are refused, as are integers beyond any integer type kept as Python ints or text."""
+    top = np.iinfo(np.int64).max
+    fits = np.array([1, top], dtype=np.uint64)
+    assert as_int64(fits, "ref_id", "x").tolist() == [1, top]
+    big = np.array([18446744073709551000 + i for i in range(3)], dtype=np.uint64)
+    with pytest.raises(
+        CatalogError, match=r"cat.fits: column 'ref_id' .*int64.*18446744073709551000"
+    ):
+        as_int64(big, "ref_id", "cat.fits")
+    for values in (np.array([5, 10**23], dtype=object), np.array(["5", "-99999999999999999999"])):
+        with pytest.raises(CatalogError, match="outside the int64 range"):
+            as_int64(values, "objid", "x.csv")
+
+
 def test_dense_exposures_places_values_in_slots() -> None:
     exp = Exposures(
         ref_id=[20, 10, 20, 20, 10],

@@ -163,6 +163,29 @@ def test_external_csv_parquet_hdf5(tmp_path: Path) -> None:
     assert got.bands == ("u",) and got.fluxzp == 25.0
 
 
+def write_table(table: Table, path: Path) -> Path:
+    """``table`` as a file of the format its extension names (HDF5: dataset 'galaxies')."""
+    if path.suffix == ".h5":
+        table.write(path, path="galaxies")
+    else:
+        table.write(path)
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["fits", "parquet", "csv", "h5"])
+def test_uint64_ids_are_exact_or_refused_in_every_format(tmp_path: Path, fmt: str) -> None:
+    """uint64 ids that fit int64 are read exactly; ids beyond it are refused in one line (they
+    used to wrap silently to -616, -615, ...)."""
+    top = np.iinfo(np.int64).max
+    cols = {"flux_i": [10.0, 11.0], "flux_error_i": [1.0, 1.0]}
+    ok = Table({"ref_id": np.array([top - 1, top], dtype=np.uint64), **cols})
+    assert read_catalog(write_table(ok, tmp_path / f"ok.{fmt}")).ref_id.tolist() == [top - 1, top]
+    big = np.array([18446744073709551000, 18446744073709551001], dtype=np.uint64)
+    path = write_table(Table({"ref_id": big, **cols}), tmp_path / f"big.{fmt}")
+    with pytest.raises(CatalogError, match=r"column 'ref_id' .*int64 range \(e.g. 184467440737"):
+        read_catalog(path)
+
+
 CSV_HEAD = "ref_id,flux_g,flux_error_g,flux_r,flux_error_r\n"
 
 
