@@ -150,22 +150,47 @@ def native_array(values: Any) -> np.ndarray:
 
 
 def _clean_meta(meta: Mapping[str, Any]) -> dict[str, bool | int | float | str]:
-    """Upper-case keys (FITS style), plain Python scalar values; reserved/odd keys rejected."""
+    """Upper-case keys (FITS style), plain Python scalar values; reserved/odd keys rejected (meta
+    given explicitly; files and tables are read through ``kept_meta``)."""
     out: dict[str, bool | int | float | str] = {}
     for key, value in meta.items():
-        name = str(key).upper()
-        value = value.item() if isinstance(value, np.generic) else value
-        if not _META_KEY.match(name) or name == "FLUXZP" or FITS_STRUCTURAL.match(name):
+        name, value = str(key).upper(), _plain(value)
+        if not _meta_key_ok(name):
             raise CatalogError(f"meta key {key!r} is reserved or not of the form [A-Z0-9_-]+")
-        ok = isinstance(value, bool | int | str) or (
-            isinstance(value, float) and np.isfinite(value)
-        )
-        if not ok:
+        if not _meta_value_ok(value):
             raise CatalogError(
                 f"meta key {name!r}: value {value!r} is not a bool/int/finite float/str"
             )
         out[name] = value
     return out
+
+
+def kept_meta(meta: Mapping[str, Any]) -> dict[str, bool | int | float | str]:
+    """The header values of a file or table that a catalogue keeps (upper-case keys of the form
+    [A-Z0-9_-]+, plain values); the rest is dropped, never refused: FITS structure (EXTNAME,
+    TTYPEn...), HIERARCH keys with spaces ('ESO DET CHIP'), comment lists. FLUXZP and units are
+    read before (``catalog_from_columns``)."""
+    out: dict[str, bool | int | float | str] = {}
+    for key, value in meta.items():
+        name, value = str(key).upper(), _plain(value)
+        if _meta_key_ok(name) and _meta_value_ok(value):
+            out[name] = value
+    return out
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar as its Python value; anything else as it is."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _meta_key_ok(name: str) -> bool:
+    """An upper-case meta key deepz can write in every format and that is not reserved."""
+    return bool(_META_KEY.match(name)) and name != "FLUXZP" and not FITS_STRUCTURAL.match(name)
+
+
+def _meta_value_ok(value: Any) -> bool:
+    """A bool, int, str or finite float."""
+    return isinstance(value, bool | int | str) or (isinstance(value, float) and np.isfinite(value))
 
 
 def _shaped(values: Any, name: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -511,7 +536,7 @@ def catalog_from_columns(
             fluxzp=DEFAULT_FLUXZP if fluxzp is None else fluxzp,
             exposures=exposures,
             extra={k: native_array(columns[k]) for k in names if k not in used},
-            meta=meta,
+            meta=kept_meta(meta),
         )
     except CatalogError as err:
         raise CatalogError(f"{source}: {err}") from None

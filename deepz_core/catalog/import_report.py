@@ -15,7 +15,6 @@ they are listed apart (``Report.flagged``) and the galaxies are kept, flagged, u
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -25,7 +24,6 @@ import numpy as np
 from deepz_core.catalog.catalog import (
     DEFAULT_FLUXZP,
     ERROR_PREFIX,
-    FITS_STRUCTURAL,
     FLUX_PREFIX,
     Catalog,
     Exposures,
@@ -34,6 +32,7 @@ from deepz_core.catalog.catalog import (
     catalog_from_columns,
     exposure_index,
     few,
+    kept_meta,
 )
 from deepz_core.catalog.mapping import (
     GalaxyMapping,
@@ -56,7 +55,6 @@ from deepz_core.catalog.validation import (
 from deepz_core.errors import CatalogError, ConfigError
 
 Columns = dict[str, np.ndarray]
-_META_KEY = re.compile(r"^[A-Z0-9_\-]+$")
 FIX_ROUNDS = 3  # rounds of checks and fixes listed before giving up on a fixed point
 
 
@@ -187,7 +185,7 @@ def prepare_catalog(
         return Report(None, tuple(problems), tuple(notes), *dropped, tuple(flagged), warnings)
     meta = {k: v for k, v in galaxies.meta.items() if str(k).upper() != "FLUXZP"}
     try:
-        cat = _build(parts, {**_safe_meta(meta), "FLUXZP": float(zp)})
+        cat = _build(parts, {**kept_meta(meta), "FLUXZP": float(zp)})
     except CatalogError as err:
         return Report(
             None, (Problem("", "", str(err)),), tuple(notes), *dropped, tuple(flagged), warnings
@@ -541,19 +539,6 @@ def _apply_fixes(p: _Parts, problems: list[Problem], dropped: list[int]) -> _Par
         e = {k: v[~drop_e] for k, v in e.items()}
     dropped[0] += int(drop.sum())
     return replace(p, galaxies=g, exposures=e)
-
-
-def _safe_meta(meta: Mapping[str, Any]) -> dict[str, Any]:
-    """Header values a canonical catalogue can keep (simple upper-case keys)."""
-    out = {}
-    for key, value in meta.items():
-        name = str(key).upper()
-        simple = isinstance(value, bool | int | str) or (
-            isinstance(value, float) and np.isfinite(value)
-        )
-        if simple and _META_KEY.match(name) and not FITS_STRUCTURAL.match(name):
-            out[name] = value
-    return out
 
 
 def _build(p: _Parts, meta: dict[str, Any], check: bool = True) -> Catalog:

@@ -144,6 +144,33 @@ def test_fits_layout_and_external_files(tmp_path: Path, rng: np.random.Generator
     assert got.mag is None and np.isnan(got.zspec).all() and list(got.extra) == ["ra"]
 
 
+def test_survey_fits_headers_are_read_not_refused(tmp_path: Path) -> None:
+    """HIERARCH cards ('ESO DET CHIP', ESO/VISTA/KiDS pipelines) and EXTNAME, through read_catalog,
+    streamed chunks and the API's Catalog.from_table(Table.read(...)), are dropped, never a
+    refusal; simple keys are kept and FLUXZP still sets the zero-point."""
+    from deepz_core.catalog.io import iter_rows
+
+    table = Table({"ref_id": [1, 2, 3], "flux_i": [10.0, 11, 12], "flux_error_i": [1.0, 1, 1]})
+    hdu = fits.table_to_hdu(table)
+    hdu.header["EXTNAME"] = "GALAXIES"
+    hdu.header["HIERARCH ESO DET CHIP"] = "ccd1"
+    hdu.header["FLUXZP"] = 25.0
+    hdu.header["OBSERVER"] = "me"
+    primary = fits.PrimaryHDU()
+    primary.header["HIERARCH ESO OBS NAME"] = "KiDS"
+    path = tmp_path / "eso.fits"
+    fits.HDUList([primary, hdu]).writeto(path)
+    for cat in (
+        read_catalog(path),
+        next(iter_rows(path, (0, 3), 2)),
+        Catalog.from_table(Table.read(path)),
+    ):
+        assert cat.meta == {"OBSERVER": "me"} and cat.fluxzp == 25.0
+    assert read_catalog(write_catalog(read_catalog(path), tmp_path / "again.fits")).meta == {
+        "OBSERVER": "me"
+    }
+
+
 def test_external_csv_parquet_hdf5(tmp_path: Path) -> None:
     frame = pd.DataFrame({"ref_id": [5, 6], "flux_u": [1.0, -0.5], "flux_error_u": [0.3, 0.3]})
     frame.to_parquet(tmp_path / "p.pq")
