@@ -258,7 +258,8 @@ class Catalog:
 
     ``zspec`` (N,) is NaN where unknown (None -> all NaN); ``mag`` (N,) is the AB magnitude in the
     selection band; ``extra`` holds other per-galaxy columns (N, ...); ``meta`` simple header values
-    with upper-case keys. Shapes and dtypes are checked here; values by ``validate``.
+    with upper-case keys; ``notes`` what reading it left out (e.g. unusable single exposures), for
+    the caller's log. Shapes and dtypes are checked here; values by ``validate``.
     """
 
     ref_id: np.ndarray
@@ -271,6 +272,7 @@ class Catalog:
     exposures: Exposures | None = None
     extra: dict[str, np.ndarray] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         bands = tuple(str(b) for b in self.bands)
@@ -287,6 +289,7 @@ class Catalog:
             "fluxzp": float(self.fluxzp),
             "extra": {str(k): np.asarray(v) for k, v in self.extra.items()},
             "meta": _clean_meta(self.meta),
+            "notes": tuple(str(n) for n in self.notes),
         }
         for name, arr in values["extra"].items():
             if name in GALAXY_COLUMNS or name.startswith(FLUX_PREFIX) or arr.shape[:1] != (n,):

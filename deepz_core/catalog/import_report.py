@@ -10,7 +10,8 @@ problems the fixes would reveal too (a fixed point), so ``fix=True`` applies exa
 listed, and never one that would drop every galaxy. Values the photometric screen handles per
 galaxy (NaN, placeholders, errors <= 0, fluxes brighter than AB 0) are no problem, as in the CLI:
 they are listed apart (``Report.flagged``) and the galaxies are kept, flagged, unless
-``drop_flagged``. ``summarize`` gives counts, bands, coverage and SNR.
+``drop_flagged``; single exposures without information (NaN flux, error <= 0) are left out with
+a note, as in the CLI. ``summarize`` gives counts, bands, coverage and SNR.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ from deepz_core.catalog.validation import (
     is_placeholder,
     unit_ratio,
     unit_ratio_text,
+    unusable_exposures,
+    unusable_exposures_note,
     unusable_values,
     validate,
 )
@@ -258,6 +261,10 @@ def _load(gal: Source, exp: Source | None, spz: Source | None, notes: list[str])
         raw = apply_exposure_mapping(exp.columns, exp.mapping, bands)
         e = Exposures(**raw)  # raises CatalogError for non-numeric columns
         exposures = {k: getattr(e, k) for k in raw}
+        bad = unusable_exposures(e.flux, e.flux_error)
+        if bad.any():  # no information: left out, as by the CLI (validation.validate)
+            notes.append(unusable_exposures_note(bad, exp.name))
+            exposures = {k: v[~bad] for k, v in exposures.items()}
     return _Parts(typed, bands, exposures, gal.name, exp.name if exp else gal.name)
 
 
@@ -435,13 +442,7 @@ def _exposure_problems(p: _Parts) -> list[Problem]:
     e, src = p.exposures, p.exposures_source
     assert e is not None
     out = []
-    checks = (
-        ("flux", ~np.isfinite(e["flux"]), "NaN/inf values"),
-        (
-            "flux_error",
-            ~np.isfinite(e["flux_error"]) | (e["flux_error"] <= 0),
-            "NaN/inf, zero or negative values",
-        ),
+    checks = (  # unusable values were left out on loading (_load)
         ("ref_id", ~np.isin(e["ref_id"], p.galaxies["ref_id"]), "galaxies not in the catalogue"),
         ("band", ~np.isin(e["band"], p.bands), "bands not in the catalogue"),
     )
@@ -484,9 +485,7 @@ def _coadd_problems(p: _Parts) -> list[Problem]:
     if p.exposures is None or not len(p.exposures["flux"]):
         return []
     e = p.exposures
-    with np.errstate(invalid="ignore"):
-        valid = np.isfinite(e["flux"]) & np.isfinite(e["flux_error"]) & (e["flux_error"] > 0)
-    valid &= np.isin(e["ref_id"], p.galaxies["ref_id"]) & np.isin(e["band"], p.bands)
+    valid = np.isin(e["ref_id"], p.galaxies["ref_id"]) & np.isin(e["band"], p.bands)
     p = replace(p, exposures={k: v[valid] for k, v in e.items()})  # the others: own problems
     cat = _build(p, {}, check=False)
     bad, coadd, mean = coadd_mismatch(cat, *exposure_index(cat))  # (N, B)

@@ -258,8 +258,6 @@ EXP_HEAD = "ref_id,band,exp_num,flux,flux_error\n"
             EXP_HEAD + "1,z,0,1,1\n",
             r"exposures column 'band' has bands not in the catalogue \(.*\): z",
         ),
-        (EXP_HEAD + "1,g,0,nan,1\n", r"exposures column 'flux' has NaN/inf values in rows 0"),
-        (EXP_HEAD + "1,g,0,1,0\n", r"exposures column 'flux_error' has NaN/inf or non-positive"),
         (EXP_HEAD + "1,g,0,1,1\n1,g,0,1,1\n", r"duplicate \(ref_id, band, exp_num\) in rows 1"),
         (EXP_HEAD + "1,g,0,1,1\n1,g,1,3,1\n", r"column 'flux_g' disagrees .* ref_id 1"),
         ("ref_id,band,flux,flux_error\n1,g,1,1\n", r"lack required column\(s\) exp_num"),
@@ -273,6 +271,17 @@ def test_bad_csv_exposures(tmp_path: Path, text: str, match: str) -> None:
     with pytest.raises(CatalogError, match=match) as err:
         read_catalog(tmp_path / "c.csv")
     assert str(err.value).startswith(str(side))
+
+
+def test_exposures_without_information_are_left_out(tmp_path: Path) -> None:
+    """A NaN flux or a zero error among the exposures: those rows are left out (noted), and the
+    coadd is checked against the mean of the others (1, not the 2 the NaN row would spoil)."""
+    (tmp_path / "c.csv").write_text(CSV_HEAD + "1,1,1,1,1\n")
+    (tmp_path / "c.exposures.csv").write_text(EXP_HEAD + "1,g,0,1,1\n1,g,1,nan,1\n1,g,2,5,0\n")
+    cat = read_catalog(tmp_path / "c.csv")
+    assert cat.exposures.exp_num.tolist() == [0]
+    assert cat.notes[0].startswith(f"{tmp_path / 'c.exposures.csv'}: 2 of 3 single exposures")
+    assert "rows 1, 2" in cat.notes[0]
 
 
 def test_consistent_exposures_pass(tmp_path: Path) -> None:
