@@ -129,8 +129,7 @@ def validate(
         raise CatalogError(
             f"{source}: no {'bands' if cat.n_galaxies else 'galaxies (empty table)'}"
         )
-    ids, counts = np.unique(cat.ref_id, return_counts=True)
-    _check(counts > 1, f"{source}: column 'ref_id' has duplicates:", ids)
+    check_unique_ids(cat.ref_id, source)
     checks = (
         (FLUX_PREFIX, "NaN/inf", ~np.isfinite(cat.flux)),
         (FLUX_PREFIX, "placeholder (-99, -999, -9999)", is_placeholder(cat.flux)),
@@ -155,6 +154,17 @@ def validate(
         cat, rows = without_unusable_exposures(cat, exposures_source or source)
         _validate_exposures(cat, exposures_source or source, rows)
     return cat
+
+
+def check_unique_ids(ids: np.ndarray, source: str, column: str = "ref_id") -> None:
+    """CatalogError naming ``column`` and a few repeated values when ``ids`` (N,) repeat: the
+    whole catalogue's, whether it is read at once or in chunks (the streamed preflight)."""
+    ordered = np.sort(ids)
+    repeated = ordered[1:][ordered[1:] == ordered[:-1]]
+    if repeated.size:
+        raise CatalogError(
+            f"{source}: column '{column}' has duplicates: {few(np.unique(repeated))}"
+        )
 
 
 def _validate_exposures(cat: Catalog, source: str, rows: np.ndarray) -> None:

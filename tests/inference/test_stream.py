@@ -360,3 +360,28 @@ def test_streamed_uint64_ids_are_exact_or_refused(trained, tmp_path, ext) -> Non
         with pytest.raises(CatalogError, match=r"'ref_id' .*int64 range \(e.g. 18446744073709551"):
             predict(str(run.path), path, str(out), chunk_size=40)
         assert not out.exists()
+
+
+@pytest.mark.parametrize("ext", ["fits", "parquet", "csv", "h5"])
+def test_an_id_repeated_across_partitions_is_refused_whatever_the_chunking(
+    trained, tmp_path, ext
+) -> None:
+    """Ids repeated at rows 20 and 130 are refused as by read_catalog, by one file and by a
+    partitioned dataset of 50-row parts alike (the preflight reads every id, nothing else), before
+    any output exists."""
+    from deepz_core.catalog.io import read_catalog
+    from deepz_core.errors import CatalogError
+
+    run, cat, _ = trained
+    ids = cat.ref_id.copy()
+    ids[130] = ids[20]
+    path = _with_ids(cat, ids, tmp_path / f"dup.{ext}")
+    match = rf"column 'ref_id' has duplicates: {ids[20]}$"
+    with pytest.raises(CatalogError, match=match):
+        read_catalog(path)
+    for out in (tmp_path / "ds", tmp_path / "pz.parquet"):
+        predict = stream.predict_dataset if out.suffix == "" else stream.predict_file
+        for chunk_size in (50, 1000):
+            with pytest.raises(CatalogError, match=match):
+                predict(str(run.path), path, str(out), chunk_size=chunk_size)
+        assert not out.exists()
