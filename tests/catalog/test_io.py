@@ -464,6 +464,21 @@ def test_property_write_read_round_trips(tmp_path: Path, cat: Catalog, fmt: str)
     assert_same(read_catalog(write_catalog(cat, tmp_path / f"p.{fmt}")), cat)
 
 
+@pytest.mark.parametrize("layout", ["table", "fixed"])
+def test_pandas_hdf5_is_refused_saying_what_to_write(tmp_path: Path, layout: str) -> None:
+    """DataFrame.to_hdf stores PyTables blocks, not columns: one line naming it, whole-file and
+    streamed reads alike (it said 'none of the flux columns ... its columns: table')."""
+    from deepz_core.catalog.io import count_rows, iter_rows
+
+    frame = pd.DataFrame({"ref_id": [1, 2], "flux_i": [1.0, 2.0], "flux_error_i": [0.1, 0.1]})
+    path = tmp_path / "pandas.h5"
+    frame.to_hdf(path, key="galaxies", format=layout)
+    match = r"HDF5 key 'galaxies' is a pandas HDFStore table \('frame(_table)?'.*Parquet"
+    for read in (read_catalog, count_rows, lambda p: next(iter_rows(p, (0, 2), 2, ["flux_i"]))):
+        with pytest.raises(CatalogError, match=match):
+            read(path)
+
+
 def test_hdf5_vlen_strings_from_other_writers(tmp_path: Path) -> None:
     path = tmp_path / "v.h5"
     with h5py.File(path, "w") as f:
