@@ -38,9 +38,15 @@ def few(labels: np.ndarray | list[Any], n: int = 3) -> str:
     return shown + (f" (and {len(labels) - n} more)" if len(labels) > n else "")
 
 
+INT64_RANGE = (int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max))
+
+
 def as_int64(values: Any, column: str, source: str) -> np.ndarray:
-    """1-D int64 copy of ``values``; floats must be finite and integral. Raises CatalogError."""
+    """1-D int64 copy of ``values``; unsigned or Python integers must fit int64, floats must be
+    finite and integral. Raises CatalogError (every reader's ids come through here)."""
     arr = np.asarray(values)
+    if arr.size:
+        _check_int64_range(arr, column, source)
     if arr.dtype.kind in "iu" or arr.size == 0:
         return arr.astype(np.int64)
     if arr.dtype.kind == "f":
@@ -52,6 +58,39 @@ def as_int64(values: Any, column: str, source: str) -> np.ndarray:
             f"{source}: column '{column}' has non-integer values in rows {few(np.flatnonzero(bad))}"
         )
     raise _not_numeric(arr, column, source, "integer")
+
+
+def _check_int64_range(arr: np.ndarray, column: str, source: str) -> None:
+    """CatalogError naming ``column`` and one value when integers do not fit int64: uint64 ids
+    above 2**63 - 1 (which ``astype`` would wrap to negative numbers), or integers too large for
+    any integer type that a reader kept as Python ints or text."""
+    if arr.dtype.kind == "u" and arr.dtype.itemsize == 8:
+        big = arr > np.uint64(INT64_RANGE[1])
+        example = int(arr[big][0]) if big.any() else None
+    elif arr.dtype.kind in "OU":
+        example = next((v for v in map(_integer, arr.reshape(-1).tolist()) if _outside(v)), None)
+    else:
+        return
+    if example is not None:
+        raise CatalogError(
+            f"{source}: column '{column}' holds integers outside the int64 range (e.g. "
+            f"{example}); deepz stores ids as int64 (at most {INT64_RANGE[1]}): give ids that "
+            "fit, or name another id column (--id-column)"
+        )
+
+
+def _integer(value: Any) -> int | None:
+    """``value`` as an int when it is a Python int or the text of one (not a bool), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    text = value.strip() if isinstance(value, str) else ""
+    return int(text) if text.lstrip("+-").isdigit() else None
+
+
+def _outside(value: int | None) -> bool:
+    return value is not None and not INT64_RANGE[0] <= value <= INT64_RANGE[1]
 
 
 def _check_float_ids(arr: np.ndarray, column: str, source: str) -> None:
@@ -111,22 +150,47 @@ def native_array(values: Any) -> np.ndarray:
 
 
 def _clean_meta(meta: Mapping[str, Any]) -> dict[str, bool | int | float | str]:
-    """Upper-case keys (FITS style), plain Python scalar values; reserved/odd keys rejected."""
+    """Upper-case keys (FITS style), plain Python scalar values; reserved/odd keys rejected (meta
+    given explicitly; files and tables are read through ``kept_meta``)."""
     out: dict[str, bool | int | float | str] = {}
     for key, value in meta.items():
-        name = str(key).upper()
-        value = value.item() if isinstance(value, np.generic) else value
-        if not _META_KEY.match(name) or name == "FLUXZP" or FITS_STRUCTURAL.match(name):
+        name, value = str(key).upper(), _plain(value)
+        if not _meta_key_ok(name):
             raise CatalogError(f"meta key {key!r} is reserved or not of the form [A-Z0-9_-]+")
-        ok = isinstance(value, bool | int | str) or (
-            isinstance(value, float) and np.isfinite(value)
-        )
-        if not ok:
+        if not _meta_value_ok(value):
             raise CatalogError(
                 f"meta key {name!r}: value {value!r} is not a bool/int/finite float/str"
             )
         out[name] = value
     return out
+
+
+def kept_meta(meta: Mapping[str, Any]) -> dict[str, bool | int | float | str]:
+    """The header values of a file or table that a catalogue keeps (upper-case keys of the form
+    [A-Z0-9_-]+, plain values); the rest is dropped, never refused: FITS structure (EXTNAME,
+    TTYPEn...), HIERARCH keys with spaces ('ESO DET CHIP'), comment lists. FLUXZP and units are
+    read before (``catalog_from_columns``)."""
+    out: dict[str, bool | int | float | str] = {}
+    for key, value in meta.items():
+        name, value = str(key).upper(), _plain(value)
+        if _meta_key_ok(name) and _meta_value_ok(value):
+            out[name] = value
+    return out
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar as its Python value; anything else as it is."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _meta_key_ok(name: str) -> bool:
+    """An upper-case meta key deepz can write in every format and that is not reserved."""
+    return bool(_META_KEY.match(name)) and name != "FLUXZP" and not FITS_STRUCTURAL.match(name)
+
+
+def _meta_value_ok(value: Any) -> bool:
+    """A bool, int, str or finite float."""
+    return isinstance(value, bool | int | str) or (isinstance(value, float) and np.isfinite(value))
 
 
 def _shaped(values: Any, name: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -194,7 +258,8 @@ class Catalog:
 
     ``zspec`` (N,) is NaN where unknown (None -> all NaN); ``mag`` (N,) is the AB magnitude in the
     selection band; ``extra`` holds other per-galaxy columns (N, ...); ``meta`` simple header values
-    with upper-case keys. Shapes and dtypes are checked here; values by ``validate``.
+    with upper-case keys; ``notes`` what reading it left out (e.g. unusable single exposures), for
+    the caller's log. Shapes and dtypes are checked here; values by ``validate``.
     """
 
     ref_id: np.ndarray
@@ -207,6 +272,7 @@ class Catalog:
     exposures: Exposures | None = None
     extra: dict[str, np.ndarray] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         bands = tuple(str(b) for b in self.bands)
@@ -223,6 +289,7 @@ class Catalog:
             "fluxzp": float(self.fluxzp),
             "extra": {str(k): np.asarray(v) for k, v in self.extra.items()},
             "meta": _clean_meta(self.meta),
+            "notes": tuple(str(n) for n in self.notes),
         }
         for name, arr in values["extra"].items():
             if name in GALAXY_COLUMNS or name.startswith(FLUX_PREFIX) or arr.shape[:1] != (n,):
@@ -472,7 +539,7 @@ def catalog_from_columns(
             fluxzp=DEFAULT_FLUXZP if fluxzp is None else fluxzp,
             exposures=exposures,
             extra={k: native_array(columns[k]) for k in names if k not in used},
-            meta=meta,
+            meta=kept_meta(meta),
         )
     except CatalogError as err:
         raise CatalogError(f"{source}: {err}") from None

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from deepz_core.catalog.catalog import DEFAULT_FLUXZP, ERROR_PREFIX, FLUX_PREFIX, few
-from deepz_core.catalog.magnitudes import convert_magnitudes, magnitude_columns
+from deepz_core.catalog.magnitudes import convert_magnitudes, magnitude_columns, resolve_limits
 from deepz_core.catalog.units import column_units, resolve_fluxzp
 from deepz_core.configs import Config, check_bool, check_real
 from deepz_core.errors import CatalogError, ConfigError
@@ -33,8 +33,10 @@ class InputConventions(Config):
 
     ``id_column``: the identifier (None: ``ref_id``, else the first of objectId, object_id, id);
     ``magnitudes``: convert ``mag_<band>``/``magerr_<band>`` to fluxes (None: only when the table
-    has no flux columns); ``mag_limits``: limiting AB magnitude per band (or magnitude column) for
-    non-detections without a ``maglim_<band>`` value, at ``limit_nsigma`` sigma; ``nondetect`` /
+    has no flux columns); ``mag_limits``: limiting AB magnitude per band (or magnitude column, or
+    a short name such as ``u`` for ``lsst_u`` when unambiguous; a name that is no band is a
+    ConfigError) for non-detections without a ``maglim_<band>`` value, at ``limit_nsigma`` sigma;
+    ``nondetect`` /
     ``unobserved``: the magnitude codes of a non-detection (99) and of a band not observed (-99).
 
     >>> import deepz_core as dz
@@ -152,8 +154,10 @@ def needed_columns(
     wanted.add(identifier(names, conv) or "ref_id")
     fluxes = {p + b for b in bands for p in (FLUX_PREFIX, ERROR_PREFIX)}
     if _converts_magnitudes(list(names), conv):
-        for band in magnitude_columns(names):
-            if band.band in bands:
+        magnitudes = magnitude_columns(names)
+        limited = resolve_limits(conv.mag_limits, magnitudes)  # ConfigError for no band
+        for band in magnitudes:
+            if band.band in bands or band.mag in limited:  # limits are checked in every chunk
                 wanted |= {band.mag, band.error, band.limit or band.mag}
     elif not fluxes & set(names):
         raise CatalogError(

@@ -10,12 +10,12 @@ problems the fixes would reveal too (a fixed point), so ``fix=True`` applies exa
 listed, and never one that would drop every galaxy. Values the photometric screen handles per
 galaxy (NaN, placeholders, errors <= 0, fluxes brighter than AB 0) are no problem, as in the CLI:
 they are listed apart (``Report.flagged``) and the galaxies are kept, flagged, unless
-``drop_flagged``. ``summarize`` gives counts, bands, coverage and SNR.
+``drop_flagged``; single exposures without information (NaN flux, error <= 0) are left out with
+a note, as in the CLI. ``summarize`` gives counts, bands, coverage and SNR.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -25,7 +25,6 @@ import numpy as np
 from deepz_core.catalog.catalog import (
     DEFAULT_FLUXZP,
     ERROR_PREFIX,
-    FITS_STRUCTURAL,
     FLUX_PREFIX,
     Catalog,
     Exposures,
@@ -34,6 +33,7 @@ from deepz_core.catalog.catalog import (
     catalog_from_columns,
     exposure_index,
     few,
+    kept_meta,
 )
 from deepz_core.catalog.mapping import (
     GalaxyMapping,
@@ -50,13 +50,14 @@ from deepz_core.catalog.validation import (
     is_placeholder,
     unit_ratio,
     unit_ratio_text,
+    unusable_exposures,
+    unusable_exposures_note,
     unusable_values,
     validate,
 )
 from deepz_core.errors import CatalogError, ConfigError
 
 Columns = dict[str, np.ndarray]
-_META_KEY = re.compile(r"^[A-Z0-9_\-]+$")
 FIX_ROUNDS = 3  # rounds of checks and fixes listed before giving up on a fixed point
 
 
@@ -187,7 +188,7 @@ def prepare_catalog(
         return Report(None, tuple(problems), tuple(notes), *dropped, tuple(flagged), warnings)
     meta = {k: v for k, v in galaxies.meta.items() if str(k).upper() != "FLUXZP"}
     try:
-        cat = _build(parts, {**_safe_meta(meta), "FLUXZP": float(zp)})
+        cat = _build(parts, {**kept_meta(meta), "FLUXZP": float(zp)})
     except CatalogError as err:
         return Report(
             None, (Problem("", "", str(err)),), tuple(notes), *dropped, tuple(flagged), warnings
@@ -260,6 +261,10 @@ def _load(gal: Source, exp: Source | None, spz: Source | None, notes: list[str])
         raw = apply_exposure_mapping(exp.columns, exp.mapping, bands)
         e = Exposures(**raw)  # raises CatalogError for non-numeric columns
         exposures = {k: getattr(e, k) for k in raw}
+        bad = unusable_exposures(e.flux, e.flux_error)
+        if bad.any():  # no information: left out, as by the CLI (validation.validate)
+            notes.append(unusable_exposures_note(bad, exp.name))
+            exposures = {k: v[~bad] for k, v in exposures.items()}
     return _Parts(typed, bands, exposures, gal.name, exp.name if exp else gal.name)
 
 
@@ -437,13 +442,7 @@ def _exposure_problems(p: _Parts) -> list[Problem]:
     e, src = p.exposures, p.exposures_source
     assert e is not None
     out = []
-    checks = (
-        ("flux", ~np.isfinite(e["flux"]), "NaN/inf values"),
-        (
-            "flux_error",
-            ~np.isfinite(e["flux_error"]) | (e["flux_error"] <= 0),
-            "NaN/inf, zero or negative values",
-        ),
+    checks = (  # unusable values were left out on loading (_load)
         ("ref_id", ~np.isin(e["ref_id"], p.galaxies["ref_id"]), "galaxies not in the catalogue"),
         ("band", ~np.isin(e["band"], p.bands), "bands not in the catalogue"),
     )
@@ -486,9 +485,7 @@ def _coadd_problems(p: _Parts) -> list[Problem]:
     if p.exposures is None or not len(p.exposures["flux"]):
         return []
     e = p.exposures
-    with np.errstate(invalid="ignore"):
-        valid = np.isfinite(e["flux"]) & np.isfinite(e["flux_error"]) & (e["flux_error"] > 0)
-    valid &= np.isin(e["ref_id"], p.galaxies["ref_id"]) & np.isin(e["band"], p.bands)
+    valid = np.isin(e["ref_id"], p.galaxies["ref_id"]) & np.isin(e["band"], p.bands)
     p = replace(p, exposures={k: v[valid] for k, v in e.items()})  # the others: own problems
     cat = _build(p, {}, check=False)
     bad, coadd, mean = coadd_mismatch(cat, *exposure_index(cat))  # (N, B)
@@ -541,19 +538,6 @@ def _apply_fixes(p: _Parts, problems: list[Problem], dropped: list[int]) -> _Par
         e = {k: v[~drop_e] for k, v in e.items()}
     dropped[0] += int(drop.sum())
     return replace(p, galaxies=g, exposures=e)
-
-
-def _safe_meta(meta: Mapping[str, Any]) -> dict[str, Any]:
-    """Header values a canonical catalogue can keep (simple upper-case keys)."""
-    out = {}
-    for key, value in meta.items():
-        name = str(key).upper()
-        simple = isinstance(value, bool | int | str) or (
-            isinstance(value, float) and np.isfinite(value)
-        )
-        if simple and _META_KEY.match(name) and not FITS_STRUCTURAL.match(name):
-            out[name] = value
-    return out
 
 
 def _build(p: _Parts, meta: dict[str, Any], check: bool = True) -> Catalog:

@@ -17,15 +17,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
+
 from deepz_core.catalog.catalog import (
     ERROR_PREFIX,
     EXPOSURE_COLUMNS,
     FLUX_PREFIX,
     Catalog,
+    as_int64,
     catalog_from_columns,
     exposures_from_columns,
 )
-from deepz_core.catalog.conventions import InputConventions, canonical_columns
+from deepz_core.catalog.conventions import InputConventions, canonical_columns, identifier
 from deepz_core.catalog.formats import csv_file, fits_file, hats_dir, hdf5_file, parquet_file
 from deepz_core.catalog.formats.common import Range, Tables, Wanted, check_file, library_errors
 from deepz_core.catalog.units import UNITS_KEY, zeropoint_unit
@@ -183,6 +186,30 @@ def column_names(path: Path | str) -> list[str]:
     _check(path, fmt)
     with library_errors(path, f"read as {fmt.upper()}"):
         return FORMATS[fmt].column_names(path)
+
+
+ID_CHUNK = 1_000_000  # rows of the identifier column read at once (8 MB)
+
+
+def read_ids(path: Path | str, conventions: InputConventions | None = None) -> np.ndarray:
+    """(N,) int64 identifiers of the whole catalogue (``ref_id``, or the column ``conventions``
+    name), read alone in chunks of ID_CHUNK rows, each through ``as_int64``: the ids of a
+    catalogue too large to read at once, for checks across partitions. Empty without one."""
+    path = Path(path)
+    fmt = catalog_format(path)
+    _check(path, fmt)
+    ident = identifier(column_names(path), conventions or InputConventions())
+    if ident is None:
+        return np.zeros(0, np.int64)
+    parts = [np.zeros(0, np.int64)]
+    chunks = FORMATS[fmt].iter_rows(path, (0, count_rows(path)), ID_CHUNK, [ident])
+    while True:
+        with library_errors(path, f"read as {fmt.upper()}"):
+            chunk = next(chunks, None)
+        if chunk is None:
+            return np.concatenate(parts)
+        cols, _, source = chunk
+        parts.append(as_int64(cols[ident], ident, source))
 
 
 def plan_partitions(path: Path | str, chunk_size: int) -> list[Range]:

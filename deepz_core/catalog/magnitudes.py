@@ -20,7 +20,7 @@ import numpy as np
 
 from deepz_core.catalog.catalog import ERROR_PREFIX, FLUX_PREFIX, as_float64
 from deepz_core.catalog.mapping import canonical_band
-from deepz_core.errors import CatalogError
+from deepz_core.errors import CatalogError, ConfigError
 
 LOG = logging.getLogger("deepz")
 
@@ -72,6 +72,37 @@ def magnitude_columns(names: Sequence[str]) -> list[MagnitudeColumns]:
     return out
 
 
+def resolve_limits(
+    limits: Mapping[str, float], bands: Sequence[MagnitudeColumns]
+) -> dict[str, float]:
+    """``limits`` keyed by the magnitude column of the band each key names (``limit_band``);
+    ConfigError for a key that names none of ``bands`` or several, listing them."""
+    return {limit_band(key, bands).mag: value for key, value in limits.items()}
+
+
+def limit_band(key: str, bands: Sequence[MagnitudeColumns]) -> MagnitudeColumns:
+    """The band of ``bands`` a limit's key names, as band names are matched elsewhere: the band or
+    its magnitude column exactly, else case-insensitively or in RAIL's spelling (``I``, ``u_lsst``),
+    else by its filter letter after the last '_' when one band alone has it (``u`` -> ``lsst_u``).
+    ConfigError, listing the bands, for a key that names none or several."""
+    tests = (
+        lambda b: key in (b.band, b.mag),
+        lambda b: key.lower() in (b.band.lower(), b.mag.lower()) or band_name(key) == b.band,
+        lambda b: key.lower() == b.band.rsplit("_", 1)[-1].lower(),
+    )
+    for test in tests:
+        found = [b for b in bands if test(b)]
+        if len(found) == 1:
+            return found[0]
+        if found:
+            names = ", ".join(b.band for b in found)
+            raise ConfigError(f"--mag-limits: {key!r} could be any of the bands {names}: name one")
+    known = ", ".join(b.band for b in bands) or "none"
+    raise ConfigError(
+        f"--mag-limits: {key!r} names no band given in magnitudes (mag_<band>); bands: {known}"
+    )
+
+
 def fluxes_from_magnitudes(
     mag: np.ndarray,
     error: np.ndarray,
@@ -112,14 +143,17 @@ def convert_magnitudes(
 ) -> dict[str, np.ndarray]:
     """``columns`` with every band given only in magnitudes (``magnitude_columns``) replaced by
     ``flux_<band>``/``flux_error_<band>`` in the unit of ``fluxzp``; ``limits`` by band name or
-    magnitude column. Bands that also have flux columns keep them (the magnitudes stay extras)."""
+    magnitude column, or short names that ``limit_band`` resolves (ConfigError for a name that
+    is no band). Bands that also have flux columns keep them (the magnitudes stay extras)."""
     out = dict(columns)
-    for band in magnitude_columns(list(columns)):
+    bands = magnitude_columns(list(columns))
+    by_column = resolve_limits(limits, bands)
+    for band in bands:
         if FLUX_PREFIX + band.band in columns or ERROR_PREFIX + band.band in columns:
             continue
         mag = as_float64(columns[band.mag], band.mag, source)
         error = as_float64(columns[band.error], band.error, source)
-        limit = np.full(mag.shape, limits.get(band.band, limits.get(band.mag, np.nan)), float)
+        limit = np.full(mag.shape, by_column.get(band.mag, np.nan), float)
         if band.limit is not None:
             row_limit = as_float64(columns[band.limit], band.limit, source)
             limit = np.where(np.isfinite(row_limit), row_limit, limit)

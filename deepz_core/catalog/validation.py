@@ -4,10 +4,15 @@ single galaxies are left to the photometric screen (``deepz_core.catalog.screen`
 
 from __future__ import annotations
 
+import logging
+from dataclasses import replace
+
 import numpy as np
 
 from deepz_core.catalog.catalog import ERROR_PREFIX, FLUX_PREFIX, Catalog, exposure_index, few
 from deepz_core.errors import CatalogError
+
+LOG = logging.getLogger("deepz")
 
 BRIGHTEST_AB = 0.0  # no galaxy in a photo-z catalogue is brighter than AB magnitude 0
 
@@ -50,6 +55,37 @@ def unusable_values(flux: np.ndarray, error: np.ndarray, fluxzp: float) -> tuple
     return missing, implausible
 
 
+def unusable_exposures(flux: np.ndarray, error: np.ndarray) -> np.ndarray:
+    """(M,) bool: single exposures that carry no information, left out when a catalogue is read:
+    a flux that is NaN/inf, or an error that is NaN/inf or <= 0 (no inverse-variance weight)."""
+    with np.errstate(invalid="ignore"):
+        return ~np.isfinite(flux) | ~np.isfinite(error) | ~(error > 0)
+
+
+def unusable_exposures_note(bad: np.ndarray, source: str) -> str:
+    """'source: 1 of 660,000 single exposures left out ...': what ``unusable_exposures`` left out
+    (``bad`` (M,) bool, some True), for the caller's log and the Data page's notes."""
+    return (
+        f"{source}: {int(bad.sum()):,} of {bad.size:,} single exposures left out (flux NaN/inf "
+        f"or error NaN/inf or <= 0: no information; rows {few(np.flatnonzero(bad))}); coadds "
+        "rebuilt from exposures use the others"
+    )
+
+
+def without_unusable_exposures(cat: Catalog, source: str) -> tuple[Catalog, np.ndarray]:
+    """(``cat`` without its ``unusable_exposures``, (M',) file rows of the exposures kept); the
+    ones left out are counted in a warning on the ``deepz`` logger and in ``cat.notes``."""
+    exp = cat.exposures
+    if exp is None:
+        return cat, np.zeros(0, np.int64)
+    bad = unusable_exposures(exp.flux, exp.flux_error)
+    if not bad.any():
+        return cat, np.arange(len(exp))
+    note = unusable_exposures_note(bad, source)
+    LOG.warning(note)
+    return replace(cat, exposures=exp.select(~bad), notes=(*cat.notes, note)), np.flatnonzero(~bad)
+
+
 ZSPEC_MAX = 10.0  # spectroscopic redshifts lie in [0, ZSPEC_MAX); 99, -99, -1 are "none" codes
 
 
@@ -86,14 +122,14 @@ def validate(
     placeholder code (-99...), or whose errors are NaN/inf or <= 0, for EVERY galaxy is refused
     (remove it); such values in some galaxies are left to the photometric screen
     (``deepz_core.catalog.screen``), which flags those galaxies instead of failing the whole catalogue.
-    Returns ``cat`` unchanged.
+    Single exposures without information (``unusable_exposures``) are left out, with a note.
+    Returns ``cat`` (a copy without those exposures when it had some).
     """
     if cat.n_galaxies == 0 or not cat.bands:
         raise CatalogError(
             f"{source}: no {'bands' if cat.n_galaxies else 'galaxies (empty table)'}"
         )
-    ids, counts = np.unique(cat.ref_id, return_counts=True)
-    _check(counts > 1, f"{source}: column 'ref_id' has duplicates:", ids)
+    check_unique_ids(cat.ref_id, source)
     checks = (
         (FLUX_PREFIX, "NaN/inf", ~np.isfinite(cat.flux)),
         (FLUX_PREFIX, "placeholder (-99, -999, -9999)", is_placeholder(cat.flux)),
@@ -115,19 +151,28 @@ def validate(
     if not np.isfinite(cat.fluxzp):
         raise CatalogError(f"{source}: header FLUXZP = {cat.fluxzp} is not finite")
     if cat.exposures is not None:
-        _validate_exposures(cat, exposures_source or source)
+        cat, rows = without_unusable_exposures(cat, exposures_source or source)
+        _validate_exposures(cat, exposures_source or source, rows)
     return cat
 
 
-def _validate_exposures(cat: Catalog, source: str) -> None:
-    """Exposure values, membership, duplicates and coadd consistency."""
+def check_unique_ids(ids: np.ndarray, source: str, column: str = "ref_id") -> None:
+    """CatalogError naming ``column`` and a few repeated values when ``ids`` (N,) repeat: the
+    whole catalogue's, whether it is read at once or in chunks (the streamed preflight)."""
+    ordered = np.sort(ids)
+    repeated = ordered[1:][ordered[1:] == ordered[:-1]]
+    if repeated.size:
+        raise CatalogError(
+            f"{source}: column '{column}' has duplicates: {few(np.unique(repeated))}"
+        )
+
+
+def _validate_exposures(cat: Catalog, source: str, rows: np.ndarray) -> None:
+    """Exposure membership, duplicates and coadd consistency; ``rows`` (M,) label each exposure
+    with its row in the file."""
     exp = cat.exposures
     assert exp is not None
-    rows = np.arange(len(exp))
     prefix = f"{source}: exposures column"
-    _check(~np.isfinite(exp.flux), f"{prefix} 'flux' has NaN/inf values in rows", rows)
-    bad = ~np.isfinite(exp.flux_error) | (exp.flux_error <= 0)
-    _check(bad, f"{prefix} 'flux_error' has NaN/inf or non-positive values in rows", rows)
     gal, band = exposure_index(cat)
     _check(gal < 0, f"{prefix} 'ref_id' names unknown galaxies: ref_id", exp.ref_id, True)
     _check(band < 0, f"{prefix} 'band' has bands not in the catalogue {cat.bands}:", exp.band, True)

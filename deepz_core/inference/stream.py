@@ -30,7 +30,12 @@ import pyarrow.parquet as pq
 import torch
 
 from deepz_core.catalog.catalog import Catalog, native_array
-from deepz_core.catalog.conventions import COORDINATE_COLUMNS, InputConventions, needed_columns
+from deepz_core.catalog.conventions import (
+    COORDINATE_COLUMNS,
+    InputConventions,
+    identifier,
+    needed_columns,
+)
 from deepz_core.catalog.formats.common import Range
 from deepz_core.catalog.io import (
     column_names,
@@ -38,7 +43,9 @@ from deepz_core.catalog.io import (
     iter_rows,
     plan_partitions,
     plan_warning,
+    read_ids,
 )
+from deepz_core.catalog.validation import check_unique_ids
 from deepz_core.errors import CatalogError, ConfigError
 from deepz_core.files import (
     LOCK_FILE,
@@ -184,8 +191,10 @@ PREFLIGHT_ROWS = 100
 
 def preflight(run_dir: str, catalog: str, read: ReadOptions | None = None) -> int:
     """Rows in ``catalog`` after reading and checking its first ``PREFLIGHT_ROWS`` rows with the
-    columns the run uses: a catalogue with the wrong columns, values or layout fails here, in one
-    line, before any output (or Dask task) exists. CatalogError for an empty catalogue."""
+    columns the run uses, and the identifiers of all its rows (read alone, 8 bytes per row): a
+    catalogue with the wrong columns, values or layout, or with an id repeated anywhere (as
+    ``read_catalog`` refuses it, whatever the partitions), fails here, in one line, before any
+    output (or Dask task) exists. CatalogError for an empty catalogue."""
     n = count_rows(catalog)
     if n == 0:
         raise CatalogError(f"{catalog}: no galaxies (empty table): nothing to predict")
@@ -197,6 +206,8 @@ def preflight(run_dir: str, catalog: str, read: ReadOptions | None = None) -> in
         catalog, (0, min(n, PREFLIGHT_ROWS)), PREFLIGHT_ROWS, columns, read.conventions
     ):
         pass
+    ident = identifier(names, read.conventions) or "ref_id"
+    check_unique_ids(read_ids(catalog, read.conventions), str(catalog), ident)
     return n
 
 

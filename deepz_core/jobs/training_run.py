@@ -363,6 +363,8 @@ def _train(run: RunDir, config: RunConfig) -> None:
 
     train = config.train
     cat, features = load_inputs(config)
+    for note in cat.notes:  # what reading left out, e.g. single exposures without information
+        run.log(note)
     record_screen(run, features)
     labelled = labelled_mask(features)
     check_labels(features, labelled, train.folds)

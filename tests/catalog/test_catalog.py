@@ -240,8 +240,6 @@ def _exposure_change(cat: Catalog, column: str, row: int, value: object) -> Cata
         ),
         ("band", "NB999", r"exposures column 'band' has bands not in the catalogue \(.*\): NB999"),
         ("band", "g", r"column 'flux_\w+' disagrees"),
-        ("flux", np.nan, r"exposures column 'flux' has NaN/inf values in rows"),
-        ("flux_error", -2.0, r"exposures column 'flux_error' has NaN/inf or non-positive"),
         ("flux", 1e4, r"column 'flux_NB4\d5' disagrees with the inverse-variance mean"),
     ],
 )
@@ -251,6 +249,34 @@ def test_validate_rejects_bad_exposures(
     bad = _exposure_change(make_catalog(rng), column, 0, value)
     with pytest.raises(CatalogError, match="^e.csv: " + match):
         validate(bad, "c.csv", "e.csv")
+
+
+@pytest.mark.parametrize("column, value", [("flux", np.nan), ("flux_error", -2.0)])
+def test_exposures_without_information_are_left_out_with_a_note(
+    rng: np.random.Generator, caplog: pytest.LogCaptureFixture, column: str, value: float
+) -> None:
+    """One NaN flux (or error <= 0) among the exposures no longer refuses the catalogue: that
+    exposure is left out, counted in a warning and in the catalogue's notes; the survey's coadd
+    (the mean of the others) agrees, and the coadd deepz builds from the exposures is that mean."""
+    cat = make_catalog(rng)
+    bad = _exposure_change(cat, column, 0, value)
+    gal = int(np.flatnonzero(cat.ref_id == cat.exposures.ref_id[0])[0])
+    band = str(cat.exposures.band[0])
+    j = cat.bands.index(band)
+    kept = cat.exposures.select(np.arange(1, len(cat.exposures)))
+    flux, error = cat.flux.copy(), cat.flux_error.copy()
+    others = ((kept.ref_id == cat.ref_id[gal]) & (kept.band == band)).any()
+    if others:
+        flux[gal, j], error[gal, j] = reference_coadd(kept, int(cat.ref_id[gal]), band)
+    with caplog.at_level("WARNING", logger="deepz"):
+        got = validate(with_(bad, flux=flux, flux_error=error), "c.csv", "e.csv")
+    m = len(cat.exposures)
+    note = f"e.csv: 1 of {m} single exposures left out (flux NaN/inf or error NaN/inf or <= 0"
+    assert len(got.notes) == 1 and got.notes[0].startswith(note) and "rows 0)" in got.notes[0]
+    assert note in caplog.text and len(got.exposures) == m - 1
+    np.testing.assert_array_equal(got.exposures.flux, kept.flux)
+    coadd, _ = coadd_from_exposures(dense_exposures(got))
+    np.testing.assert_allclose(coadd[gal, j], flux[gal, j] if others else np.nan)
 
 
 def test_validate_rejects_duplicate_exposures(rng: np.random.Generator) -> None:
@@ -325,6 +351,22 @@ def test_19_digit_ids_stored_as_floats_are_refused_with_the_reason() -> None:
     with pytest.raises(CatalogError, match=r"cat.fits: column 'objid' holds ids as float64.*int64"):
         as_int64(ids.astype(np.float64), "objid", "cat.fits")
     assert as_int64(np.array([1.0, 2.0**53]), "id", "x").tolist() == [1, 2**53]  # exact: fine
+
+
+def test_uint64_ids_convert_exactly_or_are_refused_naming_the_column() -> None:
+    """uint64 ids that fit int64 keep their values; larger ones would wrap to negative numbers
+    and are refused, as are integers beyond any integer type kept as Python ints or text."""
+    top = np.iinfo(np.int64).max
+    fits = np.array([1, top], dtype=np.uint64)
+    assert as_int64(fits, "ref_id", "x").tolist() == [1, top]
+    big = np.array([18446744073709551000 + i for i in range(3)], dtype=np.uint64)
+    with pytest.raises(
+        CatalogError, match=r"cat.fits: column 'ref_id' .*int64.*18446744073709551000"
+    ):
+        as_int64(big, "ref_id", "cat.fits")
+    for values in (np.array([5, 10**23], dtype=object), np.array(["5", "-99999999999999999999"])):
+        with pytest.raises(CatalogError, match="outside the int64 range"):
+            as_int64(values, "objid", "x.csv")
 
 
 def test_dense_exposures_places_values_in_slots() -> None:

@@ -45,6 +45,11 @@ def test_needed_columns_of_flux_and_magnitude_files() -> None:
     ]
     mags = ["id", "mag_u_lsst", "mag_err_u_lsst", "maglim_u_lsst", "mag_g_lsst", "mag_err_g_lsst"]
     assert needed_columns(mags, ["lsst_u"]) == mags[:4]
+    # a limit is checked in every chunk: its band comes along (a limit naming no band fails here)
+    limited = InputConventions(mag_limits={"g": 25.0})
+    assert needed_columns(mags, ["lsst_u"], conv=limited) == mags
+    with pytest.raises(ConfigError, match="'z' names no band"):
+        needed_columns(mags, ["lsst_u"], conv=InputConventions(mag_limits={"z": 25.0}))
     assert needed_columns(names, None) is None
     with pytest.raises(ConfigError, match=r"--keep-columns: \['z'\] not in the catalogue"):
         needed_columns(names, ["g"], ("z",))

@@ -44,6 +44,24 @@ def test_clean_catalogue_passes() -> None:
     assert report.catalog.n_galaxies == 20 and len(report.catalog.exposures) == 60
 
 
+def test_exposures_without_information_are_left_out_as_by_the_cli() -> None:
+    """A NaN exposure flux or a zero error is no problem to fix: the row is left out with a note,
+    as read_catalog does, and the catalogue is ready (the coadd is the mean of the others)."""
+    cat = _catalog()
+    exp = {k: np.array(getattr(cat.exposures, k), copy=True) for k in EXPOSURE_ALIASES}
+    exp["flux"][4], exp["flux_error"][7] = np.nan, 0.0
+    cols = {k: np.array(v, copy=True) for k, v in cat.columns().items()}
+    # galaxies 2 and 3: their coadds the mean of the two exposures left (equal errors)
+    cols["flux_NB455"][1] = (exp["flux"][3] + exp["flux"][5]) / 2
+    cols["flux_error_NB455"][1] = 2**-0.5
+    cols["flux_NB455"][2] = (exp["flux"][6] + exp["flux"][8]) / 2
+    cols["flux_error_NB455"][2] = 2**-0.5
+    report = prepare_catalog(*_sources(cat, cols, exp))
+    assert report.ok, [p.text() for p in report.problems]
+    assert len(report.catalog.exposures) == 58
+    assert any(n.startswith("exp.fits: 2 of 60 single exposures left out") for n in report.notes)
+
+
 def test_all_problems_are_collected() -> None:
     cat = _catalog()
     cols = {k: np.array(v, copy=True) for k, v in cat.columns().items()}

@@ -88,3 +88,39 @@ def test_bands_given_as_fluxes_keep_them() -> None:
     assert Catalog.from_table(t).bands == ("g",)  # fluxes present: magnitudes stay extras
     cat = Catalog.from_table(t, conventions=InputConventions(magnitudes=True))
     assert cat.bands == ("g", "r")
+
+
+def _lsst(bands: tuple[str, ...] = ("u", "g")) -> dict[str, list[float]]:
+    """Two galaxies in LSST bands given as magnitudes, the second not detected in any band."""
+    t: dict[str, list[float]] = {"ref_id": [1, 2]}
+    for b in bands:
+        t |= {f"mag_lsst_{b}": [22.0, 99.0], f"magerr_lsst_{b}": [0.1, 99.0]}
+    return t
+
+
+@pytest.mark.parametrize("key", ["u", "U", "lsst_u", "LSST_U", "u_lsst", "mag_lsst_u"])
+def test_a_limit_names_its_band_as_band_names_are_matched(key: str) -> None:
+    """``--mag-limits u=26`` for band lsst_u: the short name resolves (it was silently ignored,
+    leaving the non-detections without an error)."""
+    cat = Catalog.from_table(_lsst(), conventions=InputConventions(mag_limits={key: 26.0}))
+    assert cat.bands == ("lsst_u", "lsst_g") and cat.flux[1, 0] == 0
+    assert cat.flux_error[1, 0] == pytest.approx(10 ** (-0.4 * (26.0 - 23.9)))
+    assert np.isnan(cat.flux_error[1, 1])  # no limit for g
+
+
+@pytest.mark.parametrize(
+    "table, key, match",
+    [
+        (_lsst(), "z", r"--mag-limits: 'z' names no band .*; bands: lsst_u, lsst_g"),
+        (
+            _lsst() | {"mag_sdss_u": [22.0, 99.0], "magerr_sdss_u": [0.1, 99.0]},
+            "u",
+            r"--mag-limits: 'u' could be any of the bands lsst_u, sdss_u",
+        ),
+    ],
+)
+def test_a_limit_naming_no_band_or_several_is_refused(table: dict, key: str, match: str) -> None:
+    from deepz_core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=match):
+        Catalog.from_table(table, conventions=InputConventions(mag_limits={key: 26.0}))

@@ -690,6 +690,18 @@ def test_predict_option_errors(tmp_path, tiny_run, sky_catalog, capsys, args, ne
     assert needle in capsys.readouterr().err
 
 
+def test_a_mag_limit_naming_no_band_is_an_error(tmp_path, tiny_run, sky_catalog, capsys) -> None:
+    """--mag-limits for a band the catalogue does not have fails in one line listing its bands,
+    before any output (it used to be ignored silently)."""
+    mags = _magnitude_catalogue(sky_catalog[0], tmp_path / "mags.parquet")
+    base = ["predict", "--run", str(tiny_run), "--catalog", str(mags)]
+    out = tmp_path / "p.parquet"
+    assert main([*base, "--out", str(out), "--mag-limits", "nope=25"]) == 2
+    err = capsys.readouterr().err
+    assert "--mag-limits: 'nope' names no band given in magnitudes" in err and "NB455" in err
+    assert not out.exists()
+
+
 def test_evaluate_with_a_profile_and_magnitude_bins(tmp_path, trained, capsys) -> None:
     pred, report = str(trained / "predictions.fits"), tmp_path / "r.json"
     args = ["evaluate", "--pred", pred, "--out", str(report), "--mag-bins", "19:22:1"]

@@ -329,3 +329,59 @@ def test_a_bad_catalogue_fails_before_any_output_exists(trained, tmp_path) -> No
         with pytest.raises(CatalogError, match="missing required column 'ref_id'"):
             predict(str(run.path), str(bad), str(out), chunk_size=50)
         assert not out.exists()
+
+
+def _with_ids(cat: Catalog, ids: np.ndarray, path) -> str:
+    """``cat``'s columns with ``ids`` as ``ref_id``, written as the file ``path`` (any format)."""
+    table = Table({**cat.columns(), "ref_id": ids})
+    if str(path).endswith(".h5"):
+        table.write(path, path="galaxies")
+    else:
+        table.write(path)
+    return str(path)
+
+
+@pytest.mark.parametrize("ext", ["fits", "parquet", "csv", "h5"])
+def test_streamed_uint64_ids_are_exact_or_refused(trained, tmp_path, ext) -> None:
+    """Chunked reading converts uint64 ids through the same check as whole files: exact when they
+    fit int64, refused in one line (before any output) when they do not, never wrapped."""
+    from deepz_core.errors import CatalogError
+
+    run, cat, _ = trained
+    top = np.iinfo(np.int64).max
+    fits = np.arange(top - cat.n_galaxies + 1, top + 1, dtype=np.int64).astype(np.uint64)
+    path = _with_ids(cat, fits, tmp_path / f"ok.{ext}")
+    stream.predict_file(str(run.path), path, str(tmp_path / "pz.parquet"), chunk_size=40)
+    assert pq.read_table(tmp_path / "pz.parquet")["ref_id"].to_pylist() == fits.tolist()
+    big = np.arange(cat.n_galaxies, dtype=np.uint64) + np.uint64(18446744073709551000)
+    path = _with_ids(cat, big, tmp_path / f"big.{ext}")
+    for out in (tmp_path / "ds", tmp_path / "pz_big.parquet"):
+        predict = stream.predict_dataset if out.suffix == "" else stream.predict_file
+        with pytest.raises(CatalogError, match=r"'ref_id' .*int64 range \(e.g. 18446744073709551"):
+            predict(str(run.path), path, str(out), chunk_size=40)
+        assert not out.exists()
+
+
+@pytest.mark.parametrize("ext", ["fits", "parquet", "csv", "h5"])
+def test_an_id_repeated_across_partitions_is_refused_whatever_the_chunking(
+    trained, tmp_path, ext
+) -> None:
+    """Ids repeated at rows 20 and 130 are refused as by read_catalog, by one file and by a
+    partitioned dataset of 50-row parts alike (the preflight reads every id, nothing else), before
+    any output exists."""
+    from deepz_core.catalog.io import read_catalog
+    from deepz_core.errors import CatalogError
+
+    run, cat, _ = trained
+    ids = cat.ref_id.copy()
+    ids[130] = ids[20]
+    path = _with_ids(cat, ids, tmp_path / f"dup.{ext}")
+    match = rf"column 'ref_id' has duplicates: {ids[20]}$"
+    with pytest.raises(CatalogError, match=match):
+        read_catalog(path)
+    for out in (tmp_path / "ds", tmp_path / "pz.parquet"):
+        predict = stream.predict_dataset if out.suffix == "" else stream.predict_file
+        for chunk_size in (50, 1000):
+            with pytest.raises(CatalogError, match=match):
+                predict(str(run.path), path, str(out), chunk_size=chunk_size)
+        assert not out.exists()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import replace
 from functools import partial
 
 import numpy as np
@@ -10,7 +12,7 @@ import pytest
 import torch
 from astropy.table import Table
 
-from deepz_core.catalog.catalog import Catalog
+from deepz_core.catalog.catalog import Catalog, Exposures
 from deepz_core.catalog.features import build_features
 from deepz_core.catalog.io import write_catalog
 from deepz_core.errors import ConfigError
@@ -40,8 +42,15 @@ _synthetic = partial(synthetic_catalog, missing_zspec=0.15, zspec_head=(6.5, 7.0
 
 @pytest.fixture(scope="module")
 def catalog_path(tmp_path_factory) -> str:
+    """120 galaxies with exposures, one more exposure with a NaN flux (no information: left out
+    when the run reads the catalogue, and noted in its log)."""
     path = tmp_path_factory.mktemp("pipeline") / "cat.fits"
-    write_catalog(_synthetic(120, 3), path)
+    cat = _synthetic(120, 3)
+    exp = cat.exposures
+    junk = (exp.ref_id[0], exp.band[0], 99, np.nan, 1.0)
+    columns = ("ref_id", "band", "exp_num", "flux", "flux_error")
+    exp = Exposures(*(np.append(getattr(exp, c), v) for c, v in zip(columns, junk, strict=True)))
+    write_catalog(replace(cat, exposures=exp), path)
     return str(path)
 
 
@@ -127,6 +136,7 @@ def test_finished_run_folder(finished) -> None:
         "splits.npz",
         "predictions.fits",
     } <= names
+    assert re.search(r"1 of [\d,]+ single exposures left out", finished.file("log.txt").read_text())
     assert [r["epoch"] for r in finished.metrics()] == [1, 2, 3]
     assert all(r["phase"] == "finetune" for r in finished.metrics())  # --pretrain none
     doc = json.loads(finished.file("model.json").read_text())

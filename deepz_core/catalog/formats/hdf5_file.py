@@ -1,6 +1,7 @@
 """HDF5 catalogues (.h5 .hdf5 .hdf): compound datasets ``galaxies`` and ``exposures`` (strings as
 UTF-8 bytes), FLUXZP and meta as attributes of ``galaxies``; a group of 1-D column datasets is read
-too. Chunks are h5py row slices of only the fields asked for."""
+too. Chunks are h5py row slices of only the fields asked for. pandas HDFStore tables
+(``DataFrame.to_hdf``, PyTables blocks) are refused, saying what to write instead."""
 
 from __future__ import annotations
 
@@ -43,6 +44,20 @@ def first_table(f: Any, skip: tuple[str, ...]) -> Any:
     return next((f[k] for k in f if k not in skip and is_table(f[k])), None)
 
 
+def refuse_pandas(obj: Any, path: Path) -> Any:
+    """``obj``, unless it is a group pandas wrote (``DataFrame.to_hdf``, format 'table' or 'fixed':
+    PyTables blocks, not columns): CatalogError saying so and what to write instead."""
+    kind = obj.attrs.get("pandas_type") if obj is not None else None
+    if kind is None:
+        return obj
+    kind = kind.decode() if isinstance(kind, bytes) else str(kind)
+    raise CatalogError(
+        f"{path}: HDF5 key '{obj.name.lstrip('/')}' is a pandas HDFStore table ({kind!r}, "
+        "DataFrame.to_hdf), which deepz does not read: write it as Parquet "
+        "(df.to_parquet('x.parquet')) or FITS, or as HDF5 columns with h5py"
+    )
+
+
 def read(path: Path, names: tuple[str, ...]) -> Tables:
     """Compound datasets (or groups of 1-D datasets) named ``names`` (the first, when absent: the
     first other table of the file); meta from attributes."""
@@ -54,6 +69,7 @@ def read(path: Path, names: tuple[str, ...]) -> Tables:
             obj = f.get(name)
             if obj is None and name == names[0]:
                 obj = first_table(f, names)
+            refuse_pandas(obj, path)
             if isinstance(obj, h5py.Dataset) and obj.dtype.names:
                 data = obj[()]
                 cols = {n: native_array(data[n]) for n in obj.dtype.names}
@@ -103,6 +119,7 @@ def galaxy_dataset(path: Path) -> Iterator[tuple[Any, Meta]]:
         obj = f.get("galaxies")
         if obj is None:
             obj = first_table(f, ("galaxies", "exposures"))
+        refuse_pandas(obj, path)
         compound = isinstance(obj, h5py.Dataset) and obj.dtype.names
         if not (compound or isinstance(obj, h5py.Group)):
             raise CatalogError(f"{path}: no galaxy table (HDF5 'galaxies')")
