@@ -20,6 +20,8 @@ import numpy as np
 import torch
 
 from deepz_core.catalog.catalog import Catalog, dense_exposures
+from deepz_core.catalog.features import default_ref_band
+from deepz_core.catalog.screen import Screen, screen_template_fit
 from deepz_core.catalog.validation import unusable_values
 from deepz_core.device import resolve_device
 from deepz_core.errors import CatalogError, ConfigError
@@ -70,6 +72,14 @@ def robust_coadds(cat: Catalog, cfg: TemplateFitConfig) -> Catalog:
         return cat
     flux, error = clipped_coadds(cat, cfg.clip_sigma)
     return dataclasses.replace(cat, flux=flux, flux_error=error, exposures=None)
+
+
+def fit_screen(cat: Catalog) -> Screen:
+    """The photometric screen of the template fit (``catalog.screen.screen_template_fit``) of the
+    coadds of ``cat`` as fitted (after ``robust_coadds``): (N,) PzFlag bits, (N, B) usable bands.
+    The reference band (``default_ref_band``) only decides the REF_* flags."""
+    ref = cat.bands.index(default_ref_band(cat.bands))
+    return screen_template_fit(cat.flux, cat.flux_error, ref, cat.fluxzp)
 
 
 def scaled_fluxes(cat: Catalog, zero_points: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -143,7 +153,8 @@ def calibrate_zero_points(
     cat = robust_coadds(cat, cfg)
     dev = fit_device(device)
     zs = cat.zspec
-    use = np.flatnonzero(np.isfinite(zs) & (zs >= cfg.z_min) & (zs <= cfg.z_max))
+    fitted = fit_screen(cat).predictable
+    use = np.flatnonzero(fitted & np.isfinite(zs) & (zs >= cfg.z_min) & (zs <= cfg.z_max))
     if len(use) < 10:
         raise CatalogError(
             f"zero-point calibration needs >= 10 galaxies with a spec-z in "

@@ -15,6 +15,7 @@ from scipy.optimize import nnls as scipy_nnls
 import deepz_core.templatefit.fit as fit_module
 from deepz_core.catalog.catalog import Catalog
 from deepz_core.catalog.io import write_catalog
+from deepz_core.catalog.screen import PzFlag
 from deepz_core.cli.main import main
 from deepz_core.errors import ConfigError
 from deepz_core.pz.products import PzConfig
@@ -435,3 +436,48 @@ def test_junk_bands_drop_out_of_the_fit_like_missing_ones(rng: np.random.Generat
     for name in ("zphot", "chi2", "odds"):
         np.testing.assert_array_equal(got[name], want[name], err_msg=name)
     assert np.all(np.isfinite(np.asarray(got["chi2"])))
+
+
+def test_galaxies_with_too_few_bands_get_no_pz_never_numbers(
+    tmp_path: Path, rng: np.random.Generator
+) -> None:
+    """Regression: a row with every band NaN got zphot 0, chi2 0, zmedian 0.75, rows with 30 of 46
+    bands NaN ordinary-looking values, and the output had no ``flag`` column, so ``evaluate``
+    counted them as estimates. Now: deepz's flag column from the fit's screen, NO_PZ rows NaN."""
+    flux, error, z = _template_galaxies(rng, 6, snr=30.0)
+    cat = _catalog(flux, error, z, rng.standard_normal(flux.shape))
+    ref = BANDS.index("subaru_i")
+    cat.flux[0] = np.nan  # no photometry
+    cat.flux[1, ref] = np.nan  # reference band missing: the fit needs no ratios
+    cat.flux[2, :30] = np.nan  # 16 of 46 bands: below half
+    cat.flux[3, :20] = np.nan  # 26 of 46: enough
+    t = fit_catalog(cat, TemplateFitConfig(**FAST), calibrate=False, grid=True)
+    flag = np.asarray(t["flag"])
+    no_pz = PzFlag.NO_PZ | PzFlag.TOO_FEW_BANDS
+    assert flag[0] == no_pz | PzFlag.BAND_MISSING | PzFlag.REF_UNUSABLE
+    assert flag[1] == PzFlag.REF_UNUSABLE and flag[2] == no_pz | PzFlag.BAND_MISSING
+    assert flag[3] == PzFlag.BAND_MISSING and np.all(flag[4:] == 0)
+    for name in ("zphot", "zmedian", "z_lo68", "odds", "pit", "chi2", "ebv", "k_nb"):
+        values = np.asarray(t[name], dtype=float)
+        assert np.all(np.isnan(values[[0, 2]])), name
+        assert np.all(np.isfinite(values[[1, 3, 4, 5]])), name
+    for name in ("weights", "means", "pz"):
+        assert np.all(np.isnan(np.asarray(t[name])[[0, 2]])), name
+    assert list(np.asarray(t["template"])[[0, 2]]) == [-1, -1]
+    write_templatefit(t, tmp_path / "tf.fits")
+    assert (
+        main(["evaluate", "--pred", str(tmp_path / "tf.fits"), "--out", str(tmp_path / "r.json")])
+        == 0
+    )
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["overall"]["n_no_pz"] == 2 and report["overall"]["n"] == 4
+
+
+def test_a_catalogue_without_any_usable_galaxy_gives_nan_rows(rng: np.random.Generator) -> None:
+    flux, error, z = _template_galaxies(rng, 3, snr=30.0)
+    cat = _catalog(flux, error, z, rng.standard_normal(flux.shape))
+    cat.flux[:] = np.nan
+    t = fit_catalog(cat, TemplateFitConfig(**FAST), calibrate=False, grid=True)
+    assert len(t) == 3 and np.all(np.asarray(t["flag"]) & PzFlag.NO_PZ)
+    assert np.all(np.isnan(np.asarray(t["zphot"]))) and t["pz"].shape == (3, 1501)
+
