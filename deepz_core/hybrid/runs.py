@@ -80,7 +80,7 @@ from deepz_core.pz.pooling import PoolingWeights, default_candidates, fit_poolin
 from deepz_core.pz.products import PzConfig
 from deepz_core.rundir import RunDir
 from deepz_core.sed.template_sets import TEMPLATE_SETS
-from deepz_core.templatefit.calibration import robust_coadds
+from deepz_core.templatefit.calibration import check_bands, robust_coadds
 from deepz_core.templatefit.config import TemplateFitConfig
 from deepz_core.templatefit.fit import fit_catalog
 from deepz_core.training.config import load_run_config, run_pz_config
@@ -217,6 +217,20 @@ def check_template_set(name: str) -> str:
     if name not in TEMPLATE_SETS:
         raise ConfigError(f"templates must be one of {sorted(TEMPLATE_SETS)}, got {name!r}")
     return name
+
+
+def check_combinable(bands: tuple[str, ...], pz: PzConfig, template_set: str) -> None:
+    """One-line ConfigError, before any training, when a run of ``bands`` on grid ``pz`` could
+    not be combined with the template fit of ``template_set`` (a band without a filter curve, or
+    one the set does not cover over the grid's redshifts): the message names the way out."""
+    check_template_set(template_set)
+    try:
+        check_bands(bands, templatefit_config(template_set, pz))
+    except ConfigError as exc:
+        raise ConfigError(
+            f"templates {template_set!r} cannot be combined with this catalogue on z "
+            f"{pz.z_min:g}-{pz.z_max:g}: {exc}"
+        ) from None
 
 
 def templatefit_config(template_set: str, pz: PzConfig) -> TemplateFitConfig:

@@ -83,7 +83,9 @@ def run_config(
     templates: str | None = None,
 ) -> RunConfig:
     """The validated configuration of a new run from a preset and overrides; bad choices raise
-    here, before a run folder exists."""
+    here, before a run folder exists: with ``templates``, a set that could not combine with the
+    catalogue's bands over the run's grid too (``hybrid.runs.check_combinable``), not after
+    hours of training."""
     p = preset(preset_name)
     for flag, path in (("--catalog", catalog), ("--exposures", exposures)):
         if path is not None and not Path(path).is_file():
@@ -92,6 +94,12 @@ def run_config(
         raise ConfigError(
             f"--pretrain must be auto, none or an existing simulation file, got {pretrain!r}"
         )
+    cat = read_catalog(catalog) if pz is None or templates is not None else None
+    grid = PzConfig.from_dict(pz) if pz is not None else grid_covering(cat.zspec)
+    if templates is not None:
+        from deepz_core.hybrid.runs import check_combinable
+
+        check_combinable(tuple(cat.bands), grid, templates)
     return RunConfig(
         catalog=str(Path(catalog).resolve()),
         exposures=None if exposures is None else str(Path(exposures).resolve()),
@@ -105,16 +113,21 @@ def run_config(
             **(model or {}),
         },
         train=TrainConfig.from_dict({**p.train, **(train or {})}),
-        pz=PzConfig.from_dict(pz) if pz is not None else grid_for(catalog),
+        pz=grid,
         calibrate=calibrate,
         templates=templates,
     )
 
 
 def grid_for(catalog: str | Path) -> PzConfig:
+    """``grid_covering`` the spec-z of the catalogue file ``catalog``."""
+    return grid_covering(read_catalog(catalog).zspec)
+
+
+def grid_covering(zspec: np.ndarray) -> PzConfig:
     """The default p(z) grid (0 to 1.5, E20's), widened in steps of 0.5 to cover the spec-z
-    labels of the catalogue (a deep broad-band catalogue reaches z ~ 3)."""
-    z = read_catalog(catalog).zspec
+    labels ``zspec`` (N,) (NaN: none; a deep broad-band catalogue reaches z ~ 3)."""
+    z = np.asarray(zspec, dtype=float)
     z = z[np.isfinite(z) & (z >= 0) & (z <= Z_LABEL_MAX)]
     top = float(z.max()) if len(z) else 0.0
     z_max = max(PzConfig.z_max, np.ceil(top * 1.05 / 0.5) * 0.5)

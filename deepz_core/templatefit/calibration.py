@@ -51,10 +51,16 @@ def check_catalog(cat: Catalog, cfg: TemplateFitConfig) -> None:
     """CatalogError/ConfigError for catalogues the fit cannot use (no galaxies, unknown bands)."""
     if cat.n_galaxies == 0:
         raise CatalogError("catalogue has no galaxies")
-    unknown = [b for b in cat.bands if not _known(b)]
+    check_bands(tuple(cat.bands), cfg)
+
+
+def check_bands(bands: tuple[str, ...], cfg: TemplateFitConfig) -> None:
+    """ConfigError unless every band has a known filter curve and set ``cfg.template_set`` covers
+    it over z = ``cfg.z_min`` .. ``cfg.z_max`` (``SetInfo.check_bands_coverable``)."""
+    unknown = [b for b in bands if not _known(b)]
     if unknown:
         raise ConfigError(f"bands {unknown} have no known filter curve (see deepz_core.sed.bands)")
-    check_bands_coverable(cat.bands, cfg.z_max, cfg.template_set)
+    check_bands_coverable(bands, cfg.z_max, cfg.template_set)
 
 
 def _known(band: str) -> bool:
