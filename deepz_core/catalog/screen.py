@@ -12,7 +12,10 @@ mask of :class:`PzFlag` reasons, and every band of every galaxy a usable/unusabl
   sigma from that population's median;
 - galaxies with any flag are left out of the training loss (listed in the run's ``screen.json``);
   at prediction time unusable bands are imputed by the population's median ratio, and a galaxy
-  with an unusable reference band or fewer than half its other bands usable gets no p(z).
+  with an unusable reference band or fewer than half its other bands usable gets no p(z);
+- the template fit (``screen_template_fit``) reads fluxes, not ratios: the reference band is one
+  band among the others, and a galaxy gets no p(z) when fewer than half of all its bands (and
+  fewer than ``MIN_FIT_BANDS``) are usable.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ COLOUR_SIGMA = 50.0  # robust sigma from the training median beyond which a rati
 # median ~21.7), so a factor 1000 in the flux unit (7.5 mag) is flagged, the mocks' bright end is not
 MAG_SIGMA = 8.0
 MIN_USABLE_FRACTION = 0.5  # of the non-reference bands, for a p(z) from imputed inputs
+MIN_FIT_BANDS = 2  # template fit: a free amplitude needs at least one more band (one colour)
 
 
 class PzFlag(enum.IntFlag):
@@ -55,7 +59,8 @@ FLAG_MEANINGS: dict[str, str] = {
     "OUTSIDE_TRAINING": f"a flux ratio beyond {COLOUR_SIGMA:g} robust sigma of the training "
     f"population (band imputed), or a reference magnitude beyond {MAG_SIGMA:g} (for networks "
     "that read it; extrapolated: a flux unit other than declared?)",
-    "TOO_FEW_BANDS": "fewer than half of the non-reference bands usable (no p(z))",
+    "TOO_FEW_BANDS": "fewer than half of the non-reference bands usable (the template fit: of all "
+    "bands, and at least 2) (no p(z))",
 }
 
 
@@ -113,6 +118,20 @@ def _with_no_pz(screen: Screen, ref: int) -> Screen:
     no_pz = few | (flags & PzFlag.REF_UNUSABLE).astype(bool)
     flags |= np.where(no_pz, PzFlag.NO_PZ, 0).astype(np.int32)
     return Screen(flags, usable)
+
+
+def screen_template_fit(flux: np.ndarray, error: np.ndarray, ref: int, fluxzp: float) -> Screen:
+    """The screen of the template fit for fluxes and errors (N, B): the flags of
+    ``screen_photometry`` (REF_UNUSABLE and REF_LOW_SNR reported, but the fit needs no ratios, so
+    they cost no p(z)), with TOO_FEW_BANDS | NO_PZ where fewer than MIN_USABLE_FRACTION of all B
+    bands, or fewer than MIN_FIT_BANDS, are usable. With the same usable bands a galaxy the
+    networks give a p(z) (reference + half the others) always has enough for the fit (B >= 2)."""
+    base = screen_photometry(flux, error, ref, fluxzp)
+    flags = base.flags & ~np.int32(PzFlag.NO_PZ | PzFlag.TOO_FEW_BANDS)
+    need = max(float(MIN_FIT_BANDS), MIN_USABLE_FRACTION * flux.shape[1])
+    few = base.usable.sum(1) < need
+    flags |= np.where(few, PzFlag.TOO_FEW_BANDS | PzFlag.NO_PZ, 0).astype(np.int32)
+    return Screen(flags, base.usable)
 
 
 @dataclass(frozen=True)

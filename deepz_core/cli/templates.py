@@ -6,12 +6,19 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from deepz_core.cli.common import command
 from deepz_core.device import usable_cores
 from deepz_core.errors import ConfigError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from deepz_core.templatefit.config import TemplateFitConfig
 
 
 def _workers(text: str) -> int:
@@ -67,12 +74,43 @@ def _templatefit_args(p: argparse.ArgumentParser) -> None:
         help="template set: bcnz2 (default; the mock's own SED family) or "
         "kcorrect (5 NMF templates, independent of the mock); overrides --config",
     )
+    p.add_argument(
+        "--z-max",
+        type=float,
+        help="fit (and write p(z) over) z 0..Z_MAX; default: --config's z_max, else 1.5 widened "
+        "in steps of 0.5 to cover the catalogue's spec-z (as `train` picks a run's grid)",
+    )
+
+
+def _fit_range(
+    cfg: TemplateFitConfig, zspec: np.ndarray, z_max: float | None, from_config: bool
+) -> tuple[TemplateFitConfig, str]:
+    """``cfg`` over the redshifts to fit: ``z_max`` (--z-max) when given, else the config file's
+    when it set one, else the training grid's rule for the spec-z ``zspec`` (N,); and the line
+    that says which (stderr)."""
+    import numpy as np
+
+    from deepz_core.jobs.training_run import grid_covering
+    from deepz_core.templatefit.config import over_redshifts
+
+    if z_max is not None:
+        why = "--z-max"
+    elif from_config:
+        z_max, why = cfg.z_max, "--config"
+    else:
+        z_max = grid_covering(zspec).z_max
+        top = np.nanmax(zspec) if np.isfinite(zspec).any() else float("nan")
+        why = f"covering the catalogue's spec-z up to {top:.2f}; --z-max to change"
+    return over_redshifts(cfg, z_max), f"template fit over z {cfg.z_min:g}-{z_max:g} ({why})"
 
 
 @command("templatefit", _templatefit_args)
 def _templatefit(args: argparse.Namespace) -> int:
     """BCNZ2-like template-fitting photo-z for a catalogue (E20 Appendix A)."""
+    import numpy as np
+
     from deepz_core.catalog.io import read_catalog
+    from deepz_core.catalog.screen import PzFlag
     from deepz_core.files import check_outputs
     from deepz_core.inference.predict import table_format
     from deepz_core.templatefit.fit import (
@@ -95,6 +133,9 @@ def _templatefit(args: argparse.Namespace) -> int:
     cfg = _config(args.config, args.templates)
     workers = _workers(args.workers)
     cat = read_catalog(args.catalog, args.exposures)
+    from_config = args.config is not None and "z_max" in json.loads(Path(args.config).read_text())
+    cfg, line = _fit_range(cfg, cat.zspec, args.z_max, from_config)
+    print(line, file=sys.stderr)
     zp = None if args.zero_points is None else read_zero_points(args.zero_points, cat.bands)
     table = fit_catalog(
         cat,
@@ -112,6 +153,8 @@ def _templatefit(args: argparse.Namespace) -> int:
                 "out": str(args.out),
                 "galaxies": len(table),
                 "template_set": cfg.template_set,
+                "z_range": [cfg.z_min, cfg.z_max],
+                "no_pz": int(np.count_nonzero(np.asarray(table["flag"]) & PzFlag.NO_PZ)),
                 "zero_points_calibrated": bool(table.meta["ZPCAL"]),
             }
         )

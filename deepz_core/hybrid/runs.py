@@ -40,6 +40,7 @@ from torch import Tensor
 from deepz_core.catalog.catalog import Catalog
 from deepz_core.catalog.features import Features
 from deepz_core.catalog.io import read_catalog
+from deepz_core.catalog.screen import PzFlag
 from deepz_core.errors import ConfigError
 from deepz_core.files import atomic_write_json, check_outputs, jsonable, read_json_object
 from deepz_core.hybrid.combine import (
@@ -63,7 +64,6 @@ from deepz_core.inference.predict import (
     network_products,
     predictions_table,
     table_format,
-    without_pz,
     write_table,
 )
 from deepz_core.inference.provenance import provenance
@@ -80,7 +80,7 @@ from deepz_core.pz.pooling import PoolingWeights, default_candidates, fit_poolin
 from deepz_core.pz.products import PzConfig
 from deepz_core.rundir import RunDir
 from deepz_core.sed.template_sets import TEMPLATE_SETS
-from deepz_core.templatefit.calibration import robust_coadds
+from deepz_core.templatefit.calibration import check_bands, robust_coadds
 from deepz_core.templatefit.config import TemplateFitConfig
 from deepz_core.templatefit.fit import fit_catalog
 from deepz_core.training.config import load_run_config, run_pz_config
@@ -219,6 +219,20 @@ def check_template_set(name: str) -> str:
     return name
 
 
+def check_combinable(bands: tuple[str, ...], pz: PzConfig, template_set: str) -> None:
+    """One-line ConfigError, before any training, when a run of ``bands`` on grid ``pz`` could
+    not be combined with the template fit of ``template_set`` (a band without a filter curve, or
+    one the set does not cover over the grid's redshifts): the message names the way out."""
+    check_template_set(template_set)
+    try:
+        check_bands(bands, templatefit_config(template_set, pz))
+    except ConfigError as exc:
+        raise ConfigError(
+            f"templates {template_set!r} cannot be combined with this catalogue on z "
+            f"{pz.z_min:g}-{pz.z_max:g}: {exc}"
+        ) from None
+
+
 def templatefit_config(template_set: str, pz: PzConfig) -> TemplateFitConfig:
     """The template fit on the run's p(z) grid, fitting every redshift of it."""
     return TemplateFitConfig(template_set=template_set, z_min=pz.z_min, z_max=pz.z_max, pz=pz)
@@ -252,6 +266,7 @@ def fit_hybrid(
     zero_points = np.asarray([tf.meta["zero_points"][b] for b in cat.bands], dtype=np.float64)
     mag = galaxy_mags(features)
     use = oof & np.isfinite(features.zspec) & np.isfinite(mag) & np.isfinite(products["zphot"])
+    use &= has_templatefit_pz(tf["pz"])
     if use.sum() < MIN_GALAXIES:
         raise ConfigError(
             f"combination: {int(use.sum())} out-of-fold galaxies with a spec-z and a magnitude, "
@@ -320,7 +335,7 @@ def _pool_scale(
     train = load_run_config(run).train
     mag = galaxy_mags(features)
     new = ~oof & ~np.isfinite(features.zspec) & (features.flags == 0)
-    new &= np.isfinite(mag) & np.isfinite(net["zphot"])
+    new &= np.isfinite(mag) & np.isfinite(net["zphot"]) & has_templatefit_pz(tf_pz)
     rows = np.flatnonzero(new)
     if train.folds < 2 or len(rows) < POOL_MIN_PER_BIN:
         say(
@@ -441,16 +456,36 @@ def combined_products(
     oof: np.ndarray,
     pz: PzConfig,
 ) -> dict[str, np.ndarray]:
-    """Combined products (N,) / (N, C) of every featured galaxy (NaN where the network gives no
-    p(z)): the networks' mixtures ``net`` and the template fit's p(z) ``tf_pz`` (N, G) pooled with
-    the stored exponents and calibrated by the stored calibration (when there is one)."""
+    """Combined products (N,) / (N, C) of every featured galaxy: the networks' mixtures ``net``
+    and the template fit's p(z) ``tf_pz`` (N, G) pooled with the stored exponents and calibrated
+    by the stored calibration (when there is one). NaN where the networks or the template fit
+    give no p(z) (a NaN row of ``tf_pz``): the exponents and calibration were fitted for the
+    pair, and with the bands the networks use a galaxy they predict always has enough for the
+    fit (``screen_template_fit``), so no network-only fallback is needed."""
     mag = galaxy_mags(features)
     a, b = hybrid.exponents(mag, features.ref_id, oof)
+    rows = np.flatnonzero(features.predictable & has_templatefit_pz(tf_pz))
     transform = None
     if hybrid.calibration is not None:
         transform = hybrid.calibration.transform(mag, features.ref_id, oof)
-    out = _pooled(net, tf_pz, np.arange(features.n), a, b, pz, features.zspec, transform)
-    return without_pz(out, ~features.predictable)
+        transform = transform.take(torch.as_tensor(rows))
+    out = _pooled(net, tf_pz, rows, a, b, pz, features.zspec, transform)
+    return _spread(out, rows, features.n)
+
+
+def has_templatefit_pz(tf_pz: np.ndarray) -> np.ndarray:
+    """(N,) bool: rows of the template fit's p(z) (N, G) that hold one (NO_PZ rows are NaN)."""
+    return np.isfinite(np.asarray(tf_pz)).all(1)
+
+
+def _spread(products: dict[str, np.ndarray], rows: np.ndarray, n: int) -> dict[str, np.ndarray]:
+    """Products (n_rows,) / (n_rows, C) of positions ``rows`` laid into (n,) / (n, C) NaN arrays."""
+    out = {}
+    for name, v in products.items():
+        full = np.full((n, *v.shape[1:]), np.nan, dtype=np.result_type(v.dtype, np.float32))
+        full[rows] = v
+        out[name] = full
+    return out
 
 
 def _table(
@@ -471,6 +506,9 @@ def _table(
         "odds_tf": np.asarray(tf["odds"], dtype=np.float64),
         "chi2_tf": np.asarray(tf["chi2"], dtype=np.float64),
     }
+    if "flag" in tf.colnames:  # a galaxy the template fit gives no p(z) has none here either
+        lost = np.asarray(tf["flag"]) & (PzFlag.NO_PZ | PzFlag.TOO_FEW_BANDS)
+        features = replace(features, flags=features.flags | lost.astype(np.int32))
     table = predictions_table(features, out, extra, cat)
     if len(table) == cat.n_galaxies:
         for name, values in carried_columns(cat, np.arange(cat.n_galaxies), ()).items():

@@ -21,9 +21,10 @@ import numpy as np
 from deepz_core.catalog.io import read_catalog
 from deepz_core.errors import ConfigError
 from deepz_core.inference.predict import summarise
-from deepz_core.jobs.training_run import record_outcome
+from deepz_core.jobs.training_run import grid_covering, record_outcome
 from deepz_core.rundir import RunDir
 from deepz_core.templatefit.calibration import fit_device, robust_coadds
+from deepz_core.templatefit.config import over_redshifts
 from deepz_core.templatefit.fit import (
     TemplateFitConfig,
     calibrate_zero_points,
@@ -43,11 +44,15 @@ def create_templatefit_run(
     device: str = "auto",
     calibrate: bool = True,
 ) -> RunDir:
-    """Validate the choices and write ``config.json`` of a new template-fit run (nothing fitted yet)."""
+    """Validate the choices and write ``config.json`` of a new template-fit run (nothing fitted
+    yet). Without a ``z_max`` in ``templatefit`` the fit and its p(z) grid cover the catalogue's
+    spec-z as a training run's grid does (``grid_covering``), not E20's 1.5 alone."""
     cfg = TemplateFitConfig.from_dict(templatefit or {})
     for flag, path in (("--catalog", catalog), ("--exposures", exposures)):
         if path is not None and not Path(path).is_file():
             raise ConfigError(f"{flag} {str(path)!r}: no such file")
+    if "z_max" not in (templatefit or {}):
+        cfg = over_redshifts(cfg, grid_covering(read_catalog(catalog).zspec).z_max)
     run = RunDir(Path(out))
     if run.file("config.json").exists():
         raise ConfigError(f"--out {out} already holds a run; choose another folder")
@@ -56,6 +61,7 @@ def create_templatefit_run(
         "catalog": str(Path(catalog).resolve()),
         "exposures": None if exposures is None else str(Path(exposures).resolve()),
         "templatefit": dataclasses.asdict(cfg),
+        "pz": cfg.pz.to_dict(),  # the grid the pages read (``run_pz_config``)
         "device": device,
         "calibrate": bool(calibrate),
         "preset": "templatefit",
@@ -95,7 +101,8 @@ def _fit(run: RunDir, config: dict[str, Any]) -> None:
         run.set_status("running", phase="zero-points", epoch=0)
         zero_points = calibrate_zero_points(robust_coadds(cat, cfg), cfg, device)
     run.log(
-        f"template fit ({cfg.template_set} templates) of {cat.n_galaxies} galaxies on {device}; "
+        f"template fit ({cfg.template_set} templates) of {cat.n_galaxies} galaxies over z "
+        f"{cfg.z_min:g}-{cfg.z_max:g} on {device}; "
         "zero-points "
         f"{'calibrated on the spec-z sample' if zero_points is not None else 'not calibrated'}"
     )
@@ -116,6 +123,8 @@ def _fit(run: RunDir, config: dict[str, Any]) -> None:
     )
     write_templatefit(table, run.file("predictions.fits"))
     summary = summarise(table)
+    if summary["n_no_pz"]:
+        run.log(f"{summary['n_no_pz']} galaxies without a p(z) (flag NO_PZ: too few usable bands)")
     run.log(f"metrics over the spec-z galaxies: {summary}")
     run.set_status("finished", phase="done", summary=summary)
     run.log("finished")

@@ -10,7 +10,7 @@ import dataclasses
 import hashlib
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -84,7 +84,9 @@ def run_config(
     templates: str | None = None,
 ) -> RunConfig:
     """The validated configuration of a new run from a preset and overrides; bad choices raise
-    here, before a run folder exists."""
+    here, before a run folder exists: with ``templates``, a set that could not combine with the
+    catalogue's bands over the run's grid too (``hybrid.runs.check_combinable``), not after
+    hours of training."""
     p = preset(preset_name)
     for flag, path in (("--catalog", catalog), ("--exposures", exposures)):
         if path is not None and not Path(path).is_file():
@@ -93,6 +95,12 @@ def run_config(
         raise ConfigError(
             f"--pretrain must be auto, none or an existing simulation file, got {pretrain!r}"
         )
+    cat = read_catalog(catalog) if pz is None or templates is not None else None
+    grid = PzConfig.from_dict(pz) if pz is not None else grid_covering(cat.zspec, cat.bands)
+    if templates is not None:
+        from deepz_core.hybrid.runs import check_combinable
+
+        check_combinable(tuple(cat.bands), grid, templates)
     return RunConfig(
         catalog=str(Path(catalog).resolve()),
         exposures=None if exposures is None else str(Path(exposures).resolve()),
@@ -106,22 +114,29 @@ def run_config(
             **(model or {}),
         },
         train=TrainConfig.from_dict({**p.train, **(train or {})}),
-        pz=PzConfig.from_dict(pz) if pz is not None else grid_for(catalog),
+        pz=grid,
         calibrate=calibrate,
         templates=templates,
     )
 
 
 def grid_for(catalog: str | Path) -> PzConfig:
-    """The default p(z) grid (0 to 1.5, E20's), widened in steps of 0.5 to cover the spec-z
-    labels of the catalogue (a deep broad-band catalogue reaches z ~ 3), with the ODDS window of
-    the survey profile of its bands (narrow-band 0.003, E20's; broad-band 0.1: a 0.003 window
-    holds ~3e-4 of a broad-band p(z), review of the ninth session)."""
+    """``grid_covering`` the spec-z and bands of the catalogue file ``catalog``."""
     cat = read_catalog(catalog)
-    z = cat.zspec[np.isfinite(cat.zspec) & (cat.zspec >= 0) & (cat.zspec <= Z_LABEL_MAX)]
+    return grid_covering(cat.zspec, cat.bands)
+
+
+def grid_covering(zspec: np.ndarray, bands: Sequence[str] | None = None) -> PzConfig:
+    """The default p(z) grid (0 to 1.5, E20's), widened in steps of 0.5 to cover the spec-z
+    labels ``zspec`` (N,) (NaN: none; a deep broad-band catalogue reaches z ~ 3), with the ODDS
+    window of the survey profile of ``bands`` (narrow-band 0.003, E20's; broad-band 0.1: a 0.003
+    window holds ~3e-4 of a broad-band p(z), review of the ninth session; None: E20's)."""
+    z = np.asarray(zspec, dtype=float)
+    z = z[np.isfinite(z) & (z >= 0) & (z <= Z_LABEL_MAX)]
     top = float(z.max()) if len(z) else 0.0
     z_max = max(PzConfig.z_max, np.ceil(top * 1.05 / 0.5) * 0.5)
-    return PzConfig(z_max=float(z_max), odds_window=profile_for_bands(cat.bands).odds_window)
+    window = PzConfig.odds_window if bands is None else profile_for_bands(bands).odds_window
+    return PzConfig(z_max=float(z_max), odds_window=window)
 
 
 def refuse_foreign_folder(out: Path, allowed: tuple[Path, ...] = ()) -> None:

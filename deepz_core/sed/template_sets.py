@@ -70,6 +70,7 @@ KCORRECT_VERSION = "kcorrect-default-v4-r1000"  # bump when the kcorrect resampl
 KCORRECT_FILE = ("data", "templates", "kcorrect-default-v4.fits")  # inside the kcorrect package
 KCORRECT_RANGE = (601.0, 50000.0)  # rest [A]: inside the file's 600-3.2e6 A, past Euclid H
 DEFAULT_SET = "bcnz2"
+LYMAN_LIMIT = 912.0  # rest [A]: blueward of it a galaxy's light is absorbed (IGM, own HI)
 EBV_VALUES = (0.0, 0.1, 0.2, 0.3, 0.5)
 LINE_SIGMA_KMS = 300.0
 C_KMS = 299_792.458
@@ -146,17 +147,37 @@ class SetInfo:
             )
 
     def check_bands_coverable(self, bands: Sequence[str], z_max: float) -> None:
-        """ConfigError unless every band lies within the spectra's range at z = 0 .. z_max (the
-        red end is observed at z = 0, the blue end at z_max)."""
+        """ConfigError (naming the band, its range and a way out) unless every band's flux is known
+        at z = 0 .. z_max: its red end inside the spectra at z = 0, and its blue end at z_max
+        inside them or blueward of the Lyman limit, where the IGM and the galaxy's own neutral
+        gas absorb (nearly) everything and the spectra count as dark (``BandPhotometry`` adds 0
+        there). The second demanded 900 A rest of lsst_u's 3053 A at z = 3.5 (z <= 2.39)
+        although the flux there is absorbed: a set that starts at or below the limit now covers
+        any band blueward."""
         for name in bands:
             band = get_band(name)
             lo, hi = float(band.wavelength[0]), float(band.wavelength[-1])
-            if hi > self.lambda_max or lo / (1.0 + z_max) < self.lambda_min:
+            if not self.covers(lo, hi, z_max):
                 raise ConfigError(
                     f"band {name!r} ({lo:.0f}-{hi:.0f} A) is outside the template wavelength range "
                     f"{self.lambda_min:.0f}-{self.lambda_max:.0f} A (rest, up to z = {z_max}) of "
-                    f"template set {self.name!r}"
+                    f"template set {self.name!r}: {self._way_out(lo, hi, z_max)}"
                 )
+
+    def _way_out(self, lo: float, hi: float, z_max: float) -> str:
+        """What would fit a band [lo, hi] A observed: a set that covers it, else the z range this
+        set covers it over (blue end), else leaving the band out."""
+        others = [s.name for s in SETS.values() if s.name != self.name and s.covers(lo, hi, z_max)]
+        ways = [f"template set {o!r} covers it" for o in others]
+        if hi <= self.lambda_max:  # only the blue end is short
+            ways.append(f"this set covers it up to z = {lo / self.lambda_min - 1.0:.2f}")
+        ways.append("or leave the band out of the catalogue")
+        return "; ".join(ways)
+
+    def covers(self, lo: float, hi: float, z_max: float) -> bool:
+        """Whether a band [lo, hi] A observed is covered at z = 0 .. z_max (the check above)."""
+        dark = self.lambda_min <= LYMAN_LIMIT
+        return hi <= self.lambda_max and (dark or lo / (1.0 + z_max) >= self.lambda_min)
 
 
 SETS: dict[str, SetInfo] = {

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 
 from deepz_core.catalog.catalog import Catalog, dense_exposures
+from deepz_core.catalog.features import default_ref_band
+from deepz_core.catalog.screen import Screen, screen_template_fit
 from deepz_core.catalog.validation import unusable_values
 from deepz_core.device import resolve_device
 from deepz_core.errors import CatalogError, ConfigError
@@ -49,10 +51,16 @@ def check_catalog(cat: Catalog, cfg: TemplateFitConfig) -> None:
     """CatalogError/ConfigError for catalogues the fit cannot use (no galaxies, unknown bands)."""
     if cat.n_galaxies == 0:
         raise CatalogError("catalogue has no galaxies")
-    unknown = [b for b in cat.bands if not _known(b)]
+    check_bands(tuple(cat.bands), cfg)
+
+
+def check_bands(bands: tuple[str, ...], cfg: TemplateFitConfig) -> None:
+    """ConfigError unless every band has a known filter curve and set ``cfg.template_set`` covers
+    it over z = ``cfg.z_min`` .. ``cfg.z_max`` (``SetInfo.check_bands_coverable``)."""
+    unknown = [b for b in bands if not _known(b)]
     if unknown:
         raise ConfigError(f"bands {unknown} have no known filter curve (see deepz_core.sed.bands)")
-    check_bands_coverable(cat.bands, cfg.z_max, cfg.template_set)
+    check_bands_coverable(bands, cfg.z_max, cfg.template_set)
 
 
 def _known(band: str) -> bool:
@@ -70,6 +78,14 @@ def robust_coadds(cat: Catalog, cfg: TemplateFitConfig) -> Catalog:
         return cat
     flux, error = clipped_coadds(cat, cfg.clip_sigma)
     return dataclasses.replace(cat, flux=flux, flux_error=error, exposures=None)
+
+
+def fit_screen(cat: Catalog) -> Screen:
+    """The photometric screen of the template fit (``catalog.screen.screen_template_fit``) of the
+    coadds of ``cat`` as fitted (after ``robust_coadds``): (N,) PzFlag bits, (N, B) usable bands.
+    The reference band (``default_ref_band``) only decides the REF_* flags."""
+    ref = cat.bands.index(default_ref_band(cat.bands))
+    return screen_template_fit(cat.flux, cat.flux_error, ref, cat.fluxzp)
 
 
 def scaled_fluxes(cat: Catalog, zero_points: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -143,7 +159,8 @@ def calibrate_zero_points(
     cat = robust_coadds(cat, cfg)
     dev = fit_device(device)
     zs = cat.zspec
-    use = np.flatnonzero(np.isfinite(zs) & (zs >= cfg.z_min) & (zs <= cfg.z_max))
+    fitted = fit_screen(cat).predictable
+    use = np.flatnonzero(fitted & np.isfinite(zs) & (zs >= cfg.z_min) & (zs <= cfg.z_max))
     if len(use) < 10:
         raise CatalogError(
             f"zero-point calibration needs >= 10 galaxies with a spec-z in "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -92,3 +93,12 @@ class TemplateFitConfig(Config):
         if isinstance(values, dict) and "k_range" in values:
             values["k_range"] = tuple(values["k_range"])
         return super().from_dict(values)
+
+
+def over_redshifts(cfg: TemplateFitConfig, z_max: float) -> TemplateFitConfig:
+    """``cfg`` fitting z_min .. ``z_max`` and writing its p(z) on deepz's grid over the same range
+    (the p(z) grid's other settings kept): a p(z) grid shorter than the fit would cut it off."""
+    if not (isinstance(z_max, int | float) and cfg.z_min < z_max <= 6.0):
+        raise ConfigError(f"--z-max must be in ({cfg.z_min:g}, 6], got {z_max!r}")
+    pz = dataclasses.replace(cfg.pz, z_min=cfg.z_min, z_max=float(z_max))
+    return dataclasses.replace(cfg, z_max=float(z_max), pz=pz)

@@ -45,6 +45,7 @@ from deepz_core.templatefit.calibration import (
     check_catalog,
     chunk_size,
     fit_device,
+    fit_screen,
     robust_coadds,
     scaled_fluxes,
 )
@@ -98,19 +99,23 @@ def fit_catalog(
         raise ConfigError(f"workers must be an integer >= 1, got {workers!r}")
     dev = fit_device(device)
     cat = robust_coadds(cat, cfg)
+    screen = fit_screen(cat)
     if zero_points is None and calibrate and np.sum(np.isfinite(cat.zspec)) >= 10:
         zero_points = calibrate_zero_points(cat, cfg, dev)
     flux, error = scaled_fluxes(cat, zero_points)
     # building the model also fills the disk cache that worker processes read
     model = TemplateModel.build(tuple(cat.bands), cfg.z_grid(), dev, cfg.template_set)
     step = chunk_size(cfg, dev)
+    keep = np.flatnonzero(screen.predictable)  # NO_PZ rows are not fitted: NaN products
     chunks = [
-        (flux[s : s + step], error[s : s + step], cat.zspec[s : s + step])
-        for s in range(0, cat.n_galaxies, step)
+        (flux[r], error[r], cat.zspec[r])
+        for r in (keep[s : s + step] for s in range(0, len(keep), step))
     ]
     parallel = dev.type == "cpu" and len(chunks) > 1 and (pool is not None or workers > 1)
     with progress_bar(cat.n_galaxies, "template fit") as bar:
         done = _chunk_done(bar, stop, progress)
+        if len(keep) < cat.n_galaxies:
+            done(cat.n_galaxies - len(keep))  # rows without a p(z) count as handled
         if parallel and pool is not None:
             parts = _fit_in_pool(pool, model, chunks, cfg, grid, done)
         elif parallel:
@@ -121,8 +126,31 @@ def fit_catalog(
             for f, e, zs in chunks:
                 parts.append(_fit_rows(model, f, e, zs, cfg, grid))
                 done(len(f))
-    products = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    return _table(cat, products, zero_points, cfg)
+    products = _scatter(parts, keep, cat.n_galaxies, cfg, grid)
+    return _table(cat, products, zero_points, cfg, screen.flags)
+
+
+def _scatter(
+    parts: list[dict[str, np.ndarray]],
+    keep: np.ndarray,
+    n: int,
+    cfg: TemplateFitConfig,
+    grid: bool,
+) -> dict[str, np.ndarray]:
+    """Products (n,) / (n, M) / (n, G) of all rows from the chunk products of the fitted rows
+    ``keep`` (k,): NaN elsewhere (``template`` -1), never numbers for a galaxy without a p(z)."""
+    m, g = cfg.mixture_components, len(cfg.pz.grid())
+    shapes = {name: () for name in (*POINT_COLUMNS, "pit", "chi2", "template", "ebv", "k_nb")}
+    shapes.update({"weights": (m,), "means": (m,), "stds": (m,)})
+    if grid:
+        shapes["pz"] = (g,)
+    out = {}
+    for name, shape in shapes.items():
+        fill = -1 if name == "template" else np.nan
+        out[name] = np.full((n, *shape), fill, dtype=np.int64 if name == "template" else float)
+        if parts:
+            out[name][keep] = np.concatenate([p[name] for p in parts])
+    return out
 
 
 def worker_pool(workers: int) -> ProcessPoolExecutor:
@@ -235,7 +263,10 @@ def _table(
     products: dict[str, np.ndarray],
     zero_points: np.ndarray | None,
     cfg: TemplateFitConfig,
+    flags: np.ndarray,
 ) -> Table:
+    """deepz's prediction columns (``flag``: the ``PzFlag`` bits of ``fit_screen``) plus the
+    fit's own; the fit's redshift range and the p(z) grid in the meta."""
     t = Table()
     t["ref_id"] = cat.ref_id
     for name in POINT_COLUMNS:
@@ -244,6 +275,7 @@ def _table(
     t["pit"] = products["pit"]
     if cat.mag is not None:
         t["mag"] = cat.mag
+    t["flag"] = np.asarray(flags, dtype=np.int32)
     for name in ("ra", "dec"):
         if name in cat.extra:
             t[name] = cat.extra[name]
@@ -261,6 +293,8 @@ def _table(
             "TFSET": info.version,
             "TFNAME": info.name,
             "ZPCAL": zero_points is not None,
+            "TF_ZMIN": cfg.z_min,
+            "TF_ZMAX": cfg.z_max,
             "PZ_ZMIN": cfg.pz.z_min,
             "PZ_ZMAX": cfg.pz.z_max,
             "PZ_DZ": cfg.pz.dz,

@@ -52,10 +52,15 @@ def masked_solve(G: Tensor, b: Tensor, free: Tensor) -> Tensor:
 
 
 def chi2_value(G: Tensor, b: Tensor, fwf: Tensor, v: Tensor) -> Tensor:
-    """(N,) chi2 = f^T W f - 2 v.b + v^T G v for coefficients v (N, T), in the dtype of fwf (N,)."""
+    """(N,) chi2 = f^T W f - 2 v.b + v^T G v >= 0 for coefficients v (N, T), in the dtype of fwf (N,).
+
+    A difference of large numbers: G and b come from float32 template products, so the value is
+    exact only to ~1e-7 f^T W f (0.01 for a galaxy at S/N ~ 300 summed over its bands). Where the
+    model fits almost exactly (chi2_min ~ 0, e.g. few bands) that round-off went below 0
+    (-0.0097 seen); chi2 is a sum of squares, so it is clamped at 0."""
     G, b, v = G.to(fwf.dtype), b.to(fwf.dtype), v.to(fwf.dtype)
     gv = torch.bmm(G, v.unsqueeze(-1)).squeeze(-1)  # (N, T)
-    return fwf - 2.0 * (v * b).sum(-1) + (v * gv).sum(-1)
+    return (fwf - 2.0 * (v * b).sum(-1) + (v * gv).sum(-1)).clamp_min(0.0)
 
 
 def active_set(

@@ -16,6 +16,7 @@ from deepz_core.catalog.screen import (
     screen_magnitude,
     screen_photometry,
     screen_population,
+    screen_template_fit,
     screened_rows,
 )
 
@@ -73,6 +74,36 @@ def test_too_few_usable_bands_gives_no_pz(rng) -> None:
     flags = screen_photometry(f, e, REF, 23.9).flags
     assert flags[0] == PzFlag.BAND_MISSING | PzFlag.TOO_FEW_BANDS | PzFlag.NO_PZ
     assert flags[1] == PzFlag.BAND_MISSING
+
+
+def test_template_fit_screen_needs_half_of_all_bands_and_not_the_reference(rng) -> None:
+    """The template fit reads fluxes: a missing reference band is reported (REF_UNUSABLE) but costs
+    no p(z); fewer than half of all bands usable (or fewer than 2) does."""
+    f, e = _photometry(rng, n=5, b=6)
+    f[0] = np.nan  # nothing to fit
+    f[1, REF] = np.nan  # reference missing, 5 of 6 bands left
+    f[2, [0, 1, 3, 4]] = np.nan  # 2 of 6 left: below half
+    f[3, [0, 1, 3]] = np.nan  # 3 of 6 left: half
+    flags = screen_template_fit(f, e, REF, 23.9).flags
+    no_pz = PzFlag.TOO_FEW_BANDS | PzFlag.NO_PZ
+    assert flags[0] == PzFlag.BAND_MISSING | PzFlag.REF_UNUSABLE | no_pz
+    assert flags[1] == PzFlag.REF_UNUSABLE
+    assert flags[2] == PzFlag.BAND_MISSING | no_pz
+    assert flags[3] == PzFlag.BAND_MISSING and flags[4] == 0
+    f2, e2 = _photometry(rng, n=2, b=3)
+    f2[0, [0, 1]] = np.nan  # one band: an amplitude, no colour
+    assert screen_template_fit(f2, e2, 2, 23.9).flags[0] & PzFlag.NO_PZ
+
+
+def test_a_galaxy_the_networks_predict_always_has_enough_bands_for_the_fit(rng) -> None:
+    """The combination relies on it: the networks' p(z) rule implies the template fit's."""
+    for b in range(2, 12):
+        f, e = _photometry(rng, n=400, b=b)
+        f[rng.uniform(size=f.shape) < 0.45] = np.nan
+        ref = b - 1
+        net = screen_photometry(f, e, ref, 23.9).predictable
+        fit = screen_template_fit(f, e, ref, 23.9).predictable
+        assert np.all(fit[net]), b
 
 
 def test_robust_statistics_ignore_a_few_extreme_galaxies(rng) -> None:

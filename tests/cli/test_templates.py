@@ -111,6 +111,18 @@ def test_train_refuses_an_unknown_template_set_before_any_work(tmp_path, files, 
     assert not (tmp_path / "r").exists()
 
 
+def test_train_refuses_templates_that_cannot_cover_a_band_before_any_work(tmp_path, capsys) -> None:
+    """Regression: the set was checked against the bands only after training (rc 0, the error
+    inside the status's "combined"); now one line with the way out, and no run folder."""
+    cat = dz.simulate_catalog("paus-mock", 40, ("sdss_r", "subaru_i", "euclid_h"), seed=5)
+    write_catalog(cat, tmp_path / "c.fits")
+    args = ["train", "--catalog", str(tmp_path / "c.fits"), "--preset", "smoke"]
+    assert main([*args, "--templates", "bcnz2", "--out", str(tmp_path / "r")]) == 2
+    line = _one_line_error(capsys)
+    assert "'euclid_h'" in line and "template set 'kcorrect' covers it" in line
+    assert not (tmp_path / "r").exists()
+
+
 def test_predict_on_a_combined_run_writes_the_combined_columns(
     trained, files, tmp_path, capsys
 ) -> None:

@@ -386,6 +386,46 @@ def test_a_catalogue_without_any_usable_row_gets_flagged_nan_rows(combined) -> N
     assert np.isnan(np.asarray(table["zphot_tf"])).all()
 
 
+def test_a_galaxy_with_too_few_bands_gets_no_template_fit_numbers(combined) -> None:
+    """Regression: the template fit gave a galaxy with most bands missing ordinary-looking values
+    (zphot_tf, chi2_tf); now it is flagged TOO_FEW_BANDS | NO_PZ and all its products are NaN."""
+    run, cat = combined
+    sub = _new(cat, np.arange(4))
+    ref = sub.bands.index("subaru_i")
+    sub.flux[0, [b for b in range(len(sub.bands)) if b != ref][:12]] = np.nan  # 4 of 16 left
+    table = run.predict(sub)
+    flag = np.asarray(table["flag"])
+    assert flag[0] & PzFlag.TOO_FEW_BANDS and flag[0] & PzFlag.NO_PZ
+    for name in ("zphot_tf", "chi2_tf", "odds_tf", "zphot", "zphot_net"):
+        assert np.isnan(np.asarray(table[name])[0]), name
+    assert np.isfinite(np.asarray(table["zphot"])[1:]).all()
+
+
+def test_a_galaxy_the_template_fit_gives_no_pz_gets_none_combined(combined, monkeypatch) -> None:
+    """The combination pools the pair with exponents and a calibration fitted for the pair: where
+    the template fit has no p(z) (NaN ``pz`` row, flag NO_PZ) the combined row is NaN and flagged,
+    never the pooled NaN or a number; the other rows are unchanged."""
+    run, cat = combined
+    new = _new(cat, np.arange(6))
+    want = run.predict(new)
+    real = runs._templatefit
+
+    def losing_row_0(*args, **kwargs) -> Table:
+        tf = real(*args, **kwargs)
+        tf["pz"][0] = np.nan
+        tf["flag"][0] |= PzFlag.NO_PZ | PzFlag.TOO_FEW_BANDS
+        return tf
+
+    monkeypatch.setattr(runs, "_templatefit", losing_row_0)
+    got = run.predict(new)
+    flag = np.asarray(got["flag"])
+    assert flag[0] & PzFlag.NO_PZ and flag[0] & PzFlag.TOO_FEW_BANDS
+    for name in ("zphot", "zmedian", "z_lo68", "odds", "weights"):
+        assert np.isnan(np.asarray(got[name])[0]).all(), name
+        np.testing.assert_allclose(np.asarray(got[name])[1:], np.asarray(want[name])[1:])
+    np.testing.assert_array_equal(flag[1:], np.asarray(want["flag"])[1:])
+
+
 @pytest.mark.parametrize("network_only", [False, True])
 def test_the_output_never_replaces_the_input_catalogue(
     combined, tmp_path, network_only: bool

@@ -91,3 +91,21 @@ def test_the_fit_s_eta_leaves_out_the_zero_points_before_it(tmp_path: Path) -> N
     run.set_status("running", epoch=1000, epochs=2000)
     fraction, text = run_progress(run)
     assert fraction == 0.5 and "about 4 s left" in text and "4 s elapsed" in text
+
+
+def test_a_template_fit_run_covers_the_catalogues_redshifts(tmp_path: Path) -> None:
+    """Regression: the run kind fitted E20's z <= 1.5 whatever the catalogue; a deep one (spec-z
+    to 2.7) now gets the grid a training run would (0-3), unless the choices name a z_max."""
+    from deepz_core.catalog.catalog import Catalog
+    from deepz_core.catalog.io import write_catalog
+    from deepz_core.training.config import run_pz_config
+
+    bands = ("lsst_u", "lsst_g", "lsst_r", "lsst_i", "lsst_z", "lsst_y")
+    flux = np.random.default_rng(3).uniform(1.0, 10.0, (20, 6))
+    cat = Catalog(np.arange(1, 21), bands, flux, 0.1 * flux, zspec=np.linspace(0.1, 2.7, 20))
+    path = str(write_catalog(cat, tmp_path / "deep.fits"))
+    run = create_templatefit_run(tmp_path / "deep", path)
+    assert run.config()["templatefit"]["z_max"] == 3.0
+    assert run.config()["templatefit"]["pz"]["z_max"] == 3.0 and run_pz_config(run).z_max == 3.0
+    run = create_templatefit_run(tmp_path / "e20", path, templatefit={"z_max": 1.5})
+    assert run.config()["templatefit"]["z_max"] == 1.5

@@ -288,3 +288,37 @@ def test_a_broad_band_run_s_odds_window_is_its_profile_s(tmp_path) -> None:
     assert grid_for(tmp_path / "lsst.fits").odds_window == 0.1
     write_catalog(simulate("paus-mock", 60, seed=2), tmp_path / "nb.fits")
     assert grid_for(tmp_path / "nb.fits").odds_window == 0.003
+
+
+def _broad_band_catalog(path, bands: tuple[str, ...], z_top: float) -> str:
+    """A 40-galaxy catalogue of ``bands`` with spec-z up to ``z_top``, written to ``path``."""
+    rng = np.random.default_rng(3)
+    flux = rng.uniform(1.0, 10.0, (40, len(bands)))
+    cat = Catalog(
+        ref_id=np.arange(1, 41),
+        bands=bands,
+        flux=flux,
+        flux_error=0.1 * flux,
+        zspec=np.linspace(0.1, z_top, 40),
+    )
+    return str(write_catalog(cat, path))
+
+
+def test_templates_the_catalogue_cannot_use_are_refused_before_training(tmp_path) -> None:
+    """Regression: `train --templates bcnz2` trained for hours, then finished 'green' with
+    "combined": {"error": ...}; the set is now checked against the bands and the run's grid
+    first, in one line with the way out, and no run folder is made."""
+    path = _broad_band_catalog(tmp_path / "c.fits", ("sdss_r", "lsst_i", "euclid_h"), 1.0)
+    with pytest.raises(ConfigError, match=r"templates 'bcnz2'.*'euclid_h'.*'kcorrect' covers it"):
+        run_config(path, pretrain="none", preset_name="smoke", templates="bcnz2")
+    assert run_config(path, pretrain="none", preset_name="smoke", templates="kcorrect")
+
+
+def test_an_lsst_run_to_z_3_can_be_combined(tmp_path) -> None:
+    """Regression: lsst_u at the run's z_max 3.5 was refused (900 A rest needed down to 678 A,
+    where the light is absorbed anyway), so no LSST run with a u band could be combined."""
+    bands = ("lsst_u", "lsst_g", "lsst_r", "lsst_i", "lsst_z", "lsst_y")
+    path = _broad_band_catalog(tmp_path / "lsst.fits", bands, 2.98)
+    for name in ("bcnz2", "kcorrect"):
+        config = run_config(path, pretrain="none", preset_name="smoke", templates=name)
+        assert config.pz.z_max == 3.5 and config.templates == name

@@ -15,6 +15,7 @@ from scipy.optimize import nnls as scipy_nnls
 import deepz_core.templatefit.fit as fit_module
 from deepz_core.catalog.catalog import Catalog
 from deepz_core.catalog.io import write_catalog
+from deepz_core.catalog.screen import PzFlag
 from deepz_core.cli.main import main
 from deepz_core.errors import ConfigError
 from deepz_core.pz.products import PzConfig
@@ -234,6 +235,31 @@ def test_cli_end_to_end(tmp_path: Path, rng: np.random.Generator) -> None:
     assert report["overall"]["n"] == 24 and report["overall"]["sigma68"] < 0.01
 
 
+def test_cli_fits_the_catalogues_redshift_range_and_says_so(
+    tmp_path: Path, rng: np.random.Generator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Regression: `templatefit` fitted z <= 1.5 silently on a mock to z ~ 3; the range now
+    follows the catalogue's spec-z (as `train`'s grid does), --z-max sets it, and the command
+    says which on stderr, in its JSON line and in the output's meta."""
+    flux, error, z = _template_galaxies(rng, 8, snr=30.0)
+    cat = _catalog(flux, error, np.linspace(0.2, 2.7, 8), rng.standard_normal(flux.shape))
+    write_catalog(cat, tmp_path / "cat.fits")
+    (tmp_path / "cfg.json").write_text(json.dumps(FAST))
+    base = ["templatefit", "--catalog", str(tmp_path / "cat.fits"), "--workers", "1"]
+    base += ["--config", str(tmp_path / "cfg.json"), "--no-zp-calibrate", "--grid"]
+    for extra, z_max in (([], 3.0), (["--z-max", "2"], 2.0)):
+        out = tmp_path / f"tf{z_max:g}.fits"
+        assert main([*base, "--out", str(out), *extra]) == 0
+        captured = capsys.readouterr()
+        assert f"template fit over z 0-{z_max:g}" in captured.err
+        assert json.loads(captured.out.strip().splitlines()[-1])["z_range"] == [0.0, z_max]
+        from astropy.table import Table
+
+        t = Table.read(out)
+        assert t.meta["TF_ZMAX"] == z_max and t.meta["PZ_ZMAX"] == z_max
+        assert t["pz"].shape == (8, int(round(z_max / 0.001)) + 1)
+
+
 def test_bad_inputs_give_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(ConfigError, match="coarse_stride"):
         TemplateFitConfig(coarse_stride=3)
@@ -435,3 +461,61 @@ def test_junk_bands_drop_out_of_the_fit_like_missing_ones(rng: np.random.Generat
     for name in ("zphot", "chi2", "odds"):
         np.testing.assert_array_equal(got[name], want[name], err_msg=name)
     assert np.all(np.isfinite(np.asarray(got["chi2"])))
+
+
+def test_galaxies_with_too_few_bands_get_no_pz_never_numbers(
+    tmp_path: Path, rng: np.random.Generator
+) -> None:
+    """Regression: a row with every band NaN got zphot 0, chi2 0, zmedian 0.75, rows with 30 of 46
+    bands NaN ordinary-looking values, and the output had no ``flag`` column, so ``evaluate``
+    counted them as estimates. Now: deepz's flag column from the fit's screen, NO_PZ rows NaN."""
+    flux, error, z = _template_galaxies(rng, 6, snr=30.0)
+    cat = _catalog(flux, error, z, rng.standard_normal(flux.shape))
+    ref = BANDS.index("subaru_i")
+    cat.flux[0] = np.nan  # no photometry
+    cat.flux[1, ref] = np.nan  # reference band missing: the fit needs no ratios
+    cat.flux[2, :30] = np.nan  # 16 of 46 bands: below half
+    cat.flux[3, :20] = np.nan  # 26 of 46: enough
+    t = fit_catalog(cat, TemplateFitConfig(**FAST), calibrate=False, grid=True)
+    flag = np.asarray(t["flag"])
+    no_pz = PzFlag.NO_PZ | PzFlag.TOO_FEW_BANDS
+    assert flag[0] == no_pz | PzFlag.BAND_MISSING | PzFlag.REF_UNUSABLE
+    assert flag[1] == PzFlag.REF_UNUSABLE and flag[2] == no_pz | PzFlag.BAND_MISSING
+    assert flag[3] == PzFlag.BAND_MISSING and np.all(flag[4:] == 0)
+    for name in ("zphot", "zmedian", "z_lo68", "odds", "pit", "chi2", "ebv", "k_nb"):
+        values = np.asarray(t[name], dtype=float)
+        assert np.all(np.isnan(values[[0, 2]])), name
+        assert np.all(np.isfinite(values[[1, 3, 4, 5]])), name
+    for name in ("weights", "means", "pz"):
+        assert np.all(np.isnan(np.asarray(t[name])[[0, 2]])), name
+    assert list(np.asarray(t["template"])[[0, 2]]) == [-1, -1]
+    write_templatefit(t, tmp_path / "tf.fits")
+    assert (
+        main(["evaluate", "--pred", str(tmp_path / "tf.fits"), "--out", str(tmp_path / "r.json")])
+        == 0
+    )
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["overall"]["n_no_pz"] == 2 and report["overall"]["n"] == 4
+
+
+def test_a_catalogue_without_any_usable_galaxy_gives_nan_rows(rng: np.random.Generator) -> None:
+    flux, error, z = _template_galaxies(rng, 3, snr=30.0)
+    cat = _catalog(flux, error, z, rng.standard_normal(flux.shape))
+    cat.flux[:] = np.nan
+    t = fit_catalog(cat, TemplateFitConfig(**FAST), calibrate=False, grid=True)
+    assert len(t) == 3 and np.all(np.asarray(t["flag"]) & PzFlag.NO_PZ)
+    assert np.all(np.isnan(np.asarray(t["zphot"]))) and t["pz"].shape == (3, 1501)
+
+
+def test_chi2_is_never_negative_where_the_model_fits_exactly(rng: np.random.Generator) -> None:
+    """Regression: 82 of 400 rows had chi2 < 0 (down to -0.0097): chi2 = fWf - 2 v.b + vGv is a
+    difference of large numbers with G, b from float32 template products; an exact fit left
+    round-off below 0. chi2 is a sum of squares: clamped at 0."""
+    n, b, t = 200, 6, 10
+    A = rng.uniform(0.1, 1, (n, b, t))
+    f = np.einsum("nbt,nt->nb", A, rng.uniform(0, 1, (n, t)) * 30)  # exact fits, S/N ~ 100s
+    w = np.full((n, b), 1.0)
+    G = torch.tensor(np.einsum("nb,nbi,nbj->nij", w, A, A), dtype=torch.float32).double()
+    bb = torch.tensor(np.einsum("nb,nbi,nb->ni", w, A, f), dtype=torch.float32).double()
+    chi2 = chi2_value(G, bb, torch.tensor((w * f * f).sum(1)), nnls(G, bb)).numpy()
+    assert np.all(chi2 >= 0) and np.all(chi2 < 1e-6 * (w * f * f).sum(1))  # round-off only
