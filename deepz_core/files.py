@@ -256,11 +256,9 @@ def refuse_existing(out: PathLike, name: str = "output") -> None:
     ``overwrite=True`` in Python."""
     if not output_exists(out):
         return
-    what = "folder" if Path(out).is_dir() else "file"
+    what = "a folder that is not empty" if Path(out).is_dir() else "an existing file"
     ask = "--overwrite" if name.startswith("--") else "overwrite=True"
-    raise OutputExistsError(
-        f"{name} {str(out)!r} exists (a {what} this command did not make); pass {ask} to replace it"
-    )
+    raise OutputExistsError(f"{name} {str(out)!r} is {what}: pass {ask} to replace it")
 
 
 def check_outputs(

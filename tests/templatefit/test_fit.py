@@ -229,6 +229,9 @@ def test_cli_end_to_end(tmp_path: Path, rng: np.random.Generator) -> None:
     assert t["pz"].shape == (24, 1501)
     zp = read_zero_points(str(out) + ".zeropoints.json", BANDS)
     assert zp.shape == (46,) and np.all(zp > 0)
+    out.write_text("a user's file")  # an existing output is replaced only when asked
+    assert main(args) == 2 and out.read_text() == "a user's file"
+    assert main([*args, "--overwrite"]) == 0 and len(Table.read(out)) == 24
     assert main(["evaluate", "--pred", str(out), "--out", str(tmp_path / "r.json")]) == 0
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["overall"]["n"] == 24 and report["overall"]["sigma68"] < 0.01
