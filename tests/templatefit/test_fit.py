@@ -344,7 +344,7 @@ def test_cli_templates_option_picks_the_set(
     assert np.all(np.abs(np.asarray(t["zphot"]) - z) <= FAST["dz"] + 1e-6)
     zp = json.loads((tmp_path / "pred.fits.zeropoints.json").read_text())
     assert zp["template_set_name"] == "kcorrect" and zp["template_set"].startswith("kcorrect")
-    assert main([*args, "--templates", "bc03"]) == 2
+    assert main([*args, "--templates", "bc03", "--overwrite"]) == 2  # the set, not the file
     err = capsys.readouterr().err
     assert "--templates" in err and "'bc03'" in err and "kcorrect" in err
 
