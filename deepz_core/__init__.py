@@ -22,7 +22,14 @@ from deepz_core.catalog.catalog import Catalog, Exposures
 from deepz_core.catalog.conventions import InputConventions
 from deepz_core.catalog.io import read_catalog, write_catalog
 from deepz_core.catalog.screen import FLAG_MEANINGS, PzFlag
-from deepz_core.errors import CatalogError, ConfigError, DeepzError, InUseError, TrainingError
+from deepz_core.errors import (
+    CatalogError,
+    ConfigError,
+    DeepzError,
+    InUseError,
+    OutputExistsError,
+    TrainingError,
+)
 from deepz_core.evaluation.profiles import SurveyProfile
 from deepz_core.evaluation.report import evaluate
 from deepz_core.evaluation.survey import stacked_nz, tomographic_bins
@@ -41,6 +48,7 @@ __all__ = [
     "FLAG_MEANINGS",
     "InputConventions",
     "InUseError",
+    "OutputExistsError",
     "PzFlag",
     "Run",
     "SurveyProfile",

@@ -13,6 +13,11 @@ class ConfigError(DeepzError, ValueError):
     """A configuration value is unknown or out of range; the message names the field and echoes the value."""
 
 
+class OutputExistsError(ConfigError):
+    """An output a command would write exists and was not asked to be replaced (``--overwrite``,
+    ``overwrite=True``); the message names the option and the path."""
+
+
 class TrainingError(DeepzError, RuntimeError):
     """Training went wrong (a non-finite loss or weight, a diverging held-out loss); the message
     names the phase, the epoch and, where the data are the cause, the galaxies and bands."""

@@ -1,5 +1,6 @@
 """Where deepz keeps caches and runs on disk, atomic file writes that honour the umask, outputs
-that never overwrite inputs, and the exclusive lock of a folder a command writes."""
+that never overwrite inputs, run folders or (unless asked) existing files, and the exclusive lock
+of a folder a command writes."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from deepz_core.errors import ConfigError, InUseError
+from deepz_core.errors import ConfigError, InUseError, OutputExistsError
 
 PathLike = Path | str
 
@@ -207,15 +208,81 @@ def check_writable(out: PathLike, name: str = "output") -> None:
         return
 
 
+RUN_MARKERS = ("config.json", "status.json")  # what makes a folder a deepz run folder
+
+
+def is_run_folder(folder: PathLike) -> bool:
+    """True for a deepz run folder: a folder holding a run's config.json and status.json."""
+    return all((Path(folder) / name).is_file() for name in RUN_MARKERS)
+
+
+def enclosing_run(path: PathLike) -> Path | None:
+    """The deepz run folder that ``path`` is or lies below (its own path, and the path with
+    symlinks resolved), else None."""
+    for start in (Path(os.path.abspath(path)), Path(os.path.realpath(path))):
+        for folder in (start, *start.parents):
+            if is_run_folder(folder):
+                return folder
+    return None
+
+
+def refuse_run_folder(out: PathLike, name: str = "output", below_only: bool = False) -> None:
+    """ConfigError when ``out`` is a deepz run folder or lies in one: a run's files are written
+    only by its own commands (train, resume, combine, calibrate), never through an output
+    option, whatever ``--overwrite`` says. ``below_only``: only a folder below a run counts
+    (``train --out`` names its own run folder)."""
+    run = enclosing_run(Path(os.path.abspath(out)).parent if below_only else out)
+    if run is None:
+        return
+    where = "is the deepz run folder" if same_file(out, run) else "is inside the deepz run folder"
+    raise ConfigError(
+        f"{name} {str(out)!r} {where} {str(run)!r}: a run's files are written only by its own "
+        "commands (train, combine, calibrate); choose an output outside it"
+    )
+
+
+def output_exists(out: PathLike) -> bool:
+    """True when writing ``out`` would replace something: a file, a link, or a folder that is
+    not empty (an empty folder holds nothing to lose)."""
+    path = Path(out)
+    if path.is_dir() and not path.is_symlink():
+        return any(path.iterdir())
+    return path.exists() or path.is_symlink()
+
+
+def refuse_existing(out: PathLike, name: str = "output") -> None:
+    """OutputExistsError when ``out`` exists (``output_exists``): an output replaces nothing
+    unless the user asked, with ``--overwrite`` on the command line (options named ``--...``),
+    ``overwrite=True`` in Python."""
+    if not output_exists(out):
+        return
+    what = "a folder that is not empty" if Path(out).is_dir() else "an existing file"
+    ask = "--overwrite" if name.startswith("--") else "overwrite=True"
+    raise OutputExistsError(f"{name} {str(out)!r} is {what}: pass {ask} to replace it")
+
+
 def check_outputs(
-    outputs: Mapping[str, PathLike | None], inputs: Mapping[str, PathLike | None]
+    outputs: Mapping[str, PathLike | None],
+    inputs: Mapping[str, PathLike | None],
+    overwrite: bool = False,
+    resumable: bool = False,
 ) -> None:
-    """Before a command works: every output can be written (``check_writable``) and none would
-    destroy an input (``refuse_overwriting_inputs``)."""
+    """Before a command works, for every output: it can be written (``check_writable``), it
+    would destroy no input (``refuse_overwriting_inputs``, also with ``overwrite``), it is no
+    deepz run folder nor inside one (``refuse_run_folder``, also with ``overwrite``), and it does
+    not exist unless ``overwrite`` (``refuse_existing``). ``resumable``: the outputs are folders
+    the command resumes or adds to (a dataset folder, an experiments folder), whose own checks
+    decide what an existing one may hold."""
     for name, out in outputs.items():
         if out is not None:
             check_writable(out, name)
     refuse_overwriting_inputs(outputs, inputs)
+    for name, out in outputs.items():
+        if out is None:
+            continue
+        refuse_run_folder(out, name)
+        if not (overwrite or resumable):
+            refuse_existing(out, name)
 
 
 # ---------------------------------------------------------------- exclusive locks

@@ -162,7 +162,8 @@ def predict_deepz(run: Path, out_dir: Path, log: Path) -> float:
     start = time.perf_counter()
     call(deepz_cli("predict", "--run", run, "--catalog", test, "--out", pred), log)
     seconds = time.perf_counter() - start
-    call(deepz_cli("evaluate", "--pred", pred, "--out", out_dir / "deepz.evaluate.json"), log)
+    report = out_dir / "deepz.evaluate.json"  # replaced on every call of this script
+    call(deepz_cli("evaluate", "--pred", pred, "--out", report, "--overwrite"), log)
     return seconds
 
 

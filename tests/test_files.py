@@ -14,12 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from deepz_core.errors import ConfigError, InUseError
+from deepz_core.errors import ConfigError, InUseError, OutputExistsError
 from deepz_core.files import (
     LOCK_FILE,
     ExclusiveLock,
     atomic_write,
     atomic_write_json,
+    check_outputs,
+    enclosing_run,
     file_digest,
     file_fingerprint,
     file_identity,
@@ -133,6 +135,77 @@ def test_new_outputs_are_fine(tmp_path: Path, inputs: dict[str, Path], out: str)
         {"--out": tmp_path / out, "--other": None},
         {"--catalog": inputs["cat"], "--run": inputs["run"], "--exposures": None},
     )
+
+
+@pytest.fixture
+def run_folder(tmp_path: Path) -> Path:
+    """A deepz run folder (config.json + status.json) with a subfolder and its predictions."""
+    run = tmp_path / "runs" / "deep"
+    (run / "checkpoints").mkdir(parents=True)
+    for name in ("config.json", "status.json"):
+        (run / name).write_text("{}")
+    (run / "predictions.fits").write_bytes(b"p")
+    (tmp_path / "alias").symlink_to(run)
+    return run
+
+
+@pytest.mark.parametrize(
+    ("out", "where"),
+    [
+        ("runs/deep/predictions.fits", "is inside the deepz run folder"),
+        ("runs/deep/config.json", "is inside the deepz run folder"),
+        ("runs/deep/new.parquet", "is inside the deepz run folder"),
+        ("runs/deep/checkpoints/x.fits", "is inside the deepz run folder"),
+        ("runs/deep", "is the deepz run folder"),
+        ("alias/predictions.fits", "is inside the deepz run folder"),  # through a symlink
+    ],
+)
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_no_output_goes_into_a_run_folder(
+    tmp_path: Path, run_folder: Path, out: str, where: str, overwrite: bool
+) -> None:
+    with pytest.raises(ConfigError, match=where) as err:
+        check_outputs({"--out": tmp_path / out}, {}, overwrite)
+    named = tmp_path / "alias" if out.startswith("alias") else run_folder  # the user's spelling
+    assert f"run folder {str(named)!r}" in str(err.value) and "\n" not in str(err.value)
+    assert (run_folder / "predictions.fits").read_bytes() == b"p"
+
+
+def test_a_folder_is_a_run_only_with_config_and_status(tmp_path: Path, run_folder: Path) -> None:
+    assert enclosing_run(run_folder / "checkpoints" / "new") == run_folder
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "config.json").write_text("{}")  # a user's config: no run
+    assert enclosing_run(tmp_path / "half" / "x.json") is None
+    assert enclosing_run(tmp_path / "runs" / "other.fits") is None
+    check_outputs({"--out": tmp_path / "runs" / "other.fits"}, {})  # beside a run is fine
+
+
+@pytest.mark.parametrize(("name", "ask"), [("--out", "--overwrite"), ("out", "overwrite=True")])
+def test_an_existing_output_needs_overwrite(tmp_path: Path, name: str, ask: str) -> None:
+    mine = tmp_path / "existing.parquet"
+    mine.write_text("a user's notes")
+    with pytest.raises(OutputExistsError, match=f"is an existing file: pass {ask} to replace it"):
+        check_outputs({name: mine}, {})
+    check_outputs({name: mine}, {}, overwrite=True)
+    assert mine.read_text() == "a user's notes"  # checking writes nothing
+
+
+def test_folders_an_output_may_fill(tmp_path: Path) -> None:
+    """An empty folder holds nothing to lose; a full one needs overwrite, unless the command
+    resumes it (a dataset folder, whose own plan decides)."""
+    (tmp_path / "empty").mkdir()
+    check_outputs({"--out": tmp_path / "empty"}, {})
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "part-00000.parquet").write_bytes(b"x")
+    with pytest.raises(OutputExistsError, match="is a folder that is not empty"):
+        check_outputs({"--out": tmp_path / "full"}, {})
+    check_outputs({"--out": tmp_path / "full"}, {}, resumable=True)
+
+
+def test_overwrite_never_replaces_an_input(tmp_path: Path, inputs: dict[str, Path]) -> None:
+    with pytest.raises(ConfigError, match="is the same file as --catalog"):
+        check_outputs({"--out": inputs["cat"]}, {"--catalog": inputs["cat"]}, overwrite=True)
+    assert inputs["cat"].read_bytes() == b"SIMPLE  = T"
 
 
 # ---------------------------------------------------------------- locks

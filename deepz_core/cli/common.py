@@ -47,3 +47,15 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
     return value
+
+
+def add_overwrite(p: argparse.ArgumentParser, more: str = "") -> None:
+    """The ``--overwrite`` flag of a command that writes a user-named ``--out``: without it an
+    existing output is refused (``files.check_outputs``); inputs and run folders never are.
+    ``more``: what else it means for this command, appended to the help."""
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing --out (never an input of the command, nor a file in a run "
+        f"folder){more}",
+    )

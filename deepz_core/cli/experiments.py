@@ -28,7 +28,9 @@ def _experiments_args(p: argparse.ArgumentParser) -> None:
 def _experiments(args: argparse.Namespace) -> int:
     """Reproduce the paper's experiments on the demo mock: report.md, results.json, figures/."""
     from deepz_core.experiments.runner import run_experiments
+    from deepz_core.files import check_outputs
 
+    check_outputs({"--out": args.out}, {}, resumable=True)  # never inside a run folder
     results = run_experiments(args.preset, args.out, args.catalog, args.device)
     met = sum(t["met"] for t in results["targets"])
     print(

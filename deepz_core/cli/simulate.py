@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from deepz_core.cli.common import command, parse_bands, positive_int
+from deepz_core.cli.common import add_overwrite, command, parse_bands, positive_int
 from deepz_core.sed.bands import BAND_SETS
 
 
@@ -46,20 +46,28 @@ def _simulate_args(p: argparse.ArgumentParser) -> None:
         "to an 'exposures' HDU (FITS) or key (HDF5), or to a <stem>.exposures.* sidecar "
         "(Parquet, CSV)",
     )
+    add_overwrite(p)
 
 
 @command("simulate", _simulate_args)
 def _simulate(args: argparse.Namespace) -> int:
     """Simulate an SPS or template pretraining set, or a PAUS-COSMOS-like or LSST-like deep mock."""
-    from deepz_core.catalog.io import catalog_format, write_catalog
+    from deepz_core.catalog.io import (
+        SIDECAR_FORMATS,
+        catalog_format,
+        exposures_sidecar,
+        write_catalog,
+    )
     from deepz_core.files import check_outputs
     from deepz_core.simulate import simulate
     from deepz_core.simulate.cache import DEFAULT_BAND_SETS
     from deepz_core.simulate.families import check_family_for_kind
 
     family = check_family_for_kind(args.kind, args.sed_family, "--sed-family")
-    catalog_format(args.out)  # a bad output name fails before the simulation runs
-    check_outputs({"--out": args.out}, {})  # so does a folder that cannot be written
+    fmt = catalog_format(args.out)  # a bad output name fails before the simulation runs
+    side = exposures_sidecar(args.out) if fmt in SIDECAR_FORMATS else None
+    outputs = {"--out": args.out, "--out (its exposures)": side}
+    check_outputs(outputs, {}, args.overwrite)  # so does an existing file, a run folder
     bands = args.bands or DEFAULT_BAND_SETS.get(args.kind, "paus_cosmos")
     cat = simulate(args.kind, args.n, parse_bands(bands), args.seed, sed_family=family)
     write_catalog(cat, args.out)

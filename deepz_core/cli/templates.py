@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from deepz_core.cli.common import command
+from deepz_core.cli.common import add_overwrite, command
 from deepz_core.device import usable_cores
 from deepz_core.errors import ConfigError
 
@@ -58,6 +58,7 @@ def _templatefit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--catalog", required=True, help="catalogue (FITS/Parquet/CSV/HDF5)")
     p.add_argument("--exposures", help="single exposures, when not an HDU/key of the catalogue")
     p.add_argument("--out", required=True, help="predictions (.fits or .parquet)")
+    add_overwrite(p)
     p.add_argument("--device", default="auto", help="auto (cuda > cpu), cpu, cuda, cuda:N")
     p.add_argument(
         "--zp-calibrate",
@@ -129,6 +130,7 @@ def _templatefit(args: argparse.Namespace) -> int:
             "--zero-points": args.zero_points,
             "--config": args.config,
         },
+        args.overwrite,
     )
     cfg = _config(args.config, args.templates)
     workers = _workers(args.workers)

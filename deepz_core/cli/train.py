@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from deepz_core.cli.common import command, positive_int
+from deepz_core.cli.common import add_overwrite, command, positive_int
 from deepz_core.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -254,6 +254,9 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
         "folder (no suffix) for a partitioned Parquet dataset that resumes when re-run (or a "
         "HATS catalogue with --out-format hats)",
     )
+    add_overwrite(
+        p, "; a dataset folder made with other settings starts over (the same ones resume)"
+    )
     p.add_argument(
         "--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps"
     )
@@ -335,6 +338,7 @@ def _predict(args: argparse.Namespace) -> int:
         grid=args.grid,
         read=read,
         calibrate=not args.no_calibrate,
+        overwrite=args.overwrite,
     )
     if Path(args.out).suffix or args.out_format == "hats":
         if args.dask:
@@ -376,7 +380,8 @@ def _predict_combined(args: argparse.Namespace) -> int:
             "--keep-columns: add --network-only for them"
         )
     fmt = output_format(args.out)
-    check_outputs({"--out": args.out}, {"--catalog": args.catalog, "--run": args.run})
+    inputs = {"--catalog": args.catalog, "--run": args.run}
+    check_outputs({"--out": args.out}, inputs, args.overwrite)
     catalog = read_catalog(args.catalog, conventions=_read_options(args).conventions)
     table = predict_hybrid(args.run, catalog, calibrate=not args.no_calibrate, device=args.device)
     pz = run_pz_config(RunDir(Path(args.run)))
@@ -493,6 +498,7 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
         "predictions lack them",
     )
     p.add_argument("--out", required=True, help="report (.json)")
+    add_overwrite(p)
     p.add_argument(
         "--profile",
         default="auto",
@@ -545,7 +551,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from deepz_core.evaluation.report import evaluate_files
 
     profile, edges = parse_profile(args.profile), parse_mag_bins(args.mag_bins)
-    report = evaluate_files(args.pred, args.catalog, args.out, profile, edges)
+    report = evaluate_files(args.pred, args.catalog, args.out, profile, edges, args.overwrite)
     print(json.dumps(report["overall"]))
     return 0
 
@@ -576,10 +582,12 @@ def _pretrain_weights(args: argparse.Namespace) -> int:
     ignored. Prints the keys, the files written and the folder's other (stale) entries."""
     import dataclasses
 
+    from deepz_core.files import check_outputs
     from deepz_core.jobs.training_run import run_config
     from deepz_core.simulate import demo_catalog_path
     from deepz_core.training import finetuned, pretrained
 
+    check_outputs({"--out": args.out}, {}, resumable=True)  # never inside a run folder
     catalog = args.catalog or str(demo_catalog_path())
     train = {"device": "cpu", "seed": args.seed}
     config = run_config(catalog, None, "auto", args.preset, None, None, train)

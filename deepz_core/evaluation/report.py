@@ -264,10 +264,14 @@ def evaluate_files(
     out: Path | str,
     profile: SurveyProfile | str | dict | None = None,
     mag_edges: Any = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
+    """``evaluate`` of the predictions file or dataset folder ``pred`` (``catalog``: a file of
+    spec-z by ref_id), written to the JSON report ``out``; the report. ``out`` replaces an
+    existing file only with ``overwrite``, and never an input or a run folder's file."""
     if Path(out).suffix.lower() != ".json":
         raise ConfigError(f"--out: the report is JSON, give a .json name, got {str(out)!r}")
-    check_outputs({"output": out}, {"predictions": pred, "catalogue": catalog})
+    check_outputs({"--out": out}, {"--pred": pred, "--catalog": catalog}, overwrite)
     t = _read_table(pred)
     if catalog is not None:
         t = _join_catalog(t, catalog)

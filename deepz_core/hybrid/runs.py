@@ -585,9 +585,11 @@ def predict_hybrid(
     device: str = "cpu",
     pool: Executor | None = None,
     stop: Callable[[], None] | None = None,
+    overwrite: bool = False,
 ) -> Table:
     """The run's combined predictions of ``catalog`` (one row per catalogue row), written to
-    ``out`` when given; ``calibrate``: apply the combination's calibration (when it has one);
+    ``out`` when given (an existing one replaced only with ``overwrite``, never in a run
+    folder); ``calibrate``: apply the combination's calibration (when it has one);
     ``pool``: the template fit's worker processes (``templatefit.fit.worker_pool``), for callers
     that predict many chunks (else ``workers`` processes started for this call); ``stop``: called
     between the template fit's chunks (``fit_catalog``). ConfigError when the run has no
@@ -595,7 +597,7 @@ def predict_hybrid(
     run = RunDir(Path(run_dir))
     if out is not None:
         table_format(out)
-        check_outputs({"out": out}, {"run folder": run.path})
+        check_outputs({"out": out}, {"run folder": run.path}, overwrite)
     hybrid = hybrid or load_hybrid(run.path)
     if hybrid is None:
         raise ConfigError(

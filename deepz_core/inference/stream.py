@@ -384,14 +384,16 @@ def predict_file(
     read: ReadOptions | None = None,
     out_format: str | None = None,
     calibrate: bool = True,
+    overwrite: bool = False,
 ) -> int:
     """Stream a catalogue into one .parquet file, or a smaller .fits, qp .hdf5 or HATS folder
     (``out_format='hats'``), written atomically with their provenance; rows out. ``calibrate``:
-    apply the run's calibration when it has one."""
+    apply the run's calibration when it has one. An existing ``out`` is replaced only with
+    ``overwrite`` (``files.check_outputs``)."""
     fmt = output_format(out, out_format)
     if chunk_size < 1:
         raise ConfigError(f"--chunk-size must be >= 1, got {chunk_size}")
-    check_outputs({"output": out}, {"catalogue": catalog, "run folder": run_dir})
+    check_outputs({"--out": out}, {"catalogue": catalog, "run folder": run_dir}, overwrite)
     rows = (0, preflight(run_dir, catalog, read))  # one pass: no partitions to re-decode
     predictor = load_predictor(run_dir, device)
     prov = provenance(run_dir, catalog)
@@ -530,24 +532,25 @@ def predict_dataset(
     mapper: Mapper = local_map,
     read: ReadOptions | None = None,
     calibrate: bool = True,
+    overwrite: bool = False,
 ) -> int:
     """Partitioned Parquet dataset OUT/part-NNNNN.parquet, _SUCCESS last; rows out. The folder is
     locked for the whole call (a second writer gets an InUseError naming this process); its
     ``_plan.json`` keys it on the run (model checksum, p(z) grid), the catalogue (size,
     modification time, content fingerprint) and the options that change outputs, so a re-run
-    with the same key skips the finished parts (resume) and any other is refused, saying what
-    differs. ``mapper`` runs the missing parts (scaleout.dask_map for Dask). Paths travel to the
+    with the same key skips the finished parts (resume, also with ``overwrite``) and any other is
+    refused, saying what differs, or with ``overwrite`` starts the dataset over. ``mapper`` runs the missing parts (scaleout.dask_map for Dask). Paths travel to the
     workers as absolute paths: a worker's working folder is its own."""
     run_dir, catalog = str(Path(run_dir).resolve()), str(Path(catalog).resolve())
     read = read or ReadOptions()
     folder = Path(out).resolve()
-    check_outputs({"output": folder}, {"catalogue": catalog, "run folder": run_dir})
+    check_outputs({"--out": folder}, {"catalogue": catalog, "run folder": run_dir}, resumable=True)
     _refuse_foreign(folder)
     preflight(run_dir, catalog, read)
     ranges = plan_partitions(catalog, chunk_size)
     with lock_folder(folder, f"dataset folder {folder}"):
         key = dataset_key(run_dir, catalog, ranges, grid, read, calibrate)
-        _check_plan(folder, key)
+        _check_plan(folder, key, overwrite)
         advice = plan_warning(catalog, chunk_size)
         if advice:
             LOG.warning(advice)
@@ -651,28 +654,38 @@ def plan_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return out
 
 
-def _check_plan(folder: Path, key: dict[str, Any]) -> None:
-    """Record the dataset's key; refuse a folder whose parts were made under another key (a folder
-    with a plan but no part yet simply starts over: nothing is lost)."""
+def _check_plan(folder: Path, key: dict[str, Any], overwrite: bool = False) -> None:
+    """Record the dataset's key; refuse a folder whose parts were made under another key, or,
+    with ``overwrite``, delete them and start over (a folder with a plan but no part yet simply
+    starts over: nothing is lost). Parts made under the same key are kept (resume)."""
     path = folder / PLAN
-    parts = any(folder.glob("part-*.parquet"))
-    if path.exists() and parts:
-        try:
-            old = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise ConfigError(
-                f"{path}: damaged dataset plan ({exc}); choose an empty folder"
-            ) from None
-        differences = plan_differences(old if isinstance(old, dict) else {}, key)
-        if differences:
-            raise ConfigError(
-                f"output {str(folder)!r} holds predictions made with {'; '.join(differences)}: "
-                "adding to them would mix two datasets; choose another folder, or delete this one "
-                "to start over"
-            )
-        return
-    if parts:
+    problem = _plan_problem(folder, key)
+    if problem and not overwrite:
         raise ConfigError(
-            f"output {str(folder)!r} holds parts without a {PLAN}; choose an empty folder"
+            f"--out {str(folder)!r} {problem}: adding to it would mix two datasets; choose "
+            "another folder, or pass --overwrite to start it over"
         )
+    if problem:
+        for old in (*folder.glob("part-*.parquet"), folder / SUCCESS, path):
+            old.unlink(missing_ok=True)
+    elif path.exists() and any(folder.glob("part-*.parquet")):
+        return
     atomic_write_json(path, key)
+
+
+def _plan_problem(folder: Path, key: dict[str, Any]) -> str | None:
+    """Why the parts in ``folder`` are not those of a dataset with ``key`` (None: no parts, or
+    the same key)."""
+    path = folder / PLAN
+    if not any(folder.glob("part-*.parquet")):
+        return None
+    if not path.exists():
+        return f"holds parts without a {PLAN}"
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        return f"holds parts with a damaged {PLAN} ({exc})"
+    differences = plan_differences(old if isinstance(old, dict) else {}, key)
+    if differences:
+        return f"holds predictions made with {'; '.join(differences)}"
+    return None

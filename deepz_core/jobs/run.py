@@ -115,6 +115,7 @@ class Run:
         out_format: str | None = None,
         calibrate: bool = True,
         network_only: bool = False,
+        overwrite: bool = False,
     ) -> Table:
         """p(z) products for ``catalog``: an astropy Table with one row per catalogue row in its
         order (rows without a p(z) have NaN products and say why in ``flag``); galaxies the run
@@ -124,7 +125,8 @@ class Run:
         come along; ``conventions`` (an InputConventions or its fields as a mapping) read survey
         spellings (``objectId``, ``mag_<band>`` with limits). ``out`` also writes the table with
         its provenance: .parquet, .fits, .hdf5 (a qp file) or, with ``out_format="hats"``, a
-        HATS folder. ``dz.to_qp(table)`` turns the result into a qp ensemble. ``calibrate``:
+        HATS folder; an existing ``out`` is replaced only with ``overwrite=True``, and never when
+        it is the catalogue or lies in a run folder. ``dz.to_qp(table)`` turns the result into a qp ensemble. ``calibrate``:
         apply the run's PIT calibration (``pit_raw`` holds the PIT before it); False gives the
         networks' raw p(z), as does a run trained with ``calibrate=False``.
 
@@ -152,9 +154,9 @@ class Run:
 
         self._require_model()
         fmt = None if out is None else output_format(out, out_format)  # fails before any work
-        if out is not None:  # never over the catalogue or a file of the run
+        if out is not None:  # never over the catalogue, a run's file or (unless asked) a file
             source = catalog if isinstance(catalog, str | Path) else None
-            check_outputs({"out": out}, {"catalog": source, "run folder": self.path})
+            check_outputs({"out": out}, {"catalog": source, "run folder": self.path}, overwrite)
         if not network_only and self.folder.file("hybrid.json").exists():
             if grid or keep_columns or fmt == "hats":
                 raise ConfigError(

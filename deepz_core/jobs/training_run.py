@@ -25,7 +25,7 @@ from deepz_core.catalog.screen import Screen, screened_rows
 from deepz_core.device import resolve_device
 from deepz_core.errors import ConfigError, DeepzError, Terminated
 from deepz_core.evaluation.profiles import profile_for_bands
-from deepz_core.files import atomic_write_json, check_writable, file_digest
+from deepz_core.files import atomic_write_json, check_writable, file_digest, refuse_run_folder
 from deepz_core.nets.deepz import DeepzModel, ModelConfig, save_model
 from deepz_core.progress import reporting
 from deepz_core.pz.products import PzConfig
@@ -141,11 +141,12 @@ def grid_covering(zspec: np.ndarray, bands: Sequence[str] | None = None) -> PzCo
 
 def refuse_foreign_folder(out: Path, allowed: tuple[Path, ...] = ()) -> None:
     """ConfigError when ``out`` is a folder holding files but no run (a user's predictions,
-    someone's model.json): a run would overwrite them. Nothing in it is touched. ``allowed``:
-    files that may be there already (the run's own catalogue)."""
+    someone's model.json), or a folder inside another run: a run would overwrite them. Nothing in
+    it is touched. ``allowed``: files that may be there already (the run's own catalogue)."""
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file, not a folder: give the run a folder")
     check_writable(out, "--out")
+    refuse_run_folder(out, "--out", below_only=True)
     foreign = RunDir(out).foreign_entries(allowed)
     if foreign:
         shown = ", ".join(foreign[:5]) + (

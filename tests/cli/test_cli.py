@@ -711,11 +711,13 @@ def test_evaluate_with_a_profile_and_magnitude_bins(tmp_path, trained, capsys) -
     assert [(r["lo"], r["hi"]) for r in doc["per_magnitude"]] == [(19, 20), (20, 21), (21, 22)]
     custom = tmp_path / "custom.json"
     custom.write_text(json.dumps({"name": "custom", "outlier": 0.07, "target": None}))
-    assert main([*args, "--profile", str(custom)]) == 0
+    assert main([*args, "--profile", str(custom), "--overwrite"]) == 0
     assert json.loads(report.read_text())["profile"]["outlier"] == 0.07
     assert main([*args[:-1], "13"]) == 2
     assert "--mag-bins must be LO:HI:WIDTH" in capsys.readouterr().err
-    assert main([*args, "--profile", "wide-band"]) == 2
+    capsys.readouterr()
+    assert main([*args, "--profile", "wide-band", "--overwrite"]) == 2
+    assert "wide-band" in _one_line_error(capsys)
 
 
 def test_no_calibrate_flags(tmp_path, trained, files) -> None:

@@ -230,6 +230,9 @@ def test_cli_end_to_end(tmp_path: Path, rng: np.random.Generator) -> None:
     assert t["pz"].shape == (24, 1501)
     zp = read_zero_points(str(out) + ".zeropoints.json", BANDS)
     assert zp.shape == (46,) and np.all(zp > 0)
+    out.write_text("a user's file")  # an existing output is replaced only when asked
+    assert main(args) == 2 and out.read_text() == "a user's file"
+    assert main([*args, "--overwrite"]) == 0 and len(Table.read(out)) == 24
     assert main(["evaluate", "--pred", str(out), "--out", str(tmp_path / "r.json")]) == 0
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["overall"]["n"] == 24 and report["overall"]["sigma68"] < 0.01
@@ -367,7 +370,7 @@ def test_cli_templates_option_picks_the_set(
     assert np.all(np.abs(np.asarray(t["zphot"]) - z) <= FAST["dz"] + 1e-6)
     zp = json.loads((tmp_path / "pred.fits.zeropoints.json").read_text())
     assert zp["template_set_name"] == "kcorrect" and zp["template_set"].startswith("kcorrect")
-    assert main([*args, "--templates", "bc03"]) == 2
+    assert main([*args, "--templates", "bc03", "--overwrite"]) == 2  # the set, not the file
     err = capsys.readouterr().err
     assert "--templates" in err and "'bc03'" in err and "kcorrect" in err
 
