@@ -15,6 +15,7 @@ from deepz_core.catalog.io import write_catalog
 from deepz_core.cli.main import main
 from deepz_core.jobs.training_run import create_run, run_config
 from deepz_core.rundir import RunDir
+from tests.cli.messages import one_line_error
 from tests.synthetic import synthetic_catalog
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -60,14 +61,6 @@ def trained(tmp_path_factory, files) -> Path:
     )
     assert code == 0
     return out
-
-
-def _one_line_error(capsys) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    return lines[0]
 
 
 def test_train_writes_a_finished_run(trained, capsys) -> None:
@@ -116,7 +109,7 @@ def test_train_prints_a_json_summary(tmp_path, files, capsys) -> None:
 def test_train_refuses_to_overwrite_a_finished_run(trained, files, capsys) -> None:
     code = main(["train", "--catalog", str(files["catalog"]), "--out", str(trained)])
     assert code == 2
-    assert "finished run" in _one_line_error(capsys)
+    assert "finished run" in one_line_error(capsys)
 
 
 def test_predict_and_evaluate_end_to_end(tmp_path, trained, files, capsys) -> None:
@@ -228,7 +221,7 @@ def test_train_argument_errors(tmp_path, files, capsys, args, needle) -> None:
     argv = [next((a.replace(k, v) for k, v in subs.items() if k in a), a) for a in args]
     out = tmp_path / "run"
     assert main([*argv, "--out", str(out)]) == 2
-    assert needle in _one_line_error(capsys)
+    assert needle in one_line_error(capsys)
     if needle != "junk.fits":  # a config error leaves no run folder behind
         assert not out.exists()
 
@@ -279,7 +272,7 @@ def test_predict_evaluate_resume_errors(tmp_path, trained, files, capsys, monkey
     ]
     for argv, needle in cases:
         assert main(argv) == 2, argv
-        assert needle in _one_line_error(capsys)
+        assert needle in one_line_error(capsys)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     argv = [
         "predict",
@@ -293,7 +286,7 @@ def test_predict_evaluate_resume_errors(tmp_path, trained, files, capsys, monkey
         "cuda",
     ]
     assert main(argv) == 2
-    assert "'cuda'" in _one_line_error(capsys)
+    assert "'cuda'" in one_line_error(capsys)
 
 
 @pytest.mark.parametrize(
@@ -348,11 +341,11 @@ def test_train_into_an_existing_folder(tmp_path, files, capsys) -> None:
         str(out),
     ]
     assert main([*base, "--ref-band", "NB999"]) == 2  # fails at set-up, after the folder exists
-    assert "NB999" in _one_line_error(capsys)
+    assert "NB999" in one_line_error(capsys)
     assert RunDir(out).status()["state"] == "failed"
     RunDir(out).file("checkpoint.json").write_text(FAKE_CHECKPOINT)  # as if it had trained a while
     assert main([*base, "--ref-band", "NB655"]) == 2
-    message = _one_line_error(capsys)
+    message = one_line_error(capsys)
     assert "ref_band: 'NB999' -> 'NB655'" in message and "resume --run" in message
     RunDir(out).file("checkpoint.json").unlink()
     assert main([*base, "--ref-band", "NB655"]) == 0
@@ -400,17 +393,17 @@ def test_train_leaves_live_and_template_fit_folders_alone(tmp_path, files, capsy
     assert lock.acquire()
     try:
         assert main(base) == 2
-        assert f"is in use by PID {os.getpid()}" in _one_line_error(capsys)
+        assert f"is in use by PID {os.getpid()}" in one_line_error(capsys)
     finally:
         lock.release()
     status = {**status, "state": "queued", "pid": os.getppid()}  # queued by a live app
     run.file("status.json").write_text(json.dumps(status))
     assert main(base) == 2
-    assert f"queued by process {os.getppid()}" in _one_line_error(capsys)
+    assert f"queued by process {os.getppid()}" in one_line_error(capsys)
     run.file("status.json").write_text(json.dumps({**status, "state": "failed"}))
     run.file("config.json").write_text(json.dumps({**run.config(), "kind": "templatefit"}))
     assert main(base) == 2
-    assert "holds a templatefit run" in _one_line_error(capsys)
+    assert "holds a templatefit run" in one_line_error(capsys)
 
 
 def test_train_resumes_on_another_device_but_not_with_another_network(
@@ -437,7 +430,7 @@ def test_train_resumes_on_another_device_but_not_with_another_network(
     run = RunDir(out)
     run.file("checkpoint.json").write_text(FAKE_CHECKPOINT)  # as if it had trained a while
     assert main([*base, "--device", "cpu", "--no-autoencoder"]) == 2
-    assert "model.use_autoencoder: True -> False" in _one_line_error(capsys)
+    assert "model.use_autoencoder: True -> False" in one_line_error(capsys)
     assert main([*base, "--device", "auto"]) == 2  # resumes (and fails on NB999 again)
     assert "resuming run" in capsys.readouterr().out
     assert run.config()["train"]["device"] == "auto"
@@ -529,7 +522,7 @@ def test_predict_on_a_catalogue_without_the_runs_columns(tmp_path, trained, caps
         )
         == 2
     )
-    message = _one_line_error(capsys)
+    message = one_line_error(capsys)
     assert "none of the flux columns asked for" in message and "FLUX_I" in message
 
 
@@ -541,16 +534,16 @@ def test_simulate_checks_the_output_name_first(tmp_path, capsys, monkeypatch) ->
 
     monkeypatch.setattr(deepz_core.simulate, "simulate", never)
     assert main(["simulate", "--kind", "sps", "--n", "10", "--out", str(tmp_path / "s.txt")]) == 2
-    assert "s.txt" in _one_line_error(capsys)
+    assert "s.txt" in one_line_error(capsys)
 
 
 def test_simulate_refuses_a_bad_sed_family_in_one_line(tmp_path, capsys) -> None:
     out = str(tmp_path / "m.fits")
     base = ["simulate", "--kind", "paus-mock", "--n", "10", "--out", out]
     assert main([*base, "--sed-family", "bc03"]) == 2
-    assert "--sed-family must be one of ['sps', 'kcorrect'], got 'bc03'" in _one_line_error(capsys)
+    assert "--sed-family must be one of ['sps', 'kcorrect'], got 'bc03'" in one_line_error(capsys)
     assert main([*base[:2], "lsst-deep", *base[3:], "--sed-family", "kcorrect"]) == 2
-    assert "paus-mock only, got kind 'lsst-deep'" in _one_line_error(capsys)
+    assert "paus-mock only, got kind 'lsst-deep'" in one_line_error(capsys)
     assert not Path(out).exists()
 
 
@@ -717,7 +710,7 @@ def test_evaluate_with_a_profile_and_magnitude_bins(tmp_path, trained, capsys) -
     assert "--mag-bins must be LO:HI:WIDTH" in capsys.readouterr().err
     capsys.readouterr()
     assert main([*args, "--profile", "wide-band", "--overwrite"]) == 2
-    assert "wide-band" in _one_line_error(capsys)
+    assert "wide-band" in one_line_error(capsys)
 
 
 def test_no_calibrate_flags(tmp_path, trained, files) -> None:
@@ -771,4 +764,4 @@ def test_calibrate_errors_are_one_line(tmp_path, trained, files, capsys) -> None
     ]
     for argv, needle in cases:
         assert main(["calibrate", *argv]) == 2, argv
-        assert needle in _one_line_error(capsys)
+        assert needle in one_line_error(capsys)

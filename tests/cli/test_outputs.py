@@ -13,18 +13,11 @@ import pytest
 import deepz_core as dz
 from deepz_core.cli.main import main
 from deepz_core.rundir import RunDir
+from tests.cli.messages import one_line_error
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 USER_TEXT = "my notes, not a deepz file\n"
-
-
-def _one_line_error(capsys) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    return lines[0]
 
 
 @pytest.fixture
@@ -43,7 +36,7 @@ def test_predict_over_a_users_file_needs_overwrite(tmp_path, tiny_run, sky_catal
     out = tmp_path / "existing.parquet"
     out.write_text(USER_TEXT)
     assert main(_predict(tiny_run, sky_catalog[1], out)) == 2
-    line = _one_line_error(capsys)
+    line = one_line_error(capsys)
     assert str(out) in line and "pass --overwrite to replace it" in line
     assert out.read_text() == USER_TEXT
     assert main(_predict(tiny_run, sky_catalog[1], out, "--overwrite")) == 0
@@ -57,19 +50,19 @@ def test_predict_never_replaces_another_runs_predictions(
     target = other_run / "predictions.fits"
     before = target.read_bytes()
     assert main(_predict(tiny_run, sky_catalog[1], target, *overwrite)) == 2
-    line = _one_line_error(capsys)
+    line = one_line_error(capsys)
     assert f"inside the deepz run folder '{other_run}'" in line
     assert target.read_bytes() == before
     assert main(_predict(tiny_run, sky_catalog[1], other_run / "new.parquet", *overwrite)) == 2
-    assert "inside the deepz run folder" in _one_line_error(capsys)
+    assert "inside the deepz run folder" in one_line_error(capsys)
     assert not (other_run / "new.parquet").exists()
 
 
 def test_predict_never_writes_a_dataset_into_a_run_folder(tiny_run, sky_catalog, other_run, capsys):
     assert main(_predict(tiny_run, sky_catalog[1], other_run / "pz_dataset")) == 2
-    assert "inside the deepz run folder" in _one_line_error(capsys)
+    assert "inside the deepz run folder" in one_line_error(capsys)
     assert main(_predict(tiny_run, sky_catalog[1], other_run, "--overwrite")) == 2
-    assert f"is the deepz run folder '{other_run}'" in _one_line_error(capsys)
+    assert f"is the deepz run folder '{other_run}'" in one_line_error(capsys)
     assert sorted(p.name for p in other_run.iterdir()) == [
         "config.json",
         "predictions.fits",
@@ -84,7 +77,7 @@ def test_evaluate_never_replaces_a_runs_config(tmp_path, tiny_run, sky_catalog, 
     before = config.read_bytes()
     for more in ([], ["--overwrite"]):
         assert main(["evaluate", "--pred", str(pred), "--out", str(config), *more]) == 2
-        assert f"is inside the deepz run folder '{tiny_run}'" in _one_line_error(capsys)
+        assert f"is inside the deepz run folder '{tiny_run}'" in one_line_error(capsys)
     assert config.read_bytes() == before
     assert dz.load_run(tiny_run).config.catalog  # still a readable run
 
@@ -95,7 +88,7 @@ def test_evaluate_replaces_its_report_only_when_asked(tmp_path, tiny_run, capsys
     assert main(args) == 0
     report.write_text("{}")
     assert main(args) == 2
-    assert "pass --overwrite to replace it" in _one_line_error(capsys)
+    assert "pass --overwrite to replace it" in one_line_error(capsys)
     assert report.read_text() == "{}"
     assert main([*args, "--overwrite"]) == 0
     assert "overall" in json.loads(report.read_text())
@@ -119,13 +112,13 @@ def test_simulate_never_replaces_a_catalogue_or_a_runs_file_unasked(
     victim.write_bytes(b"SIMPLE  = T / a user's catalogue")
     base = ["simulate", "--kind", "lsst-deep", "--n", "50", "--out"]
     assert main([*base, str(victim)]) == 2
-    assert "victim2.fits' is an existing file: pass --overwrite" in _one_line_error(capsys)
+    assert "victim2.fits' is an existing file: pass --overwrite" in one_line_error(capsys)
     assert main([*base, str(other_run / "predictions.fits"), "--overwrite"]) == 2
-    assert "inside the deepz run folder" in _one_line_error(capsys)
+    assert "inside the deepz run folder" in one_line_error(capsys)
     sidecar = tmp_path / "cats" / "mock.exposures.parquet"  # a Parquet catalogue's exposures
     sidecar.write_text(USER_TEXT)
     assert main([*base, str(tmp_path / "cats" / "mock.parquet")]) == 2
-    assert "--out (its exposures)" in _one_line_error(capsys)
+    assert "--out (its exposures)" in one_line_error(capsys)
     assert victim.read_bytes().endswith(b"a user's catalogue") and sidecar.read_text() == USER_TEXT
 
 
@@ -142,7 +135,7 @@ def test_templatefit_never_writes_into_a_run_folder(tmp_path, other_run, sky_cat
     before = target.read_bytes()
     args = ["templatefit", "--catalog", str(sky_catalog[1]), "--out", str(target), "--overwrite"]
     assert main(args) == 2
-    assert "inside the deepz run folder" in _one_line_error(capsys)
+    assert "inside the deepz run folder" in one_line_error(capsys)
     assert target.read_bytes() == before
 
 
@@ -150,7 +143,7 @@ def test_train_never_nests_a_run_inside_another(tmp_path, other_run, sky_catalog
     out = other_run / "nested"
     args = ["train", "--catalog", str(sky_catalog[1]), "--pretrain", "none", "--out", str(out)]
     assert main(args) == 2
-    assert f"inside the deepz run folder '{other_run}'" in _one_line_error(capsys)
+    assert f"inside the deepz run folder '{other_run}'" in one_line_error(capsys)
     assert not out.exists()
 
 
@@ -173,7 +166,7 @@ def test_a_dataset_folder_resumes_and_starts_over_only_when_asked(
     assert (out / "part-00000.parquet").stat().st_mtime_ns == first
     other = _predict(tiny_run, sky_catalog[1], out, "--chunk-size", "150")
     assert main(other) == 2
-    assert "pass --overwrite to start it over" in _one_line_error(capsys)
+    assert "pass --overwrite to start it over" in one_line_error(capsys)
     assert len(list(out.glob("part-*.parquet"))) == 3
     assert main([*other, "--overwrite"]) == 0
     assert sorted(p.name for p in out.glob("part-*.parquet")) == [

@@ -20,6 +20,7 @@ from deepz_core.cli.main import main
 from deepz_core.hybrid.runs import HYBRID_FILE, HYBRID_PREDICTIONS, load_hybrid
 from deepz_core.rundir import RunDir
 from deepz_core.sed.bands import band_set
+from tests.cli.messages import one_line_error
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -47,14 +48,6 @@ def trained(tmp_path_factory, files) -> tuple[Path, str]:
     code = main([*args, "--templates", "kcorrect", "--device", "cpu", "--out", str(out)])
     assert code == 0
     return out, (out / HYBRID_FILE).read_text()
-
-
-def _one_line_error(capsys) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    return lines[0]
 
 
 def test_train_with_templates_combines_the_run(trained) -> None:
@@ -95,19 +88,19 @@ def test_combine_prints_json_and_writes_hybrid_json(trained, tmp_path, capsys) -
 def test_combine_argument_errors(trained, capsys, args, needle) -> None:
     before = (trained[0] / HYBRID_FILE).read_text()
     assert main(["combine", "--run", str(trained[0]), *args]) == 2
-    assert needle in _one_line_error(capsys)
+    assert needle in one_line_error(capsys)
     assert (trained[0] / HYBRID_FILE).read_text() == before
 
 
 def test_combine_needs_a_trained_run(tmp_path, capsys) -> None:
     assert main(["combine", "--run", str(tmp_path)]) == 2
-    assert "has no trained model" in _one_line_error(capsys)
+    assert "has no trained model" in one_line_error(capsys)
 
 
 def test_train_refuses_an_unknown_template_set_before_any_work(tmp_path, files, capsys) -> None:
     args = ["train", "--catalog", str(files["catalog"]), "--preset", "smoke"]
     assert main([*args, "--templates", "nosuch", "--out", str(tmp_path / "r")]) == 2
-    assert "nosuch" in _one_line_error(capsys)
+    assert "nosuch" in one_line_error(capsys)
     assert not (tmp_path / "r").exists()
 
 
@@ -118,7 +111,7 @@ def test_train_refuses_templates_that_cannot_cover_a_band_before_any_work(tmp_pa
     write_catalog(cat, tmp_path / "c.fits")
     args = ["train", "--catalog", str(tmp_path / "c.fits"), "--preset", "smoke"]
     assert main([*args, "--templates", "bcnz2", "--out", str(tmp_path / "r")]) == 2
-    line = _one_line_error(capsys)
+    line = one_line_error(capsys)
     assert "'euclid_h'" in line and "template set 'kcorrect' covers it" in line
     assert not (tmp_path / "r").exists()
 
@@ -161,7 +154,7 @@ def test_predict_options_of_the_networks_alone_need_network_only(
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
     base = ["predict", "--run", str(trained[0]), "--catalog", str(files["new"])]
     assert main([*base, *args]) == 2
-    assert "--network-only" in _one_line_error(capsys)
+    assert "--network-only" in one_line_error(capsys)
     assert not list(tmp_path.iterdir())
 
 
@@ -171,7 +164,7 @@ def test_predict_never_writes_over_its_catalogue(trained, files, tmp_path, capsy
     for extra in ([], ["--network-only"]):
         args = ["predict", "--run", str(trained[0]), "--catalog", str(path), "--out", str(path)]
         assert main([*args, *extra]) == 2
-        assert "would destroy the input" in _one_line_error(capsys)
+        assert "would destroy the input" in one_line_error(capsys)
         assert path.read_bytes() == before
 
 
@@ -183,8 +176,8 @@ def test_predict_with_a_damaged_hybrid_json_fails_with_one_line(
     (run / HYBRID_FILE).write_text(json.dumps({**doc, "folds": [{"version": 1}]}))
     args = ["predict", "--run", str(run), "--catalog", str(files["new"])]
     assert main([*args, "--out", str(tmp_path / "p.fits")]) == 2
-    assert "hybrid.json: not a stored combination" in _one_line_error(capsys)
+    assert "hybrid.json: not a stored combination" in one_line_error(capsys)
     assert not (tmp_path / "p.fits").exists()
     (run / HYBRID_FILE).write_text("{")
     assert main([*args, "--out", str(tmp_path / "p.fits")]) == 2
-    assert "not JSON" in _one_line_error(capsys)
+    assert "not JSON" in one_line_error(capsys)
