@@ -17,7 +17,7 @@ import streamlit as st
 
 from deepz_core.catalog import uploads
 from deepz_core.catalog.catalog import Catalog
-from deepz_core.catalog.features import Features, build_features
+from deepz_core.catalog.features import Features
 from deepz_core.catalog.import_report import (
     CatalogSummary,
     Report,
@@ -321,13 +321,18 @@ def predictions(key: RunKey) -> analysis.Predictions:
 
 @st.cache_resource(max_entries=2, show_spinner="Loading the model and the run's catalogue...")
 def model_inputs(key: RunKey) -> tuple[DeepzModel, Catalog, Features]:
-    """The run's ensemble and its catalogue's features (read-only)."""
+    """The run's ensemble and its catalogue's features (read-only), screened against the
+    training population as its predictions were (``model_features``): a galaxy the screen gives
+    no p(z) there gets none on any page, and far ratios are imputed as they were."""
+    from deepz_core.inference.predict import model_features
+
     folder = key_folder(key)
     config = RunDir(folder).config()
     meta = load_model_json(folder).get("metadata", {})
     cat = read_catalog(config["catalog"], config.get("exposures"))
-    features = build_features(cat, meta.get("ref_band") or config.get("ref_band"))
-    return load_model(folder), cat, features
+    model = load_model(folder)
+    features = model_features(model, cat, meta.get("ref_band") or config.get("ref_band"))
+    return model, cat, features
 
 
 # --- survey profiles (deepz_core.evaluation.profiles): one per run, in its card ---------------

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from deepz_core.catalog.io import write_catalog
@@ -165,6 +167,32 @@ def test_dropping_table_and_selection(at_home) -> None:
     assert_clean(at)
     assert any(c.value.startswith("10 galaxies") for c in at.caption)
     assert len(at.get("plotly_chart")) == 3  # Fig. 7, spread histogram, indicator curves
+
+
+def test_pages_see_the_galaxies_the_predictions_gave_no_pz(home, tmp_path, monkeypatch) -> None:
+    """Review, ninth session: the dropping page drew a confident p(z) for a galaxy the screen
+    gave none only once screened against the training population (far ratios in most bands:
+    too few bands); the pages' features were screened by the photometry alone."""
+    import shutil
+
+    from app import state
+    from deepz_core.catalog.io import read_catalog
+
+    shutil.copytree(home / "runs" / "r1", tmp_path / "runs" / "r2")
+    config = json.loads((tmp_path / "runs" / "r2" / "config.json").read_text())
+    cat = read_catalog(config["catalog"])
+    flux = cat.flux.copy()
+    flux[0, : 3 * len(cat.bands) // 4] *= 1e4  # far colours, yet every value plausible
+    config["catalog"] = str(
+        write_catalog(dataclasses.replace(cat, flux=flux, exposures=None), tmp_path / "c.fits")
+    )
+    config.pop("exposures", None)
+    (tmp_path / "runs" / "r2" / "config.json").write_text(json.dumps(config))
+    monkeypatch.setenv("DEEPZ_HOME", str(tmp_path))
+    st.cache_data.clear()
+    _, _, features = state.model_inputs(state.run_key("r2"))
+    row = int(np.flatnonzero(features.ref_id == cat.ref_id[0])[0])
+    assert not features.predictable[row] and features.predictable[row + 1 :].any()
 
 
 def _completeness(at: AppTest) -> float:
