@@ -42,6 +42,7 @@ def _summary_table(stats: dict[str, dict], prof) -> None:
         row = {
             "run": state.run_title(run_id),
             "scored galaxies": m.get("n", 0),
+            "spec-z without a p(z)": s.get("n_no_pz", 0),  # failures: counted, not scored
             "all galaxies": s["n_total"],
             "σ68": m.get("sigma68"),
             outliers: m.get("outlier_fraction"),

@@ -366,7 +366,7 @@ def combined_text(run: state.RunDir) -> str:
 def summary_text(key: str, value: float | int | None) -> str:
     if value is None or value != value:  # missing or NaN
         return "—"
-    if key == "n":
+    if key in ("n", "n_no_pz"):
         return f"{value:,}"
     return f"{100 * value:.1f}%" if key.endswith("fraction") else f"{value:.4f}"
 
@@ -378,7 +378,8 @@ def show_summary(run: state.RunDir) -> None:
     labels = {"sigma68": "σ68", "outlier_fraction": prof.outlier_short}
     if prof.shows_catastrophic:
         labels["catastrophic_fraction"] = f"catastrophic (> {prof.catastrophic:g})"
-    labels |= {"n": "galaxies scored", "bias": "bias", "nmad": "NMAD"}
+    labels |= {"n": "galaxies scored", "n_no_pz": "spec-z without a p(z)", "bias": "bias"}
+    labels |= {"nmad": "NMAD"}
     cols = st.columns(3)
     for i, (key, label) in enumerate(labels.items()):
         cols[i % 3].metric(label, summary_text(key, summary.get(key)))

@@ -187,13 +187,15 @@ def headline(
 ) -> dict[str, Any]:
     """Point metrics of the scored galaxies judged by ``profile``: n, sigma68, outlier fraction
     (its threshold), catastrophic fraction, bias, NMAD, and σ68 of the best ``target_fraction``
-    by ``odds`` (N,) (default the stored column); {"n": 0} without scored galaxies."""
+    by ``odds`` (N,) (default the stored column), and ``n_no_pz`` (spec-z galaxies without a
+    p(z): failures, not scored); {"n": 0, "n_no_pz": ...} without scored galaxies."""
     profile = profile or PROFILES["narrow-band"]
     use = pred.scored & np.isfinite(pred.zphot)
+    failed = int(pred.failed.sum())
     if not use.any():
-        return {"n": 0}
+        return {"n": 0, "n_no_pz": failed}
     zp, zs = pred.zphot[use], pred.zspec[use]
-    out = metrics.point_metrics(zp, zs, profile.outlier)
+    out = metrics.point_metrics(zp, zs, profile.outlier) | {"n_no_pz": failed}
     out["catastrophic_fraction"] = metrics.outlier_fraction(
         metrics.dz(zp, zs), profile.catastrophic
     )

@@ -89,6 +89,7 @@ def test_results_page(at_home) -> None:
     assert at.multiselect[0].value == ["r1"]
     table = at.dataframe[0].value
     assert table["run"][0].startswith("r1 — mock.fits") and table["scored galaxies"][0] > 200
+    assert table["spec-z without a p(z)"][0] == 0  # shown beside the scored ones (failures)
     assert len(at.get("plotly_chart")) == 4  # D1, Fig. 2, Fig. 8, Fig. 3
     # the run is calibrated (beyond E20): the PIT before and after, and the 68% coverage table
     assert any("Calibrated p(z)" in h.value for h in at.subheader)

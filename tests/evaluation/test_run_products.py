@@ -65,6 +65,7 @@ def test_galaxies_without_a_pz_count_as_failures_though_never_out_of_fold(tmp_pa
     n_failed = int(np.isfinite(t["zspec"][:10]).sum())
     assert n_failed == 8 and pred.failed.sum() == n_failed
     assert analysis.results_stats(pred)["n_no_pz"] == n_failed
+    assert analysis.headline(pred)["n_no_pz"] == n_failed  # what Results and Train show
 
 
 def test_mixture_odds_matches_gaussian() -> None:
