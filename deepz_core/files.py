@@ -209,6 +209,7 @@ def check_writable(out: PathLike, name: str = "output") -> None:
 
 
 RUN_MARKERS = ("config.json", "status.json")  # what makes a folder a deepz run folder
+DATASET_PLAN = "_plan.json"  # what makes a folder a partitioned predictions dataset (resumable)
 
 
 def is_run_folder(folder: PathLike) -> bool:
@@ -239,6 +240,18 @@ def refuse_run_folder(out: PathLike, name: str = "output", below_only: bool = Fa
         f"{name} {str(out)!r} {where} {str(run)!r}: a run's files are written only by its own "
         "commands (train, combine, calibrate); choose an output outside it"
     )
+
+
+def refuse_inside_dataset(out: PathLike, name: str = "output") -> None:
+    """ConfigError when ``out`` lies inside a partitioned predictions dataset (a folder holding
+    DATASET_PLAN): a foreign file there stops the dataset from resuming (review, ninth session:
+    ``evaluate --out DATASET/report.json``). The dataset folder itself may be written (resumed)."""
+    for folder in Path(os.path.abspath(out)).parents:
+        if (folder / DATASET_PLAN).is_file():
+            raise ConfigError(
+                f"{name} {str(out)!r} is inside the predictions dataset {str(folder)!r}: a file "
+                "there would stop it from resuming; choose an output outside it"
+            )
 
 
 def output_exists(out: PathLike) -> bool:
@@ -281,6 +294,7 @@ def check_outputs(
         if out is None:
             continue
         refuse_run_folder(out, name)
+        refuse_inside_dataset(out, name)
         if not (overwrite or resumable):
             refuse_existing(out, name)
 

@@ -48,6 +48,7 @@ from deepz_core.catalog.io import (
 from deepz_core.catalog.validation import check_unique_ids
 from deepz_core.errors import CatalogError, ConfigError
 from deepz_core.files import (
+    DATASET_PLAN,
     LOCK_FILE,
     atomic_write,
     atomic_write_json,
@@ -84,7 +85,7 @@ CPU_CHUNK = 25_000  # rows read and predicted at once on a CPU: ~330 MB, as fast
 MEMORY_MAX_ROWS = 2_000_000  # FITS, qp and HATS outputs are assembled in memory
 KEEP_EXTRA = COORDINATE_COLUMNS  # catalogue columns copied to the predictions when present
 SUCCESS = "_SUCCESS"
-PLAN = "_plan.json"
+PLAN = DATASET_PLAN  # files.refuse_inside_dataset knows a dataset by it
 
 
 @dataclass(frozen=True)

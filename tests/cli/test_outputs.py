@@ -176,6 +176,20 @@ def test_a_dataset_folder_resumes_and_starts_over_only_when_asked(
     assert json.loads((out / "_SUCCESS").read_text()) == {"parts": 2, "rows": 200}
 
 
+def test_no_output_goes_inside_a_dataset_folder(tmp_path, tiny_run, sky_catalog, capsys) -> None:
+    """Review, ninth session: `evaluate --out DATASET/report.json` was allowed, and the foreign
+    file then stopped the dataset from resuming."""
+    out = tmp_path / "pz_dataset"
+    args = _predict(tiny_run, sky_catalog[1], out, "--chunk-size", "80")
+    assert main(args) == 0
+    report = out / "report.json"
+    assert main(["evaluate", "--pred", str(out), "--out", str(report)]) == 2
+    assert "is inside the predictions dataset" in one_line_error(capsys)
+    assert not report.exists()
+    (out / "_SUCCESS").unlink()
+    assert main(args) == 0  # still resumes
+
+
 def test_run_predict_replaces_a_file_only_with_overwrite(tmp_path, tiny_run, sky_catalog) -> None:
     out = tmp_path / "pz.parquet"
     out.write_text(USER_TEXT)
