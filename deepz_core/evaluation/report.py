@@ -70,18 +70,16 @@ def _read_table(path: Path | str) -> Table:
 
 
 def _provenance_meta(path: Path) -> dict[str, str]:
-    """The provenance of a Parquet predictions file or dataset folder as the FITS header keys a
-    FITS file carries (DZZGRID, DZODDSW...), for the table's meta."""
-    import pyarrow.parquet as pq
-
-    from deepz_core.inference.provenance import fits_cards, from_parquet_metadata
-    from deepz_core.inference.stream import dataset_files
+    """The provenance of a Parquet predictions file or dataset folder (``file_provenance`` of
+    its first part) as the FITS header keys a FITS file carries (DZZGRID, DZODDSW...), for the
+    table's meta."""
+    from deepz_core.inference.provenance import fits_cards
+    from deepz_core.inference.stream import dataset_files, file_provenance
 
     files = dataset_files(path) if path.is_dir() else [str(path)]
     if not files:
         return {}
-    prov = from_parquet_metadata(pq.read_schema(files[0]).metadata)
-    return {key: value for key, value, _ in fits_cards(prov)}
+    return {key: value for key, value, _ in fits_cards(file_provenance(files[0]))}
 
 
 def _is_fits(path: Path | str) -> bool:
