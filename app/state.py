@@ -1036,6 +1036,11 @@ def run_progress(run: RunDir) -> tuple[float, str]:
     return job_status.run_progress(run)
 
 
+def training_warning(run: RunDir) -> str | None:
+    """The finished run's warning about its networks, or None (``jobs.status.training_warning``)."""
+    return job_status.training_warning(run)
+
+
 def training_curves(metrics: list[dict]) -> dict[str, dict[str, list[float]]]:
     """Per phase: epoch and training loss, and held-out NLL (mean, min, max over members) from a
     run's ``metrics()`` rows (``jobs.status.training_curves``)."""
@@ -1156,6 +1161,6 @@ def save_catalog(cat: Catalog, recipe: dict, name: str) -> str:
     from deepz_core import write_catalog
 
     key = uploads.recipe_key(recipe)
-    write_catalog(cat, uploads.canonical_path(key))
+    write_catalog(cat, uploads.canonical_path(key), overwrite=True)  # same recipe, same galaxies
     uploads.write_note(key, {"name": name, "n": cat.n_galaxies, "bands": len(cat.bands)})
     return key

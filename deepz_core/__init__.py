@@ -29,6 +29,7 @@ from deepz_core.errors import (
     InUseError,
     OutputExistsError,
     TrainingError,
+    TrainingWarning,
 )
 from deepz_core.evaluation.profiles import SurveyProfile
 from deepz_core.evaluation.report import evaluate
@@ -53,6 +54,7 @@ __all__ = [
     "Run",
     "SurveyProfile",
     "TrainingError",
+    "TrainingWarning",
     "evaluate",
     "load_run",
     "read_catalog",

@@ -23,6 +23,12 @@ class TrainingError(DeepzError, RuntimeError):
     names the phase, the epoch and, where the data are the cause, the galaxies and bands."""
 
 
+class TrainingWarning(UserWarning):
+    """A run finished but its networks deserve doubt (they predict no better than the spec-z
+    distribution alone, or ended well above their best epoch); the message says which members
+    and what to try. ``dz.train`` and ``Run.resume`` warn with it; the CLI prints it on stderr."""
+
+
 class InUseError(DeepzError, RuntimeError):
     """Another process is writing the folder a command wants to write (a run folder, a dataset
     folder); the message names the folder and that process."""

@@ -393,6 +393,9 @@ def show_summary(run: state.RunDir) -> None:
         f"{scored}, on the galaxies with spec-z; dz = (zphot - zspec)/(1 + zspec): "
         f"sigma68 and NMAD of dz, bias = median dz; {prof.label}."
     )
+    warning = state.training_warning(run)
+    if warning:
+        st.warning(f"Training: {warning}.", icon=":material/warning:")
     combined = state.combination(run)
     if combined is not None:
         o = combined["summary"].get("overall", {})

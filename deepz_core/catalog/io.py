@@ -34,7 +34,7 @@ from deepz_core.catalog.formats.common import Range, Tables, Wanted, check_file,
 from deepz_core.catalog.units import UNITS_KEY, zeropoint_unit
 from deepz_core.catalog.validation import validate
 from deepz_core.errors import CatalogError, ConfigError
-from deepz_core.files import atomic_write
+from deepz_core.files import atomic_write, refuse_existing
 
 FORMATS: dict[str, ModuleType] = {
     "fits": fits_file,
@@ -126,13 +126,31 @@ def read_catalog(
     return validate(cat, str(path), exp_source)
 
 
-def write_catalog(cat: Catalog, path: Path | str) -> Path:
+def write_catalog(cat: Catalog, path: Path | str, overwrite: bool = False) -> Path:
     """Validate and write ``cat`` atomically in the format named by the extension; returns path.
 
-    CSV/Parquet exposures go to ``exposures_sidecar(path)`` (removed if ``cat`` has none).
+    CSV/Parquet exposures go to ``exposures_sidecar(path)`` (removed if ``cat`` has none). An
+    existing file (or exposures sidecar) is an ``OutputExistsError`` unless ``overwrite``.
+
+    >>> import deepz_core as dz
+    >>> cat = dz.simulate_catalog("paus-mock", 50, "sdss", seed=1)
+    >>> import pathlib, tempfile; tmp = pathlib.Path(tempfile.mkdtemp())  # a scratch folder
+    >>> out = tmp / "mock.fits"
+    >>> dz.write_catalog(cat, out).name
+    'mock.fits'
+    >>> dz.write_catalog(cat, out)
+    Traceback (most recent call last):
+    ...
+    deepz_core.errors.OutputExistsError: path '...mock.fits' is an existing file: pass overwrite=True to replace it
+    >>> dz.write_catalog(cat, out, overwrite=True).name
+    'mock.fits'
     """
     path = Path(path)
     fmt = catalog_format(path)
+    if not overwrite:
+        refuse_existing(path, "path")
+        if fmt in SIDECAR_FORMATS:
+            refuse_existing(exposures_sidecar(path), "path (its exposures sidecar)")
     validate(cat, str(path))
     writer = FORMATS[fmt].write
     galaxies = ("galaxies", cat.columns(), {"FLUXZP": cat.fluxzp, **cat.meta, **_units(cat)})

@@ -70,7 +70,7 @@ def _simulate(args: argparse.Namespace) -> int:
     check_outputs(outputs, {}, args.overwrite)  # so does an existing file, a run folder
     bands = args.bands or DEFAULT_BAND_SETS.get(args.kind, "paus_cosmos")
     cat = simulate(args.kind, args.n, parse_bands(bands), args.seed, sed_family=family)
-    write_catalog(cat, args.out)
+    write_catalog(cat, args.out, overwrite=True)  # checked above
     print(f"wrote {cat.n_galaxies} galaxies x {len(cat.bands)} bands to {args.out}")
     return 0
 

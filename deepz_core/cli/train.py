@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -214,7 +215,18 @@ def _train(args: argparse.Namespace) -> int:
         execute_run(run)
     status = run.status()
     print(json.dumps({"run": str(run.path), "state": status["state"], **status.get("summary", {})}))
+    print_run_warning(run)
     return 0 if status["state"] == "finished" else 3
+
+
+def print_run_warning(run: RunDir) -> None:
+    """The finished run's ``training_warning`` on stderr, one line, so that it is not lost in
+    the summary's JSON."""
+    from deepz_core.jobs.status import training_warning
+
+    warning = training_warning(run)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
 
 
 def _resume_args(p: argparse.ArgumentParser) -> None:
@@ -235,6 +247,7 @@ def _resume(args: argparse.Namespace) -> int:
             raise ConfigError(f"--run {args.run} is finished: nothing to resume")
         run.file("cancel").unlink(missing_ok=True)
         execute_run(run)
+    print_run_warning(run)
     return 0 if run.status()["state"] == "finished" else 3
 
 

@@ -8,6 +8,7 @@ safetensors + JSON, ``predictions.fits``...), the same folder the command line a
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,7 +18,7 @@ from astropy.table import Table
 from deepz_core.catalog.catalog import Catalog
 from deepz_core.catalog.conventions import conventions_of
 from deepz_core.catalog.io import read_catalog, write_catalog
-from deepz_core.errors import ConfigError
+from deepz_core.errors import ConfigError, TrainingWarning
 from deepz_core.evaluation.profiles import SurveyProfile, run_profile, survey_profile
 from deepz_core.files import check_outputs
 from deepz_core.rundir import RunDir
@@ -344,6 +345,16 @@ class Run:
         with self.folder.locked():  # a run another process trains is refused, naming it
             self.folder.file("cancel").unlink(missing_ok=True)
             execute_run(self.folder)
+        return self.warn_if_doubtful()
+
+    def warn_if_doubtful(self) -> Run:
+        """Issue the run's ``training_warning`` as a ``TrainingWarning`` (Python's warnings: once
+        per place in a notebook, filterable); self."""
+        from deepz_core.jobs.status import training_warning
+
+        warning = training_warning(self.folder)
+        if warning:
+            warnings.warn(f"run {self.path}: {warning}", TrainingWarning, stacklevel=3)
         return self
 
     def _require_model(self) -> None:
@@ -459,7 +470,7 @@ def train(
         if any(v is not None for v in card.values()):
             run.update_card(**card)
         execute_run(run)
-    return Run(out)
+    return Run(out).warn_if_doubtful()
 
 
 def _catalog_path(catalog: CatalogLike, out: Path) -> tuple[Path, bool]:
@@ -474,7 +485,7 @@ def _catalog_path(catalog: CatalogLike, out: Path) -> tuple[Path, bool]:
         if not _same_galaxies(cat, read_catalog(path)):
             raise ConfigError(f"{out} holds a run on another catalogue; choose another folder")
         return path, False
-    write_catalog(cat, path)
+    write_catalog(cat, path, overwrite=True)  # the run's own copy (a foreign folder is refused)
     return path, True
 
 

@@ -39,7 +39,7 @@ def run_simulation_job(spec_path: Path | str) -> int:
         cat = simulate(
             spec["kind"], int(spec["n"]), tuple(spec["bands"]), int(spec["seed"]), config
         )
-        write_catalog(cat, spec["out"])
+        write_catalog(cat, spec["out"], overwrite=True)  # the app names a new file
     except Exception as exc:
         update_spec(spec_path, state="failed", message=f"{type(exc).__name__}: {exc}")
         raise

@@ -37,6 +37,13 @@ def run_state(run: RunDir) -> str:
     return state
 
 
+def training_warning(run: RunDir) -> str | None:
+    """The warning a finished run's summary carries (``summary.heldout.warning``: members that
+    predict no better than the spec-z distribution, or ended well above their best epoch), or
+    None. What the CLI prints on stderr, ``dz.train`` warns with and the Train page shows."""
+    return run.status().get("summary", {}).get("heldout", {}).get("warning")
+
+
 def _phase_epochs(config: dict[str, Any]) -> list[tuple[str, int]]:
     train = config.get("train", {})
     phases = []

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from deepz_core.catalog.catalog import FITS_STRUCTURAL, Catalog, Exposures
 from deepz_core.catalog.io import catalog_format, exposures_sidecar, read_catalog, write_catalog
-from deepz_core.errors import CatalogError
+from deepz_core.errors import CatalogError, OutputExistsError
 
 FORMATS = ("fits", "fits.gz", "parquet", "csv", "h5")
 FUZZ = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -99,6 +99,30 @@ def test_round_trip(tmp_path: Path, rng: np.random.Generator, fmt: str, exposure
     assert sidecar.exists() == (exposures and fmt in ("csv", "parquet"))
 
 
+@pytest.mark.parametrize("fmt", ["fits", "parquet"])
+def test_an_existing_file_is_replaced_only_when_asked(
+    tmp_path: Path, rng: np.random.Generator, fmt: str
+) -> None:
+    path = tmp_path / f"cat.{fmt}"
+    path.write_bytes(b"the user's file")
+    with pytest.raises(OutputExistsError, match="overwrite=True"):
+        write_catalog(make_catalog(rng), path)
+    assert path.read_bytes() == b"the user's file"
+    cat = make_catalog(rng)
+    assert_same(read_catalog(write_catalog(cat, path, overwrite=True)), cat)
+
+
+def test_an_existing_exposures_sidecar_is_not_replaced(
+    tmp_path: Path, rng: np.random.Generator
+) -> None:
+    side = tmp_path / "cat.exposures.parquet"
+    side.write_bytes(b"someone's exposures")
+    with pytest.raises(OutputExistsError, match="exposures sidecar"):
+        write_catalog(make_catalog(rng, exposures=False), tmp_path / "cat.parquet")
+    assert side.read_bytes() == b"someone's exposures"
+    assert not (tmp_path / "cat.parquet").exists()
+
+
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
 def test_sidecar_explicit_path_and_stale_sidecar(
     tmp_path: Path, rng: np.random.Generator, fmt: str
@@ -111,8 +135,8 @@ def test_sidecar_explicit_path_and_stale_sidecar(
     exposures_sidecar(path).unlink()
     assert read_catalog(path).exposures is None
     assert_same(read_catalog(path, exposures_path=moved), cat)
-    write_catalog(cat, path)
-    write_catalog(replace(cat, exposures=None), path)  # removes the now stale sidecar
+    write_catalog(cat, path, overwrite=True)
+    write_catalog(replace(cat, exposures=None), path, overwrite=True)  # removes the stale sidecar
     assert not exposures_sidecar(path).exists()
 
 
@@ -461,7 +485,7 @@ def catalogues(draw: st.DrawFn) -> Catalog:
 @FUZZ_TMP
 @given(cat=catalogues(), fmt=st.sampled_from(FORMATS))
 def test_property_write_read_round_trips(tmp_path: Path, cat: Catalog, fmt: str) -> None:
-    assert_same(read_catalog(write_catalog(cat, tmp_path / f"p.{fmt}")), cat)
+    assert_same(read_catalog(write_catalog(cat, tmp_path / f"p.{fmt}", overwrite=True)), cat)
 
 
 @pytest.mark.parametrize("layout", ["table", "fixed"])

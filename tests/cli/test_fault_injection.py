@@ -517,7 +517,7 @@ def test_a_dataset_is_never_mixed_from_two_runs_or_catalogues(
         again = [*base, "--run", str(damage_model(run, tmp_path)), "--out", str(out)]
     if change == "catalogue":  # another catalogue, same path, same number of rows
         other = synthetic_catalog(100, 9, exposures=False, first_id=1)
-        write_catalog(other, cat)
+        write_catalog(other, cat, overwrite=True)
     if change == "grid":
         again.append("--grid")
     code, lines = cli(again, capsys, caplog)

@@ -6,6 +6,7 @@ files refused untouched, one writer at a time)."""
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ import qp
 import deepz_core as dz
 from deepz_core.catalog.screen import PzFlag
 from deepz_core.errors import ConfigError, InUseError
-from deepz_core.files import LOCK_FILE, ExclusiveLock
+from deepz_core.files import LOCK_FILE, ExclusiveLock, atomic_write_json
 from tests.synthetic import synthetic_catalog
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -124,8 +125,24 @@ def test_a_refused_call_leaves_no_catalogue_behind_and_the_next_one_trains(
     with pytest.raises(ConfigError, match="preset"):
         dz.train(catalog, out, preset="huge", pretrain="none")
     assert not (out / "catalog.fits").exists()
-    run = dz.train(catalog, out, preset="smoke", pretrain="none", options={"schedule": [[1, 1e-3]]})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run = dz.train(
+            catalog, out, preset="smoke", pretrain="none", options={"schedule": [[1, 1e-3]]}
+        )
     assert run.state == "finished"
+    said = [str(w.message) for w in caught if issubclass(w.category, dz.TrainingWarning)]
+    warning = run.folder.status()["summary"]["heldout"].get("warning")  # one epoch: n(z) may win
+    assert said == ([f"run {out}: {warning}"] if warning else [])
+
+
+def test_a_doubtful_run_warns_in_python(tmp_path, catalog) -> None:
+    run = dz.train(catalog, tmp_path / "r", preset="smoke", pretrain="none")
+    status = run.folder.status()
+    status["summary"]["heldout"]["warning"] = "member(s) [0] predict no better than n(z)"
+    atomic_write_json(run.folder.file("status.json"), status)
+    with pytest.warns(dz.TrainingWarning, match=r"member\(s\) \[0\] predict no better"):
+        dz.load_run(run.path).warn_if_doubtful()
 
 
 def test_a_run_another_process_trains_is_refused(tmp_path, catalog) -> None:

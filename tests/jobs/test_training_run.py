@@ -165,6 +165,30 @@ def test_summary_uses_out_of_fold_galaxies(finished) -> None:
     assert not oof[:2].any()  # zspec beyond the label range: never trained on, not out-of-fold
 
 
+def test_the_summary_judges_the_networks_against_the_redshift_distribution(finished) -> None:
+    heldout = finished.status()["summary"]["heldout"]
+    assert len(heldout["nz_nll"]) == 2 and np.isfinite(heldout["nz_nll"]).all()
+    worse = [b >= n for b, n in zip(heldout["best_val_nll"], heldout["nz_nll"], strict=True)]
+    assert ("no better than the spec-z distribution" in heldout.get("warning", "")) == any(worse)
+
+
+def test_networks_that_learned_less_than_n_z_are_named_in_a_warning() -> None:
+    from types import SimpleNamespace
+
+    from deepz_core.jobs.training_run import judged_heldout
+    from deepz_core.training.splits import make_splits
+
+    z = np.random.default_rng(3).uniform(0.0, 3.0, 400)  # n(z) scores ~ln 3 = 1.1 nats
+    splits = make_splits(np.ones(400, bool), 1, 2, seed=0)
+    heldout = {"best_val_nll": [-1.5, 1.4], "warning": "member(s) [0]: over-fitting"}
+    out = judged_heldout(heldout, SimpleNamespace(zspec=z), splits)
+    assert all(abs(v - np.log(3.0)) < 0.1 for v in out["nz_nll"])
+    assert out["warning"].startswith("member(s) [0]: over-fitting; member(s) [1] predict no better")
+    assert "1.4 nats" in out["warning"]
+    learned = judged_heldout({"best_val_nll": [-1.5, -1.0]}, SimpleNamespace(zspec=z), splits)
+    assert "warning" not in learned and judged_heldout({}, SimpleNamespace(zspec=z), splits) == {}
+
+
 def test_failed_run_records_the_error(tmp_path, catalog_path) -> None:
     run = create_run(
         tmp_path / "r",
