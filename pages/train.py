@@ -503,6 +503,14 @@ def run_view(run: state.RunDir) -> None:
         st.code(log.read_text(errors="replace")[-4000:] if log.exists() else "(no log yet)")
 
 
+def doubtful(run: state.RunDir) -> bool:
+    """Whether a finished run carries a training warning (its card says which)."""
+    try:
+        return state.training_warning(run) is not None
+    except DeepzError:  # a damaged status.json: the state column says so elsewhere
+        return False
+
+
 def runs_table(runs: list[state.RunDir]) -> pd.DataFrame:
     """One row per run: name, state, when, preset (or template fit), the catalogue's given name,
     pretraining, and the headline metrics by each run's survey profile."""
@@ -516,7 +524,7 @@ def runs_table(runs: list[state.RunDir]) -> pd.DataFrame:
             {
                 "run": run.run_id,
                 "name": card.get("name", ""),
-                "state": now,
+                "state": f"{now} (warning)" if now == "finished" and doubtful(run) else now,
                 "created": time.strftime(
                     "%Y-%m-%d %H:%M", time.localtime(run.file("config.json").stat().st_mtime)
                 ),

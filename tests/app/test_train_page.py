@@ -102,15 +102,17 @@ def test_queue_run_execute_and_show_results(home: list[Path]) -> None:
     assert len(at.get("plotly_chart")) == 1  # loss curves
     warning = run.status()["summary"]["heldout"].get("warning")  # 2 epochs: n(z) may win
     assert (warning is None) or warning in texts(at.warning), texts(at.warning)
+    table = at.dataframe[0].value
+    said = "finished (warning)" if warning else "finished"
+    assert table.loc[0, "state"] == said and float(table.loc[0, "σ68"]) > 0
+    assert table.loc[0, "catalogue"] == "Demo: PAUS-COSMOS-like mock"
+    assert run.card()["profile"]["name"] == "narrow-band"
     status = run.status()
     status["summary"]["heldout"]["warning"] = "member(s) [1] predict no better than n(z)"
     atomic_write_json(run.file("status.json"), status)
     at.run()
     assert "member(s) [1] predict no better than n(z)" in texts(at.warning)
-    table = at.dataframe[0].value
-    assert table.loc[0, "state"] == "finished" and float(table.loc[0, "σ68"]) > 0
-    assert table.loc[0, "catalogue"] == "Demo: PAUS-COSMOS-like mock"
-    assert run.card()["profile"]["name"] == "narrow-band"
+    assert at.dataframe[0].value.loc[0, "state"] == "finished (warning)"
 
 
 def test_queue_shows_the_run_just_queued_and_names_it(home: list[Path]) -> None:
