@@ -153,9 +153,21 @@ def _nav(page, title: str) -> None:
 
 
 def _choose(page, label: str, option_text: str) -> None:
-    """Pick the option containing ``option_text`` in the selectbox labelled ``label``."""
-    page.get_by_test_id("stSelectbox").filter(has_text=label).first.click()
-    page.get_by_role("option").filter(has_text=option_text).first.click()
+    """Pick the option containing ``option_text`` in the selectbox labelled ``label``. A click
+    that lands while the page reruns opens no list (seen on a loaded machine), so the box is
+    clicked again, up to three times, until the option shows."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    box = page.get_by_test_id("stSelectbox").filter(has_text=label).first
+    option = page.get_by_role("option").filter(has_text=option_text).first
+    for _ in range(3):
+        box.click()
+        try:
+            option.wait_for(timeout=20_000)
+            break
+        except PlaywrightTimeout:
+            _settle(page)
+    option.click()
     _settle(page)
 
 
