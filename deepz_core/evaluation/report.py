@@ -23,19 +23,14 @@ def _read_table(path: Path | str) -> Table:
     """A predictions table: one file (.fits or .parquet, its bytes checked against its name), or
     the folder of a complete partitioned Parquet dataset; CatalogError in one line otherwise."""
     from deepz_core.catalog.formats.common import check_file, library_errors
+    from deepz_core.inference.hats_out import is_hats_predictions, read_hats_table
     from deepz_core.inference.predict import table_format
     from deepz_core.inference.stream import SUCCESS, astropy_table
 
     path = Path(path)
-    if (
-        path.is_dir() and (path / "dataset").is_dir()
-    ):  # a HATS catalogue (predict --out-format hats)
-        import pyarrow.dataset as ds
-
+    if is_hats_predictions(path):  # a HATS catalogue (predict --out-format hats)
         with library_errors(path, "read the HATS predictions"):
-            data = ds.dataset(path / "dataset", format="parquet", partitioning="hive").to_table()
-        hats = [c for c in ("Norder", "Dir", "Npix") if c in data.column_names]
-        t = astropy_table(data.drop_columns(hats))
+            t = astropy_table(read_hats_table(path))
     elif path.is_dir():
         if not (path / SUCCESS).exists():
             raise CatalogError(

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from deepz_core.catalog.screen import PzFlag
-from deepz_core.errors import ConfigError
+from deepz_core.errors import CatalogError, ConfigError
 from deepz_core.files import atomic_write
 
 MIXMOD = ("weights", "means", "stds")
@@ -201,14 +201,24 @@ def parquet_metadata() -> dict[bytes, bytes]:
 
 def read_qp(path: Path | str, z_range: tuple[float, float] | None = None) -> Any:
     """The qp Ensemble of a deepz predictions file: ``.hdf5`` and FITS through ``qp.read``,
-    Parquet files and dataset folders through their schema metadata (placeholders over
-    ``z_range``, default the run's grid in the provenance)."""
+    Parquet files and complete dataset folders through their schema metadata, HATS outputs
+    (``--out-format hats``) through their pixel files (placeholders over ``z_range``, default
+    the run's grid in the provenance). A dataset without ``_SUCCESS`` is refused: it lacks
+    rows."""
     import pyarrow.parquet as pq
 
+    from deepz_core.inference.hats_out import is_hats_predictions
     from deepz_core.inference.provenance import from_parquet_metadata
-    from deepz_core.inference.stream import astropy_table, dataset_files
+    from deepz_core.inference.stream import SUCCESS, astropy_table, dataset_files
 
     path = Path(path)
+    if is_hats_predictions(path):
+        return _hats_qp(path, z_range)
+    if path.is_dir() and not (path / SUCCESS).is_file():
+        raise CatalogError(
+            f"{path}: not a complete predictions dataset (no {SUCCESS}: run the same "
+            "'predict' again to finish it) nor a HATS output"
+        )
     if not path.is_dir() and not path.name.lower().endswith((".parquet", ".pq")):
         import qp
 
@@ -219,6 +229,18 @@ def read_qp(path: Path | str, z_range: tuple[float, float] | None = None) -> Any
         raise ConfigError(f"{path}: no qp metadata (qp_pdf_name); not a deepz predictions file")
     t = astropy_table(table)
     grid = from_parquet_metadata(meta).get("z_grid")
+    if grid:
+        t.meta[GRID_META] = grid
+    return to_qp(t, z_range)
+
+
+def _hats_qp(folder: Path, z_range: tuple[float, float] | None) -> Any:
+    """``read_qp`` of a HATS output: its rows in pixel order, its grid from hats.properties."""
+    from deepz_core.inference.hats_out import hats_provenance, read_hats_table
+    from deepz_core.inference.stream import astropy_table
+
+    t = astropy_table(read_hats_table(folder))
+    grid = hats_provenance(folder).get("z_grid")
     if grid:
         t.meta[GRID_META] = grid
     return to_qp(t, z_range)

@@ -92,6 +92,20 @@ def test_read_qp_rebuilds_the_same_ensemble_from_parquet_and_datasets(
         read_qp(tmp_path / "plain.parquet")
 
 
+def test_read_qp_refuses_an_incomplete_dataset(tiny_run, sky_catalog, tmp_path) -> None:
+    """Review, tenth session: a dataset folder without _SUCCESS (a killed predict) was read as
+    if complete, its missing rows silently absent from the ensemble."""
+    from deepz_core.errors import CatalogError
+
+    folder = tmp_path / "ds"
+    stream.predict_dataset(str(tiny_run), str(sky_catalog[1]), str(folder), chunk_size=70)
+    (folder / stream.SUCCESS).unlink()
+    with pytest.raises(CatalogError, match="no _SUCCESS"):
+        read_qp(folder)
+    with pytest.raises(CatalogError, match="not a complete predictions dataset"):
+        read_qp(tmp_path)
+
+
 def test_pit_and_cde_loss_of_the_qp_ensemble_agree_with_deepz(outputs) -> None:
     table = stream.astropy_table(pq.read_table(outputs["parquet"]))
     use = np.isfinite(np.asarray(table["zspec"])) & np.isfinite(np.asarray(table["zphot"]))
