@@ -2,11 +2,32 @@
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
 
 import torch
 
 from deepz_core.errors import ConfigError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def keeps_global_rng(func: Callable[P, R]) -> Callable[P, R]:
+    """``func`` with torch's global random state (CPU, and every CUDA GPU when there is one) put
+    back as it was afterwards: deepz seeds and draws from it to build and train its networks,
+    and a caller's own seeded stream (a notebook's ``torch.manual_seed``) must not depend on
+    whether deepz ran in between."""
+
+    @functools.wraps(func)
+    def kept(*args: P.args, **kwargs: P.kwargs) -> R:
+        gpus = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+        with torch.random.fork_rng(devices=gpus):
+            return func(*args, **kwargs)
+
+    return kept
 
 
 def usable_cores() -> int:

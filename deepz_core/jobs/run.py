@@ -8,6 +8,8 @@ safetensors + JSON, ``predictions.fits``...), the same folder the command line a
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,9 +19,10 @@ from astropy.table import Table
 from deepz_core.catalog.catalog import Catalog
 from deepz_core.catalog.conventions import conventions_of
 from deepz_core.catalog.io import read_catalog, write_catalog
+from deepz_core.device import keeps_global_rng
 from deepz_core.errors import ConfigError
 from deepz_core.evaluation.profiles import SurveyProfile, run_profile, survey_profile
-from deepz_core.files import check_outputs
+from deepz_core.files import LOCK_FILE, check_outputs
 from deepz_core.rundir import RunDir
 
 if TYPE_CHECKING:
@@ -103,6 +106,7 @@ class Run:
             raise ConfigError(f"run {self.path} has no predictions yet (state {self.state})")
         return Table.read(path)
 
+    @keeps_global_rng
     def predict(
         self,
         catalog: CatalogLike,
@@ -213,6 +217,7 @@ class Run:
         table.meta[PROFILE_META] = json.dumps(self.profile.to_dict())
         return table
 
+    @keeps_global_rng
     def combine(self, templates: str = "bcnz2", calibrate: bool = True, workers: int = 2) -> Run:
         """Combine the run's networks with the template fit of set ``templates`` (bcnz2 or
         kcorrect; beyond E20): p_net^a p_tf^b with exponents per half magnitude fitted on the
@@ -226,6 +231,7 @@ class Run:
             fit_hybrid(self.path, templates, calibrate=calibrate, workers=workers)
         return self
 
+    @keeps_global_rng
     def calibrate_on(
         self,
         catalog: CatalogLike,
@@ -337,6 +343,7 @@ class Run:
         prof = self.profile if profile is None else survey_profile(profile)
         return evaluate_table(self.predictions(), None, prof, mag_edges)
 
+    @keeps_global_rng
     def resume(self) -> Run:
         """Continue a killed or cancelled run from its last checkpoint."""
         from deepz_core.jobs.training_run import execute_run
@@ -377,6 +384,7 @@ def load_run(path: str | Path) -> Run:
     return Run(path)
 
 
+@keeps_global_rng
 def train(
     catalog: CatalogLike,
     out: str | Path,
@@ -434,7 +442,8 @@ def train(
         if value is not None:
             train_options[field] = value
     own = (Path(catalog),) if isinstance(catalog, str | Path) else ()
-    with training_folder(out, own):  # refuses a folder of other files before writing anything
+    with _new_folder_removed_if_refused(out), training_folder(out, own):  # refuses a folder of
+        # other files before writing anything
         path, written = _catalog_path(catalog, out)
         try:
             config = run_config(
@@ -460,6 +469,22 @@ def train(
             run.update_card(**card)
         execute_run(run)
     return Run(out)
+
+
+@contextmanager
+def _new_folder_removed_if_refused(out: Path) -> Iterator[None]:
+    """Within the block, a run folder ``out`` that did not exist before is removed again when the
+    block fails before the run was created (a bad preset, option or device): a refused call
+    leaves no folder of only a lock file behind."""
+    created = not out.exists()
+    try:
+        yield
+    except BaseException:
+        if created and out.is_dir() and not (out / "config.json").exists():
+            (out / LOCK_FILE).unlink(missing_ok=True)
+            with suppress(OSError):  # not empty: something else wrote there, keep it
+                out.rmdir()
+        raise
 
 
 def _catalog_path(catalog: CatalogLike, out: Path) -> tuple[Path, bool]:

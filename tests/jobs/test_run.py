@@ -123,7 +123,10 @@ def test_a_refused_call_leaves_no_catalogue_behind_and_the_next_one_trains(
     out = tmp_path / "run"
     with pytest.raises(ConfigError, match="preset"):
         dz.train(catalog, out, preset="huge", pretrain="none")
-    assert not (out / "catalog.fits").exists()
+    assert not out.exists()  # review, tenth session: it left the folder with a lock file
+    with pytest.raises(ConfigError, match="device"):
+        dz.train(catalog, out, preset="smoke", pretrain="none", device="gpu")
+    assert not out.exists()
     run = dz.train(catalog, out, preset="smoke", pretrain="none", options={"schedule": [[1, 1e-3]]})
     assert run.state == "finished"
 
@@ -137,3 +140,16 @@ def test_a_run_another_process_trains_is_refused(tmp_path, catalog) -> None:
             dz.train(catalog, out, preset="smoke", pretrain="none")
     finally:
         other.release()
+
+
+def test_train_and_predict_leave_the_callers_torch_random_stream_alone(tmp_path, catalog) -> None:
+    """Review, tenth session: dz.train re-seeded torch's global generator and predict drew from
+    it, so a notebook's own seeded torch.rand changed with whether deepz ran in between."""
+    import torch
+
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    run = dz.train(catalog, tmp_path / "r", preset="smoke", pretrain="none")
+    run.predict(catalog)
+    assert torch.equal(torch.rand(3), expected)
