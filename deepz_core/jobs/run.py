@@ -403,6 +403,7 @@ def train(
     profile: SurveyProfile | str | dict | None = None,
     calibrate: bool = True,
     templates: str | None = None,
+    reuse: bool = False,
 ) -> Run:
     """Train a deepz ensemble of ``members`` x ``folds`` networks on ``catalog`` into the run
     folder ``out`` and return the finished :class:`Run`.
@@ -418,9 +419,11 @@ def train(
     E20; ``calibrate=False`` keeps the networks' p(z) as E20 had them). ``templates``: after
     training, combine the networks with the template fit of that set (``Run.combine``).
 
-    Calling ``train`` again with the same ``out``: a finished run is refused; a killed one with
-    the same settings resumes; one that never trained starts over; other settings are refused,
-    naming what differs. A folder of other files is refused untouched, and a folder another
+    Calling ``train`` again with the same ``out``: a finished run is refused (with
+    ``reuse=True``, one with the same settings on the same catalogue is returned as it is:
+    re-running a notebook or a pipeline; the same galaxies for a catalogue in memory, a file not
+    modified since the run started); a killed one with the same settings resumes; one that never
+    trained starts over; other settings are refused, naming what differs. A folder of other files is refused untouched, and a folder another
     process is training raises an InUseError naming it (the folder is locked while training).
 
     >>> import deepz_core as dz
@@ -428,8 +431,11 @@ def train(
     >>> run = dz.train(cat, tmp / "run", preset="smoke", pretrain="none")
     >>> run.state
     'finished'
+    >>> dz.train(cat, tmp / "run", preset="smoke", pretrain="none", reuse=True).path == run.path
+    True
     """
     from deepz_core.jobs.training_run import (
+        REUSED,
         execute_run,
         open_run_folder,
         run_config,
@@ -461,7 +467,9 @@ def train(
             if written:  # a refused call leaves the folder as it found it
                 path.unlink(missing_ok=True)
             raise
-        run, _ = open_run_folder(out, config)
+        run, opened = open_run_folder(out, config, reuse)
+        if opened.startswith(REUSED):
+            return Run(out)
         card = {"name": name, "note": note}
         if profile is not None:
             card["profile"] = survey_profile(profile).to_dict()

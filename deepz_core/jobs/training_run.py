@@ -170,21 +170,34 @@ def training_folder(out: Path | str, allowed: tuple[Path, ...] = ()) -> Iterator
         yield run
 
 
-def open_run_folder(out: Path, config: RunConfig) -> tuple[RunDir, str]:
+REUSED = "reusing the finished run"  # open_run_folder's note for a finished run it hands back
+
+
+def open_run_folder(out: Path, config: RunConfig, reuse: bool = False) -> tuple[RunDir, str]:
     """The run folder to train ``config`` in, and a note of what was done: a new or empty folder
     becomes a run; one holding a killed run with the same settings resumes (the device may
     change); one whose run never trained starts over with the new settings; any other run is
     refused, naming what differs, and so is a folder of other files, a damaged run file, a run
-    queued in the app and a template-fit run. The folder stays locked while this runs; hold
-    ``training_folder`` around it and ``execute_run`` to keep it for the whole command."""
+    queued in the app and a template-fit run. With ``reuse``, a finished run with the same
+    settings whose catalogue file is unchanged since it started is handed back as it is (note
+    ``REUSED``). The folder stays locked while this runs; hold ``training_folder`` around it and
+    ``execute_run`` to keep it for the whole command."""
     own = tuple(Path(p) for p in (config.catalog, config.exposures) if p is not None)
     with training_folder(out, own) as run:
         if not run.file("config.json").exists():
             return run.create(config.to_dict()), ""
-        return _reopen(run, config)
+        return _reopen(run, config, reuse)
 
 
-def _reopen(run: RunDir, config: RunConfig) -> tuple[RunDir, str]:
+def _reusable(run: RunDir, config: RunConfig) -> bool:
+    """The finished run in ``run`` can stand for ``config``: its catalogue (and exposures) files
+    were not modified after it started (same settings are checked by the caller)."""
+    started = float(run.status().get("started", 0.0))
+    files = [Path(p) for p in (config.catalog, config.exposures) if p is not None]
+    return all(f.is_file() and f.stat().st_mtime <= started for f in files)
+
+
+def _reopen(run: RunDir, config: RunConfig, reuse: bool = False) -> tuple[RunDir, str]:
     """``open_run_folder`` for a folder that holds a run (locked by the caller)."""
     from deepz_core.jobs.status import pid_alive
     from deepz_core.rundir import run_kind
@@ -198,7 +211,11 @@ def _reopen(run: RunDir, config: RunConfig) -> tuple[RunDir, str]:
         changes = config_changes(
             load_run_config(run).full(), config.full(), ignore=("train.device",)
         )
+        if reuse and not changes and _reusable(run, config):
+            return run, f"{REUSED} in {out}"
         differs = f" (these settings differ: {'; '.join(changes)})" if changes else ""
+        if reuse and not changes:
+            differs = " (its catalogue file changed since it was trained)"
         raise ConfigError(f"{out} holds a finished run{differs}; choose another folder")
     if state == "queued" and pid != os.getpid() and pid_alive(pid):
         raise ConfigError(

@@ -153,3 +153,23 @@ def test_train_and_predict_leave_the_callers_torch_random_stream_alone(tmp_path,
     run = dz.train(catalog, tmp_path / "r", preset="smoke", pretrain="none")
     run.predict(catalog)
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_reuse_returns_a_finished_run_unless_its_catalogue_file_changed(tmp_path, catalog) -> None:
+    """reuse=True (re-running a notebook or a RAIL pipeline) hands back the finished run of the
+    same settings; a catalogue file modified since, or other settings, are refused."""
+    import os
+
+    path = tmp_path / "cat.fits"
+    dz.write_catalog(catalog, path)
+    smoke = dict(preset="smoke", pretrain="none")
+    run = dz.train(path, tmp_path / "r", **smoke)
+    with pytest.raises(ConfigError, match="holds a finished run"):
+        dz.train(path, tmp_path / "r", **smoke)
+    assert dz.train(path, tmp_path / "r", reuse=True, **smoke).path == run.path
+    with pytest.raises(ConfigError, match="train.seed"):
+        dz.train(path, tmp_path / "r", reuse=True, seed=4, **smoke)
+    later = run.status["started"] + 10
+    os.utime(path, (later, later))
+    with pytest.raises(ConfigError, match="catalogue file changed"):
+        dz.train(path, tmp_path / "r", reuse=True, **smoke)
