@@ -27,10 +27,10 @@ DESCRIPTION = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from deepz_core import __version__
+    from deepz_core.inference.provenance import deepz_version
 
     parser = argparse.ArgumentParser(prog="deepz", description=DESCRIPTION)
-    parser.add_argument("--version", action="version", version=f"deepz {__version__}")
+    parser.add_argument("--version", action="version", version=f"deepz {deepz_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (add_arguments, func) in COMMANDS.items():
         p = sub.add_parser(name, help=(func.__doc__ or "").strip().split("\n")[0] or None)
