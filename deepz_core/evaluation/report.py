@@ -237,6 +237,7 @@ def evaluate(
 
     >>> import deepz_core as dz
     >>> cat = dz.simulate_catalog("lsst-deep", 300, seed=4)
+    >>> import pathlib, tempfile; tmp = pathlib.Path(tempfile.mkdtemp())  # a scratch folder
     >>> run = dz.train(cat, tmp / "e", preset="smoke", pretrain="none")
     >>> report = dz.evaluate(run.predict(cat))
     >>> sorted(report), report["overall"]["n_no_pz"], report["profile"]["name"]

@@ -49,6 +49,7 @@ class Run:
 
     >>> import deepz_core as dz
     >>> cat = dz.simulate_catalog("lsst-deep", 300, seed=3)
+    >>> import pathlib, tempfile; tmp = pathlib.Path(tempfile.mkdtemp())  # a scratch folder
     >>> run = dz.train(cat, tmp / "r", preset="smoke", pretrain="none")
     >>> run = dz.load_run(tmp / "r")  # later, in another process
     >>> run.state, len(run.predictions()), run.config.preset
@@ -141,6 +142,7 @@ class Run:
 
         >>> import deepz_core as dz
         >>> cat = dz.simulate_catalog("paus-mock", 600, seed=5)  # 521 with a spec-z
+        >>> import pathlib, tempfile; tmp = pathlib.Path(tempfile.mkdtemp())  # a scratch folder
         >>> run = dz.train(cat, tmp / "c", preset="smoke", pretrain="none")
         >>> sorted(run.calibration_summary())[:3]
         ['coverage68_after', 'coverage68_before', 'n']
@@ -373,6 +375,7 @@ def load_run(path: str | Path) -> Run:
     """The run in folder ``path`` (written by :func:`train`, ``deepz train`` or the app).
 
     >>> import deepz_core as dz
+    >>> import pathlib, tempfile; tmp = pathlib.Path(tempfile.mkdtemp())  # a scratch folder
     >>> dz.load_run(tmp)
     Traceback (most recent call last):
     ...
@@ -428,6 +431,7 @@ def train(
 
     >>> import deepz_core as dz
     >>> cat = dz.simulate_catalog("lsst-deep", 400, seed=1)
+    >>> import pathlib, tempfile; tmp = pathlib.Path(tempfile.mkdtemp())  # a scratch folder
     >>> run = dz.train(cat, tmp / "run", preset="smoke", pretrain="none")
     >>> run.state
     'finished'
