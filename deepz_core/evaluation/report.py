@@ -66,11 +66,14 @@ def _read_table(path: Path | str) -> Table:
 
 def _provenance_meta(path: Path) -> dict[str, str]:
     """The provenance of a Parquet predictions file or dataset folder (``file_provenance`` of
-    its first part) as the FITS header keys a FITS file carries (DZZGRID, DZODDSW...), for the
+    its first part) or of a HATS output (its hats.properties) as the FITS header keys a FITS file carries (DZZGRID, DZODDSW...), for the
     table's meta."""
+    from deepz_core.inference.hats_out import hats_provenance, is_hats_predictions
     from deepz_core.inference.provenance import fits_cards
     from deepz_core.inference.stream import dataset_files, file_provenance
 
+    if is_hats_predictions(path):
+        return {key: value for key, value, _ in fits_cards(hats_provenance(path))}
     files = dataset_files(path) if path.is_dir() else [str(path)]
     if not files:
         return {}
@@ -111,6 +114,19 @@ def pit_from_table(t: Table) -> np.ndarray:
     )
     z = torch.as_tensor(np.asarray(t["zspec"], dtype=np.float64))
     return torch.where(torch.isfinite(z), mix.cdf(torch.nan_to_num(z)), torch.nan).numpy()
+
+
+def table_grid(t: Table) -> PzConfig:
+    """The redshift grid of the run that made a predictions table, as its meta names it
+    (DZZGRID 'z_min:z_max:dz': ``Run.predict``, a FITS header, Parquet or HATS provenance), else
+    the default 0-1.5: the CDE loss integrates p(z) over it and reads it at the spec-z."""
+    from deepz_core.inference.qp_io import GRID_META
+
+    text = t.meta.get(GRID_META)
+    if not text:
+        return PzConfig()
+    z_min, z_max, dz = (float(v) for v in str(text).split(":"))
+    return PzConfig(z_min=z_min, z_max=z_max, dz=dz)
 
 
 def cde_loss_from_table(t: Table, pz: PzConfig) -> float:
@@ -171,7 +187,7 @@ def evaluate_table(
 
     Galaxies without a p(z) (NaN products, ``flag`` NO_PZ) are failures: counted in ``n_no_pz``
     and ``no_pz_fraction`` (of the galaxies with a spec-z), never averaged in as numbers."""
-    pz = pz or PzConfig()
+    pz = pz or table_grid(t)
     prof = table_profile(t) if profile is None else survey_profile(profile)
     z = np.asarray(t["zspec"], dtype=np.float64)
     use = np.isfinite(z)
