@@ -18,6 +18,7 @@ from astropy.table import Table
 
 from deepz_core.catalog.catalog import Catalog
 from deepz_core.catalog.conventions import conventions_of
+from deepz_core.catalog.formats.hats_dir import is_hats
 from deepz_core.catalog.io import read_catalog, write_catalog
 from deepz_core.device import keeps_global_rng
 from deepz_core.errors import ConfigError
@@ -503,8 +504,8 @@ def _catalog_path(catalog: CatalogLike, out: Path) -> tuple[Path, bool]:
     """The catalogue's file: the path given, or ``out/catalog.fits`` written from memory; and
     whether it was written now."""
     if isinstance(catalog, str | Path):
-        if not Path(catalog).is_file():
-            raise ConfigError(f"catalog file {str(catalog)!r} does not exist")
+        if not (Path(catalog).is_file() or is_hats(Path(catalog))):
+            raise ConfigError(f"catalog {str(catalog)!r}: no such file or HATS catalogue folder")
         return Path(catalog), False
     cat, path = as_catalog(catalog), out / "catalog.fits"
     if (out / "config.json").exists() and path.exists():

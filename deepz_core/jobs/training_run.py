@@ -89,8 +89,9 @@ def run_config(
     hours of training."""
     p = preset(preset_name)
     for flag, path in (("--catalog", catalog), ("--exposures", exposures)):
-        if path is not None and not Path(path).is_file():
-            raise ConfigError(f"{flag} {str(path)!r}: no such file")
+        if path is not None and not _catalogue_exists(Path(path), flag == "--catalog"):
+            kind = "file or HATS catalogue folder" if flag == "--catalog" else "file"
+            raise ConfigError(f"{flag} {str(path)!r}: no such {kind}")
     if pretrain not in PRETRAIN_CHOICES and not Path(pretrain).exists():
         raise ConfigError(
             f"--pretrain must be auto, none or an existing simulation file, got {pretrain!r}"
@@ -118,6 +119,13 @@ def run_config(
         calibrate=calibrate,
         templates=templates,
     )
+
+
+def _catalogue_exists(path: Path, hats: bool) -> bool:
+    """``path`` is a file, or (``hats``) a HATS catalogue folder, which read_catalog reads too."""
+    from deepz_core.catalog.formats.hats_dir import is_hats
+
+    return path.is_file() or (hats and is_hats(path))
 
 
 def grid_for(catalog: str | Path) -> PzConfig:
@@ -193,8 +201,14 @@ def _reusable(run: RunDir, config: RunConfig) -> bool:
     """The finished run in ``run`` can stand for ``config``: its catalogue (and exposures) files
     were not modified after it started (same settings are checked by the caller)."""
     started = float(run.status().get("started", 0.0))
-    files = [Path(p) for p in (config.catalog, config.exposures) if p is not None]
-    return all(f.is_file() and f.stat().st_mtime <= started for f in files)
+    inputs = [Path(p) for p in (config.catalog, config.exposures) if p is not None]
+    return all(_catalogue_exists(p, True) and _modified(p) <= started for p in inputs)
+
+
+def _modified(path: Path) -> float:
+    """When the file ``path``, or the last of the files in the folder ``path``, was modified."""
+    files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else [path]
+    return max((p.stat().st_mtime for p in files), default=0.0)
 
 
 def _reopen(run: RunDir, config: RunConfig, reuse: bool = False) -> tuple[RunDir, str]:

@@ -147,3 +147,20 @@ def test_read_qp_reads_a_hats_output_like_its_parquet_twin(hats_output) -> None:
     np.testing.assert_array_equal(
         by_hats.ancil["zmode"][order][no_pz], by_file.ancil["zmode"][no_pz]
     )
+
+
+def test_a_run_trains_on_a_hats_catalogue(galaxies_hats, tmp_path) -> None:
+    """Review, tenth session: train refused a HATS folder ('no such file') that read_catalog and
+    predict read; the API and the command line now train on it."""
+    import deepz_core as dz
+    from deepz_core.cli.main import main
+
+    run = dz.train(galaxies_hats, tmp_path / "api", preset="smoke", pretrain="none")
+    assert run.state == "finished" and len(run.predictions()) == 200
+    assert dz.train(galaxies_hats, tmp_path / "api", preset="smoke", pretrain="none", reuse=True)
+    args = ["--preset", "smoke", "--pretrain", "none", "--schedule", "1:1e-3"]
+    assert (
+        main(["train", "--catalog", str(galaxies_hats), "--out", str(tmp_path / "cli"), *args]) == 0
+    )
+    with pytest.raises(ConfigError, match="no such file or HATS catalogue folder"):
+        dz.train(tmp_path / "nothing", tmp_path / "none", preset="smoke", pretrain="none")
