@@ -205,3 +205,16 @@ def test_rail_finds_the_installed_stages(fresh, tmp_path) -> None:
     out = done.stdout.splitlines()
     assert str(fresh.parent) in out[-2] and str(ROOT) not in out[-2]
     assert out[-1] == "['DeepzEstimator', 'DeepzInformer']"
+
+
+def test_the_declared_numpy_floor_has_the_numpy_functions_deepz_calls() -> None:
+    """Review, tenth session: pyproject allowed numpy 1.26, where np.trapezoid (dz.stacked_nz,
+    tomographic_bins) does not exist."""
+    import re
+    import tomllib
+
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    floor = next(d for d in deps if d.startswith("numpy"))
+    major = int(re.search(r">=(\d+)", floor).group(1))
+    uses_numpy2 = any("np.trapezoid" in p.read_text() for p in (ROOT / "deepz_core").rglob("*.py"))
+    assert major >= 2 or not uses_numpy2, floor
