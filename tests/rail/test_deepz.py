@@ -183,6 +183,21 @@ def test_informing_again_with_the_same_inputs_reuses_the_run(rail_run) -> None:
         other.inform(rail_run["train_h"])
 
 
+def test_a_ref_band_that_is_not_a_band_is_refused(rail_run, tmp_path) -> None:
+    """Review, tenth session: ref_band='mag_q_lsst' (a typo) trained silently on the i band."""
+    informer = DeepzInformer.make_stage(
+        name="inform_typo",
+        model=str(tmp_path / "typo.json"),
+        preset="smoke",
+        pretrain="none",
+        ref_band="mag_q_lsst",
+        id_col="id",
+    )
+    with pytest.raises(dz.ConfigError, match="ref_band 'mag_q_lsst' is not one of bands"):
+        informer.inform(rail_run["train_h"])
+    assert not (tmp_path / "typo_run").exists()
+
+
 def test_pandas_chunks_in_memory(rail_run) -> None:
     frame = pd.DataFrame(rail_run["test"])
     stage = DeepzEstimator.make_stage(

@@ -186,10 +186,15 @@ class DeepzInformer(CatInformer):
         self.add_data("model", self.model)
 
     def deepz_band(self, cat: dz.Catalog, column: str) -> str | None:
-        """deepz's name of the band of magnitude column ``column`` (None: not one of ``bands``,
-        deepz then picks its *_i band)."""
+        """deepz's name of the band of magnitude column ``column``; None for RAIL's default
+        ``ref_band`` when it is not one of ``bands`` (another survey's: deepz then picks its *_i
+        band). Another column that is not one of ``bands`` (a typo) is a ConfigError."""
         bands = list(self.config.bands)
-        return cat.bands[bands.index(column)] if column in bands else None
+        if column in bands:
+            return cat.bands[bands.index(column)]
+        if column != SHARED_PARAMS.get("ref_band").default:
+            raise dz.ConfigError(f"ref_band {column!r} is not one of bands {bands}")
+        return None
 
     def model_path(self) -> Path:
         """Where the model file is written."""
