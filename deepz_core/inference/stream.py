@@ -566,8 +566,8 @@ def repeats_held_back() -> Iterator[None]:
         LOG.removeFilter(held)
     if held.held:
         LOG.warning(
-            "%d more warnings like those above, for later chunks, held back (the flag column "
-            "marks every row concerned)",
+            "%d more warnings like those above, for later chunks, held back (the flag and "
+            "out_of_fold columns mark every row concerned)",
             held.held,
         )
 
