@@ -196,6 +196,11 @@ def test_a_ref_band_that_is_not_a_band_is_refused(rail_run, tmp_path) -> None:
     with pytest.raises(dz.ConfigError, match="ref_band 'mag_q_lsst' is not one of bands"):
         informer.inform(rail_run["train_h"])
     assert not (tmp_path / "typo_run").exists()
+    negative = DeepzInformer.make_stage(
+        name="inform_negative", model=str(tmp_path / "neg.json"), members=-1, id_col="id"
+    )
+    with pytest.raises(dz.ConfigError, match="members must be >= 0"):  # was 'repetitions: ...'
+        negative.inform(rail_run["train_h"])
 
 
 def test_pandas_chunks_in_memory(rail_run) -> None:

@@ -157,6 +157,11 @@ class DeepzInformer(CatInformer):
         if self.config.hdf5_groupname:
             data = data[self.config.hdf5_groupname]
         data = self._convert_table_format(data, "numpyDict")
+        for name in ("members", "folds"):  # 0: the preset's
+            if self.config[name] < 0:
+                raise dz.ConfigError(
+                    f"{name} must be >= 0 (0: the preset's), got {self.config[name]}"
+                )
         redshift = self.config.redshift_col
         if redshift not in data:
             raise dz.CatalogError(f"training data: no redshift column {redshift!r} (redshift_col)")
