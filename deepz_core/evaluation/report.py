@@ -45,9 +45,10 @@ def _read_table(path: Path | str) -> Table:
         try:
             fmt = table_format(path)
         except ConfigError:
+            qp_file = " (this looks like a qp file: predict to .parquet or .fits to evaluate)"
             raise CatalogError(
                 f"{path}: predictions are a .fits or .parquet file or a dataset folder "
-                "(made with 'predict')"
+                f"(made with 'predict'){qp_file if path.suffix.lower() == '.hdf5' else ''}"
             ) from None
         check_file(path, fmt)  # magic bytes and size: no library guessing at other formats
         with library_errors(path, f"read predictions as {fmt.upper()}"):
@@ -259,6 +260,11 @@ def evaluate(
     >>> sorted(report), report["overall"]["n_no_pz"], report["profile"]["name"]
     (['overall', 'per_magnitude', 'profile'], 0, 'broad-band')
     """
+    if not isinstance(predictions, Table | Path | str):
+        raise ConfigError(
+            f"evaluate takes a predictions Table (Run.predict) or file, not a "
+            f"{type(predictions).__name__}; for a qp Ensemble use qp's metrics"
+        )
     t = predictions if isinstance(predictions, Table) else _read_table(predictions)
     if catalog is not None:
         t = _join_catalog(t, catalog)

@@ -93,6 +93,18 @@ def test_the_cde_loss_uses_the_grid_the_table_names(rng) -> None:
     assert evaluate_table(t)["overall"]["cde_loss"] == pytest.approx(exact, rel=1e-4)
 
 
+def test_a_qp_ensemble_or_file_is_named_not_a_traceback(tmp_path) -> None:
+    """Review, tenth session: dz.evaluate(ensemble) raised a TypeError from pathlib, and a qp
+    .hdf5 file (which predict writes) was only 'not a .fits or .parquet file'."""
+    import deepz_core as dz
+
+    with pytest.raises(ConfigError, match="not a dict; for a qp Ensemble use qp's metrics"):
+        dz.evaluate({"weights": []})
+    (tmp_path / "pz.hdf5").write_bytes(b"")
+    with pytest.raises(CatalogError, match="looks like a qp file: predict to .parquet"):
+        dz.evaluate(tmp_path / "pz.hdf5")
+
+
 def test_miscalibrated_pit_is_flagged(rng) -> None:
     overall = evaluate_table(_table(rng, calibrated=False))["overall"]
     assert overall["pit_ks_pvalue"] < 1e-6
