@@ -2,11 +2,33 @@
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
 
 import torch
 
 from deepz_core.errors import ConfigError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def keeps_global_rng(func: Callable[P, R]) -> Callable[P, R]:
+    """``func`` with torch's global random state (CPU, and every CUDA GPU once the caller has
+    started CUDA) put back as it was afterwards: deepz seeds and draws from it to build and
+    train its networks, and a caller's own seeded stream (a notebook's ``torch.manual_seed``)
+    must not depend on whether deepz ran in between. CUDA is not started only to save a state
+    the caller never used."""
+
+    @functools.wraps(func)
+    def kept(*args: P.args, **kwargs: P.kwargs) -> R:
+        gpus = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+        with torch.random.fork_rng(devices=gpus):
+            return func(*args, **kwargs)
+
+    return kept
 
 
 def usable_cores() -> int:

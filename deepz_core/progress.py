@@ -10,11 +10,22 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from tqdm.auto import tqdm
-
 T = TypeVar("T")
 Listener = Callable[[str, int, int], None]  # (description, done, total)
 _LISTENERS: list[Listener] = []
+
+
+def bar_class() -> type:
+    """tqdm's notebook bar where ipywidgets can draw it, else its text bar on stderr: tqdm.auto
+    imported in a Jupyter kernel without ipywidgets warns 'IProgress not found' (deepz did so at
+    ``import deepz_core``, in every notebook)."""
+    try:
+        import ipywidgets  # noqa: F401
+    except ImportError:
+        from tqdm.std import tqdm
+    else:
+        from tqdm.auto import tqdm
+    return tqdm
 
 
 def quiet() -> bool:
@@ -41,7 +52,9 @@ class Bar:
 
     def __init__(self, total: int, desc: str) -> None:
         self.total, self.desc, self.done = int(total), desc, 0
-        self._bar = tqdm(total=total, desc=desc, disable=quiet(), leave=False, dynamic_ncols=True)
+        self._bar = bar_class()(
+            total=total, desc=desc, disable=quiet(), leave=False, dynamic_ncols=True
+        )
 
     def update(self, k: int = 1) -> None:
         self.done += int(k)

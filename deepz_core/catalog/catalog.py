@@ -237,6 +237,11 @@ class Exposures:
     def __len__(self) -> int:
         return int(self.ref_id.shape[0])
 
+    def __repr__(self) -> str:
+        """One line, not every array: ``Exposures(1200 single exposures of 150 galaxies)``."""
+        galaxies = len(np.unique(self.ref_id))
+        return f"Exposures({len(self)} single exposures of {galaxies} galaxies)"
+
     def select(self, mask_or_indices: np.ndarray) -> Exposures:
         """Rows picked by a (M,) bool mask or integer indices."""
         idx = np.asarray(mask_or_indices)
@@ -306,6 +311,26 @@ class Catalog:
     @property
     def n_galaxies(self) -> int:
         return int(self.ref_id.shape[0])
+
+    def __len__(self) -> int:
+        """The number of galaxies (rows)."""
+        return self.n_galaxies
+
+    def __repr__(self) -> str:
+        """A summary line, not every array (a notebook echoes it):
+        ``Catalog(3000 galaxies x 6 bands lsst_u..lsst_y; 784 with a spec-z; fluxzp 23.9)``."""
+        b = self.bands
+        bands = ", ".join(b) if len(b) <= 4 else f"{b[0]}..{b[-1]}"
+        parts = [
+            f"{self.n_galaxies} galaxies x {len(self.bands)} bands {bands}",
+            f"{int(self.has_zspec.sum())} with a spec-z",
+            f"fluxzp {self.fluxzp:g}",
+        ]
+        if self.exposures is not None:
+            parts.append(f"{len(self.exposures)} single exposures")
+        if self.extra:
+            parts.append(f"extra columns {', '.join(self.extra)}")
+        return f"Catalog({'; '.join(parts)})"
 
     @property
     def has_zspec(self) -> np.ndarray:

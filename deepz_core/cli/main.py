@@ -20,9 +20,17 @@ from deepz_core.cli.common import COMMANDS
 from deepz_core.errors import DeepzError, Terminated
 from deepz_core.memory import tune_malloc
 
+DESCRIPTION = (
+    "deepz: deep-learning photometric redshifts (DEEPZ, Eriksen et al. 2020). "
+    "`deepz <command> --help` describes each command; errors print one line and exit 2."
+)
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="deepz", description=__doc__)
+    from deepz_core.inference.provenance import deepz_version
+
+    parser = argparse.ArgumentParser(prog="deepz", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"deepz {deepz_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (add_arguments, func) in COMMANDS.items():
         p = sub.add_parser(name, help=(func.__doc__ or "").strip().split("\n")[0] or None)

@@ -23,19 +23,14 @@ def _read_table(path: Path | str) -> Table:
     """A predictions table: one file (.fits or .parquet, its bytes checked against its name), or
     the folder of a complete partitioned Parquet dataset; CatalogError in one line otherwise."""
     from deepz_core.catalog.formats.common import check_file, library_errors
+    from deepz_core.inference.hats_out import is_hats_predictions, read_hats_table
     from deepz_core.inference.predict import table_format
     from deepz_core.inference.stream import SUCCESS, astropy_table
 
     path = Path(path)
-    if (
-        path.is_dir() and (path / "dataset").is_dir()
-    ):  # a HATS catalogue (predict --out-format hats)
-        import pyarrow.dataset as ds
-
+    if is_hats_predictions(path):  # a HATS catalogue (predict --out-format hats)
         with library_errors(path, "read the HATS predictions"):
-            data = ds.dataset(path / "dataset", format="parquet", partitioning="hive").to_table()
-        hats = [c for c in ("Norder", "Dir", "Npix") if c in data.column_names]
-        t = astropy_table(data.drop_columns(hats))
+            t = astropy_table(read_hats_table(path))
     elif path.is_dir():
         if not (path / SUCCESS).exists():
             raise CatalogError(
@@ -50,9 +45,10 @@ def _read_table(path: Path | str) -> Table:
         try:
             fmt = table_format(path)
         except ConfigError:
+            qp_file = " (this looks like a qp file: predict to .parquet or .fits to evaluate)"
             raise CatalogError(
                 f"{path}: predictions are a .fits or .parquet file or a dataset folder "
-                "(made with 'predict')"
+                f"(made with 'predict'){qp_file if path.suffix.lower() == '.hdf5' else ''}"
             ) from None
         check_file(path, fmt)  # magic bytes and size: no library guessing at other formats
         with library_errors(path, f"read predictions as {fmt.upper()}"):
@@ -71,11 +67,14 @@ def _read_table(path: Path | str) -> Table:
 
 def _provenance_meta(path: Path) -> dict[str, str]:
     """The provenance of a Parquet predictions file or dataset folder (``file_provenance`` of
-    its first part) as the FITS header keys a FITS file carries (DZZGRID, DZODDSW...), for the
+    its first part) or of a HATS output (its hats.properties) as the FITS header keys a FITS file carries (DZZGRID, DZODDSW...), for the
     table's meta."""
+    from deepz_core.inference.hats_out import hats_provenance, is_hats_predictions
     from deepz_core.inference.provenance import fits_cards
     from deepz_core.inference.stream import dataset_files, file_provenance
 
+    if is_hats_predictions(path):
+        return {key: value for key, value, _ in fits_cards(hats_provenance(path))}
     files = dataset_files(path) if path.is_dir() else [str(path)]
     if not files:
         return {}
@@ -116,6 +115,19 @@ def pit_from_table(t: Table) -> np.ndarray:
     )
     z = torch.as_tensor(np.asarray(t["zspec"], dtype=np.float64))
     return torch.where(torch.isfinite(z), mix.cdf(torch.nan_to_num(z)), torch.nan).numpy()
+
+
+def table_grid(t: Table) -> PzConfig:
+    """The redshift grid of the run that made a predictions table, as its meta names it
+    (DZZGRID 'z_min:z_max:dz': ``Run.predict``, a FITS header, Parquet or HATS provenance), else
+    the default 0-1.5: the CDE loss integrates p(z) over it and reads it at the spec-z."""
+    from deepz_core.inference.qp_io import GRID_META
+
+    text = t.meta.get(GRID_META)
+    if not text:
+        return PzConfig()
+    z_min, z_max, dz = (float(v) for v in str(text).split(":"))
+    return PzConfig(z_min=z_min, z_max=z_max, dz=dz)
 
 
 def cde_loss_from_table(t: Table, pz: PzConfig) -> float:
@@ -176,7 +188,7 @@ def evaluate_table(
 
     Galaxies without a p(z) (NaN products, ``flag`` NO_PZ) are failures: counted in ``n_no_pz``
     and ``no_pz_fraction`` (of the galaxies with a spec-z), never averaged in as numbers."""
-    pz = pz or PzConfig()
+    pz = pz or table_grid(t)
     prof = table_profile(t) if profile is None else survey_profile(profile)
     z = np.asarray(t["zspec"], dtype=np.float64)
     use = np.isfinite(z)
@@ -242,11 +254,17 @@ def evaluate(
 
     >>> import deepz_core as dz
     >>> cat = dz.simulate_catalog("lsst-deep", 300, seed=4)
+    >>> import pathlib, tempfile; tmp = pathlib.Path(tempfile.mkdtemp())  # a scratch folder
     >>> run = dz.train(cat, tmp / "e", preset="smoke", pretrain="none")
     >>> report = dz.evaluate(run.predict(cat))
     >>> sorted(report), report["overall"]["n_no_pz"], report["profile"]["name"]
     (['overall', 'per_magnitude', 'profile'], 0, 'broad-band')
     """
+    if not isinstance(predictions, Table | Path | str):
+        raise ConfigError(
+            f"evaluate takes a predictions Table (Run.predict) or file, not a "
+            f"{type(predictions).__name__}; for a qp Ensemble use qp's metrics"
+        )
     t = predictions if isinstance(predictions, Table) else _read_table(predictions)
     if catalog is not None:
         t = _join_catalog(t, catalog)

@@ -38,6 +38,33 @@ def is_hats_output(folder: Path) -> bool:
     return (folder / "hats.properties").is_file()
 
 
+HIVE_COLUMNS = ("Norder", "Dir", "Npix")  # the pixel folders' names, read back as columns
+
+
+def is_hats_predictions(folder: Path | str) -> bool:
+    """A HATS catalogue folder as ``write_hats`` leaves it (``dataset/`` with the pixel files)."""
+    return Path(folder).is_dir() and (Path(folder) / "dataset").is_dir()
+
+
+def read_hats_table(folder: Path | str) -> Any:
+    """The predictions of a HATS output ``folder`` as one pyarrow Table (all pixels, without the
+    partition columns Norder/Dir/Npix)."""
+    import pyarrow.dataset as ds
+
+    data = ds.dataset(Path(folder) / "dataset", format="parquet", partitioning="hive").to_table()
+    return data.drop_columns([c for c in HIVE_COLUMNS if c in data.column_names])
+
+
+def hats_provenance(folder: Path | str) -> dict[str, str]:
+    """deepz's provenance from the ``hats.properties`` of a HATS output (fields without their
+    ``deepz_`` prefix, e.g. ``z_grid``); {} when there is none."""
+    path = Path(folder) / "hats.properties"
+    if not path.is_file():
+        return {}
+    lines = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+    return {k.strip()[6:]: v.strip() for k, v in lines if k.strip().startswith("deepz_")}
+
+
 def write_hats(table: Any, folder: Path | str, prov: dict[str, str], name: str = "deepz") -> int:
     """Write the predictions ``table`` (pyarrow) as a HATS catalogue in ``folder`` through lsdb,
     replacing a previous HATS output there (another non-empty folder is refused); rows written.

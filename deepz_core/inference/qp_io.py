@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from deepz_core.catalog.screen import PzFlag
-from deepz_core.errors import ConfigError
+from deepz_core.errors import CatalogError, ConfigError
 from deepz_core.files import atomic_write
 
 MIXMOD = ("weights", "means", "stds")
@@ -200,25 +200,81 @@ def parquet_metadata() -> dict[bytes, bytes]:
 
 
 def read_qp(path: Path | str, z_range: tuple[float, float] | None = None) -> Any:
-    """The qp Ensemble of a deepz predictions file: ``.hdf5`` and FITS through ``qp.read``,
-    Parquet files and dataset folders through their schema metadata (placeholders over
-    ``z_range``, default the run's grid in the provenance)."""
+    """The qp Ensemble of a deepz predictions file: ``.hdf5`` through ``qp.read``, FITS (also a
+    run's ``predictions.fits``) from deepz's table, Parquet files and complete dataset folders
+    through their schema metadata, HATS outputs
+    (``--out-format hats``) through their pixel files (placeholders over ``z_range``, default
+    the run's grid in the provenance). A dataset without ``_SUCCESS`` is refused: it lacks
+    rows."""
     import pyarrow.parquet as pq
 
+    from deepz_core.inference.hats_out import is_hats_predictions
     from deepz_core.inference.provenance import from_parquet_metadata
-    from deepz_core.inference.stream import astropy_table, dataset_files
+    from deepz_core.inference.stream import SUCCESS, astropy_table, dataset_files
 
     path = Path(path)
+    if not path.exists():
+        raise CatalogError(f"{path}: no such predictions file or folder")
+    if is_hats_predictions(path):
+        return _hats_qp(path, z_range)
+    if path.is_dir() and not (path / SUCCESS).is_file():
+        raise CatalogError(
+            f"{path}: not a complete predictions dataset (no {SUCCESS}: run the same "
+            "'predict' again to finish it) nor a HATS output"
+        )
+    if path.name.lower().endswith(FITS_SUFFIXES):
+        return _fits_qp(path, z_range)
     if not path.is_dir() and not path.name.lower().endswith((".parquet", ".pq")):
-        import qp
-
-        return qp.read(str(path))
+        return _qp_file(path)
     table = pq.read_table(dataset_files(path) if path.is_dir() else path)
     meta = table.schema.metadata or {}
     if meta.get(b"qp_pdf_name") != PDF_NAME.encode():
         raise ConfigError(f"{path}: no qp metadata (qp_pdf_name); not a deepz predictions file")
     t = astropy_table(table)
     grid = from_parquet_metadata(meta).get("z_grid")
+    if grid:
+        t.meta[GRID_META] = grid
+    return to_qp(t, z_range)
+
+
+FITS_SUFFIXES = (".fits", ".fit", ".fits.gz", ".fit.gz")
+
+
+def _fits_qp(path: Path, z_range: tuple[float, float] | None) -> Any:
+    """``read_qp`` of a FITS predictions file from its deepz table (HDU 1; its header names the
+    grid): ``predict``'s files, which carry qp's HDUs too, and a run's ``predictions.fits``,
+    which does not."""
+    from astropy.table import Table
+
+    try:
+        t = Table.read(path, hdu=1)
+    except (OSError, ValueError, IndexError, TypeError) as exc:
+        raise CatalogError(f"{path}: no predictions table in HDU 1 ({exc})") from None
+    return to_qp(t, z_range)
+
+
+def _qp_file(path: Path) -> Any:
+    """A qp file (``predict --out pz.hdf5``) through ``qp.read``; CatalogError in one line for a
+    file qp cannot read."""
+    import contextlib
+    import io
+
+    import qp
+
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # qp prints why before it raises
+            return qp.read(str(path))
+    except (KeyError, OSError, ValueError) as exc:
+        raise CatalogError(f"{path}: not a qp file ({type(exc).__name__}: {exc})") from None
+
+
+def _hats_qp(folder: Path, z_range: tuple[float, float] | None) -> Any:
+    """``read_qp`` of a HATS output: its rows in pixel order, its grid from hats.properties."""
+    from deepz_core.inference.hats_out import hats_provenance, read_hats_table
+    from deepz_core.inference.stream import astropy_table
+
+    t = astropy_table(read_hats_table(folder))
+    grid = hats_provenance(folder).get("z_grid")
     if grid:
         t.meta[GRID_META] = grid
     return to_qp(t, z_range)

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -395,6 +397,22 @@ def predict_file(
     if chunk_size < 1:
         raise ConfigError(f"--chunk-size must be >= 1, got {chunk_size}")
     check_outputs({"--out": out}, {"catalogue": catalog, "run folder": run_dir}, overwrite)
+    with repeats_held_back():
+        return _predict_file(run_dir, catalog, out, fmt, chunk_size, device, grid, read, calibrate)
+
+
+def _predict_file(
+    run_dir: str,
+    catalog: str,
+    out: str,
+    fmt: str,
+    chunk_size: int,
+    device: str,
+    grid: bool,
+    read: ReadOptions | None,
+    calibrate: bool,
+) -> int:
+    """``predict_file`` once its arguments and output are checked."""
     rows = (0, preflight(run_dir, catalog, read))  # one pass: no partitions to re-decode
     predictor = load_predictor(run_dir, device)
     prov = provenance(run_dir, catalog)
@@ -517,6 +535,43 @@ def astropy_table(table: pa.Table) -> Any:
 Mapper = Callable[[list[tuple]], Iterator[int]]
 
 
+class FirstOfEachWarning(logging.Filter):
+    """Passes the first record of each warning and holds back its repeats: the same message for
+    another chunk, which differs only in its numbers (row range, counts)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+        self.held = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = re.sub(r"(?<![\w.])\d+(?![\w.])", "#", record.getMessage())  # NB455 stays
+        if key in self.seen:
+            self.held += 1
+            return False
+        self.seen.add(key)
+        return True
+
+
+@contextmanager
+def repeats_held_back() -> Iterator[None]:
+    """Within the block, each of deepz's warnings is shown for the first chunk that has it, not
+    once per chunk (a survey has hundreds); when the block finishes, one line says how many were
+    held back. A failing block adds nothing to its one-line error."""
+    held = FirstOfEachWarning()
+    LOG.addFilter(held)
+    try:
+        yield
+    finally:
+        LOG.removeFilter(held)
+    if held.held:
+        LOG.warning(
+            "%d more warnings like those above, for later chunks, held back (the flag and "
+            "out_of_fold columns mark every row concerned)",
+            held.held,
+        )
+
+
 def local_map(tasks: list[tuple]) -> Iterator[int]:
     """Run ``predict_part`` tasks one after another in this process."""
     for task in tasks:
@@ -547,6 +602,25 @@ def predict_dataset(
     folder = Path(out).resolve()
     check_outputs({"--out": folder}, {"catalogue": catalog, "run folder": run_dir}, resumable=True)
     _refuse_foreign(folder)
+    with repeats_held_back():
+        return _predict_dataset(
+            run_dir, catalog, folder, chunk_size, device, grid, mapper, read, calibrate, overwrite
+        )
+
+
+def _predict_dataset(
+    run_dir: str,
+    catalog: str,
+    folder: Path,
+    chunk_size: int,
+    device: str,
+    grid: bool,
+    mapper: Mapper,
+    read: ReadOptions,
+    calibrate: bool,
+    overwrite: bool,
+) -> int:
+    """``predict_dataset`` once its paths and output folder are checked."""
     preflight(run_dir, catalog, read)
     ranges = plan_partitions(catalog, chunk_size)
     with lock_folder(folder, f"dataset folder {folder}"):

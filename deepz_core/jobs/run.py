@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,10 +19,12 @@ from astropy.table import Table
 
 from deepz_core.catalog.catalog import Catalog
 from deepz_core.catalog.conventions import conventions_of
+from deepz_core.catalog.formats.hats_dir import is_hats
 from deepz_core.catalog.io import read_catalog, write_catalog
+from deepz_core.device import keeps_global_rng
 from deepz_core.errors import ConfigError, TrainingWarning
 from deepz_core.evaluation.profiles import SurveyProfile, run_profile, survey_profile
-from deepz_core.files import check_outputs
+from deepz_core.files import LOCK_FILE, check_outputs
 from deepz_core.rundir import RunDir
 
 if TYPE_CHECKING:
@@ -47,6 +51,7 @@ class Run:
 
     >>> import deepz_core as dz
     >>> cat = dz.simulate_catalog("lsst-deep", 300, seed=3)
+    >>> import pathlib, tempfile; tmp = pathlib.Path(tempfile.mkdtemp())  # a scratch folder
     >>> run = dz.train(cat, tmp / "r", preset="smoke", pretrain="none")
     >>> run = dz.load_run(tmp / "r")  # later, in another process
     >>> run.state, len(run.predictions()), run.config.preset
@@ -104,6 +109,7 @@ class Run:
             raise ConfigError(f"run {self.path} has no predictions yet (state {self.state})")
         return Table.read(path)
 
+    @keeps_global_rng
     def predict(
         self,
         catalog: CatalogLike,
@@ -138,6 +144,7 @@ class Run:
 
         >>> import deepz_core as dz
         >>> cat = dz.simulate_catalog("paus-mock", 600, seed=5)  # 521 with a spec-z
+        >>> import pathlib, tempfile; tmp = pathlib.Path(tempfile.mkdtemp())  # a scratch folder
         >>> run = dz.train(cat, tmp / "c", preset="smoke", pretrain="none")
         >>> sorted(run.calibration_summary())[:3]
         ['coverage68_after', 'coverage68_before', 'n']
@@ -214,6 +221,7 @@ class Run:
         table.meta[PROFILE_META] = json.dumps(self.profile.to_dict())
         return table
 
+    @keeps_global_rng
     def combine(self, templates: str = "bcnz2", calibrate: bool = True, workers: int = 2) -> Run:
         """Combine the run's networks with the template fit of set ``templates`` (bcnz2 or
         kcorrect; beyond E20): p_net^a p_tf^b with exponents per half magnitude fitted on the
@@ -227,6 +235,7 @@ class Run:
             fit_hybrid(self.path, templates, calibrate=calibrate, workers=workers)
         return self
 
+    @keeps_global_rng
     def calibrate_on(
         self,
         catalog: CatalogLike,
@@ -338,6 +347,7 @@ class Run:
         prof = self.profile if profile is None else survey_profile(profile)
         return evaluate_table(self.predictions(), None, prof, mag_edges)
 
+    @keeps_global_rng
     def resume(self) -> Run:
         """Continue a killed or cancelled run from its last checkpoint."""
         from deepz_core.jobs.training_run import execute_run
@@ -377,6 +387,7 @@ def load_run(path: str | Path) -> Run:
     """The run in folder ``path`` (written by :func:`train`, ``deepz train`` or the app).
 
     >>> import deepz_core as dz
+    >>> import pathlib, tempfile; tmp = pathlib.Path(tempfile.mkdtemp())  # a scratch folder
     >>> dz.load_run(tmp)
     Traceback (most recent call last):
     ...
@@ -388,6 +399,7 @@ def load_run(path: str | Path) -> Run:
     return Run(path)
 
 
+@keeps_global_rng
 def train(
     catalog: CatalogLike,
     out: str | Path,
@@ -406,6 +418,7 @@ def train(
     profile: SurveyProfile | str | dict | None = None,
     calibrate: bool = True,
     templates: str | None = None,
+    reuse: bool = False,
 ) -> Run:
     """Train a deepz ensemble of ``members`` x ``folds`` networks on ``catalog`` into the run
     folder ``out`` and return the finished :class:`Run`.
@@ -421,18 +434,24 @@ def train(
     E20; ``calibrate=False`` keeps the networks' p(z) as E20 had them). ``templates``: after
     training, combine the networks with the template fit of that set (``Run.combine``).
 
-    Calling ``train`` again with the same ``out``: a finished run is refused; a killed one with
-    the same settings resumes; one that never trained starts over; other settings are refused,
-    naming what differs. A folder of other files is refused untouched, and a folder another
+    Calling ``train`` again with the same ``out``: a finished run is refused (with
+    ``reuse=True``, one with the same settings on the same catalogue is returned as it is:
+    re-running a notebook or a pipeline; the same galaxies for a catalogue in memory, a file not
+    modified since the run started); a killed one with the same settings resumes; one that never
+    trained starts over; other settings are refused, naming what differs. A folder of other files is refused untouched, and a folder another
     process is training raises an InUseError naming it (the folder is locked while training).
 
     >>> import deepz_core as dz
     >>> cat = dz.simulate_catalog("lsst-deep", 400, seed=1)
+    >>> import pathlib, tempfile; tmp = pathlib.Path(tempfile.mkdtemp())  # a scratch folder
     >>> run = dz.train(cat, tmp / "run", preset="smoke", pretrain="none")
     >>> run.state
     'finished'
+    >>> dz.train(cat, tmp / "run", preset="smoke", pretrain="none", reuse=True).path == run.path
+    True
     """
     from deepz_core.jobs.training_run import (
+        REUSED,
         execute_run,
         open_run_folder,
         run_config,
@@ -445,7 +464,8 @@ def train(
         if value is not None:
             train_options[field] = value
     own = (Path(catalog),) if isinstance(catalog, str | Path) else ()
-    with training_folder(out, own):  # refuses a folder of other files before writing anything
+    with _new_folder_removed_if_refused(out), training_folder(out, own):  # refuses a folder of
+        # other files before writing anything
         path, written = _catalog_path(catalog, out)
         try:
             config = run_config(
@@ -463,7 +483,9 @@ def train(
             if written:  # a refused call leaves the folder as it found it
                 path.unlink(missing_ok=True)
             raise
-        run, _ = open_run_folder(out, config)
+        run, opened = open_run_folder(out, config, reuse)
+        if opened.startswith(REUSED):
+            return Run(out).warn_if_doubtful()
         card = {"name": name, "note": note}
         if profile is not None:
             card["profile"] = survey_profile(profile).to_dict()
@@ -473,12 +495,28 @@ def train(
     return Run(out).warn_if_doubtful()
 
 
+@contextmanager
+def _new_folder_removed_if_refused(out: Path) -> Iterator[None]:
+    """Within the block, a run folder ``out`` that did not exist before is removed again when the
+    block fails before the run was created (a bad preset, option or device): a refused call
+    leaves no folder of only a lock file behind."""
+    created = not out.exists()
+    try:
+        yield
+    except BaseException:
+        if created and out.is_dir() and not (out / "config.json").exists():
+            (out / LOCK_FILE).unlink(missing_ok=True)
+            with suppress(OSError):  # not empty: something else wrote there, keep it
+                out.rmdir()
+        raise
+
+
 def _catalog_path(catalog: CatalogLike, out: Path) -> tuple[Path, bool]:
     """The catalogue's file: the path given, or ``out/catalog.fits`` written from memory; and
     whether it was written now."""
     if isinstance(catalog, str | Path):
-        if not Path(catalog).is_file():
-            raise ConfigError(f"catalog file {str(catalog)!r} does not exist")
+        if not (Path(catalog).is_file() or is_hats(Path(catalog))):
+            raise ConfigError(f"catalog {str(catalog)!r}: no such file or HATS catalogue folder")
         return Path(catalog), False
     cat, path = as_catalog(catalog), out / "catalog.fits"
     if (out / "config.json").exists() and path.exists():

@@ -90,8 +90,9 @@ def run_config(
     hours of training."""
     p = preset(preset_name)
     for flag, path in (("--catalog", catalog), ("--exposures", exposures)):
-        if path is not None and not Path(path).is_file():
-            raise ConfigError(f"{flag} {str(path)!r}: no such file")
+        if path is not None and not _catalogue_exists(Path(path), flag == "--catalog"):
+            kind = "file or HATS catalogue folder" if flag == "--catalog" else "file"
+            raise ConfigError(f"{flag} {str(path)!r}: no such {kind}")
     if pretrain not in PRETRAIN_CHOICES and not Path(pretrain).exists():
         raise ConfigError(
             f"--pretrain must be auto, none or an existing simulation file, got {pretrain!r}"
@@ -119,6 +120,13 @@ def run_config(
         calibrate=calibrate,
         templates=templates,
     )
+
+
+def _catalogue_exists(path: Path, hats: bool) -> bool:
+    """``path`` is a file, or (``hats``) a HATS catalogue folder, which read_catalog reads too."""
+    from deepz_core.catalog.formats.hats_dir import is_hats
+
+    return path.is_file() or (hats and is_hats(path))
 
 
 def grid_for(catalog: str | Path) -> PzConfig:
@@ -171,21 +179,40 @@ def training_folder(out: Path | str, allowed: tuple[Path, ...] = ()) -> Iterator
         yield run
 
 
-def open_run_folder(out: Path, config: RunConfig) -> tuple[RunDir, str]:
+REUSED = "reusing the finished run"  # open_run_folder's note for a finished run it hands back
+
+
+def open_run_folder(out: Path, config: RunConfig, reuse: bool = False) -> tuple[RunDir, str]:
     """The run folder to train ``config`` in, and a note of what was done: a new or empty folder
     becomes a run; one holding a killed run with the same settings resumes (the device may
     change); one whose run never trained starts over with the new settings; any other run is
     refused, naming what differs, and so is a folder of other files, a damaged run file, a run
-    queued in the app and a template-fit run. The folder stays locked while this runs; hold
-    ``training_folder`` around it and ``execute_run`` to keep it for the whole command."""
+    queued in the app and a template-fit run. With ``reuse``, a finished run with the same
+    settings whose catalogue file is unchanged since it started is handed back as it is (note
+    ``REUSED``). The folder stays locked while this runs; hold ``training_folder`` around it and
+    ``execute_run`` to keep it for the whole command."""
     own = tuple(Path(p) for p in (config.catalog, config.exposures) if p is not None)
     with training_folder(out, own) as run:
         if not run.file("config.json").exists():
             return run.create(config.to_dict()), ""
-        return _reopen(run, config)
+        return _reopen(run, config, reuse)
 
 
-def _reopen(run: RunDir, config: RunConfig) -> tuple[RunDir, str]:
+def _reusable(run: RunDir, config: RunConfig) -> bool:
+    """The finished run in ``run`` can stand for ``config``: its catalogue (and exposures) files
+    were not modified after it started (same settings are checked by the caller)."""
+    started = float(run.status().get("started", 0.0))
+    inputs = [Path(p) for p in (config.catalog, config.exposures) if p is not None]
+    return all(_catalogue_exists(p, True) and _modified(p) <= started for p in inputs)
+
+
+def _modified(path: Path) -> float:
+    """When the file ``path``, or the last of the files in the folder ``path``, was modified."""
+    files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else [path]
+    return max((p.stat().st_mtime for p in files), default=0.0)
+
+
+def _reopen(run: RunDir, config: RunConfig, reuse: bool = False) -> tuple[RunDir, str]:
     """``open_run_folder`` for a folder that holds a run (locked by the caller)."""
     from deepz_core.jobs.status import pid_alive
     from deepz_core.rundir import run_kind
@@ -199,7 +226,11 @@ def _reopen(run: RunDir, config: RunConfig) -> tuple[RunDir, str]:
         changes = config_changes(
             load_run_config(run).full(), config.full(), ignore=("train.device",)
         )
+        if reuse and not changes and _reusable(run, config):
+            return run, f"{REUSED} in {out}"
         differs = f" (these settings differ: {'; '.join(changes)})" if changes else ""
+        if reuse and not changes:
+            differs = " (its catalogue file changed since it was trained)"
         raise ConfigError(f"{out} holds a finished run{differs}; choose another folder")
     if state == "queued" and pid != os.getpid() and pid_alive(pid):
         raise ConfigError(
@@ -337,7 +368,9 @@ def execute_run(run: RunDir) -> None:
 
 def record_outcome(run: RunDir, work: Callable[[], None]) -> None:
     """Run ``work`` with the run marked running; a cancel or a failure is written to its status
-    (a failure is re-raised)."""
+    (a failure is re-raised). SIGTERM and Ctrl-C (KeyboardInterrupt: a notebook's interrupt, a
+    terminal's Ctrl-C) mark it cancelled, resumable, and are re-raised: a run whose process still
+    lives (a notebook kernel) never stays 'running' after it stopped."""
     try:
         run.set_status("running", phase="setup", epoch=0, started=time.time())
         with reporting(status_listener(run)):
@@ -345,8 +378,9 @@ def record_outcome(run: RunDir, work: Callable[[], None]) -> None:
     except Cancelled as exc:
         run.log(str(exc))
         run.set_status("cancelled", message=str(exc))
-    except Terminated:
-        message = "stopped: the process received SIGTERM; resume continues from the last checkpoint"
+    except (Terminated, KeyboardInterrupt) as exc:
+        cause = "received SIGTERM" if isinstance(exc, Terminated) else "was interrupted (Ctrl-C)"
+        message = f"stopped: the process {cause}; resume continues from the last checkpoint"
         run.log(message)
         run.set_status("cancelled", message=message)
         raise

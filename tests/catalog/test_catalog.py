@@ -110,6 +110,19 @@ def test_magnitudes_follow_the_zero_point() -> None:
     assert np.isnan(mags[2])
 
 
+def test_repr_and_len_summarise_instead_of_printing_every_array(rng) -> None:
+    """Review, tenth session: a Catalog echoed in a notebook printed every flux array (and
+    ``len(cat)`` was a TypeError)."""
+    cat = make_catalog(rng, n=500)
+    text = repr(cat)
+    assert len(cat) == 500 and "\n" not in text and len(text) < 200, text
+    assert text.startswith(f"Catalog(500 galaxies x {len(BANDS)} bands")
+    assert f"{int(cat.has_zspec.sum())} with a spec-z" in text and "extra columns ra" in text
+    assert repr(cat.exposures) == (
+        f"Exposures({len(cat.exposures)} single exposures of 500 galaxies)"
+    )
+
+
 def test_few_lists_a_few_and_counts_the_rest() -> None:
     assert few([3, 17, 18, 20, 21]) == "3, 17, 18 (and 2 more)"
     assert few(np.array([4])) == "4"

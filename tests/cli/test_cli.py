@@ -160,6 +160,22 @@ def test_evaluate_the_runs_own_fits_predictions(tmp_path, trained, capsys) -> No
     assert overall["n"] == RunDir(trained).status()["summary"]["n"]  # out-of-fold galaxies
 
 
+def test_version_and_a_description_for_users(capsys) -> None:
+    """Review, tenth session: ``deepz --version`` was an argparse error, and ``deepz --help``
+    began with this module's notes for developers (how commands register)."""
+    import deepz_core
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.strip() == (
+        f"deepz {deepz_core.__version__}"
+    )
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    shown = capsys.readouterr().out
+    assert "photometric redshifts" in shown and "register" not in shown
+
+
 def test_resume_finishes_a_killed_run(tmp_path, files, monkeypatch, capsys) -> None:
     run = create_run(
         tmp_path / "run",

@@ -79,6 +79,32 @@ def test_report_keys_and_known_answers(rng) -> None:
     assert overall["cde_loss"] == pytest.approx(exact, rel=2e-3)
 
 
+def test_the_cde_loss_uses_the_grid_the_table_names(rng) -> None:
+    """Review, tenth session: evaluate took the default 0-1.5 grid whatever the run's, so a
+    broad-band run's (0-3) CDE loss cut every p(z) at 1.5 and read galaxies beyond it there."""
+    t = _table(rng, 400)
+    t["zspec"] = t["zspec"] + 1.2  # 0.2-1.0 -> 1.4-2.2: most beyond 1.5
+    t["means"][:, 0] = t["means"][:, 0] + 1.2
+    wide = np.arange(0.0, 3.0 + 5e-4, 1e-3)
+    pdf = stats.norm.pdf(wide[None, :], t["means"][:, :1], t["stds"][:, :1])
+    exact = metrics.cde_loss(pdf, wide, np.asarray(t["zspec"]))
+    assert evaluate_table(t)["overall"]["cde_loss"] != pytest.approx(exact, rel=1e-2)
+    t.meta["DZZGRID"] = "0:3:0.001"
+    assert evaluate_table(t)["overall"]["cde_loss"] == pytest.approx(exact, rel=1e-4)
+
+
+def test_a_qp_ensemble_or_file_is_named_not_a_traceback(tmp_path) -> None:
+    """Review, tenth session: dz.evaluate(ensemble) raised a TypeError from pathlib, and a qp
+    .hdf5 file (which predict writes) was only 'not a .fits or .parquet file'."""
+    import deepz_core as dz
+
+    with pytest.raises(ConfigError, match="not a dict; for a qp Ensemble use qp's metrics"):
+        dz.evaluate({"weights": []})
+    (tmp_path / "pz.hdf5").write_bytes(b"")
+    with pytest.raises(CatalogError, match="looks like a qp file: predict to .parquet"):
+        dz.evaluate(tmp_path / "pz.hdf5")
+
+
 def test_miscalibrated_pit_is_flagged(rng) -> None:
     overall = evaluate_table(_table(rng, calibrated=False))["overall"]
     assert overall["pit_ks_pvalue"] < 1e-6

@@ -130,3 +130,37 @@ def test_evaluate_reads_a_hats_output_like_its_parquet_twin(hats_output) -> None
     hats, parquet = hats_output
     by_hats, by_file = dz.evaluate(hats), dz.evaluate(parquet)
     assert by_hats["overall"] == pytest.approx(by_file["overall"], rel=1e-9, nan_ok=True)
+
+
+def test_read_qp_reads_a_hats_output_like_its_parquet_twin(hats_output) -> None:
+    """Review, tenth session: dz.read_qp of a HATS output said 'no qp metadata; not a deepz
+    predictions file'."""
+    import deepz_core as dz
+
+    hats, parquet = hats_output
+    by_hats, by_file = dz.read_qp(hats), dz.read_qp(parquet)
+    order = np.argsort(by_hats.ancil["ref_id"])
+    np.testing.assert_array_equal(by_hats.ancil["ref_id"][order], by_file.ancil["ref_id"])
+    grid = np.linspace(0.0, 1.5, 31)
+    np.testing.assert_allclose(by_hats.pdf(grid)[order], by_file.pdf(grid), rtol=1e-6)
+    no_pz = (by_file.ancil["flag"] & PzFlag.NO_PZ) > 0
+    np.testing.assert_array_equal(
+        by_hats.ancil["zmode"][order][no_pz], by_file.ancil["zmode"][no_pz]
+    )
+
+
+def test_a_run_trains_on_a_hats_catalogue(galaxies_hats, tmp_path) -> None:
+    """Review, tenth session: train refused a HATS folder ('no such file') that read_catalog and
+    predict read; the API and the command line now train on it."""
+    import deepz_core as dz
+    from deepz_core.cli.main import main
+
+    run = dz.train(galaxies_hats, tmp_path / "api", preset="smoke", pretrain="none")
+    assert run.state == "finished" and len(run.predictions()) == 200
+    assert dz.train(galaxies_hats, tmp_path / "api", preset="smoke", pretrain="none", reuse=True)
+    args = ["--preset", "smoke", "--pretrain", "none", "--schedule", "1:1e-3"]
+    assert (
+        main(["train", "--catalog", str(galaxies_hats), "--out", str(tmp_path / "cli"), *args]) == 0
+    )
+    with pytest.raises(ConfigError, match="no such file or HATS catalogue folder"):
+        dz.train(tmp_path / "nothing", tmp_path / "none", preset="smoke", pretrain="none")

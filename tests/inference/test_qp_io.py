@@ -92,6 +92,47 @@ def test_read_qp_rebuilds_the_same_ensemble_from_parquet_and_datasets(
         read_qp(tmp_path / "plain.parquet")
 
 
+def test_read_qp_refuses_an_incomplete_dataset(tiny_run, sky_catalog, tmp_path) -> None:
+    """Review, tenth session: a dataset folder without _SUCCESS (a killed predict) was read as
+    if complete, its missing rows silently absent from the ensemble."""
+    from deepz_core.errors import CatalogError
+
+    folder = tmp_path / "ds"
+    stream.predict_dataset(str(tiny_run), str(sky_catalog[1]), str(folder), chunk_size=70)
+    (folder / stream.SUCCESS).unlink()
+    with pytest.raises(CatalogError, match="no _SUCCESS"):
+        read_qp(folder)
+    with pytest.raises(CatalogError, match="not a complete predictions dataset"):
+        read_qp(tmp_path)
+
+
+def test_read_qp_reads_a_runs_own_predictions_and_refuses_others_in_one_line(
+    outputs, tiny_run, tmp_path
+) -> None:
+    """Review, tenth session: read_qp of a run's predictions.fits (no qp HDUs) failed inside qp
+    with KeyError 'meta'; a catalogue, a non-qp HDF5 file or a missing path gave tracebacks."""
+    from deepz_core.errors import CatalogError
+
+    own = read_qp(tiny_run / "predictions.fits")
+    table = Table.read(tiny_run / "predictions.fits")
+    assert own.npdf == len(table)
+    np.testing.assert_array_equal(own.ancil["ref_id"], table["ref_id"])
+    grid = np.linspace(0, 1.5, 31)
+    np.testing.assert_allclose(
+        read_qp(outputs["fits"]).pdf(grid), qp.read(str(outputs["fits"])).pdf(grid), rtol=1e-6
+    )
+    with pytest.raises(ConfigError, match="not a predictions table"):
+        read_qp(tiny_run.parent / "train.fits")
+    with pytest.raises(CatalogError, match="not a qp file"):
+        import h5py
+
+        with h5py.File(tmp_path / "other.hdf5", "w") as f:
+            f["x"] = [1, 2]
+        read_qp(tmp_path / "other.hdf5")
+    with pytest.raises(CatalogError, match="no such predictions file"):
+        read_qp(tmp_path / "missing.parquet")
+
+
 def test_pit_and_cde_loss_of_the_qp_ensemble_agree_with_deepz(outputs) -> None:
     table = stream.astropy_table(pq.read_table(outputs["parquet"]))
     use = np.isfinite(np.asarray(table["zspec"])) & np.isfinite(np.asarray(table["zphot"]))

@@ -385,3 +385,24 @@ def test_an_id_repeated_across_partitions_is_refused_whatever_the_chunking(
             with pytest.raises(CatalogError, match=match):
                 predict(str(run.path), path, str(out), chunk_size=chunk_size)
         assert not out.exists()
+
+
+def test_a_warning_repeated_by_every_chunk_is_shown_once(tiny_run, tmp_path, caplog) -> None:
+    """Review, tenth session: predict logged the same warning (non-detections without a limit,
+    ids of training galaxies with other photometry) once per chunk: hundreds of lines for a
+    survey. The first chunk's is shown, then one line counts the others."""
+    from dataclasses import replace
+
+    from deepz_core.catalog.io import read_catalog
+
+    cat = read_catalog(tiny_run.parent / "train.fits")
+    moved = replace(cat, flux=cat.flux * 1.01)  # the training ids, other photometry
+    write_catalog(moved, tmp_path / "moved.parquet")
+    with caplog.at_level("WARNING", logger="deepz"):
+        for out in ("a.parquet", "ds"):
+            caplog.clear()
+            predict = stream.predict_file if out.endswith(".parquet") else stream.predict_dataset
+            predict(str(tiny_run), str(tmp_path / "moved.parquet"), str(tmp_path / out), 20)
+            shared = [r for r in caplog.records if "share a ref_id" in r.getMessage()]
+            assert len(shared) == 1, caplog.text
+            assert "more warnings like those above" in caplog.records[-1].getMessage()

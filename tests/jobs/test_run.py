@@ -124,7 +124,10 @@ def test_a_refused_call_leaves_no_catalogue_behind_and_the_next_one_trains(
     out = tmp_path / "run"
     with pytest.raises(ConfigError, match="preset"):
         dz.train(catalog, out, preset="huge", pretrain="none")
-    assert not (out / "catalog.fits").exists()
+    assert not out.exists()  # review, tenth session: it left the folder with a lock file
+    with pytest.raises(ConfigError, match="device"):
+        dz.train(catalog, out, preset="smoke", pretrain="none", device="gpu")
+    assert not out.exists()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         run = dz.train(
@@ -154,3 +157,36 @@ def test_a_run_another_process_trains_is_refused(tmp_path, catalog) -> None:
             dz.train(catalog, out, preset="smoke", pretrain="none")
     finally:
         other.release()
+
+
+def test_train_and_predict_leave_the_callers_torch_random_stream_alone(tmp_path, catalog) -> None:
+    """Review, tenth session: dz.train re-seeded torch's global generator and predict drew from
+    it, so a notebook's own seeded torch.rand changed with whether deepz ran in between."""
+    import torch
+
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    run = dz.train(catalog, tmp_path / "r", preset="smoke", pretrain="none")
+    run.predict(catalog)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_reuse_returns_a_finished_run_unless_its_catalogue_file_changed(tmp_path, catalog) -> None:
+    """reuse=True (re-running a notebook or a RAIL pipeline) hands back the finished run of the
+    same settings; a catalogue file modified since, or other settings, are refused."""
+    import os
+
+    path = tmp_path / "cat.fits"
+    dz.write_catalog(catalog, path)
+    smoke = dict(preset="smoke", pretrain="none")
+    run = dz.train(path, tmp_path / "r", **smoke)
+    with pytest.raises(ConfigError, match="holds a finished run"):
+        dz.train(path, tmp_path / "r", **smoke)
+    assert dz.train(path, tmp_path / "r", reuse=True, **smoke).path == run.path
+    with pytest.raises(ConfigError, match="train.seed"):
+        dz.train(path, tmp_path / "r", reuse=True, seed=4, **smoke)
+    later = run.status["started"] + 10
+    os.utime(path, (later, later))
+    with pytest.raises(ConfigError, match="catalogue file changed"):
+        dz.train(path, tmp_path / "r", reuse=True, **smoke)

@@ -81,7 +81,9 @@ def rail_run(tmp_path_factory) -> dict:
         **common,
     )
     ens = estimator.estimate(test_h).data
-    return dict(root=root, test=test, test_h=test_h, limits=limits, model=model, ens=ens)
+    return dict(
+        root=root, test=test, train_h=train_h, test_h=test_h, limits=limits, model=model, ens=ens
+    )
 
 
 def test_one_pz_per_input_row_with_deepz_point_estimates(rail_run) -> None:
@@ -132,6 +134,73 @@ def test_the_model_handle_is_json_and_checked(rail_run, tmp_path) -> None:
     (tmp_path / "pickle.json").write_text("[1, 2]")
     with pytest.raises(dz.ConfigError, match="not a deepz RAIL model"):
         DeepzModelHandle("p", path=str(tmp_path / "pickle.json")).read()
+
+
+def test_a_model_moved_with_its_run_folder_still_opens(rail_run, tmp_path) -> None:
+    """Review, tenth session: the model named its run by absolute path only, so a pipeline folder
+    moved or copied elsewhere (another machine) failed with 'not a deepz run folder'."""
+    import shutil
+
+    path = Path(rail_run["model"].path)
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    shutil.copy(path, moved / path.name)
+    shutil.copytree(path.with_name(path.stem + "_run"), moved / f"{path.stem}_run")
+    model = DeepzModelHandle("moved", path=str(moved / path.name)).read()
+    assert Path(model["run"]) == (moved / f"{path.stem}_run").resolve()
+    stage = DeepzEstimator.make_stage(name="estimate_moved", model=str(moved / path.name))
+    stage.open_model(**stage.config)
+    assert stage.deepz_run.path == Path(model["run"])
+
+
+def test_informing_again_with_the_same_inputs_reuses_the_run(rail_run) -> None:
+    """Review, tenth session: re-running a pipeline's inform stage raised 'holds a finished run;
+    choose another folder'; the same data and settings give back the finished run."""
+    root = rail_run["root"]
+    before = json.loads((root / "deepz.json").read_text())
+    informer = DeepzInformer.make_stage(
+        name="inform_deepz_again",
+        model=str(root / "deepz.json"),
+        preset="smoke",
+        pretrain="none",
+        id_col="id",
+        mag_limits=rail_run["limits"],
+        device="cpu",
+    )
+    informer.inform(rail_run["train_h"])
+    assert json.loads((root / "deepz.json").read_text()) == before
+    other = DeepzInformer.make_stage(
+        name="inform_deepz_other",
+        model=str(root / "deepz.json"),
+        preset="smoke",
+        pretrain="none",
+        seed=7,
+        id_col="id",
+        mag_limits=rail_run["limits"],
+        device="cpu",
+    )
+    with pytest.raises(dz.ConfigError, match="these settings differ: train.seed"):
+        other.inform(rail_run["train_h"])
+
+
+def test_a_ref_band_that_is_not_a_band_is_refused(rail_run, tmp_path) -> None:
+    """Review, tenth session: ref_band='mag_q_lsst' (a typo) trained silently on the i band."""
+    informer = DeepzInformer.make_stage(
+        name="inform_typo",
+        model=str(tmp_path / "typo.json"),
+        preset="smoke",
+        pretrain="none",
+        ref_band="mag_q_lsst",
+        id_col="id",
+    )
+    with pytest.raises(dz.ConfigError, match="ref_band 'mag_q_lsst' is not one of bands"):
+        informer.inform(rail_run["train_h"])
+    assert not (tmp_path / "typo_run").exists()
+    negative = DeepzInformer.make_stage(
+        name="inform_negative", model=str(tmp_path / "neg.json"), members=-1, id_col="id"
+    )
+    with pytest.raises(dz.ConfigError, match="members must be >= 0"):  # was 'repetitions: ...'
+        negative.inform(rail_run["train_h"])
 
 
 def test_pandas_chunks_in_memory(rail_run) -> None:

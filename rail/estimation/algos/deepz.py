@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -51,11 +52,20 @@ class DeepzModelHandle(ModelHandle):
         model = json.loads(Path(path).read_text(encoding="utf-8"))
         if not isinstance(model, dict) or model.get("format") != MODEL_FORMAT:
             raise dz.ConfigError(f"{path}: not a deepz RAIL model (format != {MODEL_FORMAT!r})")
-        return model
+        return {**model, "run": str(run_folder(model, Path(path).parent))}
 
     @classmethod
     def _write(cls, data: dict[str, Any], path: str, **kwargs: Any) -> None:
         Path(path).write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
+
+
+def run_folder(model: dict[str, Any], beside: Path) -> Path:
+    """The run folder a model names: ``run_relative`` to the model file's folder ``beside`` when
+    that holds the run (a pipeline folder moved or copied as a whole), else ``run``."""
+    relative = model.get("run_relative")
+    if relative is not None and (beside / relative / "config.json").is_file():
+        return (beside / relative).resolve()
+    return Path(model["run"])
 
 
 def _sha256(path: Path) -> str:
@@ -147,6 +157,11 @@ class DeepzInformer(CatInformer):
         if self.config.hdf5_groupname:
             data = data[self.config.hdf5_groupname]
         data = self._convert_table_format(data, "numpyDict")
+        for name in ("members", "folds"):  # 0: the preset's
+            if self.config[name] < 0:
+                raise dz.ConfigError(
+                    f"{name} must be >= 0 (0: the preset's), got {self.config[name]}"
+                )
         redshift = self.config.redshift_col
         if redshift not in data:
             raise dz.CatalogError(f"training data: no redshift column {redshift!r} (redshift_col)")
@@ -162,10 +177,13 @@ class DeepzInformer(CatInformer):
             folds=self.config.folds or None,
             device=self.config.device,
             seed=self.config.seed,
+            reuse=True,  # re-running a pipeline: the finished run of the same inputs and settings
         )
+        model_dir = self.model_path().parent.resolve()
         self.model = {
             "format": MODEL_FORMAT,
             "run": str(run.path.resolve()),
+            "run_relative": os.path.relpath(run.path.resolve(), model_dir),
             "model_sha256": _sha256(run.path / "model.safetensors"),
             "deepz_version": dz.__version__,
             "bands": list(self.config.bands),
@@ -173,16 +191,25 @@ class DeepzInformer(CatInformer):
         self.add_data("model", self.model)
 
     def deepz_band(self, cat: dz.Catalog, column: str) -> str | None:
-        """deepz's name of the band of magnitude column ``column`` (None: not one of ``bands``,
-        deepz then picks its *_i band)."""
+        """deepz's name of the band of magnitude column ``column``; None for RAIL's default
+        ``ref_band`` when it is not one of ``bands`` (another survey's: deepz then picks its *_i
+        band). Another column that is not one of ``bands`` (a typo) is a ConfigError."""
         bands = list(self.config.bands)
-        return cat.bands[bands.index(column)] if column in bands else None
+        if column in bands:
+            return cat.bands[bands.index(column)]
+        if column != SHARED_PARAMS.get("ref_band").default:
+            raise dz.ConfigError(f"ref_band {column!r} is not one of bands {bands}")
+        return None
+
+    def model_path(self) -> Path:
+        """Where the model file is written."""
+        return Path(self.get_output(self.get_aliased_tag("model"), final_name=True))
 
     def run_dir(self) -> Path:
         """``run_dir``, else ``<model file stem>_run`` beside the model file."""
         if self.config.run_dir:
             return Path(self.config.run_dir)
-        model = Path(self.get_output(self.get_aliased_tag("model"), final_name=True))
+        model = self.model_path()
         return model.with_name(model.stem + "_run")
 
 
