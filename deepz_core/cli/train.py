@@ -98,7 +98,9 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps"
     )
-    p.add_argument("--ref-band", help="reference band for flux ratios (default subaru_i, else *_i)")
+    p.add_argument(
+        "--ref-band", help="reference band for flux ratios (default subaru_i, else i or *_i)"
+    )
     p.add_argument(
         "--input-norm",
         choices=("robust", "batchnorm"),

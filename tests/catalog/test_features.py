@@ -114,6 +114,13 @@ def test_resolve_ref_band_order_of_preference() -> None:
     assert resolve_ref_band(["sdss_g", "sdss_i"], "sdss_g") == "sdss_g"
 
 
+def test_resolve_ref_band_takes_a_band_named_i() -> None:
+    # mag_u ... mag_y of an SDSS/LSST catalogue become the bands u ... y: i is the i band
+    assert resolve_ref_band(["u", "g", "r", "i", "z", "y"]) == "i"
+    assert resolve_ref_band(["G", "R", "I", "Z"]) == "I"
+    assert resolve_ref_band(["hsc_g", "hsc_I"]) == "hsc_I"
+
+
 def test_unknown_or_missing_reference_band_names_it() -> None:
     with pytest.raises(ConfigError, match="'subaru_z'") as err:
         resolve_ref_band(["sdss_g", "sdss_i"], "subaru_z")
