@@ -211,8 +211,11 @@ def same_photometry(
 
     Tells a training galaxy from another galaxy that merely shares its ref_id (independent
     catalogues number 1, 2, ...); the tolerance absorbs a round trip through CSV or float32
-    columns, not a change of photometry (an error's thousandth near zero flux).
+    columns, not a change of photometry (an error's thousandth near zero flux). A band unusable
+    in both (NaN ratio and error: a non-detection without a limit, -99, a NaN) is the same.
     """
-    close = np.abs(ratio - stored) <= 1e-5 * np.abs(stored) + 1e-3 * stored_error  # (N, B)
-    close &= np.abs(error - stored_error) <= 1e-5 * stored_error
-    return close.all(axis=1)
+    with np.errstate(invalid="ignore"):
+        close = np.abs(ratio - stored) <= 1e-5 * np.abs(stored) + 1e-3 * stored_error  # (N, B)
+        close &= np.abs(error - stored_error) <= 1e-5 * stored_error
+    both_unusable = np.isnan(ratio) & np.isnan(stored) & np.isnan(error) & np.isnan(stored_error)
+    return (close | both_unusable).all(axis=1)

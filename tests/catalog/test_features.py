@@ -148,6 +148,17 @@ def test_same_photometry_survives_a_text_round_trip_not_a_change(rng) -> None:
     assert not same_photometry(stored, 1.01 * err, stored, err).any()  # same ratios, other errors
 
 
+def test_same_photometry_counts_a_band_unusable_in_both_as_the_same(rng) -> None:
+    # a training galaxy with a NaN band (stored NaN) predicted again is still that galaxy
+    f = build_features(_catalog(rng, with_exposures=False))
+    stored, err = f.ratio.copy(), f.ratio_error.copy()
+    stored[0, 1] = err[0, 1] = np.nan
+    ratio, ratio_err = stored.copy(), err.copy()
+    assert same_photometry(ratio, ratio_err, stored, err).all()
+    ratio[1, 1] = ratio_err[1, 1] = np.nan  # unusable now, measured in training: another galaxy
+    assert same_photometry(ratio, ratio_err, stored, err)[:2].tolist() == [True, False]
+
+
 def test_default_ref_band_proposes_an_i_band_whatever_its_case() -> None:
     assert default_ref_band(("NB455", "subaru_i", "cfht_i")) == "subaru_i"
     assert default_ref_band(("G", "R", "I", "Z")) == "I"
