@@ -11,7 +11,12 @@ import torch
 from astropy.table import Table
 
 from deepz_core.errors import CatalogError, ConfigError
-from deepz_core.evaluation.profiles import SurveyProfile, profile_for_bands, survey_profile
+from deepz_core.evaluation.profiles import (
+    SurveyProfile,
+    profile_for_bands,
+    profile_of_odds_window,
+    survey_profile,
+)
 from deepz_core.files import atomic_write_json, check_outputs, jsonable
 from deepz_core.pz import metrics
 from deepz_core.pz.products import PzConfig
@@ -153,10 +158,17 @@ def odds_in_window(t: Table, window: float) -> np.ndarray:
 
 def table_profile(t: Table, catalog: Any = None) -> SurveyProfile:
     """The profile of a predictions table: the one it carries (meta DZPROF, set by ``Run.predict``),
-    else the default for the bands of ``catalog`` (a file), else narrow-band (E20)."""
+    else the standard profile of the window of its odds column (DZODDSW, which every prediction
+    carries: the run's profile chose it), else the default for the bands of ``catalog`` (a
+    file), else narrow-band (E20)."""
+    from deepz_core.inference.provenance import ODDS_WINDOW_META
+
     stored = t.meta.get(PROFILE_META)
     if stored:
         return survey_profile(json.loads(stored) if str(stored).startswith("{") else stored)
+    by_window = profile_of_odds_window(t.meta.get(ODDS_WINDOW_META))
+    if by_window is not None:
+        return by_window
     if catalog is not None:
         from deepz_core.catalog.io import read_catalog
 
