@@ -513,7 +513,11 @@ def catalog_from_columns(
     names = list(columns)
     if "ref_id" not in names:
         near = [c for c in names if c.lower() == "ref_id"]
-        hint = f" (found {near[0]!r}; names are case-sensitive)" if near else ""
+        hint = (
+            f" (found {near[0]!r}; names are case-sensitive)"
+            if near
+            else " (or objectId, object_id, id; name another identifier with --id-column)"
+        )
         raise CatalogError(f"{source}: missing required column 'ref_id'{hint}")
     bands = discover_bands(names, source)
     ref_id = as_int64(columns["ref_id"], "ref_id", source).reshape(-1)

@@ -765,3 +765,36 @@ def test_calibrate_errors_are_one_line(tmp_path, trained, files, capsys) -> None
     for argv, needle in cases:
         assert main(["calibrate", *argv]) == 2, argv
         assert needle in one_line_error(capsys)
+
+
+def test_train_reads_a_survey_magnitude_catalogue_as_predict_does(tmp_path, files, capsys) -> None:
+    """Review, tenth session: `train` had no --id-column / --mag-limits (predict has): an SDSS
+    `objid` was refused and 99 non-detections were unusable in training, bounded in prediction."""
+    from deepz_core.catalog.io import read_catalog
+
+    cat = read_catalog(files["catalog"])
+    t = Table({"objid": cat.ref_id + 1237650000000000000})
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for j, band in enumerate(cat.bands):
+            f, e = cat.flux[:, j], cat.flux_error[:, j]
+            t[f"mag_{band}"] = np.where(f > 0, cat.fluxzp - 2.5 * np.log10(f), 99.0)
+            t[f"magerr_{band}"] = np.where(f > 0, 2.5 / np.log(10) * e / f, 99.0)
+    t["mag_NB455"][:5] = t["magerr_NB455"][:5] = 99.0  # non-detections
+    t["zspec"] = cat.zspec
+    t.write(tmp_path / "mags.parquet")
+    out = tmp_path / "run"
+    args = ["train", "--catalog", str(tmp_path / "mags.parquet"), "--out", str(out)]
+    quick = ["--pretrain", "none", "--epochs", "1", "--folds", "2", "--device", "cpu"]
+    assert main([*args, *quick]) == 2
+    assert "--id-column" in one_line_error(capsys)  # objid is no known identifier
+    assert not out.exists()
+    convert = ["--id-column", "objid", "--mag-limits", "NB455=25.5"]
+    assert main([*args, *quick, *convert]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["state"] == "finished"
+    own = read_catalog(out / "catalog.fits")  # the run's catalogue, as it was read
+    np.testing.assert_array_equal(own.ref_id, t["objid"])
+    j = own.bands.index("NB455")
+    np.testing.assert_array_equal(own.flux[:5, j], 0.0)  # a bounded non-detection, not NaN
+    assert np.all(own.flux_error[:5, j] > 0)
+    assert main([*args, *quick, *convert]) == 2  # a finished run is refused, as without them
+    assert "finished run" in one_line_error(capsys)
