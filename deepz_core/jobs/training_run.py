@@ -336,7 +336,7 @@ def execute_run(run: RunDir) -> None:
 
 def record_outcome(run: RunDir, work: Callable[[], None]) -> None:
     """Run ``work`` with the run marked running; a cancel or a failure is written to its status
-    (a failure is re-raised)."""
+    (a failure, SIGTERM and Ctrl-C are re-raised: the two stops leave a resumable cancel)."""
     try:
         run.set_status("running", phase="setup", epoch=0, started=time.time())
         with reporting(status_listener(run)):
@@ -344,8 +344,9 @@ def record_outcome(run: RunDir, work: Callable[[], None]) -> None:
     except Cancelled as exc:
         run.log(str(exc))
         run.set_status("cancelled", message=str(exc))
-    except Terminated:
-        message = "stopped: the process received SIGTERM; resume continues from the last checkpoint"
+    except (Terminated, KeyboardInterrupt) as exc:
+        how = "received SIGTERM" if isinstance(exc, Terminated) else "was interrupted (Ctrl-C)"
+        message = f"stopped: the process {how}; resume continues from the last checkpoint"
         run.log(message)
         run.set_status("cancelled", message=message)
         raise

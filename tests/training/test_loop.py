@@ -560,3 +560,22 @@ def test_sigterm_records_a_resumable_cancel(tmp_path, inputs, monkeypatch) -> No
     status = run.status()
     assert status["state"] == "cancelled" and "SIGTERM" in status["message"]
     assert folder_holder(run.path) is None
+
+
+def test_ctrl_c_records_a_resumable_cancel(tmp_path, inputs, monkeypatch) -> None:
+    """Review, tenth session: Ctrl-C in `deepz train` left status.json 'running' (with a dead
+    PID) where SIGTERM records 'cancelled'."""
+    from deepz_core.files import folder_holder
+    from deepz_core.training import loop
+
+    run = _new_run(tmp_path / "interrupted", inputs)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "train_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        execute_run(run)
+    status = run.status()
+    assert status["state"] == "cancelled" and "Ctrl-C" in status["message"]
+    assert folder_holder(run.path) is None
