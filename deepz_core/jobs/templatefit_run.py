@@ -52,7 +52,10 @@ def create_templatefit_run(
         if path is not None and not Path(path).is_file():
             raise ConfigError(f"{flag} {str(path)!r}: no such file")
     if "z_max" not in (templatefit or {}):
-        cfg = over_redshifts(cfg, grid_covering(read_catalog(catalog).zspec).z_max)
+        cat = read_catalog(catalog)
+        grid = grid_covering(cat.zspec, cat.bands)  # and the odds window of the bands' profile
+        window = None if "pz" in (templatefit or {}) else grid.odds_window
+        cfg = over_redshifts(cfg, grid.z_max, window)
     run = RunDir(Path(out))
     if run.file("config.json").exists():
         raise ConfigError(f"--out {out} already holds a run; choose another folder")
