@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from functools import partial
 from pathlib import Path
@@ -798,3 +799,17 @@ def test_train_reads_a_survey_magnitude_catalogue_as_predict_does(tmp_path, file
     assert np.all(own.flux_error[:5, j] > 0)
     assert main([*args, *quick, *convert]) == 2  # a finished run is refused, as without them
     assert "finished run" in one_line_error(capsys)
+
+
+def test_every_command_has_a_whole_summary_and_its_docstring_in_its_help(capsys) -> None:
+    """Review, tenth session: `deepz --help` cut summaries at a source line ('predict  Photo-z
+    ... zmedian, z_lo68, z_hi68,') and `deepz predict --help` showed no description at all."""
+    from deepz_core.cli.main import build_parser, summary
+
+    assert summary("Photo-z, streamed: ref_id, zphot (a: b. c), odds. More.") == "Photo-z, streamed"
+    assert summary("Train (resumes. really) a run. More") == "Train (resumes. really) a run"
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for choice in sub._choices_actions:
+        assert choice.help and not choice.help.endswith((",", ".")), choice.dest
+    for name, parser in sub.choices.items():
+        assert parser.description, name
