@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -57,7 +58,10 @@ from deepz_core.training.splits import (
     labelled_mask,
     make_splits,
     write_splits,
+    zero_labels_note,
 )
+
+LOG = logging.getLogger("deepz")
 
 
 def create_run(out: Path | str, config: RunConfig) -> RunDir:
@@ -385,6 +389,10 @@ def _train(run: RunDir, config: RunConfig) -> None:
     record_screen(run, features)
     labelled = labelled_mask(features)
     check_labels(features, labelled, train.folds)
+    zeros = zero_labels_note(features, labelled)
+    if zeros:
+        LOG.warning(zeros)
+        run.log(f"warning: {zeros}")
     splits = make_splits(labelled, train.repetitions, train.folds, train.seed)
     write_splits(run.file("splits.npz"), splits, features)
     check_cancel(run, "setup")
