@@ -19,7 +19,13 @@ import numpy as np
 
 from deepz_core.catalog.catalog import DEFAULT_FLUXZP, ERROR_PREFIX, FLUX_PREFIX, few
 from deepz_core.catalog.magnitudes import convert_magnitudes, magnitude_columns, resolve_limits
-from deepz_core.catalog.units import column_units, resolve_fluxzp
+from deepz_core.catalog.units import (
+    UNIT_ZEROPOINTS,
+    ZP_TOLERANCE,
+    column_units,
+    resolve_fluxzp,
+    unit_zeropoint,
+)
 from deepz_core.configs import Config, check_bool, check_real
 from deepz_core.errors import CatalogError, ConfigError
 
@@ -37,7 +43,10 @@ class InputConventions(Config):
     a short name such as ``u`` for ``lsst_u`` when unambiguous; a name that is no band is a
     ConfigError) for non-detections without a ``maglim_<band>`` value, at ``limit_nsigma`` sigma;
     ``nondetect`` /
-    ``unobserved``: the magnitude codes of a non-detection (99) and of a band not observed (-99).
+    ``unobserved``: the magnitude codes of a non-detection (99) and of a band not observed (-99);
+    ``flux_unit``: the unit of the flux columns (``nJy``, ``uJy``, ``nanomaggy``...) of a table
+    that declares none (CSV, a Parquet file without unit metadata; one that declares another is
+    refused).
 
     >>> import deepz_core as dz
     >>> t = {"objectId": [11, 12], "mag_i": [22.5, 99.0], "magerr_i": [0.1, 99.0],
@@ -55,6 +64,7 @@ class InputConventions(Config):
     limit_nsigma: float = 1.0
     nondetect: float = 99.0
     unobserved: float = -99.0
+    flux_unit: str | None = None
 
     CONFIG_NAME: ClassVar[str] = "input conventions"
 
@@ -70,9 +80,21 @@ class InputConventions(Config):
         self._set("limit_nsigma", check_real("limit_nsigma", self.limit_nsigma, 0.0, low_open=True))
         for name in ("nondetect", "unobserved"):
             self._set(name, check_real(name, getattr(self, name)))
+        if self.flux_unit is not None and (
+            not isinstance(self.flux_unit, str) or unit_zeropoint(self.flux_unit) is None
+        ):
+            known = ", ".join(UNIT_ZEROPOINTS)
+            raise ConfigError(
+                f"flux_unit: {self.flux_unit!r} is not a flux-density unit (known: {known}, or "
+                "any astropy unit of Jy)"
+            )
 
     def to_dict(self) -> dict[str, Any]:
-        return {**super().to_dict(), "mag_limits": dict(self.mag_limits)}
+        """The fields; ``flux_unit`` only when set (keys of datasets written before it match)."""
+        out = {**super().to_dict(), "mag_limits": dict(self.mag_limits)}
+        if out.get("flux_unit") is None:
+            out.pop("flux_unit", None)
+        return out
 
 
 def conventions_of(value: InputConventions | Mapping[str, Any] | None) -> InputConventions:
@@ -109,6 +131,8 @@ def canonical_columns(
         raise CatalogError(f"{source}: identifier column {ident!r} (id_column) is not in the table")
     if ident is not None and ident != "ref_id":
         cols["ref_id"] = cols[ident]
+    if conv.flux_unit is not None:
+        meta = declare_flux_unit(list(cols), meta, conv.flux_unit, source)
     if _converts_magnitudes(list(cols), conv):
         units = column_units(meta)
         fluxes = [c for c in cols if c.startswith(FLUX_PREFIX)]
@@ -126,6 +150,27 @@ def canonical_columns(
         )
         meta["FLUXZP"] = zp
     return cols, meta
+
+
+def declare_flux_unit(
+    names: Sequence[str], meta: Mapping[str, Any], unit: str, source: str
+) -> dict[str, Any]:
+    """``meta`` with the zero-point of ``unit`` as its FLUXZP (the fluxes' unit given on the
+    command line, ``--flux-unit``); CatalogError when the table declares another (TUNIT, a
+    Parquet field's unit or a FLUXZP header), naming both."""
+    zp = unit_zeropoint(unit)
+    assert zp is not None  # InputConventions checked it
+    out = dict(meta)
+    header = out.pop("FLUXZP", out.pop("fluxzp", None))
+    fluxes = [c for c in names if c.startswith(FLUX_PREFIX)]
+    declared = resolve_fluxzp(column_units(out), fluxes, header, source)
+    if declared is not None and abs(declared - zp) > ZP_TOLERANCE:
+        raise CatalogError(
+            f"{source}: --flux-unit {unit} (AB zero-point {zp:g}) disagrees with the unit the "
+            f"table declares (zero-point {declared:g}); give one of them"
+        )
+    out["FLUXZP"] = zp
+    return out
 
 
 def _converts_magnitudes(names: list[str], conv: InputConventions) -> bool:

@@ -11,7 +11,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from deepz_core.cli.common import add_overwrite, command
+from deepz_core.cli.common import (
+    add_convention_args,
+    add_overwrite,
+    command,
+    conventions_from_args,
+)
 from deepz_core.device import usable_cores
 from deepz_core.errors import ConfigError
 
@@ -80,6 +85,7 @@ def _templatefit_args(p: argparse.ArgumentParser) -> None:
         help="fit (and write p(z) over) z 0..Z_MAX; default: --config's z_max, else 1.5 widened "
         "in steps of 0.5 to cover the catalogue's spec-z (as `train` picks a run's grid)",
     )
+    add_convention_args(p)
 
 
 def _fit_range(
@@ -141,7 +147,7 @@ def _templatefit(args: argparse.Namespace) -> int:
     )
     cfg = _config(args.config, args.templates)
     workers = _workers(args.workers)
-    cat = read_catalog(args.catalog, args.exposures)
+    cat = read_catalog(args.catalog, args.exposures, conventions_from_args(args))
     fields = json.loads(Path(args.config).read_text()) if args.config is not None else {}
     cfg, line = _fit_range(cfg, cat, args.z_max, fields)
     print(line, file=sys.stderr)

@@ -8,7 +8,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from deepz_core.cli.common import add_overwrite, command, positive_int
+from deepz_core.cli.common import (
+    add_convention_args,
+    add_overwrite,
+    command,
+    conventions_from_args,
+    positive_int,
+)
 from deepz_core.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -19,26 +25,6 @@ if TYPE_CHECKING:
     from deepz_core.training.config import RunConfig
 
 
-def _convention_args(p: argparse.ArgumentParser) -> None:
-    """--id-column, --mag-limits and --limit-nsigma: how a survey catalogue is read."""
-    p.add_argument(
-        "--id-column",
-        help="the identifier column (default: ref_id, else objectId, object_id or id)",
-    )
-    p.add_argument(
-        "--mag-limits",
-        default="",
-        help="limiting AB magnitudes of non-detections in magnitude catalogues (mag_<band> = 99), "
-        "as BAND=MAG,...; a maglim_<band> column wins where finite",
-    )
-    p.add_argument(
-        "--limit-nsigma",
-        type=float,
-        default=1.0,
-        help="the limits are N-sigma fluxes (default 1; 5 for 5-sigma depths)",
-    )
-
-
 def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--catalog",
@@ -46,7 +32,8 @@ def _train_args(p: argparse.ArgumentParser) -> None:
         help="training catalogue: ref_id (or objectId, object_id, id; --id-column), "
         "flux_<band> and flux_error_<band> (or AB mag_<band> and magerr_<band>) for every "
         "band, zspec (NaN where unknown: predicted, not trained on), optional mag. With "
-        "--id-column or --mag-limits the catalogue read that way is saved as OUT/catalog.fits",
+        "--id-column, --mag-limits or --flux-unit the catalogue read that way is saved as "
+        "OUT/catalog.fits",
     )
     p.add_argument("--exposures", help="single exposures, when not an HDU/key of the catalogue")
     p.add_argument(
@@ -155,7 +142,7 @@ def _train_args(p: argparse.ArgumentParser) -> None:
         "checkpoints, model.safetensors + model.json, predictions.fits (out-of-fold). "
         "An existing folder of a killed run with the same arguments resumes",
     )
-    _convention_args(p)
+    add_convention_args(p)
 
 
 def train_overrides(args: argparse.Namespace) -> tuple[dict, dict]:
@@ -221,7 +208,7 @@ def _train(args: argparse.Namespace) -> int:
     )
 
     model, train = train_overrides(args)
-    conventions = _conventions(args)
+    conventions = conventions_from_args(args)
     if conventions != conventions_of(None):
         return _train_converted(args, conventions, model, train)
     config = run_config(
@@ -355,7 +342,7 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
         help="comma-separated catalogue columns to copy to the predictions besides ref_id and "
         "the coordinates (ra/dec, RA/DEC, coord_ra/coord_dec, _healpix_29), e.g. objectId",
     )
-    _convention_args(p)
+    add_convention_args(p)
 
 
 @command("predict", _predict_args)
@@ -441,7 +428,7 @@ def _calibrate_args(p: argparse.ArgumentParser) -> None:
         help="held-out catalogue: galaxies with a spec-z that no network trained on (FITS, "
         "Parquet, CSV, HDF5); galaxies the run trained on are left out",
     )
-    _convention_args(p)
+    add_convention_args(p)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     p.add_argument(
         "--network-only",
@@ -472,7 +459,10 @@ def _calibrate(args: argparse.Namespace) -> int:
     if not args.catalog:
         raise ConfigError("calibrate: give --catalog (a held-out spec-z catalogue) or --remove")
     s = run.calibrate_on(
-        args.catalog, args.device, network_only=args.network_only, conventions=_conventions(args)
+        args.catalog,
+        args.device,
+        network_only=args.network_only,
+        conventions=conventions_from_args(args),
     )
     keys = ("n", "pit_ks_before", "pit_ks_after", "coverage68_before", "coverage68_after")
     print(json.dumps({"run": args.run, **{k: s[k] for k in keys}}))
@@ -492,26 +482,7 @@ def _read_options(args: argparse.Namespace):
     from deepz_core.inference.stream import ReadOptions
 
     keep = tuple(c.strip() for c in args.keep_columns.split(",") if c.strip())
-    return ReadOptions(keep=keep, conventions=_conventions(args))
-
-
-def _conventions(args: argparse.Namespace) -> InputConventions:
-    """The InputConventions of --id-column, --mag-limits and --limit-nsigma."""
-    from deepz_core.catalog.conventions import InputConventions
-
-    limits = {}
-    for item in (t.strip() for t in args.mag_limits.split(",")):
-        band, sep, value = item.partition("=")
-        if item and (not sep or not band.strip()):
-            raise ConfigError(f"--mag-limits: expected BAND=MAG, got {item!r}")
-        if item:
-            try:
-                limits[band.strip()] = float(value)
-            except ValueError:
-                raise ConfigError(f"--mag-limits: {item!r} has no number after '='") from None
-    return InputConventions(
-        id_column=args.id_column, mag_limits=limits, limit_nsigma=args.limit_nsigma
-    )
+    return ReadOptions(keep=keep, conventions=conventions_from_args(args))
 
 
 def _flag_note(out: str) -> str:

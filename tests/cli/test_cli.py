@@ -813,3 +813,21 @@ def test_every_command_has_a_whole_summary_and_its_docstring_in_its_help(capsys)
         assert choice.help and not choice.help.endswith((",", ".")), choice.dest
     for name, parser in sub.choices.items():
         assert parser.description, name
+
+
+def test_predict_reads_a_csv_in_nanojansky_with_flux_unit(tmp_path, tiny_run, sky_catalog) -> None:
+    """Review, tenth session: a CSV cannot declare its unit; --flux-unit nJy does, and gives the
+    predictions of the same fluxes in microJansky."""
+    cat, fluxes = sky_catalog
+    t = Table.read(fluxes)
+    for name in t.colnames:
+        if name.startswith("flux"):
+            t[name] = np.asarray(t[name]) * 1000.0
+    t.write(tmp_path / "nano.csv")
+    base = ["predict", "--run", str(tiny_run), "--catalog"]
+    assert main([*base, str(fluxes), "--out", str(tmp_path / "u.parquet")]) == 0
+    nano = [str(tmp_path / "nano.csv"), "--flux-unit", "nJy", "--out", str(tmp_path / "n.parquet")]
+    assert main([*base, *nano]) == 0
+    by_u, by_n = Table.read(tmp_path / "u.parquet"), Table.read(tmp_path / "n.parquet")
+    np.testing.assert_allclose(by_n["zphot"], by_u["zphot"], atol=2e-3, equal_nan=True)
+    np.testing.assert_array_equal(by_n["flag"], by_u["flag"])
