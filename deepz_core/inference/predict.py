@@ -19,7 +19,7 @@ from astropy.table import Table
 
 from deepz_core.catalog.catalog import Catalog
 from deepz_core.catalog.features import Features, build_features, same_photometry
-from deepz_core.catalog.screen import InputStats, PzFlag
+from deepz_core.catalog.screen import InputStats, PzFlag, unit_shift_note
 from deepz_core.device import resolve_device
 from deepz_core.errors import ConfigError, TrainingError
 from deepz_core.files import atomic_write
@@ -425,7 +425,15 @@ def model_features(
     """The catalogue's features screened against the population the model was trained on."""
     features = build_features(catalog, ref_band, use_exposures)
     loc, scale = model.input_stats()
+    if len(loc) > len(features.bands):  # networks that read the reference magnitude
+        note = unit_shift_note(features.ref_mag, float(loc[len(features.bands)]))
+        if note and note not in _UNIT_NOTES:  # once per process, not once per chunk
+            _UNIT_NOTES.add(note)
+            LOG.warning(note)
     return features.against_population(InputStats(loc.numpy(), scale.numpy()))
+
+
+_UNIT_NOTES: set[str] = set()  # unit_shift_note warnings given in this process
 
 
 def match_bands(catalog: Catalog, bands: tuple[str, ...], source: str = "--catalog") -> Catalog:
