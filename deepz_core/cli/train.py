@@ -268,7 +268,8 @@ def _resume_args(p: argparse.ArgumentParser) -> None:
 
 @command("resume", _resume_args)
 def _resume(args: argparse.Namespace) -> int:
-    """Resume a killed or cancelled run from its last checkpoint."""
+    """Resume a killed or cancelled run from its last checkpoint; prints its state and headline
+    metrics as `train` does."""
     from deepz_core.jobs.training_run import execute_run
     from deepz_core.rundir import RunDir
 
@@ -280,7 +281,7 @@ def _resume(args: argparse.Namespace) -> int:
             raise ConfigError(f"--run {args.run} is finished: nothing to resume")
         run.file("cancel").unlink(missing_ok=True)
         execute_run(run)
-    return 0 if run.status()["state"] == "finished" else 3
+    return _train_result(run)
 
 
 def _predict_args(p: argparse.ArgumentParser) -> None:

@@ -181,10 +181,13 @@ def test_resume_finishes_a_killed_run(tmp_path, files, monkeypatch, capsys) -> N
     monkeypatch.setattr(RunDir, "append_metrics", die_at_epoch_2)
     assert main(["resume", "--run", str(run.path)]) == 130
     assert "interrupted" in capsys.readouterr().err
+    assert run.status()["state"] == "cancelled"  # Ctrl-C leaves a resumable cancel
     monkeypatch.setattr(RunDir, "append_metrics", original)
     run.file("cancel").touch()  # a stale cancel file is cleared by resume
     assert main(["resume", "--run", str(run.path)]) == 0
     assert run.status()["state"] == "finished"
+    # resume says how it ended, as train does (it printed nothing)
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["state"] == "finished"
     assert [r["epoch"] for r in run.metrics()] == [1, 2, 3]
 
 
