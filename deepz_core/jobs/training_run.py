@@ -25,7 +25,7 @@ from deepz_core.catalog.io import read_catalog
 from deepz_core.catalog.screen import Screen, screened_rows
 from deepz_core.device import resolve_device
 from deepz_core.errors import ConfigError, DeepzError, Terminated
-from deepz_core.evaluation.profiles import profile_for_bands
+from deepz_core.evaluation.profiles import profile_for_bands, run_profile
 from deepz_core.files import atomic_write_json, check_writable, file_digest, refuse_run_folder
 from deepz_core.nets.deepz import DeepzModel, ModelConfig, save_model
 from deepz_core.progress import reporting
@@ -429,8 +429,9 @@ def _train(run: RunDir, config: RunConfig) -> None:
         "model",
         metadata={"bands": list(features.bands), "ref_band": features.ref_band},
     )
+    outlier = run_profile(run.card(), features.bands).outlier  # as evaluate and the pages judge
     summary = write_run_predictions(
-        run, model, cat, features, splits, config.pz, calibrate=config.calibrate
+        run, model, cat, features, splits, config.pz, calibrate=config.calibrate, outlier=outlier
     )
     summary["heldout"] = heldout_summary(run.metrics())
     if config.templates is not None:
