@@ -64,6 +64,31 @@ from deepz_core.training.splits import (
 LOG = logging.getLogger("deepz")
 
 
+def check_pretrain_bands(bands: Sequence[str]) -> None:
+    """ConfigError when --pretrain auto cannot simulate ``bands`` (no filter curve), naming them
+    and, for bands named by a filter letter (``u`` from ``mag_u``), the survey names to give
+    them (``lsst_u``: columns ``flux_lsst_u`` or ``mag_u_lsst``)."""
+    from deepz_core.catalog.mapping import suggest_band_names
+    from deepz_core.sed.bands import has_band
+
+    missing = [b for b in bands if not has_band(b)]
+    if not missing:
+        return
+    hint = ""
+    suggested = suggest_band_names(missing)
+    if suggested:
+        survey, names = next(iter(suggested.items()))
+        others = ", ".join(list(suggested)[1:])
+        hint = (
+            f" (for {survey} filters name them {', '.join(names)}: columns flux_{names[0]} or "
+            f"mag_{names[0].split('_', 1)[1]}_{survey}{'; or ' + others if others else ''})"
+        )
+    raise ConfigError(
+        f"--pretrain auto needs filter curves; unknown bands {missing}{hint}: "
+        "rename the columns, or use --pretrain none or a simulation file"
+    )
+
+
 def create_run(out: Path | str, config: RunConfig) -> RunDir:
     """Write ``config.json`` (from ``run_config``) of a new run folder; nothing is trained yet."""
     run = RunDir(Path(out))
@@ -100,6 +125,8 @@ def run_config(
             f"--pretrain must be auto, none or an existing simulation file, got {pretrain!r}"
         )
     cat = read_catalog(catalog) if pz is None or templates is not None else None
+    if pretrain == "auto" and cat is not None:
+        check_pretrain_bands(cat.bands)  # before a run folder exists
     grid = PzConfig.from_dict(pz) if pz is not None else grid_covering(cat.zspec, cat.bands)
     if templates is not None:
         from deepz_core.hybrid.runs import check_combinable
@@ -287,15 +314,9 @@ def pretraining_simulation_path(
     cached; with ``simulate=False`` only its path, nothing simulated) or the user's file."""
     if config.pretrain != "auto":
         return Path(config.pretrain)
-    from deepz_core.sed.bands import has_band
     from deepz_core.simulate import cached_simulation, cached_simulation_path
 
-    missing = [b for b in features.bands if not has_band(b)]
-    if missing:
-        raise ConfigError(
-            f"--pretrain auto needs filter curves; unknown bands {missing}: "
-            "use --pretrain none or a simulation file"
-        )
+    check_pretrain_bands(features.bands)
     train = config.train
     where = cached_simulation if simulate else cached_simulation_path
     return where("sps", train.pretrain_n, features.bands, train.seed + 1)
