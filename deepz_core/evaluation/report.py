@@ -287,6 +287,11 @@ def evaluate_files(
         t = _join_catalog(t, catalog)
     if "zspec" not in t.colnames:
         raise CatalogError(f"{pred}: no zspec column; pass --catalog with spectroscopic redshifts")
+    if catalog is None and not np.isfinite(np.asarray(t["zspec"], dtype=np.float64)).any():
+        raise CatalogError(
+            f"{pred}: no galaxy has a spec-z (its catalogue had none); pass --catalog with "
+            "spectroscopic redshifts by ref_id"
+        )
     prof = table_profile(t, catalog) if profile is None else survey_profile(profile)
     report = evaluate_table(t, None, prof, mag_edges)
     atomic_write_json(out, jsonable(report))

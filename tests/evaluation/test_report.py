@@ -339,3 +339,13 @@ def test_a_file_without_a_profile_is_judged_by_its_odds_window(tmp_path, rng, wi
     assert report["profile"]["name"] == name
     t.meta["DZPROF"] = "narrow-band"  # a profile the table carries wins
     assert evaluate_table(t)["profile"]["name"] == "narrow-band"
+
+
+def test_predictions_without_any_spec_z_point_to_catalog(tmp_path, rng) -> None:
+    """Review, tenth session: `evaluate` of a catalogue predicted without spec-z said only 'no
+    galaxies with a spec-z to evaluate against', not how to give them."""
+    t = _table(rng, 50)
+    t["zspec"] = np.nan
+    write_table(t, tmp_path / "pred.fits")
+    with pytest.raises(CatalogError, match="no galaxy has a spec-z .* pass --catalog"):
+        evaluate_files(tmp_path / "pred.fits", None, tmp_path / "report.json")
