@@ -68,21 +68,13 @@ def check_pretrain_bands(bands: Sequence[str]) -> None:
     """ConfigError when --pretrain auto cannot simulate ``bands`` (no filter curve), naming them
     and, for bands named by a filter letter (``u`` from ``mag_u``), the survey names to give
     them (``lsst_u``: columns ``flux_lsst_u`` or ``mag_u_lsst``)."""
-    from deepz_core.catalog.mapping import suggest_band_names
+    from deepz_core.catalog.mapping import band_names_hint
     from deepz_core.sed.bands import has_band
 
     missing = [b for b in bands if not has_band(b)]
     if not missing:
         return
-    hint = ""
-    suggested = suggest_band_names(missing)
-    if suggested:
-        survey, names = next(iter(suggested.items()))
-        others = ", ".join(list(suggested)[1:])
-        hint = (
-            f" (for {survey} filters name them {', '.join(names)}: columns flux_{names[0]} or "
-            f"mag_{names[0].split('_', 1)[1]}_{survey}{'; or ' + others if others else ''})"
-        )
+    hint = band_names_hint(missing)
     raise ConfigError(
         f"--pretrain auto needs filter curves; unknown bands {missing}{hint}: "
         "rename the columns, or use --pretrain none or a simulation file"
