@@ -66,8 +66,8 @@ def add_overwrite(p: argparse.ArgumentParser, more: str = "") -> None:
 
 
 def add_convention_args(p: argparse.ArgumentParser) -> None:
-    """--id-column, --mag-limits, --limit-nsigma and --flux-unit: how a survey catalogue is read
-    (``conventions_from_args``), the same in every command that reads one."""
+    """--id-column, --mag-limits, --limit-nsigma, --rename and --flux-unit: how a survey
+    catalogue is read (``conventions_from_args``), the same in every command that reads one."""
     p.add_argument(
         "--id-column",
         help="the identifier column (default: ref_id, else objectId, object_id or id)",
@@ -85,6 +85,13 @@ def add_convention_args(p: argparse.ArgumentParser) -> None:
         help="the limits are N-sigma fluxes (default 1; 5 for 5-sigma depths)",
     )
     p.add_argument(
+        "--rename",
+        default="",
+        help="survey column names as deepz's, {b} standing for the band: PATTERN=NAME,... e.g. "
+        "'{b}_cModelFlux=flux_lsst_{b},{b}_cModelFluxErr=flux_error_lsst_{b}' (LSST DP0) or "
+        "'modelMag_{b}=mag_{b}_sdss,modelMagErr_{b}=magerr_{b}_sdss' (SDSS)",
+    )
+    p.add_argument(
         "--flux-unit",
         help="unit of the flux columns when the file declares none (CSV, Parquet without unit "
         "metadata): nJy (LSST), uJy (default), mJy, Jy, nanomaggy, maggy",
@@ -92,7 +99,8 @@ def add_convention_args(p: argparse.ArgumentParser) -> None:
 
 
 def conventions_from_args(args: argparse.Namespace) -> InputConventions:
-    """The InputConventions of --id-column, --mag-limits, --limit-nsigma and --flux-unit."""
+    """The InputConventions of --id-column, --mag-limits, --limit-nsigma, --rename and
+    --flux-unit."""
     from deepz_core.catalog.conventions import InputConventions
 
     limits = {}
@@ -105,12 +113,20 @@ def conventions_from_args(args: argparse.Namespace) -> InputConventions:
                 limits[band.strip()] = float(value)
             except ValueError:
                 raise ConfigError(f"--mag-limits: {item!r} has no number after '='") from None
+    rename = {}
+    for item in (t.strip() for t in args.rename.split(",")):
+        pattern, sep, name = item.partition("=")
+        if item and (not sep or not pattern.strip() or not name.strip()):
+            raise ConfigError(f"--rename: expected PATTERN=NAME, got {item!r}")
+        if item:
+            rename[pattern.strip()] = name.strip()
     try:
         return InputConventions(
             id_column=args.id_column,
             mag_limits=limits,
             limit_nsigma=args.limit_nsigma,
             flux_unit=args.flux_unit,
+            rename=rename,
         )
     except ConfigError as err:
         raise ConfigError(str(err).replace("flux_unit:", "--flux-unit:", 1)) from None

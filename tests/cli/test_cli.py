@@ -834,3 +834,23 @@ def test_predict_reads_a_csv_in_nanojansky_with_flux_unit(tmp_path, tiny_run, sk
     by_u, by_n = Table.read(tmp_path / "u.parquet"), Table.read(tmp_path / "n.parquet")
     np.testing.assert_allclose(by_n["zphot"], by_u["zphot"], atol=2e-3, equal_nan=True)
     np.testing.assert_array_equal(by_n["flag"], by_u["flag"])
+
+
+def test_predict_reads_lsst_dp0_column_names_with_rename(tmp_path, tiny_run, sky_catalog) -> None:
+    """Review, tenth session: `<band>_cModelFlux` columns (LSST DP0) were refused ('none of the
+    flux columns asked for'); --rename reads them as the run's bands."""
+    cat, fluxes = sky_catalog
+    t = Table.read(fluxes)
+    t.rename_columns(
+        [f"flux_{b}" for b in cat.bands] + [f"flux_error_{b}" for b in cat.bands],
+        [f"{b}_cModelFlux" for b in cat.bands] + [f"{b}_cModelFluxErr" for b in cat.bands],
+    )
+    t.write(tmp_path / "dp0.parquet")
+    base = ["predict", "--run", str(tiny_run), "--catalog"]
+    assert main([*base, str(fluxes), "--out", str(tmp_path / "f.parquet")]) == 0
+    rename = "{b}_cModelFlux=flux_{b},{b}_cModelFluxErr=flux_error_{b}"
+    dp0 = [str(tmp_path / "dp0.parquet"), "--rename", rename, "--out", str(tmp_path / "d.parquet")]
+    assert main([*base, *dp0]) == 0
+    by_flux, by_dp0 = Table.read(tmp_path / "f.parquet"), Table.read(tmp_path / "d.parquet")
+    np.testing.assert_array_equal(by_dp0["zphot"], by_flux["zphot"])
+    np.testing.assert_array_equal(by_dp0["flag"], by_flux["flag"])
