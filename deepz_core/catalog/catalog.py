@@ -483,8 +483,8 @@ def discover_bands(names: list[str], source: str) -> tuple[str, ...]:
     errors = [c[len(ERROR_PREFIX) :] for c in names if c.startswith(ERROR_PREFIX)]
     if not fluxes and not errors:
         raise CatalogError(
-            f"{source}: no bands: no 'flux_<band>'/'flux_error_<band>' columns "
-            f"(columns: {few(names, 8)})"
+            f"{source}: no bands: no 'flux_<band>'/'flux_error_<band>' (or 'mag_<band>'/"
+            f"'magerr_<band>') columns (columns: {few(names, 8)}); other names: --rename"
         )
     for band in fluxes:
         if band not in errors:

@@ -269,7 +269,7 @@ def needed_columns(
     elif not fluxes & set(names):
         raise CatalogError(
             f"{source}: none of the flux columns asked for ({few(sorted(fluxes), 4)}) is in the "
-            f"file; its columns: {few(list(names), 8)}"
+            f"file; its columns: {few(list(names), 8)}; other names: --rename"
         )
     missing = [k for k in keep if k not in names]
     if missing:
