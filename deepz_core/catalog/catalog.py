@@ -508,8 +508,8 @@ def discover_bands(names: list[str], source: str) -> tuple[str, ...]:
     errors = [c[len(ERROR_PREFIX) :] for c in names if c.startswith(ERROR_PREFIX)]
     if not fluxes and not errors:
         raise CatalogError(
-            f"{source}: no bands: no 'flux_<band>'/'flux_error_<band>' columns "
-            f"(columns: {few(names, 8)})"
+            f"{source}: no bands: no 'flux_<band>'/'flux_error_<band>' (or 'mag_<band>'/"
+            f"'magerr_<band>') columns (columns: {few(names, 8)}); other names: --rename"
         )
     for band in fluxes:
         if band not in errors:
@@ -538,7 +538,11 @@ def catalog_from_columns(
     names = list(columns)
     if "ref_id" not in names:
         near = [c for c in names if c.lower() == "ref_id"]
-        hint = f" (found {near[0]!r}; names are case-sensitive)" if near else ""
+        hint = (
+            f" (found {near[0]!r}; names are case-sensitive)"
+            if near
+            else " (or objectId, object_id, id; name another identifier with --id-column)"
+        )
         raise CatalogError(f"{source}: missing required column 'ref_id'{hint}")
     bands = discover_bands(names, source)
     ref_id = as_int64(columns["ref_id"], "ref_id", source).reshape(-1)

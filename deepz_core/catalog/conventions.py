@@ -11,6 +11,8 @@ of a file a streamed prediction has to read.
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -19,7 +21,14 @@ import numpy as np
 
 from deepz_core.catalog.catalog import DEFAULT_FLUXZP, ERROR_PREFIX, FLUX_PREFIX, few
 from deepz_core.catalog.magnitudes import convert_magnitudes, magnitude_columns, resolve_limits
-from deepz_core.catalog.units import column_units, resolve_fluxzp
+from deepz_core.catalog.units import (
+    UNIT_ZEROPOINTS,
+    UNITS_KEY,
+    ZP_TOLERANCE,
+    column_units,
+    resolve_fluxzp,
+    unit_zeropoint,
+)
 from deepz_core.configs import Config, check_bool, check_real
 from deepz_core.errors import CatalogError, ConfigError
 
@@ -37,7 +46,12 @@ class InputConventions(Config):
     a short name such as ``u`` for ``lsst_u`` when unambiguous; a name that is no band is a
     ConfigError) for non-detections without a ``maglim_<band>`` value, at ``limit_nsigma`` sigma;
     ``nondetect`` /
-    ``unobserved``: the magnitude codes of a non-detection (99) and of a band not observed (-99).
+    ``unobserved``: the magnitude codes of a non-detection (99) and of a band not observed (-99);
+    ``flux_unit``: the unit of the flux columns (``nJy``, ``uJy``, ``nanomaggy``...) of a table
+    that declares none (CSV, a Parquet file without unit metadata; one that declares another is
+    refused); ``rename``: column name patterns with ``{b}`` for a band, each to the canonical
+    name it stands for (``{"{b}_cModelFlux": "flux_lsst_{b}", "modelMag_{b}": "mag_{b}_sdss"}``;
+    ``rename_columns``).
 
     >>> import deepz_core as dz
     >>> t = {"objectId": [11, 12], "mag_i": [22.5, 99.0], "magerr_i": [0.1, 99.0],
@@ -55,6 +69,8 @@ class InputConventions(Config):
     limit_nsigma: float = 1.0
     nondetect: float = 99.0
     unobserved: float = -99.0
+    flux_unit: str | None = None
+    rename: Mapping[str, str] = field(default_factory=dict)
 
     CONFIG_NAME: ClassVar[str] = "input conventions"
 
@@ -70,9 +86,59 @@ class InputConventions(Config):
         self._set("limit_nsigma", check_real("limit_nsigma", self.limit_nsigma, 0.0, low_open=True))
         for name in ("nondetect", "unobserved"):
             self._set(name, check_real(name, getattr(self, name)))
+        if self.flux_unit is not None and (
+            not isinstance(self.flux_unit, str) or unit_zeropoint(self.flux_unit) is None
+        ):
+            known = ", ".join(UNIT_ZEROPOINTS)
+            raise ConfigError(
+                f"flux_unit: {self.flux_unit!r} is not a flux-density unit (known: {known}, or "
+                "any astropy unit of Jy)"
+            )
+
+        if not isinstance(self.rename, Mapping):
+            raise ConfigError(f"rename: expected {{pattern: name}}, got {self.rename!r}")
+        self._set("rename", {str(k): str(v) for k, v in self.rename.items()})
+        for pattern, target in self.rename.items():
+            if pattern.count(PLACEHOLDER) != 1 or target.count(PLACEHOLDER) != 1:
+                raise ConfigError(
+                    f"--rename: {pattern}={target} needs {PLACEHOLDER} once on each side "
+                    "(the band), e.g. {b}_cModelFlux=flux_lsst_{b}"
+                )
 
     def to_dict(self) -> dict[str, Any]:
-        return {**super().to_dict(), "mag_limits": dict(self.mag_limits)}
+        """The fields; ``flux_unit`` and ``rename`` only when set (keys of datasets written
+        before they existed match)."""
+        out = {**super().to_dict(), "mag_limits": dict(self.mag_limits)}
+        out["rename"] = dict(self.rename)
+        for name in ("flux_unit", "rename"):
+            if not out.get(name):
+                out.pop(name, None)
+        return out
+
+
+PLACEHOLDER = "{b}"  # the band in a --rename pattern
+
+
+def rename_columns(names: Sequence[str], rename: Mapping[str, str], source: str) -> dict[str, str]:
+    """{file column: canonical name} of the ``names`` that a ``rename`` pattern matches whole
+    (``{b}`` stands for a band: letters, digits, _); CatalogError when a new name is already a
+    column or two columns get one name."""
+    out: dict[str, str] = {}
+    for pattern, target in rename.items():
+        head, tail = pattern.split(PLACEHOLDER)
+        regex = re.compile(f"{re.escape(head)}(?P<b>\\w+){re.escape(tail)}")
+        for name in names:
+            match = regex.fullmatch(name)
+            if match is not None:
+                out[name] = target.replace(PLACEHOLDER, match["b"])
+    clashes = sorted({v for v in out.values() if v in names and v not in out}) or sorted(
+        v for v in set(out.values()) if list(out.values()).count(v) > 1
+    )
+    if clashes:
+        raise CatalogError(
+            f"{source}: --rename gives names twice or names already there: {clashes}"
+        )
+    return out
 
 
 def conventions_of(value: InputConventions | Mapping[str, Any] | None) -> InputConventions:
@@ -104,11 +170,15 @@ def canonical_columns(
     units."""
     conv = conv or InputConventions()
     cols, meta = dict(columns), dict(meta)
+    if conv.rename:
+        cols, meta = _renamed(cols, meta, rename_columns(list(cols), conv.rename, source))
     ident = identifier(list(cols), conv)
     if conv.id_column is not None and ident not in cols:
         raise CatalogError(f"{source}: identifier column {ident!r} (id_column) is not in the table")
     if ident is not None and ident != "ref_id":
         cols["ref_id"] = cols[ident]
+    if conv.flux_unit is not None:
+        meta = declare_flux_unit(list(cols), meta, conv.flux_unit, source)
     if _converts_magnitudes(list(cols), conv):
         units = column_units(meta)
         fluxes = [c for c in cols if c.startswith(FLUX_PREFIX)]
@@ -126,6 +196,37 @@ def canonical_columns(
         )
         meta["FLUXZP"] = zp
     return cols, meta
+
+
+def _renamed(
+    cols: dict[str, np.ndarray], meta: dict[str, Any], names: Mapping[str, str]
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Columns and meta (its column units too) with the file columns ``names`` renamed."""
+    units = meta.get(UNITS_KEY)
+    if units:
+        meta = {**meta, UNITS_KEY: {names.get(k, k): v for k, v in units.items()}}
+    return {names.get(k, k): v for k, v in cols.items()}, meta
+
+
+def declare_flux_unit(
+    names: Sequence[str], meta: Mapping[str, Any], unit: str, source: str
+) -> dict[str, Any]:
+    """``meta`` with the zero-point of ``unit`` as its FLUXZP (the fluxes' unit given on the
+    command line, ``--flux-unit``); CatalogError when the table declares another (TUNIT, a
+    Parquet field's unit or a FLUXZP header), naming both."""
+    zp = unit_zeropoint(unit)
+    assert zp is not None  # InputConventions checked it
+    out = dict(meta)
+    header = out.pop("FLUXZP", out.pop("fluxzp", None))
+    fluxes = [c for c in names if c.startswith(FLUX_PREFIX)]
+    declared = resolve_fluxzp(column_units(out), fluxes, header, source)
+    if declared is not None and abs(declared - zp) > ZP_TOLERANCE:
+        raise CatalogError(
+            f"{source}: --flux-unit {unit} (AB zero-point {zp:g}) disagrees with the unit the "
+            f"table declares (zero-point {declared:g}); give one of them"
+        )
+    out["FLUXZP"] = zp
+    return out
 
 
 def _converts_magnitudes(names: list[str], conv: InputConventions) -> bool:
@@ -150,6 +251,12 @@ def needed_columns(
     if bands is None:
         return None
     conv = conv or InputConventions()
+    if conv.rename:  # decide on the canonical names, read the file's
+        new = rename_columns(names, conv.rename, source)
+        old = {v: k for k, v in new.items()}
+        plain = dataclasses.replace(conv, rename={})
+        chosen = needed_columns([new.get(n, n) for n in names], bands, keep, plain, source)
+        return None if chosen is None else [old.get(n, n) for n in chosen]
     wanted = {"ref_id", "zspec", "mag", *COORDINATE_COLUMNS, *keep}
     wanted.add(identifier(names, conv) or "ref_id")
     fluxes = {p + b for b in bands for p in (FLUX_PREFIX, ERROR_PREFIX)}
@@ -162,7 +269,7 @@ def needed_columns(
     elif not fluxes & set(names):
         raise CatalogError(
             f"{source}: none of the flux columns asked for ({few(sorted(fluxes), 4)}) is in the "
-            f"file; its columns: {few(list(names), 8)}"
+            f"file; its columns: {few(list(names), 8)}; other names: --rename"
         )
     missing = [k for k in keep if k not in names]
     if missing:

@@ -29,7 +29,8 @@ from deepz_core.errors import ConfigError
 
 
 def resolve_ref_band(bands: Sequence[str], ref_band: str | None = None) -> str:
-    """The reference band: ``ref_band`` if given, else subaru_i, else the band whose name ends in _i."""
+    """The reference band: ``ref_band`` if given, else subaru_i, else the first band named i or
+    ending in _i, in any case (``i`` from ``mag_i``, ``I``, ``lsst_i``, ``hsc_I``)."""
     if ref_band is not None:
         if ref_band not in bands:
             raise ConfigError(
@@ -38,20 +39,19 @@ def resolve_ref_band(bands: Sequence[str], ref_band: str | None = None) -> str:
         return ref_band
     if "subaru_i" in bands:
         return "subaru_i"
-    ends = [b for b in bands if b.endswith("_i")]
+    ends = [b for b in bands if b.lower() == "i" or b.lower().endswith("_i")]
     if not ends:
         raise ConfigError(f"no i band among {list(bands)}; choose one with --ref-band")
     return ends[0]
 
 
 def default_ref_band(bands: Sequence[str]) -> str:
-    """A reference band to propose: ``resolve_ref_band``'s choice, else a band named i in any
-    case (``I``, ``hsc_I``), else the last (usually reddest) band."""
+    """A reference band to propose: ``resolve_ref_band``'s choice, else the last (usually
+    reddest) band."""
     try:
         return resolve_ref_band(bands)
     except ConfigError:
-        ends = [b for b in bands if b.lower() == "i" or b.lower().endswith("_i")]
-        return ends[0] if ends else bands[-1]
+        return bands[-1]
 
 
 @dataclass(frozen=True, eq=False)
@@ -211,8 +211,11 @@ def same_photometry(
 
     Tells a training galaxy from another galaxy that merely shares its ref_id (independent
     catalogues number 1, 2, ...); the tolerance absorbs a round trip through CSV or float32
-    columns, not a change of photometry (an error's thousandth near zero flux).
+    columns, not a change of photometry (an error's thousandth near zero flux). A band unusable
+    in both (NaN ratio and error: a non-detection without a limit, -99, a NaN) is the same.
     """
-    close = np.abs(ratio - stored) <= 1e-5 * np.abs(stored) + 1e-3 * stored_error  # (N, B)
-    close &= np.abs(error - stored_error) <= 1e-5 * stored_error
-    return close.all(axis=1)
+    with np.errstate(invalid="ignore"):
+        close = np.abs(ratio - stored) <= 1e-5 * np.abs(stored) + 1e-3 * stored_error  # (N, B)
+        close &= np.abs(error - stored_error) <= 1e-5 * stored_error
+    both_unusable = np.isnan(ratio) & np.isnan(stored) & np.isnan(error) & np.isnan(stored_error)
+    return (close | both_unusable).all(axis=1)

@@ -299,3 +299,19 @@ def suggest_band_names(bands: Sequence[str]) -> dict[str, tuple[str, ...]]:
     elif "y" in letters and "lsst" in out:
         out = {"lsst": out.pop("lsst"), **out}
     return out
+
+
+def band_names_hint(bands: Sequence[str]) -> str:
+    """' (for lsst filters name them lsst_u, ...: columns flux_lsst_u or mag_u_lsst; or sdss)'
+    for bands named by a filter letter (``u`` from ``mag_u``: no filter curve), from
+    ``suggest_band_names``; '' when they are not filter letters."""
+    suggested = suggest_band_names(bands)
+    if not suggested:
+        return ""
+    survey, names = next(iter(suggested.items()))
+    others = ", ".join(list(suggested)[1:])
+    letter = names[0].split("_", 1)[1]
+    return (
+        f" (for {survey} filters name them {', '.join(names)}: columns flux_{names[0]} or "
+        f"mag_{letter}_{survey}{'; or ' + others if others else ''})"
+    )

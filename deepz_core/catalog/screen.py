@@ -182,6 +182,32 @@ def screen_magnitude(screen: Screen, mag: np.ndarray, loc: float, scale: float) 
     return Screen(flags, screen.usable)
 
 
+UNIT_SHIFT_MAG = 5.0  # a catalogue this much fainter/brighter (median) than the training one
+
+
+def unit_shift_note(mag: np.ndarray, loc: float, min_galaxies: int = 20) -> str | None:
+    """A warning when the median reference magnitude ``mag`` (N,) of a catalogue lies more than
+    ``UNIT_SHIFT_MAG`` from the training population's median ``loc``: no sample of the same
+    survey differs that much, fluxes in another unit than declared do (nJy read as uJy: 7.5
+    mag), and ``MAG_SIGMA`` of a deep survey's wide population misses them. None otherwise, and
+    for fewer than ``min_galaxies`` magnitudes."""
+    finite = np.asarray(mag, dtype=np.float64)
+    finite = finite[np.isfinite(finite)]
+    if len(finite) < min_galaxies:
+        return None
+    shift = float(np.median(finite)) - loc
+    if abs(shift) <= UNIT_SHIFT_MAG:
+        return None
+    factor = float(f"{10 ** (0.4 * abs(shift)):.2g}")
+    way = "fainter" if shift > 0 else "brighter"
+    return (
+        f"the catalogue's reference-band magnitudes are a median {abs(shift):.1f} mag {way} than "
+        f"the run's training population (fluxes ~x{factor:g} off): are the fluxes in the unit "
+        "the catalogue declares? (--flux-unit nJy, a FLUXZP header, TUNIT; README: magnitudes "
+        "and units)"
+    )
+
+
 def screened_rows(ref_id: np.ndarray, flags: np.ndarray) -> dict[str, list[int]]:
     """ref_ids per flag name, for the run's record of the galaxies left out of the loss."""
     out: dict[str, list[int]] = {}

@@ -33,10 +33,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"deepz {deepz_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (add_arguments, func) in COMMANDS.items():
-        p = sub.add_parser(name, help=(func.__doc__ or "").strip().split("\n")[0] or None)
+        doc = " ".join((func.__doc__ or "").split())
+        p = sub.add_parser(name, help=summary(doc) or None, description=doc or None)
         add_arguments(p)
         p.set_defaults(func=func)
     return parser
+
+
+def summary(doc: str) -> str:
+    """A command's line in ``deepz --help``: its docstring ``doc`` (one line) up to its first
+    '. ' or ': ' outside parentheses (not its first source line, which stopped mid-list:
+    'zmedian, z_lo68, z_hi68,'); the whole docstring is the command's own --help."""
+    depth = 0
+    for i, char in enumerate(doc):
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if depth == 0 and char in ".:" and doc[i + 1 : i + 2] in ("", " "):
+            return doc[:i]
+    return doc.rstrip(".")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,15 +9,19 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from deepz_core.cli.common import add_overwrite, command
+from deepz_core.cli.common import (
+    add_convention_args,
+    add_overwrite,
+    command,
+    conventions_from_args,
+)
 from deepz_core.device import usable_cores
 from deepz_core.errors import ConfigError
 
 if TYPE_CHECKING:
-    import numpy as np
-
+    from deepz_core.catalog.catalog import Catalog
     from deepz_core.templatefit.config import TemplateFitConfig
 
 
@@ -81,28 +85,37 @@ def _templatefit_args(p: argparse.ArgumentParser) -> None:
         help="fit (and write p(z) over) z 0..Z_MAX; default: --config's z_max, else 1.5 widened "
         "in steps of 0.5 to cover the catalogue's spec-z (as `train` picks a run's grid)",
     )
+    add_convention_args(p)
 
 
 def _fit_range(
-    cfg: TemplateFitConfig, zspec: np.ndarray, z_max: float | None, from_config: bool
+    cfg: TemplateFitConfig,
+    cat: Catalog,
+    z_max: float | None,
+    config: dict[str, Any],
 ) -> tuple[TemplateFitConfig, str]:
     """``cfg`` over the redshifts to fit: ``z_max`` (--z-max) when given, else the config file's
-    when it set one, else the training grid's rule for the spec-z ``zspec`` (N,); and the line
-    that says which (stderr)."""
+    (fields ``config``) when it set one, else the training grid's rule for the catalogue's
+    spec-z; with the odds window of its bands' survey profile, as a training run's (unless the
+    config file sets ``pz``); and the line that says which range (stderr)."""
     import numpy as np
 
     from deepz_core.jobs.training_run import grid_covering
     from deepz_core.templatefit.config import over_redshifts
 
+    zspec = cat.zspec
+    grid = grid_covering(zspec, cat.bands)
     if z_max is not None:
         why = "--z-max"
-    elif from_config:
+    elif "z_max" in config:
         z_max, why = cfg.z_max, "--config"
     else:
-        z_max = grid_covering(zspec).z_max
+        z_max = grid.z_max
         top = np.nanmax(zspec) if np.isfinite(zspec).any() else float("nan")
         why = f"covering the catalogue's spec-z up to {top:.2f}; --z-max to change"
-    return over_redshifts(cfg, z_max), f"template fit over z {cfg.z_min:g}-{z_max:g} ({why})"
+    window = None if "pz" in config else grid.odds_window
+    line = f"template fit over z {cfg.z_min:g}-{z_max:g} ({why})"
+    return over_redshifts(cfg, z_max, window), line
 
 
 @command("templatefit", _templatefit_args)
@@ -134,9 +147,9 @@ def _templatefit(args: argparse.Namespace) -> int:
     )
     cfg = _config(args.config, args.templates)
     workers = _workers(args.workers)
-    cat = read_catalog(args.catalog, args.exposures)
-    from_config = args.config is not None and "z_max" in json.loads(Path(args.config).read_text())
-    cfg, line = _fit_range(cfg, cat.zspec, args.z_max, from_config)
+    cat = read_catalog(args.catalog, args.exposures, conventions_from_args(args))
+    fields = json.loads(Path(args.config).read_text()) if args.config is not None else {}
+    cfg, line = _fit_range(cfg, cat, args.z_max, fields)
     print(line, file=sys.stderr)
     zp = None if args.zero_points is None else read_zero_points(args.zero_points, cat.bands)
     table = fit_catalog(

@@ -5,16 +5,24 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from deepz_core.cli.common import add_overwrite, command, positive_int
-from deepz_core.errors import ConfigError
+from deepz_core.cli.common import (
+    add_convention_args,
+    add_overwrite,
+    command,
+    conventions_from_args,
+    positive_int,
+)
+from deepz_core.errors import ConfigError, TrainingWarning
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    from deepz_core.catalog.conventions import InputConventions
     from deepz_core.rundir import RunDir
     from deepz_core.training.config import RunConfig
 
@@ -23,9 +31,11 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--catalog",
         required=True,
-        help="training catalogue: ref_id, flux_<band> and flux_error_<band> for every "
-        "band (finite; errors > 0), zspec (NaN where unknown: predicted, not trained "
-        "on), optional mag",
+        help="training catalogue: ref_id (or objectId, object_id, id; --id-column), "
+        "flux_<band> and flux_error_<band> (or AB mag_<band> and magerr_<band>) for every "
+        "band, zspec (NaN where unknown: predicted, not trained on), optional mag. With "
+        "--id-column, --mag-limits or --flux-unit the catalogue read that way is saved as "
+        "OUT/catalog.fits",
     )
     p.add_argument("--exposures", help="single exposures, when not an HDU/key of the catalogue")
     p.add_argument(
@@ -99,7 +109,9 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps"
     )
-    p.add_argument("--ref-band", help="reference band for flux ratios (default subaru_i, else *_i)")
+    p.add_argument(
+        "--ref-band", help="reference band for flux ratios (default subaru_i, else i or *_i)"
+    )
     p.add_argument(
         "--input-norm",
         choices=("robust", "batchnorm"),
@@ -132,6 +144,7 @@ def _train_args(p: argparse.ArgumentParser) -> None:
         "checkpoints, model.safetensors + model.json, predictions.fits (out-of-fold). "
         "An existing folder of a killed run with the same arguments resumes",
     )
+    add_convention_args(p)
 
 
 def train_overrides(args: argparse.Namespace) -> tuple[dict, dict]:
@@ -188,6 +201,7 @@ def parse_schedule(text: str, flag: str = "--schedule") -> tuple[tuple[int, floa
 @command("train", _train_args)
 def _train(args: argparse.Namespace) -> int:
     """Train a deepz ensemble into a run folder (resumes if the folder holds a killed run)."""
+    from deepz_core.catalog.conventions import conventions_of
     from deepz_core.jobs.training_run import (
         execute_run,
         open_run_folder,
@@ -196,6 +210,9 @@ def _train(args: argparse.Namespace) -> int:
     )
 
     model, train = train_overrides(args)
+    conventions = conventions_from_args(args)
+    if conventions != conventions_of(None):
+        return _train_converted(args, conventions, model, train)
     config = run_config(
         args.catalog,
         args.exposures,
@@ -213,6 +230,37 @@ def _train(args: argparse.Namespace) -> int:
         if note:
             print(note)
         execute_run(run)
+    return _train_result(run)
+
+
+def _train_converted(
+    args: argparse.Namespace, conventions: InputConventions, model: dict, train: dict
+) -> int:
+    """``train`` of a catalogue read with --id-column / --mag-limits: the converted catalogue
+    becomes the run's own (OUT/catalog.fits, as ``dz.train`` keeps a catalogue from memory), so
+    a resume, ``combine`` and ``calibrate`` read it as training did."""
+    from deepz_core.catalog.io import read_catalog
+    from deepz_core.jobs.run import train as train_run
+
+    cat = read_catalog(args.catalog, args.exposures, conventions)
+    with warnings.catch_warnings():  # _train_result prints it as one line
+        warnings.simplefilter("ignore", TrainingWarning)
+        run = train_run(
+            cat,
+            args.out,
+            args.preset,
+            args.pretrain,
+            ref_band=args.ref_band,
+            model=model,
+            options=train,
+            calibrate=not args.no_calibrate,
+            templates=args.templates,
+        )
+    return _train_result(run.folder)
+
+
+def _train_result(run: RunDir) -> int:
+    """Print the run's state and headline metrics as one JSON line; exit 0 when finished."""
     status = run.status()
     print(json.dumps({"run": str(run.path), "state": status["state"], **status.get("summary", {})}))
     print_run_warning(run)
@@ -235,7 +283,8 @@ def _resume_args(p: argparse.ArgumentParser) -> None:
 
 @command("resume", _resume_args)
 def _resume(args: argparse.Namespace) -> int:
-    """Resume a killed or cancelled run from its last checkpoint."""
+    """Resume a killed or cancelled run from its last checkpoint; prints its state and headline
+    metrics as `train` does."""
     from deepz_core.jobs.training_run import execute_run
     from deepz_core.rundir import RunDir
 
@@ -247,8 +296,7 @@ def _resume(args: argparse.Namespace) -> int:
             raise ConfigError(f"--run {args.run} is finished: nothing to resume")
         run.file("cancel").unlink(missing_ok=True)
         execute_run(run)
-    print_run_warning(run)
-    return 0 if run.status()["state"] == "finished" else 3
+    return _train_result(run)
 
 
 def _predict_args(p: argparse.ArgumentParser) -> None:
@@ -310,22 +358,7 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
         help="comma-separated catalogue columns to copy to the predictions besides ref_id and "
         "the coordinates (ra/dec, RA/DEC, coord_ra/coord_dec, _healpix_29), e.g. objectId",
     )
-    p.add_argument(
-        "--id-column",
-        help="the identifier column (default: ref_id, else objectId, object_id or id)",
-    )
-    p.add_argument(
-        "--mag-limits",
-        default="",
-        help="limiting AB magnitudes of non-detections in magnitude catalogues (mag_<band> = 99), "
-        "as BAND=MAG,...; a maglim_<band> column wins where finite",
-    )
-    p.add_argument(
-        "--limit-nsigma",
-        type=float,
-        default=1.0,
-        help="the limits are N-sigma fluxes (default 1; 5 for 5-sigma depths)",
-    )
+    add_convention_args(p)
 
 
 @command("predict", _predict_args)
@@ -411,7 +444,7 @@ def _calibrate_args(p: argparse.ArgumentParser) -> None:
         help="held-out catalogue: galaxies with a spec-z that no network trained on (FITS, "
         "Parquet, CSV, HDF5); galaxies the run trained on are left out",
     )
-    p.add_argument("--id-column", help="the identifier column (default: ref_id, objectId...)")
+    add_convention_args(p)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     p.add_argument(
         "--network-only",
@@ -431,7 +464,6 @@ def _calibrate(args: argparse.Namespace) -> int:
     the run did not train on. Prints the held-out galaxies' PIT KS and 68% coverage before and
     after it, each galaxy by a stage fitted without it. --remove undoes it."""
     import deepz_core as dz
-    from deepz_core.catalog.conventions import InputConventions
     from deepz_core.inference.calibrate import stage_precision_note
 
     run = dz.load_run(args.run)
@@ -442,9 +474,11 @@ def _calibrate(args: argparse.Namespace) -> int:
         return 0
     if not args.catalog:
         raise ConfigError("calibrate: give --catalog (a held-out spec-z catalogue) or --remove")
-    conventions = InputConventions(id_column=args.id_column)
     s = run.calibrate_on(
-        args.catalog, args.device, network_only=args.network_only, conventions=conventions
+        args.catalog,
+        args.device,
+        network_only=args.network_only,
+        conventions=conventions_from_args(args),
     )
     keys = ("n", "pit_ks_before", "pit_ks_after", "coverage68_before", "coverage68_after")
     print(json.dumps({"run": args.run, **{k: s[k] for k in keys}}))
@@ -461,24 +495,10 @@ def _calibrate(args: argparse.Namespace) -> int:
 
 def _read_options(args: argparse.Namespace):
     """The stream.ReadOptions of --keep-columns, --id-column, --mag-limits and --limit-nsigma."""
-    from deepz_core.catalog.conventions import InputConventions
     from deepz_core.inference.stream import ReadOptions
 
-    limits = {}
-    for item in (t.strip() for t in args.mag_limits.split(",")):
-        band, sep, value = item.partition("=")
-        if item and (not sep or not band.strip()):
-            raise ConfigError(f"--mag-limits: expected BAND=MAG, got {item!r}")
-        if item:
-            try:
-                limits[band.strip()] = float(value)
-            except ValueError:
-                raise ConfigError(f"--mag-limits: {item!r} has no number after '='") from None
-    conventions = InputConventions(
-        id_column=args.id_column, mag_limits=limits, limit_nsigma=args.limit_nsigma
-    )
     keep = tuple(c.strip() for c in args.keep_columns.split(",") if c.strip())
-    return ReadOptions(keep=keep, conventions=conventions)
+    return ReadOptions(keep=keep, conventions=conventions_from_args(args))
 
 
 def _flag_note(out: str) -> str:

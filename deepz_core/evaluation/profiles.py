@@ -17,6 +17,7 @@ galaxy is an outlier and every ODDS ~ 0.001. A profile holds the thresholds; one
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -135,6 +136,18 @@ def profile_for_bands(bands: Iterable[str]) -> SurveyProfile:
     bands (PAUS: 40), else broad-band."""
     name = "narrow-band" if narrow_band_count(bands) >= NARROW_MIN else "broad-band"
     return PROFILES[name]
+
+
+def profile_of_odds_window(window: str | float | None) -> SurveyProfile | None:
+    """The standard profile whose ODDS window is ``window`` (a predictions file's ``DZODDSW``:
+    a run's window is its profile's, ``jobs.training_run.grid_covering``), None for another or
+    no window."""
+    try:
+        value = float(window) if window not in (None, "") else math.nan
+    except (TypeError, ValueError):
+        return None
+    found = [p for p in PROFILES.values() if math.isclose(p.odds_window, value, rel_tol=1e-6)]
+    return found[0] if len(found) == 1 else None
 
 
 def run_profile(card: Mapping[str, Any], bands: Iterable[str]) -> SurveyProfile:

@@ -11,7 +11,12 @@ import torch
 from astropy.table import Table
 
 from deepz_core.errors import CatalogError, ConfigError
-from deepz_core.evaluation.profiles import SurveyProfile, profile_for_bands, survey_profile
+from deepz_core.evaluation.profiles import (
+    SurveyProfile,
+    profile_for_bands,
+    profile_of_odds_window,
+    survey_profile,
+)
 from deepz_core.files import atomic_write_json, check_outputs, jsonable
 from deepz_core.pz import metrics
 from deepz_core.pz.products import PzConfig
@@ -165,10 +170,17 @@ def odds_in_window(t: Table, window: float) -> np.ndarray:
 
 def table_profile(t: Table, catalog: Any = None) -> SurveyProfile:
     """The profile of a predictions table: the one it carries (meta DZPROF, set by ``Run.predict``),
-    else the default for the bands of ``catalog`` (a file), else narrow-band (E20)."""
+    else the standard profile of the window of its odds column (DZODDSW, which every prediction
+    carries: the run's profile chose it), else the default for the bands of ``catalog`` (a
+    file), else narrow-band (E20)."""
+    from deepz_core.inference.provenance import ODDS_WINDOW_META
+
     stored = t.meta.get(PROFILE_META)
     if stored:
         return survey_profile(json.loads(stored) if str(stored).startswith("{") else stored)
+    by_window = profile_of_odds_window(t.meta.get(ODDS_WINDOW_META))
+    if by_window is not None:
+        return by_window
     if catalog is not None:
         from deepz_core.catalog.io import read_catalog
 
@@ -293,6 +305,11 @@ def evaluate_files(
         t = _join_catalog(t, catalog)
     if "zspec" not in t.colnames:
         raise CatalogError(f"{pred}: no zspec column; pass --catalog with spectroscopic redshifts")
+    if catalog is None and not np.isfinite(np.asarray(t["zspec"], dtype=np.float64)).any():
+        raise CatalogError(
+            f"{pred}: no galaxy has a spec-z (its catalogue had none); pass --catalog with "
+            "spectroscopic redshifts by ref_id"
+        )
     prof = table_profile(t, catalog) if profile is None else survey_profile(profile)
     report = evaluate_table(t, None, prof, mag_edges)
     atomic_write_json(out, jsonable(report))

@@ -19,7 +19,7 @@ from astropy.table import Table
 
 from deepz_core.catalog.catalog import Catalog
 from deepz_core.catalog.features import Features, build_features, same_photometry
-from deepz_core.catalog.screen import InputStats, PzFlag
+from deepz_core.catalog.screen import InputStats, PzFlag, unit_shift_note
 from deepz_core.device import resolve_device
 from deepz_core.errors import ConfigError, TrainingError
 from deepz_core.files import atomic_write
@@ -260,10 +260,11 @@ def write_table(table: Table, path: Path | str, prov: dict[str, str] | None = No
     return atomic_write(path, lambda tmp: pq.write_table(arrow, tmp))
 
 
-def summarise(table: Table) -> dict[str, Any]:
-    """Headline metrics over galaxies with a spec-z (out-of-fold ones when flagged) and a p(z);
+def summarise(table: Table, outlier: float | None = None) -> dict[str, Any]:
+    """Headline metrics over galaxies with a spec-z (out-of-fold ones when flagged) and a p(z),
+    outliers beyond ``outlier`` (the run's survey profile's; None: E20's strict 0.02);
     ``n_no_pz`` counts those without one (failures, never numbers)."""
-    from deepz_core.pz.metrics import no_pz_failures, point_metrics
+    from deepz_core.pz.metrics import OUTLIER_THRESHOLD, no_pz_failures, point_metrics
 
     z = np.asarray(table["zspec"])
     zp = np.asarray(table["zphot"])
@@ -271,7 +272,8 @@ def summarise(table: Table) -> dict[str, Any]:
     use = np.isfinite(z) & np.isfinite(zp)
     if "out_of_fold" in table.colnames:
         use &= np.asarray(table["out_of_fold"])
-    out = point_metrics(zp[use], z[use]) if use.any() else {"n": 0}
+    threshold = OUTLIER_THRESHOLD if outlier is None else outlier
+    out = point_metrics(zp[use], z[use], threshold) if use.any() else {"n": 0}
     return {**out, "n_no_pz": int(failed.sum()), "n_rows": len(table)}
 
 
@@ -283,8 +285,10 @@ def write_run_predictions(
     splits: Splits,
     pz: PzConfig,
     calibrate: bool = True,
+    outlier: float | None = None,
 ) -> dict[str, Any]:
-    """Out-of-fold predictions for the training catalogue: predictions.fits plus summary. With
+    """Out-of-fold predictions for the training catalogue: predictions.fits plus summary
+    (``summarise``, outliers beyond ``outlier``: the run's survey profile's). With
     ``calibrate`` the PIT calibration is fitted on the out-of-fold galaxies with a spec-z
     (``calibration.json``) and the predictions are the calibrated ones, each training galaxy
     calibrated without its own PIT (``inference.calibrate``)."""
@@ -305,7 +309,7 @@ def write_run_predictions(
     table = predictions_table(features, products, {"out_of_fold": oof}, cat)
     prov = provenance(run.path, run.config().get("catalog"))
     write_table(table, run.file("predictions.fits"), prov)
-    summary = summarise(table)
+    summary = summarise(table, outlier)
     run.log(f"out-of-fold metrics: {summary}")
     return summary
 
@@ -425,7 +429,15 @@ def model_features(
     """The catalogue's features screened against the population the model was trained on."""
     features = build_features(catalog, ref_band, use_exposures)
     loc, scale = model.input_stats()
+    if len(loc) > len(features.bands):  # networks that read the reference magnitude
+        note = unit_shift_note(features.ref_mag, float(loc[len(features.bands)]))
+        if note and note not in _UNIT_NOTES:  # once per process, not once per chunk
+            _UNIT_NOTES.add(note)
+            LOG.warning(note)
     return features.against_population(InputStats(loc.numpy(), scale.numpy()))
+
+
+_UNIT_NOTES: set[str] = set()  # unit_shift_note warnings given in this process
 
 
 def match_bands(catalog: Catalog, bands: tuple[str, ...], source: str = "--catalog") -> Catalog:

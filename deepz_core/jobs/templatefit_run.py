@@ -20,6 +20,7 @@ import numpy as np
 
 from deepz_core.catalog.io import read_catalog
 from deepz_core.errors import ConfigError
+from deepz_core.evaluation.profiles import run_profile
 from deepz_core.inference.predict import summarise
 from deepz_core.jobs.training_run import grid_covering, record_outcome
 from deepz_core.rundir import RunDir
@@ -52,7 +53,10 @@ def create_templatefit_run(
         if path is not None and not Path(path).is_file():
             raise ConfigError(f"{flag} {str(path)!r}: no such file")
     if "z_max" not in (templatefit or {}):
-        cfg = over_redshifts(cfg, grid_covering(read_catalog(catalog).zspec).z_max)
+        cat = read_catalog(catalog)
+        grid = grid_covering(cat.zspec, cat.bands)  # and the odds window of the bands' profile
+        window = None if "pz" in (templatefit or {}) else grid.odds_window
+        cfg = over_redshifts(cfg, grid.z_max, window)
     run = RunDir(Path(out))
     if run.file("config.json").exists():
         raise ConfigError(f"--out {out} already holds a run; choose another folder")
@@ -122,7 +126,7 @@ def _fit(run: RunDir, config: dict[str, Any]) -> None:
         progress=FitProgress(run, cat.n_galaxies),
     )
     write_templatefit(table, run.file("predictions.fits"))
-    summary = summarise(table)
+    summary = summarise(table, run_profile(run.card(), cat.bands).outlier)
     if summary["n_no_pz"]:
         run.log(f"{summary['n_no_pz']} galaxies without a p(z) (flag NO_PZ: too few usable bands)")
     run.log(f"metrics over the spec-z galaxies: {summary}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -24,7 +25,7 @@ from deepz_core.catalog.io import read_catalog
 from deepz_core.catalog.screen import Screen, screened_rows
 from deepz_core.device import resolve_device
 from deepz_core.errors import ConfigError, DeepzError, Terminated
-from deepz_core.evaluation.profiles import profile_for_bands
+from deepz_core.evaluation.profiles import profile_for_bands, run_profile
 from deepz_core.files import atomic_write_json, check_writable, file_digest, refuse_run_folder
 from deepz_core.nets.deepz import DeepzModel, ModelConfig, save_model
 from deepz_core.progress import reporting
@@ -58,7 +59,27 @@ from deepz_core.training.splits import (
     labelled_mask,
     make_splits,
     write_splits,
+    zero_labels_note,
 )
+
+LOG = logging.getLogger("deepz")
+
+
+def check_pretrain_bands(bands: Sequence[str]) -> None:
+    """ConfigError when --pretrain auto cannot simulate ``bands`` (no filter curve), naming them
+    and, for bands named by a filter letter (``u`` from ``mag_u``), the survey names to give
+    them (``lsst_u``: columns ``flux_lsst_u`` or ``mag_u_lsst``)."""
+    from deepz_core.catalog.mapping import band_names_hint
+    from deepz_core.sed.bands import has_band
+
+    missing = [b for b in bands if not has_band(b)]
+    if not missing:
+        return
+    hint = band_names_hint(missing)
+    raise ConfigError(
+        f"--pretrain auto needs filter curves; unknown bands {missing}{hint}: "
+        "rename the columns, or use --pretrain none or a simulation file"
+    )
 
 
 def create_run(out: Path | str, config: RunConfig) -> RunDir:
@@ -98,6 +119,8 @@ def run_config(
             f"--pretrain must be auto, none or an existing simulation file, got {pretrain!r}"
         )
     cat = read_catalog(catalog) if pz is None or templates is not None else None
+    if pretrain == "auto" and cat is not None:
+        check_pretrain_bands(cat.bands)  # before a run folder exists
     grid = PzConfig.from_dict(pz) if pz is not None else grid_covering(cat.zspec, cat.bands)
     if templates is not None:
         from deepz_core.hybrid.runs import check_combinable
@@ -315,15 +338,9 @@ def pretraining_simulation_path(
     cached; with ``simulate=False`` only its path, nothing simulated) or the user's file."""
     if config.pretrain != "auto":
         return Path(config.pretrain)
-    from deepz_core.sed.bands import has_band
     from deepz_core.simulate import cached_simulation, cached_simulation_path
 
-    missing = [b for b in features.bands if not has_band(b)]
-    if missing:
-        raise ConfigError(
-            f"--pretrain auto needs filter curves; unknown bands {missing}: "
-            "use --pretrain none or a simulation file"
-        )
+    check_pretrain_bands(features.bands)
     train = config.train
     where = cached_simulation if simulate else cached_simulation_path
     return where("sps", train.pretrain_n, features.bands, train.seed + 1)
@@ -419,6 +436,10 @@ def _train(run: RunDir, config: RunConfig) -> None:
     record_screen(run, features)
     labelled = labelled_mask(features)
     check_labels(features, labelled, train.folds)
+    zeros = zero_labels_note(features, labelled)
+    if zeros:
+        LOG.warning(zeros)
+        run.log(f"warning: {zeros}")
     splits = make_splits(labelled, train.repetitions, train.folds, train.seed)
     write_splits(run.file("splits.npz"), splits, features)
     check_cancel(run, "setup")
@@ -455,8 +476,9 @@ def _train(run: RunDir, config: RunConfig) -> None:
         "model",
         metadata={"bands": list(features.bands), "ref_band": features.ref_band},
     )
+    outlier = run_profile(run.card(), features.bands).outlier  # as evaluate and the pages judge
     summary = write_run_predictions(
-        run, model, cat, features, splits, config.pz, calibrate=config.calibrate
+        run, model, cat, features, splits, config.pz, calibrate=config.calibrate, outlier=outlier
     )
     summary["heldout"] = judged_heldout(heldout_summary(run.metrics()), features, splits)
     if config.templates is not None:

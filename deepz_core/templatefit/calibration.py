@@ -21,6 +21,7 @@ import torch
 
 from deepz_core.catalog.catalog import Catalog, dense_exposures
 from deepz_core.catalog.features import default_ref_band
+from deepz_core.catalog.mapping import band_names_hint
 from deepz_core.catalog.screen import Screen, screen_template_fit
 from deepz_core.catalog.validation import unusable_values
 from deepz_core.device import resolve_device
@@ -59,7 +60,10 @@ def check_bands(bands: tuple[str, ...], cfg: TemplateFitConfig) -> None:
     it over z = ``cfg.z_min`` .. ``cfg.z_max`` (``SetInfo.check_bands_coverable``)."""
     unknown = [b for b in bands if not _known(b)]
     if unknown:
-        raise ConfigError(f"bands {unknown} have no known filter curve (see deepz_core.sed.bands)")
+        raise ConfigError(
+            f"bands {unknown} have no known filter curve (see deepz_core.sed.bands)"
+            f"{band_names_hint(unknown)}"
+        )
     check_bands_coverable(bands, cfg.z_max, cfg.template_set)
 
 

@@ -95,10 +95,15 @@ class TemplateFitConfig(Config):
         return super().from_dict(values)
 
 
-def over_redshifts(cfg: TemplateFitConfig, z_max: float) -> TemplateFitConfig:
+def over_redshifts(
+    cfg: TemplateFitConfig, z_max: float, odds_window: float | None = None
+) -> TemplateFitConfig:
     """``cfg`` fitting z_min .. ``z_max`` and writing its p(z) on deepz's grid over the same range
-    (the p(z) grid's other settings kept): a p(z) grid shorter than the fit would cut it off."""
+    (the p(z) grid's other settings kept): a p(z) grid shorter than the fit would cut it off.
+    ``odds_window``: the odds column's window (the catalogue's survey profile's, as a training
+    run's; None keeps the grid's)."""
     if not (isinstance(z_max, int | float) and cfg.z_min < z_max <= 6.0):
         raise ConfigError(f"--z-max must be in ({cfg.z_min:g}, 6], got {z_max!r}")
-    pz = dataclasses.replace(cfg.pz, z_min=cfg.z_min, z_max=float(z_max))
+    window = cfg.pz.odds_window if odds_window is None else odds_window
+    pz = dataclasses.replace(cfg.pz, z_min=cfg.z_min, z_max=float(z_max), odds_window=window)
     return dataclasses.replace(cfg, z_max=float(z_max), pz=pz)

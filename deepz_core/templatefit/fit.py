@@ -33,6 +33,7 @@ from deepz_core.catalog.catalog import Catalog
 from deepz_core.errors import ConfigError
 from deepz_core.files import atomic_write_json
 from deepz_core.inference.predict import POINT_COLUMNS, table_format, write_table
+from deepz_core.inference.provenance import ODDS_WINDOW_META
 from deepz_core.progress import progress_bar
 from deepz_core.sed.template_sets import (
     DEFAULT_SET,
@@ -298,6 +299,7 @@ def _table(
             "PZ_ZMIN": cfg.pz.z_min,
             "PZ_ZMAX": cfg.pz.z_max,
             "PZ_DZ": cfg.pz.dz,
+            ODDS_WINDOW_META: f"{cfg.pz.odds_window:g}",  # as deepz predictions carry it
         }
     )
     t.meta["zero_points"] = dict(zip(cat.bands, zp.tolist(), strict=True))

@@ -96,6 +96,25 @@ def check_labels(features: Features, labelled: np.ndarray, folds: int) -> None:
         )
 
 
+ZERO_LABEL_SHARE = 0.01  # exact zeros beyond this share of the labels look like a "none" code
+
+
+def zero_labels_note(features: Features, labelled: np.ndarray) -> str | None:
+    """A warning when more than ``ZERO_LABEL_SHARE`` of the spec-z labels are exactly 0 (no
+    galaxy's measured redshift is 0.0000: many catalogues write 0 for "no redshift", which
+    would teach the networks z = 0), naming a few ref_ids; None otherwise."""
+    zero = labelled & (features.zspec == 0.0)
+    n = int(zero.sum())
+    if n == 0 or n <= ZERO_LABEL_SHARE * int(labelled.sum()):
+        return None
+    shown = ", ".join(str(i) for i in features.ref_id[zero][:3])
+    return (
+        f"{n} of the {int(labelled.sum())} spec-z labels are exactly 0 (ref_id {shown}"
+        f"{' ...' if n > 3 else ''}), trained on as z = 0: if 0 means 'no redshift' in this "
+        "catalogue, set them to NaN"
+    )
+
+
 def write_splits(path: Path, splits: Splits, features: Features) -> None:
     """``splits.npz``, atomically: (E, N) train, (N,) labelled and ref_id, (N, B) flux ratios and
     their errors (to recognise a training galaxy by its photometry later)."""

@@ -114,6 +114,13 @@ def test_resolve_ref_band_order_of_preference() -> None:
     assert resolve_ref_band(["sdss_g", "sdss_i"], "sdss_g") == "sdss_g"
 
 
+def test_resolve_ref_band_takes_a_band_named_i() -> None:
+    # mag_u ... mag_y of an SDSS/LSST catalogue become the bands u ... y: i is the i band
+    assert resolve_ref_band(["u", "g", "r", "i", "z", "y"]) == "i"
+    assert resolve_ref_band(["G", "R", "I", "Z"]) == "I"
+    assert resolve_ref_band(["hsc_g", "hsc_I"]) == "hsc_I"
+
+
 def test_unknown_or_missing_reference_band_names_it() -> None:
     with pytest.raises(ConfigError, match="'subaru_z'") as err:
         resolve_ref_band(["sdss_g", "sdss_i"], "subaru_z")
@@ -139,6 +146,17 @@ def test_same_photometry_survives_a_text_round_trip_not_a_change(rng) -> None:
         same_photometry(other, err, stored, err)[:3], [False, False, True]
     )
     assert not same_photometry(stored, 1.01 * err, stored, err).any()  # same ratios, other errors
+
+
+def test_same_photometry_counts_a_band_unusable_in_both_as_the_same(rng) -> None:
+    # a training galaxy with a NaN band (stored NaN) predicted again is still that galaxy
+    f = build_features(_catalog(rng, with_exposures=False))
+    stored, err = f.ratio.copy(), f.ratio_error.copy()
+    stored[0, 1] = err[0, 1] = np.nan
+    ratio, ratio_err = stored.copy(), err.copy()
+    assert same_photometry(ratio, ratio_err, stored, err).all()
+    ratio[1, 1] = ratio_err[1, 1] = np.nan  # unusable now, measured in training: another galaxy
+    assert same_photometry(ratio, ratio_err, stored, err)[:2].tolist() == [True, False]
 
 
 def test_default_ref_band_proposes_an_i_band_whatever_its_case() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from functools import partial
 from pathlib import Path
@@ -203,10 +204,13 @@ def test_resume_finishes_a_killed_run(tmp_path, files, monkeypatch, capsys) -> N
     monkeypatch.setattr(RunDir, "append_metrics", die_at_epoch_2)
     assert main(["resume", "--run", str(run.path)]) == 130
     assert "interrupted" in capsys.readouterr().err
+    assert run.status()["state"] == "cancelled"  # Ctrl-C leaves a resumable cancel
     monkeypatch.setattr(RunDir, "append_metrics", original)
     run.file("cancel").touch()  # a stale cancel file is cleared by resume
     assert main(["resume", "--run", str(run.path)]) == 0
     assert run.status()["state"] == "finished"
+    # resume says how it ended, as train does (it printed nothing)
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["state"] == "finished"
     assert [r["epoch"] for r in run.metrics()] == [1, 2, 3]
 
 
@@ -788,3 +792,88 @@ def test_calibrate_errors_are_one_line(tmp_path, trained, files, capsys) -> None
     for argv, needle in cases:
         assert main(["calibrate", *argv]) == 2, argv
         assert needle in one_line_error(capsys)
+
+
+def test_train_reads_a_survey_magnitude_catalogue_as_predict_does(tmp_path, files, capsys) -> None:
+    """Review, tenth session: `train` had no --id-column / --mag-limits (predict has): an SDSS
+    `objid` was refused and 99 non-detections were unusable in training, bounded in prediction."""
+    from deepz_core.catalog.io import read_catalog
+
+    cat = read_catalog(files["catalog"])
+    t = Table({"objid": cat.ref_id + 1237650000000000000})
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for j, band in enumerate(cat.bands):
+            f, e = cat.flux[:, j], cat.flux_error[:, j]
+            t[f"mag_{band}"] = np.where(f > 0, cat.fluxzp - 2.5 * np.log10(f), 99.0)
+            t[f"magerr_{band}"] = np.where(f > 0, 2.5 / np.log(10) * e / f, 99.0)
+    t["mag_NB455"][:5] = t["magerr_NB455"][:5] = 99.0  # non-detections
+    t["zspec"] = cat.zspec
+    t.write(tmp_path / "mags.parquet")
+    out = tmp_path / "run"
+    args = ["train", "--catalog", str(tmp_path / "mags.parquet"), "--out", str(out)]
+    quick = ["--pretrain", "none", "--epochs", "1", "--folds", "2", "--device", "cpu"]
+    assert main([*args, *quick]) == 2
+    assert "--id-column" in one_line_error(capsys)  # objid is no known identifier
+    assert not out.exists()
+    convert = ["--id-column", "objid", "--mag-limits", "NB455=25.5"]
+    assert main([*args, *quick, *convert]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["state"] == "finished"
+    own = read_catalog(out / "catalog.fits")  # the run's catalogue, as it was read
+    np.testing.assert_array_equal(own.ref_id, t["objid"])
+    j = own.bands.index("NB455")
+    np.testing.assert_array_equal(own.flux[:5, j], 0.0)  # a bounded non-detection, not NaN
+    assert np.all(own.flux_error[:5, j] > 0)
+    assert main([*args, *quick, *convert]) == 2  # a finished run is refused, as without them
+    assert "finished run" in one_line_error(capsys)
+
+
+def test_every_command_has_a_whole_summary_and_its_docstring_in_its_help(capsys) -> None:
+    """Review, tenth session: `deepz --help` cut summaries at a source line ('predict  Photo-z
+    ... zmedian, z_lo68, z_hi68,') and `deepz predict --help` showed no description at all."""
+    from deepz_core.cli.main import build_parser, summary
+
+    assert summary("Photo-z, streamed: ref_id, zphot (a: b. c), odds. More.") == "Photo-z, streamed"
+    assert summary("Train (resumes. really) a run. More") == "Train (resumes. really) a run"
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for choice in sub._choices_actions:
+        assert choice.help and not choice.help.endswith((",", ".")), choice.dest
+    for name, parser in sub.choices.items():
+        assert parser.description, name
+
+
+def test_predict_reads_a_csv_in_nanojansky_with_flux_unit(tmp_path, tiny_run, sky_catalog) -> None:
+    """Review, tenth session: a CSV cannot declare its unit; --flux-unit nJy does, and gives the
+    predictions of the same fluxes in microJansky."""
+    cat, fluxes = sky_catalog
+    t = Table.read(fluxes)
+    for name in t.colnames:
+        if name.startswith("flux"):
+            t[name] = np.asarray(t[name]) * 1000.0
+    t.write(tmp_path / "nano.csv")
+    base = ["predict", "--run", str(tiny_run), "--catalog"]
+    assert main([*base, str(fluxes), "--out", str(tmp_path / "u.parquet")]) == 0
+    nano = [str(tmp_path / "nano.csv"), "--flux-unit", "nJy", "--out", str(tmp_path / "n.parquet")]
+    assert main([*base, *nano]) == 0
+    by_u, by_n = Table.read(tmp_path / "u.parquet"), Table.read(tmp_path / "n.parquet")
+    np.testing.assert_allclose(by_n["zphot"], by_u["zphot"], atol=2e-3, equal_nan=True)
+    np.testing.assert_array_equal(by_n["flag"], by_u["flag"])
+
+
+def test_predict_reads_lsst_dp0_column_names_with_rename(tmp_path, tiny_run, sky_catalog) -> None:
+    """Review, tenth session: `<band>_cModelFlux` columns (LSST DP0) were refused ('none of the
+    flux columns asked for'); --rename reads them as the run's bands."""
+    cat, fluxes = sky_catalog
+    t = Table.read(fluxes)
+    t.rename_columns(
+        [f"flux_{b}" for b in cat.bands] + [f"flux_error_{b}" for b in cat.bands],
+        [f"{b}_cModelFlux" for b in cat.bands] + [f"{b}_cModelFluxErr" for b in cat.bands],
+    )
+    t.write(tmp_path / "dp0.parquet")
+    base = ["predict", "--run", str(tiny_run), "--catalog"]
+    assert main([*base, str(fluxes), "--out", str(tmp_path / "f.parquet")]) == 0
+    rename = "{b}_cModelFlux=flux_{b},{b}_cModelFluxErr=flux_error_{b}"
+    dp0 = [str(tmp_path / "dp0.parquet"), "--rename", rename, "--out", str(tmp_path / "d.parquet")]
+    assert main([*base, *dp0]) == 0
+    by_flux, by_dp0 = Table.read(tmp_path / "f.parquet"), Table.read(tmp_path / "d.parquet")
+    np.testing.assert_array_equal(by_dp0["zphot"], by_flux["zphot"])
+    np.testing.assert_array_equal(by_dp0["flag"], by_flux["flag"])

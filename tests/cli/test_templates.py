@@ -181,3 +181,17 @@ def test_predict_with_a_damaged_hybrid_json_fails_with_one_line(
     (run / HYBRID_FILE).write_text("{")
     assert main([*args, "--out", str(tmp_path / "p.fits")]) == 2
     assert "not JSON" in one_line_error(capsys)
+
+
+def test_templatefit_of_a_broad_band_catalogue_takes_its_odds_window(tmp_path, capsys) -> None:
+    """Review, tenth session: `templatefit` of an LSST catalogue wrote ODDS over E20's narrow-band
+    window (0.003) and `evaluate` judged it narrow-band, where a run on the same bands uses the
+    broad-band profile (window 0.1, outliers |dz| > 0.15)."""
+    write_catalog(dz.simulate_catalog("lsst-deep", 40, seed=3), tmp_path / "deep.fits")
+    out = tmp_path / "tf.fits"
+    fit = ["templatefit", "--catalog", str(tmp_path / "deep.fits"), "--workers", "1"]
+    assert main([*fit, "--out", str(out)]) == 0
+    assert Table.read(out, hdu=1).meta["DZODDSW"] == "0.1"
+    assert main(["evaluate", "--pred", str(out), "--out", str(tmp_path / "report.json")]) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["profile"]["name"] == "broad-band"

@@ -352,3 +352,26 @@ def test_the_report_never_replaces_its_predictions(tmp_path, rng) -> None:
     with pytest.raises(ConfigError, match="would destroy the input"):
         evaluate_files(pred, None, link)
     assert pred.read_bytes() == b"SIMPLE  = T"
+
+
+@pytest.mark.parametrize(("window", "name"), [("0.1", "broad-band"), ("0.003", "narrow-band")])
+def test_a_file_without_a_profile_is_judged_by_its_odds_window(tmp_path, rng, window, name) -> None:
+    """`deepz predict` writes the odds column's window (DZODDSW, the run profile's) but no DZPROF:
+    `evaluate` of a broad-band run's file judged it narrow-band (outliers |dz| > 0.02)."""
+    t = _table(rng, 300)
+    t.meta["DZODDSW"] = window
+    write_table(t, tmp_path / "pred.fits")
+    report = evaluate_files(tmp_path / "pred.fits", None, tmp_path / "report.json")
+    assert report["profile"]["name"] == name
+    t.meta["DZPROF"] = "narrow-band"  # a profile the table carries wins
+    assert evaluate_table(t)["profile"]["name"] == "narrow-band"
+
+
+def test_predictions_without_any_spec_z_point_to_catalog(tmp_path, rng) -> None:
+    """Review, tenth session: `evaluate` of a catalogue predicted without spec-z said only 'no
+    galaxies with a spec-z to evaluate against', not how to give them."""
+    t = _table(rng, 50)
+    t["zspec"] = np.nan
+    write_table(t, tmp_path / "pred.fits")
+    with pytest.raises(CatalogError, match="no galaxy has a spec-z .* pass --catalog"):
+        evaluate_files(tmp_path / "pred.fits", None, tmp_path / "report.json")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from functools import partial
 
 import numpy as np
@@ -287,3 +288,19 @@ def test_catalogue_bands_are_matched_to_the_run_by_name(tmp_path, trained) -> No
     )
     with pytest.raises(ConfigError, match="NB455"):
         predict_catalog(run.path, missing, tmp_path / "c.fits")
+
+
+def test_fluxes_a_unit_off_are_named_once(tmp_path, trained, caplog) -> None:
+    """Review, tenth session: a catalogue whose fluxes are x1000 off the training one's (nJy read
+    as uJy) was predicted without a word when MAG_SIGMA did not flag most of it."""
+    from deepz_core.inference import predict
+
+    run, cat = trained
+    predict._UNIT_NOTES.clear()
+    with caplog.at_level("WARNING", logger="deepz"):
+        predict_catalog(run.path, cat, tmp_path / "same.fits")
+        assert "unit" not in caplog.text
+        off = dataclasses.replace(cat, flux=cat.flux * 1000, flux_error=cat.flux_error * 1000)
+        predict_catalog(run.path, off, tmp_path / "off.fits")
+        predict_catalog(run.path, off, tmp_path / "off2.fits")
+    assert caplog.text.count("are the fluxes in the unit the catalogue declares") == 1

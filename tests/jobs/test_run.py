@@ -89,6 +89,11 @@ def test_the_bands_choose_the_profile_and_the_card_names_the_run(broad) -> None:
     assert strict["profile"]["name"] == "narrow-band"
     assert strict["overall"]["outlier_fraction"] >= report["overall"]["outlier_fraction"]
     assert report["overall"]["catastrophic_fraction"] == strict["overall"]["catastrophic_fraction"]
+    # review, tenth session: the run's summary (train's JSON line) counted strict outliers
+    assert run.summary["outlier_fraction"] == pytest.approx(
+        run.evaluate()["overall"]["outlier_fraction"]
+    )
+    assert run.summary["outlier_fraction"] == run.summary["catastrophic_fraction"]
 
 
 def test_a_profile_given_to_train_is_stored(tmp_path) -> None:
@@ -101,6 +106,9 @@ def test_a_profile_given_to_train_is_stored(tmp_path) -> None:
         "target_fraction": 0.5,
     }
     assert run.evaluate()["profile"]["outlier"] == 0.05
+    assert run.summary["outlier_fraction"] == pytest.approx(
+        run.evaluate()["overall"]["outlier_fraction"]
+    )
 
 
 @pytest.fixture(scope="module")

@@ -346,3 +346,16 @@ def test_an_lsst_run_to_z_3_can_be_combined(tmp_path) -> None:
     for name in ("bcnz2", "kcorrect"):
         config = run_config(path, pretrain="none", preset_name="smoke", templates=name)
         assert config.pz.z_max == 3.5 and config.templates == name
+
+
+def test_pretrain_auto_on_bands_named_by_a_letter_is_refused_before_a_run_folder(tmp_path) -> None:
+    """Review, tenth session: mag_u ... mag_z become bands u ... z, which 'auto' cannot simulate;
+    the run failed after its folder was made, without saying what to call the bands."""
+    cat = synthetic_catalog(30, 0, exposures=False)
+    letters = ("u", "g", "r", "i", "z")
+    n = len(letters)
+    cat = replace(cat, bands=letters, flux=cat.flux[:, :n], flux_error=cat.flux_error[:, :n])
+    write_catalog(cat, tmp_path / "c.fits")
+    with pytest.raises(ConfigError, match=r"unknown bands .*sdss_u, sdss_g.*mag_u_sdss; or lsst"):
+        run_config(str(tmp_path / "c.fits"), pretrain="auto", preset_name="smoke")
+    run_config(str(tmp_path / "c.fits"), pretrain="none", preset_name="smoke")  # needs no curves

@@ -522,3 +522,12 @@ def test_chi2_is_never_negative_where_the_model_fits_exactly(rng: np.random.Gene
     bb = torch.tensor(np.einsum("nb,nbi,nb->ni", w, A, f), dtype=torch.float32).double()
     chi2 = chi2_value(G, bb, torch.tensor((w * f * f).sum(1)), nnls(G, bb)).numpy()
     assert np.all(chi2 >= 0) and np.all(chi2 < 1e-6 * (w * f * f).sum(1))  # round-off only
+
+
+def test_bands_named_by_a_letter_are_told_their_survey_names() -> None:
+    """Review, tenth session: mag_u ... mag_z become bands u ... z; the fit said only that they
+    have no filter curve."""
+    from deepz_core.templatefit.calibration import check_bands
+
+    with pytest.raises(ConfigError, match=r"no known filter curve .*sdss_u, sdss_g.*mag_u_sdss"):
+        check_bands(("u", "g", "r", "i", "z"), TemplateFitConfig())

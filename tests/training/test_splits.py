@@ -95,7 +95,7 @@ def _features(z: np.ndarray):
     """The few Features fields the label checks read."""
     from types import SimpleNamespace
 
-    return SimpleNamespace(zspec=z, trainable=np.ones(len(z), bool))
+    return SimpleNamespace(zspec=z, trainable=np.ones(len(z), bool), ref_id=np.arange(len(z)) + 7)
 
 
 def test_stored_splits_round_trip_and_damage_is_named(tmp_path) -> None:
@@ -143,3 +143,19 @@ def test_one_spec_z_value_for_every_galaxy_is_refused() -> None:
         check_labels(f, labelled_mask(f), 2)
     f = _features(np.linspace(0.1, 1, 50))
     check_labels(f, labelled_mask(f), 2)
+
+
+def test_many_spec_z_of_exactly_zero_are_named_as_a_likely_code() -> None:
+    """Review, tenth session: 300 of 1,087 labels were 0 (a catalogue's 'no redshift') and the
+    run trained on them as z = 0 without a word."""
+    from deepz_core.training.splits import labelled_mask, zero_labels_note
+
+    z = np.linspace(0.1, 1, 200)
+    assert zero_labels_note(_features(z), labelled_mask(_features(z))) is None
+    z[:2] = 0.0  # 1%: galaxies may lie at z ~ 0
+    assert zero_labels_note(_features(z), labelled_mask(_features(z))) is None
+    z[:40] = 0.0
+    f = _features(z)
+    note = zero_labels_note(f, labelled_mask(f))
+    assert note is not None and "40 of the 200 spec-z labels are exactly 0" in note
+    assert str(f.ref_id[0]) in note and "NaN" in note
