@@ -51,7 +51,8 @@ class InputConventions(Config):
     that declares none (CSV, a Parquet file without unit metadata; one that declares another is
     refused); ``rename``: column name patterns with ``{b}`` for a band, each to the canonical
     name it stands for (``{"{b}_cModelFlux": "flux_lsst_{b}", "modelMag_{b}": "mag_{b}_sdss"}``;
-    ``rename_columns``).
+    ``rename_columns``), or one column's name without ``{b}`` (``{"redshift": "zspec"}``, RAIL's
+    spec-z column).
 
     >>> import deepz_core as dz
     >>> t = {"objectId": [11, 12], "mag_i": [22.5, 99.0], "magerr_i": [0.1, 99.0],
@@ -99,10 +100,12 @@ class InputConventions(Config):
             raise ConfigError(f"rename: expected {{pattern: name}}, got {self.rename!r}")
         self._set("rename", {str(k): str(v) for k, v in self.rename.items()})
         for pattern, target in self.rename.items():
-            if pattern.count(PLACEHOLDER) != 1 or target.count(PLACEHOLDER) != 1:
+            counts = (pattern.count(PLACEHOLDER), target.count(PLACEHOLDER))
+            if counts not in ((1, 1), (0, 0)) or not (pattern and target):
                 raise ConfigError(
                     f"--rename: {pattern}={target} needs {PLACEHOLDER} once on each side "
-                    "(the band), e.g. {b}_cModelFlux=flux_lsst_{b}"
+                    "(the band), e.g. {b}_cModelFlux=flux_lsst_{b}, or on neither (one "
+                    "column), e.g. redshift=zspec"
                 )
 
     def to_dict(self) -> dict[str, Any]:
@@ -121,10 +124,13 @@ PLACEHOLDER = "{b}"  # the band in a --rename pattern
 
 def rename_columns(names: Sequence[str], rename: Mapping[str, str], source: str) -> dict[str, str]:
     """{file column: canonical name} of the ``names`` that a ``rename`` pattern matches whole
-    (``{b}`` stands for a band: letters, digits, _); CatalogError when a new name is already a
-    column or two columns get one name."""
+    (``{b}`` stands for a band: letters, digits, _; a pattern without it names one column);
+    CatalogError when a new name is already a column or two columns get one name."""
     out: dict[str, str] = {}
     for pattern, target in rename.items():
+        if PLACEHOLDER not in pattern:  # one column, named whole
+            out |= {pattern: target} if pattern in names else {}
+            continue
         head, tail = pattern.split(PLACEHOLDER)
         regex = re.compile(f"{re.escape(head)}(?P<b>\\w+){re.escape(tail)}")
         for name in names:

@@ -12,6 +12,7 @@ from deepz_core.catalog.conventions import (
     canonical_columns,
     conventions_of,
     needed_columns,
+    rename_columns,
 )
 from deepz_core.errors import CatalogError, ConfigError
 
@@ -110,7 +111,22 @@ def test_rename_patterns_read_survey_column_names() -> None:
     assert InputConventions.from_dict(conv.to_dict()) == conv
     assert "rename" not in InputConventions().to_dict()
     with pytest.raises(ConfigError, match=r"needs \{b\} once on each side"):
-        InputConventions(rename={"modelMag_u": "mag_u"})
+        InputConventions(rename={"modelMag_{b}": "mag_u"})
     clash = {"g_cModelFlux": np.ones(2), "flux_lsst_g": np.ones(2), "objectId": np.array([1, 2])}
     with pytest.raises(CatalogError, match="names already there"):
         canonical_columns(clash, {}, "dp0", InputConventions(rename=rename))
+
+
+def test_a_rename_without_a_band_names_one_column() -> None:
+    """RAIL's catalogues hold the spec-z as ``redshift``, which no deepz convention read (review,
+    tenth session): ``--rename redshift=zspec``."""
+    rail = {"id": np.array([5, 6]), "mag_i_lsst": np.array([21.0, 22.0])}
+    rail |= {"mag_err_i_lsst": np.array([0.05, 0.1]), "redshift": np.array([0.4, 1.2])}
+    rename = {"redshift": "zspec", "mag_{b}_lsst": "mag_{b}", "mag_err_{b}_lsst": "magerr_{b}"}
+    conv = InputConventions(rename=rename)
+    cat = Catalog.from_table(rail, conventions=conv)
+    assert cat.zspec.tolist() == [0.4, 1.2] and cat.ref_id.tolist() == [5, 6]
+    assert "redshift" in needed_columns([*rail, "other"], ["i"], conv=conv)
+    assert rename_columns(["z"], {"redshift": "zspec"}, "rail") == {}  # absent: nothing
+    with pytest.raises(ConfigError, match="on neither"):
+        InputConventions(rename={"redshift": "zspec_{b}"})
