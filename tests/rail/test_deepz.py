@@ -158,27 +158,22 @@ def test_informing_again_with_the_same_inputs_reuses_the_run(rail_run) -> None:
     choose another folder'; the same data and settings give back the finished run."""
     root = rail_run["root"]
     before = json.loads((root / "deepz.json").read_text())
-    informer = DeepzInformer.make_stage(
-        name="inform_deepz_again",
-        model=str(root / "deepz.json"),
-        preset="smoke",
-        pretrain="none",
-        id_col="id",
-        mag_limits=rail_run["limits"],
-        device="cpu",
-    )
-    informer.inform(rail_run["train_h"])
+
+    def informer(name: str, **extra: object) -> DeepzInformer:
+        return DeepzInformer.make_stage(
+            name=name,
+            model=str(root / "deepz.json"),
+            preset="smoke",
+            pretrain="none",
+            id_col="id",
+            mag_limits=rail_run["limits"],
+            device="cpu",
+            **extra,
+        )
+
+    informer("inform_deepz_again").inform(rail_run["train_h"])
     assert json.loads((root / "deepz.json").read_text()) == before
-    other = DeepzInformer.make_stage(
-        name="inform_deepz_other",
-        model=str(root / "deepz.json"),
-        preset="smoke",
-        pretrain="none",
-        seed=7,
-        id_col="id",
-        mag_limits=rail_run["limits"],
-        device="cpu",
-    )
+    other = informer("inform_deepz_other", seed=7)
     with pytest.raises(dz.ConfigError, match="these settings differ: train.seed"):
         other.inform(rail_run["train_h"])
 

@@ -543,39 +543,27 @@ def test_a_cancel_inside_an_epoch_stops_before_the_next_batch_and_resumes_bit_fo
     _assert_same_result(run, reference)
 
 
-def test_sigterm_records_a_resumable_cancel(tmp_path, inputs, monkeypatch) -> None:
-    """Terminated (what the CLI raises on SIGTERM) marks the run cancelled and releases its lock."""
+@pytest.mark.parametrize(
+    ("stop", "said"),
+    [("sigterm", "received SIGTERM"), ("ctrl-c", "interrupted (Ctrl-C)")],
+)
+def test_a_stop_records_a_resumable_cancel(tmp_path, inputs, monkeypatch, stop, said) -> None:
+    """SIGTERM (the CLI raises Terminated) and Ctrl-C (KeyboardInterrupt: a terminal's, a
+    notebook's interrupt, which used to leave the run 'running' in a kernel that still lives)
+    mark the run cancelled, resumable, and release its lock."""
     from deepz_core.errors import Terminated
     from deepz_core.files import folder_holder
     from deepz_core.training import loop
 
-    run = _new_run(tmp_path / "terminated", inputs)
+    run = _new_run(tmp_path / stop, inputs)
+    error = Terminated("received signal 15") if stop == "sigterm" else KeyboardInterrupt()
 
-    def terminated(*args, **kwargs):
-        raise Terminated("received signal 15")
+    def stopped(*args, **kwargs):
+        raise error
 
-    monkeypatch.setattr(loop, "train_epoch", terminated)
-    with pytest.raises(Terminated):
+    monkeypatch.setattr(loop, "train_epoch", stopped)
+    with pytest.raises(type(error)):
         execute_run(run)
     status = run.status()
-    assert status["state"] == "cancelled" and "SIGTERM" in status["message"]
-    assert folder_holder(run.path) is None
-
-
-def test_ctrl_c_records_a_resumable_cancel(tmp_path, inputs, monkeypatch) -> None:
-    """A notebook's interrupt (KeyboardInterrupt inside dz.train) used to leave the run 'running'
-    in a kernel that still lives; it is cancelled, resumable, and the lock is released."""
-    from deepz_core.files import folder_holder
-    from deepz_core.training import loop
-
-    run = _new_run(tmp_path / "interrupted", inputs)
-
-    def interrupted(*args, **kwargs):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(loop, "train_epoch", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        execute_run(run)
-    status = run.status()
-    assert status["state"] == "cancelled" and "interrupted (Ctrl-C)" in status["message"]
+    assert status["state"] == "cancelled" and said in status["message"]
     assert folder_holder(run.path) is None
