@@ -16,120 +16,24 @@ from typing import Any
 import numpy as np
 from astropy.table import Table
 
+from deepz_core.catalog.columns import (
+    DEFAULT_FLUXZP,
+    ERROR_PREFIX,
+    EXPOSURE_COLUMNS,
+    FLUX_PREFIX,
+    GALAXY_COLUMNS,
+    as_float64,
+    as_int64,
+    few,
+)
 from deepz_core.catalog.units import UNITS_KEY, column_units, resolve_fluxzp
 from deepz_core.errors import CatalogError
 
-DEFAULT_FLUXZP = 23.9
-FLUX_PREFIX = "flux_"
-ERROR_PREFIX = "flux_error_"
-GALAXY_COLUMNS = ("ref_id", "zspec", "mag")
-EXPOSURE_COLUMNS = ("ref_id", "band", "exp_num", "flux", "flux_error")
 _META_KEY = re.compile(r"^[A-Z0-9_\-]+$")
 FITS_STRUCTURAL = re.compile(  # header keys that describe the table itself, never meta
     r"^(SIMPLE|XTENSION|BITPIX|NAXIS\d*|EXTEND|PCOUNT|GCOUNT|TFIELDS|EXTNAME|EXTVER|EXTLEVEL"
     r"|CHECKSUM|DATASUM|COMMENT|HISTORY|INHERIT|THEAP|T[A-Z]+\d+|)$"
 )
-
-
-def few(labels: np.ndarray | list[Any], n: int = 3) -> str:
-    """'3, 17, 18 (and 5 more)': the first ``n`` labels and how many were left out."""
-    labels = list(np.asarray(labels).tolist())
-    shown = ", ".join(str(x) for x in labels[:n])
-    return shown + (f" (and {len(labels) - n} more)" if len(labels) > n else "")
-
-
-INT64_RANGE = (int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max))
-
-
-def as_int64(values: Any, column: str, source: str) -> np.ndarray:
-    """1-D int64 copy of ``values``; unsigned or Python integers must fit int64, floats must be
-    finite and integral. Raises CatalogError (every reader's ids come through here)."""
-    arr = np.asarray(values)
-    if arr.size:
-        _check_int64_range(arr, column, source)
-    if arr.dtype.kind in "iu" or arr.size == 0:
-        return arr.astype(np.int64)
-    if arr.dtype.kind == "f":
-        _check_float_ids(arr, column, source)
-        bad = ~np.isfinite(arr) | (arr != np.round(arr))
-        if not bad.any():
-            return arr.astype(np.int64)
-        raise CatalogError(
-            f"{source}: column '{column}' has non-integer values in rows {few(np.flatnonzero(bad))}"
-        )
-    raise _not_numeric(arr, column, source, "integer")
-
-
-def _check_int64_range(arr: np.ndarray, column: str, source: str) -> None:
-    """CatalogError naming ``column`` and one value when integers do not fit int64: uint64 ids
-    above 2**63 - 1 (which ``astype`` would wrap to negative numbers), or integers too large for
-    any integer type that a reader kept as Python ints or text."""
-    if arr.dtype.kind == "u" and arr.dtype.itemsize == 8:
-        big = arr > np.uint64(INT64_RANGE[1])
-        example = int(arr[big][0]) if big.any() else None
-    elif arr.dtype.kind in "OU":
-        example = next((v for v in map(_integer, arr.reshape(-1).tolist()) if _outside(v)), None)
-    else:
-        return
-    if example is not None:
-        raise CatalogError(
-            f"{source}: column '{column}' holds integers outside the int64 range (e.g. "
-            f"{example}); deepz stores ids as int64 (at most {INT64_RANGE[1]}): give ids that "
-            "fit, or name another id column (--id-column)"
-        )
-
-
-def _integer(value: Any) -> int | None:
-    """``value`` as an int when it is a Python int or the text of one (not a bool), else None."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    text = value.strip() if isinstance(value, str) else ""
-    return int(text) if text.lstrip("+-").isdigit() else None
-
-
-def _outside(value: int | None) -> bool:
-    return value is not None and not INT64_RANGE[0] <= value <= INT64_RANGE[1]
-
-
-def _check_float_ids(arr: np.ndarray, column: str, source: str) -> None:
-    """CatalogError when float ids are too large for their type to hold every integer (beyond
-    2**53 for float64): 19-digit survey ids stored as floats have lost their last digits."""
-    limit = 2.0 ** (np.finfo(arr.dtype).nmant + 1)
-    with np.errstate(invalid="ignore"):
-        big = np.isfinite(arr) & (np.abs(arr) > limit)
-    if big.any():
-        digits = np.finfo(arr.dtype).precision
-        raise CatalogError(
-            f"{source}: column '{column}' holds ids as {arr.dtype} numbers (e.g. "
-            f"{arr[big][0]:.0f}), which keep only about {digits} digits: ids above {limit:.0f} "
-            "such as 19-digit survey ids have lost their last digits (and may collide); write "
-            "the ids as 64-bit integers (int64) or text and import again"
-        )
-
-
-def as_float64(values: Any, column: str, source: str) -> np.ndarray:
-    """float64 copy/view of numeric ``values`` (bool and strings rejected). Raises CatalogError."""
-    arr = np.asarray(values)
-    if arr.dtype.kind in "iuf" or arr.size == 0:
-        return np.ascontiguousarray(arr, dtype=np.float64)
-    raise _not_numeric(arr, column, source, "numeric")
-
-
-def _not_numeric(arr: np.ndarray, column: str, source: str, kind: str) -> CatalogError:
-    """A CatalogError naming the column, its dtype and the first rows that are not numbers."""
-    bad = [i for i, v in enumerate(arr.reshape(-1).tolist()) if not _is_number(v)]
-    where = f" (e.g. rows {few(bad)})" if bad else ""
-    return CatalogError(f"{source}: column '{column}' is not {kind} (dtype {arr.dtype}){where}")
-
-
-def _is_number(value: Any) -> bool:
-    try:
-        float(value)
-    except (TypeError, ValueError):
-        return False
-    return True
 
 
 def native_array(values: Any) -> np.ndarray:

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from deepz_core.catalog.catalog import DEFAULT_FLUXZP, ERROR_PREFIX, FLUX_PREFIX, few
+from deepz_core.catalog.columns import DEFAULT_FLUXZP, ERROR_PREFIX, FLUX_PREFIX, few
 from deepz_core.catalog.magnitudes import convert_magnitudes, magnitude_columns, resolve_limits
 from deepz_core.catalog.units import (
     UNIT_ZEROPOINTS,

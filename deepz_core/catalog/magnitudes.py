@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from deepz_core.catalog.catalog import ERROR_PREFIX, FLUX_PREFIX, as_float64
+from deepz_core.catalog.columns import ERROR_PREFIX, FLUX_PREFIX, as_float64
 from deepz_core.catalog.mapping import canonical_band
 from deepz_core.errors import CatalogError, ConfigError
 

@@ -16,7 +16,7 @@ from functools import cache
 
 import numpy as np
 
-from deepz_core.catalog.catalog import ERROR_PREFIX, EXPOSURE_COLUMNS, FLUX_PREFIX, GALAXY_COLUMNS
+from deepz_core.catalog.columns import ERROR_PREFIX, EXPOSURE_COLUMNS, FLUX_PREFIX, GALAXY_COLUMNS
 from deepz_core.errors import CatalogError
 
 # Normalised aliases (lower case, letters and digits only), most specific first.

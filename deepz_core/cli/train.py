@@ -409,8 +409,9 @@ def _predict_combined(args: argparse.Namespace) -> int:
     from deepz_core.catalog.io import read_catalog
     from deepz_core.files import check_outputs
     from deepz_core.hybrid.runs import predict_hybrid
+    from deepz_core.inference.arrow_tables import arrow_table
     from deepz_core.inference.provenance import provenance
-    from deepz_core.inference.stream import arrow_table, output_format, write_output
+    from deepz_core.inference.stream import output_format, write_output
     from deepz_core.rundir import RunDir
     from deepz_core.training.config import run_pz_config
 

@@ -7,24 +7,21 @@ Scored galaxies are those with a spec-z whose p(z) is out of fold (never trained
 
 from __future__ import annotations
 
-import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from astropy.table import Table
 
 from deepz_core.catalog.catalog import native_array
 from deepz_core.errors import ConfigError
 from deepz_core.evaluation.calibration import LEVEL, coverage_by_mag
 from deepz_core.evaluation.profiles import PROFILES, SurveyProfile
-from deepz_core.inference.predict import mixture_from_arrays
+from deepz_core.evaluation.report import window_odds
 from deepz_core.pz import metrics
 from deepz_core.pz.calibration import coverage_noise, half_mag_edges, pit_coverage
-from deepz_core.pz.products import mixture_odds
 from deepz_core.training.splits import Z_LABEL_MAX
 
 PAUS_TARGET = 0.0035  # sigma68 of dz = (zp - zs)/(1 + zs) for the best 50% (E20 Sec. 6.2)
@@ -249,32 +246,6 @@ def odds_for_window(pred: Predictions, window: float, chunk: int = 20_000) -> np
     return window_odds(
         pred.weights, pred.means, pred.stds, pred.zphot, window, stored, pred.odds_window, chunk
     )
-
-
-def window_odds(
-    weights: np.ndarray,
-    means: np.ndarray,
-    stds: np.ndarray,
-    zphot: np.ndarray,
-    window: float,
-    stored: np.ndarray | None = None,
-    stored_window: float | None = None,
-    chunk: int = 20_000,
-) -> np.ndarray:
-    """(N,) ODDS = P(|z - zphot| <= window/2) (E20 eq. 7) of the mixtures (N, C) with modes
-    ``zphot`` (N,); NaN without a p(z). For the window the ``stored`` odds column was computed
-    for (``stored_window``, the predictions' DZODDSW), that column itself: it is exact for the
-    calibrated p(z), of which the mixture columns are a refit (its ODDS in a 0.003 window differ
-    by ~5% at the median, review of the ninth session), so pages, cuts and files agree."""
-    if stored is not None and stored_window is not None and math.isclose(window, stored_window):
-        return np.asarray(stored, dtype=np.float64)
-    out = np.empty(len(zphot))
-    for s in range(0, len(zphot), chunk):
-        sl = slice(s, s + chunk)
-        mix = mixture_from_arrays(weights[sl], means[sl], stds[sl])
-        mode = torch.as_tensor(np.asarray(zphot[sl], dtype=np.float64))
-        out[sl] = mixture_odds(mix, torch.nan_to_num(mode), window).numpy()
-    return np.where(np.isfinite(zphot), out, np.nan)
 
 
 def _mag_ok(pred: Predictions, mag_max: float | None) -> np.ndarray:

@@ -254,7 +254,7 @@ def write_table(table: Table, path: Path | str, prov: dict[str, str] | None = No
         return atomic_write(path, lambda tmp: table.write(tmp, format=fmt, overwrite=True))
     import pyarrow.parquet as pq
 
-    from deepz_core.inference.stream import arrow_table
+    from deepz_core.inference.arrow_tables import arrow_table
 
     arrow = arrow_table(table).replace_schema_metadata(parquet_metadata(prov))
     return atomic_write(path, lambda tmp: pq.write_table(arrow, tmp))

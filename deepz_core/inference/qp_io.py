@@ -208,9 +208,9 @@ def read_qp(path: Path | str, z_range: tuple[float, float] | None = None) -> Any
     rows."""
     import pyarrow.parquet as pq
 
+    from deepz_core.inference.arrow_tables import SUCCESS, astropy_table, dataset_files
     from deepz_core.inference.hats_out import is_hats_predictions
     from deepz_core.inference.provenance import from_parquet_metadata
-    from deepz_core.inference.stream import SUCCESS, astropy_table, dataset_files
 
     path = Path(path)
     if not path.exists():
@@ -270,8 +270,8 @@ def _qp_file(path: Path) -> Any:
 
 def _hats_qp(folder: Path, z_range: tuple[float, float] | None) -> Any:
     """``read_qp`` of a HATS output: its rows in pixel order, its grid from hats.properties."""
+    from deepz_core.inference.arrow_tables import astropy_table
     from deepz_core.inference.hats_out import hats_provenance, read_hats_table
-    from deepz_core.inference.stream import astropy_table
 
     t = astropy_table(read_hats_table(folder))
     grid = hats_provenance(folder).get("z_grid")

@@ -60,6 +60,7 @@ from deepz_core.files import (
     is_temporary,
     lock_folder,
 )
+from deepz_core.inference.arrow_tables import SUCCESS, arrow_table, astropy_table, dataset_files
 from deepz_core.inference.calibrate import CALIBRATION_FILE, RunCalibration, load_calibration
 from deepz_core.inference.predict import (
     PRODUCT_COLUMNS,
@@ -86,7 +87,6 @@ DEFAULT_CHUNK = 100_000  # rows per partition (one part file, one Dask task)
 CPU_CHUNK = 25_000  # rows read and predicted at once on a CPU: ~330 MB, as fast as larger chunks
 MEMORY_MAX_ROWS = 2_000_000  # FITS, qp and HATS outputs are assembled in memory
 KEEP_EXTRA = COORDINATE_COLUMNS  # catalogue columns copied to the predictions when present
-SUCCESS = "_SUCCESS"
 PLAN = DATASET_PLAN  # files.refuse_inside_dataset knows a dataset by it
 
 
@@ -263,16 +263,6 @@ def mixture_on_grid(products: dict[str, np.ndarray], pz: PzConfig, block: int = 
         )
         out.append(mix.log_prob(z[:, None]).T.exp().float().numpy())  # (n, G)
     return np.concatenate(out)
-
-
-def arrow_table(table: Any) -> pa.Table:
-    """An astropy Table as Arrow: 2-D columns become fixed-size lists (qp 'mixmod' layout)."""
-    cols = {}
-    for name in table.colnames:
-        a = np.ascontiguousarray(table[name])
-        flat = pa.array(a.reshape(-1)) if a.ndim == 2 else None
-        cols[name] = pa.FixedSizeListArray.from_arrays(flat, a.shape[1]) if a.ndim == 2 else a
-    return pa.table(cols)
 
 
 # ---------------------------------------------------------------- writing
@@ -482,11 +472,6 @@ def predictions_file_bytes(path: Path | str, fmt: str) -> bytes:
         return out.read_bytes()
 
 
-def dataset_files(folder: Path | str) -> list[str]:
-    """The part files of a partitioned predictions dataset, in order."""
-    return [str(p) for p in sorted(Path(folder).glob("part-*.parquet"))]
-
-
 def flag_counts(out: Path | str) -> dict[str, int]:
     """``{"rows": N, flag name: rows with it, ...}`` of a predictions file, dataset folder or
     HATS folder."""
@@ -513,23 +498,6 @@ def flag_counts(out: Path | str) -> dict[str, int]:
         flags = dataset.to_table(columns=["flag"])["flag"].to_numpy()
     counts = {f.name: int(np.count_nonzero(flags & f)) for f in PzFlag if f.name is not None}
     return {"rows": len(flags), **{k: v for k, v in counts.items() if v}}
-
-
-def astropy_table(table: pa.Table) -> Any:
-    """An Arrow table as astropy: fixed-size list columns become (N, C) columns."""
-    from astropy.table import Table
-
-    out = Table()
-    for name in table.column_names:
-        col = table.column(name).combine_chunks()
-        if pa.types.is_fixed_size_list(col.type):
-            out[name] = col.flatten().to_numpy().reshape(len(col), col.type.list_size)
-        elif pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
-            # fixed-width text (nulls ""): an object column cannot be written to FITS
-            out[name] = np.asarray(col.fill_null("").to_pylist(), dtype=str)
-        else:
-            out[name] = col.to_numpy(zero_copy_only=False)
-    return out
 
 
 Mapper = Callable[[list[tuple]], Iterator[int]]

@@ -158,7 +158,7 @@ def _chunk_predictor(
     if spec.get("estimator", "network") != "combined":
         return predictor
     from deepz_core.hybrid.runs import predict_hybrid
-    from deepz_core.inference.stream import arrow_table
+    from deepz_core.inference.arrow_tables import arrow_table
     from deepz_core.templatefit.fit import worker_pool
 
     hybrid = load_hybrid(spec["run"])

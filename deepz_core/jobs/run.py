@@ -195,8 +195,9 @@ class Run:
     ) -> Table:
         """``predict`` with the run's combination with the template fit."""
         from deepz_core.hybrid.runs import predict_hybrid
+        from deepz_core.inference.arrow_tables import arrow_table
         from deepz_core.inference.provenance import arrays_sha256, provenance
-        from deepz_core.inference.stream import arrow_table, write_output
+        from deepz_core.inference.stream import write_output
         from deepz_core.training.config import run_pz_config
 
         table = predict_hybrid(self.path, cat, calibrate=calibrate, device=device)
