@@ -568,14 +568,22 @@ def sky_figure(
 ESTIMATORS = {"network": "network", "templatefit": "template fit", "combined": "combined"}
 
 
+COMBINATION_METRICS = (  # (summary key, column title); a summary without one shows "—"
+    ("sigma68", "σ68"),
+    ("outliers", "outliers"),
+    ("catastrophic", "catastrophic"),
+    ("pit_ks", "PIT KS"),
+)
+
+
 def combination_rows(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The table of ``Run.combination_summary()``: one row per half magnitude and an 'all' row
-    first; per estimator (network, template fit, combined) σ68, the strict outlier fraction and
-    the PIT KS statistic over the out-of-fold spec-z galaxies."""
+    first; per estimator (network, template fit, combined) σ68, the strict and catastrophic
+    outlier fractions and the PIT KS statistic over the out-of-fold spec-z galaxies."""
 
     def row(label: str, n: int, scores: Mapping[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {"magnitude": label, "galaxies": int(n)}
-        for metric, title in (("sigma68", "σ68"), ("outliers", "outliers"), ("pit_ks", "PIT KS")):
+        for metric, title in COMBINATION_METRICS:
             for key, name in ESTIMATORS.items():
                 out[f"{title} {name}"] = float(scores.get(key, {}).get(metric, np.nan))
         return out

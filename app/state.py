@@ -551,6 +551,7 @@ NO_NETWORK = (
 
 COMBINE_MIN_GALAXIES = MIN_GALAXIES  # out-of-fold spec-z galaxies a combination is fitted on
 STRICT_OUTLIER = metrics.OUTLIER_THRESHOLD  # the combination's summary counts E20's outliers
+CATASTROPHIC_OUTLIER = metrics.CATASTROPHIC_THRESHOLD  # ... and the catastrophic ones
 TEMPLATE_FIT_RATE = 225  # galaxies/s of the combination's template fit on 2 CPU cores
 
 

@@ -256,7 +256,8 @@ def _combination(runs: list[str]) -> None:
         "p(z) ∝ p_net^a · p_tf^b with exponents chosen per half magnitude on the out-of-fold "
         "spec-z galaxies (each galaxy scored with exponents and a calibration fitted without "
         f"it); outliers: E20's strict |Δz|/(1+z_s) > {state.STRICT_OUTLIER:g} whatever the "
-        "profile; PIT KS: the KS statistic D of the PIT against uniform (0: calibrated)."
+        f"profile; catastrophic: |Δz|/(1+z_s) > {state.CATASTROPHIC_OUTLIER:g}; PIT KS: the KS "
+        "statistic D of the PIT against uniform (0: calibrated)."
     )
     for run_id in runs:
         combined = state.combination(run_id)
@@ -281,7 +282,8 @@ def _combination_of(run_id: str, combined: dict) -> None:
     rows = pd.DataFrame(plots.combination_rows(summary))
     fixed = st.column_config.NumberColumn(format="%.4f")
     percent = st.column_config.NumberColumn(format="percent")
-    formats = {c: percent if c.startswith("outliers") else fixed for c in rows.columns[2:]}
+    fractions = ("outliers", "catastrophic")
+    formats = {c: percent if c.startswith(fractions) else fixed for c in rows.columns[2:]}
     st.dataframe(rows, hide_index=True, width="stretch", column_config=formats, placeholder="—")
     fig = plots.combination_vs_mag(summary, f"σ68 vs magnitude: {run_id}")
     st.plotly_chart(fig, key=f"results_combined_{run_id}")

@@ -538,8 +538,9 @@ def compare(
     tf: Table,
     out: dict[str, np.ndarray],
 ) -> dict[str, Any]:
-    """sigma68, strict outliers and PIT KS of the network, the template fit and the combination
-    over the out-of-fold spec-z galaxies ``rows``, overall and per half magnitude."""
+    """sigma68, strict (|dz| > 0.02, E20 eq. 5) and catastrophic (|dz| > 0.15) outlier fractions
+    and PIT KS of the network, the template fit and the combination over the out-of-fold spec-z
+    galaxies ``rows``, overall and per half magnitude."""
     zs = features.zspec[rows]
     mag = galaxy_mags(features)[rows]
     estimators = {
@@ -556,6 +557,9 @@ def compare(
             res[name] = {
                 "sigma68": metrics.sigma68(d) if len(d) else float("nan"),
                 "outliers": metrics.outlier_fraction(d) if len(d) else float("nan"),
+                "catastrophic": metrics.outlier_fraction(d, metrics.CATASTROPHIC_THRESHOLD)
+                if len(d)
+                else float("nan"),
                 "pit_ks": metrics.pit_ks(np.clip(pit[select], 0, 1)).statistic
                 if len(d) > 1
                 else float("nan"),

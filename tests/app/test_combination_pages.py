@@ -104,9 +104,8 @@ def test_results_compare_the_estimators_of_a_combined_run(at_home) -> None:
     assert "Network + template fit" in _texts(at.subheader)
     summary = dz.load_run(at_home / "runs" / "c1").combination_summary()
     table = next(d.value for d in at.dataframe if "σ68 combined" in d.value.columns)
-    assert {"σ68 network", "σ68 template fit", "outliers combined", "PIT KS network"} <= set(
-        table.columns
-    )
+    want = {"σ68 network", "σ68 template fit", "outliers combined", "PIT KS network"}
+    assert want | {"catastrophic template fit"} <= set(table.columns)
     assert table["magnitude"][0] == "all" and table["galaxies"][0] == summary["n"] > 400
     overall = summary["overall"]
     assert table["σ68 combined"][0] == pytest.approx(overall["combined"]["sigma68"])

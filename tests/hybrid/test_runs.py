@@ -56,7 +56,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 N = 300  # 251 with a spec-z: above the 200 out-of-fold galaxies a combination needs
 BANDS = band_set("paus")[::4] + band_set("cosmos")  # 10 narrow and 6 broad bands
 ESTIMATORS = ("network", "templatefit", "combined")
-SCORES = ("sigma68", "outliers", "pit_ks")
+SCORES = ("sigma68", "outliers", "catastrophic", "pit_ks")
 NEW_IDS = 10**6  # added to the ref_ids of the same photometry: new galaxies
 
 
@@ -130,6 +130,9 @@ def test_the_summary_is_the_statistics_of_the_stored_predictions(combined) -> No
         assert summary["overall"][name]["sigma68"] == pytest.approx(metrics.sigma68(d), rel=1e-6)
         assert summary["overall"][name]["outliers"] == pytest.approx(
             metrics.outlier_fraction(d), rel=1e-6
+        )
+        assert summary["overall"][name]["catastrophic"] == pytest.approx(
+            float(np.mean(np.abs(d) > 0.15)), rel=1e-6
         )
     pit = np.clip(np.asarray(table["pit"])[use], 0, 1)
     assert summary["overall"]["combined"]["pit_ks"] == pytest.approx(metrics.pit_ks(pit).statistic)
