@@ -69,7 +69,7 @@ def test_combine_prints_json_and_writes_hybrid_json(trained, tmp_path, capsys) -
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert printed["run"] == str(run) and printed["templates"] == "bcnz2"
     for name in ("network", "templatefit", "combined"):
-        assert set(printed[name]) == {"sigma68", "outliers", "pit_ks"}, name
+        assert set(printed[name]) == {"sigma68", "outliers", "catastrophic", "pit_ks"}, name
     hybrid = load_hybrid(run)
     assert hybrid.template_set == "bcnz2" and hybrid.calibration is None
     assert hybrid.summary["overall"]["combined"]["sigma68"] == printed["combined"]["sigma68"]
