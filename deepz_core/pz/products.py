@@ -294,9 +294,9 @@ def calibrated_products(
     zphot stays the mode of the raw p(z): the calibration reshapes the uncertainty, and the mode
     of g'(F(z)) p(z) is a worse point estimate (measured on the demo mock: sigma68 +2-4%). Exact:
     the quantiles F^-1(g^-1(q)), ODDS g(F(zphot + w/2)) - g(F(zphot - w/2)), PIT g(F(zs)) (and
-    the raw PIT F(zs) as ``pit_raw``); the refitted mixture is moved and stretched so that its
-    median and 68% interval width are the exact ones (``pinned_to_quantiles``), and zmean is its
-    mean."""
+    the raw PIT F(zs) as ``pit_raw``); zmean is the calibrated p(z)'s mean (that of its
+    moment-matched refit, ``refit_mixture``), and the refit is then moved and stretched so that
+    its median and 68% interval width are the exact ones (``pinned_to_quantiles``)."""
     p = _Params.of(mix)
     tr = transform.to(p.loc.device)
     if len(tr) != len(p.loc):
@@ -314,10 +314,11 @@ def calibrated_products(
         at.append(torch.nan_to_num(zs))
     cdf = _blockwise(p, len(at), lambda b, sl: b.cdf(torch.stack([a[sl] for a in at], 1)))
     g = tr.forward(cdf)  # (N, 2 or 3)
+    mean = (refit.weights * refit.loc).sum(-1)  # the calibrated p(z)'s (the refit keeps it)
     refit = pinned_to_quantiles(refit, quant)
     out = {
         "zphot": mode,
-        "zmean": (refit.weights * refit.loc).sum(-1),
+        "zmean": mean,
         "zmedian": quant[:, 0],
         "z_lo68": quant[:, 1],
         "z_hi68": quant[:, 2],

@@ -195,10 +195,14 @@ def test_the_stored_mixture_of_a_skewing_calibration_keeps_the_exact_median_and_
 
     q = quantiles(stored)
     np.testing.assert_allclose(q[:, 0], out["zmedian"].numpy(), atol=2e-4)
+
     np.testing.assert_allclose(
         q[:, 2] - q[:, 1], (out["z_hi68"] - out["z_lo68"]).numpy(), atol=3e-4
     )
     unpinned = refit_mixture(mix, tr)
+    # zmean stays the moment-matched refit's mean, not the pinned mixture's
+    refit_mean = (unpinned.weights * unpinned.loc).sum(-1).numpy()
+    np.testing.assert_allclose(out["zmean"].numpy(), refit_mean, rtol=1e-12)
     exact_pit = out["pit"].numpy()
     pinned_off = np.abs(stored.cdf(zs).numpy() - exact_pit)
     unpinned_off = np.abs(unpinned.cdf(zs).numpy() - exact_pit)
