@@ -132,7 +132,12 @@ def table_grid(t: Table) -> PzConfig:
     text = t.meta.get(GRID_META)
     if not text:
         return PzConfig()
-    z_min, z_max, dz = (float(v) for v in str(text).split(":"))
+    try:
+        z_min, z_max, dz = (float(v) for v in str(text).split(":"))
+    except ValueError:
+        raise CatalogError(
+            f"predictions: {GRID_META} {text!r} is no redshift grid 'z_min:z_max:dz'"
+        ) from None
     return PzConfig(z_min=z_min, z_max=z_max, dz=dz)
 
 

@@ -28,7 +28,7 @@ def template_simulation(ctx: Context) -> Path:
     if not path.exists():
         ctx.log("[experiments] simulating the template-based pretraining set")
         cat = simulate_templates(ctx.plan.template_sim_n, ctx.catalog.bands, ctx.plan.seed + 1)
-        write_catalog(cat, path)
+        write_catalog(cat, path, overwrite=True)  # fixed by the plan: a rerun writes the same
     return path
 
 

@@ -118,7 +118,8 @@ def figb1_ellipticals(ctx: Context) -> dict[str, Any]:
     paths = {False: folder / "train.fits", True: folder / "train_no_u.fits"}  # by without_u
     for no_u, path in paths.items():
         if not path.exists():
-            write_catalog(match_bands(train, bands_without_u(bands) if no_u else bands), path)
+            cat = match_bands(train, bands_without_u(bands) if no_u else bands)
+            write_catalog(cat, path, overwrite=True)  # fixed by the plan's seed
     methods: dict[str, PhotoZ] = {"template fit (known SEDs)": chi2_photoz(bands, EARLY_TYPES)}
     for name, run_spec in ELLIPTICAL_RUNS.items():
         fraction = {"outlier_fraction": ctx.plan.train_outliers} if run_spec.outliers else {}

@@ -81,7 +81,8 @@ def catalog_without_u(ctx: Context) -> Path:
     path = ctx.root / "b1_no_u" / "catalog.fits"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_catalog(match_bands(ctx.catalog, bands_without_u(ctx.catalog.bands)), path)
+        cat = match_bands(ctx.catalog, bands_without_u(ctx.catalog.bands))
+        write_catalog(cat, path, overwrite=True)  # fixed by the catalogue: the same galaxies
     return path
 
 

@@ -45,6 +45,10 @@ def as_catalog(catalog: CatalogLike, what: str = "catalog", conventions: Any = N
     return Catalog.from_table(catalog, source=what, conventions=conv)
 
 
+# warn_if_doubtful's stacklevel from inside train/resume: their caller, past keeps_global_rng
+CALLER_OF_WRAPPED = 4
+
+
 @dataclass(frozen=True)
 class Run:
     """A deepz run folder: its configuration, status, out-of-fold predictions, and ``predict``.
@@ -356,16 +360,17 @@ class Run:
         with self.folder.locked():  # a run another process trains is refused, naming it
             self.folder.file("cancel").unlink(missing_ok=True)
             execute_run(self.folder)
-        return self.warn_if_doubtful()
+        return self.warn_if_doubtful(CALLER_OF_WRAPPED)
 
-    def warn_if_doubtful(self) -> Run:
-        """Issue the run's ``training_warning`` as a ``TrainingWarning`` (Python's warnings: once
-        per place in a notebook, filterable); self."""
+    def warn_if_doubtful(self, stacklevel: int = 2) -> Run:
+        """Issue the run's ``training_warning`` as a ``TrainingWarning`` (Python's warnings:
+        once per place in a notebook, filterable), attributed ``stacklevel`` frames up (2: the
+        caller; ``train`` and ``resume`` name their own caller's line); self."""
         from deepz_core.jobs.status import training_warning
 
         warning = training_warning(self.folder)
         if warning:
-            warnings.warn(f"run {self.path}: {warning}", TrainingWarning, stacklevel=3)
+            warnings.warn(f"run {self.path}: {warning}", TrainingWarning, stacklevel=stacklevel)
         return self
 
     def _require_model(self) -> None:
@@ -486,14 +491,14 @@ def train(
             raise
         run, opened = open_run_folder(out, config, reuse)
         if opened.startswith(REUSED):
-            return Run(out).warn_if_doubtful()
+            return Run(out).warn_if_doubtful(CALLER_OF_WRAPPED)
         card = {"name": name, "note": note}
         if profile is not None:
             card["profile"] = survey_profile(profile).to_dict()
         if any(v is not None for v in card.values()):
             run.update_card(**card)
         execute_run(run)
-    return Run(out).warn_if_doubtful()
+    return Run(out).warn_if_doubtful(CALLER_OF_WRAPPED)
 
 
 @contextmanager

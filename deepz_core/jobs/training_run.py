@@ -509,11 +509,12 @@ def judged_heldout(heldout: dict[str, Any], features: Features, splits: Splits) 
     worse = [i for i, (v, b) in enumerate(zip(heldout["best_val_nll"], nz, strict=True)) if v >= b]
     out = {**heldout, "nz_nll": [float(v) for v in nz]}
     if worse:
+        i = max(worse, key=lambda k: heldout["best_val_nll"][k] - nz[k])  # the furthest behind
         note = (
-            f"member(s) {worse} predict no better than the spec-z distribution alone (best "
-            f"held-out NLL {min(heldout['best_val_nll'][i] for i in worse):.3g} nats, the n(z) "
-            f"as every galaxy's p(z) {min(nz[i] for i in worse):.3g}): train longer (preset "
-            "quick or paper), with pretraining, or on more spec-z"
+            f"member(s) {worse} predict no better than the spec-z distribution alone (member "
+            f"{i}: best held-out NLL {heldout['best_val_nll'][i]:.3g} nats, the n(z) as every "
+            f"galaxy's p(z) {nz[i]:.3g}): train longer (preset quick or paper), with "
+            "pretraining, or on more spec-z"
         )
         out["warning"] = "; ".join(filter(None, [heldout.get("warning"), note]))
     return out

@@ -110,7 +110,8 @@ def cached_simulation(
 
     path = cached_simulation_path(kind, n, bands, seed, config, sed_family)
     if not path.exists():
-        write_catalog(simulate(kind, n, bands, seed, config, sed_family), path)
+        # overwrite: a concurrent run may have written the same galaxies (the key fixes them)
+        write_catalog(simulate(kind, n, bands, seed, config, sed_family), path, overwrite=True)
     return path
 
 

@@ -91,6 +91,9 @@ def test_the_cde_loss_uses_the_grid_the_table_names(rng) -> None:
     assert evaluate_table(t)["overall"]["cde_loss"] != pytest.approx(exact, rel=1e-2)
     t.meta["DZZGRID"] = "0:3:0.001"
     assert evaluate_table(t)["overall"]["cde_loss"] == pytest.approx(exact, rel=1e-4)
+    t.meta["DZZGRID"] = "0:3"  # a damaged header: one line, no traceback
+    with pytest.raises(CatalogError, match="DZZGRID '0:3' is no redshift grid"):
+        evaluate_table(t)
 
 
 def test_a_qp_ensemble_or_file_is_named_not_a_traceback(tmp_path) -> None:

@@ -152,8 +152,12 @@ def test_a_doubtful_run_warns_in_python(tmp_path, catalog) -> None:
     status = run.folder.status()
     status["summary"]["heldout"]["warning"] = "member(s) [0] predict no better than n(z)"
     atomic_write_json(run.folder.file("status.json"), status)
-    with pytest.warns(dz.TrainingWarning, match=r"member\(s\) \[0\] predict no better"):
+    with pytest.warns(dz.TrainingWarning, match=r"member\(s\) \[0\] predict no better") as said:
         dz.load_run(run.path).warn_if_doubtful()
+    assert said[0].filename == __file__  # the caller's line, not deepz's
+    with pytest.warns(dz.TrainingWarning) as said:  # reuse: the finished run, warned again
+        dz.train(catalog, tmp_path / "r", preset="smoke", pretrain="none", reuse=True)
+    assert said[0].filename == __file__  # past train's keeps_global_rng wrapper
 
 
 def test_a_run_another_process_trains_is_refused(tmp_path, catalog) -> None:

@@ -184,7 +184,7 @@ def test_networks_that_learned_less_than_n_z_are_named_in_a_warning() -> None:
     out = judged_heldout(heldout, SimpleNamespace(zspec=z), splits)
     assert all(abs(v - np.log(3.0)) < 0.1 for v in out["nz_nll"])
     assert out["warning"].startswith("member(s) [0]: over-fitting; member(s) [1] predict no better")
-    assert "1.4 nats" in out["warning"]
+    assert "member 1: best held-out NLL 1.4 nats" in out["warning"]
     learned = judged_heldout({"best_val_nll": [-1.5, -1.0]}, SimpleNamespace(zspec=z), splits)
     assert "warning" not in learned and judged_heldout({}, SimpleNamespace(zspec=z), splits) == {}
 

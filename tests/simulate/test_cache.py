@@ -41,3 +41,15 @@ def test_a_cached_family_is_simulated_once_and_read_back(cache) -> None:
     assert cached_simulation("paus-mock", 30, BANDS, 2, sed_family="kcorrect") == path
     assert path.stat().st_mtime_ns == stamp
     assert np.isfinite(cat.flux).all()
+
+
+def test_a_simulation_another_process_wrote_meanwhile_is_no_error(cache, monkeypatch) -> None:
+    """Review, tenth session: two runs with --pretrain auto could both find no cached file, and
+    the second write was refused as an existing output (the key fixes the galaxies)."""
+    from pathlib import Path
+
+    path = cached_simulation("paus-mock", 20, BANDS, 3)
+    real_exists = Path.exists
+    monkeypatch.setattr(Path, "exists", lambda p: False if p == path else real_exists(p))
+    assert cached_simulation("paus-mock", 20, BANDS, 3) == path  # written again, not refused
+    assert read_catalog(path).n_galaxies == 20
