@@ -124,20 +124,22 @@ PLACEHOLDER = "{b}"  # the band in a --rename pattern
 
 def rename_columns(names: Sequence[str], rename: Mapping[str, str], source: str) -> dict[str, str]:
     """{file column: canonical name} of the ``names`` that a ``rename`` pattern matches whole
-    (``{b}`` stands for a band: letters and digits, so ``{b}_cModelFlux`` leaves DP0's
-    ``u_free_cModelFlux`` alone; a pattern without it names one column). CatalogError when two
-    patterns match one column (which wins would hang on their order), a new name is already a
-    column or two columns get one name."""
+    (``{b}`` stands for a band: letters, digits, _; a pattern without it names one column).
+    Where two patterns match one column the more specific wins (the longer fixed text:
+    ``mag_err_{b}_lsst`` over ``mag_{b}_lsst`` for ``mag_err_u_lsst``), whatever their order;
+    CatalogError when they are as specific, a new name is already a column or two columns get
+    one name."""
     out: dict[str, str] = {}
     by: dict[str, str] = {}  # file column -> the pattern that renamed it
-    for pattern, target in rename.items():
+    for pattern, target in sorted(rename.items(), key=lambda kv: -_fixed_text(kv[0])):
         for name, new in _matches(names, pattern, target).items():
-            if name in by:
+            if name in by and _fixed_text(by[name]) == _fixed_text(pattern):
                 raise CatalogError(
-                    f"{source}: column {name!r} matches two --rename patterns, {by[name]!r} and "
-                    f"{pattern!r}: make them tell it apart"
+                    f"{source}: column {name!r} matches two --rename patterns as specific, "
+                    f"{by[name]!r} and {pattern!r}: make them tell it apart"
                 )
-            out[name], by[name] = new, pattern
+            if name not in by:
+                out[name], by[name] = new, pattern
     clashes = sorted({v for v in out.values() if v in names and v not in out}) or sorted(
         v for v in set(out.values()) if list(out.values()).count(v) > 1
     )
@@ -148,12 +150,17 @@ def rename_columns(names: Sequence[str], rename: Mapping[str, str], source: str)
     return out
 
 
+def _fixed_text(pattern: str) -> int:
+    """How specific a ``rename`` pattern is: its characters besides ``{b}``."""
+    return len(pattern.replace(PLACEHOLDER, ""))
+
+
 def _matches(names: Sequence[str], pattern: str, target: str) -> dict[str, str]:
     """{column: new name} of the ``names`` one ``rename`` pattern matches whole."""
     if PLACEHOLDER not in pattern:  # one column, named whole
         return {pattern: target} if pattern in names else {}
     head, tail = pattern.split(PLACEHOLDER)
-    regex = re.compile(f"{re.escape(head)}(?P<b>[^\\W_]+){re.escape(tail)}")
+    regex = re.compile(f"{re.escape(head)}(?P<b>\\w+){re.escape(tail)}")
     found = ((name, regex.fullmatch(name)) for name in names)
     return {name: target.replace(PLACEHOLDER, m["b"]) for name, m in found if m is not None}
 

@@ -132,18 +132,20 @@ def test_a_rename_without_a_band_names_one_column() -> None:
         InputConventions(rename={"redshift": "zspec_{b}"})
 
 
-def test_a_band_in_a_rename_pattern_is_letters_and_digits_and_no_column_matches_twice() -> None:
-    """Review of the tenth session: ``{b}`` matched underscores, so ``mag_{b}_lsst`` also took
-    ``mag_err_u_lsst`` (band 'err_u') when listed last, and ``{b}_cModelFlux`` took DP0's
-    ``u_free_cModelFlux`` as a band 'u_free'."""
+def test_the_more_specific_rename_pattern_wins_whatever_the_order() -> None:
+    """Review of the tenth session: ``mag_{b}_lsst`` also matches ``mag_err_u_lsst`` (band
+    'err_u'), and which pattern renamed it hung on their order."""
     mags = ["mag_u_lsst", "mag_err_u_lsst"]
     forward = {"mag_{b}_lsst": "mag_lsst_{b}", "mag_err_{b}_lsst": "magerr_lsst_{b}"}
     backward = dict(reversed(list(forward.items())))
     want = {"mag_u_lsst": "mag_lsst_u", "mag_err_u_lsst": "magerr_lsst_u"}
     assert rename_columns(mags, forward, "rail") == want == rename_columns(mags, backward, "rail")
-    dp0 = ["u_cModelFlux", "u_free_cModelFlux", "NB455_cModelFlux"]
-    found = rename_columns(dp0, {"{b}_cModelFlux": "flux_{b}"}, "dp0")
-    assert found == {"u_cModelFlux": "flux_u", "NB455_cModelFlux": "flux_NB455"}
-    twice = {"{b}_cModelFlux": "flux_{b}", "u_cModelFlux": "flux_lsst_u"}
+    cmodel = ["subaru_r_cModelFlux", "u_cModelFlux"]  # a band may hold "_" (deepz's own names)
+    named = {"{b}_cModelFlux": "flux_{b}", "u_cModelFlux": "flux_lsst_u"}  # one column: wins
+    assert rename_columns(cmodel, named, "dp0") == {
+        "subaru_r_cModelFlux": "flux_subaru_r",
+        "u_cModelFlux": "flux_lsst_u",
+    }
+    tie = {"{b}_cModelFlux": "flux_{b}", "u_cModelFlu{b}": "flux_{b}"}  # 11 fixed characters each
     with pytest.raises(CatalogError, match="'u_cModelFlux' matches two --rename patterns"):
-        rename_columns(dp0, twice, "dp0")
+        rename_columns(cmodel, tie, "dp0")
