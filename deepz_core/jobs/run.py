@@ -441,11 +441,13 @@ def train(
     training, combine the networks with the template fit of that set (``Run.combine``).
 
     Calling ``train`` again with the same ``out``: a finished run is refused (with
-    ``reuse=True``, one with the same settings on the same catalogue is returned as it is:
-    re-running a notebook or a pipeline; the same galaxies for a catalogue in memory, a file not
-    modified since the run started); a killed one with the same settings resumes; one that never
-    trained starts over; other settings are refused, naming what differs. A folder of other files is refused untouched, and a folder another
-    process is training raises an InUseError naming it (the folder is locked while training).
+    ``reuse=True``, one with the same settings on the same catalogue is returned, taking the
+    ``name``, ``note`` and ``profile`` given: re-running a notebook or a pipeline; the same
+    galaxies for a catalogue in memory, a file not modified since the run started); a killed one
+    with the same settings resumes; one that never trained starts over; other settings are
+    refused, naming what differs. A folder of other files is refused untouched, and a folder
+    another process is training raises an InUseError naming it (the folder is locked while
+    training).
 
     >>> import deepz_core as dz
     >>> cat = dz.simulate_catalog("lsst-deep", 400, seed=1)
@@ -490,13 +492,13 @@ def train(
                 path.unlink(missing_ok=True)
             raise
         run, opened = open_run_folder(out, config, reuse)
-        if opened.startswith(REUSED):
-            return Run(out).warn_if_doubtful(CALLER_OF_WRAPPED)
-        card = {"name": name, "note": note}
+        card = {k: v for k, v in (("name", name), ("note", note)) if v is not None}
         if profile is not None:
             card["profile"] = survey_profile(profile).to_dict()
-        if any(v is not None for v in card.values()):
+        if card:  # a reused run takes them too: they name and judge it, they do not train it
             run.update_card(**card)
+        if opened.startswith(REUSED):
+            return Run(out).warn_if_doubtful(CALLER_OF_WRAPPED)
         execute_run(run)
     return Run(out).warn_if_doubtful(CALLER_OF_WRAPPED)
 

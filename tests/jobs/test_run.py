@@ -147,6 +147,20 @@ def test_a_refused_call_leaves_no_catalogue_behind_and_the_next_one_trains(
     assert said == ([f"run {out}: {warning}"] if warning else [])
 
 
+def test_a_reused_run_takes_the_name_note_and_profile_given_again(tmp_path, catalog) -> None:
+    """Review of the tenth session: ``reuse=True`` returned the finished run with its old
+    profile (and so its old outlier threshold) whatever ``profile=`` said, in silence."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dz.TrainingWarning)
+        first = dz.train(catalog, tmp_path / "r", preset="smoke", pretrain="none", note="first")
+        again = dz.train(
+            catalog, tmp_path / "r", "smoke", "none", name="mine", profile="broad-band", reuse=True
+        )
+    assert again.path == first.path and again.profile.name == "broad-band"
+    assert dz.load_run(tmp_path / "r").card["name"] == "mine"
+    assert dz.load_run(tmp_path / "r").card["note"] == "first"  # kept: not given again
+
+
 def test_a_doubtful_run_warns_in_python(tmp_path, catalog) -> None:
     run = dz.train(catalog, tmp_path / "r", preset="smoke", pretrain="none")
     status = run.folder.status()
