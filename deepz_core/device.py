@@ -59,3 +59,26 @@ def resolve_device(name: str = "auto") -> torch.device:
     if device.type == "mps" and not _mps_available():
         raise ConfigError(f"device {name!r} is not available on this machine (no MPS)")
     return device
+
+
+def cpu_arithmetic() -> dict[str, str]:
+    """The CPU kernels this process's arithmetic takes: torch's vector capability ("AVX2",
+    "AVX512", ...) and OpenBLAS's kernel set for numpy ("Haswell", "SkylakeX", "Zen", ...;
+    "unknown" where it cannot be read). Two machines that differ here differ in the last bits of
+    float32 matrix products, and training amplifies those (Adam), so a shipped run's losses are
+    reproduced bit for bit only on a machine of the builder's kind."""
+    blas = "unknown"
+    try:
+        from threadpoolctl import threadpool_info
+
+        blas = next(
+            (
+                str(i.get("architecture"))
+                for i in threadpool_info()
+                if i.get("internal_api") == "openblas"
+            ),
+            "unknown",
+        )
+    except ImportError:
+        pass
+    return {"torch": str(torch.backends.cpu.get_cpu_capability()), "blas": blas}

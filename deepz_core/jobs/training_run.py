@@ -7,7 +7,6 @@ a killed run to resume from its last checkpoint. Everything the pages show is re
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import os
 import time
@@ -40,6 +39,7 @@ from deepz_core.training.config import (
     load_run_config,
     preset,
 )
+from deepz_core.training.fingerprints import Fingerprint, fingerprint
 from deepz_core.training.loop import (
     NLL_CLIP,
     Cancelled,
@@ -465,11 +465,18 @@ def _train(run: RunDir, config: RunConfig) -> None:
         _validator(features, splits, device, magnitude),
     )
     pretraining = _pretraining(config, features, model)
-    key = pretraining.digest() if pretraining and pretrained.cache_enabled() else None
+    cached = pretraining if pretraining and pretrained.cache_enabled() else None
     tuned = _finetune_key(config, cat, features, splits, model, pretraining)
-    keys = {"pretrain_key": key, "finetune_key": tuned}
-    run.set_status("running", **{k: v for k, v in keys.items() if v})  # what pretrain-weights ships
-    _run_phases(run, runner, phases, key, tuned)
+    keys = {
+        "pretrain_key": cached and cached.digest(),
+        "finetune_key": tuned and tuned.digest(),
+        "key_sums": {  # what pretrain-weights ships beside the keys
+            **({"pretrain": cached.sums()} if cached else {}),
+            **({"finetune": tuned.sums()} if tuned else {}),
+        },
+    }
+    run.set_status("running", **{k: v for k, v in keys.items() if v})
+    _run_phases(run, runner, phases, cached, tuned)
     save_model(
         model,
         run.path,
@@ -616,7 +623,7 @@ def _pretraining(
         features.ref_band,
         ident,
         _device_type(model),
-        _stats_digest(model),
+        _stats_fingerprint(model),
     )
 
 
@@ -624,9 +631,10 @@ def _device_type(model: DeepzModel) -> str:
     return next(model.parameters()).device.type
 
 
-def _stats_digest(model: DeepzModel) -> str:
-    stats = hashlib.sha256(b"".join(t.cpu().numpy().tobytes() for t in model.input_stats()))
-    return stats.hexdigest()[:16]
+def _stats_fingerprint(model: DeepzModel) -> Fingerprint:
+    """Fingerprint of the model's input statistics (loc, scale), (F,) each."""
+    loc, scale = (t.cpu().numpy() for t in model.input_stats())
+    return fingerprint({"loc": loc, "scale": scale})
 
 
 def _finetune_key(
@@ -636,7 +644,7 @@ def _finetune_key(
     splits: Splits,
     model: DeepzModel,
     pretraining: pretrained.PretrainKey | None,
-) -> str | None:
+) -> finetuned.FinetuneKey | None:
     """Key of this run's end of fine-tuning (``deepz_core.training.finetuned``); None with the
     lookup off (``DEEPZ_PRETRAIN_CACHE=0``)."""
     if not pretrained.cache_enabled():
@@ -647,26 +655,27 @@ def _finetune_key(
         config.train,
         features.bands,
         features.ref_band,
-        finetuned.catalog_digest(cat),
-        finetuned.features_digest(features),
+        finetuned.catalog_fingerprint(cat),
+        finetuned.features_fingerprint(features),
         finetuned.splits_digest(splits),
-        _stats_digest(model),
+        _stats_fingerprint(model),
         _device_type(model),
-    ).digest()
+    )
 
 
 def _run_phases(
     run: RunDir,
     runner: PhaseRunner,
     phases: list[Phase],
-    pretrain_key: str | None = None,
-    finetune_key: str | None = None,
+    pretrain_key: pretrained.PretrainKey | None = None,
+    finetune_key: finetuned.FinetuneKey | None = None,
 ) -> None:
     ckpt = load_checkpoint(run)
     names = [p.name for p in phases]
-    if ckpt is None and finetune_key and finetuned.restore(run, finetune_key):
+    tuned, cached = finetune_key, pretrain_key
+    if ckpt is None and tuned and finetuned.restore(run, tuned.digest(), tuned.sums()):
         ckpt = load_checkpoint(run)  # exactly a resume from the last fine-tuning epoch
-    elif ckpt is None and pretrain_key and pretrained.restore(run, pretrain_key):
+    elif ckpt is None and cached and pretrained.restore(run, cached.digest(), cached.sums()):
         ckpt = load_checkpoint(run)  # from here on, exactly a resume from the end of pretraining
     elif ckpt is not None:
         tensors, meta = ckpt
@@ -685,8 +694,8 @@ def _run_phases(
         done = resume is not None and resume["meta"]["epoch"] >= phase.epochs
         run.log(f"{phase.name}: {phase.epochs} epochs" + (", all done: nothing to train" * done))
         runner.execute(phase, resume)
-        if phase.name == "pretrain" and pretrain_key and not pretrained.has(pretrain_key):
-            pretrained.store(run, pretrain_key)
+        if phase.name == "pretrain" and cached and not pretrained.has(cached.digest()):
+            pretrained.store(run, cached.digest(), cached.sums())
 
 
 def _validator(features: Features, splits: Splits, device, magnitude: bool = False):

@@ -5,7 +5,10 @@ networks at the end of fine-tuning is a function of the run's inputs: the pretra
 ``deepz_core.training.pretrained.PretrainKey``), the network, the whole TrainConfig (fine-tuning
 schedule, batches, alpha, coadds, outliers, ensemble, seed), the catalogue's content and the features
 built from it, the R x K splits, the input statistics, the device type, the torch and numpy versions
-and ``FINETUNE_VERSION``. ``FinetuneKey`` hashes all of them. What happens after fine-tuning (the
+and ``FINETUNE_VERSION``. ``FinetuneKey`` hashes all of them, but for the last bits of the
+floating-point content (catalogue, features, input statistics), which depend on the CPU that
+simulated the catalogue: those are matched by their sums within a tolerance
+(``training.fingerprints``), stored in the entry's JSON. What happens after fine-tuning (the
 p(z) grid, the PIT calibration, predictions, anything a RunConfig gains later) is not in the key:
 the run does it anew.
 
@@ -41,9 +44,11 @@ from safetensors.torch import load_file, save_file
 
 from deepz_core.catalog.catalog import Catalog
 from deepz_core.catalog.features import Features
+from deepz_core.device import cpu_arithmetic
 from deepz_core.files import atomic_write, atomic_write_json
 from deepz_core.rundir import RunDir, load_checkpoint, save_checkpoint
 from deepz_core.training.config import TrainConfig
+from deepz_core.training.fingerprints import Fingerprint, Sums, agree, fingerprint
 from deepz_core.training.pretrained import cache_enabled, shipped_dir
 from deepz_core.training.splits import Splits
 
@@ -53,52 +58,38 @@ SHIPPED_BY = "deepz pretrain-weights"
 UNSHIPPED = ("cached", "seconds")  # row fields left out: the builder's timings are no one else's
 
 
-def arrays_digest(named: Mapping[str, Any]) -> str:
-    """sha256 (hex, 24 chars) of named arrays: each name, dtype, shape and bytes (None counts)."""
-    digest = hashlib.sha256()
-    for name, value in named.items():
-        digest.update(name.encode())
-        if value is None:
-            digest.update(b"<none>")
-            continue
-        arr = np.ascontiguousarray(value)
-        digest.update(f"{arr.dtype.str}{arr.shape}".encode())
-        digest.update(arr.tobytes())
-    return digest.hexdigest()[:24]
-
-
-def catalog_digest(cat: Catalog) -> str:
-    """Digest of a catalogue's content: its columns (``Catalog.columns``), bands, flux zero-point and
-    single exposures; not its file name, file format or header."""
+def catalog_fingerprint(cat: Catalog) -> Fingerprint:
+    """Fingerprint of a catalogue's content (``training.fingerprints``): its columns
+    (``Catalog.columns``), bands, flux zero-point and single exposures; not its file name, file
+    format or header."""
     named: dict[str, Any] = {f"col.{k}": v for k, v in cat.columns().items()}
     named["bands"] = np.array(cat.bands)
     named["fluxzp"] = np.float64(cat.fluxzp)
     exp = cat.exposures
     for name in ("ref_id", "band", "exp_num", "flux", "flux_error"):
         named[f"exp.{name}"] = None if exp is None else getattr(exp, name)
-    return arrays_digest(named)
+    return fingerprint(named)
 
 
-def features_digest(features: Features) -> str:
-    """Digest of every field of the features the networks train on (screen flags included)."""
+def features_fingerprint(features: Features) -> Fingerprint:
+    """Fingerprint of every field of the features the networks train on (screen flags included)."""
     named = {
         f.name: np.asarray(getattr(features, f.name))
         if getattr(features, f.name) is not None
         else None
         for f in dataclasses.fields(features)
     }
-    return arrays_digest(named)
+    return fingerprint(named)
 
 
 def splits_digest(splits: Splits) -> str:
     """Digest of the R x K splits: which member trains on which galaxy, (E, N), and the labels."""
-    return arrays_digest(
-        {
-            "train": splits.train,
-            "labelled": splits.labelled,
-            "shape": np.array([splits.repetitions, splits.folds]),
-        }
-    )
+    named = {
+        "train": splits.train,
+        "labelled": splits.labelled,
+        "shape": np.array([splits.repetitions, splits.folds]),
+    }
+    return fingerprint(named).digest  # no floats: exact
 
 
 @dataclass(frozen=True)
@@ -110,11 +101,19 @@ class FinetuneKey:
     train: TrainConfig
     bands: Sequence[str]
     ref_band: str
-    catalog: str  # catalog_digest of the catalogue (and its exposures)
-    features: str  # features_digest of what the networks read
+    catalog: Fingerprint  # catalog_fingerprint of the catalogue (and its exposures)
+    features: Fingerprint  # features_fingerprint of what the networks read
     splits: str  # splits_digest
-    input_stats: str  # digest of the model's input statistics
+    input_stats: Fingerprint  # fingerprint of the model's input statistics
     device: str  # torch.device type: CPU and GPU arithmetic differ
+
+    def sums(self) -> dict[str, Sums]:
+        """The float sums of the key's fingerprints, matched with a tolerance, not hashed."""
+        return {
+            "catalog": self.catalog.sums,
+            "features": self.features.sums,
+            "input_stats": self.input_stats.sums,
+        }
 
     def digest(self) -> str:
         # the device as asked ("auto", "cpu") is not the device used: its type is keyed instead
@@ -130,10 +129,10 @@ class FinetuneKey:
             "train": train,
             "bands": list(self.bands),
             "ref_band": self.ref_band,
-            "catalog": self.catalog,
-            "features": self.features,
+            "catalog": self.catalog.digest,
+            "features": self.features.digest,
             "splits": self.splits,
-            "input_stats": self.input_stats,
+            "input_stats": self.input_stats.digest,
         }
         return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:24]
 
@@ -142,8 +141,11 @@ def _paths(key: str, folder: Path) -> tuple[Path, Path]:
     return folder / f"{key}.safetensors", folder / f"{key}.json"
 
 
-def _read(key: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
-    """The shipped entry ``key`` (tensors, JSON), or None when absent, damaged or not fine-tuned."""
+def _read(
+    key: str, sums: Mapping[str, Sums]
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+    """The shipped entry ``key`` (tensors, JSON), or None when absent, damaged, not fine-tuned or
+    built from content whose float sums do not agree with ``sums`` (``FinetuneKey.sums``)."""
     tensor_path, meta_path = _paths(key, shipped_dir())
     if not (tensor_path.exists() and meta_path.exists()):
         return None
@@ -151,16 +153,18 @@ def _read(key: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
         saved = json.loads(meta_path.read_text())
         tensors = load_file(str(tensor_path))
         ok = saved["kind"] == KIND and saved["meta"]["phase"] == "finetune"
+        ok = ok and agree(sums, saved.get("sums"))
     except (OSError, ValueError, KeyError, TypeError, SafetensorError):
         return None  # a damaged entry costs a training, never a run
     return (tensors, saved) if ok else None
 
 
-def restore(run: RunDir, key: str) -> bool:
+def restore(run: RunDir, key: str, sums: Mapping[str, Sums]) -> bool:
     """Give ``run`` the shipped end-of-fine-tuning checkpoint and metrics rows (marked
-    ``cached``) of entry ``key``; False on a miss (or with the lookup off). The run then resumes
-    from its last fine-tuning epoch: nothing is left to train."""
-    entry = _read(key) if cache_enabled() else None
+    ``cached``) of entry ``key`` (``FinetuneKey.digest``, its content's float ``sums`` within
+    tolerance); False on a miss (or with the lookup off). The run then resumes from its last
+    fine-tuning epoch: nothing is left to train."""
+    entry = _read(key, sums) if cache_enabled() else None
     if entry is None:
         return False
     tensors, saved = entry
@@ -181,9 +185,9 @@ def restore(run: RunDir, key: str) -> bool:
 
 def ship(run: RunDir, key: str, folder: Path | str) -> Path:
     """Write ``run``'s end-of-fine-tuning checkpoint into ``folder`` as shipped entry ``key``:
-    model and RNG states (no optimiser), the checkpoint's meta and the run's metrics rows without
-    timings (the same bytes on every rebuild); the tensor file's path. The run must have finished
-    fine-tuning."""
+    model and RNG states (no optimiser), the checkpoint's meta, the run's metrics rows without
+    timings (the same bytes on every rebuild) and its key's float sums (the run's status,
+    ``key_sums``); the tensor file's path. The run must have finished fine-tuning."""
     ckpt = load_checkpoint(run)
     config = run.config()
     epochs = sum(int(e) for e, _ in config["train"]["schedule"])
@@ -200,6 +204,8 @@ def ship(run: RunDir, key: str, folder: Path | str) -> Path:
         "metrics": rows,
         "pretrain_key": run.status().get("pretrain_key"),
         "saved_by": SHIPPED_BY,
+        "sums": run.status().get("key_sums", {}).get("finetune"),
+        "arithmetic": cpu_arithmetic(),  # the builder's kernels: its losses are theirs
     }
     atomic_write_json(out_meta, doc)
     return out

@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ from safetensors.torch import load_file, save_file
 from deepz_core.files import atomic_write, atomic_write_json, cache_dir
 from deepz_core.rundir import RunDir, load_checkpoint, save_checkpoint
 from deepz_core.training.config import TrainConfig
+from deepz_core.training.fingerprints import Fingerprint, Sums, agree
 
 CACHE_VERSION = 1  # bump when pretraining's arithmetic changes for the same inputs
 HELDOUT = ("val_nll", "val_nll_clipped")  # row fields of another run's held-out galaxies
@@ -58,7 +59,12 @@ class PretrainKey:
     ref_band: str
     simulation: str  # the cached simulation's file name (its parameters' hash) or a file digest
     device: str  # torch.device type: CPU and GPU arithmetic differ
-    input_stats: str = ""  # digest of the model's input statistics (they are in the state)
+    input_stats: Fingerprint = Fingerprint("")  # the model's input statistics (in the state)
+
+    def sums(self) -> dict[str, Sums]:
+        """The float sums of the input statistics, matched with a tolerance, not hashed
+        (``training.fingerprints``)."""
+        return {"input_stats": self.input_stats.sums}
 
     def digest(self) -> str:
         t = self.train
@@ -75,7 +81,7 @@ class PretrainKey:
             "bands": list(self.bands),
             "ref_band": self.ref_band,
             "simulation": self.simulation,
-            "input_stats": self.input_stats,
+            "input_stats": self.input_stats.digest,
         }
         return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:24]
 
@@ -98,8 +104,9 @@ def _sources(key: str) -> list[tuple[str, Path, Path]]:
     return [("the cache", *_paths(key)), ("the shipped weights", *_paths(key, shipped_dir()))]
 
 
-def store(run: RunDir, key: str) -> None:
-    """Copy ``run``'s end-of-pretraining checkpoint and pretraining metrics into the cache."""
+def store(run: RunDir, key: str, sums: Mapping[str, Sums]) -> None:
+    """Copy ``run``'s end-of-pretraining checkpoint, pretraining metrics and key's float ``sums``
+    (``PretrainKey.sums``) into the cache."""
     ckpt = load_checkpoint(run)
     assert ckpt is not None and ckpt[1]["phase"] == "pretrain", "store right after pretraining"
     tensors, meta = ckpt
@@ -112,13 +119,14 @@ def store(run: RunDir, key: str) -> None:
             "meta": {k: v for k, v in meta.items() if k != "tensors"},
             "metrics": rows,
             "saved_by": str(run.path),
+            "sums": dict(sums),
         },
     )
 
 
-def restore(run: RunDir, key: str) -> bool:
-    """Give ``run`` the cached (else shipped) end-of-pretraining checkpoint and metrics rows;
-    False on a miss.
+def restore(run: RunDir, key: str, sums: Mapping[str, Sums]) -> bool:
+    """Give ``run`` the cached (else shipped) end-of-pretraining checkpoint and metrics rows of
+    entry ``key`` whose float sums agree with ``sums`` (``PretrainKey.sums``); False on a miss.
 
     The rows keep their losses but drop ``val_nll`` and ``val_nll_clipped``: those were measured on
     the storing run's held-out galaxies, which may not be this run's.
@@ -128,8 +136,10 @@ def restore(run: RunDir, key: str) -> bool:
             continue
         try:
             saved = json.loads(meta_path.read_text())
+            if not agree(sums, saved.get("sums")):
+                continue  # built from other input statistics (beyond a CPU's rounding)
             tensors = load_file(str(tensor_path))
-        except (OSError, ValueError, KeyError, SafetensorError):
+        except (OSError, ValueError, KeyError, SafetensorError, AttributeError):
             continue  # a damaged entry costs a pretraining, never a run
         # rows first, checkpoint last: a kill in between leaves no checkpoint, so the next call
         # redoes this from a clean slate instead of resuming with half the rows
@@ -163,6 +173,11 @@ def ship(key: str, folder: Path | str) -> Path:
     ]
     out, out_meta = _paths(key, Path(folder))
     atomic_write(out, lambda tmp: save_file(tensors, str(tmp)))
-    shipped = {"meta": saved["meta"], "metrics": rows, "saved_by": "deepz pretrain-weights"}
+    shipped = {
+        "meta": saved["meta"],
+        "metrics": rows,
+        "saved_by": "deepz pretrain-weights",
+        "sums": saved.get("sums"),
+    }
     atomic_write_json(out_meta, shipped)
     return out

@@ -239,6 +239,7 @@ def test_the_shipped_weights_fit_the_demo_run_of_this_code(tmp_path, monkeypatch
     import json
 
     import deepz_core.simulate
+    from deepz_core.device import cpu_arithmetic
     from deepz_core.rundir import RunDir
     from deepz_core.simulate import demo_catalog_path
 
@@ -256,11 +257,17 @@ def test_the_shipped_weights_fit_the_demo_run_of_this_code(tmp_path, monkeypatch
     execute_run(create_run(run.path, run_config(str(demo), None, "auto", "quick", train=train)))
     assert run.status()["state"] == "finished", run.status()
     assert "pretraining reused from the shipped weights" in run.file("log.txt").read_text()
-    # the first fine-tuning epoch from it is the shipped fine-tuned run's first, bit for bit: a
-    # change to fine-tuning's arithmetic (batches, loss, optimiser, random draws) fails here
+    # the first fine-tuning epoch from it is the shipped fine-tuned run's first, bit for bit on a
+    # machine with the builder's CPU kernels: a change to fine-tuning's arithmetic (batches,
+    # loss, optimiser, random draws) fails here
     key = run.status()["pretrain_key"]
     docs = [json.loads(p.read_text()) for p in pretrained.SHIPPED.glob("*.json")]
     (shipped,) = [d for d in docs if d.get("kind") == "finetune" and d["pretrain_key"] == key]
     first = next(r for r in shipped["metrics"] if r["phase"] == "finetune" and r["epoch"] == 1)
     (mine,) = [r for r in run.metrics() if r["phase"] == "finetune"]
-    assert (mine["loss"], mine["val_nll"]) == (first["loss"], first["val_nll"])
+    if shipped.get("arithmetic") == cpu_arithmetic():
+        assert (mine["loss"], mine["val_nll"]) == (first["loss"], first["val_nll"])
+    else:  # other kernels: float32 rounding that Adam amplifies (measured on an AVX2 machine
+        # against the builder's: loss 1.2% off, a member's held-out NLL 0.07 nats off)
+        assert mine["loss"] == pytest.approx(first["loss"], rel=0.05)
+        assert mine["val_nll"] == pytest.approx(first["val_nll"], abs=0.2)
