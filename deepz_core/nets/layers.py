@@ -16,7 +16,7 @@ geometric gaps between dropped elements). With E = 1 the same modules use torch'
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -438,12 +438,25 @@ def build_trunk(
     return encoder, decoder, photoz
 
 
-def save_network(model: nn.Module, path_stem: Path, description: dict[str, Any]) -> Path:
+def save_network(
+    model: nn.Module,
+    path_stem: Path,
+    file_format: str,
+    version: int,
+    metadata: Mapping[str, Any] | None = None,
+) -> Path:
     """Write ``<stem>.safetensors`` (the state dict: weights and buffers, on the CPU) and
-    ``<stem>.json`` (``description``: format, version, config, metadata), atomically, never a
-    pickle; returns the JSON path. Shared by the MDN and the classifier."""
+    ``<stem>.json`` (``file_format``, ``version``, the model's ``config`` and JSON-ready
+    ``metadata``), atomically, never a pickle; returns the JSON path. Shared by the MDN and the
+    classifier."""
     from safetensors.torch import save_file
 
+    description = {
+        "format": file_format,
+        "version": version,
+        "config": model.config.to_dict(),
+        "metadata": dict(metadata or {}),
+    }
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     weights = path_stem.with_name(f"{path_stem.name}.safetensors")
     atomic_write(weights, lambda tmp: save_file(tensors, str(tmp)))

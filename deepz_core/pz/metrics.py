@@ -20,7 +20,6 @@ OUTLIER_THRESHOLD = 0.02  # strict outlier |dz| > 0.02 (E20 eq. 5)
 CATASTROPHIC_THRESHOLD = 0.15  # the conventional catastrophic outlier |dz| > 0.15
 NMAD_SCALE = 1.4826
 DEFAULT_MAG_EDGES = np.arange(17.5, 22.51, 0.5)  # iAB bins to the E20 limit 22.5
-DEFAULT_Z_EDGES = np.round(np.arange(0.0, 1.21, 0.1), 10)
 DEFAULT_COMPLETENESS = np.linspace(0.05, 1.0, 20)
 
 

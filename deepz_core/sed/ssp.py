@@ -49,10 +49,6 @@ class SSPLibrary:
     stellar: np.ndarray
     nebular: np.ndarray
 
-    @property
-    def n_ages(self) -> int:
-        return self.stellar.shape[1]
-
     def young_fraction(self) -> np.ndarray:
         """(A,) fraction of each age bin younger than T_BIRTH_CLOUD (birth-cloud stars)."""
         lo, hi = self.age_edges[:-1], self.age_edges[1:]
