@@ -38,7 +38,7 @@ def _workers(text: str) -> int:
     return value
 
 
-def _config(path: str | None, templates: str | None = None):
+def _config(path: str | None, templates: str | None = None) -> TemplateFitConfig:
     """TemplateFitConfig from a JSON file of fields (defaults without one); ``templates`` (the
     --templates option), when given, overrides the file's template_set."""
     from deepz_core.sed.template_sets import set_info

@@ -10,7 +10,6 @@ import functools
 import hashlib
 import json
 from datetime import UTC, datetime
-from importlib import import_module
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ import numpy as np
 
 from deepz_core.pz.products import PzConfig
 from deepz_core.rundir import RunDir
+from deepz_core.version import VERSION
 
 PARQUET_KEY = b"deepz_provenance"
 IN_MEMORY = "(in memory)"
@@ -35,8 +35,8 @@ _BLOCK = 1 << 20
 
 
 def deepz_version() -> str:
-    """The version of the deepz package (deepz_core/__init__.py, imported before any submodule)."""
-    return str(import_module("deepz_core").__version__)
+    """The version of the deepz package (``deepz_core.version``)."""
+    return VERSION
 
 
 def file_sha256(path: Path | str) -> str:

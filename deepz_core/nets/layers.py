@@ -58,12 +58,12 @@ class _EnsembleLinearFn(Function):
     grad^T x, already in the (E, out, in) layout (autograd's bmm gives (E, in, out) plus a copy)."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:  # type: ignore[override]
         ctx.save_for_backward(x, weight)
         return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))  # (E, N, out)
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         x, weight = ctx.saved_tensors
         need_x, need_w, need_b = ctx.needs_input_grad
         grad_x = torch.bmm(grad, weight) if need_x else None  # (E, N, in)
@@ -92,7 +92,7 @@ class _BatchNormActFn(Function):
 
     @staticmethod
     def forward(
-        ctx,
+        ctx: Any,
         x: Tensor,
         weight: Tensor,
         bias: Tensor,
@@ -120,7 +120,7 @@ class _BatchNormActFn(Function):
         return y
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         xc, y, rstd, weight = ctx.saved_tensors
         n, k = xc.shape[1], ctx.k
         d = torch.ops.aten.threshold_backward(grad, y, 0.0) if ctx.relu else grad  # (E, N, F)

@@ -15,6 +15,7 @@ import hashlib
 import io
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 
 import numpy as np
 
@@ -120,7 +121,8 @@ def load_library() -> SSPLibrary:
         return SSPLibrary(**{k: data[k] for k in data.files})
 
 
-def _save(lib: SSPLibrary, path) -> None:
+def _save(lib: SSPLibrary, path: Path) -> None:
+    """Write ``lib``'s arrays to ``path`` as an uncompressed .npz (no pickle)."""
     with open(path, "wb") as fh:
         np.savez(fh, **{k: getattr(lib, k) for k in lib.__dataclass_fields__})
 

@@ -141,7 +141,11 @@ def _broad_coadds(
 
 
 def _spec_z(
-    z: np.ndarray, mag: np.ndarray, cfg: MockConfig, pcfg: galaxies.PopulationConfig, rng
+    z: np.ndarray,
+    mag: np.ndarray,
+    cfg: MockConfig,
+    pcfg: galaxies.PopulationConfig,
+    rng: np.random.Generator,
 ) -> np.ndarray:
     """(N,) spectroscopic redshifts, NaN outside the (magnitude-dependent) spectroscopic subsample:
     the bright completeness to iAB 20, falling to the faint one at the population's mag_max (a

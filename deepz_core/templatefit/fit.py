@@ -34,7 +34,7 @@ from deepz_core.errors import ConfigError
 from deepz_core.files import atomic_write_json
 from deepz_core.inference.predict import POINT_COLUMNS, table_format, write_table
 from deepz_core.inference.provenance import ODDS_WINDOW_META
-from deepz_core.progress import progress_bar
+from deepz_core.progress import Bar, progress_bar
 from deepz_core.sed.template_sets import (
     DEFAULT_SET,
     TEMPLATE_SET_VERSION,
@@ -182,7 +182,7 @@ def _worker_fit(
 
 
 def _chunk_done(
-    bar, stop: Callable[[], None] | None, progress: Callable[[int], None] | None
+    bar: Bar, stop: Callable[[], None] | None, progress: Callable[[int], None] | None
 ) -> Callable[[int], None]:
     """What follows a chunk of ``n`` galaxies: the progress bar advanced, ``progress`` told the
     galaxies fitted so far, then ``stop``."""

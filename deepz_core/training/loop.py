@@ -24,6 +24,7 @@ from deepz_core.rundir import RunDir, rng_from_json, rng_state_to_json, save_che
 from deepz_core.training.batches import Batch
 
 LossFn = Callable[[DeepzModel, Batch], Tensor]
+Validate = Callable[[DeepzModel], dict[str, Tensor]]  # model -> held-out scores, (E,) each
 
 
 class Cancelled(Exception):
@@ -190,6 +191,8 @@ class HeldoutWatch:
     above: list[list[bool]] = field(default_factory=list)
 
     def add(self, where: str, nll: list[float]) -> None:
+        """Record the held-out NLL (E,) of one evaluation at ``where``; TrainingError naming the
+        members when one is non-finite or has diverged."""
         if not all(np.isfinite(nll)):
             members = [i for i, v in enumerate(nll) if not np.isfinite(v)]
             raise TrainingError(f"{where}: the held-out NLL of member(s) {members} is NaN/inf")
@@ -315,7 +318,7 @@ class PhaseRunner:
         seed: int,
         checkpoint_every: int,
         eval_every: int,
-        validate=None,
+        validate: Validate | None = None,
     ) -> None:
         self.run, self.model = run, model
         self.weight_decay, self.seed = weight_decay, seed
@@ -382,7 +385,12 @@ class PhaseRunner:
         return row
 
     def _checkpoint(
-        self, phase: Phase, epoch: int, optimizer, rng: np.random.Generator, gen
+        self,
+        phase: Phase,
+        epoch: int,
+        optimizer: torch.optim.Optimizer,
+        rng: np.random.Generator,
+        gen: torch.Generator,
     ) -> None:
         tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
         for i, state in optimizer.state_dict()["state"].items():
@@ -395,7 +403,7 @@ class PhaseRunner:
         save_checkpoint(self.run, tensors, meta)
 
     def _restore(
-        self, resume: dict, optimizer, gen: torch.Generator
+        self, resume: dict, optimizer: torch.optim.Optimizer, gen: torch.Generator
     ) -> tuple[int, np.random.Generator]:
         tensors, meta = resume["tensors"], resume["meta"]
         prefix = "model."

@@ -61,6 +61,8 @@ class PretrainKey:
     input_stats: str = ""  # digest of the model's input statistics (they are in the state)
 
     def digest(self) -> str:
+        """The cache key: a hash of everything the pretrained state depends on (library versions
+        too)."""
         t = self.train
         blob = {
             "version": CACHE_VERSION,
