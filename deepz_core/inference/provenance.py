@@ -17,6 +17,7 @@ import numpy as np
 
 from deepz_core.pz.products import PzConfig
 from deepz_core.rundir import RunDir
+from deepz_core.training.config import run_pz_config
 from deepz_core.version import VERSION
 
 PARQUET_KEY = b"deepz_provenance"
@@ -79,7 +80,7 @@ def provenance(
     """The provenance of predictions of ``catalog`` (a file or HATS folder; None: a catalogue in
     memory whose ``catalog_sha256`` the caller gives) by the run in ``run_dir``."""
     run = RunDir(Path(run_dir))
-    pz = PzConfig(**run.config().get("pz", {}))
+    pz = run_pz_config(run)
     return {
         "deepz_version": deepz_version(),
         "run_id": run.run_id,

@@ -11,7 +11,6 @@ from typing import NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy import stats
 
 from deepz_core.errors import ConfigError
 
@@ -317,6 +316,8 @@ def pit_ks(pit: ArrayLike) -> GofResult:
     arr = _pit(pit)
     if arr.size == 0:
         return GofResult(float("nan"), float("nan"))
+    from scipy import stats  # here, not at import: scipy.stats takes seconds to import
+
     res = stats.kstest(arr, "uniform")
     return GofResult(float(res.statistic), float(res.pvalue))
 
@@ -326,6 +327,8 @@ def pit_cvm(pit: ArrayLike) -> GofResult:
     arr = _pit(pit)
     if arr.size < 2:
         return GofResult(float("nan"), float("nan"))
+    from scipy import stats
+
     res = stats.cramervonmises(arr, "uniform")
     return GofResult(float(res.statistic), float(res.pvalue))
 

@@ -92,7 +92,11 @@ class TemplateModel:
         narrow = np.array([get_band(b).is_narrow for b in bands])
         sym = np.zeros((runs.shape[1],) * 2, dtype=np.int64)
         sym[iu, ju] = sym[ju, iu] = np.arange(len(iu))
-        t = lambda a, dt=None: torch.as_tensor(np.ascontiguousarray(a), dtype=dt, device=device)  # noqa: E731
+
+        def t(a: np.ndarray, dt: torch.dtype | None = None) -> Tensor:
+            """``a`` as a contiguous tensor on the fit's device."""
+            return torch.as_tensor(np.ascontiguousarray(a), dtype=dt, device=device)
+
         return cls(
             z=z,
             bands=bands,

@@ -150,6 +150,27 @@ def train_classifier(
     torch.manual_seed(train_cfg.seed)
     model = DeepzClassifier(cfg).to(device)
     t = train_cfg
+    phases = _phases(features, splits, t, device, pretrain)
+    validate = _validator(features, splits, cfg, device)
+    history: list[dict[str, Any]] = []
+    for phase in phases:
+        for row in _run_phase(model, phase, t, device, validate):
+            history.append(row)
+            if on_epoch is not None:
+                on_epoch(row)
+    products, probs = predict_classifier(model, features, splits.predict_mask(), odds_window)
+    return ClassifierResult(model, products, probs, cfg.edges().numpy(), history)
+
+
+def _phases(
+    features: Features,
+    splits: Splits,
+    t: TrainConfig,
+    device: torch.device,
+    pretrain: SimulationBatches | None,
+) -> list[Phase]:
+    """Pretraining on ``pretrain`` (when given and its schedule has epochs), then fine-tuning on
+    each member's training galaxies with randomised coadds and outliers (E20 Sec. 5)."""
     phases = []
     if pretrain is not None and t.pretrain_epochs > 0:
         phases.append(
@@ -168,15 +189,7 @@ def train_classifier(
     phases.append(
         Phase("finetune", t.schedule, data, classifier_finetune_loss, t.batch_size, t.min_batch)
     )
-    validate = _validator(features, splits, cfg, device)
-    history: list[dict[str, Any]] = []
-    for phase in phases:
-        for row in _run_phase(model, phase, t, device, validate):
-            history.append(row)
-            if on_epoch is not None:
-                on_epoch(row)
-    products, probs = predict_classifier(model, features, splits.predict_mask(), odds_window)
-    return ClassifierResult(model, products, probs, cfg.edges().numpy(), history)
+    return phases
 
 
 def _run_phase(
