@@ -37,8 +37,9 @@ from deepz_core.evaluation.survey import stacked_nz, tomographic_bins
 from deepz_core.inference.qp_io import read_qp, to_qp
 from deepz_core.jobs.run import Run, load_run, train
 from deepz_core.simulate.cache import simulate as simulate_catalog
+from deepz_core.version import VERSION
 
-__version__ = "0.2.0"
+__version__ = VERSION
 
 __all__ = [
     "Catalog",

@@ -68,12 +68,15 @@ def check_probability(name: str, value: Any) -> float:
 
 
 def check_bool(name: str, value: Any) -> bool:
+    """``value`` as a bool (numpy's too); ConfigError naming ``name`` otherwise."""
     if isinstance(value, bool | np.bool_):
         return bool(value)
     raise ConfigError(f"{name}: expected true/false, got {value!r}")
 
 
 def check_choice(name: str, value: Any, choices: Collection[Any]) -> Any:
+    """``value`` when it is one of ``choices``; ConfigError naming ``name`` and the choices
+    otherwise."""
     if isinstance(value, str | int | float | None) and value in choices:
         return value
     raise ConfigError(f"{name}: expected one of {tuple(choices)}, got {value!r}")
@@ -102,6 +105,7 @@ class Config:
 
     @classmethod
     def field_names(cls) -> set[str]:
+        """The names of the config's fields."""
         return {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
 
     @classmethod

@@ -46,6 +46,8 @@ def new_run_id(prefix: str = "run") -> str:
 
 
 def check_run_id(run_id: str) -> str:
+    """``run_id`` when it is a safe folder name (letters, digits, '.', '_', '-'; no '..');
+    ConfigError otherwise."""
     if not RUN_ID.fullmatch(run_id) or ".." in run_id:  # fullmatch: '$' allows a trailing \n
         raise ConfigError(f"run id must be letters, digits, '.', '_' or '-', got {run_id!r}")
     return run_id
@@ -65,6 +67,7 @@ class RunDir:
         return self.path / name
 
     def create(self, config: dict[str, Any]) -> RunDir:
+        """Make the folder, write ``config.json`` and a queued status; returns self."""
         self.path.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.file("config.json"), config)
         self.set_status("queued", phase="setup", epoch=0)
@@ -153,16 +156,20 @@ class RunDir:
         )
 
     def set_status(self, state: str, **fields: Any) -> None:
+        """Set ``state`` (one of STATES) and ``fields`` in ``status.json``, with the time and this
+        process's pid."""
         assert state in STATES, state
         current = self.status() if self.file("status.json").exists() else {}
         current.update(fields, state=state, updated=time.time(), pid=os.getpid())
         atomic_write_json(self.file("status.json"), current)
 
     def log(self, message: str) -> None:
+        """Append a time-stamped line to ``log.txt``."""
         with open(self.file("log.txt"), "a") as fh:
             fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
 
     def append_metrics(self, row: dict[str, Any]) -> None:
+        """Append one JSON line to ``metrics.jsonl``."""
         with open(self.file("metrics.jsonl"), "a") as fh:
             fh.write(json.dumps(row) + "\n")
 
@@ -237,11 +244,13 @@ def load_checkpoint(run: RunDir) -> tuple[dict[str, torch.Tensor], dict[str, Any
 
 
 def rng_state_to_json(rng: np.random.Generator) -> dict[str, Any]:
+    """A NumPy generator's bit-generator state as plain JSON values (for checkpoints)."""
     state = rng.bit_generator.state
     return json.loads(json.dumps(state, default=int))
 
 
 def rng_from_json(state: dict[str, Any]) -> np.random.Generator:
+    """A PCG64 generator restored from ``rng_state_to_json``'s state."""
     bitgen = np.random.PCG64()
     bitgen.state = state
     return np.random.Generator(bitgen)

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "deepz_core"
 # floors from the ground up; a room may import rooms on lower floors (and itself) only
 FLOORS = [
-    {"errors"},
+    {"errors", "version"},
     {"files", "device", "progress", "memory", "configs"},
     {"rundir", "pz", "sed"},
     {"nets", "catalog"},

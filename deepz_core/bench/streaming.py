@@ -254,6 +254,7 @@ def bench_run(cfg: StreamBench) -> Path:
 
 
 def run_info(path: Path) -> dict[str, Any]:
+    """The benchmarked run: its folder, members, mixture components and parameters per member."""
     from deepz_core.nets.deepz import load_model
 
     model = load_model(path)

@@ -112,6 +112,8 @@ class Features:
         return dataclasses.replace(self, **picked, n_excluded=0)
 
     def exclusion_note(self) -> str:
+        """One line on the galaxies left without a p(z) (reference flux missing or <= 0); "" when
+        none."""
         if not self.n_excluded:
             return ""
         return (

@@ -113,6 +113,7 @@ class GalaxyMapping:
         return cls(d.get("ref_id"), d.get("zspec"), d.get("mag"), bands)
 
     def to_json(self) -> str:
+        """The mapping as canonical JSON (keys sorted): a stable key for caches and comparisons."""
         return json.dumps(
             {
                 "ref_id": self.ref_id,

@@ -21,7 +21,6 @@ mask of :class:`PzFlag` reasons, and every band of every galaxy a usable/unusabl
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -216,9 +215,3 @@ def screened_rows(ref_id: np.ndarray, flags: np.ndarray) -> dict[str, list[int]]
         if hit.any() and flag.name is not None:
             out[flag.name] = [int(i) for i in np.asarray(ref_id)[hit]]
     return out
-
-
-def flag_table_lines(prefix: str = "") -> Iterable[str]:
-    """``bit name: meaning`` lines documenting the flag column (headers, README)."""
-    for flag in PzFlag:
-        yield f"{prefix}{int(flag)} {flag.name}: {FLAG_MEANINGS[str(flag.name)]}"

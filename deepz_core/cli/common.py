@@ -18,8 +18,11 @@ Command = Callable[[argparse.Namespace], int]
 COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Command]] = {}
 
 
-def command(name: str, add_arguments: Callable[[argparse.ArgumentParser], None]):
-    """Register ``func`` as the sub-command ``name`` with its argument definitions."""
+def command(
+    name: str, add_arguments: Callable[[argparse.ArgumentParser], None]
+) -> Callable[[Command], Command]:
+    """A decorator registering its function as the sub-command ``name`` with its argument
+    definitions ``add_arguments``."""
 
     def register(func: Command) -> Command:
         COMMANDS[name] = (add_arguments, func)

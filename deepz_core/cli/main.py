@@ -27,6 +27,7 @@ DESCRIPTION = (
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``deepz`` argument parser: ``--version`` and one sub-command per registered command."""
     from deepz_core.inference.provenance import deepz_version
 
     parser = argparse.ArgumentParser(prog="deepz", description=DESCRIPTION)

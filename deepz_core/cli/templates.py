@@ -38,24 +38,27 @@ def _workers(text: str) -> int:
     return value
 
 
-def _config(path: str | None, templates: str | None = None):
-    """TemplateFitConfig from a JSON file of fields (defaults without one); ``templates`` (the
-    --templates option), when given, overrides the file's template_set."""
+def _config(
+    path: str | None, templates: str | None = None
+) -> tuple[TemplateFitConfig, dict[str, Any]]:
+    """TemplateFitConfig from a JSON file of fields (defaults without one), and the file's fields
+    ({} without one); ``templates`` (the --templates option), when given, overrides the file's
+    template_set."""
     from deepz_core.sed.template_sets import set_info
-    from deepz_core.templatefit.fit import TemplateFitConfig
+    from deepz_core.templatefit.config import TemplateFitConfig
 
     if templates is not None:
         set_info(templates, "--templates")
     override = {} if templates is None else {"template_set": templates}
     if path is None:
-        return TemplateFitConfig(**override)
+        return TemplateFitConfig(**override), {}
     try:
         values = json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
         raise ConfigError(f"--config {path}: cannot read a JSON object ({exc})") from exc
     if not isinstance(values, dict):
         raise ConfigError(f"--config {path}: expected a JSON object of TemplateFitConfig fields")
-    return TemplateFitConfig.from_dict({**values, **override})
+    return TemplateFitConfig.from_dict({**values, **override}), values
 
 
 def _templatefit_args(p: argparse.ArgumentParser) -> None:
@@ -145,10 +148,9 @@ def _templatefit(args: argparse.Namespace) -> int:
         },
         args.overwrite,
     )
-    cfg = _config(args.config, args.templates)
+    cfg, fields = _config(args.config, args.templates)
     workers = _workers(args.workers)
     cat = read_catalog(args.catalog, args.exposures, conventions_from_args(args))
-    fields = json.loads(Path(args.config).read_text()) if args.config is not None else {}
     cfg, line = _fit_range(cfg, cat, args.z_max, fields)
     print(line, file=sys.stderr)
     zp = None if args.zero_points is None else read_zero_points(args.zero_points, cat.bands)
@@ -247,7 +249,7 @@ def bench_templates(
 
     if n < 1:
         raise ConfigError(f"--galaxies must be >= 1, got {n}")
-    cfg = _config(None, template_set)
+    cfg, _ = _config(None, template_set)
     dev = fit_device(device)
     cat = read_catalog(demo_catalog_path())
     cat = cat.select(

@@ -142,6 +142,8 @@ def table_grid(t: Table) -> PzConfig:
 
 
 def cde_loss_from_table(t: Table, pz: PzConfig) -> float:
+    """The CDE loss (Izbicki & Lee 2017) of a predictions table's mixtures (N, C) against its zspec
+    (N,), on the p(z) grid ``pz``."""
     from deepz_core.inference.predict import mixture_from_arrays
 
     grid = pz.grid()

@@ -46,6 +46,8 @@ def residuals(run: RunDir, n: int, seed: int) -> tuple[tuple[str, ...], np.ndarr
 
 
 def fig5(ctx: Context, run: RunDir) -> dict[str, Any]:
+    """E20 Fig. 5: sigma68 of the autoencoder's flux-ratio residuals per band and the narrow bands'
+    residual correlations; the figure and its numbers."""
     bands, r = residuals(run, ctx.plan.denoise_n, ctx.plan.seed + 1000)
     ref = resolve_ref_band(bands, run.config().get("ref_band"))
     keep = [i for i, b in enumerate(bands) if b != ref]  # the reference ratio is 1 by construction

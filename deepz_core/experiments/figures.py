@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
@@ -13,10 +13,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 Rows = Sequence[Mapping[str, float]]
 
 
-def _save(fig, path: Path) -> str:
+def _save(fig: Figure, path: Path) -> str:
+    """Write ``fig`` to ``path`` (PNG) and close it; the file's name, for the report."""
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

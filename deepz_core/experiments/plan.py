@@ -96,6 +96,7 @@ PLANS: dict[str, ExperimentPlan] = {
 
 
 def plan(name: str) -> ExperimentPlan:
+    """The experiment plan ``name`` (PLANS); ConfigError naming --preset otherwise."""
     if name not in PLANS:
         raise ConfigError(f"--preset must be one of {sorted(PLANS)}, got {name!r}")
     return PLANS[name]

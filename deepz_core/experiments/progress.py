@@ -57,6 +57,8 @@ class Progress:
         return self.runs[name]
 
     def fit_templates(self, label: str, template_set: str) -> None:
+        """Fit (or read back) the template fit with ``template_set`` and score it under
+        ``label``."""
         self.template_fits[label] = read_scored(
             template_fit(self.ctx, template_set), self.ctx.mag_of()
         )

@@ -531,6 +531,8 @@ def _met(target: dict[str, Any]) -> str:
 
 
 def write_report(ctx: Context, results: dict[str, Any]) -> None:
+    """Write ``results.json`` (every number, the targets added to ``results``) and ``report.md``
+    into the experiments folder, atomically."""
     results["targets"] = targets(results)
     atomic_write_json(ctx.root / "results.json", jsonable(results))
     head = [

@@ -67,6 +67,8 @@ def add_u_flux(cat: Catalog, fraction: float) -> Catalog:
 
 
 def bands_without_u(bands: tuple[str, ...]) -> tuple[str, ...]:
+    """``bands`` without the u band (U_BAND); ConfigError when the catalogue has no u band (E20 Fig.
+    B1)."""
     if U_BAND not in bands:
         raise ConfigError(
             f"Fig. B1 adds flux to the u band {U_BAND!r}; the catalogue has only {list(bands)}"

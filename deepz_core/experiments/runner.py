@@ -17,9 +17,9 @@ import numpy as np
 
 from deepz_core.experiments import denoise, quality, robustness, sweep
 from deepz_core.experiments.baseline import template_photoz, template_simulation
+from deepz_core.experiments.classifier import appendix_e
 from deepz_core.experiments.context import Context
 from deepz_core.experiments.ellipticals import ELLIPTICAL_RUNS, figb1_ellipticals
-from deepz_core.experiments.labels import appendix_e
 from deepz_core.experiments.plan import ExperimentPlan
 from deepz_core.experiments.plan import plan as get_plan
 from deepz_core.experiments.progress import Progress
@@ -67,47 +67,42 @@ def steps(plan: ExperimentPlan) -> list[Step]:
     others = [(n, a, keep) for n, a, keep in sweep.sweep_runs(plan) if n != base]
     first = [s for s in others if s[1] == 1.0]  # no randomization: the alpha target
     rest = [s for s in others if s[1] != 1.0]
-
-    def sweep_step(name: str, alpha: float, keep: bool) -> Step:
-        return name, lambda d: d.train(name, "auto", {"alpha": alpha, "keep_one": keep})
-
-    def figb1(d: Progress) -> None:
-        nets = {
-            "network": base,
-            TRAINED_GALAXIES: "train_outliers",
-            TRAINED_FLUXES: "train_outlier_fluxes",
-            NO_U: "no_u_band",
-        }
-        d.section(
-            "figB1",
-            lambda: robustness.figb1(
-                d.ctx,
-                {
-                    "template fit": template_photoz(d.ctx),
-                    **{label: robustness.network_photoz(d.runs[n]) for label, n in nets.items()},
-                },
-            ),
-            inputs=list(nets.values()),
-        )
-
-    out: list[Step] = [
-        (
-            "template fits",
-            lambda d: (
-                d.fit_templates("template fit", "bcnz2"),
-                d.fit_templates(TF_KCORRECT, "kcorrect"),
-            ),
-        ),
-        sweep_step(base, plan.alpha, True),
-        *(sweep_step(*s) for s in first),
+    appendix = [("Appendix E", _appendix_e)] if plan.classifier else []
+    return [
+        ("template fits", _fit_templates),
+        _sweep_step(base, plan.alpha, True),
+        *(_sweep_step(*s) for s in first),
         ("no_pretrain", lambda d: d.train("no_pretrain", "none")),
-        (
-            "network + template fit",
-            lambda d: (
-                d.combine(COMBINED, base, "bcnz2"),
-                d.combine(COMBINED_KCORRECT, base, "kcorrect"),
-            ),
-        ),
+        ("network + template fit", lambda d: _combine(d, base)),
+        *_robustness_steps(plan, base),
+        *(_sweep_step(*s) for s in rest),
+        *appendix,
+        *_ablation_steps(),
+    ]
+
+
+def _sweep_step(name: str, alpha: float, keep: bool) -> Step:
+    """The randomized-coadd sweep's run ``name`` (E20 Fig. 6)."""
+    return name, lambda d: d.train(name, "auto", {"alpha": alpha, "keep_one": keep})
+
+
+def _fit_templates(d: Progress) -> None:
+    """The template fits with BCNZ2's and kcorrect's templates."""
+    d.fit_templates("template fit", "bcnz2")
+    d.fit_templates(TF_KCORRECT, "kcorrect")
+
+
+def _combine(d: Progress, base: str) -> None:
+    """The network run ``base`` combined with each template fit."""
+    d.combine(COMBINED, base, "bcnz2")
+    d.combine(COMBINED_KCORRECT, base, "kcorrect")
+
+
+def _robustness_steps(plan: ExperimentPlan, base: str) -> list[Step]:
+    """Fig. B1 (photometric outliers): E20's set-up, the runs trained with outliers or without the
+    u band, then the figure on the demo mock."""
+    outliers = plan.train_outliers
+    return [
         (
             "Fig. B1, E20's set-up",
             lambda d: d.section(
@@ -116,34 +111,55 @@ def steps(plan: ExperimentPlan) -> list[Step]:
         ),
         (
             "train_outliers",
-            lambda d: d.train("train_outliers", "auto", {"outlier_fraction": plan.train_outliers}),
+            lambda d: d.train("train_outliers", "auto", {"outlier_fraction": outliers}),
         ),
         (
             "train_outlier_fluxes",  # E20's "10 per cent outliers" read as 10% of the measurements
             lambda d: d.train(
                 "train_outlier_fluxes",
                 "auto",
-                {"outlier_fraction": plan.train_outliers, "outlier_unit": "measurement"},
+                {"outlier_fraction": outliers, "outlier_unit": "measurement"},
             ),
         ),
         (
             "no_u_band",  # Fig. B1's reference: a network that never sees u, flat
             lambda d: d.train("no_u_band", "auto", catalog=robustness.catalog_without_u(d.ctx)),
         ),
-        ("Fig. B1 on the demo mock", figb1),
-        *(sweep_step(*s) for s in rest),
+        ("Fig. B1 on the demo mock", lambda d: _figb1(d, base)),
     ]
-    if plan.classifier:
-        out.append(
-            (
-                "Appendix E",
-                lambda d: d.section(
-                    "appendixE",
-                    lambda: appendix_e(d.ctx, d.runs["no_pretrain"], d.single("no_pretrain")),
-                ),
-            )
-        )
-    out += [
+
+
+def _figb1(d: Progress, base: str) -> None:
+    """Fig. B1's section: the template fit and four networks (``base`` among them)."""
+    nets = {
+        "network": base,
+        TRAINED_GALAXIES: "train_outliers",
+        TRAINED_FLUXES: "train_outlier_fluxes",
+        NO_U: "no_u_band",
+    }
+    d.section(
+        "figB1",
+        lambda: robustness.figb1(
+            d.ctx,
+            {
+                "template fit": template_photoz(d.ctx),
+                **{label: robustness.network_photoz(d.runs[n]) for label, n in nets.items()},
+            },
+        ),
+        inputs=list(nets.values()),
+    )
+
+
+def _appendix_e(d: Progress) -> None:
+    """Appendix E's section: the classifier against the run without pretraining."""
+    d.section(
+        "appendixE", lambda: appendix_e(d.ctx, d.runs["no_pretrain"], d.single("no_pretrain"))
+    )
+
+
+def _ablation_steps() -> list[Step]:
+    """The ablations, last: the autoencoder alone (Fig. 5), template pretraining, no autoencoder."""
+    return [
         (
             "autoencoder_sim",
             lambda d: d.train(
@@ -163,7 +179,6 @@ def steps(plan: ExperimentPlan) -> list[Step]:
             lambda d: d.train("no_autoencoder", "auto", model={"use_autoencoder": False}),
         ),
     ]
-    return out
 
 
 def report_sections(done: Progress, preset: str, pending: list[str]) -> dict[str, Any]:

@@ -37,6 +37,7 @@ class Scored:
         return len(self.zp)
 
     def select(self, keep: np.ndarray) -> Scored:
+        """The galaxies where ``keep`` (N,) bool is true."""
         return Scored(
             *(getattr(self, f)[keep] for f in ("ref_id", "zp", "zs", "mag", "odds", "pit")),
             None if self.pit_raw is None else self.pit_raw[keep],

@@ -8,10 +8,12 @@ from typing import Any
 
 from deepz_core.experiments import figures
 from deepz_core.experiments.context import Context
+from deepz_core.experiments.plan import ExperimentPlan
 from deepz_core.experiments.scoring import Scored, faintest_bin
 
 
 def run_name(alpha: float, keep_one: bool) -> str:
+    """The sweep run's folder name for ``alpha`` and ``keep_one`` (``alpha0.80_keep``)."""
     return f"alpha{alpha:.2f}_{'keep' if keep_one else 'drop'}"
 
 
@@ -50,7 +52,7 @@ def fig6(ctx: Context, scored: Mapping[str, tuple[Scored, Scored]]) -> dict[str,
     return {"sweep": sweep, "figure": fig}
 
 
-def sweep_runs(plan) -> list[tuple[str, float, bool]]:
+def sweep_runs(plan: ExperimentPlan) -> list[tuple[str, float, bool]]:
     """(name, alpha, keep_one) of every run the sweep needs; alpha = 1 (no randomization) once."""
     runs = [(run_name(a, True), a, True) for a in plan.alphas]
     runs += [(run_name(a, False), a, False) for a in plan.alphas_drop if a < 1.0]

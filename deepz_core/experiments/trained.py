@@ -8,11 +8,13 @@ out-of-fold p(z) (E20 Sec. 5.2): ``predictions_single.fits`` (repetition 0 only)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from deepz_core.catalog.features import Features
 from deepz_core.experiments.plan import ExperimentPlan
 from deepz_core.inference.predict import predict_features, predictions_table, write_table
 from deepz_core.jobs.training_run import (
@@ -35,7 +37,7 @@ def train_run(
     pretrain: str = "auto",
     train: dict[str, Any] | None = None,
     model: dict[str, Any] | None = None,
-    log=print,
+    log: Callable[[str], None] = print,
 ) -> RunDir:
     """Train (or reuse, or resume) run ``name`` with the plan's preset and overrides."""
     run = RunDir(root / "runs" / name)
@@ -69,6 +71,7 @@ def train_run(
 
 
 def run_splits(run: RunDir) -> Splits:
+    """The run's partitions (``splits.npz``) with its repetitions and folds."""
     train = load_run_config(run).train
     with np.load(run.file("splits.npz")) as s:
         return Splits(
@@ -102,7 +105,9 @@ def single_predictions(run: RunDir) -> Path:
     return path
 
 
-def predict_single_network(run: RunDir, features, device: str = "cpu") -> dict[str, np.ndarray]:
+def predict_single_network(
+    run: RunDir, features: Features, device: str = "cpu"
+) -> dict[str, np.ndarray]:
     """Products for ``features`` from repetition 0's networks only; training galaxies of the run get
     the one network that never saw them (out-of-fold)."""
     from deepz_core.inference.predict import member_mask

@@ -136,6 +136,7 @@ class Hybrid:
         return np.asarray([by_band[b] for b in bands], dtype=np.float64)
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON document of ``hybrid.json`` (zero-points per band name)."""
         return {
             "version": VERSION,
             "template_set": self.template_set,
@@ -148,6 +149,8 @@ class Hybrid:
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> Hybrid:
+        """The combination from its ``hybrid.json`` document; ConfigError naming the file when
+        damaged or of another version."""
         try:
             if int(doc["version"]) != VERSION:
                 raise ConfigError(f"{HYBRID_FILE}: unknown version {doc['version']!r}")
@@ -265,31 +268,12 @@ def fit_hybrid(
     tf = _templatefit(cat, features, cfg, None, workers, stop=stop)
     zero_points = np.asarray([tf.meta["zero_points"][b] for b in cat.bands], dtype=np.float64)
     mag = galaxy_mags(features)
-    use = oof & np.isfinite(features.zspec) & np.isfinite(mag) & np.isfinite(products["zphot"])
-    use &= has_templatefit_pz(tf["pz"])
-    if use.sum() < MIN_GALAXIES:
-        raise ConfigError(
-            f"combination: {int(use.sum())} out-of-fold galaxies with a spec-z and a magnitude, "
-            f"need >= {MIN_GALAXIES}"
-        )
-    rows = np.flatnonzero(use)
+    rows = _exponent_rows(features, mag, products, tf["pz"], oof)
     weights, folds = _fit_exponents(products, tf["pz"], features, mag, rows, pz)
     hybrid = Hybrid(template_set, tuple(cat.bands), zero_points, weights, folds, None, {})
-    a, b = hybrid.exponents(mag, features.ref_id, oof)
-    raw = _pooled(products, tf["pz"], rows, a, b, pz, features.zspec)
-    cal = None
     if calibrate:
-        cal = fit_combination_calibration(raw["pit"], mag[rows], features.ref_id[rows], weights)
-        s = cal.summary
-        say(
-            f"combination calibrated on {s['n']} galaxies: PIT KS {s['pit_ks_before']:.4f} -> "
-            f"{s['pit_ks_after']:.4f} (cross-fitted; magnitude bins broken at iAB "
-            f"{', '.join(f'{b:g}' for b in s['breaks']) or 'none'})"
-        )
-    if cal is not None:
-        pool = _pool_scale(run, features, products, tf["pz"], weights, cal, oof, say)
-        cal = cal.with_pool(pool)
-    hybrid = replace(hybrid, calibration=cal)
+        cal = _calibration(run, hybrid, products, tf["pz"], features, mag, rows, oof, pz, say)
+        hybrid = replace(hybrid, calibration=cal)
     out = combined_products(hybrid, products, tf["pz"], features, oof, pz)
     table = _table(features, out, products, tf, oof, cat)
     net = {**products, "pit": _network_pit(run, features, products, oof)}
@@ -303,6 +287,53 @@ def fit_hybrid(
         )
     )
     return hybrid
+
+
+def _exponent_rows(
+    features: Features,
+    mag: np.ndarray,
+    net: dict[str, np.ndarray],
+    tf_pz: np.ndarray,
+    oof: np.ndarray,
+) -> np.ndarray:
+    """(n,) indices of the galaxies the exponents are fitted on: out of fold (``oof`` (N,)), with
+    a spec-z, a magnitude ``mag`` (N,), the networks' zphot and the template fit's p(z) ``tf_pz``
+    (N, G); ConfigError with fewer than MIN_GALAXIES."""
+    use = oof & np.isfinite(features.zspec) & np.isfinite(mag) & np.isfinite(net["zphot"])
+    use &= has_templatefit_pz(tf_pz)
+    if use.sum() < MIN_GALAXIES:
+        raise ConfigError(
+            f"combination: {int(use.sum())} out-of-fold galaxies with a spec-z and a magnitude, "
+            f"need >= {MIN_GALAXIES}"
+        )
+    return np.flatnonzero(use)
+
+
+def _calibration(
+    run: RunDir,
+    hybrid: Hybrid,
+    net: dict[str, np.ndarray],
+    tf_pz: np.ndarray,
+    features: Features,
+    mag: np.ndarray,
+    rows: np.ndarray,
+    oof: np.ndarray,
+    pz: PzConfig,
+    say: Log,
+) -> RunCalibration:
+    """The combination's calibration, fitted on the raw pooled PITs of the galaxies ``rows``
+    (``fit_combination_calibration``) with its pool scale (``_pool_scale``); logged."""
+    a, b = hybrid.exponents(mag, features.ref_id, oof)
+    raw = _pooled(net, tf_pz, rows, a, b, pz, features.zspec)
+    cal = fit_combination_calibration(raw["pit"], mag[rows], features.ref_id[rows], hybrid.weights)
+    s = cal.summary
+    say(
+        f"combination calibrated on {s['n']} galaxies: PIT KS {s['pit_ks_before']:.4f} -> "
+        f"{s['pit_ks_after']:.4f} (cross-fitted; magnitude bins broken at iAB "
+        f"{', '.join(f'{b:g}' for b in s['breaks']) or 'none'})"
+    )
+    pool = _pool_scale(run, features, net, tf_pz, hybrid.weights, cal, oof, say)
+    return cal.with_pool(pool)
 
 
 def fit_combination_calibration(

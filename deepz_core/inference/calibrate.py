@@ -69,6 +69,7 @@ class RunCalibration:
     heldout: PitCalibration | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON document of ``calibration.json``."""
         return {
             "full": self.full.to_dict(),
             "folds": [c.to_dict() for c in self.folds],
@@ -79,6 +80,8 @@ class RunCalibration:
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> RunCalibration:
+        """The calibration from its ``calibration.json`` document; ConfigError naming the file when
+        damaged."""
         try:
             folds = tuple(PitCalibration.from_dict(d) for d in doc["folds"])
             pool = None if doc.get("pool") is None else PoolScale.from_dict(doc["pool"])

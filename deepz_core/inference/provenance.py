@@ -10,7 +10,6 @@ import functools
 import hashlib
 import json
 from datetime import UTC, datetime
-from importlib import import_module
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,8 @@ import numpy as np
 
 from deepz_core.pz.products import PzConfig
 from deepz_core.rundir import RunDir
+from deepz_core.training.config import run_pz_config
+from deepz_core.version import VERSION
 
 PARQUET_KEY = b"deepz_provenance"
 IN_MEMORY = "(in memory)"
@@ -35,8 +36,8 @@ _BLOCK = 1 << 20
 
 
 def deepz_version() -> str:
-    """The version of the deepz package (deepz_core/__init__.py, imported before any submodule)."""
-    return str(import_module("deepz_core").__version__)
+    """The version of the deepz package (``deepz_core.version``)."""
+    return VERSION
 
 
 def file_sha256(path: Path | str) -> str:
@@ -79,7 +80,7 @@ def provenance(
     """The provenance of predictions of ``catalog`` (a file or HATS folder; None: a catalogue in
     memory whose ``catalog_sha256`` the caller gives) by the run in ``run_dir``."""
     run = RunDir(Path(run_dir))
-    pz = PzConfig(**run.config().get("pz", {}))
+    pz = run_pz_config(run)
     return {
         "deepz_version": deepz_version(),
         "run_id": run.run_id,

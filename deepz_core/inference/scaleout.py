@@ -12,10 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from deepz_core.device import usable_cores
 from deepz_core.errors import ConfigError
-from deepz_core.inference.stream import predict_part
+from deepz_core.inference.stream import Mapper, predict_part
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 
 def local_workers(spec: str) -> int | None:
@@ -64,12 +68,12 @@ def dask_client(spec: str, processes: bool = True) -> Iterator[object]:
         )
 
 
-def dask_map(client: object):
+def dask_map(client: Client) -> Mapper:
     """A stream.predict_dataset mapper that runs each predict_part task on the cluster."""
     from distributed import as_completed
 
     def mapper(tasks: list[tuple]) -> Iterator[int]:
-        futures = [client.submit(predict_part, *t, pure=False) for t in tasks]  # type: ignore[attr-defined]
+        futures = [client.submit(predict_part, *t, pure=False) for t in tasks]
         for future in as_completed(futures):
             yield future.result()
 

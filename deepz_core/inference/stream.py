@@ -513,6 +513,8 @@ class FirstOfEachWarning(logging.Filter):
         self.held = 0
 
     def filter(self, record: logging.LogRecord) -> bool:
+        """Pass errors, notes and the first warning of each kind (numbers ignored); count the
+        repeats held back."""
         if record.levelno != logging.WARNING:  # errors and notes always pass
             return True
         key = re.sub(r"(?<![\w.])\d+(?![\w.])", "#", record.getMessage())  # NB455 stays

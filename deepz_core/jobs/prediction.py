@@ -43,10 +43,12 @@ class JobCancelled(Exception):
 
 
 def read_job(folder: Path | str) -> dict[str, Any]:
+    """The job's ``job.json`` in ``folder``."""
     return json.loads((Path(folder) / JOB_FILE).read_text())
 
 
 def update_job(folder: Path | str, **fields: Any) -> None:
+    """Set ``fields`` (and the time ``updated``) in the job's ``job.json``, atomically."""
     path = Path(folder) / JOB_FILE
     atomic_write_json(path, {**read_job(folder), **fields, "updated": time.time()})
 

@@ -23,6 +23,7 @@ def read_spec(path: Path | str) -> dict[str, Any]:
 
 
 def update_spec(path: Path | str, **fields: Any) -> None:
+    """Set ``fields`` (and the time ``updated``) in the job file at ``path``, atomically."""
     atomic_write_json(path, {**read_spec(path), **fields, "updated": time.time()})
 
 

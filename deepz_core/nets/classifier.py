@@ -381,13 +381,7 @@ def save_classifier(
     metadata: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write ``<name>.safetensors`` and ``<name>.json`` (config + metadata); returns the JSON path."""
-    doc = {
-        "format": _FORMAT,
-        "version": _VERSION,
-        "config": model.config.to_dict(),
-        "metadata": dict(metadata or {}),
-    }
-    return save_network(model, Path(directory) / name, doc)
+    return save_network(model, Path(directory) / name, _FORMAT, _VERSION, metadata)
 
 
 def load_classifier(

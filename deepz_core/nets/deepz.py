@@ -286,13 +286,7 @@ def save_model(
 
     The JSON holds the config and optional JSON-ready ``metadata``. Returns the JSON path.
     """
-    doc = {
-        "format": _FORMAT,
-        "version": _VERSION,
-        "config": model.config.to_dict(),
-        "metadata": dict(metadata or {}),
-    }
-    return save_network(model, Path(directory) / name, doc)
+    return save_network(model, Path(directory) / name, _FORMAT, _VERSION, metadata)
 
 
 def load_model_json(directory: Path | str, name: str = "model") -> dict[str, Any]:

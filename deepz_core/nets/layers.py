@@ -16,7 +16,7 @@ geometric gaps between dropped elements). With E = 1 the same modules use torch'
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -58,12 +58,12 @@ class _EnsembleLinearFn(Function):
     grad^T x, already in the (E, out, in) layout (autograd's bmm gives (E, in, out) plus a copy)."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:  # type: ignore[override]
         ctx.save_for_backward(x, weight)
         return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))  # (E, N, out)
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         x, weight = ctx.saved_tensors
         need_x, need_w, need_b = ctx.needs_input_grad
         grad_x = torch.bmm(grad, weight) if need_x else None  # (E, N, in)
@@ -92,7 +92,7 @@ class _BatchNormActFn(Function):
 
     @staticmethod
     def forward(
-        ctx,
+        ctx: Any,
         x: Tensor,
         weight: Tensor,
         bias: Tensor,
@@ -120,7 +120,7 @@ class _BatchNormActFn(Function):
         return y
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         xc, y, rstd, weight = ctx.saved_tensors
         n, k = xc.shape[1], ctx.k
         d = torch.ops.aten.threshold_backward(grad, y, 0.0) if ctx.relu else grad  # (E, N, F)
@@ -438,12 +438,25 @@ def build_trunk(
     return encoder, decoder, photoz
 
 
-def save_network(model: nn.Module, path_stem: Path, description: dict[str, Any]) -> Path:
+def save_network(
+    model: nn.Module,
+    path_stem: Path,
+    file_format: str,
+    version: int,
+    metadata: Mapping[str, Any] | None = None,
+) -> Path:
     """Write ``<stem>.safetensors`` (the state dict: weights and buffers, on the CPU) and
-    ``<stem>.json`` (``description``: format, version, config, metadata), atomically, never a
-    pickle; returns the JSON path. Shared by the MDN and the classifier."""
+    ``<stem>.json`` (``file_format``, ``version``, the model's ``config`` and JSON-ready
+    ``metadata``), atomically, never a pickle; returns the JSON path. Shared by the MDN and the
+    classifier."""
     from safetensors.torch import save_file
 
+    description = {
+        "format": file_format,
+        "version": version,
+        "config": model.config.to_dict(),
+        "metadata": dict(metadata or {}),
+    }
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     weights = path_stem.with_name(f"{path_stem.name}.safetensors")
     atomic_write(weights, lambda tmp: save_file(tensors, str(tmp)))

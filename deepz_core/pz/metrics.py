@@ -11,7 +11,6 @@ from typing import NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy import stats
 
 from deepz_core.errors import ConfigError
 
@@ -20,7 +19,6 @@ OUTLIER_THRESHOLD = 0.02  # strict outlier |dz| > 0.02 (E20 eq. 5)
 CATASTROPHIC_THRESHOLD = 0.15  # the conventional catastrophic outlier |dz| > 0.15
 NMAD_SCALE = 1.4826
 DEFAULT_MAG_EDGES = np.arange(17.5, 22.51, 0.5)  # iAB bins to the E20 limit 22.5
-DEFAULT_Z_EDGES = np.round(np.arange(0.0, 1.21, 0.1), 10)
 DEFAULT_COMPLETENESS = np.linspace(0.05, 1.0, 20)
 
 
@@ -318,6 +316,8 @@ def pit_ks(pit: ArrayLike) -> GofResult:
     arr = _pit(pit)
     if arr.size == 0:
         return GofResult(float("nan"), float("nan"))
+    from scipy import stats  # here, not at import: scipy.stats takes seconds to import
+
     res = stats.kstest(arr, "uniform")
     return GofResult(float(res.statistic), float(res.pvalue))
 
@@ -327,6 +327,8 @@ def pit_cvm(pit: ArrayLike) -> GofResult:
     arr = _pit(pit)
     if arr.size < 2:
         return GofResult(float("nan"), float("nan"))
+    from scipy import stats
+
     res = stats.cramervonmises(arr, "uniform")
     return GofResult(float(res.statistic), float(res.pvalue))
 

@@ -15,6 +15,7 @@ import hashlib
 import io
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 
 import numpy as np
 
@@ -48,10 +49,6 @@ class SSPLibrary:
     age_edges: np.ndarray
     stellar: np.ndarray
     nebular: np.ndarray
-
-    @property
-    def n_ages(self) -> int:
-        return self.stellar.shape[1]
 
     def young_fraction(self) -> np.ndarray:
         """(A,) fraction of each age bin younger than T_BIRTH_CLOUD (birth-cloud stars)."""
@@ -124,7 +121,8 @@ def load_library() -> SSPLibrary:
         return SSPLibrary(**{k: data[k] for k in data.files})
 
 
-def _save(lib: SSPLibrary, path) -> None:
+def _save(lib: SSPLibrary, path: Path) -> None:
+    """Write ``lib``'s arrays to ``path`` as an uncompressed .npz (no pickle)."""
     with open(path, "wb") as fh:
         np.savez(fh, **{k: getattr(lib, k) for k in lib.__dataclass_fields__})
 

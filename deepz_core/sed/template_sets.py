@@ -55,6 +55,8 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
+from importlib.resources.abc import Traversable
+from typing import Any
 
 import numpy as np
 
@@ -334,7 +336,7 @@ def _bcnz2_set(info: SetInfo) -> TemplateSet:
     )
 
 
-def kcorrect_file():
+def kcorrect_file() -> Traversable:
     """The kcorrect v4 default-template FITS file inside the installed kcorrect package."""
     return importlib.resources.files("kcorrect").joinpath(*KCORRECT_FILE)
 
@@ -387,7 +389,8 @@ def _kcorrect_set(info: SetInfo) -> TemplateSet:
     )
 
 
-def _igm_model(wavelength: np.ndarray):
+def _igm_model(wavelength: np.ndarray) -> Any:
+    """bagpipes' IGM transmission model on ``wavelength`` (L,) [A] (its banner silenced)."""
     with contextlib.redirect_stdout(io.StringIO()):  # bagpipes prints banners on import
         from bagpipes.models.igm_model import igm
     return igm(wavelength)

@@ -35,6 +35,7 @@ import numpy as np
 
 from deepz_core.catalog.catalog import Catalog
 from deepz_core.catalog.features import resolve_ref_band
+from deepz_core.configs import check_real
 from deepz_core.errors import ConfigError
 from deepz_core.progress import progress_bar
 from deepz_core.sed.photometry import BandPhotometry
@@ -102,12 +103,10 @@ class DeepMockConfig:
             "calibration_floor",
         )
         for name in fractions:
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
-        if not 0.0 < self.spec_completeness_bright <= 1.0:
-            raise ConfigError(
-                f"spec_completeness_bright must be in (0, 1], got {self.spec_completeness_bright}"
-            )
+            check_real(name, getattr(self, name), 0.0, 1.0)
+        check_real(
+            "spec_completeness_bright", self.spec_completeness_bright, 0.0, 1.0, low_open=True
+        )
         pop = self.population
         if not pop.mag_min < self.mag_limit <= pop.mag_max:
             raise ConfigError(
@@ -119,11 +118,8 @@ class DeepMockConfig:
         bad = {b: m for b, m in self.depths.items() if not (np.isfinite(m) and 15.0 < m < 35.0)}
         if bad:
             raise ConfigError(f"depths must be finite AB magnitudes in (15, 35), got {bad}")
-        if self.spec_mag_width <= 0 or self.spec_error < 0:
-            raise ConfigError(
-                f"spec_mag_width must be > 0 and spec_error >= 0, got {self.spec_mag_width} "
-                f"and {self.spec_error}"
-            )
+        check_real("spec_mag_width", self.spec_mag_width, 0.0, low_open=True)
+        check_real("spec_error", self.spec_error, 0.0)
 
 
 def _mag_to_flux(mag: np.ndarray | float) -> np.ndarray:

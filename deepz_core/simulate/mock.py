@@ -23,6 +23,7 @@ import numpy as np
 
 from deepz_core.catalog.catalog import Catalog, Exposures
 from deepz_core.catalog.features import resolve_ref_band
+from deepz_core.configs import check_real
 from deepz_core.errors import ConfigError
 from deepz_core.sed.bands import get_band
 from deepz_core.simulate import families, galaxies
@@ -63,11 +64,9 @@ class MockConfig:
 
     def __post_init__(self) -> None:
         for name in ("outlier_rate", "outlier_positive", "spec_failure_rate"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+            check_real(name, getattr(self, name), 0.0, 1.0)
         for name in ("spec_completeness_bright", "spec_completeness_faint"):
-            if not 0.0 < getattr(self, name) <= 1.0:
-                raise ConfigError(f"{name} must be in (0, 1], got {getattr(self, name)}")
+            check_real(name, getattr(self, name), 0.0, 1.0, low_open=True)
 
 
 def zero_point_offsets(bands: Sequence[str], seed: int, scatter: float) -> np.ndarray:
@@ -141,7 +140,11 @@ def _broad_coadds(
 
 
 def _spec_z(
-    z: np.ndarray, mag: np.ndarray, cfg: MockConfig, pcfg: galaxies.PopulationConfig, rng
+    z: np.ndarray,
+    mag: np.ndarray,
+    cfg: MockConfig,
+    pcfg: galaxies.PopulationConfig,
+    rng: np.random.Generator,
 ) -> np.ndarray:
     """(N,) spectroscopic redshifts, NaN outside the (magnitude-dependent) spectroscopic subsample:
     the bright completeness to iAB 20, falling to the faint one at the population's mag_max (a

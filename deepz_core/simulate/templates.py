@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from deepz_core.catalog.catalog import Catalog
+from deepz_core.configs import check_int, check_range, check_real
 from deepz_core.errors import ConfigError
 from deepz_core.sed import histories as pop
 from deepz_core.sed.photometry import BandPhotometry
@@ -42,9 +43,7 @@ class TemplateSimConfig:
     seds: tuple[int, ...] = tuple(range(len(CONTINUUM)))  # indices into CONTINUUM to draw from
 
     def __post_init__(self) -> None:
-        lo, hi = self.ebv
-        if not 0.0 <= lo <= hi <= 3.0:
-            raise ConfigError(f"ebv must be a range within [0, 3], got {self.ebv}")
+        check_range("ebv", self.ebv, 0.0, 3.0)
         k = len(CONTINUUM)
         if (
             not self.seds
@@ -52,10 +51,8 @@ class TemplateSimConfig:
             or not all(isinstance(i, int) and 0 <= i < k for i in self.seds)
         ):
             raise ConfigError(f"seds must be distinct indices in [0, {k}), got {self.seds!r}")
-        if not 1 <= self.max_seds <= len(self.seds):
-            raise ConfigError(f"max_seds must be in [1, {len(self.seds)}], got {self.max_seds}")
-        if not 0.0 <= self.ew_oii_max <= 1000.0:
-            raise ConfigError(f"ew_oii_max must be in [0, 1000] A, got {self.ew_oii_max}")
+        check_int("max_seds", self.max_seds, 1, len(self.seds))
+        check_real("ew_oii_max", self.ew_oii_max, 0.0, 1000.0)  # [A]
 
 
 def _igm(wavelength: np.ndarray, z: np.ndarray) -> np.ndarray:

@@ -34,6 +34,7 @@ from torch import Tensor
 
 from deepz_core.sed.bands import get_band
 from deepz_core.sed.template_sets import DEFAULT_SET, flux_table, load_template_set
+from deepz_core.templatefit.config import TemplateFitConfig
 from deepz_core.templatefit.nnls import chi2_value, mu_nnls, nnls
 
 SOLVE_DTYPE = torch.float64
@@ -91,7 +92,11 @@ class TemplateModel:
         narrow = np.array([get_band(b).is_narrow for b in bands])
         sym = np.zeros((runs.shape[1],) * 2, dtype=np.int64)
         sym[iu, ju] = sym[ju, iu] = np.arange(len(iu))
-        t = lambda a, dt=None: torch.as_tensor(np.ascontiguousarray(a), dtype=dt, device=device)  # noqa: E731
+
+        def t(a: np.ndarray, dt: torch.dtype | None = None) -> Tensor:
+            """``a`` as a contiguous tensor on the fit's device."""
+            return torch.as_tensor(np.ascontiguousarray(a), dtype=dt, device=device)
+
         return cls(
             z=z,
             bands=bands,
@@ -360,10 +365,10 @@ def new_state(model: TemplateModel, flux: Tensor, error: Tensor, error_floor: fl
     )
 
 
-def fit_chunk(model: TemplateModel, flux: Tensor, error: Tensor, cfg) -> ChunkResult:
-    """chi2_min(z) of galaxies (C, B) by the coarse-to-fine search of the module docstring.
-
-    ``cfg`` is a ``templates.TemplateFitConfig``."""
+def fit_chunk(
+    model: TemplateModel, flux: Tensor, error: Tensor, cfg: TemplateFitConfig
+) -> ChunkResult:
+    """chi2_min(z) of galaxies (C, B) by the coarse-to-fine search of the module docstring."""
     state = new_state(model, flux, error, cfg.error_floor)
     levels = level_plan(len(model.z), max(cfg.coarse_stride, cfg.top_stride))
     coarse = [lv for lv in levels if lv.stride >= cfg.coarse_stride]

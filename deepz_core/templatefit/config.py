@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+import math
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
-from deepz_core.configs import Config
+from deepz_core.configs import (
+    Config,
+    check_choice,
+    check_int,
+    check_probability,
+    check_range,
+    check_real,
+)
 from deepz_core.errors import ConfigError
 from deepz_core.pz.products import PzConfig
 from deepz_core.sed.template_sets import DEFAULT_SET, set_info
@@ -49,50 +56,50 @@ class TemplateFitConfig(Config):
 
     def __post_init__(self) -> None:
         set_info(self.template_set, "template_set")  # ConfigError naming the field for a bad name
-        if not (0.0 <= self.z_min < self.z_max <= 6.0):
+        self._check_grid()
+        for name in ("coarse_stride", "top_stride"):
+            stride = check_int(name, getattr(self, name), 1)
+            if stride & (stride - 1):
+                raise ConfigError(f"{name} must be a power of two >= 1, got {stride!r}")
+            self._set(name, stride)
+        check_choice("solver", self.solver, SOLVERS)
+        for name in ("mu_iterations", "k_iterations", "zp_iterations", "chunk"):
+            self._set(name, check_int(name, getattr(self, name), 0))
+        for name in ("delta_chi2", "zp_min_snr"):
+            self._set(name, check_real(name, getattr(self, name), 0.0, low_open=True))
+        self._set("clip_sigma", check_real("clip_sigma", self.clip_sigma, 0.0))
+        if 0 < self.clip_sigma < 2.0:
+            raise ConfigError(f"clip_sigma must be 0 (off) or >= 2, got {self.clip_sigma!r}")
+        self._set("error_floor", check_probability("error_floor", self.error_floor))
+        self._check_k_range()
+        self._set(
+            "mixture_components", check_int("mixture_components", self.mixture_components, 1, 64)
+        )
+
+    def _check_grid(self) -> None:
+        """z_min, z_max in [0, 6], z_min first; dz in (0, (z_max - z_min) / 4]."""
+        self._set("z_min", check_real("z_min", self.z_min, 0.0, 6.0))
+        self._set("z_max", check_real("z_max", self.z_max, 0.0, 6.0))
+        if not self.z_min < self.z_max:
             raise ConfigError(
                 f"z_min/z_max must satisfy 0 <= z_min < z_max <= 6, got {self.z_min}, {self.z_max}"
             )
-        if not 0 < self.dz <= (self.z_max - self.z_min) / 4:
-            raise ConfigError(f"dz must be in (0, (z_max - z_min) / 4], got {self.dz}")
-        for name in ("coarse_stride", "top_stride"):
-            v = getattr(self, name)
-            if not (isinstance(v, int) and v >= 1 and v & (v - 1) == 0):
-                raise ConfigError(f"{name} must be a power of two >= 1, got {v!r}")
-        if self.solver not in SOLVERS:
-            raise ConfigError(f"solver must be one of {SOLVERS}, got {self.solver!r}")
-        for name in ("mu_iterations", "k_iterations", "zp_iterations", "chunk"):
-            if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 0):
-                raise ConfigError(f"{name} must be an integer >= 0, got {getattr(self, name)!r}")
-        for name in ("delta_chi2", "zp_min_snr"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        if not (self.clip_sigma == 0 or self.clip_sigma >= 2.0):
-            raise ConfigError(f"clip_sigma must be 0 (off) or >= 2, got {self.clip_sigma!r}")
-        if not 0.0 <= self.error_floor < 1.0:
-            raise ConfigError(f"error_floor must be in [0, 1), got {self.error_floor!r}")
-        lo, hi = self.k_range
+        span = (self.z_max - self.z_min) / 4
+        self._set("dz", check_real("dz", self.dz, 0.0, span, low_open=True))
+
+    def _check_k_range(self) -> None:
+        """k_range a pair (low, high) of numbers with 0 < low <= 1 <= high."""
+        lo, hi = check_range("k_range", self.k_range, 0.0, math.inf)
         if not 0 < lo <= 1.0 <= hi:
             raise ConfigError(
                 f"k_range must be (low, high) with 0 < low <= 1 <= high, got {self.k_range}"
             )
-        if not 1 <= self.mixture_components <= 64:
-            raise ConfigError(
-                f"mixture_components must be in [1, 64], got {self.mixture_components!r}"
-            )
+        self._set("k_range", (lo, hi))
 
     def z_grid(self) -> np.ndarray:
         """(Z,) exact fit grid z_min + k dz."""
         n = int(round((self.z_max - self.z_min) / self.dz))
         return np.round(self.z_min + np.arange(n + 1) * self.dz, 12)
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> TemplateFitConfig:
-        """As ``Config.from_dict``; ``k_range`` given as a list becomes a pair."""
-        values = dict(values) if isinstance(values, Mapping) else values
-        if isinstance(values, dict) and "k_range" in values:
-            values["k_range"] = tuple(values["k_range"])
-        return super().from_dict(values)
 
 
 def over_redshifts(

@@ -34,7 +34,7 @@ from deepz_core.errors import ConfigError
 from deepz_core.files import atomic_write_json
 from deepz_core.inference.predict import POINT_COLUMNS, table_format, write_table
 from deepz_core.inference.provenance import ODDS_WINDOW_META
-from deepz_core.progress import progress_bar
+from deepz_core.progress import Bar, progress_bar
 from deepz_core.sed.template_sets import (
     DEFAULT_SET,
     TEMPLATE_SET_VERSION,
@@ -112,21 +112,11 @@ def fit_catalog(
         (flux[r], error[r], cat.zspec[r])
         for r in (keep[s : s + step] for s in range(0, len(keep), step))
     ]
-    parallel = dev.type == "cpu" and len(chunks) > 1 and (pool is not None or workers > 1)
     with progress_bar(cat.n_galaxies, "template fit") as bar:
         done = _chunk_done(bar, stop, progress)
         if len(keep) < cat.n_galaxies:
             done(cat.n_galaxies - len(keep))  # rows without a p(z) count as handled
-        if parallel and pool is not None:
-            parts = _fit_in_pool(pool, model, chunks, cfg, grid, done)
-        elif parallel:
-            with worker_pool(min(workers, len(chunks))) as own:
-                parts = _fit_in_pool(own, model, chunks, cfg, grid, done)
-        else:
-            parts = []
-            for f, e, zs in chunks:
-                parts.append(_fit_rows(model, f, e, zs, cfg, grid))
-                done(len(f))
+        parts = _fit_chunks(model, chunks, cfg, grid, workers, pool, done)
     products = _scatter(parts, keep, cat.n_galaxies, cfg, grid)
     return _table(cat, products, zero_points, cfg, screen.flags)
 
@@ -163,6 +153,31 @@ def worker_pool(workers: int) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init)
 
 
+def _fit_chunks(
+    model: TemplateModel,
+    chunks: list,
+    cfg: TemplateFitConfig,
+    grid: bool,
+    workers: int,
+    pool: Executor | None,
+    done: Callable[[int], None],
+) -> list[dict[str, np.ndarray]]:
+    """Products of each chunk (flux, error, zspec), in order: on CPU by ``pool`` or a pool of
+    ``workers`` processes made here when there is more than one chunk, else in this process;
+    ``done`` is called with each chunk's galaxies once it is fitted."""
+    parallel = model.flux.device.type == "cpu" and len(chunks) > 1
+    if parallel and pool is not None:
+        return _fit_in_pool(pool, model, chunks, cfg, grid, done)
+    if parallel and workers > 1:
+        with worker_pool(min(workers, len(chunks))) as own:
+            return _fit_in_pool(own, model, chunks, cfg, grid, done)
+    parts = []
+    for f, e, zs in chunks:
+        parts.append(_fit_rows(model, f, e, zs, cfg, grid))
+        done(len(f))
+    return parts
+
+
 def _worker_init() -> None:
     torch.set_num_threads(1)
 
@@ -182,7 +197,7 @@ def _worker_fit(
 
 
 def _chunk_done(
-    bar, stop: Callable[[], None] | None, progress: Callable[[int], None] | None
+    bar: Bar, stop: Callable[[], None] | None, progress: Callable[[int], None] | None
 ) -> Callable[[int], None]:
     """What follows a chunk of ``n`` galaxies: the progress bar advanced, ``progress`` told the
     galaxies fitted so far, then ``stop``."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -17,6 +18,9 @@ from torch import Tensor
 
 from deepz_core.errors import ConfigError
 from deepz_core.training.coadds import ExposureStack
+
+if TYPE_CHECKING:
+    from deepz_core.catalog.features import Features
 
 
 @dataclass
@@ -103,6 +107,9 @@ class SimulationBatches:
     def epoch(
         self, rng: np.random.Generator, gen: torch.Generator, batch_size: int, min_batch: int
     ) -> Iterator[Batch]:
+        """One epoch of batches of simulated galaxies, every member in its own order: noise drawn
+        afresh from ``gen`` (E20 Sec. 2.4), the clean ratios as the autoencoder's target; the last
+        batch dropped when smaller than ``min_batch``."""
         pool = np.arange(len(self.z))
         order = torch.as_tensor(member_orders([pool] * self.members, rng), device=self.z.device)
         for s in batch_slices(order.shape[1], batch_size, min_batch):
@@ -128,7 +135,7 @@ class DataBatches:
 
     def __init__(
         self,
-        features,
+        features: Features,
         train: np.ndarray,
         device: torch.device,
         alpha: float,
@@ -166,6 +173,9 @@ class DataBatches:
     def epoch(
         self, rng: np.random.Generator, gen: torch.Generator, batch_size: int, min_batch: int
     ) -> Iterator[Batch]:
+        """One epoch of batches of each member's training galaxies in the order ``rng`` draws:
+        randomised coadds (E20 Sec. 5.1) and outliers (E20 App. B) from ``gen``; the last batch
+        dropped when smaller than ``min_batch``."""
         order = torch.as_tensor(member_orders(self.pools, rng), device=self.x.device)  # (E, n)
         for s in batch_slices(order.shape[1], batch_size, min_batch):
             idx = order[:, s]  # (E, n)

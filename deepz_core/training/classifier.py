@@ -32,10 +32,17 @@ from deepz_core.nets.classifier import (
 )
 from deepz_core.training.batches import Batch, DataBatches, SimulationBatches
 from deepz_core.training.config import TrainConfig
-from deepz_core.training.loop import Phase, heldout_nll, train_epoch
+from deepz_core.training.loop import (
+    Phase,
+    epoch_row,
+    heldout_nll,
+    phase_generators,
+    set_epoch_lr,
+    train_epoch,
+    validation_due,
+)
 from deepz_core.training.splits import Splits
 
-POINT_KEYS = ("zphot", "zmean", "zmedian", "z_lo68", "z_hi68", "odds")
 Validator = Callable[[DeepzClassifier], Tensor]  # model -> (E,) held-out NLL
 
 
@@ -44,7 +51,9 @@ class ClassifierResult:
     """A trained classifier ensemble and its out-of-fold predictions for the N catalogue galaxies."""
 
     model: DeepzClassifier
-    products: dict[str, np.ndarray]  # (N,) each: POINT_KEYS and pit (NaN without zspec)
+    products: dict[
+        str, np.ndarray
+    ]  # (N,) each: zphot, zmean, zmedian, z_lo68, z_hi68, odds, pit (NaN without zspec)
     probs: np.ndarray  # (N, G) float32 ensemble bin probabilities
     edges: np.ndarray  # (G + 1,) float64 bin edges
     history: list[dict[str, Any]]  # one row per epoch: phase, epoch, lr, loss, seconds[, val_nll]
@@ -141,6 +150,27 @@ def train_classifier(
     torch.manual_seed(train_cfg.seed)
     model = DeepzClassifier(cfg).to(device)
     t = train_cfg
+    phases = _phases(features, splits, t, device, pretrain)
+    validate = _validator(features, splits, cfg, device)
+    history: list[dict[str, Any]] = []
+    for phase in phases:
+        for row in _run_phase(model, phase, t, device, validate):
+            history.append(row)
+            if on_epoch is not None:
+                on_epoch(row)
+    products, probs = predict_classifier(model, features, splits.predict_mask(), odds_window)
+    return ClassifierResult(model, products, probs, cfg.edges().numpy(), history)
+
+
+def _phases(
+    features: Features,
+    splits: Splits,
+    t: TrainConfig,
+    device: torch.device,
+    pretrain: SimulationBatches | None,
+) -> list[Phase]:
+    """Pretraining on ``pretrain`` (when given and its schedule has epochs), then fine-tuning on
+    each member's training galaxies with randomised coadds and outliers (E20 Sec. 5)."""
     phases = []
     if pretrain is not None and t.pretrain_epochs > 0:
         phases.append(
@@ -159,15 +189,7 @@ def train_classifier(
     phases.append(
         Phase("finetune", t.schedule, data, classifier_finetune_loss, t.batch_size, t.min_batch)
     )
-    validate = _validator(features, splits, cfg, device)
-    history: list[dict[str, Any]] = []
-    for phase in phases:
-        for row in _run_phase(model, phase, t, device, validate):
-            history.append(row)
-            if on_epoch is not None:
-                on_epoch(row)
-    products, probs = predict_classifier(model, features, splits.predict_mask(), odds_window)
-    return ClassifierResult(model, products, probs, cfg.edges().numpy(), history)
+    return phases
 
 
 def _run_phase(
@@ -181,26 +203,15 @@ def _run_phase(
 
     ``train_epoch``/``heldout_nll`` are annotated for DeepzModel but use only what the classifier
     also has (nn.Module, ``members``, the phase's loss, ``model(x).log_prob``)."""
-    offset = 0 if phase.name == "pretrain" else 1
     optimizer = torch.optim.Adam(model.parameters(), lr=phase.lr(0), weight_decay=t.weight_decay)
-    rng = np.random.default_rng([t.seed, 11, offset])
-    gen = torch.Generator(device=device)
-    gen.manual_seed(t.seed * 1000 + 17 + offset)
+    rng, gen = phase_generators(t.seed, phase, device)
     for epoch in range(phase.epochs):
-        t0, lr = time.perf_counter(), phase.lr(epoch)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        t0 = time.perf_counter()
+        lr = set_epoch_lr(optimizer, phase, epoch)
         batches = phase.source.epoch(rng, gen, phase.batch_size, phase.min_batch)
         loss = train_epoch(model, phase.loss, batches, optimizer)
-        row: dict[str, Any] = {
-            "phase": phase.name,
-            "epoch": epoch + 1,
-            "epochs": phase.epochs,
-            "lr": lr,
-            "loss": loss,
-            "seconds": time.perf_counter() - t0,
-        }
-        if validate is not None and ((epoch + 1) % t.eval_every == 0 or epoch + 1 == phase.epochs):
+        row = epoch_row(phase, epoch, lr, loss, time.perf_counter() - t0)
+        if validate is not None and validation_due(epoch, t.eval_every, phase.epochs):
             row["val_nll"] = [float(v) for v in validate(model)]
         yield row
 

@@ -184,6 +184,7 @@ PRESETS: dict[str, Preset] = {
 
 
 def preset(name: str) -> Preset:
+    """The training preset ``name`` (PRESETS); ConfigError otherwise."""
     if name not in PRESETS:
         raise ConfigError(f"preset must be one of {sorted(PRESETS)}, got {name!r}")
     return PRESETS[name]

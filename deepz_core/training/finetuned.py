@@ -117,6 +117,8 @@ class FinetuneKey:
 
     def digest(self) -> str:
         # the device as asked ("auto", "cpu") is not the device used: its type is keyed instead
+        """The cache key: a hash of everything the fine-tuned state depends on (library versions
+        too)."""
         train = {k: v for k, v in self.train.to_dict().items() if k != "device"}
         blob = {
             "kind": KIND,

@@ -24,6 +24,7 @@ from deepz_core.rundir import RunDir, rng_from_json, rng_state_to_json, save_che
 from deepz_core.training.batches import Batch
 
 LossFn = Callable[[DeepzModel, Batch], Tensor]
+Validate = Callable[[DeepzModel], dict[str, Tensor]]  # model -> held-out scores, (E,) each
 
 
 class Cancelled(Exception):
@@ -190,6 +191,8 @@ class HeldoutWatch:
     above: list[list[bool]] = field(default_factory=list)
 
     def add(self, where: str, nll: list[float]) -> None:
+        """Record the held-out NLL (E,) of one evaluation at ``where``; TrainingError naming the
+        members when one is non-finite or has diverged."""
         if not all(np.isfinite(nll)):
             members = [i for i, v in enumerate(nll) if not np.isfinite(v)]
             raise TrainingError(f"{where}: the held-out NLL of member(s) {members} is NaN/inf")
@@ -266,6 +269,44 @@ class Phase:
         return float(self.schedule[min(stage, len(self.schedule) - 1)][1])  # 0 epochs: any lr
 
 
+def phase_generators(
+    seed: int, phase: Phase, device: torch.device
+) -> tuple[np.random.Generator, torch.Generator]:
+    """The phase's seeded NumPy generator (batch order) and torch generator on ``device``
+    (noise, randomised coadds, outliers): fixed by ``seed`` and whether it pretrains or fine-tunes."""
+    offset = 0 if phase.name == "pretrain" else 1
+    gen = torch.Generator(device=device)
+    gen.manual_seed(seed * 1000 + 17 + offset)
+    return np.random.default_rng([seed, 11, offset]), gen
+
+
+def set_epoch_lr(optimizer: torch.optim.Optimizer, phase: Phase, epoch: int) -> float:
+    """Set the learning rate of the stage holding ``epoch`` (0-based) on every parameter group;
+    returns it (E20 Sec. 2.4)."""
+    lr = phase.lr(epoch)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    return lr
+
+
+def epoch_row(phase: Phase, epoch: int, lr: float, loss: float, seconds: float) -> dict[str, Any]:
+    """One epoch's metrics line (``epoch`` 0-based; ``seconds`` of wall time)."""
+    return {
+        "phase": phase.name,
+        "epoch": epoch + 1,
+        "epochs": phase.epochs,
+        "lr": lr,
+        "loss": loss,
+        "seconds": seconds,
+    }
+
+
+def validation_due(epoch: int, eval_every: int, epochs: int) -> bool:
+    """Whether ``epoch`` (0-based) of ``epochs`` ends with a held-out pass: every ``eval_every``
+    epochs and after the last."""
+    return (epoch + 1) % eval_every == 0 or epoch + 1 == epochs
+
+
 class PhaseRunner:
     """Runs a phase of training in a run folder, with checkpoints, cancel and resume."""
 
@@ -277,7 +318,7 @@ class PhaseRunner:
         seed: int,
         checkpoint_every: int,
         eval_every: int,
-        validate=None,
+        validate: Validate | None = None,
     ) -> None:
         self.run, self.model = run, model
         self.weight_decay, self.seed = weight_decay, seed
@@ -289,59 +330,67 @@ class PhaseRunner:
     def fresh_state(
         self, phase: Phase
     ) -> tuple[torch.optim.Optimizer, np.random.Generator, torch.Generator]:
+        """A new optimiser at the phase's first learning rate and the phase's seeded generators."""
         optimizer = make_optimizer(self.model.parameters(), phase.lr(0), self.weight_decay)
-        offset = 0 if phase.name == "pretrain" else 1
-        gen = torch.Generator(device=self.device)
-        gen.manual_seed(self.seed * 1000 + 17 + offset)
-        return optimizer, np.random.default_rng([self.seed, 11, offset]), gen
+        rng, gen = phase_generators(self.seed, phase, self.device)
+        return optimizer, rng, gen
 
     def execute(self, phase: Phase, resume: dict | None = None) -> None:
+        """Run ``phase`` from its start, or from the checkpoint ``resume`` (tensors and meta):
+        one metrics line and status per epoch, checkpoints every ``checkpoint_every`` epochs, at
+        the end and on cancel. Raises Cancelled, or TrainingError naming the epoch."""
         optimizer, rng, gen = self.fresh_state(phase)
         start = 0
         if resume is not None:
             start, rng = self._restore(resume, optimizer, gen)
         for epoch in range(start, phase.epochs):
-            t0 = time.perf_counter()
-            lr = phase.lr(epoch)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            batches = phase.source.epoch(rng, gen, phase.batch_size, phase.min_batch)
-            where = f"{phase.name} epoch {epoch + 1}"
-            watch = CancelWatch(self.run, f"{where} (resumes from the last checkpoint)")
-            try:
-                loss = train_epoch(self.model, phase.loss, batches, optimizer, watch)
-                check_weights(self.model)
-            except TrainingError as exc:
-                raise TrainingError(f"{where}: {exc}") from None
-            row = {
-                "phase": phase.name,
-                "epoch": epoch + 1,
-                "epochs": phase.epochs,
-                "lr": lr,
-                "loss": loss,
-                "seconds": time.perf_counter() - t0,
-            }
-            if self.validate is not None and (
-                (epoch + 1) % self.eval_every == 0 or epoch + 1 == phase.epochs
-            ):
-                scores = self.validate(self.model)
-                row.update({k: [float(v) for v in vals] for k, vals in scores.items()})
-                self.heldout.add(where, row.get("val_nll_clipped", row["val_nll"]))
+            row = self._train_epoch(phase, epoch, optimizer, rng, gen)
             self.run.append_metrics(row)
             self.run.set_status(
-                "running", phase=phase.name, epoch=epoch + 1, epochs=phase.epochs, loss=loss
+                "running", phase=phase.name, epoch=epoch + 1, epochs=phase.epochs, loss=row["loss"]
             )
             done = epoch + 1 == phase.epochs
             if done and self.heldout.best:
-                self.heldout.check_learned(where)
+                self.heldout.check_learned(f"{phase.name} epoch {epoch + 1}")
             cancel = self.run.file("cancel").exists()
             if done or cancel or (epoch + 1) % self.checkpoint_every == 0:
                 self._checkpoint(phase, epoch + 1, optimizer, rng, gen)
             if cancel and not done:
                 raise Cancelled(f"cancelled at {phase.name} epoch {epoch + 1}")
 
+    def _train_epoch(
+        self,
+        phase: Phase,
+        epoch: int,
+        optimizer: torch.optim.Optimizer,
+        rng: np.random.Generator,
+        gen: torch.Generator,
+    ) -> dict[str, Any]:
+        """Train one epoch (0-based) and validate when due; its metrics line."""
+        t0 = time.perf_counter()
+        lr = set_epoch_lr(optimizer, phase, epoch)
+        batches = phase.source.epoch(rng, gen, phase.batch_size, phase.min_batch)
+        where = f"{phase.name} epoch {epoch + 1}"
+        watch = CancelWatch(self.run, f"{where} (resumes from the last checkpoint)")
+        try:
+            loss = train_epoch(self.model, phase.loss, batches, optimizer, watch)
+            check_weights(self.model)
+        except TrainingError as exc:
+            raise TrainingError(f"{where}: {exc}") from None
+        row = epoch_row(phase, epoch, lr, loss, time.perf_counter() - t0)
+        if self.validate is not None and validation_due(epoch, self.eval_every, phase.epochs):
+            scores = self.validate(self.model)
+            row.update({k: [float(v) for v in vals] for k, vals in scores.items()})
+            self.heldout.add(where, row.get("val_nll_clipped", row["val_nll"]))
+        return row
+
     def _checkpoint(
-        self, phase: Phase, epoch: int, optimizer, rng: np.random.Generator, gen
+        self,
+        phase: Phase,
+        epoch: int,
+        optimizer: torch.optim.Optimizer,
+        rng: np.random.Generator,
+        gen: torch.Generator,
     ) -> None:
         tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
         for i, state in optimizer.state_dict()["state"].items():
@@ -354,7 +403,7 @@ class PhaseRunner:
         save_checkpoint(self.run, tensors, meta)
 
     def _restore(
-        self, resume: dict, optimizer, gen: torch.Generator
+        self, resume: dict, optimizer: torch.optim.Optimizer, gen: torch.Generator
     ) -> tuple[int, np.random.Generator]:
         tensors, meta = resume["tensors"], resume["meta"]
         prefix = "model."

@@ -67,6 +67,8 @@ class PretrainKey:
         return {"input_stats": self.input_stats.sums}
 
     def digest(self) -> str:
+        """The cache key: a hash of everything the pretrained state depends on (library versions
+        too)."""
         t = self.train
         blob = {
             "version": CACHE_VERSION,

@@ -110,7 +110,6 @@ def test_binned_metrics_default_magnitude_edges(rng: np.random.Generator) -> Non
     assert res.edges[0] == 17.5 and res.edges[-1] == pytest.approx(22.5)
     assert res.counts.sum() == mag.size
     assert np.all(np.diff(res.sigma68) > 0)
-    assert m.DEFAULT_Z_EDGES[0] == 0 and m.DEFAULT_Z_EDGES[-1] == pytest.approx(1.2)
 
 
 # ---------------------------------------------------------------- completeness curves

@@ -60,6 +60,8 @@ def classifier_predictions(ctx: Context, run: RunDir, smoothing: float) -> Score
 
 
 def appendix_e(ctx: Context, mdn_run: RunDir, mdn_single: Scored) -> dict[str, Any]:
+    """E20 App. E: PIT histograms and summaries of the MDN (no pretraining) and the classifier
+    variants."""
     lines = {"MDN (no pretraining)": mdn_single}
     for label, smoothing in VARIANTS.items():
         lines[label] = classifier_predictions(ctx, mdn_run, smoothing)
