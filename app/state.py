@@ -1145,6 +1145,16 @@ def default_fluxzp(columns: dict, mapping: GalaxyMapping, name: str, meta: dict)
     return source_fluxzp(Source(columns, mapping, name, meta))
 
 
+def fluxzp_origin(
+    columns: dict, mapping: GalaxyMapping, name: str, meta: dict
+) -> tuple[float, str]:
+    """(zero-point, where it comes from: units, header, Rubin column names or an assumption) of
+    a galaxies table's mapped flux columns (``import_report.fluxzp_origin``)."""
+    from deepz_core.catalog.import_report import fluxzp_origin as origin
+
+    return origin(Source(columns, mapping, name, meta))
+
+
 def catalog_key(recipe: dict) -> str:
     """The key a catalogue imported by ``recipe`` (its inputs and choices) is stored under."""
     return uploads.recipe_key(recipe)

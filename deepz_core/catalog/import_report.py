@@ -42,7 +42,7 @@ from deepz_core.catalog.mapping import (
     galaxy_mapping_problems,
     mapping_problems,
 )
-from deepz_core.catalog.units import column_units, resolve_fluxzp
+from deepz_core.catalog.units import column_units, name_zeropoint, resolve_fluxzp
 from deepz_core.catalog.validation import (
     ZSPEC_MAX,
     bad_zspec,
@@ -197,13 +197,33 @@ def prepare_catalog(
 
 
 def source_fluxzp(galaxies: Source) -> float:
-    """The AB zero-point of a galaxies table's mapped flux columns: from their units (FITS TUNIT,
-    Parquet/astropy units) and its FLUXZP header, which must agree; 23.9 (microJansky) when
-    neither says. Raises CatalogError for mixed or unknown units."""
+    """The AB zero-point of a galaxies table's mapped flux columns (``fluxzp_origin``)."""
+    return fluxzp_origin(galaxies)[0]
+
+
+def fluxzp_origin(galaxies: Source) -> tuple[float, str]:
+    """(zero-point, where it comes from) for a galaxies table's mapped flux columns: their units
+    (FITS TUNIT, Parquet/astropy units) and its FLUXZP header, which must agree; else Rubin
+    pipelines column names (u_cModelFlux: nJy by definition); else 23.9 (microJansky), said to be
+    an assumption. Raises CatalogError for mixed or unknown units."""
     columns = [c for _, flux, error in galaxies.mapping.bands for c in (flux, error)]
     header = next((v for k, v in galaxies.meta.items() if str(k).upper() == "FLUXZP"), None)
-    zp = resolve_fluxzp(column_units(galaxies.meta), columns, header, galaxies.name)
-    return DEFAULT_FLUXZP if zp is None else zp
+    units = column_units(galaxies.meta)
+    zp = resolve_fluxzp(units, columns, header, galaxies.name)
+    if zp is not None:
+        said = sorted({units[c] for c in columns if c in units})
+        where = f"the columns' unit ({', '.join(said)})" if said else "the FLUXZP header"
+        return zp, f"from {where}"
+    by_name = name_zeropoint(columns)
+    if by_name is not None:
+        return by_name, (
+            f"nanojansky: {columns[0]!r} and the other flux columns are Rubin pipelines "
+            "columns, in nJy by definition (the file states no unit)"
+        )
+    return DEFAULT_FLUXZP, (
+        "assumed: the file states no unit (no TUNIT, no FLUXZP header), so microJansky; "
+        "set the zero-point if the fluxes are in another unit (nJy 31.4, nanomaggy 22.5, Jy 8.9)"
+    )
 
 
 def left_out_bands(galaxies: Source) -> list[str]:
