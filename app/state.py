@@ -964,19 +964,34 @@ def missing_bands(run_id: str, catalog_path: str) -> list[str]:
     return [b for b in bands if b not in have]
 
 
-def auto_import(path: str, filename: str) -> tuple[str | None, Report]:
+def auto_import(
+    path: str, filename: str, run_bands: tuple[str, ...] = ()
+) -> tuple[str | None, Report, dict[str, str]]:
     """Import an uploaded photometric catalogue with the guessed column mapping (the Data page
-    maps columns by hand): (its catalogue key, the report); key None while problems remain."""
+    maps columns by hand), its bands named as ``run_bands`` where their filter letters say which
+    (u_cModelFlux's band 'u_cModel' -> 'lsst_u', ``mapping.match_run_bands``): (its catalogue
+    key, the report, {band: run band renamed}); key None while problems remain."""
+    from deepz_core.catalog.mapping import match_run_bands, renamed_bands
+
     cols = raw_tables(path)[0]
     mapping = guessed_mapping(list(cols))
+    rename = match_run_bands([b for b, _, _ in mapping.bands], run_bands)
+    mapping = renamed_bands(mapping, rename)
     report = import_report(path, mapping.to_json())
     if not report.ok:
-        return None, report
+        return None, report, rename
     recipe = {"inputs": [Path(path).name, mapping.to_json()], "predict": True}
     key = uploads.recipe_key(recipe)
     if not uploads.canonical_path(key).exists():
         save_catalog(report.catalog, recipe, filename.split(".")[0])
-    return key, report
+    return key, report, rename
+
+
+def run_band_names(run_id: str) -> tuple[str, ...]:
+    """The bands run ``run_id`` was trained on, in order."""
+    from deepz_core.jobs.run import run_bands
+
+    return tuple(run_bands(run_dir(run_id)))
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
