@@ -811,6 +811,23 @@ def experiments_dir() -> Path:
     return uploads.home() / "experiments"
 
 
+def mag_slider_range(mag: np.ndarray | None) -> tuple[float, float] | None:
+    """(lo, hi) of a magnitude slider over ``mag`` that follows the data, junk magnitudes (a
+    near-zero reference flux: m = 46) left beyond its ends (``metrics.data_mag_range``); None
+    without a finite magnitude."""
+    return None if mag is None else metrics.data_mag_range(mag)
+
+
+def open_mag_range(
+    picked: tuple[float, float], bounds: tuple[float, float]
+) -> tuple[float, float] | None:
+    """A magnitude range slider's (lo, hi) with an end left at the slider's end meaning no limit
+    on that side (-inf / inf); None (no selection by magnitude) when both are at the ends."""
+    lo = -np.inf if picked[0] <= bounds[0] else float(picked[0])
+    hi = np.inf if picked[1] >= bounds[1] else float(picked[1])
+    return None if np.isinf(lo) and np.isinf(hi) else (lo, hi)
+
+
 def mag_edges(lo: float, hi: float, width: float) -> tuple:
     """Magnitude bin edges from ``lo`` to ``hi`` in steps of ``width`` (a hashable tuple)."""
     return tuple(metrics.data_mag_edges([], width, lo, hi).tolist())

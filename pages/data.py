@@ -369,7 +369,10 @@ def summary_section() -> None:
             "helps most here."
         )
     left, right = st.columns(2)
-    left.plotly_chart(plots_data.histogram(s.mag, s.mag_label, "Magnitudes"))
+    mags = plots_data.histogram(
+        s.mag, s.mag_label, "Magnitudes", value_range=state.mag_slider_range(s.mag)
+    )
+    left.plotly_chart(mags)
     if s.n_zspec:
         right.plotly_chart(
             plots_data.histogram(s.zspec, "spectroscopic redshift z", "Spec-z distribution")

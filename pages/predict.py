@@ -264,9 +264,9 @@ def cut_controls(key: state.RunKey) -> dict:
     )
     threshold = c2.slider("ODDS threshold (keep ODDS ≥)", 0.0, 1.0, 0.0, 0.01, key="pred_odds")
     mag_max = None
-    if pred.mag is not None and np.isfinite(pred.mag).any():
-        m_lo = float(np.floor(np.nanmin(pred.mag) * 10) / 10)
-        m_hi = max(float(np.ceil(np.nanmax(pred.mag) * 10) / 10), m_lo + 0.1)
+    bounds = state.mag_slider_range(pred.mag)
+    if bounds is not None:
+        m_lo, m_hi = bounds
         value = c3.slider("Magnitude limit [AB mag]", m_lo, m_hi, m_hi, 0.1, key="pred_mag")
         mag_max = None if value >= m_hi else round(value, 3)
     return {"window": round(window, 6), "threshold": round(threshold, 6), "mag_max": mag_max}

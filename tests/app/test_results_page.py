@@ -451,3 +451,32 @@ def test_a_heldout_calibration_started_from_the_app(home, tmp_path, monkeypatch)
     assert job["state"] == "finished", job
     cal = json.loads(run.file("calibration.json").read_text())
     assert cal["heldout"] is not None and cal["summary"]["heldout"]["n"] >= 200
+
+
+def test_one_junk_magnitude_leaves_the_sliders_on_the_data(home, tmp_path, monkeypatch) -> None:
+    """Eleventh session: one galaxy with a near-zero reference flux (1e-6 nJy: m = 46.4) made
+    every magnitude slider (explorer, cuts, dropping) run to 46.4, the galaxies squeezed into its
+    first quarter. The sliders now follow the data; at their ends they set no limit, so that
+    galaxy stays in the explorer's table and the cuts' selection."""
+    from astropy.table import Table
+
+    from deepz_core.pz.metrics import data_mag_range
+
+    run = RunDir(tmp_path / "runs" / "junk")
+    run.path.mkdir(parents=True)
+    for name in ("config.json", "status.json", "model.json", "model.safetensors", "splits.npz"):
+        run.file(name).write_bytes((home / "runs" / "r1" / name).read_bytes())
+    t = Table.read(home / "runs" / "r1" / "predictions.fits")
+    t["mag"][0] = 46.4
+    t.write(run.file("predictions.fits"))
+    monkeypatch.setenv("DEEPZ_HOME", str(tmp_path))
+    assert data_mag_range(np.asarray(t["mag"]))[1] < 30.0
+    assert data_mag_range([20.04, 20.06]) == (20.0, 20.1) and data_mag_range([np.nan]) is None
+    explorer = run_page("explorer.py")
+    assert_clean(explorer)
+    (mag,) = [s for s in explorer.slider if s.label == "Magnitude range [AB mag]"]
+    assert mag.max < 30.0 and tuple(mag.value) == (mag.min, mag.max)
+    assert any(f"{len(t):,} galaxies match" in c.value for c in explorer.caption)
+    cuts = run_page("cuts.py")
+    assert_clean(cuts)
+    assert cuts.slider(key="cuts_mag").max < 30.0
