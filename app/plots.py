@@ -576,14 +576,16 @@ COMBINATION_METRICS = (  # (summary key, column title); a summary without one sh
 )
 
 
-def combination_rows(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
+def combination_rows(summary: Mapping[str, Any], catastrophic: bool = True) -> list[dict[str, Any]]:
     """The table of ``Run.combination_summary()``: one row per half magnitude and an 'all' row
-    first; per estimator (network, template fit, combined) σ68, the strict and catastrophic
-    outlier fractions and the PIT KS statistic over the out-of-fold spec-z galaxies."""
+    first; per estimator (network, template fit, combined) σ68, the outlier fractions (at the
+    summary's ``outlier_threshold``; ``catastrophic``: the catastrophic ones too) and the PIT KS
+    statistic over the out-of-fold spec-z galaxies."""
+    shown = [(m, t) for m, t in COMBINATION_METRICS if catastrophic or m != "catastrophic"]
 
     def row(label: str, n: int, scores: Mapping[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {"magnitude": label, "galaxies": int(n)}
-        for metric, title in COMBINATION_METRICS:
+        for metric, title in shown:
             for key, name in ESTIMATORS.items():
                 out[f"{title} {name}"] = float(scores.get(key, {}).get(metric, np.nan))
         return out

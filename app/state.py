@@ -556,22 +556,23 @@ TEMPLATE_FIT_RATE = 225  # galaxies/s of the combination's template fit on 2 CPU
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
-def _combination(folder: str, mtime: float) -> dict:
+def _combination(folder: str, mtime: float, outlier: float | None = None) -> dict:
     import deepz_core
 
     hybrid = load_hybrid(folder)
-    summary = deepz_core.load_run(folder).combination_summary()
+    summary = deepz_core.load_run(folder).combination_summary(outlier)
     return {"templates": None if hybrid is None else hybrid.template_set, "summary": summary}
 
 
-def combination(run: RunDir | str) -> dict | None:
-    """{'templates': the set, 'summary': ``Run.combination_summary()``} of a run combined with
-    the template fit (``hybrid.json``), None for a run without one; ``run``: a RunDir or run id."""
+def combination(run: RunDir | str, outlier: float | None = None) -> dict | None:
+    """{'templates': the set, 'summary': ``Run.combination_summary(outlier)``} of a run combined
+    with the template fit (``hybrid.json``), None for a run without one; ``run``: a RunDir or run
+    id; ``outlier``: the |dz| outliers are counted at (a profile's; default E20's 0.02)."""
     folder = run if isinstance(run, RunDir) else run_dir(run)
     path = folder.file(HYBRID_FILE)
     if not path.is_file():
         return None
-    return _combination(str(folder.path), path.stat().st_mtime)
+    return _combination(str(folder.path), path.stat().st_mtime, outlier)
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
