@@ -272,3 +272,11 @@ def test_data_histogram_leaves_out_and_counts_values_beyond_its_range() -> None:
     assert fig.layout.title.text == "Magnitudes (1 beyond 19.9-25.1)"
     assert max(fig.data[0].x) < 25.1 and sum(fig.data[0].y) == 99
     assert histogram(values, "m", "Magnitudes").layout.title.text == "Magnitudes"
+
+
+def test_sed_axis_names_a_nanojansky_unit() -> None:
+    """Eleventh session: a DP0 catalogue's SED was labelled 'flux [AB zero-point 31.4]'."""
+    from app.plots import flux_unit_label
+
+    assert flux_unit_label(31.4) == "nJy" and flux_unit_label(23.9) == "µJy"
+    assert flux_unit_label(22.5) == "nanomaggy" and flux_unit_label(25.0) == "AB zero-point 25"
