@@ -87,6 +87,7 @@ class Problem:
     drop_exposures: np.ndarray | None = None  # (M,) bool
     unknown: np.ndarray | None = None  # (N,) bool: set ``column`` to NaN (unknown)
     mapping: bool = False  # a column mapping problem (not a value's)
+    shown: str = ""  # the column as the file names it, for the message ('' : ``column``)
 
     @property
     def fixable(self) -> bool:
@@ -105,7 +106,8 @@ class Problem:
 
     def text(self) -> str:
         """'source: column 'x': message', without empty parts (never a stray ': ')."""
-        where = f"column '{self.column}': " if self.column else ""
+        name = self.shown or self.column
+        where = f"column {name}: " if self.shown else (f"column '{name}': " if name else "")
         return f"{self.source}: {where}{self.message}" if self.source else where + self.message
 
 
@@ -184,6 +186,7 @@ def prepare_catalog(
         parts = _apply_fixes(parts, problems, dropped)
         problems = _value_problems(parts) + _coadd_problems(parts)  # empty at a fixed point
         flagged = flagged if drop_flagged else _flagged_values(parts, zp)  # those left
+    problems, flagged = in_file_names(problems, galaxies), in_file_names(flagged, galaxies)
     if problems:
         return Report(None, tuple(problems), tuple(notes), *dropped, tuple(flagged), warnings)
     meta = {k: v for k, v in galaxies.meta.items() if str(k).upper() != "FLUXZP"}
@@ -194,6 +197,33 @@ def prepare_catalog(
             None, (Problem("", "", str(err)),), tuple(notes), *dropped, tuple(flagged), warnings
         )
     return Report(cat, (), tuple(notes), *dropped, tuple(flagged), warnings)
+
+
+def file_columns(galaxies: Source) -> dict[str, str]:
+    """{canonical column: how the galaxies file names it} where the names differ: 'flux_lsst_u'
+    -> "'u_cModelFlux' (band lsst_u)", 'ref_id' -> "'objectId' (ref_id)"."""
+    mapping: GalaxyMapping = galaxies.mapping
+    out: dict[str, str] = {}
+    for band, flux, error in mapping.bands:
+        for canonical, column in ((FLUX_PREFIX + band, flux), (ERROR_PREFIX + band, error)):
+            if column and column != canonical:
+                out[canonical] = f"'{column}' (band {band})"
+    for canonical, column in (("ref_id", mapping.ref_id), ("zspec", mapping.zspec)):
+        if column and column != canonical:
+            out[canonical] = f"'{column}' ({canonical})"
+    if mapping.mag and mapping.mag != "mag":
+        out["mag"] = f"'{mapping.mag}' (mag)"
+    return out
+
+
+def in_file_names(problems: list[Problem], galaxies: Source) -> list[Problem]:
+    """``problems`` with the galaxies file's own column names in their messages (the columns
+    the fixes act on stay canonical): a DP0 user reads 'u_cModelFlux', not 'flux_lsst_u'."""
+    names = file_columns(galaxies)
+    return [
+        replace(p, shown=names[p.column]) if p.source == galaxies.name and p.column in names else p
+        for p in problems
+    ]
 
 
 def source_fluxzp(galaxies: Source) -> float:
