@@ -28,7 +28,7 @@ from deepz_core.catalog.import_report import (
 )
 from deepz_core.catalog.io import read_catalog
 from deepz_core.catalog.mapping import GalaxyMapping
-from deepz_core.errors import ConfigError
+from deepz_core.errors import ConfigError, DeepzError
 from deepz_core.evaluation import galaxy, survey
 from deepz_core.evaluation import run_products as analysis
 from deepz_core.evaluation.profiles import PROFILES, SurveyProfile, run_profile, survey_profile
@@ -1092,6 +1092,20 @@ def band_set_names() -> list[str]:
     from deepz_core.sed.bands import BAND_SETS
 
     return list(BAND_SETS)
+
+
+def proposed_band_set(path: str | None, names: list[str]) -> str:
+    """The band set among ``names`` that catalogue ``path`` is in (its bands exactly, e.g. lsst
+    for a DP0 catalogue), else paus_cosmos when offered, else the first."""
+    if path is not None:
+        try:
+            bands = tuple(catalog_summary(path).bands.bands)
+        except DeepzError:
+            bands = ()
+        for name in names:
+            if band_set(name) == bands:
+                return name
+    return "paus_cosmos" if "paus_cosmos" in names else names[0]
 
 
 def band_set(name: str) -> tuple[str, ...]:

@@ -30,6 +30,7 @@ import torch
 from astropy.table import Table
 
 from deepz_core.catalog.catalog import Catalog
+from deepz_core.catalog.features import default_ref_band
 from deepz_core.errors import ConfigError
 from deepz_core.files import atomic_write_json
 from deepz_core.inference.predict import POINT_COLUMNS, table_format, write_table
@@ -274,8 +275,9 @@ def _table(
         t[name] = products[name]
     t["zspec"] = cat.zspec
     t["pit"] = products["pit"]
-    if cat.mag is not None:
-        t["mag"] = cat.mag
+    # the catalogue's magnitude, else the reference band's, as deepz's predictions: a broad-band
+    # catalogue without a 'mag' column still gets metrics per magnitude
+    t["mag"] = cat.mag if cat.mag is not None else cat.magnitudes(default_ref_band(cat.bands))
     t["flag"] = np.asarray(flags, dtype=np.int32)
     for name in ("ra", "dec"):
         if name in cat.extra:
