@@ -717,12 +717,15 @@ def pick_galaxy(pred: analysis.Predictions, key: str) -> int:
     current = selected_galaxy()
     index = None if current is None else pred.index_of(current)
     if index is None:
-        if current is not None:
+        # a galaxy chosen with another chooser (the explorer's, then the Predict page's on
+        # another catalogue) is not news; one asked for in the link or with this chooser is
+        if current is not None and st.session_state.get("galaxy_chooser") in (None, key):
             st.warning(f"Galaxy {current} is not in this run: showing another one.")
         scored = np.flatnonzero(pred.scored)
         index = int(scored[0]) if scored.size else 0
         current = int(pred.ref_id[index])
     select_galaxy(current)
+    st.session_state["galaxy_chooser"] = key
     st.session_state[key] = str(current)
     ids = pred.ref_id
     c1, c2, c3, c4 = st.columns([1, 5, 1, 4], vertical_alignment="bottom")

@@ -157,6 +157,20 @@ def test_explorer_unknown_galaxy_warns(at_home) -> None:
     assert any("not in this run" in w.value for w in at.warning)
 
 
+def test_a_galaxy_chosen_on_another_page_is_no_warning(at_home) -> None:
+    """Eleventh session: a galaxy chosen in the explorer (the training catalogue) made the
+    Predict page's Galaxies tab of another catalogue open with "Galaxy ... is not in this run"
+    though the user asked for nothing there. Only a galaxy asked for with this chooser (or in
+    the link of a fresh session) is news."""
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[2] / "pages" / "explorer.py"))
+    at.query_params["galaxy"] = "999999"
+    at.session_state["galaxy_chooser"] = "pred_ref_id"  # chosen on the Predict page
+    at.run(timeout=120)
+    assert_clean(at)
+    assert not any("not in this run" in w.value for w in at.warning)
+    assert int(at.text_input(key="explorer_ref_id").value) == _galaxy(at_home, 0)
+
+
 def test_dropping_table_and_selection(at_home) -> None:
     at = run_page("dropping.py", galaxy=str(_galaxy(at_home)))
     assert_clean(at)
