@@ -797,10 +797,13 @@ def tomography(key: RunKey, edges: tuple, window: float, threshold: float, mag_m
 @st.cache_data(max_entries=4, show_spinner=False)
 def sky(key: RunKey) -> tuple[np.ndarray, np.ndarray] | None:
     """(ra, dec) [deg] of the predicted galaxies when the catalogue had them, else None."""
+    from deepz_core.inference.hats_out import find_coordinate_pair
+
     table = analysis.read_plain_table(predictions_file(key[0]))
-    if not {"ra", "dec"} <= set(table.colnames):
+    pair = find_coordinate_pair(list(table.colnames))  # ra/dec, RA/DEC, DP0's coord_ra/coord_dec
+    if pair is None:
         return None
-    return np.asarray(table["ra"], float), np.asarray(table["dec"], float)
+    return np.asarray(table[pair[0]], float), np.asarray(table[pair[1]], float)
 
 
 def prediction_jobs_list() -> list[prediction_jobs.PredictionJob]:

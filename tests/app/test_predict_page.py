@@ -190,8 +190,9 @@ def test_a_dp0_parquet_upload_is_predicted_with_the_run_bands(trained_lsst, tmp_
     """Eleventh session: a DP0 export (objectId, u_cModelFlux, u_cModelFluxErr in nJy, Parquet:
     no units) uploaded here for a run trained on lsst_u ... lsst_y was refused ('lacks 6 of the
     run's bands'), since the guessed band names were u_cModel...; and had it been taken, its
-    fluxes would have been read as microJansky. Now the bands take the run's names by their
-    filter letters, the zero-point is nJy's, and the job predicts every row."""
+    fluxes would have been read as microJansky; its coord_ra/coord_dec never reached the Sky
+    tab. Now the bands take the run's names by their filter letters, the zero-point is nJy's,
+    the job predicts every row and the sky shows them."""
     import pandas as pd
 
     from app import jobs, state
@@ -206,6 +207,8 @@ def test_a_dp0_parquet_upload_is_predicted_with_the_run_bands(trained_lsst, tmp_
         letter = band.split("_")[1]
         cols[f"{letter}_cModelFlux"] = cat.flux[:, j] * 1000.0  # uJy -> nJy
         cols[f"{letter}_cModelFluxErr"] = cat.flux_error[:, j] * 1000.0
+    rng = np.random.default_rng(4)
+    cols["coord_ra"], cols["coord_dec"] = rng.uniform(55, 56, 50), rng.uniform(-32, -31, 50)
     pd.DataFrame(cols).to_parquet(tmp_path / "dp0.parquet")
     at = AppTest.from_file(PAGE, default_timeout=120).run()
     at.file_uploader(key="pred_upload").upload(
@@ -221,6 +224,8 @@ def test_a_dp0_parquet_upload_is_predicted_with_the_run_bands(trained_lsst, tmp_
     at.run()
     job = next(j for j in state.prediction_jobs_list() if j.spec.get("catalog_name") == "dp0")
     assert job.state == "finished" and job.spec["rows"] == 50
+    titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
+    assert "Sky positions (50 galaxies)" in titles  # DP0's coord_ra/coord_dec
     imported = read_catalog(job.spec["catalog"])
     assert imported.fluxzp == 31.4 and imported.bands == cat.bands
     np.testing.assert_allclose(imported.magnitudes("lsst_i"), cat.magnitudes("lsst_i"), atol=1e-6)
