@@ -203,10 +203,13 @@ def file_columns(galaxies: Source) -> dict[str, str]:
     """{canonical column: how the galaxies file names it} where the names differ: 'flux_lsst_u'
     -> "'u_cModelFlux' (band lsst_u)", 'ref_id' -> "'objectId' (ref_id)"."""
     mapping: GalaxyMapping = galaxies.mapping
+    magnitudes = galaxies.meta.get("_from_magnitudes") or {}  # uploads.FROM_MAGNITUDES_KEY
     out: dict[str, str] = {}
     for band, flux, error in mapping.bands:
         for canonical, column in ((FLUX_PREFIX + band, flux), (ERROR_PREFIX + band, error)):
-            if column and column != canonical:
+            if column in magnitudes:  # a flux converted from the file's magnitudes
+                out[canonical] = f"'{magnitudes[column]}' (band {band}, as a flux)"
+            elif column and column != canonical:
                 out[canonical] = f"'{column}' (band {band})"
     for canonical, column in (("ref_id", mapping.ref_id), ("zspec", mapping.zspec)):
         if column and column != canonical:

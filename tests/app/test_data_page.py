@@ -335,3 +335,22 @@ def test_a_dp0_parquet_without_units_is_read_in_nanojansky(home: Path) -> None:
     upload(at, "up_galaxies", "plain.csv", (home / "plain.csv").read_bytes())
     assert at.number_input[0].value == 23.9
     assert "assumed: the file states no unit" in texts(at.warning)
+
+
+def test_a_magnitude_catalogue_s_report_names_its_magnitude_columns(home: Path) -> None:
+    """Eleventh session: an SDSS-like file's -99 magnitudes were reported as "column
+    'flux_sdss_u': 38 NaN/inf values", a column the file does not have. The report now names
+    the magnitude column the flux came from."""
+    rng = np.random.default_rng(6)
+    cols: dict[str, np.ndarray] = {"objid": 1237648720693755918 + np.arange(40)}
+    for b in "ugriz":
+        cols[f"mag_{b}"], cols[f"magerr_{b}"] = rng.uniform(18, 21, 40), np.full(40, 0.05)
+    cols["mag_u"][:3] = -99.0
+    cols["zspec"] = rng.uniform(0.05, 0.5, 40)
+    pd.DataFrame(cols).to_parquet(home / "sdss.parquet")
+    at = data_page()
+    upload(at, "up_galaxies", "sdss.parquet", (home / "sdss.parquet").read_bytes())
+    assert not at.exception and not at.error, texts(at.error)
+    report = texts(at.warning)
+    assert "column 'mag_u' (band sdss_u, as a flux)" in report
+    assert "flux_u" not in report and "flux_sdss_u" not in report
