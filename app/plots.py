@@ -15,6 +15,8 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
+from deepz_core.catalog.units import zeropoint_unit
+
 MAX_POINTS = 100_000
 COLORS = qualitative.Plotly
 OUTLIER = 0.02  # strict outlier |Δz|/(1+z_s) > 0.02 (E20 eq. 5)
@@ -333,13 +335,22 @@ def pz_figure(
     return _finish(fig, title or "p(z)")
 
 
+def flux_unit_label(fluxzp: float) -> str:
+    """The flux unit of AB zero-point ``fluxzp`` for an axis: 'µJy' (23.9), 'nJy' (31.4, a DP0
+    catalogue), 'nanomaggy' (22.5)...; 'AB zero-point <zp>' for any other."""
+    name = zeropoint_unit(fluxzp)
+    if name is None:
+        return f"AB zero-point {fluxzp:g}"
+    return "µJy" if name == "uJy" else name
+
+
 def sed_figure(
     s: Mapping[str, Any], title: str | None = None, model: Mapping[str, Any] | None = None
 ) -> go.Figure:
     """Coadd fluxes ± errors of narrow and broad bands vs effective wavelength, single exposures as
     small points. ``s``: the dict of ``deepz_core.evaluation.galaxy.sed``; ``model``: a best-fit
     model's fluxes (B,) per band (``flux``) and its ``label``, drawn as open diamonds."""
-    unit = "µJy" if abs(s.get("fluxzp", 23.9) - 23.9) < 1e-9 else f"AB zero-point {s.get('fluxzp')}"
+    unit = flux_unit_label(float(s.get("fluxzp", 23.9)))
     fig = go.Figure()
     if len(s["exp_flux"]):
         fig.add_trace(
@@ -576,14 +587,16 @@ COMBINATION_METRICS = (  # (summary key, column title); a summary without one sh
 )
 
 
-def combination_rows(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
+def combination_rows(summary: Mapping[str, Any], catastrophic: bool = True) -> list[dict[str, Any]]:
     """The table of ``Run.combination_summary()``: one row per half magnitude and an 'all' row
-    first; per estimator (network, template fit, combined) σ68, the strict and catastrophic
-    outlier fractions and the PIT KS statistic over the out-of-fold spec-z galaxies."""
+    first; per estimator (network, template fit, combined) σ68, the outlier fractions (at the
+    summary's ``outlier_threshold``; ``catastrophic``: the catastrophic ones too) and the PIT KS
+    statistic over the out-of-fold spec-z galaxies."""
+    shown = [(m, t) for m, t in COMBINATION_METRICS if catastrophic or m != "catastrophic"]
 
     def row(label: str, n: int, scores: Mapping[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {"magnitude": label, "galaxies": int(n)}
-        for metric, title in COMBINATION_METRICS:
+        for metric, title in shown:
             for key, name in ESTIMATORS.items():
                 out[f"{title} {name}"] = float(scores.get(key, {}).get(metric, np.nan))
         return out

@@ -20,10 +20,25 @@ HELDOUT = "held-out NLL [nats/galaxy]<br>(catalogue galaxies<br>never trained on
 LAYOUT = {"template": "plotly_white", "margin": {"l": 60, "r": 20, "t": 50, "b": 50}}
 
 
-def histogram(values: np.ndarray, xlabel: str, title: str, bins: int = 50) -> go.Figure:
-    """Histogram of the finite ``values`` (N,): galaxies per bin against ``xlabel``."""
+def histogram(
+    values: np.ndarray,
+    xlabel: str,
+    title: str,
+    bins: int = 50,
+    value_range: tuple[float, float] | None = None,
+) -> go.Figure:
+    """Histogram of the finite ``values`` (N,): galaxies per bin against ``xlabel``; with
+    ``value_range`` (lo, hi) only the values inside it, the title counting those left out (a
+    near-zero flux's m = 46 would squeeze every galaxy into a few bins)."""
     values = np.asarray(values, dtype=np.float64)
     values = values[np.isfinite(values)]
+    if value_range is not None:
+        inside = (values >= value_range[0]) & (values <= value_range[1])
+        if not inside.all():
+            title = (
+                f"{title} ({int((~inside).sum()):,} beyond {value_range[0]:g}-{value_range[1]:g})"
+            )
+        values = values[inside]
     fig = go.Figure()
     if values.size:
         counts, edges = np.histogram(values, bins=bins)

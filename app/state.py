@@ -28,7 +28,7 @@ from deepz_core.catalog.import_report import (
 )
 from deepz_core.catalog.io import read_catalog
 from deepz_core.catalog.mapping import GalaxyMapping
-from deepz_core.errors import ConfigError
+from deepz_core.errors import ConfigError, DeepzError
 from deepz_core.evaluation import galaxy, survey
 from deepz_core.evaluation import run_products as analysis
 from deepz_core.evaluation.profiles import PROFILES, SurveyProfile, run_profile, survey_profile
@@ -556,22 +556,23 @@ TEMPLATE_FIT_RATE = 225  # galaxies/s of the combination's template fit on 2 CPU
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
-def _combination(folder: str, mtime: float) -> dict:
+def _combination(folder: str, mtime: float, outlier: float | None = None) -> dict:
     import deepz_core
 
     hybrid = load_hybrid(folder)
-    summary = deepz_core.load_run(folder).combination_summary()
+    summary = deepz_core.load_run(folder).combination_summary(outlier)
     return {"templates": None if hybrid is None else hybrid.template_set, "summary": summary}
 
 
-def combination(run: RunDir | str) -> dict | None:
-    """{'templates': the set, 'summary': ``Run.combination_summary()``} of a run combined with
-    the template fit (``hybrid.json``), None for a run without one; ``run``: a RunDir or run id."""
+def combination(run: RunDir | str, outlier: float | None = None) -> dict | None:
+    """{'templates': the set, 'summary': ``Run.combination_summary(outlier)``} of a run combined
+    with the template fit (``hybrid.json``), None for a run without one; ``run``: a RunDir or run
+    id; ``outlier``: the |dz| outliers are counted at (a profile's; default E20's 0.02)."""
     folder = run if isinstance(run, RunDir) else run_dir(run)
     path = folder.file(HYBRID_FILE)
     if not path.is_file():
         return None
-    return _combination(str(folder.path), path.stat().st_mtime)
+    return _combination(str(folder.path), path.stat().st_mtime, outlier)
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
@@ -716,12 +717,15 @@ def pick_galaxy(pred: analysis.Predictions, key: str) -> int:
     current = selected_galaxy()
     index = None if current is None else pred.index_of(current)
     if index is None:
-        if current is not None:
+        # a galaxy chosen with another chooser (the explorer's, then the Predict page's on
+        # another catalogue) is not news; one asked for in the link or with this chooser is
+        if current is not None and st.session_state.get("galaxy_chooser") in (None, key):
             st.warning(f"Galaxy {current} is not in this run: showing another one.")
         scored = np.flatnonzero(pred.scored)
         index = int(scored[0]) if scored.size else 0
         current = int(pred.ref_id[index])
     select_galaxy(current)
+    st.session_state["galaxy_chooser"] = key
     st.session_state[key] = str(current)
     ids = pred.ref_id
     c1, c2, c3, c4 = st.columns([1, 5, 1, 4], vertical_alignment="bottom")
@@ -793,10 +797,13 @@ def tomography(key: RunKey, edges: tuple, window: float, threshold: float, mag_m
 @st.cache_data(max_entries=4, show_spinner=False)
 def sky(key: RunKey) -> tuple[np.ndarray, np.ndarray] | None:
     """(ra, dec) [deg] of the predicted galaxies when the catalogue had them, else None."""
+    from deepz_core.inference.hats_out import find_coordinate_pair
+
     table = analysis.read_plain_table(predictions_file(key[0]))
-    if not {"ra", "dec"} <= set(table.colnames):
+    pair = find_coordinate_pair(list(table.colnames))  # ra/dec, RA/DEC, DP0's coord_ra/coord_dec
+    if pair is None:
         return None
-    return np.asarray(table["ra"], float), np.asarray(table["dec"], float)
+    return np.asarray(table[pair[0]], float), np.asarray(table[pair[1]], float)
 
 
 def prediction_jobs_list() -> list[prediction_jobs.PredictionJob]:
@@ -809,6 +816,23 @@ def prediction_jobs_list() -> list[prediction_jobs.PredictionJob]:
 def experiments_dir() -> Path:
     """Where ``deepz experiments --out`` reports are looked for: $DEEPZ_HOME/experiments."""
     return uploads.home() / "experiments"
+
+
+def mag_slider_range(mag: np.ndarray | None) -> tuple[float, float] | None:
+    """(lo, hi) of a magnitude slider over ``mag`` that follows the data, junk magnitudes (a
+    near-zero reference flux: m = 46) left beyond its ends (``metrics.data_mag_range``); None
+    without a finite magnitude."""
+    return None if mag is None else metrics.data_mag_range(mag)
+
+
+def open_mag_range(
+    picked: tuple[float, float], bounds: tuple[float, float]
+) -> tuple[float, float] | None:
+    """A magnitude range slider's (lo, hi) with an end left at the slider's end meaning no limit
+    on that side (-inf / inf); None (no selection by magnitude) when both are at the ends."""
+    lo = -np.inf if picked[0] <= bounds[0] else float(picked[0])
+    hi = np.inf if picked[1] >= bounds[1] else float(picked[1])
+    return None if np.isinf(lo) and np.isinf(hi) else (lo, hi)
 
 
 def mag_edges(lo: float, hi: float, width: float) -> tuple:
@@ -964,19 +988,34 @@ def missing_bands(run_id: str, catalog_path: str) -> list[str]:
     return [b for b in bands if b not in have]
 
 
-def auto_import(path: str, filename: str) -> tuple[str | None, Report]:
+def auto_import(
+    path: str, filename: str, run_bands: tuple[str, ...] = ()
+) -> tuple[str | None, Report, dict[str, str]]:
     """Import an uploaded photometric catalogue with the guessed column mapping (the Data page
-    maps columns by hand): (its catalogue key, the report); key None while problems remain."""
+    maps columns by hand), its bands named as ``run_bands`` where their filter letters say which
+    (u_cModelFlux's band 'u_cModel' -> 'lsst_u', ``mapping.match_run_bands``): (its catalogue
+    key, the report, {band: run band renamed}); key None while problems remain."""
+    from deepz_core.catalog.mapping import match_run_bands, renamed_bands
+
     cols = raw_tables(path)[0]
     mapping = guessed_mapping(list(cols))
+    rename = match_run_bands([b for b, _, _ in mapping.bands], run_bands)
+    mapping = renamed_bands(mapping, rename)
     report = import_report(path, mapping.to_json())
     if not report.ok:
-        return None, report
+        return None, report, rename
     recipe = {"inputs": [Path(path).name, mapping.to_json()], "predict": True}
     key = uploads.recipe_key(recipe)
     if not uploads.canonical_path(key).exists():
         save_catalog(report.catalog, recipe, filename.split(".")[0])
-    return key, report
+    return key, report, rename
+
+
+def run_band_names(run_id: str) -> tuple[str, ...]:
+    """The bands run ``run_id`` was trained on, in order."""
+    from deepz_core.jobs.run import run_bands
+
+    return tuple(run_bands(run_dir(run_id)))
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -1061,6 +1100,20 @@ def band_set_names() -> list[str]:
     return list(BAND_SETS)
 
 
+def proposed_band_set(path: str | None, names: list[str]) -> str:
+    """The band set among ``names`` that catalogue ``path`` is in (its bands exactly, e.g. lsst
+    for a DP0 catalogue), else paus_cosmos when offered, else the first."""
+    if path is not None:
+        try:
+            bands = tuple(catalog_summary(path).bands.bands)
+        except DeepzError:
+            bands = ()
+        for name in names:
+            if band_set(name) == bands:
+                return name
+    return "paus_cosmos" if "paus_cosmos" in names else names[0]
+
+
 def band_set(name: str) -> tuple[str, ...]:
     """Ordered band names of the standard band set ``name`` (``sed.bands.band_set``)."""
     from deepz_core.sed.bands import band_set as bands_of
@@ -1143,6 +1196,16 @@ def default_fluxzp(columns: dict, mapping: GalaxyMapping, name: str, meta: dict)
     FLUXZP header; 23.9 (microJansky) when neither says. CatalogError (naming ``name``) for mixed
     or unknown units (``import_report.source_fluxzp``)."""
     return source_fluxzp(Source(columns, mapping, name, meta))
+
+
+def fluxzp_origin(
+    columns: dict, mapping: GalaxyMapping, name: str, meta: dict
+) -> tuple[float, str]:
+    """(zero-point, where it comes from: units, header, Rubin column names or an assumption) of
+    a galaxies table's mapped flux columns (``import_report.fluxzp_origin``)."""
+    from deepz_core.catalog.import_report import fluxzp_origin as origin
+
+    return origin(Source(columns, mapping, name, meta))
 
 
 def catalog_key(recipe: dict) -> str:

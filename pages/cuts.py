@@ -46,9 +46,9 @@ def _controls(key: state.RunKey, prof) -> dict:
     else:
         value = c2.slider("Target completeness", 0.02, 1.0, 0.5, 0.01, key="cuts_completeness")
     mag_max = None
-    if pred.mag is not None and np.isfinite(pred.mag).any():
-        lo = float(np.floor(np.nanmin(pred.mag) * 10) / 10)
-        hi = max(float(np.ceil(np.nanmax(pred.mag) * 10) / 10), lo + 0.1)
+    bounds = state.mag_slider_range(pred.mag)
+    if bounds is not None:
+        lo, hi = bounds
         mag_max = c3.slider(
             "Magnitude limit [mag, AB]",
             lo,

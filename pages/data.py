@@ -240,12 +240,19 @@ def mapping_section(gal: Path, exp: Path | None, spz: Path | None) -> None:
     if convert:
         cols, meta, inner = state.raw_tables(str(gal), "galaxies", **convert)
     mapping = galaxy_mapping(gal, list(cols))
+    file_zp, origin = state.fluxzp_origin(cols, mapping, friendly(gal.name), meta)
     zp = st.number_input(
         "AB zero-point of the fluxes (FLUXZP)",
-        value=state.default_fluxzp(cols, mapping, friendly(gal.name), meta),
-        help="mag = FLUXZP - 2.5 log10(flux); 23.9 for microJansky; from the columns' units "
-        "(TUNIT) when they have one",
+        value=file_zp,
+        help="mag = FLUXZP - 2.5 log10(flux); 23.9 for microJansky, 31.4 for nanojansky; from "
+        "the columns' units (TUNIT) when they have one",
     )
+    if convert:
+        st.caption(f"The AB magnitudes become fluxes at zero-point {file_zp:g}.")
+    elif origin.startswith("assumed"):
+        st.warning(f"Zero-point {file_zp:g} {origin}.")
+    else:
+        st.caption(f"Zero-point {file_zp:g} {origin}.")
     exp_path, exp_json = None, None
     if exp is not None or inner is not None:
         exp_path = exp or gal
@@ -362,7 +369,10 @@ def summary_section() -> None:
             "helps most here."
         )
     left, right = st.columns(2)
-    left.plotly_chart(plots_data.histogram(s.mag, s.mag_label, "Magnitudes"))
+    mags = plots_data.histogram(
+        s.mag, s.mag_label, "Magnitudes", value_range=state.mag_slider_range(s.mag)
+    )
+    left.plotly_chart(mags)
     if s.n_zspec:
         right.plotly_chart(
             plots_data.histogram(s.zspec, "spectroscopic redshift z", "Spec-z distribution")

@@ -64,9 +64,10 @@ def _selection_form(pred) -> None:
         c1, c2 = st.columns(2)
         n = c1.number_input("Galaxies (first N with a spec-z)", 10, MAX_SELECTION, 300, 10)
         mag = None
-        if pred.mag is not None and np.isfinite(pred.mag).any():
-            lo, hi = float(np.nanmin(pred.mag)), float(np.nanmax(pred.mag))
-            mag = c2.slider("Magnitude range [AB mag]", lo, max(hi, lo + 0.01), (lo, hi), 0.1)
+        bounds = state.mag_slider_range(pred.mag)
+        if bounds is not None:
+            picked = c2.slider("Magnitude range [AB mag]", *bounds, bounds, 0.1)
+            mag = state.open_mag_range(picked, bounds)
         if st.form_submit_button("Compute the spread for this selection"):
             st.session_state["dropping_spread"] = (int(n), *(mag or (None, None)))
 

@@ -174,9 +174,17 @@ def _table(key: state.RunKey, window: float) -> None:
     outlier = state.profile(key).outlier
     c1, c2, c3 = st.columns(3)
     mag_range = None
-    if pred.mag is not None and np.isfinite(pred.mag).any():
-        lo, hi = float(np.nanmin(pred.mag)), float(np.nanmax(pred.mag))
-        mag_range = c1.slider("Magnitude range [AB mag]", lo, max(hi, lo + 0.01), (lo, hi), 0.1)
+    bounds = state.mag_slider_range(pred.mag)
+    if bounds is not None:
+        picked = c1.slider(
+            "Magnitude range [AB mag]",
+            *bounds,
+            bounds,
+            0.1,
+            help="An end left at the slider's end sets no limit on that side (galaxies "
+            "beyond it, e.g. a near-zero reference flux, stay in the table)",
+        )
+        mag_range = state.open_mag_range(picked, bounds)
     outliers = c2.checkbox(f"Outliers only (|Δz|/(1+z_s) > {outlier:g})", key="explorer_outliers")
     odds_min = c3.slider(
         "ODDS ≥",

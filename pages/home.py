@@ -65,7 +65,8 @@ st.title("deepz: deep-learning photometric redshifts")
 st.markdown(
     "Mixture-density networks with an autoencoder, pretrained on stellar-population simulations and "
     "fine-tuned on spectroscopic data, for narrow-band surveys such as PAUS "
-    "(after Eriksen et al. 2020, MNRAS 497, 4565)."
+    "(after Eriksen et al. 2020, MNRAS 497, 4565), and for broad-band catalogues (SDSS ugriz, "
+    "LSST/DP0 ugrizy: fluxes in nJy or µJy, or AB magnitudes), judged by a broad-band profile."
 )
 left, right = st.columns(2, gap="large")
 with left:

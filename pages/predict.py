@@ -38,9 +38,10 @@ def problem_text(action: str, exc: Exception) -> str:
 # --- a new prediction ----------------------------------------------------------------------------
 
 
-def _uploaded_catalogue() -> str | None:
-    """A catalogue uploaded here, imported with the guessed column mapping: its key; '' when a
-    file is uploaded but cannot be imported (the page then predicts nothing); None without one."""
+def _uploaded_catalogue(run_id: str) -> str | None:
+    """A catalogue uploaded here, imported with the guessed column mapping and the bands named as
+    run ``run_id``'s: its key; '' when a file is uploaded but cannot be imported (the page then
+    predicts nothing); None without one."""
     file = st.file_uploader(
         "…or upload a catalogue (fluxes per band, as the run's; ids; ra/dec optional)",
         type=UPLOAD_TYPES,
@@ -52,7 +53,7 @@ def _uploaded_catalogue() -> str | None:
         return None
     try:
         path = state.save_upload(file.getvalue(), file.name)
-        key, report = state.auto_import(path, file.name)
+        key, report, renamed = state.auto_import(path, file.name, state.run_band_names(run_id))
     except DeepzError as exc:
         st.error(f"{file.name} cannot be read: {exc}")
         return ""
@@ -67,6 +68,10 @@ def _uploaded_catalogue() -> str | None:
         return ""
     flagged = f" ({report.n_flagged:,} with values the screen flags)" if report.flagged else ""
     st.success(f"Imported {file.name}: {report.catalog.n_galaxies:,} galaxies{flagged}.")
+    if renamed:
+        pairs = ", ".join(f"{b} → {r}" for b, r in list(renamed.items())[:6])
+        more = " ..." if len(renamed) > 6 else ""
+        st.caption(f"Bands named as the run's by their filter letters: {pairs}{more}.")
     return key
 
 
@@ -90,7 +95,7 @@ def new_prediction() -> None:
         key="pred_catalog",
         help="The demo and the catalogues imported on the Data page",
     )
-    uploaded = _uploaded_catalogue()
+    uploaded = _uploaded_catalogue(run_id)
     if uploaded == "":  # a failed upload: never predict the dropdown's catalogue instead
         st.button("Predict this catalogue", type="primary", disabled=True)
         st.caption("Remove the uploaded file to predict the catalogue chosen above.")
@@ -259,9 +264,9 @@ def cut_controls(key: state.RunKey) -> dict:
     )
     threshold = c2.slider("ODDS threshold (keep ODDS ≥)", 0.0, 1.0, 0.0, 0.01, key="pred_odds")
     mag_max = None
-    if pred.mag is not None and np.isfinite(pred.mag).any():
-        m_lo = float(np.floor(np.nanmin(pred.mag) * 10) / 10)
-        m_hi = max(float(np.ceil(np.nanmax(pred.mag) * 10) / 10), m_lo + 0.1)
+    bounds = state.mag_slider_range(pred.mag)
+    if bounds is not None:
+        m_lo, m_hi = bounds
         value = c3.slider("Magnitude limit [AB mag]", m_lo, m_hi, m_hi, 0.1, key="pred_mag")
         mag_max = None if value >= m_hi else round(value, 3)
     return {"window": round(window, 6), "threshold": round(threshold, 6), "mag_max": mag_max}

@@ -247,7 +247,7 @@ def _coverage_table(rows: list[dict]) -> None:
     )
 
 
-def _combination(runs: list[str]) -> None:
+def _combination(runs: list[str], prof) -> None:
     """Each run's combination of its networks with the template fit (beyond E20): network,
     template fit and combined compared out of fold per half magnitude, and the combined
     predictions; for a run without one, how to get it."""
@@ -255,12 +255,16 @@ def _combination(runs: list[str]) -> None:
     st.caption(
         "p(z) ∝ p_net^a · p_tf^b with exponents chosen per half magnitude on the out-of-fold "
         "spec-z galaxies (each galaxy scored with exponents and a calibration fitted without "
-        f"it); outliers: E20's strict |Δz|/(1+z_s) > {state.STRICT_OUTLIER:g} whatever the "
-        f"profile; catastrophic: |Δz|/(1+z_s) > {state.CATASTROPHIC_OUTLIER:g}; PIT KS: the KS "
-        "statistic D of the PIT against uniform (0: calibrated)."
+        f"it); outliers: the {prof.name} profile's |Δz|/(1+z_s) > {prof.outlier:g}"
+        + (
+            f"; catastrophic: |Δz|/(1+z_s) > {state.CATASTROPHIC_OUTLIER:g}"
+            if prof.outlier != state.CATASTROPHIC_OUTLIER
+            else ""
+        )
+        + "; PIT KS: the KS statistic D of the PIT against uniform (0: calibrated)."
     )
     for run_id in runs:
-        combined = state.combination(run_id)
+        combined = state.combination(run_id, prof.outlier)
         if combined is None:
             st.info(
                 f"{state.run_title(run_id)} is not combined with the template fit. Combine it "
@@ -269,17 +273,18 @@ def _combination(runs: list[str]) -> None:
                 "template fit** on the Train page."
             )
             continue
-        _combination_of(run_id, combined)
+        _combination_of(run_id, combined, prof.outlier != state.CATASTROPHIC_OUTLIER)
 
 
-def _combination_of(run_id: str, combined: dict) -> None:
-    """The comparison table, the σ68-vs-magnitude figure and the downloads of one run."""
+def _combination_of(run_id: str, combined: dict, catastrophic: bool = True) -> None:
+    """The comparison table (``catastrophic``: with the catastrophic outliers, when they are not
+    the profile's outliers again), the σ68-vs-magnitude figure and the downloads of one run."""
     summary = combined["summary"]
     st.markdown(
         f"**{run_id}**: its networks × the {combined['templates']} template fit, "
         f"{summary.get('n', 0):,} out-of-fold spec-z galaxies"
     )
-    rows = pd.DataFrame(plots.combination_rows(summary))
+    rows = pd.DataFrame(plots.combination_rows(summary, catastrophic))
     fixed = st.column_config.NumberColumn(format="%.4f")
     percent = st.column_config.NumberColumn(format="percent")
     fractions = ("outliers", "catastrophic")
@@ -440,7 +445,7 @@ def compare_runs() -> None:
         st.info("No scored galaxies (spec-z with out-of-fold p(z)) in these runs.")
     networks = [r for r in runs if state.run_kind_of(r) == "deepz"]
     if networks:
-        _combination(networks)
+        _combination(networks, prof)
     _downloads(runs)
 
 

@@ -13,6 +13,13 @@ from deepz_core import DeepzError
 KINDS = {
     "sps": "SPS pretraining set (E20 Table 1 prior, noiseless + noise model)",
     "paus-mock": "PAUS-COSMOS-like observed mock (single exposures, spec-z subsample)",
+    "lsst-deep": "LSST-like deep ugrizy mock (10-year depths, iAB < 25, z < 3, spec-z subsample)",
+}
+MOCK_NOTES = {
+    "paus-mock": "The mock uses its built-in PAUS-like observing conditions: depths per band and "
+    "several single exposures per galaxy.",
+    "lsst-deep": "The mock observes LSST-like 10-year coadds (no single exposures) to iAB < 25 "
+    "with non-detections in u, and a spec-z subsample; band set lsst (ugrizy), fluxes in µJy.",
 }
 # slider limits: the ranges the SPS prior accepts (name, label, low, high, step)
 RANGES = (
@@ -62,7 +69,17 @@ def new_simulation() -> None:
     c = st.columns(4)
     n = c[0].number_input("Galaxies", 1, 5_000_000, 30_000 if kind == "sps" else 10_000, step=1000)
     sets = state.band_set_names()
-    bands = c[1].selectbox("Band set", sets, index=sets.index("paus_cosmos"))
+    if kind == "lsst-deep":
+        sets = ["lsst"]  # its depths and colours are LSST's
+    default = state.proposed_band_set(state.catalog_path(), sets)
+    bands = c[1].selectbox(
+        "Band set",
+        sets,
+        index=sets.index(default),
+        key=f"sim_bands_{kind}",
+        help="Proposed from the catalogue chosen on the Data page when its bands are a standard "
+        "set (so that the simulation can pretrain for it)",
+    )
     seed = c[2].number_input("Seed", 0, 2**31 - 1, 0)
     name = c[3].text_input("Name", value=f"{kind}-{bands}-n{n}-s{seed}")
     config = None
@@ -75,10 +92,7 @@ def new_simulation() -> None:
         with st.expander(f"SPS prior: {title}, sampled uniformly"):
             config = sps_config_inputs(bands)
     else:
-        st.caption(
-            "The mock uses its built-in PAUS-like observing conditions: depths per band and "
-            "several single exposures per galaxy."
-        )
+        st.caption(MOCK_NOTES[kind])
     if st.button("Start simulation", type="primary"):
         try:
             if config:

@@ -42,7 +42,7 @@ from deepz_core.catalog.mapping import (
     galaxy_mapping_problems,
     mapping_problems,
 )
-from deepz_core.catalog.units import column_units, resolve_fluxzp
+from deepz_core.catalog.units import column_units, name_zeropoint, resolve_fluxzp
 from deepz_core.catalog.validation import (
     ZSPEC_MAX,
     bad_zspec,
@@ -87,6 +87,7 @@ class Problem:
     drop_exposures: np.ndarray | None = None  # (M,) bool
     unknown: np.ndarray | None = None  # (N,) bool: set ``column`` to NaN (unknown)
     mapping: bool = False  # a column mapping problem (not a value's)
+    shown: str = ""  # the column as the file names it, for the message ('' : ``column``)
 
     @property
     def fixable(self) -> bool:
@@ -105,7 +106,8 @@ class Problem:
 
     def text(self) -> str:
         """'source: column 'x': message', without empty parts (never a stray ': ')."""
-        where = f"column '{self.column}': " if self.column else ""
+        name = self.shown or self.column
+        where = f"column {name}: " if self.shown else (f"column '{name}': " if name else "")
         return f"{self.source}: {where}{self.message}" if self.source else where + self.message
 
 
@@ -184,6 +186,7 @@ def prepare_catalog(
         parts = _apply_fixes(parts, problems, dropped)
         problems = _value_problems(parts) + _coadd_problems(parts)  # empty at a fixed point
         flagged = flagged if drop_flagged else _flagged_values(parts, zp)  # those left
+    problems, flagged = in_file_names(problems, galaxies), in_file_names(flagged, galaxies)
     if problems:
         return Report(None, tuple(problems), tuple(notes), *dropped, tuple(flagged), warnings)
     meta = {k: v for k, v in galaxies.meta.items() if str(k).upper() != "FLUXZP"}
@@ -196,14 +199,64 @@ def prepare_catalog(
     return Report(cat, (), tuple(notes), *dropped, tuple(flagged), warnings)
 
 
+def file_columns(galaxies: Source) -> dict[str, str]:
+    """{canonical column: how the galaxies file names it} where the names differ: 'flux_lsst_u'
+    -> "'u_cModelFlux' (band lsst_u)", 'ref_id' -> "'objectId' (ref_id)"."""
+    mapping: GalaxyMapping = galaxies.mapping
+    magnitudes = galaxies.meta.get("_from_magnitudes") or {}  # uploads.FROM_MAGNITUDES_KEY
+    out: dict[str, str] = {}
+    for band, flux, error in mapping.bands:
+        for canonical, column in ((FLUX_PREFIX + band, flux), (ERROR_PREFIX + band, error)):
+            if column in magnitudes:  # a flux converted from the file's magnitudes
+                out[canonical] = f"'{magnitudes[column]}' (band {band}, as a flux)"
+            elif column and column != canonical:
+                out[canonical] = f"'{column}' (band {band})"
+    for canonical, column in (("ref_id", mapping.ref_id), ("zspec", mapping.zspec)):
+        if column and column != canonical:
+            out[canonical] = f"'{column}' ({canonical})"
+    if mapping.mag and mapping.mag != "mag":
+        out["mag"] = f"'{mapping.mag}' (mag)"
+    return out
+
+
+def in_file_names(problems: list[Problem], galaxies: Source) -> list[Problem]:
+    """``problems`` with the galaxies file's own column names in their messages (the columns
+    the fixes act on stay canonical): a DP0 user reads 'u_cModelFlux', not 'flux_lsst_u'."""
+    names = file_columns(galaxies)
+    return [
+        replace(p, shown=names[p.column]) if p.source == galaxies.name and p.column in names else p
+        for p in problems
+    ]
+
+
 def source_fluxzp(galaxies: Source) -> float:
-    """The AB zero-point of a galaxies table's mapped flux columns: from their units (FITS TUNIT,
-    Parquet/astropy units) and its FLUXZP header, which must agree; 23.9 (microJansky) when
-    neither says. Raises CatalogError for mixed or unknown units."""
+    """The AB zero-point of a galaxies table's mapped flux columns (``fluxzp_origin``)."""
+    return fluxzp_origin(galaxies)[0]
+
+
+def fluxzp_origin(galaxies: Source) -> tuple[float, str]:
+    """(zero-point, where it comes from) for a galaxies table's mapped flux columns: their units
+    (FITS TUNIT, Parquet/astropy units) and its FLUXZP header, which must agree; else Rubin
+    pipelines column names (u_cModelFlux: nJy by definition); else 23.9 (microJansky), said to be
+    an assumption. Raises CatalogError for mixed or unknown units."""
     columns = [c for _, flux, error in galaxies.mapping.bands for c in (flux, error)]
     header = next((v for k, v in galaxies.meta.items() if str(k).upper() == "FLUXZP"), None)
-    zp = resolve_fluxzp(column_units(galaxies.meta), columns, header, galaxies.name)
-    return DEFAULT_FLUXZP if zp is None else zp
+    units = column_units(galaxies.meta)
+    zp = resolve_fluxzp(units, columns, header, galaxies.name)
+    if zp is not None:
+        said = sorted({units[c] for c in columns if c in units})
+        where = f"the columns' unit ({', '.join(said)})" if said else "the FLUXZP header"
+        return zp, f"from {where}"
+    by_name = name_zeropoint(columns)
+    if by_name is not None:
+        return by_name, (
+            f"nanojansky: {columns[0]!r} and the other flux columns are Rubin pipelines "
+            "columns, in nJy by definition (the file states no unit)"
+        )
+    return DEFAULT_FLUXZP, (
+        "assumed: the file states no unit (no TUNIT, no FLUXZP header), so microJansky; "
+        "set the zero-point if the fluxes are in another unit (nJy 31.4, nanomaggy 22.5, Jy 8.9)"
+    )
 
 
 def left_out_bands(galaxies: Source) -> list[str]:

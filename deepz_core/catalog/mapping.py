@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 
 import numpy as np
@@ -316,3 +316,41 @@ def band_names_hint(bands: Sequence[str]) -> str:
         f" (for {survey} filters name them {', '.join(names)}: columns flux_{names[0]} or "
         f"mag_{letter}_{survey}{'; or ' + others if others else ''})"
     )
+
+
+def _filter_letter(band: str) -> str | None:
+    """The filter letter of a band name: ``band_letter`` ('u_cModel' -> 'u'), or the letter after
+    a survey prefix of deepz's own names ('lsst_u' -> 'u', 'sdss_g' -> 'g')."""
+    letter = band_letter(band)
+    if letter is None and "_" in band and band.split("_", 1)[0].lower() in SURVEY_SETS:
+        letter = band_letter(band.split("_", 1)[1])
+    return letter
+
+
+def match_run_bands(bands: Sequence[str], run_bands: Sequence[str]) -> dict[str, str]:
+    """{band: run band} for the bands of a guessed mapping that a run knows by another name: a
+    band not among ``run_bands`` whose filter letter is that of exactly one run band (u_cModel
+    -> lsst_u, FLUX_G -> sdss_g). {} unless every such band finds its own run band, one to one
+    (a partial or ambiguous match renames nothing: the page then says which bands are missing)."""
+    have = set(run_bands)
+    unknown = [b for b in bands if b not in have]
+    free = [r for r in run_bands if r not in set(bands)]
+    by_letter: dict[str, list[str]] = {}
+    for r in free:
+        letter = _filter_letter(r)
+        if letter is not None:
+            by_letter.setdefault(letter, []).append(r)
+    out: dict[str, str] = {}
+    for b in unknown:
+        letter = _filter_letter(b)
+        matches = by_letter.get(letter, []) if letter is not None else []
+        if len(matches) != 1:
+            return {}
+        out[b] = matches[0]
+    return out if len(set(out.values())) == len(out) else {}
+
+
+def renamed_bands(mapping: GalaxyMapping, rename: Mapping[str, str]) -> GalaxyMapping:
+    """``mapping`` with its bands renamed by ``rename`` (columns unchanged)."""
+    bands = tuple((rename.get(b, b), f, e) for b, f, e in mapping.bands)
+    return replace(mapping, bands=bands)

@@ -11,6 +11,7 @@ the columns: a catalogue in nJy read as microJansky would be 7.5 magnitudes off 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -74,6 +75,22 @@ def unit_zeropoint(unit: str) -> float | None:
             scale = float(parsed.to(base))
             if scale > 0:
                 return round(zp - 2.5 * math.log10(scale), 9)
+    return None
+
+
+# Rubin Science Pipelines (DP0, DP1, the data releases) name fluxes <band>_<measurement>Flux and
+# <band>_<measurement>FluxErr (u_cModelFlux, g_psfFlux, r_gaap1p0Flux, i_free_cModelFlux), always
+# in nanojansky; a Parquet or CSV export of such a table carries no unit.
+RUBIN_FLUX_COLUMN = re.compile(r"^[ugrizy]_[A-Za-z0-9_]*Flux(?:Err)?$")
+
+
+def name_zeropoint(columns: Iterable[str]) -> float | None:
+    """31.4 (nJy) when every column of ``columns`` is a Rubin pipelines flux column
+    (``RUBIN_FLUX_COLUMN``: u_cModelFlux, u_cModelFluxErr...), whose unit is nanojansky by
+    definition; None otherwise (no columns, or any other name)."""
+    names = list(columns)
+    if names and all(RUBIN_FLUX_COLUMN.match(c) for c in names):
+        return UNIT_ZEROPOINTS["nJy"]
     return None
 
 

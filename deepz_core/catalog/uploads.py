@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from deepz_core.catalog.columns import ERROR_PREFIX, FLUX_PREFIX
 from deepz_core.catalog.conventions import InputConventions, canonical_columns
 from deepz_core.catalog.formats.common import Columns
 from deepz_core.catalog.io import SUFFIXES, read_tables
@@ -133,6 +134,21 @@ def enforce_quota(keep: tuple[Path, ...] = (), quota: int | None = None) -> list
     return removed
 
 
+FROM_MAGNITUDES_KEY = "_from_magnitudes"  # meta: {flux column: the magnitude column it came from}
+
+
+def converted_columns(names: list[str]) -> dict[str, str]:
+    """{flux_<band>: mag_<band>, flux_error_<band>: magerr_<band>} of the magnitude bands among
+    ``names`` (``magnitudes.magnitude_columns``): which file column each converted flux is."""
+    from deepz_core.catalog.magnitudes import magnitude_columns
+
+    out: dict[str, str] = {}
+    for band in magnitude_columns(names):
+        out[FLUX_PREFIX + band.band] = band.mag
+        out[ERROR_PREFIX + band.band] = band.error
+    return out
+
+
 def raw_columns(
     path: Path | str, role: str = "galaxies", magnitudes: bool = False
 ) -> tuple[Columns, dict[str, Any], Columns | None]:
@@ -147,7 +163,10 @@ def raw_columns(
         raise CatalogError(f"{path}: the table has no columns")
     if magnitudes and role == "galaxies":
         conv = InputConventions(magnitudes=True)
+        before = set(columns)
+        converted = converted_columns(list(columns))
         columns, meta = canonical_columns(columns, meta, Path(path).name, conv)
+        meta[FROM_MAGNITUDES_KEY] = {k: v for k, v in converted.items() if k not in before}
     inner = tables["exposures"][0] if role == "galaxies" and "exposures" in tables else None
     return columns, meta, inner
 

@@ -21,11 +21,20 @@ COORDINATE_PAIRS = (("ra", "dec"), ("RA", "DEC"), ("coord_ra", "coord_dec"))
 HEALPIX_COLUMN = "_healpix_29"  # lsdb computes it from ra, dec
 
 
-def coordinate_pair(names: list[str]) -> tuple[str, str]:
-    """The (ra, dec) columns of a predictions table; ConfigError when it has none."""
+def find_coordinate_pair(names: list[str]) -> tuple[str, str] | None:
+    """The (ra, dec) columns among ``names`` (ra/dec, RA/DEC or DP0's coord_ra/coord_dec), None
+    when there are none."""
     for ra, dec in COORDINATE_PAIRS:
         if ra in names and dec in names:
             return ra, dec
+    return None
+
+
+def coordinate_pair(names: list[str]) -> tuple[str, str]:
+    """The (ra, dec) columns of a predictions table; ConfigError when it has none."""
+    found = find_coordinate_pair(names)
+    if found is not None:
+        return found
     pairs = ", ".join("/".join(p) for p in COORDINATE_PAIRS)
     raise ConfigError(
         f"--out-format hats needs coordinates: the catalogue has none of {pairs} (columns: "

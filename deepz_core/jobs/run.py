@@ -309,14 +309,23 @@ class Run:
                 return cal.heldout is not None
         return False
 
-    def combination_summary(self) -> dict[str, Any]:
+    def combination_summary(self, outlier: float | None = None) -> dict[str, Any]:
         """sigma68, outliers and PIT KS of the network, the template fit and their combination
         over the out-of-fold spec-z galaxies, overall and per half magnitude; empty for a run
-        without a combination."""
-        from deepz_core.hybrid.runs import load_hybrid
+        without a combination. ``outlier``: count outliers at |dz| > outlier (a survey
+        profile's, e.g. 0.15 broad-band) instead of E20's strict 0.02; the summary's
+        ``outlier_threshold`` says which."""
+        from deepz_core.hybrid.runs import hybrid_predictions_file, load_hybrid, summary_outliers_at
+        from deepz_core.pz.metrics import OUTLIER_THRESHOLD
 
         hybrid = load_hybrid(self.path)
-        return {} if hybrid is None else dict(hybrid.summary)
+        if hybrid is None:
+            return {}
+        summary = {**hybrid.summary, "outlier_threshold": OUTLIER_THRESHOLD}
+        path = hybrid_predictions_file(self.path)
+        if outlier is None or outlier == OUTLIER_THRESHOLD or path is None:
+            return summary
+        return summary_outliers_at(summary, Table.read(path), float(outlier))
 
     def combined_predictions(self) -> Table:
         """The training catalogue's out-of-fold predictions by the run's combination with the

@@ -120,6 +120,9 @@ def run_progress(run: RunDir) -> tuple[float, str]:
     before = sum(n for name, n in phases[: names.index(phase)])
     epochs = dict(phases)[phase]
     eta = _phase_eta(run.metrics(), phase, epoch, epochs)
+    if not eta and status.get("phase_started") and epoch < epochs:  # its first epoch under way
+        since = clock(max(time.time() - float(status["phase_started"]), 0.0))
+        eta = f"epoch {epoch + 1} under way, {since} elapsed"
     text = f"{phase} epoch {epoch}/{epochs}" + (f" — {eta}" if eta else "")
     return min((before + epoch) / total, 1.0), text
 

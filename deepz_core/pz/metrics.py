@@ -193,6 +193,23 @@ def binned_metrics(
     return BinnedMetrics(edges=edges_a, counts=counts, **cols)
 
 
+def data_mag_range(mag: ArrayLike, step: float = 0.1) -> tuple[float, float] | None:
+    """(lo, hi) of a magnitude slider that follows the data as ``data_mag_edges`` does: the 0.5th
+    and 99.5th percentiles of the finite ``mag`` (N,), widened to the extreme values when those
+    lie within 1 mag of them, rounded outwards to ``step``; hi > lo. A galaxy with a near-zero
+    reference flux (m = 46) no longer stretches the slider over 30 empty magnitudes; a slider at
+    an end means no limit there. None without a finite magnitude."""
+    m = np.asarray(mag, dtype=float)
+    m = m[np.isfinite(m)]
+    if m.size == 0:
+        return None
+    p_lo, p_hi = np.percentile(m, [0.5, 99.5])
+    p_lo, p_hi = max(m.min(), p_lo - 1.0), min(m.max(), p_hi + 1.0)
+    lo = float(np.round(np.floor(p_lo / step + 1e-9) * step, 6))
+    hi = float(np.round(np.ceil(p_hi / step - 1e-9) * step, 6))
+    return lo, max(hi, round(lo + step, 6))
+
+
 def data_mag_edges(
     mag: ArrayLike,
     width: float = 0.5,

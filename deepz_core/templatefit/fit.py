@@ -30,8 +30,10 @@ import torch
 from astropy.table import Table
 
 from deepz_core.catalog.catalog import Catalog
+from deepz_core.catalog.features import default_ref_band
 from deepz_core.errors import ConfigError
 from deepz_core.files import atomic_write_json
+from deepz_core.inference.hats_out import find_coordinate_pair
 from deepz_core.inference.predict import POINT_COLUMNS, table_format, write_table
 from deepz_core.inference.provenance import ODDS_WINDOW_META
 from deepz_core.progress import Bar, progress_bar
@@ -289,12 +291,13 @@ def _table(
         t[name] = products[name]
     t["zspec"] = cat.zspec
     t["pit"] = products["pit"]
-    if cat.mag is not None:
-        t["mag"] = cat.mag
+    # the catalogue's magnitude, else the reference band's, as deepz's predictions: a broad-band
+    # catalogue without a 'mag' column still gets metrics per magnitude
+    t["mag"] = cat.mag if cat.mag is not None else cat.magnitudes(default_ref_band(cat.bands))
     t["flag"] = np.asarray(flags, dtype=np.int32)
-    for name in ("ra", "dec"):
-        if name in cat.extra:
-            t[name] = cat.extra[name]
+    pair = find_coordinate_pair(list(cat.extra))  # ra/dec, RA/DEC or DP0's coord_ra/coord_dec
+    for name in pair or ():
+        t[name] = cat.extra[name]
     t["chi2"] = products["chi2"].astype(np.float32)
     t["template"] = products["template"].astype(np.int16)
     t["ebv"] = products["ebv"].astype(np.float32)

@@ -343,6 +343,14 @@ class PhaseRunner:
         start = 0
         if resume is not None:
             start, rng = self._restore(resume, optimizer, gen)
+        if start < phase.epochs:  # the phase, not the set-up step before it, is under way now
+            self.run.set_status(
+                "running",
+                phase=phase.name,
+                epoch=start,
+                epochs=phase.epochs,
+                phase_started=time.time(),
+            )
         for epoch in range(start, phase.epochs):
             row = self._train_epoch(phase, epoch, optimizer, rng, gen)
             self.run.append_metrics(row)

@@ -18,7 +18,7 @@ from streamlit.testing.v1 import AppTest
 
 import deepz_core as dz
 from deepz_core.cli import main as cli
-from deepz_core.rundir import list_runs
+from deepz_core.rundir import RunDir, list_runs
 from tests.app.apptest import PAGES, assert_clean, run_page
 
 N_TRAIN = 600  # 521 with a spec-z: enough for a combination (>= 200 out of fold)
@@ -212,3 +212,42 @@ def test_the_explorer_shows_the_chosen_estimator(at_home) -> None:
     assert_clean(plain)
     assert not [r for r in plain.radio if r.key == "explorer_estimator"]
     assert plain.selectbox(key="explorer_run").value == "p1"
+
+
+def test_a_broad_band_run_counts_the_combination_s_outliers_by_its_profile(
+    home, tmp_path, monkeypatch
+) -> None:
+    """Eleventh session: a broad-band (LSST-like) combined run's Results table counted outliers
+    at E20's strict 0.02 'whatever the profile' beside a page that counts them at 0.15: 55%
+    'outliers' for a template fit at σ68 0.04. Now the profile's threshold, recounted from the
+    combined predictions (at 0.02 the recount equals the stored summary), and no catastrophic
+    columns when they are the outliers again."""
+    import shutil
+
+    from deepz_core.hybrid.runs import summary_outliers_at
+
+    shutil.copytree(home / "runs" / "c1", tmp_path / "runs" / "c1")
+    run = dz.load_run(tmp_path / "runs" / "c1")
+    stored = run.combination_summary()
+    again = summary_outliers_at(stored, run.combined_predictions(), 0.02)
+    for name in ("network", "templatefit", "combined"):
+        assert again["overall"][name]["outliers"] == pytest.approx(
+            stored["overall"][name]["outliers"]
+        )
+        for a, b in zip(again["per_magnitude"], stored["per_magnitude"], strict=True):
+            assert a[name]["outliers"] == pytest.approx(b[name]["outliers"], nan_ok=True)
+    broad = run.combination_summary(0.15)
+    assert broad["outlier_threshold"] == 0.15
+    assert broad["overall"]["combined"]["outliers"] == pytest.approx(
+        stored["overall"]["combined"]["catastrophic"]
+    )
+    RunDir(tmp_path / "runs" / "c1").update_card(profile="broad-band")
+    monkeypatch.setenv("DEEPZ_HOME", str(tmp_path))
+    st.cache_data.clear()
+    at = run_page("results.py", runs="c1")
+    assert_clean(at)
+    table = next(d.value for d in at.dataframe if "σ68 combined" in d.value.columns)
+    assert not any(c.startswith("catastrophic") for c in table.columns)
+    assert table["outliers combined"][0] == pytest.approx(broad["overall"]["combined"]["outliers"])
+    assert "broad-band profile's |Δz|/(1+z_s) > 0.15" in _texts(at.caption)
+    assert "whatever the profile" not in _texts(at.caption)

@@ -308,3 +308,49 @@ def test_magnitude_columns_are_offered_for_conversion(home: Path) -> None:
     assert not at.exception
     offered = texts(at.info) + " | " + " | ".join(c.label for c in at.checkbox)
     assert "4 magnitude bands" in offered or "4 bands are given as AB magnitudes" in offered
+
+
+def test_a_dp0_parquet_without_units_is_read_in_nanojansky(home: Path) -> None:
+    """Eleventh session: DP0 columns (objectId, u_cModelFlux, u_cModelFluxErr, redshift) in a
+    Parquet file, which holds no unit: the zero-point was 23.9 (microJansky), so every magnitude
+    was 7.5 too bright, in silence. Now 31.4 and the page says why; a file with neither units nor
+    Rubin names gets a warning that 23.9 is an assumption."""
+    rng = np.random.default_rng(5)
+    n = 40
+    cols: dict[str, np.ndarray] = {"objectId": 1651589610221862935 + np.arange(n) * 7919}
+    for b in "ugrizy":
+        cols[f"{b}_cModelFlux"] = rng.uniform(300.0, 3000.0, n)  # nJy: AB 22.6-25.1
+        cols[f"{b}_cModelFluxErr"] = np.full(n, 30.0)
+    cols["redshift"] = rng.uniform(0.1, 1.5, n)
+    pd.DataFrame(cols).to_parquet(home / "dp0.parquet")
+    at = data_page()
+    upload(at, "up_galaxies", "dp0.parquet", (home / "dp0.parquet").read_bytes())
+    assert not at.exception and not at.error, texts(at.error)
+    assert at.number_input[0].value == 31.4
+    assert "Rubin pipelines columns, in nJy" in texts(at.caption)
+    assert not any("assumed" in str(w.value) for w in at.warning)
+    plain = pd.DataFrame({"id": np.arange(5), "flux_g": np.ones(5), "flux_error_g": np.ones(5)})
+    plain.to_csv(home / "plain.csv", index=False)
+    at.file_uploader(key="up_galaxies").clear()
+    upload(at, "up_galaxies", "plain.csv", (home / "plain.csv").read_bytes())
+    assert at.number_input[0].value == 23.9
+    assert "assumed: the file states no unit" in texts(at.warning)
+
+
+def test_a_magnitude_catalogue_s_report_names_its_magnitude_columns(home: Path) -> None:
+    """Eleventh session: an SDSS-like file's -99 magnitudes were reported as "column
+    'flux_sdss_u': 38 NaN/inf values", a column the file does not have. The report now names
+    the magnitude column the flux came from."""
+    rng = np.random.default_rng(6)
+    cols: dict[str, np.ndarray] = {"objid": 1237648720693755918 + np.arange(40)}
+    for b in "ugriz":
+        cols[f"mag_{b}"], cols[f"magerr_{b}"] = rng.uniform(18, 21, 40), np.full(40, 0.05)
+    cols["mag_u"][:3] = -99.0
+    cols["zspec"] = rng.uniform(0.05, 0.5, 40)
+    pd.DataFrame(cols).to_parquet(home / "sdss.parquet")
+    at = data_page()
+    upload(at, "up_galaxies", "sdss.parquet", (home / "sdss.parquet").read_bytes())
+    assert not at.exception and not at.error, texts(at.error)
+    report = texts(at.warning)
+    assert "column 'mag_u' (band sdss_u, as a flux)" in report
+    assert "flux_u" not in report and "flux_sdss_u" not in report

@@ -260,3 +260,23 @@ def test_quality_curves_target_and_current(zz) -> None:
     assert fig.layout.xaxis2.title.text == plots.COMPLETENESS
     fig = plots.quality_curves(curves, target=None)
     assert not any(t.name.startswith("target") for t in fig.data)
+
+
+def test_data_histogram_leaves_out_and_counts_values_beyond_its_range() -> None:
+    """Eleventh session: the Data page's magnitude histogram ran to m = 46 for one near-zero
+    reference flux; with a range the values beyond it are left out and counted in the title."""
+    from app.plots_data import histogram
+
+    values = np.r_[np.linspace(20.0, 25.0, 99), 46.4]
+    fig = histogram(values, "m [AB mag]", "Magnitudes", value_range=(19.9, 25.1))
+    assert fig.layout.title.text == "Magnitudes (1 beyond 19.9-25.1)"
+    assert max(fig.data[0].x) < 25.1 and sum(fig.data[0].y) == 99
+    assert histogram(values, "m", "Magnitudes").layout.title.text == "Magnitudes"
+
+
+def test_sed_axis_names_a_nanojansky_unit() -> None:
+    """Eleventh session: a DP0 catalogue's SED was labelled 'flux [AB zero-point 31.4]'."""
+    from app.plots import flux_unit_label
+
+    assert flux_unit_label(31.4) == "nJy" and flux_unit_label(23.9) == "µJy"
+    assert flux_unit_label(22.5) == "nanomaggy" and flux_unit_label(25.0) == "AB zero-point 25"

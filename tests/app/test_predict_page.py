@@ -168,3 +168,64 @@ def test_an_upload_the_cli_accepts_is_predicted_with_flags(trained, tmp_path, mo
     job = next(j for j in state.prediction_jobs_list() if j.spec.get("catalog_name") == "messy")
     assert job.state == "finished" and job.spec["rows"] == 60
     assert job.spec["flags"].get("BAND_MISSING") == 3
+
+
+@pytest.fixture(scope="module")
+def trained_lsst(tmp_path_factory) -> Path:
+    """A DEEPZ_HOME with one finished tiny run 'lsst' on a 200-galaxy LSST-like ugrizy mock
+    (bands lsst_u ... lsst_y, fluxes in microJansky)."""
+    root = tmp_path_factory.mktemp("predict_lsst_home")
+    path = write_catalog(simulate("lsst-deep", 200, seed=5), root / "lsst.fits")
+    train = {"schedule": ((1, 1e-3),), "folds": 2, "batch_size": 100}
+    config = run_config(
+        str(path), pretrain="none", preset_name="quick", model=TINY_MODEL, train=train
+    )
+    run = create_run(root / "runs" / "lsst", config)
+    execute_run(run)
+    assert run.status()["state"] == "finished"
+    return root
+
+
+def test_a_dp0_parquet_upload_is_predicted_with_the_run_bands(trained_lsst, tmp_path, monkeypatch):
+    """Eleventh session: a DP0 export (objectId, u_cModelFlux, u_cModelFluxErr in nJy, Parquet:
+    no units) uploaded here for a run trained on lsst_u ... lsst_y was refused ('lacks 6 of the
+    run's bands'), since the guessed band names were u_cModel...; and had it been taken, its
+    fluxes would have been read as microJansky; its coord_ra/coord_dec never reached the Sky
+    tab. Now the bands take the run's names by their filter letters, the zero-point is nJy's,
+    the job predicts every row and the sky shows them."""
+    import pandas as pd
+
+    from app import jobs, state
+    from deepz_core.catalog.io import read_catalog
+
+    monkeypatch.setenv("DEEPZ_HOME", str(trained_lsst))
+    monkeypatch.setattr(jobs, "_spawn", lambda args, log, env=None: cli.main(args))  # in-process
+    st.cache_resource.clear()
+    cat = simulate("lsst-deep", 50, seed=8)
+    cols: dict[str, np.ndarray] = {"objectId": SDSS_ID + np.arange(50) * 7919}
+    for j, band in enumerate(cat.bands):
+        letter = band.split("_")[1]
+        cols[f"{letter}_cModelFlux"] = cat.flux[:, j] * 1000.0  # uJy -> nJy
+        cols[f"{letter}_cModelFluxErr"] = cat.flux_error[:, j] * 1000.0
+    rng = np.random.default_rng(4)
+    cols["coord_ra"], cols["coord_dec"] = rng.uniform(55, 56, 50), rng.uniform(-32, -31, 50)
+    pd.DataFrame(cols).to_parquet(tmp_path / "dp0.parquet")
+    at = AppTest.from_file(PAGE, default_timeout=120).run()
+    at.file_uploader(key="pred_upload").upload(
+        "dp0.parquet", (tmp_path / "dp0.parquet").read_bytes()
+    )
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert not any("cannot predict it" in w.value for w in at.warning), [
+        w.value for w in at.warning
+    ]
+    assert any("u_cModel → lsst_u" in c.value for c in at.caption)
+    _predict_button(at).click().run()
+    at.run()
+    job = next(j for j in state.prediction_jobs_list() if j.spec.get("catalog_name") == "dp0")
+    assert job.state == "finished" and job.spec["rows"] == 50
+    titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
+    assert "Sky positions (50 galaxies)" in titles  # DP0's coord_ra/coord_dec
+    imported = read_catalog(job.spec["catalog"])
+    assert imported.fluxzp == 31.4 and imported.bands == cat.bands
+    np.testing.assert_allclose(imported.magnitudes("lsst_i"), cat.magnitudes("lsst_i"), atol=1e-6)

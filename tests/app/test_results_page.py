@@ -157,6 +157,20 @@ def test_explorer_unknown_galaxy_warns(at_home) -> None:
     assert any("not in this run" in w.value for w in at.warning)
 
 
+def test_a_galaxy_chosen_on_another_page_is_no_warning(at_home) -> None:
+    """Eleventh session: a galaxy chosen in the explorer (the training catalogue) made the
+    Predict page's Galaxies tab of another catalogue open with "Galaxy ... is not in this run"
+    though the user asked for nothing there. Only a galaxy asked for with this chooser (or in
+    the link of a fresh session) is news."""
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[2] / "pages" / "explorer.py"))
+    at.query_params["galaxy"] = "999999"
+    at.session_state["galaxy_chooser"] = "pred_ref_id"  # chosen on the Predict page
+    at.run(timeout=120)
+    assert_clean(at)
+    assert not any("not in this run" in w.value for w in at.warning)
+    assert int(at.text_input(key="explorer_ref_id").value) == _galaxy(at_home, 0)
+
+
 def test_dropping_table_and_selection(at_home) -> None:
     at = run_page("dropping.py", galaxy=str(_galaxy(at_home)))
     assert_clean(at)
@@ -451,3 +465,32 @@ def test_a_heldout_calibration_started_from_the_app(home, tmp_path, monkeypatch)
     assert job["state"] == "finished", job
     cal = json.loads(run.file("calibration.json").read_text())
     assert cal["heldout"] is not None and cal["summary"]["heldout"]["n"] >= 200
+
+
+def test_one_junk_magnitude_leaves_the_sliders_on_the_data(home, tmp_path, monkeypatch) -> None:
+    """Eleventh session: one galaxy with a near-zero reference flux (1e-6 nJy: m = 46.4) made
+    every magnitude slider (explorer, cuts, dropping) run to 46.4, the galaxies squeezed into its
+    first quarter. The sliders now follow the data; at their ends they set no limit, so that
+    galaxy stays in the explorer's table and the cuts' selection."""
+    from astropy.table import Table
+
+    from deepz_core.pz.metrics import data_mag_range
+
+    run = RunDir(tmp_path / "runs" / "junk")
+    run.path.mkdir(parents=True)
+    for name in ("config.json", "status.json", "model.json", "model.safetensors", "splits.npz"):
+        run.file(name).write_bytes((home / "runs" / "r1" / name).read_bytes())
+    t = Table.read(home / "runs" / "r1" / "predictions.fits")
+    t["mag"][0] = 46.4
+    t.write(run.file("predictions.fits"))
+    monkeypatch.setenv("DEEPZ_HOME", str(tmp_path))
+    assert data_mag_range(np.asarray(t["mag"]))[1] < 30.0
+    assert data_mag_range([20.04, 20.06]) == (20.0, 20.1) and data_mag_range([np.nan]) is None
+    explorer = run_page("explorer.py")
+    assert_clean(explorer)
+    (mag,) = [s for s in explorer.slider if s.label == "Magnitude range [AB mag]"]
+    assert mag.max < 30.0 and tuple(mag.value) == (mag.min, mag.max)
+    assert any(f"{len(t):,} galaxies match" in c.value for c in explorer.caption)
+    cuts = run_page("cuts.py")
+    assert_clean(cuts)
+    assert cuts.slider(key="cuts_mag").max < 30.0

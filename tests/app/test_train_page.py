@@ -360,3 +360,33 @@ def test_a_reload_keeps_the_browsers_runs_its_own(home: list[Path]) -> None:
     assert "read-only here" not in texts(again.caption)
     click(again, "Cancel")
     assert run.status()["state"] == "cancelled"
+
+
+def test_a_broad_band_user_simulates_an_lsst_mock(
+    home: list[Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Eleventh session: the Simulate page offered SPS sets and the PAUS-like mock only (the CLI
+    also simulates 'lsst-deep'), and proposed the paus_cosmos bands for a user whose catalogue
+    is ugrizy. Now the LSST-like mock is a kind, and the band set follows the catalogue."""
+    from app import jobs, state
+    from deepz_core.catalog.io import read_catalog, write_catalog
+    from deepz_core.sed.bands import band_set
+    from deepz_core.simulate import simulate
+
+    monkeypatch.setattr(jobs, "_spawn", lambda args, log, env=None: cli.main(args))  # in-process
+    lsst = write_catalog(simulate("lsst-deep", 30, seed=3), tmp_path / "lsst.fits")
+    monkeypatch.setattr(state, "catalog_path", lambda choice=None: str(lsst))
+    at = page("simulate.py")
+    assert any(o.startswith("LSST-like deep ugrizy mock") for o in at.radio[0].options)
+    assert at.selectbox(key="sim_bands_sps").value == "lsst"  # the catalogue's bands
+    at.radio[0].set_value("lsst-deep")
+    at.run()
+    assert at.selectbox(key="sim_bands_lsst-deep").options == ["lsst"]
+    at.number_input[0].set_value(40)
+    at.run()
+    click(at, "Start simulation")
+    assert not at.exception and not at.error, texts(at.error)
+    table = at.dataframe[0].value
+    assert table.loc[0, "state"] == "finished" and table.loc[0, "kind"] == "lsst-deep"
+    sim = read_catalog(Path.cwd() / "data" / "sims" / f"{table.loc[0, 'name']}.fits")
+    assert sim.bands == band_set("lsst") and sim.n_galaxies == 40

@@ -231,3 +231,35 @@ def test_an_empty_table_is_named_once() -> None:
     cols = {k: np.asarray(v)[:0] for k, v in cat.columns().items()}
     (problem,) = prepare_catalog(_sources(cat, cols)[0]).problems
     assert problem.text() == "gal.fits: no galaxies (empty table)"
+
+
+def test_problems_name_the_file_s_own_columns() -> None:
+    """Eleventh session: a DP0 file's report said "column 'flux_lsst_u'" and "column 'ref_id'"
+    (deepz's names after mapping); the file has u_cModelFlux and objectId. The messages now
+    name the file's columns and the band; the fixes still act on the right ones."""
+    rng = np.random.default_rng(7)
+    n = 30
+    cols: dict[str, np.ndarray] = {"objectId": 1651589610221862935 + np.arange(n)}
+    for b in "gri":
+        cols[f"{b}_cModelFlux"] = rng.uniform(300.0, 3000.0, n)
+        cols[f"{b}_cModelFluxErr"] = np.full(n, 30.0)
+    cols["redshift"] = rng.uniform(0.1, 1.0, n)
+    cols["objectId"][1] = cols["objectId"][0]  # a duplicate id
+    cols["g_cModelFlux"][3] = 1e30
+    cols["redshift"][4] = -99.0
+    mapping = guess_galaxy_mapping(list(cols))
+    mapping = mapping.__class__(
+        mapping.ref_id,
+        mapping.zspec,
+        mapping.mag,
+        tuple(("lsst_" + b[0], f, e) for b, f, e in mapping.bands),
+    )
+    report = prepare_catalog(Source(cols, mapping, "dp0.fits"))
+    texts = " | ".join(p.text() for p in (*report.problems, *report.flagged))
+    assert "column 'objectId' (ref_id): duplicate ids" in texts
+    assert "column 'redshift' (zspec)" in texts
+    assert "column 'g_cModelFlux' (band lsst_g): 1 implausible" in texts
+    assert "flux_lsst_g" not in texts and "column 'ref_id'" not in texts
+    fixed = prepare_catalog(Source(cols, mapping, "dp0.fits"), fix=True)
+    assert fixed.ok and fixed.catalog.n_galaxies == n - 2
+    assert np.isnan(fixed.catalog.zspec).sum() == 1

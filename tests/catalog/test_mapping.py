@@ -165,3 +165,24 @@ def test_known_band_names_are_suggested() -> None:
     assert list(grizy)[0] == "hsc" and "sdss" not in grizy
     assert list(suggest_band_names(["u", "g", "r", "i", "z", "y"])) == ["lsst"]
     assert suggest_band_names(["NB455", "g"]) == {}
+
+
+def test_guessed_bands_take_a_run_s_names_by_filter_letter() -> None:
+    """Eleventh session: a DP0 file's bands are guessed as u_cModel...; a run knows lsst_u...:
+    matched one to one by filter letter, or not at all."""
+    from deepz_core.catalog.mapping import match_run_bands, renamed_bands
+
+    lsst = [f"lsst_{b}" for b in "ugrizy"]
+    dp0 = [f"{b}_cModel" for b in "ugrizy"]
+    assert match_run_bands(dp0, lsst) == dict(zip(dp0, lsst, strict=True))
+    assert match_run_bands(["FLUX_G", "FLUX_R"], ["sdss_g", "sdss_r"]) == {
+        "FLUX_G": "sdss_g",
+        "FLUX_R": "sdss_r",
+    }
+    assert match_run_bands(["lsst_g", "r_cModel"], lsst) == {"r_cModel": "lsst_r"}
+    assert match_run_bands(dp0, ["sdss_g", "hsc_g"]) == {}  # ambiguous / missing: no rename
+    assert match_run_bands(["NB455"], lsst) == {}
+    assert match_run_bands(lsst, lsst) == {}
+    mapping = guess_galaxy_mapping(["objectId", "g_cModelFlux", "g_cModelFluxErr"])
+    renamed = renamed_bands(mapping, {"g_cModel": "lsst_g"})
+    assert renamed.bands == (("lsst_g", "g_cModelFlux", "g_cModelFluxErr"),)

@@ -14,10 +14,15 @@ from astropy.io import fits
 from astropy.table import QTable, Table
 
 from deepz_core.catalog.catalog import Catalog
-from deepz_core.catalog.import_report import Source, source_fluxzp
+from deepz_core.catalog.import_report import Source, fluxzp_origin, source_fluxzp
 from deepz_core.catalog.io import read_catalog, write_catalog
 from deepz_core.catalog.mapping import guess_galaxy_mapping
-from deepz_core.catalog.units import resolve_fluxzp, unit_zeropoint, zeropoint_unit
+from deepz_core.catalog.units import (
+    name_zeropoint,
+    resolve_fluxzp,
+    unit_zeropoint,
+    zeropoint_unit,
+)
 from deepz_core.errors import CatalogError
 
 
@@ -144,3 +149,25 @@ def test_the_data_page_zero_point_follows_the_units(rng) -> None:
     mixed = {"_units": {"flux_g": "nJy", "flux_r": "mJy"}}
     with pytest.raises(CatalogError, match="mixed units"):
         source_fluxzp(Source(columns, mapping, "up.fits", mixed))
+
+
+def test_rubin_pipeline_columns_without_a_unit_are_nanojansky(rng) -> None:
+    """Eleventh session: a DP0 table exported to Parquet (u_cModelFlux, u_cModelFluxErr; no unit
+    in the file) was read as microJansky: magnitudes 7.5 too bright and no word. Rubin pipelines
+    fluxes are nJy by definition; other unit-less names stay an assumption, said to be one."""
+    n = 8
+    columns: dict[str, np.ndarray] = {"objectId": np.arange(n) + 1651589610221862935}
+    for b in "gri":
+        columns[f"{b}_cModelFlux"] = rng.uniform(100.0, 1000.0, n)
+        columns[f"{b}_cModelFluxErr"] = np.full(n, 10.0)
+    mapping = guess_galaxy_mapping(list(columns))
+    zp, origin = fluxzp_origin(Source(columns, mapping, "dp0.parquet", {}))
+    assert zp == 31.4 and "u_cModelFlux" not in origin and "g_cModelFlux" in origin
+    assert name_zeropoint(["u_psfFlux", "u_psfFluxErr", "r_free_cModelFlux"]) == 31.4
+    assert name_zeropoint(["flux_u", "flux_error_u"]) is None
+    assert name_zeropoint(["u_cModelFlux", "FLUX_G"]) is None and name_zeropoint([]) is None
+    plain = {"ref_id": np.arange(n), "flux_g": np.ones(n), "flux_error_g": np.ones(n)}
+    zp, origin = fluxzp_origin(Source(plain, guess_galaxy_mapping(list(plain)), "p.csv", {}))
+    assert zp == 23.9 and origin.startswith("assumed")
+    said = {"_units": {f"{b}_cModelFlux{e}": "uJy" for b in "gri" for e in ("", "Err")}}
+    assert fluxzp_origin(Source(columns, mapping, "dp0.fits", said))[0] == 23.9  # a unit wins

@@ -381,3 +381,32 @@ def test_sigterm_stops_the_worker_with_a_clean_status(tmp_path: Path, small_cata
     status = run.status()
     assert status["state"] == "cancelled" and "SIGTERM" in status["message"], status
     assert folder_holder(run.path) is None and worker_pid(runs) is None
+
+
+def test_a_phase_under_way_replaces_the_set_up_step(tmp_path: Path, small_catalog: Path) -> None:
+    """Eleventh session: after simulating the SPS set the Train page showed "setting up:
+    simulating sps galaxies 300,000/300,000" for minutes while the first pretraining epoch ran
+    (the phase was written only at an epoch's end). A phase now says it is under way."""
+    import torch
+
+    from deepz_core.training.loop import Phase, PhaseRunner
+
+    run = tiny_run(tmp_path, "r", small_catalog)
+    run.set_status("running", step="simulating sps galaxies", step_done=300, step_total=300)
+    seen: list[tuple[float, str]] = []
+
+    class Seen(Exception):
+        """Raised by the first batch, once the progress it would show is recorded."""
+
+    class Source:
+        def epoch(self, *args: object) -> None:
+            seen.append(run_progress(run))
+            raise Seen
+
+    phase = Phase("finetune", ((2, 1e-3),), Source(), lambda *a: None, 10, 1)
+    runner = PhaseRunner(run, torch.nn.Linear(2, 1), 0.0, 0, 5, 1)
+    with pytest.raises(Seen):
+        runner.execute(phase)
+    ((fraction, text),) = seen
+    assert fraction == 0.0 and text.startswith("finetune epoch 0/2 — epoch 1 under way")
+    assert "simulating" not in text

@@ -531,3 +531,24 @@ def test_bands_named_by_a_letter_are_told_their_survey_names() -> None:
 
     with pytest.raises(ConfigError, match=r"no known filter curve .*sdss_u, sdss_g.*mag_u_sdss"):
         check_bands(("u", "g", "r", "i", "z"), TemplateFitConfig())
+
+
+def test_a_catalogue_without_mag_gets_the_reference_band_s(rng: np.random.Generator) -> None:
+    """Eleventh session: a template fit of an SDSS-like catalogue (magnitudes per band, no 'mag'
+    column) wrote no mag column, so Results said 'No magnitudes in these runs' catalogues' and
+    showed no metric per magnitude. The fit now writes the reference band's magnitude, as deepz's
+    predictions do; a catalogue's own mag is kept."""
+    import dataclasses
+
+    from deepz_core.catalog.features import default_ref_band
+
+    flux, error, z = _template_galaxies(rng, 6, snr=30.0)
+    sky = {"coord_ra": np.linspace(55, 56, 6), "coord_dec": np.linspace(-32, -31, 6)}  # DP0's
+    cat = _catalog(flux, error, z, rng.standard_normal(flux.shape))
+    cat = dataclasses.replace(cat, mag=None, extra=sky)
+    t = fit_catalog(cat, TemplateFitConfig(**FAST), calibrate=False)
+    np.testing.assert_allclose(t["mag"], cat.magnitudes(default_ref_band(cat.bands)))
+    np.testing.assert_array_equal(t["coord_ra"], sky["coord_ra"])  # carried, as ra/dec are
+    assert np.all(np.isfinite(t["mag"]))
+    own = fit_catalog(_catalog(flux, error, z, np.zeros(flux.shape)), TemplateFitConfig(**FAST))
+    np.testing.assert_array_equal(own["mag"], 20.0)
