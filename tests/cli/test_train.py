@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 from astropy.table import Table
 
@@ -39,3 +42,38 @@ def test_repeated_ids_name_the_users_column_in_train_and_predict(
     line = one_line_error(capsys)
     assert "column 'objectId' has duplicates: 5" in line and "ref_id" not in line
     assert not (tmp_path / "run").exists() and not (tmp_path / "p.parquet").exists()
+
+
+def magnitude_csv(path: Path, n: int = 120) -> Path:
+    """A catalogue in AB magnitudes (objectId, mag_<band>, magerr_<band>) whose problems warn:
+    5 non-detections (99) in NB455 without a limiting magnitude, 40 spec-z written as 0."""
+    cat = synthetic_catalog(n, 0, exposures=False)
+    t = Table({"objectId": cat.ref_id})
+    for j, band in enumerate(cat.bands):
+        mag = cat.fluxzp - 2.5 * np.log10(np.clip(cat.flux[:, j], 1e-3, None))
+        err = 2.5 / np.log(10) * cat.flux_error[:, j] / np.abs(cat.flux[:, j])
+        if band == "NB455":
+            mag[:5], err[:5] = 99.0, 99.0
+        t[f"mag_{band}"], t[f"magerr_{band}"] = mag, err
+    zspec = cat.zspec.copy()
+    zspec[:40] = 0.0
+    t["zspec"] = zspec
+    t.write(path)
+    return path
+
+
+NO_LIMIT = "non-detections (mag_NB455 = 99 or NaN) in 'mag_NB455' have no limiting magnitude"
+ZERO_Z = "spec-z labels are exactly 0"
+
+
+@pytest.mark.parametrize("id_flag", [[], ["--id-column", "objectId"]])
+def test_each_catalogue_warning_comes_once(tmp_path, caplog, capsys, id_flag) -> None:
+    """Eleventh session: train read the catalogue twice (for the run's grid, then to train) and
+    printed its warnings twice; now it reads it once (``training_run.configured_run``)."""
+    path = magnitude_csv(tmp_path / "mags.csv")
+    args = ["train", "--catalog", str(path), *id_flag, *FAST, "--out", str(tmp_path / "run")]
+    with caplog.at_level("WARNING", logger="deepz"):
+        assert main(args) == 0
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum(NO_LIMIT in m for m in messages) == 1, messages
+    assert sum(ZERO_Z in m for m in messages) == 1, messages
