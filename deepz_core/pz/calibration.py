@@ -71,7 +71,7 @@ _MIN_VARIANCE = 1e-4  # a refitted component keeps >= 1% of its width
 _SQRT2 = math.sqrt(2.0)
 _SQRT_2PI = math.sqrt(2.0 * math.pi)
 MEAN_CORE_POINTS = 64  # exact mean: evenly spaced points over [a, b] besides the refit's
-MEAN_TAIL_POINTS = 16  # exact mean: points per tail beyond the components' mu +- REFIT_SPAN sigma
+MEAN_TAIL_POINTS = 12  # exact mean: points per tail beyond the components' mu +- REFIT_SPAN sigma
 MEAN_TAIL_PROBIT = 8.5  # ... out to where the calibrated tail is Phi(-8.5) = 1e-17
 MEAN_MAX_PROBIT = 37.0  # ... but no further than F or 1 - F of a component can be told from 0
 VERSION = 1
@@ -458,11 +458,11 @@ def refit_with_mean(
     components' mu +- REFIT_SPAN sigma. Inside, the trapezoid rule on the refit's own points
     (each component's REFIT_POINTS, all sorted together: every component's range is sampled at
     0.8 of its sigma or finer) and MEAN_CORE_POINTS evenly spaced ones, its ends corrected by
-    the densities there (Euler-Maclaurin); beyond, MEAN_TAIL_POINTS per side out to where the calibrated tail
-    falls below 1e-17 however far g stretches it (h^-1(+-8.5), up to 37 sigma), with F and 1 - F
-    each summed from the components' own tails (``_tail_probit``). An identity g gives the raw
-    mean exactly. ~(MEAN_CORE_POINTS + 2 MEAN_TAIL_POINTS) / (REFIT_POINTS C) of the refit's CDF
-    work: 9% at C = 50 (docs/benchmarks.md, eleventh session)."""
+    the densities there (Euler-Maclaurin); beyond, MEAN_TAIL_POINTS per side out to where the
+    calibrated tail falls below 1e-17 however far g stretches it (h^-1(+-8.5), up to 37 sigma),
+    with F and 1 - F each summed from the components' own tails (``_tail_probit``). An identity
+    g gives the raw mean exactly. ~12% on top of the refit at C = 50, most of it the sort
+    (docs/benchmarks.md, eleventh session)."""
     if len(mix.batch_shape) != 1 or mix.batch_shape[0] != len(transform):
         raise ConfigError(
             f"refit_mixture: mixture batch {tuple(mix.batch_shape)} does not match "
@@ -564,8 +564,9 @@ def _upper_tail(x: Tensor) -> Tensor:
 def _tail_integrals(
     w: Tensor, loc: Tensor, scale: Tensor, transform: PitTransform, a: Tensor, b: Tensor
 ) -> Tensor:
-    """(N,) integral of F - G over z < a and z > b, on MEAN_TAIL_POINTS per side spaced as edge + (far - edge) v^3 for uniform v (no end correction at the edge, where
-    dz/dv = 0; ~no mass at the far end), in blocks of galaxies."""
+    """(N,) integral of F - G over z < a and z > b, on MEAN_TAIL_POINTS per side spaced as
+    edge + (far - edge) v^3 for uniform v (no end correction at the edge, where dz/dv = 0; ~no
+    mass at the far end), in blocks of galaxies."""
     out = torch.zeros_like(a)
     step = max(1, (1 << 20) // (2 * MEAN_TAIL_POINTS * w.shape[1]))
     for s in range(0, len(w), step):
@@ -600,10 +601,11 @@ def _trapezoid(f: Tensor, z: Tensor) -> Tensor:
 
 
 def _tail_probit(w: Tensor, loc: Tensor, scale: Tensor, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """(x, F, 1 - F) (n, P) each at points z (n, P): x = Phi^-1(F(z)) from F below the median and from 1 - F above it, each summed from
-    the components' own tails (1 - F never rounded to 0): exact out to ~37 sigma. With e_i twice
-    component i's smaller tail and s_i = +1 below its mean, -1 above: F = H + sum s w e / 2 and
-    1 - F = L - sum s w e / 2, H and L the weights of the components below and above z."""
+    """(x, F, 1 - F) (n, P) each at points z (n, P): x = Phi^-1(F(z)) from F below the median
+    and from 1 - F above it, each summed from the components' own tails (1 - F never rounded to
+    0): exact out to ~37 sigma. With e_i twice component i's smaller tail and s_i = +1 below its
+    mean, -1 above: F = H + sum s w e / 2 and 1 - F = L - sum s w e / 2, H and L the weights of
+    the components below and above z."""
     u = (z[:, :, None] - loc[:, None, :]) / (scale[:, None, :] * _SQRT2)  # (n, P, C)
     below = u < 0  # z below component i's mean
     e = torch.erfc(u.abs())
