@@ -446,8 +446,8 @@ def test_the_exact_mean_of_a_skewing_calibration() -> None:
     trapezoid rule's error there is ~ sigma^2 / 12 times the density's jump, so this is the
     hardest case; the fitted transforms are smooth), where the refit is 0.02 sigma off."""
     s1, s2, tiny = 1.0, 2.0, 1e-9  # h' goes from 1 / s1 to 1 / s2 over [0, tiny]
-    tr = _linear_pieces(3, [-10 * s1, 0.0, tiny, 10 * s2], [-10.0, 0.0, tiny / s2, 10.0],
-                        [1 / s1, 1 / s1, 1 / s2, 1 / s2])  # fmt: skip
+    knots = ([-10 * s1, 0.0, tiny, 10 * s2], [-10.0, 0.0, tiny / s2, 10.0])
+    tr = _linear_pieces(3, *knots, [1 / s1, 1 / s1, 1 / s2, 1 / s2])
     refit, mean = refit_with_mean(_gaussians(MU, WIDTH), tr)
     exact = (s2 - s1) / np.sqrt(2 * np.pi)
     np.testing.assert_allclose((mean.numpy() - MU) / WIDTH, exact, atol=1e-3)
@@ -469,8 +469,9 @@ def test_zmean_of_the_skewed_known_answer_population_is_its_exact_mean() -> None
     out, _ = calibrated_products(mix, PzConfig(0.0, 2.0, 0.001, 0.02), tr)
     grid = torch.linspace(-1.0, 3.0, 300_001, dtype=torch.float64)
     u = (grid[None, :] - torch.as_tensor(mu[20_000:, None])) / SIGMA  # (40, G)
-    x = torch.where(u < 0, torch.special.ndtri(0.5 * torch.erfc(-u / np.sqrt(2))),
-                    -torch.special.ndtri(0.5 * torch.erfc(u / np.sqrt(2))))  # fmt: skip
+    below = torch.special.ndtri(0.5 * torch.erfc(-u / np.sqrt(2)))  # from F below the centre
+    above = -torch.special.ndtri(0.5 * torch.erfc(u / np.sqrt(2)))  # from 1 - F above it
+    x = torch.where(u < 0, below, above)
     upper = 0.5 * torch.erfc(tr.h(x)[0] / np.sqrt(2))  # 1 - G on the grid
     exact = (grid[0] + torch.trapezoid(upper, grid)).numpy()
     np.testing.assert_allclose(out["zmean"].numpy(), exact, atol=3e-3 * SIGMA)
