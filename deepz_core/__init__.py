@@ -6,6 +6,7 @@ The public Python API::
     import deepz_core as dz
     cat = dz.read_catalog("w3.fits")            # or dz.Catalog.from_table(Table | DataFrame)
     run = dz.train(cat, out="runs/w3", preset="quick", pretrain="auto")
+    run = dz.train("dp0.parquet", "runs/dp0", conventions={"flux_unit": "nJy"})  # survey spellings
     pz = run.predict(other)                      # astropy Table, one row per input row
     report = dz.evaluate(pz, profile="broad-band")  # thresholds of the survey (default: the run's)
     run = dz.load_run("runs/w3")                 # later, from another process or a Dask worker

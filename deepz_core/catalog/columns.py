@@ -26,6 +26,17 @@ def few(labels: np.ndarray | list[Any], n: int = 3) -> str:
     return shown + (f" (and {len(labels) - n} more)" if len(labels) > n else "")
 
 
+def check_unique_ids(ids: np.ndarray, source: str, column: str = "ref_id") -> None:
+    """CatalogError naming ``column`` and a few repeated values when ``ids`` (N,) repeat: the
+    whole catalogue's, whether it is read at once or in chunks (the streamed preflight)."""
+    ordered = np.sort(ids)
+    repeated = ordered[1:][ordered[1:] == ordered[:-1]]
+    if repeated.size:
+        raise CatalogError(
+            f"{source}: column '{column}' has duplicates: {few(np.unique(repeated))}"
+        )
+
+
 INT64_RANGE = (int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max))
 
 

@@ -19,7 +19,14 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from deepz_core.catalog.columns import DEFAULT_FLUXZP, ERROR_PREFIX, FLUX_PREFIX, few
+from deepz_core.catalog.columns import (
+    DEFAULT_FLUXZP,
+    ERROR_PREFIX,
+    FLUX_PREFIX,
+    as_int64,
+    check_unique_ids,
+    few,
+)
 from deepz_core.catalog.magnitudes import convert_magnitudes, magnitude_columns, resolve_limits
 from deepz_core.catalog.units import (
     UNIT_ZEROPOINTS,
@@ -191,7 +198,8 @@ def canonical_columns(
     """(columns, meta) in deepz's canonical names: ``ref_id`` from the identifier column (the
     original stays as an extra), fluxes from magnitudes where asked or needed, with FLUXZP set to
     the zero-point they are in. Raises CatalogError naming a missing identifier column or mixed
-    units."""
+    units; non-integer or repeated ids name the user's identifier column (``column 'objectId'
+    has duplicates: 7, 9``), as the streamed preflight does, not ``ref_id``."""
     conv = conv or InputConventions()
     cols, meta = dict(columns), dict(meta)
     if conv.rename:
@@ -199,8 +207,9 @@ def canonical_columns(
     ident = identifier(list(cols), conv)
     if conv.id_column is not None and ident not in cols:
         raise CatalogError(f"{source}: identifier column {ident!r} (id_column) is not in the table")
-    if ident is not None and ident != "ref_id":
-        cols["ref_id"] = cols[ident]
+    if ident is not None and ident != "ref_id":  # errors name the user's column, not ref_id
+        cols["ref_id"] = as_int64(cols[ident], ident, source)
+        check_unique_ids(cols["ref_id"], source, ident)
     if conv.flux_unit is not None:
         meta = declare_flux_unit(list(cols), meta, conv.flux_unit, source)
     if _converts_magnitudes(list(cols), conv):

@@ -10,6 +10,7 @@ from dataclasses import replace
 import numpy as np
 
 from deepz_core.catalog.catalog import ERROR_PREFIX, FLUX_PREFIX, Catalog, exposure_index, few
+from deepz_core.catalog.columns import check_unique_ids
 from deepz_core.errors import CatalogError
 
 LOG = logging.getLogger("deepz")
@@ -154,17 +155,6 @@ def validate(
         cat, rows = without_unusable_exposures(cat, exposures_source or source)
         _validate_exposures(cat, exposures_source or source, rows)
     return cat
-
-
-def check_unique_ids(ids: np.ndarray, source: str, column: str = "ref_id") -> None:
-    """CatalogError naming ``column`` and a few repeated values when ``ids`` (N,) repeat: the
-    whole catalogue's, whether it is read at once or in chunks (the streamed preflight)."""
-    ordered = np.sort(ids)
-    repeated = ordered[1:][ordered[1:] == ordered[:-1]]
-    if repeated.size:
-        raise CatalogError(
-            f"{source}: column '{column}' has duplicates: {few(np.unique(repeated))}"
-        )
 
 
 def _validate_exposures(cat: Catalog, source: str, rows: np.ndarray) -> None:

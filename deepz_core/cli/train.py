@@ -203,9 +203,9 @@ def _train(args: argparse.Namespace) -> int:
     """Train a deepz ensemble into a run folder (resumes if the folder holds a killed run)."""
     from deepz_core.catalog.conventions import conventions_of
     from deepz_core.jobs.training_run import (
+        configured_run,
         execute_run,
         open_run_folder,
-        run_config,
         training_folder,
     )
 
@@ -213,7 +213,7 @@ def _train(args: argparse.Namespace) -> int:
     conventions = conventions_from_args(args)
     if conventions != conventions_of(None):
         return _train_converted(args, conventions, model, train)
-    config = run_config(
+    config, catalog = configured_run(  # the catalogue is read once: its warnings come once
         args.catalog,
         args.exposures,
         args.pretrain,
@@ -229,7 +229,7 @@ def _train(args: argparse.Namespace) -> int:
         run, note = open_run_folder(Path(args.out), config)
         if note:
             print(note)
-        execute_run(run)
+        execute_run(run, catalog)
     return _train_result(run)
 
 

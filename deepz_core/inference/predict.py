@@ -423,21 +423,30 @@ def network_products(
     return catalog, features, products, oof
 
 
+UNIT_NOTE = "unit shift"  # the key of unit_shift_note in a prediction's set of notes given
+
+
 def model_features(
-    model: DeepzModel, catalog: Catalog, ref_band: str | None, use_exposures: bool = True
+    model: DeepzModel,
+    catalog: Catalog,
+    ref_band: str | None,
+    use_exposures: bool = True,
+    given: set[str] | None = None,
 ) -> Features:
-    """The catalogue's features screened against the population the model was trained on."""
+    """The catalogue's features screened against the population the model was trained on, with
+    a warning when its reference magnitudes lie a unit's shift from that population's
+    (``unit_shift_note``). ``given``: the notes already given in this prediction, shared by the
+    chunks of one catalogue stream so that the note comes once per catalogue, not once per chunk
+    (``UNIT_NOTE`` is added when it is given); None: ``catalog`` is the whole prediction."""
     features = build_features(catalog, ref_band, use_exposures)
     loc, scale = model.input_stats()
-    if len(loc) > len(features.bands):  # networks that read the reference magnitude
+    if len(loc) > len(features.bands) and UNIT_NOTE not in (given or ()):
         note = unit_shift_note(features.ref_mag, float(loc[len(features.bands)]))
-        if note and note not in _UNIT_NOTES:  # once per process, not once per chunk
-            _UNIT_NOTES.add(note)
+        if note:  # networks that read the reference magnitude
             LOG.warning(note)
+            if given is not None:
+                given.add(UNIT_NOTE)
     return features.against_population(InputStats(loc.numpy(), scale.numpy()))
-
-
-_UNIT_NOTES: set[str] = set()  # unit_shift_note warnings given in this process
 
 
 def match_bands(catalog: Catalog, bands: tuple[str, ...], source: str = "--catalog") -> Catalog:

@@ -123,14 +123,17 @@ class Predictor:
         grid: bool = False,
         keep: tuple[str, ...] = (),
         calibrate: bool = True,
+        given: set[str] | None = None,
     ) -> pa.Table:
         """Predictions for the galaxies of ``cat`` with features (none: an empty table with the
         same columns, so every chunk and part of a dataset has one schema); the coordinates and
         ``keep`` columns of ``cat`` come along (ConfigError for a ``keep`` column it lacks).
-        Calibrated when ``calibrate`` and the run has a calibration (``inference.calibrate``)."""
+        Calibrated when ``calibrate`` and the run has a calibration (``inference.calibrate``).
+        ``given``: the notes this prediction gave already (``predict.model_features``; the chunks
+        of one stream share it), None when ``cat`` is the whole catalogue."""
         if self.meta.get("bands") is not None:
             cat = match_bands(cat, tuple(self.meta["bands"]))
-        features = model_features(self.model, cat, self.meta.get("ref_band"), False)
+        features = model_features(self.model, cat, self.meta.get("ref_band"), False, given)
         mask, oof = member_mask(self.run, features, self.model.members)
         cal = self.calibration if calibrate else None
         transform = (
@@ -172,11 +175,16 @@ class Predictor:
         grid: bool,
         read: ReadOptions | None,
         calibrate: bool = True,
+        given: set[str] | None = None,
     ) -> Iterator[pa.Table]:
-        """Arrow tables of predictions for the rows [start, stop) of ``catalog``, chunk by chunk."""
+        """Arrow tables of predictions for the rows [start, stop) of ``catalog``, chunk by chunk;
+        a note about the catalogue comes with the first chunk that has it, once per stream
+        (``given``: the set of notes given, shared with other parts of the same prediction;
+        None: a new one)."""
         read = read or ReadOptions()
+        given = set() if given is None else given
         for cat in self.chunks(catalog, rows, chunk_size, read):
-            yield self(cat, grid, read.keep, calibrate)
+            yield self(cat, grid, read.keep, calibrate, given)
 
 
 def carried_columns(cat: Catalog, rows: np.ndarray, keep: tuple[str, ...]) -> dict:
@@ -357,13 +365,15 @@ def predict_part(
     read: ReadOptions | None = None,
     prov: dict[str, str] | None = None,
     calibrate: bool = True,
+    given: set[str] | None = None,
 ) -> int:
     """Predict rows [start, stop) of ``catalog`` into the Parquet file ``out`` (atomic), with the
     provenance ``prov`` (computed here when not given); rows out. ``calibrate``: apply the run's
-    calibration when it has one."""
+    calibration when it has one. ``given``: the notes the prediction gave already (the parts
+    one process predicts share it: a note once per dataset; None: once per part)."""
     predictor = load_predictor(run_dir, device)
     prov = prov or provenance(run_dir, catalog)
-    tables = predictor.tables(catalog, rows, chunk_size, grid, read, calibrate)
+    tables = predictor.tables(catalog, rows, chunk_size, grid, read, calibrate, given)
     return write_parquet(tables, out, prov)
 
 
@@ -545,9 +555,11 @@ def repeats_held_back() -> Iterator[None]:
 
 
 def local_map(tasks: list[tuple]) -> Iterator[int]:
-    """Run ``predict_part`` tasks one after another in this process."""
+    """Run ``predict_part`` tasks one after another in this process, sharing one set of notes
+    given (a note about the catalogue comes once per dataset, not once per part)."""
+    given: set[str] = set()
     for task in tasks:
-        yield predict_part(*task)
+        yield predict_part(*task, given)  # positional: after the task's 10 arguments
 
 
 def predict_dataset(

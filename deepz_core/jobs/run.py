@@ -21,6 +21,7 @@ from deepz_core.catalog.catalog import Catalog
 from deepz_core.catalog.conventions import conventions_of
 from deepz_core.catalog.formats.hats_dir import is_hats
 from deepz_core.catalog.io import read_catalog, write_catalog
+from deepz_core.catalog.validation import validate
 from deepz_core.device import keeps_global_rng
 from deepz_core.errors import ConfigError, TrainingWarning
 from deepz_core.evaluation.profiles import SurveyProfile, run_profile, survey_profile
@@ -28,6 +29,7 @@ from deepz_core.files import LOCK_FILE, check_outputs
 from deepz_core.rundir import RunDir
 
 if TYPE_CHECKING:
+    from deepz_core.catalog.conventions import InputConventions
     from deepz_core.pz.products import PzConfig
 
 CatalogLike = Catalog | Table | Any | str | Path  # a Catalog, astropy Table, DataFrame or file
@@ -434,12 +436,18 @@ def train(
     calibrate: bool = True,
     templates: str | None = None,
     reuse: bool = False,
+    conventions: Any = None,
 ) -> Run:
     """Train a deepz ensemble of ``members`` x ``folds`` networks on ``catalog`` into the run
     folder ``out`` and return the finished :class:`Run`.
 
     ``catalog``: a Catalog, an astropy Table, a pandas DataFrame (canonical columns) or a file; an
     in-memory catalogue is saved as ``out/catalog.fits`` so the run can be resumed and audited.
+    ``conventions`` (an InputConventions or a mapping of its fields, as for :func:`read_catalog`
+    and :meth:`Run.predict`) say how a survey catalogue spells its columns: its identifier
+    (``id_column``), AB magnitudes and their limits (``mag_limits``), the flux unit
+    (``flux_unit="nJy"``), renamed columns; a table or file read with conventions other than the
+    default is saved converted as ``out/catalog.fits`` (as ``deepz train --id-column ...`` does).
     ``preset``: smoke (seconds), quick (minutes on a CPU) or paper (E20, for a GPU). ``pretrain``:
     "auto" (an SPS simulation through the catalogue's bands), "none" or a simulation file.
     ``model`` / ``options``: ModelConfig / TrainConfig fields that override the preset.
@@ -469,9 +477,9 @@ def train(
     """
     from deepz_core.jobs.training_run import (
         REUSED,
+        configured_run,
         execute_run,
         open_run_folder,
-        run_config,
         training_folder,
     )
 
@@ -480,12 +488,14 @@ def train(
     for field, value in (("repetitions", members), ("folds", folds)):
         if value is not None:
             train_options[field] = value
-    own = (Path(catalog),) if isinstance(catalog, str | Path) else ()
+    conv = conventions_of(conventions)
+    conv = None if conv == conventions_of(None) else conv  # the default: the file as it is
+    own = (Path(catalog),) if isinstance(catalog, str | Path) and conv is None else ()
     with _new_folder_removed_if_refused(out), training_folder(out, own):  # refuses a folder of
         # other files before writing anything
-        path, written = _catalog_path(catalog, out)
+        path, written, notes = _catalog_path(catalog, out, conv)
         try:
-            config = run_config(
+            config, read = configured_run(  # read once: its warnings come once
                 str(path),
                 None,
                 pretrain,
@@ -508,7 +518,9 @@ def train(
             run.update_card(**card)
         if opened.startswith(REUSED):
             return Run(out).warn_if_doubtful(CALLER_OF_WRAPPED)
-        execute_run(run)
+        for line in notes:  # what validating the catalogue in memory left out
+            run.log(line)
+        execute_run(run, read)
     return Run(out).warn_if_doubtful(CALLER_OF_WRAPPED)
 
 
@@ -528,20 +540,28 @@ def _new_folder_removed_if_refused(out: Path) -> Iterator[None]:
         raise
 
 
-def _catalog_path(catalog: CatalogLike, out: Path) -> tuple[Path, bool]:
-    """The catalogue's file: the path given, or ``out/catalog.fits`` written from memory; and
-    whether it was written now."""
+def _catalog_path(
+    catalog: CatalogLike, out: Path, conventions: InputConventions | None = None
+) -> tuple[Path, bool, tuple[str, ...]]:
+    """The catalogue's file: the path given, or ``out/catalog.fits`` written from memory (or from
+    a file read with ``conventions`` other than the default: the run reads the converted
+    catalogue, as the command line's ``train --id-column``...); whether it was written now; and
+    the notes of what validating it left out (for the run's log: the copy has none to say)."""
     if isinstance(catalog, str | Path):
         if not (Path(catalog).is_file() or is_hats(Path(catalog))):
             raise ConfigError(f"catalog {str(catalog)!r}: no such file or HATS catalogue folder")
-        return Path(catalog), False
-    cat, path = as_catalog(catalog), out / "catalog.fits"
+        if conventions is None:
+            return Path(catalog), False, ()
+    cat = validate(as_catalog(catalog, conventions=conventions), "catalog")
+    path = out / "catalog.fits"
     if (out / "config.json").exists() and path.exists():
         if not _same_galaxies(cat, read_catalog(path)):
             raise ConfigError(f"{out} holds a run on another catalogue; choose another folder")
-        return path, False
-    write_catalog(cat, path, overwrite=True)  # the run's own copy (a foreign folder is refused)
-    return path, True
+        return path, False, cat.notes
+    # the run's own copy (a foreign folder is refused), validated above: what validation left
+    # out (exposures without information) is said once, not again by each reading of the copy
+    write_catalog(cat, path, overwrite=True)
+    return path, True, cat.notes
 
 
 def _same_galaxies(a: Catalog, b: Catalog) -> bool:

@@ -108,7 +108,27 @@ def run_config(
     """The validated configuration of a new run from a preset and overrides; bad choices raise
     here, before a run folder exists: with ``templates``, a set that could not combine with the
     catalogue's bands over the run's grid too (``hybrid.runs.check_combinable``), not after
-    hours of training."""
+    hours of training. ``configured_run`` gives the catalogue read for it too."""
+    args = (catalog, exposures, pretrain, preset_name, ref_band, model, train, pz)
+    return configured_run(*args, calibrate=calibrate, templates=templates)[0]
+
+
+def configured_run(
+    catalog: str,
+    exposures: str | None = None,
+    pretrain: str = "auto",
+    preset_name: str = "quick",
+    ref_band: str | None = None,
+    model: dict[str, Any] | None = None,
+    train: dict[str, Any] | None = None,
+    pz: dict[str, Any] | None = None,
+    calibrate: bool = True,
+    templates: str | None = None,
+) -> tuple[RunConfig, Catalog | None]:
+    """``run_config`` and the catalogue (with its exposures) it read to choose the grid and check
+    the bands, or None when it needed none (``pz`` given, no ``templates``): hand it to
+    ``execute_run`` so that the command reads the catalogue once and its warnings (non-detections
+    without a limit, exposures left out) come once."""
     p = preset(preset_name)
     for flag, path in (("--catalog", catalog), ("--exposures", exposures)):
         if path is not None and not _catalogue_exists(Path(path), flag == "--catalog"):
@@ -118,7 +138,8 @@ def run_config(
         raise ConfigError(
             f"--pretrain must be auto, none or an existing simulation file, got {pretrain!r}"
         )
-    cat = read_catalog(catalog) if pz is None or templates is not None else None
+    needed = pz is None or templates is not None
+    cat = read_catalog(catalog, exposures) if needed else None
     if pretrain == "auto" and cat is not None:
         check_pretrain_bands(cat.bands)  # before a run folder exists
     grid = PzConfig.from_dict(pz) if pz is not None else grid_covering(cat.zspec, cat.bands)
@@ -126,7 +147,7 @@ def run_config(
         from deepz_core.hybrid.runs import check_combinable
 
         check_combinable(tuple(cat.bands), grid, templates)
-    return RunConfig(
+    config = RunConfig(
         catalog=str(Path(catalog).resolve()),
         exposures=None if exposures is None else str(Path(exposures).resolve()),
         pretrain=pretrain if pretrain in PRETRAIN_CHOICES else str(Path(pretrain).resolve()),
@@ -143,6 +164,7 @@ def run_config(
         calibrate=calibrate,
         templates=templates,
     )
+    return config, cat
 
 
 def _catalogue_exists(path: Path, hats: bool) -> bool:
@@ -300,10 +322,11 @@ def config_changes(old: Any, new: Any, key: str = "", ignore: tuple[str, ...] = 
     return [] if old == new else [f"{key}: {old!r} -> {new!r}"]
 
 
-def load_inputs(config: RunConfig) -> tuple[Catalog, Features]:
-    """The run's catalogue and its features, screened against their own population (the
-    statistics a new model is given: ``Features.input_stats``)."""
-    cat = read_catalog(config.catalog, config.exposures)
+def load_inputs(config: RunConfig, catalog: Catalog | None = None) -> tuple[Catalog, Features]:
+    """The run's catalogue (``catalog``: as the command read it already, ``configured_run``;
+    None: read now) and its features, screened against their own population (the statistics a
+    new model is given: ``Features.input_stats``)."""
+    cat = read_catalog(config.catalog, config.exposures) if catalog is None else catalog
     features = build_features(cat, config.ref_band)
     return cat, features.against_population(features.input_stats())
 
@@ -373,14 +396,15 @@ def build_model(config: RunConfig, n_inputs: int, members: int, device) -> Deepz
     return DeepzModel(config.model_config(n_inputs, members)).to(device)
 
 
-def execute_run(run: RunDir) -> None:
+def execute_run(run: RunDir, catalog: Catalog | None = None) -> None:
     """Train (or resume) the run in ``run`` and write its model, predictions and summary, holding
     the run folder's lock (InUseError, before anything is written, when another process holds
-    it)."""
+    it). ``catalog``: the run's catalogue as this command read it already (``configured_run``),
+    not read again; None: read from the run's config."""
     with run.locked():
         config = load_run_config(run)  # damaged run files fail before the status changes
         load_checkpoint_meta(run)
-        record_outcome(run, lambda: _train(run, config))
+        record_outcome(run, lambda: _train(run, config, catalog))
 
 
 def record_outcome(run: RunDir, work: Callable[[], None]) -> None:
@@ -426,11 +450,11 @@ def status_listener(run: RunDir, every: float = 1.0) -> Callable[[str, int, int]
     return listen
 
 
-def _train(run: RunDir, config: RunConfig) -> None:
+def _train(run: RunDir, config: RunConfig, catalog: Catalog | None = None) -> None:
     from deepz_core.inference.predict import write_run_predictions
 
     train = config.train
-    cat, features = load_inputs(config)
+    cat, features = load_inputs(config, catalog)
     for note in cat.notes:  # what reading left out, e.g. single exposures without information
         run.log(note)
     record_screen(run, features)

@@ -149,3 +149,16 @@ def test_the_more_specific_rename_pattern_wins_whatever_the_order() -> None:
     tie = {"{b}_cModelFlux": "flux_{b}", "u_cModelFlu{b}": "flux_{b}"}  # 11 fixed characters each
     with pytest.raises(CatalogError, match="'u_cModelFlux' matches two --rename patterns"):
         rename_columns(cmodel, tie, "dp0")
+
+
+def test_a_repeated_or_bad_identifier_names_the_users_column() -> None:
+    """Eleventh session: ``train --id-column objectId`` said "column 'ref_id' has duplicates"
+    (a column the file does not have) where ``predict`` named objectId."""
+    table = {"objectId": [11, 12, 12, 13], "flux_i": [1.0] * 4, "flux_error_i": [0.1] * 4}
+    with pytest.raises(CatalogError, match=r"column 'objectId' has duplicates: 12$"):
+        Catalog.from_table(table, conventions={"id_column": "objectId"})
+    with pytest.raises(CatalogError, match=r"column 'objectId' has duplicates: 12$"):
+        Catalog.from_table(table)  # found by its survey name
+    table["objectId"] = [1.0, 2.5, 3.0, 4.0]
+    with pytest.raises(CatalogError, match=r"column 'objectId' has non-integer values in rows 1"):
+        Catalog.from_table(table)

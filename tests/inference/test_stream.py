@@ -406,3 +406,31 @@ def test_a_warning_repeated_by_every_chunk_is_shown_once(tiny_run, tmp_path, cap
             shared = [r for r in caplog.records if "share a ref_id" in r.getMessage()]
             assert len(shared) == 1, caplog.text
             assert "more warnings like those above" in caplog.records[-1].getMessage()
+
+
+UNIT_NOTE_TEXT = "are the fluxes in the unit the catalogue declares"
+
+
+def test_a_unit_note_comes_once_per_prediction(tiny_run, tmp_path, caplog) -> None:
+    """Eleventh session: the unit-mismatch note was given once per process (a module-level
+    set): a second catalogue with fluxes x1000 off in the same notebook got no note. Now each
+    prediction names it once, however many chunks or parts it streams."""
+    from dataclasses import replace
+
+    import deepz_core as dz
+    from deepz_core.catalog.io import read_catalog
+
+    cat = read_catalog(tiny_run.parent / "train.fits")
+    off = replace(cat, flux=cat.flux * 1000, flux_error=cat.flux_error * 1000)
+    write_catalog(off, tmp_path / "off.parquet")
+    run = dz.load_run(tiny_run)
+    with caplog.at_level("WARNING", logger="deepz"):
+        for _ in range(2):  # two predictions in one process: two notes
+            caplog.clear()
+            run.predict(off)
+            assert caplog.text.count(UNIT_NOTE_TEXT) == 1, caplog.text
+        for out in ("a.parquet", "ds"):  # 80 rows in chunks (and parts) of 20: one note
+            caplog.clear()
+            predict = stream.predict_file if out.endswith(".parquet") else stream.predict_dataset
+            predict(str(tiny_run), str(tmp_path / "off.parquet"), str(tmp_path / out), 20)
+            assert caplog.text.count(UNIT_NOTE_TEXT) == 1, caplog.text

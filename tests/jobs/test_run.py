@@ -11,6 +11,7 @@ import warnings
 import numpy as np
 import pytest
 import qp
+from astropy.table import Table
 
 import deepz_core as dz
 from deepz_core.catalog.screen import PzFlag
@@ -216,3 +217,55 @@ def test_reuse_returns_a_finished_run_unless_its_catalogue_file_changed(tmp_path
     os.utime(path, (later, later))
     with pytest.raises(ConfigError, match="catalogue file changed"):
         dz.train(path, tmp_path / "r", reuse=True, **smoke)
+
+
+FAST = dict(preset="smoke", pretrain="none", folds=2, options={"schedule": [[1, 1e-3]]})
+QUIET = pytest.mark.filterwarnings("ignore::deepz_core.errors.TrainingWarning")  # 1 epoch: yes
+
+
+@QUIET
+def test_train_warns_once_about_the_catalogue(tmp_path, caplog) -> None:
+    """Eleventh session: dz.train read the catalogue's copy twice and validated it a third time
+    while writing it: exposures without information were reported three times."""
+    from dataclasses import replace
+
+    cat = synthetic_catalog(60, 2, max_exposures=3)
+    flux = cat.exposures.flux.copy()
+    flux[:3] = np.nan
+    cat = replace(cat, exposures=replace(cat.exposures, flux=flux))
+    with caplog.at_level("WARNING", logger="deepz"):
+        run = dz.train(cat, tmp_path / "r", **FAST)
+    notes = [
+        r.getMessage() for r in caplog.records if "single exposures left out" in r.getMessage()
+    ]
+    assert len(notes) == 1 and notes[0].startswith("catalog: 3 of"), notes
+    assert "3 of" in run.folder.file("log.txt").read_text()  # and the run's log has it
+
+
+@QUIET
+def test_train_reads_survey_conventions(tmp_path) -> None:
+    """Eleventh session: dz.train had no ``conventions`` (read_catalog and Run.predict have):
+    a survey catalogue in nJy with objectId, or in AB magnitudes, had to be converted first."""
+    cat = synthetic_catalog(60, 2, exposures=False)
+    table = {"objectId": cat.ref_id + 1000, "zspec": cat.zspec}
+    for j, band in enumerate(cat.bands):  # the same fluxes in nJy
+        table[f"flux_{band}"] = 1000 * cat.flux[:, j]
+        table[f"flux_error_{band}"] = 1000 * cat.flux_error[:, j]
+    run = dz.train(table, tmp_path / "njy", conventions={"flux_unit": "nJy"}, **FAST)
+    assert run.state == "finished"
+    saved = dz.read_catalog(run.config.catalog)
+    assert saved.fluxzp == pytest.approx(31.4) and np.array_equal(saved.ref_id, cat.ref_id + 1000)
+    np.testing.assert_allclose(saved.flux, 1000 * cat.flux)
+    mags = {"objectId": cat.ref_id, "zspec": cat.zspec}
+    for j, band in enumerate(cat.bands):  # AB magnitudes in a file
+        mags[f"mag_{band}"] = cat.fluxzp - 2.5 * np.log10(cat.flux[:, j])
+        mags[f"magerr_{band}"] = 2.5 / np.log(10) * cat.flux_error[:, j] / cat.flux[:, j]
+    path = tmp_path / "mags.parquet"
+    Table(mags).write(path)
+    conv = dz.InputConventions(id_column="objectId", magnitudes=True)
+    run = dz.train(path, tmp_path / "mag", conventions=conv, **FAST)
+    assert run.state == "finished" and run.config.catalog == str(tmp_path / "mag/catalog.fits")
+    np.testing.assert_array_equal(run.predictions()["ref_id"], cat.ref_id)
+    with pytest.raises(dz.CatalogError, match="identifier column 'nope'"):
+        dz.train(path, tmp_path / "bad", conventions={"id_column": "nope"}, **FAST)
+    assert not (tmp_path / "bad").exists()
