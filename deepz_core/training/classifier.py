@@ -150,7 +150,7 @@ def train_classifier(
     torch.manual_seed(train_cfg.seed)
     model = DeepzClassifier(cfg).to(device)
     t = train_cfg
-    phases = _phases(features, splits, t, device, pretrain)
+    phases = classifier_phases(features, splits, t, device, pretrain)
     validate = _validator(features, splits, cfg, device)
     history: list[dict[str, Any]] = []
     for phase in phases:
@@ -162,7 +162,7 @@ def train_classifier(
     return ClassifierResult(model, products, probs, cfg.edges().numpy(), history)
 
 
-def _phases(
+def classifier_phases(
     features: Features,
     splits: Splits,
     t: TrainConfig,
@@ -183,8 +183,16 @@ def _phases(
                 t.min_batch,
             )
         )
-    data = DataBatches(
-        features, splits.train, device, t.alpha, t.keep_one, t.randomize_coadds, t.outlier_fraction
+    data = DataBatches(  # outliers as the MDN's (training_run): unit and amplitude too
+        features,
+        splits.train,
+        device,
+        t.alpha,
+        t.keep_one,
+        t.randomize_coadds,
+        t.outlier_fraction,
+        t.outlier_unit == "measurement",
+        t.outlier_amplitude,
     )
     phases.append(
         Phase("finetune", t.schedule, data, classifier_finetune_loss, t.batch_size, t.min_batch)

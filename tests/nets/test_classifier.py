@@ -377,3 +377,16 @@ def test_training_with_autoencoder_pretraining_runs(rng) -> None:
     with pytest.raises(ConfigError, match="pretrain"):
         sim3 = SimulationBatches(flux, flux * 0.05, flux[:, 0], 4, 3, torch.device("cpu"))
         train_classifier(features, splits, cfg, train, "cpu", pretrain=sim3)
+
+
+def test_the_classifier_draws_outliers_as_configured() -> None:
+    """The classifier's batches take the outlier unit and amplitude (they took only the
+    fraction: a classifier trained with outlier_unit="measurement" got per-galaxy outliers)."""
+    from deepz_core.training.classifier import classifier_phases
+
+    features = build_features(synthetic_catalog(60, 1))
+    splits = make_splits(np.isfinite(features.zspec), 1, 2, seed=0)
+    train = TrainConfig(outlier_fraction=0.1, outlier_unit="measurement", outlier_amplitude=2.0)
+    (phase,) = classifier_phases(features, splits, train, torch.device("cpu"), None)
+    assert phase.source.outlier_fraction == 0.1
+    assert phase.source.outliers_per_measurement and phase.source.outlier_amplitude == 2.0
