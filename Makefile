@@ -5,6 +5,9 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# the fast tests run in this many processes (one torch thread each; a 2-core machine: 2), the slow
+# end-to-end tests (browser, Dask, worker processes, experiments) one at a time after them
+TEST_PROCESSES ?= 2
 
 .PHONY: run test lint format bench clean-venv
 
@@ -23,7 +26,8 @@ test: $(STAMP)
 	bash scripts/install-browser.sh
 	$(PY) -m ruff check deepz_core app pages tests scripts rail
 	$(PY) -m ruff format --check deepz_core app pages tests scripts rail
-	$(PY) -m pytest
+	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -n $(TEST_PROCESSES) --dist loadfile -m "not slow"
+	$(PY) -m pytest -m slow
 
 lint: $(STAMP)
 	$(PY) -m ruff check deepz_core app pages tests scripts rail

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+if os.environ.get("PYTEST_XDIST_WORKER"):  # one of `make test`'s test processes: one thread each
+    torch.set_num_threads(1)
 os.environ.setdefault("DEEPZ_QUIET", "1")
 # Pretrained weights are cached across runs (deepz_core.training.pretrained); tests that want it opt in.
 os.environ["DEEPZ_PRETRAIN_CACHE"] = "0"

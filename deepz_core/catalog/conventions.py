@@ -33,6 +33,7 @@ from deepz_core.catalog.units import (
     UNITS_KEY,
     ZP_TOLERANCE,
     column_units,
+    name_zeropoint,
     resolve_fluxzp,
     unit_zeropoint,
 )
@@ -203,7 +204,10 @@ def canonical_columns(
     conv = conv or InputConventions()
     cols, meta = dict(columns), dict(meta)
     if conv.rename:
-        cols, meta = _renamed(cols, meta, rename_columns(list(cols), conv.rename, source))
+        names = rename_columns(list(cols), conv.rename, source)
+        if conv.flux_unit is None:
+            meta = rubin_flux_unit(names, meta)
+        cols, meta = _renamed(cols, meta, names)
     ident = identifier(list(cols), conv)
     if conv.id_column is not None and ident not in cols:
         raise CatalogError(f"{source}: identifier column {ident!r} (id_column) is not in the table")
@@ -239,6 +243,21 @@ def _renamed(
     if units:
         meta = {**meta, UNITS_KEY: {names.get(k, k): v for k, v in units.items()}}
     return {names.get(k, k): v for k, v in cols.items()}, meta
+
+
+def rubin_flux_unit(names: Mapping[str, str], meta: Mapping[str, Any]) -> dict[str, Any]:
+    """``meta`` with the nanojansky zero-point (31.4) as FLUXZP when every file column that
+    ``names`` ({file column: canonical name}) renames to a flux or flux error is a Rubin pipelines
+    flux column (u_cModelFlux, u_cModelFluxErr: nJy by definition) and the table states no unit
+    for them (no unit, no FLUXZP header): how the Data page reads the same file. Otherwise
+    ``meta`` unchanged."""
+    out = dict(meta)
+    fluxes = [old for old, new in names.items() if new.startswith(FLUX_PREFIX)]
+    stated = set(column_units(out)) & set(fluxes) or any(str(k).upper() == "FLUXZP" for k in out)
+    zp = None if stated else name_zeropoint(fluxes)
+    if zp is not None:
+        out["FLUXZP"] = zp
+    return out
 
 
 def declare_flux_unit(

@@ -197,12 +197,17 @@ def report_sections(done: Progress, preset: str, pending: list[str]) -> dict[str
     if done.has(base) and tfs:
         used = (base, "no_pretrain", "no_autoencoder", "template_pretrain")  # lines of the figures
         single = {name: done.single(name) for name in used if done.has(name)}
-        results.update(_quality(ctx, base, single, done.ensemble(base), tfs, done.combined))
+
+        def quality_sections() -> dict[str, Any]:
+            return _quality(ctx, base, single, done.ensemble(base), tfs, done.combined)
+
+        inputs = [*single, "|", *tfs, "|", *done.combined]
+        results.update(done.drawn("quality", inputs, quality_sections))
     swept = {
         n: (done.single(n), done.ensemble(n)) for n, _, _ in sweep.sweep_runs(plan) if done.has(n)
     }
     if swept:
-        results["fig6"] = sweep.fig6(ctx, swept)
+        results["fig6"] = done.drawn("fig6", list(swept), lambda: sweep.fig6(ctx, swept))
     results.update(done.sections)
     return results
 

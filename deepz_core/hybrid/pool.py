@@ -83,7 +83,7 @@ def _curves(
         pz.dz,
     )
     ce = cdf_grid(each, pz.dz)
-    ge = cell_midpoints(tr.forward((ce / ce[:, -1:]).reshape(n, k * g)).reshape(n, k, g))
+    ge = cell_midpoints(tr.repeat_rows(k).forward(ce / ce[:, -1:]).reshape(n, k, g))
     lo, hi = 0.5 - CENTRAL / 2, 0.5 + CENTRAL / 2
     return hp, (ge > lo) & (ge < hi)
 

@@ -30,12 +30,13 @@ import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
+from typing import ClassVar
 
 import numpy as np
 
 from deepz_core.catalog.catalog import Catalog
 from deepz_core.catalog.features import resolve_ref_band
-from deepz_core.configs import check_real
+from deepz_core.configs import Config, check_real
 from deepz_core.errors import ConfigError
 from deepz_core.progress import progress_bar
 from deepz_core.sed.photometry import BandPhotometry
@@ -76,8 +77,11 @@ def _default_population() -> galaxies.PopulationConfig:
 
 
 @dataclass(frozen=True)
-class DeepMockConfig:
+class DeepMockConfig(Config):
     """Observation and spectroscopy knobs of the deep mock; defaults are LSST-10-year-like."""
+
+    CONFIG_NAME: ClassVar[str] = "deep mock"
+    NESTED: ClassVar[dict[str, type[Config]]] = {"population": galaxies.PopulationConfig}
 
     population: galaxies.PopulationConfig = field(default_factory=_default_population)
     depths: Mapping[str, float] = field(default_factory=_default_depths)  # 5 sigma [AB] per band

@@ -11,16 +11,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cache
+from typing import ClassVar
 
 import numpy as np
 
+from deepz_core.configs import Config, check_real
+from deepz_core.errors import ConfigError
 from deepz_core.sed import histories as pop
 from deepz_core.simulate.sps import age_of_universe_yr
 
 
 @dataclass(frozen=True)
-class PopulationConfig:
+class PopulationConfig(Config):
     """Population knobs (defaults give a zCOSMOS-bright-like sample)."""
+
+    CONFIG_NAME: ClassVar[str] = "population"
 
     mag_min: float = 17.0
     mag_max: float = 22.5
@@ -30,6 +35,18 @@ class PopulationConfig:
     nz_z0: float = 0.56  # n(z | m) scale z0 at m = 22 (see sample_redshifts)
     nz_slope: float = 0.12  # d z0 / dm
     nz_alpha: float = 1.5  # exponent of the n(z | m) cut-off
+
+    def __post_init__(self) -> None:
+        for name in ("mag_min", "mag_max", "count_slope", "nz_slope"):
+            check_real(name, getattr(self, name))
+        if not self.mag_min < self.mag_max:
+            raise ConfigError(
+                f"mag_min must be below mag_max, got mag_min={self.mag_min}, mag_max={self.mag_max}"
+            )
+        check_real("z_max", self.z_max, 0.0, low_open=True)
+        check_real("burst_fraction", self.burst_fraction, 0.0, 1.0)
+        for name in ("nz_z0", "nz_alpha"):
+            check_real(name, getattr(self, name), 0.0, low_open=True)
 
 
 @cache

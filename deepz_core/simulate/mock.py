@@ -18,12 +18,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 
 from deepz_core.catalog.catalog import Catalog, Exposures
 from deepz_core.catalog.features import resolve_ref_band
-from deepz_core.configs import check_real
+from deepz_core.configs import Config, check_real
 from deepz_core.errors import ConfigError
 from deepz_core.sed.bands import get_band
 from deepz_core.simulate import families, galaxies
@@ -44,8 +45,14 @@ EXPOSURE_PROBS = np.array([0.06, 0.12, 0.50, 0.12, 0.08, 0.05, 0.04, 0.03])
 
 
 @dataclass(frozen=True)
-class MockConfig:
+class MockConfig(Config):
     """Observation knobs for the mock; defaults are PAUS-like (E20 Sec. 2.1, Padilla et al. 2019)."""
+
+    CONFIG_NAME: ClassVar[str] = "mock"
+    NESTED: ClassVar[dict[str, type[Config]]] = {
+        "population": galaxies.PopulationConfig,
+        "kcorrect_mix": families.KcorrectMix,
+    }
 
     population: galaxies.PopulationConfig = field(default_factory=galaxies.PopulationConfig)
     nb_depth_blue: float = 22.9  # 5 sigma single-exposure-coadd depth [AB] of NB455 at 5 exposures

@@ -16,11 +16,12 @@ import contextlib
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 
 from deepz_core.catalog.catalog import Catalog
-from deepz_core.configs import check_int, check_range, check_real
+from deepz_core.configs import Config, check_int, check_range, check_real
 from deepz_core.errors import ConfigError
 from deepz_core.sed import histories as pop
 from deepz_core.sed.photometry import BandPhotometry
@@ -33,8 +34,11 @@ YOUTH = np.array([0.0, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 1.0])  # line strength per 
 
 
 @dataclass(frozen=True)
-class TemplateSimConfig:
+class TemplateSimConfig(Config):
     """Prior of the template simulation; redshift, magnitude and noise model as ``SPSConfig``."""
+
+    CONFIG_NAME: ClassVar[str] = "template simulation"
+    NESTED: ClassVar[dict[str, type[Config]]] = {"sps": SPSConfig}
 
     sps: SPSConfig = field(default_factory=SPSConfig)
     ebv: Range = (0.0, 0.5)

@@ -117,6 +117,21 @@ def test_rename_patterns_read_survey_column_names() -> None:
         canonical_columns(clash, {}, "dp0", InputConventions(rename=rename))
 
 
+def test_renamed_rubin_flux_columns_without_a_unit_are_nanojansky() -> None:
+    """Eleventh session's app review: a unit-less DP0 export read through ``--rename`` was taken
+    as microJansky by the CLI (magnitudes 7.5 too bright) while the Data page read it as nJy."""
+    dp0 = {"objectId": np.array([1, 2]), "g_cModelFlux": np.ones(2), "g_cModelFluxErr": np.ones(2)}
+    rename = {"{b}_cModelFlux": "flux_lsst_{b}", "{b}_cModelFluxErr": "flux_error_lsst_{b}"}
+    assert Catalog.from_table(dp0, conventions={"rename": rename}).fluxzp == 31.4
+    given = InputConventions(rename=rename, flux_unit="uJy")  # the user's word wins
+    assert Catalog.from_table(dp0, conventions=given).fluxzp == 23.9
+    _, meta = canonical_columns(dp0, {"FLUXZP": 22.5}, "dp0", InputConventions(rename=rename))
+    assert meta["FLUXZP"] == 22.5  # a header is kept
+    other = {"{b}_flux": "flux_lsst_{b}", "{b}_fluxErr": "flux_error_lsst_{b}"}
+    plain = {"objectId": np.array([1, 2]), "g_flux": np.ones(2), "g_fluxErr": np.ones(2)}
+    assert Catalog.from_table(plain, conventions={"rename": other}).fluxzp == 23.9  # not Rubin's
+
+
 def test_a_rename_without_a_band_names_one_column() -> None:
     """RAIL's catalogues hold the spec-z as ``redshift``, which no deepz convention read (review,
     tenth session): ``--rename redshift=zspec``."""

@@ -72,3 +72,25 @@ def test_zero_point_offsets_are_small_and_reproducible() -> None:
     zp = zero_point_offsets(BANDS, 42, 0.02)
     np.testing.assert_array_equal(zp, zero_point_offsets(BANDS, 42, 0.02))
     assert np.all(np.abs(zp - 1) < 0.1) and np.std(zp) > 0.005
+
+
+def test_simulation_configs_round_trip_and_refuse_unknown_fields() -> None:
+    """Eleventh session's review: the simulation configs checked their values but, not being
+    ``Config``s, took a mapping with a misspelt field in silence."""
+    from deepz_core.errors import ConfigError
+    from deepz_core.simulate.deep import DeepMockConfig
+    from deepz_core.simulate.galaxies import PopulationConfig
+    from deepz_core.simulate.templates import TemplateSimConfig
+
+    for cls in (MockConfig, DeepMockConfig, TemplateSimConfig, PopulationConfig):
+        assert cls.from_dict(cls().to_dict()) == cls(), cls.__name__
+    custom = MockConfig.from_dict({"population": {"mag_max": 21.0}, "outlier_rate": 0.1})
+    assert custom.population.mag_max == 21.0 and custom.outlier_rate == 0.1
+    with pytest.raises(ConfigError, match=r"unknown mock config fields \['outlier_rat'\]"):
+        MockConfig.from_dict({"outlier_rat": 0.1})
+    with pytest.raises(ConfigError, match=r"unknown population config fields \['mag_maxx'\]"):
+        MockConfig.from_dict({"population": {"mag_maxx": 21.0}})
+    with pytest.raises(ConfigError, match="mag_min must be below mag_max"):
+        PopulationConfig(mag_min=22.0, mag_max=21.0)
+    with pytest.raises(ConfigError, match="burst_fraction"):
+        PopulationConfig(burst_fraction=1.5)
