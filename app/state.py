@@ -552,7 +552,29 @@ NO_NETWORK = (
 COMBINE_MIN_GALAXIES = MIN_GALAXIES  # out-of-fold spec-z galaxies a combination is fitted on
 STRICT_OUTLIER = metrics.OUTLIER_THRESHOLD  # the combination's summary counts E20's outliers
 CATASTROPHIC_OUTLIER = metrics.CATASTROPHIC_THRESHOLD  # ... and the catastrophic ones
-TEMPLATE_FIT_RATE = 225  # galaxies/s of the combination's template fit on 2 CPU cores
+TEMPLATE_FIT_RATE = 100  # galaxies/s of the template fit on 2 CPU cores, typically (50-400)
+
+
+def combination_cost(summary: CatalogSummary, template_set: str) -> tuple[float, float]:
+    """(seconds the combination with ``template_set`` adds after training on the catalogue of
+    ``summary``, galaxies/s of the combined predictions' template fit) on 2 CPU cores, on the
+    p(z) grid training will choose for it (``hybrid.runs.combination_seconds``)."""
+    from deepz_core.hybrid.runs import combination_seconds, templatefit_config
+    from deepz_core.jobs.training_run import grid_covering
+    from deepz_core.templatefit.fit import fit_rate
+
+    pz = grid_covering(summary.zspec, summary.bands.bands)
+    seconds = combination_seconds(summary.n_galaxies, pz, template_set)
+    return seconds, fit_rate(templatefit_config(template_set, pz))
+
+
+def combination_rate(run_id: str, template_set: str) -> float:
+    """Galaxies/s of the template fit in a combined run's predictions on 2 CPU cores (its
+    p(z) grid and template set, ``templatefit.fit.fit_rate``)."""
+    from deepz_core.hybrid.runs import templatefit_config
+    from deepz_core.templatefit.fit import fit_rate
+
+    return fit_rate(templatefit_config(template_set, run_pz_config(run_dir(run_id))))
 
 
 @st.cache_data(max_entries=32, show_spinner=False)

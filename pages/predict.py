@@ -137,12 +137,12 @@ def estimator_choice(run_id: str, path: str) -> bool:
         st.caption("This run predicts with its networks (it is not combined with a template fit).")
         return False
     tset = combined["templates"]
-    rate = state.TEMPLATE_FIT_RATE
+    rate = state.combination_rate(run_id, tset)
     network_only = st.checkbox(
         "Network only (fast)",
         value=False,
         key="pred_network_only",
-        help=f"This run is combined with the {tset} template fit, which predicts about {rate} "
+        help=f"This run is combined with the {tset} template fit, which predicts about {rate:,.0f} "
         "galaxies/s on 2 CPU cores; the networks alone predict thousands per second.",
     )
     if network_only:

@@ -184,7 +184,7 @@ def _heldout_form(run_id: str) -> None:
             "few points more or less than 68%. A catalogue of spec-z galaxies the run never "
             "trained on (e.g. a bright spec-z survey of the field) fits a second stage for new "
             "galaxies; training galaxies keep theirs, the mode never moves. Runs in the "
-            "background (the combination's template fit: ~225 galaxies/s)."
+            "background (the combination's template fit: ~100 galaxies/s on 2 cores)."
         )
         if job["state"] == "running":
             st.info(f"Calibrating on {job.get('catalog_name')}… (reload to follow)")

@@ -106,7 +106,8 @@ COMBINE_HELP = (
     "the catalogue and combine it with the networks: p(z) ∝ p_net^a · p_tf^b, the exponents "
     "chosen per half magnitude on the out-of-fold spec-z galaxies (beyond E20). The Results "
     "page then compares network, template fit and combination, and predictions use the "
-    "combination by default: about {rate} galaxies/s on 2 CPU cores instead of the networks' "
+    "combination by default: about {rate} galaxies/s on 2 CPU cores (50-400, by template set "
+    "and redshift range) instead of the networks' "
     "thousands (the Predict page keeps a 'network only (fast)' option)."
 )
 
@@ -126,11 +127,11 @@ def combine_choice(summary: state.CatalogSummary, folds: int) -> tuple[str | Non
     )
     if choice == "none":
         return None, False
-    seconds = summary.n_galaxies / state.TEMPLATE_FIT_RATE
+    seconds, rate = state.combination_cost(summary, choice)
     st.caption(
         f"Adds the template fit of {summary.n_galaxies:,} galaxies after training (about "
         f"{max(1, round(seconds / 60))} min on 2 CPU cores); predictions with this run then "
-        f"cost about {state.TEMPLATE_FIT_RATE} galaxies/s."
+        f"cost about {rate:,.0f} galaxies/s."
     )
     impossible = summary.n_zspec < state.COMBINE_MIN_GALAXIES or folds < 2
     if impossible:

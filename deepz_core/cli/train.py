@@ -338,7 +338,7 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
         "--network-only",
         action="store_true",
         help="a run combined with the template fit (`deepz combine`, `train --templates`) "
-        "predicts with the combination by default (~225 galaxies/s on 2 cores, whole files "
+        "predicts with the combination by default (~100 galaxies/s on 2 cores, whole files "
         "only); this keeps the networks' fast path",
     )
     p.add_argument(

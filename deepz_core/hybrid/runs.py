@@ -20,7 +20,7 @@ run folder, applied to any catalogue (beyond E20).
    catalogue's combined predictions, one row per catalogue row) are written atomically.
 
 ``predict_hybrid`` applies it to a catalogue: the run's networks (raw), the template fit with the
-stored zero-points, the stored exponents and calibration. The template fit costs ~225 galaxies/s on
+stored zero-points, the stored exponents and calibration. The template fit costs ~100 galaxies/s on
 2 CPU cores, the networks thousands per second: the network-only prediction is the fast path.
 """
 
@@ -82,7 +82,7 @@ from deepz_core.rundir import RunDir
 from deepz_core.sed.template_sets import TEMPLATE_SETS
 from deepz_core.templatefit.calibration import check_bands, robust_coadds
 from deepz_core.templatefit.config import TemplateFitConfig
-from deepz_core.templatefit.fit import fit_catalog
+from deepz_core.templatefit.fit import fit_catalog, fit_seconds
 from deepz_core.training.config import load_run_config, run_pz_config
 
 HYBRID_FILE = "hybrid.json"
@@ -213,6 +213,20 @@ def hybrid_predictions_file(run_path: Path | str) -> Path | None:
     has no combination."""
     path = Path(run_path) / HYBRID_PREDICTIONS
     return path if path.is_file() and (Path(run_path) / HYBRID_FILE).is_file() else None
+
+
+COMBINATION_FIXED_SECONDS = 10.0  # the networks' raw predictions, exponents and calibration
+COMBINATION_FIT_SHARE = 1.3  # the zero-points' fits at the spec-z on top of the template fit
+
+
+def combination_seconds(n_galaxies: int, pz: PzConfig, template_set: str = "bcnz2") -> float:
+    """About how many wall seconds ``fit_hybrid`` takes for a training catalogue of
+    ``n_galaxies`` on the p(z) grid ``pz`` on a 2-core CPU (``templatefit.fit.fit_seconds`` and
+    the steps around it). Measured on 3,000 galaxies (docs/benchmarks.md): PAUS-like (z < 2)
+    58 s with bcnz2 and 30 s with kcorrect, LSST-like (z < 3) 108 s with bcnz2; this model
+    gives 62, 27 and 83 s."""
+    cfg = templatefit_config(check_template_set(template_set), pz)
+    return COMBINATION_FIXED_SECONDS + COMBINATION_FIT_SHARE * fit_seconds(n_galaxies, cfg)
 
 
 def check_template_set(name: str) -> str:

@@ -5,7 +5,7 @@ catalogue row, in order; see ``deepz_core.inference.stream``), recording its sta
 chunks.
 
 A run combined with the template fit (``deepz_core.hybrid``) predicts with the combination (the
-job's ``estimator`` is "combined"; ~225 galaxies/s on 2 CPU cores) unless the job asks for
+job's ``estimator`` is "combined"; ~100 galaxies/s on 2 CPU cores) unless the job asks for
 ``network_only`` (the networks' fast path, thousands of galaxies per second).
 """
 

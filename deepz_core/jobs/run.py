@@ -145,7 +145,7 @@ class Run:
 
         A run combined with the template fit (:meth:`combine`, ``train(templates=...)``)
         predicts with the combination (``zphot_net``, ``zphot_tf``: each estimator's mode; the
-        template fit costs ~225 galaxies/s on 2 cores); ``network_only=True`` keeps the networks'
+        template fit costs ~100 galaxies/s on 2 cores); ``network_only=True`` keeps the networks'
         fast path (and is needed for ``grid``, ``keep_columns`` and HATS output).
 
         >>> import deepz_core as dz

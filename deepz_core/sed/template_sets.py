@@ -129,13 +129,16 @@ LINE_RATIOS: dict[str, dict[str, float]] = {
 @dataclass(frozen=True)
 class SetInfo:
     """A template set without its spectra: ``version`` (starts with ``name``, so the cache keys
-    built from it name the set), the rest-frame range [A] its spectra cover, and a one-line summary."""
+    built from it name the set), the rest-frame range [A] its spectra cover, a one-line summary,
+    and ``fit_cost``: the template fit's wall seconds per galaxy and redshift of its grid with two
+    worker processes on a 2-core CPU (measured, docs/benchmarks.md "The template fit's time")."""
 
     name: str
     version: str
     lambda_min: float
     lambda_max: float
     description: str
+    fit_cost: float
 
     def __post_init__(self) -> None:
         if not self.version.startswith(self.name):
@@ -190,6 +193,7 @@ SETS: dict[str, SetInfo] = {
         LAMBDA_MAX,
         "BCNZ2-like: 40 BC03 continua x Calzetti dust with IGM, plus 2 emission-line "
         "templates (the demo mock's own SED family)",
+        7e-6,
     ),
     "kcorrect": SetInfo(
         "kcorrect",
@@ -197,6 +201,7 @@ SETS: dict[str, SetInfo] = {
         *KCORRECT_RANGE,
         "kcorrect v4: 5 NMF templates with dust and lines built in (Blanton & "
         "Roweis 2007), fitted as one non-negative combination; independent of the mock",
+        1.5e-6,
     ),
 }
 TEMPLATE_SETS = tuple(SETS)

@@ -68,6 +68,24 @@ __all__ = [
 ]
 
 
+WORKER_START_SECONDS = 6.0  # starting the two worker processes (measured 5.8 s on 2 cores)
+
+
+def fit_seconds(n_galaxies: int, cfg: TemplateFitConfig) -> float:
+    """About how many wall seconds ``fit_catalog`` takes for ``n_galaxies`` with two worker
+    processes on a 2-core CPU: the workers' start plus the set's ``fit_cost`` per galaxy and
+    redshift of ``cfg.z_grid()`` (within ~25% of the measured 3,000-galaxy fits of PAUS- and
+    LSST-like catalogues, docs/benchmarks.md; other CPUs differ)."""
+    cost = set_info(cfg.template_set).fit_cost * len(cfg.z_grid())
+    return WORKER_START_SECONDS + max(0, n_galaxies) * cost
+
+
+def fit_rate(cfg: TemplateFitConfig) -> float:
+    """About how many galaxies per second the template fit of ``cfg`` fits on a 2-core CPU once
+    its workers run (``fit_seconds``)."""
+    return 1.0 / (set_info(cfg.template_set).fit_cost * len(cfg.z_grid()))
+
+
 def template_names(template_set: str = DEFAULT_SET) -> tuple[str, ...]:
     """Names of the templates of set ``template_set`` indexed by the ``template`` output column."""
     return load_template_set(template_set).names

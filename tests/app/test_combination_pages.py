@@ -76,7 +76,7 @@ def test_the_train_option_reaches_the_queued_config(tmp_path, monkeypatch) -> No
     at = AppTest.from_file(str(PAGES / "train.py"), default_timeout=60).run()
     assert_clean(at)
     box = at.selectbox(key="combine_templates")
-    assert box.value == "none" and "225 galaxies/s" in box.help
+    assert box.value == "none" and "100 galaxies/s" in box.help
     next(s for s in at.selectbox if s.label == "Pretraining set").select("none").run()
     at.number_input(key="folds_quick").set_value(1).run()
     box.select("kcorrect").run()
@@ -85,6 +85,8 @@ def test_the_train_option_reaches_the_queued_config(tmp_path, monkeypatch) -> No
     assert queue.disabled  # one fold: no out-of-fold galaxies to fit the combination on
     at.number_input(key="folds_quick").set_value(2).run()
     assert "Adds the template fit of 300 galaxies" in _texts(at.caption)
+    rate = state.combination_cost(state.catalog_summary(str(cat)), "kcorrect")[1]
+    assert f"cost about {rate:,.0f} galaxies/s" in _texts(at.caption)  # its grid, its set
     next(b for b in at.button if b.label == "Queue training run").click().run()
     assert_clean(at)
     (run,) = list_runs(tmp_path / "runs")
@@ -158,7 +160,8 @@ def test_predict_with_the_combination_and_network_only(at_home, tmp_path, monkey
     at.run()
     assert_clean(at)
     box = at.checkbox(key="pred_network_only")
-    assert box.value is False and "225" in box.help
+    rate = state.combination_rate("c1", "bcnz2")  # the run's grid and set (~89 on z < 2)
+    assert box.value is False and f"about {rate:,.0f} galaxies/s" in box.help
     assert "combined with the bcnz2 template fit" in _texts(at.caption)
     _predict(at)
     combined = state.prediction_jobs_list()[0]
