@@ -12,9 +12,11 @@ from deepz_core.errors import ConfigError
 from deepz_core.pz.calibration import (
     DEFAULT_LEVELS,
     POOL_DZ,
+    PROBIT_CLIP,
     PitCalibration,
     PitTransform,
     PoolScale,
+    clip_window,
     compose_calibrations,
     coverage_noise,
     fit_pit_calibration,
@@ -340,6 +342,28 @@ def test_smoothing_across_magnitude_lowers_the_noise_of_small_bins() -> None:
     mean = {k: float(np.mean(v)) for k, v in errors.items()}
     assert mean[(500, 2.5)] < 0.8 * mean[(1000, 0.0)] and mean[(500, 2.5)] < 0.6 * mean[(300, 0.0)]
     assert np.mean(np.array(errors[(500, 2.5)]) > 0.02) <= 0.1
+
+
+def test_the_cubic_on_a_window_gives_the_numbers_of_the_cubic_everywhere() -> None:
+    """Twelfth session: ``PitTransform.h`` evaluates the cubic only on each row's points away
+    from the probit clip (most of a narrow p(z)'s grid) and once at each clip value; its numbers
+    must be those of evaluating every point, bit for bit, also for values beyond the clip (not
+    clipped by the caller) and NaN."""
+    from deepz_core.pz.calibration import _cubic
+
+    gen = torch.Generator().manual_seed(3)
+    knots = torch.sort(3 * torch.randn(200, 12, generator=gen, dtype=torch.float64), dim=1)[0]
+    values = torch.sort(3 * torch.randn(200, 12, generator=gen, dtype=torch.float64), dim=1)[0]
+    tr = PitTransform(knots, values)
+    z = torch.linspace(0.0, 1.6, 3201, dtype=torch.float64)
+    mu = 0.1 + 1.4 * torch.rand(200, 1, generator=gen, dtype=torch.float64)
+    sd = 0.002 + 0.02 * torch.rand(200, 1, generator=gen, dtype=torch.float64)
+    x = torch.special.ndtri(torch.special.ndtr((z - mu) / sd)).clamp(-PROBIT_CLIP, PROBIT_CLIP)
+    assert clip_window(x) is not None and clip_window(x).shape[1] < 3201 // 4  # narrow: a window
+    for probits in (x, torch.where(z < 0.05, -30.0, x), torch.where(z > 1.5, torch.nan, x)):
+        for mine, dense in zip(tr.h(probits), _cubic(tr.x, tr.y, tr.d, probits), strict=True):
+            assert torch.equal(torch.nan_to_num(mine, 99.0), torch.nan_to_num(dense, 99.0))
+    assert clip_window(torch.zeros(3, 100, dtype=torch.float64)) is None  # no clip: everything
 
 
 def test_pool_scale_of_narrow_pz_is_converged_on_the_pool_grid() -> None:
