@@ -403,7 +403,8 @@ class PitTransform:
         window = clip_window(x)
         if window is None:
             return _cubic(self.x, self.y, self.d, x)
-        ends = torch.tensor([-PROBIT_CLIP, PROBIT_CLIP], dtype=x.dtype).expand(len(x), 2)
+        ends = torch.tensor([-PROBIT_CLIP, PROBIT_CLIP], dtype=x.dtype, device=x.device)
+        ends = ends.expand(len(x), 2)
         side = (x > 0).long()
         value, slope = (e.gather(-1, side) for e in _cubic(self.x, self.y, self.d, ends))
         inner_value, inner_slope = _cubic(self.x, self.y, self.d, x.gather(-1, window))
