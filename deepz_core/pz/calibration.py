@@ -29,7 +29,7 @@ Stored as JSON (``to_dict``/``from_dict``), never pickled.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,8 +65,9 @@ PROBIT_CLIP = 8.2  # |Phi^-1(u)| for u within float64 of 0 or 1 (1 - 1e-16)
 _MIN_SLOPE = 0.05  # floor of h' at the ends (and so of its linear extrapolation)
 _MIN_GAP = 1e-6  # knots closer than this in x (ties of the PIT quantiles) are spread apart
 REFIT_SPAN = 8.0  # the refit integrates each component over mu +- REFIT_SPAN sigma ...
-REFIT_POINTS = 21  # ... at this many points (trapezoid: spectrally accurate for smooth g')
+REFIT_POINTS = 41  # ... at this many points, 0.4 sigma apart (the trapezoid rule's error ~ step^2)
 REFIT_BLOCK = 1 << 22  # galaxies x components^2 x points per refit block
+REFIT_NEGLIGIBLE = 1e-14  # the refit leaves out components moving a calibrated CDF by less
 _MIN_VARIANCE = 1e-4  # a refitted component keeps >= 1% of its width
 _SQRT2 = math.sqrt(2.0)
 _SQRT_2PI = math.sqrt(2.0 * math.pi)
@@ -495,8 +496,12 @@ def refit_with_mean(
     the densities there (Euler-Maclaurin); beyond, MEAN_TAIL_POINTS per side out to where the
     calibrated tail falls below 1e-17 however far g stretches it (h^-1(+-8.5), up to 37 sigma),
     with F and 1 - F each summed from the components' own tails (``_tail_probit``). An identity
-    g gives the raw mean exactly. ~12% on top of the refit at C = 50, most of it the sort
-    (docs/benchmarks.md, eleventh session)."""
+    g gives the raw mean exactly. Each galaxy is refitted on its own components that are not
+    negligible under its g (``negligible_components``; zero weights, e.g. the networks an
+    out-of-fold galaxy is not predicted by, and weights that cannot move G by 1e-14), galaxies
+    with as many of them together (``alike_rows``): the cost is that of a galaxy's own
+    components, and its numbers do not depend on which galaxies share its call
+    (docs/benchmarks.md, thirteenth session)."""
     if len(mix.batch_shape) != 1 or mix.batch_shape[0] != len(transform):
         raise ConfigError(
             f"refit_mixture: mixture batch {tuple(mix.batch_shape)} does not match "
@@ -504,22 +509,51 @@ def refit_with_mean(
         )
     w = mix.weights.double()  # (N, C)
     loc, scale = mix.loc.double().expand_as(w), mix.scale.double().expand_as(w)
+    w = torch.where(negligible_components(w, transform), 0.0, w)
     out_w, out_loc, out_scale = torch.zeros_like(w), loc.clone(), scale.clone()
-    core = torch.zeros(len(w), 3, dtype=w.dtype, device=w.device)  # a, b, integral over [a, b]
-    step = max(1, REFIT_BLOCK // (w.shape[1] ** 2 * REFIT_POINTS))
-    for s in range(0, len(w), step):
-        sl = slice(s, s + step)
-        used = int((w[sl] > 0).sum(1).max()) if w[sl].numel() else 0
-        order = torch.argsort(w[sl], dim=1, descending=True)[:, : max(used, 1)]  # (n, c)
-        pick = (w[sl].gather(1, order), loc[sl].gather(1, order), scale[sl].gather(1, order))
-        nw, nl, ns, core[sl] = _refit_block(*pick, transform.take(sl))
-        out_w[sl] = torch.zeros_like(w[sl]).scatter(1, order, nw)
-        out_loc[sl] = out_loc[sl].scatter(1, order, nl)
-        out_scale[sl] = out_scale[sl].scatter(1, order, ns)
+    mean = (w * loc).sum(-1)  # the raw mean; + the integral of F - G below
+    for rows, used in alike_rows(w > 0):
+        order = torch.argsort(w[rows], dim=1, descending=True)[:, :used]  # (n, used)
+        pick = (w[rows].gather(1, order), loc[rows].gather(1, order), scale[rows].gather(1, order))
+        part = transform.take(rows)
+        nw, nl, ns, core = _refit_block(*pick, part)
+        out_w[rows] = torch.zeros_like(w[rows]).scatter(1, order, nw)
+        out_loc[rows] = out_loc[rows].scatter(1, order, nl)
+        out_scale[rows] = out_scale[rows].scatter(1, order, ns)
+        mean[rows] += core[:, 2] + _tail_integrals(*pick, part, core[:, 0], core[:, 1])
     log_w = torch.where(out_w > 0, torch.log(out_w), -torch.inf)
-    tails = _tail_integrals(w, loc, scale, transform, core[:, 0], core[:, 1])
-    mean = (w * loc).sum(-1) + core[:, 2] + tails  # the raw mean + the integral of F - G
     return GaussianMixture.from_params(log_w, out_loc, out_scale), mean
+
+
+def negligible_components(w: Tensor, transform: PitTransform) -> Tensor:
+    """(N, C) bool: components whose weight w (N, C) moves their galaxy's calibrated CDF g(F) by
+    less than REFIT_NEGLIGIBLE anywhere, so the refit and the mean may leave them out. Removing
+    mass w from F moves G by at most g(w) - g(0+) where F is near 0, 1 - g(1 - w) - (1 - g(1-))
+    where it is near 1 (a broadening g amplifies the tails: with h(x) = x / 4 a component of weight
+    1e-12 holds 4% of the calibrated mass, and is kept), and w max g' in between, g' taken at the
+    knots (g' = h' phi(h) / phi(x))."""
+    x = torch.special.ndtri(w.clamp(1e-300, 0.5)).clamp(-PROBIT_CLIP, PROBIT_CLIP)  # (N, C) <= 0
+    edge = torch.full_like(w[:, :1], -PROBIT_CLIP)
+    low = transform.h(torch.cat([x, edge], 1))[0]  # h near F = 0
+    high = transform.h(-torch.cat([x, edge], 1))[0]  # h near F = 1
+    lower = _upper_tail(-low[:, :-1]) - _upper_tail(-low[:, -1:])
+    upper = _upper_tail(high[:, :-1]) - _upper_tail(high[:, -1:])
+    knots = torch.exp(0.5 * (transform.x**2 - transform.y**2)) * transform.d  # (N, K) g'
+    moved = torch.maximum(torch.maximum(lower, upper), w * knots.amax(1, keepdim=True))
+    return moved < REFIT_NEGLIGIBLE
+
+
+def alike_rows(used: Tensor) -> Iterator[tuple[Tensor, int]]:
+    """Blocks of rows (n,) of ``used`` (N, C) bool with the same number of True, and that number
+    (at least 1), blocks of at most REFIT_BLOCK / (number^2 REFIT_POINTS) rows: the refit of a
+    galaxy then costs what its own components cost, not the most any galaxy has."""
+    count = used.sum(1)
+    for c in torch.unique(count).tolist():
+        alike = torch.nonzero(count == c).squeeze(1)
+        c = max(int(c), 1)
+        step = max(1, REFIT_BLOCK // (c * c * REFIT_POINTS))
+        for s in range(0, len(alike), step):
+            yield alike[s : s + step], c
 
 
 def _refit_block(
@@ -655,11 +689,14 @@ def _tail_probit(w: Tensor, loc: Tensor, scale: Tensor, z: Tensor) -> tuple[Tens
 def _mixture_cdf(w: Tensor, loc: Tensor, scale: Tensor, z: Tensor) -> Tensor:
     """(N, P) CDF of mixtures (N, C) at points z (N, P), in blocks of galaxies."""
     out = torch.empty_like(z)
+    inv, half = 1.0 / (scale * _SQRT2), 0.5 * w
     step = max(1, (1 << 22) // max(1, z.shape[1] * w.shape[1]))
     for s in range(0, len(z), step):
         sl = slice(s, s + step)
-        u = (z[sl, :, None] - loc[sl, None, :]) / scale[sl, None, :] / _SQRT2  # (n, P, C)
-        out[sl] = torch.bmm(0.5 * torch.erfc(-u), w[sl, :, None]).squeeze(-1)
+        u = (loc[sl, None, :] - z[sl, :, None]) * inv[
+            sl, None, :
+        ]  # (n, P, C): -(z - mu) / s / sqrt2
+        out[sl] = torch.bmm(torch.erfc_(u), half[sl, :, None]).squeeze(-1)
     return out
 
 

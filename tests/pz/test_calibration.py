@@ -21,6 +21,7 @@ from deepz_core.pz.calibration import (
     coverage_noise,
     fit_pit_calibration,
     fit_pool_scale,
+    negligible_components,
     pit_coverage,
     pool_grid,
     refit_mixture,
@@ -468,7 +469,8 @@ def test_the_exact_mean_of_a_skewing_calibration() -> None:
     make the calibrated p(z) two half-Gaussians of widths s1 sigma and s2 sigma, each of mass
     1/2: mean mu + sigma (s2 - s1) / sqrt(2 pi). Within 1e-3 sigma (h' jumps at 0: the
     trapezoid rule's error there is ~ sigma^2 / 12 times the density's jump, so this is the
-    hardest case; the fitted transforms are smooth), where the refit is 0.02 sigma off."""
+    hardest case; the fitted transforms are smooth), where the refit is 0.013 sigma off (0.02
+    with 21 points per component before the thirteenth session)."""
     s1, s2, tiny = 1.0, 2.0, 1e-9  # h' goes from 1 / s1 to 1 / s2 over [0, tiny]
     knots = ([-10 * s1, 0.0, tiny, 10 * s2], [-10.0, 0.0, tiny / s2, 10.0])
     tr = _linear_pieces(3, *knots, [1 / s1, 1 / s1, 1 / s2, 1 / s2])
@@ -476,13 +478,14 @@ def test_the_exact_mean_of_a_skewing_calibration() -> None:
     exact = (s2 - s1) / np.sqrt(2 * np.pi)
     np.testing.assert_allclose((mean.numpy() - MU) / WIDTH, exact, atol=1e-3)
     refit_mean = (refit.weights * refit.loc).sum(-1).numpy()
-    assert np.all(np.abs((refit_mean - MU) / WIDTH - exact) > 0.015)
+    assert np.all(np.abs((refit_mean - MU) / WIDTH - exact) > 0.01)
 
 
 def test_zmean_of_the_skewed_known_answer_population_is_its_exact_mean() -> None:
     """The population of docs/benchmarks.md: p(z) N(mu, SIGMA), truths mu + SIGMA (e^u - 1):
     zmean is the calibrated p(z)'s mean (by a 300,001-point integral of 1 - G) within 3e-3
-    sigma; the refit's quadrature mean was a quarter of sigma short."""
+    sigma; the refit's quadrature mean was a quarter of sigma short (0.14 sigma with 41 points
+    per component)."""
     rng = np.random.default_rng(12)
     mu = rng.uniform(0.3, 1.2, 20_040)
     z = mu + SIGMA * np.expm1(rng.standard_normal(len(mu)))
@@ -501,4 +504,78 @@ def test_zmean_of_the_skewed_known_answer_population_is_its_exact_mean() -> None
     np.testing.assert_allclose(out["zmean"].numpy(), exact, atol=3e-3 * SIGMA)
     refit = refit_mixture(mix, tr)
     short = exact - (refit.weights * refit.loc).sum(-1).numpy()
-    assert np.median(short) > 0.2 * SIGMA
+    assert np.median(short) > 0.1 * SIGMA
+
+
+def _spread_mixtures(n: int, c: int, seed: int) -> GaussianMixture:
+    """n mixtures of c components spread over z 0-1.5, widths 0.005-0.1 (a network's multimodal
+    p(z)), float64."""
+    rng = np.random.default_rng(seed)
+    t = lambda a: torch.as_tensor(a, dtype=torch.float64)  # noqa: E731
+    logits = t(rng.normal(0.0, 2.0, (n, c)))
+    return GaussianMixture.from_params(
+        logits,
+        t(rng.uniform(0.0, 1.5, (n, c))),
+        t(np.exp(rng.uniform(np.log(0.005), np.log(0.1), (n, c)))),
+    )
+
+
+def _dense_mean(mix: GaussianMixture, tr: PitTransform) -> np.ndarray:
+    """(N,) mean of the calibrated p(z) by a 2,000,001-point integral of 1 - G over z -1 to 3."""
+    z = torch.linspace(-1.0, 3.0, 2_000_001, dtype=torch.float64)
+    out = []
+    for i in range(len(tr)):
+        u = (z[:, None] - mix.loc[i][None]) / mix.scale[i][None] / np.sqrt(2)
+        f = (mix.weights[i][None] * 0.5 * torch.erfc(-u)).sum(1)
+        g = tr.take(torch.tensor([i])).forward(f[None])[0]
+        out.append(float(-1.0 + torch.trapezoid(1.0 - g, z)))
+    return np.array(out)
+
+
+def test_the_mean_of_a_galaxy_does_not_depend_on_the_others_in_the_call() -> None:
+    """Thirteenth session: a galaxy's refit sampled the zero-weight components of others in its
+    block (their points refined its quadrature), so the zmean of an out-of-fold galaxy (one
+    network's 10 components, the other networks' weights 0) came out 3e-4 off when alone and
+    right among new galaxies. Now each galaxy's refit uses its own components, at 41 points each
+    (0.4 sigma apart): alone or with others, the same mean, within 0.005 of the narrowest width
+    of a dense integral (the 21 points of before: up to 0.02)."""
+    mix = _spread_mixtures(12, 10, seed=4)
+    tr = fit_pit_calibration(
+        special.ndtr(np.random.default_rng(5).standard_normal(4000) / 1.3)
+    ).transform(None, 12)
+    others = _spread_mixtures(12, 50, seed=6)  # galaxies with all 50 components in use
+    zero = torch.full((12, 40), -torch.inf, dtype=torch.float64)
+    both = GaussianMixture.from_params(
+        torch.cat([torch.cat([mix.log_weights, zero], 1), others.log_weights]),
+        torch.cat([torch.cat([mix.loc, others.loc[:, :40]], 1), others.loc]),
+        torch.cat([torch.cat([mix.scale, others.scale[:, :40]], 1), others.scale]),
+    )
+    _, alone = refit_with_mean(mix, tr)
+    twice = PitTransform(torch.cat([tr.x, tr.x]), torch.cat([tr.y, tr.y]))
+    among = refit_with_mean(both, twice)[1][:12]
+    np.testing.assert_allclose(alone.numpy(), among.numpy(), rtol=0, atol=1e-12)
+    narrowest = mix.scale.amin(1).numpy()
+    assert np.all(np.abs(alone.numpy() - _dense_mean(mix, tr)) < 0.005 * narrowest)
+
+
+def test_negligible_components_are_judged_on_the_calibrated_cdf() -> None:
+    """A component is left out of the refit only when its weight moves the calibrated CDF by
+    less than REFIT_NEGLIGIBLE: with an identity g a weight of 1e-20 goes and 1e-10 stays; with
+    a broadening g (h(x) = x / 4) a far component of weight 1e-12 holds ~4% of the calibrated
+    mass in its tail and stays. Leaving the negligible ones out changes the mean by < 1e-13."""
+    w = torch.tensor([[1.0 - 2e-10, 1e-10, 1e-20], [1.0 - 1e-12, 1e-12, 0.0]], dtype=torch.float64)
+    identity = _linear_pieces(2, [-1.0, 1.0], [-1.0, 1.0], [1.0, 1.0])
+    broad = _linear_pieces(2, [-4.0, 4.0], [-1.0, 1.0], [0.25, 0.25])
+    assert negligible_components(w, identity).tolist() == [
+        [False, False, True],
+        [False, False, True],
+    ]
+    assert not negligible_components(w[1:, :2], broad.take(slice(1, 2))).any()
+    loc = torch.tensor([[0.5, 0.9, 2.5]], dtype=torch.float64)
+    scale = torch.full((1, 3), 0.02, dtype=torch.float64)
+    tr = identity.take(slice(0, 1))
+    with_tiny = refit_with_mean(GaussianMixture.from_params(torch.log(w[:1]), loc, scale), tr)[1]
+    without = refit_with_mean(
+        GaussianMixture.from_params(torch.log(w[:1, :2]), loc[:, :2], scale[:, :2]), tr
+    )[1]
+    assert abs(float(with_tiny - without)) < 1e-13
