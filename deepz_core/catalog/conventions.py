@@ -205,6 +205,7 @@ def canonical_columns(
     cols, meta = dict(columns), dict(meta)
     if conv.rename:
         names = rename_columns(list(cols), conv.rename, source)
+        conv = renamed_magnitudes(conv, names, list(cols))
         if conv.flux_unit is None:
             meta = rubin_flux_unit(names, meta)
         cols, meta = _renamed(cols, meta, names)
@@ -281,6 +282,21 @@ def declare_flux_unit(
     return out
 
 
+def renamed_magnitudes(
+    conv: InputConventions, names: Mapping[str, str], columns: Sequence[str]
+) -> InputConventions:
+    """``conv`` converting magnitudes (``magnitudes`` True) when it leaves that open (None) and
+    ``rename`` ({file column: new name} of the file's ``columns``) names a band's magnitude
+    column (``mag_<band>`` with its error column): a band renamed to magnitudes among flux bands
+    (a flux column that held magnitudes) is converted, not left out."""
+    if conv.magnitudes is not None:
+        return conv
+    renamed = [names.get(c, c) for c in columns]
+    if any(b.mag in names.values() for b in magnitude_columns(renamed)):
+        return dataclasses.replace(conv, magnitudes=True)
+    return conv
+
+
 def _converts_magnitudes(names: list[str], conv: InputConventions) -> bool:
     """Whether magnitudes become fluxes: as asked, else when no column holds a flux."""
     if conv.magnitudes is not None:
@@ -306,7 +322,7 @@ def needed_columns(
     if conv.rename:  # decide on the canonical names, read the file's
         new = rename_columns(names, conv.rename, source)
         old = {v: k for k, v in new.items()}
-        plain = dataclasses.replace(conv, rename={})
+        plain = dataclasses.replace(renamed_magnitudes(conv, new, names), rename={})
         chosen = needed_columns([new.get(n, n) for n in names], bands, keep, plain, source)
         return None if chosen is None else [old.get(n, n) for n in chosen]
     wanted = {"ref_id", "zspec", "mag", *COORDINATE_COLUMNS, *keep}

@@ -2,8 +2,8 @@
 
 ``prepare_catalog`` maps raw columns to canonical ones, joins an optional spec-z table on ref_id,
 and checks values, collecting EVERY problem (``deepz_core.catalog.validation.validate`` stops at the first):
-non-numeric columns, NaN/inf or placeholder (-99) fluxes, non-positive errors, duplicate ids, bad
-redshifts, exposures of unknown galaxies or bands, duplicate exposures, coadds that disagree with
+non-numeric columns, NaN/inf or placeholder (-99) fluxes, non-positive errors, flux columns that
+hold AB magnitudes (fixed by converting them), duplicate ids, bad redshifts, exposures of unknown galaxies or bands, duplicate exposures, coadds that disagree with
 their exposures. Each
 problem says how it can be fixed (drop rows, or treat a value as unknown); the list holds the
 problems the fixes would reveal too (a fixed point), so ``fix=True`` applies exactly the fixes
@@ -35,6 +35,7 @@ from deepz_core.catalog.catalog import (
     few,
     kept_meta,
 )
+from deepz_core.catalog.magnitudes import fluxes_from_magnitudes
 from deepz_core.catalog.mapping import (
     GalaxyMapping,
     apply_exposure_mapping,
@@ -48,6 +49,7 @@ from deepz_core.catalog.validation import (
     bad_zspec,
     coadd_mismatch,
     is_placeholder,
+    magnitude_bands,
     unit_ratio,
     unit_ratio_text,
     unusable_exposures,
@@ -87,15 +89,24 @@ class Problem:
     drop_exposures: np.ndarray | None = None  # (M,) bool
     unknown: np.ndarray | None = None  # (N,) bool: set ``column`` to NaN (unknown)
     mapping: bool = False  # a column mapping problem (not a value's)
+    from_magnitudes: float | None = None  # convert ``column`` and its error from AB mag at this ZP
     shown: str = ""  # the column as the file names it, for the message ('' : ``column``)
 
     @property
     def fixable(self) -> bool:
-        return any(m is not None for m in (self.drop_galaxies, self.drop_exposures, self.unknown))
+        masks = (self.drop_galaxies, self.drop_exposures, self.unknown)
+        return self.from_magnitudes is not None or any(m is not None for m in masks)
 
     @property
     def fix(self) -> str:
         """What ``fix=True`` would do, in words ('' if it cannot be fixed automatically)."""
+        if self.from_magnitudes is not None:
+            band = self.column.removeprefix(FLUX_PREFIX)
+            return (
+                f"convert {self.column} and {ERROR_PREFIX + band} from AB magnitudes and their "
+                f"errors to fluxes (zero-point {self.from_magnitudes:g}; 99 = not detected and "
+                "-99 = not observed become unknown, flagged)"
+            )
         if self.unknown is not None:
             return f"treat {plural(int(self.unknown.sum()), 'value', 'values')} as unknown (NaN)"
         if self.drop_galaxies is not None:
@@ -154,6 +165,7 @@ class _Parts:
     exposures: Columns | None
     source: str
     exposures_source: str
+    fluxzp: float = DEFAULT_FLUXZP  # the AB zero-point of the fluxes (magnitudes convert to it)
 
 
 def prepare_catalog(
@@ -175,6 +187,7 @@ def prepare_catalog(
     try:
         parts = _load(galaxies, exposures, specz, notes)
         zp = fluxzp if fluxzp is not None else source_fluxzp(galaxies)
+        parts = replace(parts, fluxzp=zp)
     except CatalogError as err:
         return Report(None, (Problem("", "", str(err)),), tuple(notes), warnings=warnings)
     dropped = [0, 0]
@@ -368,6 +381,7 @@ def _value_problems(p: _Parts) -> list[Problem]:
                     f"{band!r} (its flux and error columns) or fill it in",
                 )
             )
+    out += _magnitude_problems(p)
     bad_z = bad_zspec(g["zspec"])
     if bad_z.any():
         what = f"inf, negative or >= {ZSPEC_MAX:g} ('no redshift' code?)"
@@ -379,6 +393,21 @@ def _value_problems(p: _Parts) -> list[Problem]:
     if p.exposures is not None:
         out += _exposure_problems(p)
     return out
+
+
+def _magnitude_problems(p: _Parts) -> list[Problem]:
+    """Flux columns that hold AB magnitudes (``validation.magnitude_bands``), each with the
+    evidence and the fix converting it (and its error column) to fluxes at ``p.fluxzp``."""
+    flux = np.stack([p.galaxies[FLUX_PREFIX + b] for b in p.bands], axis=1)  # (N, B)
+    return [
+        Problem(
+            p.source,
+            FLUX_PREFIX + band.band,
+            f"looks like AB magnitudes, not a flux: {band.evidence()}",
+            from_magnitudes=p.fluxzp,
+        )
+        for band in magnitude_bands(flux, p.bands)
+    ]
 
 
 def _rows(
@@ -582,6 +611,8 @@ def _apply_fixes(p: _Parts, problems: list[Problem], dropped: list[int]) -> _Par
     drop, drop_e = _fix_masks(p, problems)
     g = dict(p.galaxies)
     for prob in problems:
+        if prob.from_magnitudes is not None:
+            g.update(_as_fluxes(g, prob.column, prob.from_magnitudes))
         if prob.unknown is not None:
             g[prob.column] = np.where(prob.unknown, np.nan, g[prob.column])
     g = {k: v[~drop] for k, v in g.items()}
@@ -591,6 +622,15 @@ def _apply_fixes(p: _Parts, problems: list[Problem], dropped: list[int]) -> _Par
         e = {k: v[~drop_e] for k, v in e.items()}
     dropped[0] += int(drop.sum())
     return replace(p, galaxies=g, exposures=e)
+
+
+def _as_fluxes(g: Columns, column: str, fluxzp: float) -> Columns:
+    """{flux column: fluxes, its error column: errors} (N,) in the unit of ``fluxzp`` from the
+    AB magnitudes and magnitude errors those columns of ``g`` hold (99: not detected, -99: not
+    observed, both unknown: ``magnitudes.fluxes_from_magnitudes`` without a limit)."""
+    error = ERROR_PREFIX + column.removeprefix(FLUX_PREFIX)
+    flux, flux_error = fluxes_from_magnitudes(g[column], g[error], fluxzp)
+    return {column: flux, error: flux_error}
 
 
 def _build(p: _Parts, meta: dict[str, Any], check: bool = True) -> Catalog:

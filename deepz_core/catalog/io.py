@@ -32,7 +32,7 @@ from deepz_core.catalog.conventions import InputConventions, canonical_columns, 
 from deepz_core.catalog.formats import csv_file, fits_file, hats_dir, hdf5_file, parquet_file
 from deepz_core.catalog.formats.common import Range, Tables, Wanted, check_file, library_errors
 from deepz_core.catalog.units import UNITS_KEY, zeropoint_unit
-from deepz_core.catalog.validation import validate
+from deepz_core.catalog.validation import check_not_magnitudes, validate
 from deepz_core.errors import CatalogError, ConfigError
 from deepz_core.files import atomic_write, refuse_existing
 
@@ -108,7 +108,8 @@ def read_catalog(
     """Read and ``validate`` a catalogue; exposures come from ``exposures_path``, else the same
     FITS/HDF5 file, else the ``<stem>.exposures.<ext>`` sidecar if it exists. Survey spellings
     (``objectId``, ``mag_<band>``/``magerr_<band>``...) follow ``conventions`` (default:
-    ``InputConventions()``); column units (TUNIT) set the flux zero-point."""
+    ``InputConventions()``); column units (TUNIT) set the flux zero-point. A flux column holding
+    AB magnitudes is refused (``validation.check_not_magnitudes``)."""
     path = Path(path)
     tables = read_tables(path, ("galaxies", "exposures"))
     exp_path = None if exposures_path is None else Path(exposures_path)
@@ -123,7 +124,9 @@ def read_catalog(
             exposures = exposures_from_columns(tables["exposures"][0], exp_source)
         columns, meta = canonical_columns(*tables["galaxies"], str(path), conventions)
         cat = catalog_from_columns(columns, meta, str(path), exposures)
-    return validate(cat, str(path), exp_source)
+    cat = validate(cat, str(path), exp_source)
+    check_not_magnitudes(cat, str(path), list(tables["galaxies"][0]))
+    return cat
 
 
 def write_catalog(cat: Catalog, path: Path | str, overwrite: bool = False) -> Path:

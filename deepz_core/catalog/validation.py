@@ -1,11 +1,13 @@
 """Value checks of a catalogue (format-free): unique ids, spec-z and magnitudes in range, bands
-that are measured at all, valid single exposures and coadds consistent with them. Bad values of
+that are measured at all, valid single exposures and coadds consistent with them, flux columns
+that hold AB magnitudes (``magnitude_bands``: values falling as the other bands brighten). Bad values of
 single galaxies are left to the photometric screen (``deepz_core.catalog.screen``)."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
+from collections.abc import Collection
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -257,4 +259,145 @@ def check_coadd(cat: Catalog, gal: np.ndarray, band: np.ndarray, source: str) ->
             f"its exposures for ref_id {few(cat.ref_id[rows])} "
             f"(coadd {coadd[rows[0], j]:.6g} vs mean {mean[rows[0], j]:.6g}; tolerance "
             f"{COADD_RTOL:g} relative and {COADD_SIGMA_TOL:g} sigma)"
+        )
+
+
+MAGNITUDE_RHO = -0.5  # a flux column whose rank correlation with the other bands is below this...
+MAGNITUDE_RANGE = (10.0, 35.0)  # ... and MAGNITUDE_SHARE of whose values lie in this AB range ...
+MAGNITUDE_SHARE = 0.9  # ... none below 0 but the codes: AB magnitudes, not a flux
+MAGNITUDE_CODES = (99.0, -99.0)  # a magnitude catalogue's non-detection and not-observed codes
+MAGNITUDE_MIN_GALAXIES = 30  # fewer galaxies with values: the column is not judged
+CORRELATION_ROWS = 10_000  # galaxies (evenly spaced rows) the correlation is measured on
+
+
+@dataclass(frozen=True)
+class MagnitudeBand:
+    """A flux column whose values are AB magnitudes, and the evidence: the range of its values
+    (bar the codes 99/-99), how many rows hold each code, and its rank correlation with the other
+    bands' brightness."""
+
+    band: str
+    low: float
+    high: float
+    codes: tuple[tuple[float, int], ...]  # (code, rows holding it), codes present only
+    rho: float
+
+    def evidence(self) -> str:
+        """'values 18.2-26.9 (and 99 in 31 rows) fall as the other bands brighten (rank
+        correlation -0.93)'."""
+        codes = ", ".join(f"{c:g} in {plural_rows(n)}" for c, n in self.codes)
+        also = f" (and {codes})" if codes else ""
+        return (
+            f"values {self.low:.1f}-{self.high:.1f}{also} fall as the other bands brighten "
+            f"(rank correlation {self.rho:.2f})"
+        )
+
+
+def plural_rows(n: int) -> str:
+    """'1 row', '31 rows'."""
+    return f"{n:,} row{'' if n == 1 else 's'}"
+
+
+def normalized_ranks(values: np.ndarray) -> np.ndarray:
+    """(N,) ranks of ``values`` (N,) among their finite ones, scaled to (0, 1), ties sharing their
+    mean rank; NaN where a value is not finite."""
+    out = np.full(values.shape, np.nan)
+    ok = np.isfinite(values)
+    if not ok.any():
+        return out
+    _, inverse, counts = np.unique(values[ok], return_inverse=True, return_counts=True)
+    mean_rank = np.cumsum(counts) - (counts - 1) / 2.0  # 1-based mean rank of each distinct value
+    out[ok] = (mean_rank[inverse.reshape(-1)] - 0.5) / ok.sum()
+    return out
+
+
+def rank_correlation(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman's rank correlation of ``x`` and ``y`` (N,) over the rows where both are finite
+    (NaN with fewer than MAGNITUDE_MIN_GALAXIES such rows, or a constant one)."""
+    ok = np.isfinite(x) & np.isfinite(y)
+    if ok.sum() < MAGNITUDE_MIN_GALAXIES:
+        return float("nan")
+    rx, ry = normalized_ranks(x[ok]), normalized_ranks(y[ok])
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    norm = np.sqrt((rx**2).sum() * (ry**2).sum())
+    return float((rx * ry).sum() / norm) if norm > 0 else float("nan")
+
+
+def magnitude_like(values: np.ndarray) -> bool:
+    """Whether a column's values (N,) look like AB magnitudes: at least MAGNITUDE_MIN_GALAXIES
+    finite values besides the codes (MAGNITUDE_CODES, placeholders), none below 0, and a share
+    MAGNITUDE_SHARE of them within MAGNITUDE_RANGE. Fluxes in any unit fail (noise makes faint
+    fluxes negative; nJy, mJy or Jy put them far from 10-35)."""
+    v = values[np.isfinite(values) & ~np.isin(values, MAGNITUDE_CODES) & ~is_placeholder(values)]
+    if v.size < MAGNITUDE_MIN_GALAXIES or v.min() < 0:
+        return False
+    low, high = MAGNITUDE_RANGE
+    return bool(((v >= low) & (v <= high)).mean() >= MAGNITUDE_SHARE)
+
+
+def brightness_ranks(flux: np.ndarray) -> np.ndarray:
+    """(N, B) normalized ranks of each band's fluxes (N, B) across galaxies, placeholders and
+    non-finite values at the neutral 0.5: a galaxy's brightness in every band."""
+    clean = np.where(is_placeholder(flux), np.nan, flux)
+    ranks = np.stack([normalized_ranks(clean[:, j]) for j in range(flux.shape[1])], axis=1)
+    return np.where(np.isfinite(ranks), ranks, 0.5)
+
+
+def magnitude_bands(flux: np.ndarray, bands: tuple[str, ...]) -> list[MagnitudeBand]:
+    """The bands whose flux column (of ``flux`` (N, B), any unit) holds AB magnitudes: values
+    ``magnitude_like`` that FALL as the galaxy brightens, i.e. whose rank correlation with the
+    median rank of the other bands' fluxes is below MAGNITUDE_RHO (a flux rises with them; a
+    noisy one is uncorrelated, never anti-correlated). Measured on at most CORRELATION_ROWS
+    evenly spaced galaxies; none with fewer than two bands."""
+    flux = np.asarray(flux, dtype=np.float64)
+    if flux.shape[1] < 2:
+        return []
+    flux = flux[:: max(1, -(-flux.shape[0] // CORRELATION_ROWS))]
+    suspects = [j for j in range(flux.shape[1]) if magnitude_like(flux[:, j])]
+    if not suspects:
+        return []
+    ranks = brightness_ranks(flux)
+    out = []
+    for j in suspects:
+        others = np.median(np.delete(ranks, j, axis=1), axis=1)  # (N,)
+        values = np.where(is_placeholder(flux[:, j]), np.nan, flux[:, j])
+        values = np.where(np.isclose(values, MAGNITUDE_CODES[1]), np.nan, values)  # not observed
+        rho = rank_correlation(values, others)
+        if rho < MAGNITUDE_RHO:
+            out.append(_magnitude_band(bands[j], flux[:, j], rho))
+    return out
+
+
+def _magnitude_band(band: str, values: np.ndarray, rho: float) -> MagnitudeBand:
+    """The evidence of one band ``magnitude_bands`` found (``values`` (N,): its column)."""
+    codes = tuple((c, int(np.isclose(values, c).sum())) for c in MAGNITUDE_CODES)
+    real = values[np.isfinite(values) & ~np.isin(values, MAGNITUDE_CODES)]
+    low, high = (float(real.min()), float(real.max())) if real.size else (np.nan, np.nan)
+    return MagnitudeBand(band, low, high, tuple((c, n) for c, n in codes if n), rho)
+
+
+def magnitude_advice(band: str, renamable: bool = True) -> str:
+    """What to do with a band whose flux columns hold magnitudes: name them as magnitudes (with
+    the --rename example when ``renamable``: the file names them flux_<band>/flux_error_<band>)."""
+    flux, error, mag, magerr = (
+        f"{p}{band}" for p in (FLUX_PREFIX, ERROR_PREFIX, "mag_", "magerr_")
+    )
+    how = f" (--rename '{flux}={mag},{error}={magerr}')" if renamable else ""
+    return (
+        f"name its columns {mag} and {magerr}{how}, which deepz converts to fluxes (99: not "
+        "detected), or convert them to fluxes yourself"
+    )
+
+
+def check_not_magnitudes(cat: Catalog, source: str, file_columns: Collection[str] = ()) -> None:
+    """CatalogError naming the first band of ``cat`` whose flux column holds AB magnitudes
+    (``magnitude_bands``), the evidence and what to do (``magnitude_advice``, with a --rename
+    example when ``file_columns``, the file's own, name its flux and error columns so)."""
+    found = magnitude_bands(cat.flux, cat.bands)
+    if found:
+        band = found[0]
+        names = {p + band.band for p in (FLUX_PREFIX, ERROR_PREFIX)}
+        raise CatalogError(
+            f"{source}: column '{FLUX_PREFIX}{band.band}' looks like AB magnitudes, not a flux: "
+            f"{band.evidence()}; {magnitude_advice(band.band, names <= set(file_columns))}"
         )

@@ -47,7 +47,7 @@ from deepz_core.catalog.io import (
     plan_warning,
     read_ids,
 )
-from deepz_core.catalog.validation import check_unique_ids
+from deepz_core.catalog.validation import check_not_magnitudes, check_unique_ids
 from deepz_core.errors import CatalogError, ConfigError
 from deepz_core.files import (
     DATASET_PLAN,
@@ -205,7 +205,8 @@ def preflight(run_dir: str, catalog: str, read: ReadOptions | None = None) -> in
     columns the run uses, and the identifiers of all its rows (read alone, 8 bytes per row): a
     catalogue with the wrong columns, values or layout, or with an id repeated anywhere (as
     ``read_catalog`` refuses it, whatever the partitions), fails here, in one line, before any
-    output (or Dask task) exists. CatalogError for an empty catalogue."""
+    output (or Dask task) exists; so does a flux column holding AB magnitudes (judged on those
+    rows: ``validation.check_not_magnitudes``). CatalogError for an empty catalogue."""
     n = count_rows(catalog)
     if n == 0:
         raise CatalogError(f"{catalog}: no galaxies (empty table): nothing to predict")
@@ -213,10 +214,10 @@ def preflight(run_dir: str, catalog: str, read: ReadOptions | None = None) -> in
     bands = load_model_json(run_dir).get("metadata", {}).get("bands")
     names = column_names(catalog)
     columns = needed_columns(names, bands, read.keep, read.conventions, str(catalog))
-    for _ in iter_rows(
+    for cat in iter_rows(
         catalog, (0, min(n, PREFLIGHT_ROWS)), PREFLIGHT_ROWS, columns, read.conventions
     ):
-        pass
+        check_not_magnitudes(cat, str(catalog), names)  # a flux column holding magnitudes
     ident = identifier(names, read.conventions) or "ref_id"
     check_unique_ids(read_ids(catalog, read.conventions), str(catalog), ident)
     return n

@@ -253,6 +253,35 @@ def test_train_argument_errors(tmp_path, files, capsys, args, needle) -> None:
         assert not out.exists()
 
 
+def _magnitudes_in_subaru_r(path: Path, n: int, seed: int, first_id: int = 1) -> Path:
+    """A CSV of a synthetic catalogue whose subaru_r columns hold AB magnitudes and errors."""
+    cat = _synthetic(n, seed, first_id=first_id, exposures=False)
+    cols = dict(cat.columns())
+    flux, error = cols["flux_subaru_r"], cols["flux_error_subaru_r"]
+    cols["flux_subaru_r"] = np.where(flux > 0, 23.9 - 2.5 * np.log10(np.abs(flux)), 99.0)
+    cols["flux_error_subaru_r"] = 1.0857 * error / np.abs(flux)
+    Table(cols).write(path, format="csv")
+    return path
+
+
+def test_train_and_predict_refuse_a_flux_column_of_magnitudes(tmp_path, trained, capsys) -> None:
+    """Magnitudes under a flux column name: exit 2 with one line naming the column, the
+    evidence and the --rename that reads them as magnitudes, before any run folder exists."""
+    catalog = _magnitudes_in_subaru_r(tmp_path / "mags.csv", 100, 0)
+    out = tmp_path / "run"
+    assert main(["train", "--catalog", str(catalog), "--out", str(out)]) == 2
+    line = one_line_error(capsys)
+    assert "column 'flux_subaru_r' looks like AB magnitudes, not a flux: values" in line
+    assert "--rename 'flux_subaru_r=mag_subaru_r,flux_error_subaru_r=magerr_subaru_r'" in line
+    assert not out.exists()
+    new = _magnitudes_in_subaru_r(tmp_path / "new.csv", 40, 1, first_id=500)
+    pred = tmp_path / "pred.parquet"
+    argv = ["predict", "--run", str(trained), "--catalog", str(new), "--out", str(pred)]
+    assert main(argv) == 2
+    assert "column 'flux_subaru_r' looks like AB magnitudes" in one_line_error(capsys)
+    assert not pred.exists()
+
+
 def test_predict_evaluate_resume_errors(tmp_path, trained, files, capsys, monkeypatch) -> None:
     cases = [
         (
