@@ -21,7 +21,13 @@ import torch
 from deepz_core.catalog.catalog import Catalog
 from deepz_core.catalog.features import Features, build_features
 from deepz_core.catalog.io import read_catalog
-from deepz_core.catalog.screen import Screen, screened_rows
+from deepz_core.catalog.screen import (
+    MAX_LISTED,
+    Screen,
+    screen_line,
+    screen_photometry,
+    screened_rows,
+)
 from deepz_core.device import resolve_device
 from deepz_core.errors import ConfigError, DeepzError, Terminated
 from deepz_core.evaluation.profiles import profile_for_bands, run_profile
@@ -331,27 +337,44 @@ def load_inputs(config: RunConfig, catalog: Catalog | None = None) -> tuple[Cata
     return cat, features.against_population(features.input_stats())
 
 
-def record_screen(run: RunDir, features: Features) -> None:
-    """Write ``screen.json`` (counts and ref_ids per flag of the galaxies left out of the loss) and
-    log the counts: nothing is dropped silently."""
+def flagged_rows(cat: Catalog, features: Features) -> tuple[np.ndarray, np.ndarray]:
+    """ref_ids (K,) and ``PzFlag`` bits (K,) of every catalogue row left out of the training
+    loss: the flagged galaxies among ``features`` and the rows ``build_features`` left out for
+    an unusable reference flux (screened again from the catalogue: the features lack them)."""
     flagged = ~features.trainable
-    counts = Screen(features.flags, features.usable).counts()
+    excluded = np.setdiff1d(np.arange(cat.n_galaxies), features.rows)
+    ref = features.bands.index(features.ref_band)
+    screen = screen_photometry(cat.flux[excluded], cat.flux_error[excluded], ref, cat.fluxzp)
+    ref_id = np.concatenate([features.ref_id[flagged], np.asarray(cat.ref_id)[excluded]])
+    flags = np.concatenate([features.flags[flagged], screen.flags]).astype(np.int32)
+    return ref_id, flags
+
+
+def record_screen(run: RunDir, cat: Catalog, features: Features) -> None:
+    """Write ``screen.json`` (counts and ref_ids per flag of every galaxy left out of the loss,
+    those without a usable reference flux included) and log its line (``screen_line``, which
+    ``train`` prints too): nothing is dropped silently."""
+    ref_id, flags = flagged_rows(cat, features)
+    counts = Screen(flags, np.ones((len(flags), 0), bool)).counts()
     doc = {
         "n_rows": features.n_rows,
         "no_reference_flux": features.n_excluded,
-        "left_out_of_loss": int(flagged.sum()) + features.n_excluded,
+        "left_out_of_loss": len(flags),
         "counts": counts,
-        "ref_ids": screened_rows(features.ref_id[flagged], features.flags[flagged]),
+        "ref_ids": screened_rows(ref_id, flags),
+        "ref_ids_max": MAX_LISTED,  # listed per flag; the counts are complete
     }
     atomic_write_json(run.file("screen.json"), doc)
     if features.n_excluded:
         run.log(features.exclusion_note())
-    if flagged.any():
-        shown = ", ".join(f"{k} {v}" for k, v in counts.items())
-        run.log(
-            f"screen: {int(flagged.sum())} galaxies left out of the loss ({shown}); "
-            "their ref_ids are in screen.json"
-        )
+    run.log(screen_summary(doc))
+
+
+def screen_summary(doc: dict, where: str = "screen.json") -> str:
+    """The one screen line of a run's ``screen.json`` document ``doc`` (the log and ``train``'s
+    terminal output agree); ``where``: how the line names the file."""
+    counts = {**doc.get("counts", {}), "left_out_of_loss": int(doc.get("left_out_of_loss", 0))}
+    return screen_line(counts, int(doc.get("n_rows", 0)), where)
 
 
 def pretraining_simulation_path(
@@ -457,7 +480,7 @@ def _train(run: RunDir, config: RunConfig, catalog: Catalog | None = None) -> No
     cat, features = load_inputs(config, catalog)
     for note in cat.notes:  # what reading left out, e.g. single exposures without information
         run.log(note)
-    record_screen(run, features)
+    record_screen(run, cat, features)
     labelled = labelled_mask(features)
     check_labels(features, labelled, train.folds)
     zeros = zero_labels_note(features, labelled)
