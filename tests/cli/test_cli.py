@@ -100,9 +100,12 @@ def test_train_prints_a_json_summary(tmp_path, files, capsys) -> None:
     )
     assert code == 0
     printed = capsys.readouterr()
-    summary = json.loads(printed.out.strip().splitlines()[-1])
+    lines = printed.out.strip().splitlines()
+    summary = json.loads(lines[-1])
     assert summary["state"] == "finished" and summary["run"] == str(out)
     assert {"sigma68", "outlier_fraction", "n"} <= set(summary)
+    screen = [line for line in lines if line.startswith("screen: ")]  # the log's line, too
+    assert len(screen) == 1 and screen[0] in (out / "log.txt").read_text()
     warning = summary["heldout"].get("warning")  # one epoch: the n(z) alone may score better
     assert (
         printed.err.strip().endswith(f"warning: {warning}")
