@@ -73,18 +73,22 @@ def magnitude_columns(names: Sequence[str]) -> list[MagnitudeColumns]:
 
 
 def resolve_limits(
-    limits: Mapping[str, float], bands: Sequence[MagnitudeColumns]
+    limits: Mapping[str, float], bands: Sequence[MagnitudeColumns], option: str = "--mag-limits"
 ) -> dict[str, float]:
     """``limits`` keyed by the magnitude column of the band each key names (``limit_band``);
-    ConfigError for a key that names none of ``bands`` or several, listing them."""
-    return {limit_band(key, bands).mag: value for key, value in limits.items()}
+    ConfigError for a key that names none of ``bands`` or several, listing them (``option``:
+    how the message names the setting, e.g. RAIL's ``mag_limits``)."""
+    return {limit_band(key, bands, option).mag: value for key, value in limits.items()}
 
 
-def limit_band(key: str, bands: Sequence[MagnitudeColumns]) -> MagnitudeColumns:
+def limit_band(
+    key: str, bands: Sequence[MagnitudeColumns], option: str = "--mag-limits"
+) -> MagnitudeColumns:
     """The band of ``bands`` a limit's key names, as band names are matched elsewhere: the band or
     its magnitude column exactly, else case-insensitively or in RAIL's spelling (``I``, ``u_lsst``),
     else by its filter letter after the last '_' when one band alone has it (``u`` -> ``lsst_u``).
-    ConfigError, listing the bands, for a key that names none or several."""
+    ConfigError, naming ``option`` and listing the bands and their columns, for a key that names
+    none or several: the one rule of the CLI, the Python API and the RAIL stages."""
     tests = (
         lambda b: key in (b.band, b.mag),
         lambda b: key.lower() in (b.band.lower(), b.mag.lower()) or band_name(key) == b.band,
@@ -96,10 +100,12 @@ def limit_band(key: str, bands: Sequence[MagnitudeColumns]) -> MagnitudeColumns:
             return found[0]
         if found:
             names = ", ".join(b.band for b in found)
-            raise ConfigError(f"--mag-limits: {key!r} could be any of the bands {names}: name one")
+            raise ConfigError(f"{option}: {key!r} could be any of the bands {names}: name one")
     known = ", ".join(b.band for b in bands) or "none"
+    columns = ", ".join(b.mag for b in bands) or "none"
     raise ConfigError(
-        f"--mag-limits: {key!r} names no band given in magnitudes (mag_<band>); bands: {known}"
+        f"{option}: {key!r} names no band given in magnitudes (mag_<band>); bands: {known} "
+        f"(or their columns: {columns})"
     )
 
 

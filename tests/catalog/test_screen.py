@@ -15,11 +15,11 @@ from deepz_core.catalog.screen import (
     PzFlag,
     describe_flags,
     fit_input_stats,
+    screen_line,
     screen_magnitude,
     screen_photometry,
     screen_population,
     screen_template_fit,
-    screen_line,
     screened_rows,
 )
 
