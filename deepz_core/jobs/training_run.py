@@ -233,20 +233,24 @@ def training_folder(out: Path | str, allowed: tuple[Path, ...] = ()) -> Iterator
 REUSED = "reusing the finished run"  # open_run_folder's note for a finished run it hands back
 
 
-def open_run_folder(out: Path, config: RunConfig, reuse: bool = False) -> tuple[RunDir, str]:
+def open_run_folder(
+    out: Path, config: RunConfig, reuse: bool = False, reuse_option: str = ""
+) -> tuple[RunDir, str]:
     """The run folder to train ``config`` in, and a note of what was done: a new or empty folder
     becomes a run; one holding a killed run with the same settings resumes (the device may
     change); one whose run never trained starts over with the new settings; any other run is
     refused, naming what differs, and so is a folder of other files, a damaged run file, a run
     queued in the app and a template-fit run. With ``reuse``, a finished run with the same
     settings whose catalogue file is unchanged since it started is handed back as it is (note
-    ``REUSED``). The folder stays locked while this runs; hold ``training_folder`` around it and
-    ``execute_run`` to keep it for the whole command."""
+    ``REUSED``); ``reuse_option``: how the caller spells that switch (``reuse=True``), named in
+    the refusal of a finished run with the same settings when it was not given. The folder stays
+    locked while this runs; hold ``training_folder`` around it and ``execute_run`` to keep it for
+    the whole command."""
     own = tuple(Path(p) for p in (config.catalog, config.exposures) if p is not None)
     with training_folder(out, own) as run:
         if not run.file("config.json").exists():
             return run.create(config.to_dict()), ""
-        return _reopen(run, config, reuse)
+        return _reopen(run, config, reuse, reuse_option)
 
 
 def _reusable(run: RunDir, config: RunConfig) -> bool:
@@ -263,7 +267,9 @@ def _modified(path: Path) -> float:
     return max((p.stat().st_mtime for p in files), default=0.0)
 
 
-def _reopen(run: RunDir, config: RunConfig, reuse: bool = False) -> tuple[RunDir, str]:
+def _reopen(
+    run: RunDir, config: RunConfig, reuse: bool = False, reuse_option: str = ""
+) -> tuple[RunDir, str]:
     """``open_run_folder`` for a folder that holds a run (locked by the caller)."""
     from deepz_core.jobs.status import pid_alive
     from deepz_core.rundir import run_kind
@@ -282,7 +288,10 @@ def _reopen(run: RunDir, config: RunConfig, reuse: bool = False) -> tuple[RunDir
         differs = f" (these settings differ: {'; '.join(changes)})" if changes else ""
         if reuse and not changes:
             differs = " (its catalogue file changed since it was trained)"
-        raise ConfigError(f"{out} holds a finished run{differs}; choose another folder")
+        hint = ""
+        if reuse_option and not reuse and not changes:
+            hint = f", or pass {reuse_option} to get it back as it is (same catalogue unchanged)"
+        raise ConfigError(f"{out} holds a finished run{differs}; choose another folder{hint}")
     if state == "queued" and pid != os.getpid() and pid_alive(pid):
         raise ConfigError(
             f"{out} holds a run queued by process {pid} (the app): wait for it, or cancel it "
