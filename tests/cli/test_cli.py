@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from functools import partial
 from pathlib import Path
 
@@ -880,3 +881,17 @@ def test_predict_reads_lsst_dp0_column_names_with_rename(tmp_path, tiny_run, sky
     by_flux, by_dp0 = Table.read(tmp_path / "f.parquet"), Table.read(tmp_path / "d.parquet")
     np.testing.assert_array_equal(by_dp0["zphot"], by_flux["zphot"])
     np.testing.assert_array_equal(by_dp0["flag"], by_flux["flag"])
+
+
+def test_internal_commands_are_runnable_but_not_listed(capsys) -> None:
+    """Review: worker, sim-job and predict-job (run by the app and the job queue) were listed in
+    `deepz --help` among the user's commands."""
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    shown = capsys.readouterr().out
+    assert "train" in shown and "predict " in shown
+    assert not {"worker", "sim-job", "predict-job", "SUPPRESS"} & set(re.split(r"[\s{},]+", shown))
+    for name in ("worker", "sim-job", "predict-job"):
+        with pytest.raises(SystemExit) as exit_:
+            main([name, "--help"])
+        assert exit_.value.code == 0 and f"usage: deepz {name}" in capsys.readouterr().out
