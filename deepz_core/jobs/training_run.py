@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from deepz_core.catalog.catalog import Catalog
-from deepz_core.catalog.features import Features, build_features
+from deepz_core.catalog.features import Features, build_features, resolve_ref_band
 from deepz_core.catalog.io import read_catalog
 from deepz_core.catalog.screen import (
     MAX_LISTED,
@@ -61,6 +61,7 @@ from deepz_core.training.loop import (
 from deepz_core.training.splits import (
     Z_LABEL_MAX,
     Splits,
+    check_has_spec_z,
     check_labels,
     labelled_mask,
     make_splits,
@@ -170,6 +171,9 @@ def configured_run(
         calibrate=calibrate,
         templates=templates,
     )
+    if cat is not None:  # before a run folder exists: a refused train leaves none behind
+        resolve_ref_band(cat.bands, ref_band)
+        check_has_spec_z(cat.zspec, config.train.folds)
     return config, cat
 
 

@@ -895,3 +895,18 @@ def test_internal_commands_are_runnable_but_not_listed(capsys) -> None:
         with pytest.raises(SystemExit) as exit_:
             main([name, "--help"])
         assert exit_.value.code == 0 and f"usage: deepz {name}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("problem", ["ref-band", "no-zspec"])
+def test_a_refused_train_leaves_no_run_folder(tmp_path, files, problem, capsys) -> None:
+    """Review: train with a bad --ref-band or a catalogue without spec-z left a failed run folder
+    under runs/; both are refused before the folder exists."""
+    catalog, extra = files["catalog"], ["--ref-band", "NB999"]
+    if problem == "no-zspec":
+        catalog, extra = files["new"], []
+    out = tmp_path / "runs" / "run"
+    args = ["train", "--catalog", str(catalog), "--pretrain", "none", "--out", str(out)]
+    assert main([*args, *extra]) == 2
+    line = one_line_error(capsys)
+    assert ("NB999" in line) if problem == "ref-band" else ("has no spec-z (column zspec" in line)
+    assert not out.exists() and not (tmp_path / "runs").exists()
