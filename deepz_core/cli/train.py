@@ -544,7 +544,9 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
         help="catalogue with zspec (and mag) for every predicted ref_id, when the "
         "predictions lack them",
     )
-    p.add_argument("--out", required=True, help="report (.json)")
+    p.add_argument(
+        "--out", help="the whole report (.json); the overall metrics are printed in any case"
+    )
     add_overwrite(p)
     p.add_argument(
         "--profile",

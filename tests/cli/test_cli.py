@@ -163,6 +163,12 @@ def test_evaluate_the_runs_own_fits_predictions(tmp_path, trained, capsys) -> No
     )
     overall = json.loads(report.read_text())["overall"]
     assert overall["n"] == RunDir(trained).status()["summary"]["n"]  # out-of-fold galaxies
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == overall
+    # review: --out was required although the command prints the overall metrics
+    assert main(["evaluate", "--pred", str(trained / "predictions.fits")]) == 0
+    assert json.loads(capsys.readouterr().out) == overall
+    assert list(tmp_path.iterdir()) == [report]
 
 
 def test_version_and_a_description_for_users(capsys) -> None:
