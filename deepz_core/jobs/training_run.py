@@ -191,8 +191,8 @@ def grid_for(catalog: str | Path) -> PzConfig:
 
 
 def grid_covering(zspec: np.ndarray, bands: Sequence[str] | None = None) -> PzConfig:
-    """The default p(z) grid (0 to 1.5, E20's), widened in steps of 0.5 to cover the spec-z
-    labels ``zspec`` (N,) (NaN: none; a deep broad-band catalogue reaches z ~ 3), with the ODDS
+    """The default p(z) grid (0 to 1.5, E20's), widened to the next multiple of 0.5 above 1.05 x
+    the highest spec-z label of ``zspec`` (N,) (README: the redshift grid) (NaN: none; a deep broad-band catalogue reaches z ~ 3), with the ODDS
     window of the survey profile of ``bands`` (narrow-band 0.003, E20's; broad-band 0.1: a 0.003
     window holds ~3e-4 of a broad-band p(z), review of the ninth session; None: E20's)."""
     z = np.asarray(zspec, dtype=float)
