@@ -358,6 +358,7 @@ def test_counts_below_one_name_the_flag(capsys, flag, value) -> None:
     )
 
 
+@pytest.mark.usefixtures("late_ref_band_check")
 def test_train_into_an_existing_folder(tmp_path, files, capsys) -> None:
     """Same arguments resume; new ones start a run over that never trained, and are refused for
     one that did (naming what differs)."""
@@ -395,11 +396,22 @@ def test_train_into_an_existing_folder(tmp_path, files, capsys) -> None:
     assert f"resuming run in {out}" in capsys.readouterr().out
 
 
+@pytest.fixture
+def late_ref_band_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``train`` refuses a reference band the catalogue lacks before the run folder exists; these
+    tests use one to make a run that fails at set-up, after its folder exists (as a band lost
+    by an edited catalogue would), so the early check is skipped."""
+    from deepz_core.jobs import training_run
+
+    monkeypatch.setattr(training_run, "resolve_ref_band", lambda bands, ref_band=None: ref_band)
+
+
 FAKE_CHECKPOINT = json.dumps(
     {"phase": "finetune", "epoch": 1, "tensors": "checkpoint-finetune-0001.safetensors"}
 )
 
 
+@pytest.mark.usefixtures("late_ref_band_check")
 def test_train_leaves_live_and_template_fit_folders_alone(tmp_path, files, capsys) -> None:
     import os
 
@@ -443,6 +455,7 @@ def test_train_leaves_live_and_template_fit_folders_alone(tmp_path, files, capsy
     assert "holds a templatefit run" in one_line_error(capsys)
 
 
+@pytest.mark.usefixtures("late_ref_band_check")
 def test_train_resumes_on_another_device_but_not_with_another_network(
     tmp_path, files, capsys
 ) -> None:

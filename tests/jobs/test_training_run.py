@@ -191,10 +191,10 @@ def test_networks_that_learned_less_than_n_z_are_named_in_a_warning() -> None:
 
 
 def test_failed_run_records_the_error(tmp_path, catalog_path) -> None:
-    run = create_run(
-        tmp_path / "r",
-        run_config(catalog_path, pretrain="none", ref_band="sdss_i", model=TINY_MODEL, train=TRAIN),
-    )
+    config = run_config(catalog_path, pretrain="none", model=TINY_MODEL, train=TRAIN)
+    with pytest.raises(ConfigError, match="sdss_i"):  # refused before a run folder exists
+        run_config(catalog_path, pretrain="none", ref_band="sdss_i", model=TINY_MODEL)
+    run = create_run(tmp_path / "r", replace(config, ref_band="sdss_i"))  # e.g. edited later
     with pytest.raises(ConfigError, match="sdss_i"):
         execute_run(run)
     status = run.status()
