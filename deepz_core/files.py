@@ -164,13 +164,14 @@ def _inside(path: Path, folder: Path) -> bool:
 
 
 def _overwrites(out: Path, inp: Path) -> str | None:
-    """How writing ``out`` would damage the input ``inp``, or None."""
+    """How writing ``out`` would damage the input ``inp`` (``"is a file inside"``, followed by
+    the input's name in the message), or None."""
     if same_file(out, inp):
-        return "is the same file as" if inp.is_file() else "is the input folder"
+        return "is the same file as" if inp.is_file() else "is"
     if inp.is_dir() and out.exists() and _inside(out, inp):
-        return "is a file inside the input folder"
+        return "is a file inside"
     if out.is_dir() and inp.exists() and _inside(inp, out):
-        return "is a folder holding the input"
+        return "is a folder holding"
     return None
 
 
@@ -189,7 +190,7 @@ def refuse_overwriting_inputs(
             problem = _overwrites(Path(out), Path(inp))
             if problem:
                 raise ConfigError(
-                    f"{out_name} {str(out)!r} {problem} {in_name} {str(inp)!r}: writing it "
+                    f"{out_name} {str(out)!r} {problem} the input {in_name} {str(inp)!r}: writing it "
                     "would destroy the input; choose another output"
                 )
 

@@ -110,12 +110,12 @@ def inputs(tmp_path: Path) -> dict[str, Path]:
 @pytest.mark.parametrize(
     ("out", "problem"),
     [
-        ("cat.fits", "is the same file as --catalog"),
-        ("link.fits", "is the same file as --catalog"),  # a symlink to it
-        ("hard.fits", "is the same file as --catalog"),  # a hard link
-        ("run/../cat.fits", "is the same file as --catalog"),
-        ("run/predictions.fits", "is a file inside the input folder --run"),
-        ("run", "is the input folder --run"),
+        ("cat.fits", "is the same file as the input --catalog"),
+        ("link.fits", "is the same file as the input --catalog"),  # a symlink to it
+        ("hard.fits", "is the same file as the input --catalog"),  # a hard link
+        ("run/../cat.fits", "is the same file as the input --catalog"),
+        ("run/predictions.fits", "is a file inside the input --run"),
+        ("run", "is the input --run"),
         (".", "is a folder holding the input --catalog"),
     ],
 )
@@ -203,7 +203,7 @@ def test_folders_an_output_may_fill(tmp_path: Path) -> None:
 
 
 def test_overwrite_never_replaces_an_input(tmp_path: Path, inputs: dict[str, Path]) -> None:
-    with pytest.raises(ConfigError, match="is the same file as --catalog"):
+    with pytest.raises(ConfigError, match="is the same file as the input --catalog"):
         check_outputs({"--out": inputs["cat"]}, {"--catalog": inputs["cat"]}, overwrite=True)
     assert inputs["cat"].read_bytes() == b"SIMPLE  = T"
 

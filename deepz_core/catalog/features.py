@@ -221,3 +221,26 @@ def same_photometry(
         close &= np.abs(error - stored_error) <= 1e-5 * stored_error
     both_unusable = np.isnan(ratio) & np.isnan(stored) & np.isnan(error) & np.isnan(stored_error)
     return (close | both_unusable).all(axis=1)
+
+
+REMEASURED_CHI2 = 1.0  # median over galaxies of their median chi2 per band, at most
+
+
+def remeasured(
+    ratio: np.ndarray, error: np.ndarray, stored: np.ndarray, stored_error: np.ndarray
+) -> bool:
+    """Whether galaxies (flux ratios and errors (K, B)) with the ref_ids of training galaxies
+    (``stored``, ``stored_error``) but not their exact photometry are those galaxies measured
+    again: the median over them of each one's median chi2 per band (bands usable in both) is at
+    most ``REMEASURED_CHI2`` (noise redrawn: ~0.25). Another catalogue that merely numbers its
+    galaxies like the training one (a mock's 1..N) lies far above (PAUS mocks ~2, synthetic ~30);
+    False for no galaxy or nothing to compare."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        chi2 = (np.asarray(ratio, np.float64) - stored) ** 2 / (
+            np.asarray(error, np.float64) ** 2 + np.asarray(stored_error, np.float64) ** 2
+        )
+    chi2 = np.where(np.isfinite(chi2), chi2, np.nan)
+    some = np.isfinite(chi2).any(axis=1)
+    if not some.any():
+        return False
+    return float(np.median(np.nanmedian(chi2[some], axis=1))) <= REMEASURED_CHI2

@@ -73,18 +73,22 @@ def magnitude_columns(names: Sequence[str]) -> list[MagnitudeColumns]:
 
 
 def resolve_limits(
-    limits: Mapping[str, float], bands: Sequence[MagnitudeColumns]
+    limits: Mapping[str, float], bands: Sequence[MagnitudeColumns], option: str = "--mag-limits"
 ) -> dict[str, float]:
     """``limits`` keyed by the magnitude column of the band each key names (``limit_band``);
-    ConfigError for a key that names none of ``bands`` or several, listing them."""
-    return {limit_band(key, bands).mag: value for key, value in limits.items()}
+    ConfigError for a key that names none of ``bands`` or several, listing them (``option``:
+    how the message names the setting, e.g. RAIL's ``mag_limits``)."""
+    return {limit_band(key, bands, option).mag: value for key, value in limits.items()}
 
 
-def limit_band(key: str, bands: Sequence[MagnitudeColumns]) -> MagnitudeColumns:
+def limit_band(
+    key: str, bands: Sequence[MagnitudeColumns], option: str = "--mag-limits"
+) -> MagnitudeColumns:
     """The band of ``bands`` a limit's key names, as band names are matched elsewhere: the band or
     its magnitude column exactly, else case-insensitively or in RAIL's spelling (``I``, ``u_lsst``),
     else by its filter letter after the last '_' when one band alone has it (``u`` -> ``lsst_u``).
-    ConfigError, listing the bands, for a key that names none or several."""
+    ConfigError, naming ``option`` and listing the bands and their columns, for a key that names
+    none or several: the one rule of the CLI, the Python API and the RAIL stages."""
     tests = (
         lambda b: key in (b.band, b.mag),
         lambda b: key.lower() in (b.band.lower(), b.mag.lower()) or band_name(key) == b.band,
@@ -96,10 +100,12 @@ def limit_band(key: str, bands: Sequence[MagnitudeColumns]) -> MagnitudeColumns:
             return found[0]
         if found:
             names = ", ".join(b.band for b in found)
-            raise ConfigError(f"--mag-limits: {key!r} could be any of the bands {names}: name one")
+            raise ConfigError(f"{option}: {key!r} could be any of the bands {names}: name one")
     known = ", ".join(b.band for b in bands) or "none"
+    columns = ", ".join(b.mag for b in bands) or "none"
     raise ConfigError(
-        f"--mag-limits: {key!r} names no band given in magnitudes (mag_<band>); bands: {known}"
+        f"{option}: {key!r} names no band given in magnitudes (mag_<band>); bands: {known} "
+        f"(or their columns: {columns})"
     )
 
 
@@ -148,6 +154,7 @@ def convert_magnitudes(
     out = dict(columns)
     bands = magnitude_columns(list(columns))
     by_column = resolve_limits(limits, bands)
+    lost = 0
     for band in bands:
         if FLUX_PREFIX + band.band in columns or ERROR_PREFIX + band.band in columns:
             continue
@@ -162,33 +169,60 @@ def convert_magnitudes(
         flux, flux_error = fluxes_from_magnitudes(
             mag, error, fluxzp, limit, limit_nsigma, nondetect, unobserved
         )
-        _note_unbounded(mag, flux, band, source, nondetect, unobserved)
+        observed = ~np.isclose(mag, unobserved, rtol=0, atol=1e-6)
+        lost += int((observed & ~np.isfinite(flux)).sum())
         for name in (band.mag, band.error, band.limit):
             out.pop(name or "", None)
         out[FLUX_PREFIX + band.band] = flux
         out[ERROR_PREFIX + band.band] = flux_error
+    if lost:
+        _note_unlimited(bands, by_column, columns, source, nondetect)
     return out
 
 
-def _note_unbounded(
-    mag: np.ndarray,
-    flux: np.ndarray,
-    band: MagnitudeColumns,
+PER_READ = {"per_read": True}  # a log record's extra: the same line for every chunk of a read
+_SLICE = re.compile(r"\[\d+:\d+\]$")  # a chunk's row range after the file name
+
+
+def _note_unlimited(
+    bands: Sequence[MagnitudeColumns],
+    limits: Mapping[str, float],
+    columns: Mapping[str, np.ndarray],
     source: str,
     nondetect: float,
-    unobserved: float,
 ) -> None:
-    """A warning when non-detections had no limiting magnitude (their band becomes unusable)."""
-    observed = ~np.isclose(mag, unobserved, rtol=0, atol=1e-6)
-    lost = int((observed & ~np.isfinite(flux)).sum())
-    if lost:
-        LOG.warning(
-            "%s: %d non-detections (%s = %g or NaN) in '%s' have no limiting magnitude "
-            "(column maglim_<band> or a configured limit): band %s is unusable for them",
-            source,
-            lost,
-            band.mag,
-            nondetect,
-            band.mag,
-            band.band,
-        )
+    """One warning when non-detections had no limiting magnitude (their band is unusable for
+    those galaxies), naming every band given in magnitudes that has none (no configured limit,
+    no limit column) and the setting that gives them: the same line for every chunk of a read
+    (the file named without the chunk's rows, ``PER_READ``), which ``repeats_held_back`` shows
+    once; the ``flag`` column marks the galaxies concerned."""
+    converted = [
+        b
+        for b in bands
+        if b.mag not in limits
+        and FLUX_PREFIX + b.band not in columns
+        and ERROR_PREFIX + b.band not in columns
+    ]
+    unlimited = [b.band for b in converted if b.limit is None]
+    partly = [b.band for b in converted if b.limit is not None]
+    where = (
+        f"{len(unlimited)} band(s) without a limit ({few_names(unlimited)})" if unlimited else ""
+    )
+    if partly:
+        where += "; " if where else ""
+        where += f"rows whose maglim_<band> is not finite in {few_names(partly)}"
+    LOG.warning(
+        "%s: non-detections (magnitude %g or NaN) have no limiting magnitude in %s: that band "
+        "is unusable for the galaxies not detected in it (flag BAND_MISSING); give the limits "
+        "with --mag-limits BAND=MAG,... (mag_limits in Python and RAIL) or maglim_<band> columns",
+        _SLICE.sub("", source),
+        nondetect,
+        where,
+        extra=PER_READ,
+    )
+
+
+def few_names(names: Sequence[str], shown: int = 8) -> str:
+    """``"a, b, c"``, or the first ``shown`` and ``"... (N more)"``."""
+    head = ", ".join(names[:shown])
+    return head if len(names) <= shown else f"{head}, ... ({len(names) - shown} more)"

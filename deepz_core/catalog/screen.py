@@ -207,11 +207,33 @@ def unit_shift_note(mag: np.ndarray, loc: float, min_galaxies: int = 20) -> str 
     )
 
 
-def screened_rows(ref_id: np.ndarray, flags: np.ndarray) -> dict[str, list[int]]:
-    """ref_ids per flag name, for the run's record of the galaxies left out of the loss."""
+MAX_LISTED = 10_000  # ref_ids listed per flag in a run's screen.json (the counts are complete)
+
+
+def screened_rows(
+    ref_id: np.ndarray, flags: np.ndarray, limit: int = MAX_LISTED
+) -> dict[str, list[int]]:
+    """ref_ids per flag name (the first ``limit`` of each), for the run's record of the galaxies
+    left out of the loss."""
     out: dict[str, list[int]] = {}
     for flag in PzFlag:
         hit = (flags & flag) != 0
         if hit.any() and flag.name is not None:
-            out[flag.name] = [int(i) for i in np.asarray(ref_id)[hit]]
+            out[flag.name] = [int(i) for i in np.asarray(ref_id)[hit][:limit]]
     return out
+
+
+def screen_line(counts: dict[str, int], n_rows: int, where: str) -> str:
+    """The one line on the galaxies a training screen left out of the loss (run log and terminal):
+    ``"screen: 7 of 1000 galaxies left out of the loss (NO_PZ 3, ...); their ref_ids are in
+    WHERE"``, or ``"screen: none of the N galaxies flagged"``. ``counts``: rows per flag name
+    plus the total under ``"left_out_of_loss"`` (flags shown in bit order)."""
+    flagged = {f.name: counts[f.name] for f in PzFlag if f.name and counts.get(f.name)}
+    total = counts.get("left_out_of_loss", 0)
+    if not total:
+        return f"screen: none of the {n_rows} galaxies flagged"
+    shown = ", ".join(f"{k} {v}" for k, v in flagged.items())
+    return (
+        f"screen: {total} of {n_rows} galaxies left out of the loss ({shown}); their ref_ids "
+        f"are in {where}"
+    )

@@ -18,14 +18,20 @@ Command = Callable[[argparse.Namespace], int]
 COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Command]] = {}
 
 
+INTERNAL: set[str] = set()  # commands the app and the job queue run, hidden from deepz --help
+
+
 def command(
-    name: str, add_arguments: Callable[[argparse.ArgumentParser], None]
+    name: str, add_arguments: Callable[[argparse.ArgumentParser], None], internal: bool = False
 ) -> Callable[[Command], Command]:
     """A decorator registering its function as the sub-command ``name`` with its argument
-    definitions ``add_arguments``."""
+    definitions ``add_arguments``; ``internal``: run by the app and the job queue, not a user
+    (runnable, but left out of ``deepz --help``: ``INTERNAL``)."""
 
     def register(func: Command) -> Command:
         COMMANDS[name] = (add_arguments, func)
+        if internal:
+            INTERNAL.add(name)
         return func
 
     return register

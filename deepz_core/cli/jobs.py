@@ -17,7 +17,7 @@ def _worker_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runs", required=True, help="folder of run folders (runs/)")
 
 
-@command("worker", _worker_args)
+@command("worker", _worker_args, internal=True)
 def _worker(args: argparse.Namespace) -> int:
     """Execute queued training runs one at a time until the queue is empty (single worker)."""
     runs = Path(args.runs)
@@ -36,7 +36,7 @@ def _sim_job_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--spec", required=True, help="job file written by the app (<name>.job.json)")
 
 
-@command("sim-job", _sim_job_args)
+@command("sim-job", _sim_job_args, internal=True)
 def _sim_job(args: argparse.Namespace) -> int:
     """Run one simulation job described by a spec file, recording its state there."""
     n = run_simulation_job(args.spec)
@@ -48,7 +48,7 @@ def _predict_job_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--job", required=True, help="job folder written by the app (holds job.json)")
 
 
-@command("predict-job", _predict_job_args)
+@command("predict-job", _predict_job_args, internal=True)
 def _predict_job(args: argparse.Namespace) -> int:
     """Predict a catalogue with a finished run, as a prediction job folder describes it,
     recording state and progress in its job.json (the app's Predict page)."""

@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from deepz_core.cli import bench, experiments, jobs, simulate, templates, train  # noqa: F401
-from deepz_core.cli.common import COMMANDS
+from deepz_core.cli.common import COMMANDS, INTERNAL
 from deepz_core.errors import DeepzError, Terminated
 from deepz_core.memory import tune_malloc
 
@@ -27,15 +27,18 @@ DESCRIPTION = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``deepz`` argument parser: ``--version`` and one sub-command per registered command."""
+    """The ``deepz`` argument parser: ``--version`` and one sub-command per registered command
+    (the ``INTERNAL`` ones runnable but not listed)."""
     from deepz_core.inference.provenance import deepz_version
 
     parser = argparse.ArgumentParser(prog="deepz", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"deepz {deepz_version()}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    public = [name for name in COMMANDS if name not in INTERNAL]
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{" + ",".join(public) + "}")
     for name, (add_arguments, func) in COMMANDS.items():
         doc = " ".join((func.__doc__ or "").split())
-        p = sub.add_parser(name, help=summary(doc) or None, description=doc or None)
+        listed = {} if name in INTERNAL else {"help": summary(doc) or None}  # no help: not listed
+        p = sub.add_parser(name, description=doc or None, **listed)
         add_arguments(p)
         p.set_defaults(func=func)
     return parser

@@ -262,9 +262,22 @@ def _train_converted(
 def _train_result(run: RunDir) -> int:
     """Print the run's state and headline metrics as one JSON line; exit 0 when finished."""
     status = run.status()
+    print_screen(run)
     print(json.dumps({"run": str(run.path), "state": status["state"], **status.get("summary", {})}))
     print_run_warning(run)
     return 0 if status["state"] == "finished" else 3
+
+
+def print_screen(run: RunDir) -> None:
+    """The run's screen line (as its log.txt has it, naming its screen.json), when it has one."""
+    from deepz_core.jobs.training_run import screen_summary
+
+    path = run.file("screen.json")
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):  # no screen (a run that failed before it) or a damaged one
+        return
+    print(screen_summary(doc, str(path)))
 
 
 def print_run_warning(run: RunDir) -> None:
@@ -531,7 +544,9 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
         help="catalogue with zspec (and mag) for every predicted ref_id, when the "
         "predictions lack them",
     )
-    p.add_argument("--out", required=True, help="report (.json)")
+    p.add_argument(
+        "--out", help="the whole report (.json); the overall metrics are printed in any case"
+    )
     add_overwrite(p)
     p.add_argument(
         "--profile",

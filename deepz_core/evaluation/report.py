@@ -324,17 +324,19 @@ def evaluate(
 def evaluate_files(
     pred: Path | str,
     catalog: Path | str | None,
-    out: Path | str,
+    out: Path | str | None,
     profile: SurveyProfile | str | dict | None = None,
     mag_edges: Any = None,
     overwrite: bool = False,
 ) -> dict[str, Any]:
     """``evaluate`` of the predictions file or dataset folder ``pred`` (``catalog``: a file of
-    spec-z by ref_id), written to the JSON report ``out``; the report. ``out`` replaces an
-    existing file only with ``overwrite``, and never an input or a run folder's file."""
-    if Path(out).suffix.lower() != ".json":
-        raise ConfigError(f"--out: the report is JSON, give a .json name, got {str(out)!r}")
-    check_outputs({"--out": out}, {"--pred": pred, "--catalog": catalog}, overwrite)
+    spec-z by ref_id), written to the JSON report ``out`` (None: not written); the report.
+    ``out`` replaces an existing file only with ``overwrite``, and never an input or a run
+    folder's file."""
+    if out is not None:
+        if Path(out).suffix.lower() != ".json":
+            raise ConfigError(f"--out: the report is JSON, give a .json name, got {str(out)!r}")
+        check_outputs({"--out": out}, {"--pred": pred, "--catalog": catalog}, overwrite)
     t = _read_table(pred)
     if catalog is not None:
         t = _join_catalog(t, catalog)
@@ -347,5 +349,6 @@ def evaluate_files(
         )
     prof = table_profile(t, catalog) if profile is None else survey_profile(profile)
     report = evaluate_table(t, None, prof, mag_edges)
-    atomic_write_json(out, jsonable(report))
+    if out is not None:
+        atomic_write_json(out, jsonable(report))
     return report

@@ -18,7 +18,12 @@ import torch
 from astropy.table import Table
 
 from deepz_core.catalog.catalog import Catalog
-from deepz_core.catalog.features import Features, build_features, same_photometry
+from deepz_core.catalog.features import (
+    Features,
+    build_features,
+    remeasured,
+    same_photometry,
+)
 from deepz_core.catalog.screen import InputStats, PzFlag, unit_shift_note
 from deepz_core.device import resolve_device
 from deepz_core.errors import ConfigError, TrainingError
@@ -507,17 +512,40 @@ def member_mask(
             stored[pos[seen]],
             stored_error[pos[seen]],
         )
-        if not same.all():
-            LOG.warning(
-                "%d galaxies share a ref_id with a galaxy run %s trained on, not its "
-                "photometry: predicted as new galaxies (not out-of-fold)",
-                int((~same).sum()),
-                run.path.name,
-            )
+        other = np.flatnonzero(seen)[~same]
+        at = pos[other]
+        _note_reused_ids(features, other, stored[at], stored_error[at], run.path.name)
         seen[seen] = same
     mask[:, seen] = predict_mask[:, pos[seen]]
     oof[seen] = out_of_fold[pos[seen]]
     return mask, oof
+
+
+def _note_reused_ids(
+    features: Features, rows: np.ndarray, stored: np.ndarray, stored_error: np.ndarray, name: str
+) -> None:
+    """Say that the galaxies ``rows`` of ``features``, with training galaxies' ref_ids but other
+    photometry (theirs: ``stored``, ``stored_error``), are predicted as new galaxies: a warning
+    when they look like those galaxies measured again (``remeasured``: they lose their
+    out-of-fold p(z)), else a note, not shown by default (another catalogue numbered like the
+    training one, e.g. a mock's 1..N: only the ids are shared)."""
+    if not len(rows):
+        return
+    ratio, error = features.ratio[rows], features.ratio_error[rows]
+    if remeasured(ratio, error, stored, stored_error):
+        LOG.warning(
+            "%d galaxies have the ref_id of a galaxy run %s trained on and photometry close to "
+            "its but not the same (re-measured?): predicted as new galaxies (not out-of-fold)",
+            len(rows),
+            name,
+        )
+    else:
+        LOG.info(
+            "%d galaxies reuse ref_ids of galaxies run %s trained on, with other photometry "
+            "(ids only): predicted as new galaxies",
+            len(rows),
+            name,
+        )
 
 
 @functools.lru_cache(maxsize=4)

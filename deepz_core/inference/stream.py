@@ -516,7 +516,9 @@ Mapper = Callable[[list[tuple]], Iterator[int]]
 
 class FirstOfEachWarning(logging.Filter):
     """Passes the first record of each warning and holds back its repeats: the same message for
-    another chunk, which differs only in its numbers (row range, counts)."""
+    another chunk, which differs only in its numbers (row range, counts). The repeats of a line
+    about the whole read (a record with ``per_read``, e.g. bands without magnitude limits) are
+    dropped without being counted as held back."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -530,7 +532,7 @@ class FirstOfEachWarning(logging.Filter):
             return True
         key = re.sub(r"(?<![\w.])\d+(?![\w.])", "#", record.getMessage())  # NB455 stays
         if key in self.seen:
-            self.held += 1
+            self.held += not getattr(record, "per_read", False)  # a read's line: said once
             return False
         self.seen.add(key)
         return True

@@ -373,15 +373,19 @@ class Run:
             execute_run(self.folder)
         return self.warn_if_doubtful(CALLER_OF_WRAPPED)
 
-    def warn_if_doubtful(self, stacklevel: int = 2) -> Run:
+    def warn_if_doubtful(self, stacklevel: int = 2, reused: bool = False) -> Run:
         """Issue the run's ``training_warning`` as a ``TrainingWarning`` (Python's warnings:
         once per place in a notebook, filterable), attributed ``stacklevel`` frames up (2: the
-        caller; ``train`` and ``resume`` name their own caller's line); self."""
+        caller; ``train`` and ``resume`` name their own caller's line); ``reused``: the run was
+        handed back as it was (``train(..., reuse=True)``), and the warning says it is the one
+        stored when it trained, not a new one; self."""
         from deepz_core.jobs.status import training_warning
 
         warning = training_warning(self.folder)
         if warning:
-            warnings.warn(f"run {self.path}: {warning}", TrainingWarning, stacklevel=stacklevel)
+            where = f"reused run {self.path} (its warning when it trained)" if reused else ""
+            text = f"{where or f'run {self.path}'}: {warning}"
+            warnings.warn(text, TrainingWarning, stacklevel=stacklevel)
         return self
 
     def _require_model(self) -> None:
@@ -510,14 +514,14 @@ def train(
             if written:  # a refused call leaves the folder as it found it
                 path.unlink(missing_ok=True)
             raise
-        run, opened = open_run_folder(out, config, reuse)
+        run, opened = open_run_folder(out, config, reuse, reuse_option="reuse=True")
         card = {k: v for k, v in (("name", name), ("note", note)) if v is not None}
         if profile is not None:
             card["profile"] = survey_profile(profile).to_dict()
         if card:  # a reused run takes them too: they name and judge it, they do not train it
             run.update_card(**card)
-        if opened.startswith(REUSED):
-            return Run(out).warn_if_doubtful(CALLER_OF_WRAPPED)
+        if opened.startswith(REUSED):  # its warning was given when it trained: named as such
+            return Run(out).warn_if_doubtful(CALLER_OF_WRAPPED, reused=True)
         for line in notes:  # what validating the catalogue in memory left out
             run.log(line)
         execute_run(run, read)

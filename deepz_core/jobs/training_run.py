@@ -19,9 +19,15 @@ import numpy as np
 import torch
 
 from deepz_core.catalog.catalog import Catalog
-from deepz_core.catalog.features import Features, build_features
+from deepz_core.catalog.features import Features, build_features, resolve_ref_band
 from deepz_core.catalog.io import read_catalog
-from deepz_core.catalog.screen import Screen, screened_rows
+from deepz_core.catalog.screen import (
+    MAX_LISTED,
+    Screen,
+    screen_line,
+    screen_photometry,
+    screened_rows,
+)
 from deepz_core.device import resolve_device
 from deepz_core.errors import ConfigError, DeepzError, Terminated
 from deepz_core.evaluation.profiles import profile_for_bands, run_profile
@@ -55,6 +61,7 @@ from deepz_core.training.loop import (
 from deepz_core.training.splits import (
     Z_LABEL_MAX,
     Splits,
+    check_has_spec_z,
     check_labels,
     labelled_mask,
     make_splits,
@@ -164,6 +171,9 @@ def configured_run(
         calibrate=calibrate,
         templates=templates,
     )
+    if cat is not None:  # before a run folder exists: a refused train leaves none behind
+        resolve_ref_band(cat.bands, ref_band)
+        check_has_spec_z(cat.zspec, config.train.folds)
     return config, cat
 
 
@@ -181,8 +191,8 @@ def grid_for(catalog: str | Path) -> PzConfig:
 
 
 def grid_covering(zspec: np.ndarray, bands: Sequence[str] | None = None) -> PzConfig:
-    """The default p(z) grid (0 to 1.5, E20's), widened in steps of 0.5 to cover the spec-z
-    labels ``zspec`` (N,) (NaN: none; a deep broad-band catalogue reaches z ~ 3), with the ODDS
+    """The default p(z) grid (0 to 1.5, E20's), widened to the next multiple of 0.5 above 1.05 x
+    the highest spec-z label of ``zspec`` (N,) (README: the redshift grid) (NaN: none; a deep broad-band catalogue reaches z ~ 3), with the ODDS
     window of the survey profile of ``bands`` (narrow-band 0.003, E20's; broad-band 0.1: a 0.003
     window holds ~3e-4 of a broad-band p(z), review of the ninth session; None: E20's)."""
     z = np.asarray(zspec, dtype=float)
@@ -227,20 +237,24 @@ def training_folder(out: Path | str, allowed: tuple[Path, ...] = ()) -> Iterator
 REUSED = "reusing the finished run"  # open_run_folder's note for a finished run it hands back
 
 
-def open_run_folder(out: Path, config: RunConfig, reuse: bool = False) -> tuple[RunDir, str]:
+def open_run_folder(
+    out: Path, config: RunConfig, reuse: bool = False, reuse_option: str = ""
+) -> tuple[RunDir, str]:
     """The run folder to train ``config`` in, and a note of what was done: a new or empty folder
     becomes a run; one holding a killed run with the same settings resumes (the device may
     change); one whose run never trained starts over with the new settings; any other run is
     refused, naming what differs, and so is a folder of other files, a damaged run file, a run
     queued in the app and a template-fit run. With ``reuse``, a finished run with the same
     settings whose catalogue file is unchanged since it started is handed back as it is (note
-    ``REUSED``). The folder stays locked while this runs; hold ``training_folder`` around it and
-    ``execute_run`` to keep it for the whole command."""
+    ``REUSED``); ``reuse_option``: how the caller spells that switch (``reuse=True``), named in
+    the refusal of a finished run with the same settings when it was not given. The folder stays
+    locked while this runs; hold ``training_folder`` around it and ``execute_run`` to keep it for
+    the whole command."""
     own = tuple(Path(p) for p in (config.catalog, config.exposures) if p is not None)
     with training_folder(out, own) as run:
         if not run.file("config.json").exists():
             return run.create(config.to_dict()), ""
-        return _reopen(run, config, reuse)
+        return _reopen(run, config, reuse, reuse_option)
 
 
 def _reusable(run: RunDir, config: RunConfig) -> bool:
@@ -257,7 +271,9 @@ def _modified(path: Path) -> float:
     return max((p.stat().st_mtime for p in files), default=0.0)
 
 
-def _reopen(run: RunDir, config: RunConfig, reuse: bool = False) -> tuple[RunDir, str]:
+def _reopen(
+    run: RunDir, config: RunConfig, reuse: bool = False, reuse_option: str = ""
+) -> tuple[RunDir, str]:
     """``open_run_folder`` for a folder that holds a run (locked by the caller)."""
     from deepz_core.jobs.status import pid_alive
     from deepz_core.rundir import run_kind
@@ -276,7 +292,10 @@ def _reopen(run: RunDir, config: RunConfig, reuse: bool = False) -> tuple[RunDir
         differs = f" (these settings differ: {'; '.join(changes)})" if changes else ""
         if reuse and not changes:
             differs = " (its catalogue file changed since it was trained)"
-        raise ConfigError(f"{out} holds a finished run{differs}; choose another folder")
+        hint = ""
+        if reuse_option and not reuse and not changes:
+            hint = f", or pass {reuse_option} to get it back as it is (same catalogue unchanged)"
+        raise ConfigError(f"{out} holds a finished run{differs}; choose another folder{hint}")
     if state == "queued" and pid != os.getpid() and pid_alive(pid):
         raise ConfigError(
             f"{out} holds a run queued by process {pid} (the app): wait for it, or cancel it "
@@ -331,27 +350,44 @@ def load_inputs(config: RunConfig, catalog: Catalog | None = None) -> tuple[Cata
     return cat, features.against_population(features.input_stats())
 
 
-def record_screen(run: RunDir, features: Features) -> None:
-    """Write ``screen.json`` (counts and ref_ids per flag of the galaxies left out of the loss) and
-    log the counts: nothing is dropped silently."""
+def flagged_rows(cat: Catalog, features: Features) -> tuple[np.ndarray, np.ndarray]:
+    """ref_ids (K,) and ``PzFlag`` bits (K,) of every catalogue row left out of the training
+    loss: the flagged galaxies among ``features`` and the rows ``build_features`` left out for
+    an unusable reference flux (screened again from the catalogue: the features lack them)."""
     flagged = ~features.trainable
-    counts = Screen(features.flags, features.usable).counts()
+    excluded = np.setdiff1d(np.arange(cat.n_galaxies), features.rows)
+    ref = features.bands.index(features.ref_band)
+    screen = screen_photometry(cat.flux[excluded], cat.flux_error[excluded], ref, cat.fluxzp)
+    ref_id = np.concatenate([features.ref_id[flagged], np.asarray(cat.ref_id)[excluded]])
+    flags = np.concatenate([features.flags[flagged], screen.flags]).astype(np.int32)
+    return ref_id, flags
+
+
+def record_screen(run: RunDir, cat: Catalog, features: Features) -> None:
+    """Write ``screen.json`` (counts and ref_ids per flag of every galaxy left out of the loss,
+    those without a usable reference flux included) and log its line (``screen_line``, which
+    ``train`` prints too): nothing is dropped silently."""
+    ref_id, flags = flagged_rows(cat, features)
+    counts = Screen(flags, np.ones((len(flags), 0), bool)).counts()
     doc = {
         "n_rows": features.n_rows,
         "no_reference_flux": features.n_excluded,
-        "left_out_of_loss": int(flagged.sum()) + features.n_excluded,
+        "left_out_of_loss": len(flags),
         "counts": counts,
-        "ref_ids": screened_rows(features.ref_id[flagged], features.flags[flagged]),
+        "ref_ids": screened_rows(ref_id, flags),
+        "ref_ids_max": MAX_LISTED,  # listed per flag; the counts are complete
     }
     atomic_write_json(run.file("screen.json"), doc)
     if features.n_excluded:
         run.log(features.exclusion_note())
-    if flagged.any():
-        shown = ", ".join(f"{k} {v}" for k, v in counts.items())
-        run.log(
-            f"screen: {int(flagged.sum())} galaxies left out of the loss ({shown}); "
-            "their ref_ids are in screen.json"
-        )
+    run.log(screen_summary(doc))
+
+
+def screen_summary(doc: dict, where: str = "screen.json") -> str:
+    """The one screen line of a run's ``screen.json`` document ``doc`` (the log and ``train``'s
+    terminal output agree); ``where``: how the line names the file."""
+    counts = {**doc.get("counts", {}), "left_out_of_loss": int(doc.get("left_out_of_loss", 0))}
+    return screen_line(counts, int(doc.get("n_rows", 0)), where)
 
 
 def pretraining_simulation_path(
@@ -457,7 +493,7 @@ def _train(run: RunDir, config: RunConfig, catalog: Catalog | None = None) -> No
     cat, features = load_inputs(config, catalog)
     for note in cat.notes:  # what reading left out, e.g. single exposures without information
         run.log(note)
-    record_screen(run, features)
+    record_screen(run, cat, features)
     labelled = labelled_mask(features)
     check_labels(features, labelled, train.folds)
     zeros = zero_labels_note(features, labelled)

@@ -72,6 +72,16 @@ def labelled_mask(features: Features) -> np.ndarray:
     return np.isfinite(z) & (z >= 0) & (z <= Z_LABEL_MAX) & features.trainable
 
 
+def check_has_spec_z(zspec: np.ndarray, folds: int) -> None:
+    """CatalogError when no galaxy of ``zspec`` (N,) has a spec-z (all NaN: no zspec column):
+    checked before a run folder exists, and again among the labels (``check_labels``)."""
+    if not np.isfinite(np.asarray(zspec, dtype=float)).any():
+        raise CatalogError(
+            f"need at least {2 * folds} galaxies with a usable spec-z for {folds} folds: the "
+            "catalogue has no spec-z (column zspec; NaN = unknown)"
+        )
+
+
 def check_labels(features: Features, labelled: np.ndarray, folds: int) -> None:
     """CatalogError, with the reason, when the labels cannot train ``folds`` folds: fewer than
     2 x folds usable spec-z (counting those above Z_LABEL_MAX, e.g. a 99 'no redshift' code, and
@@ -79,6 +89,7 @@ def check_labels(features: Features, labelled: np.ndarray, folds: int) -> None:
     z = features.zspec
     n = int(labelled.sum())
     if n < 2 * folds:
+        check_has_spec_z(z, folds)
         finite = np.isfinite(z)
         high = int((finite & (z > Z_LABEL_MAX)).sum())
         screened = int((finite & (z >= 0) & (z <= Z_LABEL_MAX) & ~features.trainable).sum())

@@ -9,6 +9,7 @@ from deepz_core.catalog.catalog import Catalog, Exposures
 from deepz_core.catalog.features import (
     build_features,
     default_ref_band,
+    remeasured,
     resolve_ref_band,
     same_photometry,
 )
@@ -164,3 +165,16 @@ def test_default_ref_band_proposes_an_i_band_whatever_its_case() -> None:
     assert default_ref_band(("G", "R", "I", "Z")) == "I"
     assert default_ref_band(("hsc_g", "hsc_I")) == "hsc_I"
     assert default_ref_band(("G", "R")) == "R"
+
+
+def test_remeasured_tells_galaxies_measured_again_from_other_galaxies() -> None:
+    """Review: a fresh mock numbered 1..N warned as if it held the training galaxies."""
+    rng = np.random.default_rng(3)
+    stored = rng.uniform(0.5, 2.0, (200, 10))
+    error = np.full_like(stored, 0.05)
+    again = stored + error * rng.normal(size=stored.shape)  # the same galaxies, new noise
+    again[:, 0] = np.nan  # a band unusable now
+    other = rng.uniform(0.5, 2.0, (200, 10))  # other galaxies, the same ids
+    assert remeasured(again, error, stored, error)
+    assert not remeasured(other, error, stored, error)
+    assert not remeasured(np.full_like(stored, np.nan), error, stored, error)

@@ -3,6 +3,8 @@ limiting magnitudes (per row or configured), -99 = not observed, RAIL's column n
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pytest
 from astropy.table import Table
@@ -10,7 +12,13 @@ from astropy.table import Table
 from deepz_core.catalog.catalog import Catalog
 from deepz_core.catalog.conventions import InputConventions
 from deepz_core.catalog.io import read_catalog
-from deepz_core.catalog.magnitudes import band_name, fluxes_from_magnitudes, magnitude_columns
+from deepz_core.catalog.magnitudes import (
+    band_name,
+    convert_magnitudes,
+    fluxes_from_magnitudes,
+    magnitude_columns,
+)
+from deepz_core.inference.stream import repeats_held_back
 
 
 def test_detections_give_fluxes_and_first_order_errors() -> None:
@@ -124,3 +132,27 @@ def test_a_limit_naming_no_band_or_several_is_refused(table: dict, key: str, mat
 
     with pytest.raises(ConfigError, match=match):
         Catalog.from_table(table, conventions=InputConventions(mag_limits={key: 26.0}))
+
+
+def _chunk(mags: list[float]) -> dict[str, np.ndarray]:
+    """Three bands in magnitudes, ``mags`` in each (99: not detected); NB475 has limit columns."""
+    cols = {}
+    for band in ("NB455", "NB465", "NB475"):
+        cols[f"mag_{band}"] = np.array(mags)
+        cols[f"magerr_{band}"] = np.full(len(mags), 0.1)
+    cols["maglim_NB475"] = np.full(len(mags), 25.0)
+    return cols
+
+
+def test_bands_without_limits_get_one_line_per_read(caplog) -> None:
+    """Review: 34 warnings (one per band and chunk) and '14 more warnings held back' for a
+    magnitude catalogue without limits; now one line per read names the bands and --mag-limits."""
+    convert = partial(convert_magnitudes, fluxzp=23.9, limit_nsigma=1.0, nondetect=99.0)
+    with caplog.at_level("WARNING", logger="deepz"), repeats_held_back():
+        convert(_chunk([99.0, 22.0]), limits={"NB465": 25.0}, unobserved=-99.0, source="f[0:2]")
+        convert(_chunk([22.0, 99.0]), limits={"NB465": 25.0}, unobserved=-99.0, source="f[2:4]")
+        convert(_chunk([22.0, 21.0]), limits={}, unobserved=-99.0, source="f[4:6]")  # all detected
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("f: non-detections (magnitude 99 or NaN) have no limiting")
+    assert "1 band(s) without a limit (NB455)" in lines[0] and "--mag-limits" in lines[0]

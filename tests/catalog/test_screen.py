@@ -15,6 +15,7 @@ from deepz_core.catalog.screen import (
     PzFlag,
     describe_flags,
     fit_input_stats,
+    screen_line,
     screen_magnitude,
     screen_photometry,
     screen_population,
@@ -146,6 +147,22 @@ def test_screened_rows_and_counts_name_the_galaxies() -> None:
     flags = np.array([0, PzFlag.REF_LOW_SNR, PzFlag.NO_PZ | PzFlag.REF_UNUSABLE], np.int32)
     rows = screened_rows(np.array([10, 11, 12]), flags)
     assert rows == {"NO_PZ": [12], "REF_UNUSABLE": [12], "REF_LOW_SNR": [11]}
+
+
+def test_screened_rows_are_bounded_per_flag() -> None:
+    flags = np.full(5, PzFlag.BAND_MISSING, np.int32)
+    assert screened_rows(np.arange(5), flags, limit=2) == {"BAND_MISSING": [0, 1]}
+
+
+def test_screen_line_counts_in_bit_order() -> None:
+    counts = {"TOO_FEW_BANDS": 1, "NO_PZ": 2, "REF_UNUSABLE": 1, "left_out_of_loss": 3}
+    assert screen_line(counts, 100, "run/screen.json") == (
+        "screen: 3 of 100 galaxies left out of the loss (NO_PZ 2, REF_UNUSABLE 1, "
+        "TOO_FEW_BANDS 1); their ref_ids are in run/screen.json"
+    )
+    assert screen_line({"left_out_of_loss": 0}, 100, "x") == (
+        "screen: none of the 100 galaxies flagged"
+    )
 
 
 def test_every_flag_is_documented() -> None:

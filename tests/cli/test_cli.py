@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from functools import partial
 from pathlib import Path
 
@@ -100,9 +101,12 @@ def test_train_prints_a_json_summary(tmp_path, files, capsys) -> None:
     )
     assert code == 0
     printed = capsys.readouterr()
-    summary = json.loads(printed.out.strip().splitlines()[-1])
+    lines = printed.out.strip().splitlines()
+    summary = json.loads(lines[-1])
     assert summary["state"] == "finished" and summary["run"] == str(out)
     assert {"sigma68", "outlier_fraction", "n"} <= set(summary)
+    screen = [line for line in lines if line.startswith("screen: ")]  # the log's line, too
+    assert len(screen) == 1 and screen[0] in (out / "log.txt").read_text()
     warning = summary["heldout"].get("warning")  # one epoch: the n(z) alone may score better
     assert (
         printed.err.strip().endswith(f"warning: {warning}")
@@ -159,6 +163,12 @@ def test_evaluate_the_runs_own_fits_predictions(tmp_path, trained, capsys) -> No
     )
     overall = json.loads(report.read_text())["overall"]
     assert overall["n"] == RunDir(trained).status()["summary"]["n"]  # out-of-fold galaxies
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == overall
+    # review: --out was required although the command prints the overall metrics
+    assert main(["evaluate", "--pred", str(trained / "predictions.fits")]) == 0
+    assert json.loads(capsys.readouterr().out) == overall
+    assert list(tmp_path.iterdir()) == [report]
 
 
 def test_version_and_a_description_for_users(capsys) -> None:
@@ -377,6 +387,7 @@ def test_counts_below_one_name_the_flag(capsys, flag, value) -> None:
     )
 
 
+@pytest.mark.usefixtures("late_ref_band_check")
 def test_train_into_an_existing_folder(tmp_path, files, capsys) -> None:
     """Same arguments resume; new ones start a run over that never trained, and are refused for
     one that did (naming what differs)."""
@@ -414,11 +425,22 @@ def test_train_into_an_existing_folder(tmp_path, files, capsys) -> None:
     assert f"resuming run in {out}" in capsys.readouterr().out
 
 
+@pytest.fixture
+def late_ref_band_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``train`` refuses a reference band the catalogue lacks before the run folder exists; these
+    tests use one to make a run that fails at set-up, after its folder exists (as a band lost
+    by an edited catalogue would), so the early check is skipped."""
+    from deepz_core.jobs import training_run
+
+    monkeypatch.setattr(training_run, "resolve_ref_band", lambda bands, ref_band=None: ref_band)
+
+
 FAKE_CHECKPOINT = json.dumps(
     {"phase": "finetune", "epoch": 1, "tensors": "checkpoint-finetune-0001.safetensors"}
 )
 
 
+@pytest.mark.usefixtures("late_ref_band_check")
 def test_train_leaves_live_and_template_fit_folders_alone(tmp_path, files, capsys) -> None:
     import os
 
@@ -462,6 +484,7 @@ def test_train_leaves_live_and_template_fit_folders_alone(tmp_path, files, capsy
     assert "holds a templatefit run" in one_line_error(capsys)
 
 
+@pytest.mark.usefixtures("late_ref_band_check")
 def test_train_resumes_on_another_device_but_not_with_another_network(
     tmp_path, files, capsys
 ) -> None:
@@ -906,3 +929,32 @@ def test_predict_reads_lsst_dp0_column_names_with_rename(tmp_path, tiny_run, sky
     by_flux, by_dp0 = Table.read(tmp_path / "f.parquet"), Table.read(tmp_path / "d.parquet")
     np.testing.assert_array_equal(by_dp0["zphot"], by_flux["zphot"])
     np.testing.assert_array_equal(by_dp0["flag"], by_flux["flag"])
+
+
+def test_internal_commands_are_runnable_but_not_listed(capsys) -> None:
+    """Review: worker, sim-job and predict-job (run by the app and the job queue) were listed in
+    `deepz --help` among the user's commands."""
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    shown = capsys.readouterr().out
+    assert "train" in shown and "predict " in shown
+    assert not {"worker", "sim-job", "predict-job", "SUPPRESS"} & set(re.split(r"[\s{},]+", shown))
+    for name in ("worker", "sim-job", "predict-job"):
+        with pytest.raises(SystemExit) as exit_:
+            main([name, "--help"])
+        assert exit_.value.code == 0 and f"usage: deepz {name}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("problem", ["ref-band", "no-zspec"])
+def test_a_refused_train_leaves_no_run_folder(tmp_path, files, problem, capsys) -> None:
+    """Review: train with a bad --ref-band or a catalogue without spec-z left a failed run folder
+    under runs/; both are refused before the folder exists."""
+    catalog, extra = files["catalog"], ["--ref-band", "NB999"]
+    if problem == "no-zspec":
+        catalog, extra = files["new"], []
+    out = tmp_path / "runs" / "run"
+    args = ["train", "--catalog", str(catalog), "--pretrain", "none", "--out", str(out)]
+    assert main([*args, *extra]) == 2
+    line = one_line_error(capsys)
+    assert ("NB999" in line) if problem == "ref-band" else ("has no spec-z (column zspec" in line)
+    assert not out.exists() and not (tmp_path / "runs").exists()

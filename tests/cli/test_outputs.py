@@ -199,7 +199,7 @@ def test_run_predict_replaces_a_file_only_with_overwrite(tmp_path, tiny_run, sky
     assert out.read_text() == USER_TEXT
     assert len(run.predict(sky_catalog[1], out=out, overwrite=True)) == 200
     assert pq.read_table(out).num_rows == 200
-    with pytest.raises(dz.ConfigError, match="inside the input folder run folder"):
+    with pytest.raises(dz.ConfigError, match="is a file inside the input run folder '"):
         run.predict(sky_catalog[1], out=tiny_run / "predictions.fits", overwrite=True)
 
 

@@ -62,7 +62,7 @@ def magnitude_csv(path: Path, n: int = 120) -> Path:
     return path
 
 
-NO_LIMIT = "non-detections (mag_NB455 = 99 or NaN) in 'mag_NB455' have no limiting magnitude"
+NO_LIMIT = "non-detections (magnitude 99 or NaN) have no limiting magnitude in"
 ZERO_Z = "spec-z labels are exactly 0"
 
 

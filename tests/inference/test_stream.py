@@ -403,9 +403,29 @@ def test_a_warning_repeated_by_every_chunk_is_shown_once(tiny_run, tmp_path, cap
             caplog.clear()
             predict = stream.predict_file if out.endswith(".parquet") else stream.predict_dataset
             predict(str(tiny_run), str(tmp_path / "moved.parquet"), str(tmp_path / out), 20)
-            shared = [r for r in caplog.records if "share a ref_id" in r.getMessage()]
+            shared = [
+                r for r in caplog.records if "have the ref_id of a galaxy run" in r.getMessage()
+            ]
             assert len(shared) == 1, caplog.text
             assert "more warnings like those above" in caplog.records[-1].getMessage()
+
+
+def test_another_catalogue_numbered_like_the_training_one_is_not_warned(
+    tiny_run, tmp_path, caplog
+) -> None:
+    """Review: every fresh mock (ids 1..N) predicted with another run warned that its galaxies
+    'share a ref_id with a galaxy run ... trained on'; other galaxies with the same ids are
+    predicted as new galaxies quietly (a note), re-measured training galaxies still warn."""
+    other = synthetic_catalog(80, 5, exposures=False)  # ids 1..80 as the training catalogue's
+    write_catalog(other, tmp_path / "other.parquet")
+    with caplog.at_level("INFO", logger="deepz"):
+        stream.predict_file(
+            str(tiny_run), str(tmp_path / "other.parquet"), str(tmp_path / "p.parquet")
+        )
+    said = [(r.levelname, r.getMessage()) for r in caplog.records if "ref_id" in r.getMessage()]
+    assert said and all(level == "INFO" and "(ids only)" in m for level, m in said), said
+    table = pq.read_table(tmp_path / "p.parquet")
+    assert not np.asarray(table["out_of_fold"]).any()
 
 
 UNIT_NOTE_TEXT = "are the fluxes in the unit the catalogue declares"

@@ -15,7 +15,7 @@ from astropy.table import Table
 
 import deepz_core as dz
 from deepz_core.catalog.screen import PzFlag
-from deepz_core.errors import ConfigError, InUseError
+from deepz_core.errors import ConfigError, InUseError, TrainingWarning
 from deepz_core.files import LOCK_FILE, ExclusiveLock, atomic_write_json
 from tests.synthetic import synthetic_catalog
 
@@ -208,9 +208,13 @@ def test_reuse_returns_a_finished_run_unless_its_catalogue_file_changed(tmp_path
     dz.write_catalog(catalog, path)
     smoke = dict(preset="smoke", pretrain="none")
     run = dz.train(path, tmp_path / "r", **smoke)
-    with pytest.raises(ConfigError, match="holds a finished run"):
+    with pytest.raises(ConfigError, match="holds a finished run; .* or pass reuse=True"):
         dz.train(path, tmp_path / "r", **smoke)
-    assert dz.train(path, tmp_path / "r", reuse=True, **smoke).path == run.path
+    with warnings.catch_warnings(record=True) as caught:  # review: re-emitted as if new
+        warnings.simplefilter("always")
+        assert dz.train(path, tmp_path / "r", reuse=True, **smoke).path == run.path
+    said = [str(w.message) for w in caught if issubclass(w.category, TrainingWarning)]
+    assert all(m.startswith(f"reused run {run.path} (its warning when it trained)") for m in said)
     with pytest.raises(ConfigError, match="train.seed"):
         dz.train(path, tmp_path / "r", reuse=True, seed=4, **smoke)
     later = run.status["started"] + 10

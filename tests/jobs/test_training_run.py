@@ -21,6 +21,7 @@ from deepz_core.jobs.training_run import (
     execute_run,
     labelled_mask,
     pretraining_simulation,
+    record_screen,
     run_config,
     simulation_batches,
 )
@@ -190,10 +191,10 @@ def test_networks_that_learned_less_than_n_z_are_named_in_a_warning() -> None:
 
 
 def test_failed_run_records_the_error(tmp_path, catalog_path) -> None:
-    run = create_run(
-        tmp_path / "r",
-        run_config(catalog_path, pretrain="none", ref_band="sdss_i", model=TINY_MODEL, train=TRAIN),
-    )
+    config = run_config(catalog_path, pretrain="none", model=TINY_MODEL, train=TRAIN)
+    with pytest.raises(ConfigError, match="sdss_i"):  # refused before a run folder exists
+        run_config(catalog_path, pretrain="none", ref_band="sdss_i", model=TINY_MODEL)
+    run = create_run(tmp_path / "r", replace(config, ref_band="sdss_i"))  # e.g. edited later
     with pytest.raises(ConfigError, match="sdss_i"):
         execute_run(run)
     status = run.status()
@@ -359,3 +360,29 @@ def test_pretrain_auto_on_bands_named_by_a_letter_is_refused_before_a_run_folder
     with pytest.raises(ConfigError, match=r"unknown bands .*sdss_u, sdss_g.*mag_u_sdss; or lsst"):
         run_config(str(tmp_path / "c.fits"), pretrain="auto", preset_name="smoke")
     run_config(str(tmp_path / "c.fits"), pretrain="none", preset_name="smoke")  # needs no curves
+
+
+def test_screen_lists_every_row_left_out_of_the_loss(tmp_path) -> None:
+    """Rows without a usable reference flux (not among the features) are counted and listed by
+    ref_id too, and the log line agrees with screen.json (it said 5 where the file said 7)."""
+    cat = synthetic_catalog(200, 4, exposures=False)
+    ref = cat.bands.index("subaru_i")
+    flux, error = cat.flux.copy(), cat.flux_error.copy()
+    flux[0, 0] = 1e30  # implausible band
+    flux[1, 1] = np.nan  # missing band
+    flux[2, ref] = 1e-12  # reference below its error
+    flux[3] = np.nan  # nothing measured: no reference flux
+    error[4, ref] = np.nan  # reference error missing: no reference flux
+    cat = replace(cat, flux=flux, flux_error=error)
+    features = build_features(cat, "subaru_i")
+    features = features.against_population(features.input_stats())
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    record_screen(run, cat, features)
+    doc = json.loads(run.file("screen.json").read_text())
+    listed = {i for ids in doc["ref_ids"].values() for i in ids}
+    ids = [int(i) for i in cat.ref_id]
+    assert set(ids[:5]) <= listed and len(listed) == doc["left_out_of_loss"]
+    assert set(doc["ref_ids"]["REF_UNUSABLE"]) == {ids[3], ids[4]}
+    assert doc["no_reference_flux"] == 2 and doc["counts"]["REF_UNUSABLE"] == 2
+    assert f"screen: {doc['left_out_of_loss']} of 200 galaxies" in run.file("log.txt").read_text()

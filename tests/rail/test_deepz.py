@@ -19,9 +19,15 @@ from rail.core.data import TableHandle
 from rail.evaluation.single_evaluator import SingleEvaluator
 
 import deepz_core as dz
+from deepz_core.catalog.magnitudes import magnitude_columns
 from deepz_core.catalog.screen import PzFlag
 from deepz_core.pz import metrics
-from rail.estimation.algos.deepz import DeepzEstimator, DeepzInformer, DeepzModelHandle
+from rail.estimation.algos.deepz import (
+    DeepzEstimator,
+    DeepzInformer,
+    DeepzModelHandle,
+    stage_limits,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 BANDS = "ugrizy"
@@ -196,6 +202,31 @@ def test_a_ref_band_that_is_not_a_band_is_refused(rail_run, tmp_path) -> None:
     )
     with pytest.raises(dz.ConfigError, match="members must be >= 0"):  # was 'repetitions: ...'
         negative.inform(rail_run["train_h"])
+
+
+def test_mag_limits_keys_that_name_no_band_are_refused(tmp_path) -> None:
+    """Review: mag_limits=dict(q=...) was dropped silently (only 'band ... unusable' later); the
+    keys read as --mag-limits reads them, and a key that names no band is refused, listing them."""
+    train, _, limits = rail_tables(60, 1)
+    handle = TableHandle("t", path=str(write_hdf5(train, tmp_path / "train.hdf5")))
+    informer = DeepzInformer.make_stage(
+        name="inform_bad_limits",
+        model=str(tmp_path / "bad.json"),
+        preset="smoke",
+        pretrain="none",
+        id_col="id",
+        mag_limits={**limits, "q": 26.1},
+    )
+    with pytest.raises(dz.ConfigError, match=r"mag_limits: 'q' names no band.*mag_u_lsst"):
+        informer.inform(handle)
+    assert not (tmp_path / "bad_run").exists()
+
+
+def test_mag_limits_keys_read_as_the_cli_reads_them() -> None:
+    columns = magnitude_columns([f"{p}_{b}_lsst" for b in BANDS for p in ("mag", "magerr")])
+    bands = [f"mag_{b}_lsst" for b in "griz"]  # RAIL's default limits of u and y: passed over
+    limits = {"mag_u_lsst": 27.0, "mag_y_lsst": 26.0, "g": 28.0, "R": 27.5}
+    assert stage_limits(limits, bands, columns) == {"mag_g_lsst": 28.0, "mag_r_lsst": 27.5}
 
 
 def test_pandas_chunks_in_memory(rail_run) -> None:

@@ -134,6 +134,16 @@ def test_labels_outside_the_label_range_are_explained() -> None:
         check_labels(f, labelled_mask(f), 2)
 
 
+def test_a_catalogue_without_spec_z_says_so() -> None:
+    """Review: 'of the 0 galaxies with a spec-z, 0 are above 5' for a catalogue with no zspec."""
+    from deepz_core.errors import CatalogError
+    from deepz_core.training.splits import check_labels, labelled_mask
+
+    f = _features(np.full(50, np.nan))
+    with pytest.raises(CatalogError, match=r"the catalogue has no spec-z \(column zspec"):
+        check_labels(f, labelled_mask(f), 2)
+
+
 def test_one_spec_z_value_for_every_galaxy_is_refused() -> None:
     from deepz_core.errors import CatalogError
     from deepz_core.training.splits import check_labels, labelled_mask

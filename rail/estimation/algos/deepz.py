@@ -30,6 +30,7 @@ from rail.estimation.estimator import CatEstimator
 from rail.estimation.informer import CatInformer
 
 import deepz_core as dz
+from deepz_core.catalog.magnitudes import MagnitudeColumns, magnitude_columns, resolve_limits
 
 MODEL_FORMAT = "deepz-rail-model"
 FALLBACK_ID = -1  # estimated rows without an integer id_col: -1, -2, ... (training: 0, 1, ...)
@@ -99,7 +100,6 @@ def deepz_catalog(
             f"bands ({len(config.bands)}) and err_bands ({len(config.err_bands)}) differ in length"
         )
     columns: dict[str, Any] = {"ref_id": ids}
-    limits = {}
     for band, error in zip(config.bands, config.err_bands, strict=True):
         for column in (band, error):
             if column not in data:
@@ -107,8 +107,7 @@ def deepz_catalog(
         name = band_text(band)
         columns[f"mag_{name}"] = np.asarray(data[band], dtype=np.float64)
         columns[f"magerr_{name}"] = np.asarray(data[error], dtype=np.float64)
-        if band in config.mag_limits:
-            limits[f"mag_{name}"] = float(config.mag_limits[band])
+    limits = stage_limits(config.mag_limits, config.bands, magnitude_columns(list(columns)))
     if zspec is not None:
         columns["zspec"] = np.asarray(zspec, dtype=np.float64)
     conventions = dz.InputConventions(
@@ -119,6 +118,18 @@ def deepz_catalog(
         unobserved=config.nonobserved_val,
     )
     return dz.Catalog.from_table(columns, source="RAIL input", conventions=conventions)
+
+
+def stage_limits(
+    mag_limits: dict[str, Any], bands: list[str], columns: list[MagnitudeColumns]
+) -> dict[str, Any]:
+    """The stage's ``mag_limits`` keyed by deepz's magnitude columns ``columns`` (the keys read
+    as ``--mag-limits`` reads them: the RAIL column, the band, or its filter letter). ConfigError
+    listing the valid keys for a key that names no band (was: dropped silently); a key of RAIL's
+    default limits for a column the stage does not read (``bands``) is passed over."""
+    default = SHARED_PARAMS.get("mag_limits").default or {}
+    asked = {k: v for k, v in mag_limits.items() if not (k in default and k not in bands)}
+    return resolve_limits(asked, columns, option="mag_limits")
 
 
 DEEPZ_PARAMS = dict(  # what both stages read: RAIL's shared photometry parameters and deepz's
