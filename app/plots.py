@@ -310,14 +310,25 @@ def pz_figure(
     odds_window: float | None = None,
     title: str | None = None,
     label: str = "ensemble p(z)",
+    mode_label: str = "mode",
+    median: float | None = None,
+    interval: tuple[float, float] | None = None,
+    raw_pdf: np.ndarray | None = None,
 ) -> go.Figure:
     """A galaxy's ensemble p(z) on the grid (called ``label`` in the legend), with its members'
     p(z) (E, G) (dotted when the member trained on the galaxy), mixture components (K, G), z_s
-    line, mode and the ODDS window shaded."""
+    line, the mode line (labelled ``mode_label``) and the ODDS window shaded. A calibrated p(z)
+    adds the ``median`` and 68% ``interval`` of the curve drawn and ``raw_pdf`` (G,), the p(z)
+    before calibration whose mode z_p is, drawn faintly: the figure never marks a 'mode' that
+    the curve drawn does not peak at without saying so."""
     fig = go.Figure()
-    xrange = _support(grid, pdf)
+    xrange = _support(grid, pdf if raw_pdf is None else np.maximum(pdf, raw_pdf))
     if mode is not None and odds_window is not None and np.isfinite(mode):
         _odds_window(fig, mode, odds_window, xrange)
+    if interval is not None and all(np.isfinite(interval)):
+        fig.add_vrect(
+            x0=interval[0], x1=interval[1], fillcolor="crimson", opacity=0.08, line_width=0
+        )
     grey = {"color": "lightgrey", "width": 1}
     for i, comp in enumerate(components if components is not None else []):
         name = "mixture components (weighted)"
@@ -327,12 +338,36 @@ def pz_figure(
         style = {"color": "steelblue", "width": 1, "dash": "solid" if used else "dot"}
         name = "members (dotted: trained on this galaxy)"
         fig.add_trace(_line(grid, member, name, legendgroup="m", showlegend=e == 0, line=style))
+    if raw_pdf is not None:
+        faint = {"color": "grey", "width": 2, "dash": "dash"}
+        fig.add_trace(_line(grid, raw_pdf, "p(z) before calibration", line=faint))
     fig.add_trace(_line(grid, pdf, label, line={"color": "crimson", "width": 3}))
     _vline(fig, zspec, "z<sub>s</sub>", xrange)
-    _vline(fig, mode, "mode", xrange, 0.02, color="crimson", dash="solid", width=1)
+    _vline(fig, mode, mode_label, xrange, 0.02, color="crimson", dash="solid", width=1)
+    if interval is not None and all(np.isfinite(interval)):
+        _side_label(fig, interval[1], "68% interval", xrange, 0.88, "crimson")
+    _vline(fig, median, "median", xrange, 0.22, color="crimson", dash="dot", width=2)
     fig.update_xaxes(title=Z, range=xrange)
     fig.update_yaxes(title=PZ, rangemode="tozero")
     return _finish(fig, title or "p(z)")
+
+
+CALIBRATED_MODE_LABEL = "z<sub>p</sub>: mode before calibration"
+
+
+def pz_markers(g: Mapping[str, Any], raw_pdf: np.ndarray | None = None) -> dict[str, Any]:
+    """``pz_figure`` keyword arguments for the mode, median, 68% interval and raw p(z) of a galaxy
+    (the dict of ``deepz_core.evaluation.galaxy.galaxy_pz``): a calibrated p(z) gets its median and
+    interval marked and its z_p line called the mode before calibration."""
+    if not g.get("calibrated"):
+        return {"mode": g["mode"]}
+    return {
+        "mode": g["mode"],
+        "mode_label": CALIBRATED_MODE_LABEL,
+        "median": g["zmedian"],
+        "interval": (g["z_lo68"], g["z_hi68"]),
+        "raw_pdf": raw_pdf,
+    }
 
 
 def flux_unit_label(fluxzp: float) -> str:

@@ -1062,6 +1062,32 @@ def save_upload(data: bytes, filename: str, role: str = "galaxies") -> str:
     return str(uploads.save_upload(data, filename, role))
 
 
+def uploader_key(name: str) -> str:
+    """The key of file uploader ``name``: ``name`` itself until ``reject_upload`` empties it,
+    then ``name_<n>`` (a new key is Streamlit's way of resetting a widget)."""
+    generation = int(st.session_state.get(f"{name}__generation", 0))
+    return name if generation == 0 else f"{name}_{generation}"
+
+
+def reject_upload(name: str, message: str) -> None:
+    """Empty file uploader ``name`` (a rejected file must not stay in it, blocking the page),
+    keep ``message`` for ``upload_rejection`` and rerun the page."""
+    st.session_state[f"{name}__generation"] = (
+        int(st.session_state.get(f"{name}__generation", 0)) + 1
+    )
+    st.session_state[f"{name}__rejected"] = message
+    st.rerun()
+
+
+def upload_rejection(name: str, file_present: bool) -> str | None:
+    """The message of the last file uploader ``name`` rejected, while it is empty; forgotten
+    once a new file is uploaded (``file_present``)."""
+    if file_present:
+        st.session_state.pop(f"{name}__rejected", None)
+        return None
+    return st.session_state.get(f"{name}__rejected")
+
+
 def predictions_dir() -> Path:
     return uploads.predictions_dir()
 

@@ -57,16 +57,19 @@ def choose_catalogue() -> None:
 def saved_upload(label: str, key: str, help_text: str, role: str = "galaxies") -> Path | None:
     """A file uploader whose file is written once to data/uploads/<sha256>.<ext> (deleted again
     when it does not read as a table for ``role``); its path."""
-    file = st.file_uploader(label, type=TYPES, key=key, help=help_text)
+    file = st.file_uploader(label, type=TYPES, key=state.uploader_key(key), help=help_text)
+    rejected = state.upload_rejection(key, file is not None)
+    if rejected:
+        st.error(rejected)
     if file is None:
         return None
     cache = st.session_state.setdefault("upload_paths", {})
     if file.file_id not in cache:
         try:
             cache[file.file_id] = state.save_upload(file.getvalue(), file.name, role)
-        except Exception as exc:
-            show_error(f"Could not store {file.name}", exc)
-            return None
+        except Exception as exc:  # not kept: the uploader is emptied, the message stays
+            what = str(exc) if isinstance(exc, DeepzError) else f"{type(exc).__name__}: {exc}"
+            state.reject_upload(key, f"Upload rejected: {what}")
         st.session_state.setdefault("upload_names", {})[cache[file.file_id]] = file.name
     return Path(cache[file.file_id])
 

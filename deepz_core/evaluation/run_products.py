@@ -44,6 +44,9 @@ class Predictions:
     means: np.ndarray
     stds: np.ndarray
     odds_window: float | None = None  # the window of the ``odds`` column, when the file says
+    # calibrated p(z) (a ``pit_raw`` column): the mixture columns and zmedian/z_lo68/z_hi68 are the
+    # calibrated p(z)'s, zphot stays the mode of the raw one (``pz.products.calibrated_products``)
+    calibrated: bool = False
 
     @property
     def n(self) -> int:
@@ -107,6 +110,7 @@ def read_predictions(path: Path | str) -> Predictions:
         means=col("means", np.float32),
         stds=col("stds", np.float32),
         odds_window=_odds_window(path),
+        calibrated="pit_raw" in table.colnames,
     )
 
 

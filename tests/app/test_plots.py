@@ -181,6 +181,29 @@ def test_pz_figure_members_components_and_odds_window() -> None:
     assert fig.layout.yaxis.title.text == plots.PZ
 
 
+def test_a_calibrated_pz_never_marks_a_mode_it_does_not_peak_at() -> None:
+    """First-use review: the calibrated p(z) peaked near 0.93 while a red line 'mode' stood at
+    z_p = 0.645 (the raw p(z)'s mode). The line is called what it is, the median and 68%
+    interval of the curve drawn are marked, and the raw p(z) is drawn faintly."""
+    grid = np.round(np.arange(0, 1501) * 0.001, 12)
+    raw = np.exp(-0.5 * ((grid - 0.645) / 0.03) ** 2)
+    calibrated = np.exp(-0.5 * ((grid - 0.93) / 0.1) ** 2)
+    g = {"mode": 0.645, "calibrated": True, "zmedian": 0.93, "z_lo68": 0.83, "z_hi68": 1.03}
+    fig = plots.pz_figure(grid, calibrated, odds_window=0.003, **plots.pz_markers(g, raw))
+    texts = [a.text for a in fig.layout.annotations]
+    assert "mode" not in texts and plots.CALIBRATED_MODE_LABEL in texts
+    assert "median" in texts and "68% interval" in texts
+    lines = {round(s.x0, 3) for s in fig.layout.shapes if s.type == "line"}
+    assert lines == {0.645, 0.93}
+    rects = [(s.x0, s.x1) for s in fig.layout.shapes if s.type == "rect"]
+    assert (0.83, 1.03) in rects
+    assert [t.name for t in fig.data] == ["p(z) before calibration", "ensemble p(z)"]
+    lo, hi = fig.layout.xaxis.range
+    assert lo < 0.6 and hi > 1.03  # both curves in view
+    raw_only = plots.pz_markers({"mode": 0.5, "calibrated": False}, raw)
+    assert raw_only == {"mode": 0.5}  # an uncalibrated p(z) peaks at its mode: nothing more
+
+
 def test_sed_figure_narrow_broad_exposures() -> None:
     s = {
         "bands": ["NB455", "NB465", "subaru_i"],

@@ -191,6 +191,30 @@ def test_pdf_components_and_members_used(pred) -> None:
     g = galaxy.galaxy_pz(pred, 3, PzConfig())
     assert g["ref_id"] == 13 and g["odds_window"] == 0.003
     assert g["dz"] == pytest.approx((g["mode"] - g["zspec"]) / (1 + g["zspec"]))
+    assert not g["calibrated"] and not pred.calibrated  # no pit_raw column: raw p(z)
+
+
+def test_a_calibrated_galaxy_says_so_and_carries_its_median_and_interval(tmp_path, rng) -> None:
+    """First-use review: the explorer drew the calibrated p(z) (peak near 0.93) with a line
+    'mode' at zphot 0.645, the raw p(z)'s mode. The view says the p(z) is calibrated and
+    carries the median and 68% interval of the curve drawn."""
+    t = _pred_table(rng)
+    t["zmedian"], t["z_lo68"], t["z_hi68"] = t["zphot"] + 0.3, t["zphot"] + 0.2, t["zphot"] + 0.4
+    t["pit_raw"] = t["pit"]
+    t.write(tmp_path / "p.fits")
+    pred = analysis.read_predictions(tmp_path / "p.fits")
+    g = galaxy.galaxy_pz(pred, 3, PzConfig())
+    assert pred.calibrated and g["calibrated"]
+    assert (g["zmedian"], g["z_lo68"], g["z_hi68"]) == pytest.approx(
+        (t["zphot"][3] + 0.3, t["zphot"][3] + 0.2, t["zphot"][3] + 0.4)
+    )
+
+
+def test_raw_ensemble_pdf_is_the_mean_of_the_used_members() -> None:
+    members = np.array([[1.0, 3.0], [3.0, 5.0], [100.0, 100.0]])
+    used = np.array([True, True, False])
+    np.testing.assert_allclose(galaxy.raw_ensemble_pdf(members, used), [2.0, 4.0])
+    np.testing.assert_allclose(galaxy.raw_ensemble_pdf(members, ~np.ones(3, bool)), [104 / 3, 36])
 
 
 # ------------------------------------------------------------------ model-based views
