@@ -112,15 +112,31 @@ def _z_range(*arrays: np.ndarray) -> tuple[float, float]:
 
 
 def _reference_lines(fig: go.Figure, lo: float, hi: float, outlier: float = OUTLIER) -> None:
-    """The diagonal z_p = z_s and the outlier bounds z_p = z_s ± outlier (1 + z_s)."""
+    """The diagonal z_p = z_s and the outlier bounds z_p = z_s ± outlier (1 + z_s), each clipped
+    to the square [lo, hi]² the axes show (a line past the frame looks like a drawing error),
+    and the frame itself drawn."""
     z = np.array([lo, hi])
     black = {"color": "black", "width": 1}
     fig.add_trace(_line(z, z, "z<sub>p</sub> = z<sub>s</sub>", line=black, hoverinfo="skip"))
     grey = {"color": "grey", "width": 1, "dash": "dash"}
     for sign in (1, -1):
-        y = z + sign * outlier * (1 + z)
+        x, y = clipped_bound(lo, hi, sign * outlier)
         name = f"outlier bounds ±{outlier:g}(1+z<sub>s</sub>)"
-        fig.add_trace(_line(z, y, name, showlegend=sign > 0, line=grey, legendgroup="bounds"))
+        fig.add_trace(_line(x, y, name, showlegend=sign > 0, line=grey, legendgroup="bounds"))
+    frame = {"showline": True, "mirror": True, "linecolor": "grey", "linewidth": 1}
+    fig.update_xaxes(**frame)
+    fig.update_yaxes(**frame)
+
+
+def clipped_bound(lo: float, hi: float, k: float) -> tuple[np.ndarray, np.ndarray]:
+    """End points of the line z_p = z_s + k (1 + z_s) inside the square [lo, hi]² (z_s from
+    where it enters the square to where it leaves it; empty when it misses it)."""
+    z0 = max(lo, (lo - k) / (1 + k))  # z_p >= lo
+    z1 = min(hi, (hi - k) / (1 + k))  # z_p <= hi
+    if z1 <= z0:
+        return np.zeros(0), np.zeros(0)
+    x = np.array([z0, z1])
+    return x, x + k * (1 + x)
 
 
 def density_heatmap(
@@ -417,8 +433,20 @@ def sed_figure(
                     error_y={"array": s["error"][pick]},
                 )
             )
-    if not usable.all():  # junk values (1e30, -99, NaN) would set the axis: marked at 0
-        fig.add_trace(_unusable_bands(s, ~usable))
+    if not usable.all():  # junk values (1e30, -99, NaN) would set the axis: listed, not drawn
+        fig.add_annotation(
+            text=unusable_note(s, ~usable),
+            x=0,
+            y=1,
+            xref="paper",
+            yref="paper",
+            xanchor="left",
+            yanchor="top",
+            align="left",
+            showarrow=False,
+            font={"size": 10, "color": "darkorange"},
+            bgcolor="rgba(255,255,255,0.7)",
+        )
     if model is not None:
         order = np.argsort(s["wavelength"])
         fig.add_trace(
@@ -440,23 +468,25 @@ def sed_figure(
     return _finish(fig, title or "SED")
 
 
-def _unusable_bands(s: Mapping[str, Any], pick: np.ndarray) -> go.Scatter:
-    """The bands whose values the screen finds unusable, as crosses at flux 0 with their values
-    in the hover text: the networks impute them, the template fit leaves them out."""
-    text = [
-        f"{b}: flux {f:g}, error {e:g} (unusable: imputed)"
+UNUSABLE_SHOWN = 6  # unusable bands named in the SED's note
+
+
+def unusable_note(s: Mapping[str, Any], pick: np.ndarray) -> str:
+    """'Not drawn: NB465 (flux 1e+30), ...': the bands ``pick`` (B,) whose values the screen
+    finds unusable, with their values: they stay off the flux axis (a 1e30 would flatten it,
+    a cross at 0 would look like a measured 0); the networks impute them, the template fit
+    leaves them out."""
+    bands = np.asarray(s["bands"])[pick]
+    shown = [
+        f"{b} (flux {f:g}, error {e:g})"
         for b, f, e in zip(
-            np.asarray(s["bands"])[pick], s["flux"][pick], s["error"][pick], strict=True
+            bands, np.asarray(s["flux"])[pick], np.asarray(s["error"])[pick], strict=True
         )
-    ]
-    return go.Scatter(
-        x=s["wavelength"][pick],
-        y=np.zeros(int(pick.sum())),
-        mode="markers",
-        name="unusable bands (imputed)",
-        text=text,
-        hoverinfo="text",
-        marker={"symbol": "x", "size": 10, "color": "darkorange"},
+    ][:UNUSABLE_SHOWN]
+    more = f" and {len(bands) - UNUSABLE_SHOWN} more" if len(bands) > UNUSABLE_SHOWN else ""
+    return (
+        f"Not drawn, unusable values: {', '.join(shown)}{more}.<br>"
+        "The networks see an imputed value instead; the template fit leaves them out."
     )
 
 

@@ -227,9 +227,10 @@ def test_sed_figure_narrow_broad_exposures() -> None:
     assert "band index" in fig.layout.xaxis.title.text and len(fig.data) == 2
 
 
-def test_sed_figure_marks_unusable_bands_at_zero_not_on_the_axis() -> None:
+def test_sed_figure_lists_unusable_bands_off_the_flux_axis() -> None:
     """Review, ninth session: one band at 1e30 squashed the SED flat and nothing said it was
-    imputed."""
+    imputed. First-use review: drawn at 0 it looked as if the app had replaced 1e30 by 0; the
+    band is left off the flux axis and named with its value in a note on the figure."""
     s = {
         "bands": ["NB455", "NB465", "subaru_i"],
         "wavelength": np.array([4550.0, 4650, 7684]),
@@ -246,8 +247,10 @@ def test_sed_figure_marks_unusable_bands_at_zero_not_on_the_axis() -> None:
     fig = plots.sed_figure(s)
     plotted = np.concatenate([np.asarray(t.y, float) for t in fig.data])
     assert plotted.max() == 2.0
-    crosses = next(t for t in fig.data if t.name == "unusable bands (imputed)")
-    assert list(crosses.y) == [0.0] and "NB465: flux 1e+30" in crosses.text[0]
+    assert sum(len(t.x) for t in fig.data) == 2  # NB465 is not drawn, at 0 or anywhere
+    (note,) = [a.text for a in fig.layout.annotations]
+    assert note.startswith("Not drawn, unusable values: NB465 (flux 1e+30, error 0.1).")
+    assert "imputed" in note and "template fit leaves them out" in note
 
 
 def test_dropping_figure() -> None:
@@ -303,3 +306,21 @@ def test_sed_axis_names_a_nanojansky_unit() -> None:
 
     assert flux_unit_label(31.4) == "nJy" and flux_unit_label(23.9) == "µJy"
     assert flux_unit_label(22.5) == "nanomaggy" and flux_unit_label(25.0) == "AB zero-point 25"
+
+
+@pytest.mark.parametrize("outlier", [0.02, 0.15])
+def test_reference_lines_stay_inside_the_frame(zz, outlier: float) -> None:
+    """First-use review: on Results the z_p = z_s line and its outlier bounds ran past the top
+    of the plot frame; every reference line ends inside the axes' square, which is framed."""
+    fig = plots.density_heatmap(*zz, outlier=outlier)
+    lo, hi = fig.layout.yaxis.range
+    assert tuple(fig.layout.xaxis.range) == (lo, hi)
+    lines = [t for t in fig.data if t.type == "scatter"]
+    assert len(lines) == 3
+    for t in lines:
+        x, y = np.asarray(t.x, float), np.asarray(t.y, float)
+        assert x.min() >= lo - 1e-12 and x.max() <= hi + 1e-12
+        assert y.min() >= lo - 1e-12 and y.max() <= hi + 1e-12
+    upper = lines[1]
+    assert upper.y[-1] == pytest.approx(hi)  # it reaches the top edge, not beyond
+    assert fig.layout.xaxis.mirror and fig.layout.yaxis.showline
