@@ -593,6 +593,16 @@ def nz_figure(grid: np.ndarray, nz: np.ndarray, n: int, title: str | None = None
     return _finish(fig, title or f"Redshift distribution n(z) ({n:,} galaxies)")
 
 
+def bin_range(edges: np.ndarray, k: int, z_top: float) -> str:
+    """'0.50 ≤ z_p < 1.00' for bin ``k`` of ``edges`` (K+1,); the last bin 'z_p ≥ 1.00' when its
+    upper edge reaches ``z_top`` (the p(z) grid's end: no z_p lies beyond, so an upper edge
+    there would claim a range the data do not reach)."""
+    zp = "z<sub>p</sub>"
+    if k == len(edges) - 2 and edges[k + 1] >= z_top - 1e-9:
+        return f"{zp} ≥ {edges[k]:.2f}"
+    return f"{edges[k]:.2f} ≤ {zp} < {edges[k + 1]:.2f}"
+
+
 def tomography_figure(
     grid: np.ndarray, nz: np.ndarray, edges: np.ndarray, counts: np.ndarray
 ) -> go.Figure:
@@ -602,7 +612,7 @@ def tomography_figure(
     for k in range(len(counts)):
         color = COLORS[k % len(COLORS)]
         fig.add_vrect(x0=edges[k], x1=edges[k + 1], fillcolor=color, opacity=0.08, line_width=0)
-        label = f"bin {k + 1}: {edges[k]:.2f} ≤ z<sub>p</sub> < {edges[k + 1]:.2f} ({counts[k]:,})"
+        label = f"bin {k + 1}: {bin_range(edges, k, float(grid[-1]))} ({counts[k]:,})"
         fig.add_trace(_line(grid, nz[k], label, line={"color": color, "width": 2}))
     top = nz.max(axis=0) if len(nz) else np.zeros_like(grid)
     fig.update_xaxes(title=Z, range=_support(grid, top, pad=0.1) if top.max() > 0 else None)

@@ -163,6 +163,19 @@ def _summary(path: str, mtime: float) -> CatalogSummary:
     return summarize(catalog(path))
 
 
+@st.cache_resource(max_entries=8, show_spinner="Screening the spec-z galaxies...")
+def _label_counts(path: str, mtime: float, ref_band: str) -> dict[str, int]:
+    from deepz_core.jobs.training_run import label_counts as counts
+
+    return counts(catalog(path), ref_band)
+
+
+def label_counts(path: str, ref_band: str) -> dict[str, int]:
+    """The spec-z galaxies a run with reference band ``ref_band`` trains on and scores, by the
+    training's own rule (``deepz_core.jobs.training_run.label_counts``), cached by mtime."""
+    return _label_counts(path, Path(path).stat().st_mtime, ref_band)
+
+
 def catalog_summary(path: str) -> CatalogSummary:
     """Counts, coverage and SNR of the catalogue at ``path`` (cached by path and mtime)."""
     return _summary(path, Path(path).stat().st_mtime)
@@ -1060,6 +1073,18 @@ def save_upload(data: bytes, filename: str, role: str = "galaxies") -> str:
     does not read as a table for ``role`` ('galaxies', 'exposures', 'specz') is deleted again
     (CatalogError naming ``filename``)."""
     return str(uploads.save_upload(data, filename, role))
+
+
+def remembered(name: str, options: list[str], default: str) -> int:
+    """The index in ``options`` of the last choice ``remember``ed as ``name`` (else of
+    ``default``): a form keeps its choices after a run is queued and across pages."""
+    last = st.session_state.get(f"{name}__last", default)
+    return options.index(last) if last in options else options.index(default)
+
+
+def remember(name: str, value: str) -> None:
+    """Keep ``value`` as the last choice ``name`` (a non-widget key: it outlives the widget)."""
+    st.session_state[f"{name}__last"] = value
 
 
 def uploader_key(name: str) -> str:

@@ -123,6 +123,13 @@ def _odds_window(path: Path) -> float | None:
     return float(value) if value else None
 
 
+def not_scored(pred: Predictions) -> int:
+    """Spec-z galaxies with a p(z) that are not scored: no out-of-fold p(z), for a network run
+    the galaxies the screen flagged (``training.splits.labelled_mask``), left out of training,
+    so no network's p(z) of them is out of fold."""
+    return int((np.isfinite(pred.zspec) & pred.has_pz & ~pred.out_of_fold).sum())
+
+
 def training_zspec(pred: Predictions) -> np.ndarray:
     """Spec-z of the run's labelled galaxies (the training set of E20 Fig. 3)."""
     z = pred.zspec
@@ -189,14 +196,16 @@ def headline(
     """Point metrics of the scored galaxies judged by ``profile``: n, sigma68, outlier fraction
     (its threshold), catastrophic fraction, bias, NMAD, and σ68 of the best ``target_fraction``
     by ``odds`` (N,) (default the stored column), and ``n_no_pz`` (spec-z galaxies without a
-    p(z): failures, not scored); {"n": 0, "n_no_pz": ...} without scored galaxies."""
+    p(z): failures, not scored) and ``n_not_scored`` (``not_scored``); {"n": 0, "n_no_pz": ...,
+    "n_not_scored": ...} without scored galaxies."""
     profile = profile or PROFILES["narrow-band"]
     use = pred.scored & np.isfinite(pred.zphot)
     failed = int(pred.failed.sum())
+    unscored = {"n_not_scored": not_scored(pred)}
     if not use.any():
-        return {"n": 0, "n_no_pz": failed}
+        return {"n": 0, "n_no_pz": failed} | unscored
     zp, zs = pred.zphot[use], pred.zspec[use]
-    out = metrics.point_metrics(zp, zs, profile.outlier) | {"n_no_pz": failed}
+    out = metrics.point_metrics(zp, zs, profile.outlier) | {"n_no_pz": failed} | unscored
     out["catastrophic_fraction"] = metrics.outlier_fraction(
         metrics.dz(zp, zs), profile.catastrophic
     )

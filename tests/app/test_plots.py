@@ -324,3 +324,17 @@ def test_reference_lines_stay_inside_the_frame(zz, outlier: float) -> None:
     upper = lines[1]
     assert upper.y[-1] == pytest.approx(hi)  # it reaches the top edge, not beyond
     assert fig.layout.xaxis.mirror and fig.layout.yaxis.showline
+
+
+def test_the_last_tomographic_bin_claims_no_range_beyond_the_grid() -> None:
+    """First-use review: '1.00 <= z_p < 2.00' for a catalogue whose redshifts stop at 1.5 (the
+    grid's end, 2, was the last edge); such a bin reads 'z_p ≥ 1.00'."""
+    grid = np.round(np.arange(0, 2001) * 0.001, 12)
+    nz = np.stack([np.exp(-0.5 * ((grid - m) / 0.1) ** 2) for m in (0.5, 1.2)])
+    fig = plots.tomography_figure(grid, nz, np.array([0.0, 1.0, 2.0]), np.array([10, 5]))
+    assert [t.name for t in fig.data] == [
+        "bin 1: 0.00 ≤ z<sub>p</sub> < 1.00 (10)",
+        "bin 2: z<sub>p</sub> ≥ 1.00 (5)",
+    ]
+    fig = plots.tomography_figure(grid, nz, np.array([0.0, 1.0, 1.5]), np.array([10, 5]))
+    assert fig.data[1].name == "bin 2: 1.00 ≤ z<sub>p</sub> < 1.50 (5)"

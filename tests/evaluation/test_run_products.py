@@ -68,6 +68,19 @@ def test_galaxies_without_a_pz_count_as_failures_though_never_out_of_fold(tmp_pa
     assert analysis.headline(pred)["n_no_pz"] == n_failed  # what Results and Train show
 
 
+def test_flagged_spec_z_galaxies_with_a_pz_are_counted_as_not_scored(tmp_path, rng) -> None:
+    """First-use review: 'galaxies scored 1,517' + 'spec-z without a p(z) 17' != 1,710 spec-z,
+    and nothing said why: the flagged ones (a p(z), never out of fold) are counted."""
+    t = _pred_table(rng)
+    t["out_of_fold"][:10] = False  # flagged by the screen: a p(z), left out of training
+    t.write(tmp_path / "p.fits")
+    pred = analysis.read_predictions(tmp_path / "p.fits")
+    n = int(np.isfinite(t["zspec"][:10]).sum())
+    head = analysis.headline(pred)
+    assert head["n_not_scored"] == n == 8
+    assert head["n"] + head["n_no_pz"] + head["n_not_scored"] == int(np.isfinite(t["zspec"]).sum())
+
+
 def test_mixture_odds_matches_gaussian() -> None:
     mix = mixture_from_arrays(np.ones((1, 1)), np.full((1, 1), 0.5), np.full((1, 1), 0.01))
     got = mixture_odds(mix, torch.tensor([0.5]), 0.003).item()
