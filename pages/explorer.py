@@ -34,7 +34,7 @@ def _header(g: dict[str, Any]) -> None:
         _value(g["mode"], ".4f"),
         help=MODE_HELP if calibrated else None,
     )
-    cols[2].metric("Δz/(1+z_s) of z_p", _value(g["dz"], "+.4f"))
+    cols[2].metric("Δz/(1+z_s)", _value(g["dz"], "+.4f"))
     cols[3].metric(f"ODDS (±{g['odds_window'] / 2:g})", _value(g["odds"], ".3f"))
     cols[4].metric("PIT", _value(g["pit"], ".3f"))
     cols[5].metric("m_AB [mag]", _value(g["mag"], ".2f"))

@@ -336,7 +336,9 @@ def test_sdss_like_magnitudes_and_a_broad_band_profile(home, tmp_path, monkeypat
     assert "outliers (|Δz|/(1+z) > 0.15)" in table.columns
     assert not any(c.startswith("strict") or c.startswith("catastrophic") for c in table.columns)
     scored = int(table["scored galaxies"][0])
-    assert any(f"sdss: {scored:,} of {scored:,}" in c.value for c in at.caption)
+    assert any(
+        "sdss" in c.value and f": {scored:,} of {scored:,}" in c.value for c in at.caption
+    )  # the run named as in the tables (run_title)
     assert "Survey profile: broad-band" in [p.proto.popover.label for p in at.get("popover")]
     at = run_page("cuts.py", run="sdss")
     assert_clean(at)
