@@ -112,15 +112,31 @@ def _z_range(*arrays: np.ndarray) -> tuple[float, float]:
 
 
 def _reference_lines(fig: go.Figure, lo: float, hi: float, outlier: float = OUTLIER) -> None:
-    """The diagonal z_p = z_s and the outlier bounds z_p = z_s ± outlier (1 + z_s)."""
+    """The diagonal z_p = z_s and the outlier bounds z_p = z_s ± outlier (1 + z_s), each clipped
+    to the square [lo, hi]² the axes show (a line past the frame looks like a drawing error),
+    and the frame itself drawn."""
     z = np.array([lo, hi])
     black = {"color": "black", "width": 1}
     fig.add_trace(_line(z, z, "z<sub>p</sub> = z<sub>s</sub>", line=black, hoverinfo="skip"))
     grey = {"color": "grey", "width": 1, "dash": "dash"}
     for sign in (1, -1):
-        y = z + sign * outlier * (1 + z)
+        x, y = clipped_bound(lo, hi, sign * outlier)
         name = f"outlier bounds ±{outlier:g}(1+z<sub>s</sub>)"
-        fig.add_trace(_line(z, y, name, showlegend=sign > 0, line=grey, legendgroup="bounds"))
+        fig.add_trace(_line(x, y, name, showlegend=sign > 0, line=grey, legendgroup="bounds"))
+    frame = {"showline": True, "mirror": True, "linecolor": "grey", "linewidth": 1}
+    fig.update_xaxes(**frame)
+    fig.update_yaxes(**frame)
+
+
+def clipped_bound(lo: float, hi: float, k: float) -> tuple[np.ndarray, np.ndarray]:
+    """End points of the line z_p = z_s + k (1 + z_s) inside the square [lo, hi]² (z_s from
+    where it enters the square to where it leaves it; empty when it misses it)."""
+    z0 = max(lo, (lo - k) / (1 + k))  # z_p >= lo
+    z1 = min(hi, (hi - k) / (1 + k))  # z_p <= hi
+    if z1 <= z0:
+        return np.zeros(0), np.zeros(0)
+    x = np.array([z0, z1])
+    return x, x + k * (1 + x)
 
 
 def density_heatmap(
@@ -310,14 +326,25 @@ def pz_figure(
     odds_window: float | None = None,
     title: str | None = None,
     label: str = "ensemble p(z)",
+    mode_label: str = "mode",
+    median: float | None = None,
+    interval: tuple[float, float] | None = None,
+    raw_pdf: np.ndarray | None = None,
 ) -> go.Figure:
     """A galaxy's ensemble p(z) on the grid (called ``label`` in the legend), with its members'
     p(z) (E, G) (dotted when the member trained on the galaxy), mixture components (K, G), z_s
-    line, mode and the ODDS window shaded."""
+    line, the mode line (labelled ``mode_label``) and the ODDS window shaded. A calibrated p(z)
+    adds the ``median`` and 68% ``interval`` of the curve drawn and ``raw_pdf`` (G,), the p(z)
+    before calibration whose mode z_p is, drawn faintly: the figure never marks a 'mode' that
+    the curve drawn does not peak at without saying so."""
     fig = go.Figure()
-    xrange = _support(grid, pdf)
+    xrange = _support(grid, pdf if raw_pdf is None else np.maximum(pdf, raw_pdf))
     if mode is not None and odds_window is not None and np.isfinite(mode):
         _odds_window(fig, mode, odds_window, xrange)
+    if interval is not None and all(np.isfinite(interval)):
+        fig.add_vrect(
+            x0=interval[0], x1=interval[1], fillcolor="crimson", opacity=0.08, line_width=0
+        )
     grey = {"color": "lightgrey", "width": 1}
     for i, comp in enumerate(components if components is not None else []):
         name = "mixture components (weighted)"
@@ -327,12 +354,36 @@ def pz_figure(
         style = {"color": "steelblue", "width": 1, "dash": "solid" if used else "dot"}
         name = "members (dotted: trained on this galaxy)"
         fig.add_trace(_line(grid, member, name, legendgroup="m", showlegend=e == 0, line=style))
+    if raw_pdf is not None:
+        faint = {"color": "grey", "width": 2, "dash": "dash"}
+        fig.add_trace(_line(grid, raw_pdf, "p(z) before calibration", line=faint))
     fig.add_trace(_line(grid, pdf, label, line={"color": "crimson", "width": 3}))
     _vline(fig, zspec, "z<sub>s</sub>", xrange)
-    _vline(fig, mode, "mode", xrange, 0.02, color="crimson", dash="solid", width=1)
+    _vline(fig, mode, mode_label, xrange, 0.02, color="crimson", dash="solid", width=1)
+    if interval is not None and all(np.isfinite(interval)):
+        _side_label(fig, interval[1], "68% interval", xrange, 0.88, "crimson")
+    _vline(fig, median, "median", xrange, 0.22, color="crimson", dash="dot", width=2)
     fig.update_xaxes(title=Z, range=xrange)
     fig.update_yaxes(title=PZ, rangemode="tozero")
     return _finish(fig, title or "p(z)")
+
+
+CALIBRATED_MODE_LABEL = "z<sub>p</sub>: mode before calibration"
+
+
+def pz_markers(g: Mapping[str, Any], raw_pdf: np.ndarray | None = None) -> dict[str, Any]:
+    """``pz_figure`` keyword arguments for the mode, median, 68% interval and raw p(z) of a galaxy
+    (the dict of ``deepz_core.evaluation.galaxy.galaxy_pz``): a calibrated p(z) gets its median and
+    interval marked and its z_p line called the mode before calibration."""
+    if not g.get("calibrated"):
+        return {"mode": g["mode"]}
+    return {
+        "mode": g["mode"],
+        "mode_label": CALIBRATED_MODE_LABEL,
+        "median": g["zmedian"],
+        "interval": (g["z_lo68"], g["z_hi68"]),
+        "raw_pdf": raw_pdf,
+    }
 
 
 def flux_unit_label(fluxzp: float) -> str:
@@ -382,8 +433,20 @@ def sed_figure(
                     error_y={"array": s["error"][pick]},
                 )
             )
-    if not usable.all():  # junk values (1e30, -99, NaN) would set the axis: marked at 0
-        fig.add_trace(_unusable_bands(s, ~usable))
+    if not usable.all():  # junk values (1e30, -99, NaN) would set the axis: listed, not drawn
+        fig.add_annotation(
+            text=unusable_note(s, ~usable),
+            x=0,
+            y=1,
+            xref="paper",
+            yref="paper",
+            xanchor="left",
+            yanchor="top",
+            align="left",
+            showarrow=False,
+            font={"size": 10, "color": "darkorange"},
+            bgcolor="rgba(255,255,255,0.7)",
+        )
     if model is not None:
         order = np.argsort(s["wavelength"])
         fig.add_trace(
@@ -405,23 +468,25 @@ def sed_figure(
     return _finish(fig, title or "SED")
 
 
-def _unusable_bands(s: Mapping[str, Any], pick: np.ndarray) -> go.Scatter:
-    """The bands whose values the screen finds unusable, as crosses at flux 0 with their values
-    in the hover text: the networks impute them, the template fit leaves them out."""
-    text = [
-        f"{b}: flux {f:g}, error {e:g} (unusable: imputed)"
+UNUSABLE_SHOWN = 6  # unusable bands named in the SED's note
+
+
+def unusable_note(s: Mapping[str, Any], pick: np.ndarray) -> str:
+    """'Not drawn: NB465 (flux 1e+30), ...': the bands ``pick`` (B,) whose values the screen
+    finds unusable, with their values: they stay off the flux axis (a 1e30 would flatten it,
+    a cross at 0 would look like a measured 0); the networks impute them, the template fit
+    leaves them out."""
+    bands = np.asarray(s["bands"])[pick]
+    shown = [
+        f"{b} (flux {f:g}, error {e:g})"
         for b, f, e in zip(
-            np.asarray(s["bands"])[pick], s["flux"][pick], s["error"][pick], strict=True
+            bands, np.asarray(s["flux"])[pick], np.asarray(s["error"])[pick], strict=True
         )
-    ]
-    return go.Scatter(
-        x=s["wavelength"][pick],
-        y=np.zeros(int(pick.sum())),
-        mode="markers",
-        name="unusable bands (imputed)",
-        text=text,
-        hoverinfo="text",
-        marker={"symbol": "x", "size": 10, "color": "darkorange"},
+    ][:UNUSABLE_SHOWN]
+    more = f" and {len(bands) - UNUSABLE_SHOWN} more" if len(bands) > UNUSABLE_SHOWN else ""
+    return (
+        f"Not drawn, unusable values: {', '.join(shown)}{more}.<br>"
+        "The networks see an imputed value instead; the template fit leaves them out."
     )
 
 
@@ -528,6 +593,16 @@ def nz_figure(grid: np.ndarray, nz: np.ndarray, n: int, title: str | None = None
     return _finish(fig, title or f"Redshift distribution n(z) ({n:,} galaxies)")
 
 
+def bin_range(edges: np.ndarray, k: int, z_top: float) -> str:
+    """'0.50 ≤ z_p < 1.00' for bin ``k`` of ``edges`` (K+1,); the last bin 'z_p ≥ 1.00' when its
+    upper edge reaches ``z_top`` (the p(z) grid's end: no z_p lies beyond, so an upper edge
+    there would claim a range the data do not reach)."""
+    zp = "z<sub>p</sub>"
+    if k == len(edges) - 2 and edges[k + 1] >= z_top - 1e-9:
+        return f"{zp} ≥ {edges[k]:.2f}"
+    return f"{edges[k]:.2f} ≤ {zp} < {edges[k + 1]:.2f}"
+
+
 def tomography_figure(
     grid: np.ndarray, nz: np.ndarray, edges: np.ndarray, counts: np.ndarray
 ) -> go.Figure:
@@ -537,7 +612,7 @@ def tomography_figure(
     for k in range(len(counts)):
         color = COLORS[k % len(COLORS)]
         fig.add_vrect(x0=edges[k], x1=edges[k + 1], fillcolor=color, opacity=0.08, line_width=0)
-        label = f"bin {k + 1}: {edges[k]:.2f} ≤ z<sub>p</sub> < {edges[k + 1]:.2f} ({counts[k]:,})"
+        label = f"bin {k + 1}: {bin_range(edges, k, float(grid[-1]))} ({counts[k]:,})"
         fig.add_trace(_line(grid, nz[k], label, line={"color": color, "width": 2}))
     top = nz.max(axis=0) if len(nz) else np.zeros_like(grid)
     fig.update_xaxes(title=Z, range=_support(grid, top, pad=0.1) if top.max() > 0 else None)

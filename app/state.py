@@ -163,6 +163,19 @@ def _summary(path: str, mtime: float) -> CatalogSummary:
     return summarize(catalog(path))
 
 
+@st.cache_resource(max_entries=8, show_spinner="Screening the spec-z galaxies...")
+def _label_counts(path: str, mtime: float, ref_band: str) -> dict[str, int]:
+    from deepz_core.jobs.training_run import label_counts as counts
+
+    return counts(catalog(path), ref_band)
+
+
+def label_counts(path: str, ref_band: str) -> dict[str, int]:
+    """The spec-z galaxies a run with reference band ``ref_band`` trains on and scores, by the
+    training's own rule (``deepz_core.jobs.training_run.label_counts``), cached by mtime."""
+    return _label_counts(path, Path(path).stat().st_mtime, ref_band)
+
+
 def catalog_summary(path: str) -> CatalogSummary:
     """Counts, coverage and SNR of the catalogue at ``path`` (cached by path and mtime)."""
     return _summary(path, Path(path).stat().st_mtime)
@@ -1060,6 +1073,44 @@ def save_upload(data: bytes, filename: str, role: str = "galaxies") -> str:
     does not read as a table for ``role`` ('galaxies', 'exposures', 'specz') is deleted again
     (CatalogError naming ``filename``)."""
     return str(uploads.save_upload(data, filename, role))
+
+
+def remembered(name: str, options: list[str], default: str) -> int:
+    """The index in ``options`` of the last choice ``remember``ed as ``name`` (else of
+    ``default``): a form keeps its choices after a run is queued and across pages."""
+    last = st.session_state.get(f"{name}__last", default)
+    return options.index(last) if last in options else options.index(default)
+
+
+def remember(name: str, value: str) -> None:
+    """Keep ``value`` as the last choice ``name`` (a non-widget key: it outlives the widget)."""
+    st.session_state[f"{name}__last"] = value
+
+
+def uploader_key(name: str) -> str:
+    """The key of file uploader ``name``: ``name`` itself until ``reject_upload`` empties it,
+    then ``name_<n>`` (a new key is Streamlit's way of resetting a widget)."""
+    generation = int(st.session_state.get(f"{name}__generation", 0))
+    return name if generation == 0 else f"{name}_{generation}"
+
+
+def reject_upload(name: str, message: str) -> None:
+    """Empty file uploader ``name`` (a rejected file must not stay in it, blocking the page),
+    keep ``message`` for ``upload_rejection`` and rerun the page."""
+    st.session_state[f"{name}__generation"] = (
+        int(st.session_state.get(f"{name}__generation", 0)) + 1
+    )
+    st.session_state[f"{name}__rejected"] = message
+    st.rerun()
+
+
+def upload_rejection(name: str, file_present: bool) -> str | None:
+    """The message of the last file uploader ``name`` rejected, while it is empty; forgotten
+    once a new file is uploaded (``file_present``)."""
+    if file_present:
+        st.session_state.pop(f"{name}__rejected", None)
+        return None
+    return st.session_state.get(f"{name}__rejected")
 
 
 def predictions_dir() -> Path:

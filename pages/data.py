@@ -57,16 +57,19 @@ def choose_catalogue() -> None:
 def saved_upload(label: str, key: str, help_text: str, role: str = "galaxies") -> Path | None:
     """A file uploader whose file is written once to data/uploads/<sha256>.<ext> (deleted again
     when it does not read as a table for ``role``); its path."""
-    file = st.file_uploader(label, type=TYPES, key=key, help=help_text)
+    file = st.file_uploader(label, type=TYPES, key=state.uploader_key(key), help=help_text)
+    rejected = state.upload_rejection(key, file is not None)
+    if rejected:
+        st.error(rejected)
     if file is None:
         return None
     cache = st.session_state.setdefault("upload_paths", {})
     if file.file_id not in cache:
         try:
             cache[file.file_id] = state.save_upload(file.getvalue(), file.name, role)
-        except Exception as exc:
-            show_error(f"Could not store {file.name}", exc)
-            return None
+        except Exception as exc:  # not kept: the uploader is emptied, the message stays
+            what = str(exc) if isinstance(exc, DeepzError) else f"{type(exc).__name__}: {exc}"
+            state.reject_upload(key, f"Upload rejected: {what}")
         st.session_state.setdefault("upload_names", {})[cache[file.file_id]] = file.name
     return Path(cache[file.file_id])
 
@@ -151,8 +154,8 @@ def small_mapping(
 
 
 def show_report(report: state.Report, flagged: bool = True) -> None:
-    """Every problem with its possible fix, warnings, notes and (``flagged``) the values the
-    photometric screen will flag."""
+    """Every problem with its possible fix (or, once fixed, what was done), warnings, notes and
+    (``flagged``) the values the photometric screen will flag."""
     for note in report.notes:
         st.info(friendly(note))
     for warning in report.warnings:
@@ -162,6 +165,9 @@ def show_report(report: state.Report, flagged: bool = True) -> None:
             f"- {p.text()}" + (f" — fix: {p.fix}" if p.fix else "") for p in report.problems
         )
         st.error(friendly(f"{len(report.problems)} problem(s) found:\n\n{lines}"))
+    if report.fixed:
+        lines = "\n".join(f"- {p.text()} — fixed: {p.fix}" for p in report.fixed)
+        st.info(friendly(f"{len(report.fixed)} problem(s) fixed:\n\n{lines}"))
     if flagged and report.flagged:
         lines = "\n".join(f"- {p.text()}" for p in report.flagged)
         st.warning(
@@ -172,11 +178,8 @@ def show_report(report: state.Report, flagged: bool = True) -> None:
                 f"of the loss.\n\n{lines}"
             )
         )
-    if report.dropped_galaxies or report.dropped_exposures:
-        st.warning(
-            f"Dropped: {report.dropped_galaxies:,} galaxies and "
-            f"{report.dropped_exposures:,} exposures."
-        )
+    if report.dropped_text():
+        st.warning(report.dropped_text())
 
 
 def import_section() -> None:
@@ -276,18 +279,20 @@ def mapping_section(gal: Path, exp: Path | None, spz: Path | None) -> None:
         spz_json,
         float(zp),
     )
-    drop = bool(st.session_state.get("drop_flagged", False))  # the checkbox below
+    drop = bool(st.session_state.get("drop_flagged", False))  # the checkboxes below
     report = state.import_report(*args, False, drop_flagged=drop, **convert)
+    fixing = report.fixable and bool(st.session_state.get("fix", False))
+    shown = state.import_report(*args, True, drop_flagged=drop, **convert) if fixing else report
     st.markdown("**Validation report**")
-    show_report(report)
+    show_report(shown)  # once fixed: what was done, never the problems as if still there
     if report.flagged:
         st.checkbox(
             f"Drop the {report.n_flagged:,} flagged galaxies instead of keeping them",
             key="drop_flagged",
         )
-    if report.fixable and st.checkbox("Apply the fixes listed above", key="fix"):
-        report = state.import_report(*args, True, drop_flagged=drop, **convert)
-        show_report(report, flagged=False)
+    if report.fixable:
+        st.checkbox("Apply the fixes listed above", key="fix")
+    report = shown
     if report.ok:
         save_section(report, gal, (*args, bool(convert)), drop)
 

@@ -26,29 +26,50 @@ def _value(x: float | None, fmt: str) -> str:
 
 
 def _header(g: dict[str, Any]) -> None:
-    cols = st.columns(6)
+    calibrated = bool(g.get("calibrated"))
+    cols = st.columns(7 if calibrated else 6)
     cols[0].metric("z_s (spec-z)", _value(g["zspec"], ".4f"))
-    cols[1].metric("z_p (mode)", _value(g["mode"], ".4f"))
+    cols[1].metric(
+        "z_p (mode before calibration)" if calibrated else "z_p (mode)",
+        _value(g["mode"], ".4f"),
+        help=MODE_HELP if calibrated else None,
+    )
     cols[2].metric("Δz/(1+z_s)", _value(g["dz"], "+.4f"))
     cols[3].metric(f"ODDS (±{g['odds_window'] / 2:g})", _value(g["odds"], ".3f"))
     cols[4].metric("PIT", _value(g["pit"], ".3f"))
     cols[5].metric("m_AB [mag]", _value(g["mag"], ".2f"))
+    if calibrated:
+        cols[6].metric(
+            "median [68%]",
+            _value(g["zmedian"], ".4f"),
+            f"{_value(g['z_lo68'], '.3f')} – {_value(g['z_hi68'], '.3f')}",
+            delta_color="off",
+            delta_arrow="off",
+            help="Median and 68% interval of the calibrated p(z) drawn below",
+        )
+
+
+MODE_HELP = (
+    "z_p is the mode of the networks' p(z) before the run's PIT calibration (a better point "
+    "estimate); the curve drawn is the calibrated p(z), marked with its median and 68% interval"
+)
 
 
 def _pz(
     g: dict[str, Any], ref_id: int, inputs: dict | None = None, label: str = "ensemble p(z)"
 ) -> Any:
+    raw = None if inputs is None else inputs.get("raw_pdf")
     return plots.pz_figure(
         g["grid"],
         g["pdf"],
         components=g["components"],
         zspec=g["zspec"],
-        mode=g["mode"],
         odds_window=g["odds_window"],
         members=None if inputs is None else inputs["members"],
         members_used=None if inputs is None else inputs["members_used"],
         title=f"p(z) of {ref_id}",
         label=label,
+        **plots.pz_markers(g, raw),
     )
 
 

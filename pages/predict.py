@@ -45,18 +45,20 @@ def _uploaded_catalogue(run_id: str) -> str | None:
     file = st.file_uploader(
         "…or upload a catalogue (fluxes per band, as the run's; ids; ra/dec optional)",
         type=UPLOAD_TYPES,
-        key="pred_upload",
+        key=state.uploader_key("pred_upload"),
         help="Columns are recognised by name (flux_<band>, flux_error_<band>, ref_id...). For "
         "other names, or magnitudes, import it on the **Data** page and choose it above.",
     )
+    rejected = state.upload_rejection("pred_upload", file is not None)
+    if rejected:
+        st.error(rejected)
     if file is None:
         return None
     try:
         path = state.save_upload(file.getvalue(), file.name)
         key, report, renamed = state.auto_import(path, file.name, state.run_band_names(run_id))
-    except DeepzError as exc:
-        st.error(f"{file.name} cannot be read: {exc}")
-        return ""
+    except DeepzError as exc:  # not kept: the uploader is emptied, the message stays
+        state.reject_upload("pred_upload", f"Upload rejected: {exc}")
     if key is None:
         problems = "; ".join(p.text() for p in report.problems[:5])
         problems = problems.replace(Path(path).name, file.name)
@@ -218,8 +220,9 @@ def galaxy_tab(key: state.RunKey) -> None:
     if g is None:
         st.warning(f"Galaxy {ref_id} is not in these predictions.")
         return
-    cols = st.columns(4)
-    cols[0].metric("z_p (mode)", "—" if not math.isfinite(g["mode"]) else f"{g['mode']:.4f}")
+    cols = st.columns(5 if g["calibrated"] else 4)
+    mode_label = "z_p (mode before calibration)" if g["calibrated"] else "z_p (mode)"
+    cols[0].metric(mode_label, "—" if not math.isfinite(g["mode"]) else f"{g['mode']:.4f}")
     cols[1].metric(
         f"ODDS (±{window / 2:g})", "—" if not math.isfinite(g["odds"]) else f"{g['odds']:.3f}"
     )
@@ -227,6 +230,16 @@ def galaxy_tab(key: state.RunKey) -> None:
     cols[2].metric("m_AB [mag]", "—" if mag is None or not math.isfinite(mag) else f"{mag:.2f}")
     zs = g["zspec"]
     cols[3].metric("z_s (spec-z)", "—" if not math.isfinite(zs) else f"{zs:.4f}")
+    if g["calibrated"] and math.isfinite(g["zmedian"]):
+        cols[4].metric(
+            "median [68%]",
+            f"{g['zmedian']:.4f}",
+            f"{g['z_lo68']:.3f} – {g['z_hi68']:.3f}",
+            delta_color="off",
+            delta_arrow="off",
+            help="Median and 68% interval of the calibrated p(z) drawn below; z_p is the mode "
+            "of the networks' p(z) before calibration",
+        )
     if not math.isfinite(g["mode"]):
         st.info(f"Galaxy {ref_id} has no p(z): see its `flag` in the download.")
         return
@@ -236,9 +249,9 @@ def galaxy_tab(key: state.RunKey) -> None:
         g["pdf"],
         components=g["components"],
         zspec=zs,
-        mode=g["mode"],
         odds_window=window,
         title=f"p(z) of {ref_id}",
+        **plots.pz_markers(g),
     )
     left.plotly_chart(fig, key="pred_pz")
     sed = state.prediction_sed(key, ref_id)

@@ -76,7 +76,8 @@ def _density(runs: list[str], outlier: float) -> None:
     for col, run_id in zip(st.columns(len(runs)), runs, strict=True):
         pred = state.predictions(state.run_key(run_id))
         use = pred.scored
-        fig = plots.density_heatmap(pred.zspec[use], pred.zphot[use], title=run_id, outlier=outlier)
+        title = state.run_title(run_id)  # the name the tables use
+        fig = plots.density_heatmap(pred.zspec[use], pred.zphot[use], title=title, outlier=outlier)
         col.plotly_chart(fig, key=f"results_density_{run_id}")
 
 
@@ -96,21 +97,22 @@ def _mag_bins(runs: list[str]) -> tuple | None:
 
 
 def _figures(stats: dict[str, dict], outlier: float) -> None:
-    by_mag = {r: s["by_mag"] for r, s in stats.items() if "by_mag" in s}
+    named = {state.run_title(r): s for r, s in stats.items()}  # legends name runs as tables do
+    by_mag = {r: s["by_mag"] for r, s in named.items() if "by_mag" in s}
     pit = {}
-    for r, s in stats.items():
+    for r, s in named.items():
         if "pit_raw" in s:  # a calibrated run: the PIT before and after (beyond E20)
             pit[f"{r}: before calibration"] = (*s["pit_raw"], s["pit_raw_ks"])
             pit[f"{r}: calibrated"] = (*s["pit"], s["pit_ks"])
         elif "pit" in s:
             pit[r] = (*s["pit"], s["pit_ks"])
-    dens = {r: s["spec_density"] for r, s in stats.items() if "spec_density" in s}
+    dens = {r: s["spec_density"] for r, s in named.items() if "spec_density" in s}
     left, right = st.columns(2)
     if by_mag:
         left.plotly_chart(plots.metrics_vs_mag(by_mag, outlier), key="results_by_mag")
         cover = [
             f"{r}: {s['mag_coverage'][0]:,} of {s['mag_coverage'][1]:,}"
-            for r, s in stats.items()
+            for r, s in named.items()
             if "mag_coverage" in s
         ]
         left.caption("Scored galaxies inside the magnitude bins: " + "; ".join(cover) + ".")
@@ -145,7 +147,7 @@ def _coverage(stats: dict[str, dict]) -> None:
     for run_id, c in calibrated.items():
         rows.append(
             {
-                "run": run_id,
+                "run": state.run_title(run_id),
                 "iAB": "all",
                 "galaxies": c["n"],
                 "before": c["raw"],
@@ -155,7 +157,7 @@ def _coverage(stats: dict[str, dict]) -> None:
         )
         rows += [
             {
-                "run": run_id,
+                "run": state.run_title(run_id),
                 "iAB": f"{b['lo']:.1f}-{b['hi']:.1f}",
                 "galaxies": b["n"],
                 "before": b["raw"],
@@ -177,7 +179,9 @@ def _heldout_form(run_id: str) -> None:
     """Fit (in the background) or remove a run's held-out calibration stage (deepz calibrate)."""
     run = state.run_dir(run_id)
     job = jobs.heldout_job(run)
-    with st.expander(f"{run_id}: calibrate new galaxies on a held-out spec-z catalogue"):
+    with st.expander(
+        f"{state.run_title(run_id)}: calibrate new galaxies on a held-out spec-z catalogue"
+    ):
         st.caption(
             "The calibration above is fitted on the training galaxies; with few of them per "
             "magnitude (a few hundred at the bright end) new galaxies' 68% intervals can hold a "
@@ -215,7 +219,7 @@ def _heldout_stage(run_id: str, kind: str, s: dict) -> None:
     galaxies' coverage before and after it, each by a stage fitted without it."""
     source = s.get("catalog") or "a held-out catalogue"
     st.markdown(
-        f"**{run_id}**: its {kind} calibrated again for new galaxies on {s['n']:,} held-out "
+        f"**{state.run_title(run_id)}**: its {kind} calibrated again for new galaxies on {s['n']:,} held-out "
         f"spec-z galaxies of `{source}` (`deepz calibrate`): PIT KS {s['pit_ks_before']:.4f} → "
         f"{s['pit_ks_after']:.4f}, 68% interval coverage {s['coverage68_before']:.1%} → "
         f"{s['coverage68_after']:.1%}; training galaxies keep the calibration above."
@@ -281,7 +285,7 @@ def _combination_of(run_id: str, combined: dict, catastrophic: bool = True) -> N
     the profile's outliers again), the σ68-vs-magnitude figure and the downloads of one run."""
     summary = combined["summary"]
     st.markdown(
-        f"**{run_id}**: its networks × the {combined['templates']} template fit, "
+        f"**{state.run_title(run_id)}**: its networks × the {combined['templates']} template fit, "
         f"{summary.get('n', 0):,} out-of-fold spec-z galaxies"
     )
     rows = pd.DataFrame(plots.combination_rows(summary, catastrophic))
@@ -290,11 +294,13 @@ def _combination_of(run_id: str, combined: dict, catastrophic: bool = True) -> N
     fractions = ("outliers", "catastrophic")
     formats = {c: percent if c.startswith(fractions) else fixed for c in rows.columns[2:]}
     st.dataframe(rows, hide_index=True, width="stretch", column_config=formats, placeholder="—")
-    fig = plots.combination_vs_mag(summary, f"σ68 vs magnitude: {run_id}")
+    fig = plots.combination_vs_mag(summary, f"σ68 vs magnitude: {state.run_title(run_id)}")
     st.plotly_chart(fig, key=f"results_combined_{run_id}")
     key = state.combined_key(run_id)
     if key is None:
-        st.warning(f"{run_id}: the combined predictions (hybrid_predictions.fits) are missing.")
+        st.warning(
+            f"{state.run_title(run_id)}: the combined predictions (hybrid_predictions.fits) are missing."
+        )
         return
     c1, c2, _ = st.columns([1, 1, 2])
     c1.download_button(

@@ -83,7 +83,7 @@ def new_run_form() -> None:
             "**Predict** page."
         )
         return
-    choices = network_choices(summary)
+    choices = network_choices(summary, str(path))
     card = card_inputs(summary.bands.bands, cats.get(catalog, catalog))
     if st.button("Queue training run", type="primary", disabled=choices["blocked"]):
         jobs.check_device(choices["device"])
@@ -143,11 +143,34 @@ def combine_choice(summary: state.CatalogSummary, folds: int) -> tuple[str | Non
     return choice, impossible
 
 
-def network_choices(summary: state.CatalogSummary) -> dict:
+def train_count_text(path: str, ref_band: str) -> str:
+    """'1,517 spec-z galaxies to train on (of 1,710: 176 with photometry the screen flags...)',
+    counted by the training's own rule."""
+    c = state.label_counts(path, ref_band)
+    text = f"{c['labelled']:,} spec-z galaxies to train on"
+    left = [
+        f"{c['flagged']:,} with photometry the screen flags" if c["flagged"] else "",
+        f"{c['unusable_label']:,} with a spec-z < 0 or > 5" if c["unusable_label"] else "",
+        f"{c['no_reference']:,} without a usable {ref_band} flux" if c["no_reference"] else "",
+    ]
+    left = [t for t in left if t]
+    if left:
+        text += f" (of {c['zspec']:,} with a spec-z; left out of training and the score: "
+        text += ", ".join(left) + ")"
+    return text
+
+
+def network_choices(summary: state.CatalogSummary, path: str) -> dict:
     """Widgets for a DEEPZ run on a catalogue: pretraining, preset, reference band, coadds,
     ensemble, device, overrides. Returns the queue_run arguments."""
     pre = pretrain_options()
-    pretrain = st.selectbox("Pretraining set", list(pre), format_func=pre.get)
+    pretrain = st.selectbox(
+        "Pretraining set",
+        list(pre),
+        index=state.remembered("train_pretrain", list(pre), "auto"),
+        format_func=pre.get,
+    )
+    state.remember("train_pretrain", pretrain)
     no_curve = summary.bands.without_curve
     blocked = pretrain == "auto" and bool(no_curve)
     if blocked:
@@ -159,11 +182,12 @@ def network_choices(summary: state.CatalogSummary) -> dict:
     name = st.radio(
         "Preset",
         presets,
-        index=presets.index("quick"),
+        index=state.remembered("train_preset", presets, "quick"),
         horizontal=True,
         help="smoke: tiny networks, a few epochs (seconds; to try things); quick: small networks, short schedule (minutes on CPU); paper: E20 "
         "protocol (hours on a GPU)",
     )
+    state.remember("train_preset", name)
     p = state.preset_train(name)
     st.caption(state.expected_duration_text(name))
     bands = list(summary.bands.bands)
@@ -231,8 +255,8 @@ def network_choices(summary: state.CatalogSummary) -> dict:
         )
     templates, impossible = combine_choice(summary, int(folds))
     st.caption(
-        f"Ensemble of {int(reps) * int(folds)} networks; {summary.n_zspec:,} spec-z "
-        f"galaxies to train on. Device here: {jobs.device_label()}."
+        f"Ensemble of {int(reps) * int(folds)} networks; {train_count_text(path, ref_band)}. "
+        f"Device here: {jobs.device_label()}."
     )
     train = {
         "alpha": alpha,
@@ -372,6 +396,19 @@ def summary_text(key: str, value: float | int | None) -> str:
     return f"{100 * value:.1f}%" if key.endswith("fraction") else f"{value:.4f}"
 
 
+def not_scored_text(summary: dict) -> str:
+    """' 176 spec-z galaxies with flagged photometry are not scored ...': why the scored count
+    is less than the spec-z galaxies with a p(z) ('' when it is not)."""
+    n = int(summary.get("n_not_scored") or 0)
+    if not n:
+        return ""
+    return (
+        f" {n:,} spec-z galaxies with flagged photometry (or an unusable spec-z) are not scored: "
+        "the screen left them out of training, so no network's p(z) of them is out of fold "
+        "(their p(z) is in the predictions; the run's screen.json lists them)."
+    )
+
+
 def show_summary(run: state.RunDir) -> None:
     """Headline out-of-fold metrics of a finished run (E20 Sec. 3.3), judged by its survey
     profile, the same numbers as the Results page."""
@@ -392,7 +429,7 @@ def show_summary(run: state.RunDir) -> None:
     )
     st.caption(
         f"{scored}, on the galaxies with spec-z; dz = (zphot - zspec)/(1 + zspec): "
-        f"sigma68 and NMAD of dz, bias = median dz; {prof.label}."
+        f"sigma68 and NMAD of dz, bias = median dz; {prof.label}.{not_scored_text(summary)}"
     )
     warning = state.training_warning(run)
     if warning:

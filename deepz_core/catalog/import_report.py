@@ -135,6 +135,23 @@ class Report:
     dropped_exposures: int = 0
     flagged: tuple[Problem, ...] = ()
     warnings: tuple[str, ...] = ()  # e.g. a band left out because its error column is unmapped
+    fixed: tuple[Problem, ...] = ()  # the problems whose fixes were applied (``fix=True``)
+    dropped_with_galaxies: int = 0  # of ``dropped_exposures``: those of the dropped galaxies
+
+    def dropped_text(self) -> str:
+        """What the fixes dropped, explained: 'Dropped 3 galaxies and 650 exposures (442 by the
+        fixes above and 208 of the dropped galaxies).'; '' when nothing was dropped."""
+        if not (self.dropped_galaxies or self.dropped_exposures):
+            return ""
+        text = f"Dropped {plural(self.dropped_galaxies, 'galaxy', 'galaxies')}"
+        if self.dropped_exposures:
+            text += f" and {plural(self.dropped_exposures, 'exposure', 'exposures')}"
+            listed = self.dropped_exposures - self.dropped_with_galaxies
+            parts = [f"{listed:,} by the fixes above"] if listed else []
+            if self.dropped_with_galaxies:
+                parts.append(f"{self.dropped_with_galaxies:,} of the dropped galaxies")
+            text += f" ({' and '.join(parts)})"
+        return text + "."
 
     @property
     def n_flagged(self) -> int:
@@ -190,26 +207,35 @@ def prepare_catalog(
         parts = replace(parts, fluxzp=zp)
     except CatalogError as err:
         return Report(None, (Problem("", "", str(err)),), tuple(notes), warnings=warnings)
-    dropped = [0, 0]
+    dropped = [0, 0, 0]  # galaxies, exposures, exposures of dropped galaxies
     flagged = _flagged_values(parts, zp)
     if drop_flagged and flagged:
         parts = _apply_fixes(parts, flagged, dropped)
     problems = _listed_problems(parts)
+    fixed: list[Problem] = []
     if problems and fix and all(p.fixable for p in problems):
         parts = _apply_fixes(parts, problems, dropped)
+        fixed = in_file_names(problems, galaxies)
         problems = _value_problems(parts) + _coadd_problems(parts)  # empty at a fixed point
         flagged = flagged if drop_flagged else _flagged_values(parts, zp)  # those left
     problems, flagged = in_file_names(problems, galaxies), in_file_names(flagged, galaxies)
+    common = {
+        "notes": tuple(notes),
+        "dropped_galaxies": dropped[0],
+        "dropped_exposures": dropped[1],
+        "dropped_with_galaxies": dropped[2],
+        "flagged": tuple(flagged),
+        "warnings": warnings,
+        "fixed": tuple(fixed),
+    }
     if problems:
-        return Report(None, tuple(problems), tuple(notes), *dropped, tuple(flagged), warnings)
+        return Report(None, tuple(problems), **common)
     meta = {k: v for k, v in galaxies.meta.items() if str(k).upper() != "FLUXZP"}
     try:
         cat = _build(parts, {**kept_meta(meta), "FLUXZP": float(zp)})
     except CatalogError as err:
-        return Report(
-            None, (Problem("", "", str(err)),), tuple(notes), *dropped, tuple(flagged), warnings
-        )
-    return Report(cat, (), tuple(notes), *dropped, tuple(flagged), warnings)
+        return Report(None, (Problem("", "", str(err)),), **common)
+    return Report(cat, (), **common)
 
 
 def file_columns(galaxies: Source) -> dict[str, str]:
@@ -369,7 +395,11 @@ def _value_problems(p: _Parts) -> list[Problem]:
     ids, inverse, counts = np.unique(g["ref_id"], return_inverse=True, return_counts=True)
     dup = counts[inverse.reshape(-1)] > 1
     if dup.any():
-        out.append(Problem(src, "ref_id", f"duplicate ids: {few(ids[counts > 1])}", dup))
+        message = (
+            f"duplicate ids: {few(ids[counts > 1])} (the fix drops every row sharing such an "
+            "id: which one is right cannot be told)"
+        )
+        out.append(Problem(src, "ref_id", message, dup))
     for band in p.bands:
         flux = g[FLUX_PREFIX + band]
         if len(flux) > 1 and not np.isfinite(flux).any():  # dropping rows would drop them all
@@ -619,6 +649,9 @@ def _apply_fixes(p: _Parts, problems: list[Problem], dropped: list[int]) -> _Par
     e = p.exposures
     if e is not None and drop_e is not None:
         dropped[1] += int(drop_e.sum())
+        gone = np.isin(e["ref_id"], p.galaxies["ref_id"][drop]) & drop_e
+        if len(dropped) > 2:
+            dropped[2] += int(gone.sum())
         e = {k: v[~drop_e] for k, v in e.items()}
     dropped[0] += int(drop.sum())
     return replace(p, galaxies=g, exposures=e)

@@ -56,7 +56,9 @@ def galaxy_pz(
     pred: Predictions, index: int, pz: PzConfig, window: float | None = None
 ) -> dict[str, Any]:
     """Ensemble p(z) of predictions row ``index`` on the exact grid, its components, mode, z_s,
-    Δz/(1+z_s), PIT and ODDS (for ``window``, default the run's)."""
+    Δz/(1+z_s), PIT and ODDS (for ``window``, default the run's), the median and 68% interval of
+    that p(z), and ``calibrated``: the p(z) is the calibrated one, whose peak need not be at
+    ``mode`` (zphot, the mode of the raw p(z) before calibration)."""
     grid = pz.grid()
     w, mu, sd = pred.weights[index], pred.means[index], pred.stds[index]
     zp, zs = float(pred.zphot[index]), float(pred.zspec[index])
@@ -73,6 +75,10 @@ def galaxy_pz(
         "odds": float(pred.odds[index]),
         "odds_window": float(window or pz.odds_window),
         "mag": None if pred.mag is None else float(pred.mag[index]),
+        "calibrated": bool(pred.calibrated),
+        "zmedian": float(pred.zmedian[index]),
+        "z_lo68": float(pred.z_lo68[index]),
+        "z_hi68": float(pred.z_hi68[index]),
     }
 
 
@@ -80,13 +86,24 @@ def galaxy_inputs(
     model: DeepzModel, cat: Catalog, features: Features, pred: Predictions, index: int, pz: PzConfig
 ) -> dict[str, Any]:
     """Members' p(z) (E, G) from the model on the galaxy's features, which members the stored
-    ensemble uses, and the galaxy's SED from the catalogue."""
+    ensemble uses, the galaxy's SED from the catalogue and, for calibrated predictions,
+    ``raw_pdf`` (G,): the ensemble p(z) before calibration (None otherwise), whose mode zphot is."""
     row = int(feature_rows(features, pred.ref_id[[index]])[0])
+    members = member_pdfs(model, model_inputs(model, features, row), pz.grid())
+    used = members_used(pred.weights[index], model.members)
     return {
-        "members": member_pdfs(model, model_inputs(model, features, row), pz.grid()),
-        "members_used": members_used(pred.weights[index], model.members),
+        "members": members,
+        "members_used": used,
+        "raw_pdf": raw_ensemble_pdf(members, used) if pred.calibrated else None,
         "sed": sed(cat, int(features.rows[row])),
     }
+
+
+def raw_ensemble_pdf(members: np.ndarray, used: np.ndarray) -> np.ndarray:
+    """The uncalibrated ensemble p(z) (G,): the mean of the used members' p(z) (E, G), as
+    ``pz.mixture.combine_members`` averages them (all members when none is marked used)."""
+    used = np.asarray(used, bool)
+    return np.asarray(members, float)[used if used.any() else slice(None)].mean(axis=0)
 
 
 def members_used(weights: np.ndarray, members: int) -> np.ndarray:

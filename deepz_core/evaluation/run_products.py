@@ -44,6 +44,9 @@ class Predictions:
     means: np.ndarray
     stds: np.ndarray
     odds_window: float | None = None  # the window of the ``odds`` column, when the file says
+    # calibrated p(z) (a ``pit_raw`` column): the mixture columns and zmedian/z_lo68/z_hi68 are the
+    # calibrated p(z)'s, zphot stays the mode of the raw one (``pz.products.calibrated_products``)
+    calibrated: bool = False
 
     @property
     def n(self) -> int:
@@ -107,6 +110,7 @@ def read_predictions(path: Path | str) -> Predictions:
         means=col("means", np.float32),
         stds=col("stds", np.float32),
         odds_window=_odds_window(path),
+        calibrated="pit_raw" in table.colnames,
     )
 
 
@@ -117,6 +121,13 @@ def _odds_window(path: Path) -> float | None:
 
     value = file_provenance(path).get("odds_window")
     return float(value) if value else None
+
+
+def not_scored(pred: Predictions) -> int:
+    """Spec-z galaxies with a p(z) that are not scored: no out-of-fold p(z), for a network run
+    the galaxies the screen flagged (``training.splits.labelled_mask``), left out of training,
+    so no network's p(z) of them is out of fold."""
+    return int((np.isfinite(pred.zspec) & pred.has_pz & ~pred.out_of_fold).sum())
 
 
 def training_zspec(pred: Predictions) -> np.ndarray:
@@ -185,14 +196,16 @@ def headline(
     """Point metrics of the scored galaxies judged by ``profile``: n, sigma68, outlier fraction
     (its threshold), catastrophic fraction, bias, NMAD, and σ68 of the best ``target_fraction``
     by ``odds`` (N,) (default the stored column), and ``n_no_pz`` (spec-z galaxies without a
-    p(z): failures, not scored); {"n": 0, "n_no_pz": ...} without scored galaxies."""
+    p(z): failures, not scored) and ``n_not_scored`` (``not_scored``); {"n": 0, "n_no_pz": ...,
+    "n_not_scored": ...} without scored galaxies."""
     profile = profile or PROFILES["narrow-band"]
     use = pred.scored & np.isfinite(pred.zphot)
     failed = int(pred.failed.sum())
+    unscored = {"n_not_scored": not_scored(pred)}
     if not use.any():
-        return {"n": 0, "n_no_pz": failed}
+        return {"n": 0, "n_no_pz": failed} | unscored
     zp, zs = pred.zphot[use], pred.zspec[use]
-    out = metrics.point_metrics(zp, zs, profile.outlier) | {"n_no_pz": failed}
+    out = metrics.point_metrics(zp, zs, profile.outlier) | {"n_no_pz": failed} | unscored
     out["catastrophic_fraction"] = metrics.outlier_fraction(
         metrics.dz(zp, zs), profile.catastrophic
     )

@@ -346,8 +346,36 @@ def load_inputs(config: RunConfig, catalog: Catalog | None = None) -> tuple[Cata
     None: read now) and its features, screened against their own population (the statistics a
     new model is given: ``Features.input_stats``)."""
     cat = read_catalog(config.catalog, config.exposures) if catalog is None else catalog
-    features = build_features(cat, config.ref_band)
-    return cat, features.against_population(features.input_stats())
+    return cat, screened_features(cat, config.ref_band)
+
+
+def screened_features(cat: Catalog, ref_band: str | None) -> Features:
+    """``cat``'s features screened against their own population, as a run trains on them."""
+    features = build_features(cat, ref_band)
+    return features.against_population(features.input_stats())
+
+
+def label_counts(catalog: Catalog, ref_band: str | None = None) -> dict[str, int]:
+    """How many of ``catalog``'s spec-z galaxies a run with reference band ``ref_band`` (None:
+    the default) trains on, by the rule training uses (``load_inputs``, ``labelled_mask``):
+    ``zspec`` (finite spec-z), ``labelled`` (trained on and scored out of fold), ``flagged``
+    (a usable spec-z but photometry the screen flags: left out of training and the score),
+    ``unusable_label`` (negative or above Z_LABEL_MAX) and ``no_reference`` (rows without a
+    usable reference flux, left out of the features)."""
+    features = screened_features(catalog, ref_band)
+    z = features.zspec
+    finite = np.isfinite(z)
+    usable = finite & (z >= 0) & (z <= Z_LABEL_MAX)
+    labelled = labelled_mask(features)
+    given = np.asarray(catalog.zspec if catalog.zspec is not None else [], float)
+    all_finite = int(np.isfinite(given).sum())
+    return {
+        "zspec": all_finite,
+        "labelled": int(labelled.sum()),
+        "flagged": int((usable & ~labelled).sum()),
+        "unusable_label": int((finite & ~usable).sum()),
+        "no_reference": all_finite - int(finite.sum()),
+    }
 
 
 def flagged_rows(cat: Catalog, features: Features) -> tuple[np.ndarray, np.ndarray]:

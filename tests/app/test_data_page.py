@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import streamlit as st
+from astropy.io import fits
 from streamlit.testing.v1 import AppTest
 
 from deepz_core.catalog.io import read_catalog
@@ -84,10 +85,26 @@ def test_broken_file_gives_a_clear_message(home: Path) -> None:
     assert not at.exception
     message = texts(at.error)
     assert "broken.fits" in message and "FITS" in message
-    at.file_uploader(key="up_galaxies").clear()
-    upload(at, "up_galaxies", "cat.parquet", b"ref_id,flux_a\n1,2\n")  # CSV text, wrong extension
+    upload(at, "up_galaxies_1", "cat.parquet", b"ref_id,flux_a\n1,2\n")  # CSV text, wrong extension
     assert not at.exception
     assert "cat.parquet: not a PARQUET file" in texts(at.error)
+    assert "broken.fits" not in texts(at.error)  # a new upload: the old message goes
+
+
+def test_a_rejected_upload_leaves_the_uploader(home: Path, tmp_path: Path) -> None:
+    """First-use review: an image-only FITS was 'not kept' but stayed in the uploader; the
+    uploader is emptied (a new key) and the message says what the file holds."""
+    fits.PrimaryHDU(np.zeros((4, 4))).writeto(tmp_path / "image.fits")
+    at = data_page()
+    upload(at, "up_galaxies", "image.fits", (tmp_path / "image.fits").read_bytes())
+    assert not at.exception
+    assert texts(at.error) == (
+        "Upload rejected: image.fits holds no table (only an image in HDU 0): deepz needs a "
+        "FITS binary table of galaxies (the upload was not kept)"
+    )
+    (uploader,) = [w for w in at.get("file_uploader") if w.label == "Galaxies (required)"]
+    assert uploader.key == "up_galaxies_1" and not uploader.value
+    assert "Upload a galaxies file" in texts(at.info)
 
 
 def _raw_files(tmp: Path, small: Path) -> tuple[Path, Path, Path]:
@@ -173,7 +190,13 @@ def test_every_problem_is_listed_and_can_be_fixed(home: Path, small_catalog: Pat
     assert "'flux_NB455'" in flagged and "'flux_error_NB465'" in flagged
     at.checkbox(key="fix").check()
     at.run()
-    assert "Dropped: 2 galaxies" in texts(at.warning)
+    # first-use review: once fixed, the problems were still listed as found beside "All checks
+    # passed"; now they are listed as fixed, with what was done
+    assert not at.error, texts(at.error)
+    fixed = texts(at.info)
+    assert "2 problem(s) fixed" in fixed and "— fixed: drop 2 galaxies" in fixed
+    assert "every row sharing such an id" in fixed
+    assert "Dropped 2 galaxies." in texts(at.warning)
     assert "All checks passed: 148 galaxies (3 flagged, kept)" in texts(at.success)
 
 

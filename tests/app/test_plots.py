@@ -181,6 +181,29 @@ def test_pz_figure_members_components_and_odds_window() -> None:
     assert fig.layout.yaxis.title.text == plots.PZ
 
 
+def test_a_calibrated_pz_never_marks_a_mode_it_does_not_peak_at() -> None:
+    """First-use review: the calibrated p(z) peaked near 0.93 while a red line 'mode' stood at
+    z_p = 0.645 (the raw p(z)'s mode). The line is called what it is, the median and 68%
+    interval of the curve drawn are marked, and the raw p(z) is drawn faintly."""
+    grid = np.round(np.arange(0, 1501) * 0.001, 12)
+    raw = np.exp(-0.5 * ((grid - 0.645) / 0.03) ** 2)
+    calibrated = np.exp(-0.5 * ((grid - 0.93) / 0.1) ** 2)
+    g = {"mode": 0.645, "calibrated": True, "zmedian": 0.93, "z_lo68": 0.83, "z_hi68": 1.03}
+    fig = plots.pz_figure(grid, calibrated, odds_window=0.003, **plots.pz_markers(g, raw))
+    texts = [a.text for a in fig.layout.annotations]
+    assert "mode" not in texts and plots.CALIBRATED_MODE_LABEL in texts
+    assert "median" in texts and "68% interval" in texts
+    lines = {round(s.x0, 3) for s in fig.layout.shapes if s.type == "line"}
+    assert lines == {0.645, 0.93}
+    rects = [(s.x0, s.x1) for s in fig.layout.shapes if s.type == "rect"]
+    assert (0.83, 1.03) in rects
+    assert [t.name for t in fig.data] == ["p(z) before calibration", "ensemble p(z)"]
+    lo, hi = fig.layout.xaxis.range
+    assert lo < 0.6 and hi > 1.03  # both curves in view
+    raw_only = plots.pz_markers({"mode": 0.5, "calibrated": False}, raw)
+    assert raw_only == {"mode": 0.5}  # an uncalibrated p(z) peaks at its mode: nothing more
+
+
 def test_sed_figure_narrow_broad_exposures() -> None:
     s = {
         "bands": ["NB455", "NB465", "subaru_i"],
@@ -204,9 +227,10 @@ def test_sed_figure_narrow_broad_exposures() -> None:
     assert "band index" in fig.layout.xaxis.title.text and len(fig.data) == 2
 
 
-def test_sed_figure_marks_unusable_bands_at_zero_not_on_the_axis() -> None:
+def test_sed_figure_lists_unusable_bands_off_the_flux_axis() -> None:
     """Review, ninth session: one band at 1e30 squashed the SED flat and nothing said it was
-    imputed."""
+    imputed. First-use review: drawn at 0 it looked as if the app had replaced 1e30 by 0; the
+    band is left off the flux axis and named with its value in a note on the figure."""
     s = {
         "bands": ["NB455", "NB465", "subaru_i"],
         "wavelength": np.array([4550.0, 4650, 7684]),
@@ -223,8 +247,10 @@ def test_sed_figure_marks_unusable_bands_at_zero_not_on_the_axis() -> None:
     fig = plots.sed_figure(s)
     plotted = np.concatenate([np.asarray(t.y, float) for t in fig.data])
     assert plotted.max() == 2.0
-    crosses = next(t for t in fig.data if t.name == "unusable bands (imputed)")
-    assert list(crosses.y) == [0.0] and "NB465: flux 1e+30" in crosses.text[0]
+    assert sum(len(t.x) for t in fig.data) == 2  # NB465 is not drawn, at 0 or anywhere
+    (note,) = [a.text for a in fig.layout.annotations]
+    assert note.startswith("Not drawn, unusable values: NB465 (flux 1e+30, error 0.1).")
+    assert "imputed" in note and "template fit leaves them out" in note
 
 
 def test_dropping_figure() -> None:
@@ -280,3 +306,35 @@ def test_sed_axis_names_a_nanojansky_unit() -> None:
 
     assert flux_unit_label(31.4) == "nJy" and flux_unit_label(23.9) == "µJy"
     assert flux_unit_label(22.5) == "nanomaggy" and flux_unit_label(25.0) == "AB zero-point 25"
+
+
+@pytest.mark.parametrize("outlier", [0.02, 0.15])
+def test_reference_lines_stay_inside_the_frame(zz, outlier: float) -> None:
+    """First-use review: on Results the z_p = z_s line and its outlier bounds ran past the top
+    of the plot frame; every reference line ends inside the axes' square, which is framed."""
+    fig = plots.density_heatmap(*zz, outlier=outlier)
+    lo, hi = fig.layout.yaxis.range
+    assert tuple(fig.layout.xaxis.range) == (lo, hi)
+    lines = [t for t in fig.data if t.type == "scatter"]
+    assert len(lines) == 3
+    for t in lines:
+        x, y = np.asarray(t.x, float), np.asarray(t.y, float)
+        assert x.min() >= lo - 1e-12 and x.max() <= hi + 1e-12
+        assert y.min() >= lo - 1e-12 and y.max() <= hi + 1e-12
+    upper = lines[1]
+    assert upper.y[-1] == pytest.approx(hi)  # it reaches the top edge, not beyond
+    assert fig.layout.xaxis.mirror and fig.layout.yaxis.showline
+
+
+def test_the_last_tomographic_bin_claims_no_range_beyond_the_grid() -> None:
+    """First-use review: '1.00 <= z_p < 2.00' for a catalogue whose redshifts stop at 1.5 (the
+    grid's end, 2, was the last edge); such a bin reads 'z_p ≥ 1.00'."""
+    grid = np.round(np.arange(0, 2001) * 0.001, 12)
+    nz = np.stack([np.exp(-0.5 * ((grid - m) / 0.1) ** 2) for m in (0.5, 1.2)])
+    fig = plots.tomography_figure(grid, nz, np.array([0.0, 1.0, 2.0]), np.array([10, 5]))
+    assert [t.name for t in fig.data] == [
+        "bin 1: 0.00 ≤ z<sub>p</sub> < 1.00 (10)",
+        "bin 2: z<sub>p</sub> ≥ 1.00 (5)",
+    ]
+    fig = plots.tomography_figure(grid, nz, np.array([0.0, 1.0, 1.5]), np.array([10, 5]))
+    assert fig.data[1].name == "bin 2: 1.00 ≤ z<sub>p</sub> < 1.50 (5)"

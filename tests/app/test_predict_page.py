@@ -146,6 +146,29 @@ def test_a_failed_upload_predicts_nothing(trained, tmp_path, monkeypatch) -> Non
     assert _predict_button(at).disabled
 
 
+def test_a_rejected_upload_is_removed_from_the_uploader(trained, tmp_path, monkeypatch) -> None:
+    """First-use review: an image-only FITS was 'not kept' but stayed in the uploader, and the
+    page asked to remove it before predicting anything. The uploader is emptied, the message
+    (naming the file once) stays, and the dropdown's catalogue can be predicted."""
+    from astropy.io import fits
+
+    monkeypatch.setenv("DEEPZ_HOME", str(trained))
+    st.cache_resource.clear()
+    fits.PrimaryHDU(np.zeros((4, 4))).writeto(tmp_path / "image.fits")
+    at = AppTest.from_file(PAGE, default_timeout=120).run()
+    at.file_uploader(key="pred_upload").upload("image.fits", (tmp_path / "image.fits").read_bytes())
+    at.run()
+    assert not at.exception
+    (error,) = [e.value for e in at.error]
+    assert error == (
+        "Upload rejected: image.fits holds no table (only an image in HDU 0): deepz needs a "
+        "FITS binary table of galaxies (the upload was not kept)"
+    )
+    assert not at.file_uploader(key="pred_upload_1").value
+    assert not _predict_button(at).disabled
+    assert not any("Remove the uploaded file" in c.value for c in at.caption)
+
+
 def test_an_upload_the_cli_accepts_is_predicted_with_flags(trained, tmp_path, monkeypatch) -> None:
     """Issue 6: NaN bands, -99 placeholders and negative errors are kept and flagged, as by
     `deepz predict`; one row per input row."""

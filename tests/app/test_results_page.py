@@ -102,6 +102,21 @@ def test_results_page(at_home) -> None:
     assert at.query_params["runs"] == "r1"
 
 
+def test_results_plots_name_runs_as_the_tables_do(at_home) -> None:
+    """First-use review: plot titles and legends showed run ids while the tables showed run
+    names; both use ``state.run_title``."""
+    import json
+
+    at = run_page("results.py", runs="r1")
+    title = at.dataframe[0].value["run"][0]
+    specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    assert specs[0]["layout"]["title"]["text"] == title  # Fig. D1
+    names = {t.get("name") for spec in specs[1:] for t in spec["data"]}
+    assert any(str(n).startswith(f"{title}: calibrated") for n in names)  # the PIT legend
+    assert not any(str(n).startswith("r1:") or n == "r1" for n in names)
+    assert list(at.dataframe[1].value["run"])[0] == title  # the coverage table
+
+
 def test_explorer_shows_chosen_galaxy_with_a_19_digit_id(at_home) -> None:
     ref_id = _galaxy(at_home)
     assert ref_id > 2**53  # beyond a JavaScript number: must travel as text
@@ -321,7 +336,9 @@ def test_sdss_like_magnitudes_and_a_broad_band_profile(home, tmp_path, monkeypat
     assert "outliers (|Δz|/(1+z) > 0.15)" in table.columns
     assert not any(c.startswith("strict") or c.startswith("catastrophic") for c in table.columns)
     scored = int(table["scored galaxies"][0])
-    assert any(f"sdss: {scored:,} of {scored:,}" in c.value for c in at.caption)
+    assert any(
+        "sdss" in c.value and f": {scored:,} of {scored:,}" in c.value for c in at.caption
+    )  # the run named as in the tables (run_title)
     assert "Survey profile: broad-band" in [p.proto.popover.label for p in at.get("popover")]
     at = run_page("cuts.py", run="sdss")
     assert_clean(at)

@@ -134,6 +134,29 @@ def test_queue_shows_the_run_just_queued_and_names_it(home: list[Path]) -> None:
     assert "second try" in list(at.dataframe[0].value["name"])
 
 
+def test_the_form_keeps_its_choices_and_counts_as_training_does(home: list[Path]) -> None:
+    """First-use review: after queueing a run the form was back at quick + auto; and it said
+    '1,710 spec-z galaxies to train on' where training used 1,517 (the screen's rule). The
+    choices are remembered (beyond the widgets' own state) and the count is the training's."""
+    from app import state
+
+    at = page("train.py")
+    next(r for r in at.radio if r.label == "Preset").set_value("smoke").run()
+    next(s for s in at.selectbox if s.label == "Pretraining set").select("none").run()
+    assert at.session_state["train_preset__last"] == "smoke"
+    assert at.session_state["train_pretrain__last"] == "none"
+    at = AppTest.from_file(at._script_path, default_timeout=120)  # widgets' state gone, as
+    for key in ("train_preset__last", "train_pretrain__last"):  # when the page is left
+        at.session_state[key] = {"train_preset__last": "smoke"}.get(key, "none")
+    at.run()
+    assert next(r for r in at.radio if r.label == "Preset").value == "smoke"
+    assert next(s for s in at.selectbox if s.label == "Pretraining set").value == "none"
+    path = state.catalog_path(state.selected_catalog())
+    ref = next(s for s in at.selectbox if s.label == "Reference band").value
+    counts = state.label_counts(str(path), ref)
+    assert f"{counts['labelled']:,} spec-z galaxies to train on" in texts(at.caption)
+
+
 def test_own_band_names_and_no_exposures(home: list[Path], tmp_path: Path, monkeypatch) -> None:
     """A g/r/i catalogue without single exposures: the i band is proposed as the reference band
     and reaches the run; alpha is disabled; a catalogue without spec-z cannot be queued."""

@@ -263,3 +263,26 @@ def test_problems_name_the_file_s_own_columns() -> None:
     fixed = prepare_catalog(Source(cols, mapping, "dp0.fits"), fix=True)
     assert fixed.ok and fixed.catalog.n_galaxies == n - 2
     assert np.isnan(fixed.catalog.zspec).sum() == 1
+
+
+def test_the_dropped_counts_explain_themselves() -> None:
+    """First-use review: 'Dropped: 3 galaxies and 650 exposures' beside a problem 'drop 442
+    exposures'; the exposures dropped are split into those the fixes listed and those of the
+    dropped galaxies, the problems fixed are kept, and a duplicate id drops every row with it."""
+    cat = _catalog()
+    exp = {k: np.array(getattr(cat.exposures, k), copy=True) for k in EXPOSURE_ALIASES}
+    exp = {k: np.append(v, v[:2]) for k, v in exp.items()}
+    exp["ref_id"][-2:] = 999  # two exposures of a galaxy not in the catalogue
+    cols = {k: np.array(v, copy=True) for k, v in cat.columns().items()}
+    cols["ref_id"][5] = 7  # rows 5 and 6 share id 7: both go (galaxy 6's 3 exposures: orphans)
+    report = prepare_catalog(*_sources(cat, cols, exp))
+    dup = next(p for p in report.problems if p.column == "ref_id")
+    assert "the fix drops every row sharing such an id" in dup.message
+    fixed = prepare_catalog(*_sources(cat, cols, exp), fix=True)
+    assert fixed.ok and fixed.dropped_galaxies == 2
+    assert fixed.dropped_exposures == 2 + 3 + 3 and fixed.dropped_with_galaxies == 3
+    assert fixed.dropped_text() == (
+        "Dropped 2 galaxies and 8 exposures (5 by the fixes above and 3 of the dropped galaxies)."
+    )
+    assert [p.column for p in fixed.fixed] == [p.column for p in report.problems]
+    assert prepare_catalog(*_sources(cat)).dropped_text() == ""

@@ -319,9 +319,23 @@ def test_bad_fits_columns(tmp_path: Path) -> None:
     fits.HDUList([fits.PrimaryHDU(), fits.table_to_hdu(table)]).writeto(tmp_path / "s.fits")
     with pytest.raises(CatalogError, match=r"s.fits: column 'flux_g' is not numeric"):
         read_catalog(tmp_path / "s.fits")
-    fits.PrimaryHDU().writeto(tmp_path / "image.fits")
-    with pytest.raises(CatalogError, match=r"image.fits: no table found"):
+    fits.PrimaryHDU().writeto(tmp_path / "empty.fits")
+    with pytest.raises(CatalogError, match=r"empty.fits holds no table \(only an empty primary"):
+        read_catalog(tmp_path / "empty.fits")
+
+
+def test_an_image_only_fits_says_what_it_holds(tmp_path: Path) -> None:
+    """First-use review: 'image.fits: no table found (expected 'galaxies')' did not say that the
+    file is an image; the message names the file once and what it holds."""
+    fits.PrimaryHDU(np.zeros((4, 4))).writeto(tmp_path / "image.fits")
+    with pytest.raises(CatalogError) as err:
         read_catalog(tmp_path / "image.fits")
+    message = str(err.value)
+    assert message.endswith(
+        "image.fits holds no table (only an image in HDU 0): deepz needs a FITS binary table "
+        "of galaxies"
+    )
+    assert message.count("image.fits") == 1
 
 
 def test_bad_meta_and_multidim_extras(tmp_path: Path, rng: np.random.Generator) -> None:

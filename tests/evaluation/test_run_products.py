@@ -68,6 +68,19 @@ def test_galaxies_without_a_pz_count_as_failures_though_never_out_of_fold(tmp_pa
     assert analysis.headline(pred)["n_no_pz"] == n_failed  # what Results and Train show
 
 
+def test_flagged_spec_z_galaxies_with_a_pz_are_counted_as_not_scored(tmp_path, rng) -> None:
+    """First-use review: 'galaxies scored 1,517' + 'spec-z without a p(z) 17' != 1,710 spec-z,
+    and nothing said why: the flagged ones (a p(z), never out of fold) are counted."""
+    t = _pred_table(rng)
+    t["out_of_fold"][:10] = False  # flagged by the screen: a p(z), left out of training
+    t.write(tmp_path / "p.fits")
+    pred = analysis.read_predictions(tmp_path / "p.fits")
+    n = int(np.isfinite(t["zspec"][:10]).sum())
+    head = analysis.headline(pred)
+    assert head["n_not_scored"] == n == 8
+    assert head["n"] + head["n_no_pz"] + head["n_not_scored"] == int(np.isfinite(t["zspec"]).sum())
+
+
 def test_mixture_odds_matches_gaussian() -> None:
     mix = mixture_from_arrays(np.ones((1, 1)), np.full((1, 1), 0.5), np.full((1, 1), 0.01))
     got = mixture_odds(mix, torch.tensor([0.5]), 0.003).item()
@@ -191,6 +204,30 @@ def test_pdf_components_and_members_used(pred) -> None:
     g = galaxy.galaxy_pz(pred, 3, PzConfig())
     assert g["ref_id"] == 13 and g["odds_window"] == 0.003
     assert g["dz"] == pytest.approx((g["mode"] - g["zspec"]) / (1 + g["zspec"]))
+    assert not g["calibrated"] and not pred.calibrated  # no pit_raw column: raw p(z)
+
+
+def test_a_calibrated_galaxy_says_so_and_carries_its_median_and_interval(tmp_path, rng) -> None:
+    """First-use review: the explorer drew the calibrated p(z) (peak near 0.93) with a line
+    'mode' at zphot 0.645, the raw p(z)'s mode. The view says the p(z) is calibrated and
+    carries the median and 68% interval of the curve drawn."""
+    t = _pred_table(rng)
+    t["zmedian"], t["z_lo68"], t["z_hi68"] = t["zphot"] + 0.3, t["zphot"] + 0.2, t["zphot"] + 0.4
+    t["pit_raw"] = t["pit"]
+    t.write(tmp_path / "p.fits")
+    pred = analysis.read_predictions(tmp_path / "p.fits")
+    g = galaxy.galaxy_pz(pred, 3, PzConfig())
+    assert pred.calibrated and g["calibrated"]
+    assert (g["zmedian"], g["z_lo68"], g["z_hi68"]) == pytest.approx(
+        (t["zphot"][3] + 0.3, t["zphot"][3] + 0.2, t["zphot"][3] + 0.4)
+    )
+
+
+def test_raw_ensemble_pdf_is_the_mean_of_the_used_members() -> None:
+    members = np.array([[1.0, 3.0], [3.0, 5.0], [100.0, 100.0]])
+    used = np.array([True, True, False])
+    np.testing.assert_allclose(galaxy.raw_ensemble_pdf(members, used), [2.0, 4.0])
+    np.testing.assert_allclose(galaxy.raw_ensemble_pdf(members, ~np.ones(3, bool)), [104 / 3, 36])
 
 
 # ------------------------------------------------------------------ model-based views

@@ -386,3 +386,28 @@ def test_screen_lists_every_row_left_out_of_the_loss(tmp_path) -> None:
     assert set(doc["ref_ids"]["REF_UNUSABLE"]) == {ids[3], ids[4]}
     assert doc["no_reference_flux"] == 2 and doc["counts"]["REF_UNUSABLE"] == 2
     assert f"screen: {doc['left_out_of_loss']} of 200 galaxies" in run.file("log.txt").read_text()
+
+
+def test_label_counts_follow_the_training_rule() -> None:
+    """First-use review: the Train form said '1,710 spec-z galaxies to train on' while the run
+    trained on 1,517 (the screen flagged the others). ``label_counts`` applies the training's
+    rule (``screened_features`` + ``labelled_mask``) and says what it left out."""
+    from deepz_core.jobs.training_run import label_counts, screened_features
+    from deepz_core.training.splits import labelled_mask
+    from tests.synthetic import synthetic_catalog
+
+    cat = synthetic_catalog(80, seed=2)
+    flux, zspec = cat.flux.copy(), np.array(cat.zspec, float, copy=True)
+    zspec[:60] = np.where(np.isfinite(zspec[:60]), zspec[:60], 0.5)  # 60+ with a spec-z
+    flux[0, 1] = 1e30  # a band the screen flags
+    flux[1, 0] = np.nan  # another
+    zspec[2] = 7.0  # not a usable label
+    cat = replace(cat, flux=flux, zspec=zspec)
+    counts = label_counts(cat)
+    assert counts["labelled"] == int(labelled_mask(screened_features(cat, None)).sum())
+    assert counts["flagged"] >= 2 and counts["unusable_label"] == 1
+    assert (
+        counts["labelled"] + counts["flagged"] + counts["unusable_label"] + counts["no_reference"]
+        == counts["zspec"]
+        == int(np.isfinite(zspec).sum())
+    )

@@ -63,6 +63,11 @@ def read(path: Path, names: tuple[str, ...]) -> Tables:
         fits.open(source, memmap=isinstance(source, Path), mode="readonly") as hdul,
     ):
         tables = [h for h in hdul if isinstance(h, fits.BinTableHDU | fits.TableHDU)]
+        if not tables:
+            raise CatalogError(
+                f"{path} holds no table ({hdu_contents(hdul)}): deepz needs a FITS binary "
+                f"table of {names[0]}"
+            )
         by_name = {h.name.lower(): h for h in reversed(tables)}
         primary = header_meta(hdul[0].header)
         out: Tables = {}
@@ -79,6 +84,17 @@ def read(path: Path, names: tuple[str, ...]) -> Tables:
                 cols = {c.name: native_array(data[c.name]) for c in hdu.columns}
                 out[name] = cols, {**primary, **header_meta(hdu.header), **units_of(hdu)}
     return out
+
+
+def hdu_contents(hdul: Any) -> str:
+    """What a FITS file without a table holds, for a message: 'only an image in HDU 0', 'only
+    images in HDUs 0, 1', 'only an empty primary HDU'."""
+    images = [i for i, h in enumerate(hdul) if getattr(h, "data", None) is not None]
+    if not images:
+        return "only an empty primary HDU"
+    if len(images) == 1:
+        return f"only an image in HDU {images[0]}"
+    return f"only images in HDUs {', '.join(str(i) for i in images)}"
 
 
 @contextmanager
