@@ -471,6 +471,7 @@ def test_train_refuses_a_folder_of_other_files(catalogue, tmp_path, capsys, capl
     assert {p.name: sha256(p) for p in out.iterdir()} == before  # not even a lock file
 
 
+@pytest.mark.usefixtures("late_ref_band_check")
 @pytest.mark.parametrize("damaged", ["status.json", "config.json", "checkpoint.json"])
 def test_damaged_run_files_are_named_and_nothing_is_written(
     damaged, catalogue, tmp_path, capsys, caplog
@@ -527,6 +528,7 @@ def test_a_dataset_is_never_mixed_from_two_runs_or_catalogues(
     assert not (out / "_SUCCESS").exists()
 
 
+@pytest.mark.usefixtures("late_ref_band_check")
 def test_orphans_of_killed_commands_are_cleaned_by_the_next_one(
     run, good, tmp_path, capsys, caplog
 ) -> None:
