@@ -482,7 +482,10 @@ def file_provenance(path: Path | str) -> dict[str, str]:
     if table_format(path) == "fits":
         from astropy.io import fits
 
-        with fits.open(path) as hdus:
+        from deepz_core.catalog.formats.fits_file import complete_file, quiet_warnings
+
+        with quiet_warnings(), fits.open(path) as hdus:
+            complete_file(Path(path), hdus)  # one line, not astropy's 'may have been truncated'
             return from_fits_header(hdus[1].header)
     return from_parquet_metadata(pq.read_schema(path).metadata)
 

@@ -560,3 +560,19 @@ def test_a_row_without_any_flux_keeps_its_true_flags(trained, tmp_path) -> None:
     want = PzFlag.NO_PZ | PzFlag.REF_UNUSABLE | PzFlag.BAND_MISSING | PzFlag.TOO_FEW_BANDS
     assert got["flag"][5] == want and np.isnan(got["zphot"][5])
     assert (np.delete(np.asarray(got["flag"]), 5) & PzFlag.NO_PZ == 0).all()
+
+
+def test_predict_refuses_a_fits_file_cut_inside_its_exposures(trained, tmp_path, capsys) -> None:
+    """Review: `predict` wrote 1000 predictions (exit 0) from a FITS file truncated inside its
+    EXPOSURES HDU, after astropy's 'File may have been truncated' three times, while `train`
+    refused it. Now predict refuses it with the same one line, and writes nothing."""
+    run, _, _ = trained
+    whole = write_catalog(synthetic_catalog(60, 3), tmp_path / "whole.fits").read_bytes()
+    cut = tmp_path / "cut.fits"
+    cut.write_bytes(whole[: (len(whole) // 2880 - 1) * 2880])
+    out = tmp_path / "p.parquet"
+    argv = ["predict", "--run", str(run.path), "--catalog", str(cut), "--out", str(out)]
+    assert main([*argv, "--chunk-size", "20"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cut.fits: truncated FITS file (" in err[0], err
+    assert not out.exists()
