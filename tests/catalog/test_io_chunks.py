@@ -233,3 +233,22 @@ def test_a_fits_file_cut_inside_its_exposures_is_refused_by_every_reader(tmp_pat
                 read()
         messages.add(str(err.value))
     assert len(messages) == 1, messages
+
+
+@pytest.mark.parametrize("column", ["flux_NB555", "ref_id"])
+def test_a_bad_cell_is_reported_at_its_file_row_in_any_chunk(tmp_path, column) -> None:
+    """Review: 'n/a' at row 800 of a CSV read in chunks of 300 was reported as 'badcell.csv[600:
+    900]: ... (e.g. rows 200)', counted from the chunk's start. Rows are now the file's."""
+    from astropy.table import Table
+
+    from deepz_core.errors import CatalogError
+
+    cols = _catalog(180).columns()
+    values = cols[column].astype(object if column != "ref_id" else float)
+    values[130] = "n/a" if column != "ref_id" else 130.5  # text; a non-integer id
+    table = Table({**{k: v for k, v in cols.items() if k != "ra"}, column: values})
+    path = tmp_path / "bad.csv"
+    table.write(path)
+    for chunk in (50, 180):
+        with pytest.raises(CatalogError, match=rf"{column}.* rows 130\b"):
+            list(iter_rows(path, (0, 180), chunk))
