@@ -37,6 +37,7 @@ from deepz_core.catalog.conventions import (
     InputConventions,
     identifier,
     needed_columns,
+    rename_columns,
 )
 from deepz_core.catalog.formats.common import Range
 from deepz_core.catalog.io import (
@@ -443,6 +444,8 @@ def _predict_file(
 ) -> int:
     """``predict_file`` once its arguments and output are checked."""
     rows = (0, preflight(run_dir, catalog, read))  # one pass: no partitions to re-decode
+    if fmt == "hats":
+        hats_coordinates(catalog, read or ReadOptions())
     predictor = load_predictor(run_dir, device)
     prov = provenance(run_dir, catalog)
     tables = predictor.tables(catalog, rows, chunk_size, grid, read, calibrate)
@@ -455,6 +458,19 @@ def _predict_file(
         )
     table = pa.concat_tables(list(tables)) if rows[1] else pa.table({})
     return write_output(table, out, fmt, prov, predictor.z_range)
+
+
+def hats_coordinates(catalog: str, read: ReadOptions) -> tuple[str, str]:
+    """The (ra, dec) columns of ``catalog`` (read with ``read``'s renames) that a HATS output is
+    partitioned by; ConfigError listing the catalogue's columns when it has none, before any
+    galaxy is predicted (``hats_out.coordinate_pair``)."""
+    from deepz_core.inference.hats_out import coordinate_pair
+
+    names = column_names(catalog)
+    if read.conventions.rename:
+        renamed = rename_columns(names, read.conventions.rename, catalog)
+        names = [renamed.get(n, n) for n in names]
+    return coordinate_pair(names)
 
 
 def write_output(

@@ -187,6 +187,10 @@ class Run:
             return self._predict_combined(cat, device, out, fmt, calibrate, catalog)
         predictor = load_predictor(self.path, device)
         cat = as_catalog(catalog, conventions=conventions, measured_bands=False)
+        if fmt == "hats":  # before predicting: the catalogue's own columns
+            from deepz_core.inference.hats_out import coordinate_pair
+
+            coordinate_pair(list(cat.columns()))
         arrow = predictor(cat, grid, tuple(keep_columns), calibrate)
         if fmt is not None:
             path = catalog if isinstance(catalog, str | Path) else None
