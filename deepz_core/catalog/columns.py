@@ -6,6 +6,7 @@ CatalogError naming the column and echoing the bad values. The ground under the 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -53,8 +54,9 @@ def as_int64(values: Any, column: str, source: str) -> np.ndarray:
         bad = ~np.isfinite(arr) | (arr != np.round(arr))
         if not bad.any():
             return arr.astype(np.int64)
+        rows = file_rows(np.flatnonzero(bad), source)
         raise CatalogError(
-            f"{source}: column '{column}' has non-integer values in rows {few(np.flatnonzero(bad))}"
+            f"{source}: column '{column}' has non-integer values in rows {few(rows)}"
         )
     raise _not_numeric(arr, column, source, "integer")
 
@@ -119,8 +121,18 @@ def as_float64(values: Any, column: str, source: str) -> np.ndarray:
 def _not_numeric(arr: np.ndarray, column: str, source: str, kind: str) -> CatalogError:
     """A CatalogError naming the column, its dtype and the first rows that are not numbers."""
     bad = [i for i, v in enumerate(arr.reshape(-1).tolist()) if not _is_number(v)]
-    where = f" (e.g. rows {few(bad)})" if bad else ""
+    where = f" (e.g. rows {few(file_rows(np.asarray(bad, np.int64), source))})" if bad else ""
     return CatalogError(f"{source}: column '{column}' is not {kind} (dtype {arr.dtype}){where}")
+
+
+CHUNK_LABEL = re.compile(r"\[(\d+):\d+\]$")  # 'file[start:stop]': a chunk's source label
+
+
+def file_rows(rows: np.ndarray, source: str) -> np.ndarray:
+    """``rows`` of a chunk counted from the file's first row: offset by the chunk's start when
+    ``source`` is a chunk label 'file[start:stop]' (``formats.common.Chunk``), else as they are."""
+    match = CHUNK_LABEL.search(source)
+    return rows + int(match.group(1)) if match else rows
 
 
 def _is_number(value: Any) -> bool:

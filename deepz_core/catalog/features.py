@@ -62,7 +62,8 @@ class Features:
     unusable); exp_ratio, exp_error: (N, B, X) single exposures over the reference flux with
     ``exp_mask`` (N, B, X) bool, or None. flags: (N,) int32 ``PzFlag`` bits; usable: (N, B) bool.
     ``n_rows`` is the catalogue's row count, ``n_excluded`` its rows without a usable reference
-    flux (not among the N).
+    flux (not among the N); ``row_flags`` (n_rows,) int32 the photometric screen's flags of every
+    catalogue row, those left out included (None: unknown).
     """
 
     bands: tuple[str, ...]
@@ -81,6 +82,7 @@ class Features:
     usable: np.ndarray
     n_rows: int
     ref_mag: np.ndarray  # (N,) float32 AB magnitude of the reference-band flux
+    row_flags: np.ndarray | None = None  # (n_rows,) int32 screen flags of every catalogue row
 
     @property
     def n(self) -> int:
@@ -202,6 +204,7 @@ def build_features(
         usable=usable,
         n_rows=cat.n_galaxies,
         ref_mag=(cat.fluxzp - 2.5 * np.log10(cat.flux[keep, r])).astype(np.float32),
+        row_flags=screen.flags,
     )
 
 

@@ -104,8 +104,10 @@ def read_catalog(
     path: Path | str,
     exposures_path: Path | str | None = None,
     conventions: InputConventions | None = None,
+    measured_bands: bool = True,
 ) -> Catalog:
-    """Read and ``validate`` a catalogue; exposures come from ``exposures_path``, else the same
+    """Read and ``validate`` a catalogue (``measured_bands``: refuse a band without any value,
+    as training must; False for a catalogue a trained run predicts, which imputes it); exposures come from ``exposures_path``, else the same
     FITS/HDF5 file, else the ``<stem>.exposures.<ext>`` sidecar if it exists. Survey spellings
     (``objectId``, ``mag_<band>``/``magerr_<band>``...) follow ``conventions`` (default:
     ``InputConventions()``); column units (TUNIT) set the flux zero-point. A flux column holding
@@ -124,7 +126,7 @@ def read_catalog(
             exposures = exposures_from_columns(tables["exposures"][0], exp_source)
         columns, meta = canonical_columns(*tables["galaxies"], str(path), conventions)
         cat = catalog_from_columns(columns, meta, str(path), exposures)
-    cat = validate(cat, str(path), exp_source)
+    cat = validate(cat, str(path), exp_source, measured_bands)
     check_not_magnitudes(cat, str(path), list(tables["galaxies"][0]))
     return cat
 
@@ -265,7 +267,9 @@ def iter_rows(
     conventions: InputConventions | None = None,
 ) -> Iterator[Catalog]:
     """Validated catalogues of at most ``chunk_size`` galaxies covering rows [start, stop) of the
-    file, with only ``columns`` (those the file has) when given, read with ``conventions``."""
+    file, with only ``columns`` (those the file has) when given, read with ``conventions``. A band
+    without values in every row of a chunk is no error (``validate``'s ``measured_bands``): the
+    chunk's rows are flagged as any other row without it, whatever the chunk size."""
     path = Path(path)
     fmt = catalog_format(path)
     _check(path, fmt)
@@ -279,4 +283,4 @@ def iter_rows(
         with library_errors(path, "parse"):
             cols, meta = canonical_columns(cols, meta, source, conventions)
             cat = catalog_from_columns(cols, meta, source)
-        yield validate(cat, source)
+        yield validate(cat, source, measured_bands=False)

@@ -116,14 +116,19 @@ def check_zspec(z: np.ndarray, ref_id: np.ndarray, source: str) -> None:
 
 
 def validate(
-    cat: Catalog, source: str = "catalogue", exposures_source: str | None = None
+    cat: Catalog,
+    source: str = "catalogue",
+    exposures_source: str | None = None,
+    measured_bands: bool = True,
 ) -> Catalog:
     """Check values; raise CatalogError naming ``source``, the column and a few offending rows.
 
     ref_id unique, zspec NaN or in [0, ZSPEC_MAX) (``check_zspec``), mag NaN or finite, exposures valid and each coadd
     consistent with its exposures (see ``check_coadd``). A band whose fluxes are NaN/inf or a
     placeholder code (-99...), or whose errors are NaN/inf or <= 0, for EVERY galaxy is refused
-    (remove it); such values in some galaxies are left to the photometric screen
+    (remove it; ``check_measured_bands``) unless not ``measured_bands``: a chunk of a catalogue
+    (its other rows may have the band) or a catalogue a trained run predicts (the band is imputed
+    in every galaxy). Such values in some galaxies are left to the photometric screen
     (``deepz_core.catalog.screen``), which flags those galaxies instead of failing the whole catalogue.
     Single exposures without information (``unusable_exposures``) are left out, with a note.
     Returns ``cat`` (a copy without those exposures when it had some).
@@ -133,6 +138,24 @@ def validate(
             f"{source}: no {'bands' if cat.n_galaxies else 'galaxies (empty table)'}"
         )
     check_unique_ids(cat.ref_id, source)
+    if measured_bands:
+        check_measured_bands(cat, source)
+    check_zspec(cat.zspec, cat.ref_id, source)
+    if cat.mag is not None:
+        _check(np.isinf(cat.mag), f"{source}: column 'mag' has inf values for ref_id", cat.ref_id)
+    if not np.isfinite(cat.fluxzp):
+        raise CatalogError(f"{source}: header FLUXZP = {cat.fluxzp} is not finite")
+    if cat.exposures is not None:
+        cat, rows = without_unusable_exposures(cat, exposures_source or source)
+        _validate_exposures(cat, exposures_source or source, rows)
+    return cat
+
+
+def check_measured_bands(cat: Catalog, source: str) -> None:
+    """CatalogError naming the column when a band's fluxes are NaN/inf or a placeholder code, or
+    its errors NaN/inf or <= 0, for every galaxy of ``cat`` (more than one): nothing to train on.
+    The message gives both ways out: remove or fill the band to train, or predict the file with
+    a trained run, which imputes the band and flags every galaxy BAND_MISSING."""
     checks = (
         (FLUX_PREFIX, "NaN/inf", ~np.isfinite(cat.flux)),
         (FLUX_PREFIX, "placeholder (-99, -999, -9999)", is_placeholder(cat.flux)),
@@ -146,17 +169,9 @@ def validate(
             raise CatalogError(
                 f"{source}: column '{column}' has {what} values for every galaxy: "
                 f"remove band {cat.bands[j]!r} (its {FLUX_PREFIX}/{ERROR_PREFIX} "
-                "columns) or fill it in"
+                "columns) or fill it in to train on it; predicting the file with a trained run "
+                "(deepz predict, run.predict(path)) imputes it, flagged BAND_MISSING"
             )
-    check_zspec(cat.zspec, cat.ref_id, source)
-    if cat.mag is not None:
-        _check(np.isinf(cat.mag), f"{source}: column 'mag' has inf values for ref_id", cat.ref_id)
-    if not np.isfinite(cat.fluxzp):
-        raise CatalogError(f"{source}: header FLUXZP = {cat.fluxzp} is not finite")
-    if cat.exposures is not None:
-        cat, rows = without_unusable_exposures(cat, exposures_source or source)
-        _validate_exposures(cat, exposures_source or source, rows)
-    return cat
 
 
 def _validate_exposures(cat: Catalog, source: str, rows: np.ndarray) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from deepz_core.catalog.columns import few
 from deepz_core.errors import ConfigError
 from deepz_core.inference.provenance import flat
 
@@ -31,14 +32,16 @@ def find_coordinate_pair(names: list[str]) -> tuple[str, str] | None:
 
 
 def coordinate_pair(names: list[str]) -> tuple[str, str]:
-    """The (ra, dec) columns of a predictions table; ConfigError when it has none."""
+    """The (ra, dec) columns among a catalogue's column ``names`` (those of its predictions, which
+    carry them); ConfigError listing the ``names`` when it has none: checked on the catalogue
+    before predicting (``stream.hats_coordinates``, ``Run.predict``)."""
     found = find_coordinate_pair(names)
     if found is not None:
         return found
     pairs = ", ".join("/".join(p) for p in COORDINATE_PAIRS)
     raise ConfigError(
-        f"--out-format hats needs coordinates: the catalogue has none of {pairs} (columns: "
-        f"{names[:8]})"
+        f"--out-format hats needs coordinates: the catalogue has none of {pairs} (its columns: "
+        f"{few(names, 8)}); give them, or write .parquet"
     )
 
 

@@ -17,14 +17,16 @@ import numpy as np
 import torch
 from astropy.table import Table
 
-from deepz_core.catalog.catalog import Catalog
+from deepz_core.catalog.catalog import ERROR_PREFIX, FLUX_PREFIX, Catalog, few
 from deepz_core.catalog.features import (
     Features,
     build_features,
     remeasured,
+    resolve_ref_band,
     same_photometry,
 )
-from deepz_core.catalog.screen import InputStats, PzFlag, unit_shift_note
+from deepz_core.catalog.screen import MIN_USABLE_FRACTION, InputStats, PzFlag, unit_shift_note
+from deepz_core.catalog.validation import unusable_values
 from deepz_core.device import resolve_device
 from deepz_core.errors import ConfigError, TrainingError
 from deepz_core.files import atomic_write
@@ -194,13 +196,16 @@ def predictions_table(
         t[name] = products[name]
     if catalog is None or features.n == catalog.n_galaxies:
         return t
-    return every_row(t, features.rows, catalog)
+    return every_row(t, features.rows, catalog, features.row_flags)
 
 
-def every_row(table: Table, rows: np.ndarray, catalog: Catalog) -> Table:
+def every_row(
+    table: Table, rows: np.ndarray, catalog: Catalog, flags: np.ndarray | None = None
+) -> Table:
     """``table`` of the catalogue rows ``rows`` spread over all its rows in order: the others get
     their ref_id, zspec and mag, the catalogue columns carried along (coordinates...), NaN
-    products, flag REF_UNUSABLE | NO_PZ, and False/0 elsewhere."""
+    products, their screen ``flags`` (every catalogue row's, e.g. REF_UNUSABLE | NO_PZ |
+    BAND_MISSING | TOO_FEW_BANDS; REF_UNUSABLE | NO_PZ without them), and False/0 elsewhere."""
     n = catalog.n_galaxies
     carried = catalog.columns()
     out = Table()
@@ -219,7 +224,10 @@ def every_row(table: Table, rows: np.ndarray, catalog: Catalog) -> Table:
         out["mag"] = catalog.mag  # else NaN: the reference flux gives no magnitude either
     missing = np.ones(n, dtype=bool)
     missing[rows] = False
-    out["flag"][missing] = int(PzFlag.REF_UNUSABLE | PzFlag.NO_PZ)
+    if flags is None:
+        out["flag"][missing] = int(PzFlag.REF_UNUSABLE | PzFlag.NO_PZ)
+    else:
+        out["flag"][missing] = flags[missing] | int(PzFlag.REF_UNUSABLE | PzFlag.NO_PZ)
     return out
 
 
@@ -418,7 +426,10 @@ def network_products(
     meta = load_model_json(run.path).get("metadata", {})
     model = load_model(run.path, device=resolve_device(device))
     if meta.get("bands") is not None:
-        catalog = match_bands(catalog, tuple(meta["bands"]))
+        bands, ref_band = tuple(meta["bands"]), meta.get("ref_band")
+        for note in unmeasured_notes(unmeasured_bands(catalog, bands), bands, ref_band):
+            LOG.warning(note)
+        catalog = with_run_bands(catalog, bands, ref_band)
     features = model_features(model, catalog, meta.get("ref_band"))
     mask, oof = member_mask(run, features, model.members)
     pz = pz or run_pz_config(run)
@@ -476,6 +487,96 @@ def match_bands(catalog: Catalog, bands: tuple[str, ...], source: str = "--catal
         flux_error=catalog.flux_error[:, cols],
         exposures=exp,
     )
+
+
+def with_run_bands(
+    catalog: Catalog,
+    bands: tuple[str, ...],
+    ref_band: str | None,
+    source: str = "--catalog",
+    given: set[str] | None = None,
+) -> Catalog:
+    """``match_bands`` for a prediction: a run band the catalogue lacks is added with NaN fluxes
+    and errors, so that it is imputed for every galaxy and flagged BAND_MISSING as a band without
+    values is, with one warning (once per prediction: ``given`` as in ``model_features``).
+    ConfigError naming the bands when the reference band ``ref_band`` is among them, or so many
+    are that no galaxy could get a p(z) (``MIN_USABLE_FRACTION`` of the other bands)."""
+    absent = [b for b in bands if b not in catalog.bands]
+    if not absent:
+        return match_bands(catalog, bands, source)
+    check_absent_bands(absent, bands, ref_band, source)
+    if ABSENT_NOTE not in (given or ()):
+        LOG.warning(band_note(absent, ("is", "are"), "not in this catalogue (no flux column)"))
+        if given is not None:
+            given.add(ABSENT_NOTE)
+    nan = np.full((catalog.n_galaxies, len(absent)), np.nan)
+    catalog = dataclasses.replace(
+        catalog,
+        bands=(*catalog.bands, *absent),
+        flux=np.concatenate([catalog.flux, nan], axis=1),
+        flux_error=np.concatenate([catalog.flux_error, nan], axis=1),
+    )
+    return match_bands(catalog, bands, source)
+
+
+ABSENT_NOTE = "absent bands"  # the key of the absent bands' note in a prediction's notes given
+
+
+def check_absent_bands(
+    absent: list[str], bands: tuple[str, ...], ref_band: str | None, source: str
+) -> None:
+    """ConfigError when the run bands ``absent`` from a catalogue leave nothing to predict: the
+    reference band, or more than half of the others (every galaxy TOO_FEW_BANDS)."""
+    ref = resolve_ref_band(bands, ref_band)
+    others = len(bands) - 1
+    if ref not in absent and others - len(absent) >= MIN_USABLE_FRACTION * others:
+        return
+    why = (
+        f"its reference band {ref!r} among them"
+        if ref in absent
+        else f"{len(absent)} of its {others} bands besides the reference band"
+    )
+    raise ConfigError(
+        f"{source} lacks bands {few(absent, 4)} the run was trained on ({why}): no galaxy "
+        f"could get a p(z); give the catalogue columns {FLUX_PREFIX}<band> and "
+        f"{ERROR_PREFIX}<band> for the run's bands {few(list(bands), 4)} (other spellings: "
+        "--rename), or predict with a run trained on the catalogue's bands"
+    )
+
+
+def unmeasured_bands(catalog: Catalog, bands: tuple[str, ...]) -> list[str]:
+    """The ``bands`` of ``catalog`` (those it has) without a usable value in any row: flux
+    NaN/inf or a placeholder code, or error NaN/inf or <= 0 (``validation.unusable_values``)."""
+    if catalog.n_galaxies == 0:
+        return []
+    missing, _ = unusable_values(catalog.flux, catalog.flux_error, catalog.fluxzp)
+    empty = missing.all(axis=0)
+    return [b for b in bands if b in catalog.bands and empty[catalog.bands.index(b)]]
+
+
+def unmeasured_notes(
+    empty: list[str], bands: tuple[str, ...], ref_band: str | None, where: str = "this catalogue"
+) -> list[str]:
+    """The warnings for run bands ``empty`` with no value in ``where``: the reference band's
+    galaxies get no p(z); the other bands are imputed for every galaxy."""
+    if not empty:
+        return []
+    ref = resolve_ref_band(bands, ref_band)
+    others = [b for b in empty if b != ref]
+    notes = [band_note(others, ("has", "have"), f"no values in {where}")] if others else []
+    if ref in empty:
+        notes.append(
+            f"reference band {ref} has no values in {where}: no galaxy there gets a p(z) "
+            "(flagged REF_UNUSABLE, NO_PZ)"
+        )
+    return notes
+
+
+def band_note(bands: list[str], verb: tuple[str, str], what: str) -> str:
+    """'band NB455 has <what>: imputed for every galaxy, flagged BAND_MISSING' (``verb``: for
+    one band and for several, 'bands NB455, NB465 have ...')."""
+    named = f"band {bands[0]} {verb[0]}" if len(bands) == 1 else f"bands {few(bands, 4)} {verb[1]}"
+    return f"{named} {what}: imputed for every galaxy, flagged BAND_MISSING"
 
 
 def member_mask(

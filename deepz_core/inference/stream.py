@@ -37,6 +37,7 @@ from deepz_core.catalog.conventions import (
     InputConventions,
     identifier,
     needed_columns,
+    rename_columns,
 )
 from deepz_core.catalog.formats.common import Range
 from deepz_core.catalog.io import (
@@ -65,13 +66,15 @@ from deepz_core.inference.calibrate import CALIBRATION_FILE, RunCalibration, loa
 from deepz_core.inference.predict import (
     PRODUCT_COLUMNS,
     galaxy_mags,
-    match_bands,
     member_mask,
     mixture_from_arrays,
     model_features,
     predict_features,
     predictions_table,
     table_format,
+    unmeasured_bands,
+    unmeasured_notes,
+    with_run_bands,
 )
 from deepz_core.inference.provenance import fits_cards, parquet_metadata, provenance
 from deepz_core.inference.qp_io import fits_hdus, grid_z_range, write_qp
@@ -130,10 +133,16 @@ class Predictor:
         ``keep`` columns of ``cat`` come along (ConfigError for a ``keep`` column it lacks).
         Calibrated when ``calibrate`` and the run has a calibration (``inference.calibrate``).
         ``given``: the notes this prediction gave already (``predict.model_features``; the chunks
-        of one stream share it), None when ``cat`` is the whole catalogue."""
-        if self.meta.get("bands") is not None:
-            cat = match_bands(cat, tuple(self.meta["bands"]))
-        features = model_features(self.model, cat, self.meta.get("ref_band"), False, given)
+        of one stream share it), None when ``cat`` is the whole catalogue: then a run band without
+        any value in it is named in a warning (``tables`` does so for a stream). A run band
+        ``cat`` lacks is imputed for every galaxy (``predict.with_run_bands``)."""
+        bands = self.bands
+        if bands is not None:
+            if given is None:
+                for note in unmeasured_notes(unmeasured_bands(cat, bands), bands, self.ref_band):
+                    LOG.warning(note)
+            cat = with_run_bands(cat, bands, self.ref_band, given=given)
+        features = model_features(self.model, cat, self.ref_band, False, given)
         mask, oof = member_mask(self.run, features, self.model.members)
         cal = self.calibration if calibrate else None
         transform = (
@@ -144,6 +153,17 @@ class Predictor:
         if grid:
             extra["pz"] = mixture_on_grid(products, self.pz)
         return arrow_table(predictions_table(features, products, extra, cat))
+
+    @property
+    def bands(self) -> tuple[str, ...] | None:
+        """The run's bands in its order (None: a run that did not record them)."""
+        bands = self.meta.get("bands")
+        return None if bands is None else tuple(bands)
+
+    @property
+    def ref_band(self) -> str | None:
+        """The run's reference band (None: the default choice among its bands)."""
+        return self.meta.get("ref_band")
 
     @property
     def z_range(self) -> tuple[float, float]:
@@ -180,11 +200,21 @@ class Predictor:
         """Arrow tables of predictions for the rows [start, stop) of ``catalog``, chunk by chunk;
         a note about the catalogue comes with the first chunk that has it, once per stream
         (``given``: the set of notes given, shared with other parts of the same prediction;
-        None: a new one)."""
+        None: a new one). A run band without values in every chunk is named once, at the end
+        (``predict.unmeasured_notes``); in some chunks only, its rows are flagged alone."""
         read = read or ReadOptions()
         given = set() if given is None else given
+        empty: set[str] | None = None
         for cat in self.chunks(catalog, rows, chunk_size, read):
+            found = set(unmeasured_bands(cat, self.bands or cat.bands))
+            empty = found if empty is None else empty & found
             yield self(cat, grid, read.keep, calibrate, given)
+        if empty and self.bands is not None:
+            whole = rows == (0, count_rows(catalog))
+            where = "this catalogue" if whole else f"rows {rows[0]} to {rows[1] - 1} of {catalog}"
+            ordered = [b for b in self.bands if b in empty]
+            for note in unmeasured_notes(ordered, self.bands, self.ref_band, where):
+                LOG.warning(note)
 
 
 def carried_columns(cat: Catalog, rows: np.ndarray, keep: tuple[str, ...]) -> dict:
@@ -415,6 +445,8 @@ def _predict_file(
 ) -> int:
     """``predict_file`` once its arguments and output are checked."""
     rows = (0, preflight(run_dir, catalog, read))  # one pass: no partitions to re-decode
+    if fmt == "hats":
+        hats_coordinates(catalog, read or ReadOptions())
     predictor = load_predictor(run_dir, device)
     prov = provenance(run_dir, catalog)
     tables = predictor.tables(catalog, rows, chunk_size, grid, read, calibrate)
@@ -427,6 +459,19 @@ def _predict_file(
         )
     table = pa.concat_tables(list(tables)) if rows[1] else pa.table({})
     return write_output(table, out, fmt, prov, predictor.z_range)
+
+
+def hats_coordinates(catalog: str, read: ReadOptions) -> tuple[str, str]:
+    """The (ra, dec) columns of ``catalog`` (read with ``read``'s renames) that a HATS output is
+    partitioned by; ConfigError listing the catalogue's columns when it has none, before any
+    galaxy is predicted (``hats_out.coordinate_pair``)."""
+    from deepz_core.inference.hats_out import coordinate_pair
+
+    names = column_names(catalog)
+    if read.conventions.rename:
+        renamed = rename_columns(names, read.conventions.rename, catalog)
+        names = [renamed.get(n, n) for n in names]
+    return coordinate_pair(names)
 
 
 def write_output(
@@ -454,7 +499,10 @@ def file_provenance(path: Path | str) -> dict[str, str]:
     if table_format(path) == "fits":
         from astropy.io import fits
 
-        with fits.open(path) as hdus:
+        from deepz_core.catalog.formats.fits_file import complete_file, quiet_warnings
+
+        with quiet_warnings(), fits.open(path) as hdus:
+            complete_file(Path(path), hdus)  # one line, not astropy's 'may have been truncated'
             return from_fits_header(hdus[1].header)
     return from_parquet_metadata(pq.read_schema(path).metadata)
 

@@ -35,15 +35,21 @@ if TYPE_CHECKING:
 CatalogLike = Catalog | Table | Any | str | Path  # a Catalog, astropy Table, DataFrame or file
 
 
-def as_catalog(catalog: CatalogLike, what: str = "catalog", conventions: Any = None) -> Catalog:
+def as_catalog(
+    catalog: CatalogLike,
+    what: str = "catalog",
+    conventions: Any = None,
+    measured_bands: bool = True,
+) -> Catalog:
     """A Catalog from a Catalog, a file path, an astropy Table, a pandas DataFrame or a mapping;
     ``conventions`` (an InputConventions or a mapping of its fields) say how a survey catalogue
-    spells its columns (identifier, magnitudes and their limits)."""
+    spells its columns (identifier, magnitudes and their limits). ``measured_bands``: a file
+    with a band without any value is refused (False when a trained run predicts it: imputed)."""
     if isinstance(catalog, Catalog):
         return catalog
     conv = conventions_of(conventions)
     if isinstance(catalog, str | Path):
-        return read_catalog(catalog, conventions=conv)
+        return read_catalog(catalog, conventions=conv, measured_bands=measured_bands)
     return Catalog.from_table(catalog, source=what, conventions=conv)
 
 
@@ -177,11 +183,14 @@ class Run:
                     f"run {self.path} predicts with its combination with the template fit, "
                     "which has no grid, keep_columns or HATS output: pass network_only=True"
                 )
-            return self._predict_combined(
-                as_catalog(catalog, conventions=conventions), device, out, fmt, calibrate, catalog
-            )
+            cat = as_catalog(catalog, conventions=conventions, measured_bands=False)
+            return self._predict_combined(cat, device, out, fmt, calibrate, catalog)
         predictor = load_predictor(self.path, device)
-        cat = as_catalog(catalog, conventions=conventions)
+        cat = as_catalog(catalog, conventions=conventions, measured_bands=False)
+        if fmt == "hats":  # before predicting: the catalogue's own columns
+            from deepz_core.inference.hats_out import coordinate_pair
+
+            coordinate_pair(list(cat.columns()))
         arrow = predictor(cat, grid, tuple(keep_columns), calibrate)
         if fmt is not None:
             path = catalog if isinstance(catalog, str | Path) else None

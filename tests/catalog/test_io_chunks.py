@@ -204,3 +204,51 @@ def test_hdf5_finds_the_table_after_other_objects(tmp_path) -> None:
     assert read_catalog(path).n_galaxies == 30
     assert count_rows(path) == 30
     np.testing.assert_array_equal(_ids(iter_rows(path, (0, 30), 7)), cat.ref_id)
+
+
+def test_a_fits_file_cut_inside_its_exposures_is_refused_by_every_reader(tmp_path) -> None:
+    """Review: a FITS file truncated inside its EXPOSURES HDU was refused by read_catalog but
+    streamed by predict (which reads the galaxies alone) after astropy's 'File may have been
+    truncated' three times. Every reader now refuses it with the same line, and astropy says
+    nothing."""
+    import warnings
+
+    from deepz_core.catalog.io import column_names
+    from deepz_core.errors import CatalogError
+
+    whole = write_catalog(synthetic_catalog(60, 3), tmp_path / "whole.fits").read_bytes()
+    path = tmp_path / "cut.fits"
+    path.write_bytes(whole[: (len(whole) // 2880 - 1) * 2880])  # inside the exposures' data
+    readers = {
+        "read_catalog": lambda: read_catalog(path),
+        "iter_rows": lambda: list(iter_rows(path, (0, 60), 20)),
+        "count_rows": lambda: count_rows(path),
+        "column_names": lambda: column_names(path),
+    }
+    messages = set()
+    for read in readers.values():
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # any astropy warning fails the test
+            with pytest.raises(CatalogError, match=r"^.*cut.fits: truncated FITS file \(") as err:
+                read()
+        messages.add(str(err.value))
+    assert len(messages) == 1, messages
+
+
+@pytest.mark.parametrize("column", ["flux_NB555", "ref_id"])
+def test_a_bad_cell_is_reported_at_its_file_row_in_any_chunk(tmp_path, column) -> None:
+    """Review: 'n/a' at row 800 of a CSV read in chunks of 300 was reported as 'badcell.csv[600:
+    900]: ... (e.g. rows 200)', counted from the chunk's start. Rows are now the file's."""
+    from astropy.table import Table
+
+    from deepz_core.errors import CatalogError
+
+    cols = _catalog(180).columns()
+    values = cols[column].astype(object if column != "ref_id" else float)
+    values[130] = "n/a" if column != "ref_id" else 130.5  # text; a non-integer id
+    table = Table({**{k: v for k, v in cols.items() if k != "ra"}, column: values})
+    path = tmp_path / "bad.csv"
+    table.write(path)
+    for chunk in (50, 180):
+        with pytest.raises(CatalogError, match=rf"{column}.* rows 130\b"):
+            list(iter_rows(path, (0, 180), chunk))

@@ -305,6 +305,11 @@ COMMANDS = {
 }
 
 
+# a band without any value is imputed for every galaxy when a trained run predicts (flagged
+# BAND_MISSING, one warning); training, the template fit and evaluate refuse it
+IMPUTED = {("band-all-nan.fits", "predict"), ("band-all-nan.fits", "predict-dataset")}
+
+
 @pytest.mark.parametrize("command", list(COMMANDS))
 @pytest.mark.parametrize("bad", list(MALFORMED))
 def test_malformed_files_give_one_line_and_change_nothing(
@@ -314,8 +319,12 @@ def test_malformed_files_give_one_line_and_change_nothing(
     before = [sha256(p) for p in inputs]
     ctx = {"run": run, "predictions": predictions}
     code, lines = cli(COMMANDS[command](files[bad], tmp_path, ctx), capsys, caplog)
-    assert_one_line_error(code, lines)
     assert [sha256(p) for p in inputs] == before
+    if (bad, command) in IMPUTED:  # predicted, the band named once (review: no dead end)
+        assert code == 0, lines
+        assert sum("band NB555 has no values in " in line for line in lines) == 1  # per part: rows
+        return
+    assert_one_line_error(code, lines)
     left = {p.name for p in tmp_path.iterdir()}
     assert left <= {"dataset"}, left  # no output file, no run folder
     if "dataset" in left:  # at most the plan and lock of a dataset refused while reading parts

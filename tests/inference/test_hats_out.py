@@ -164,3 +164,26 @@ def test_a_run_trains_on_a_hats_catalogue(galaxies_hats, tmp_path) -> None:
     )
     with pytest.raises(ConfigError, match="no such file or HATS catalogue folder"):
         dz.train(tmp_path / "nothing", tmp_path / "none", preset="smoke", pretrain="none")
+
+
+def test_hats_output_without_coordinates_fails_before_predicting(
+    tiny_run, tmp_path, monkeypatch
+) -> None:
+    """Review: `--out-format hats` found a catalogue without ra/dec only after predicting all of
+    it, and listed the prediction columns. Now it fails first, listing the catalogue's."""
+    import deepz_core as dz
+    from deepz_core.catalog.io import write_catalog
+    from tests.synthetic import synthetic_catalog
+
+    path = write_catalog(synthetic_catalog(30, 4, exposures=False), tmp_path / "flat.parquet")
+
+    def no_prediction(*args, **kwargs):
+        raise AssertionError("predicted before the coordinates were checked")
+
+    monkeypatch.setattr(stream.Predictor, "__call__", no_prediction)
+    match = r"needs coordinates: .*its columns: ref_id, .*flux_"
+    with pytest.raises(ConfigError, match=match):
+        stream.predict_file(str(tiny_run), str(path), str(tmp_path / "h"), out_format="hats")
+    with pytest.raises(ConfigError, match=match):
+        dz.load_run(tiny_run).predict(str(path), out=tmp_path / "h2", out_format="hats")
+    assert not (tmp_path / "h").exists() and not (tmp_path / "h2").exists()

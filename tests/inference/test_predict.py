@@ -13,6 +13,7 @@ from astropy.table import Table
 from deepz_core.catalog.catalog import Catalog
 from deepz_core.catalog.features import build_features
 from deepz_core.catalog.io import write_catalog
+from deepz_core.catalog.screen import PzFlag
 from deepz_core.errors import ConfigError
 from deepz_core.inference.predict import (
     mixture_from_arrays,
@@ -286,8 +287,13 @@ def test_catalogue_bands_are_matched_to_the_run_by_name(tmp_path, trained) -> No
     missing = Catalog(
         ref_id=cat.ref_id, bands=BANDS[1:], flux=cat.flux[:, 1:], flux_error=cat.flux_error[:, 1:]
     )
-    with pytest.raises(ConfigError, match="NB455"):
-        predict_catalog(run.path, missing, tmp_path / "c.fits")
+    t = predict_catalog(run.path, missing, tmp_path / "c.fits")  # NB455 imputed, flagged
+    assert (np.asarray(t["flag"]) & PzFlag.BAND_MISSING).all()
+    few = Catalog(
+        ref_id=cat.ref_id, bands=BANDS[3:], flux=cat.flux[:, 3:], flux_error=cat.flux_error[:, 3:]
+    )
+    with pytest.raises(ConfigError, match=r"lacks bands NB455, NB555, NB655 .*no galaxy"):
+        predict_catalog(run.path, few, tmp_path / "d.fits")
 
 
 def test_fluxes_a_unit_off_are_named_once(tmp_path, trained, caplog) -> None:

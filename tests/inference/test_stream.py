@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -454,3 +455,144 @@ def test_a_unit_note_comes_once_per_prediction(tiny_run, tmp_path, caplog) -> No
             predict = stream.predict_file if out.endswith(".parquet") else stream.predict_dataset
             predict(str(tiny_run), str(tmp_path / "off.parquet"), str(tmp_path / out), 20)
             assert caplog.text.count(UNIT_NOTE_TEXT) == 1, caplog.text
+
+
+# ---------------------------------------------------------------- bands without values (review)
+
+
+def _gap_catalog(cat: Catalog, band: str, rows: slice) -> Catalog:
+    """``cat`` with ``band``'s flux and error NaN in ``rows``."""
+    flux, error = cat.flux.copy(), cat.flux_error.copy()
+    j = cat.band_index(band)
+    flux[rows, j] = np.nan
+    error[rows, j] = np.nan
+    return Catalog(ref_id=cat.ref_id, bands=cat.bands, flux=flux, flux_error=error, zspec=cat.zspec)
+
+
+def _write_unvalidated(cat: Catalog, path) -> str:
+    """``cat``'s columns as a FITS file, without ``write_catalog``'s checks (which refuse a band
+    without values, as training does)."""
+    Table(cat.columns()).write(path)
+    return str(path)
+
+
+def test_a_band_missing_from_a_whole_chunk_gives_the_same_predictions_whatever_the_chunks(
+    trained, tmp_path
+) -> None:
+    """Review: a band NaN in every row of one chunk (a survey sorted by tract, one tract without
+    the band) aborted the streamed predict ('has NaN/inf values for every galaxy') while the
+    whole-file API predicted those rows flagged BAND_MISSING. Now every chunking gives the same
+    predictions and flags as the whole file."""
+    import deepz_core as dz
+    from deepz_core.catalog.screen import PzFlag
+
+    run, cat, _ = trained
+    path = write_catalog(_gap_catalog(cat, "NB455", slice(0, 40)), tmp_path / "gap.fits")
+    whole = dz.load_run(run.path).predict(str(path))
+    for chunk in (40, 90, 1000):
+        out = tmp_path / f"c{chunk}.parquet"
+        assert stream.predict_file(str(run.path), str(path), str(out), chunk_size=chunk) == 150
+        got = _read(out)
+        _same(got, whole)
+        np.testing.assert_array_equal(got["flag"], whole["flag"])
+    flag = np.asarray(whole["flag"])
+    assert (flag[:40] & PzFlag.BAND_MISSING).all() and np.isfinite(whole["zphot"][:40]).all()
+    assert not (flag[40:] & PzFlag.BAND_MISSING).any()
+
+
+def test_a_band_without_values_or_absent_is_imputed_for_every_galaxy(
+    trained, tmp_path, caplog
+) -> None:
+    """Review: a catalogue whose band NB455 is NaN for every row was refused ('remove band ...
+    or fill it in'), and without the band it was refused again ('lacks bands ... the run was
+    trained on'). Prediction now imputes it, flags every row BAND_MISSING and says so in one
+    warning, whether the band is NaN or absent, streamed or whole."""
+    import deepz_core as dz
+    from deepz_core.catalog.screen import PzFlag
+
+    run, cat, _ = trained
+    nan = _write_unvalidated(_gap_catalog(cat, "NB455", slice(None)), tmp_path / "nan.fits")
+    absent = tmp_path / "absent.fits"
+    Table(cat.columns()).write(absent)
+    t = Table.read(absent)
+    t.remove_columns(["flux_NB455", "flux_error_NB455"])
+    t.write(absent, overwrite=True)
+    expected = {
+        nan: "band NB455 has no values in this catalogue: imputed for every galaxy, flagged "
+        "BAND_MISSING",
+        str(absent): "band NB455 is not in this catalogue (no flux column): imputed for every "
+        "galaxy, flagged BAND_MISSING",
+    }
+    reference = None
+    for path, note in expected.items():
+        for how in ("api", "stream"):
+            caplog.clear()
+            with caplog.at_level("WARNING", logger="deepz"):
+                if how == "api":
+                    got = dz.load_run(run.path).predict(path)
+                else:
+                    out = tmp_path / f"{Path(path).stem}.parquet"
+                    stream.predict_file(str(run.path), path, str(out), chunk_size=40)
+                    got = _read(out)
+            assert [r.getMessage() for r in caplog.records].count(note) == 1, caplog.text
+            assert (np.asarray(got["flag"]) & PzFlag.BAND_MISSING).all()
+            assert np.isfinite(np.asarray(got["zphot"])).all()
+            reference = got if reference is None else reference
+            _same(got, reference)
+
+
+def test_a_run_band_absent_is_refused_when_nothing_could_be_predicted(trained, tmp_path) -> None:
+    """Without the reference band, or without more than half the other bands, no galaxy could
+    get a p(z): refused, naming the bands and the way out."""
+    import deepz_core as dz
+
+    run, cat, _ = trained
+    for drop in (("subaru_i",), ("NB455", "NB555", "NB655")):
+        t = Table(cat.columns())
+        t.remove_columns([f"{p}{b}" for b in drop for p in ("flux_", "flux_error_")])
+        with pytest.raises(ConfigError, match=r"lacks bands .*no galaxy could get a p\(z\)"):
+            dz.load_run(run.path).predict(t)
+
+
+def test_training_still_refuses_a_band_without_values(trained, tmp_path) -> None:
+    """Training has nothing to learn from a band NaN in every row: refused, saying both ways out
+    (remove or fill it to train; predicting the file imputes it)."""
+    from deepz_core.catalog.io import read_catalog
+    from deepz_core.errors import CatalogError
+
+    _, cat, _ = trained
+    path = _write_unvalidated(_gap_catalog(cat, "NB455", slice(None)), tmp_path / "nan.fits")
+    with pytest.raises(CatalogError, match="fill it in to train on it; predicting the file"):
+        read_catalog(path)
+    assert read_catalog(path, measured_bands=False).n_galaxies == 150
+
+
+def test_a_row_without_any_flux_keeps_its_true_flags(trained, tmp_path) -> None:
+    """Review: a row whose fluxes are all NaN got flag 3 (REF_UNUSABLE | NO_PZ) only; its
+    BAND_MISSING and TOO_FEW_BANDS bits were lost when rows without features were filled in."""
+    import deepz_core as dz
+    from deepz_core.catalog.screen import PzFlag
+
+    run, cat, _ = trained
+    blank = _gap_catalog(cat, "NB455", slice(5, 6))
+    blank.flux[5] = np.nan
+    got = dz.load_run(run.path).predict(blank)
+    want = PzFlag.NO_PZ | PzFlag.REF_UNUSABLE | PzFlag.BAND_MISSING | PzFlag.TOO_FEW_BANDS
+    assert got["flag"][5] == want and np.isnan(got["zphot"][5])
+    assert (np.delete(np.asarray(got["flag"]), 5) & PzFlag.NO_PZ == 0).all()
+
+
+def test_predict_refuses_a_fits_file_cut_inside_its_exposures(trained, tmp_path, capsys) -> None:
+    """Review: `predict` wrote 1000 predictions (exit 0) from a FITS file truncated inside its
+    EXPOSURES HDU, after astropy's 'File may have been truncated' three times, while `train`
+    refused it. Now predict refuses it with the same one line, and writes nothing."""
+    run, _, _ = trained
+    whole = write_catalog(synthetic_catalog(60, 3), tmp_path / "whole.fits").read_bytes()
+    cut = tmp_path / "cut.fits"
+    cut.write_bytes(whole[: (len(whole) // 2880 - 1) * 2880])
+    out = tmp_path / "p.parquet"
+    argv = ["predict", "--run", str(run.path), "--catalog", str(cut), "--out", str(out)]
+    assert main([*argv, "--chunk-size", "20"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cut.fits: truncated FITS file (" in err[0], err
+    assert not out.exists()

@@ -79,7 +79,7 @@ def read(path: Path, names: tuple[str, ...]) -> Tables:
                 label = f"{path} (HDU {hdu.name})" if hdu.name else str(path)
                 unique_names([c.name for c in hdu.columns], label)
                 size = len(source.getbuffer()) if isinstance(source, io.BytesIO) else None
-                complete_hdu(path, hdul, hdu, size)
+                complete_file(path, hdul, size)
                 data = hdu.data
                 cols = {c.name: native_array(data[c.name]) for c in hdu.columns}
                 out[name] = cols, {**primary, **header_meta(hdu.header), **units_of(hdu)}
@@ -122,6 +122,25 @@ def complete_hdu(path: Path, hdul: Any, hdu: Any, size: int | None = None) -> An
     return hdu
 
 
+def complete_file(path: Path, hdul: Any, size: int | None = None) -> None:
+    """CatalogError 'truncated' (``complete_hdu``) unless the file holds the data of all its
+    HDUs: a file cut inside its exposures is refused whichever of its tables a command reads
+    (prediction reads the galaxies alone), in the same words."""
+    with quiet_warnings():
+        hdul.readall()
+    complete_hdu(path, hdul, hdul[-1], size)
+
+
+def galaxy_table(path: Path, hdul: Any) -> Any:
+    """The galaxies' table HDU (``galaxy_hdu``) of a complete file (``complete_file``);
+    CatalogError without one."""
+    complete_file(path, hdul)
+    hdu = galaxy_hdu(hdul)
+    if hdu is None:
+        raise CatalogError(f"{path}: no table HDU")
+    return hdu
+
+
 def header_meta(header: Any) -> Meta:
     """Non-structural header keys with simple values (compressed-table Z* keys dropped)."""
     zkeys = "ZTABLE" in header or "ZIMAGE" in header
@@ -140,11 +159,8 @@ def column_names(path: Path) -> list[str]:
 
     if is_gzipped(path):
         return list(_whole(path)[0])
-    with fits.open(path, memmap=True) as hdul:
-        hdu = galaxy_hdu(hdul)
-        if hdu is None:
-            raise CatalogError(f"{path}: no table HDU")
-        return [c.name for c in hdu.columns]
+    with quiet_warnings(), fits.open(path, memmap=True) as hdul:
+        return [c.name for c in galaxy_table(path, hdul).columns]
 
 
 def galaxy_hdu(hdul: Any) -> Any:
@@ -161,10 +177,7 @@ def count_rows(path: Path) -> int:
     if is_gzipped(path):
         return len(next(iter(_whole(path)[0].values())))
     with quiet_warnings(), fits.open(path, memmap=True) as hdul:
-        hdu = galaxy_hdu(hdul)
-        if hdu is None:
-            raise CatalogError(f"{path}: no table HDU")
-        return int(complete_hdu(path, hdul, hdu).header["NAXIS2"])
+        return int(galaxy_table(path, hdul).header["NAXIS2"])
 
 
 def iter_rows(path: Path, rows: Range, chunk_size: int, columns: Wanted) -> Iterator[Chunk]:
@@ -180,10 +193,7 @@ def iter_rows(path: Path, rows: Range, chunk_size: int, columns: Wanted) -> Iter
     with quiet_warnings():  # not around the yields: a paused generator must not hold filters
         hdul = fits.open(path, memmap=True)
         try:
-            hdu = galaxy_hdu(hdul)
-            if hdu is None:
-                raise CatalogError(f"{path}: no table HDU")
-            complete_hdu(path, hdul, hdu)
+            hdu = galaxy_table(path, hdul)
         except BaseException:
             hdul.close()
             raise
