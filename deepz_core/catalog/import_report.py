@@ -1,11 +1,11 @@
 """Validation report and summary of a catalogue being imported (the Data page's numbers).
 
 ``prepare_catalog`` maps raw columns to canonical ones, joins an optional spec-z table on ref_id,
-and checks values, collecting EVERY problem (``deepz_core.catalog.validation.validate`` stops at the first):
-non-numeric columns, NaN/inf or placeholder (-99) fluxes, non-positive errors, flux columns that
-hold AB magnitudes (fixed by converting them), duplicate ids, bad redshifts, exposures of unknown galaxies or bands, duplicate exposures, coadds that disagree with
-their exposures. Each
-problem says how it can be fixed (drop rows, or treat a value as unknown); the list holds the
+and checks values, collecting EVERY problem (``deepz_core.catalog.validation.validate`` stops at
+the first): non-numeric columns, NaN/inf or placeholder (-99) fluxes, non-positive errors, flux
+columns that hold AB magnitudes (fixed by converting them), duplicate ids, bad redshifts,
+exposures of unknown galaxies or bands, duplicate exposures, coadds that disagree with their
+exposures. Each problem says how it can be fixed (drop rows, or treat a value as unknown); the list holds the
 problems the fixes would reveal too (a fixed point), so ``fix=True`` applies exactly the fixes
 listed, and never one that would drop every galaxy. Values the photometric screen handles per
 galaxy (NaN, placeholders, errors <= 0, fluxes brighter than AB 0) are no problem, as in the CLI:

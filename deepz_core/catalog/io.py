@@ -107,8 +107,9 @@ def read_catalog(
     measured_bands: bool = True,
 ) -> Catalog:
     """Read and ``validate`` a catalogue (``measured_bands``: refuse a band without any value,
-    as training must; False for a catalogue a trained run predicts, which imputes it); exposures come from ``exposures_path``, else the same
-    FITS/HDF5 file, else the ``<stem>.exposures.<ext>`` sidecar if it exists. Survey spellings
+    as training must; False for a catalogue a trained run predicts, which imputes it);
+    exposures come from ``exposures_path``, else the same FITS/HDF5 file, else the
+    ``<stem>.exposures.<ext>`` sidecar if it exists. Survey spellings
     (``objectId``, ``mag_<band>``/``magerr_<band>``...) follow ``conventions`` (default:
     ``InputConventions()``); column units (TUNIT) set the flux zero-point. A flux column holding
     AB magnitudes is refused (``validation.check_not_magnitudes``)."""

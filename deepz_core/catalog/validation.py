@@ -1,7 +1,7 @@
 """Value checks of a catalogue (format-free): unique ids, spec-z and magnitudes in range, bands
 that are measured at all, valid single exposures and coadds consistent with them, flux columns
-that hold AB magnitudes (``magnitude_bands``: values falling as the other bands brighten). Bad values of
-single galaxies are left to the photometric screen (``deepz_core.catalog.screen``)."""
+that hold AB magnitudes (``magnitude_bands``: values falling as the other bands brighten). Bad
+values of single galaxies are left to the photometric screen (``deepz_core.catalog.screen``)."""
 
 from __future__ import annotations
 
