@@ -1014,13 +1014,25 @@ def prediction_job(job_id: str | None) -> prediction_jobs.PredictionJob | None:
     return next((j for j in prediction_jobs_list() if j.job_id == job_id), None)
 
 
-def missing_bands(run_id: str, catalog_path: str) -> list[str]:
-    """The run's bands that catalogue ``catalog_path`` lacks (predicting needs every one)."""
-    from deepz_core.jobs.run import run_bands
+def absent_bands(run_id: str, catalog_path: str) -> tuple[list[str], str | None]:
+    """The run's bands that catalogue ``catalog_path`` lacks, and why the run cannot predict it
+    (None: it can; those bands are imputed for every galaxy and flagged BAND_MISSING, as by
+    ``deepz predict``: ``inference.predict.check_absent_bands``)."""
+    from deepz_core.errors import ConfigError
+    from deepz_core.inference.predict import check_absent_bands
+    from deepz_core.jobs.run import run_bands, run_ref_band
 
-    bands = run_bands(run_dir(run_id))
+    run = run_dir(run_id)
+    bands = run_bands(run)
     have = set(catalog_summary(catalog_path).bands.bands)
-    return [b for b in bands if b not in have]
+    absent = [b for b in bands if b not in have]
+    if not absent:
+        return absent, None
+    try:
+        check_absent_bands(absent, bands, run_ref_band(run), "the catalogue")
+    except ConfigError as err:
+        return absent, str(err)
+    return absent, None
 
 
 def auto_import(

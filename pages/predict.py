@@ -109,16 +109,18 @@ def new_prediction() -> None:
     if path is None:
         st.warning("The chosen catalogue no longer exists: choose another.")
         return
-    missing = state.missing_bands(run_id, path)
-    if missing:
-        st.warning(
+    missing, refusal = state.absent_bands(run_id, path)
+    if refusal is not None:
+        st.warning(f"This run cannot predict {options.get(choice, choice)}: {refusal}")
+    elif missing:
+        st.info(
             f"{options.get(choice, choice)} lacks {len(missing)} of the run's bands "
-            f"({', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}): this run cannot "
-            "predict it."
+            f"({', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}): they are imputed "
+            "for every galaxy, which is flagged BAND_MISSING (as by `deepz predict`)."
         )
     label = options.get(choice, choice).split(" (")[0]
     network_only = estimator_choice(run_id, path)
-    if st.button("Predict this catalogue", type="primary", disabled=bool(missing)):
+    if st.button("Predict this catalogue", type="primary", disabled=refusal is not None):
         folder = jobs.start_prediction(
             state.predictions_dir(),
             state.runs_dir() / run_id,

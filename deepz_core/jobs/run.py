@@ -413,6 +413,15 @@ def run_bands(run: RunDir) -> tuple[str, ...]:
     return tuple(read_catalog(config["catalog"]).bands) if config.get("catalog") else ()
 
 
+def run_ref_band(run: RunDir) -> str | None:
+    """The reference band a run's model was trained with (``model.json``), None when it records
+    none (the bands' default then applies)."""
+    meta_path = run.file("model.json")
+    if not meta_path.exists():
+        return None
+    return json.loads(meta_path.read_text()).get("metadata", {}).get("ref_band")
+
+
 def load_run(path: str | Path) -> Run:
     """The run in folder ``path`` (written by :func:`train`, ``deepz train`` or the app).
 

@@ -109,8 +109,41 @@ def test_a_catalogue_without_the_run_bands_is_refused(trained, tmp_path, monkeyp
     at.file_uploader(key="pred_upload").upload("lsst.fits", data)
     at.run()
     assert not at.exception and not at.error, [e.value for e in at.error]
-    assert any("this run cannot predict it" in w.value for w in at.warning)
+    assert any("This run cannot predict" in w.value for w in at.warning)
+    assert any("its reference band" in w.value for w in at.warning)  # the core's reason
     assert next(b for b in at.button if b.label == "Predict this catalogue").disabled
+
+
+def test_a_catalogue_lacking_one_run_band_is_predicted_with_it_imputed(
+    trained, tmp_path, monkeypatch
+) -> None:
+    """Thirteenth session: `deepz predict` imputes a run band a catalogue lacks (flagged
+    BAND_MISSING) while this page refused the catalogue ('this run cannot predict it'). The
+    page now says the band is imputed and predicts it, as the CLI does."""
+    from app import jobs, state
+
+    monkeypatch.setenv("DEEPZ_HOME", str(trained))
+    monkeypatch.setattr(jobs, "_spawn", lambda args, log, env=None: cli.main(args))  # in-process
+    st.cache_resource.clear()
+    cat = dataclasses.replace(simulate("paus-mock", 60, band_set("paus_cosmos"), 6), exposures=None)
+    keep = [j for j, b in enumerate(cat.bands) if b != "NB455"]
+    cat = dataclasses.replace(
+        cat,
+        bands=tuple(cat.bands[j] for j in keep),
+        flux=cat.flux[:, keep],
+        flux_error=cat.flux_error[:, keep],
+    )
+    data = write_catalog(cat, tmp_path / "no455.fits").read_bytes()
+    at = AppTest.from_file(PAGE, default_timeout=120).run()
+    at.file_uploader(key="pred_upload").upload("no455.fits", data)
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any("NB455): they are imputed for every galaxy" in i.value for i in at.info)
+    _predict_button(at).click().run()
+    at.run()
+    job = next(j for j in state.prediction_jobs_list() if j.spec.get("catalog_name") == "no455")
+    assert job.state == "finished" and job.spec["rows"] == 60
+    assert job.spec["flags"].get("BAND_MISSING") == 60
 
 
 def _predict_button(at: AppTest):
