@@ -35,6 +35,7 @@ from deepz_core.catalog.catalog import (
     few,
     kept_meta,
 )
+from deepz_core.catalog.features import resolve_ref_band
 from deepz_core.catalog.magnitudes import fluxes_from_magnitudes
 from deepz_core.catalog.mapping import (
     GalaxyMapping,
@@ -471,10 +472,34 @@ def _flagged_values(p: _Parts, fluxzp: float) -> list[Problem]:
                     "implausible (brighter than AB 0, e.g. 1e30)",
                 ),
             )
-        for column, bad, what in checks:
+        for column, bad, what in (*checks, *_reference_checks(p, band)):
             if bad.any():
                 out.append(Problem(src, column, _rows(g, bad, what), bad))
     return out
+
+
+def _reference_checks(p: _Parts, band: str) -> list[tuple[str, np.ndarray, str]]:
+    """For the catalogue's default reference band (``features.resolve_ref_band``; the Train
+    form may choose another), the rows the screen gives no p(z) or noisy ratios: (column,
+    rows (N,) bool, what). Empty for the other bands."""
+    try:
+        if band != resolve_ref_band(p.bands):
+            return []
+    except ConfigError:  # no i band: the Train form asks for one
+        return []
+    flux, err = p.galaxies[FLUX_PREFIX + band], p.galaxies[ERROR_PREFIX + band]
+    with np.errstate(invalid="ignore"):
+        nonpositive = np.isfinite(flux) & (flux <= 0) & ~is_placeholder(flux)
+        low = np.isfinite(flux) & (flux > 0) & (flux < err)
+    return [
+        (FLUX_PREFIX + band, nonpositive, "zero or negative in the reference band: no p(z)"),
+        (
+            FLUX_PREFIX + band,
+            low,
+            "below its 1-sigma error in the reference band (REF_LOW_SNR: the ratios to it are "
+            "noise)",
+        ),
+    ]
 
 
 def _listed_problems(p: _Parts) -> list[Problem]:

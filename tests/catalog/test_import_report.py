@@ -286,3 +286,23 @@ def test_the_dropped_counts_explain_themselves() -> None:
     )
     assert [p.column for p in fixed.fixed] == [p.column for p in report.problems]
     assert prepare_catalog(*_sources(cat)).dropped_text() == ""
+
+
+def test_reference_fluxes_the_screen_refuses_are_listed() -> None:
+    """First-use review (thirteenth session): 20 rows with a reference flux of 1e-12 passed the
+    Data page unlisted, and training then gave them no p(z). The default reference band's
+    zero or negative fluxes and fluxes below their 1-sigma error are listed as flagged (kept,
+    as the CLI keeps them), naming the rows."""
+    cat = _catalog()
+    cols = {k: np.array(v, copy=True) for k, v in cat.columns().items()}
+    cols["flux_subaru_i"][[0, 1]] = 1e-12  # below the error 0.5
+    cols["flux_subaru_i"][2] = -0.3
+    report = prepare_catalog(*_sources(cat, cols))
+    assert report.ok and report.n_flagged == 3
+    texts = [p.text() for p in report.flagged]
+    assert any(
+        "below its 1-sigma error in the reference band" in t and "ref_id 1" in t for t in texts
+    )
+    assert any(
+        "zero or negative in the reference band: no p(z)" in t and "ref_id 3" in t for t in texts
+    )
