@@ -484,8 +484,9 @@ def unusable_note(s: Mapping[str, Any], pick: np.ndarray) -> str:
         )
     ][:UNUSABLE_SHOWN]
     more = f" and {len(bands) - UNUSABLE_SHOWN} more" if len(bands) > UNUSABLE_SHOWN else ""
+    lines = [", ".join(shown[i : i + 2]) for i in range(0, len(shown), 2)]  # plotly never wraps
     return (
-        f"Not drawn, unusable values: {', '.join(shown)}{more}.<br>"
+        f"Not drawn, unusable values:<br>{',<br>'.join(lines)}{more}.<br>"
         "The networks see an imputed value instead; the template fit leaves them out."
     )
 

@@ -169,7 +169,7 @@ def jobs_table(found: list) -> None:
             {
                 "job": [j.job_id for j in found],
                 "catalogue": [j.spec.get("catalog_name") for j in found],
-                "run": [j.spec.get("run_id") for j in found],
+                "run": [state.run_title(j.spec.get("run_id", "?")) for j in found],
                 "estimator": [estimator_label(j.spec) for j in found],
                 "state": [j.state for j in found],
                 "progress": [j.progress for j in found],
@@ -401,7 +401,8 @@ def show_job(job_id: str) -> None:
     if job is None:
         return
     spec = job.spec
-    st.markdown(f"### {spec.get('catalog_name')} with {spec.get('run_id')} — {job.state}")
+    run = state.run_title(spec.get("run_id", "?"))
+    st.markdown(f"### {spec.get('catalog_name')} with {run} — {job.state}")
     if job.state in ACTIVE:
         st.fragment(run_every=2)(job_progress)(job_id)
         return
@@ -443,7 +444,8 @@ def jobs_section() -> None:
     elif st.session_state.get("pred_show") not in ids:
         st.session_state["pred_show"] = ids[0]
     labels = {
-        j.job_id: f"{j.spec.get('catalog_name')} with {j.spec.get('run_id')} ({j.job_id})"
+        j.job_id: f"{j.spec.get('catalog_name')} with {state.run_title(j.spec.get('run_id', '?'))}"
+        f" ({j.job_id})"
         for j in found
     }
     pick = st.selectbox("Show", ids, key="pred_show", format_func=labels.get)

@@ -249,8 +249,15 @@ def test_sed_figure_lists_unusable_bands_off_the_flux_axis() -> None:
     assert plotted.max() == 2.0
     assert sum(len(t.x) for t in fig.data) == 2  # NB465 is not drawn, at 0 or anywhere
     (note,) = [a.text for a in fig.layout.annotations]
-    assert note.startswith("Not drawn, unusable values: NB465 (flux 1e+30, error 0.1).")
+    assert note.startswith("Not drawn, unusable values:<br>NB465 (flux 1e+30, error 0.1).")
     assert "imputed" in note and "template fit leaves them out" in note
+    s["usable"] = np.array([False, False, True])
+    s["flux"] = np.array([1e30, 1e30, 2.0])
+    (note,) = [a.text for a in plots.sed_figure(s).layout.annotations]
+    assert note.startswith(  # plotly never wraps: at most two bands per line (a browser review)
+        "Not drawn, unusable values:<br>NB455 (flux 1e+30, error 0.1), NB465 (flux 1e+30, "
+        "error 0.1).<br>"
+    )
 
 
 def test_dropping_figure() -> None:

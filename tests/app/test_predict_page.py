@@ -75,7 +75,8 @@ def test_predict_an_uploaded_catalogue(trained, tmp_path, monkeypatch) -> None:
     job = state.prediction_jobs_list()[0]
     assert job.state == "finished" and job.spec["rows"] == 150
     assert at.query_params["pred"] == job.job_id
-    assert any("photometric with r1 — finished" in m.value for m in at.markdown)
+    heading = f"photometric with {state.run_title('r1')} — finished"  # the run by its name
+    assert any(heading in m.value for m in at.markdown)
     titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
     assert any(t.startswith("Redshift distribution n(z) (150 galaxies)") for t in titles)
     assert any(t.startswith("Tomographic bins") for t in titles)
