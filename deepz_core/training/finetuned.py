@@ -71,13 +71,20 @@ def catalog_fingerprint(cat: Catalog) -> Fingerprint:
     return fingerprint(named)
 
 
+# Features fields the fingerprint leaves out: the screen's flags of the catalogue rows left out of
+# the features (derived from the catalogue, fingerprinted apart; no network reads them)
+NOT_FINGERPRINTED = ("row_flags",)
+
+
 def features_fingerprint(features: Features) -> Fingerprint:
-    """Fingerprint of every field of the features the networks train on (screen flags included)."""
+    """Fingerprint of every field of the features the networks train on (screen flags included;
+    not ``NOT_FINGERPRINTED``)."""
     named = {
         f.name: np.asarray(getattr(features, f.name))
         if getattr(features, f.name) is not None
         else None
         for f in dataclasses.fields(features)
+        if f.name not in NOT_FINGERPRINTED
     }
     return fingerprint(named)
 

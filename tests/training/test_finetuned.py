@@ -286,3 +286,23 @@ def test_the_shipped_weights_fit_the_demo_run_of_this_code(tmp_path, monkeypatch
     assert _restored(run)
     finetune = [r for r in run.metrics() if r["phase"] == "finetune"]
     assert len(finetune) == 170 and "val_nll" in finetune[-1]
+
+
+def test_the_features_fingerprint_ignores_the_flags_of_rows_left_out() -> None:
+    """Thirteenth session: ``Features.row_flags`` (the screen's flags of every catalogue row, for
+    predictions' flags) entered the features' fingerprint, so the shipped weights of the demo
+    run no longer matched and a newcomer's demo run would have trained for minutes. Fields no
+    network reads are left out (``finetuned.NOT_FINGERPRINTED``); the rest still counts."""
+    from deepz_core.catalog.features import build_features
+
+    features = build_features(synthetic_catalog(60, 3), "subaru_i")
+    assert features.row_flags is not None
+    same = dataclasses.replace(features, row_flags=None)
+    assert finetuned.features_fingerprint(same) == finetuned.features_fingerprint(features)
+    flags = features.flags.copy()
+    flags[0] ^= 1
+    other = dataclasses.replace(features, flags=flags)
+    assert (
+        finetuned.features_fingerprint(other).digest
+        != finetuned.features_fingerprint(features).digest
+    )
