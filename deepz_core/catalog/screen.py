@@ -56,8 +56,8 @@ FLAG_MEANINGS: dict[str, str] = {
     "(that band imputed)",
     "BAND_IMPLAUSIBLE": "a flux or error brighter than AB magnitude 0, e.g. 1e30 (band imputed)",
     "OUTSIDE_TRAINING": f"a flux ratio beyond {COLOUR_SIGMA:g} robust sigma of the training "
-    f"population (band imputed), or a reference magnitude beyond {MAG_SIGMA:g} (for networks "
-    "that read it; extrapolated: a flux unit other than declared?)",
+    f"population (band imputed), or a reference magnitude beyond {MAG_SIGMA:g} robust sigma of it "
+    "(for networks that read it; extrapolated: a flux unit other than declared?)",
     "TOO_FEW_BANDS": "fewer than half of the non-reference bands usable (the template fit: of all "
     "bands, and at least 2) (no p(z))",
 }

@@ -34,8 +34,8 @@ def _train_args(p: argparse.ArgumentParser) -> None:
         help="training catalogue: ref_id (or objectId, object_id, id; --id-column), "
         "flux_<band> and flux_error_<band> (or AB mag_<band> and magerr_<band>) for every "
         "band, zspec (NaN where unknown: predicted, not trained on), optional mag. With "
-        "--id-column, --mag-limits or --flux-unit the catalogue read that way is saved as "
-        "OUT/catalog.fits",
+        "--id-column, --mag-limits, --limit-nsigma, --flux-unit or --rename the catalogue read "
+        "that way is saved as OUT/catalog.fits",
     )
     p.add_argument("--exposures", help="single exposures, when not an HDU/key of the catalogue")
     p.add_argument(
@@ -236,7 +236,8 @@ def _train(args: argparse.Namespace) -> int:
 def _train_converted(
     args: argparse.Namespace, conventions: InputConventions, model: dict, train: dict
 ) -> int:
-    """``train`` of a catalogue read with --id-column / --mag-limits: the converted catalogue
+    """``train`` of a catalogue read with any input convention (--id-column, --mag-limits,
+    --limit-nsigma, --flux-unit, --rename): the converted catalogue
     becomes the run's own (OUT/catalog.fits, as ``dz.train`` keeps a catalogue from memory), so
     a resume, ``combine`` and ``calibrate`` read it as training did."""
     from deepz_core.catalog.io import read_catalog

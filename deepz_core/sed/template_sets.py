@@ -191,8 +191,8 @@ SETS: dict[str, SetInfo] = {
         TEMPLATE_SET_VERSION,
         LAMBDA_MIN,
         LAMBDA_MAX,
-        "BCNZ2-like: 40 BC03 continua x Calzetti dust with IGM, plus 2 emission-line "
-        "templates (the demo mock's own SED family)",
+        "BCNZ2-like: 8 BC03 continua x 5 Calzetti E(B-V) values (40 templates) with IGM, "
+        "plus 2 emission-line templates (the demo mock's own SED family)",
         7e-6,
     ),
     "kcorrect": SetInfo(

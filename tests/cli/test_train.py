@@ -77,3 +77,16 @@ def test_each_catalogue_warning_comes_once(tmp_path, caplog, capsys, id_flag) ->
     messages = [r.getMessage() for r in caplog.records]
     assert sum(NO_LIMIT in m for m in messages) == 1, messages
     assert sum(ZERO_Z in m for m in messages) == 1, messages
+
+
+def test_catalog_help_names_every_flag_that_keeps_the_catalogue_as_read() -> None:
+    """Docs review: any input convention (not only --id-column, --mag-limits, --flux-unit) makes
+    ``train`` keep the catalogue as read in OUT/catalog.fits; --catalog's help says so."""
+    from deepz_core.cli.main import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    train = sub.choices["train"]
+    options = {s for a in train._actions for s in a.option_strings}
+    help_text = next(a.help for a in train._actions if "--catalog" in a.option_strings)
+    for flag in ("--id-column", "--mag-limits", "--limit-nsigma", "--flux-unit", "--rename"):
+        assert flag in options and flag in help_text, flag
