@@ -130,6 +130,7 @@ def _templatefit(args: argparse.Namespace) -> int:
     from deepz_core.catalog.screen import PzFlag
     from deepz_core.files import check_outputs
     from deepz_core.inference.predict import table_format
+    from deepz_core.inference.provenance import fit_provenance, provenance_meta
     from deepz_core.templatefit.fit import (
         fit_catalog,
         read_zero_points,
@@ -163,6 +164,7 @@ def _templatefit(args: argparse.Namespace) -> int:
         grid=args.grid,
         workers=workers,
     )
+    table.meta.update(provenance_meta(fit_provenance(args.catalog, cfg.pz)))
     write_templatefit(table, args.out)
     print(
         json.dumps(

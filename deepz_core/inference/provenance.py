@@ -93,6 +93,26 @@ def provenance(
     }
 
 
+def fit_provenance(catalog: Path | str, pz: PzConfig) -> dict[str, str]:
+    """The provenance of a template fit of ``catalog`` (a file) on the p(z) grid ``pz``: the
+    fields of ``provenance`` that a fit has (no run, no model; its template set and zero-points
+    are in its own meta: TFSET, TFNAME, ZPCAL)."""
+    return {
+        "deepz_version": deepz_version(),
+        "catalog": str(Path(catalog).resolve()),
+        "catalog_sha256": file_sha256(catalog),
+        "z_grid": grid_text(pz),
+        "odds_window": f"{pz.odds_window:g}",
+        "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+
+
+def provenance_meta(prov: dict[str, str]) -> dict[str, str]:
+    """``prov`` as table meta under its FITS keywords (``FITS_KEYS``), which the table writers
+    put in the FITS header and the Parquet metadata."""
+    return {FITS_KEYS[k][0]: v for k, v in prov.items() if k in FITS_KEYS}
+
+
 ODDS_WINDOW_META = FITS_KEYS["odds_window"][0]  # table meta key: the odds column's window
 
 

@@ -22,6 +22,7 @@ from deepz_core.catalog.io import read_catalog
 from deepz_core.errors import ConfigError
 from deepz_core.evaluation.profiles import run_profile
 from deepz_core.inference.predict import summarise
+from deepz_core.inference.provenance import fit_provenance, provenance_meta
 from deepz_core.jobs.training_run import grid_covering, record_outcome
 from deepz_core.rundir import RunDir
 from deepz_core.templatefit.calibration import fit_device, robust_coadds
@@ -125,6 +126,7 @@ def _fit(run: RunDir, config: dict[str, Any]) -> None:
         stop=CancelWatch(run, "the template fit"),
         progress=FitProgress(run, cat.n_galaxies),
     )
+    table.meta.update(provenance_meta(fit_provenance(config["catalog"], cfg.pz)))
     write_templatefit(table, run.file("predictions.fits"))
     summary = summarise(table, run_profile(run.card(), cat.bands).outlier)
     if summary["n_no_pz"]:

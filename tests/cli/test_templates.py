@@ -195,3 +195,18 @@ def test_templatefit_of_a_broad_band_catalogue_takes_its_odds_window(tmp_path, c
     assert main(["evaluate", "--pred", str(out), "--out", str(tmp_path / "report.json")]) == 0
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["profile"]["name"] == "broad-band"
+
+
+def test_templatefit_output_records_its_provenance(tmp_path, capsys) -> None:
+    """Docs review (thirteenth session): the README said every output records its provenance,
+    but a template fit's file had only its set and zero-points. It now carries deepz's version,
+    the catalogue's path and sha256, the grid and the time, under predict's FITS keywords."""
+    from deepz_core.inference.provenance import file_sha256
+
+    cat = write_catalog(dz.simulate_catalog("lsst-deep", 30, seed=4), tmp_path / "deep.fits")
+    out = tmp_path / "tf.fits"
+    assert main(["templatefit", "--catalog", str(cat), "--workers", "1", "--out", str(out)]) == 0
+    meta = Table.read(out, hdu=1).meta
+    assert meta["DZCATSHA"] == file_sha256(cat) and meta["DZCAT"] == str(cat.resolve())
+    assert meta["DZVERS"] == dz.__version__ and meta["DZZGRID"].startswith("0:")
+    assert "DATE" in meta and meta["TFNAME"]
