@@ -398,11 +398,19 @@ def summary_text(key: str, value: float | int | None) -> str:
 
 def not_scored_text(summary: dict) -> str:
     """' 176 spec-z galaxies with flagged photometry are not scored ...': why the scored count
-    is less than the spec-z galaxies with a p(z) ('' when it is not)."""
+    is less than the spec-z galaxies with a p(z), and what the spec-z galaxies without a p(z)
+    are ('' when there are neither)."""
+    failed = int(summary.get("n_no_pz") or 0)
+    no_pz = (
+        f" The {failed:,} spec-z galaxies without a p(z) have photometry the screen refuses (flag "
+        "NO_PZ: no usable reference-band flux, or too few usable bands): counted, not scored."
+        if failed
+        else ""
+    )
     n = int(summary.get("n_not_scored") or 0)
     if not n:
-        return ""
-    return (
+        return no_pz
+    return no_pz + (
         f" {n:,} spec-z galaxies with flagged photometry (or an unusable spec-z) are not scored: "
         "the screen left them out of training, so no network's p(z) of them is out of fold "
         "(their p(z) is in the predictions; the run's screen.json lists them)."
