@@ -105,13 +105,27 @@ class Config:
 
     @classmethod
     def field_names(cls) -> set[str]:
-        """The names of the config's fields."""
+        """The names of the config's fields.
+
+        >>> import deepz_core as dz
+        >>> sorted(dz.SurveyProfile.field_names())[:3]
+        ['catastrophic', 'name', 'odds_window']
+        """
         return {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> Self:
         """The config from a mapping (e.g. JSON); unknown or missing fields or a non-mapping
-        raise a ConfigError naming them."""
+        raise a ConfigError naming them.
+
+        >>> import deepz_core as dz
+        >>> dz.SurveyProfile.from_dict({"name": "custom", "outlier": 0.05}).outlier
+        0.05
+        >>> dz.SurveyProfile.from_dict({"outlyer": 0.05})
+        Traceback (most recent call last):
+        ...
+        deepz_core.errors.ConfigError: unknown survey profile config fields ['outlyer']; ...
+        """
         if not isinstance(values, Mapping):
             raise ConfigError(f"{cls.CONFIG_NAME} config: expected a mapping, got {values!r}")
         known = cls.field_names()
@@ -132,7 +146,13 @@ class Config:
         return cls(**plain)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready values; ``from_dict(to_dict())`` round-trips."""
+        """Plain JSON-ready values; ``from_dict(to_dict())`` round-trips.
+
+        >>> import deepz_core as dz
+        >>> profile = dz.SurveyProfile(name="custom", outlier=0.05, target=None)
+        >>> profile.to_dict()["outlier"], dz.SurveyProfile.from_dict(profile.to_dict()) == profile
+        (0.05, True)
+        """
         return dataclasses.asdict(self)  # type: ignore[call-overload]
 
     def _set(self, name: str, value: Any) -> None:

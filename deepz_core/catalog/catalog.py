@@ -147,17 +147,38 @@ class Exposures:
         return f"Exposures({len(self)} single exposures of {galaxies} galaxies)"
 
     def select(self, mask_or_indices: np.ndarray) -> Exposures:
-        """Rows picked by a (M,) bool mask or integer indices."""
+        """Rows picked by a (M,) bool mask or integer indices.
+
+        >>> import deepz_core as dz
+        >>> exp = dz.Exposures.from_table({"ref_id": [1, 1, 2], "band": ["i", "i", "i"],
+        ...     "exp_num": [0, 1, 0], "flux": [10.0, 11.0, 20.0], "flux_error": [1.0, 1.0, 1.0]})
+        >>> exp.select(exp.ref_id == 1)
+        Exposures(2 single exposures of 1 galaxies)
+        """
         idx = np.asarray(mask_or_indices)
         return Exposures(*(getattr(self, name)[idx] for name in EXPOSURE_COLUMNS))
 
     def to_table(self) -> Table:
-        """astropy Table with columns ref_id, band, exp_num, flux, flux_error."""
+        """astropy Table with columns ref_id, band, exp_num, flux, flux_error.
+
+        >>> import deepz_core as dz
+        >>> exp = dz.Exposures.from_table({"ref_id": [1, 1, 2], "band": ["i", "i", "i"],
+        ...     "exp_num": [0, 1, 0], "flux": [10.0, 11.0, 20.0], "flux_error": [1.0, 1.0, 1.0]})
+        >>> exp.to_table().colnames
+        ['ref_id', 'band', 'exp_num', 'flux', 'flux_error']
+        """
         return Table({name: getattr(self, name) for name in EXPOSURE_COLUMNS})
 
     @classmethod
     def from_table(cls, table: Table | Mapping[str, Any], source: str = "exposures") -> Exposures:
-        """From a table/mapping holding the five exposure columns (others ignored)."""
+        """From a table/mapping holding the five exposure columns (others ignored).
+
+        >>> import deepz_core as dz
+        >>> exp = dz.Exposures.from_table({"ref_id": [1, 1, 2], "band": ["i", "i", "i"],
+        ...     "exp_num": [0, 1, 0], "flux": [10.0, 11.0, 20.0], "flux_error": [1.0, 1.0, 1.0]})
+        >>> exp, dz.Exposures.from_table(exp.to_table()).exp_num.tolist()
+        (Exposures(3 single exposures of 2 galaxies), [0, 1, 0])
+        """
         return exposures_from_columns({k: native_array(table[k]) for k in table.keys()}, source)
 
 
@@ -242,7 +263,14 @@ class Catalog:
         return ~np.isnan(self.zspec)
 
     def band_index(self, name: str) -> int:
-        """Column of band ``name`` in flux (N, B)."""
+        """Column of band ``name`` in flux (N, B).
+
+        >>> import deepz_core as dz
+        >>> cat = dz.Catalog.from_table({"ref_id": [1, 2, 3], "flux_i": [10.0, 20.0, -1.0],
+        ...     "flux_error_i": [1.0, 1.0, 1.0], "zspec": [0.3, float("nan"), 0.8]})
+        >>> cat.band_index("i"), cat.flux[:, cat.band_index("i")].tolist()
+        (0, [10.0, 20.0, -1.0])
+        """
         try:
             return self.bands.index(name)
         except ValueError:
@@ -250,13 +278,27 @@ class Catalog:
             raise CatalogError(f"unknown band {name!r}; catalogue bands: {known}") from None
 
     def magnitudes(self, band: str) -> np.ndarray:
-        """(N,) AB magnitudes fluxzp - 2.5 log10 flux in ``band``; NaN where flux <= 0."""
+        """(N,) AB magnitudes fluxzp - 2.5 log10 flux in ``band``; NaN where flux <= 0.
+
+        >>> import deepz_core as dz
+        >>> cat = dz.Catalog.from_table({"ref_id": [1, 2, 3], "flux_i": [10.0, 20.0, -1.0],
+        ...     "flux_error_i": [1.0, 1.0, 1.0], "zspec": [0.3, float("nan"), 0.8]})
+        >>> cat.magnitudes("i").round(2).tolist()  # fluxzp 23.9: microJansky
+        [21.4, 20.65, nan]
+        """
         flux = self.flux[:, self.band_index(band)]
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(flux > 0, self.fluxzp - 2.5 * np.log10(flux), np.nan)
 
     def select(self, mask_or_indices: np.ndarray | list[int]) -> Catalog:
-        """Sub-catalogue from a (N,) bool mask or unique integer indices; exposures follow."""
+        """Sub-catalogue from a (N,) bool mask or unique integer indices; exposures follow.
+
+        >>> import deepz_core as dz
+        >>> cat = dz.Catalog.from_table({"ref_id": [1, 2, 3], "flux_i": [10.0, 20.0, -1.0],
+        ...     "flux_error_i": [1.0, 1.0, 1.0], "zspec": [0.3, float("nan"), 0.8]})
+        >>> cat.select(cat.has_zspec).ref_id.tolist(), cat.select([2, 0]).ref_id.tolist()
+        ([1, 3], [3, 1])
+        """
         idx = np.asarray(mask_or_indices)
         if idx.dtype == bool and idx.shape != (self.n_galaxies,):
             raise CatalogError(f"select: mask has shape {idx.shape}, expected ({self.n_galaxies},)")
@@ -279,7 +321,14 @@ class Catalog:
 
     def columns(self) -> dict[str, np.ndarray]:
         """Canonical galaxy columns in file order: ref_id, flux_b/flux_error_b per band, zspec,
-        mag (if any), extras."""
+        mag (if any), extras.
+
+        >>> import deepz_core as dz
+        >>> cat = dz.Catalog.from_table({"ref_id": [1, 2, 3], "flux_i": [10.0, 20.0, -1.0],
+        ...     "flux_error_i": [1.0, 1.0, 1.0], "zspec": [0.3, float("nan"), 0.8]})
+        >>> list(cat.columns())
+        ['ref_id', 'flux_i', 'flux_error_i', 'zspec']
+        """
         cols: dict[str, np.ndarray] = {"ref_id": self.ref_id}
         for j, band in enumerate(self.bands):
             cols[FLUX_PREFIX + band] = self.flux[:, j]
@@ -291,7 +340,15 @@ class Catalog:
         return cols
 
     def to_table(self) -> Table:
-        """astropy Table of the galaxy columns; ``meta`` holds FLUXZP and the header keys."""
+        """astropy Table of the galaxy columns; ``meta`` holds FLUXZP and the header keys.
+
+        >>> import deepz_core as dz
+        >>> cat = dz.Catalog.from_table({"ref_id": [1, 2, 3], "flux_i": [10.0, 20.0, -1.0],
+        ...     "flux_error_i": [1.0, 1.0, 1.0], "zspec": [0.3, float("nan"), 0.8]})
+        >>> t = cat.to_table()
+        >>> t.colnames, t.meta["FLUXZP"]
+        (['ref_id', 'flux_i', 'flux_error_i', 'zspec'], 23.9)
+        """
         return Table(self.columns(), meta={"FLUXZP": self.fluxzp, **self.meta})
 
     @classmethod

@@ -118,7 +118,13 @@ class InputConventions(Config):
 
     def to_dict(self) -> dict[str, Any]:
         """The fields; ``flux_unit`` and ``rename`` only when set (keys of datasets written
-        before they existed match)."""
+        before they existed match).
+
+        >>> import deepz_core as dz
+        >>> fields = dz.InputConventions(id_column="objectId", mag_limits={"i": 25.0}).to_dict()
+        >>> fields["id_column"], fields["mag_limits"], "flux_unit" in fields
+        ('objectId', {'i': 25.0}, False)
+        """
         out = {**super().to_dict(), "mag_limits": dict(self.mag_limits)}
         out["rename"] = dict(self.rename)
         for name in ("flux_unit", "rename"):

@@ -112,7 +112,17 @@ def read_catalog(
     ``<stem>.exposures.<ext>`` sidecar if it exists. Survey spellings
     (``objectId``, ``mag_<band>``/``magerr_<band>``...) follow ``conventions`` (default:
     ``InputConventions()``); column units (TUNIT) set the flux zero-point. A flux column holding
-    AB magnitudes is refused (``validation.check_not_magnitudes``)."""
+    AB magnitudes is refused (``validation.check_not_magnitudes``).
+
+    >>> import deepz_core as dz
+    >>> import pathlib, tempfile; tmp = pathlib.Path(tempfile.mkdtemp())  # a scratch folder
+    >>> path = dz.write_catalog(dz.simulate_catalog("paus-mock", 50, "sdss", seed=1), tmp / "m.csv")
+    >>> dz.read_catalog(path).bands
+    ('sdss_u', 'sdss_g', 'sdss_r', 'sdss_i', 'sdss_z')
+    >>> _ = (tmp / "survey.csv").write_text("objectId,mag_i,magerr_i\\n11,22.5,0.1\\n12,99,99\\n")
+    >>> dz.read_catalog(tmp / "survey.csv", conventions=dz.InputConventions(mag_limits={"i": 25}))
+    Catalog(2 galaxies x 1 bands i; 0 with a spec-z; fluxzp 23.9; extra columns objectId)
+    """
     path = Path(path)
     tables = read_tables(path, ("galaxies", "exposures"))
     exp_path = None if exposures_path is None else Path(exposures_path)

@@ -90,7 +90,12 @@ class SurveyProfile(Config):
         return self.catastrophic != self.outlier
 
     def window_range(self) -> tuple[float, float]:
-        """(low, high) of an ODDS-window control: 0.001 up to 4 windows, at least 0.05."""
+        """(low, high) of an ODDS-window control: 0.001 up to 4 windows, at least 0.05.
+
+        >>> import deepz_core as dz
+        >>> dz.SurveyProfile(odds_window=0.02).window_range(), dz.SurveyProfile().window_range()
+        ((0.001, 0.08), (0.001, 0.05))
+        """
         return 0.001, max(0.05, round(4 * self.odds_window, 3))
 
 

@@ -205,7 +205,17 @@ def read_qp(path: Path | str, z_range: tuple[float, float] | None = None) -> Any
     through their schema metadata, HATS outputs
     (``--out-format hats``) through their pixel files (placeholders over ``z_range``, default
     the run's grid in the provenance). A dataset without ``_SUCCESS`` is refused: it lacks
-    rows."""
+    rows.
+
+    >>> import deepz_core as dz
+    >>> from astropy.table import Table
+    >>> import pathlib, tempfile; tmp = pathlib.Path(tempfile.mkdtemp())  # a scratch folder
+    >>> Table({"ref_id": [7, 8], "zphot": [0.5, 1.0], "flag": [0, 0], "weights": [[1.0], [1.0]],
+    ...        "means": [[0.5], [1.0]], "stds": [[0.05], [0.1]]}).write(tmp / "pz.fits")
+    >>> ens = dz.read_qp(tmp / "pz.fits", z_range=(0.0, 2.0))  # or a run's predict(out=...) file
+    >>> int(ens.npdf), ens.ancil["ref_id"].tolist(), ens.ancil["zmode"].tolist()
+    (2, [7, 8], [0.5, 1.0])
+    """
     import pyarrow.parquet as pq
 
     from deepz_core.inference.arrow_tables import SUCCESS, astropy_table, dataset_files

@@ -115,7 +115,16 @@ class Run:
 
     def predictions(self) -> Table:
         """The training catalogue's out-of-fold predictions (``predictions.fits``), one row per
-        catalogue row."""
+        catalogue row.
+
+        >>> import deepz_core as dz
+        >>> cat = dz.simulate_catalog("lsst-deep", 200, seed=3)
+        >>> import pathlib, tempfile; tmp = pathlib.Path(tempfile.mkdtemp())  # a scratch folder
+        >>> run = dz.train(cat, tmp / "r", preset="smoke", pretrain="none")
+        >>> oof = run.predictions()  # each galaxy by the networks that did not train on it
+        >>> len(oof) == len(cat), bool((oof["ref_id"] == cat.ref_id).all())
+        (True, True)
+        """
         path = self.folder.file("predictions.fits")
         if not path.exists():
             raise ConfigError(f"run {self.path} has no predictions yet (state {self.state})")
@@ -242,7 +251,18 @@ class Run:
         """Combine the run's networks with the template fit of set ``templates`` (bcnz2 or
         kcorrect; beyond E20): p_net^a p_tf^b with exponents per half magnitude fitted on the
         out-of-fold galaxies, then calibrated (``calibrate``); ``predict`` uses it from then on.
-        :meth:`combination_summary` compares network, template fit and combination."""
+        :meth:`combination_summary` compares network, template fit and combination.
+
+        >>> import deepz_core as dz
+        >>> cat = dz.simulate_catalog("paus-mock", 250, seed=5)
+        >>> import pathlib, tempfile; tmp = pathlib.Path(tempfile.mkdtemp())  # a scratch folder
+        >>> run = dz.train(cat, tmp / "r", preset="smoke", pretrain="none")
+        >>> run = run.combine(workers=1)  # ~5 s: the template fit of 250 galaxies
+        >>> sorted(run.combination_summary()["overall"])
+        ['combined', 'network', 'templatefit']
+        >>> len(run.combined_predictions()), "zphot_tf" in run.predict(cat).colnames
+        (250, True)
+        """
         from deepz_core.hybrid.runs import check_template_set, fit_hybrid
 
         check_template_set(templates)
@@ -272,7 +292,17 @@ class Run:
 
         Worth it where the training catalogue has few spec-z: the out-of-fold calibration is
         only as precise per magnitude as the training galaxies are many (docs/benchmarks.md,
-        "A held-out calibration stage"). :meth:`drop_heldout_calibration` undoes it."""
+        "A held-out calibration stage"). :meth:`drop_heldout_calibration` undoes it.
+
+        >>> import deepz_core as dz
+        >>> cat = dz.simulate_catalog("paus-mock", 300, seed=5)
+        >>> import pathlib, tempfile; tmp = pathlib.Path(tempfile.mkdtemp())  # a scratch folder
+        >>> run = dz.train(cat, tmp / "r", preset="smoke", pretrain="none")
+        >>> heldout = dz.simulate_catalog("paus-mock", 250, seed=6)  # 209 spec-z, none trained on
+        >>> stage = run.calibrate_on(heldout)
+        >>> stage["n"], sorted(stage)[-4:]
+        (209, ['pit_ks_after', 'pit_ks_before', 'precise', 'precision68'])
+        """
         from deepz_core.hybrid.runs import calibrate_hybrid_on
         from deepz_core.inference.calibrate import (
             heldout_stage_from_table,
@@ -301,7 +331,15 @@ class Run:
     def drop_heldout_calibration(self, network_only: bool = False) -> bool:
         """Remove the stage :meth:`calibrate_on` added (of the combination when the run has one,
         unless ``network_only``): new galaxies get the out-of-fold calibration and its pool
-        scale again. True when there was a stage to remove."""
+        scale again. True when there was a stage to remove.
+
+        >>> import deepz_core as dz
+        >>> cat = dz.simulate_catalog("paus-mock", 300, seed=5)
+        >>> import pathlib, tempfile; tmp = pathlib.Path(tempfile.mkdtemp())  # a scratch folder
+        >>> run = dz.train(cat, tmp / "r", preset="smoke", pretrain="none")
+        >>> run.drop_heldout_calibration()  # none added (Run.calibrate_on adds one)
+        False
+        """
         from dataclasses import replace
 
         from deepz_core.hybrid.runs import load_hybrid, save_hybrid
@@ -325,7 +363,15 @@ class Run:
         over the out-of-fold spec-z galaxies, overall and per half magnitude; empty for a run
         without a combination. ``outlier``: count outliers at |dz| > outlier (a survey
         profile's, e.g. 0.15 broad-band) instead of E20's strict 0.02; the summary's
-        ``outlier_threshold`` says which."""
+        ``outlier_threshold`` says which.
+
+        >>> import deepz_core as dz
+        >>> cat = dz.simulate_catalog("lsst-deep", 200, seed=3)
+        >>> import pathlib, tempfile; tmp = pathlib.Path(tempfile.mkdtemp())  # a scratch folder
+        >>> run = dz.train(cat, tmp / "r", preset="smoke", pretrain="none")
+        >>> run.combination_summary()  # no combination yet: see Run.combine for one
+        {}
+        """
         from deepz_core.hybrid.runs import hybrid_predictions_file, load_hybrid, summary_outliers_at
         from deepz_core.pz.metrics import OUTLIER_THRESHOLD
 
@@ -342,7 +388,17 @@ class Run:
         """The training catalogue's out-of-fold predictions by the run's combination with the
         template fit (``hybrid_predictions.fits``): one row per catalogue row, deepz's columns
         plus each estimator's mode and ODDS (``zphot_net``, ``odds_net``, ``zphot_tf``,
-        ``odds_tf``, ``chi2_tf``). ConfigError for a run without a combination (:meth:`combine`)."""
+        ``odds_tf``, ``chi2_tf``). ConfigError for a run without a combination (:meth:`combine`).
+
+        >>> import deepz_core as dz
+        >>> cat = dz.simulate_catalog("lsst-deep", 200, seed=3)
+        >>> import pathlib, tempfile; tmp = pathlib.Path(tempfile.mkdtemp())  # a scratch folder
+        >>> run = dz.train(cat, tmp / "r", preset="smoke", pretrain="none")
+        >>> run.combined_predictions()  # see Run.combine for a run with one
+        Traceback (most recent call last):
+        ...
+        deepz_core.errors.ConfigError: run ... has no combination with the template fit: ...
+        """
         from deepz_core.hybrid.runs import hybrid_predictions_file
 
         path = hybrid_predictions_file(self.path)
@@ -356,7 +412,16 @@ class Run:
     def calibration_summary(self) -> dict[str, Any]:
         """The PIT before and after the run's calibration (KS, share of spec-z inside the 68%
         interval, overall and per magnitude bin; each training galaxy calibrated without its
-        own PIT); empty for a run without a calibration."""
+        own PIT); empty for a run without a calibration.
+
+        >>> import deepz_core as dz
+        >>> cat = dz.simulate_catalog("paus-mock", 300, seed=5)
+        >>> import pathlib, tempfile; tmp = pathlib.Path(tempfile.mkdtemp())  # a scratch folder
+        >>> run = dz.train(cat, tmp / "r", preset="smoke", pretrain="none")
+        >>> summary = run.calibration_summary()
+        >>> summary["n"] > 200, sorted(summary)[:3]
+        (True, ['coverage68_after', 'coverage68_before', 'n'])
+        """
         from deepz_core.inference.calibrate import load_calibration
 
         cal = load_calibration(self.path)
@@ -366,7 +431,16 @@ class Run:
         self, profile: SurveyProfile | str | dict | None = None, mag_edges: Any = None
     ) -> dict[str, Any]:
         """The evaluation report of the out-of-fold predictions (see :func:`evaluate`), judged by
-        ``profile`` (default: the run's)."""
+        ``profile`` (default: the run's).
+
+        >>> import deepz_core as dz
+        >>> cat = dz.simulate_catalog("lsst-deep", 200, seed=3)
+        >>> import pathlib, tempfile; tmp = pathlib.Path(tempfile.mkdtemp())  # a scratch folder
+        >>> run = dz.train(cat, tmp / "r", preset="smoke", pretrain="none")
+        >>> report = run.evaluate(profile="broad-band")
+        >>> sorted(report), report["overall"]["n_no_pz"], report["profile"]["name"]
+        (['overall', 'per_magnitude', 'profile'], 0, 'broad-band')
+        """
         from deepz_core.evaluation.report import evaluate_table
 
         prof = self.profile if profile is None else survey_profile(profile)
@@ -374,7 +448,15 @@ class Run:
 
     @keeps_global_rng
     def resume(self) -> Run:
-        """Continue a killed or cancelled run from its last checkpoint."""
+        """Continue a killed or cancelled run from its last checkpoint.
+
+        >>> import deepz_core as dz
+        >>> cat = dz.simulate_catalog("lsst-deep", 200, seed=3)
+        >>> import pathlib, tempfile; tmp = pathlib.Path(tempfile.mkdtemp())  # a scratch folder
+        >>> run = dz.train(cat, tmp / "r", preset="smoke", pretrain="none")
+        >>> run.resume().state  # a finished run has nothing left to train
+        'finished'
+        """
         from deepz_core.jobs.training_run import execute_run
 
         with self.folder.locked():  # a run another process trains is refused, naming it
@@ -387,7 +469,18 @@ class Run:
         once per place in a notebook, filterable), attributed ``stacklevel`` frames up (2: the
         caller; ``train`` and ``resume`` name their own caller's line); ``reused``: the run was
         handed back as it was (``train(..., reuse=True)``), and the warning says it is the one
-        stored when it trained, not a new one; self."""
+        stored when it trained, not a new one; self.
+
+        >>> import deepz_core as dz
+        >>> cat = dz.simulate_catalog("lsst-deep", 200, seed=3)
+        >>> import pathlib, tempfile; tmp = pathlib.Path(tempfile.mkdtemp())  # a scratch folder
+        >>> run = dz.train(cat, tmp / "r", preset="smoke", pretrain="none")
+        >>> import warnings
+        >>> with warnings.catch_warnings(record=True) as caught:  # a smoke run is doubtful
+        ...     _ = run.warn_if_doubtful()
+        >>> [w.category.__name__ for w in caught]
+        ['TrainingWarning']
+        """
         from deepz_core.jobs.status import training_warning
 
         warning = training_warning(self.folder)
