@@ -11,7 +11,14 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from deepz_core.catalog.catalog import ERROR_PREFIX, FLUX_PREFIX, Catalog, exposure_index, few
+from deepz_core.catalog.catalog import (
+    ERROR_PREFIX,
+    FLUX_PREFIX,
+    Catalog,
+    exposure_index,
+    exposure_order,
+    few,
+)
 from deepz_core.catalog.columns import check_unique_ids
 from deepz_core.errors import CatalogError
 
@@ -174,20 +181,6 @@ def check_measured_bands(cat: Catalog, source: str) -> None:
             )
 
 
-def _exposure_order(gal: np.ndarray, band: np.ndarray, exp_num: np.ndarray) -> np.ndarray:
-    """``np.lexsort((exp_num, band, gal))``, skipped when the exposures are in that order already
-    (files written by deepz are: the sort costs ~0.5 CPU s per reading of the demo)."""
-    if len(gal) > 1:
-        step = np.diff(gal)
-        same = step == 0
-        step_band = np.diff(band)
-        in_order = (step > 0) | (same & (step_band > 0))
-        in_order |= same & (step_band == 0) & (np.diff(exp_num) >= 0)
-        if not in_order.all():
-            return np.lexsort((exp_num, band, gal))
-    return np.arange(len(gal))
-
-
 def _validate_exposures(cat: Catalog, source: str, rows: np.ndarray) -> None:
     """Exposure membership, duplicates and coadd consistency; ``rows`` (M,) label each exposure
     with its row in the file."""
@@ -197,7 +190,7 @@ def _validate_exposures(cat: Catalog, source: str, rows: np.ndarray) -> None:
     gal, band = exposure_index(cat)
     _check(gal < 0, f"{prefix} 'ref_id' names unknown galaxies: ref_id", exp.ref_id, True)
     _check(band < 0, f"{prefix} 'band' has bands not in the catalogue {cat.bands}:", exp.band, True)
-    order = _exposure_order(gal, band, exp.exp_num)
+    order = exposure_order(gal, band, exp.exp_num)
     same = (np.diff(gal[order]) == 0) & (np.diff(band[order]) == 0)
     same &= np.diff(exp.exp_num[order]) == 0
     dup = np.zeros(len(exp), bool)
