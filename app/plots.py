@@ -159,8 +159,8 @@ def density_heatmap(
         go.Heatmap(
             x=0.5 * (xe[1:] + xe[:-1]),
             y=0.5 * (ye[1:] + ye[:-1]),
-            z=logc,
-            customdata=counts.T,
+            z=logc.astype(np.float32),  # half the bytes sent (200 x 200 bins: 0.85 -> 0.43 MB)
+            customdata=counts.T.astype(np.int32),  # the same colours and hover counts
             colorscale="Viridis",
             colorbar={"title": "log<sub>10</sub> N"},
             name="galaxies",

@@ -342,7 +342,11 @@ def model_inputs(key: RunKey) -> tuple[DeepzModel, Catalog, Features]:
     folder = key_folder(key)
     config = RunDir(folder).config()
     meta = load_model_json(folder).get("metadata", {})
-    cat = read_catalog(config["catalog"], config.get("exposures"))
+    path, exposures = config["catalog"], config.get("exposures")
+    if exposures is None and Path(path).is_file():  # as the other pages read it: cached
+        cat = catalog(path)
+    else:
+        cat = read_catalog(path, exposures)
     model = load_model(folder)
     features = model_features(model, cat, meta.get("ref_band") or config.get("ref_band"))
     return model, cat, features

@@ -11,7 +11,14 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from deepz_core.catalog.catalog import ERROR_PREFIX, FLUX_PREFIX, Catalog, exposure_index, few
+from deepz_core.catalog.catalog import (
+    ERROR_PREFIX,
+    FLUX_PREFIX,
+    Catalog,
+    exposure_index,
+    exposure_order,
+    few,
+)
 from deepz_core.catalog.columns import check_unique_ids
 from deepz_core.errors import CatalogError
 
@@ -183,7 +190,7 @@ def _validate_exposures(cat: Catalog, source: str, rows: np.ndarray) -> None:
     gal, band = exposure_index(cat)
     _check(gal < 0, f"{prefix} 'ref_id' names unknown galaxies: ref_id", exp.ref_id, True)
     _check(band < 0, f"{prefix} 'band' has bands not in the catalogue {cat.bands}:", exp.band, True)
-    order = np.lexsort((exp.exp_num, band, gal))
+    order = exposure_order(gal, band, exp.exp_num)
     same = (np.diff(gal[order]) == 0) & (np.diff(band[order]) == 0)
     same &= np.diff(exp.exp_num[order]) == 0
     dup = np.zeros(len(exp), bool)

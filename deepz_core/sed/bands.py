@@ -8,9 +8,10 @@ come from ``speclite``. Curves load lazily on first use and are cached.
 from __future__ import annotations
 
 import functools
-import importlib.resources
+import importlib.util
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from types import MappingProxyType
 
 import numpy as np
@@ -125,9 +126,21 @@ def paus_band(centre: float) -> Band:
     return Band(f"NB{int(round(centre)) // 10}", centre + offset, trans)
 
 
+@functools.cache
+def kcorrect_data() -> Path:
+    """kcorrect's data folder, found without importing kcorrect (its import costs ~3 CPU s, which
+    every page that reads a COSMOS band's curve used to pay)."""
+    spec = importlib.util.find_spec("kcorrect")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(
+            "the COSMOS filter curves need the kcorrect package (pip install kcorrect)"
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "data"
+
+
 def _capak_band(name: str) -> Band:
     """COSMOS broad band from the Capak curve in kcorrect (fixed-width table: | lambda | pass |)."""
-    path = importlib.resources.files("kcorrect") / "data" / "responses" / _CAPAK_FILES[name]
+    path = kcorrect_data() / "responses" / _CAPAK_FILES[name]
     rows = [line.strip().strip("|").split("|") for line in path.read_text().splitlines()]
     table = [row for row in rows if len(row) == 2]
     header = [h.strip() for h in table[0]]
