@@ -27,8 +27,18 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = ("main", "home", "data", "simulate", "train", "results", "explorer", "dropping", "cuts",
-         "predict")  # fmt: skip
+PAGES = (
+    "main",
+    "home",
+    "data",
+    "simulate",
+    "train",
+    "results",
+    "explorer",
+    "dropping",
+    "cuts",
+    "predict",
+)
 
 
 def timed(pages: list[str], profile: str | None) -> dict:
