@@ -27,6 +27,11 @@ def few(labels: np.ndarray | list[Any], n: int = 3) -> str:
     return shown + (f" (and {len(labels) - n} more)" if len(labels) > n else "")
 
 
+def plural(n: int, one: str, many: str) -> str:
+    """'1 galaxy', '2,000 galaxies': a count with thousands separators and its noun."""
+    return f"{n:,} {one if n == 1 else many}"
+
+
 def check_unique_ids(ids: np.ndarray, source: str, column: str = "ref_id") -> None:
     """CatalogError naming ``column`` and a few repeated values when ``ids`` (N,) repeat: the
     whole catalogue's, whether it is read at once or in chunks (the streamed preflight)."""

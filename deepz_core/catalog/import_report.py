@@ -35,6 +35,7 @@ from deepz_core.catalog.catalog import (
     few,
     kept_meta,
 )
+from deepz_core.catalog.columns import plural
 from deepz_core.catalog.features import resolve_ref_band
 from deepz_core.catalog.magnitudes import fluxes_from_magnitudes
 from deepz_core.catalog.mapping import (
@@ -62,11 +63,6 @@ from deepz_core.errors import CatalogError, ConfigError
 
 Columns = dict[str, np.ndarray]
 FIX_ROUNDS = 3  # rounds of checks and fixes listed before giving up on a fixed point
-
-
-def plural(n: int, one: str, many: str) -> str:
-    """'1 galaxy', '2,000 galaxies': a count with thousands separators and its noun."""
-    return f"{n:,} {one if n == 1 else many}"
 
 
 @dataclass(frozen=True)

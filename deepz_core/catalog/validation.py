@@ -19,7 +19,7 @@ from deepz_core.catalog.catalog import (
     exposure_order,
     few,
 )
-from deepz_core.catalog.columns import check_unique_ids
+from deepz_core.catalog.columns import check_unique_ids, plural
 from deepz_core.errors import CatalogError
 
 LOG = logging.getLogger("deepz")
@@ -307,17 +307,12 @@ class MagnitudeBand:
     def evidence(self) -> str:
         """'values 18.2-26.9 (and 99 in 31 rows) fall as the other bands brighten (rank
         correlation -0.93)'."""
-        codes = ", ".join(f"{c:g} in {plural_rows(n)}" for c, n in self.codes)
+        codes = ", ".join(f"{c:g} in {plural(n, 'row', 'rows')}" for c, n in self.codes)
         also = f" (and {codes})" if codes else ""
         return (
             f"values {self.low:.1f}-{self.high:.1f}{also} fall as the other bands brighten "
             f"(rank correlation {self.rho:.2f})"
         )
-
-
-def plural_rows(n: int) -> str:
-    """'1 row', '31 rows'."""
-    return f"{n:,} row{'' if n == 1 else 's'}"
 
 
 def normalized_ranks(values: np.ndarray) -> np.ndarray:
