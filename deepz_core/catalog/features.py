@@ -20,8 +20,10 @@ from deepz_core.catalog.screen import (
     InputStats,
     PzFlag,
     Screen,
+    TrainingMagnitudes,
     fit_input_stats,
     screen_magnitude,
+    screen_outside_magnitudes,
     screen_photometry,
     screen_population,
 )
@@ -156,6 +158,12 @@ class Features:
             screen = screen_magnitude(screen, self.ref_mag, stats.loc[b], stats.scale[b])
         ratio = np.where(screen.usable, self.ratio, np.float32(np.nan))
         return dataclasses.replace(self, flags=screen.flags, usable=screen.usable, ratio=ratio)
+
+    def outside_magnitudes(self, training: TrainingMagnitudes) -> Features:
+        """These features with OUTSIDE_TRAINING flagged where the reference magnitude lies
+        outside the training population's ``training`` (``screen_outside_magnitudes``)."""
+        screen = screen_outside_magnitudes(Screen(self.flags, self.usable), self.ref_mag, training)
+        return dataclasses.replace(self, flags=screen.flags)
 
     def network_input(
         self, loc: np.ndarray, rows: slice | np.ndarray = slice(None), with_magnitude: bool = False

@@ -15,17 +15,30 @@ mask of :class:`PzFlag` reasons, and every band of every galaxy a usable/unusabl
   with an unusable reference band or fewer than half its other bands usable gets no p(z);
 - the template fit (``screen_template_fit``) reads fluxes, not ratios: the reference band is one
   band among the others, and a galaxy gets no p(z) when fewer than half of all its bands (and
-  fewer than ``MIN_FIT_BANDS``) are usable.
+  fewer than ``MIN_FIT_BANDS``) are usable;
+- a whole catalogue whose median reference magnitude lies more than ``UNIT_SHIFT_MAG`` from the
+  training population's (``TrainingMagnitudes``, stored with every run) has fluxes in another
+  unit than declared: its prediction is refused (``judge_unit_shift``), whatever the networks
+  read (the calibration, its pool scale and the combination with the template fit are binned in
+  magnitude), unless asked for (``UnitCheck.allow``), which flags its rows outside the training
+  magnitudes OUTSIDE_TRAINING.
 """
 
 from __future__ import annotations
 
 import enum
+import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from deepz_core.catalog.units import UNIT_ZEROPOINTS, zeropoint_unit
 from deepz_core.catalog.validation import unusable_values
+from deepz_core.errors import CatalogError, ConfigError
+
+LOG = logging.getLogger("deepz")
 
 COLOUR_SIGMA = 50.0  # robust sigma from the training median beyond which a ratio is junk
 # robust sigma from the training median beyond which a reference magnitude (an input of networks
@@ -57,7 +70,8 @@ FLAG_MEANINGS: dict[str, str] = {
     "BAND_IMPLAUSIBLE": "a flux or error brighter than AB magnitude 0, e.g. 1e30 (band imputed)",
     "OUTSIDE_TRAINING": f"a flux ratio beyond {COLOUR_SIGMA:g} robust sigma of the training "
     f"population (band imputed), or a reference magnitude beyond {MAG_SIGMA:g} robust sigma of it "
-    "(for networks that read it; extrapolated: a flux unit other than declared?)",
+    "(for networks that read it; extrapolated: a flux unit other than declared?), or outside the "
+    "training magnitudes in a catalogue predicted with --allow-magnitude-shift",
     "TOO_FEW_BANDS": "fewer than half of the non-reference bands usable (the template fit: of all "
     "bands, and at least 2) (no p(z))",
 }
@@ -182,29 +196,205 @@ def screen_magnitude(screen: Screen, mag: np.ndarray, loc: float, scale: float) 
 
 
 UNIT_SHIFT_MAG = 5.0  # a catalogue this much fainter/brighter (median) than the training one
+MIN_SHIFT_GALAXIES = 20  # fewer finite reference magnitudes: no verdict on the catalogue's unit
+MAG_PERCENTILES = (0.1, 99.9)  # the training magnitudes' range stored with a run
+MAG_RANGE_MARGIN = 1.0  # mag beyond that range: a reference magnitude outside the training one
+REFERENCE_MAGNITUDES = "reference_magnitudes"  # their key in a run's model.json metadata
+TRAINING_SOURCE = "training population"  # stored with the run (older runs: what stands in)
+UNIT_MATCH_MAG = 0.7  # a unit whose zero-point lies this close to the one that fits: named
 
 
-def unit_shift_note(mag: np.ndarray, loc: float, min_galaxies: int = 20) -> str | None:
-    """A warning when the median reference magnitude ``mag`` (N,) of a catalogue lies more than
-    ``UNIT_SHIFT_MAG`` from the training population's median ``loc``: no sample of the same
-    survey differs that much, fluxes in another unit than declared do (nJy read as uJy: 7.5
-    mag), and ``MAG_SIGMA`` of a deep survey's wide population misses them. None otherwise, and
-    for fewer than ``min_galaxies`` magnitudes."""
-    finite = np.asarray(mag, dtype=np.float64)
-    finite = finite[np.isfinite(finite)]
-    if len(finite) < min_galaxies:
+@dataclass(frozen=True)
+class TrainingMagnitudes:
+    """The reference-band AB magnitudes of a run's training population (the galaxies its loss
+    saw): ``median``, robust sigma ``sigma`` (interquartile range / 1.349), the
+    ``MAG_PERCENTILES`` range ``lo``, ``hi`` and the galaxies ``n``; NaN where a run made before
+    they were stored does not know them (``source`` says what stands in for them)."""
+
+    median: float
+    sigma: float = float("nan")
+    lo: float = float("nan")
+    hi: float = float("nan")
+    n: int = 0
+    source: str = TRAINING_SOURCE
+
+    def to_dict(self) -> dict[str, float | int]:
+        """The JSON-ready values stored with the run (``from_dict`` reads them back)."""
+        return {
+            "median": self.median,
+            "sigma": self.sigma,
+            "lo": self.lo,
+            "hi": self.hi,
+            "percentiles": list(MAG_PERCENTILES),
+            "n": self.n,
+        }
+
+    @classmethod
+    def from_dict(cls, doc: Any) -> TrainingMagnitudes:
+        """The values ``to_dict`` stored; ConfigError naming the damaged value."""
+        if not isinstance(doc, Mapping):
+            raise ConfigError(f"'{REFERENCE_MAGNITUDES}' must be an object, got {doc!r:.60}")
+        values = {}
+        for key in ("median", "sigma", "lo", "hi"):
+            value = doc.get(key)
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                raise ConfigError(
+                    f"'{REFERENCE_MAGNITUDES}.{key}' must be a number, got {value!r:.40}"
+                )
+            values[key] = float(value)
+        if not np.isfinite(values["median"]):
+            raise ConfigError(f"'{REFERENCE_MAGNITUDES}.median' must be finite, got {doc!r:.80}")
+        n = doc.get("n", 0)
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            raise ConfigError(f"'{REFERENCE_MAGNITUDES}.n' must be a count, got {n!r:.40}")
+        return cls(**values, n=n)
+
+    def outside(self, mag: np.ndarray) -> np.ndarray:
+        """(N,) bool: reference magnitudes ``mag`` (N,) outside the training population's, i.e.
+        beyond its ``MAG_PERCENTILES`` range by more than ``MAG_RANGE_MARGIN`` (where the range is
+        unknown: beyond ``MAG_SIGMA`` robust sigma of its median; neither known: none). NaN is
+        never outside."""
+        mag = np.asarray(mag, dtype=np.float64)
+        lo, hi = self.lo - MAG_RANGE_MARGIN, self.hi + MAG_RANGE_MARGIN
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            if not (np.isfinite(self.sigma) and self.sigma > 0):
+                return np.zeros(mag.shape, dtype=bool)
+            lo, hi = (self.median + s * MAG_SIGMA * self.sigma for s in (-1, 1))
+        with np.errstate(invalid="ignore"):
+            return (mag < lo) | (mag > hi)
+
+    def shift(self, mag: np.ndarray, min_galaxies: int = MIN_SHIFT_GALAXIES) -> float | None:
+        """The median of a catalogue's finite reference magnitudes ``mag`` (N,) minus the
+        training median, in mag (> 0: fainter); None for fewer than ``min_galaxies`` of them."""
+        finite = np.asarray(mag, dtype=np.float64)
+        finite = finite[np.isfinite(finite)]
+        if len(finite) < min_galaxies:
+            return None
+        return float(np.median(finite)) - self.median
+
+
+def fit_training_magnitudes(mag: np.ndarray, use: np.ndarray) -> TrainingMagnitudes | None:
+    """The TrainingMagnitudes of the reference magnitudes ``mag`` (N,) of the rows ``use`` (N,)
+    bool (the galaxies the loss saw); None when none of them has a finite one."""
+    sample = np.asarray(mag, dtype=np.float64)[np.asarray(use, dtype=bool)]
+    sample = sample[np.isfinite(sample)]
+    if not len(sample):
         return None
-    shift = float(np.median(finite)) - loc
-    if abs(shift) <= UNIT_SHIFT_MAG:
-        return None
-    factor = float(f"{10 ** (0.4 * abs(shift)):.2g}")
-    way = "fainter" if shift > 0 else "brighter"
-    return (
-        f"the catalogue's reference-band magnitudes are a median {abs(shift):.1f} mag {way} than "
-        f"the run's training population (fluxes ~x{factor:g} off): are the fluxes in the unit "
-        "the catalogue declares? (--flux-unit nJy, a FLUXZP header, TUNIT; README: magnitudes "
-        "and units)"
+    lo, q1, median, q3, hi = np.percentile(
+        sample, [MAG_PERCENTILES[0], 25, 50, 75, MAG_PERCENTILES[1]]
     )
+    return TrainingMagnitudes(
+        float(median), float((q3 - q1) / 1.349), float(lo), float(hi), len(sample)
+    )
+
+
+def screen_outside_magnitudes(
+    screen: Screen, mag: np.ndarray, training: TrainingMagnitudes
+) -> Screen:
+    """Add OUTSIDE_TRAINING for reference magnitudes (N,) outside the training population's
+    (``TrainingMagnitudes.outside``), whatever the networks read: the run's calibration and the
+    combination with the template fit are binned in magnitude. Nothing is imputed."""
+    far = training.outside(mag)
+    flags = screen.flags | np.where(far, PzFlag.OUTSIDE_TRAINING, 0).astype(np.int32)
+    return Screen(flags, screen.usable)
+
+
+def unit_shift(mag: np.ndarray, training: TrainingMagnitudes) -> float | None:
+    """The median shift (mag) of a catalogue's reference magnitudes ``mag`` (N,) from the
+    training population's when it exceeds ``UNIT_SHIFT_MAG``: no sample of the same survey
+    differs that much, fluxes in another unit than declared do (nJy read as uJy: 7.5 mag).
+    None otherwise, and for fewer than ``MIN_SHIFT_GALAXIES`` magnitudes."""
+    shift = training.shift(mag)
+    if shift is None or abs(shift) <= UNIT_SHIFT_MAG:
+        return None
+    return shift
+
+
+def likely_unit(shift: float, fluxzp: float) -> str:
+    """What a catalogue's fluxes look like when their magnitudes (zero-point ``fluxzp``) lie a
+    median ``shift`` mag from the training ones: '~x1000 too large: nJy values read as uJy?'
+    when a usual unit's zero-point lies within ``UNIT_MATCH_MAG`` of ``fluxzp - shift``."""
+    factor = float(f"{10 ** (0.4 * abs(shift)):.2g}")
+    text = f"~x{factor:g} too {'large' if shift < 0 else 'small'}"
+    declared = zeropoint_unit(fluxzp)
+    near = [u for u, zp in UNIT_ZEROPOINTS.items() if abs(zp - (fluxzp - shift)) < UNIT_MATCH_MAG]
+    if declared is None or not near:
+        return f"{text}?"
+    return f"{text}: {near[0]} values read as {declared}?"
+
+
+def unit_shift_message(
+    shift: float, training: TrainingMagnitudes, column: str, fluxzp: float, source: str
+) -> str:
+    """The one line refusing a prediction of ``source`` whose reference flux ``column`` (zero-point
+    ``fluxzp``) gives magnitudes a median ``shift`` mag from the training population's: the
+    likely factor and unit, the fixes and the override."""
+    way = "fainter" if shift > 0 else "brighter"
+    declared = zeropoint_unit(fluxzp)
+    unit = f"declared {declared}" if declared else f"FLUXZP {fluxzp:g}"
+    known = "" if training.source == TRAINING_SOURCE else f", from its {training.source}"
+    return (
+        f"{source}: column '{column}' ({unit}) gives reference magnitudes a median "
+        f"{abs(shift):.1f} mag {way} than the run's training population (median AB "
+        f"{training.median + shift:.1f} against {training.median:.1f}{known}): fluxes "
+        f"{likely_unit(shift, fluxzp)} Declare the catalogue's "
+        "unit (--flux-unit nJy, a FLUXZP header or the column's TUNIT; other column names: "
+        "--rename), or predict a sample really this much "
+        f"{way} with --allow-magnitude-shift (API: allow_magnitude_shift=True), which flags "
+        "the rows outside the training magnitudes OUTSIDE_TRAINING (README: magnitudes and units)"
+    )
+
+
+@dataclass(frozen=True)
+class UnitCheck:
+    """How a prediction treats a catalogue whose reference magnitudes lie a unit's shift from
+    the run's training population (``unit_shift``): refused (CatalogError) unless ``allow``;
+    with ``allow`` predicted, with a warning, its rows outside the training magnitudes flagged
+    OUTSIDE_TRAINING. ``shifted``: the verdict on the whole catalogue when it was judged already
+    (a stream's preflight: its chunks and parts are not judged again); None: judge the
+    catalogue given, which is then the whole prediction."""
+
+    allow: bool = False
+    shifted: bool | None = None
+
+    def judged(self, shifted: bool) -> UnitCheck:
+        """This check with the whole catalogue's verdict ``shifted``."""
+        return UnitCheck(self.allow, shifted)
+
+
+def judge_unit_shift(
+    mag: np.ndarray,
+    training: TrainingMagnitudes | None,
+    check: UnitCheck,
+    column: str,
+    fluxzp: float,
+    source: str = "the catalogue",
+) -> bool:
+    """Whether the rows of a catalogue are to be flagged for a unit's shift: ``check.shifted``
+    when judged already, else whether the reference magnitudes ``mag`` (N,) of the whole
+    catalogue ``source`` (flux ``column``, zero-point ``fluxzp``) lie a median more than
+    ``UNIT_SHIFT_MAG`` from the ``training`` population's (False when unknown). A shift without
+    ``check.allow`` is refused: CatalogError, the one line of ``unit_shift_message``; with it,
+    one warning."""
+    if check.shifted is not None or training is None:
+        return bool(check.shifted)
+    shift = unit_shift(mag, training)
+    if shift is None:
+        return False
+    if not check.allow:
+        raise CatalogError(unit_shift_message(shift, training, column, fluxzp, source))
+    far = int(np.count_nonzero(training.outside(mag)))
+    LOG.warning(
+        "%s: reference magnitudes a median %.1f mag %s than the run's training population, "
+        "predicted as asked (--allow-magnitude-shift, allow_magnitude_shift=True): %d of %d "
+        "galaxies outside the training magnitudes flagged OUTSIDE_TRAINING",
+        source,
+        abs(shift),
+        "fainter" if shift > 0 else "brighter",
+        far,
+        len(mag),
+    )
+    return True
 
 
 MAX_LISTED = 10_000  # ref_ids listed per flag in a run's screen.json (the counts are complete)

@@ -372,6 +372,15 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
         help="comma-separated catalogue columns to copy to the predictions besides ref_id and "
         "the coordinates (ra/dec, RA/DEC, coord_ra/coord_dec, _healpix_29), e.g. objectId",
     )
+    p.add_argument(
+        "--allow-magnitude-shift",
+        action="store_true",
+        help="predict a catalogue whose reference-band magnitudes lie a median more than 5 mag "
+        "from the run's training population (refused by default: "
+        "fluxes in another unit than declared, e.g. nJy read as uJy = 7.5 mag; fix that with "
+        "--flux-unit, a FLUXZP header, TUNIT or --rename); the rows outside the training "
+        "magnitudes are flagged OUTSIDE_TRAINING",
+    )
     add_convention_args(p)
 
 
@@ -381,7 +390,9 @@ def _predict(args: argparse.Namespace) -> int:
     odds, zspec, pit, mag, flag, out_of_fold, coordinates, and the p(z) as qp mixmod parameters
     (weights, means, stds). Galaxies the run trained on get their out-of-fold p(z). Every output
     carries its provenance (deepz version, run, model and catalogue checksums, z grid, time).
-    Calibrated when the run has a calibration (pit_raw: the PIT before it), unless --no-calibrate."""
+    Calibrated when the run has a calibration (pit_raw: the PIT before it), unless --no-calibrate.
+    A catalogue whose reference magnitudes lie a unit's shift from the run's training population
+    is refused before any output, unless --allow-magnitude-shift."""
     from deepz_core.inference.stream import load_predictor, predict_dataset, predict_file
 
     if not args.network_only and (Path(args.run) / "hybrid.json").exists():
@@ -399,6 +410,7 @@ def _predict(args: argparse.Namespace) -> int:
         read=read,
         calibrate=not args.no_calibrate,
         overwrite=args.overwrite,
+        allow_magnitude_shift=args.allow_magnitude_shift,
     )
     if Path(args.out).suffix or args.out_format == "hats":
         if args.dask:
@@ -421,6 +433,7 @@ def _predict(args: argparse.Namespace) -> int:
 def _predict_combined(args: argparse.Namespace) -> int:
     """``predict`` with a run combined with the template fit: one file in, one file out."""
     from deepz_core.catalog.io import read_catalog
+    from deepz_core.catalog.screen import UnitCheck
     from deepz_core.files import check_outputs
     from deepz_core.hybrid.runs import predict_hybrid
     from deepz_core.inference.arrow_tables import arrow_table
@@ -444,7 +457,10 @@ def _predict_combined(args: argparse.Namespace) -> int:
     inputs = {"--catalog": args.catalog, "--run": args.run}
     check_outputs({"--out": args.out}, inputs, args.overwrite)
     catalog = read_catalog(args.catalog, conventions=_read_options(args).conventions)
-    table = predict_hybrid(args.run, catalog, calibrate=not args.no_calibrate, device=args.device)
+    check = UnitCheck(args.allow_magnitude_shift)
+    table = predict_hybrid(
+        args.run, catalog, calibrate=not args.no_calibrate, device=args.device, check=check
+    )
     pz = run_pz_config(RunDir(Path(args.run)))
     prov = provenance(args.run, args.catalog)
     write_output(arrow_table(table), args.out, fmt, prov, (pz.z_min, pz.z_max))

@@ -40,7 +40,7 @@ from torch import Tensor
 from deepz_core.catalog.catalog import Catalog
 from deepz_core.catalog.features import Features
 from deepz_core.catalog.io import read_catalog
-from deepz_core.catalog.screen import PzFlag
+from deepz_core.catalog.screen import PzFlag, UnitCheck
 from deepz_core.errors import ConfigError
 from deepz_core.files import atomic_write_json, check_outputs, jsonable, read_json_object
 from deepz_core.hybrid.combine import (
@@ -276,7 +276,10 @@ def fit_hybrid(
     config = run.config()
     pz = run_pz_config(run)
     cat = read_catalog(config["catalog"], config.get("exposures")) if catalog is None else catalog
-    cat, features, products, oof = network_products(run.path, cat, pz=pz, calibrate=False)
+    own = UnitCheck(shifted=False)  # the training catalogue: no unit's shift from itself
+    cat, features, products, oof = network_products(
+        run.path, cat, pz=pz, calibrate=False, check=own
+    )
     say(f"combination: template fit ({template_set}) of {features.n} galaxies")
     cfg = templatefit_config(template_set, pz)
     tf = _templatefit(cat, features, cfg, None, workers, stop=stop)
@@ -665,14 +668,18 @@ def predict_hybrid(
     pool: Executor | None = None,
     stop: Callable[[], None] | None = None,
     overwrite: bool = False,
+    check: UnitCheck | None = None,
 ) -> Table:
     """The run's combined predictions of ``catalog`` (one row per catalogue row), written to
     ``out`` when given (an existing one replaced only with ``overwrite``, never in a run
     folder); ``calibrate``: apply the combination's calibration (when it has one);
     ``pool``: the template fit's worker processes (``templatefit.fit.worker_pool``), for callers
     that predict many chunks (else ``workers`` processes started for this call); ``stop``: called
-    between the template fit's chunks (``fit_catalog``). ConfigError when the run has no
-    combination (``fit_hybrid``)."""
+    between the template fit's chunks (``fit_catalog``); ``check``: the unit check of
+    ``catalog`` against the run's training magnitudes, on which the combination's exponents and
+    calibration are binned (``predict.model_features``; None: judged here, a catalogue a unit's
+    shift away refused; a chunk of a larger prediction carries the whole catalogue's verdict).
+    ConfigError when the run has no combination (``fit_hybrid``)."""
     run = RunDir(Path(run_dir))
     if out is not None:
         table_format(out)
@@ -684,7 +691,7 @@ def predict_hybrid(
             f"`deepz combine --run {run.path}` first"
         )
     pz = run_pz_config(run)
-    cat, features, net, oof = network_products(run.path, catalog, device, pz, calibrate=False)
+    cat, features, net, oof = network_products(run.path, catalog, device, pz, False, check)
     if not calibrate:
         hybrid = replace(hybrid, calibration=None)
     cfg = templatefit_config(hybrid.template_set, pz)

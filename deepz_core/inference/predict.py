@@ -25,12 +25,21 @@ from deepz_core.catalog.features import (
     resolve_ref_band,
     same_photometry,
 )
-from deepz_core.catalog.screen import MIN_USABLE_FRACTION, InputStats, PzFlag, unit_shift_note
+from deepz_core.catalog.screen import (
+    MIN_USABLE_FRACTION,
+    REFERENCE_MAGNITUDES,
+    InputStats,
+    PzFlag,
+    TrainingMagnitudes,
+    UnitCheck,
+    judge_unit_shift,
+)
 from deepz_core.catalog.validation import unusable_values
 from deepz_core.device import resolve_device
 from deepz_core.errors import ConfigError, TrainingError
 from deepz_core.files import atomic_write
 from deepz_core.inference.calibrate import (
+    CALIBRATION_FILE,
     MIN_GALAXIES,
     OUT_OF_FOLD_BINS,
     RunCalibration,
@@ -402,11 +411,17 @@ def predict_catalog(
     device: str = "cpu",
     pz: PzConfig | None = None,
     calibrate: bool = True,
+    allow_magnitude_shift: bool = False,
 ) -> Table:
     """Predict a catalogue with a finished run; galaxies it trained on get out-of-fold p(z),
-    calibrated when ``calibrate`` and the run has a calibration."""
+    calibrated when ``calibrate`` and the run has a calibration. A catalogue whose reference
+    magnitudes lie a unit's shift from the training population's is refused before anything is
+    written unless ``allow_magnitude_shift`` (``screen.judge_unit_shift``)."""
     table_format(out)  # a bad output name fails before any work
-    catalog, features, products, oof = network_products(run_dir, catalog, device, pz, calibrate)
+    check = UnitCheck(allow_magnitude_shift)
+    catalog, features, products, oof = network_products(
+        run_dir, catalog, device, pz, calibrate, check
+    )
     table = predictions_table(features, products, {"out_of_fold": oof}, catalog)
     write_table(table, out)
     return table
@@ -418,10 +433,14 @@ def network_products(
     device: str = "cpu",
     pz: PzConfig | None = None,
     calibrate: bool = True,
+    check: UnitCheck | None = None,
+    source: str = "the catalogue",
 ) -> tuple[Catalog, Features, dict[str, np.ndarray], np.ndarray]:
     """The run's networks on ``catalog``: the catalogue with the run's bands, its features, their
     products (``predict_features``; calibrated when ``calibrate`` and the run has a calibration)
-    and the (N,) out-of-fold flags (training galaxies get the members that never saw them)."""
+    and the (N,) out-of-fold flags (training galaxies get the members that never saw them).
+    ``check``: the unit check of the catalogue ``source`` against the run's training magnitudes
+    (``model_features``; None: ``UnitCheck()``, a shifted catalogue refused)."""
     run = RunDir(Path(run_dir))
     meta = load_model_json(run.path).get("metadata", {})
     model = load_model(run.path, device=resolve_device(device))
@@ -430,7 +449,10 @@ def network_products(
         for note in unmeasured_notes(unmeasured_bands(catalog, bands), bands, ref_band):
             LOG.warning(note)
         catalog = with_run_bands(catalog, bands, ref_band)
-    features = model_features(model, catalog, meta.get("ref_band"))
+    training = training_magnitudes(run.path)
+    features = model_features(
+        model, catalog, meta.get("ref_band"), training=training, check=check, source=source
+    )
     mask, oof = member_mask(run, features, model.members)
     pz = pz or run_pz_config(run)
     cal = load_calibration(run.path) if calibrate else None
@@ -439,30 +461,109 @@ def network_products(
     return catalog, features, products, oof
 
 
-UNIT_NOTE = "unit shift"  # the key of unit_shift_note in a prediction's set of notes given
-
-
 def model_features(
     model: DeepzModel,
     catalog: Catalog,
     ref_band: str | None,
     use_exposures: bool = True,
-    given: set[str] | None = None,
+    training: TrainingMagnitudes | None = None,
+    check: UnitCheck | None = None,
+    source: str = "the catalogue",
 ) -> Features:
-    """The catalogue's features screened against the population the model was trained on, with
-    a warning when its reference magnitudes lie a unit's shift from that population's
-    (``unit_shift_note``). ``given``: the notes already given in this prediction, shared by the
-    chunks of one catalogue stream so that the note comes once per catalogue, not once per chunk
-    (``UNIT_NOTE`` is added when it is given); None: ``catalog`` is the whole prediction."""
+    """The catalogue's features screened against the population the model was trained on.
+
+    With the run's ``training`` magnitudes (``training_magnitudes``), a catalogue ``source``
+    whose reference magnitudes lie a unit's shift from them is refused, or with
+    ``check.allow`` predicted with its rows outside them flagged OUTSIDE_TRAINING
+    (``screen.judge_unit_shift``; ``check.shifted``: the verdict on the whole catalogue when
+    ``catalog`` is a chunk of it; None: ``catalog`` is the whole prediction)."""
     features = build_features(catalog, ref_band, use_exposures)
+    column = f"{FLUX_PREFIX}{features.ref_band}"
+    check = check or UnitCheck()
+    shifted = judge_unit_shift(features.ref_mag, training, check, column, catalog.fluxzp, source)
     loc, scale = model.input_stats()
-    if len(loc) > len(features.bands) and UNIT_NOTE not in (given or ()):
-        note = unit_shift_note(features.ref_mag, float(loc[len(features.bands)]))
-        if note:  # networks that read the reference magnitude
-            LOG.warning(note)
-            if given is not None:
-                given.add(UNIT_NOTE)
-    return features.against_population(InputStats(loc.numpy(), scale.numpy()))
+    features = features.against_population(InputStats(loc.numpy(), scale.numpy()))
+    return features.outside_magnitudes(training) if shifted and training else features
+
+
+def training_magnitudes(run_path: Path | str) -> TrainingMagnitudes | None:
+    """The reference magnitudes of the run's training population (``screen.TrainingMagnitudes``):
+    stored in its ``model.json``; for a run made before they were, the magnitude input
+    statistics of networks that read it, else the magnitude bins of its calibration, else None
+    (logged once per process and run: its catalogues' flux units go unchecked). Read once per
+    version of the run's files."""
+    path = Path(run_path)
+    stamps = tuple(
+        mtime_ns(path / name) for name in ("model.json", "model.safetensors", CALIBRATION_FILE)
+    )
+    return _training_magnitudes(str(path.resolve()), stamps)
+
+
+def mtime_ns(path: Path) -> int:
+    """The file's modification time (0 when it does not exist)."""
+    try:
+        return path.stat().st_mtime_ns
+    except FileNotFoundError:
+        return 0
+
+
+@functools.lru_cache(maxsize=8)
+def _training_magnitudes(path: str, stamps: tuple[int, ...]) -> TrainingMagnitudes | None:
+    """``training_magnitudes`` of the run folder ``path`` whose files have the times ``stamps``."""
+    doc = load_model_json(path)
+    stored = doc["metadata"].get(REFERENCE_MAGNITUDES)
+    if stored is not None:
+        try:
+            return TrainingMagnitudes.from_dict(stored)
+        except ConfigError as exc:
+            where = Path(path) / "model.json"
+            raise ConfigError(f"{where}: damaged model description: metadata {exc}") from None
+    found = _input_magnitudes(Path(path), doc) or _calibration_magnitudes(Path(path))
+    if found is None:
+        LOG.warning(
+            "run %s stores no magnitudes of its training population (trained before deepz "
+            "recorded them, without a magnitude input or a calibration): the flux unit of the "
+            "catalogues it predicts is not checked against them",
+            Path(path).name,
+        )
+    return found
+
+
+def _input_magnitudes(path: Path, doc: dict[str, Any]) -> TrainingMagnitudes | None:
+    """The training magnitudes from the magnitude input statistics (median, robust sigma) of a
+    run whose networks read the reference magnitude; None for other runs."""
+    from safetensors import SafetensorError, safe_open
+
+    if not doc["config"].get("magnitude_input"):
+        return None
+    try:
+        with safe_open(str(path / "model.safetensors"), framework="pt") as f:
+            if "input_loc" not in f.keys():  # a safetensors handle: no "in"
+                return None
+            loc, scale = (float(f.get_tensor(k)[0, -1]) for k in ("input_loc", "input_scale"))
+    except (OSError, SafetensorError):
+        return None  # load_model names the damaged file
+    if not (np.isfinite(loc) and np.isfinite(scale)):
+        return None
+    return TrainingMagnitudes(loc, scale, source="magnitude input statistics")
+
+
+def _calibration_magnitudes(path: Path) -> TrainingMagnitudes | None:
+    """The training magnitudes from the run's calibration: the median of its magnitude bins'
+    centres and the range of its per-magnitude summary; None without a calibration."""
+    cal = load_calibration(path)
+    if cal is None:
+        return None
+    centres = np.asarray(cal.full.mag_centres, dtype=np.float64)
+    bins = [b for b in cal.summary.get("per_magnitude", []) if b.get("n")]
+    lo, hi = (bins[0]["lo"], bins[-1]["hi"]) if bins else (centres.min(), centres.max())
+    return TrainingMagnitudes(
+        float(np.median(centres)),
+        lo=float(lo),
+        hi=float(hi),
+        n=int(cal.full.n_fit),
+        source="calibration's magnitude bins",
+    )
 
 
 def match_bands(catalog: Catalog, bands: tuple[str, ...], source: str = "--catalog") -> Catalog:
@@ -498,7 +599,8 @@ def with_run_bands(
 ) -> Catalog:
     """``match_bands`` for a prediction: a run band the catalogue lacks is added with NaN fluxes
     and errors, so that it is imputed for every galaxy and flagged BAND_MISSING as a band without
-    values is, with one warning (once per prediction: ``given`` as in ``model_features``).
+    values is, with one warning (once per prediction: ``given``, the notes given already, shared by
+    the chunks of one stream; None: ``catalog`` is the whole prediction).
     ConfigError naming the bands when the reference band ``ref_band`` is among them, or so many
     are that no galaxy could get a p(z) (``MIN_USABLE_FRACTION`` of the other bands)."""
     absent = [b for b in bands if b not in catalog.bands]

@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from deepz_core.catalog.catalog import Catalog, native_array
+from deepz_core.catalog.catalog import DEFAULT_FLUXZP, FLUX_PREFIX, Catalog, native_array
 from deepz_core.catalog.conventions import (
     COORDINATE_COLUMNS,
     InputConventions,
@@ -39,6 +39,7 @@ from deepz_core.catalog.conventions import (
     needed_columns,
     rename_columns,
 )
+from deepz_core.catalog.features import build_features, resolve_ref_band
 from deepz_core.catalog.formats.common import Range
 from deepz_core.catalog.io import (
     column_names,
@@ -48,6 +49,7 @@ from deepz_core.catalog.io import (
     plan_warning,
     read_ids,
 )
+from deepz_core.catalog.screen import TrainingMagnitudes, UnitCheck, judge_unit_shift
 from deepz_core.catalog.validation import check_not_magnitudes, check_unique_ids
 from deepz_core.errors import CatalogError, ConfigError
 from deepz_core.files import (
@@ -69,9 +71,11 @@ from deepz_core.inference.predict import (
     member_mask,
     mixture_from_arrays,
     model_features,
+    mtime_ns,
     predict_features,
     predictions_table,
     table_format,
+    training_magnitudes,
     unmeasured_bands,
     unmeasured_notes,
     with_run_bands,
@@ -119,6 +123,7 @@ class Predictor:
     meta: dict[str, Any]
     pz: PzConfig
     calibration: RunCalibration | None = None
+    training: TrainingMagnitudes | None = None  # the unit check's (predict.training_magnitudes)
 
     def __call__(
         self,
@@ -127,22 +132,29 @@ class Predictor:
         keep: tuple[str, ...] = (),
         calibrate: bool = True,
         given: set[str] | None = None,
+        check: UnitCheck | None = None,
+        source: str = "the catalogue",
     ) -> pa.Table:
         """Predictions for the galaxies of ``cat`` with features (none: an empty table with the
         same columns, so every chunk and part of a dataset has one schema); the coordinates and
         ``keep`` columns of ``cat`` come along (ConfigError for a ``keep`` column it lacks).
         Calibrated when ``calibrate`` and the run has a calibration (``inference.calibrate``).
-        ``given``: the notes this prediction gave already (``predict.model_features``; the chunks
+        ``given``: the notes this prediction gave already (``predict.with_run_bands``; the chunks
         of one stream share it), None when ``cat`` is the whole catalogue: then a run band without
         any value in it is named in a warning (``tables`` does so for a stream). A run band
-        ``cat`` lacks is imputed for every galaxy (``predict.with_run_bands``)."""
+        ``cat`` lacks is imputed for every galaxy (``predict.with_run_bands``). ``check``: the
+        unit check of the catalogue ``source`` against the run's training magnitudes
+        (``predict.model_features``): a chunk of a stream carries the preflight's verdict; None:
+        ``cat`` is judged, a catalogue a unit's shift away refused."""
         bands = self.bands
         if bands is not None:
             if given is None:
                 for note in unmeasured_notes(unmeasured_bands(cat, bands), bands, self.ref_band):
                     LOG.warning(note)
             cat = with_run_bands(cat, bands, self.ref_band, given=given)
-        features = model_features(self.model, cat, self.ref_band, False, given)
+        features = model_features(
+            self.model, cat, self.ref_band, False, self.training, check, source
+        )
         mask, oof = member_mask(self.run, features, self.model.members)
         cal = self.calibration if calibrate else None
         transform = (
@@ -196,19 +208,22 @@ class Predictor:
         read: ReadOptions | None,
         calibrate: bool = True,
         given: set[str] | None = None,
+        check: UnitCheck | None = None,
     ) -> Iterator[pa.Table]:
         """Arrow tables of predictions for the rows [start, stop) of ``catalog``, chunk by chunk;
         a note about the catalogue comes with the first chunk that has it, once per stream
         (``given``: the set of notes given, shared with other parts of the same prediction;
         None: a new one). A run band without values in every chunk is named once, at the end
-        (``predict.unmeasured_notes``); in some chunks only, its rows are flagged alone."""
+        (``predict.unmeasured_notes``); in some chunks only, its rows are flagged alone.
+        ``check``: the preflight's unit check of the whole catalogue (``preflight``; None: each
+        chunk judged alone)."""
         read = read or ReadOptions()
         given = set() if given is None else given
         empty: set[str] | None = None
         for cat in self.chunks(catalog, rows, chunk_size, read):
             found = set(unmeasured_bands(cat, self.bands or cat.bands))
             empty = found if empty is None else empty & found
-            yield self(cat, grid, read.keep, calibrate, given)
+            yield self(cat, grid, read.keep, calibrate, given, check, str(catalog))
         if empty and self.bands is not None:
             whole = rows == (0, count_rows(catalog))
             where = "this catalogue" if whole else f"rows {rows[0]} to {rows[1] - 1} of {catalog}"
@@ -230,38 +245,65 @@ def carried_columns(cat: Catalog, rows: np.ndarray, keep: tuple[str, ...]) -> di
 PREFLIGHT_ROWS = 100
 
 
-def preflight(run_dir: str, catalog: str, read: ReadOptions | None = None) -> int:
+def preflight(
+    run_dir: str, catalog: str, read: ReadOptions | None = None, allow_magnitude_shift: bool = False
+) -> tuple[int, UnitCheck]:
     """Rows in ``catalog`` after reading and checking its first ``PREFLIGHT_ROWS`` rows with the
     columns the run uses, and the identifiers of all its rows (read alone, 8 bytes per row): a
     catalogue with the wrong columns, values or layout, or with an id repeated anywhere (as
     ``read_catalog`` refuses it, whatever the partitions), fails here, in one line, before any
     output (or Dask task) exists; so does a flux column holding AB magnitudes (judged on those
-    rows: ``validation.check_not_magnitudes``). CatalogError for an empty catalogue."""
+    rows: ``validation.check_not_magnitudes``) and a catalogue whose reference magnitudes (its
+    reference flux read alone for all rows: ``unit_verdict``) lie a unit's shift from the run's
+    training population, unless ``allow_magnitude_shift``. Returns the rows and the unit check
+    its chunks carry. CatalogError for an empty catalogue."""
     n = count_rows(catalog)
     if n == 0:
         raise CatalogError(f"{catalog}: no galaxies (empty table): nothing to predict")
     read = read or ReadOptions()
-    bands = load_model_json(run_dir).get("metadata", {}).get("bands")
+    meta = load_model_json(run_dir).get("metadata", {})
     names = column_names(catalog)
-    columns = needed_columns(names, bands, read.keep, read.conventions, str(catalog))
+    columns = needed_columns(names, meta.get("bands"), read.keep, read.conventions, str(catalog))
+    bands: tuple[str, ...] = ()
     for cat in iter_rows(
         catalog, (0, min(n, PREFLIGHT_ROWS)), PREFLIGHT_ROWS, columns, read.conventions
     ):
         check_not_magnitudes(cat, str(catalog), names)  # a flux column holding magnitudes
+        bands = cat.bands
     ident = identifier(names, read.conventions) or "ref_id"
     check_unique_ids(read_ids(catalog, read.conventions), str(catalog), ident)
-    return n
+    check = UnitCheck(allow_magnitude_shift)
+    ref_band = resolve_ref_band(meta.get("bands") or bands, meta.get("ref_band"))
+    if ref_band not in bands:  # the prediction refuses it (predict.check_absent_bands)
+        return n, check.judged(False)
+    return n, unit_verdict(run_dir, catalog, ref_band, read, check)
+
+
+REF_CHUNK = 1_000_000  # rows of the reference flux read at once by ``unit_verdict`` (~50 MB)
+
+
+def unit_verdict(
+    run_dir: str, catalog: str, ref_band: str, read: ReadOptions, check: UnitCheck
+) -> UnitCheck:
+    """``check`` judged on the whole ``catalog`` (``screen.judge_unit_shift``): the reference
+    magnitudes of all its rows, from its ``ref_band`` flux and error read alone (with the
+    identifier, zspec, mag and coordinates), REF_CHUNK rows at a time; CatalogError when they
+    lie a unit's shift from the run's training magnitudes and ``check`` does not allow it."""
+    training = training_magnitudes(run_dir)
+    if training is None:
+        return check.judged(False)
+    names = column_names(catalog)
+    columns = needed_columns(names, [ref_band], (), read.conventions, str(catalog))
+    parts, fluxzp = [np.zeros(0, np.float32)], DEFAULT_FLUXZP
+    for cat in iter_rows(catalog, (0, count_rows(catalog)), REF_CHUNK, columns, read.conventions):
+        parts.append(build_features(cat, ref_band, use_exposures=False).ref_mag)
+        fluxzp = cat.fluxzp
+    column = f"{FLUX_PREFIX}{ref_band}"
+    mag = np.concatenate(parts)
+    return check.judged(judge_unit_shift(mag, training, check, column, fluxzp, str(catalog)))
 
 
 _PREDICTORS: dict[tuple[str, str, int, int], Predictor] = {}  # one loaded model per process
-
-
-def _mtime_ns(path: Path) -> int:
-    """The file's modification time (0 when it does not exist)."""
-    try:
-        return path.stat().st_mtime_ns
-    except FileNotFoundError:
-        return 0
 
 
 def load_predictor(run_dir: Path | str, device: str = "cpu") -> Predictor:
@@ -272,8 +314,8 @@ def load_predictor(run_dir: Path | str, device: str = "cpu") -> Predictor:
     key = (
         str(path),
         device,
-        _mtime_ns(path / "model.safetensors"),
-        _mtime_ns(path / CALIBRATION_FILE),
+        mtime_ns(path / "model.safetensors"),
+        mtime_ns(path / CALIBRATION_FILE),
     )
     if key not in _PREDICTORS:  # a retrained model or a new calibration: loaded again
         tune_malloc()  # Dask workers start with glibc settings that page-fault every block
@@ -288,6 +330,7 @@ def load_predictor(run_dir: Path | str, device: str = "cpu") -> Predictor:
             meta,
             pz,
             load_calibration(run.path),
+            training_magnitudes(run.path),
         )
     return _PREDICTORS[key]
 
@@ -396,15 +439,18 @@ def predict_part(
     read: ReadOptions | None = None,
     prov: dict[str, str] | None = None,
     calibrate: bool = True,
+    check: UnitCheck | None = None,
     given: set[str] | None = None,
 ) -> int:
     """Predict rows [start, stop) of ``catalog`` into the Parquet file ``out`` (atomic), with the
     provenance ``prov`` (computed here when not given); rows out. ``calibrate``: apply the run's
-    calibration when it has one. ``given``: the notes the prediction gave already (the parts
-    one process predicts share it: a note once per dataset; None: once per part)."""
+    calibration when it has one. ``check``: the preflight's unit check of the whole catalogue
+    (``preflight``; None: each chunk judged alone). ``given``: the notes the prediction gave
+    already (the parts one process predicts share it: a note once per dataset; None: once per
+    part)."""
     predictor = load_predictor(run_dir, device)
     prov = prov or provenance(run_dir, catalog)
-    tables = predictor.tables(catalog, rows, chunk_size, grid, read, calibrate, given)
+    tables = predictor.tables(catalog, rows, chunk_size, grid, read, calibrate, given, check)
     return write_parquet(tables, out, prov)
 
 
@@ -419,17 +465,22 @@ def predict_file(
     out_format: str | None = None,
     calibrate: bool = True,
     overwrite: bool = False,
+    allow_magnitude_shift: bool = False,
 ) -> int:
     """Stream a catalogue into one .parquet file, or a smaller .fits, qp .hdf5 or HATS folder
     (``out_format='hats'``), written atomically with their provenance; rows out. ``calibrate``:
     apply the run's calibration when it has one. An existing ``out`` is replaced only with
-    ``overwrite`` (``files.check_outputs``)."""
+    ``overwrite`` (``files.check_outputs``). A catalogue a unit's shift from the run's training
+    magnitudes is refused before any output unless ``allow_magnitude_shift`` (``preflight``)."""
     fmt = output_format(out, out_format)
     if chunk_size < 1:
         raise ConfigError(f"--chunk-size must be >= 1, got {chunk_size}")
     check_outputs({"--out": out}, {"catalogue": catalog, "run folder": run_dir}, overwrite)
+    check = UnitCheck(allow_magnitude_shift)
     with repeats_held_back():
-        return _predict_file(run_dir, catalog, out, fmt, chunk_size, device, grid, read, calibrate)
+        return _predict_file(
+            run_dir, catalog, out, fmt, chunk_size, device, grid, read, calibrate, check
+        )
 
 
 def _predict_file(
@@ -442,14 +493,16 @@ def _predict_file(
     grid: bool,
     read: ReadOptions | None,
     calibrate: bool,
+    check: UnitCheck,
 ) -> int:
     """``predict_file`` once its arguments and output are checked."""
-    rows = (0, preflight(run_dir, catalog, read))  # one pass: no partitions to re-decode
+    n, check = preflight(run_dir, catalog, read, check.allow)
+    rows = (0, n)  # one pass: no partitions to re-decode
     if fmt == "hats":
         hats_coordinates(catalog, read or ReadOptions())
     predictor = load_predictor(run_dir, device)
     prov = provenance(run_dir, catalog)
-    tables = predictor.tables(catalog, rows, chunk_size, grid, read, calibrate)
+    tables = predictor.tables(catalog, rows, chunk_size, grid, read, calibrate, None, check)
     if fmt == "parquet":
         return write_parquet(tables, out, prov)
     if rows[1] > MEMORY_MAX_ROWS:
@@ -610,7 +663,7 @@ def local_map(tasks: list[tuple]) -> Iterator[int]:
     given (a note about the catalogue comes once per dataset, not once per part)."""
     given: set[str] = set()
     for task in tasks:
-        yield predict_part(*task, given)  # positional: after the task's 10 arguments
+        yield predict_part(*task, given)  # positional: after the task's 11 arguments
 
 
 def predict_dataset(
@@ -624,14 +677,18 @@ def predict_dataset(
     read: ReadOptions | None = None,
     calibrate: bool = True,
     overwrite: bool = False,
+    allow_magnitude_shift: bool = False,
 ) -> int:
     """Partitioned Parquet dataset OUT/part-NNNNN.parquet, _SUCCESS last; rows out. The folder is
     locked for the whole call (a second writer gets an InUseError naming this process); its
     ``_plan.json`` keys it on the run (model checksum, p(z) grid), the catalogue (size,
     modification time, content fingerprint) and the options that change outputs, so a re-run
     with the same key skips the finished parts (resume, also with ``overwrite``) and any other is
-    refused, saying what differs, or with ``overwrite`` starts the dataset over. ``mapper`` runs the missing parts (scaleout.dask_map for Dask). Paths travel to the
-    workers as absolute paths: a worker's working folder is its own."""
+    refused, saying what differs, or with ``overwrite`` starts the dataset over. ``mapper``
+    runs the missing parts (scaleout.dask_map for Dask). Paths travel to the workers as absolute
+    paths: a worker's working folder is its own. A catalogue a unit's shift from the run's
+    training magnitudes is refused before any part exists unless ``allow_magnitude_shift``
+    (``preflight``; the parts carry its verdict)."""
     run_dir, catalog = str(Path(run_dir).resolve()), str(Path(catalog).resolve())
     read = read or ReadOptions()
     folder = Path(out).resolve()
@@ -639,7 +696,17 @@ def predict_dataset(
     _refuse_foreign(folder)
     with repeats_held_back():
         return _predict_dataset(
-            run_dir, catalog, folder, chunk_size, device, grid, mapper, read, calibrate, overwrite
+            run_dir,
+            catalog,
+            folder,
+            chunk_size,
+            device,
+            grid,
+            mapper,
+            read,
+            calibrate,
+            overwrite,
+            UnitCheck(allow_magnitude_shift),
         )
 
 
@@ -654,9 +721,10 @@ def _predict_dataset(
     read: ReadOptions,
     calibrate: bool,
     overwrite: bool,
+    check: UnitCheck,
 ) -> int:
     """``predict_dataset`` once its paths and output folder are checked."""
-    preflight(run_dir, catalog, read)
+    _, check = preflight(run_dir, catalog, read, check.allow)
     ranges = plan_partitions(catalog, chunk_size)
     with lock_folder(folder, f"dataset folder {folder}"):
         key = dataset_key(run_dir, catalog, ranges, grid, read, calibrate)
@@ -667,7 +735,7 @@ def _predict_dataset(
         names = [folder / f"part-{i:05d}.parquet" for i in range(len(ranges))]
         prov = provenance(run_dir, catalog)
         todo = [
-            (run_dir, catalog, r, str(p), chunk_size, device, grid, read, prov, calibrate)
+            (run_dir, catalog, r, str(p), chunk_size, device, grid, read, prov, calibrate, check)
             for r, p in zip(ranges, names, strict=True)
             if not p.exists()
         ]

@@ -25,6 +25,7 @@ from typing import Any
 import pyarrow as pa
 
 from deepz_core.catalog.catalog import Catalog
+from deepz_core.catalog.screen import UnitCheck
 from deepz_core.configs import check_bool
 from deepz_core.device import usable_cores
 from deepz_core.errors import ConfigError
@@ -121,21 +122,23 @@ def check_job_cancel(folder: Path, when: str) -> None:
 
 def run_prediction_job(folder: Path | str) -> int:
     """Run the job in ``folder``: state running -> finished (rows, flag counts), failed or
-    cancelled; rows written."""
-    from deepz_core.catalog.io import count_rows
+    cancelled; rows written. The catalogue is checked as ``deepz predict`` checks it before any
+    output exists (``stream.preflight``: its layout, ids and the unit of its fluxes against the
+    run's training magnitudes): a refusal fails the job with its one line as the message, which
+    the Predict page shows."""
     from deepz_core.inference.provenance import provenance
-    from deepz_core.inference.stream import flag_counts, load_predictor, write_parquet
+    from deepz_core.inference.stream import flag_counts, load_predictor, preflight, write_parquet
 
     folder = Path(folder)
     spec = read_job(folder)
     update_job(folder, state="running", pid=os.getpid(), started=time.time())
     try:
-        total = count_rows(spec["catalog"])
+        total, check = preflight(spec["run"], spec["catalog"])
         update_job(folder, total=total)
         predictor = load_predictor(spec["run"], spec.get("device", "cpu"))
         prov = provenance(spec["run"], spec["catalog"])
         with ExitStack() as stack:
-            predict = _chunk_predictor(folder, spec, predictor, stack)
+            predict = _chunk_predictor(folder, spec, predictor, stack, check)
             tables = _tables(folder, predictor, spec["catalog"], total, predict)
             n = write_parquet(tables, folder / OUTPUT, prov)
     except JobCancelled as exc:
@@ -150,15 +153,16 @@ def run_prediction_job(folder: Path | str) -> int:
 
 
 def _chunk_predictor(
-    folder: Path, spec: dict[str, Any], predictor: Any, stack: ExitStack
+    folder: Path, spec: dict[str, Any], predictor: Any, stack: ExitStack, check: UnitCheck
 ) -> Callable[[Catalog], pa.Table]:
     """What predicts one chunk: the networks (``predictor``), or the run's combination with the
     template fit when the job's ``estimator`` is "combined" (its coordinates carried along, as
     the networks' are; one pool of template-fit processes for the whole job, closed by
     ``stack``; a cancel looked for between the template fit's chunks of 256 galaxies, not only
-    between the job's chunks of up to 25,000: ~2 minutes of template fit)."""
+    between the job's chunks of up to 25,000: ~2 minutes of template fit). ``check``: the
+    preflight's unit check of the whole catalogue, which every chunk carries."""
     if spec.get("estimator", "network") != "combined":
-        return predictor
+        return partial(predictor, check=check, source=spec["catalog"])
     from deepz_core.hybrid.runs import predict_hybrid
     from deepz_core.inference.arrow_tables import arrow_table
     from deepz_core.templatefit.fit import worker_pool
@@ -175,7 +179,9 @@ def _chunk_predictor(
     def combined(cat: Catalog) -> pa.Table:
         device = spec.get("device", "cpu")
         stop = partial(check_job_cancel, folder, "during the template fit")
-        table = predict_hybrid(spec["run"], cat, hybrid=hybrid, device=device, pool=pool, stop=stop)
+        table = predict_hybrid(
+            spec["run"], cat, hybrid=hybrid, device=device, pool=pool, stop=stop, check=check
+        )
         return arrow_table(table)  # one row per catalogue row, coordinates carried
 
     return combined

@@ -21,6 +21,7 @@ from deepz_core.catalog.catalog import Catalog
 from deepz_core.catalog.conventions import conventions_of
 from deepz_core.catalog.formats.hats_dir import is_hats
 from deepz_core.catalog.io import read_catalog, write_catalog
+from deepz_core.catalog.screen import UnitCheck
 from deepz_core.catalog.validation import validate
 from deepz_core.device import keeps_global_rng
 from deepz_core.errors import ConfigError, TrainingWarning
@@ -144,6 +145,7 @@ class Run:
         calibrate: bool = True,
         network_only: bool = False,
         overwrite: bool = False,
+        allow_magnitude_shift: bool = False,
     ) -> Table:
         """p(z) products for ``catalog``: an astropy Table with one row per catalogue row in its
         order (rows without a p(z) have NaN products and say why in ``flag``); galaxies the run
@@ -162,6 +164,12 @@ class Run:
         predicts with the combination (``zphot_net``, ``zphot_tf``: each estimator's mode; the
         template fit costs ~100 galaxies/s on 2 cores); ``network_only=True`` keeps the networks'
         fast path (and is needed for ``grid``, ``keep_columns`` and HATS output).
+
+        A catalogue whose reference-band magnitudes lie a median more than 5 mag from the run's
+        training population's (fluxes in another unit than declared: nJy read as uJy is 7.5 mag)
+        is refused with a CatalogError naming the flux column, the shift and the fix, before
+        anything is written; ``allow_magnitude_shift=True`` predicts a sample really that much
+        fainter or brighter, its rows outside the training magnitudes flagged OUTSIDE_TRAINING.
 
         >>> import deepz_core as dz
         >>> cat = dz.simulate_catalog("paus-mock", 600, seed=5)  # 521 with a spec-z
@@ -193,14 +201,17 @@ class Run:
                     "which has no grid, keep_columns or HATS output: pass network_only=True"
                 )
             cat = as_catalog(catalog, conventions=conventions, measured_bands=False)
-            return self._predict_combined(cat, device, out, fmt, calibrate, catalog)
+            check = UnitCheck(allow_magnitude_shift)
+            return self._predict_combined(cat, device, out, fmt, calibrate, catalog, check)
         predictor = load_predictor(self.path, device)
         cat = as_catalog(catalog, conventions=conventions, measured_bands=False)
         if fmt == "hats":  # before predicting: the catalogue's own columns
             from deepz_core.inference.hats_out import coordinate_pair
 
             coordinate_pair(list(cat.columns()))
-        arrow = predictor(cat, grid, tuple(keep_columns), calibrate)
+        source = str(catalog) if isinstance(catalog, str | Path) else "the catalogue"
+        check = UnitCheck(allow_magnitude_shift)
+        arrow = predictor(cat, grid, tuple(keep_columns), calibrate, None, check, source)
         if fmt is not None:
             path = catalog if isinstance(catalog, str | Path) else None
             digest = None if path else arrays_sha256([cat.ref_id, cat.flux, cat.flux_error])
@@ -216,15 +227,17 @@ class Run:
         fmt: str | None,
         calibrate: bool,
         source: CatalogLike,
+        check: UnitCheck,
     ) -> Table:
-        """``predict`` with the run's combination with the template fit."""
+        """``predict`` with the run's combination with the template fit (``check``: the unit
+        check of ``cat``, ``hybrid.runs.predict_hybrid``)."""
         from deepz_core.hybrid.runs import predict_hybrid
         from deepz_core.inference.arrow_tables import arrow_table
         from deepz_core.inference.provenance import arrays_sha256, provenance
         from deepz_core.inference.stream import write_output
         from deepz_core.training.config import run_pz_config
 
-        table = predict_hybrid(self.path, cat, calibrate=calibrate, device=device)
+        table = predict_hybrid(self.path, cat, calibrate=calibrate, device=device, check=check)
         pz = run_pz_config(self.folder)
         if fmt is not None:
             path = source if isinstance(source, str | Path) else None

@@ -23,7 +23,9 @@ from deepz_core.catalog.features import Features, build_features, resolve_ref_ba
 from deepz_core.catalog.io import read_catalog
 from deepz_core.catalog.screen import (
     MAX_LISTED,
+    REFERENCE_MAGNITUDES,
     Screen,
+    fit_training_magnitudes,
     screen_line,
     screen_photometry,
     screened_rows,
@@ -565,12 +567,7 @@ def _train(run: RunDir, config: RunConfig, catalog: Catalog | None = None) -> No
     }
     run.set_status("running", **{k: v for k, v in keys.items() if v})
     _run_phases(run, runner, phases, cached, tuned)
-    save_model(
-        model,
-        run.path,
-        "model",
-        metadata={"bands": list(features.bands), "ref_band": features.ref_band},
-    )
+    save_model(model, run.path, "model", metadata=model_metadata(features, splits))
     outlier = run_profile(run.card(), features.bands).outlier  # as evaluate and the pages judge
     summary = write_run_predictions(
         run, model, cat, features, splits, config.pz, calibrate=config.calibrate, outlier=outlier
@@ -583,6 +580,18 @@ def _train(run: RunDir, config: RunConfig, catalog: Catalog | None = None) -> No
         run.log(f"warning: {summary['heldout']['warning']}")
     run.set_status("finished", phase="done", summary=summary)
     run.log("finished")
+
+
+def model_metadata(features: Features, splits: Splits) -> dict[str, Any]:
+    """The metadata of the run's ``model.json``: its bands, reference band and the reference
+    magnitudes of the galaxies the loss saw (``screen.TrainingMagnitudes``: the unit check of
+    every prediction, whatever the networks read). Not in any fingerprint of the shipped
+    weights (``training.finetuned``): a run restored from them writes it as any other."""
+    meta: dict[str, Any] = {"bands": list(features.bands), "ref_band": features.ref_band}
+    mags = fit_training_magnitudes(features.ref_mag, splits.train.any(axis=0))
+    if mags is not None:
+        meta[REFERENCE_MAGNITUDES] = mags.to_dict()
+    return meta
 
 
 def judged_heldout(heldout: dict[str, Any], features: Features, splits: Splits) -> dict[str, Any]:

@@ -286,3 +286,29 @@ def test_a_dp0_parquet_upload_is_predicted_with_the_run_bands(trained_lsst, tmp_
     imported = read_catalog(job.spec["catalog"])
     assert imported.fluxzp == 31.4 and imported.bands == cat.bands
     np.testing.assert_allclose(imported.magnitudes("lsst_i"), cat.magnitudes("lsst_i"), atol=1e-6)
+
+
+def test_a_catalogue_a_unit_off_fails_its_job_with_one_line(trained, tmp_path, monkeypatch):
+    """Fourteenth session: fluxes x1000 off (nJy values declared uJy) were predicted by the job
+    with flag 0. The job now refuses the catalogue before writing anything, and the page shows
+    the one line naming the column, the shift and the fix, as `deepz predict` prints it."""
+    from app import jobs, state
+
+    monkeypatch.setenv("DEEPZ_HOME", str(trained))
+    monkeypatch.setattr(jobs, "_spawn", lambda args, log, env=None: cli.main(args))  # in-process
+    st.cache_resource.clear()
+    cat = dataclasses.replace(simulate("paus-mock", 60, band_set("paus_cosmos"), 6), exposures=None)
+    off = dataclasses.replace(cat, flux=cat.flux * 1000, flux_error=cat.flux_error * 1000)
+    data = write_catalog(off, tmp_path / "off.fits").read_bytes()
+    at = AppTest.from_file(PAGE, default_timeout=120).run()
+    at.file_uploader(key="pred_upload").upload("nano.fits", data)
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    _predict_button(at).click().run()
+    at.run()
+    job = next(j for j in state.prediction_jobs_list() if j.spec.get("catalog_name") == "nano")
+    assert job.state == "failed" and not job.output.exists()
+    shown = [e.value for e in at.error]
+    assert len(shown) == 1 and "\n" not in shown[0], shown
+    assert "column 'flux_subaru_i' (declared uJy)" in shown[0] and "mag brighter" in shown[0]
+    assert "--flux-unit nJy" in shown[0]

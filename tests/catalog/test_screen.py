@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
@@ -13,15 +14,23 @@ from deepz_core.catalog.screen import (
     MAG_SIGMA,
     InputStats,
     PzFlag,
+    TrainingMagnitudes,
+    UnitCheck,
     describe_flags,
     fit_input_stats,
+    fit_training_magnitudes,
+    judge_unit_shift,
     screen_line,
     screen_magnitude,
+    screen_outside_magnitudes,
     screen_photometry,
     screen_population,
     screen_template_fit,
     screened_rows,
+    unit_shift,
+    unit_shift_message,
 )
+from deepz_core.errors import CatalogError, ConfigError
 
 REF = 2  # the reference band's column
 
@@ -178,13 +187,70 @@ def test_sigmas_are_nan_safe() -> None:
 
 def test_a_catalogue_magnitudes_away_from_the_training_one_is_named_as_a_unit_mistake() -> None:
     """Review, tenth session: nJy read as uJy (7.5 mag) flagged only 17% of a deep LSST
-    catalogue (MAG_SIGMA of a wide population) and predict said nothing of a unit."""
-    from deepz_core.catalog.screen import unit_shift_note
-
+    catalogue (MAG_SIGMA of a wide population) and predict said nothing of a unit. Fourteenth
+    session: the shift is measured for every run and refused in one line naming the column,
+    the shift, the likely unit and the fixes."""
     mag = np.random.default_rng(0).normal(23.0, 1.5, 200)
-    assert unit_shift_note(mag, 23.4) is None
-    assert unit_shift_note(mag + 3.0, 23.4) is None  # a fainter sample of the same survey
-    note = unit_shift_note(mag - 7.5, 23.4)
-    assert note is not None and "--flux-unit" in note
-    assert re.search(r"median 7\.\d mag brighter .* ~x1\d00 off", note), note
-    assert unit_shift_note(mag[:10] - 7.5, 23.4) is None  # too few to say
+    training = TrainingMagnitudes(23.4, 1.2, 19.0, 26.5, 1000)
+    assert unit_shift(mag, training) is None
+    assert unit_shift(mag + 3.0, training) is None  # a fainter sample of the same survey
+    assert unit_shift(mag[:10] - 7.5, training) is None  # too few to say
+    shift = unit_shift(mag - 7.5, training)
+    assert shift is not None and -8.2 < shift < -7.6
+    line = unit_shift_message(shift, training, "flux_lsst_i", 23.9, "dp0.parquet")
+    assert "\n" not in line and line.startswith("dp0.parquet: column 'flux_lsst_i' (declared uJy)")
+    assert re.search(r"a median 7\.\d mag brighter than the run's training population", line)
+    assert re.search(r"fluxes ~x1\d00 too large: nJy values read as uJy\?", line), line
+    assert "--flux-unit nJy" in line and "--rename" in line and "TUNIT" in line
+    assert "--allow-magnitude-shift" in line and "allow_magnitude_shift=True" in line
+    fainter = unit_shift_message(7.5, training, "flux_i", 31.4, "c.fits")  # uJy read as nJy
+    assert "fainter" in fainter and "too small: uJy values read as nJy?" in fainter
+    odd = unit_shift_message(-6.0, training, "flux_i", 25.0, "c.fits")  # no usual unit fits
+    assert "(FLUXZP 25)" in odd and "~x250 too large?" in odd
+
+
+def test_training_magnitudes_are_summarised_stored_and_read_back() -> None:
+    mag = np.random.default_rng(1).normal(21.7, 0.9, 5000)
+    use = np.ones(5000, bool)
+    use[:100] = False
+    mag[:100] = 40.0  # not seen by the loss: not in the summary
+    mag[100] = np.nan
+    got = fit_training_magnitudes(mag, use)
+    assert got is not None and got.n == 4899 and got.source == "training population"
+    assert abs(got.median - 21.7) < 0.05 and abs(got.sigma - 0.9) < 0.05
+    assert got.lo < 21.7 - 2.5 and 21.7 + 2.5 < got.hi < 21.7 + 4.5
+    assert TrainingMagnitudes.from_dict(json.loads(json.dumps(got.to_dict()))) == got
+    assert fit_training_magnitudes(mag, np.zeros(5000, bool)) is None
+    for bad in ({"median": "x"}, [], {"median": 1.0, "sigma": 1, "lo": 0, "hi": 2, "n": -1}):
+        with pytest.raises(ConfigError, match="reference_magnitudes"):
+            TrainingMagnitudes.from_dict(bad)
+
+
+def test_rows_outside_the_training_magnitudes_are_flagged_whatever_is_known() -> None:
+    ranged = TrainingMagnitudes(21.5, 0.9, 18.0, 24.0)
+    mag = np.array([21.5, 17.1, 16.9, 24.9, 25.1, np.nan])
+    assert list(ranged.outside(mag)) == [False, False, True, False, True, False]
+    sigma_only = TrainingMagnitudes(21.5, 0.9)  # an old run's magnitude input statistics
+    edge = 0.9 * MAG_SIGMA
+    far = sigma_only.outside(np.array([21.5 + edge - 0.1, 21.5 + edge + 0.1, 21.5 - edge - 0.1]))
+    assert list(far) == [False, True, True]
+    assert not TrainingMagnitudes(21.5).outside(mag).any()  # nothing known beyond the median
+    screen = screen_photometry(np.ones((6, 3)), np.full((6, 3), 0.1), 1, 23.9)
+    out = screen_outside_magnitudes(screen, mag, ranged)
+    assert list(out.flags) == [0, 0, 32, 0, 32, 0]
+    np.testing.assert_array_equal(out.usable, screen.usable)  # nothing imputed
+
+
+def test_the_unit_check_refuses_allows_or_carries_a_verdict(caplog) -> None:
+    training = TrainingMagnitudes(21.7, 0.9, 18.5, 24.5)
+    off = np.random.default_rng(2).normal(21.7, 0.9, 100) - 7.5
+    with pytest.raises(CatalogError, match=r"^c\.fits: column 'flux_i' .*7\.\d mag brighter"):
+        judge_unit_shift(off, training, UnitCheck(), "flux_i", 23.9, "c.fits")
+    with caplog.at_level("WARNING", logger="deepz"):
+        assert judge_unit_shift(off, training, UnitCheck(allow=True), "flux_i", 23.9, "c.fits")
+    assert "100 of 100 galaxies outside the training magnitudes flagged" in caplog.text
+    assert not judge_unit_shift(off + 7.5, training, UnitCheck(), "flux_i", 23.9)
+    assert not judge_unit_shift(off, None, UnitCheck(), "flux_i", 23.9)  # nothing to compare
+    judged = UnitCheck(allow=True).judged(True)  # a chunk of a stream: the preflight's verdict
+    assert judge_unit_shift(off[:3], training, judged, "flux_i", 23.9)
+    assert not judge_unit_shift(off, training, UnitCheck().judged(False), "flux_i", 23.9)

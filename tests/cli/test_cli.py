@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import re
 from functools import partial
@@ -154,6 +155,47 @@ def test_predict_and_evaluate_end_to_end(tmp_path, trained, files, capsys) -> No
     on_disk = json.loads(report.read_text())
     assert printed == on_disk["overall"] and on_disk["overall"]["n"] == 40
     assert np.isfinite(on_disk["overall"]["pit_ks"]) and "per_magnitude" in on_disk
+
+
+def _plain_csv(cat, path: Path) -> Path:
+    """``cat``'s ids and fluxes as a CSV file declaring no unit (no FLUXZP line): microJansky
+    unless --flux-unit says otherwise."""
+    cols = {"ref_id": cat.ref_id}
+    for j, band in enumerate(cat.bands):
+        cols[f"flux_{band}"], cols[f"flux_error_{band}"] = cat.flux[:, j], cat.flux_error[:, j]
+    Table(cols).write(path, format="csv")
+    return path
+
+
+def test_predict_refuses_fluxes_a_unit_off_in_one_line(tmp_path, trained, capsys, caplog) -> None:
+    """Fourteenth session: nJy values in a catalogue read as uJy (a CSV declares no unit) were
+    predicted with one warning and flag 0. Now exit 2 with one line naming the column, the shift,
+    the likely unit and the fixes, no output; --flux-unit nJy (the fix it names) predicts it as
+    the right catalogue, --allow-magnitude-shift predicts it flagged."""
+    new = _synthetic(40, 1, first_id=500, with_zspec=False, exposures=False)
+    nano = dataclasses.replace(new, flux=new.flux * 1000, flux_error=new.flux_error * 1000)
+    catalog = _plain_csv(nano, tmp_path / "nano.csv")
+    base = ["predict", "--run", str(trained), "--catalog", str(catalog)]
+    for out in (tmp_path / "p.parquet", tmp_path / "ds"):
+        assert main([*base, "--out", str(out)]) == 2
+        line = one_line_error(capsys)
+        assert re.search(r"column 'flux_subaru_i' \(declared uJy\) .* 7\.\d mag brighter", line)
+        assert "nJy values read as uJy?" in line and "--flux-unit nJy" in line
+        assert "--allow-magnitude-shift" in line and not out.exists()
+    fixed = tmp_path / "fixed.parquet"
+    assert main([*base, "--out", str(fixed), "--flux-unit", "nJy"]) == 0
+    right = tmp_path / "right.parquet"
+    _plain_csv(new, tmp_path / "new.csv")
+    argv = ["predict", "--run", str(trained), "--catalog", str(tmp_path / "new.csv")]
+    assert main([*argv, "--out", str(right)]) == 0
+    capsys.readouterr()
+    np.testing.assert_allclose(Table.read(fixed)["zphot"], Table.read(right)["zphot"], rtol=1e-6)
+    forced = tmp_path / "forced.parquet"
+    with caplog.at_level("WARNING", logger="deepz"):
+        assert main([*base, "--out", str(forced), "--allow-magnitude-shift"]) == 0
+    printed = capsys.readouterr()
+    assert "OUTSIDE_TRAINING 40" in printed.out and "Traceback" not in printed.err
+    assert caplog.text.count("predicted as asked (--allow-magnitude-shift") == 1
 
 
 def test_evaluate_the_runs_own_fits_predictions(tmp_path, trained, capsys) -> None:
@@ -705,7 +747,8 @@ def test_fluxes_in_an_undeclared_unit_are_flagged_and_named(
     tmp_path, tiny_run, sky_catalog, capsys
 ) -> None:
     """Review, ninth session: nJy read as the default microJansky (x1000, 7.5 mag) gave flag-0
-    predictions with sigma68 2.4x worse; the networks read the reference magnitude."""
+    predictions with sigma68 2.4x worse; the networks read the reference magnitude. Fourteenth
+    session: refused in one line; predicted flagged only when asked."""
     from deepz_core.catalog.screen import PzFlag
 
     _, fluxes = sky_catalog
@@ -717,7 +760,11 @@ def test_fluxes_in_an_undeclared_unit_are_flagged_and_named(
     args = ["predict", "--run", str(tiny_run), "--out"]
     assert main([*args, str(tmp_path / "ok.parquet"), "--catalog", str(fluxes)]) == 0
     ok = capsys.readouterr().out
-    assert main([*args, str(tmp_path / "x.parquet"), "--catalog", str(tmp_path / "nJy.fits")]) == 0
+    nano = [str(tmp_path / "x.parquet"), "--catalog", str(tmp_path / "nJy.fits")]
+    assert main([*args, *nano]) == 2
+    assert "nJy values read as uJy?" in one_line_error(capsys)
+    assert not (tmp_path / "x.parquet").exists()
+    assert main([*args, *nano, "--allow-magnitude-shift"]) == 0
     assert "outside the training population: are the fluxes in the unit" in capsys.readouterr().out
     assert "outside the training population" not in ok
     flags = Table.read(tmp_path / "x.parquet")["flag"]

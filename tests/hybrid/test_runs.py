@@ -22,7 +22,7 @@ import deepz_core as dz
 from deepz_core.catalog.catalog import Catalog
 from deepz_core.catalog.io import read_catalog
 from deepz_core.catalog.screen import PzFlag
-from deepz_core.errors import ConfigError
+from deepz_core.errors import CatalogError, ConfigError
 from deepz_core.files import jsonable
 from deepz_core.hybrid import runs
 from deepz_core.hybrid.runs import (
@@ -312,6 +312,34 @@ def test_run_predict_gives_the_combined_or_the_network_columns(combined, tmp_pat
     assert Table.read(tmp_path / "p.fits", hdu=1)["zphot_tf"].shape == (30,)
     run.predict(new, out=tmp_path / "p.hdf5")
     assert qp.read(str(tmp_path / "p.hdf5")).npdf == 30
+
+
+def test_the_combination_refuses_fluxes_a_unit_off(combined, tmp_path, monkeypatch) -> None:
+    """Fourteenth session: the combination weights the two estimators and calibrates by
+    magnitude, yet a catalogue x1000 off (nJy declared uJy) was combined with flag 0. Refused
+    before the template fit (the API, the CLI's and the Predict page's job); with the override
+    combined and flagged."""
+    run, cat = combined
+    new = _new(cat, np.arange(100, 130))
+    off = dataclasses.replace(new, flux=new.flux * 1000, flux_error=new.flux_error * 1000)
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("the template fit ran")
+
+    with monkeypatch.context() as m:
+        m.setattr(runs, "_templatefit", no_fit)
+        with pytest.raises(CatalogError, match=r"column 'flux_\w+' \(declared uJy\) .* brighter"):
+            run.predict(off, out=tmp_path / "p.fits")
+        path = dz.write_catalog(off, tmp_path / "off.fits")
+        folder = create_prediction_job(tmp_path / "preds", run.path, path)
+        with pytest.raises(CatalogError):
+            run_prediction_job(folder)
+    spec = read_job(folder)
+    assert spec["state"] == "failed" and "--flux-unit" in spec["message"]
+    assert not (tmp_path / "p.fits").exists() and not (folder / OUTPUT).exists()
+    table = run.predict(off, allow_magnitude_shift=True)
+    assert (np.asarray(table["flag"]) & PzFlag.OUTSIDE_TRAINING).all()
+    assert np.isfinite(np.asarray(table["zphot_tf"])).all()
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ from deepz_core.catalog.catalog import Catalog
 from deepz_core.catalog.features import build_features
 from deepz_core.catalog.io import write_catalog
 from deepz_core.catalog.screen import PzFlag
-from deepz_core.errors import ConfigError
+from deepz_core.errors import CatalogError, ConfigError
 from deepz_core.inference.predict import (
     mixture_from_arrays,
     predict_catalog,
@@ -24,7 +24,7 @@ from deepz_core.inference.predict import (
     write_table,
 )
 from deepz_core.jobs.training_run import create_run, execute_run, run_config
-from deepz_core.nets.deepz import load_model
+from deepz_core.nets.deepz import load_model, load_model_json
 from deepz_core.pz.products import PzConfig, mixture_quantile
 from deepz_core.rundir import RunDir
 from tests.synthetic import BANDS, synthetic_catalog
@@ -296,16 +296,142 @@ def test_catalogue_bands_are_matched_to_the_run_by_name(tmp_path, trained) -> No
         predict_catalog(run.path, few, tmp_path / "d.fits")
 
 
-def test_fluxes_a_unit_off_are_named_once(tmp_path, trained, caplog) -> None:
-    """Review, tenth session: a catalogue whose fluxes are x1000 off the training one's (nJy read
-    as uJy) was predicted without a word when MAG_SIGMA did not flag most of it. Eleventh
-    session: the note was given once per process, so a second catalogue with the same mistake
-    in the same notebook got none; now every prediction of such a catalogue names it."""
+# ---------------------------------------------------------------- fluxes in another unit
+
+
+def _scaled(cat: Catalog, factor: float) -> Catalog:
+    """``cat`` with every flux and error times ``factor`` (1000: nJy values declared uJy)."""
+    return dataclasses.replace(cat, flux=cat.flux * factor, flux_error=cat.flux_error * factor)
+
+
+UNIT_LINE = (
+    r"the catalogue: column 'flux_subaru_i' \(declared uJy\) gives reference magnitudes a median "
+    r"7\.\d mag brighter .* fluxes ~x\d+ too large: nJy values read as uJy\? .*--flux-unit"
+)
+
+
+@pytest.fixture(scope="module")
+def ratio_only(tmp_path_factory) -> tuple[RunDir, Catalog]:
+    """The ``trained`` run's catalogue and settings, networks reading the flux ratios alone."""
+    root = tmp_path_factory.mktemp("ratios")
+    cat = _synthetic(100, 0)
+    write_catalog(cat, root / "cat.fits")
+    model = {**TINY_MODEL, "magnitude_input": False}
+    config = run_config(str(root / "cat.fits"), pretrain="none", model=model, train=TRAIN)
+    run = create_run(root / "run", config)
+    execute_run(run)
+    assert run.status()["state"] == "finished"
+    return run, cat
+
+
+def _old_run(run: RunDir, folder) -> RunDir:
+    """A copy of ``run`` as a run made before its model.json stored the training magnitudes."""
+    import json
+    import shutil
+
+    copy = RunDir(shutil.copytree(run.path, folder))
+    doc = json.loads(copy.file("model.json").read_text())
+    del doc["metadata"]["reference_magnitudes"]
+    copy.file("model.json").write_text(json.dumps(doc))
+    return copy
+
+
+def test_the_run_stores_the_magnitudes_of_the_galaxies_its_loss_saw(trained) -> None:
+    """Fourteenth session: only networks reading the magnitude kept its population (their input
+    statistics); every run now stores that of the galaxies its loss saw."""
     run, cat = trained
-    off = dataclasses.replace(cat, flux=cat.flux * 1000, flux_error=cat.flux_error * 1000)
+    stored = load_model_json(run.path)["metadata"]["reference_magnitudes"]
+    train, _ = _train_mask(run)
+    mags = build_features(cat).ref_mag[train.any(axis=0)].astype(np.float64)
+    assert stored["n"] == len(mags) < cat.n_galaxies  # the spec-z galaxies, not all
+    assert stored["median"] == pytest.approx(np.median(mags), abs=1e-5)
+    assert stored["lo"] == pytest.approx(np.percentile(mags, 0.1), abs=1e-5)
+    assert stored["hi"] == pytest.approx(np.percentile(mags, 99.9), abs=1e-5)
+    assert stored["percentiles"] == [0.1, 99.9] and 0 < stored["sigma"] < 2
+
+
+def test_fluxes_a_unit_off_are_refused_before_any_output(tmp_path, trained) -> None:
+    """Review, tenth session: fluxes x1000 off the training ones (nJy read as uJy) were
+    predicted with one warning and flag 0 (fourteenth session): now refused in one line naming
+    the column, the shift, the likely unit and the fixes, before any output; with the override
+    predicted and every row flagged OUTSIDE_TRAINING."""
+    run, cat = trained
+    with pytest.raises(CatalogError, match=UNIT_LINE) as err:
+        predict_catalog(run.path, _scaled(cat, 1000), tmp_path / "off.fits")
+    assert "\n" not in str(err.value) and "--allow-magnitude-shift" in str(err.value)
+    assert not (tmp_path / "off.fits").exists()
+    t = predict_catalog(
+        run.path, _scaled(cat, 1000), tmp_path / "off.fits", allow_magnitude_shift=True
+    )
+    assert (np.asarray(t["flag"]) & PzFlag.OUTSIDE_TRAINING).all()
+    assert np.isfinite(np.asarray(t["zphot"])).all()  # flagged, not dropped
+    same = predict_catalog(run.path, cat, tmp_path / "same.fits", allow_magnitude_shift=True)
+    assert not (np.asarray(same["flag"]) & PzFlag.OUTSIDE_TRAINING).any()  # nothing shifted
+
+
+def test_a_fainter_sample_of_the_same_survey_is_predicted(tmp_path, trained) -> None:
+    """A catalogue 1.5 mag fainter than the training one (fluxes x0.25: a deeper sample) is no
+    unit mistake: predicted, its flags those of the same colours."""
+    run, cat = trained
+    same = predict_catalog(run.path, cat, tmp_path / "same.fits")
+    for factor in (0.25, 0.16):  # 1.5 and 2 mag fainter
+        deeper = predict_catalog(run.path, _scaled(cat, factor), tmp_path / f"{factor}.fits")
+        np.testing.assert_array_equal(np.asarray(deeper["flag"]), np.asarray(same["flag"]))
+
+
+def test_a_network_of_flux_ratios_alone_is_refused_too(tmp_path, ratio_only) -> None:
+    """Fourteenth session: networks reading flux ratios alone are unit-invariant, so the note
+    never fired for them, yet the calibration (and its pool scale) is binned in magnitude: every
+    galaxy silently got the calibration of the edge bin."""
+    run, cat = ratio_only
+    assert len(load_model(run.path).input_stats()[0]) == len(BANDS)  # no magnitude input
+    with pytest.raises(CatalogError, match=UNIT_LINE):
+        predict_catalog(run.path, _scaled(cat, 1000), tmp_path / "off.fits")
+    assert not (tmp_path / "off.fits").exists()
+    t = predict_catalog(
+        run.path, _scaled(cat, 1000), tmp_path / "off.fits", allow_magnitude_shift=True
+    )
+    assert (np.asarray(t["flag"]) & PzFlag.OUTSIDE_TRAINING).all()
+
+
+def test_damaged_training_magnitudes_are_named(tmp_path, trained) -> None:
+    """An edited model.json whose training magnitudes are no numbers: one ConfigError naming the
+    file and the value, not a TypeError deep in the check."""
+    import json
+    import shutil
+
+    run, cat = trained
+    copy = RunDir(shutil.copytree(run.path, tmp_path / "damaged"))
+    doc = json.loads(copy.file("model.json").read_text())
+    doc["metadata"]["reference_magnitudes"]["median"] = "21"
+    copy.file("model.json").write_text(json.dumps(doc))
+    match = r"model\.json: damaged model description: .*'reference_magnitudes\.median' must be a"
+    with pytest.raises(ConfigError, match=match):
+        predict_catalog(copy.path, cat, tmp_path / "p.fits")
+
+
+def test_an_old_run_predicts_and_checks_what_it_can(tmp_path, trained, ratio_only, caplog) -> None:
+    """A run made before the training magnitudes were stored still predicts; its catalogue is
+    checked against its magnitude input statistics, else its calibration's magnitude bins, else
+    not at all (said once)."""
+    from deepz_core.inference.calibrate import fit_run_calibration, save_calibration
+
+    run, cat = trained
+    old = _old_run(run, tmp_path / "old-mag")
+    predict_catalog(old.path, cat, tmp_path / "a.fits")
+    with pytest.raises(CatalogError, match=r"from its magnitude input statistics\)"):
+        predict_catalog(old.path, _scaled(cat, 1000), tmp_path / "b.fits")
+    run, cat = ratio_only
+    old = _old_run(run, tmp_path / "old-ratios")
+    assert not old.file("calibration.json").exists()  # 100 galaxies: too few to calibrate
     with caplog.at_level("WARNING", logger="deepz"):
-        predict_catalog(run.path, cat, tmp_path / "same.fits")
-        assert "unit" not in caplog.text
-        predict_catalog(run.path, off, tmp_path / "off.fits")
-        predict_catalog(run.path, off, tmp_path / "off2.fits")
-    assert caplog.text.count("are the fluxes in the unit the catalogue declares") == 2
+        predict_catalog(old.path, cat, tmp_path / "c.fits")
+        t = predict_catalog(old.path, _scaled(cat, 1000), tmp_path / "d.fits")
+    assert caplog.text.count("stores no magnitudes of its training population") == 1
+    assert not (np.asarray(t["flag"]) & PzFlag.OUTSIDE_TRAINING).any()
+    rng = np.random.default_rng(4)
+    cal = fit_run_calibration(rng.uniform(size=300), rng.normal(21, 0.7, 300), np.arange(300))
+    save_calibration(old, cal)
+    predict_catalog(old.path, cat, tmp_path / "e.fits")
+    with pytest.raises(CatalogError, match=r"from its calibration's magnitude bins\)"):
+        predict_catalog(old.path, _scaled(cat, 1000), tmp_path / "f.fits")

@@ -16,7 +16,7 @@ from astropy.table import Table
 from deepz_core.catalog.catalog import Catalog
 from deepz_core.catalog.io import write_catalog
 from deepz_core.cli.main import main
-from deepz_core.errors import ConfigError
+from deepz_core.errors import CatalogError, ConfigError
 from deepz_core.inference import stream
 from deepz_core.inference.predict import mixture_from_arrays, predict_catalog
 from deepz_core.jobs.training_run import create_run, execute_run, run_config
@@ -429,32 +429,98 @@ def test_another_catalogue_numbered_like_the_training_one_is_not_warned(
     assert not np.asarray(table["out_of_fold"]).any()
 
 
-UNIT_NOTE_TEXT = "are the fluxes in the unit the catalogue declares"
-
-
-def test_a_unit_note_comes_once_per_prediction(tiny_run, tmp_path, caplog) -> None:
-    """Eleventh session: the unit-mismatch note was given once per process (a module-level
-    set): a second catalogue with fluxes x1000 off in the same notebook got no note. Now each
-    prediction names it once, however many chunks or parts it streams."""
+def _scaled(cat: Catalog, factor: float, rows: slice = slice(None)) -> Catalog:
+    """``cat`` with the fluxes and errors of ``rows`` times ``factor`` (1000: nJy declared uJy)."""
     from dataclasses import replace
 
+    flux, error = cat.flux.copy(), cat.flux_error.copy()
+    flux[rows] *= factor
+    error[rows] *= factor
+    return replace(cat, flux=flux, flux_error=error)
+
+
+UNIT_LINE = r"column 'flux_subaru_i' \(declared uJy\) gives reference magnitudes a median 7\.\d mag"
+
+
+def test_a_streamed_catalogue_a_unit_off_is_refused_before_any_output(trained, tmp_path) -> None:
+    """Fourteenth session: a catalogue with fluxes x1000 off (nJy declared uJy) was streamed
+    into predictions with one warning and flag 0. The preflight now judges the reference
+    magnitudes of all its rows (the first 70 rows here are right, the 80 after them not: the
+    first 100 rows' median is right, the whole catalogue's off) and refuses it in one line
+    before any file, part or folder exists."""
+    run, cat, _ = trained
+    off = write_catalog(_scaled(cat, 1000, slice(70, None)), tmp_path / "off.parquet")
+    write_catalog(_scaled(cat, 1000), tmp_path / "all.parquet")
+    for out in ("p.parquet", "p.fits", "p.hdf5", "ds"):
+        with pytest.raises(CatalogError, match=UNIT_LINE):
+            predict = stream.predict_file if "." in out else stream.predict_dataset
+            predict(str(run.path), str(tmp_path / "all.parquet"), str(tmp_path / out), 40)
+        assert not (tmp_path / out).exists(), out
+    with pytest.raises(CatalogError, match=r"'flux_subaru_i' .* median \d\.\d mag brighter") as err:
+        stream.predict_file(str(run.path), str(off), str(tmp_path / "p.parquet"), 40)
+    assert str(err.value).startswith(f"{off}: ")
+    assert not (tmp_path / "p.parquet").exists()
+
+
+def test_a_streamed_prediction_allowed_to_shift_flags_every_chunk_and_part(
+    trained, tmp_path, caplog
+) -> None:
+    """With the override a shifted catalogue is predicted with one warning, each chunk and part
+    carrying the preflight's verdict: every row outside the training magnitudes flagged, the
+    same rows whatever the chunking and in memory."""
+    import deepz_core as dz
+
+    run, cat, _ = trained
+    off = _scaled(cat, 1000)
+    path = write_catalog(off, tmp_path / "off.parquet")
+    whole = dz.load_run(run.path).predict(off, allow_magnitude_shift=True)
+    flagged = np.asarray(whole["flag"]) & 32
+    assert flagged.all()
+    with caplog.at_level("WARNING", logger="deepz"):
+        for out in ("a.parquet", "ds"):
+            caplog.clear()
+            predict = stream.predict_file if out.endswith(".parquet") else stream.predict_dataset
+            predict(str(run.path), str(path), str(tmp_path / out), 40, allow_magnitude_shift=True)
+            assert caplog.text.count("predicted as asked (--allow-magnitude-shift") == 1
+            got = Table.read(tmp_path / out) if "." in out else _read(tmp_path / out)
+            np.testing.assert_array_equal(np.asarray(got["flag"]) & 32, flagged)
+
+
+def test_dask_parts_carry_the_preflights_verdict(trained, tmp_path) -> None:
+    """The Dask scale-out: refused in the preflight before any task, and with the override every
+    part, predicted by a worker, flags its rows as the preflight judged the whole catalogue."""
+    from distributed import Client, LocalCluster
+
+    from deepz_core.inference.scaleout import dask_map
+
+    run, cat, _ = trained
+    path = write_catalog(_scaled(cat, 1000), tmp_path / "off.parquet")
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        args = (str(run.path), str(path), str(tmp_path / "ds"), 40)
+        with pytest.raises(CatalogError, match=UNIT_LINE):
+            stream.predict_dataset(*args, mapper=dask_map(client))
+        assert not (tmp_path / "ds").exists()
+        stream.predict_dataset(*args, mapper=dask_map(client), allow_magnitude_shift=True)
+    assert (np.asarray(_read(tmp_path / "ds")["flag"]) & 32).all()
+
+
+def test_run_predict_refuses_a_catalogue_a_unit_off(tiny_run, tmp_path) -> None:
+    """``Run.predict`` refuses it (and writes nothing) as ``deepz predict`` does; a catalogue
+    1.5 mag fainter (a deeper sample of the same survey) is predicted."""
     import deepz_core as dz
     from deepz_core.catalog.io import read_catalog
 
     cat = read_catalog(tiny_run.parent / "train.fits")
-    off = replace(cat, flux=cat.flux * 1000, flux_error=cat.flux_error * 1000)
-    write_catalog(off, tmp_path / "off.parquet")
     run = dz.load_run(tiny_run)
-    with caplog.at_level("WARNING", logger="deepz"):
-        for _ in range(2):  # two predictions in one process: two notes
-            caplog.clear()
-            run.predict(off)
-            assert caplog.text.count(UNIT_NOTE_TEXT) == 1, caplog.text
-        for out in ("a.parquet", "ds"):  # 80 rows in chunks (and parts) of 20: one note
-            caplog.clear()
-            predict = stream.predict_file if out.endswith(".parquet") else stream.predict_dataset
-            predict(str(tiny_run), str(tmp_path / "off.parquet"), str(tmp_path / out), 20)
-            assert caplog.text.count(UNIT_NOTE_TEXT) == 1, caplog.text
+    with pytest.raises(CatalogError, match=r"^the catalogue: " + UNIT_LINE):
+        run.predict(_scaled(cat, 1000), out=tmp_path / "p.fits")
+    assert not (tmp_path / "p.fits").exists()
+    assert len(run.predict(_scaled(cat, 0.25), out=tmp_path / "p.fits")) == cat.n_galaxies
 
 
 # ---------------------------------------------------------------- bands without values (review)

@@ -141,7 +141,10 @@ def test_finished_run_folder(finished) -> None:
     assert [r["epoch"] for r in finished.metrics()] == [1, 2, 3]
     assert all(r["phase"] == "finetune" for r in finished.metrics())  # --pretrain none
     doc = json.loads(finished.file("model.json").read_text())
+    mags = doc["metadata"].pop("reference_magnitudes")  # the unit check of predictions
     assert doc["metadata"] == {"bands": list(BANDS), "ref_band": "subaru_i"}
+    assert set(mags) == {"median", "sigma", "lo", "hi", "percentiles", "n"}
+    assert mags["lo"] < mags["median"] < mags["hi"] and mags["n"] > 0
     assert doc["config"]["members"] == 2 and doc["config"]["n_inputs"] == len(BANDS) + 1
     assert doc["config"]["magnitude_input"]  # the reference magnitude is a last input
 
