@@ -150,8 +150,10 @@ def demo_catalog_path() -> str:
 
 @st.cache_resource(max_entries=8, show_spinner="Reading catalogue...")
 def load_catalog(path: str, mtime: float) -> Catalog:
-    """A catalogue read from disk, cached by (path, modification time)."""
-    return read_catalog(Path(path))
+    """A catalogue read from disk, cached by (path, modification time). A band without any value
+    is kept: a catalogue uploaded to predict may have one, which the prediction imputes
+    (``auto_import``); training reads its catalogue itself, and refuses such a band."""
+    return read_catalog(Path(path), measured_bands=False)
 
 
 def catalog(path: str) -> Catalog:
@@ -203,12 +205,14 @@ def import_report(
     fix: bool = False,
     magnitudes: bool = False,
     drop_flagged: bool = False,
+    measured_bands: bool = True,
 ) -> Report:
     """Validation report of uploaded files under column mappings (all keys are small values).
 
     ``exposures`` may equal ``galaxies``: the EXPOSURES table inside the galaxies file;
     ``magnitudes``: the galaxies' AB magnitudes converted to fluxes first; ``drop_flagged``: drop
-    the galaxies whose values the photometric screen would flag (kept otherwise)."""
+    the galaxies whose values the photometric screen would flag (kept otherwise);
+    ``measured_bands``: refuse a band without any value (False: a catalogue to predict)."""
     cols, meta, inner = raw_tables(galaxies, "galaxies", magnitudes)
     gal = Source(cols, GalaxyMapping.from_json(mapping_json), Path(galaxies).name, meta)
     exp = None
@@ -221,7 +225,7 @@ def import_report(
     if specz is not None:
         spz_cols = raw_tables(specz, "specz")[0]
         spz = Source(spz_cols, json.loads(specz_mapping_json or "{}"), Path(specz).name)
-    return prepare_catalog(gal, exp, spz, fluxzp, fix, drop_flagged)
+    return prepare_catalog(gal, exp, spz, fluxzp, fix, drop_flagged, measured_bands)
 
 
 # --- analysis pages: results, galaxy explorer, exposure dropping, quality cuts -------------------
@@ -1021,38 +1025,76 @@ def prediction_job(job_id: str | None) -> prediction_jobs.PredictionJob | None:
 def absent_bands(run_id: str, catalog_path: str) -> tuple[list[str], str | None]:
     """The run's bands that catalogue ``catalog_path`` lacks, and why the run cannot predict it
     (None: it can; those bands are imputed for every galaxy and flagged BAND_MISSING, as by
-    ``deepz predict``: ``inference.predict.check_absent_bands``)."""
+    ``deepz predict``: ``inference.predict.check_absent_bands``). A band the catalogue has
+    without any value counts as lacking here: without the reference band's values, or more than
+    half of the others', no galaxy could get a p(z)."""
+    from deepz_core.catalog.catalog import few
+    from deepz_core.catalog.features import resolve_ref_band
     from deepz_core.errors import ConfigError
-    from deepz_core.inference.predict import check_absent_bands
-    from deepz_core.jobs.run import run_bands, run_ref_band
+    from deepz_core.inference.predict import check_absent_bands, unmeasured_notes
 
-    run = run_dir(run_id)
-    bands = run_bands(run)
-    have = set(catalog_summary(catalog_path).bands.bands)
-    absent = [b for b in bands if b not in have]
-    if not absent:
+    bands, ref_band, absent, empty = _band_gaps(run_id, catalog_path)
+    if not absent and not empty:
         return absent, None
+    if resolve_ref_band(bands, ref_band) in empty:  # deepz predict's warning says why
+        return absent, unmeasured_notes(empty, bands, ref_band)[-1]
+    counted = f" (bands without any value counted as lacking: {few(empty, 4)})" if empty else ""
     try:
-        check_absent_bands(absent, bands, run_ref_band(run), "the catalogue")
+        check_absent_bands(absent + empty, bands, ref_band, f"the catalogue{counted}")
     except ConfigError as err:
         return absent, str(err)
     return absent, None
 
 
+def unmeasured_band_notes(run_id: str, catalog_path: str) -> list[str]:
+    """What ``deepz predict`` warns about run ``run_id``'s bands that catalogue ``catalog_path``
+    has without any value ('band NB455 has no values in this catalogue: imputed for every galaxy,
+    flagged BAND_MISSING'); [] when it has values of each (``inference.predict.unmeasured_notes``)."""
+    from deepz_core.inference.predict import unmeasured_notes
+
+    bands, ref_band, _, empty = _band_gaps(run_id, catalog_path)
+    return unmeasured_notes(empty, bands, ref_band)
+
+
+def bands_without_values(catalog_path: str) -> list[str]:
+    """The bands of catalogue ``catalog_path`` without a usable value in any row (one uploaded to
+    predict may have them; training refuses them: ``validation.check_measured_bands``)."""
+    from deepz_core.inference.predict import unmeasured_bands
+
+    cat = catalog(catalog_path)
+    return unmeasured_bands(cat, cat.bands)
+
+
+def _band_gaps(
+    run_id: str, catalog_path: str
+) -> tuple[tuple[str, ...], str | None, list[str], list[str]]:
+    """Run ``run_id``'s bands and reference band, and those of its bands that catalogue
+    ``catalog_path`` lacks and has without any value (``inference.predict.unmeasured_bands``)."""
+    from deepz_core.inference.predict import unmeasured_bands
+    from deepz_core.jobs.run import run_bands, run_ref_band
+
+    run = run_dir(run_id)
+    bands = tuple(run_bands(run))
+    have = set(catalog_summary(catalog_path).bands.bands)
+    absent = [b for b in bands if b not in have]
+    return bands, run_ref_band(run), absent, unmeasured_bands(catalog(catalog_path), bands)
+
+
 def auto_import(
     path: str, filename: str, run_bands: tuple[str, ...] = ()
 ) -> tuple[str | None, Report, dict[str, str]]:
-    """Import an uploaded photometric catalogue with the guessed column mapping (the Data page
-    maps columns by hand), its bands named as ``run_bands`` where their filter letters say which
-    (u_cModelFlux's band 'u_cModel' -> 'lsst_u', ``mapping.match_run_bands``): (its catalogue
-    key, the report, {band: run band renamed}); key None while problems remain."""
+    """Import an uploaded photometric catalogue to predict with the guessed column mapping (the
+    Data page maps columns by hand), its bands named as ``run_bands`` where their filter letters
+    say which (u_cModelFlux's band 'u_cModel' -> 'lsst_u', ``mapping.match_run_bands``): (its
+    catalogue key, the report, {band: run band renamed}); key None while problems remain. A band
+    without any value is no problem: the prediction imputes it (``unmeasured_band_notes``)."""
     from deepz_core.catalog.mapping import match_run_bands, renamed_bands
 
     cols = raw_tables(path)[0]
     mapping = guessed_mapping(list(cols))
     rename = match_run_bands([b for b, _, _ in mapping.bands], run_bands)
     mapping = renamed_bands(mapping, rename)
-    report = import_report(path, mapping.to_json())
+    report = import_report(path, mapping.to_json(), measured_bands=False)
     if not report.ok:
         return None, report, rename
     recipe = {"inputs": [Path(path).name, mapping.to_json()], "predict": True}
@@ -1310,10 +1352,12 @@ def stored_catalog_name(key: str) -> str | None:
 
 def save_catalog(cat: Catalog, recipe: dict, name: str) -> str:
     """Write an imported catalogue as data/uploads/catalog-<key>.fits, ``key`` being the hash of
-    ``recipe`` (its inputs and choices), with a note giving it ``name``; the key."""
+    ``recipe`` (its inputs and choices), with a note giving it ``name``; the key. Its import
+    checked it: a band without any value is written only for a catalogue to predict."""
     from deepz_core import write_catalog
 
     key = uploads.recipe_key(recipe)
-    write_catalog(cat, uploads.canonical_path(key), overwrite=True)  # same recipe, same galaxies
+    path = uploads.canonical_path(key)
+    write_catalog(cat, path, overwrite=True, measured_bands=False)  # same recipe, same galaxies
     uploads.write_note(key, {"name": name, "n": cat.n_galaxies, "bands": len(cat.bands)})
     return key

@@ -118,6 +118,8 @@ def new_prediction() -> None:
             f"({', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}): they are imputed "
             "for every galaxy, which is flagged BAND_MISSING (as by `deepz predict`)."
         )
+    for note in state.unmeasured_band_notes(run_id, path) if refusal is None else ():
+        st.info(f"{options.get(choice, choice)}: {note} (as by `deepz predict`).")
     label = options.get(choice, choice).split(" (")[0]
     network_only = estimator_choice(run_id, path)
     if st.button("Predict this catalogue", type="primary", disabled=refusal is not None):

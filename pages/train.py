@@ -72,6 +72,14 @@ def new_run_form() -> None:
     path = state.catalog_path(catalog)
     if path is None:
         raise DeepzError(f"catalogue {catalog!r} is not available; choose it on the Data page")
+    empty = state.bands_without_values(path)
+    if empty:  # uploaded to predict: a run would refuse it
+        st.warning(
+            f"This catalogue has no values of band {', '.join(empty[:8])}: there is nothing to "
+            "train or fit on there. Remove the band or fill it in; the **Predict** page predicts "
+            "it as it is (the band imputed)."
+        )
+        return
     if method == "templatefit":
         templatefit_form(path, cats.get(catalog, catalog))
         return

@@ -16,6 +16,7 @@ a note, as in the CLI. ``summarize`` gives counts, bands, coverage and SNR.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -180,6 +181,7 @@ class _Parts:
     source: str
     exposures_source: str
     fluxzp: float = DEFAULT_FLUXZP  # the AB zero-point of the fluxes (magnitudes convert to it)
+    measured_bands: bool = True  # a band without any value is a problem (False: a prediction's)
 
 
 def prepare_catalog(
@@ -189,10 +191,13 @@ def prepare_catalog(
     fluxzp: float | None = None,
     fix: bool = False,
     drop_flagged: bool = False,
+    measured_bands: bool = True,
 ) -> Report:
     """Map, join, check. The problems listed include those their fixes would reveal (up to
     FIX_ROUNDS rounds); ``fix`` applies exactly those fixes. Values the screen flags per galaxy
-    are kept (``Report.flagged``), or their galaxies dropped first with ``drop_flagged``."""
+    are kept (``Report.flagged``), or their galaxies dropped first with ``drop_flagged``.
+    ``measured_bands``: a band without any value is a problem (``validation.validate``); False
+    for a catalogue a trained run predicts, which imputes such a band (flagged BAND_MISSING)."""
     problems = _mapping_problems(galaxies, exposures, specz)
     if problems:
         return Report(None, tuple(problems))
@@ -201,7 +206,7 @@ def prepare_catalog(
     try:
         parts = _load(galaxies, exposures, specz, notes)
         zp = fluxzp if fluxzp is not None else source_fluxzp(galaxies)
-        parts = replace(parts, fluxzp=zp)
+        parts = replace(parts, fluxzp=zp, measured_bands=measured_bands)
     except CatalogError as err:
         return Report(None, (Problem("", "", str(err)),), tuple(notes), warnings=warnings)
     dropped = [0, 0, 0]  # galaxies, exposures, exposures of dropped galaxies
@@ -399,7 +404,8 @@ def _value_problems(p: _Parts) -> list[Problem]:
         out.append(Problem(src, "ref_id", message, dup))
     for band in p.bands:
         flux = g[FLUX_PREFIX + band]
-        if len(flux) > 1 and not np.isfinite(flux).any():  # dropping rows would drop them all
+        # dropping rows would drop them all; a prediction imputes such a band
+        if p.measured_bands and len(flux) > 1 and not np.isfinite(flux).any():
             out.append(
                 Problem(
                     src,
@@ -690,7 +696,7 @@ def _as_fluxes(g: Columns, column: str, fluxzp: float) -> Columns:
 def _build(p: _Parts, meta: dict[str, Any], check: bool = True) -> Catalog:
     exposures = None if p.exposures is None else Exposures(**p.exposures)
     cat = catalog_from_columns(p.galaxies, meta, p.source, exposures)
-    return validate(cat, p.source, p.exposures_source) if check else cat
+    return validate(cat, p.source, p.exposures_source, p.measured_bands) if check else cat
 
 
 @dataclass(frozen=True, eq=False)
@@ -740,7 +746,10 @@ def _band_summary(cat: Catalog) -> BandSummary:
     )
     with np.errstate(divide="ignore", invalid="ignore"):
         snr = cat.flux / cat.flux_error  # (N, B)
-    snr_pct = np.nanpercentile(np.where(np.isfinite(snr), snr, np.nan), [16, 50, 84], axis=0).T
+    with warnings.catch_warnings():  # a band without any value (a catalogue to predict): NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        snr_pct = np.nanpercentile(np.where(np.isfinite(snr), snr, np.nan), [16, 50, 84], axis=0)
+    snr_pct = snr_pct.T
     counts = np.zeros(len(cat.bands))
     if cat.exposures is not None and len(cat.exposures):
         gal, band = exposure_index(cat)

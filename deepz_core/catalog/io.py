@@ -142,11 +142,15 @@ def read_catalog(
     return cat
 
 
-def write_catalog(cat: Catalog, path: Path | str, overwrite: bool = False) -> Path:
+def write_catalog(
+    cat: Catalog, path: Path | str, overwrite: bool = False, measured_bands: bool = True
+) -> Path:
     """Validate and write ``cat`` atomically in the format named by the extension; returns path.
 
     CSV/Parquet exposures go to ``exposures_sidecar(path)`` (removed if ``cat`` has none). An
     existing file (or exposures sidecar) is an ``OutputExistsError`` unless ``overwrite``.
+    ``measured_bands``: refuse a band without any value, as ``read_catalog`` does (False: a
+    catalogue to predict, which imputes it).
 
     >>> import deepz_core as dz
     >>> cat = dz.simulate_catalog("paus-mock", 50, "sdss", seed=1)
@@ -167,7 +171,7 @@ def write_catalog(cat: Catalog, path: Path | str, overwrite: bool = False) -> Pa
         refuse_existing(path, "path")
         if fmt in SIDECAR_FORMATS:
             refuse_existing(exposures_sidecar(path), "path (its exposures sidecar)")
-    validate(cat, str(path))
+    validate(cat, str(path), measured_bands=measured_bands)
     writer = FORMATS[fmt].write
     galaxies = ("galaxies", cat.columns(), {"FLUXZP": cat.fluxzp, **cat.meta, **_units(cat)})
     exp = cat.exposures

@@ -131,6 +131,7 @@ def _templatefit(args: argparse.Namespace) -> int:
     from deepz_core.files import check_outputs
     from deepz_core.inference.predict import table_format
     from deepz_core.inference.provenance import fit_provenance, provenance_meta
+    from deepz_core.templatefit.calibration import without_empty_bands
     from deepz_core.templatefit.fit import (
         fit_catalog,
         read_zero_points,
@@ -151,7 +152,10 @@ def _templatefit(args: argparse.Namespace) -> int:
     )
     cfg, fields = _config(args.config, args.templates)
     workers = _workers(args.workers)
-    cat = read_catalog(args.catalog, args.exposures, conventions_from_args(args))
+    cat = read_catalog(
+        args.catalog, args.exposures, conventions_from_args(args), measured_bands=False
+    )
+    cat = without_empty_bands(cat)  # a band without any value: fitted without it, one warning
     cfg, line = _fit_range(cfg, cat, args.z_max, fields)
     print(line, file=sys.stderr)
     zp = None if args.zero_points is None else read_zero_points(args.zero_points, cat.bands)

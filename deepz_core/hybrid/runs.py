@@ -20,7 +20,9 @@ run folder, applied to any catalogue (beyond E20).
    catalogue's combined predictions, one row per catalogue row) are written atomically.
 
 ``predict_hybrid`` applies it to a catalogue: the run's networks (raw), the template fit with the
-stored zero-points, the stored exponents and calibration. The template fit costs ~100 galaxies/s on
+stored zero-points, the stored exponents and calibration; a run band the catalogue lacks or has no
+value of is imputed by the networks (one warning, BAND_MISSING) and not fitted by the template fit
+(the fit of the catalogue without it). The template fit costs ~100 galaxies/s on
 2 CPU cores, the networks thousands per second: the network-only prediction is the fast path.
 """
 
@@ -80,7 +82,12 @@ from deepz_core.pz.pooling import PoolingWeights, default_candidates, fit_poolin
 from deepz_core.pz.products import PzConfig
 from deepz_core.rundir import RunDir
 from deepz_core.sed.template_sets import TEMPLATE_SETS
-from deepz_core.templatefit.calibration import check_bands, robust_coadds
+from deepz_core.templatefit.calibration import (
+    check_bands,
+    empty_bands,
+    robust_coadds,
+    without_bands,
+)
 from deepz_core.templatefit.config import TemplateFitConfig
 from deepz_core.templatefit.fit import fit_catalog, fit_seconds
 from deepz_core.training.config import load_run_config, run_pz_config
@@ -416,20 +423,31 @@ def _templatefit(
     workers: int,
     pool: Executor | None = None,
     stop: Callable[[], None] | None = None,
+    leave_out: list[str] | tuple[str, ...] = (),
 ) -> Table:
     """The template fit, p(z) on the grid (``pz``) included, of the featured galaxies of ``cat``;
     the bands the photometric screen found unusable (NaN, placeholders, 1e30, error <= 0, far
     outside the training colours), which the networks impute, are left out of its chi2 (NaN), so
-    junk cannot make it confident. ``zero_points`` None: calibrated on the spec-z galaxies. No
-    featured galaxy: an empty table. ``stop``: as in ``fit_catalog``."""
+    junk cannot make it confident; the bands ``leave_out`` (none of their values usable) are not
+    fitted at all, as if ``cat`` lacked them. ``zero_points`` (B,) of ``cat.bands``, None:
+    calibrated on the spec-z galaxies. No featured galaxy: an empty table. ``stop``: as in
+    ``fit_catalog``."""
     if features.n == 0:
         empty = np.zeros(0)
         pz = np.zeros((0, len(cfg.pz.grid())), dtype=np.float32)
         return Table({"zphot": empty, "odds": empty, "chi2": empty, "pz": pz})
     sub = robust_coadds(cat.select(features.rows), cfg)  # coadds first: then no exposures to
     sub = replace(sub, flux=np.where(features.usable, sub.flux, np.nan))  # rebuild a masked band
+    if zero_points is not None:
+        zero_points = np.asarray(zero_points)[[b not in leave_out for b in sub.bands]]
     return fit_catalog(
-        sub, cfg, zero_points=zero_points, grid=True, workers=workers, pool=pool, stop=stop
+        without_bands(sub, leave_out),
+        cfg,
+        zero_points=zero_points,
+        grid=True,
+        workers=workers,
+        pool=pool,
+        stop=stop,
     )
 
 
@@ -669,6 +687,7 @@ def predict_hybrid(
     stop: Callable[[], None] | None = None,
     overwrite: bool = False,
     check: UnitCheck | None = None,
+    given: set[str] | None = None,
 ) -> Table:
     """The run's combined predictions of ``catalog`` (one row per catalogue row), written to
     ``out`` when given (an existing one replaced only with ``overwrite``, never in a run
@@ -678,8 +697,9 @@ def predict_hybrid(
     between the template fit's chunks (``fit_catalog``); ``check``: the unit check of
     ``catalog`` against the run's training magnitudes, on which the combination's exponents and
     calibration are binned (``predict.model_features``; None: judged here, a catalogue a unit's
-    shift away refused; a chunk of a larger prediction carries the whole catalogue's verdict).
-    ConfigError when the run has no combination (``fit_hybrid``)."""
+    shift away refused; a chunk of a larger prediction carries the whole catalogue's verdict);
+    ``given``: the notes given so far when ``catalog`` is a chunk of a prediction
+    (``predict.network_products``). ConfigError when the run has no combination (``fit_hybrid``)."""
     run = RunDir(Path(run_dir))
     if out is not None:
         table_format(out)
@@ -691,12 +711,17 @@ def predict_hybrid(
             f"`deepz combine --run {run.path}` first"
         )
     pz = run_pz_config(run)
-    cat, features, net, oof = network_products(run.path, catalog, device, pz, False, check)
+    cat, features, net, oof = network_products(
+        run.path, catalog, device, pz, False, check, given=given
+    )
     if not calibrate:
         hybrid = replace(hybrid, calibration=None)
     cfg = templatefit_config(hybrid.template_set, pz)
     zero_points = hybrid.zero_points_of(cat.bands)
-    tf = _templatefit(cat, features, cfg, zero_points, workers, pool, stop)
+    # a run band the catalogue lacks or has no value of (imputed by the networks, with their
+    # one warning) is not fitted: the template fit of the catalogue without it
+    leave_out = empty_bands(cat)
+    tf = _templatefit(cat, features, cfg, zero_points, workers, pool, stop, leave_out)
     out_products = combined_products(hybrid, net, tf["pz"], features, oof, pz)
     table = _table(features, out_products, net, tf, oof, cat)
     if out is not None:

@@ -435,20 +435,25 @@ def network_products(
     calibrate: bool = True,
     check: UnitCheck | None = None,
     source: str = "the catalogue",
+    given: set[str] | None = None,
 ) -> tuple[Catalog, Features, dict[str, np.ndarray], np.ndarray]:
     """The run's networks on ``catalog``: the catalogue with the run's bands, its features, their
     products (``predict_features``; calibrated when ``calibrate`` and the run has a calibration)
     and the (N,) out-of-fold flags (training galaxies get the members that never saw them).
     ``check``: the unit check of the catalogue ``source`` against the run's training magnitudes
-    (``model_features``; None: ``UnitCheck()``, a shifted catalogue refused)."""
+    (``model_features``; None: ``UnitCheck()``, a shifted catalogue refused). ``given``: the
+    notes given so far when ``catalog`` is a chunk of a prediction (its bands without values are
+    then named by the caller, ``stream.StreamNotes``); None: ``catalog`` is the whole
+    prediction."""
     run = RunDir(Path(run_dir))
     meta = load_model_json(run.path).get("metadata", {})
     model = load_model(run.path, device=resolve_device(device))
     if meta.get("bands") is not None:
         bands, ref_band = tuple(meta["bands"]), meta.get("ref_band")
-        for note in unmeasured_notes(unmeasured_bands(catalog, bands), bands, ref_band):
-            LOG.warning(note)
-        catalog = with_run_bands(catalog, bands, ref_band)
+        if given is None:
+            for note in unmeasured_notes(unmeasured_bands(catalog, bands), bands, ref_band):
+                LOG.warning(note)
+        catalog = with_run_bands(catalog, bands, ref_band, given=given)
     training = training_magnitudes(run.path)
     features = model_features(
         model, catalog, meta.get("ref_band"), training=training, check=check, source=source

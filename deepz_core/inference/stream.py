@@ -218,18 +218,48 @@ class Predictor:
         ``check``: the preflight's unit check of the whole catalogue (``preflight``; None: each
         chunk judged alone)."""
         read = read or ReadOptions()
-        given = set() if given is None else given
-        empty: set[str] | None = None
+        notes = StreamNotes(self.bands, self.ref_band, set() if given is None else given)
         for cat in self.chunks(catalog, rows, chunk_size, read):
-            found = set(unmeasured_bands(cat, self.bands or cat.bands))
-            empty = found if empty is None else empty & found
-            yield self(cat, grid, read.keep, calibrate, given, check, str(catalog))
-        if empty and self.bands is not None:
+            notes.seen(cat)
+            yield self(cat, grid, read.keep, calibrate, notes.given, check, str(catalog))
+        if notes.pending:
             whole = rows == (0, count_rows(catalog))
-            where = "this catalogue" if whole else f"rows {rows[0]} to {rows[1] - 1} of {catalog}"
-            ordered = [b for b in self.bands if b in empty]
-            for note in unmeasured_notes(ordered, self.bands, self.ref_band, where):
-                LOG.warning(note)
+            notes.close(
+                "this catalogue" if whole else f"rows {rows[0]} to {rows[1] - 1} of {catalog}"
+            )
+
+
+@dataclass
+class StreamNotes:
+    """The warnings of one prediction made chunk by chunk, each given once: ``given``, the notes
+    given so far (``predict.model_features``, ``predict.with_run_bands``), shared by its chunks
+    (and by the parts of a dataset), and the run bands that no chunk has a value of (``seen``),
+    named once at the end (``close``); a band without values in some chunks only is flagged in
+    their rows alone, without a note. ``bands``, ``ref_band``: the run's (None: not recorded)."""
+
+    bands: tuple[str, ...] | None
+    ref_band: str | None
+    given: set[str] = field(default_factory=set)
+    empty: set[str] | None = None  # the bands no chunk seen so far has a value of
+
+    def seen(self, cat: Catalog) -> None:
+        """Take in the chunk ``cat``: a band with a value in it is no longer without values."""
+        found = set(unmeasured_bands(cat, self.bands or cat.bands))
+        self.empty = found if self.empty is None else self.empty & found
+
+    @property
+    def pending(self) -> bool:
+        """Whether ``close`` has a note to give."""
+        return bool(self.empty) and self.bands is not None
+
+    def close(self, where: str = "this catalogue") -> None:
+        """Warn once about the run bands without a value in every chunk of ``where``
+        (``predict.unmeasured_notes``)."""
+        if not self.pending:
+            return
+        ordered = [b for b in self.bands or () if b in (self.empty or ())]
+        for note in unmeasured_notes(ordered, self.bands or (), self.ref_band, where):
+            LOG.warning(note)
 
 
 def carried_columns(cat: Catalog, rows: np.ndarray, keep: tuple[str, ...]) -> dict:

@@ -94,24 +94,33 @@ def create_prediction_job(
     return folder
 
 
+ChunkPredict = Callable[[Catalog, set[str]], pa.Table]  # a chunk and the notes given so far
+
+
 def _tables(
     folder: Path,
     predictor: Any,
     catalog: str,
     total: int,
-    predict: Callable[[Catalog], pa.Table],
+    predict: ChunkPredict,
 ) -> Iterator[pa.Table]:
     """The predictions chunk by chunk (``predictor`` reads the chunks, ``predict`` predicts each),
-    recording progress; JobCancelled on a cancel file."""
+    recording progress; JobCancelled on a cancel file. Each warning about the catalogue comes
+    once per job, not once per chunk (``stream.StreamNotes``)."""
+    from deepz_core.inference.stream import StreamNotes
+
     chunk = max(MIN_CHUNK, min(MAX_CHUNK, -(-total // 20)))
+    notes = StreamNotes(predictor.bands, predictor.ref_band)
     done, last = 0, 0.0
     for cat in predictor.chunks(catalog, (0, total), chunk):
         check_job_cancel(folder, f"after {done:,} of {total:,} galaxies")
-        yield predict(cat)
+        notes.seen(cat)
+        yield predict(cat, notes.given)
         done += cat.n_galaxies
         if time.time() - last > 0.5 or done == total:
             update_job(folder, progress=done / max(total, 1), done=done)
             last = time.time()
+    notes.close()
 
 
 def check_job_cancel(folder: Path, when: str) -> None:
@@ -154,7 +163,7 @@ def run_prediction_job(folder: Path | str) -> int:
 
 def _chunk_predictor(
     folder: Path, spec: dict[str, Any], predictor: Any, stack: ExitStack, check: UnitCheck
-) -> Callable[[Catalog], pa.Table]:
+) -> ChunkPredict:
     """What predicts one chunk: the networks (``predictor``), or the run's combination with the
     template fit when the job's ``estimator`` is "combined" (its coordinates carried along, as
     the networks' are; one pool of template-fit processes for the whole job, closed by
@@ -162,7 +171,7 @@ def _chunk_predictor(
     between the job's chunks of up to 25,000: ~2 minutes of template fit). ``check``: the
     preflight's unit check of the whole catalogue, which every chunk carries."""
     if spec.get("estimator", "network") != "combined":
-        return partial(predictor, check=check, source=spec["catalog"])
+        return lambda cat, given: predictor(cat, given=given, check=check, source=spec["catalog"])
     from deepz_core.hybrid.runs import predict_hybrid
     from deepz_core.inference.arrow_tables import arrow_table
     from deepz_core.templatefit.fit import worker_pool
@@ -176,11 +185,18 @@ def _chunk_predictor(
 
     pool = stack.enter_context(worker_pool(usable_cores()))
 
-    def combined(cat: Catalog) -> pa.Table:
+    def combined(cat: Catalog, given: set[str]) -> pa.Table:
         device = spec.get("device", "cpu")
         stop = partial(check_job_cancel, folder, "during the template fit")
         table = predict_hybrid(
-            spec["run"], cat, hybrid=hybrid, device=device, pool=pool, stop=stop, check=check
+            spec["run"],
+            cat,
+            hybrid=hybrid,
+            device=device,
+            pool=pool,
+            stop=stop,
+            check=check,
+            given=given,
         )
         return arrow_table(table)  # one row per catalogue row, coordinates carried
 

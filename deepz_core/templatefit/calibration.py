@@ -15,22 +15,26 @@ template chi2 has no protection against them (``clipped_coadds``).
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import numpy as np
 import torch
 
-from deepz_core.catalog.catalog import Catalog, dense_exposures
+from deepz_core.catalog.catalog import Catalog, dense_exposures, few
 from deepz_core.catalog.features import default_ref_band
 from deepz_core.catalog.mapping import band_names_hint
 from deepz_core.catalog.screen import Screen, screen_template_fit
 from deepz_core.catalog.validation import unusable_values
 from deepz_core.device import resolve_device
 from deepz_core.errors import CatalogError, ConfigError
+from deepz_core.inference.predict import match_bands, unmeasured_bands
 from deepz_core.sed.bands import get_band
 from deepz_core.sed.template_sets import check_bands_coverable
 from deepz_core.templatefit.chi2 import SOLVE_DTYPE, TemplateModel, inverse_variances
 from deepz_core.templatefit.config import TemplateFitConfig
 from deepz_core.templatefit.nnls import chi2_value, nnls
+
+LOG = logging.getLogger("deepz")
 
 
 def fit_device(device: str | torch.device) -> torch.device:
@@ -82,6 +86,35 @@ def robust_coadds(cat: Catalog, cfg: TemplateFitConfig) -> Catalog:
         return cat
     flux, error = clipped_coadds(cat, cfg.clip_sigma)
     return dataclasses.replace(cat, flux=flux, flux_error=error, exposures=None)
+
+
+def empty_bands(cat: Catalog) -> list[str]:
+    """The bands of ``cat`` without a usable value in any row (flux NaN/inf or a placeholder,
+    error NaN/inf or <= 0: ``predict.unmeasured_bands``; a run band the catalogue lacks, added as
+    NaN for the networks to impute, among them); [] when no band has a value (nothing would be
+    left to fit: the screen flags every galaxy instead)."""
+    empty = unmeasured_bands(cat, cat.bands)
+    return [] if len(empty) == len(cat.bands) else empty
+
+
+def without_bands(cat: Catalog, drop: list[str] | tuple[str, ...]) -> Catalog:
+    """``cat`` without the bands ``drop`` (their fluxes, errors and exposures): the template fit
+    of a band without any value is that of the catalogue without it, in the screen's share of
+    usable bands too (``screen_template_fit``: half of the bands fitted)."""
+    if not drop:
+        return cat
+    return match_bands(cat, tuple(b for b in cat.bands if b not in drop))
+
+
+def without_empty_bands(cat: Catalog) -> Catalog:
+    """``cat`` without its ``empty_bands``, with one warning naming them ('band NB455 has no
+    values in this catalogue: left out of the template fit'): a catalogue to fit whose band has
+    no value is fitted as the catalogue without it, not refused."""
+    empty = empty_bands(cat)
+    if empty:
+        named = f"band {empty[0]} has" if len(empty) == 1 else f"bands {few(empty, 4)} have"
+        LOG.warning(f"{named} no values in this catalogue: left out of the template fit")
+    return without_bands(cat, empty)
 
 
 def fit_screen(cat: Catalog) -> Screen:

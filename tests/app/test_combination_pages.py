@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import streamlit as st
+from astropy.table import Table
 from streamlit.testing.v1 import AppTest
 
 import deepz_core as dz
@@ -185,6 +186,62 @@ def test_predict_with_the_combination_and_network_only(at_home, tmp_path, monkey
     assert_clean(at)
     assert not [c for c in at.checkbox if c.key == "pred_network_only"]
     assert "not combined with a template fit" in _texts(at.caption)
+
+
+def _without_band(data: bytes, band: str, tmp_path: Path) -> dict[str, bytes]:
+    """The FITS catalogue ``data`` without band ``band``'s columns ('absent') and with them NaN in
+    every row ('nan'), as FITS bytes."""
+    table = Table.read(io.BytesIO(data), hdu=1)
+    nan = table.copy()
+    nan[f"flux_{band}"] = np.nan
+    table.remove_columns([f"flux_{band}", f"flux_error_{band}"])
+    out = {}
+    for name, t in {"absent": table, "nan": nan}.items():
+        t.write(tmp_path / f"{band}-{name}.fits")
+        out[name] = (tmp_path / f"{band}-{name}.fits").read_bytes()
+    return out
+
+
+def _uploaded(name: str, data: bytes, run: str = "c1") -> AppTest:
+    at = run_page("predict.py", run=run)
+    at.file_uploader(key="pred_upload").upload(f"{name}.fits", data)
+    at.run()
+    assert_clean(at)
+    return at
+
+
+def test_the_combination_predicts_a_catalogue_without_a_band_or_its_values(
+    at_home, tmp_path, monkeypatch
+) -> None:
+    """Fourteenth session: an upload with band NB455 NaN in every row was refused ('remove band
+    ... or fill it in'), for any run, while `deepz predict` imputes it. Now, as a band the
+    catalogue lacks, it is imputed by the networks (flagged BAND_MISSING) and left out of the
+    template fit, with the same predictions; without the reference band, or its values, the
+    run cannot predict it (one warning, the button disabled)."""
+    from app import jobs, state
+
+    monkeypatch.setattr(jobs, "_spawn", lambda args, log, env=None: cli.main(args))  # in-process
+    photometric = _photometric(tmp_path)
+    tables = {}
+    for name, data in _without_band(photometric, "NB455", tmp_path).items():
+        at = _uploaded(name, data)
+        assert "NB455" in _texts(at.info) and "imputed for every galaxy" in _texts(at.info)
+        assert "combined with the bcnz2 template fit" in _texts(at.caption)
+        _predict(at)
+        job = state.prediction_jobs_list()[0]
+        assert job.spec["estimator"] == "combined" and job.state == "finished"
+        assert job.spec["rows"] == 40 and job.spec["flags"].get("BAND_MISSING") == 40
+        tables[name] = pq.read_table(job.output)
+        if name == "nan":  # a plain run predicts it too
+            plain = _uploaded(name, data, run="p1")
+            assert "band NB455 has no values in this catalogue" in _texts(plain.info)
+    for column in ("zphot", "zphot_tf", "chi2_tf", "flag"):
+        assert tables["nan"].column(column).equals(tables["absent"].column(column)), column
+    for name, data in _without_band(photometric, "subaru_i", tmp_path).items():
+        at = _uploaded(name, data)
+        assert "This run cannot predict" in _texts(at.warning), name
+        assert "subaru_i" in _texts(at.warning)
+        assert next(b for b in at.button if b.label == "Predict this catalogue").disabled
 
 
 # ---------------------------------------------------------------- Galaxy explorer

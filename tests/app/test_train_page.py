@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import streamlit as st
 import torch
@@ -186,6 +187,32 @@ def test_own_band_names_and_no_exposures(home: list[Path], tmp_path: Path, monke
     assert not [b for b in at.button if b.label == "Queue training run"]
 
 
+def test_a_catalogue_with_a_band_without_values_is_not_offered_for_training(
+    home: list[Path], tmp_path: Path, monkeypatch
+) -> None:
+    """Fourteenth session: the Predict page now keeps an upload with a band NaN in every row
+    (predicting imputes it), and such a catalogue is listed here too; training would refuse it in
+    the worker, so the page says so before anything is queued, for either method."""
+    import dataclasses
+
+    from app import state
+    from deepz_core.catalog.io import write_catalog
+    from tests.synthetic import synthetic_catalog
+
+    cat = synthetic_catalog(60, 2, exposures=False)
+    cat = dataclasses.replace(cat, flux=cat.flux.copy())
+    cat.flux[:, 0] = np.nan
+    path = write_catalog(cat, tmp_path / "gap.fits", measured_bands=False)
+    monkeypatch.setattr(state, "demo_catalog_path", lambda: str(path))
+    at = page("train.py")
+    assert not at.exception and not at.error, texts(at.error)
+    assert f"no values of band {cat.bands[0]}" in texts(at.warning)
+    assert not [b for b in at.button if b.label.startswith("Queue")]
+    next(r for r in at.radio if r.label == "Method").set_value("templatefit").run()
+    assert f"no values of band {cat.bands[0]}" in texts(at.warning)
+    assert not [b for b in at.button if b.label.startswith("Queue")]
+
+
 def test_a_reload_finds_the_run_from_the_address_bar(home: list[Path]) -> None:
     run = queue_tiny_run(page("train.py"))
     run.set_status("running", phase="finetune", epoch=1, epochs=2, loss=1.5)
@@ -303,7 +330,7 @@ def test_jobs_start_a_real_worker_process(tmp_path: Path, small_catalog: Path) -
 
 def test_template_fit_form_queues_the_chosen_template_set(home: list[Path]) -> None:
     at = page("train.py")
-    at.radio[0].set_value("templatefit").run()
+    next(r for r in at.radio if r.label == "Method").set_value("templatefit").run()
     assert "Blanton" not in texts(at.caption)  # the default set's description
     at.selectbox(key="tfit_templates").select("kcorrect").run()
     assert "Blanton" in texts(at.caption)
@@ -318,7 +345,7 @@ def test_template_fit_run_kind_queues_runs_and_reaches_results(home: list[Path])
     """The second run kind: queued from the Train page, executed by the same worker queue, then
     listed on the Results and Quality-cut pages (not on the network-only explorer)."""
     at = page("train.py")
-    at.radio[0].set_value("templatefit").run()
+    next(r for r in at.radio if r.label == "Method").set_value("templatefit").run()
     at.selectbox(key="tfit_device").select("cpu")
     click(at, "Queue template fit")
     runs = list_runs(Path.cwd() / "runs")

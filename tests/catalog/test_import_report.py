@@ -176,6 +176,25 @@ def test_a_band_empty_for_every_galaxy_is_not_fixed_by_dropping_them_all() -> No
     assert not problem.fixable and not report.fixable
 
 
+def test_a_catalogue_to_predict_keeps_a_band_without_values(tmp_path) -> None:
+    """Fourteenth session: the Predict page's import refused a band NaN in every row, which a
+    trained run imputes (`deepz predict`); ``measured_bands=False`` keeps it (and so does
+    writing it), while the import of a catalogue to train on still refuses it."""
+    from deepz_core.catalog.io import read_catalog, write_catalog
+    from deepz_core.errors import CatalogError
+
+    cat = _catalog()
+    cols = {k: np.array(v, copy=True) for k, v in cat.columns().items()}
+    cols["flux_subaru_i"][:] = np.nan
+    report = prepare_catalog(*_sources(cat, cols), measured_bands=False)
+    assert report.ok and report.catalog.n_galaxies == 20
+    assert np.isnan(report.catalog.flux[:, report.catalog.bands.index("subaru_i")]).all()
+    with pytest.raises(CatalogError, match="'flux_subaru_i' has NaN/inf values for every galaxy"):
+        write_catalog(report.catalog, tmp_path / "c.fits")
+    path = write_catalog(report.catalog, tmp_path / "c.fits", measured_bands=False)
+    assert read_catalog(path, measured_bands=False).n_galaxies == 20
+
+
 def test_inconsistent_coadds_are_found_per_band() -> None:
     cat = _catalog()
     cols = {k: np.array(v, copy=True) for k, v in cat.columns().items()}

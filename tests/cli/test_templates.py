@@ -210,3 +210,77 @@ def test_templatefit_output_records_its_provenance(tmp_path, capsys) -> None:
     assert meta["DZCATSHA"] == file_sha256(cat) and meta["DZCAT"] == str(cat.resolve())
     assert meta["DZVERS"] == dz.__version__ and meta["DZZGRID"].startswith("0:")
     assert "DATE" in meta and meta["TFNAME"]
+
+
+def _without_band(cat_path: Path, band: str, folder: Path) -> dict[str, Path]:
+    """The catalogue at ``cat_path`` written without band ``band``'s columns ('absent') and with
+    them NaN in every row ('nan')."""
+    table = Table.read(cat_path, hdu=1)
+    nan = table.copy()
+    nan[f"flux_{band}"] = np.nan
+    table.remove_columns([f"flux_{band}", f"flux_error_{band}"])
+    paths = {"absent": folder / "absent.fits", "nan": folder / "nan.fits"}
+    table.write(paths["absent"])
+    nan.write(paths["nan"])
+    return paths
+
+
+def test_predict_on_a_combined_run_imputes_a_band_absent_or_without_values(
+    trained, files, tmp_path, capsys, caplog
+) -> None:
+    """Fourteenth session: `predict` on a combined run refused a catalogue with band NB455 NaN in
+    every row ('remove band ... or fill it in to train on it; predicting the file with a trained
+    run (deepz predict ...) imputes it'), which the networks' path predicts. Now both absent and
+    valueless bands are predicted, BAND_MISSING, with one warning, the same predictions; without
+    the reference band it is one line, nothing written."""
+    paths = _without_band(files["new"], "NB455", tmp_path)
+    base = ["predict", "--run", str(trained[0]), "--device", "cpu"]
+    tables = {}
+    for name, path in paths.items():
+        out = tmp_path / f"{name}.parquet"
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="deepz"):
+            assert main([*base, "--catalog", str(path), "--out", str(out)]) == 0
+        notes = [r.getMessage() for r in caplog.records]
+        assert len(notes) == 1 and notes[0].startswith("band NB455 ") and "imputed" in notes[0]
+        assert "wrote 30 combined predictions" in capsys.readouterr().out
+        tables[name] = Table.read(out)
+        assert (np.asarray(tables[name]["flag"]) & dz.PzFlag.BAND_MISSING).all()
+    for name in ("zphot", "zphot_tf", "chi2_tf", "zmedian", "odds", "flag"):
+        np.testing.assert_array_equal(tables["nan"][name], tables["absent"][name], err_msg=name)
+    (tmp_path / "noref").mkdir()
+    noref = _without_band(files["new"], "subaru_i", tmp_path / "noref")
+    out = tmp_path / "noref.parquet"
+    assert main([*base, "--catalog", str(noref["absent"]), "--out", str(out)]) == 2
+    assert "its reference band 'subaru_i' among them" in one_line_error(capsys)
+    assert not out.exists()
+
+
+def test_templatefit_fits_a_catalogue_with_a_band_without_values_without_it(
+    files, tmp_path, capsys, caplog
+) -> None:
+    """Fourteenth session: `templatefit` refused a catalogue with band NB455 NaN in every row,
+    sending the user to `deepz predict`; it now fits the catalogue without the band, saying so
+    once: the fit of the catalogue without the band's columns."""
+    from deepz_core.templatefit.fit import zero_points_path
+
+    paths = _without_band(files["new"], "NB455", tmp_path)
+    fits = {}
+    for name, path in paths.items():
+        out = tmp_path / f"tf_{name}.fits"
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="deepz"):
+            args = ["templatefit", "--catalog", str(path), "--workers", "1", "--out", str(out)]
+            assert main(args) == 0
+        notes = [r.getMessage() for r in caplog.records]
+        if name == "nan":
+            assert notes == [
+                "band NB455 has no values in this catalogue: left out of the template fit"
+            ]
+        else:
+            assert notes == []
+        fits[name] = Table.read(out, hdu=1)
+    zero_points = json.loads(zero_points_path(tmp_path / "tf_nan.fits").read_text())
+    assert "NB455" not in zero_points["bands"] and len(zero_points["bands"]) == len(BANDS) - 1
+    for name in ("zphot", "chi2", "odds", "flag"):
+        np.testing.assert_array_equal(fits["nan"][name], fits["absent"][name], err_msg=name)

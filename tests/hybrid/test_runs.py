@@ -686,3 +686,101 @@ def test_the_combinations_time_model_is_within_a_quarter_of_its_measurements() -
     assert fit_rate(cfg) == pytest.approx(1000 / (fit_seconds(1000, cfg) - fit_seconds(0, cfg)))
     with pytest.raises(ConfigError, match="templates must be one of"):
         combination_seconds(10, PzConfig(), "bc03")
+
+
+def _without_band(cat: Catalog, band: str, folder: Path) -> dict[str, Path]:
+    """The galaxies ``cat`` written without band ``band``'s columns ('absent') and with them NaN
+    in every row ('nan')."""
+    keep = [j for j, b in enumerate(cat.bands) if b != band]
+    absent = dataclasses.replace(
+        cat,
+        bands=tuple(cat.bands[j] for j in keep),
+        flux=cat.flux[:, keep],
+        flux_error=cat.flux_error[:, keep],
+    )
+    nan = dataclasses.replace(cat, flux=cat.flux.copy())
+    nan.flux[:, cat.bands.index(band)] = np.nan
+    return {
+        "absent": dz.write_catalog(absent, folder / "absent.fits"),
+        "nan": dz.write_catalog(nan, folder / "nan.fits", measured_bands=False),
+    }
+
+
+def test_a_run_band_absent_or_without_values_is_imputed_and_left_out_of_the_fit(
+    combined, tmp_path, caplog
+) -> None:
+    """Fourteenth session: a combined prediction of a catalogue without band NB455, or with it NaN
+    in every row, fitted the template fit with the band as a NaN column: its chi2 and p(z) off
+    by float rounding (chi2_tf up to 0.016, odds_tf 8e-4) from the fit without the band, and the
+    share of usable bands counted the band. Now the networks impute it (one warning, every row
+    BAND_MISSING) and the template fit is that of the catalogue without it, whether the band is
+    absent or without values."""
+    from deepz_core.hybrid.runs import templatefit_config
+    from deepz_core.templatefit.fit import fit_catalog
+    from deepz_core.training.config import run_pz_config
+
+    run, cat = combined
+    files = _without_band(_new(cat, np.arange(30)), "NB455", tmp_path)
+    notes = {
+        "absent": "band NB455 is not in this catalogue (no flux column): imputed for every "
+        "galaxy, flagged BAND_MISSING",
+        "nan": "band NB455 has no values in this catalogue: imputed for every galaxy, flagged "
+        "BAND_MISSING",
+    }
+    got = {}
+    for name, path in files.items():
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="deepz"):
+            got[name] = run.predict(str(path))
+        assert [r.getMessage() for r in caplog.records] == [notes[name]]
+        assert (np.asarray(got[name]["flag"]) & PzFlag.BAND_MISSING).all()
+        assert np.isfinite(np.asarray(got[name]["zphot"])).all()
+    for name in got["absent"].colnames:
+        np.testing.assert_array_equal(got["nan"][name], got["absent"][name], err_msg=name)
+    net = run.predict(str(files["absent"]), network_only=True)  # the networks impute it
+    np.testing.assert_allclose(got["absent"]["zphot_net"], net["zphot"], atol=1e-6)
+    hybrid = load_hybrid(run.path)  # the template fit leaves it out
+    dropped = read_catalog(files["absent"])
+    cfg = templatefit_config(hybrid.template_set, run_pz_config(RunDir(run.path)))
+    tf = fit_catalog(dropped, cfg, zero_points=hybrid.zero_points_of(dropped.bands), grid=True)
+    for name in ("zphot", "chi2", "odds"):
+        np.testing.assert_array_equal(got["absent"][f"{name}_tf"], tf[name], err_msg=name)
+
+
+def test_a_combined_prediction_without_the_reference_band_is_refused(combined, tmp_path) -> None:
+    """No galaxy could get a p(z): refused before any work, naming the band, nothing written."""
+    run, cat = combined
+    files = _without_band(_new(cat, np.arange(5)), "subaru_i", tmp_path)
+    out = tmp_path / "p.fits"
+    with pytest.raises(ConfigError, match="its reference band 'subaru_i' among them"):
+        run.predict(str(files["absent"]), out=out)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("network_only", [False, True])
+def test_a_prediction_job_in_chunks_warns_about_a_band_once(
+    combined, tmp_path, monkeypatch, caplog, network_only: bool
+) -> None:
+    """Fourteenth session: the Predict page's job predicts in chunks (1,000 rows at least) and
+    warned about band NB455 once per chunk, 'in this catalogue' each time, with the combination
+    as with the networks alone. Now once per job, with the predictions of the whole file."""
+    from deepz_core.jobs import prediction
+
+    run, cat = combined
+    files = _without_band(_new(cat, np.arange(30)), "NB455", tmp_path)
+    monkeypatch.setattr(prediction, "MIN_CHUNK", 10)  # 3 chunks
+    want = run.predict(str(files["nan"]), network_only=network_only)
+    folder = create_prediction_job(
+        tmp_path / "preds", run.path, files["nan"], None, "cpu", network_only
+    )
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="deepz"):
+        assert run_prediction_job(folder) == 30
+    assert [r.getMessage() for r in caplog.records] == [
+        "band NB455 has no values in this catalogue: imputed for every galaxy, flagged BAND_MISSING"
+    ]
+    got = Table.read(folder / OUTPUT)
+    np.testing.assert_array_equal(got["flag"], want["flag"])
+    np.testing.assert_array_equal(got["zphot"], want["zphot"])
+    for name in ("zmedian", "odds"):  # the template fit's rounding follows its batch of galaxies
+        np.testing.assert_allclose(got[name], want[name], atol=1e-3, err_msg=name)
