@@ -443,7 +443,8 @@ def _predict_combined(args: argparse.Namespace) -> int:
     fmt = output_format(args.out)
     inputs = {"--catalog": args.catalog, "--run": args.run}
     check_outputs({"--out": args.out}, inputs, args.overwrite)
-    catalog = read_catalog(args.catalog, conventions=_read_options(args).conventions)
+    conventions = _read_options(args).conventions
+    catalog = read_catalog(args.catalog, conventions=conventions, predicting=True)
     table = predict_hybrid(args.run, catalog, calibrate=not args.no_calibrate, device=args.device)
     pz = run_pz_config(RunDir(Path(args.run)))
     prov = provenance(args.run, args.catalog)

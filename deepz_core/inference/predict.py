@@ -26,7 +26,12 @@ from deepz_core.catalog.features import (
     same_photometry,
 )
 from deepz_core.catalog.screen import MIN_USABLE_FRACTION, InputStats, PzFlag, unit_shift_note
-from deepz_core.catalog.validation import unusable_values
+from deepz_core.catalog.validation import (
+    unknown_cells,
+    unknown_note,
+    unusable_values,
+    without_unknown_cells,
+)
 from deepz_core.device import resolve_device
 from deepz_core.errors import ConfigError, TrainingError
 from deepz_core.files import atomic_write
@@ -419,12 +424,14 @@ def network_products(
     pz: PzConfig | None = None,
     calibrate: bool = True,
 ) -> tuple[Catalog, Features, dict[str, np.ndarray], np.ndarray]:
-    """The run's networks on ``catalog``: the catalogue with the run's bands, its features, their
-    products (``predict_features``; calibrated when ``calibrate`` and the run has a calibration)
-    and the (N,) out-of-fold flags (training galaxies get the members that never saw them)."""
+    """The run's networks on ``catalog``: the catalogue with the run's bands (and its values out
+    of range as unknown: ``unknown_as_nan``), its features, their products
+    (``predict_features``; calibrated when ``calibrate`` and the run has a calibration) and the
+    (N,) out-of-fold flags (training galaxies get the members that never saw them)."""
     run = RunDir(Path(run_dir))
     meta = load_model_json(run.path).get("metadata", {})
     model = load_model(run.path, device=resolve_device(device))
+    catalog = unknown_as_nan(catalog)
     if meta.get("bands") is not None:
         bands, ref_band = tuple(meta["bands"]), meta.get("ref_band")
         for note in unmeasured_notes(unmeasured_bands(catalog, bands), bands, ref_band):
@@ -437,6 +444,19 @@ def network_products(
     transform = None if cal is None else cal.transform(galaxy_mags(features), features.ref_id, oof)
     products = predict_features(model, features, mask, pz, transform=transform)
     return catalog, features, products, oof
+
+
+def unknown_as_nan(catalog: Catalog, given: set[str] | None = None) -> Catalog:
+    """``catalog`` with the values a prediction reads as unknown set to NaN
+    (``validation.unknown_cells``: a spec-z outside [0, ZSPEC_MAX) such as a 'no redshift' code
+    99, an infinite mag), named in one warning per column (``validation.unknown_note``) when
+    ``given`` is None: ``catalog`` is the whole prediction. A chunk of a stream (``given``: its
+    notes) says nothing: the stream's preflight named them for all its rows (``catalog.scan``)."""
+    cells = unknown_cells(catalog)
+    if given is None:
+        for column, bad in cells.items():
+            LOG.warning(unknown_note(column, np.flatnonzero(bad), getattr(catalog, column)[bad]))
+    return without_unknown_cells(catalog, cells)
 
 
 UNIT_NOTE = "unit shift"  # the key of unit_shift_note in a prediction's set of notes given

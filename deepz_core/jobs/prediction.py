@@ -20,7 +20,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
@@ -31,6 +31,9 @@ from deepz_core.errors import ConfigError
 from deepz_core.files import atomic_write_json
 from deepz_core.hybrid.runs import load_hybrid
 from deepz_core.jobs.status import pid_alive
+
+if TYPE_CHECKING:
+    from deepz_core.inference.stream import ReadOptions
 
 JOB_FILE = "job.json"
 OUTPUT = "predictions.parquet"
@@ -99,12 +102,14 @@ def _tables(
     catalog: str,
     total: int,
     predict: Callable[[Catalog], pa.Table],
+    read: ReadOptions | None = None,
 ) -> Iterator[pa.Table]:
-    """The predictions chunk by chunk (``predictor`` reads the chunks, ``predict`` predicts each),
-    recording progress; JobCancelled on a cancel file."""
+    """The predictions chunk by chunk (``predictor`` reads the chunks with the ``read`` options
+    of the preflight, ``predict`` predicts each), recording progress; JobCancelled on a cancel
+    file."""
     chunk = max(MIN_CHUNK, min(MAX_CHUNK, -(-total // 20)))
     done, last = 0, 0.0
-    for cat in predictor.chunks(catalog, (0, total), chunk):
+    for cat in predictor.chunks(catalog, (0, total), chunk, read):
         check_job_cancel(folder, f"after {done:,} of {total:,} galaxies")
         yield predict(cat)
         done += cat.n_galaxies
@@ -122,21 +127,22 @@ def check_job_cancel(folder: Path, when: str) -> None:
 def run_prediction_job(folder: Path | str) -> int:
     """Run the job in ``folder``: state running -> finished (rows, flag counts), failed or
     cancelled; rows written."""
-    from deepz_core.catalog.io import count_rows
     from deepz_core.inference.provenance import provenance
-    from deepz_core.inference.stream import flag_counts, load_predictor, write_parquet
+    from deepz_core.inference.stream import flag_counts, load_predictor, preflight, write_parquet
 
     folder = Path(folder)
     spec = read_job(folder)
     update_job(folder, state="running", pid=os.getpid(), started=time.time())
     try:
-        total = count_rows(spec["catalog"])
+        given: set[str] = set()  # the notes of this prediction, once each
+        checked = preflight(spec["run"], spec["catalog"], given=given)  # a bad file: one line
+        total = checked.rows
         update_job(folder, total=total)
         predictor = load_predictor(spec["run"], spec.get("device", "cpu"))
         prov = provenance(spec["run"], spec["catalog"])
         with ExitStack() as stack:
-            predict = _chunk_predictor(folder, spec, predictor, stack)
-            tables = _tables(folder, predictor, spec["catalog"], total, predict)
+            predict = _chunk_predictor(folder, spec, predictor, stack, given)
+            tables = _tables(folder, predictor, spec["catalog"], total, predict, checked.read)
             n = write_parquet(tables, folder / OUTPUT, prov)
     except JobCancelled as exc:
         update_job(folder, state="cancelled", message=str(exc))
@@ -150,15 +156,16 @@ def run_prediction_job(folder: Path | str) -> int:
 
 
 def _chunk_predictor(
-    folder: Path, spec: dict[str, Any], predictor: Any, stack: ExitStack
+    folder: Path, spec: dict[str, Any], predictor: Any, stack: ExitStack, given: set[str]
 ) -> Callable[[Catalog], pa.Table]:
-    """What predicts one chunk: the networks (``predictor``), or the run's combination with the
+    """What predicts one chunk: the networks (``predictor``, with the job's notes ``given``: a
+    note once per job, not once per chunk), or the run's combination with the
     template fit when the job's ``estimator`` is "combined" (its coordinates carried along, as
     the networks' are; one pool of template-fit processes for the whole job, closed by
     ``stack``; a cancel looked for between the template fit's chunks of 256 galaxies, not only
     between the job's chunks of up to 25,000: ~2 minutes of template fit)."""
     if spec.get("estimator", "network") != "combined":
-        return predictor
+        return partial(predictor, given=given)
     from deepz_core.hybrid.runs import predict_hybrid
     from deepz_core.inference.arrow_tables import arrow_table
     from deepz_core.templatefit.fit import worker_pool
