@@ -477,12 +477,24 @@ def file_fingerprint(path: PathLike) -> str:
 
 def file_identity(path: PathLike) -> dict[str, Any]:
     """What identifies a file's version without reading it all: size, modification time (ns) and
-    ``file_fingerprint``."""
-    stat = Path(path).stat()
+    ``file_fingerprint``; for a folder (a HATS catalogue), those of its files together: their
+    total size, the newest time, and a fingerprint of their names, sizes and times (a catalogue
+    of thousands of pixel files is not read)."""
+    path = Path(path)
+    if not path.is_dir():
+        stat = path.stat()
+        return {
+            "size": stat.st_size,
+            "mtime_ns": stat.st_mtime_ns,
+            "fingerprint": file_fingerprint(path),
+        }
+    files = sorted(p for p in path.rglob("*") if p.is_file())
+    stats = [(str(p.relative_to(path)), p.stat()) for p in files]
+    listing = "\n".join(f"{name} {st.st_size} {st.st_mtime_ns}" for name, st in stats)
     return {
-        "size": stat.st_size,
-        "mtime_ns": stat.st_mtime_ns,
-        "fingerprint": file_fingerprint(path),
+        "size": sum(st.st_size for _, st in stats),
+        "mtime_ns": max((st.st_mtime_ns for _, st in stats), default=path.stat().st_mtime_ns),
+        "fingerprint": hashlib.sha256(listing.encode()).hexdigest()[:16],
     }
 
 

@@ -289,3 +289,21 @@ def test_fingerprint_sees_a_replaced_file_with_the_same_size(tmp_path: Path) -> 
     assert before["size"] == after["size"]
     assert before["fingerprint"] != after["fingerprint"]
     assert file_fingerprint(path) == after["fingerprint"]
+
+
+def test_a_folders_identity_follows_its_files(tmp_path: Path) -> None:
+    """Fourteenth session: a HATS catalogue (a folder) predicted into a dataset failed with
+    'Is a directory': its identity read it as a file. A folder's identity is that of its files:
+    a file added or rewritten changes it."""
+    folder = tmp_path / "hats"
+    (folder / "dataset").mkdir(parents=True)
+    (folder / "hats.properties").write_text("obs_collection=g\n")
+    (folder / "dataset" / "Npix=1.parquet").write_bytes(b"a" * 100)
+    before = file_identity(folder)
+    assert before == file_identity(folder) and before["size"] == 117
+    os.utime(folder / "dataset" / "Npix=1.parquet", ns=(1, 1))
+    touched = file_identity(folder)
+    (folder / "dataset" / "Npix=2.parquet").write_bytes(b"b")
+    added = file_identity(folder)
+    assert len({before["fingerprint"], touched["fingerprint"], added["fingerprint"]}) == 3
+    assert added["size"] == 118

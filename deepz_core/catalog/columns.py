@@ -27,6 +27,11 @@ def few(labels: np.ndarray | list[Any], n: int = 3) -> str:
     return shown + (f" (and {len(labels) - n} more)" if len(labels) > n else "")
 
 
+def file_rows_text(rows: np.ndarray | list[int]) -> str:
+    """'row 300' or 'rows 300, 512, 900 (and 2 more)': the rows of a file that a message names."""
+    return f"{'row' if len(rows) == 1 else 'rows'} {few(rows)}"
+
+
 def plural(n: int, one: str, many: str) -> str:
     """'1 galaxy', '2,000 galaxies': a count with thousands separators and its noun."""
     return f"{n:,} {one if n == 1 else many}"
@@ -124,13 +129,43 @@ def as_float64(values: Any, column: str, source: str) -> np.ndarray:
 
 
 def _not_numeric(arr: np.ndarray, column: str, source: str, kind: str) -> CatalogError:
-    """A CatalogError naming the column, its dtype and the first rows that are not numbers."""
-    bad = [i for i, v in enumerate(arr.reshape(-1).tolist()) if not _is_number(v)]
-    where = f" (e.g. rows {few(file_rows(np.asarray(bad, np.int64), source))})" if bad else ""
-    return CatalogError(f"{source}: column '{column}' is not {kind} (dtype {arr.dtype}){where}")
+    """A CatalogError naming the file (a chunk's label 'file[start:stop]' without its range: the
+    rows are the file's), the column, the first cells that are not numbers and their file rows,
+    e.g. "column 'zspec' is not numeric: 'abc' in row 300" (its dtype when no cell is text).
+    Empty and NaN cells are missing values, not text (a CSV column with one text cell holds ''
+    for them)."""
+    values = arr.reshape(-1).tolist()
+    bad = np.flatnonzero(text_cells(arr)).tolist()
+    shown = few([repr(values[i]) for i in bad])
+    rows = file_rows(np.asarray(bad, np.int64), source)
+    where = f": {shown} in {file_rows_text(rows)}" if bad else f" (dtype {arr.dtype})"
+    return CatalogError(f"{file_label(source)}: column '{column}' is not {kind}{where}")
+
+
+def text_cells(values: np.ndarray) -> np.ndarray:
+    """(N,) bool over the cells of ``values`` (N, ...) flattened: those that are neither a number
+    nor a missing value (empty text, NaN), i.e. text where a number could stand. All False for a
+    numeric array."""
+    arr = np.asarray(values)
+    if arr.dtype.kind in "iufb":
+        return np.zeros(arr.size, dtype=bool)
+    cells = arr.reshape(-1).tolist()
+    return np.array([not _is_number(v) and not _is_missing(v) for v in cells], dtype=bool)
+
+
+def _is_missing(value: Any) -> bool:
+    """An empty text cell or a float NaN: a missing value, which a numeric column may hold."""
+    if isinstance(value, str | bytes):
+        return not value.strip()
+    return isinstance(value, float) and value != value
 
 
 CHUNK_LABEL = re.compile(r"\[(\d+):\d+\]$")  # 'file[start:stop]': a chunk's source label
+
+
+def file_label(source: str) -> str:
+    """``source`` without a chunk's row range: 'cat.csv[300:400]' -> 'cat.csv'."""
+    return CHUNK_LABEL.sub("", source)
 
 
 def file_rows(rows: np.ndarray, source: str) -> np.ndarray:

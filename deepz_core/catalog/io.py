@@ -1,6 +1,7 @@
 """Read and write canonical catalogues as FITS, Parquet, CSV or HDF5 (docs/design.md, Catalogue):
 whole files (``read_catalog``, ``write_catalog``) or row ranges in bounded-memory chunks for
-survey-scale inference (``plan``, ``count_rows``, ``iter_rows``). The format is chosen by the
+survey-scale inference (``plan``, ``count_rows``, ``iter_rows``; ``read_columns``: a few
+columns of every row, ``read_sample``: some row ranges). The format is chosen by the
 file extension (a folder is a HATS catalogue, read only); each lives in its own module of
 ``deepz_core.catalog.formats``. Survey spellings (``objectId``, ``mag_<band>``...) and column
 units are read through ``deepz_core.catalog.conventions``.
@@ -13,7 +14,7 @@ coadds).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import ModuleType
 
@@ -24,11 +25,10 @@ from deepz_core.catalog.catalog import (
     EXPOSURE_COLUMNS,
     FLUX_PREFIX,
     Catalog,
-    as_int64,
     catalog_from_columns,
     exposures_from_columns,
 )
-from deepz_core.catalog.conventions import InputConventions, canonical_columns, identifier
+from deepz_core.catalog.conventions import InputConventions, canonical_columns
 from deepz_core.catalog.formats import csv_file, fits_file, hats_dir, hdf5_file, parquet_file
 from deepz_core.catalog.formats.common import Range, Tables, Wanted, check_file, library_errors
 from deepz_core.catalog.units import UNITS_KEY, zeropoint_unit
@@ -105,11 +105,17 @@ def read_catalog(
     exposures_path: Path | str | None = None,
     conventions: InputConventions | None = None,
     measured_bands: bool = True,
+    *,
+    predicting: bool = False,
+    with_exposures: bool = True,
 ) -> Catalog:
     """Read and ``validate`` a catalogue (``measured_bands``: refuse a band without any value,
-    as training must; False for a catalogue a trained run predicts, which imputes it);
-    exposures come from ``exposures_path``, else the same FITS/HDF5 file, else the
-    ``<stem>.exposures.<ext>`` sidecar if it exists. Survey spellings
+    as training must; False for a catalogue a trained run predicts, which imputes it;
+    ``predicting``: that, and a spec-z or mag out of range is unknown rather than an error, as
+    ``validate`` says); exposures come from ``exposures_path``, else the same FITS/HDF5 file,
+    else the ``<stem>.exposures.<ext>`` sidecar if it exists (none with ``with_exposures``
+    False: the networks predict from the coadds, as a streamed prediction reads them). Survey
+    spellings
     (``objectId``, ``mag_<band>``/``magerr_<band>``...) follow ``conventions`` (default:
     ``InputConventions()``); column units (TUNIT) set the flux zero-point. A flux column holding
     AB magnitudes is refused (``validation.check_not_magnitudes``).
@@ -128,6 +134,9 @@ def read_catalog(
     exp_path = None if exposures_path is None else Path(exposures_path)
     if exp_path is None and catalog_format(path) in SIDECAR_FORMATS:
         exp_path = exposures_sidecar(path) if exposures_sidecar(path).is_file() else None
+    if not with_exposures:
+        tables.pop("exposures", None)
+        exp_path = None
     if exp_path is not None:
         tables["exposures"] = read_tables(exp_path, ("exposures",))["exposures"]
     exp_source = str(exp_path or path)
@@ -137,7 +146,7 @@ def read_catalog(
             exposures = exposures_from_columns(tables["exposures"][0], exp_source)
         columns, meta = canonical_columns(*tables["galaxies"], str(path), conventions)
         cat = catalog_from_columns(columns, meta, str(path), exposures)
-    cat = validate(cat, str(path), exp_source, measured_bands)
+    cat = validate(cat, str(path), exp_source, measured_bands, predicting=predicting)
     check_not_magnitudes(cat, str(path), list(tables["galaxies"][0]))
     return cat
 
@@ -226,28 +235,30 @@ def column_names(path: Path | str) -> list[str]:
         return FORMATS[fmt].column_names(path)
 
 
-ID_CHUNK = 1_000_000  # rows of the identifier column read at once (8 MB)
+ID_CHUNK = 1_000_000  # at most these rows of the columns read alone at once (``read_columns``)
+SCAN_BYTES = 64 << 20  # bytes of columns read alone at once (``read_columns``)
 
 
-def read_ids(path: Path | str, conventions: InputConventions | None = None) -> np.ndarray:
-    """(N,) int64 identifiers of the whole catalogue (``ref_id``, or the column ``conventions``
-    name), read alone in chunks of ID_CHUNK rows, each through ``as_int64``: the ids of a
-    catalogue too large to read at once, for checks across partitions. Empty without one."""
+def read_columns(path: Path | str, names: list[str]) -> Iterator[tuple[dict[str, np.ndarray], str]]:
+    """The file columns ``names`` (those the file has) of every row, read alone in chunks of
+    about SCAN_BYTES (at most ID_CHUNK rows) as (columns, chunk label 'file[start:stop]'): a few
+    columns of a catalogue too large to read at once, for checks across its partitions. Nothing
+    without such columns."""
     path = Path(path)
     fmt = catalog_format(path)
     _check(path, fmt)
-    ident = identifier(column_names(path), conventions or InputConventions())
-    if ident is None:
-        return np.zeros(0, np.int64)
-    parts = [np.zeros(0, np.int64)]
-    chunks = FORMATS[fmt].iter_rows(path, (0, count_rows(path)), ID_CHUNK, [ident])
+    wanted = [n for n in names if n in column_names(path)]
+    if not wanted:
+        return
+    rows = min(ID_CHUNK, max(1_000, SCAN_BYTES // (8 * len(wanted))))
+    chunks = FORMATS[fmt].iter_rows(path, (0, count_rows(path)), rows, wanted)
     while True:
         with library_errors(path, f"read as {fmt.upper()}"):
             chunk = next(chunks, None)
         if chunk is None:
-            return np.concatenate(parts)
+            return
         cols, _, source = chunk
-        parts.append(as_int64(cols[ident], ident, source))
+        yield cols, source
 
 
 def plan_partitions(path: Path | str, chunk_size: int) -> list[Range]:
@@ -280,15 +291,21 @@ def iter_rows(
     chunk_size: int,
     columns: Wanted = None,
     conventions: InputConventions | None = None,
+    csv_dtypes: Mapping[str, str] | None = None,
 ) -> Iterator[Catalog]:
     """Validated catalogues of at most ``chunk_size`` galaxies covering rows [start, stop) of the
-    file, with only ``columns`` (those the file has) when given, read with ``conventions``. A band
-    without values in every row of a chunk is no error (``validate``'s ``measured_bands``): the
-    chunk's rows are flagged as any other row without it, whatever the chunk size."""
+    file, with only ``columns`` (those the file has) when given, read with ``conventions``, each
+    validated as a catalogue a trained run predicts (``validate``'s ``predicting``): a band
+    without values in every row of a chunk is no error (the chunk's rows are flagged as any
+    other row without it, whatever the chunk size), nor is a spec-z code (unknown).
+    ``csv_dtypes``: a CSV file's column types (``catalog.scan``), the same in every chunk."""
     path = Path(path)
     fmt = catalog_format(path)
     _check(path, fmt)
-    chunks = FORMATS[fmt].iter_rows(path, rows, chunk_size, columns)
+    if fmt == "csv" and csv_dtypes:
+        chunks = csv_file.iter_rows(path, rows, chunk_size, columns, csv_dtypes)
+    else:
+        chunks = FORMATS[fmt].iter_rows(path, rows, chunk_size, columns)
     while True:
         with library_errors(path, f"read as {fmt.upper()}"):  # a file damaged inside its data
             chunk = next(chunks, None)
@@ -298,4 +315,65 @@ def iter_rows(
         with library_errors(path, "parse"):
             cols, meta = canonical_columns(cols, meta, source, conventions)
             cat = catalog_from_columns(cols, meta, source)
-        yield validate(cat, source, measured_bands=False)
+        yield validate(cat, source, predicting=True)
+
+
+def read_sample(
+    path: Path | str,
+    ranges: list[Range],
+    columns: Wanted = None,
+    conventions: InputConventions | None = None,
+) -> Catalog:
+    """The rows of ``ranges`` (sorted, disjoint) of the file, with only ``columns``, as one
+    catalogue read and validated as ``iter_rows`` does (a catalogue a trained run predicts):
+    e.g. the rows ``validation.judged_ranges`` names, which the streamed preflight judges. A CSV
+    file is read in one pass over its text (``csv_file.read_ranges``), the ranges in one Parquet
+    row group with one decoding of it (``sample_spans``)."""
+    path = Path(path)
+    fmt = catalog_format(path)
+    if fmt == "csv" and len(ranges) > 1:
+        _check(path, fmt)
+        with library_errors(path, "read as CSV"):
+            cols, meta, source = csv_file.read_ranges(path, ranges, columns)
+        with library_errors(path, "parse"):
+            cols, meta = canonical_columns(cols, meta, source, conventions)
+            cat = catalog_from_columns(cols, meta, source)
+        return validate(cat, source, predicting=True)
+    parts = []
+    for span in sample_spans(path, ranges):
+        start, stop = span[0][0], span[-1][1]
+        read = _joined(list(iter_rows(path, (start, stop), stop - start, columns, conventions)))
+        rows = np.concatenate([np.arange(s - start, e - start) for s, e in span])
+        parts.append(read if len(span) == 1 else read.select(rows))
+    return _joined(parts)
+
+
+def sample_spans(path: Path, ranges: list[Range]) -> list[list[Range]]:
+    """``ranges`` in groups read at once: those starting in the same Parquet row group together
+    (reading a range decodes its row group from its start), every other range alone."""
+    if catalog_format(path) != "parquet" or len(ranges) < 2:
+        return [[r] for r in ranges]
+    with library_errors(path, "read as PARQUET"):
+        bounds = np.cumsum([0, *parquet_file.row_groups(path)])
+    groups = np.searchsorted(bounds, [s for s, _ in ranges], side="right")
+    spans: list[list[Range]] = []
+    for k, r in enumerate(ranges):
+        if k and groups[k] == groups[k - 1]:
+            spans[-1].append(r)
+        else:
+            spans.append([r])
+    return spans
+
+
+def _joined(parts: list[Catalog]) -> Catalog:
+    """Catalogues of consecutive rows of one file (same bands) as one: ids, fluxes and errors
+    (what a sample is judged on); a single one as it is."""
+    if len(parts) == 1:
+        return parts[0]
+    return Catalog(
+        ref_id=np.concatenate([c.ref_id for c in parts]),
+        bands=parts[0].bands,
+        flux=np.concatenate([c.flux for c in parts]),
+        flux_error=np.concatenate([c.flux_error for c in parts]),
+        fluxzp=parts[0].fluxzp,
+    )

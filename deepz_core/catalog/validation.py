@@ -1,7 +1,11 @@
 """Value checks of a catalogue (format-free): unique ids, spec-z and magnitudes in range, bands
 that are measured at all, valid single exposures and coadds consistent with them, flux columns
-that hold AB magnitudes (``magnitude_bands``: values falling as the other bands brighten). Bad
-values of single galaxies are left to the photometric screen (``deepz_core.catalog.screen``)."""
+that hold AB magnitudes (``magnitude_bands``: values falling as the other bands brighten, judged
+on the rows ``judged_ranges`` names), coordinates on the sky (``check_sky``, a HATS output). Bad
+values of single galaxies are left to the photometric screen (``deepz_core.catalog.screen``). A
+catalogue a trained run predicts (``validate``'s ``predicting``) keeps its spec-z codes and
+infinite magnitudes: the prediction reads them as unknown (``unknown_cells``), saying so in one
+line per column (``unknown_note``), which training, for which spec-z are labels, refuses."""
 
 from __future__ import annotations
 
@@ -19,7 +23,15 @@ from deepz_core.catalog.catalog import (
     exposure_order,
     few,
 )
-from deepz_core.catalog.columns import check_unique_ids, plural
+from deepz_core.catalog.columns import (
+    as_float64,
+    check_unique_ids,
+    file_label,
+    file_rows,
+    file_rows_text,
+    plural,
+)
+from deepz_core.catalog.conventions import COORDINATE_COLUMNS
 from deepz_core.errors import CatalogError
 
 LOG = logging.getLogger("deepz")
@@ -122,11 +134,90 @@ def check_zspec(z: np.ndarray, ref_id: np.ndarray, source: str) -> None:
     )
 
 
+def check_coordinate_types(cat: Catalog, source: str) -> None:
+    """CatalogError naming the column, the cells and their rows when a coordinate column
+    (``conventions.COORDINATE_COLUMNS``: ra/dec, RA/DEC, coord_ra/coord_dec, _healpix_29) holds
+    text: predictions carry the coordinates, as numbers."""
+    for name in COORDINATE_COLUMNS:
+        if name in cat.extra:
+            as_float64(cat.extra[name], name, source)
+
+
+SKY_RANGES = {"ra": (-360.0, 360.0), "dec": (-90.0, 90.0)}  # degrees; HEALPix wraps an ra
+
+
+def check_sky(values: np.ndarray, column: str, axis: str, source: str) -> None:
+    """CatalogError naming ``column`` (the ``axis`` 'ra' or 'dec' of the sky, degrees), its cells
+    and their file rows (``source``: a file or a chunk label 'file[start:stop]') when a value
+    is not finite or outside SKY_RANGES: a HATS output places every galaxy on the sky."""
+    low, high = SKY_RANGES[axis]
+    values = as_float64(values, column, source)
+    with np.errstate(invalid="ignore"):
+        bad = ~(np.isfinite(values) & (values >= low) & (values <= high))
+    if bad.any():
+        rows = file_rows(np.flatnonzero(bad), source)
+        raise CatalogError(
+            f"{file_label(source)}: column '{column}' has {plural(int(bad.sum()), 'value', 'values')}"
+            f" off the sky ({few([f'{v:g}' for v in values[bad]])}; {file_rows_text(rows)}): "
+            f"--out-format hats needs a finite {axis} in [{low:g}, {high:g}] degrees for every "
+            "row; fix those rows, or write .parquet"
+        )
+
+
+UNKNOWN_CELLS = {  # column -> (its bad values: 'values' in words, what reading them as unknown does)
+    "zspec": (
+        f"values outside [0, {ZSPEC_MAX:g})",
+        "without a pit; training refuses such 'no redshift' codes: write them as NaN",
+    ),
+    "mag": ("infinite values", "as a missing mag"),
+}
+
+
+def unknown_cells(cat: Catalog) -> dict[str, np.ndarray]:
+    """``{column: (N,) bool}`` of the values a prediction reads as unknown (NaN), for the columns
+    that have some: spec-z outside [0, ZSPEC_MAX) (``bad_zspec``: "no redshift" codes 99, -99,
+    -1, inf; the networks do not read the spec-z, which only gives the pit) and infinite
+    magnitudes (``mag``: the calibration's magnitude bins, read as NaN when missing)."""
+    cells = {"zspec": bad_zspec(cat.zspec)}
+    if cat.mag is not None:
+        cells["mag"] = np.isinf(cat.mag)
+    return {k: v for k, v in cells.items() if v.any()}
+
+
+def without_unknown_cells(cat: Catalog, cells: dict[str, np.ndarray]) -> Catalog:
+    """``cat`` with the ``cells`` of ``unknown_cells`` set to NaN (a copy when there are some)."""
+    if not cells:
+        return cat
+    changes = {}
+    for column, bad in cells.items():
+        values = np.array(getattr(cat, column), dtype=np.float64)
+        values[bad] = np.nan
+        changes[column] = values
+    return replace(cat, **changes)
+
+
+def unknown_note(column: str, rows: np.ndarray, values: np.ndarray) -> str:
+    """The one warning of a prediction about the values of ``column`` (a key of UNKNOWN_CELLS)
+    it reads as unknown: how many, which values, the first file ``rows`` (K,) and what it
+    means, e.g. "column 'zspec' has 3 values outside [0, 10) (-99, 99; rows 300, 512, 900):
+    read as unknown (NaN) in the predictions ...". The same line whether the catalogue is read
+    whole (``unknown_cells``) or scanned in chunks (the streamed preflight, ``catalog.scan``)."""
+    what, means = UNKNOWN_CELLS[column]
+    what = what if len(rows) != 1 else what.replace("values", "value")
+    shown = few([f"{v:g}" for v in np.unique(values)])
+    return (
+        f"column '{column}' has {len(rows):,} {what} ({shown}; {file_rows_text(rows)}): read as "
+        f"unknown (NaN) in the predictions, {means}"
+    )
+
+
 def validate(
     cat: Catalog,
     source: str = "catalogue",
     exposures_source: str | None = None,
     measured_bands: bool = True,
+    *,
+    predicting: bool = False,
 ) -> Catalog:
     """Check values; raise CatalogError naming ``source``, the column and a few offending rows.
 
@@ -138,6 +229,10 @@ def validate(
     in every galaxy). Such values in some galaxies are left to the photometric screen
     (``deepz_core.catalog.screen``), which flags those galaxies instead of failing the whole catalogue.
     Single exposures without information (``unusable_exposures``) are left out, with a note.
+    ``predicting``: a catalogue (or a chunk of one) a trained run predicts: no band needs values
+    (as without ``measured_bands``), a spec-z outside [0, ZSPEC_MAX) or an infinite mag is no
+    error but unknown (the prediction reads it as NaN, with one warning: ``unknown_cells``), and
+    coordinate columns must hold numbers (``check_coordinate_types``).
     Returns ``cat`` (a copy without those exposures when it had some).
     """
     if cat.n_galaxies == 0 or not cat.bands:
@@ -145,10 +240,13 @@ def validate(
             f"{source}: no {'bands' if cat.n_galaxies else 'galaxies (empty table)'}"
         )
     check_unique_ids(cat.ref_id, source)
-    if measured_bands:
+    if measured_bands and not predicting:
         check_measured_bands(cat, source)
-    check_zspec(cat.zspec, cat.ref_id, source)
-    if cat.mag is not None:
+    if predicting:
+        check_coordinate_types(cat, source)
+    else:
+        check_zspec(cat.zspec, cat.ref_id, source)
+    if cat.mag is not None and not predicting:
         _check(np.isinf(cat.mag), f"{source}: column 'mag' has inf values for ref_id", cat.ref_id)
     if not np.isfinite(cat.fluxzp):
         raise CatalogError(f"{source}: header FLUXZP = {cat.fluxzp} is not finite")
@@ -289,7 +387,26 @@ MAGNITUDE_RANGE = (10.0, 35.0)  # ... and MAGNITUDE_SHARE of whose values lie in
 MAGNITUDE_SHARE = 0.9  # ... none below 0 but the codes: AB magnitudes, not a flux
 MAGNITUDE_CODES = (99.0, -99.0)  # a magnitude catalogue's non-detection and not-observed codes
 MAGNITUDE_MIN_GALAXIES = 30  # fewer galaxies with values: the column is not judged
-CORRELATION_ROWS = 10_000  # galaxies (evenly spaced rows) the correlation is measured on
+CORRELATION_ROWS = 10_000  # galaxies (evenly spaced blocks of rows) the correlation is measured on
+CORRELATION_BLOCKS = 10  # ... in this many blocks: cheap to read alone from any file format
+
+
+def judged_ranges(n: int) -> list[tuple[int, int]]:
+    """The row ranges [start, stop) of an ``n``-row catalogue whose fluxes ``magnitude_bands``
+    judges: all rows up to CORRELATION_ROWS, else CORRELATION_BLOCKS evenly spaced blocks of
+    CORRELATION_ROWS // CORRELATION_BLOCKS rows, first and last rows included. A streamed
+    prediction reads these blocks alone (``stream.preflight``), so the verdict is the same as
+    for the catalogue read whole, wherever a band turns into magnitudes."""
+    if n <= CORRELATION_ROWS:
+        return [(0, n)]
+    size = CORRELATION_ROWS // CORRELATION_BLOCKS
+    starts = np.linspace(0, n - size, CORRELATION_BLOCKS).astype(np.int64)
+    return [(int(s), int(s) + size) for s in starts]
+
+
+def judged_rows(n: int) -> np.ndarray:
+    """(M,) the rows of ``judged_ranges(n)``, in order."""
+    return np.concatenate([np.arange(s, e) for s, e in judged_ranges(n)])
 
 
 @dataclass(frozen=True)
@@ -364,12 +481,13 @@ def magnitude_bands(flux: np.ndarray, bands: tuple[str, ...]) -> list[MagnitudeB
     """The bands whose flux column (of ``flux`` (N, B), any unit) holds AB magnitudes: values
     ``magnitude_like`` that FALL as the galaxy brightens, i.e. whose rank correlation with the
     median rank of the other bands' fluxes is below MAGNITUDE_RHO (a flux rises with them; a
-    noisy one is uncorrelated, never anti-correlated). Measured on at most CORRELATION_ROWS
-    evenly spaced galaxies; none with fewer than two bands."""
+    noisy one is uncorrelated, never anti-correlated). Measured on the ``judged_ranges`` of the
+    catalogue, the rows a streamed prediction reads for it too; none with fewer than two
+    bands."""
     flux = np.asarray(flux, dtype=np.float64)
     if flux.shape[1] < 2:
         return []
-    flux = flux[:: max(1, -(-flux.shape[0] // CORRELATION_ROWS))]
+    flux = flux[judged_rows(len(flux))]
     suspects = [j for j in range(flux.shape[1]) if magnitude_like(flux[:, j])]
     if not suspects:
         return []

@@ -459,7 +459,7 @@ def _predict_combined(args: argparse.Namespace) -> int:
     conventions = _read_options(args).conventions
     # a run band without any value is predicted, as the networks' path does: imputed by the
     # networks (one warning, BAND_MISSING), left out of the template fit
-    catalog = read_catalog(args.catalog, conventions=conventions, measured_bands=False)
+    catalog = read_catalog(args.catalog, conventions=conventions, predicting=True)
     check = UnitCheck(args.allow_magnitude_shift)
     table = predict_hybrid(
         args.run, catalog, calibrate=not args.no_calibrate, device=args.device, check=check

@@ -14,7 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from deepz_core.catalog.catalog import Catalog
 from deepz_core.catalog.columns import few
+from deepz_core.catalog.validation import check_sky
 from deepz_core.errors import ConfigError
 from deepz_core.inference.provenance import flat
 
@@ -43,6 +45,18 @@ def coordinate_pair(names: list[str]) -> tuple[str, str]:
         f"--out-format hats needs coordinates: the catalogue has none of {pairs} (its columns: "
         f"{few(names, 8)}); give them, or write .parquet"
     )
+
+
+def check_sky_coordinates(cat: Catalog, source: str) -> tuple[str, str]:
+    """The (ra, dec) columns of the catalogue ``cat`` read from ``source`` (``coordinate_pair``:
+    ConfigError without any), after checking that every galaxy has a finite ra and dec on the
+    sky (``validation.check_sky``: CatalogError naming the column, rows and values): checked
+    before predicting, as a streamed prediction's preflight checks every row (``catalog.scan``)."""
+    ra, dec = coordinate_pair(list(cat.columns()))
+    columns = cat.columns()
+    check_sky(columns[ra], ra, "ra", source)
+    check_sky(columns[dec], dec, "dec", source)
+    return ra, dec
 
 
 def is_hats_output(folder: Path) -> bool:

@@ -34,9 +34,14 @@ from deepz_core.catalog.screen import (
     UnitCheck,
     judge_unit_shift,
 )
-from deepz_core.catalog.validation import unusable_values
+from deepz_core.catalog.validation import (
+    unknown_cells,
+    unknown_note,
+    unusable_values,
+    without_unknown_cells,
+)
 from deepz_core.device import resolve_device
-from deepz_core.errors import ConfigError, TrainingError
+from deepz_core.errors import CatalogError, ConfigError, TrainingError
 from deepz_core.files import atomic_write
 from deepz_core.inference.calibrate import (
     CALIBRATION_FILE,
@@ -437,9 +442,10 @@ def network_products(
     source: str = "the catalogue",
     given: set[str] | None = None,
 ) -> tuple[Catalog, Features, dict[str, np.ndarray], np.ndarray]:
-    """The run's networks on ``catalog``: the catalogue with the run's bands, its features, their
-    products (``predict_features``; calibrated when ``calibrate`` and the run has a calibration)
-    and the (N,) out-of-fold flags (training galaxies get the members that never saw them).
+    """The run's networks on ``catalog``: the catalogue with the run's bands (and its values out
+    of range as unknown: ``unknown_as_nan``), its features, their products
+    (``predict_features``; calibrated when ``calibrate`` and the run has a calibration) and the
+    (N,) out-of-fold flags (training galaxies get the members that never saw them).
     ``check``: the unit check of the catalogue ``source`` against the run's training magnitudes
     (``model_features``; None: ``UnitCheck()``, a shifted catalogue refused). ``given``: the
     notes given so far when ``catalog`` is a chunk of a prediction (its bands without values are
@@ -448,6 +454,7 @@ def network_products(
     run = RunDir(Path(run_dir))
     meta = load_model_json(run.path).get("metadata", {})
     model = load_model(run.path, device=resolve_device(device))
+    catalog = unknown_as_nan(catalog)
     if meta.get("bands") is not None:
         bands, ref_band = tuple(meta["bands"]), meta.get("ref_band")
         if given is None:
@@ -466,6 +473,19 @@ def network_products(
     return catalog, features, products, oof
 
 
+def unknown_as_nan(catalog: Catalog, given: set[str] | None = None) -> Catalog:
+    """``catalog`` with the values a prediction reads as unknown set to NaN
+    (``validation.unknown_cells``: a spec-z outside [0, ZSPEC_MAX) such as a 'no redshift' code
+    99, an infinite mag), named in one warning per column (``validation.unknown_note``) when
+    ``given`` is None: ``catalog`` is the whole prediction. A chunk of a stream (``given``: its
+    notes) says nothing: the stream's preflight named them for all its rows (``catalog.scan``)."""
+    cells = unknown_cells(catalog)
+    if given is None:
+        for column, bad in cells.items():
+            LOG.warning(unknown_note(column, np.flatnonzero(bad), getattr(catalog, column)[bad]))
+    return without_unknown_cells(catalog, cells)
+
+
 def model_features(
     model: DeepzModel,
     catalog: Catalog,
@@ -481,10 +501,13 @@ def model_features(
     whose reference magnitudes lie a unit's shift from them is refused, or with
     ``check.allow`` predicted with its rows outside them flagged OUTSIDE_TRAINING
     (``screen.judge_unit_shift``; ``check.shifted``: the verdict on the whole catalogue when
-    ``catalog`` is a chunk of it; None: ``catalog`` is the whole prediction)."""
+    ``catalog`` is a chunk of it; None: ``catalog`` is the whole prediction, refused as well
+    when no row has a reference magnitude: ``check_reference_measured``)."""
     features = build_features(catalog, ref_band, use_exposures)
     column = f"{FLUX_PREFIX}{features.ref_band}"
     check = check or UnitCheck()
+    if check.shifted is None:  # the whole prediction (a stream's preflight judged all its rows)
+        check_reference_measured(features.ref_mag, features.n_rows, column, source)
     shifted = judge_unit_shift(features.ref_mag, training, check, column, catalog.fluxzp, source)
     loc, scale = model.input_stats()
     features = features.against_population(InputStats(loc.numpy(), scale.numpy()))
@@ -649,6 +672,22 @@ def check_absent_bands(
         f"{ERROR_PREFIX}<band> for the run's bands {few(list(bands), 4)} (other spellings: "
         "--rename), or predict with a run trained on the catalogue's bands"
     )
+
+
+def check_reference_measured(mag: np.ndarray, n_rows: int, column: str, source: str) -> None:
+    """CatalogError when none of the ``n_rows`` rows of a whole catalogue ``source`` has a
+    finite reference magnitude (``mag`` (n,): those of its rows with a usable reference flux,
+    ``Features.ref_mag``; its reference flux ``column`` NaN, <= 0 or a placeholder code, or its
+    error unusable, in every row): no galaxy could get a p(z) (every row REF_UNUSABLE), so
+    nothing is predicted, as for a catalogue without the reference band
+    (``check_absent_bands``)."""
+    if n_rows and not np.isfinite(np.asarray(mag, dtype=np.float64)).any():
+        raise CatalogError(
+            f"{source}: column '{column}', the run's reference band, has no positive value in "
+            f"any of its {n_rows} rows: no galaxy could get a p(z) (the networks read every "
+            "flux relative to it); give the reference fluxes (other spellings: --rename), or "
+            "predict with a run trained on another reference band"
+        )
 
 
 def unmeasured_bands(catalog: Catalog, bands: tuple[str, ...]) -> list[str]:

@@ -17,6 +17,7 @@ and the ``keep`` columns of ``ReadOptions`` are passed through.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -47,10 +48,15 @@ from deepz_core.catalog.io import (
     iter_rows,
     plan_partitions,
     plan_warning,
-    read_ids,
+    read_sample,
 )
+from deepz_core.catalog.scan import scan_catalog
 from deepz_core.catalog.screen import TrainingMagnitudes, UnitCheck, judge_unit_shift
-from deepz_core.catalog.validation import check_not_magnitudes, check_unique_ids
+from deepz_core.catalog.validation import (
+    check_not_magnitudes,
+    check_unique_ids,
+    judged_ranges,
+)
 from deepz_core.errors import CatalogError, ConfigError
 from deepz_core.files import (
     DATASET_PLAN,
@@ -67,6 +73,7 @@ from deepz_core.inference.arrow_tables import SUCCESS, arrow_table, astropy_tabl
 from deepz_core.inference.calibrate import CALIBRATION_FILE, RunCalibration, load_calibration
 from deepz_core.inference.predict import (
     PRODUCT_COLUMNS,
+    check_reference_measured,
     galaxy_mags,
     member_mask,
     mixture_from_arrays,
@@ -76,6 +83,7 @@ from deepz_core.inference.predict import (
     predictions_table,
     table_format,
     training_magnitudes,
+    unknown_as_nan,
     unmeasured_bands,
     unmeasured_notes,
     with_run_bands,
@@ -101,13 +109,17 @@ PLAN = DATASET_PLAN  # files.refuse_inside_dataset knows a dataset by it
 class ReadOptions:
     """How the catalogue is read and what comes along: ``keep`` columns passed through to the
     predictions (besides the coordinates), ``conventions`` of its columns (identifier,
-    magnitudes, limits)."""
+    magnitudes, limits); ``csv_dtypes``: (column, pandas dtype) pairs a CSV file's chunks are
+    read with, found by the ``preflight`` (``catalog.scan``: each passed-through column's type
+    over the whole file)."""
 
     keep: tuple[str, ...] = ()
     conventions: InputConventions = field(default_factory=InputConventions)
+    csv_dtypes: tuple[tuple[str, str], ...] = ()
 
     def key(self) -> dict[str, Any]:
-        """JSON of the options (part of a dataset's plan)."""
+        """JSON of the options the user chose (part of a dataset's plan; ``csv_dtypes`` follow
+        from the catalogue, whose identity the plan holds)."""
         return {"keep": list(self.keep), "conventions": self.conventions.to_dict()}
 
 
@@ -141,11 +153,13 @@ class Predictor:
         Calibrated when ``calibrate`` and the run has a calibration (``inference.calibrate``).
         ``given``: the notes this prediction gave already (``predict.with_run_bands``; the chunks
         of one stream share it), None when ``cat`` is the whole catalogue: then a run band without
-        any value in it is named in a warning (``tables`` does so for a stream). A run band
-        ``cat`` lacks is imputed for every galaxy (``predict.with_run_bands``). ``check``: the
-        unit check of the catalogue ``source`` against the run's training magnitudes
-        (``predict.model_features``): a chunk of a stream carries the preflight's verdict; None:
-        ``cat`` is judged, a catalogue a unit's shift away refused."""
+        any value in it is named in a warning (``tables`` does so for a stream), as are the
+        values read as unknown (``predict.unknown_as_nan``: the stream's ``preflight`` names
+        them). A run band ``cat`` lacks is imputed for every galaxy (``predict.with_run_bands``).
+        ``check``: the unit check of the catalogue ``source`` against the run's training
+        magnitudes (``predict.model_features``): a chunk of a stream carries the preflight's
+        verdict; None: ``cat`` is judged, a catalogue a unit's shift away refused."""
+        cat = unknown_as_nan(cat, given)
         bands = self.bands
         if bands is not None:
             if given is None:
@@ -197,7 +211,7 @@ class Predictor:
         device = next(self.model.parameters()).device
         size = chunk_size if device.type == "cuda" else min(chunk_size, CPU_CHUNK)
         columns = self.columns(column_names(catalog), read, str(catalog))
-        return iter_rows(catalog, rows, size, columns, read.conventions)
+        return iter_rows(catalog, rows, size, columns, read.conventions, dict(read.csv_dtypes))
 
     def tables(
         self,
@@ -209,20 +223,24 @@ class Predictor:
         calibrate: bool = True,
         given: set[str] | None = None,
         check: UnitCheck | None = None,
+        unmeasured: set[str] | None = None,
     ) -> Iterator[pa.Table]:
         """Arrow tables of predictions for the rows [start, stop) of ``catalog``, chunk by chunk;
         a note about the catalogue comes with the first chunk that has it, once per stream
         (``given``: the set of notes given, shared with other parts of the same prediction;
         None: a new one). A run band without values in every chunk is named once, at the end
-        (``predict.unmeasured_notes``); in some chunks only, its rows are flagged alone.
-        ``check``: the preflight's unit check of the whole catalogue (``preflight``; None: each
-        chunk judged alone)."""
+        (``predict.unmeasured_notes``), or, for a part of a dataset, put in ``unmeasured`` (a set
+        the caller gave), for the dataset's one note (``dataset_notes``); in some chunks only,
+        its rows are flagged alone. ``check``: the preflight's unit check of the whole catalogue
+        (``preflight``; None: each chunk judged alone)."""
         read = read or ReadOptions()
         notes = StreamNotes(self.bands, self.ref_band, set() if given is None else given)
         for cat in self.chunks(catalog, rows, chunk_size, read):
             notes.seen(cat)
             yield self(cat, grid, read.keep, calibrate, notes.given, check, str(catalog))
-        if notes.pending:
+        if unmeasured is not None:
+            unmeasured.update(notes.empty or ())
+        elif notes.pending:
             whole = rows == (0, count_rows(catalog))
             notes.close(
                 "this catalogue" if whole else f"rows {rows[0]} to {rows[1] - 1} of {catalog}"
@@ -272,41 +290,71 @@ def carried_columns(cat: Catalog, rows: np.ndarray, keep: tuple[str, ...]) -> di
     return {k: columns[k][rows] for k in dict.fromkeys(names)}
 
 
-PREFLIGHT_ROWS = 100
+def run_bands(run_dir: str) -> tuple[tuple[str, ...] | None, str | None]:
+    """The run's bands in its order (None: a run that did not record them) and its reference
+    band (None: the default choice among them), from its model's JSON."""
+    meta = load_model_json(run_dir).get("metadata", {})
+    bands = meta.get("bands")
+    return (None if bands is None else tuple(bands)), meta.get("ref_band")
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A catalogue the ``preflight`` passed: its rows, and the read options to stream it with
+    (the caller's, with the CSV column types it found) and the unit check its chunks carry."""
+
+    rows: int
+    read: ReadOptions
+    check: UnitCheck
 
 
 def preflight(
-    run_dir: str, catalog: str, read: ReadOptions | None = None, allow_magnitude_shift: bool = False
-) -> tuple[int, UnitCheck]:
-    """Rows in ``catalog`` after reading and checking its first ``PREFLIGHT_ROWS`` rows with the
-    columns the run uses, and the identifiers of all its rows (read alone, 8 bytes per row): a
-    catalogue with the wrong columns, values or layout, or with an id repeated anywhere (as
-    ``read_catalog`` refuses it, whatever the partitions), fails here, in one line, before any
-    output (or Dask task) exists; so does a flux column holding AB magnitudes (judged on those
-    rows: ``validation.check_not_magnitudes``) and a catalogue whose reference magnitudes (its
-    reference flux read alone for all rows: ``unit_verdict``) lie a unit's shift from the run's
-    training population, unless ``allow_magnitude_shift``. Returns the rows and the unit check
-    its chunks carry. CatalogError for an empty catalogue."""
+    run_dir: str,
+    catalog: str,
+    read: ReadOptions | None = None,
+    given: set[str] | None = None,
+    sky: tuple[str, str] | None = None,
+    allow_magnitude_shift: bool = False,
+) -> Checked:
+    """The rows of ``catalog`` and how to read it, once it passed the checks a prediction needs
+    of every row, so that a bad file fails here, in one line, before any output (or Dask task)
+    exists, never in a late chunk. Read alone for all rows (``catalog.scan``, 8 bytes per row and column): the ids
+    (integers, none repeated, as ``read_catalog`` refuses them whatever the partitions), zspec,
+    mag and the coordinates (numbers; with a HATS output, ``sky``: the (ra, dec) columns, on the
+    sky) and, in a CSV file, every numeric column (a text cell is named with its row) and the
+    type of each column passed through (``Checked.read``'s ``csv_dtypes``). Read with
+    the columns the run uses: the rows ``validation.judged_ranges`` names (all up to 10,000),
+    checked as every chunk is (columns, units, layout) and judged for a flux column holding AB
+    magnitudes (``validation.check_not_magnitudes``, on the same rows as the catalogue read
+    whole). A run band the file lacks is refused or named here (``predict.with_run_bands``), as
+    are, in one warning each, the values the prediction reads as unknown (a spec-z code such as
+    99: ``validation.unknown_note``). ``given``: the prediction's notes given (the absent
+    bands' is added). The reference band is read alone for all rows (``unit_verdict``): a catalogue
+    without a reference magnitude in any row, or whose reference magnitudes lie a unit's shift
+    from the run's training population (unless ``allow_magnitude_shift``), is refused too; the
+    verdict travels in ``Checked.check``. CatalogError for an empty catalogue."""
     n = count_rows(catalog)
     if n == 0:
         raise CatalogError(f"{catalog}: no galaxies (empty table): nothing to predict")
     read = read or ReadOptions()
-    meta = load_model_json(run_dir).get("metadata", {})
+    bands, ref_band = run_bands(run_dir)
     names = column_names(catalog)
-    columns = needed_columns(names, meta.get("bands"), read.keep, read.conventions, str(catalog))
-    bands: tuple[str, ...] = ()
-    for cat in iter_rows(
-        catalog, (0, min(n, PREFLIGHT_ROWS)), PREFLIGHT_ROWS, columns, read.conventions
-    ):
-        check_not_magnitudes(cat, str(catalog), names)  # a flux column holding magnitudes
-        bands = cat.bands
+    columns = needed_columns(names, bands, read.keep, read.conventions, str(catalog))
+    scan = scan_catalog(catalog, read.conventions, columns, read.keep, sky)
     ident = identifier(names, read.conventions) or "ref_id"
-    check_unique_ids(read_ids(catalog, read.conventions), str(catalog), ident)
+    check_unique_ids(scan.ids, str(catalog), ident)
+    sample = read_sample(catalog, judged_ranges(n), columns, read.conventions)
+    check_not_magnitudes(sample, str(catalog), names)  # a flux column holding magnitudes
+    if bands is not None:  # refused without the reference band; else named once
+        with_run_bands(sample, bands, ref_band, given=set() if given is None else given)
+    for note in scan.notes():
+        LOG.warning(note)
+    read = dataclasses.replace(read, csv_dtypes=tuple(sorted(scan.csv_dtypes.items())))
     check = UnitCheck(allow_magnitude_shift)
-    ref_band = resolve_ref_band(meta.get("bands") or bands, meta.get("ref_band"))
-    if ref_band not in bands:  # the prediction refuses it (predict.check_absent_bands)
-        return n, check.judged(False)
-    return n, unit_verdict(run_dir, catalog, ref_band, read, check)
+    ref = resolve_ref_band(bands or sample.bands, ref_band)
+    if ref not in sample.bands:  # no run bands recorded, and no such column: nothing to judge
+        return Checked(n, read, check.judged(False))
+    return Checked(n, read, unit_verdict(run_dir, catalog, ref, read, check))
 
 
 REF_CHUNK = 1_000_000  # rows of the reference flux read at once by ``unit_verdict`` (~50 MB)
@@ -317,19 +365,23 @@ def unit_verdict(
 ) -> UnitCheck:
     """``check`` judged on the whole ``catalog`` (``screen.judge_unit_shift``): the reference
     magnitudes of all its rows, from its ``ref_band`` flux and error read alone (with the
-    identifier, zspec, mag and coordinates), REF_CHUNK rows at a time; CatalogError when they
-    lie a unit's shift from the run's training magnitudes and ``check`` does not allow it."""
-    training = training_magnitudes(run_dir)
-    if training is None:
-        return check.judged(False)
+    identifier, zspec, mag and coordinates), REF_CHUNK rows at a time; CatalogError when no row
+    has one (``predict.check_reference_measured``: no galaxy could get a p(z)), or when they lie
+    a unit's shift from the run's training magnitudes and ``check`` does not allow it."""
     names = column_names(catalog)
     columns = needed_columns(names, [ref_band], (), read.conventions, str(catalog))
     parts, fluxzp = [np.zeros(0, np.float32)], DEFAULT_FLUXZP
-    for cat in iter_rows(catalog, (0, count_rows(catalog)), REF_CHUNK, columns, read.conventions):
+    rows = (0, count_rows(catalog))
+    csv_dtypes = dict(read.csv_dtypes)
+    for cat in iter_rows(catalog, rows, REF_CHUNK, columns, read.conventions, csv_dtypes):
         parts.append(build_features(cat, ref_band, use_exposures=False).ref_mag)
         fluxzp = cat.fluxzp
     column = f"{FLUX_PREFIX}{ref_band}"
     mag = np.concatenate(parts)
+    check_reference_measured(mag, rows[1], column, str(catalog))
+    training = training_magnitudes(run_dir)
+    if training is None:
+        return check.judged(False)
     return check.judged(judge_unit_shift(mag, training, check, column, fluxzp, str(catalog)))
 
 
@@ -411,9 +463,18 @@ def output_metadata(prov: dict[str, str]) -> dict[bytes, bytes]:
     return {**qp_metadata(), **parquet_metadata(prov)}
 
 
-def _write_chunks(tables: Iterator[pa.Table], tmp: Path, metadata: dict[bytes, bytes]) -> int:
-    """Stream Arrow tables into one Parquet file with schema ``metadata``; returns rows written
-    (0: empty file)."""
+Footer = Callable[[], dict[str, str]]  # key-value metadata known once every table is written
+
+
+def _write_chunks(
+    tables: Iterator[pa.Table],
+    tmp: Path,
+    metadata: dict[bytes, bytes],
+    footer: Footer | None = None,
+) -> int:
+    """Stream Arrow tables into one Parquet file with schema ``metadata`` and, once they are
+    written, the key-value metadata ``footer()`` in its footer; returns rows written (0: empty
+    file)."""
     writer, n = None, 0
     try:
         for t in tables:
@@ -421,21 +482,29 @@ def _write_chunks(tables: Iterator[pa.Table], tmp: Path, metadata: dict[bytes, b
             writer = writer or pq.ParquetWriter(tmp, t.schema, **PARQUET_OPTIONS)
             writer.write_table(t)
             n += t.num_rows
+        if writer is not None and footer is not None:
+            writer.add_key_value_metadata(footer())
     finally:
         if writer is not None:
             writer.close()
     if writer is None:
         empty = pa.table({"ref_id": pa.array([], pa.int64())})
-        pq.write_table(empty.replace_schema_metadata(metadata), tmp)
+        extra = {} if footer is None else {k.encode(): v.encode() for k, v in footer().items()}
+        pq.write_table(empty.replace_schema_metadata({**metadata, **extra}), tmp)
     return n
 
 
-def write_parquet(tables: Iterator[pa.Table], out: Path | str, prov: dict[str, str]) -> int:
-    """Stream Arrow tables (one schema) into the Parquet file ``out``, atomically; rows written."""
+def write_parquet(
+    tables: Iterator[pa.Table],
+    out: Path | str,
+    prov: dict[str, str],
+    footer: Footer | None = None,
+) -> int:
+    """Stream Arrow tables (one schema) into the Parquet file ``out``, atomically, with
+    ``footer()``'s key-value metadata when given (``_write_chunks``); rows written."""
     n = [0]
-    atomic_write(
-        out, lambda tmp: n.__setitem__(0, _write_chunks(tables, tmp, output_metadata(prov)))
-    )
+    metadata = output_metadata(prov)
+    atomic_write(out, lambda tmp: n.__setitem__(0, _write_chunks(tables, tmp, metadata, footer)))
     return n[0]
 
 
@@ -476,12 +545,17 @@ def predict_part(
     provenance ``prov`` (computed here when not given); rows out. ``calibrate``: apply the run's
     calibration when it has one. ``check``: the preflight's unit check of the whole catalogue
     (``preflight``; None: each chunk judged alone). ``given``: the notes the prediction gave
-    already (the parts one process predicts share it: a note once per dataset; None: once per
-    part)."""
+    already (the parts one process predicts share it, a Dask task gets a copy of the
+    preflight's: a note once per dataset; None: once per part). The run bands without values in
+    every row of the part are recorded in its footer (``UNMEASURED_KEY``), for the dataset's one
+    note (``dataset_notes``)."""
     predictor = load_predictor(run_dir, device)
     prov = prov or provenance(run_dir, catalog)
-    tables = predictor.tables(catalog, rows, chunk_size, grid, read, calibrate, given, check)
-    return write_parquet(tables, out, prov)
+    empty: set[str] = set()
+    tables = predictor.tables(
+        catalog, rows, chunk_size, grid, read, calibrate, given, check=check, unmeasured=empty
+    )
+    return write_parquet(tables, out, prov, lambda: {UNMEASURED_KEY: json.dumps(sorted(empty))})
 
 
 def predict_file(
@@ -526,13 +600,15 @@ def _predict_file(
     check: UnitCheck,
 ) -> int:
     """``predict_file`` once its arguments and output are checked."""
-    n, check = preflight(run_dir, catalog, read, check.allow)
-    rows = (0, n)  # one pass: no partitions to re-decode
-    if fmt == "hats":
-        hats_coordinates(catalog, read or ReadOptions())
+    sky = hats_coordinates(catalog, read or ReadOptions()) if fmt == "hats" else None
+    given: set[str] = set()
+    checked = preflight(run_dir, catalog, read, given, sky, check.allow)
+    rows, read = (0, checked.rows), checked.read  # one pass: no partitions
     predictor = load_predictor(run_dir, device)
     prov = provenance(run_dir, catalog)
-    tables = predictor.tables(catalog, rows, chunk_size, grid, read, calibrate, None, check)
+    tables = predictor.tables(
+        catalog, rows, chunk_size, grid, read, calibrate, given, checked.check
+    )
     if fmt == "parquet":
         return write_parquet(tables, out, prov)
     if rows[1] > MEMORY_MAX_ROWS:
@@ -690,10 +766,11 @@ def repeats_held_back() -> Iterator[None]:
 
 def local_map(tasks: list[tuple]) -> Iterator[int]:
     """Run ``predict_part`` tasks one after another in this process, sharing one set of notes
-    given (a note about the catalogue comes once per dataset, not once per part)."""
-    given: set[str] = set()
+    given (their last argument, the preflight's: a note about the catalogue comes once per
+    dataset, not once per part)."""
+    given: set[str] = set(tasks[0][-1]) if tasks else set()
     for task in tasks:
-        yield predict_part(*task, given)  # positional: after the task's 11 arguments
+        yield predict_part(*task[:-1], given)
 
 
 def predict_dataset(
@@ -754,7 +831,8 @@ def _predict_dataset(
     check: UnitCheck,
 ) -> int:
     """``predict_dataset`` once its paths and output folder are checked."""
-    _, check = preflight(run_dir, catalog, read, check.allow)
+    given: set[str] = set()
+    checked = preflight(run_dir, catalog, read, given, None, check.allow)
     ranges = plan_partitions(catalog, chunk_size)
     with lock_folder(folder, f"dataset folder {folder}"):
         key = dataset_key(run_dir, catalog, ranges, grid, read, calibrate)
@@ -764,16 +842,36 @@ def _predict_dataset(
             LOG.warning(advice)
         names = [folder / f"part-{i:05d}.parquet" for i in range(len(ranges))]
         prov = provenance(run_dir, catalog)
+        task = (chunk_size, device, grid, checked.read, prov, calibrate, checked.check, given)
         todo = [
-            (run_dir, catalog, r, str(p), chunk_size, device, grid, read, prov, calibrate, check)
+            (run_dir, catalog, r, str(p), *task)
             for r, p in zip(ranges, names, strict=True)
             if not p.exists()
         ]
         for _ in mapper(todo):
             pass
-        rows = sum(pq.ParquetFile(p).metadata.num_rows for p in names)
+        footers = [pq.ParquetFile(p).metadata for p in names]
+        rows = sum(f.num_rows for f in footers)
         atomic_write_json(folder / SUCCESS, {"parts": len(names), "rows": rows})
+    for note in dataset_notes([f.metadata or {} for f in footers], *run_bands(run_dir)):
+        LOG.warning(note)
     return rows
+
+
+UNMEASURED_KEY = "deepz_unmeasured_bands"  # a part's footer: its run bands without any value
+
+
+def dataset_notes(
+    footers: list[dict[bytes, bytes]], bands: tuple[str, ...] | None, ref_band: str | None
+) -> list[str]:
+    """The one note of a dataset about the run ``bands`` without values in any of its rows,
+    from its parts' ``footers`` (key-value metadata, ``UNMEASURED_KEY``: each part's bands
+    without values); none when a part does not say (one written by an older deepz)."""
+    key = UNMEASURED_KEY.encode()
+    if bands is None or not footers or any(key not in f for f in footers):
+        return []
+    empty = set.intersection(*(set(json.loads(f[key])) for f in footers))
+    return unmeasured_notes([b for b in bands if b in empty], bands, ref_band)
 
 
 DATASET_FILES = (PLAN, SUCCESS, LOCK_FILE)

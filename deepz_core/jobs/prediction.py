@@ -20,7 +20,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
@@ -32,6 +32,9 @@ from deepz_core.errors import ConfigError
 from deepz_core.files import atomic_write_json
 from deepz_core.hybrid.runs import load_hybrid
 from deepz_core.jobs.status import pid_alive
+
+if TYPE_CHECKING:
+    from deepz_core.inference.stream import ReadOptions
 
 JOB_FILE = "job.json"
 OUTPUT = "predictions.parquet"
@@ -103,16 +106,19 @@ def _tables(
     catalog: str,
     total: int,
     predict: ChunkPredict,
+    read: ReadOptions | None = None,
+    given: set[str] | None = None,
 ) -> Iterator[pa.Table]:
-    """The predictions chunk by chunk (``predictor`` reads the chunks, ``predict`` predicts each),
-    recording progress; JobCancelled on a cancel file. Each warning about the catalogue comes
-    once per job, not once per chunk (``stream.StreamNotes``)."""
+    """The predictions chunk by chunk (``predictor`` reads the chunks with the ``read`` options
+    of the preflight, ``predict`` predicts each), recording progress; JobCancelled on a cancel
+    file. Each warning about the catalogue comes once per job, not once per chunk
+    (``stream.StreamNotes``; ``given``: the notes the preflight gave)."""
     from deepz_core.inference.stream import StreamNotes
 
     chunk = max(MIN_CHUNK, min(MAX_CHUNK, -(-total // 20)))
-    notes = StreamNotes(predictor.bands, predictor.ref_band)
+    notes = StreamNotes(predictor.bands, predictor.ref_band, set() if given is None else given)
     done, last = 0, 0.0
-    for cat in predictor.chunks(catalog, (0, total), chunk):
+    for cat in predictor.chunks(catalog, (0, total), chunk, read):
         check_job_cancel(folder, f"after {done:,} of {total:,} galaxies")
         notes.seen(cat)
         yield predict(cat, notes.given)
@@ -132,9 +138,9 @@ def check_job_cancel(folder: Path, when: str) -> None:
 def run_prediction_job(folder: Path | str) -> int:
     """Run the job in ``folder``: state running -> finished (rows, flag counts), failed or
     cancelled; rows written. The catalogue is checked as ``deepz predict`` checks it before any
-    output exists (``stream.preflight``: its layout, ids and the unit of its fluxes against the
-    run's training magnitudes): a refusal fails the job with its one line as the message, which
-    the Predict page shows."""
+    output exists (``stream.preflight``: its layout, every row's ids, spec-z and coordinates,
+    and the unit of its fluxes against the run's training magnitudes): a refusal fails the job
+    with its one line as the message, which the Predict page shows."""
     from deepz_core.inference.provenance import provenance
     from deepz_core.inference.stream import flag_counts, load_predictor, preflight, write_parquet
 
@@ -142,13 +148,17 @@ def run_prediction_job(folder: Path | str) -> int:
     spec = read_job(folder)
     update_job(folder, state="running", pid=os.getpid(), started=time.time())
     try:
-        total, check = preflight(spec["run"], spec["catalog"])
+        given: set[str] = set()  # the notes of this prediction, once each
+        checked = preflight(spec["run"], spec["catalog"], given=given)  # a bad file: one line
+        total = checked.rows
         update_job(folder, total=total)
         predictor = load_predictor(spec["run"], spec.get("device", "cpu"))
         prov = provenance(spec["run"], spec["catalog"])
         with ExitStack() as stack:
-            predict = _chunk_predictor(folder, spec, predictor, stack, check)
-            tables = _tables(folder, predictor, spec["catalog"], total, predict)
+            predict = _chunk_predictor(folder, spec, predictor, stack, checked.check)
+            tables = _tables(
+                folder, predictor, spec["catalog"], total, predict, checked.read, given
+            )
             n = write_parquet(tables, folder / OUTPUT, prov)
     except JobCancelled as exc:
         update_job(folder, state="cancelled", message=str(exc))

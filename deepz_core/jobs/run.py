@@ -40,17 +40,22 @@ def as_catalog(
     catalog: CatalogLike,
     what: str = "catalog",
     conventions: Any = None,
-    measured_bands: bool = True,
+    predicting: bool = False,
+    with_exposures: bool = True,
 ) -> Catalog:
     """A Catalog from a Catalog, a file path, an astropy Table, a pandas DataFrame or a mapping;
     ``conventions`` (an InputConventions or a mapping of its fields) say how a survey catalogue
-    spells its columns (identifier, magnitudes and their limits). ``measured_bands``: a file
-    with a band without any value is refused (False when a trained run predicts it: imputed)."""
+    spells its columns (identifier, magnitudes and their limits). ``predicting``: a trained run
+    predicts the file (``read_catalog``'s: a band without any value is imputed, a spec-z code is
+    unknown; else both are refused, as training must); ``with_exposures``: read its single
+    exposures too (the template fit uses them; the networks predict from the coadds)."""
     if isinstance(catalog, Catalog):
         return catalog
     conv = conventions_of(conventions)
     if isinstance(catalog, str | Path):
-        return read_catalog(catalog, conventions=conv, measured_bands=measured_bands)
+        return read_catalog(
+            catalog, conventions=conv, predicting=predicting, with_exposures=with_exposures
+        )
     return Catalog.from_table(catalog, source=what, conventions=conv)
 
 
@@ -158,7 +163,12 @@ class Run:
         HATS folder; an existing ``out`` is replaced only with ``overwrite=True``, and never when
         it is the catalogue or lies in a run folder. ``dz.to_qp(table)`` turns the result into a qp ensemble. ``calibrate``:
         apply the run's PIT calibration (``pit_raw`` holds the PIT before it); False gives the
-        networks' raw p(z), as does a run trained with ``calibrate=False``.
+        networks' raw p(z), as does a run trained with ``calibrate=False``. A spec-z outside
+        [0, 10) (a 'no redshift' code such as 99) or an infinite ``mag`` is read as unknown
+        (NaN), with one warning; a cell that is no number (text in a CSV column of fluxes) is
+        refused naming its column, row and value, as ``deepz predict`` refuses it before
+        writing anything. The single exposures of a file are not read (the networks use the
+        coadds).
 
         A run combined with the template fit (:meth:`combine`, ``train(templates=...)``)
         predicts with the combination (``zphot_net``, ``zphot_tf``: each estimator's mode; the
@@ -200,15 +210,16 @@ class Run:
                     f"run {self.path} predicts with its combination with the template fit, "
                     "which has no grid, keep_columns or HATS output: pass network_only=True"
                 )
-            cat = as_catalog(catalog, conventions=conventions, measured_bands=False)
+            cat = as_catalog(catalog, conventions=conventions, predicting=True)
             check = UnitCheck(allow_magnitude_shift)
             return self._predict_combined(cat, device, out, fmt, calibrate, catalog, check)
         predictor = load_predictor(self.path, device)
-        cat = as_catalog(catalog, conventions=conventions, measured_bands=False)
-        if fmt == "hats":  # before predicting: the catalogue's own columns
-            from deepz_core.inference.hats_out import coordinate_pair
+        cat = as_catalog(catalog, conventions=conventions, predicting=True, with_exposures=False)
+        if fmt == "hats":  # before predicting: the catalogue's own columns, every galaxy on the sky
+            from deepz_core.inference.hats_out import check_sky_coordinates
 
-            coordinate_pair(list(cat.columns()))
+            source = str(catalog) if isinstance(catalog, str | Path) else "catalog"
+            check_sky_coordinates(cat, source)
         source = str(catalog) if isinstance(catalog, str | Path) else "the catalogue"
         check = UnitCheck(allow_magnitude_shift)
         arrow = predictor(cat, grid, tuple(keep_columns), calibrate, None, check, source)

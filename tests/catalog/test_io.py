@@ -251,7 +251,10 @@ CSV_HEAD = "ref_id,flux_g,flux_error_g,flux_r,flux_error_r\n"
         ),
         ("ref_id,flux_error_g\n1,1\n", r"'flux_error_g' has no matching 'flux_g'"),
         ("ref_id,ra,dec\n1,1,1\n", r"no bands"),
-        (CSV_HEAD + "1,1,1,1,1\n2,abc,1,1,1\n", r"column 'flux_g' is not numeric .*rows 1"),
+        (
+            CSV_HEAD + "1,1,1,1,1\n2,abc,1,1,1\n",
+            r"column 'flux_g' is not numeric: 'abc' in row 1\b",
+        ),
         (CSV_HEAD + "1,1,1,1,1\nx,1,1,1,1\n", r"column 'ref_id' is not integer"),
         (CSV_HEAD + "2,nan,1,1,1\n3,,1,1,1\n", r"'flux_g' has NaN/inf values for every galaxy"),
         (CSV_HEAD + "1,1,1,1,inf\n2,1,1,1,nan\n", r"'flux_error_r' has NaN/inf values for every"),

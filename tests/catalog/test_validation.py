@@ -15,8 +15,11 @@ from deepz_core.catalog.import_report import Source, prepare_catalog
 from deepz_core.catalog.io import read_catalog
 from deepz_core.catalog.mapping import guess_galaxy_mapping
 from deepz_core.catalog.validation import (
+    CORRELATION_ROWS,
     MAGNITUDE_RHO,
     brightness_ranks,
+    judged_ranges,
+    judged_rows,
     magnitude_bands,
     normalized_ranks,
     rank_correlation,
@@ -156,3 +159,16 @@ def test_clean_mocks_and_tiny_catalogues_are_read(paus, deep, tmp_path) -> None:
         assert read_catalog(path).bands == cat.bands
     tiny = {k: v[:29] for k, v in as_magnitudes(paus, "subaru_V").items()}
     assert read_catalog(write_csv(tiny, tmp_path / "tiny.csv")).n_galaxies == 29  # not judged
+
+
+@pytest.mark.parametrize("n", [0, 1, 400, CORRELATION_ROWS, CORRELATION_ROWS + 1, 10**8])
+def test_the_rows_judged_for_magnitudes_are_few_blocks_spanning_the_catalogue(n) -> None:
+    """Fourteenth session: a streamed prediction judged its first 100 rows, the catalogue read
+    whole every 1/10,000th row, so a band turning into magnitudes below the first rows passed one
+    and not the other. Both now judge ``judged_ranges``: every row up to 10,000, else ten blocks
+    of 1,000 rows from the first row to the last, which a stream reads alone."""
+    ranges = judged_ranges(n)
+    rows = judged_rows(n)
+    assert len(rows) == min(n, CORRELATION_ROWS) and (np.diff(rows) > 0).all()
+    assert ranges[0][0] == 0 and ranges[-1][1] == n
+    assert len(ranges) == (1 if n <= CORRELATION_ROWS else 10)

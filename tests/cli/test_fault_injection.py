@@ -308,6 +308,13 @@ COMMANDS = {
 # a band without any value is imputed for every galaxy when a trained run predicts (flagged
 # BAND_MISSING, one warning); training, the template fit and evaluate refuse it
 IMPUTED = {("band-all-nan.fits", "predict"), ("band-all-nan.fits", "predict-dataset")}
+# a spec-z outside [0, 10) is unknown when a trained run predicts (the networks do not read it:
+# NaN, one warning, fourteenth session); training (labels) and evaluate (the truth) refuse it
+UNKNOWN = {
+    (name, command)
+    for name in ("zspec-99.fits", "zspec-minus-99.fits", "zspec-12.fits", "zspec-inf.fits")
+    for command in ("predict", "predict-dataset")
+}
 
 
 @pytest.mark.parametrize("command", list(COMMANDS))
@@ -322,7 +329,12 @@ def test_malformed_files_give_one_line_and_change_nothing(
     assert [sha256(p) for p in inputs] == before
     if (bad, command) in IMPUTED:  # predicted, the band named once (review: no dead end)
         assert code == 0, lines
-        assert sum("band NB555 has no values in " in line for line in lines) == 1  # per part: rows
+        assert sum("band NB555 has no values in " in line for line in lines) == 1
+        return
+    if (bad, command) in UNKNOWN:  # predicted, the values named once
+        assert code == 0, lines
+        named = [line for line in lines if line.startswith("log: column 'zspec' has ")]
+        assert len(named) == 1 and "read as unknown (NaN) in the predictions" in named[0], lines
         return
     assert_one_line_error(code, lines)
     left = {p.name for p in tmp_path.iterdir()}
@@ -377,7 +389,7 @@ def test_spec_z_codes_are_named_not_counted_as_missing(files, tmp_path, capsys, 
         ("duplicate-columns.parquet", "appear more than once"),
         ("duplicate-columns.fits", "appear more than once"),
         ("zero-rows.fits", "no galaxies"),
-        ("zspec-minus-99.fits", "-99"),
+        ("text-in-flux.csv", "column 'flux_NB455' is not numeric: 'abc' in row 0"),
     ],
 )
 def test_the_line_says_what_is_wrong(bad, says, files, run, tmp_path, capsys, caplog) -> None:

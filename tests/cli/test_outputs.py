@@ -214,3 +214,69 @@ def test_a_hats_output_is_replaced_only_when_asked(tmp_path, tiny_run, sky_catal
     assert (out / "hats.properties").stat().st_mtime_ns == kept
     n = stream.predict_file(str(tiny_run), path, str(out), out_format="hats", overwrite=True)
     assert n == 200 and (out / "hats.properties").is_file()
+
+
+def _late_bad_cell(path: Path, column: str, value: object) -> Path:
+    """400 galaxies of the tiny run's bands with ``value`` in ``column`` at row 300 (beyond the
+    first chunks of 100), written without write_catalog's checks."""
+    import numpy as np
+
+    from deepz_core.catalog import io
+    from tests.synthetic import synthetic_catalog
+
+    cols = dict(synthetic_catalog(400, 5, exposures=False, first_id=1001).columns())
+    cols["ra"], cols["dec"] = np.linspace(150, 151, 400), np.linspace(1.5, 2.5, 400)
+    values = cols[column].astype(object)
+    values[300] = value
+    cols[column] = (
+        np.array([str(v) for v in values]) if isinstance(value, str) else values.astype(float)
+    )
+    io.FORMATS[io.catalog_format(path)].write(path, [("galaxies", cols, {"FLUXZP": 23.9})])
+    return path
+
+
+@pytest.mark.parametrize("out", ["p.parquet", "ds"])
+def test_predict_refuses_a_late_text_cell_in_one_line_before_any_output(
+    tmp_path, tiny_run, capsys, out
+) -> None:
+    """Fourteenth session: a text cell at row 300 of a CSV failed `predict` in its fourth chunk
+    of 100 (a dataset kept three parts). Now one line names column, row and value; nothing is
+    written."""
+    cat = _late_bad_cell(tmp_path / "cat.csv", "flux_NB555", "abc")
+    assert main(_predict(tiny_run, cat, tmp_path / out, "--chunk-size", "100")) == 2
+    line = one_line_error(capsys)
+    assert line == f"error: {cat}: column 'flux_NB555' is not numeric: 'abc' in row 300"
+    assert not (tmp_path / out).exists() or not list((tmp_path / out).glob("part-*"))
+
+
+def test_predict_refuses_a_galaxy_off_the_sky_before_a_hats_output(tmp_path, tiny_run, capsys):
+    """Before: dec = 95 at row 300 gave a 40-line astropy traceback after predicting them all."""
+    cat = _late_bad_cell(tmp_path / "cat.fits", "dec", 95.0)
+    argv = _predict(tiny_run, cat, tmp_path / "h", "--out-format", "hats", "--chunk-size", "100")
+    assert main(argv) == 2
+    line = one_line_error(capsys)
+    assert f"{cat}: column 'dec' has 1 value off the sky (95; row 300)" in line
+    assert not (tmp_path / "h").exists()
+
+
+def test_predict_reads_a_spec_z_code_as_unknown_with_one_warning(
+    tmp_path, tiny_run, capsys, caplog
+) -> None:
+    """Before: zspec = 99 at row 300 failed `predict` in its fourth chunk ('no redshift' codes
+    must be NaN), though the networks do not read the spec-z. Now the row is predicted, its
+    zspec NaN, and one warning says so for the whole dataset; training still refuses the code."""
+    from deepz_core.inference.stream import dataset_files
+
+    cat = _late_bad_cell(tmp_path / "cat.fits", "zspec", 99.0)
+    out = tmp_path / "ds"
+    with caplog.at_level("WARNING", logger="deepz"):
+        assert main(_predict(tiny_run, cat, out, "--chunk-size", "100")) == 0
+    assert [r.getMessage() for r in caplog.records] == [
+        "column 'zspec' has 1 value outside [0, 10) (99; row 300): read as unknown (NaN) in the "
+        "predictions, without a pit; training refuses such 'no redshift' codes: write them as NaN"
+    ]
+    assert "wrote 400 predictions" in capsys.readouterr().out
+    zspec = pq.read_table(dataset_files(out))["zspec"].to_numpy()
+    assert zspec[300] != zspec[300] and (zspec[:300] == zspec[:300]).any()  # NaN there only
+    assert main(["train", "--catalog", str(cat), "--out", str(tmp_path / "run")]) == 2
+    assert "column 'zspec' has 1 value(s) outside [0, 10) (99)" in one_line_error(capsys)

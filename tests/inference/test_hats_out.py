@@ -107,6 +107,23 @@ def test_a_hats_catalogue_and_one_pixel_file_are_predicted(
     np.testing.assert_array_equal(one["_healpix_29"], part.extra["_healpix_29"])
 
 
+def test_a_hats_catalogue_is_predicted_into_a_dataset_that_resumes(
+    tiny_run, galaxies_hats, tmp_path
+) -> None:
+    """Fourteenth session: a HATS catalogue predicted into a partitioned dataset (no --out
+    suffix) failed with '...galaxies_hats: Is a directory' (the dataset's key read the folder as
+    a file). It is predicted, and a re-run resumes its missing part."""
+    out = tmp_path / "ds"
+    assert stream.predict_dataset(str(tiny_run), str(galaxies_hats), str(out), 60) == 200
+    first = pq.read_table(stream.dataset_files(out)).to_pandas()
+    (out / stream.SUCCESS).unlink()
+    (out / "part-00000.parquet").unlink()
+    assert stream.predict_dataset(str(tiny_run), str(galaxies_hats), str(out), 60) == 200
+    again = pq.read_table(stream.dataset_files(out)).to_pandas()
+    np.testing.assert_array_equal(again["ref_id"], first["ref_id"])
+    np.testing.assert_allclose(again["zphot"], first["zphot"])
+
+
 def test_the_map_partitions_example_of_the_docs_runs(
     tiny_run, galaxies_hats, tmp_path, monkeypatch
 ) -> None:

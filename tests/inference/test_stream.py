@@ -620,6 +620,25 @@ def test_a_run_band_absent_is_refused_when_nothing_could_be_predicted(trained, t
             dz.load_run(run.path).predict(t)
 
 
+def test_a_reference_band_without_values_is_refused_before_any_output(trained, tmp_path) -> None:
+    """Fourteenth session: a catalogue whose reference band is NaN in every row was predicted
+    into a table of NaN (every row REF_UNUSABLE, NO_PZ) with one warning, by the CLI and the
+    API, while the Predict page refused it. Now every path refuses it in one line naming the
+    column, before any output, as for a catalogue without the reference band."""
+    import deepz_core as dz
+
+    run, cat, _ = trained
+    nan = _write_unvalidated(_gap_catalog(cat, "subaru_i", slice(None)), tmp_path / "nan.fits")
+    line = r"column 'flux_subaru_i', the run's reference band, has no positive value in any"
+    with pytest.raises(CatalogError, match=line):
+        dz.load_run(run.path).predict(nan)
+    for out in ("p.parquet", "p.fits", "ds"):
+        predict = stream.predict_file if "." in out else stream.predict_dataset
+        with pytest.raises(CatalogError, match=line):
+            predict(str(run.path), nan, str(tmp_path / out), 40)
+        assert not (tmp_path / out).exists(), out
+
+
 def test_training_still_refuses_a_band_without_values(trained, tmp_path) -> None:
     """Training has nothing to learn from a band NaN in every row: refused, saying both ways out
     (remove or fill it to train; predicting the file imputes it)."""

@@ -5,10 +5,11 @@ numeric or are all empty come back as numbers."""
 
 from __future__ import annotations
 
+import bisect
 import csv
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -129,8 +130,17 @@ def count_rows(path: Path) -> int:
     return max(lines - 1, 0)
 
 
-def iter_rows(path: Path, rows: Range, chunk_size: int, columns: Wanted) -> Iterator[Chunk]:
-    """Chunks of rows [start, stop) read by pandas, skipping the rows before ``start``."""
+def iter_rows(
+    path: Path,
+    rows: Range,
+    chunk_size: int,
+    columns: Wanted,
+    dtypes: Mapping[str, str] | None = None,
+) -> Iterator[Chunk]:
+    """Chunks of rows [start, stop) read by pandas, skipping the rows before ``start``; the
+    columns of ``dtypes`` ('str' or 'float64', the whole column's type: ``catalog.scan``) are
+    read so in every chunk, text as ``read`` gives it (missing cells ''), where pandas would
+    guess each chunk's type from its own cells."""
     import pandas as pd
 
     start, stop = rows
@@ -146,11 +156,44 @@ def iter_rows(path: Path, rows: Range, chunk_size: int, columns: Wanted) -> Iter
         keep_default_na=False,
         na_values=_NA,
         usecols=None if columns is None else lambda c: c in columns,
+        dtype=dict(dtypes or {}),
     ) as reader:  # closed even when a chunk fails to parse
+        text = [c for c, t in (dtypes or {}).items() if t == "str"]
         for k, frame in enumerate(reader):
+            for c in (c for c in text if c in frame.columns):
+                frame[c] = frame[c].fillna("").astype(str)
             cols = {str(c): native_array(frame[c].to_numpy()) for c in frame.columns}
             s = start + k * chunk_size
             yield cols, meta, f"{path}[{s}:{s + len(frame)}]"
+
+
+def read_ranges(path: Path, ranges: list[Range], columns: Wanted) -> Chunk:
+    """The rows of several ranges [start, stop) as one chunk, read in one pass over the text
+    (``iter_rows`` per range would tokenize the file up to each start again); labelled with the
+    file alone (its rows are not one range)."""
+    import pandas as pd
+
+    meta, header, skip = _head(path)
+    if header is None:
+        raise CatalogError(f"{path}: no header row (only comment lines)")
+    check_header(path, header)
+    starts, stops = [s for s, _ in ranges], [e for _, e in ranges]
+
+    def skipped(line: int) -> bool:
+        if line <= skip:
+            return line < skip  # comments, then the header
+        k = bisect.bisect_right(starts, line - skip - 1) - 1  # the range this data row may be in
+        return k < 0 or line - skip - 1 >= stops[k]
+
+    frame = pd.read_csv(
+        path,
+        skiprows=skipped,
+        nrows=sum(e - s for s, e in ranges),
+        keep_default_na=False,
+        na_values=_NA,
+        usecols=None if columns is None else lambda c: c in columns,
+    )
+    return {str(c): native_array(frame[c].to_numpy()) for c in frame.columns}, meta, str(path)
 
 
 def write(tmp: Path, tables: Written) -> None:
