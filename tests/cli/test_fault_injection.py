@@ -306,8 +306,13 @@ COMMANDS = {
 
 
 # a band without any value is imputed for every galaxy when a trained run predicts (flagged
-# BAND_MISSING, one warning); training, the template fit and evaluate refuse it
-IMPUTED = {("band-all-nan.fits", "predict"), ("band-all-nan.fits", "predict-dataset")}
+# BAND_MISSING, one warning), left out of the template fit (one warning, fourteenth session);
+# training and evaluate refuse it
+IMPUTED = {
+    ("band-all-nan.fits", "predict"),
+    ("band-all-nan.fits", "predict-dataset"),
+    ("band-all-nan.fits", "templatefit"),
+}
 # a spec-z outside [0, 10) is unknown when a trained run predicts (the networks do not read it:
 # NaN, one warning, fourteenth session); training (labels) and evaluate (the truth) refuse it
 UNKNOWN = {

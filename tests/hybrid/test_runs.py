@@ -400,9 +400,11 @@ def test_a_band_at_1e30_counts_as_missing_in_the_template_fit(combined) -> None:
         assert value[1] == pytest.approx(value[0], rel=1e-6, abs=1e-9), name
 
 
-def test_a_catalogue_without_any_usable_row_gets_flagged_nan_rows(combined) -> None:
+def test_a_catalogue_without_any_usable_row_is_refused(combined) -> None:
     """Regression: no galaxy with a usable reference flux left the template fit nothing to fit
-    ('catalogue has no galaxies'); the networks' path answers such rows, so does the combination."""
+    ('catalogue has no galaxies'). Such rows among others get flagged NaN rows; a catalogue of
+    nothing else would be a table of NaN, refused in one line (fourteenth session), as the
+    networks' path refuses it."""
     run, cat = combined
     row = _junk(cat).select([3])  # no finite flux
     junk = Catalog(
@@ -411,10 +413,21 @@ def test_a_catalogue_without_any_usable_row_gets_flagged_nan_rows(combined) -> N
         flux=np.repeat(row.flux, 3, axis=0),
         flux_error=np.repeat(row.flux_error, 3, axis=0),
     )
-    table = run.predict(junk)
-    assert len(table) == 3 and ((np.asarray(table["flag"]) & PzFlag.NO_PZ) != 0).all()
-    assert np.isnan(np.asarray(table["zphot"])).all()
-    assert np.isnan(np.asarray(table["zphot_tf"])).all()
+    with pytest.raises(CatalogError, match="reference band, has no positive value in any of its 3"):
+        run.predict(junk)
+    good = _new(cat, [0])
+    mixed = Catalog(
+        ref_id=np.concatenate([junk.ref_id, good.ref_id]),
+        bands=junk.bands,
+        flux=np.concatenate([junk.flux, good.flux]),
+        flux_error=np.concatenate([junk.flux_error, good.flux_error]),
+    )
+    table = run.predict(mixed)
+    flag = np.asarray(table["flag"])
+    assert len(table) == 4 and ((flag[:3] & PzFlag.NO_PZ) != 0).all() and not flag[3] & 1
+    assert np.isnan(np.asarray(table["zphot"])[:3]).all()
+    assert np.isnan(np.asarray(table["zphot_tf"])[:3]).all()
+    assert np.isfinite(np.asarray(table["zphot_tf"])[3])
 
 
 def test_a_galaxy_with_too_few_bands_gets_no_template_fit_numbers(combined) -> None:
