@@ -454,7 +454,7 @@ def network_products(
     run = RunDir(Path(run_dir))
     meta = load_model_json(run.path).get("metadata", {})
     model = load_model(run.path, device=resolve_device(device))
-    catalog = unknown_as_nan(catalog)
+    catalog = unknown_as_nan(catalog, given)
     if meta.get("bands") is not None:
         bands, ref_band = tuple(meta["bands"]), meta.get("ref_band")
         if given is None:

@@ -797,3 +797,31 @@ def test_a_prediction_job_in_chunks_warns_about_a_band_once(
     np.testing.assert_array_equal(got["zphot"], want["zphot"])
     for name in ("zmedian", "odds"):  # the template fit's rounding follows its batch of galaxies
         np.testing.assert_allclose(got[name], want[name], atol=1e-3, err_msg=name)
+
+
+def test_a_combined_prediction_job_names_a_spec_z_code_once(
+    combined, tmp_path, monkeypatch, caplog
+) -> None:
+    """Found by the bad-cells survey (fourteenth session): the Predict page's job with the
+    combination named a 'no redshift' code (zspec = 99, read as unknown) once per chunk that had
+    one, the networks-only job once per job. Now once per job with either estimator."""
+    from deepz_core.jobs import prediction
+
+    run, cat = combined
+    new = _new(cat, np.arange(30))
+    zspec = np.array(new.zspec, dtype=np.float64)
+    zspec[[2, 15, 27]] = 99.0  # one code in each of the 3 chunks
+    path = tmp_path / "codes.fits"
+    table = Table(dataclasses.replace(new, zspec=zspec).columns())
+    table.write(path)
+    monkeypatch.setattr(prediction, "MIN_CHUNK", 10)  # 3 chunks
+    for network_only in (True, False):
+        folder = create_prediction_job(
+            tmp_path / f"preds{network_only}", run.path, path, None, "cpu", network_only
+        )
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="deepz"):
+            assert run_prediction_job(folder) == 30
+        named = [r.getMessage() for r in caplog.records if "'zspec'" in r.getMessage()]
+        assert len(named) == 1, (network_only, named)
+        assert np.isnan(np.asarray(Table.read(folder / OUTPUT)["zspec"])[[2, 15, 27]]).all()
