@@ -63,6 +63,14 @@ def as_catalog(
 CALLER_OF_WRAPPED = 4
 
 
+def unit_check(allow_magnitude_shift: bool, part: bool) -> UnitCheck:
+    """The unit check of a catalogue ``Run.predict`` predicts: judged on it (``part`` False:
+    refused a unit's shift away unless ``allow_magnitude_shift``), or, for one ``part`` of a
+    larger catalogue, not judged on it alone (``screen.UnitCheck.shifted`` False)."""
+    check = UnitCheck(allow_magnitude_shift)
+    return check.judged(False) if part else check
+
+
 @dataclass(frozen=True)
 class Run:
     """A deepz run folder: its configuration, status, out-of-fold predictions, and ``predict``.
@@ -151,6 +159,7 @@ class Run:
         network_only: bool = False,
         overwrite: bool = False,
         allow_magnitude_shift: bool = False,
+        part: bool = False,
     ) -> Table:
         """p(z) products for ``catalog``: an astropy Table with one row per catalogue row in its
         order (rows without a p(z) have NaN products and say why in ``flag``); galaxies the run
@@ -180,6 +189,11 @@ class Run:
         is refused with a CatalogError naming the flux column, the shift and the fix, before
         anything is written; ``allow_magnitude_shift=True`` predicts a sample really that much
         fainter or brighter, its rows outside the training magnitudes flagged OUTSIDE_TRAINING.
+        So is a catalogue without a reference flux in any row (no galaxy could get a p(z)).
+        ``part=True``: ``catalog`` is one part of a larger catalogue, which need not be a sample
+        of it (RAIL's estimator predicts its input chunk by chunk, and a catalogue sorted by
+        magnitude has chunks of faint galaxies only): these two checks of the whole catalogue are
+        not made on the part.
 
         >>> import deepz_core as dz
         >>> cat = dz.simulate_catalog("paus-mock", 600, seed=5)  # 521 with a spec-z
@@ -211,7 +225,7 @@ class Run:
                     "which has no grid, keep_columns or HATS output: pass network_only=True"
                 )
             cat = as_catalog(catalog, conventions=conventions, predicting=True)
-            check = UnitCheck(allow_magnitude_shift)
+            check = unit_check(allow_magnitude_shift, part)
             return self._predict_combined(cat, device, out, fmt, calibrate, catalog, check)
         predictor = load_predictor(self.path, device)
         cat = as_catalog(catalog, conventions=conventions, predicting=True, with_exposures=False)
@@ -221,7 +235,7 @@ class Run:
             source = str(catalog) if isinstance(catalog, str | Path) else "catalog"
             check_sky_coordinates(cat, source)
         source = str(catalog) if isinstance(catalog, str | Path) else "the catalogue"
-        check = UnitCheck(allow_magnitude_shift)
+        check = unit_check(allow_magnitude_shift, part)
         arrow = predictor(cat, grid, tuple(keep_columns), calibrate, None, check, source)
         if fmt is not None:
             path = catalog if isinstance(catalog, str | Path) else None

@@ -314,3 +314,26 @@ def test_a_ceci_pipeline_runs_inform_estimate_evaluate(tmp_path) -> None:
     assert (tmp_path / "out" / "summary_evaluate_deepz.hdf5").is_file()
     model = json.loads((tmp_path / "out" / "model_inform_deepz.json").read_text())
     assert Path(model["run"]).parent == tmp_path / "out"
+
+
+def test_a_chunk_is_not_judged_as_a_whole_catalogue(rail_run, tmp_path) -> None:
+    """Fourteenth session: the checks of a whole catalogue (no reference flux in any row, a
+    median 5 mag from the training magnitudes: refused) would judge each RAIL chunk alone, so a
+    catalogue whose last chunk holds only galaxies without an i-band measurement (sorted by
+    magnitude) failed there. A chunk is predicted: those rows get NaN p(z) flagged NO_PZ."""
+    test = {k: v.copy() for k, v in rail_run["test"].items()}
+    test["mag_i_lsst"][140:] = test["mag_err_i_lsst"][140:] = -99.0  # the last chunk of 70
+    handle = TableHandle("sorted", path=str(write_hdf5(test, tmp_path / "sorted.hdf5")))
+    stage = DeepzEstimator.make_stage(
+        name="estimate_sorted",
+        model=rail_run["model"],
+        chunk_size=70,
+        output=str(tmp_path / "pz.hdf5"),
+        id_col="id",
+        mag_limits=rail_run["limits"],
+        device="cpu",
+    )
+    ens = stage.estimate(handle).data
+    no_pz = (ens.ancil["flag"] & PzFlag.NO_PZ) > 0
+    assert ens.npdf == 200 and no_pz[140:].all() and not no_pz[JUNK:140].any()
+    np.testing.assert_allclose(ens.ancil["zmode"][:140], rail_run["ens"].ancil["zmode"][:140])

@@ -249,6 +249,8 @@ class DeepzEstimator(CatEstimator):
         data = self._convert_table_format(data, "numpyDict")  # pandas chunks: plain arrays
         rows = FALLBACK_ID - np.arange(start, end, dtype=np.int64)  # never a training row number
         cat = deepz_catalog(data, self.config, object_ids(data, self.config.id_col, rows))
-        table = self.deepz_run.predict(cat, device=self.config.device)
+        # RAIL's input is AB magnitudes (no flux unit to mistake), read in chunks that need not
+        # be samples of the whole (sorted by magnitude): no whole-catalogue check on a chunk
+        table = self.deepz_run.predict(cat, device=self.config.device, part=True)
         ens = dz.to_qp(table)  # the run's grid for the placeholders of unanswered rows
         self._do_chunk_output(ens, start, end, first, data=data)
