@@ -140,26 +140,16 @@ def run_prediction_job(folder: Path | str) -> int:
     cancelled; rows written. The catalogue is checked as ``deepz predict`` checks it before any
     output exists (``stream.preflight``: its layout, every row's ids, spec-z and coordinates,
     and the unit of its fluxes against the run's training magnitudes): a refusal fails the job
-    with its one line as the message, which the Predict page shows."""
-    from deepz_core.inference.provenance import provenance
-    from deepz_core.inference.stream import flag_counts, load_predictor, preflight, write_parquet
+    with its one line as the message, which the Predict page shows. Each warning comes once, as
+    from ``deepz predict`` (``stream.repeats_held_back``), not once per read or chunk."""
+    from deepz_core.inference.stream import flag_counts, repeats_held_back
 
     folder = Path(folder)
     spec = read_job(folder)
     update_job(folder, state="running", pid=os.getpid(), started=time.time())
     try:
-        given: set[str] = set()  # the notes of this prediction, once each
-        checked = preflight(spec["run"], spec["catalog"], given=given)  # a bad file: one line
-        total = checked.rows
-        update_job(folder, total=total)
-        predictor = load_predictor(spec["run"], spec.get("device", "cpu"))
-        prov = provenance(spec["run"], spec["catalog"])
-        with ExitStack() as stack:
-            predict = _chunk_predictor(folder, spec, predictor, stack, checked.check)
-            tables = _tables(
-                folder, predictor, spec["catalog"], total, predict, checked.read, given
-            )
-            n = write_parquet(tables, folder / OUTPUT, prov)
+        with repeats_held_back():
+            n = _predict_job(folder, spec)
     except JobCancelled as exc:
         update_job(folder, state="cancelled", message=str(exc))
         return 0
@@ -169,6 +159,25 @@ def run_prediction_job(folder: Path | str) -> int:
     counts = flag_counts(folder / OUTPUT)
     update_job(folder, state="finished", progress=1.0, rows=n, flags=counts, finished=time.time())
     return n
+
+
+def _predict_job(folder: Path, spec: dict[str, Any]) -> int:
+    """``run_prediction_job``'s prediction: the preflight (a bad file fails in one line before
+    any output), then the chunks into its output with their provenance; rows written."""
+    from deepz_core.inference.provenance import provenance
+    from deepz_core.inference.stream import load_predictor, preflight, write_parquet
+
+    given: set[str] = set()  # the notes of this prediction, once each
+    checked = preflight(spec["run"], spec["catalog"], given=given)
+    update_job(folder, total=checked.rows)
+    predictor = load_predictor(spec["run"], spec.get("device", "cpu"))
+    prov = provenance(spec["run"], spec["catalog"])
+    with ExitStack() as stack:
+        predict = _chunk_predictor(folder, spec, predictor, stack, checked.check)
+        tables = _tables(
+            folder, predictor, spec["catalog"], checked.rows, predict, checked.read, given
+        )
+        return write_parquet(tables, folder / OUTPUT, prov)
 
 
 def _chunk_predictor(

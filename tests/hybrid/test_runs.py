@@ -825,3 +825,34 @@ def test_a_combined_prediction_job_names_a_spec_z_code_once(
         named = [r.getMessage() for r in caplog.records if "'zspec'" in r.getMessage()]
         assert len(named) == 1, (network_only, named)
         assert np.isnan(np.asarray(Table.read(folder / OUTPUT)["zspec"])[[2, 15, 27]]).all()
+
+
+def test_a_prediction_job_gives_each_warning_of_its_reads_once(
+    combined, tmp_path, monkeypatch, caplog
+) -> None:
+    """Fourteenth session: the Predict page's job read its catalogue in the preflight and again
+    chunk by chunk, and gave a warning of each read every time (a magnitude catalogue without
+    limits: its non-detections named once per read and chunk), where ``deepz predict`` gives it
+    once. Now the job holds repeats back as ``deepz predict`` does."""
+    from deepz_core.jobs import prediction
+
+    run, cat = combined
+    new = _new(cat, np.arange(30))
+    table = Table({"ref_id": new.ref_id})
+    for j, band in enumerate(new.bands):
+        flux, error = new.flux[:, j], new.flux_error[:, j]
+        detected = flux > error
+        with np.errstate(divide="ignore", invalid="ignore"):
+            table[f"mag_{band}"] = np.where(detected, 23.9 - 2.5 * np.log10(flux), 99.0)
+            table[f"magerr_{band}"] = np.where(detected, 1.0857 * error / flux, 99.0)
+    path = tmp_path / "mags.csv"
+    table.write(path)
+    monkeypatch.setattr(prediction, "MIN_CHUNK", 10)  # 3 chunks
+    folder = create_prediction_job(tmp_path / "preds", run.path, path, None, "cpu", True)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="deepz"):
+        assert run_prediction_job(folder) == 30
+    named = [
+        r.getMessage() for r in caplog.records if "have no limiting magnitude" in r.getMessage()
+    ]
+    assert len(named) == 1, named
