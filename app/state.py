@@ -1046,6 +1046,30 @@ def absent_bands(run_id: str, catalog_path: str) -> tuple[list[str], str | None]
     return absent, None
 
 
+def prediction_refusal(run_id: str, catalog_path: str) -> str | None:
+    """Why ``deepz predict`` would refuse run ``run_id``'s prediction of catalogue
+    ``catalog_path`` before writing anything (``inference.stream.preflight``: every row's ids,
+    spec-z and coordinates, the flux unit against the run's training magnitudes, a reference
+    band without values...), without the catalogue's stored path the page names otherwise; None
+    when it would predict it. Cached by the run's model and the file's modification times."""
+    folder = runs_dir() / run_id
+    model = folder / "model.json"
+    stamps = (Path(catalog_path).stat().st_mtime, model.stat().st_mtime if model.exists() else 0)
+    return _prediction_refusal(str(folder), catalog_path, stamps)
+
+
+@st.cache_data(max_entries=32, show_spinner="Checking the catalogue...")
+def _prediction_refusal(run: str, catalog_path: str, stamps: tuple[float, float]) -> str | None:
+    from deepz_core.errors import DeepzError
+    from deepz_core.inference.stream import preflight
+
+    try:
+        preflight(run, catalog_path)
+    except DeepzError as err:
+        return str(err).removeprefix(f"{catalog_path}: ")
+    return None
+
+
 def unmeasured_band_notes(run_id: str, catalog_path: str) -> list[str]:
     """What ``deepz predict`` warns about run ``run_id``'s bands that catalogue ``catalog_path``
     has without any value ('band NB455 has no values in this catalogue: imputed for every galaxy,

@@ -110,6 +110,7 @@ def new_prediction() -> None:
         st.warning("The chosen catalogue no longer exists: choose another.")
         return
     missing, refusal = state.absent_bands(run_id, path)
+    refusal = refusal or state.prediction_refusal(run_id, path)  # as deepz predict refuses it
     if refusal is not None:
         st.warning(f"This run cannot predict {options.get(choice, choice)}: {refusal}")
     elif missing:
@@ -414,9 +415,10 @@ def show_job(job_id: str) -> None:
     flags = {k: v for k, v in spec.get("flags", {}).items() if k != "rows"}
     no_pz = flags.pop("NO_PZ", 0)
     listed = ", ".join(f"{name} {count:,}" for name, count in flags.items())
+    said = f"; {no_pz:,} without a p(z)" if no_pz else ""
     st.caption(
         f"{spec.get('rows', 0):,} rows predicted"
-        + (f"; {no_pz:,} without a p(z) (flags: {listed})" if no_pz else "")
+        + (f"{said} (flags: {listed}; see the flag column)" if listed else said)
         + f". Survey profile of the run: {state.profile(state.job_key(job_id)).label}."
     )
     st.caption(f"Estimator: {estimator_label(spec)}.")

@@ -28,7 +28,7 @@ from deepz_core.catalog.catalog import Catalog
 from deepz_core.catalog.screen import UnitCheck
 from deepz_core.configs import check_bool
 from deepz_core.device import usable_cores
-from deepz_core.errors import ConfigError
+from deepz_core.errors import ConfigError, DeepzError
 from deepz_core.files import atomic_write_json
 from deepz_core.hybrid.runs import load_hybrid
 from deepz_core.jobs.status import pid_alive
@@ -154,11 +154,20 @@ def run_prediction_job(folder: Path | str) -> int:
         update_job(folder, state="cancelled", message=str(exc))
         return 0
     except Exception as exc:
-        update_job(folder, state="failed", message=f"{type(exc).__name__}: {exc}")
+        update_job(folder, state="failed", message=failure_message(exc, spec))
         raise
     counts = flag_counts(folder / OUTPUT)
     update_job(folder, state="finished", progress=1.0, rows=n, flags=counts, finished=time.time())
     return n
+
+
+def failure_message(exc: Exception, spec: dict[str, Any]) -> str:
+    """The line a failed job shows: a user-facing error's own message (the catalogue named by
+    the name it was uploaded under, not its stored path), another error's type and message."""
+    if not isinstance(exc, DeepzError):
+        return f"{type(exc).__name__}: {exc}"
+    name = spec.get("catalog_name")
+    return str(exc).replace(str(spec["catalog"]), str(name)) if name else str(exc)
 
 
 def _predict_job(folder: Path, spec: dict[str, Any]) -> int:

@@ -17,6 +17,7 @@ from streamlit.testing.v1 import AppTest
 
 from deepz_core.catalog.io import write_catalog
 from deepz_core.cli import main as cli
+from deepz_core.errors import CatalogError
 from deepz_core.jobs.training_run import create_run, execute_run, run_config
 from deepz_core.sed.bands import band_set
 from deepz_core.simulate import simulate
@@ -288,27 +289,33 @@ def test_a_dp0_parquet_upload_is_predicted_with_the_run_bands(trained_lsst, tmp_
     np.testing.assert_allclose(imported.magnitudes("lsst_i"), cat.magnitudes("lsst_i"), atol=1e-6)
 
 
-def test_a_catalogue_a_unit_off_fails_its_job_with_one_line(trained, tmp_path, monkeypatch):
+def test_a_catalogue_a_unit_off_is_refused_before_any_job(trained, tmp_path, monkeypatch):
     """Fourteenth session: fluxes x1000 off (nJy values declared uJy) were predicted by the job
-    with flag 0. The job now refuses the catalogue before writing anything, and the page shows
-    the one line naming the column, the shift and the fix, as `deepz predict` prints it."""
-    from app import jobs, state
+    with flag 0. The page now checks an upload as `deepz predict` does before anything runs
+    (`state.prediction_refusal`: the stream's preflight) and says why in one line, the button
+    disabled; a job started on such a file anyway (a file changed since) fails with that line,
+    the catalogue named as uploaded, without the error's type (`jobs.prediction.failure_message`)."""
+    from app import jobs
+    from deepz_core.jobs.prediction import create_prediction_job, run_prediction_job
 
     monkeypatch.setenv("DEEPZ_HOME", str(trained))
     monkeypatch.setattr(jobs, "_spawn", lambda args, log, env=None: cli.main(args))  # in-process
     st.cache_resource.clear()
     cat = dataclasses.replace(simulate("paus-mock", 60, band_set("paus_cosmos"), 6), exposures=None)
     off = dataclasses.replace(cat, flux=cat.flux * 1000, flux_error=cat.flux_error * 1000)
-    data = write_catalog(off, tmp_path / "off.fits").read_bytes()
+    path = write_catalog(off, tmp_path / "off.fits")
     at = AppTest.from_file(PAGE, default_timeout=120).run()
-    at.file_uploader(key="pred_upload").upload("nano.fits", data)
+    at.file_uploader(key="pred_upload").upload("nano.fits", path.read_bytes())
     at.run()
     assert not at.exception and not at.error, [e.value for e in at.error]
-    _predict_button(at).click().run()
-    at.run()
-    job = next(j for j in state.prediction_jobs_list() if j.spec.get("catalog_name") == "nano")
-    assert job.state == "failed" and not job.output.exists()
-    shown = [e.value for e in at.error]
+    shown = [w.value for w in at.warning if "cannot predict" in w.value]
     assert len(shown) == 1 and "\n" not in shown[0], shown
     assert "column 'flux_subaru_i' (declared uJy)" in shown[0] and "mag brighter" in shown[0]
-    assert "--flux-unit nJy" in shown[0]
+    assert "--flux-unit nJy" in shown[0] and "/uploads/" not in shown[0]
+    assert _predict_button(at).disabled
+    run = next(p for p in (trained / "runs").iterdir() if (p / "model.json").exists())
+    folder = create_prediction_job(tmp_path / "preds", run, path, "nano", "cpu", True)
+    with pytest.raises(CatalogError):
+        run_prediction_job(folder)
+    message = json.loads((folder / "job.json").read_text())["message"]
+    assert message.startswith("nano: column 'flux_subaru_i' (declared uJy)"), message
