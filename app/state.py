@@ -20,6 +20,7 @@ from deepz_core.catalog.catalog import Catalog
 from deepz_core.catalog.features import Features
 from deepz_core.catalog.import_report import (
     CatalogSummary,
+    Problem,
     Report,
     Source,
     prepare_catalog,
@@ -1119,13 +1120,25 @@ def auto_import(
     rename = match_run_bands([b for b, _, _ in mapping.bands], run_bands)
     mapping = renamed_bands(mapping, rename)
     report = import_report(path, mapping.to_json(), measured_bands=False)
+    if not report.ok and report.problems and all(_read_as_unknown(p) for p in report.problems):
+        report = import_report(path, mapping.to_json(), fix=True, measured_bands=False)
     if not report.ok:
         return None, report, rename
     recipe = {"inputs": [Path(path).name, mapping.to_json()], "predict": True}
+    if report.fixed:  # another catalogue than the file read as it is
+        recipe["unknown"] = [p.text() for p in report.fixed]
     key = uploads.recipe_key(recipe)
     if not uploads.canonical_path(key).exists():
         save_catalog(report.catalog, recipe, filename.split(".")[0])
     return key, report, rename
+
+
+def _read_as_unknown(problem: Problem) -> bool:
+    """Whether a problem of a catalogue to predict is one ``deepz predict`` reads as unknown
+    without asking (a spec-z code such as 99, an infinite mag: ``validation.unknown_cells``),
+    whose fix sets those values to NaN and nothing else."""
+    masks = (problem.drop_galaxies, problem.drop_exposures, problem.from_magnitudes)
+    return problem.unknown is not None and all(m is None for m in masks)
 
 
 def run_band_names(run_id: str) -> tuple[str, ...]:

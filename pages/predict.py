@@ -70,6 +70,9 @@ def _uploaded_catalogue(run_id: str) -> str | None:
         return ""
     flagged = f" ({report.n_flagged:,} with values the screen flags)" if report.flagged else ""
     st.success(f"Imported {file.name}: {report.catalog.n_galaxies:,} galaxies{flagged}.")
+    for fixed in report.fixed:  # as deepz predict reads them
+        text = fixed.text().replace(Path(path).name, file.name)
+        st.info(f"{text}: read as unknown (NaN), as by `deepz predict`.")
     if renamed:
         pairs = ", ".join(f"{b} → {r}" for b, r in list(renamed.items())[:6])
         more = " ..." if len(renamed) > 6 else ""

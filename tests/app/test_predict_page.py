@@ -152,6 +152,30 @@ def _predict_button(at: AppTest):
     return next(b for b in at.button if b.label == "Predict this catalogue")
 
 
+def test_an_upload_with_a_spec_z_code_is_predicted_as_deepz_predict_reads_it(
+    trained, tmp_path, monkeypatch
+) -> None:
+    """Found by the fourteenth session's browser check: an upload with one zspec = 99 (a 'no
+    redshift' code) was refused by the Predict page ('correct the file and upload it again'),
+    while `deepz predict` reads such a value as unknown with one note. The page now does the
+    same: imported, the value read as unknown (NaN), said in one line, the button enabled."""
+    import pandas as pd
+
+    monkeypatch.setenv("DEEPZ_HOME", str(trained))
+    st.cache_resource.clear()
+    cat = simulate("paus-mock", 40, band_set("paus_cosmos"), 4)
+    cols = {k: v for k, v in cat.columns().items() if np.ndim(v) == 1}
+    cols["zspec"] = np.where(np.arange(40) == 5, 99.0, cols["zspec"])
+    pd.DataFrame(cols).to_csv(tmp_path / "z99.csv", index=False)
+    at = AppTest.from_file(PAGE, default_timeout=120).run()
+    at.file_uploader(key="pred_upload").upload("z99.csv", (tmp_path / "z99.csv").read_bytes())
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    said = [i.value for i in at.info if "read as unknown (NaN)" in i.value]
+    assert len(said) == 1 and said[0].startswith("z99.csv: column 'zspec'"), said
+    assert not _predict_button(at).disabled
+
+
 def test_a_failed_upload_predicts_nothing(trained, tmp_path, monkeypatch) -> None:
     """Issue 1: while an uploaded file cannot be imported the button is disabled (never the
     dropdown's catalogue instead); the message names the file as uploaded and asks to map
