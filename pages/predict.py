@@ -425,6 +425,8 @@ def show_job(job_id: str) -> None:
         + f". Survey profile of the run: {state.profile(state.job_key(job_id)).label}."
     )
     st.caption(f"Estimator: {estimator_label(spec)}.")
+    for note in spec.get("notes", []):  # the job's warnings, each once (its log holds them too)
+        st.warning(note)
     key = state.job_key(job_id)
     tabs = st.tabs(["n(z) and downloads", "Tomographic bins", "Galaxies", "Sky"])
     with tabs[0]:

@@ -12,11 +12,12 @@ job's ``estimator`` is "combined"; ~100 galaxies/s on 2 CPU cores) unless the jo
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -147,8 +148,9 @@ def run_prediction_job(folder: Path | str) -> int:
     folder = Path(folder)
     spec = read_job(folder)
     update_job(folder, state="running", pid=os.getpid(), started=time.time())
+    notes = WarningsKept()
     try:
-        with repeats_held_back():
+        with repeats_held_back(), notes.kept():
             n = _predict_job(folder, spec)
     except JobCancelled as exc:
         update_job(folder, state="cancelled", message=str(exc))
@@ -157,8 +159,40 @@ def run_prediction_job(folder: Path | str) -> int:
         update_job(folder, state="failed", message=failure_message(exc, spec))
         raise
     counts = flag_counts(folder / OUTPUT)
-    update_job(folder, state="finished", progress=1.0, rows=n, flags=counts, finished=time.time())
+    said = [with_catalog_name(m, spec) for m in notes.messages]
+    update_job(
+        folder,
+        state="finished",
+        progress=1.0,
+        rows=n,
+        flags=counts,
+        notes=said,
+        finished=time.time(),
+    )
     return n
+
+
+class WarningsKept(logging.Handler):
+    """The warnings deepz logs during a job (after ``stream.repeats_held_back``'s filter: each
+    once), kept in ``messages`` for the job's ``notes``, which the Predict page shows beside its
+    results (the job's log holds them too)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+    @contextmanager
+    def kept(self) -> Iterator[None]:
+        """Keep deepz's warnings within the block."""
+        logger = logging.getLogger("deepz")
+        logger.addHandler(self)
+        try:
+            yield
+        finally:
+            logger.removeHandler(self)
 
 
 def failure_message(exc: Exception, spec: dict[str, Any]) -> str:
@@ -166,8 +200,13 @@ def failure_message(exc: Exception, spec: dict[str, Any]) -> str:
     the name it was uploaded under, not its stored path), another error's type and message."""
     if not isinstance(exc, DeepzError):
         return f"{type(exc).__name__}: {exc}"
+    return with_catalog_name(str(exc), spec)
+
+
+def with_catalog_name(text: str, spec: dict[str, Any]) -> str:
+    """``text`` with the job's stored catalogue path replaced by the name it was uploaded under."""
     name = spec.get("catalog_name")
-    return str(exc).replace(str(spec["catalog"]), str(name)) if name else str(exc)
+    return text.replace(str(spec["catalog"]), str(name)) if name else text
 
 
 def _predict_job(folder: Path, spec: dict[str, Any]) -> int:

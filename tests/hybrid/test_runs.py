@@ -833,7 +833,8 @@ def test_a_prediction_job_gives_each_warning_of_its_reads_once(
     """Fourteenth session: the Predict page's job read its catalogue in the preflight and again
     chunk by chunk, and gave a warning of each read every time (a magnitude catalogue without
     limits: its non-detections named once per read and chunk), where ``deepz predict`` gives it
-    once. Now the job holds repeats back as ``deepz predict`` does."""
+    once, and the page showed none of them. Now the job holds repeats back as ``deepz predict``
+    does and keeps its warnings in ``job.json`` (``notes``), which the Predict page shows."""
     from deepz_core.jobs import prediction
 
     run, cat = combined
@@ -856,3 +857,7 @@ def test_a_prediction_job_gives_each_warning_of_its_reads_once(
         r.getMessage() for r in caplog.records if "have no limiting magnitude" in r.getMessage()
     ]
     assert len(named) == 1, named
+    # kept in the job for the Predict page, the catalogue named as uploaded, not by its path
+    notes = json.loads((folder / "job.json").read_text())["notes"]
+    kept = [n for n in notes if "have no limiting magnitude" in n]
+    assert len(kept) == 1 and kept[0].startswith("mags.csv: non-detections"), notes
