@@ -229,12 +229,11 @@ class Run:
             return self._predict_combined(cat, device, out, fmt, calibrate, catalog, check)
         predictor = load_predictor(self.path, device)
         cat = as_catalog(catalog, conventions=conventions, predicting=True, with_exposures=False)
+        source = str(catalog) if isinstance(catalog, str | Path) else "the catalogue"
         if fmt == "hats":  # before predicting: the catalogue's own columns, every galaxy on the sky
             from deepz_core.inference.hats_out import check_sky_coordinates
 
-            source = str(catalog) if isinstance(catalog, str | Path) else "catalog"
             check_sky_coordinates(cat, source)
-        source = str(catalog) if isinstance(catalog, str | Path) else "the catalogue"
         check = unit_check(allow_magnitude_shift, part)
         arrow = predictor(cat, grid, tuple(keep_columns), calibrate, None, check, source)
         if fmt is not None:
